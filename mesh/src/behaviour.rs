@@ -1,0 +1,85 @@
+//! The libp2p `NetworkBehaviour` of a mesh node and the tuning of each protocol in it.
+//!
+//! - gossipsub carries presence (and, later, job announces): signed, strict validation, message id
+//!   = blake3 of the payload, mesh degrees tuned so that small meshes (2–20 nodes) form a full mesh
+//!   instead of logging "mesh low" forever.
+//! - `/directord/ctl/1` is the reliable point-to-point path (request-response, bounded frames).
+//! - ping notices dead connections that TCP alone would keep open across a partition.
+//! - connection limits cap duplicate connections to one peer (two connections double gossip).
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, connection_limits, gossipsub, identity::Keypair, ping, request_response,
+    swarm::NetworkBehaviour,
+};
+
+use crate::{
+    codec::CborCodec,
+    wire::{CtlRequest, CtlResponse, MAX_CTL_BYTES, MAX_GOSSIP_BYTES},
+};
+
+/// The control protocol's name and version.
+pub const CTL_PROTOCOL: StreamProtocol = StreamProtocol::new("/directord/ctl/1");
+/// Gossip topic of presence heartbeats.
+pub const PRESENCE_TOPIC: &str = "directord/presence/1";
+/// Gossip topic of job announces.
+pub const JOBS_TOPIC: &str = "directord/jobs/1";
+
+/// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).
+const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct MeshBehaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) ctl: request_response::Behaviour<CborCodec<CtlRequest, CtlResponse>>,
+    pub(crate) ping: ping::Behaviour,
+}
+
+impl MeshBehaviour {
+    pub(crate) fn new(key: &Keypair) -> Result<Self, String> {
+        let gossip_config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(Duration::from_millis(700))
+            .heartbeat_initial_delay(Duration::from_millis(100))
+            .mesh_n(6)
+            .mesh_n_low(3)
+            .mesh_n_high(12)
+            .mesh_outbound_min(1)
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .message_id_fn(|m: &gossipsub::Message| {
+                gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+            })
+            // Room for the signature, key and topic on top of the largest payload.
+            .max_transmit_size(MAX_GOSSIP_BYTES + 4096)
+            .flood_publish(true)
+            .build()
+            .map_err(|e| format!("gossipsub configuration: {e}"))?;
+        let gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .map_err(|e| format!("gossipsub: {e}"))?;
+        let ctl = request_response::Behaviour::with_codec(
+            CborCodec::new(MAX_CTL_BYTES, MAX_CTL_BYTES),
+            [(CTL_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(CTL_TIMEOUT)
+                .with_max_concurrent_streams(256),
+        );
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default().with_max_established_per_peer(Some(2)),
+        );
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(Duration::from_secs(10))
+                .with_timeout(Duration::from_secs(10)),
+        );
+        Ok(Self {
+            limits,
+            gossipsub,
+            ctl,
+            ping,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! The request-response codec: one length-prefixed, versioned CBOR frame per request and response.
+//!
+//! The frame is a big-endian `u32` length followed by the envelope from [`crate::wire`]. The length
+//! is checked against the limit of its direction before the body is allocated, so a peer cannot
+//! make us allocate more than the limit, and an oversized frame fails with an error that says so
+//! (libp2p's built-in cbor codec reports an unexplained end-of-file instead).
+
+use std::{io, marker::PhantomData};
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::{StreamProtocol, request_response};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::wire;
+
+/// Reads and writes one frame.
+pub async fn read_frame<T, R>(io: &mut R, limit: usize) -> io::Result<T>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            wire::WireError::TooLarge { size: len, limit },
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf).await?;
+    wire::decode(&buf, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes one frame; fails before writing anything if the encoded body is over `limit`.
+pub async fn write_frame<T, W>(io: &mut W, body: &T, limit: usize) -> io::Result<()>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    let bytes = encode_frame(body, limit)?;
+    write_encoded(io, &bytes).await
+}
+
+fn encode_frame<T: Serialize>(body: &T, limit: usize) -> io::Result<Vec<u8>> {
+    wire::encode(body, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes an already encoded body with its length prefix (encoding happens before the first
+/// `await`, so the message itself need not be `Sync`).
+async fn write_encoded<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io::Result<()> {
+    // `encode` bounded the length by `limit`, which is far below u32::MAX.
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame over 4 GiB"))?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// A request-response codec for one protocol, with a size limit per direction.
+pub struct CborCodec<Req, Resp> {
+    request_limit: usize,
+    response_limit: usize,
+    _types: PhantomData<fn() -> (Req, Resp)>,
+}
+
+impl<Req, Resp> CborCodec<Req, Resp> {
+    pub fn new(request_limit: usize, response_limit: usize) -> Self {
+        Self {
+            request_limit,
+            response_limit,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp> Clone for CborCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self::new(self.request_limit, self.response_limit)
+    }
+}
+
+impl<Req, Resp> request_response::Codec for CborCodec<Req, Resp>
+where
+    Req: Serialize + DeserializeOwned + Send,
+    Resp: Serialize + DeserializeOwned + Send,
+{
+    type Protocol = StreamProtocol;
+    type Request = Req;
+    type Response = Resp;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, self.request_limit).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, self.response_limit).await
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Req) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let bytes = encode_frame(&req, self.request_limit)?;
+        write_encoded(io, &bytes).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        resp: Resp,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let bytes = encode_frame(&resp, self.response_limit)?;
+        write_encoded(io, &bytes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::io::Cursor;
+
+    use super::*;
+    use crate::wire::{CtlRequest, CtlResponse};
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    #[test]
+    fn frame_round_trip() {
+        let mut buf = Vec::new();
+        block_on(write_frame(&mut buf, &CtlResponse::Ack, 1024)).unwrap();
+        let back: CtlResponse = block_on(read_frame(&mut Cursor::new(buf), 1024)).unwrap();
+        assert_eq!(back, CtlResponse::Ack);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_allocation() {
+        // Claims 4 GiB; must fail on the header, not try to allocate.
+        let buf = vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        let err = block_on(read_frame::<CtlRequest, _>(&mut Cursor::new(buf), 1024)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("over the 1024-byte limit"), "{err}");
+    }
+
+    #[test]
+    fn truncated_and_garbage_frames_are_errors() {
+        let garbage = vec![0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x00];
+        assert!(block_on(read_frame::<CtlRequest, _>(&mut Cursor::new(garbage), 1024)).is_err());
+        let truncated = vec![0, 0, 0, 50, 1, 2];
+        assert!(block_on(read_frame::<CtlRequest, _>(&mut Cursor::new(truncated), 1024)).is_err());
+    }
+
+    #[test]
+    fn oversized_body_is_not_written() {
+        let mut buf = Vec::new();
+        let big = CtlResponse::Rejected {
+            reason: "x".repeat(4096),
+        };
+        assert!(block_on(write_frame(&mut buf, &big, 1024)).is_err());
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,28 @@
+//! The network layer of directord-mesh.
+//!
+//! Everything that touches libp2p lives here and nothing here knows what a job means:
+//!
+//! - [`wire`]: the versioned CBOR messages nodes exchange, with size-checked decoders;
+//! - [`codec`]: the length-prefixed request-response codec built on them;
+//! - [`key`]: the mesh key (private network) and the join token;
+//! - [`membership`]: the sans-IO membership table (alive / expired / left / conflict);
+//! - [`network`]: the swarm event loop and its cloneable [`MeshHandle`].
+//!
+//! The swarm runs TCP + private network + Noise + Yamux for daemons, or libp2p's memory
+//! transport with the same upgrades when many nodes share one process (tests, simulations).
+
+pub mod codec;
+pub mod key;
+pub mod membership;
+pub mod network;
+pub mod wire;
+
+mod behaviour;
+mod transport;
+
+pub use behaviour::{CTL_PROTOCOL, JOBS_TOPIC, PRESENCE_TOPIC};
+pub use key::{JoinToken, KeyError, MeshKey};
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
+pub use membership::{MemberState, MemberView, MembershipChange};
+pub use network::{LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus, start};
+pub use transport::TransportKind;

@@ -1,0 +1,453 @@
+//! Membership: who is in the mesh, as one node sees it.
+//!
+//! A sans-IO table: it takes heartbeats, synchronised tables and leave notices together with the
+//! current time, and answers what state every member is in. It never reads a clock or touches the
+//! network, so the same code runs in the daemon and in the deterministic simulator.
+//!
+//! Rules:
+//! - A member is **alive** while its last heartbeat is at most three of *its own* heartbeat
+//!   intervals old, **expired** after that, **left** once it said goodbye.
+//! - Two alive members with one name are both in **conflict**.
+//! - News is ordered by `(incarnation, seq)`: a restarted daemon (higher incarnation) replaces
+//!   its old self, and a delayed heartbeat never overrides a newer one or a leave notice.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{MemberRecord, Presence, PresenceStatus};
+
+/// A member is expired once its last heartbeat is older than this many of its intervals.
+pub const EXPIRY_INTERVALS: u32 = 3;
+
+/// How long expired and departed members stay in the table before they are forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Network-wide presence budget: the heartbeat interval grows with the mesh so that all
+/// members together send about this many heartbeats per second.
+const MESH_HEARTBEATS_PER_SEC: u64 = 50;
+
+/// The state of one member, in the operator's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    Alive,
+    Expired,
+    Left,
+    Conflict,
+}
+
+impl MemberState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Expired => "expired",
+            MemberState::Left => "left",
+            MemberState::Conflict => "conflict",
+        }
+    }
+}
+
+/// A change worth telling the rest of the node about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// First heard of, or back after expiring, leaving or restarting.
+    Alive(PeerId),
+    Expired(PeerId),
+    Left(PeerId),
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    presence: Presence,
+    last_seen: Instant,
+    /// The last state reported through a [`MembershipChange`], to report each transition once.
+    reported: MemberState,
+}
+
+impl Member {
+    fn expiry(&self) -> Duration {
+        Duration::from_millis(self.presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS
+    }
+
+    /// Alive, expired or left (conflict is decided across members in [`Membership::view`]).
+    fn own_state(&self, now: Instant) -> MemberState {
+        if self.presence.status == PresenceStatus::Leaving {
+            MemberState::Left
+        } else if now.saturating_duration_since(self.last_seen) > self.expiry() {
+            MemberState::Expired
+        } else {
+            MemberState::Alive
+        }
+    }
+}
+
+/// One row of the table, ready to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub presence: Presence,
+    pub state: MemberState,
+    pub last_seen_ago: Duration,
+    pub is_self: bool,
+}
+
+/// The membership table of one node.
+#[derive(Debug)]
+pub struct Membership {
+    local: PeerId,
+    members: HashMap<PeerId, Member>,
+}
+
+impl Membership {
+    /// A table that holds only this node.
+    pub fn new(local: Presence, now: Instant) -> Self {
+        let peer = local.peer_id;
+        let mut members = HashMap::new();
+        members.insert(
+            peer,
+            Member {
+                presence: local,
+                last_seen: now,
+                reported: MemberState::Alive,
+            },
+        );
+        Self {
+            local: peer,
+            members,
+        }
+    }
+
+    pub fn local_peer(&self) -> PeerId {
+        self.local
+    }
+
+    /// Replaces this node's own row (each heartbeat).
+    pub fn update_local(&mut self, presence: Presence, now: Instant) {
+        debug_assert_eq!(presence.peer_id, self.local);
+        if let Some(me) = self.members.get_mut(&self.local) {
+            me.presence = presence;
+            me.last_seen = now;
+        }
+    }
+
+    /// A heartbeat (or leave notice) heard directly from its sender.
+    pub fn observe(&mut self, presence: Presence, now: Instant) -> Option<MembershipChange> {
+        self.accept(presence, now, now)
+    }
+
+    /// Rows from another node's table; `age_ms` says how old each one was over there.
+    pub fn merge(&mut self, records: Vec<MemberRecord>, now: Instant) -> Vec<MembershipChange> {
+        records
+            .into_iter()
+            .filter_map(|r| {
+                let seen = now
+                    .checked_sub(Duration::from_millis(r.age_ms))
+                    .unwrap_or(now);
+                self.accept(r.presence, seen, now)
+            })
+            .collect()
+    }
+
+    fn accept(
+        &mut self,
+        presence: Presence,
+        seen: Instant,
+        now: Instant,
+    ) -> Option<MembershipChange> {
+        let peer = presence.peer_id;
+        if peer == self.local {
+            // Nobody else speaks for this node.
+            return None;
+        }
+        match self.members.get_mut(&peer) {
+            Some(m) if presence.version_key() <= m.presence.version_key() => None,
+            Some(m) => {
+                m.presence = presence;
+                m.last_seen = m.last_seen.max(seen);
+                Self::report(m, now)
+            }
+            None => {
+                let mut m = Member {
+                    presence,
+                    last_seen: seen,
+                    reported: MemberState::Expired,
+                };
+                let change = Self::report(&mut m, now);
+                self.members.insert(peer, m);
+                change
+            }
+        }
+    }
+
+    /// Reports `m`'s state if it changed since the last report.
+    fn report(m: &mut Member, now: Instant) -> Option<MembershipChange> {
+        let state = m.own_state(now);
+        if state == m.reported {
+            return None;
+        }
+        m.reported = state;
+        let peer = m.presence.peer_id;
+        Some(match state {
+            MemberState::Alive | MemberState::Conflict => MembershipChange::Alive(peer),
+            MemberState::Expired => MembershipChange::Expired(peer),
+            MemberState::Left => MembershipChange::Left(peer),
+        })
+    }
+
+    /// Advances time: reports members that expired and forgets long-gone ones.
+    pub fn tick(&mut self, now: Instant) -> Vec<MembershipChange> {
+        let local = self.local;
+        self.members.retain(|peer, m| {
+            *peer == local
+                || m.own_state(now) == MemberState::Alive
+                || now.saturating_duration_since(m.last_seen) < FORGET_AFTER
+        });
+        self.members
+            .values_mut()
+            .filter(|m| m.presence.peer_id != local)
+            .filter_map(|m| Self::report(m, now))
+            .collect()
+    }
+
+    /// The table as rows to send to another node (push-pull synchronisation).
+    pub fn records(&self, now: Instant) -> Vec<MemberRecord> {
+        self.members
+            .values()
+            .map(|m| MemberRecord {
+                presence: m.presence.clone(),
+                age_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+            })
+            .collect()
+    }
+
+    /// The state of one member, conflicts included.
+    pub fn state_of(&self, peer: &PeerId, now: Instant) -> Option<MemberState> {
+        let m = self.members.get(peer)?;
+        let state = m.own_state(now);
+        if state == MemberState::Alive && self.name_is_shared(&m.presence, now) {
+            return Some(MemberState::Conflict);
+        }
+        Some(state)
+    }
+
+    fn name_is_shared(&self, p: &Presence, now: Instant) -> bool {
+        self.members.values().any(|o| {
+            o.presence.peer_id != p.peer_id
+                && o.presence.name == p.name
+                && o.own_state(now) == MemberState::Alive
+        })
+    }
+
+    /// Every member with its state, sorted by name then peer id.
+    pub fn view(&self, now: Instant) -> Vec<MemberView> {
+        let mut alive_names: HashMap<&str, usize> = HashMap::new();
+        for m in self.members.values() {
+            if m.own_state(now) == MemberState::Alive {
+                *alive_names.entry(m.presence.name.as_str()).or_default() += 1;
+            }
+        }
+        let mut rows: Vec<MemberView> = self
+            .members
+            .values()
+            .map(|m| {
+                let mut state = m.own_state(now);
+                if state == MemberState::Alive && alive_names[m.presence.name.as_str()] > 1 {
+                    state = MemberState::Conflict;
+                }
+                MemberView {
+                    presence: m.presence.clone(),
+                    state,
+                    last_seen_ago: now.saturating_duration_since(m.last_seen),
+                    is_self: m.presence.peer_id == self.local,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.presence.name.as_str(), a.presence.peer_id)
+                .cmp(&(b.presence.name.as_str(), b.presence.peer_id))
+        });
+        rows
+    }
+
+    /// Presences of the other members that are alive (conflicted ones included: they are reachable).
+    pub fn alive_others(&self, now: Instant) -> impl Iterator<Item = &Presence> {
+        self.members
+            .values()
+            .filter(move |m| m.presence.peer_id != self.local)
+            .filter(move |m| m.own_state(now) == MemberState::Alive)
+            .map(|m| &m.presence)
+    }
+
+    /// Number of alive members, this node included.
+    pub fn alive_count(&self, now: Instant) -> usize {
+        self.alive_others(now).count() + 1
+    }
+
+    /// Peers whose name is held by more than one alive member.
+    pub fn conflicted(&self, now: Instant) -> HashSet<PeerId> {
+        self.view(now)
+            .into_iter()
+            .filter(|v| v.state == MemberState::Conflict)
+            .map(|v| v.presence.peer_id)
+            .collect()
+    }
+}
+
+/// The heartbeat interval for a mesh of `alive` members: the configured base, stretched in large
+/// meshes so the whole mesh stays near [`MESH_HEARTBEATS_PER_SEC`] heartbeats per second.
+pub fn heartbeat_interval(base: Duration, alive: usize) -> Duration {
+    let scaled = Duration::from_millis(alive as u64 * 1000 / MESH_HEARTBEATS_PER_SEC);
+    base.max(scaled)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn presence(peer: PeerId, name: &str, incarnation: u64, seq: u64) -> Presence {
+        Presence {
+            peer_id: peer,
+            name: name.into(),
+            machine_id: "m".into(),
+            version: "0.1.0".into(),
+            incarnation,
+            seq,
+            status: PresenceStatus::Alive,
+            host_uptime_secs: 1,
+            agent_uptime_secs: 1,
+            addresses: vec![],
+            labels: BTreeMap::new(),
+            load: 0.0,
+            heartbeat_interval_ms: 1000,
+        }
+    }
+
+    fn table() -> (Membership, Instant) {
+        let now = Instant::now();
+        (
+            Membership::new(presence(PeerId::random(), "self", 1, 0), now),
+            now,
+        )
+    }
+
+    #[test]
+    fn heartbeat_makes_alive_and_silence_expires() {
+        let (mut t, now) = table();
+        let p = PeerId::random();
+        assert_eq!(
+            t.observe(presence(p, "a", 1, 1), now),
+            Some(MembershipChange::Alive(p))
+        );
+        assert_eq!(t.state_of(&p, now), Some(MemberState::Alive));
+        // Exactly at 3 intervals it is still alive; just past, expired, reported once.
+        assert!(t.tick(now + Duration::from_millis(3000)).is_empty());
+        let later = now + Duration::from_millis(3001);
+        assert_eq!(t.tick(later), vec![MembershipChange::Expired(p)]);
+        assert!(t.tick(later).is_empty());
+        assert_eq!(t.state_of(&p, later), Some(MemberState::Expired));
+        // A new heartbeat revives it.
+        assert_eq!(
+            t.observe(presence(p, "a", 1, 2), later),
+            Some(MembershipChange::Alive(p))
+        );
+    }
+
+    #[test]
+    fn stale_news_never_overrides_newer() {
+        let (mut t, now) = table();
+        let p = PeerId::random();
+        t.observe(presence(p, "a", 1, 5), now);
+        let mut leaving = presence(p, "a", 1, 6);
+        leaving.status = PresenceStatus::Leaving;
+        assert_eq!(t.observe(leaving, now), Some(MembershipChange::Left(p)));
+        // A delayed heartbeat of the same incarnation does not resurrect it.
+        assert_eq!(t.observe(presence(p, "a", 1, 4), now), None);
+        assert_eq!(t.state_of(&p, now), Some(MemberState::Left));
+        // A restart (higher incarnation) does, even with a lower seq.
+        assert_eq!(
+            t.observe(presence(p, "a", 2, 0), now),
+            Some(MembershipChange::Alive(p))
+        );
+        assert_eq!(t.state_of(&p, now), Some(MemberState::Alive));
+    }
+
+    #[test]
+    fn two_alive_members_with_one_name_conflict() {
+        let (mut t, now) = table();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        t.observe(presence(a, "web", 1, 1), now);
+        assert_eq!(t.state_of(&a, now), Some(MemberState::Alive));
+        t.observe(presence(b, "web", 1, 1), now);
+        assert_eq!(t.state_of(&a, now), Some(MemberState::Conflict));
+        assert_eq!(t.conflicted(now), HashSet::from([a, b]));
+        // Once one of them is gone, the other is plain alive again.
+        let mut leaving = presence(b, "web", 1, 2);
+        leaving.status = PresenceStatus::Leaving;
+        t.observe(leaving, now);
+        assert_eq!(t.state_of(&a, now), Some(MemberState::Alive));
+        // A member that takes this node's own name conflicts with it too.
+        t.observe(presence(PeerId::random(), "self", 1, 1), now);
+        assert!(t.conflicted(now).contains(&t.local_peer()));
+    }
+
+    #[test]
+    fn merge_keeps_ages_and_ignores_records_about_self() {
+        let (mut t, now) = table();
+        let p = PeerId::random();
+        let changes = t.merge(
+            vec![
+                MemberRecord {
+                    presence: presence(p, "a", 1, 1),
+                    age_ms: 2500,
+                },
+                MemberRecord {
+                    presence: presence(t.local_peer(), "impostor", 9, 9),
+                    age_ms: 0,
+                },
+            ],
+            now + Duration::from_secs(10),
+        );
+        assert_eq!(changes, vec![MembershipChange::Alive(p)]);
+        let later = now + Duration::from_millis(10_501);
+        assert_eq!(t.state_of(&p, later), Some(MemberState::Expired));
+        let me = t.view(now).into_iter().find(|v| v.is_self).unwrap();
+        assert_eq!(me.presence.name, "self");
+        // A record that was already expired over there arrives expired and reports nothing.
+        let q = PeerId::random();
+        let changes = t.merge(
+            vec![MemberRecord {
+                presence: presence(q, "b", 1, 1),
+                age_ms: 60_000,
+            }],
+            now + Duration::from_secs(120),
+        );
+        assert!(changes.is_empty());
+        assert_eq!(
+            t.state_of(&q, now + Duration::from_secs(120)),
+            Some(MemberState::Expired)
+        );
+    }
+
+    #[test]
+    fn long_gone_members_are_forgotten() {
+        let (mut t, now) = table();
+        let p = PeerId::random();
+        t.observe(presence(p, "a", 1, 1), now);
+        t.tick(now + FORGET_AFTER + Duration::from_secs(10));
+        assert_eq!(t.state_of(&p, now), None);
+        assert_eq!(t.view(now).len(), 1);
+    }
+
+    #[test]
+    fn interval_grows_with_the_mesh() {
+        let base = Duration::from_secs(5);
+        assert_eq!(heartbeat_interval(base, 20), base);
+        assert_eq!(heartbeat_interval(base, 1000), Duration::from_secs(20));
+    }
+}

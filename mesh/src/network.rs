@@ -1,0 +1,719 @@
+//! The swarm's event loop and the handle the rest of the node talks to it through.
+//!
+//! One task ([`EventLoop`]) owns the `Swarm`. Everything else holds a cloneable [`MeshHandle`] and
+//! sends it commands over a bounded channel, each with a oneshot for the reply; what the network
+//! tells the node comes out as [`MeshEvent`]s on a bounded channel. Nothing in the loop blocks.
+//!
+//! The loop also runs membership: it sends this node's heartbeat, feeds what it hears into the
+//! [`Membership`] table, synchronises tables with every peer it dials (so a new node knows the
+//! whole mesh within one round trip), keeps enough connections open to random members that the
+//! mesh survives the loss of any one node, and says goodbye when it shuts down.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    gossipsub::{self, IdentTopic},
+    identity::Keypair,
+    multiaddr::Protocol,
+    request_response::{self, OutboundRequestId},
+    swarm::{
+        SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use rand::seq::SliceRandom;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::{
+    behaviour::{MeshBehaviour, MeshBehaviourEvent, PRESENCE_TOPIC},
+    key::MeshKey,
+    membership::{self, MemberView, Membership, MembershipChange},
+    transport::{TransportKind, build_swarm},
+    wire::{self, CtlRequest, CtlResponse, MAX_GOSSIP_BYTES, Presence, PresenceStatus},
+};
+
+/// Who this node is, as its heartbeat tells the mesh.
+#[derive(Debug, Clone)]
+pub struct LocalIdentity {
+    pub name: String,
+    pub machine_id: String,
+    pub version: String,
+    pub labels: BTreeMap<String, String>,
+    /// Host uptime when the daemon started; the loop adds its own age to it.
+    pub host_uptime_at_start: Duration,
+}
+
+/// Everything needed to start the network side of one node.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub keypair: Keypair,
+    pub transport: TransportKind,
+    /// `None` for an open mesh.
+    pub mesh_key: Option<MeshKey>,
+    pub listen: Vec<Multiaddr>,
+    /// Addresses dialled at start and whenever this node has no connection at all.
+    pub bootstrap: Vec<Multiaddr>,
+    pub identity: LocalIdentity,
+    /// Base heartbeat interval; large meshes stretch it (see [`membership::heartbeat_interval`]).
+    pub heartbeat_interval: Duration,
+    /// How many connections to random members to keep open.
+    pub target_peers: usize,
+    /// How long a clean shutdown waits for peers to acknowledge the goodbye.
+    pub leave_timeout: Duration,
+}
+
+impl MeshConfig {
+    /// Defaults for everything but who the node is and how it connects.
+    pub fn new(keypair: Keypair, transport: TransportKind, identity: LocalIdentity) -> Self {
+        Self {
+            keypair,
+            transport,
+            mesh_key: None,
+            listen: vec![],
+            bootstrap: vec![],
+            identity,
+            heartbeat_interval: Duration::from_secs(5),
+            target_peers: 8,
+            leave_timeout: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// Why the network side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("cannot build the network: {0}")]
+    Build(String),
+    #[error("the mesh task has stopped")]
+    Stopped,
+}
+
+/// What the network tells the rest of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshEvent {
+    Member(MembershipChange),
+}
+
+/// A snapshot of the network side, for `status`.
+#[derive(Debug, Clone)]
+pub struct MeshStatus {
+    pub local_peer_id: PeerId,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub connected_peers: usize,
+    pub heartbeat_interval: Duration,
+    pub members: Vec<MemberView>,
+}
+
+enum Command {
+    Status {
+        reply: oneshot::Sender<MeshStatus>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Depth of the command and event channels. Commands are small and answered at once; a full
+/// channel makes senders wait, which is the backpressure we want.
+const CHANNEL_DEPTH: usize = 256;
+
+/// The cloneable handle to a running mesh node.
+#[derive(Clone, Debug)]
+pub struct MeshHandle {
+    commands: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+impl MeshHandle {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// The node's addresses and membership table.
+    pub async fn status(&self) -> Result<MeshStatus, MeshError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// Tells the mesh this node is leaving, waits (bounded) for peers to hear it, and stops.
+    pub async fn shutdown(&self) -> Result<(), MeshError> {
+        self.call(|reply| Command::Shutdown { reply }).await
+    }
+}
+
+/// A started mesh node: its handle, its events and the task that runs it.
+pub struct Mesh {
+    pub handle: MeshHandle,
+    pub events: mpsc::Receiver<MeshEvent>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the network side: listens (failing clearly if it cannot), dials the bootstrap peers
+/// and spawns the event loop.
+pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
+    let local_peer_id = config.keypair.public().to_peer_id();
+    let mut swarm = build_swarm(config.keypair.clone(), config.transport, config.mesh_key)
+        .map_err(MeshError::Build)?;
+    let presence_topic = IdentTopic::new(PRESENCE_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&presence_topic)
+        .map_err(|e| MeshError::Build(format!("subscribe: {e}")))?;
+
+    let listen_addrs = listen(&mut swarm, &config.listen).await?;
+    for addr in &config.bootstrap {
+        if let Err(e) = swarm.dial(addr.clone()) {
+            warn!(%addr, "cannot dial bootstrap peer: {e}");
+        }
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (event_tx, event_rx) = mpsc::channel(CHANNEL_DEPTH);
+    let started = Instant::now();
+    let incarnation = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut event_loop = EventLoop {
+        swarm,
+        commands: command_rx,
+        events: event_tx,
+        membership: Membership::new(
+            local_presence_parts(&config, local_peer_id, incarnation, 0, &listen_addrs, started),
+            started,
+        ),
+        config,
+        local_peer_id,
+        incarnation,
+        seq: 0,
+        started,
+        listen_addrs,
+        presence_topic,
+        last_presence_publish: None,
+        last_bootstrap_dial: started,
+        recent_dials: HashMap::new(),
+        leaving: None,
+    };
+    let task = tokio::spawn(async move { event_loop.run().await });
+    Ok(Mesh {
+        handle: MeshHandle {
+            commands: command_tx,
+            local_peer_id,
+        },
+        events: event_rx,
+        task,
+    })
+}
+
+/// Opens every listener and waits until each has an address, so errors such as "address in use"
+/// reach the operator at start instead of a log line later.
+async fn listen(
+    swarm: &mut Swarm<MeshBehaviour>,
+    addrs: &[Multiaddr],
+) -> Result<Vec<Multiaddr>, MeshError> {
+    let mut pending = HashMap::new();
+    for addr in addrs {
+        let id = swarm.listen_on(addr.clone()).map_err(|e| MeshError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
+        pending.insert(id, addr.clone());
+    }
+    let mut bound = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !pending.is_empty() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .map_err(|_| MeshError::Listen {
+                addr: pending.values().next().cloned().unwrap_or_else(Multiaddr::empty),
+                reason: "no address after 10 s".into(),
+            })?;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                pending.remove(&listener_id);
+                bound.push(address);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                if let Some(addr) = pending.remove(&listener_id) {
+                    return Err(MeshError::Listen {
+                        addr,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(addr) = pending.remove(&listener_id) {
+                    return Err(MeshError::Listen {
+                        addr,
+                        reason: format!("listener closed: {reason:?}"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(bound)
+}
+
+/// The addresses worth telling others: without loopback when the node has any other address, so
+/// that members on other machines are not sent to dial themselves.
+pub fn advertised(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    let is_loopback = |a: &Multiaddr| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback(),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    };
+    let public: Vec<Multiaddr> = addrs.iter().filter(|a| !is_loopback(a)).cloned().collect();
+    if public.is_empty() {
+        addrs.to_vec()
+    } else {
+        public
+    }
+}
+
+fn local_presence_parts(
+    config: &MeshConfig,
+    peer_id: PeerId,
+    incarnation: u64,
+    seq: u64,
+    listen_addrs: &[Multiaddr],
+    started: Instant,
+) -> Presence {
+    let age = started.elapsed();
+    Presence {
+        peer_id,
+        name: config.identity.name.clone(),
+        machine_id: config.identity.machine_id.clone(),
+        version: config.identity.version.clone(),
+        incarnation,
+        seq,
+        status: PresenceStatus::Alive,
+        host_uptime_secs: (config.identity.host_uptime_at_start + age).as_secs(),
+        agent_uptime_secs: age.as_secs(),
+        addresses: advertised(listen_addrs),
+        labels: config.identity.labels.clone(),
+        load: host_load(),
+        heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+    }
+}
+
+/// One-minute load average; 0 where the host does not say. `/proc/loadavg` lives in memory, so
+/// reading it does not block the loop.
+fn host_load() -> f32 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A clean shutdown in progress: waiting for peers to acknowledge the goodbye.
+struct Leaving {
+    reply: Option<oneshot::Sender<()>>,
+    outstanding: HashSet<OutboundRequestId>,
+    deadline: tokio::time::Instant,
+}
+
+/// Don't redial a member sooner than this after the last attempt.
+const REDIAL_AFTER: Duration = Duration::from_secs(10);
+/// With no connection at all, dial the bootstrap peers again this often.
+const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
+/// Publish this node's presence when a peer subscribes, at most this often.
+const PRESENCE_ON_SUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+
+struct EventLoop {
+    swarm: Swarm<MeshBehaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<MeshEvent>,
+    membership: Membership,
+    config: MeshConfig,
+    local_peer_id: PeerId,
+    incarnation: u64,
+    seq: u64,
+    started: Instant,
+    listen_addrs: Vec<Multiaddr>,
+    presence_topic: IdentTopic,
+    last_presence_publish: Option<Instant>,
+    last_bootstrap_dial: Instant,
+    recent_dials: HashMap<PeerId, Instant>,
+    leaving: Option<Leaving>,
+}
+
+impl EventLoop {
+    async fn run(&mut self) {
+        let mut maintenance = tokio::time::interval(Duration::from_secs(1));
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_beat = tokio::time::Instant::now();
+        let mut handles_gone = false;
+        loop {
+            let leave_deadline = self.leaving.as_ref().map(|l| l.deadline);
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv(), if !handles_gone => match command {
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone: nobody can ask for anything any more.
+                    None => {
+                        handles_gone = true;
+                        self.begin_leave(None);
+                    }
+                },
+                _ = tokio::time::sleep_until(next_beat), if self.leaving.is_none() => {
+                    self.heartbeat();
+                    next_beat = tokio::time::Instant::now() + self.current_interval();
+                }
+                _ = maintenance.tick(), if self.leaving.is_none() => self.maintain().await,
+                _ = tokio::time::sleep_until(leave_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if leave_deadline.is_some() => {}
+            }
+            if let Some(leaving) = &self.leaving
+                && (leaving.outstanding.is_empty()
+                    || tokio::time::Instant::now() >= leaving.deadline)
+            {
+                if !leaving.outstanding.is_empty() {
+                    debug!("goodbye not acknowledged by every peer in time");
+                }
+                if let Some(reply) = self.leaving.take().and_then(|l| l.reply) {
+                    let _ = reply.send(());
+                }
+                break;
+            }
+        }
+    }
+
+    fn current_interval(&self) -> Duration {
+        membership::heartbeat_interval(
+            self.config.heartbeat_interval,
+            self.membership.alive_count(Instant::now()),
+        )
+    }
+
+    fn local_presence(&self, status: PresenceStatus) -> Presence {
+        let mut p = local_presence_parts(
+            &self.config,
+            self.local_peer_id,
+            self.incarnation,
+            self.seq,
+            &self.listen_addrs,
+            self.started,
+        );
+        p.status = status;
+        p.heartbeat_interval_ms = self.current_interval().as_millis() as u64;
+        p
+    }
+
+    async fn emit(&mut self, changes: Vec<MembershipChange>) {
+        for change in changes {
+            info!(?change, "membership");
+            // A dropped receiver means nobody listens for events; that is allowed.
+            let _ = self.events.send(MeshEvent::Member(change)).await;
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        self.seq += 1;
+        let presence = self.local_presence(PresenceStatus::Alive);
+        self.membership.update_local(presence.clone(), Instant::now());
+        self.publish_presence(&presence);
+    }
+
+    fn publish_presence(&mut self, presence: &Presence) {
+        let bytes = match wire::encode(presence, MAX_GOSSIP_BYTES) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("cannot encode this node's presence: {e}");
+                return;
+            }
+        };
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.presence_topic.clone(), bytes)
+        {
+            Ok(_) => self.last_presence_publish = Some(Instant::now()),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                debug!("no peer to send presence to yet")
+            }
+            Err(e) => debug!("presence not published: {e}"),
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Status { reply } => {
+                let now = Instant::now();
+                let _ = reply.send(MeshStatus {
+                    local_peer_id: self.local_peer_id,
+                    listen_addrs: self.listen_addrs.clone(),
+                    connected_peers: self.swarm.connected_peers().count(),
+                    heartbeat_interval: self.current_interval(),
+                    members: self.membership.view(now),
+                });
+            }
+            Command::Shutdown { reply } => self.begin_leave(Some(reply)),
+        }
+    }
+
+    /// Gossips the goodbye and also sends it to every connected peer directly, then waits
+    /// (bounded by `leave_timeout`) for their acknowledgements.
+    fn begin_leave(&mut self, reply: Option<oneshot::Sender<()>>) {
+        if let Some(leaving) = &mut self.leaving {
+            // Already leaving: the new caller takes the reply slot if it is free.
+            if leaving.reply.is_none() {
+                leaving.reply = reply;
+            }
+            return;
+        }
+        self.seq += 1;
+        let presence = self.local_presence(PresenceStatus::Leaving);
+        self.publish_presence(&presence);
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let outstanding = peers
+            .iter()
+            .map(|peer| {
+                self.swarm.behaviour_mut().ctl.send_request(
+                    peer,
+                    CtlRequest::Leave {
+                        presence: presence.clone(),
+                    },
+                )
+            })
+            .collect();
+        info!(peers = peers.len(), "leaving the mesh");
+        self.leaving = Some(Leaving {
+            reply,
+            outstanding,
+            deadline: tokio::time::Instant::now() + self.config.leave_timeout,
+        });
+    }
+
+    fn note_addresses(&mut self, presence: &Presence) {
+        for addr in &presence.addresses {
+            self.swarm.add_peer_address(presence.peer_id, addr.clone());
+        }
+    }
+
+    async fn observe(&mut self, presence: Presence) {
+        self.note_addresses(&presence);
+        let changes: Vec<_> = self
+            .membership
+            .observe(presence, Instant::now())
+            .into_iter()
+            .collect();
+        self.emit(changes).await;
+    }
+
+    async fn merge(&mut self, records: Vec<wire::MemberRecord>) {
+        for r in &records {
+            if r.presence.peer_id != self.local_peer_id {
+                self.note_addresses(&r.presence);
+            }
+        }
+        let changes = self.membership.merge(records, Instant::now());
+        self.emit(changes).await;
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(event)) => self.on_gossip(event).await,
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(event)) => self.on_ctl(event).await,
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Ping(event)) => {
+                if let Err(e) = event.result {
+                    debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
+                    self.swarm.close_connection(event.connection);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if endpoint.is_dialer() && num_established.get() == 1 && self.leaving.is_none() {
+                    let members = self.membership.records(Instant::now());
+                    self.swarm
+                        .behaviour_mut()
+                        .ctl
+                        .send_request(&peer_id, CtlRequest::SyncMembers { members });
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, "dial failed: {error}");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                debug!("inbound connection failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { message, .. } => {
+                if message.topic != self.presence_topic.hash() {
+                    return;
+                }
+                match wire::decode::<Presence>(&message.data, MAX_GOSSIP_BYTES) {
+                    Ok(p) if Some(p.peer_id) == message.source => self.observe(p).await,
+                    Ok(p) => warn!(
+                        claimed = %p.peer_id, signer = ?message.source,
+                        "dropped a presence signed by another peer"
+                    ),
+                    Err(e) => warn!(source = ?message.source, "dropped an unreadable presence: {e}"),
+                }
+            }
+            gossipsub::Event::Subscribed { topic, .. } if topic == self.presence_topic.hash() => {
+                let due = self
+                    .last_presence_publish
+                    .is_none_or(|t| t.elapsed() >= PRESENCE_ON_SUBSCRIBE_EVERY);
+                if due && self.leaving.is_none() {
+                    self.heartbeat();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_ctl(&mut self, event: request_response::Event<CtlRequest, CtlResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let response = match request {
+                    CtlRequest::SyncMembers { members } => {
+                        self.merge(members).await;
+                        CtlResponse::Members {
+                            members: self.membership.records(Instant::now()),
+                        }
+                    }
+                    CtlRequest::Leave { presence }
+                        if presence.peer_id == peer && presence.status == PresenceStatus::Leaving =>
+                    {
+                        self.observe(presence).await;
+                        CtlResponse::Ack
+                    }
+                    CtlRequest::Leave { .. } => CtlResponse::Rejected {
+                        reason: "a leave notice must come from the leaving node".into(),
+                    },
+                };
+                // Err means the peer went away meanwhile; nothing is waiting for the answer.
+                let _ = self.swarm.behaviour_mut().ctl.send_response(channel, response);
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.request_done(request_id);
+                if let CtlResponse::Members { members } = response {
+                    self.merge(members).await;
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.request_done(request_id);
+                debug!(%peer, "control request failed: {error}");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound control request failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn request_done(&mut self, id: OutboundRequestId) {
+        if let Some(leaving) = &mut self.leaving {
+            leaving.outstanding.remove(&id);
+        }
+    }
+
+    /// Once a second: expire silent members, keep enough connections, redial bootstrap peers.
+    async fn maintain(&mut self) {
+        let now = Instant::now();
+        let changes = self.membership.tick(now);
+        self.emit(changes).await;
+        self.recent_dials
+            .retain(|_, at| now.saturating_duration_since(*at) < REDIAL_AFTER);
+
+        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        if connected.is_empty()
+            && now.saturating_duration_since(self.last_bootstrap_dial) >= BOOTSTRAP_REDIAL
+        {
+            self.last_bootstrap_dial = now;
+            for addr in self.config.bootstrap.clone() {
+                let _ = self.swarm.dial(addr);
+            }
+        }
+        let want = self.config.target_peers.saturating_sub(connected.len());
+        if want == 0 {
+            return;
+        }
+        let mut candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .membership
+            .alive_others(now)
+            .filter(|p| !connected.contains(&p.peer_id) && !self.recent_dials.contains_key(&p.peer_id))
+            .filter(|p| !p.addresses.is_empty())
+            .map(|p| (p.peer_id, p.addresses.clone()))
+            .collect();
+        candidates.shuffle(&mut rand::thread_rng());
+        for (peer, addrs) in candidates.into_iter().take(want) {
+            self.recent_dials.insert(peer, now);
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, "cannot dial member: {e}");
+            }
+        }
+    }
+}

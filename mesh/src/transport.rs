@@ -1,0 +1,93 @@
+//! Building the swarm: identity, transport and behaviour.
+//!
+//! Two transports, chosen when a node is built:
+//! - **TCP** (daemons): TCP, then the private-network layer when the mesh has a key (a peer
+//!   without the key fails here, before anything else), then Noise and Yamux.
+//! - **Memory** (tests and simulations, many nodes in one process): libp2p's in-process
+//!   transport with the same upgrades, optionally with the same private-network layer.
+
+use std::time::Duration;
+
+use libp2p::{
+    PeerId, Swarm, SwarmBuilder, Transport,
+    core::{muxing::StreamMuxerBox, transport::Boxed, transport::MemoryTransport, upgrade},
+    identity::Keypair,
+    noise,
+    pnet::PnetConfig,
+    tcp, yamux,
+};
+
+use crate::{behaviour::MeshBehaviour, key::MeshKey};
+
+/// Which transport a node speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Tcp,
+    Memory,
+}
+
+type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
+
+/// Idle connections to non-gossip peers are closed after this long.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn upgrade_transport<T>(
+    base: T,
+    key: &Keypair,
+    mesh_key: Option<MeshKey>,
+) -> Result<BoxedTransport, noise::Error>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Send + Unpin + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    let noise = noise::Config::new(key)?;
+    let yamux = yamux::Config::default();
+    Ok(match mesh_key {
+        Some(mesh_key) => {
+            let psk = mesh_key.psk();
+            base.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .upgrade(upgrade::Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux)
+                .boxed()
+        }
+        None => base
+            .upgrade(upgrade::Version::V1)
+            .authenticate(noise)
+            .multiplex(yamux)
+            .boxed(),
+    })
+}
+
+/// Builds the swarm of one node.
+pub(crate) fn build_swarm(
+    keypair: Keypair,
+    kind: TransportKind,
+    mesh_key: Option<MeshKey>,
+) -> Result<Swarm<MeshBehaviour>, String> {
+    let builder = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|key| -> Result<BoxedTransport, Box<dyn std::error::Error + Send + Sync>> {
+            let transport = match kind {
+                TransportKind::Tcp => upgrade_transport(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+                    key,
+                    mesh_key,
+                ),
+                TransportKind::Memory => {
+                    upgrade_transport(MemoryTransport::default(), key, mesh_key)
+                }
+            };
+            Ok(transport?)
+        })
+        .map_err(|e| format!("transport: {e}"))?;
+    let swarm = builder
+        .with_behaviour(|key| MeshBehaviour::new(key).map_err(Into::into))
+        .map_err(|e| format!("behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    Ok(swarm)
+}

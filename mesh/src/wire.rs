@@ -1,0 +1,278 @@
+//! Wire types: everything one node says to another, and the one way to encode and decode it.
+//!
+//! Every message is CBOR (ciborium) inside a versioned [`Envelope`]. Encoders and decoders take an
+//! explicit size limit and check it before anything is allocated or parsed; decoders return a
+//! [`WireError`] that says what is wrong and never panic on input from the network.
+//!
+//! | channel                        | type                          |
+//! |--------------------------------|-------------------------------|
+//! | gossipsub `directord/presence/1` | [`Presence`]                |
+//! | request-response `/directord/ctl/1` | [`CtlRequest`] → [`CtlResponse`] |
+
+use std::collections::BTreeMap;
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// The version every envelope carries. A node rejects envelopes of another version with a clear
+/// error instead of misreading them.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
+/// above this so the signature and topic fit (see `behaviour.rs`).
+pub const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+
+/// Largest control request or response (membership tables, results with their output).
+pub const MAX_CTL_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a message could not be encoded or decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("message of {size} bytes is over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("empty message")]
+    Empty,
+    #[error("unsupported wire version {found}; this node speaks version {WIRE_VERSION}")]
+    Version { found: u16 },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// What travels on the wire: the version, then the body.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<T> {
+    v: u16,
+    body: T,
+}
+
+/// Only the version of an envelope, to tell "another version" from "garbage" after a failed decode.
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u16,
+}
+
+/// Encodes `body` in a versioned envelope; fails if the result is over `limit` bytes.
+pub fn encode<T: Serialize>(body: &T, limit: usize) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::new();
+    ciborium::into_writer(
+        &Envelope {
+            v: WIRE_VERSION,
+            body,
+        },
+        &mut out,
+    )
+    .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if out.len() > limit {
+        return Err(WireError::TooLarge {
+            size: out.len(),
+            limit,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes a versioned envelope of at most `limit` bytes.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.is_empty() {
+        return Err(WireError::Empty);
+    }
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    match ciborium::from_reader::<Envelope<T>, _>(bytes) {
+        Ok(env) if env.v == WIRE_VERSION => Ok(env.body),
+        Ok(env) => Err(WireError::Version { found: env.v }),
+        Err(e) => match ciborium::from_reader::<VersionOnly, _>(bytes) {
+            Ok(only) if only.v != WIRE_VERSION => Err(WireError::Version { found: only.v }),
+            _ => Err(WireError::Malformed(e.to_string())),
+        },
+    }
+}
+
+/// Whether a node is running or on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PresenceStatus {
+    Alive,
+    Leaving,
+}
+
+/// A node's heartbeat, gossiped on `directord/presence/1` every heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    pub peer_id: PeerId,
+    pub name: String,
+    /// `/etc/machine-id` (or a stable substitute): tells two daemons on one machine apart from one
+    /// machine seen twice.
+    pub machine_id: String,
+    pub version: String,
+    /// Unix time in milliseconds when this daemon started. A restart has a higher incarnation, so
+    /// news from the old process never overrides the new one.
+    pub incarnation: u64,
+    /// Counts heartbeats within one incarnation.
+    pub seq: u64,
+    pub status: PresenceStatus,
+    pub host_uptime_secs: u64,
+    pub agent_uptime_secs: u64,
+    pub addresses: Vec<Multiaddr>,
+    pub labels: BTreeMap<String, String>,
+    /// One-minute load average of the host.
+    pub load: f32,
+    /// How often this node sends presence; its expiry is three times this.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Presence {
+    /// Orders two presences of the same peer: higher incarnation wins, then higher sequence.
+    pub fn version_key(&self) -> (u64, u64) {
+        (self.incarnation, self.seq)
+    }
+}
+
+/// One row of a membership table as another node saw it, for push-pull synchronisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub presence: Presence,
+    /// How long ago the sender last heard from this member.
+    pub age_ms: u64,
+}
+
+/// Requests on `/directord/ctl/1`. Every request is idempotent: a resend after a timeout is safe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CtlRequest {
+    /// Sent when a connection opens: "here is my table, send me yours".
+    SyncMembers { members: Vec<MemberRecord> },
+    /// The sender is shutting down cleanly.
+    Leave { presence: Presence },
+}
+
+/// Responses on `/directord/ctl/1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CtlResponse {
+    Members { members: Vec<MemberRecord> },
+    Ack,
+    /// The request was understood and refused; `reason` says why.
+    Rejected { reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_presence() -> Presence {
+        Presence {
+            peer_id: PeerId::random(),
+            name: "node-1".into(),
+            machine_id: "abc".into(),
+            version: "0.1.0".into(),
+            incarnation: 1_700_000_000_000,
+            seq: 7,
+            status: PresenceStatus::Alive,
+            host_uptime_secs: 1000,
+            agent_uptime_secs: 10,
+            addresses: vec!["/ip4/127.0.0.1/tcp/7411".parse().unwrap()],
+            labels: BTreeMap::from([("rack".into(), "a1".into())]),
+            load: 0.25,
+            heartbeat_interval_ms: 5000,
+        }
+    }
+
+    #[test]
+    fn presence_round_trips() {
+        let p = sample_presence();
+        let bytes = encode(&p, MAX_GOSSIP_BYTES).unwrap();
+        let back: Presence = decode(&bytes, MAX_GOSSIP_BYTES).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn ctl_messages_round_trip() {
+        let reqs = vec![
+            CtlRequest::SyncMembers {
+                members: vec![MemberRecord {
+                    presence: sample_presence(),
+                    age_ms: 1200,
+                }],
+            },
+            CtlRequest::Leave {
+                presence: sample_presence(),
+            },
+        ];
+        for req in reqs {
+            let bytes = encode(&req, MAX_CTL_BYTES).unwrap();
+            assert_eq!(decode::<CtlRequest>(&bytes, MAX_CTL_BYTES).unwrap(), req);
+        }
+        let resp = CtlResponse::Rejected {
+            reason: "no".into(),
+        };
+        let bytes = encode(&resp, MAX_CTL_BYTES).unwrap();
+        assert_eq!(decode::<CtlResponse>(&bytes, MAX_CTL_BYTES).unwrap(), resp);
+    }
+
+    #[test]
+    fn oversized_input_is_rejected_before_parsing() {
+        let bytes = vec![0u8; 2048];
+        assert_eq!(
+            decode::<Presence>(&bytes, 1024),
+            Err(WireError::TooLarge {
+                size: 2048,
+                limit: 1024
+            })
+        );
+        let p = sample_presence();
+        assert!(matches!(encode(&p, 10), Err(WireError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let inputs: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0xff],
+            vec![0xa2, 0x61, 0x76],
+            b"hello world".to_vec(),
+            // A byte string that claims to be 4 GiB long.
+            vec![0x5a, 0xff, 0xff, 0xff, 0xff, 0x00],
+            // An array that claims 2^32 elements.
+            vec![0x9a, 0xff, 0xff, 0xff, 0xff],
+            // Deep nesting.
+            vec![0x81; 10_000],
+        ];
+        for input in inputs {
+            assert!(decode::<Presence>(&input, MAX_GOSSIP_BYTES).is_err());
+            assert!(decode::<CtlRequest>(&input, MAX_GOSSIP_BYTES).is_err());
+        }
+        // Every truncation of a valid message fails cleanly.
+        let bytes = encode(&sample_presence(), MAX_GOSSIP_BYTES).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode::<Presence>(&bytes[..cut], MAX_GOSSIP_BYTES).is_err());
+        }
+    }
+
+    #[test]
+    fn another_version_is_named() {
+        let mut out = Vec::new();
+        ciborium::into_writer(
+            &Envelope {
+                v: 99,
+                body: sample_presence(),
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            decode::<Presence>(&out, MAX_GOSSIP_BYTES),
+            Err(WireError::Version { found: 99 })
+        );
+    }
+
+    #[test]
+    fn wrong_type_is_malformed() {
+        let bytes = encode(&CtlResponse::Ack, MAX_CTL_BYTES).unwrap();
+        assert!(matches!(
+            decode::<Presence>(&bytes, MAX_CTL_BYTES),
+            Err(WireError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,574 @@
+//! Node settings and where they come from.
+//!
+//! Every `join` setting can come from four places; the first that sets it wins:
+//! command-line flags, then environment variables (`DIRECTORD_MESH_*`), then the YAML config
+//! file (`--config FILE`), then the defaults. Each place is read into a [`JoinOptions`] layer;
+//! [`JoinOptions::over`] stacks two layers and [`JoinOptions::resolve`] turns the stack into a
+//! [`NodeConfig`]. Every error names the setting, the place it came from and what is wrong.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use mesh::{JoinToken, Multiaddr, TransportKind};
+use serde::Deserialize;
+
+/// Environment variable of the global `--state-dir`.
+pub const ENV_STATE_DIR: &str = "DIRECTORD_MESH_STATE_DIR";
+/// Port a daemon listens on when `--listen` is not given.
+pub const DEFAULT_PORT: u16 = 7411;
+/// Default heartbeat interval; a member expires after three of them.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{source}: {setting}: {reason}")]
+    Invalid {
+        source: Source,
+        setting: String,
+        reason: String,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env(&'static str),
+    File(PathBuf),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag => write!(f, "command line"),
+            Source::Env(var) => write!(f, "environment variable {var}"),
+            Source::File(path) => write!(f, "config file {}", path.display()),
+        }
+    }
+}
+
+/// One layer of `join` settings; `None` / empty means "this layer does not say".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JoinOptions {
+    pub name: Option<String>,
+    pub listen: Vec<Multiaddr>,
+    pub peers: Vec<Multiaddr>,
+    pub token: Option<JoinToken>,
+    pub open: Option<bool>,
+    pub heartbeat_interval: Option<Duration>,
+    pub socket_group: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The environment variables `join` reads, in the order `--help` lists them.
+pub const JOIN_ENV: [&str; 8] = [
+    "DIRECTORD_MESH_NAME",
+    "DIRECTORD_MESH_LISTEN",
+    "DIRECTORD_MESH_PEER",
+    "DIRECTORD_MESH_TOKEN",
+    "DIRECTORD_MESH_OPEN",
+    "DIRECTORD_MESH_HEARTBEAT_INTERVAL",
+    "DIRECTORD_MESH_SOCKET_GROUP",
+    "DIRECTORD_MESH_LABELS",
+];
+
+/// The config file's shape: the flags' long names, with `-` or `_`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    name: Option<String>,
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default, alias = "peers")]
+    peer: Vec<String>,
+    token: Option<String>,
+    open: Option<bool>,
+    #[serde(alias = "heartbeat-interval")]
+    heartbeat_interval: Option<serde_yaml_ng::Value>,
+    #[serde(alias = "socket-group")]
+    socket_group: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl JoinOptions {
+    /// Reads the `DIRECTORD_MESH_*` variables through `get` (the process environment in the
+    /// daemon; a map in tests). List variables are comma-separated.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut o = JoinOptions::default();
+        let [name, listen, peer, token, open, heartbeat, group, labels] = JOIN_ENV;
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        o.name = get(name).filter(|s| !s.is_empty());
+        if let Some(v) = get(listen) {
+            o.listen = parse_addrs(&list(v), "listen", &Source::Env(listen))?;
+        }
+        if let Some(v) = get(peer) {
+            o.peers = parse_addrs(&list(v), "peer", &Source::Env(peer))?;
+        }
+        if let Some(v) = get(token).filter(|s| !s.trim().is_empty()) {
+            o.token = Some(parse_token(&v, &Source::Env(token))?);
+        }
+        if let Some(v) = get(open) {
+            o.open = Some(parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
+                source: Source::Env(open),
+                setting: "open".into(),
+                reason: format!("'{v}' is not a boolean (use true/false, yes/no, 1/0)"),
+            })?);
+        }
+        if let Some(v) = get(heartbeat) {
+            o.heartbeat_interval = Some(parse_interval(&v, &Source::Env(heartbeat))?);
+        }
+        o.socket_group = get(group).filter(|s| !s.is_empty());
+        if let Some(v) = get(labels) {
+            o.labels = parse_labels(&list(v), &Source::Env(labels))?;
+        }
+        Ok(o)
+    }
+
+    /// Reads a YAML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file_err = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses config file text (`path` is only used in messages).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let source = Source::File(path.to_path_buf());
+        let file_err = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: FileOptions = if text.trim().is_empty() {
+            FileOptions::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| file_err(e.to_string()))?
+        };
+        let scalar = |v: serde_yaml_ng::Value, setting: &str| -> Result<String, ConfigError> {
+            match v {
+                serde_yaml_ng::Value::String(s) => Ok(s),
+                serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
+                other => Err(ConfigError::Invalid {
+                    source: source.clone(),
+                    setting: setting.into(),
+                    reason: format!("expected a string or number, found {other:?}"),
+                }),
+            }
+        };
+        Ok(JoinOptions {
+            name: file.name,
+            listen: parse_addrs(&file.listen, "listen", &source)?,
+            peers: parse_addrs(&file.peer, "peer", &source)?,
+            token: file.token.map(|t| parse_token(&t, &source)).transpose()?,
+            open: file.open,
+            heartbeat_interval: file
+                .heartbeat_interval
+                .map(|v| parse_interval(&scalar(v, "heartbeat-interval")?, &source))
+                .transpose()?,
+            socket_group: file
+                .socket_group
+                .map(|v| scalar(v, "socket-group"))
+                .transpose()?,
+            labels: file.labels,
+        })
+    }
+
+    /// This layer on top of `lower`: every setting this layer makes wins.
+    pub fn over(self, lower: JoinOptions) -> JoinOptions {
+        let pick_list = |a: Vec<Multiaddr>, b: Vec<Multiaddr>| if a.is_empty() { b } else { a };
+        JoinOptions {
+            name: self.name.or(lower.name),
+            listen: pick_list(self.listen, lower.listen),
+            peers: pick_list(self.peers, lower.peers),
+            token: self.token.or(lower.token),
+            open: self.open.or(lower.open),
+            heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
+            socket_group: self.socket_group.or(lower.socket_group),
+            labels: if self.labels.is_empty() {
+                lower.labels
+            } else {
+                self.labels
+            },
+        }
+    }
+
+    /// Fills in defaults and checks the combination.
+    pub fn resolve(self, state_dir: PathBuf, default_name: &str) -> Result<NodeConfig, ConfigError> {
+        let open = self.open.unwrap_or(false);
+        if open && self.token.as_ref().is_some_and(|t| t.mesh_key.is_some()) {
+            return Err(ConfigError::Conflict(
+                "--open asks for a mesh without a key, but the join token carries one; drop one of them"
+                    .into(),
+            ));
+        }
+        let heartbeat_interval = self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT);
+        let name = self.name.unwrap_or_else(|| default_name.to_string());
+        validate_name(&name)?;
+        let listen = if self.listen.is_empty() {
+            vec![default_listen()]
+        } else {
+            self.listen
+        };
+        let mut peers = self.peers;
+        if let Some(token) = &self.token {
+            for addr in &token.peers {
+                if !peers.contains(addr) {
+                    peers.push(addr.clone());
+                }
+            }
+        }
+        Ok(NodeConfig {
+            control_socket: Some(state_dir.join(CONTROL_SOCKET)),
+            state_dir,
+            name,
+            listen,
+            bootstrap: peers,
+            mesh_key_choice: match (&self.token, open) {
+                (Some(t), _) => match t.mesh_key {
+                    Some(k) => MeshKeyChoice::Key(k),
+                    None => MeshKeyChoice::Open,
+                },
+                (None, true) => MeshKeyChoice::Open,
+                (None, false) => MeshKeyChoice::FromStateOrNew,
+            },
+            heartbeat_interval,
+            socket_group: self.socket_group,
+            labels: self.labels,
+            transport: TransportKind::Tcp,
+        })
+    }
+}
+
+/// The default listen address: TCP on every interface, fixed port.
+pub fn default_listen() -> Multiaddr {
+    format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")
+        .parse()
+        .expect("constant multiaddr")
+}
+
+/// Name of the control socket inside the state directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// Which mesh key a node uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeshKeyChoice {
+    /// The key from a join token or a flag; must match the state directory's key if it has one.
+    Key(mesh::MeshKey),
+    /// No key (an open mesh); explicitly asked for.
+    Open,
+    /// The state directory's key; a new one on first run.
+    FromStateOrNew,
+}
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub state_dir: PathBuf,
+    pub name: String,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mesh_key_choice: MeshKeyChoice,
+    pub heartbeat_interval: Duration,
+    /// `None`: no control socket (nodes built as a library in tests and simulations).
+    pub control_socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub transport: TransportKind,
+}
+
+/// The state directory when none is given: `/var/lib/directord-mesh` for root, else the XDG state
+/// directory (`$XDG_STATE_HOME/directord-mesh`, default `~/.local/state/directord-mesh`).
+pub fn default_state_dir(get: impl Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
+    if is_root {
+        return PathBuf::from("/var/lib/directord-mesh");
+    }
+    if let Some(dir) = get("XDG_STATE_HOME").filter(|d| d.starts_with('/')) {
+        return PathBuf::from(dir).join("directord-mesh");
+    }
+    let home = get("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/state/directord-mesh")
+}
+
+/// Parses a peer or listen address: a multiaddr, or `HOST:PORT` / `[V6]:PORT` as a shorthand
+/// for TCP.
+pub fn parse_addr(text: &str) -> Result<Multiaddr, String> {
+    let text = text.trim();
+    if text.starts_with('/') {
+        return text
+            .parse::<Multiaddr>()
+            .map_err(|e| format!("'{text}' is not a valid multiaddr ({e})"));
+    }
+    match text.parse::<std::net::SocketAddr>() {
+        Ok(std::net::SocketAddr::V4(a)) => Ok(format!("/ip4/{}/tcp/{}", a.ip(), a.port())
+            .parse()
+            .map_err(|e| format!("'{text}': {e}"))?),
+        Ok(std::net::SocketAddr::V6(a)) => Ok(format!("/ip6/{}/tcp/{}", a.ip(), a.port())
+            .parse()
+            .map_err(|e| format!("'{text}': {e}"))?),
+        Err(_) => match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                format!("/dns/{host}/tcp/{port}")
+                    .parse()
+                    .map_err(|e| format!("'{text}': {e}"))
+            }
+            _ => Err(format!(
+                "'{text}' is neither a multiaddr (/ip4/10.0.0.1/tcp/{DEFAULT_PORT}) nor HOST:PORT"
+            )),
+        },
+    }
+}
+
+fn parse_addrs(items: &[String], setting: &str, source: &Source) -> Result<Vec<Multiaddr>, ConfigError> {
+    items
+        .iter()
+        .map(|s| {
+            parse_addr(s).map_err(|reason| ConfigError::Invalid {
+                source: source.clone(),
+                setting: setting.into(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn parse_token(text: &str, source: &Source) -> Result<JoinToken, ConfigError> {
+    JoinToken::decode(text).map_err(|e| ConfigError::Invalid {
+        source: source.clone(),
+        setting: "token".into(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_interval(text: &str, source: &Source) -> Result<Duration, ConfigError> {
+    let d = parse_duration(text).map_err(|reason| ConfigError::Invalid {
+        source: source.clone(),
+        setting: "heartbeat-interval".into(),
+        reason,
+    })?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(ConfigError::Invalid {
+            source: source.clone(),
+            setting: "heartbeat-interval".into(),
+            reason: format!("{text} is outside 100ms..1h"),
+        });
+    }
+    Ok(d)
+}
+
+/// Parses `5`, `5s`, `500ms`, `2m` or `1h` (a bare number is seconds; fractions allowed).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (examples: 5, 5s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("'{text}': unknown unit '{other}' (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("'{text}' is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_labels(items: &[String], source: &Source) -> Result<BTreeMap<String, String>, ConfigError> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            _ => Err(ConfigError::Invalid {
+                source: source.clone(),
+                setting: "labels".into(),
+                reason: format!("'{item}' is not KEY=VALUE"),
+            }),
+        })
+        .collect()
+}
+
+/// Parses `KEY=VALUE` labels given as flags.
+pub fn parse_label_flags(items: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    parse_labels(items, &Source::Flag)
+}
+
+/// Node names are what operators type as `--target`: keep them printable and short.
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Conflict(format!(
+            "node name '{name}' must be 1-253 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn layers(flags: JoinOptions, envs: &[(&str, &str)], file: &str) -> Result<NodeConfig, ConfigError> {
+        let env = JoinOptions::from_env(env(envs))?;
+        let file = JoinOptions::from_yaml(file, Path::new("/etc/dm.yaml"))?;
+        flags.over(env.over(file)).resolve(PathBuf::from("/state"), "host-a")
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let file = "name: from-file\nheartbeat-interval: 7\nlisten: [\"/ip4/127.0.0.1/tcp/1000\"]\n";
+        // Defaults only.
+        let c = layers(JoinOptions::default(), &[], "").unwrap();
+        assert_eq!(c.name, "host-a");
+        assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT);
+        assert_eq!(c.listen, vec![default_listen()]);
+        assert_eq!(c.mesh_key_choice, MeshKeyChoice::FromStateOrNew);
+        assert_eq!(c.control_socket, Some(PathBuf::from("/state/control.sock")));
+        // File over defaults.
+        let c = layers(JoinOptions::default(), &[], file).unwrap();
+        assert_eq!(c.name, "from-file");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(7));
+        assert_eq!(c.listen, vec![parse_addr("127.0.0.1:1000").unwrap()]);
+        // Env over file.
+        let envs = [("DIRECTORD_MESH_NAME", "from-env"), ("DIRECTORD_MESH_HEARTBEAT_INTERVAL", "2s")];
+        let c = layers(JoinOptions::default(), &envs, file).unwrap();
+        assert_eq!(c.name, "from-env");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.listen, vec![parse_addr("127.0.0.1:1000").unwrap()]);
+        // Flags over env.
+        let flags = JoinOptions {
+            name: Some("from-flag".into()),
+            ..Default::default()
+        };
+        let c = layers(flags, &envs, file).unwrap();
+        assert_eq!(c.name, "from-flag");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn token_brings_key_and_bootstrap_peers() {
+        let key = mesh::MeshKey::generate();
+        let addr: Multiaddr = "/ip4/10.0.0.1/tcp/7411".parse().unwrap();
+        let token = JoinToken {
+            mesh_key: Some(key),
+            peers: vec![addr.clone()],
+        };
+        let envs = [("DIRECTORD_MESH_TOKEN", token.encode())];
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let c = layers(JoinOptions::default(), &envs, "").unwrap();
+        assert_eq!(c.mesh_key_choice, MeshKeyChoice::Key(key));
+        assert_eq!(c.bootstrap, vec![addr]);
+        // --open with a keyed token is a contradiction.
+        let flags = JoinOptions {
+            open: Some(true),
+            ..Default::default()
+        };
+        assert!(matches!(layers(flags, &envs, ""), Err(ConfigError::Conflict(_))));
+    }
+
+    #[test]
+    fn errors_name_the_setting_and_where_it_came_from() {
+        let e = layers(JoinOptions::default(), &[("DIRECTORD_MESH_PEER", "nonsense")], "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DIRECTORD_MESH_PEER") && e.contains("peer") && e.contains("nonsense"), "{e}");
+        let e = layers(JoinOptions::default(), &[], "heartbeat-interval: 5 parsecs\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/dm.yaml") && e.contains("heartbeat-interval"), "{e}");
+        let e = layers(JoinOptions::default(), &[], "nmae: typo\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `nmae`"), "{e}");
+        let e = layers(JoinOptions::default(), &[], "name: [unclosed\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/dm.yaml") && e.contains("line"), "{e}");
+        let e = layers(JoinOptions::default(), &[("DIRECTORD_MESH_OPEN", "maybe")], "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a boolean"), "{e}");
+        let e = layers(JoinOptions::default(), &[("DIRECTORD_MESH_TOKEN", "dm1-xyz")], "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("join token") && e.contains("damaged"), "{e}");
+        let flags = JoinOptions {
+            name: Some("bad name!".into()),
+            ..Default::default()
+        };
+        assert!(layers(flags, &[], "").unwrap_err().to_string().contains("node name"));
+    }
+
+    #[test]
+    fn addresses_accept_host_port_shorthand() {
+        assert_eq!(parse_addr("10.1.2.3:7411").unwrap().to_string(), "/ip4/10.1.2.3/tcp/7411");
+        assert_eq!(parse_addr("[::1]:7411").unwrap().to_string(), "/ip6/::1/tcp/7411");
+        assert_eq!(parse_addr("db1.example:7411").unwrap().to_string(), "/dns/db1.example/tcp/7411");
+        assert!(parse_addr("/ip4/1.2.3.4/tcp/x").is_err());
+        assert!(parse_addr("nope").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn state_dir_defaults() {
+        assert_eq!(default_state_dir(env(&[]), true), PathBuf::from("/var/lib/directord-mesh"));
+        assert_eq!(
+            default_state_dir(env(&[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/u")]), false),
+            PathBuf::from("/x/state/directord-mesh")
+        );
+        assert_eq!(
+            default_state_dir(env(&[("HOME", "/home/u")]), false),
+            PathBuf::from("/home/u/.local/state/directord-mesh")
+        );
+    }
+}

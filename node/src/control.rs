@@ -1,0 +1,389 @@
+//! The control socket: how the `directord-mesh` CLI talks to the daemon on its machine.
+//!
+//! A Unix socket in the state directory (mode 0660, group configurable). Each message is a frame:
+//! a big-endian `u32` length, then CBOR of `{v: CONTROL_VERSION, body}`. The length is checked
+//! against [`MAX_FRAME`] before anything is allocated. A client sends one [`ControlRequest`] and
+//! reads one [`ControlResponse`] per request; the connection may carry several in turn.
+
+use std::{
+    io,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+};
+use tracing::{debug, warn};
+
+/// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
+pub const CONTROL_VERSION: u16 = 1;
+/// Largest control frame in either direction.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// What the CLI asks the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// This node and its membership table.
+    Status,
+    /// The line that joins another machine.
+    JoinToken,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Status(StatusReport),
+    JoinToken(String),
+    Error(String),
+}
+
+/// `status`: this node, then every member it knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    #[serde(rename = "self")]
+    pub local: SelfInfo,
+    pub nodes: Vec<NodeRow>,
+}
+
+/// This node as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfInfo {
+    pub name: String,
+    pub peer_id: String,
+    pub version: String,
+    pub listen_addresses: Vec<String>,
+    /// Fingerprint of the mesh key; `None` for an open mesh.
+    pub mesh_key_fingerprint: Option<String>,
+    pub state_dir: String,
+    pub heartbeat_interval_ms: u64,
+    pub connected_peers: usize,
+}
+
+/// One member as this node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRow {
+    pub name: String,
+    pub peer_id: String,
+    /// `alive`, `expired`, `left` or `conflict`.
+    pub state: String,
+    pub version: String,
+    pub addresses: Vec<String>,
+    pub machine_id: String,
+    pub host_uptime_secs: u64,
+    pub agent_uptime_secs: u64,
+    pub last_seen_secs: f64,
+    pub load: f32,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub is_self: bool,
+}
+
+/// Why talking to the daemon failed; the message tells the operator what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "no directord-mesh daemon is running with state directory {state_dir} (no answer on {socket}).\n\
+         Start one with:  directord-mesh --state-dir {state_dir} join"
+    )]
+    NoDaemon { state_dir: String, socket: String },
+    #[error(
+        "permission denied on {socket}: run as root or as a member of the socket's group (see join --socket-group)"
+    )]
+    PermissionDenied { socket: String },
+    #[error("control socket {socket}: {source}")]
+    Io {
+        socket: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the daemon speaks control protocol version {found}, this CLI speaks {CONTROL_VERSION}; use matching versions")]
+    Version { found: u16 },
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    #[error("control message of {size} bytes is over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the daemon closed the connection")]
+    Closed,
+    #[error("the daemon answered: {0}")]
+    Daemon(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Frame<T> {
+    v: u16,
+    body: T,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u16,
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before the frame starts.
+pub async fn read_frame<T: DeserializeOwned>(
+    io: &mut (impl AsyncRead + Unpin),
+) -> Result<Option<T>, ControlError> {
+    let mut len = [0u8; 4];
+    match io.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(ControlError::Malformed(e.to_string())),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(ControlError::TooLarge {
+            size: len,
+            limit: MAX_FRAME,
+        });
+    }
+    let mut buf = vec![0u8; len];
+    io.read_exact(&mut buf)
+        .await
+        .map_err(|e| ControlError::Malformed(format!("truncated frame: {e}")))?;
+    match ciborium::from_reader::<Frame<T>, _>(buf.as_slice()) {
+        Ok(f) if f.v == CONTROL_VERSION => Ok(Some(f.body)),
+        Ok(f) => Err(ControlError::Version { found: f.v }),
+        Err(e) => match ciborium::from_reader::<VersionOnly, _>(buf.as_slice()) {
+            Ok(only) if only.v != CONTROL_VERSION => Err(ControlError::Version { found: only.v }),
+            _ => Err(ControlError::Malformed(e.to_string())),
+        },
+    }
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize>(
+    io: &mut (impl AsyncWrite + Unpin),
+    body: &T,
+) -> Result<(), ControlError> {
+    let mut buf = Vec::new();
+    ciborium::into_writer(
+        &Frame {
+            v: CONTROL_VERSION,
+            body,
+        },
+        &mut buf,
+    )
+    .map_err(|e| ControlError::Malformed(e.to_string()))?;
+    if buf.len() > MAX_FRAME {
+        return Err(ControlError::TooLarge {
+            size: buf.len(),
+            limit: MAX_FRAME,
+        });
+    }
+    let mut out = Vec::with_capacity(buf.len() + 4);
+    out.extend_from_slice(&(buf.len() as u32).to_be_bytes());
+    out.extend_from_slice(&buf);
+    io.write_all(&out)
+        .await
+        .map_err(|e| ControlError::Malformed(e.to_string()))?;
+    io.flush()
+        .await
+        .map_err(|e| ControlError::Malformed(e.to_string()))
+}
+
+/// The CLI's side of the control socket.
+pub struct ControlClient {
+    stream: UnixStream,
+}
+
+impl ControlClient {
+    /// Connects to the daemon of `state_dir`.
+    pub async fn connect(state_dir: &Path) -> Result<Self, ControlError> {
+        let socket = state_dir.join(crate::config::CONTROL_SOCKET);
+        Self::connect_socket(state_dir, &socket).await
+    }
+
+    pub async fn connect_socket(state_dir: &Path, socket: &Path) -> Result<Self, ControlError> {
+        match UnixStream::connect(socket).await {
+            Ok(stream) => Ok(Self { stream }),
+            Err(e) => Err(match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ControlError::NoDaemon {
+                    state_dir: state_dir.display().to_string(),
+                    socket: socket.display().to_string(),
+                },
+                io::ErrorKind::PermissionDenied => ControlError::PermissionDenied {
+                    socket: socket.display().to_string(),
+                },
+                _ => ControlError::Io {
+                    socket: socket.display().to_string(),
+                    source: e,
+                },
+            }),
+        }
+    }
+
+    /// Sends one request and reads its response; an `Error` answer becomes [`ControlError::Daemon`].
+    pub async fn request(&mut self, request: &ControlRequest) -> Result<ControlResponse, ControlError> {
+        write_frame(&mut self.stream, request).await?;
+        match read_frame::<ControlResponse>(&mut self.stream).await? {
+            Some(ControlResponse::Error(e)) => Err(ControlError::Daemon(e)),
+            Some(r) => Ok(r),
+            None => Err(ControlError::Closed),
+        }
+    }
+}
+
+/// Answers control requests; implemented by the daemon.
+pub trait ControlHandler: Send + Sync + 'static {
+    fn handle(&self, request: ControlRequest) -> impl Future<Output = ControlResponse> + Send;
+}
+
+/// Binds the control socket: removes a stale one (the caller holds the state-directory lock, so
+/// no live daemon owns it), sets mode 0660 and the group.
+pub fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> {
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove stale socket {}: {e}", socket.display())),
+    }
+    let listener =
+        UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", socket.display()))?;
+    if let Some(group) = group {
+        let gid = resolve_group(group)?;
+        nix::unistd::chown(socket, None, Some(gid))
+            .map_err(|e| format!("cannot give {} to group {group}: {e}", socket.display()))?;
+    }
+    Ok(listener)
+}
+
+/// A group given by name or number.
+pub fn resolve_group(group: &str) -> Result<nix::unistd::Gid, String> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid),
+        Ok(None) => Err(format!("--socket-group: no group named '{group}' on this machine")),
+        Err(e) => Err(format!("--socket-group: cannot look up '{group}': {e}")),
+    }
+}
+
+/// Serves the control socket until the listener is dropped (the task is aborted).
+pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
+    loop {
+        let (mut stream, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("control socket accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            loop {
+                let response = match read_frame::<ControlRequest>(&mut stream).await {
+                    Ok(Some(request)) => handler.handle(request).await,
+                    Ok(None) => return,
+                    Err(e) => {
+                        debug!("bad control request: {e}");
+                        // Tell the client what was wrong, then hang up: the stream may be out of step.
+                        let _ = write_frame(&mut stream, &ControlResponse::Error(e.to_string())).await;
+                        return;
+                    }
+                };
+                if write_frame(&mut stream, &response).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The socket path for a state directory.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(crate::config::CONTROL_SOCKET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_reject_bad_input() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &ControlRequest::Status).await.unwrap();
+        let back: ControlRequest = read_frame(&mut buf.as_slice()).await.unwrap().unwrap();
+        assert_eq!(back, ControlRequest::Status);
+
+        // Empty stream: a clean end, not an error.
+        assert!(read_frame::<ControlRequest>(&mut &[][..]).await.unwrap().is_none());
+        // A length over the cap is refused before allocation.
+        let huge = [0xffu8, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame::<ControlRequest>(&mut &huge[..]).await,
+            Err(ControlError::TooLarge { .. })
+        ));
+        // Garbage body.
+        let garbage = [0, 0, 0, 3, 0xff, 0x00, 0x13];
+        assert!(matches!(
+            read_frame::<ControlRequest>(&mut &garbage[..]).await,
+            Err(ControlError::Malformed(_))
+        ));
+        // Truncated body.
+        let truncated = [0, 0, 0, 9, 1];
+        assert!(matches!(
+            read_frame::<ControlRequest>(&mut &truncated[..]).await,
+            Err(ControlError::Malformed(_))
+        ));
+        // Another version is named as such.
+        let mut body = Vec::new();
+        ciborium::into_writer(&Frame { v: 42, body: ControlRequest::Status }, &mut body).unwrap();
+        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+        framed.extend(body);
+        assert!(matches!(
+            read_frame::<ControlRequest>(&mut framed.as_slice()).await,
+            Err(ControlError::Version { found: 42 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn missing_daemon_is_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ControlClient::connect(dir.path()).await.err().unwrap().to_string();
+        assert!(err.contains("no directord-mesh daemon is running"), "{err}");
+        assert!(err.contains("join"), "{err}");
+    }
+
+    struct Echo;
+    impl ControlHandler for Echo {
+        async fn handle(&self, request: ControlRequest) -> ControlResponse {
+            match request {
+                ControlRequest::JoinToken => ControlResponse::JoinToken("t".into()),
+                ControlRequest::Status => ControlResponse::Error("nope".into()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn server_answers_and_survives_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let listener = bind(&sock, None).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
+        let server = tokio::spawn(serve(listener, Arc::new(Echo)));
+
+        let mut c = ControlClient::connect(dir.path()).await.unwrap();
+        assert_eq!(
+            c.request(&ControlRequest::JoinToken).await.unwrap(),
+            ControlResponse::JoinToken("t".into())
+        );
+        let err = c.request(&ControlRequest::Status).await.unwrap_err();
+        assert!(matches!(err, ControlError::Daemon(ref m) if m == "nope"));
+
+        // A client that sends garbage gets an error answer; the server keeps serving others.
+        let mut raw = UnixStream::connect(&sock).await.unwrap();
+        raw.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
+        let answer: ControlResponse = read_frame(&mut raw).await.unwrap().unwrap();
+        assert!(matches!(answer, ControlResponse::Error(_)));
+        let mut c2 = ControlClient::connect(dir.path()).await.unwrap();
+        assert!(c2.request(&ControlRequest::JoinToken).await.is_ok());
+        server.abort();
+    }
+}

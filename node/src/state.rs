@@ -1,0 +1,285 @@
+//! The state directory: what a node keeps between runs.
+//!
+//! | file          | what                                                             |
+//! |---------------|------------------------------------------------------------------|
+//! | `identity.key`| the node's ed25519 key (its peer id), created on first run, 0600 |
+//! | `mesh.key`    | the mesh's private-network key (`swarm.key` format), 0600        |
+//! | `mesh.open`   | present instead of `mesh.key` when the mesh was joined `--open`   |
+//! | `join-token`  | the line that joins another machine to this mesh, 0600           |
+//! | `known-peers` | member addresses seen last run, to find the mesh again at start  |
+//! | `daemon.lock` | held while a daemon runs, so two never share one directory       |
+//! | `control.sock`| the daemon's control socket                                     |
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{Read, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use mesh::{Keypair, MeshKey, Multiaddr};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::config::MeshKeyChoice;
+
+/// A problem with the state directory; every variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "another daemon already runs with state directory {dir}; stop it first or pass a different --state-dir"
+    )]
+    Locked { dir: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An open state directory, locked for one daemon.
+#[derive(Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    /// Creates the directory if needed (0700) and takes its lock.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("daemon.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                StateError::Locked {
+                    dir: dir.to_path_buf(),
+                }
+            } else {
+                StateError::Io {
+                    path: lock_path.clone(),
+                    source: errno.into(),
+                }
+            }
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node's identity: loaded, or created and saved on first run.
+    pub fn identity(&self) -> Result<Keypair, StateError> {
+        let path = self.dir.join("identity.key");
+        match read_if_exists(&path)? {
+            Some(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| StateError::Invalid {
+                path: path.clone(),
+                reason: format!("not a valid identity key ({e}); move it away to create a new identity"),
+            }),
+            None => {
+                let key = Keypair::generate_ed25519();
+                let bytes = key.to_protobuf_encoding().map_err(|e| StateError::Invalid {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                write_private(&path, &bytes)?;
+                Ok(key)
+            }
+        }
+    }
+
+    /// The mesh key this node uses, reconciling what it was asked for with what it stored.
+    /// Returns the key (`None` for an open mesh) and whether it was created now.
+    pub fn mesh_key(&self, choice: &MeshKeyChoice) -> Result<(Option<MeshKey>, bool), StateError> {
+        let key_path = self.dir.join("mesh.key");
+        let open_path = self.dir.join("mesh.open");
+        let stored_key = match read_if_exists(&key_path)? {
+            Some(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| StateError::Invalid {
+                    path: key_path.clone(),
+                    reason: "not a text key file".into(),
+                })?;
+                Some(MeshKey::from_key_file(&text).map_err(|e| StateError::Invalid {
+                    path: key_path.clone(),
+                    reason: e.to_string(),
+                })?)
+            }
+            None => None,
+        };
+        let stored_open = open_path.exists();
+        let mismatch = |reason: &str| StateError::Invalid {
+            path: self.dir.clone(),
+            reason: reason.into(),
+        };
+        match choice {
+            MeshKeyChoice::Key(key) => match stored_key {
+                Some(stored) if stored != *key => Err(mismatch(
+                    "this state directory belongs to another mesh (its mesh.key differs from the token's key); \
+                     use the token of that mesh, or a new --state-dir",
+                )),
+                Some(_) => Ok((Some(*key), false)),
+                None => {
+                    write_private(&key_path, key.to_key_file().as_bytes())?;
+                    let _ = fs::remove_file(&open_path);
+                    Ok((Some(*key), false))
+                }
+            },
+            MeshKeyChoice::Open => {
+                if stored_key.is_some() {
+                    return Err(mismatch(
+                        "this state directory belongs to a mesh with a key (mesh.key), so it cannot join an open mesh; \
+                         use a new --state-dir",
+                    ));
+                }
+                if !stored_open {
+                    write_private(&open_path, b"this node joined an open mesh (no mesh key)\n")?;
+                }
+                Ok((None, false))
+            }
+            MeshKeyChoice::FromStateOrNew => match (stored_key, stored_open) {
+                (Some(k), _) => Ok((Some(k), false)),
+                (None, true) => Ok((None, false)),
+                (None, false) => {
+                    let key = MeshKey::generate();
+                    write_private(&key_path, key.to_key_file().as_bytes())?;
+                    Ok((Some(key), true))
+                }
+            },
+        }
+    }
+
+    /// Saves the join token for operators to copy.
+    pub fn write_join_token(&self, token: &str) -> Result<PathBuf, StateError> {
+        let path = self.dir.join("join-token");
+        write_private(&path, format!("{token}\n").as_bytes())?;
+        Ok(path)
+    }
+
+    /// Member addresses remembered from the last run.
+    pub fn known_peers(&self) -> Vec<Multiaddr> {
+        let path = self.dir.join("known-peers");
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Remembers member addresses for the next run.
+    pub fn save_known_peers(&self, addrs: &[Multiaddr]) -> Result<(), StateError> {
+        let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
+        write_private(&self.dir.join("known-peers"), text.as_bytes())
+    }
+}
+
+/// Reads the join token a daemon wrote into `state_dir`.
+pub fn read_join_token(state_dir: &Path) -> Result<String, StateError> {
+    let path = state_dir.join("join-token");
+    fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(io_err(&path))
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).map_err(io_err(path))?;
+            Ok(Some(buf))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Writes a file readable only by its owner, atomically (temporary file, fsync, rename), so a
+/// crash never leaves half a key behind.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = StateDir::open(dir.path()).unwrap().identity().unwrap();
+        let b = StateDir::open(dir.path()).unwrap().identity().unwrap();
+        assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
+        let mode = fs::metadata(dir.path().join("identity.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn one_daemon_per_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = StateDir::open(dir.path()).unwrap();
+        let err = StateDir::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn mesh_key_is_created_then_kept_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (k1, created) = state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap();
+        assert!(created && k1.is_some());
+        let (k2, created) = state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap();
+        assert!(!created);
+        assert_eq!(k1, k2);
+        // The same key from a token is fine; another key is refused with a reason.
+        assert!(state.mesh_key(&MeshKeyChoice::Key(k1.unwrap())).is_ok());
+        let err = state.mesh_key(&MeshKeyChoice::Key(MeshKey::generate())).unwrap_err();
+        assert!(err.to_string().contains("another mesh"), "{err}");
+        let err = state.mesh_key(&MeshKeyChoice::Open).unwrap_err();
+        assert!(err.to_string().contains("open mesh"), "{err}");
+    }
+
+    #[test]
+    fn open_mesh_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.mesh_key(&MeshKeyChoice::Open).unwrap(), (None, false));
+        assert_eq!(state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap(), (None, false));
+    }
+
+    #[test]
+    fn damaged_identity_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("identity.key"), b"garbage").unwrap();
+        let err = StateDir::open(dir.path()).unwrap().identity().unwrap_err().to_string();
+        assert!(err.contains("identity.key") && err.contains("not a valid identity key"), "{err}");
+    }
+}
