@@ -151,7 +151,10 @@ mod tests {
         let buf = vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3];
         let err = block_on(read_frame::<CtlRequest, _>(&mut Cursor::new(buf), 1024)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().contains("over the 1024-byte limit"), "{err}");
+        assert!(
+            err.to_string().contains("over the 1024-byte limit"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -159,7 +162,13 @@ mod tests {
         let garbage = vec![0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x00];
         assert!(block_on(read_frame::<CtlRequest, _>(&mut Cursor::new(garbage), 1024)).is_err());
         let truncated = vec![0, 0, 0, 50, 1, 2];
-        assert!(block_on(read_frame::<CtlRequest, _>(&mut Cursor::new(truncated), 1024)).is_err());
+        assert!(
+            block_on(read_frame::<CtlRequest, _>(
+                &mut Cursor::new(truncated),
+                1024
+            ))
+            .is_err()
+        );
     }
 
     #[test]

@@ -138,8 +138,8 @@ impl JoinToken {
         if blake3::hash(body).as_bytes()[..CHECKSUM_LEN] != *sum {
             return Err(bad("damaged: checksum mismatch; copy it again"));
         }
-        let token: JoinToken = ciborium::from_reader(body)
-            .map_err(|e| bad(&format!("unreadable contents ({e})")))?;
+        let token: JoinToken =
+            ciborium::from_reader(body).map_err(|e| bad(&format!("unreadable contents ({e})")))?;
         if token.peers.is_empty() {
             return Err(bad("it names no node to join through"));
         }
@@ -214,7 +214,10 @@ mod tests {
         assert_eq!(MeshKey::from_key_file(&k.to_key_file()).unwrap(), k);
         // Our format is the one libp2p (and go-ipfs) read.
         let psk: PreSharedKey = k.to_key_file().parse().unwrap();
-        assert_eq!(psk.fingerprint().to_string(), k.psk().fingerprint().to_string());
+        assert_eq!(
+            psk.fingerprint().to_string(),
+            k.psk().fingerprint().to_string()
+        );
         for bad in [
             "",
             "/key/swarm/psk/1.0.0/\n/base64/\nabcd",

@@ -22,7 +22,17 @@ mod transport;
 
 pub use behaviour::{CTL_PROTOCOL, JOBS_TOPIC, PRESENCE_TOPIC};
 pub use key::{JoinToken, KeyError, MeshKey};
-pub use libp2p::{Multiaddr, PeerId, identity::Keypair};
+pub use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr};
+
+/// `addr` ending in `/p2p/<peer>`, so that dialing it checks who answers.
+pub fn multiaddr_with_peer(addr: Multiaddr, peer: PeerId) -> Multiaddr {
+    match addr.iter().last() {
+        Some(multiaddr::Protocol::P2p(_)) => addr,
+        _ => addr.with(multiaddr::Protocol::P2p(peer)),
+    }
+}
 pub use membership::{MemberState, MemberView, MembershipChange};
-pub use network::{LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus, start};
+pub use network::{
+    LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus, start,
+};
 pub use transport::TransportKind;

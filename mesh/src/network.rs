@@ -113,12 +113,8 @@ pub struct MeshStatus {
 }
 
 enum Command {
-    Status {
-        reply: oneshot::Sender<MeshStatus>,
-    },
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
+    Status { reply: oneshot::Sender<MeshStatus> },
+    Shutdown { reply: oneshot::Sender<()> },
 }
 
 /// Depth of the command and event channels. Commands are small and answered at once; a full
@@ -137,7 +133,10 @@ impl MeshHandle {
         self.local_peer_id
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MeshError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
@@ -196,7 +195,14 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         commands: command_rx,
         events: event_tx,
         membership: Membership::new(
-            local_presence_parts(&config, local_peer_id, incarnation, 0, &listen_addrs, started),
+            local_presence_parts(
+                &config,
+                local_peer_id,
+                incarnation,
+                0,
+                &listen_addrs,
+                started,
+            ),
             started,
         ),
         config,
@@ -230,10 +236,13 @@ async fn listen(
 ) -> Result<Vec<Multiaddr>, MeshError> {
     let mut pending = HashMap::new();
     for addr in addrs {
-        let id = swarm.listen_on(addr.clone()).map_err(|e| MeshError::Listen {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
+        ensure_port_free(addr)?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| MeshError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
         pending.insert(id, addr.clone());
     }
     let mut bound = Vec::new();
@@ -242,7 +251,11 @@ async fn listen(
         let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
             .await
             .map_err(|_| MeshError::Listen {
-                addr: pending.values().next().cloned().unwrap_or_else(Multiaddr::empty),
+                addr: pending
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(Multiaddr::empty),
                 reason: "no address after 10 s".into(),
             })?;
         match event {
@@ -277,6 +290,28 @@ async fn listen(
         }
     }
     Ok(bound)
+}
+
+/// libp2p's TCP listeners set `SO_REUSEPORT`, so a second daemon could silently share a port
+/// with the first and receive half of its connections. Binding the port once without that
+/// option first turns this into a clear "address in use" error.
+fn ensure_port_free(addr: &Multiaddr) -> Result<(), MeshError> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next() {
+        Some(Protocol::Ip4(ip)) => ip.into(),
+        Some(Protocol::Ip6(ip)) => ip.into(),
+        _ => return Ok(()),
+    };
+    let port = match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => port,
+        _ => return Ok(()),
+    };
+    std::net::TcpListener::bind((ip, port))
+        .map(drop)
+        .map_err(|e| MeshError::Listen {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })
 }
 
 /// The addresses worth telling others: without loopback when the node has any other address, so
@@ -437,7 +472,8 @@ impl EventLoop {
     fn heartbeat(&mut self) {
         self.seq += 1;
         let presence = self.local_presence(PresenceStatus::Alive);
-        self.membership.update_local(presence.clone(), Instant::now());
+        self.membership
+            .update_local(presence.clone(), Instant::now());
         self.publish_presence(&presence);
     }
 
@@ -499,7 +535,7 @@ impl EventLoop {
                 self.swarm.behaviour_mut().ctl.send_request(
                     peer,
                     CtlRequest::Leave {
-                        presence: presence.clone(),
+                        presence: Box::new(presence.clone()),
                     },
                 )
             })
@@ -540,7 +576,9 @@ impl EventLoop {
 
     async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(event)) => self.on_gossip(event).await,
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(event)) => {
+                self.on_gossip(event).await
+            }
             SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(event)) => self.on_ctl(event).await,
             SwarmEvent::Behaviour(MeshBehaviourEvent::Ping(event)) => {
                 if let Err(e) = event.result {
@@ -548,10 +586,8 @@ impl EventLoop {
                     self.swarm.close_connection(event.connection);
                 }
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
-                }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
@@ -596,7 +632,9 @@ impl EventLoop {
                         claimed = %p.peer_id, signer = ?message.source,
                         "dropped a presence signed by another peer"
                     ),
-                    Err(e) => warn!(source = ?message.source, "dropped an unreadable presence: {e}"),
+                    Err(e) => {
+                        warn!(source = ?message.source, "dropped an unreadable presence: {e}")
+                    }
                 }
             }
             gossipsub::Event::Subscribed { topic, .. } if topic == self.presence_topic.hash() => {
@@ -629,9 +667,10 @@ impl EventLoop {
                         }
                     }
                     CtlRequest::Leave { presence }
-                        if presence.peer_id == peer && presence.status == PresenceStatus::Leaving =>
+                        if presence.peer_id == peer
+                            && presence.status == PresenceStatus::Leaving =>
                     {
-                        self.observe(presence).await;
+                        self.observe(*presence).await;
                         CtlResponse::Ack
                     }
                     CtlRequest::Leave { .. } => CtlResponse::Rejected {
@@ -639,7 +678,11 @@ impl EventLoop {
                     },
                 };
                 // Err means the peer went away meanwhile; nothing is waiting for the answer.
-                let _ = self.swarm.behaviour_mut().ctl.send_response(channel, response);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .ctl
+                    .send_response(channel, response);
             }
             request_response::Event::Message {
                 message:
@@ -700,7 +743,9 @@ impl EventLoop {
         let mut candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
             .membership
             .alive_others(now)
-            .filter(|p| !connected.contains(&p.peer_id) && !self.recent_dials.contains_key(&p.peer_id))
+            .filter(|p| {
+                !connected.contains(&p.peer_id) && !self.recent_dials.contains_key(&p.peer_id)
+            })
             .filter(|p| !p.addresses.is_empty())
             .map(|p| (p.peer_id, p.addresses.clone()))
             .collect();

@@ -70,19 +70,21 @@ pub(crate) fn build_swarm(
 ) -> Result<Swarm<MeshBehaviour>, String> {
     let builder = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_other_transport(|key| -> Result<BoxedTransport, Box<dyn std::error::Error + Send + Sync>> {
-            let transport = match kind {
-                TransportKind::Tcp => upgrade_transport(
-                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
-                    key,
-                    mesh_key,
-                ),
-                TransportKind::Memory => {
-                    upgrade_transport(MemoryTransport::default(), key, mesh_key)
-                }
-            };
-            Ok(transport?)
-        })
+        .with_other_transport(
+            |key| -> Result<BoxedTransport, Box<dyn std::error::Error + Send + Sync>> {
+                let transport = match kind {
+                    TransportKind::Tcp => upgrade_transport(
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+                        key,
+                        mesh_key,
+                    ),
+                    TransportKind::Memory => {
+                        upgrade_transport(MemoryTransport::default(), key, mesh_key)
+                    }
+                };
+                Ok(transport?)
+            },
+        )
         .map_err(|e| format!("transport: {e}"))?;
     let swarm = builder
         .with_behaviour(|key| MeshBehaviour::new(key).map_err(Into::into))

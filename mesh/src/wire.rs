@@ -145,16 +145,20 @@ pub enum CtlRequest {
     /// Sent when a connection opens: "here is my table, send me yours".
     SyncMembers { members: Vec<MemberRecord> },
     /// The sender is shutting down cleanly.
-    Leave { presence: Presence },
+    Leave { presence: Box<Presence> },
 }
 
 /// Responses on `/directord/ctl/1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CtlResponse {
-    Members { members: Vec<MemberRecord> },
+    Members {
+        members: Vec<MemberRecord>,
+    },
     Ack,
     /// The request was understood and refused; `reason` says why.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 #[cfg(test)]
@@ -197,7 +201,7 @@ mod tests {
                 }],
             },
             CtlRequest::Leave {
-                presence: sample_presence(),
+                presence: Box::new(sample_presence()),
             },
         ];
         for req in reqs {

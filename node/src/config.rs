@@ -26,9 +26,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("{source}: {setting}: {reason}")]
+    #[error("{origin}: {setting}: {reason}")]
     Invalid {
-        source: Source,
+        origin: Source,
         setting: String,
         reason: String,
     },
@@ -125,7 +125,7 @@ impl JoinOptions {
         }
         if let Some(v) = get(open) {
             o.open = Some(parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
-                source: Source::Env(open),
+                origin: Source::Env(open),
                 setting: "open".into(),
                 reason: format!("'{v}' is not a boolean (use true/false, yes/no, 1/0)"),
             })?);
@@ -167,7 +167,7 @@ impl JoinOptions {
                 serde_yaml_ng::Value::String(s) => Ok(s),
                 serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
                 other => Err(ConfigError::Invalid {
-                    source: source.clone(),
+                    origin: source.clone(),
                     setting: setting.into(),
                     reason: format!("expected a string or number, found {other:?}"),
                 }),
@@ -211,7 +211,11 @@ impl JoinOptions {
     }
 
     /// Fills in defaults and checks the combination.
-    pub fn resolve(self, state_dir: PathBuf, default_name: &str) -> Result<NodeConfig, ConfigError> {
+    pub fn resolve(
+        self,
+        state_dir: PathBuf,
+        default_name: &str,
+    ) -> Result<NodeConfig, ConfigError> {
         let open = self.open.unwrap_or(false);
         if open && self.token.as_ref().is_some_and(|t| t.mesh_key.is_some()) {
             return Err(ConfigError::Conflict(
@@ -294,6 +298,25 @@ pub struct NodeConfig {
     pub transport: TransportKind,
 }
 
+impl NodeConfig {
+    /// A node on libp2p's memory transport, for many nodes in one process (tests, simulations):
+    /// no control socket, a fresh in-process address, no bootstrap peers yet.
+    pub fn in_memory(state_dir: PathBuf, name: &str) -> Self {
+        NodeConfig {
+            state_dir,
+            name: name.to_string(),
+            listen: vec!["/memory/0".parse().expect("constant multiaddr")],
+            bootstrap: vec![],
+            mesh_key_choice: MeshKeyChoice::FromStateOrNew,
+            heartbeat_interval: DEFAULT_HEARTBEAT,
+            control_socket: None,
+            socket_group: None,
+            labels: BTreeMap::new(),
+            transport: TransportKind::Memory,
+        }
+    }
+}
+
 /// The state directory when none is given: `/var/lib/directord-mesh` for root, else the XDG state
 /// directory (`$XDG_STATE_HOME/directord-mesh`, default `~/.local/state/directord-mesh`).
 pub fn default_state_dir(get: impl Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
@@ -336,12 +359,16 @@ pub fn parse_addr(text: &str) -> Result<Multiaddr, String> {
     }
 }
 
-fn parse_addrs(items: &[String], setting: &str, source: &Source) -> Result<Vec<Multiaddr>, ConfigError> {
+fn parse_addrs(
+    items: &[String],
+    setting: &str,
+    source: &Source,
+) -> Result<Vec<Multiaddr>, ConfigError> {
     items
         .iter()
         .map(|s| {
             parse_addr(s).map_err(|reason| ConfigError::Invalid {
-                source: source.clone(),
+                origin: source.clone(),
                 setting: setting.into(),
                 reason,
             })
@@ -351,7 +378,7 @@ fn parse_addrs(items: &[String], setting: &str, source: &Source) -> Result<Vec<M
 
 fn parse_token(text: &str, source: &Source) -> Result<JoinToken, ConfigError> {
     JoinToken::decode(text).map_err(|e| ConfigError::Invalid {
-        source: source.clone(),
+        origin: source.clone(),
         setting: "token".into(),
         reason: e.to_string(),
     })
@@ -367,13 +394,13 @@ fn parse_bool(text: &str) -> Option<bool> {
 
 fn parse_interval(text: &str, source: &Source) -> Result<Duration, ConfigError> {
     let d = parse_duration(text).map_err(|reason| ConfigError::Invalid {
-        source: source.clone(),
+        origin: source.clone(),
         setting: "heartbeat-interval".into(),
         reason,
     })?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
         return Err(ConfigError::Invalid {
-            source: source.clone(),
+            origin: source.clone(),
             setting: "heartbeat-interval".into(),
             reason: format!("{text} is outside 100ms..1h"),
         });
@@ -396,7 +423,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("'{text}': unknown unit '{other}' (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "'{text}': unknown unit '{other}' (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("'{text}' is not a duration"));
@@ -404,13 +435,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_labels(items: &[String], source: &Source) -> Result<BTreeMap<String, String>, ConfigError> {
+fn parse_labels(
+    items: &[String],
+    source: &Source,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     items
         .iter()
         .map(|item| match item.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
             _ => Err(ConfigError::Invalid {
-                source: source.clone(),
+                origin: source.clone(),
                 setting: "labels".into(),
                 reason: format!("'{item}' is not KEY=VALUE"),
             }),
@@ -453,15 +489,22 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    fn layers(flags: JoinOptions, envs: &[(&str, &str)], file: &str) -> Result<NodeConfig, ConfigError> {
+    fn layers(
+        flags: JoinOptions,
+        envs: &[(&str, &str)],
+        file: &str,
+    ) -> Result<NodeConfig, ConfigError> {
         let env = JoinOptions::from_env(env(envs))?;
         let file = JoinOptions::from_yaml(file, Path::new("/etc/dm.yaml"))?;
-        flags.over(env.over(file)).resolve(PathBuf::from("/state"), "host-a")
+        flags
+            .over(env.over(file))
+            .resolve(PathBuf::from("/state"), "host-a")
     }
 
     #[test]
     fn flags_beat_env_beat_file_beat_defaults() {
-        let file = "name: from-file\nheartbeat-interval: 7\nlisten: [\"/ip4/127.0.0.1/tcp/1000\"]\n";
+        let file =
+            "name: from-file\nheartbeat-interval: 7\nlisten: [\"/ip4/127.0.0.1/tcp/1000\"]\n";
         // Defaults only.
         let c = layers(JoinOptions::default(), &[], "").unwrap();
         assert_eq!(c.name, "host-a");
@@ -475,7 +518,10 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_secs(7));
         assert_eq!(c.listen, vec![parse_addr("127.0.0.1:1000").unwrap()]);
         // Env over file.
-        let envs = [("DIRECTORD_MESH_NAME", "from-env"), ("DIRECTORD_MESH_HEARTBEAT_INTERVAL", "2s")];
+        let envs = [
+            ("DIRECTORD_MESH_NAME", "from-env"),
+            ("DIRECTORD_MESH_HEARTBEAT_INTERVAL", "2s"),
+        ];
         let c = layers(JoinOptions::default(), &envs, file).unwrap();
         assert_eq!(c.name, "from-env");
         assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
@@ -508,43 +554,86 @@ mod tests {
             open: Some(true),
             ..Default::default()
         };
-        assert!(matches!(layers(flags, &envs, ""), Err(ConfigError::Conflict(_))));
+        assert!(matches!(
+            layers(flags, &envs, ""),
+            Err(ConfigError::Conflict(_))
+        ));
     }
 
     #[test]
     fn errors_name_the_setting_and_where_it_came_from() {
-        let e = layers(JoinOptions::default(), &[("DIRECTORD_MESH_PEER", "nonsense")], "")
+        let e = layers(
+            JoinOptions::default(),
+            &[("DIRECTORD_MESH_PEER", "nonsense")],
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("DIRECTORD_MESH_PEER") && e.contains("peer") && e.contains("nonsense"),
+            "{e}"
+        );
+        let e = layers(
+            JoinOptions::default(),
+            &[],
+            "heartbeat-interval: 5 parsecs\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/etc/dm.yaml") && e.contains("heartbeat-interval"),
+            "{e}"
+        );
+        let e = layers(JoinOptions::default(), &[], "nmae: typo\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("DIRECTORD_MESH_PEER") && e.contains("peer") && e.contains("nonsense"), "{e}");
-        let e = layers(JoinOptions::default(), &[], "heartbeat-interval: 5 parsecs\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("/etc/dm.yaml") && e.contains("heartbeat-interval"), "{e}");
-        let e = layers(JoinOptions::default(), &[], "nmae: typo\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `nmae`"), "{e}");
-        let e = layers(JoinOptions::default(), &[], "name: [unclosed\n").unwrap_err().to_string();
+        let e = layers(JoinOptions::default(), &[], "name: [unclosed\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/dm.yaml") && e.contains("line"), "{e}");
-        let e = layers(JoinOptions::default(), &[("DIRECTORD_MESH_OPEN", "maybe")], "")
-            .unwrap_err()
-            .to_string();
+        let e = layers(
+            JoinOptions::default(),
+            &[("DIRECTORD_MESH_OPEN", "maybe")],
+            "",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("not a boolean"), "{e}");
-        let e = layers(JoinOptions::default(), &[("DIRECTORD_MESH_TOKEN", "dm1-xyz")], "")
-            .unwrap_err()
-            .to_string();
+        let e = layers(
+            JoinOptions::default(),
+            &[("DIRECTORD_MESH_TOKEN", "dm1-xyz")],
+            "",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("join token") && e.contains("damaged"), "{e}");
         let flags = JoinOptions {
             name: Some("bad name!".into()),
             ..Default::default()
         };
-        assert!(layers(flags, &[], "").unwrap_err().to_string().contains("node name"));
+        assert!(
+            layers(flags, &[], "")
+                .unwrap_err()
+                .to_string()
+                .contains("node name")
+        );
     }
 
     #[test]
     fn addresses_accept_host_port_shorthand() {
-        assert_eq!(parse_addr("10.1.2.3:7411").unwrap().to_string(), "/ip4/10.1.2.3/tcp/7411");
-        assert_eq!(parse_addr("[::1]:7411").unwrap().to_string(), "/ip6/::1/tcp/7411");
-        assert_eq!(parse_addr("db1.example:7411").unwrap().to_string(), "/dns/db1.example/tcp/7411");
+        assert_eq!(
+            parse_addr("10.1.2.3:7411").unwrap().to_string(),
+            "/ip4/10.1.2.3/tcp/7411"
+        );
+        assert_eq!(
+            parse_addr("[::1]:7411").unwrap().to_string(),
+            "/ip6/::1/tcp/7411"
+        );
+        assert_eq!(
+            parse_addr("db1.example:7411").unwrap().to_string(),
+            "/dns/db1.example/tcp/7411"
+        );
         assert!(parse_addr("/ip4/1.2.3.4/tcp/x").is_err());
         assert!(parse_addr("nope").is_err());
     }
@@ -561,9 +650,15 @@ mod tests {
 
     #[test]
     fn state_dir_defaults() {
-        assert_eq!(default_state_dir(env(&[]), true), PathBuf::from("/var/lib/directord-mesh"));
         assert_eq!(
-            default_state_dir(env(&[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/u")]), false),
+            default_state_dir(env(&[]), true),
+            PathBuf::from("/var/lib/directord-mesh")
+        );
+        assert_eq!(
+            default_state_dir(
+                env(&[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/u")]),
+                false
+            ),
             PathBuf::from("/x/state/directord-mesh")
         );
         assert_eq!(

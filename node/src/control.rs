@@ -99,7 +99,9 @@ pub enum ControlError {
         #[source]
         source: io::Error,
     },
-    #[error("the daemon speaks control protocol version {found}, this CLI speaks {CONTROL_VERSION}; use matching versions")]
+    #[error(
+        "the daemon speaks control protocol version {found}, this CLI speaks {CONTROL_VERSION}; use matching versions"
+    )]
     Version { found: u16 },
     #[error("malformed control message: {0}")]
     Malformed(String),
@@ -200,10 +202,12 @@ impl ControlClient {
         match UnixStream::connect(socket).await {
             Ok(stream) => Ok(Self { stream }),
             Err(e) => Err(match e.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ControlError::NoDaemon {
-                    state_dir: state_dir.display().to_string(),
-                    socket: socket.display().to_string(),
-                },
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ControlError::NoDaemon {
+                        state_dir: state_dir.display().to_string(),
+                        socket: socket.display().to_string(),
+                    }
+                }
                 io::ErrorKind::PermissionDenied => ControlError::PermissionDenied {
                     socket: socket.display().to_string(),
                 },
@@ -216,7 +220,10 @@ impl ControlClient {
     }
 
     /// Sends one request and reads its response; an `Error` answer becomes [`ControlError::Daemon`].
-    pub async fn request(&mut self, request: &ControlRequest) -> Result<ControlResponse, ControlError> {
+    pub async fn request(
+        &mut self,
+        request: &ControlRequest,
+    ) -> Result<ControlResponse, ControlError> {
         write_frame(&mut self.stream, request).await?;
         match read_frame::<ControlResponse>(&mut self.stream).await? {
             Some(ControlResponse::Error(e)) => Err(ControlError::Daemon(e)),
@@ -237,7 +244,12 @@ pub fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> 
     match std::fs::remove_file(socket) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot remove stale socket {}: {e}", socket.display())),
+        Err(e) => {
+            return Err(format!(
+                "cannot remove stale socket {}: {e}",
+                socket.display()
+            ));
+        }
     }
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
@@ -247,6 +259,14 @@ pub fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> 
         let gid = resolve_group(group)?;
         nix::unistd::chown(socket, None, Some(gid))
             .map_err(|e| format!("cannot give {} to group {group}: {e}", socket.display()))?;
+        // The group must also be able to reach the socket inside the state directory; the
+        // keys in there stay 0600.
+        if let Some(dir) = socket.parent() {
+            nix::unistd::chown(dir, None, Some(gid))
+                .map_err(|e| format!("cannot give {} to group {group}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        }
     }
     Ok(listener)
 }
@@ -258,7 +278,9 @@ pub fn resolve_group(group: &str) -> Result<nix::unistd::Gid, String> {
     }
     match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Ok(g.gid),
-        Ok(None) => Err(format!("--socket-group: no group named '{group}' on this machine")),
+        Ok(None) => Err(format!(
+            "--socket-group: no group named '{group}' on this machine"
+        )),
         Err(e) => Err(format!("--socket-group: cannot look up '{group}': {e}")),
     }
 }
@@ -283,7 +305,8 @@ pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
                     Err(e) => {
                         debug!("bad control request: {e}");
                         // Tell the client what was wrong, then hang up: the stream may be out of step.
-                        let _ = write_frame(&mut stream, &ControlResponse::Error(e.to_string())).await;
+                        let _ =
+                            write_frame(&mut stream, &ControlResponse::Error(e.to_string())).await;
                         return;
                     }
                 };
@@ -307,12 +330,19 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_reject_bad_input() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &ControlRequest::Status).await.unwrap();
+        write_frame(&mut buf, &ControlRequest::Status)
+            .await
+            .unwrap();
         let back: ControlRequest = read_frame(&mut buf.as_slice()).await.unwrap().unwrap();
         assert_eq!(back, ControlRequest::Status);
 
         // Empty stream: a clean end, not an error.
-        assert!(read_frame::<ControlRequest>(&mut &[][..]).await.unwrap().is_none());
+        assert!(
+            read_frame::<ControlRequest>(&mut &[][..])
+                .await
+                .unwrap()
+                .is_none()
+        );
         // A length over the cap is refused before allocation.
         let huge = [0xffu8, 0xff, 0xff, 0xff];
         assert!(matches!(
@@ -333,7 +363,14 @@ mod tests {
         ));
         // Another version is named as such.
         let mut body = Vec::new();
-        ciborium::into_writer(&Frame { v: 42, body: ControlRequest::Status }, &mut body).unwrap();
+        ciborium::into_writer(
+            &Frame {
+                v: 42,
+                body: ControlRequest::Status,
+            },
+            &mut body,
+        )
+        .unwrap();
         let mut framed = (body.len() as u32).to_be_bytes().to_vec();
         framed.extend(body);
         assert!(matches!(
@@ -345,7 +382,11 @@ mod tests {
     #[tokio::test]
     async fn missing_daemon_is_explained() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ControlClient::connect(dir.path()).await.err().unwrap().to_string();
+        let err = ControlClient::connect(dir.path())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("no directord-mesh daemon is running"), "{err}");
         assert!(err.contains("join"), "{err}");
     }

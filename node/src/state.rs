@@ -56,7 +56,11 @@ pub struct StateDir {
 impl StateDir {
     /// Creates the directory if needed (0700) and takes its lock.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            // Keys live here: only the owner may look inside.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        }
         let lock_path = dir.join("daemon.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -91,16 +95,22 @@ impl StateDir {
     pub fn identity(&self) -> Result<Keypair, StateError> {
         let path = self.dir.join("identity.key");
         match read_if_exists(&path)? {
-            Some(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| StateError::Invalid {
-                path: path.clone(),
-                reason: format!("not a valid identity key ({e}); move it away to create a new identity"),
-            }),
+            Some(bytes) => {
+                Keypair::from_protobuf_encoding(&bytes).map_err(|e| StateError::Invalid {
+                    path: path.clone(),
+                    reason: format!(
+                        "not a valid identity key ({e}); move it away to create a new identity"
+                    ),
+                })
+            }
             None => {
                 let key = Keypair::generate_ed25519();
-                let bytes = key.to_protobuf_encoding().map_err(|e| StateError::Invalid {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let bytes = key
+                    .to_protobuf_encoding()
+                    .map_err(|e| StateError::Invalid {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 write_private(&path, &bytes)?;
                 Ok(key)
             }
@@ -118,10 +128,12 @@ impl StateDir {
                     path: key_path.clone(),
                     reason: "not a text key file".into(),
                 })?;
-                Some(MeshKey::from_key_file(&text).map_err(|e| StateError::Invalid {
-                    path: key_path.clone(),
-                    reason: e.to_string(),
-                })?)
+                Some(
+                    MeshKey::from_key_file(&text).map_err(|e| StateError::Invalid {
+                        path: key_path.clone(),
+                        reason: e.to_string(),
+                    })?,
+                )
             }
             None => None,
         };
@@ -238,7 +250,10 @@ mod tests {
         let a = StateDir::open(dir.path()).unwrap().identity().unwrap();
         let b = StateDir::open(dir.path()).unwrap().identity().unwrap();
         assert_eq!(a.public().to_peer_id(), b.public().to_peer_id());
-        let mode = fs::metadata(dir.path().join("identity.key")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("identity.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -261,7 +276,9 @@ mod tests {
         assert_eq!(k1, k2);
         // The same key from a token is fine; another key is refused with a reason.
         assert!(state.mesh_key(&MeshKeyChoice::Key(k1.unwrap())).is_ok());
-        let err = state.mesh_key(&MeshKeyChoice::Key(MeshKey::generate())).unwrap_err();
+        let err = state
+            .mesh_key(&MeshKeyChoice::Key(MeshKey::generate()))
+            .unwrap_err();
         assert!(err.to_string().contains("another mesh"), "{err}");
         let err = state.mesh_key(&MeshKeyChoice::Open).unwrap_err();
         assert!(err.to_string().contains("open mesh"), "{err}");
@@ -272,14 +289,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
         assert_eq!(state.mesh_key(&MeshKeyChoice::Open).unwrap(), (None, false));
-        assert_eq!(state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap(), (None, false));
+        assert_eq!(
+            state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap(),
+            (None, false)
+        );
     }
 
     #[test]
     fn damaged_identity_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("identity.key"), b"garbage").unwrap();
-        let err = StateDir::open(dir.path()).unwrap().identity().unwrap_err().to_string();
-        assert!(err.contains("identity.key") && err.contains("not a valid identity key"), "{err}");
+        let err = StateDir::open(dir.path())
+            .unwrap()
+            .identity()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity.key") && err.contains("not a valid identity key"),
+            "{err}"
+        );
     }
 }

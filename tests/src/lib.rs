@@ -1,1 +1,231 @@
-//! Helpers for end-to-end tests.
+//! Helpers for end-to-end tests: real `directord-mesh` daemons as child processes.
+//!
+//! The binary is found next to the test executable (`target/<profile>/directord-mesh`, which
+//! `cargo test --workspace` builds before running any test), or at `$DIRECTORD_MESH_BIN`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Path of the `directord-mesh` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("DIRECTORD_MESH_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/directord-mesh
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("directord-mesh"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it with `cargo build -p directord-mesh` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs the CLI to completion with `args`.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run directord-mesh")
+}
+
+/// A daemon started with `join`, killed when dropped.
+pub struct Daemon {
+    pub name: String,
+    pub state_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `directord-mesh --state-dir <root>/<name> join [--name <name>] --listen 127.0.0.1:0
+    /// --heartbeat-interval 1s <extra...>` and waits until it answers `status`.
+    pub fn start(root: &Path, name: &str, extra: &[&str]) -> Daemon {
+        let state_dir = root.join(name);
+        let mut args: Vec<String> = Vec::new();
+        if !extra.contains(&"--name") {
+            args.extend(["--name".into(), name.into()]);
+        }
+        args.extend([
+            "--listen".into(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+            "--heartbeat-interval".into(),
+            "1s".into(),
+        ]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut d = Daemon {
+            name: name.into(),
+            state_dir,
+            args,
+            child: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// Starts the daemon again with the same state directory and arguments.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(&self.state_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(binary())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("join")
+            .args(&self.args)
+            .env("RUST_LOG", "info,libp2p=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status().is_none() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "daemon {} exited at start ({status}):\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon {} never answered:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `status --json`, or `None` if the daemon does not answer.
+    pub fn status(&self) -> Option<Value> {
+        let out = cli(&[
+            "--state-dir",
+            self.state_dir.to_str().unwrap(),
+            "status",
+            "--json",
+        ]);
+        if !out.status.success() {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).expect("status --json prints JSON"))
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.status().expect("status")["self"]["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn join_token(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("join-token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// `kill -9`: no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon {} ignored SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The state of `peer_id` in a `status --json` report, if listed.
+pub fn state_of(status: &Value, peer_id: &str) -> Option<String> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["peer_id"] == peer_id)
+        .map(|n| n["state"].as_str().unwrap_or_default().to_string())
+}
+
+/// Names of the alive members in a `status --json` report, sorted.
+pub fn alive_names(status: &Value) -> Vec<String> {
+    let mut names: Vec<String> = status["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|n| n["state"] == "alive")
+                .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+/// Returns the value and how long it took.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return (v, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

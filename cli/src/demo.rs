@@ -1,0 +1,268 @@
+//! `directord-mesh demo`: a real mesh of N daemons on this machine, for a first look.
+//!
+//! Each daemon is a child process running `directord-mesh join` on 127.0.0.1 with its own state
+//! directory under one temporary directory. The first creates the mesh, the others join it with
+//! its token. The demo waits until every daemon sees every other one alive, prints the mesh as
+//! the first daemon sees it, and keeps it running until Ctrl-C, when it stops every daemon
+//! cleanly and removes the temporary directory.
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::{Failure, render, status};
+
+pub const LONG_ABOUT: &str = "\
+Start a real mesh of N daemons on this machine and show it.
+
+Each daemon is a separate `directord-mesh join` process listening on 127.0.0.1, with its own
+state directory and log under one temporary directory. The first daemon creates the mesh; the
+others join it with its token. Once every daemon sees all N alive, the demo prints the mesh as
+the first daemon sees it and how to talk to any of them, then keeps running until Ctrl-C, when
+it stops every daemon (each tells the mesh it is leaving) and removes the directory.";
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many daemons to start.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=200))]
+    nodes: u16,
+
+    /// Stop the mesh after showing it instead of waiting for Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+
+    /// Put the daemons' state directories and logs in DIR and keep them (default: a temporary
+    /// directory, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// How long the demo waits for the mesh to form before giving up.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Daemon {
+    name: String,
+    state_dir: PathBuf,
+    child: Child,
+}
+
+pub fn run(args: DemoArgs) -> Result<(), Failure> {
+    let (root, _temp) = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("directord-mesh-demo-")
+                .tempdir()
+                .map_err(|e| {
+                    Failure::Runtime(format!("cannot create a temporary directory: {e}"))
+                })?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Runtime(format!("cannot find this program's path: {e}")))?;
+    crate::client_runtime()?.block_on(async {
+        let mut daemons = Vec::new();
+        let result = demo(&exe, &root, &args, &mut daemons).await;
+        stop_all(&mut daemons).await;
+        result
+    })
+}
+
+async fn demo(
+    exe: &Path,
+    root: &Path,
+    args: &DemoArgs,
+    daemons: &mut Vec<Daemon>,
+) -> Result<(), Failure> {
+    let n = args.nodes as usize;
+    println!(
+        "Starting {n} daemons on 127.0.0.1 (state and logs in {})",
+        root.display()
+    );
+    let started = Instant::now();
+    daemons.push(spawn(exe, root, "demo-1", None)?);
+    wait_until_serving(&mut daemons[0]).await?;
+    let token = node::state::read_join_token(&daemons[0].state_dir).map_err(Failure::runtime)?;
+    for i in 2..=n {
+        daemons.push(spawn(exe, root, &format!("demo-{i}"), Some(&token))?);
+    }
+    for d in daemons.iter_mut().skip(1) {
+        wait_until_serving(d).await?;
+    }
+    wait_until_formed(daemons, n).await?;
+    println!(
+        "All {n} daemons see all {n} alive, {:.2} s after the first one started.\n",
+        started.elapsed().as_secs_f64()
+    );
+    let report = status::fetch(&daemons[0].state_dir).await?;
+    println!("{}\n", render::status(&report));
+    let last = &daemons[n - 1];
+    println!("Ask any daemon yourself, e.g.:");
+    println!(
+        "  {} --state-dir {} status",
+        exe.display(),
+        last.state_dir.display()
+    );
+    println!("Join this mesh from another terminal:");
+    println!(
+        "  {} --state-dir {} join --listen 127.0.0.1:0 --token {token}",
+        exe.display(),
+        root.join("extra").display()
+    );
+    if args.exit {
+        return Ok(());
+    }
+    println!("\nThe mesh keeps running; press Ctrl-C to stop it.");
+    wait_for_ctrl_c().await
+}
+
+fn spawn(exe: &Path, root: &Path, name: &str, token: Option<&str>) -> Result<Daemon, Failure> {
+    let state_dir = root.join(name);
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", state_dir.display())))?;
+    let log_path = state_dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", log_path.display())))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(&state_dir)
+        .args([
+            "join",
+            "--name",
+            name,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--heartbeat-interval",
+            "1s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    if let Some(token) = token {
+        cmd.args(["--token", token]);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2), which
+    // is async-signal-safe. It makes the daemon get SIGTERM if the demo dies without cleaning up.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Failure::Runtime(format!("cannot start {}: {e}", exe.display())))?;
+    Ok(Daemon {
+        name: name.to_string(),
+        state_dir,
+        child,
+    })
+}
+
+/// Waits until the daemon answers on its control socket; fails with its log if it exits.
+async fn wait_until_serving(d: &mut Daemon) -> Result<(), Failure> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if status::fetch(&d.state_dir).await.is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(exit)) = d.child.try_wait() {
+            return Err(Failure::Runtime(format!(
+                "daemon {} exited ({exit}) at start; its log:\n{}",
+                d.name,
+                log_tail(&d.state_dir)
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::Runtime(format!(
+                "daemon {} did not answer within 15 s; its log:\n{}",
+                d.name,
+                log_tail(&d.state_dir)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every daemon sees `n` alive members.
+async fn wait_until_formed(daemons: &[Daemon], n: usize) -> Result<(), Failure> {
+    let deadline = Instant::now() + FORM_TIMEOUT;
+    loop {
+        let mut lowest = usize::MAX;
+        for d in daemons {
+            let alive = match status::fetch(&d.state_dir).await {
+                Ok(r) => r.nodes.iter().filter(|r| r.state == "alive").count(),
+                Err(_) => 0,
+            };
+            lowest = lowest.min(alive);
+        }
+        if lowest == n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::Runtime(format!(
+                "the mesh did not form within {} s (the daemon seeing the fewest saw {lowest} of {n} alive); \
+                 see the daemons' logs in their state directories",
+                FORM_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_for_ctrl_c() -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
+    let mut term = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    println!();
+    Ok(())
+}
+
+/// Stops every daemon: SIGTERM (each leaves the mesh cleanly), then SIGKILL after 5 s.
+async fn stop_all(daemons: &mut [Daemon]) {
+    if daemons.is_empty() {
+        return;
+    }
+    println!("Stopping {} daemons...", daemons.len());
+    for d in daemons.iter() {
+        if let Some(pid) = d.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for d in daemons.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(5), d.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = d.child.kill().await;
+        }
+    }
+}
+
+fn log_tail(state_dir: &Path) -> String {
+    let text = std::fs::read_to_string(state_dir.join("daemon.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

@@ -1,0 +1,201 @@
+//! `directord-mesh join`: run this machine's daemon in the foreground.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use node::{JoinOptions, Node, config};
+
+use crate::Failure;
+
+pub const LONG_ABOUT: &str = "\
+Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT or
+SIGTERM make it tell the mesh it is leaving, then exit).
+
+The first run creates the node's identity in the state directory. Without --token it also
+creates a new mesh with its own key and prints the one command that joins another machine to
+it; that token is also written to <state-dir>/join-token. Later runs reuse the identity and key,
+so a restarted node comes back with the same peer id.
+
+Settings come from flags, then DIRECTORD_MESH_* environment variables, then the --config YAML
+file (keys are the flag names: name, listen, peer, token, open, heartbeat-interval,
+socket-group, labels), then defaults.";
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// Node name, used as the target name of jobs. Default: the host name. [env: DIRECTORD_MESH_NAME]
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Address to listen on: a multiaddr (/ip4/0.0.0.0/tcp/7411) or HOST:PORT. Repeatable.
+    /// Default: TCP port 7411 on all interfaces. [env: DIRECTORD_MESH_LISTEN, comma-separated]
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+
+    /// A running member to join through: multiaddr or HOST:PORT. Repeatable.
+    /// [env: DIRECTORD_MESH_PEER, comma-separated]
+    #[arg(long, value_name = "MULTIADDR")]
+    peer: Vec<String>,
+
+    /// Join token printed by a running node (carries the mesh key and bootstrap addresses).
+    /// [env: DIRECTORD_MESH_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+
+    /// Run without a mesh key (any node that can reach this one may join). [env: DIRECTORD_MESH_OPEN]
+    #[arg(long)]
+    open: bool,
+
+    /// How often to send presence heartbeats (5, 5s, 500ms, 1m); a node expires after three
+    /// missed ones. Default: 5s. [env: DIRECTORD_MESH_HEARTBEAT_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    heartbeat_interval: Option<String>,
+
+    /// Group (name or gid) that owns the control socket; its members may use the CLI.
+    /// [env: DIRECTORD_MESH_SOCKET_GROUP]
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+
+    /// A KEY=VALUE label sent with this node's presence. Repeatable. [env: DIRECTORD_MESH_LABELS]
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+
+    /// YAML config file with the same settings. [env: DIRECTORD_MESH_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl JoinArgs {
+    /// The command-line layer of the settings.
+    fn options(&self) -> Result<JoinOptions, Failure> {
+        let input = |e: String| Failure::Input(e);
+        let addrs = |items: &[String], flag: &str| {
+            items
+                .iter()
+                .map(|s| config::parse_addr(s).map_err(|e| input(format!("--{flag}: {e}"))))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(JoinOptions {
+            name: self.name.clone(),
+            listen: addrs(&self.listen, "listen")?,
+            peers: addrs(&self.peer, "peer")?,
+            token: self
+                .token
+                .as_deref()
+                .map(|t| mesh::JoinToken::decode(t).map_err(|e| input(format!("--token: {e}"))))
+                .transpose()?,
+            open: self.open.then_some(true),
+            heartbeat_interval: self
+                .heartbeat_interval
+                .as_deref()
+                .map(|d| {
+                    config::parse_duration(d)
+                        .map_err(|e| input(format!("--heartbeat-interval: {e}")))
+                })
+                .transpose()?,
+            socket_group: self.socket_group.clone(),
+            labels: config::parse_label_flags(&self.labels).map_err(|e| input(e.to_string()))?,
+        })
+    }
+}
+
+/// Resolves the settings, starts the node, prints how to join it, and runs until a signal.
+pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
+    let flags = args.options()?;
+    let env = JoinOptions::from_env(|k| std::env::var(k).ok())
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("DIRECTORD_MESH_CONFIG").map(PathBuf::from));
+    let file = match &config_path {
+        Some(path) => JoinOptions::from_file(path).map_err(|e| Failure::Input(e.to_string()))?,
+        None => JoinOptions::default(),
+    };
+    let config = flags
+        .over(env.over(file))
+        .resolve(state_dir, &node::host::hostname())
+        .map_err(|e| Failure::Input(e.to_string()))?;
+    if let Some(group) = &config.socket_group {
+        node::control::resolve_group(group).map_err(Failure::Input)?;
+    }
+
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        let node = Node::start(config).await.map_err(Failure::runtime)?;
+        print_banner(&node);
+        wait_for_signal().await?;
+        eprintln!("leaving the mesh...");
+        // A second signal while leaving stops at once.
+        tokio::select! {
+            r = node.shutdown() => r.map_err(Failure::runtime),
+            _ = wait_for_signal() => Err(Failure::Runtime("stopped without a clean leave".into())),
+        }
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_gossipsub=error")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+async fn wait_for_signal() -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn print_banner(node: &Node) {
+    let mesh = match (node.mesh_key(), node.created_mesh()) {
+        (Some(k), true) => format!("created a new mesh (key fingerprint {})", k.fingerprint()),
+        (Some(k), false) => format!("mesh key fingerprint {}", k.fingerprint()),
+        (None, _) => "open mesh (no mesh key)".to_string(),
+    };
+    let token = node.join_token().encode();
+    let listening: Vec<String> = node.listen_addrs().iter().map(|a| a.to_string()).collect();
+    println!(
+        "directord-mesh {}: node '{}' is up (peer {})",
+        node::VERSION,
+        node.name(),
+        node.peer_id()
+    );
+    println!("  mesh:       {mesh}");
+    println!("  listening:  {}", listening.join(", "));
+    if let Some(socket) = node.control_socket() {
+        println!("  control:    {}", socket.display());
+    }
+    println!();
+    println!("To join another machine to this mesh, run on it:");
+    println!();
+    println!("  directord-mesh join --token {token}");
+    println!();
+    if let Some(socket) = node.control_socket()
+        && let Some(dir) = socket.parent()
+    {
+        let secret = if node.mesh_key().is_some() {
+            " It carries the mesh key: keep it secret."
+        } else {
+            ""
+        };
+        println!(
+            "(The token is also in {}.{secret})",
+            dir.join("join-token").display()
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Rendering for people: tables, durations, short peer ids.
+
+use comfy_table::{Table, presets::NOTHING};
+use node::control::{NodeRow, StatusReport};
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `now` within a second, else `12s ago`.
+pub fn ago(secs: f64) -> String {
+    if secs < 1.0 {
+        "now".into()
+    } else {
+        format!("{} ago", duration(secs as u64))
+    }
+}
+
+/// The distinctive tail of a peer id (all ed25519 peer ids start alike).
+pub fn short_peer(peer: &str) -> String {
+    let tail: String = peer
+        .chars()
+        .rev()
+        .take(10)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("…{tail}")
+}
+
+/// The members table of `status` and `manage --list-nodes`.
+pub fn nodes_table(nodes: &[NodeRow]) -> String {
+    let mut table = Table::new();
+    table.load_preset(NOTHING).set_header(vec![
+        "NAME",
+        "PEER ID",
+        "ADDRESS",
+        "VERSION",
+        "HOST UPTIME",
+        "AGENT UPTIME",
+        "LAST SEEN",
+        "STATE",
+    ]);
+    for n in nodes {
+        let name = if n.is_self {
+            format!("{}*", n.name)
+        } else {
+            n.name.clone()
+        };
+        table.add_row(vec![
+            name,
+            short_peer(&n.peer_id),
+            n.addresses.first().cloned().unwrap_or_else(|| "-".into()),
+            n.version.clone(),
+            duration(n.host_uptime_secs),
+            duration(n.agent_uptime_secs),
+            if n.is_self {
+                "-".into()
+            } else {
+                ago(n.last_seen_secs)
+            },
+            n.state.clone(),
+        ]);
+    }
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for n in nodes {
+        *counts.entry(n.state.as_str()).or_default() += 1;
+    }
+    let by_state: Vec<String> = counts.iter().map(|(s, c)| format!("{c} {s}")).collect();
+    format!(
+        "{table}\n\nTotal nodes: {} ({})   * = this node",
+        nodes.len(),
+        by_state.join(", ")
+    )
+}
+
+/// `status`: this node, then the members table.
+pub fn status(report: &StatusReport) -> String {
+    let me = &report.local;
+    let mesh = match &me.mesh_key_fingerprint {
+        Some(f) => format!("key fingerprint {f}"),
+        None => "open (no mesh key)".into(),
+    };
+    format!(
+        "Node       {} ({})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n\n{}",
+        me.name,
+        me.peer_id,
+        mesh,
+        me.listen_addresses.join(", "),
+        me.connected_peers,
+        humanize_ms(me.heartbeat_interval_ms),
+        nodes_table(&report.nodes)
+    )
+}
+
+fn humanize_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(125), "2m 5s");
+        assert_eq!(duration(7260), "2h 1m");
+        assert_eq!(duration(90_000), "1d 1h");
+        assert_eq!(ago(0.2), "now");
+        assert_eq!(ago(12.7), "12s ago");
+        assert_eq!(short_peer("12D3KooWabcdefghijKLMNOPQRST"), "…KLMNOPQRST");
+    }
+}

@@ -1,0 +1,311 @@
+//! The command line as an operator meets it: help texts, and bad input that must end in a clear
+//! message and the right exit code (2 for bad input, 1 for failures), never a panic.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_directord-mesh"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the command failed with `code` and every `needle` in its stderr, without a panic.
+fn fails(args: &[&str], code: i32, needles: &[&str]) {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: expected {n:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn help_explains_commands_and_settings() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "join",
+        "status",
+        "manage",
+        "demo",
+        "--state-dir",
+        "DIRECTORD_MESH_STATE_DIR",
+    ] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
+    }
+    let o = run(&["join", "--help"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for word in [
+        "--token",
+        "--peer",
+        "--listen",
+        "--open",
+        "--heartbeat-interval",
+        "--config",
+        "--socket-group",
+        "DIRECTORD_MESH_TOKEN",
+        "join-token",
+    ] {
+        assert!(out.contains(word), "join --help lacks {word}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_join_settings_exit_2_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().to_str().unwrap();
+    fails(
+        &["--state-dir", sd, "join", "--token", "garbage"],
+        2,
+        &["--token", "not a directord-mesh join token"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--token", "dm1-AAAAAAAAAAAA"],
+        2,
+        &["damaged"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--peer", "nonsense"],
+        2,
+        &["--peer", "nonsense"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--listen", "/ip4/1.2.3/tcp/1"],
+        2,
+        &["--listen"],
+    );
+    fails(
+        &[
+            "--state-dir",
+            sd,
+            "join",
+            "--heartbeat-interval",
+            "5 parsecs",
+        ],
+        2,
+        &["--heartbeat-interval"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--name", "bad name"],
+        2,
+        &["node name"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--label", "novalue"],
+        2,
+        &["KEY=VALUE"],
+    );
+    fails(
+        &[
+            "--state-dir",
+            sd,
+            "join",
+            "--socket-group",
+            "no-such-group-xyz",
+        ],
+        2,
+        &["no group named"],
+    );
+    fails(
+        &[
+            "--state-dir",
+            sd,
+            "join",
+            "--config",
+            "/nonexistent/dm.yaml",
+        ],
+        2,
+        &["/nonexistent/dm.yaml"],
+    );
+
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(
+        &cfg,
+        "name: ok\nlisten: [\"/ip4/127.0.0.1/tcp/0\"]\nheartbeat: 5\n",
+    )
+    .unwrap();
+    fails(
+        &["--state-dir", sd, "join", "--config", cfg.to_str().unwrap()],
+        2,
+        &["bad.yaml", "unknown field `heartbeat`"],
+    );
+    std::fs::write(&cfg, "name: [unclosed\n").unwrap();
+    fails(
+        &["--state-dir", sd, "join", "--config", cfg.to_str().unwrap()],
+        2,
+        &["bad.yaml", "line 1"],
+    );
+
+    let o = bin()
+        .args(["--state-dir", sd, "join"])
+        .env("DIRECTORD_MESH_PEER", "what")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("DIRECTORD_MESH_PEER"), "{}", stderr(&o));
+    // None of this created anything in the state directory.
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "bad.yaml")
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    fails(&["manage"], 2, &["--list-nodes"]);
+    fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
+    fails(&["frobnicate"], 2, &["frobnicate"]);
+}
+
+#[test]
+fn status_without_a_daemon_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().to_str().unwrap();
+    fails(
+        &["--state-dir", sd, "status"],
+        1,
+        &["no directord-mesh daemon is running", "join"],
+    );
+    fails(
+        &["--state-dir", sd, "manage", "--list-nodes"],
+        1,
+        &["no directord-mesh daemon is running"],
+    );
+    // The environment variable names the state directory too.
+    let o = bin()
+        .args(["status"])
+        .env("DIRECTORD_MESH_STATE_DIR", sd)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(sd), "{}", stderr(&o));
+}
+
+struct Running(Child);
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_daemon(state_dir: &Path, listen: &str) -> Running {
+    let child = bin()
+        .args([
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+            "join",
+            "--listen",
+            listen,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !run(&["--state-dir", state_dir.to_str().unwrap(), "status"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
+}
+
+#[test]
+fn one_daemon_per_state_dir_and_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let _daemon = start_daemon(&a, "/ip4/127.0.0.1/tcp/0");
+    fails(
+        &[
+            "--state-dir",
+            a.to_str().unwrap(),
+            "join",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        1,
+        &["another daemon already runs"],
+    );
+    // Find the port it took, and try to take it again from another state directory.
+    let o = run(&["--state-dir", a.to_str().unwrap(), "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let addr = v["self"]["listen_addresses"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = dir.path().join("b");
+    fails(
+        &[
+            "--state-dir",
+            b.to_str().unwrap(),
+            "join",
+            "--listen",
+            &addr,
+        ],
+        1,
+        &["cannot listen on", &addr],
+    );
+}
+
+#[test]
+fn status_shows_the_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("s");
+    let _daemon = start_daemon(&sd, "127.0.0.1:0");
+    let o = run(&["--state-dir", sd.to_str().unwrap(), "status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for col in [
+        "NAME",
+        "PEER ID",
+        "ADDRESS",
+        "VERSION",
+        "HOST UPTIME",
+        "AGENT UPTIME",
+        "LAST SEEN",
+        "STATE",
+        "Total nodes: 1",
+    ] {
+        assert!(out.contains(col), "status lacks {col}:\n{out}");
+    }
+    let o = run(&[
+        "--state-dir",
+        sd.to_str().unwrap(),
+        "manage",
+        "--list-nodes",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let nodes = v.as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    for key in [
+        "name",
+        "peer_id",
+        "state",
+        "version",
+        "addresses",
+        "last_seen_secs",
+    ] {
+        assert!(nodes[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(nodes[0]["state"], "alive");
+}

@@ -1,0 +1,337 @@
+//! The daemon: one [`Node`] per machine (or many in one process for tests and simulations).
+//!
+//! Starting a node opens and locks its state directory, loads or creates its identity and mesh
+//! key, starts the network, writes the join token and serves the control socket. Shutting it
+//! down says goodbye to the mesh, remembers where the members were and removes the socket.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mesh::{
+    JoinToken, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshKey, MeshStatus, Multiaddr,
+    PeerId, TransportKind, multiaddr_with_peer,
+};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::NodeConfig,
+    control::{
+        self, ControlHandler, ControlRequest, ControlResponse, NodeRow, SelfInfo, StatusReport,
+    },
+    host,
+    state::{StateDir, StateError},
+};
+
+/// The version every node reports in its heartbeat.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How often the addresses of alive members are saved for the next start.
+const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
+
+/// Why a node could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("state directory: {0}")]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+    #[error("control socket: {0}")]
+    Control(String),
+}
+
+/// What a node knows about itself that does not change while it runs.
+#[derive(Debug)]
+struct NodeInfo {
+    name: String,
+    peer_id: PeerId,
+    state_dir: PathBuf,
+    mesh_key: Option<MeshKey>,
+    join_token: JoinToken,
+}
+
+/// A running node.
+pub struct Node {
+    mesh: MeshHandle,
+    info: Arc<NodeInfo>,
+    state: Arc<StateDir>,
+    mesh_key_created: bool,
+    listen_addrs: Vec<Multiaddr>,
+    control_socket: Option<PathBuf>,
+    tasks: Vec<JoinHandle<()>>,
+    mesh_task: JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts a node with `config`.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let state = Arc::new(StateDir::open(&config.state_dir)?);
+        let keypair = state.identity()?;
+        let (mesh_key, mesh_key_created) = state.mesh_key(&config.mesh_key_choice)?;
+        let peer_id = keypair.public().to_peer_id();
+
+        let mut bootstrap = resolve_dns(&config.bootstrap).await;
+        for addr in state.known_peers() {
+            if !bootstrap.contains(&addr) && !is_own(&addr, &peer_id) {
+                bootstrap.push(addr);
+            }
+        }
+        let identity = mesh::LocalIdentity {
+            name: config.name.clone(),
+            machine_id: host::machine_id(),
+            version: VERSION.to_string(),
+            labels: config.labels.clone(),
+            host_uptime_at_start: host::uptime(),
+        };
+        let mut mesh_config = MeshConfig::new(keypair, config.transport, identity);
+        mesh_config.mesh_key = mesh_key;
+        mesh_config.listen = config.listen.clone();
+        mesh_config.bootstrap = bootstrap;
+        mesh_config.heartbeat_interval = config.heartbeat_interval;
+        let mesh = mesh::start(mesh_config).await?;
+        let status = mesh.handle.status().await?;
+
+        let join_token = JoinToken {
+            mesh_key,
+            peers: mesh::network::advertised(&status.listen_addrs)
+                .into_iter()
+                .map(|a| multiaddr_with_peer(a, peer_id))
+                .collect(),
+        };
+        if config.transport == TransportKind::Tcp {
+            state.write_join_token(&join_token.encode())?;
+        }
+        let info = Arc::new(NodeInfo {
+            name: config.name.clone(),
+            peer_id,
+            state_dir: config.state_dir.clone(),
+            mesh_key,
+            join_token,
+        });
+
+        let mut tasks = vec![tokio::spawn(consume_events(mesh.events))];
+        tasks.push(tokio::spawn(save_known_peers(
+            mesh.handle.clone(),
+            state.clone(),
+        )));
+        if let Some(socket) = &config.control_socket {
+            let listener = control::bind(socket, config.socket_group.as_deref())
+                .map_err(NodeError::Control)?;
+            let handler = Arc::new(Control {
+                mesh: mesh.handle.clone(),
+                info: info.clone(),
+            });
+            tasks.push(tokio::spawn(control::serve(listener, handler)));
+        }
+        info!(name = %config.name, %peer_id, "node started");
+        Ok(Node {
+            mesh: mesh.handle,
+            info,
+            state,
+            mesh_key_created,
+            listen_addrs: status.listen_addrs,
+            control_socket: config.control_socket,
+            tasks,
+            mesh_task: mesh.task,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.info.peer_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The join token of this node's mesh, with this node as the bootstrap peer.
+    pub fn join_token(&self) -> &JoinToken {
+        &self.info.join_token
+    }
+
+    /// Addresses this node listens on.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Whether this start created a new mesh (first run without a token or key).
+    pub fn created_mesh(&self) -> bool {
+        self.mesh_key_created
+    }
+
+    pub fn mesh_key(&self) -> Option<MeshKey> {
+        self.info.mesh_key
+    }
+
+    pub fn control_socket(&self) -> Option<&PathBuf> {
+        self.control_socket.as_ref()
+    }
+
+    /// This node and its membership table, as `status` shows them.
+    pub async fn status(&self) -> Result<StatusReport, NodeError> {
+        Ok(report(&self.info, self.mesh.status().await?))
+    }
+
+    /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        if let Ok(status) = self.mesh.status().await {
+            remember_peers(&self.state, &status);
+        }
+        let result = self.mesh.shutdown().await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.mesh_task.await;
+        if let Some(socket) = &self.control_socket {
+            let _ = std::fs::remove_file(socket);
+        }
+        info!("node stopped");
+        result.map_err(NodeError::from)
+    }
+}
+
+/// Whether `addr` ends in this node's own peer id.
+fn is_own(addr: &Multiaddr, me: &PeerId) -> bool {
+    matches!(addr.iter().last(), Some(mesh::multiaddr::Protocol::P2p(p)) if p == *me)
+}
+
+/// Turns `/dns/HOST/tcp/PORT` bootstrap addresses into IP addresses (the transport dials IPs).
+async fn resolve_dns(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    use mesh::multiaddr::Protocol;
+    let mut out = Vec::new();
+    for addr in addrs {
+        let parts: Vec<Protocol> = addr.iter().collect();
+        let (host, port) = match parts.as_slice() {
+            [
+                Protocol::Dns(h) | Protocol::Dns4(h) | Protocol::Dns6(h),
+                Protocol::Tcp(port),
+                ..,
+            ] => (h.to_string(), *port),
+            _ => {
+                out.push(addr.clone());
+                continue;
+            }
+        };
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                for sock in found {
+                    let mut resolved = Multiaddr::from(sock.ip()).with(Protocol::Tcp(port));
+                    for p in parts.iter().skip(2) {
+                        resolved.push(p.clone());
+                    }
+                    out.push(resolved);
+                }
+            }
+            Err(e) => warn!(%addr, "cannot resolve {host}: {e}"),
+        }
+    }
+    out
+}
+
+fn remember_peers(state: &StateDir, status: &MeshStatus) {
+    let addrs: Vec<Multiaddr> = status
+        .members
+        .iter()
+        .filter(|m| !m.is_self && m.state == mesh::MemberState::Alive)
+        .flat_map(|m| {
+            m.presence
+                .addresses
+                .iter()
+                .map(|a| multiaddr_with_peer(a.clone(), m.presence.peer_id))
+        })
+        .collect();
+    if addrs.is_empty() {
+        return;
+    }
+    if let Err(e) = state.save_known_peers(&addrs) {
+        warn!("cannot save member addresses: {e}");
+    }
+}
+
+async fn save_known_peers(mesh: MeshHandle, state: Arc<StateDir>) {
+    let mut every = tokio::time::interval(SAVE_PEERS_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        match mesh.status().await {
+            Ok(status) => remember_peers(&state, &status),
+            Err(_) => return,
+        }
+    }
+}
+
+async fn consume_events(mut events: tokio::sync::mpsc::Receiver<MeshEvent>) {
+    while let Some(event) = events.recv().await {
+        debug!(?event, "mesh event");
+    }
+}
+
+fn report(info: &NodeInfo, status: MeshStatus) -> StatusReport {
+    let nodes = status
+        .members
+        .iter()
+        .map(|m| {
+            let p = &m.presence;
+            // Uptimes were true when the heartbeat was sent; add its age for members still alive.
+            let age = if matches!(
+                m.state,
+                mesh::MemberState::Alive | mesh::MemberState::Conflict
+            ) {
+                m.last_seen_ago.as_secs()
+            } else {
+                0
+            };
+            NodeRow {
+                name: p.name.clone(),
+                peer_id: p.peer_id.to_string(),
+                state: m.state.as_str().to_string(),
+                version: p.version.clone(),
+                addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+                machine_id: p.machine_id.clone(),
+                host_uptime_secs: p.host_uptime_secs + age,
+                agent_uptime_secs: p.agent_uptime_secs + age,
+                last_seen_secs: m.last_seen_ago.as_secs_f64(),
+                load: p.load,
+                labels: p.labels.clone(),
+                is_self: m.is_self,
+            }
+        })
+        .collect();
+    StatusReport {
+        local: SelfInfo {
+            name: info.name.clone(),
+            peer_id: info.peer_id.to_string(),
+            version: VERSION.to_string(),
+            listen_addresses: status.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            mesh_key_fingerprint: info.mesh_key.map(|k| k.fingerprint()),
+            state_dir: info.state_dir.display().to_string(),
+            heartbeat_interval_ms: status.heartbeat_interval.as_millis() as u64,
+            connected_peers: status.connected_peers,
+        },
+        nodes,
+    }
+}
+
+/// The daemon's answers on the control socket.
+struct Control {
+    mesh: MeshHandle,
+    info: Arc<NodeInfo>,
+}
+
+impl ControlHandler for Control {
+    async fn handle(&self, request: ControlRequest) -> ControlResponse {
+        let started = Instant::now();
+        let response = match request {
+            ControlRequest::Status => match self.mesh.status().await {
+                Ok(status) => ControlResponse::Status(report(&self.info, status)),
+                Err(e) => ControlResponse::Error(e.to_string()),
+            },
+            ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),
+        };
+        debug!(elapsed = ?started.elapsed(), "control request answered");
+        response
+    }
+}

@@ -1,0 +1,120 @@
+//! Real daemons as processes on 127.0.0.1: joining with the token, expiry after `kill -9`, coming
+//! back after a restart with the same identity, refusing a node with another mesh key, and a
+//! clean leave on SIGTERM.
+
+use std::time::Duration;
+
+use e2e_tests::{Daemon, alive_names, state_of, wait_for};
+
+/// Heartbeat interval the test daemons use (see `Daemon::start`): expiry is three of them.
+const EXPIRY: Duration = Duration::from_secs(3);
+/// Allowance on top of the expiry for scheduling on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_secs(4);
+
+#[test]
+fn five_daemons_form_a_mesh_and_track_failures() {
+    let root = tempfile::tempdir().unwrap();
+    let mut daemons = vec![Daemon::start(root.path(), "n1", &[])];
+    let token = daemons[0].join_token();
+    for i in 2..=5 {
+        daemons.push(Daemon::start(
+            root.path(),
+            &format!("n{i}"),
+            &["--token", &token],
+        ));
+    }
+    let all: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+
+    // Every daemon lists all five alive.
+    for d in &daemons {
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{} to see all 5 alive", d.name),
+            || (alive_names(&d.status()?) == all).then_some(()),
+        );
+    }
+    let ids: Vec<String> = daemons.iter().map(|d| d.peer_id()).collect();
+
+    // kill -9 of n3: the others show it expired within expiry + slack.
+    let victim_id = ids[2].clone();
+    daemons[2].kill9();
+    for d in daemons.iter().filter(|d| d.name != "n3") {
+        let (_, took) = wait_for(
+            EXPIRY + SLACK,
+            &format!("{} to see n3 expired", d.name),
+            || (state_of(&d.status()?, &victim_id)? == "expired").then_some(()),
+        );
+        assert!(took <= EXPIRY + SLACK);
+    }
+
+    // Restarted with the same state directory: alive again, same peer id, everywhere.
+    daemons[2].restart();
+    assert_eq!(
+        daemons[2].peer_id(),
+        victim_id,
+        "a restart keeps the identity"
+    );
+    for d in &daemons {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("{} to see n3 alive again", d.name),
+            || (state_of(&d.status()?, &victim_id)? == "alive").then_some(()),
+        );
+    }
+
+    // A daemon with another mesh key (it made its own: no token) never appears anywhere.
+    let first_addr = daemons[0].status().unwrap()["self"]["listen_addresses"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stranger = Daemon::start(root.path(), "stranger", &["--peer", &first_addr]);
+    std::thread::sleep(EXPIRY + Duration::from_secs(2));
+    for d in &daemons {
+        let status = d.status().unwrap();
+        assert!(
+            status["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["name"] != "stranger"),
+            "{} lists the stranger",
+            d.name
+        );
+        assert_eq!(alive_names(&status), all);
+    }
+    assert_eq!(
+        alive_names(&stranger.status().unwrap()),
+        vec!["stranger".to_string()]
+    );
+
+    // SIGTERM: exit 0 and shown as `left` promptly (well before it could expire).
+    let leaver_id = ids[4].clone();
+    let exit = daemons[4].terminate();
+    assert!(exit.success(), "clean shutdown exits 0, got {exit}");
+    for d in daemons.iter().take(4) {
+        wait_for(
+            Duration::from_secs(2),
+            &format!("{} to see n5 left", d.name),
+            || (state_of(&d.status()?, &leaver_id)? == "left").then_some(()),
+        );
+    }
+}
+
+#[test]
+fn two_live_nodes_with_one_name_show_a_conflict() {
+    let root = tempfile::tempdir().unwrap();
+    let first = Daemon::start(root.path(), "dup-a", &["--name", "web"]);
+    let token = first.join_token();
+    let second = Daemon::start(root.path(), "dup-b", &["--name", "web", "--token", &token]);
+    for d in [&first, &second] {
+        wait_for(Duration::from_secs(15), "both to show a conflict", || {
+            let s = d.status()?;
+            let states: Vec<String> = s["nodes"]
+                .as_array()?
+                .iter()
+                .map(|n| n["state"].as_str().unwrap_or_default().to_string())
+                .collect();
+            (states == ["conflict", "conflict"]).then_some(())
+        });
+    }
+}
