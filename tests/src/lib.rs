@@ -52,7 +52,6 @@ impl Daemon {
     /// Starts `directord-mesh --state-dir <root>/<name> join [--name <name>] --listen 127.0.0.1:0
     /// --heartbeat-interval 1s <extra...>` and waits until it answers `status`.
     pub fn start(root: &Path, name: &str, extra: &[&str]) -> Daemon {
-        let state_dir = root.join(name);
         let mut args: Vec<String> = Vec::new();
         if !extra.contains(&"--name") {
             args.extend(["--name".into(), name.into()]);
@@ -64,18 +63,31 @@ impl Daemon {
             "1s".into(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut d = Daemon {
-            name: name.into(),
-            state_dir,
-            args,
-            child: None,
-        };
-        d.restart();
+        let mut d = Daemon::spawn(root, name, args);
+        d.wait_serving();
         d
     }
 
-    /// Starts the daemon again with the same state directory and arguments.
+    /// Starts `directord-mesh --state-dir <root>/<name> join <args...>` without waiting.
+    pub fn spawn(root: &Path, name: &str, args: Vec<String>) -> Daemon {
+        let mut d = Daemon {
+            name: name.into(),
+            state_dir: root.join(name),
+            args,
+            child: None,
+        };
+        d.launch();
+        d
+    }
+
+    /// Starts the daemon again with the same state directory and arguments, and waits until it
+    /// answers.
     pub fn restart(&mut self) {
+        self.launch();
+        self.wait_serving();
+    }
+
+    fn launch(&mut self) {
         std::fs::create_dir_all(&self.state_dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -94,21 +106,16 @@ impl Daemon {
             .spawn()
             .expect("spawn daemon");
         self.child = Some(child);
+    }
+
+    /// Waits until the daemon answers `status`; panics with its log if it exits or hangs.
+    pub fn wait_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.status().is_none() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "daemon {} exited at start ({status}):\n{}",
-                    self.name,
-                    self.log()
-                );
+                panic!("daemon {} exited at start ({status}):\n{}", self.name, self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon {} never answered:\n{}",
-                self.name,
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "daemon {} never answered:\n{}", self.name, self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
