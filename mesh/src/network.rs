@@ -214,6 +214,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         presence_topic,
         last_presence_publish: None,
         last_bootstrap_dial: started,
+        last_sync: started,
         recent_dials: HashMap::new(),
         leaving: None,
     };
@@ -379,7 +380,10 @@ const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// With no connection at all, dial the bootstrap peers again this often.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 /// Publish this node's presence when a peer subscribes, at most this often.
-const PRESENCE_ON_SUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
+const PRESENCE_ON_SUBSCRIBE_EVERY: Duration = Duration::from_millis(250);
+/// Exchange tables with one random connected peer this often (anti-entropy: heals whatever
+/// gossip missed).
+const SYNC_EVERY: Duration = Duration::from_secs(15);
 
 struct EventLoop {
     swarm: Swarm<MeshBehaviour>,
@@ -395,6 +399,7 @@ struct EventLoop {
     presence_topic: IdentTopic,
     last_presence_publish: Option<Instant>,
     last_bootstrap_dial: Instant,
+    last_sync: Instant,
     recent_dials: HashMap<PeerId, Instant>,
     leaving: Option<Leaving>,
 }
@@ -695,6 +700,10 @@ impl EventLoop {
                 self.request_done(request_id);
                 if let CtlResponse::Members { members } = response {
                     self.merge(members).await;
+                    // Connect to the members just learned now rather than at the next tick.
+                    if self.leaving.is_none() {
+                        self.keep_connected(Instant::now());
+                    }
                 }
             }
             request_response::Event::OutboundFailure {
@@ -719,14 +728,31 @@ impl EventLoop {
         }
     }
 
-    /// Once a second: expire silent members, keep enough connections, redial bootstrap peers.
+    /// Once a second: expire silent members, keep enough connections, redial bootstrap peers,
+    /// and now and then synchronise tables with a random peer.
     async fn maintain(&mut self) {
         let now = Instant::now();
         let changes = self.membership.tick(now);
         self.emit(changes).await;
+        self.keep_connected(now);
+        if now.saturating_duration_since(self.last_sync) >= SYNC_EVERY {
+            self.last_sync = now;
+            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
+                let members = self.membership.records(now);
+                self.swarm
+                    .behaviour_mut()
+                    .ctl
+                    .send_request(peer, CtlRequest::SyncMembers { members });
+            }
+        }
+    }
+
+    /// Dials random alive members until `target_peers` connections are open (or being opened);
+    /// with no connection at all, dials the bootstrap peers again.
+    fn keep_connected(&mut self, now: Instant) {
         self.recent_dials
             .retain(|_, at| now.saturating_duration_since(*at) < REDIAL_AFTER);
-
         let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
         if connected.is_empty()
             && now.saturating_duration_since(self.last_bootstrap_dial) >= BOOTSTRAP_REDIAL
@@ -736,7 +762,15 @@ impl EventLoop {
                 let _ = self.swarm.dial(addr);
             }
         }
-        let want = self.config.target_peers.saturating_sub(connected.len());
+        let dialing = self
+            .recent_dials
+            .keys()
+            .filter(|p| !connected.contains(p))
+            .count();
+        let want = self
+            .config
+            .target_peers
+            .saturating_sub(connected.len() + dialing);
         if want == 0 {
             return;
         }

@@ -36,7 +36,12 @@ fn alive_seen(state_dir: &Path, rt: &tokio::runtime::Runtime) -> usize {
 }
 
 fn args(name: &str, token: Option<&str>) -> Vec<String> {
-    let mut a: Vec<String> = vec!["--name".into(), name.into(), "--listen".into(), "/ip4/127.0.0.1/tcp/0".into()];
+    let mut a: Vec<String> = vec![
+        "--name".into(),
+        name.into(),
+        "--listen".into(),
+        "/ip4/127.0.0.1/tcp/0".into(),
+    ];
     if let Some(t) = token {
         a.extend(["--token".into(), t.into()]);
     }
@@ -50,10 +55,16 @@ fn form(root: &Path, n: usize, rt: &tokio::runtime::Runtime) -> (Vec<Daemon>, Du
     let mut daemons = vec![Daemon::spawn(root, "b1", args("b1", None))];
     let token_path = root.join("b1").join("join-token");
     while !token_path.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "first daemon wrote no token");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "first daemon wrote no token"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let token = std::fs::read_to_string(&token_path).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_string();
     for i in 2..=n {
         let name = format!("b{i}");
         daemons.push(Daemon::spawn(root, &name, args(&name, Some(&token))));
@@ -61,7 +72,10 @@ fn form(root: &Path, n: usize, rt: &tokio::runtime::Runtime) -> (Vec<Daemon>, Du
     let last_spawn = Instant::now();
     let mut pending: Vec<PathBuf> = daemons.iter().map(|d| d.state_dir.clone()).collect();
     while !pending.is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(60), "mesh of {n} did not form in 60 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "mesh of {n} did not form in 60 s"
+        );
         pending.retain(|dir| alive_seen(dir, rt) != n);
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -91,13 +105,19 @@ fn proc_rss_kib(pid: i32) -> u64 {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let sizes: Vec<usize> = match argv.first() {
         Some(n) => vec![n.parse().expect("N")],
         None => vec![5, 20],
     };
     let runs: usize = argv.get(1).map(|r| r.parse().expect("runs")).unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     println!("binary: {}", e2e_tests::binary().display());
 
     for &n in &sizes {
@@ -124,7 +144,9 @@ fn main() {
     let root = tempfile::tempdir().unwrap();
     let (daemons, _, _) = form(root.path(), 20, &rt);
     std::thread::sleep(Duration::from_secs(10));
-    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
     let watched = [&daemons[0], &daemons[9]];
     let before: Vec<u64> = watched.iter().map(|d| proc_cpu_ticks(d.pid())).collect();
     let window = Duration::from_secs(30);
@@ -136,7 +158,11 @@ fn main() {
         println!(
             "idle in a 20-node mesh, {} ({}): RSS {:.1} MiB, CPU {:.2} % of one core over {:.0} s",
             d.name,
-            if d.name == "b1" { "bootstrap, connected to all" } else { "joined node" },
+            if d.name == "b1" {
+                "bootstrap, connected to all"
+            } else {
+                "joined node"
+            },
             proc_rss_kib(d.pid()) as f64 / 1024.0,
             cpu / secs * 100.0,
             secs

@@ -113,9 +113,18 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.status().is_none() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon {} exited at start ({status}):\n{}", self.name, self.log());
+                panic!(
+                    "daemon {} exited at start ({status}):\n{}",
+                    self.name,
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "daemon {} never answered:\n{}", self.name, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon {} never answered:\n{}",
+                self.name,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -1,0 +1,290 @@
+//! Inline arguments: the text after a verb, e.g. `--skip-cache --stdout-arg out echo "a  b"`.
+//!
+//! Splitting is shell-like: whitespace separates words, single quotes keep everything literal,
+//! double quotes keep whitespace and honour `\"` and `\\`, a backslash outside quotes escapes the
+//! next character. Unlike Directord, quoted whitespace is kept.
+//!
+//! Options come first (`--name value`, `--name=value` or a bare `--flag`); the first word that is
+//! not an option ends them. What follows is returned both as words and as the raw text, so that
+//! a RUN command reaches the shell exactly as written (quotes, pipes and all).
+
+/// One word and where it started in the inline text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    pub text: String,
+    pub start: usize,
+}
+
+/// Splits `input` into words; fails on an unterminated quote or a trailing backslash.
+pub fn split(input: &str) -> Result<Vec<Word>, String> {
+    let mut words = Vec::new();
+    let mut chars = input.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut text = String::new();
+        while let Some(&(pos, c)) = chars.peek() {
+            if c.is_whitespace() {
+                break;
+            }
+            chars.next();
+            match c {
+                '\'' => loop {
+                    match chars.next() {
+                        Some((_, '\'')) => break,
+                        Some((_, c)) => text.push(c),
+                        None => {
+                            return Err(format!(
+                                "unterminated single quote (opened at character {pos})"
+                            ));
+                        }
+                    }
+                },
+                '"' => loop {
+                    match chars.next() {
+                        Some((_, '"')) => break,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, c @ ('"' | '\\' | '$' | '`'))) => text.push(c),
+                            Some((_, c)) => {
+                                text.push('\\');
+                                text.push(c);
+                            }
+                            None => {
+                                return Err(format!(
+                                    "unterminated double quote (opened at character {pos})"
+                                ));
+                            }
+                        },
+                        Some((_, c)) => text.push(c),
+                        None => {
+                            return Err(format!(
+                                "unterminated double quote (opened at character {pos})"
+                            ));
+                        }
+                    }
+                },
+                '\\' => match chars.next() {
+                    Some((_, c)) => text.push(c),
+                    None => return Err("trailing backslash".into()),
+                },
+                c => text.push(c),
+            }
+        }
+        words.push(Word { text, start });
+    }
+    Ok(words)
+}
+
+/// How an option is written and whether it takes a value.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// Long name without the dashes, e.g. `stdout-arg`.
+    pub name: &'static str,
+    /// Placeholder of the value (`NAME`, `SECONDS`), or `None` for a flag.
+    pub value: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// The options every verb accepts.
+pub const COMMON_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "skip-cache",
+        value: None,
+        help: "run even if this job already succeeded on the node within the cache TTL",
+    },
+    OptionSpec {
+        name: "run-once",
+        value: None,
+        help: "run on exactly one of the targets (the first given, else the first by name)",
+    },
+    OptionSpec {
+        name: "timeout",
+        value: Some("SECONDS"),
+        help: "kill the job (and every process it started) after this long; default 600",
+    },
+    OptionSpec {
+        name: "force-lock",
+        value: None,
+        help: "take the node's global lock: no other locked job runs meanwhile",
+    },
+    OptionSpec {
+        name: "exec-help",
+        value: None,
+        help: "print this help and run nothing",
+    },
+];
+
+/// Options found, in order, and what follows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// `(name, value)`; flags have `None`.
+    pub options: Vec<(String, Option<String>)>,
+    /// The words after the options.
+    pub rest: Vec<Word>,
+    /// The raw text after the options, from the first remaining word to the end (trimmed).
+    pub rest_raw: String,
+}
+
+impl Parsed {
+    pub fn flag(&self, name: &str) -> bool {
+        self.options.iter().any(|(n, _)| n == name)
+    }
+
+    /// The last value given for `name`.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Splits `input` and takes leading options known to `specs` (plus the common options).
+/// `--` ends the options explicitly. Unknown options are an error naming the known ones.
+pub fn parse(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
+    let words = split(input)?;
+    let known = |name: &str| {
+        specs
+            .iter()
+            .chain(COMMON_OPTIONS)
+            .find(|s| s.name == name)
+            .copied()
+    };
+    let mut options = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let word = &words[i].text;
+        if word == "--" {
+            i += 1;
+            break;
+        }
+        let Some(body) = word.strip_prefix("--").filter(|b| !b.is_empty()) else {
+            break;
+        };
+        let (name, inline_value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let spec = known(name).ok_or_else(|| {
+            let names: Vec<String> = specs
+                .iter()
+                .chain(COMMON_OPTIONS)
+                .map(|s| format!("--{}", s.name))
+                .collect();
+            format!("unknown option --{name} (known: {})", names.join(", "))
+        })?;
+        let value = match (spec.value, inline_value) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(format!("--{name} takes no value")),
+            (Some(_), Some(v)) => Some(v),
+            (Some(placeholder), None) => {
+                i += 1;
+                match words.get(i) {
+                    Some(w) => Some(w.text.clone()),
+                    None => return Err(format!("--{name} needs a value ({placeholder})")),
+                }
+            }
+        };
+        options.push((name.to_string(), value));
+        i += 1;
+    }
+    let rest = words[i.min(words.len())..].to_vec();
+    let rest_raw = rest
+        .first()
+        .map(|w| input[w.start..].trim().to_string())
+        .unwrap_or_default();
+    Ok(Parsed {
+        options,
+        rest,
+        rest_raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(s: &str) -> Vec<String> {
+        split(s).unwrap().into_iter().map(|w| w.text).collect()
+    }
+
+    #[test]
+    fn splitting_keeps_quoted_whitespace() {
+        assert_eq!(
+            texts(r#"echo "a   b" 'c  d' e\ f"#),
+            vec!["echo", "a   b", "c  d", "e f"]
+        );
+        assert_eq!(
+            texts(r#"say "he said \"hi\"""#),
+            vec!["say", "he said \"hi\""]
+        );
+        assert_eq!(texts("  spaced   out  "), vec!["spaced", "out"]);
+        assert_eq!(texts(r#"x"y z"w"#), vec!["xy zw"]);
+        assert!(
+            split("echo 'open")
+                .unwrap_err()
+                .contains("unterminated single quote")
+        );
+        assert!(
+            split("echo \"open")
+                .unwrap_err()
+                .contains("unterminated double quote")
+        );
+        assert!(split("echo \\").unwrap_err().contains("trailing backslash"));
+    }
+
+    const RUN: &[OptionSpec] = &[
+        OptionSpec {
+            name: "stdout-arg",
+            value: Some("NAME"),
+            help: "",
+        },
+        OptionSpec {
+            name: "no-block",
+            value: None,
+            help: "",
+        },
+    ];
+
+    #[test]
+    fn options_first_then_raw_rest() {
+        let p = parse(
+            r#"--skip-cache --stdout-arg=out --timeout 5 echo "a   b" | grep a"#,
+            RUN,
+        )
+        .unwrap();
+        assert!(p.flag("skip-cache"));
+        assert_eq!(p.value("stdout-arg"), Some("out"));
+        assert_eq!(p.value("timeout"), Some("5"));
+        assert_eq!(p.rest_raw, r#"echo "a   b" | grep a"#);
+        // Options after the command belong to the command.
+        let p = parse("ls --timeout 5 /", RUN).unwrap();
+        assert!(p.options.is_empty());
+        assert_eq!(p.rest_raw, "ls --timeout 5 /");
+        // `--` ends options.
+        let p = parse("-- --skip-cache", RUN).unwrap();
+        assert_eq!(p.rest_raw, "--skip-cache");
+    }
+
+    #[test]
+    fn option_errors_say_what_is_wrong() {
+        assert!(
+            parse("--bogus x", RUN)
+                .unwrap_err()
+                .contains("unknown option --bogus")
+        );
+        assert!(
+            parse("--stdout-arg", RUN)
+                .unwrap_err()
+                .contains("needs a value (NAME)")
+        );
+        assert!(
+            parse("--no-block=yes cmd", RUN)
+                .unwrap_err()
+                .contains("takes no value")
+        );
+    }
+}

@@ -1,0 +1,812 @@
+//! What a job is: a verb with its component fields, the options every verb shares, and the
+//! job's fingerprint.
+//!
+//! [`JobSpec::parse`] turns `VERB` + inline arguments + `vars` into a spec, with an error that
+//! says what is wrong. The fingerprint is blake3 of the canonical CBOR of
+//! `{component fields (with the verb), timeout, run_once}`: targets, parents and the cache flags
+//! are not part of it, so the same command shares cache state across orchestrations, as in
+//! Directord.
+
+use std::{collections::BTreeMap, fmt};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::inline::{self, COMMON_OPTIONS, OptionSpec, Parsed};
+
+/// Default job timeout in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+/// The verbs this node can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verb {
+    Run,
+    Echo,
+    Arg,
+    Env,
+    Workdir,
+    Cachefile,
+    Cacheevict,
+    Queuesentinel,
+    Wait,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 9] = [
+        Verb::Run,
+        Verb::Echo,
+        Verb::Arg,
+        Verb::Env,
+        Verb::Workdir,
+        Verb::Cachefile,
+        Verb::Cacheevict,
+        Verb::Queuesentinel,
+        Verb::Wait,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Run => "RUN",
+            Verb::Echo => "ECHO",
+            Verb::Arg => "ARG",
+            Verb::Env => "ENV",
+            Verb::Workdir => "WORKDIR",
+            Verb::Cachefile => "CACHEFILE",
+            Verb::Cacheevict => "CACHEEVICT",
+            Verb::Queuesentinel => "QUEUESENTINEL",
+            Verb::Wait => "WAIT",
+        }
+    }
+
+    /// Looks a verb up by name, case-insensitively.
+    pub fn from_name(name: &str) -> Option<Verb> {
+        Verb::ALL
+            .into_iter()
+            .find(|v| v.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Verb::Run => "RUN [OPTIONS] COMMAND...",
+            Verb::Echo => "ECHO TEXT...",
+            Verb::Arg => "ARG [--extend-args] KEY VALUE",
+            Verb::Env => "ENV [--extend-args] KEY VALUE",
+            Verb::Workdir => "WORKDIR [--chown USER[:GROUP]] [--chmod OCTAL] PATH",
+            Verb::Cachefile => "CACHEFILE PATH",
+            Verb::Cacheevict => "CACHEEVICT jobs|parents|args|envs|query|all",
+            Verb::Queuesentinel => "QUEUESENTINEL [ANYTHING]",
+            Verb::Wait => {
+                "WAIT --seconds N | WAIT --cmd [--retry N] [--retry-wait SECONDS] COMMAND..."
+            }
+        }
+    }
+
+    fn about(self) -> &'static str {
+        match self {
+            Verb::Run => {
+                "Run COMMAND with /bin/sh -c on each target; it succeeds when the command exits 0. \
+                 COMMAND is rendered as a template against the node's cached args, and cached ENV \
+                 values are in its environment."
+            }
+            Verb::Echo => "Return TEXT as the job's output.",
+            Verb::Arg => {
+                "Cache KEY = VALUE as an arg on each target, for templates. VALUE is read as YAML: \
+                 numbers, lists ([a, b]) and maps ({a: b}) keep their type."
+            }
+            Verb::Env => {
+                "Cache KEY = VALUE as an environment variable for later RUN jobs on each target."
+            }
+            Verb::Workdir => {
+                "Create the directory PATH (and its parents), then apply owner and mode."
+            }
+            Verb::Cachefile => {
+                "Merge the YAML or JSON file PATH on each target into its cached args."
+            }
+            Verb::Cacheevict => {
+                "Forget cached state: job results, parent results, args, envs, query data, or all."
+            }
+            Verb::Queuesentinel => {
+                "Drop every job still queued on each target (each is reported failed, naming this job)."
+            }
+            Verb::Wait => {
+                "Wait a number of seconds, or until COMMAND exits 0 (tried --retry times, \
+                 --retry-wait seconds apart)."
+            }
+        }
+    }
+
+    fn options(self) -> &'static [OptionSpec] {
+        match self {
+            Verb::Run => &[
+                OptionSpec {
+                    name: "stdout-arg",
+                    value: Some("NAME"),
+                    help: "store the command's trimmed stdout as the cached arg NAME for later jobs",
+                },
+                OptionSpec {
+                    name: "no-block",
+                    value: None,
+                    help: "start the command in its own session and report success at once",
+                },
+            ],
+            Verb::Arg | Verb::Env => &[OptionSpec {
+                name: "extend-args",
+                value: None,
+                help: "merge into the cached value (maps merge deeply, lists are extended) instead of replacing it",
+            }],
+            Verb::Workdir => &[
+                OptionSpec {
+                    name: "chown",
+                    value: Some("USER[:GROUP]"),
+                    help: "owner (names or numeric ids)",
+                },
+                OptionSpec {
+                    name: "chmod",
+                    value: Some("OCTAL"),
+                    help: "mode, e.g. 0755",
+                },
+            ],
+            Verb::Wait => &[
+                OptionSpec {
+                    name: "seconds",
+                    value: Some("SECONDS"),
+                    help: "wait this long",
+                },
+                OptionSpec {
+                    name: "cmd",
+                    value: None,
+                    help: "wait until COMMAND (the rest of the line) exits 0",
+                },
+                OptionSpec {
+                    name: "retry",
+                    value: Some("N"),
+                    help: "with --cmd: how many tries (default 30)",
+                },
+                OptionSpec {
+                    name: "retry-wait",
+                    value: Some("SECONDS"),
+                    help: "with --cmd: pause between tries (default 1)",
+                },
+            ],
+            Verb::Echo | Verb::Cachefile | Verb::Cacheevict | Verb::Queuesentinel => &[],
+        }
+    }
+
+    /// The `--exec-help` text.
+    pub fn help(self) -> String {
+        let mut out = format!("{}\n\n{}\n\nOptions:\n", self.usage(), self.about());
+        for o in self.options().iter().chain(COMMON_OPTIONS) {
+            let flag = match o.value {
+                Some(v) => format!("--{} {v}", o.name),
+                None => format!("--{}", o.name),
+            };
+            out.push_str(&format!("  {flag:<26} {}\n", o.help));
+        }
+        out
+    }
+
+    /// Whether a success may be skipped on the next run (see the cache).
+    pub fn cacheable(self) -> bool {
+        matches!(self, Verb::Run | Verb::Echo | Verb::Workdir)
+    }
+
+    /// The named lock a job of this verb holds while it runs, if any.
+    pub fn lock(self) -> Option<&'static str> {
+        match self {
+            Verb::Arg | Verb::Env => Some("arg"),
+            Verb::Cachefile => Some("cachefile"),
+            Verb::Cacheevict => Some("cacheevict"),
+            Verb::Queuesentinel => Some("queuesentinel"),
+            Verb::Run | Verb::Echo | Verb::Workdir | Verb::Wait => None,
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Owner for WORKDIR (and files): names or numeric ids, resolved on the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+impl Owner {
+    /// Parses `USER`, `USER:GROUP` or `:GROUP`.
+    pub fn parse(text: &str) -> Result<Owner, String> {
+        let (user, group) = match text.split_once(':') {
+            Some((u, g)) => (u, Some(g)),
+            None => (text, None),
+        };
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let owner = Owner {
+            user: some(user),
+            group: group.and_then(some),
+        };
+        if owner.user.is_none() && owner.group.is_none() {
+            return Err(format!("--chown '{text}' names neither a user nor a group"));
+        }
+        Ok(owner)
+    }
+}
+
+/// What WAIT waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WaitFor {
+    Seconds(f64),
+    Command {
+        command: String,
+        retry: u32,
+        retry_wait: f64,
+    },
+}
+
+/// Which part of the cache CACHEEVICT forgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheTag {
+    Jobs,
+    Parents,
+    Args,
+    Envs,
+    Query,
+    All,
+}
+
+impl CacheTag {
+    fn parse(text: &str) -> Result<CacheTag, String> {
+        Ok(match text {
+            "jobs" => CacheTag::Jobs,
+            "parents" => CacheTag::Parents,
+            "args" => CacheTag::Args,
+            "envs" => CacheTag::Envs,
+            "query" => CacheTag::Query,
+            "all" => CacheTag::All,
+            other => {
+                return Err(format!(
+                    "unknown cache tag '{other}' (use jobs, parents, args, envs, query or all)"
+                ));
+            }
+        })
+    }
+}
+
+/// The verb and its fields. The serialised form (tagged by `verb`) is part of the fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Component {
+    Run {
+        command: String,
+        stdout_arg: Option<String>,
+        no_block: bool,
+    },
+    Echo {
+        text: String,
+    },
+    Arg {
+        args: BTreeMap<String, Value>,
+        extend: bool,
+    },
+    Env {
+        envs: BTreeMap<String, Value>,
+        extend: bool,
+    },
+    Workdir {
+        path: String,
+        owner: Option<Owner>,
+        mode: Option<u32>,
+    },
+    Cachefile {
+        path: String,
+    },
+    Cacheevict {
+        tag: CacheTag,
+    },
+    Queuesentinel,
+    Wait {
+        wait: WaitFor,
+    },
+}
+
+impl Component {
+    pub fn verb(&self) -> Verb {
+        match self {
+            Component::Run { .. } => Verb::Run,
+            Component::Echo { .. } => Verb::Echo,
+            Component::Arg { .. } => Verb::Arg,
+            Component::Env { .. } => Verb::Env,
+            Component::Workdir { .. } => Verb::Workdir,
+            Component::Cachefile { .. } => Verb::Cachefile,
+            Component::Cacheevict { .. } => Verb::Cacheevict,
+            Component::Queuesentinel => Verb::Queuesentinel,
+            Component::Wait { .. } => Verb::Wait,
+        }
+    }
+}
+
+/// A blake3 fingerprint (of a job or of an orchestration entry).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fingerprint(#[serde(with = "serde_bytes")] pub [u8; 32]);
+
+impl Fingerprint {
+    /// blake3 of the canonical CBOR of `value` (maps must be ordered: structs and BTreeMaps are).
+    pub fn of<T: Serialize>(value: &T) -> Fingerprint {
+        let mut bytes = Vec::new();
+        // Serialising plain data into memory cannot fail.
+        ciborium::into_writer(value, &mut bytes).expect("CBOR encoding into memory");
+        Fingerprint(*blake3::hash(&bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the hex form starts with `prefix` (for `--restrict`).
+    pub fn matches_prefix(&self, prefix: &str) -> bool {
+        !prefix.is_empty() && self.to_hex().starts_with(&prefix.to_ascii_lowercase())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// One job as submitted: its component and the options every verb shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub component: Component,
+    pub timeout_secs: u64,
+    pub run_once: bool,
+    pub skip_cache: bool,
+    pub force_lock: bool,
+}
+
+#[derive(Serialize)]
+struct FingerprintInput<'a> {
+    component: &'a Component,
+    timeout: u64,
+    run_once: bool,
+}
+
+/// What parsing a job gave: a spec, or the verb's help (`--exec-help`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParseOutcome {
+    Spec(JobSpec),
+    Help(String),
+}
+
+impl JobSpec {
+    pub fn verb(&self) -> Verb {
+        self.component.verb()
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&FingerprintInput {
+            component: &self.component,
+            timeout: self.timeout_secs,
+            run_once: self.run_once,
+        })
+    }
+
+    /// Parses `VERB inline` with `vars` (which override options; names use `_` or `-`).
+    /// `Ok(Help)` when `--exec-help` was given.
+    pub fn parse(
+        verb: &str,
+        inline: &str,
+        vars: &BTreeMap<String, Value>,
+    ) -> Result<ParseOutcome, String> {
+        let verb = Verb::from_name(verb).ok_or_else(|| {
+            let names: Vec<&str> = Verb::ALL.iter().map(|v| v.name()).collect();
+            format!("unknown verb '{verb}' (known: {})", names.join(", "))
+        })?;
+        let mut parsed = inline::parse(inline, verb.options())?;
+        apply_vars(&mut parsed, verb, vars)?;
+        if parsed.flag("exec-help") {
+            return Ok(ParseOutcome::Help(verb.help()));
+        }
+        let timeout_secs = match parsed.value("timeout") {
+            Some(t) => match t.trim().parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(format!(
+                        "--timeout '{t}' must be a whole number of seconds above 0"
+                    ));
+                }
+            },
+            None => DEFAULT_TIMEOUT_SECS,
+        };
+        let component = component(verb, &parsed, inline)?;
+        Ok(ParseOutcome::Spec(JobSpec {
+            component,
+            timeout_secs,
+            run_once: parsed.flag("run-once"),
+            skip_cache: parsed.flag("skip-cache"),
+            force_lock: parsed.flag("force-lock"),
+        }))
+    }
+}
+
+/// `vars` become options: `true` adds a flag, `false` removes it, other values set the option.
+fn apply_vars(
+    parsed: &mut Parsed,
+    verb: Verb,
+    vars: &BTreeMap<String, Value>,
+) -> Result<(), String> {
+    for (key, value) in vars {
+        let name = key.replace('_', "-");
+        // Directord's name for RUN's stdout-arg var and the extend flag.
+        let spec = verb
+            .options()
+            .iter()
+            .chain(COMMON_OPTIONS)
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                let names: Vec<String> = verb
+                    .options()
+                    .iter()
+                    .chain(COMMON_OPTIONS)
+                    .map(|s| s.name.replace('-', "_"))
+                    .collect();
+                format!(
+                    "vars: '{key}' is not an option of {verb} (options: {})",
+                    names.join(", ")
+                )
+            })?;
+        parsed.options.retain(|(n, _)| *n != name);
+        match (spec.value, value) {
+            (None, Value::Bool(true)) => parsed.options.push((name, None)),
+            (None, Value::Bool(false)) => {}
+            (None, other) => {
+                return Err(format!(
+                    "vars: '{key}' is a flag; give true or false, not {other}"
+                ));
+            }
+            (Some(_), Value::String(s)) => parsed.options.push((name, Some(s.clone()))),
+            (Some(_), Value::Number(n)) => parsed.options.push((name, Some(n.to_string()))),
+            (Some(_), Value::Bool(b)) => parsed.options.push((name, Some(b.to_string()))),
+            (Some(placeholder), other) => {
+                return Err(format!(
+                    "vars: '{key}' needs a single value ({placeholder}), not {other}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> {
+    let usage = || format!("usage: {}", verb.usage());
+    let one_word = |what: &str| -> Result<String, String> {
+        match p.rest.as_slice() {
+            [w] => Ok(w.text.clone()),
+            [] => Err(format!("{verb} needs {what}; {}", usage())),
+            _ => Err(format!(
+                "{verb} takes one {what}, got {} words (quote a path with spaces); {}",
+                p.rest.len(),
+                usage()
+            )),
+        }
+    };
+    Ok(match verb {
+        Verb::Run => {
+            if p.rest_raw.is_empty() {
+                return Err(format!("RUN needs a command; {}", usage()));
+            }
+            let stdout_arg = p.value("stdout-arg").map(str::to_string);
+            if let Some(name) = &stdout_arg {
+                check_arg_name(name, "--stdout-arg")?;
+            }
+            Component::Run {
+                command: p.rest_raw.clone(),
+                stdout_arg,
+                no_block: p.flag("no-block"),
+            }
+        }
+        Verb::Echo => Component::Echo {
+            text: p
+                .rest
+                .iter()
+                .map(|w| w.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        },
+        Verb::Arg | Verb::Env => {
+            let Some(key) = p.rest.first() else {
+                return Err(format!("{verb} needs a KEY and a VALUE; {}", usage()));
+            };
+            check_arg_name(&key.text, "KEY")?;
+            let raw_value = p
+                .rest
+                .get(1)
+                .map(|w| inline[w.start..].trim())
+                .unwrap_or_default();
+            if raw_value.is_empty() {
+                return Err(format!("{verb} {} has no VALUE; {}", key.text, usage()));
+            }
+            let map = BTreeMap::from([(key.text.clone(), yaml_value(raw_value))]);
+            let extend = p.flag("extend-args");
+            if verb == Verb::Arg {
+                Component::Arg { args: map, extend }
+            } else {
+                Component::Env { envs: map, extend }
+            }
+        }
+        Verb::Workdir => Component::Workdir {
+            path: one_word("PATH")?,
+            owner: p.value("chown").map(Owner::parse).transpose()?,
+            mode: p.value("chmod").map(parse_mode).transpose()?,
+        },
+        Verb::Cachefile => Component::Cachefile {
+            path: one_word("PATH")?,
+        },
+        Verb::Cacheevict => Component::Cacheevict {
+            tag: CacheTag::parse(&one_word("a tag")?)?,
+        },
+        Verb::Queuesentinel => Component::Queuesentinel,
+        Verb::Wait => {
+            let wait = match (p.value("seconds"), p.flag("cmd")) {
+                (Some(s), false) => {
+                    if !p.rest.is_empty() {
+                        return Err(format!("WAIT --seconds takes nothing else; {}", usage()));
+                    }
+                    WaitFor::Seconds(parse_seconds(s, "--seconds")?)
+                }
+                (None, true) => {
+                    if p.rest_raw.is_empty() {
+                        return Err(format!("WAIT --cmd needs a command; {}", usage()));
+                    }
+                    WaitFor::Command {
+                        command: p.rest_raw.clone(),
+                        retry: match p.value("retry") {
+                            Some(r) => {
+                                r.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                                    format!("--retry '{r}' must be a whole number above 0")
+                                })?
+                            }
+                            None => 30,
+                        },
+                        retry_wait: match p.value("retry-wait") {
+                            Some(w) => parse_seconds(w, "--retry-wait")?,
+                            None => 1.0,
+                        },
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "WAIT needs exactly one of --seconds and --cmd; {}",
+                        usage()
+                    ));
+                }
+            };
+            Component::Wait { wait }
+        }
+    })
+}
+
+/// Arg names are template variables: letters, digits and `_`, not starting with a digit.
+fn check_arg_name(name: &str, what: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{name}' must be letters, digits and '_', not starting with a digit"
+        ))
+    }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("--chmod '{text}' is not an octal mode like 0755"))
+}
+
+fn parse_seconds(text: &str, what: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("{what} '{text}' is not a number of seconds"))
+}
+
+/// A value as YAML reads it (`1` → number, `[a]` → list, `{a: b}` → map), else the text itself.
+pub fn yaml_value(text: &str) -> Value {
+    match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(Value::Null) | Err(_) => Value::String(text.to_string()),
+        Ok(v) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(verb: &str, inline: &str) -> JobSpec {
+        spec_vars(verb, inline, BTreeMap::new())
+    }
+
+    fn spec_vars(verb: &str, inline: &str, vars: BTreeMap<String, Value>) -> JobSpec {
+        match JobSpec::parse(verb, inline, &vars).unwrap() {
+            ParseOutcome::Spec(s) => s,
+            ParseOutcome::Help(h) => panic!("help: {h}"),
+        }
+    }
+
+    fn err(verb: &str, inline: &str) -> String {
+        JobSpec::parse(verb, inline, &BTreeMap::new()).unwrap_err()
+    }
+
+    #[test]
+    fn run_keeps_the_command_as_written() {
+        let s = spec(
+            "RUN",
+            r#"--skip-cache --stdout-arg out --timeout 30 echo "a   b" | grep a"#,
+        );
+        assert_eq!(
+            s.component,
+            Component::Run {
+                command: r#"echo "a   b" | grep a"#.into(),
+                stdout_arg: Some("out".into()),
+                no_block: false
+            }
+        );
+        assert!(s.skip_cache && !s.run_once && !s.force_lock);
+        assert_eq!(s.timeout_secs, 30);
+        assert_eq!(spec("run", "true").timeout_secs, DEFAULT_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn arg_values_are_yaml() {
+        let value = |inline: &str| match spec("ARG", inline).component {
+            Component::Arg { args, .. } => args.into_values().next().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(value("k argument"), json!("argument"));
+        assert_eq!(value("k ['test']"), json!(["test"]));
+        assert_eq!(value("k 1"), json!(1));
+        assert_eq!(value("k 1.2"), json!(1.2));
+        assert_eq!(value(r#"k {"a": "b"}"#), json!({"a": "b"}));
+        assert_eq!(value("k hello   world"), json!("hello   world"));
+        assert_eq!(value("k true"), json!(true));
+        assert!(matches!(
+            spec("ENV", "--extend-args E x").component,
+            Component::Env { extend: true, .. }
+        ));
+    }
+
+    #[test]
+    fn vars_override_options() {
+        let vars = BTreeMap::from([
+            ("stdout_arg".to_string(), json!("v")),
+            ("skip_cache".to_string(), json!(true)),
+            ("timeout".to_string(), json!(9)),
+        ]);
+        let s = spec_vars("RUN", "--stdout-arg x echo hi", vars);
+        assert!(matches!(s.component, Component::Run { stdout_arg: Some(ref v), .. } if v == "v"));
+        assert!(s.skip_cache);
+        assert_eq!(s.timeout_secs, 9);
+        let bad = BTreeMap::from([("chown".to_string(), json!("root"))]);
+        let e = JobSpec::parse("RUN", "true", &bad).unwrap_err();
+        assert!(e.contains("'chown' is not an option of RUN"), "{e}");
+        let bad = BTreeMap::from([("skip_cache".to_string(), json!("yes"))]);
+        assert!(
+            JobSpec::parse("RUN", "true", &bad)
+                .unwrap_err()
+                .contains("is a flag")
+        );
+    }
+
+    #[test]
+    fn fingerprint_covers_fields_but_not_cache_flags() {
+        let a = spec("RUN", "echo hi").fingerprint();
+        assert_eq!(a, spec("RUN", "--skip-cache echo hi").fingerprint());
+        assert_eq!(a, spec("RUN", "--force-lock echo hi").fingerprint());
+        assert_ne!(a, spec("RUN", "echo  hi").fingerprint());
+        assert_ne!(a, spec("RUN", "--timeout 5 echo hi").fingerprint());
+        assert_ne!(a, spec("RUN", "--run-once echo hi").fingerprint());
+        assert_ne!(a, spec("RUN", "--stdout-arg x echo hi").fingerprint());
+        assert_ne!(a, spec("ECHO", "echo hi").fingerprint());
+        // Stable across runs and machines: a fixed vector.
+        assert_eq!(a.to_hex().len(), 64);
+        assert_eq!(a, spec("RUN", "echo hi").fingerprint());
+        assert!(a.matches_prefix(&a.to_hex()[..8].to_uppercase()));
+    }
+
+    #[test]
+    fn other_verbs() {
+        assert_eq!(
+            spec("WORKDIR", "--chown=0:0 --chmod=0777 /tmp/x").component,
+            Component::Workdir {
+                path: "/tmp/x".into(),
+                owner: Some(Owner {
+                    user: Some("0".into()),
+                    group: Some("0".into())
+                }),
+                mode: Some(0o777)
+            }
+        );
+        assert_eq!(
+            spec("ECHO", "hello   world").component,
+            Component::Echo {
+                text: "hello world".into()
+            }
+        );
+        assert_eq!(
+            spec("CACHEEVICT", "all").component,
+            Component::Cacheevict { tag: CacheTag::All }
+        );
+        assert_eq!(
+            spec("QUEUESENTINEL", "true").component,
+            Component::Queuesentinel
+        );
+        assert_eq!(
+            spec("WAIT", "--cmd --retry 3 test -f /tmp/x").component,
+            Component::Wait {
+                wait: WaitFor::Command {
+                    command: "test -f /tmp/x".into(),
+                    retry: 3,
+                    retry_wait: 1.0
+                }
+            }
+        );
+        assert_eq!(
+            spec("WAIT", "--seconds 1.5").component,
+            Component::Wait {
+                wait: WaitFor::Seconds(1.5)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_jobs_say_why() {
+        assert!(err("FROB", "x").contains("unknown verb 'FROB'"));
+        assert!(err("RUN", "").contains("RUN needs a command"));
+        assert!(err("RUN", "--timeout abc true").contains("--timeout 'abc'"));
+        assert!(err("RUN", "--timeout 0 true").contains("above 0"));
+        assert!(err("RUN", "--stdout-arg 9x true").contains("--stdout-arg '9x'"));
+        assert!(err("ARG", "").contains("needs a KEY and a VALUE"));
+        assert!(err("ARG", "k").contains("has no VALUE"));
+        assert!(err("ARG", "bad-key v").contains("KEY 'bad-key'"));
+        assert!(err("WORKDIR", "").contains("needs PATH"));
+        assert!(err("WORKDIR", "a b").contains("takes one PATH"));
+        assert!(err("WORKDIR", "--chmod 999 /x").contains("not an octal mode"));
+        assert!(err("WORKDIR", "--chown : /x").contains("neither a user nor a group"));
+        assert!(err("CACHEEVICT", "stuff").contains("unknown cache tag 'stuff'"));
+        assert!(err("WAIT", "").contains("exactly one of --seconds and --cmd"));
+        assert!(err("WAIT", "--seconds x").contains("--seconds 'x'"));
+        assert!(err("RUN", "echo 'unterminated").contains("unterminated single quote"));
+    }
+
+    #[test]
+    fn exec_help_prints_the_verb_help() {
+        match JobSpec::parse("RUN", "--exec-help", &BTreeMap::new()).unwrap() {
+            ParseOutcome::Help(h) => {
+                assert!(
+                    h.contains("RUN [OPTIONS] COMMAND")
+                        && h.contains("--stdout-arg NAME")
+                        && h.contains("--timeout")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
