@@ -309,3 +309,46 @@ fn status_shows_the_table_and_json() {
     }
     assert_eq!(nodes[0]["state"], "alive");
 }
+
+#[test]
+fn socket_group_owns_the_control_socket() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(Some(group)) = nix::unistd::Group::from_name("daemon") else {
+        panic!("this test needs the standard 'daemon' group");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("g");
+    let child = bin()
+        .args([
+            "--state-dir",
+            sd.to_str().unwrap(),
+            "join",
+            "--listen",
+            "127.0.0.1:0",
+            "--socket-group",
+            "daemon",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _running = Running(child);
+    let socket = sd.join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !run(&["--state-dir", sd.to_str().unwrap(), "status"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.gid(), group.gid.as_raw());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let dir_meta = std::fs::metadata(&sd).unwrap();
+    assert_eq!(dir_meta.gid(), group.gid.as_raw());
+    assert_eq!(dir_meta.permissions().mode() & 0o777, 0o750);
+    // Keys stay private to the owner.
+    let key = std::fs::metadata(sd.join("identity.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
