@@ -4,6 +4,7 @@
 //! Nothing here knows about peers or the network.
 
 pub mod inline;
+pub mod orchestration;
 pub mod spec;
 
 pub use spec::{Component, Fingerprint, JobSpec, ParseOutcome, Verb};

@@ -1,0 +1,358 @@
+//! Orchestration files in Directord's format.
+//!
+//! ```yaml
+//! - targets: [web1, web2]      # optional: default every member (or the CLI's --target)
+//!   async: true                # optional: run this entry's jobs in their own queue
+//!   jobs:
+//!   - RUN: --skip-cache echo hi
+//!   - ARG: port 8080
+//!     vars: {skip_cache: true} # optional: override the inline options
+//! ```
+//!
+//! Every error names the file, the entry and the job it is about and says what is wrong; YAML
+//! syntax errors carry the line and column.
+
+use std::{collections::BTreeMap, fmt, path::Path};
+
+use serde_json::Value;
+
+use crate::spec::{Fingerprint, JobSpec, ParseOutcome};
+
+/// A parsed orchestration file: its entries in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orchestration {
+    pub entries: Vec<Entry>,
+}
+
+/// One entry (a "parent" in Directord's words): jobs that run in order on each target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub name: Option<String>,
+    pub targets: Option<Vec<String>>,
+    pub is_async: bool,
+    pub jobs: Vec<JobDef>,
+    /// Fingerprint of the entry exactly as written (targets, async and vars included).
+    pub fingerprint: Fingerprint,
+}
+
+/// One job of an entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDef {
+    pub spec: JobSpec,
+    /// `VERB: inline arguments` as written, for listings.
+    pub text: String,
+}
+
+/// What is wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrchestrationError {
+    pub file: String,
+    /// 1-based entry number.
+    pub entry: Option<usize>,
+    /// 1-based job number within the entry, and its verb.
+    pub job: Option<(usize, String)>,
+    pub message: String,
+    /// `--exec-help` was given: `message` is the verb's help, not an error.
+    pub is_help: bool,
+}
+
+impl fmt::Display for OrchestrationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(entry) = self.entry {
+            write!(f, ": entry {entry}")?;
+        }
+        if let Some((job, verb)) = &self.job {
+            write!(f, ", job {job} ({verb})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for OrchestrationError {}
+
+/// Reads and parses an orchestration file.
+pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| OrchestrationError {
+        file: name.clone(),
+        entry: None,
+        job: None,
+        message: format!("cannot read: {e}"),
+        is_help: false,
+    })?;
+    parse_str(&text, &name)
+}
+
+/// Parses orchestration text; `file` names it in errors.
+pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationError> {
+    let err = |entry: Option<usize>, job: Option<(usize, String)>, message: String| OrchestrationError {
+        file: file.to_string(),
+        entry,
+        job,
+        message,
+        is_help: false,
+    };
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+            .unwrap_or_default();
+        err(None, None, format!("YAML syntax error{at}: {e}"))
+    })?;
+    let list = match doc {
+        serde_yaml_ng::Value::Sequence(list) => list,
+        serde_yaml_ng::Value::Null => return Err(err(None, None, "the file is empty".into())),
+        other => {
+            return Err(err(
+                None,
+                None,
+                format!("expected a list of entries (each with `jobs:`), found {}", kind(&other)),
+            ));
+        }
+    };
+    if list.is_empty() {
+        return Err(err(None, None, "the file has no entries".into()));
+    }
+    let mut entries = Vec::new();
+    for (i, item) in list.into_iter().enumerate() {
+        let n = Some(i + 1);
+        let json: Value = serde_json::to_value(&item).map_err(|e| err(n, None, format!("unsupported YAML: {e}")))?;
+        let serde_yaml_ng::Value::Mapping(map) = item else {
+            return Err(err(n, None, format!("expected a mapping with `jobs:`, found {}", kind(&item))));
+        };
+        let mut name = None;
+        let mut targets = None;
+        let mut is_async = false;
+        let mut jobs_value = None;
+        for (k, v) in map {
+            let key = k.as_str().unwrap_or_default().to_string();
+            match key.as_str() {
+                "jobs" => jobs_value = Some(v),
+                "targets" => targets = Some(string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?),
+                "async" => is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?,
+                "name" => {
+                    name = Some(scalar(&v).ok_or_else(|| err(n, None, "name: expected text".into()))?)
+                }
+                other => {
+                    return Err(err(
+                        n,
+                        None,
+                        format!("unknown key '{other}' (an entry has jobs, and optionally targets, async, name)"),
+                    ));
+                }
+            }
+        }
+        let jobs = match jobs_value {
+            Some(serde_yaml_ng::Value::Sequence(jobs)) if !jobs.is_empty() => jobs,
+            Some(serde_yaml_ng::Value::Sequence(_)) => return Err(err(n, None, "jobs: the list is empty".into())),
+            Some(other) => return Err(err(n, None, format!("jobs: expected a list, found {}", kind(&other)))),
+            None => return Err(err(n, None, "missing `jobs:`".into())),
+        };
+        let mut defs = Vec::new();
+        for (j, job) in jobs.into_iter().enumerate() {
+            let jn = j + 1;
+            let serde_yaml_ng::Value::Mapping(map) = job else {
+                return Err(err(n, Some((jn, "?".into())), format!("expected `VERB: arguments`, found {}", kind(&job))));
+            };
+            let mut verb = None;
+            let mut vars = BTreeMap::new();
+            for (k, v) in map {
+                let key = k.as_str().unwrap_or_default().to_string();
+                if key == "vars" {
+                    let serde_yaml_ng::Value::Mapping(m) = v else {
+                        return Err(err(n, Some((jn, "?".into())), "vars: expected a mapping".into()));
+                    };
+                    for (vk, vv) in m {
+                        let vk = vk.as_str().unwrap_or_default().to_string();
+                        let vv = serde_json::to_value(&vv)
+                            .map_err(|e| err(n, Some((jn, "?".into())), format!("vars: {e}")))?;
+                        vars.insert(vk, vv);
+                    }
+                } else if key == "name" {
+                    // Directord's later versions name jobs; accepted and not needed to run.
+                } else if verb.is_some() {
+                    return Err(err(
+                        n,
+                        Some((jn, key.clone())),
+                        "a job has exactly one verb (plus optional vars)".into(),
+                    ));
+                } else {
+                    let args = match &v {
+                        serde_yaml_ng::Value::Null => String::new(),
+                        other => scalar(other).ok_or_else(|| {
+                            err(n, Some((jn, key.clone())), format!("expected inline arguments as text, found {}", kind(other)))
+                        })?,
+                    };
+                    verb = Some((key, args));
+                }
+            }
+            let Some((verb, args)) = verb else {
+                return Err(err(n, Some((jn, "?".into())), "no verb (expected e.g. `RUN: echo hi`)".into()));
+            };
+            let args = args.trim().to_string();
+            match JobSpec::parse(&verb, &args, &vars) {
+                Ok(ParseOutcome::Spec(spec)) => defs.push(JobDef {
+                    text: format!("{}: {args}", spec.verb()),
+                    spec,
+                }),
+                Ok(ParseOutcome::Help(help)) => {
+                    return Err(OrchestrationError {
+                        is_help: true,
+                        ..err(n, Some((jn, verb)), help)
+                    });
+                }
+                Err(message) => return Err(err(n, Some((jn, verb)), message)),
+            }
+        }
+        entries.push(Entry {
+            name,
+            targets,
+            is_async,
+            jobs: defs,
+            fingerprint: Fingerprint::of(&json),
+        });
+    }
+    Ok(Orchestration { entries })
+}
+
+fn kind(v: &serde_yaml_ng::Value) -> &'static str {
+    match v {
+        serde_yaml_ng::Value::Null => "nothing",
+        serde_yaml_ng::Value::Bool(_) => "a boolean",
+        serde_yaml_ng::Value::Number(_) => "a number",
+        serde_yaml_ng::Value::String(_) => "text",
+        serde_yaml_ng::Value::Sequence(_) => "a list",
+        serde_yaml_ng::Value::Mapping(_) => "a mapping",
+        serde_yaml_ng::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
+    match v {
+        serde_yaml_ng::Value::String(s) => Some(s.clone()),
+        serde_yaml_ng::Value::Number(n) => Some(n.to_string()),
+        serde_yaml_ng::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn string_list(v: &serde_yaml_ng::Value) -> Result<Vec<String>, String> {
+    match v {
+        serde_yaml_ng::Value::Sequence(items) => items
+            .iter()
+            .map(|i| scalar(i).ok_or_else(|| format!("expected node names, found {}", kind(i))))
+            .collect(),
+        serde_yaml_ng::Value::String(s) => Ok(vec![s.clone()]),
+        other => Err(format!("expected a list of node names, found {}", kind(other))),
+    }
+}
+
+/// Directord's `async`: a boolean, or text read like strtobool.
+fn truthy(v: &serde_yaml_ng::Value) -> Result<bool, String> {
+    match v {
+        serde_yaml_ng::Value::Bool(b) => Ok(*b),
+        serde_yaml_ng::Value::Number(n) => Ok(n.as_f64() != Some(0.0)),
+        serde_yaml_ng::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "t" | "true" | "on" | "1" => Ok(true),
+            "n" | "no" | "f" | "false" | "off" | "0" => Ok(false),
+            other => Err(format!("'{other}' is not a boolean")),
+        },
+        serde_yaml_ng::Value::Null => Ok(false),
+        other => Err(format!("expected true or false, found {}", kind(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Component;
+
+    #[test]
+    fn parses_directord_files() {
+        let text = r#"
+# a comment
+---
+- jobs:
+  - RUN: echo hello world
+  - RUN: echo hello world 3
+    vars:
+      stdout_arg: test_stdout_arg2
+  - ARG: >
+      test_runtime_complex_arg_dict {"a": "b"}
+- async: "yes"
+  targets: [n1, n2]
+  jobs:
+  - ECHO: test
+    vars:
+      skip_cache: true
+"#;
+        let o = parse_str(text, "t.yaml").unwrap();
+        assert_eq!(o.entries.len(), 2);
+        let e = &o.entries[0];
+        assert!(!e.is_async && e.targets.is_none());
+        assert_eq!(e.jobs.len(), 3);
+        assert!(matches!(&e.jobs[1].spec.component, Component::Run { stdout_arg: Some(a), .. } if a == "test_stdout_arg2"));
+        assert_eq!(e.jobs[0].text, "RUN: echo hello world");
+        let e = &o.entries[1];
+        assert!(e.is_async);
+        assert_eq!(e.targets, Some(vec!["n1".to_string(), "n2".to_string()]));
+        assert!(e.jobs[0].spec.skip_cache);
+        assert_ne!(o.entries[0].fingerprint, o.entries[1].fingerprint);
+    }
+
+    fn error(text: &str) -> String {
+        parse_str(text, "bad.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_entry_job_and_reason() {
+        assert_eq!(
+            error("- jobs:\n  - RUN: echo hi\n  - FROB: x\n"),
+            "bad.yaml: entry 1, job 2 (FROB): unknown verb 'FROB' (known: RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL, WAIT)"
+        );
+        assert!(error("- jobs: [{RUN: --bogus x}]\n").starts_with("bad.yaml: entry 1, job 1 (RUN): unknown option --bogus"));
+        let e = error("- jobs:\n  - RUN: [unclosed\n");
+        assert!(e.starts_with("bad.yaml: YAML syntax error at line"), "{e}");
+        assert!(error("").contains("the file is empty"));
+        assert!(error("[]").contains("no entries"));
+        assert!(error("jobs: []").contains("expected a list of entries"));
+        assert!(error("- RUN: x\n").contains("entry 1: unknown key 'RUN'"));
+        assert!(error("- targets: [a]\n").contains("entry 1: missing `jobs:`"));
+        assert!(error("- jobs: []\n").contains("the list is empty"));
+        assert!(error("- jobs: [RUN]\n").contains("job 1 (?): expected `VERB: arguments`, found text"));
+        assert!(error("- jobs: [{RUN: x, ECHO: y}]\n").contains("exactly one verb"));
+        assert!(error("- async: maybe\n  jobs: [{RUN: x}]\n").contains("async: 'maybe' is not a boolean"));
+        assert!(error("- targets: {a: b}\n  jobs: [{RUN: x}]\n").contains("targets: expected a list"));
+        assert!(error("- jobs:\n  - RUN: x\n    vars: {bogus: 1}\n").contains("'bogus' is not an option of RUN"));
+        assert!(error("- jobs: [{RUN: {a: b}}]\n").contains("expected inline arguments as text"));
+        assert!(error("- jobs: [{RUN: }]\n").contains("RUN needs a command"));
+    }
+
+    #[test]
+    fn exec_help_is_not_an_error() {
+        let e = parse_str("- jobs: [{RUN: --exec-help}]\n", "h.yaml").unwrap_err();
+        assert!(e.is_help);
+        assert!(e.message.contains("RUN [OPTIONS] COMMAND"));
+    }
+
+    #[test]
+    fn the_reference_orchestrations_parse_where_they_use_only_built_verbs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/directord-orchestrations");
+        for name in [
+            "functional-tests-async-time.yaml",
+            "functional-tests-queue-sentinel.yaml",
+            "comparison-orchestration.yaml",
+            "comparison-orchestration-async.yaml",
+        ] {
+            let path = dir.join(name);
+            if !path.exists() {
+                // The reference folder sits beside the repository in CI and development; a bare
+                // clone elsewhere does not have it.
+                continue;
+            }
+            let o = parse_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!o.entries.is_empty(), "{name}");
+        }
+    }
+}
