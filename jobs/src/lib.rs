@@ -3,8 +3,10 @@
 //!
 //! Nothing here knows about peers or the network.
 
+pub mod cache;
 pub mod inline;
 pub mod orchestration;
 pub mod spec;
+pub mod template;
 
 pub use spec::{Component, Fingerprint, JobSpec, ParseOutcome, Verb};

@@ -1,0 +1,399 @@
+//! The node's local cache: job and parent results with a time to live, and the cached args and
+//! envs that templates and RUN see.
+//!
+//! Reads come from memory. Every change is also written to the node's redb database (table
+//! `cache`) without waiting for the disk (`Durability::None`): the cache is an optimisation and
+//! a crash may lose its last writes, never the records or results the node keeps elsewhere.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::spec::{CacheTag, Fingerprint};
+
+/// How long a success is remembered (Directord's 72 hours).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(72 * 3600);
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+
+/// The remembered outcome of a job or a parent on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CachedState {
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Timed {
+    state: CachedState,
+    expires_unix: u64,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<Fingerprint, Timed>,
+    parents: HashMap<String, Timed>,
+    args: Map<String, Value>,
+    envs: Map<String, Value>,
+}
+
+/// A cache failure (the database could not be read or written).
+#[derive(Debug, thiserror::Error)]
+#[error("cache: {0}")]
+pub struct CacheError(String);
+
+/// The cache of one node. Cheap to share behind an `Arc`.
+pub struct Cache {
+    state: Mutex<State>,
+    db: Option<Arc<Database>>,
+    ttl: Duration,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Cache {
+    /// A cache that lives only in memory (tests, simulations).
+    pub fn in_memory(ttl: Duration) -> Cache {
+        Cache {
+            state: Mutex::new(State::default()),
+            db: None,
+            ttl,
+        }
+    }
+
+    /// Loads the cache kept in `db`, dropping expired entries.
+    pub fn open(db: Arc<Database>, ttl: Duration) -> Result<Cache, CacheError> {
+        let e = |x: &dyn std::fmt::Display| CacheError(x.to_string());
+        let mut state = State::default();
+        {
+            let w = db.begin_write().map_err(|x| e(&x))?;
+            w.open_table(TABLE).map_err(|x| e(&x))?;
+            w.commit().map_err(|x| e(&x))?;
+        }
+        let now = now_unix();
+        let r = db.begin_read().map_err(|x| e(&x))?;
+        let table = r.open_table(TABLE).map_err(|x| e(&x))?;
+        for row in table.iter().map_err(|x| e(&x))? {
+            let (k, v) = row.map_err(|x| e(&x))?;
+            let (key, bytes) = (k.value().to_string(), v.value().to_vec());
+            if let Some(hex) = key.strip_prefix("job/") {
+                if let (Some(fp), Ok(t)) = (parse_hex(hex), ciborium::from_reader::<Timed, _>(bytes.as_slice()))
+                    && t.expires_unix > now
+                {
+                    state.jobs.insert(fp, t);
+                }
+            } else if let Some(parent) = key.strip_prefix("parent/") {
+                if let Ok(t) = ciborium::from_reader::<Timed, _>(bytes.as_slice())
+                    && t.expires_unix > now
+                {
+                    state.parents.insert(parent.to_string(), t);
+                }
+            } else if key == "args" || key == "envs" {
+                if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) {
+                    if key == "args" {
+                        state.args = map;
+                    } else {
+                        state.envs = map;
+                    }
+                }
+            }
+        }
+        Ok(Cache {
+            state: Mutex::new(state),
+            db: Some(db),
+            ttl,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that
+        // matters (each update is one insert), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes (or with `None`, deletes) keys in the database, without waiting for the disk.
+    fn persist(&self, writes: &[(String, Option<Vec<u8>>)]) {
+        let Some(db) = &self.db else { return };
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let mut w = db.begin_write()?;
+            w.set_durability(redb::Durability::None)?;
+            {
+                let mut t = w.open_table(TABLE)?;
+                for (k, v) in writes {
+                    match v {
+                        Some(bytes) => {
+                            t.insert(k.as_str(), bytes.as_slice())?;
+                        }
+                        None => {
+                            t.remove(k.as_str())?;
+                        }
+                    }
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!("cache write failed: {e}");
+        }
+    }
+
+    /// Makes every earlier write durable (called at shutdown).
+    pub fn flush(&self) {
+        let Some(db) = &self.db else { return };
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let mut w = db.begin_write()?;
+            w.set_durability(redb::Durability::Immediate)?;
+            w.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!("cache flush failed: {e}");
+        }
+    }
+
+    fn timed(&self, state: CachedState) -> Timed {
+        Timed {
+            state,
+            expires_unix: now_unix() + self.ttl.as_secs(),
+        }
+    }
+
+    /// Whether the job with this fingerprint succeeded here within the TTL.
+    pub fn succeeded(&self, fp: &Fingerprint) -> bool {
+        let now = now_unix();
+        self.lock()
+            .jobs
+            .get(fp)
+            .is_some_and(|t| t.state == CachedState::Success && t.expires_unix > now)
+    }
+
+    /// Whether a job of this parent failed here (within the TTL).
+    pub fn parent_failed(&self, parent: &str) -> bool {
+        let now = now_unix();
+        self.lock()
+            .parents
+            .get(parent)
+            .is_some_and(|t| t.state == CachedState::Failed && t.expires_unix > now)
+    }
+
+    /// Remembers a job's outcome, and its parent's: a failed parent stays failed.
+    pub fn record(&self, fp: &Fingerprint, parent: &str, state: CachedState) {
+        let job = self.timed(state);
+        let parent_state = {
+            let mut s = self.lock();
+            s.jobs.insert(*fp, job);
+            let keep_failed = s.parents.get(parent).is_some_and(|t| t.state == CachedState::Failed);
+            let p = if keep_failed { self.timed(CachedState::Failed) } else { job };
+            s.parents.insert(parent.to_string(), p);
+            p
+        };
+        self.persist(&[
+            (format!("job/{}", fp.to_hex()), Some(cbor(&job))),
+            (format!("parent/{parent}"), Some(cbor(&parent_state))),
+        ]);
+    }
+
+    /// The cached args, as a JSON object (the variables of templates).
+    pub fn args(&self) -> Value {
+        Value::Object(self.lock().args.clone())
+    }
+
+    /// The cached envs, as strings for a process environment.
+    pub fn envs(&self) -> Vec<(String, String)> {
+        self.lock()
+            .envs
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+
+    /// Merges `values` into the cached args (`extend`: maps merge deeply, lists extend).
+    pub fn merge_args(&self, values: Map<String, Value>, extend: bool) {
+        let bytes = {
+            let mut s = self.lock();
+            merge(&mut s.args, values, extend);
+            serde_json::to_vec(&s.args).unwrap_or_default()
+        };
+        self.persist(&[("args".into(), Some(bytes))]);
+    }
+
+    /// Merges `values` into the cached envs.
+    pub fn merge_envs(&self, values: Map<String, Value>, extend: bool) {
+        let bytes = {
+            let mut s = self.lock();
+            merge(&mut s.envs, values, extend);
+            serde_json::to_vec(&s.envs).unwrap_or_default()
+        };
+        self.persist(&[("envs".into(), Some(bytes))]);
+    }
+
+    /// Forgets the tagged part of the cache; returns how many items went.
+    pub fn evict(&self, tag: CacheTag) -> usize {
+        let mut writes = Vec::new();
+        let count = {
+            let mut s = self.lock();
+            let mut count = 0;
+            if matches!(tag, CacheTag::Jobs | CacheTag::All) {
+                count += s.jobs.len();
+                writes.extend(s.jobs.drain().map(|(fp, _)| (format!("job/{}", fp.to_hex()), None)));
+            }
+            if matches!(tag, CacheTag::Parents | CacheTag::All) {
+                count += s.parents.len();
+                writes.extend(s.parents.drain().map(|(p, _)| (format!("parent/{p}"), None)));
+            }
+            if matches!(tag, CacheTag::Args | CacheTag::All) {
+                count += s.args.len();
+                s.args.clear();
+                writes.push(("args".to_string(), None));
+            }
+            if matches!(tag, CacheTag::Envs | CacheTag::All) {
+                count += s.envs.len();
+                s.envs.clear();
+                writes.push(("envs".to_string(), None));
+            }
+            if tag == CacheTag::Query && s.args.remove("query").is_some() {
+                count += 1;
+                writes.push(("args".to_string(), Some(serde_json::to_vec(&s.args).unwrap_or_default())));
+            }
+            count
+        };
+        self.persist(&writes);
+        count
+    }
+
+    /// The whole cache as JSON, for `manage --dump-cache`.
+    pub fn dump(&self) -> Value {
+        let now = now_unix();
+        let s = self.lock();
+        let timed = |t: &Timed| {
+            serde_json::json!({"state": t.state, "expires_in_secs": t.expires_unix.saturating_sub(now)})
+        };
+        serde_json::json!({
+            "jobs": s.jobs.iter().map(|(k, t)| (k.to_hex(), timed(t))).collect::<Map<String, Value>>(),
+            "parents": s.parents.iter().map(|(k, t)| (k.clone(), timed(t))).collect::<Map<String, Value>>(),
+            "args": Value::Object(s.args.clone()),
+            "envs": Value::Object(s.envs.clone()),
+        })
+    }
+}
+
+fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Plain data into memory: cannot fail.
+    ciborium::into_writer(v, &mut out).expect("CBOR encoding into memory");
+    out
+}
+
+fn parse_hex(hex: &str) -> Option<Fingerprint> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Fingerprint(out))
+}
+
+/// Directord's `merge_dict`: new keys are added; with `extend`, maps merge recursively and lists
+/// are extended; otherwise values are replaced.
+pub fn merge(base: &mut Map<String, Value>, new: Map<String, Value>, extend: bool) {
+    for (k, v) in new {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Object(b)), Value::Object(n)) if extend => merge(b, n, true),
+            (Some(Value::Array(b)), Value::Array(n)) if extend => b.extend(n),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn merge_replaces_or_extends() {
+        let mut base = obj(json!({"a": {"x": 1}, "l": [1], "s": "old"}));
+        merge(&mut base, obj(json!({"a": {"y": 2}, "l": [2], "s": "new"})), true);
+        assert_eq!(Value::Object(base.clone()), json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "s": "new"}));
+        merge(&mut base, obj(json!({"a": {"z": 3}})), false);
+        assert_eq!(base["a"], json!({"z": 3}));
+    }
+
+    #[test]
+    fn success_is_remembered_and_a_failed_parent_stays_failed() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let fp = Fingerprint([1; 32]);
+        assert!(!cache.succeeded(&fp));
+        cache.record(&fp, "p", CachedState::Success);
+        assert!(cache.succeeded(&fp) && !cache.parent_failed("p"));
+        cache.record(&Fingerprint([2; 32]), "p", CachedState::Failed);
+        assert!(cache.parent_failed("p"));
+        cache.record(&Fingerprint([3; 32]), "p", CachedState::Success);
+        assert!(cache.parent_failed("p"), "a later success does not clear the parent failure");
+        assert_eq!(cache.evict(CacheTag::Jobs), 3);
+        assert!(!cache.succeeded(&fp));
+    }
+
+    #[test]
+    fn zero_ttl_remembers_nothing() {
+        let cache = Cache::in_memory(Duration::ZERO);
+        let fp = Fingerprint([1; 32]);
+        cache.record(&fp, "p", CachedState::Success);
+        assert!(!cache.succeeded(&fp));
+    }
+
+    #[test]
+    fn persists_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let fp = Fingerprint([7; 32]);
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            let cache = Cache::open(db, DEFAULT_TTL).unwrap();
+            cache.record(&fp, "p", CachedState::Success);
+            cache.merge_args(obj(json!({"k": "v", "query": {"n": 1}})), false);
+            cache.merge_envs(obj(json!({"E": 1})), false);
+        }
+        let db = Arc::new(Database::create(&path).unwrap());
+        let cache = Cache::open(db, DEFAULT_TTL).unwrap();
+        assert!(cache.succeeded(&fp));
+        assert_eq!(cache.args()["k"], json!("v"));
+        assert_eq!(cache.envs(), vec![("E".to_string(), "1".to_string())]);
+        assert_eq!(cache.evict(CacheTag::Query), 1);
+        assert!(cache.args().get("query").is_none());
+        let dump = cache.dump();
+        assert_eq!(dump["args"], json!({"k": "v"}));
+        assert_eq!(dump["jobs"][fp.to_hex()]["state"], json!("success"));
+    }
+}

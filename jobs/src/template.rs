@@ -1,0 +1,97 @@
+//! Templates: commands, paths and values rendered against a node's cached args.
+//!
+//! Jinja syntax (minijinja) with strict undefined: a variable that is not cached is a clear
+//! failure of that job, never an empty string. Python-style methods that Directord's own
+//! orchestrations use (`query.values()`, `items()`, `keys()`) work too.
+
+use std::sync::OnceLock;
+
+use minijinja::{Environment, UndefinedBehavior, syntax::SyntaxConfig};
+use serde_json::Value;
+
+fn environment() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
+            env.set_syntax(syntax);
+        }
+        env
+    })
+}
+
+/// Whether `text` contains template syntax at all (plain text skips the engine).
+fn is_template(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%") || text.contains("{#")
+}
+
+/// Renders `text` with `args` (a JSON object) as its variables.
+pub fn render(text: &str, args: &Value) -> Result<String, String> {
+    if !is_template(text) {
+        return Ok(text.to_string());
+    }
+    environment()
+        .render_str(text, minijinja::Value::from(minijinja::value::Serde(args)))
+        .map_err(|e| {
+            let mut msg = format!("template error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            msg
+        })
+}
+
+/// Renders every string inside `value` (lists and maps recursively).
+pub fn render_value(value: &Value, args: &Value) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) => Value::String(render(s, args)?),
+        Value::Array(items) => Value::Array(items.iter().map(|v| render_value(v, args)).collect::<Result<_, _>>()?),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_value(v, args)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn renders_against_args() {
+        let args = json!({"name": "web", "port": 8080, "query": {"n1": {"x": 1}, "n2": {"x": 2}}});
+        assert_eq!(render("echo {{ name }}:{{ port }}", &args).unwrap(), "echo web:8080");
+        assert_eq!(render("plain $HOME {x}", &args).unwrap(), "plain $HOME {x}");
+        assert_eq!(render("a\n", &args).unwrap(), "a\n");
+        assert_eq!(render("{{ name }}\n", &args).unwrap(), "web\n");
+        // Directord's own orchestrations use Python dict methods.
+        assert_eq!(
+            render("{{ query.values() | map(attribute='x') | select('defined') | list | first }}", &args).unwrap(),
+            "1"
+        );
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error() {
+        let e = render("echo {{ nope }}", &json!({})).unwrap_err();
+        assert!(e.contains("undefined"), "{e}");
+        assert!(render("{{ unclosed", &json!({})).unwrap_err().contains("template error"));
+    }
+
+    #[test]
+    fn values_render_recursively() {
+        let args = json!({"a": "A"});
+        assert_eq!(
+            render_value(&json!({"k": ["{{ a }}", 1, {"x": "{{ a }}{{ a }}"}]}), &args).unwrap(),
+            json!({"k": ["A", 1, {"x": "AA"}]})
+        );
+    }
+}
