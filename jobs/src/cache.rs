@@ -89,8 +89,10 @@ impl Cache {
             let (k, v) = row.map_err(|x| e(&x))?;
             let (key, bytes) = (k.value().to_string(), v.value().to_vec());
             if let Some(hex) = key.strip_prefix("job/") {
-                if let (Some(fp), Ok(t)) = (parse_hex(hex), ciborium::from_reader::<Timed, _>(bytes.as_slice()))
-                    && t.expires_unix > now
+                if let (Some(fp), Ok(t)) = (
+                    parse_hex(hex),
+                    ciborium::from_reader::<Timed, _>(bytes.as_slice()),
+                ) && t.expires_unix > now
                 {
                     state.jobs.insert(fp, t);
                 }
@@ -100,13 +102,13 @@ impl Cache {
                 {
                     state.parents.insert(parent.to_string(), t);
                 }
-            } else if key == "args" || key == "envs" {
-                if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes) {
-                    if key == "args" {
-                        state.args = map;
-                    } else {
-                        state.envs = map;
-                    }
+            } else if (key == "args" || key == "envs")
+                && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes)
+            {
+                if key == "args" {
+                    state.args = map;
+                } else {
+                    state.envs = map;
                 }
             }
         }
@@ -195,8 +197,15 @@ impl Cache {
         let parent_state = {
             let mut s = self.lock();
             s.jobs.insert(*fp, job);
-            let keep_failed = s.parents.get(parent).is_some_and(|t| t.state == CachedState::Failed);
-            let p = if keep_failed { self.timed(CachedState::Failed) } else { job };
+            let keep_failed = s
+                .parents
+                .get(parent)
+                .is_some_and(|t| t.state == CachedState::Failed);
+            let p = if keep_failed {
+                self.timed(CachedState::Failed)
+            } else {
+                job
+            };
             s.parents.insert(parent.to_string(), p);
             p
         };
@@ -254,11 +263,19 @@ impl Cache {
             let mut count = 0;
             if matches!(tag, CacheTag::Jobs | CacheTag::All) {
                 count += s.jobs.len();
-                writes.extend(s.jobs.drain().map(|(fp, _)| (format!("job/{}", fp.to_hex()), None)));
+                writes.extend(
+                    s.jobs
+                        .drain()
+                        .map(|(fp, _)| (format!("job/{}", fp.to_hex()), None)),
+                );
             }
             if matches!(tag, CacheTag::Parents | CacheTag::All) {
                 count += s.parents.len();
-                writes.extend(s.parents.drain().map(|(p, _)| (format!("parent/{p}"), None)));
+                writes.extend(
+                    s.parents
+                        .drain()
+                        .map(|(p, _)| (format!("parent/{p}"), None)),
+                );
             }
             if matches!(tag, CacheTag::Args | CacheTag::All) {
                 count += s.args.len();
@@ -272,7 +289,10 @@ impl Cache {
             }
             if tag == CacheTag::Query && s.args.remove("query").is_some() {
                 count += 1;
-                writes.push(("args".to_string(), Some(serde_json::to_vec(&s.args).unwrap_or_default())));
+                writes.push((
+                    "args".to_string(),
+                    Some(serde_json::to_vec(&s.args).unwrap_or_default()),
+                ));
             }
             count
         };
@@ -284,9 +304,7 @@ impl Cache {
     pub fn dump(&self) -> Value {
         let now = now_unix();
         let s = self.lock();
-        let timed = |t: &Timed| {
-            serde_json::json!({"state": t.state, "expires_in_secs": t.expires_unix.saturating_sub(now)})
-        };
+        let timed = |t: &Timed| serde_json::json!({"state": t.state, "expires_in_secs": t.expires_unix.saturating_sub(now)});
         serde_json::json!({
             "jobs": s.jobs.iter().map(|(k, t)| (k.to_hex(), timed(t))).collect::<Map<String, Value>>(),
             "parents": s.parents.iter().map(|(k, t)| (k.clone(), timed(t))).collect::<Map<String, Value>>(),
@@ -344,8 +362,15 @@ mod tests {
     #[test]
     fn merge_replaces_or_extends() {
         let mut base = obj(json!({"a": {"x": 1}, "l": [1], "s": "old"}));
-        merge(&mut base, obj(json!({"a": {"y": 2}, "l": [2], "s": "new"})), true);
-        assert_eq!(Value::Object(base.clone()), json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "s": "new"}));
+        merge(
+            &mut base,
+            obj(json!({"a": {"y": 2}, "l": [2], "s": "new"})),
+            true,
+        );
+        assert_eq!(
+            Value::Object(base.clone()),
+            json!({"a": {"x": 1, "y": 2}, "l": [1, 2], "s": "new"})
+        );
         merge(&mut base, obj(json!({"a": {"z": 3}})), false);
         assert_eq!(base["a"], json!({"z": 3}));
     }
@@ -360,7 +385,10 @@ mod tests {
         cache.record(&Fingerprint([2; 32]), "p", CachedState::Failed);
         assert!(cache.parent_failed("p"));
         cache.record(&Fingerprint([3; 32]), "p", CachedState::Success);
-        assert!(cache.parent_failed("p"), "a later success does not clear the parent failure");
+        assert!(
+            cache.parent_failed("p"),
+            "a later success does not clear the parent failure"
+        );
         assert_eq!(cache.evict(CacheTag::Jobs), 3);
         assert!(!cache.succeeded(&fp));
     }

@@ -4,6 +4,8 @@
 //! Nothing here knows about peers or the network.
 
 pub mod cache;
+pub mod components;
+pub mod executor;
 pub mod inline;
 pub mod orchestration;
 pub mod spec;

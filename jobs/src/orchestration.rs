@@ -86,13 +86,14 @@ pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
 
 /// Parses orchestration text; `file` names it in errors.
 pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationError> {
-    let err = |entry: Option<usize>, job: Option<(usize, String)>, message: String| OrchestrationError {
-        file: file.to_string(),
-        entry,
-        job,
-        message,
-        is_help: false,
-    };
+    let err =
+        |entry: Option<usize>, job: Option<(usize, String)>, message: String| OrchestrationError {
+            file: file.to_string(),
+            entry,
+            job,
+            message,
+            is_help: false,
+        };
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -107,7 +108,10 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
             return Err(err(
                 None,
                 None,
-                format!("expected a list of entries (each with `jobs:`), found {}", kind(&other)),
+                format!(
+                    "expected a list of entries (each with `jobs:`), found {}",
+                    kind(&other)
+                ),
             ));
         }
     };
@@ -117,9 +121,14 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
     let mut entries = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
         let n = Some(i + 1);
-        let json: Value = serde_json::to_value(&item).map_err(|e| err(n, None, format!("unsupported YAML: {e}")))?;
+        let json: Value = serde_json::to_value(&item)
+            .map_err(|e| err(n, None, format!("unsupported YAML: {e}")))?;
         let serde_yaml_ng::Value::Mapping(map) = item else {
-            return Err(err(n, None, format!("expected a mapping with `jobs:`, found {}", kind(&item))));
+            return Err(err(
+                n,
+                None,
+                format!("expected a mapping with `jobs:`, found {}", kind(&item)),
+            ));
         };
         let mut name = None;
         let mut targets = None;
@@ -129,31 +138,51 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
             let key = k.as_str().unwrap_or_default().to_string();
             match key.as_str() {
                 "jobs" => jobs_value = Some(v),
-                "targets" => targets = Some(string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?),
-                "async" => is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?,
+                "targets" => {
+                    targets =
+                        Some(string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?)
+                }
+                "async" => {
+                    is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?
+                }
                 "name" => {
-                    name = Some(scalar(&v).ok_or_else(|| err(n, None, "name: expected text".into()))?)
+                    name =
+                        Some(scalar(&v).ok_or_else(|| err(n, None, "name: expected text".into()))?)
                 }
                 other => {
                     return Err(err(
                         n,
                         None,
-                        format!("unknown key '{other}' (an entry has jobs, and optionally targets, async, name)"),
+                        format!(
+                            "unknown key '{other}' (an entry has jobs, and optionally targets, async, name)"
+                        ),
                     ));
                 }
             }
         }
         let jobs = match jobs_value {
             Some(serde_yaml_ng::Value::Sequence(jobs)) if !jobs.is_empty() => jobs,
-            Some(serde_yaml_ng::Value::Sequence(_)) => return Err(err(n, None, "jobs: the list is empty".into())),
-            Some(other) => return Err(err(n, None, format!("jobs: expected a list, found {}", kind(&other)))),
+            Some(serde_yaml_ng::Value::Sequence(_)) => {
+                return Err(err(n, None, "jobs: the list is empty".into()));
+            }
+            Some(other) => {
+                return Err(err(
+                    n,
+                    None,
+                    format!("jobs: expected a list, found {}", kind(&other)),
+                ));
+            }
             None => return Err(err(n, None, "missing `jobs:`".into())),
         };
         let mut defs = Vec::new();
         for (j, job) in jobs.into_iter().enumerate() {
             let jn = j + 1;
             let serde_yaml_ng::Value::Mapping(map) = job else {
-                return Err(err(n, Some((jn, "?".into())), format!("expected `VERB: arguments`, found {}", kind(&job))));
+                return Err(err(
+                    n,
+                    Some((jn, "?".into())),
+                    format!("expected `VERB: arguments`, found {}", kind(&job)),
+                ));
             };
             let mut verb = None;
             let mut vars = BTreeMap::new();
@@ -161,7 +190,11 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
                 let key = k.as_str().unwrap_or_default().to_string();
                 if key == "vars" {
                     let serde_yaml_ng::Value::Mapping(m) = v else {
-                        return Err(err(n, Some((jn, "?".into())), "vars: expected a mapping".into()));
+                        return Err(err(
+                            n,
+                            Some((jn, "?".into())),
+                            "vars: expected a mapping".into(),
+                        ));
                     };
                     for (vk, vv) in m {
                         let vk = vk.as_str().unwrap_or_default().to_string();
@@ -181,14 +214,22 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
                     let args = match &v {
                         serde_yaml_ng::Value::Null => String::new(),
                         other => scalar(other).ok_or_else(|| {
-                            err(n, Some((jn, key.clone())), format!("expected inline arguments as text, found {}", kind(other)))
+                            err(
+                                n,
+                                Some((jn, key.clone())),
+                                format!("expected inline arguments as text, found {}", kind(other)),
+                            )
                         })?,
                     };
                     verb = Some((key, args));
                 }
             }
             let Some((verb, args)) = verb else {
-                return Err(err(n, Some((jn, "?".into())), "no verb (expected e.g. `RUN: echo hi`)".into()));
+                return Err(err(
+                    n,
+                    Some((jn, "?".into())),
+                    "no verb (expected e.g. `RUN: echo hi`)".into(),
+                ));
             };
             let args = args.trim().to_string();
             match JobSpec::parse(&verb, &args, &vars) {
@@ -244,7 +285,10 @@ fn string_list(v: &serde_yaml_ng::Value) -> Result<Vec<String>, String> {
             .map(|i| scalar(i).ok_or_else(|| format!("expected node names, found {}", kind(i))))
             .collect(),
         serde_yaml_ng::Value::String(s) => Ok(vec![s.clone()]),
-        other => Err(format!("expected a list of node names, found {}", kind(other))),
+        other => Err(format!(
+            "expected a list of node names, found {}",
+            kind(other)
+        )),
     }
 }
 
@@ -292,7 +336,9 @@ mod tests {
         let e = &o.entries[0];
         assert!(!e.is_async && e.targets.is_none());
         assert_eq!(e.jobs.len(), 3);
-        assert!(matches!(&e.jobs[1].spec.component, Component::Run { stdout_arg: Some(a), .. } if a == "test_stdout_arg2"));
+        assert!(
+            matches!(&e.jobs[1].spec.component, Component::Run { stdout_arg: Some(a), .. } if a == "test_stdout_arg2")
+        );
         assert_eq!(e.jobs[0].text, "RUN: echo hello world");
         let e = &o.entries[1];
         assert!(e.is_async);
@@ -311,7 +357,10 @@ mod tests {
             error("- jobs:\n  - RUN: echo hi\n  - FROB: x\n"),
             "bad.yaml: entry 1, job 2 (FROB): unknown verb 'FROB' (known: RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL, WAIT)"
         );
-        assert!(error("- jobs: [{RUN: --bogus x}]\n").starts_with("bad.yaml: entry 1, job 1 (RUN): unknown option --bogus"));
+        assert!(
+            error("- jobs: [{RUN: --bogus x}]\n")
+                .starts_with("bad.yaml: entry 1, job 1 (RUN): unknown option --bogus")
+        );
         let e = error("- jobs:\n  - RUN: [unclosed\n");
         assert!(e.starts_with("bad.yaml: YAML syntax error at line"), "{e}");
         assert!(error("").contains("the file is empty"));
@@ -320,11 +369,21 @@ mod tests {
         assert!(error("- RUN: x\n").contains("entry 1: unknown key 'RUN'"));
         assert!(error("- targets: [a]\n").contains("entry 1: missing `jobs:`"));
         assert!(error("- jobs: []\n").contains("the list is empty"));
-        assert!(error("- jobs: [RUN]\n").contains("job 1 (?): expected `VERB: arguments`, found text"));
+        assert!(
+            error("- jobs: [RUN]\n").contains("job 1 (?): expected `VERB: arguments`, found text")
+        );
         assert!(error("- jobs: [{RUN: x, ECHO: y}]\n").contains("exactly one verb"));
-        assert!(error("- async: maybe\n  jobs: [{RUN: x}]\n").contains("async: 'maybe' is not a boolean"));
-        assert!(error("- targets: {a: b}\n  jobs: [{RUN: x}]\n").contains("targets: expected a list"));
-        assert!(error("- jobs:\n  - RUN: x\n    vars: {bogus: 1}\n").contains("'bogus' is not an option of RUN"));
+        assert!(
+            error("- async: maybe\n  jobs: [{RUN: x}]\n")
+                .contains("async: 'maybe' is not a boolean")
+        );
+        assert!(
+            error("- targets: {a: b}\n  jobs: [{RUN: x}]\n").contains("targets: expected a list")
+        );
+        assert!(
+            error("- jobs:\n  - RUN: x\n    vars: {bogus: 1}\n")
+                .contains("'bogus' is not an option of RUN")
+        );
         assert!(error("- jobs: [{RUN: {a: b}}]\n").contains("expected inline arguments as text"));
         assert!(error("- jobs: [{RUN: }]\n").contains("RUN needs a command"));
     }
@@ -338,7 +397,8 @@ mod tests {
 
     #[test]
     fn the_reference_orchestrations_parse_where_they_use_only_built_verbs() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/directord-orchestrations");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/reference/directord-orchestrations");
         for name in [
             "functional-tests-async-time.yaml",
             "functional-tests-queue-sentinel.yaml",

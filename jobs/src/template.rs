@@ -49,7 +49,12 @@ pub fn render(text: &str, args: &Value) -> Result<String, String> {
 pub fn render_value(value: &Value, args: &Value) -> Result<Value, String> {
     Ok(match value {
         Value::String(s) => Value::String(render(s, args)?),
-        Value::Array(items) => Value::Array(items.iter().map(|v| render_value(v, args)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_value(v, args))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), render_value(v, args)?)))
@@ -68,13 +73,20 @@ mod tests {
     #[test]
     fn renders_against_args() {
         let args = json!({"name": "web", "port": 8080, "query": {"n1": {"x": 1}, "n2": {"x": 2}}});
-        assert_eq!(render("echo {{ name }}:{{ port }}", &args).unwrap(), "echo web:8080");
+        assert_eq!(
+            render("echo {{ name }}:{{ port }}", &args).unwrap(),
+            "echo web:8080"
+        );
         assert_eq!(render("plain $HOME {x}", &args).unwrap(), "plain $HOME {x}");
         assert_eq!(render("a\n", &args).unwrap(), "a\n");
         assert_eq!(render("{{ name }}\n", &args).unwrap(), "web\n");
         // Directord's own orchestrations use Python dict methods.
         assert_eq!(
-            render("{{ query.values() | map(attribute='x') | select('defined') | list | first }}", &args).unwrap(),
+            render(
+                "{{ query.values() | map(attribute='x') | select('defined') | list | first }}",
+                &args
+            )
+            .unwrap(),
             "1"
         );
     }
@@ -83,14 +95,22 @@ mod tests {
     fn a_missing_variable_is_an_error() {
         let e = render("echo {{ nope }}", &json!({})).unwrap_err();
         assert!(e.contains("undefined"), "{e}");
-        assert!(render("{{ unclosed", &json!({})).unwrap_err().contains("template error"));
+        assert!(
+            render("{{ unclosed", &json!({}))
+                .unwrap_err()
+                .contains("template error")
+        );
     }
 
     #[test]
     fn values_render_recursively() {
         let args = json!({"a": "A"});
         assert_eq!(
-            render_value(&json!({"k": ["{{ a }}", 1, {"x": "{{ a }}{{ a }}"}]}), &args).unwrap(),
+            render_value(
+                &json!({"k": ["{{ a }}", 1, {"x": "{{ a }}{{ a }}"}]}),
+                &args
+            )
+            .unwrap(),
             json!({"k": ["A", 1, {"x": "AA"}]})
         );
     }

@@ -1,0 +1,461 @@
+//! What each verb does on a node.
+//!
+//! Every component returns a [`Finished`]: success or failure, stdout, stderr and an info line.
+//! Errors of any kind (a template that does not render, a missing user, a command that times out)
+//! become failed results with a message that says what happened; nothing here panics.
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Stdio, time::Duration};
+
+use serde_json::{Map, Value};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::Command,
+    sync::mpsc,
+    time::Instant,
+};
+
+use crate::{
+    cache::Cache,
+    spec::{CacheTag, Component, Owner, WaitFor},
+    template,
+};
+
+/// Output kept per stream; beyond it the output is cut and the cut is noted.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Which stream a line of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Where live output goes while a job runs (for `--stream`).
+pub type LineSink = mpsc::Sender<(OutputStream, String)>;
+
+/// How a component ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Finished {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub info: String,
+}
+
+impl Finished {
+    pub fn ok(stdout: impl Into<String>, info: impl Into<String>) -> Self {
+        Finished {
+            success: true,
+            stdout: stdout.into(),
+            stderr: String::new(),
+            info: info.into(),
+        }
+    }
+
+    pub fn fail(stderr: impl Into<String>, info: impl Into<String>) -> Self {
+        Finished {
+            success: false,
+            stdout: String::new(),
+            stderr: stderr.into(),
+            info: info.into(),
+        }
+    }
+}
+
+/// Runs `component` on this node; `deadline` is when its timeout expires.
+pub async fn run(
+    component: &Component,
+    cache: &Cache,
+    sink: Option<&LineSink>,
+    deadline: Instant,
+) -> Finished {
+    match component {
+        Component::Run {
+            command,
+            stdout_arg,
+            no_block,
+        } => {
+            run_command(
+                command,
+                stdout_arg.as_deref(),
+                *no_block,
+                cache,
+                sink,
+                deadline,
+            )
+            .await
+        }
+        Component::Echo { text } => Finished::ok(text.clone(), ""),
+        Component::Arg { args, extend } => set_values(args, *extend, cache, "args"),
+        Component::Env { envs, extend } => set_values(envs, *extend, cache, "envs"),
+        Component::Workdir { path, owner, mode } => workdir(path, owner.as_ref(), *mode, cache),
+        Component::Cachefile { path } => cachefile(path, cache),
+        Component::Cacheevict { tag } => {
+            let n = cache.evict(*tag);
+            if *tag == CacheTag::All {
+                Finished::ok("All cache has been cleared", format!("{n} items evicted"))
+            } else {
+                let tag = format!("{tag:?}").to_lowercase();
+                Finished::ok(format!("Evicted {n} items, tagged {tag}"), "")
+            }
+        }
+        // The executor purges the queues; the job itself only reports.
+        Component::Queuesentinel => Finished::ok("", ""),
+        Component::Wait { wait } => wait_for(wait, cache, deadline).await,
+    }
+}
+
+async fn run_command(
+    command: &str,
+    stdout_arg: Option<&str>,
+    no_block: bool,
+    cache: &Cache,
+    sink: Option<&LineSink>,
+    deadline: Instant,
+) -> Finished {
+    let command = match template::render(command, &cache.args()) {
+        Ok(c) => c,
+        Err(e) => return Finished::fail(e, "the command did not render"),
+    };
+    if no_block {
+        let mut cmd = shell(&command, cache);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        return match cmd.spawn() {
+            // Dropping the handle leaves the process running; tokio reaps it when it exits.
+            Ok(child) => Finished::ok(
+                "",
+                format!(
+                    "started in the background (pid {}): {command}",
+                    child.id().unwrap_or(0)
+                ),
+            ),
+            Err(e) => Finished::fail(format!("cannot start /bin/sh: {e}"), command),
+        };
+    }
+    let r = run_shell(&command, cache, sink, deadline).await;
+    let mut finished = r.into_finished(&command);
+    if finished.success
+        && let Some(name) = stdout_arg
+    {
+        let value = finished.stdout.trim().to_string();
+        if value.is_empty() {
+            finished.success = false;
+            finished.info = format!("--stdout-arg {name}: the command printed nothing to store");
+        } else {
+            cache.merge_args(
+                Map::from_iter([(name.to_string(), Value::String(value))]),
+                false,
+            );
+        }
+    }
+    finished
+}
+
+fn shell(command: &str, cache: &Cache) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .envs(cache.envs())
+        .stdin(Stdio::null())
+        // Its own process group, so a timeout can kill everything the command started.
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// What a shell command did.
+struct ShellResult {
+    spawn_error: Option<String>,
+    exit: Option<std::process::ExitStatus>,
+    timed_out: Option<Duration>,
+    stdout: String,
+    stderr: String,
+}
+
+impl ShellResult {
+    fn into_finished(self, command: &str) -> Finished {
+        if let Some(e) = self.spawn_error {
+            return Finished::fail(e, command.to_string());
+        }
+        let (success, info) = match (self.timed_out, self.exit) {
+            (Some(after), _) => (
+                false,
+                format!(
+                    "timed out after {:.0} s; its process group was killed: {command}",
+                    after.as_secs_f64()
+                ),
+            ),
+            (None, Some(status)) if status.success() => (true, command.to_string()),
+            (None, Some(status)) => match status.code() {
+                Some(code) => (false, format!("exit code {code}: {command}")),
+                None => (false, format!("killed by a signal ({status}): {command}")),
+            },
+            (None, None) => (false, format!("no exit status: {command}")),
+        };
+        Finished {
+            success,
+            stdout: self.stdout.trim_end().to_string(),
+            stderr: self.stderr.trim_end().to_string(),
+            info,
+        }
+    }
+}
+
+async fn read_lines(
+    stream: impl AsyncRead + Unpin,
+    which: OutputStream,
+    sink: Option<LineSink>,
+) -> String {
+    let mut reader = BufReader::new(stream);
+    let mut out = String::new();
+    let mut cut = false;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                if let Some(sink) = &sink {
+                    // Live output is best effort: a full or closed sink never stalls the job.
+                    let _ = sink.try_send((which, line.trim_end_matches('\n').to_string()));
+                }
+                if out.len() + line.len() <= MAX_OUTPUT_BYTES {
+                    out.push_str(&line);
+                } else {
+                    cut = true;
+                }
+            }
+        }
+    }
+    if cut {
+        out.push_str(&format!("\n[output cut at {MAX_OUTPUT_BYTES} bytes]"));
+    }
+    out
+}
+
+async fn run_shell(
+    command: &str,
+    cache: &Cache,
+    sink: Option<&LineSink>,
+    deadline: Instant,
+) -> ShellResult {
+    let started = Instant::now();
+    let mut cmd = shell(command, cache);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return ShellResult {
+                spawn_error: Some(format!("cannot start /bin/sh: {e}")),
+                exit: None,
+                timed_out: None,
+                stdout: String::new(),
+                stderr: String::new(),
+            };
+        }
+    };
+    let pid = child.id();
+    // Both pipes were requested above, so both are present.
+    let out = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(read_lines(s, OutputStream::Stdout, sink.cloned())));
+    let err = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(read_lines(s, OutputStream::Stderr, sink.cloned())));
+    let collect = async {
+        let status = child.wait().await;
+        let stdout = match out {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        let stderr = match err {
+            Some(h) => h.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        (status, stdout, stderr)
+    };
+    match tokio::time::timeout_at(deadline, collect).await {
+        Ok((status, stdout, stderr)) => ShellResult {
+            spawn_error: None,
+            exit: status.ok(),
+            timed_out: None,
+            stdout,
+            stderr,
+        },
+        Err(_) => {
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            ShellResult {
+                spawn_error: None,
+                exit: None,
+                timed_out: Some(started.elapsed()),
+                stdout: String::new(),
+                stderr: String::new(),
+            }
+        }
+    }
+}
+
+/// SIGKILL to a whole process group (the job's shell and everything it started).
+fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+fn set_values(
+    values: &std::collections::BTreeMap<String, Value>,
+    extend: bool,
+    cache: &Cache,
+    kind: &str,
+) -> Finished {
+    let args = cache.args();
+    let mut rendered = Map::new();
+    for (k, v) in values {
+        match template::render_value(v, &args) {
+            Ok(v) => {
+                rendered.insert(k.clone(), v);
+            }
+            Err(e) => return Finished::fail(e, format!("{kind} {k} did not render")),
+        }
+    }
+    let shown = Value::Object(rendered.clone()).to_string();
+    if kind == "args" {
+        cache.merge_args(rendered, extend);
+    } else {
+        cache.merge_envs(rendered, extend);
+    }
+    Finished::ok(
+        format!("{kind} added to cache"),
+        format!("type:{kind}, value:{shown}"),
+    )
+}
+
+fn render_path(path: &str, cache: &Cache) -> Result<String, Finished> {
+    let rendered = template::render(path, &cache.args())
+        .map_err(|e| Finished::fail(e, "the path did not render"))?;
+    if !rendered.starts_with('/') {
+        return Err(Finished::fail(
+            format!("'{rendered}' is not an absolute path"),
+            "paths on the node must be absolute",
+        ));
+    }
+    Ok(rendered)
+}
+
+fn workdir(path: &str, owner: Option<&Owner>, mode: Option<u32>, cache: &Cache) -> Finished {
+    let path = match render_path(path, cache) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    if let Err(e) = std::fs::create_dir_all(&path) {
+        return Finished::fail(format!("cannot create {path}: {e}"), "");
+    }
+    if let Some(owner) = owner
+        && let Err(e) = apply_owner(Path::new(&path), owner)
+    {
+        return Finished::fail(e, format!("Failed to set ownership of {path}"));
+    }
+    if let Some(mode) = mode
+        && let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+    {
+        return Finished::fail(format!("cannot chmod {path} to {mode:o}: {e}"), "");
+    }
+    Finished::ok(format!("Directory {path} OK"), "")
+}
+
+/// Resolves a user and group given by name or number and chowns `path`.
+pub fn apply_owner(path: &Path, owner: &Owner) -> Result<(), String> {
+    let uid = owner
+        .user
+        .as_deref()
+        .map(|u| match u.parse::<u32>() {
+            Ok(n) => Ok(nix::unistd::Uid::from_raw(n)),
+            Err(_) => match nix::unistd::User::from_name(u) {
+                Ok(Some(user)) => Ok(user.uid),
+                _ => Err(format!("no user '{u}' on this node")),
+            },
+        })
+        .transpose()?;
+    let gid = owner
+        .group
+        .as_deref()
+        .map(|g| match g.parse::<u32>() {
+            Ok(n) => Ok(nix::unistd::Gid::from_raw(n)),
+            Err(_) => match nix::unistd::Group::from_name(g) {
+                Ok(Some(group)) => Ok(group.gid),
+                _ => Err(format!("no group '{g}' on this node")),
+            },
+        })
+        .transpose()?;
+    nix::unistd::chown(path, uid, gid).map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
+fn cachefile(path: &str, cache: &Cache) -> Finished {
+    let path = match render_path(path, cache) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return Finished::fail(format!("cannot read {path}: {e}"), ""),
+    };
+    match serde_yaml_ng::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => {
+            let n = map.len();
+            cache.merge_args(map, true);
+            Finished::ok("Cache file loaded", format!("{n} keys from {path}"))
+        }
+        Ok(_) => Finished::fail(format!("{path} is not a YAML or JSON mapping"), ""),
+        Err(e) => Finished::fail(format!("{path}: {e}"), ""),
+    }
+}
+
+async fn wait_for(wait: &WaitFor, cache: &Cache, deadline: Instant) -> Finished {
+    match wait {
+        WaitFor::Seconds(s) => {
+            tokio::time::sleep(Duration::from_secs_f64(*s)).await;
+            Finished::ok(format!("waited {s} s"), "")
+        }
+        WaitFor::Command {
+            command,
+            retry,
+            retry_wait,
+        } => {
+            let command = match template::render(command, &cache.args()) {
+                Ok(c) => c,
+                Err(e) => return Finished::fail(e, "the command did not render"),
+            };
+            let mut last = None;
+            for attempt in 1..=*retry {
+                let r = run_shell(&command, cache, None, deadline).await;
+                if r.timed_out.is_some() {
+                    return r.into_finished(&command);
+                }
+                if r.exit.is_some_and(|s| s.success()) {
+                    return Finished::ok(
+                        r.stdout.trim_end(),
+                        format!("condition met on try {attempt}: {command}"),
+                    );
+                }
+                last = Some(r);
+                if attempt < *retry {
+                    tokio::time::sleep(Duration::from_secs_f64(*retry_wait)).await;
+                }
+            }
+            let stderr = last
+                .map(|r| r.stderr.trim_end().to_string())
+                .unwrap_or_default();
+            Finished::fail(
+                stderr,
+                format!("condition not met after {retry} tries: {command}"),
+            )
+        }
+    }
+}

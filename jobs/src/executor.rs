@@ -1,0 +1,541 @@
+//! The executor: queues, locks and the run of each job on one node.
+//!
+//! Semantics (Directord's, with its bugs fixed):
+//! - **Queues.** Jobs of synchronous parents share one serial queue, in arrival order. Each
+//!   asynchronous parent has its own serial queue; up to `async_cap` of them run at once.
+//!   Bypass jobs (QUEUESENTINEL) run at once.
+//! - **Cache.** A cacheable job whose fingerprint succeeded here within the TTL is reported
+//!   `skipped` unless it asks to skip the cache.
+//! - **Parent failure.** When a job fails, every job of the same parent still queued here, and
+//!   every later one that arrives, is reported failed without running, naming the failed job.
+//! - **Locks.** Verbs that change shared state hold a named lock (ARG and ENV share one); every
+//!   job holds the global lock shared, and `--force-lock` holds it alone.
+//! - **Timeouts** kill the job's whole process group; a component error is a failed result.
+//! - **QUEUESENTINEL** drops every queued job here and reports each one failed, naming itself.
+//!
+//! One actor task owns the queues; each job runs in its own task and reports back. Events
+//! (live output and finished jobs) go out on a bounded channel: whoever reads them must not
+//! wait on [`Executor::submit`] while doing so.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, mpsc, oneshot},
+    time::Instant,
+};
+
+use crate::{
+    cache::{Cache, CachedState},
+    components::{self, LineSink, OutputStream},
+    spec::{Component, Fingerprint, JobSpec},
+};
+
+/// Which queue a job waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueKind {
+    /// The node's one serial queue shared by all synchronous parents.
+    Sync,
+    /// Its parent's own serial queue.
+    Async,
+    /// No queue: runs at once.
+    Bypass,
+}
+
+/// A job handed to the executor.
+#[derive(Debug, Clone)]
+pub struct Work {
+    pub job_id: String,
+    pub parent_id: String,
+    pub queue: QueueKind,
+    pub spec: JobSpec,
+    pub fingerprint: Fingerprint,
+    /// Send output lines as they come ([`ExecEvent::Output`]).
+    pub stream: bool,
+}
+
+/// How a job ended on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultState {
+    Success,
+    Failed,
+    Skipped,
+}
+
+impl ResultState {
+    pub fn is_ok(self) -> bool {
+        self != ResultState::Failed
+    }
+}
+
+/// The result of one job on this node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub job_id: String,
+    pub state: ResultState,
+    pub stdout: String,
+    pub stderr: String,
+    pub info: String,
+    /// Time spent in the component itself (lock waits excluded).
+    pub execution_secs: f64,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: u64,
+}
+
+/// What the executor tells the node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecEvent {
+    Output {
+        job_id: String,
+        stream: OutputStream,
+        line: String,
+    },
+    Finished(Outcome),
+}
+
+/// Executor settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// How many asynchronous parents may run at once.
+    pub async_cap: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        ExecutorConfig {
+            async_cap: (2 * cpus).clamp(16, 64),
+        }
+    }
+}
+
+/// What is queued and running, for status views.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueSnapshot {
+    pub queued: usize,
+    pub running: usize,
+}
+
+enum Msg {
+    Submit(Box<Work>),
+    Snapshot(oneshot::Sender<QueueSnapshot>),
+}
+
+struct Done {
+    job_id: String,
+    parent_id: String,
+    queue: QueueKind,
+    failed: bool,
+}
+
+/// Depth of the executor's channels. Submitters wait when it is full (backpressure).
+const CHANNEL_DEPTH: usize = 1024;
+
+/// The handle to a node's executor.
+#[derive(Clone)]
+pub struct Executor {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Executor {
+    /// Starts the executor; returns its handle and its events.
+    pub fn start(
+        cache: Arc<Cache>,
+        config: ExecutorConfig,
+    ) -> (Executor, mpsc::Receiver<ExecEvent>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (events_tx, events_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (done_tx, done_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let actor = Actor {
+            rx,
+            done_rx,
+            done_tx,
+            events: events_tx,
+            cache,
+            locks: Arc::new(Locks::default()),
+            general: VecDeque::new(),
+            general_busy: false,
+            async_queues: HashMap::new(),
+            async_order: VecDeque::new(),
+            async_busy: HashSet::new(),
+            running: 0,
+            cap: config.async_cap.max(1),
+        };
+        tokio::spawn(actor.run());
+        (Executor { tx }, events_rx)
+    }
+
+    /// Queues a job. Waits only if the executor's inbox is full.
+    pub async fn submit(&self, work: Work) -> Result<(), ExecutorStopped> {
+        self.tx
+            .send(Msg::Submit(Box::new(work)))
+            .await
+            .map_err(|_| ExecutorStopped)
+    }
+
+    /// How many jobs are queued and running.
+    pub async fn snapshot(&self) -> Result<QueueSnapshot, ExecutorStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Snapshot(tx))
+            .await
+            .map_err(|_| ExecutorStopped)?;
+        rx.await.map_err(|_| ExecutorStopped)
+    }
+}
+
+/// The executor task is gone (the node is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the executor has stopped")]
+pub struct ExecutorStopped;
+
+/// Named locks, created on demand and dropped when no job holds or waits for them, plus the
+/// global lock every job holds shared.
+#[derive(Default)]
+struct Locks {
+    global: Arc<RwLock<()>>,
+    named: Mutex<HashMap<&'static str, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+enum GlobalGuard {
+    Shared(#[allow(dead_code)] OwnedRwLockReadGuard<()>),
+    Alone(#[allow(dead_code)] OwnedRwLockWriteGuard<()>),
+}
+
+impl Locks {
+    fn named(&self, name: &'static str) -> Arc<tokio::sync::Mutex<()>> {
+        // Only this module locks the map, briefly; a poisoned map is still consistent.
+        let mut map = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(lock) = map.get(name).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(name, Arc::downgrade(&lock));
+        lock
+    }
+
+    async fn global(&self, alone: bool) -> GlobalGuard {
+        if alone {
+            GlobalGuard::Alone(self.global.clone().write_owned().await)
+        } else {
+            GlobalGuard::Shared(self.global.clone().read_owned().await)
+        }
+    }
+}
+
+struct Actor {
+    rx: mpsc::Receiver<Msg>,
+    done_rx: mpsc::Receiver<Done>,
+    done_tx: mpsc::Sender<Done>,
+    events: mpsc::Sender<ExecEvent>,
+    cache: Arc<Cache>,
+    locks: Arc<Locks>,
+    general: VecDeque<Work>,
+    general_busy: bool,
+    async_queues: HashMap<String, VecDeque<Work>>,
+    /// Async parents in the order they first arrived, for fair starts.
+    async_order: VecDeque<String>,
+    async_busy: HashSet<String>,
+    running: usize,
+    cap: usize,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn not_run(job_id: &str, info: String) -> Outcome {
+    let now = unix_ms();
+    Outcome {
+        job_id: job_id.to_string(),
+        state: ResultState::Failed,
+        stdout: String::new(),
+        stderr: String::new(),
+        info,
+        execution_secs: 0.0,
+        started_unix_ms: now,
+        finished_unix_ms: now,
+    }
+}
+
+impl Actor {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(Msg::Submit(work)) => self.submit(*work).await,
+                    Some(Msg::Snapshot(reply)) => {
+                        let queued = self.general.len() + self.async_queues.values().map(VecDeque::len).sum::<usize>();
+                        let running = self.running + usize::from(self.general_busy);
+                        let _ = reply.send(QueueSnapshot { queued, running });
+                    }
+                    None => return,
+                },
+                Some(done) = self.done_rx.recv() => self.done(done).await,
+            }
+            self.dispatch();
+        }
+    }
+
+    async fn emit(&self, outcome: Outcome) {
+        // A closed receiver means the node is stopping; nothing is left to tell.
+        let _ = self.events.send(ExecEvent::Finished(outcome)).await;
+    }
+
+    async fn submit(&mut self, work: Work) {
+        if matches!(work.spec.component, Component::Queuesentinel) {
+            let purged = self.purge(|_| true);
+            let count = purged.len();
+            for w in purged {
+                self.emit(not_run(
+                    &w.job_id,
+                    format!("omitted: QUEUESENTINEL {} emptied the queue", work.job_id),
+                ))
+                .await;
+            }
+            self.start(work, Some(format!("purged {count} queued jobs")));
+            return;
+        }
+        if self.cache.parent_failed(&work.parent_id) {
+            let info = "not run: an earlier job of this parent failed on this node".to_string();
+            self.emit(not_run(&work.job_id, info)).await;
+            return;
+        }
+        match work.queue {
+            QueueKind::Bypass => self.start(work, None),
+            QueueKind::Sync => self.general.push_back(work),
+            QueueKind::Async => {
+                let parent = work.parent_id.clone();
+                let queue = self.async_queues.entry(parent.clone()).or_default();
+                if queue.is_empty() && !self.async_busy.contains(&parent) {
+                    self.async_order.push_back(parent);
+                }
+                queue.push_back(work);
+            }
+        }
+    }
+
+    /// Removes queued (not running) jobs matching `pred`.
+    fn purge(&mut self, pred: impl Fn(&Work) -> bool) -> Vec<Work> {
+        let mut out = Vec::new();
+        let general = std::mem::take(&mut self.general);
+        for w in general {
+            if pred(&w) {
+                out.push(w);
+            } else {
+                self.general.push_back(w);
+            }
+        }
+        for queue in self.async_queues.values_mut() {
+            let taken = std::mem::take(queue);
+            for w in taken {
+                if pred(&w) {
+                    out.push(w);
+                } else {
+                    queue.push_back(w);
+                }
+            }
+        }
+        out
+    }
+
+    async fn done(&mut self, done: Done) {
+        match done.queue {
+            QueueKind::Sync => self.general_busy = false,
+            QueueKind::Async => {
+                self.async_busy.remove(&done.parent_id);
+                self.running = self.running.saturating_sub(1);
+                if self
+                    .async_queues
+                    .get(&done.parent_id)
+                    .is_some_and(|q| !q.is_empty())
+                {
+                    self.async_order.push_back(done.parent_id.clone());
+                }
+            }
+            QueueKind::Bypass => {}
+        }
+        if done.failed {
+            let parent = done.parent_id.clone();
+            let stopped = self.purge(|w| w.parent_id == parent);
+            for w in stopped {
+                let info = format!(
+                    "not run: job {} of this parent failed on this node",
+                    done.job_id
+                );
+                self.emit(not_run(&w.job_id, info)).await;
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if !self.general_busy
+            && let Some(work) = self.general.pop_front()
+        {
+            self.general_busy = true;
+            self.start(work, None);
+        }
+        let mut deferred = VecDeque::new();
+        while let Some(parent) = self.async_order.pop_front() {
+            if self.async_busy.contains(&parent) {
+                continue;
+            }
+            if self.running >= self.cap {
+                deferred.push_back(parent);
+                continue;
+            }
+            let next = self
+                .async_queues
+                .get_mut(&parent)
+                .and_then(VecDeque::pop_front);
+            match next {
+                Some(work) => {
+                    self.async_busy.insert(parent);
+                    self.running += 1;
+                    self.start(work, None);
+                }
+                None => {
+                    self.async_queues.remove(&parent);
+                }
+            }
+        }
+        self.async_order = deferred;
+    }
+
+    /// Runs `work` in its own task; `note` is added to the info of a successful result.
+    fn start(&self, work: Work, note: Option<String>) {
+        let cache = self.cache.clone();
+        let locks = self.locks.clone();
+        let events = self.events.clone();
+        let done_tx = self.done_tx.clone();
+        tokio::spawn(async move {
+            let job_id = work.job_id.clone();
+            let parent_id = work.parent_id.clone();
+            let queue = work.queue;
+            let mut outcome = execute(work, &cache, &locks, &events).await;
+            if let Some(note) = note
+                && outcome.state.is_ok()
+            {
+                outcome.info = note;
+            }
+            let failed = outcome.state == ResultState::Failed;
+            let _ = events.send(ExecEvent::Finished(outcome)).await;
+            let _ = done_tx
+                .send(Done {
+                    job_id,
+                    parent_id,
+                    queue,
+                    failed,
+                })
+                .await;
+        });
+    }
+}
+
+/// Extra time the executor gives a component past its own deadline to clean up (kill its
+/// process group) before it is abandoned.
+const CLEANUP_GRACE: Duration = Duration::from_secs(2);
+
+async fn execute(
+    work: Work,
+    cache: &Cache,
+    locks: &Locks,
+    events: &mpsc::Sender<ExecEvent>,
+) -> Outcome {
+    let started_unix_ms = unix_ms();
+    let verb = work.spec.verb();
+    if verb.cacheable() && !work.spec.skip_cache && cache.succeeded(&work.fingerprint) {
+        return Outcome {
+            job_id: work.job_id,
+            state: ResultState::Skipped,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: "skipped: it already succeeded on this node within the cache TTL".into(),
+            execution_secs: 0.0,
+            started_unix_ms,
+            finished_unix_ms: unix_ms(),
+        };
+    }
+    let _global = locks.global(work.spec.force_lock).await;
+    let named = verb.lock().map(|name| locks.named(name));
+    let _named = match &named {
+        Some(lock) => Some(lock.lock().await),
+        None => None,
+    };
+
+    // Live output: lines go to the node as they come, when asked.
+    let (sink, forward) = if work.stream {
+        let (tx, mut rx) = mpsc::channel::<(OutputStream, String)>(256);
+        let events = events.clone();
+        let job_id = work.job_id.clone();
+        let forward = tokio::spawn(async move {
+            while let Some((stream, line)) = rx.recv().await {
+                let _ = events
+                    .send(ExecEvent::Output {
+                        job_id: job_id.clone(),
+                        stream,
+                        line,
+                    })
+                    .await;
+            }
+        });
+        (Some(tx as LineSink), Some(forward))
+    } else {
+        (None, None)
+    };
+
+    let clock = Instant::now();
+    let deadline = clock + Duration::from_secs(work.spec.timeout_secs);
+    let finished = match tokio::time::timeout_at(
+        deadline + CLEANUP_GRACE,
+        components::run(&work.spec.component, cache, sink.as_ref(), deadline),
+    )
+    .await
+    {
+        Ok(f) => f,
+        Err(_) => {
+            components::Finished::fail("", format!("timed out after {} s", work.spec.timeout_secs))
+        }
+    };
+    let execution_secs = clock.elapsed().as_secs_f64();
+    drop(sink);
+    if let Some(forward) = forward {
+        // Output lines reach the node before the result does.
+        let _ = forward.await;
+    }
+    let state = if finished.success {
+        ResultState::Success
+    } else {
+        ResultState::Failed
+    };
+    cache.record(
+        &work.fingerprint,
+        &work.parent_id,
+        if finished.success {
+            CachedState::Success
+        } else {
+            CachedState::Failed
+        },
+    );
+    Outcome {
+        job_id: work.job_id,
+        state,
+        stdout: finished.stdout,
+        stderr: finished.stderr,
+        info: finished.info,
+        execution_secs,
+        started_unix_ms,
+        finished_unix_ms: unix_ms(),
+    }
+}

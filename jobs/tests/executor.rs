@@ -1,0 +1,442 @@
+//! The executor on this machine: real shells, real processes, real files.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use jobs::{
+    JobSpec, ParseOutcome,
+    cache::{Cache, DEFAULT_TTL},
+    executor::{ExecEvent, Executor, ExecutorConfig, Outcome, QueueKind, ResultState, Work},
+};
+use tokio::sync::mpsc;
+
+fn spec(verb: &str, inline: &str) -> JobSpec {
+    match JobSpec::parse(verb, inline, &Default::default()).unwrap() {
+        ParseOutcome::Spec(s) => s,
+        ParseOutcome::Help(h) => panic!("{h}"),
+    }
+}
+
+struct Harness {
+    exec: Executor,
+    events: mpsc::Receiver<ExecEvent>,
+    next: usize,
+    outputs: HashMap<String, Vec<String>>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let cache = Arc::new(Cache::in_memory(DEFAULT_TTL));
+        let (exec, events) = Executor::start(cache, ExecutorConfig::default());
+        Harness {
+            exec,
+            events,
+            next: 0,
+            outputs: HashMap::new(),
+        }
+    }
+
+    /// Submits `VERB inline` in `parent`; returns the job id.
+    async fn submit(&mut self, parent: &str, queue: QueueKind, verb: &str, inline: &str) -> String {
+        self.submit_spec(parent, queue, spec(verb, inline), false)
+            .await
+    }
+
+    async fn submit_spec(
+        &mut self,
+        parent: &str,
+        queue: QueueKind,
+        spec: JobSpec,
+        stream: bool,
+    ) -> String {
+        self.next += 1;
+        let job_id = format!("job-{}", self.next);
+        self.exec
+            .submit(Work {
+                job_id: job_id.clone(),
+                parent_id: parent.to_string(),
+                queue,
+                fingerprint: spec.fingerprint(),
+                spec,
+                stream,
+            })
+            .await
+            .unwrap();
+        job_id
+    }
+
+    /// Collects results until `n` jobs finished.
+    async fn results(&mut self, n: usize) -> HashMap<String, Outcome> {
+        let mut done = HashMap::new();
+        while done.len() < n {
+            let event = tokio::time::timeout(Duration::from_secs(60), self.events.recv())
+                .await
+                .expect("executor went quiet")
+                .expect("executor stopped");
+            match event {
+                ExecEvent::Finished(o) => {
+                    done.insert(o.job_id.clone(), o);
+                }
+                ExecEvent::Output { job_id, line, .. } => {
+                    self.outputs.entry(job_id).or_default().push(line)
+                }
+            }
+        }
+        done
+    }
+}
+
+#[tokio::test]
+async fn run_reports_output_exit_code_and_caches_success() {
+    let mut h = Harness::new();
+    let ok = h
+        .submit("p", QueueKind::Sync, "RUN", r#"echo "a   b"; echo err >&2"#)
+        .await;
+    let bad = h.submit("q", QueueKind::Sync, "RUN", "exit 3").await;
+    let r = h.results(2).await;
+    assert_eq!(r[&ok].state, ResultState::Success);
+    assert_eq!(r[&ok].stdout, "a   b");
+    assert_eq!(r[&ok].stderr, "err");
+    assert_eq!(r[&bad].state, ResultState::Failed);
+    assert!(r[&bad].info.starts_with("exit code 3"), "{}", r[&bad].info);
+
+    // The same job again is skipped; --skip-cache runs it.
+    let again = h
+        .submit(
+            "p2",
+            QueueKind::Sync,
+            "RUN",
+            r#"echo "a   b"; echo err >&2"#,
+        )
+        .await;
+    let r = h.results(1).await;
+    assert_eq!(r[&again].state, ResultState::Skipped);
+    let mut s = spec("RUN", r#"echo "a   b"; echo err >&2"#);
+    s.skip_cache = true;
+    let forced = h.submit_spec("p3", QueueKind::Sync, s, false).await;
+    assert_eq!(h.results(1).await[&forced].state, ResultState::Success);
+}
+
+#[tokio::test]
+async fn a_failure_stops_the_rest_of_its_parent() {
+    let mut h = Harness::new();
+    let first = h
+        .submit("p", QueueKind::Sync, "RUN", "sleep 0.2; false")
+        .await;
+    let second = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            "--skip-cache touch /nonexistent-dir/never",
+        )
+        .await;
+    let other = h
+        .submit(
+            "other",
+            QueueKind::Sync,
+            "RUN",
+            "--skip-cache echo other parent",
+        )
+        .await;
+    let r = h.results(3).await;
+    assert_eq!(r[&first].state, ResultState::Failed);
+    assert_eq!(r[&second].state, ResultState::Failed);
+    assert!(
+        r[&second]
+            .info
+            .contains(&format!("job {first} of this parent failed")),
+        "{}",
+        r[&second].info
+    );
+    assert_eq!(
+        r[&other].state,
+        ResultState::Success,
+        "other parents carry on"
+    );
+    // A job of that parent arriving later is refused too.
+    let late = h
+        .submit("p", QueueKind::Sync, "RUN", "--skip-cache echo late")
+        .await;
+    let r = h.results(1).await;
+    assert_eq!(r[&late].state, ResultState::Failed);
+    assert!(r[&late].info.contains("earlier job of this parent failed"));
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let cmd = format!(
+        "--timeout 1 sleep 60 & echo $! > {}; wait",
+        pidfile.display()
+    );
+    let job = h.submit("p", QueueKind::Sync, "RUN", &cmd).await;
+    let r = h.results(1).await;
+    assert_eq!(r[&job].state, ResultState::Failed);
+    assert!(r[&job].info.contains("timed out"), "{}", r[&job].info);
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The background sleep was killed with its group (give the kernel a moment to reap).
+    let mut gone = false;
+    for _ in 0..50 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for init to reap it.
+        if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "process {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn async_parents_run_side_by_side_and_sync_parents_in_turn() {
+    let mut h = Harness::new();
+    let a = h
+        .submit("a", QueueKind::Async, "RUN", "--skip-cache sleep 0.5")
+        .await;
+    let b = h
+        .submit("b", QueueKind::Async, "RUN", "--skip-cache sleep 0.5")
+        .await;
+    let s1 = h
+        .submit("s1", QueueKind::Sync, "RUN", "--skip-cache sleep 0.3")
+        .await;
+    let s2 = h
+        .submit("s2", QueueKind::Sync, "RUN", "--skip-cache sleep 0.3")
+        .await;
+    let r = h.results(4).await;
+    let overlap = |x: &Outcome, y: &Outcome| {
+        x.started_unix_ms < y.finished_unix_ms && y.started_unix_ms < x.finished_unix_ms
+    };
+    assert!(overlap(&r[&a], &r[&b]), "async parents overlap");
+    assert!(overlap(&r[&a], &r[&s1]), "async runs beside sync");
+    assert!(
+        !overlap(&r[&s1], &r[&s2]),
+        "sync parents share one serial queue"
+    );
+    assert!(
+        r[&s1].finished_unix_ms <= r[&s2].started_unix_ms,
+        "in arrival order"
+    );
+}
+
+#[tokio::test]
+async fn args_envs_and_stdout_arg_feed_later_jobs() {
+    let mut h = Harness::new();
+    h.submit(
+        "p",
+        QueueKind::Sync,
+        "RUN",
+        "--stdout-arg greeting echo hello",
+    )
+    .await;
+    h.submit("p", QueueKind::Sync, "ARG", "port 8080").await;
+    h.submit("p", QueueKind::Sync, "ARG", "list ['x', 'y']")
+        .await;
+    h.submit("p", QueueKind::Sync, "ENV", "GREETING {{ greeting }} there")
+        .await;
+    let used = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            r#"echo "{{ greeting }}:{{ port }}:{{ list | join(',') }}:$GREETING""#,
+        )
+        .await;
+    let missing = h
+        .submit("q", QueueKind::Sync, "RUN", "echo {{ not_cached }}")
+        .await;
+    let empty = h
+        .submit("r", QueueKind::Sync, "RUN", "--stdout-arg nothing true")
+        .await;
+    let r = h.results(7).await;
+    assert_eq!(
+        r[&used].stdout, "hello:8080:x,y:hello there",
+        "{:?}",
+        r[&used]
+    );
+    assert_eq!(r[&missing].state, ResultState::Failed);
+    assert!(
+        r[&missing].stderr.contains("undefined"),
+        "{:?}",
+        r[&missing]
+    );
+    assert_eq!(r[&empty].state, ResultState::Failed);
+    assert!(r[&empty].info.contains("printed nothing"));
+}
+
+#[tokio::test]
+async fn queuesentinel_reports_every_purged_job() {
+    let mut h = Harness::new();
+    let running = h
+        .submit("p", QueueKind::Sync, "RUN", "--skip-cache sleep 0.5")
+        .await;
+    let q1 = h
+        .submit("p", QueueKind::Sync, "RUN", "--skip-cache echo one")
+        .await;
+    let q2 = h
+        .submit("a", QueueKind::Async, "RUN", "--skip-cache sleep 0.5")
+        .await;
+    let q3 = h
+        .submit("a", QueueKind::Async, "RUN", "--skip-cache echo three")
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sentinel = h
+        .submit("s", QueueKind::Bypass, "QUEUESENTINEL", "true")
+        .await;
+    let r = h.results(5).await;
+    assert_eq!(
+        r[&running].state,
+        ResultState::Success,
+        "running jobs finish"
+    );
+    assert_eq!(
+        r[&q2].state,
+        ResultState::Success,
+        "running async jobs finish"
+    );
+    for q in [&q1, &q3] {
+        assert_eq!(r[q].state, ResultState::Failed);
+        assert!(
+            r[q].info.contains(&format!("QUEUESENTINEL {sentinel}")),
+            "{}",
+            r[q].info
+        );
+    }
+    assert_eq!(r[&sentinel].state, ResultState::Success);
+    assert_eq!(r[&sentinel].info, "purged 2 queued jobs");
+}
+
+#[tokio::test]
+async fn workdir_cachefile_cacheevict_wait_and_echo() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("a/b");
+    let wd = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "WORKDIR",
+            &format!("--chmod 0750 --chown 0:0 {}", d.display()),
+        )
+        .await;
+    let file = dir.path().join("vars.yaml");
+    std::fs::write(&file, "from_file: [1, 2]\nnested: {k: v}\n").unwrap();
+    let cf = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "CACHEFILE",
+            &file.display().to_string(),
+        )
+        .await;
+    let use_it = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            "echo {{ nested.k }}{{ from_file | length }}",
+        )
+        .await;
+    let echo = h
+        .submit("p", QueueKind::Sync, "ECHO", "hello   world")
+        .await;
+    let wait = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "WAIT",
+            &format!("--cmd --retry 20 --retry-wait 0.05 test -d {}", d.display()),
+        )
+        .await;
+    let never = h
+        .submit(
+            "w",
+            QueueKind::Sync,
+            "WAIT",
+            "--cmd --retry 2 --retry-wait 0.01 false",
+        )
+        .await;
+    let evict = h.submit("e", QueueKind::Sync, "CACHEEVICT", "args").await;
+    let after = h
+        .submit("e", QueueKind::Sync, "RUN", "echo {{ nested.k }}")
+        .await;
+    let r = h.results(8).await;
+    assert_eq!(r[&wd].state, ResultState::Success, "{:?}", r[&wd]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+        0o750
+    );
+    assert_eq!(r[&cf].stdout, "Cache file loaded");
+    assert_eq!(r[&use_it].stdout, "v2");
+    assert_eq!(r[&echo].stdout, "hello world");
+    assert_eq!(r[&wait].state, ResultState::Success);
+    assert_eq!(r[&never].state, ResultState::Failed);
+    assert!(r[&never].info.contains("not met after 2 tries"));
+    assert!(
+        r[&evict].stdout.starts_with("Evicted 2 items, tagged args"),
+        "{}",
+        r[&evict].stdout
+    );
+    assert_eq!(r[&after].state, ResultState::Failed, "args are gone");
+    // Bad owner: a failed result, not a crash.
+    let bad = h
+        .submit(
+            "x",
+            QueueKind::Sync,
+            "WORKDIR",
+            &format!("--chown no-such-user-xyz {}", d.display()),
+        )
+        .await;
+    let r = h.results(1).await;
+    assert_eq!(r[&bad].state, ResultState::Failed);
+    assert!(r[&bad].stderr.contains("no user 'no-such-user-xyz'"));
+}
+
+#[tokio::test]
+async fn streamed_output_arrives_before_the_result() {
+    let mut h = Harness::new();
+    let mut s = spec("RUN", "for i in 1 2 3; do echo line$i; done");
+    s.skip_cache = true;
+    let job = h.submit_spec("p", QueueKind::Sync, s, true).await;
+    let r = h.results(1).await;
+    assert_eq!(r[&job].state, ResultState::Success);
+    assert_eq!(h.outputs[&job], vec!["line1", "line2", "line3"]);
+}
+
+#[tokio::test]
+async fn force_lock_runs_alone() {
+    let mut h = Harness::new();
+    let a = h
+        .submit("a", QueueKind::Async, "RUN", "--skip-cache sleep 0.3")
+        .await;
+    let mut s = spec("RUN", "sleep 0.3");
+    s.force_lock = true;
+    s.skip_cache = true;
+    let alone = h.submit_spec("b", QueueKind::Async, s, false).await;
+    let c = h
+        .submit("c", QueueKind::Async, "RUN", "--skip-cache sleep 0.3")
+        .await;
+    let r = h.results(3).await;
+    // started_unix_ms is taken before the locks; compare the locked run by its execution window.
+    let window = |o: &Outcome| {
+        (
+            o.finished_unix_ms - (o.execution_secs * 1000.0) as u64,
+            o.finished_unix_ms,
+        )
+    };
+    let (s0, e0) = window(&r[&alone]);
+    for other in [&a, &c] {
+        let (s1, e1) = window(&r[other]);
+        assert!(
+            e1 <= s0 + 5 || e0 <= s1 + 5,
+            "force-locked job overlapped {other}"
+        );
+    }
+}
