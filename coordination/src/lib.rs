@@ -1,4 +1,15 @@
-//! What nodes say to each other about jobs, as sans-IO state machines: the originator's run
-//! tracker, JOB_WAIT and QUERY relays, blob fetch scheduling.
+//! What nodes say to each other about jobs, as sans-IO state machines.
 //!
-//! Not built yet: this crate is the home of the coordination work (see the project's open issues).
+//! Each machine takes inputs together with the current time and returns actions; none of them
+//! does I/O, spawns tasks or reads a clock, so the daemon and the deterministic simulator run
+//! the same code.
+//!
+//! - [`message`]: the job traffic between nodes (runs, acknowledgements, results, output);
+//! - [`originator`]: the submitting node's run tracker (announce, acks, resends, results);
+//! - [`outbox`]: a target's queue of results on their way to originators.
+
+pub mod message;
+pub mod originator;
+pub mod outbox;
+
+pub use message::{JobEntry, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Parent, Run};

@@ -1,0 +1,478 @@
+//! The originator's run tracker: the node that submitted a run is its temporary server.
+//!
+//! Sans-IO: [`Originator::handle`] takes an [`Input`] and the current time and returns the
+//! [`Action`]s to carry out. Gossip is the fast path and direct delivery the reliable one: the
+//! run is announced once (or, for a few targets, delivered directly), every target acknowledges,
+//! and targets that have not acknowledged are sent the run directly again, with backoff, until
+//! they do or leave the mesh. A target that leaves with results outstanding has those jobs
+//! reported unreachable. A run is finished once every expected (job, node) result is in.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use crate::message::{JobResult, NodeId, Run};
+
+/// Tuning of the tracker.
+#[derive(Debug, Clone)]
+pub struct OriginatorConfig {
+    /// First direct resend to a target that has not acknowledged, after the announce.
+    pub first_resend: Duration,
+    /// Resends back off up to this interval.
+    pub max_resend: Duration,
+    /// With at most this many remote targets, deliver directly instead of gossiping.
+    pub direct_up_to: usize,
+}
+
+impl Default for OriginatorConfig {
+    fn default() -> Self {
+        OriginatorConfig {
+            first_resend: Duration::from_millis(500),
+            max_resend: Duration::from_secs(10),
+            direct_up_to: 2,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A new run from this node.
+    Submit(Run),
+    /// A run this node submitted before a restart, with what is already known of it.
+    Resume {
+        run: Run,
+        acked: Vec<NodeId>,
+        reported: Vec<(String, NodeId)>,
+    },
+    /// A target has queued the run.
+    Acked { run_id: String, node: NodeId },
+    /// A target reports a job's result.
+    Result(JobResult),
+    /// A target expired or left the mesh.
+    NodeGone(NodeId),
+    /// Time passed.
+    Tick,
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Gossip the run to the whole mesh.
+    Announce(Run),
+    /// Send the run to one target directly.
+    Deliver { node: NodeId, run: Run },
+    /// This node is a target: hand the run to the local executor.
+    DeliverLocal(Run),
+    /// These jobs will never report from `node`: record them failed as unreachable.
+    Unreachable {
+        run_id: String,
+        node: NodeId,
+        job_ids: Vec<String>,
+    },
+    /// Every expected result of the run is in (or unreachable).
+    Finished { run_id: String },
+}
+
+struct Tracked {
+    run: Run,
+    unacked: BTreeSet<NodeId>,
+    missing: HashSet<(String, NodeId)>,
+    resend_at: Instant,
+    resend_every: Duration,
+}
+
+/// The tracker of every run this node submitted and that is not finished.
+pub struct Originator {
+    local: NodeId,
+    config: OriginatorConfig,
+    runs: HashMap<String, Tracked>,
+}
+
+impl Originator {
+    pub fn new(local: NodeId, config: OriginatorConfig) -> Self {
+        Originator {
+            local,
+            config,
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Runs not finished yet.
+    pub fn open_runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// (job, node) results still expected for `run_id`.
+    pub fn missing(&self, run_id: &str) -> usize {
+        self.runs.get(run_id).map_or(0, |t| t.missing.len())
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        match input {
+            Input::Submit(run) => self.submit(run, now),
+            Input::Resume {
+                run,
+                acked,
+                reported,
+            } => self.resume(run, acked, reported, now),
+            Input::Acked { run_id, node } => {
+                if let Some(t) = self.runs.get_mut(&run_id) {
+                    t.unacked.remove(&node);
+                }
+                vec![]
+            }
+            Input::Result(result) => self.result(result),
+            Input::NodeGone(node) => self.gone(node),
+            Input::Tick => self.tick(now),
+        }
+    }
+
+    fn submit(&mut self, run: Run, now: Instant) -> Vec<Action> {
+        let targets = run.targets();
+        let mut actions = Vec::new();
+        let remote: BTreeSet<NodeId> = targets
+            .iter()
+            .filter(|t| **t != self.local)
+            .cloned()
+            .collect();
+        if targets.contains(&self.local) {
+            actions.push(Action::DeliverLocal(run.clone()));
+        }
+        if remote.len() > self.config.direct_up_to {
+            actions.push(Action::Announce(run.clone()));
+        } else {
+            actions.extend(remote.iter().map(|node| Action::Deliver {
+                node: node.clone(),
+                run: run.clone(),
+            }));
+        }
+        let missing: HashSet<(String, NodeId)> = run.expected_results().into_iter().collect();
+        if missing.is_empty() {
+            actions.push(Action::Finished {
+                run_id: run.run_id.clone(),
+            });
+            return actions;
+        }
+        self.runs.insert(
+            run.run_id.clone(),
+            Tracked {
+                run,
+                unacked: remote,
+                missing,
+                resend_at: now + self.config.first_resend,
+                resend_every: self.config.first_resend,
+            },
+        );
+        actions
+    }
+
+    fn resume(
+        &mut self,
+        run: Run,
+        acked: Vec<NodeId>,
+        reported: Vec<(String, NodeId)>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let reported: HashSet<(String, NodeId)> = reported.into_iter().collect();
+        let missing: HashSet<(String, NodeId)> = run
+            .expected_results()
+            .into_iter()
+            .filter(|r| !reported.contains(r))
+            .collect();
+        if missing.is_empty() {
+            return vec![Action::Finished { run_id: run.run_id }];
+        }
+        // This node itself lost its queue in the restart: what it had not reported never will be.
+        let mut actions = Vec::new();
+        let local_jobs: Vec<String> = missing
+            .iter()
+            .filter(|(_, n)| *n == self.local)
+            .map(|(j, _)| j.clone())
+            .collect();
+        let mut missing = missing;
+        if !local_jobs.is_empty() {
+            missing.retain(|(_, n)| *n != self.local);
+            actions.push(Action::Unreachable {
+                run_id: run.run_id.clone(),
+                node: self.local.clone(),
+                job_ids: local_jobs,
+            });
+        }
+        let unacked: BTreeSet<NodeId> = run
+            .targets()
+            .into_iter()
+            .filter(|t| *t != self.local && !acked.contains(t))
+            .filter(|t| missing.iter().any(|(_, n)| n == t))
+            .collect();
+        if missing.is_empty() {
+            actions.push(Action::Finished { run_id: run.run_id });
+            return actions;
+        }
+        self.runs.insert(
+            run.run_id.clone(),
+            Tracked {
+                run,
+                unacked,
+                missing,
+                // Resend at once: the restart may have lost deliveries in flight.
+                resend_at: now,
+                resend_every: self.config.first_resend,
+            },
+        );
+        actions
+    }
+
+    fn result(&mut self, result: JobResult) -> Vec<Action> {
+        let Some(t) = self.runs.get_mut(&result.run_id) else {
+            return vec![];
+        };
+        // A result is also proof that the target has the run.
+        t.unacked.remove(&result.node);
+        t.missing
+            .remove(&(result.outcome.job_id.clone(), result.node.clone()));
+        if t.missing.is_empty() {
+            self.runs.remove(&result.run_id);
+            return vec![Action::Finished {
+                run_id: result.run_id,
+            }];
+        }
+        vec![]
+    }
+
+    fn gone(&mut self, node: NodeId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut finished = Vec::new();
+        for (run_id, t) in &mut self.runs {
+            t.unacked.remove(&node);
+            let mut job_ids: Vec<String> = t
+                .missing
+                .iter()
+                .filter(|(_, n)| *n == node)
+                .map(|(j, _)| j.clone())
+                .collect();
+            if job_ids.is_empty() {
+                continue;
+            }
+            job_ids.sort();
+            t.missing.retain(|(_, n)| *n != node);
+            actions.push(Action::Unreachable {
+                run_id: run_id.clone(),
+                node: node.clone(),
+                job_ids,
+            });
+            if t.missing.is_empty() {
+                finished.push(run_id.clone());
+            }
+        }
+        for run_id in finished {
+            self.runs.remove(&run_id);
+            actions.push(Action::Finished { run_id });
+        }
+        actions
+    }
+
+    fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for t in self.runs.values_mut() {
+            if t.unacked.is_empty() || now < t.resend_at {
+                continue;
+            }
+            for node in &t.unacked {
+                actions.push(Action::Deliver {
+                    node: node.clone(),
+                    run: t.run.clone(),
+                });
+            }
+            t.resend_every = (t.resend_every * 2).min(self.config.max_resend);
+            t.resend_at = now + t.resend_every;
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jobs::{
+        Fingerprint, JobSpec, ParseOutcome,
+        executor::{Outcome, QueueKind, ResultState},
+    };
+
+    use super::*;
+    use crate::message::{JobEntry, Parent};
+
+    fn node(n: &str) -> NodeId {
+        NodeId(n.to_string())
+    }
+
+    fn run(targets: &[&str], jobs: usize, only_on: Option<&str>) -> Run {
+        let spec = match JobSpec::parse("RUN", "true", &Default::default()).unwrap() {
+            ParseOutcome::Spec(s) => s,
+            ParseOutcome::Help(_) => unreachable!(),
+        };
+        Run {
+            run_id: "r1".into(),
+            originator: node("me"),
+            stream: false,
+            parents: vec![Parent {
+                parent_id: "p1".into(),
+                fingerprint: Fingerprint([0; 32]),
+                queue: QueueKind::Sync,
+                targets: targets.iter().map(|t| node(t)).collect(),
+                jobs: (0..jobs)
+                    .map(|i| JobEntry {
+                        job_id: format!("j{i}"),
+                        fingerprint: spec.fingerprint(),
+                        spec: spec.clone(),
+                        only_on: only_on.map(node),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn result(job: &str, n: &str) -> JobResult {
+        JobResult {
+            run_id: "r1".into(),
+            node: node(n),
+            outcome: Outcome {
+                job_id: job.into(),
+                state: ResultState::Success,
+                stdout: String::new(),
+                stderr: String::new(),
+                info: String::new(),
+                execution_secs: 0.0,
+                started_unix_ms: 0,
+                finished_unix_ms: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn few_targets_get_direct_delivery_many_get_gossip() {
+        let now = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        let a = o.handle(Input::Submit(run(&["me", "a", "b"], 1, None)), now);
+        assert!(matches!(a[0], Action::DeliverLocal(_)));
+        assert_eq!(
+            a.iter()
+                .filter(|x| matches!(x, Action::Deliver { .. }))
+                .count(),
+            2
+        );
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        let mut r = run(&["a", "b", "c"], 1, None);
+        r.run_id = "r2".into();
+        let a = o.handle(Input::Submit(r), now);
+        assert_eq!(a.len(), 1);
+        assert!(matches!(a[0], Action::Announce(_)));
+    }
+
+    #[test]
+    fn unacked_targets_get_resends_with_backoff_until_they_ack() {
+        let t0 = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b", "c"], 1, None)), t0);
+        assert!(
+            o.handle(Input::Tick, t0 + Duration::from_millis(100))
+                .is_empty()
+        );
+        o.handle(
+            Input::Acked {
+                run_id: "r1".into(),
+                node: node("a"),
+            },
+            t0,
+        );
+        let a = o.handle(Input::Tick, t0 + Duration::from_millis(500));
+        let to: Vec<&NodeId> = a
+            .iter()
+            .map(|x| match x {
+                Action::Deliver { node, .. } => node,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(to, vec![&node("b"), &node("c")]);
+        // Backoff: nothing at +900 ms, again at +1500 ms (500 + 1000).
+        assert!(
+            o.handle(Input::Tick, t0 + Duration::from_millis(900))
+                .is_empty()
+        );
+        // A result counts as an acknowledgement.
+        o.handle(Input::Result(result("j0", "b")), t0);
+        let a = o.handle(Input::Tick, t0 + Duration::from_millis(1500));
+        assert_eq!(a.len(), 1);
+        assert!(matches!(&a[0], Action::Deliver { node: n, .. } if *n == node("c")));
+    }
+
+    #[test]
+    fn finishes_when_every_result_is_in_and_run_once_expects_one_node() {
+        let now = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b"], 2, Some("b"))), now);
+        assert_eq!(o.missing("r1"), 2);
+        assert!(o.handle(Input::Result(result("j0", "b")), now).is_empty());
+        // A duplicate changes nothing.
+        assert!(o.handle(Input::Result(result("j0", "b")), now).is_empty());
+        assert_eq!(
+            o.handle(Input::Result(result("j1", "b")), now),
+            vec![Action::Finished {
+                run_id: "r1".into()
+            }]
+        );
+        assert_eq!(o.open_runs(), 0);
+        // A late result of a finished run is ignored.
+        assert!(o.handle(Input::Result(result("j1", "b")), now).is_empty());
+    }
+
+    #[test]
+    fn a_target_that_leaves_has_its_jobs_reported_unreachable() {
+        let now = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b"], 2, None)), now);
+        o.handle(Input::Result(result("j0", "a")), now);
+        o.handle(Input::Result(result("j0", "b")), now);
+        o.handle(Input::Result(result("j1", "a")), now);
+        let a = o.handle(Input::NodeGone(node("b")), now);
+        assert_eq!(
+            a,
+            vec![
+                Action::Unreachable {
+                    run_id: "r1".into(),
+                    node: node("b"),
+                    job_ids: vec!["j1".into()]
+                },
+                Action::Finished {
+                    run_id: "r1".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_after_a_restart_resends_and_writes_off_local_jobs() {
+        let now = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        let a = o.handle(
+            Input::Resume {
+                run: run(&["me", "a", "b"], 1, None),
+                acked: vec![node("a")],
+                reported: vec![("j0".into(), node("a"))],
+            },
+            now,
+        );
+        assert_eq!(
+            a,
+            vec![Action::Unreachable {
+                run_id: "r1".into(),
+                node: node("me"),
+                job_ids: vec!["j0".into()]
+            }]
+        );
+        let a = o.handle(Input::Tick, now);
+        assert_eq!(a.len(), 1);
+        assert!(matches!(&a[0], Action::Deliver { node: n, .. } if *n == node("b")));
+        assert_eq!(o.missing("r1"), 1);
+    }
+}

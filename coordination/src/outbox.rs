@@ -1,0 +1,229 @@
+//! The result outbox of a target: every result reaches its originator, eventually.
+//!
+//! Sans-IO. Results queue per originator; one batch per originator is in flight at a time
+//! (which batches naturally under load and keeps latency low when idle). A batch that fails
+//! goes back to the front of its queue and is retried with backoff, for as long as it takes:
+//! an originator that is down gets its results when it comes back. The node keeps every queued
+//! result on disk until [`Action::Delivered`] says it may forget it.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use crate::message::{JobResult, NodeId};
+
+/// Most results in one batch.
+pub const MAX_BATCH: usize = 256;
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A result to deliver to `to` (already stored durably by the node).
+    Add {
+        to: NodeId,
+        result: JobResult,
+    },
+    /// The batch in flight to `to` was taken (`ok`) or failed.
+    Sent {
+        to: NodeId,
+        ok: bool,
+    },
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send these results to `to`, then report [`Input::Sent`].
+    Send { to: NodeId, results: Vec<JobResult> },
+    /// These results reached their originator; the node may delete them from disk.
+    Delivered(Vec<JobResult>),
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<JobResult>,
+    in_flight: Option<Vec<JobResult>>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Results waiting for their originators.
+#[derive(Default)]
+pub struct Outbox {
+    queues: BTreeMap<NodeId, Queue>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Results not yet delivered (waiting or in flight).
+    pub fn pending(&self) -> usize {
+        self.queues
+            .values()
+            .map(|q| q.waiting.len() + q.in_flight.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        match input {
+            Input::Add { to, result } => {
+                self.queues
+                    .entry(to.clone())
+                    .or_default()
+                    .waiting
+                    .push_back(result);
+                self.try_send(&to, now).into_iter().collect()
+            }
+            Input::Sent { to, ok } => {
+                let Some(q) = self.queues.get_mut(&to) else {
+                    return vec![];
+                };
+                let Some(batch) = q.in_flight.take() else {
+                    return vec![];
+                };
+                let mut actions = Vec::new();
+                if ok {
+                    q.backoff = Duration::ZERO;
+                    q.retry_at = None;
+                    actions.push(Action::Delivered(batch));
+                } else {
+                    for r in batch.into_iter().rev() {
+                        q.waiting.push_front(r);
+                    }
+                    q.backoff = if q.backoff.is_zero() {
+                        FIRST_RETRY
+                    } else {
+                        (q.backoff * 2).min(MAX_RETRY)
+                    };
+                    q.retry_at = Some(now + q.backoff);
+                }
+                actions.extend(self.try_send(&to, now));
+                self.queues
+                    .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
+                actions
+            }
+            Input::Tick => {
+                let due: Vec<NodeId> = self
+                    .queues
+                    .iter()
+                    .filter(|(_, q)| q.in_flight.is_none() && q.retry_at.is_some_and(|t| t <= now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                due.iter().filter_map(|to| self.try_send(to, now)).collect()
+            }
+        }
+    }
+
+    fn try_send(&mut self, to: &NodeId, now: Instant) -> Option<Action> {
+        let q = self.queues.get_mut(to)?;
+        if q.in_flight.is_some() || q.waiting.is_empty() || q.retry_at.is_some_and(|t| t > now) {
+            return None;
+        }
+        let n = q.waiting.len().min(MAX_BATCH);
+        let batch: Vec<JobResult> = q.waiting.drain(..n).collect();
+        q.in_flight = Some(batch.clone());
+        q.retry_at = None;
+        Some(Action::Send {
+            to: to.clone(),
+            results: batch,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jobs::executor::{Outcome, ResultState};
+
+    use super::*;
+
+    fn result(job: &str) -> JobResult {
+        JobResult {
+            run_id: "r".into(),
+            node: NodeId("me".into()),
+            outcome: Outcome {
+                job_id: job.into(),
+                state: ResultState::Success,
+                stdout: String::new(),
+                stderr: String::new(),
+                info: String::new(),
+                execution_secs: 0.0,
+                started_unix_ms: 0,
+                finished_unix_ms: 0,
+            },
+        }
+    }
+
+    fn add(o: &mut Outbox, job: &str, now: Instant) -> Vec<Action> {
+        o.handle(
+            Input::Add {
+                to: NodeId("origin".into()),
+                result: result(job),
+            },
+            now,
+        )
+    }
+
+    fn sent(o: &mut Outbox, ok: bool, now: Instant) -> Vec<Action> {
+        o.handle(
+            Input::Sent {
+                to: NodeId("origin".into()),
+                ok,
+            },
+            now,
+        )
+    }
+
+    fn jobs(a: &Action) -> Vec<String> {
+        match a {
+            Action::Send { results, .. } | Action::Delivered(results) => {
+                results.iter().map(|r| r.outcome.job_id.clone()).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn one_batch_in_flight_and_the_rest_batched_behind_it() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        let a = add(&mut o, "1", t);
+        assert_eq!(a.len(), 1);
+        assert_eq!(jobs(&a[0]), vec!["1"]);
+        assert!(add(&mut o, "2", t).is_empty());
+        assert!(add(&mut o, "3", t).is_empty());
+        let a = sent(&mut o, true, t);
+        assert_eq!(a.len(), 2);
+        assert!(matches!(a[0], Action::Delivered(_)));
+        assert_eq!(jobs(&a[1]), vec!["2", "3"]);
+        sent(&mut o, true, t);
+        assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn failures_are_retried_with_backoff_and_nothing_is_lost() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        add(&mut o, "1", t);
+        add(&mut o, "2", t);
+        // The originator is down: the batch goes back, in order, and waits.
+        assert!(sent(&mut o, false, t).is_empty());
+        assert_eq!(o.pending(), 2);
+        assert!(
+            o.handle(Input::Tick, t + Duration::from_millis(100))
+                .is_empty()
+        );
+        let a = o.handle(Input::Tick, t + FIRST_RETRY);
+        assert_eq!(jobs(&a[0]), vec!["1", "2"]);
+        sent(&mut o, false, t + FIRST_RETRY);
+        // Second failure: twice the wait.
+        assert!(o.handle(Input::Tick, t + FIRST_RETRY * 2).is_empty());
+        let a = o.handle(Input::Tick, t + FIRST_RETRY * 3);
+        assert_eq!(a.len(), 1);
+        let a = sent(&mut o, true, t + FIRST_RETRY * 3);
+        assert_eq!(jobs(&a[0]), vec!["1", "2"]);
+        assert_eq!(o.pending(), 0);
+    }
+}
