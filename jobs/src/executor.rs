@@ -180,6 +180,18 @@ impl Executor {
             .map_err(|_| ExecutorStopped)
     }
 
+    /// Queues a job without waiting; gives it back if the inbox is full (or the executor stopped).
+    pub fn try_submit(&self, work: Box<Work>) -> Result<(), Box<Work>> {
+        match self.tx.try_send(Msg::Submit(work)) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.into_inner() {
+                Msg::Submit(work) => Err(work),
+                // Only submissions are sent above.
+                Msg::Snapshot(_) => Ok(()),
+            },
+        }
+    }
+
     /// How many jobs are queued and running.
     pub async fn snapshot(&self) -> Result<QueueSnapshot, ExecutorStopped> {
         let (tx, rx) = oneshot::channel();

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::{
-    behaviour::{MeshBehaviour, MeshBehaviourEvent, PRESENCE_TOPIC},
+    behaviour::{JOBS_TOPIC, MeshBehaviour, MeshBehaviourEvent, PRESENCE_TOPIC},
     key::MeshKey,
     membership::{self, MemberView, Membership, MembershipChange},
     transport::{TransportKind, build_swarm},
@@ -94,13 +94,32 @@ pub enum MeshError {
     Build(String),
     #[error("the mesh task has stopped")]
     Stopped,
+    #[error("gossip publish failed: {0}")]
+    Publish(String),
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: PeerId, reason: String },
 }
 
 /// What the network tells the rest of the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum MeshEvent {
     Member(MembershipChange),
+    /// A job announce gossiped by `source` (opaque bytes for the layer above).
+    Announce {
+        source: PeerId,
+        data: Vec<u8>,
+    },
+    /// A job request from `peer`; answer it with [`MeshHandle::reply`] and `token`.
+    JobRequest {
+        peer: PeerId,
+        data: Vec<u8>,
+        token: ReplyToken,
+    },
 }
+
+/// Identifies an inbound job request until it is answered.
+#[derive(Debug)]
+pub struct ReplyToken(request_response::InboundRequestId);
 
 /// A snapshot of the network side, for `status`.
 #[derive(Debug, Clone)]
@@ -113,8 +132,25 @@ pub struct MeshStatus {
 }
 
 enum Command {
-    Status { reply: oneshot::Sender<MeshStatus> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Status {
+        reply: oneshot::Sender<MeshStatus>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+    PublishJobs {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), MeshError>>,
+    },
+    RequestJob {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, MeshError>>,
+    },
+    Reply {
+        token: ReplyToken,
+        data: Vec<u8>,
+    },
 }
 
 /// Depth of the command and event channels. Commands are small and answered at once; a full
@@ -150,6 +186,26 @@ impl MeshHandle {
         self.call(|reply| Command::Status { reply }).await
     }
 
+    /// Gossips a job announce to every member.
+    pub async fn publish_jobs(&self, data: Vec<u8>) -> Result<(), MeshError> {
+        self.call(|reply| Command::PublishJobs { data, reply })
+            .await?
+    }
+
+    /// Sends a job request to `peer` (dialing it if needed) and waits for the answer.
+    pub async fn request_job(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>, MeshError> {
+        self.call(|reply| Command::RequestJob { peer, data, reply })
+            .await?
+    }
+
+    /// Answers an inbound job request.
+    pub async fn reply(&self, token: ReplyToken, data: Vec<u8>) -> Result<(), MeshError> {
+        self.commands
+            .send(Command::Reply { token, data })
+            .await
+            .map_err(|_| MeshError::Stopped)
+    }
+
     /// Tells the mesh this node is leaving, waits (bounded) for peers to hear it, and stops.
     pub async fn shutdown(&self) -> Result<(), MeshError> {
         self.call(|reply| Command::Shutdown { reply }).await
@@ -170,11 +226,14 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
     let mut swarm = build_swarm(config.keypair.clone(), config.transport, config.mesh_key)
         .map_err(MeshError::Build)?;
     let presence_topic = IdentTopic::new(PRESENCE_TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&presence_topic)
-        .map_err(|e| MeshError::Build(format!("subscribe: {e}")))?;
+    let jobs_topic = IdentTopic::new(JOBS_TOPIC);
+    for topic in [&presence_topic, &jobs_topic] {
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(topic)
+            .map_err(|e| MeshError::Build(format!("subscribe: {e}")))?;
+    }
 
     let listen_addrs = listen(&mut swarm, &config.listen).await?;
     for addr in &config.bootstrap {
@@ -217,6 +276,9 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_sync: started,
         recent_dials: HashMap::new(),
         leaving: None,
+        jobs_topic,
+        pending_requests: HashMap::new(),
+        pending_replies: HashMap::new(),
     };
     let task = tokio::spawn(async move { event_loop.run().await });
     Ok(Mesh {
@@ -402,6 +464,12 @@ struct EventLoop {
     last_sync: Instant,
     recent_dials: HashMap<PeerId, Instant>,
     leaving: Option<Leaving>,
+    jobs_topic: IdentTopic,
+    /// Job requests this node sent, waiting for their answers.
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, MeshError>>>,
+    /// Job requests this node received, waiting for the layer above to answer.
+    pending_replies:
+        HashMap<request_response::InboundRequestId, request_response::ResponseChannel<CtlResponse>>,
 }
 
 impl EventLoop {
@@ -517,6 +585,34 @@ impl EventLoop {
                 });
             }
             Command::Shutdown { reply } => self.begin_leave(Some(reply)),
+            Command::PublishJobs { data, reply } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.jobs_topic.clone(), data)
+                    .map(|_| ())
+                    .map_err(|e| MeshError::Publish(e.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::RequestJob { peer, data, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .ctl
+                    .send_request(&peer, CtlRequest::Job(data));
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Reply { token, data } => {
+                if let Some(channel) = self.pending_replies.remove(&token.0) {
+                    // Err: the requester went away; it will ask again.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .ctl
+                        .send_response(channel, CtlResponse::Job(data));
+                }
+            }
         }
     }
 
@@ -628,6 +724,18 @@ impl EventLoop {
     async fn on_gossip(&mut self, event: gossipsub::Event) {
         match event {
             gossipsub::Event::Message { message, .. } => {
+                if message.topic == self.jobs_topic.hash() {
+                    if let Some(source) = message.source {
+                        let _ = self
+                            .events
+                            .send(MeshEvent::Announce {
+                                source,
+                                data: message.data,
+                            })
+                            .await;
+                    }
+                    return;
+                }
                 if message.topic != self.presence_topic.hash() {
                     return;
                 }
@@ -660,11 +768,26 @@ impl EventLoop {
                 peer,
                 message:
                     request_response::Message::Request {
-                        request, channel, ..
+                        request,
+                        channel,
+                        request_id,
                     },
                 ..
             } => {
                 let response = match request {
+                    CtlRequest::Job(data) => {
+                        self.pending_replies.insert(request_id, channel);
+                        let event = MeshEvent::JobRequest {
+                            peer,
+                            data,
+                            token: ReplyToken(request_id),
+                        };
+                        if self.events.send(event).await.is_err() {
+                            // Nobody handles jobs here: the channel is dropped, the peer sees a failure.
+                            self.pending_replies.remove(&request_id);
+                        }
+                        return;
+                    }
                     CtlRequest::SyncMembers { members } => {
                         self.merge(members).await;
                         CtlResponse::Members {
@@ -698,6 +821,16 @@ impl EventLoop {
                 ..
             } => {
                 self.request_done(request_id);
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        CtlResponse::Job(data) => Ok(data),
+                        other => Err(MeshError::Request {
+                            peer: self.local_peer_id,
+                            reason: format!("unexpected answer {other:?}"),
+                        }),
+                    });
+                    return;
+                }
                 if let CtlResponse::Members { members } = response {
                     self.merge(members).await;
                     // Connect to the members just learned now rather than at the next tick.
@@ -713,9 +846,21 @@ impl EventLoop {
                 ..
             } => {
                 self.request_done(request_id);
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(MeshError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
                 debug!(%peer, "control request failed: {error}");
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                self.pending_replies.remove(&request_id);
                 debug!(%peer, "inbound control request failed: {error}");
             }
             _ => {}

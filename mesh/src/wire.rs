@@ -146,6 +146,8 @@ pub enum CtlRequest {
     SyncMembers { members: Vec<MemberRecord> },
     /// The sender is shutting down cleanly.
     Leave { presence: Box<Presence> },
+    /// Job traffic: opaque to the mesh, encoded by the layer above.
+    Job(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Responses on `/directord/ctl/1`.
@@ -159,6 +161,8 @@ pub enum CtlResponse {
     Rejected {
         reason: String,
     },
+    /// The answer to a [`CtlRequest::Job`], opaque to the mesh.
+    Job(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[cfg(test)]
@@ -203,6 +207,7 @@ mod tests {
             CtlRequest::Leave {
                 presence: Box::new(sample_presence()),
             },
+            CtlRequest::Job(vec![1, 2, 3]),
         ];
         for req in reqs {
             let bytes = encode(&req, MAX_CTL_BYTES).unwrap();

@@ -12,12 +12,15 @@ use std::{
     sync::Arc,
 };
 
+use jobs::{Fingerprint, JobSpec, components::OutputStream};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{UnixListener, UnixStream},
 };
 use tracing::{debug, warn};
+
+use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
 pub const CONTROL_VERSION: u16 = 1;
@@ -31,6 +34,19 @@ pub enum ControlRequest {
     Status,
     /// The line that joins another machine.
     JoinToken,
+    /// Run jobs through the mesh, with this node as their originator.
+    Submit(Submission),
+    /// Follow jobs until each is done: [`ControlResponse::Watch`] events, then
+    /// [`ControlResponse::WatchEnd`].
+    Watch { job_ids: Vec<String>, output: bool },
+    /// Every job this node submitted.
+    ListJobs,
+    /// One job (`last` for the newest).
+    JobInfo(String),
+    /// Forget every job record.
+    PurgeJobs,
+    /// This node's cache (job and parent results, args, envs).
+    DumpCache,
 }
 
 /// What the daemon answers.
@@ -38,7 +54,86 @@ pub enum ControlRequest {
 pub enum ControlResponse {
     Status(StatusReport),
     JoinToken(String),
+    Submitted(SubmitReply),
+    Watch(WatchEvent),
+    WatchEnd,
+    Jobs(Vec<JobRecord>),
+    Job(Option<Box<JobRecord>>),
+    Done,
+    Cache(serde_json::Value),
+    /// The request cannot be carried out as asked (an unknown target, say): bad input.
+    Refused(String),
     Error(String),
+}
+
+/// A submission: the parents of one `exec` or `orchestrate`, and the command's options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub parents: Vec<SubmittedParent>,
+    /// `--target`: replaces every parent's targets, in this order.
+    pub targets: Vec<String>,
+    /// `--restrict`: only jobs whose fingerprint starts with one of these run.
+    pub restrict: Vec<String>,
+    /// `--ignore-cache`.
+    pub ignore_cache: bool,
+    /// `--force-async`.
+    pub force_async: bool,
+    /// Targets send output lines while jobs run (`--stream`).
+    pub stream: bool,
+    /// An `exec`: each job is its own parent (parent id = job id).
+    pub exec: bool,
+}
+
+/// One parent (orchestration entry) of a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedParent {
+    pub targets: Option<Vec<String>>,
+    pub is_async: bool,
+    pub fingerprint: Fingerprint,
+    pub jobs: Vec<SubmittedJob>,
+}
+
+/// One job of a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedJob {
+    pub spec: JobSpec,
+    /// `VERB: arguments` as written.
+    pub definition: String,
+}
+
+/// What the daemon made of a submission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitReply {
+    pub run_id: String,
+    pub jobs: Vec<JobSummary>,
+    /// Jobs left out by `--restrict`.
+    pub restricted: usize,
+}
+
+/// A submitted job, as the CLI lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub parent_id: String,
+    pub definition: String,
+    pub fingerprint: String,
+    pub targets: Vec<String>,
+}
+
+/// News about watched jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WatchEvent {
+    /// A line of output from a job on a node.
+    Output {
+        job_id: String,
+        node: String,
+        stream: OutputStream,
+        line: String,
+    },
+    /// Every node has reported this job.
+    Done(Box<JobRecord>),
+    /// No such job here.
+    Unknown(String),
 }
 
 /// `status`: this node, then every member it knows.
@@ -235,7 +330,19 @@ impl ControlClient {
 
 /// Answers control requests; implemented by the daemon.
 pub trait ControlHandler: Send + Sync + 'static {
-    fn handle(&self, request: ControlRequest) -> impl Future<Output = ControlResponse> + Send;
+    fn handle(&self, request: ControlRequest) -> impl Future<Output = Reply> + Send;
+}
+
+/// A handler's answer: one response, or a stream of them (ended by the sender closing).
+pub enum Reply {
+    One(ControlResponse),
+    Stream(tokio::sync::mpsc::Receiver<ControlResponse>),
+}
+
+impl From<ControlResponse> for Reply {
+    fn from(r: ControlResponse) -> Self {
+        Reply::One(r)
+    }
 }
 
 /// Binds the control socket: removes a stale one (the caller holds the state-directory lock, so
@@ -299,7 +406,7 @@ pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
         let handler = handler.clone();
         tokio::spawn(async move {
             loop {
-                let response = match read_frame::<ControlRequest>(&mut stream).await {
+                let reply = match read_frame::<ControlRequest>(&mut stream).await {
                     Ok(Some(request)) => handler.handle(request).await,
                     Ok(None) => return,
                     Err(e) => {
@@ -310,8 +417,19 @@ pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
                         return;
                     }
                 };
-                if write_frame(&mut stream, &response).await.is_err() {
-                    return;
+                match reply {
+                    Reply::One(response) => {
+                        if write_frame(&mut stream, &response).await.is_err() {
+                            return;
+                        }
+                    }
+                    Reply::Stream(mut rx) => {
+                        while let Some(response) = rx.recv().await {
+                            if write_frame(&mut stream, &response).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                 }
             }
         });
@@ -393,10 +511,10 @@ mod tests {
 
     struct Echo;
     impl ControlHandler for Echo {
-        async fn handle(&self, request: ControlRequest) -> ControlResponse {
+        async fn handle(&self, request: ControlRequest) -> Reply {
             match request {
-                ControlRequest::JoinToken => ControlResponse::JoinToken("t".into()),
-                ControlRequest::Status => ControlResponse::Error("nope".into()),
+                ControlRequest::JoinToken => ControlResponse::JoinToken("t".into()).into(),
+                _ => ControlResponse::Error("nope".into()).into(),
             }
         }
     }

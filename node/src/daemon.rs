@@ -10,9 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use jobs::{
+    cache::{self, Cache},
+    executor::{Executor, ExecutorConfig},
+};
 use mesh::{
-    JoinToken, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshKey, MeshStatus, Multiaddr,
-    PeerId, TransportKind, multiaddr_with_peer,
+    JoinToken, MembershipChange, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshKey, MeshStatus,
+    Multiaddr, PeerId, TransportKind, multiaddr_with_peer,
 };
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -20,10 +24,15 @@ use tracing::{debug, info, warn};
 use crate::{
     config::NodeConfig,
     control::{
-        self, ControlHandler, ControlRequest, ControlResponse, NodeRow, SelfInfo, StatusReport,
+        self, ControlHandler, ControlRequest, ControlResponse, NodeRow, Reply, SelfInfo,
+        StatusReport, Submission,
     },
     host,
+    records::JobRecord,
+    runs::{self, Runs},
     state::{StateDir, StateError},
+    store::Store,
+    submit::{self, SubmitError},
 };
 
 /// The version every node reports in its heartbeat.
@@ -41,6 +50,8 @@ pub enum NodeError {
     Mesh(#[from] MeshError),
     #[error("control socket: {0}")]
     Control(String),
+    #[error("{0}")]
+    Store(String),
 }
 
 /// What a node knows about itself that does not change while it runs.
@@ -57,6 +68,9 @@ struct NodeInfo {
 pub struct Node {
     mesh: MeshHandle,
     info: Arc<NodeInfo>,
+    control: Arc<Control>,
+    store: Store,
+    cache: Arc<Cache>,
     state: Arc<StateDir>,
     mesh_key_created: bool,
     listen_addrs: Vec<Multiaddr>,
@@ -112,7 +126,29 @@ impl Node {
             join_token,
         });
 
-        let mut tasks = vec![tokio::spawn(consume_events(mesh.events))];
+        let store = Store::open(&config.state_dir.join("node.redb"))
+            .map_err(|e| NodeError::Store(e.to_string()))?;
+        let cache = Arc::new(
+            Cache::open(store.database(), cache::DEFAULT_TTL)
+                .map_err(|e| NodeError::Store(e.to_string()))?,
+        );
+        let (executor, exec_events) = Executor::start(cache.clone(), ExecutorConfig::default());
+        let runs = Runs::start(
+            config.name.clone(),
+            mesh.handle.clone(),
+            store.clone(),
+            executor,
+            exec_events,
+            cache.clone(),
+        );
+        let control = Arc::new(Control {
+            mesh: mesh.handle.clone(),
+            info: info.clone(),
+            runs: runs.clone(),
+            store: store.clone(),
+            cache: cache.clone(),
+        });
+        let mut tasks = vec![tokio::spawn(consume_events(mesh.events, runs))];
         tasks.push(tokio::spawn(save_known_peers(
             mesh.handle.clone(),
             state.clone(),
@@ -120,16 +156,15 @@ impl Node {
         if let Some(socket) = &config.control_socket {
             let listener = control::bind(socket, config.socket_group.as_deref())
                 .map_err(NodeError::Control)?;
-            let handler = Arc::new(Control {
-                mesh: mesh.handle.clone(),
-                info: info.clone(),
-            });
-            tasks.push(tokio::spawn(control::serve(listener, handler)));
+            tasks.push(tokio::spawn(control::serve(listener, control.clone())));
         }
         info!(name = %config.name, %peer_id, "node started");
         Ok(Node {
             mesh: mesh.handle,
             info,
+            control,
+            store,
+            cache,
             state,
             mesh_key_created,
             listen_addrs: status.listen_addrs,
@@ -175,6 +210,12 @@ impl Node {
         Ok(report(&self.info, self.mesh.status().await?))
     }
 
+    /// Answers a control request as the control socket would (for tests and simulations,
+    /// which drive nodes in-process).
+    pub async fn request(&self, request: ControlRequest) -> Reply {
+        self.control.handle(request).await
+    }
+
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         if let Ok(status) = self.mesh.status().await {
@@ -185,6 +226,8 @@ impl Node {
             task.abort();
         }
         let _ = self.mesh_task.await;
+        self.cache.flush();
+        self.store.flush();
         if let Some(socket) = &self.control_socket {
             let _ = std::fs::remove_file(socket);
         }
@@ -263,9 +306,20 @@ async fn save_known_peers(mesh: MeshHandle, state: Arc<StateDir>) {
     }
 }
 
-async fn consume_events(mut events: tokio::sync::mpsc::Receiver<MeshEvent>) {
+/// Hands what the network says to the runs actor.
+async fn consume_events(mut events: tokio::sync::mpsc::Receiver<MeshEvent>, runs: Runs) {
     while let Some(event) = events.recv().await {
-        debug!(?event, "mesh event");
+        let input = match event {
+            MeshEvent::Member(MembershipChange::Expired(peer) | MembershipChange::Left(peer)) => {
+                runs::Input::MemberGone(peer)
+            }
+            MeshEvent::Member(MembershipChange::Alive(_)) => continue,
+            MeshEvent::Announce { source, data } => runs::Input::Announce { source, data },
+            MeshEvent::JobRequest { peer, data, token } => {
+                runs::Input::Request { peer, data, token }
+            }
+        };
+        runs.send(input).await;
     }
 }
 
@@ -319,10 +373,88 @@ fn report(info: &NodeInfo, status: MeshStatus) -> StatusReport {
 struct Control {
     mesh: MeshHandle,
     info: Arc<NodeInfo>,
+    runs: Runs,
+    store: Store,
+    cache: Arc<Cache>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Control {
+    async fn submit(&self, submission: Submission) -> ControlResponse {
+        let status = match self.mesh.status().await {
+            Ok(s) => s,
+            Err(e) => return ControlResponse::Error(e.to_string()),
+        };
+        let resolved = match submit::resolve(submission, &status, &self.info.name, unix_ms()) {
+            Ok(r) => r,
+            Err(SubmitError::BadInput(e)) => return ControlResponse::Refused(e),
+            Err(SubmitError::Unavailable(e)) => return ControlResponse::Error(e),
+        };
+        let (done, accepted) = tokio::sync::oneshot::channel();
+        self.runs
+            .send(runs::Input::Submit {
+                run: resolved.run,
+                records: resolved.records,
+                done,
+            })
+            .await;
+        match accepted.await {
+            Ok(()) => ControlResponse::Submitted(resolved.reply),
+            Err(_) => ControlResponse::Error("the node is shutting down".into()),
+        }
+    }
+
+    async fn watch(&self, job_ids: Vec<String>, output: bool) -> Reply {
+        let (events, mut rx) = runs::watch_channel();
+        self.runs
+            .send(runs::Input::Watch {
+                job_ids,
+                output,
+                events,
+            })
+            .await;
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if tx.send(ControlResponse::Watch(event)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(ControlResponse::WatchEnd).await;
+        });
+        Reply::Stream(out)
+    }
+
+    /// Every record, those still processing (kept in memory) included.
+    async fn records(&self) -> Vec<JobRecord> {
+        self.store.flush();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.runs.send(runs::Input::Records { reply }).await;
+        let open = rx.await.unwrap_or_default();
+        let mut all = self.store.records();
+        for r in open {
+            match all.iter_mut().find(|x| x.job_id == r.job_id) {
+                Some(x) => *x = r,
+                None => all.push(r),
+            }
+        }
+        all.sort_by(|a, b| {
+            a.created_unix_ms
+                .cmp(&b.created_unix_ms)
+                .then(a.job_id.cmp(&b.job_id))
+        });
+        all
+    }
 }
 
 impl ControlHandler for Control {
-    async fn handle(&self, request: ControlRequest) -> ControlResponse {
+    async fn handle(&self, request: ControlRequest) -> Reply {
         let started = Instant::now();
         let response = match request {
             ControlRequest::Status => match self.mesh.status().await {
@@ -330,8 +462,25 @@ impl ControlHandler for Control {
                 Err(e) => ControlResponse::Error(e.to_string()),
             },
             ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),
+            ControlRequest::Submit(submission) => self.submit(submission).await,
+            ControlRequest::Watch { job_ids, output } => return self.watch(job_ids, output).await,
+            ControlRequest::ListJobs => ControlResponse::Jobs(self.records().await),
+            ControlRequest::JobInfo(id) => {
+                let all = self.records().await;
+                let found = if id == "last" {
+                    all.into_iter().max_by_key(|r| r.created_unix_ms)
+                } else {
+                    all.into_iter().find(|r| r.job_id == id)
+                };
+                ControlResponse::Job(found.map(Box::new))
+            }
+            ControlRequest::PurgeJobs => {
+                self.store.purge_jobs();
+                ControlResponse::Done
+            }
+            ControlRequest::DumpCache => ControlResponse::Cache(self.cache.dump()),
         };
         debug!(elapsed = ?started.elapsed(), "control request answered");
-        response
+        Reply::One(response)
     }
 }

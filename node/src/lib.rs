@@ -9,7 +9,11 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod host;
+pub mod records;
+pub mod runs;
 pub mod state;
+pub mod store;
+pub mod submit;
 
 pub use config::{JoinOptions, NodeConfig};
 pub use daemon::{Node, NodeError, VERSION};

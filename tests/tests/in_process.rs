@@ -115,3 +115,111 @@ async fn a_node_with_another_mesh_key_never_joins() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// Submits `VERB inline` as an exec on `node` to `targets` and waits for every result.
+async fn exec_and_wait(
+    node: &Node,
+    verb: &str,
+    inline: &str,
+    targets: &[&str],
+) -> node::records::JobRecord {
+    use node::control::{
+        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
+        WatchEvent,
+    };
+    let spec = match jobs::JobSpec::parse(verb, inline, &Default::default()).unwrap() {
+        jobs::ParseOutcome::Spec(s) => s,
+        jobs::ParseOutcome::Help(h) => panic!("{h}"),
+    };
+    let submission = Submission {
+        parents: vec![SubmittedParent {
+            targets: None,
+            is_async: false,
+            fingerprint: jobs::Fingerprint([0; 32]),
+            jobs: vec![SubmittedJob {
+                spec,
+                definition: format!("{verb}: {inline}"),
+            }],
+        }],
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        restrict: vec![],
+        ignore_cache: false,
+        force_async: false,
+        stream: false,
+        exec: true,
+    };
+    let reply = match node.request(ControlRequest::Submit(submission)).await {
+        Reply::One(ControlResponse::Submitted(r)) => r,
+        Reply::One(other) => panic!("submit: {other:?}"),
+        Reply::Stream(_) => panic!("submit streamed"),
+    };
+    let job_id = reply.jobs[0].job_id.clone();
+    let Reply::Stream(mut rx) = node
+        .request(ControlRequest::Watch {
+            job_ids: vec![job_id],
+            output: false,
+        })
+        .await
+    else {
+        panic!("watch did not stream");
+    };
+    let mut record = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("watch timed out")
+    {
+        match event {
+            ControlResponse::Watch(WatchEvent::Done(r)) => record = Some(*r),
+            ControlResponse::WatchEnd => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    record.expect("job done")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_on_every_target_from_any_node() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_mesh(3, &dirs).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive_counts(&nodes).await.iter().any(|&c| c != 3) {
+        assert!(Instant::now() < deadline, "mesh did not form");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // From a node that is not the first, to all three.
+    let record = exec_and_wait(
+        &nodes[1],
+        "RUN",
+        "echo hello from $(hostname)",
+        &["node-0", "node-1", "node-2"],
+    )
+    .await;
+    assert_eq!(record.results.len(), 3, "{record:?}");
+    for (name, r) in &record.results {
+        assert_eq!(
+            r.state,
+            jobs::executor::ResultState::Success,
+            "{name}: {r:?}"
+        );
+        assert!(r.stdout.starts_with("hello from"), "{name}: {r:?}");
+    }
+    assert_eq!(record.status(), node::records::JobStatus::Success);
+    // The same job again is skipped everywhere (cached success).
+    let again = exec_and_wait(
+        &nodes[2],
+        "RUN",
+        "echo hello from $(hostname)",
+        &["node-0", "node-1", "node-2"],
+    )
+    .await;
+    assert!(
+        again
+            .results
+            .values()
+            .all(|r| r.state == jobs::executor::ResultState::Skipped),
+        "{again:?}"
+    );
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,126 @@
+//! Job records: what the originator of a run knows about each of its jobs, node by node.
+//!
+//! A record is created when the job is submitted and filled in as results arrive. It keeps
+//! Directord's fields (per-node STDOUT, STDERR, INFO, EXECUTION and ROUNDTRIP times, SUCCESS and
+//! FAILED), derived from one result per node instead of lists that repeat nodes.
+
+use std::collections::BTreeMap;
+
+use jobs::executor::{Outcome, ResultState};
+use serde::{Deserialize, Serialize};
+
+/// A target of a job: its peer id and its name when the job was submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub peer_id: String,
+    pub name: String,
+}
+
+/// One node's result of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeResult {
+    /// `success`, `failed` or `skipped`.
+    pub state: ResultState,
+    pub stdout: String,
+    pub stderr: String,
+    pub info: String,
+    /// Time the component ran on the node.
+    pub execution_secs: f64,
+    /// Submission at the originator to the result's arrival there.
+    pub roundtrip_secs: f64,
+    pub finished_unix_ms: u64,
+}
+
+impl NodeResult {
+    pub fn from_outcome(outcome: Outcome, created_unix_ms: u64, now_unix_ms: u64) -> NodeResult {
+        NodeResult {
+            state: outcome.state,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            info: outcome.info,
+            execution_secs: outcome.execution_secs,
+            roundtrip_secs: now_unix_ms.saturating_sub(created_unix_ms) as f64 / 1000.0,
+            finished_unix_ms: outcome.finished_unix_ms,
+        }
+    }
+}
+
+/// Where a job stands, across its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Some node has not reported yet.
+    Processing,
+    /// Every node reported success or skipped.
+    Success,
+    /// Every node reported and at least one failed (or was unreachable).
+    Failed,
+}
+
+/// Everything the originator records about one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub run_id: String,
+    pub parent_id: String,
+    pub parent_fingerprint: String,
+    pub verb: String,
+    /// The job as written (`RUN: echo hi`).
+    pub definition: String,
+    pub fingerprint: String,
+    /// Name of the node that submitted it (this node).
+    pub originator: String,
+    pub created_unix_ms: u64,
+    pub nodes: Vec<NodeRef>,
+    /// Results by node name.
+    pub results: BTreeMap<String, NodeResult>,
+}
+
+impl JobRecord {
+    pub fn status(&self) -> JobStatus {
+        if self.results.len() < self.nodes.len() {
+            JobStatus::Processing
+        } else if self
+            .results
+            .values()
+            .any(|r| r.state == ResultState::Failed)
+        {
+            JobStatus::Failed
+        } else {
+            JobStatus::Success
+        }
+    }
+
+    pub fn successes(&self) -> Vec<&str> {
+        self.names_with(|s| s.is_ok())
+    }
+
+    pub fn failures(&self) -> Vec<&str> {
+        self.names_with(|s| s == ResultState::Failed)
+    }
+
+    fn names_with(&self, f: impl Fn(ResultState) -> bool) -> Vec<&str> {
+        self.results
+            .iter()
+            .filter(|(_, r)| f(r.state))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The node name of a peer id among this job's targets.
+    pub fn name_of(&self, peer_id: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.peer_id == peer_id)
+            .map(|n| n.name.as_str())
+    }
+
+    /// Mean execution and round-trip seconds over the nodes that reported.
+    pub fn mean_times(&self) -> (f64, f64) {
+        let n = self.results.len().max(1) as f64;
+        (
+            self.results.values().map(|r| r.execution_secs).sum::<f64>() / n,
+            self.results.values().map(|r| r.roundtrip_secs).sum::<f64>() / n,
+        )
+    }
+}

@@ -1,0 +1,848 @@
+//! Runs: the job side of a node, both as the originator of the runs it submits and as a target
+//! of the runs it receives.
+//!
+//! One actor task owns the state: the originator's run tracker and the result outbox (both
+//! sans-IO machines from `coordination`), the open job records, the runs accepted as a target,
+//! and the `--poll`/`--stream` watchers. It never waits on the network, the executor or a
+//! client: those calls run in spawned tasks that report back through the actor's inbox, so no
+//! cycle of full channels can stall it.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use coordination::{
+    JobMessage, JobReply, JobResult, NodeId, OutputBatch, Run,
+    originator::{self, Originator, OriginatorConfig},
+    outbox::{self, Outbox},
+};
+use jobs::{
+    cache::Cache,
+    components::OutputStream,
+    executor::{ExecEvent, Executor, Outcome, ResultState, Work},
+};
+use mesh::{MeshHandle, PeerId, ReplyToken, wire};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::{
+    control::WatchEvent,
+    records::{JobRecord, NodeResult},
+    store::{Accepted, OutboxEntry, Store, StoredRun},
+};
+
+/// Largest job message (a run with many jobs, a batch of results with their output).
+const MAX_JOB_MESSAGE: usize = wire::MAX_CTL_BYTES;
+/// How often the actor advances its timers (resends, retries).
+const TICK: Duration = Duration::from_millis(100);
+/// Depth of a watcher's channel; a client that falls this far behind is dropped.
+const WATCH_DEPTH: usize = 65_536;
+/// Depth of the actor's inbox.
+const INBOX_DEPTH: usize = 4096;
+
+/// Inputs of the actor.
+pub enum Input {
+    Submit {
+        run: Run,
+        records: Vec<JobRecord>,
+        done: oneshot::Sender<()>,
+    },
+    Watch {
+        job_ids: Vec<String>,
+        output: bool,
+        events: mpsc::Sender<WatchEvent>,
+    },
+    Announce {
+        source: PeerId,
+        data: Vec<u8>,
+    },
+    Request {
+        peer: PeerId,
+        data: Vec<u8>,
+        token: ReplyToken,
+    },
+    Exec(ExecEvent),
+    Acked {
+        run_id: String,
+        node: NodeId,
+    },
+    OutboxSent {
+        to: NodeId,
+        ok: bool,
+    },
+    OutputSent {
+        to: NodeId,
+    },
+    MemberGone(PeerId),
+    Records {
+        reply: oneshot::Sender<Vec<JobRecord>>,
+    },
+}
+
+/// The handle to the runs actor.
+#[derive(Clone)]
+pub struct Runs {
+    inbox: mpsc::Sender<Input>,
+}
+
+impl Runs {
+    /// Starts the actor; `exec_events` are the executor's events.
+    pub fn start(
+        local_name: String,
+        mesh: MeshHandle,
+        store: Store,
+        executor: Executor,
+        exec_events: mpsc::Receiver<ExecEvent>,
+        cache: Arc<Cache>,
+    ) -> Runs {
+        let (tx, rx) = mpsc::channel(INBOX_DEPTH);
+        let local = NodeId(mesh.local_peer_id().to_string());
+        let mut actor = Actor {
+            originator: Originator::new(local.clone(), OriginatorConfig::default()),
+            local,
+            local_name,
+            mesh,
+            store,
+            executor,
+            _cache: cache,
+            inbox: tx.clone(),
+            outbox: Outbox::new(),
+            records: HashMap::new(),
+            open_runs: HashMap::new(),
+            watchers: Vec::new(),
+            accepted: HashMap::new(),
+            job_runs: HashMap::new(),
+            waiting_for_executor: VecDeque::new(),
+            outputs: HashMap::new(),
+            output_seq: HashMap::new(),
+        };
+        actor.restore();
+        tokio::spawn(forward_exec_events(exec_events, tx.clone()));
+        tokio::spawn(actor.run(rx));
+        Runs { inbox: tx }
+    }
+
+    pub async fn send(&self, input: Input) {
+        // Err: the actor is gone, which only happens while the node shuts down.
+        let _ = self.inbox.send(input).await;
+    }
+}
+
+async fn forward_exec_events(mut events: mpsc::Receiver<ExecEvent>, inbox: mpsc::Sender<Input>) {
+    while let Some(e) = events.recv().await {
+        if inbox.send(Input::Exec(e)).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Watcher {
+    remaining: HashSet<String>,
+    output: bool,
+    events: mpsc::Sender<WatchEvent>,
+}
+
+/// A run this node accepted as a target. Kept after its jobs finish (to recognise resends)
+/// for [`REMEMBER_RUNS`].
+struct AcceptedRun {
+    originator: NodeId,
+    pending: HashSet<String>,
+    stream: bool,
+    since: Instant,
+}
+
+/// How long a target remembers a finished run, so that a late resend does not run it again.
+const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
+
+/// Live output on its way to one originator: one batch in flight at a time.
+#[derive(Default)]
+struct OutputQueue {
+    waiting: Vec<OutputBatch>,
+    in_flight: bool,
+}
+
+struct Actor {
+    local: NodeId,
+    local_name: String,
+    mesh: MeshHandle,
+    store: Store,
+    executor: Executor,
+    _cache: Arc<Cache>,
+    inbox: mpsc::Sender<Input>,
+    originator: Originator,
+    outbox: Outbox,
+    /// Records of jobs this node submitted that are still processing.
+    records: HashMap<String, JobRecord>,
+    /// Runs this node submitted that are not finished.
+    open_runs: HashMap<String, Run>,
+    watchers: Vec<Watcher>,
+    accepted: HashMap<String, AcceptedRun>,
+    /// Target side: job id → run id.
+    job_runs: HashMap<String, String>,
+    /// Work the executor could not take yet (its inbox was full).
+    waiting_for_executor: VecDeque<Box<Work>>,
+    outputs: HashMap<NodeId, OutputQueue>,
+    output_seq: HashMap<String, u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn encode(msg: &JobMessage) -> Option<Vec<u8>> {
+    match wire::encode(msg, MAX_JOB_MESSAGE) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            warn!("job message not sent: {e}");
+            None
+        }
+    }
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                _ = tick.tick() => self.tick(),
+            }
+        }
+    }
+
+    /// After a restart: results still to deliver, jobs interrupted here, runs to resume.
+    fn restore(&mut self) {
+        let now = Instant::now();
+        for entry in self.store.outbox() {
+            let actions = self.outbox.handle(
+                outbox::Input::Add {
+                    to: entry.to,
+                    result: entry.result,
+                },
+                now,
+            );
+            self.outbox_actions(actions);
+        }
+        for (run_id, accepted) in self.store.accepted() {
+            // Those jobs were queued or running when this node stopped: they will not finish.
+            self.accepted.insert(
+                run_id.clone(),
+                AcceptedRun {
+                    originator: accepted.originator.clone(),
+                    pending: accepted.pending.iter().cloned().collect(),
+                    stream: false,
+                    since: now,
+                },
+            );
+            for job_id in &accepted.pending {
+                let outcome = Outcome {
+                    job_id: job_id.clone(),
+                    state: ResultState::Failed,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    info: "interrupted: the node restarted before the job finished".into(),
+                    execution_secs: 0.0,
+                    started_unix_ms: now_ms(),
+                    finished_unix_ms: now_ms(),
+                };
+                self.job_runs.insert(job_id.clone(), run_id.clone());
+                self.finished(outcome);
+            }
+        }
+        for run in self.store.unfinished_runs() {
+            let mut reported = Vec::new();
+            let mut acked = HashSet::new();
+            for parent in &run.parents {
+                for job in &parent.jobs {
+                    if let Some(record) = self.store.record(&job.job_id) {
+                        for node in &record.nodes {
+                            if record.results.contains_key(&node.name) {
+                                reported.push((job.job_id.clone(), NodeId(node.peer_id.clone())));
+                                acked.insert(NodeId(node.peer_id.clone()));
+                            }
+                        }
+                        if record.results.len() < record.nodes.len() {
+                            self.records.insert(record.job_id.clone(), record);
+                        }
+                    }
+                }
+            }
+            info!(run = %run.run_id, "resuming a run submitted before the restart");
+            self.open_runs.insert(run.run_id.clone(), run.clone());
+            let actions = self.originator.handle(
+                originator::Input::Resume {
+                    run,
+                    acked: acked.into_iter().collect(),
+                    reported,
+                },
+                now,
+            );
+            self.originator_actions(actions);
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Submit { run, records, done } => {
+                for r in records {
+                    self.store.put_record(&r);
+                    self.records.insert(r.job_id.clone(), r);
+                }
+                self.store.put_run(&StoredRun {
+                    run: run.clone(),
+                    finished: false,
+                });
+                self.open_runs.insert(run.run_id.clone(), run.clone());
+                let _ = done.send(());
+                let actions = self
+                    .originator
+                    .handle(originator::Input::Submit(run), Instant::now());
+                self.originator_actions(actions);
+            }
+            Input::Watch {
+                job_ids,
+                output,
+                events,
+            } => self.watch(job_ids, output, events),
+            Input::Announce { source, data } => match wire::decode::<Run>(&data, MAX_JOB_MESSAGE) {
+                Ok(run) if run.originator.0 == source.to_string() => self.accept(run, true),
+                Ok(run) => {
+                    warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
+                }
+                Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
+            },
+            Input::Request { peer, data, token } => {
+                let reply = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
+                    Ok(msg) => self.request(peer, msg),
+                    Err(e) => JobReply::Refused(format!("unreadable job message: {e}")),
+                };
+                let mesh = self.mesh.clone();
+                if let Ok(bytes) = wire::encode(&reply, MAX_JOB_MESSAGE) {
+                    tokio::spawn(async move {
+                        let _ = mesh.reply(token, bytes).await;
+                    });
+                }
+            }
+            Input::Exec(ExecEvent::Output {
+                job_id,
+                stream,
+                line,
+            }) => self.output(job_id, stream, line),
+            Input::Exec(ExecEvent::Finished(outcome)) => {
+                self.finished(outcome);
+                self.feed_executor();
+            }
+            Input::Acked { run_id, node } => {
+                let actions = self
+                    .originator
+                    .handle(originator::Input::Acked { run_id, node }, Instant::now());
+                self.originator_actions(actions);
+            }
+            Input::OutboxSent { to, ok } => {
+                let actions = self
+                    .outbox
+                    .handle(outbox::Input::Sent { to, ok }, Instant::now());
+                self.outbox_actions(actions);
+            }
+            Input::OutputSent { to } => {
+                if let Some(q) = self.outputs.get_mut(&to) {
+                    q.in_flight = false;
+                }
+                self.flush_output(&to);
+            }
+            Input::MemberGone(peer) => {
+                let actions = self.originator.handle(
+                    originator::Input::NodeGone(NodeId(peer.to_string())),
+                    Instant::now(),
+                );
+                self.originator_actions(actions);
+            }
+            Input::Records { reply } => {
+                let _ = reply.send(self.records.values().cloned().collect());
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let actions = self.originator.handle(originator::Input::Tick, now);
+        self.originator_actions(actions);
+        let actions = self.outbox.handle(outbox::Input::Tick, now);
+        self.outbox_actions(actions);
+        self.feed_executor();
+        self.watchers.retain(|w| !w.events.is_closed());
+        self.accepted.retain(|_, a| {
+            !a.pending.is_empty() || now.saturating_duration_since(a.since) < REMEMBER_RUNS
+        });
+    }
+
+    fn originator_actions(&mut self, actions: Vec<originator::Action>) {
+        for action in actions {
+            match action {
+                originator::Action::Announce(run) => {
+                    let Ok(bytes) = wire::encode(&run, wire::MAX_GOSSIP_BYTES) else {
+                        // Too big for gossip: the first resend delivers it directly to each target.
+                        debug!(run = %run.run_id, "run too large to gossip; delivering directly");
+                        continue;
+                    };
+                    let mesh = self.mesh.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = mesh.publish_jobs(bytes).await {
+                            debug!("announce not gossiped ({e}); direct resends will deliver it");
+                        }
+                    });
+                }
+                originator::Action::Deliver { node, run } => {
+                    let Ok(peer) = node.0.parse::<PeerId>() else {
+                        continue;
+                    };
+                    let run_id = run.run_id.clone();
+                    let Some(bytes) = encode(&JobMessage::Deliver(Box::new(run))) else {
+                        continue;
+                    };
+                    let mesh = self.mesh.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        match mesh.request_job(peer, bytes).await {
+                            Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
+                                Ok(JobReply::Ok) => {
+                                    let _ = inbox.send(Input::Acked { run_id, node }).await;
+                                }
+                                Ok(JobReply::Refused(why)) => warn!(%node, "run refused: {why}"),
+                                Err(e) => debug!(%node, "unreadable reply: {e}"),
+                            },
+                            Err(e) => debug!(%node, "delivery failed, will retry: {e}"),
+                        }
+                    });
+                }
+                originator::Action::DeliverLocal(run) => self.accept(run, false),
+                originator::Action::Unreachable {
+                    run_id,
+                    node,
+                    job_ids,
+                } => {
+                    for job_id in job_ids {
+                        let name = self.name_in_record(&job_id, &node);
+                        warn!(job = %job_id, node = %name, "unreachable: the node left before reporting");
+                        let outcome = Outcome {
+                            job_id,
+                            state: ResultState::Failed,
+                            stdout: String::new(),
+                            stderr: String::new(),
+                            info: format!(
+                                "unreachable: {name} left the mesh or restarted before reporting"
+                            ),
+                            execution_secs: 0.0,
+                            started_unix_ms: now_ms(),
+                            finished_unix_ms: now_ms(),
+                        };
+                        self.record_result(JobResult {
+                            run_id: run_id.clone(),
+                            node: node.clone(),
+                            outcome,
+                        });
+                    }
+                }
+                originator::Action::Finished { run_id } => {
+                    if let Some(run) = self.open_runs.remove(&run_id) {
+                        self.store.put_run(&StoredRun {
+                            run,
+                            finished: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn name_in_record(&self, job_id: &str, node: &NodeId) -> String {
+        self.records
+            .get(job_id)
+            .and_then(|r| r.name_of(&node.0).map(str::to_string))
+            .unwrap_or_else(|| node.0.clone())
+    }
+
+    fn outbox_actions(&mut self, actions: Vec<outbox::Action>) {
+        for action in actions {
+            match action {
+                outbox::Action::Send { to, results } => {
+                    let inbox = self.inbox.clone();
+                    let Ok(peer) = to.0.parse::<PeerId>() else {
+                        continue;
+                    };
+                    let Some(bytes) = encode(&JobMessage::Results(results)) else {
+                        continue;
+                    };
+                    let mesh = self.mesh.clone();
+                    tokio::spawn(async move {
+                        let ok = match mesh.request_job(peer, bytes).await {
+                            Ok(reply) => matches!(
+                                wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
+                                Ok(JobReply::Ok)
+                            ),
+                            Err(e) => {
+                                debug!(%to, "results not delivered yet: {e}");
+                                false
+                            }
+                        };
+                        let _ = inbox.send(Input::OutboxSent { to, ok }).await;
+                    });
+                }
+                outbox::Action::Delivered(results) => {
+                    for r in &results {
+                        self.store.delete_outbox(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A job message from `peer`.
+    fn request(&mut self, peer: PeerId, msg: JobMessage) -> JobReply {
+        let from = NodeId(peer.to_string());
+        match msg {
+            JobMessage::Deliver(run) => {
+                if run.originator != from {
+                    return JobReply::Refused("a run is delivered by its originator".into());
+                }
+                self.accept(*run, false);
+                JobReply::Ok
+            }
+            JobMessage::Ack { run_id, node } => {
+                if node != from {
+                    return JobReply::Refused("an acknowledgement comes from its node".into());
+                }
+                let actions = self
+                    .originator
+                    .handle(originator::Input::Acked { run_id, node }, Instant::now());
+                self.originator_actions(actions);
+                JobReply::Ok
+            }
+            JobMessage::Results(results) => {
+                if results.iter().any(|r| r.node != from) {
+                    return JobReply::Refused("results come from the node that ran the job".into());
+                }
+                for r in results {
+                    self.record_result(r);
+                }
+                JobReply::Ok
+            }
+            JobMessage::Output(batches) => {
+                for b in batches {
+                    if b.node != from {
+                        continue;
+                    }
+                    let node = self.name_in_record(&b.job_id, &b.node);
+                    for (stream, line) in b.lines {
+                        self.tell_watchers(
+                            &b.job_id,
+                            WatchEvent::Output {
+                                job_id: b.job_id.clone(),
+                                node: node.clone(),
+                                stream,
+                                line,
+                            },
+                        );
+                    }
+                }
+                JobReply::Ok
+            }
+        }
+    }
+
+    /// Target side: takes the run's jobs for this node, once.
+    fn accept(&mut self, run: Run, acknowledge: bool) {
+        let work = run.work_for(&self.local);
+        if work.is_empty() {
+            return;
+        }
+        if self.accepted.contains_key(&run.run_id) {
+            // A resend: already queued here. Say so again if asked over gossip.
+            if acknowledge {
+                self.send_ack(&run);
+            }
+            return;
+        }
+        let mut pending = HashSet::new();
+        for (parent, jobs) in &work {
+            for job in jobs {
+                pending.insert(job.job_id.clone());
+                self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
+                self.waiting_for_executor.push_back(Box::new(Work {
+                    job_id: job.job_id.clone(),
+                    parent_id: parent.parent_id.clone(),
+                    queue: parent.queue,
+                    spec: job.spec.clone(),
+                    fingerprint: job.fingerprint,
+                    stream: run.stream,
+                }));
+            }
+        }
+        self.store.put_accepted(
+            &run.run_id,
+            &Accepted {
+                originator: run.originator.clone(),
+                pending: pending.iter().cloned().collect(),
+                stream: run.stream,
+            },
+        );
+        self.accepted.insert(
+            run.run_id.clone(),
+            AcceptedRun {
+                originator: run.originator.clone(),
+                pending,
+                stream: run.stream,
+                since: Instant::now(),
+            },
+        );
+        self.feed_executor();
+        if acknowledge {
+            self.send_ack(&run);
+        }
+    }
+
+    fn send_ack(&self, run: &Run) {
+        let Ok(peer) = run.originator.0.parse::<PeerId>() else {
+            return;
+        };
+        let Some(bytes) = encode(&JobMessage::Ack {
+            run_id: run.run_id.clone(),
+            node: self.local.clone(),
+        }) else {
+            return;
+        };
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            // Best effort: a lost acknowledgement only costs a direct resend.
+            let _ = mesh.request_job(peer, bytes).await;
+        });
+    }
+
+    fn feed_executor(&mut self) {
+        while let Some(work) = self.waiting_for_executor.pop_front() {
+            if let Err(work) = self.executor.try_submit(work) {
+                self.waiting_for_executor.push_front(work);
+                return;
+            }
+        }
+    }
+
+    /// Target side: a job finished here.
+    fn finished(&mut self, outcome: Outcome) {
+        let Some(run_id) = self.job_runs.remove(&outcome.job_id) else {
+            warn!(job = %outcome.job_id, "finished a job of no known run");
+            return;
+        };
+        let Some(accepted) = self.accepted.get_mut(&run_id) else {
+            return;
+        };
+        accepted.pending.remove(&outcome.job_id);
+        let originator = accepted.originator.clone();
+        let stream = accepted.stream;
+        let pending: Vec<String> = accepted.pending.iter().cloned().collect();
+        self.store.put_accepted(
+            &run_id,
+            &Accepted {
+                originator: originator.clone(),
+                pending,
+                stream,
+            },
+        );
+        // Send what output is still waiting before the result.
+        self.flush_output(&originator);
+        let result = JobResult {
+            run_id,
+            node: self.local.clone(),
+            outcome,
+        };
+        if originator == self.local {
+            self.record_result(result);
+        } else {
+            self.store.put_outbox(&OutboxEntry {
+                to: originator.clone(),
+                result: result.clone(),
+            });
+            let actions = self.outbox.handle(
+                outbox::Input::Add {
+                    to: originator,
+                    result,
+                },
+                Instant::now(),
+            );
+            self.outbox_actions(actions);
+        }
+    }
+
+    /// Target side: a line of live output.
+    fn output(&mut self, job_id: String, stream: OutputStream, line: String) {
+        let Some(run_id) = self.job_runs.get(&job_id) else {
+            return;
+        };
+        let Some(accepted) = self.accepted.get(run_id) else {
+            return;
+        };
+        let originator = accepted.originator.clone();
+        if originator == self.local {
+            let node = self.local_name.clone();
+            self.tell_watchers(
+                &job_id,
+                WatchEvent::Output {
+                    job_id: job_id.clone(),
+                    node,
+                    stream,
+                    line,
+                },
+            );
+            return;
+        }
+        let seq = self.output_seq.entry(job_id.clone()).or_default();
+        *seq += 1;
+        let q = self.outputs.entry(originator.clone()).or_default();
+        match q.waiting.last_mut() {
+            Some(b) if b.job_id == job_id => b.lines.push((stream, line)),
+            _ => q.waiting.push(OutputBatch {
+                job_id,
+                node: self.local.clone(),
+                seq: *seq,
+                lines: vec![(stream, line)],
+            }),
+        }
+        self.flush_output(&originator);
+    }
+
+    fn flush_output(&mut self, to: &NodeId) {
+        let Some(q) = self.outputs.get_mut(to) else {
+            return;
+        };
+        if q.in_flight || q.waiting.is_empty() {
+            return;
+        }
+        let batches = std::mem::take(&mut q.waiting);
+        q.in_flight = true;
+        let Ok(peer) = to.0.parse::<PeerId>() else {
+            return;
+        };
+        let Some(bytes) = encode(&JobMessage::Output(batches)) else {
+            q.in_flight = false;
+            return;
+        };
+        let mesh = self.mesh.clone();
+        let inbox = self.inbox.clone();
+        let to = to.clone();
+        tokio::spawn(async move {
+            // Live output is best effort: a lost batch is not resent.
+            let _ = mesh.request_job(peer, bytes).await;
+            let _ = inbox.send(Input::OutputSent { to }).await;
+        });
+    }
+
+    /// Originator side: a result (from a target, from this node, or written off as unreachable).
+    fn record_result(&mut self, result: JobResult) {
+        let job_id = result.outcome.job_id.clone();
+        let record = match self.records.get_mut(&job_id) {
+            Some(r) => r,
+            None => match self.store.record(&job_id) {
+                // A late result (after the job was written off, or after a restart).
+                Some(r) => self.records.entry(job_id.clone()).or_insert(r),
+                None => {
+                    debug!(job = %job_id, "result for a job this node does not know");
+                    return;
+                }
+            },
+        };
+        let name = record
+            .name_of(&result.node.0)
+            .map(str::to_string)
+            .unwrap_or_else(|| result.node.0.clone());
+        let real = !result.outcome.info.starts_with("unreachable:");
+        let replace = match record.results.get(&name) {
+            None => true,
+            // A real result replaces a write-off; nothing replaces a real result.
+            Some(existing) => real && existing.info.starts_with("unreachable:"),
+        };
+        if replace {
+            let created = record.created_unix_ms;
+            record.results.insert(
+                name,
+                NodeResult::from_outcome(result.outcome.clone(), created, now_ms()),
+            );
+            self.store.put_record(record);
+        }
+        let done = record.results.len() >= record.nodes.len();
+        let snapshot = done.then(|| record.clone());
+        if done {
+            self.records.remove(&job_id);
+        }
+        let actions = self
+            .originator
+            .handle(originator::Input::Result(result), Instant::now());
+        self.originator_actions(actions);
+        if let Some(record) = snapshot {
+            self.job_done(record);
+        }
+    }
+
+    fn job_done(&mut self, record: JobRecord) {
+        let job_id = record.job_id.clone();
+        let event = WatchEvent::Done(Box::new(record));
+        for w in &mut self.watchers {
+            if w.remaining.remove(&job_id) {
+                let _ = w.events.try_send(event.clone());
+            }
+        }
+        // A watcher with nothing left to wait for is finished: dropping it ends its stream.
+        self.watchers.retain(|w| !w.remaining.is_empty());
+    }
+
+    fn tell_watchers(&self, job_id: &str, event: WatchEvent) {
+        for w in &self.watchers {
+            if w.output && w.remaining.contains(job_id) {
+                // A client too slow for its output loses lines, never results.
+                let _ = w.events.try_send(event.clone());
+            }
+        }
+    }
+
+    fn watch(&mut self, job_ids: Vec<String>, output: bool, events: mpsc::Sender<WatchEvent>) {
+        let mut remaining = HashSet::new();
+        for id in job_ids {
+            if self.records.contains_key(&id) {
+                remaining.insert(id);
+                continue;
+            }
+            match self.store.record(&id) {
+                Some(r) if r.results.len() >= r.nodes.len() => {
+                    let _ = events.try_send(WatchEvent::Done(Box::new(r)));
+                }
+                Some(r) => {
+                    remaining.insert(id.clone());
+                    self.records.insert(id, r);
+                }
+                None => {
+                    let _ = events.try_send(WatchEvent::Unknown(id));
+                }
+            }
+        }
+        if !remaining.is_empty() {
+            self.watchers.push(Watcher {
+                remaining,
+                output,
+                events,
+            });
+        }
+    }
+}
+
+/// A channel for a watcher.
+pub fn watch_channel() -> (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>) {
+    mpsc::channel(WATCH_DEPTH)
+}

@@ -1,0 +1,310 @@
+//! The node's database (one redb file in the state directory).
+//!
+//! | table      | key → value                          | kept by         |
+//! |------------|--------------------------------------|-----------------|
+//! | `jobs`     | job id → [`JobRecord`]               | the originator  |
+//! | `runs`     | run id → [`StoredRun`]               | the originator  |
+//! | `outbox`   | `run/job` → [`OutboxEntry`]          | a target        |
+//! | `accepted` | run id → [`Accepted`]                | a target        |
+//! | `cache`    | see `jobs::cache`                    | a target        |
+//!
+//! Reads happen on the caller's thread. Writes go to one writer thread that commits them in
+//! groups (one fsync for everything that arrived meanwhile), so a busy node does not pay one
+//! disk flush per job result.
+
+use std::{
+    path::Path,
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use coordination::{JobResult, NodeId, Run};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tracing::warn;
+
+use crate::records::JobRecord;
+
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+const ACCEPTED: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted");
+
+/// A run this node submitted, kept until every result is in so a restart can resume it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    pub run: Run,
+    pub finished: bool,
+}
+
+/// A result waiting to reach its originator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub to: NodeId,
+    pub result: JobResult,
+}
+
+/// A run this node accepted as a target, with the jobs it has not finished yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub originator: NodeId,
+    pub pending: Vec<String>,
+    pub stream: bool,
+}
+
+enum Op {
+    Put(
+        TableDefinition<'static, &'static str, &'static [u8]>,
+        String,
+        Vec<u8>,
+    ),
+    Delete(
+        TableDefinition<'static, &'static str, &'static [u8]>,
+        String,
+    ),
+    Clear(TableDefinition<'static, &'static str, &'static [u8]>),
+    Flush(mpsc::SyncSender<()>),
+}
+
+/// Queued writes before writers wait; the writer drains far faster than jobs finish.
+const WRITE_QUEUE: usize = 65_536;
+
+/// A problem with the database.
+#[derive(Debug, thiserror::Error)]
+#[error("database {path}: {reason}")]
+pub struct StoreError {
+    path: String,
+    reason: String,
+}
+
+/// The node's database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writes: mpsc::SyncSender<Op>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Plain data into memory: cannot fail.
+    ciborium::into_writer(v, &mut out).expect("CBOR encoding into memory");
+    out
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |e: &dyn std::fmt::Display| StoreError {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let db = Arc::new(Database::create(path).map_err(|e| err(&e))?);
+        {
+            let w = db.begin_write().map_err(|e| err(&e))?;
+            for t in [JOBS, RUNS, OUTBOX, ACCEPTED] {
+                w.open_table(t).map_err(|e| err(&e))?;
+            }
+            w.commit().map_err(|e| err(&e))?;
+        }
+        let (writes, rx) = mpsc::sync_channel(WRITE_QUEUE);
+        let writer_db = db.clone();
+        thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(writer_db, rx))
+            .map_err(|e| err(&e))?;
+        Ok(Store { db, writes })
+    }
+
+    /// The database, shared with the job cache.
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    fn send(&self, op: Op) {
+        // Err: the writer is gone, which only happens when the process is going down.
+        let _ = self.writes.send(op);
+    }
+
+    /// Waits until every write queued so far is on disk.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Op::Flush(tx));
+        let _ = rx.recv();
+    }
+
+    pub fn put_record(&self, record: &JobRecord) {
+        self.send(Op::Put(JOBS, record.job_id.clone(), encode(record)));
+    }
+
+    pub fn put_run(&self, run: &StoredRun) {
+        self.send(Op::Put(RUNS, run.run.run_id.clone(), encode(run)));
+    }
+
+    pub fn put_outbox(&self, entry: &OutboxEntry) {
+        self.send(Op::Put(OUTBOX, outbox_key(&entry.result), encode(entry)));
+    }
+
+    pub fn delete_outbox(&self, result: &JobResult) {
+        self.send(Op::Delete(OUTBOX, outbox_key(result)));
+    }
+
+    pub fn put_accepted(&self, run_id: &str, accepted: &Accepted) {
+        if accepted.pending.is_empty() {
+            self.send(Op::Delete(ACCEPTED, run_id.to_string()));
+        } else {
+            self.send(Op::Put(ACCEPTED, run_id.to_string(), encode(accepted)));
+        }
+    }
+
+    /// Forgets every job record and finished run.
+    pub fn purge_jobs(&self) {
+        self.send(Op::Clear(JOBS));
+        self.flush();
+    }
+
+    pub fn record(&self, job_id: &str) -> Option<JobRecord> {
+        self.get(JOBS, job_id)
+    }
+
+    pub fn records(&self) -> Vec<JobRecord> {
+        let mut all: Vec<JobRecord> = self.all(JOBS).into_iter().map(|(_, v)| v).collect();
+        all.sort_by(|a, b| {
+            a.created_unix_ms
+                .cmp(&b.created_unix_ms)
+                .then(a.job_id.cmp(&b.job_id))
+        });
+        all
+    }
+
+    pub fn unfinished_runs(&self) -> Vec<Run> {
+        self.all::<StoredRun>(RUNS)
+            .into_iter()
+            .filter(|(_, r)| !r.finished)
+            .map(|(_, r)| r.run)
+            .collect()
+    }
+
+    pub fn outbox(&self) -> Vec<OutboxEntry> {
+        self.all(OUTBOX).into_iter().map(|(_, v)| v).collect()
+    }
+
+    pub fn accepted(&self) -> Vec<(String, Accepted)> {
+        self.all(ACCEPTED)
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Option<T> {
+        let r = self.db.begin_read().ok()?;
+        let t = r.open_table(table).ok()?;
+        let v = t.get(key).ok()??;
+        ciborium::from_reader(v.value()).ok()
+    }
+
+    fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Vec<(String, T)> {
+        let mut out = Vec::new();
+        let Ok(r) = self.db.begin_read() else {
+            return out;
+        };
+        let Ok(t) = r.open_table(table) else {
+            return out;
+        };
+        let Ok(iter) = t.iter() else { return out };
+        for row in iter.flatten() {
+            match ciborium::from_reader::<T, _>(row.1.value()) {
+                Ok(v) => out.push((row.0.value().to_string(), v)),
+                Err(e) => warn!(key = row.0.value(), "unreadable row skipped: {e}"),
+            }
+        }
+        out
+    }
+}
+
+fn outbox_key(result: &JobResult) -> String {
+    format!("{}/{}", result.run_id, result.outcome.job_id)
+}
+
+/// The writer thread: takes everything queued, applies it in one transaction, commits once.
+fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 4096 {
+                break;
+            }
+        }
+        let mut flushed = Vec::new();
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let w = db.begin_write()?;
+            for op in batch {
+                match op {
+                    Op::Put(table, k, v) => {
+                        w.open_table(table)?.insert(k.as_str(), v.as_slice())?;
+                    }
+                    Op::Delete(table, k) => {
+                        w.open_table(table)?.remove(k.as_str())?;
+                    }
+                    Op::Clear(table) => {
+                        w.delete_table(table)?;
+                        w.open_table(table)?;
+                    }
+                    Op::Flush(done) => flushed.push(done),
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            warn!("database write failed: {e}");
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn record(id: &str, created: u64) -> JobRecord {
+        JobRecord {
+            job_id: id.into(),
+            run_id: "r".into(),
+            parent_id: "p".into(),
+            parent_fingerprint: String::new(),
+            verb: "RUN".into(),
+            definition: "RUN: true".into(),
+            fingerprint: String::new(),
+            originator: "me".into(),
+            created_unix_ms: created,
+            nodes: vec![],
+            results: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put_record(&record("b", 2));
+            store.put_record(&record("a", 1));
+            store.flush();
+            assert_eq!(store.record("a").unwrap().created_unix_ms, 1);
+        }
+        // The writer thread holds the database until its channel closes.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let store = Store::open(&path).unwrap();
+        let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
+        assert_eq!(ids, vec!["a", "b"]);
+        store.purge_jobs();
+        assert!(store.records().is_empty());
+    }
+}

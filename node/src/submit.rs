@@ -1,0 +1,205 @@
+//! Turning a submission from the CLI into a run: targets resolved against this node's view of
+//! the mesh, ids assigned, `--restrict`, `--ignore-cache`, `--force-async` and `--run-once`
+//! applied, and a record made for every job.
+
+use std::collections::{BTreeMap, HashSet};
+
+use coordination::{JobEntry, NodeId, Parent, Run};
+use jobs::executor::QueueKind;
+use mesh::{MemberState, MeshStatus};
+
+use crate::{
+    control::{JobSummary, Submission, SubmitReply},
+    records::{JobRecord, NodeRef},
+};
+
+/// Why a submission cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Bad input: an unknown or ambiguous target, nothing left to run.
+    BadInput(String),
+    /// A target exists but cannot be reached now.
+    Unavailable(String),
+}
+
+/// A submission made ready to run.
+pub struct Resolved {
+    pub run: Run,
+    pub records: Vec<JobRecord>,
+    pub reply: SubmitReply,
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Resolves `sub` against the membership in `status`.
+pub fn resolve(
+    sub: Submission,
+    status: &MeshStatus,
+    local_name: &str,
+    now_ms: u64,
+) -> Result<Resolved, SubmitError> {
+    let local = NodeId(status.local_peer_id.to_string());
+    let by_name: BTreeMap<&str, Vec<&mesh::MemberView>> =
+        status.members.iter().fold(BTreeMap::new(), |mut m, v| {
+            m.entry(v.presence.name.as_str())
+                .or_insert_with(Vec::new)
+                .push(v);
+            m
+        });
+    let names: Vec<&str> = by_name.keys().copied().collect();
+    let lookup = |name: &str| -> Result<NodeRef, SubmitError> {
+        let Some(views) = by_name.get(name) else {
+            return Err(SubmitError::BadInput(format!(
+                "unknown target '{name}' (members: {})",
+                names.join(", ")
+            )));
+        };
+        let alive: Vec<&&mesh::MemberView> = views
+            .iter()
+            .filter(|v| matches!(v.state, MemberState::Alive | MemberState::Conflict))
+            .collect();
+        match alive.as_slice() {
+            [one] if one.state == MemberState::Alive => Ok(NodeRef {
+                peer_id: one.presence.peer_id.to_string(),
+                name: name.to_string(),
+            }),
+            [] => {
+                let v = views[0];
+                Err(SubmitError::Unavailable(format!(
+                    "target '{name}' is {} (last heard from {:.0} s ago)",
+                    v.state.as_str(),
+                    v.last_seen_ago.as_secs_f64()
+                )))
+            }
+            _ => Err(SubmitError::BadInput(format!(
+                "target '{name}' is ambiguous: {} live nodes use that name (see `status`); rename one",
+                alive.len()
+            ))),
+        }
+    };
+    let resolve_list = |list: &[String]| -> Result<Vec<NodeRef>, SubmitError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for name in list {
+            if seen.insert(name.as_str()) {
+                out.push(lookup(name)?);
+            }
+        }
+        Ok(out)
+    };
+    let everyone: Vec<NodeRef> = status
+        .members
+        .iter()
+        .filter(|v| v.state == MemberState::Alive)
+        .map(|v| NodeRef {
+            peer_id: v.presence.peer_id.to_string(),
+            name: v.presence.name.clone(),
+        })
+        .collect();
+
+    let run_id = new_id();
+    let mut parents = Vec::new();
+    let mut records = Vec::new();
+    let mut summaries = Vec::new();
+    let mut restricted = 0;
+    for sp in sub.parents {
+        let targets = if !sub.targets.is_empty() {
+            resolve_list(&sub.targets)?
+        } else if let Some(list) = &sp.targets {
+            resolve_list(list)?
+        } else {
+            everyone.clone()
+        };
+        if targets.is_empty() {
+            return Err(SubmitError::Unavailable("no alive member to run on".into()));
+        }
+        let queue = if sp.is_async || sub.force_async {
+            QueueKind::Async
+        } else {
+            QueueKind::Sync
+        };
+        let mut parent_id = new_id();
+        let mut entries = Vec::new();
+        for job in sp.jobs {
+            let fingerprint = job.spec.fingerprint();
+            if !sub.restrict.is_empty()
+                && !sub.restrict.iter().any(|p| fingerprint.matches_prefix(p))
+            {
+                restricted += 1;
+                continue;
+            }
+            let job_id = new_id();
+            if sub.exec {
+                parent_id = job_id.clone();
+            }
+            let mut spec = job.spec;
+            if sub.ignore_cache {
+                spec.skip_cache = true;
+            }
+            let nodes: Vec<NodeRef> = if spec.run_once {
+                targets[..1].to_vec()
+            } else {
+                targets.clone()
+            };
+            records.push(JobRecord {
+                job_id: job_id.clone(),
+                run_id: run_id.clone(),
+                parent_id: parent_id.clone(),
+                parent_fingerprint: sp.fingerprint.to_hex(),
+                verb: spec.verb().name().to_string(),
+                definition: job.definition.clone(),
+                fingerprint: fingerprint.to_hex(),
+                originator: local_name.to_string(),
+                created_unix_ms: now_ms,
+                nodes: nodes.clone(),
+                results: BTreeMap::new(),
+            });
+            summaries.push(JobSummary {
+                job_id: job_id.clone(),
+                parent_id: parent_id.clone(),
+                definition: job.definition,
+                fingerprint: fingerprint.to_hex(),
+                targets: nodes.iter().map(|n| n.name.clone()).collect(),
+            });
+            entries.push(JobEntry {
+                job_id,
+                only_on: spec.run_once.then(|| NodeId(targets[0].peer_id.clone())),
+                spec,
+                fingerprint,
+            });
+        }
+        if entries.is_empty() {
+            continue;
+        }
+        parents.push(Parent {
+            parent_id,
+            fingerprint: sp.fingerprint,
+            queue,
+            targets: targets.iter().map(|t| NodeId(t.peer_id.clone())).collect(),
+            jobs: entries,
+        });
+    }
+    if parents.is_empty() {
+        return Err(SubmitError::BadInput(if restricted > 0 {
+            format!("--restrict left none of the {restricted} jobs to run")
+        } else {
+            "nothing to run".into()
+        }));
+    }
+    Ok(Resolved {
+        run: Run {
+            run_id: run_id.clone(),
+            originator: local,
+            parents,
+            stream: sub.stream,
+        },
+        records,
+        reply: SubmitReply {
+            run_id,
+            jobs: summaries,
+            restricted,
+        },
+    })
+}
