@@ -6,8 +6,10 @@
 
 mod demo;
 mod join;
+mod manage;
 mod render;
 mod status;
+mod submit;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -43,6 +45,10 @@ enum Command {
     /// Run this machine's daemon in the foreground, creating a mesh or joining one.
     #[command(long_about = join::LONG_ABOUT)]
     Join(join::JoinArgs),
+    /// Run one job on the mesh from this node: `exec --verb RUN 'uname -a' --poll`.
+    Exec(submit::ExecArgs),
+    /// Run orchestration files on the mesh from this node.
+    Orchestrate(submit::OrchestrateArgs),
     /// Show this node and every member of the mesh as this node sees it.
     Status(StatusArgs),
     /// Operator views of the mesh (Directord's `manage`).
@@ -66,6 +72,38 @@ struct ManageArgs {
     #[arg(long, group = "action")]
     list_nodes: bool,
 
+    /// List the jobs this node submitted.
+    #[arg(long, group = "action")]
+    list_jobs: bool,
+
+    /// With --list-jobs: only jobs that succeeded, failed or are still processing.
+    #[arg(long, value_enum, requires = "list_jobs")]
+    filter: Option<manage::Filter>,
+
+    /// One job's record, node by node (`last` for the newest).
+    #[arg(long, group = "action", value_name = "ID")]
+    job_info: Option<String>,
+
+    /// Forget every job record on this node.
+    #[arg(long, group = "action")]
+    purge_jobs: bool,
+
+    /// Write every job record to FILE (YAML for .yaml/.yml, else JSON).
+    #[arg(long, group = "action", value_name = "FILE")]
+    export_jobs: Option<PathBuf>,
+
+    /// Print this node's cache: job and parent results, args, envs.
+    #[arg(long, group = "action")]
+    dump_cache: bool,
+
+    /// Timing analysis of one job (`last` for the newest).
+    #[arg(long, group = "action", value_name = "ID")]
+    analyze_job: Option<String>,
+
+    /// Timing analysis of every job of one parent.
+    #[arg(long, group = "action", value_name = "ID")]
+    analyze_parent: Option<String>,
+
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -78,6 +116,8 @@ pub enum Failure {
     Input(String),
     /// Anything else: exit code 1.
     Runtime(String),
+    /// Already reported on the terminal: just this exit code.
+    Silent(u8),
 }
 
 impl Failure {
@@ -104,12 +144,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Join(args) => join::run(state_dir, args),
         Command::Status(args) => status::run(&state_dir, status::View::Status { json: args.json }),
-        Command::Manage(args) if args.list_nodes => {
-            status::run(&state_dir, status::View::Nodes { json: args.json })
-        }
-        Command::Manage(_) => Err(Failure::Input(
-            "manage needs an action, e.g. --list-nodes".into(),
-        )),
+        Command::Exec(args) => submit::exec(state_dir, args),
+        Command::Orchestrate(args) => submit::orchestrate(state_dir, args),
+        Command::Manage(args) => manage_command(&state_dir, args),
         Command::Demo(args) => demo::run(args),
     };
     match result {
@@ -122,7 +159,32 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
+        Err(Failure::Silent(code)) => ExitCode::from(code),
     }
+}
+
+fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), Failure> {
+    use manage::Action;
+    let action = if args.list_nodes {
+        return status::run(state_dir, status::View::Nodes { json: args.json });
+    } else if args.list_jobs {
+        Action::ListJobs { filter: args.filter }
+    } else if let Some(id) = args.job_info {
+        Action::JobInfo(id)
+    } else if args.purge_jobs {
+        Action::PurgeJobs
+    } else if let Some(file) = args.export_jobs {
+        Action::ExportJobs(file)
+    } else if args.dump_cache {
+        Action::DumpCache
+    } else if let Some(id) = args.analyze_job {
+        Action::AnalyzeJob(id)
+    } else if let Some(id) = args.analyze_parent {
+        Action::AnalyzeParent(id)
+    } else {
+        return Err(Failure::Input("manage needs an action; see manage --help".into()));
+    };
+    manage::run(state_dir, action, args.json)
 }
 
 /// A small runtime for commands that only talk to the local daemon.

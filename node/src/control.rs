@@ -320,6 +320,11 @@ impl ControlClient {
         request: &ControlRequest,
     ) -> Result<ControlResponse, ControlError> {
         write_frame(&mut self.stream, request).await?;
+        self.next().await
+    }
+
+    /// Reads the next response (after a `Watch`, the next event).
+    pub async fn next(&mut self) -> Result<ControlResponse, ControlError> {
         match read_frame::<ControlResponse>(&mut self.stream).await? {
             Some(ControlResponse::Error(e)) => Err(ControlError::Daemon(e)),
             Some(r) => Ok(r),

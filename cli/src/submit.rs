@@ -1,0 +1,334 @@
+//! `exec` and `orchestrate`: submit jobs to the mesh through this machine's daemon, and follow
+//! them with `--poll` (a progress bar and a line per job) or `--stream` (live output).
+//!
+//! Exit codes: 0 every job succeeded (or was skipped), 1 a job failed or a target was
+//! unreachable, 2 bad input.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use clap::Args;
+use comfy_table::{Table, presets::NOTHING};
+use indicatif::{ProgressBar, ProgressStyle};
+use jobs::{
+    Fingerprint, JobSpec, ParseOutcome,
+    components::OutputStream,
+    executor::ResultState,
+    orchestration::{self, Orchestration},
+};
+use node::{
+    control::{
+        ControlClient, ControlError, ControlRequest, ControlResponse, SubmitReply, Submission, SubmittedJob,
+        SubmittedParent, WatchEvent,
+    },
+    records::{JobRecord, JobStatus},
+};
+
+use crate::Failure;
+
+/// Options shared by `exec` and `orchestrate`.
+#[derive(Args, Debug, Clone)]
+pub struct RunOptions {
+    /// Run on this node (by name) instead of the targets in the files; repeatable, order kept
+    /// (--run-once jobs run on the first).
+    #[arg(long = "target", value_name = "NAME")]
+    targets: Vec<String>,
+
+    /// Only run jobs whose fingerprint starts with this (see --finger-print); repeatable.
+    #[arg(long, value_name = "FINGERPRINT")]
+    restrict: Vec<String>,
+
+    /// Run every job even if it already succeeded on a node within the cache TTL.
+    #[arg(long)]
+    ignore_cache: bool,
+
+    /// Run every parent in its own queue, concurrently with the others.
+    #[arg(long)]
+    force_async: bool,
+
+    /// Print each job's fingerprint and run nothing.
+    #[arg(long, conflicts_with_all = ["poll", "stream"])]
+    finger_print: bool,
+
+    /// Wait for the jobs: a progress bar and one status line per job.
+    #[arg(long)]
+    poll: bool,
+
+    /// Wait for the jobs and print their output live, each line prefixed with its node.
+    #[arg(long)]
+    stream: bool,
+
+    /// Wait for the jobs and, at the end, list every failed job with its reason.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The verb to run (RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL, WAIT).
+    #[arg(long, value_name = "VERB")]
+    verb: String,
+
+    #[command(flatten)]
+    options: RunOptions,
+
+    /// The verb's arguments, e.g. `--skip-cache echo hello`. `--exec-help` shows the verb's help.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct OrchestrateArgs {
+    /// Orchestration files, run in order.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    options: RunOptions,
+}
+
+pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
+    // The arguments are joined with spaces into one inline line, as in an orchestration file:
+    // `exec --verb RUN --skip-cache 'echo "a  b"'` runs `echo "a  b"`.
+    let inline = args.args.join(" ");
+    let spec = match JobSpec::parse(&args.verb, &inline, &Default::default()) {
+        Ok(ParseOutcome::Spec(spec)) => spec,
+        Ok(ParseOutcome::Help(help)) => {
+            print!("{help}");
+            return Ok(());
+        }
+        Err(e) => return Err(Failure::Input(format!("{}: {e}", args.verb.to_uppercase()))),
+    };
+    let definition = format!("{}: {inline}", spec.verb());
+    let parent = SubmittedParent {
+        targets: None,
+        is_async: false,
+        fingerprint: Fingerprint::of(&definition),
+        jobs: vec![SubmittedJob { spec, definition }],
+    };
+    run(state_dir, vec![parent], args.options, true)
+}
+
+pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Failure> {
+    let mut parents = Vec::new();
+    for file in &args.files {
+        let Orchestration { entries } = match orchestration::parse_file(file) {
+            Ok(o) => o,
+            Err(e) if e.is_help => {
+                print!("{}", e.message);
+                return Ok(());
+            }
+            Err(e) => return Err(Failure::Input(e.to_string())),
+        };
+        for entry in entries {
+            parents.push(SubmittedParent {
+                targets: entry.targets,
+                is_async: entry.is_async,
+                fingerprint: entry.fingerprint,
+                jobs: entry
+                    .jobs
+                    .into_iter()
+                    .map(|j| SubmittedJob {
+                        spec: j.spec,
+                        definition: j.text,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    run(state_dir, parents, args.options, false)
+}
+
+fn run(state_dir: PathBuf, parents: Vec<SubmittedParent>, options: RunOptions, exec: bool) -> Result<(), Failure> {
+    if options.finger_print {
+        println!("{}", fingerprints(&parents, &options.restrict));
+        return Ok(());
+    }
+    let follow = options.poll || options.stream || options.check;
+    let submission = Submission {
+        parents,
+        targets: options.targets.clone(),
+        restrict: options.restrict.clone(),
+        ignore_cache: options.ignore_cache,
+        force_async: options.force_async,
+        stream: options.stream,
+        exec,
+    };
+    crate::client_runtime()?.block_on(async move {
+        let mut client = ControlClient::connect(&state_dir).await.map_err(Failure::runtime)?;
+        let reply = match client.request(&ControlRequest::Submit(submission)).await {
+            Ok(ControlResponse::Submitted(r)) => r,
+            Ok(ControlResponse::Refused(why)) => return Err(Failure::Input(why)),
+            Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
+            Err(e) => return Err(Failure::runtime(e)),
+        };
+        if reply.restricted > 0 {
+            eprintln!("{} jobs left out by --restrict", reply.restricted);
+        }
+        if !follow {
+            for j in &reply.jobs {
+                println!("{}  {}  [{}]", j.job_id, j.definition, j.targets.join(", "));
+            }
+            return Ok(());
+        }
+        follow_jobs(&mut client, &reply, &options).await
+    })
+}
+
+/// `--finger-print`: the table of parents and jobs with their fingerprints.
+fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_header(vec!["COUNT", "PARENT", "VERB", "EXEC", "JOB"]);
+    let mut count = 0;
+    for p in parents {
+        for j in &p.jobs {
+            let fp = j.spec.fingerprint();
+            if !restrict.is_empty() && !restrict.iter().any(|r| fp.matches_prefix(r)) {
+                continue;
+            }
+            count += 1;
+            let args = j.definition.split_once(": ").map(|(_, a)| a).unwrap_or_default();
+            let shown = if args.chars().count() >= 30 {
+                format!("{}...", args.chars().take(27).collect::<String>())
+            } else {
+                args.to_string()
+            };
+            table.add_row(vec![
+                count.to_string(),
+                p.fingerprint.to_hex()[..12].to_string(),
+                j.spec.verb().name().to_string(),
+                shown,
+                fp.to_hex()[..12].to_string(),
+            ]);
+        }
+    }
+    table.to_string()
+}
+
+/// Follows the submitted jobs until each is done; prints as asked; decides the exit code.
+async fn follow_jobs(client: &mut ControlClient, reply: &SubmitReply, options: &RunOptions) -> Result<(), Failure> {
+    let job_ids: Vec<String> = reply.jobs.iter().map(|j| j.job_id.clone()).collect();
+    let expected: u64 = reply.jobs.iter().map(|j| j.targets.len() as u64).sum();
+    let bar = if options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = ProgressBar::new(expected);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} results {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let say = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => println!("{line}"),
+    };
+    let request = ControlRequest::Watch {
+        job_ids: job_ids.clone(),
+        output: options.stream,
+    };
+    let mut done: BTreeMap<String, JobRecord> = BTreeMap::new();
+    let mut next = client.request(&request).await;
+    loop {
+        match next {
+            Ok(ControlResponse::Watch(WatchEvent::Output {
+                node, stream, line, ..
+            })) => {
+                let label = match stream {
+                    OutputStream::Stdout => "STDOUT",
+                    OutputStream::Stderr => "STDERR",
+                };
+                say(format!("{node} -- {label} {line}"));
+            }
+            Ok(ControlResponse::Watch(WatchEvent::Done(record))) => {
+                if let Some(b) = &bar {
+                    b.inc(record.results.len() as u64);
+                }
+                if options.poll || options.stream {
+                    say(status_line(&record));
+                }
+                done.insert(record.job_id.clone(), *record);
+            }
+            Ok(ControlResponse::Watch(WatchEvent::Unknown(id))) => say(format!("Job unknown: {id}")),
+            Ok(ControlResponse::WatchEnd) => break,
+            Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
+            Err(ControlError::Closed) => {
+                return Err(Failure::Runtime(
+                    "the daemon closed the connection before every job finished (it may have restarted; \
+                     `manage --job-info` shows what is known)"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(Failure::runtime(e)),
+        }
+        next = client.next().await;
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let failed: Vec<&JobRecord> = done.values().filter(|r| r.status() == JobStatus::Failed).collect();
+    if options.check && !failed.is_empty() {
+        println!("FAILED JOBS");
+        for r in &failed {
+            for (node, result) in r.results.iter().filter(|(_, x)| x.state == ResultState::Failed) {
+                let why = if result.stderr.is_empty() { &result.info } else { &result.stderr };
+                println!("  {}  {}  on {node}: {}", r.job_id, r.definition, first_line(why));
+            }
+        }
+    }
+    let ok = done.len() - failed.len();
+    eprintln!(
+        "jobs: {ok} succeeded, {} failed ({} results of {} expected)",
+        failed.len(),
+        done.values().map(|r| r.results.len()).sum::<usize>(),
+        expected
+    );
+    if failed.is_empty() && done.len() == job_ids.len() {
+        Ok(())
+    } else {
+        Err(Failure::Silent(1))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+/// `Job Success: ID (RUN: echo hi) 3/3 nodes` and the like.
+fn status_line(r: &JobRecord) -> String {
+    let skipped = r.results.values().filter(|x| x.state == ResultState::Skipped).count();
+    let skipped = if skipped > 0 {
+        format!(", {skipped} skipped")
+    } else {
+        String::new()
+    };
+    match r.status() {
+        JobStatus::Failed => {
+            let failed = r.failures();
+            let reasons: Vec<String> = r
+                .results
+                .iter()
+                .filter(|(_, x)| x.state == ResultState::Failed)
+                .map(|(n, x)| format!("{n}: {}", first_line(if x.info.is_empty() { &x.stderr } else { &x.info })))
+                .collect();
+            format!(
+                "Job Failed: {} ({}) failed on {}/{} nodes - {}",
+                r.job_id,
+                r.definition,
+                failed.len(),
+                r.nodes.len(),
+                reasons.join("; ")
+            )
+        }
+        _ => format!(
+            "Job Success: {} ({}) {}/{} nodes{skipped}",
+            r.job_id,
+            r.definition,
+            r.successes().len(),
+            r.nodes.len()
+        ),
+    }
+}
+
