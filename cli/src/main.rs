@@ -139,7 +139,7 @@ fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(submit::exec_argv(std::env::args_os().collect()));
     let state_dir = state_dir(cli.state_dir);
     let result = match cli.command {
         Command::Join(args) => join::run(state_dir, args),
@@ -168,7 +168,9 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
     let action = if args.list_nodes {
         return status::run(state_dir, status::View::Nodes { json: args.json });
     } else if args.list_jobs {
-        Action::ListJobs { filter: args.filter }
+        Action::ListJobs {
+            filter: args.filter,
+        }
     } else if let Some(id) = args.job_info {
         Action::JobInfo(id)
     } else if args.purge_jobs {
@@ -182,7 +184,9 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
     } else if let Some(id) = args.analyze_parent {
         Action::AnalyzeParent(id)
     } else {
-        return Err(Failure::Input("manage needs an action; see manage --help".into()));
+        return Err(Failure::Input(
+            "manage needs an action; see manage --help".into(),
+        ));
     };
     manage::run(state_dir, action, args.json)
 }

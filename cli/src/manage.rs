@@ -32,7 +32,9 @@ pub enum Action {
 }
 
 async fn ask(state_dir: &Path, request: ControlRequest) -> Result<ControlResponse, Failure> {
-    let mut client = ControlClient::connect(state_dir).await.map_err(Failure::runtime)?;
+    let mut client = ControlClient::connect(state_dir)
+        .await
+        .map_err(Failure::runtime)?;
     client.request(&request).await.map_err(Failure::runtime)
 }
 
@@ -58,9 +60,14 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     Some(Filter::Failed) => r.status() == JobStatus::Failed,
                     Some(Filter::Processing) => r.status() == JobStatus::Processing,
                 });
-                if json { json_text(&all)? } else { jobs_table(&all) }
+                if json {
+                    json_text(&all)?
+                } else {
+                    jobs_table(&all)
+                }
             }
-            Action::JobInfo(id) => match ask(state_dir, ControlRequest::JobInfo(id.clone())).await? {
+            Action::JobInfo(id) => match ask(state_dir, ControlRequest::JobInfo(id.clone())).await?
+            {
                 ControlResponse::Job(Some(r)) => {
                     if json {
                         json_text(&r)?
@@ -68,7 +75,9 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                         job_info(&r)
                     }
                 }
-                ControlResponse::Job(None) => return Err(Failure::Runtime(format!("no job '{id}' on this node"))),
+                ControlResponse::Job(None) => {
+                    return Err(Failure::Runtime(format!("no job '{id}' on this node")));
+                }
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
             Action::PurgeJobs => {
@@ -77,16 +86,15 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
             }
             Action::ExportJobs(file) => {
                 let all = records(state_dir).await?;
-                let yaml = file
-                    .extension()
-                    .is_some_and(|e| e == "yaml" || e == "yml");
+                let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
                 let text = if yaml {
                     serde_yaml_ng::to_string(&all).map_err(Failure::runtime)?
                 } else {
                     json_text(&all)?
                 };
-                std::fs::write(&file, text)
-                    .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
+                std::fs::write(&file, text).map_err(|e| {
+                    Failure::Runtime(format!("cannot write {}: {e}", file.display()))
+                })?;
                 format!("Exported {} jobs to [ {} ]", all.len(), file.display())
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
@@ -96,7 +104,10 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
             Action::AnalyzeJob(id) => {
                 let all = records(state_dir).await?;
                 let pick: Vec<JobRecord> = if id == "last" {
-                    all.into_iter().max_by_key(|r| r.created_unix_ms).into_iter().collect()
+                    all.into_iter()
+                        .max_by_key(|r| r.created_unix_ms)
+                        .into_iter()
+                        .collect()
                 } else {
                     all.into_iter().filter(|r| r.job_id == id).collect()
                 };
@@ -104,15 +115,29 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     return Err(Failure::Runtime(format!("no job '{id}' on this node")));
                 };
                 let report = analyze(&first.job_id.clone(), &pick);
-                if json { json_text(&report)? } else { key_values(&report) }
+                if json {
+                    json_text(&report)?
+                } else {
+                    key_values(&report)
+                }
             }
             Action::AnalyzeParent(id) => {
-                let pick: Vec<JobRecord> = records(state_dir).await?.into_iter().filter(|r| r.parent_id == id).collect();
+                let pick: Vec<JobRecord> = records(state_dir)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.parent_id == id)
+                    .collect();
                 if pick.is_empty() {
-                    return Err(Failure::Runtime(format!("no job with parent '{id}' on this node")));
+                    return Err(Failure::Runtime(format!(
+                        "no job with parent '{id}' on this node"
+                    )));
                 }
                 let report = analyze(&id, &pick);
-                if json { json_text(&report)? } else { key_values(&report) }
+                if json {
+                    json_text(&report)?
+                } else {
+                    key_values(&report)
+                }
             }
         };
         println!("{text}");
@@ -145,8 +170,14 @@ fn jobs_table(records: &[JobRecord]) -> String {
             r.failures().len().to_string(),
         ]);
     }
-    let failed = records.iter().filter(|r| r.status() == JobStatus::Failed).count();
-    format!("{table}\n\nTotal Items: {}   Total Failed: {failed}", records.len())
+    let failed = records
+        .iter()
+        .filter(|r| r.status() == JobStatus::Failed)
+        .count();
+    format!(
+        "{table}\n\nTotal Items: {}   Total Failed: {failed}",
+        records.len()
+    )
 }
 
 fn job_info(r: &JobRecord) -> String {
@@ -160,7 +191,10 @@ fn job_info(r: &JobRecord) -> String {
         ("JOB_FINGERPRINT".into(), r.fingerprint.clone()),
         ("PARENT_FINGERPRINT".into(), r.parent_fingerprint.clone()),
         ("ORIGINATOR".into(), r.originator.clone()),
-        ("PROCESSING".into(), (r.status() == JobStatus::Processing).to_string()),
+        (
+            "PROCESSING".into(),
+            (r.status() == JobStatus::Processing).to_string(),
+        ),
         ("SUCCESS".into(), r.successes().join("\n")),
         ("FAILED".into(), r.failures().join("\n")),
         ("EXECUTION_TIME".into(), format!("{exec:.8}")),
@@ -182,13 +216,23 @@ fn job_info(r: &JobRecord) -> String {
             ResultState::Skipped => "skipped",
         };
         rows.push((format!("{node} STATE"), state.into()));
-        for (key, value) in [("STDOUT", &x.stdout), ("STDERR", &x.stderr), ("INFO", &x.info)] {
+        for (key, value) in [
+            ("STDOUT", &x.stdout),
+            ("STDERR", &x.stderr),
+            ("INFO", &x.info),
+        ] {
             if !value.is_empty() {
                 rows.push((format!("{node} {key}"), value.clone()));
             }
         }
-        rows.push((format!("{node} EXECUTION_TIME"), format!("{:.8}", x.execution_secs)));
-        rows.push((format!("{node} ROUNDTRIP_TIME"), format!("{:.8}", x.roundtrip_secs)));
+        rows.push((
+            format!("{node} EXECUTION_TIME"),
+            format!("{:.8}", x.execution_secs),
+        ));
+        rows.push((
+            format!("{node} ROUNDTRIP_TIME"),
+            format!("{:.8}", x.roundtrip_secs),
+        ));
     }
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
@@ -217,14 +261,20 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
     let start = jobs.iter().map(|j| j.created_unix_ms).min().unwrap_or(0);
     let end = jobs
         .iter()
-        .flat_map(|j| j.results.values().map(|r| j.created_unix_ms + (r.roundtrip_secs * 1000.0) as u64))
+        .flat_map(|j| {
+            j.results
+                .values()
+                .map(|r| j.created_unix_ms + (r.roundtrip_secs * 1000.0) as u64)
+        })
         .max()
         .unwrap_or(start);
     let extreme = |m: &BTreeMap<&str, f64>, max: bool| -> Value {
-        let pick = m.iter().fold(None::<(&str, f64)>, |best, (n, v)| match best {
-            Some((_, b)) if (max && *v <= b) || (!max && *v >= b) => best,
-            _ => Some((n, *v)),
-        });
+        let pick = m
+            .iter()
+            .fold(None::<(&str, f64)>, |best, (n, v)| match best {
+                Some((_, b)) if (max && *v <= b) || (!max && *v >= b) => best,
+                _ => Some((n, *v)),
+            });
         pick.map_or(Value::Null, |(n, _)| json!(n))
     };
     let combined: f64 = exec.values().sum();
@@ -252,7 +302,10 @@ fn key_values(report: &Value) -> String {
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
     if let Value::Object(map) = report {
         if let Some(id) = map.get("id") {
-            table.add_row(vec!["ID".to_string(), id.as_str().unwrap_or_default().to_string()]);
+            table.add_row(vec![
+                "ID".to_string(),
+                id.as_str().unwrap_or_default().to_string(),
+            ]);
         }
         for (k, v) in map.iter().filter(|(k, _)| *k != "id") {
             let value = match v {

@@ -17,8 +17,8 @@ use jobs::{
 };
 use node::{
     control::{
-        ControlClient, ControlError, ControlRequest, ControlResponse, SubmitReply, Submission, SubmittedJob,
-        SubmittedParent, WatchEvent,
+        ControlClient, ControlError, ControlRequest, ControlResponse, Submission, SubmitReply,
+        SubmittedJob, SubmittedParent, WatchEvent,
     },
     records::{JobRecord, JobStatus},
 };
@@ -71,9 +71,76 @@ pub struct ExecArgs {
     #[command(flatten)]
     options: RunOptions,
 
-    /// The verb's arguments, e.g. `--skip-cache echo hello`. `--exec-help` shows the verb's help.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    /// The verb's arguments, e.g. `--skip-cache 'echo hello'`. `--exec-help` shows the verb's
+    /// help. Options of `exec` itself (--poll, --target, ...) may stand anywhere; after `--`
+    /// everything belongs to the job.
+    #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
+}
+
+/// `exec`'s own options, and whether each takes a value.
+const EXEC_OPTIONS: &[(&str, bool)] = &[
+    ("--verb", true),
+    ("--target", true),
+    ("--restrict", true),
+    ("--state-dir", true),
+    ("--ignore-cache", false),
+    ("--force-async", false),
+    ("--finger-print", false),
+    ("--poll", false),
+    ("--stream", false),
+    ("--check", false),
+    ("--help", false),
+    ("-h", false),
+];
+
+/// Rewrites an `exec` command line so that its own options may stand anywhere among the job's
+/// arguments: `exec --verb RUN --skip-cache 'uname -a' --poll` becomes
+/// `exec --verb RUN --poll -- --skip-cache 'uname -a'`. Other command lines are unchanged.
+pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(at) = argv.iter().position(|a| a == "exec") else {
+        return argv;
+    };
+    // Only when `exec` is the subcommand, i.e. everything before it is global options.
+    let mut i = 1;
+    while i < at {
+        match argv[i].to_str() {
+            Some("--state-dir") => i += 2,
+            Some(a) if a.starts_with("--state-dir=") => i += 1,
+            _ => return argv,
+        }
+    }
+    if i != at {
+        return argv;
+    }
+    let mut out: Vec<std::ffi::OsString> = argv[..=at].to_vec();
+    let mut job = Vec::new();
+    let mut rest = argv[at + 1..].iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_str().unwrap_or_default();
+        if text == "--" {
+            job.extend(rest.by_ref().cloned());
+            break;
+        }
+        let name = text.split_once('=').map_or(text, |(n, _)| n);
+        match EXEC_OPTIONS.iter().find(|(o, _)| *o == name) {
+            Some((_, takes_value)) => {
+                out.push(arg.clone());
+                if *takes_value
+                    && !text.contains('=')
+                    && let Some(value) = rest.next()
+                {
+                    out.push(value.clone());
+                }
+            }
+            None => job.push(arg.clone()),
+        }
+    }
+    if !job.is_empty() {
+        out.push("--".into());
+        out.extend(job);
+    }
+    out
 }
 
 #[derive(Args, Debug)]
@@ -138,7 +205,12 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
     run(state_dir, parents, args.options, false)
 }
 
-fn run(state_dir: PathBuf, parents: Vec<SubmittedParent>, options: RunOptions, exec: bool) -> Result<(), Failure> {
+fn run(
+    state_dir: PathBuf,
+    parents: Vec<SubmittedParent>,
+    options: RunOptions,
+    exec: bool,
+) -> Result<(), Failure> {
     if options.finger_print {
         println!("{}", fingerprints(&parents, &options.restrict));
         return Ok(());
@@ -154,7 +226,9 @@ fn run(state_dir: PathBuf, parents: Vec<SubmittedParent>, options: RunOptions, e
         exec,
     };
     crate::client_runtime()?.block_on(async move {
-        let mut client = ControlClient::connect(&state_dir).await.map_err(Failure::runtime)?;
+        let mut client = ControlClient::connect(&state_dir)
+            .await
+            .map_err(Failure::runtime)?;
         let reply = match client.request(&ControlRequest::Submit(submission)).await {
             Ok(ControlResponse::Submitted(r)) => r,
             Ok(ControlResponse::Refused(why)) => return Err(Failure::Input(why)),
@@ -188,7 +262,11 @@ fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
                 continue;
             }
             count += 1;
-            let args = j.definition.split_once(": ").map(|(_, a)| a).unwrap_or_default();
+            let args = j
+                .definition
+                .split_once(": ")
+                .map(|(_, a)| a)
+                .unwrap_or_default();
             let shown = if args.chars().count() >= 30 {
                 format!("{}...", args.chars().take(27).collect::<String>())
             } else {
@@ -207,14 +285,20 @@ fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
 }
 
 /// Follows the submitted jobs until each is done; prints as asked; decides the exit code.
-async fn follow_jobs(client: &mut ControlClient, reply: &SubmitReply, options: &RunOptions) -> Result<(), Failure> {
+async fn follow_jobs(
+    client: &mut ControlClient,
+    reply: &SubmitReply,
+    options: &RunOptions,
+) -> Result<(), Failure> {
     let job_ids: Vec<String> = reply.jobs.iter().map(|j| j.job_id.clone()).collect();
     let expected: u64 = reply.jobs.iter().map(|j| j.targets.len() as u64).sum();
     let bar = if options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = ProgressBar::new(expected);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} results {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} results {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(bar)
@@ -251,7 +335,9 @@ async fn follow_jobs(client: &mut ControlClient, reply: &SubmitReply, options: &
                 }
                 done.insert(record.job_id.clone(), *record);
             }
-            Ok(ControlResponse::Watch(WatchEvent::Unknown(id))) => say(format!("Job unknown: {id}")),
+            Ok(ControlResponse::Watch(WatchEvent::Unknown(id))) => {
+                say(format!("Job unknown: {id}"))
+            }
             Ok(ControlResponse::WatchEnd) => break,
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             Err(ControlError::Closed) => {
@@ -268,13 +354,29 @@ async fn follow_jobs(client: &mut ControlClient, reply: &SubmitReply, options: &
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let failed: Vec<&JobRecord> = done.values().filter(|r| r.status() == JobStatus::Failed).collect();
+    let failed: Vec<&JobRecord> = done
+        .values()
+        .filter(|r| r.status() == JobStatus::Failed)
+        .collect();
     if options.check && !failed.is_empty() {
         println!("FAILED JOBS");
         for r in &failed {
-            for (node, result) in r.results.iter().filter(|(_, x)| x.state == ResultState::Failed) {
-                let why = if result.stderr.is_empty() { &result.info } else { &result.stderr };
-                println!("  {}  {}  on {node}: {}", r.job_id, r.definition, first_line(why));
+            for (node, result) in r
+                .results
+                .iter()
+                .filter(|(_, x)| x.state == ResultState::Failed)
+            {
+                let why = if result.stderr.is_empty() {
+                    &result.info
+                } else {
+                    &result.stderr
+                };
+                println!(
+                    "  {}  {}  on {node}: {}",
+                    r.job_id,
+                    r.definition,
+                    first_line(why)
+                );
             }
         }
     }
@@ -298,7 +400,11 @@ fn first_line(s: &str) -> &str {
 
 /// `Job Success: ID (RUN: echo hi) 3/3 nodes` and the like.
 fn status_line(r: &JobRecord) -> String {
-    let skipped = r.results.values().filter(|x| x.state == ResultState::Skipped).count();
+    let skipped = r
+        .results
+        .values()
+        .filter(|x| x.state == ResultState::Skipped)
+        .count();
     let skipped = if skipped > 0 {
         format!(", {skipped} skipped")
     } else {
@@ -311,7 +417,16 @@ fn status_line(r: &JobRecord) -> String {
                 .results
                 .iter()
                 .filter(|(_, x)| x.state == ResultState::Failed)
-                .map(|(n, x)| format!("{n}: {}", first_line(if x.info.is_empty() { &x.stderr } else { &x.info })))
+                .map(|(n, x)| {
+                    format!(
+                        "{n}: {}",
+                        first_line(if x.info.is_empty() {
+                            &x.stderr
+                        } else {
+                            &x.info
+                        })
+                    )
+                })
                 .collect();
             format!(
                 "Job Failed: {} ({}) failed on {}/{} nodes - {}",
@@ -332,3 +447,76 @@ fn status_line(r: &JobRecord) -> String {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        exec_argv(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn exec_options_may_stand_anywhere() {
+        assert_eq!(
+            rewrite(&[
+                "dm",
+                "exec",
+                "--verb",
+                "RUN",
+                "--skip-cache",
+                "uname -a",
+                "--poll",
+                "--target=a"
+            ]),
+            vec![
+                "dm",
+                "exec",
+                "--verb",
+                "RUN",
+                "--poll",
+                "--target=a",
+                "--",
+                "--skip-cache",
+                "uname -a"
+            ]
+        );
+        assert_eq!(
+            rewrite(&[
+                "dm",
+                "--state-dir",
+                "/s",
+                "exec",
+                "--timeout",
+                "5",
+                "--verb",
+                "RUN",
+                "sleep 1"
+            ]),
+            vec![
+                "dm",
+                "--state-dir",
+                "/s",
+                "exec",
+                "--verb",
+                "RUN",
+                "--",
+                "--timeout",
+                "5",
+                "sleep 1"
+            ]
+        );
+        // After `--`, everything is the job's.
+        assert_eq!(
+            rewrite(&["dm", "exec", "--verb", "ECHO", "--", "--poll"]),
+            vec!["dm", "exec", "--verb", "ECHO", "--", "--poll"]
+        );
+        // Other commands are left alone, even when a value is "exec".
+        assert_eq!(
+            rewrite(&["dm", "status", "exec"]),
+            vec!["dm", "status", "exec"]
+        );
+    }
+}

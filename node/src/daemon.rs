@@ -148,10 +148,16 @@ impl Node {
             store: store.clone(),
             cache: cache.clone(),
         });
-        let mut tasks = vec![tokio::spawn(consume_events(mesh.events, runs))];
+        let members_changed = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = vec![tokio::spawn(consume_events(
+            mesh.events,
+            runs,
+            members_changed.clone(),
+        ))];
         tasks.push(tokio::spawn(save_known_peers(
             mesh.handle.clone(),
             state.clone(),
+            members_changed.clone(),
         )));
         if let Some(socket) = &config.control_socket {
             let listener = control::bind(socket, config.socket_group.as_deref())
@@ -294,11 +300,19 @@ fn remember_peers(state: &StateDir, status: &MeshStatus) {
     }
 }
 
-async fn save_known_peers(mesh: MeshHandle, state: Arc<StateDir>) {
-    let mut every = tokio::time::interval(SAVE_PEERS_EVERY);
-    every.tick().await;
+/// Keeps `known-peers` current: soon after a member appears, and every [`SAVE_PEERS_EVERY`], so
+/// a node that crashes finds the mesh again when it restarts.
+async fn save_known_peers(
+    mesh: MeshHandle,
+    state: Arc<StateDir>,
+    changed: Arc<tokio::sync::Notify>,
+) {
     loop {
-        every.tick().await;
+        // A burst of joins coalesces: notifications during a save leave one permit behind.
+        tokio::select! {
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(SAVE_PEERS_EVERY) => {}
+        }
         match mesh.status().await {
             Ok(status) => remember_peers(&state, &status),
             Err(_) => return,
@@ -307,13 +321,20 @@ async fn save_known_peers(mesh: MeshHandle, state: Arc<StateDir>) {
 }
 
 /// Hands what the network says to the runs actor.
-async fn consume_events(mut events: tokio::sync::mpsc::Receiver<MeshEvent>, runs: Runs) {
+async fn consume_events(
+    mut events: tokio::sync::mpsc::Receiver<MeshEvent>,
+    runs: Runs,
+    members_changed: Arc<tokio::sync::Notify>,
+) {
     while let Some(event) = events.recv().await {
         let input = match event {
             MeshEvent::Member(MembershipChange::Expired(peer) | MembershipChange::Left(peer)) => {
                 runs::Input::MemberGone(peer)
             }
-            MeshEvent::Member(MembershipChange::Alive(_)) => continue,
+            MeshEvent::Member(MembershipChange::Alive(_)) => {
+                members_changed.notify_one();
+                continue;
+            }
             MeshEvent::Announce { source, data } => runs::Input::Announce { source, data },
             MeshEvent::JobRequest { peer, data, token } => {
                 runs::Input::Request { peer, data, token }
@@ -444,11 +465,7 @@ impl Control {
                 None => all.push(r),
             }
         }
-        all.sort_by(|a, b| {
-            a.created_unix_ms
-                .cmp(&b.created_unix_ms)
-                .then(a.job_id.cmp(&b.job_id))
-        });
+        all.sort_by(|a, b| a.order().cmp(&b.order()));
         all
     }
 }

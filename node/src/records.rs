@@ -71,12 +71,19 @@ pub struct JobRecord {
     /// Name of the node that submitted it (this node).
     pub originator: String,
     pub created_unix_ms: u64,
+    /// Position of the job in its run (submission order).
+    pub position: u32,
     pub nodes: Vec<NodeRef>,
     /// Results by node name.
     pub results: BTreeMap<String, NodeResult>,
 }
 
 impl JobRecord {
+    /// Submission order: by creation time, run, then position in the run.
+    pub fn order(&self) -> (u64, &str, u32) {
+        (self.created_unix_ms, &self.run_id, self.position)
+    }
+
     pub fn status(&self) -> JobStatus {
         if self.results.len() < self.nodes.len() {
             JobStatus::Processing

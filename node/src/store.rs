@@ -168,11 +168,7 @@ impl Store {
 
     pub fn records(&self) -> Vec<JobRecord> {
         let mut all: Vec<JobRecord> = self.all(JOBS).into_iter().map(|(_, v)| v).collect();
-        all.sort_by(|a, b| {
-            a.created_unix_ms
-                .cmp(&b.created_unix_ms)
-                .then(a.job_id.cmp(&b.job_id))
-        });
+        all.sort_by(|a, b| a.order().cmp(&b.order()));
         all
     }
 
@@ -283,6 +279,7 @@ mod tests {
             fingerprint: String::new(),
             originator: "me".into(),
             created_unix_ms: created,
+            position: 0,
             nodes: vec![],
             results: BTreeMap::new(),
         }

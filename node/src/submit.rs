@@ -153,6 +153,7 @@ pub fn resolve(
                 fingerprint: fingerprint.to_hex(),
                 originator: local_name.to_string(),
                 created_unix_ms: now_ms,
+                position: records.len() as u32,
                 nodes: nodes.clone(),
                 results: BTreeMap::new(),
             });

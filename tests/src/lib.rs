@@ -46,6 +46,8 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// Runs in its own mount namespace with a private, empty `/tmp`, like a separate machine.
+    isolated: bool,
 }
 
 impl Daemon {
@@ -68,6 +70,48 @@ impl Daemon {
         d
     }
 
+    /// Like [`Daemon::start`], but the daemon gets its own mount namespace with a private `/tmp`
+    /// (as if on another machine). `root` must not be under `/tmp`. Needs root.
+    pub fn start_isolated(root: &Path, name: &str, extra: &[&str]) -> Daemon {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test gives each daemon its own /tmp with a mount namespace, which needs root"
+        );
+        assert!(
+            !root.starts_with("/tmp"),
+            "state directories of isolated daemons must be outside /tmp"
+        );
+        let mut args: Vec<String> = vec!["--name".into(), name.into()];
+        args.extend(
+            [
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--heartbeat-interval",
+                "1s",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut d = Daemon {
+            name: name.into(),
+            state_dir: root.join(name),
+            args,
+            child: None,
+            isolated: true,
+        };
+        d.launch();
+        d.wait_serving();
+        d
+    }
+
+    /// Runs the CLI against this daemon (`--state-dir` is added).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--state-dir", self.state_dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        cli(&all)
+    }
+
     /// Starts `directord-mesh --state-dir <root>/<name> join <args...>` without waiting.
     pub fn spawn(root: &Path, name: &str, args: Vec<String>) -> Daemon {
         let mut d = Daemon {
@@ -75,6 +119,7 @@ impl Daemon {
             state_dir: root.join(name),
             args,
             child: None,
+            isolated: false,
         };
         d.launch();
         d
@@ -94,12 +139,25 @@ impl Daemon {
             .append(true)
             .open(self.state_dir.join("daemon.log"))
             .unwrap();
-        let child = Command::new(binary())
+        let mut command = if self.isolated {
+            // unshare and sh exec in place: the child's pid is the daemon's.
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg("mount -t tmpfs tmpfs /tmp && exec \"$0\" \"$@\"")
+                .arg(binary());
+            c
+        } else {
+            Command::new(binary())
+        };
+        let child = command
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("join")
             .args(&self.args)
-            .env("RUST_LOG", "info,libp2p=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("DAEMON_LOG").unwrap_or_else(|_| "info,libp2p=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,0 +1,611 @@
+//! Jobs end to end on real daemons: each daemon has its own `/tmp` (a mount namespace), so
+//! three daemons on this machine behave like three machines.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e_tests::{Daemon, alive_names, wait_for};
+use serde_json::Value;
+
+fn orchestrations() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrations")
+}
+
+/// Directord's own orchestrations, when the reference folder sits beside the repository.
+fn reference(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/reference/directord-orchestrations")
+        .join(name);
+    path.exists().then_some(path)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A 3-node mesh of isolated daemons, all seeing each other.
+fn mesh(root: &Path) -> Vec<Daemon> {
+    let first = Daemon::start_isolated(root, "n1", &[]);
+    let token = first.join_token();
+    let mut nodes = vec![first];
+    for name in ["n2", "n3"] {
+        nodes.push(Daemon::start_isolated(root, name, &["--token", &token]));
+    }
+    for d in &nodes {
+        wait_for(Duration::from_secs(20), "a 3-node mesh", || {
+            (alive_names(&d.status()?) == ["n1", "n2", "n3"]).then_some(())
+        });
+    }
+    nodes
+}
+
+fn root() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// Every record the node holds, by job definition (in submission order for repeated ones).
+fn records(d: &Daemon) -> Vec<Value> {
+    let o = d.cli(&["manage", "--list-jobs", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap()
+}
+
+fn by_definition<'a>(records: &'a [Value], definition: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["definition"] == definition)
+        .collect()
+}
+
+/// The one record with this definition.
+fn record<'a>(records: &'a [Value], definition: &str) -> &'a Value {
+    let found = by_definition(records, definition);
+    assert_eq!(found.len(), 1, "records with definition {definition:?}");
+    found[0]
+}
+
+fn states(r: &Value) -> BTreeMap<String, String> {
+    r["results"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(n, x)| (n.clone(), x["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn all(state: &str) -> BTreeMap<String, String> {
+    ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| (n.to_string(), state.to_string()))
+        .collect()
+}
+
+fn stdout_on(r: &Value, node: &str) -> String {
+    r["results"][node]["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The node's execution window of a result, in unix ms.
+fn window(r: &Value, node: &str) -> (u64, u64) {
+    let x = &r["results"][node];
+    let end = x["finished_unix_ms"].as_u64().unwrap();
+    let exec = (x["execution_secs"].as_f64().unwrap() * 1000.0) as u64;
+    (end - exec, end)
+}
+
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+#[test]
+fn directord_functional_checks_on_three_nodes() {
+    let root = root();
+    let nodes = mesh(root.path());
+    // Submitted from the second node: any node can orchestrate.
+    let submitter = &nodes[1];
+    let file = orchestrations().join("functional.yaml");
+    let o = submitter.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let recs = records(submitter);
+    for definition in [
+        "RUN: echo hello world",
+        "RUN: --skip-cache echo hello world",
+        "RUN: --stdout-arg test_stdout_arg echo hello world 2",
+        "ARG: test_runtime_complex_arg_list ['test']",
+        "ENV: test_runtime_arg_as_env environment",
+        "WORKDIR: --chown=0:0 --chmod=0777 /tmp/test-mode",
+        "RUN: stat /tmp/test-mode | grep Uid | grep 0777",
+        "RUN: grep environment /tmp/test/test-sh-env",
+        "CACHEFILE: /tmp/test/test-cache.yaml",
+        "CACHEEVICT: all",
+    ] {
+        assert_eq!(
+            states(record(&recs, definition)),
+            all("success"),
+            "{definition}"
+        );
+    }
+    // --run-once: exactly one node ran it.
+    let once = record(&recs, "RUN: --run-once echo hello world run-once");
+    assert_eq!(states(once).len(), 1, "{once}");
+    // Every cached arg rendered with its type on every node.
+    let rendered = recs
+        .iter()
+        .find(|r| {
+            r["definition"]
+                .as_str()
+                .unwrap()
+                .contains("{{ test_stdout_arg }}")
+        })
+        .unwrap();
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(
+            stdout_on(rendered, n),
+            "hello world 2|hello world 3|argument|test|2|b|2.4",
+            "{n}"
+        );
+        assert_eq!(
+            stdout_on(
+                record(
+                    &recs,
+                    "RUN: echo \"{{ test_array_args | join(',') }} {{ test_integer_args }}\""
+                ),
+                n
+            ),
+            "one,two 9000"
+        );
+        assert_eq!(stdout_on(record(&recs, "ECHO: test"), n), "test");
+        assert_eq!(
+            stdout_on(
+                record(
+                    &recs,
+                    "RUN: echo \"${test_runtime_arg_as_env}\" | tee /tmp/test/test-sh-env"
+                ),
+                n
+            ),
+            "environment"
+        );
+    }
+}
+
+#[test]
+fn cache_skips_reruns_and_evictions() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "--verb"];
+        all.extend_from_slice(args);
+        all.push("--poll");
+        let o = d.cli(&all);
+        assert!(o.status.success(), "{}", text(&o));
+        let last = records(d).into_iter().last().unwrap();
+        states(&last)
+    };
+    assert_eq!(exec(&["RUN", "echo cached"]), all("success"));
+    assert_eq!(
+        exec(&["RUN", "echo cached"]),
+        all("skipped"),
+        "a second identical run is skipped"
+    );
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "echo cached",
+        "--ignore-cache",
+        "--poll",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        states(&records(d).into_iter().last().unwrap()),
+        all("success"),
+        "--ignore-cache reruns"
+    );
+    assert_eq!(exec(&["CACHEEVICT", "jobs"]), all("success"));
+    assert_eq!(
+        exec(&["RUN", "echo cached"]),
+        all("success"),
+        "after CACHEEVICT jobs it runs again"
+    );
+    // The cache is visible on each node.
+    let o = d.cli(&["manage", "--dump-cache"]);
+    let cache: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        cache["jobs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|j| j["state"] == "success")
+    );
+}
+
+#[test]
+fn a_failure_stops_the_rest_of_its_parent_and_exits_1() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[2];
+    let file = orchestrations().join("failure.yaml");
+    let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("FAILED JOBS"),
+        "{}",
+        text(&o)
+    );
+    let recs = records(d);
+    assert_eq!(
+        states(record(&recs, "RUN: --skip-cache echo before")),
+        all("success")
+    );
+    assert_eq!(
+        states(record(&recs, "RUN: --skip-cache exit 7")),
+        all("failed")
+    );
+    let never = record(&recs, "RUN: --skip-cache echo never runs");
+    assert_eq!(states(never), all("failed"));
+    for n in ["n1", "n2", "n3"] {
+        let info = never["results"][n]["info"].as_str().unwrap();
+        assert!(info.contains("of this parent failed"), "{n}: {info}");
+        assert!(never["results"][n]["stdout"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        states(record(&recs, "RUN: --skip-cache echo another parent")),
+        all("success")
+    );
+}
+
+#[test]
+fn async_parents_run_concurrently_beside_sync_ones() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let file = orchestrations().join("async.yaml");
+    let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recs = records(d);
+    let sleeps = by_definition(&recs, "RUN: --skip-cache sleep 1");
+    assert_eq!(sleeps.len(), 2);
+    for n in ["n1", "n2", "n3"] {
+        assert!(
+            overlap(window(sleeps[0], n), window(sleeps[1], n)),
+            "{n}: async and sync sleeps overlap"
+        );
+        assert_eq!(
+            stdout_on(
+                record(&recs, "RUN: --skip-cache echo \"{{ async_arg }}\""),
+                n
+            ),
+            "from async"
+        );
+    }
+    assert_eq!(
+        states(record(&recs, "RUN: --run-once echo async run-once")).len(),
+        1
+    );
+}
+
+#[test]
+fn directord_timing_and_comparison_orchestrations() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    if let Some(file) = reference("functional-tests-async-time.yaml") {
+        let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let recs = records(d);
+        // The three async parents (6 s, 5 s, 4 s sleeps) ran side by side on every node: the
+        // first job of each (in submission order) overlapped the others.
+        let firsts: Vec<&Value> = ["sleep 6", "sleep 5", "sleep 4"]
+            .iter()
+            .map(|s| by_definition(&recs, &format!("RUN: --skip-cache {s}"))[0])
+            .collect();
+        for n in ["n1", "n2", "n3"] {
+            assert!(overlap(window(firsts[0], n), window(firsts[1], n)), "{n}");
+            assert!(overlap(window(firsts[1], n), window(firsts[2], n)), "{n}");
+        }
+    }
+    for name in [
+        "comparison-orchestration.yaml",
+        "comparison-orchestration-async.yaml",
+    ] {
+        let Some(file) = reference(name) else {
+            continue;
+        };
+        let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("1000 succeeded, 0 failed (3000 results"),
+            "{}",
+            text(&o)
+        );
+    }
+}
+
+#[test]
+fn queuesentinel_purges_queued_work_and_reports_it() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let own = root.path().join("sentinel.yaml");
+    std::fs::write(
+        &own,
+        "- async: true\n  jobs:\n  - RUN: --skip-cache sleep 3\n  - RUN: --skip-cache echo purged a\n\
+         - jobs:\n  - RUN: --skip-cache sleep 3\n  - RUN: --skip-cache echo purged b\n",
+    )
+    .unwrap();
+    let file = reference("functional-tests-queue-sentinel.yaml").unwrap_or(own);
+    // Submit without waiting, then the sentinel, as Directord's test does.
+    let o = d.cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "QUEUESENTINEL",
+        "true",
+        "--poll",
+        "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Every purged job is reported failed, naming the sentinel; nothing stays queued.
+    let (recs, _) = wait_for(Duration::from_secs(60), "every job to be reported", || {
+        let recs = records(d);
+        recs.iter()
+            .all(|r| {
+                r["results"].as_object().unwrap().len() == r["nodes"].as_array().unwrap().len()
+            })
+            .then_some(recs)
+    });
+    let purged = recs
+        .iter()
+        .flat_map(|r| r["results"].as_object().unwrap().values())
+        .filter(|x| {
+            x["info"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("QUEUESENTINEL")
+        })
+        .count();
+    assert!(
+        purged >= 3,
+        "each node reports its purged jobs (found {purged})"
+    );
+}
+
+fn processes_running(pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", pattern])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_timeout_kills_the_job_and_its_children() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    // A duration no other process on this machine sleeps for, to find the children afterwards.
+    let marker = format!(
+        "{}.{}",
+        300 + std::process::id() % 100,
+        Instant::now().elapsed().subsec_nanos() % 1000
+    );
+    let command = format!("sleep {marker} & sleep {marker}");
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--timeout",
+        "1",
+        &command,
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = records(d).into_iter().last().unwrap();
+    assert_eq!(states(&last), all("failed"));
+    assert!(
+        last["results"]["n2"]["info"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{last}"
+    );
+    let pattern = format!("sleep {marker}");
+    wait_for(Duration::from_secs(5), "no sleep left behind", || {
+        (!processes_running(&pattern)).then_some(())
+    });
+}
+
+#[test]
+fn a_target_killed_mid_run_is_reported_unreachable() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let poll = Command::new(e2e_tests::binary())
+        .args(["--state-dir", nodes[0].state_dir.to_str().unwrap()])
+        .args(["exec", "--verb", "RUN", "--skip-cache", "sleep 4", "--poll"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    nodes[2].kill9();
+    let o = poll.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = records(&nodes[0]).into_iter().last().unwrap();
+    assert_eq!(last["results"]["n1"]["state"], "success");
+    assert_eq!(last["results"]["n2"]["state"], "success");
+    assert_eq!(last["results"]["n3"]["state"], "failed");
+    assert!(
+        last["results"]["n3"]["info"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreachable"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_submitter_restarted_mid_run_still_gets_every_result() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+        "sleep 2; echo done",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    // The submitter dies before any result and comes back while the jobs still run elsewhere.
+    nodes[0].kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[0].restart();
+    let started = Instant::now();
+    let record = loop {
+        let o = nodes[0].cli(&["manage", "--job-info", &job_id, "--json"]);
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        if r["results"].as_object().is_some_and(|m| m.len() == 2) {
+            break r;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            for d in &nodes {
+                eprintln!("==== {} ====\n{}", d.name, d.log());
+            }
+            panic!(
+                "both results never reached the restarted submitter: {}",
+                text(&o)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for n in ["n2", "n3"] {
+        assert_eq!(record["results"][n]["state"], "success", "{record}");
+        assert_eq!(record["results"][n]["stdout"], "done");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
+    let bad = orchestrations().join("bad");
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "unknown-verb.yaml",
+            &["entry 1, job 2 (FROB)", "unknown verb 'FROB'"],
+        ),
+        (
+            "unknown-option.yaml",
+            &["entry 1, job 1 (RUN)", "unknown option --bogus"],
+        ),
+        ("syntax.yaml", &["YAML syntax error at line"]),
+        ("no-jobs.yaml", &["entry 1", "missing `jobs:`"]),
+        ("missing-value.yaml", &["job 1 (ARG)", "has no VALUE"]),
+        ("bad-timeout.yaml", &["--timeout 'soon'"]),
+        ("bad-mode.yaml", &["not an octal mode"]),
+        ("unterminated-quote.yaml", &["unterminated double quote"]),
+        ("not-a-list.yaml", &["expected a list of entries"]),
+        ("bad-async.yaml", &["async: 'maybe' is not a boolean"]),
+        ("bad-var.yaml", &["'chown' is not an option of RUN"]),
+        ("bad-tag.yaml", &["unknown cache tag 'everything'"]),
+        ("empty.yaml", &["the file is empty"]),
+        ("bad-wait.yaml", &["exactly one of --seconds and --cmd"]),
+        ("binary.yaml", &["binary.yaml"]),
+        (
+            "does-not-exist.yaml",
+            &["does-not-exist.yaml", "cannot read"],
+        ),
+    ];
+    let state = root();
+    for (file, needles) in cases {
+        let path = bad.join(file);
+        let o = e2e_tests::cli(&[
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "orchestrate",
+            path.to_str().unwrap(),
+            "--poll",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{file}: {}", text(&o));
+        assert!(!err.contains("panicked"), "{file}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{file}: expected {n:?} in {err}");
+        }
+    }
+    let args: &[(&[&str], &str)] = &[
+        (&["exec", "--verb", "FROB", "x"], "unknown verb 'FROB'"),
+        (&["exec", "--verb", "RUN"], "RUN needs a command"),
+        (
+            &["exec", "--verb", "RUN", "--timeout", "x", "true"],
+            "--timeout 'x'",
+        ),
+        (&["exec", "--verb", "WORKDIR", "a", "b"], "takes one PATH"),
+        (&["exec", "RUN", "true"], "--verb"),
+        (&["orchestrate"], "FILE"),
+    ];
+    for (a, needle) in args {
+        let mut all = vec!["--state-dir", state.path().to_str().unwrap()];
+        all.extend_from_slice(a);
+        let o = e2e_tests::cli(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {}", text(&o));
+        assert!(err.contains(needle), "{a:?}: expected {needle:?} in {err}");
+    }
+    // --exec-help prints the verb's help and runs nothing (no daemon needed).
+    let o = e2e_tests::cli(&[
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "exec",
+        "--verb",
+        "RUN",
+        "--exec-help",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--stdout-arg NAME"));
+}
+
+#[test]
+fn unknown_targets_are_refused_before_anything_runs() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let o = nodes[0].cli(&[
+        "exec", "--verb", "RUN", "--target", "nope", "true", "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown target 'nope'"),
+        "{}",
+        text(&o)
+    );
+    assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
+    // --finger-print runs nothing and needs no daemon.
+    let file = orchestrations().join("functional.yaml");
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("COUNT"));
+    assert!(records(&nodes[0]).is_empty());
+}
