@@ -426,7 +426,13 @@ impl Control {
             })
             .await;
         match accepted.await {
-            Ok(()) => ControlResponse::Submitted(resolved.reply),
+            Ok(()) => {
+                // The run and its records are on disk before the submitter hears "submitted":
+                // a crash from here on resumes the run at the next start.
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+                ControlResponse::Submitted(resolved.reply)
+            }
             Err(_) => ControlResponse::Error("the node is shutting down".into()),
         }
     }

@@ -149,9 +149,10 @@ struct Watcher {
 struct AcceptedRun {
     originator: NodeId,
     pending: HashSet<String>,
-    stream: bool,
-    since: Instant,
+    accepted_unix_ms: u64,
 }
+
+
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
@@ -232,18 +233,25 @@ impl Actor {
             );
             self.outbox_actions(actions);
         }
+        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
+        let mut pending_jobs = self.store.pending_jobs();
         for (run_id, accepted) in self.store.accepted() {
-            // Those jobs were queued or running when this node stopped: they will not finish.
+            let pending = pending_jobs.remove(&run_id).unwrap_or_default();
+            if pending.is_empty() && accepted.accepted_unix_ms < forget_before {
+                self.store.delete_accepted(&run_id);
+                continue;
+            }
+            // Jobs still pending were queued or running when this node stopped: they will not
+            // finish. Runs without pending jobs are remembered so a resend does not run them again.
             self.accepted.insert(
                 run_id.clone(),
                 AcceptedRun {
                     originator: accepted.originator.clone(),
-                    pending: accepted.pending.iter().cloned().collect(),
-                    stream: false,
-                    since: now,
+                    pending: pending.iter().cloned().collect(),
+                    accepted_unix_ms: accepted.accepted_unix_ms,
                 },
             );
-            for job_id in &accepted.pending {
+            for job_id in &pending {
                 let outcome = Outcome {
                     job_id: job_id.clone(),
                     state: ResultState::Failed,
@@ -380,8 +388,14 @@ impl Actor {
         self.outbox_actions(actions);
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());
-        self.accepted.retain(|_, a| {
-            !a.pending.is_empty() || now.saturating_duration_since(a.since) < REMEMBER_RUNS
+        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
+        let store = &self.store;
+        self.accepted.retain(|run_id, a| {
+            let keep = !a.pending.is_empty() || a.accepted_unix_ms >= forget_before;
+            if !keep {
+                store.delete_accepted(run_id);
+            }
+            keep
         });
     }
 
@@ -587,21 +601,22 @@ impl Actor {
                 }));
             }
         }
+        let accepted_unix_ms = now_ms();
         self.store.put_accepted(
             &run.run_id,
             &Accepted {
                 originator: run.originator.clone(),
-                pending: pending.iter().cloned().collect(),
                 stream: run.stream,
+                accepted_unix_ms,
             },
+            &pending.iter().cloned().collect::<Vec<_>>(),
         );
         self.accepted.insert(
             run.run_id.clone(),
             AcceptedRun {
                 originator: run.originator.clone(),
                 pending,
-                stream: run.stream,
-                since: Instant::now(),
+                accepted_unix_ms,
             },
         );
         self.feed_executor();
@@ -647,16 +662,7 @@ impl Actor {
         };
         accepted.pending.remove(&outcome.job_id);
         let originator = accepted.originator.clone();
-        let stream = accepted.stream;
-        let pending: Vec<String> = accepted.pending.iter().cloned().collect();
-        self.store.put_accepted(
-            &run_id,
-            &Accepted {
-                originator: originator.clone(),
-                pending,
-                stream,
-            },
-        );
+        self.store.job_finished(&run_id, &outcome.job_id);
         // Send what output is still waiting before the result.
         self.flush_output(&originator);
         let result = JobResult {

@@ -6,6 +6,7 @@
 //! | `runs`     | run id → [`StoredRun`]               | the originator  |
 //! | `outbox`   | `run/job` → [`OutboxEntry`]          | a target        |
 //! | `accepted` | run id → [`Accepted`]                | a target        |
+//! | `pending`  | `run/job` → (nothing)                | a target        |
 //! | `cache`    | see `jobs::cache`                    | a target        |
 //!
 //! Reads happen on the caller's thread. Writes go to one writer thread that commits them in
@@ -13,6 +14,7 @@
 //! disk flush per job result.
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{Arc, mpsc},
     thread,
@@ -29,6 +31,7 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 const ACCEPTED: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted");
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 
 /// A run this node submitted, kept until every result is in so a restart can resume it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,12 +47,13 @@ pub struct OutboxEntry {
     pub result: JobResult,
 }
 
-/// A run this node accepted as a target, with the jobs it has not finished yet.
+/// A run this node accepted as a target (its unfinished jobs are in the `pending` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
     pub originator: NodeId,
-    pub pending: Vec<String>,
     pub stream: bool,
+    /// When the run was accepted; finished runs are remembered for a day to refuse resends.
+    pub accepted_unix_ms: u64,
 }
 
 enum Op {
@@ -101,7 +105,7 @@ impl Store {
         let db = Arc::new(Database::create(path).map_err(|e| err(&e))?);
         {
             let w = db.begin_write().map_err(|e| err(&e))?;
-            for t in [JOBS, RUNS, OUTBOX, ACCEPTED] {
+            for t in [JOBS, RUNS, OUTBOX, ACCEPTED, PENDING] {
                 w.open_table(t).map_err(|e| err(&e))?;
             }
             w.commit().map_err(|e| err(&e))?;
@@ -148,12 +152,35 @@ impl Store {
         self.send(Op::Delete(OUTBOX, outbox_key(result)));
     }
 
-    pub fn put_accepted(&self, run_id: &str, accepted: &Accepted) {
-        if accepted.pending.is_empty() {
-            self.send(Op::Delete(ACCEPTED, run_id.to_string()));
-        } else {
-            self.send(Op::Put(ACCEPTED, run_id.to_string(), encode(accepted)));
+    /// Remembers an accepted run and its jobs, all pending.
+    pub fn put_accepted(&self, run_id: &str, accepted: &Accepted, jobs: &[String]) {
+        self.send(Op::Put(ACCEPTED, run_id.to_string(), encode(accepted)));
+        for job in jobs {
+            self.send(Op::Put(PENDING, format!("{run_id}/{job}"), Vec::new()));
         }
+    }
+
+    /// A job of an accepted run finished.
+    pub fn job_finished(&self, run_id: &str, job_id: &str) {
+        self.send(Op::Delete(PENDING, format!("{run_id}/{job_id}")));
+    }
+
+    pub fn delete_accepted(&self, run_id: &str) {
+        self.send(Op::Delete(ACCEPTED, run_id.to_string()));
+    }
+
+    /// Unfinished jobs of accepted runs, by run.
+    pub fn pending_jobs(&self) -> HashMap<String, Vec<String>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        let Ok(r) = self.db.begin_read() else { return out };
+        let Ok(t) = r.open_table(PENDING) else { return out };
+        let Ok(iter) = t.iter() else { return out };
+        for row in iter.flatten() {
+            if let Some((run, job)) = row.0.value().split_once('/') {
+                out.entry(run.to_string()).or_default().push(job.to_string());
+            }
+        }
+        out
     }
 
     /// Forgets every job record and finished run.
