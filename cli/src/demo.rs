@@ -3,8 +3,9 @@
 //! Each daemon is a child process running `directord-mesh join` on 127.0.0.1 with its own state
 //! directory under one temporary directory. The first creates the mesh, the others join it with
 //! its token. The demo waits until every daemon sees every other one alive, prints the mesh as
-//! the first daemon sees it, and keeps it running until Ctrl-C, when it stops every daemon
-//! cleanly and removes the temporary directory.
+//! the first daemon sees it, runs an orchestration through it (streaming each node's output),
+//! and keeps it running until Ctrl-C, when it stops every daemon cleanly and removes the
+//! temporary directory.
 
 use std::{
     os::unix::process::CommandExt,
@@ -24,7 +25,8 @@ Start a real mesh of N daemons on this machine and show it.
 Each daemon is a separate `directord-mesh join` process listening on 127.0.0.1, with its own
 state directory and log under one temporary directory. The first daemon creates the mesh; the
 others join it with its token. Once every daemon sees all N alive, the demo prints the mesh as
-the first daemon sees it and how to talk to any of them, then keeps running until Ctrl-C, when
+the first daemon sees it, runs FILE through the mesh from the first daemon (each node's output
+streams live), shows how to talk to any daemon yourself, then keeps running until Ctrl-C, when
 it stops every daemon (each tells the mesh it is leaving) and removes the directory.";
 
 #[derive(Args, Debug)]
@@ -41,7 +43,15 @@ pub struct DemoArgs {
     /// directory, removed at the end).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+
+    /// Orchestration to run through the mesh once it has formed (default: examples/hello.yaml,
+    /// or the same built-in example when that file is not here).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
 }
+
+/// The default orchestration, built in for when `examples/hello.yaml` is not at hand.
+const HELLO: &str = include_str!("../../examples/hello.yaml");
 
 /// How long the demo waits for the mesh to form before giving up.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
@@ -107,8 +117,30 @@ async fn demo(
     );
     let report = status::fetch(&daemons[0].state_dir).await?;
     println!("{}\n", render::status(&report));
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        None if Path::new("examples/hello.yaml").exists() => PathBuf::from("examples/hello.yaml"),
+        None => {
+            let f = root.join("hello.yaml");
+            std::fs::write(&f, HELLO).map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", f.display())))?;
+            f
+        }
+    };
+    println!("Running {} through the mesh from {}:\n", file.display(), daemons[0].name);
+    let status = Command::new(exe)
+        .arg("--state-dir")
+        .arg(&daemons[0].state_dir)
+        .arg("orchestrate")
+        .arg(&file)
+        .arg("--stream")
+        .status()
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot run the orchestration: {e}")))?;
+    println!();
     let last = &daemons[n - 1];
     println!("Ask any daemon yourself, e.g.:");
+    println!("  {} --state-dir {} exec --verb RUN 'uptime' --poll", exe.display(), last.state_dir.display());
+    println!("  {} --state-dir {} manage --list-jobs", exe.display(), daemons[0].state_dir.display());
     println!(
         "  {} --state-dir {} status",
         exe.display(),
@@ -121,7 +153,11 @@ async fn demo(
         root.join("extra").display()
     );
     if args.exit {
-        return Ok(());
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(Failure::Runtime(format!("the orchestration did not succeed ({status})")))
+        };
     }
     println!("\nThe mesh keeps running; press Ctrl-C to stop it.");
     wait_for_ctrl_c().await
