@@ -111,6 +111,7 @@ impl Runs {
             outbox: Outbox::new(),
             records: HashMap::new(),
             open_runs: HashMap::new(),
+            recently_done: VecDeque::new(),
             watchers: Vec::new(),
             accepted: HashMap::new(),
             job_runs: HashMap::new(),
@@ -154,6 +155,9 @@ struct AcceptedRun {
 
 
 
+/// How long the originator keeps a finished record in memory (it is on disk anyway).
+const KEEP_DONE: Duration = Duration::from_secs(60);
+
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
 
@@ -174,10 +178,12 @@ struct Actor {
     inbox: mpsc::Sender<Input>,
     originator: Originator,
     outbox: Outbox,
-    /// Records of jobs this node submitted that are still processing.
+    /// Records of jobs this node submitted that are still processing or finished lately.
     records: HashMap<String, JobRecord>,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
+    /// Records that finished lately, oldest first, dropped from memory after [`KEEP_DONE`].
+    recently_done: VecDeque<(Instant, String)>,
     watchers: Vec<Watcher>,
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
@@ -388,6 +394,16 @@ impl Actor {
         self.outbox_actions(actions);
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());
+        while let Some((at, _)) = self.recently_done.front() {
+            if now.saturating_duration_since(*at) < KEEP_DONE {
+                break;
+            }
+            if let Some((_, job_id)) = self.recently_done.pop_front()
+                && self.records.get(&job_id).is_some_and(|r| r.results.len() >= r.nodes.len())
+            {
+                self.records.remove(&job_id);
+            }
+        }
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
         let store = &self.store;
         self.accepted.retain(|run_id, a| {
@@ -785,8 +801,9 @@ impl Actor {
         }
         let done = record.results.len() >= record.nodes.len();
         let snapshot = done.then(|| record.clone());
-        if done {
-            self.records.remove(&job_id);
+        if done && replace {
+            // Kept a little longer, so that a watcher that comes just after still finds it done.
+            self.recently_done.push_back((Instant::now(), job_id.clone()));
         }
         let actions = self
             .originator
@@ -821,8 +838,12 @@ impl Actor {
     fn watch(&mut self, job_ids: Vec<String>, output: bool, events: mpsc::Sender<WatchEvent>) {
         let mut remaining = HashSet::new();
         for id in job_ids {
-            if self.records.contains_key(&id) {
-                remaining.insert(id);
+            if let Some(r) = self.records.get(&id) {
+                if r.results.len() >= r.nodes.len() {
+                    let _ = events.try_send(WatchEvent::Done(Box::new(r.clone())));
+                } else {
+                    remaining.insert(id);
+                }
                 continue;
             }
             match self.store.record(&id) {

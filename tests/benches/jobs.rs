@@ -1,0 +1,175 @@
+//! Bench: jobs through a mesh of real daemons on this machine.
+//!
+//! ```sh
+//! cargo build --release -p directord-mesh
+//! cargo bench -p e2e-tests --bench jobs                 # every figure below (takes a few minutes)
+//! cargo bench -p e2e-tests --bench jobs -- latency      # only exec latency
+//! cargo bench -p e2e-tests --bench jobs -- orchestrate  # only the 1000-job orchestrations
+//! ```
+//!
+//! - **latency**: `directord-mesh exec --verb RUN --skip-cache true --poll`, timed from the CLI
+//!   process start to its exit (every node's result in), on meshes of 1, 5, 20 and 50 daemons;
+//!   3 warm-up runs, then the median of 10.
+//! - **orchestrate**: Directord's comparison orchestrations (1 sync parent × 1000
+//!   `RUN --skip-cache echo hello world`; 10 async parents × 100) with `--poll`, on 5 and 20
+//!   daemons; median of 3. Beside them, the floor: the same number of bare
+//!   `sh -c 'echo hello world'` spawns, one after another, on this machine.
+//! - **memory**: RSS of the submitting daemon and of one other daemon, idle before the sync
+//!   orchestration and at peak (VmHWM) after it.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e_tests::{Daemon, alive_names, binary, wait_for};
+
+fn mesh(root: &Path, n: usize) -> Vec<Daemon> {
+    let args = |name: &str, token: Option<&str>| {
+        let mut a: Vec<String> = vec!["--name".into(), name.into(), "--listen".into(), "/ip4/127.0.0.1/tcp/0".into()];
+        if let Some(t) = token {
+            a.extend(["--token".into(), t.into()]);
+        }
+        a
+    };
+    let mut first = Daemon::spawn(root, "b1", args("b1", None));
+    first.wait_serving();
+    let token = first.join_token();
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        let name = format!("b{i}");
+        nodes.push(Daemon::spawn(root, &name, args(&name, Some(&token))));
+    }
+    for d in nodes.iter_mut() {
+        d.wait_serving();
+    }
+    for d in &nodes {
+        wait_for(Duration::from_secs(60), "the mesh to form", || (alive_names(&d.status()?).len() == n).then_some(()));
+    }
+    nodes
+}
+
+/// Runs the CLI against `d`; returns the wall time; panics if it fails.
+fn timed(d: &Daemon, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let out = Command::new(binary())
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    took
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rss_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn latency(sizes: &[usize]) {
+    for &n in sizes {
+        let root = tempfile::tempdir().unwrap();
+        let nodes = mesh(root.path(), n);
+        let args = ["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"];
+        for _ in 0..3 {
+            timed(&nodes[0], &args);
+        }
+        let runs: Vec<Duration> = (0..10).map(|_| timed(&nodes[0], &args)).collect();
+        println!(
+            "latency  N={n:>2}: exec RUN true --poll, CLI start to all {n} results: median {:.1} ms (min {:.1}, max {:.1})",
+            median(runs.clone()).as_secs_f64() * 1000.0,
+            runs.iter().min().unwrap().as_secs_f64() * 1000.0,
+            runs.iter().max().unwrap().as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+fn spawn_floor(count: usize) -> Duration {
+    let start = Instant::now();
+    for _ in 0..count {
+        let s = Command::new("sh")
+            .args(["-c", "echo hello world"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+    start.elapsed()
+}
+
+fn orchestrate(sizes: &[usize]) {
+    let dir = tempfile::tempdir().unwrap();
+    let sync = dir.path().join("comparison-sync.yaml");
+    let mut text = String::from("- jobs:\n");
+    for _ in 0..1000 {
+        text.push_str("  - RUN: --skip-cache echo hello world\n");
+    }
+    std::fs::write(&sync, text).unwrap();
+    let asynchronous = dir.path().join("comparison-async.yaml");
+    let mut text = String::new();
+    for p in 0..10 {
+        text.push_str("- async: true\n  jobs:\n");
+        for _ in 0..100 {
+            text.push_str(&format!("  - RUN: --skip-cache echo hello world{p}\n"));
+        }
+    }
+    std::fs::write(&asynchronous, text).unwrap();
+
+    for &n in sizes {
+        let root = tempfile::tempdir().unwrap();
+        let nodes = mesh(root.path(), n);
+        // Warm-up.
+        timed(&nodes[0], &["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
+        let (submitter, other) = (nodes[0].pid(), nodes[n - 1].pid());
+        let idle = (rss_kib(submitter, "VmRSS:"), rss_kib(other, "VmRSS:"));
+        for (label, file) in [("1000-job sync   ", &sync), ("10x100-job async", &asynchronous)] {
+            let runs: Vec<Duration> = (0..3)
+                .map(|_| timed(&nodes[0], &["orchestrate", file.to_str().unwrap(), "--poll"]))
+                .collect();
+            let floor = spawn_floor(1000 * n);
+            let m = median(runs);
+            println!(
+                "orchestrate N={n:>2} {label}: median {:.2} s for {} results; bare spawn floor ({}x `sh -c 'echo hello world'` in a row) {:.2} s; \
+                 mesh cost per job-node beyond the floor {:.2} ms",
+                m.as_secs_f64(),
+                1000 * n,
+                1000 * n,
+                floor.as_secs_f64(),
+                (m.as_secs_f64() - floor.as_secs_f64()).max(0.0) * 1000.0 / (1000 * n) as f64,
+            );
+        }
+        println!(
+            "memory   N={n:>2}: submitting daemon RSS idle {:.1} MiB, peak {:.1} MiB; another daemon idle {:.1} MiB, peak {:.1} MiB",
+            idle.0 as f64 / 1024.0,
+            rss_kib(submitter, "VmHWM:") as f64 / 1024.0,
+            idle.1 as f64 / 1024.0,
+            rss_kib(other, "VmHWM:") as f64 / 1024.0,
+        );
+    }
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let all = which.is_empty();
+    println!("binary: {}", binary().display());
+    if all || which.iter().any(|w| w == "latency") {
+        latency(&[1, 5, 20, 50]);
+    }
+    if all || which.iter().any(|w| w == "orchestrate") {
+        orchestrate(&[5, 20]);
+    }
+}
