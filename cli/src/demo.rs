@@ -122,11 +122,16 @@ async fn demo(
         None if Path::new("examples/hello.yaml").exists() => PathBuf::from("examples/hello.yaml"),
         None => {
             let f = root.join("hello.yaml");
-            std::fs::write(&f, HELLO).map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", f.display())))?;
+            std::fs::write(&f, HELLO)
+                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", f.display())))?;
             f
         }
     };
-    println!("Running {} through the mesh from {}:\n", file.display(), daemons[0].name);
+    println!(
+        "Running {} through the mesh from {}:\n",
+        file.display(),
+        daemons[0].name
+    );
     let status = Command::new(exe)
         .arg("--state-dir")
         .arg(&daemons[0].state_dir)
@@ -139,8 +144,16 @@ async fn demo(
     println!();
     let last = &daemons[n - 1];
     println!("Ask any daemon yourself, e.g.:");
-    println!("  {} --state-dir {} exec --verb RUN 'uptime' --poll", exe.display(), last.state_dir.display());
-    println!("  {} --state-dir {} manage --list-jobs", exe.display(), daemons[0].state_dir.display());
+    println!(
+        "  {} --state-dir {} exec --verb RUN 'uptime' --poll",
+        exe.display(),
+        last.state_dir.display()
+    );
+    println!(
+        "  {} --state-dir {} manage --list-jobs",
+        exe.display(),
+        daemons[0].state_dir.display()
+    );
     println!(
         "  {} --state-dir {} status",
         exe.display(),
@@ -156,7 +169,9 @@ async fn demo(
         return if status.success() {
             Ok(())
         } else {
-            Err(Failure::Runtime(format!("the orchestration did not succeed ({status})")))
+            Err(Failure::Runtime(format!(
+                "the orchestration did not succeed ({status})"
+            )))
         };
     }
     println!("\nThe mesh keeps running; press Ctrl-C to stop it.");

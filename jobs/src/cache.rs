@@ -1,9 +1,10 @@
 //! The node's local cache: job and parent results with a time to live, and the cached args and
 //! envs that templates and RUN see.
 //!
-//! Reads come from memory. Every change is also written to the node's redb database (table
-//! `cache`) without waiting for the disk (`Durability::None`): the cache is an optimisation and
-//! a crash may lose its last writes, never the records or results the node keeps elsewhere.
+//! Reads come from memory. Every change is also handed to a [`CacheSink`] to be written to the
+//! node's redb database (table [`TABLE_NAME`]); the node's sink batches these writes with its
+//! own. The cache is an optimisation: a crash may lose its last writes, never the records or
+//! results the node keeps elsewhere.
 
 use std::{
     collections::HashMap,
@@ -20,7 +21,48 @@ use crate::spec::{CacheTag, Fingerprint};
 /// How long a success is remembered (Directord's 72 hours).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(72 * 3600);
 
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+/// Name of the cache's table in the node's database.
+pub const TABLE_NAME: &str = "cache";
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(TABLE_NAME);
+
+/// Changes to store: `(key, Some(value))` to write, `(key, None)` to delete.
+pub type CacheWrites = Vec<(String, Option<Vec<u8>>)>;
+
+/// Where the cache's changes go to be written.
+pub trait CacheSink: Send + Sync {
+    fn write(&self, writes: CacheWrites);
+}
+
+/// A sink that writes each change straight to the database (one transaction per change,
+/// without waiting for the disk).
+pub struct DirectSink(pub Arc<Database>);
+
+impl CacheSink for DirectSink {
+    fn write(&self, writes: CacheWrites) {
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let mut w = self.0.begin_write()?;
+            w.set_durability(redb::Durability::None)?;
+            {
+                let mut t = w.open_table(TABLE)?;
+                for (k, v) in &writes {
+                    match v {
+                        Some(bytes) => {
+                            t.insert(k.as_str(), bytes.as_slice())?;
+                        }
+                        None => {
+                            t.remove(k.as_str())?;
+                        }
+                    }
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!("cache write failed: {e}");
+        }
+    }
+}
 
 /// The remembered outcome of a job or a parent on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +94,7 @@ pub struct CacheError(String);
 /// The cache of one node. Cheap to share behind an `Arc`.
 pub struct Cache {
     state: Mutex<State>,
-    db: Option<Arc<Database>>,
+    sink: Option<Arc<dyn CacheSink>>,
     ttl: Duration,
 }
 
@@ -68,13 +110,17 @@ impl Cache {
     pub fn in_memory(ttl: Duration) -> Cache {
         Cache {
             state: Mutex::new(State::default()),
-            db: None,
+            sink: None,
             ttl,
         }
     }
 
-    /// Loads the cache kept in `db`, dropping expired entries.
-    pub fn open(db: Arc<Database>, ttl: Duration) -> Result<Cache, CacheError> {
+    /// Loads the cache kept in `db`, dropping expired entries; later changes go to `sink`.
+    pub fn open(
+        db: Arc<Database>,
+        ttl: Duration,
+        sink: Arc<dyn CacheSink>,
+    ) -> Result<Cache, CacheError> {
         let e = |x: &dyn std::fmt::Display| CacheError(x.to_string());
         let mut state = State::default();
         {
@@ -114,7 +160,7 @@ impl Cache {
         }
         Ok(Cache {
             state: Mutex::new(state),
-            db: Some(db),
+            sink: Some(sink),
             ttl,
         })
     }
@@ -125,44 +171,9 @@ impl Cache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes (or with `None`, deletes) keys in the database, without waiting for the disk.
-    fn persist(&self, writes: &[(String, Option<Vec<u8>>)]) {
-        let Some(db) = &self.db else { return };
-        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            let mut w = db.begin_write()?;
-            w.set_durability(redb::Durability::None)?;
-            {
-                let mut t = w.open_table(TABLE)?;
-                for (k, v) in writes {
-                    match v {
-                        Some(bytes) => {
-                            t.insert(k.as_str(), bytes.as_slice())?;
-                        }
-                        None => {
-                            t.remove(k.as_str())?;
-                        }
-                    }
-                }
-            }
-            w.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            tracing::warn!("cache write failed: {e}");
-        }
-    }
-
-    /// Makes every earlier write durable (called at shutdown).
-    pub fn flush(&self) {
-        let Some(db) = &self.db else { return };
-        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            let mut w = db.begin_write()?;
-            w.set_durability(redb::Durability::Immediate)?;
-            w.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            tracing::warn!("cache flush failed: {e}");
+    fn persist(&self, writes: CacheWrites) {
+        if let Some(sink) = &self.sink {
+            sink.write(writes);
         }
     }
 
@@ -209,7 +220,7 @@ impl Cache {
             s.parents.insert(parent.to_string(), p);
             p
         };
-        self.persist(&[
+        self.persist(vec![
             (format!("job/{}", fp.to_hex()), Some(cbor(&job))),
             (format!("parent/{parent}"), Some(cbor(&parent_state))),
         ]);
@@ -242,7 +253,7 @@ impl Cache {
             merge(&mut s.args, values, extend);
             serde_json::to_vec(&s.args).unwrap_or_default()
         };
-        self.persist(&[("args".into(), Some(bytes))]);
+        self.persist(vec![("args".into(), Some(bytes))]);
     }
 
     /// Merges `values` into the cached envs.
@@ -252,7 +263,7 @@ impl Cache {
             merge(&mut s.envs, values, extend);
             serde_json::to_vec(&s.envs).unwrap_or_default()
         };
-        self.persist(&[("envs".into(), Some(bytes))]);
+        self.persist(vec![("envs".into(), Some(bytes))]);
     }
 
     /// Forgets the tagged part of the cache; returns how many items went.
@@ -296,7 +307,7 @@ impl Cache {
             }
             count
         };
-        self.persist(&writes);
+        self.persist(writes);
         count
     }
 
@@ -408,13 +419,13 @@ mod tests {
         let fp = Fingerprint([7; 32]);
         {
             let db = Arc::new(Database::create(&path).unwrap());
-            let cache = Cache::open(db, DEFAULT_TTL).unwrap();
+            let cache = Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap();
             cache.record(&fp, "p", CachedState::Success);
             cache.merge_args(obj(json!({"k": "v", "query": {"n": 1}})), false);
             cache.merge_envs(obj(json!({"E": 1})), false);
         }
         let db = Arc::new(Database::create(&path).unwrap());
-        let cache = Cache::open(db, DEFAULT_TTL).unwrap();
+        let cache = Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap();
         assert!(cache.succeeded(&fp));
         assert_eq!(cache.args()["k"], json!("v"));
         assert_eq!(cache.envs(), vec![("E".to_string(), "1".to_string())]);

@@ -70,7 +70,6 @@ pub struct Node {
     info: Arc<NodeInfo>,
     control: Arc<Control>,
     store: Store,
-    cache: Arc<Cache>,
     state: Arc<StateDir>,
     mesh_key_created: bool,
     listen_addrs: Vec<Multiaddr>,
@@ -129,8 +128,12 @@ impl Node {
         let store = Store::open(&config.state_dir.join("node.redb"))
             .map_err(|e| NodeError::Store(e.to_string()))?;
         let cache = Arc::new(
-            Cache::open(store.database(), cache::DEFAULT_TTL)
-                .map_err(|e| NodeError::Store(e.to_string()))?,
+            Cache::open(
+                store.database(),
+                cache::DEFAULT_TTL,
+                Arc::new(StoreCacheSink(store.clone())),
+            )
+            .map_err(|e| NodeError::Store(e.to_string()))?,
         );
         let (executor, exec_events) = Executor::start(cache.clone(), ExecutorConfig::default());
         let runs = Runs::start(
@@ -170,7 +173,6 @@ impl Node {
             info,
             control,
             store,
-            cache,
             state,
             mesh_key_created,
             listen_addrs: status.listen_addrs,
@@ -232,7 +234,6 @@ impl Node {
             task.abort();
         }
         let _ = self.mesh_task.await;
-        self.cache.flush();
         self.store.flush();
         if let Some(socket) = &self.control_socket {
             let _ = std::fs::remove_file(socket);
@@ -317,6 +318,15 @@ async fn save_known_peers(
             Ok(status) => remember_peers(&state, &status),
             Err(_) => return,
         }
+    }
+}
+
+/// The cache's writes go through the store's writer, in its groups.
+struct StoreCacheSink(Store);
+
+impl cache::CacheSink for StoreCacheSink {
+    fn write(&self, writes: cache::CacheWrites) {
+        self.0.write_cache(writes);
     }
 }
 
@@ -498,7 +508,11 @@ impl ControlHandler for Control {
                 ControlResponse::Job(found.map(Box::new))
             }
             ControlRequest::PurgeJobs => {
-                self.store.purge_jobs();
+                let (done, purged) = tokio::sync::oneshot::channel();
+                self.runs.send(runs::Input::Purge { done }).await;
+                let _ = purged.await;
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.purge_jobs()).await;
                 ControlResponse::Done
             }
             ControlRequest::DumpCache => ControlResponse::Cache(self.cache.dump()),

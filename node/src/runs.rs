@@ -79,6 +79,10 @@ pub enum Input {
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
+    /// Forget every record (the store is purged by the caller).
+    Purge {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// The handle to the runs actor.
@@ -152,8 +156,6 @@ struct AcceptedRun {
     pending: HashSet<String>,
     accepted_unix_ms: u64,
 }
-
-
 
 /// How long the originator keeps a finished record in memory (it is on disk anyway).
 const KEEP_DONE: Duration = Duration::from_secs(60);
@@ -383,6 +385,11 @@ impl Actor {
             Input::Records { reply } => {
                 let _ = reply.send(self.records.values().cloned().collect());
             }
+            Input::Purge { done } => {
+                self.records.clear();
+                self.recently_done.clear();
+                let _ = done.send(());
+            }
         }
     }
 
@@ -399,7 +406,10 @@ impl Actor {
                 break;
             }
             if let Some((_, job_id)) = self.recently_done.pop_front()
-                && self.records.get(&job_id).is_some_and(|r| r.results.len() >= r.nodes.len())
+                && self
+                    .records
+                    .get(&job_id)
+                    .is_some_and(|r| r.results.len() >= r.nodes.len())
             {
                 self.records.remove(&job_id);
             }
@@ -793,17 +803,16 @@ impl Actor {
         };
         if replace {
             let created = record.created_unix_ms;
-            record.results.insert(
-                name,
-                NodeResult::from_outcome(result.outcome.clone(), created, now_ms()),
-            );
-            self.store.put_record(record);
+            let node_result = NodeResult::from_outcome(result.outcome.clone(), created, now_ms());
+            self.store.put_result(&job_id, &name, &node_result);
+            record.results.insert(name, node_result);
         }
         let done = record.results.len() >= record.nodes.len();
         let snapshot = done.then(|| record.clone());
         if done && replace {
             // Kept a little longer, so that a watcher that comes just after still finds it done.
-            self.recently_done.push_back((Instant::now(), job_id.clone()));
+            self.recently_done
+                .push_back((Instant::now(), job_id.clone()));
         }
         let actions = self
             .originator

@@ -2,7 +2,8 @@
 //!
 //! | table      | key → value                          | kept by         |
 //! |------------|--------------------------------------|-----------------|
-//! | `jobs`     | job id → [`JobRecord`]               | the originator  |
+//! | `jobs`     | job id → [`JobRecord`] (no results)  | the originator  |
+//! | `results`  | `job/node` → [`NodeResult`]          | the originator  |
 //! | `runs`     | run id → [`StoredRun`]               | the originator  |
 //! | `outbox`   | `run/job` → [`OutboxEntry`]          | a target        |
 //! | `accepted` | run id → [`Accepted`]                | a target        |
@@ -10,8 +11,8 @@
 //! | `cache`    | see `jobs::cache`                    | a target        |
 //!
 //! Reads happen on the caller's thread. Writes go to one writer thread that commits them in
-//! groups (one fsync for everything that arrived meanwhile), so a busy node does not pay one
-//! disk flush per job result.
+//! groups (one fsync for everything that arrived within [`GROUP_WINDOW`]), so a busy node does
+//! not pay one disk flush per job result. A flush request commits at once.
 
 use std::{
     collections::HashMap,
@@ -25,13 +26,18 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tracing::warn;
 
-use crate::records::JobRecord;
+use crate::records::{JobRecord, NodeResult};
+
+/// How long the writer gathers writes into one commit (a flush request ends it early).
+pub const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 const ACCEPTED: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
+const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new(jobs::cache::TABLE_NAME);
 
 /// A run this node submitted, kept until every result is in so a restart can resume it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +111,7 @@ impl Store {
         let db = Arc::new(Database::create(path).map_err(|e| err(&e))?);
         {
             let w = db.begin_write().map_err(|e| err(&e))?;
-            for t in [JOBS, RUNS, OUTBOX, ACCEPTED, PENDING] {
+            for t in [JOBS, RUNS, OUTBOX, ACCEPTED, PENDING, RESULTS, CACHE] {
                 w.open_table(t).map_err(|e| err(&e))?;
             }
             w.commit().map_err(|e| err(&e))?;
@@ -136,8 +142,16 @@ impl Store {
         let _ = rx.recv();
     }
 
+    /// Writes a record's description (its results are written one by one with
+    /// [`Store::put_result`]).
     pub fn put_record(&self, record: &JobRecord) {
-        self.send(Op::Put(JOBS, record.job_id.clone(), encode(record)));
+        let mut meta = record.clone();
+        meta.results.clear();
+        self.send(Op::Put(JOBS, record.job_id.clone(), encode(&meta)));
+    }
+
+    pub fn put_result(&self, job_id: &str, node: &str, result: &NodeResult) {
+        self.send(Op::Put(RESULTS, format!("{job_id}/{node}"), encode(result)));
     }
 
     pub fn put_run(&self, run: &StoredRun) {
@@ -172,12 +186,18 @@ impl Store {
     /// Unfinished jobs of accepted runs, by run.
     pub fn pending_jobs(&self) -> HashMap<String, Vec<String>> {
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        let Ok(r) = self.db.begin_read() else { return out };
-        let Ok(t) = r.open_table(PENDING) else { return out };
+        let Ok(r) = self.db.begin_read() else {
+            return out;
+        };
+        let Ok(t) = r.open_table(PENDING) else {
+            return out;
+        };
         let Ok(iter) = t.iter() else { return out };
         for row in iter.flatten() {
             if let Some((run, job)) = row.0.value().split_once('/') {
-                out.entry(run.to_string()).or_default().push(job.to_string());
+                out.entry(run.to_string())
+                    .or_default()
+                    .push(job.to_string());
             }
         }
         out
@@ -186,15 +206,56 @@ impl Store {
     /// Forgets every job record and finished run.
     pub fn purge_jobs(&self) {
         self.send(Op::Clear(JOBS));
+        self.send(Op::Clear(RESULTS));
         self.flush();
     }
 
+    /// Cache changes, written in the same groups as everything else.
+    pub fn write_cache(&self, writes: jobs::cache::CacheWrites) {
+        for (k, v) in writes {
+            match v {
+                Some(bytes) => self.send(Op::Put(CACHE, k, bytes)),
+                None => self.send(Op::Delete(CACHE, k)),
+            }
+        }
+    }
+
     pub fn record(&self, job_id: &str) -> Option<JobRecord> {
-        self.get(JOBS, job_id)
+        let mut record: JobRecord = self.get(JOBS, job_id)?;
+        let r = self.db.begin_read().ok()?;
+        let t = r.open_table(RESULTS).ok()?;
+        let from = format!("{job_id}/");
+        let to = format!("{job_id}0");
+        for row in t.range(from.as_str()..to.as_str()).ok()?.flatten() {
+            if let (Some((_, node)), Ok(result)) = (
+                row.0.value().split_once('/'),
+                ciborium::from_reader::<NodeResult, _>(row.1.value()),
+            ) {
+                record.results.insert(node.to_string(), result);
+            }
+        }
+        Some(record)
     }
 
     pub fn records(&self) -> Vec<JobRecord> {
-        let mut all: Vec<JobRecord> = self.all(JOBS).into_iter().map(|(_, v)| v).collect();
+        let mut results: HashMap<String, Vec<(String, NodeResult)>> = HashMap::new();
+        for (key, result) in self.all::<NodeResult>(RESULTS) {
+            if let Some((job, node)) = key.split_once('/') {
+                results
+                    .entry(job.to_string())
+                    .or_default()
+                    .push((node.to_string(), result));
+            }
+        }
+        let mut all: Vec<JobRecord> = self
+            .all::<JobRecord>(JOBS)
+            .into_iter()
+            .map(|(_, mut r)| {
+                r.results
+                    .extend(results.remove(&r.job_id).unwrap_or_default());
+                r
+            })
+            .collect();
         all.sort_by(|a, b| a.order().cmp(&b.order()));
         all
     }
@@ -252,12 +313,23 @@ fn outbox_key(result: &JobResult) -> String {
 /// The writer thread: takes everything queued, applies it in one transaction, commits once.
 fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
+        let mut flush_asked = matches!(first, Op::Flush(_));
         let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
+        let until = std::time::Instant::now() + GROUP_WINDOW;
+        while batch.len() < 4096 {
+            let more = if flush_asked {
+                match rx.try_recv() {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+                    Ok(op) => op,
+                    Err(_) => break,
+                }
+            };
+            flush_asked |= matches!(more, Op::Flush(_));
             batch.push(more);
-            if batch.len() >= 4096 {
-                break;
-            }
         }
         let mut flushed = Vec::new();
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {

@@ -27,7 +27,12 @@ use e2e_tests::{Daemon, alive_names, binary, wait_for};
 
 fn mesh(root: &Path, n: usize) -> Vec<Daemon> {
     let args = |name: &str, token: Option<&str>| {
-        let mut a: Vec<String> = vec!["--name".into(), name.into(), "--listen".into(), "/ip4/127.0.0.1/tcp/0".into()];
+        let mut a: Vec<String> = vec![
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            "/ip4/127.0.0.1/tcp/0".into(),
+        ];
         if let Some(t) = token {
             a.extend(["--token".into(), t.into()]);
         }
@@ -45,7 +50,9 @@ fn mesh(root: &Path, n: usize) -> Vec<Daemon> {
         d.wait_serving();
     }
     for d in &nodes {
-        wait_for(Duration::from_secs(60), "the mesh to form", || (alive_names(&d.status()?).len() == n).then_some(()));
+        wait_for(Duration::from_secs(60), "the mesh to form", || {
+            (alive_names(&d.status()?).len() == n).then_some(())
+        });
     }
     nodes
 }
@@ -62,7 +69,11 @@ fn timed(d: &Daemon, args: &[&str]) -> Duration {
         .output()
         .unwrap();
     let took = start.elapsed();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     took
 }
 
@@ -133,12 +144,23 @@ fn orchestrate(sizes: &[usize]) {
         let root = tempfile::tempdir().unwrap();
         let nodes = mesh(root.path(), n);
         // Warm-up.
-        timed(&nodes[0], &["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
+        timed(
+            &nodes[0],
+            &["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"],
+        );
         let (submitter, other) = (nodes[0].pid(), nodes[n - 1].pid());
         let idle = (rss_kib(submitter, "VmRSS:"), rss_kib(other, "VmRSS:"));
-        for (label, file) in [("1000-job sync   ", &sync), ("10x100-job async", &asynchronous)] {
+        for (label, file) in [
+            ("1000-job sync   ", &sync),
+            ("10x100-job async", &asynchronous),
+        ] {
             let runs: Vec<Duration> = (0..3)
-                .map(|_| timed(&nodes[0], &["orchestrate", file.to_str().unwrap(), "--poll"]))
+                .map(|_| {
+                    timed(
+                        &nodes[0],
+                        &["orchestrate", file.to_str().unwrap(), "--poll"],
+                    )
+                })
                 .collect();
             let floor = spawn_floor(1000 * n);
             let m = median(runs);
@@ -163,7 +185,10 @@ fn orchestrate(sizes: &[usize]) {
 }
 
 fn main() {
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let all = which.is_empty();
     println!("binary: {}", binary().display());
     if all || which.iter().any(|w| w == "latency") {

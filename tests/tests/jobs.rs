@@ -609,3 +609,137 @@ fn unknown_targets_are_refused_before_anything_runs() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("COUNT"));
     assert!(records(&nodes[0]).is_empty());
 }
+
+#[test]
+fn manage_lists_filters_exports_analyzes_and_purges() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let file = orchestrations().join("failure.yaml");
+    let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let recs = records(d);
+    assert_eq!(recs.len(), 4);
+
+    let list = |filter: &str| {
+        let o = d.cli(&["manage", "--list-jobs", "--filter", filter, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<Vec<Value>>(&o.stdout)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(list("failed"), 2);
+    assert_eq!(list("success"), 2);
+    assert_eq!(list("processing"), 0);
+    let o = d.cli(&["manage", "--list-jobs"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    for col in [
+        "ID",
+        "PARENT JOB ID",
+        "VERB",
+        "EXECUTION TIME",
+        "ROUNDTRIP TIME",
+        "SUCCESS",
+        "FAILED",
+        "Total Items: 4",
+    ] {
+        assert!(table.contains(col), "{col} missing from:\n{table}");
+    }
+
+    // --job-info last: per-node fields.
+    let o = d.cli(&["manage", "--job-info", "last"]);
+    let info = String::from_utf8_lossy(&o.stdout);
+    for key in [
+        "JOB_DEFINITION",
+        "n1 STATE",
+        "n2 STDOUT",
+        "n3 EXECUTION_TIME",
+        "n3 ROUNDTRIP_TIME",
+    ] {
+        assert!(info.contains(key), "{key} missing from:\n{info}");
+    }
+    let o = d.cli(&["manage", "--job-info", "no-such-job"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // Analysis of one parent: the failing one (3 jobs on 3 nodes).
+    let failing = record(&recs, "RUN: --skip-cache exit 7");
+    let parent = failing["parent_id"].as_str().unwrap();
+    let o = d.cli(&["manage", "--analyze-parent", parent, "--json"]);
+    let a: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(a["total_jobs"], 3);
+    assert_eq!(a["total_node_count"], 3);
+    assert_eq!(a["total_successes"], 3);
+    assert_eq!(a["total_failures"], 6);
+    assert!(a["actual_runtime"].as_f64().unwrap() > 0.0);
+    for key in [
+        "slowest_node_execution",
+        "fastest_node_execution",
+        "slowest_node_roundtrip",
+        "fastest_node_roundtrip",
+    ] {
+        assert!(
+            ["n1", "n2", "n3"].contains(&a[key].as_str().unwrap()),
+            "{key}: {a}"
+        );
+    }
+    let o = d.cli(&[
+        "manage",
+        "--analyze-job",
+        failing["job_id"].as_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("TOTAL_FAILURES"),
+        "{}",
+        text(&o)
+    );
+
+    // Export, then purge: the export keeps everything, the node forgets.
+    let export = root.path().join("jobs.yaml");
+    let o = d.cli(&["manage", "--export-jobs", export.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Exported 4 jobs"),
+        "{}",
+        text(&o)
+    );
+    let exported: Vec<Value> =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    assert_eq!(exported.len(), 4);
+    let o = d.cli(&["manage", "--purge-jobs"]);
+    assert!(o.status.success());
+    assert!(records(d).is_empty());
+}
+
+#[test]
+fn restrict_runs_only_the_jobs_with_matching_fingerprints() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let file = orchestrations().join("failure.yaml");
+    // Find the fingerprint of "echo another parent" in the --finger-print table.
+    let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    let row = table
+        .lines()
+        .find(|l| l.contains("echo another")) // the EXEC column cuts long arguments
+        .unwrap();
+    let prefix = row.split_whitespace().last().unwrap()[..8].to_string();
+    let o = d.cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--restrict",
+        &prefix,
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("3 jobs left out by --restrict"),
+        "{}",
+        text(&o)
+    );
+    let recs = records(d);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        recs[0]["definition"],
+        "RUN: --skip-cache echo another parent"
+    );
+}
