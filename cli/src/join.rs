@@ -120,8 +120,10 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
     }
 
     init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the daemon: its work is I/O and small messages, and on a machine shared
+    // with the jobs it runs, hopping between worker threads costs more than it gives. Blocking
+    // work (disk, hashing) runs on tokio's blocking pool and the store's writer thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;

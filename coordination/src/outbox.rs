@@ -1,7 +1,10 @@
 //! The result outbox of a target: every result reaches its originator, eventually.
 //!
 //! Sans-IO. Results queue per originator; one batch per originator is in flight at a time
-//! (which batches naturally under load and keeps latency low when idle). A batch that fails
+//! (which batches naturally under load and keeps latency low when idle). When the node says
+//! more results of the same run are coming soon, a result waits up to [`LINGER`] for company,
+//! so a long run of short jobs travels in a few large batches; the last result of a run never
+//! waits. A batch that fails
 //! goes back to the front of its queue and is retried with backoff, for as long as it takes:
 //! an originator that is down gets its results when it comes back. The node keeps every queued
 //! result on disk until [`Action::Delivered`] says it may forget it.
@@ -15,15 +18,19 @@ use crate::message::{JobResult, NodeId};
 
 /// Most results in one batch.
 pub const MAX_BATCH: usize = 256;
+/// How long a result waits for more when more are coming.
+pub const LINGER: Duration = Duration::from_millis(20);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    /// A result to deliver to `to` (already stored durably by the node).
+    /// A result to deliver to `to` (already stored durably by the node). `more_coming`: other
+    /// jobs of the same run are still queued here.
     Add {
         to: NodeId,
         result: JobResult,
+        more_coming: bool,
     },
     /// The batch in flight to `to` was taken (`ok`) or failed.
     Sent {
@@ -47,6 +54,8 @@ struct Queue {
     in_flight: Option<Vec<JobResult>>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Hold the waiting results until then (more are coming).
+    linger_until: Option<Instant>,
 }
 
 /// Results waiting for their originators.
@@ -70,12 +79,18 @@ impl Outbox {
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         match input {
-            Input::Add { to, result } => {
-                self.queues
-                    .entry(to.clone())
-                    .or_default()
-                    .waiting
-                    .push_back(result);
+            Input::Add {
+                to,
+                result,
+                more_coming,
+            } => {
+                let q = self.queues.entry(to.clone()).or_default();
+                q.waiting.push_back(result);
+                q.linger_until = if more_coming {
+                    Some(q.linger_until.unwrap_or(now + LINGER))
+                } else {
+                    None
+                };
                 self.try_send(&to, now).into_iter().collect()
             }
             Input::Sent { to, ok } => {
@@ -110,7 +125,11 @@ impl Outbox {
                 let due: Vec<NodeId> = self
                     .queues
                     .iter()
-                    .filter(|(_, q)| q.in_flight.is_none() && q.retry_at.is_some_and(|t| t <= now))
+                    .filter(|(_, q)| {
+                        q.in_flight.is_none()
+                            && (q.retry_at.is_some_and(|t| t <= now)
+                                || q.linger_until.is_some_and(|t| t <= now))
+                    })
                     .map(|(k, _)| k.clone())
                     .collect();
                 due.iter().filter_map(|to| self.try_send(to, now)).collect()
@@ -123,10 +142,14 @@ impl Outbox {
         if q.in_flight.is_some() || q.waiting.is_empty() || q.retry_at.is_some_and(|t| t > now) {
             return None;
         }
+        if q.linger_until.is_some_and(|t| t > now) && q.waiting.len() < MAX_BATCH {
+            return None;
+        }
         let n = q.waiting.len().min(MAX_BATCH);
         let batch: Vec<JobResult> = q.waiting.drain(..n).collect();
         q.in_flight = Some(batch.clone());
         q.retry_at = None;
+        q.linger_until = None;
         Some(Action::Send {
             to: to.clone(),
             results: batch,
@@ -158,10 +181,15 @@ mod tests {
     }
 
     fn add(o: &mut Outbox, job: &str, now: Instant) -> Vec<Action> {
+        add_more(o, job, false, now)
+    }
+
+    fn add_more(o: &mut Outbox, job: &str, more_coming: bool, now: Instant) -> Vec<Action> {
         o.handle(
             Input::Add {
                 to: NodeId("origin".into()),
                 result: result(job),
+                more_coming,
             },
             now,
         )
@@ -225,5 +253,28 @@ mod tests {
         let a = sent(&mut o, true, t + FIRST_RETRY * 3);
         assert_eq!(jobs(&a[0]), vec!["1", "2"]);
         assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn results_linger_while_more_of_the_run_is_coming() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        assert!(
+            add_more(&mut o, "1", true, t).is_empty(),
+            "waits for company"
+        );
+        assert!(add_more(&mut o, "2", true, t + Duration::from_millis(5)).is_empty());
+        assert!(
+            o.handle(Input::Tick, t + Duration::from_millis(10))
+                .is_empty()
+        );
+        // The linger ends: both go together.
+        let a = o.handle(Input::Tick, t + LINGER);
+        assert_eq!(jobs(&a[0]), vec!["1", "2"]);
+        sent(&mut o, true, t + LINGER);
+        // The last result of a run goes at once, with whatever waited.
+        add_more(&mut o, "3", true, t + LINGER);
+        let a = add_more(&mut o, "4", false, t + LINGER);
+        assert_eq!(jobs(&a[0]), vec!["3", "4"]);
     }
 }

@@ -236,6 +236,7 @@ impl Actor {
                 outbox::Input::Add {
                     to: entry.to,
                     result: entry.result,
+                    more_coming: false,
                 },
                 now,
             );
@@ -687,6 +688,7 @@ impl Actor {
             return;
         };
         accepted.pending.remove(&outcome.job_id);
+        let more_coming = !accepted.pending.is_empty();
         let originator = accepted.originator.clone();
         self.store.job_finished(&run_id, &outcome.job_id);
         // Send what output is still waiting before the result.
@@ -707,6 +709,7 @@ impl Actor {
                 outbox::Input::Add {
                     to: originator,
                     result,
+                    more_coming,
                 },
                 Instant::now(),
             );

@@ -29,7 +29,7 @@ use tracing::warn;
 use crate::records::{JobRecord, NodeResult};
 
 /// How long the writer gathers writes into one commit (a flush request ends it early).
-pub const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+pub const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
