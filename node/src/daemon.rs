@@ -5,6 +5,7 @@
 //! down says goodbye to the mesh, remembers where the members were and removes the socket.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -454,6 +455,7 @@ impl Control {
                 job_ids,
                 output,
                 events,
+                flushed: false,
             })
             .await;
         let (tx, out) = tokio::sync::mpsc::channel(64);
@@ -470,14 +472,26 @@ impl Control {
 
     /// Every record, those still processing (kept in memory) included.
     async fn records(&self) -> Vec<JobRecord> {
-        self.store.flush();
+        // Open records first, then everything that finished meanwhile is flushed to disk, so
+        // the disk is at least as new as the memory for every job that is done.
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.runs.send(runs::Input::Records { reply }).await;
         let open = rx.await.unwrap_or_default();
-        let mut all = self.store.records();
+        let store = self.store.clone();
+        let mut all = tokio::task::spawn_blocking(move || {
+            store.flush();
+            store.records()
+        })
+        .await
+        .unwrap_or_default();
+        let mut by_id: HashMap<String, usize> = HashMap::new();
+        for (i, r) in all.iter().enumerate() {
+            by_id.insert(r.job_id.clone(), i);
+        }
         for r in open {
-            match all.iter_mut().find(|x| x.job_id == r.job_id) {
-                Some(x) => *x = r,
+            match by_id.get(&r.job_id) {
+                Some(&i) if all[i].results.len() < r.results.len() => all[i] = r,
+                Some(_) => {}
                 None => all.push(r),
             }
         }

@@ -53,6 +53,8 @@ pub enum Input {
         job_ids: Vec<String>,
         output: bool,
         events: mpsc::Sender<WatchEvent>,
+        /// The store was flushed after these jobs were last seen in memory.
+        flushed: bool,
     },
     Announce {
         source: PeerId,
@@ -115,7 +117,6 @@ impl Runs {
             outbox: Outbox::new(),
             records: HashMap::new(),
             open_runs: HashMap::new(),
-            recently_done: VecDeque::new(),
             watchers: Vec::new(),
             accepted: HashMap::new(),
             job_runs: HashMap::new(),
@@ -157,9 +158,6 @@ struct AcceptedRun {
     accepted_unix_ms: u64,
 }
 
-/// How long the originator keeps a finished record in memory (it is on disk anyway).
-const KEEP_DONE: Duration = Duration::from_secs(60);
-
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
 
@@ -184,8 +182,6 @@ struct Actor {
     records: HashMap<String, JobRecord>,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
-    /// Records that finished lately, oldest first, dropped from memory after [`KEEP_DONE`].
-    recently_done: VecDeque<(Instant, String)>,
     watchers: Vec<Watcher>,
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
@@ -329,7 +325,8 @@ impl Actor {
                 job_ids,
                 output,
                 events,
-            } => self.watch(job_ids, output, events),
+                flushed,
+            } => self.watch(job_ids, output, events, flushed),
             Input::Announce { source, data } => match wire::decode::<Run>(&data, MAX_JOB_MESSAGE) {
                 Ok(run) if run.originator.0 == source.to_string() => self.accept(run, true),
                 Ok(run) => {
@@ -388,7 +385,6 @@ impl Actor {
             }
             Input::Purge { done } => {
                 self.records.clear();
-                self.recently_done.clear();
                 let _ = done.send(());
             }
         }
@@ -402,19 +398,6 @@ impl Actor {
         self.outbox_actions(actions);
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());
-        while let Some((at, _)) = self.recently_done.front() {
-            if now.saturating_duration_since(*at) < KEEP_DONE {
-                break;
-            }
-            if let Some((_, job_id)) = self.recently_done.pop_front()
-                && self
-                    .records
-                    .get(&job_id)
-                    .is_some_and(|r| r.results.len() >= r.nodes.len())
-            {
-                self.records.remove(&job_id);
-            }
-        }
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
         let store = &self.store;
         self.accepted.retain(|run_id, a| {
@@ -812,10 +795,9 @@ impl Actor {
         }
         let done = record.results.len() >= record.nodes.len();
         let snapshot = done.then(|| record.clone());
-        if done && replace {
-            // Kept a little longer, so that a watcher that comes just after still finds it done.
-            self.recently_done
-                .push_back((Instant::now(), job_id.clone()));
+        if done {
+            // Done: the record lives on disk from now on.
+            self.records.remove(&job_id);
         }
         let actions = self
             .originator
@@ -847,8 +829,18 @@ impl Actor {
         }
     }
 
-    fn watch(&mut self, job_ids: Vec<String>, output: bool, events: mpsc::Sender<WatchEvent>) {
+    /// Follows `job_ids` for a client. A job that is neither open in memory nor complete on
+    /// disk has just finished and its last result is still in the store's write queue: the
+    /// store is flushed (off this task) and the job looked up again.
+    fn watch(
+        &mut self,
+        job_ids: Vec<String>,
+        output: bool,
+        events: mpsc::Sender<WatchEvent>,
+        flushed: bool,
+    ) {
         let mut remaining = HashSet::new();
+        let mut recheck = Vec::new();
         for id in job_ids {
             if let Some(r) = self.records.get(&id) {
                 if r.results.len() >= r.nodes.len() {
@@ -862,14 +854,32 @@ impl Actor {
                 Some(r) if r.results.len() >= r.nodes.len() => {
                     let _ = events.try_send(WatchEvent::Done(Box::new(r)));
                 }
-                Some(r) => {
-                    remaining.insert(id.clone());
-                    self.records.insert(id, r);
+                Some(r) if flushed => {
+                    // On disk and still incomplete after a flush: what is known is all there is.
+                    let _ = events.try_send(WatchEvent::Done(Box::new(r)));
                 }
-                None => {
+                Some(_) => recheck.push(id),
+                None if flushed => {
                     let _ = events.try_send(WatchEvent::Unknown(id));
                 }
+                None => recheck.push(id),
             }
+        }
+        if !recheck.is_empty() {
+            let store = self.store.clone();
+            let inbox = self.inbox.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+                let _ = inbox
+                    .send(Input::Watch {
+                        job_ids: recheck,
+                        output,
+                        events,
+                        flushed: true,
+                    })
+                    .await;
+            });
         }
         if !remaining.is_empty() {
             self.watchers.push(Watcher {

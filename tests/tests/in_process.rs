@@ -223,3 +223,27 @@ async fn a_job_runs_on_every_target_from_any_node() {
         node.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_for_many_targets_is_gossiped_and_acknowledged() {
+    // Five targets: more than the originator delivers directly, so the run goes by gossip and
+    // each target acknowledges it over request-response.
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_mesh(5, &dirs).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive_counts(&nodes).await.iter().any(|&c| c != 5) {
+        assert!(Instant::now() < deadline, "mesh did not form");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all: Vec<String> = (0..5).map(|i| format!("node-{i}")).collect();
+    let names: Vec<&str> = all.iter().map(String::as_str).collect();
+    let record = exec_and_wait(&nodes[3], "RUN", "--skip-cache echo gossiped", &names).await;
+    assert_eq!(record.results.len(), 5, "{record:?}");
+    assert!(
+        record.results.values().all(|r| r.stdout == "gossiped"),
+        "{record:?}"
+    );
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
