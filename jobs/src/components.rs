@@ -257,25 +257,23 @@ async fn run_shell(
         }
     };
     let pid = child.id();
-    // Both pipes were requested above, so both are present.
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(read_lines(s, OutputStream::Stdout, sink.cloned())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(read_lines(s, OutputStream::Stderr, sink.cloned())));
+    // Both pipes were requested above; the readers and the wait share this task.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
     let collect = async {
-        let status = child.wait().await;
-        let stdout = match out {
-            Some(h) => h.await.unwrap_or_default(),
-            None => String::new(),
+        let read_out = async {
+            match out {
+                Some(s) => read_lines(s, OutputStream::Stdout, sink.cloned()).await,
+                None => String::new(),
+            }
         };
-        let stderr = match err {
-            Some(h) => h.await.unwrap_or_default(),
-            None => String::new(),
+        let read_err = async {
+            match err {
+                Some(s) => read_lines(s, OutputStream::Stderr, sink.cloned()).await,
+                None => String::new(),
+            }
         };
+        let (status, stdout, stderr) = tokio::join!(child.wait(), read_out, read_err);
         (status, stdout, stderr)
     };
     match tokio::time::timeout_at(deadline, collect).await {

@@ -22,7 +22,7 @@ use std::{
 };
 
 use coordination::{JobResult, NodeId, Run};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tracing::warn;
 
@@ -332,22 +332,62 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
             batch.push(more);
         }
         let mut flushed = Vec::new();
+        // Only the last write of each key in a group matters: a result put into the outbox and
+        // taken by its originator within the window, or a cache key rewritten by every job of a
+        // parent, costs one write (or none).
+        let mut last: Vec<(TableName, String, Option<Vec<u8>>)> = Vec::new();
+        let mut index: HashMap<(TableName, String), usize> = HashMap::new();
+        let mut clears: Vec<(usize, Table)> = Vec::new();
+        for op in batch {
+            let (table, key, value) = match op {
+                Op::Put(table, k, v) => (table, k, Some(v)),
+                Op::Delete(table, k) => (table, k, None),
+                Op::Clear(table) => {
+                    // Writes before the clear are void; writes after it stay.
+                    let name = table_index(&table);
+                    last.retain(|(t, _, _)| *t != name);
+                    index = last
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (t, k, _))| ((*t, k.clone()), i))
+                        .collect();
+                    clears.push((last.len(), table));
+                    continue;
+                }
+                Op::Flush(done) => {
+                    flushed.push(done);
+                    continue;
+                }
+            };
+            match index.get(&(table_index(&table), key.clone())) {
+                Some(&i) => last[i].2 = value,
+                None => {
+                    index.insert((table_index(&table), key.clone()), last.len());
+                    last.push((table_index(&table), key, value));
+                }
+            }
+        }
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {
             let w = db.begin_write()?;
-            for op in batch {
-                match op {
-                    Op::Put(table, k, v) => {
-                        w.open_table(table)?.insert(k.as_str(), v.as_slice())?;
-                    }
-                    Op::Delete(table, k) => {
-                        w.open_table(table)?.remove(k.as_str())?;
-                    }
-                    Op::Clear(table) => {
-                        w.delete_table(table)?;
-                        w.open_table(table)?;
-                    }
-                    Op::Flush(done) => flushed.push(done),
+            let mut clears = clears.into_iter().peekable();
+            for (i, (table, key, value)) in last.into_iter().enumerate() {
+                while let Some((_, t)) = clears.next_if(|(at, _)| *at <= i) {
+                    w.delete_table(t)?;
+                    w.open_table(t)?;
                 }
+                let mut t = w.open_table(table_of(table))?;
+                match value {
+                    Some(v) => {
+                        t.insert(key.as_str(), v.as_slice())?;
+                    }
+                    None => {
+                        t.remove(key.as_str())?;
+                    }
+                }
+            }
+            for (_, t) in clears {
+                w.delete_table(t)?;
+                w.open_table(t)?;
             }
             w.commit()?;
             Ok(())
@@ -359,6 +399,25 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
             let _ = done.send(());
         }
     }
+}
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+/// A table, as its position in [`TABLES`].
+type TableName = usize;
+
+/// Every table the writer knows.
+const TABLES: [Table; 7] = [JOBS, RUNS, OUTBOX, ACCEPTED, PENDING, RESULTS, CACHE];
+
+fn table_index(table: &Table) -> TableName {
+    // Every table written comes from TABLES, so the fallback is never taken.
+    TABLES
+        .iter()
+        .position(|t| t.name() == table.name())
+        .unwrap_or(0)
+}
+
+fn table_of(index: TableName) -> Table {
+    TABLES[index.min(TABLES.len() - 1)]
 }
 
 #[cfg(test)]
@@ -382,6 +441,48 @@ mod tests {
             nodes: vec![],
             results: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_group_keeps_only_the_last_write_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let entry = |job: &str| OutboxEntry {
+            to: NodeId("o".into()),
+            result: JobResult {
+                run_id: "r".into(),
+                node: NodeId("n".into()),
+                outcome: jobs::executor::Outcome {
+                    job_id: job.into(),
+                    state: jobs::executor::ResultState::Success,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    info: String::new(),
+                    execution_secs: 0.0,
+                    started_unix_ms: 0,
+                    finished_unix_ms: 0,
+                },
+            },
+        };
+        store.put_outbox(&entry("a"));
+        store.put_outbox(&entry("b"));
+        store.delete_outbox(&entry("a").result);
+        store.put_record(&record("x", 1));
+        store.purge_jobs();
+        store.put_record(&record("y", 2));
+        store.flush();
+        let left: Vec<String> = store
+            .outbox()
+            .into_iter()
+            .map(|e| e.result.outcome.job_id)
+            .collect();
+        assert_eq!(left, vec!["b"]);
+        let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
+        assert_eq!(
+            ids,
+            vec!["y"],
+            "a write after a purge survives it, one before does not"
+        );
     }
 
     #[test]
