@@ -63,29 +63,46 @@ impl Finished {
     }
 }
 
-/// Runs `component` on this node; `deadline` is when its timeout expires.
-pub async fn run(
-    component: &Component,
-    cache: &Cache,
-    sink: Option<&LineSink>,
-    deadline: Instant,
-) -> Finished {
+/// A boxed future, for the object-safe [`Coordinator`].
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the verbs that coordinate across nodes (QUERY, JOB_WAIT) need from the node they run
+/// on. The node implements it over the mesh; this crate never sees a peer.
+pub trait Coordinator: Send + Sync {
+    /// QUERY: hands this node's `value` of `name` to the job's originator. With `wait`,
+    /// resolves with the aggregate (`{"query": {node: {name: value}}}`) once every target of
+    /// the job has answered; without, at once with `None`.
+    fn query(&self, job_id: &str, name: &str, value: Value, wait: bool) -> BoxFuture<'static, Result<Option<Value>, String>>;
+
+    /// JOB_WAIT: asks each of `nodes` about the job with `fingerprint` (or a prefix of it).
+    /// The receiver gets `(node, "success" | "failed")` as each one has finished it.
+    fn job_wait(
+        &self,
+        fingerprint: &str,
+        nodes: &[String],
+    ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>>;
+}
+
+/// What a component runs with.
+pub struct Context<'a> {
+    pub job_id: &'a str,
+    pub cache: &'a Cache,
+    /// Where live output lines go, when asked for.
+    pub sink: Option<&'a LineSink>,
+    /// When the job's timeout expires.
+    pub deadline: Instant,
+    pub coordinator: Option<&'a dyn Coordinator>,
+}
+
+/// Runs `component` on this node.
+pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
+    let (cache, sink, deadline) = (ctx.cache, ctx.sink, ctx.deadline);
     match component {
         Component::Run {
             command,
             stdout_arg,
             no_block,
-        } => {
-            run_command(
-                command,
-                stdout_arg.as_deref(),
-                *no_block,
-                cache,
-                sink,
-                deadline,
-            )
-            .await
-        }
+        } => run_command(command, stdout_arg.as_deref(), *no_block, cache, sink, deadline).await,
         Component::Echo { text } => Finished::ok(text.clone(), ""),
         Component::Arg { args, extend } => set_values(args, *extend, cache, "args"),
         Component::Env { envs, extend } => set_values(envs, *extend, cache, "envs"),
@@ -103,6 +120,118 @@ pub async fn run(
         // The executor purges the queues; the job itself only reports.
         Component::Queuesentinel => Finished::ok("", ""),
         Component::Wait { wait } => wait_for(wait, cache, deadline).await,
+        Component::Query { name, no_wait } => query(name, *no_wait, ctx).await,
+        Component::QueryWait {
+            item,
+            timeout_secs,
+            identities,
+        } => query_wait(item, *timeout_secs, identities, ctx).await,
+        Component::JobWait {
+            fingerprint,
+            identities,
+        } => job_wait(fingerprint, identities, ctx).await,
+    }
+}
+
+async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
+    let Some(coordinator) = ctx.coordinator else {
+        return Finished::fail("QUERY needs a mesh to ask", "");
+    };
+    let value = ctx.cache.args().get(name).cloned().unwrap_or(Value::Null);
+    let own = serde_json::json!({ name: value }).to_string();
+    match coordinator.query(ctx.job_id, name, value, !no_wait).await {
+        Ok(None) => Finished::ok(own, "value sent; not waiting for the others (--no-wait)"),
+        Ok(Some(aggregate)) => {
+            let nodes = aggregate
+                .get("query")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
+            if let Value::Object(map) = aggregate {
+                ctx.cache.merge_args(map, true);
+            }
+            Finished::ok(own, format!("query of {nodes} nodes merged into the args"))
+        }
+        Err(e) => Finished::fail(e, format!("QUERY {name} failed")),
+    }
+}
+
+async fn query_wait(item: &str, timeout_secs: u64, identities: &[String], ctx: &Context<'_>) -> Finished {
+    let until = ctx.deadline.min(Instant::now() + Duration::from_secs(timeout_secs));
+    loop {
+        let args = ctx.cache.args();
+        let query = args.get("query").and_then(Value::as_object);
+        let has = |node: &str| query.and_then(|q| q.get(node)).and_then(|v| v.get(item)).is_some();
+        let found = if identities.is_empty() {
+            query.is_some_and(|q| q.values().any(|v| v.get(item).is_some()))
+        } else {
+            identities.iter().all(|id| has(id))
+        };
+        if found {
+            let what = if identities.is_empty() {
+                "Item found"
+            } else {
+                "Item found in all identities"
+            };
+            return Finished::ok(what, format!("query item {item}"));
+        }
+        if Instant::now() >= until {
+            let missing: Vec<&str> = identities
+                .iter()
+                .filter(|id| !has(id))
+                .map(String::as_str)
+                .collect();
+            let who = if missing.is_empty() {
+                "any node".to_string()
+            } else {
+                missing.join(", ")
+            };
+            return Finished::fail(
+                format!("Timeout after {timeout_secs} seconds"),
+                format!("query item {item} was not found for {who}"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -> Finished {
+    let Some(coordinator) = ctx.coordinator else {
+        return Finished::fail("JOB_WAIT needs a mesh to ask", "");
+    };
+    let mut updates = match coordinator.job_wait(fingerprint, identities).await {
+        Ok(rx) => rx,
+        Err(e) => return Finished::fail(e, format!("JOB_WAIT {fingerprint} failed")),
+    };
+    let mut done: Vec<(String, String)> = Vec::new();
+    while done.len() < identities.len() {
+        match tokio::time::timeout_at(ctx.deadline, updates.recv()).await {
+            Ok(Some((node, state))) => {
+                if !done.iter().any(|(n, _)| *n == node) {
+                    done.push((node, state));
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let missing: Vec<&str> = identities
+        .iter()
+        .filter(|id| !done.iter().any(|(n, _)| n == *id))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        let states: Vec<String> = done.iter().map(|(n, s)| format!("{n}: {s}")).collect();
+        Finished::ok(
+            format!("Job completed, found fingerprint [ {fingerprint} ]"),
+            format!("completed on all coordinated targets: {}", states.join(", ")),
+        )
+    } else {
+        Finished::fail(
+            format!(
+                "timed out waiting for job {fingerprint} to finish on {}",
+                missing.join(", ")
+            ),
+            format!("JOB_WAIT gave up after its timeout; {} of {} nodes had finished it", done.len(), identities.len()),
+        )
     }
 }
 

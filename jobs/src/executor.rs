@@ -31,7 +31,7 @@ use tokio::{
 
 use crate::{
     cache::{Cache, CachedState},
-    components::{self, LineSink, OutputStream},
+    components::{self, Coordinator, LineSink, OutputStream},
     spec::{Component, Fingerprint, JobSpec},
 };
 
@@ -99,10 +99,21 @@ pub enum ExecEvent {
 }
 
 /// Executor settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExecutorConfig {
     /// How many asynchronous parents may run at once.
     pub async_cap: usize,
+    /// How QUERY and JOB_WAIT reach other nodes (`None`: those verbs fail).
+    pub coordinator: Option<Arc<dyn Coordinator>>,
+}
+
+impl std::fmt::Debug for ExecutorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorConfig")
+            .field("async_cap", &self.async_cap)
+            .field("coordinator", &self.coordinator.is_some())
+            .finish()
+    }
 }
 
 impl Default for ExecutorConfig {
@@ -112,6 +123,7 @@ impl Default for ExecutorConfig {
             .unwrap_or(1);
         ExecutorConfig {
             async_cap: (2 * cpus).clamp(16, 64),
+            coordinator: None,
         }
     }
 }
@@ -167,6 +179,7 @@ impl Executor {
             async_busy: HashSet::new(),
             running: 0,
             cap: config.async_cap.max(1),
+            coordinator: config.coordinator,
         };
         tokio::spawn(actor.run());
         (Executor { tx }, events_rx)
@@ -250,6 +263,7 @@ struct Actor {
     events: mpsc::Sender<ExecEvent>,
     cache: Arc<Cache>,
     locks: Arc<Locks>,
+    coordinator: Option<Arc<dyn Coordinator>>,
     general: VecDeque<Work>,
     general_busy: bool,
     async_queues: HashMap<String, VecDeque<Work>>,
@@ -431,11 +445,12 @@ impl Actor {
         let locks = self.locks.clone();
         let events = self.events.clone();
         let done_tx = self.done_tx.clone();
+        let coordinator = self.coordinator.clone();
         tokio::spawn(async move {
             let job_id = work.job_id.clone();
             let parent_id = work.parent_id.clone();
             let queue = work.queue;
-            let mut outcome = execute(work, &cache, &locks, &events).await;
+            let mut outcome = execute(work, &cache, &locks, &events, coordinator).await;
             if let Some(note) = note
                 && outcome.state.is_ok()
             {
@@ -464,6 +479,7 @@ async fn execute(
     cache: &Cache,
     locks: &Locks,
     events: &mpsc::Sender<ExecEvent>,
+    coordinator: Option<Arc<dyn Coordinator>>,
 ) -> Outcome {
     let started_unix_ms = unix_ms();
     let verb = work.spec.verb();
@@ -511,7 +527,16 @@ async fn execute(
     let deadline = clock + Duration::from_secs(work.spec.timeout_secs);
     let finished = match tokio::time::timeout_at(
         deadline + CLEANUP_GRACE,
-        components::run(&work.spec.component, cache, sink.as_ref(), deadline),
+        components::run(
+            &work.spec.component,
+            &components::Context {
+                job_id: &work.job_id,
+                cache,
+                sink: sink.as_ref(),
+                deadline,
+                coordinator: coordinator.as_deref(),
+            },
+        ),
     )
     .await
     {

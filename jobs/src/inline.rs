@@ -132,6 +132,19 @@ impl Parsed {
         self.options.iter().any(|(n, _)| n == name)
     }
 
+    /// Every value given for `name`, in order; comma-separated values count as several.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        self.options
+            .iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v.as_deref())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     /// The last value given for `name`.
     pub fn value(&self, name: &str) -> Option<&str> {
         self.options
@@ -145,6 +158,16 @@ impl Parsed {
 /// Splits `input` and takes leading options known to `specs` (plus the common options).
 /// `--` ends the options explicitly. Unknown options are an error naming the known ones.
 pub fn parse(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
+    parse_with(input, specs, false)
+}
+
+/// Like [`parse`], but options may also follow the positional words (for verbs whose
+/// positionals are plain names, such as `JOB_WAIT FINGERPRINT --identity web1`).
+pub fn parse_anywhere(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
+    parse_with(input, specs, true)
+}
+
+fn parse_with(input: &str, specs: &[OptionSpec], anywhere: bool) -> Result<Parsed, String> {
     let words = split(input)?;
     let known = |name: &str| {
         specs
@@ -154,6 +177,7 @@ pub fn parse(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
             .copied()
     };
     let mut options = Vec::new();
+    let mut positionals = Vec::new();
     let mut i = 0;
     while i < words.len() {
         let word = &words[i].text;
@@ -162,6 +186,11 @@ pub fn parse(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
             break;
         }
         let Some(body) = word.strip_prefix("--").filter(|b| !b.is_empty()) else {
+            if anywhere {
+                positionals.push(words[i].clone());
+                i += 1;
+                continue;
+            }
             break;
         };
         let (name, inline_value) = match body.split_once('=') {
@@ -191,11 +220,22 @@ pub fn parse(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
         options.push((name.to_string(), value));
         i += 1;
     }
-    let rest = words[i.min(words.len())..].to_vec();
-    let rest_raw = rest
-        .first()
-        .map(|w| input[w.start..].trim().to_string())
-        .unwrap_or_default();
+    let tail = &words[i.min(words.len())..];
+    let (rest, rest_raw) = if anywhere {
+        positionals.extend(tail.iter().cloned());
+        let raw = positionals
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        (positionals, raw)
+    } else {
+        let raw = tail
+            .first()
+            .map(|w| input[w.start..].trim().to_string())
+            .unwrap_or_default();
+        (tail.to_vec(), raw)
+    };
     Ok(Parsed {
         options,
         rest,
@@ -267,6 +307,20 @@ mod tests {
         // `--` ends options.
         let p = parse("-- --skip-cache", RUN).unwrap();
         assert_eq!(p.rest_raw, "--skip-cache");
+    }
+
+    #[test]
+    fn options_anywhere_for_plain_positionals() {
+        const WAIT: &[OptionSpec] = &[OptionSpec {
+            name: "identity",
+            value: Some("NODE"),
+            help: "",
+        }];
+        let p = parse_anywhere("abc123 --identity n1 --identity=n2,n3 --timeout 5", WAIT).unwrap();
+        assert_eq!(p.rest.len(), 1);
+        assert_eq!(p.rest[0].text, "abc123");
+        assert_eq!(p.values("identity"), vec!["n1", "n2", "n3"]);
+        assert_eq!(p.value("timeout"), Some("5"));
     }
 
     #[test]

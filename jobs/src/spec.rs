@@ -30,10 +30,13 @@ pub enum Verb {
     Cacheevict,
     Queuesentinel,
     Wait,
+    Query,
+    QueryWait,
+    JobWait,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 9] = [
+    pub const ALL: [Verb; 12] = [
         Verb::Run,
         Verb::Echo,
         Verb::Arg,
@@ -43,6 +46,9 @@ impl Verb {
         Verb::Cacheevict,
         Verb::Queuesentinel,
         Verb::Wait,
+        Verb::Query,
+        Verb::QueryWait,
+        Verb::JobWait,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,7 +62,23 @@ impl Verb {
             Verb::Cacheevict => "CACHEEVICT",
             Verb::Queuesentinel => "QUEUESENTINEL",
             Verb::Wait => "WAIT",
+            Verb::Query => "QUERY",
+            Verb::QueryWait => "QUERY_WAIT",
+            Verb::JobWait => "JOB_WAIT",
         }
+    }
+
+    /// Verbs whose positionals are plain words: their options may also follow them.
+    fn options_anywhere(self) -> bool {
+        matches!(
+            self,
+            Verb::Workdir
+                | Verb::Cachefile
+                | Verb::Cacheevict
+                | Verb::Query
+                | Verb::QueryWait
+                | Verb::JobWait
+        )
     }
 
     /// Looks a verb up by name, case-insensitively.
@@ -79,6 +101,9 @@ impl Verb {
             Verb::Wait => {
                 "WAIT --seconds N | WAIT --cmd [--retry N] [--retry-wait SECONDS] COMMAND..."
             }
+            Verb::Query => "QUERY [--no-wait] NAME",
+            Verb::QueryWait => "QUERY_WAIT ITEM [--query-timeout SECONDS] [--identity NODE]...",
+            Verb::JobWait => "JOB_WAIT FINGERPRINT --identity NODE [--identity NODE]...",
         }
     }
 
@@ -112,6 +137,18 @@ impl Verb {
             Verb::Wait => {
                 "Wait a number of seconds, or until COMMAND exits 0 (tried --retry times, \
                  --retry-wait seconds apart)."
+            }
+            Verb::Query => {
+                "Collect the cached arg NAME from every target of this job and give each of them \
+                 the whole set as the arg `query` ({query: {node: {NAME: value}}}) before the \
+                 next job of this parent runs. --no-wait does not wait for the others."
+            }
+            Verb::QueryWait => {
+                "Wait until the arg `query` holds ITEM: for every --identity given, or for any node."
+            }
+            Verb::JobWait => {
+                "Wait until the job with FINGERPRINT (or a prefix of it) has finished - succeeded \
+                 or failed - on every --identity node, bounded by this job's timeout."
             }
         }
     }
@@ -169,6 +206,28 @@ impl Verb {
                     help: "with --cmd: pause between tries (default 1)",
                 },
             ],
+            Verb::Query => &[OptionSpec {
+                name: "no-wait",
+                value: None,
+                help: "give this node's value and go on without waiting for the others",
+            }],
+            Verb::QueryWait => &[
+                OptionSpec {
+                    name: "query-timeout",
+                    value: Some("SECONDS"),
+                    help: "give up after this long (default 600)",
+                },
+                OptionSpec {
+                    name: "identity",
+                    value: Some("NODE"),
+                    help: "the item must be there for this node (repeatable, or comma-separated)",
+                },
+            ],
+            Verb::JobWait => &[OptionSpec {
+                name: "identity",
+                value: Some("NODE"),
+                help: "a node to wait for (repeatable, or comma-separated; at least one)",
+            }],
             Verb::Echo | Verb::Cachefile | Verb::Cacheevict | Verb::Queuesentinel => &[],
         }
     }
@@ -198,7 +257,13 @@ impl Verb {
             Verb::Cachefile => Some("cachefile"),
             Verb::Cacheevict => Some("cacheevict"),
             Verb::Queuesentinel => Some("queuesentinel"),
-            Verb::Run | Verb::Echo | Verb::Workdir | Verb::Wait => None,
+            Verb::Query => Some("query"),
+            Verb::Run
+            | Verb::Echo
+            | Verb::Workdir
+            | Verb::Wait
+            | Verb::QueryWait
+            | Verb::JobWait => None,
         }
     }
 }
@@ -311,6 +376,19 @@ pub enum Component {
     Wait {
         wait: WaitFor,
     },
+    Query {
+        name: String,
+        no_wait: bool,
+    },
+    QueryWait {
+        item: String,
+        timeout_secs: u64,
+        identities: Vec<String>,
+    },
+    JobWait {
+        fingerprint: String,
+        identities: Vec<String>,
+    },
 }
 
 impl Component {
@@ -325,6 +403,9 @@ impl Component {
             Component::Cacheevict { .. } => Verb::Cacheevict,
             Component::Queuesentinel => Verb::Queuesentinel,
             Component::Wait { .. } => Verb::Wait,
+            Component::Query { .. } => Verb::Query,
+            Component::QueryWait { .. } => Verb::QueryWait,
+            Component::JobWait { .. } => Verb::JobWait,
         }
     }
 }
@@ -412,7 +493,11 @@ impl JobSpec {
             let names: Vec<&str> = Verb::ALL.iter().map(|v| v.name()).collect();
             format!("unknown verb '{verb}' (known: {})", names.join(", "))
         })?;
-        let mut parsed = inline::parse(inline, verb.options())?;
+        let mut parsed = if verb.options_anywhere() {
+            inline::parse_anywhere(inline, verb.options())?
+        } else {
+            inline::parse(inline, verb.options())?
+        };
         apply_vars(&mut parsed, verb, vars)?;
         if parsed.flag("exec-help") {
             return Ok(ParseOutcome::Help(verb.help()));
@@ -592,6 +677,46 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
                 }
             };
             Component::Wait { wait }
+        }
+        Verb::Query => {
+            let name = one_word("NAME")?;
+            check_arg_name(&name, "NAME")?;
+            Component::Query {
+                name,
+                no_wait: p.flag("no-wait"),
+            }
+        }
+        Verb::QueryWait => Component::QueryWait {
+            item: one_word("ITEM")?,
+            timeout_secs: match p.value("query-timeout") {
+                Some(t) => t.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--query-timeout '{t}' must be a whole number of seconds above 0")
+                })?,
+                None => DEFAULT_TIMEOUT_SECS,
+            },
+            identities: p.values("identity"),
+        },
+        Verb::JobWait => {
+            let fingerprint = one_word("FINGERPRINT")?.to_ascii_lowercase();
+            if fingerprint.len() < 8
+                || fingerprint.len() > 64
+                || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(format!(
+                    "'{fingerprint}' is not a job fingerprint (8 to 64 hexadecimal digits, see --finger-print)"
+                ));
+            }
+            let identities = p.values("identity");
+            if identities.is_empty() {
+                return Err(format!(
+                    "JOB_WAIT needs at least one --identity NODE; {}",
+                    usage()
+                ));
+            }
+            Component::JobWait {
+                fingerprint,
+                identities,
+            }
         }
     })
 }
@@ -774,6 +899,41 @@ mod tests {
                 wait: WaitFor::Seconds(1.5)
             }
         );
+    }
+
+    #[test]
+    fn coordination_verbs() {
+        assert_eq!(
+            spec("QUERY", "--no-wait host_name").component,
+            Component::Query {
+                name: "host_name".into(),
+                no_wait: true
+            }
+        );
+        assert_eq!(
+            spec("JOB_WAIT", "ABCDEF0123 --identity n1 --identity n2,n3").component,
+            Component::JobWait {
+                fingerprint: "abcdef0123".into(),
+                identities: vec!["n1".into(), "n2".into(), "n3".into()]
+            }
+        );
+        assert_eq!(
+            spec("QUERY_WAIT", "x --query-timeout 5").component,
+            Component::QueryWait {
+                item: "x".into(),
+                timeout_secs: 5,
+                identities: vec![]
+            }
+        );
+        assert!(err("JOB_WAIT", "abcdef0123").contains("at least one --identity"));
+        assert!(err("JOB_WAIT", "xyz --identity a").contains("not a job fingerprint"));
+        assert!(err("QUERY", "").contains("needs NAME"));
+        assert!(err("QUERY_WAIT", "x --query-timeout 0").contains("--query-timeout"));
+        // Plain-positional verbs take their options after the positional too.
+        assert!(matches!(
+            spec("WORKDIR", "/tmp/x --chmod 0700").component,
+            Component::Workdir { mode: Some(0o700), .. }
+        ));
     }
 
     #[test]
