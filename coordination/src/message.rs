@@ -128,6 +128,29 @@ pub enum JobMessage {
     Results(Vec<JobResult>),
     /// Target → originator: live output.
     Output(Vec<OutputBatch>),
+    /// Target → originator: this node's value of a QUERY job's arg.
+    QueryValue {
+        job_id: String,
+        node: NodeId,
+        name: String,
+        value: serde_json::Value,
+    },
+    /// Originator → targets: every target's value, `{"query": {node: {name: value}}}`.
+    QueryResult {
+        job_id: String,
+        aggregate: serde_json::Value,
+    },
+    /// Waiter → node: say when the job with this fingerprint (or prefix) has finished here.
+    WaitFor {
+        wait_id: String,
+        fingerprint: String,
+    },
+    /// Node → waiter: the awaited job finished here (`success` or `failed`).
+    WaitDone {
+        wait_id: String,
+        node: NodeId,
+        state: String,
+    },
 }
 
 /// The answer to a [`JobMessage`].

@@ -193,6 +193,22 @@ impl Cache {
             .is_some_and(|t| t.state == CachedState::Success && t.expires_unix > now)
     }
 
+    /// `success` or `failed` if a job whose fingerprint starts with `prefix` (hex) finished here
+    /// within the TTL.
+    pub fn finished_state(&self, prefix: &str) -> Option<&'static str> {
+        let now = now_unix();
+        let prefix = prefix.to_ascii_lowercase();
+        self.lock()
+            .jobs
+            .iter()
+            .filter(|(fp, t)| t.expires_unix > now && fp.to_hex().starts_with(&prefix))
+            .map(|(_, t)| match t.state {
+                CachedState::Success => "success",
+                CachedState::Failed => "failed",
+            })
+            .next()
+    }
+
     /// Whether a job of this parent failed here (within the TTL).
     pub fn parent_failed(&self, parent: &str) -> bool {
         let now = now_unix();

@@ -72,7 +72,13 @@ pub trait Coordinator: Send + Sync {
     /// QUERY: hands this node's `value` of `name` to the job's originator. With `wait`,
     /// resolves with the aggregate (`{"query": {node: {name: value}}}`) once every target of
     /// the job has answered; without, at once with `None`.
-    fn query(&self, job_id: &str, name: &str, value: Value, wait: bool) -> BoxFuture<'static, Result<Option<Value>, String>>;
+    fn query(
+        &self,
+        job_id: &str,
+        name: &str,
+        value: Value,
+        wait: bool,
+    ) -> BoxFuture<'static, Result<Option<Value>, String>>;
 
     /// JOB_WAIT: asks each of `nodes` about the job with `fingerprint` (or a prefix of it).
     /// The receiver gets `(node, "success" | "failed")` as each one has finished it.
@@ -102,7 +108,17 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             command,
             stdout_arg,
             no_block,
-        } => run_command(command, stdout_arg.as_deref(), *no_block, cache, sink, deadline).await,
+        } => {
+            run_command(
+                command,
+                stdout_arg.as_deref(),
+                *no_block,
+                cache,
+                sink,
+                deadline,
+            )
+            .await
+        }
         Component::Echo { text } => Finished::ok(text.clone(), ""),
         Component::Arg { args, extend } => set_values(args, *extend, cache, "args"),
         Component::Env { envs, extend } => set_values(envs, *extend, cache, "envs"),
@@ -155,12 +171,24 @@ async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
     }
 }
 
-async fn query_wait(item: &str, timeout_secs: u64, identities: &[String], ctx: &Context<'_>) -> Finished {
-    let until = ctx.deadline.min(Instant::now() + Duration::from_secs(timeout_secs));
+async fn query_wait(
+    item: &str,
+    timeout_secs: u64,
+    identities: &[String],
+    ctx: &Context<'_>,
+) -> Finished {
+    let until = ctx
+        .deadline
+        .min(Instant::now() + Duration::from_secs(timeout_secs));
     loop {
         let args = ctx.cache.args();
         let query = args.get("query").and_then(Value::as_object);
-        let has = |node: &str| query.and_then(|q| q.get(node)).and_then(|v| v.get(item)).is_some();
+        let has = |node: &str| {
+            query
+                .and_then(|q| q.get(node))
+                .and_then(|v| v.get(item))
+                .is_some()
+        };
         let found = if identities.is_empty() {
             query.is_some_and(|q| q.values().any(|v| v.get(item).is_some()))
         } else {
@@ -222,7 +250,10 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
         let states: Vec<String> = done.iter().map(|(n, s)| format!("{n}: {s}")).collect();
         Finished::ok(
             format!("Job completed, found fingerprint [ {fingerprint} ]"),
-            format!("completed on all coordinated targets: {}", states.join(", ")),
+            format!(
+                "completed on all coordinated targets: {}",
+                states.join(", ")
+            ),
         )
     } else {
         Finished::fail(
@@ -230,7 +261,11 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
                 "timed out waiting for job {fingerprint} to finish on {}",
                 missing.join(", ")
             ),
-            format!("JOB_WAIT gave up after its timeout; {} of {} nodes had finished it", done.len(), identities.len()),
+            format!(
+                "JOB_WAIT gave up after its timeout; {} of {} nodes had finished it",
+                done.len(),
+                identities.len()
+            ),
         )
     }
 }

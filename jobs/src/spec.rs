@@ -932,7 +932,10 @@ mod tests {
         // Plain-positional verbs take their options after the positional too.
         assert!(matches!(
             spec("WORKDIR", "/tmp/x --chmod 0700").component,
-            Component::Workdir { mode: Some(0o700), .. }
+            Component::Workdir {
+                mode: Some(0o700),
+                ..
+            }
         ));
     }
 

@@ -136,14 +136,22 @@ impl Node {
             )
             .map_err(|e| NodeError::Store(e.to_string()))?,
         );
-        let (executor, exec_events) = Executor::start(cache.clone(), ExecutorConfig::default());
-        let runs = Runs::start(
-            config.name.clone(),
-            mesh.handle.clone(),
-            store.clone(),
-            executor,
-            exec_events,
-            cache.clone(),
+        let (runs, runs_inbox) = Runs::channel();
+        let executor_config = ExecutorConfig {
+            coordinator: Some(runs.coordinator(mesh.handle.clone())),
+            ..ExecutorConfig::default()
+        };
+        let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
+        runs.start(
+            runs_inbox,
+            runs::RunsParts {
+                local_name: config.name.clone(),
+                mesh: mesh.handle.clone(),
+                store: store.clone(),
+                executor,
+                exec_events,
+                cache: cache.clone(),
+            },
         );
         let control = Arc::new(Control {
             mesh: mesh.handle.clone(),

@@ -27,6 +27,9 @@ use mesh::{MeshHandle, PeerId, ReplyToken, wire};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+mod coordinate;
+pub use coordinate::NodeCoordinator;
+
 use crate::{
     control::WatchEvent,
     records::{JobRecord, NodeResult},
@@ -85,6 +88,24 @@ pub enum Input {
     Purge {
         done: oneshot::Sender<()>,
     },
+    /// A QUERY job here has read its value (`reply`: wait for the aggregate).
+    QueryLocal {
+        job_id: String,
+        name: String,
+        value: serde_json::Value,
+        reply: Option<oneshot::Sender<Result<Option<serde_json::Value>, String>>>,
+    },
+    /// A JOB_WAIT job here starts waiting on `peers`.
+    JobWait {
+        fingerprint: String,
+        peers: Vec<(NodeId, String)>,
+        updates: mpsc::Sender<(String, String)>,
+    },
+    /// `node` took the registration of a JOB_WAIT.
+    WaitRegistered {
+        wait_id: String,
+        node: NodeId,
+    },
 }
 
 /// The handle to the runs actor.
@@ -93,17 +114,46 @@ pub struct Runs {
     inbox: mpsc::Sender<Input>,
 }
 
+/// The actor's inbox before the actor starts (the executor needs the handle first).
+pub struct RunsInbox(mpsc::Receiver<Input>);
+
+/// What the runs actor works with.
+pub struct RunsParts {
+    pub local_name: String,
+    pub mesh: MeshHandle,
+    pub store: Store,
+    pub executor: Executor,
+    /// The executor's events.
+    pub exec_events: mpsc::Receiver<ExecEvent>,
+    pub cache: Arc<Cache>,
+}
+
 impl Runs {
-    /// Starts the actor; `exec_events` are the executor's events.
-    pub fn start(
-        local_name: String,
-        mesh: MeshHandle,
-        store: Store,
-        executor: Executor,
-        exec_events: mpsc::Receiver<ExecEvent>,
-        cache: Arc<Cache>,
-    ) -> Runs {
+    /// A handle and the inbox to start the actor with.
+    pub fn channel() -> (Runs, RunsInbox) {
         let (tx, rx) = mpsc::channel(INBOX_DEPTH);
+        (Runs { inbox: tx }, RunsInbox(rx))
+    }
+
+    /// What the executor uses for QUERY and JOB_WAIT.
+    pub fn coordinator(&self, mesh: MeshHandle) -> Arc<dyn jobs::components::Coordinator> {
+        Arc::new(NodeCoordinator {
+            inbox: self.inbox.clone(),
+            mesh,
+        })
+    }
+
+    /// Starts the actor.
+    pub fn start(&self, inbox: RunsInbox, parts: RunsParts) {
+        let RunsParts {
+            local_name,
+            mesh,
+            store,
+            executor,
+            exec_events,
+            cache,
+        } = parts;
+        let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
         let mut actor = Actor {
             originator: Originator::new(local.clone(), OriginatorConfig::default()),
@@ -112,7 +162,9 @@ impl Runs {
             mesh,
             store,
             executor,
-            _cache: cache,
+            cache,
+            cross: coordinate::CrossNode::default(),
+            job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
             outbox: Outbox::new(),
             records: HashMap::new(),
@@ -127,7 +179,6 @@ impl Runs {
         actor.restore();
         tokio::spawn(forward_exec_events(exec_events, tx.clone()));
         tokio::spawn(actor.run(rx));
-        Runs { inbox: tx }
     }
 
     pub async fn send(&self, input: Input) {
@@ -174,8 +225,12 @@ struct Actor {
     mesh: MeshHandle,
     store: Store,
     executor: Executor,
-    _cache: Arc<Cache>,
+    cache: Arc<Cache>,
     inbox: mpsc::Sender<Input>,
+    /// QUERY and JOB_WAIT state.
+    cross: coordinate::CrossNode,
+    /// Target side: job id → fingerprint, for JOB_WAIT notifications.
+    job_fingerprints: HashMap<String, jobs::Fingerprint>,
     originator: Originator,
     outbox: Outbox,
     /// Records of jobs this node submitted that are still processing or finished lately.
@@ -374,10 +429,11 @@ impl Actor {
                 self.flush_output(&to);
             }
             Input::MemberGone(peer) => {
-                let actions = self.originator.handle(
-                    originator::Input::NodeGone(NodeId(peer.to_string())),
-                    Instant::now(),
-                );
+                let node = NodeId(peer.to_string());
+                self.queries_node_gone(&node);
+                let actions = self
+                    .originator
+                    .handle(originator::Input::NodeGone(node), Instant::now());
                 self.originator_actions(actions);
             }
             Input::Records { reply } => {
@@ -387,6 +443,18 @@ impl Actor {
                 self.records.clear();
                 let _ = done.send(());
             }
+            Input::QueryLocal {
+                job_id,
+                name,
+                value,
+                reply,
+            } => self.query_local(job_id, name, value, reply),
+            Input::JobWait {
+                fingerprint,
+                peers,
+                updates,
+            } => self.job_wait(fingerprint, peers, updates),
+            Input::WaitRegistered { wait_id, node } => self.wait_registered(&wait_id, &node),
         }
     }
 
@@ -396,6 +464,7 @@ impl Actor {
         self.originator_actions(actions);
         let actions = self.outbox.handle(outbox::Input::Tick, now);
         self.outbox_actions(actions);
+        self.register_waits();
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
@@ -580,6 +649,40 @@ impl Actor {
                 }
                 JobReply::Ok
             }
+            JobMessage::QueryValue {
+                job_id,
+                node,
+                name,
+                value,
+            } => {
+                if node != from {
+                    return JobReply::Refused("a query value comes from its node".into());
+                }
+                self.query_value(job_id, node, name, value);
+                JobReply::Ok
+            }
+            JobMessage::QueryResult { job_id, aggregate } => {
+                self.query_result(job_id, aggregate);
+                JobReply::Ok
+            }
+            JobMessage::WaitFor {
+                wait_id,
+                fingerprint,
+            } => {
+                self.wait_for(wait_id, fingerprint, from);
+                JobReply::Ok
+            }
+            JobMessage::WaitDone {
+                wait_id,
+                node,
+                state,
+            } => {
+                if node != from {
+                    return JobReply::Refused("a wait is answered by the node waited on".into());
+                }
+                self.wait_done(&wait_id, &node, state);
+                JobReply::Ok
+            }
         }
     }
 
@@ -601,6 +704,8 @@ impl Actor {
             for job in jobs {
                 pending.insert(job.job_id.clone());
                 self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
+                self.job_fingerprints
+                    .insert(job.job_id.clone(), job.fingerprint);
                 self.waiting_for_executor.push_back(Box::new(Work {
                     job_id: job.job_id.clone(),
                     parent_id: parent.parent_id.clone(),
@@ -663,6 +768,14 @@ impl Actor {
 
     /// Target side: a job finished here.
     fn finished(&mut self, outcome: Outcome) {
+        if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
+            let state = if outcome.state == ResultState::Failed {
+                "failed"
+            } else {
+                "success"
+            };
+            self.notify_waiters(&fp.to_hex(), state);
+        }
         let Some(run_id) = self.job_runs.remove(&outcome.job_id) else {
             warn!(job = %outcome.job_id, "finished a job of no known run");
             return;

@@ -34,15 +34,25 @@ fn text(o: &Output) -> String {
 
 /// A 3-node mesh of isolated daemons, all seeing each other.
 fn mesh(root: &Path) -> Vec<Daemon> {
+    mesh_of(root, 3)
+}
+
+/// An `n`-node mesh of isolated daemons (`n1`, `n2`, ...), all seeing each other.
+fn mesh_of(root: &Path, n: usize) -> Vec<Daemon> {
     let first = Daemon::start_isolated(root, "n1", &[]);
     let token = first.join_token();
     let mut nodes = vec![first];
-    for name in ["n2", "n3"] {
-        nodes.push(Daemon::start_isolated(root, name, &["--token", &token]));
+    for i in 2..=n {
+        nodes.push(Daemon::start_isolated(
+            root,
+            &format!("n{i}"),
+            &["--token", &token],
+        ));
     }
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
     for d in &nodes {
-        wait_for(Duration::from_secs(20), "a 3-node mesh", || {
-            (alive_names(&d.status()?) == ["n1", "n2", "n3"]).then_some(())
+        wait_for(Duration::from_secs(20), "the mesh to form", || {
+            (alive_names(&d.status()?) == names).then_some(())
         });
     }
     nodes
@@ -742,4 +752,188 @@ fn restrict_runs_only_the_jobs_with_matching_fingerprints() {
         recs[0]["definition"],
         "RUN: --skip-cache echo another parent"
     );
+}
+
+/// The fingerprint prefix `--finger-print` shows for the job whose EXEC column starts with `exec`.
+fn fingerprint_of(d: &Daemon, file: &Path, exec: &str) -> String {
+    let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    let row = table
+        .lines()
+        .find(|l| l.contains(exec))
+        .unwrap_or_else(|| panic!("{exec} not in:\n{table}"));
+    row.split_whitespace().last().unwrap().to_string()
+}
+
+#[test]
+fn job_wait_blocks_until_the_job_finished_on_the_named_node() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let slow = root.path().join("slow.yaml");
+    std::fs::write(
+        &slow,
+        "- targets: [n3]\n  jobs:\n  - RUN: sleep 2; echo awaited\n",
+    )
+    .unwrap();
+    let fp = fingerprint_of(d, &slow, "sleep 2; echo awaited");
+    let waiting = root.path().join("waiting.yaml");
+    std::fs::write(
+        &waiting,
+        format!("- targets: [n1, n2]\n  jobs:\n  - JOB_WAIT: {fp} --identity n3\n  - RUN: --skip-cache echo after\n"),
+    )
+    .unwrap();
+    // The awaited job is submitted (not waited for) from n1; the waiters from n2.
+    let o = d.cli(&["orchestrate", slow.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = nodes[1].cli(&[
+        "orchestrate",
+        waiting.to_str().unwrap(),
+        "--poll",
+        "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let awaited = record(&records(d), "RUN: sleep 2; echo awaited").clone();
+    let done_at = awaited["results"]["n3"]["finished_unix_ms"]
+        .as_u64()
+        .unwrap();
+    let recs = records(&nodes[1]);
+    let wait = record(&recs, &format!("JOB_WAIT: {fp} --identity n3"));
+    let after = record(&recs, "RUN: --skip-cache echo after");
+    for n in ["n1", "n2"] {
+        assert_eq!(wait["results"][n]["state"], "success", "{wait}");
+        assert!(
+            wait["results"][n]["info"]
+                .as_str()
+                .unwrap()
+                .contains("n3: success"),
+            "{wait}"
+        );
+        let (started, _) = window(after, n);
+        assert!(
+            started >= done_at,
+            "{n} went on before n3 finished the awaited job"
+        );
+    }
+}
+
+#[test]
+fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "JOB_WAIT",
+        "deadbeef00",
+        "--identity",
+        "n2",
+        "--timeout",
+        "2",
+        "--target",
+        "n1",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = records(&nodes[0]).into_iter().last().unwrap();
+    let r = &last["results"]["n1"];
+    assert_eq!(r["state"], "failed");
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("timed out waiting for job deadbeef00 to finish on n2"),
+        "{last}"
+    );
+    // An unknown node is named as such.
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "JOB_WAIT",
+        "deadbeef00",
+        "--identity",
+        "nope",
+        "--target",
+        "n1",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let last = records(&nodes[0]).into_iter().last().unwrap();
+    assert!(
+        last["results"]["n1"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no node named 'nope'"),
+        "{last}"
+    );
+}
+
+#[test]
+fn query_aggregates_every_targets_value_across_five_nodes() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 5);
+    let file = root.path().join("query.yaml");
+    std::fs::write(
+        &file,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
+         \x20 - QUERY: token\n\
+         \x20 - QUERY_WAIT: token --identity n1 --identity n5 --query-timeout 5\n\
+         \x20 - RUN: --skip-cache echo \"{{ query | length }} {{ query.values() | map(attribute='token') | unique | list | length }}\"\n",
+    )
+    .unwrap();
+    let o = nodes[2].cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recs = records(&nodes[2]);
+    let names = ["n1", "n2", "n3", "n4", "n5"];
+    let count = recs
+        .iter()
+        .find(|r| r["definition"].as_str().unwrap().contains("query | length"))
+        .unwrap();
+    let query = record(&recs, "QUERY: token");
+    for n in names {
+        // Every node saw all five values, and they differ (one per node).
+        assert_eq!(stdout_on(count, n), "5 5", "{n}: {count}");
+        assert!(
+            stdout_on(query, n).starts_with("{\"token\":\"token-"),
+            "{n}: {query}"
+        );
+    }
+    // The cache of any node holds the whole set.
+    let o = nodes[4].cli(&["manage", "--dump-cache"]);
+    let cache: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        cache["args"]["query"].as_object().unwrap().len(),
+        5,
+        "{cache}"
+    );
+}
+
+#[test]
+fn directord_query_orchestration() {
+    let Some(file) = reference("functional-tests-query.yaml") else {
+        return;
+    };
+    let root = root();
+    let nodes = mesh(root.path());
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The decoded /etc/hosts written on every node matches this machine's.
+    let recs = records(&nodes[0]);
+    assert!(recs.iter().all(|r| {
+        r["results"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|x| x["state"] != "failed")
+    }));
+    let check = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "cmp /tmp/base64-hosts /etc/hosts && echo same",
+        "--poll",
+    ]);
+    assert!(check.status.success(), "{}", text(&check));
 }

@@ -1,0 +1,414 @@
+//! QUERY and JOB_WAIT across nodes: the runs actor's part, and the [`Coordinator`] the
+//! executor calls.
+//!
+//! - **QUERY** (originator side): each target sends its value of the arg; once every target of
+//!   the job has answered (or left the mesh), the originator sends all of them
+//!   `{"query": {node: {NAME: value}}}`. A target's QUERY job waits for that (unless
+//!   `--no-wait`), merges it into its args and finishes, so the next job of the parent sees it.
+//! - **JOB_WAIT**: the waiting node asks each named node directly ("tell me when the job with
+//!   this fingerprint has finished here"); a node answers at once if its cache says the job
+//!   finished, or registers the wait and notifies when it does. Registration is retried until
+//!   the node takes it. No request is held open.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use coordination::{JobMessage, JobReply, NodeId};
+use jobs::components::{BoxFuture, Coordinator};
+use mesh::{MeshHandle, PeerId, wire};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
+
+/// Retry registering a JOB_WAIT with a node that did not take it this often.
+const REGISTER_RETRY: Duration = Duration::from_secs(2);
+/// A registered wait that never fires is forgotten after this long.
+const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
+
+/// Originator side: values of one QUERY job, as they arrive.
+pub(super) struct QueryCollect {
+    name: String,
+    /// Targets that have not answered yet.
+    expected: HashSet<NodeId>,
+    /// Every target, to send the aggregate to.
+    targets: Vec<NodeId>,
+    /// Answers by node name.
+    values: BTreeMap<String, Value>,
+}
+
+/// Waiting side: one JOB_WAIT in progress.
+pub(super) struct Waiting {
+    fingerprint: String,
+    names: HashMap<NodeId, String>,
+    /// Nodes that have not taken the registration yet.
+    unregistered: HashSet<NodeId>,
+    next_try: Instant,
+    updates: mpsc::Sender<(String, String)>,
+}
+
+/// Node side: a wait registered here by another node (or this one).
+pub(super) struct Registered {
+    fingerprint: String,
+    wait_id: String,
+    waiter: NodeId,
+    since: Instant,
+}
+
+/// What the actor keeps for QUERY and JOB_WAIT.
+#[derive(Default)]
+pub(super) struct CrossNode {
+    queries: HashMap<String, QueryCollect>,
+    query_waiters: HashMap<String, oneshot::Sender<Result<Option<Value>, String>>>,
+    waits: HashMap<String, Waiting>,
+    registered: Vec<Registered>,
+}
+
+impl Actor {
+    /// Sends `msg` to `to` (or handles it here when `to` is this node); the reply is ignored.
+    fn tell(&mut self, to: &NodeId, msg: JobMessage) {
+        if *to == self.local {
+            let local = self.mesh.local_peer_id();
+            let _ = self.request(local, msg);
+            return;
+        }
+        let Ok(peer) = to.0.parse::<PeerId>() else {
+            return;
+        };
+        let Some(bytes) = encode(&msg) else { return };
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mesh.request_job(peer, bytes).await {
+                debug!(%peer, "coordination message not delivered: {e}");
+            }
+        });
+    }
+
+    /// Target side: this node's value for a QUERY job.
+    pub(super) fn query_local(
+        &mut self,
+        job_id: String,
+        name: String,
+        value: Value,
+        reply: Option<oneshot::Sender<Result<Option<Value>, String>>>,
+    ) {
+        let Some(originator) = self
+            .job_runs
+            .get(&job_id)
+            .and_then(|run| self.accepted.get(run))
+            .map(|a| a.originator.clone())
+        else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err("QUERY of a job this node does not know".into()));
+            }
+            return;
+        };
+        if let Some(reply) = reply {
+            self.cross.query_waiters.insert(job_id.clone(), reply);
+        }
+        let msg = JobMessage::QueryValue {
+            job_id,
+            node: self.local.clone(),
+            name,
+            value,
+        };
+        self.tell(&originator, msg);
+    }
+
+    /// Originator side: a target's value arrived.
+    pub(super) fn query_value(&mut self, job_id: String, node: NodeId, name: String, value: Value) {
+        if !self.cross.queries.contains_key(&job_id) {
+            let Some(record) = self.records.get(&job_id) else {
+                debug!(job = %job_id, "query value for a job this node does not track");
+                return;
+            };
+            let targets: Vec<NodeId> = record
+                .nodes
+                .iter()
+                .map(|n| NodeId(n.peer_id.clone()))
+                .collect();
+            self.cross.queries.insert(
+                job_id.clone(),
+                QueryCollect {
+                    name: name.clone(),
+                    expected: targets.iter().cloned().collect(),
+                    targets,
+                    values: BTreeMap::new(),
+                },
+            );
+        }
+        let node_name = self.name_in_record(&job_id, &node);
+        if let Some(q) = self.cross.queries.get_mut(&job_id)
+            && q.expected.remove(&node)
+        {
+            q.values.insert(node_name, value);
+        }
+        self.maybe_spread_query(&job_id);
+    }
+
+    /// Originator side: once every target answered, everyone gets the whole set.
+    fn maybe_spread_query(&mut self, job_id: &str) {
+        let complete = self
+            .cross
+            .queries
+            .get(job_id)
+            .is_some_and(|q| q.expected.is_empty());
+        if !complete {
+            return;
+        }
+        let Some(q) = self.cross.queries.remove(job_id) else {
+            return;
+        };
+        let per_node: serde_json::Map<String, Value> = q
+            .values
+            .into_iter()
+            .map(|(node, value)| (node, serde_json::json!({ q.name.clone(): value })))
+            .collect();
+        let aggregate = serde_json::json!({ "query": per_node });
+        for target in q.targets {
+            let msg = JobMessage::QueryResult {
+                job_id: job_id.to_string(),
+                aggregate: aggregate.clone(),
+            };
+            self.tell(&target, msg);
+        }
+    }
+
+    /// Target side: the aggregate of a QUERY job arrived.
+    pub(super) fn query_result(&mut self, job_id: String, aggregate: Value) {
+        match self.cross.query_waiters.remove(&job_id) {
+            Some(reply) => {
+                let _ = reply.send(Ok(Some(aggregate)));
+            }
+            // --no-wait (or the job gave up): merge it now, for whatever runs next.
+            None => {
+                if let Value::Object(map) = aggregate {
+                    self.cache.merge_args(map, true);
+                }
+            }
+        }
+    }
+
+    /// Originator side: a target left; its QUERY answers will not come.
+    pub(super) fn queries_node_gone(&mut self, node: &NodeId) {
+        let jobs: Vec<String> = self
+            .cross
+            .queries
+            .iter_mut()
+            .filter_map(|(job, q)| q.expected.remove(node).then(|| job.clone()))
+            .collect();
+        for job in jobs {
+            self.maybe_spread_query(&job);
+        }
+    }
+
+    /// Waiting side: start a JOB_WAIT on `peers`.
+    pub(super) fn job_wait(
+        &mut self,
+        fingerprint: String,
+        peers: Vec<(NodeId, String)>,
+        updates: mpsc::Sender<(String, String)>,
+    ) {
+        let wait_id = uuid::Uuid::new_v4().to_string();
+        let names: HashMap<NodeId, String> = peers.into_iter().collect();
+        self.cross.waits.insert(
+            wait_id.clone(),
+            Waiting {
+                fingerprint,
+                unregistered: names.keys().cloned().collect(),
+                names,
+                next_try: Instant::now(),
+                updates,
+            },
+        );
+        self.register_waits();
+    }
+
+    /// Waiting side: (re)sends registrations that no node has taken yet.
+    pub(super) fn register_waits(&mut self) {
+        let now = Instant::now();
+        let mut to_send = Vec::new();
+        for (wait_id, w) in &mut self.cross.waits {
+            if w.unregistered.is_empty() || now < w.next_try {
+                continue;
+            }
+            w.next_try = now + REGISTER_RETRY;
+            for node in &w.unregistered {
+                to_send.push((wait_id.clone(), w.fingerprint.clone(), node.clone()));
+            }
+        }
+        for (wait_id, fingerprint, node) in to_send {
+            if node == self.local {
+                let local = self.local.clone();
+                self.wait_for(wait_id.clone(), fingerprint, local.clone());
+                if let Some(w) = self.cross.waits.get_mut(&wait_id) {
+                    w.unregistered.remove(&local);
+                }
+                continue;
+            }
+            let Ok(peer) = node.0.parse::<PeerId>() else {
+                continue;
+            };
+            let Some(bytes) = encode(&JobMessage::WaitFor {
+                wait_id: wait_id.clone(),
+                fingerprint,
+            }) else {
+                continue;
+            };
+            let mesh = self.mesh.clone();
+            let inbox = self.inbox.clone();
+            tokio::spawn(async move {
+                let taken = match mesh.request_job(peer, bytes).await {
+                    Ok(reply) => matches!(
+                        wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
+                        Ok(JobReply::Ok)
+                    ),
+                    Err(_) => false,
+                };
+                if taken {
+                    let _ = inbox.send(Input::WaitRegistered { wait_id, node }).await;
+                }
+            });
+        }
+        // Waits whose job gave up (the component's receiver is gone) are over.
+        self.cross.waits.retain(|_, w| !w.updates.is_closed());
+    }
+
+    pub(super) fn wait_registered(&mut self, wait_id: &str, node: &NodeId) {
+        if let Some(w) = self.cross.waits.get_mut(wait_id) {
+            w.unregistered.remove(node);
+        }
+    }
+
+    /// Node side: `waiter` wants to know when the job with `fingerprint` has finished here.
+    pub(super) fn wait_for(&mut self, wait_id: String, fingerprint: String, waiter: NodeId) {
+        if let Some(state) = self.cache.finished_state(&fingerprint) {
+            let msg = JobMessage::WaitDone {
+                wait_id,
+                node: self.local.clone(),
+                state: state.to_string(),
+            };
+            self.tell(&waiter, msg);
+            return;
+        }
+        self.cross.registered.push(Registered {
+            fingerprint,
+            wait_id,
+            waiter,
+            since: Instant::now(),
+        });
+    }
+
+    /// Node side: a job with `fingerprint` finished here: tell whoever waits for it.
+    pub(super) fn notify_waiters(&mut self, fingerprint: &str, state: &str) {
+        let now = Instant::now();
+        let mut fired = Vec::new();
+        self.cross.registered.retain(|r| {
+            if fingerprint.starts_with(&r.fingerprint) {
+                fired.push((r.waiter.clone(), r.wait_id.clone()));
+                false
+            } else {
+                now.saturating_duration_since(r.since) < FORGET_WAITS
+            }
+        });
+        for (waiter, wait_id) in fired {
+            let msg = JobMessage::WaitDone {
+                wait_id,
+                node: self.local.clone(),
+                state: state.to_string(),
+            };
+            self.tell(&waiter, msg);
+        }
+    }
+
+    /// Waiting side: a node says the awaited job finished there.
+    pub(super) fn wait_done(&mut self, wait_id: &str, node: &NodeId, state: String) {
+        if let Some(w) = self.cross.waits.get_mut(wait_id) {
+            w.unregistered.remove(node);
+            if let Some(name) = w.names.get(node) {
+                let _ = w.updates.try_send((name.clone(), state));
+            }
+        }
+    }
+}
+
+/// The executor's way to the mesh for QUERY and JOB_WAIT.
+pub struct NodeCoordinator {
+    pub(crate) inbox: mpsc::Sender<Input>,
+    pub(crate) mesh: MeshHandle,
+}
+
+impl Coordinator for NodeCoordinator {
+    fn query(
+        &self,
+        job_id: &str,
+        name: &str,
+        value: Value,
+        wait: bool,
+    ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+        let inbox = self.inbox.clone();
+        let (job_id, name) = (job_id.to_string(), name.to_string());
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            inbox
+                .send(Input::QueryLocal {
+                    job_id,
+                    name,
+                    value,
+                    reply: wait.then_some(reply),
+                })
+                .await
+                .map_err(|_| "the node is shutting down".to_string())?;
+            if !wait {
+                return Ok(None);
+            }
+            answer
+                .await
+                .map_err(|_| "the node is shutting down".to_string())?
+        })
+    }
+
+    fn job_wait(
+        &self,
+        fingerprint: &str,
+        nodes: &[String],
+    ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
+        let inbox = self.inbox.clone();
+        let mesh = self.mesh.clone();
+        let fingerprint = fingerprint.to_string();
+        let nodes = nodes.to_vec();
+        Box::pin(async move {
+            let status = mesh.status().await.map_err(|e| e.to_string())?;
+            let mut peers = Vec::new();
+            for name in &nodes {
+                let found: Vec<&mesh::MemberView> = status
+                    .members
+                    .iter()
+                    .filter(|m| m.presence.name == *name)
+                    .collect();
+                match found.as_slice() {
+                    [one] => peers.push((NodeId(one.presence.peer_id.to_string()), name.clone())),
+                    [] => return Err(format!("JOB_WAIT: no node named '{name}' in the mesh")),
+                    _ => {
+                        return Err(format!(
+                            "JOB_WAIT: '{name}' is ambiguous (several nodes use that name)"
+                        ));
+                    }
+                }
+            }
+            let (updates, rx) = mpsc::channel(nodes.len().max(1));
+            inbox
+                .send(Input::JobWait {
+                    fingerprint,
+                    peers,
+                    updates,
+                })
+                .await
+                .map_err(|_| "the node is shutting down".to_string())?;
+            Ok(rx)
+        })
+    }
+}
