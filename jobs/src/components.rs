@@ -4,7 +4,12 @@
 //! Errors of any kind (a template that does not render, a missing user, a command that times out)
 //! become failed results with a message that says what happened; nothing here panics.
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Stdio, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use serde_json::{Map, Value};
 use tokio::{
@@ -16,7 +21,7 @@ use tokio::{
 
 use crate::{
     cache::Cache,
-    spec::{CacheTag, Component, Owner, WaitFor},
+    spec::{CacheTag, Component, FileRef, Fingerprint, Owner, Transfer, WaitFor},
     template,
 };
 
@@ -87,6 +92,14 @@ pub trait Coordinator: Send + Sync {
         fingerprint: &str,
         nodes: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>>;
+
+    /// ADD/COPY: makes the verified content of `file` available on this node (from the
+    /// announce, this node's store, or other nodes) and says where it is.
+    fn fetch_blob(
+        &self,
+        job_id: &str,
+        file: &FileRef,
+    ) -> BoxFuture<'static, Result<PathBuf, String>>;
 }
 
 /// What a component runs with.
@@ -146,7 +159,175 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             fingerprint,
             identities,
         } => job_wait(fingerprint, identities, ctx).await,
+        Component::Add(t) | Component::Copy(t) => transfer(t, ctx).await,
     }
+}
+
+/// ADD/COPY on a target: land one file at DEST, verified and atomically.
+async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
+    let Some(file) = &t.file else {
+        return Finished::fail(
+            "the submitter did not resolve this file (a daemon older than its CLI?)",
+            "",
+        );
+    };
+    let args = ctx.cache.args();
+    let dest = match render_path(&t.dest, ctx.cache) {
+        Ok(d) => d,
+        Err(f) => return f,
+    };
+    let path = if dest.ends_with('/') {
+        PathBuf::from(&dest).join(&file.name)
+    } else {
+        PathBuf::from(&dest)
+    };
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    if !dir.is_dir() {
+        return Finished::fail(
+            format!(
+                "destination directory {} does not exist (create it first, e.g. with WORKDIR)",
+                dir.display()
+            ),
+            "",
+        );
+    }
+    let expected = file.hash;
+    let size = file.size;
+    let blueprint = t.blueprint;
+    // Already there: nothing to transfer, but owner and mode still apply.
+    let unchanged = !blueprint && {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || file_hash(&p).is_ok_and(|h| h == expected.0))
+            .await
+            .unwrap_or(false)
+    };
+    if !unchanged {
+        let Some(coordinator) = ctx.coordinator else {
+            return Finished::fail("ADD needs a mesh to fetch the file from", "");
+        };
+        let blob = match coordinator.fetch_blob(ctx.job_id, file).await {
+            Ok(b) => b,
+            Err(e) => return Finished::fail(e, format!("{} was not transferred", path.display())),
+        };
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            land(&blob, &target, expected, blueprint.then_some(args))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the copy stopped: {e}")));
+        if let Err(e) = written {
+            return Finished::fail(e, format!("{} was left as it was", path.display()));
+        }
+    }
+    if let Some(owner) = &t.owner
+        && let Err(e) = apply_owner(&path, owner)
+    {
+        return Finished::fail(e, format!("Failed to set ownership of {}", path.display()));
+    }
+    if let Some(mode) = t.mode
+        && let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+    {
+        return Finished::fail(
+            format!("cannot chmod {} to {mode:o}: {e}", path.display()),
+            "",
+        );
+    }
+    let landed = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || file_hash(&p))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    let hex: String = landed
+        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
+        .unwrap_or_default();
+    let info = if unchanged {
+        format!(
+            "File exists {} and blake3 {} matches, nothing to transfer",
+            path.display(),
+            expected
+        )
+    } else if blueprint {
+        format!("rendered {} into {}", file.name, path.display())
+    } else {
+        format!("copied {size} bytes to {}", path.display())
+    };
+    Finished::ok(hex, info)
+}
+
+/// blake3 of a file's content.
+fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut hasher)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Writes `blob` (rendered with `args` for a blueprint) to a temporary file beside `path`,
+/// checks it, makes it durable and renames it into place. Nothing is left at `path` or beside
+/// it when anything fails.
+fn land(
+    blob: &Path,
+    path: &Path,
+    expected: Fingerprint,
+    args: Option<Value>,
+) -> Result<(), String> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.dm-tmp", std::process::id()));
+    let result = (|| -> Result<(), String> {
+        let mut out = std::fs::File::create(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        match &args {
+            Some(args) => {
+                let text = std::fs::read(blob)
+                    .map_err(|e| format!("cannot read the transferred file: {e}"))?;
+                let text = String::from_utf8(text)
+                    .map_err(|_| "--blueprint needs a text file".to_string())?;
+                let rendered = template::render(&text, args)?;
+                out.write_all(rendered.as_bytes())
+                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            }
+            None => {
+                let mut src = std::fs::File::open(blob)
+                    .map_err(|e| format!("cannot read the transferred file: {e}"))?;
+                let mut hasher = blake3::Hasher::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = std::io::Read::read(&mut src, &mut buf)
+                        .map_err(|e| format!("reading the transferred file: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])
+                        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+                }
+                let found = Fingerprint(*hasher.finalize().as_bytes());
+                if found != expected {
+                    return Err(format!(
+                        "integrity failure: expected blake3 {expected}, found {found}"
+                    ));
+                }
+            }
+        }
+        out.sync_all()
+            .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| format!("cannot move the file into {}: {e}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {

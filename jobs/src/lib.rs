@@ -10,5 +10,6 @@ pub mod inline;
 pub mod orchestration;
 pub mod spec;
 pub mod template;
+pub mod transfer;
 
 pub use spec::{Component, Fingerprint, JobSpec, ParseOutcome, Verb};

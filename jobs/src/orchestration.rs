@@ -355,7 +355,7 @@ mod tests {
     fn errors_name_file_entry_job_and_reason() {
         assert_eq!(
             error("- jobs:\n  - RUN: echo hi\n  - FROB: x\n"),
-            "bad.yaml: entry 1, job 2 (FROB): unknown verb 'FROB' (known: RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL, WAIT, QUERY, QUERY_WAIT, JOB_WAIT)"
+            "bad.yaml: entry 1, job 2 (FROB): unknown verb 'FROB' (known: RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL, WAIT, QUERY, QUERY_WAIT, JOB_WAIT, ADD, COPY)"
         );
         assert!(
             error("- jobs: [{RUN: --bogus x}]\n")

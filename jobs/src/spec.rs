@@ -33,10 +33,12 @@ pub enum Verb {
     Query,
     QueryWait,
     JobWait,
+    Add,
+    Copy,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 12] = [
+    pub const ALL: [Verb; 14] = [
         Verb::Run,
         Verb::Echo,
         Verb::Arg,
@@ -49,6 +51,8 @@ impl Verb {
         Verb::Query,
         Verb::QueryWait,
         Verb::JobWait,
+        Verb::Add,
+        Verb::Copy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +69,8 @@ impl Verb {
             Verb::Query => "QUERY",
             Verb::QueryWait => "QUERY_WAIT",
             Verb::JobWait => "JOB_WAIT",
+            Verb::Add => "ADD",
+            Verb::Copy => "COPY",
         }
     }
 
@@ -78,6 +84,8 @@ impl Verb {
                 | Verb::Query
                 | Verb::QueryWait
                 | Verb::JobWait
+                | Verb::Add
+                | Verb::Copy
         )
     }
 
@@ -104,6 +112,8 @@ impl Verb {
             Verb::Query => "QUERY [--no-wait] NAME",
             Verb::QueryWait => "QUERY_WAIT ITEM [--query-timeout SECONDS] [--identity NODE]...",
             Verb::JobWait => "JOB_WAIT FINGERPRINT --identity NODE [--identity NODE]...",
+            Verb::Add => "ADD [--chown USER[:GROUP]] [--chmod OCTAL] [--blueprint] SRC DEST",
+            Verb::Copy => "COPY [--chown USER[:GROUP]] [--chmod OCTAL] [--blueprint] SRC DEST",
         }
     }
 
@@ -149,6 +159,13 @@ impl Verb {
             Verb::JobWait => {
                 "Wait until the job with FINGERPRINT (or a prefix of it) has finished - succeeded \
                  or failed - on every --identity node, bounded by this job's timeout."
+            }
+            Verb::Add | Verb::Copy => {
+                "Copy the files matching SRC (a glob on the submitting machine) to DEST on each \
+                 target; DEST ending in / is a directory. Each file is its own job. Files travel \
+                 verified (blake3) and land atomically; a DEST that already has the content is \
+                 left as it is (owner and mode are still applied). --blueprint renders the file \
+                 as a template against the node's cached args."
             }
         }
     }
@@ -228,6 +245,23 @@ impl Verb {
                 value: Some("NODE"),
                 help: "a node to wait for (repeatable, or comma-separated; at least one)",
             }],
+            Verb::Add | Verb::Copy => &[
+                OptionSpec {
+                    name: "chown",
+                    value: Some("USER[:GROUP]"),
+                    help: "owner (names or numeric ids)",
+                },
+                OptionSpec {
+                    name: "chmod",
+                    value: Some("OCTAL"),
+                    help: "mode, e.g. 0644",
+                },
+                OptionSpec {
+                    name: "blueprint",
+                    value: None,
+                    help: "render the file as a template against the node's cached args",
+                },
+            ],
             Verb::Echo | Verb::Cachefile | Verb::Cacheevict | Verb::Queuesentinel => &[],
         }
     }
@@ -247,7 +281,10 @@ impl Verb {
 
     /// Whether a success may be skipped on the next run (see the cache).
     pub fn cacheable(self) -> bool {
-        matches!(self, Verb::Run | Verb::Echo | Verb::Workdir)
+        matches!(
+            self,
+            Verb::Run | Verb::Echo | Verb::Workdir | Verb::Add | Verb::Copy
+        )
     }
 
     /// The named lock a job of this verb holds while it runs, if any.
@@ -258,6 +295,7 @@ impl Verb {
             Verb::Cacheevict => Some("cacheevict"),
             Verb::Queuesentinel => Some("queuesentinel"),
             Verb::Query => Some("query"),
+            Verb::Add | Verb::Copy => Some("copy"),
             Verb::Run
             | Verb::Echo
             | Verb::Workdir
@@ -389,6 +427,76 @@ pub enum Component {
         fingerprint: String,
         identities: Vec<String>,
     },
+    Add(Transfer),
+    Copy(Transfer),
+}
+
+/// Size of the pieces a file travels in; each is verified on its own.
+pub const CHUNK_SIZE: u64 = 1024 * 1024;
+
+/// One source file of ADD/COPY, as the submitter read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The file's name, used when DEST is a directory.
+    pub name: String,
+    pub size: u64,
+    /// blake3 of the whole content.
+    pub hash: Fingerprint,
+    /// blake3 of each [`CHUNK_SIZE`] piece, in order (none for an empty file).
+    pub chunks: Vec<Fingerprint>,
+}
+
+impl FileRef {
+    /// Hashes the file at `path` (whole and per chunk).
+    pub fn read(path: &std::path::Path) -> std::io::Result<FileRef> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut whole = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK_SIZE as usize];
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = file.read(&mut buf[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            whole.update(&buf[..filled]);
+            chunks.push(Fingerprint(*blake3::hash(&buf[..filled]).as_bytes()));
+            size += filled as u64;
+            if filled < buf.len() {
+                break;
+            }
+        }
+        Ok(FileRef {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            size,
+            hash: Fingerprint(*whole.finalize().as_bytes()),
+            chunks,
+        })
+    }
+}
+
+/// ADD and COPY: where from, where to, and how the file lands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The source as written (a glob), then, once resolved, the one file's absolute path.
+    pub src: String,
+    pub dest: String,
+    pub owner: Option<Owner>,
+    pub mode: Option<u32>,
+    pub blueprint: bool,
+    /// The resolved source file (set by the submitter, see [`crate::transfer::resolve`]).
+    pub file: Option<FileRef>,
 }
 
 impl Component {
@@ -406,6 +514,8 @@ impl Component {
             Component::Query { .. } => Verb::Query,
             Component::QueryWait { .. } => Verb::QueryWait,
             Component::JobWait { .. } => Verb::JobWait,
+            Component::Add(_) => Verb::Add,
+            Component::Copy(_) => Verb::Copy,
         }
     }
 }
@@ -696,6 +806,28 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
             },
             identities: p.values("identity"),
         },
+        Verb::Add | Verb::Copy => {
+            let [src, dest] = p.rest.as_slice() else {
+                return Err(format!(
+                    "{verb} takes SRC and DEST, got {} words (quote a path with spaces); {}",
+                    p.rest.len(),
+                    usage()
+                ));
+            };
+            let transfer = Transfer {
+                src: src.text.clone(),
+                dest: dest.text.clone(),
+                owner: p.value("chown").map(Owner::parse).transpose()?,
+                mode: p.value("chmod").map(parse_mode).transpose()?,
+                blueprint: p.flag("blueprint"),
+                file: None,
+            };
+            if verb == Verb::Add {
+                Component::Add(transfer)
+            } else {
+                Component::Copy(transfer)
+            }
+        }
         Verb::JobWait => {
             let fingerprint = one_word("FINGERPRINT")?.to_ascii_lowercase();
             if fingerprint.len() < 8

@@ -16,11 +16,16 @@ use libp2p::{
 
 use crate::{
     codec::CborCodec,
-    wire::{CtlRequest, CtlResponse, MAX_CTL_BYTES, MAX_GOSSIP_BYTES},
+    wire::{
+        BlobRequest, BlobResponse, CtlRequest, CtlResponse, MAX_BLOB_FRAME, MAX_CTL_BYTES,
+        MAX_GOSSIP_BYTES,
+    },
 };
 
 /// The control protocol's name and version.
 pub const CTL_PROTOCOL: StreamProtocol = StreamProtocol::new("/directord/ctl/1");
+/// The blob protocol: chunks of content-addressed files.
+pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/directord/blob/1");
 /// Gossip topic of presence heartbeats.
 pub const PRESENCE_TOPIC: &str = "directord/presence/1";
 /// Gossip topic of job announces.
@@ -28,12 +33,15 @@ pub const JOBS_TOPIC: &str = "directord/jobs/1";
 
 /// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).
 const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one chunk may take.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct MeshBehaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) ctl: request_response::Behaviour<CborCodec<CtlRequest, CtlResponse>>,
+    pub(crate) blob: request_response::Behaviour<CborCodec<BlobRequest, BlobResponse>>,
     pub(crate) ping: ping::Behaviour,
 }
 
@@ -67,6 +75,13 @@ impl MeshBehaviour {
                 .with_request_timeout(CTL_TIMEOUT)
                 .with_max_concurrent_streams(256),
         );
+        let blob = request_response::Behaviour::with_codec(
+            CborCodec::new(MAX_BLOB_FRAME, MAX_BLOB_FRAME),
+            [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(BLOB_TIMEOUT)
+                .with_max_concurrent_streams(64),
+        );
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default().with_max_established_per_peer(Some(2)),
         );
@@ -79,6 +94,7 @@ impl MeshBehaviour {
             limits,
             gossipsub,
             ctl,
+            blob,
             ping,
         })
     }

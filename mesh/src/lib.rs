@@ -33,7 +33,7 @@ pub fn multiaddr_with_peer(addr: Multiaddr, peer: PeerId) -> Multiaddr {
 }
 pub use membership::{MemberState, MemberView, MembershipChange};
 pub use network::{
-    LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus, ReplyToken,
-    start,
+    BlobToken, LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus,
+    ReplyToken, start,
 };
 pub use transport::TransportKind;

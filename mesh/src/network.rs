@@ -35,7 +35,10 @@ use crate::{
     key::MeshKey,
     membership::{self, MemberView, Membership, MembershipChange},
     transport::{TransportKind, build_swarm},
-    wire::{self, CtlRequest, CtlResponse, MAX_GOSSIP_BYTES, Presence, PresenceStatus},
+    wire::{
+        self, BlobRequest, BlobResponse, CtlRequest, CtlResponse, MAX_GOSSIP_BYTES, Presence,
+        PresenceStatus,
+    },
 };
 
 /// Who this node is, as its heartbeat tells the mesh.
@@ -115,7 +118,17 @@ pub enum MeshEvent {
         data: Vec<u8>,
         token: ReplyToken,
     },
+    /// A peer asks for a chunk of a file; answer with [`MeshHandle::reply_blob`].
+    BlobRequest {
+        peer: PeerId,
+        request: BlobRequest,
+        token: BlobToken,
+    },
 }
+
+/// Identifies an inbound blob request until it is answered.
+#[derive(Debug)]
+pub struct BlobToken(request_response::InboundRequestId);
 
 /// Identifies an inbound job request until it is answered.
 #[derive(Debug)]
@@ -150,6 +163,15 @@ enum Command {
     Reply {
         token: ReplyToken,
         data: Vec<u8>,
+    },
+    RequestBlob {
+        peer: PeerId,
+        request: BlobRequest,
+        reply: oneshot::Sender<Result<BlobResponse, MeshError>>,
+    },
+    ReplyBlob {
+        token: BlobToken,
+        response: BlobResponse,
     },
 }
 
@@ -202,6 +224,32 @@ impl MeshHandle {
     pub async fn reply(&self, token: ReplyToken, data: Vec<u8>) -> Result<(), MeshError> {
         self.commands
             .send(Command::Reply { token, data })
+            .await
+            .map_err(|_| MeshError::Stopped)
+    }
+
+    /// Asks `peer` for a chunk of a file.
+    pub async fn request_blob(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, MeshError> {
+        self.call(|reply| Command::RequestBlob {
+            peer,
+            request,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound blob request.
+    pub async fn reply_blob(
+        &self,
+        token: BlobToken,
+        response: BlobResponse,
+    ) -> Result<(), MeshError> {
+        self.commands
+            .send(Command::ReplyBlob { token, response })
             .await
             .map_err(|_| MeshError::Stopped)
     }
@@ -279,6 +327,8 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         jobs_topic,
         pending_requests: HashMap::new(),
         pending_replies: HashMap::new(),
+        pending_blobs: HashMap::new(),
+        pending_blob_replies: HashMap::new(),
     };
     let task = tokio::spawn(async move { event_loop.run().await });
     Ok(Mesh {
@@ -470,6 +520,13 @@ struct EventLoop {
     /// Job requests this node received, waiting for the layer above to answer.
     pending_replies:
         HashMap<request_response::InboundRequestId, request_response::ResponseChannel<CtlResponse>>,
+    /// Blob requests this node sent, waiting for their chunks.
+    pending_blobs: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, MeshError>>>,
+    /// Blob requests this node received, waiting for the layer above to read the chunk.
+    pending_blob_replies: HashMap<
+        request_response::InboundRequestId,
+        request_response::ResponseChannel<BlobResponse>,
+    >,
 }
 
 impl EventLoop {
@@ -603,6 +660,24 @@ impl EventLoop {
                     .send_request(&peer, CtlRequest::Job(data));
                 self.pending_requests.insert(id, reply);
             }
+            Command::RequestBlob {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self.swarm.behaviour_mut().blob.send_request(&peer, request);
+                self.pending_blobs.insert(id, reply);
+            }
+            Command::ReplyBlob { token, response } => {
+                if let Some(channel) = self.pending_blob_replies.remove(&token.0) {
+                    // Err: the requester went away; it will ask another holder.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blob
+                        .send_response(channel, response);
+                }
+            }
             Command::Reply { token, data } => {
                 if let Some(channel) = self.pending_replies.remove(&token.0) {
                     // Err: the requester went away; it will ask again.
@@ -681,6 +756,7 @@ impl EventLoop {
                 self.on_gossip(event).await
             }
             SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(event)) => self.on_ctl(event).await,
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Blob(event)) => self.on_blob(event).await,
             SwarmEvent::Behaviour(MeshBehaviourEvent::Ping(event)) => {
                 if let Err(e) = event.result {
                     debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
@@ -862,6 +938,60 @@ impl EventLoop {
             } => {
                 self.pending_replies.remove(&request_id);
                 debug!(%peer, "inbound control request failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request,
+                        channel,
+                        request_id,
+                    },
+                ..
+            } => {
+                self.pending_blob_replies.insert(request_id, channel);
+                let event = MeshEvent::BlobRequest {
+                    peer,
+                    request,
+                    token: BlobToken(request_id),
+                };
+                if self.events.send(event).await.is_err() {
+                    self.pending_blob_replies.remove(&request_id);
+                }
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_blobs.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_blobs.remove(&request_id) {
+                    let _ = reply.send(Err(MeshError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { request_id, .. } => {
+                self.pending_blob_replies.remove(&request_id);
             }
             _ => {}
         }

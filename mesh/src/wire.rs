@@ -25,6 +25,11 @@ pub const MAX_GOSSIP_BYTES: usize = 256 * 1024;
 /// Largest control request or response (membership tables, results with their output).
 pub const MAX_CTL_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest blob chunk asked for or served.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest blob request and response frame (a chunk and its envelope).
+pub const MAX_BLOB_FRAME: usize = MAX_CHUNK_BYTES + 4096;
+
 /// Why a message could not be encoded or decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -148,6 +153,26 @@ pub enum CtlRequest {
     Leave { presence: Box<Presence> },
     /// Job traffic: opaque to the mesh, encoded by the layer above.
     Job(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// Requests on `/directord/blob/1`: a piece of a content-addressed file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRequest {
+    /// blake3 of the whole file.
+    #[serde(with = "serde_bytes")]
+    pub hash: [u8; 32],
+    /// Which chunk (of the chunk size the file was announced with).
+    pub index: u64,
+}
+
+/// Responses on `/directord/blob/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobResponse {
+    Chunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// This node holds (part of) the file but not that chunk yet.
+    NotYet,
+    /// This node serves no such file.
+    Unknown,
 }
 
 /// Responses on `/directord/ctl/1`.
