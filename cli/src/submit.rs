@@ -205,12 +205,36 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
     run(state_dir, parents, args.options, false)
 }
 
+/// ADD/COPY name files on this machine: each source glob becomes one job per file, with the
+/// file's content hashes (part of the job's fingerprint).
+fn resolve_files(parents: Vec<SubmittedParent>) -> Result<Vec<SubmittedParent>, Failure> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::Runtime(format!("cannot tell the current directory: {e}")))?;
+    parents
+        .into_iter()
+        .map(|mut parent| {
+            let mut jobs = Vec::new();
+            for job in parent.jobs {
+                let specs = jobs::transfer::resolve(job.spec, &cwd)
+                    .map_err(|e| Failure::Input(format!("{}: {e}", job.definition)))?;
+                jobs.extend(specs.into_iter().map(|spec| SubmittedJob {
+                    spec,
+                    definition: job.definition.clone(),
+                }));
+            }
+            parent.jobs = jobs;
+            Ok(parent)
+        })
+        .collect()
+}
+
 fn run(
     state_dir: PathBuf,
     parents: Vec<SubmittedParent>,
     options: RunOptions,
     exec: bool,
 ) -> Result<(), Failure> {
+    let parents = resolve_files(parents)?;
     if options.finger_print {
         println!("{}", fingerprints(&parents, &options.restrict));
         return Ok(());

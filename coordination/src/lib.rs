@@ -6,10 +6,14 @@
 //!
 //! - [`message`]: the job traffic between nodes (runs, acknowledgements, results, output);
 //! - [`originator`]: the submitting node's run tracker (announce, acks, resends, results);
-//! - [`outbox`]: a target's queue of results on their way to originators.
+//! - [`outbox`]: a target's queue of results on their way to originators;
+//! - [`transfer`]: fetching one file chunk by chunk from the nodes that hold it.
 
 pub mod message;
 pub mod originator;
 pub mod outbox;
+pub mod transfer;
 
-pub use message::{JobEntry, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Parent, Run};
+pub use message::{
+    InlineBlob, JobEntry, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Parent, Run,
+};

@@ -31,6 +31,20 @@ pub struct Run {
     pub parents: Vec<Parent>,
     /// Targets send live output lines while jobs run.
     pub stream: bool,
+    /// Small files of the run's ADD/COPY jobs, carried along.
+    #[serde(default)]
+    pub inline: Vec<InlineBlob>,
+    /// Nodes already known to hold files of this run (besides the originator).
+    #[serde(default)]
+    pub holders: Vec<(Fingerprint, Vec<NodeId>)>,
+}
+
+/// A small file carried inside a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineBlob {
+    pub hash: Fingerprint,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 impl Run {
@@ -151,6 +165,8 @@ pub enum JobMessage {
         node: NodeId,
         state: String,
     },
+    /// Target → originator: this node now holds the file and can serve it.
+    HaveBlob { hash: Fingerprint, node: NodeId },
 }
 
 /// The answer to a [`JobMessage`].

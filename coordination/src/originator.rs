@@ -315,6 +315,8 @@ mod tests {
             run_id: "r1".into(),
             originator: node("me"),
             stream: false,
+            inline: vec![],
+            holders: vec![],
             parents: vec![Parent {
                 parent_id: "p1".into(),
                 fingerprint: Fingerprint([0; 32]),

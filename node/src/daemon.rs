@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::{
+    blobs::BlobStore,
     config::NodeConfig,
     control::{
         self, ControlHandler, ControlRequest, ControlResponse, NodeRow, Reply, SelfInfo,
@@ -34,6 +35,7 @@ use crate::{
     state::{StateDir, StateError},
     store::Store,
     submit::{self, SubmitError},
+    transfers::{TestHooks, Transfers},
 };
 
 /// The version every node reports in its heartbeat.
@@ -136,9 +138,16 @@ impl Node {
             )
             .map_err(|e| NodeError::Store(e.to_string()))?,
         );
+        let blobs =
+            Arc::new(BlobStore::open(&config.state_dir.join("blobs")).map_err(NodeError::Store)?);
+        let transfers = Transfers::start(
+            blobs.clone(),
+            mesh.handle.clone(),
+            TestHooks::from_env(&config.state_dir),
+        );
         let (runs, runs_inbox) = Runs::channel();
         let executor_config = ExecutorConfig {
-            coordinator: Some(runs.coordinator(mesh.handle.clone())),
+            coordinator: Some(runs.coordinator(mesh.handle.clone(), transfers.clone())),
             ..ExecutorConfig::default()
         };
         let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
@@ -151,6 +160,7 @@ impl Node {
                 executor,
                 exec_events,
                 cache: cache.clone(),
+                blobs: blobs.clone(),
             },
         );
         let control = Arc::new(Control {
@@ -159,11 +169,13 @@ impl Node {
             runs: runs.clone(),
             store: store.clone(),
             cache: cache.clone(),
+            blobs,
         });
         let members_changed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = vec![tokio::spawn(consume_events(
             mesh.events,
             runs,
+            transfers,
             members_changed.clone(),
         ))];
         tasks.push(tokio::spawn(save_known_peers(
@@ -343,6 +355,7 @@ impl cache::CacheSink for StoreCacheSink {
 async fn consume_events(
     mut events: tokio::sync::mpsc::Receiver<MeshEvent>,
     runs: Runs,
+    transfers: Transfers,
     members_changed: Arc<tokio::sync::Notify>,
 ) {
     while let Some(event) = events.recv().await {
@@ -357,6 +370,10 @@ async fn consume_events(
             MeshEvent::Announce { source, data } => runs::Input::Announce { source, data },
             MeshEvent::JobRequest { peer, data, token } => {
                 runs::Input::Request { peer, data, token }
+            }
+            MeshEvent::BlobRequest { request, token, .. } => {
+                transfers.serve(request, token).await;
+                continue;
             }
         };
         runs.send(input).await;
@@ -409,6 +426,9 @@ fn report(info: &NodeInfo, status: MeshStatus) -> StatusReport {
     }
 }
 
+/// Files up to this size also travel inside the run's announce.
+const INLINE_MAX: u64 = 16 * 1024;
+
 /// The daemon's answers on the control socket.
 struct Control {
     mesh: MeshHandle,
@@ -416,6 +436,7 @@ struct Control {
     runs: Runs,
     store: Store,
     cache: Arc<Cache>,
+    blobs: Arc<BlobStore>,
 }
 
 fn unix_ms() -> u64 {
@@ -431,11 +452,53 @@ impl Control {
             Ok(s) => s,
             Err(e) => return ControlResponse::Error(e.to_string()),
         };
-        let resolved = match submit::resolve(submission, &status, &self.info.name, unix_ms()) {
+        let mut resolved = match submit::resolve(submission, &status, &self.info.name, unix_ms()) {
             Ok(r) => r,
             Err(SubmitError::BadInput(e)) => return ControlResponse::Refused(e),
             Err(SubmitError::Unavailable(e)) => return ControlResponse::Error(e),
         };
+        // ADD/COPY: the files go into this node's blob store, which serves them; small ones
+        // also ride along in the run.
+        let files: Vec<(String, jobs::spec::FileRef)> = resolved
+            .run
+            .parents
+            .iter()
+            .flat_map(|p| &p.jobs)
+            .filter_map(|j| match &j.spec.component {
+                jobs::Component::Add(t) | jobs::Component::Copy(t) => {
+                    t.file.clone().map(|f| (t.src.clone(), f))
+                }
+                _ => None,
+            })
+            .collect();
+        if !files.is_empty() {
+            let blobs = self.blobs.clone();
+            let imported = tokio::task::spawn_blocking(move || {
+                let mut inline = Vec::new();
+                for (src, file) in files {
+                    blobs.import(std::path::Path::new(&src), &file)?;
+                    if file.size <= INLINE_MAX
+                        && !inline
+                            .iter()
+                            .any(|b: &coordination::InlineBlob| b.hash == file.hash)
+                    {
+                        let data =
+                            std::fs::read(blobs.path(&file.hash)).map_err(|e| e.to_string())?;
+                        inline.push(coordination::InlineBlob {
+                            hash: file.hash,
+                            data,
+                        });
+                    }
+                }
+                Ok::<_, String>(inline)
+            })
+            .await;
+            match imported {
+                Ok(Ok(inline)) => resolved.run.inline = inline,
+                Ok(Err(e)) => return ControlResponse::Refused(e),
+                Err(e) => return ControlResponse::Error(format!("reading the files stopped: {e}")),
+            }
+        }
         let (done, accepted) = tokio::sync::oneshot::channel();
         self.runs
             .send(runs::Input::Submit {

@@ -5,6 +5,7 @@
 //! socket ([`control`]) and the timers. The `directord-mesh` binary is a thin CLI over this crate;
 //! tests and the simulator start many `Node`s in one process.
 
+pub mod blobs;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod runs;
 pub mod state;
 pub mod store;
 pub mod submit;
+pub mod transfers;
 
 pub use config::{JoinOptions, NodeConfig};
 pub use daemon::{Node, NodeError, VERSION};

@@ -106,6 +106,16 @@ pub enum Input {
         wait_id: String,
         node: NodeId,
     },
+    /// An ADD/COPY job here needs its file: where may it be fetched from?
+    BlobSources {
+        job_id: String,
+        reply: oneshot::Sender<Vec<NodeId>>,
+    },
+    /// This node fetched a file for a job: tell the job's originator it holds it now.
+    BlobFetched {
+        job_id: String,
+        hash: jobs::Fingerprint,
+    },
 }
 
 /// The handle to the runs actor.
@@ -126,6 +136,7 @@ pub struct RunsParts {
     /// The executor's events.
     pub exec_events: mpsc::Receiver<ExecEvent>,
     pub cache: Arc<Cache>,
+    pub blobs: Arc<crate::blobs::BlobStore>,
 }
 
 impl Runs {
@@ -136,10 +147,15 @@ impl Runs {
     }
 
     /// What the executor uses for QUERY and JOB_WAIT.
-    pub fn coordinator(&self, mesh: MeshHandle) -> Arc<dyn jobs::components::Coordinator> {
+    pub fn coordinator(
+        &self,
+        mesh: MeshHandle,
+        transfers: crate::transfers::Transfers,
+    ) -> Arc<dyn jobs::components::Coordinator> {
         Arc::new(NodeCoordinator {
             inbox: self.inbox.clone(),
             mesh,
+            transfers,
         })
     }
 
@@ -152,6 +168,7 @@ impl Runs {
             executor,
             exec_events,
             cache,
+            blobs,
         } = parts;
         let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
@@ -164,6 +181,10 @@ impl Runs {
             executor,
             cache,
             cross: coordinate::CrossNode::default(),
+            blobs,
+            job_sources: HashMap::new(),
+            file_jobs: HashMap::new(),
+            holders: HashMap::new(),
             job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
             outbox: Outbox::new(),
@@ -231,6 +252,13 @@ struct Actor {
     cross: coordinate::CrossNode,
     /// Target side: job id → fingerprint, for JOB_WAIT notifications.
     job_fingerprints: HashMap<String, jobs::Fingerprint>,
+    blobs: Arc<crate::blobs::BlobStore>,
+    /// Target side: ADD/COPY job id → (its originator, where to fetch its file from).
+    job_sources: HashMap<String, (NodeId, Vec<NodeId>)>,
+    /// Originator side: ADD/COPY job id → file hash, for open runs.
+    file_jobs: HashMap<String, jobs::Fingerprint>,
+    /// Originator side: nodes known to hold each file.
+    holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
     originator: Originator,
     outbox: Outbox,
     /// Records of jobs this node submitted that are still processing or finished lately.
@@ -360,7 +388,12 @@ impl Actor {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Submit { run, records, done } => {
+            Input::Submit {
+                mut run,
+                records,
+                done,
+            } => {
+                self.add_file_holders(&mut run);
                 for r in records {
                     self.store.put_record(&r);
                     self.records.insert(r.job_id.clone(), r);
@@ -455,6 +488,23 @@ impl Actor {
                 updates,
             } => self.job_wait(fingerprint, peers, updates),
             Input::WaitRegistered { wait_id, node } => self.wait_registered(&wait_id, &node),
+            Input::BlobSources { job_id, reply } => {
+                let sources = self
+                    .job_sources
+                    .get(&job_id)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                let _ = reply.send(sources);
+            }
+            Input::BlobFetched { job_id, hash } => {
+                if let Some((originator, _)) = self.job_sources.get(&job_id).cloned() {
+                    let msg = JobMessage::HaveBlob {
+                        hash,
+                        node: self.local.clone(),
+                    };
+                    self.tell(&originator, msg);
+                }
+            }
         }
     }
 
@@ -555,6 +605,24 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Originator side: remembers the run's files, and tells its targets who holds them already.
+    fn add_file_holders(&mut self, run: &mut Run) {
+        let mut hints: Vec<(jobs::Fingerprint, Vec<NodeId>)> = Vec::new();
+        for parent in &run.parents {
+            for job in &parent.jobs {
+                if let Some(file) = transfer_file(&job.spec.component) {
+                    self.file_jobs.insert(job.job_id.clone(), file.hash);
+                    if let Some(nodes) = self.holders.get(&file.hash)
+                        && !hints.iter().any(|(h, _)| *h == file.hash)
+                    {
+                        hints.push((file.hash, nodes.iter().cloned().collect()));
+                    }
+                }
+            }
+        }
+        run.holders = hints;
     }
 
     fn name_in_record(&self, job_id: &str, node: &NodeId) -> String {
@@ -683,6 +751,12 @@ impl Actor {
                 self.wait_done(&wait_id, &node, state);
                 JobReply::Ok
             }
+            JobMessage::HaveBlob { hash, node } => {
+                if node == from {
+                    self.holders.entry(hash).or_default().insert(node);
+                }
+                JobReply::Ok
+            }
         }
     }
 
@@ -691,6 +765,11 @@ impl Actor {
         let work = run.work_for(&self.local);
         if work.is_empty() {
             return;
+        }
+        for blob in &run.inline {
+            if let Err(e) = self.blobs.put(&blob.hash, &blob.data) {
+                warn!(run = %run.run_id, "inline file refused: {e}");
+            }
         }
         if self.accepted.contains_key(&run.run_id) {
             // A resend: already queued here. Say so again if asked over gossip.
@@ -706,6 +785,11 @@ impl Actor {
                 self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
                 self.job_fingerprints
                     .insert(job.job_id.clone(), job.fingerprint);
+                if let Some(file) = transfer_file(&job.spec.component) {
+                    let sources = file_sources(&run, parent, job, &self.local, &file.hash);
+                    self.job_sources
+                        .insert(job.job_id.clone(), (run.originator.clone(), sources));
+                }
                 self.waiting_for_executor.push_back(Box::new(Work {
                     job_id: job.job_id.clone(),
                     parent_id: parent.parent_id.clone(),
@@ -768,6 +852,7 @@ impl Actor {
 
     /// Target side: a job finished here.
     fn finished(&mut self, outcome: Outcome) {
+        self.job_sources.remove(&outcome.job_id);
         if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
             let state = if outcome.state == ResultState::Failed {
                 "failed"
@@ -1002,6 +1087,57 @@ impl Actor {
             });
         }
     }
+}
+
+/// The file of an ADD/COPY component.
+fn transfer_file(component: &jobs::Component) -> Option<&jobs::spec::FileRef> {
+    match component {
+        jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref(),
+        _ => None,
+    }
+}
+
+/// How many nodes each holder feeds in a file's distribution tree.
+const TREE_FANOUT: usize = 2;
+
+/// Where `local` fetches the file of `job` from, best first: its ancestors in the distribution
+/// tree of the job's targets (the originator at the root, each node feeding [`TREE_FANOUT`]
+/// others, so the originator uploads only a few copies however many targets there are), then
+/// nodes known to hold the file, then the other targets (they may have it by then).
+fn file_sources(
+    run: &Run,
+    parent: &coordination::Parent,
+    job: &coordination::JobEntry,
+    local: &NodeId,
+    hash: &jobs::Fingerprint,
+) -> Vec<NodeId> {
+    let mut targets: Vec<NodeId> = match &job.only_on {
+        Some(only) => vec![only.clone()],
+        None => parent
+            .targets
+            .iter()
+            .filter(|t| **t != run.originator)
+            .cloned()
+            .collect(),
+    };
+    targets.sort();
+    let mut sources = Vec::new();
+    if let Some(mut p) = targets.iter().position(|t| t == local) {
+        while p >= TREE_FANOUT {
+            p = (p - TREE_FANOUT) / TREE_FANOUT;
+            sources.push(targets[p].clone());
+        }
+    }
+    sources.push(run.originator.clone());
+    for (h, nodes) in &run.holders {
+        if h == hash {
+            sources.extend(nodes.iter().cloned());
+        }
+    }
+    sources.extend(targets);
+    let mut seen = HashSet::new();
+    sources.retain(|s| s != local && seen.insert(s.clone()));
+    sources
 }
 
 /// A channel for a watcher.

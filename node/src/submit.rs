@@ -195,6 +195,8 @@ pub fn resolve(
             originator: local,
             parents,
             stream: sub.stream,
+            inline: vec![],
+            holders: vec![],
         },
         records,
         reply: SubmitReply {

@@ -69,7 +69,7 @@ pub(super) struct CrossNode {
 
 impl Actor {
     /// Sends `msg` to `to` (or handles it here when `to` is this node); the reply is ignored.
-    fn tell(&mut self, to: &NodeId, msg: JobMessage) {
+    pub(super) fn tell(&mut self, to: &NodeId, msg: JobMessage) {
         if *to == self.local {
             let local = self.mesh.local_peer_id();
             let _ = self.request(local, msg);
@@ -335,10 +335,11 @@ impl Actor {
     }
 }
 
-/// The executor's way to the mesh for QUERY and JOB_WAIT.
+/// The executor's way to the mesh for QUERY, JOB_WAIT and files.
 pub struct NodeCoordinator {
     pub(crate) inbox: mpsc::Sender<Input>,
     pub(crate) mesh: MeshHandle,
+    pub(crate) transfers: crate::transfers::Transfers,
 }
 
 impl Coordinator for NodeCoordinator {
@@ -409,6 +410,34 @@ impl Coordinator for NodeCoordinator {
                 .await
                 .map_err(|_| "the node is shutting down".to_string())?;
             Ok(rx)
+        })
+    }
+
+    fn fetch_blob(
+        &self,
+        job_id: &str,
+        file: &jobs::spec::FileRef,
+    ) -> BoxFuture<'static, Result<std::path::PathBuf, String>> {
+        let inbox = self.inbox.clone();
+        let transfers = self.transfers.clone();
+        let job_id = job_id.to_string();
+        let file = file.clone();
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            inbox
+                .send(Input::BlobSources {
+                    job_id: job_id.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| "the node is shutting down".to_string())?;
+            let sources = answer
+                .await
+                .map_err(|_| "the node is shutting down".to_string())?;
+            let hash = file.hash;
+            let path = transfers.fetch(file, sources).await?;
+            let _ = inbox.send(Input::BlobFetched { job_id, hash }).await;
+            Ok(path)
         })
     }
 }

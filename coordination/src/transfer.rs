@@ -1,0 +1,352 @@
+//! Fetching one content-addressed file, chunk by chunk, from the nodes that hold it.
+//!
+//! Sans-IO. The node gives the sources in order of preference (for ADD: its parent in the
+//! distribution tree, that node's parent, ..., the originator, then other holders), and reports
+//! how each chunk request went. Rules:
+//! - up to [`MAX_IN_FLIGHT`] chunks are requested at once, each from the first source that has
+//!   not failed it;
+//! - `NotYet` (the source is still receiving that chunk itself) retries the same source a
+//!   little later, so a distribution tree streams instead of everyone falling back to the
+//!   originator; after [`MAX_NOT_YET`] such answers the source counts as failed for the chunk;
+//! - a corrupt chunk fails that source for that chunk; an unreachable source or one that does
+//!   not know the file is dropped for every chunk;
+//! - when every source has failed a chunk, the download fails, naming what each source did.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use crate::message::NodeId;
+
+/// Chunks requested at once by one download.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Pause before asking again a source that does not have a chunk yet.
+pub const NOT_YET_PAUSE: Duration = Duration::from_millis(50);
+/// `NotYet` answers a source may give for one chunk before it counts as failed.
+pub const MAX_NOT_YET: u32 = 600;
+
+/// How a chunk request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkResult {
+    /// Received and verified.
+    Ok,
+    /// The source has the file in progress but not this chunk yet.
+    NotYet,
+    /// The bytes did not match the chunk's hash.
+    Corrupt,
+    /// The source does not know the file.
+    Unknown,
+    /// The request failed (the source is unreachable or timed out).
+    Unreachable,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A chunk request came back.
+    Got {
+        index: usize,
+        from: NodeId,
+        result: ChunkResult,
+    },
+    /// More nodes that may hold the file (appended after the known ones).
+    Sources(Vec<NodeId>),
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Ask `from` for chunk `index`.
+    Fetch { index: usize, from: NodeId },
+    /// Every chunk is in.
+    Done,
+    /// The file cannot be had intact; the reason names each source's failure.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+enum Chunk {
+    Missing { not_before: Instant },
+    InFlight,
+    Have,
+}
+
+/// One file being fetched.
+pub struct Download {
+    chunks: Vec<Chunk>,
+    sources: Vec<NodeId>,
+    /// Sources dropped for every chunk, with why.
+    dropped: HashMap<NodeId, &'static str>,
+    /// Per chunk: sources that failed it, with why.
+    failed: HashMap<usize, HashMap<NodeId, &'static str>>,
+    not_yet: HashMap<(usize, NodeId), u32>,
+    in_flight: usize,
+    finished: bool,
+}
+
+impl Download {
+    /// A download of `chunks` chunks from `sources` (in order of preference); returns the first
+    /// requests to make.
+    pub fn new(chunks: usize, sources: Vec<NodeId>, now: Instant) -> (Download, Vec<Action>) {
+        let mut d = Download {
+            chunks: vec![Chunk::Missing { not_before: now }; chunks],
+            sources: Vec::new(),
+            dropped: HashMap::new(),
+            failed: HashMap::new(),
+            not_yet: HashMap::new(),
+            in_flight: 0,
+            finished: false,
+        };
+        for s in sources {
+            if !d.sources.contains(&s) {
+                d.sources.push(s);
+            }
+        }
+        let actions = d.schedule(now);
+        (d, actions)
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        if self.finished {
+            return vec![];
+        }
+        match input {
+            Input::Got {
+                index,
+                from,
+                result,
+            } => {
+                if !matches!(self.chunks.get(index), Some(Chunk::InFlight)) {
+                    return self.schedule(now);
+                }
+                self.in_flight -= 1;
+                self.chunks[index] = match result {
+                    ChunkResult::Ok => Chunk::Have,
+                    ChunkResult::NotYet => {
+                        let n = self.not_yet.entry((index, from.clone())).or_default();
+                        *n += 1;
+                        if *n >= MAX_NOT_YET {
+                            self.failed
+                                .entry(index)
+                                .or_default()
+                                .insert(from, "never had it");
+                        }
+                        Chunk::Missing {
+                            not_before: now + NOT_YET_PAUSE,
+                        }
+                    }
+                    ChunkResult::Corrupt => {
+                        self.failed
+                            .entry(index)
+                            .or_default()
+                            .insert(from, "sent corrupt data");
+                        Chunk::Missing { not_before: now }
+                    }
+                    ChunkResult::Unknown => {
+                        self.dropped.insert(from, "does not hold the file");
+                        Chunk::Missing { not_before: now }
+                    }
+                    ChunkResult::Unreachable => {
+                        self.dropped.insert(from, "unreachable");
+                        Chunk::Missing { not_before: now }
+                    }
+                };
+                self.schedule(now)
+            }
+            Input::Sources(more) => {
+                for s in more {
+                    if !self.sources.contains(&s) {
+                        self.sources.push(s);
+                    }
+                }
+                self.schedule(now)
+            }
+            Input::Tick => self.schedule(now),
+        }
+    }
+
+    /// The first source that may still give chunk `index`.
+    fn source_for(&self, index: usize) -> Option<&NodeId> {
+        let failed = self.failed.get(&index);
+        self.sources
+            .iter()
+            .find(|s| !self.dropped.contains_key(*s) && !failed.is_some_and(|f| f.contains_key(*s)))
+    }
+
+    fn schedule(&mut self, now: Instant) -> Vec<Action> {
+        if self.chunks.iter().all(|c| matches!(c, Chunk::Have)) {
+            self.finished = true;
+            return vec![Action::Done];
+        }
+        let mut actions = Vec::new();
+        for index in 0..self.chunks.len() {
+            if self.in_flight >= MAX_IN_FLIGHT {
+                break;
+            }
+            let Chunk::Missing { not_before } = self.chunks[index] else {
+                continue;
+            };
+            match self.source_for(index).cloned() {
+                Some(from) if not_before <= now => {
+                    self.chunks[index] = Chunk::InFlight;
+                    self.in_flight += 1;
+                    actions.push(Action::Fetch { index, from });
+                }
+                Some(_) => {}
+                None => {
+                    self.finished = true;
+                    return vec![Action::Failed(self.why(index))];
+                }
+            }
+        }
+        actions
+    }
+
+    fn why(&self, index: usize) -> String {
+        let mut parts: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let reason = self
+                    .dropped
+                    .get(s)
+                    .or_else(|| self.failed.get(&index).and_then(|f| f.get(s)))
+                    .copied()
+                    .unwrap_or("not asked");
+                format!("{s}: {reason}")
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push("no node holds it".into());
+        }
+        format!(
+            "chunk {index} could not be had intact ({})",
+            parts.join("; ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeId {
+        NodeId(s.to_string())
+    }
+
+    fn fetches(actions: &[Action]) -> Vec<(usize, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Fetch { index, from } => Some((*index, from.0.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn asks_the_first_source_for_up_to_the_window() {
+        let t = Instant::now();
+        let (_, a) = Download::new(20, vec![n("parent"), n("origin")], t);
+        let f = fetches(&a);
+        assert_eq!(f.len(), MAX_IN_FLIGHT);
+        assert!(f.iter().all(|(_, s)| s == "parent"));
+    }
+
+    #[test]
+    fn an_empty_file_is_done_at_once() {
+        let (_, a) = Download::new(0, vec![n("origin")], Instant::now());
+        assert_eq!(a, vec![Action::Done]);
+    }
+
+    #[test]
+    fn not_yet_waits_for_the_same_source_corrupt_moves_on() {
+        let t = Instant::now();
+        let (mut d, _) = Download::new(2, vec![n("parent"), n("origin")], t);
+        let got = |d: &mut Download, index, from: &str, result, at| {
+            d.handle(
+                Input::Got {
+                    index,
+                    from: n(from),
+                    result,
+                },
+                at,
+            )
+        };
+        // Chunk 0 is not at the parent yet: nothing until the pause is over, then the parent again.
+        assert!(fetches(&got(&mut d, 0, "parent", ChunkResult::NotYet, t)).is_empty());
+        assert_eq!(
+            fetches(&d.handle(Input::Tick, t + NOT_YET_PAUSE)),
+            vec![(0, "parent".into())]
+        );
+        // Chunk 1 arrives corrupt from the parent: the originator is asked.
+        assert_eq!(
+            fetches(&got(&mut d, 1, "parent", ChunkResult::Corrupt, t)),
+            vec![(1, "origin".into())]
+        );
+        got(&mut d, 1, "origin", ChunkResult::Ok, t);
+        assert_eq!(
+            got(&mut d, 0, "parent", ChunkResult::Ok, t),
+            vec![Action::Done]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_source_is_dropped_for_every_chunk() {
+        let t = Instant::now();
+        let (mut d, _) = Download::new(3, vec![n("parent"), n("origin")], t);
+        let a = d.handle(
+            Input::Got {
+                index: 0,
+                from: n("parent"),
+                result: ChunkResult::Unreachable,
+            },
+            t,
+        );
+        assert_eq!(fetches(&a), vec![(0, "origin".into())]);
+        // The other chunks in flight from the parent fail too and go to the originator.
+        let a = d.handle(
+            Input::Got {
+                index: 1,
+                from: n("parent"),
+                result: ChunkResult::Unreachable,
+            },
+            t,
+        );
+        assert_eq!(fetches(&a), vec![(1, "origin".into())]);
+    }
+
+    #[test]
+    fn fails_naming_each_source_when_none_is_left() {
+        let t = Instant::now();
+        let (mut d, _) = Download::new(1, vec![n("a"), n("b")], t);
+        d.handle(
+            Input::Got {
+                index: 0,
+                from: n("a"),
+                result: ChunkResult::Corrupt,
+            },
+            t,
+        );
+        let a = d.handle(
+            Input::Got {
+                index: 0,
+                from: n("b"),
+                result: ChunkResult::Unknown,
+            },
+            t,
+        );
+        match &a[..] {
+            [Action::Failed(why)] => {
+                assert!(
+                    why.contains("a: sent corrupt data")
+                        && why.contains("b: does not hold the file"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // New sources are not taken once it has failed.
+        assert!(d.handle(Input::Sources(vec![n("c")]), t).is_empty());
+    }
+}

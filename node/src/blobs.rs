@@ -1,0 +1,388 @@
+//! The blob store: content-addressed files in `<state-dir>/blobs/`, named by their blake3.
+//!
+//! A blob gets here three ways: imported from the submitter's own disk when it submits an
+//! ADD/COPY, carried inside a run's announce (small files), or fetched chunk by chunk from other
+//! nodes. A fetch writes into `<hash>.part`, each chunk checked against its own hash before it
+//! is written; the finished file is checked whole, then renamed into place. Chunks already
+//! checked are served to other nodes while the fetch goes on.
+//!
+//! Only blobs in this store are ever served, by hash: a peer can never name a path.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::{self, File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use jobs::{
+    Fingerprint,
+    spec::{CHUNK_SIZE, FileRef},
+};
+
+/// What a chunk lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkLookup {
+    Have(Vec<u8>),
+    /// This blob is being fetched here and that chunk is not in yet.
+    NotYet,
+    Unknown,
+}
+
+#[derive(Default)]
+struct State {
+    complete: HashSet<Fingerprint>,
+    /// Blobs being fetched: which chunks are in.
+    partial: HashMap<Fingerprint, Vec<bool>>,
+}
+
+/// The blob store of one node.
+pub struct BlobStore {
+    dir: PathBuf,
+    state: Mutex<State>,
+}
+
+fn hex(fp: &Fingerprint) -> String {
+    fp.to_hex()
+}
+
+fn parse_hex(name: &str) -> Option<Fingerprint> {
+    if name.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Fingerprint(out))
+}
+
+impl BlobStore {
+    /// Opens `dir` (created if needed); forgets fetches a previous run left unfinished.
+    pub fn open(dir: &Path) -> Result<BlobStore, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut state = State::default();
+        for entry in fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match parse_hex(&name) {
+                Some(fp) => {
+                    state.complete.insert(fp);
+                }
+                None => {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(BlobStore {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update is a single insert or removal; a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the complete blob `hash` is (whether or not it is here).
+    pub fn path(&self, hash: &Fingerprint) -> PathBuf {
+        self.dir.join(hex(hash))
+    }
+
+    fn part_path(&self, hash: &Fingerprint) -> PathBuf {
+        self.dir.join(format!("{}.part", hex(hash)))
+    }
+
+    pub fn has(&self, hash: &Fingerprint) -> bool {
+        self.lock().complete.contains(hash)
+    }
+
+    /// Copies the submitter's own file into the store, checking it still has the content the
+    /// CLI hashed. Blocking.
+    pub fn import(&self, src: &Path, file: &FileRef) -> Result<(), String> {
+        if self.has(&file.hash) {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!("{}.import", hex(&file.hash)));
+        let result = (|| -> Result<(), String> {
+            let mut from =
+                File::open(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+            let mut to = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let mut hasher = blake3::Hasher::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = from
+                    .read(&mut buf)
+                    .map_err(|e| format!("reading {}: {e}", src.display()))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                to.write_all(&buf[..n])
+                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            }
+            let found = Fingerprint(*hasher.finalize().as_bytes());
+            if found != file.hash {
+                return Err(format!(
+                    "{} changed after it was read (blake3 was {}, is now {found}); submit again",
+                    src.display(),
+                    file.hash
+                ));
+            }
+            to.sync_all()
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            fs::rename(&tmp, self.path(&file.hash)).map_err(|e| format!("{}: {e}", tmp.display()))
+        })();
+        match result {
+            Ok(()) => {
+                self.lock().complete.insert(file.hash);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores a small blob carried inside an announce, if its content matches. Blocking.
+    pub fn put(&self, hash: &Fingerprint, data: &[u8]) -> Result<(), String> {
+        if self.has(hash) {
+            return Ok(());
+        }
+        let found = Fingerprint(*blake3::hash(data).as_bytes());
+        if found != *hash {
+            return Err(format!(
+                "inline file: expected blake3 {hash}, found {found}"
+            ));
+        }
+        let tmp = self.dir.join(format!("{}.inline", hex(hash)));
+        fs::write(&tmp, data)
+            .and_then(|_| fs::rename(&tmp, self.path(hash)))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        self.lock().complete.insert(*hash);
+        Ok(())
+    }
+
+    /// Reads chunk `index` of `hash`, from the complete blob or from a fetch in progress.
+    /// Blocking.
+    pub fn chunk(&self, hash: &Fingerprint, index: u64) -> ChunkLookup {
+        let (path, ready) = {
+            let state = self.lock();
+            if state.complete.contains(hash) {
+                (self.path(hash), true)
+            } else if let Some(have) = state.partial.get(hash) {
+                let ready = have.get(index as usize).copied().unwrap_or(false);
+                (self.part_path(hash), ready)
+            } else {
+                return ChunkLookup::Unknown;
+            }
+        };
+        if !ready {
+            return ChunkLookup::NotYet;
+        }
+        let read = (|| -> std::io::Result<Vec<u8>> {
+            let mut f = File::open(&path)?;
+            let len = f.metadata()?.len();
+            let start = index.saturating_mul(CHUNK_SIZE).min(len);
+            let end = (start + CHUNK_SIZE).min(len);
+            let mut buf = vec![0u8; (end - start) as usize];
+            f.seek(SeekFrom::Start(start))?;
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        })();
+        match read {
+            Ok(data) => ChunkLookup::Have(data),
+            // Renamed from .part to complete meanwhile, or removed: ask again.
+            Err(_) => ChunkLookup::NotYet,
+        }
+    }
+
+    /// Starts fetching `file` (idempotent). Blocking.
+    pub fn begin(&self, file: &FileRef) -> Result<(), String> {
+        let mut state = self.lock();
+        if state.complete.contains(&file.hash) || state.partial.contains_key(&file.hash) {
+            return Ok(());
+        }
+        let part = self.part_path(&file.hash);
+        let f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&part)
+            .map_err(|e| format!("{}: {e}", part.display()))?;
+        f.set_len(file.size)
+            .map_err(|e| format!("{}: {e}", part.display()))?;
+        state
+            .partial
+            .insert(file.hash, vec![false; file.chunks.len()]);
+        Ok(())
+    }
+
+    /// Writes chunk `index` of a fetch if it matches its hash; otherwise says what it got
+    /// instead (`Ok(Some(reason))`). Blocking.
+    pub fn write_chunk(
+        &self,
+        file: &FileRef,
+        index: usize,
+        data: &[u8],
+    ) -> Result<Option<String>, String> {
+        let Some(expected) = file.chunks.get(index) else {
+            return Ok(Some(format!("chunk {index} is beyond the file")));
+        };
+        let want_len = (file.size - index as u64 * CHUNK_SIZE).min(CHUNK_SIZE) as usize;
+        let found = Fingerprint(*blake3::hash(data).as_bytes());
+        if data.len() != want_len || found != *expected {
+            return Ok(Some(format!(
+                "chunk {index}: expected blake3 {expected} ({want_len} bytes), found {found} ({} bytes)",
+                data.len()
+            )));
+        }
+        let part = self.part_path(&file.hash);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .map_err(|e| format!("{}: {e}", part.display()))?;
+        f.write_all_at(data, index as u64 * CHUNK_SIZE)
+            .map_err(|e| format!("{}: {e}", part.display()))?;
+        if let Some(have) = self.lock().partial.get_mut(&file.hash)
+            && let Some(slot) = have.get_mut(index)
+        {
+            *slot = true;
+        }
+        Ok(None)
+    }
+
+    /// Checks a finished fetch whole and moves it into place. Blocking.
+    pub fn finish(&self, file: &FileRef) -> Result<PathBuf, String> {
+        if self.has(&file.hash) {
+            return Ok(self.path(&file.hash));
+        }
+        let part = self.part_path(&file.hash);
+        let check = (|| -> std::io::Result<Fingerprint> {
+            let f = File::open(&part)?;
+            f.sync_all()?;
+            let mut hasher = blake3::Hasher::new();
+            std::io::copy(&mut &f, &mut hasher)?;
+            Ok(Fingerprint(*hasher.finalize().as_bytes()))
+        })();
+        let result = match check {
+            Ok(found) if found == file.hash => fs::rename(&part, self.path(&file.hash))
+                .map(|_| self.path(&file.hash))
+                .map_err(|e| format!("{}: {e}", part.display())),
+            Ok(found) => Err(format!(
+                "integrity failure: expected blake3 {}, found {found}",
+                file.hash
+            )),
+            Err(e) => Err(format!("{}: {e}", part.display())),
+        };
+        let mut state = self.lock();
+        state.partial.remove(&file.hash);
+        match &result {
+            Ok(_) => {
+                state.complete.insert(file.hash);
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&part);
+            }
+        }
+        result
+    }
+
+    /// Gives up a fetch and removes what it wrote.
+    pub fn abandon(&self, hash: &Fingerprint) {
+        if self.lock().partial.remove(hash).is_some() {
+            let _ = fs::remove_file(self.part_path(hash));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_ref(data: &[u8]) -> FileRef {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        fs::write(&p, data).unwrap();
+        FileRef::read(&p).unwrap()
+    }
+
+    #[test]
+    fn fetch_by_chunks_serves_what_it_has_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 10))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let f = file_ref(&data);
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
+        store.begin(&f).unwrap();
+        assert_eq!(store.chunk(&f.hash, 1), ChunkLookup::NotYet);
+        let c1 = &data[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize];
+        let mut bad = c1.to_vec();
+        bad[5] ^= 1;
+        let refused = store
+            .write_chunk(&f, 1, &bad)
+            .unwrap()
+            .expect("a corrupt chunk is refused");
+        assert!(refused.starts_with("chunk 1: expected blake3"), "{refused}");
+        assert!(store.write_chunk(&f, 1, c1).unwrap().is_none());
+        assert_eq!(store.chunk(&f.hash, 1), ChunkLookup::Have(c1.to_vec()));
+        assert!(
+            store
+                .write_chunk(&f, 0, &data[..CHUNK_SIZE as usize])
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .write_chunk(&f, 2, &data[2 * CHUNK_SIZE as usize..])
+                .unwrap()
+                .is_none()
+        );
+        let path = store.finish(&f).unwrap();
+        assert_eq!(fs::read(path).unwrap(), data);
+        assert!(store.has(&f.hash));
+        // Survives reopening; leftovers are cleaned.
+        fs::write(dir.path().join("junk.part"), b"x").unwrap();
+        let again = BlobStore::open(dir.path()).unwrap();
+        assert!(again.has(&f.hash));
+        assert!(!dir.path().join("junk.part").exists());
+    }
+
+    #[test]
+    fn import_checks_the_content_and_empty_files_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("blobs")).unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"hello").unwrap();
+        let f = FileRef::read(&src).unwrap();
+        fs::write(&src, b"changed").unwrap();
+        assert!(
+            store
+                .import(&src, &f)
+                .unwrap_err()
+                .contains("changed after it was read")
+        );
+        fs::write(&src, b"hello").unwrap();
+        store.import(&src, &f).unwrap();
+        assert_eq!(
+            store.chunk(&f.hash, 0),
+            ChunkLookup::Have(b"hello".to_vec())
+        );
+        let empty = file_ref(b"");
+        store.begin(&empty).unwrap();
+        assert_eq!(fs::read(store.finish(&empty).unwrap()).unwrap(), b"");
+        assert!(store.put(&f.hash, b"other").is_ok(), "already there");
+        let g = file_ref(b"inline");
+        assert!(store.put(&g.hash, b"not it").is_err());
+        store.put(&g.hash, b"inline").unwrap();
+        assert!(store.has(&g.hash));
+    }
+}

@@ -1,0 +1,356 @@
+//! Files for ADD/COPY: fetching them from the nodes that hold them, and serving them to others.
+//!
+//! One actor owns the downloads in progress (one per file, however many jobs wait for it) and
+//! drives each with `coordination::transfer::Download`; chunk requests, disk writes and hashing
+//! run in spawned tasks that report back. Serving reads chunks from the blob store, so only
+//! content this node holds for a job is ever served, by hash.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use coordination::{
+    NodeId,
+    transfer::{Action, ChunkResult, Download, Input},
+};
+use jobs::{Fingerprint, spec::FileRef};
+use mesh::{
+    BlobToken, MeshHandle, PeerId,
+    wire::{BlobRequest, BlobResponse},
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::blobs::{BlobStore, ChunkLookup};
+
+/// How often downloads are nudged (retries after `NotYet`).
+const TICK: Duration = Duration::from_millis(25);
+
+/// Test hooks, on only when `DIRECTORD_MESH_TEST_HOOKS=1`: files in the state directory that
+/// make this node serve corrupt (`test-corrupt-blobs`) or slow (`test-slow-blobs`) chunks.
+#[derive(Clone)]
+pub struct TestHooks {
+    dir: Option<PathBuf>,
+}
+
+impl TestHooks {
+    pub fn from_env(state_dir: &Path) -> TestHooks {
+        let on = std::env::var("DIRECTORD_MESH_TEST_HOOKS").is_ok_and(|v| v == "1");
+        TestHooks {
+            dir: on.then(|| state_dir.to_path_buf()),
+        }
+    }
+
+    fn active(&self, name: &str) -> bool {
+        self.dir.as_ref().is_some_and(|d| d.join(name).exists())
+    }
+}
+
+enum TInput {
+    Fetch {
+        file: FileRef,
+        sources: Vec<NodeId>,
+        reply: oneshot::Sender<Result<PathBuf, String>>,
+    },
+    Got {
+        hash: Fingerprint,
+        index: usize,
+        from: NodeId,
+        result: ChunkResult,
+        corruption: Option<String>,
+    },
+    Finished {
+        hash: Fingerprint,
+        result: Result<PathBuf, String>,
+    },
+    Serve {
+        request: BlobRequest,
+        token: BlobToken,
+    },
+}
+
+/// The handle to the transfers actor.
+#[derive(Clone)]
+pub struct Transfers {
+    inbox: mpsc::Sender<TInput>,
+}
+
+struct Active {
+    file: FileRef,
+    download: Download,
+    waiters: Vec<oneshot::Sender<Result<PathBuf, String>>>,
+    /// The last corrupt chunk seen, for the failure message.
+    corruption: Option<String>,
+}
+
+impl Transfers {
+    pub fn start(store: Arc<BlobStore>, mesh: MeshHandle, hooks: TestHooks) -> Transfers {
+        // Bounded: fetches come from jobs, chunk reports from this actor's own tasks.
+        let (tx, rx) = mpsc::channel(4096);
+        let actor = Actor {
+            store,
+            mesh,
+            hooks,
+            inbox: tx.clone(),
+            active: HashMap::new(),
+        };
+        tokio::spawn(actor.run(rx));
+        Transfers { inbox: tx }
+    }
+
+    /// Makes `file` available here, fetching it from `sources` (in order of preference).
+    pub async fn fetch(&self, file: FileRef, sources: Vec<NodeId>) -> Result<PathBuf, String> {
+        let (reply, answer) = oneshot::channel();
+        self.inbox
+            .send(TInput::Fetch {
+                file,
+                sources,
+                reply,
+            })
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?;
+        answer
+            .await
+            .map_err(|_| "the node is shutting down".to_string())?
+    }
+
+    /// Answers a peer's chunk request.
+    pub async fn serve(&self, request: BlobRequest, token: BlobToken) {
+        let _ = self.inbox.send(TInput::Serve { request, token }).await;
+    }
+}
+
+struct Actor {
+    store: Arc<BlobStore>,
+    mesh: MeshHandle,
+    hooks: TestHooks,
+    inbox: mpsc::Sender<TInput>,
+    active: HashMap<Fingerprint, Active>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<TInput>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let hashes: Vec<Fingerprint> = self.active.keys().copied().collect();
+                    for hash in hashes {
+                        self.step(hash, Input::Tick, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, input: TInput) {
+        let now = Instant::now();
+        match input {
+            TInput::Fetch {
+                file,
+                sources,
+                reply,
+            } => {
+                if self.store.has(&file.hash) {
+                    let _ = reply.send(Ok(self.store.path(&file.hash)));
+                    return;
+                }
+                if let Some(active) = self.active.get_mut(&file.hash) {
+                    active.waiters.push(reply);
+                    self.step(file.hash, Input::Sources(sources), now);
+                    return;
+                }
+                if let Err(e) = self.store.begin(&file) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let (download, actions) = Download::new(file.chunks.len(), sources, now);
+                let hash = file.hash;
+                self.active.insert(
+                    hash,
+                    Active {
+                        file,
+                        download,
+                        waiters: vec![reply],
+                        corruption: None,
+                    },
+                );
+                self.act(hash, actions);
+            }
+            TInput::Got {
+                hash,
+                index,
+                from,
+                result,
+                corruption,
+            } => {
+                if let (Some(detail), Some(active)) = (corruption, self.active.get_mut(&hash)) {
+                    active.corruption = Some(format!("{detail} from {from}"));
+                }
+                self.step(
+                    hash,
+                    Input::Got {
+                        index,
+                        from,
+                        result,
+                    },
+                    now,
+                )
+            }
+            TInput::Finished { hash, result } => {
+                if let Some(active) = self.active.remove(&hash) {
+                    for w in active.waiters {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            }
+            TInput::Serve { request, token } => {
+                let store = self.store.clone();
+                let mesh = self.mesh.clone();
+                let hooks = self.hooks.clone();
+                tokio::spawn(async move {
+                    let hash = Fingerprint(request.hash);
+                    let found =
+                        tokio::task::spawn_blocking(move || store.chunk(&hash, request.index))
+                            .await
+                            .unwrap_or(ChunkLookup::NotYet);
+                    let response = match found {
+                        ChunkLookup::Have(mut data) => {
+                            if hooks.active("test-slow-blobs") {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            if hooks.active("test-corrupt-blobs")
+                                && let Some(b) = data.first_mut()
+                            {
+                                *b ^= 0xff;
+                            }
+                            BlobResponse::Chunk(data)
+                        }
+                        ChunkLookup::NotYet => BlobResponse::NotYet,
+                        ChunkLookup::Unknown => BlobResponse::Unknown,
+                    };
+                    let _ = mesh.reply_blob(token, response).await;
+                });
+            }
+        }
+    }
+
+    fn step(&mut self, hash: Fingerprint, input: Input, now: Instant) {
+        let Some(active) = self.active.get_mut(&hash) else {
+            return;
+        };
+        let actions = active.download.handle(input, now);
+        self.act(hash, actions);
+    }
+
+    fn act(&mut self, hash: Fingerprint, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Fetch { index, from } => {
+                    let Some(active) = self.active.get(&hash) else {
+                        return;
+                    };
+                    let file = active.file.clone();
+                    let store = self.store.clone();
+                    let mesh = self.mesh.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        let (result, corruption) =
+                            fetch_chunk(&mesh, &store, &file, index, &from).await;
+                        let _ = inbox
+                            .send(TInput::Got {
+                                hash,
+                                index,
+                                from,
+                                result,
+                                corruption,
+                            })
+                            .await;
+                    });
+                }
+                Action::Done => {
+                    let Some(active) = self.active.get(&hash) else {
+                        return;
+                    };
+                    let file = active.file.clone();
+                    let store = self.store.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        let result = tokio::task::spawn_blocking(move || store.finish(&file))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("the check stopped: {e}")));
+                        let _ = inbox.send(TInput::Finished { hash, result }).await;
+                    });
+                }
+                Action::Failed(why) => {
+                    self.store.abandon(&hash);
+                    if let Some(active) = self.active.remove(&hash) {
+                        let why = match active.corruption {
+                            Some(detail) => format!("integrity failure: {detail}; {why}"),
+                            None => why,
+                        };
+                        warn!(%hash, "file transfer failed: {why}");
+                        for w in active.waiters {
+                            let _ = w.send(Err(why.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Asks `from` for one chunk and writes it if it checks out; a corrupt chunk comes back with
+/// what was expected and found.
+async fn fetch_chunk(
+    mesh: &MeshHandle,
+    store: &Arc<BlobStore>,
+    file: &FileRef,
+    index: usize,
+    from: &NodeId,
+) -> (ChunkResult, Option<String>) {
+    let Ok(peer) = from.0.parse::<PeerId>() else {
+        return (ChunkResult::Unknown, None);
+    };
+    let request = BlobRequest {
+        hash: file.hash.0,
+        index: index as u64,
+    };
+    match mesh.request_blob(peer, request).await {
+        Ok(BlobResponse::Chunk(data)) => {
+            let store = store.clone();
+            let file = file.clone();
+            match tokio::task::spawn_blocking(move || store.write_chunk(&file, index, &data)).await
+            {
+                Ok(Ok(None)) => (ChunkResult::Ok, None),
+                Ok(Ok(Some(detail))) => {
+                    warn!(%from, "corrupt chunk: {detail}");
+                    (ChunkResult::Corrupt, Some(detail))
+                }
+                Ok(Err(e)) => {
+                    warn!("cannot write a received chunk here: {e}");
+                    (ChunkResult::Unreachable, None)
+                }
+                Err(e) => {
+                    warn!("the chunk check stopped: {e}");
+                    (ChunkResult::Unreachable, None)
+                }
+            }
+        }
+        Ok(BlobResponse::NotYet) => (ChunkResult::NotYet, None),
+        Ok(BlobResponse::Unknown) => (ChunkResult::Unknown, None),
+        Err(e) => {
+            debug!(%from, index, "chunk request failed: {e}");
+            (ChunkResult::Unreachable, None)
+        }
+    }
+}
