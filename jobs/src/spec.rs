@@ -294,12 +294,14 @@ impl Verb {
             Verb::Cachefile => Some("cachefile"),
             Verb::Cacheevict => Some("cacheevict"),
             Verb::Queuesentinel => Some("queuesentinel"),
-            Verb::Query => Some("query"),
+            // Not QUERY: it waits for the other nodes, and holding a lock meanwhile would
+            // deadlock QUERY jobs of parallel parents waiting for each other across nodes.
             Verb::Add | Verb::Copy => Some("copy"),
             Verb::Run
             | Verb::Echo
             | Verb::Workdir
             | Verb::Wait
+            | Verb::Query
             | Verb::QueryWait
             | Verb::JobWait => None,
         }

@@ -112,6 +112,18 @@ impl Daemon {
         cli(&all)
     }
 
+    /// Runs the CLI against this daemon from the working directory `dir`.
+    pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(binary())
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run directord-mesh")
+    }
+
     /// Starts `directord-mesh --state-dir <root>/<name> join <args...>` without waiting.
     pub fn spawn(root: &Path, name: &str, args: Vec<String>) -> Daemon {
         let mut d = Daemon {
@@ -158,6 +170,8 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("DAEMON_LOG").unwrap_or_else(|_| "info,libp2p=warn".into()),
             )
+            // Test hooks stay off until a test creates their file in the state directory.
+            .env("DIRECTORD_MESH_TEST_HOOKS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -937,3 +937,281 @@ fn directord_query_orchestration() {
     ]);
     assert!(check.status.success(), "{}", text(&check));
 }
+
+/// A directory of source files every daemon can read (outside the private /tmps).
+fn sources(root: &Path) -> PathBuf {
+    let dir = root.join("sources");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `command` on `nodes` through `d`; returns each node's stdout.
+fn run_on(d: &Daemon, nodes: &[&str], command: &str) -> BTreeMap<String, String> {
+    let mut args = vec![
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        command,
+        "--poll",
+        "--check",
+    ];
+    for n in nodes {
+        args.push("--target");
+        args.push(n);
+    }
+    let o = d.cli(&args);
+    assert!(o.status.success(), "{command}: {}", text(&o));
+    let last = records(d).into_iter().last().unwrap();
+    nodes
+        .iter()
+        .map(|n| (n.to_string(), stdout_on(&last, n)))
+        .collect()
+}
+
+#[test]
+fn files_land_verified_with_owner_and_mode_on_every_node() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[1];
+    let src = sources(root.path());
+    let chunk = 1024 * 1024;
+    std::fs::write(src.join("empty.bin"), b"").unwrap();
+    std::fs::write(src.join("exact.bin"), vec![0xabu8; 2 * chunk]).unwrap();
+    let odd: Vec<u8> = (0..3 * chunk + 7).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(src.join("odd.bin"), &odd).unwrap();
+    std::fs::write(src.join("small.txt"), b"small file\n").unwrap();
+    let all = ["n1", "n2", "n3"];
+    run_on(d, &all, "mkdir -p /tmp/files");
+    let pattern = format!("{}/* /tmp/files/", src.display());
+    let o = d.cli(&[
+        "exec", "--verb", "ADD", "--chown", "1:1", "--chmod", "0640", &pattern, "--poll", "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(records(d).len(), 1 + 4, "one job per file");
+    for name in ["empty.bin", "exact.bin", "odd.bin", "small.txt"] {
+        let same = run_on(
+            d,
+            &all,
+            &format!(
+                "cmp {}/{name} /tmp/files/{name} && stat -c '%u:%g %a' /tmp/files/{name}",
+                src.display()
+            ),
+        );
+        for n in all {
+            assert_eq!(same[n], "1:1 640", "{name} on {n}");
+        }
+    }
+    // Already there: nothing is transferred, but the new mode is applied.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "COPY",
+        "--chmod",
+        "0600",
+        &format!("{}/odd.bin /tmp/files/", src.display()),
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let last = records(d).into_iter().last().unwrap();
+    for n in all {
+        assert!(
+            last["results"][n]["info"]
+                .as_str()
+                .unwrap()
+                .contains("nothing to transfer"),
+            "{last}"
+        );
+    }
+    assert_eq!(
+        run_on(d, &all, "stat -c %a /tmp/files/odd.bin")["n3"],
+        "600"
+    );
+    // A missing destination directory is a clear failure; nothing is left behind.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "ADD",
+        &format!("{}/odd.bin /tmp/nowhere/", src.display()),
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let last = records(d).into_iter().last().unwrap();
+    assert!(
+        last["results"]["n2"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("/tmp/nowhere does not exist"),
+        "{last}"
+    );
+    // No match on the submitting side: bad input, nothing runs.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "ADD",
+        &format!("{}/none-*.bin /tmp/", src.display()),
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no file matches"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_corrupt_holder_is_routed_around_and_integrity_failures_leave_nothing() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let src = sources(root.path());
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 253) as u8).collect();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let add = |target: &str, file: &str| {
+        d.cli(&[
+            "exec",
+            "--verb",
+            "ADD",
+            "--ignore-cache",
+            &format!("{}/{file} /tmp/", src.display()),
+            "--target",
+            target,
+            "--poll",
+        ])
+    };
+    // n2 gets the file from n1 and holds it from then on.
+    let o = add("n2", "data.bin");
+    assert!(o.status.success(), "{}", text(&o));
+    // n1 starts corrupting every chunk it serves; n3 still gets the file intact, from n2.
+    std::fs::write(d.state_dir.join("test-corrupt-blobs"), b"").unwrap();
+    let o = add("n3", "data.bin");
+    assert!(o.status.success(), "{}", text(&o));
+    let same = run_on(
+        d,
+        &["n3"],
+        &format!(
+            "cmp {}/data.bin /tmp/data.bin && echo intact",
+            src.display()
+        ),
+    );
+    assert_eq!(same["n3"], "intact");
+    // A file only n1 holds cannot be had intact: an integrity failure, and no file at DEST.
+    let other: Vec<u8> = data.iter().map(|b| b.wrapping_add(1)).collect();
+    std::fs::write(src.join("other.bin"), &other).unwrap();
+    let o = add("n2", "other.bin");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = records(d).into_iter().last().unwrap();
+    let err = last["results"]["n2"]["stderr"].as_str().unwrap();
+    assert!(
+        err.contains("integrity failure")
+            && err.contains("expected blake3")
+            && err.contains("found"),
+        "{err}"
+    );
+    let left = run_on(d, &["n2"], "ls -A /tmp | grep -c other || true");
+    assert_eq!(left["n2"], "0", "no partial file at DEST or beside it");
+}
+
+#[test]
+fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 4);
+    let src = sources(root.path());
+    let data: Vec<u8> = (0..80 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    // The distribution tree is ordered by peer id: the first target feeds the third.
+    let mut targets: Vec<(String, usize)> = (1..4).map(|i| (nodes[i].peer_id(), i)).collect();
+    targets.sort();
+    let (feeder, fed) = (targets[0].1, targets[2].1);
+    std::fs::write(nodes[feeder].state_dir.join("test-slow-blobs"), b"").unwrap();
+    let pattern = format!("{}/big.bin /tmp/", src.display());
+    let names: Vec<String> = (1..4).map(|i| nodes[i].name.clone()).collect();
+    let mut args = vec![
+        "--state-dir".to_string(),
+        nodes[0].state_dir.display().to_string(),
+    ];
+    args.extend(
+        ["exec", "--verb", "ADD", &pattern, "--poll"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    for n in &names {
+        args.extend(["--target".to_string(), n.clone()]);
+    }
+    let poll = Command::new(e2e_tests::binary())
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[feeder].kill9();
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let o = poll.wait_with_output().unwrap();
+    let last = records(&nodes[0]).into_iter().last().unwrap();
+    let fed_name = &nodes[fed].name;
+    assert_eq!(
+        last["results"][fed_name]["state"],
+        "success",
+        "{}\n{last}",
+        text(&o)
+    );
+    // It was still receiving (from the slow feeder) when the feeder died.
+    let finished = last["results"][fed_name]["finished_unix_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        finished > killed_at,
+        "the fed node finished before its feeder was killed: {last}"
+    );
+    let same = run_on(
+        &nodes[0],
+        &[fed_name],
+        &format!("cmp {}/big.bin /tmp/big.bin && echo intact", src.display()),
+    );
+    assert_eq!(same[fed_name], "intact");
+}
+
+#[test]
+fn directord_functional_tests_in_full() {
+    let Some(file) = reference("functional-tests.yaml") else {
+        return;
+    };
+    let dir = file.parent().unwrap().to_path_buf();
+    let root = root();
+    let nodes = mesh(root.path());
+    let o = nodes[1].cli_in(
+        &dir,
+        &["orchestrate", "functional-tests.yaml", "--poll", "--check"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Modes and owners on every node, as the file asks.
+    let modes = run_on(
+        &nodes[1],
+        &["n1", "n2", "n3"],
+        "stat -c '%a %u:%g' /tmp/test/test-cache.yaml-mode /tmp/test/test-cache.yaml-0-0 | tr '\\n' ' '",
+    );
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(modes[n], "664 0:0 644 0:0", "{n}");
+    }
+    for name in [
+        "functional-tests-async.yaml",
+        "functional-tests-async-race.yaml",
+        "functional-tests-async-transfer.yaml",
+    ] {
+        let o = nodes[0].cli_in(&dir, &["orchestrate", name, "--poll", "--check"]);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+    }
+    let copies = run_on(
+        &nodes[0],
+        &["n1", "n2", "n3"],
+        "ls /tmp/test*-* | wc -l; cmp /etc/services /tmp/test2-9 && echo same",
+    );
+    for n in ["n1", "n2", "n3"] {
+        assert!(copies[n].ends_with("same"), "{n}: {}", copies[n]);
+    }
+}
