@@ -20,7 +20,7 @@ use std::{
 use crate::message::NodeId;
 
 /// Chunks requested at once by one download.
-pub const MAX_IN_FLIGHT: usize = 8;
+pub const MAX_IN_FLIGHT: usize = 16;
 /// Pause before asking again a source that does not have a chunk yet.
 pub const NOT_YET_PAUSE: Duration = Duration::from_millis(50);
 /// `NotYet` answers a source may give for one chunk before it counts as failed.

@@ -204,6 +204,7 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             .await
             .unwrap_or(false)
     };
+    let mut landed_hash = None;
     if !unchanged {
         let Some(coordinator) = ctx.coordinator else {
             return Finished::fail("ADD needs a mesh to fetch the file from", "");
@@ -218,8 +219,9 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
         })
         .await
         .unwrap_or_else(|e| Err(format!("the copy stopped: {e}")));
-        if let Err(e) = written {
-            return Finished::fail(e, format!("{} was left as it was", path.display()));
+        match written {
+            Ok(hash) => landed_hash = Some(hash),
+            Err(e) => return Finished::fail(e, format!("{} was left as it was", path.display())),
         }
     }
     if let Some(owner) = &t.owner
@@ -235,16 +237,7 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             "",
         );
     }
-    let landed = {
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || file_hash(&p))
-            .await
-            .ok()
-            .and_then(Result::ok)
-    };
-    let hex: String = landed
-        .map(|h| h.iter().map(|b| format!("{b:02x}")).collect())
-        .unwrap_or_default();
+    let hex = landed_hash.unwrap_or(expected).to_hex();
     let info = if unchanged {
         format!(
             "File exists {} and blake3 {} matches, nothing to transfer",
@@ -275,7 +268,7 @@ fn land(
     path: &Path,
     expected: Fingerprint,
     args: Option<Value>,
-) -> Result<(), String> {
+) -> Result<Fingerprint, String> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
@@ -283,10 +276,10 @@ fn land(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.dm-tmp", std::process::id()));
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<Fingerprint, String> {
         let mut out = std::fs::File::create(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        match &args {
+        let landed = match &args {
             Some(args) => {
                 let text = std::fs::read(blob)
                     .map_err(|e| format!("cannot read the transferred file: {e}"))?;
@@ -295,6 +288,7 @@ fn land(
                 let rendered = template::render(&text, args)?;
                 out.write_all(rendered.as_bytes())
                     .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+                Fingerprint(*blake3::hash(rendered.as_bytes()).as_bytes())
             }
             None => {
                 let mut src = std::fs::File::open(blob)
@@ -317,12 +311,14 @@ fn land(
                         "integrity failure: expected blake3 {expected}, found {found}"
                     ));
                 }
+                found
             }
-        }
+        };
         out.sync_all()
             .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path)
-            .map_err(|e| format!("cannot move the file into {}: {e}", path.display()))
+            .map_err(|e| format!("cannot move the file into {}: {e}", path.display()))?;
+        Ok(landed)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -60,28 +60,48 @@ fn parse_hex(name: &str) -> Option<Fingerprint> {
 }
 
 impl BlobStore {
-    /// Opens `dir` (created if needed); forgets fetches a previous run left unfinished.
+    /// Opens `dir` (created if needed) and forgets fetches a previous run left unfinished.
+    /// Blobs are written without waiting for the disk, so those already here are checked
+    /// against their names (by [`BlobStore::verify_existing`]) before they are served again.
     pub fn open(dir: &Path) -> Result<BlobStore, String> {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut state = State::default();
         for entry in fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            match parse_hex(&name) {
-                Some(fp) => {
-                    state.complete.insert(fp);
-                }
-                None => {
-                    let _ = fs::remove_file(entry.path());
-                }
+            if parse_hex(&name).is_none() {
+                let _ = fs::remove_file(entry.path());
             }
         }
         Ok(BlobStore {
             dir: dir.to_path_buf(),
-            state: Mutex::new(state),
+            state: Mutex::new(State::default()),
         })
+    }
+
+    /// Checks the blobs a previous run left and keeps those whose content matches their name
+    /// (a crash may have left one half-written). Blocking; run it off the async threads.
+    pub fn verify_existing(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(fp) = parse_hex(&name) else { continue };
+            if self.has(&fp) {
+                continue;
+            }
+            let ok = File::open(entry.path()).is_ok_and(|f| {
+                let mut hasher = blake3::Hasher::new();
+                std::io::copy(&mut &f, &mut hasher).is_ok() && *hasher.finalize().as_bytes() == fp.0
+            });
+            if ok {
+                self.lock().complete.insert(fp);
+            } else {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -134,8 +154,7 @@ impl BlobStore {
                     file.hash
                 ));
             }
-            to.sync_all()
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+
             fs::rename(&tmp, self.path(&file.hash)).map_err(|e| format!("{}: {e}", tmp.display()))
         })();
         match result {
@@ -167,6 +186,19 @@ impl BlobStore {
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         self.lock().complete.insert(*hash);
         Ok(())
+    }
+
+    /// Whether chunk `index` of `hash` can be served now: `None` if this store does not know
+    /// the blob at all.
+    pub fn has_chunk(&self, hash: &Fingerprint, index: u64) -> Option<bool> {
+        let state = self.lock();
+        if state.complete.contains(hash) {
+            return Some(true);
+        }
+        state
+            .partial
+            .get(hash)
+            .map(|have| have.get(index as usize).copied().unwrap_or(false))
     }
 
     /// Reads chunk `index` of `hash`, from the complete blob or from a fetch in progress.
@@ -263,35 +295,33 @@ impl BlobStore {
         if self.has(&file.hash) {
             return Ok(self.path(&file.hash));
         }
+        // Every chunk was checked against the job's chunk list (which the job's fingerprint
+        // covers) before it was written, and the whole file is checked again where it lands:
+        // no need to read it all once more here.
         let part = self.part_path(&file.hash);
-        let check = (|| -> std::io::Result<Fingerprint> {
-            let f = File::open(&part)?;
-            f.sync_all()?;
-            let mut hasher = blake3::Hasher::new();
-            std::io::copy(&mut &f, &mut hasher)?;
-            Ok(Fingerprint(*hasher.finalize().as_bytes()))
-        })();
-        let result = match check {
-            Ok(found) if found == file.hash => fs::rename(&part, self.path(&file.hash))
-                .map(|_| self.path(&file.hash))
-                .map_err(|e| format!("{}: {e}", part.display())),
-            Ok(found) => Err(format!(
-                "integrity failure: expected blake3 {}, found {found}",
-                file.hash
-            )),
-            Err(e) => Err(format!("{}: {e}", part.display())),
-        };
         let mut state = self.lock();
+        let complete = state
+            .partial
+            .get(&file.hash)
+            .is_some_and(|have| have.iter().all(|h| *h));
         state.partial.remove(&file.hash);
-        match &result {
-            Ok(_) => {
+        if !complete {
+            let _ = fs::remove_file(&part);
+            return Err(format!(
+                "the fetch of {} ended with chunks missing",
+                file.hash
+            ));
+        }
+        match fs::rename(&part, self.path(&file.hash)) {
+            Ok(()) => {
                 state.complete.insert(file.hash);
+                Ok(self.path(&file.hash))
             }
-            Err(_) => {
+            Err(e) => {
                 let _ = fs::remove_file(&part);
+                Err(format!("{}: {e}", part.display()))
             }
         }
-        result
     }
 
     /// Gives up a fetch and removes what it wrote.
@@ -349,11 +379,17 @@ mod tests {
         let path = store.finish(&f).unwrap();
         assert_eq!(fs::read(path).unwrap(), data);
         assert!(store.has(&f.hash));
-        // Survives reopening; leftovers are cleaned.
+        // Survives reopening once checked; leftovers and damaged blobs are cleaned.
         fs::write(dir.path().join("junk.part"), b"x").unwrap();
+        let damaged = Fingerprint([9; 32]);
+        fs::write(store.path(&damaged), b"not what the name says").unwrap();
         let again = BlobStore::open(dir.path()).unwrap();
+        assert!(!again.has(&f.hash), "not served before it is checked");
+        again.verify_existing();
         assert!(again.has(&f.hash));
+        assert!(!again.has(&damaged));
         assert!(!dir.path().join("junk.part").exists());
+        assert!(!store.path(&damaged).exists());
     }
 
     #[test]

@@ -156,6 +156,9 @@ pub struct SelfInfo {
     pub state_dir: String,
     pub heartbeat_interval_ms: u64,
     pub connected_peers: usize,
+    /// Bytes of files this node has served to other nodes since it started.
+    #[serde(default)]
+    pub blob_bytes_served: u64,
 }
 
 /// One member as this node sees it.

@@ -140,6 +140,10 @@ impl Node {
         );
         let blobs =
             Arc::new(BlobStore::open(&config.state_dir.join("blobs")).map_err(NodeError::Store)?);
+        {
+            let blobs = blobs.clone();
+            tokio::task::spawn_blocking(move || blobs.verify_existing());
+        }
         let transfers = Transfers::start(
             blobs.clone(),
             mesh.handle.clone(),
@@ -170,6 +174,7 @@ impl Node {
             store: store.clone(),
             cache: cache.clone(),
             blobs,
+            transfers: transfers.clone(),
         });
         let members_changed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = vec![tokio::spawn(consume_events(
@@ -236,7 +241,11 @@ impl Node {
 
     /// This node and its membership table, as `status` shows them.
     pub async fn status(&self) -> Result<StatusReport, NodeError> {
-        Ok(report(&self.info, self.mesh.status().await?))
+        Ok(report(
+            &self.info,
+            self.mesh.status().await?,
+            self.control.transfers.served_bytes(),
+        ))
     }
 
     /// Answers a control request as the control socket would (for tests and simulations,
@@ -380,7 +389,7 @@ async fn consume_events(
     }
 }
 
-fn report(info: &NodeInfo, status: MeshStatus) -> StatusReport {
+fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> StatusReport {
     let nodes = status
         .members
         .iter()
@@ -421,6 +430,7 @@ fn report(info: &NodeInfo, status: MeshStatus) -> StatusReport {
             state_dir: info.state_dir.display().to_string(),
             heartbeat_interval_ms: status.heartbeat_interval.as_millis() as u64,
             connected_peers: status.connected_peers,
+            blob_bytes_served,
         },
         nodes,
     }
@@ -437,6 +447,7 @@ struct Control {
     store: Store,
     cache: Arc<Cache>,
     blobs: Arc<BlobStore>,
+    transfers: Transfers,
 }
 
 fn unix_ms() -> u64 {
@@ -576,7 +587,11 @@ impl ControlHandler for Control {
         let started = Instant::now();
         let response = match request {
             ControlRequest::Status => match self.mesh.status().await {
-                Ok(status) => ControlResponse::Status(report(&self.info, status)),
+                Ok(status) => ControlResponse::Status(report(
+                    &self.info,
+                    status,
+                    self.transfers.served_bytes(),
+                )),
                 Err(e) => ControlResponse::Error(e.to_string()),
             },
             ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),

@@ -8,7 +8,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -76,6 +79,7 @@ enum TInput {
 #[derive(Clone)]
 pub struct Transfers {
     inbox: mpsc::Sender<TInput>,
+    served: Arc<AtomicU64>,
 }
 
 struct Active {
@@ -90,15 +94,23 @@ impl Transfers {
     pub fn start(store: Arc<BlobStore>, mesh: MeshHandle, hooks: TestHooks) -> Transfers {
         // Bounded: fetches come from jobs, chunk reports from this actor's own tasks.
         let (tx, rx) = mpsc::channel(4096);
+        let served = Arc::new(AtomicU64::new(0));
         let actor = Actor {
             store,
             mesh,
             hooks,
+            served: served.clone(),
             inbox: tx.clone(),
             active: HashMap::new(),
+            parked: HashMap::new(),
         };
         tokio::spawn(actor.run(rx));
-        Transfers { inbox: tx }
+        Transfers { inbox: tx, served }
+    }
+
+    /// Bytes of files served to other nodes since the start.
+    pub fn served_bytes(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Makes `file` available here, fetching it from `sources` (in order of preference).
@@ -127,9 +139,18 @@ struct Actor {
     store: Arc<BlobStore>,
     mesh: MeshHandle,
     hooks: TestHooks,
+    served: Arc<AtomicU64>,
     inbox: mpsc::Sender<TInput>,
     active: HashMap<Fingerprint, Active>,
+    /// Chunk requests waiting for a chunk this node is still fetching.
+    parked: HashMap<(Fingerprint, u64), Vec<Parked>>,
 }
+
+/// A chunk request waiting here: the request, how to answer it, and until when it waits.
+type Parked = (BlobRequest, BlobToken, Instant);
+
+/// How long a chunk request waits here for a chunk still on its way before `NotYet`.
+const PARK_FOR: Duration = Duration::from_secs(5);
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<TInput>) {
@@ -143,6 +164,7 @@ impl Actor {
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
+                                        self.expire_parked(now);
                     let hashes: Vec<Fingerprint> = self.active.keys().copied().collect();
                     for hash in hashes {
                         self.step(hash, Input::Tick, now);
@@ -196,6 +218,9 @@ impl Actor {
                 if let (Some(detail), Some(active)) = (corruption, self.active.get_mut(&hash)) {
                     active.corruption = Some(format!("{detail} from {from}"));
                 }
+                if result == ChunkResult::Ok {
+                    self.unpark(hash, Some(index as u64));
+                }
                 self.step(
                     hash,
                     Input::Got {
@@ -207,6 +232,7 @@ impl Actor {
                 )
             }
             TInput::Finished { hash, result } => {
+                self.unpark(hash, None);
                 if let Some(active) = self.active.remove(&hash) {
                     for w in active.waiters {
                         let _ = w.send(result.clone());
@@ -214,33 +240,82 @@ impl Actor {
                 }
             }
             TInput::Serve { request, token } => {
-                let store = self.store.clone();
-                let mesh = self.mesh.clone();
-                let hooks = self.hooks.clone();
-                tokio::spawn(async move {
-                    let hash = Fingerprint(request.hash);
-                    let found =
-                        tokio::task::spawn_blocking(move || store.chunk(&hash, request.index))
-                            .await
-                            .unwrap_or(ChunkLookup::NotYet);
-                    let response = match found {
-                        ChunkLookup::Have(mut data) => {
-                            if hooks.active("test-slow-blobs") {
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                            if hooks.active("test-corrupt-blobs")
-                                && let Some(b) = data.first_mut()
-                            {
-                                *b ^= 0xff;
-                            }
-                            BlobResponse::Chunk(data)
-                        }
-                        ChunkLookup::NotYet => BlobResponse::NotYet,
-                        ChunkLookup::Unknown => BlobResponse::Unknown,
-                    };
-                    let _ = mesh.reply_blob(token, response).await;
-                });
+                let hash = Fingerprint(request.hash);
+                match self.store.has_chunk(&hash, request.index) {
+                    // Being fetched here and not in yet: answer when it is (or at the deadline),
+                    // so a chain of nodes streams without polling.
+                    Some(false) if self.active.contains_key(&hash) => {
+                        self.parked.entry((hash, request.index)).or_default().push((
+                            request,
+                            token,
+                            now + PARK_FOR,
+                        ));
+                    }
+                    _ => self.serve_now(request, token),
+                }
             }
+        }
+    }
+
+    /// Reads the chunk and answers (in a spawned task).
+    fn serve_now(&self, request: BlobRequest, token: BlobToken) {
+        let store = self.store.clone();
+        let mesh = self.mesh.clone();
+        let hooks = self.hooks.clone();
+        let served = self.served.clone();
+        tokio::spawn(async move {
+            let hash = Fingerprint(request.hash);
+            let found = tokio::task::spawn_blocking(move || store.chunk(&hash, request.index))
+                .await
+                .unwrap_or(ChunkLookup::NotYet);
+            let response = match found {
+                ChunkLookup::Have(mut data) => {
+                    if hooks.active("test-slow-blobs") {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    if hooks.active("test-corrupt-blobs")
+                        && let Some(b) = data.first_mut()
+                    {
+                        *b ^= 0xff;
+                    }
+                    served.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    BlobResponse::Chunk(data)
+                }
+                ChunkLookup::NotYet => BlobResponse::NotYet,
+                ChunkLookup::Unknown => BlobResponse::Unknown,
+            };
+            let _ = mesh.reply_blob(token, response).await;
+        });
+    }
+
+    /// Answers the requests parked for `hash` (all chunks, or only `index`).
+    fn unpark(&mut self, hash: Fingerprint, index: Option<u64>) {
+        let keys: Vec<(Fingerprint, u64)> = self
+            .parked
+            .keys()
+            .filter(|(h, i)| *h == hash && index.is_none_or(|x| x == *i))
+            .copied()
+            .collect();
+        for key in keys {
+            for (request, token, _) in self.parked.remove(&key).unwrap_or_default() {
+                self.serve_now(request, token);
+            }
+        }
+    }
+
+    /// Answers parked requests whose deadline passed (with `NotYet`, by reading again).
+    fn expire_parked(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for waiting in self.parked.values_mut() {
+            let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(waiting)
+                .into_iter()
+                .partition(|(_, _, at)| *at <= now);
+            *waiting = keep;
+            due.extend(late);
+        }
+        self.parked.retain(|_, w| !w.is_empty());
+        for (request, token, _) in due {
+            self.serve_now(request, token);
         }
     }
 
@@ -293,6 +368,7 @@ impl Actor {
                 }
                 Action::Failed(why) => {
                     self.store.abandon(&hash);
+                    self.unpark(hash, None);
                     if let Some(active) = self.active.remove(&hash) {
                         let why = match active.corruption {
                             Some(detail) => format!("integrity failure: {detail}; {why}"),
