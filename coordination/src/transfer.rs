@@ -25,6 +25,9 @@ pub const MAX_IN_FLIGHT: usize = 16;
 pub const NOT_YET_PAUSE: Duration = Duration::from_millis(50);
 /// `NotYet` answers a source may give for one chunk before it counts as failed.
 pub const MAX_NOT_YET: u32 = 600;
+/// `Unknown` answers a source may give before it is dropped: a node of the distribution tree
+/// may not have started its own copy yet when its children first ask.
+pub const MAX_UNKNOWN: u32 = 40;
 
 /// How a chunk request went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,7 @@ pub struct Download {
     /// Per chunk: sources that failed it, with why.
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
     not_yet: HashMap<(usize, NodeId), u32>,
+    unknown: HashMap<NodeId, u32>,
     in_flight: usize,
     finished: bool,
 }
@@ -94,6 +98,7 @@ impl Download {
             dropped: HashMap::new(),
             failed: HashMap::new(),
             not_yet: HashMap::new(),
+            unknown: HashMap::new(),
             in_flight: 0,
             finished: false,
         };
@@ -143,8 +148,16 @@ impl Download {
                         Chunk::Missing { not_before: now }
                     }
                     ChunkResult::Unknown => {
-                        self.dropped.insert(from, "does not hold the file");
-                        Chunk::Missing { not_before: now }
+                        let n = self.unknown.entry(from.clone()).or_default();
+                        *n += 1;
+                        if *n >= MAX_UNKNOWN {
+                            self.dropped.insert(from, "does not hold the file");
+                            Chunk::Missing { not_before: now }
+                        } else {
+                            Chunk::Missing {
+                                not_before: now + NOT_YET_PAUSE,
+                            }
+                        }
                     }
                     ChunkResult::Unreachable => {
                         self.dropped.insert(from, "unreachable");
@@ -328,14 +341,23 @@ mod tests {
             },
             t,
         );
-        let a = d.handle(
-            Input::Got {
-                index: 0,
-                from: n("b"),
-                result: ChunkResult::Unknown,
-            },
-            t,
-        );
+        // A source that keeps saying it does not know the file is dropped in the end.
+        let mut a = Vec::new();
+        for i in 0..MAX_UNKNOWN {
+            let at = t + NOT_YET_PAUSE * (i + 1);
+            a = d.handle(
+                Input::Got {
+                    index: 0,
+                    from: n("b"),
+                    result: ChunkResult::Unknown,
+                },
+                at,
+            );
+            if a.iter().any(|x| matches!(x, Action::Failed(_))) {
+                break;
+            }
+            a.extend(d.handle(Input::Tick, at + NOT_YET_PAUSE));
+        }
         match &a[..] {
             [Action::Failed(why)] => {
                 assert!(
