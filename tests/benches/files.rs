@@ -17,26 +17,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e_tests::{Daemon, alive_names, binary, wait_for};
+use e2e_tests::{Daemon, binary};
 use jobs::spec::FileRef;
 
 fn mesh(root: &Path, n: usize) -> Vec<Daemon> {
-    let first = Daemon::start_isolated(root, "n1", &[]);
-    let token = first.join_token();
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        nodes.push(Daemon::start_isolated(
-            root,
-            &format!("n{i}"),
-            &["--token", &token],
-        ));
-    }
-    for d in &nodes {
-        wait_for(Duration::from_secs(60), "the mesh to form", || {
-            (alive_names(&d.status()?).len() == n).then_some(())
-        });
-    }
-    nodes
+    e2e_tests::isolated_mesh(root, n, Duration::from_secs(60))
 }
 
 fn served(d: &Daemon) -> u64 {

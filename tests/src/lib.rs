@@ -274,6 +274,29 @@ impl Drop for Daemon {
     }
 }
 
+/// An `n`-node mesh of isolated daemons (`n1`, `n2`, ...; see [`Daemon::start_isolated`]),
+/// returned once every daemon sees all `n` alive (or a panic after `timeout`).
+pub fn isolated_mesh(root: &Path, n: usize, timeout: Duration) -> Vec<Daemon> {
+    let first = Daemon::start_isolated(root, "n1", &[]);
+    let token = first.join_token();
+    let mut nodes = vec![first];
+    for i in 2..=n {
+        nodes.push(Daemon::start_isolated(
+            root,
+            &format!("n{i}"),
+            &["--token", &token],
+        ));
+    }
+    let mut names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    names.sort();
+    for d in &nodes {
+        wait_for(timeout, "the mesh to form", || {
+            (alive_names(&d.status()?) == names).then_some(())
+        });
+    }
+    nodes
+}
+
 /// The state of `peer_id` in a `status --json` report, if listed.
 pub fn state_of(status: &Value, peer_id: &str) -> Option<String> {
     status["nodes"]

@@ -39,23 +39,7 @@ fn mesh(root: &Path) -> Vec<Daemon> {
 
 /// An `n`-node mesh of isolated daemons (`n1`, `n2`, ...), all seeing each other.
 fn mesh_of(root: &Path, n: usize) -> Vec<Daemon> {
-    let first = Daemon::start_isolated(root, "n1", &[]);
-    let token = first.join_token();
-    let mut nodes = vec![first];
-    for i in 2..=n {
-        nodes.push(Daemon::start_isolated(
-            root,
-            &format!("n{i}"),
-            &["--token", &token],
-        ));
-    }
-    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-    for d in &nodes {
-        wait_for(Duration::from_secs(20), "the mesh to form", || {
-            (alive_names(&d.status()?) == names).then_some(())
-        });
-    }
-    nodes
+    e2e_tests::isolated_mesh(root, n, Duration::from_secs(20))
 }
 
 fn root() -> tempfile::TempDir {
