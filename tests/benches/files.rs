@@ -45,7 +45,7 @@ fn main() {
     };
     println!("binary: {}", binary().display());
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let sources = tempfile::tempdir_in(base).unwrap();
+    let sources = e2e_tests::isolated_root(base);
     for &mib in &sizes_mib {
         let path = sources.path().join(format!("file-{mib}MiB.bin"));
         let data: Vec<u8> = (0..mib * 1024 * 1024)
@@ -62,7 +62,7 @@ fn main() {
         );
     }
     for &n in &sizes_nodes {
-        let root = tempfile::tempdir_in(base).unwrap();
+        let root = e2e_tests::isolated_root(base);
         let nodes = mesh(root.path(), n);
         for &mib in &sizes_mib {
             let src = sources.path().join(format!("file-{mib}MiB.bin"));

@@ -274,6 +274,19 @@ impl Drop for Daemon {
     }
 }
 
+/// A fresh directory for isolated daemons and the files they share: under `preferred` (the
+/// target's temporary directory), unless that is itself under `/tmp` (each isolated daemon
+/// gets its own empty `/tmp`), in which case under `/var/tmp`.
+pub fn isolated_root(preferred: &Path) -> tempfile::TempDir {
+    let base = if preferred.starts_with("/tmp") {
+        PathBuf::from("/var/tmp/directord-mesh-tests")
+    } else {
+        preferred.to_path_buf()
+    };
+    std::fs::create_dir_all(&base).expect("test directory");
+    tempfile::tempdir_in(&base).expect("test directory")
+}
+
 /// An `n`-node mesh of isolated daemons (`n1`, `n2`, ...; see [`Daemon::start_isolated`]),
 /// returned once every daemon sees all `n` alive (or a panic after `timeout`).
 pub fn isolated_mesh(root: &Path, n: usize, timeout: Duration) -> Vec<Daemon> {

@@ -43,7 +43,7 @@ fn mesh_of(root: &Path, n: usize) -> Vec<Daemon> {
 }
 
 fn root() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// Every record the node holds, by job definition (in submission order for repeated ones).
