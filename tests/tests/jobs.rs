@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e_tests::{Daemon, alive_names, wait_for};
+use e2e_tests::{Daemon, wait_for};
 use serde_json::Value;
 
 fn orchestrations() -> PathBuf {
