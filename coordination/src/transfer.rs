@@ -11,13 +11,17 @@
 //! - a corrupt chunk fails that source for that chunk; an unreachable source or one that does
 //!   not know the file is dropped for every chunk;
 //! - when every source has failed a chunk, the download fails, naming what each source did.
+//!
+//! [`distribution_sources`] orders the sources of a file for one target of a run.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
-use crate::message::NodeId;
+use jobs::Fingerprint;
+
+use crate::message::{JobEntry, NodeId, Parent, Run};
 
 /// Chunks requested at once by one download.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -237,6 +241,49 @@ impl Download {
             parts.join("; ")
         )
     }
+}
+
+/// How many nodes each holder feeds in a file's distribution tree.
+pub const TREE_FANOUT: usize = 2;
+
+/// Where `local` fetches the file of `job` from, best first: its ancestors in the distribution
+/// tree of the job's targets (the originator at the root, each node feeding [`TREE_FANOUT`]
+/// others, so the originator uploads only a few copies however many targets there are), then
+/// nodes known to hold the file, then the other targets (they may have it by then).
+pub fn distribution_sources(
+    run: &Run,
+    parent: &Parent,
+    job: &JobEntry,
+    local: &NodeId,
+    hash: &Fingerprint,
+) -> Vec<NodeId> {
+    let mut targets: Vec<NodeId> = match &job.only_on {
+        Some(only) => vec![only.clone()],
+        None => parent
+            .targets
+            .iter()
+            .filter(|t| **t != run.originator)
+            .cloned()
+            .collect(),
+    };
+    targets.sort();
+    let mut sources = Vec::new();
+    if let Some(mut p) = targets.iter().position(|t| t == local) {
+        while p >= TREE_FANOUT {
+            p = (p - TREE_FANOUT) / TREE_FANOUT;
+            sources.push(targets[p].clone());
+        }
+    }
+    sources.push(run.originator.clone());
+    for (h, nodes) in &run.holders {
+        if h == hash {
+            sources.extend(nodes.iter().cloned());
+        }
+    }
+    sources.extend(targets);
+    let mut seen = HashSet::new();
+    sources.retain(|s| s != local && seen.insert(s.clone()));
+    sources
 }
 
 #[cfg(test)]

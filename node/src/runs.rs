@@ -786,7 +786,13 @@ impl Actor {
                 self.job_fingerprints
                     .insert(job.job_id.clone(), job.fingerprint);
                 if let Some(file) = transfer_file(&job.spec.component) {
-                    let sources = file_sources(&run, parent, job, &self.local, &file.hash);
+                    let sources = coordination::transfer::distribution_sources(
+                        &run,
+                        parent,
+                        job,
+                        &self.local,
+                        &file.hash,
+                    );
                     self.job_sources
                         .insert(job.job_id.clone(), (run.originator.clone(), sources));
                 }
@@ -1095,49 +1101,6 @@ fn transfer_file(component: &jobs::Component) -> Option<&jobs::spec::FileRef> {
         jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref(),
         _ => None,
     }
-}
-
-/// How many nodes each holder feeds in a file's distribution tree.
-const TREE_FANOUT: usize = 2;
-
-/// Where `local` fetches the file of `job` from, best first: its ancestors in the distribution
-/// tree of the job's targets (the originator at the root, each node feeding [`TREE_FANOUT`]
-/// others, so the originator uploads only a few copies however many targets there are), then
-/// nodes known to hold the file, then the other targets (they may have it by then).
-fn file_sources(
-    run: &Run,
-    parent: &coordination::Parent,
-    job: &coordination::JobEntry,
-    local: &NodeId,
-    hash: &jobs::Fingerprint,
-) -> Vec<NodeId> {
-    let mut targets: Vec<NodeId> = match &job.only_on {
-        Some(only) => vec![only.clone()],
-        None => parent
-            .targets
-            .iter()
-            .filter(|t| **t != run.originator)
-            .cloned()
-            .collect(),
-    };
-    targets.sort();
-    let mut sources = Vec::new();
-    if let Some(mut p) = targets.iter().position(|t| t == local) {
-        while p >= TREE_FANOUT {
-            p = (p - TREE_FANOUT) / TREE_FANOUT;
-            sources.push(targets[p].clone());
-        }
-    }
-    sources.push(run.originator.clone());
-    for (h, nodes) in &run.holders {
-        if h == hash {
-            sources.extend(nodes.iter().cloned());
-        }
-    }
-    sources.extend(targets);
-    let mut seen = HashSet::new();
-    sources.retain(|s| s != local && seen.insert(s.clone()));
-    sources
 }
 
 /// A channel for a watcher.
