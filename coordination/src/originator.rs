@@ -9,6 +9,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -60,11 +61,12 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Gossip the run to the whole mesh.
-    Announce(Run),
-    /// Send the run to one target directly.
-    Deliver { node: NodeId, run: Run },
+    Announce(Arc<Run>),
+    /// Send the run to one target directly. (Shared: a resend round to thousands of targets
+    /// must not copy a run with thousands of targets for each of them.)
+    Deliver { node: NodeId, run: Arc<Run> },
     /// This node is a target: hand the run to the local executor.
-    DeliverLocal(Run),
+    DeliverLocal(Arc<Run>),
     /// These jobs will never report from `node`: record them failed as unreachable.
     Unreachable {
         run_id: String,
@@ -76,7 +78,7 @@ pub enum Action {
 }
 
 struct Tracked {
-    run: Run,
+    run: Arc<Run>,
     unacked: BTreeSet<NodeId>,
     missing: HashSet<(String, NodeId)>,
     resend_at: Instant,
@@ -130,6 +132,7 @@ impl Originator {
     }
 
     fn submit(&mut self, run: Run, now: Instant) -> Vec<Action> {
+        let run = Arc::new(run);
         let targets = run.targets();
         let mut actions = Vec::new();
         let remote: BTreeSet<NodeId> = targets
@@ -213,7 +216,7 @@ impl Originator {
         self.runs.insert(
             run.run_id.clone(),
             Tracked {
-                run,
+                run: Arc::new(run),
                 unacked,
                 missing,
                 // Resend at once: the restart may have lost deliveries in flight.
@@ -282,7 +285,7 @@ impl Originator {
             for node in &t.unacked {
                 actions.push(Action::Deliver {
                     node: node.clone(),
-                    run: t.run.clone(),
+                    run: Arc::clone(&t.run),
                 });
             }
             t.resend_every = (t.resend_every * 2).min(self.config.max_resend);

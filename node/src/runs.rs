@@ -532,7 +532,7 @@ impl Actor {
         for action in actions {
             match action {
                 originator::Action::Announce(run) => {
-                    let Ok(bytes) = wire::encode(&run, wire::MAX_GOSSIP_BYTES) else {
+                    let Ok(bytes) = wire::encode(&*run, wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
                         debug!(run = %run.run_id, "run too large to gossip; delivering directly");
                         continue;
@@ -549,7 +549,8 @@ impl Actor {
                         continue;
                     };
                     let run_id = run.run_id.clone();
-                    let Some(bytes) = encode(&JobMessage::Deliver(Box::new(run))) else {
+                    let Some(bytes) = encode(&JobMessage::Deliver(Box::new(Run::clone(&run))))
+                    else {
                         continue;
                     };
                     let mesh = self.mesh.clone();
@@ -567,7 +568,7 @@ impl Actor {
                         }
                     });
                 }
-                originator::Action::DeliverLocal(run) => self.accept(run, false),
+                originator::Action::DeliverLocal(run) => self.accept(Run::clone(&run), false),
                 originator::Action::Unreachable {
                     run_id,
                     node,
