@@ -156,7 +156,9 @@ impl Daemon {
             let mut c = Command::new("unshare");
             c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
                 .arg("mount -t tmpfs tmpfs /tmp && exec \"$0\" \"$@\"")
-                .arg(binary());
+                .arg(binary_outside_tmp(
+                    self.state_dir.parent().expect("state dir has a parent"),
+                ));
             c
         } else {
             Command::new(binary())
@@ -272,6 +274,20 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The binary under test, reachable from a daemon with its own empty `/tmp`: when the build
+/// lives under `/tmp`, a link (or copy) of it in `root`.
+fn binary_outside_tmp(root: &Path) -> PathBuf {
+    let bin = binary();
+    if !bin.starts_with("/tmp") {
+        return bin;
+    }
+    let outside = root.join("directord-mesh");
+    if !outside.exists() && std::fs::hard_link(&bin, &outside).is_err() {
+        std::fs::copy(&bin, &outside).expect("copy the binary out of /tmp");
+    }
+    outside
 }
 
 /// A fresh directory for isolated daemons and the files they share: under `preferred` (the
