@@ -32,9 +32,17 @@ pub const PRESENCE_TOPIC: &str = "directord/presence/1";
 pub const JOBS_TOPIC: &str = "directord/jobs/1";
 
 /// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).
-const CTL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one chunk may take.
-const BLOB_TIMEOUT: Duration = Duration::from_secs(60);
+pub const BLOB_TIMEOUT: Duration = Duration::from_secs(60);
+/// gossipsub heartbeat: mesh upkeep and IHAVE gossip.
+pub const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(700);
+/// gossipsub mesh degree: wanted, least before grafting more, most before pruning.
+pub const MESH_N: usize = 6;
+pub const MESH_N_LOW: usize = 3;
+pub const MESH_N_HIGH: usize = 12;
+/// Receivers of a message larger than this tell their mesh peers not to send it again.
+pub const IDONTWANT_THRESHOLD: usize = 1000;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct MeshBehaviour {
@@ -48,11 +56,12 @@ pub(crate) struct MeshBehaviour {
 impl MeshBehaviour {
     pub(crate) fn new(key: &Keypair) -> Result<Self, String> {
         let gossip_config = gossipsub::ConfigBuilder::default()
-            .heartbeat_interval(Duration::from_millis(700))
+            .heartbeat_interval(GOSSIP_HEARTBEAT)
             .heartbeat_initial_delay(Duration::from_millis(100))
-            .mesh_n(6)
-            .mesh_n_low(3)
-            .mesh_n_high(12)
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N_LOW)
+            .mesh_n_high(MESH_N_HIGH)
+            .idontwant_message_size_threshold(IDONTWANT_THRESHOLD)
             .mesh_outbound_min(1)
             .validation_mode(gossipsub::ValidationMode::Strict)
             .message_id_fn(|m: &gossipsub::Message| {

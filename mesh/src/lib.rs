@@ -21,6 +21,17 @@ mod behaviour;
 mod transport;
 
 pub use behaviour::{CTL_PROTOCOL, JOBS_TOPIC, PRESENCE_TOPIC};
+
+/// The numbers that shape the mesh's traffic, for models of it (the simulator).
+pub mod tuning {
+    pub use crate::behaviour::{
+        BLOB_TIMEOUT, CTL_TIMEOUT, GOSSIP_HEARTBEAT, IDONTWANT_THRESHOLD, MESH_N, MESH_N_HIGH,
+        MESH_N_LOW,
+    };
+    pub use crate::membership::{EXPIRY_INTERVALS, heartbeat_interval};
+    pub use crate::network::DEFAULT_TARGET_PEERS;
+    pub use crate::wire::MAX_GOSSIP_BYTES;
+}
 pub use key::{JoinToken, KeyError, MeshKey};
 pub use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr};
 

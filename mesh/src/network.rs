@@ -82,7 +82,7 @@ impl MeshConfig {
             bootstrap: vec![],
             identity,
             heartbeat_interval: Duration::from_secs(5),
-            target_peers: 8,
+            target_peers: DEFAULT_TARGET_PEERS,
             leave_timeout: Duration::from_millis(1500),
         }
     }
@@ -178,6 +178,9 @@ enum Command {
 /// Depth of the command and event channels. Commands are small and answered at once; a full
 /// channel makes senders wait, which is the backpressure we want.
 const CHANNEL_DEPTH: usize = 256;
+
+/// Connections a node keeps open (it dials random members until it has this many).
+pub const DEFAULT_TARGET_PEERS: usize = 8;
 
 /// The cloneable handle to a running mesh node.
 #[derive(Clone, Debug)]

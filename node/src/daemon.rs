@@ -144,7 +144,7 @@ impl Node {
             let blobs = blobs.clone();
             tokio::task::spawn_blocking(move || blobs.verify_existing());
         }
-        let transfers = Transfers::start(
+        let (transfers, transfers_task) = Transfers::start(
             blobs.clone(),
             mesh.handle.clone(),
             TestHooks::from_env(&config.state_dir),
@@ -155,7 +155,7 @@ impl Node {
             ..ExecutorConfig::default()
         };
         let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
-        runs.start(
+        let runs_tasks = runs.start(
             runs_inbox,
             runs::RunsParts {
                 local_name: config.name.clone(),
@@ -177,12 +177,14 @@ impl Node {
             transfers: transfers.clone(),
         });
         let members_changed = Arc::new(tokio::sync::Notify::new());
-        let mut tasks = vec![tokio::spawn(consume_events(
+        let mut tasks = runs_tasks;
+        tasks.push(transfers_task);
+        tasks.push(tokio::spawn(consume_events(
             mesh.events,
             runs,
             transfers,
             members_changed.clone(),
-        ))];
+        )));
         tasks.push(tokio::spawn(save_known_peers(
             mesh.handle.clone(),
             state.clone(),
@@ -252,6 +254,21 @@ impl Node {
     /// which drive nodes in-process).
     pub async fn request(&self, request: ControlRequest) -> Reply {
         self.control.handle(request).await
+    }
+
+    /// Stops the node as a crash would: no goodbye to its peers (their connections just drop),
+    /// nothing saved beyond what the store has already committed. For tests and simulations.
+    pub async fn crash(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.mesh_task.abort();
+        // Aborted tasks drop what they hold (the store among it) when they next get polled:
+        // waiting for them frees the state directory for a restart.
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let _ = self.mesh_task.await;
     }
 
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.

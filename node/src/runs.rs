@@ -39,7 +39,7 @@ use crate::{
 /// Largest job message (a run with many jobs, a batch of results with their output).
 const MAX_JOB_MESSAGE: usize = wire::MAX_CTL_BYTES;
 /// How often the actor advances its timers (resends, retries).
-const TICK: Duration = Duration::from_millis(100);
+pub const TICK: Duration = Duration::from_millis(100);
 /// Depth of a watcher's channel; a client that falls this far behind is dropped.
 const WATCH_DEPTH: usize = 65_536;
 /// Depth of the actor's inbox.
@@ -159,8 +159,8 @@ impl Runs {
         })
     }
 
-    /// Starts the actor.
-    pub fn start(&self, inbox: RunsInbox, parts: RunsParts) {
+    /// Starts the actor; the handles stop it (a crash, in tests and simulations).
+    pub fn start(&self, inbox: RunsInbox, parts: RunsParts) -> Vec<tokio::task::JoinHandle<()>> {
         let RunsParts {
             local_name,
             mesh,
@@ -198,8 +198,10 @@ impl Runs {
             output_seq: HashMap::new(),
         };
         actor.restore();
-        tokio::spawn(forward_exec_events(exec_events, tx.clone()));
-        tokio::spawn(actor.run(rx));
+        vec![
+            tokio::spawn(forward_exec_events(exec_events, tx.clone())),
+            tokio::spawn(actor.run(rx)),
+        ]
     }
 
     pub async fn send(&self, input: Input) {

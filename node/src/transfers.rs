@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 use crate::blobs::{BlobStore, ChunkLookup};
 
 /// How often downloads are nudged (retries after `NotYet`).
-const TICK: Duration = Duration::from_millis(25);
+pub const TICK: Duration = Duration::from_millis(25);
 
 /// Test hooks, on only when `DIRECTORD_MESH_TEST_HOOKS=1`: files in the state directory that
 /// make this node serve corrupt (`test-corrupt-blobs`) or slow (`test-slow-blobs`) chunks.
@@ -91,7 +91,12 @@ struct Active {
 }
 
 impl Transfers {
-    pub fn start(store: Arc<BlobStore>, mesh: MeshHandle, hooks: TestHooks) -> Transfers {
+    /// Starts the actor; the handle stops it (a crash, in tests and simulations).
+    pub fn start(
+        store: Arc<BlobStore>,
+        mesh: MeshHandle,
+        hooks: TestHooks,
+    ) -> (Transfers, tokio::task::JoinHandle<()>) {
         // Bounded: fetches come from jobs, chunk reports from this actor's own tasks.
         let (tx, rx) = mpsc::channel(4096);
         let served = Arc::new(AtomicU64::new(0));
@@ -104,8 +109,8 @@ impl Transfers {
             active: HashMap::new(),
             parked: HashMap::new(),
         };
-        tokio::spawn(actor.run(rx));
-        Transfers { inbox: tx, served }
+        let task = tokio::spawn(actor.run(rx));
+        (Transfers { inbox: tx, served }, task)
     }
 
     /// Bytes of files served to other nodes since the start.
@@ -150,7 +155,7 @@ struct Actor {
 type Parked = (BlobRequest, BlobToken, Instant);
 
 /// How long a chunk request waits here for a chunk still on its way before `NotYet`.
-const PARK_FOR: Duration = Duration::from_secs(5);
+pub const PARK_FOR: Duration = Duration::from_secs(5);
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<TInput>) {

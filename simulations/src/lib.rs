@@ -1,3 +1,17 @@
-//! The scaling harness (`directord-mesh-sim`): many nodes in one process, scenarios, metrics.
+//! The scaling harness (`directord-mesh-sim`): how the mesh behaves from ten nodes to ten
+//! thousand.
 //!
-//! Not built yet: see the project's open issues.
+//! - [`tier1`]: the real `coordination` state machines on a seeded, discrete-event network
+//!   model; deterministic, thousands of nodes in seconds;
+//! - [`tier2`]: real [`node::Node`]s over libp2p's memory transport in one process;
+//! - [`scenario`]: what a run does to the mesh (fanout, orchestration, files, churn,
+//!   partition, late join) and its knobs;
+//! - [`network`]: tier 1's network (latency, loss, bandwidth) and wire-size estimates;
+//! - [`metrics`]: what a run measured, as a table and CSV; [`plot`]: the PNG.
+
+pub mod metrics;
+pub mod network;
+pub mod plot;
+pub mod scenario;
+pub mod tier1;
+pub mod tier2;

@@ -1,0 +1,312 @@
+//! `directord-mesh-sim`: runs scenarios against simulated or in-process meshes and reports
+//! how they scale (a table on stdout, a CSV and a PNG plot in `--out`).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use simulations::{
+    metrics::{self, Summary},
+    network::{Bandwidth, Latency, NetworkModel, parse_duration},
+    plot,
+    scenario::{Scenario, Workload},
+    tier1::Tier1,
+    tier2::Tier2,
+};
+
+/// How the directord-mesh scales: runs scenarios on many nodes and measures delivery, latency
+/// and traffic.
+///
+/// Tier 1 runs the real coordination state machines (the submitter's run tracker, each
+/// target's result outbox, file downloads) on a seeded discrete-event model of the network and
+/// of gossipsub: deterministic (same seed, same numbers), thousands of nodes in seconds.
+/// Tier 2 starts real nodes (libp2p, gossipsub, request-response, stores) in this process over
+/// libp2p's memory transport and runs the same scenarios in wall-clock time.
+///
+/// Every run reports: delivery ratio; time for 50/99/100 % of targets to have the job and for
+/// the submitter to have 50/99/100 % of the results; messages and KiB sent per node (payload +
+/// framing); the gossip duplicate factor; what the submitter uploaded; memory per node (tier
+/// 2). Times count from the submit.
+#[derive(Parser, Debug)]
+#[command(name = "directord-mesh-sim", version, after_long_help = SCENARIOS)]
+struct Args {
+    /// 1: deterministic model (fast, thousands of nodes); 2: real nodes in this process.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    tier: u8,
+    /// Mesh sizes to run, comma-separated (e.g. 10,100,1000).
+    #[arg(short, long, value_delimiter = ',', default_value = "100")]
+    nodes: Vec<usize>,
+    /// Scenarios to run, comma-separated, or `all` (see below).
+    #[arg(short, long, value_delimiter = ',', default_value = "fanout")]
+    scenario: Vec<ScenarioChoice>,
+    /// Tier 1: seed of the network model. The same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Tier 1: one-way latency of every link, fixed (20ms) or uniform in a range (10ms..30ms).
+    #[arg(long)]
+    latency: Option<Latency>,
+    /// Tier 1: probability that any one message is lost (0 to below 1; e.g. 0.01).
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Tier 1: each node's upload bandwidth (100mbit, 1gbit, 10gbit, unlimited).
+    #[arg(long)]
+    bandwidth: Option<Bandwidth>,
+    /// Jobs per run in orchestration, churn, partition and late-join (default 100 for
+    /// orchestration, 10 for the others).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Size of the file of the files scenario, in MiB.
+    #[arg(long, default_value_t = 16)]
+    file_mib: u64,
+    /// How long each job runs on a target (default 5ms; 100ms for churn, partition and
+    /// late-join, so that disruptions land while jobs run). Tier 2 runs `WAIT --seconds`
+    /// jobs of this length, or `ECHO` jobs for 0s.
+    #[arg(long, value_parser = parse_duration)]
+    job_time: Option<Duration>,
+    /// churn: fraction of the nodes killed (each once, at a random moment of the run).
+    #[arg(long, default_value_t = 0.1)]
+    churn: f64,
+    /// churn: how long a killed node stays down before it restarts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    downtime: Duration,
+    /// partition: when the mesh splits, after the submit.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    partition_at: Duration,
+    /// partition: how long the halves stay apart.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    partition_for: Duration,
+    /// late-join: fraction of the nodes that join only after the announce.
+    #[arg(long, default_value_t = 0.1)]
+    late: f64,
+    /// late-join: the late nodes join at random within this time after the submit.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    late_within: Duration,
+    /// Give up on a run after this long (virtual time in tier 1, wall-clock in tier 2).
+    #[arg(long, value_parser = parse_duration)]
+    limit: Option<Duration>,
+    /// Where the CSV and the PNG go (created if missing).
+    #[arg(long, default_value = "sim-results")]
+    out: PathBuf,
+    /// Exit 1 if any run ends with a target that never got the job or a result missing.
+    #[arg(long)]
+    require_complete: bool,
+}
+
+const SCENARIOS: &str = "\
+Scenarios:
+  fanout         one job to every node
+  orchestration  --jobs jobs in one orchestration entry to every node; results come back in
+                 batches
+  files          one ADD of a --file-mib file to every node; the submitter feeds a tree of
+                 targets, each feeding two others, chunk by chunk
+  churn          --jobs jobs to every node while --churn of the nodes are killed (each at a
+                 random moment) and restarted after --downtime; nothing may be lost
+  partition      --jobs jobs to every node while the mesh is split in two halves from
+                 --partition-at for --partition-for, then healed
+  late-join      --jobs jobs to every node while --late of the nodes join only within
+                 --late-within after the announce (they miss the gossip)
+  all            every scenario above
+
+Examples:
+  directord-mesh-sim --nodes 10,100,1000,10000 --scenario fanout
+  directord-mesh-sim --nodes 10000 --loss 0.01 --latency 10ms..30ms
+  directord-mesh-sim --tier 2 --nodes 10,100 --scenario fanout,orchestration
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScenarioChoice {
+    Fanout,
+    Orchestration,
+    Files,
+    Churn,
+    Partition,
+    LateJoin,
+    All,
+}
+
+impl ScenarioChoice {
+    fn scenarios(&self) -> Vec<Scenario> {
+        match self {
+            ScenarioChoice::Fanout => vec![Scenario::Fanout],
+            ScenarioChoice::Orchestration => vec![Scenario::Orchestration],
+            ScenarioChoice::Files => vec![Scenario::Files],
+            ScenarioChoice::Churn => vec![Scenario::Churn],
+            ScenarioChoice::Partition => vec![Scenario::Partition],
+            ScenarioChoice::LateJoin => vec![Scenario::LateJoin],
+            ScenarioChoice::All => Scenario::ALL.to_vec(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(complete) => {
+            if args.require_complete && !complete {
+                eprintln!("error: at least one run did not deliver everything (see the table)");
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(args: &Args) -> Result<(), String> {
+    if args.nodes.iter().any(|&n| n < 2) {
+        return Err("--nodes: every mesh needs at least 2 nodes".into());
+    }
+    for (name, v) in [("--churn", args.churn), ("--late", args.late)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!("{name} {v}: give a fraction between 0 and 1"));
+        }
+    }
+    if let Some(loss) = args.loss
+        && !(0.0..1.0).contains(&loss)
+    {
+        return Err(format!(
+            "--loss {loss}: give a probability from 0 to below 1"
+        ));
+    }
+    if args.jobs == Some(0) {
+        return Err("--jobs: a run needs at least one job".into());
+    }
+    if args.file_mib == 0 || args.file_mib > 64 * 1024 {
+        return Err(format!("--file-mib {}: give 1 to 65536", args.file_mib));
+    }
+    if args.tier == 2 {
+        let tier1_only = [
+            ("--latency", args.latency.is_some()),
+            ("--loss", args.loss.is_some()),
+            ("--bandwidth", args.bandwidth.is_some()),
+        ];
+        if let Some((name, _)) = tier1_only.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{name} shapes tier 1's model; tier 2 runs real nodes over the in-process \
+                 memory transport, whose latency and loss are those of this machine"
+            ));
+        }
+        if let Some(&n) = args
+            .nodes
+            .iter()
+            .find(|&&n| n > simulations::tier2::MAX_NODES)
+        {
+            return Err(format!(
+                "--nodes {n}: tier 2 starts real nodes in this process; use tier 1 above {}",
+                simulations::tier2::MAX_NODES
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs every (scenario, size); returns whether every run delivered everything.
+fn run(args: &Args) -> Result<bool, String> {
+    check(args)?;
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for choice in &args.scenario {
+        for s in choice.scenarios() {
+            if !scenarios.contains(&s) {
+                scenarios.push(s);
+            }
+        }
+    }
+    let mut network = NetworkModel::default();
+    if let Some(l) = args.latency {
+        network.latency = l;
+    }
+    if let Some(l) = args.loss {
+        network.loss = l;
+    }
+    if let Some(b) = args.bandwidth {
+        network.uplink = b;
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("{}: cannot create: {e}", args.out.display()))?;
+    let mut rows: Vec<Summary> = Vec::new();
+    let mut complete = true;
+    for &scenario in &scenarios {
+        for &nodes in &args.nodes {
+            let w = workload(args, scenario, nodes);
+            eprintln!(
+                "tier {} {scenario} on {nodes} nodes{}...",
+                args.tier,
+                if args.tier == 1 {
+                    format!(
+                        " (seed {}, latency {}, loss {}, uplink {})",
+                        args.seed, network.latency, network.loss, network.uplink
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            let mut report = if args.tier == 1 {
+                let mut r = Tier1 {
+                    workload: w,
+                    network: network.clone(),
+                    seed: args.seed,
+                    limit: args.limit.unwrap_or(Duration::from_secs(600)),
+                }
+                .run()?;
+                r.seed = Some(args.seed);
+                r.network = format!(
+                    "latency {} loss {} uplink {}",
+                    network.latency, network.loss, network.uplink
+                );
+                r
+            } else {
+                Tier2 {
+                    workload: w,
+                    limit: args.limit.unwrap_or(Duration::from_secs(300)),
+                }
+                .run()?
+            };
+            if report.network.is_empty() {
+                report.network = "memory transport".into();
+            }
+            let summary = report.summary();
+            complete &= summary.delivery >= 1.0
+                && summary.results_recorded == summary.expected_results
+                && summary.failed == 0;
+            rows.push(summary);
+        }
+    }
+    println!("{}", metrics::table(&rows));
+    let csv_path = args.out.join("results.csv");
+    std::fs::write(&csv_path, metrics::csv(&rows))
+        .map_err(|e| format!("{}: {e}", csv_path.display()))?;
+    let png_path = args.out.join("results.png");
+    match plot::draw(&rows, &png_path) {
+        Ok(true) => {}
+        Ok(false) => eprintln!(
+            "note: no TrueType font found ({} or $DIRECTORD_MESH_SIM_FONT): the plot has no labels",
+            plot::FONT_PATHS[0]
+        ),
+        Err(e) => eprintln!("warning: plot not drawn: {e}"),
+    }
+    println!("wrote {} and {}", csv_path.display(), png_path.display());
+    Ok(complete)
+}
+
+fn workload(args: &Args, scenario: Scenario, nodes: usize) -> Workload {
+    let mut w = Workload::new(scenario, nodes);
+    if let Some(j) = args.jobs
+        && !matches!(scenario, Scenario::Fanout | Scenario::Files)
+    {
+        w.jobs = j;
+    }
+    if let Some(t) = args.job_time {
+        w.job_time = t;
+    }
+    w.file_bytes = args.file_mib << 20;
+    w.churn = args.churn;
+    w.downtime = args.downtime;
+    w.partition_at = args.partition_at;
+    w.partition_for = args.partition_for;
+    w.late = args.late;
+    w.late_within = args.late_within;
+    w
+}

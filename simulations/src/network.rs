@@ -1,0 +1,175 @@
+//! The simulated network of tier 1: how long a message takes between two nodes, whether it
+//! arrives, and what it costs on the wire.
+//!
+//! Latency is drawn per message from a fixed value or a uniform range; loss drops a whole
+//! message with a fixed probability (harsher than TCP, which would retransmit and only delay
+//! it); each node has an uplink of fixed bandwidth through which its messages leave one after
+//! another (downlinks are not modelled). Byte costs are the encoded payload plus a per-message
+//! framing estimate (see [`Overhead`]).
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use rand::Rng;
+
+/// Virtual time in microseconds since the start of a simulation.
+pub type Micros = u64;
+
+pub fn micros(d: Duration) -> Micros {
+    d.as_micros().min(u64::MAX as u128) as u64
+}
+
+/// Per-message latency of a link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Latency {
+    Fixed(Duration),
+    /// Uniform between the two bounds.
+    Uniform(Duration, Duration),
+}
+
+impl Latency {
+    pub fn sample(&self, rng: &mut impl Rng) -> Micros {
+        match *self {
+            Latency::Fixed(d) => micros(d),
+            Latency::Uniform(lo, hi) => rng.gen_range(micros(lo)..=micros(hi)),
+        }
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Latency::Fixed(d) => write!(f, "{}ms", d.as_millis()),
+            Latency::Uniform(lo, hi) => write!(f, "{}ms..{}ms", lo.as_millis(), hi.as_millis()),
+        }
+    }
+}
+
+impl FromStr for Latency {
+    type Err = String;
+
+    /// `20ms`, `1s`, or a range `10ms..30ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once("..") {
+            Some((lo, hi)) => {
+                let (lo, hi) = (parse_duration(lo)?, parse_duration(hi)?);
+                if lo > hi {
+                    return Err(format!(
+                        "latency range {s}: the lower bound is above the upper"
+                    ));
+                }
+                Ok(Latency::Uniform(lo, hi))
+            }
+            None => Ok(Latency::Fixed(parse_duration(s)?)),
+        }
+    }
+}
+
+/// `250us`, `20ms`, `1.5s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{s:?}: a duration needs a unit (us, ms, s or m)"))?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: {number:?} is not a number"))?;
+    let seconds = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use us, ms, s or m)")),
+    };
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
+        return Err(format!("{s:?}: out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A node's uplink, in bits per second (`unlimited`, `100mbit`, `1gbit`, `10gbit`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bandwidth(pub Option<u64>);
+
+impl Bandwidth {
+    /// Time `bytes` occupy the uplink.
+    pub fn transmit(&self, bytes: u64) -> Micros {
+        match self.0 {
+            None => 0,
+            Some(bits) => (bytes as u128 * 8 * 1_000_000 / bits.max(1) as u128) as u64,
+        }
+    }
+}
+
+impl fmt::Display for Bandwidth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("unlimited"),
+            Some(b) if b % 1_000_000_000 == 0 => write!(f, "{}gbit", b / 1_000_000_000),
+            Some(b) => write!(f, "{}mbit", b / 1_000_000),
+        }
+    }
+}
+
+impl FromStr for Bandwidth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "unlimited" {
+            return Ok(Bandwidth(None));
+        }
+        let (number, scale) = if let Some(n) = s.strip_suffix("gbit") {
+            (n, 1_000_000_000.0)
+        } else if let Some(n) = s.strip_suffix("mbit") {
+            (n, 1_000_000.0)
+        } else {
+            return Err(format!(
+                "{s:?}: give a bandwidth as e.g. 100mbit, 1gbit or unlimited"
+            ));
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{s:?}: {number:?} is not a number"))?;
+        if !(value > 0.0 && value < 1e6) {
+            return Err(format!("{s:?}: out of range"));
+        }
+        Ok(Bandwidth(Some((value * scale) as u64)))
+    }
+}
+
+/// The network every message of a tier-1 simulation crosses.
+#[derive(Debug, Clone)]
+pub struct NetworkModel {
+    pub latency: Latency,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    pub uplink: Bandwidth,
+}
+
+impl Default for NetworkModel {
+    fn default() -> Self {
+        NetworkModel {
+            latency: Latency::Fixed(Duration::from_millis(20)),
+            loss: 0.0,
+            uplink: Bandwidth(Some(1_000_000_000)),
+        }
+    }
+}
+
+/// Bytes a message costs on the wire beyond its payload: estimates of the framing of
+/// rust-libp2p 0.57 over TCP + Noise + Yamux, counted per message.
+pub struct Overhead;
+
+impl Overhead {
+    /// A gossipsub message: the protobuf RPC with source peer id (38 B), sequence number (8),
+    /// signature (64), public key (36) and topic (16), plus Noise (18) and Yamux (12) frames.
+    pub const GOSSIP: u64 = 220;
+    /// A gossipsub control message (IHAVE, IWANT, IDONTWANT) without its message ids.
+    pub const CONTROL: u64 = 60;
+    /// Each 32-byte message id a control message names.
+    pub const MESSAGE_ID: u64 = 34;
+    /// A request: a new Yamux stream, multistream-select of the protocol, a length prefix.
+    pub const REQUEST: u64 = 120;
+    /// A response on the same stream, and its close.
+    pub const RESPONSE: u64 = 60;
+}

@@ -1,0 +1,1469 @@
+//! Tier 1: the real `coordination` state machines on a seeded, discrete-event network.
+//!
+//! Every node here runs the same [`Originator`] (on the submitter), [`Outbox`] (on each target)
+//! and [`Download`] (for files) as the daemon, fed with the same inputs at virtual times; the
+//! run is built the way the daemon builds it (real job specs, real peer-id-sized node names,
+//! the daemon's file distribution tree) and measured in its real CBOR size. What is modelled
+//! rather than run:
+//! - gossipsub: each node keeps `TARGET_PEERS`-ish connections, a mesh of degree
+//!   `MESH_N` (at most `MESH_N_HIGH`); the submitter floods its peers, every node forwards a
+//!   new message to its mesh peers (minus those that said IDONTWANT), and heartbeats send
+//!   IHAVE to `GOSSIP_LAZY` other peers for `HISTORY_GOSSIP` heartbeats, answered by IWANT;
+//! - request-response: a request and its answer are two messages; when either is lost, or
+//!   crosses a partition, the requester learns it at the request timeout; a dead peer refuses
+//!   at once;
+//! - the target's executor: jobs run one after another for `job_time` each;
+//! - failure detection: the submitter sees a node as gone once it has been unreachable for
+//!   the membership expiry of a mesh of this size;
+//! - a node killed keeps what the daemon keeps on disk (accepted runs, finished jobs, results
+//!   not yet delivered, file chunks) and loses the rest; on restart it requeues its
+//!   unfinished jobs and re-adds its undelivered results.
+//!
+//! Same seed, same workload, same network: the same [`Report`] (apart from wall time).
+
+use std::{
+    cmp::Ordering,
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use coordination::{
+    JobEntry, JobMessage, JobResult, NodeId, Parent, Run,
+    originator::{self, Originator, OriginatorConfig},
+    outbox::{self, Outbox},
+    transfer::{self, ChunkResult, Download},
+};
+use jobs::{
+    Component, Fingerprint, JobSpec, ParseOutcome,
+    executor::{Outcome, QueueKind, ResultState},
+    spec::{CHUNK_SIZE, FileRef},
+};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    metrics::Report,
+    network::{Micros, NetworkModel, Overhead, micros},
+    scenario::{Scenario, Workload},
+};
+
+/// What the daemon does, as numbers (from `mesh` and `node`).
+mod daemon {
+    pub use mesh::tuning::{
+        BLOB_TIMEOUT, CTL_TIMEOUT, DEFAULT_TARGET_PEERS as TARGET_PEERS, EXPIRY_INTERVALS,
+        GOSSIP_HEARTBEAT, IDONTWANT_THRESHOLD, MAX_GOSSIP_BYTES, MESH_N, MESH_N_HIGH,
+        heartbeat_interval,
+    };
+    pub use node::config::DEFAULT_HEARTBEAT;
+    pub use node::runs::TICK as RUNS_TICK;
+    pub use node::transfers::{PARK_FOR, TICK as TRANSFER_TICK};
+    /// gossipsub defaults the daemon keeps (`gossip_lazy`, `gossip_factor`, `history_gossip`).
+    pub const GOSSIP_LAZY: usize = 6;
+    pub const GOSSIP_FACTOR: f64 = 0.25;
+    pub const HISTORY_GOSSIP: u64 = 3;
+}
+
+/// The submit happens this long into the simulation (the mesh is formed by then).
+const SUBMIT_AT: Micros = 1_000_000;
+
+/// A tier-1 run: the workload, the network and the seed.
+#[derive(Debug, Clone)]
+pub struct Tier1 {
+    pub workload: Workload,
+    pub network: NetworkModel,
+    pub seed: u64,
+    /// Virtual time after which the run stops, finished or not.
+    pub limit: Duration,
+}
+
+impl Tier1 {
+    pub fn run(&self) -> Result<Report, String> {
+        if self.workload.nodes < 2 {
+            return Err("a simulation needs at least 2 nodes".into());
+        }
+        if !(0.0..1.0).contains(&self.network.loss) {
+            return Err(format!(
+                "loss {} must be at least 0 and below 1",
+                self.network.loss
+            ));
+        }
+        let started = Instant::now();
+        let mut sim = Sim::new(self)?;
+        sim.run(micros(self.limit) + SUBMIT_AT);
+        let mut report = sim.report();
+        report.wall = started.elapsed();
+        Ok(report)
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Submit,
+    Gossip {
+        to: usize,
+        from: usize,
+    },
+    IHave {
+        to: usize,
+        from: usize,
+    },
+    IWant {
+        to: usize,
+        from: usize,
+    },
+    IDontWant {
+        to: usize,
+        from: usize,
+    },
+    Heartbeat {
+        node: usize,
+        epoch: u32,
+    },
+    Request {
+        id: u64,
+    },
+    Reply {
+        id: u64,
+        answer: Answer,
+    },
+    Failed {
+        id: u64,
+    },
+    JobDone {
+        node: usize,
+        epoch: u32,
+        job: usize,
+        ok: bool,
+    },
+    RunsTick {
+        node: usize,
+        epoch: u32,
+    },
+    TransferTick {
+        node: usize,
+        epoch: u32,
+    },
+    Kill {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Join {
+        node: usize,
+    },
+    PartitionStart,
+    PartitionHeal,
+    Suspect {
+        node: usize,
+    },
+}
+
+#[derive(Debug)]
+enum Body {
+    Deliver,
+    Ack,
+    Results(Vec<JobResult>),
+    Chunk { index: usize },
+}
+
+#[derive(Debug)]
+enum Answer {
+    Ok,
+    Chunk(ChunkResult),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Deliver,
+    Ack,
+    Results,
+    Chunk { index: usize },
+}
+
+struct Pending {
+    from: usize,
+    from_epoch: u32,
+    to: usize,
+    kind: Kind,
+    body: Option<Body>,
+    sent_at: Micros,
+    timeout: Micros,
+}
+
+struct Scheduled {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Earliest first out of the (max-)heap; ties in scheduling order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A chunk request waiting at a node that is still receiving that chunk.
+struct Parked {
+    id: u64,
+    index: usize,
+    deadline: Micros,
+}
+
+#[derive(Default)]
+struct SimNode {
+    alive: bool,
+    /// Bumped when the node is killed: timers and answers of its old life are ignored.
+    epoch: u32,
+    /// Offset of its timers (ticks and heartbeats run at phase + k × period).
+    phase: Micros,
+    uplink_free: Micros,
+    // Gossip.
+    seen_at: Option<Micros>,
+    dont_want: Vec<usize>,
+    heartbeat_at: Option<Micros>,
+    // Target (durable: accepted, finished, undelivered; the rest is lost on a kill).
+    accepted: bool,
+    finished: HashSet<usize>,
+    undelivered: Vec<JobResult>,
+    queue: VecDeque<usize>,
+    running: Option<usize>,
+    outbox: Outbox,
+    runs_tick_at: Option<Micros>,
+    // Files (chunks are durable).
+    chunks: Vec<bool>,
+    download: Option<Download>,
+    waiting_job: Option<usize>,
+    parked: Vec<Parked>,
+    transfer_tick_at: Option<Micros>,
+}
+
+struct Sim {
+    rng: ChaCha8Rng,
+    network: NetworkModel,
+    workload: Workload,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    /// Instant standing for virtual time 0 (the machines take `Instant`s).
+    t0: Instant,
+    ids: Vec<NodeId>,
+    index: HashMap<NodeId, usize>,
+    peers: Vec<Vec<usize>>,
+    mesh: Vec<Vec<usize>>,
+    nodes: Vec<SimNode>,
+    submitter: usize,
+    originator: Originator,
+    run: Arc<Run>,
+    /// Every job of the run in order, as (parent, job) positions.
+    jobs: Vec<(usize, usize)>,
+    /// Per node: the jobs (indices into `jobs`) it must run, in order.
+    work: Vec<Vec<usize>>,
+    file: Option<FileRef>,
+    run_bytes: u64,
+    deliver_bytes: u64,
+    gossip_too_big: bool,
+    requests: HashMap<u64, Pending>,
+    next_request: u64,
+    /// Which half a node is in during a partition.
+    side_b: Vec<bool>,
+    partitioned: bool,
+    /// Since when the submitter cannot reach the node (dead, not joined yet, partitioned).
+    down_since: Vec<Option<Micros>>,
+    expiry: Micros,
+    // Measurements.
+    expected: HashSet<(usize, usize)>,
+    have_at: Vec<Option<Micros>>,
+    acked_at: Vec<Option<Micros>>,
+    result_at: HashMap<(usize, usize), (Micros, ResultState)>,
+    unreachable: HashSet<(usize, usize)>,
+    repeated: usize,
+    conflicting: usize,
+    messages: Vec<u64>,
+    payload: Vec<u64>,
+    overhead: Vec<u64>,
+    gossip_received: u64,
+    gossip_nodes: u64,
+    events: u64,
+    job_index: HashMap<String, usize>,
+}
+
+/// A node name shaped like a real one (an Ed25519 peer id: `12D3KooW` and 44 base58 digits).
+fn peer_id_like(rng: &mut impl Rng) -> NodeId {
+    const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut s = String::from("12D3KooW");
+    for _ in 0..44 {
+        s.push(BASE58[rng.gen_range(0..BASE58.len())] as char);
+    }
+    NodeId(s)
+}
+
+/// An id shaped like the daemon's (a UUID in text).
+fn uuid_like(rng: &mut impl Rng) -> String {
+    let b: [u8; 16] = rng.r#gen();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn spec(verb: &str, inline: &str) -> Result<JobSpec, String> {
+    match JobSpec::parse(verb, inline, &Default::default())? {
+        ParseOutcome::Spec(s) => Ok(s),
+        ParseOutcome::Help(_) => Err(format!("{verb} {inline}: not a job")),
+    }
+}
+
+fn cbor_len<T: serde::Serialize>(value: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter cannot fail; a type that cannot encode counts as what was written.
+    let _ = ciborium::into_writer(value, &mut c);
+    c.0
+}
+
+/// The run of the workload, as the daemon would build it for `targets` from `originator`.
+fn build_run(
+    w: &Workload,
+    originator: &NodeId,
+    targets: &[NodeId],
+    rng: &mut impl Rng,
+) -> Result<(Run, Option<FileRef>), String> {
+    let mut file = None;
+    let specs: Vec<JobSpec> = match w.scenario {
+        Scenario::Files => {
+            let chunks = w.file_bytes.div_ceil(CHUNK_SIZE) as usize;
+            let f = FileRef {
+                name: "payload.bin".into(),
+                size: w.file_bytes,
+                hash: Fingerprint(rng.r#gen()),
+                chunks: (0..chunks).map(|_| Fingerprint(rng.r#gen())).collect(),
+            };
+            let mut s = spec("ADD", "payload.bin /var/tmp/payload.bin")?;
+            if let Component::Add(t) = &mut s.component {
+                t.file = Some(f.clone());
+            }
+            file = Some(f);
+            vec![s]
+        }
+        _ => (0..w.jobs.max(1))
+            .map(|i| {
+                spec(
+                    "RUN",
+                    &format!("echo job {i} of the simulated orchestration"),
+                )
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let jobs = specs
+        .into_iter()
+        .map(|spec| JobEntry {
+            job_id: uuid_like(rng),
+            fingerprint: spec.fingerprint(),
+            only_on: None,
+            spec,
+        })
+        .collect();
+    let run = Run {
+        run_id: uuid_like(rng),
+        originator: originator.clone(),
+        parents: vec![Parent {
+            parent_id: uuid_like(rng),
+            fingerprint: Fingerprint(rng.r#gen()),
+            queue: QueueKind::Sync,
+            targets: targets.to_vec(),
+            jobs,
+        }],
+        stream: false,
+        inline: vec![],
+        holders: vec![],
+    };
+    Ok((run, file))
+}
+
+impl Sim {
+    fn new(t: &Tier1) -> Result<Sim, String> {
+        let w = t.workload.clone();
+        let n = w.nodes;
+        let mut rng = ChaCha8Rng::seed_from_u64(t.seed);
+        let ids: Vec<NodeId> = (0..n).map(|_| peer_id_like(&mut rng)).collect();
+        let index: HashMap<NodeId, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i))
+            .collect();
+        if index.len() != n {
+            return Err("two simulated nodes drew the same name; try another seed".into());
+        }
+        let (peers, mesh) = topology(n, &mut rng);
+        let submitter = 0;
+        let (run, file) = build_run(&w, &ids[submitter], &ids, &mut rng)?;
+        let run_bytes = cbor_len(&run);
+        let run = Arc::new(run);
+        let deliver_bytes = cbor_len(&JobMessage::Deliver(Box::new(Run::clone(&run))));
+        let mut jobs = Vec::new();
+        for (p, parent) in run.parents.iter().enumerate() {
+            for j in 0..parent.jobs.len() {
+                jobs.push((p, j));
+            }
+        }
+        let job_index: HashMap<String, usize> = jobs
+            .iter()
+            .enumerate()
+            .map(|(k, &(p, j))| (run.parents[p].jobs[j].job_id.clone(), k))
+            .collect();
+        // Which jobs each node runs, from the run itself.
+        let work: Vec<Vec<usize>> = ids
+            .iter()
+            .map(|id| {
+                run.work_for(id)
+                    .into_iter()
+                    .flat_map(|(_, entries)| entries.into_iter().map(|e| job_index[&e.job_id]))
+                    .collect()
+            })
+            .collect();
+        let expected: HashSet<(usize, usize)> = run
+            .expected_results()
+            .into_iter()
+            .map(|(job, node)| (job_index[&job], index[&node]))
+            .collect();
+        let chunk_count = file.as_ref().map_or(0, |f| f.chunks.len());
+        let heartbeat = micros(daemon::GOSSIP_HEARTBEAT);
+        let runs_tick = micros(daemon::RUNS_TICK);
+        let nodes = (0..n)
+            .map(|i| SimNode {
+                alive: true,
+                phase: rng.gen_range(0..heartbeat.max(runs_tick)),
+                // The submitter holds the file it sends.
+                chunks: vec![i == submitter; chunk_count],
+                ..Default::default()
+            })
+            .collect();
+        let expiry = micros(
+            daemon::heartbeat_interval(daemon::DEFAULT_HEARTBEAT, n) * daemon::EXPIRY_INTERVALS,
+        );
+        let mut side_b = vec![false; n];
+        let mut order: Vec<usize> = (1..n).collect();
+        order.shuffle(&mut rng);
+        for &i in order.iter().take(n / 2) {
+            side_b[i] = true;
+        }
+        let mut sim = Sim {
+            rng,
+            network: t.network.clone(),
+            workload: w,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            t0: Instant::now(),
+            originator: Originator::new(ids[submitter].clone(), OriginatorConfig::default()),
+            ids,
+            index,
+            peers,
+            mesh,
+            nodes,
+            submitter,
+            gossip_too_big: run_bytes as usize > daemon::MAX_GOSSIP_BYTES,
+            run,
+            jobs,
+            work,
+            file,
+            run_bytes,
+            deliver_bytes,
+            requests: HashMap::new(),
+            next_request: 0,
+            side_b,
+            partitioned: false,
+            down_since: vec![None; n],
+            expiry,
+            expected,
+            have_at: vec![None; n],
+            acked_at: vec![None; n],
+            result_at: HashMap::new(),
+            unreachable: HashSet::new(),
+            repeated: 0,
+            conflicting: 0,
+            messages: vec![0; n],
+            payload: vec![0; n],
+            overhead: vec![0; n],
+            gossip_received: 0,
+            gossip_nodes: 0,
+            events: 0,
+            job_index,
+        };
+        sim.plan_disruptions(&order);
+        sim.schedule(SUBMIT_AT, Event::Submit);
+        Ok(sim)
+    }
+
+    /// Kills, late joins and the partition of the scenario, from a shuffled list of the nodes
+    /// other than the submitter.
+    fn plan_disruptions(&mut self, others: &[usize]) {
+        let w = self.workload.clone();
+        let pick =
+            |fraction: f64| ((others.len() as f64 * fraction).round() as usize).min(others.len());
+        match w.scenario {
+            Scenario::Churn => {
+                // Kills spread over the time the run takes without disruption.
+                let span = micros(w.job_time) * w.jobs as u64 + 500_000;
+                for &node in others.iter().take(pick(w.churn)) {
+                    let at = SUBMIT_AT + self.rng.gen_range(0..span.max(1));
+                    self.schedule(at, Event::Kill { node });
+                    self.schedule(at + micros(w.downtime), Event::Restart { node });
+                }
+            }
+            Scenario::LateJoin => {
+                for &node in others.iter().take(pick(w.late)) {
+                    self.nodes[node].alive = false;
+                    self.down_since[node] = Some(0);
+                    let at = SUBMIT_AT + self.rng.gen_range(0..micros(w.late_within).max(1));
+                    self.schedule(at, Event::Join { node });
+                }
+            }
+            Scenario::Partition => {
+                let start = SUBMIT_AT + micros(w.partition_at);
+                self.schedule(start, Event::PartitionStart);
+                self.schedule(start + micros(w.partition_for), Event::PartitionHeal);
+            }
+            _ => {}
+        }
+    }
+
+    fn instant(&self) -> Instant {
+        self.t0 + Duration::from_micros(self.now)
+    }
+
+    fn schedule(&mut self, at: Micros, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn run(&mut self, limit: Micros) {
+        while let Some(next) = self.queue.pop() {
+            if next.at > limit {
+                break;
+            }
+            self.now = next.at;
+            self.events += 1;
+            self.handle(next.event);
+            if self.result_at.len() == self.expected.len() {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Submit => {
+                let run = Run::clone(&self.run);
+                let actions = self
+                    .originator
+                    .handle(originator::Input::Submit(run), self.instant());
+                self.originator_actions(actions);
+                self.runs_tick(self.submitter);
+            }
+            Event::Gossip { to, from } => self.gossip_in(to, from),
+            Event::IHave { to, from } => {
+                if self.nodes[to].alive && self.nodes[to].seen_at.is_none() {
+                    self.control(to, from, |to, from| Event::IWant { to, from });
+                }
+            }
+            Event::IWant { to, from } => {
+                if self.nodes[to].alive {
+                    self.gossip_out(to, from);
+                }
+            }
+            Event::IDontWant { to, from } => {
+                if self.nodes[to].alive {
+                    self.nodes[to].dont_want.push(from);
+                }
+            }
+            Event::Heartbeat { node, epoch } => self.heartbeat(node, epoch),
+            Event::Request { id } => self.request_in(id),
+            Event::Reply { id, answer } => self.answer_in(id, Some(answer)),
+            Event::Failed { id } => self.answer_in(id, None),
+            Event::JobDone {
+                node,
+                epoch,
+                job,
+                ok,
+            } => self.job_done(node, epoch, job, ok),
+            Event::RunsTick { node, epoch } => {
+                if self.nodes[node].epoch == epoch && self.nodes[node].alive {
+                    self.nodes[node].runs_tick_at = None;
+                    self.runs_tick(node);
+                }
+            }
+            Event::TransferTick { node, epoch } => {
+                if self.nodes[node].epoch == epoch && self.nodes[node].alive {
+                    self.nodes[node].transfer_tick_at = None;
+                    self.transfer_tick(node);
+                }
+            }
+            Event::Kill { node } => self.kill(node),
+            Event::Restart { node } | Event::Join { node } => self.start(node),
+            Event::PartitionStart => {
+                self.partitioned = true;
+                let cut = self.side_b[self.submitter];
+                for node in 0..self.ids.len() {
+                    if self.side_b[node] != cut && self.down_since[node].is_none() {
+                        self.suspect(node);
+                    }
+                }
+            }
+            Event::PartitionHeal => {
+                self.partitioned = false;
+                for node in 0..self.ids.len() {
+                    if self.nodes[node].alive {
+                        self.down_since[node] = None;
+                    }
+                }
+            }
+            Event::Suspect { node } => {
+                if let Some(since) = self.down_since[node]
+                    && self.now >= since + self.expiry
+                {
+                    let gone = originator::Input::NodeGone(self.ids[node].clone());
+                    let actions = self.originator.handle(gone, self.instant());
+                    self.originator_actions(actions);
+                }
+            }
+        }
+    }
+
+    // ---- The network ----
+
+    /// Puts a message on `from`'s uplink; returns when its last byte has left.
+    fn transmit(&mut self, from: usize, payload: u64, overhead: u64) -> Micros {
+        self.messages[from] += 1;
+        self.payload[from] += payload;
+        self.overhead[from] += overhead;
+        let start = self.now.max(self.nodes[from].uplink_free);
+        let done = start + self.network.uplink.transmit(payload + overhead);
+        self.nodes[from].uplink_free = done;
+        done
+    }
+
+    fn crosses_partition(&self, a: usize, b: usize) -> bool {
+        self.partitioned && self.side_b[a] != self.side_b[b]
+    }
+
+    fn lost(&mut self) -> bool {
+        self.network.loss > 0.0 && self.rng.r#gen::<f64>() < self.network.loss
+    }
+
+    fn latency(&mut self) -> Micros {
+        self.network.latency.sample(&mut self.rng)
+    }
+
+    /// A one-way message that arrives or does not.
+    fn datagram(&mut self, from: usize, to: usize, payload: u64, overhead: u64, event: Event) {
+        let left = self.transmit(from, payload, overhead);
+        if self.crosses_partition(from, to) || self.lost() {
+            return;
+        }
+        let at = left + self.latency();
+        self.schedule(at, event);
+    }
+
+    fn control(&mut self, from: usize, to: usize, make: impl Fn(usize, usize) -> Event) {
+        self.datagram(
+            from,
+            to,
+            0,
+            Overhead::CONTROL + Overhead::MESSAGE_ID,
+            make(to, from),
+        );
+    }
+
+    fn request(&mut self, from: usize, to: usize, body: Body) {
+        let (kind, payload, timeout) = match &body {
+            Body::Deliver => (Kind::Deliver, self.deliver_bytes, daemon::CTL_TIMEOUT),
+            Body::Ack => (
+                Kind::Ack,
+                cbor_len(&JobMessage::Ack {
+                    run_id: self.run.run_id.clone(),
+                    node: self.ids[from].clone(),
+                }),
+                daemon::CTL_TIMEOUT,
+            ),
+            Body::Results(results) => (
+                Kind::Results,
+                cbor_len(&JobMessage::Results(results.clone())),
+                daemon::CTL_TIMEOUT,
+            ),
+            // A BlobRequest: the file's hash, the chunk's index and a token.
+            Body::Chunk { index } => (Kind::Chunk { index: *index }, 72, daemon::BLOB_TIMEOUT),
+        };
+        let id = self.next_request;
+        self.next_request += 1;
+        let timeout = micros(timeout);
+        self.requests.insert(
+            id,
+            Pending {
+                from,
+                from_epoch: self.nodes[from].epoch,
+                to,
+                kind,
+                body: Some(body),
+                sent_at: self.now,
+                timeout,
+            },
+        );
+        let left = self.transmit(from, payload, Overhead::REQUEST);
+        if !self.nodes[to].alive {
+            // Nobody listening: the dial is refused after a round trip.
+            let at = left + 2 * self.latency();
+            self.schedule(at, Event::Failed { id });
+        } else if self.crosses_partition(from, to) || self.lost() {
+            self.schedule(self.now + timeout, Event::Failed { id });
+        } else {
+            let at = left + self.latency();
+            self.schedule(at, Event::Request { id });
+        }
+    }
+
+    fn respond(&mut self, id: u64, answer: Answer, payload: u64) {
+        let Some(p) = self.requests.get(&id) else {
+            return;
+        };
+        let (from, to, give_up) = (p.to, p.from, p.sent_at + p.timeout);
+        let left = self.transmit(from, payload, Overhead::RESPONSE);
+        if self.crosses_partition(from, to) || self.lost() {
+            self.schedule(give_up.max(self.now), Event::Failed { id });
+        } else {
+            let at = left + self.latency();
+            self.schedule(at, Event::Reply { id, answer });
+        }
+    }
+
+    fn request_in(&mut self, id: u64) {
+        let Some(p) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let (to, from) = (p.to, p.from);
+        let Some(body) = p.body.take() else {
+            return;
+        };
+        if !self.nodes[to].alive {
+            let at = self.now + self.latency();
+            self.schedule(at, Event::Failed { id });
+            return;
+        }
+        match body {
+            Body::Deliver => {
+                self.accept(to, false);
+                self.respond(id, Answer::Ok, 3);
+            }
+            Body::Ack => {
+                self.acked(from);
+                self.respond(id, Answer::Ok, 3);
+            }
+            Body::Results(results) => {
+                for r in results {
+                    self.result_in(r);
+                }
+                self.respond(id, Answer::Ok, 3);
+            }
+            Body::Chunk { index } => self.serve(to, id, index),
+        }
+    }
+
+    fn answer_in(&mut self, id: u64, answer: Option<Answer>) {
+        let Some(p) = self.requests.remove(&id) else {
+            return;
+        };
+        let node = p.from;
+        if !self.nodes[node].alive || self.nodes[node].epoch != p.from_epoch {
+            return;
+        }
+        match p.kind {
+            Kind::Deliver => {
+                if answer.is_some() {
+                    self.acked(p.to);
+                }
+            }
+            Kind::Ack => {}
+            Kind::Results => {
+                let to = self.ids[self.submitter].clone();
+                let input = outbox::Input::Sent {
+                    to,
+                    ok: answer.is_some(),
+                };
+                let now = self.instant();
+                let actions = self.nodes[node].outbox.handle(input, now);
+                self.outbox_actions(node, actions);
+            }
+            Kind::Chunk { index } => {
+                let result = match answer {
+                    Some(Answer::Chunk(r)) => r,
+                    _ => ChunkResult::Unreachable,
+                };
+                if result == ChunkResult::Ok {
+                    self.chunk_arrived(node, index);
+                }
+                let input = transfer::Input::Got {
+                    index,
+                    from: self.ids[p.to].clone(),
+                    result,
+                };
+                self.download_step(node, input);
+            }
+        }
+    }
+
+    // ---- Gossip ----
+
+    fn gossip_out(&mut self, from: usize, to: usize) {
+        let bytes = self.run_bytes;
+        self.datagram(
+            from,
+            to,
+            bytes,
+            Overhead::GOSSIP,
+            Event::Gossip { to, from },
+        );
+    }
+
+    fn gossip_in(&mut self, to: usize, from: usize) {
+        if !self.nodes[to].alive {
+            return;
+        }
+        self.gossip_received += 1;
+        if self.nodes[to].seen_at.is_some() {
+            return;
+        }
+        self.gossip_nodes += 1;
+        self.nodes[to].seen_at = Some(self.now);
+        let mesh = self.mesh[to].clone();
+        if self.run_bytes > daemon::IDONTWANT_THRESHOLD as u64 {
+            for &p in mesh.iter().filter(|&&p| p != from) {
+                self.control(to, p, |to, from| Event::IDontWant { to, from });
+            }
+        }
+        for &p in &mesh {
+            if p != from && p != self.submitter && !self.nodes[to].dont_want.contains(&p) {
+                self.gossip_out(to, p);
+            }
+        }
+        self.next_heartbeat(to);
+        self.accept(to, true);
+    }
+
+    fn next_heartbeat(&mut self, node: usize) {
+        if self.nodes[node].heartbeat_at.is_some() {
+            return;
+        }
+        let at = next_phase(
+            self.now,
+            self.nodes[node].phase,
+            micros(daemon::GOSSIP_HEARTBEAT),
+        );
+        self.nodes[node].heartbeat_at = Some(at);
+        let epoch = self.nodes[node].epoch;
+        self.schedule(at, Event::Heartbeat { node, epoch });
+    }
+
+    /// IHAVE to some peers outside the mesh while the message is in the gossip window.
+    fn heartbeat(&mut self, node: usize, epoch: u32) {
+        if self.nodes[node].epoch != epoch || !self.nodes[node].alive {
+            return;
+        }
+        self.nodes[node].heartbeat_at = None;
+        let Some(seen) = self.nodes[node].seen_at else {
+            return;
+        };
+        let period = micros(daemon::GOSSIP_HEARTBEAT);
+        if self.now > seen + daemon::HISTORY_GOSSIP * period {
+            return;
+        }
+        let mut others: Vec<usize> = self.peers[node]
+            .iter()
+            .copied()
+            .filter(|p| !self.mesh[node].contains(p))
+            .collect();
+        let count = daemon::GOSSIP_LAZY
+            .max((others.len() as f64 * daemon::GOSSIP_FACTOR).ceil() as usize)
+            .min(others.len());
+        others.shuffle(&mut self.rng);
+        for &p in &others[..count] {
+            self.control(node, p, |to, from| Event::IHave { to, from });
+        }
+        self.next_heartbeat(node);
+    }
+
+    // ---- The submitter ----
+
+    fn originator_actions(&mut self, actions: Vec<originator::Action>) {
+        let s = self.submitter;
+        for action in actions {
+            match action {
+                originator::Action::Announce(_) => {
+                    if self.gossip_too_big {
+                        // As the daemon: too big to gossip, the first resend delivers directly.
+                        continue;
+                    }
+                    self.gossip_nodes += 1;
+                    self.nodes[s].seen_at = Some(self.now);
+                    // Flood publishing: to every connected peer.
+                    for p in self.peers[s].clone() {
+                        self.gossip_out(s, p);
+                    }
+                    self.next_heartbeat(s);
+                }
+                originator::Action::Deliver { node, .. } => {
+                    let to = self.index[&node];
+                    self.request(s, to, Body::Deliver);
+                }
+                originator::Action::DeliverLocal(_) => {
+                    self.acked(s);
+                    self.accept(s, false);
+                }
+                originator::Action::Unreachable { node, job_ids, .. } => {
+                    let n = self.index[&node];
+                    for job in job_ids {
+                        let key = (self.job_index[&job], n);
+                        if !self.result_at.contains_key(&key) {
+                            self.unreachable.insert(key);
+                        }
+                    }
+                }
+                originator::Action::Finished { .. } => {}
+            }
+        }
+    }
+
+    fn acked(&mut self, node: usize) {
+        if self.acked_at[node].is_none() {
+            self.acked_at[node] = Some(self.now);
+        }
+        if node != self.submitter {
+            let input = originator::Input::Acked {
+                run_id: self.run.run_id.clone(),
+                node: self.ids[node].clone(),
+            };
+            let actions = self.originator.handle(input, self.instant());
+            self.originator_actions(actions);
+        }
+    }
+
+    /// A result reaches the submitter: recorded, and told to the tracker.
+    fn result_in(&mut self, r: JobResult) {
+        let (Some(&job), Some(&node)) = (
+            self.job_index.get(&r.outcome.job_id),
+            self.index.get(&r.node),
+        ) else {
+            return;
+        };
+        let key = (job, node);
+        if self.expected.contains(&key) {
+            match self.result_at.get(&key) {
+                Some((_, state)) => {
+                    self.repeated += 1;
+                    if *state != r.outcome.state {
+                        self.conflicting += 1;
+                    }
+                }
+                None => {
+                    self.result_at.insert(key, (self.now, r.outcome.state));
+                    self.unreachable.remove(&key);
+                }
+            }
+        }
+        if self.acked_at[node].is_none() {
+            self.acked_at[node] = Some(self.now);
+        }
+        let actions = self
+            .originator
+            .handle(originator::Input::Result(r), self.instant());
+        self.originator_actions(actions);
+    }
+
+    // ---- Targets ----
+
+    /// The run reaches `node` (by gossip when `gossiped`, else directly or locally).
+    fn accept(&mut self, node: usize, gossiped: bool) {
+        if self.work[node].is_empty() {
+            return;
+        }
+        if gossiped && node != self.submitter {
+            self.request(node, self.submitter, Body::Ack);
+        }
+        if self.nodes[node].accepted {
+            return;
+        }
+        self.nodes[node].accepted = true;
+        if self.have_at[node].is_none() {
+            self.have_at[node] = Some(self.now);
+        }
+        self.requeue(node);
+    }
+
+    /// Queues the jobs of the run this node has not finished, and starts the first.
+    fn requeue(&mut self, node: usize) {
+        let pending: VecDeque<usize> = self.work[node]
+            .iter()
+            .copied()
+            .filter(|j| !self.nodes[node].finished.contains(j))
+            .collect();
+        self.nodes[node].queue = pending;
+        self.start_next(node);
+    }
+
+    fn start_next(&mut self, node: usize) {
+        if self.nodes[node].running.is_some() {
+            return;
+        }
+        let Some(job) = self.nodes[node].queue.pop_front() else {
+            return;
+        };
+        self.nodes[node].running = Some(job);
+        let (p, j) = self.jobs[job];
+        let entry = &self.run.parents[p].jobs[j];
+        let wants_file = matches!(&entry.spec.component, Component::Add(t) | Component::Copy(t) if t.file.is_some());
+        let has_file = self.nodes[node].chunks.iter().all(|&c| c);
+        if wants_file && !has_file {
+            self.nodes[node].waiting_job = Some(job);
+            if self.nodes[node].download.is_none() {
+                let file = self.file.clone().expect("a file job has a file");
+                let sources = transfer::distribution_sources(
+                    &self.run,
+                    &self.run.parents[p],
+                    entry,
+                    &self.ids[node],
+                    &file.hash,
+                );
+                let have = &self.nodes[node].chunks;
+                let (mut download, mut actions) =
+                    Download::new(file.chunks.len(), sources, self.instant());
+                // Chunks already on disk (from before a restart) are not fetched again.
+                for (index, _) in have.iter().enumerate().filter(|(_, h)| **h) {
+                    actions.retain(
+                        |a| !matches!(a, transfer::Action::Fetch { index: i, .. } if *i == index),
+                    );
+                    let from = self.ids[self.submitter].clone();
+                    actions.extend(download.handle(
+                        transfer::Input::Got {
+                            index,
+                            from,
+                            result: ChunkResult::Ok,
+                        },
+                        self.instant(),
+                    ));
+                }
+                self.nodes[node].download = Some(download);
+                self.download_actions(node, actions);
+            }
+        } else {
+            let epoch = self.nodes[node].epoch;
+            let at = self.now + micros(self.workload.job_time);
+            self.schedule(
+                at,
+                Event::JobDone {
+                    node,
+                    epoch,
+                    job,
+                    ok: true,
+                },
+            );
+        }
+    }
+
+    fn job_done(&mut self, node: usize, epoch: u32, job: usize, ok: bool) {
+        if self.nodes[node].epoch != epoch || !self.nodes[node].alive {
+            return;
+        }
+        self.nodes[node].running = None;
+        self.nodes[node].finished.insert(job);
+        let (p, j) = self.jobs[job];
+        let ms = (self.now / 1000).saturating_sub(micros(self.workload.job_time) / 1000);
+        let result = JobResult {
+            run_id: self.run.run_id.clone(),
+            node: self.ids[node].clone(),
+            outcome: Outcome {
+                job_id: self.run.parents[p].jobs[j].job_id.clone(),
+                state: if ok {
+                    ResultState::Success
+                } else {
+                    ResultState::Failed
+                },
+                stdout: String::new(),
+                stderr: String::new(),
+                info: String::new(),
+                execution_secs: self.workload.job_time.as_secs_f64(),
+                started_unix_ms: ms,
+                finished_unix_ms: self.now / 1000,
+            },
+        };
+        if node == self.submitter {
+            self.result_in(result);
+        } else {
+            self.nodes[node].undelivered.push(result.clone());
+            let input = outbox::Input::Add {
+                to: self.ids[self.submitter].clone(),
+                result,
+                more_coming: !self.nodes[node].queue.is_empty(),
+            };
+            let now = self.instant();
+            let actions = self.nodes[node].outbox.handle(input, now);
+            self.outbox_actions(node, actions);
+        }
+        self.start_next(node);
+    }
+
+    fn outbox_actions(&mut self, node: usize, actions: Vec<outbox::Action>) {
+        for action in actions {
+            match action {
+                outbox::Action::Send { to, results } => {
+                    let to = self.index[&to];
+                    self.request(node, to, Body::Results(results));
+                }
+                outbox::Action::Delivered(results) => {
+                    let done: HashSet<&str> =
+                        results.iter().map(|r| r.outcome.job_id.as_str()).collect();
+                    self.nodes[node]
+                        .undelivered
+                        .retain(|r| !done.contains(r.outcome.job_id.as_str()));
+                }
+            }
+        }
+        self.want_runs_tick(node);
+    }
+
+    fn want_runs_tick(&mut self, node: usize) {
+        let busy = self.nodes[node].outbox.pending() > 0
+            || (node == self.submitter && self.originator.open_runs() > 0);
+        if busy && self.nodes[node].runs_tick_at.is_none() {
+            let at = next_phase(self.now, self.nodes[node].phase, micros(daemon::RUNS_TICK));
+            self.nodes[node].runs_tick_at = Some(at);
+            let epoch = self.nodes[node].epoch;
+            self.schedule(at, Event::RunsTick { node, epoch });
+        }
+    }
+
+    fn runs_tick(&mut self, node: usize) {
+        let now = self.instant();
+        if node == self.submitter {
+            let actions = self.originator.handle(originator::Input::Tick, now);
+            self.originator_actions(actions);
+        }
+        let actions = self.nodes[node].outbox.handle(outbox::Input::Tick, now);
+        self.outbox_actions(node, actions);
+    }
+
+    // ---- Files ----
+
+    fn serve(&mut self, node: usize, id: u64, index: usize) {
+        if self.nodes[node].chunks.get(index).copied().unwrap_or(false) {
+            let bytes = self.chunk_len(index) + 16;
+            self.respond(id, Answer::Chunk(ChunkResult::Ok), bytes);
+        } else if self.nodes[node].download.is_some() {
+            let deadline = self.now + micros(daemon::PARK_FOR);
+            self.nodes[node].parked.push(Parked {
+                id,
+                index,
+                deadline,
+            });
+            self.want_transfer_tick(node);
+        } else {
+            self.respond(id, Answer::Chunk(ChunkResult::Unknown), 3);
+        }
+    }
+
+    fn chunk_len(&self, index: usize) -> u64 {
+        let size = self.file.as_ref().map_or(0, |f| f.size);
+        let start = index as u64 * CHUNK_SIZE;
+        size.saturating_sub(start).min(CHUNK_SIZE)
+    }
+
+    fn chunk_arrived(&mut self, node: usize, index: usize) {
+        if let Some(c) = self.nodes[node].chunks.get_mut(index) {
+            *c = true;
+        }
+        let parked = std::mem::take(&mut self.nodes[node].parked);
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) =
+            parked.into_iter().partition(|p| p.index == index);
+        self.nodes[node].parked = waiting;
+        let bytes = self.chunk_len(index) + 16;
+        for p in ready {
+            self.respond(p.id, Answer::Chunk(ChunkResult::Ok), bytes);
+        }
+    }
+
+    fn download_step(&mut self, node: usize, input: transfer::Input) {
+        let now = self.instant();
+        let Some(d) = self.nodes[node].download.as_mut() else {
+            return;
+        };
+        let actions = d.handle(input, now);
+        self.download_actions(node, actions);
+    }
+
+    fn download_actions(&mut self, node: usize, actions: Vec<transfer::Action>) {
+        for action in actions {
+            match action {
+                transfer::Action::Fetch { index, from } => {
+                    let to = self.index[&from];
+                    self.request(node, to, Body::Chunk { index });
+                }
+                transfer::Action::Done | transfer::Action::Failed(_) => {
+                    let ok = matches!(action, transfer::Action::Done);
+                    self.nodes[node].download = None;
+                    // Nobody will answer what waits here now: the file is whole or abandoned.
+                    for p in std::mem::take(&mut self.nodes[node].parked) {
+                        let answer = if ok {
+                            ChunkResult::Ok
+                        } else {
+                            ChunkResult::Unknown
+                        };
+                        let bytes = if ok { self.chunk_len(p.index) + 16 } else { 3 };
+                        self.respond(p.id, Answer::Chunk(answer), bytes);
+                    }
+                    if let Some(job) = self.nodes[node].waiting_job.take() {
+                        let epoch = self.nodes[node].epoch;
+                        let at = self.now + micros(self.workload.job_time);
+                        self.schedule(
+                            at,
+                            Event::JobDone {
+                                node,
+                                epoch,
+                                job,
+                                ok,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.want_transfer_tick(node);
+    }
+
+    fn want_transfer_tick(&mut self, node: usize) {
+        let busy = self.nodes[node].download.is_some() || !self.nodes[node].parked.is_empty();
+        if busy && self.nodes[node].transfer_tick_at.is_none() {
+            let period = micros(daemon::TRANSFER_TICK);
+            let at = next_phase(self.now, self.nodes[node].phase % period, period);
+            self.nodes[node].transfer_tick_at = Some(at);
+            let epoch = self.nodes[node].epoch;
+            self.schedule(at, Event::TransferTick { node, epoch });
+        }
+    }
+
+    fn transfer_tick(&mut self, node: usize) {
+        let now = self.now;
+        let parked = std::mem::take(&mut self.nodes[node].parked);
+        let (expired, waiting): (Vec<Parked>, Vec<Parked>) =
+            parked.into_iter().partition(|p| p.deadline <= now);
+        self.nodes[node].parked = waiting;
+        for p in expired {
+            self.respond(p.id, Answer::Chunk(ChunkResult::NotYet), 3);
+        }
+        self.download_step(node, transfer::Input::Tick);
+        self.want_transfer_tick(node);
+    }
+
+    // ---- Failures ----
+
+    fn suspect(&mut self, node: usize) {
+        self.down_since[node] = Some(self.now);
+        let at = self.now + self.expiry;
+        self.schedule(at, Event::Suspect { node });
+    }
+
+    fn kill(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if !n.alive {
+            return;
+        }
+        n.alive = false;
+        n.epoch += 1;
+        n.queue.clear();
+        n.running = None;
+        n.outbox = Outbox::new();
+        n.download = None;
+        n.waiting_job = None;
+        n.parked.clear();
+        n.dont_want.clear();
+        n.heartbeat_at = None;
+        n.runs_tick_at = None;
+        n.transfer_tick_at = None;
+        n.uplink_free = self.now;
+        if self.down_since[node].is_none() {
+            self.suspect(node);
+        }
+    }
+
+    /// A node starts (a restart, or a late join): what it kept on disk is picked up again.
+    fn start(&mut self, node: usize) {
+        if self.nodes[node].alive {
+            return;
+        }
+        self.nodes[node].alive = true;
+        self.nodes[node].uplink_free = self.now;
+        if !self.crosses_partition(node, self.submitter) {
+            self.down_since[node] = None;
+        }
+        let now = self.instant();
+        for result in self.nodes[node].undelivered.clone() {
+            let input = outbox::Input::Add {
+                to: self.ids[self.submitter].clone(),
+                result,
+                more_coming: false,
+            };
+            let actions = self.nodes[node].outbox.handle(input, now);
+            self.outbox_actions(node, actions);
+        }
+        if self.nodes[node].accepted {
+            self.requeue(node);
+        }
+    }
+
+    // ---- The report ----
+
+    fn report(&self) -> Report {
+        let since = |t: Micros| t.saturating_sub(SUBMIT_AT) as f64 / 1e6;
+        let targets: Vec<usize> = (0..self.ids.len())
+            .filter(|&i| !self.work[i].is_empty())
+            .collect();
+        Report {
+            tier: 1,
+            scenario: self.workload.scenario.name().into(),
+            nodes: self.ids.len(),
+            seed: None,
+            network: String::new(),
+            targets: targets.len(),
+            expected_results: self.expected.len(),
+            have_job: targets
+                .iter()
+                .filter_map(|&i| self.have_at[i].map(since))
+                .collect(),
+            acked: targets
+                .iter()
+                .filter_map(|&i| self.acked_at[i].map(since))
+                .collect(),
+            results: self.result_at.values().map(|(t, _)| since(*t)).collect(),
+            unreachable: self.unreachable.len(),
+            failed: 0,
+            repeated_results: self.repeated,
+            conflicting_results: self.conflicting,
+            traffic_measured: true,
+            messages: self.messages.clone(),
+            payload_bytes: self.payload.clone(),
+            overhead_bytes: self.overhead.clone(),
+            gossip_received: self.gossip_received,
+            gossip_nodes: self.gossip_nodes,
+            submitter_upload: self.payload[self.submitter] + self.overhead[self.submitter],
+            rss_per_node: None,
+            wall: Duration::ZERO,
+            events: self.events,
+        }
+    }
+}
+
+/// The first time after `now` at `phase + k × period`.
+fn next_phase(now: Micros, phase: Micros, period: Micros) -> Micros {
+    let period = period.max(1);
+    let phase = phase % period;
+    if now < phase {
+        return phase;
+    }
+    let k = (now - phase) / period + 1;
+    phase + k * period
+}
+
+/// Who is connected to whom, and the gossip mesh on top: every node dials random others until
+/// it has `TARGET_PEERS` connections (counting those dialled to it), then grafts random
+/// connected peers until its mesh has `MESH_N` (a peer already at `MESH_N_HIGH` refuses).
+fn topology(n: usize, rng: &mut impl Rng) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let want = daemon::TARGET_PEERS.min(n - 1);
+    let mut peers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    for &i in &order {
+        let mut tries = 0;
+        while peers[i].len() < want && tries < 50 * want {
+            tries += 1;
+            let j = rng.gen_range(0..n);
+            if j != i && !peers[i].contains(&j) {
+                peers[i].push(j);
+                peers[j].push(i);
+            }
+        }
+    }
+    let mut mesh: Vec<Vec<usize>> = vec![Vec::new(); n];
+    order.shuffle(rng);
+    for &i in &order {
+        let mut candidates = peers[i].clone();
+        candidates.shuffle(rng);
+        for j in candidates {
+            if mesh[i].len() >= daemon::MESH_N {
+                break;
+            }
+            if !mesh[i].contains(&j) && mesh[j].len() < daemon::MESH_N_HIGH {
+                mesh[i].push(j);
+                mesh[j].push(i);
+            }
+        }
+    }
+    (peers, mesh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_phase_is_strictly_after_now_on_the_grid() {
+        assert_eq!(next_phase(0, 30, 100), 30);
+        assert_eq!(next_phase(30, 30, 100), 130);
+        assert_eq!(next_phase(131, 30, 100), 230);
+    }
+
+    #[test]
+    fn every_node_is_connected_and_meshed() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (peers, mesh) = topology(500, &mut rng);
+        assert!(peers.iter().all(|p| p.len() >= daemon::TARGET_PEERS));
+        assert!(
+            mesh.iter()
+                .all(|m| !m.is_empty() && m.len() <= daemon::MESH_N_HIGH)
+        );
+        for (i, m) in mesh.iter().enumerate() {
+            for &j in m {
+                assert!(mesh[j].contains(&i), "mesh links are symmetric");
+                assert!(peers[i].contains(&j), "mesh links are connections");
+            }
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! Tier 2: real nodes in one process. N full [`Node`]s (gossipsub, request-response, redb,
+//! executor, blob store) talk over libp2p's memory transport; the run is submitted the way
+//! `orchestrate` submits it and measured from the submitter's job records, on the wall clock.
+//!
+//! What tier 2 can see is what an operator sees: when each target ran its jobs and when each
+//! result reached the submitter. Message and byte counts are tier 1's (the memory transport
+//! does not count them); acks are internal to the originator. Partitions need separate network
+//! stacks: tier 1 models them, and the e2e tests split real daemons with network namespaces.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use node::{
+    Node, NodeConfig,
+    config::MeshKeyChoice,
+    control::{
+        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
+        WatchEvent,
+    },
+    records::JobRecord,
+};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Mutex;
+
+use crate::{
+    metrics::Report,
+    scenario::{Scenario, Workload},
+};
+
+/// Heartbeat of the simulated nodes (the daemon's default is longer; a second keeps
+/// formation and failure detection quick without flooding a thousand nodes).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Seed of the choices tier 2 makes (bootstrap peers, who is killed and when): tier 2 is
+/// wall-clock and not deterministic, but it makes the same choices each time.
+const CHOICES_SEED: u64 = 2;
+/// Largest mesh tier 2 starts (memory and threads of one process on this class of machine).
+pub const MAX_NODES: usize = 2000;
+/// Prefix of the info of a result the submitter gave up waiting for (see `node::runs`).
+const UNREACHABLE: &str = "unreachable:";
+
+pub struct Tier2 {
+    pub workload: Workload,
+    /// Wall-clock time after the submit after which the run stops, finished or not.
+    pub limit: Duration,
+}
+
+impl Tier2 {
+    pub fn run(&self) -> Result<Report, String> {
+        let w = &self.workload;
+        if w.nodes < 2 {
+            return Err("tier 2 needs at least 2 nodes".into());
+        }
+        if w.nodes > MAX_NODES {
+            return Err(format!(
+                "tier 2 starts at most {MAX_NODES} nodes in one process; use --tier 1 for {}",
+                w.nodes
+            ));
+        }
+        if w.scenario == Scenario::Partition {
+            return Err(
+                "the partition scenario needs separate network stacks: run it with \
+                 --tier 1 (the e2e tests split real daemons with network namespaces)"
+                    .into(),
+            );
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("sim-node")
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        runtime.block_on(self.run_async())
+    }
+
+    async fn run_async(&self) -> Result<Report, String> {
+        let started = Instant::now();
+        let w = self.workload.clone();
+        let root = tempfile::Builder::new()
+            .prefix("directord-mesh-sim-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(CHOICES_SEED);
+        let rss_before = memory_kib("VmRSS:").unwrap_or(0);
+
+        let mesh = Mesh::start(root.path(), w.nodes, &mut rng).await?;
+        let result = self.measure(&mesh, root.path(), &mut rng).await;
+        mesh.stop().await;
+        let mut report = result?;
+        let peak = memory_kib("VmHWM:").unwrap_or(0);
+        report.rss_per_node = Some(peak.saturating_sub(rss_before) * 1024 / w.nodes as u64);
+        report.wall = started.elapsed();
+        Ok(report)
+    }
+
+    async fn measure(
+        &self,
+        mesh: &Mesh,
+        root: &Path,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Report, String> {
+        let w = &self.workload;
+        let names: Vec<String> = (0..w.nodes).map(node_name).collect();
+        let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
+        let parents = match w.scenario {
+            Scenario::Files => {
+                // Each node lands the file in its own directory (they share one filesystem, and
+                // an unchanged file already at DEST is not sent again).
+                let setup = (0..w.nodes)
+                    .map(|i| {
+                        let dest = root.join("landed").join(node_name(i));
+                        format!(
+                            "- targets: [{}]\n  jobs:\n  - ARG: sim_dest {}\n  - WORKDIR: {}\n",
+                            node_name(i),
+                            dest.display(),
+                            dest.display()
+                        )
+                    })
+                    .collect::<String>();
+                let setup = parents_of(&setup, root)?;
+                let ids = submit(&submitter, setup, &[]).await?;
+                let records = collect(&submitter, &ids, Duration::from_secs(60)).await?;
+                if records.values().any(|r| r.results.len() < r.nodes.len()) {
+                    return Err(
+                        "the setup run (an ARG and a WORKDIR per node) did not finish in 60 s"
+                            .into(),
+                    );
+                }
+                let src = root.join("blob.bin");
+                write_random_file(&src, w.file_bytes, rng)?;
+                parents_of(
+                    &format!(
+                        "- jobs:\n  - ADD: '{} {{{{sim_dest}}}}/blob.bin'\n",
+                        src.display()
+                    ),
+                    root,
+                )?
+            }
+            _ => {
+                let mut text = String::from("- jobs:\n");
+                for i in 0..w.jobs.max(1) {
+                    if w.job_time.is_zero() {
+                        text.push_str(&format!("  - ECHO: job {i} of the simulated run\n"));
+                    } else {
+                        text.push_str(&format!(
+                            "  - WAIT: --skip-cache --seconds {}\n",
+                            w.job_time.as_secs_f64()
+                        ));
+                    }
+                }
+                parents_of(&text, root)?
+            }
+        };
+        drop(submitter);
+
+        // Disruptions: who goes down, and when (after the submit).
+        let mut others: Vec<usize> = (1..w.nodes).collect();
+        others.shuffle(rng);
+        let pick = |f: f64| ((others.len() as f64 * f).round() as usize).min(others.len());
+        let mut plan: Vec<(usize, Option<Duration>, Duration)> = Vec::new();
+        match w.scenario {
+            Scenario::Churn => {
+                let span = w.job_time * w.jobs as u32 + Duration::from_millis(500);
+                for &i in others.iter().take(pick(w.churn)) {
+                    let at = span.mul_f64(rng.r#gen::<f64>());
+                    plan.push((i, Some(at), at + w.downtime));
+                }
+            }
+            Scenario::LateJoin => {
+                for &i in others.iter().take(pick(w.late)) {
+                    let at = w.late_within.mul_f64(rng.r#gen::<f64>());
+                    plan.push((i, None, at));
+                }
+            }
+            _ => {}
+        }
+        // Late joiners are down before the announce (still members: they were seen alive).
+        for (i, kill, _) in &plan {
+            if kill.is_none() {
+                mesh.kill(*i).await;
+            }
+        }
+
+        let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
+        let t0 = unix_ms();
+        let t0_instant = Instant::now();
+        let ids = submit(&submitter, parents, &names).await?;
+        let mut disruptions = tokio::task::JoinSet::new();
+        for (i, kill, restart) in plan {
+            let mesh = mesh.clone();
+            disruptions.spawn(async move {
+                if let Some(at) = kill {
+                    tokio::time::sleep_until((t0_instant + at).into()).await;
+                    mesh.kill(i).await;
+                }
+                tokio::time::sleep_until((t0_instant + restart).into()).await;
+                mesh.restart(i).await
+            });
+        }
+        let records = collect(&submitter, &ids, self.limit).await?;
+        while let Some(joined) = disruptions.join_next().await {
+            joined
+                .map_err(|e| format!("a restart task failed: {e}"))?
+                .map_err(|e| format!("a node did not restart: {e}"))?;
+        }
+        let served = match submitter.status().await {
+            Ok(status) => status.local.blob_bytes_served,
+            Err(e) => return Err(format!("status of the submitter: {e}")),
+        };
+        Ok(report(w, &records, t0, served))
+    }
+}
+
+fn node_name(i: usize) -> String {
+    format!("node-{i}")
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A line of `/proc/self/status` in KiB (`VmRSS:` now, `VmHWM:` the peak).
+fn memory_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_random_file(path: &Path, bytes: u64, rng: &mut ChaCha8Rng) -> Result<(), String> {
+    let mut data = vec![0u8; bytes as usize];
+    rng.fill(&mut data[..]);
+    std::fs::write(path, data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// An orchestration written as YAML, parsed and resolved the way `orchestrate` does it.
+fn parents_of(yaml: &str, cwd: &Path) -> Result<Vec<SubmittedParent>, String> {
+    let orchestration = jobs::orchestration::parse_str(yaml, "simulated run")
+        .map_err(|e| format!("simulated orchestration: {e}"))?;
+    orchestration
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let mut jobs = Vec::new();
+            for job in entry.jobs {
+                for spec in jobs::transfer::resolve(job.spec, cwd)? {
+                    jobs.push(SubmittedJob {
+                        spec,
+                        definition: job.text.clone(),
+                    });
+                }
+            }
+            Ok(SubmittedParent {
+                targets: entry.targets,
+                is_async: entry.is_async,
+                fingerprint: entry.fingerprint,
+                jobs,
+            })
+        })
+        .collect()
+}
+
+/// Submits `parents` on `node` (to `targets`, or each parent's own) and returns the job ids.
+async fn submit(
+    node: &Node,
+    parents: Vec<SubmittedParent>,
+    targets: &[String],
+) -> Result<Vec<String>, String> {
+    let submission = Submission {
+        parents,
+        targets: targets.to_vec(),
+        restrict: vec![],
+        ignore_cache: false,
+        force_async: false,
+        stream: false,
+        exec: false,
+    };
+    match node.request(ControlRequest::Submit(submission)).await {
+        Reply::One(ControlResponse::Submitted(reply)) => {
+            Ok(reply.jobs.into_iter().map(|j| j.job_id).collect())
+        }
+        Reply::One(ControlResponse::Refused(e) | ControlResponse::Error(e)) => {
+            Err(format!("submit refused: {e}"))
+        }
+        Reply::One(other) => Err(format!("submit: unexpected answer {other:?}")),
+        Reply::Stream(_) => Err("submit: unexpected stream".into()),
+    }
+}
+
+/// Waits until every job has a real result from each of its targets, or `limit` passes, and
+/// returns the records as they are then. Results first reported unreachable (a target down)
+/// are waited for too: a restarted target delivers them later.
+async fn collect(
+    node: &Node,
+    ids: &[String],
+    limit: Duration,
+) -> Result<BTreeMap<String, JobRecord>, String> {
+    let deadline = Instant::now() + limit;
+    let mut records = BTreeMap::new();
+    if let Reply::Stream(mut rx) = node
+        .request(ControlRequest::Watch {
+            job_ids: ids.to_vec(),
+            output: false,
+        })
+        .await
+    {
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            match event {
+                ControlResponse::Watch(WatchEvent::Done(record)) => {
+                    records.insert(record.job_id.clone(), *record);
+                }
+                ControlResponse::WatchEnd => break,
+                _ => {}
+            }
+        }
+    }
+    // Jobs not done yet, or done with placeholders: poll until real or out of time.
+    loop {
+        let pending: Vec<String> = ids
+            .iter()
+            .filter(|id| records.get(*id).is_none_or(|r| !complete(r)))
+            .cloned()
+            .collect();
+        for id in &pending {
+            match node.request(ControlRequest::JobInfo(id.clone())).await {
+                Reply::One(ControlResponse::Job(Some(record))) => {
+                    records.insert(id.clone(), *record);
+                }
+                Reply::One(other) => return Err(format!("job {id}: unexpected answer {other:?}")),
+                Reply::Stream(_) => return Err(format!("job {id}: unexpected stream")),
+            }
+        }
+        let done = ids.iter().all(|id| records.get(id).is_some_and(complete));
+        if done || Instant::now() >= deadline {
+            return Ok(records);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn complete(record: &JobRecord) -> bool {
+    record.results.len() >= record.nodes.len()
+        && record
+            .results
+            .values()
+            .all(|r| !r.info.starts_with(UNREACHABLE))
+}
+
+/// The report of a run from the submitter's records; `t0` is the submit time.
+fn report(w: &Workload, records: &BTreeMap<String, JobRecord>, t0: u64, served: u64) -> Report {
+    let since = |unix_ms: f64| ((unix_ms - t0 as f64) / 1000.0).max(0.0);
+    let mut started: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut results = Vec::new();
+    let mut unreachable = 0;
+    let mut failed = 0;
+    let mut expected = 0;
+    let mut targets = BTreeSet::new();
+    for record in records.values() {
+        expected += record.nodes.len();
+        targets.extend(record.nodes.iter().map(|n| n.name.as_str()));
+        for (name, result) in &record.results {
+            if result.info.starts_with(UNREACHABLE) {
+                unreachable += 1;
+                continue;
+            }
+            if !result.state.is_ok() {
+                if failed == 0 {
+                    eprintln!(
+                        "warning: {} failed on {name}: {} {}",
+                        record.definition,
+                        result.info,
+                        result.stderr.trim()
+                    );
+                }
+                failed += 1;
+            }
+            results.push(since(
+                record.created_unix_ms as f64 + result.roundtrip_secs * 1000.0,
+            ));
+            let ran = since(result.finished_unix_ms as f64 - result.execution_secs * 1000.0);
+            let first = started.entry(name.as_str()).or_insert(ran);
+            *first = first.min(ran);
+        }
+    }
+    Report {
+        tier: 2,
+        scenario: w.scenario.name().into(),
+        nodes: w.nodes,
+        seed: None,
+        network: String::new(),
+        targets: targets.len(),
+        expected_results: expected,
+        have_job: started.into_values().collect(),
+        acked: vec![],
+        results,
+        unreachable,
+        failed,
+        repeated_results: 0,
+        conflicting_results: 0,
+        traffic_measured: false,
+        messages: vec![],
+        payload_bytes: vec![],
+        overhead_bytes: vec![],
+        gossip_received: 0,
+        gossip_nodes: 0,
+        submitter_upload: served,
+        rss_per_node: None,
+        wall: Duration::ZERO,
+        events: 0,
+    }
+}
+
+/// The running nodes, each replaceable (killed and restarted) while a run goes on.
+#[derive(Clone)]
+struct Mesh {
+    nodes: Arc<Vec<Mutex<Option<Arc<Node>>>>>,
+    configs: Arc<Vec<NodeConfig>>,
+}
+
+impl Mesh {
+    /// Starts `n` nodes: node-0 creates the mesh, each other joins through a random earlier
+    /// one; returns once the submitter sees all of them alive.
+    async fn start(root: &Path, n: usize, rng: &mut ChaCha8Rng) -> Result<Mesh, String> {
+        let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n);
+        let mut configs = Vec::with_capacity(n);
+        for i in 0..n {
+            let dir: PathBuf = root.join("nodes").join(node_name(i));
+            let mut cfg = NodeConfig::in_memory(dir, &node_name(i));
+            cfg.heartbeat_interval = HEARTBEAT;
+            if let Some(first) = nodes.first() {
+                let token = first.join_token();
+                let via = &nodes[rng.gen_range(0..nodes.len())];
+                cfg.bootstrap = via.join_token().peers.clone();
+                cfg.mesh_key_choice = match token.mesh_key {
+                    Some(key) => MeshKeyChoice::Key(key),
+                    None => MeshKeyChoice::Open,
+                };
+            }
+            let node = Node::start(cfg.clone())
+                .await
+                .map_err(|e| format!("{} did not start: {e}", node_name(i)))?;
+            nodes.push(Arc::new(node));
+            configs.push(cfg);
+        }
+        let mesh = Mesh {
+            nodes: Arc::new(nodes.into_iter().map(|n| Mutex::new(Some(n))).collect()),
+            configs: Arc::new(configs),
+        };
+        // Formation: the submitter sees everyone alive, then gossipsub's mesh settles.
+        let deadline =
+            Instant::now() + Duration::from_secs(60) + Duration::from_millis(100) * n as u32;
+        let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
+        loop {
+            let alive = match submitter.status().await {
+                Ok(s) => s.nodes.iter().filter(|r| r.state == "alive").count(),
+                Err(e) => return Err(format!("status of the submitter: {e}")),
+            };
+            if alive == n {
+                break;
+            }
+            if Instant::now() > deadline {
+                mesh.stop().await;
+                return Err(format!(
+                    "the mesh did not form: the submitter sees {alive} of {n} nodes alive"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(HEARTBEAT * 2).await;
+        Ok(mesh)
+    }
+
+    async fn node(&self, i: usize) -> Option<Arc<Node>> {
+        self.nodes[i].lock().await.clone()
+    }
+
+    /// Kills node `i` the way `kill -9` does: no goodbye, state left on disk.
+    async fn kill(&self, i: usize) {
+        let node = self.nodes[i].lock().await.take();
+        if let Some(node) = node.and_then(|n| Arc::try_unwrap(n).ok()) {
+            node.crash().await;
+        }
+    }
+
+    /// Starts node `i` again from its state directory, through the submitter.
+    async fn restart(&self, i: usize) -> Result<(), String> {
+        let mut cfg = self.configs[i].clone();
+        if let Some(submitter) = self.node(0).await {
+            cfg.bootstrap = submitter.join_token().peers.clone();
+        }
+        let node = Node::start(cfg)
+            .await
+            .map_err(|e| format!("{}: {e}", node_name(i)))?;
+        *self.nodes[i].lock().await = Some(Arc::new(node));
+        Ok(())
+    }
+
+    /// Shuts every running node down.
+    async fn stop(&self) {
+        let mut stopping = tokio::task::JoinSet::new();
+        for slot in self.nodes.iter() {
+            if let Some(node) = slot
+                .lock()
+                .await
+                .take()
+                .and_then(|n| Arc::try_unwrap(n).ok())
+            {
+                stopping.spawn(async move {
+                    let _ = node.shutdown().await;
+                });
+            }
+        }
+        while stopping.join_next().await.is_some() {}
+    }
+}
