@@ -20,7 +20,11 @@ pub const WIRE_VERSION: u16 = 1;
 
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).
-pub const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+///
+/// A run names its targets, about 55 bytes each: 1 MiB lets one announce reach some 18 000
+/// targets (less with many parents). A larger run is not gossiped; the originator delivers it
+/// to each target directly (see `docs/scaling.md`).
+pub const MAX_GOSSIP_BYTES: usize = 1024 * 1024;
 
 /// Largest control request or response (membership tables, results with their output).
 pub const MAX_CTL_BYTES: usize = 8 * 1024 * 1024;

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use simulations::{
     metrics::{self, Summary},
-    network::{Bandwidth, Latency, NetworkModel, parse_duration},
+    network::{Bandwidth, Latency, LossModel, NetworkModel, parse_duration},
     plot,
     scenario::{Scenario, Workload},
     tier1::Tier1,
@@ -47,6 +47,12 @@ struct Args {
     /// Tier 1: probability that any one message is lost (0 to below 1; e.g. 0.01).
     #[arg(long)]
     loss: Option<f64>,
+    /// Tier 1: what a loss does. `retransmit` (the mesh's links are TCP): the message is resent
+    /// after TCP's retransmission timeout (200 ms, doubling) and arrives late. `drop`: the
+    /// message is gone, as a datagram would be; requests fail at their timeout and the
+    /// protocol retries them.
+    #[arg(long, value_enum)]
+    loss_model: Option<LossModel>,
     /// Tier 1: each node's upload bandwidth (100mbit, 1gbit, 10gbit, unlimited).
     #[arg(long)]
     bandwidth: Option<Bandwidth>,
@@ -181,6 +187,7 @@ fn check(args: &Args) -> Result<(), String> {
         let tier1_only = [
             ("--latency", args.latency.is_some()),
             ("--loss", args.loss.is_some()),
+            ("--loss-model", args.loss_model.is_some()),
             ("--bandwidth", args.bandwidth.is_some()),
         ];
         if let Some((name, _)) = tier1_only.iter().find(|(_, given)| *given) {
@@ -221,6 +228,9 @@ fn run(args: &Args) -> Result<bool, String> {
     if let Some(l) = args.loss {
         network.loss = l;
     }
+    if let Some(m) = args.loss_model {
+        network.loss_model = m;
+    }
     if let Some(b) = args.bandwidth {
         network.uplink = b;
     }
@@ -253,8 +263,8 @@ fn run(args: &Args) -> Result<bool, String> {
                 .run()?;
                 r.seed = Some(args.seed);
                 r.network = format!(
-                    "latency {} loss {} uplink {}",
-                    network.latency, network.loss, network.uplink
+                    "latency {} loss {} ({}) uplink {}",
+                    network.latency, network.loss, network.loss_model, network.uplink
                 );
                 r
             } else {

@@ -26,8 +26,11 @@ pub struct Report {
     pub results: Vec<f64>,
     /// Expected results still reported unreachable at the end.
     pub unreachable: usize,
-    /// Recorded results that say the job failed on its target.
+    /// Recorded results that say the job failed on its target, for a reason other than:
     pub failed: usize,
+    /// a kill of its target while the job was queued or running (`churn`): the restarted
+    /// node reports it failed ("interrupted") rather than run it twice.
+    pub interrupted: usize,
     /// Results that reached the submitter again after it had recorded them.
     pub repeated_results: usize,
     /// Expected results recorded more than once with different content (must stay 0).
@@ -82,6 +85,7 @@ pub struct Summary {
     pub expected_results: usize,
     pub unreachable: usize,
     pub failed: usize,
+    pub interrupted: usize,
     /// Tier 1 only (`None` where the tier cannot see it).
     pub repeated_results: Option<usize>,
     pub conflicting_results: Option<usize>,
@@ -138,6 +142,7 @@ impl Report {
             expected_results: self.expected_results,
             unreachable: self.unreachable,
             failed: self.failed,
+            interrupted: self.interrupted,
             repeated_results: self.traffic_measured.then_some(self.repeated_results),
             conflicting_results: self.traffic_measured.then_some(self.conflicting_results),
             traffic: self.traffic_measured.then(|| Traffic {
@@ -200,11 +205,21 @@ pub fn table(rows: &[Summary]) -> String {
                 "{}/{}{}",
                 r.results_recorded,
                 r.expected_results,
-                match (r.unreachable, r.failed) {
-                    (0, 0) => String::new(),
-                    (u, 0) => format!(" ({u} unreachable)"),
-                    (0, f) => format!(" ({f} failed)"),
-                    (u, f) => format!(" ({u} unreachable, {f} failed)"),
+                {
+                    let notes: Vec<String> = [
+                        (r.unreachable, "unreachable"),
+                        (r.failed, "failed"),
+                        (r.interrupted, "interrupted"),
+                    ]
+                    .iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, what)| format!("{n} {what}"))
+                    .collect();
+                    if notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", notes.join(", "))
+                    }
                 }
             )),
             Cell::new(
@@ -236,7 +251,7 @@ pub fn table(rows: &[Summary]) -> String {
 
 pub const CSV_HEADER: &str = "tier,scenario,nodes,seed,network,targets,delivery,\
 have_p50_s,have_p99_s,have_p100_s,acked_p50_s,acked_p99_s,acked_p100_s,\
-results_p50_s,results_p99_s,results_p100_s,results_recorded,expected_results,unreachable,failed,\
+results_p50_s,results_p99_s,results_p100_s,results_recorded,expected_results,unreachable,failed,interrupted,\
 repeated_results,conflicting_results,messages_per_node,payload_kib_per_node,\
 overhead_kib_per_node,max_kib_node,duplicate_factor,submitter_upload_mib,rss_kib_per_node,\
 wall_s,events";
@@ -255,7 +270,7 @@ pub fn csv(rows: &[Summary]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},\"{}\",{},{:.4},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{},{:.3},{}",
+            "{},{},{},{},\"{}\",{},{:.4},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{},{:.3},{}",
             r.tier,
             r.scenario,
             r.nodes,
@@ -276,6 +291,7 @@ pub fn csv(rows: &[Summary]) -> String {
             r.expected_results,
             r.unreachable,
             r.failed,
+            r.interrupted,
             count(r.repeated_results),
             count(r.conflicting_results),
             traffic(|t| t.messages_per_node, r),

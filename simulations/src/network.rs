@@ -1,11 +1,15 @@
 //! The simulated network of tier 1: how long a message takes between two nodes, whether it
 //! arrives, and what it costs on the wire.
 //!
-//! Latency is drawn per message from a fixed value or a uniform range; loss drops a whole
-//! message with a fixed probability (harsher than TCP, which would retransmit and only delay
-//! it); each node has an uplink of fixed bandwidth through which its messages leave one after
-//! another (downlinks are not modelled). Byte costs are the encoded payload plus a per-message
-//! framing estimate (see [`Overhead`]).
+//! Latency is drawn per message from a fixed value or a uniform range. Loss hits a message
+//! with a fixed probability; what a loss does is the [`LossModel`]: every mesh link is TCP,
+//! which resends a lost segment after its retransmission timeout, so by default a loss
+//! delays the message (and a loss of the resend delays it again, with the timeout doubled);
+//! `drop` instead loses the whole message, as a datagram protocol would (harsher: requests
+//! then fail at their timeout and are retried by the protocol). Each node has an uplink of
+//! fixed bandwidth through which its messages leave one after another (downlinks are not
+//! modelled). Byte costs are the encoded payload plus a per-message framing estimate (see
+//! [`Overhead`]).
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -137,13 +141,55 @@ impl FromStr for Bandwidth {
     }
 }
 
+/// What a lost message costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossModel {
+    /// TCP: the segment is resent after the retransmission timeout (Linux: 200 ms at least,
+    /// doubling on each further loss); the message arrives late.
+    Retransmit,
+    /// A datagram: the message is gone; a request fails at its timeout.
+    Drop,
+}
+
+impl fmt::Display for LossModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossModel::Retransmit => "retransmit",
+            LossModel::Drop => "drop",
+        })
+    }
+}
+
+/// Linux's smallest TCP retransmission timeout (`TCP_RTO_MIN`).
+pub const TCP_RTO_MIN: Micros = 200_000;
+
 /// The network every message of a tier-1 simulation crosses.
 #[derive(Debug, Clone)]
 pub struct NetworkModel {
     pub latency: Latency,
     /// Probability that a message is lost.
     pub loss: f64,
+    pub loss_model: LossModel,
     pub uplink: Bandwidth,
+}
+
+impl NetworkModel {
+    /// What happens to one message: `Some(extra delay)` if it arrives, `None` if it is gone.
+    pub fn fate(&self, rng: &mut impl Rng) -> Option<Micros> {
+        if self.loss <= 0.0 {
+            return Some(0);
+        }
+        let mut extra = 0;
+        let mut rto = TCP_RTO_MIN;
+        while rng.r#gen::<f64>() < self.loss {
+            if self.loss_model == LossModel::Drop {
+                return None;
+            }
+            extra += rto;
+            rto = (rto * 2).min(120_000_000);
+        }
+        Some(extra)
+    }
 }
 
 impl Default for NetworkModel {
@@ -151,6 +197,7 @@ impl Default for NetworkModel {
         NetworkModel {
             latency: Latency::Fixed(Duration::from_millis(20)),
             loss: 0.0,
+            loss_model: LossModel::Retransmit,
             uplink: Bandwidth(Some(1_000_000_000)),
         }
     }

@@ -16,8 +16,9 @@
 //! - failure detection: the submitter sees a node as gone once it has been unreachable for
 //!   the membership expiry of a mesh of this size;
 //! - a node killed keeps what the daemon keeps on disk (accepted runs, finished jobs, results
-//!   not yet delivered, file chunks) and loses the rest; on restart it requeues its
-//!   unfinished jobs and re-adds its undelivered results.
+//!   not yet delivered, file chunks) and loses the rest; on restart it reports the jobs it
+//!   had accepted but not finished as failed ("interrupted", as the daemon does: a job is
+//!   never run twice) and re-adds its undelivered results.
 //!
 //! Same seed, same workload, same network: the same [`Report`] (apart from wall time).
 
@@ -68,6 +69,18 @@ mod daemon {
 const SUBMIT_AT: Micros = 1_000_000;
 
 /// A tier-1 run: the workload, the network and the seed.
+/// How a simulated job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Success,
+    Failed,
+    /// Accepted, then the node was killed before it finished: reported failed on restart.
+    Interrupted,
+}
+
+/// The info of an interrupted job's result, as the daemon words it.
+const INTERRUPTED: &str = "interrupted: the node restarted before the job finished";
+
 #[derive(Debug, Clone)]
 pub struct Tier1 {
     pub workload: Workload,
@@ -288,7 +301,8 @@ struct Sim {
     expected: HashSet<(usize, usize)>,
     have_at: Vec<Option<Micros>>,
     acked_at: Vec<Option<Micros>>,
-    result_at: HashMap<(usize, usize), (Micros, ResultState)>,
+    /// First arrival of each expected result: when, its state and its info.
+    result_at: HashMap<(usize, usize), (Micros, ResultState, String)>,
     unreachable: HashSet<(usize, usize)>,
     repeated: usize,
     conflicting: usize,
@@ -618,7 +632,12 @@ impl Sim {
                 epoch,
                 job,
                 ok,
-            } => self.job_done(node, epoch, job, ok),
+            } => self.job_done(
+                node,
+                epoch,
+                job,
+                if ok { Done::Success } else { Done::Failed },
+            ),
             Event::RunsTick { node, epoch } => {
                 if self.nodes[node].epoch == epoch && self.nodes[node].alive {
                     self.nodes[node].runs_tick_at = None;
@@ -679,8 +698,13 @@ impl Sim {
         self.partitioned && self.side_b[a] != self.side_b[b]
     }
 
-    fn lost(&mut self) -> bool {
-        self.network.loss > 0.0 && self.rng.r#gen::<f64>() < self.network.loss
+    /// Whether a message from `a` to `b` arrives now, and how late: `None` if it is lost (a
+    /// partition, or loss under the `drop` model).
+    fn fate(&mut self, a: usize, b: usize) -> Option<Micros> {
+        if self.crosses_partition(a, b) {
+            return None;
+        }
+        self.network.fate(&mut self.rng)
     }
 
     fn latency(&mut self) -> Micros {
@@ -690,10 +714,10 @@ impl Sim {
     /// A one-way message that arrives or does not.
     fn datagram(&mut self, from: usize, to: usize, payload: u64, overhead: u64, event: Event) {
         let left = self.transmit(from, payload, overhead);
-        if self.crosses_partition(from, to) || self.lost() {
+        let Some(late) = self.fate(from, to) else {
             return;
-        }
-        let at = left + self.latency();
+        };
+        let at = left + late + self.latency();
         self.schedule(at, event);
     }
 
@@ -746,11 +770,18 @@ impl Sim {
             // Nobody listening: the dial is refused after a round trip.
             let at = left + 2 * self.latency();
             self.schedule(at, Event::Failed { id });
-        } else if self.crosses_partition(from, to) || self.lost() {
-            self.schedule(self.now + timeout, Event::Failed { id });
         } else {
-            let at = left + self.latency();
-            self.schedule(at, Event::Request { id });
+            match self.fate(from, to) {
+                None => self.schedule(self.now + timeout, Event::Failed { id }),
+                Some(late) => {
+                    let at = left + late + self.latency();
+                    if at > self.now + timeout {
+                        self.schedule(self.now + timeout, Event::Failed { id });
+                    } else {
+                        self.schedule(at, Event::Request { id });
+                    }
+                }
+            }
         }
     }
 
@@ -760,11 +791,16 @@ impl Sim {
         };
         let (from, to, give_up) = (p.to, p.from, p.sent_at + p.timeout);
         let left = self.transmit(from, payload, Overhead::RESPONSE);
-        if self.crosses_partition(from, to) || self.lost() {
-            self.schedule(give_up.max(self.now), Event::Failed { id });
-        } else {
-            let at = left + self.latency();
-            self.schedule(at, Event::Reply { id, answer });
+        match self.fate(from, to) {
+            None => self.schedule(give_up.max(self.now), Event::Failed { id }),
+            Some(late) => {
+                let at = left + late + self.latency();
+                if at > give_up {
+                    self.schedule(give_up.max(self.now), Event::Failed { id });
+                } else {
+                    self.schedule(at, Event::Reply { id, answer });
+                }
+            }
         }
     }
 
@@ -989,14 +1025,15 @@ impl Sim {
         let key = (job, node);
         if self.expected.contains(&key) {
             match self.result_at.get(&key) {
-                Some((_, state)) => {
+                Some((_, state, _)) => {
                     self.repeated += 1;
                     if *state != r.outcome.state {
                         self.conflicting += 1;
                     }
                 }
                 None => {
-                    self.result_at.insert(key, (self.now, r.outcome.state));
+                    self.result_at
+                        .insert(key, (self.now, r.outcome.state, r.outcome.info.clone()));
                     self.unreachable.remove(&key);
                 }
             }
@@ -1100,7 +1137,7 @@ impl Sim {
         }
     }
 
-    fn job_done(&mut self, node: usize, epoch: u32, job: usize, ok: bool) {
+    fn job_done(&mut self, node: usize, epoch: u32, job: usize, done: Done) {
         if self.nodes[node].epoch != epoch || !self.nodes[node].alive {
             return;
         }
@@ -1113,14 +1150,16 @@ impl Sim {
             node: self.ids[node].clone(),
             outcome: Outcome {
                 job_id: self.run.parents[p].jobs[j].job_id.clone(),
-                state: if ok {
-                    ResultState::Success
-                } else {
-                    ResultState::Failed
+                state: match done {
+                    Done::Success => ResultState::Success,
+                    Done::Failed | Done::Interrupted => ResultState::Failed,
                 },
                 stdout: String::new(),
                 stderr: String::new(),
-                info: String::new(),
+                info: match done {
+                    Done::Interrupted => INTERRUPTED.into(),
+                    _ => String::new(),
+                },
                 execution_secs: self.workload.job_time.as_secs_f64(),
                 started_unix_ms: ms,
                 finished_unix_ms: self.now / 1000,
@@ -1345,7 +1384,16 @@ impl Sim {
             self.outbox_actions(node, actions);
         }
         if self.nodes[node].accepted {
-            self.requeue(node);
+            let pending: Vec<usize> = self.work[node]
+                .iter()
+                .copied()
+                .filter(|j| !self.nodes[node].finished.contains(j))
+                .collect();
+            let epoch = self.nodes[node].epoch;
+            for job in pending {
+                self.nodes[node].running = Some(job);
+                self.job_done(node, epoch, job, Done::Interrupted);
+            }
         }
     }
 
@@ -1372,9 +1420,18 @@ impl Sim {
                 .iter()
                 .filter_map(|&i| self.acked_at[i].map(since))
                 .collect(),
-            results: self.result_at.values().map(|(t, _)| since(*t)).collect(),
+            results: self.result_at.values().map(|(t, _, _)| since(*t)).collect(),
             unreachable: self.unreachable.len(),
-            failed: 0,
+            failed: self
+                .result_at
+                .values()
+                .filter(|(_, state, info)| *state == ResultState::Failed && info.is_empty())
+                .count(),
+            interrupted: self
+                .result_at
+                .values()
+                .filter(|(_, _, info)| info.starts_with("interrupted:"))
+                .count(),
             repeated_results: self.repeated,
             conflicting_results: self.conflicting,
             traffic_measured: true,

@@ -32,9 +32,18 @@ use crate::{
     scenario::{Scenario, Workload},
 };
 
-/// Heartbeat of the simulated nodes (the daemon's default is longer; a second keeps
-/// formation and failure detection quick without flooding a thousand nodes).
-const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Heartbeat of `n` simulated nodes. Every presence heartbeat is checked (its gossipsub
+/// signature verified) by every node, once per copy: a real mesh spreads that over `n`
+/// machines, tier 2 puts it on this one. The interval grows with n² so that the whole process
+/// handles about [`PRESENCES_PER_SEC`] copies per second, whatever `n`; failure detection is
+/// slower accordingly (three heartbeats), which only the churn scenario notices.
+fn heartbeat(n: usize) -> Duration {
+    let secs = (n * n) as f64 / PRESENCES_PER_SEC;
+    Duration::from_secs_f64(secs.max(1.0))
+}
+
+/// Presence copies per second that all tier-2 nodes together handle (see [`heartbeat`]).
+const PRESENCES_PER_SEC: f64 = 100.0;
 /// Seed of the choices tier 2 makes (bootstrap peers, who is killed and when): tier 2 is
 /// wall-clock and not deterministic, but it makes the same choices each time.
 const CHOICES_SEED: u64 = 2;
@@ -42,6 +51,8 @@ const CHOICES_SEED: u64 = 2;
 pub const MAX_NODES: usize = 2000;
 /// Prefix of the info of a result the submitter gave up waiting for (see `node::runs`).
 const UNREACHABLE: &str = "unreachable:";
+/// Prefix of the info of a job its target was killed in the middle of.
+const INTERRUPTED: &str = "interrupted:";
 
 pub struct Tier2 {
     pub workload: Workload,
@@ -362,6 +373,7 @@ fn report(w: &Workload, records: &BTreeMap<String, JobRecord>, t0: u64, served: 
     let mut results = Vec::new();
     let mut unreachable = 0;
     let mut failed = 0;
+    let mut interrupted = 0;
     let mut expected = 0;
     let mut targets = BTreeSet::new();
     for record in records.values() {
@@ -372,7 +384,9 @@ fn report(w: &Workload, records: &BTreeMap<String, JobRecord>, t0: u64, served: 
                 unreachable += 1;
                 continue;
             }
-            if !result.state.is_ok() {
+            if result.info.starts_with(INTERRUPTED) {
+                interrupted += 1;
+            } else if !result.state.is_ok() {
                 if failed == 0 {
                     eprintln!(
                         "warning: {} failed on {name}: {} {}",
@@ -404,6 +418,7 @@ fn report(w: &Workload, records: &BTreeMap<String, JobRecord>, t0: u64, served: 
         results,
         unreachable,
         failed,
+        interrupted,
         repeated_results: 0,
         conflicting_results: 0,
         traffic_measured: false,
@@ -435,7 +450,7 @@ impl Mesh {
         for i in 0..n {
             let dir: PathBuf = root.join("nodes").join(node_name(i));
             let mut cfg = NodeConfig::in_memory(dir, &node_name(i));
-            cfg.heartbeat_interval = HEARTBEAT;
+            cfg.heartbeat_interval = heartbeat(n);
             if let Some(first) = nodes.first() {
                 let token = first.join_token();
                 let via = &nodes[rng.gen_range(0..nodes.len())];
@@ -475,7 +490,7 @@ impl Mesh {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(HEARTBEAT * 2).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         Ok(mesh)
     }
 

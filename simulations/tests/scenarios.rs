@@ -1,0 +1,168 @@
+//! Every scenario at small scale, in both tiers: everything delivered, every result recorded
+//! exactly once, nothing lost to a partition once it heals, and tier 1 deterministic.
+
+use std::time::Duration;
+
+use simulations::{
+    metrics::Summary,
+    network::{Latency, LossModel, NetworkModel},
+    scenario::{Scenario, Workload},
+    tier1::Tier1,
+    tier2::Tier2,
+};
+
+const TIER1_NODES: usize = 300;
+const TIER2_NODES: usize = 20;
+
+fn tier1(scenario: Scenario, network: NetworkModel, seed: u64) -> Summary {
+    let mut workload = Workload::new(scenario, TIER1_NODES);
+    workload.file_bytes = 4 << 20;
+    Tier1 {
+        workload,
+        network,
+        seed,
+        limit: Duration::from_secs(600),
+    }
+    .run()
+    .unwrap_or_else(|e| panic!("tier 1 {scenario}: {e}"))
+    .summary()
+}
+
+/// Everything delivered and every expected result recorded once, none failed or unreachable.
+fn assert_complete(s: &Summary) {
+    let what = format!("tier {} {} on {} nodes: {s:?}", s.tier, s.scenario, s.nodes);
+    assert!(s.targets > 0, "{what}");
+    assert_eq!(s.delivery, 1.0, "delivery, {what}");
+    assert_eq!(s.results_recorded, s.expected_results, "results, {what}");
+    assert_eq!(s.unreachable, 0, "unreachable, {what}");
+    assert_eq!(s.failed, 0, "failed, {what}");
+    if s.tier == 1 {
+        // Results that arrive twice (a resend crossing its ack) are recognised, never recorded
+        // again with other content.
+        assert_eq!(s.conflicting_results, Some(0), "{what}");
+    }
+    assert!(s.results[2].is_some(), "time to 100 % of results, {what}");
+}
+
+#[test]
+fn tier1_every_scenario_delivers_everything_without_loss() {
+    for scenario in Scenario::ALL {
+        let s = tier1(scenario, NetworkModel::default(), 7);
+        assert_complete(&s);
+        let jobs = Workload::new(scenario, TIER1_NODES).jobs;
+        assert_eq!(s.expected_results, TIER1_NODES * jobs, "{s:?}");
+    }
+}
+
+#[test]
+fn tier1_partition_heals_and_every_result_arrives_after_it() {
+    let s = tier1(Scenario::Partition, NetworkModel::default(), 3);
+    assert_complete(&s);
+    // The far half only gets the run once the split (5 s from the submit) is over.
+    let last_have = s.have[2].expect("every target has the run");
+    assert!(last_have >= 5.0, "{s:?}");
+}
+
+#[test]
+fn tier1_is_deterministic_for_a_seed() {
+    let network = NetworkModel {
+        latency: Latency::Uniform(Duration::from_millis(5), Duration::from_millis(40)),
+        loss: 0.02,
+        ..NetworkModel::default()
+    };
+    for scenario in [Scenario::Orchestration, Scenario::Churn, Scenario::Files] {
+        let strip = |mut s: Summary| {
+            s.wall_secs = 0.0;
+            s
+        };
+        let a = strip(tier1(scenario, network.clone(), 11));
+        let b = strip(tier1(scenario, network.clone(), 11));
+        assert_eq!(a, b, "{scenario}: same seed, same result");
+        let c = strip(tier1(scenario, network.clone(), 12));
+        assert_ne!(a, c, "{scenario}: another seed draws another network");
+    }
+}
+
+#[test]
+fn tier1_loss_delays_or_drops_but_loses_nothing() {
+    for loss_model in [LossModel::Retransmit, LossModel::Drop] {
+        let network = NetworkModel {
+            loss: 0.05,
+            loss_model,
+            ..NetworkModel::default()
+        };
+        for scenario in [Scenario::Fanout, Scenario::Orchestration, Scenario::Files] {
+            assert_complete(&tier1(scenario, network.clone(), 5));
+        }
+    }
+}
+
+fn tier2(scenario: Scenario, tune: impl FnOnce(&mut Workload)) -> Summary {
+    let mut workload = Workload::new(scenario, TIER2_NODES);
+    tune(&mut workload);
+    Tier2 {
+        workload,
+        limit: Duration::from_secs(120),
+    }
+    .run()
+    .unwrap_or_else(|e| panic!("tier 2 {scenario}: {e}"))
+    .summary()
+}
+
+#[test]
+fn tier2_fanout() {
+    let s = tier2(Scenario::Fanout, |_| {});
+    assert_complete(&s);
+    assert_eq!(s.expected_results, TIER2_NODES);
+    assert!(s.rss_kib_per_node.is_some_and(|k| k > 0.0), "{s:?}");
+}
+
+#[test]
+fn tier2_orchestration() {
+    let s = tier2(Scenario::Orchestration, |w| w.jobs = 20);
+    assert_complete(&s);
+    assert_eq!(s.expected_results, TIER2_NODES * 20);
+}
+
+#[test]
+fn tier2_files() {
+    let s = tier2(Scenario::Files, |w| w.file_bytes = 3 << 20);
+    assert_complete(&s);
+    // The submitter serves its file to a few nodes, not to all of them.
+    assert!(s.submitter_upload_mib >= 3.0, "{s:?}");
+    assert!(
+        s.submitter_upload_mib < 3.0 * (TIER2_NODES / 2) as f64,
+        "{s:?}"
+    );
+}
+
+#[test]
+fn tier2_churn() {
+    let s = tier2(Scenario::Churn, |w| {
+        w.churn = 0.2;
+        w.downtime = Duration::from_secs(1);
+    });
+    assert_complete(&s);
+    assert_eq!(s.expected_results, TIER2_NODES * 10);
+}
+
+#[test]
+fn tier2_late_join() {
+    let s = tier2(Scenario::LateJoin, |w| {
+        w.late = 0.2;
+        w.late_within = Duration::from_secs(2);
+    });
+    assert_complete(&s);
+    assert_eq!(s.expected_results, TIER2_NODES * 10);
+}
+
+#[test]
+fn tier2_refuses_a_partition_with_a_reason() {
+    let err = Tier2 {
+        workload: Workload::new(Scenario::Partition, TIER2_NODES),
+        limit: Duration::from_secs(10),
+    }
+    .run()
+    .expect_err("tier 2 cannot split its memory transport");
+    assert!(err.contains("--tier 1"), "{err}");
+}
