@@ -37,6 +37,10 @@ pub struct Run {
     /// Nodes already known to hold files of this run (besides the originator).
     #[serde(default)]
     pub holders: Vec<(Fingerprint, Vec<NodeId>)>,
+    /// Announce round: 0 for the first announce, then one more for each re-announce. Gossip
+    /// names a message by its content; the round makes a re-announce a new message.
+    #[serde(default)]
+    pub round: u32,
 }
 
 /// A small file carried inside a run.

@@ -24,6 +24,11 @@ pub struct OriginatorConfig {
     pub max_resend: Duration,
     /// With at most this many remote targets, deliver directly instead of gossiping.
     pub direct_up_to: usize,
+    /// Direct resends per run and round, at most (taken in turn from the targets that have
+    /// not acknowledged). With more targets than this unacknowledged, a gossiped run is also
+    /// announced again: after a partition heals, one flood reaches the far side faster, and
+    /// costs the originator far less upload, than a resend to each of thousands of targets.
+    pub resend_batch: usize,
 }
 
 impl Default for OriginatorConfig {
@@ -32,6 +37,7 @@ impl Default for OriginatorConfig {
             first_resend: Duration::from_millis(500),
             max_resend: Duration::from_secs(10),
             direct_up_to: 2,
+            resend_batch: 32,
         }
     }
 }
@@ -83,6 +89,10 @@ struct Tracked {
     missing: HashSet<(String, NodeId)>,
     resend_at: Instant,
     resend_every: Duration,
+    /// Whether the run goes by gossip (else only direct deliveries).
+    gossiped: bool,
+    /// Where the next resend round starts in `unacked`.
+    cursor: usize,
 }
 
 /// The tracker of every run this node submitted and that is not finished.
@@ -143,7 +153,8 @@ impl Originator {
         if targets.contains(&self.local) {
             actions.push(Action::DeliverLocal(run.clone()));
         }
-        if remote.len() > self.config.direct_up_to {
+        let gossiped = remote.len() > self.config.direct_up_to;
+        if gossiped {
             actions.push(Action::Announce(run.clone()));
         } else {
             actions.extend(remote.iter().map(|node| Action::Deliver {
@@ -166,6 +177,8 @@ impl Originator {
                 missing,
                 resend_at: now + self.config.first_resend,
                 resend_every: self.config.first_resend,
+                gossiped,
+                cursor: 0,
             },
         );
         actions
@@ -203,12 +216,13 @@ impl Originator {
                 job_ids: local_jobs,
             });
         }
+        let owing: HashSet<&NodeId> = missing.iter().map(|(_, n)| n).collect();
         let unacked: BTreeSet<NodeId> = run
             .targets()
             .into_iter()
-            .filter(|t| *t != self.local && !acked.contains(t))
-            .filter(|t| missing.iter().any(|(_, n)| n == t))
+            .filter(|t| *t != self.local && !acked.contains(t) && owing.contains(t))
             .collect();
+        let gossiped = unacked.len() > self.config.direct_up_to;
         if missing.is_empty() {
             actions.push(Action::Finished { run_id: run.run_id });
             return actions;
@@ -222,6 +236,8 @@ impl Originator {
                 // Resend at once: the restart may have lost deliveries in flight.
                 resend_at: now,
                 resend_every: self.config.first_resend,
+                gossiped,
+                cursor: 0,
             },
         );
         actions
@@ -282,12 +298,27 @@ impl Originator {
             if t.unacked.is_empty() || now < t.resend_at {
                 continue;
             }
-            for node in &t.unacked {
+            let batch = self.config.resend_batch.max(1);
+            if t.gossiped && t.unacked.len() > batch {
+                let mut again = (*t.run).clone();
+                again.round = t.run.round + 1;
+                t.run = Arc::new(again);
+                actions.push(Action::Announce(Arc::clone(&t.run)));
+            }
+            let start = t.cursor % t.unacked.len();
+            for node in t
+                .unacked
+                .iter()
+                .cycle()
+                .skip(start)
+                .take(batch.min(t.unacked.len()))
+            {
                 actions.push(Action::Deliver {
                     node: node.clone(),
                     run: Arc::clone(&t.run),
                 });
             }
+            t.cursor = start + batch;
             t.resend_every = (t.resend_every * 2).min(self.config.max_resend);
             t.resend_at = now + t.resend_every;
         }
@@ -320,6 +351,7 @@ mod tests {
             stream: false,
             inline: vec![],
             holders: vec![],
+            round: 0,
             parents: vec![Parent {
                 parent_id: "p1".into(),
                 fingerprint: Fingerprint([0; 32]),
@@ -372,6 +404,62 @@ mod tests {
         let a = o.handle(Input::Submit(r), now);
         assert_eq!(a.len(), 1);
         assert!(matches!(a[0], Action::Announce(_)));
+    }
+
+    #[test]
+    fn many_unacked_targets_get_a_new_announce_and_resends_in_turns() {
+        let t0 = Instant::now();
+        let config = OriginatorConfig {
+            resend_batch: 4,
+            ..OriginatorConfig::default()
+        };
+        let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut o = Originator::new(node("me"), config.clone());
+        let a = o.handle(Input::Submit(run(&refs, 1, None)), t0);
+        assert!(matches!(&a[0], Action::Announce(r) if r.round == 0));
+
+        let mut delivered = Vec::new();
+        let mut at = t0;
+        for round in 1..=3u32 {
+            at += Duration::from_secs(11);
+            let a = o.handle(Input::Tick, at);
+            // Ten unacknowledged, more than the batch of four: announced again, as a new
+            // gossip message (its round differs), and four direct resends.
+            assert!(
+                matches!(&a[0], Action::Announce(r) if r.round == round),
+                "round {round}: {a:?}"
+            );
+            let to: Vec<NodeId> = a
+                .iter()
+                .filter_map(|x| match x {
+                    Action::Deliver { node, .. } => Some(node.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(to.len(), 4);
+            delivered.extend(to);
+        }
+        // Taken in turn: twelve resends cover all ten targets.
+        let covered: BTreeSet<NodeId> = delivered.into_iter().collect();
+        assert_eq!(covered.len(), 10);
+
+        // Down to the batch: no more announces, resends only.
+        for name in &names[..6] {
+            o.handle(
+                Input::Acked {
+                    run_id: "r1".into(),
+                    node: node(name),
+                },
+                at,
+            );
+        }
+        let a = o.handle(Input::Tick, at + Duration::from_secs(11));
+        assert!(
+            a.iter().all(|x| matches!(x, Action::Deliver { .. })),
+            "{a:?}"
+        );
+        assert_eq!(a.len(), 4);
     }
 
     #[test]

@@ -106,8 +106,10 @@ impl Download {
             in_flight: 0,
             finished: false,
         };
+        // A set, not `contains`: a run to ten thousand targets lists them all as fallbacks.
+        let mut seen = HashSet::with_capacity(sources.len());
         for s in sources {
-            if !d.sources.contains(&s) {
+            if seen.insert(s.clone()) {
                 d.sources.push(s);
             }
         }
@@ -235,6 +237,13 @@ impl Download {
             .collect();
         if parts.is_empty() {
             parts.push("no node holds it".into());
+        }
+        // The first sources say why; a run to thousands of targets would list them all.
+        const SHOWN: usize = 8;
+        if parts.len() > SHOWN {
+            let more = parts.len() - SHOWN;
+            parts.truncate(SHOWN);
+            parts.push(format!("and {more} more"));
         }
         format!(
             "chunk {index} could not be had intact ({})",

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, connection_limits, gossipsub, identity::Keypair, ping, request_response,
-    swarm::NetworkBehaviour,
+    StreamProtocol, allow_block_list, connection_limits, gossipsub, identity::Keypair, ping,
+    request_response, swarm::NetworkBehaviour,
 };
 
 use crate::{
@@ -46,6 +46,9 @@ pub const IDONTWANT_THRESHOLD: usize = 1000;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct MeshBehaviour {
+    /// Peers this node refuses to be connected to (empty in normal operation; simulations
+    /// block peers to split the mesh).
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) ctl: request_response::Behaviour<CborCodec<CtlRequest, CtlResponse>>,
@@ -100,6 +103,7 @@ impl MeshBehaviour {
                 .with_timeout(Duration::from_secs(10)),
         );
         Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
             limits,
             gossipsub,
             ctl,

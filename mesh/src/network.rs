@@ -173,6 +173,11 @@ enum Command {
         token: BlobToken,
         response: BlobResponse,
     },
+    Block {
+        peers: Vec<PeerId>,
+        blocked: bool,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Depth of the command and event channels. Commands are small and answered at once; a full
@@ -255,6 +260,17 @@ impl MeshHandle {
             .send(Command::ReplyBlob { token, response })
             .await
             .map_err(|_| MeshError::Stopped)
+    }
+
+    /// Refuses (`blocked`) or allows again any connection with `peers`; blocking closes the
+    /// open ones. Simulations use it to split a mesh in process and heal it.
+    pub async fn set_blocked(&self, peers: Vec<PeerId>, blocked: bool) -> Result<(), MeshError> {
+        self.call(|reply| Command::Block {
+            peers,
+            blocked,
+            reply,
+        })
+        .await
     }
 
     /// Tells the mesh this node is leaving, waits (bounded) for peers to hear it, and stops.
@@ -634,6 +650,21 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::Block {
+                peers,
+                blocked,
+                reply,
+            } => {
+                let list = &mut self.swarm.behaviour_mut().blocked;
+                for peer in peers {
+                    if blocked {
+                        list.block_peer(peer);
+                    } else {
+                        list.unblock_peer(peer);
+                    }
+                }
+                let _ = reply.send(());
+            }
             Command::Status { reply } => {
                 let now = Instant::now();
                 let _ = reply.send(MeshStatus {

@@ -256,6 +256,15 @@ impl Node {
         self.control.handle(request).await
     }
 
+    /// Refuses (`blocked`) or allows again connections with `peers`, as a network split
+    /// would. For tests and simulations.
+    pub async fn set_blocked(&self, peers: Vec<PeerId>, blocked: bool) -> Result<(), NodeError> {
+        self.mesh
+            .set_blocked(peers, blocked)
+            .await
+            .map_err(NodeError::from)
+    }
+
     /// Stops the node as a crash would: no goodbye to its peers (their connections just drop),
     /// nothing saved beyond what the store has already committed. For tests and simulations.
     pub async fn crash(self) {

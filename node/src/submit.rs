@@ -197,6 +197,7 @@ pub fn resolve(
             stream: sub.stream,
             inline: vec![],
             holders: vec![],
+            round: 0,
         },
         records,
         reply: SubmitReply {

@@ -167,7 +167,8 @@ impl Actor {
                     Some(input) => self.handle(input),
                     None => return,
                 },
-                _ = tick.tick() => {
+                // Idle (nothing fetching, nothing parked): no ticks, so idle nodes stay asleep.
+                _ = tick.tick(), if !self.active.is_empty() || !self.parked.is_empty() => {
                     let now = Instant::now();
                                         self.expire_parked(now);
                     let hashes: Vec<Fingerprint> = self.active.keys().copied().collect();

@@ -89,7 +89,8 @@ struct Args {
     /// Give up on a run after this long (virtual time in tier 1, wall-clock in tier 2).
     #[arg(long, value_parser = parse_duration)]
     limit: Option<Duration>,
-    /// Where the CSV and the PNG go (created if missing).
+    /// Where the results go (created if missing): results.csv, one row per run, and
+    /// results.png, time to 99 % and KiB per node against the number of nodes.
     #[arg(long, default_value = "sim-results")]
     out: PathBuf,
     /// Exit 1 if any run ends with a target that never got the job or a result missing.
@@ -105,12 +106,17 @@ Scenarios:
   files          one ADD of a --file-mib file to every node; the submitter feeds a tree of
                  targets, each feeding two others, chunk by chunk
   churn          --jobs jobs to every node while --churn of the nodes are killed (each at a
-                 random moment) and restarted after --downtime; nothing may be lost
+                 random moment) and restarted after --downtime; nothing may be lost (a job
+                 cut short by its node's kill is reported failed, 'interrupted', never run
+                 twice)
   partition      --jobs jobs to every node while the mesh is split in two halves from
-                 --partition-at for --partition-for, then healed
+                 --partition-at for --partition-for, then healed (tier 2: each node
+                 refuses connections with the other half, which closes the open ones)
   late-join      --jobs jobs to every node while --late of the nodes join only within
                  --late-within after the announce (they miss the gossip)
   all            every scenario above
+
+Tier 2 cannot inject latency or loss: its memory transport is as fast as this machine.
 
 Examples:
   directord-mesh-sim --nodes 10,100,1000,10000 --scenario fanout

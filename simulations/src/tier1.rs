@@ -116,18 +116,22 @@ enum Event {
     Gossip {
         to: usize,
         from: usize,
+        round: u32,
     },
     IHave {
         to: usize,
         from: usize,
+        round: u32,
     },
     IWant {
         to: usize,
         from: usize,
+        round: u32,
     },
     IDontWant {
         to: usize,
         from: usize,
+        round: u32,
     },
     Heartbeat {
         node: usize,
@@ -245,8 +249,11 @@ struct SimNode {
     phase: Micros,
     uplink_free: Micros,
     // Gossip.
+    /// The newest announce round this node has, and when it got it.
+    seen_round: Option<u32>,
     seen_at: Option<Micros>,
-    dont_want: Vec<usize>,
+    /// Peers that said they have a round (IDONTWANT): (peer, round).
+    dont_want: Vec<(usize, u32)>,
     heartbeat_at: Option<Micros>,
     // Target (durable: accepted, finished, undelivered; the rest is lost on a kill).
     accepted: bool,
@@ -418,6 +425,7 @@ fn build_run(
         stream: false,
         inline: vec![],
         holders: vec![],
+        round: 0,
     };
     Ok((run, file))
 }
@@ -607,20 +615,20 @@ impl Sim {
                 self.originator_actions(actions);
                 self.runs_tick(self.submitter);
             }
-            Event::Gossip { to, from } => self.gossip_in(to, from),
-            Event::IHave { to, from } => {
-                if self.nodes[to].alive && self.nodes[to].seen_at.is_none() {
-                    self.control(to, from, |to, from| Event::IWant { to, from });
+            Event::Gossip { to, from, round } => self.gossip_in(to, from, round),
+            Event::IHave { to, from, round } => {
+                if self.nodes[to].alive && self.nodes[to].seen_round.is_none_or(|r| r < round) {
+                    self.control(to, from, |to, from| Event::IWant { to, from, round });
                 }
             }
-            Event::IWant { to, from } => {
-                if self.nodes[to].alive {
+            Event::IWant { to, from, round } => {
+                if self.nodes[to].alive && self.nodes[to].seen_round.is_some_and(|r| r >= round) {
                     self.gossip_out(to, from);
                 }
             }
-            Event::IDontWant { to, from } => {
+            Event::IDontWant { to, from, round } => {
                 if self.nodes[to].alive {
-                    self.nodes[to].dont_want.push(from);
+                    self.nodes[to].dont_want.push((from, round));
                 }
             }
             Event::Heartbeat { node, epoch } => self.heartbeat(node, epoch),
@@ -881,35 +889,43 @@ impl Sim {
 
     // ---- Gossip ----
 
+    /// `from` sends the newest round it has to `to`.
     fn gossip_out(&mut self, from: usize, to: usize) {
+        let Some(round) = self.nodes[from].seen_round else {
+            return;
+        };
         let bytes = self.run_bytes;
         self.datagram(
             from,
             to,
             bytes,
             Overhead::GOSSIP,
-            Event::Gossip { to, from },
+            Event::Gossip { to, from, round },
         );
     }
 
-    fn gossip_in(&mut self, to: usize, from: usize) {
+    fn gossip_in(&mut self, to: usize, from: usize, round: u32) {
         if !self.nodes[to].alive {
             return;
         }
         self.gossip_received += 1;
-        if self.nodes[to].seen_at.is_some() {
+        // Gossip drops what it has seen: this round, or (for the model) an older one.
+        if self.nodes[to].seen_round.is_some_and(|r| r >= round) {
             return;
         }
-        self.gossip_nodes += 1;
+        if self.nodes[to].seen_round.is_none() {
+            self.gossip_nodes += 1;
+        }
+        self.nodes[to].seen_round = Some(round);
         self.nodes[to].seen_at = Some(self.now);
         let mesh = self.mesh[to].clone();
         if self.run_bytes > daemon::IDONTWANT_THRESHOLD as u64 {
             for &p in mesh.iter().filter(|&&p| p != from) {
-                self.control(to, p, |to, from| Event::IDontWant { to, from });
+                self.control(to, p, |to, from| Event::IDontWant { to, from, round });
             }
         }
         for &p in &mesh {
-            if p != from && p != self.submitter && !self.nodes[to].dont_want.contains(&p) {
+            if p != from && p != self.submitter && !self.nodes[to].dont_want.contains(&(p, round)) {
                 self.gossip_out(to, p);
             }
         }
@@ -937,7 +953,8 @@ impl Sim {
             return;
         }
         self.nodes[node].heartbeat_at = None;
-        let Some(seen) = self.nodes[node].seen_at else {
+        let (Some(seen), Some(round)) = (self.nodes[node].seen_at, self.nodes[node].seen_round)
+        else {
             return;
         };
         let period = micros(daemon::GOSSIP_HEARTBEAT);
@@ -954,7 +971,7 @@ impl Sim {
             .min(others.len());
         others.shuffle(&mut self.rng);
         for &p in &others[..count] {
-            self.control(node, p, |to, from| Event::IHave { to, from });
+            self.control(node, p, |to, from| Event::IHave { to, from, round });
         }
         self.next_heartbeat(node);
     }
@@ -965,12 +982,15 @@ impl Sim {
         let s = self.submitter;
         for action in actions {
             match action {
-                originator::Action::Announce(_) => {
+                originator::Action::Announce(run) => {
                     if self.gossip_too_big {
                         // As the daemon: too big to gossip, the first resend delivers directly.
                         continue;
                     }
-                    self.gossip_nodes += 1;
+                    if self.nodes[s].seen_round.is_none() {
+                        self.gossip_nodes += 1;
+                    }
+                    self.nodes[s].seen_round = Some(run.round);
                     self.nodes[s].seen_at = Some(self.now);
                     // Flood publishing: to every connected peer.
                     for p in self.peers[s].clone() {

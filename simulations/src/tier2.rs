@@ -4,8 +4,9 @@
 //!
 //! What tier 2 can see is what an operator sees: when each target ran its jobs and when each
 //! result reached the submitter. Message and byte counts are tier 1's (the memory transport
-//! does not count them); acks are internal to the originator. Partitions need separate network
-//! stacks: tier 1 models them, and the e2e tests split real daemons with network namespaces.
+//! does not count them); acks are internal to the originator. A partition is made by each
+//! node refusing connections with the other side (libp2p's block list), which closes the
+//! open ones and fails new dials, as a network split does.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -71,13 +72,6 @@ impl Tier2 {
                 "tier 2 starts at most {MAX_NODES} nodes in one process; use --tier 1 for {}",
                 w.nodes
             ));
-        }
-        if w.scenario == Scenario::Partition {
-            return Err(
-                "the partition scenario needs separate network stacks: run it with \
-                 --tier 1 (the e2e tests split real daemons with network namespaces)"
-                    .into(),
-            );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -196,10 +190,30 @@ impl Tier2 {
         }
 
         let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
+        // The submitter's half and the other half (half of the other nodes, drawn). A split
+        // from the start is in place before the submit.
+        let mut disruptions = tokio::task::JoinSet::new();
+        let far: BTreeSet<usize> = others[..others.len() / 2].iter().copied().collect();
+        let split_first = w.scenario == Scenario::Partition && w.partition_at.is_zero();
+        if split_first {
+            mesh.split(&far, true).await?;
+        }
         let t0 = unix_ms();
         let t0_instant = Instant::now();
         let ids = submit(&submitter, parents, &names).await?;
-        let mut disruptions = tokio::task::JoinSet::new();
+        if w.scenario == Scenario::Partition {
+            let mesh = mesh.clone();
+            let (start, end) = (w.partition_at, w.partition_at + w.partition_for);
+            disruptions_spawn_split(
+                &mut disruptions,
+                mesh,
+                far,
+                split_first,
+                t0_instant,
+                start,
+                end,
+            );
+        }
         for (i, kill, restart) in plan {
             let mesh = mesh.clone();
             disruptions.spawn(async move {
@@ -208,14 +222,14 @@ impl Tier2 {
                     mesh.kill(i).await;
                 }
                 tokio::time::sleep_until((t0_instant + restart).into()).await;
-                mesh.restart(i).await
+                mesh.restart(i)
+                    .await
+                    .map_err(|e| format!("a node did not restart: {e}"))
             });
         }
         let records = collect(&submitter, &ids, self.limit).await?;
         while let Some(joined) = disruptions.join_next().await {
-            joined
-                .map_err(|e| format!("a restart task failed: {e}"))?
-                .map_err(|e| format!("a node did not restart: {e}"))?;
+            joined.map_err(|e| format!("a disruption task failed: {e}"))??;
         }
         let served = match submitter.status().await {
             Ok(status) => status.local.blob_bytes_served,
@@ -223,6 +237,28 @@ impl Tier2 {
         };
         Ok(report(w, &records, t0, served))
     }
+}
+
+type Disruptions = tokio::task::JoinSet<Result<(), String>>;
+
+/// Splits the mesh at `start` after the submit (unless it already is) and heals it at `end`.
+fn disruptions_spawn_split(
+    disruptions: &mut Disruptions,
+    mesh: Mesh,
+    far: BTreeSet<usize>,
+    already_split: bool,
+    t0: Instant,
+    start: Duration,
+    end: Duration,
+) {
+    disruptions.spawn(async move {
+        if !already_split {
+            tokio::time::sleep_until((t0 + start).into()).await;
+            mesh.split(&far, true).await?;
+        }
+        tokio::time::sleep_until((t0 + end).into()).await;
+        mesh.split(&far, false).await
+    });
 }
 
 fn node_name(i: usize) -> String {
@@ -516,6 +552,28 @@ impl Mesh {
             .await
             .map_err(|e| format!("{}: {e}", node_name(i)))?;
         *self.nodes[i].lock().await = Some(Arc::new(node));
+        Ok(())
+    }
+
+    /// Splits the mesh (`apart`) into `far` and the rest, or heals the split: each node
+    /// refuses, or allows again, connections with every node of the other side.
+    async fn split(&self, far: &BTreeSet<usize>, apart: bool) -> Result<(), String> {
+        let mut ids = Vec::with_capacity(self.nodes.len());
+        for i in 0..self.nodes.len() {
+            ids.push(self.node(i).await.map(|n| n.peer_id()));
+        }
+        for i in 0..self.nodes.len() {
+            let Some(node) = self.node(i).await else {
+                continue;
+            };
+            let other_side: Vec<_> = (0..ids.len())
+                .filter(|j| far.contains(j) != far.contains(&i))
+                .filter_map(|j| ids[j])
+                .collect();
+            node.set_blocked(other_side, apart)
+                .await
+                .map_err(|e| format!("{}: {e}", node_name(i)))?;
+        }
         Ok(())
     }
 

@@ -1,0 +1,144 @@
+//! `directord-mesh-sim` as an operator runs it: outputs on disk, clear errors, exit codes.
+
+use std::process::{Command, Output};
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
+        .args(args)
+        .output()
+        .expect("directord-mesh-sim runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_run_writes_table_csv_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = sim(&[
+        "--nodes",
+        "50,200",
+        "--scenario",
+        "fanout,partition",
+        "--seed",
+        "9",
+        "--require-complete",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("fanout") && stdout.contains("partition"),
+        "{stdout}"
+    );
+
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(
+        header,
+        simulations::metrics::CSV_HEADER
+            .split(',')
+            .collect::<Vec<_>>()
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 4, "{csv}");
+    let delivery = header.iter().position(|h| *h == "delivery").unwrap();
+    let nodes = header.iter().position(|h| *h == "nodes").unwrap();
+    for row in &rows {
+        // The network column is quoted and has no commas, so a plain split is enough.
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), header.len(), "{row}");
+        assert_eq!(cells[delivery], "1.0000", "{row}");
+        assert!(["50", "200"].contains(&cells[nodes]), "{row}");
+    }
+
+    let png = std::fs::read(out_dir.join("results.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[test]
+fn the_same_seed_writes_the_same_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out_dir = dir.path().join(name);
+        let out = sim(&[
+            "--nodes",
+            "150",
+            "--scenario",
+            "churn",
+            "--loss",
+            "0.02",
+            "--latency",
+            "5ms..40ms",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+        // Everything but the wall time, which is this machine's.
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let wall = header.iter().position(|h| *h == "wall_s").unwrap();
+        csv.lines()
+            .map(|l| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells.remove(wall);
+                cells.join(",")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run("a"), run("b"));
+}
+
+#[test]
+fn bad_arguments_are_named_with_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--nodes", "1"], "at least 2 nodes"),
+        (&["--loss", "1.5"], "--loss"),
+        (&["--churn", "2"], "--churn"),
+        (&["--latency", "fast"], "latency"),
+        (&["--bandwidth", "lots"], "bandwidth"),
+        (&["--scenario", "meltdown"], "meltdown"),
+        (&["--tier", "2", "--loss", "0.1"], "--loss"),
+        (&["--tier", "2", "--nodes", "5000"], "tier 1"),
+        (&["--tier", "3"], "tier"),
+    ];
+    for (args, says) in cases {
+        let out = sim(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let all = text(&out);
+        assert!(
+            all.contains(says),
+            "{args:?} should mention {says:?}: {all}"
+        );
+        assert!(!all.contains("panicked"), "{all}");
+    }
+}
+
+#[test]
+fn help_explains_scenarios_and_knobs() {
+    let out = sim(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "fanout",
+        "orchestration",
+        "files",
+        "churn",
+        "partition",
+        "late-join",
+        "--loss-model",
+        "--latency",
+        "--tier",
+        "results.csv",
+    ] {
+        assert!(help.contains(word), "--help should mention {word}");
+    }
+}
