@@ -255,10 +255,15 @@ impl Download {
 /// How many nodes each holder feeds in a file's distribution tree.
 pub const TREE_FANOUT: usize = 2;
 
+/// Other targets a node may fall back to for a file, beyond its tree ancestors, the
+/// originator and known holders (a run to ten thousand targets does not list them all).
+pub const FALLBACK_TARGETS: usize = 32;
+
 /// Where `local` fetches the file of `job` from, best first: its ancestors in the distribution
 /// tree of the job's targets (the originator at the root, each node feeding [`TREE_FANOUT`]
 /// others, so the originator uploads only a few copies however many targets there are), then
-/// nodes known to hold the file, then the other targets (they may have it by then).
+/// nodes known to hold the file, then up to [`FALLBACK_TARGETS`] other targets (they may have
+/// it by then; the ones after `local` in tree order, so fallbacks spread over the tree).
 pub fn distribution_sources(
     run: &Run,
     parent: &Parent,
@@ -277,7 +282,8 @@ pub fn distribution_sources(
     };
     targets.sort();
     let mut sources = Vec::new();
-    if let Some(mut p) = targets.iter().position(|t| t == local) {
+    let position = targets.iter().position(|t| t == local);
+    if let Some(mut p) = position {
         while p >= TREE_FANOUT {
             p = (p - TREE_FANOUT) / TREE_FANOUT;
             sources.push(targets[p].clone());
@@ -289,7 +295,9 @@ pub fn distribution_sources(
             sources.extend(nodes.iter().cloned());
         }
     }
-    sources.extend(targets);
+    let start = position.map_or(0, |p| p + 1);
+    let n = targets.len();
+    sources.extend((0..n.min(FALLBACK_TARGETS)).map(|i| targets[(start + i) % n].clone()));
     let mut seen = HashSet::new();
     sources.retain(|s| s != local && seen.insert(s.clone()));
     sources
@@ -383,6 +391,60 @@ mod tests {
             t,
         );
         assert_eq!(fetches(&a), vec![(1, "origin".into())]);
+    }
+
+    #[test]
+    fn sources_are_tree_ancestors_then_the_originator_then_a_bounded_few_targets() {
+        use jobs::{JobSpec, ParseOutcome, executor::QueueKind};
+
+        use crate::message::{JobEntry, Parent, Run};
+
+        let spec = match JobSpec::parse("RUN", "true", &Default::default()).unwrap() {
+            ParseOutcome::Spec(s) => s,
+            ParseOutcome::Help(_) => unreachable!(),
+        };
+        let targets: Vec<NodeId> = (0..1000).map(|i| n(&format!("t{i:04}"))).collect();
+        let job = JobEntry {
+            job_id: "j".into(),
+            fingerprint: spec.fingerprint(),
+            spec,
+            only_on: None,
+        };
+        let parent = Parent {
+            parent_id: "p".into(),
+            fingerprint: Fingerprint([0; 32]),
+            queue: QueueKind::Sync,
+            targets: targets.clone(),
+            jobs: vec![job.clone()],
+        };
+        let run = Run {
+            run_id: "r".into(),
+            originator: n("origin"),
+            parents: vec![parent.clone()],
+            stream: false,
+            inline: vec![],
+            holders: vec![],
+            round: 0,
+        };
+        // t0999 is the 1000th node: its parent is t0498, then t0248, ... up to the root pair.
+        let local = n("t0999");
+        let sources = distribution_sources(&run, &parent, &job, &local, &Fingerprint([1; 32]));
+        let ancestors = [
+            "t0498", "t0248", "t0123", "t0060", "t0029", "t0013", "t0005", "t0001",
+        ];
+        for (i, a) in ancestors.iter().enumerate() {
+            assert_eq!(sources[i], n(a), "{sources:?}");
+        }
+        assert_eq!(sources[ancestors.len()], n("origin"));
+        // Then a few other targets, not all thousand, and never itself.
+        assert!(
+            sources.len() <= ancestors.len() + 1 + FALLBACK_TARGETS,
+            "{}",
+            sources.len()
+        );
+        assert!(!sources.contains(&local));
+        let unique: HashSet<&NodeId> = sources.iter().collect();
+        assert_eq!(unique.len(), sources.len());
     }
 
     #[test]
