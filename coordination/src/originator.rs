@@ -24,6 +24,9 @@ pub struct OriginatorConfig {
     pub max_resend: Duration,
     /// With at most this many remote targets, deliver directly instead of gossiping.
     pub direct_up_to: usize,
+    /// How long a target written off as unreachable still gets its jobs if it comes back: its
+    /// results then replace the `unreachable` ones. Beyond this, unreachable is final.
+    pub written_off_for: Duration,
     /// Direct resends per run and round, at most (taken in turn from the targets that have
     /// not acknowledged). With more targets than this unacknowledged, a gossiped run is also
     /// announced again: after a partition heals, one flood reaches the far side faster, and
@@ -37,6 +40,7 @@ impl Default for OriginatorConfig {
             first_resend: Duration::from_millis(500),
             max_resend: Duration::from_secs(10),
             direct_up_to: 2,
+            written_off_for: Duration::from_secs(600),
             resend_batch: 32,
         }
     }
@@ -59,6 +63,8 @@ pub enum Input {
     Result(JobResult),
     /// A target expired or left the mesh.
     NodeGone(NodeId),
+    /// A target that had expired or left is alive again (a partition healed, a long restart).
+    NodeBack(NodeId),
     /// Time passed.
     Tick,
 }
@@ -100,6 +106,14 @@ pub struct Originator {
     local: NodeId,
     config: OriginatorConfig,
     runs: HashMap<String, Tracked>,
+    /// Per target gone with jobs still owed: the runs and jobs written off, and when.
+    written_off: HashMap<NodeId, Vec<WrittenOff>>,
+}
+
+struct WrittenOff {
+    run: Arc<Run>,
+    job_ids: Vec<String>,
+    at: Instant,
 }
 
 impl Originator {
@@ -108,6 +122,7 @@ impl Originator {
             local,
             config,
             runs: HashMap::new(),
+            written_off: HashMap::new(),
         }
     }
 
@@ -136,7 +151,8 @@ impl Originator {
                 vec![]
             }
             Input::Result(result) => self.result(result),
-            Input::NodeGone(node) => self.gone(node),
+            Input::NodeGone(node) => self.gone(node, now),
+            Input::NodeBack(node) => self.back(node, now),
             Input::Tick => self.tick(now),
         }
     }
@@ -260,9 +276,13 @@ impl Originator {
         vec![]
     }
 
-    fn gone(&mut self, node: NodeId) -> Vec<Action> {
+    fn gone(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut finished = Vec::new();
+        let window = self.config.written_off_for;
+        if let Some(list) = self.written_off.get_mut(&node) {
+            list.retain(|w| now.duration_since(w.at) < window);
+        }
         for (run_id, t) in &mut self.runs {
             t.unacked.remove(&node);
             let mut job_ids: Vec<String> = t
@@ -276,6 +296,14 @@ impl Originator {
             }
             job_ids.sort();
             t.missing.retain(|(_, n)| *n != node);
+            self.written_off
+                .entry(node.clone())
+                .or_default()
+                .push(WrittenOff {
+                    run: Arc::clone(&t.run),
+                    job_ids: job_ids.clone(),
+                    at: now,
+                });
             actions.push(Action::Unreachable {
                 run_id: run_id.clone(),
                 node: node.clone(),
@@ -292,8 +320,46 @@ impl Originator {
         actions
     }
 
+    /// A target written off comes back within the window: it gets its runs again (tracked and
+    /// resent like any unacknowledged target); its real results replace `unreachable`.
+    fn back(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
+        let Some(list) = self.written_off.remove(&node) else {
+            return vec![];
+        };
+        let mut actions = Vec::new();
+        for w in list {
+            if now.duration_since(w.at) >= self.config.written_off_for {
+                continue;
+            }
+            let run_id = w.run.run_id.clone();
+            let t = self.runs.entry(run_id).or_insert_with(|| Tracked {
+                run: Arc::clone(&w.run),
+                unacked: BTreeSet::new(),
+                missing: HashSet::new(),
+                resend_at: now,
+                resend_every: self.config.first_resend,
+                gossiped: false,
+                cursor: 0,
+            });
+            t.unacked.insert(node.clone());
+            t.missing
+                .extend(w.job_ids.into_iter().map(|j| (j, node.clone())));
+            t.resend_at = t.resend_at.min(now + self.config.first_resend);
+            actions.push(Action::Deliver {
+                node: node.clone(),
+                run: Arc::clone(&t.run),
+            });
+        }
+        actions
+    }
+
     fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
+        let window = self.config.written_off_for;
+        self.written_off.retain(|_, list| {
+            list.retain(|w| now.duration_since(w.at) < window);
+            !list.is_empty()
+        });
         for t in self.runs.values_mut() {
             if t.unacked.is_empty() || now < t.resend_at {
                 continue;
@@ -404,6 +470,60 @@ mod tests {
         let a = o.handle(Input::Submit(r), now);
         assert_eq!(a.len(), 1);
         assert!(matches!(a[0], Action::Announce(_)));
+    }
+
+    #[test]
+    fn a_target_written_off_that_comes_back_gets_its_jobs_again() {
+        let t0 = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b", "c"], 2, None)), t0);
+        for n in ["a", "c"] {
+            for j in ["j0", "j1"] {
+                o.handle(Input::Result(result(j, n)), t0);
+            }
+        }
+        // b is gone: its jobs are written off and the run finishes.
+        let a = o.handle(Input::NodeGone(node("b")), t0);
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Unreachable { node: n, job_ids, .. }
+            if *n == node("b") && job_ids.len() == 2))
+        );
+        assert!(a.iter().any(|x| matches!(x, Action::Finished { .. })));
+
+        // b is back (a partition healed): the run goes to it again and is tracked until its
+        // results are in.
+        let back = t0 + Duration::from_secs(60);
+        let a = o.handle(Input::NodeBack(node("b")), back);
+        assert!(
+            matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
+            "{a:?}"
+        );
+        let a = o.handle(Input::Tick, back + Duration::from_secs(1));
+        assert!(
+            matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
+            "{a:?}"
+        );
+        o.handle(Input::Result(result("j0", "b")), back);
+        let a = o.handle(Input::Result(result("j1", "b")), back);
+        assert_eq!(
+            a,
+            vec![Action::Finished {
+                run_id: "r1".into()
+            }]
+        );
+        // Back once more: nothing is owed any more.
+        assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    }
+
+    #[test]
+    fn a_target_back_after_the_window_stays_unreachable() {
+        let t0 = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b", "c"], 1, None)), t0);
+        o.handle(Input::NodeGone(node("b")), t0);
+        let late = t0 + OriginatorConfig::default().written_off_for + Duration::from_secs(1);
+        assert!(o.handle(Input::NodeBack(node("b")), late).is_empty());
     }
 
     #[test]

@@ -282,6 +282,16 @@ impl Membership {
             .map(|m| &m.presence)
     }
 
+    /// Members that went silent (not those that left): worth a dial now and then, since a
+    /// healed partition only shows once someone connects across it.
+    pub fn expired_others(&self, now: Instant) -> impl Iterator<Item = &Presence> {
+        self.members
+            .values()
+            .filter(move |m| m.presence.peer_id != self.local)
+            .filter(move |m| m.own_state(now) == MemberState::Expired)
+            .map(|m| &m.presence)
+    }
+
     /// Number of alive members, this node included.
     pub fn alive_count(&self, now: Instant) -> usize {
         self.alive_others(now).count() + 1

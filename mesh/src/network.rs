@@ -341,6 +341,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_presence_publish: None,
         last_bootstrap_dial: started,
         last_sync: started,
+        last_reconnect: started,
         recent_dials: HashMap::new(),
         leaving: None,
         jobs_topic,
@@ -515,6 +516,10 @@ const PRESENCE_ON_SUBSCRIBE_EVERY: Duration = Duration::from_millis(250);
 /// Exchange tables with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed).
 const SYNC_EVERY: Duration = Duration::from_secs(15);
+/// How often a node dials one expired member. Two halves of a healed partition each have
+/// enough connections among themselves: without this, nobody would connect across and each
+/// half would see the other as expired for ever.
+const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
 struct EventLoop {
     swarm: Swarm<MeshBehaviour>,
@@ -531,6 +536,7 @@ struct EventLoop {
     last_presence_publish: Option<Instant>,
     last_bootstrap_dial: Instant,
     last_sync: Instant,
+    last_reconnect: Instant,
     recent_dials: HashMap<PeerId, Instant>,
     leaving: Option<Leaving>,
     jobs_topic: IdentTopic,
@@ -1044,6 +1050,10 @@ impl EventLoop {
         let changes = self.membership.tick(now);
         self.emit(changes).await;
         self.keep_connected(now);
+        if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {
+            self.last_reconnect = now;
+            self.reconnect_one(now);
+        }
         if now.saturating_duration_since(self.last_sync) >= SYNC_EVERY {
             self.last_sync = now;
             let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -1053,6 +1063,27 @@ impl EventLoop {
                     .behaviour_mut()
                     .ctl
                     .send_request(peer, CtlRequest::SyncMembers { members });
+            }
+        }
+    }
+
+    /// Dials one random expired member (see [`RECONNECT_EVERY`]).
+    fn reconnect_one(&mut self, now: Instant) {
+        let candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .membership
+            .expired_others(now)
+            .filter(|p| !p.addresses.is_empty() && !self.recent_dials.contains_key(&p.peer_id))
+            .filter(|p| !self.swarm.is_connected(&p.peer_id))
+            .map(|p| (p.peer_id, p.addresses.clone()))
+            .collect();
+        if let Some((peer, addrs)) = candidates.choose(&mut rand::thread_rng()).cloned() {
+            self.recent_dials.insert(peer, now);
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, "cannot dial expired member: {e}");
             }
         }
     }

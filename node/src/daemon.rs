@@ -398,9 +398,9 @@ async fn consume_events(
             MeshEvent::Member(MembershipChange::Expired(peer) | MembershipChange::Left(peer)) => {
                 runs::Input::MemberGone(peer)
             }
-            MeshEvent::Member(MembershipChange::Alive(_)) => {
+            MeshEvent::Member(MembershipChange::Alive(peer)) => {
                 members_changed.notify_one();
-                continue;
+                runs::Input::MemberBack(peer)
             }
             MeshEvent::Announce { source, data } => runs::Input::Announce { source, data },
             MeshEvent::JobRequest { peer, data, token } => {

@@ -81,6 +81,8 @@ pub enum Input {
         to: NodeId,
     },
     MemberGone(PeerId),
+    /// A member is alive (new, or back after it expired or left).
+    MemberBack(PeerId),
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
@@ -462,6 +464,13 @@ impl Actor {
                     q.in_flight = false;
                 }
                 self.flush_output(&to);
+            }
+            Input::MemberBack(peer) => {
+                let node = NodeId(peer.to_string());
+                let actions = self
+                    .originator
+                    .handle(originator::Input::NodeBack(node), Instant::now());
+                self.originator_actions(actions);
             }
             Input::MemberGone(peer) => {
                 let node = NodeId(peer.to_string());

@@ -172,6 +172,10 @@ enum Event {
     },
     PartitionStart,
     PartitionHeal,
+    /// The submitter hears from a node it had written off (its next presence heartbeat).
+    Back {
+        node: usize,
+    },
     Suspect {
         node: usize,
     },
@@ -304,6 +308,9 @@ struct Sim {
     /// Since when the submitter cannot reach the node (dead, not joined yet, partitioned).
     down_since: Vec<Option<Micros>>,
     expiry: Micros,
+    /// Nodes the submitter wrote off (expired while they owed results), until it hears from
+    /// them again.
+    written_off: Vec<bool>,
     // Measurements.
     expected: HashSet<(usize, usize)>,
     have_at: Vec<Option<Micros>>,
@@ -525,6 +532,7 @@ impl Sim {
             partitioned: false,
             down_since: vec![None; n],
             expiry,
+            written_off: vec![false; n],
             expected,
             have_at: vec![None; n],
             acked_at: vec![None; n],
@@ -674,13 +682,24 @@ impl Sim {
                 for node in 0..self.ids.len() {
                     if self.nodes[node].alive {
                         self.down_since[node] = None;
+                        self.heard_again(node);
                     }
+                }
+            }
+            Event::Back { node } => {
+                if self.written_off[node] && self.down_since[node].is_none() {
+                    self.written_off[node] = false;
+                    let back = originator::Input::NodeBack(self.ids[node].clone());
+                    let actions = self.originator.handle(back, self.instant());
+                    self.originator_actions(actions);
                 }
             }
             Event::Suspect { node } => {
                 if let Some(since) = self.down_since[node]
                     && self.now >= since + self.expiry
+                    && !self.written_off[node]
                 {
+                    self.written_off[node] = true;
                     let gone = originator::Input::NodeGone(self.ids[node].clone());
                     let actions = self.originator.handle(gone, self.instant());
                     self.originator_actions(actions);
@@ -1354,6 +1373,15 @@ impl Sim {
 
     // ---- Failures ----
 
+    /// A node the submitter had written off is reachable again: its next presence heartbeat
+    /// (one heartbeat interval of this mesh size) tells the submitter.
+    fn heard_again(&mut self, node: usize) {
+        if self.written_off[node] {
+            let at = self.now + self.expiry / u64::from(daemon::EXPIRY_INTERVALS);
+            self.schedule(at, Event::Back { node });
+        }
+    }
+
     fn suspect(&mut self, node: usize) {
         self.down_since[node] = Some(self.now);
         let at = self.now + self.expiry;
@@ -1392,6 +1420,7 @@ impl Sim {
         self.nodes[node].uplink_free = self.now;
         if !self.crosses_partition(node, self.submitter) {
             self.down_since[node] = None;
+            self.heard_again(node);
         }
         let now = self.instant();
         for result in self.nodes[node].undelivered.clone() {

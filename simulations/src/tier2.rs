@@ -89,7 +89,11 @@ impl Tier2 {
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
         let mut rng = ChaCha8Rng::seed_from_u64(CHOICES_SEED);
-        let rss_before = memory_kib("VmRSS:").unwrap_or(0);
+        // Memory per node: the peak of this run over the process before its first run (the
+        // allocator keeps what an earlier run freed, so a later run's own growth undercounts).
+        static BASELINE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let rss_before = *BASELINE.get_or_init(|| memory_kib("VmRSS:").unwrap_or(0));
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
 
         let mesh = Mesh::start(root.path(), w.nodes, &mut rng).await?;
         let result = self.measure(&mesh, root.path(), &mut rng).await;
@@ -281,6 +285,18 @@ fn memory_kib(field: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for /proc on every architecture.
+    Some(ticks as f64 / 100.0)
 }
 
 fn write_random_file(path: &Path, bytes: u64, rng: &mut ChaCha8Rng) -> Result<(), String> {
@@ -526,7 +542,19 @@ impl Mesh {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Then the rest of formation (connections, gossipsub meshes, membership exchanges)
+        // quiets down: the process uses less than half a core, or a minute has passed.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let settle_until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < settle_until {
+            let before = cpu_seconds();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match (before, cpu_seconds()) {
+                (Some(a), Some(b)) if b - a < 0.5 => break,
+                (Some(_), Some(_)) => continue,
+                _ => break,
+            }
+        }
         Ok(mesh)
     }
 

@@ -64,6 +64,28 @@ fn tier1_partition_heals_and_every_result_arrives_after_it() {
 }
 
 #[test]
+fn tier1_a_partition_longer_than_failure_detection_still_loses_nothing() {
+    // The far half expires at the submitter and its jobs are written off as unreachable;
+    // once the split heals they run after all and their results replace the write-off.
+    let mut workload = Workload::new(Scenario::Partition, TIER1_NODES);
+    workload.partition_for = Duration::from_secs(90);
+    let s = Tier1 {
+        workload,
+        network: NetworkModel::default(),
+        seed: 4,
+        limit: Duration::from_secs(600),
+    }
+    .run()
+    .unwrap()
+    .summary();
+    assert_complete(&s);
+    assert!(
+        s.have[2].expect("every target has the run") >= 90.0,
+        "{s:?}"
+    );
+}
+
+#[test]
 fn tier1_is_deterministic_for_a_seed() {
     let network = NetworkModel {
         latency: Latency::Uniform(Duration::from_millis(5), Duration::from_millis(40)),
@@ -98,7 +120,11 @@ fn tier1_loss_delays_or_drops_but_loses_nothing() {
 }
 
 fn tier2(scenario: Scenario, tune: impl FnOnce(&mut Workload)) -> Summary {
-    let mut workload = Workload::new(scenario, TIER2_NODES);
+    tier2_on(TIER2_NODES, scenario, tune)
+}
+
+fn tier2_on(nodes: usize, scenario: Scenario, tune: impl FnOnce(&mut Workload)) -> Summary {
+    let mut workload = Workload::new(scenario, nodes);
     tune(&mut workload);
     Tier2 {
         workload,
@@ -165,4 +191,15 @@ fn tier2_partition_heals_and_every_result_arrives_after_it() {
     // The far half can only have the run once the split (3 s from the submit) is over.
     let last_have = s.have[2].expect("every target has the run");
     assert!(last_have >= 3.0, "{s:?}");
+}
+
+#[test]
+fn tier2_a_partition_longer_than_failure_detection_heals() {
+    // Ten nodes: a heartbeat a second, so the far half expires at the submitter after 3 s of
+    // the 6 s split; the halves reconnect afterwards and every result still arrives.
+    let s = tier2_on(10, Scenario::Partition, |w| {
+        w.partition_for = Duration::from_secs(6)
+    });
+    assert_complete(&s);
+    assert!(s.have[2].expect("every target has the run") >= 6.0, "{s:?}");
 }
