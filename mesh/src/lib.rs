@@ -15,6 +15,7 @@ pub mod codec;
 pub mod key;
 pub mod membership;
 pub mod network;
+pub mod shaped;
 pub mod wire;
 
 mod behaviour;
@@ -47,4 +48,5 @@ pub use network::{
     BlobToken, LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus,
     ReplyToken, start,
 };
+pub use shaped::LinkShape;
 pub use transport::TransportKind;

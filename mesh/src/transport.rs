@@ -4,7 +4,8 @@
 //! - **TCP** (daemons): TCP, then the private-network layer when the mesh has a key (a peer
 //!   without the key fails here, before anything else), then Noise and Yamux.
 //! - **Memory** (tests and simulations, many nodes in one process): libp2p's in-process
-//!   transport with the same upgrades, optionally with the same private-network layer.
+//!   transport with the same upgrades, optionally with the same private-network layer, and
+//!   optionally with latency and loss on every link ([`crate::shaped`]).
 
 use std::time::Duration;
 
@@ -17,13 +18,19 @@ use libp2p::{
     tcp, yamux,
 };
 
-use crate::{behaviour::MeshBehaviour, key::MeshKey};
+use crate::{
+    behaviour::MeshBehaviour,
+    key::MeshKey,
+    shaped::{LinkShape, Shaped},
+};
 
 /// Which transport a node speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
     Tcp,
     Memory,
+    /// The memory transport with latency and loss on every link (simulations).
+    ShapedMemory(LinkShape),
 }
 
 type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
@@ -81,6 +88,11 @@ pub(crate) fn build_swarm(
                     TransportKind::Memory => {
                         upgrade_transport(MemoryTransport::default(), key, mesh_key)
                     }
+                    TransportKind::ShapedMemory(shape) => upgrade_transport(
+                        MemoryTransport::default().map(move |conn, _| Shaped::new(conn, shape)),
+                        key,
+                        mesh_key,
+                    ),
                 };
                 Ok(transport?)
             },

@@ -41,10 +41,12 @@ struct Args {
     /// Tier 1: seed of the network model. The same seed gives the same result.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Tier 1: one-way latency of every link, fixed (20ms) or uniform in a range (10ms..30ms).
+    /// One-way latency of every link, fixed (20ms) or uniform in a range (10ms..30ms). Tier 1
+    /// default: 20ms; tier 2 default: none (the memory transport as it is).
     #[arg(long)]
     latency: Option<Latency>,
-    /// Tier 1: probability that any one message is lost (0 to below 1; e.g. 0.01).
+    /// Probability that any one message (tier 2: any chunk read from a link) is lost (0 to
+    /// below 1; e.g. 0.01).
     #[arg(long)]
     loss: Option<f64>,
     /// Tier 1: what a loss does. `retransmit` (the mesh's links are TCP): the message is resent
@@ -116,7 +118,8 @@ Scenarios:
                  --late-within after the announce (they miss the gossip)
   all            every scenario above
 
-Tier 2 cannot inject latency or loss: its memory transport is as fast as this machine.
+Tier 2 takes --latency and --loss on every link (a lost chunk arrives after TCP's
+retransmission timeout); --bandwidth and --loss-model are tier 1's.
 
 Examples:
   directord-mesh-sim --nodes 10,100,1000,10000 --scenario fanout
@@ -191,15 +194,13 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.tier == 2 {
         let tier1_only = [
-            ("--latency", args.latency.is_some()),
-            ("--loss", args.loss.is_some()),
             ("--loss-model", args.loss_model.is_some()),
             ("--bandwidth", args.bandwidth.is_some()),
         ];
         if let Some((name, _)) = tier1_only.iter().find(|(_, given)| *given) {
             return Err(format!(
-                "{name} shapes tier 1's model; tier 2 runs real nodes over the in-process \
-                 memory transport, whose latency and loss are those of this machine"
+                "{name} shapes tier 1's model only; tier 2's links take --latency and --loss \
+                 (a loss is resent after TCP's retransmission timeout) and have no bandwidth cap"
             ));
         }
         if let Some(&n) = args
@@ -274,11 +275,25 @@ fn run(args: &Args) -> Result<bool, String> {
                 );
                 r
             } else {
-                Tier2 {
+                let link = (args.latency.is_some() || args.loss.is_some()).then(|| {
+                    args.latency
+                        .unwrap_or(Latency::Fixed(Duration::ZERO))
+                        .link_shape(args.loss.unwrap_or(0.0))
+                });
+                let mut r = Tier2 {
                     workload: w,
+                    link,
                     limit: args.limit.unwrap_or(Duration::from_secs(300)),
                 }
-                .run()?
+                .run()?;
+                if let Some(link) = link {
+                    r.network = format!(
+                        "memory transport, latency {}, loss {}",
+                        args.latency.unwrap_or(Latency::Fixed(Duration::ZERO)),
+                        f64::from(link.loss_ppm) / 1e6
+                    );
+                }
+                r
             };
             if report.network.is_empty() {
                 report.network = "memory transport".into();

@@ -31,6 +31,19 @@ pub enum Latency {
 }
 
 impl Latency {
+    /// Tier 2's shaped memory links with this latency and `loss` (resent, as TCP does).
+    pub fn link_shape(&self, loss: f64) -> mesh::LinkShape {
+        let (latency_min, latency_max) = match *self {
+            Latency::Fixed(d) => (d, d),
+            Latency::Uniform(lo, hi) => (lo, hi),
+        };
+        mesh::LinkShape {
+            latency_min,
+            latency_max,
+            loss_ppm: (loss * 1_000_000.0).round() as u32,
+        }
+    }
+
     pub fn sample(&self, rng: &mut impl Rng) -> Micros {
         match *self {
             Latency::Fixed(d) => micros(d),

@@ -4,7 +4,8 @@
 //!
 //! What tier 2 can see is what an operator sees: when each target ran its jobs and when each
 //! result reached the submitter. Message and byte counts are tier 1's (the memory transport
-//! does not count them); acks are internal to the originator. A partition is made by each
+//! does not count them); acks are internal to the originator. Links can be given latency and
+//! loss (`mesh::shaped`: a lost chunk is resent after TCP's retransmission timeout). A partition is made by each
 //! node refusing connections with the other side (libp2p's block list), which closes the
 //! open ones and fails new dials, as a network split does.
 
@@ -57,6 +58,8 @@ const INTERRUPTED: &str = "interrupted:";
 
 pub struct Tier2 {
     pub workload: Workload,
+    /// Latency and loss on every link (`None`: the memory transport as it is).
+    pub link: Option<mesh::LinkShape>,
     /// Wall-clock time after the submit after which the run stops, finished or not.
     pub limit: Duration,
 }
@@ -95,7 +98,7 @@ impl Tier2 {
         let rss_before = *BASELINE.get_or_init(|| memory_kib("VmRSS:").unwrap_or(0));
         let _ = std::fs::write("/proc/self/clear_refs", "5");
 
-        let mesh = Mesh::start(root.path(), w.nodes, &mut rng).await?;
+        let mesh = Mesh::start(root.path(), w.nodes, self.link, &mut rng).await?;
         let result = self.measure(&mesh, root.path(), &mut rng).await;
         mesh.stop().await;
         let mut report = result?;
@@ -496,13 +499,21 @@ struct Mesh {
 impl Mesh {
     /// Starts `n` nodes: node-0 creates the mesh, each other joins through a random earlier
     /// one; returns once the submitter sees all of them alive.
-    async fn start(root: &Path, n: usize, rng: &mut ChaCha8Rng) -> Result<Mesh, String> {
+    async fn start(
+        root: &Path,
+        n: usize,
+        link: Option<mesh::LinkShape>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Mesh, String> {
         let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n);
         let mut configs = Vec::with_capacity(n);
         for i in 0..n {
             let dir: PathBuf = root.join("nodes").join(node_name(i));
             let mut cfg = NodeConfig::in_memory(dir, &node_name(i));
             cfg.heartbeat_interval = heartbeat(n);
+            if let Some(shape) = link {
+                cfg.transport = mesh::TransportKind::ShapedMemory(shape);
+            }
             if let Some(first) = nodes.first() {
                 let token = first.join_token();
                 let via = &nodes[rng.gen_range(0..nodes.len())];

@@ -106,7 +106,8 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--latency", "fast"], "latency"),
         (&["--bandwidth", "lots"], "bandwidth"),
         (&["--scenario", "meltdown"], "meltdown"),
-        (&["--tier", "2", "--loss", "0.1"], "--loss"),
+        (&["--tier", "2", "--bandwidth", "1gbit"], "--bandwidth"),
+        (&["--tier", "2", "--loss-model", "drop"], "--loss-model"),
         (&["--tier", "2", "--nodes", "5000"], "tier 1"),
         (&["--tier", "3"], "tier"),
     ];

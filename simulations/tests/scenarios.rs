@@ -124,10 +124,20 @@ fn tier2(scenario: Scenario, tune: impl FnOnce(&mut Workload)) -> Summary {
 }
 
 fn tier2_on(nodes: usize, scenario: Scenario, tune: impl FnOnce(&mut Workload)) -> Summary {
+    tier2_linked(nodes, scenario, None, tune)
+}
+
+fn tier2_linked(
+    nodes: usize,
+    scenario: Scenario,
+    link: Option<mesh::LinkShape>,
+    tune: impl FnOnce(&mut Workload),
+) -> Summary {
     let mut workload = Workload::new(scenario, nodes);
     tune(&mut workload);
     Tier2 {
         workload,
+        link,
         limit: Duration::from_secs(120),
     }
     .run()
@@ -202,4 +212,17 @@ fn tier2_a_partition_longer_than_failure_detection_heals() {
     });
     assert_complete(&s);
     assert!(s.have[2].expect("every target has the run") >= 6.0, "{s:?}");
+}
+
+#[test]
+fn tier2_links_with_latency_and_loss_deliver_everything_later() {
+    let link =
+        Latency::Uniform(Duration::from_millis(20), Duration::from_millis(30)).link_shape(0.02);
+    let s = tier2_linked(TIER2_NODES, Scenario::Orchestration, Some(link), |w| {
+        w.jobs = 10
+    });
+    assert_complete(&s);
+    // Nothing reaches a target sooner than one link's latency after the submit.
+    let first = s.have[0].expect("half the targets have the run");
+    assert!(first >= 0.02, "{s:?}");
 }
