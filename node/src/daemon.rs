@@ -43,6 +43,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How often the addresses of alive members are saved for the next start.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
+/// After a member appears, how long to wait for more before saving the addresses.
+const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why a node could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -365,15 +367,19 @@ async fn save_known_peers(
     changed: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        // A burst of joins coalesces: notifications during a save leave one permit behind.
+        // A burst of joins coalesces: after the first, wait a moment for the rest (the ones
+        // that come meanwhile leave one permit, for one more save after this one). A mesh of
+        // a thousand nodes forming would otherwise cost each node a thousand fsyncs.
         tokio::select! {
-            _ = changed.notified() => {}
+            _ = changed.notified() => tokio::time::sleep(SAVE_PEERS_SETTLE).await,
             _ = tokio::time::sleep(SAVE_PEERS_EVERY) => {}
         }
-        match mesh.status().await {
-            Ok(status) => remember_peers(&state, &status),
-            Err(_) => return,
-        }
+        let Ok(status) = mesh.status().await else {
+            return;
+        };
+        let state = state.clone();
+        // The write ends in an fsync: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || remember_peers(&state, &status)).await;
     }
 }
 
