@@ -9,7 +9,8 @@
 //!   `MESH_N` (at most `MESH_N_HIGH`); the submitter floods its peers, every node forwards a
 //!   new message to its mesh peers (minus those that said IDONTWANT), and heartbeats send
 //!   IHAVE to `GOSSIP_LAZY` other peers for `HISTORY_GOSSIP` heartbeats, answered by IWANT;
-//! - request-response: a request and its answer are two messages; when either is lost, or
+//! - request-response: a request and its answer are two messages, the request after a round
+//!   trip that opens its stream and negotiates the protocol; when either is lost, or
 //!   crosses a partition, the requester learns it at the request timeout; a dead peer refuses
 //!   at once;
 //! - the target's executor: jobs run one after another for `job_time` each;
@@ -801,7 +802,11 @@ impl Sim {
             match self.fate(from, to) {
                 None => self.schedule(self.now + timeout, Event::Failed { id }),
                 Some(late) => {
-                    let at = left + late + self.latency();
+                    // A request opens a new stream and agrees on its protocol first
+                    // (multistream-select waits for the answer): a round trip before the
+                    // request itself crosses.
+                    let negotiation = 2 * self.latency();
+                    let at = left + late + negotiation + self.latency();
                     if at > self.now + timeout {
                         self.schedule(self.now + timeout, Event::Failed { id });
                     } else {
