@@ -575,9 +575,18 @@ impl Mesh {
 
     /// Kills node `i` the way `kill -9` does: no goodbye, state left on disk.
     async fn kill(&self, i: usize) {
-        let node = self.nodes[i].lock().await.take();
-        if let Some(node) = node.and_then(|n| Arc::try_unwrap(n).ok()) {
-            node.crash().await;
+        let Some(mut node) = self.nodes[i].lock().await.take() else {
+            return;
+        };
+        // Someone may hold the node for a moment (a status call, the partition): wait for it.
+        loop {
+            match Arc::try_unwrap(node) {
+                Ok(node) => return node.crash().await,
+                Err(shared) => {
+                    node = shared;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
         }
     }
 
