@@ -43,7 +43,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How often the addresses of alive members are saved for the next start.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
-/// After a member appears, how long to wait for more before saving the addresses.
+/// Least time between two saves of the member addresses.
 const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why a node could not start or stop.
@@ -367,19 +367,21 @@ async fn save_known_peers(
     changed: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        // A burst of joins coalesces: after the first, wait a moment for the rest (the ones
-        // that come meanwhile leave one permit, for one more save after this one). A mesh of
-        // a thousand nodes forming would otherwise cost each node a thousand fsyncs.
         tokio::select! {
-            _ = changed.notified() => tokio::time::sleep(SAVE_PEERS_SETTLE).await,
+            _ = changed.notified() => {}
             _ = tokio::time::sleep(SAVE_PEERS_EVERY) => {}
         }
+        // Saved at once (a node that crashes right after joining still finds its peers on
+        // restart), then at most once per SAVE_PEERS_SETTLE: the changes that come meanwhile
+        // leave one permit, for one more save. A mesh of a thousand nodes forming would
+        // otherwise cost each node a thousand fsyncs.
         let Ok(status) = mesh.status().await else {
             return;
         };
         let state = state.clone();
         // The write ends in an fsync: off the async workers.
         let _ = tokio::task::spawn_blocking(move || remember_peers(&state, &status)).await;
+        tokio::time::sleep(SAVE_PEERS_SETTLE).await;
     }
 }
 
