@@ -211,7 +211,7 @@ impl Tier2 {
         if w.scenario == Scenario::Partition {
             let mesh = mesh.clone();
             let (start, end) = (w.partition_at, w.partition_at + w.partition_for);
-            disruptions_spawn_split(
+            spawn_split(
                 &mut disruptions,
                 mesh,
                 far,
@@ -249,7 +249,7 @@ impl Tier2 {
 type Disruptions = tokio::task::JoinSet<Result<(), String>>;
 
 /// Splits the mesh at `start` after the submit (unless it already is) and heals it at `end`.
-fn disruptions_spawn_split(
+fn spawn_split(
     disruptions: &mut Disruptions,
     mesh: Mesh,
     far: BTreeSet<usize>,
