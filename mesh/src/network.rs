@@ -1077,14 +1077,19 @@ impl EventLoop {
             .map(|p| (p.peer_id, p.addresses.clone()))
             .collect();
         if let Some((peer, addrs)) = candidates.choose(&mut rand::thread_rng()).cloned() {
-            self.recent_dials.insert(peer, now);
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                debug!(%peer, "cannot dial expired member: {e}");
-            }
+            self.dial_member(peer, addrs, now);
+        }
+    }
+
+    /// Dials a member at its known addresses, unless already connected or dialing.
+    fn dial_member(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, now: Instant) {
+        self.recent_dials.insert(peer, now);
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, "cannot dial member: {e}");
         }
     }
 
@@ -1125,14 +1130,7 @@ impl EventLoop {
             .collect();
         candidates.shuffle(&mut rand::thread_rng());
         for (peer, addrs) in candidates.into_iter().take(want) {
-            self.recent_dials.insert(peer, now);
-            let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                debug!(%peer, "cannot dial member: {e}");
-            }
+            self.dial_member(peer, addrs, now);
         }
     }
 }

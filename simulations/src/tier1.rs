@@ -1167,17 +1167,7 @@ impl Sim {
                 self.download_actions(node, actions);
             }
         } else {
-            let epoch = self.nodes[node].epoch;
-            let at = self.now + micros(self.workload.job_time);
-            self.schedule(
-                at,
-                Event::JobDone {
-                    node,
-                    epoch,
-                    job,
-                    ok: true,
-                },
-            );
+            self.run_job(node, job, true);
         }
     }
 
@@ -1334,22 +1324,27 @@ impl Sim {
                         self.respond(p.id, Answer::Chunk(answer), bytes);
                     }
                     if let Some(job) = self.nodes[node].waiting_job.take() {
-                        let epoch = self.nodes[node].epoch;
-                        let at = self.now + micros(self.workload.job_time);
-                        self.schedule(
-                            at,
-                            Event::JobDone {
-                                node,
-                                epoch,
-                                job,
-                                ok,
-                            },
-                        );
+                        self.run_job(node, job, ok);
                     }
                 }
             }
         }
         self.want_transfer_tick(node);
+    }
+
+    /// The executor runs `job` on `node` for `--job-time`; it ends as `ok` says.
+    fn run_job(&mut self, node: usize, job: usize, ok: bool) {
+        let epoch = self.nodes[node].epoch;
+        let at = self.now + micros(self.workload.job_time);
+        self.schedule(
+            at,
+            Event::JobDone {
+                node,
+                epoch,
+                job,
+                ok,
+            },
+        );
     }
 
     fn want_transfer_tick(&mut self, node: usize) {
