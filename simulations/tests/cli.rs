@@ -110,6 +110,11 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--tier", "2", "--loss-model", "drop"], "--loss-model"),
         (&["--tier", "2", "--nodes", "5000"], "tier 1"),
         (&["--tier", "3"], "tier"),
+        (&["--jobs", "0"], "--jobs"),
+        (&["--file-mib", "0"], "--file-mib"),
+        (&["--late", "1.5"], "--late"),
+        (&["--loss-model", "lossy"], "lossy"),
+        (&["--partition-for", "soon"], "soon"),
     ];
     for (args, says) in cases {
         let out = sim(args);
