@@ -505,6 +505,7 @@ impl Mesh {
         link: Option<mesh::LinkShape>,
         rng: &mut ChaCha8Rng,
     ) -> Result<Mesh, String> {
+        let begun = Instant::now();
         let mut nodes: Vec<Arc<Node>> = Vec::with_capacity(n);
         let mut configs = Vec::with_capacity(n);
         for i in 0..n {
@@ -543,6 +544,10 @@ impl Mesh {
                 Err(e) => return Err(format!("status of the submitter: {e}")),
             };
             if alive == n {
+                eprintln!(
+                    "  {n} nodes started and seen alive by the submitter in {:.1} s",
+                    begun.elapsed().as_secs_f64()
+                );
                 break;
             }
             if Instant::now() > deadline {
@@ -566,6 +571,11 @@ impl Mesh {
                 _ => break,
             }
         }
+        eprintln!(
+            "  formation settled after {:.1} s (cpu {:.1} s)",
+            begun.elapsed().as_secs_f64(),
+            cpu_seconds().unwrap_or(0.0)
+        );
         Ok(mesh)
     }
 
