@@ -292,6 +292,14 @@ impl Membership {
             .map(|m| &m.presence)
     }
 
+    /// Where a member said it listens (empty if it is not in the table).
+    pub fn addresses_of(&self, peer: &PeerId) -> &[libp2p::Multiaddr] {
+        self.members
+            .get(peer)
+            .map(|m| m.presence.addresses.as_slice())
+            .unwrap_or(&[])
+    }
+
     /// Number of alive members, this node included.
     pub fn alive_count(&self, now: Instant) -> usize {
         self.alive_others(now).count() + 1

@@ -513,6 +513,11 @@ const REDIAL_AFTER: Duration = Duration::from_secs(10);
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 /// Publish this node's presence when a peer subscribes, at most this often.
 const PRESENCE_ON_SUBSCRIBE_EVERY: Duration = Duration::from_millis(250);
+/// ...but only this long after the node started: that is how its join spreads while its first
+/// connections come up. Later subscribers are new nodes, which learn this one from the table
+/// they synchronise on dialling; a publish for each of them would cost every member of the mesh
+/// a message per join and make forming a mesh of N nodes quadratic in messages.
+const PRESENCE_ON_SUBSCRIBE_WINDOW: Duration = Duration::from_secs(10);
 /// Exchange tables with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed).
 const SYNC_EVERY: Duration = Duration::from_secs(15);
@@ -693,6 +698,7 @@ impl EventLoop {
                 let _ = reply.send(result);
             }
             Command::RequestJob { peer, data, reply } => {
+                self.dial_for_request(peer);
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -705,6 +711,7 @@ impl EventLoop {
                 request,
                 reply,
             } => {
+                self.dial_for_request(peer);
                 let id = self.swarm.behaviour_mut().blob.send_request(&peer, request);
                 self.pending_blobs.insert(id, reply);
             }
@@ -764,14 +771,7 @@ impl EventLoop {
         });
     }
 
-    fn note_addresses(&mut self, presence: &Presence) {
-        for addr in &presence.addresses {
-            self.swarm.add_peer_address(presence.peer_id, addr.clone());
-        }
-    }
-
     async fn observe(&mut self, presence: Presence) {
-        self.note_addresses(&presence);
         let changes: Vec<_> = self
             .membership
             .observe(presence, Instant::now())
@@ -781,11 +781,6 @@ impl EventLoop {
     }
 
     async fn merge(&mut self, records: Vec<wire::MemberRecord>) {
-        for r in &records {
-            if r.presence.peer_id != self.local_peer_id {
-                self.note_addresses(&r.presence);
-            }
-        }
         let changes = self.membership.merge(records, Instant::now());
         self.emit(changes).await;
     }
@@ -867,10 +862,12 @@ impl EventLoop {
                 }
             }
             gossipsub::Event::Subscribed { topic, .. } if topic == self.presence_topic.hash() => {
+                let joining = self.started.elapsed() < PRESENCE_ON_SUBSCRIBE_WINDOW
+                    || self.last_presence_publish.is_none();
                 let due = self
                     .last_presence_publish
                     .is_none_or(|t| t.elapsed() >= PRESENCE_ON_SUBSCRIBE_EVERY);
-                if due && self.leaving.is_none() {
+                if joining && due && self.leaving.is_none() {
                     self.heartbeat();
                 }
             }
@@ -1079,6 +1076,24 @@ impl EventLoop {
         if let Some((peer, addrs)) = candidates.choose(&mut rand::thread_rng()).cloned() {
             self.dial_member(peer, addrs, now);
         }
+    }
+
+    /// Opens a connection for a request to a member this node is not connected to, at the
+    /// addresses in the membership table. request-response would dial by peer id alone, but
+    /// the addresses it can find that way sit in a cache of 100 peers: in a larger mesh a
+    /// request to a member outside it would fail at once.
+    fn dial_for_request(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        let addrs = self.membership.addresses_of(&peer).to_vec();
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        // Err: already dialing (the request waits for that connection) or no address at all
+        // (the request fails and its sender retries).
+        let _ = self.swarm.dial(opts);
     }
 
     /// Dials a member at its known addresses, unless already connected or dialing.
