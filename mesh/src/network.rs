@@ -511,13 +511,6 @@ struct Leaving {
 const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// With no connection at all, dial the bootstrap peers again this often.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
-/// Publish this node's presence when a peer subscribes, at most this often.
-const PRESENCE_ON_SUBSCRIBE_EVERY: Duration = Duration::from_millis(250);
-/// ...but only this long after the node started: that is how its join spreads while its first
-/// connections come up. Later subscribers are new nodes, which learn this one from the table
-/// they synchronise on dialling; a publish for each of them would cost every member of the mesh
-/// a message per join and make forming a mesh of N nodes quadratic in messages.
-const PRESENCE_ON_SUBSCRIBE_WINDOW: Duration = Duration::from_secs(10);
 /// Exchange tables with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed).
 const SYNC_EVERY: Duration = Duration::from_secs(15);
@@ -862,12 +855,11 @@ impl EventLoop {
                 }
             }
             gossipsub::Event::Subscribed { topic, .. } if topic == self.presence_topic.hash() => {
-                let joining = self.started.elapsed() < PRESENCE_ON_SUBSCRIBE_WINDOW
-                    || self.last_presence_publish.is_none();
-                let due = self
-                    .last_presence_publish
-                    .is_none_or(|t| t.elapsed() >= PRESENCE_ON_SUBSCRIBE_EVERY);
-                if joining && due && self.leaving.is_none() {
+                // The node's join: its first presence goes out as soon as one peer can take
+                // it, and gossip spreads it from there. Later subscribers are newcomers, which
+                // learn this node from the table they sync on dialling; publishing again for
+                // each would cost every member a message per join (quadratic formation).
+                if self.last_presence_publish.is_none() && self.leaving.is_none() {
                     self.heartbeat();
                 }
             }
