@@ -5,8 +5,9 @@
 //! tells the node comes out as [`MeshEvent`]s on a bounded channel. Nothing in the loop blocks.
 //!
 //! The loop also runs membership: it sends this node's heartbeat, feeds what it hears into the
-//! [`Membership`] table, synchronises tables with every peer it dials (so a new node knows the
-//! whole mesh within one round trip), keeps enough connections open to random members that the
+//! [`Membership`] table, synchronises tables with each peer it dials that it does not know as
+//! alive (so a new node knows the whole mesh within one round trip of its bootstrap peer, and the
+//! halves of a healed partition learn each other), keeps enough connections open to random members that the
 //! mesh survives the loss of any one node, and says goodbye when it shuts down.
 
 use std::{
@@ -33,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::{
     behaviour::{JOBS_TOPIC, MeshBehaviour, MeshBehaviourEvent, PRESENCE_TOPIC},
     key::MeshKey,
-    membership::{self, MemberView, Membership, MembershipChange},
+    membership::{self, MemberState, MemberView, Membership, MembershipChange},
     transport::{TransportKind, build_swarm},
     wire::{
         self, BlobRequest, BlobResponse, CtlRequest, CtlResponse, MAX_GOSSIP_BYTES, Presence,
@@ -804,8 +805,21 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                if endpoint.is_dialer() && num_established.get() == 1 && self.leaving.is_none() {
-                    let members = self.membership.records(Instant::now());
+                // A table sync when dialling a peer this node does not know as alive: its
+                // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
+                // expired member (the other side of a healed partition). Dials to members
+                // already alive here need none; anti-entropy covers what gossip misses.
+                let now = Instant::now();
+                let known_alive = matches!(
+                    self.membership.state_of(&peer_id, now),
+                    Some(MemberState::Alive | MemberState::Conflict)
+                );
+                if endpoint.is_dialer()
+                    && num_established.get() == 1
+                    && !known_alive
+                    && self.leaving.is_none()
+                {
+                    let members = self.membership.records(now);
                     self.swarm
                         .behaviour_mut()
                         .ctl

@@ -44,7 +44,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How often the addresses of alive members are saved for the next start.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 /// Least time between two saves of the member addresses.
-const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(2);
+const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(10);
+/// How many members' addresses are saved (each is a bootstrap peer at the next start).
+const REMEMBER_PEERS: usize = 32;
 
 /// Why a node could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -340,11 +342,25 @@ async fn resolve_dns(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 }
 
 fn remember_peers(state: &StateDir, status: &MeshStatus) {
-    let addrs: Vec<Multiaddr> = status
+    let me = status.local_peer_id.to_bytes();
+    let mut alive: Vec<(blake3::Hash, &mesh::MemberView)> = status
         .members
         .iter()
         .filter(|m| !m.is_self && m.state == mesh::MemberState::Alive)
-        .flat_map(|m| {
+        .map(|m| {
+            let mut h = blake3::Hasher::new();
+            h.update(&me);
+            h.update(&m.presence.peer_id.to_bytes());
+            (h.finalize(), m)
+        })
+        .collect();
+    // A few members are enough to find the mesh again; which ones depends on this node's id,
+    // so that restarting nodes do not all knock on the same doors.
+    alive.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let addrs: Vec<Multiaddr> = alive
+        .into_iter()
+        .take(REMEMBER_PEERS)
+        .flat_map(|(_, m)| {
             m.presence
                 .addresses
                 .iter()
