@@ -868,14 +868,16 @@ impl EventLoop {
                     }
                 }
             }
-            gossipsub::Event::Subscribed { topic, .. } if topic == self.presence_topic.hash() => {
-                // The node's join: its first presence goes out as soon as one peer can take
-                // it, and gossip spreads it from there. Later subscribers are newcomers, which
-                // learn this node from the table they sync on dialling; publishing again for
-                // each would cost every member a message per join (quadratic formation).
-                if self.last_presence_publish.is_none() && self.leaving.is_none() {
-                    self.heartbeat();
-                }
+            // The node's join: its first presence goes out as soon as one peer can take it,
+            // and gossip spreads it from there. Later subscribers are newcomers, which learn
+            // this node from the table they sync on dialling; publishing again for each would
+            // cost every member a message per join (quadratic formation).
+            gossipsub::Event::Subscribed { topic, .. }
+                if topic == self.presence_topic.hash()
+                    && self.last_presence_publish.is_none()
+                    && self.leaving.is_none() =>
+            {
+                self.heartbeat();
             }
             _ => {}
         }
