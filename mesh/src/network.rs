@@ -915,6 +915,13 @@ impl EventLoop {
                             members: self.membership.records(Instant::now()),
                         }
                     }
+                    CtlRequest::SyncDigest { digest } if digest == self.membership.digest() => {
+                        CtlResponse::InSync
+                    }
+                    CtlRequest::SyncDigest { .. } => CtlResponse::TableDiffers {
+                        members: self.membership.records(Instant::now()),
+                        digest: self.membership.digest(),
+                    },
                     CtlRequest::Leave { presence }
                         if presence.peer_id == peer
                             && presence.status == PresenceStatus::Leaving =>
@@ -934,6 +941,7 @@ impl EventLoop {
                     .send_response(channel, response);
             }
             request_response::Event::Message {
+                peer,
                 message:
                     request_response::Message::Response {
                         request_id,
@@ -952,12 +960,26 @@ impl EventLoop {
                     });
                     return;
                 }
-                if let CtlResponse::Members { members } = response {
-                    self.merge(members).await;
-                    // Connect to the members just learned now rather than at the next tick.
-                    if self.leaving.is_none() {
-                        self.keep_connected(Instant::now());
+                match response {
+                    CtlResponse::Members { members } => {
+                        self.merge(members).await;
+                        // Connect to the members just learned now rather than at the next tick.
+                        if self.leaving.is_none() {
+                            self.keep_connected(Instant::now());
+                        }
                     }
+                    CtlResponse::TableDiffers { members, digest } => {
+                        self.merge(members).await;
+                        // The peer lacks something this node knows: push-pull once more.
+                        if self.membership.digest() != digest && self.leaving.is_none() {
+                            let members = self.membership.records(Instant::now());
+                            self.swarm
+                                .behaviour_mut()
+                                .ctl
+                                .send_request(&peer, CtlRequest::SyncMembers { members });
+                        }
+                    }
+                    _ => {}
                 }
             }
             request_response::Event::OutboundFailure {
@@ -1063,11 +1085,11 @@ impl EventLoop {
             self.last_sync = now;
             let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
-                let members = self.membership.records(now);
+                let digest = self.membership.digest();
                 self.swarm
                     .behaviour_mut()
                     .ctl
-                    .send_request(peer, CtlRequest::SyncMembers { members });
+                    .send_request(peer, CtlRequest::SyncDigest { digest });
             }
         }
     }

@@ -153,6 +153,12 @@ pub struct MemberRecord {
 pub enum CtlRequest {
     /// Sent when a connection opens: "here is my table, send me yours".
     SyncMembers { members: Vec<MemberRecord> },
+    /// Periodic anti-entropy: "this is the digest of my table". Answered
+    /// [`CtlResponse::InSync`] when the tables agree, else with the whole table.
+    SyncDigest {
+        #[serde(with = "serde_bytes")]
+        digest: [u8; 32],
+    },
     /// The sender is shutting down cleanly.
     Leave { presence: Box<Presence> },
     /// Job traffic: opaque to the mesh, encoded by the layer above.
@@ -184,6 +190,16 @@ pub enum BlobResponse {
 pub enum CtlResponse {
     Members {
         members: Vec<MemberRecord>,
+    },
+    /// The answer to a [`CtlRequest::SyncDigest`] whose digest matched.
+    InSync,
+    /// The answer to a [`CtlRequest::SyncDigest`] whose digest did not match: the answering
+    /// node's table and digest. If the asker's table still differs after merging it, the asker
+    /// sends its own table with [`CtlRequest::SyncMembers`].
+    TableDiffers {
+        members: Vec<MemberRecord>,
+        #[serde(with = "serde_bytes")]
+        digest: [u8; 32],
     },
     Ack,
     /// The request was understood and refused; `reason` says why.
@@ -237,16 +253,29 @@ mod tests {
                 presence: Box::new(sample_presence()),
             },
             CtlRequest::Job(vec![1, 2, 3]),
+            CtlRequest::SyncDigest { digest: [7; 32] },
         ];
         for req in reqs {
             let bytes = encode(&req, MAX_CTL_BYTES).unwrap();
             assert_eq!(decode::<CtlRequest>(&bytes, MAX_CTL_BYTES).unwrap(), req);
         }
-        let resp = CtlResponse::Rejected {
-            reason: "no".into(),
-        };
-        let bytes = encode(&resp, MAX_CTL_BYTES).unwrap();
-        assert_eq!(decode::<CtlResponse>(&bytes, MAX_CTL_BYTES).unwrap(), resp);
+        let resps = vec![
+            CtlResponse::Rejected {
+                reason: "no".into(),
+            },
+            CtlResponse::InSync,
+            CtlResponse::TableDiffers {
+                members: vec![MemberRecord {
+                    presence: sample_presence(),
+                    age_ms: 5,
+                }],
+                digest: [9; 32],
+            },
+        ];
+        for resp in resps {
+            let bytes = encode(&resp, MAX_CTL_BYTES).unwrap();
+            assert_eq!(decode::<CtlResponse>(&bytes, MAX_CTL_BYTES).unwrap(), resp);
+        }
     }
 
     #[test]

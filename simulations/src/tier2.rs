@@ -46,6 +46,8 @@ fn heartbeat(n: usize) -> Duration {
 
 /// Presence copies per second that all tier-2 nodes together handle (see [`heartbeat`]).
 const PRESENCES_PER_SEC: f64 = 100.0;
+/// Formation has failed when the submitter sees nobody new alive for this long.
+const FORMATION_STALL: Duration = Duration::from_secs(60);
 /// Seed of the choices tier 2 makes (bootstrap peers, who is killed and when): tier 2 is
 /// wall-clock and not deterministic, but it makes the same choices each time.
 const CHOICES_SEED: u64 = 2;
@@ -534,10 +536,11 @@ impl Mesh {
             nodes: Arc::new(nodes.into_iter().map(|n| Mutex::new(Some(n))).collect()),
             configs: Arc::new(configs),
         };
-        // Formation: the submitter sees everyone alive, then gossipsub's mesh settles.
-        let deadline =
-            Instant::now() + Duration::from_secs(60) + Duration::from_millis(100) * n as u32;
+        // Formation: the submitter sees everyone alive, then gossipsub's mesh settles. It may
+        // take long on a busy machine; it has failed once nobody new appeared for a while.
         let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
+        let mut best = 0;
+        let mut progress_at = Instant::now();
         loop {
             let alive = match submitter.status().await {
                 Ok(s) => s.nodes.iter().filter(|r| r.state == "alive").count(),
@@ -550,10 +553,16 @@ impl Mesh {
                 );
                 break;
             }
-            if Instant::now() > deadline {
+            if alive > best {
+                best = alive;
+                progress_at = Instant::now();
+            }
+            if progress_at.elapsed() > FORMATION_STALL {
                 mesh.stop().await;
                 return Err(format!(
-                    "the mesh did not form: the submitter sees {alive} of {n} nodes alive"
+                    "the mesh did not form: the submitter sees {alive} of {n} nodes alive, \
+                     and nobody new for {} s",
+                    FORMATION_STALL.as_secs()
                 ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
