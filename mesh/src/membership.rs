@@ -19,7 +19,7 @@ use std::{
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{MemberRecord, Presence, PresenceStatus};
+use crate::wire::{MemberRecord, Presence, PresenceStatus, RowVersion};
 
 /// A member is expired once its last heartbeat is older than this many of its intervals.
 pub const EXPIRY_INTERVALS: u32 = 3;
@@ -100,33 +100,12 @@ pub struct MemberView {
 pub struct Membership {
     local: PeerId,
     members: HashMap<PeerId, Member>,
-    /// XOR of [`row_digest`] over every row: equal digests mean equal tables (who, which
-    /// incarnation, which heartbeat, leaving or not), so anti-entropy between two nodes that
-    /// agree costs one hash instead of two tables.
-    digest: [u8; 32],
-}
-
-/// What a row contributes to [`Membership::digest`]: the fields that order news.
-fn row_digest(p: &Presence) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(&p.peer_id.to_bytes());
-    h.update(&p.incarnation.to_le_bytes());
-    h.update(&p.seq.to_le_bytes());
-    h.update(&[u8::from(p.status == PresenceStatus::Leaving)]);
-    *h.finalize().as_bytes()
-}
-
-fn xor_into(acc: &mut [u8; 32], row: [u8; 32]) {
-    for (a, r) in acc.iter_mut().zip(row) {
-        *a ^= r;
-    }
 }
 
 impl Membership {
     /// A table that holds only this node.
     pub fn new(local: Presence, now: Instant) -> Self {
         let peer = local.peer_id;
-        let digest = row_digest(&local);
         let mut members = HashMap::new();
         members.insert(
             peer,
@@ -139,13 +118,7 @@ impl Membership {
         Self {
             local: peer,
             members,
-            digest,
         }
-    }
-
-    /// A digest of the whole table (see the field's doc).
-    pub fn digest(&self) -> [u8; 32] {
-        self.digest
     }
 
     pub fn local_peer(&self) -> PeerId {
@@ -156,8 +129,6 @@ impl Membership {
     pub fn update_local(&mut self, presence: Presence, now: Instant) {
         debug_assert_eq!(presence.peer_id, self.local);
         if let Some(me) = self.members.get_mut(&self.local) {
-            xor_into(&mut self.digest, row_digest(&me.presence));
-            xor_into(&mut self.digest, row_digest(&presence));
             me.presence = presence;
             me.last_seen = now;
         }
@@ -195,14 +166,11 @@ impl Membership {
         match self.members.get_mut(&peer) {
             Some(m) if presence.version_key() <= m.presence.version_key() => None,
             Some(m) => {
-                xor_into(&mut self.digest, row_digest(&m.presence));
-                xor_into(&mut self.digest, row_digest(&presence));
                 m.presence = presence;
                 m.last_seen = m.last_seen.max(seen);
                 Self::report(m, now)
             }
             None => {
-                xor_into(&mut self.digest, row_digest(&presence));
                 let mut m = Member {
                     presence,
                     last_seen: seen,
@@ -233,15 +201,10 @@ impl Membership {
     /// Advances time: reports members that expired and forgets long-gone ones.
     pub fn tick(&mut self, now: Instant) -> Vec<MembershipChange> {
         let local = self.local;
-        let digest = &mut self.digest;
         self.members.retain(|peer, m| {
-            let keep = *peer == local
+            *peer == local
                 || m.own_state(now) == MemberState::Alive
-                || now.saturating_duration_since(m.last_seen) < FORGET_AFTER;
-            if !keep {
-                xor_into(digest, row_digest(&m.presence));
-            }
-            keep
+                || now.saturating_duration_since(m.last_seen) < FORGET_AFTER
         });
         self.members
             .values_mut()
@@ -254,11 +217,66 @@ impl Membership {
     pub fn records(&self, now: Instant) -> Vec<MemberRecord> {
         self.members
             .values()
-            .map(|m| MemberRecord {
-                presence: m.presence.clone(),
-                age_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+            .map(|m| Self::record(m, now))
+            .collect()
+    }
+
+    /// Which news this table holds about each member: what anti-entropy sends instead of the
+    /// rows themselves (a few dozen bytes per member instead of a few hundred).
+    pub fn versions(&self) -> Vec<RowVersion> {
+        self.members
+            .values()
+            .map(|m| RowVersion {
+                peer_id: m.presence.peer_id,
+                incarnation: m.presence.incarnation,
+                seq: m.presence.seq,
             })
             .collect()
+    }
+
+    /// Compares another node's versions with this table: the rows that node lacks or holds
+    /// older news of, and the members it knows better than this table does.
+    pub fn delta(&self, theirs: &[RowVersion], now: Instant) -> (Vec<MemberRecord>, Vec<PeerId>) {
+        let their_keys: HashMap<PeerId, (u64, u64)> = theirs
+            .iter()
+            .map(|v| (v.peer_id, (v.incarnation, v.seq)))
+            .collect();
+        let newer_here = self
+            .members
+            .values()
+            .filter(|m| {
+                their_keys
+                    .get(&m.presence.peer_id)
+                    .is_none_or(|k| *k < m.presence.version_key())
+            })
+            .map(|m| Self::record(m, now))
+            .collect();
+        let newer_there = theirs
+            .iter()
+            .filter(|v| {
+                self.members
+                    .get(&v.peer_id)
+                    .is_none_or(|m| m.presence.version_key() < (v.incarnation, v.seq))
+            })
+            .map(|v| v.peer_id)
+            .collect();
+        (newer_here, newer_there)
+    }
+
+    /// The rows of `peers` (those in the table).
+    pub fn records_of(&self, peers: &[PeerId], now: Instant) -> Vec<MemberRecord> {
+        peers
+            .iter()
+            .filter_map(|p| self.members.get(p))
+            .map(|m| Self::record(m, now))
+            .collect()
+    }
+
+    fn record(m: &Member, now: Instant) -> MemberRecord {
+        MemberRecord {
+            presence: m.presence.clone(),
+            age_ms: now.saturating_duration_since(m.last_seen).as_millis() as u64,
+        }
     }
 
     /// The state of one member, conflicts included.
@@ -414,40 +432,49 @@ mod tests {
     }
 
     #[test]
-    fn digests_agree_exactly_when_tables_do() {
+    fn a_delta_carries_exactly_what_each_side_lacks() {
         let now = Instant::now();
-        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (a, b, c, d) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
         let mut ta = Membership::new(presence(a, "a", 1, 1), now);
         let mut tb = Membership::new(presence(b, "b", 1, 1), now);
-        assert_ne!(ta.digest(), tb.digest());
-        // Each learns the other and a third member, in a different order.
-        ta.observe(presence(c, "c", 1, 1), now);
-        ta.observe(presence(b, "b", 1, 1), now);
-        tb.merge(ta.records(now), now);
-        assert_eq!(ta.digest(), tb.digest());
-        // A newer heartbeat on one side only: they differ until the other hears it.
-        ta.observe(presence(c, "c", 1, 2), now);
-        assert_ne!(ta.digest(), tb.digest());
-        tb.observe(presence(c, "c", 1, 2), now);
-        assert_eq!(ta.digest(), tb.digest());
-        // Stale news changes nothing, a leave notice does.
-        let before = tb.digest();
-        tb.observe(presence(c, "c", 1, 1), now);
-        assert_eq!(tb.digest(), before);
-        let mut leaving = presence(c, "c", 1, 3);
-        leaving.status = PresenceStatus::Leaving;
-        tb.observe(leaving.clone(), now);
-        assert_ne!(tb.digest(), before);
-        ta.observe(leaving, now);
-        assert_eq!(ta.digest(), tb.digest());
-        // Forgetting a long-gone member takes its row out of the digest too.
-        let much_later = now + FORGET_AFTER + Duration::from_secs(10);
-        ta.observe(presence(b, "b", 1, 2), much_later);
-        ta.tick(much_later);
-        let mut fresh_a = Membership::new(presence(a, "a", 1, 1), much_later);
-        fresh_a.observe(presence(b, "b", 1, 2), much_later);
-        assert_eq!(ta.records(much_later).len(), 2);
-        assert_eq!(ta.digest(), fresh_a.digest());
+        // Both know c, `a` has the newer heartbeat; only `b` knows d.
+        ta.observe(presence(c, "c", 1, 5), now);
+        tb.observe(presence(c, "c", 1, 3), now);
+        tb.observe(presence(d, "d", 1, 1), now);
+        // `b` asks with its versions; `a` answers with what `b` lacks and what it wants.
+        let (for_b, wanted) = ta.delta(&tb.versions(), now);
+        let mut sent: Vec<PeerId> = for_b.iter().map(|r| r.presence.peer_id).collect();
+        sent.sort();
+        let mut expected = vec![a, c];
+        expected.sort();
+        assert_eq!(sent, expected);
+        let mut wanted_sorted = wanted.clone();
+        wanted_sorted.sort();
+        let mut expected = vec![b, d];
+        expected.sort();
+        assert_eq!(wanted_sorted, expected);
+        // After both halves of the exchange the tables hold the same news.
+        tb.merge(for_b, now);
+        ta.merge(tb.records_of(&wanted, now), now);
+        let mut va: Vec<_> = ta
+            .versions()
+            .into_iter()
+            .map(|v| (v.peer_id, v.seq))
+            .collect();
+        let mut vb: Vec<_> = tb
+            .versions()
+            .into_iter()
+            .map(|v| (v.peer_id, v.seq))
+            .collect();
+        va.sort();
+        vb.sort();
+        assert_eq!(va, vb);
+        assert_eq!(ta.delta(&tb.versions(), now), (vec![], vec![]));
     }
 
     #[test]

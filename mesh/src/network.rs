@@ -512,8 +512,8 @@ struct Leaving {
 const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// With no connection at all, dial the bootstrap peers again this often.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
-/// Exchange tables with one random connected peer this often (anti-entropy: heals whatever
-/// gossip missed).
+/// Exchange news with one random connected peer this often (anti-entropy: heals whatever
+/// gossip missed). Only versions travel, and then the rows one side lacks.
 const SYNC_EVERY: Duration = Duration::from_secs(15);
 /// How often a node dials one expired member. Two halves of a healed partition each have
 /// enough connections among themselves: without this, nobody would connect across and each
@@ -915,13 +915,14 @@ impl EventLoop {
                             members: self.membership.records(Instant::now()),
                         }
                     }
-                    CtlRequest::SyncDigest { digest } if digest == self.membership.digest() => {
-                        CtlResponse::InSync
+                    CtlRequest::SyncVersions { versions } => {
+                        let (members, wanted) = self.membership.delta(&versions, Instant::now());
+                        CtlResponse::Delta { members, wanted }
                     }
-                    CtlRequest::SyncDigest { .. } => CtlResponse::TableDiffers {
-                        members: self.membership.records(Instant::now()),
-                        digest: self.membership.digest(),
-                    },
+                    CtlRequest::PushMembers { members } => {
+                        self.merge(members).await;
+                        CtlResponse::Ack
+                    }
                     CtlRequest::Leave { presence }
                         if presence.peer_id == peer
                             && presence.status == PresenceStatus::Leaving =>
@@ -968,15 +969,14 @@ impl EventLoop {
                             self.keep_connected(Instant::now());
                         }
                     }
-                    CtlResponse::TableDiffers { members, digest } => {
+                    CtlResponse::Delta { members, wanted } => {
                         self.merge(members).await;
-                        // The peer lacks something this node knows: push-pull once more.
-                        if self.membership.digest() != digest && self.leaving.is_none() {
-                            let members = self.membership.records(Instant::now());
+                        if !wanted.is_empty() && self.leaving.is_none() {
+                            let members = self.membership.records_of(&wanted, Instant::now());
                             self.swarm
                                 .behaviour_mut()
                                 .ctl
-                                .send_request(&peer, CtlRequest::SyncMembers { members });
+                                .send_request(&peer, CtlRequest::PushMembers { members });
                         }
                     }
                     _ => {}
@@ -1085,11 +1085,11 @@ impl EventLoop {
             self.last_sync = now;
             let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
-                let digest = self.membership.digest();
+                let versions = self.membership.versions();
                 self.swarm
                     .behaviour_mut()
                     .ctl
-                    .send_request(peer, CtlRequest::SyncDigest { digest });
+                    .send_request(peer, CtlRequest::SyncVersions { versions });
             }
         }
     }

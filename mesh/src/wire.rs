@@ -148,17 +148,24 @@ pub struct MemberRecord {
     pub age_ms: u64,
 }
 
+/// Which news a node holds about one member: anti-entropy compares these instead of rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowVersion {
+    pub peer_id: PeerId,
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
 /// Requests on `/directord/ctl/1`. Every request is idempotent: a resend after a timeout is safe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CtlRequest {
     /// Sent when a connection opens: "here is my table, send me yours".
     SyncMembers { members: Vec<MemberRecord> },
-    /// Periodic anti-entropy: "this is the digest of my table". Answered
-    /// [`CtlResponse::InSync`] when the tables agree, else with the whole table.
-    SyncDigest {
-        #[serde(with = "serde_bytes")]
-        digest: [u8; 32],
-    },
+    /// Periodic anti-entropy: "this is what I know of whom". Answered with
+    /// [`CtlResponse::Delta`].
+    SyncVersions { versions: Vec<RowVersion> },
+    /// The rows a [`CtlResponse::Delta`] asked for. Answered [`CtlResponse::Ack`].
+    PushMembers { members: Vec<MemberRecord> },
     /// The sender is shutting down cleanly.
     Leave { presence: Box<Presence> },
     /// Job traffic: opaque to the mesh, encoded by the layer above.
@@ -191,15 +198,11 @@ pub enum CtlResponse {
     Members {
         members: Vec<MemberRecord>,
     },
-    /// The answer to a [`CtlRequest::SyncDigest`] whose digest matched.
-    InSync,
-    /// The answer to a [`CtlRequest::SyncDigest`] whose digest did not match: the answering
-    /// node's table and digest. If the asker's table still differs after merging it, the asker
-    /// sends its own table with [`CtlRequest::SyncMembers`].
-    TableDiffers {
+    /// The answer to [`CtlRequest::SyncVersions`]: the rows the asker lacks or holds older
+    /// news of, and the members the asker knows better (it pushes those rows back).
+    Delta {
         members: Vec<MemberRecord>,
-        #[serde(with = "serde_bytes")]
-        digest: [u8; 32],
+        wanted: Vec<PeerId>,
     },
     Ack,
     /// The request was understood and refused; `reason` says why.
@@ -253,7 +256,19 @@ mod tests {
                 presence: Box::new(sample_presence()),
             },
             CtlRequest::Job(vec![1, 2, 3]),
-            CtlRequest::SyncDigest { digest: [7; 32] },
+            CtlRequest::SyncVersions {
+                versions: vec![RowVersion {
+                    peer_id: PeerId::random(),
+                    incarnation: 3,
+                    seq: 9,
+                }],
+            },
+            CtlRequest::PushMembers {
+                members: vec![MemberRecord {
+                    presence: sample_presence(),
+                    age_ms: 5,
+                }],
+            },
         ];
         for req in reqs {
             let bytes = encode(&req, MAX_CTL_BYTES).unwrap();
@@ -263,13 +278,12 @@ mod tests {
             CtlResponse::Rejected {
                 reason: "no".into(),
             },
-            CtlResponse::InSync,
-            CtlResponse::TableDiffers {
+            CtlResponse::Delta {
                 members: vec![MemberRecord {
                     presence: sample_presence(),
                     age_ms: 5,
                 }],
-                digest: [9; 32],
+                wanted: vec![PeerId::random()],
             },
         ];
         for resp in resps {
