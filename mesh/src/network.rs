@@ -149,6 +149,9 @@ enum Command {
     Status {
         reply: oneshot::Sender<MeshStatus>,
     },
+    AliveMembers {
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -215,6 +218,12 @@ impl MeshHandle {
     /// The node's addresses and membership table.
     pub async fn status(&self) -> Result<MeshStatus, MeshError> {
         self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The other members that are alive, with their addresses: a lighter answer than
+    /// [`MeshHandle::status`] for whoever only needs to know where members are.
+    pub async fn alive_members(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, MeshError> {
+        self.call(|reply| Command::AliveMembers { reply }).await
     }
 
     /// Gossips a job announce to every member.
@@ -679,6 +688,14 @@ impl EventLoop {
                     heartbeat_interval: self.current_interval(),
                     members: self.membership.view(now),
                 });
+            }
+            Command::AliveMembers { reply } => {
+                let members = self
+                    .membership
+                    .alive_others(Instant::now())
+                    .map(|p| (p.peer_id, p.addresses.clone()))
+                    .collect();
+                let _ = reply.send(members);
             }
             Command::Shutdown { reply } => self.begin_leave(Some(reply)),
             Command::PublishJobs { data, reply } => {

@@ -286,8 +286,8 @@ impl Node {
 
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        if let Ok(status) = self.mesh.status().await {
-            remember_peers(&self.state, &status);
+        if let Ok(alive) = self.mesh.alive_members().await {
+            remember_peers(&self.state, self.mesh.local_peer_id(), alive);
         }
         let result = self.mesh.shutdown().await;
         for task in &self.tasks {
@@ -341,17 +341,15 @@ async fn resolve_dns(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     out
 }
 
-fn remember_peers(state: &StateDir, status: &MeshStatus) {
-    let me = status.local_peer_id.to_bytes();
-    let mut alive: Vec<(blake3::Hash, &mesh::MemberView)> = status
-        .members
-        .iter()
-        .filter(|m| !m.is_self && m.state == mesh::MemberState::Alive)
-        .map(|m| {
+fn remember_peers(state: &StateDir, me: PeerId, alive: Vec<(PeerId, Vec<Multiaddr>)>) {
+    let me = me.to_bytes();
+    let mut alive: Vec<(blake3::Hash, PeerId, Vec<Multiaddr>)> = alive
+        .into_iter()
+        .map(|(peer, addrs)| {
             let mut h = blake3::Hasher::new();
             h.update(&me);
-            h.update(&m.presence.peer_id.to_bytes());
-            (h.finalize(), m)
+            h.update(&peer.to_bytes());
+            (h.finalize(), peer, addrs)
         })
         .collect();
     // A few members are enough to find the mesh again; which ones depends on this node's id,
@@ -360,12 +358,7 @@ fn remember_peers(state: &StateDir, status: &MeshStatus) {
     let addrs: Vec<Multiaddr> = alive
         .into_iter()
         .take(REMEMBER_PEERS)
-        .flat_map(|(_, m)| {
-            m.presence
-                .addresses
-                .iter()
-                .map(|a| multiaddr_with_peer(a.clone(), m.presence.peer_id))
-        })
+        .flat_map(|(_, peer, addrs)| addrs.into_iter().map(move |a| multiaddr_with_peer(a, peer)))
         .collect();
     if addrs.is_empty() {
         return;
@@ -391,12 +384,13 @@ async fn save_known_peers(
         // restart), then at most once per SAVE_PEERS_SETTLE: the changes that come meanwhile
         // leave one permit, for one more save. A mesh of a thousand nodes forming would
         // otherwise cost each node a thousand fsyncs.
-        let Ok(status) = mesh.status().await else {
+        let Ok(alive) = mesh.alive_members().await else {
             return;
         };
         let state = state.clone();
+        let me = mesh.local_peer_id();
         // The write ends in an fsync: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || remember_peers(&state, &status)).await;
+        let _ = tokio::task::spawn_blocking(move || remember_peers(&state, me, alive)).await;
         tokio::time::sleep(SAVE_PEERS_SETTLE).await;
     }
 }
