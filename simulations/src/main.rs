@@ -26,6 +26,9 @@ use simulations::{
 /// the submitter to have 50/99/100 % of the results; messages and KiB sent per node (payload +
 /// framing); the gossip duplicate factor; what the submitter uploaded; memory per node (tier
 /// 2). Times count from the submit.
+///
+/// Tier 2's nodes log to stderr as the daemon does when RUST_LOG is set (e.g.
+/// RUST_LOG=node=debug).
 #[derive(Parser, Debug)]
 #[command(name = "directord-mesh-sim", version, after_long_help = SCENARIOS)]
 struct Args {
@@ -154,6 +157,14 @@ impl ScenarioChoice {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Tier 2's nodes log like the daemon when asked (RUST_LOG=node=debug,mesh=debug ...);
+    // silent otherwise, since a thousand nodes' warnings would bury the table.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run(&args) {
         Ok(complete) => {
             if args.require_complete && !complete {
