@@ -532,6 +532,10 @@ impl Mesh {
             nodes.push(Arc::new(node));
             configs.push(cfg);
         }
+        eprintln!(
+            "  {n} nodes started in {:.1} s",
+            begun.elapsed().as_secs_f64()
+        );
         let mesh = Mesh {
             nodes: Arc::new(nodes.into_iter().map(|n| Mutex::new(Some(n))).collect()),
             configs: Arc::new(configs),
@@ -548,7 +552,7 @@ impl Mesh {
             };
             if alive == n {
                 eprintln!(
-                    "  {n} nodes started and seen alive by the submitter in {:.1} s",
+                    "  all {n} seen alive by the submitter after {:.1} s",
                     begun.elapsed().as_secs_f64()
                 );
                 break;
