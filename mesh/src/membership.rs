@@ -330,20 +330,20 @@ impl Membership {
 
     /// Presences of the other members that are alive (conflicted ones included: they are reachable).
     pub fn alive_others(&self, now: Instant) -> impl Iterator<Item = &Presence> {
-        self.members
-            .values()
-            .filter(move |m| m.presence.peer_id != self.local)
-            .filter(move |m| m.own_state(now) == MemberState::Alive)
-            .map(|m| &m.presence)
+        self.others_in(MemberState::Alive, now)
     }
 
     /// Members that went silent (not those that left): worth a dial now and then, since a
     /// healed partition only shows once someone connects across it.
     pub fn expired_others(&self, now: Instant) -> impl Iterator<Item = &Presence> {
+        self.others_in(MemberState::Expired, now)
+    }
+
+    /// Presences of the other members whose own state (alive, expired or left) is `state`.
+    fn others_in(&self, state: MemberState, now: Instant) -> impl Iterator<Item = &Presence> {
         self.members
             .values()
-            .filter(move |m| m.presence.peer_id != self.local)
-            .filter(move |m| m.own_state(now) == MemberState::Expired)
+            .filter(move |m| m.presence.peer_id != self.local && m.own_state(now) == state)
             .map(|m| &m.presence)
     }
 

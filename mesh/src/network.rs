@@ -6,9 +6,10 @@
 //!
 //! The loop also runs membership: it sends this node's heartbeat, feeds what it hears into the
 //! [`Membership`] table, synchronises tables with each peer it dials that it does not know as
-//! alive (so a new node knows the whole mesh within one round trip of its bootstrap peer, and the
-//! halves of a healed partition learn each other), keeps enough connections open to random members that the
-//! mesh survives the loss of any one node, and says goodbye when it shuts down.
+//! alive (so a new node knows the whole mesh within one round trip of its bootstrap peer, and
+//! the halves of a healed partition learn each other), exchanges versions with a random peer
+//! now and then (anti-entropy), keeps enough connections open to random members that the mesh
+//! survives the loss of any one node, and says goodbye when it shuts down.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
