@@ -25,7 +25,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
-    /// A result to deliver to `to` (already stored durably by the node). `more_coming`: other
+    /// A result to deliver to `to` (already handed to the node's store). `more_coming`: other
     /// jobs of the same run are still queued here.
     Add {
         to: NodeId,

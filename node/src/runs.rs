@@ -407,7 +407,12 @@ impl Actor {
                     finished: false,
                 });
                 self.open_runs.insert(run.run_id.clone(), run.clone());
-                let _ = done.send(());
+                // The client hears of its jobs once they would survive a crash.
+                let committed = self.store.commit_now();
+                tokio::spawn(async move {
+                    let _ = committed.await;
+                    let _ = done.send(());
+                });
                 let actions = self
                     .originator
                     .handle(originator::Input::Submit(run), Instant::now());
@@ -427,16 +432,36 @@ impl Actor {
                 Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
             },
             Input::Request { peer, data, token } => {
-                let reply = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
-                    Ok(msg) => self.request(peer, msg),
-                    Err(e) => JobReply::Refused(format!("unreadable job message: {e}")),
+                let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
+                    Ok(msg) => {
+                        // A run taken in or results recorded are acknowledged once on disk:
+                        // the sender forgets them on this answer.
+                        let stores = matches!(msg, JobMessage::Deliver(_) | JobMessage::Results(_));
+                        let reply = self.request(peer, msg);
+                        let stored =
+                            (stores && reply == JobReply::Ok).then(|| self.store.committed());
+                        (reply, stored)
+                    }
+                    Err(e) => (
+                        JobReply::Refused(format!("unreadable job message: {e}")),
+                        None,
+                    ),
                 };
                 let mesh = self.mesh.clone();
-                if let Ok(bytes) = wire::encode(&reply, MAX_JOB_MESSAGE) {
-                    tokio::spawn(async move {
+                tokio::spawn(async move {
+                    let on_disk = match stored {
+                        Some(committed) => committed.await.is_ok(),
+                        None => true,
+                    };
+                    let reply = if on_disk {
+                        reply
+                    } else {
+                        JobReply::Refused("this node could not store it; send it again".into())
+                    };
+                    if let Ok(bytes) = wire::encode(&reply, MAX_JOB_MESSAGE) {
                         let _ = mesh.reply(token, bytes).await;
-                    });
-                }
+                    }
+                });
             }
             Input::Exec(ExecEvent::Output {
                 job_id,
@@ -853,7 +878,13 @@ impl Actor {
             return;
         };
         let mesh = self.mesh.clone();
+        // Acknowledged once the run is on disk: after the acknowledgement the originator no
+        // longer resends it.
+        let committed = self.store.committed();
         tokio::spawn(async move {
+            if committed.await.is_err() {
+                return;
+            }
             // Best effort: a lost acknowledgement only costs a direct resend.
             let _ = mesh.request_job(peer, bytes).await;
         });

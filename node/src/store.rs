@@ -11,25 +11,38 @@
 //! | `cache`    | see `jobs::cache`                    | a target        |
 //!
 //! Reads happen on the caller's thread. Writes go to one writer thread that commits them in
-//! groups (one fsync for everything that arrived within [`GROUP_WINDOW`]), so a busy node does
-//! not pay one disk flush per job result. A flush request commits at once.
+//! groups (one transaction for everything that arrived within [`GROUP_WINDOW`]), so a busy node
+//! does not pay a commit per job result. The writer sleeps through its window instead of waking
+//! for every write; a flush request wakes it and commits at once.
+//!
+//! A group is synced to disk only when somebody waits for it or its oldest write is
+//! [`DURABLE_WITHIN`] old. Whoever tells another node "I have it" (an accepted run, results taken
+//! in) or a client "submitted" waits for that first ([`Store::committed`],
+//! [`Store::commit_now`]), so a crash loses nothing that was acknowledged: at most the last
+//! second of a target's own bookkeeping, whose jobs then report as interrupted.
 
 use std::{
     collections::HashMap,
     path::Path,
     sync::{Arc, mpsc},
     thread,
+    time::{Duration, Instant},
 };
 
 use coordination::{JobResult, NodeId, Run};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::oneshot;
 use tracing::warn;
 
 use crate::records::{JobRecord, NodeResult};
 
 /// How long the writer gathers writes into one commit (a flush request ends it early).
-pub const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+pub const GROUP_WINDOW: Duration = Duration::from_millis(100);
+/// Most writes in one commit.
+const MAX_GROUP: usize = 4096;
+/// Longest a write stays in memory only (see [`writer`]).
+pub const DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
@@ -73,7 +86,36 @@ enum Op {
         String,
     ),
     Clear(TableDefinition<'static, &'static str, &'static [u8]>),
-    Flush(mpsc::SyncSender<()>),
+    /// Tell `done` once everything queued before is committed; `now` ends the window at once.
+    Commit {
+        done: Committed,
+        now: bool,
+    },
+}
+
+/// Who waits for a commit.
+enum Committed {
+    Blocking(mpsc::SyncSender<()>),
+    Async(oneshot::Sender<()>),
+}
+
+impl Committed {
+    fn tell(self) {
+        match self {
+            Committed::Blocking(tx) => {
+                let _ = tx.send(());
+            }
+            Committed::Async(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Op {
+    fn urgent(&self) -> bool {
+        matches!(self, Op::Commit { now: true, .. })
+    }
 }
 
 /// Queued writes before writers wait; the writer drains far faster than jobs finish.
@@ -92,6 +134,8 @@ pub struct StoreError {
 pub struct Store {
     db: Arc<Database>,
     writes: mpsc::SyncSender<Op>,
+    /// The writer thread, woken when a write cannot wait for the end of its window.
+    writer: thread::Thread,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -118,11 +162,13 @@ impl Store {
         }
         let (writes, rx) = mpsc::sync_channel(WRITE_QUEUE);
         let writer_db = db.clone();
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer(writer_db, rx))
-            .map_err(|e| err(&e))?;
-        Ok(Store { db, writes })
+            .map_err(|e| err(&e))?
+            .thread()
+            .clone();
+        Ok(Store { db, writes, writer })
     }
 
     /// The database, shared with the job cache.
@@ -131,15 +177,51 @@ impl Store {
     }
 
     fn send(&self, op: Op) {
-        // Err: the writer is gone, which only happens when the process is going down.
-        let _ = self.writes.send(op);
+        let urgent = op.urgent();
+        match self.writes.try_send(op) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(op)) => {
+                // A full queue cannot wait for the window to end.
+                self.writer.unpark();
+                // Err: the writer is gone, which only happens when the process is going down.
+                let _ = self.writes.send(op);
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {}
+        }
+        if urgent {
+            self.writer.unpark();
+        }
     }
 
     /// Waits until every write queued so far is on disk.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.send(Op::Flush(tx));
+        self.send(Op::Commit {
+            done: Committed::Blocking(tx),
+            now: true,
+        });
         let _ = rx.recv();
+    }
+
+    /// Resolves once every write queued so far is on disk, in the writer's next group (the
+    /// window is not cut short). Resolves at once (with an error) if the writer is gone.
+    pub fn committed(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Commit {
+            done: Committed::Async(tx),
+            now: false,
+        });
+        rx
+    }
+
+    /// Like [`Store::committed`], but commits at once.
+    pub fn commit_now(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Commit {
+            done: Committed::Async(tx),
+            now: true,
+        });
+        rx
     }
 
     /// Writes a record's description (its results are written one by one with
@@ -310,93 +392,147 @@ fn outbox_key(result: &JobResult) -> String {
     format!("{}/{}", result.run_id, result.outcome.job_id)
 }
 
-/// The writer thread: takes everything queued, applies it in one transaction, commits once.
+/// The writer thread: gathers what is queued within a window, applies it in one transaction,
+/// commits once.
+///
+/// A commit is made durable (fsync) only when somebody waits for it, or when the oldest write
+/// not yet on disk is [`DURABLE_WITHIN`] old; the others are redb's in-memory commits, visible to
+/// readers at once. So a crash loses at most that much of what nobody was told is stored
+/// (finished jobs' bookkeeping, cache entries), and never what was acknowledged.
 fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut flush_asked = matches!(first, Op::Flush(_));
+    let mut not_durable_since: Option<Instant> = None;
+    loop {
+        let first = match not_durable_since {
+            None => match rx.recv() {
+                Ok(op) => op,
+                Err(_) => break,
+            },
+            Some(since) => {
+                let left = (since + DURABLE_WITHIN).saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(op) => op,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Nothing new: make what is there durable (after a failure, try again
+                        // a while later rather than at once).
+                        not_durable_since =
+                            (!commit_group(&db, Vec::new(), true)).then(Instant::now);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        let mut now_asked = first.urgent();
         let mut batch = vec![first];
-        let until = std::time::Instant::now() + GROUP_WINDOW;
-        while batch.len() < 4096 {
-            let more = if flush_asked {
+        let until = Instant::now() + GROUP_WINDOW;
+        // Sleep through the window rather than wake for every write: writers only wake this
+        // thread for a flush or a full queue.
+        loop {
+            while batch.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(op) => op,
+                    Ok(op) => {
+                        now_asked |= op.urgent();
+                        batch.push(op);
+                    }
                     Err(_) => break,
                 }
-            } else {
-                match rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
-                    Ok(op) => op,
-                    Err(_) => break,
-                }
-            };
-            flush_asked |= matches!(more, Op::Flush(_));
-            batch.push(more);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if now_asked || batch.len() >= MAX_GROUP || left.is_zero() {
+                break;
+            }
+            thread::park_timeout(left);
         }
-        let mut flushed = Vec::new();
-        // Only the last write of each key in a group matters: a result put into the outbox and
-        // taken by its originator within the window, or a cache key rewritten by every job of a
-        // parent, costs one write (or none).
-        let mut last: Vec<(TableName, String, Option<Vec<u8>>)> = Vec::new();
-        let mut index: HashMap<(TableName, String), usize> = HashMap::new();
-        let mut clears: Vec<(usize, Table)> = Vec::new();
-        for op in batch {
-            let (table, key, value) = match op {
-                Op::Put(table, k, v) => (table, k, Some(v)),
-                Op::Delete(table, k) => (table, k, None),
-                Op::Clear(table) => {
-                    // Writes before the clear are void; writes after it stay.
-                    let name = table_index(&table);
-                    last.retain(|(t, _, _)| *t != name);
-                    index = last
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (t, k, _))| ((*t, k.clone()), i))
-                        .collect();
-                    clears.push((last.len(), table));
-                    continue;
-                }
-                Op::Flush(done) => {
-                    flushed.push(done);
-                    continue;
-                }
-            };
-            match index.get(&(table_index(&table), key.clone())) {
-                Some(&i) => last[i].2 = value,
-                None => {
-                    index.insert((table_index(&table), key.clone()), last.len());
-                    last.push((table_index(&table), key, value));
-                }
+        let waited_for = batch.iter().any(|op| matches!(op, Op::Commit { .. }));
+        let since = *not_durable_since.get_or_insert_with(Instant::now);
+        let durable = waited_for || since.elapsed() >= DURABLE_WITHIN;
+        if commit_group(&db, batch, durable) && durable {
+            not_durable_since = None;
+        }
+    }
+    if not_durable_since.is_some() {
+        commit_group(&db, Vec::new(), true);
+    }
+}
+
+/// Applies one group of writes in one transaction; tells its waiters once it is on disk.
+/// Returns whether it committed.
+fn commit_group(db: &Database, batch: Vec<Op>, durable: bool) -> bool {
+    let mut waiters = Vec::new();
+    // Only the last write of each key in a group matters: a result put into the outbox and
+    // taken by its originator within the window, or a cache key rewritten by every job of a
+    // parent, costs one write (or none).
+    let mut last: Vec<(TableName, String, Option<Vec<u8>>)> = Vec::new();
+    let mut index: HashMap<(TableName, String), usize> = HashMap::new();
+    let mut clears: Vec<(usize, Table)> = Vec::new();
+    for op in batch {
+        let (table, key, value) = match op {
+            Op::Put(table, k, v) => (table, k, Some(v)),
+            Op::Delete(table, k) => (table, k, None),
+            Op::Clear(table) => {
+                // Writes before the clear are void; writes after it stay.
+                let name = table_index(&table);
+                last.retain(|(t, _, _)| *t != name);
+                index = last
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (t, k, _))| ((*t, k.clone()), i))
+                    .collect();
+                clears.push((last.len(), table));
+                continue;
+            }
+            Op::Commit { done, .. } => {
+                waiters.push(done);
+                continue;
+            }
+        };
+        match index.get(&(table_index(&table), key.clone())) {
+            Some(&i) => last[i].2 = value,
+            None => {
+                index.insert((table_index(&table), key.clone()), last.len());
+                last.push((table_index(&table), key, value));
             }
         }
-        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            let w = db.begin_write()?;
-            let mut clears = clears.into_iter().peekable();
-            for (i, (table, key, value)) in last.into_iter().enumerate() {
-                while let Some((_, t)) = clears.next_if(|(at, _)| *at <= i) {
-                    w.delete_table(t)?;
-                    w.open_table(t)?;
-                }
-                let mut t = w.open_table(table_of(table))?;
-                match value {
-                    Some(v) => {
-                        t.insert(key.as_str(), v.as_slice())?;
-                    }
-                    None => {
-                        t.remove(key.as_str())?;
-                    }
-                }
-            }
-            for (_, t) in clears {
+    }
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        let mut w = db.begin_write()?;
+        w.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut clears = clears.into_iter().peekable();
+        for (i, (table, key, value)) in last.into_iter().enumerate() {
+            while let Some((_, t)) = clears.next_if(|(at, _)| *at <= i) {
                 w.delete_table(t)?;
                 w.open_table(t)?;
             }
-            w.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            warn!("database write failed: {e}");
+            let mut t = w.open_table(table_of(table))?;
+            match value {
+                Some(v) => {
+                    t.insert(key.as_str(), v.as_slice())?;
+                }
+                None => {
+                    t.remove(key.as_str())?;
+                }
+            }
         }
-        for done in flushed {
-            let _ = done.send(());
+        for (_, t) in clears {
+            w.delete_table(t)?;
+            w.open_table(t)?;
+        }
+        w.commit()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            waiters.into_iter().for_each(Committed::tell);
+            true
+        }
+        // Waiters see their sender dropped: nothing they were waiting for is on disk.
+        Err(e) => {
+            warn!("database write failed: {e}");
+            false
         }
     }
 }
@@ -503,5 +639,70 @@ mod tests {
         assert_eq!(ids, vec!["a", "b"]);
         store.purge_jobs();
         assert!(store.records().is_empty());
+    }
+
+    /// The child half of [`what_was_acknowledged_or_is_a_second_old_survives_kill_9`]: writes,
+    /// says when, and waits to be killed.
+    fn crash_child(path: &str, mode: &str) {
+        use std::io::Write;
+        let store = Store::open(Path::new(path)).unwrap();
+        if mode == "acknowledged" {
+            store.put_record(&record("acknowledged", 1));
+            store.committed().blocking_recv().unwrap();
+        } else {
+            store.put_record(&record("quiet", 2));
+            std::thread::sleep(GROUP_WINDOW + DURABLE_WITHIN + Duration::from_millis(300));
+        }
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    /// Runs [`crash_child`] in a real process and kills it (SIGKILL) once it is ready.
+    fn write_and_crash(path: &Path, mode: &str) {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::tests::what_was_acknowledged_or_is_a_second_old_survives_kill_9",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("DIRECTORD_MESH_STORE_CRASH_CHILD", path)
+            .env("DIRECTORD_MESH_STORE_CRASH_MODE", mode)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // The test harness may print its own words before ours on a line.
+        let ready = lines.map_while(Result::ok).any(|l| l.ends_with("ready"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(ready, "the {mode} child never got ready");
+    }
+
+    #[test]
+    fn what_was_acknowledged_or_is_a_second_old_survives_kill_9() {
+        if let Ok(path) = std::env::var("DIRECTORD_MESH_STORE_CRASH_CHILD") {
+            let mode = std::env::var("DIRECTORD_MESH_STORE_CRASH_MODE").unwrap();
+            crash_child(&path, &mode);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let ids = || -> Vec<String> {
+            let store = Store::open(&path).unwrap();
+            let ids = store.records().into_iter().map(|r| r.job_id).collect();
+            drop(store);
+            // The writer thread lets the file go once its channel closes.
+            std::thread::sleep(Duration::from_millis(50));
+            ids
+        };
+        // Killed as soon as `committed` answered: the write is there.
+        write_and_crash(&path, "acknowledged");
+        assert_eq!(ids(), vec!["acknowledged"]);
+        // Nobody waited, but the write is older than DURABLE_WITHIN: it is there too.
+        write_and_crash(&path, "quiet");
+        assert_eq!(ids(), vec!["acknowledged", "quiet"]);
     }
 }
