@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::message::{JobResult, NodeId, Run};
+use crate::message::{NodeId, Run};
 
 /// Tuning of the tracker.
 #[derive(Debug, Clone)]
@@ -59,8 +59,12 @@ pub enum Input {
     },
     /// A target has queued the run.
     Acked { run_id: String, node: NodeId },
-    /// A target reports a job's result.
-    Result(JobResult),
+    /// A target reported a job's result (what it says is the node's business).
+    Result {
+        run_id: String,
+        job_id: String,
+        node: NodeId,
+    },
     /// A target expired or left the mesh.
     NodeGone(NodeId),
     /// A target that had expired or left is alive again (a partition healed, a long restart).
@@ -150,7 +154,11 @@ impl Originator {
                 }
                 vec![]
             }
-            Input::Result(result) => self.result(result),
+            Input::Result {
+                run_id,
+                job_id,
+                node,
+            } => self.result(run_id, job_id, node),
             Input::NodeGone(node) => self.gone(node, now),
             Input::NodeBack(node) => self.back(node, now),
             Input::Tick => self.tick(now),
@@ -259,19 +267,16 @@ impl Originator {
         actions
     }
 
-    fn result(&mut self, result: JobResult) -> Vec<Action> {
-        let Some(t) = self.runs.get_mut(&result.run_id) else {
+    fn result(&mut self, run_id: String, job_id: String, node: NodeId) -> Vec<Action> {
+        let Some(t) = self.runs.get_mut(&run_id) else {
             return vec![];
         };
         // A result is also proof that the target has the run.
-        t.unacked.remove(&result.node);
-        t.missing
-            .remove(&(result.outcome.job_id.clone(), result.node.clone()));
+        t.unacked.remove(&node);
+        t.missing.remove(&(job_id, node));
         if t.missing.is_empty() {
-            self.runs.remove(&result.run_id);
-            return vec![Action::Finished {
-                run_id: result.run_id,
-            }];
+            self.runs.remove(&run_id);
+            return vec![Action::Finished { run_id }];
         }
         vec![]
     }
@@ -394,10 +399,7 @@ impl Originator {
 
 #[cfg(test)]
 mod tests {
-    use jobs::{
-        Fingerprint, JobSpec, ParseOutcome,
-        executor::{Outcome, QueueKind, ResultState},
-    };
+    use jobs::{Fingerprint, JobSpec, ParseOutcome, executor::QueueKind};
 
     use super::*;
     use crate::message::{JobEntry, Parent};
@@ -435,20 +437,11 @@ mod tests {
         }
     }
 
-    fn result(job: &str, n: &str) -> JobResult {
-        JobResult {
+    fn result(job: &str, n: &str) -> Input {
+        Input::Result {
             run_id: "r1".into(),
+            job_id: job.into(),
             node: node(n),
-            outcome: Outcome {
-                job_id: job.into(),
-                state: ResultState::Success,
-                stdout: String::new(),
-                stderr: String::new(),
-                info: String::new(),
-                execution_secs: 0.0,
-                started_unix_ms: 0,
-                finished_unix_ms: 0,
-            },
         }
     }
 
@@ -479,7 +472,7 @@ mod tests {
         o.handle(Input::Submit(run(&["a", "b", "c"], 2, None)), t0);
         for n in ["a", "c"] {
             for j in ["j0", "j1"] {
-                o.handle(Input::Result(result(j, n)), t0);
+                o.handle(result(j, n), t0);
             }
         }
         // b is gone: its jobs are written off and the run finishes.
@@ -504,8 +497,8 @@ mod tests {
             matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
             "{a:?}"
         );
-        o.handle(Input::Result(result("j0", "b")), back);
-        let a = o.handle(Input::Result(result("j1", "b")), back);
+        o.handle(result("j0", "b"), back);
+        let a = o.handle(result("j1", "b"), back);
         assert_eq!(
             a,
             vec![Action::Finished {
@@ -613,7 +606,7 @@ mod tests {
                 .is_empty()
         );
         // A result counts as an acknowledgement.
-        o.handle(Input::Result(result("j0", "b")), t0);
+        o.handle(result("j0", "b"), t0);
         let a = o.handle(Input::Tick, t0 + Duration::from_millis(1500));
         assert_eq!(a.len(), 1);
         assert!(matches!(&a[0], Action::Deliver { node: n, .. } if *n == node("c")));
@@ -625,18 +618,18 @@ mod tests {
         let mut o = Originator::new(node("me"), OriginatorConfig::default());
         o.handle(Input::Submit(run(&["a", "b"], 2, Some("b"))), now);
         assert_eq!(o.missing("r1"), 2);
-        assert!(o.handle(Input::Result(result("j0", "b")), now).is_empty());
+        assert!(o.handle(result("j0", "b"), now).is_empty());
         // A duplicate changes nothing.
-        assert!(o.handle(Input::Result(result("j0", "b")), now).is_empty());
+        assert!(o.handle(result("j0", "b"), now).is_empty());
         assert_eq!(
-            o.handle(Input::Result(result("j1", "b")), now),
+            o.handle(result("j1", "b"), now),
             vec![Action::Finished {
                 run_id: "r1".into()
             }]
         );
         assert_eq!(o.open_runs(), 0);
         // A late result of a finished run is ignored.
-        assert!(o.handle(Input::Result(result("j1", "b")), now).is_empty());
+        assert!(o.handle(result("j1", "b"), now).is_empty());
     }
 
     #[test]
@@ -644,9 +637,9 @@ mod tests {
         let now = Instant::now();
         let mut o = Originator::new(node("me"), OriginatorConfig::default());
         o.handle(Input::Submit(run(&["a", "b"], 2, None)), now);
-        o.handle(Input::Result(result("j0", "a")), now);
-        o.handle(Input::Result(result("j0", "b")), now);
-        o.handle(Input::Result(result("j1", "a")), now);
+        o.handle(result("j0", "a"), now);
+        o.handle(result("j0", "b"), now);
+        o.handle(result("j1", "a"), now);
         let a = o.handle(Input::NodeGone(node("b")), now);
         assert_eq!(
             a,

@@ -1012,7 +1012,12 @@ impl Actor {
 
     /// Originator side: a result (from a target, from this node, or written off as unreachable).
     fn record_result(&mut self, result: JobResult) {
-        let job_id = result.outcome.job_id.clone();
+        let JobResult {
+            run_id,
+            node,
+            outcome,
+        } = result;
+        let job_id = outcome.job_id.clone();
         let record = match self.records.get_mut(&job_id) {
             Some(r) => r,
             None => match self.store.record(&job_id) {
@@ -1025,10 +1030,10 @@ impl Actor {
             },
         };
         let name = record
-            .name_of(&result.node.0)
+            .name_of(&node.0)
             .map(str::to_string)
-            .unwrap_or_else(|| result.node.0.clone());
-        let real = !result.outcome.info.starts_with("unreachable:");
+            .unwrap_or_else(|| node.0.clone());
+        let real = !outcome.info.starts_with("unreachable:");
         let replace = match record.results.get(&name) {
             None => true,
             // A real result replaces a write-off; nothing replaces a real result.
@@ -1036,21 +1041,24 @@ impl Actor {
         };
         if replace {
             let created = record.created_unix_ms;
-            let node_result = NodeResult::from_outcome(result.outcome.clone(), created, now_ms());
+            let node_result = NodeResult::from_outcome(outcome, created, now_ms());
             self.store.put_result(&job_id, &name, &node_result);
             record.results.insert(name, node_result);
         }
-        let done = record.results.len() >= record.nodes.len();
-        let snapshot = done.then(|| record.clone());
-        if done {
-            // Done: the record lives on disk from now on.
-            self.records.remove(&job_id);
-        }
-        let actions = self
-            .originator
-            .handle(originator::Input::Result(result), Instant::now());
+        // Done: the record lives on disk from now on.
+        let done = (record.results.len() >= record.nodes.len())
+            .then(|| self.records.remove(&job_id))
+            .flatten();
+        let actions = self.originator.handle(
+            originator::Input::Result {
+                run_id,
+                job_id,
+                node,
+            },
+            Instant::now(),
+        );
         self.originator_actions(actions);
-        if let Some(record) = snapshot {
+        if let Some(record) = done {
             self.job_done(record);
         }
     }

@@ -1085,9 +1085,14 @@ impl Sim {
         if self.acked_at[node].is_none() {
             self.acked_at[node] = Some(self.now);
         }
-        let actions = self
-            .originator
-            .handle(originator::Input::Result(r), self.instant());
+        let actions = self.originator.handle(
+            originator::Input::Result {
+                run_id: r.run_id,
+                job_id: r.outcome.job_id,
+                node: r.node,
+            },
+            self.instant(),
+        );
         self.originator_actions(actions);
     }
 
