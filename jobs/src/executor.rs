@@ -105,6 +105,9 @@ pub struct ExecutorConfig {
     pub async_cap: usize,
     /// How QUERY and JOB_WAIT reach other nodes (`None`: those verbs fail).
     pub coordinator: Option<Arc<dyn Coordinator>>,
+    /// Run the queues and the jobs on a thread of their own (with its own runtime) instead of
+    /// the caller's runtime.
+    pub own_thread: bool,
 }
 
 impl std::fmt::Debug for ExecutorConfig {
@@ -112,6 +115,7 @@ impl std::fmt::Debug for ExecutorConfig {
         f.debug_struct("ExecutorConfig")
             .field("async_cap", &self.async_cap)
             .field("coordinator", &self.coordinator.is_some())
+            .field("own_thread", &self.own_thread)
             .finish()
     }
 }
@@ -124,6 +128,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             async_cap: (2 * cpus).clamp(16, 64),
             coordinator: None,
+            own_thread: false,
         }
     }
 }
@@ -181,7 +186,11 @@ impl Executor {
             cap: config.async_cap.max(1),
             coordinator: config.coordinator,
         };
-        tokio::spawn(actor.run());
+        if config.own_thread {
+            spawn_on_own_thread(actor);
+        } else {
+            tokio::spawn(actor.run());
+        }
         (Executor { tx }, events_rx)
     }
 
@@ -213,6 +222,42 @@ impl Executor {
             .await
             .map_err(|_| ExecutorStopped)?;
         rx.await.map_err(|_| ExecutorStopped)
+    }
+}
+
+/// Runs the actor, and the jobs it starts, on a `jobs` thread with a runtime of its own; the
+/// thread ends with the actor (once every [`Executor`] handle is gone). Falls back to the
+/// caller's runtime if the thread cannot be made.
+fn spawn_on_own_thread(actor: Actor) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("jobs run on the main thread: no runtime for a jobs thread: {e}");
+            tokio::spawn(actor.run());
+            return;
+        }
+    };
+    // The actor is handed over once the thread exists, so a failed spawn still has it.
+    let (hand_over, take) = std::sync::mpsc::sync_channel::<Actor>(1);
+    let spawned = std::thread::Builder::new()
+        .name("jobs".into())
+        .spawn(move || {
+            if let Ok(actor) = take.recv() {
+                runtime.block_on(actor.run());
+            }
+        });
+    match spawned {
+        // The thread is waiting on the channel: the send cannot fail.
+        Ok(_) => {
+            let _ = hand_over.send(actor);
+        }
+        Err(e) => {
+            tracing::warn!("jobs run on the main thread: no jobs thread: {e}");
+            tokio::spawn(actor.run());
+        }
     }
 }
 

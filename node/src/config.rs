@@ -257,6 +257,7 @@ impl JoinOptions {
             socket_group: self.socket_group,
             labels: self.labels,
             transport: TransportKind::Tcp,
+            jobs_thread: true,
         })
     }
 }
@@ -296,6 +297,10 @@ pub struct NodeConfig {
     pub socket_group: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub transport: TransportKind,
+    /// Run jobs on a thread of their own, so a node that takes in many results (the submitter
+    /// of a large run) starts its own jobs as promptly as the others. Daemons do; nodes built
+    /// in-process, often by the hundred, share their caller's runtime.
+    pub jobs_thread: bool,
 }
 
 impl NodeConfig {
@@ -313,6 +318,7 @@ impl NodeConfig {
             socket_group: None,
             labels: BTreeMap::new(),
             transport: TransportKind::Memory,
+            jobs_thread: false,
         }
     }
 }

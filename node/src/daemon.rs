@@ -156,6 +156,7 @@ impl Node {
         let (runs, runs_inbox) = Runs::channel();
         let executor_config = ExecutorConfig {
             coordinator: Some(runs.coordinator(mesh.handle.clone(), transfers.clone())),
+            own_thread: config.jobs_thread,
             ..ExecutorConfig::default()
         };
         let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
