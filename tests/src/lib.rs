@@ -174,6 +174,9 @@ impl Daemon {
             )
             // Test hooks stay off until a test creates their file in the state directory.
             .env("DIRECTORD_MESH_TEST_HOOKS", "1")
+            // cargo puts its build directories on the library path of what it runs; a daemon
+            // started by an operator has none, and every job's shell would search them.
+            .env_remove("LD_LIBRARY_PATH")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
