@@ -564,13 +564,9 @@ impl Control {
             })
             .await;
         match accepted.await {
-            Ok(()) => {
-                // The run and its records are on disk before the submitter hears "submitted":
-                // a crash from here on resumes the run at the next start.
-                let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
-                ControlResponse::Submitted(resolved.reply)
-            }
+            // The runs actor answers once the run and its records are on disk: a crash from
+            // here on resumes the run at the next start.
+            Ok(()) => ControlResponse::Submitted(resolved.reply),
             Err(_) => ControlResponse::Error("the node is shutting down".into()),
         }
     }
