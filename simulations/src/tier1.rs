@@ -59,6 +59,7 @@ mod daemon {
     };
     pub use node::config::DEFAULT_HEARTBEAT;
     pub use node::runs::TICK as RUNS_TICK;
+    pub use node::store::GROUP_WINDOW as STORE_GROUP_WINDOW;
     pub use node::transfers::{PARK_FOR, TICK as TRANSFER_TICK};
     /// gossipsub defaults the daemon keeps (`gossip_lazy`, `gossip_factor`, `history_gossip`).
     pub const GOSSIP_LAZY: usize = 6;
@@ -180,6 +181,17 @@ enum Event {
     Suspect {
         node: usize,
     },
+    /// An answer that waited for the answering node's store to commit.
+    Respond {
+        id: u64,
+        answer: Answer,
+        payload: u64,
+    },
+    /// A gossiped run's acknowledgement, sent once the acceptance is committed.
+    SendAck {
+        node: usize,
+        epoch: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -260,6 +272,8 @@ struct SimNode {
     /// Peers that said they have a round (IDONTWANT): (peer, round).
     dont_want: Vec<(usize, u32)>,
     heartbeat_at: Option<Micros>,
+    /// When the store's open group commits (what is acknowledged waits for it).
+    store_group_ends: Micros,
     // Target (durable: accepted, finished, undelivered; the rest is lost on a kill).
     accepted: bool,
     finished: HashSet<usize>,
@@ -641,6 +655,27 @@ impl Sim {
                 }
             }
             Event::Heartbeat { node, epoch } => self.heartbeat(node, epoch),
+            Event::Respond {
+                id,
+                answer,
+                payload,
+            } => {
+                // A node that died before its commit never answers.
+                if self
+                    .requests
+                    .get(&id)
+                    .is_some_and(|p| self.nodes[p.to].alive)
+                {
+                    self.respond(id, answer, payload);
+                } else {
+                    self.answer_in(id, None);
+                }
+            }
+            Event::SendAck { node, epoch } => {
+                if self.nodes[node].epoch == epoch && self.nodes[node].alive {
+                    self.request(node, self.submitter, Body::Ack);
+                }
+            }
             Event::Request { id } => self.request_in(id),
             Event::Reply { id, answer } => self.answer_in(id, Some(answer)),
             Event::Failed { id } => self.answer_in(id, None),
@@ -817,6 +852,17 @@ impl Sim {
         }
     }
 
+    /// When what `node` just wrote is on disk: the end of its store's open group, or of one
+    /// opened now (`node::store` gathers writes for a window, and syncs a group somebody waits
+    /// for when it ends).
+    fn committed_at(&mut self, node: usize) -> Micros {
+        let n = &mut self.nodes[node];
+        if n.store_group_ends <= self.now {
+            n.store_group_ends = self.now + micros(daemon::STORE_GROUP_WINDOW);
+        }
+        n.store_group_ends
+    }
+
     fn respond(&mut self, id: u64, answer: Answer, payload: u64) {
         let Some(p) = self.requests.get(&id) else {
             return;
@@ -852,7 +898,15 @@ impl Sim {
         match body {
             Body::Deliver => {
                 self.accept(to, false);
-                self.respond(id, Answer::Ok, 3);
+                let at = self.committed_at(to);
+                self.schedule(
+                    at,
+                    Event::Respond {
+                        id,
+                        answer: Answer::Ok,
+                        payload: 3,
+                    },
+                );
             }
             Body::Ack => {
                 self.acked(from);
@@ -862,7 +916,15 @@ impl Sim {
                 for r in results {
                     self.result_in(r);
                 }
-                self.respond(id, Answer::Ok, 3);
+                let at = self.committed_at(to);
+                self.schedule(
+                    at,
+                    Event::Respond {
+                        id,
+                        answer: Answer::Ok,
+                        payload: 3,
+                    },
+                );
             }
             Body::Chunk { index } => self.serve(to, id, index),
         }
@@ -1104,7 +1166,9 @@ impl Sim {
             return;
         }
         if gossiped && node != self.submitter {
-            self.request(node, self.submitter, Body::Ack);
+            let at = self.committed_at(node);
+            let epoch = self.nodes[node].epoch;
+            self.schedule(at, Event::SendAck { node, epoch });
         }
         if self.nodes[node].accepted {
             return;
@@ -1410,6 +1474,7 @@ impl Sim {
         n.heartbeat_at = None;
         n.runs_tick_at = None;
         n.transfer_tick_at = None;
+        n.store_group_ends = 0;
         n.uplink_free = self.now;
         if self.down_since[node].is_none() {
             self.suspect(node);
