@@ -863,6 +863,19 @@ impl Sim {
         n.store_group_ends
     }
 
+    /// Answers `id` with Ok once `node`'s store has committed what the request wrote.
+    fn respond_once_committed(&mut self, node: usize, id: u64) {
+        let at = self.committed_at(node);
+        self.schedule(
+            at,
+            Event::Respond {
+                id,
+                answer: Answer::Ok,
+                payload: 3,
+            },
+        );
+    }
+
     fn respond(&mut self, id: u64, answer: Answer, payload: u64) {
         let Some(p) = self.requests.get(&id) else {
             return;
@@ -898,15 +911,7 @@ impl Sim {
         match body {
             Body::Deliver => {
                 self.accept(to, false);
-                let at = self.committed_at(to);
-                self.schedule(
-                    at,
-                    Event::Respond {
-                        id,
-                        answer: Answer::Ok,
-                        payload: 3,
-                    },
-                );
+                self.respond_once_committed(to, id);
             }
             Body::Ack => {
                 self.acked(from);
@@ -916,15 +921,7 @@ impl Sim {
                 for r in results {
                     self.result_in(r);
                 }
-                let at = self.committed_at(to);
-                self.schedule(
-                    at,
-                    Event::Respond {
-                        id,
-                        answer: Answer::Ok,
-                        payload: 3,
-                    },
-                );
+                self.respond_once_committed(to, id);
             }
             Body::Chunk { index } => self.serve(to, id, index),
         }
