@@ -130,12 +130,28 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
     runtime.block_on(async move {
         let node = Node::start(config).await.map_err(Failure::runtime)?;
         print_banner(&node);
-        wait_for_signal().await?;
+        let mut failure = None;
+        tokio::select! {
+            r = wait_for_signal() => r?,
+            reason = node.store_failed() => {
+                eprintln!(
+                    "the database cannot be written; stopping: a node that cannot write its \
+                     database cannot keep what it acknowledges. Whatever it acknowledged is on \
+                     disk; its peers resend the rest, and its unfinished jobs report as \
+                     interrupted once it is back."
+                );
+                failure = Some(reason);
+            }
+        }
         eprintln!("leaving the mesh...");
         // A second signal while leaving stops at once.
-        tokio::select! {
+        let left = tokio::select! {
             r = node.shutdown() => r.map_err(Failure::runtime),
             _ = wait_for_signal() => Err(Failure::Runtime("stopped without a clean leave".into())),
+        };
+        match failure {
+            Some(reason) => Err(Failure::Runtime(reason)),
+            None => left,
         }
     })
 }

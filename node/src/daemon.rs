@@ -270,6 +270,12 @@ impl Node {
             .map_err(NodeError::from)
     }
 
+    /// Resolves with the reason once this node's database could not be written. The node
+    /// should then stop: it can no longer keep what it acknowledges (see `store`).
+    pub fn store_failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        self.store.failed()
+    }
+
     /// Stops the node as a crash would: no goodbye to its peers (their connections just drop),
     /// nothing saved beyond what the store has already committed. For tests and simulations.
     pub async fn crash(self) {
@@ -566,7 +572,8 @@ impl Control {
         match accepted.await {
             // The runs actor answers once the run and its records are on disk: a crash from
             // here on resumes the run at the next start.
-            Ok(()) => ControlResponse::Submitted(resolved.reply),
+            Ok(Ok(())) => ControlResponse::Submitted(resolved.reply),
+            Ok(Err(e)) => ControlResponse::Error(e),
             Err(_) => ControlResponse::Error("the node is shutting down".into()),
         }
     }

@@ -50,7 +50,14 @@ pub enum Input {
     Submit {
         run: Run,
         records: Vec<JobRecord>,
-        done: oneshot::Sender<()>,
+        /// Told once the submission is on disk, or why it could not be stored.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A submission's commit is over (`stored`: it is on disk): announce it, or give it up.
+    SubmissionStored {
+        run: Run,
+        stored: bool,
+        done: oneshot::Sender<Result<(), String>>,
     },
     Watch {
         job_ids: Vec<String>,
@@ -407,12 +414,28 @@ impl Actor {
                     finished: false,
                 });
                 self.open_runs.insert(run.run_id.clone(), run.clone());
-                // The client hears of its jobs once they would survive a crash.
+                // Nothing is announced, and the client hears of nothing, before the submission
+                // would survive a crash: a restarted originator knows every run it sent out.
                 let committed = self.store.commit_now();
+                let inbox = self.inbox.clone();
                 tokio::spawn(async move {
-                    let _ = committed.await;
-                    let _ = done.send(());
+                    let stored = committed.await.is_ok();
+                    let _ = inbox
+                        .send(Input::SubmissionStored { run, stored, done })
+                        .await;
                 });
+            }
+            Input::SubmissionStored { run, stored, done } => {
+                if !stored {
+                    self.open_runs.remove(&run.run_id);
+                    let _ = done.send(Err(
+                        "the submission could not be stored: this node's database cannot be \
+                         written (see the daemon's log); nothing was sent out"
+                            .into(),
+                    ));
+                    return;
+                }
+                let _ = done.send(Ok(()));
                 let actions = self
                     .originator
                     .handle(originator::Input::Submit(run), Instant::now());

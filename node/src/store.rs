@@ -20,10 +20,15 @@
 //! in) or a client "submitted" waits for that first ([`Store::committed`],
 //! [`Store::commit_now`]), so a crash loses nothing that was acknowledged: at most the last
 //! second of a target's own bookkeeping, whose jobs then report as interrupted.
+//!
+//! A commit that fails (a full or broken disk) is not retried: its waiters hear that nothing
+//! was stored, and [`Store::failed`] resolves with the reason, for the node to stop. A node that
+//! cannot write its database cannot keep what it acknowledges; stopping keeps the rule above
+//! (what was acknowledged is on disk, the rest is resent by its senders), as a crash would.
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, mpsc},
     thread,
     time::{Duration, Instant},
@@ -32,8 +37,8 @@ use std::{
 use coordination::{JobResult, NodeId, Run};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::sync::oneshot;
-use tracing::warn;
+use tokio::sync::{oneshot, watch};
+use tracing::{error, warn};
 
 use crate::records::{JobRecord, NodeResult};
 
@@ -136,6 +141,8 @@ pub struct Store {
     writes: mpsc::SyncSender<Op>,
     /// The writer thread, woken when a write cannot wait for the end of its window.
     writer: thread::Thread,
+    /// Why the writer could not commit, once it could not.
+    failure: watch::Receiver<Option<String>>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -161,14 +168,41 @@ impl Store {
             w.commit().map_err(|e| err(&e))?;
         }
         let (writes, rx) = mpsc::sync_channel(WRITE_QUEUE);
-        let writer_db = db.clone();
+        let (failed, failure) = watch::channel(None);
+        let disk = Disk {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            failed,
+            fail_hook: test_hook(path),
+        };
         let writer = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(writer_db, rx))
+            .spawn(move || writer(disk, rx))
             .map_err(|e| err(&e))?
             .thread()
             .clone();
-        Ok(Store { db, writes, writer })
+        Ok(Store {
+            db,
+            writes,
+            writer,
+            failure,
+        })
+    }
+
+    /// Resolves with the reason once a commit has failed (never, while the disk takes them).
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            let reason = match failure.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                // The writer is gone: only when the process goes down; nothing to report.
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The database, shared with the job cache.
@@ -399,7 +433,7 @@ fn outbox_key(result: &JobResult) -> String {
 /// not yet on disk is [`DURABLE_WITHIN`] old; the others are redb's in-memory commits, visible to
 /// readers at once. So a crash loses at most that much of what nobody was told is stored
 /// (finished jobs' bookkeeping, cache entries), and never what was acknowledged.
-fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
+fn writer(disk: Disk, rx: mpsc::Receiver<Op>) {
     let mut not_durable_since: Option<Instant> = None;
     loop {
         let first = match not_durable_since {
@@ -415,7 +449,7 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
                         // Nothing new: make what is there durable (after a failure, try again
                         // a while later rather than at once).
                         not_durable_since =
-                            (!commit_group(&db, Vec::new(), true)).then(Instant::now);
+                            (!commit_group(&disk, Vec::new(), true)).then(Instant::now);
                         continue;
                     }
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -446,18 +480,34 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Op>) {
         let waited_for = batch.iter().any(|op| matches!(op, Op::Commit { .. }));
         let since = *not_durable_since.get_or_insert_with(Instant::now);
         let durable = waited_for || since.elapsed() >= DURABLE_WITHIN;
-        if commit_group(&db, batch, durable) && durable {
+        if commit_group(&disk, batch, durable) && durable {
             not_durable_since = None;
         }
     }
     if not_durable_since.is_some() {
-        commit_group(&db, Vec::new(), true);
+        commit_group(&disk, Vec::new(), true);
     }
+}
+
+/// What the writer writes to, and where it says that it could not.
+struct Disk {
+    db: Arc<Database>,
+    path: PathBuf,
+    failed: watch::Sender<Option<String>>,
+    /// Test hook: while this file exists, every commit fails.
+    fail_hook: Option<PathBuf>,
+}
+
+/// `test-fail-writes` beside the database, when `DIRECTORD_MESH_TEST_HOOKS=1`.
+fn test_hook(path: &Path) -> Option<PathBuf> {
+    let on = std::env::var("DIRECTORD_MESH_TEST_HOOKS").is_ok_and(|v| v == "1");
+    on.then(|| path.with_file_name("test-fail-writes"))
 }
 
 /// Applies one group of writes in one transaction; tells its waiters once it is on disk.
 /// Returns whether it committed.
-fn commit_group(db: &Database, batch: Vec<Op>, durable: bool) -> bool {
+fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
+    let db = &disk.db;
     let mut waiters = Vec::new();
     // Only the last write of each key in a group matters: a result put into the outbox and
     // taken by its originator within the window, or a cache key rewritten by every job of a
@@ -495,6 +545,9 @@ fn commit_group(db: &Database, batch: Vec<Op>, durable: bool) -> bool {
         }
     }
     let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        if let Some(hook) = disk.fail_hook.as_ref().filter(|h| h.exists()) {
+            return Err(format!("test hook {} is set", hook.display()).into());
+        }
         let mut w = db.begin_write()?;
         w.set_durability(if durable {
             Durability::Immediate
@@ -531,7 +584,15 @@ fn commit_group(db: &Database, batch: Vec<Op>, durable: bool) -> bool {
         }
         // Waiters see their sender dropped: nothing they were waiting for is on disk.
         Err(e) => {
-            warn!("database write failed: {e}");
+            let reason = format!("database {}: write failed: {e}", disk.path.display());
+            error!("{reason}");
+            disk.failed.send_if_modified(|failure| {
+                let first = failure.is_none();
+                if first {
+                    *failure = Some(reason);
+                }
+                first
+            });
             false
         }
     }

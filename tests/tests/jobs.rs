@@ -503,6 +503,90 @@ fn a_submitter_restarted_mid_run_still_gets_every_result() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// A node whose database stops taking writes refuses what it cannot store, says why and stops;
+/// back on a working disk it gets every result it refused, and nothing it refused to submit runs.
+#[test]
+fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let hook = nodes[0].state_dir.join("test-fail-writes");
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        "sleep 2; echo done",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    // The submitter's disk fails while n2 runs the job: n2's result cannot be stored there.
+    std::fs::write(&hook, "").unwrap();
+    let status = nodes[0].wait_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{}", nodes[0].log());
+    let log = nodes[0].log();
+    assert!(
+        log.contains("node.redb: write failed: test hook")
+            && log.contains("the database cannot be written; stopping"),
+        "the log says what failed and why the node stopped:\n{log}"
+    );
+    // Back on a working disk: n2 still holds the result, and delivers it.
+    std::fs::remove_file(&hook).unwrap();
+    nodes[0].restart();
+    let started = Instant::now();
+    let record = loop {
+        let o = nodes[0].cli(&["manage", "--job-info", &job_id, "--json"]);
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        if r["results"]["n2"]["state"] == "success" {
+            break r;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            for d in &nodes {
+                eprintln!("==== {} ====\n{}", d.name, d.log());
+            }
+            panic!("the refused result never arrived: {}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(record["results"]["n2"]["stdout"], "done", "{record}");
+
+    // A submission the disk cannot take is refused, and nothing of it is sent out.
+    let ran = root.path().join("refused-ran");
+    std::fs::write(&hook, "").unwrap();
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        &format!("touch {}", ran.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("the submission could not be stored"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(nodes[0].wait_exit(Duration::from_secs(30)).code(), Some(1));
+    std::fs::remove_file(&hook).unwrap();
+    nodes[0].restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !records(&nodes[0]).iter().any(|r| r["definition"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused-ran")),
+        "a refused submission left a record"
+    );
+    assert!(!ran.exists(), "a refused submission ran on its target");
+}
+
 #[test]
 fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
     let bad = orchestrations().join("bad");
