@@ -6,7 +6,8 @@
 //! so a long run of short jobs travels in a few large batches; the last result of a run never
 //! waits. A batch that fails
 //! goes back to the front of its queue and is retried with backoff, for as long as it takes:
-//! an originator that is down gets its results when it comes back. The node keeps every queued
+//! an originator that is down gets its results when it comes back, at once when the node sees
+//! it alive again ([`Input::Back`]) rather than at the end of a long backoff. The node keeps every queued
 //! result on disk until [`Action::Delivered`] says it may forget it.
 
 use std::{
@@ -38,6 +39,10 @@ pub enum Input {
         ok: bool,
     },
     Tick,
+    /// `to` is alive again (back after it expired, left or restarted): retry now.
+    Back {
+        to: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +138,13 @@ impl Outbox {
                     .map(|(k, _)| k.clone())
                     .collect();
                 due.iter().filter_map(|to| self.try_send(to, now)).collect()
+            }
+            Input::Back { to } => {
+                if let Some(q) = self.queues.get_mut(&to) {
+                    q.retry_at = None;
+                    q.backoff = Duration::ZERO;
+                }
+                self.try_send(&to, now).into_iter().collect()
             }
         }
     }
@@ -253,6 +265,37 @@ mod tests {
         let a = sent(&mut o, true, t + FIRST_RETRY * 3);
         assert_eq!(jobs(&a[0]), vec!["1", "2"]);
         assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn an_originator_seen_alive_again_gets_its_results_without_waiting_out_the_backoff() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        add(&mut o, "1", t);
+        // Down for a long while: the wait has grown to its longest.
+        let mut now = t;
+        for _ in 0..10 {
+            sent(&mut o, false, now);
+            now += MAX_RETRY;
+            assert_eq!(o.handle(Input::Tick, now).len(), 1);
+        }
+        sent(&mut o, false, now);
+        assert!(o.handle(Input::Tick, now + MAX_RETRY / 2).is_empty());
+        // Seen alive again: the batch goes at once.
+        let back = Input::Back {
+            to: NodeId("origin".into()),
+        };
+        let a = o.handle(back, now + Duration::from_secs(1));
+        assert_eq!(jobs(&a[0]), vec!["1"]);
+        // A failure right after starts the backoff from its first step again.
+        sent(&mut o, false, now + Duration::from_secs(1));
+        let a = o.handle(Input::Tick, now + Duration::from_secs(1) + FIRST_RETRY);
+        assert_eq!(a.len(), 1);
+        // Nothing queued for someone else: nothing to do.
+        let other = Input::Back {
+            to: NodeId("other".into()),
+        };
+        assert!(o.handle(other, now + Duration::from_secs(2)).is_empty());
     }
 
     #[test]

@@ -515,6 +515,11 @@ impl Actor {
             }
             Input::MemberBack(peer) => {
                 let node = NodeId(peer.to_string());
+                // Results held for it go now, not at the end of their backoff.
+                let actions = self
+                    .outbox
+                    .handle(outbox::Input::Back { to: node.clone() }, Instant::now());
+                self.outbox_actions(actions);
                 let actions = self
                     .originator
                     .handle(originator::Input::NodeBack(node), Instant::now());

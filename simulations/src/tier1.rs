@@ -728,6 +728,14 @@ impl Sim {
                     let back = originator::Input::NodeBack(self.ids[node].clone());
                     let actions = self.originator.handle(back, self.instant());
                     self.originator_actions(actions);
+                    // The node hears the submitter again at about the same time (the same
+                    // expiry on both sides of a split): its held results go at once.
+                    let to = self.ids[self.submitter].clone();
+                    let now = self.instant();
+                    let actions = self.nodes[node]
+                        .outbox
+                        .handle(outbox::Input::Back { to }, now);
+                    self.outbox_actions(node, actions);
                 }
             }
             Event::Suspect { node } => {
