@@ -51,6 +51,11 @@ impl MeshKey {
         PreSharedKey::new(self.0)
     }
 
+    /// The key itself, for the private-network layer.
+    pub(crate) fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     /// A short, safe-to-print identifier of the key (not the key).
     pub fn fingerprint(&self) -> String {
         let hash = blake3::hash(&self.0);

@@ -5,6 +5,7 @@
 //! - [`wire`]: the versioned CBOR messages nodes exchange, with size-checked decoders;
 //! - [`codec`]: the length-prefixed request-response codec built on them;
 //! - [`key`]: the mesh key (private network) and the join token;
+//! - [`private`]: the private-network layer every connection starts with;
 //! - [`membership`]: the sans-IO membership table (alive / expired / left / conflict);
 //! - [`network`]: the swarm event loop and its cloneable [`MeshHandle`].
 //!
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod key;
 pub mod membership;
 pub mod network;
+pub mod private;
 pub mod shaped;
 pub mod wire;
 

@@ -1,7 +1,7 @@
 //! Building the swarm: identity, transport and behaviour.
 //!
 //! Two transports, chosen when a node is built:
-//! - **TCP** (daemons): TCP, then the private-network layer when the mesh has a key (a peer
+//! - **TCP** (daemons): TCP, then the private-network layer ([`crate::private`]) when the mesh has a key (a peer
 //!   without the key fails here, before anything else), then Noise and Yamux.
 //! - **Memory** (tests and simulations, many nodes in one process): libp2p's in-process
 //!   transport with the same upgrades, optionally with the same private-network layer, and
@@ -13,14 +13,13 @@ use libp2p::{
     PeerId, Swarm, SwarmBuilder, Transport,
     core::{muxing::StreamMuxerBox, transport::Boxed, transport::MemoryTransport, upgrade},
     identity::Keypair,
-    noise,
-    pnet::PnetConfig,
-    tcp, yamux,
+    noise, tcp, yamux,
 };
 
 use crate::{
     behaviour::MeshBehaviour,
     key::MeshKey,
+    private,
     shaped::{LinkShape, Shaped},
 };
 
@@ -54,8 +53,8 @@ where
     let yamux = yamux::Config::default();
     Ok(match mesh_key {
         Some(mesh_key) => {
-            let psk = mesh_key.psk();
-            base.and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+            let key = mesh_key.bytes();
+            base.and_then(move |socket, _| private::handshake(key, socket))
                 .upgrade(upgrade::Version::V1)
                 .authenticate(noise)
                 .multiplex(yamux)
