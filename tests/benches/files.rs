@@ -20,8 +20,16 @@ use std::{
 use e2e_tests::{Daemon, binary};
 use jobs::spec::FileRef;
 
+/// Daemons as an operator runs them: the default presence heartbeat (5 s), not the tests' 1 s
+/// (every node checks the signature of each copy of every heartbeat it receives; at 1 s, 50
+/// co-located daemons spend a third of this machine on that alone).
 fn mesh(root: &Path, n: usize) -> Vec<Daemon> {
-    e2e_tests::isolated_mesh(root, n, Duration::from_secs(60))
+    e2e_tests::isolated_mesh_with(
+        root,
+        n,
+        Duration::from_secs(60),
+        &["--heartbeat-interval", "5s"],
+    )
 }
 
 fn served(d: &Daemon) -> u64 {

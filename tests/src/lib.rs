@@ -82,16 +82,11 @@ impl Daemon {
             "state directories of isolated daemons must be outside /tmp"
         );
         let mut args: Vec<String> = vec!["--name".into(), name.into()];
-        args.extend(
-            [
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--heartbeat-interval",
-                "1s",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
+        args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
+        // Tests see expiry sooner with a 1 s heartbeat, unless they ask for another.
+        if !extra.contains(&"--heartbeat-interval") {
+            args.extend(["--heartbeat-interval".into(), "1s".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut d = Daemon {
             name: name.into(),
@@ -329,15 +324,18 @@ pub fn isolated_root(preferred: &Path) -> tempfile::TempDir {
 /// An `n`-node mesh of isolated daemons (`n1`, `n2`, ...; see [`Daemon::start_isolated`]),
 /// returned once every daemon sees all `n` alive (or a panic after `timeout`).
 pub fn isolated_mesh(root: &Path, n: usize, timeout: Duration) -> Vec<Daemon> {
-    let first = Daemon::start_isolated(root, "n1", &[]);
+    isolated_mesh_with(root, n, timeout, &[])
+}
+
+/// Like [`isolated_mesh`], with `extra` arguments for every daemon's `join`.
+pub fn isolated_mesh_with(root: &Path, n: usize, timeout: Duration, extra: &[&str]) -> Vec<Daemon> {
+    let first = Daemon::start_isolated(root, "n1", extra);
     let token = first.join_token();
     let mut nodes = vec![first];
     for i in 2..=n {
-        nodes.push(Daemon::start_isolated(
-            root,
-            &format!("n{i}"),
-            &["--token", &token],
-        ));
+        let mut args = vec!["--token", token.as_str()];
+        args.extend_from_slice(extra);
+        nodes.push(Daemon::start_isolated(root, &format!("n{i}"), &args));
     }
     let mut names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
     names.sort();
