@@ -138,7 +138,8 @@ where
         inner: socket,
         read: Keystream::new(&key, &remote),
         write: Keystream::new(&key, &local),
-        pending: Vec::with_capacity(WRITE_CHUNK),
+        // Grows with the largest write, up to one chunk: idle connections keep it small.
+        pending: Vec::new(),
         sent: 0,
     })
 }
