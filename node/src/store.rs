@@ -21,8 +21,8 @@
 //! [`Store::commit_now`]), so a crash loses nothing that was acknowledged: at most the last
 //! second of a target's own bookkeeping, whose jobs then report as interrupted.
 //!
-//! A commit that fails (a full or broken disk) is not retried: its waiters hear that nothing
-//! was stored, and [`Store::failed`] resolves with the reason, for the node to stop. A node that
+//! A commit that fails (a full or broken disk) drops its group's writes: its waiters hear that
+//! nothing was stored, and [`Store::failed`] resolves with the reason, for the node to stop. A node that
 //! cannot write its database cannot keep what it acknowledges; stopping keeps the rule above
 //! (what was acknowledged is on disk, the rest is resent by its senders), as a crash would.
 

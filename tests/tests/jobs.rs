@@ -453,54 +453,74 @@ fn a_target_killed_mid_run_is_reported_unreachable() {
     );
 }
 
+/// `exec --verb RUN --skip-cache` of `command` on `targets`.
+fn run_args(targets: &[&str], command: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["exec", "--verb", "RUN", "--skip-cache"]
+        .map(String::from)
+        .to_vec();
+    for t in targets {
+        args.extend(["--target".to_string(), t.to_string()]);
+    }
+    args.push(command.to_string());
+    args
+}
+
+/// Runs `command` on `targets` from `d`, checks it was accepted, and returns its job id.
+fn submit(d: &Daemon, targets: &[&str], command: &str) -> String {
+    let args = run_args(targets, command);
+    let o = d.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .expect("exec prints the job id")
+        .to_string()
+}
+
+/// Waits up to 60 s until the submitter's record of `job_id` satisfies `done`; panics with every
+/// node's log otherwise.
+fn wait_for_record(
+    nodes: &[Daemon],
+    job_id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let o = nodes[0].cli(&["manage", "--job-info", job_id, "--json"]);
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        if done(&r) {
+            return r;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            for d in nodes {
+                eprintln!("==== {} ====\n{}", d.name, d.log());
+            }
+            panic!("{what}: {}", text(&o));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_submitter_restarted_mid_run_still_gets_every_result() {
     let root = root();
     let mut nodes = mesh(root.path());
-    let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "RUN",
-        "--skip-cache",
-        "--target",
-        "n2",
-        "--target",
-        "n3",
-        "sleep 2; echo done",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let job_id = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let job_id = submit(&nodes[0], &["n2", "n3"], "sleep 2; echo done");
     // The submitter dies before any result and comes back while the jobs still run elsewhere.
     nodes[0].kill9();
     std::thread::sleep(Duration::from_millis(500));
     nodes[0].restart();
-    let started = Instant::now();
-    let record = loop {
-        let o = nodes[0].cli(&["manage", "--job-info", &job_id, "--json"]);
-        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-        if r["results"].as_object().is_some_and(|m| m.len() == 2) {
-            break r;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            for d in &nodes {
-                eprintln!("==== {} ====\n{}", d.name, d.log());
-            }
-            panic!(
-                "both results never reached the restarted submitter: {}",
-                text(&o)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let record = wait_for_record(
+        &nodes,
+        &job_id,
+        "both results never reached the restarted submitter",
+        |r| r["results"].as_object().is_some_and(|m| m.len() == 2),
+    );
     for n in ["n2", "n3"] {
         assert_eq!(record["results"][n]["state"], "success", "{record}");
         assert_eq!(record["results"][n]["stdout"], "done");
     }
-    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 /// A node whose database stops taking writes refuses what it cannot store, says why and stops;
@@ -510,21 +530,7 @@ fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
     let hook = nodes[0].state_dir.join("test-fail-writes");
-    let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "RUN",
-        "--skip-cache",
-        "--target",
-        "n2",
-        "sleep 2; echo done",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let job_id = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let job_id = submit(&nodes[0], &["n2"], "sleep 2; echo done");
     // The submitter's disk fails while n2 runs the job: n2's result cannot be stored there.
     std::fs::write(&hook, "").unwrap();
     let status = nodes[0].wait_exit(Duration::from_secs(30));
@@ -538,35 +544,16 @@ fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
     // Back on a working disk: n2 still holds the result, and delivers it.
     std::fs::remove_file(&hook).unwrap();
     nodes[0].restart();
-    let started = Instant::now();
-    let record = loop {
-        let o = nodes[0].cli(&["manage", "--job-info", &job_id, "--json"]);
-        let r: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-        if r["results"]["n2"]["state"] == "success" {
-            break r;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            for d in &nodes {
-                eprintln!("==== {} ====\n{}", d.name, d.log());
-            }
-            panic!("the refused result never arrived: {}", text(&o));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let record = wait_for_record(&nodes, &job_id, "the refused result never arrived", |r| {
+        r["results"]["n2"]["state"] == "success"
+    });
     assert_eq!(record["results"]["n2"]["stdout"], "done", "{record}");
 
     // A submission the disk cannot take is refused, and nothing of it is sent out.
     let ran = root.path().join("refused-ran");
     std::fs::write(&hook, "").unwrap();
-    let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "RUN",
-        "--skip-cache",
-        "--target",
-        "n2",
-        &format!("touch {}", ran.display()),
-    ]);
+    let args = run_args(&["n2"], &format!("touch {}", ran.display()));
+    let o = nodes[0].cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("the submission could not be stored"),
