@@ -16,4 +16,5 @@ pub mod transfer;
 
 pub use message::{
     InlineBlob, JobEntry, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Parent, Run,
+    TargetKey, TargetKeys,
 };

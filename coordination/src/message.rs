@@ -55,7 +55,8 @@ impl Run {
     /// The parents (each with only its jobs for `node`) that `node` must run, in order.
     pub fn work_for(&self, node: &NodeId) -> Vec<(&Parent, Vec<&JobEntry>)> {
         let mut out = Vec::new();
-        for parent in self.parents.iter().filter(|p| p.targets.contains(node)) {
+        let key = TargetKey::of(node);
+        for parent in self.parents.iter().filter(|p| p.has_target(node, key)) {
             let jobs: Vec<&JobEntry> = parent
                 .jobs
                 .iter()
@@ -68,7 +69,23 @@ impl Run {
         out
     }
 
-    /// Every node that has at least one job of this run.
+    /// This run as it travels: each parent names its targets by [`TargetKey`] only, so an
+    /// announce to a thousand targets carries 8 KB of keys instead of 55 KB of peer ids.
+    pub fn compact(&self) -> Run {
+        let mut run = self.clone();
+        for parent in &mut run.parents {
+            if !parent.targets.is_empty() {
+                let mut keys: Vec<TargetKey> = parent.targets.iter().map(TargetKey::of).collect();
+                keys.extend(parent.target_keys.0.iter().copied());
+                parent.target_keys = TargetKeys::new(keys);
+                parent.targets = Vec::new();
+            }
+        }
+        run
+    }
+
+    /// Every node that has at least one job of this run. Only names count: complete at the
+    /// originator, which is the only one that asks.
     pub fn targets(&self) -> std::collections::BTreeSet<NodeId> {
         self.parents
             .iter()
@@ -83,7 +100,7 @@ impl Run {
             .collect()
     }
 
-    /// Every (job, node) pair that must report a result.
+    /// Every (job, node) pair that must report a result (by name, as [`Run::targets`]).
     pub fn expected_results(&self) -> Vec<(String, NodeId)> {
         let mut out = Vec::new();
         for p in &self.parents {
@@ -104,8 +121,111 @@ pub struct Parent {
     pub parent_id: String,
     pub fingerprint: Fingerprint,
     pub queue: QueueKind,
+    /// The targets by name: every one of them at the originator. A run received from the
+    /// network names them in `target_keys` instead ([`Run::compact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<NodeId>,
+    /// The targets by key, as a run travels; each node finds itself there by its own key
+    /// and its distribution-tree neighbours through its membership table.
+    #[serde(default, skip_serializing_if = "TargetKeys::is_empty")]
+    pub target_keys: TargetKeys,
     pub jobs: Vec<JobEntry>,
+}
+
+impl Parent {
+    /// Whether `node` (whose key is `key`) is one of this parent's targets.
+    pub fn has_target(&self, node: &NodeId, key: TargetKey) -> bool {
+        self.targets.contains(node) || self.target_keys.contains(key)
+    }
+
+    /// Every target's key, sorted, whichever way the parent names them.
+    pub fn all_target_keys(&self) -> Vec<TargetKey> {
+        if self.targets.is_empty() {
+            return self.target_keys.0.clone();
+        }
+        let mut keys: Vec<TargetKey> = self.targets.iter().map(TargetKey::of).collect();
+        keys.extend(self.target_keys.0.iter().copied());
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// A node's key in a run's target set: the first 8 bytes of the blake3 hash of its name.
+///
+/// Two of a mesh's nodes sharing a key would both run the jobs of either; with 64-bit keys
+/// the chance of that in a mesh of a million nodes is below one in ten million, and making a
+/// peer id that matches a given key takes some 2^64 key generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetKey(pub u64);
+
+impl TargetKey {
+    pub fn of(node: &NodeId) -> TargetKey {
+        let hash = blake3::hash(node.0.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        TargetKey(u64::from_be_bytes(first))
+    }
+}
+
+impl fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A sorted set of [`TargetKey`]s. It travels as one byte string of 8 bytes per key; a
+/// string whose length is not a multiple of 8 is refused, and the keys are sorted on
+/// arrival whatever order they came in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetKeys(Vec<TargetKey>);
+
+impl TargetKeys {
+    pub fn new(mut keys: Vec<TargetKey>) -> TargetKeys {
+        keys.sort_unstable();
+        keys.dedup();
+        TargetKeys(keys)
+    }
+
+    pub fn contains(&self, key: TargetKey) -> bool {
+        self.0.binary_search(&key).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Serialize for TargetKeys {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = self.0.iter().flat_map(|k| k.0.to_be_bytes()).collect();
+        serde_bytes::Bytes::new(&bytes).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TargetKeys, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(d)?;
+        if bytes.len() % 8 != 0 {
+            return Err(serde::de::Error::custom(format!(
+                "target keys are 8 bytes each; got {} bytes",
+                bytes.len()
+            )));
+        }
+        let keys = bytes
+            .chunks_exact(8)
+            .map(|c| {
+                let mut k = [0u8; 8];
+                k.copy_from_slice(c);
+                TargetKey(u64::from_be_bytes(k))
+            })
+            .collect();
+        Ok(TargetKeys::new(keys))
+    }
 }
 
 /// One job of a parent.
@@ -180,4 +300,99 @@ pub enum JobReply {
     Ok,
     /// Understood and refused, with the reason.
     Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use jobs::{JobSpec, ParseOutcome, executor::QueueKind};
+
+    use super::*;
+
+    fn run_to(targets: &[NodeId]) -> Run {
+        let spec = match JobSpec::parse("RUN", "true", &Default::default()).unwrap() {
+            ParseOutcome::Spec(s) => s,
+            ParseOutcome::Help(_) => unreachable!(),
+        };
+        Run {
+            run_id: "r".into(),
+            originator: NodeId("origin".into()),
+            parents: vec![Parent {
+                parent_id: "p".into(),
+                fingerprint: Fingerprint([0; 32]),
+                queue: QueueKind::Sync,
+                targets: targets.to_vec(),
+                target_keys: TargetKeys::default(),
+                jobs: vec![JobEntry {
+                    job_id: "j".into(),
+                    fingerprint: spec.fingerprint(),
+                    spec,
+                    only_on: None,
+                }],
+            }],
+            stream: false,
+            inline: vec![],
+            holders: vec![],
+            round: 0,
+        }
+    }
+
+    fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        ciborium::into_writer(value, &mut out).unwrap();
+        out
+    }
+
+    fn peer_like(i: usize) -> NodeId {
+        // As long as a real peer id in text form (52 characters).
+        NodeId(format!("12D3KooW{i:044}"))
+    }
+
+    #[test]
+    fn a_compact_run_reaches_exactly_its_targets() {
+        let targets: Vec<NodeId> = (0..1000).map(peer_like).collect();
+        let run = run_to(&targets[..500]);
+        let sent: Run = ciborium::from_reader(&cbor(&run.compact())[..]).unwrap();
+        assert!(sent.parents[0].targets.is_empty());
+        assert_eq!(sent.parents[0].target_keys.len(), 500);
+        for (i, t) in targets.iter().enumerate() {
+            assert_eq!(sent.work_for(t).len(), usize::from(i < 500), "{t}");
+            assert_eq!(run.work_for(t).len(), usize::from(i < 500), "{t}");
+        }
+        assert!(sent.work_for(&NodeId("origin".into())).is_empty());
+        // Compacting twice changes nothing.
+        assert_eq!(sent.compact(), sent);
+    }
+
+    #[test]
+    fn a_compact_run_to_a_thousand_targets_is_small() {
+        let targets: Vec<NodeId> = (0..1000).map(peer_like).collect();
+        let run = run_to(&targets);
+        let named = cbor(&run).len();
+        let keyed = cbor(&run.compact()).len();
+        assert!(named > 54_000, "{named}");
+        assert!(keyed < 9_000, "{keyed}");
+    }
+
+    #[test]
+    fn target_keys_that_are_not_whole_keys_are_refused() {
+        let bytes = cbor(&serde_bytes::Bytes::new(&[1, 2, 3, 4, 5, 6, 7, 8, 9]));
+        let err = ciborium::from_reader::<TargetKeys, _>(&bytes[..]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("target keys are 8 bytes each; got 9 bytes"),
+            "{err}"
+        );
+        // Keys in any order are put in order (every node lays out the same tree).
+        let mut raw = Vec::new();
+        for k in [3u64, 1, 2, 1] {
+            raw.extend(k.to_be_bytes());
+        }
+        let keys: TargetKeys =
+            ciborium::from_reader(&cbor(&serde_bytes::Bytes::new(&raw))[..]).unwrap();
+        assert_eq!(
+            keys,
+            TargetKeys::new(vec![TargetKey(1), TargetKey(2), TargetKey(3)])
+        );
+        assert!(keys.contains(TargetKey(2)) && !keys.contains(TargetKey(4)));
+    }
 }

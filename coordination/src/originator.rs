@@ -425,6 +425,7 @@ mod tests {
                 fingerprint: Fingerprint([0; 32]),
                 queue: QueueKind::Sync,
                 targets: targets.iter().map(|t| node(t)).collect(),
+                target_keys: Default::default(),
                 jobs: (0..jobs)
                     .map(|i| JobEntry {
                         job_id: format!("j{i}"),

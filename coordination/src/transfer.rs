@@ -21,7 +21,7 @@ use std::{
 
 use jobs::Fingerprint;
 
-use crate::message::{JobEntry, NodeId, Parent, Run};
+use crate::message::{JobEntry, NodeId, Parent, Run, TargetKey};
 
 /// Chunks requested at once by one download.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -264,29 +264,42 @@ pub const FALLBACK_TARGETS: usize = 32;
 /// others, so the originator uploads only a few copies however many targets there are), then
 /// nodes known to hold the file, then up to [`FALLBACK_TARGETS`] other targets (they may have
 /// it by then; the ones after `local` in tree order, so fallbacks spread over the tree).
+///
+/// The tree is laid out in the order of the targets' keys, which every node computes alike
+/// whether the run names its targets or only gives their keys ([`Run::compact`]); `name_of`
+/// finds the node behind a key (the membership table). A key it cannot name is passed over:
+/// the next ancestor up, and in the end the originator, serves instead.
 pub fn distribution_sources(
     run: &Run,
     parent: &Parent,
     job: &JobEntry,
     local: &NodeId,
     hash: &Fingerprint,
+    name_of: impl Fn(TargetKey) -> Option<NodeId>,
 ) -> Vec<NodeId> {
-    let mut targets: Vec<NodeId> = match &job.only_on {
-        Some(only) => vec![only.clone()],
+    let originator = TargetKey::of(&run.originator);
+    let keys: Vec<TargetKey> = match &job.only_on {
+        Some(only) => vec![TargetKey::of(only)],
         None => parent
-            .targets
-            .iter()
-            .filter(|t| **t != run.originator)
-            .cloned()
+            .all_target_keys()
+            .into_iter()
+            .filter(|k| *k != originator)
             .collect(),
     };
-    targets.sort();
+    // Names the run gives itself (at the originator, all of them).
+    let named: HashMap<TargetKey, &NodeId> = parent
+        .targets
+        .iter()
+        .chain(job.only_on.iter())
+        .map(|t| (TargetKey::of(t), t))
+        .collect();
+    let name = |k: TargetKey| named.get(&k).map(|n| (*n).clone()).or_else(|| name_of(k));
     let mut sources = Vec::new();
-    let position = targets.iter().position(|t| t == local);
+    let position = keys.binary_search(&TargetKey::of(local)).ok();
     if let Some(mut p) = position {
         while p >= TREE_FANOUT {
             p = (p - TREE_FANOUT) / TREE_FANOUT;
-            sources.push(targets[p].clone());
+            sources.extend(name(keys[p]));
         }
     }
     sources.push(run.originator.clone());
@@ -296,8 +309,8 @@ pub fn distribution_sources(
         }
     }
     let start = position.map_or(0, |p| p + 1);
-    let n = targets.len();
-    sources.extend((0..n.min(FALLBACK_TARGETS)).map(|i| targets[(start + i) % n].clone()));
+    let n = keys.len();
+    sources.extend((0..n.min(FALLBACK_TARGETS)).filter_map(|i| name(keys[(start + i) % n])));
     let mut seen = HashSet::new();
     sources.retain(|s| s != local && seen.insert(s.clone()));
     sources
@@ -397,7 +410,7 @@ mod tests {
     fn sources_are_tree_ancestors_then_the_originator_then_a_bounded_few_targets() {
         use jobs::{JobSpec, ParseOutcome, executor::QueueKind};
 
-        use crate::message::{JobEntry, Parent, Run};
+        use crate::message::{JobEntry, Parent, Run, TargetKeys};
 
         let spec = match JobSpec::parse("RUN", "true", &Default::default()).unwrap() {
             ParseOutcome::Spec(s) => s,
@@ -415,6 +428,7 @@ mod tests {
             fingerprint: Fingerprint([0; 32]),
             queue: QueueKind::Sync,
             targets: targets.clone(),
+            target_keys: TargetKeys::default(),
             jobs: vec![job.clone()],
         };
         let run = Run {
@@ -426,15 +440,18 @@ mod tests {
             holders: vec![],
             round: 0,
         };
-        // t0999 is the 1000th node: its parent is t0498, then t0248, ... up to the root pair.
-        let local = n("t0999");
-        let sources = distribution_sources(&run, &parent, &job, &local, &Fingerprint([1; 32]));
-        let ancestors = [
-            "t0498", "t0248", "t0123", "t0060", "t0029", "t0013", "t0005", "t0001",
-        ];
-        for (i, a) in ancestors.iter().enumerate() {
-            assert_eq!(sources[i], n(a), "{sources:?}");
-        }
+        // The tree in key order: the node at position 999 has 498, 248, ... up to the root pair.
+        let mut in_order = targets.clone();
+        in_order.sort_by_key(TargetKey::of);
+        let local = in_order[999].clone();
+        let ancestors: Vec<NodeId> = [498, 248, 123, 60, 29, 13, 5, 1]
+            .iter()
+            .map(|&i| in_order[i].clone())
+            .collect();
+        let nobody = |_: TargetKey| None;
+        let sources =
+            distribution_sources(&run, &parent, &job, &local, &Fingerprint([1; 32]), nobody);
+        assert_eq!(sources[..ancestors.len()], ancestors[..], "{sources:?}");
         assert_eq!(sources[ancestors.len()], n("origin"));
         // Then a few other targets, not all thousand, and never itself.
         assert!(
@@ -445,6 +462,40 @@ mod tests {
         assert!(!sources.contains(&local));
         let unique: HashSet<&NodeId> = sources.iter().collect();
         assert_eq!(unique.len(), sources.len());
+
+        // The run as it travels names no target: the node finds the same sources through its
+        // membership table.
+        let compact = run.compact();
+        let cparent = &compact.parents[0];
+        assert!(cparent.targets.is_empty());
+        let members: HashMap<TargetKey, NodeId> = targets
+            .iter()
+            .map(|t| (TargetKey::of(t), t.clone()))
+            .collect();
+        let known = |k: TargetKey| members.get(&k).cloned();
+        let from_keys = distribution_sources(
+            &compact,
+            cparent,
+            &job,
+            &local,
+            &Fingerprint([1; 32]),
+            known,
+        );
+        assert_eq!(from_keys, sources);
+
+        // A node it does not know yet is passed over for the next one up.
+        let unknown = TargetKey::of(&ancestors[0]);
+        let partly = |k: TargetKey| (k != unknown).then(|| members.get(&k).cloned()).flatten();
+        let from_keys = distribution_sources(
+            &compact,
+            cparent,
+            &job,
+            &local,
+            &Fingerprint([1; 32]),
+            partly,
+        );
+        assert_eq!(from_keys[..ancestors.len() - 1], ancestors[1..]);
+        assert_eq!(from_keys[ancestors.len() - 1], n("origin"));
     }
 
     #[test]

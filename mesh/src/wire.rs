@@ -15,8 +15,8 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version every envelope carries. A node rejects envelopes of another version with a clear
-/// error instead of misreading them.
-pub const WIRE_VERSION: u16 = 1;
+/// error instead of misreading them. Version 2: runs name their targets by key.
+pub const WIRE_VERSION: u16 = 2;
 
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).

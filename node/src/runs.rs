@@ -14,7 +14,7 @@ use std::{
 };
 
 use coordination::{
-    JobMessage, JobReply, JobResult, NodeId, OutputBatch, Run,
+    JobMessage, JobReply, JobResult, NodeId, OutputBatch, Run, TargetKey,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
 };
@@ -183,6 +183,7 @@ impl Runs {
         let local = NodeId(mesh.local_peer_id().to_string());
         let mut actor = Actor {
             originator: Originator::new(local.clone(), OriginatorConfig::default()),
+            members: HashMap::from([(TargetKey::of(&local), local.clone())]),
             local,
             local_name,
             mesh,
@@ -264,6 +265,8 @@ struct Actor {
     /// Target side: job id → fingerprint, for JOB_WAIT notifications.
     job_fingerprints: HashMap<String, jobs::Fingerprint>,
     blobs: Arc<crate::blobs::BlobStore>,
+    /// Every node seen alive, by target key: runs name their targets by key.
+    members: HashMap<TargetKey, NodeId>,
     /// Target side: ADD/COPY job id → (its originator, where to fetch its file from).
     job_sources: HashMap<String, (NodeId, Vec<NodeId>)>,
     /// Originator side: ADD/COPY job id → file hash, for open runs.
@@ -515,6 +518,7 @@ impl Actor {
             }
             Input::MemberBack(peer) => {
                 let node = NodeId(peer.to_string());
+                self.members.insert(TargetKey::of(&node), node.clone());
                 // Results held for it go now, not at the end of their backoff.
                 let actions = self
                     .outbox
@@ -596,7 +600,7 @@ impl Actor {
         for action in actions {
             match action {
                 originator::Action::Announce(run) => {
-                    let Ok(bytes) = wire::encode(&*run, wire::MAX_GOSSIP_BYTES) else {
+                    let Ok(bytes) = wire::encode(&run.compact(), wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
                         debug!(run = %run.run_id, "run too large to gossip; delivering directly");
                         continue;
@@ -613,8 +617,7 @@ impl Actor {
                         continue;
                     };
                     let run_id = run.run_id.clone();
-                    let Some(bytes) = encode(&JobMessage::Deliver(Box::new(Run::clone(&run))))
-                    else {
+                    let Some(bytes) = encode(&JobMessage::Deliver(Box::new(run.compact()))) else {
                         continue;
                     };
                     let mesh = self.mesh.clone();
@@ -857,6 +860,7 @@ impl Actor {
                         job,
                         &self.local,
                         &file.hash,
+                        |key| self.members.get(&key).cloned(),
                     );
                     self.job_sources
                         .insert(job.job_id.clone(), (run.originator.clone(), sources));

@@ -179,6 +179,7 @@ pub fn resolve(
             fingerprint: sp.fingerprint,
             queue,
             targets: targets.iter().map(|t| NodeId(t.peer_id.clone())).collect(),
+            target_keys: Default::default(),
             jobs: entries,
         });
     }

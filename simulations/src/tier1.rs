@@ -31,7 +31,7 @@ use std::{
 };
 
 use coordination::{
-    JobEntry, JobMessage, JobResult, NodeId, Parent, Run,
+    JobEntry, JobMessage, JobResult, NodeId, Parent, Run, TargetKey,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
     transfer::{self, ChunkResult, Download},
@@ -307,6 +307,9 @@ struct Sim {
     submitter: usize,
     originator: Originator,
     run: Arc<Run>,
+    /// The run as targets receive it (targets by key), and every node by key.
+    received: Arc<Run>,
+    by_key: HashMap<TargetKey, NodeId>,
     /// Every job of the run in order, as (parent, job) positions.
     jobs: Vec<(usize, usize)>,
     /// Per node: the jobs (indices into `jobs`) it must run, in order.
@@ -442,6 +445,7 @@ fn build_run(
             fingerprint: Fingerprint(rng.r#gen()),
             queue: QueueKind::Sync,
             targets: targets.to_vec(),
+            target_keys: Default::default(),
             jobs,
         }],
         stream: false,
@@ -469,9 +473,16 @@ impl Sim {
         let (peers, mesh) = topology(n, &mut rng);
         let submitter = 0;
         let (run, file) = build_run(&w, &ids[submitter], &ids, &mut rng)?;
-        let run_bytes = cbor_len(&run);
+        // What travels is the run as the daemon sends it: targets by key.
+        let received = run.compact();
+        let run_bytes = cbor_len(&received);
+        let deliver_bytes = cbor_len(&JobMessage::Deliver(Box::new(received.clone())));
+        let received = Arc::new(received);
+        let by_key = ids
+            .iter()
+            .map(|id| (TargetKey::of(id), id.clone()))
+            .collect();
         let run = Arc::new(run);
-        let deliver_bytes = cbor_len(&JobMessage::Deliver(Box::new(Run::clone(&run))));
         let mut jobs = Vec::new();
         for (p, parent) in run.parents.iter().enumerate() {
             for j in 0..parent.jobs.len() {
@@ -536,6 +547,8 @@ impl Sim {
             submitter,
             gossip_too_big: run_bytes as usize > daemon::MAX_GOSSIP_BYTES,
             run,
+            received,
+            by_key,
             jobs,
             work,
             file,
@@ -1212,12 +1225,14 @@ impl Sim {
             self.nodes[node].waiting_job = Some(job);
             if self.nodes[node].download.is_none() {
                 let file = self.file.clone().expect("a file job has a file");
+                // Every simulated node knows every other (full membership).
                 let sources = transfer::distribution_sources(
-                    &self.run,
-                    &self.run.parents[p],
+                    &self.received,
+                    &self.received.parents[p],
                     entry,
                     &self.ids[node],
                     &file.hash,
+                    |key| self.by_key.get(&key).cloned(),
                 );
                 let have = &self.nodes[node].chunks;
                 let (mut download, mut actions) =
