@@ -18,7 +18,7 @@ so a restarted node comes back with the same peer id.
 
 Settings come from flags, then DIRECTORD_MESH_* environment variables, then the --config YAML
 file (keys are the flag names: name, listen, peer, token, open, heartbeat-interval,
-socket-group, labels), then defaults.";
+socket-group, labels, blob-retention), then defaults.";
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {
@@ -59,6 +59,13 @@ pub struct JoinArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
 
+    /// How long a file sent by ADD/COPY stays in this node's blob store
+    /// (<state-dir>/blobs) after it was last used: stored, served to another node or copied to
+    /// a destination. Files of runs still open here are kept whatever their age. 0 keeps them
+    /// forever. Default: 24h. [env: DIRECTORD_MESH_BLOB_RETENTION]
+    #[arg(long, value_name = "DURATION")]
+    blob_retention: Option<String>,
+
     /// YAML config file with the same settings. [env: DIRECTORD_MESH_CONFIG]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -94,6 +101,13 @@ impl JoinArgs {
                 .transpose()?,
             socket_group: self.socket_group.clone(),
             labels: config::parse_label_flags(&self.labels).map_err(|e| input(e.to_string()))?,
+            blob_retention: self
+                .blob_retention
+                .as_deref()
+                .map(|d| {
+                    config::parse_retention(d).map_err(|e| input(format!("--blob-retention: {e}")))
+                })
+                .transpose()?,
         })
     }
 }

@@ -100,6 +100,16 @@ fn bad_join_settings_exit_2_with_the_reason() {
         &["--heartbeat-interval"],
     );
     fails(
+        &["--state-dir", sd, "join", "--blob-retention", "5ms"],
+        2,
+        &["--blob-retention", "0 to keep files forever"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--blob-retention", "a week"],
+        2,
+        &["--blob-retention", "not a duration"],
+    );
+    fails(
         &["--state-dir", sd, "join", "--name", "bad name"],
         2,
         &["node name"],

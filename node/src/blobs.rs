@@ -7,6 +7,11 @@
 //! checked are served to other nodes while the fetch goes on.
 //!
 //! Only blobs in this store are ever served, by hash: a peer can never name a path.
+//!
+//! The store remembers when each blob was last used (stored, served, or looked up for a job)
+//! and [`BlobStore::evict`] removes those unused for longer than the node's blob retention,
+//! except the ones open runs still need. Across restarts, a blob's modification time stands
+//! for its last use.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,12 +20,16 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Mutex,
+    time::SystemTime,
 };
 
 use jobs::{
     Fingerprint,
     spec::{CHUNK_SIZE, FileRef},
 };
+
+/// How often a blob's last use is written to its modification time.
+const PERSIST_USE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a chunk lookup found.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,7 +42,8 @@ pub enum ChunkLookup {
 
 #[derive(Default)]
 struct State {
-    complete: HashSet<Fingerprint>,
+    /// Complete blobs, and when each was last used.
+    complete: HashMap<Fingerprint, SystemTime>,
     /// Blobs being fetched: which chunks are in.
     partial: HashMap<Fingerprint, Vec<bool>>,
 }
@@ -97,7 +107,11 @@ impl BlobStore {
                 std::io::copy(&mut &f, &mut hasher).is_ok() && *hasher.finalize().as_bytes() == fp.0
             });
             if ok {
-                self.lock().complete.insert(fp);
+                let used = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or_else(|_| SystemTime::now());
+                self.lock().complete.entry(fp).or_insert(used);
             } else {
                 let _ = fs::remove_file(entry.path());
             }
@@ -118,8 +132,33 @@ impl BlobStore {
         self.dir.join(format!("{}.part", hex(hash)))
     }
 
+    /// Whether the blob is here, complete; if it is, that counts as a use.
     pub fn has(&self, hash: &Fingerprint) -> bool {
-        self.lock().complete.contains(hash)
+        let mut state = self.lock();
+        match state.complete.get_mut(hash) {
+            Some(used) => {
+                self.note_use(hash, used);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Notes a use of a complete blob: in memory always, and in the file's modification time
+    /// (what survives a restart) at most once every [`PERSIST_USE_EVERY`].
+    fn note_use(&self, hash: &Fingerprint, used: &mut SystemTime) {
+        let now = SystemTime::now();
+        let stale = now
+            .duration_since(*used)
+            .is_ok_and(|d| d >= PERSIST_USE_EVERY);
+        *used = now;
+        if stale {
+            // Best effort: a failure only makes the blob look older after a restart.
+            let _ = File::options()
+                .write(true)
+                .open(self.path(hash))
+                .and_then(|f| f.set_modified(now));
+        }
     }
 
     /// Copies the submitter's own file into the store, checking it still has the content the
@@ -159,7 +198,7 @@ impl BlobStore {
         })();
         match result {
             Ok(()) => {
-                self.lock().complete.insert(file.hash);
+                self.lock().complete.insert(file.hash, SystemTime::now());
                 Ok(())
             }
             Err(e) => {
@@ -184,7 +223,7 @@ impl BlobStore {
         fs::write(&tmp, data)
             .and_then(|_| fs::rename(&tmp, self.path(hash)))
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        self.lock().complete.insert(*hash);
+        self.lock().complete.insert(*hash, SystemTime::now());
         Ok(())
     }
 
@@ -192,7 +231,7 @@ impl BlobStore {
     /// the blob at all.
     pub fn has_chunk(&self, hash: &Fingerprint, index: u64) -> Option<bool> {
         let state = self.lock();
-        if state.complete.contains(hash) {
+        if state.complete.contains_key(hash) {
             return Some(true);
         }
         state
@@ -205,8 +244,9 @@ impl BlobStore {
     /// Blocking.
     pub fn chunk(&self, hash: &Fingerprint, index: u64) -> ChunkLookup {
         let (path, ready) = {
-            let state = self.lock();
-            if state.complete.contains(hash) {
+            let mut state = self.lock();
+            if let Some(used) = state.complete.get_mut(hash) {
+                self.note_use(hash, used);
                 (self.path(hash), true)
             } else if let Some(have) = state.partial.get(hash) {
                 let ready = have.get(index as usize).copied().unwrap_or(false);
@@ -238,7 +278,7 @@ impl BlobStore {
     /// Starts fetching `file` (idempotent). Blocking.
     pub fn begin(&self, file: &FileRef) -> Result<(), String> {
         let mut state = self.lock();
-        if state.complete.contains(&file.hash) || state.partial.contains_key(&file.hash) {
+        if state.complete.contains_key(&file.hash) || state.partial.contains_key(&file.hash) {
             return Ok(());
         }
         let part = self.part_path(&file.hash);
@@ -314,7 +354,7 @@ impl BlobStore {
         }
         match fs::rename(&part, self.path(&file.hash)) {
             Ok(()) => {
-                state.complete.insert(file.hash);
+                state.complete.insert(file.hash, SystemTime::now());
                 Ok(self.path(&file.hash))
             }
             Err(e) => {
@@ -322,6 +362,39 @@ impl BlobStore {
                 Err(format!("{}: {e}", part.display()))
             }
         }
+    }
+
+    /// Removes the complete blobs last used before `unused_since`, except those in `keep`
+    /// (files of runs still open here); fetches in progress are never touched. Returns how
+    /// many blobs and bytes went. Blocking.
+    pub fn evict(&self, unused_since: SystemTime, keep: &HashSet<Fingerprint>) -> (usize, u64) {
+        // Under the lock from choice to unlink: a fetch of the same blob that finishes
+        // meanwhile cannot have its new file removed.
+        let mut state = self.lock();
+        let old: Vec<Fingerprint> = state
+            .complete
+            .iter()
+            .filter(|(hash, used)| **used < unused_since && !keep.contains(*hash))
+            .map(|(hash, _)| *hash)
+            .collect();
+        let (mut count, mut bytes) = (0, 0);
+        for hash in old {
+            let path = self.path(&hash);
+            let size = fs::metadata(&path).map_or(0, |m| m.len());
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    state.complete.remove(&hash);
+                    count += 1;
+                    bytes += size;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    state.complete.remove(&hash);
+                }
+                // Left in place (and in use); the next sweep tries again.
+                Err(_) => {}
+            }
+        }
+        (count, bytes)
     }
 
     /// Gives up a fetch and removes what it wrote.
@@ -420,5 +493,55 @@ mod tests {
         assert!(store.put(&g.hash, b"not it").is_err());
         store.put(&g.hash, b"inline").unwrap();
         assert!(store.has(&g.hash));
+    }
+
+    #[test]
+    fn blobs_unused_for_the_retention_go_unless_an_open_run_needs_them() {
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let blob = |text: &[u8]| {
+            let hash = Fingerprint(*blake3::hash(text).as_bytes());
+            store.put(&hash, text).unwrap();
+            hash
+        };
+        let (old, kept, used, fetching) = (
+            blob(b"old"),
+            blob(b"kept"),
+            blob(b"used"),
+            file_ref(b"partial"),
+        );
+        store.begin(&fetching).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let cutoff = SystemTime::now();
+        // Serving a chunk and looking a blob up for a job both count as uses.
+        assert_eq!(store.chunk(&used, 0), ChunkLookup::Have(b"used".to_vec()));
+        let (count, bytes) = store.evict(cutoff, &HashSet::from([kept]));
+        assert_eq!((count, bytes), (1, 3));
+        assert!(!store.has(&old) && !store.path(&old).exists());
+        assert_eq!(store.chunk(&old, 0), ChunkLookup::Unknown);
+        assert!(store.has(&kept) && store.has(&used));
+        assert_eq!(
+            store.has_chunk(&fetching.hash, 0),
+            Some(false),
+            "a fetch in progress stays"
+        );
+        // Gone means fetched or stored again when a run needs it.
+        store.put(&old, b"old").unwrap();
+        assert!(store.has(&old));
+
+        // After a restart, a blob's modification time stands for its last use.
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86400);
+        File::options()
+            .write(true)
+            .open(store.path(&kept))
+            .and_then(|f| f.set_modified(two_days_ago))
+            .unwrap();
+        let again = BlobStore::open(dir.path()).unwrap();
+        again.verify_existing();
+        let one_day_ago = SystemTime::now() - Duration::from_secs(86400);
+        assert_eq!(again.evict(one_day_ago, &HashSet::new()), (1, 4));
+        assert!(!again.has(&kept) && again.has(&used) && again.has(&old));
     }
 }

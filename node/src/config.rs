@@ -22,6 +22,8 @@ pub const ENV_STATE_DIR: &str = "DIRECTORD_MESH_STATE_DIR";
 pub const DEFAULT_PORT: u16 = 7411;
 /// Default heartbeat interval; a member expires after three of them.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a file stays in the blob store after its last use, by default.
+pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,10 +69,12 @@ pub struct JoinOptions {
     pub heartbeat_interval: Option<Duration>,
     pub socket_group: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Zero: keep blobs forever.
+    pub blob_retention: Option<Duration>,
 }
 
 /// The environment variables `join` reads, in the order `--help` lists them.
-pub const JOIN_ENV: [&str; 8] = [
+pub const JOIN_ENV: [&str; 9] = [
     "DIRECTORD_MESH_NAME",
     "DIRECTORD_MESH_LISTEN",
     "DIRECTORD_MESH_PEER",
@@ -79,6 +83,7 @@ pub const JOIN_ENV: [&str; 8] = [
     "DIRECTORD_MESH_HEARTBEAT_INTERVAL",
     "DIRECTORD_MESH_SOCKET_GROUP",
     "DIRECTORD_MESH_LABELS",
+    "DIRECTORD_MESH_BLOB_RETENTION",
 ];
 
 /// The config file's shape: the flags' long names, with `-` or `_`.
@@ -98,6 +103,8 @@ struct FileOptions {
     socket_group: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(alias = "blob-retention")]
+    blob_retention: Option<serde_yaml_ng::Value>,
 }
 
 impl JoinOptions {
@@ -105,7 +112,17 @@ impl JoinOptions {
     /// daemon; a map in tests). List variables are comma-separated.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut o = JoinOptions::default();
-        let [name, listen, peer, token, open, heartbeat, group, labels] = JOIN_ENV;
+        let [
+            name,
+            listen,
+            peer,
+            token,
+            open,
+            heartbeat,
+            group,
+            labels,
+            retention,
+        ] = JOIN_ENV;
         let list = |v: String| -> Vec<String> {
             v.split(',')
                 .map(str::trim)
@@ -136,6 +153,9 @@ impl JoinOptions {
         o.socket_group = get(group).filter(|s| !s.is_empty());
         if let Some(v) = get(labels) {
             o.labels = parse_labels(&list(v), &Source::Env(labels))?;
+        }
+        if let Some(v) = get(retention) {
+            o.blob_retention = Some(parse_retention_in(&v, &Source::Env(retention))?);
         }
         Ok(o)
     }
@@ -188,6 +208,10 @@ impl JoinOptions {
                 .map(|v| scalar(v, "socket-group"))
                 .transpose()?,
             labels: file.labels,
+            blob_retention: file
+                .blob_retention
+                .map(|v| parse_retention_in(&scalar(v, "blob-retention")?, &source))
+                .transpose()?,
         })
     }
 
@@ -207,6 +231,7 @@ impl JoinOptions {
             } else {
                 self.labels
             },
+            blob_retention: self.blob_retention.or(lower.blob_retention),
         }
     }
 
@@ -224,6 +249,7 @@ impl JoinOptions {
             ));
         }
         let heartbeat_interval = self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT);
+        let blob_retention = self.blob_retention.unwrap_or(DEFAULT_BLOB_RETENTION);
         let name = self.name.unwrap_or_else(|| default_name.to_string());
         validate_name(&name)?;
         let listen = if self.listen.is_empty() {
@@ -256,6 +282,7 @@ impl JoinOptions {
             heartbeat_interval,
             socket_group: self.socket_group,
             labels: self.labels,
+            blob_retention: (!blob_retention.is_zero()).then_some(blob_retention),
             transport: TransportKind::Tcp,
             jobs_thread: true,
         })
@@ -296,6 +323,8 @@ pub struct NodeConfig {
     pub control_socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Blobs unused for this long are removed; `None` keeps them forever.
+    pub blob_retention: Option<Duration>,
     pub transport: TransportKind,
     /// Run jobs on a thread of their own, so a node that takes in many results (the submitter
     /// of a large run) starts its own jobs as promptly as the others. Daemons do; nodes built
@@ -317,6 +346,7 @@ impl NodeConfig {
             control_socket: None,
             socket_group: None,
             labels: BTreeMap::new(),
+            blob_retention: Some(DEFAULT_BLOB_RETENTION),
             transport: TransportKind::Memory,
             jobs_thread: false,
         }
@@ -414,7 +444,27 @@ fn parse_interval(text: &str, source: &Source) -> Result<Duration, ConfigError> 
     Ok(d)
 }
 
-/// Parses `5`, `5s`, `500ms`, `2m` or `1h` (a bare number is seconds; fractions allowed).
+/// Parses a blob retention: a duration of at least one second, or 0 for "keep forever".
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err(format!(
+            "{} is under a second; give at least 1s, or 0 to keep files forever",
+            text.trim()
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_retention_in(text: &str, source: &Source) -> Result<Duration, ConfigError> {
+    parse_retention(text).map_err(|reason| ConfigError::Invalid {
+        origin: source.clone(),
+        setting: "blob-retention".into(),
+        reason,
+    })
+}
+
+/// Parses `5`, `5s`, `500ms`, `2m`, `1h` or `7d` (a bare number is seconds; fractions allowed).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -429,16 +479,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         other => {
             return Err(format!(
-                "'{text}': unknown unit '{other}' (use ms, s, m or h)"
+                "'{text}': unknown unit '{other}' (use ms, s, m, h or d)"
             ));
         }
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("'{text}' is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a duration"))
 }
 
 fn parse_labels(
@@ -650,8 +698,49 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+        // Too large for a duration: an error, not a panic.
+        for huge in ["99999999999999999999999", "99999999999999999999d"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert!(e.contains("not a duration"), "{e}");
+        }
+    }
+
+    #[test]
+    fn blob_retention_layers_and_limits() {
+        let c = layers(JoinOptions::default(), &[], "").unwrap();
+        assert_eq!(c.blob_retention, Some(DEFAULT_BLOB_RETENTION));
+        let c = layers(JoinOptions::default(), &[], "blob-retention: 2h\n").unwrap();
+        assert_eq!(c.blob_retention, Some(Duration::from_secs(7200)));
+        let envs = [("DIRECTORD_MESH_BLOB_RETENTION", "0")];
+        let c = layers(JoinOptions::default(), &envs, "blob-retention: 2h\n").unwrap();
+        assert_eq!(c.blob_retention, None, "0 keeps blobs forever");
+        let flags = JoinOptions {
+            blob_retention: Some(Duration::from_secs(3)),
+            ..Default::default()
+        };
+        let c = layers(flags, &envs, "").unwrap();
+        assert_eq!(c.blob_retention, Some(Duration::from_secs(3)));
+        let e = layers(JoinOptions::default(), &[], "blob-retention: 10ms\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/dm.yaml") && e.contains("blob-retention") && e.contains("0 to keep"),
+            "{e}"
+        );
+        let e = layers(
+            JoinOptions::default(),
+            &[("DIRECTORD_MESH_BLOB_RETENTION", "a week")],
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("DIRECTORD_MESH_BLOB_RETENTION"), "{e}");
     }
 
     #[test]

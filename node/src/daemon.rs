@@ -170,6 +170,7 @@ impl Node {
                 exec_events,
                 cache: cache.clone(),
                 blobs: blobs.clone(),
+                blob_retention: config.blob_retention,
             },
         );
         let control = Arc::new(Control {

@@ -146,6 +146,8 @@ pub struct RunsParts {
     pub exec_events: mpsc::Receiver<ExecEvent>,
     pub cache: Arc<Cache>,
     pub blobs: Arc<crate::blobs::BlobStore>,
+    /// Blobs unused for this long are removed (`None`: kept forever).
+    pub blob_retention: Option<Duration>,
 }
 
 impl Runs {
@@ -178,6 +180,7 @@ impl Runs {
             exec_events,
             cache,
             blobs,
+            blob_retention,
         } = parts;
         let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
@@ -193,7 +196,9 @@ impl Runs {
             cross: coordinate::CrossNode::default(),
             blobs,
             job_sources: HashMap::new(),
-            file_jobs: HashMap::new(),
+            pending_files: HashMap::new(),
+            blob_retention,
+            next_blob_sweep: Instant::now(),
             holders: HashMap::new(),
             job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
@@ -269,8 +274,10 @@ struct Actor {
     members: HashMap<TargetKey, NodeId>,
     /// Target side: ADD/COPY job id → (its originator, where to fetch its file from).
     job_sources: HashMap<String, (NodeId, Vec<NodeId>)>,
-    /// Originator side: ADD/COPY job id → file hash, for open runs.
-    file_jobs: HashMap<String, jobs::Fingerprint>,
+    /// Target side: ADD/COPY job id → file hash, until the job finishes.
+    pending_files: HashMap<String, jobs::Fingerprint>,
+    blob_retention: Option<Duration>,
+    next_blob_sweep: Instant,
     /// Originator side: nodes known to hold each file.
     holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
     originator: Originator,
@@ -287,6 +294,11 @@ struct Actor {
     waiting_for_executor: VecDeque<Box<Work>>,
     outputs: HashMap<NodeId, OutputQueue>,
     output_seq: HashMap<String, u64>,
+}
+
+/// How often the blob store is swept: a quarter of the retention, between 1 s and 10 min.
+fn blob_sweep_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }
 
 fn now_ms() -> u64 {
@@ -594,6 +606,43 @@ impl Actor {
             }
             keep
         });
+        if let Some(retention) = self.blob_retention
+            && now >= self.next_blob_sweep
+        {
+            self.next_blob_sweep = now + blob_sweep_every(retention);
+            self.sweep_blobs(retention);
+        }
+    }
+
+    /// Removes blobs unused for `retention`, except the files of runs still open here: those
+    /// this node submitted and those of jobs it has yet to run.
+    fn sweep_blobs(&self, retention: Duration) {
+        let Some(unused_since) = SystemTime::now().checked_sub(retention) else {
+            return;
+        };
+        let mut keep: HashSet<jobs::Fingerprint> = self.pending_files.values().copied().collect();
+        for run in self.open_runs.values() {
+            for parent in &run.parents {
+                keep.extend(
+                    parent
+                        .jobs
+                        .iter()
+                        .filter_map(|j| transfer_file(&j.spec.component).map(|f| f.hash)),
+                );
+            }
+        }
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            let (count, bytes) = blobs.evict(unused_since, &keep);
+            if count > 0 {
+                info!(
+                    count,
+                    bytes,
+                    retention_secs = retention.as_secs(),
+                    "removed files from the blob store that went unused for the blob retention"
+                );
+            }
+        });
     }
 
     fn originator_actions(&mut self, actions: Vec<originator::Action>) {
@@ -675,18 +724,16 @@ impl Actor {
         }
     }
 
-    /// Originator side: remembers the run's files, and tells its targets who holds them already.
-    fn add_file_holders(&mut self, run: &mut Run) {
+    /// Originator side: tells the run's targets who holds its files already.
+    fn add_file_holders(&self, run: &mut Run) {
         let mut hints: Vec<(jobs::Fingerprint, Vec<NodeId>)> = Vec::new();
         for parent in &run.parents {
             for job in &parent.jobs {
-                if let Some(file) = transfer_file(&job.spec.component) {
-                    self.file_jobs.insert(job.job_id.clone(), file.hash);
-                    if let Some(nodes) = self.holders.get(&file.hash)
-                        && !hints.iter().any(|(h, _)| *h == file.hash)
-                    {
-                        hints.push((file.hash, nodes.iter().cloned().collect()));
-                    }
+                if let Some(file) = transfer_file(&job.spec.component)
+                    && let Some(nodes) = self.holders.get(&file.hash)
+                    && !hints.iter().any(|(h, _)| *h == file.hash)
+                {
+                    hints.push((file.hash, nodes.iter().cloned().collect()));
                 }
             }
         }
@@ -864,6 +911,7 @@ impl Actor {
                     );
                     self.job_sources
                         .insert(job.job_id.clone(), (run.originator.clone(), sources));
+                    self.pending_files.insert(job.job_id.clone(), file.hash);
                 }
                 self.waiting_for_executor.push_back(Box::new(Work {
                     job_id: job.job_id.clone(),
@@ -934,6 +982,7 @@ impl Actor {
     /// Target side: a job finished here.
     fn finished(&mut self, outcome: Outcome) {
         self.job_sources.remove(&outcome.job_id);
+        self.pending_files.remove(&outcome.job_id);
         if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
             let state = if outcome.state == ResultState::Failed {
                 "failed"

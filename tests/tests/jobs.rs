@@ -1116,6 +1116,53 @@ fn files_land_verified_with_owner_and_mode_on_every_node() {
 }
 
 #[test]
+fn unused_files_leave_the_blob_store_and_are_sent_again_when_needed() {
+    let root = root();
+    let retention = ["--blob-retention", "5s"];
+    let nodes = e2e_tests::isolated_mesh_with(root.path(), 3, Duration::from_secs(20), &retention);
+    let d = &nodes[0];
+    let src = sources(root.path());
+    // Over the inline limit: fetched in chunks and kept in each node's blob store.
+    let data: Vec<u8> = (0..2 * 1024 * 1024 + 5)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let add = |dest: &str| {
+        let o = d.cli(&[
+            "exec",
+            "--verb",
+            "ADD",
+            &format!("{}/big.bin {dest}", src.display()),
+            "--poll",
+            "--check",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let blobs = |n: &Daemon| {
+        std::fs::read_dir(n.state_dir.join("blobs"))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    };
+    add("/tmp/first.bin");
+    for n in &nodes {
+        assert_eq!(blobs(n), 1, "{} holds the file it just used", n.name);
+    }
+    for n in &nodes {
+        e2e_tests::wait_for(Duration::from_secs(30), "the unused blob to go", || {
+            (blobs(n) == 0).then_some(())
+        });
+    }
+    // A later run needs it again: imported and fetched anew, and it lands intact.
+    add("/tmp/second.bin");
+    let same = run_on(
+        d,
+        &["n1", "n2", "n3"],
+        &format!("cmp {}/big.bin /tmp/second.bin && echo same", src.display()),
+    );
+    assert!(same.values().all(|v| v == "same"), "{same:?}");
+}
+
+#[test]
 fn a_corrupt_holder_is_routed_around_and_integrity_failures_leave_nothing() {
     let root = root();
     let nodes = mesh(root.path());
