@@ -315,6 +315,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_that_hangs_up_during_the_handshake_is_an_error() {
+        // The socket as this side sees it: room for the nonce it sends, then what the peer
+        // sent before hanging up (end of stream after that).
+        for sent in [0usize, 1, 10, NONCE_LEN - 1] {
+            let mut wire = vec![0u8; NONCE_LEN];
+            wire.extend(std::iter::repeat_n(0x5a, sent));
+            let socket = futures::io::Cursor::new(wire);
+            match handshake([3u8; 32], socket).await {
+                Err(PrivateError::Handshake(e)) => {
+                    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{sent} bytes: {e}")
+                }
+                Err(e) => panic!("{sent} bytes: {e}"),
+                Ok(_) => panic!("{sent} bytes of a nonce passed as a handshake"),
+            }
+        }
+        // A whole nonce is a handshake; what follows is read through the keystream.
+        let mut wire = vec![0u8; NONCE_LEN];
+        wire.extend([0x11; NONCE_LEN]);
+        wire.extend(b"payload");
+        let mut stream = handshake([3u8; 32], futures::io::Cursor::new(wire))
+            .await
+            .unwrap();
+        let mut got = [0u8; 7];
+        stream.read_exact(&mut got).await.unwrap();
+        let mut expected = *b"payload";
+        Keystream::new(&[3u8; 32], &[0x11; NONCE_LEN]).apply(&mut expected);
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
     async fn a_peer_with_another_key_reads_garbage() {
         let (a, b) = pair().await;
         let (a, b) = future::join(handshake([1u8; 32], a), handshake([2u8; 32], b)).await;
