@@ -318,7 +318,7 @@ mod tests {
     async fn a_peer_that_hangs_up_during_the_handshake_is_an_error() {
         // The socket as this side sees it: room for the nonce it sends, then what the peer
         // sent before hanging up (end of stream after that).
-        for sent in [0usize, 1, 10, NONCE_LEN - 1] {
+        for sent in 0..NONCE_LEN {
             let mut wire = vec![0u8; NONCE_LEN];
             wire.extend(std::iter::repeat_n(0x5a, sent));
             let socket = futures::io::Cursor::new(wire);

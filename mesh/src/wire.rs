@@ -21,8 +21,8 @@ pub const WIRE_VERSION: u16 = 2;
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).
 ///
-/// A run names its targets, about 55 bytes each: 1 MiB lets one announce reach some 18 000
-/// targets (less with many parents). A larger run is not gossiped; the originator delivers it
+/// A run names its targets by 8-byte key: 1 MiB lets one announce reach some 130 000 targets
+/// (less with many parents). A larger run is not gossiped; the originator delivers it
 /// to each target directly (see `docs/scaling.md`).
 pub const MAX_GOSSIP_BYTES: usize = 1024 * 1024;
 

@@ -31,6 +31,36 @@ use jobs::{
 /// How often a blob's last use is written to its modification time.
 const PERSIST_USE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// When a complete blob was last used: in memory, and as last written to its modification time.
+#[derive(Debug, Clone, Copy)]
+struct LastUse {
+    at: SystemTime,
+    persisted: SystemTime,
+}
+
+impl LastUse {
+    fn new(at: SystemTime) -> LastUse {
+        LastUse { at, persisted: at }
+    }
+
+    /// Notes a use now; returns the time to write to the file if the one there is more than
+    /// [`PERSIST_USE_EVERY`] old (the write happens outside the store's lock).
+    fn touch(&mut self) -> Option<SystemTime> {
+        self.touch_at(SystemTime::now())
+    }
+
+    fn touch_at(&mut self, now: SystemTime) -> Option<SystemTime> {
+        self.at = now;
+        let stale = now
+            .duration_since(self.persisted)
+            .is_ok_and(|d| d >= PERSIST_USE_EVERY);
+        stale.then(|| {
+            self.persisted = now;
+            now
+        })
+    }
+}
+
 /// What a chunk lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChunkLookup {
@@ -43,7 +73,7 @@ pub enum ChunkLookup {
 #[derive(Default)]
 struct State {
     /// Complete blobs, and when each was last used.
-    complete: HashMap<Fingerprint, SystemTime>,
+    complete: HashMap<Fingerprint, LastUse>,
     /// Blobs being fetched: which chunks are in.
     partial: HashMap<Fingerprint, Vec<bool>>,
 }
@@ -111,7 +141,7 @@ impl BlobStore {
                     .metadata()
                     .and_then(|m| m.modified())
                     .unwrap_or_else(|_| SystemTime::now());
-                self.lock().complete.entry(fp).or_insert(used);
+                self.lock().complete.entry(fp).or_insert(LastUse::new(used));
             } else {
                 let _ = fs::remove_file(entry.path());
             }
@@ -134,30 +164,24 @@ impl BlobStore {
 
     /// Whether the blob is here, complete; if it is, that counts as a use.
     pub fn has(&self, hash: &Fingerprint) -> bool {
-        let mut state = self.lock();
-        match state.complete.get_mut(hash) {
-            Some(used) => {
-                self.note_use(hash, used);
+        let touched = self.lock().complete.get_mut(hash).map(LastUse::touch);
+        match touched {
+            Some(persist) => {
+                self.persist_use(hash, persist);
                 true
             }
             None => false,
         }
     }
 
-    /// Notes a use of a complete blob: in memory always, and in the file's modification time
-    /// (what survives a restart) at most once every [`PERSIST_USE_EVERY`].
-    fn note_use(&self, hash: &Fingerprint, used: &mut SystemTime) {
-        let now = SystemTime::now();
-        let stale = now
-            .duration_since(*used)
-            .is_ok_and(|d| d >= PERSIST_USE_EVERY);
-        *used = now;
-        if stale {
-            // Best effort: a failure only makes the blob look older after a restart.
+    /// Writes a use to the blob's modification time, which stands for its last use across
+    /// restarts. Best effort: a failure only makes the blob look older after a restart.
+    fn persist_use(&self, hash: &Fingerprint, at: Option<SystemTime>) {
+        if let Some(at) = at {
             let _ = File::options()
                 .write(true)
                 .open(self.path(hash))
-                .and_then(|f| f.set_modified(now));
+                .and_then(|f| f.set_modified(at));
         }
     }
 
@@ -198,7 +222,9 @@ impl BlobStore {
         })();
         match result {
             Ok(()) => {
-                self.lock().complete.insert(file.hash, SystemTime::now());
+                self.lock()
+                    .complete
+                    .insert(file.hash, LastUse::new(SystemTime::now()));
                 Ok(())
             }
             Err(e) => {
@@ -223,7 +249,9 @@ impl BlobStore {
         fs::write(&tmp, data)
             .and_then(|_| fs::rename(&tmp, self.path(hash)))
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        self.lock().complete.insert(*hash, SystemTime::now());
+        self.lock()
+            .complete
+            .insert(*hash, LastUse::new(SystemTime::now()));
         Ok(())
     }
 
@@ -246,7 +274,9 @@ impl BlobStore {
         let (path, ready) = {
             let mut state = self.lock();
             if let Some(used) = state.complete.get_mut(hash) {
-                self.note_use(hash, used);
+                let persist = used.touch();
+                drop(state);
+                self.persist_use(hash, persist);
                 (self.path(hash), true)
             } else if let Some(have) = state.partial.get(hash) {
                 let ready = have.get(index as usize).copied().unwrap_or(false);
@@ -354,7 +384,9 @@ impl BlobStore {
         }
         match fs::rename(&part, self.path(&file.hash)) {
             Ok(()) => {
-                state.complete.insert(file.hash, SystemTime::now());
+                state
+                    .complete
+                    .insert(file.hash, LastUse::new(SystemTime::now()));
                 Ok(self.path(&file.hash))
             }
             Err(e) => {
@@ -368,30 +400,39 @@ impl BlobStore {
     /// (files of runs still open here); fetches in progress are never touched. Returns how
     /// many blobs and bytes went. Blocking.
     pub fn evict(&self, unused_since: SystemTime, keep: &HashSet<Fingerprint>) -> (usize, u64) {
-        // Under the lock from choice to unlink: a fetch of the same blob that finishes
-        // meanwhile cannot have its new file removed.
-        let mut state = self.lock();
-        let old: Vec<Fingerprint> = state
-            .complete
-            .iter()
-            .filter(|(hash, used)| **used < unused_since && !keep.contains(*hash))
-            .map(|(hash, _)| *hash)
-            .collect();
+        // Chosen and renamed aside under the lock (a fetch of the same blob that finishes
+        // afterwards lands a new file, which nothing here touches), removed outside it.
+        let mut doomed = Vec::new();
+        {
+            let mut state = self.lock();
+            let old: Vec<Fingerprint> = state
+                .complete
+                .iter()
+                .filter(|(hash, used)| used.at < unused_since && !keep.contains(*hash))
+                .map(|(hash, _)| *hash)
+                .collect();
+            for hash in old {
+                let aside = self.dir.join(format!("{}.evicted", hex(&hash)));
+                match fs::rename(self.path(&hash), &aside) {
+                    Ok(()) => {
+                        state.complete.remove(&hash);
+                        doomed.push(aside);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        state.complete.remove(&hash);
+                    }
+                    // Left in place (and in use); the next sweep tries again.
+                    Err(_) => {}
+                }
+            }
+        }
         let (mut count, mut bytes) = (0, 0);
-        for hash in old {
-            let path = self.path(&hash);
+        for path in doomed {
             let size = fs::metadata(&path).map_or(0, |m| m.len());
-            match fs::remove_file(&path) {
-                Ok(()) => {
-                    state.complete.remove(&hash);
-                    count += 1;
-                    bytes += size;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    state.complete.remove(&hash);
-                }
-                // Left in place (and in use); the next sweep tries again.
-                Err(_) => {}
+            // One left behind is removed when the store is next opened (not a blob's name).
+            if fs::remove_file(&path).is_ok() {
+                count += 1;
+                bytes += size;
             }
         }
         (count, bytes)
@@ -531,17 +572,42 @@ mod tests {
         store.put(&old, b"old").unwrap();
         assert!(store.has(&old));
 
-        // After a restart, a blob's modification time stands for its last use.
+        // After a restart, a blob's modification time stands for its last use, and a use
+        // after a long quiet spell is written there.
         let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86400);
-        File::options()
-            .write(true)
-            .open(store.path(&kept))
-            .and_then(|f| f.set_modified(two_days_ago))
-            .unwrap();
+        for hash in [kept, used] {
+            File::options()
+                .write(true)
+                .open(store.path(&hash))
+                .and_then(|f| f.set_modified(two_days_ago))
+                .unwrap();
+        }
+        let reopened = BlobStore::open(dir.path()).unwrap();
+        reopened.verify_existing();
+        assert_eq!(
+            reopened.chunk(&used, 0),
+            ChunkLookup::Have(b"used".to_vec())
+        );
         let again = BlobStore::open(dir.path()).unwrap();
         again.verify_existing();
         let one_day_ago = SystemTime::now() - Duration::from_secs(86400);
         assert_eq!(again.evict(one_day_ago, &HashSet::new()), (1, 4));
         assert!(!again.has(&kept) && again.has(&used) && again.has(&old));
+    }
+
+    #[test]
+    fn frequent_uses_still_reach_the_file_once_a_minute() {
+        use std::time::Duration;
+
+        let t0 = SystemTime::now();
+        let mut last = LastUse::new(t0);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Used every 30 s: written at the first use a minute after the last write, and so on.
+        let written: Vec<Option<SystemTime>> = [30, 60, 90, 120, 150]
+            .iter()
+            .map(|&s| last.touch_at(at(s)))
+            .collect();
+        assert_eq!(written, vec![None, Some(at(60)), None, Some(at(120)), None]);
+        assert_eq!(last.at, at(150));
     }
 }

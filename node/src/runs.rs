@@ -195,8 +195,7 @@ impl Runs {
             cache,
             cross: coordinate::CrossNode::default(),
             blobs,
-            job_sources: HashMap::new(),
-            pending_files: HashMap::new(),
+            job_files: HashMap::new(),
             blob_retention,
             next_blob_sweep: Instant::now(),
             holders: HashMap::new(),
@@ -272,10 +271,8 @@ struct Actor {
     blobs: Arc<crate::blobs::BlobStore>,
     /// Every node seen alive, by target key: runs name their targets by key.
     members: HashMap<TargetKey, NodeId>,
-    /// Target side: ADD/COPY job id → (its originator, where to fetch its file from).
-    job_sources: HashMap<String, (NodeId, Vec<NodeId>)>,
-    /// Target side: ADD/COPY job id → file hash, until the job finishes.
-    pending_files: HashMap<String, jobs::Fingerprint>,
+    /// Target side: ADD/COPY jobs not finished here, by job id.
+    job_files: HashMap<String, JobFile>,
     blob_retention: Option<Duration>,
     next_blob_sweep: Instant,
     /// Originator side: nodes known to hold each file.
@@ -294,6 +291,30 @@ struct Actor {
     waiting_for_executor: VecDeque<Box<Work>>,
     outputs: HashMap<NodeId, OutputQueue>,
     output_seq: HashMap<String, u64>,
+}
+
+/// A file job a target has yet to finish: its run (shared by the run's jobs), where in the run
+/// the job is, and the file's hash.
+struct JobFile {
+    run: Arc<Run>,
+    parent: usize,
+    job: usize,
+    hash: jobs::Fingerprint,
+}
+
+impl JobFile {
+    /// Where to fetch the file from, best first, naming targets through `members`.
+    fn sources(&self, local: &NodeId, members: &HashMap<TargetKey, NodeId>) -> Vec<NodeId> {
+        let parent = &self.run.parents[self.parent];
+        coordination::transfer::distribution_sources(
+            &self.run,
+            parent,
+            &parent.jobs[self.job],
+            local,
+            &self.hash,
+            |key| members.get(&key).cloned(),
+        )
+    }
 }
 
 /// How often the blob store is swept: a quarter of the retention, between 1 s and 10 min.
@@ -420,6 +441,16 @@ impl Actor {
                 done,
             } => {
                 self.add_file_holders(&mut run);
+                // Imported just before: used now, whatever a blob sweep under way decided.
+                for parent in &run.parents {
+                    for file in parent
+                        .jobs
+                        .iter()
+                        .filter_map(|j| transfer_file(&j.spec.component))
+                    {
+                        self.blobs.has(&file.hash);
+                    }
+                }
                 for r in records {
                     self.store.put_record(&r);
                     self.records.insert(r.job_id.clone(), r);
@@ -463,7 +494,9 @@ impl Actor {
                 flushed,
             } => self.watch(job_ids, output, events, flushed),
             Input::Announce { source, data } => match wire::decode::<Run>(&data, MAX_JOB_MESSAGE) {
-                Ok(run) if run.originator.0 == source.to_string() => self.accept(run, true),
+                Ok(run) if run.originator.0 == source.to_string() => {
+                    self.accept(Arc::new(run), true)
+                }
                 Ok(run) => {
                     warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
                 }
@@ -569,15 +602,21 @@ impl Actor {
             } => self.job_wait(fingerprint, peers, updates),
             Input::WaitRegistered { wait_id, node } => self.wait_registered(&wait_id, &node),
             Input::BlobSources { job_id, reply } => {
+                // Worked out when the job asks, with the members known by then (a run taken
+                // in while the mesh was forming may name targets this node had not yet met).
                 let sources = self
-                    .job_sources
+                    .job_files
                     .get(&job_id)
-                    .map(|(_, s)| s.clone())
+                    .map(|f| f.sources(&self.local, &self.members))
                     .unwrap_or_default();
                 let _ = reply.send(sources);
             }
             Input::BlobFetched { job_id, hash } => {
-                if let Some((originator, _)) = self.job_sources.get(&job_id).cloned() {
+                if let Some(originator) = self
+                    .job_files
+                    .get(&job_id)
+                    .map(|f| f.run.originator.clone())
+                {
                     let msg = JobMessage::HaveBlob {
                         hash,
                         node: self.local.clone(),
@@ -620,7 +659,8 @@ impl Actor {
         let Some(unused_since) = SystemTime::now().checked_sub(retention) else {
             return;
         };
-        let mut keep: HashSet<jobs::Fingerprint> = self.pending_files.values().copied().collect();
+        let mut keep: HashSet<jobs::Fingerprint> =
+            self.job_files.values().map(|f| f.hash).collect();
         for run in self.open_runs.values() {
             for parent in &run.parents {
                 keep.extend(
@@ -646,6 +686,8 @@ impl Actor {
     }
 
     fn originator_actions(&mut self, actions: Vec<originator::Action>) {
+        // A resend round delivers the same run to many targets: encoded once.
+        let mut deliveries: HashMap<(String, u32), Vec<u8>> = HashMap::new();
         for action in actions {
             match action {
                 originator::Action::Announce(run) => {
@@ -666,8 +708,15 @@ impl Actor {
                         continue;
                     };
                     let run_id = run.run_id.clone();
-                    let Some(bytes) = encode(&JobMessage::Deliver(Box::new(run.compact()))) else {
-                        continue;
+                    let bytes = match deliveries.entry((run_id.clone(), run.round)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let Some(bytes) = encode(&JobMessage::Deliver(Box::new(run.compact())))
+                            else {
+                                continue;
+                            };
+                            e.insert(bytes).clone()
+                        }
                     };
                     let mesh = self.mesh.clone();
                     let inbox = self.inbox.clone();
@@ -684,7 +733,7 @@ impl Actor {
                         }
                     });
                 }
-                originator::Action::DeliverLocal(run) => self.accept(Run::clone(&run), false),
+                originator::Action::DeliverLocal(run) => self.accept(run, false),
                 originator::Action::Unreachable {
                     run_id,
                     node,
@@ -790,7 +839,7 @@ impl Actor {
                 if run.originator != from {
                     return JobReply::Refused("a run is delivered by its originator".into());
                 }
-                self.accept(*run, false);
+                self.accept(Arc::new(*run), false);
                 JobReply::Ok
             }
             JobMessage::Ack { run_id, node } => {
@@ -876,7 +925,7 @@ impl Actor {
     }
 
     /// Target side: takes the run's jobs for this node, once.
-    fn accept(&mut self, run: Run, acknowledge: bool) {
+    fn accept(&mut self, run: Arc<Run>, acknowledge: bool) {
         let work = run.work_for(&self.local);
         if work.is_empty() {
             return;
@@ -884,6 +933,13 @@ impl Actor {
         for blob in &run.inline {
             if let Err(e) = self.blobs.put(&blob.hash, &blob.data) {
                 warn!(run = %run.run_id, "inline file refused: {e}");
+            }
+        }
+        // Files already here count as used from now: a blob sweep does not take them away
+        // from under the jobs about to need them.
+        for (_, jobs) in &work {
+            for file in jobs.iter().filter_map(|j| transfer_file(&j.spec.component)) {
+                self.blobs.has(&file.hash);
             }
         }
         if self.accepted.contains_key(&run.run_id) {
@@ -900,18 +956,20 @@ impl Actor {
                 self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
                 self.job_fingerprints
                     .insert(job.job_id.clone(), job.fingerprint);
-                if let Some(file) = transfer_file(&job.spec.component) {
-                    let sources = coordination::transfer::distribution_sources(
-                        &run,
-                        parent,
-                        job,
-                        &self.local,
-                        &file.hash,
-                        |key| self.members.get(&key).cloned(),
+                if let Some(file) = transfer_file(&job.spec.component)
+                    && let Some(parent_index) =
+                        run.parents.iter().position(|p| std::ptr::eq(p, *parent))
+                    && let Some(job_index) = parent.jobs.iter().position(|j| std::ptr::eq(j, *job))
+                {
+                    self.job_files.insert(
+                        job.job_id.clone(),
+                        JobFile {
+                            run: run.clone(),
+                            parent: parent_index,
+                            job: job_index,
+                            hash: file.hash,
+                        },
                     );
-                    self.job_sources
-                        .insert(job.job_id.clone(), (run.originator.clone(), sources));
-                    self.pending_files.insert(job.job_id.clone(), file.hash);
                 }
                 self.waiting_for_executor.push_back(Box::new(Work {
                     job_id: job.job_id.clone(),
@@ -981,8 +1039,7 @@ impl Actor {
 
     /// Target side: a job finished here.
     fn finished(&mut self, outcome: Outcome) {
-        self.job_sources.remove(&outcome.job_id);
-        self.pending_files.remove(&outcome.job_id);
+        self.job_files.remove(&outcome.job_id);
         if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
             let state = if outcome.state == ResultState::Failed {
                 "failed"

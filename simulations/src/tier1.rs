@@ -494,11 +494,12 @@ impl Sim {
             .enumerate()
             .map(|(k, &(p, j))| (run.parents[p].jobs[j].job_id.clone(), k))
             .collect();
-        // Which jobs each node runs, from the run itself.
+        // Which jobs each node runs, from the run as it receives it.
         let work: Vec<Vec<usize>> = ids
             .iter()
             .map(|id| {
-                run.work_for(id)
+                received
+                    .work_for(id)
                     .into_iter()
                     .flat_map(|(_, entries)| entries.into_iter().map(|e| job_index[&e.job_id]))
                     .collect()
