@@ -352,6 +352,8 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_presence_publish: None,
         last_bootstrap_dial: started,
         last_sync: started,
+        second_sync: None,
+        second_sync_due: true,
         last_reconnect: started,
         recent_dials: HashMap::new(),
         leaving: None,
@@ -525,6 +527,8 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed). Only versions travel, and then the rows one side lacks.
 const SYNC_EVERY: Duration = Duration::from_secs(15);
+/// After joining with a peer's table, when to ask that peer what it has learned since.
+const SECOND_SYNC_AFTER: Duration = Duration::from_millis(250);
 /// How often a node dials one expired member. Two halves of a healed partition each have
 /// enough connections among themselves: without this, nobody would connect across and each
 /// half would see the other as expired for ever.
@@ -545,6 +549,11 @@ struct EventLoop {
     last_presence_publish: Option<Instant>,
     last_bootstrap_dial: Instant,
     last_sync: Instant,
+    /// The peer whose table this node joined with, and when to ask it once more what it has
+    /// learned since ([`SECOND_SYNC_AFTER`]).
+    second_sync: Option<(PeerId, tokio::time::Instant)>,
+    /// Whether the join's second sync is still to be planned (once per start).
+    second_sync_due: bool,
     last_reconnect: Instant,
     recent_dials: HashMap<PeerId, Instant>,
     leaving: Option<Leaving>,
@@ -586,6 +595,17 @@ impl EventLoop {
                     next_beat = tokio::time::Instant::now() + self.current_interval();
                 }
                 _ = maintenance.tick(), if self.leaving.is_none() => self.maintain().await,
+                _ = tokio::time::sleep_until(
+                        self.second_sync.map_or_else(tokio::time::Instant::now, |(_, at)| at)
+                    ), if self.second_sync.is_some() && self.leaving.is_none() => {
+                    if let Some((peer, _)) = self.second_sync.take() {
+                        let versions = self.membership.versions();
+                        self.swarm
+                            .behaviour_mut()
+                            .ctl
+                            .send_request(&peer, CtlRequest::SyncVersions { versions });
+                    }
+                }
                 _ = tokio::time::sleep_until(leave_deadline.unwrap_or_else(tokio::time::Instant::now)),
                     if leave_deadline.is_some() => {}
             }
@@ -982,6 +1002,13 @@ impl EventLoop {
                 match response {
                     CtlResponse::Members { members } => {
                         self.merge(members).await;
+                        // Nodes joining at the same moment as this one reach that peer just
+                        // after this table left it, and their one-time joins may miss this
+                        // node: ask once more what it has learned since.
+                        if std::mem::take(&mut self.second_sync_due) {
+                            self.second_sync =
+                                Some((peer, tokio::time::Instant::now() + SECOND_SYNC_AFTER));
+                        }
                         // Connect to the members just learned now rather than at the next tick.
                         if self.leaving.is_none() {
                             self.keep_connected(Instant::now());
