@@ -269,7 +269,8 @@ struct Actor {
     /// Target side: job id → fingerprint, for JOB_WAIT notifications.
     job_fingerprints: HashMap<String, jobs::Fingerprint>,
     blobs: Arc<crate::blobs::BlobStore>,
-    /// Every node seen alive, by target key: runs name their targets by key.
+    /// Every node seen alive, by target key: runs name their targets by key. As large as the
+    /// membership table (members are kept after they leave, like their rows there).
     members: HashMap<TargetKey, NodeId>,
     /// Target side: ADD/COPY jobs not finished here, by job id.
     job_files: HashMap<String, JobFile>,
