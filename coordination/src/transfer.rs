@@ -472,28 +472,21 @@ mod tests {
             .iter()
             .map(|t| (TargetKey::of(t), t.clone()))
             .collect();
-        let known = |k: TargetKey| members.get(&k).cloned();
-        let from_keys = distribution_sources(
-            &compact,
-            cparent,
-            &job,
-            &local,
-            &Fingerprint([1; 32]),
-            known,
-        );
-        assert_eq!(from_keys, sources);
+        let from_keys = |name_of: &dyn Fn(TargetKey) -> Option<NodeId>| {
+            distribution_sources(
+                &compact,
+                cparent,
+                &job,
+                &local,
+                &Fingerprint([1; 32]),
+                name_of,
+            )
+        };
+        assert_eq!(from_keys(&|k| members.get(&k).cloned()), sources);
 
         // A node it does not know yet is passed over for the next one up.
         let unknown = TargetKey::of(&ancestors[0]);
-        let partly = |k: TargetKey| (k != unknown).then(|| members.get(&k).cloned()).flatten();
-        let from_keys = distribution_sources(
-            &compact,
-            cparent,
-            &job,
-            &local,
-            &Fingerprint([1; 32]),
-            partly,
-        );
+        let from_keys = from_keys(&|k| (k != unknown).then(|| members.get(&k).cloned()).flatten());
         assert_eq!(from_keys[..ancestors.len() - 1], ancestors[1..]);
         assert_eq!(from_keys[ancestors.len() - 1], n("origin"));
     }

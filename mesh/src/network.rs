@@ -599,11 +599,7 @@ impl EventLoop {
                         self.second_sync.map_or_else(tokio::time::Instant::now, |(_, at)| at)
                     ), if self.second_sync.is_some() && self.leaving.is_none() => {
                     if let Some((peer, _)) = self.second_sync.take() {
-                        let versions = self.membership.versions();
-                        self.swarm
-                            .behaviour_mut()
-                            .ctl
-                            .send_request(&peer, CtlRequest::SyncVersions { versions });
+                        self.ask_news(&peer);
                     }
                 }
                 _ = tokio::time::sleep_until(leave_deadline.unwrap_or_else(tokio::time::Instant::now)),
@@ -1130,13 +1126,19 @@ impl EventLoop {
             self.last_sync = now;
             let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
-                let versions = self.membership.versions();
-                self.swarm
-                    .behaviour_mut()
-                    .ctl
-                    .send_request(peer, CtlRequest::SyncVersions { versions });
+                self.ask_news(peer);
             }
         }
+    }
+
+    /// Sends `peer` the version of each row this node holds; the answer brings the rows this
+    /// node lacks and names those `peer` wants back.
+    fn ask_news(&mut self, peer: &PeerId) {
+        let versions = self.membership.versions();
+        self.swarm
+            .behaviour_mut()
+            .ctl
+            .send_request(peer, CtlRequest::SyncVersions { versions });
     }
 
     /// Dials one random expired member (see [`RECONNECT_EVERY`]).

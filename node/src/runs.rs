@@ -443,14 +443,8 @@ impl Actor {
             } => {
                 self.add_file_holders(&mut run);
                 // Imported just before: used now, whatever a blob sweep under way decided.
-                for parent in &run.parents {
-                    for file in parent
-                        .jobs
-                        .iter()
-                        .filter_map(|j| transfer_file(&j.spec.component))
-                    {
-                        self.blobs.has(&file.hash);
-                    }
+                for hash in run_files(&run) {
+                    self.blobs.has(&hash);
                 }
                 for r in records {
                     self.store.put_record(&r);
@@ -662,16 +656,7 @@ impl Actor {
         };
         let mut keep: HashSet<jobs::Fingerprint> =
             self.job_files.values().map(|f| f.hash).collect();
-        for run in self.open_runs.values() {
-            for parent in &run.parents {
-                keep.extend(
-                    parent
-                        .jobs
-                        .iter()
-                        .filter_map(|j| transfer_file(&j.spec.component).map(|f| f.hash)),
-                );
-            }
-        }
+        keep.extend(self.open_runs.values().flat_map(run_files));
         let blobs = self.blobs.clone();
         tokio::task::spawn_blocking(move || {
             let (count, bytes) = blobs.evict(unused_since, &keep);
@@ -1291,6 +1276,14 @@ fn transfer_file(component: &jobs::Component) -> Option<&jobs::spec::FileRef> {
         jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref(),
         _ => None,
     }
+}
+
+/// The hashes of every file a run's ADD/COPY jobs send.
+fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
+    run.parents
+        .iter()
+        .flat_map(|p| &p.jobs)
+        .filter_map(|j| transfer_file(&j.spec.component).map(|f| f.hash))
 }
 
 /// A channel for a watcher.
