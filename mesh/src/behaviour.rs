@@ -15,11 +15,8 @@ use libp2p::{
 };
 
 use crate::{
-    codec::CborCodec,
-    wire::{
-        BlobRequest, BlobResponse, CtlRequest, CtlResponse, MAX_BLOB_FRAME, MAX_CTL_BYTES,
-        MAX_GOSSIP_BYTES,
-    },
+    codec::{BlobCodec, CborCodec},
+    wire::{CtlRequest, CtlResponse, MAX_CTL_BYTES, MAX_GOSSIP_BYTES},
 };
 
 /// The control protocol's name and version.
@@ -52,7 +49,7 @@ pub(crate) struct MeshBehaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) ctl: request_response::Behaviour<CborCodec<CtlRequest, CtlResponse>>,
-    pub(crate) blob: request_response::Behaviour<CborCodec<BlobRequest, BlobResponse>>,
+    pub(crate) blob: request_response::Behaviour<BlobCodec>,
     pub(crate) ping: ping::Behaviour,
 }
 
@@ -88,7 +85,7 @@ impl MeshBehaviour {
                 .with_max_concurrent_streams(256),
         );
         let blob = request_response::Behaviour::with_codec(
-            CborCodec::new(MAX_BLOB_FRAME, MAX_BLOB_FRAME),
+            BlobCodec,
             [(BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(BLOB_TIMEOUT)

@@ -1,9 +1,12 @@
-//! The request-response codec: one length-prefixed, versioned CBOR frame per request and response.
+//! The request-response codecs: one length-prefixed, versioned CBOR frame per request and response.
 //!
 //! The frame is a big-endian `u32` length followed by the envelope from [`crate::wire`]. The length
 //! is checked against the limit of its direction before the body is allocated, so a peer cannot
 //! make us allocate more than the limit, and an oversized frame fails with an error that says so
 //! (libp2p's built-in cbor codec reports an unexplained end-of-file instead).
+//!
+//! Blob responses ([`BlobCodec`]) are a frame holding a [`BlobHead`], then a chunk's bytes as they
+//! are: a megabyte read through the CBOR decoder would be copied three or four times more.
 
 use std::{io, marker::PhantomData};
 
@@ -11,7 +14,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::wire;
+use crate::wire::{self, BlobHead, BlobRequest, BlobResponse, MAX_BLOB_HEAD, MAX_CHUNK_BYTES};
 
 /// Reads and writes one frame.
 pub async fn read_frame<T, R>(io: &mut R, limit: usize) -> io::Result<T>
@@ -126,6 +129,114 @@ where
     }
 }
 
+/// The codec of `/directord/blob/1`: requests are CBOR frames; a response is a frame with its
+/// [`BlobHead`], followed, for a chunk, by the chunk's bytes.
+#[derive(Clone, Copy, Default)]
+pub struct BlobCodec;
+
+/// Reads a blob response: the head, then at most [`MAX_CHUNK_BYTES`] of chunk.
+pub async fn read_blob_response<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<BlobResponse> {
+    match read_frame::<BlobHead, _>(io, MAX_BLOB_HEAD).await? {
+        BlobHead::Chunk { len } => {
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&len| len <= MAX_CHUNK_BYTES)
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "blob chunk of {len} bytes is over the {MAX_CHUNK_BYTES}-byte limit"
+                        ),
+                    )
+                })?;
+            let mut data = vec![0u8; len];
+            io.read_exact(&mut data).await?;
+            Ok(BlobResponse::Chunk(data))
+        }
+        BlobHead::NotYet => Ok(BlobResponse::NotYet),
+        BlobHead::Unknown => Ok(BlobResponse::Unknown),
+    }
+}
+
+/// Writes a blob response; a chunk over [`MAX_CHUNK_BYTES`] is refused before anything is written.
+pub async fn write_blob_response<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    response: &BlobResponse,
+) -> io::Result<()> {
+    let (head, data): (BlobHead, &[u8]) = match response {
+        BlobResponse::Chunk(data) if data.len() > MAX_CHUNK_BYTES => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "blob chunk of {} bytes is over the {MAX_CHUNK_BYTES}-byte limit",
+                    data.len()
+                ),
+            ));
+        }
+        BlobResponse::Chunk(data) => (
+            BlobHead::Chunk {
+                len: data.len() as u64,
+            },
+            data,
+        ),
+        BlobResponse::NotYet => (BlobHead::NotYet, &[]),
+        BlobResponse::Unknown => (BlobHead::Unknown, &[]),
+    };
+    let head = encode_frame(&head, MAX_BLOB_HEAD)?;
+    // Length and head in one write, so they leave in one frame of the stream below.
+    let mut first = Vec::with_capacity(4 + head.len());
+    first.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    first.extend_from_slice(&head);
+    io.write_all(&first).await?;
+    io.write_all(data).await?;
+    io.flush().await
+}
+
+impl request_response::Codec for BlobCodec {
+    type Protocol = StreamProtocol;
+    type Request = BlobRequest;
+    type Response = BlobResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BlobRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io, MAX_BLOB_HEAD).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BlobResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_blob_response(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: BlobRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let bytes = encode_frame(&req, MAX_BLOB_HEAD)?;
+        write_encoded(io, &bytes).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        resp: BlobResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_blob_response(io, &resp).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures::io::Cursor;
@@ -169,6 +280,93 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    fn blob_round_trip(response: BlobResponse) -> BlobResponse {
+        let mut buf = Vec::new();
+        block_on(write_blob_response(&mut buf, &response)).unwrap();
+        block_on(read_blob_response(&mut Cursor::new(buf))).unwrap()
+    }
+
+    #[test]
+    fn blob_responses_round_trip() {
+        let chunk: Vec<u8> = (0..MAX_CHUNK_BYTES).map(|i| (i * 7) as u8).collect();
+        assert_eq!(
+            blob_round_trip(BlobResponse::Chunk(chunk.clone())),
+            BlobResponse::Chunk(chunk)
+        );
+        assert_eq!(
+            blob_round_trip(BlobResponse::Chunk(vec![])),
+            BlobResponse::Chunk(vec![])
+        );
+        assert_eq!(blob_round_trip(BlobResponse::NotYet), BlobResponse::NotYet);
+        assert_eq!(
+            blob_round_trip(BlobResponse::Unknown),
+            BlobResponse::Unknown
+        );
+    }
+
+    #[test]
+    fn bad_blob_responses_are_errors_that_say_why() {
+        // A head that announces more than a chunk may hold: refused before allocating.
+        let head = wire::encode(
+            &BlobHead::Chunk {
+                len: MAX_CHUNK_BYTES as u64 + 1,
+            },
+            MAX_BLOB_HEAD,
+        )
+        .unwrap();
+        let mut buf = (head.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(&head);
+        let err = block_on(read_blob_response(&mut Cursor::new(buf))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            err.to_string().contains("over the 1048576-byte limit"),
+            "{err}"
+        );
+
+        // A chunk cut short.
+        let mut buf = Vec::new();
+        block_on(write_blob_response(
+            &mut buf,
+            &BlobResponse::Chunk(vec![1; 100]),
+        ))
+        .unwrap();
+        buf.truncate(buf.len() - 1);
+        let err = block_on(read_blob_response(&mut Cursor::new(buf))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+
+        // A head too large to be one.
+        let buf = vec![0, 0, 0x10, 0, 1, 2, 3];
+        let err = block_on(read_blob_response(&mut Cursor::new(buf))).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+
+        // Another wire version.
+        #[derive(Serialize)]
+        struct Envelope {
+            v: u16,
+            body: BlobHead,
+        }
+        let mut old = Vec::new();
+        let head = Envelope {
+            v: 2,
+            body: BlobHead::Chunk { len: 1 },
+        };
+        ciborium::into_writer(&head, &mut old).unwrap();
+        let mut buf = (old.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(&old);
+        buf.push(0);
+        let err = block_on(read_blob_response(&mut Cursor::new(buf))).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported wire version 2"),
+            "{err}"
+        );
+
+        // Nothing goes out for a chunk over the limit.
+        let mut buf = Vec::new();
+        let big = BlobResponse::Chunk(vec![0; MAX_CHUNK_BYTES + 1]);
+        assert!(block_on(write_blob_response(&mut buf, &big)).is_err());
+        assert!(buf.is_empty());
     }
 
     #[test]

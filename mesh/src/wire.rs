@@ -15,8 +15,9 @@ use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version every envelope carries. A node rejects envelopes of another version with a clear
-/// error instead of misreading them. Version 2: runs name their targets by key.
-pub const WIRE_VERSION: u16 = 2;
+/// error instead of misreading them. Version 2: runs name their targets by key. Version 3: a blob
+/// chunk travels as raw bytes after a small head ([`BlobHead`]).
+pub const WIRE_VERSION: u16 = 3;
 
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).
@@ -31,8 +32,8 @@ pub const MAX_CTL_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest blob chunk asked for or served.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
-/// Largest blob request and response frame (a chunk and its envelope).
-pub const MAX_BLOB_FRAME: usize = MAX_CHUNK_BYTES + 4096;
+/// Largest blob request, and largest head of a blob response (the chunk's bytes follow it).
+pub const MAX_BLOB_HEAD: usize = 1024;
 
 /// Why a message could not be encoded or decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -189,6 +190,16 @@ pub enum BlobResponse {
     /// This node holds (part of) the file but not that chunk yet.
     NotYet,
     /// This node serves no such file.
+    Unknown,
+}
+
+/// How a [`BlobResponse`] travels: this head, in a versioned envelope, then for a chunk its
+/// `len` bytes as they are. Reading them straight into their buffer spares the copies a CBOR
+/// decoder makes of a large byte string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobHead {
+    Chunk { len: u64 },
+    NotYet,
     Unknown,
 }
 

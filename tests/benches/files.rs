@@ -75,6 +75,7 @@ fn main() {
         for &mib in &sizes_mib {
             let src = sources.path().join(format!("file-{mib}MiB.bin"));
             let before = served(&nodes[0]);
+            let before_all: u64 = nodes.iter().map(served).sum();
             let t = Instant::now();
             let o = nodes[0].cli(&[
                 "exec",
@@ -86,11 +87,15 @@ fn main() {
             let secs = t.elapsed().as_secs_f64();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let uploaded = served(&nodes[0]) - before;
+            let all = nodes.iter().map(served).sum::<u64>() - before_all;
+            let copies = |bytes: u64| bytes as f64 / (mib as f64 * 1048576.0);
             println!(
                 "ADD {mib:>3} MiB to {n:>2} nodes: {secs:.2} s until every node has it and every result is in; \
-                 submitter uploaded {:.1} MiB ({:.2} copies)",
+                 submitter uploaded {:.1} MiB ({:.2} copies); all nodes served {:.2} copies for {} targets",
                 uploaded as f64 / 1048576.0,
-                uploaded as f64 / (mib as f64 * 1048576.0),
+                copies(uploaded),
+                copies(all),
+                n - 1,
             );
         }
     }
