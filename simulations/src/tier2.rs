@@ -209,6 +209,7 @@ impl Tier2 {
         }
         let t0 = unix_ms();
         let t0_instant = Instant::now();
+        let cpu_at_submit = cpu_seconds();
         let ids = submit(&submitter, parents, &names).await?;
         if w.scenario == Scenario::Partition {
             let mesh = mesh.clone();
@@ -237,6 +238,19 @@ impl Tier2 {
             });
         }
         let records = collect(&submitter, &ids, self.limit).await?;
+        // All N nodes share this machine's cores: a run cannot take less wall time than the
+        // CPU it needs divided by the cores. Printed so that a slow figure can be told apart
+        // from a slow protocol.
+        if let (Some(before), Some(after)) = (cpu_at_submit, cpu_seconds()) {
+            let wall = t0_instant.elapsed().as_secs_f64();
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            eprintln!(
+                "  the run took {wall:.1} s and {:.1} s of cpu ({:.2} of this machine's {cores} \
+                 cores on average, the idle mesh's own work included)",
+                after - before,
+                (after - before) / wall.max(0.001),
+            );
+        }
         while let Some(joined) = disruptions.join_next().await {
             joined.map_err(|e| format!("a disruption task failed: {e}"))??;
         }
