@@ -35,6 +35,7 @@ use libp2p::{
     identity::Keypair,
     noise,
 };
+use mesh::private::PrivateStream;
 
 /// Daemons as an operator runs them: the default presence heartbeat (5 s), not the tests' 1 s
 /// (every node checks the signature of each copy of every heartbeat it receives; at 1 s, 50
@@ -54,20 +55,29 @@ fn served(d: &Daemon) -> u64 {
         .unwrap_or(0)
 }
 
+/// The layers a mesh connection puts over TCP: the private network, then Noise.
+async fn secure(
+    tcp: TcpStream,
+    dialer: bool,
+) -> noise::Output<PrivateStream<AllowStdIo<TcpStream>>> {
+    let private = mesh::private::handshake([7; 32], AllowStdIo::new(tcp))
+        .await
+        .expect("private handshake");
+    let config = noise::Config::new(&Keypair::generate_ed25519()).expect("noise");
+    let upgraded = if dialer {
+        config.upgrade_outbound(private, "/noise").await
+    } else {
+        config.upgrade_inbound(private, "/noise").await
+    };
+    upgraded.expect("noise handshake").1
+}
+
 /// One copy of the floor, sending side: the holder reads each chunk from its file and writes it
 /// through the private-network layer and Noise.
 fn send_copy(source: &Path, file: &FileRef, listener: &TcpListener) {
     let (tcp, _) = listener.accept().expect("accept");
     block_on(async {
-        let private = mesh::private::handshake([7; 32], AllowStdIo::new(tcp))
-            .await
-            .expect("private handshake");
-        let keys = Keypair::generate_ed25519();
-        let (_, mut noise) = noise::Config::new(&keys)
-            .expect("noise")
-            .upgrade_inbound(private, "/noise")
-            .await
-            .expect("noise handshake");
+        let mut noise = secure(tcp, false).await;
         let blob = std::fs::File::open(source).expect("source");
         for index in 0..file.chunks.len() as u64 {
             let start = index * CHUNK_SIZE;
@@ -85,15 +95,7 @@ fn send_copy(source: &Path, file: &FileRef, listener: &TcpListener) {
 fn fetch_copy(file: &FileRef, to: std::net::SocketAddr, blob: &Path, dest: &Path) {
     let tcp = TcpStream::connect(to).expect("connect");
     block_on(async {
-        let private = mesh::private::handshake([7; 32], AllowStdIo::new(tcp))
-            .await
-            .expect("private handshake");
-        let keys = Keypair::generate_ed25519();
-        let (_, mut noise) = noise::Config::new(&keys)
-            .expect("noise")
-            .upgrade_outbound(private, "/noise")
-            .await
-            .expect("noise handshake");
+        let mut noise = secure(tcp, true).await;
         let out = std::fs::File::create(blob).expect("blob file");
         for (index, expected) in file.chunks.iter().enumerate() {
             let start = index as u64 * CHUNK_SIZE;
