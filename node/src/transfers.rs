@@ -201,8 +201,9 @@ impl Actor {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                let (download, actions) = Download::new(file.chunks.len(), sources, now);
                 let hash = file.hash;
+                debug!(%hash, chunks = file.chunks.len(), ?sources, "fetch begins");
+                let (download, actions) = Download::new(file.chunks.len(), sources, now);
                 self.active.insert(
                     hash,
                     Active {
@@ -221,6 +222,9 @@ impl Actor {
                 result,
                 corruption,
             } => {
+                if result != ChunkResult::Ok {
+                    debug!(%hash, index, %from, ?result, "chunk not received");
+                }
                 if let (Some(detail), Some(active)) = (corruption, self.active.get_mut(&hash)) {
                     active.corruption = Some(format!("{detail} from {from}"));
                 }
@@ -238,6 +242,7 @@ impl Actor {
                 )
             }
             TInput::Finished { hash, result } => {
+                debug!(%hash, ok = result.is_ok(), "fetch ends");
                 self.unpark(hash, None);
                 if let Some(active) = self.active.remove(&hash) {
                     for w in active.waiters {
