@@ -141,14 +141,7 @@ pub async fn read_blob_response<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<
             let len = usize::try_from(len)
                 .ok()
                 .filter(|&len| len <= MAX_CHUNK_BYTES)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "blob chunk of {len} bytes is over the {MAX_CHUNK_BYTES}-byte limit"
-                        ),
-                    )
-                })?;
+                .ok_or_else(|| chunk_too_large(len))?;
             let mut data = vec![0u8; len];
             io.read_exact(&mut data).await?;
             Ok(BlobResponse::Chunk(data))
@@ -158,6 +151,13 @@ pub async fn read_blob_response<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<
     }
 }
 
+fn chunk_too_large(len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("blob chunk of {len} bytes is over the {MAX_CHUNK_BYTES}-byte limit"),
+    )
+}
+
 /// Writes a blob response; a chunk over [`MAX_CHUNK_BYTES`] is refused before anything is written.
 pub async fn write_blob_response<W: AsyncWrite + Unpin>(
     io: &mut W,
@@ -165,13 +165,7 @@ pub async fn write_blob_response<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let (head, data): (BlobHead, &[u8]) = match response {
         BlobResponse::Chunk(data) if data.len() > MAX_CHUNK_BYTES => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "blob chunk of {} bytes is over the {MAX_CHUNK_BYTES}-byte limit",
-                    data.len()
-                ),
-            ));
+            return Err(chunk_too_large(data.len() as u64));
         }
         BlobResponse::Chunk(data) => (
             BlobHead::Chunk {
