@@ -74,6 +74,15 @@ impl Member {
         Duration::from_millis(self.presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS
     }
 
+    /// When this row next changes by time alone: it expires or, once it is not alive, it is
+    /// forgotten (`None`: not within the clock's range, for an absurd heartbeat interval).
+    fn due(&self, now: Instant) -> Option<Instant> {
+        match self.own_state(now) {
+            MemberState::Alive => self.last_seen.checked_add(self.expiry()),
+            _ => self.last_seen.checked_add(FORGET_AFTER),
+        }
+    }
+
     /// Alive, expired or left (conflict is decided across members in [`Membership::view`]).
     fn own_state(&self, now: Instant) -> MemberState {
         if self.presence.status == PresenceStatus::Leaving {
@@ -100,6 +109,10 @@ pub struct MemberView {
 pub struct Membership {
     local: PeerId,
     members: HashMap<PeerId, Member>,
+    /// Before this, no row changes by time alone, so [`Membership::tick`] has nothing to do: a
+    /// thousand-member table is walked when a member may have expired, not every second.
+    /// Every row taken in brings it forward to that row's own due time if earlier.
+    next_due: Option<Instant>,
 }
 
 impl Membership {
@@ -118,6 +131,7 @@ impl Membership {
         Self {
             local: peer,
             members,
+            next_due: None,
         }
     }
 
@@ -163,12 +177,12 @@ impl Membership {
             // Nobody else speaks for this node.
             return None;
         }
-        match self.members.get_mut(&peer) {
-            Some(m) if presence.version_key() <= m.presence.version_key() => None,
+        let (change, due) = match self.members.get_mut(&peer) {
+            Some(m) if presence.version_key() <= m.presence.version_key() => return None,
             Some(m) => {
                 m.presence = presence;
                 m.last_seen = m.last_seen.max(seen);
-                Self::report(m, now)
+                (Self::report(m, now), m.due(now))
             }
             None => {
                 let mut m = Member {
@@ -177,10 +191,15 @@ impl Membership {
                     reported: MemberState::Expired,
                 };
                 let change = Self::report(&mut m, now);
+                let due = m.due(now);
                 self.members.insert(peer, m);
-                change
+                (change, due)
             }
+        };
+        if let Some(due) = due {
+            self.next_due = Some(self.next_due.map_or(due, |next| next.min(due)));
         }
+        change
     }
 
     /// Reports `m`'s state if it changed since the last report.
@@ -200,17 +219,28 @@ impl Membership {
 
     /// Advances time: reports members that expired and forgets long-gone ones.
     pub fn tick(&mut self, now: Instant) -> Vec<MembershipChange> {
+        if self.next_due.is_none_or(|due| now < due) {
+            return Vec::new();
+        }
         let local = self.local;
         self.members.retain(|peer, m| {
             *peer == local
                 || m.own_state(now) == MemberState::Alive
                 || now.saturating_duration_since(m.last_seen) < FORGET_AFTER
         });
-        self.members
+        let changes = self
+            .members
             .values_mut()
             .filter(|m| m.presence.peer_id != local)
             .filter_map(|m| Self::report(m, now))
-            .collect()
+            .collect();
+        self.next_due = self
+            .members
+            .values()
+            .filter(|m| m.presence.peer_id != local)
+            .filter_map(|m| m.due(now))
+            .min();
+        changes
     }
 
     /// The table as rows to send to another node (push-pull synchronisation).
@@ -551,6 +581,35 @@ mod tests {
             t.state_of(&q, now + Duration::from_secs(120)),
             Some(MemberState::Expired)
         );
+    }
+
+    #[test]
+    fn a_tick_between_due_times_changes_nothing_and_each_row_still_expires_on_time() {
+        let (mut t, now) = table();
+        let (slow, fast) = (PeerId::random(), PeerId::random());
+        let mut slow_beat = presence(slow, "slow", 1, 1);
+        slow_beat.heartbeat_interval_ms = 10_000;
+        t.observe(slow_beat, now);
+        // A full pass: the next thing due is the slow member's expiry, 30 s on.
+        assert!(t.tick(now + Duration::from_secs(1)).is_empty());
+        // A member that expires sooner arrives after that pass, and is still reported on time.
+        let at = now + Duration::from_secs(2);
+        t.observe(presence(fast, "fast", 1, 1), at);
+        assert!(t.tick(at + Duration::from_millis(3000)).is_empty());
+        assert_eq!(
+            t.tick(at + Duration::from_millis(3001)),
+            vec![MembershipChange::Expired(fast)]
+        );
+        assert!(t.tick(now + Duration::from_secs(30)).is_empty());
+        assert_eq!(
+            t.tick(now + Duration::from_millis(30_001)),
+            vec![MembershipChange::Expired(slow)]
+        );
+        // A heartbeat interval no clock can add is never due, and breaks nothing.
+        let mut absurd = presence(PeerId::random(), "absurd", 1, 1);
+        absurd.heartbeat_interval_ms = u64::MAX;
+        t.observe(absurd, now);
+        assert!(t.tick(now + Duration::from_secs(40)).is_empty());
     }
 
     #[test]
