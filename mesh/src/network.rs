@@ -352,8 +352,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_presence_publish: None,
         last_bootstrap_dial: started,
         last_sync: started,
-        second_sync: None,
-        second_sync_due: true,
+        second_sync: SecondSync::Due,
         last_reconnect: started,
         recent_dials: HashMap::new(),
         leaving: None,
@@ -529,6 +528,27 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 const SYNC_EVERY: Duration = Duration::from_secs(15);
 /// After joining with a peer's table, when to ask that peer what it has learned since.
 const SECOND_SYNC_AFTER: Duration = Duration::from_millis(250);
+/// Where a node stands with the second table sync of its join (see [`SECOND_SYNC_AFTER`]).
+#[derive(Debug, Clone, Copy)]
+enum SecondSync {
+    /// No table taken in yet since this node started.
+    Due,
+    /// Ask this peer at this time.
+    At(PeerId, tokio::time::Instant),
+    /// Asked (once per start).
+    Done,
+}
+
+impl SecondSync {
+    /// When to ask; only meaningful in [`SecondSync::At`].
+    fn at(&self) -> tokio::time::Instant {
+        match self {
+            SecondSync::At(_, at) => *at,
+            _ => tokio::time::Instant::now(),
+        }
+    }
+}
+
 /// How often a node dials one expired member. Two halves of a healed partition each have
 /// enough connections among themselves: without this, nobody would connect across and each
 /// half would see the other as expired for ever.
@@ -549,11 +569,8 @@ struct EventLoop {
     last_presence_publish: Option<Instant>,
     last_bootstrap_dial: Instant,
     last_sync: Instant,
-    /// The peer whose table this node joined with, and when to ask it once more what it has
-    /// learned since ([`SECOND_SYNC_AFTER`]).
-    second_sync: Option<(PeerId, tokio::time::Instant)>,
-    /// Whether the join's second sync is still to be planned (once per start).
-    second_sync_due: bool,
+    /// Asking the peer whose table this node joined with, once, what it has learned since.
+    second_sync: SecondSync,
     last_reconnect: Instant,
     recent_dials: HashMap<PeerId, Instant>,
     leaving: Option<Leaving>,
@@ -595,10 +612,11 @@ impl EventLoop {
                     next_beat = tokio::time::Instant::now() + self.current_interval();
                 }
                 _ = maintenance.tick(), if self.leaving.is_none() => self.maintain().await,
-                _ = tokio::time::sleep_until(
-                        self.second_sync.map_or_else(tokio::time::Instant::now, |(_, at)| at)
-                    ), if self.second_sync.is_some() && self.leaving.is_none() => {
-                    if let Some((peer, _)) = self.second_sync.take() {
+                _ = tokio::time::sleep_until(self.second_sync.at()),
+                    if matches!(self.second_sync, SecondSync::At(..)) && self.leaving.is_none() => {
+                    if let SecondSync::At(peer, _) =
+                        std::mem::replace(&mut self.second_sync, SecondSync::Done)
+                    {
                         self.ask_news(&peer);
                     }
                 }
@@ -1001,9 +1019,11 @@ impl EventLoop {
                         // Nodes joining at the same moment as this one reach that peer just
                         // after this table left it, and their one-time joins may miss this
                         // node: ask once more what it has learned since.
-                        if std::mem::take(&mut self.second_sync_due) {
-                            self.second_sync =
-                                Some((peer, tokio::time::Instant::now() + SECOND_SYNC_AFTER));
+                        if matches!(self.second_sync, SecondSync::Due) {
+                            self.second_sync = SecondSync::At(
+                                peer,
+                                tokio::time::Instant::now() + SECOND_SYNC_AFTER,
+                            );
                         }
                         // Connect to the members just learned now rather than at the next tick.
                         if self.leaving.is_none() {
