@@ -29,8 +29,11 @@ pub struct OriginatorConfig {
     pub written_off_for: Duration,
     /// Direct resends per run and round, at most (taken in turn from the targets that have
     /// not acknowledged). With more targets than this unacknowledged, a gossiped run is also
-    /// announced again: after a partition heals, one flood reaches the far side faster, and
-    /// costs the originator far less upload, than a resend to each of thousands of targets.
+    /// announced again when the announce stalls (since the previous round it reached fewer
+    /// targets than still wait for it): after a partition heals, one flood reaches the far
+    /// side faster, and costs the originator far less upload, than a resend to each of
+    /// thousands of targets. While the announce still spreads (a large or busy mesh), a new
+    /// one would only make every target check and acknowledge it again.
     pub resend_batch: usize,
 }
 
@@ -103,6 +106,22 @@ struct Tracked {
     gossiped: bool,
     /// Where the next resend round starts in `unacked`.
     cursor: usize,
+    /// Unacknowledged targets that were sent the run directly (resends, targets back): their
+    /// acknowledgements say nothing about the announce.
+    sent_directly: HashSet<NodeId>,
+    /// Targets that acknowledged since the previous round without being sent the run
+    /// directly: the announce reached them. A round that finds fewer than still wait for it
+    /// announces again.
+    reached_by_gossip: usize,
+}
+
+impl Tracked {
+    /// `node` has the run (it acknowledged it or reported a result).
+    fn acknowledged(&mut self, node: &NodeId) {
+        if self.unacked.remove(node) && !self.sent_directly.remove(node) {
+            self.reached_by_gossip += 1;
+        }
+    }
 }
 
 /// The tracker of every run this node submitted and that is not finished.
@@ -150,7 +169,7 @@ impl Originator {
             } => self.resume(run, acked, reported, now),
             Input::Acked { run_id, node } => {
                 if let Some(t) = self.runs.get_mut(&run_id) {
-                    t.unacked.remove(&node);
+                    t.acknowledged(&node);
                 }
                 vec![]
             }
@@ -197,6 +216,8 @@ impl Originator {
             run.run_id.clone(),
             Tracked {
                 run,
+                sent_directly: HashSet::new(),
+                reached_by_gossip: 0,
                 unacked: remote,
                 missing,
                 resend_at: now + self.config.first_resend,
@@ -257,11 +278,13 @@ impl Originator {
                 run: Arc::new(run),
                 unacked,
                 missing,
-                // Resend at once: the restart may have lost deliveries in flight.
+                // Resend (and announce) at once: the restart may have lost deliveries in flight.
                 resend_at: now,
                 resend_every: self.config.first_resend,
                 gossiped,
                 cursor: 0,
+                sent_directly: HashSet::new(),
+                reached_by_gossip: 0,
             },
         );
         actions
@@ -272,7 +295,7 @@ impl Originator {
             return vec![];
         };
         // A result is also proof that the target has the run.
-        t.unacked.remove(&node);
+        t.acknowledged(&node);
         t.missing.remove(&(job_id, node));
         if t.missing.is_empty() {
             self.runs.remove(&run_id);
@@ -290,6 +313,7 @@ impl Originator {
         }
         for (run_id, t) in &mut self.runs {
             t.unacked.remove(&node);
+            t.sent_directly.remove(&node);
             let mut job_ids: Vec<String> = t
                 .missing
                 .iter()
@@ -345,8 +369,11 @@ impl Originator {
                 resend_every: self.config.first_resend,
                 gossiped: false,
                 cursor: 0,
+                sent_directly: HashSet::new(),
+                reached_by_gossip: 0,
             });
             t.unacked.insert(node.clone());
+            t.sent_directly.insert(node.clone());
             t.missing
                 .extend(w.job_ids.into_iter().map(|j| (j, node.clone())));
             t.resend_at = t.resend_at.min(now + self.config.first_resend);
@@ -370,7 +397,13 @@ impl Originator {
                 continue;
             }
             let batch = self.config.resend_batch.max(1);
-            if t.gossiped && t.unacked.len() > batch {
+            // Stalled: since the previous round the announce reached fewer targets (that were
+            // not sent the run directly) than still wait for it; at that pace it would take
+            // more than another round, or it no longer reaches them at all (they joined late,
+            // or are across a partition).
+            let stalled = t.reached_by_gossip < t.unacked.len();
+            t.reached_by_gossip = 0;
+            if t.gossiped && t.unacked.len() > batch && stalled {
                 let mut again = (*t.run).clone();
                 again.round = t.run.round + 1;
                 t.run = Arc::new(again);
@@ -384,6 +417,7 @@ impl Originator {
                 .skip(start)
                 .take(batch.min(t.unacked.len()))
             {
+                t.sent_directly.insert(node.clone());
                 actions.push(Action::Deliver {
                     node: node.clone(),
                     run: Arc::clone(&t.run),
@@ -574,6 +608,65 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(a.len(), 4);
+    }
+
+    #[test]
+    fn a_run_is_announced_again_only_when_the_announce_stops_reaching_targets() {
+        let t0 = Instant::now();
+        let config = OriginatorConfig {
+            resend_batch: 4,
+            ..OriginatorConfig::default()
+        };
+        let names: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut o = Originator::new(node("me"), config.clone());
+        o.handle(Input::Submit(run(&refs, 1, None)), t0);
+        // Acknowledges `acks`, then lets a round go: its announce round if any, and whom it
+        // resent the run to.
+        let round = |o: &mut Originator, acks: &[String], at: Instant| {
+            for name in acks {
+                let acked = Input::Acked {
+                    run_id: "r1".into(),
+                    node: node(name),
+                };
+                o.handle(acked, at);
+            }
+            let a = o.handle(Input::Tick, at);
+            let announced = match a.first() {
+                Some(Action::Announce(r)) => Some(r.round),
+                _ => None,
+            };
+            let resent: Vec<String> = a
+                .iter()
+                .filter_map(|x| match x {
+                    Action::Deliver { node: n, .. } => Some(n.0.clone()),
+                    _ => None,
+                })
+                .collect();
+            (announced, resent)
+        };
+        // The announce reaches more targets each round than still wait for it: it is on its
+        // way (a large or busy mesh), so resends only.
+        let at = t0 + Duration::from_millis(600);
+        let (announced, resent) = round(&mut o, &names[..60], at);
+        assert_eq!((announced, resent.len()), (None, 4));
+        let reached: Vec<String> = names[60..]
+            .iter()
+            .filter(|n| !resent.contains(n))
+            .take(25)
+            .cloned()
+            .collect();
+        let at = at + Duration::from_secs(11);
+        let (announced, _) = round(&mut o, &reached, at);
+        assert_eq!(announced, None);
+        // Nobody reached by the announce since: announced again.
+        let at = at + Duration::from_secs(11);
+        let (announced, resent) = round(&mut o, &[], at);
+        assert_eq!(announced, Some(1));
+        // Only the targets resent to answer (they joined late): announced again.
+        let at = at + Duration::from_secs(11);
+        let (announced, _) = round(&mut o, &resent, at);
+        assert_eq!(announced, Some(2));
     }
 
     #[test]

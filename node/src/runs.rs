@@ -677,6 +677,13 @@ impl Actor {
         for action in actions {
             match action {
                 originator::Action::Announce(run) => {
+                    if run.round > 0 {
+                        debug!(
+                            run = %run.run_id,
+                            round = run.round,
+                            "announcing the run again: targets that have not acknowledged it are no longer reached"
+                        );
+                    }
                     let Ok(bytes) = wire::encode(&run.compact(), wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
                         debug!(run = %run.run_id, "run too large to gossip; delivering directly");
