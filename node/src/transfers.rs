@@ -170,7 +170,7 @@ impl Actor {
                 // Idle (nothing fetching, nothing parked): no ticks, so idle nodes stay asleep.
                 _ = tick.tick(), if !self.active.is_empty() || !self.parked.is_empty() => {
                     let now = Instant::now();
-                                        self.expire_parked(now);
+                    self.expire_parked(now);
                     let hashes: Vec<Fingerprint> = self.active.keys().copied().collect();
                     for hash in hashes {
                         self.step(hash, Input::Tick, now);
