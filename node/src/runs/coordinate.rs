@@ -67,6 +67,13 @@ pub(super) struct CrossNode {
     registered: Vec<Registered>,
 }
 
+impl CrossNode {
+    /// Nothing in progress: no query collected, no wait registering or waiting.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queries.is_empty() && self.query_waiters.is_empty() && self.waits.is_empty()
+    }
+}
+
 impl Actor {
     /// Sends `msg` to `to` (or handles it here when `to` is this node); the reply is ignored.
     pub(super) fn tell(&mut self, to: &NodeId, msg: JobMessage) {
