@@ -116,6 +116,28 @@ struct Tracked {
 }
 
 impl Tracked {
+    /// A run to track from now on, first resent at `resend_at`.
+    fn new(
+        run: Arc<Run>,
+        unacked: BTreeSet<NodeId>,
+        missing: HashSet<(String, NodeId)>,
+        resend_at: Instant,
+        config: &OriginatorConfig,
+        gossiped: bool,
+    ) -> Self {
+        Tracked {
+            run,
+            unacked,
+            missing,
+            resend_at,
+            resend_every: config.first_resend,
+            gossiped,
+            cursor: 0,
+            sent_directly: HashSet::new(),
+            reached_by_gossip: 0,
+        }
+    }
+
     /// `node` has the run (it acknowledged it or reported a result).
     fn acknowledged(&mut self, node: &NodeId) {
         if self.unacked.remove(node) && !self.sent_directly.remove(node) {
@@ -214,17 +236,14 @@ impl Originator {
         }
         self.runs.insert(
             run.run_id.clone(),
-            Tracked {
+            Tracked::new(
                 run,
-                sent_directly: HashSet::new(),
-                reached_by_gossip: 0,
-                unacked: remote,
+                remote,
                 missing,
-                resend_at: now + self.config.first_resend,
-                resend_every: self.config.first_resend,
+                now + self.config.first_resend,
+                &self.config,
                 gossiped,
-                cursor: 0,
-            },
+            ),
         );
         actions
     }
@@ -274,18 +293,8 @@ impl Originator {
         }
         self.runs.insert(
             run.run_id.clone(),
-            Tracked {
-                run: Arc::new(run),
-                unacked,
-                missing,
-                // Resend (and announce) at once: the restart may have lost deliveries in flight.
-                resend_at: now,
-                resend_every: self.config.first_resend,
-                gossiped,
-                cursor: 0,
-                sent_directly: HashSet::new(),
-                reached_by_gossip: 0,
-            },
+            // Resend (and announce) at once: the restart may have lost deliveries in flight.
+            Tracked::new(Arc::new(run), unacked, missing, now, &self.config, gossiped),
         );
         actions
     }
@@ -361,16 +370,10 @@ impl Originator {
                 continue;
             }
             let run_id = w.run.run_id.clone();
-            let t = self.runs.entry(run_id).or_insert_with(|| Tracked {
-                run: Arc::clone(&w.run),
-                unacked: BTreeSet::new(),
-                missing: HashSet::new(),
-                resend_at: now,
-                resend_every: self.config.first_resend,
-                gossiped: false,
-                cursor: 0,
-                sent_directly: HashSet::new(),
-                reached_by_gossip: 0,
+            let config = &self.config;
+            let t = self.runs.entry(run_id).or_insert_with(|| {
+                let run = Arc::clone(&w.run);
+                Tracked::new(run, BTreeSet::new(), HashSet::new(), now, config, false)
             });
             t.unacked.insert(node.clone());
             t.sent_directly.insert(node.clone());
@@ -554,17 +557,24 @@ mod tests {
         assert!(o.handle(Input::NodeBack(node("b")), late).is_empty());
     }
 
-    #[test]
-    fn many_unacked_targets_get_a_new_announce_and_resends_in_turns() {
-        let t0 = Instant::now();
+    /// An originator resending to four targets per round, and the names of `n` targets of one
+    /// run it was just given (with what it did on submit).
+    fn submitted_to(n: usize, t0: Instant) -> (Originator, Vec<String>, Vec<Action>) {
         let config = OriginatorConfig {
             resend_batch: 4,
             ..OriginatorConfig::default()
         };
-        let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut o = Originator::new(node("me"), config.clone());
+        let mut o = Originator::new(node("me"), config);
         let a = o.handle(Input::Submit(run(&refs, 1, None)), t0);
+        (o, names, a)
+    }
+
+    #[test]
+    fn many_unacked_targets_get_a_new_announce_and_resends_in_turns() {
+        let t0 = Instant::now();
+        let (mut o, names, a) = submitted_to(10, t0);
         assert!(matches!(&a[0], Action::Announce(r) if r.round == 0));
 
         let mut delivered = Vec::new();
@@ -613,14 +623,7 @@ mod tests {
     #[test]
     fn a_run_is_announced_again_only_when_the_announce_stops_reaching_targets() {
         let t0 = Instant::now();
-        let config = OriginatorConfig {
-            resend_batch: 4,
-            ..OriginatorConfig::default()
-        };
-        let names: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut o = Originator::new(node("me"), config.clone());
-        o.handle(Input::Submit(run(&refs, 1, None)), t0);
+        let (mut o, names, _) = submitted_to(100, t0);
         // Acknowledges `acks`, then lets a round go: its announce round if any, and whom it
         // resent the run to.
         let round = |o: &mut Originator, acks: &[String], at: Instant| {
