@@ -41,6 +41,17 @@ pub struct Run {
     /// names a message by its content; the round makes a re-announce a new message.
     #[serde(default)]
     pub round: u32,
+    /// Which start of the originator's daemon sent this copy (an id it draws at start; 0:
+    /// not said). A target whose acknowledgement that start answered has been heard: it
+    /// stays silent on its later re-announces, so a re-announce to a thousand targets does
+    /// not bring back a thousand acknowledgements the originator has. After a restart the
+    /// originator has forgotten them, and every target acknowledges once more.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub originator_start: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A small file carried inside a run.
@@ -67,6 +78,12 @@ impl Run {
             }
         }
         out
+    }
+
+    /// Whether a target that has this run, and whose acknowledgement was answered by the
+    /// originator's start `answered_by`, must acknowledge this copy again.
+    pub fn wants_ack_again(&self, answered_by: Option<u64>) -> bool {
+        self.originator_start == 0 || answered_by != Some(self.originator_start)
     }
 
     /// This run as it travels: each parent names its targets by [`TargetKey`] only, so an
@@ -333,7 +350,28 @@ mod tests {
             inline: vec![],
             holders: vec![],
             round: 0,
+            originator_start: 0,
         }
+    }
+
+    #[test]
+    fn a_target_acknowledges_again_only_a_start_of_the_originator_that_has_not_answered() {
+        let mut run = run_to(&[NodeId("a".into())]);
+        // An originator that does not say which start it is: always acknowledged.
+        assert!(run.wants_ack_again(None) && run.wants_ack_again(Some(7)));
+        run.originator_start = 7;
+        assert!(run.wants_ack_again(None));
+        assert!(!run.wants_ack_again(Some(7)));
+        // The originator restarted: it has forgotten the acknowledgement.
+        assert!(run.wants_ack_again(Some(6)));
+        // It travels with the run; a run without it decodes as 0.
+        let back: Run = ciborium::from_reader(&cbor(&run)[..]).unwrap();
+        assert_eq!(back.originator_start, 7);
+        run.originator_start = 0;
+        let bytes = cbor(&run);
+        assert!(!bytes.windows(16).any(|w| w == b"originator_start"));
+        let back: Run = ciborium::from_reader(&bytes[..]).unwrap();
+        assert_eq!(back.originator_start, 0);
     }
 
     fn cbor<T: Serialize>(value: &T) -> Vec<u8> {

@@ -457,6 +457,7 @@ mod tests {
             inline: vec![],
             holders: vec![],
             round: 0,
+            originator_start: 0,
             parents: vec![Parent {
                 parent_id: "p1".into(),
                 fingerprint: Fingerprint([0; 32]),

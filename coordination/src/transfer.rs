@@ -439,6 +439,7 @@ mod tests {
             inline: vec![],
             holders: vec![],
             round: 0,
+            originator_start: 0,
         };
         // The tree in key order: the node at position 999 has 498, 248, ... up to the root pair.
         let mut in_order = targets.clone();

@@ -83,6 +83,11 @@ pub enum Input {
         run_id: String,
         node: NodeId,
     },
+    /// Target side: the originator's start `start` answered this node's acknowledgement.
+    AckAnswered {
+        run_id: String,
+        start: u64,
+    },
     OutboxSent {
         to: NodeId,
         ok: bool,
@@ -197,6 +202,8 @@ impl Runs {
             executor,
             cache,
             cross: coordinate::CrossNode::default(),
+            // Random, never 0 (0 on the wire: not said).
+            start: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
             blobs,
             job_files: HashMap::new(),
             blob_retention,
@@ -247,6 +254,9 @@ struct AcceptedRun {
     originator: NodeId,
     pending: HashSet<String>,
     accepted_unix_ms: u64,
+    /// The originator's start that answered this node's acknowledgement (in memory only:
+    /// after a restart here, the next announce is acknowledged once more).
+    ack_answered_by: Option<u64>,
 }
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
@@ -261,6 +271,8 @@ struct OutputQueue {
 
 struct Actor {
     local: NodeId,
+    /// This start of the daemon, as its runs' copies name it ([`Run::originator_start`]).
+    start: u64,
     local_name: String,
     mesh: MeshHandle,
     store: Store,
@@ -408,6 +420,7 @@ impl Actor {
                     originator: accepted.originator.clone(),
                     pending: pending.iter().cloned().collect(),
                     accepted_unix_ms: accepted.accepted_unix_ms,
+                    ack_answered_by: None,
                 },
             );
             for job_id in &pending {
@@ -567,6 +580,11 @@ impl Actor {
                     .handle(originator::Input::Acked { run_id, node }, Instant::now());
                 self.originator_actions(actions);
             }
+            Input::AckAnswered { run_id, start } => {
+                if let Some(accepted) = self.accepted.get_mut(&run_id) {
+                    accepted.ack_answered_by = Some(start);
+                }
+            }
             Input::OutboxSent { to, ok } => {
                 let actions = self
                     .outbox
@@ -707,7 +725,9 @@ impl Actor {
                             "announcing the run again: targets that have not acknowledged it are no longer reached"
                         );
                     }
-                    let Ok(bytes) = wire::encode(&run.compact(), wire::MAX_GOSSIP_BYTES) else {
+                    let mut copy = run.compact();
+                    copy.originator_start = self.start;
+                    let Ok(bytes) = wire::encode(&copy, wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
                         debug!(run = %run.run_id, "run too large to gossip; delivering directly");
                         continue;
@@ -727,8 +747,9 @@ impl Actor {
                     let bytes = match deliveries.entry((run_id.clone(), run.round)) {
                         std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
                         std::collections::hash_map::Entry::Vacant(e) => {
-                            let Some(bytes) = encode(&JobMessage::Deliver(Box::new(run.compact())))
-                            else {
+                            let mut copy = run.compact();
+                            copy.originator_start = self.start;
+                            let Some(bytes) = encode(&JobMessage::Deliver(Box::new(copy))) else {
                                 continue;
                             };
                             e.insert(bytes).clone()
@@ -862,6 +883,7 @@ impl Actor {
                 if node != from {
                     return JobReply::Refused("an acknowledgement comes from its node".into());
                 }
+                debug!(run = %run_id, %node, "acknowledged");
                 let actions = self
                     .originator
                     .handle(originator::Input::Acked { run_id, node }, Instant::now());
@@ -959,9 +981,16 @@ impl Actor {
             }
         }
         if self.accepted.contains_key(&run.run_id) {
-            // A resend: already queued here. Say so again if asked over gossip.
-            if acknowledge {
+            // A resend: already queued here. Say so again if asked over gossip, unless this
+            // start of the originator has answered the acknowledgement already.
+            let answered_by = self
+                .accepted
+                .get(&run.run_id)
+                .and_then(|a| a.ack_answered_by);
+            if acknowledge && run.wants_ack_again(answered_by) {
                 self.send_ack(&run);
+            } else if acknowledge {
+                debug!(run = %run.run_id, round = run.round, "announced again; acknowledged already");
             }
             return;
         }
@@ -1013,6 +1042,7 @@ impl Actor {
                 originator: run.originator.clone(),
                 pending,
                 accepted_unix_ms,
+                ack_answered_by: None,
             },
         );
         self.feed_executor();
@@ -1032,6 +1062,8 @@ impl Actor {
             return;
         };
         let mesh = self.mesh.clone();
+        let inbox = self.inbox.clone();
+        let (run_id, start) = (run.run_id.clone(), run.originator_start);
         // Acknowledged once the run is on disk: after the acknowledgement the originator no
         // longer resends it.
         let committed = self.store.committed();
@@ -1040,7 +1072,12 @@ impl Actor {
                 return;
             }
             // Best effort: a lost acknowledgement only costs a direct resend.
-            let _ = mesh.request_job(peer, bytes).await;
+            let answered = mesh.request_job(peer, bytes).await.is_ok_and(|reply| {
+                matches!(wire::decode(&reply, MAX_JOB_MESSAGE), Ok(JobReply::Ok))
+            });
+            if answered && start != 0 {
+                let _ = inbox.send(Input::AckAnswered { run_id, start }).await;
+            }
         });
     }
 

@@ -199,6 +199,7 @@ pub fn resolve(
             inline: vec![],
             holders: vec![],
             round: 0,
+            originator_start: 0,
         },
         records,
         reply: SubmitReply {

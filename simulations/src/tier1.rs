@@ -276,6 +276,9 @@ struct SimNode {
     store_group_ends: Micros,
     // Target (durable: accepted, finished, undelivered; the rest is lost on a kill).
     accepted: bool,
+    /// The submitter answered its acknowledgement (memory only, as in the daemon; the
+    /// submitter never restarts here, so its start never changes).
+    ack_answered: bool,
     finished: HashSet<usize>,
     undelivered: Vec<JobResult>,
     queue: VecDeque<usize>,
@@ -452,6 +455,7 @@ fn build_run(
         inline: vec![],
         holders: vec![],
         round: 0,
+        originator_start: 0,
     };
     Ok((run, file))
 }
@@ -963,7 +967,11 @@ impl Sim {
                     self.acked(p.to);
                 }
             }
-            Kind::Ack => {}
+            Kind::Ack => {
+                if answer.is_some() {
+                    self.nodes[node].ack_answered = true;
+                }
+            }
             Kind::Results => {
                 let to = self.ids[self.submitter].clone();
                 let input = outbox::Input::Sent {
@@ -1184,7 +1192,9 @@ impl Sim {
         if self.work[node].is_empty() {
             return;
         }
-        if gossiped && node != self.submitter {
+        // As the daemon: a target the submitter answered stays silent on re-announces.
+        let answered = self.nodes[node].accepted && self.nodes[node].ack_answered;
+        if gossiped && node != self.submitter && !answered {
             let at = self.committed_at(node);
             let epoch = self.nodes[node].epoch;
             self.schedule(at, Event::SendAck { node, epoch });
@@ -1486,6 +1496,7 @@ impl Sim {
         n.alive = false;
         n.epoch += 1;
         n.queue.clear();
+        n.ack_answered = false;
         n.running = None;
         n.outbox = Outbox::new();
         n.download = None;
