@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::{Map, Value};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
     process::Command,
     sync::mpsc,
     time::Instant,
@@ -27,6 +27,9 @@ use crate::{
 
 /// Output kept per stream; beyond it the output is cut and the cut is noted.
 pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// The longest line read at once: a longer one (a command printing a binary file, or
+/// `/dev/zero`) is taken in pieces of this size, so it never grows one buffer without end.
+const MAX_LINE_BYTES: u64 = 64 * 1024;
 
 /// Which stream a line of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -356,7 +359,7 @@ async fn query_wait(
 ) -> Finished {
     let until = ctx
         .deadline
-        .min(Instant::now() + Duration::from_secs(timeout_secs));
+        .min(Instant::now() + crate::spec::bounded_secs(timeout_secs));
     loop {
         let args = ctx.cache.args();
         let query = args.get("query").and_then(Value::as_object);
@@ -554,7 +557,11 @@ async fn read_lines(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        match (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
@@ -759,7 +766,7 @@ fn cachefile(path: &str, cache: &Cache) -> Finished {
 async fn wait_for(wait: &WaitFor, cache: &Cache, deadline: Instant) -> Finished {
     match wait {
         WaitFor::Seconds(s) => {
-            tokio::time::sleep(Duration::from_secs_f64(*s)).await;
+            tokio::time::sleep(crate::spec::bounded_secs_f64(*s)).await;
             Finished::ok(format!("waited {s} s"), "")
         }
         WaitFor::Command {
@@ -785,7 +792,7 @@ async fn wait_for(wait: &WaitFor, cache: &Cache, deadline: Instant) -> Finished 
                 }
                 last = Some(r);
                 if attempt < *retry {
-                    tokio::time::sleep(Duration::from_secs_f64(*retry_wait)).await;
+                    tokio::time::sleep(crate::spec::bounded_secs_f64(*retry_wait)).await;
                 }
             }
             let stderr = last

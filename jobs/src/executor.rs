@@ -309,6 +309,8 @@ struct Actor {
     cache: Arc<Cache>,
     locks: Arc<Locks>,
     coordinator: Option<Arc<dyn Coordinator>>,
+    /// The queues hold what this node accepted to run (not capped: every job in them is owed
+    /// a result; the node's accepted runs are on disk, and the executor's inbox is bounded).
     general: VecDeque<Work>,
     general_busy: bool,
     async_queues: HashMap<String, VecDeque<Work>>,
@@ -495,7 +497,18 @@ impl Actor {
             let job_id = work.job_id.clone();
             let parent_id = work.parent_id.clone();
             let queue = work.queue;
-            let mut outcome = execute(work, &cache, &locks, &events, coordinator).await;
+            // In a task of its own, so that a job that fails in an unforeseen way (a panic)
+            // still ends as a failed result and frees its queue.
+            let run = {
+                let events = events.clone();
+                tokio::spawn(
+                    async move { execute(work, &cache, &locks, &events, coordinator).await },
+                )
+            };
+            let mut outcome = match run.await {
+                Ok(outcome) => outcome,
+                Err(e) => not_run(&job_id, format!("the job stopped unexpectedly: {e}")),
+            };
             if let Some(note) = note
                 && outcome.state.is_ok()
             {
@@ -569,7 +582,7 @@ async fn execute(
     };
 
     let clock = Instant::now();
-    let deadline = clock + Duration::from_secs(work.spec.timeout_secs);
+    let deadline = clock + crate::spec::bounded_secs(work.spec.timeout_secs);
     let finished = match tokio::time::timeout_at(
         deadline + CLEANUP_GRACE,
         components::run(

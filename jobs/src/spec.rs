@@ -17,6 +17,31 @@ use crate::inline::{self, COMMON_OPTIONS, OptionSpec, Parsed};
 /// Default job timeout in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
+/// The longest timeout or wait a job may ask for: a year (366 days), in seconds.
+pub const MAX_SECONDS: u64 = 366 * 24 * 3600;
+
+/// `secs` as a duration, held within 0..=[`MAX_SECONDS`] (a job that came from a peer was not
+/// parsed here, so its values are taken as they are but never allowed to overflow a clock).
+pub fn bounded_secs(secs: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs.min(MAX_SECONDS))
+}
+
+/// As [`bounded_secs`] for fractional seconds; not a number counts as 0.
+pub fn bounded_secs_f64(secs: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(secs.clamp(0.0, MAX_SECONDS as f64)).unwrap_or_default()
+}
+
+/// A whole number of seconds from 1 to [`MAX_SECONDS`], for `option` (`--timeout` ...).
+fn whole_seconds(text: &str, option: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=MAX_SECONDS).contains(n))
+        .ok_or_else(|| {
+            format!("{option} '{text}' must be a whole number of seconds from 1 to {MAX_SECONDS} (a year)")
+        })
+}
+
 /// The verbs this node can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -615,14 +640,7 @@ impl JobSpec {
             return Ok(ParseOutcome::Help(verb.help()));
         }
         let timeout_secs = match parsed.value("timeout") {
-            Some(t) => match t.trim().parse::<u64>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(format!(
-                        "--timeout '{t}' must be a whole number of seconds above 0"
-                    ));
-                }
-            },
+            Some(t) => whole_seconds(t, "--timeout")?,
             None => DEFAULT_TIMEOUT_SECS,
         };
         let component = component(verb, &parsed, inline)?;
@@ -801,9 +819,7 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
         Verb::QueryWait => Component::QueryWait {
             item: one_word("ITEM")?,
             timeout_secs: match p.value("query-timeout") {
-                Some(t) => t.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("--query-timeout '{t}' must be a whole number of seconds above 0")
-                })?,
+                Some(t) => whole_seconds(t, "--query-timeout")?,
                 None => DEFAULT_TIMEOUT_SECS,
             },
             identities: p.values("identity"),
@@ -881,8 +897,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 fn parse_seconds(text: &str, what: &str) -> Result<f64, String> {
     text.parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .ok_or_else(|| format!("{what} '{text}' is not a number of seconds"))
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s <= MAX_SECONDS as f64)
+        .ok_or_else(|| {
+            format!("{what} '{text}' is not a number of seconds from 0 to {MAX_SECONDS} (a year)")
+        })
 }
 
 /// A value as YAML reads it (`1` → number, `[a]` → list, `{a: b}` → map), else the text itself.
@@ -931,6 +949,35 @@ mod tests {
         assert!(s.skip_cache && !s.run_once && !s.force_lock);
         assert_eq!(s.timeout_secs, 30);
         assert_eq!(spec("run", "true").timeout_secs, DEFAULT_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn timeouts_and_waits_beyond_a_year_are_refused_and_never_overflow_a_clock() {
+        assert_eq!(
+            spec("RUN", "--timeout 31622400 true").timeout_secs,
+            MAX_SECONDS
+        );
+        for inline in [
+            "--timeout 31622401 true",
+            "--timeout 10000000000000000000 true",
+        ] {
+            let e = err("RUN", inline);
+            assert!(e.contains("--timeout") && e.contains("a year"), "{e}");
+        }
+        let e = err("QUERY_WAIT", "--query-timeout 99999999999 item");
+        assert!(e.contains("--query-timeout") && e.contains("a year"), "{e}");
+        for inline in ["--seconds 1e20", "--seconds NaN", "--seconds -1"] {
+            let e = err("WAIT", inline);
+            assert!(e.contains("--seconds"), "{inline}: {e}");
+        }
+        // A job from a peer is not parsed here: whatever it carries stays within a year.
+        let now = std::time::Instant::now();
+        let _ = now + bounded_secs(u64::MAX);
+        assert_eq!(bounded_secs(u64::MAX).as_secs(), MAX_SECONDS);
+        assert_eq!(bounded_secs_f64(f64::NAN), std::time::Duration::ZERO);
+        assert_eq!(bounded_secs_f64(-5.0), std::time::Duration::ZERO);
+        assert_eq!(bounded_secs_f64(f64::INFINITY).as_secs(), MAX_SECONDS);
+        assert_eq!(bounded_secs_f64(1.5).as_millis(), 1500);
     }
 
     #[test]
@@ -1078,7 +1125,7 @@ mod tests {
         assert!(err("FROB", "x").contains("unknown verb 'FROB'"));
         assert!(err("RUN", "").contains("RUN needs a command"));
         assert!(err("RUN", "--timeout abc true").contains("--timeout 'abc'"));
-        assert!(err("RUN", "--timeout 0 true").contains("above 0"));
+        assert!(err("RUN", "--timeout 0 true").contains("from 1 to"));
         assert!(err("RUN", "--stdout-arg 9x true").contains("--stdout-arg '9x'"));
         assert!(err("ARG", "").contains("needs a KEY and a VALUE"));
         assert!(err("ARG", "k").contains("has no VALUE"));

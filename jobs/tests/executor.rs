@@ -117,6 +117,45 @@ async fn run_reports_output_exit_code_and_caches_success() {
 }
 
 #[tokio::test]
+async fn output_without_newlines_is_kept_up_to_the_cap_and_a_peer_job_cannot_overflow_a_clock() {
+    let mut h = Harness::new();
+    // 10 MB on one "line": read in bounded pieces, the first 4 MiB kept, the rest cut.
+    let long = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            "head -c 10000000 /dev/zero | tr '\\0' a",
+        )
+        .await;
+    // A job as a peer could send it, never parsed here: a timeout of u64::MAX seconds.
+    let mut s = spec("RUN", "echo fine");
+    s.timeout_secs = u64::MAX;
+    let unbounded = h.submit_spec("q", QueueKind::Sync, s, false).await;
+    let r = h.results(2).await;
+    let out = &r[&long].stdout;
+    assert_eq!(r[&long].state, ResultState::Success, "{}", r[&long].info);
+    let kept = out.bytes().take_while(|b| *b == b'a').count();
+    assert!(
+        kept > jobs::components::MAX_OUTPUT_BYTES - 65536
+            && kept <= jobs::components::MAX_OUTPUT_BYTES,
+        "kept {kept} bytes"
+    );
+    assert!(
+        out.ends_with("bytes]"),
+        "{}",
+        &out[out.len().saturating_sub(60)..]
+    );
+    assert_eq!(
+        r[&unbounded].state,
+        ResultState::Success,
+        "{:?}",
+        r[&unbounded]
+    );
+    assert_eq!(r[&unbounded].stdout, "fine");
+}
+
+#[tokio::test]
 async fn a_failure_stops_the_rest_of_its_parent() {
     let mut h = Harness::new();
     let first = h
