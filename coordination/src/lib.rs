@@ -5,10 +5,12 @@
 //! the same code.
 //!
 //! - [`message`]: the job traffic between nodes (runs, acknowledgements, results, output);
+//! - [`acknowledgement`]: whether a target acknowledges a copy of a run it has;
 //! - [`originator`]: the submitting node's run tracker (announce, acks, resends, results);
 //! - [`outbox`]: a target's queue of results on their way to originators;
 //! - [`transfer`]: fetching one file chunk by chunk from the nodes that hold it.
 
+pub mod acknowledgement;
 pub mod message;
 pub mod originator;
 pub mod outbox;

@@ -42,10 +42,7 @@ pub struct Run {
     #[serde(default)]
     pub round: u32,
     /// Which start of the originator's daemon sent this copy (an id it draws at start; 0:
-    /// not said). A target whose acknowledgement that start answered has been heard: it
-    /// stays silent on its later re-announces, so a re-announce to a thousand targets does
-    /// not bring back a thousand acknowledgements the originator has. After a restart the
-    /// originator has forgotten them, and every target acknowledges once more.
+    /// not said): a target acknowledges each start once ([`crate::acknowledgement`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub originator_start: u64,
 }
@@ -78,12 +75,6 @@ impl Run {
             }
         }
         out
-    }
-
-    /// Whether a target that has this run, and whose acknowledgement was answered by the
-    /// originator's start `answered_by`, must acknowledge this copy again.
-    pub fn wants_ack_again(&self, answered_by: Option<u64>) -> bool {
-        self.originator_start == 0 || answered_by != Some(self.originator_start)
     }
 
     /// This run as it travels: each parent names its targets by [`TargetKey`] only, so an
@@ -355,16 +346,9 @@ mod tests {
     }
 
     #[test]
-    fn a_target_acknowledges_again_only_a_start_of_the_originator_that_has_not_answered() {
+    fn the_originator_start_travels_with_the_run_and_is_left_out_when_unknown() {
         let mut run = run_to(&[NodeId("a".into())]);
-        // An originator that does not say which start it is: always acknowledged.
-        assert!(run.wants_ack_again(None) && run.wants_ack_again(Some(7)));
         run.originator_start = 7;
-        assert!(run.wants_ack_again(None));
-        assert!(!run.wants_ack_again(Some(7)));
-        // The originator restarted: it has forgotten the acknowledgement.
-        assert!(run.wants_ack_again(Some(6)));
-        // It travels with the run; a run without it decodes as 0.
         let back: Run = ciborium::from_reader(&cbor(&run)[..]).unwrap();
         assert_eq!(back.originator_start, 7);
         run.originator_start = 0;

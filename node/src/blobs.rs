@@ -162,6 +162,11 @@ impl BlobStore {
         self.dir.join(format!("{}.part", hex(hash)))
     }
 
+    /// Whether the blob is here, complete (not a use).
+    pub fn holds(&self, hash: &Fingerprint) -> bool {
+        self.lock().complete.contains_key(hash)
+    }
+
     /// Whether the blob is here, complete; if it is, that counts as a use.
     pub fn has(&self, hash: &Fingerprint) -> bool {
         let touched = self.lock().complete.get_mut(hash).map(LastUse::touch);
@@ -307,6 +312,17 @@ impl BlobStore {
 
     /// Starts fetching `file` (idempotent). Blocking.
     pub fn begin(&self, file: &FileRef) -> Result<(), String> {
+        // The description comes from a peer's run: its chunk list must fit its size.
+        let chunks = file.size.div_ceil(CHUNK_SIZE);
+        if file.chunks.len() as u64 != chunks {
+            return Err(format!(
+                "{} ({}): {} bytes take {chunks} chunks, but its description lists {}",
+                file.name,
+                file.hash,
+                file.size,
+                file.chunks.len()
+            ));
+        }
         let mut state = self.lock();
         if state.complete.contains_key(&file.hash) || state.partial.contains_key(&file.hash) {
             return Ok(());
@@ -337,7 +353,10 @@ impl BlobStore {
         let Some(expected) = file.chunks.get(index) else {
             return Ok(Some(format!("chunk {index} is beyond the file")));
         };
-        let want_len = (file.size - index as u64 * CHUNK_SIZE).min(CHUNK_SIZE) as usize;
+        let want_len = file
+            .size
+            .saturating_sub(index as u64 * CHUNK_SIZE)
+            .min(CHUNK_SIZE) as usize;
         let found = Fingerprint(*blake3::hash(data).as_bytes());
         if data.len() != want_len || found != *expected {
             return Ok(Some(format!(
@@ -504,6 +523,27 @@ mod tests {
         assert!(!again.has(&damaged));
         assert!(!dir.path().join("junk.part").exists());
         assert!(!store.path(&damaged).exists());
+    }
+
+    #[test]
+    fn a_description_whose_chunks_do_not_fit_its_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let real = file_ref(&vec![7u8; CHUNK_SIZE as usize + 1]);
+        // More chunks than the size allows, and a size with no chunks (sparse zeros).
+        let mut longer = real.clone();
+        longer.chunks.push(real.chunks[0]);
+        let mut hollow = real.clone();
+        hollow.chunks.clear();
+        for bad in [longer, hollow] {
+            let e = store.begin(&bad).unwrap_err();
+            assert!(e.contains("take 2 chunks"), "{e}");
+            assert_eq!(store.chunk(&bad.hash, 0), ChunkLookup::Unknown);
+            // A chunk beyond the size never underflows.
+            let refused = store.write_chunk(&bad, 2, b"x").unwrap();
+            assert!(refused.is_some());
+        }
+        store.begin(&real).unwrap();
     }
 
     #[test]

@@ -429,17 +429,18 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 fn parse_interval(text: &str, source: &Source) -> Result<Duration, ConfigError> {
-    let d = parse_duration(text).map_err(|reason| ConfigError::Invalid {
+    parse_heartbeat(text).map_err(|reason| ConfigError::Invalid {
         origin: source.clone(),
         setting: "heartbeat-interval".into(),
         reason,
-    })?;
+    })
+}
+
+/// Parses a heartbeat interval: a duration from 100 ms to 1 h.
+pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
-        return Err(ConfigError::Invalid {
-            origin: source.clone(),
-            setting: "heartbeat-interval".into(),
-            reason: format!("{text} is outside 100ms..1h"),
-        });
+        return Err(format!("{text} is outside 100ms..1h"));
     }
     Ok(d)
 }

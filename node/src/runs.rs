@@ -15,6 +15,7 @@ use std::{
 
 use coordination::{
     JobMessage, JobReply, JobResult, NodeId, OutputBatch, Run, TargetKey,
+    acknowledgement::Acknowledgement,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
 };
@@ -254,9 +255,9 @@ struct AcceptedRun {
     originator: NodeId,
     pending: HashSet<String>,
     accepted_unix_ms: u64,
-    /// The originator's start that answered this node's acknowledgement (in memory only:
-    /// after a restart here, the next announce is acknowledged once more).
-    ack_answered_by: Option<u64>,
+    /// Whether a copy of the run calls for an acknowledgement. In memory only: after a
+    /// restart here, the next copy is acknowledged once more.
+    ack: Acknowledgement,
 }
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
@@ -265,6 +266,8 @@ const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
 /// Live output on its way to one originator: one batch in flight at a time.
 #[derive(Default)]
 struct OutputQueue {
+    /// Not capped: lines of jobs running here wait while one batch is in flight (bounded by
+    /// the request timeout); each job's own output is capped by the executor.
     waiting: Vec<OutputBatch>,
     in_flight: bool,
 }
@@ -303,7 +306,8 @@ struct Actor {
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
     job_runs: HashMap<String, String>,
-    /// Work the executor could not take yet (its inbox was full).
+    /// Work the executor could not take yet (its inbox was full). Not capped: it holds the
+    /// jobs of runs this node accepted (each on disk already), which it owes a result for.
     waiting_for_executor: VecDeque<Box<Work>>,
     outputs: HashMap<NodeId, OutputQueue>,
     output_seq: HashMap<String, u64>,
@@ -420,7 +424,7 @@ impl Actor {
                     originator: accepted.originator.clone(),
                     pending: pending.iter().cloned().collect(),
                     accepted_unix_ms: accepted.accepted_unix_ms,
-                    ack_answered_by: None,
+                    ack: Acknowledgement::default(),
                 },
             );
             for job_id in &pending {
@@ -582,7 +586,7 @@ impl Actor {
             }
             Input::AckAnswered { run_id, start } => {
                 if let Some(accepted) = self.accepted.get_mut(&run_id) {
-                    accepted.ack_answered_by = Some(start);
+                    accepted.ack.answered(start);
                 }
             }
             Input::OutboxSent { to, ok } => {
@@ -686,6 +690,9 @@ impl Actor {
         {
             self.next_blob_sweep = now + blob_sweep_every(retention);
             self.sweep_blobs(retention);
+            // Who else holds a file is worth telling only while this node has the file.
+            let blobs = &self.blobs;
+            self.holders.retain(|hash, _| blobs.holds(hash));
         }
     }
 
@@ -932,6 +939,13 @@ impl Actor {
                 JobReply::Ok
             }
             JobMessage::QueryResult { job_id, aggregate } => {
+                // An aggregate comes from an originator of runs this node took (the job
+                // itself may be over here: `--no-wait`).
+                if !self.accepted.values().any(|a| a.originator == from) {
+                    return JobReply::Refused(
+                        "a query result comes from an originator of this node's runs".into(),
+                    );
+                }
                 self.query_result(job_id, aggregate);
                 JobReply::Ok
             }
@@ -954,7 +968,15 @@ impl Actor {
                 JobReply::Ok
             }
             JobMessage::HaveBlob { hash, node } => {
-                if node == from {
+                // Only for files of runs this node has open: nobody grows the hints with
+                // hashes this node never sent.
+                if node == from
+                    && self
+                        .open_runs
+                        .values()
+                        .flat_map(run_files)
+                        .any(|h| h == hash)
+                {
                     self.holders.entry(hash).or_default().insert(node);
                 }
                 JobReply::Ok
@@ -981,13 +1003,13 @@ impl Actor {
             }
         }
         if self.accepted.contains_key(&run.run_id) {
-            // A resend: already queued here. Say so again if asked over gossip, unless this
-            // start of the originator has answered the acknowledgement already.
-            let answered_by = self
+            // A resend: already queued here. Say so again if asked over gossip and this
+            // start of the originator has not heard it (see `coordination::acknowledgement`).
+            let wanted = self
                 .accepted
                 .get(&run.run_id)
-                .and_then(|a| a.ack_answered_by);
-            if acknowledge && run.wants_ack_again(answered_by) {
+                .is_some_and(|a| a.ack.wanted(&run));
+            if acknowledge && wanted {
                 self.send_ack(&run);
             } else if acknowledge {
                 debug!(run = %run.run_id, round = run.round, "announced again; acknowledged already");
@@ -1042,7 +1064,7 @@ impl Actor {
                 originator: run.originator.clone(),
                 pending,
                 accepted_unix_ms,
-                ack_answered_by: None,
+                ack: Acknowledgement::default(),
             },
         );
         self.feed_executor();
@@ -1071,11 +1093,12 @@ impl Actor {
             if committed.await.is_err() {
                 return;
             }
-            // Best effort: a lost acknowledgement only costs a direct resend.
+            // Best effort: a lost acknowledgement costs a direct resend, or is sent again on
+            // the next re-announce.
             let answered = mesh.request_job(peer, bytes).await.is_ok_and(|reply| {
                 matches!(wire::decode(&reply, MAX_JOB_MESSAGE), Ok(JobReply::Ok))
             });
-            if answered && start != 0 {
+            if answered {
                 let _ = inbox.send(Input::AckAnswered { run_id, start }).await;
             }
         });
@@ -1093,6 +1116,7 @@ impl Actor {
     /// Target side: a job finished here.
     fn finished(&mut self, outcome: Outcome) {
         self.job_files.remove(&outcome.job_id);
+        self.output_seq.remove(&outcome.job_id);
         if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
             let state = if outcome.state == ResultState::Failed {
                 "failed"
@@ -1220,10 +1244,11 @@ impl Actor {
                 }
             },
         };
-        let name = record
-            .name_of(&node.0)
-            .map(str::to_string)
-            .unwrap_or_else(|| node.0.clone());
+        // Only the job's own targets report on it (any member could claim to).
+        let Some(name) = record.name_of(&node.0).map(str::to_string) else {
+            warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
+            return;
+        };
         let real = !outcome.info.starts_with("unreachable:");
         let replace = match record.results.get(&name) {
             None => true,

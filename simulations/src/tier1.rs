@@ -32,6 +32,7 @@ use std::{
 
 use coordination::{
     JobEntry, JobMessage, JobResult, NodeId, Parent, Run, TargetKey,
+    acknowledgement::Acknowledgement,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
     transfer::{self, ChunkResult, Download},
@@ -69,6 +70,9 @@ mod daemon {
 
 /// The submit happens this long into the simulation (the mesh is formed by then).
 const SUBMIT_AT: Micros = 1_000_000;
+
+/// The submitter's start, as its copies of the run name it (it never restarts here).
+const SUBMITTER_START: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A tier-1 run: the workload, the network and the seed.
 /// How a simulated job ended.
@@ -276,9 +280,9 @@ struct SimNode {
     store_group_ends: Micros,
     // Target (durable: accepted, finished, undelivered; the rest is lost on a kill).
     accepted: bool,
-    /// The submitter answered its acknowledgement (memory only, as in the daemon; the
-    /// submitter never restarts here, so its start never changes).
-    ack_answered: bool,
+    /// Whether a copy of the run calls for an acknowledgement (memory only, as in the
+    /// daemon; the submitter never restarts here, so its start never changes).
+    ack: Acknowledgement,
     finished: HashSet<usize>,
     undelivered: Vec<JobResult>,
     queue: VecDeque<usize>,
@@ -478,7 +482,9 @@ impl Sim {
         let submitter = 0;
         let (run, file) = build_run(&w, &ids[submitter], &ids, &mut rng)?;
         // What travels is the run as the daemon sends it: targets by key.
-        let received = run.compact();
+        let mut received = run.compact();
+        // As the daemon stamps each copy with its start (random, so a full 8 bytes).
+        received.originator_start = SUBMITTER_START;
         let run_bytes = cbor_len(&received);
         let deliver_bytes = cbor_len(&JobMessage::Deliver(Box::new(received.clone())));
         let received = Arc::new(received);
@@ -969,7 +975,7 @@ impl Sim {
             }
             Kind::Ack => {
                 if answer.is_some() {
-                    self.nodes[node].ack_answered = true;
+                    self.nodes[node].ack.answered(SUBMITTER_START);
                 }
             }
             Kind::Results => {
@@ -1192,9 +1198,10 @@ impl Sim {
         if self.work[node].is_empty() {
             return;
         }
-        // As the daemon: a target the submitter answered stays silent on re-announces.
-        let answered = self.nodes[node].accepted && self.nodes[node].ack_answered;
-        if gossiped && node != self.submitter && !answered {
+        // As the daemon: a target whose acknowledgement the submitter answered stays silent
+        // on its re-announces.
+        let wanted = !self.nodes[node].accepted || self.nodes[node].ack.wanted(&self.received);
+        if gossiped && node != self.submitter && wanted {
             let at = self.committed_at(node);
             let epoch = self.nodes[node].epoch;
             self.schedule(at, Event::SendAck { node, epoch });
@@ -1496,7 +1503,7 @@ impl Sim {
         n.alive = false;
         n.epoch += 1;
         n.queue.clear();
-        n.ack_answered = false;
+        n.ack = Acknowledgement::default();
         n.running = None;
         n.outbox = Outbox::new();
         n.download = None;

@@ -301,11 +301,26 @@ impl Actor {
             self.tell(&waiter, msg);
             return;
         }
+        let now = Instant::now();
+        // Registrations are sent again until answered: one entry per wait, whatever came
+        // twice; and what outlived its use goes now, not only when a job finishes here.
+        self.cross
+            .registered
+            .retain(|r| now.saturating_duration_since(r.since) < FORGET_WAITS);
+        if let Some(r) = self
+            .cross
+            .registered
+            .iter_mut()
+            .find(|r| r.wait_id == wait_id && r.waiter == waiter)
+        {
+            r.since = now;
+            return;
+        }
         self.cross.registered.push(Registered {
             fingerprint,
             wait_id,
             waiter,
-            since: Instant::now(),
+            since: now,
         });
     }
 
