@@ -63,6 +63,13 @@ struct Daemon {
 }
 
 pub fn run(args: DemoArgs) -> Result<(), Failure> {
+    // A file that cannot run is said now, before any daemon starts.
+    if let Some(file) = &args.file
+        && let Err(e) = jobs::orchestration::parse_file(file)
+        && !e.is_help
+    {
+        return Err(Failure::Input(e.to_string()));
+    }
     let (root, _temp) = match &args.dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)

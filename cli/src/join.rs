@@ -45,8 +45,8 @@ pub struct JoinArgs {
     #[arg(long)]
     open: bool,
 
-    /// How often to send presence heartbeats (5, 5s, 500ms, 1m); a node expires after three
-    /// missed ones. Default: 5s. [env: DIRECTORD_MESH_HEARTBEAT_INTERVAL]
+    /// How often to send presence heartbeats (5, 5s, 500ms, 1m), from 100ms to 1h; a node
+    /// expires after three missed ones. Default: 5s. [env: DIRECTORD_MESH_HEARTBEAT_INTERVAL]
     #[arg(long, value_name = "DURATION")]
     heartbeat_interval: Option<String>,
 
@@ -62,7 +62,7 @@ pub struct JoinArgs {
     /// How long a file sent by ADD/COPY stays in this node's blob store
     /// (<state-dir>/blobs) after it was last used: stored, served to another node or copied to
     /// a destination. Files of runs still open here are kept whatever their age. 0 keeps them
-    /// forever. Default: 24h. [env: DIRECTORD_MESH_BLOB_RETENTION]
+    /// forever; otherwise at least 1s. Default: 24h. [env: DIRECTORD_MESH_BLOB_RETENTION]
     #[arg(long, value_name = "DURATION")]
     blob_retention: Option<String>,
 
@@ -95,7 +95,7 @@ impl JoinArgs {
                 .heartbeat_interval
                 .as_deref()
                 .map(|d| {
-                    config::parse_duration(d)
+                    config::parse_heartbeat(d)
                         .map_err(|e| input(format!("--heartbeat-interval: {e}")))
                 })
                 .transpose()?,

@@ -22,13 +22,26 @@ const LONG_ABOUT: &str = "\
 Run orchestrations on many machines through a peer mesh with no central server.
 
 Every machine runs one daemon (`directord-mesh join`). The first one creates a mesh and prints
-the single command that joins another machine to it. Any node can then report on the mesh
-(`status`) and, as the issues land, submit work to it.
+the single command that joins another machine to it. From then on any node can run jobs on the
+mesh (`exec`, `orchestrate`), report on it (`status`) and show the jobs it submitted, their
+results and the cache (`manage`).
 
 Quick look on one machine:  directord-mesh demo --nodes 5";
 
+const AFTER_HELP: &str =
+    "Exit codes: 0 success; 1 a job failed, a target was unreachable, or the daemon could not be
+reached or could not do what was asked; 2 bad input (arguments, orchestration and config
+files, tokens). `exec` and `orchestrate` without --poll, --stream or --check print the job ids
+and exit 0 once the jobs are submitted, whatever the jobs then do.";
+
 #[derive(Parser, Debug)]
-#[command(name = "directord-mesh", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(
+    name = "directord-mesh",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     /// State directory of this machine's daemon: identity, mesh key, join token, control socket.
     /// Default: /var/lib/directord-mesh as root, else $XDG_STATE_HOME/directord-mesh
@@ -46,8 +59,10 @@ enum Command {
     #[command(long_about = join::LONG_ABOUT)]
     Join(join::JoinArgs),
     /// Run one job on the mesh from this node: `exec --verb RUN 'uname -a' --poll`.
+    #[command(after_help = AFTER_HELP)]
     Exec(submit::ExecArgs),
     /// Run orchestration files on the mesh from this node.
+    #[command(after_help = AFTER_HELP)]
     Orchestrate(submit::OrchestrateArgs),
     /// Show this node and every member of the mesh as this node sees it.
     Status(StatusArgs),
@@ -100,11 +115,12 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "ID")]
     analyze_job: Option<String>,
 
-    /// Timing analysis of every job of one parent.
+    /// Timing analysis of every job of one parent (`last` for the parent of the newest job).
     #[arg(long, group = "action", value_name = "ID")]
     analyze_parent: Option<String>,
 
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (listings, job info and analyses; --dump-cache always
+    /// prints JSON, --export-jobs writes it).
     #[arg(long)]
     json: bool,
 }
@@ -140,6 +156,7 @@ fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(submit::exec_argv(std::env::args_os().collect()));
+    let cli_state_dir_given = cli.state_dir.is_some();
     let state_dir = state_dir(cli.state_dir);
     let result = match cli.command {
         Command::Join(args) => join::run(state_dir, args),
@@ -147,6 +164,11 @@ fn main() -> ExitCode {
         Command::Exec(args) => submit::exec(state_dir, args),
         Command::Orchestrate(args) => submit::orchestrate(state_dir, args),
         Command::Manage(args) => manage_command(&state_dir, args),
+        Command::Demo(_) if cli_state_dir_given => Err(Failure::Input(
+            "demo runs its own daemons, each with its own state directory: use `demo --dir DIR` \
+             instead of --state-dir"
+                .into(),
+        )),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -76,7 +76,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     }
                 }
                 ControlResponse::Job(None) => {
-                    return Err(Failure::Runtime(format!("no job '{id}' on this node")));
+                    return Err(Failure::Input(format!("no job '{id}' on this node")));
                 }
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
@@ -112,7 +112,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     all.into_iter().filter(|r| r.job_id == id).collect()
                 };
                 let Some(first) = pick.first() else {
-                    return Err(Failure::Runtime(format!("no job '{id}' on this node")));
+                    return Err(Failure::Input(format!("no job '{id}' on this node")));
                 };
                 let report = analyze(&first.job_id.clone(), &pick);
                 if json {
@@ -122,13 +122,19 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 }
             }
             Action::AnalyzeParent(id) => {
-                let pick: Vec<JobRecord> = records(state_dir)
-                    .await?
-                    .into_iter()
-                    .filter(|r| r.parent_id == id)
-                    .collect();
+                let all = records(state_dir).await?;
+                // `last`: the parent of the job submitted last.
+                let id = if id == "last" {
+                    all.iter()
+                        .max_by_key(|r| r.created_unix_ms)
+                        .map(|r| r.parent_id.clone())
+                        .unwrap_or(id)
+                } else {
+                    id
+                };
+                let pick: Vec<JobRecord> = all.into_iter().filter(|r| r.parent_id == id).collect();
                 if pick.is_empty() {
-                    return Err(Failure::Runtime(format!(
+                    return Err(Failure::Input(format!(
                         "no job with parent '{id}' on this node"
                     )));
                 }

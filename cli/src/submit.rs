@@ -28,8 +28,9 @@ use crate::Failure;
 /// Options shared by `exec` and `orchestrate`.
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
-    /// Run on this node (by name) instead of the targets in the files; repeatable, order kept
-    /// (--run-once jobs run on the first).
+    /// Run on this node (by name); repeatable, order kept (--run-once jobs run on the first).
+    /// Overrides the targets in orchestration files. Default: the files' targets, else every
+    /// node alive in the mesh.
     #[arg(long = "target", value_name = "NAME")]
     targets: Vec<String>,
 
@@ -64,16 +65,20 @@ pub struct RunOptions {
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
-    /// The verb to run (RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL, WAIT).
+    /// The verb to run: RUN, ECHO, ARG, ENV, WORKDIR, CACHEFILE, CACHEEVICT, QUEUESENTINEL,
+    /// WAIT, ADD, COPY, QUERY, QUERY_WAIT or JOB_WAIT (`--exec-help` among its arguments shows
+    /// a verb's own help).
     #[arg(long, value_name = "VERB")]
     verb: String,
 
     #[command(flatten)]
     options: RunOptions,
 
-    /// The verb's arguments, e.g. `--skip-cache 'echo hello'`. `--exec-help` shows the verb's
-    /// help. Options of `exec` itself (--poll, --target, ...) may stand anywhere; after `--`
-    /// everything belongs to the job.
+    /// The verb's arguments, e.g. `--skip-cache 'echo hello'`. They are joined with spaces into
+    /// one line and split again as an orchestration file's inline arguments are, so quote a
+    /// command as one argument to keep its own quotes: `'touch "my file"'`. Options of `exec`
+    /// itself (--poll, --target, ...) may stand anywhere; after `--` everything belongs to the
+    /// job.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
@@ -236,6 +241,20 @@ fn run(
 ) -> Result<(), Failure> {
     let parents = resolve_files(parents)?;
     if options.finger_print {
+        let matched = parents
+            .iter()
+            .flat_map(|p| &p.jobs)
+            .filter(|j| {
+                let fp = j.spec.fingerprint();
+                options.restrict.is_empty() || options.restrict.iter().any(|r| fp.matches_prefix(r))
+            })
+            .count();
+        if matched == 0 && !options.restrict.is_empty() {
+            return Err(Failure::Input(format!(
+                "--restrict {} matches none of the jobs' fingerprints",
+                options.restrict.join(", ")
+            )));
+        }
         println!("{}", fingerprints(&parents, &options.restrict));
         return Ok(());
     }

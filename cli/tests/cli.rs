@@ -99,6 +99,15 @@ fn bad_join_settings_exit_2_with_the_reason() {
         2,
         &["--heartbeat-interval"],
     );
+    // Out of range on the command line, as from the environment or a file: refused before
+    // any daemon starts (a zero interval would heartbeat without pause).
+    for interval in ["0", "50ms", "2h"] {
+        fails(
+            &["--state-dir", sd, "join", "--heartbeat-interval", interval],
+            2,
+            &["--heartbeat-interval", "outside 100ms..1h"],
+        );
+    }
     fails(
         &["--state-dir", sd, "join", "--blob-retention", "5ms"],
         2,
@@ -182,6 +191,60 @@ fn usage_errors_exit_2() {
     fails(&["manage"], 2, &["--list-nodes"]);
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
     fails(&["frobnicate"], 2, &["frobnicate"]);
+    // The demo checks its file before it starts a daemon, and has no use for --state-dir.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.yaml");
+    let started = Instant::now();
+    fails(
+        &["demo", "--nodes", "2", "--exit", missing.to_str().unwrap()],
+        2,
+        &["missing.yaml"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a mesh was started first"
+    );
+    fails(
+        &[
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            "demo",
+            "--exit",
+        ],
+        2,
+        &["demo --dir"],
+    );
+    // --restrict that matches nothing says so instead of printing an empty table.
+    let file = dir.path().join("site.yaml");
+    std::fs::write(&file, "- jobs:\n  - RUN: echo hi\n").unwrap();
+    fails(
+        &[
+            "orchestrate",
+            file.to_str().unwrap(),
+            "--finger-print",
+            "--restrict",
+            "ffff0000",
+        ],
+        2,
+        &["--restrict ffff0000 matches none"],
+    );
+    let o = run(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("RUN"));
+}
+
+#[test]
+fn exit_codes_are_in_the_help() {
+    for args in [
+        &["--help"][..],
+        &["exec", "--help"],
+        &["orchestrate", "--help"],
+    ] {
+        let o = run(args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("Exit codes: 0 success"), "{args:?}:\n{out}");
+        assert!(out.contains("2 bad input"), "{args:?}:\n{out}");
+    }
 }
 
 #[test]

@@ -723,8 +723,18 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     ] {
         assert!(info.contains(key), "{key} missing from:\n{info}");
     }
+    // An unknown id is bad input.
     let o = d.cli(&["manage", "--job-info", "no-such-job"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("no job 'no-such-job' on this node"),
+        "{}",
+        text(&o)
+    );
+    let o = d.cli(&["manage", "--analyze-parent", "last", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let a: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(a["total_jobs"].as_u64().unwrap() >= 1, "{a}");
 
     // Analysis of one parent: the failing one (3 jobs on 3 nodes).
     let failing = record(&recs, "RUN: --skip-cache exit 7");
