@@ -19,6 +19,9 @@ use crate::message::{JobResult, NodeId};
 
 /// Most results in one batch.
 pub const MAX_BATCH: usize = 256;
+/// Most bytes of output in one batch (a batch travels as one message of at most 8 MiB; a
+/// single result is always sent, its output being capped by the executor).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How long a result waits for more when more are coming.
 pub const LINGER: Duration = Duration::from_millis(20);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
@@ -80,6 +83,16 @@ impl Outbox {
             .values()
             .map(|q| q.waiting.len() + q.in_flight.as_ref().map_or(0, Vec::len))
             .sum()
+    }
+
+    /// Whether results of `run_id` are still to deliver.
+    pub fn holds_run(&self, run_id: &str) -> bool {
+        self.queues.values().any(|q| {
+            q.waiting
+                .iter()
+                .chain(q.in_flight.iter().flatten())
+                .any(|r| r.run_id == run_id)
+        })
     }
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
@@ -157,7 +170,15 @@ impl Outbox {
         if q.linger_until.is_some_and(|t| t > now) && q.waiting.len() < MAX_BATCH {
             return None;
         }
-        let n = q.waiting.len().min(MAX_BATCH);
+        let mut n = 0;
+        let mut bytes = 0;
+        for r in q.waiting.iter().take(MAX_BATCH) {
+            bytes += weight(r);
+            if n > 0 && bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
         let batch: Vec<JobResult> = q.waiting.drain(..n).collect();
         q.in_flight = Some(batch.clone());
         q.retry_at = None;
@@ -167,6 +188,12 @@ impl Outbox {
             results: batch,
         })
     }
+}
+
+/// About how many bytes `r` takes in a message.
+fn weight(r: &JobResult) -> usize {
+    let o = &r.outcome;
+    o.stdout.len() + o.stderr.len() + o.info.len() + o.job_id.len() + r.run_id.len() + 128
 }
 
 #[cfg(test)]
@@ -240,6 +267,53 @@ mod tests {
         assert_eq!(jobs(&a[1]), vec!["2", "3"]);
         sent(&mut o, true, t);
         assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn a_batch_stays_within_its_byte_budget_and_a_large_result_goes_alone() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        let big = |job: &str| {
+            let mut r = result(job);
+            r.outcome.stdout = "x".repeat(3 * 1024 * 1024);
+            r
+        };
+        let add_result = |o: &mut Outbox, r: JobResult| {
+            o.handle(
+                Input::Add {
+                    to: NodeId("origin".into()),
+                    result: r,
+                    more_coming: false,
+                },
+                t,
+            )
+        };
+        add_result(&mut o, big("1"));
+        add_result(&mut o, big("2"));
+        add_result(&mut o, big("3"));
+        add_result(&mut o, result("4"));
+        // Each 3 MiB result travels alone (two would pass the 4 MiB budget); the small one
+        // joins the last.
+        for expected in [vec!["2"], vec!["3", "4"]] {
+            let a = sent(&mut o, true, t);
+            assert_eq!(jobs(&a[1]), expected);
+        }
+        sent(&mut o, true, t);
+        assert_eq!(o.pending(), 0);
+    }
+
+    #[test]
+    fn it_says_which_runs_still_have_results_to_deliver() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        add(&mut o, "1", t);
+        add(&mut o, "2", t);
+        assert!(o.holds_run("r") && !o.holds_run("other"));
+        // In flight and waiting both count until delivered.
+        sent(&mut o, true, t);
+        assert!(o.holds_run("r"));
+        sent(&mut o, true, t);
+        assert!(!o.holds_run("r"));
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::{
     template,
 };
 
-/// Output kept per stream; beyond it the output is cut and the cut is noted.
-pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// Output kept per stream; beyond it the output is cut and the cut is noted. With both
+/// streams at the cap a result still travels in one job message (8 MiB at most).
+pub const MAX_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 /// The longest line read at once: a longer one (a command printing a binary file, or
 /// `/dev/zero`) is taken in pieces of this size, so it never grows one buffer without end.
 const MAX_LINE_BYTES: u64 = 64 * 1024;

@@ -119,7 +119,8 @@ async fn run_reports_output_exit_code_and_caches_success() {
 #[tokio::test]
 async fn output_without_newlines_is_kept_up_to_the_cap_and_a_peer_job_cannot_overflow_a_clock() {
     let mut h = Harness::new();
-    // 10 MB on one "line": read in bounded pieces, the first 4 MiB kept, the rest cut.
+    // 10 MB on one "line": read in bounded pieces, the first MAX_OUTPUT_BYTES kept, the rest
+    // cut.
     let long = h
         .submit(
             "p",

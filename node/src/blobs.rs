@@ -222,8 +222,14 @@ impl BlobStore {
                     file.hash
                 ));
             }
-
-            fs::rename(&tmp, self.path(&file.hash)).map_err(|e| format!("{}: {e}", tmp.display()))
+            // On disk before the submission is: a run resumed after a crash serves it.
+            to.sync_all()
+                .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+            fs::rename(&tmp, self.path(&file.hash))
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("fsync {}: {e}", self.dir.display()))
         })();
         match result {
             Ok(()) => {

@@ -490,6 +490,9 @@ fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> Status
 
 /// Files up to this size also travel inside the run's announce.
 const INLINE_MAX: u64 = 16 * 1024;
+/// Most bytes of files carried inside one run; the others travel in chunks. Keeps a run with
+/// many small files within gossip's and a direct delivery's message sizes.
+const INLINE_TOTAL_MAX: usize = 256 * 1024;
 
 /// The daemon's answers on the control socket.
 struct Control {
@@ -538,15 +541,18 @@ impl Control {
             let blobs = self.blobs.clone();
             let imported = tokio::task::spawn_blocking(move || {
                 let mut inline = Vec::new();
+                let mut inline_bytes = 0;
                 for (src, file) in files {
                     blobs.import(std::path::Path::new(&src), &file)?;
                     if file.size <= INLINE_MAX
+                        && inline_bytes + file.size as usize <= INLINE_TOTAL_MAX
                         && !inline
                             .iter()
                             .any(|b: &coordination::InlineBlob| b.hash == file.hash)
                     {
                         let data =
                             std::fs::read(blobs.path(&file.hash)).map_err(|e| e.to_string())?;
+                        inline_bytes += data.len();
                         inline.push(coordination::InlineBlob {
                             hash: file.hash,
                             data,
@@ -561,6 +567,14 @@ impl Control {
                 Ok(Err(e)) => return ControlResponse::Refused(e),
                 Err(e) => return ControlResponse::Error(format!("reading the files stopped: {e}")),
             }
+        }
+        // A run that no message can carry would be stored and never reach anyone.
+        let deliver = coordination::JobMessage::Deliver(Box::new(resolved.run.compact()));
+        if let Err(e) = mesh::wire::encode(&deliver, mesh::wire::MAX_CTL_BYTES) {
+            return ControlResponse::Refused(format!(
+                "this run is too large to send to its targets ({e}): split it into smaller \
+                 orchestrations"
+            ));
         }
         let (done, accepted) = tokio::sync::oneshot::channel();
         self.runs

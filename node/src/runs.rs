@@ -99,6 +99,14 @@ pub enum Input {
     MemberGone(PeerId),
     /// A member is alive (new, or back after it expired or left).
     MemberBack(PeerId),
+    /// The acceptance of `run_id` is on disk (`stored`), or could not be stored.
+    AcceptStored {
+        run_id: String,
+        stored: bool,
+    },
+    /// The members alive now, asked for [`RESUMED_TARGETS_CHECK`] after a restart with runs
+    /// to resume.
+    AliveAfterRestart(Vec<PeerId>),
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
@@ -205,6 +213,7 @@ impl Runs {
             cross: coordinate::CrossNode::default(),
             // Random, never 0 (0 on the wire: not said).
             start: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
+            check_resumed_targets_at: None,
             blobs,
             job_files: HashMap::new(),
             blob_retention,
@@ -218,6 +227,7 @@ impl Runs {
             watchers: Vec::new(),
             accepted: HashMap::new(),
             job_runs: HashMap::new(),
+            accepted_not_stored: VecDeque::new(),
             waiting_for_executor: VecDeque::new(),
             outputs: HashMap::new(),
             output_seq: HashMap::new(),
@@ -260,6 +270,11 @@ struct AcceptedRun {
     ack: Acknowledgement,
 }
 
+/// After a restart with runs to resume, targets not alive this long after the start are
+/// treated as gone (they may have expired while this node was down, which no membership
+/// change reports); one that comes back within the write-off window still gets its jobs.
+const RESUMED_TARGETS_CHECK: Duration = Duration::from_secs(30);
+
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
 
@@ -276,6 +291,8 @@ struct Actor {
     local: NodeId,
     /// This start of the daemon, as its runs' copies name it ([`Run::originator_start`]).
     start: u64,
+    /// When to look for resumed runs' targets that are not alive.
+    check_resumed_targets_at: Option<Instant>,
     local_name: String,
     mesh: MeshHandle,
     store: Store,
@@ -306,6 +323,9 @@ struct Actor {
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
     job_runs: HashMap<String, String>,
+    /// Work of runs accepted from other nodes, in the order they came, until the acceptance
+    /// is on disk (`true` once it is; work leaves from the front only, so runs keep order).
+    accepted_not_stored: VecDeque<(String, Vec<Work>, bool)>,
     /// Work the executor could not take yet (its inbox was full). Not capped: it holds the
     /// jobs of runs this node accepted (each on disk already), which it owes a result for.
     waiting_for_executor: VecDeque<Box<Work>>,
@@ -390,6 +410,7 @@ impl Actor {
         self.originator.open_runs() == 0
             && self.outbox.pending() == 0
             && self.waiting_for_executor.is_empty()
+            && self.accepted_not_stored.is_empty()
             && self.watchers.is_empty()
             && self.cross.is_idle()
     }
@@ -412,7 +433,10 @@ impl Actor {
         let mut pending_jobs = self.store.pending_jobs();
         for (run_id, accepted) in self.store.accepted() {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
-            if pending.is_empty() && accepted.accepted_unix_ms < forget_before {
+            if pending.is_empty()
+                && accepted.accepted_unix_ms < forget_before
+                && !self.outbox.holds_run(&run_id)
+            {
                 self.store.delete_accepted(&run_id);
                 continue;
             }
@@ -461,6 +485,7 @@ impl Actor {
                 }
             }
             info!(run = %run.run_id, "resuming a run submitted before the restart");
+            self.check_resumed_targets_at = Some(now + RESUMED_TARGETS_CHECK);
             self.open_runs.insert(run.run_id.clone(), run.clone());
             let actions = self.originator.handle(
                 originator::Input::Resume {
@@ -614,6 +639,41 @@ impl Actor {
                     .handle(originator::Input::NodeBack(node), Instant::now());
                 self.originator_actions(actions);
             }
+            Input::AcceptStored { run_id, stored } => {
+                if !stored {
+                    // The node stops (its database cannot be written); the originator resends
+                    // the run to it later.
+                    warn!(run = %run_id, "a run could not be stored here: its jobs do not start");
+                    self.accepted_not_stored.retain(|(id, _, _)| *id != run_id);
+                    return;
+                }
+                if let Some(held) = self.accepted_not_stored.iter_mut().find(|h| h.0 == run_id) {
+                    held.2 = true;
+                }
+                while self.accepted_not_stored.front().is_some_and(|h| h.2) {
+                    if let Some((_, work, _)) = self.accepted_not_stored.pop_front() {
+                        self.waiting_for_executor
+                            .extend(work.into_iter().map(Box::new));
+                    }
+                }
+                self.feed_executor();
+            }
+            Input::AliveAfterRestart(alive) => {
+                let alive: HashSet<NodeId> = alive.iter().map(|p| NodeId(p.to_string())).collect();
+                let gone: HashSet<NodeId> = self
+                    .open_runs
+                    .values()
+                    .flat_map(Run::targets)
+                    .filter(|t| *t != self.local && !alive.contains(t))
+                    .collect();
+                for node in gone {
+                    warn!(%node, "a target of a resumed run is not alive: its jobs are written off");
+                    let actions = self
+                        .originator
+                        .handle(originator::Input::NodeGone(node), Instant::now());
+                    self.originator_actions(actions);
+                }
+            }
             Input::MemberGone(peer) => {
                 let node = NodeId(peer.to_string());
                 self.queries_node_gone(&node);
@@ -669,6 +729,17 @@ impl Actor {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        if self.check_resumed_targets_at.is_some_and(|at| at <= now) {
+            self.check_resumed_targets_at = None;
+            let mesh = self.mesh.clone();
+            let inbox = self.inbox.clone();
+            tokio::spawn(async move {
+                if let Ok(alive) = mesh.alive_members().await {
+                    let alive = alive.into_iter().map(|(peer, _)| peer).collect();
+                    let _ = inbox.send(Input::AliveAfterRestart(alive)).await;
+                }
+            });
+        }
         let actions = self.originator.handle(originator::Input::Tick, now);
         self.originator_actions(actions);
         let actions = self.outbox.handle(outbox::Input::Tick, now);
@@ -678,8 +749,13 @@ impl Actor {
         self.watchers.retain(|w| !w.events.is_closed());
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
         let store = &self.store;
+        let outbox = &self.outbox;
         self.accepted.retain(|run_id, a| {
-            let keep = !a.pending.is_empty() || a.accepted_unix_ms >= forget_before;
+            // A run whose results have not reached its originator is remembered however old:
+            // that originator resends it when it comes back, and it must not run again.
+            let keep = !a.pending.is_empty()
+                || a.accepted_unix_ms >= forget_before
+                || outbox.holds_run(run_id);
             if !keep {
                 store.delete_accepted(run_id);
             }
@@ -848,11 +924,13 @@ impl Actor {
                     let Ok(peer) = to.0.parse::<PeerId>() else {
                         continue;
                     };
-                    let Some(bytes) = encode(&JobMessage::Results(results)) else {
-                        continue;
-                    };
+                    let bytes = results_message(results);
                     let mesh = self.mesh.clone();
                     tokio::spawn(async move {
+                        let Some(bytes) = bytes else {
+                            let _ = inbox.send(Input::OutboxSent { to, ok: false }).await;
+                            return;
+                        };
                         let ok = match mesh.request_job(peer, bytes).await {
                             Ok(reply) => matches!(
                                 wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
@@ -1017,6 +1095,7 @@ impl Actor {
             return;
         }
         let mut pending = HashSet::new();
+        let mut work_here = Vec::new();
         for (parent, jobs) in &work {
             for job in jobs {
                 pending.insert(job.job_id.clone());
@@ -1038,14 +1117,14 @@ impl Actor {
                         },
                     );
                 }
-                self.waiting_for_executor.push_back(Box::new(Work {
+                work_here.push(Work {
                     job_id: job.job_id.clone(),
                     parent_id: parent.parent_id.clone(),
                     queue: parent.queue,
                     spec: job.spec.clone(),
                     fingerprint: job.fingerprint,
                     stream: run.stream,
-                }));
+                });
             }
         }
         let accepted_unix_ms = now_ms();
@@ -1067,7 +1146,25 @@ impl Actor {
                 ack: Acknowledgement::default(),
             },
         );
-        self.feed_executor();
+        if run.originator == self.local {
+            // The submitter's own part: after a crash here its jobs are written off, never
+            // handed out again, so they may start at once.
+            self.waiting_for_executor
+                .extend(work_here.into_iter().map(Box::new));
+            self.feed_executor();
+        } else {
+            // Another node's jobs start once their acceptance is on disk: restarted before
+            // that, this node would take a resend of the run as new and run them twice.
+            self.accepted_not_stored
+                .push_back((run.run_id.clone(), work_here, false));
+            let stored = self.store.commit_now();
+            let inbox = self.inbox.clone();
+            let run_id = run.run_id.clone();
+            tokio::spawn(async move {
+                let stored = stored.await.is_ok();
+                let _ = inbox.send(Input::AcceptStored { run_id, stored }).await;
+            });
+        }
         if acknowledge {
             self.send_ack(&run);
         }
@@ -1135,21 +1232,25 @@ impl Actor {
         accepted.pending.remove(&outcome.job_id);
         let more_coming = !accepted.pending.is_empty();
         let originator = accepted.originator.clone();
-        self.store.job_finished(&run_id, &outcome.job_id);
         // Send what output is still waiting before the result.
         self.flush_output(&originator);
         let result = JobResult {
-            run_id,
+            run_id: run_id.clone(),
             node: self.local.clone(),
             outcome,
         };
         if originator == self.local {
+            self.store
+                .job_finished(&run_id, &result.outcome.job_id, None);
             self.record_result(result);
         } else {
-            self.store.put_outbox(&OutboxEntry {
+            let entry = OutboxEntry {
                 to: originator.clone(),
-                result: result.clone(),
-            });
+                result,
+            };
+            self.store
+                .job_finished(&run_id, &entry.result.outcome.job_id, Some(&entry));
+            let result = entry.result;
             let actions = self.outbox.handle(
                 outbox::Input::Add {
                     to: originator,
@@ -1239,7 +1340,16 @@ impl Actor {
                 // A late result (after the job was written off, or after a restart).
                 Some(r) => self.records.entry(job_id.clone()).or_insert(r),
                 None => {
-                    debug!(job = %job_id, "result for a job this node does not know");
+                    // Its record was purged (or never stored): still owed to the run's tracker,
+                    // or the run would never finish.
+                    debug!(job = %job_id, "result for a job this node has no record of");
+                    let result = originator::Input::Result {
+                        run_id,
+                        job_id,
+                        node,
+                    };
+                    let actions = self.originator.handle(result, Instant::now());
+                    self.originator_actions(actions);
                     return;
                 }
             },
@@ -1363,6 +1473,27 @@ impl Actor {
 }
 
 /// The file of an ADD/COPY component.
+/// A batch of results as one message. Outputs are capped so that a batch fits; should one
+/// still not (an info text has no cap), it goes without its output rather than block every
+/// later result to that originator.
+fn results_message(results: Vec<JobResult>) -> Option<Vec<u8>> {
+    let message = JobMessage::Results(results);
+    if let Some(bytes) = encode(&message) {
+        return Some(bytes);
+    }
+    let JobMessage::Results(mut results) = message else {
+        return None;
+    };
+    warn!("results too large for one message: sent without their output");
+    for r in &mut results {
+        let o = &mut r.outcome;
+        o.stdout = "[output left out: too large to send]".into();
+        o.stderr.clear();
+        o.info = o.info.chars().take(4096).collect();
+    }
+    encode(&JobMessage::Results(results))
+}
+
 fn transfer_file(component: &jobs::Component) -> Option<&jobs::spec::FileRef> {
     match component {
         jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref(),
@@ -1381,4 +1512,47 @@ fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
 /// A channel for a watcher.
 pub fn watch_channel() -> (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>) {
     mpsc::channel(WATCH_DEPTH)
+}
+
+#[cfg(test)]
+mod tests {
+    use jobs::executor::{Outcome, ResultState};
+
+    use super::*;
+
+    fn result(job: &str, stdout: String, info: String) -> JobResult {
+        JobResult {
+            run_id: "r".into(),
+            node: NodeId("n".into()),
+            outcome: Outcome {
+                job_id: job.into(),
+                state: ResultState::Success,
+                stdout,
+                stderr: String::new(),
+                info,
+                execution_secs: 0.0,
+                started_unix_ms: 0,
+                finished_unix_ms: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn results_too_large_for_a_message_still_travel_without_their_output() {
+        let fits = vec![result("a", "out".into(), "echo out".into())];
+        let bytes = results_message(fits.clone()).unwrap();
+        let back: JobMessage = wire::decode(&bytes, MAX_JOB_MESSAGE).unwrap();
+        assert_eq!(back, JobMessage::Results(fits));
+
+        let huge = "i".repeat(MAX_JOB_MESSAGE);
+        let too_large = vec![result("b", "x".repeat(1024), huge)];
+        let bytes = results_message(too_large).unwrap();
+        let JobMessage::Results(back) = wire::decode(&bytes, MAX_JOB_MESSAGE).unwrap() else {
+            panic!("not results");
+        };
+        assert_eq!(back[0].outcome.job_id, "b");
+        assert_eq!(back[0].outcome.state, ResultState::Success);
+        assert!(back[0].outcome.stdout.contains("left out"));
+        assert_eq!(back[0].outcome.info.len(), 4096);
+    }
 }

@@ -91,6 +91,8 @@ enum Op {
         String,
     ),
     Clear(TableDefinition<'static, &'static str, &'static [u8]>),
+    /// Puts and deletes that land in one commit, never split between two.
+    Batch(Vec<Op>),
     /// Tell `done` once everything queued before is committed; `now` ends the window at once.
     Commit {
         done: Committed,
@@ -282,17 +284,28 @@ impl Store {
         self.send(Op::Delete(OUTBOX, outbox_key(result)));
     }
 
-    /// Remembers an accepted run and its jobs, all pending.
+    /// Remembers an accepted run and its jobs, all pending (in one commit).
     pub fn put_accepted(&self, run_id: &str, accepted: &Accepted, jobs: &[String]) {
-        self.send(Op::Put(ACCEPTED, run_id.to_string(), encode(accepted)));
+        let mut ops = Vec::with_capacity(jobs.len() + 1);
+        ops.push(Op::Put(ACCEPTED, run_id.to_string(), encode(accepted)));
         for job in jobs {
-            self.send(Op::Put(PENDING, format!("{run_id}/{job}"), Vec::new()));
+            ops.push(Op::Put(PENDING, format!("{run_id}/{job}"), Vec::new()));
         }
+        self.send(Op::Batch(ops));
     }
 
-    /// A job of an accepted run finished.
-    pub fn job_finished(&self, run_id: &str, job_id: &str) {
-        self.send(Op::Delete(PENDING, format!("{run_id}/{job_id}")));
+    /// A job of an accepted run finished; its result, for another node, goes into the outbox
+    /// in the same commit (else a crash between the two could leave the job neither pending,
+    /// so reported interrupted, nor owed).
+    pub fn job_finished(&self, run_id: &str, job_id: &str, outbox: Option<&OutboxEntry>) {
+        let pending = Op::Delete(PENDING, format!("{run_id}/{job_id}"));
+        match outbox {
+            Some(entry) => self.send(Op::Batch(vec![
+                pending,
+                Op::Put(OUTBOX, outbox_key(&entry.result), encode(entry)),
+            ])),
+            None => self.send(pending),
+        }
     }
 
     pub fn delete_accepted(&self, run_id: &str) {
@@ -515,13 +528,21 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
     let mut last: Vec<(TableName, String, Option<Vec<u8>>)> = Vec::new();
     let mut index: HashMap<(TableName, String), usize> = HashMap::new();
     let mut clears: Vec<(usize, Table)> = Vec::new();
-    for op in batch {
+    let ops = batch.into_iter().flat_map(|op| match op {
+        Op::Batch(ops) => ops,
+        op => vec![op],
+    });
+    for op in ops {
         let (table, key, value) = match op {
             Op::Put(table, k, v) => (table, k, Some(v)),
             Op::Delete(table, k) => (table, k, None),
             Op::Clear(table) => {
-                // Writes before the clear are void; writes after it stay.
+                // Writes before the clear are void; writes after it stay. Clears seen
+                // earlier apply before fewer writes once those go.
                 let name = table_index(&table);
+                for (at, _) in &mut clears {
+                    *at -= last[..*at].iter().filter(|(t, _, _)| *t == name).count();
+                }
                 last.retain(|(t, _, _)| *t != name);
                 index = last
                     .iter()
@@ -535,6 +556,8 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
                 waiters.push(done);
                 continue;
             }
+            // Flattened above; a batch holds no batch.
+            Op::Batch(_) => continue,
         };
         match index.get(&(table_index(&table), key.clone())) {
             Some(&i) => last[i].2 = value,
@@ -680,6 +703,75 @@ mod tests {
             vec!["y"],
             "a write after a purge survives it, one before does not"
         );
+    }
+
+    #[test]
+    fn clears_and_writes_in_one_group_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let result = NodeResult::from_outcome(
+            jobs::executor::Outcome {
+                job_id: "x".into(),
+                state: jobs::executor::ResultState::Success,
+                stdout: String::new(),
+                stderr: String::new(),
+                info: String::new(),
+                execution_secs: 0.0,
+                started_unix_ms: 0,
+                finished_unix_ms: 0,
+            },
+            0,
+            0,
+        );
+        // A purge (both clears) lands in the same group as a result before it and a
+        // submission after it: the submission stays.
+        store.put_result("x", "n", &result);
+        store.send(Op::Clear(JOBS));
+        store.send(Op::Clear(RESULTS));
+        store.put_record(&record("y", 2));
+        store.flush();
+        let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
+        assert_eq!(ids, vec!["y"]);
+    }
+
+    #[test]
+    fn an_accepted_run_and_a_finished_jobs_result_are_each_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let jobs: Vec<String> = (0..MAX_GROUP + 10).map(|i| format!("j{i}")).collect();
+        let accepted = Accepted {
+            originator: NodeId("o".into()),
+            stream: false,
+            accepted_unix_ms: 1,
+        };
+        store.put_accepted("r", &accepted, &jobs);
+        let entry = OutboxEntry {
+            to: NodeId("o".into()),
+            result: JobResult {
+                run_id: "r".into(),
+                node: NodeId("n".into()),
+                outcome: jobs::executor::Outcome {
+                    job_id: "j0".into(),
+                    state: jobs::executor::ResultState::Success,
+                    stdout: "out".into(),
+                    stderr: String::new(),
+                    info: String::new(),
+                    execution_secs: 0.0,
+                    started_unix_ms: 0,
+                    finished_unix_ms: 0,
+                },
+            },
+        };
+        store.job_finished("r", "j0", Some(&entry));
+        store.job_finished("r", "j1", None);
+        store.flush();
+        assert_eq!(store.pending_jobs()["r"].len(), MAX_GROUP + 8);
+        let owed: Vec<String> = store
+            .outbox()
+            .into_iter()
+            .map(|e| e.result.outcome.job_id)
+            .collect();
+        assert_eq!(owed, vec!["j0"]);
     }
 
     #[test]

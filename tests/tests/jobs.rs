@@ -523,6 +523,46 @@ fn a_submitter_restarted_mid_run_still_gets_every_result() {
     }
 }
 
+/// A target that dies while its submitter is down is written off once the submitter is back
+/// (no membership change tells the restarted submitter: it learns the target already expired).
+#[test]
+fn a_target_gone_while_its_submitter_was_down_is_written_off_after_the_restart() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let job_id = submit(&nodes[0], &["n2", "n3"], "sleep 3; echo done");
+    nodes[0].kill9();
+    nodes[2].kill9();
+    // n2 sees n3 expire (three missed 1 s heartbeats) before the submitter starts again.
+    let started = Instant::now();
+    while nodes[1].status().is_some_and(|s| {
+        s["nodes"].as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["name"] == "n3" && r["state"] == "alive")
+        })
+    }) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "n3 never expired at n2"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nodes[0].restart();
+    let record = wait_for_record(
+        &nodes,
+        &job_id,
+        "the restarted submitter never wrote off the target that died meanwhile",
+        |r| r["results"].as_object().is_some_and(|m| m.len() == 2),
+    );
+    assert_eq!(record["results"]["n2"]["state"], "success", "{record}");
+    assert_eq!(record["results"]["n3"]["state"], "failed", "{record}");
+    assert!(
+        record["results"]["n3"]["info"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("unreachable")),
+        "{record}"
+    );
+}
+
 /// A node whose database stops taking writes refuses what it cannot store, says why and stops;
 /// back on a working disk it gets every result it refused, and nothing it refused to submit runs.
 #[test]
@@ -665,6 +705,23 @@ fn unknown_targets_are_refused_before_anything_runs() {
         String::from_utf8_lossy(&o.stderr).contains("unknown target 'nope'"),
         "{}",
         text(&o)
+    );
+    assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
+    // A run no message can carry (9 MiB of command) is refused, not stored to wait forever.
+    let big = root.path().join("big.yaml");
+    let command = format!("echo {}", "x".repeat(9 * 1024 * 1024));
+    std::fs::write(&big, format!("- jobs:\n  - RUN: {command}\n")).unwrap();
+    let o = nodes[0].cli(&["orchestrate", big.to_str().unwrap(), "--poll"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        &text(&o)[..2000.min(text(&o).len())]
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("too large to send"),
+        "{}",
+        &text(&o)[..2000.min(text(&o).len())]
     );
     assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
     // --finger-print runs nothing and needs no daemon.
