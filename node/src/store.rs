@@ -646,6 +646,31 @@ mod tests {
 
     use super::*;
 
+    fn outcome(job: &str) -> jobs::executor::Outcome {
+        jobs::executor::Outcome {
+            job_id: job.into(),
+            state: jobs::executor::ResultState::Success,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: String::new(),
+            execution_secs: 0.0,
+            started_unix_ms: 0,
+            finished_unix_ms: 0,
+        }
+    }
+
+    /// A result of run `r` owed to `o`.
+    fn entry(job: &str) -> OutboxEntry {
+        OutboxEntry {
+            to: NodeId("o".into()),
+            result: JobResult {
+                run_id: "r".into(),
+                node: NodeId("n".into()),
+                outcome: outcome(job),
+            },
+        }
+    }
+
     fn record(id: &str, created: u64) -> JobRecord {
         JobRecord {
             job_id: id.into(),
@@ -667,23 +692,6 @@ mod tests {
     fn a_group_keeps_only_the_last_write_of_each_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let entry = |job: &str| OutboxEntry {
-            to: NodeId("o".into()),
-            result: JobResult {
-                run_id: "r".into(),
-                node: NodeId("n".into()),
-                outcome: jobs::executor::Outcome {
-                    job_id: job.into(),
-                    state: jobs::executor::ResultState::Success,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    info: String::new(),
-                    execution_secs: 0.0,
-                    started_unix_ms: 0,
-                    finished_unix_ms: 0,
-                },
-            },
-        };
         store.put_outbox(&entry("a"));
         store.put_outbox(&entry("b"));
         store.delete_outbox(&entry("a").result);
@@ -709,20 +717,7 @@ mod tests {
     fn clears_and_writes_in_one_group_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let result = NodeResult::from_outcome(
-            jobs::executor::Outcome {
-                job_id: "x".into(),
-                state: jobs::executor::ResultState::Success,
-                stdout: String::new(),
-                stderr: String::new(),
-                info: String::new(),
-                execution_secs: 0.0,
-                started_unix_ms: 0,
-                finished_unix_ms: 0,
-            },
-            0,
-            0,
-        );
+        let result = NodeResult::from_outcome(outcome("x"), 0, 0);
         // A purge (both clears) lands in the same group as a result before it and a
         // submission after it: the submission stays.
         store.put_result("x", "n", &result);
@@ -745,24 +740,7 @@ mod tests {
             accepted_unix_ms: 1,
         };
         store.put_accepted("r", &accepted, &jobs);
-        let entry = OutboxEntry {
-            to: NodeId("o".into()),
-            result: JobResult {
-                run_id: "r".into(),
-                node: NodeId("n".into()),
-                outcome: jobs::executor::Outcome {
-                    job_id: "j0".into(),
-                    state: jobs::executor::ResultState::Success,
-                    stdout: "out".into(),
-                    stderr: String::new(),
-                    info: String::new(),
-                    execution_secs: 0.0,
-                    started_unix_ms: 0,
-                    finished_unix_ms: 0,
-                },
-            },
-        };
-        store.job_finished("r", "j0", Some(&entry));
+        store.job_finished("r", "j0", Some(&entry("j0")));
         store.job_finished("r", "j1", None);
         store.flush();
         assert_eq!(store.pending_jobs()["r"].len(), MAX_GROUP + 8);
