@@ -102,7 +102,8 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "timeout",
         value: Some("SECONDS"),
-        help: "kill the job (and every process it started) after this long; default 600",
+        help: "kill the job (and every process it started) after this long: seconds, or 5m, \
+               2h, 1d (at most a year); default 600",
     },
     OptionSpec {
         name: "force-lock",

@@ -31,14 +31,30 @@ pub fn bounded_secs_f64(secs: f64) -> std::time::Duration {
     std::time::Duration::try_from_secs_f64(secs.clamp(0.0, MAX_SECONDS as f64)).unwrap_or_default()
 }
 
-/// A whole number of seconds from 1 to [`MAX_SECONDS`], for `option` (`--timeout` ...).
+/// A whole number of seconds from 1 to [`MAX_SECONDS`], for `option` (`--timeout` ...): `90`,
+/// or with a unit, `90s`, `5m`, `2h`, `1d`.
 fn whole_seconds(text: &str, option: &str) -> Result<u64, String> {
-    text.trim()
-        .parse::<u64>()
-        .ok()
+    let t = text.trim();
+    let (number, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale = match unit {
+        "" | "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86_400),
+        _ => None,
+    };
+    scale
+        .zip(number.parse::<u64>().ok())
+        .and_then(|(scale, n)| n.checked_mul(scale))
         .filter(|n| (1..=MAX_SECONDS).contains(n))
         .ok_or_else(|| {
-            format!("{option} '{text}' must be a whole number of seconds from 1 to {MAX_SECONDS} (a year)")
+            format!(
+                "{option} '{text}' must be a whole number of seconds, or of minutes, hours or \
+                 days (90, 90s, 5m, 2h, 1d), from 1 s to a year"
+            )
         })
 }
 
@@ -957,6 +973,20 @@ mod tests {
             spec("RUN", "--timeout 31622400 true").timeout_secs,
             MAX_SECONDS
         );
+        for (given, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("2h", 7200),
+            ("1d", 86_400),
+        ] {
+            let inline = format!("--timeout {given} true");
+            assert_eq!(spec("RUN", &inline).timeout_secs, secs, "{given}");
+        }
+        for bad in ["5x", "m", "1.5m", "-1", "367d", "0m"] {
+            let e = err("RUN", &format!("--timeout {bad} true"));
+            assert!(e.contains(&format!("--timeout '{bad}'")), "{bad}: {e}");
+        }
         for inline in [
             "--timeout 31622401 true",
             "--timeout 10000000000000000000 true",
@@ -1125,7 +1155,7 @@ mod tests {
         assert!(err("FROB", "x").contains("unknown verb 'FROB'"));
         assert!(err("RUN", "").contains("RUN needs a command"));
         assert!(err("RUN", "--timeout abc true").contains("--timeout 'abc'"));
-        assert!(err("RUN", "--timeout 0 true").contains("from 1 to"));
+        assert!(err("RUN", "--timeout 0 true").contains("from 1 s to a year"));
         assert!(err("RUN", "--stdout-arg 9x true").contains("--stdout-arg '9x'"));
         assert!(err("ARG", "").contains("needs a KEY and a VALUE"));
         assert!(err("ARG", "k").contains("has no VALUE"));
