@@ -222,14 +222,11 @@ impl BlobStore {
                     file.hash
                 ));
             }
-            // On disk before the submission is: a run resumed after a crash serves it.
-            to.sync_all()
-                .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
-            fs::rename(&tmp, self.path(&file.hash))
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| format!("fsync {}: {e}", self.dir.display()))
+            // Not fsynced: that would cost an ADD of a large file a whole write to disk before
+            // anything is sent. A process crash keeps it (the page cache); after a power loss
+            // a damaged copy is removed at the next start and a resumed run's jobs for it
+            // fail, naming the file, rather than lose anything silently.
+            fs::rename(&tmp, self.path(&file.hash)).map_err(|e| format!("{}: {e}", tmp.display()))
         })();
         match result {
             Ok(()) => {
