@@ -1220,8 +1220,17 @@ impl Actor {
             } else {
                 "success"
             };
+            // After the job's own writes below are queued: JOB_WAIT waiters hear of it once
+            // those are on disk.
+            self.record_finished(outcome);
             self.notify_waiters(&fp.to_hex(), state);
+            return;
         }
+        self.record_finished(outcome);
+    }
+
+    /// Target side: a finished job leaves `pending` and its result goes to its originator.
+    fn record_finished(&mut self, outcome: Outcome) {
         let Some(run_id) = self.job_runs.remove(&outcome.job_id) else {
             warn!(job = %outcome.job_id, "finished a job of no known run");
             return;

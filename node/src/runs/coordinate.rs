@@ -94,6 +94,30 @@ impl Actor {
         });
     }
 
+    /// As [`Actor::tell`], once what was written so far is on disk: an outcome another node
+    /// goes on from must not be one a crash here would turn into "interrupted".
+    pub(super) fn tell_once_stored(&mut self, to: &NodeId, msg: JobMessage) {
+        if *to == self.local {
+            self.tell(to, msg);
+            return;
+        }
+        let Ok(peer) = to.0.parse::<PeerId>() else {
+            return;
+        };
+        let Some(bytes) = encode(&msg) else { return };
+        let committed = self.store.committed();
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            // Err: nothing was stored and the node stops.
+            if committed.await.is_err() {
+                return;
+            }
+            if let Err(e) = mesh.request_job(peer, bytes).await {
+                debug!(%peer, "coordination message not delivered: {e}");
+            }
+        });
+    }
+
     /// Target side: this node's value for a QUERY job.
     pub(super) fn query_local(
         &mut self,
@@ -298,7 +322,7 @@ impl Actor {
                 node: self.local.clone(),
                 state: state.to_string(),
             };
-            self.tell(&waiter, msg);
+            self.tell_once_stored(&waiter, msg);
             return;
         }
         let now = Instant::now();
@@ -342,7 +366,7 @@ impl Actor {
                 node: self.local.clone(),
                 state: state.to_string(),
             };
-            self.tell(&waiter, msg);
+            self.tell_once_stored(&waiter, msg);
         }
     }
 
