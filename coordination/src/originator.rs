@@ -35,6 +35,10 @@ pub struct OriginatorConfig {
     /// thousands of targets. While the announce still spreads (a large or busy mesh), a new
     /// one would only make every target check and acknowledge it again.
     pub resend_batch: usize,
+    /// After a restart with runs to resume, how long before the targets that still owe
+    /// results and are not alive are written off: they may have expired while this node was
+    /// down, which no membership change reports to it.
+    pub resumed_alive_check: Duration,
 }
 
 impl Default for OriginatorConfig {
@@ -45,6 +49,7 @@ impl Default for OriginatorConfig {
             direct_up_to: 2,
             written_off_for: Duration::from_secs(600),
             resend_batch: 32,
+            resumed_alive_check: Duration::from_secs(30),
         }
     }
 }
@@ -72,6 +77,8 @@ pub enum Input {
     NodeGone(NodeId),
     /// A target that had expired or left is alive again (a partition healed, a long restart).
     NodeBack(NodeId),
+    /// The nodes alive now (the answer to [`Action::CheckAlive`]).
+    Alive(Vec<NodeId>),
     /// Time passed.
     Tick,
 }
@@ -94,6 +101,8 @@ pub enum Action {
     },
     /// Every expected result of the run is in (or unreachable).
     Finished { run_id: String },
+    /// Say which nodes are alive now ([`Input::Alive`]).
+    CheckAlive,
 }
 
 struct Tracked {
@@ -153,6 +162,8 @@ pub struct Originator {
     runs: HashMap<String, Tracked>,
     /// Per target gone with jobs still owed: the runs and jobs written off, and when.
     written_off: HashMap<NodeId, Vec<WrittenOff>>,
+    /// When to ask which nodes are alive, after resuming runs.
+    check_alive_at: Option<Instant>,
 }
 
 struct WrittenOff {
@@ -168,6 +179,7 @@ impl Originator {
             config,
             runs: HashMap::new(),
             written_off: HashMap::new(),
+            check_alive_at: None,
         }
     }
 
@@ -202,6 +214,7 @@ impl Originator {
             } => self.result(run_id, job_id, node),
             Input::NodeGone(node) => self.gone(node, now),
             Input::NodeBack(node) => self.back(node, now),
+            Input::Alive(alive) => self.alive(alive, now),
             Input::Tick => self.tick(now),
         }
     }
@@ -291,6 +304,8 @@ impl Originator {
             actions.push(Action::Finished { run_id: run.run_id });
             return actions;
         }
+        self.check_alive_at
+            .get_or_insert(now + self.config.resumed_alive_check);
         self.runs.insert(
             run.run_id.clone(),
             // Resend (and announce) at once: the restart may have lost deliveries in flight.
@@ -388,8 +403,27 @@ impl Originator {
         actions
     }
 
+    /// Targets that owe results and are not among `alive` are gone.
+    fn alive(&mut self, alive: Vec<NodeId>, now: Instant) -> Vec<Action> {
+        let alive: HashSet<NodeId> = alive.into_iter().collect();
+        let gone: BTreeSet<NodeId> = self
+            .runs
+            .values()
+            .flat_map(|t| t.missing.iter().map(|(_, n)| n))
+            .filter(|n| **n != self.local && !alive.contains(*n))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .flat_map(|node| self.gone(node, now))
+            .collect()
+    }
+
     fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
+        if self.check_alive_at.is_some_and(|at| at <= now) {
+            self.check_alive_at = None;
+            actions.push(Action::CheckAlive);
+        }
         let window = self.config.written_off_for;
         self.written_off.retain(|_, list| {
             list.retain(|w| now.duration_since(w.at) < window);
@@ -777,6 +811,40 @@ mod tests {
         let a = o.handle(Input::Tick, now);
         assert_eq!(a.len(), 1);
         assert!(matches!(&a[0], Action::Deliver { node: n, .. } if *n == node("b")));
+        assert_eq!(o.missing("r1"), 1);
+    }
+
+    #[test]
+    fn targets_of_a_resumed_run_not_alive_after_a_while_are_written_off() {
+        let now = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(
+            Input::Resume {
+                run: run(&["a", "b", "c"], 1, None),
+                acked: vec![],
+                reported: vec![("j0".into(), node("c"))],
+            },
+            now,
+        );
+        let check = OriginatorConfig::default().resumed_alive_check;
+        let asks = |a: &[Action]| a.iter().filter(|x| **x == Action::CheckAlive).count();
+        assert_eq!(asks(&o.handle(Input::Tick, now + check / 2)), 0);
+        assert_eq!(asks(&o.handle(Input::Tick, now + check)), 1);
+        assert_eq!(
+            asks(&o.handle(Input::Tick, now + check * 2)),
+            0,
+            "asked once"
+        );
+        // `b` expired while this node was down; `c` has reported and is not owed anything.
+        let a = o.handle(Input::Alive(vec![node("a")]), now + check);
+        assert_eq!(
+            a,
+            vec![Action::Unreachable {
+                run_id: "r1".into(),
+                node: node("b"),
+                job_ids: vec!["j0".into()]
+            }]
+        );
         assert_eq!(o.missing("r1"), 1);
     }
 }

@@ -104,9 +104,8 @@ pub enum Input {
         run_id: String,
         stored: bool,
     },
-    /// The members alive now, asked for [`RESUMED_TARGETS_CHECK`] after a restart with runs
-    /// to resume.
-    AliveAfterRestart(Vec<PeerId>),
+    /// The members alive now, as the run tracker asked.
+    Alive(Vec<PeerId>),
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
@@ -213,7 +212,6 @@ impl Runs {
             cross: coordinate::CrossNode::default(),
             // Random, never 0 (0 on the wire: not said).
             start: uuid::Uuid::new_v4().as_u64_pair().0.max(1),
-            check_resumed_targets_at: None,
             blobs,
             job_files: HashMap::new(),
             blob_retention,
@@ -270,11 +268,6 @@ struct AcceptedRun {
     ack: Acknowledgement,
 }
 
-/// After a restart with runs to resume, targets not alive this long after the start are
-/// treated as gone (they may have expired while this node was down, which no membership
-/// change reports); one that comes back within the write-off window still gets its jobs.
-const RESUMED_TARGETS_CHECK: Duration = Duration::from_secs(30);
-
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
 
@@ -291,8 +284,6 @@ struct Actor {
     local: NodeId,
     /// This start of the daemon, as its runs' copies name it ([`Run::originator_start`]).
     start: u64,
-    /// When to look for resumed runs' targets that are not alive.
-    check_resumed_targets_at: Option<Instant>,
     local_name: String,
     mesh: MeshHandle,
     store: Store,
@@ -485,7 +476,6 @@ impl Actor {
                 }
             }
             info!(run = %run.run_id, "resuming a run submitted before the restart");
-            self.check_resumed_targets_at = Some(now + RESUMED_TARGETS_CHECK);
             self.open_runs.insert(run.run_id.clone(), run.clone());
             let actions = self.originator.handle(
                 originator::Input::Resume {
@@ -658,21 +648,12 @@ impl Actor {
                 }
                 self.feed_executor();
             }
-            Input::AliveAfterRestart(alive) => {
-                let alive: HashSet<NodeId> = alive.iter().map(|p| NodeId(p.to_string())).collect();
-                let gone: HashSet<NodeId> = self
-                    .open_runs
-                    .values()
-                    .flat_map(Run::targets)
-                    .filter(|t| *t != self.local && !alive.contains(t))
-                    .collect();
-                for node in gone {
-                    warn!(%node, "a target of a resumed run is not alive: its jobs are written off");
-                    let actions = self
-                        .originator
-                        .handle(originator::Input::NodeGone(node), Instant::now());
-                    self.originator_actions(actions);
-                }
+            Input::Alive(alive) => {
+                let alive = alive.iter().map(|p| NodeId(p.to_string())).collect();
+                let actions = self
+                    .originator
+                    .handle(originator::Input::Alive(alive), Instant::now());
+                self.originator_actions(actions);
             }
             Input::MemberGone(peer) => {
                 let node = NodeId(peer.to_string());
@@ -729,17 +710,6 @@ impl Actor {
 
     fn tick(&mut self) {
         let now = Instant::now();
-        if self.check_resumed_targets_at.is_some_and(|at| at <= now) {
-            self.check_resumed_targets_at = None;
-            let mesh = self.mesh.clone();
-            let inbox = self.inbox.clone();
-            tokio::spawn(async move {
-                if let Ok(alive) = mesh.alive_members().await {
-                    let alive = alive.into_iter().map(|(peer, _)| peer).collect();
-                    let _ = inbox.send(Input::AliveAfterRestart(alive)).await;
-                }
-            });
-        }
         let actions = self.originator.handle(originator::Input::Tick, now);
         self.originator_actions(actions);
         let actions = self.outbox.handle(outbox::Input::Tick, now);
@@ -854,6 +824,16 @@ impl Actor {
                     });
                 }
                 originator::Action::DeliverLocal(run) => self.accept(run, false),
+                originator::Action::CheckAlive => {
+                    let mesh = self.mesh.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        if let Ok(alive) = mesh.alive_members().await {
+                            let alive = alive.into_iter().map(|(peer, _)| peer).collect();
+                            let _ = inbox.send(Input::Alive(alive)).await;
+                        }
+                    });
+                }
                 originator::Action::Unreachable {
                     run_id,
                     node,

@@ -1134,7 +1134,8 @@ impl Sim {
                         }
                     }
                 }
-                originator::Action::Finished { .. } => {}
+                // The submitter never restarts here, so never resumes a run.
+                originator::Action::Finished { .. } | originator::Action::CheckAlive => {}
             }
         }
     }
