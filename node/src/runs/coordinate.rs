@@ -77,6 +77,16 @@ impl CrossNode {
 impl Actor {
     /// Sends `msg` to `to` (or handles it here when `to` is this node); the reply is ignored.
     pub(super) fn tell(&mut self, to: &NodeId, msg: JobMessage) {
+        self.send_told(to, msg, false);
+    }
+
+    /// As [`Actor::tell`], once what was written so far is on disk: an outcome another node
+    /// goes on from must not be one a crash here would turn into "interrupted".
+    pub(super) fn tell_once_stored(&mut self, to: &NodeId, msg: JobMessage) {
+        self.send_told(to, msg, true);
+    }
+
+    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool) {
         if *to == self.local {
             let local = self.mesh.local_peer_id();
             let _ = self.request(local, msg);
@@ -86,30 +96,13 @@ impl Actor {
             return;
         };
         let Some(bytes) = encode(&msg) else { return };
-        let mesh = self.mesh.clone();
-        tokio::spawn(async move {
-            if let Err(e) = mesh.request_job(peer, bytes).await {
-                debug!(%peer, "coordination message not delivered: {e}");
-            }
-        });
-    }
-
-    /// As [`Actor::tell`], once what was written so far is on disk: an outcome another node
-    /// goes on from must not be one a crash here would turn into "interrupted".
-    pub(super) fn tell_once_stored(&mut self, to: &NodeId, msg: JobMessage) {
-        if *to == self.local {
-            self.tell(to, msg);
-            return;
-        }
-        let Ok(peer) = to.0.parse::<PeerId>() else {
-            return;
-        };
-        let Some(bytes) = encode(&msg) else { return };
-        let committed = self.store.committed();
+        let committed = once_stored.then(|| self.store.committed());
         let mesh = self.mesh.clone();
         tokio::spawn(async move {
             // Err: nothing was stored and the node stops.
-            if committed.await.is_err() {
+            if let Some(committed) = committed
+                && committed.await.is_err()
+            {
                 return;
             }
             if let Err(e) = mesh.request_job(peer, bytes).await {
