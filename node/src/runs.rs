@@ -106,6 +106,10 @@ pub enum Input {
     },
     /// The members alive now, as the run tracker asked.
     Alive(Vec<PeerId>),
+    /// The commit the watchers' pending notices waited for is over (`stored`: on disk).
+    NoticesStored {
+        stored: bool,
+    },
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
@@ -223,6 +227,7 @@ impl Runs {
             records: HashMap::new(),
             open_runs: HashMap::new(),
             watchers: Vec::new(),
+            notices: PendingNotices::default(),
             accepted: HashMap::new(),
             job_runs: HashMap::new(),
             accepted_not_stored: VecDeque::new(),
@@ -255,6 +260,18 @@ struct Watcher {
     remaining: HashSet<String>,
     output: bool,
     events: mpsc::Sender<WatchEvent>,
+}
+
+/// What a watcher hears of a finished job.
+type Notice = (mpsc::Sender<WatchEvent>, WatchEvent);
+
+/// Finished jobs that watchers hear of once their records are on disk: a client never prints
+/// a result that a crash here could still turn into "interrupted". One commit is in flight at
+/// a time; jobs finishing meanwhile share the next. Bounded by the jobs being watched.
+#[derive(Default)]
+struct PendingNotices {
+    waiting: Vec<Notice>,
+    committing: Option<Vec<Notice>>,
 }
 
 /// A run this node accepted as a target. Kept after its jobs finish (to recognise resends)
@@ -311,6 +328,7 @@ struct Actor {
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
     watchers: Vec<Watcher>,
+    notices: PendingNotices,
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
     job_runs: HashMap<String, String>,
@@ -609,6 +627,17 @@ impl Actor {
                     .outbox
                     .handle(outbox::Input::Sent { to, ok }, Instant::now());
                 self.outbox_actions(actions);
+            }
+            Input::NoticesStored { stored } => {
+                if !stored {
+                    // The node stops. These notices stay held (and no further commit starts), so
+                    // their clients see the connection drop rather than a stream that ended.
+                    return;
+                }
+                for (events, event) in self.notices.committing.take().unwrap_or_default() {
+                    let _ = events.try_send(event);
+                }
+                self.send_notices();
             }
             Input::OutputSent { to } => {
                 if let Some(q) = self.outputs.get_mut(&to) {
@@ -1381,13 +1410,39 @@ impl Actor {
     fn job_done(&mut self, record: JobRecord) {
         let job_id = record.job_id.clone();
         let event = WatchEvent::Done(Box::new(record));
+        let mut told = Vec::new();
         for w in &mut self.watchers {
             if w.remaining.remove(&job_id) {
-                let _ = w.events.try_send(event.clone());
+                told.push(w.events.clone());
             }
         }
-        // A watcher with nothing left to wait for is finished: dropping it ends its stream.
+        for events in told {
+            self.notify_once_stored(events, event.clone());
+        }
+        // A watcher with nothing left to wait for is finished: its stream ends once its last
+        // notice went out (that notice holds the last sender).
         self.watchers.retain(|w| !w.remaining.is_empty());
+    }
+
+    /// Tells a watcher `event` once everything written so far is on disk.
+    fn notify_once_stored(&mut self, events: mpsc::Sender<WatchEvent>, event: WatchEvent) {
+        self.notices.waiting.push((events, event));
+        self.send_notices();
+    }
+
+    /// Starts the commit the waiting notices need, unless one is in flight.
+    fn send_notices(&mut self) {
+        if self.notices.committing.is_some() || self.notices.waiting.is_empty() {
+            return;
+        }
+        self.notices.committing = Some(std::mem::take(&mut self.notices.waiting));
+        // At once, not at the end of the writer's window: a client waits on it.
+        let committed = self.store.commit_now();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let stored = committed.await.is_ok();
+            let _ = inbox.send(Input::NoticesStored { stored }).await;
+        });
     }
 
     fn tell_watchers(&self, job_id: &str, event: WatchEvent) {
@@ -1414,19 +1469,21 @@ impl Actor {
         for id in job_ids {
             if let Some(r) = self.records.get(&id) {
                 if r.results.len() >= r.nodes.len() {
-                    let _ = events.try_send(WatchEvent::Done(Box::new(r.clone())));
+                    let event = WatchEvent::Done(Box::new(r.clone()));
+                    self.notify_once_stored(events.clone(), event);
                 } else {
                     remaining.insert(id);
                 }
                 continue;
             }
             match self.store.record(&id) {
+                // Read back from the store, whose last writes may not be synced yet.
                 Some(r) if r.results.len() >= r.nodes.len() => {
-                    let _ = events.try_send(WatchEvent::Done(Box::new(r)));
+                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)));
                 }
                 Some(r) if flushed => {
                     // On disk and still incomplete after a flush: what is known is all there is.
-                    let _ = events.try_send(WatchEvent::Done(Box::new(r)));
+                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)));
                 }
                 Some(_) => recheck.push(id),
                 None if flushed => {

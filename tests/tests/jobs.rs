@@ -614,6 +614,40 @@ fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
     assert!(!ran.exists(), "a refused submission ran on its target");
 }
 
+/// `--poll` prints a job's result only once the submitter has it on disk: a result its
+/// database could not take is never shown as done (a restart would report it interrupted).
+#[test]
+fn a_result_is_shown_only_once_it_is_on_disk() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 1);
+    let hook = nodes[0].state_dir.join("test-fail-writes");
+    // The job itself breaks the disk as it ends: its result is the first write that fails.
+    let command = format!("sleep 1; touch {}; echo done", hook.display());
+    let mut args = run_args(&["n1"], &command);
+    args.push("--poll".into());
+    let poll = Command::new(e2e_tests::binary())
+        .args(["--state-dir", nodes[0].state_dir.to_str().unwrap()])
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = poll.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("closed the connection before every job finished")
+            && !text(&o).contains("Job Success"),
+        "a result that is not on disk was shown:\n{}",
+        text(&o)
+    );
+    assert_eq!(nodes[0].wait_exit(Duration::from_secs(30)).code(), Some(1));
+    std::fs::remove_file(&hook).unwrap();
+    nodes[0].restart();
+    let last = records(&nodes[0]).into_iter().last().unwrap();
+    // What the restarted node reports agrees with what the client was told: not a success.
+    assert_eq!(last["results"]["n1"]["state"], "failed", "{last}");
+}
+
 #[test]
 fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
     let bad = orchestrations().join("bad");
