@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 mod coordinate;
+mod notices;
 pub use coordinate::NodeCoordinator;
 
 use crate::{
@@ -106,8 +107,9 @@ pub enum Input {
     },
     /// The members alive now, as the run tracker asked.
     Alive(Vec<PeerId>),
-    /// The commit the watchers' pending notices waited for is over (`stored`: on disk).
+    /// The commit a batch of notices to watchers waited for is over (`stored`: on disk).
     NoticesStored {
+        batch: u64,
         stored: bool,
     },
     Records {
@@ -227,7 +229,7 @@ impl Runs {
             records: HashMap::new(),
             open_runs: HashMap::new(),
             watchers: Vec::new(),
-            notices: PendingNotices::default(),
+            notices: notices::Notices::default(),
             accepted: HashMap::new(),
             job_runs: HashMap::new(),
             accepted_not_stored: VecDeque::new(),
@@ -260,18 +262,6 @@ struct Watcher {
     remaining: HashSet<String>,
     output: bool,
     events: mpsc::Sender<WatchEvent>,
-}
-
-/// What a watcher hears of a finished job.
-type Notice = (mpsc::Sender<WatchEvent>, WatchEvent);
-
-/// Finished jobs that watchers hear of once their records are on disk: a client never prints
-/// a result that a crash here could still turn into "interrupted". One commit is in flight at
-/// a time; jobs finishing meanwhile share the next. Bounded by the jobs being watched.
-#[derive(Default)]
-struct PendingNotices {
-    waiting: Vec<Notice>,
-    committing: Option<Vec<Notice>>,
 }
 
 /// A run this node accepted as a target. Kept after its jobs finish (to recognise resends)
@@ -328,7 +318,7 @@ struct Actor {
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
     watchers: Vec<Watcher>,
-    notices: PendingNotices,
+    notices: notices::Notices,
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
     job_runs: HashMap<String, String>,
@@ -628,13 +618,12 @@ impl Actor {
                     .handle(outbox::Input::Sent { to, ok }, Instant::now());
                 self.outbox_actions(actions);
             }
-            Input::NoticesStored { stored } => {
+            Input::NoticesStored { batch, stored } => {
                 if !stored {
-                    // The node stops. These notices stay held (and no further commit starts), so
-                    // their clients see the connection drop rather than a stream that ended.
+                    self.notices.failed();
                     return;
                 }
-                for (events, event) in self.notices.committing.take().unwrap_or_default() {
+                for (events, event) in self.notices.stored(batch) {
                     let _ = events.try_send(event);
                 }
                 self.send_notices();
@@ -1413,35 +1402,44 @@ impl Actor {
         let mut told = Vec::new();
         for w in &mut self.watchers {
             if w.remaining.remove(&job_id) {
-                told.push(w.events.clone());
+                told.push((w.events.clone(), w.remaining.is_empty()));
             }
         }
-        for events in told {
-            self.notify_once_stored(events, event.clone());
+        for (events, last) in told {
+            self.notify_once_stored(events, event.clone(), last);
         }
         // A watcher with nothing left to wait for is finished: its stream ends once its last
         // notice went out (that notice holds the last sender).
         self.watchers.retain(|w| !w.remaining.is_empty());
     }
 
-    /// Tells a watcher `event` once everything written so far is on disk.
-    fn notify_once_stored(&mut self, events: mpsc::Sender<WatchEvent>, event: WatchEvent) {
-        self.notices.waiting.push((events, event));
+    /// Tells a watcher `event` once everything written so far is on disk; `last`: the watcher
+    /// waits for nothing else (its commit is asked for at once).
+    fn notify_once_stored(
+        &mut self,
+        events: mpsc::Sender<WatchEvent>,
+        event: WatchEvent,
+        last: bool,
+    ) {
+        self.notices.push((events, event), last);
         self.send_notices();
     }
 
-    /// Starts the commit the waiting notices need, unless one is in flight.
+    /// Asks the store for the commit the waiting notices need, if any.
     fn send_notices(&mut self) {
-        if self.notices.committing.is_some() || self.notices.waiting.is_empty() {
+        let Some(wanted) = self.notices.next_commit() else {
             return;
-        }
-        self.notices.committing = Some(std::mem::take(&mut self.notices.waiting));
-        // At once, not at the end of the writer's window: a client waits on it.
-        let committed = self.store.commit_now();
+        };
+        let committed = if wanted.now {
+            self.store.commit_now()
+        } else {
+            self.store.committed()
+        };
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
             let stored = committed.await.is_ok();
-            let _ = inbox.send(Input::NoticesStored { stored }).await;
+            let batch = wanted.batch;
+            let _ = inbox.send(Input::NoticesStored { batch, stored }).await;
         });
     }
 
@@ -1470,7 +1468,7 @@ impl Actor {
             if let Some(r) = self.records.get(&id) {
                 if r.results.len() >= r.nodes.len() {
                     let event = WatchEvent::Done(Box::new(r.clone()));
-                    self.notify_once_stored(events.clone(), event);
+                    self.notify_once_stored(events.clone(), event, true);
                 } else {
                     remaining.insert(id);
                 }
@@ -1479,11 +1477,11 @@ impl Actor {
             match self.store.record(&id) {
                 // Read back from the store, whose last writes may not be synced yet.
                 Some(r) if r.results.len() >= r.nodes.len() => {
-                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)));
+                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)), true);
                 }
                 Some(r) if flushed => {
                     // On disk and still incomplete after a flush: what is known is all there is.
-                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)));
+                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)), true);
                 }
                 Some(_) => recheck.push(id),
                 None if flushed => {
