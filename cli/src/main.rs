@@ -92,7 +92,7 @@ struct ManageArgs {
     list_jobs: bool,
 
     /// With --list-jobs: only jobs that succeeded, failed or are still processing.
-    #[arg(long, value_enum, requires = "list_jobs")]
+    #[arg(long, value_enum)]
     filter: Option<manage::Filter>,
 
     /// One job's record, node by node (`last` for the newest).
@@ -187,6 +187,11 @@ fn main() -> ExitCode {
 
 fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), Failure> {
     use manage::Action;
+    if args.filter.is_some() && !args.list_jobs {
+        return Err(Failure::Input(
+            "--filter applies only to --list-jobs (e.g. manage --list-jobs --filter failed)".into(),
+        ));
+    }
     let action = if args.list_nodes {
         return status::run(state_dir, status::View::Nodes { json: args.json });
     } else if args.list_jobs {

@@ -189,6 +189,12 @@ fn bad_join_settings_exit_2_with_the_reason() {
 #[test]
 fn usage_errors_exit_2() {
     fails(&["manage"], 2, &["--list-nodes"]);
+    // A filter another action would silently ignore is refused before any daemon is asked.
+    fails(
+        &["manage", "--job-info", "last", "--filter", "failed"],
+        2,
+        &["--filter applies only to --list-jobs"],
+    );
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
     fails(&["frobnicate"], 2, &["frobnicate"]);
     // The demo checks its file before it starts a daemon, and has no use for --state-dir.
