@@ -1,0 +1,341 @@
+//! A member that breaks the job protocol.
+//!
+//! Members hold the mesh key, so one can send any job message to anyone. What it claims about
+//! runs it has no part in is not taken: a result for a job it was not a target of, a result in
+//! another node's name, a QUERY aggregate for runs it did not send. Two full nodes run on the
+//! memory transport; the misbehaving member is a bare mesh participant that sends hand-made
+//! job messages.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use coordination::{JobMessage, JobReply, JobResult, NodeId, Run};
+use jobs::executor::{Outcome, ResultState};
+use mesh::{
+    Keypair, LocalIdentity, MeshConfig, MeshEvent, MeshHandle, PeerId, TransportKind, wire,
+};
+use node::{
+    Node, NodeConfig,
+    config::MeshKeyChoice,
+    control::{
+        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
+        WatchEvent,
+    },
+    records::JobRecord,
+};
+use tokio::sync::mpsc;
+
+const LIMIT: usize = wire::MAX_CTL_BYTES;
+
+async fn node(dir: &Path, name: &str, joins: Option<&Node>) -> Node {
+    let mut cfg = NodeConfig::in_memory(dir.to_path_buf(), name);
+    cfg.heartbeat_interval = Duration::from_secs(1);
+    if let Some(first) = joins {
+        let token = first.join_token().clone();
+        cfg.bootstrap = token.peers.clone();
+        cfg.mesh_key_choice = MeshKeyChoice::Key(token.mesh_key.expect("mesh has a key"));
+    }
+    Node::start(cfg).await.expect("node starts")
+}
+
+/// A member that is only a mesh participant: it runs no jobs and sends what the test says.
+async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Run>) {
+    let identity = LocalIdentity {
+        name: "rogue".into(),
+        machine_id: "machine-rogue".into(),
+        version: "test".into(),
+        labels: BTreeMap::new(),
+        host_uptime_at_start: Duration::ZERO,
+    };
+    let token = first.join_token().clone();
+    let mut cfg = MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
+    cfg.listen = vec!["/memory/0".parse().expect("a memory address")];
+    cfg.bootstrap = token.peers.clone();
+    cfg.mesh_key = token.mesh_key;
+    cfg.heartbeat_interval = Duration::from_secs(1);
+    let mut started = mesh::start(cfg).await.expect("the rogue member starts");
+    // It hears the runs sent to it (as a target it takes them and never runs them); it
+    // answers every job request Ok and drains its other events.
+    let (tx, delivered) = mpsc::channel(64);
+    let handle = started.handle.clone();
+    tokio::spawn(async move {
+        while let Some(event) = started.events.recv().await {
+            let run = match event {
+                MeshEvent::Announce { data, .. } => wire::decode::<Run>(&data, LIMIT).ok(),
+                MeshEvent::JobRequest { data, token, .. } => {
+                    let ok = wire::encode(&JobReply::Ok, LIMIT).expect("a reply encodes");
+                    let _ = handle.reply(token, ok).await;
+                    match wire::decode::<JobMessage>(&data, LIMIT) {
+                        Ok(JobMessage::Deliver(run)) => Some(*run),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(run) = run {
+                let _ = tx.try_send(run);
+            }
+        }
+    });
+    (started.handle, delivered)
+}
+
+/// Submits `yaml` (an orchestration) on `node` to `targets`; returns the run and job ids.
+async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (String, Vec<String>) {
+    let orchestration = jobs::orchestration::parse_str(yaml, "test").expect("it parses");
+    let parents = orchestration
+        .entries
+        .into_iter()
+        .map(|entry| SubmittedParent {
+            targets: entry.targets,
+            is_async: entry.is_async,
+            fingerprint: entry.fingerprint,
+            jobs: entry
+                .jobs
+                .into_iter()
+                .flat_map(|job| {
+                    let text = job.text;
+                    jobs::transfer::resolve(job.spec, cwd)
+                        .expect("files resolve")
+                        .into_iter()
+                        .map(move |spec| SubmittedJob {
+                            spec,
+                            definition: text.clone(),
+                        })
+                })
+                .collect(),
+        })
+        .collect();
+    let submission = Submission {
+        parents,
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        restrict: vec![],
+        ignore_cache: false,
+        force_async: false,
+        stream: false,
+        exec: false,
+    };
+    match node.request(ControlRequest::Submit(submission)).await {
+        Reply::One(ControlResponse::Submitted(r)) => {
+            (r.run_id, r.jobs.into_iter().map(|j| j.job_id).collect())
+        }
+        _ => panic!("the submission was not taken"),
+    }
+}
+
+/// The next copy of run `run_id` the rogue receives.
+async fn copy_of(delivered: &mut mpsc::Receiver<Run>, run_id: &str) -> Run {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let run = delivered.recv().await.expect("the rogue still listens");
+            if run.run_id == run_id {
+                return run;
+            }
+        }
+    })
+    .await
+    .expect("the run reached the rogue")
+}
+
+async fn send(rogue: &MeshHandle, to: PeerId, msg: &JobMessage) -> JobReply {
+    let bytes = wire::encode(msg, LIMIT).expect("a job message encodes");
+    let reply = rogue
+        .request_job(to, bytes)
+        .await
+        .expect("the node answers");
+    wire::decode(&reply, LIMIT).expect("a job reply")
+}
+
+async fn wait_alive(node: &Node, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = node.status().await.expect("status");
+        if status.nodes.iter().filter(|r| r.state == "alive").count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never saw {n} alive",
+            node.name()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn job_info(node: &Node, job_id: &str) -> JobRecord {
+    match node.request(ControlRequest::JobInfo(job_id.into())).await {
+        Reply::One(ControlResponse::Job(Some(r))) => *r,
+        _ => panic!("no record of {job_id}"),
+    }
+}
+
+fn outcome(job_id: &str) -> Outcome {
+    Outcome {
+        job_id: job_id.into(),
+        state: ResultState::Success,
+        stdout: "forged".into(),
+        stderr: String::new(),
+        info: String::new(),
+        execution_secs: 0.0,
+        started_unix_ms: 0,
+        finished_unix_ms: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, _delivered) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+
+    // A job on `target` that runs long enough for the forgeries to arrive first.
+    let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo real\n";
+    let (run_id, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
+    let job_id = job_ids[0].clone();
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let target_id = NodeId(target.peer_id().to_string());
+
+    // A result in the rogue's own name, for a job it is no target of: not taken.
+    let own = JobMessage::Results(vec![JobResult {
+        run_id: run_id.clone(),
+        node: rogue_id.clone(),
+        outcome: outcome(&job_id),
+    }]);
+    send(&rogue, submitter.peer_id(), &own).await;
+    // A result in the target's name: refused outright.
+    let impersonated = JobMessage::Results(vec![JobResult {
+        run_id: run_id.clone(),
+        node: target_id,
+        outcome: outcome(&job_id),
+    }]);
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &impersonated).await,
+        JobReply::Refused("results come from the node that ran the job".into())
+    );
+    let record = job_info(&submitter, &job_id).await;
+    assert!(
+        record.results.is_empty(),
+        "a forged result was recorded: {:?}",
+        record.results
+    );
+
+    // A QUERY aggregate from a member that sent the target no run: refused.
+    assert_eq!(
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::QueryResult {
+                job_id: job_id.clone(),
+                aggregate: serde_json::json!({"target": {"x": 1}}),
+            },
+        )
+        .await,
+        JobReply::Refused("a query result comes from an originator of this node's runs".into())
+    );
+
+    // The real result arrives and completes the job, with only the real target in it.
+    let Reply::Stream(mut events) = submitter
+        .request(ControlRequest::Watch {
+            job_ids: vec![job_id.clone()],
+            output: false,
+        })
+        .await
+    else {
+        panic!("watch is a stream");
+    };
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.recv().await {
+            if let ControlResponse::Watch(WatchEvent::Done(record)) = event {
+                return Some(record);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the job finished in time")
+    .expect("the job finished");
+    assert_eq!(
+        done.results.keys().collect::<Vec<_>>(),
+        vec!["target"],
+        "{done:?}"
+    );
+    assert_eq!(done.results["target"].stdout, "real");
+
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
+
+/// A member's claim to hold a file counts only for files of runs the node has open: nobody
+/// grows the hints a node hands out (and keeps) with files it never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_plant_holder_hints_for_files_of_no_open_run() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, mut delivered) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+
+    // A file too large to travel inside the run: it is fetched, and hints name holders.
+    let file = dirs[0].path().join("payload.bin");
+    let content: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let hash = jobs::Fingerprint(*blake3::hash(&content).as_bytes());
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let claim = JobMessage::HaveBlob {
+        hash,
+        node: rogue_id.clone(),
+    };
+
+    // Before any run sends the file, the claim is answered but not kept.
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &claim).await,
+        JobReply::Ok
+    );
+    // The rogue is a target too (so it receives the runs), and never reports: the first run
+    // stays open while the claim is made again.
+    let targets = ["target", "rogue"];
+    let yaml = format!(
+        "- jobs:\n  - ADD: {} {}/one.bin\n",
+        file.display(),
+        dirs[1].path().display()
+    );
+    let (first, _) = submit(&submitter, &yaml, dirs[0].path(), &targets).await;
+    let run = copy_of(&mut delivered, &first).await;
+    assert!(
+        !run.holders
+            .iter()
+            .any(|(_, nodes)| nodes.contains(&rogue_id)),
+        "a claim about a file of no open run was handed out: {:?}",
+        run.holders
+    );
+
+    // While a run that sends the file is open, the same claim is a hint for the next run.
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &claim).await,
+        JobReply::Ok
+    );
+    let yaml = format!(
+        "- jobs:\n  - ADD: {} {}/two.bin\n",
+        file.display(),
+        dirs[1].path().display()
+    );
+    let (second, _) = submit(&submitter, &yaml, dirs[0].path(), &targets).await;
+    let run = copy_of(&mut delivered, &second).await;
+    assert!(
+        run.holders
+            .iter()
+            .any(|(h, nodes)| *h == hash && nodes.contains(&rogue_id)),
+        "a claim about a file of an open run was not kept: {:?}",
+        run.holders
+    );
+
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
