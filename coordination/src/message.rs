@@ -59,7 +59,28 @@ pub struct InlineBlob {
     pub data: Vec<u8>,
 }
 
+/// Longest id a run, parent or job may have (ids are UUIDs, 36 characters).
+pub const MAX_ID_LEN: usize = 64;
+
+/// Whether `id` can name a run, parent or job. Ids become parts of store keys, so a member's
+/// run with other characters (a `/` above all) is refused: letters, digits and `-` only.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 impl Run {
+    /// The first of this run's ids (run, parents, jobs) that is not a valid id, if any.
+    pub fn invalid_id(&self) -> Option<&str> {
+        std::iter::once(self.run_id.as_str())
+            .chain(self.parents.iter().flat_map(|p| {
+                std::iter::once(p.parent_id.as_str())
+                    .chain(p.jobs.iter().map(|j| j.job_id.as_str()))
+            }))
+            .find(|id| !is_valid_id(id))
+    }
+
     /// The parents (each with only its jobs for `node`) that `node` must run, in order.
     pub fn work_for(&self, node: &NodeId) -> Vec<(&Parent, Vec<&JobEntry>)> {
         let mut out = Vec::new();
@@ -356,6 +377,26 @@ mod tests {
         assert!(!bytes.windows(16).any(|w| w == b"originator_start"));
         let back: Run = ciborium::from_reader(&bytes[..]).unwrap();
         assert_eq!(back.originator_start, 0);
+    }
+
+    #[test]
+    fn ids_that_could_not_be_store_keys_are_named() {
+        let run = run_to(&[NodeId("a".into())]);
+        assert_eq!(run.invalid_id(), None);
+        let uuid = "6c056aec-ef11-4d16-8f96-740eedbd239a";
+        assert!(is_valid_id(uuid));
+        for bad in ["", "a/b", "../x", "a b", "é", &"x".repeat(MAX_ID_LEN + 1)] {
+            assert!(!is_valid_id(bad), "{bad:?}");
+        }
+        let mut r = run.clone();
+        r.parents[0].jobs[0].job_id = "j/results".into();
+        assert_eq!(r.invalid_id(), Some("j/results"));
+        let mut r = run.clone();
+        r.parents[0].parent_id = String::new();
+        assert_eq!(r.invalid_id(), Some(""));
+        let mut r = run;
+        r.run_id = "r/1".into();
+        assert_eq!(r.invalid_id(), Some("r/1"));
     }
 
     fn cbor<T: Serialize>(value: &T) -> Vec<u8> {

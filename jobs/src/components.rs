@@ -104,6 +104,11 @@ pub trait Coordinator: Send + Sync {
         job_id: &str,
         file: &FileRef,
     ) -> BoxFuture<'static, Result<PathBuf, String>>;
+
+    /// ADD/COPY: what `fetch_blob` gave for `hash` is not that content (a member sent a file
+    /// description that does not match its hash, or the copy was damaged): the node drops it,
+    /// so the next job that needs the file fetches it again.
+    fn discard_blob(&self, hash: Fingerprint);
 }
 
 /// What a component runs with.
@@ -222,10 +227,18 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             land(&blob, &target, expected, blueprint.then_some(args))
         })
         .await
-        .unwrap_or_else(|e| Err(format!("the copy stopped: {e}")));
+        .unwrap_or_else(|e| Err(LandError::Other(format!("the copy stopped: {e}"))));
         match written {
             Ok(hash) => landed_hash = Some(hash),
-            Err(e) => return Finished::fail(e, format!("{} was left as it was", path.display())),
+            Err(e) => {
+                if let LandError::NotTheFile(_) = e {
+                    coordinator.discard_blob(expected);
+                }
+                return Finished::fail(
+                    e.to_string(),
+                    format!("{} was left as it was", path.display()),
+                );
+            }
         }
     }
     if let Some(owner) = &t.owner
@@ -264,6 +277,28 @@ fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// Why a file did not land.
+#[derive(Debug)]
+enum LandError {
+    /// The transferred content does not have the file's hash.
+    NotTheFile(String),
+    Other(String),
+}
+
+impl std::fmt::Display for LandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LandError::NotTheFile(e) | LandError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for LandError {
+    fn from(e: String) -> Self {
+        LandError::Other(e)
+    }
+}
+
 /// Writes `blob` (rendered with `args` for a blueprint) to a temporary file beside `path`,
 /// checks it, makes it durable and renames it into place. Nothing is left at `path` or beside
 /// it when anything fails.
@@ -272,7 +307,7 @@ fn land(
     path: &Path,
     expected: Fingerprint,
     args: Option<Value>,
-) -> Result<Fingerprint, String> {
+) -> Result<Fingerprint, LandError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
@@ -280,13 +315,19 @@ fn land(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.dm-tmp", std::process::id()));
-    let result = (|| -> Result<Fingerprint, String> {
+    let result = (|| -> Result<Fingerprint, LandError> {
         let mut out = std::fs::File::create(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let landed = match &args {
             Some(args) => {
                 let text = std::fs::read(blob)
                     .map_err(|e| format!("cannot read the transferred file: {e}"))?;
+                let found = Fingerprint(*blake3::hash(&text).as_bytes());
+                if found != expected {
+                    return Err(LandError::NotTheFile(format!(
+                        "integrity failure: expected blake3 {expected}, found {found}"
+                    )));
+                }
                 let text = String::from_utf8(text)
                     .map_err(|_| "--blueprint needs a text file".to_string())?;
                 let rendered = template::render(&text, args)?;
@@ -311,9 +352,9 @@ fn land(
                 }
                 let found = Fingerprint(*hasher.finalize().as_bytes());
                 if found != expected {
-                    return Err(format!(
+                    return Err(LandError::NotTheFile(format!(
                         "integrity failure: expected blake3 {expected}, found {found}"
-                    ));
+                    )));
                 }
                 found
             }

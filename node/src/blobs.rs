@@ -460,6 +460,23 @@ impl BlobStore {
         (count, bytes)
     }
 
+    /// Removes a complete blob whose content is not what its name says (a file description
+    /// forged by a member, or a copy damaged on disk). Blocking.
+    pub fn discard(&self, hash: &Fingerprint) {
+        let aside = self.dir.join(format!("{}.evicted", hex(hash)));
+        {
+            let mut state = self.lock();
+            if state.complete.remove(hash).is_none() {
+                return;
+            }
+            // Renamed under the lock, like an eviction: a fetch landing afterwards is untouched.
+            if fs::rename(self.path(hash), &aside).is_err() {
+                return;
+            }
+        }
+        let _ = fs::remove_file(&aside);
+    }
+
     /// Gives up a fetch and removes what it wrote.
     pub fn abandon(&self, hash: &Fingerprint) {
         if self.lock().partial.remove(hash).is_some() {
@@ -577,6 +594,27 @@ mod tests {
         assert!(store.put(&g.hash, b"not it").is_err());
         store.put(&g.hash, b"inline").unwrap();
         assert!(store.has(&g.hash));
+    }
+
+    #[test]
+    fn a_discarded_blob_is_gone_and_can_be_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let f = file_ref(b"content");
+        store.put(&f.hash, b"content").unwrap();
+        store.discard(&f.hash);
+        assert!(!store.has(&f.hash));
+        assert!(!store.path(&f.hash).exists());
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
+        // Discarding what is not there is harmless; the file can be fetched again.
+        store.discard(&f.hash);
+        store.put(&f.hash, b"content").unwrap();
+        assert!(store.has(&f.hash));
+        // Reopened, the store does not bring it back from a leftover.
+        store.discard(&f.hash);
+        drop(store);
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert!(!store.has(&f.hash));
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub enum Input {
         job_id: String,
         hash: jobs::Fingerprint,
     },
+    /// What this node holds for `hash` is not that file: drop it.
+    BlobDamaged(jobs::Fingerprint),
 }
 
 /// The handle to the runs actor.
@@ -552,9 +554,10 @@ impl Actor {
                 flushed,
             } => self.watch(job_ids, output, events, flushed),
             Input::Announce { source, data } => match wire::decode::<Run>(&data, MAX_JOB_MESSAGE) {
-                Ok(run) if run.originator.0 == source.to_string() => {
-                    self.accept(Arc::new(run), true)
-                }
+                Ok(run) if run.originator.0 == source.to_string() => match run.invalid_id() {
+                    Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
+                    None => self.accept(Arc::new(run), true),
+                },
                 Ok(run) => {
                     warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
                 }
@@ -709,6 +712,11 @@ impl Actor {
                     .map(|f| f.sources(&self.local, &self.members))
                     .unwrap_or_default();
                 let _ = reply.send(sources);
+            }
+            Input::BlobDamaged(hash) => {
+                warn!(%hash, "a file here did not match its hash: removed, to be fetched again");
+                let blobs = self.blobs.clone();
+                tokio::task::spawn_blocking(move || blobs.discard(&hash));
             }
             Input::BlobFetched { job_id, hash } => {
                 if let Some(originator) = self
@@ -958,6 +966,9 @@ impl Actor {
             JobMessage::Deliver(run) => {
                 if run.originator != from {
                     return JobReply::Refused("a run is delivered by its originator".into());
+                }
+                if let Some(id) = run.invalid_id() {
+                    return JobReply::Refused(format!("a run with an invalid id: {id:?}"));
                 }
                 self.accept(Arc::new(*run), false);
                 JobReply::Ok

@@ -2,7 +2,8 @@
 //!
 //! Members hold the mesh key, so one can send any job message to anyone. What it claims about
 //! runs it has no part in is not taken: a result for a job it was not a target of, a result in
-//! another node's name, a QUERY aggregate for runs it did not send. Two full nodes run on the
+//! another node's name, a QUERY aggregate for runs it did not send, a claim to hold a file no
+//! open run sends, a run whose ids could not be store keys. Two full nodes run on the
 //! memory transport; the misbehaving member is a bare mesh participant that sends hand-made
 //! job messages.
 
@@ -272,9 +273,10 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
 }
 
 /// A member's claim to hold a file counts only for files of runs the node has open: nobody
-/// grows the hints a node hands out (and keeps) with files it never sent.
+/// grows the hints a node hands out (and keeps) with files it never sent. And a run whose ids
+/// could not be store keys is not taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_cannot_plant_holder_hints_for_files_of_no_open_run() {
+async fn a_member_cannot_plant_holder_hints_or_runs_with_bad_ids() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let submitter = node(dirs[0].path(), "submitter", None).await;
     let target = node(dirs[1].path(), "target", Some(&submitter)).await;
@@ -334,6 +336,20 @@ async fn a_member_cannot_plant_holder_hints_for_files_of_no_open_run() {
             .any(|(h, nodes)| *h == hash && nodes.contains(&rogue_id)),
         "a claim about a file of an open run was not kept: {:?}",
         run.holders
+    );
+
+    // A run of its own whose ids could not be store keys is refused by its target.
+    let mut forged = run.clone();
+    forged.originator = rogue_id.clone();
+    forged.run_id = "../runs".into();
+    assert_eq!(
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::Deliver(Box::new(forged))
+        )
+        .await,
+        JobReply::Refused("a run with an invalid id: \"../runs\"".into())
     );
 
     target.shutdown().await.unwrap();

@@ -479,4 +479,9 @@ impl Coordinator for NodeCoordinator {
             Ok(path)
         })
     }
+
+    fn discard_blob(&self, hash: jobs::Fingerprint) {
+        // Full inbox: the blob stays until evicted, and jobs needing it fail meanwhile.
+        let _ = self.inbox.try_send(Input::BlobDamaged(hash));
+    }
 }

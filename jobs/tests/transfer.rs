@@ -1,0 +1,135 @@
+//! ADD/COPY on a target when what the node fetched is not the file the job names: the job
+//! fails, nothing lands, and the node is told to drop its copy so that the next job fetches
+//! the file again (a member can describe a file with chunks that do not make up its hash).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use jobs::{
+    Fingerprint, JobSpec, ParseOutcome,
+    cache::{Cache, DEFAULT_TTL},
+    components::{BoxFuture, Coordinator},
+    executor::{ExecEvent, Executor, ExecutorConfig, Outcome, QueueKind, ResultState, Work},
+    spec::FileRef,
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// Hands out `content` as whatever file a job asks for, and records what it is told to drop.
+struct FakeNode {
+    content: PathBuf,
+    discarded: Mutex<Vec<Fingerprint>>,
+}
+
+impl Coordinator for FakeNode {
+    fn query(
+        &self,
+        _: &str,
+        _: &str,
+        _: Value,
+        _: bool,
+    ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+        Box::pin(async { Err("no QUERY here".to_string()) })
+    }
+
+    fn job_wait(
+        &self,
+        _: &str,
+        _: &[String],
+    ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
+        Box::pin(async { Err("no JOB_WAIT here".to_string()) })
+    }
+
+    fn fetch_blob(&self, _: &str, _: &FileRef) -> BoxFuture<'static, Result<PathBuf, String>> {
+        let path = self.content.clone();
+        Box::pin(async move { Ok(path) })
+    }
+
+    fn discard_blob(&self, hash: Fingerprint) {
+        self.discarded.lock().unwrap().push(hash);
+    }
+}
+
+/// `VERB inline`, its file resolved from `cwd` the way the submitter does it.
+fn transfer_spec(verb: &str, inline: &str, cwd: &Path) -> JobSpec {
+    let spec = match JobSpec::parse(verb, inline, &Default::default()).unwrap() {
+        ParseOutcome::Spec(s) => s,
+        ParseOutcome::Help(h) => panic!("{h}"),
+    };
+    let mut specs = jobs::transfer::resolve(spec, cwd).unwrap();
+    assert_eq!(specs.len(), 1);
+    specs.remove(0)
+}
+
+/// Runs `spec` on an executor whose node hands out `content`; returns the outcome and the
+/// hashes the node was told to drop.
+async fn run(spec: JobSpec, content: &Path) -> (Outcome, Vec<Fingerprint>) {
+    let node = Arc::new(FakeNode {
+        content: content.to_path_buf(),
+        discarded: Mutex::new(Vec::new()),
+    });
+    let config = ExecutorConfig {
+        coordinator: Some(node.clone()),
+        ..ExecutorConfig::default()
+    };
+    let (exec, mut events) = Executor::start(Arc::new(Cache::in_memory(DEFAULT_TTL)), config);
+    exec.submit(Work {
+        job_id: "job".into(),
+        parent_id: "parent".into(),
+        queue: QueueKind::Sync,
+        fingerprint: spec.fingerprint(),
+        spec,
+        stream: false,
+    })
+    .await
+    .unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the executor answers")
+            .expect("the executor runs");
+        if let ExecEvent::Finished(outcome) = event {
+            let discarded = node.discarded.lock().unwrap().clone();
+            return (outcome, discarded);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_fetched_copy_that_is_not_the_file_fails_the_job_and_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("real.conf");
+    std::fs::write(&source, "the real content {{ x | default('') }}\n").unwrap();
+    let forged = dir.path().join("forged");
+    std::fs::write(&forged, "something else\n").unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let hash = Fingerprint(*blake3::hash(&std::fs::read(&source).unwrap()).as_bytes());
+
+    for (verb, inline) in [
+        ("ADD", format!("real.conf {}/", dest.display())),
+        ("ADD", format!("--blueprint real.conf {}/", dest.display())),
+    ] {
+        let spec = transfer_spec(verb, &inline, dir.path());
+        let (outcome, discarded) = run(spec.clone(), &forged).await;
+        assert_eq!(outcome.state, ResultState::Failed, "{inline}: {outcome:?}");
+        assert!(
+            outcome.stderr.contains("integrity failure") || outcome.info.contains("integrity"),
+            "{inline}: {outcome:?}"
+        );
+        assert_eq!(discarded, vec![hash], "{inline}: the copy is dropped");
+        assert!(
+            std::fs::read_dir(&dest).unwrap().next().is_none(),
+            "{inline}: nothing landed"
+        );
+
+        // The right content lands, and nothing is dropped.
+        let (outcome, discarded) = run(spec, &source).await;
+        assert_eq!(outcome.state, ResultState::Success, "{inline}: {outcome:?}");
+        assert!(discarded.is_empty(), "{inline}: {discarded:?}");
+        std::fs::remove_file(dest.join("real.conf")).unwrap();
+    }
+}
