@@ -461,18 +461,33 @@ impl BlobStore {
     }
 
     /// Removes a complete blob whose content is not what its name says (a file description
-    /// forged by a member, or a copy damaged on disk). Blocking.
+    /// forged by a member, or a copy damaged on disk). A copy that does hash to its name (a
+    /// good one fetched since the job that found a bad one) stays. Blocking: reads the blob.
     pub fn discard(&self, hash: &Fingerprint) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.path(hash);
+        let Ok(file) = fs::File::open(&path) else {
+            return;
+        };
+        let Ok(read) = file.metadata() else { return };
+        let mut hasher = blake3::Hasher::new();
+        if std::io::copy(&mut &file, &mut hasher).is_err() {
+            return;
+        }
+        if hasher.finalize().as_bytes() == &hash.0 {
+            return;
+        }
         let aside = self.dir.join(format!("{}.evicted", hex(hash)));
         {
             let mut state = self.lock();
-            if state.complete.remove(hash).is_none() {
+            // Still the copy that was read: a good one landing meanwhile replaced it.
+            let same = fs::metadata(&path)
+                .is_ok_and(|now| now.ino() == read.ino() && now.dev() == read.dev());
+            // Renamed under the lock, like an eviction.
+            if !same || fs::rename(&path, &aside).is_err() {
                 return;
             }
-            // Renamed under the lock, like an eviction: a fetch landing afterwards is untouched.
-            if fs::rename(self.path(hash), &aside).is_err() {
-                return;
-            }
+            state.complete.remove(hash);
         }
         let _ = fs::remove_file(&aside);
     }
@@ -597,20 +612,25 @@ mod tests {
     }
 
     #[test]
-    fn a_discarded_blob_is_gone_and_can_be_stored_again() {
+    fn only_a_copy_that_is_not_its_file_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let f = file_ref(b"content");
         store.put(&f.hash, b"content").unwrap();
+        // A good copy (fetched again since a job found a bad one) stays.
+        store.discard(&f.hash);
+        assert!(store.has(&f.hash));
+        // A copy that does not hash to its name goes, and the file can be stored again.
+        fs::write(store.path(&f.hash), b"damaged").unwrap();
         store.discard(&f.hash);
         assert!(!store.has(&f.hash));
         assert!(!store.path(&f.hash).exists());
         assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
-        // Discarding what is not there is harmless; the file can be fetched again.
         store.discard(&f.hash);
         store.put(&f.hash, b"content").unwrap();
         assert!(store.has(&f.hash));
-        // Reopened, the store does not bring it back from a leftover.
+        // Reopened after a discard, the store does not bring it back from a leftover.
+        fs::write(store.path(&f.hash), b"damaged").unwrap();
         store.discard(&f.hash);
         drop(store);
         let store = BlobStore::open(dir.path()).unwrap();

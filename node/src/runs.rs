@@ -45,7 +45,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// How often it ticks with nothing in progress (no open run, result, wait, watcher or queued
 /// job): only housekeeping is left, and a thousand idle nodes in one simulation add up.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// Depth of a watcher's channel; a client that falls this far behind is dropped.
+/// Depth of a watcher's channel; a client that falls this far behind loses output lines (never
+/// results).
 const WATCH_DEPTH: usize = 65_536;
 /// Depth of the actor's inbox.
 const INBOX_DEPTH: usize = 4096;
@@ -622,12 +623,20 @@ impl Actor {
                 self.outbox_actions(actions);
             }
             Input::NoticesStored { batch, stored } => {
-                if !stored {
+                if !stored || self.store.has_failed() {
+                    // A commit failed (this one or one before it, whose writes are lost even
+                    // if later commits succeed): nothing more is shown as done.
                     self.notices.failed();
                     return;
                 }
                 for (events, event) in self.notices.stored(batch) {
-                    let _ = events.try_send(event);
+                    // A client whose channel is full of output lines still gets every result:
+                    // it is sent from a task of its own, which ends when the client goes.
+                    if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
+                        tokio::spawn(async move {
+                            let _ = events.send(event).await;
+                        });
+                    }
                 }
                 self.send_notices();
             }
@@ -714,7 +723,7 @@ impl Actor {
                 let _ = reply.send(sources);
             }
             Input::BlobDamaged(hash) => {
-                warn!(%hash, "a file here did not match its hash: removed, to be fetched again");
+                warn!(%hash, "a job found a file here that does not match its hash: checking the copy (a bad one is removed and fetched again)");
                 let blobs = self.blobs.clone();
                 tokio::task::spawn_blocking(move || blobs.discard(&hash));
             }
@@ -1026,11 +1035,12 @@ impl Actor {
                 JobReply::Ok
             }
             JobMessage::QueryResult { job_id, aggregate } => {
-                // An aggregate comes from an originator of runs this node took (the job
+                // An aggregate comes from the originator of the QUERY job's run, once (the job
                 // itself may be over here: `--no-wait`).
-                if !self.accepted.values().any(|a| a.originator == from) {
+                if !self.take_query_origin(&job_id, &from) {
                     return JobReply::Refused(
-                        "a query result comes from an originator of this node's runs".into(),
+                        "a query result comes from the originator of a QUERY job that ran here"
+                            .into(),
                     );
                 }
                 self.query_result(job_id, aggregate);

@@ -207,6 +207,11 @@ impl Store {
         }
     }
 
+    /// Whether a commit has failed (the writes of its group are lost, whatever comes after).
+    pub fn has_failed(&self) -> bool {
+        self.failure.borrow().is_some()
+    }
+
     /// The database, shared with the job cache.
     pub fn database(&self) -> Arc<Database> {
         self.db.clone()

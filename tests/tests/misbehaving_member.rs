@@ -219,14 +219,15 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
         send(&rogue, submitter.peer_id(), &impersonated).await,
         JobReply::Refused("results come from the node that ran the job".into())
     );
+    // (The real result may already be in on a slow machine; a forged one never is.)
     let record = job_info(&submitter, &job_id).await;
     assert!(
-        record.results.is_empty(),
+        record.results.len() <= 1 && record.results.values().all(|r| r.stdout != "forged"),
         "a forged result was recorded: {:?}",
         record.results
     );
 
-    // A QUERY aggregate from a member that sent the target no run: refused.
+    // A QUERY aggregate from a member that is not the originator of a QUERY job there: refused.
     assert_eq!(
         send(
             &rogue,
@@ -237,7 +238,9 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
             },
         )
         .await,
-        JobReply::Refused("a query result comes from an originator of this node's runs".into())
+        JobReply::Refused(
+            "a query result comes from the originator of a QUERY job that ran here".into()
+        )
     );
 
     // The real result arrives and completes the job, with only the real target in it.

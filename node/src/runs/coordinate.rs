@@ -63,6 +63,9 @@ pub(super) struct Registered {
 pub(super) struct CrossNode {
     queries: HashMap<String, QueryCollect>,
     query_waiters: HashMap<String, oneshot::Sender<Result<Option<Value>, String>>>,
+    /// Target side: who may send the aggregate of each QUERY job that ran here (its run's
+    /// originator), and since when. Forgotten when it comes, or after [`FORGET_WAITS`].
+    query_origins: HashMap<String, (NodeId, Instant)>,
     waits: HashMap<String, Waiting>,
     registered: Vec<Registered>,
 }
@@ -133,6 +136,13 @@ impl Actor {
         if let Some(reply) = reply {
             self.cross.query_waiters.insert(job_id.clone(), reply);
         }
+        let now = Instant::now();
+        self.cross
+            .query_origins
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) < FORGET_WAITS);
+        self.cross
+            .query_origins
+            .insert(job_id.clone(), (originator.clone(), now));
         let msg = JobMessage::QueryValue {
             job_id,
             node: self.local.clone(),
@@ -202,6 +212,20 @@ impl Actor {
     }
 
     /// Target side: the aggregate of a QUERY job arrived.
+    /// Target side: whether `from` may send the aggregate of the QUERY job `job_id` (the
+    /// originator of its run, once); a yes is used up.
+    pub(super) fn take_query_origin(&mut self, job_id: &str, from: &NodeId) -> bool {
+        let expected = self
+            .cross
+            .query_origins
+            .get(job_id)
+            .is_some_and(|(originator, _)| originator == from);
+        if expected {
+            self.cross.query_origins.remove(job_id);
+        }
+        expected
+    }
+
     pub(super) fn query_result(&mut self, job_id: String, aggregate: Value) {
         match self.cross.query_waiters.remove(&job_id) {
             Some(reply) => {

@@ -72,6 +72,9 @@ impl Notices {
     /// the order commits were asked for, so every earlier batch is on disk too.
     pub fn stored(&mut self, batch: u64) -> Vec<Notice> {
         let mut out = Vec::new();
+        if self.failed {
+            return out;
+        }
         while let Some((c, _)) = self.committing.front()
             && c.batch <= batch
         {
@@ -158,5 +161,8 @@ mod tests {
         let (b, _rb) = notice("b");
         n.push(b, true);
         assert_eq!(n.next_commit(), None);
+        // A commit asked for before the failure that then succeeds releases nothing either:
+        // the failed group's writes are lost whatever comes after.
+        assert!(n.stored(u64::MAX).is_empty());
     }
 }
