@@ -138,29 +138,35 @@ impl StateDir {
             None => None,
         };
         let stored_open = open_path.exists();
+        // A key written by a start that never came up (its listen address was taken, say)
+        // binds the directory to no mesh yet: only a node that ran saved a join token.
+        let ever_up = self.dir.join("join-token").exists();
         let mismatch = |reason: &str| StateError::Invalid {
             path: self.dir.clone(),
             reason: reason.into(),
         };
         match choice {
             MeshKeyChoice::Key(key) => match stored_key {
-                Some(stored) if stored != *key => Err(mismatch(
+                Some(stored) if stored != *key && ever_up => Err(mismatch(
                     "this state directory belongs to another mesh (its mesh.key differs from the token's key); \
                      use the token of that mesh, or a new --state-dir",
                 )),
-                Some(_) => Ok((Some(*key), false)),
-                None => {
+                Some(stored) if stored == *key => Ok((Some(*key), false)),
+                _ => {
                     write_private(&key_path, key.to_key_file().as_bytes())?;
                     let _ = fs::remove_file(&open_path);
                     Ok((Some(*key), false))
                 }
             },
             MeshKeyChoice::Open => {
-                if stored_key.is_some() {
+                if stored_key.is_some() && ever_up {
                     return Err(mismatch(
                         "this state directory belongs to a mesh with a key (mesh.key), so it cannot join an open mesh; \
                          use a new --state-dir",
                     ));
+                }
+                if stored_key.is_some() {
+                    fs::remove_file(&key_path).map_err(io_err(&key_path))?;
                 }
                 if !stored_open {
                     write_private(&open_path, b"this node joined an open mesh (no mesh key)\n")?;
@@ -274,6 +280,8 @@ mod tests {
         let (k2, created) = state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap();
         assert!(!created);
         assert_eq!(k1, k2);
+        // The node came up (it saved its join token): the key binds the directory now.
+        state.write_join_token("dm1-test").unwrap();
         // The same key from a token is fine; another key is refused with a reason.
         assert!(state.mesh_key(&MeshKeyChoice::Key(k1.unwrap())).is_ok());
         let err = state
@@ -282,6 +290,35 @@ mod tests {
         assert!(err.to_string().contains("another mesh"), "{err}");
         let err = state.mesh_key(&MeshKeyChoice::Open).unwrap_err();
         assert!(err.to_string().contains("open mesh"), "{err}");
+    }
+
+    #[test]
+    fn a_key_from_a_start_that_never_came_up_binds_nothing() {
+        // A first `join` whose listen address was taken created a key and stopped.
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (created, _) = state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap();
+        // Joining a mesh with its token then works, and that key is kept.
+        let theirs = MeshKey::generate();
+        assert_ne!(created, Some(theirs));
+        assert_eq!(
+            state.mesh_key(&MeshKeyChoice::Key(theirs)).unwrap(),
+            (Some(theirs), false)
+        );
+        assert_eq!(
+            state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap(),
+            (Some(theirs), false)
+        );
+        // So does joining an open mesh instead.
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap();
+        assert_eq!(state.mesh_key(&MeshKeyChoice::Open).unwrap(), (None, false));
+        assert!(!dir.path().join("mesh.key").exists());
+        assert_eq!(
+            state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap(),
+            (None, false)
+        );
     }
 
     #[test]
