@@ -141,7 +141,15 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             )
             .await
         }
-        Component::Echo { text } => Finished::ok(text.clone(), ""),
+        Component::Echo { text } => {
+            if let Some(sink) = sink {
+                for line in text.lines() {
+                    // Live output is best effort, as for RUN.
+                    let _ = sink.try_send((OutputStream::Stdout, line.to_string()));
+                }
+            }
+            Finished::ok(text.clone(), "")
+        }
         Component::Arg { args, extend } => set_values(args, *extend, cache, "args"),
         Component::Env { envs, extend } => set_values(envs, *extend, cache, "envs"),
         Component::Workdir { path, owner, mode } => workdir(path, owner.as_ref(), *mode, cache),
@@ -502,7 +510,7 @@ async fn run_command(
 ) -> Finished {
     let command = match template::render(command, &cache.args()) {
         Ok(c) => c,
-        Err(e) => return Finished::fail(e, "the command did not render"),
+        Err(e) => return Finished::fail(&e, format!("the command did not render: {e}")),
     };
     if no_block {
         let mut cmd = shell(&command, cache);
@@ -710,7 +718,7 @@ fn set_values(
             Ok(v) => {
                 rendered.insert(k.clone(), v);
             }
-            Err(e) => return Finished::fail(e, format!("{kind} {k} did not render")),
+            Err(e) => return Finished::fail(&e, format!("{kind} {k} did not render: {e}")),
         }
     }
     let shown = Value::Object(rendered.clone()).to_string();
@@ -727,7 +735,7 @@ fn set_values(
 
 fn render_path(path: &str, cache: &Cache) -> Result<String, Finished> {
     let rendered = template::render(path, &cache.args())
-        .map_err(|e| Finished::fail(e, "the path did not render"))?;
+        .map_err(|e| Finished::fail(&e, format!("the path did not render: {e}")))?;
     if !rendered.starts_with('/') {
         return Err(Finished::fail(
             format!("'{rendered}' is not an absolute path"),
@@ -818,7 +826,7 @@ async fn wait_for(wait: &WaitFor, cache: &Cache, deadline: Instant) -> Finished 
         } => {
             let command = match template::render(command, &cache.args()) {
                 Ok(c) => c,
-                Err(e) => return Finished::fail(e, "the command did not render"),
+                Err(e) => return Finished::fail(&e, format!("the command did not render: {e}")),
             };
             let mut last = None;
             for attempt in 1..=*retry {

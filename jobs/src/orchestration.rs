@@ -99,7 +99,12 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
             .location()
             .map(|l| format!(" at line {} column {}", l.line(), l.column()))
             .unwrap_or_default();
-        err(None, None, format!("YAML syntax error{at}: {e}"))
+        // The parser's own text names the position too: said once, up front.
+        let mut why = e.to_string();
+        if !at.is_empty() {
+            why = why.replacen(&at, "", 1);
+        }
+        err(None, None, format!("YAML syntax error{at}: {why}"))
     })?;
     let list = match doc {
         serde_yaml_ng::Value::Sequence(list) => list,
@@ -363,6 +368,9 @@ mod tests {
         );
         let e = error("- jobs:\n  - RUN: [unclosed\n");
         assert!(e.starts_with("bad.yaml: YAML syntax error at line"), "{e}");
+        // The position is said once (the parser's text repeats it); another, where the
+        // unclosed list began, may follow.
+        assert_eq!(e.matches(" at line 3 column 1").count(), 1, "{e}");
         assert!(error("").contains("the file is empty"));
         assert!(error("[]").contains("no entries"));
         assert!(error("jobs: []").contains("expected a list of entries"));

@@ -660,6 +660,7 @@ impl JobSpec {
             None => DEFAULT_TIMEOUT_SECS,
         };
         let component = component(verb, &parsed, inline)?;
+        check_templates(&component)?;
         Ok(ParseOutcome::Spec(JobSpec {
             component,
             timeout_secs,
@@ -667,6 +668,35 @@ impl JobSpec {
             skip_cache: parsed.flag("skip-cache"),
             force_lock: parsed.flag("force-lock"),
         }))
+    }
+}
+
+/// Template syntax errors are bad input, refused here rather than on every node.
+fn check_templates(component: &Component) -> Result<(), String> {
+    fn value(key: &str, v: &Value) -> Result<(), String> {
+        match v {
+            Value::String(s) => {
+                crate::template::check_syntax(s).map_err(|e| format!("value of {key}: {e}"))
+            }
+            Value::Array(items) => items.iter().try_for_each(|i| value(key, i)),
+            Value::Object(map) => map.values().try_for_each(|i| value(key, i)),
+            _ => Ok(()),
+        }
+    }
+    let check = |what: &str, text: &str| {
+        crate::template::check_syntax(text).map_err(|e| format!("{what}: {e}"))
+    };
+    match component {
+        Component::Run { command, .. } => check("the command", command),
+        Component::Wait {
+            wait: WaitFor::Command { command, .. },
+        } => check("--cmd", command),
+        Component::Workdir { path, .. } | Component::Cachefile { path } => check("the path", path),
+        Component::Add(t) | Component::Copy(t) => check("DEST", &t.dest),
+        Component::Arg { args: values, .. } | Component::Env { envs: values, .. } => values
+            .iter()
+            .try_for_each(|(k, v)| value(k, v).and(check("a key", k))),
+        _ => Ok(()),
     }
 }
 

@@ -41,8 +41,48 @@ pub fn render(text: &str, args: &Value) -> Result<String, String> {
                 msg.push_str(&format!(": {s}"));
                 source = s.source();
             }
+            if e.kind() == minijinja::ErrorKind::UndefinedError {
+                let missing = missing_args(text, args);
+                if !missing.is_empty() {
+                    msg.push_str(&format!(
+                        "; the node's args have no {}",
+                        missing
+                            .iter()
+                            .map(|m| format!("'{m}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
             msg
         })
+}
+
+/// The top-level names `text` uses that neither `args` nor the engine defines, sorted.
+fn missing_args(text: &str, args: &Value) -> Vec<String> {
+    let env = environment();
+    let Ok(template) = env.template_from_str(text) else {
+        return Vec::new();
+    };
+    let mut missing: Vec<String> = template
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|name| args.get(name).is_none() && !env.globals().any(|(g, _)| g == name))
+        .collect();
+    missing.sort();
+    missing
+}
+
+/// Whether `text` parses as a template: a syntax error would fail on every node, so it is bad
+/// input, refused where the job is written.
+pub fn check_syntax(text: &str) -> Result<(), String> {
+    if !is_template(text) {
+        return Ok(());
+    }
+    environment()
+        .template_from_str(text)
+        .map(|_| ())
+        .map_err(|e| format!("template syntax error: {e}"))
 }
 
 /// Renders every string inside `value` (lists and maps recursively).
@@ -95,11 +135,26 @@ mod tests {
     fn a_missing_variable_is_an_error() {
         let e = render("echo {{ nope }}", &json!({})).unwrap_err();
         assert!(e.contains("undefined"), "{e}");
+        // It names what is missing, not what is there or what the engine provides.
+        let e = render(
+            "{{ here }} {{ nope }} {% for i in range(2) %}{{ also.x }}{% endfor %}",
+            &json!({"here": 1}),
+        )
+        .unwrap_err();
+        assert!(e.ends_with("the node's args have no 'also', 'nope'"), "{e}");
         assert!(
             render("{{ unclosed", &json!({}))
                 .unwrap_err()
                 .contains("template error")
         );
+    }
+
+    #[test]
+    fn syntax_errors_are_found_without_rendering() {
+        assert!(check_syntax("echo {{ x }} plain").is_ok());
+        assert!(check_syntax("awk '{print $1}'").is_ok());
+        let e = check_syntax("echo {{ unclosed").unwrap_err();
+        assert!(e.starts_with("template syntax error"), "{e}");
     }
 
     #[test]

@@ -448,6 +448,13 @@ async fn streamed_output_arrives_before_the_result() {
     let r = h.results(1).await;
     assert_eq!(r[&job].state, ResultState::Success);
     assert_eq!(h.outputs[&job], vec!["line1", "line2", "line3"]);
+    // ECHO's text is output too (`--stream` shows it).
+    let mut s = spec("ECHO", "hello echo");
+    s.skip_cache = true;
+    let job = h.submit_spec("p", QueueKind::Sync, s, true).await;
+    let r = h.results(1).await;
+    assert_eq!(r[&job].stdout, "hello echo");
+    assert_eq!(h.outputs[&job], vec!["hello echo"]);
 }
 
 #[tokio::test]
