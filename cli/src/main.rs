@@ -155,7 +155,14 @@ fn state_dir(flag: Option<PathBuf>) -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(submit::exec_argv(std::env::args_os().collect()));
+    let argv = match submit::exec_argv(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let cli_state_dir_given = cli.state_dir.is_some();
     let state_dir = state_dir(cli.state_dir);
     let result = match cli.command {

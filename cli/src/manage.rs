@@ -283,9 +283,11 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
             });
         pick.map_or(Value::Null, |(n, _)| json!(n))
     };
-    let combined: f64 = exec.values().sum();
-    let combined_round: f64 = round.values().sum();
+    let combined: f64 = exec.values().fold(0.0, |a, b| a + b);
+    let combined_round: f64 = round.values().fold(0.0, |a, b| a + b);
     let total_jobs = jobs.len().max(1) as f64;
+    // Microseconds: the sums' last digits are float noise (0.015884699000000002).
+    let micros = |secs: f64| (secs * 1e6).round() / 1e6;
     json!({
         "id": id,
         "total_jobs": jobs.len(),
@@ -294,9 +296,9 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
         "fastest_node_execution": extreme(&exec, false),
         "slowest_node_roundtrip": extreme(&round, true),
         "fastest_node_roundtrip": extreme(&round, false),
-        "combined_execution_time": combined,
-        "total_avg_execution_time": combined / total_jobs,
-        "total_avg_roundtrip_time": combined_round / total_jobs,
+        "combined_execution_time": micros(combined),
+        "total_avg_execution_time": micros(combined / total_jobs),
+        "total_avg_roundtrip_time": micros(combined_round / total_jobs),
         "total_successes": successes,
         "total_failures": failures,
         "total_node_count": exec.len(),

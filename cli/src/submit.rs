@@ -102,9 +102,13 @@ const EXEC_OPTIONS: &[(&str, bool)] = &[
 /// Rewrites an `exec` command line so that its own options may stand anywhere among the job's
 /// arguments: `exec --verb RUN --skip-cache 'uname -a' --poll` becomes
 /// `exec --verb RUN --poll -- --skip-cache 'uname -a'`. Other command lines are unchanged.
-pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+///
+/// An argument one typo away from one of exec's options (`--taget n1`) is refused rather than
+/// handed to the job: it would run on every node instead of the one meant. After `--`
+/// everything is the job's.
+pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
     let Some(at) = argv.iter().position(|a| a == "exec") else {
-        return argv;
+        return Ok(argv);
     };
     // Only when `exec` is the subcommand, i.e. everything before it is global options.
     let mut i = 1;
@@ -112,11 +116,11 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         match argv[i].to_str() {
             Some("--state-dir") => i += 2,
             Some(a) if a.starts_with("--state-dir=") => i += 1,
-            _ => return argv,
+            _ => return Ok(argv),
         }
     }
     if i != at {
-        return argv;
+        return Ok(argv);
     }
     let mut out: Vec<std::ffi::OsString> = argv[..=at].to_vec();
     let mut job = Vec::new();
@@ -138,14 +142,42 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                     out.push(value.clone());
                 }
             }
-            None => job.push(arg.clone()),
+            None => {
+                if let Some((option, _)) = EXEC_OPTIONS.iter().find(|(o, _)| {
+                    o.starts_with("--") && name.starts_with("--") && one_typo(name, o)
+                }) {
+                    return Err(format!(
+                        "exec has no option {name}: did you mean {option}? (to give {name} to \
+                         the job, put it after `--`)"
+                    ));
+                }
+                job.push(arg.clone())
+            }
         }
     }
     if !job.is_empty() {
         out.push("--".into());
         out.extend(job);
     }
-    out
+    Ok(out)
+}
+
+/// Whether `a` and `b` differ by exactly one typo: a letter left out, added, replaced, or two
+/// neighbours swapped.
+fn one_typo(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a == b || a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let start = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[start..], &b[start..]);
+    match a.len().cmp(&b.len()) {
+        std::cmp::Ordering::Less => a == &b[1..],
+        std::cmp::Ordering::Greater => &a[1..] == b,
+        std::cmp::Ordering::Equal => {
+            a[1..] == b[1..] || (a.len() >= 2 && a[0] == b[1] && a[1] == b[0] && a[2..] == b[2..])
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +213,8 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
 }
 
 pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Failure> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Failure::Runtime(format!("cannot tell the current directory: {e}")))?;
     let mut parents = Vec::new();
     for file in &args.files {
         let Orchestration { entries } = match orchestration::parse_file(file) {
@@ -191,19 +225,29 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
             }
             Err(e) => return Err(Failure::Input(e.to_string())),
         };
-        for entry in entries {
+        for (e, entry) in entries.into_iter().enumerate() {
+            let mut jobs = Vec::new();
+            for (j, job) in entry.jobs.into_iter().enumerate() {
+                // ADD/COPY sources are read here, and a missing one is named where it is written.
+                let verb = job.spec.verb();
+                let specs = jobs::transfer::resolve(job.spec, &cwd).map_err(|why| {
+                    Failure::Input(format!(
+                        "{}: entry {}, job {} ({verb}): {why}",
+                        file.display(),
+                        e + 1,
+                        j + 1
+                    ))
+                })?;
+                jobs.extend(specs.into_iter().map(|spec| SubmittedJob {
+                    spec,
+                    definition: job.text.clone(),
+                }));
+            }
             parents.push(SubmittedParent {
                 targets: entry.targets,
                 is_async: entry.is_async,
                 fingerprint: entry.fingerprint,
-                jobs: entry
-                    .jobs
-                    .into_iter()
-                    .map(|j| SubmittedJob {
-                        spec: j.spec,
-                        definition: j.text,
-                    })
-                    .collect(),
+                jobs,
             });
         }
     }
@@ -280,6 +324,13 @@ fn run(
         };
         if reply.restricted > 0 {
             eprintln!("{} jobs left out by --restrict", reply.restricted);
+        }
+        if !reply.left_out.is_empty() {
+            eprintln!(
+                "warning: left out the live nodes named {}: two or more nodes share each name \
+                 (see `status`); give each a distinct --name",
+                reply.left_out.join(", ")
+            );
         }
         if !follow {
             for j in &reply.jobs {
@@ -425,7 +476,7 @@ async fn follow_jobs(
     }
     let ok = done.len() - failed.len();
     eprintln!(
-        "jobs: {ok} succeeded, {} failed ({} results of {} expected)",
+        "jobs: {ok} succeeded, {} failed ({} of {} results)",
         failed.len(),
         done.values().map(|r| r.results.len()).sum::<usize>(),
         expected
@@ -496,9 +547,37 @@ mod tests {
 
     fn rewrite(args: &[&str]) -> Vec<String> {
         exec_argv(args.iter().map(Into::into).collect())
+            .unwrap()
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
+    }
+
+    #[test]
+    fn an_exec_option_with_a_typo_is_refused_not_given_to_the_job() {
+        let argv = |args: &[&str]| args.iter().map(Into::into).collect::<Vec<_>>();
+        for (typo, meant) in [
+            ("--taget", "--target"),
+            ("--targets", "--target"),
+            ("--pol", "--poll"),
+            ("--pool", "--poll"),
+            ("--chekc", "--check"),
+        ] {
+            let e = exec_argv(argv(&["dm", "exec", "--verb", "RUN", "echo x", typo, "n1"]))
+                .unwrap_err();
+            assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
+        }
+        // The job's own options, and a command's, are the job's: `ls --all` is two typos from
+        // --poll; and after `--` nothing is checked.
+        for args in [
+            &["dm", "exec", "--verb", "RUN", "ls", "--all"][..],
+            &["dm", "exec", "--verb", "RUN", "--timeout", "5", "sleep 1"],
+            &["dm", "exec", "--verb", "RUN", "--", "echo", "--taget"],
+        ] {
+            assert!(exec_argv(argv(args)).is_ok(), "{args:?}");
+        }
+        assert!(one_typo("--ab", "--ba") && !one_typo("--abc", "--abc"));
+        assert!(!one_typo("--all", "--poll") && one_typo("--pll", "--poll"));
     }
 
     #[test]

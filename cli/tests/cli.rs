@@ -189,6 +189,12 @@ fn bad_join_settings_exit_2_with_the_reason() {
 #[test]
 fn usage_errors_exit_2() {
     fails(&["manage"], 2, &["--list-nodes"]);
+    // A typo in one of exec's own options is not handed to the job (it would run everywhere).
+    fails(
+        &["exec", "--verb", "RUN", "echo only-n1", "--taget", "n1"],
+        2,
+        &["exec has no option --taget: did you mean --target?"],
+    );
     // A filter another action would silently ignore is refused before any daemon is asked.
     fails(
         &["manage", "--job-info", "last", "--filter", "failed"],

@@ -108,6 +108,10 @@ pub struct SubmitReply {
     pub jobs: Vec<JobSummary>,
     /// Jobs left out by `--restrict`.
     pub restricted: usize,
+    /// Names of live nodes a parent for every node left out: each shares its name with another
+    /// live node (records name results by node), until one of them is renamed.
+    #[serde(default)]
+    pub left_out: Vec<String>,
 }
 
 /// A submitted job, as the CLI lists it.

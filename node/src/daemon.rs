@@ -465,7 +465,8 @@ fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> Status
                 machine_id: p.machine_id.clone(),
                 host_uptime_secs: p.host_uptime_secs.saturating_add(age),
                 agent_uptime_secs: p.agent_uptime_secs.saturating_add(age),
-                last_seen_secs: m.last_seen_ago.as_secs_f64(),
+                // To the millisecond: more digits only show float noise.
+                last_seen_secs: m.last_seen_ago.as_millis() as f64 / 1000.0,
                 load: p.load,
                 labels: p.labels.clone(),
                 is_self: m.is_self,

@@ -125,9 +125,12 @@ impl JobRecord {
     /// Mean execution and round-trip seconds over the nodes that reported.
     pub fn mean_times(&self) -> (f64, f64) {
         let n = self.results.len().max(1) as f64;
+        // Folded from +0.0: an empty f64 sum is -0.0, shown as "-0.000000".
+        let total =
+            |f: fn(&NodeResult) -> f64| self.results.values().map(f).fold(0.0, |a, b| a + b);
         (
-            self.results.values().map(|r| r.execution_secs).sum::<f64>() / n,
-            self.results.values().map(|r| r.roundtrip_secs).sum::<f64>() / n,
+            total(|r| r.execution_secs) / n,
+            total(|r| r.roundtrip_secs) / n,
         )
     }
 }

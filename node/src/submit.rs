@@ -2,7 +2,7 @@
 //! the mesh, ids assigned, `--restrict`, `--ignore-cache`, `--force-async` and `--run-once`
 //! applied, and a record made for every job.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use coordination::{JobEntry, NodeId, Parent, Run};
 use jobs::executor::QueueKind;
@@ -48,12 +48,27 @@ pub fn resolve(
                 .push(v);
             m
         });
-    let names: Vec<&str> = by_name.keys().copied().collect();
+    let live =
+        |v: &&mesh::MemberView| matches!(v.state, MemberState::Alive | MemberState::Conflict);
+    let mut alive_names = Vec::new();
+    let mut gone_names = Vec::new();
+    for (name, views) in &by_name {
+        if views.iter().any(live) {
+            alive_names.push(*name);
+        } else {
+            gone_names.push(*name);
+        }
+    }
     let lookup = |name: &str| -> Result<NodeRef, SubmitError> {
         let Some(views) = by_name.get(name) else {
+            let gone = if gone_names.is_empty() {
+                String::new()
+            } else {
+                format!("; not alive: {}", gone_names.join(", "))
+            };
             return Err(SubmitError::BadInput(format!(
-                "unknown target '{name}' (members: {})",
-                names.join(", ")
+                "unknown target '{name}' (alive: {}{gone})",
+                alive_names.join(", ")
             )));
         };
         let alive: Vec<&&mesh::MemberView> = views
@@ -67,9 +82,13 @@ pub fn resolve(
             }),
             [] => {
                 let v = views[0];
+                let what = match v.state {
+                    MemberState::Left => "has left the mesh".to_string(),
+                    MemberState::Expired => "is not answering (expired)".to_string(),
+                    other => format!("is {}", other.as_str()),
+                };
                 Err(SubmitError::Unavailable(format!(
-                    "target '{name}' is {} (last heard from {:.0} s ago)",
-                    v.state.as_str(),
+                    "target '{name}' {what} (last heard from {:.0} s ago)",
                     v.last_seen_ago.as_secs_f64()
                 )))
             }
@@ -99,6 +118,15 @@ pub fn resolve(
         })
         .collect();
 
+    // Live, but sharing a name: a parent for every node cannot name their results apart.
+    let conflicted: BTreeSet<String> = status
+        .members
+        .iter()
+        .filter(|v| v.state == MemberState::Conflict)
+        .map(|v| v.presence.name.clone())
+        .collect();
+    let mut left_out = BTreeSet::new();
+
     let run_id = new_id();
     let mut parents = Vec::new();
     let mut records = Vec::new();
@@ -110,6 +138,7 @@ pub fn resolve(
         } else if let Some(list) = &sp.targets {
             resolve_list(list)?
         } else {
+            left_out.extend(conflicted.iter().cloned());
             everyone.clone()
         };
         if targets.is_empty() {
@@ -206,6 +235,7 @@ pub fn resolve(
             run_id,
             jobs: summaries,
             restricted,
+            left_out: left_out.into_iter().collect(),
         },
     })
 }

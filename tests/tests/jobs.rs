@@ -321,7 +321,8 @@ fn directord_timing_and_comparison_orchestrations() {
         let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
         assert!(o.status.success(), "{name}: {}", text(&o));
         assert!(
-            String::from_utf8_lossy(&o.stderr).contains("1000 succeeded, 0 failed (3000 results"),
+            String::from_utf8_lossy(&o.stderr)
+                .contains("1000 succeeded, 0 failed (3000 of 3000 results)"),
             "{}",
             text(&o)
         );
@@ -672,6 +673,17 @@ fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
         ("bad-tag.yaml", &["unknown cache tag 'everything'"]),
         ("empty.yaml", &["the file is empty"]),
         ("bad-wait.yaml", &["exactly one of --seconds and --cmd"]),
+        (
+            "missing-source.yaml",
+            &[
+                "missing-source.yaml: entry 2, job 1 (ADD)",
+                "no file matches",
+            ],
+        ),
+        (
+            "bad-template.yaml",
+            &["entry 1, job 2 (RUN)", "the command: template syntax error"],
+        ),
         ("binary.yaml", &["binary.yaml"]),
         (
             "does-not-exist.yaml",

@@ -117,4 +117,22 @@ fn two_live_nodes_with_one_name_show_a_conflict() {
             (states == ["conflict", "conflict"]).then_some(())
         });
     }
+    // A job for every node leaves them out (their results could not be told apart), and says
+    // so; naming one of them is refused as ambiguous.
+    let third = Daemon::start(root.path(), "other", &["--name", "db", "--token", &token]);
+    wait_for(Duration::from_secs(15), "db to see the conflict", || {
+        let s = third.status()?;
+        (s["nodes"].as_array()?.len() == 3).then_some(())
+    });
+    let o = third.cli(&["exec", "--verb", "RUN", "true", "--poll"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: left out the live nodes named web"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1/1 nodes"));
+    let o = third.cli(&["exec", "--verb", "RUN", "true", "--target", "web"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ambiguous"));
 }
