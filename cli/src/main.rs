@@ -95,7 +95,7 @@ struct ManageArgs {
     #[arg(long, value_enum)]
     filter: Option<manage::Filter>,
 
-    /// One job's record, node by node (`last` for the newest).
+    /// One job's record, node by node (`last` for the newest; the start of an id will do).
     #[arg(long, group = "action", value_name = "ID")]
     job_info: Option<String>,
 
@@ -111,7 +111,7 @@ struct ManageArgs {
     #[arg(long, group = "action")]
     dump_cache: bool,
 
-    /// Timing analysis of one job (`last` for the newest).
+    /// Timing analysis of one job (`last` for the newest; the start of an id will do).
     #[arg(long, group = "action", value_name = "ID")]
     analyze_job: Option<String>,
 

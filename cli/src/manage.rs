@@ -78,6 +78,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 ControlResponse::Job(None) => {
                     return Err(Failure::Input(format!("no job '{id}' on this node")));
                 }
+                ControlResponse::Refused(why) => return Err(Failure::Input(why)),
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
             Action::PurgeJobs => {
@@ -102,19 +103,9 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
             Action::AnalyzeJob(id) => {
-                let all = records(state_dir).await?;
-                let pick: Vec<JobRecord> = if id == "last" {
-                    all.into_iter()
-                        .max_by_key(|r| r.created_unix_ms)
-                        .into_iter()
-                        .collect()
-                } else {
-                    all.into_iter().filter(|r| r.job_id == id).collect()
-                };
-                let Some(first) = pick.first() else {
-                    return Err(Failure::Input(format!("no job '{id}' on this node")));
-                };
-                let report = analyze(&first.job_id.clone(), &pick);
+                let job =
+                    node::records::pick(records(state_dir).await?, &id).map_err(Failure::Input)?;
+                let report = analyze(&job.job_id.clone(), &[job]);
                 if json {
                     json_text(&report)?
                 } else {

@@ -662,15 +662,10 @@ impl ControlHandler for Control {
             ControlRequest::Submit(submission) => self.submit(submission).await,
             ControlRequest::Watch { job_ids, output } => return self.watch(job_ids, output).await,
             ControlRequest::ListJobs => ControlResponse::Jobs(self.records().await),
-            ControlRequest::JobInfo(id) => {
-                let all = self.records().await;
-                let found = if id == "last" {
-                    all.into_iter().max_by_key(|r| r.created_unix_ms)
-                } else {
-                    all.into_iter().find(|r| r.job_id == id)
-                };
-                ControlResponse::Job(found.map(Box::new))
-            }
+            ControlRequest::JobInfo(id) => match crate::records::pick(self.records().await, &id) {
+                Ok(record) => ControlResponse::Job(Some(Box::new(record))),
+                Err(why) => ControlResponse::Refused(why),
+            },
             ControlRequest::PurgeJobs => {
                 let (done, purged) = tokio::sync::oneshot::channel();
                 self.runs.send(runs::Input::Purge { done }).await;

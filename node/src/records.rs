@@ -58,7 +58,7 @@ pub enum JobStatus {
 }
 
 /// Everything the originator records about one job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job_id: String,
     pub run_id: String,
@@ -132,5 +132,68 @@ impl JobRecord {
             total(|r| r.execution_secs) / n,
             total(|r| r.roundtrip_secs) / n,
         )
+    }
+}
+
+/// Which job `id` names among `records`: `last` for the newest, else the job with that id or
+/// the only one whose id starts with it. The error says why none was picked.
+pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
+    if records.is_empty() {
+        return Err(format!(
+            "no job '{id}' on this node (it has no job records)"
+        ));
+    }
+    if id == "last" {
+        return records
+            .into_iter()
+            .max_by_key(|r| r.created_unix_ms)
+            .ok_or_else(|| format!("no job '{id}' on this node"));
+    }
+    let mut matches: Vec<JobRecord> = records
+        .into_iter()
+        .filter(|r| r.job_id.starts_with(id))
+        .collect();
+    if let Some(exact) = matches.iter().position(|r| r.job_id == id) {
+        return Ok(matches.swap_remove(exact));
+    }
+    match matches.len() {
+        0 => Err(format!("no job '{id}' on this node")),
+        1 => Ok(matches.remove(0)),
+        n => Err(format!(
+            "'{id}' is the start of {n} job ids on this node; give more of the id"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, created: u64) -> JobRecord {
+        JobRecord {
+            job_id: id.into(),
+            created_unix_ms: created,
+            ..JobRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_job_is_picked_by_id_prefix_or_last() {
+        let all = || vec![record("abc-1", 1), record("abd-2", 3), record("abc", 2)];
+        assert_eq!(pick(all(), "last").unwrap().job_id, "abd-2");
+        assert_eq!(pick(all(), "abd").unwrap().job_id, "abd-2");
+        // An exact id wins over the longer ids it starts.
+        assert_eq!(pick(all(), "abc").unwrap().job_id, "abc");
+        assert!(
+            pick(all(), "ab")
+                .unwrap_err()
+                .contains("start of 3 job ids")
+        );
+        assert_eq!(pick(all(), "x").unwrap_err(), "no job 'x' on this node");
+        assert!(
+            pick(vec![], "last")
+                .unwrap_err()
+                .contains("has no job records")
+        );
     }
 }

@@ -826,6 +826,15 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     ] {
         assert!(info.contains(key), "{key} missing from:\n{info}");
     }
+    // The start of an id names the job too.
+    let failing_id = record(&recs, "RUN: --skip-cache exit 7")["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = d.cli(&["manage", "--job-info", &failing_id[..13], "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["job_id"], failing_id.as_str());
     // An unknown id is bad input.
     let o = d.cli(&["manage", "--job-info", "no-such-job"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
