@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     cache::Cache,
+    processes::ProcessLog,
     spec::{CacheTag, Component, FileRef, Fingerprint, Owner, Transfer, WaitFor},
     template,
 };
@@ -120,26 +121,26 @@ pub struct Context<'a> {
     /// When the job's timeout expires.
     pub deadline: Instant,
     pub coordinator: Option<&'a dyn Coordinator>,
+    /// Where the job's process group is written down while it runs.
+    pub processes: Option<&'a ProcessLog>,
 }
 
 /// Runs `component` on this node.
 pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
-    let (cache, sink, deadline) = (ctx.cache, ctx.sink, ctx.deadline);
+    let (cache, sink, deadline, processes) = (ctx.cache, ctx.sink, ctx.deadline, ctx.processes);
     match component {
         Component::Run {
             command,
             stdout_arg,
             no_block,
         } => {
-            run_command(
-                command,
-                stdout_arg.as_deref(),
-                *no_block,
+            let sh = CommandContext {
                 cache,
                 sink,
                 deadline,
-            )
-            .await
+                processes,
+            };
+            run_command(command, stdout_arg.as_deref(), *no_block, &sh).await
         }
         Component::Echo { text } => {
             if let Some(sink) = sink {
@@ -165,7 +166,15 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         }
         // The executor purges the queues; the job itself only reports.
         Component::Queuesentinel => Finished::ok("", ""),
-        Component::Wait { wait } => wait_for(wait, cache, deadline).await,
+        Component::Wait { wait } => {
+            let sh = CommandContext {
+                cache,
+                sink: None,
+                deadline,
+                processes,
+            };
+            wait_for(wait, &sh).await
+        }
         Component::Query { name, no_wait } => query(name, *no_wait, ctx).await,
         Component::QueryWait {
             item,
@@ -500,14 +509,21 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
     }
 }
 
+/// What a shell command runs with.
+struct CommandContext<'a> {
+    cache: &'a Cache,
+    sink: Option<&'a LineSink>,
+    deadline: Instant,
+    processes: Option<&'a ProcessLog>,
+}
+
 async fn run_command(
     command: &str,
     stdout_arg: Option<&str>,
     no_block: bool,
-    cache: &Cache,
-    sink: Option<&LineSink>,
-    deadline: Instant,
+    sh: &CommandContext<'_>,
 ) -> Finished {
+    let cache = sh.cache;
     let command = match template::render(command, &cache.args()) {
         Ok(c) => c,
         Err(e) => return Finished::fail(&e, format!("the command did not render: {e}")),
@@ -527,7 +543,7 @@ async fn run_command(
             Err(e) => Finished::fail(format!("cannot start /bin/sh: {e}"), command),
         };
     }
-    let r = run_shell(&command, cache, sink, deadline).await;
+    let r = run_shell(&command, sh).await;
     let mut finished = r.into_finished(&command);
     if finished.success
         && let Some(name) = stdout_arg
@@ -633,14 +649,10 @@ async fn read_lines(
     out
 }
 
-async fn run_shell(
-    command: &str,
-    cache: &Cache,
-    sink: Option<&LineSink>,
-    deadline: Instant,
-) -> ShellResult {
+async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
+    let (sink, deadline) = (sh.sink, sh.deadline);
     let started = Instant::now();
-    let mut cmd = shell(command, cache);
+    let mut cmd = shell(command, sh.cache);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -655,6 +667,8 @@ async fn run_shell(
         }
     };
     let pid = child.id();
+    // Written down while it runs: a node restarted after a crash stops the group.
+    let _running = pid.and_then(|pid| sh.processes.map(|log| Running::new(log, pid)));
     // Both pipes were requested above; the readers and the wait share this task.
     let out = child.stdout.take();
     let err = child.stderr.take();
@@ -694,6 +708,25 @@ async fn run_shell(
                 stderr: String::new(),
             }
         }
+    }
+}
+
+/// A job's process group in the [`ProcessLog`] while its shell runs.
+struct Running<'a> {
+    log: &'a ProcessLog,
+    pgid: u32,
+}
+
+impl<'a> Running<'a> {
+    fn new(log: &'a ProcessLog, pgid: u32) -> Self {
+        log.started(pgid);
+        Running { log, pgid }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.log.ended(self.pgid);
     }
 }
 
@@ -813,7 +846,8 @@ fn cachefile(path: &str, cache: &Cache) -> Finished {
     }
 }
 
-async fn wait_for(wait: &WaitFor, cache: &Cache, deadline: Instant) -> Finished {
+async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
+    let cache = sh.cache;
     match wait {
         WaitFor::Seconds(s) => {
             tokio::time::sleep(crate::spec::bounded_secs_f64(*s)).await;
@@ -830,7 +864,7 @@ async fn wait_for(wait: &WaitFor, cache: &Cache, deadline: Instant) -> Finished 
             };
             let mut last = None;
             for attempt in 1..=*retry {
-                let r = run_shell(&command, cache, None, deadline).await;
+                let r = run_shell(&command, sh).await;
                 if r.timed_out.is_some() {
                     return r.into_finished(&command);
                 }

@@ -32,6 +32,7 @@ use tokio::{
 use crate::{
     cache::{Cache, CachedState},
     components::{self, Coordinator, LineSink, OutputStream},
+    processes::ProcessLog,
     spec::{Component, Fingerprint, JobSpec},
 };
 
@@ -105,6 +106,8 @@ pub struct ExecutorConfig {
     pub async_cap: usize,
     /// How QUERY and JOB_WAIT reach other nodes (`None`: those verbs fail).
     pub coordinator: Option<Arc<dyn Coordinator>>,
+    /// Where the process groups of running jobs are written down (`None`: nowhere).
+    pub processes: Option<Arc<ProcessLog>>,
     /// Run the queues and the jobs on a thread of their own (with its own runtime) instead of
     /// the caller's runtime.
     pub own_thread: bool,
@@ -115,6 +118,7 @@ impl std::fmt::Debug for ExecutorConfig {
         f.debug_struct("ExecutorConfig")
             .field("async_cap", &self.async_cap)
             .field("coordinator", &self.coordinator.is_some())
+            .field("processes", &self.processes.is_some())
             .field("own_thread", &self.own_thread)
             .finish()
     }
@@ -128,6 +132,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             async_cap: (2 * cpus).clamp(16, 64),
             coordinator: None,
+            processes: None,
             own_thread: false,
         }
     }
@@ -185,6 +190,7 @@ impl Executor {
             running: 0,
             cap: config.async_cap.max(1),
             coordinator: config.coordinator,
+            processes: config.processes,
         };
         if config.own_thread {
             spawn_on_own_thread(actor);
@@ -309,6 +315,7 @@ struct Actor {
     cache: Arc<Cache>,
     locks: Arc<Locks>,
     coordinator: Option<Arc<dyn Coordinator>>,
+    processes: Option<Arc<ProcessLog>>,
     /// The queues hold what this node accepted to run (not capped: every job in them is owed
     /// a result; the node's accepted runs are on disk, and the executor's inbox is bounded).
     general: VecDeque<Work>,
@@ -493,6 +500,7 @@ impl Actor {
         let events = self.events.clone();
         let done_tx = self.done_tx.clone();
         let coordinator = self.coordinator.clone();
+        let processes = self.processes.clone();
         tokio::spawn(async move {
             let job_id = work.job_id.clone();
             let parent_id = work.parent_id.clone();
@@ -501,9 +509,9 @@ impl Actor {
             // still ends as a failed result and frees its queue.
             let run = {
                 let events = events.clone();
-                tokio::spawn(
-                    async move { execute(work, &cache, &locks, &events, coordinator).await },
-                )
+                tokio::spawn(async move {
+                    execute(work, &cache, &locks, &events, coordinator, processes).await
+                })
             };
             let mut outcome = match run.await {
                 Ok(outcome) => outcome,
@@ -538,6 +546,7 @@ async fn execute(
     locks: &Locks,
     events: &mpsc::Sender<ExecEvent>,
     coordinator: Option<Arc<dyn Coordinator>>,
+    processes: Option<Arc<ProcessLog>>,
 ) -> Outcome {
     let started_unix_ms = unix_ms();
     let verb = work.spec.verb();
@@ -593,6 +602,7 @@ async fn execute(
                 sink: sink.as_ref(),
                 deadline,
                 coordinator: coordinator.as_deref(),
+                processes: processes.as_deref(),
             },
         ),
     )

@@ -8,6 +8,7 @@ pub mod components;
 pub mod executor;
 pub mod inline;
 pub mod orchestration;
+pub mod processes;
 pub mod spec;
 pub mod template;
 pub mod transfer;

@@ -14,6 +14,7 @@ use std::{
 use jobs::{
     cache::{self, Cache},
     executor::{Executor, ExecutorConfig},
+    processes::ProcessLog,
 };
 use mesh::{
     JoinToken, MembershipChange, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshKey, MeshStatus,
@@ -153,9 +154,21 @@ impl Node {
             mesh.handle.clone(),
             TestHooks::from_env(&config.state_dir),
         );
+        // Jobs a crash of the previous run left running are stopped before anything starts:
+        // they are reported interrupted, and a resend must not run beside them.
+        let log_path = config.state_dir.join("running-jobs");
+        let (processes, stopped) = ProcessLog::open(&log_path)
+            .map_err(|e| NodeError::Store(format!("{}: {e}", log_path.display())))?;
+        if !stopped.is_empty() {
+            warn!(
+                groups = ?stopped,
+                "stopped the process groups of jobs the previous run of this node left running"
+            );
+        }
         let (runs, runs_inbox) = Runs::channel();
         let executor_config = ExecutorConfig {
             coordinator: Some(runs.coordinator(mesh.handle.clone(), transfers.clone())),
+            processes: Some(Arc::new(processes)),
             own_thread: config.jobs_thread,
             ..ExecutorConfig::default()
         };

@@ -454,6 +454,41 @@ fn a_target_killed_mid_run_is_reported_unreachable() {
     );
 }
 
+/// A node killed with -9 leaves its jobs' processes running (nothing can stop them then); once
+/// restarted it stops them before anything else runs, and reports the jobs interrupted.
+#[test]
+fn a_restarted_node_stops_the_jobs_its_crash_left_running() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    // A command line no other process has.
+    let marker = format!("sleep 47.{}", std::process::id());
+    let job_id = submit(&nodes[0], &["n2"], &format!("{marker}; echo never"));
+    wait_for(Duration::from_secs(20), "the job to start on n2", || {
+        processes_running(&marker).then_some(())
+    });
+    nodes[1].kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        processes_running(&marker),
+        "the job's process outlives its node's crash (what this test is about)"
+    );
+    nodes[1].restart();
+    wait_for(Duration::from_secs(10), "the leftover job to be stopped", || {
+        (!processes_running(&marker)).then_some(())
+    });
+    assert!(
+        nodes[1]
+            .log()
+            .contains("stopped the process groups of jobs the previous run of this node left running"),
+        "{}",
+        nodes[1].log()
+    );
+    let record = wait_for_record(&nodes, &job_id, "the job to be reported", |r| {
+        r["results"]["n2"]["state"] == "failed"
+    });
+    assert_ne!(record["results"]["n2"]["stdout"], "never", "{record}");
+}
+
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
 fn run_args(targets: &[&str], command: &str) -> Vec<String> {
     let mut args: Vec<String> = ["exec", "--verb", "RUN", "--skip-cache"]

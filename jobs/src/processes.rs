@@ -1,0 +1,265 @@
+//! The process groups of running jobs, written down so that a node restarted after a crash
+//! (kill -9, out of memory) stops what its previous run left running: a job reported
+//! interrupted must not go on unsupervised beside a resend of it.
+//!
+//! One file, appended to and never synced (a crashed process leaves the page cache intact;
+//! after a reboot there is nothing left to stop): a `boot` line naming the boot it belongs to,
+//! then `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time of
+//! the start on the boot clock, in the clock ticks `/proc/PID/stat` gives a process's start
+//! in: a group is stopped only if its leader is gone (the number cannot be reused while the
+//! group lives) or is the process that started then, never a later process that took the
+//! number.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use nix::{
+    sys::signal::{Signal, killpg},
+    time::{ClockId, clock_gettime},
+    unistd::Pid,
+};
+
+/// Rewritten with only the live entries once it grows past this.
+const COMPACT_AT: u64 = 1024 * 1024;
+
+/// Linux reports process start times in USER_HZ ticks, which it fixes at 100.
+const TICKS_PER_SEC: u64 = 100;
+
+/// How far a recorded start may be from the one `/proc` reports (the shell starts just before
+/// the clock is read).
+const START_SLACK_TICKS: u64 = 5;
+
+pub struct ProcessLog {
+    state: Mutex<State>,
+}
+
+struct State {
+    path: PathBuf,
+    file: File,
+    boot: String,
+    live: HashMap<u32, u64>,
+    written: u64,
+}
+
+impl ProcessLog {
+    /// Opens the log at `path`, stops every job process group a previous run of this node left
+    /// running (returned), and starts a fresh log.
+    pub fn open(path: &Path) -> io::Result<(ProcessLog, Vec<u32>)> {
+        let boot = boot_id();
+        let stopped = match fs::read_to_string(path) {
+            Ok(text) => stop_leftovers(&text, &boot),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let file = fresh(path, &boot, &HashMap::new())?;
+        let written = file.metadata()?.len();
+        let log = ProcessLog {
+            state: Mutex::new(State {
+                path: path.to_path_buf(),
+                file,
+                boot,
+                live: HashMap::new(),
+                written,
+            }),
+        };
+        Ok((log, stopped))
+    }
+
+    /// A job's shell started as the leader of process group `pgid`.
+    pub fn started(&self, pgid: u32) {
+        let ticks = boot_ticks();
+        self.append(format!("+{pgid} {ticks}\n"), |live| {
+            live.insert(pgid, ticks);
+        });
+    }
+
+    /// The job's shell ended (what it left in its group is the job's own business).
+    pub fn ended(&self, pgid: u32) {
+        self.append(format!("-{pgid}\n"), |live| {
+            live.remove(&pgid);
+        });
+    }
+
+    fn append(&self, line: String, change: impl FnOnce(&mut HashMap<u32, u64>)) {
+        // A poisoned lock only means another job's write panicked; the log is still usable.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut state.live);
+        // Best effort: a log that cannot be written only loses the cleanup after a crash.
+        if state.file.write_all(line.as_bytes()).is_ok() {
+            state.written += line.len() as u64;
+        }
+        if state.written > COMPACT_AT
+            && let Ok(file) = fresh(&state.path, &state.boot, &state.live)
+        {
+            state.written = file.metadata().map_or(0, |m| m.len());
+            state.file = file;
+        }
+    }
+}
+
+/// A log holding `live`, written aside and renamed over `path`, open for appending.
+fn fresh(path: &Path, boot: &str, live: &HashMap<u32, u64>) -> io::Result<File> {
+    let aside = path.with_extension("new");
+    let mut text = format!("boot {boot}\n");
+    for (pgid, ticks) in live {
+        text.push_str(&format!("+{pgid} {ticks}\n"));
+    }
+    fs::write(&aside, text)?;
+    fs::rename(&aside, path)?;
+    OpenOptions::new().append(true).open(path)
+}
+
+/// Stops the groups `text` (a previous log) shows running, if it is from this boot.
+fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
+    let mut lines = text.lines();
+    if lines.next() != Some(&format!("boot {boot}")) {
+        return Vec::new();
+    }
+    let mut live: HashMap<u32, u64> = HashMap::new();
+    for line in lines {
+        if let Some(rest) = line.strip_prefix('+') {
+            if let Some((pgid, ticks)) = rest.split_once(' ')
+                && let (Ok(pgid), Ok(ticks)) = (pgid.parse(), ticks.parse())
+            {
+                live.insert(pgid, ticks);
+            }
+        } else if let Some(pgid) = line.strip_prefix('-').and_then(|p| p.parse().ok()) {
+            live.remove(&pgid);
+        }
+    }
+    let mut stopped = Vec::new();
+    for (pgid, ticks) in live {
+        // Another process took the number: not ours.
+        if start_ticks(pgid).is_some_and(|t| t.abs_diff(ticks) > START_SLACK_TICKS) {
+            continue;
+        }
+        let Ok(raw) = i32::try_from(pgid) else {
+            continue;
+        };
+        if raw > 1 && killpg(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
+            stopped.push(pgid);
+        }
+    }
+    stopped.sort_unstable();
+    stopped
+}
+
+/// This boot's id (empty if the kernel does not say: then nothing is ever stopped).
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Now, on the boot clock, in clock ticks.
+fn boot_ticks() -> u64 {
+    clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
+        t.tv_sec() as u64 * TICKS_PER_SEC + t.tv_nsec() as u64 / (1_000_000_000 / TICKS_PER_SEC)
+    })
+}
+
+/// When process `pid` started, in clock ticks after boot (`None`: no such process).
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (in parentheses, which may hold anything).
+    let rest = stat.rsplit_once(')')?.1;
+    // starttime is field 22 of the line, the 20th after the name.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        os::unix::process::CommandExt,
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// Whether a live (not zombie) process is in group `pgid`. Zombies are left out: a
+    /// sandbox's init may be slow to reap them.
+    fn group_alive(pgid: u32) -> bool {
+        fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
+        })
+    }
+
+    #[test]
+    fn a_restart_stops_the_groups_a_crash_left_running_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let (log, stopped) = ProcessLog::open(&path).unwrap();
+        assert!(stopped.is_empty());
+        let spawn = || {
+            Command::new("sh")
+                .args(["-c", "sleep 60 & sleep 60"])
+                .stdin(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        // One job still running at the "crash", one that ended, one whose number now
+        // belongs to a later process (recorded long before it started).
+        let (mut left, mut done) = (spawn(), spawn());
+        log.started(left.id());
+        log.started(done.id());
+        log.ended(done.id());
+        let mut other = spawn();
+        let stale = boot_ticks() - 60 * TICKS_PER_SEC;
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, "+{} {stale}", other.id()).unwrap();
+        drop(log);
+
+        let (_log, stopped) = ProcessLog::open(&path).unwrap();
+        assert_eq!(stopped, vec![left.id()]);
+        left.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(left.id()) {
+            assert!(
+                Instant::now() < deadline,
+                "the left group's background sleep lives"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(group_alive(done.id()) && group_alive(other.id()));
+        for child in [&mut done, &mut other] {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            child.wait().unwrap();
+        }
+        // The fresh log holds nothing from before.
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("boot {}\n", boot_id())
+        );
+    }
+
+    #[test]
+    fn a_log_from_another_boot_stops_nothing_and_a_long_one_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        fs::write(&path, "boot another\n+1234 5\n").unwrap();
+        let (log, stopped) = ProcessLog::open(&path).unwrap();
+        assert!(stopped.is_empty());
+        log.started(7);
+        for _ in 0..100_000 {
+            log.started(8);
+            log.ended(8);
+        }
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.len() as u64 <= COMPACT_AT, "{}", text.len());
+        assert!(text.contains("+7 "), "the live entry survives compaction");
+    }
+}
