@@ -82,8 +82,9 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
             Action::PurgeJobs => {
+                let before = records(state_dir).await?.len();
                 ask(state_dir, ControlRequest::PurgeJobs).await?;
-                "Purged every job record".to_string()
+                format!("Purged every job record ({before})")
             }
             Action::ExportJobs(file) => {
                 let all = records(state_dir).await?;

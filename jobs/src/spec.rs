@@ -644,7 +644,12 @@ impl JobSpec {
     ) -> Result<ParseOutcome, String> {
         let verb = Verb::from_name(verb).ok_or_else(|| {
             let names: Vec<&str> = Verb::ALL.iter().map(|v| v.name()).collect();
-            format!("unknown verb '{verb}' (known: {})", names.join(", "))
+            let hint = names
+                .iter()
+                .find(|n| edit_distance(&verb.to_uppercase(), n) <= 2)
+                .map(|n| format!("did you mean {n}? "))
+                .unwrap_or_default();
+            format!("unknown verb '{verb}' ({hint}known: {})", names.join(", "))
         })?;
         let mut parsed = if verb.options_anywhere() {
             inline::parse_anywhere(inline, verb.options())?
@@ -669,6 +674,24 @@ impl JobSpec {
             force_lock: parsed.flag("force-lock"),
         }))
     }
+}
+
+/// Letters to insert, delete or replace to turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Template syntax errors are bad input, refused here rather than on every node.
@@ -1182,7 +1205,10 @@ mod tests {
 
     #[test]
     fn bad_jobs_say_why() {
-        assert!(err("FROB", "x").contains("unknown verb 'FROB'"));
+        assert!(err("FROB", "x").contains("unknown verb 'FROB' (known: RUN"));
+        assert!(err("RUNN", "x").contains("(did you mean RUN? known:"));
+        assert!(err("ehco", "x").contains("did you mean ECHO?"));
+        assert_eq!(edit_distance("QUERYWAIT", "QUERY_WAIT"), 1);
         assert!(err("RUN", "").contains("RUN needs a command"));
         assert!(err("RUN", "--timeout abc true").contains("--timeout 'abc'"));
         assert!(err("RUN", "--timeout 0 true").contains("from 1 s to a year"));

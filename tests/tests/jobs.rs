@@ -473,13 +473,15 @@ fn a_restarted_node_stops_the_jobs_its_crash_left_running() {
         "the job's process outlives its node's crash (what this test is about)"
     );
     nodes[1].restart();
-    wait_for(Duration::from_secs(10), "the leftover job to be stopped", || {
-        (!processes_running(&marker)).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the leftover job to be stopped",
+        || (!processes_running(&marker)).then_some(()),
+    );
     assert!(
-        nodes[1]
-            .log()
-            .contains("stopped the process groups of jobs the previous run of this node left running"),
+        nodes[1].log().contains(
+            "stopped the process groups of jobs the previous run of this node left running"
+        ),
         "{}",
         nodes[1].log()
     );
