@@ -668,7 +668,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     };
     let pid = child.id();
     // Written down while it runs: a node restarted after a crash stops the group.
-    let _running = pid.and_then(|pid| sh.processes.map(|log| Running::new(log, pid)));
+    let mut running = pid.map(|pid| Running::new(sh.processes, pid));
     // Both pipes were requested above; the readers and the wait share this task.
     let out = child.stdout.take();
     let err = child.stderr.take();
@@ -688,7 +688,11 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
         let (status, stdout, stderr) = tokio::join!(child.wait(), read_out, read_err);
         (status, stdout, stderr)
     };
-    match tokio::time::timeout_at(deadline, collect).await {
+    let result = tokio::time::timeout_at(deadline, collect).await;
+    if let Some(r) = running.as_mut() {
+        r.waited = true;
+    }
+    match result {
         Ok((status, stdout, stderr)) => ShellResult {
             spawn_error: None,
             exit: status.ok(),
@@ -711,22 +715,36 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     }
 }
 
-/// A job's process group in the [`ProcessLog`] while its shell runs.
+/// A job's process group while its shell runs: in the [`ProcessLog`] (if the node keeps one),
+/// and killed if the job is dropped before its shell was waited for (the node shutting down,
+/// the executor's last-resort timeout), so nothing of it runs on unsupervised.
 struct Running<'a> {
-    log: &'a ProcessLog,
+    log: Option<&'a ProcessLog>,
     pgid: u32,
+    waited: bool,
 }
 
 impl<'a> Running<'a> {
-    fn new(log: &'a ProcessLog, pgid: u32) -> Self {
-        log.started(pgid);
-        Running { log, pgid }
+    fn new(log: Option<&'a ProcessLog>, pgid: u32) -> Self {
+        if let Some(log) = log {
+            log.started(pgid);
+        }
+        Running {
+            log,
+            pgid,
+            waited: false,
+        }
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.log.ended(self.pgid);
+        if !self.waited {
+            kill_group(self.pgid);
+        }
+        if let Some(log) = self.log {
+            log.ended(self.pgid);
+        }
     }
 }
 

@@ -234,6 +234,51 @@ async fn a_timeout_kills_the_whole_process_group() {
     assert!(gone, "process {pid} survived the timeout");
 }
 
+/// A job dropped before its shell ends (the node shutting down) takes its processes with it,
+/// and the process log records the group while it runs.
+#[tokio::test]
+async fn a_dropped_job_kills_its_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let (log, _) = jobs::processes::ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+    let cache = Cache::in_memory(DEFAULT_TTL);
+    let job = spec(
+        "RUN",
+        &format!("sleep 60 & echo $! > {}; wait", pidfile.display()),
+    );
+    let ctx = jobs::components::Context {
+        job_id: "j",
+        cache: &cache,
+        sink: None,
+        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+        coordinator: None,
+        processes: Some(&log),
+    };
+    let dropped = tokio::time::timeout(Duration::from_millis(500), async {
+        jobs::components::run(&job.component, &ctx).await
+    })
+    .await;
+    assert!(dropped.is_err(), "the job ran to its end");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..50 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "process {pid} outlived its dropped job");
+    let logged = std::fs::read_to_string(dir.path().join("running-jobs")).unwrap();
+    assert!(logged.lines().any(|l| l.starts_with('+')), "{logged}");
+    assert!(logged.lines().any(|l| l.starts_with('-')), "{logged}");
+}
+
 #[tokio::test]
 async fn async_parents_run_side_by_side_and_sync_parents_in_turn() {
     let mut h = Harness::new();
