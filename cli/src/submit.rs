@@ -83,6 +83,11 @@ pub struct ExecArgs {
     args: Vec<String>,
 }
 
+/// Options of `exec` whose misspelling would run the job somewhere else: a near miss of one
+/// of them is refused. (Near misses of the others, like `--pull` for `--poll`, are common
+/// options of the commands jobs run.)
+const MISTYPED_HARMS: &[&str] = &["--target", "--restrict", "--verb"];
+
 /// `exec`'s own options, and whether each takes a value.
 const EXEC_OPTIONS: &[(&str, bool)] = &[
     ("--verb", true),
@@ -103,9 +108,9 @@ const EXEC_OPTIONS: &[(&str, bool)] = &[
 /// arguments: `exec --verb RUN --skip-cache 'uname -a' --poll` becomes
 /// `exec --verb RUN --poll -- --skip-cache 'uname -a'`. Other command lines are unchanged.
 ///
-/// An argument one typo away from one of exec's options (`--taget n1`) is refused rather than
-/// handed to the job: it would run on every node instead of the one meant. After `--`
-/// everything is the job's.
+/// An argument one typo away from an exec option whose loss changes where or what runs
+/// (`--taget n1`: on every node instead of one) is refused rather than handed to the job.
+/// After `--` everything is the job's.
 pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
     let Some(at) = argv.iter().position(|a| a == "exec") else {
         return Ok(argv);
@@ -143,9 +148,10 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
                 }
             }
             None => {
-                if let Some((option, _)) = EXEC_OPTIONS.iter().find(|(o, _)| {
-                    o.starts_with("--") && name.starts_with("--") && one_typo(name, o)
-                }) {
+                if let Some(option) = MISTYPED_HARMS
+                    .iter()
+                    .find(|o| name.starts_with("--") && one_typo(name, o))
+                {
                     return Err(format!(
                         "exec has no option {name}: did you mean {option}? (to give {name} to \
                          the job, put it after `--`)"
@@ -559,18 +565,19 @@ mod tests {
         for (typo, meant) in [
             ("--taget", "--target"),
             ("--targets", "--target"),
-            ("--pol", "--poll"),
-            ("--pool", "--poll"),
-            ("--chekc", "--check"),
+            ("--tagret", "--target"),
+            ("--restict", "--restrict"),
         ] {
             let e = exec_argv(argv(&["dm", "exec", "--verb", "RUN", "echo x", typo, "n1"]))
                 .unwrap_err();
             assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
         }
-        // The job's own options, and a command's, are the job's: `ls --all` is two typos from
-        // --poll; and after `--` nothing is checked.
+        // The job's own options, and a command's, are the job's (near misses of --poll too);
+        // after `--` nothing is checked.
         for args in [
             &["dm", "exec", "--verb", "RUN", "ls", "--all"][..],
+            &["dm", "exec", "--verb", "RUN", "docker build --pull", "."],
+            &["dm", "exec", "--verb", "RUN", "rbd ls", "--pool", "x"],
             &["dm", "exec", "--verb", "RUN", "--timeout", "5", "sleep 1"],
             &["dm", "exec", "--verb", "RUN", "--", "echo", "--taget"],
         ] {

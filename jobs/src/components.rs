@@ -530,7 +530,10 @@ async fn run_command(
     };
     if no_block {
         let mut cmd = shell(&command, cache);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Left running when the handle goes (it is the point of --no-block).
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
         return match cmd.spawn() {
             // Dropping the handle leaves the process running; tokio reaps it when it exits.
             Ok(child) => Finished::ok(

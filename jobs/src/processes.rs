@@ -4,11 +4,12 @@
 //!
 //! One file, appended to and never synced (a crashed process leaves the page cache intact;
 //! after a reboot there is nothing left to stop): a `boot` line naming the boot it belongs to,
-//! then `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time of
-//! the start on the boot clock, in the clock ticks `/proc/PID/stat` gives a process's start
-//! in: a group is stopped only if its leader is gone (the number cannot be reused while the
-//! group lives) or is the process that started then, never a later process that took the
-//! number.
+//! then `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time on
+//! the boot clock just after the shell started, in the clock ticks `/proc/PID/stat` gives a
+//! process's start in. A group is stopped only if the log is from this boot and this pid
+//! namespace and its leader (the job's shell) is still there and started at most a second
+//! before TICKS: a later process that took the number started after the shell ended, so after
+//! TICKS. Children a shell left in its group after the shell itself ended are not stopped.
 
 use std::{
     collections::HashMap,
@@ -30,9 +31,9 @@ const COMPACT_AT: u64 = 1024 * 1024;
 /// Linux reports process start times in USER_HZ ticks, which it fixes at 100.
 const TICKS_PER_SEC: u64 = 100;
 
-/// How far a recorded start may be from the one `/proc` reports (the shell starts just before
-/// the clock is read).
-const START_SLACK_TICKS: u64 = 5;
+/// How long before the recorded time the shell may have started (spawning on a loaded
+/// machine takes a while).
+const START_SLACK_TICKS: u64 = TICKS_PER_SEC;
 
 pub struct ProcessLog {
     state: Mutex<State>,
@@ -51,10 +52,10 @@ impl ProcessLog {
     /// running (returned), and starts a fresh log.
     pub fn open(path: &Path) -> io::Result<(ProcessLog, Vec<u32>)> {
         let boot = boot_id();
-        let stopped = match fs::read_to_string(path) {
-            Ok(text) => stop_leftovers(&text, &boot),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
+        // An unreadable or damaged log stops nothing: it only serves a cleanup.
+        let stopped = match fs::read(path) {
+            Ok(bytes) => stop_leftovers(&String::from_utf8_lossy(&bytes), &boot),
+            Err(_) => Vec::new(),
         };
         let file = fresh(path, &boot, &HashMap::new())?;
         let written = file.metadata()?.len();
@@ -114,10 +115,12 @@ fn fresh(path: &Path, boot: &str, live: &HashMap<u32, u64>) -> io::Result<File> 
     OpenOptions::new().append(true).open(path)
 }
 
-/// Stops the groups `text` (a previous log) shows running, if it is from this boot.
+/// Stops the groups `text` (a previous log) shows running, if it is from this boot and pid
+/// namespace.
 fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
     let mut lines = text.lines();
-    if lines.next() != Some(&format!("boot {boot}")) {
+    // Without a way to tell boots or namespaces apart, nothing is stopped.
+    if boot.is_empty() || lines.next() != Some(&format!("boot {boot}")) {
         return Vec::new();
     }
     let mut live: HashMap<u32, u64> = HashMap::new();
@@ -134,8 +137,11 @@ fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
     }
     let mut stopped = Vec::new();
     for (pgid, ticks) in live {
-        // Another process took the number: not ours.
-        if start_ticks(pgid).is_some_and(|t| t.abs_diff(ticks) > START_SLACK_TICKS) {
+        // Only the job's own shell, still there: not a later process that took the number
+        // (it started after the shell ended, so after `ticks`), nor a group whose shell ended.
+        let ours = start_ticks(pgid)
+            .is_some_and(|start| start <= ticks + 1 && start + START_SLACK_TICKS >= ticks);
+        if !ours {
             continue;
         }
         let Ok(raw) = i32::try_from(pgid) else {
@@ -149,11 +155,19 @@ fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
     stopped
 }
 
-/// This boot's id (empty if the kernel does not say: then nothing is ever stopped).
+/// This boot and pid namespace (empty if the kernel does not say: then nothing is ever
+/// stopped). A restarted container keeps the boot but gets a new pid namespace.
 fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let namespace = fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if boot.is_empty() || namespace.is_empty() {
+        return String::new();
+    }
+    format!("{boot} {namespace}")
 }
 
 /// Now, on the boot clock, in clock ticks.
@@ -218,7 +232,7 @@ mod tests {
         log.started(done.id());
         log.ended(done.id());
         let mut other = spawn();
-        let stale = boot_ticks() - 60 * TICKS_PER_SEC;
+        let stale = boot_ticks().saturating_sub(60 * TICKS_PER_SEC);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         writeln!(file, "+{} {stale}", other.id()).unwrap();
         drop(log);

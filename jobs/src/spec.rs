@@ -716,9 +716,10 @@ fn check_templates(component: &Component) -> Result<(), String> {
         } => check("--cmd", command),
         Component::Workdir { path, .. } | Component::Cachefile { path } => check("the path", path),
         Component::Add(t) | Component::Copy(t) => check("DEST", &t.dest),
-        Component::Arg { args: values, .. } | Component::Env { envs: values, .. } => values
-            .iter()
-            .try_for_each(|(k, v)| value(k, v).and(check("a key", k))),
+        // Keys are not rendered, only values.
+        Component::Arg { args: values, .. } | Component::Env { envs: values, .. } => {
+            values.iter().try_for_each(|(k, v)| value(k, v))
+        }
         _ => Ok(()),
     }
 }

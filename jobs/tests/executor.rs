@@ -254,16 +254,22 @@ async fn a_dropped_job_kills_its_process_group() {
         coordinator: None,
         processes: Some(&log),
     };
-    let dropped = tokio::time::timeout(Duration::from_millis(500), async {
-        jobs::components::run(&job.component, &ctx).await
-    })
-    .await;
-    assert!(dropped.is_err(), "the job ran to its end");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // Dropped once its background sleep is known to run.
+    let mut run = Box::pin(jobs::components::run(&job.component, &ctx));
+    let started = std::time::Instant::now();
+    let pid: i32 = loop {
+        tokio::select! {
+            _ = &mut run => panic!("the job ran to its end"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+                if let Ok(pid) = text.trim().parse() {
+                    break pid;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "the job never started");
+            }
+        }
+    };
+    drop(run);
     let mut gone = false;
     for _ in 0..50 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -277,6 +283,35 @@ async fn a_dropped_job_kills_its_process_group() {
     let logged = std::fs::read_to_string(dir.path().join("running-jobs")).unwrap();
     assert!(logged.lines().any(|l| l.starts_with('+')), "{logged}");
     assert!(logged.lines().any(|l| l.starts_with('-')), "{logged}");
+}
+
+/// `--no-block` starts the command and reports at once; the command goes on running.
+#[tokio::test]
+async fn no_block_leaves_the_command_running() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let job = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            &format!(
+                "--skip-cache --no-block sleep 0.5; touch {}",
+                done.display()
+            ),
+        )
+        .await;
+    let r = h.results(1).await;
+    assert_eq!(r[&job].state, ResultState::Success, "{:?}", r[&job]);
+    assert!(r[&job].info.contains("started in the background"));
+    for _ in 0..250 {
+        if done.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the background command did not run to its end");
 }
 
 #[tokio::test]
