@@ -309,6 +309,11 @@ impl Membership {
         }
     }
 
+    /// The name a member goes by.
+    pub fn name_of(&self, peer: &PeerId) -> Option<&str> {
+        self.members.get(peer).map(|m| m.presence.name.as_str())
+    }
+
     /// The state of one member, conflicts included.
     pub fn state_of(&self, peer: &PeerId, now: Instant) -> Option<MemberState> {
         let m = self.members.get(peer)?;

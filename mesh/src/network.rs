@@ -662,6 +662,17 @@ impl EventLoop {
     async fn emit(&mut self, changes: Vec<MembershipChange>) {
         for change in changes {
             info!(?change, "membership");
+            if let MembershipChange::Alive(peer) = &change
+                && *peer != self.local_peer_id
+                && self.membership.name_of(peer) == Some(self.config.identity.name.as_str())
+            {
+                warn!(
+                    name = %self.config.identity.name,
+                    %peer,
+                    "another live node uses this node's name: jobs for every node leave both out \
+                     and neither can be named as a target until one of them is renamed (--name)"
+                );
+            }
             // A dropped receiver means nobody listens for events; that is allowed.
             let _ = self.events.send(MeshEvent::Member(change)).await;
         }

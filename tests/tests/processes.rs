@@ -117,6 +117,14 @@ fn two_live_nodes_with_one_name_show_a_conflict() {
             (states == ["conflict", "conflict"]).then_some(())
         });
     }
+    // Each says so in its log.
+    for d in [&first, &second] {
+        wait_for(Duration::from_secs(5), "the conflict in the log", || {
+            d.log()
+                .contains("another live node uses this node's name")
+                .then_some(())
+        });
+    }
     // A job for every node leaves them out (their results could not be told apart), and says
     // so; naming one of them is refused as ambiguous.
     let third = Daemon::start(root.path(), "other", &["--name", "db", "--token", &token]);
