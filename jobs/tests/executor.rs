@@ -220,18 +220,20 @@ async fn a_timeout_kills_the_whole_process_group() {
         .trim()
         .parse()
         .unwrap();
-    // The background sleep was killed with its group (give the kernel a moment to reap).
-    let mut gone = false;
+    // The background sleep was killed with its group.
+    assert!(ends_soon(pid).await, "process {pid} survived the timeout");
+}
+
+/// Whether process `pid` is gone, or a zombie waiting for init, within a second.
+async fn ends_soon(pid: i32) -> bool {
     for _ in 0..50 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Gone, or a zombie waiting for init to reap it.
         if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
-            gone = true;
-            break;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(gone, "process {pid} survived the timeout");
+    false
 }
 
 /// A job dropped before its shell ends (the node shutting down) takes its processes with it,
@@ -270,16 +272,10 @@ async fn a_dropped_job_kills_its_process_group() {
         }
     };
     drop(run);
-    let mut gone = false;
-    for _ in 0..50 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z") {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(gone, "process {pid} outlived its dropped job");
+    assert!(
+        ends_soon(pid).await,
+        "process {pid} outlived its dropped job"
+    );
     let logged = std::fs::read_to_string(dir.path().join("running-jobs")).unwrap();
     assert!(logged.lines().any(|l| l.starts_with('+')), "{logged}");
     assert!(logged.lines().any(|l| l.starts_with('-')), "{logged}");
