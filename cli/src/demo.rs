@@ -48,6 +48,18 @@ pub struct DemoArgs {
     /// or the same built-in example when that file is not here).
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
+
+    /// Shadows the global --state-dir, which means nothing here: hidden from this help, and
+    /// refused with a pointer to --dir when given.
+    #[arg(long, hide = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl DemoArgs {
+    /// Whether `demo --state-dir` was given (refused: the demo's daemons have their own).
+    pub fn state_dir_given(&self) -> bool {
+        self.state_dir.is_some()
+    }
 }
 
 /// The default orchestration, built in for when `examples/hello.yaml` is not at hand.

@@ -171,7 +171,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => submit::exec(state_dir, args),
         Command::Orchestrate(args) => submit::orchestrate(state_dir, args),
         Command::Manage(args) => manage_command(&state_dir, args),
-        Command::Demo(_) if cli_state_dir_given => Err(Failure::Input(
+        Command::Demo(args) if cli_state_dir_given || args.state_dir_given() => Err(Failure::Input(
             "demo runs its own daemons, each with its own state directory: use `demo --dir DIR` \
              instead of --state-dir"
                 .into(),

@@ -210,6 +210,7 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
     };
     let definition = format!("{}: {inline}", spec.verb());
     let parent = SubmittedParent {
+        origin: None,
         targets: None,
         is_async: false,
         fingerprint: Fingerprint::of(&definition),
@@ -250,6 +251,7 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
                 }));
             }
             parents.push(SubmittedParent {
+                origin: Some(format!("{}: entry {}", file.display(), e + 1)),
                 targets: entry.targets,
                 is_async: entry.is_async,
                 fingerprint: entry.fingerprint,

@@ -226,6 +226,24 @@ fn usage_errors_exit_2() {
         2,
         &["demo --dir"],
     );
+    fails(
+        &[
+            "demo",
+            "--exit",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        2,
+        &["demo --dir"],
+    );
+    // ... and its help does not offer it.
+    let o = run(&["demo", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        help.contains("--dir") && !help.contains("--state-dir"),
+        "{help}"
+    );
     // --restrict that matches nothing says so instead of printing an empty table.
     let file = dir.path().join("site.yaml");
     std::fs::write(&file, "- jobs:\n  - RUN: echo hi\n").unwrap();

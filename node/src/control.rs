@@ -87,6 +87,9 @@ pub struct Submission {
 /// One parent (orchestration entry) of a submission.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmittedParent {
+    /// Where the parent was written (`FILE: entry N`), to name it in errors; none for `exec`.
+    #[serde(default)]
+    pub origin: Option<String>,
     pub targets: Option<Vec<String>>,
     pub is_async: bool,
     pub fingerprint: Fingerprint,

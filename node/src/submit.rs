@@ -22,6 +22,16 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
+impl SubmitError {
+    /// The same error, saying first where the cause was written.
+    fn prefixed(self, origin: &str) -> Self {
+        match self {
+            Self::BadInput(why) => Self::BadInput(format!("{origin}: {why}")),
+            Self::Unavailable(why) => Self::Unavailable(format!("{origin}: {why}")),
+        }
+    }
+}
+
 /// A submission made ready to run.
 pub struct Resolved {
     pub run: Run,
@@ -136,7 +146,11 @@ pub fn resolve(
         let targets = if !sub.targets.is_empty() {
             resolve_list(&sub.targets)?
         } else if let Some(list) = &sp.targets {
-            resolve_list(list)?
+            // The parent's own `targets:` are named where they were written.
+            resolve_list(list).map_err(|e| match &sp.origin {
+                None => e,
+                Some(origin) => e.prefixed(origin),
+            })?
         } else {
             left_out.extend(conflicted.iter().cloned());
             everyone.clone()

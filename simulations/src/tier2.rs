@@ -342,6 +342,7 @@ fn parents_of(yaml: &str, cwd: &Path) -> Result<Vec<SubmittedParent>, String> {
                 }
             }
             Ok(SubmittedParent {
+                origin: None,
                 targets: entry.targets,
                 is_async: entry.is_async,
                 fingerprint: entry.fingerprint,

@@ -133,6 +133,7 @@ async fn exec_and_wait(
     };
     let submission = Submission {
         parents: vec![SubmittedParent {
+            origin: None,
             targets: None,
             is_async: false,
             fingerprint: jobs::Fingerprint([0; 32]),

@@ -813,6 +813,41 @@ fn unknown_targets_are_refused_before_anything_runs() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("COUNT"));
     assert!(records(&nodes[0]).is_empty());
+    // A parent's own `targets:` are named where they were written.
+    let named = root.path().join("named.yaml");
+    std::fs::write(
+        &named,
+        "- jobs:\n  - RUN: true\n- targets: [n1, nope]\n  jobs:\n  - RUN: true\n",
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", named.to_str().unwrap(), "--poll"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("named.yaml: entry 2: unknown target 'nope'"),
+        "{}",
+        text(&o)
+    );
+    assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
+}
+
+/// A target that left the mesh is named as such; nothing is recorded for it.
+#[test]
+fn a_target_that_left_is_reported_as_gone() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let peer = nodes[2].peer_id();
+    assert!(nodes[2].terminate().success());
+    wait_for(Duration::from_secs(20), "n3 to be seen leaving", || {
+        (e2e_tests::state_of(&nodes[0].status()?, &peer)? == "left").then_some(())
+    });
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", "--target", "n3", "true", "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("target 'n3' has left the mesh"),
+        "{}",
+        text(&o)
+    );
+    assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
 }
 
 #[test]

@@ -91,6 +91,7 @@ async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (Strin
         .entries
         .into_iter()
         .map(|entry| SubmittedParent {
+            origin: None,
             targets: entry.targets,
             is_async: entry.is_async,
             fingerprint: entry.fingerprint,
