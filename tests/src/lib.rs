@@ -48,6 +48,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// Runs in its own mount namespace with a private, empty `/tmp`, like a separate machine.
     isolated: bool,
+    /// The network namespace it runs in (see [`Link`]), if not this one.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -73,6 +75,27 @@ impl Daemon {
     /// Like [`Daemon::start`], but the daemon gets its own mount namespace with a private `/tmp`
     /// (as if on another machine). `root` must not be under `/tmp`. Needs root.
     pub fn start_isolated(root: &Path, name: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_isolated_on(root, name, None, extra)
+    }
+
+    /// Like [`Daemon::start_isolated`], on one side of `link`: in that side's network
+    /// namespace, listening on its address.
+    pub fn start_isolated_at(
+        root: &Path,
+        name: &str,
+        link: &Link,
+        side: usize,
+        extra: &[&str],
+    ) -> Daemon {
+        Daemon::start_isolated_on(root, name, Some((link, side)), extra)
+    }
+
+    fn start_isolated_on(
+        root: &Path,
+        name: &str,
+        at: Option<(&Link, usize)>,
+        extra: &[&str],
+    ) -> Daemon {
         assert!(
             nix::unistd::geteuid().is_root(),
             "this test gives each daemon its own /tmp with a mount namespace, which needs root"
@@ -82,7 +105,8 @@ impl Daemon {
             "state directories of isolated daemons must be outside /tmp"
         );
         let mut args: Vec<String> = vec!["--name".into(), name.into()];
-        args.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
+        let ip = at.map_or("127.0.0.1", |(_, side)| Link::ADDRS[side]);
+        args.extend(["--listen".into(), format!("/ip4/{ip}/tcp/0")]);
         // Tests see expiry sooner with a 1 s heartbeat, unless they ask for another.
         if !extra.contains(&"--heartbeat-interval") {
             args.extend(["--heartbeat-interval".into(), "1s".into()]);
@@ -94,6 +118,7 @@ impl Daemon {
             args,
             child: None,
             isolated: true,
+            netns: at.map(|(link, side)| link.names[side].clone()),
         };
         d.launch();
         d.wait_serving();
@@ -127,6 +152,7 @@ impl Daemon {
             args,
             child: None,
             isolated: false,
+            netns: None,
         };
         d.launch();
         d
@@ -147,8 +173,15 @@ impl Daemon {
             .open(self.state_dir.join("daemon.log"))
             .unwrap();
         let mut command = if self.isolated {
-            // unshare and sh exec in place: the child's pid is the daemon's.
-            let mut c = Command::new("unshare");
+            // ip netns exec, unshare and sh exec in place: the child's pid is the daemon's.
+            let mut c = match &self.netns {
+                Some(netns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", netns, "unshare"]);
+                    c
+                }
+                None => Command::new("unshare"),
+            };
             c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
                 .arg("mount -t tmpfs tmpfs /tmp && exec \"$0\" \"$@\"")
                 .arg(binary_outside_tmp(
@@ -280,6 +313,102 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Two network namespaces joined by one veth pair: two machines on either side of a link
+/// the test can cut and mend. Side 0 has [`Link::ADDRS`]`[0]`, side 1 `[1]`; both are
+/// removed when the link is dropped (drop the daemons in them first). Needs root and `ip`.
+pub struct Link {
+    names: [String; 2],
+}
+
+impl Link {
+    pub const ADDRS: [&'static str; 2] = ["10.231.0.1", "10.231.0.2"];
+    const DEVICES: [&'static str; 2] = ["dm0", "dm1"];
+
+    pub fn new() -> Link {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let names = [0, 1].map(|side| format!("dmtest-{}-{n}-{side}", std::process::id()));
+        // Removed again even if a step below fails.
+        let link = Link { names };
+        for name in &link.names {
+            ip(&["netns", "add", name]);
+        }
+        let [a, b] = &link.names;
+        ip(&[
+            "link",
+            "add",
+            Self::DEVICES[0],
+            "netns",
+            a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            Self::DEVICES[1],
+            "netns",
+            b,
+        ]);
+        for side in 0..2 {
+            let netns = link.names[side].as_str();
+            let address = format!("{}/24", Self::ADDRS[side]);
+            ip(&[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &address,
+                "dev",
+                Self::DEVICES[side],
+            ]);
+            ip(&["-n", netns, "link", "set", "lo", "up"]);
+            ip(&["-n", netns, "link", "set", Self::DEVICES[side], "up"]);
+        }
+        link
+    }
+
+    /// Cuts the link: nothing passes between the sides until [`Link::mend`].
+    pub fn cut(&self) {
+        ip(&[
+            "-n",
+            &self.names[0],
+            "link",
+            "set",
+            Self::DEVICES[0],
+            "down",
+        ]);
+    }
+
+    pub fn mend(&self) {
+        ip(&["-n", &self.names[0], "link", "set", Self::DEVICES[0], "up"]);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Runs `ip ARGS`; panics with its error output if it fails.
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run `ip` (iproute2): network namespaces need it");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// The binary under test, reachable from a daemon with its own empty `/tmp`: when the build

@@ -1,0 +1,194 @@
+//! A real network partition between real daemons: the submitter on one side of a link, its
+//! targets on the other, each side in its own network namespace (and each daemon with its own
+//! `/tmp`). The test cuts the link while jobs run and mends it later; needs root and `ip`.
+
+use std::{
+    path::Path,
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use e2e_tests::{Daemon, Link, state_of, wait_for};
+use serde_json::Value;
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn records(d: &Daemon) -> Vec<Value> {
+    let o = d.cli(&["manage", "--list-jobs", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap()
+}
+
+/// The record of `job_id` at `d`, once `done` holds for it (or a panic naming `what`).
+fn wait_for_record(d: &Daemon, job_id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let record = records(d).into_iter().find(|r| r["job_id"] == job_id);
+        if let Some(r) = record.filter(|r| done(r)) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}\n--- n1's log:\n{}",
+            records(d).into_iter().find(|r| r["job_id"] == job_id),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs `command` on `targets` from `d` without waiting; returns the job id.
+fn submit(d: &Daemon, targets: [&str; 2], command: &str) -> String {
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        targets[0],
+        "--target",
+        targets[1],
+        command,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .expect("exec prints the job id")
+        .to_string()
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+fn result<'a>(record: &'a Value, node: &str) -> (&'a str, &'a str, &'a str) {
+    let r = &record["results"][node];
+    (
+        r["state"].as_str().unwrap_or(""),
+        r["stdout"].as_str().unwrap_or(""),
+        r["info"].as_str().unwrap_or(""),
+    )
+}
+
+/// Jobs that finish while their submitter is cut off, and a job submitted after the cut, are
+/// first written off as unreachable (the targets expired) and then, once the link is mended,
+/// recorded with their real results; a job submitted on the far side runs there at once and
+/// across the link after the mend; no job runs twice on a target.
+#[test]
+fn a_partition_loses_no_result_and_runs_nothing_twice() {
+    // Declared first, so it is removed last: after the daemons in it have stopped.
+    let link = Link::new();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let n1 = Daemon::start_isolated_at(root, "n1", &link, 0, &[]);
+    let token = n1.join_token();
+    let n2 = Daemon::start_isolated_at(root, "n2", &link, 1, &["--token", &token]);
+    let n3 = Daemon::start_isolated_at(root, "n3", &link, 1, &["--token", &token]);
+    let all = ["n1", "n2", "n3"].map(String::from).to_vec();
+    for d in [&n1, &n2, &n3] {
+        wait_for(Duration::from_secs(30), "the mesh to form", || {
+            (e2e_tests::alive_names(&d.status()?) == all).then_some(())
+        });
+    }
+    let far = [n2.peer_id(), n3.peer_id()];
+
+    // Job A starts before the cut and finishes during it.
+    let started = root.join("started");
+    std::fs::create_dir(&started).unwrap();
+    let (ran_a, ran_b) = (root.join("ran-a"), root.join("ran-b"));
+    let a = submit(
+        &n1,
+        ["n2", "n3"],
+        &format!(
+            "mktemp -p {} >/dev/null; sleep 3; echo x >> {}; echo done-a",
+            started.display(),
+            ran_a.display()
+        ),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "job A to start on n2 and n3",
+        || (std::fs::read_dir(&started).ok()?.count() == 2).then_some(()),
+    );
+    link.cut();
+    // Job B is submitted after the cut, before n1 can tell its targets are gone.
+    let b = submit(
+        &n1,
+        ["n2", "n3"],
+        &format!("echo x >> {}; echo done-b", ran_b.display()),
+    );
+    // Job C comes from the far side, for a node on each side: half of it runs at once.
+    let ran_c = root.join("ran-c");
+    let c = submit(
+        &n2,
+        ["n3", "n1"],
+        &format!("echo x >> {}; echo done-c", ran_c.display()),
+    );
+    let r = wait_for_record(&n2, &c, "job C on n3, beside its submitter", |r| {
+        result(r, "n3").0 == "success"
+    });
+    assert_eq!(result(&r, "n1").0, "", "n1 answered across a cut link: {r}");
+
+    wait_for(
+        Duration::from_secs(30),
+        "n1 to see n2 and n3 expire",
+        || {
+            let status = n1.status()?;
+            far.iter()
+                .all(|p| state_of(&status, p).as_deref() == Some("expired"))
+                .then_some(())
+        },
+    );
+    for (job, what) in [(&a, "job A"), (&b, "job B")] {
+        let r = wait_for_record(&n1, job, &format!("{what} written off"), |r| {
+            ["n2", "n3"].iter().all(|n| result(r, n).0 == "failed")
+        });
+        for n in ["n2", "n3"] {
+            assert!(result(&r, n).2.starts_with("unreachable"), "{what}: {r}");
+        }
+    }
+    // A long partition: the connections across it are closed (failed pings), so nothing
+    // sent before the cut can still arrive by TCP's retransmissions after the mend.
+    for (d, connected) in [(&n1, 0), (&n2, 1), (&n3, 1)] {
+        wait_for(
+            Duration::from_secs(60),
+            "the connections across the cut to close",
+            || (d.status()?["self"]["connected_peers"] == connected).then_some(()),
+        );
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "job A to finish on the far side",
+        || (lines(&ran_a) == 2).then_some(()),
+    );
+    assert_eq!(lines(&ran_b), 0, "job B crossed a cut link");
+    assert_eq!(lines(&ran_c), 1, "job C crossed a cut link");
+
+    link.mend();
+    for (job, out, what) in [(&a, "done-a", "job A"), (&b, "done-b", "job B")] {
+        let r = wait_for_record(&n1, job, &format!("{what}'s real results"), |r| {
+            ["n2", "n3"].iter().all(|n| result(r, n).0 == "success")
+        });
+        for n in ["n2", "n3"] {
+            assert_eq!(result(&r, n).1, out, "{what} on {n}: {r}");
+        }
+    }
+    let r = wait_for_record(&n2, &c, "job C's result from n1", |r| {
+        ["n1", "n3"].iter().all(|n| result(r, n).0 == "success")
+    });
+    assert_eq!(result(&r, "n1").1, "done-c", "{r}");
+    // Resends after the mend ran nothing twice (a late duplicate would land within this).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lines(&ran_a), 2, "job A ran again");
+    assert_eq!(lines(&ran_b), 2, "job B ran other than once per target");
+    assert_eq!(lines(&ran_c), 2, "job C ran other than once per target");
+    drop((n1, n2, n3));
+}
