@@ -326,7 +326,7 @@ impl Link {
     pub const ADDRS: [&'static str; 2] = ["10.231.0.1", "10.231.0.2"];
     const DEVICES: [&'static str; 2] = ["dm0", "dm1"];
 
-    pub fn new() -> Link {
+    pub fn create() -> Link {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);

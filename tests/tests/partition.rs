@@ -85,7 +85,7 @@ fn result<'a>(record: &'a Value, node: &str) -> (&'a str, &'a str, &'a str) {
 #[test]
 fn a_partition_loses_no_result_and_runs_nothing_twice() {
     // Declared first, so it is removed last: after the daemons in it have stopped.
-    let link = Link::new();
+    let link = Link::create();
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
     let n1 = Daemon::start_isolated_at(root, "n1", &link, 0, &[]);
