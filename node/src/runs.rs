@@ -1387,6 +1387,7 @@ impl Actor {
             warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
             return;
         };
+        let query_without_value = record.verb == "QUERY" && outcome.state != ResultState::Success;
         let real = !outcome.info.starts_with("unreachable:");
         let replace = match record.results.get(&name) {
             None => true,
@@ -1399,10 +1400,12 @@ impl Actor {
             self.store.put_result(&job_id, &name, &node_result);
             record.results.insert(name, node_result);
         }
+        let complete = record.results.len() >= record.nodes.len();
+        if query_without_value {
+            self.query_ended_without_value(&job_id, &node);
+        }
         // Done: the record lives on disk from now on.
-        let done = (record.results.len() >= record.nodes.len())
-            .then(|| self.records.remove(&job_id))
-            .flatten();
+        let done = complete.then(|| self.records.remove(&job_id)).flatten();
         let actions = self.originator.handle(
             originator::Input::Result {
                 run_id,

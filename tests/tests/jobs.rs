@@ -1158,6 +1158,38 @@ fn query_aggregates_every_targets_value_across_five_nodes() {
     );
 }
 
+/// A target whose QUERY job never runs (an earlier job of its parent failed there) sends no
+/// value: the other targets get the values that did come instead of waiting out their timeout.
+#[test]
+fn a_query_that_cannot_run_on_one_target_does_not_hold_up_the_others() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let o = nodes[0].cli(&[
+        "exec", "--verb", "ARG", "--target", "n3", "broken", "yes", "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let file = root.path().join("query.yaml");
+    std::fs::write(
+        &file,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
+         \x20 - RUN: --skip-cache test \"{{ broken | default('no') }}\" != yes\n\
+         \x20 - QUERY: token --timeout 60\n\
+         \x20 - RUN: --skip-cache echo \"{{ query | length }}\"\n",
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let recs = records(&nodes[0]);
+    let query = record(&recs, "QUERY: token --timeout 60");
+    let count = record(&recs, "RUN: --skip-cache echo \"{{ query | length }}\"");
+    assert_eq!(states(query)["n3"], "failed", "{query}");
+    for n in ["n1", "n2"] {
+        assert_eq!(states(query)[n], "success", "{n}: {query}");
+        assert_eq!(stdout_on(count, n), "2", "{n}: {count}");
+    }
+}
+
 #[test]
 fn directord_query_orchestration() {
     let Some(file) = reference("functional-tests-query.yaml") else {

@@ -2,7 +2,8 @@
 //! executor calls.
 //!
 //! - **QUERY** (originator side): each target sends its value of the arg; once every target of
-//!   the job has answered (or left the mesh), the originator sends all of them
+//!   the job has answered (or left the mesh, or reported the job ended without a value: it
+//!   failed, or never ran after its parent failed there), the originator sends all of them
 //!   `{"query": {node: {NAME: value}}}`. A target's QUERY job waits for that (unless
 //!   `--no-wait`), merges it into its args and finishes, so the next job of the parent sees it.
 //! - **JOB_WAIT**: the waiting node asks each named node directly ("tell me when the job with
@@ -31,7 +32,8 @@ const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
 
 /// Originator side: values of one QUERY job, as they arrive.
 pub(super) struct QueryCollect {
-    name: String,
+    /// The arg asked for, known with the first value.
+    name: Option<String>,
     /// Targets that have not answered yet.
     expected: HashSet<NodeId>,
     /// Every target, to send the aggregate to.
@@ -152,35 +154,51 @@ impl Actor {
         self.tell(&originator, msg);
     }
 
-    /// Originator side: a target's value arrived.
-    pub(super) fn query_value(&mut self, job_id: String, node: NodeId, name: String, value: Value) {
-        if !self.cross.queries.contains_key(&job_id) {
-            let Some(record) = self.records.get(&job_id) else {
-                debug!(job = %job_id, "query value for a job this node does not track");
-                return;
-            };
+    /// Originator side: the values of the QUERY job `job_id` collected so far (a new
+    /// collection expecting every target), or `None` for a job this node does not track.
+    fn query_collect(&mut self, job_id: &str) -> Option<&mut QueryCollect> {
+        if !self.cross.queries.contains_key(job_id) {
+            let record = self.records.get(job_id)?;
             let targets: Vec<NodeId> = record
                 .nodes
                 .iter()
                 .map(|n| NodeId(n.peer_id.clone()))
                 .collect();
             self.cross.queries.insert(
-                job_id.clone(),
+                job_id.to_string(),
                 QueryCollect {
-                    name: name.clone(),
+                    name: None,
                     expected: targets.iter().cloned().collect(),
                     targets,
                     values: BTreeMap::new(),
                 },
             );
         }
+        self.cross.queries.get_mut(job_id)
+    }
+
+    /// Originator side: a target's value arrived.
+    pub(super) fn query_value(&mut self, job_id: String, node: NodeId, name: String, value: Value) {
         let node_name = self.name_in_record(&job_id, &node);
-        if let Some(q) = self.cross.queries.get_mut(&job_id)
-            && q.expected.remove(&node)
-        {
+        let Some(q) = self.query_collect(&job_id) else {
+            debug!(job = %job_id, "query value for a job this node does not track");
+            return;
+        };
+        q.name.get_or_insert(name);
+        if q.expected.remove(&node) {
             q.values.insert(node_name, value);
         }
         self.maybe_spread_query(&job_id);
+    }
+
+    /// Originator side: the QUERY job `job_id` ended on `node` without success (it failed,
+    /// was purged, or never ran after its parent failed there): no value will come from it,
+    /// and the other targets' jobs stop waiting for one.
+    pub(super) fn query_ended_without_value(&mut self, job_id: &str, node: &NodeId) {
+        if let Some(q) = self.query_collect(job_id) {
+            q.expected.remove(node);
+            self.maybe_spread_query(job_id);
+        }
     }
 
     /// Originator side: once every target answered, everyone gets the whole set.
@@ -196,10 +214,14 @@ impl Actor {
         let Some(q) = self.cross.queries.remove(job_id) else {
             return;
         };
+        // No value at all: no target's job waits for an aggregate.
+        let Some(name) = q.name else {
+            return;
+        };
         let per_node: serde_json::Map<String, Value> = q
             .values
             .into_iter()
-            .map(|(node, value)| (node, serde_json::json!({ q.name.clone(): value })))
+            .map(|(node, value)| (node, serde_json::json!({ name.clone(): value })))
             .collect();
         let aggregate = serde_json::json!({ "query": per_node });
         for target in q.targets {
