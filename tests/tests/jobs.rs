@@ -1117,6 +1117,58 @@ fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     );
 }
 
+/// A node reinstalled under its old name (a new identity; the old one's row says it left) is
+/// the one a JOB_WAIT on that name asks.
+#[test]
+fn job_wait_asks_the_live_node_of_a_reused_name() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    assert!(nodes[2].terminate().success());
+    let token = nodes[0].join_token();
+    // A fresh state directory: a new identity under the old name.
+    let mut again = Daemon::start(
+        root.path(),
+        "n3-again",
+        &["--name", "n3", "--token", &token],
+    );
+    wait_for(Duration::from_secs(20), "n1 to see the new n3", || {
+        let s = nodes[0].status()?;
+        let rows = s["nodes"].as_array()?;
+        let n3: Vec<&Value> = rows.iter().filter(|r| r["name"] == "n3").collect();
+        (n3.len() == 2 && n3.iter().any(|r| r["state"] == "alive")).then_some(())
+    });
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n3",
+        "echo reused",
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let fingerprint = records(&nodes[0]).into_iter().last().unwrap()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "JOB_WAIT",
+        &fingerprint,
+        "--identity",
+        "n3",
+        "--timeout",
+        "10",
+        "--target",
+        "n1",
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    again.terminate();
+}
+
 #[test]
 fn query_aggregates_every_targets_value_across_five_nodes() {
     let root = root();

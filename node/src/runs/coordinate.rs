@@ -18,7 +18,7 @@ use std::{
 
 use coordination::{JobMessage, JobReply, NodeId};
 use jobs::components::{BoxFuture, Coordinator};
-use mesh::{MeshHandle, PeerId, wire};
+use mesh::{MemberState, MeshHandle, PeerId, wire};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
@@ -475,15 +475,29 @@ impl Coordinator for NodeCoordinator {
                     .iter()
                     .filter(|m| m.presence.name == *name)
                     .collect();
-                match found.as_slice() {
-                    [one] => peers.push((NodeId(one.presence.peer_id.to_string()), name.clone())),
-                    [] => return Err(format!("JOB_WAIT: no node named '{name}' in the mesh")),
-                    _ => {
+                let live: Vec<&&mesh::MemberView> = found
+                    .iter()
+                    .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Conflict))
+                    .collect();
+                // A name is one node's while it is live (an old row under it, of a node
+                // reinstalled with a new identity, does not count); with none live, the one
+                // last heard from, which may come back within the wait.
+                let one = match live.as_slice() {
+                    [one] => **one,
+                    [] => match found.iter().min_by_key(|m| m.last_seen_ago) {
+                        Some(last) => *last,
+                        None => {
+                            return Err(format!("JOB_WAIT: no node named '{name}' in the mesh"));
+                        }
+                    },
+                    several => {
                         return Err(format!(
-                            "JOB_WAIT: '{name}' is ambiguous (several nodes use that name)"
+                            "JOB_WAIT: '{name}' is ambiguous ({} live nodes use that name)",
+                            several.len()
                         ));
                     }
-                }
+                };
+                peers.push((NodeId(one.presence.peer_id.to_string()), name.clone()));
             }
             let (updates, rx) = mpsc::channel(nodes.len().max(1));
             inbox
