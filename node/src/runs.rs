@@ -1406,6 +1406,10 @@ impl Actor {
         }
         // Done: the record lives on disk from now on.
         let done = complete.then(|| self.records.remove(&job_id)).flatten();
+        if done.is_some() {
+            // Every target has reported: no QUERY value is still to come.
+            self.query_over(&job_id);
+        }
         let actions = self.originator.handle(
             originator::Input::Result {
                 run_id,

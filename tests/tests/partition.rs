@@ -78,6 +78,33 @@ fn result<'a>(record: &'a Value, node: &str) -> (&'a str, &'a str, &'a str) {
     )
 }
 
+/// n1 on side 0 of `link`, n2 and n3 on side 1, once all see each other.
+fn across(link: &Link, root: &Path) -> [Daemon; 3] {
+    let n1 = Daemon::start_isolated_at(root, "n1", link, 0, &[]);
+    let token = n1.join_token();
+    let n2 = Daemon::start_isolated_at(root, "n2", link, 1, &["--token", &token]);
+    let n3 = Daemon::start_isolated_at(root, "n3", link, 1, &["--token", &token]);
+    let all = ["n1", "n2", "n3"].map(String::from).to_vec();
+    for d in [&n1, &n2, &n3] {
+        wait_for(Duration::from_secs(30), "the mesh to form", || {
+            (e2e_tests::alive_names(&d.status()?) == all).then_some(())
+        });
+    }
+    [n1, n2, n3]
+}
+
+/// Waits until the connections across the cut `link` are closed (failed pings): from then on
+/// nothing sent before the cut can still arrive by TCP's retransmissions after the mend.
+fn connections_closed(n1: &Daemon, far: [&Daemon; 2]) {
+    for (d, connected) in [(n1, 0), (far[0], 1), (far[1], 1)] {
+        wait_for(
+            Duration::from_secs(60),
+            "the connections across the cut to close",
+            || (d.status()?["self"]["connected_peers"] == connected).then_some(()),
+        );
+    }
+}
+
 /// Jobs that finish while their submitter is cut off, and a job submitted after the cut, are
 /// first written off as unreachable (the targets expired) and then, once the link is mended,
 /// recorded with their real results; a job submitted on the far side runs there at once and
@@ -88,16 +115,7 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
     let link = Link::create();
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
-    let n1 = Daemon::start_isolated_at(root, "n1", &link, 0, &[]);
-    let token = n1.join_token();
-    let n2 = Daemon::start_isolated_at(root, "n2", &link, 1, &["--token", &token]);
-    let n3 = Daemon::start_isolated_at(root, "n3", &link, 1, &["--token", &token]);
-    let all = ["n1", "n2", "n3"].map(String::from).to_vec();
-    for d in [&n1, &n2, &n3] {
-        wait_for(Duration::from_secs(30), "the mesh to form", || {
-            (e2e_tests::alive_names(&d.status()?) == all).then_some(())
-        });
-    }
+    let [n1, n2, n3] = across(&link, root);
     let far = [n2.peer_id(), n3.peer_id()];
 
     // Job A starts before the cut and finishes during it.
@@ -155,15 +173,8 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
             assert!(result(&r, n).2.starts_with("unreachable"), "{what}: {r}");
         }
     }
-    // A long partition: the connections across it are closed (failed pings), so nothing
-    // sent before the cut can still arrive by TCP's retransmissions after the mend.
-    for (d, connected) in [(&n1, 0), (&n2, 1), (&n3, 1)] {
-        wait_for(
-            Duration::from_secs(60),
-            "the connections across the cut to close",
-            || (d.status()?["self"]["connected_peers"] == connected).then_some(()),
-        );
-    }
+    // A partition longer than the connections across it last.
+    connections_closed(&n1, [&n2, &n3]);
     wait_for(
         Duration::from_secs(20),
         "job A to finish on the far side",
@@ -190,5 +201,66 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
     assert_eq!(lines(&ran_a), 2, "job A ran again");
     assert_eq!(lines(&ran_b), 2, "job B ran other than once per target");
     assert_eq!(lines(&ran_c), 2, "job C ran other than once per target");
+    drop((n1, n2, n3));
+}
+
+/// A QUERY whose targets are cut off from their submitter when they send their values: the
+/// values are sent again until they arrive, after the mend, and the targets' QUERY jobs get
+/// the aggregate (the submitter had written them off meanwhile).
+#[test]
+fn a_query_across_a_partition_completes_after_the_mend() {
+    let link = Link::create();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let [n1, n2, n3] = across(&link, root);
+    let started = root.join("started");
+    std::fs::create_dir(&started).unwrap();
+    let file = root.join("query.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- jobs:\n\
+             \x20 - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n\
+             \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
+             \x20 - QUERY: token --timeout 120\n\
+             \x20 - RUN: --skip-cache echo \"{{{{ query | length }}}}\"\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    let o = n1.cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(20),
+        "the run to start on n2 and n3",
+        || (std::fs::read_dir(&started).ok()?.count() == 2).then_some(()),
+    );
+    link.cut();
+    connections_closed(&n1, [&n2, &n3]);
+    link.mend();
+    let ids: Vec<String> = records(&n1)
+        .iter()
+        .map(|r| r["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 4);
+    for id in &ids {
+        wait_for_record(&n1, id, "every job's real result", |r| {
+            ["n2", "n3"].iter().all(|n| result(r, n).0 == "success")
+        });
+    }
+    let last = records(&n1)
+        .into_iter()
+        .find(|r| r["job_id"] == ids[3].as_str())
+        .unwrap();
+    for n in ["n2", "n3"] {
+        assert_eq!(result(&last, n).1, "2", "{n}: {last}");
+    }
     drop((n1, n2, n3));
 }

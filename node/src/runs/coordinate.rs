@@ -27,6 +27,13 @@ use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
 
 /// Retry registering a JOB_WAIT with a node that did not take it this often.
 const REGISTER_RETRY: Duration = Duration::from_secs(2);
+/// A coordination message that did not reach its node (no connection, a partition, the node
+/// restarting) is sent again after 1 s, then after twice as long each time up to this.
+const TELL_RETRY_MAX: Duration = Duration::from_secs(10);
+/// ... and given up after this long: every job waiting for it has timed out by then (a job's
+/// timeout is at most a year, but what waits on these messages is a QUERY or JOB_WAIT job,
+/// whose default is 10 minutes).
+const TELL_GIVE_UP: Duration = Duration::from_secs(3600);
 /// A registered wait that never fires is forgotten after this long.
 const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
 
@@ -38,6 +45,8 @@ pub(super) struct QueryCollect {
     expected: HashSet<NodeId>,
     /// Every target, to send the aggregate to.
     targets: Vec<NodeId>,
+    /// Each target's name in the job's record (the aggregate's keys).
+    names: HashMap<NodeId, String>,
     /// Answers by node name.
     values: BTreeMap<String, Value>,
 }
@@ -79,6 +88,31 @@ impl CrossNode {
     }
 }
 
+/// Sends with `send` until the node answers (whatever it answers: a refusal will not change
+/// by asking again), waiting 1 s after the first failure, then twice as long each time up to
+/// `max_wait`; false if it never answered within `give_up`. The messages it carries are
+/// idempotent at their receiver, so one that arrived but whose answer was lost may come twice.
+async fn send_until_answered<F, Fut, T, E>(send: F, max_wait: Duration, give_up: Duration) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = tokio::time::Instant::now() + give_up;
+    let mut wait = Duration::from_secs(1).min(max_wait);
+    loop {
+        match send().await {
+            Ok(_) => return true,
+            Err(e) => debug!("coordination message not delivered ({e}); again in {wait:?}"),
+        }
+        if tokio::time::Instant::now() + wait > deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(max_wait);
+    }
+}
+
 impl Actor {
     /// Sends `msg` to `to` (or handles it here when `to` is this node); the reply is ignored.
     pub(super) fn tell(&mut self, to: &NodeId, msg: JobMessage) {
@@ -110,8 +144,9 @@ impl Actor {
             {
                 return;
             }
-            if let Err(e) = mesh.request_job(peer, bytes).await {
-                debug!(%peer, "coordination message not delivered: {e}");
+            let send = || mesh.request_job(peer, bytes.clone());
+            if !send_until_answered(send, TELL_RETRY_MAX, TELL_GIVE_UP).await {
+                debug!(%peer, "coordination message not delivered within {TELL_GIVE_UP:?}; given up");
             }
         });
     }
@@ -158,18 +193,46 @@ impl Actor {
     /// collection expecting every target), or `None` for a job this node does not track.
     fn query_collect(&mut self, job_id: &str) -> Option<&mut QueryCollect> {
         if !self.cross.queries.contains_key(job_id) {
-            let record = self.records.get(job_id)?;
+            // Not in memory: a value that comes late, after its targets were written off
+            // (a partition) or after a restart; the record is on disk.
+            let stored;
+            let record = match self.records.get(job_id) {
+                Some(r) => r,
+                None => {
+                    stored = self.store.record(job_id)?;
+                    &stored
+                }
+            };
             let targets: Vec<NodeId> = record
                 .nodes
                 .iter()
                 .map(|n| NodeId(n.peer_id.clone()))
                 .collect();
+            // A target that has reported the job (other than by a write-off) sends no value
+            // now: it sent it to an earlier collection, or never will.
+            let expected = record
+                .nodes
+                .iter()
+                .filter(|n| {
+                    record
+                        .results
+                        .get(&n.name)
+                        .is_none_or(|r| r.info.starts_with("unreachable:"))
+                })
+                .map(|n| NodeId(n.peer_id.clone()))
+                .collect();
+            let names = record
+                .nodes
+                .iter()
+                .map(|n| (NodeId(n.peer_id.clone()), n.name.clone()))
+                .collect();
             self.cross.queries.insert(
                 job_id.to_string(),
                 QueryCollect {
                     name: None,
-                    expected: targets.iter().cloned().collect(),
+                    expected,
                     targets,
+                    names,
                     values: BTreeMap::new(),
                 },
             );
@@ -177,17 +240,26 @@ impl Actor {
         self.cross.queries.get_mut(job_id)
     }
 
+    /// Originator side: every target has reported the QUERY job `job_id`: no value is still
+    /// to come (one that does starts a new collection from the record).
+    pub(super) fn query_over(&mut self, job_id: &str) {
+        self.cross.queries.remove(job_id);
+    }
+
     /// Originator side: a target's value arrived.
     pub(super) fn query_value(&mut self, job_id: String, node: NodeId, name: String, value: Value) {
-        let node_name = self.name_in_record(&job_id, &node);
         let Some(q) = self.query_collect(&job_id) else {
             debug!(job = %job_id, "query value for a job this node does not track");
             return;
         };
         q.name.get_or_insert(name);
-        if q.expected.remove(&node) {
-            q.values.insert(node_name, value);
+        // From a target, once (its job may have reported before its value came).
+        if let Some(node_name) = q.names.get(&node)
+            && !q.values.contains_key(node_name)
+        {
+            q.values.insert(node_name.clone(), value);
         }
+        q.expected.remove(&node);
         self.maybe_spread_query(&job_id);
     }
 
@@ -543,5 +615,75 @@ impl Coordinator for NodeCoordinator {
     fn discard_blob(&self, hash: jobs::Fingerprint) {
         // Full inbox: the blob stays until evicted, and jobs needing it fail meanwhile.
         let _ = self.inbox.try_send(Input::BlobDamaged(hash));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    /// A send that fails `failures` times, then is answered; counts the attempts.
+    fn flaky(
+        failures: usize,
+        attempts: Arc<AtomicUsize>,
+    ) -> impl Fn() -> BoxFuture<'static, Result<(), String>> {
+        move || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n < failures {
+                    Err("no connection".to_string())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_is_sent_again_with_backoff_until_answered() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let start = tokio::time::Instant::now();
+        let sent = send_until_answered(
+            flaky(5, attempts.clone()),
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+        )
+        .await;
+        assert!(sent);
+        assert_eq!(attempts.load(Ordering::SeqCst), 6);
+        // 1 + 2 + 4 + 8 + 10 s between the six attempts.
+        assert_eq!(start.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_ends_it_at_once_and_silence_is_given_up() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        assert!(
+            send_until_answered(
+                flaky(0, attempts.clone()),
+                Duration::from_secs(10),
+                Duration::from_secs(3600)
+            )
+            .await
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let start = tokio::time::Instant::now();
+        let sent = send_until_answered(
+            flaky(usize::MAX, attempts.clone()),
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(!sent);
+        // Attempts at 0, 1, 3, 7, 15, 25, 35, 45 and 55 s; the next would pass the minute.
+        assert_eq!(attempts.load(Ordering::SeqCst), 9);
+        assert_eq!(start.elapsed(), Duration::from_secs(55));
     }
 }
