@@ -66,6 +66,13 @@ pub struct JoinArgs {
     #[arg(long, value_name = "DURATION")]
     blob_retention: Option<String>,
 
+    /// Take jobs only from this submitter (a peer id, as `status` shows it), besides this node
+    /// itself. Repeatable. A run from any other node is answered with each of its jobs failed as
+    /// refused, and nothing runs. Default: jobs from any member of the mesh.
+    /// [env: DIRECTORD_MESH_ALLOW_SUBMITTERS, comma-separated]
+    #[arg(long = "allow-submitter", value_name = "PEER_ID")]
+    allow_submitters: Vec<String>,
+
     /// YAML config file with the same settings. [env: DIRECTORD_MESH_CONFIG]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -101,6 +108,8 @@ impl JoinArgs {
                 .transpose()?,
             socket_group: self.socket_group.clone(),
             labels: config::parse_label_flags(&self.labels).map_err(|e| input(e.to_string()))?,
+            allow_submitters: config::parse_submitter_flags(&self.allow_submitters)
+                .map_err(|e| input(e.to_string()))?,
             blob_retention: self
                 .blob_retention
                 .as_deref()

@@ -902,10 +902,23 @@ impl EventLoop {
         }
     }
 
+    /// Whether `peer` has a row in the membership table (in any state: a member that expired
+    /// or left here may be back before its new presence arrives).
+    fn is_member(&self, peer: &PeerId) -> bool {
+        self.membership.state_of(peer, Instant::now()).is_some()
+    }
+
     async fn on_gossip(&mut self, event: gossipsub::Event) {
         match event {
             gossipsub::Event::Message { message, .. } => {
                 if message.topic == self.jobs_topic.hash() {
+                    // Jobs come only from members (nodes whose presence this node has heard).
+                    if let Some(source) = message.source
+                        && !self.is_member(&source)
+                    {
+                        warn!(%source, "dropped a job announce from a node that is not a member of this mesh");
+                        return;
+                    }
                     if let Some(source) = message.source {
                         let _ = self
                             .events
@@ -959,6 +972,12 @@ impl EventLoop {
                 ..
             } => {
                 let response = match request {
+                    CtlRequest::Job(_) if !self.is_member(&peer) => {
+                        warn!(%peer, "refused a job message from a node that is not a member of this mesh");
+                        CtlResponse::Rejected {
+                            reason: "not a member of this mesh (no presence heard from it)".into(),
+                        }
+                    }
                     CtlRequest::Job(data) => {
                         self.pending_replies.insert(request_id, channel);
                         let event = MeshEvent::JobRequest {

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use mesh::{JoinToken, Multiaddr, TransportKind};
+use mesh::{JoinToken, Multiaddr, PeerId, TransportKind};
 use serde::Deserialize;
 
 /// Environment variable of the global `--state-dir`.
@@ -71,10 +71,12 @@ pub struct JoinOptions {
     pub labels: BTreeMap<String, String>,
     /// Zero: keep blobs forever.
     pub blob_retention: Option<Duration>,
+    /// Peers whose runs this node takes (besides its own); empty: any member's.
+    pub allow_submitters: Vec<PeerId>,
 }
 
 /// The environment variables `join` reads, in the order `--help` lists them.
-pub const JOIN_ENV: [&str; 9] = [
+pub const JOIN_ENV: [&str; 10] = [
     "DIRECTORD_MESH_NAME",
     "DIRECTORD_MESH_LISTEN",
     "DIRECTORD_MESH_PEER",
@@ -84,6 +86,7 @@ pub const JOIN_ENV: [&str; 9] = [
     "DIRECTORD_MESH_SOCKET_GROUP",
     "DIRECTORD_MESH_LABELS",
     "DIRECTORD_MESH_BLOB_RETENTION",
+    "DIRECTORD_MESH_ALLOW_SUBMITTERS",
 ];
 
 /// The config file's shape: the flags' long names, with `-` or `_`.
@@ -105,6 +108,13 @@ struct FileOptions {
     labels: BTreeMap<String, String>,
     #[serde(alias = "blob-retention")]
     blob_retention: Option<serde_yaml_ng::Value>,
+    #[serde(
+        default,
+        alias = "allow-submitter",
+        alias = "allow-submitters",
+        alias = "allow_submitters"
+    )]
+    allow_submitter: Vec<String>,
 }
 
 impl JoinOptions {
@@ -122,6 +132,7 @@ impl JoinOptions {
             group,
             labels,
             retention,
+            submitters,
         ] = JOIN_ENV;
         let list = |v: String| -> Vec<String> {
             v.split(',')
@@ -156,6 +167,9 @@ impl JoinOptions {
         }
         if let Some(v) = get(retention) {
             o.blob_retention = Some(parse_retention_in(&v, &Source::Env(retention))?);
+        }
+        if let Some(v) = get(submitters) {
+            o.allow_submitters = parse_peer_ids(&list(v), &Source::Env(submitters))?;
         }
         Ok(o)
     }
@@ -212,6 +226,7 @@ impl JoinOptions {
                 .blob_retention
                 .map(|v| parse_retention_in(&scalar(v, "blob-retention")?, &source))
                 .transpose()?,
+            allow_submitters: parse_peer_ids(&file.allow_submitter, &source)?,
         })
     }
 
@@ -232,6 +247,11 @@ impl JoinOptions {
                 self.labels
             },
             blob_retention: self.blob_retention.or(lower.blob_retention),
+            allow_submitters: if self.allow_submitters.is_empty() {
+                lower.allow_submitters
+            } else {
+                self.allow_submitters
+            },
         }
     }
 
@@ -285,6 +305,7 @@ impl JoinOptions {
             blob_retention: (!blob_retention.is_zero()).then_some(blob_retention),
             transport: TransportKind::Tcp,
             jobs_thread: true,
+            allow_submitters: self.allow_submitters,
         })
     }
 }
@@ -330,6 +351,9 @@ pub struct NodeConfig {
     /// of a large run) starts its own jobs as promptly as the others. Daemons do; nodes built
     /// in-process, often by the hundred, share their caller's runtime.
     pub jobs_thread: bool,
+    /// Peers whose runs this node takes (besides its own); empty: any member's. Runs from
+    /// others are answered with every job failed as refused.
+    pub allow_submitters: Vec<PeerId>,
 }
 
 impl NodeConfig {
@@ -349,6 +373,7 @@ impl NodeConfig {
             blob_retention: Some(DEFAULT_BLOB_RETENTION),
             transport: TransportKind::Memory,
             jobs_thread: false,
+            allow_submitters: Vec::new(),
         }
     }
 }
@@ -507,6 +532,27 @@ fn parse_labels(
             }),
         })
         .collect()
+}
+
+/// Parses peer ids (as `status` shows them) of `--allow-submitter`.
+fn parse_peer_ids(items: &[String], source: &Source) -> Result<Vec<PeerId>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            item.trim()
+                .parse::<PeerId>()
+                .map_err(|e| ConfigError::Invalid {
+                    origin: source.clone(),
+                    setting: "allow-submitter".into(),
+                    reason: format!("'{item}' is not a peer id ({e}; `status` shows each node's)"),
+                })
+        })
+        .collect()
+}
+
+/// Parses the peer ids of `--allow-submitter` flags.
+pub fn parse_submitter_flags(items: &[String]) -> Result<Vec<PeerId>, ConfigError> {
+    parse_peer_ids(items, &Source::Flag)
 }
 
 /// Parses `KEY=VALUE` labels given as flags.
@@ -742,6 +788,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("DIRECTORD_MESH_BLOB_RETENTION"), "{e}");
+    }
+
+    #[test]
+    fn allowed_submitters_layer_and_name_a_bad_id() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let c = layers(JoinOptions::default(), &[], "").unwrap();
+        assert!(c.allow_submitters.is_empty(), "default: any member");
+        let file = format!("allow-submitter:\n  - {a}\n");
+        let c = layers(JoinOptions::default(), &[], &file).unwrap();
+        assert_eq!(c.allow_submitters, vec![a]);
+        let both = format!("{a}, {b}");
+        let envs = [("DIRECTORD_MESH_ALLOW_SUBMITTERS", both.as_str())];
+        let c = layers(JoinOptions::default(), &envs, &file).unwrap();
+        assert_eq!(c.allow_submitters, vec![a, b]);
+        let flags = JoinOptions {
+            allow_submitters: parse_submitter_flags(&[b.to_string()]).unwrap(),
+            ..Default::default()
+        };
+        let c = layers(flags, &envs, &file).unwrap();
+        assert_eq!(c.allow_submitters, vec![b]);
+        let e = parse_submitter_flags(&["n1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("command line") && e.contains("allow-submitter") && e.contains("'n1'"),
+            "{e}"
+        );
+        let e = layers(JoinOptions::default(), &[], "allow-submitter: [nope]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/dm.yaml") && e.contains("'nope'"), "{e}");
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl Node {
                 cache: cache.clone(),
                 blobs: blobs.clone(),
                 blob_retention: config.blob_retention,
+                allow_submitters: config.allow_submitters.clone(),
             },
         );
         let control = Arc::new(Control {

@@ -173,6 +173,8 @@ pub struct RunsParts {
     pub blobs: Arc<crate::blobs::BlobStore>,
     /// Blobs unused for this long are removed (`None`: kept forever).
     pub blob_retention: Option<Duration>,
+    /// Submitters whose runs this node takes, besides its own; empty: any member's.
+    pub allow_submitters: Vec<PeerId>,
 }
 
 impl Runs {
@@ -206,6 +208,7 @@ impl Runs {
             cache,
             blobs,
             blob_retention,
+            allow_submitters,
         } = parts;
         let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
@@ -224,6 +227,10 @@ impl Runs {
             blobs,
             job_files: HashMap::new(),
             blob_retention,
+            allow_submitters: allow_submitters
+                .iter()
+                .map(|p| NodeId(p.to_string()))
+                .collect(),
             next_blob_sweep: Instant::now(),
             holders: HashMap::new(),
             job_fingerprints: HashMap::new(),
@@ -311,6 +318,8 @@ struct Actor {
     /// Target side: ADD/COPY jobs not finished here, by job id.
     job_files: HashMap<String, JobFile>,
     blob_retention: Option<Duration>,
+    /// Submitters whose runs this node takes, besides its own; empty: any member's.
+    allow_submitters: HashSet<NodeId>,
     next_blob_sweep: Instant,
     /// Originator side: nodes known to hold each file.
     holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
@@ -1087,6 +1096,21 @@ impl Actor {
         if work.is_empty() {
             return;
         }
+        // (Sent again: answered like any resend below.)
+        let refused = !self.allow_submitters.is_empty()
+            && run.originator != self.local
+            && !self.allow_submitters.contains(&run.originator)
+            && !self.accepted.contains_key(&run.run_id);
+        if refused {
+            self.refuse(
+                &run,
+                work.iter()
+                    .flat_map(|(_, jobs)| jobs.iter().map(|j| j.job_id.clone()))
+                    .collect(),
+                acknowledge,
+            );
+            return;
+        }
         for blob in &run.inline {
             if let Err(e) = self.blobs.put(&blob.hash, &blob.data) {
                 warn!(run = %run.run_id, "inline file refused: {e}");
@@ -1186,6 +1210,51 @@ impl Actor {
         }
         if acknowledge {
             self.send_ack(&run);
+        }
+    }
+
+    /// A run from a submitter this node does not take jobs from (`--allow-submitter`): its
+    /// jobs here are answered failed, through the outbox like any result, and nothing runs.
+    fn refuse(&mut self, run: &Arc<Run>, job_ids: Vec<String>, acknowledge: bool) {
+        {
+            warn!(run = %run.run_id, originator = %run.originator, "refused a run: its submitter is not one this node takes jobs from (--allow-submitter)");
+            self.store.put_accepted(
+                &run.run_id,
+                &Accepted {
+                    originator: run.originator.clone(),
+                    stream: false,
+                    accepted_unix_ms: now_ms(),
+                },
+                &job_ids,
+            );
+            self.accepted.insert(
+                run.run_id.clone(),
+                AcceptedRun {
+                    originator: run.originator.clone(),
+                    pending: job_ids.iter().cloned().collect(),
+                    accepted_unix_ms: now_ms(),
+                    ack: Acknowledgement::default(),
+                },
+            );
+            for job_id in job_ids {
+                self.job_runs.insert(job_id.clone(), run.run_id.clone());
+                self.finished(Outcome {
+                    job_id,
+                    state: ResultState::Failed,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    info: format!(
+                        "refused: {} takes jobs only from the submitters it lists (--allow-submitter)",
+                        self.local_name
+                    ),
+                    execution_secs: 0.0,
+                    started_unix_ms: now_ms(),
+                    finished_unix_ms: now_ms(),
+                });
+            }
+        }
+        if acknowledge {
+            self.send_ack(run);
         }
     }
 

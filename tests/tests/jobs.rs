@@ -830,6 +830,53 @@ fn unknown_targets_are_refused_before_anything_runs() {
     assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
 }
 
+/// A node started with `--allow-submitter` runs jobs from that submitter and its own; a run
+/// from any other node is answered with its jobs failed as refused, and nothing runs.
+#[test]
+fn a_node_takes_jobs_only_from_the_submitters_it_allows() {
+    let root = root();
+    let n1 = Daemon::start_isolated(root.path(), "n1", &[]);
+    let token = n1.join_token();
+    let n2 = Daemon::start_isolated(root.path(), "n2", &["--token", &token]);
+    let n1_id = n1.peer_id();
+    let n3 = Daemon::start_isolated(
+        root.path(),
+        "n3",
+        &["--token", &token, "--allow-submitter", &n1_id],
+    );
+    let all = ["n1", "n2", "n3"].map(String::from).to_vec();
+    for d in [&n1, &n2, &n3] {
+        wait_for(Duration::from_secs(20), "the mesh to form", || {
+            (e2e_tests::alive_names(&d.status()?) == all).then_some(())
+        });
+    }
+    let marker = root.path().join("ran");
+    let command = format!("echo x >> {}", marker.display());
+    for (d, allowed) in [(&n1, true), (&n3, true), (&n2, false)] {
+        let mut args = run_args(&["n3"], &command);
+        args.push("--poll".into());
+        let o = d.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let last = records(d).into_iter().last().unwrap();
+        let info = last["results"]["n3"]["info"].as_str().unwrap_or_default();
+        if allowed {
+            assert!(o.status.success(), "from {}: {}", d.name, text(&o));
+        } else {
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            assert!(
+                info.starts_with("refused: n3 takes jobs only from the submitters it lists"),
+                "{last}"
+            );
+        }
+    }
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(ran.lines().count(), 2, "only the allowed runs ran");
+    assert!(
+        n3.log().contains("refused a run: its submitter is not one"),
+        "{}",
+        n3.log()
+    );
+}
+
 /// A target that left the mesh is named as such; nothing is recorded for it.
 #[test]
 fn a_target_that_left_is_reported_as_gone() {
