@@ -4,6 +4,8 @@
 //! - [`tier1`]: the real `coordination` state machines on a seeded, discrete-event network
 //!   model; deterministic, thousands of nodes in seconds;
 //! - [`tier2`]: real [`node::Node`]s over libp2p's memory transport in one process;
+//! - [`tier3`]: real daemons as processes, optionally each in a network namespace (latency,
+//!   loss and partitions on real links);
 //! - [`scenario`]: what a run does to the mesh (fanout, orchestration, files, churn,
 //!   partition, late join) and its knobs;
 //! - [`network`]: tier 1's network (latency, loss, bandwidth) and wire-size estimates;
@@ -15,3 +17,4 @@ pub mod plot;
 pub mod scenario;
 pub mod tier1;
 pub mod tier2;
+pub mod tier3;

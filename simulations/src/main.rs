@@ -11,6 +11,7 @@ use simulations::{
     scenario::{Scenario, Workload},
     tier1::Tier1,
     tier2::Tier2,
+    tier3::{self, Tier3},
 };
 
 /// How the directord-mesh scales: runs scenarios on many nodes and measures delivery, latency
@@ -21,6 +22,9 @@ use simulations::{
 /// of gossipsub: deterministic (same seed, same numbers), thousands of nodes in seconds.
 /// Tier 2 starts real nodes (libp2p, gossipsub, request-response, stores) in this process over
 /// libp2p's memory transport and runs the same scenarios in wall-clock time.
+/// Tier 3 starts real daemons (the `directord-mesh` binary, one process each) and submits
+/// through the CLI; with --netns each daemon has a network namespace of its own, so links can
+/// be given latency and loss (tc netem) and the mesh split in two (partition needs it).
 ///
 /// Every run reports: delivery ratio; time for 50/99/100 % of targets to have the job and for
 /// the submitter to have 50/99/100 % of the results; messages and KiB sent per node (payload +
@@ -32,9 +36,17 @@ use simulations::{
 #[derive(Parser, Debug)]
 #[command(name = "directord-mesh-sim", version, after_long_help = SCENARIOS)]
 struct Args {
-    /// 1: deterministic model (fast, thousands of nodes); 2: real nodes in this process.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    /// 1: deterministic model (fast, thousands of nodes); 2: real nodes in this process;
+    /// 3: real daemons, one process each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
     tier: u8,
+    /// Tier 3: the `directord-mesh` binary to run (default: the one next to this program).
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
+    /// Tier 3: each daemon in a network namespace of its own, on bridges this program creates
+    /// and removes (needs root, `ip` and `tc`); --latency and --loss then shape every link.
+    #[arg(long)]
+    netns: bool,
     /// Mesh sizes to run, comma-separated (e.g. 10,100,1000).
     #[arg(short, long, value_delimiter = ',', default_value = "100")]
     nodes: Vec<usize>,
@@ -122,12 +134,15 @@ Scenarios:
   all            every scenario above
 
 Tier 2 takes --latency and --loss on every link (a lost chunk arrives after TCP's
-retransmission timeout); --bandwidth and --loss-model are tier 1's.
+retransmission timeout); --bandwidth and --loss-model are tier 1's. Tier 3 takes a fixed
+--latency and --loss with --netns (tc netem on each daemon's interface: a lost packet is
+resent by TCP).
 
 Examples:
   directord-mesh-sim --nodes 10,100,1000,10000 --scenario fanout
   directord-mesh-sim --nodes 10000 --loss 0.01 --latency 10ms..30ms
   directord-mesh-sim --tier 2 --nodes 10,100 --scenario fanout,orchestration
+  directord-mesh-sim --tier 3 --netns --nodes 10,50 --scenario partition --latency 20ms
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -203,27 +218,47 @@ fn check(args: &Args) -> Result<(), String> {
     if args.file_mib == 0 || args.file_mib > 64 * 1024 {
         return Err(format!("--file-mib {}: give 1 to 65536", args.file_mib));
     }
-    if args.tier == 2 {
+    if args.tier != 3 && (args.netns || args.binary.is_some()) {
+        return Err("--netns and --binary are tier 3's (real daemons): add --tier 3".into());
+    }
+    if args.tier == 3 {
+        if (args.latency.is_some() || args.loss.is_some()) && !args.netns {
+            return Err(
+                "tier 3 shapes links only between network namespaces: add --netns (root)".into(),
+            );
+        }
+        if matches!(args.latency, Some(Latency::Uniform(..))) {
+            return Err("tier 3 takes a fixed --latency (e.g. 20ms)".into());
+        }
+        if let Some(&n) = args.nodes.iter().find(|&&n| n > tier3::MAX_NODES) {
+            return Err(format!(
+                "--nodes {n}: tier 3 starts a daemon process per node; at most {}",
+                tier3::MAX_NODES
+            ));
+        }
+    }
+    if args.tier >= 2 {
         let tier1_only = [
             ("--loss-model", args.loss_model.is_some()),
             ("--bandwidth", args.bandwidth.is_some()),
         ];
         if let Some((name, _)) = tier1_only.iter().find(|(_, given)| *given) {
             return Err(format!(
-                "{name} shapes tier 1's model only; tier 2's links take --latency and --loss \
-                 (a loss is resent after TCP's retransmission timeout) and have no bandwidth cap"
+                "{name} shapes tier 1's model only; tier 2's and 3's links take --latency and \
+                 --loss (a loss is resent as TCP resends it) and have no bandwidth cap"
             ));
         }
-        if let Some(&n) = args
+    }
+    if args.tier == 2
+        && let Some(&n) = args
             .nodes
             .iter()
             .find(|&&n| n > simulations::tier2::MAX_NODES)
-        {
-            return Err(format!(
-                "--nodes {n}: tier 2 starts real nodes in this process; use tier 1 above {}",
-                simulations::tier2::MAX_NODES
-            ));
-        }
+    {
+        return Err(format!(
+            "--nodes {n}: tier 2 starts real nodes in this process; use tier 1 above {}",
+            simulations::tier2::MAX_NODES
+        ));
     }
     Ok(())
 }
@@ -271,7 +306,27 @@ fn run(args: &Args) -> Result<bool, String> {
                     String::new()
                 }
             );
-            let mut report = if args.tier == 1 {
+            let mut report = if args.tier == 3 {
+                let binary = match &args.binary {
+                    Some(b) => b.clone(),
+                    None => tier3::default_binary().ok_or(
+                        "tier 3 runs the directord-mesh binary: build it next to this one \
+                         (cargo build --release -p directord-mesh) or give --binary",
+                    )?,
+                };
+                Tier3 {
+                    workload: w,
+                    binary,
+                    netns: args.netns,
+                    latency: match args.latency {
+                        Some(Latency::Fixed(d)) => Some(d),
+                        _ => None,
+                    },
+                    loss: args.loss.unwrap_or(0.0),
+                    limit: args.limit.unwrap_or(Duration::from_secs(300)),
+                }
+                .run()?
+            } else if args.tier == 1 {
                 let mut r = Tier1 {
                     workload: w,
                     network: network.clone(),

@@ -439,7 +439,13 @@ fn complete(record: &JobRecord) -> bool {
 }
 
 /// The report of a run from the submitter's records; `t0` is the submit time.
-fn report(w: &Workload, records: &BTreeMap<String, JobRecord>, t0: u64, served: u64) -> Report {
+/// What the submitter's `records` of a run submitted at `t0` (unix ms) say (tiers 2 and 3).
+pub(crate) fn report(
+    w: &Workload,
+    records: &BTreeMap<String, JobRecord>,
+    t0: u64,
+    served: u64,
+) -> Report {
     let since = |unix_ms: f64| ((unix_ms - t0 as f64) / 1000.0).max(0.0);
     let mut started: BTreeMap<&str, f64> = BTreeMap::new();
     let mut results = Vec::new();

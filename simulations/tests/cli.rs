@@ -109,7 +109,15 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--tier", "2", "--bandwidth", "1gbit"], "--bandwidth"),
         (&["--tier", "2", "--loss-model", "drop"], "--loss-model"),
         (&["--tier", "2", "--nodes", "5000"], "tier 1"),
-        (&["--tier", "3"], "tier"),
+        (&["--tier", "4"], "tier"),
+        (&["--netns"], "--tier 3"),
+        (&["--tier", "3", "--latency", "20ms"], "--netns"),
+        (&["--tier", "3", "--nodes", "500"], "at most 200"),
+        (
+            &["--tier", "3", "--netns", "--latency", "10ms..30ms"],
+            "fixed --latency",
+        ),
+        (&["--tier", "3", "--bandwidth", "1gbit"], "--bandwidth"),
         (&["--jobs", "0"], "--jobs"),
         (&["--file-mib", "0"], "--file-mib"),
         (&["--late", "1.5"], "--late"),
@@ -143,6 +151,9 @@ fn help_explains_scenarios_and_knobs() {
         "--loss-model",
         "--latency",
         "--tier",
+        "--netns",
+        "--binary",
+        "Tier 3",
         "results.csv",
     ] {
         assert!(help.contains(word), "--help should mention {word}");
