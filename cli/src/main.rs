@@ -107,6 +107,11 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "FILE")]
     export_jobs: Option<PathBuf>,
 
+    /// Write every member of the mesh, as this node sees it, to FILE (YAML for .yaml/.yml,
+    /// else JSON; the rows of `manage --list-nodes --json`).
+    #[arg(long, group = "action", value_name = "FILE")]
+    export_nodes: Option<PathBuf>,
+
     /// Print this node's cache: job and parent results, args, envs.
     #[arg(long, group = "action")]
     dump_cache: bool,
@@ -201,6 +206,8 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
     }
     let action = if args.list_nodes {
         return status::run(state_dir, status::View::Nodes { json: args.json });
+    } else if let Some(file) = args.export_nodes {
+        return status::run(state_dir, status::View::ExportNodes(file));
     } else if args.list_jobs {
         Action::ListJobs {
             filter: args.filter,

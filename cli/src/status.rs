@@ -1,4 +1,5 @@
-//! `status` and `manage --list-nodes`: ask the local daemon and show its view of the mesh.
+//! `status`, `manage --list-nodes` and `--export-nodes`: ask the local daemon and show (or
+//! write down) its view of the mesh.
 
 use std::path::Path;
 
@@ -7,8 +8,14 @@ use node::control::{ControlClient, ControlRequest, ControlResponse, StatusReport
 use crate::{Failure, render};
 
 pub enum View {
-    Status { json: bool },
-    Nodes { json: bool },
+    Status {
+        json: bool,
+    },
+    Nodes {
+        json: bool,
+    },
+    /// Every member as this node sees it, written to a file (YAML for .yaml/.yml, else JSON).
+    ExportNodes(std::path::PathBuf),
 }
 
 /// Fetches the status report from the daemon of `state_dir`.
@@ -35,6 +42,21 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
         View::Nodes { json: true } => to_json(&report.nodes)?,
         View::Status { json: false } => render::status(&report),
         View::Nodes { json: false } => render::nodes_table(&report.nodes),
+        View::ExportNodes(file) => {
+            let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            let text = if yaml {
+                serde_yaml_ng::to_string(&report.nodes).map_err(Failure::runtime)?
+            } else {
+                to_json(&report.nodes)?
+            };
+            std::fs::write(&file, text)
+                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
+            format!(
+                "Exported {} nodes to [ {} ]",
+                report.nodes.len(),
+                file.display()
+            )
+        }
     };
     println!("{text}");
     Ok(())

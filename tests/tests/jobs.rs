@@ -1010,6 +1010,20 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     let exported: Vec<Value> =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
     assert_eq!(exported.len(), 4);
+    // The members, as this node sees them.
+    let nodes_file = root.path().join("nodes.yaml");
+    let o = d.cli(&["manage", "--export-nodes", nodes_file.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Exported 3 nodes"),
+        "{}",
+        text(&o)
+    );
+    let members: Vec<Value> =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&nodes_file).unwrap()).unwrap();
+    let mut names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    assert!(members.iter().all(|m| m["state"] == "alive"), "{members:?}");
     let o = d.cli(&["manage", "--purge-jobs"]);
     assert!(o.status.success());
     assert!(records(d).is_empty());
