@@ -658,6 +658,7 @@ impl Actor {
             Input::MemberBack(peer) => {
                 let node = NodeId(peer.to_string());
                 self.members.insert(TargetKey::of(&node), node.clone());
+                self.queries_node_back(&node);
                 // Results held for it go now, not at the end of their backoff.
                 let actions = self
                     .outbox
@@ -746,7 +747,7 @@ impl Actor {
                         hash,
                         node: self.local.clone(),
                     };
-                    self.tell(&originator, msg);
+                    self.hint(&originator, msg);
                 }
             }
         }
@@ -759,6 +760,7 @@ impl Actor {
         let actions = self.outbox.handle(outbox::Input::Tick, now);
         self.outbox_actions(actions);
         self.register_waits();
+        self.query_tick(now);
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
@@ -1044,9 +1046,9 @@ impl Actor {
                 JobReply::Ok
             }
             JobMessage::QueryResult { job_id, aggregate } => {
-                // An aggregate comes from the originator of the QUERY job's run, once (the job
-                // itself may be over here: `--no-wait`).
-                if !self.take_query_origin(&job_id, &from) {
+                // An aggregate comes from the originator of the QUERY job's run (the job itself
+                // may be over here: `--no-wait`, or a later aggregate with more values).
+                if !self.is_query_origin(&job_id, &from) {
                     return JobReply::Refused(
                         "a query result comes from the originator of a QUERY job that ran here"
                             .into(),
@@ -1475,8 +1477,13 @@ impl Actor {
         }
         // Done: the record lives on disk from now on.
         let done = complete.then(|| self.records.remove(&job_id)).flatten();
-        if done.is_some() {
-            // Every target has reported: no QUERY value is still to come.
+        if let Some(record) = &done
+            && record
+                .results
+                .values()
+                .all(|r| !r.info.starts_with("unreachable:"))
+        {
+            // Every target has reported for real: no QUERY value is still to come.
             self.query_over(&job_id);
         }
         let actions = self.originator.handle(

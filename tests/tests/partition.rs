@@ -204,9 +204,10 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
     drop((n1, n2, n3));
 }
 
-/// A QUERY whose targets are cut off from their submitter when they send their values: the
-/// values are sent again until they arrive, after the mend, and the targets' QUERY jobs get
-/// the aggregate (the submitter had written them off meanwhile).
+/// A QUERY whose far targets are cut off from their submitter when they send their values:
+/// the submitter's own QUERY goes on with its own value once the far side is written off; the
+/// far values are sent again until they arrive, after the mend, and then every target gets
+/// the whole set (the far QUERY jobs finish with it, the submitter merges it into its args).
 #[test]
 fn a_query_across_a_partition_completes_after_the_mend() {
     let link = Link::create();
@@ -232,6 +233,8 @@ fn a_query_across_a_partition_completes_after_the_mend() {
         "orchestrate",
         file.to_str().unwrap(),
         "--target",
+        "n1",
+        "--target",
         "n2",
         "--target",
         "n3",
@@ -239,8 +242,8 @@ fn a_query_across_a_partition_completes_after_the_mend() {
     assert!(o.status.success(), "{}", text(&o));
     wait_for(
         Duration::from_secs(20),
-        "the run to start on n2 and n3",
-        || (std::fs::read_dir(&started).ok()?.count() == 2).then_some(()),
+        "the run to start on every node",
+        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
     );
     link.cut();
     connections_closed(&n1, [&n2, &n3]);
@@ -252,15 +255,29 @@ fn a_query_across_a_partition_completes_after_the_mend() {
     assert_eq!(ids.len(), 4);
     for id in &ids {
         wait_for_record(&n1, id, "every job's real result", |r| {
-            ["n2", "n3"].iter().all(|n| result(r, n).0 == "success")
+            ["n1", "n2", "n3"]
+                .iter()
+                .all(|n| result(r, n).0 == "success")
         });
     }
     let last = records(&n1)
         .into_iter()
         .find(|r| r["job_id"] == ids[3].as_str())
         .unwrap();
+    // n1 went on during the cut with what it had; the far side saw all three values.
+    assert_eq!(result(&last, "n1").1, "1", "{last}");
     for n in ["n2", "n3"] {
-        assert_eq!(result(&last, n).1, "2", "{n}: {last}");
+        assert_eq!(result(&last, n).1, "3", "{n}: {last}");
     }
+    // ... and n1 has the whole set too, from the aggregate sent again.
+    wait_for(
+        Duration::from_secs(20),
+        "n1's args to hold every value",
+        || {
+            let o = n1.cli(&["manage", "--dump-cache"]);
+            let cache: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            (cache["args"]["query"].as_object()?.len() == 3).then_some(())
+        },
+    );
     drop((n1, n2, n3));
 }

@@ -6,6 +6,9 @@
 //!   failed, or never ran after its parent failed there), the originator sends all of them
 //!   `{"query": {node: {NAME: value}}}`. A target's QUERY job waits for that (unless
 //!   `--no-wait`), merges it into its args and finishes, so the next job of the parent sees it.
+//!   A value that comes later (a target back from a partition) is added and the larger
+//!   aggregate sent to every target again, which merges it into its args: the values are kept
+//!   until every target has reported the job for real, or for an hour.
 //! - **JOB_WAIT**: the waiting node asks each named node directly ("tell me when the job with
 //!   this fingerprint has finished here"); a node answers at once if its cache says the job
 //!   finished, or registers the wait and notifies when it does. Registration is retried until
@@ -34,6 +37,9 @@ const TELL_RETRY_MAX: Duration = Duration::from_secs(10);
 /// timeout is at most a year, but what waits on these messages is a QUERY or JOB_WAIT job,
 /// whose default is 10 minutes).
 const TELL_GIVE_UP: Duration = Duration::from_secs(3600);
+/// How long values that come after a QUERY's aggregate wait for more before the larger
+/// aggregate goes out.
+const LATE_VALUES_WAIT: Duration = Duration::from_millis(500);
 /// A registered wait that never fires is forgotten after this long.
 const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
 
@@ -41,12 +47,23 @@ const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
 pub(super) struct QueryCollect {
     /// The arg asked for, known with the first value.
     name: Option<String>,
+    /// An aggregate went out: a value that comes after it is sent again with the rest.
+    spread: bool,
+    /// When the values that came after the aggregate go out (they wait [`LATE_VALUES_WAIT`]
+    /// for others: the targets on the far side of a healed partition come back together).
+    respread_at: Option<Instant>,
+    /// When the collection began; it is dropped after [`TELL_GIVE_UP`] whatever happens.
+    since: Instant,
     /// Targets that have not answered yet.
     expected: HashSet<NodeId>,
     /// Every target, to send the aggregate to.
     targets: Vec<NodeId>,
     /// Each target's name in the job's record (the aggregate's keys).
     names: HashMap<NodeId, String>,
+    /// Targets that left or expired: not sent the aggregate (it would reach them after they
+    /// are back, ahead of the larger one their own late value brings about) until they are
+    /// back.
+    gone: HashSet<NodeId>,
     /// Answers by node name.
     values: BTreeMap<String, Value>,
 }
@@ -75,7 +92,8 @@ pub(super) struct CrossNode {
     queries: HashMap<String, QueryCollect>,
     query_waiters: HashMap<String, oneshot::Sender<Result<Option<Value>, String>>>,
     /// Target side: who may send the aggregate of each QUERY job that ran here (its run's
-    /// originator), and since when. Forgotten when it comes, or after [`FORGET_WAITS`].
+    /// originator), and since when; forgotten after [`FORGET_WAITS`]. A later, larger
+    /// aggregate of the same job is taken too (merged into the args).
     query_origins: HashMap<String, (NodeId, Instant)>,
     waits: HashMap<String, Waiting>,
     registered: Vec<Registered>,
@@ -86,13 +104,26 @@ impl CrossNode {
     pub(super) fn is_idle(&self) -> bool {
         self.queries.is_empty() && self.query_waiters.is_empty() && self.waits.is_empty()
     }
+
+    /// Forgets QUERY jobs that gave up waiting (timed out) and collections past their time.
+    pub(super) fn prune(&mut self, now: Instant) {
+        self.query_waiters.retain(|_, reply| !reply.is_closed());
+        self.queries
+            .retain(|_, q| now.saturating_duration_since(q.since) < TELL_GIVE_UP);
+    }
 }
 
 /// Sends with `send` until the node answers (whatever it answers: a refusal will not change
 /// by asking again), waiting 1 s after the first failure, then twice as long each time up to
-/// `max_wait`; false if it never answered within `give_up`. The messages it carries are
-/// idempotent at their receiver, so one that arrived but whose answer was lost may come twice.
-async fn send_until_answered<F, Fut, T, E>(send: F, max_wait: Duration, give_up: Duration) -> bool
+/// `max_wait`; false if it never answered within `give_up`, or on an error `is_final` says
+/// will not pass (this node stopping). The messages it carries are idempotent at their
+/// receiver, so one that arrived but whose answer was lost may come twice.
+async fn send_until_answered<F, Fut, T, E>(
+    send: F,
+    is_final: impl Fn(&E) -> bool,
+    max_wait: Duration,
+    give_up: Duration,
+) -> bool
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -103,6 +134,7 @@ where
     loop {
         match send().await {
             Ok(_) => return true,
+            Err(e) if is_final(&e) => return false,
             Err(e) => debug!("coordination message not delivered ({e}); again in {wait:?}"),
         }
         if tokio::time::Instant::now() + wait > deadline {
@@ -114,18 +146,24 @@ where
 }
 
 impl Actor {
-    /// Sends `msg` to `to` (or handles it here when `to` is this node); the reply is ignored.
+    /// Sends `msg` to `to` (or handles it here when `to` is this node), again until `to`
+    /// answers (see [`send_until_answered`]); the answer is ignored.
     pub(super) fn tell(&mut self, to: &NodeId, msg: JobMessage) {
-        self.send_told(to, msg, false);
+        self.send_told(to, msg, false, true);
     }
 
     /// As [`Actor::tell`], once what was written so far is on disk: an outcome another node
     /// goes on from must not be one a crash here would turn into "interrupted".
     pub(super) fn tell_once_stored(&mut self, to: &NodeId, msg: JobMessage) {
-        self.send_told(to, msg, true);
+        self.send_told(to, msg, true, true);
     }
 
-    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool) {
+    /// Sends a hint once: nothing waits for it, and a lost one only costs a little speed.
+    pub(super) fn hint(&mut self, to: &NodeId, msg: JobMessage) {
+        self.send_told(to, msg, false, false);
+    }
+
+    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool, again: bool) {
         if *to == self.local {
             let local = self.mesh.local_peer_id();
             let _ = self.request(local, msg);
@@ -144,9 +182,16 @@ impl Actor {
             {
                 return;
             }
+            if !again {
+                if let Err(e) = mesh.request_job(peer, bytes).await {
+                    debug!(%peer, "hint not delivered: {e}");
+                }
+                return;
+            }
             let send = || mesh.request_job(peer, bytes.clone());
-            if !send_until_answered(send, TELL_RETRY_MAX, TELL_GIVE_UP).await {
-                debug!(%peer, "coordination message not delivered within {TELL_GIVE_UP:?}; given up");
+            let stopped = |e: &mesh::MeshError| matches!(e, mesh::MeshError::Stopped);
+            if !send_until_answered(send, stopped, TELL_RETRY_MAX, TELL_GIVE_UP).await {
+                debug!(%peer, "coordination message not delivered; given up");
             }
         });
     }
@@ -190,11 +235,11 @@ impl Actor {
     }
 
     /// Originator side: the values of the QUERY job `job_id` collected so far (a new
-    /// collection expecting every target), or `None` for a job this node does not track.
+    /// collection expecting every target that has not reported the job), or `None` for a job
+    /// this node does not track or that is not a QUERY.
     fn query_collect(&mut self, job_id: &str) -> Option<&mut QueryCollect> {
         if !self.cross.queries.contains_key(job_id) {
-            // Not in memory: a value that comes late, after its targets were written off
-            // (a partition) or after a restart; the record is on disk.
+            // Not in memory: after a restart, the record is on disk.
             let stored;
             let record = match self.records.get(job_id) {
                 Some(r) => r,
@@ -203,6 +248,9 @@ impl Actor {
                     &stored
                 }
             };
+            if record.verb != "QUERY" {
+                return None;
+            }
             let targets: Vec<NodeId> = record
                 .nodes
                 .iter()
@@ -230,9 +278,13 @@ impl Actor {
                 job_id.to_string(),
                 QueryCollect {
                     name: None,
+                    spread: false,
+                    respread_at: None,
+                    since: Instant::now(),
                     expected,
                     targets,
                     names,
+                    gone: HashSet::new(),
                     values: BTreeMap::new(),
                 },
             );
@@ -240,8 +292,8 @@ impl Actor {
         self.cross.queries.get_mut(job_id)
     }
 
-    /// Originator side: every target has reported the QUERY job `job_id`: no value is still
-    /// to come (one that does starts a new collection from the record).
+    /// Originator side: every target has reported the QUERY job `job_id` for real (none is
+    /// written off, to come back with its value): its values are no longer needed.
     pub(super) fn query_over(&mut self, job_id: &str) {
         self.cross.queries.remove(job_id);
     }
@@ -252,15 +304,64 @@ impl Actor {
             debug!(job = %job_id, "query value for a job this node does not track");
             return;
         };
-        q.name.get_or_insert(name);
         // From a target, once (its job may have reported before its value came).
-        if let Some(node_name) = q.names.get(&node)
-            && !q.values.contains_key(node_name)
-        {
-            q.values.insert(node_name.clone(), value);
+        let Some(node_name) = q.names.get(&node).cloned() else {
+            debug!(job = %job_id, %node, "query value from a node that is not a target");
+            return;
+        };
+        q.name.get_or_insert(name);
+        let new = !q.values.contains_key(&node_name);
+        if new {
+            q.values.insert(node_name, value);
         }
         q.expected.remove(&node);
+        q.gone.remove(&node);
+        if q.spread {
+            // Late: everyone gets the larger set, with whatever else comes meanwhile.
+            if new && q.respread_at.is_none() {
+                q.respread_at = Some(Instant::now() + LATE_VALUES_WAIT);
+            }
+            return;
+        }
         self.maybe_spread_query(&job_id);
+    }
+
+    /// Originator side, every tick: sends the larger aggregates that are due, and forgets
+    /// what is over (see [`CrossNode::prune`]).
+    pub(super) fn query_tick(&mut self, now: Instant) {
+        self.cross.prune(now);
+        let due: Vec<String> = self
+            .cross
+            .queries
+            .iter_mut()
+            .filter(|(_, q)| q.respread_at.is_some_and(|at| at <= now))
+            .map(|(job, q)| {
+                q.respread_at = None;
+                q.spread = false;
+                job.clone()
+            })
+            .collect();
+        for job in due {
+            self.maybe_spread_query(&job);
+        }
+    }
+
+    /// Originator side: a target that had left or expired is back. If its value came before
+    /// it went, it gets the aggregate it missed (it sends no value again); otherwise its value
+    /// is on its way and brings about a larger aggregate for everyone.
+    pub(super) fn queries_node_back(&mut self, node: &NodeId) {
+        let jobs: Vec<String> = self
+            .cross
+            .queries
+            .iter_mut()
+            .filter_map(|(job, q)| {
+                let had_value = q.names.get(node).is_some_and(|n| q.values.contains_key(n));
+                (q.gone.remove(node) && q.spread && had_value).then(|| job.clone())
+            })
+            .collect();
+        for job in jobs {
+            self.send_aggregate(&job, std::slice::from_ref(node));
+        }
     }
 
     /// Originator side: the QUERY job `job_id` ended on `node` without success (it failed,
@@ -273,64 +374,77 @@ impl Actor {
         }
     }
 
-    /// Originator side: once every target answered, everyone gets the whole set.
+    /// Originator side: once every target answered, everyone gets the whole set (again, when
+    /// a value came after it went out).
     fn maybe_spread_query(&mut self, job_id: &str) {
-        let complete = self
-            .cross
-            .queries
-            .get(job_id)
-            .is_some_and(|q| q.expected.is_empty());
-        if !complete {
-            return;
-        }
-        let Some(q) = self.cross.queries.remove(job_id) else {
+        let Some(q) = self.cross.queries.get_mut(job_id) else {
             return;
         };
+        if !q.expected.is_empty() || q.spread {
+            return;
+        }
         // No value at all: no target's job waits for an aggregate.
-        let Some(name) = q.name else {
+        if q.name.is_none() {
+            self.cross.queries.remove(job_id);
+            return;
+        }
+        q.spread = true;
+        let targets: Vec<NodeId> = q
+            .targets
+            .iter()
+            .filter(|t| !q.gone.contains(*t))
+            .cloned()
+            .collect();
+        self.send_aggregate(job_id, &targets);
+    }
+
+    /// Originator side: sends the values of the QUERY job `job_id` collected so far to `to`.
+    fn send_aggregate(&mut self, job_id: &str, to: &[NodeId]) {
+        let Some(q) = self.cross.queries.get(job_id) else {
+            return;
+        };
+        let Some(name) = &q.name else {
             return;
         };
         let per_node: serde_json::Map<String, Value> = q
             .values
-            .into_iter()
-            .map(|(node, value)| (node, serde_json::json!({ name.clone(): value })))
+            .iter()
+            .map(|(node, value)| (node.clone(), serde_json::json!({ name.clone(): value })))
             .collect();
         let aggregate = serde_json::json!({ "query": per_node });
-        for target in q.targets {
+        for target in to {
             let msg = JobMessage::QueryResult {
                 job_id: job_id.to_string(),
                 aggregate: aggregate.clone(),
             };
-            self.tell(&target, msg);
+            self.tell(target, msg);
         }
+    }
+
+    /// Target side: whether `from` may send the aggregate of the QUERY job `job_id` (the
+    /// originator of its run).
+    pub(super) fn is_query_origin(&self, job_id: &str, from: &NodeId) -> bool {
+        self.cross
+            .query_origins
+            .get(job_id)
+            .is_some_and(|(originator, _)| originator == from)
     }
 
     /// Target side: the aggregate of a QUERY job arrived.
-    /// Target side: whether `from` may send the aggregate of the QUERY job `job_id` (the
-    /// originator of its run, once); a yes is used up.
-    pub(super) fn take_query_origin(&mut self, job_id: &str, from: &NodeId) -> bool {
-        let expected = self
-            .cross
-            .query_origins
-            .get(job_id)
-            .is_some_and(|(originator, _)| originator == from);
-        if expected {
-            self.cross.query_origins.remove(job_id);
-        }
-        expected
-    }
-
     pub(super) fn query_result(&mut self, job_id: String, aggregate: Value) {
-        match self.cross.query_waiters.remove(&job_id) {
-            Some(reply) => {
-                let _ = reply.send(Ok(Some(aggregate)));
-            }
-            // --no-wait (or the job gave up): merge it now, for whatever runs next.
-            None => {
-                if let Value::Object(map) = aggregate {
-                    self.cache.merge_args(map, true);
-                }
-            }
+        let aggregate = match self.cross.query_waiters.remove(&job_id) {
+            // The job takes it (and merges it); if it gave up meanwhile, it comes back.
+            Some(reply) => match reply.send(Ok(Some(aggregate))) {
+                Ok(()) => return,
+                Err(Ok(Some(aggregate))) => aggregate,
+                Err(_) => return,
+            },
+            None => aggregate,
+        };
+        // --no-wait, a job that gave up, or a later and larger aggregate: merged now, for
+        // whatever runs next.
+        if let Value::Object(map) = aggregate {
+            self.cache.merge_args(map, true);
         }
     }
 
@@ -340,7 +454,11 @@ impl Actor {
             .cross
             .queries
             .iter_mut()
-            .filter_map(|(job, q)| q.expected.remove(node).then(|| job.clone()))
+            .filter(|(_, q)| q.names.contains_key(node))
+            .filter_map(|(job, q)| {
+                q.gone.insert(node.clone());
+                q.expected.remove(node).then(|| job.clone())
+            })
             .collect();
         for job in jobs {
             self.maybe_spread_query(&job);
@@ -650,6 +768,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         let sent = send_until_answered(
             flaky(5, attempts.clone()),
+            |_| false,
             Duration::from_secs(10),
             Duration::from_secs(3600),
         )
@@ -666,6 +785,7 @@ mod tests {
         assert!(
             send_until_answered(
                 flaky(0, attempts.clone()),
+                |_| false,
                 Duration::from_secs(10),
                 Duration::from_secs(3600)
             )
@@ -677,6 +797,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         let sent = send_until_answered(
             flaky(usize::MAX, attempts.clone()),
+            |_| false,
             Duration::from_secs(10),
             Duration::from_secs(60),
         )
@@ -685,5 +806,17 @@ mod tests {
         // Attempts at 0, 1, 3, 7, 15, 25, 35, 45 and 55 s; the next would pass the minute.
         assert_eq!(attempts.load(Ordering::SeqCst), 9);
         assert_eq!(start.elapsed(), Duration::from_secs(55));
+
+        // An error that will not pass (this node stopping) ends it at once.
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let sent = send_until_answered(
+            flaky(usize::MAX, attempts.clone()),
+            |e: &String| e == "no connection",
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(!sent);
+        assert_eq!(attempts.load(Ordering::SeqCst), 1);
     }
 }
