@@ -1036,8 +1036,12 @@ impl EventLoop {
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(match response {
                         CtlResponse::Job(data) => Ok(data),
+                        CtlResponse::Rejected { reason } => Err(MeshError::Request {
+                            peer,
+                            reason: format!("refused: {reason}"),
+                        }),
                         other => Err(MeshError::Request {
-                            peer: self.local_peer_id,
+                            peer,
                             reason: format!("unexpected answer {other:?}"),
                         }),
                     });

@@ -222,6 +222,17 @@ fn check(args: &Args) -> Result<(), String> {
         return Err("--netns and --binary are tier 3's (real daemons): add --tier 3".into());
     }
     if args.tier == 3 {
+        let partition = args
+            .scenario
+            .iter()
+            .any(|s| matches!(s, ScenarioChoice::Partition | ScenarioChoice::All));
+        if partition && !args.netns {
+            return Err(
+                "the partition scenario of tier 3 splits the mesh between network namespaces: \
+                 add --netns (root)"
+                    .into(),
+            );
+        }
         if (args.latency.is_some() || args.loss.is_some()) && !args.netns {
             return Err(
                 "tier 3 shapes links only between network namespaces: add --netns (root)".into(),
@@ -307,6 +318,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 }
             );
             let mut report = if args.tier == 3 {
+                tier3::stop_on_signals();
                 let binary = match &args.binary {
                     Some(b) => b.clone(),
                     None => tier3::default_binary().ok_or(

@@ -14,6 +14,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -52,6 +53,39 @@ pub struct Tier3 {
     /// With `netns`: probability that a packet a daemon sends is dropped (TCP resends it).
     pub loss: f64,
     pub limit: Duration,
+}
+
+/// Set by SIGINT or SIGTERM once [`stop_on_signals`] is in place.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    // Only an atomic store: all a signal handler may safely do.
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT (Ctrl-C) and SIGTERM end a tier-3 run cleanly: the run stops at its next
+/// check, and its daemons, state directories and network namespaces are removed, instead of
+/// the process dying with them left behind.
+pub fn stop_on_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
+/// An error if a signal asked the run to stop.
+fn check_interrupted() -> Result<(), String> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        Err("interrupted: the daemons and their network were removed".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// The binary next to this one (`target/<profile>/directord-mesh`; from a test executable in
@@ -248,6 +282,7 @@ impl Tier3 {
             if (complete && events.is_empty()) || Instant::now() >= deadline {
                 break records;
             }
+            check_interrupted()?;
             std::thread::sleep(Duration::from_millis(100));
         };
         // Whatever is still planned (a run that ended early) happens now, so that every
@@ -410,6 +445,7 @@ impl Mesh {
             if done || Instant::now() >= deadline {
                 return Ok(records);
             }
+            check_interrupted()?;
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -433,6 +469,7 @@ fn wait(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<(
         if Instant::now() >= deadline {
             return Err(format!("timed out after {limit:?} waiting for {what}"));
         }
+        check_interrupted()?;
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
@@ -568,6 +605,7 @@ impl Net {
         latency: Option<Duration>,
         loss: f64,
     ) -> Result<Net, String> {
+        remove_stale_namespaces();
         let net = Net {
             prefix: format!("dmsim{}", std::process::id()),
             nodes,
@@ -613,10 +651,14 @@ impl Net {
                     args.extend(["loss".into(), format!("{}%", loss * 100.0)]);
                 }
                 tc(&args).map_err(|e| {
-                    format!(
-                        "{e} (--latency and --loss need the kernel's netem queueing discipline, \
-                         sch_netem, which this kernel does not offer)"
-                    )
+                    if e.contains("qdisc kind is unknown") {
+                        format!(
+                            "{e} (--latency and --loss need the kernel's netem queueing \
+                             discipline, sch_netem, which this kernel does not offer)"
+                        )
+                    } else {
+                        e
+                    }
                 })?;
             }
         }
@@ -656,6 +698,27 @@ impl Drop for Net {
                 .args(["netns", "del", &ns])
                 .stderr(Stdio::null())
                 .status();
+        }
+    }
+}
+
+/// Removes the namespaces of earlier runs whose program is gone (killed before it could clean
+/// up): `dmsim<pid>-...` where no process `pid` runs.
+fn remove_stale_namespaces() {
+    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name
+            .strip_prefix("dmsim")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }

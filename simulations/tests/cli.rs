@@ -112,6 +112,7 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--tier", "4"], "tier"),
         (&["--netns"], "--tier 3"),
         (&["--tier", "3", "--latency", "20ms"], "--netns"),
+        (&["--tier", "3", "--scenario", "all"], "--netns"),
         (&["--tier", "3", "--nodes", "500"], "at most 200"),
         (
             &["--tier", "3", "--netns", "--latency", "10ms..30ms"],
