@@ -1,6 +1,9 @@
-//! What a simulation does to the mesh: the scenarios and their knobs, shared by both tiers.
+//! What a simulation does to the mesh: the scenarios and their knobs, shared by every tier,
+//! and the orchestrations and disruptions tiers 2 and 3 run them with.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::Path, time::Duration};
+
+use rand::Rng;
 
 /// One kind of run, as `--scenario` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,6 +97,99 @@ impl Workload {
             partition_for: Duration::from_secs(5),
             late: 0.1,
             late_within: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Name of node `i` in tiers 2 and 3.
+pub fn node_name(i: usize) -> String {
+    format!("node-{i}")
+}
+
+/// Something that happens to one node during a run (tiers 2 and 3): it goes down `down`
+/// after the submit (`None`: before the submit, a late joiner) and is back `back` after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Disruption {
+    pub node: usize,
+    pub down: Option<Duration>,
+    pub back: Duration,
+}
+
+impl Workload {
+    /// The run's orchestration for every scenario but `files`: `jobs` jobs in one entry,
+    /// `WAIT --seconds` of `job_time` each, or `ECHO` for 0 s.
+    pub fn jobs_yaml(&self) -> String {
+        let mut text = String::from("- jobs:\n");
+        for i in 0..self.jobs.max(1) {
+            if self.job_time.is_zero() {
+                text.push_str(&format!("  - ECHO: job {i} of the simulated run\n"));
+            } else {
+                text.push_str(&format!(
+                    "  - WAIT: --skip-cache --seconds {}\n",
+                    self.job_time.as_secs_f64()
+                ));
+            }
+        }
+        text
+    }
+
+    /// `files`: the setup orchestration that gives each node a destination directory of its
+    /// own under `root` (the nodes share one filesystem, and an unchanged file already at
+    /// DEST is not sent again), as the arg `sim_dest`.
+    pub fn files_setup_yaml(&self, root: &Path) -> String {
+        (0..self.nodes)
+            .map(|i| {
+                let dest = root.join("landed").join(node_name(i));
+                format!(
+                    "- targets: [{}]\n  jobs:\n  - ARG: sim_dest {}\n  - WORKDIR: {}\n",
+                    node_name(i),
+                    dest.display(),
+                    dest.display()
+                )
+            })
+            .collect()
+    }
+
+    /// `files`: the run itself, one ADD of `src` into each node's `sim_dest`.
+    pub fn files_yaml(src: &Path) -> String {
+        format!(
+            "- jobs:\n  - ADD: '{} {{{{sim_dest}}}}/blob.bin'\n",
+            src.display()
+        )
+    }
+
+    /// Who goes down and comes back when (`churn`: `churn` of the nodes, each killed once at
+    /// a random moment of the run and back `downtime` later; `late-join`: `late` of them, down
+    /// before the submit and back within `late_within`), drawn from `others` (the nodes but
+    /// the submitter, shuffled).
+    pub fn disruptions(&self, others: &[usize], rng: &mut impl Rng) -> Vec<Disruption> {
+        let pick = |f: f64| ((others.len() as f64 * f).round() as usize).min(others.len());
+        match self.scenario {
+            Scenario::Churn => {
+                let span = self.job_time * self.jobs as u32 + Duration::from_millis(500);
+                others
+                    .iter()
+                    .take(pick(self.churn))
+                    .map(|&node| {
+                        let at = span.mul_f64(rng.r#gen::<f64>());
+                        Disruption {
+                            node,
+                            down: Some(at),
+                            back: at + self.downtime,
+                        }
+                    })
+                    .collect()
+            }
+            Scenario::LateJoin => others
+                .iter()
+                .take(pick(self.late))
+                .map(|&node| Disruption {
+                    node,
+                    down: None,
+                    back: self.late_within.mul_f64(rng.r#gen::<f64>()),
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     metrics::Report,
-    scenario::{Scenario, Workload},
+    scenario::{Scenario, Workload, node_name},
 };
 
 /// Heartbeat of `n` simulated nodes. Every presence heartbeat is checked (its gossipsub
@@ -121,20 +121,7 @@ impl Tier2 {
         let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
         let parents = match w.scenario {
             Scenario::Files => {
-                // Each node lands the file in its own directory (they share one filesystem, and
-                // an unchanged file already at DEST is not sent again).
-                let setup = (0..w.nodes)
-                    .map(|i| {
-                        let dest = root.join("landed").join(node_name(i));
-                        format!(
-                            "- targets: [{}]\n  jobs:\n  - ARG: sim_dest {}\n  - WORKDIR: {}\n",
-                            node_name(i),
-                            dest.display(),
-                            dest.display()
-                        )
-                    })
-                    .collect::<String>();
-                let setup = parents_of(&setup, root)?;
+                let setup = parents_of(&w.files_setup_yaml(root), root)?;
                 let ids = submit(&submitter, setup, &[]).await?;
                 let records = collect(&submitter, &ids, Duration::from_secs(60)).await?;
                 if records.values().any(|r| r.results.len() < r.nodes.len()) {
@@ -145,52 +132,20 @@ impl Tier2 {
                 }
                 let src = root.join("blob.bin");
                 write_random_file(&src, w.file_bytes, rng)?;
-                parents_of(
-                    &format!(
-                        "- jobs:\n  - ADD: '{} {{{{sim_dest}}}}/blob.bin'\n",
-                        src.display()
-                    ),
-                    root,
-                )?
+                parents_of(&Workload::files_yaml(&src), root)?
             }
-            _ => {
-                let mut text = String::from("- jobs:\n");
-                for i in 0..w.jobs.max(1) {
-                    if w.job_time.is_zero() {
-                        text.push_str(&format!("  - ECHO: job {i} of the simulated run\n"));
-                    } else {
-                        text.push_str(&format!(
-                            "  - WAIT: --skip-cache --seconds {}\n",
-                            w.job_time.as_secs_f64()
-                        ));
-                    }
-                }
-                parents_of(&text, root)?
-            }
+            _ => parents_of(&w.jobs_yaml(), root)?,
         };
         drop(submitter);
 
         // Disruptions: who goes down, and when (after the submit).
         let mut others: Vec<usize> = (1..w.nodes).collect();
         others.shuffle(rng);
-        let pick = |f: f64| ((others.len() as f64 * f).round() as usize).min(others.len());
-        let mut plan: Vec<(usize, Option<Duration>, Duration)> = Vec::new();
-        match w.scenario {
-            Scenario::Churn => {
-                let span = w.job_time * w.jobs as u32 + Duration::from_millis(500);
-                for &i in others.iter().take(pick(w.churn)) {
-                    let at = span.mul_f64(rng.r#gen::<f64>());
-                    plan.push((i, Some(at), at + w.downtime));
-                }
-            }
-            Scenario::LateJoin => {
-                for &i in others.iter().take(pick(w.late)) {
-                    let at = w.late_within.mul_f64(rng.r#gen::<f64>());
-                    plan.push((i, None, at));
-                }
-            }
-            _ => {}
-        }
+        let plan: Vec<(usize, Option<Duration>, Duration)> = w
+            .disruptions(&others, rng)
+            .into_iter()
+            .map(|d| (d.node, d.down, d.back))
+            .collect();
         // Late joiners are down before the announce (still members: they were seen alive).
         for (i, kill, _) in &plan {
             if kill.is_none() {
@@ -284,10 +239,6 @@ fn spawn_split(
     });
 }
 
-fn node_name(i: usize) -> String {
-    format!("node-{i}")
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -296,7 +247,12 @@ fn unix_ms() -> u64 {
 
 /// A line of `/proc/self/status` in KiB (`VmRSS:` now, `VmHWM:` the peak).
 fn memory_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    process_memory_kib("self", field)
+}
+
+/// A line of `/proc/<process>/status` in KiB (`process`: a pid or `self`).
+pub(crate) fn process_memory_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line[field.len()..]
         .trim()

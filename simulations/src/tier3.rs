@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     metrics::Report,
-    scenario::{Scenario, Workload},
+    scenario::{Scenario, Workload, node_name},
 };
 
 /// Largest mesh tier 3 starts: each daemon is a process with a few threads and ~20 MiB.
@@ -158,20 +158,8 @@ impl Tier3 {
         let run = root.join("run.yaml");
         let text = match w.scenario {
             Scenario::Files => {
-                // Each node lands the file in a directory of its own (they share a filesystem).
-                let setup: String = (0..w.nodes)
-                    .map(|i| {
-                        let dest = root.join("landed").join(node_name(i));
-                        format!(
-                            "- targets: [{}]\n  jobs:\n  - ARG: sim_dest {}\n  - WORKDIR: {}\n",
-                            node_name(i),
-                            dest.display(),
-                            dest.display()
-                        )
-                    })
-                    .collect();
                 let file = root.join("setup.yaml");
-                write(&file, &setup)?;
+                write(&file, &w.files_setup_yaml(root))?;
                 let ids = mesh.submit(&file, &[])?;
                 let records = mesh.collect(&ids, Duration::from_secs(60))?;
                 if records.values().any(|r| r.results.len() < r.nodes.len()) {
@@ -184,60 +172,27 @@ impl Tier3 {
                 let mut data = vec![0u8; w.file_bytes as usize];
                 rng.fill(&mut data[..]);
                 std::fs::write(&src, data).map_err(|e| format!("{}: {e}", src.display()))?;
-                format!(
-                    "- jobs:\n  - ADD: '{} {{{{sim_dest}}}}/blob.bin'\n",
-                    src.display()
-                )
+                Workload::files_yaml(&src)
             }
-            _ => {
-                let mut text = String::from("- jobs:\n");
-                for i in 0..w.jobs.max(1) {
-                    if w.job_time.is_zero() {
-                        text.push_str(&format!("  - ECHO: job {i} of the simulated run\n"));
-                    } else {
-                        text.push_str(&format!(
-                            "  - WAIT: --skip-cache --seconds {}\n",
-                            w.job_time.as_secs_f64()
-                        ));
-                    }
-                }
-                text
-            }
+            _ => w.jobs_yaml(),
         };
         write(&run, &text)?;
 
         // Disruptions: who goes down (at, or before the submit for late joiners) and when
         // each comes back, after the submit.
-        let pick = |f: f64| ((others.len() as f64 * f).round() as usize).min(others.len());
-        let mut plan: Vec<(usize, Option<Duration>, Duration)> = Vec::new();
-        match w.scenario {
-            Scenario::Churn => {
-                let span = w.job_time * w.jobs as u32 + Duration::from_millis(500);
-                for &i in others.iter().take(pick(w.churn)) {
-                    let at = span.mul_f64(rng.r#gen::<f64>());
-                    plan.push((i, Some(at), at + w.downtime));
-                }
-            }
-            Scenario::LateJoin => {
-                for &i in others.iter().take(pick(w.late)) {
-                    let at = w.late_within.mul_f64(rng.r#gen::<f64>());
-                    plan.push((i, None, at));
-                }
-            }
-            _ => {}
-        }
+        let plan = w.disruptions(&others, rng);
         // Late joiners are down before the submit (still members: they were seen alive).
-        for (i, kill, _) in &plan {
-            if kill.is_none() {
-                mesh.daemons[*i].kill();
+        for d in &plan {
+            if d.down.is_none() {
+                mesh.daemons[d.node].kill();
             }
         }
         let mut events: Vec<(Duration, Event)> = Vec::new();
-        for (i, kill, back) in plan {
-            if let Some(at) = kill {
-                events.push((at, Event::Kill(i)));
+        for d in plan {
+            if let Some(at) = d.down {
+                events.push((at, Event::Kill(d.node)));
             }
-            events.push((back, Event::Restart(i)));
+            events.push((d.back, Event::Restart(d.node)));
         }
         if w.scenario == Scenario::Partition {
             if net.is_none() {
@@ -313,10 +268,6 @@ enum Event {
 
 /// Prefix of the info of a result the submitter gave up waiting for (see `node::runs`).
 const UNREACHABLE: &str = "unreachable:";
-
-fn node_name(i: usize) -> String {
-    format!("node-{i}")
-}
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -573,14 +524,7 @@ impl Daemon {
     /// A line of the daemon's `/proc/PID/status`, in KiB.
     fn memory_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        line[field.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
+        crate::tier2::process_memory_kib(&pid.to_string(), field)
     }
 }
 

@@ -40,6 +40,23 @@ pub fn cli(args: &[&str]) -> Output {
         .expect("run directord-mesh")
 }
 
+/// A command's exit code and output, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The job records `d` holds (the jobs it submitted), as `manage --list-jobs --json` prints them.
+pub fn records(d: &Daemon) -> Vec<Value> {
+    let o = d.cli(&["manage", "--list-jobs", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice::<Vec<Value>>(&o.stdout).expect("manage --list-jobs --json prints JSON")
+}
+
 /// A daemon started with `join`, killed when dropped.
 pub struct Daemon {
     pub name: String,

@@ -4,11 +4,11 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use e2e_tests::{Daemon, wait_for};
+use e2e_tests::{Daemon, records, text, wait_for};
 use serde_json::Value;
 
 fn orchestrations() -> PathBuf {
@@ -23,15 +23,6 @@ fn reference(name: &str) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// A 3-node mesh of isolated daemons, all seeing each other.
 fn mesh(root: &Path) -> Vec<Daemon> {
     mesh_of(root, 3)
@@ -44,13 +35,6 @@ fn mesh_of(root: &Path, n: usize) -> Vec<Daemon> {
 
 fn root() -> tempfile::TempDir {
     e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")))
-}
-
-/// Every record the node holds, by job definition (in submission order for repeated ones).
-fn records(d: &Daemon) -> Vec<Value> {
-    let o = d.cli(&["manage", "--list-jobs", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap()
 }
 
 fn by_definition<'a>(records: &'a [Value], definition: &str) -> Vec<&'a Value> {

@@ -4,27 +4,11 @@
 
 use std::{
     path::Path,
-    process::Output,
     time::{Duration, Instant},
 };
 
-use e2e_tests::{Daemon, Link, state_of, wait_for};
+use e2e_tests::{Daemon, Link, records, state_of, text, wait_for};
 use serde_json::Value;
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn records(d: &Daemon) -> Vec<Value> {
-    let o = d.cli(&["manage", "--list-jobs", "--json"]);
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice::<Vec<Value>>(&o.stdout).unwrap()
-}
 
 /// The record of `job_id` at `d`, once `done` holds for it (or a panic naming `what`).
 fn wait_for_record(d: &Daemon, job_id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
