@@ -28,8 +28,8 @@ use simulations::{
 ///
 /// Every run reports: delivery ratio; time for 50/99/100 % of targets to have the job and for
 /// the submitter to have 50/99/100 % of the results; messages and KiB sent per node (payload +
-/// framing); the gossip duplicate factor; what the submitter uploaded; memory per node (tier
-/// 2). Times count from the submit.
+/// framing; tier 1 only); the gossip duplicate factor; what the submitter uploaded; memory per
+/// node (tiers 2 and 3). Times count from the submit.
 ///
 /// Tier 2's nodes log to stderr as the daemon does when RUST_LOG is set (e.g.
 /// RUST_LOG=node=debug).
