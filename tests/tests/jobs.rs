@@ -1008,6 +1008,14 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     names.sort();
     assert_eq!(names, ["n1", "n2", "n3"]);
     assert!(members.iter().all(|m| m["state"] == "alive"), "{members:?}");
+    let nowhere = root.path().join("no-such-dir").join("nodes.json");
+    let o = d.cli(&["manage", "--export-nodes", nowhere.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot write"),
+        "{}",
+        text(&o)
+    );
     let o = d.cli(&["manage", "--purge-jobs"]);
     assert!(o.status.success());
     assert!(records(d).is_empty());
