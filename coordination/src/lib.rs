@@ -8,12 +8,14 @@
 //! - [`acknowledgement`]: whether a target acknowledges a copy of a run it has;
 //! - [`originator`]: the submitting node's run tracker (announce, acks, resends, results);
 //! - [`outbox`]: a target's queue of results on their way to originators;
+//! - [`query`]: the originator's collection of QUERY values and when the aggregate goes out;
 //! - [`transfer`]: fetching one file chunk by chunk from the nodes that hold it.
 
 pub mod acknowledgement;
 pub mod message;
 pub mod originator;
 pub mod outbox;
+pub mod query;
 pub mod transfer;
 
 pub use message::{

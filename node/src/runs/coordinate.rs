@@ -1,21 +1,17 @@
 //! QUERY and JOB_WAIT across nodes: the runs actor's part, and the [`Coordinator`] the
 //! executor calls.
 //!
-//! - **QUERY** (originator side): each target sends its value of the arg; once every target of
-//!   the job has answered (or left the mesh, or reported the job ended without a value: it
-//!   failed, or never ran after its parent failed there), the originator sends all of them
-//!   `{"query": {node: {NAME: value}}}`. A target's QUERY job waits for that (unless
-//!   `--no-wait`), merges it into its args and finishes, so the next job of the parent sees it.
-//!   A value that comes later (a target back from a partition) is added and the larger
-//!   aggregate sent to every target again, which merges it into its args: the values are kept
-//!   until every target has reported the job for real, or for an hour.
+//! - **QUERY**: each target sends its value of the arg to the originator, whose collection is
+//!   `coordination::query` (when the aggregate goes out, and to whom); a target's QUERY job
+//!   waits for the aggregate (unless `--no-wait`), merges it into its args and finishes, so the
+//!   next job of the parent sees it; a later, larger aggregate is merged into the args.
 //! - **JOB_WAIT**: the waiting node asks each named node directly ("tell me when the job with
 //!   this fingerprint has finished here"); a node answers at once if its cache says the job
 //!   finished, or registers the wait and notifies when it does. Registration is retried until
 //!   the node takes it. No request is held open.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -37,36 +33,8 @@ const TELL_RETRY_MAX: Duration = Duration::from_secs(10);
 /// timeout is at most a year, but what waits on these messages is a QUERY or JOB_WAIT job,
 /// whose default is 10 minutes).
 const TELL_GIVE_UP: Duration = Duration::from_secs(3600);
-/// How long values that come after a QUERY's aggregate wait for more before the larger
-/// aggregate goes out.
-const LATE_VALUES_WAIT: Duration = Duration::from_millis(500);
 /// A registered wait that never fires is forgotten after this long.
 const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
-
-/// Originator side: values of one QUERY job, as they arrive.
-pub(super) struct QueryCollect {
-    /// The arg asked for, known with the first value.
-    name: Option<String>,
-    /// An aggregate went out: a value that comes after it is sent again with the rest.
-    spread: bool,
-    /// When the values that came after the aggregate go out (they wait [`LATE_VALUES_WAIT`]
-    /// for others: the targets on the far side of a healed partition come back together).
-    respread_at: Option<Instant>,
-    /// When the collection began; it is dropped after [`TELL_GIVE_UP`] whatever happens.
-    since: Instant,
-    /// Targets that have not answered yet.
-    expected: HashSet<NodeId>,
-    /// Every target, to send the aggregate to.
-    targets: Vec<NodeId>,
-    /// Each target's name in the job's record (the aggregate's keys).
-    names: HashMap<NodeId, String>,
-    /// Targets that left or expired: not sent the aggregate (it would reach them after they
-    /// are back, ahead of the larger one their own late value brings about) until they are
-    /// back.
-    gone: HashSet<NodeId>,
-    /// Answers by node name.
-    values: BTreeMap<String, Value>,
-}
 
 /// Waiting side: one JOB_WAIT in progress.
 pub(super) struct Waiting {
@@ -89,7 +57,8 @@ pub(super) struct Registered {
 /// What the actor keeps for QUERY and JOB_WAIT.
 #[derive(Default)]
 pub(super) struct CrossNode {
-    queries: HashMap<String, QueryCollect>,
+    /// Originator side: values of QUERY jobs as they arrive.
+    queries: coordination::query::Queries,
     query_waiters: HashMap<String, oneshot::Sender<Result<Option<Value>, String>>>,
     /// Target side: who may send the aggregate of each QUERY job that ran here (its run's
     /// originator), and since when; forgotten after [`FORGET_WAITS`]. A later, larger
@@ -105,11 +74,9 @@ impl CrossNode {
         self.queries.is_empty() && self.query_waiters.is_empty() && self.waits.is_empty()
     }
 
-    /// Forgets QUERY jobs that gave up waiting (timed out) and collections past their time.
-    pub(super) fn prune(&mut self, now: Instant) {
+    /// Forgets QUERY jobs here that gave up waiting (timed out).
+    fn prune(&mut self) {
         self.query_waiters.retain(|_, reply| !reply.is_closed());
-        self.queries
-            .retain(|_, q| now.saturating_duration_since(q.since) < TELL_GIVE_UP);
     }
 }
 
@@ -234,191 +201,100 @@ impl Actor {
         self.tell(&originator, msg);
     }
 
-    /// Originator side: the values of the QUERY job `job_id` collected so far (a new
-    /// collection expecting every target that has not reported the job), or `None` for a job
-    /// this node does not track or that is not a QUERY.
-    fn query_collect(&mut self, job_id: &str) -> Option<&mut QueryCollect> {
-        if !self.cross.queries.contains_key(job_id) {
-            // Not in memory: after a restart, the record is on disk.
-            let stored;
-            let record = match self.records.get(job_id) {
-                Some(r) => r,
-                None => {
-                    stored = self.store.record(job_id)?;
+    /// Originator side: whether values of the QUERY job `job_id` are collected, opening the
+    /// collection from its record (in memory, or on disk after a restart) if need be; false
+    /// for a job this node does not track or that is not a QUERY.
+    fn query_open(&mut self, job_id: &str) -> bool {
+        if self.cross.queries.is_open(job_id) {
+            return true;
+        }
+        let stored;
+        let record = match self.records.get(job_id) {
+            Some(r) => r,
+            None => match self.store.record(job_id) {
+                Some(r) => {
+                    stored = r;
                     &stored
                 }
-            };
-            if record.verb != "QUERY" {
-                return None;
-            }
-            let targets: Vec<NodeId> = record
-                .nodes
-                .iter()
-                .map(|n| NodeId(n.peer_id.clone()))
-                .collect();
-            // A target that has reported the job (other than by a write-off) sends no value
-            // now: it sent it to an earlier collection, or never will.
-            let expected = record
-                .nodes
-                .iter()
-                .filter(|n| {
-                    record
-                        .results
-                        .get(&n.name)
-                        .is_none_or(|r| r.info.starts_with("unreachable:"))
-                })
-                .map(|n| NodeId(n.peer_id.clone()))
-                .collect();
-            let names = record
-                .nodes
-                .iter()
-                .map(|n| (NodeId(n.peer_id.clone()), n.name.clone()))
-                .collect();
-            self.cross.queries.insert(
-                job_id.to_string(),
-                QueryCollect {
-                    name: None,
-                    spread: false,
-                    respread_at: None,
-                    since: Instant::now(),
-                    expected,
-                    targets,
-                    names,
-                    gone: HashSet::new(),
-                    values: BTreeMap::new(),
-                },
-            );
+                None => return false,
+            },
+        };
+        if record.verb != "QUERY" {
+            return false;
         }
-        self.cross.queries.get_mut(job_id)
+        let targets = record
+            .nodes
+            .iter()
+            .map(|n| coordination::query::Target {
+                node: NodeId(n.peer_id.clone()),
+                name: n.name.clone(),
+                reported: record
+                    .results
+                    .get(&n.name)
+                    .is_some_and(|r| !r.info.starts_with("unreachable:")),
+            })
+            .collect();
+        self.cross.queries.open(job_id, targets, Instant::now());
+        true
+    }
+
+    /// Originator side: sends the aggregates the collection says are due.
+    fn query_actions(&mut self, actions: Vec<coordination::query::Action>) {
+        for coordination::query::Action::Send {
+            job_id,
+            to,
+            aggregate,
+        } in actions
+        {
+            for target in to {
+                let msg = JobMessage::QueryResult {
+                    job_id: job_id.clone(),
+                    aggregate: aggregate.clone(),
+                };
+                self.tell(&target, msg);
+            }
+        }
     }
 
     /// Originator side: every target has reported the QUERY job `job_id` for real (none is
     /// written off, to come back with its value): its values are no longer needed.
     pub(super) fn query_over(&mut self, job_id: &str) {
-        self.cross.queries.remove(job_id);
+        self.cross.queries.over(job_id);
     }
 
     /// Originator side: a target's value arrived.
     pub(super) fn query_value(&mut self, job_id: String, node: NodeId, name: String, value: Value) {
-        let Some(q) = self.query_collect(&job_id) else {
+        if !self.query_open(&job_id) {
             debug!(job = %job_id, "query value for a job this node does not track");
             return;
-        };
-        // From a target, once (its job may have reported before its value came).
-        let Some(node_name) = q.names.get(&node).cloned() else {
-            debug!(job = %job_id, %node, "query value from a node that is not a target");
-            return;
-        };
-        q.name.get_or_insert(name);
-        let new = !q.values.contains_key(&node_name);
-        if new {
-            q.values.insert(node_name, value);
         }
-        q.expected.remove(&node);
-        q.gone.remove(&node);
-        if q.spread {
-            // Late: everyone gets the larger set, with whatever else comes meanwhile.
-            if new && q.respread_at.is_none() {
-                q.respread_at = Some(Instant::now() + LATE_VALUES_WAIT);
-            }
-            return;
-        }
-        self.maybe_spread_query(&job_id);
+        let actions = self
+            .cross
+            .queries
+            .value(&job_id, &node, name, value, Instant::now());
+        self.query_actions(actions);
     }
 
-    /// Originator side, every tick: sends the larger aggregates that are due, and forgets
-    /// what is over (see [`CrossNode::prune`]).
+    /// Every tick: the larger aggregates that are due, and what is over.
     pub(super) fn query_tick(&mut self, now: Instant) {
-        self.cross.prune(now);
-        let due: Vec<String> = self
-            .cross
-            .queries
-            .iter_mut()
-            .filter(|(_, q)| q.respread_at.is_some_and(|at| at <= now))
-            .map(|(job, q)| {
-                q.respread_at = None;
-                q.spread = false;
-                job.clone()
-            })
-            .collect();
-        for job in due {
-            self.maybe_spread_query(&job);
-        }
-    }
-
-    /// Originator side: a target that had left or expired is back. If its value came before
-    /// it went, it gets the aggregate it missed (it sends no value again); otherwise its value
-    /// is on its way and brings about a larger aggregate for everyone.
-    pub(super) fn queries_node_back(&mut self, node: &NodeId) {
-        let jobs: Vec<String> = self
-            .cross
-            .queries
-            .iter_mut()
-            .filter_map(|(job, q)| {
-                let had_value = q.names.get(node).is_some_and(|n| q.values.contains_key(n));
-                (q.gone.remove(node) && q.spread && had_value).then(|| job.clone())
-            })
-            .collect();
-        for job in jobs {
-            self.send_aggregate(&job, std::slice::from_ref(node));
-        }
+        self.cross.prune();
+        let actions = self.cross.queries.tick(now);
+        self.query_actions(actions);
     }
 
     /// Originator side: the QUERY job `job_id` ended on `node` without success (it failed,
-    /// was purged, or never ran after its parent failed there): no value will come from it,
-    /// and the other targets' jobs stop waiting for one.
+    /// was purged, or never ran after its parent failed there): no value will come from it.
     pub(super) fn query_ended_without_value(&mut self, job_id: &str, node: &NodeId) {
-        if let Some(q) = self.query_collect(job_id) {
-            q.expected.remove(node);
-            self.maybe_spread_query(job_id);
+        if self.query_open(job_id) {
+            let actions = self.cross.queries.ended_without_value(job_id, node);
+            self.query_actions(actions);
         }
     }
 
-    /// Originator side: once every target answered, everyone gets the whole set (again, when
-    /// a value came after it went out).
-    fn maybe_spread_query(&mut self, job_id: &str) {
-        let Some(q) = self.cross.queries.get_mut(job_id) else {
-            return;
-        };
-        if !q.expected.is_empty() || q.spread {
-            return;
-        }
-        // No value at all: no target's job waits for an aggregate.
-        if q.name.is_none() {
-            self.cross.queries.remove(job_id);
-            return;
-        }
-        q.spread = true;
-        let targets: Vec<NodeId> = q
-            .targets
-            .iter()
-            .filter(|t| !q.gone.contains(*t))
-            .cloned()
-            .collect();
-        self.send_aggregate(job_id, &targets);
-    }
-
-    /// Originator side: sends the values of the QUERY job `job_id` collected so far to `to`.
-    fn send_aggregate(&mut self, job_id: &str, to: &[NodeId]) {
-        let Some(q) = self.cross.queries.get(job_id) else {
-            return;
-        };
-        let Some(name) = &q.name else {
-            return;
-        };
-        let per_node: serde_json::Map<String, Value> = q
-            .values
-            .iter()
-            .map(|(node, value)| (node.clone(), serde_json::json!({ name.clone(): value })))
-            .collect();
-        let aggregate = serde_json::json!({ "query": per_node });
-        for target in to {
-            let msg = JobMessage::QueryResult {
-                job_id: job_id.to_string(),
-                aggregate: aggregate.clone(),
-            };
-            self.tell(target, msg);
-        }
+    /// Originator side: a target is back (see `coordination::query`).
+    pub(super) fn queries_node_back(&mut self, node: &NodeId) {
+        let actions = self.cross.queries.node_back(node);
+        self.query_actions(actions);
     }
 
     /// Target side: whether `from` may send the aggregate of the QUERY job `job_id` (the
@@ -450,19 +326,8 @@ impl Actor {
 
     /// Originator side: a target left; its QUERY answers will not come.
     pub(super) fn queries_node_gone(&mut self, node: &NodeId) {
-        let jobs: Vec<String> = self
-            .cross
-            .queries
-            .iter_mut()
-            .filter(|(_, q)| q.names.contains_key(node))
-            .filter_map(|(job, q)| {
-                q.gone.insert(node.clone());
-                q.expected.remove(node).then(|| job.clone())
-            })
-            .collect();
-        for job in jobs {
-            self.maybe_spread_query(&job);
-        }
+        let actions = self.cross.queries.node_gone(node);
+        self.query_actions(actions);
     }
 
     /// Waiting side: start a JOB_WAIT on `peers`.

@@ -1,0 +1,361 @@
+//! The originator's side of QUERY: collecting each target's value of an arg and sending all
+//! of them, as `{"query": {node: {NAME: value}}}`, to every target.
+//!
+//! An aggregate goes out once every target has sent its value, left (or expired), or reported
+//! the QUERY job ended without one. Targets that left get no partial aggregate: it would reach
+//! them when they are back, ahead of the larger one their own late value brings about. A value
+//! that comes after the aggregate (a target back from a partition) is added, and after
+//! [`LATE_VALUES_WAIT`] for others the larger aggregate goes to every target; a target back
+//! whose value had come before it left gets the aggregate it missed. A collection is kept
+//! until the node says every target has reported the job for real ([`Queries::over`]), or for
+//! [`KEEP_FOR`].
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::NodeId;
+
+/// How long values that come after an aggregate wait for more before the larger one goes out.
+pub const LATE_VALUES_WAIT: Duration = Duration::from_millis(500);
+/// A collection is dropped after this long whatever happens.
+pub const KEEP_FOR: Duration = Duration::from_secs(3600);
+
+/// One target of a QUERY job, as the job's record has it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub node: NodeId,
+    /// Its name (the aggregate's key).
+    pub name: String,
+    /// It has reported the job for real: it sent its value to an earlier collection (one
+    /// lost to a restart), or never will.
+    pub reported: bool,
+}
+
+/// What the node does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send `aggregate` (the QueryResult of `job_id`) to each of `to`.
+    Send {
+        job_id: String,
+        to: Vec<NodeId>,
+        aggregate: Value,
+    },
+}
+
+struct Collection {
+    /// The arg asked for, known with the first value.
+    name: Option<String>,
+    targets: Vec<NodeId>,
+    names: HashMap<NodeId, String>,
+    /// Targets whose value (or word that none comes) is still awaited.
+    expected: HashSet<NodeId>,
+    /// Targets that left or expired, until they are back.
+    gone: HashSet<NodeId>,
+    values: BTreeMap<String, Value>,
+    /// An aggregate went out.
+    spread: bool,
+    /// When the values that came after the aggregate go out.
+    respread_at: Option<Instant>,
+    since: Instant,
+}
+
+/// Every QUERY job this node collects values for.
+#[derive(Default)]
+pub struct Queries {
+    collections: HashMap<String, Collection>,
+}
+
+impl Queries {
+    pub fn is_empty(&self) -> bool {
+        self.collections.is_empty()
+    }
+
+    /// Whether values of `job_id` are being collected (else [`Queries::open`] it first).
+    pub fn is_open(&self, job_id: &str) -> bool {
+        self.collections.contains_key(job_id)
+    }
+
+    /// Starts collecting for `job_id`, expecting every target that has not reported it.
+    pub fn open(&mut self, job_id: &str, targets: Vec<Target>, now: Instant) {
+        if self.is_open(job_id) {
+            return;
+        }
+        let collection = Collection {
+            name: None,
+            expected: targets
+                .iter()
+                .filter(|t| !t.reported)
+                .map(|t| t.node.clone())
+                .collect(),
+            names: targets
+                .iter()
+                .map(|t| (t.node.clone(), t.name.clone()))
+                .collect(),
+            targets: targets.into_iter().map(|t| t.node).collect(),
+            gone: HashSet::new(),
+            values: BTreeMap::new(),
+            spread: false,
+            respread_at: None,
+            since: now,
+        };
+        self.collections.insert(job_id.to_string(), collection);
+    }
+
+    /// `node`'s value of `name` for `job_id` (ignored unless the job is open and `node` one of
+    /// its targets; a target's first value counts).
+    pub fn value(
+        &mut self,
+        job_id: &str,
+        node: &NodeId,
+        name: String,
+        value: Value,
+        now: Instant,
+    ) -> Vec<Action> {
+        let Some(c) = self.collections.get_mut(job_id) else {
+            return vec![];
+        };
+        let Some(node_name) = c.names.get(node).cloned() else {
+            return vec![];
+        };
+        c.name.get_or_insert(name);
+        let new = !c.values.contains_key(&node_name);
+        if new {
+            c.values.insert(node_name, value);
+        }
+        c.expected.remove(node);
+        c.gone.remove(node);
+        if c.spread {
+            if new && c.respread_at.is_none() {
+                c.respread_at = Some(now + LATE_VALUES_WAIT);
+            }
+            return vec![];
+        }
+        self.spread_if_complete(job_id)
+    }
+
+    /// `node`'s QUERY job of `job_id` ended without a value (failed, or never ran after its
+    /// parent failed there): nobody waits for one.
+    pub fn ended_without_value(&mut self, job_id: &str, node: &NodeId) -> Vec<Action> {
+        match self.collections.get_mut(job_id) {
+            Some(c) => {
+                c.expected.remove(node);
+                self.spread_if_complete(job_id)
+            }
+            None => vec![],
+        }
+    }
+
+    /// `node` left or expired: its value is not waited for, and it gets no aggregate until
+    /// it is back.
+    pub fn node_gone(&mut self, node: &NodeId) -> Vec<Action> {
+        let jobs: Vec<String> = self
+            .collections
+            .iter_mut()
+            .filter(|(_, c)| c.names.contains_key(node))
+            .map(|(job, c)| {
+                c.gone.insert(node.clone());
+                c.expected.remove(node);
+                job.clone()
+            })
+            .collect();
+        jobs.iter()
+            .flat_map(|job| self.spread_if_complete(job))
+            .collect()
+    }
+
+    /// `node` is back. If its value had come before it left, it gets the aggregate it missed;
+    /// otherwise its value is on its way and brings about a larger one for everyone.
+    pub fn node_back(&mut self, node: &NodeId) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for (job, c) in &mut self.collections {
+            let had_value = c.names.get(node).is_some_and(|n| c.values.contains_key(n));
+            if c.gone.remove(node) && c.spread && had_value {
+                actions.extend(aggregate(job, c, vec![node.clone()]));
+            }
+        }
+        actions
+    }
+
+    /// Sends the larger aggregates that are due; forgets collections older than [`KEEP_FOR`].
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        self.collections
+            .retain(|_, c| now.saturating_duration_since(c.since) < KEEP_FOR);
+        let due: Vec<String> = self
+            .collections
+            .iter_mut()
+            .filter(|(_, c)| c.respread_at.is_some_and(|at| at <= now))
+            .map(|(job, c)| {
+                c.respread_at = None;
+                c.spread = false;
+                job.clone()
+            })
+            .collect();
+        due.iter()
+            .flat_map(|job| self.spread_if_complete(job))
+            .collect()
+    }
+
+    /// Every target has reported `job_id` for real: its values are no longer needed.
+    pub fn over(&mut self, job_id: &str) {
+        self.collections.remove(job_id);
+    }
+
+    /// Once nothing is awaited, every target not gone gets what was collected.
+    fn spread_if_complete(&mut self, job_id: &str) -> Vec<Action> {
+        let Some(c) = self.collections.get_mut(job_id) else {
+            return vec![];
+        };
+        if !c.expected.is_empty() || c.spread {
+            return vec![];
+        }
+        // No value at all: no target's job waits for an aggregate.
+        if c.name.is_none() {
+            self.collections.remove(job_id);
+            return vec![];
+        }
+        c.spread = true;
+        let to = c
+            .targets
+            .iter()
+            .filter(|t| !c.gone.contains(*t))
+            .cloned()
+            .collect();
+        aggregate(job_id, c, to).into_iter().collect()
+    }
+}
+
+/// The aggregate of what `c` collected, for `to`.
+fn aggregate(job_id: &str, c: &Collection, to: Vec<NodeId>) -> Option<Action> {
+    let name = c.name.as_ref()?;
+    let per_node: serde_json::Map<String, Value> = c
+        .values
+        .iter()
+        .map(|(node, value)| (node.clone(), serde_json::json!({ name.clone(): value })))
+        .collect();
+    Some(Action::Send {
+        job_id: job_id.to_string(),
+        to,
+        aggregate: serde_json::json!({ "query": per_node }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn n(s: &str) -> NodeId {
+        NodeId(s.into())
+    }
+
+    fn targets(names: &[&str]) -> Vec<Target> {
+        names
+            .iter()
+            .map(|s| Target {
+                node: n(s),
+                name: s.to_string(),
+                reported: false,
+            })
+            .collect()
+    }
+
+    fn sent(actions: &[Action]) -> Vec<(Vec<NodeId>, Value)> {
+        actions
+            .iter()
+            .map(|Action::Send { to, aggregate, .. }| (to.clone(), aggregate["query"].clone()))
+            .collect()
+    }
+
+    #[test]
+    fn everyone_gets_every_value_once_all_came() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", targets(&["a", "b"]), t0);
+        assert!(q.value("j", &n("a"), "x".into(), json!(1), t0).is_empty());
+        // Not a target: ignored.
+        assert!(q.value("j", &n("z"), "y".into(), json!(9), t0).is_empty());
+        let a = q.value("j", &n("b"), "x".into(), json!(2), t0);
+        assert_eq!(
+            sent(&a),
+            vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
+        );
+        // A value sent again changes nothing.
+        assert!(q.value("j", &n("b"), "x".into(), json!(2), t0).is_empty());
+        assert!(q.tick(t0 + Duration::from_secs(1)).is_empty());
+    }
+
+    #[test]
+    fn a_target_without_a_value_does_not_hold_the_others() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", targets(&["a", "b"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        let a = q.ended_without_value("j", &n("b"));
+        assert_eq!(
+            sent(&a),
+            vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}}))]
+        );
+    }
+
+    #[test]
+    fn a_partition_gives_the_far_side_the_whole_set_and_no_partial_one() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        // b and c are cut off: a goes on with what it has; they get nothing yet.
+        assert!(q.node_gone(&n("b")).is_empty());
+        let a = q.node_gone(&n("c"));
+        assert_eq!(sent(&a), vec![(vec![n("a")], json!({"a": {"x": 1}}))]);
+        // Back, without a value yet: nothing is sent to them.
+        assert!(q.node_back(&n("b")).is_empty());
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(q.value("j", &n("b"), "x".into(), json!(2), t1).is_empty());
+        assert!(q.value("j", &n("c"), "x".into(), json!(3), t1).is_empty());
+        // Within the wait nothing; then one larger aggregate for everyone.
+        assert!(q.tick(t1 + LATE_VALUES_WAIT / 2).is_empty());
+        let a = q.tick(t1 + LATE_VALUES_WAIT);
+        assert_eq!(
+            sent(&a),
+            vec![(
+                vec![n("a"), n("b"), n("c")],
+                json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
+            )]
+        );
+    }
+
+    #[test]
+    fn a_target_back_whose_value_came_before_gets_what_it_missed() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", targets(&["a", "b"]), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        q.node_gone(&n("b"));
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
+        assert_eq!(sent(&a)[0].0, vec![n("a")]);
+        let a = q.node_back(&n("b"));
+        assert_eq!(
+            sent(&a),
+            vec![(vec![n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
+        );
+    }
+
+    #[test]
+    fn reported_targets_are_not_awaited_and_old_collections_go() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let mut t = targets(&["a", "b"]);
+        t[1].reported = true;
+        q.open("j", t, t0);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
+        assert_eq!(sent(&a)[0].0, vec![n("a"), n("b")]);
+        q.open("k", targets(&["a"]), t0);
+        q.tick(t0 + KEEP_FOR);
+        assert!(q.is_empty());
+    }
+}
