@@ -9,6 +9,11 @@
 //! whose value had come before it left gets the aggregate it missed. A collection is kept
 //! until the node says every target has reported the job for real ([`Queries::over`]), or for
 //! [`KEEP_FOR`].
+//!
+//! Values outlive a restart of the originator: each new one is to be kept on disk
+//! ([`Action::Keep`]) before the target is told it arrived (the target does not send it
+//! again), and replayed with [`Queries::value`] after the restart; [`Action::Forget`] says
+//! when they can go.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -43,6 +48,19 @@ pub enum Action {
         job_id: String,
         to: Vec<NodeId>,
         aggregate: Value,
+    },
+    /// Keep `node`'s value on disk before telling it the value arrived; replay it with
+    /// [`Queries::value`] after a restart.
+    Keep {
+        job_id: String,
+        node: NodeId,
+        name: String,
+        value: Value,
+    },
+    /// The values kept for `job_id` (from any of `targets`) are no longer needed.
+    Forget {
+        job_id: String,
+        targets: Vec<NodeId>,
     },
 }
 
@@ -121,20 +139,32 @@ impl Queries {
         let Some(node_name) = c.names.get(node).cloned() else {
             return vec![];
         };
-        c.name.get_or_insert(name);
-        let new = !c.values.contains_key(&node_name);
-        if new {
-            c.values.insert(node_name, value);
+        // The first value names the arg; a value of another arg is not this QUERY's.
+        if c.name.as_ref().is_some_and(|n| *n != name) {
+            return vec![];
         }
+        let new = !c.values.contains_key(&node_name);
+        let mut actions = Vec::new();
+        if new {
+            c.values.insert(node_name, value.clone());
+            actions.push(Action::Keep {
+                job_id: job_id.to_string(),
+                node: node.clone(),
+                name: name.clone(),
+                value,
+            });
+        }
+        c.name.get_or_insert(name);
         c.expected.remove(node);
         c.gone.remove(node);
         if c.spread {
             if new && c.respread_at.is_none() {
                 c.respread_at = Some(now + LATE_VALUES_WAIT);
             }
-            return vec![];
+            return actions;
         }
-        self.spread_if_complete(job_id)
+        actions.extend(self.spread_if_complete(job_id));
+        actions
     }
 
     /// `node`'s QUERY job of `job_id` ended without a value (failed, or never ran after its
@@ -182,8 +212,13 @@ impl Queries {
 
     /// Sends the larger aggregates that are due; forgets collections older than [`KEEP_FOR`].
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
-        self.collections
-            .retain(|_, c| now.saturating_duration_since(c.since) < KEEP_FOR);
+        let old: Vec<String> = self
+            .collections
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= KEEP_FOR)
+            .map(|(job, _)| job.clone())
+            .collect();
+        let mut actions: Vec<Action> = old.iter().flat_map(|job| self.over(job)).collect();
         let due: Vec<String> = self
             .collections
             .iter_mut()
@@ -194,14 +229,19 @@ impl Queries {
                 job.clone()
             })
             .collect();
-        due.iter()
-            .flat_map(|job| self.spread_if_complete(job))
-            .collect()
+        actions.extend(due.iter().flat_map(|job| self.spread_if_complete(job)));
+        actions
     }
 
     /// Every target has reported `job_id` for real: its values are no longer needed.
-    pub fn over(&mut self, job_id: &str) {
-        self.collections.remove(job_id);
+    pub fn over(&mut self, job_id: &str) -> Vec<Action> {
+        match self.collections.remove(job_id) {
+            Some(c) if !c.values.is_empty() => vec![Action::Forget {
+                job_id: job_id.to_string(),
+                targets: c.targets,
+            }],
+            _ => vec![],
+        }
     }
 
     /// Once nothing is awaited, every target not gone gets what was collected.
@@ -267,8 +307,54 @@ mod tests {
     fn sent(actions: &[Action]) -> Vec<(Vec<NodeId>, Value)> {
         actions
             .iter()
-            .map(|Action::Send { to, aggregate, .. }| (to.clone(), aggregate["query"].clone()))
+            .filter_map(|a| match a {
+                Action::Send { to, aggregate, .. } => {
+                    Some((to.clone(), aggregate["query"].clone()))
+                }
+                _ => None,
+            })
             .collect()
+    }
+
+    fn kept(actions: &[Action]) -> Vec<(NodeId, Value)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Keep { node, value, .. } => Some((node.clone(), value.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn values_are_kept_once_and_a_restart_replays_them() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", targets(&["a", "b", "c"]), t0);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
+        assert_eq!(kept(&a), vec![(n("a"), json!(1))]);
+        assert!(q.value("j", &n("a"), "x".into(), json!(1), t0).is_empty());
+        // A value of another arg is not this QUERY's.
+        assert!(q.value("j", &n("b"), "y".into(), json!(5), t0).is_empty());
+        // The originator restarts: a fresh collection, the kept value replayed, then the rest.
+        let mut q = Queries::default();
+        q.open("j", targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        let a = q.value("j", &n("c"), "x".into(), json!(3), t0);
+        assert_eq!(
+            sent(&a),
+            vec![(
+                vec![n("a"), n("b"), n("c")],
+                json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
+            )]
+        );
+        let forget = Action::Forget {
+            job_id: "j".into(),
+            targets: vec![n("a"), n("b"), n("c")],
+        };
+        assert_eq!(q.over("j"), vec![forget]);
+        assert!(q.is_empty());
     }
 
     #[test]
@@ -276,7 +362,7 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", targets(&["a", "b"]), t0);
-        assert!(q.value("j", &n("a"), "x".into(), json!(1), t0).is_empty());
+        assert!(sent(&q.value("j", &n("a"), "x".into(), json!(1), t0)).is_empty());
         // Not a target: ignored.
         assert!(q.value("j", &n("z"), "y".into(), json!(9), t0).is_empty());
         let a = q.value("j", &n("b"), "x".into(), json!(2), t0);
@@ -315,8 +401,8 @@ mod tests {
         // Back, without a value yet: nothing is sent to them.
         assert!(q.node_back(&n("b")).is_empty());
         let t1 = t0 + Duration::from_secs(30);
-        assert!(q.value("j", &n("b"), "x".into(), json!(2), t1).is_empty());
-        assert!(q.value("j", &n("c"), "x".into(), json!(3), t1).is_empty());
+        assert!(sent(&q.value("j", &n("b"), "x".into(), json!(2), t1)).is_empty());
+        assert!(sent(&q.value("j", &n("c"), "x".into(), json!(3), t1)).is_empty());
         // Within the wait nothing; then one larger aggregate for everyone.
         assert!(q.tick(t1 + LATE_VALUES_WAIT / 2).is_empty());
         let a = q.tick(t1 + LATE_VALUES_WAIT);
@@ -355,7 +441,15 @@ mod tests {
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
         assert_eq!(sent(&a)[0].0, vec![n("a"), n("b")]);
         q.open("k", targets(&["a"]), t0);
-        q.tick(t0 + KEEP_FOR);
+        let a = q.tick(t0 + KEEP_FOR);
+        // Only `j` had values to forget.
+        assert_eq!(
+            a,
+            vec![Action::Forget {
+                job_id: "j".into(),
+                targets: vec![n("a"), n("b")]
+            }]
+        );
         assert!(q.is_empty());
     }
 }

@@ -507,6 +507,7 @@ impl Actor {
             );
             self.originator_actions(actions);
         }
+        self.restore_queries();
     }
 
     fn handle(&mut self, input: Input) {
@@ -576,9 +577,14 @@ impl Actor {
             Input::Request { peer, data, token } => {
                 let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
                     Ok(msg) => {
-                        // A run taken in or results recorded are acknowledged once on disk:
-                        // the sender forgets them on this answer.
-                        let stores = matches!(msg, JobMessage::Deliver(_) | JobMessage::Results(_));
+                        // A run taken in, results recorded or a QUERY value collected are
+                        // acknowledged once on disk: the sender forgets them on this answer.
+                        let stores = matches!(
+                            msg,
+                            JobMessage::Deliver(_)
+                                | JobMessage::Results(_)
+                                | JobMessage::QueryValue { .. }
+                        );
                         let reply = self.request(peer, msg);
                         let stored =
                             (stores && reply == JobReply::Ok).then(|| self.store.committed());

@@ -56,12 +56,23 @@ const ACCEPTED: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new(jobs::cache::TABLE_NAME);
+/// QUERY values an originator collected (`JOB/PEER`), kept until the job is over.
+const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-values");
 
 /// A run this node submitted, kept until every result is in so a restart can resume it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRun {
     pub run: Run,
     pub finished: bool,
+}
+
+/// A target's value of a QUERY job's arg, as its originator keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryValue {
+    pub job_id: String,
+    pub node: NodeId,
+    pub name: String,
+    pub value: serde_json::Value,
 }
 
 /// A result waiting to reach its originator.
@@ -164,7 +175,7 @@ impl Store {
         let db = Arc::new(Database::create(path).map_err(|e| err(&e))?);
         {
             let w = db.begin_write().map_err(|e| err(&e))?;
-            for t in [JOBS, RUNS, OUTBOX, ACCEPTED, PENDING, RESULTS, CACHE] {
+            for t in TABLES {
                 w.open_table(t).map_err(|e| err(&e))?;
             }
             w.commit().map_err(|e| err(&e))?;
@@ -311,6 +322,20 @@ impl Store {
             ])),
             None => self.send(pending),
         }
+    }
+
+    pub fn put_query_value(&self, v: &QueryValue) {
+        let key = format!("{}/{}", v.job_id, v.node);
+        self.send(Op::Put(QUERY_VALUES, key, encode(v)));
+    }
+
+    pub fn delete_query_value(&self, job_id: &str, node: &NodeId) {
+        self.send(Op::Delete(QUERY_VALUES, format!("{job_id}/{node}")));
+    }
+
+    /// Every QUERY value kept, in key order (by job).
+    pub fn query_values(&self) -> Vec<QueryValue> {
+        self.all(QUERY_VALUES).into_iter().map(|(_, v)| v).collect()
     }
 
     pub fn delete_accepted(&self, run_id: &str) {
@@ -631,7 +656,16 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 type TableName = usize;
 
 /// Every table the writer knows.
-const TABLES: [Table; 7] = [JOBS, RUNS, OUTBOX, ACCEPTED, PENDING, RESULTS, CACHE];
+const TABLES: [Table; 8] = [
+    JOBS,
+    RUNS,
+    OUTBOX,
+    ACCEPTED,
+    PENDING,
+    RESULTS,
+    CACHE,
+    QUERY_VALUES,
+];
 
 fn table_index(table: &Table) -> TableName {
     // Every table written comes from TABLES, so the fallback is never taken.
@@ -716,6 +750,37 @@ mod tests {
             vec!["y"],
             "a write after a purge survives it, one before does not"
         );
+    }
+
+    #[test]
+    fn query_values_survive_a_reopen_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let value = serde_json::json!({"a": [1, -2, 3.5, null, true], "b": {"c": "d"}});
+        let kept = |job: &str, node: &str| QueryValue {
+            job_id: job.into(),
+            node: NodeId(node.into()),
+            name: "x".into(),
+            value: value.clone(),
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            store.put_query_value(&kept("j", "n1"));
+            store.put_query_value(&kept("j", "n2"));
+            store.put_query_value(&kept("k", "n1"));
+            store.delete_query_value("j", &NodeId("n1".into()));
+            store.flush();
+        }
+        // The writer thread lets the database go once its queue closes.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let store = loop {
+            match Store::open(&path) {
+                Ok(store) => break store,
+                Err(e) if Instant::now() > deadline => panic!("{e}"),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        assert_eq!(store.query_values(), vec![kept("j", "n2"), kept("k", "n1")]);
     }
 
     #[test]

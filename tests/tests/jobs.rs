@@ -1295,6 +1295,60 @@ fn a_query_that_cannot_run_on_one_target_does_not_hold_up_the_others() {
     }
 }
 
+/// The submitter restarts in the middle of a QUERY: one target's value came before, the
+/// other's comes after. The value from before is kept on disk, so both targets still get both
+/// (before, the restarted submitter waited for a value that was never sent again).
+#[test]
+fn a_query_outlives_a_restart_of_its_submitter() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    for (node, delay) in [("n2", "0"), ("n3", "5")] {
+        let o = nodes[0].cli(&[
+            "exec", "--verb", "ARG", "--target", node, "delay", delay, "--poll",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let file = root.path().join("query.yaml");
+    let count = "RUN: --skip-cache echo \"{{ query | length }}\"";
+    std::fs::write(
+        &file,
+        format!(
+            "- jobs:\n\
+             \x20 - RUN: --skip-cache sleep {{{{ delay }}}}\n\
+             \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
+             \x20 - QUERY: token --timeout 40\n\
+             \x20 - {count}\n"
+        ),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // n2's value is in at once; n3 sends its own after a 5 s sleep, by when the submitter
+    // has crashed and is back.
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[0].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[0].restart();
+    let job_id = record(&records(&nodes[0]), count)["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_for_record(&nodes, &job_id, "the last job never reported twice", |r| {
+        r["results"].as_object().is_some_and(|m| m.len() == 2)
+    });
+    for n in ["n2", "n3"] {
+        assert_eq!(r["results"][n]["state"], "success", "{n}: {r}");
+        assert_eq!(stdout_on(&r, n), "2", "{n}: {r}");
+    }
+}
+
 #[test]
 fn directord_query_orchestration() {
     let Some(file) = reference("functional-tests-query.yaml") else {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
+use crate::store::QueryValue;
 
 /// Retry registering a JOB_WAIT with a node that did not take it this often.
 const REGISTER_RETRY: Duration = Duration::from_secs(2);
@@ -238,20 +239,41 @@ impl Actor {
         true
     }
 
-    /// Originator side: sends the aggregates the collection says are due.
+    /// Originator side: sends the aggregates the collection says are due, and keeps on disk
+    /// the values it says to keep.
     fn query_actions(&mut self, actions: Vec<coordination::query::Action>) {
-        for coordination::query::Action::Send {
-            job_id,
-            to,
-            aggregate,
-        } in actions
-        {
-            for target in to {
-                let msg = JobMessage::QueryResult {
-                    job_id: job_id.clone(),
-                    aggregate: aggregate.clone(),
-                };
-                self.tell(&target, msg);
+        use coordination::query::Action;
+        for action in actions {
+            match action {
+                Action::Send {
+                    job_id,
+                    to,
+                    aggregate,
+                } => {
+                    for target in to {
+                        let msg = JobMessage::QueryResult {
+                            job_id: job_id.clone(),
+                            aggregate: aggregate.clone(),
+                        };
+                        self.tell(&target, msg);
+                    }
+                }
+                Action::Keep {
+                    job_id,
+                    node,
+                    name,
+                    value,
+                } => self.store.put_query_value(&QueryValue {
+                    job_id,
+                    node,
+                    name,
+                    value,
+                }),
+                Action::Forget { job_id, targets } => {
+                    for node in targets {
+                        self.store.delete_query_value(&job_id, &node);
+                    }
+                }
             }
         }
     }
@@ -259,7 +281,37 @@ impl Actor {
     /// Originator side: every target has reported the QUERY job `job_id` for real (none is
     /// written off, to come back with its value): its values are no longer needed.
     pub(super) fn query_over(&mut self, job_id: &str) {
-        self.cross.queries.over(job_id);
+        let actions = self.cross.queries.over(job_id);
+        self.query_actions(actions);
+    }
+
+    /// Originator side, after a restart: the values collected before it, taken again (an
+    /// aggregate that was due goes out now). Values of jobs that are over, or whose record
+    /// is gone, are dropped.
+    pub(super) fn restore_queries(&mut self) {
+        for kept in self.store.query_values() {
+            let open = self.query_open(&kept.job_id);
+            let over = !open
+                || self.store.record(&kept.job_id).is_some_and(|r| {
+                    r.results.len() >= r.nodes.len()
+                        && r.results
+                            .values()
+                            .all(|r| !r.info.starts_with("unreachable:"))
+                });
+            if over {
+                self.cross.queries.over(&kept.job_id);
+                self.store.delete_query_value(&kept.job_id, &kept.node);
+                continue;
+            }
+            let actions = self.cross.queries.value(
+                &kept.job_id,
+                &kept.node,
+                kept.name,
+                kept.value,
+                Instant::now(),
+            );
+            self.query_actions(actions);
+        }
     }
 
     /// Originator side: a target's value arrived.
