@@ -6,12 +6,14 @@
 //!
 //! - [`message`]: the job traffic between nodes (runs, acknowledgements, results, output);
 //! - [`acknowledgement`]: whether a target acknowledges a copy of a run it has;
+//! - [`job_wait`]: JOB_WAIT's registrations, on the waiting node and on the nodes it asks;
 //! - [`originator`]: the submitting node's run tracker (announce, acks, resends, results);
 //! - [`outbox`]: a target's queue of results on their way to originators;
 //! - [`query`]: the originator's collection of QUERY values and when the aggregate goes out;
 //! - [`transfer`]: fetching one file chunk by chunk from the nodes that hold it.
 
 pub mod acknowledgement;
+pub mod job_wait;
 pub mod message;
 pub mod originator;
 pub mod outbox;

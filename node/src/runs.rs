@@ -665,6 +665,7 @@ impl Actor {
                 let node = NodeId(peer.to_string());
                 self.members.insert(TargetKey::of(&node), node.clone());
                 self.queries_node_back(&node);
+                self.waits_node_back(&node);
                 // Results held for it go now, not at the end of their backoff.
                 let actions = self
                     .outbox
@@ -765,7 +766,7 @@ impl Actor {
         self.originator_actions(actions);
         let actions = self.outbox.handle(outbox::Input::Tick, now);
         self.outbox_actions(actions);
-        self.register_waits();
+        self.wait_tick(now);
         self.query_tick(now);
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());

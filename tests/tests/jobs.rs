@@ -1119,6 +1119,44 @@ fn job_wait_blocks_until_the_job_finished_on_the_named_node() {
     }
 }
 
+/// The node waited on restarts after it took the registration and before it runs the job:
+/// it forgot the registration, so the waiting node registers again (it sees the node back,
+/// and asks again every 15 s until told) and still hears when the job finishes.
+#[test]
+fn a_job_wait_outlives_a_restart_of_the_node_it_waits_on() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let awaited = root.path().join("awaited.yaml");
+    std::fs::write(
+        &awaited,
+        "- targets: [n3]\n  jobs:\n  - RUN: echo awaited\n",
+    )
+    .unwrap();
+    let fp = fingerprint_of(&nodes[0], &awaited, "echo awaited");
+    let waiting = root.path().join("waiting.yaml");
+    let wait = format!("JOB_WAIT: {fp} --identity n3 --timeout 40");
+    std::fs::write(&waiting, format!("- targets: [n2]\n  jobs:\n  - {wait}\n")).unwrap();
+    let o = nodes[0].cli(&["orchestrate", waiting.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    // n3 takes the registration at once, then crashes and comes back without it.
+    std::thread::sleep(Duration::from_secs(2));
+    nodes[2].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[2].restart();
+    let o = nodes[0].cli(&["orchestrate", awaited.to_str().unwrap(), "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = record(&records(&nodes[0]), &wait)["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_for_record(&nodes, &job_id, "the JOB_WAIT never reported", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+    let info = r["results"]["n2"]["info"].as_str().unwrap_or_default();
+    assert!(info.contains("n3: success"), "{r}");
+}
+
 #[test]
 fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     let root = root();

@@ -7,11 +7,11 @@
 //!   next job of the parent sees it; a later, larger aggregate is merged into the args.
 //! - **JOB_WAIT**: the waiting node asks each named node directly ("tell me when the job with
 //!   this fingerprint has finished here"); a node answers at once if its cache says the job
-//!   finished, or registers the wait and notifies when it does. Registration is retried until
-//!   the node takes it. No request is held open.
+//!   finished, or registers the wait and notifies when it does. When to ask (again) and whom
+//!   to tell is `coordination::job_wait`; this sends what it says. No request is held open.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     time::{Duration, Instant},
 };
 
@@ -25,8 +25,6 @@ use tracing::debug;
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
 use crate::store::QueryValue;
 
-/// Retry registering a JOB_WAIT with a node that did not take it this often.
-const REGISTER_RETRY: Duration = Duration::from_secs(2);
 /// A coordination message that did not reach its node (no connection, a partition, the node
 /// restarting) is sent again after 1 s, then after twice as long each time up to this.
 const TELL_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -34,25 +32,13 @@ const TELL_RETRY_MAX: Duration = Duration::from_secs(10);
 /// timeout is at most a year, but what waits on these messages is a QUERY or JOB_WAIT job,
 /// whose default is 10 minutes).
 const TELL_GIVE_UP: Duration = Duration::from_secs(3600);
-/// A registered wait that never fires is forgotten after this long.
-const FORGET_WAITS: Duration = Duration::from_secs(24 * 3600);
+/// A QUERY job's originator is remembered on its targets this long.
+const FORGET_QUERY_ORIGINS: Duration = Duration::from_secs(24 * 3600);
 
-/// Waiting side: one JOB_WAIT in progress.
-pub(super) struct Waiting {
-    fingerprint: String,
+/// Waiting side: the job that waits, and the names of the nodes it waits on.
+pub(super) struct WaitingJob {
     names: HashMap<NodeId, String>,
-    /// Nodes that have not taken the registration yet.
-    unregistered: HashSet<NodeId>,
-    next_try: Instant,
     updates: mpsc::Sender<(String, String)>,
-}
-
-/// Node side: a wait registered here by another node (or this one).
-pub(super) struct Registered {
-    fingerprint: String,
-    wait_id: String,
-    waiter: NodeId,
-    since: Instant,
 }
 
 /// What the actor keeps for QUERY and JOB_WAIT.
@@ -62,11 +48,14 @@ pub(super) struct CrossNode {
     queries: coordination::query::Queries,
     query_waiters: HashMap<String, oneshot::Sender<Result<Option<Value>, String>>>,
     /// Target side: who may send the aggregate of each QUERY job that ran here (its run's
-    /// originator), and since when; forgotten after [`FORGET_WAITS`]. A later, larger
-    /// aggregate of the same job is taken too (merged into the args).
+    /// originator), and since when; forgotten after [`FORGET_QUERY_ORIGINS`]. A later,
+    /// larger aggregate of the same job is taken too (merged into the args).
     query_origins: HashMap<String, (NodeId, Instant)>,
-    waits: HashMap<String, Waiting>,
-    registered: Vec<Registered>,
+    /// Waiting side: the JOB_WAITs in progress here, and their jobs.
+    waits: coordination::job_wait::Waits,
+    waiting: HashMap<String, WaitingJob>,
+    /// Awaited side: the waits registered here.
+    registrations: coordination::job_wait::Registrations,
 }
 
 impl CrossNode {
@@ -189,7 +178,7 @@ impl Actor {
         let now = Instant::now();
         self.cross
             .query_origins
-            .retain(|_, (_, since)| now.saturating_duration_since(*since) < FORGET_WAITS);
+            .retain(|_, (_, since)| now.saturating_duration_since(*since) < FORGET_QUERY_ORIGINS);
         self.cross
             .query_origins
             .insert(job_id.clone(), (originator.clone(), now));
@@ -390,140 +379,150 @@ impl Actor {
         updates: mpsc::Sender<(String, String)>,
     ) {
         let wait_id = uuid::Uuid::new_v4().to_string();
-        let names: HashMap<NodeId, String> = peers.into_iter().collect();
-        self.cross.waits.insert(
+        let nodes = peers.iter().map(|(node, _)| node.clone()).collect();
+        self.cross.waiting.insert(
             wait_id.clone(),
-            Waiting {
-                fingerprint,
-                unregistered: names.keys().cloned().collect(),
-                names,
-                next_try: Instant::now(),
+            WaitingJob {
+                names: peers.into_iter().collect(),
                 updates,
             },
         );
-        self.register_waits();
+        let actions = self
+            .cross
+            .waits
+            .open(&wait_id, &fingerprint, nodes, Instant::now());
+        self.wait_actions(actions);
     }
 
-    /// Waiting side: (re)sends registrations that no node has taken yet.
-    pub(super) fn register_waits(&mut self) {
-        let now = Instant::now();
-        let mut to_send = Vec::new();
-        for (wait_id, w) in &mut self.cross.waits {
-            if w.unregistered.is_empty() || now < w.next_try {
-                continue;
-            }
-            w.next_try = now + REGISTER_RETRY;
-            for node in &w.unregistered {
-                to_send.push((wait_id.clone(), w.fingerprint.clone(), node.clone()));
+    /// Every tick: waits whose job is over go; registrations due are sent (again).
+    pub(super) fn wait_tick(&mut self, now: Instant) {
+        let over: Vec<String> = self
+            .cross
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.updates.is_closed())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for wait_id in over {
+            self.cross.waiting.remove(&wait_id);
+            self.cross.waits.close(&wait_id);
+        }
+        let actions = self.cross.waits.tick(now);
+        self.wait_actions(actions);
+    }
+
+    /// Waiting side: `node` is back; it may have forgotten what it had registered.
+    pub(super) fn waits_node_back(&mut self, node: &NodeId) {
+        let actions = self.cross.waits.node_back(node, Instant::now());
+        self.wait_actions(actions);
+    }
+
+    /// Does what `coordination::job_wait` says.
+    fn wait_actions(&mut self, actions: Vec<coordination::job_wait::Action>) {
+        use coordination::job_wait::Action;
+        for action in actions {
+            match action {
+                Action::Register {
+                    wait_id,
+                    fingerprint,
+                    to,
+                } if to == self.local => {
+                    let local = self.local.clone();
+                    self.cross.waits.taken(&wait_id, &local, Instant::now());
+                    self.wait_for(wait_id, fingerprint, local);
+                }
+                Action::Register {
+                    wait_id,
+                    fingerprint,
+                    to,
+                } => self.register_with(wait_id, fingerprint, to),
+                Action::Finished {
+                    wait_id,
+                    node,
+                    state,
+                } => {
+                    if let Some(w) = self.cross.waiting.get(&wait_id)
+                        && let Some(name) = w.names.get(&node)
+                    {
+                        // The channel holds one update per node; a closed one means the job
+                        // is over.
+                        let _ = w.updates.try_send((name.clone(), state));
+                    }
+                }
+                Action::Notify {
+                    waiter,
+                    wait_id,
+                    state,
+                } => {
+                    let msg = JobMessage::WaitDone {
+                        wait_id,
+                        node: self.local.clone(),
+                        state,
+                    };
+                    self.tell_once_stored(&waiter, msg);
+                }
             }
         }
-        for (wait_id, fingerprint, node) in to_send {
-            if node == self.local {
-                let local = self.local.clone();
-                self.wait_for(wait_id.clone(), fingerprint, local.clone());
-                if let Some(w) = self.cross.waits.get_mut(&wait_id) {
-                    w.unregistered.remove(&local);
-                }
-                continue;
+    }
+
+    /// Waiting side: asks `node` to register the wait (one try; the next comes from the
+    /// machine's tick if this one is not taken).
+    fn register_with(&mut self, wait_id: String, fingerprint: String, node: NodeId) {
+        let Ok(peer) = node.0.parse::<PeerId>() else {
+            return;
+        };
+        let Some(bytes) = encode(&JobMessage::WaitFor {
+            wait_id: wait_id.clone(),
+            fingerprint,
+        }) else {
+            return;
+        };
+        let mesh = self.mesh.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let taken = match mesh.request_job(peer, bytes).await {
+                Ok(reply) => matches!(
+                    wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
+                    Ok(JobReply::Ok)
+                ),
+                Err(_) => false,
+            };
+            if taken {
+                let _ = inbox.send(Input::WaitRegistered { wait_id, node }).await;
             }
-            let Ok(peer) = node.0.parse::<PeerId>() else {
-                continue;
-            };
-            let Some(bytes) = encode(&JobMessage::WaitFor {
-                wait_id: wait_id.clone(),
-                fingerprint,
-            }) else {
-                continue;
-            };
-            let mesh = self.mesh.clone();
-            let inbox = self.inbox.clone();
-            tokio::spawn(async move {
-                let taken = match mesh.request_job(peer, bytes).await {
-                    Ok(reply) => matches!(
-                        wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
-                        Ok(JobReply::Ok)
-                    ),
-                    Err(_) => false,
-                };
-                if taken {
-                    let _ = inbox.send(Input::WaitRegistered { wait_id, node }).await;
-                }
-            });
-        }
-        // Waits whose job gave up (the component's receiver is gone) are over.
-        self.cross.waits.retain(|_, w| !w.updates.is_closed());
+        });
     }
 
     pub(super) fn wait_registered(&mut self, wait_id: &str, node: &NodeId) {
-        if let Some(w) = self.cross.waits.get_mut(wait_id) {
-            w.unregistered.remove(node);
-        }
+        self.cross.waits.taken(wait_id, node, Instant::now());
     }
 
-    /// Node side: `waiter` wants to know when the job with `fingerprint` has finished here.
+    /// Awaited side: `waiter` wants to know when the job with `fingerprint` has finished here.
     pub(super) fn wait_for(&mut self, wait_id: String, fingerprint: String, waiter: NodeId) {
-        if let Some(state) = self.cache.finished_state(&fingerprint) {
-            let msg = JobMessage::WaitDone {
-                wait_id,
-                node: self.local.clone(),
-                state: state.to_string(),
-            };
-            self.tell_once_stored(&waiter, msg);
-            return;
-        }
-        let now = Instant::now();
-        // Registrations are sent again until answered: one entry per wait, whatever came
-        // twice; and what outlived its use goes now, not only when a job finishes here.
-        self.cross
-            .registered
-            .retain(|r| now.saturating_duration_since(r.since) < FORGET_WAITS);
-        if let Some(r) = self
-            .cross
-            .registered
-            .iter_mut()
-            .find(|r| r.wait_id == wait_id && r.waiter == waiter)
-        {
-            r.since = now;
-            return;
-        }
-        self.cross.registered.push(Registered {
-            fingerprint,
-            wait_id,
-            waiter,
-            since: now,
-        });
+        let state = self.cache.finished_state(&fingerprint);
+        let actions = self.cross.registrations.register(
+            &wait_id,
+            &fingerprint,
+            &waiter,
+            state,
+            Instant::now(),
+        );
+        self.wait_actions(actions);
     }
 
-    /// Node side: a job with `fingerprint` finished here: tell whoever waits for it.
+    /// Awaited side: a job with `fingerprint` finished here: tell whoever waits for it.
     pub(super) fn notify_waiters(&mut self, fingerprint: &str, state: &str) {
-        let now = Instant::now();
-        let mut fired = Vec::new();
-        self.cross.registered.retain(|r| {
-            if fingerprint.starts_with(&r.fingerprint) {
-                fired.push((r.waiter.clone(), r.wait_id.clone()));
-                false
-            } else {
-                now.saturating_duration_since(r.since) < FORGET_WAITS
-            }
-        });
-        for (waiter, wait_id) in fired {
-            let msg = JobMessage::WaitDone {
-                wait_id,
-                node: self.local.clone(),
-                state: state.to_string(),
-            };
-            self.tell_once_stored(&waiter, msg);
-        }
+        let actions = self
+            .cross
+            .registrations
+            .finished(fingerprint, state, Instant::now());
+        self.wait_actions(actions);
     }
 
     /// Waiting side: a node says the awaited job finished there.
     pub(super) fn wait_done(&mut self, wait_id: &str, node: &NodeId, state: String) {
-        if let Some(w) = self.cross.waits.get_mut(wait_id) {
-            w.unregistered.remove(node);
-            if let Some(name) = w.names.get(node) {
-                let _ = w.updates.try_send((name.clone(), state));
-            }
-        }
+        let actions = self.cross.waits.done(wait_id, node, state);
+        self.wait_actions(actions);
     }
 }
 

@@ -1,0 +1,348 @@
+//! JOB_WAIT across nodes, both sides: the waiting node asks each named node to say when the
+//! job with a fingerprint has finished there ("register"); that node answers at once if its
+//! cache says the job finished, or keeps the registration and says so when it does
+//! ("notify"). No request is held open.
+//!
+//! - [`Waits`], the waiting node: a registration a node did not take is sent again every
+//!   [`RETRY`]; one it took is sent again when the node is back (it may have restarted and
+//!   forgotten it) and every [`REFRESH`] until the node has said the job finished, so a wait
+//!   survives the awaited node's restart whether or not the waiting node noticed it.
+//! - [`Registrations`], the node waited on: who waits for which fingerprint (a prefix of it
+//!   is enough), once per wait whatever came twice, forgotten after [`FORGET`].
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use crate::NodeId;
+
+/// A registration a node did not take is sent again this often.
+pub const RETRY: Duration = Duration::from_secs(2);
+/// A registration a node took is sent again this often until it says the job finished.
+pub const REFRESH: Duration = Duration::from_secs(15);
+/// A registration that never fires is forgotten after this long.
+pub const FORGET: Duration = Duration::from_secs(24 * 3600);
+
+/// What the node does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Waiting side: ask `to` to say when the job with `fingerprint` has finished there (it
+    /// may be this node itself).
+    Register {
+        wait_id: String,
+        fingerprint: String,
+        to: NodeId,
+    },
+    /// Waiting side: `node` says the awaited job finished there with `state`; the waiting job
+    /// hears it (once per node).
+    Finished {
+        wait_id: String,
+        node: NodeId,
+        state: String,
+    },
+    /// Awaited side: tell `waiter` that the job it waits for (`wait_id`) finished here.
+    Notify {
+        waiter: NodeId,
+        wait_id: String,
+        state: String,
+    },
+}
+
+/// Where a wait stands with one of the nodes it asks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Asked {
+    /// Registration not taken yet; sent again at this time.
+    NotTaken { again_at: Instant },
+    /// Taken; sent again at this time in case the node forgot it.
+    Taken { again_at: Instant },
+    /// The node said the job finished.
+    Done,
+}
+
+struct Wait {
+    fingerprint: String,
+    nodes: HashMap<NodeId, Asked>,
+}
+
+/// The waiting node's JOB_WAITs in progress.
+#[derive(Default)]
+pub struct Waits {
+    waits: HashMap<String, Wait>,
+}
+
+impl Waits {
+    pub fn is_empty(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    /// A JOB_WAIT starts: every node in `nodes` is asked at once.
+    pub fn open(
+        &mut self,
+        wait_id: &str,
+        fingerprint: &str,
+        nodes: Vec<NodeId>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| (n, Asked::NotTaken { again_at: now }))
+            .collect();
+        self.waits.insert(
+            wait_id.to_string(),
+            Wait {
+                fingerprint: fingerprint.to_string(),
+                nodes,
+            },
+        );
+        self.tick(now)
+    }
+
+    /// The waiting job is over (all nodes said, it timed out, or it was dropped).
+    pub fn close(&mut self, wait_id: &str) {
+        self.waits.remove(wait_id);
+    }
+
+    /// `node` took the registration.
+    pub fn taken(&mut self, wait_id: &str, node: &NodeId, now: Instant) {
+        if let Some(asked) = self
+            .waits
+            .get_mut(wait_id)
+            .and_then(|w| w.nodes.get_mut(node))
+            && matches!(asked, Asked::NotTaken { .. })
+        {
+            *asked = Asked::Taken {
+                again_at: now + REFRESH,
+            };
+        }
+    }
+
+    /// `node` says the awaited job finished there.
+    pub fn done(&mut self, wait_id: &str, node: &NodeId, state: String) -> Vec<Action> {
+        match self
+            .waits
+            .get_mut(wait_id)
+            .and_then(|w| w.nodes.get_mut(node))
+        {
+            Some(asked) if *asked != Asked::Done => {
+                *asked = Asked::Done;
+                vec![Action::Finished {
+                    wait_id: wait_id.to_string(),
+                    node: node.clone(),
+                    state,
+                }]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// `node` is back (after expiring, leaving or restarting): what it took, it may have
+    /// forgotten; it is asked again now.
+    pub fn node_back(&mut self, node: &NodeId, now: Instant) -> Vec<Action> {
+        for w in self.waits.values_mut() {
+            if let Some(asked) = w.nodes.get_mut(node)
+                && *asked != Asked::Done
+            {
+                *asked = Asked::NotTaken { again_at: now };
+            }
+        }
+        self.tick(now)
+    }
+
+    /// Registrations due to be sent (again), by wait and node.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut due = Vec::new();
+        for (wait_id, w) in &mut self.waits {
+            for (node, asked) in &mut w.nodes {
+                let again = match asked {
+                    Asked::NotTaken { again_at } if *again_at <= now => now + RETRY,
+                    Asked::Taken { again_at } if *again_at <= now => now + REFRESH,
+                    _ => continue,
+                };
+                match asked {
+                    Asked::NotTaken { again_at } | Asked::Taken { again_at } => *again_at = again,
+                    Asked::Done => {}
+                }
+                due.push((wait_id.clone(), node.clone(), w.fingerprint.clone()));
+            }
+        }
+        // In a fixed order, for the simulator and the tests.
+        due.sort_by(|a, b| (&a.0, &a.1.0).cmp(&(&b.0, &b.1.0)));
+        due.into_iter()
+            .map(|(wait_id, to, fingerprint)| Action::Register {
+                wait_id,
+                fingerprint,
+                to,
+            })
+            .collect()
+    }
+}
+
+struct Registered {
+    fingerprint: String,
+    wait_id: String,
+    waiter: NodeId,
+    since: Instant,
+}
+
+/// The waits other nodes (or this one) registered here.
+#[derive(Default)]
+pub struct Registrations {
+    registered: Vec<Registered>,
+}
+
+impl Registrations {
+    pub fn len(&self) -> usize {
+        self.registered.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registered.is_empty()
+    }
+
+    /// `waiter` wants to know when the job with `fingerprint` has finished here;
+    /// `finished_state` is what this node's cache says of that job now.
+    pub fn register(
+        &mut self,
+        wait_id: &str,
+        fingerprint: &str,
+        waiter: &NodeId,
+        finished_state: Option<&str>,
+        now: Instant,
+    ) -> Vec<Action> {
+        if let Some(state) = finished_state {
+            return vec![Action::Notify {
+                waiter: waiter.clone(),
+                wait_id: wait_id.to_string(),
+                state: state.to_string(),
+            }];
+        }
+        // What outlived its use goes now, not only when a job finishes here.
+        self.registered
+            .retain(|r| now.saturating_duration_since(r.since) < FORGET);
+        match self
+            .registered
+            .iter_mut()
+            .find(|r| r.wait_id == wait_id && r.waiter == *waiter)
+        {
+            Some(r) => r.since = now,
+            None => self.registered.push(Registered {
+                fingerprint: fingerprint.to_string(),
+                wait_id: wait_id.to_string(),
+                waiter: waiter.clone(),
+                since: now,
+            }),
+        }
+        vec![]
+    }
+
+    /// A job with `fingerprint` finished here with `state`: every wait for it (or for a
+    /// prefix of it) is told, and forgotten.
+    pub fn finished(&mut self, fingerprint: &str, state: &str, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.registered.retain(|r| {
+            if fingerprint.starts_with(&r.fingerprint) {
+                actions.push(Action::Notify {
+                    waiter: r.waiter.clone(),
+                    wait_id: r.wait_id.clone(),
+                    state: state.to_string(),
+                });
+                false
+            } else {
+                now.saturating_duration_since(r.since) < FORGET
+            }
+        });
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeId {
+        NodeId(s.into())
+    }
+
+    fn registered_with(actions: &[Action]) -> Vec<NodeId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Register { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn registrations_are_sent_again_until_taken_then_refreshed_until_done() {
+        let t0 = Instant::now();
+        let mut w = Waits::default();
+        let a = w.open("w", "fp", vec![n("a"), n("b")], t0);
+        assert_eq!(registered_with(&a), vec![n("a"), n("b")]);
+        w.taken("w", &n("a"), t0);
+        // Within the retry nothing; then only b, which did not take it.
+        assert!(w.tick(t0 + RETRY / 2).is_empty());
+        assert_eq!(registered_with(&w.tick(t0 + RETRY)), vec![n("b")]);
+        // a says done; b took it: b alone is asked again at the refresh, and only then.
+        let a = w.done("w", &n("a"), "success".into());
+        assert_eq!(
+            a,
+            vec![Action::Finished {
+                wait_id: "w".into(),
+                node: n("a"),
+                state: "success".into()
+            }]
+        );
+        assert!(w.done("w", &n("a"), "success".into()).is_empty());
+        w.taken("w", &n("b"), t0 + RETRY);
+        assert!(w.tick(t0 + RETRY + REFRESH / 2).is_empty());
+        assert_eq!(registered_with(&w.tick(t0 + RETRY + REFRESH)), vec![n("b")]);
+        w.close("w");
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_node_back_is_asked_again_at_once_unless_it_said_done() {
+        let t0 = Instant::now();
+        let mut w = Waits::default();
+        w.open("w", "fp", vec![n("a"), n("b")], t0);
+        w.taken("w", &n("a"), t0);
+        w.taken("w", &n("b"), t0);
+        w.done("w", &n("b"), "failed".into());
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(registered_with(&w.node_back(&n("a"), t1)), vec![n("a")]);
+        assert!(w.node_back(&n("b"), t1).is_empty());
+        assert!(w.node_back(&n("z"), t1).is_empty());
+    }
+
+    #[test]
+    fn a_node_tells_every_waiter_once_and_at_once_if_the_job_already_finished() {
+        let t0 = Instant::now();
+        let mut r = Registrations::default();
+        assert!(r.register("w1", "ab", &n("x"), None, t0).is_empty());
+        // Registered twice (sent again): still one entry.
+        assert!(r.register("w1", "ab", &n("x"), None, t0).is_empty());
+        assert!(r.register("w2", "abcd", &n("y"), None, t0).is_empty());
+        assert_eq!(r.len(), 2);
+        assert!(r.finished("zz", "success", t0).is_empty());
+        let a = r.finished("abcdef", "success", t0);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(r.is_empty());
+        // Already finished here: told at once, nothing kept.
+        let a = r.register("w3", "ab", &n("x"), Some("failed"), t0);
+        assert_eq!(
+            a,
+            vec![Action::Notify {
+                waiter: n("x"),
+                wait_id: "w3".into(),
+                state: "failed".into()
+            }]
+        );
+        assert!(r.is_empty());
+        // A registration that never fires is forgotten.
+        r.register("w4", "cd", &n("x"), None, t0);
+        r.register("w5", "ef", &n("x"), None, t0 + FORGET);
+        assert_eq!(r.len(), 1);
+    }
+}
