@@ -131,6 +131,9 @@ Scenarios:
                  refuses connections with the other half, which closes the open ones)
   late-join      --jobs jobs to every node while --late of the nodes join only within
                  --late-within after the announce (they miss the gossip)
+  query          every node caches a value (a RUN with --stdout-arg), then a QUERY of it:
+                 each node sends its value to the submitter, which sends the set of all N
+                 values to every node; a node's QUERY job ends when the set arrives
   all            every scenario above
 
 Tier 2 takes --latency and --loss on every link (a lost chunk arrives after TCP's
@@ -153,6 +156,7 @@ enum ScenarioChoice {
     Churn,
     Partition,
     LateJoin,
+    Query,
     All,
 }
 
@@ -165,6 +169,7 @@ impl ScenarioChoice {
             ScenarioChoice::Churn => vec![Scenario::Churn],
             ScenarioChoice::Partition => vec![Scenario::Partition],
             ScenarioChoice::LateJoin => vec![Scenario::LateJoin],
+            ScenarioChoice::Query => vec![Scenario::Query],
             ScenarioChoice::All => Scenario::ALL.to_vec(),
         }
     }
@@ -403,7 +408,10 @@ fn run(args: &Args) -> Result<bool, String> {
 fn workload(args: &Args, scenario: Scenario, nodes: usize) -> Workload {
     let mut w = Workload::new(scenario, nodes);
     if let Some(j) = args.jobs
-        && !matches!(scenario, Scenario::Fanout | Scenario::Files)
+        && !matches!(
+            scenario,
+            Scenario::Fanout | Scenario::Files | Scenario::Query
+        )
     {
         w.jobs = j;
     }

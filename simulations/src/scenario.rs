@@ -20,16 +20,20 @@ pub enum Scenario {
     Partition,
     /// `--jobs` jobs to every node while `--late` of them join only after the announce.
     LateJoin,
+    /// Every node caches a value, then one QUERY job collects all of them at the submitter,
+    /// which sends the whole set to every node.
+    Query,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Fanout,
         Scenario::Orchestration,
         Scenario::Files,
         Scenario::Churn,
         Scenario::Partition,
         Scenario::LateJoin,
+        Scenario::Query,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -40,6 +44,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Partition => "partition",
             Scenario::LateJoin => "late-join",
+            Scenario::Query => "query",
         }
     }
 }
@@ -55,7 +60,7 @@ impl fmt::Display for Scenario {
 pub struct Workload {
     pub scenario: Scenario,
     pub nodes: usize,
-    /// Jobs in the run (1 for `fanout` and `files`).
+    /// Jobs in the run (1 for `fanout` and `files`; `query` runs its two).
     pub jobs: usize,
     /// Size of the file of the `files` scenario.
     pub file_bytes: u64,
@@ -81,6 +86,7 @@ impl Workload {
             nodes,
             jobs: match scenario {
                 Scenario::Fanout | Scenario::Files => 1,
+                Scenario::Query => 2,
                 Scenario::Orchestration => 100,
                 Scenario::Churn | Scenario::Partition | Scenario::LateJoin => 10,
             },
@@ -101,6 +107,9 @@ impl Workload {
     }
 }
 
+/// The arg the `query` scenario collects.
+pub const QUERY_ARG: &str = "sim_token";
+
 /// Name of node `i` in tiers 2 and 3.
 pub fn node_name(i: usize) -> String {
     format!("node-{i}")
@@ -117,8 +126,14 @@ pub struct Disruption {
 
 impl Workload {
     /// The run's orchestration for every scenario but `files`: `jobs` jobs in one entry,
-    /// `WAIT --seconds` of `job_time` each, or `ECHO` for 0 s.
+    /// `WAIT --seconds` of `job_time` each, or `ECHO` for 0 s; for `query`, a RUN that caches
+    /// a value of the node's own and the QUERY of it.
     pub fn jobs_yaml(&self) -> String {
+        if self.scenario == Scenario::Query {
+            return format!(
+                "- jobs:\n  - RUN: --skip-cache --stdout-arg {QUERY_ARG} echo token-$$\n  - QUERY: {QUERY_ARG}\n"
+            );
+        }
         let mut text = String::from("- jobs:\n");
         for i in 0..self.jobs.max(1) {
             if self.job_time.is_zero() {

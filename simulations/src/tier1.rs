@@ -1,7 +1,7 @@
 //! Tier 1: the real `coordination` state machines on a seeded, discrete-event network.
 //!
-//! Every node here runs the same [`Originator`] (on the submitter), [`Outbox`] (on each target)
-//! and [`Download`] (for files) as the daemon, fed with the same inputs at virtual times; the
+//! Every node here runs the same [`Originator`] (on the submitter), [`Outbox`] (on each target),
+//! [`Download`] (for files) and [`Queries`] (the submitter's QUERY collection) as the daemon, fed with the same inputs at virtual times; the
 //! run is built the way the daemon builds it (real job specs, real peer-id-sized node names,
 //! the daemon's file distribution tree) and measured in its real CBOR size. What is modelled
 //! rather than run:
@@ -13,7 +13,9 @@
 //!   trip that opens its stream and negotiates the protocol; when either is lost, or
 //!   crosses a partition, the requester learns it at the request timeout; a dead peer refuses
 //!   at once;
-//! - the target's executor: jobs run one after another for `job_time` each;
+//! - the target's executor: jobs run one after another for `job_time` each; a QUERY job sends
+//!   the node's value to the submitter and ends when the set of all values arrives (each
+//!   message sent again 1 s after it failed, as the daemon first retries);
 //! - failure detection: the submitter sees a node as gone once it has been unreachable for
 //!   the membership expiry of a mesh of this size;
 //! - a node killed keeps what the daemon keeps on disk (accepted runs, finished jobs, results
@@ -35,6 +37,7 @@ use coordination::{
     acknowledgement::Acknowledgement,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
+    query::{self, Queries},
     transfer::{self, ChunkResult, Download},
 };
 use jobs::{
@@ -48,8 +51,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::{
     metrics::Report,
     network::{Micros, NetworkModel, Overhead, micros},
-    scenario::{Scenario, Workload},
+    scenario::{QUERY_ARG, Scenario, Workload},
 };
+
+/// A coordination message that failed is sent again after this long (the daemon's first
+/// retry; it doubles later ones, which a run here never needs).
+const COORDINATION_RETRY: Micros = 1_000_000;
 
 /// What the daemon does, as numbers (from `mesh` and `node`).
 mod daemon {
@@ -196,6 +203,13 @@ enum Event {
         node: usize,
         epoch: u32,
     },
+    /// A QUERY message that failed, sent again.
+    Retry {
+        from: usize,
+        epoch: u32,
+        to: usize,
+        kind: Kind,
+    },
 }
 
 #[derive(Debug)]
@@ -203,7 +217,15 @@ enum Body {
     Deliver,
     Ack,
     Results(Vec<JobResult>),
-    Chunk { index: usize },
+    Chunk {
+        index: usize,
+    },
+    /// A target's value of the QUERY.
+    QueryValue,
+    /// The set of values, `bytes` long.
+    QueryResult {
+        bytes: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -218,6 +240,8 @@ enum Kind {
     Ack,
     Results,
     Chunk { index: usize },
+    QueryValue,
+    QueryResult { bytes: u64 },
 }
 
 struct Pending {
@@ -295,6 +319,8 @@ struct SimNode {
     waiting_job: Option<usize>,
     parked: Vec<Parked>,
     transfer_tick_at: Option<Micros>,
+    /// The QUERY job that waits for the set of values.
+    query_waiting: Option<usize>,
 }
 
 struct Sim {
@@ -352,6 +378,10 @@ struct Sim {
     gossip_nodes: u64,
     events: u64,
     job_index: HashMap<String, usize>,
+    /// The submitter's QUERY collection, and which job is the QUERY (`query` scenario).
+    queries: Queries,
+    query_job: Option<usize>,
+    query_value_bytes: u64,
 }
 
 /// A node name shaped like a real one (an Ed25519 peer id: `12D3KooW` and 44 base58 digits).
@@ -426,6 +456,10 @@ fn build_run(
             file = Some(f);
             vec![s]
         }
+        Scenario::Query => vec![
+            spec("RUN", &format!("--stdout-arg {QUERY_ARG} echo token-$$"))?,
+            spec("QUERY", QUERY_ARG)?,
+        ],
         _ => (0..w.jobs.max(1))
             .map(|i| {
                 spec(
@@ -521,6 +555,18 @@ impl Sim {
             .map(|(job, node)| (job_index[&job], index[&node]))
             .collect();
         let chunk_count = file.as_ref().map_or(0, |f| f.chunks.len());
+        let query_job = jobs.iter().position(|&(p, j)| {
+            matches!(
+                run.parents[p].jobs[j].spec.component,
+                Component::Query { .. }
+            )
+        });
+        let query_value_bytes = cbor_len(&JobMessage::QueryValue {
+            job_id: uuid_like(&mut rng),
+            node: ids[submitter].clone(),
+            name: QUERY_ARG.into(),
+            value: serde_json::json!("token-1234567"),
+        });
         let heartbeat = micros(daemon::GOSSIP_HEARTBEAT);
         let runs_tick = micros(daemon::RUNS_TICK);
         let nodes = (0..n)
@@ -586,6 +632,9 @@ impl Sim {
             gossip_nodes: 0,
             events: 0,
             job_index,
+            queries: Queries::default(),
+            query_job,
+            query_value_bytes,
         };
         sim.plan_disruptions(&order);
         sim.schedule(SUBMIT_AT, Event::Submit);
@@ -655,6 +704,21 @@ impl Sim {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Submit => {
+                if let Some(job) = self.query_job {
+                    let targets = self
+                        .ids
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| self.work[*i].contains(&job))
+                        .map(|(i, id)| query::Target {
+                            node: id.clone(),
+                            name: format!("node-{i}"),
+                            reported: false,
+                        })
+                        .collect();
+                    let job_id = self.job_id(job);
+                    self.queries.open(&job_id, targets, self.instant());
+                }
                 let run = Run::clone(&self.run);
                 let actions = self
                     .originator
@@ -698,6 +762,20 @@ impl Sim {
             Event::SendAck { node, epoch } => {
                 if self.nodes[node].epoch == epoch && self.nodes[node].alive {
                     self.request(node, self.submitter, Body::Ack);
+                }
+            }
+            Event::Retry {
+                from,
+                epoch,
+                to,
+                kind,
+            } => {
+                if self.nodes[from].epoch == epoch && self.nodes[from].alive {
+                    let body = match kind {
+                        Kind::QueryResult { bytes } => Body::QueryResult { bytes },
+                        _ => Body::QueryValue,
+                    };
+                    self.request(from, to, body);
                 }
             }
             Event::Request { id } => self.request_in(id),
@@ -752,6 +830,8 @@ impl Sim {
                     let back = originator::Input::NodeBack(self.ids[node].clone());
                     let actions = self.originator.handle(back, self.instant());
                     self.originator_actions(actions);
+                    let actions = self.queries.node_back(&self.ids[node]);
+                    self.query_actions(actions);
                     // The node hears the submitter again at about the same time (the same
                     // expiry on both sides of a split): its held results go at once.
                     let to = self.ids[self.submitter].clone();
@@ -771,6 +851,8 @@ impl Sim {
                     let gone = originator::Input::NodeGone(self.ids[node].clone());
                     let actions = self.originator.handle(gone, self.instant());
                     self.originator_actions(actions);
+                    let actions = self.queries.node_gone(&self.ids[node]);
+                    self.query_actions(actions);
                 }
             }
         }
@@ -844,6 +926,16 @@ impl Sim {
             ),
             // A BlobRequest: the file's hash, the chunk's index and a token.
             Body::Chunk { index } => (Kind::Chunk { index: *index }, 72, daemon::BLOB_TIMEOUT),
+            Body::QueryValue => (
+                Kind::QueryValue,
+                self.query_value_bytes,
+                daemon::CTL_TIMEOUT,
+            ),
+            Body::QueryResult { bytes } => (
+                Kind::QueryResult { bytes: *bytes },
+                *bytes,
+                daemon::CTL_TIMEOUT,
+            ),
         };
         let id = self.next_request;
         self.next_request += 1;
@@ -956,6 +1048,15 @@ impl Sim {
                 self.respond_once_committed(to, id);
             }
             Body::Chunk { index } => self.serve(to, id, index),
+            Body::QueryValue => {
+                // Kept on disk before the answer, as the daemon does.
+                self.query_value_in(from);
+                self.respond_once_committed(to, id);
+            }
+            Body::QueryResult { .. } => {
+                self.query_result_in(to);
+                self.respond(id, Answer::Ok, 3);
+            }
         }
     }
 
@@ -1002,6 +1103,18 @@ impl Sim {
                     result,
                 };
                 self.download_step(node, input);
+            }
+            kind @ (Kind::QueryValue | Kind::QueryResult { .. }) => {
+                if answer.is_none() {
+                    let epoch = self.nodes[node].epoch;
+                    let event = Event::Retry {
+                        from: node,
+                        epoch,
+                        to: p.to,
+                        kind,
+                    };
+                    self.schedule(self.now + COORDINATION_RETRY, event);
+                }
             }
         }
     }
@@ -1163,6 +1276,10 @@ impl Sim {
             return;
         };
         let key = (job, node);
+        if Some(job) == self.query_job && r.outcome.state != ResultState::Success {
+            let actions = self.queries.ended_without_value(&r.outcome.job_id, &r.node);
+            self.query_actions(actions);
+        }
         if self.expected.contains(&key) {
             match self.result_at.get(&key) {
                 Some((_, state, _)) => {
@@ -1358,9 +1475,72 @@ impl Sim {
         if node == self.submitter {
             let actions = self.originator.handle(originator::Input::Tick, now);
             self.originator_actions(actions);
+            let actions = self.queries.tick(now);
+            self.query_actions(actions);
         }
         let actions = self.nodes[node].outbox.handle(outbox::Input::Tick, now);
         self.outbox_actions(node, actions);
+    }
+
+    // ---- QUERY ----
+
+    fn job_id(&self, job: usize) -> String {
+        let (p, j) = self.jobs[job];
+        self.run.parents[p].jobs[j].job_id.clone()
+    }
+
+    /// `node`'s value reaches the submitter's collection.
+    fn query_value_in(&mut self, node: usize) {
+        let Some(job) = self.query_job else {
+            return;
+        };
+        let job_id = self.job_id(job);
+        let value = serde_json::json!(format!("token-{node}"));
+        let now = self.instant();
+        let actions = self
+            .queries
+            .value(&job_id, &self.ids[node], QUERY_ARG.into(), value, now);
+        self.query_actions(actions);
+    }
+
+    /// Sends the sets the collection says are due (kept values are the store's business,
+    /// modelled by the commit before the answer).
+    fn query_actions(&mut self, actions: Vec<query::Action>) {
+        for action in actions {
+            if let query::Action::Send {
+                job_id,
+                to,
+                aggregate,
+            } = action
+            {
+                let bytes = cbor_len(&JobMessage::QueryResult { job_id, aggregate });
+                for target in to {
+                    let target = self.index[&target];
+                    if target == self.submitter {
+                        self.query_result_in(target);
+                    } else {
+                        self.request(self.submitter, target, Body::QueryResult { bytes });
+                    }
+                }
+            }
+        }
+        self.want_runs_tick(self.submitter);
+    }
+
+    /// The set reaches `node`: its QUERY job ends.
+    fn query_result_in(&mut self, node: usize) {
+        if let Some(job) = self.nodes[node].query_waiting.take() {
+            let epoch = self.nodes[node].epoch;
+            self.schedule(
+                self.now,
+                Event::JobDone {
+                    node,
+                    epoch,
+                    job,
+                    ok: true,
+                },
+            );
+        }
     }
 
     // ---- Files ----
@@ -1440,8 +1620,18 @@ impl Sim {
         self.want_transfer_tick(node);
     }
 
-    /// The executor runs `job` on `node` for `--job-time`; it ends as `ok` says.
+    /// The executor runs `job` on `node` for `--job-time`; it ends as `ok` says. A QUERY job
+    /// sends the node's value and waits for the set.
     fn run_job(&mut self, node: usize, job: usize, ok: bool) {
+        if Some(job) == self.query_job {
+            self.nodes[node].query_waiting = Some(job);
+            if node == self.submitter {
+                self.query_value_in(node);
+            } else {
+                self.request(node, self.submitter, Body::QueryValue);
+            }
+            return;
+        }
         let epoch = self.nodes[node].epoch;
         let at = self.now + micros(self.workload.job_time);
         self.schedule(
@@ -1509,6 +1699,7 @@ impl Sim {
         n.outbox = Outbox::new();
         n.download = None;
         n.waiting_job = None;
+        n.query_waiting = None;
         n.parked.clear();
         n.dont_want.clear();
         n.heartbeat_at = None;

@@ -172,6 +172,14 @@ fn tier2_files() {
     );
 }
 
+/// Each node's QUERY job ends only once the set of every node's value has reached it.
+#[test]
+fn tier2_query() {
+    let s = tier2(Scenario::Query, |_| {});
+    assert_complete(&s);
+    assert_eq!(s.expected_results, TIER2_NODES * 2);
+}
+
 #[test]
 fn tier2_churn() {
     let s = tier2(Scenario::Churn, |w| {

@@ -43,9 +43,10 @@ fn assert_complete(s: &Summary, jobs: usize) {
 }
 
 #[test]
-fn tier3_fanout_orchestration_and_files_on_loopback() {
+fn tier3_fanout_orchestration_query_and_files_on_loopback() {
     assert_complete(&tier3(Scenario::Fanout, false, |_| {}), 1);
     assert_complete(&tier3(Scenario::Orchestration, false, |w| w.jobs = 20), 20);
+    assert_complete(&tier3(Scenario::Query, false, |_| {}), 2);
     let s = tier3(Scenario::Files, false, |w| w.file_bytes = 3 << 20);
     assert_complete(&s, 1);
     // The submitter serves its file to a few nodes, not to all of them.
