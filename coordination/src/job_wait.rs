@@ -5,13 +5,17 @@
 //!
 //! - [`Waits`], the waiting node: a registration a node did not take is sent again every
 //!   [`RETRY`]; one it took is sent again when the node is back (it may have restarted and
-//!   forgotten it) and every [`REFRESH`] until the node has said the job finished, so a wait
-//!   survives the awaited node's restart whether or not the waiting node noticed it.
+//!   forgotten it) and every [`REFRESH`] (plus up to [`REFRESH_SPREAD`], so that waits opened
+//!   together do not ask at once) until the node has said the job finished, so a wait
+//!   survives the awaited node's restart whether or not the waiting node noticed it. A job
+//!   that the restart itself interrupted there is not among what the node tells: its waits
+//!   run to their timeout.
 //! - [`Registrations`], the node waited on: who waits for which fingerprint (a prefix of it
 //!   is enough), once per wait whatever came twice, forgotten after [`FORGET`].
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    hash::{Hash, Hasher},
     time::{Duration, Instant},
 };
 
@@ -19,8 +23,10 @@ use crate::NodeId;
 
 /// A registration a node did not take is sent again this often.
 pub const RETRY: Duration = Duration::from_secs(2);
-/// A registration a node took is sent again this often until it says the job finished.
+/// A registration a node took is sent again this often until it says the job finished ...
 pub const REFRESH: Duration = Duration::from_secs(15);
+/// ... plus up to this much, fixed for each wait and node.
+pub const REFRESH_SPREAD: Duration = Duration::from_secs(5);
 /// A registration that never fires is forgotten after this long.
 pub const FORGET: Duration = Duration::from_secs(24 * 3600);
 
@@ -112,7 +118,7 @@ impl Waits {
             && matches!(asked, Asked::NotTaken { .. })
         {
             *asked = Asked::Taken {
-                again_at: now + REFRESH,
+                again_at: now + refresh_after(wait_id, node),
             };
         }
     }
@@ -156,7 +162,9 @@ impl Waits {
             for (node, asked) in &mut w.nodes {
                 let again = match asked {
                     Asked::NotTaken { again_at } if *again_at <= now => now + RETRY,
-                    Asked::Taken { again_at } if *again_at <= now => now + REFRESH,
+                    Asked::Taken { again_at } if *again_at <= now => {
+                        now + refresh_after(wait_id, node)
+                    }
                     _ => continue,
                 };
                 match asked {
@@ -178,18 +186,32 @@ impl Waits {
     }
 }
 
+/// How long after it was taken a registration is sent again: [`REFRESH`] plus a share of
+/// [`REFRESH_SPREAD`] drawn from the wait and the node (the same every time; no randomness,
+/// so the simulator stays deterministic).
+fn refresh_after(wait_id: &str, node: &NodeId) -> Duration {
+    let mut h = std::hash::DefaultHasher::new();
+    (wait_id, &node.0).hash(&mut h);
+    let spread = REFRESH_SPREAD.as_millis() as u64;
+    REFRESH + Duration::from_millis(h.finish() % spread.max(1))
+}
+
 struct Registered {
     fingerprint: String,
-    wait_id: String,
-    waiter: NodeId,
     since: Instant,
 }
 
-/// The waits other nodes (or this one) registered here.
+/// The waits other nodes (or this one) registered here, by wait and waiter (in that order,
+/// so what they are told comes out in a fixed order).
 #[derive(Default)]
 pub struct Registrations {
-    registered: Vec<Registered>,
+    registered: BTreeMap<(String, NodeId), Registered>,
+    /// When registrations older than [`FORGET`] are next looked for.
+    next_prune: Option<Instant>,
 }
+
+/// How often [`Registrations::register`] looks for registrations to forget.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl Registrations {
     pub fn len(&self) -> usize {
@@ -201,7 +223,8 @@ impl Registrations {
     }
 
     /// `waiter` wants to know when the job with `fingerprint` has finished here;
-    /// `finished_state` is what this node's cache says of that job now.
+    /// `finished_state` is what this node's cache says of that job now. A registration sent
+    /// again is one entry, kept [`FORGET`] from its last copy.
     pub fn register(
         &mut self,
         wait_id: &str,
@@ -217,22 +240,19 @@ impl Registrations {
                 state: state.to_string(),
             }];
         }
-        // What outlived its use goes now, not only when a job finishes here.
-        self.registered
-            .retain(|r| now.saturating_duration_since(r.since) < FORGET);
-        match self
-            .registered
-            .iter_mut()
-            .find(|r| r.wait_id == wait_id && r.waiter == *waiter)
-        {
-            Some(r) => r.since = now,
-            None => self.registered.push(Registered {
-                fingerprint: fingerprint.to_string(),
-                wait_id: wait_id.to_string(),
-                waiter: waiter.clone(),
-                since: now,
-            }),
+        // What outlived its use goes, now and then, not only when a job finishes here.
+        if self.next_prune.is_none_or(|at| at <= now) {
+            self.next_prune = Some(now + PRUNE_EVERY);
+            self.registered
+                .retain(|_, r| now.saturating_duration_since(r.since) < FORGET);
         }
+        self.registered.insert(
+            (wait_id.to_string(), waiter.clone()),
+            Registered {
+                fingerprint: fingerprint.to_string(),
+                since: now,
+            },
+        );
         vec![]
     }
 
@@ -240,11 +260,11 @@ impl Registrations {
     /// prefix of it) is told, and forgotten.
     pub fn finished(&mut self, fingerprint: &str, state: &str, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        self.registered.retain(|r| {
+        self.registered.retain(|(wait_id, waiter), r| {
             if fingerprint.starts_with(&r.fingerprint) {
                 actions.push(Action::Notify {
-                    waiter: r.waiter.clone(),
-                    wait_id: r.wait_id.clone(),
+                    waiter: waiter.clone(),
+                    wait_id: wait_id.clone(),
                     state: state.to_string(),
                 });
                 false
@@ -296,10 +316,30 @@ mod tests {
         );
         assert!(w.done("w", &n("a"), "success".into()).is_empty());
         w.taken("w", &n("b"), t0 + RETRY);
-        assert!(w.tick(t0 + RETRY + REFRESH / 2).is_empty());
-        assert_eq!(registered_with(&w.tick(t0 + RETRY + REFRESH)), vec![n("b")]);
+        assert!(
+            w.tick(t0 + RETRY + REFRESH - Duration::from_millis(1))
+                .is_empty()
+        );
+        let later = t0 + RETRY + REFRESH + REFRESH_SPREAD;
+        assert_eq!(registered_with(&w.tick(later)), vec![n("b")]);
         w.close("w");
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn waits_opened_together_do_not_refresh_together() {
+        let at: Vec<Duration> = (0..20)
+            .map(|i| refresh_after(&format!("wait-{i}"), &n("a")))
+            .collect();
+        assert!(
+            at.iter()
+                .all(|d| *d >= REFRESH && *d < REFRESH + REFRESH_SPREAD)
+        );
+        let mut distinct = at.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 10, "{at:?}");
+        assert_eq!(refresh_after("wait-0", &n("a")), at[0]);
     }
 
     #[test]
@@ -344,5 +384,6 @@ mod tests {
         r.register("w4", "cd", &n("x"), None, t0);
         r.register("w5", "ef", &n("x"), None, t0 + FORGET);
         assert_eq!(r.len(), 1);
+        assert!(r.finished("cd", "success", t0 + FORGET).is_empty());
     }
 }

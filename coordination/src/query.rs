@@ -65,7 +65,7 @@ pub enum Action {
 }
 
 struct Collection {
-    /// The arg asked for, known with the first value.
+    /// The arg asked for: the job's, or (when the node could not say) the first value's.
     name: Option<String>,
     targets: Vec<NodeId>,
     names: HashMap<NodeId, String>,
@@ -97,13 +97,21 @@ impl Queries {
         self.collections.contains_key(job_id)
     }
 
-    /// Starts collecting for `job_id`, expecting every target that has not reported it.
-    pub fn open(&mut self, job_id: &str, targets: Vec<Target>, now: Instant) {
+    /// Starts collecting values of the arg `name` (when known) for `job_id`, expecting every
+    /// target that has not reported it; `since` is when the job was submitted (a collection
+    /// goes [`KEEP_FOR`] after it).
+    pub fn open(
+        &mut self,
+        job_id: &str,
+        name: Option<String>,
+        targets: Vec<Target>,
+        since: Instant,
+    ) {
         if self.is_open(job_id) {
             return;
         }
         let collection = Collection {
-            name: None,
+            name,
             expected: targets
                 .iter()
                 .filter(|t| !t.reported)
@@ -118,13 +126,19 @@ impl Queries {
             values: BTreeMap::new(),
             spread: false,
             respread_at: None,
-            since: now,
+            since,
         };
         self.collections.insert(job_id.to_string(), collection);
     }
 
-    /// `node`'s value of `name` for `job_id` (ignored unless the job is open and `node` one of
-    /// its targets; a target's first value counts).
+    /// The arg the QUERY `job_id` collects, if known.
+    pub fn arg(&self, job_id: &str) -> Option<&str> {
+        self.collections.get(job_id)?.name.as_deref()
+    }
+
+    /// `node`'s value of `name` for `job_id`: ignored unless the job is open, `node` one of
+    /// its targets and `name` the arg collected; a target's first value counts, and is to be
+    /// kept ([`Action::Keep`]).
     pub fn value(
         &mut self,
         job_id: &str,
@@ -236,10 +250,17 @@ impl Queries {
     /// Every target has reported `job_id` for real: its values are no longer needed.
     pub fn over(&mut self, job_id: &str) -> Vec<Action> {
         match self.collections.remove(job_id) {
-            Some(c) if !c.values.is_empty() => vec![Action::Forget {
-                job_id: job_id.to_string(),
-                targets: c.targets,
-            }],
+            Some(c) if !c.values.is_empty() => {
+                let targets = c
+                    .targets
+                    .into_iter()
+                    .filter(|t| c.names.get(t).is_some_and(|n| c.values.contains_key(n)))
+                    .collect();
+                vec![Action::Forget {
+                    job_id: job_id.to_string(),
+                    targets,
+                }]
+            }
             _ => vec![],
         }
     }
@@ -330,7 +351,7 @@ mod tests {
     fn values_are_kept_once_and_a_restart_replays_them() {
         let t0 = Instant::now();
         let mut q = Queries::default();
-        q.open("j", targets(&["a", "b", "c"]), t0);
+        q.open("j", None, targets(&["a", "b", "c"]), t0);
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
         assert_eq!(kept(&a), vec![(n("a"), json!(1))]);
         assert!(q.value("j", &n("a"), "x".into(), json!(1), t0).is_empty());
@@ -338,7 +359,7 @@ mod tests {
         assert!(q.value("j", &n("b"), "y".into(), json!(5), t0).is_empty());
         // The originator restarts: a fresh collection, the kept value replayed, then the rest.
         let mut q = Queries::default();
-        q.open("j", targets(&["a", "b", "c"]), t0);
+        q.open("j", None, targets(&["a", "b", "c"]), t0);
         q.value("j", &n("a"), "x".into(), json!(1), t0);
         q.value("j", &n("b"), "x".into(), json!(2), t0);
         let a = q.value("j", &n("c"), "x".into(), json!(3), t0);
@@ -361,7 +382,7 @@ mod tests {
     fn everyone_gets_every_value_once_all_came() {
         let t0 = Instant::now();
         let mut q = Queries::default();
-        q.open("j", targets(&["a", "b"]), t0);
+        q.open("j", None, targets(&["a", "b"]), t0);
         assert!(sent(&q.value("j", &n("a"), "x".into(), json!(1), t0)).is_empty());
         // Not a target: ignored.
         assert!(q.value("j", &n("z"), "y".into(), json!(9), t0).is_empty());
@@ -376,10 +397,23 @@ mod tests {
     }
 
     #[test]
+    fn only_values_of_the_jobs_arg_count() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b"]), t0);
+        assert_eq!(q.arg("j"), Some("x"));
+        // First, but of another arg: not taken, not kept.
+        assert!(q.value("j", &n("a"), "y".into(), json!(0), t0).is_empty());
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        let a = q.value("j", &n("b"), "x".into(), json!(2), t0);
+        assert_eq!(sent(&a)[0].1, json!({"a": {"x": 1}, "b": {"x": 2}}));
+    }
+
+    #[test]
     fn a_target_without_a_value_does_not_hold_the_others() {
         let t0 = Instant::now();
         let mut q = Queries::default();
-        q.open("j", targets(&["a", "b"]), t0);
+        q.open("j", None, targets(&["a", "b"]), t0);
         q.value("j", &n("a"), "x".into(), json!(1), t0);
         let a = q.ended_without_value("j", &n("b"));
         assert_eq!(
@@ -392,7 +426,7 @@ mod tests {
     fn a_partition_gives_the_far_side_the_whole_set_and_no_partial_one() {
         let t0 = Instant::now();
         let mut q = Queries::default();
-        q.open("j", targets(&["a", "b", "c"]), t0);
+        q.open("j", None, targets(&["a", "b", "c"]), t0);
         q.value("j", &n("a"), "x".into(), json!(1), t0);
         // b and c are cut off: a goes on with what it has; they get nothing yet.
         assert!(q.node_gone(&n("b")).is_empty());
@@ -419,7 +453,7 @@ mod tests {
     fn a_target_back_whose_value_came_before_gets_what_it_missed() {
         let t0 = Instant::now();
         let mut q = Queries::default();
-        q.open("j", targets(&["a", "b"]), t0);
+        q.open("j", None, targets(&["a", "b"]), t0);
         q.value("j", &n("b"), "x".into(), json!(2), t0);
         q.node_gone(&n("b"));
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
@@ -437,17 +471,17 @@ mod tests {
         let mut q = Queries::default();
         let mut t = targets(&["a", "b"]);
         t[1].reported = true;
-        q.open("j", t, t0);
+        q.open("j", None, t, t0);
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
         assert_eq!(sent(&a)[0].0, vec![n("a"), n("b")]);
-        q.open("k", targets(&["a"]), t0);
+        q.open("k", None, targets(&["a"]), t0);
         let a = q.tick(t0 + KEEP_FOR);
-        // Only `j` had values to forget.
+        // Only `j` had values to forget, and only a's.
         assert_eq!(
             a,
             vec![Action::Forget {
                 job_id: "j".into(),
-                targets: vec![n("a"), n("b")]
+                targets: vec![n("a")]
             }]
         );
         assert!(q.is_empty());

@@ -55,7 +55,8 @@ impl MemberState {
 /// A change worth telling the rest of the node about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipChange {
-    /// First heard of, or back after expiring, leaving or restarting.
+    /// First heard of, or back after expiring, leaving or restarting (a restart is reported
+    /// even when the node was not seen gone).
     Alive(PeerId),
     Expired(PeerId),
     Left(PeerId),
@@ -180,9 +181,21 @@ impl Membership {
         let (change, due) = match self.members.get_mut(&peer) {
             Some(m) if presence.version_key() <= m.presence.version_key() => return None,
             Some(m) => {
+                let restarted = presence.incarnation > m.presence.incarnation;
                 m.presence = presence;
                 m.last_seen = m.last_seen.max(seen);
-                (Self::report(m, now), m.due(now))
+                let change = match Self::report(m, now) {
+                    // A restart seen while the node was alive is news too: what it held in
+                    // memory for others is gone.
+                    None if restarted
+                        && m.reported != MemberState::Expired
+                        && m.reported != MemberState::Left =>
+                    {
+                        Some(MembershipChange::Alive(peer))
+                    }
+                    change => change,
+                };
+                (change, m.due(now))
             }
             None => {
                 let mut m = Member {
@@ -529,6 +542,12 @@ mod tests {
             Some(MembershipChange::Alive(p))
         );
         assert_eq!(t.state_of(&p, now), Some(MemberState::Alive));
+        // Restarted again before anyone saw it go: still reported, once.
+        assert_eq!(
+            t.observe(presence(p, "a", 3, 0), now),
+            Some(MembershipChange::Alive(p))
+        );
+        assert_eq!(t.observe(presence(p, "a", 3, 1), now), None);
     }
 
     #[test]

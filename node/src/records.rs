@@ -79,6 +79,16 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Every target has reported the job for real (none is written off as unreachable, to
+    /// come back with its result).
+    pub fn reported_by_all(&self) -> bool {
+        self.results.len() >= self.nodes.len()
+            && self
+                .results
+                .values()
+                .all(|r| !r.info.starts_with("unreachable:"))
+    }
+
     /// Submission order: by creation time, run, then position in the run.
     pub fn order(&self) -> (u64, &str, u32) {
         (self.created_unix_ms, &self.run_id, self.position)

@@ -426,8 +426,11 @@ impl Actor {
             && self.cross.is_idle()
     }
 
-    /// After a restart: results still to deliver, jobs interrupted here, runs to resume.
+    /// After a restart: QUERY values collected, results still to deliver, jobs interrupted
+    /// here, runs to resume.
     fn restore(&mut self) {
+        // First, so that a QUERY job interrupted here counts against its collection.
+        self.restore_queries();
         let now = Instant::now();
         for entry in self.store.outbox() {
             let actions = self.outbox.handle(
@@ -507,7 +510,6 @@ impl Actor {
             );
             self.originator_actions(actions);
         }
-        self.restore_queries();
     }
 
     fn handle(&mut self, input: Input) {
@@ -1049,8 +1051,10 @@ impl Actor {
                 if node != from {
                     return JobReply::Refused("a query value comes from its node".into());
                 }
-                self.query_value(job_id, node, name, value);
-                JobReply::Ok
+                match self.query_value(job_id, node, name, value) {
+                    Ok(()) => JobReply::Ok,
+                    Err(why) => JobReply::Refused(why),
+                }
             }
             JobMessage::QueryResult { job_id, aggregate } => {
                 // An aggregate comes from the originator of the QUERY job's run (the job itself
@@ -1485,10 +1489,7 @@ impl Actor {
         // Done: the record lives on disk from now on.
         let done = complete.then(|| self.records.remove(&job_id)).flatten();
         if let Some(record) = &done
-            && record
-                .results
-                .values()
-                .all(|r| !r.info.starts_with("unreachable:"))
+            && record.reported_by_all()
         {
             // Every target has reported for real: no QUERY value is still to come.
             self.query_over(&job_id);

@@ -9,6 +9,7 @@
 //! | `accepted` | run id → [`Accepted`]                | a target        |
 //! | `pending`  | `run/job` → (nothing)                | a target        |
 //! | `cache`    | see `jobs::cache`                    | a target        |
+//! | `query-values` | `job/peer` → [`QueryValue`]      | the originator  |
 //!
 //! Reads happen on the caller's thread. Writes go to one writer thread that commits them in
 //! groups (one transaction for everything that arrived within [`GROUP_WINDOW`]), so a busy node
@@ -17,7 +18,7 @@
 //!
 //! A group is synced to disk only when somebody waits for it or its oldest write is
 //! [`DURABLE_WITHIN`] old. Whoever tells another node "I have it" (an accepted run, results taken
-//! in) or a client "submitted" waits for that first ([`Store::committed`],
+//! in, a QUERY value collected) or a client "submitted" waits for that first ([`Store::committed`],
 //! [`Store::commit_now`]), so a crash loses nothing that was acknowledged: at most the last
 //! second of a target's own bookkeeping, whose jobs then report as interrupted.
 //!
@@ -362,10 +363,11 @@ impl Store {
         out
     }
 
-    /// Forgets every job record and finished run.
+    /// Forgets every job record and finished run (and the QUERY values collected for them).
     pub fn purge_jobs(&self) {
         self.send(Op::Clear(JOBS));
         self.send(Op::Clear(RESULTS));
+        self.send(Op::Clear(QUERY_VALUES));
         self.flush();
     }
 

@@ -717,7 +717,8 @@ impl Sim {
                         })
                         .collect();
                     let job_id = self.job_id(job);
-                    self.queries.open(&job_id, targets, self.instant());
+                    let arg = Some(QUERY_ARG.to_string());
+                    self.queries.open(&job_id, arg, targets, self.instant());
                 }
                 let run = Run::clone(&self.run);
                 let actions = self

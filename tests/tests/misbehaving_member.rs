@@ -244,6 +244,33 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
         )
     );
 
+    // A QUERY value of another arg than the job's: refused (taken, it would name the arg and
+    // every other target's value would be ignored).
+    let (_, query_jobs) = submit(
+        &submitter,
+        "- jobs:\n  - QUERY: token --timeout 5\n",
+        dirs[0].path(),
+        &["rogue"],
+    )
+    .await;
+    let value = |name: &str| JobMessage::QueryValue {
+        job_id: query_jobs[0].clone(),
+        node: rogue_id.clone(),
+        name: name.into(),
+        value: serde_json::json!("x"),
+    };
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &value("other")).await,
+        JobReply::Refused(format!(
+            "QUERY job {} collects the arg 'token', not 'other'",
+            query_jobs[0]
+        ))
+    );
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &value("token")).await,
+        JobReply::Ok
+    );
+
     // The real result arrives and completes the job, with only the real target in it.
     let Reply::Stream(mut events) = submitter
         .request(ControlRequest::Watch {

@@ -11,19 +11,22 @@
 //!   to tell is `coordination::job_wait`; this sends what it says. No request is held open.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
-use coordination::{JobMessage, JobReply, NodeId};
-use jobs::components::{BoxFuture, Coordinator};
+use coordination::{JobMessage, JobReply, NodeId, Run};
+use jobs::{
+    Component,
+    components::{BoxFuture, Coordinator},
+};
 use mesh::{MemberState, MeshHandle, PeerId, wire};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
-use crate::store::QueryValue;
+use crate::{records::JobRecord, store::QueryValue};
 
 /// A coordination message that did not reach its node (no connection, a partition, the node
 /// restarting) is sent again after 1 s, then after twice as long each time up to this.
@@ -191,27 +194,37 @@ impl Actor {
         self.tell(&originator, msg);
     }
 
+    /// Originator side: the record of `job_id` if it is a QUERY (in memory, or on disk after
+    /// a restart).
+    fn query_record(&self, job_id: &str) -> Option<JobRecord> {
+        let record = match self.records.get(job_id) {
+            Some(r) => r.clone(),
+            None => self.store.record(job_id)?,
+        };
+        (record.verb == "QUERY").then_some(record)
+    }
+
     /// Originator side: whether values of the QUERY job `job_id` are collected, opening the
-    /// collection from its record (in memory, or on disk after a restart) if need be; false
-    /// for a job this node does not track or that is not a QUERY.
-    fn query_open(&mut self, job_id: &str) -> bool {
+    /// collection from its record if need be (the arg from its run when that is at hand);
+    /// false for a job this node does not track or that is not a QUERY.
+    fn query_open(&mut self, job_id: &str, runs: &[&Run]) -> bool {
         if self.cross.queries.is_open(job_id) {
             return true;
         }
-        let stored;
-        let record = match self.records.get(job_id) {
-            Some(r) => r,
-            None => match self.store.record(job_id) {
-                Some(r) => {
-                    stored = r;
-                    &stored
-                }
-                None => return false,
-            },
-        };
-        if record.verb != "QUERY" {
+        let Some(record) = self.query_record(job_id) else {
             return false;
-        }
+        };
+        let arg = runs
+            .iter()
+            .copied()
+            .chain(self.open_runs.get(&record.run_id))
+            .filter(|run| run.run_id == record.run_id)
+            .flat_map(|run| run.parents.iter().flat_map(|p| &p.jobs))
+            .find(|job| job.job_id == job_id)
+            .and_then(|job| match &job.spec.component {
+                Component::Query { name, .. } => Some(name.clone()),
+                _ => None,
+            });
         let targets = record
             .nodes
             .iter()
@@ -224,7 +237,11 @@ impl Actor {
                     .is_some_and(|r| !r.info.starts_with("unreachable:")),
             })
             .collect();
-        self.cross.queries.open(job_id, targets, Instant::now());
+        // Kept an hour after the submit, whatever restarts came between.
+        let age = Duration::from_millis(super::now_ms().saturating_sub(record.created_unix_ms));
+        let now = Instant::now();
+        let since = now.checked_sub(age).unwrap_or(now);
+        self.cross.queries.open(job_id, arg, targets, since);
         true
     }
 
@@ -278,42 +295,76 @@ impl Actor {
     /// aggregate that was due goes out now). Values of jobs that are over, or whose record
     /// is gone, are dropped.
     pub(super) fn restore_queries(&mut self) {
-        for kept in self.store.query_values() {
-            let open = self.query_open(&kept.job_id);
-            let over = !open
-                || self.store.record(&kept.job_id).is_some_and(|r| {
-                    r.results.len() >= r.nodes.len()
-                        && r.results
-                            .values()
-                            .all(|r| !r.info.starts_with("unreachable:"))
-                });
-            if over {
-                self.cross.queries.over(&kept.job_id);
-                self.store.delete_query_value(&kept.job_id, &kept.node);
+        let kept = self.store.query_values();
+        if kept.is_empty() {
+            return;
+        }
+        let runs = self.store.unfinished_runs();
+        let runs: Vec<&Run> = runs.iter().collect();
+        let mut by_job: BTreeMap<String, Vec<QueryValue>> = BTreeMap::new();
+        for v in kept {
+            by_job.entry(v.job_id.clone()).or_default().push(v);
+        }
+        for (job_id, values) in by_job {
+            let over = self
+                .query_record(&job_id)
+                .is_none_or(|r| r.reported_by_all());
+            if over || !self.query_open(&job_id, &runs) {
+                self.cross.queries.over(&job_id);
+                for v in values {
+                    self.store.delete_query_value(&job_id, &v.node);
+                }
                 continue;
             }
-            let actions = self.cross.queries.value(
-                &kept.job_id,
-                &kept.node,
-                kept.name,
-                kept.value,
-                Instant::now(),
-            );
-            self.query_actions(actions);
+            for v in values {
+                let actions =
+                    self.cross
+                        .queries
+                        .value(&job_id, &v.node, v.name, v.value, Instant::now());
+                // Already on disk.
+                let actions = actions
+                    .into_iter()
+                    .filter(|a| !matches!(a, coordination::query::Action::Keep { .. }))
+                    .collect();
+                self.query_actions(actions);
+            }
         }
     }
 
-    /// Originator side: a target's value arrived.
-    pub(super) fn query_value(&mut self, job_id: String, node: NodeId, name: String, value: Value) {
-        if !self.query_open(&job_id) {
+    /// Originator side: a target's value arrived; refused if it is not of the arg the QUERY
+    /// job collects.
+    pub(super) fn query_value(
+        &mut self,
+        job_id: String,
+        node: NodeId,
+        name: String,
+        value: Value,
+    ) -> Result<(), String> {
+        if !self.query_open(&job_id, &[]) {
             debug!(job = %job_id, "query value for a job this node does not track");
-            return;
+            return Ok(());
+        }
+        if let Some(arg) = self.cross.queries.arg(&job_id)
+            && arg != name
+        {
+            return Err(format!(
+                "QUERY job {job_id} collects the arg '{arg}', not '{name}'"
+            ));
         }
         let actions = self
             .cross
             .queries
             .value(&job_id, &node, name, value, Instant::now());
         self.query_actions(actions);
+        // A value that comes after every target reported (a --no-wait result that overtook
+        // it, or an answer lost on the way) is not kept.
+        if self
+            .query_record(&job_id)
+            .is_some_and(|r| r.reported_by_all())
+        {
+            self.query_over(&job_id);
+        }
+        Ok(())
     }
 
     /// Every tick: the larger aggregates that are due, and what is over.
@@ -326,7 +377,7 @@ impl Actor {
     /// Originator side: the QUERY job `job_id` ended on `node` without success (it failed,
     /// was purged, or never ran after its parent failed there): no value will come from it.
     pub(super) fn query_ended_without_value(&mut self, job_id: &str, node: &NodeId) {
-        if self.query_open(job_id) {
+        if self.query_open(job_id, &[]) {
             let actions = self.cross.queries.ended_without_value(job_id, node);
             self.query_actions(actions);
         }
