@@ -7,9 +7,8 @@
 //!   [`RETRY`]; one it took is sent again when the node is back (it may have restarted and
 //!   forgotten it) and every [`REFRESH`] (plus up to [`REFRESH_SPREAD`], so that waits opened
 //!   together do not ask at once) until the node has said the job finished, so a wait
-//!   survives the awaited node's restart whether or not the waiting node noticed it. A job
-//!   that the restart itself interrupted there is not among what the node tells: its waits
-//!   run to their timeout.
+//!   survives the awaited node's restart whether or not the waiting node noticed it (a job
+//!   that the restart interrupted there is then answered "failed" from the node's cache).
 //! - [`Registrations`], the node waited on: who waits for which fingerprint (a prefix of it
 //!   is enough), once per wait whatever came twice, forgotten after [`FORGET`].
 

@@ -20,7 +20,7 @@ use coordination::{
     outbox::{self, Outbox},
 };
 use jobs::{
-    cache::Cache,
+    cache::{Cache, CachedState},
     components::OutputStream,
     executor::{ExecEvent, Executor, Outcome, ResultState, Work},
 };
@@ -35,7 +35,7 @@ pub use coordinate::NodeCoordinator;
 use crate::{
     control::WatchEvent,
     records::{JobRecord, NodeResult},
-    store::{Accepted, OutboxEntry, Store, StoredRun},
+    store::{Accepted, OutboxEntry, PendingJob, Store, StoredRun},
 };
 
 /// Largest job message (a run with many jobs, a batch of results with their output).
@@ -460,12 +460,19 @@ impl Actor {
                 run_id.clone(),
                 AcceptedRun {
                     originator: accepted.originator.clone(),
-                    pending: pending.iter().cloned().collect(),
+                    pending: pending.iter().map(|p| p.job_id.clone()).collect(),
                     accepted_unix_ms: accepted.accepted_unix_ms,
                     ack: Acknowledgement::default(),
                 },
             );
-            for job_id in &pending {
+            for job in pending {
+                // It failed here, as far as anyone asks: the cache says so (JOB_WAITs on it
+                // look there) and waiters registered since hear it.
+                if let Some(fp) = job.fingerprint {
+                    self.cache.record(&fp, &job.parent_id, CachedState::Failed);
+                    self.job_fingerprints.insert(job.job_id.clone(), fp);
+                }
+                let job_id = job.job_id;
                 let outcome = Outcome {
                     job_id: job_id.clone(),
                     state: ResultState::Failed,
@@ -1151,10 +1158,16 @@ impl Actor {
             return;
         }
         let mut pending = HashSet::new();
+        let mut pending_rows = Vec::new();
         let mut work_here = Vec::new();
         for (parent, jobs) in &work {
             for job in jobs {
                 pending.insert(job.job_id.clone());
+                pending_rows.push(PendingJob {
+                    job_id: job.job_id.clone(),
+                    fingerprint: Some(job.fingerprint),
+                    parent_id: parent.parent_id.clone(),
+                });
                 self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
                 self.job_fingerprints
                     .insert(job.job_id.clone(), job.fingerprint);
@@ -1191,7 +1204,7 @@ impl Actor {
                 stream: run.stream,
                 accepted_unix_ms,
             },
-            &pending.iter().cloned().collect::<Vec<_>>(),
+            &pending_rows,
         );
         self.accepted.insert(
             run.run_id.clone(),
@@ -1238,7 +1251,14 @@ impl Actor {
                     stream: false,
                     accepted_unix_ms: now_ms(),
                 },
-                &job_ids,
+                &job_ids
+                    .iter()
+                    .map(|job_id| PendingJob {
+                        job_id: job_id.clone(),
+                        fingerprint: None,
+                        parent_id: String::new(),
+                    })
+                    .collect::<Vec<_>>(),
             );
             self.accepted.insert(
                 run.run_id.clone(),

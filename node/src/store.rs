@@ -7,7 +7,7 @@
 //! | `runs`     | run id → [`StoredRun`]               | the originator  |
 //! | `outbox`   | `run/job` → [`OutboxEntry`]          | a target        |
 //! | `accepted` | run id → [`Accepted`]                | a target        |
-//! | `pending`  | `run/job` → (nothing)                | a target        |
+//! | `pending`  | `run/job` → [`PendingJob`]           | a target        |
 //! | `cache`    | see `jobs::cache`                    | a target        |
 //! | `query-values` | `job/peer` → [`QueryValue`]      | the originator  |
 //!
@@ -65,6 +65,16 @@ const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-v
 pub struct StoredRun {
     pub run: Run,
     pub finished: bool,
+}
+
+/// A job of an accepted run that has not finished here. Its fingerprint and parent let a
+/// restart record it failed (interrupted) in the cache, where JOB_WAITs look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingJob {
+    pub job_id: String,
+    /// `None` for rows written before fingerprints were kept, and for refused runs.
+    pub fingerprint: Option<jobs::Fingerprint>,
+    pub parent_id: String,
 }
 
 /// A target's value of a QUERY job's arg, as its originator keeps it.
@@ -302,11 +312,15 @@ impl Store {
     }
 
     /// Remembers an accepted run and its jobs, all pending (in one commit).
-    pub fn put_accepted(&self, run_id: &str, accepted: &Accepted, jobs: &[String]) {
+    pub fn put_accepted(&self, run_id: &str, accepted: &Accepted, jobs: &[PendingJob]) {
         let mut ops = Vec::with_capacity(jobs.len() + 1);
         ops.push(Op::Put(ACCEPTED, run_id.to_string(), encode(accepted)));
         for job in jobs {
-            ops.push(Op::Put(PENDING, format!("{run_id}/{job}"), Vec::new()));
+            ops.push(Op::Put(
+                PENDING,
+                format!("{run_id}/{}", job.job_id),
+                encode(job),
+            ));
         }
         self.send(Op::Batch(ops));
     }
@@ -344,8 +358,8 @@ impl Store {
     }
 
     /// Unfinished jobs of accepted runs, by run.
-    pub fn pending_jobs(&self) -> HashMap<String, Vec<String>> {
-        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    pub fn pending_jobs(&self) -> HashMap<String, Vec<PendingJob>> {
+        let mut out: HashMap<String, Vec<PendingJob>> = HashMap::new();
         let Ok(r) = self.db.begin_read() else {
             return out;
         };
@@ -355,9 +369,17 @@ impl Store {
         let Ok(iter) = t.iter() else { return out };
         for row in iter.flatten() {
             if let Some((run, job)) = row.0.value().split_once('/') {
-                out.entry(run.to_string())
-                    .or_default()
-                    .push(job.to_string());
+                // A row without a readable value (written before fingerprints were kept) still
+                // names its job.
+                let pending = ciborium::from_reader::<PendingJob, _>(row.1.value())
+                    .ok()
+                    .filter(|p| p.job_id == job)
+                    .unwrap_or_else(|| PendingJob {
+                        job_id: job.to_string(),
+                        fingerprint: None,
+                        parent_id: String::new(),
+                    });
+                out.entry(run.to_string()).or_default().push(pending);
             }
         }
         out
@@ -805,7 +827,13 @@ mod tests {
     fn an_accepted_run_and_a_finished_jobs_result_are_each_one_write() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let jobs: Vec<String> = (0..MAX_GROUP + 10).map(|i| format!("j{i}")).collect();
+        let jobs: Vec<PendingJob> = (0..MAX_GROUP + 10)
+            .map(|i| PendingJob {
+                job_id: format!("j{i}"),
+                fingerprint: Some(jobs::Fingerprint([i as u8; 32])),
+                parent_id: "p".into(),
+            })
+            .collect();
         let accepted = Accepted {
             originator: NodeId("o".into()),
             stream: false,
@@ -815,7 +843,10 @@ mod tests {
         store.job_finished("r", "j0", Some(&entry("j0")));
         store.job_finished("r", "j1", None);
         store.flush();
-        assert_eq!(store.pending_jobs()["r"].len(), MAX_GROUP + 8);
+        let pending = &store.pending_jobs()["r"];
+        assert_eq!(pending.len(), MAX_GROUP + 8);
+        // What was kept of each job comes back with it.
+        assert!(pending.iter().any(|p| p == &jobs[5]), "{:?}", &pending[..3]);
         let owed: Vec<String> = store
             .outbox()
             .into_iter()

@@ -1159,6 +1159,45 @@ fn a_job_wait_outlives_a_restart_of_the_node_it_waits_on() {
     assert!(info.contains("n3: success"), "{r}");
 }
 
+/// The job waited for is cut short by its node's crash: once restarted, that node reports it
+/// failed (interrupted), to its submitter and to the JOB_WAIT on it, which goes on at once
+/// instead of waiting out its timeout.
+#[test]
+fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let awaited = root.path().join("awaited.yaml");
+    std::fs::write(&awaited, "- targets: [n3]\n  jobs:\n  - RUN: sleep 30\n").unwrap();
+    let fp = fingerprint_of(&nodes[0], &awaited, "sleep 30");
+    let waiting = root.path().join("waiting.yaml");
+    let wait = format!("JOB_WAIT: {fp} --identity n3 --timeout 40");
+    std::fs::write(&waiting, format!("- targets: [n2]\n  jobs:\n  - {wait}\n")).unwrap();
+    for file in [&awaited, &waiting] {
+        let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // n3 runs the awaited job and has taken the wait when it crashes.
+    std::thread::sleep(Duration::from_secs(3));
+    nodes[2].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[2].restart();
+    let job_id = record(&records(&nodes[0]), &wait)["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = wait_for_record(&nodes, &job_id, "the JOB_WAIT never reported", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+    let info = r["results"]["n2"]["info"].as_str().unwrap_or_default();
+    assert!(info.contains("n3: failed"), "{r}");
+    let awaited = record(&records(&nodes[0]), "RUN: sleep 30").clone();
+    let info = awaited["results"]["n3"]["info"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(info.starts_with("interrupted"), "{awaited}");
+}
+
 #[test]
 fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     let root = root();
