@@ -14,7 +14,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    hash::{Hash, Hasher},
     time::{Duration, Instant},
 };
 
@@ -186,13 +185,16 @@ impl Waits {
 }
 
 /// How long after it was taken a registration is sent again: [`REFRESH`] plus a share of
-/// [`REFRESH_SPREAD`] drawn from the wait and the node (the same every time; no randomness,
-/// so the simulator stays deterministic).
+/// [`REFRESH_SPREAD`] drawn from the wait and the node (a hash: the same every time and with
+/// every build, so the simulator stays deterministic).
 fn refresh_after(wait_id: &str, node: &NodeId) -> Duration {
-    let mut h = std::hash::DefaultHasher::new();
-    (wait_id, &node.0).hash(&mut h);
+    let mut h = blake3::Hasher::new();
+    h.update(wait_id.as_bytes());
+    h.update(&[0]);
+    h.update(node.0.as_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]);
     let spread = REFRESH_SPREAD.as_millis() as u64;
-    REFRESH + Duration::from_millis(h.finish() % spread.max(1))
+    REFRESH + Duration::from_millis(u64::from_le_bytes(bytes) % spread.max(1))
 }
 
 struct Registered {

@@ -376,11 +376,8 @@ impl Originator {
     /// A target written off comes back within the window: it gets its runs again (tracked and
     /// resent like any unacknowledged target); its real results replace `unreachable`.
     fn back(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
-        let Some(list) = self.written_off.remove(&node) else {
-            return vec![];
-        };
         let mut actions = Vec::new();
-        for w in list {
+        for w in self.written_off.remove(&node).unwrap_or_default() {
             if now.duration_since(w.at) >= self.config.written_off_for {
                 continue;
             }
@@ -399,6 +396,24 @@ impl Originator {
                 node: node.clone(),
                 run: Arc::clone(&t.run),
             });
+        }
+        // A target that acknowledged and still owes results may have restarted (it is back
+        // without having been written off): an acknowledgement it sent before the run was on
+        // its disk does not survive that. It gets the run again, tracked until it acknowledges
+        // once more; a target that has the run refuses it as a duplicate and only answers.
+        if node != self.local {
+            for t in self.runs.values_mut() {
+                let owes = t.missing.iter().any(|(_, n)| *n == node);
+                if owes && !t.unacked.contains(&node) {
+                    t.unacked.insert(node.clone());
+                    t.sent_directly.insert(node.clone());
+                    t.resend_at = t.resend_at.min(now + self.config.first_resend);
+                    actions.push(Action::Deliver {
+                        node: node.clone(),
+                        run: Arc::clone(&t.run),
+                    });
+                }
+            }
         }
         actions
     }
@@ -580,6 +595,45 @@ mod tests {
         );
         // Back once more: nothing is owed any more.
         assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    }
+
+    #[test]
+    fn a_target_that_restarted_owing_results_gets_the_run_again() {
+        let t0 = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+        o.handle(
+            Input::Acked {
+                run_id: "r1".into(),
+                node: node("a"),
+            },
+            t0,
+        );
+        o.handle(
+            Input::Acked {
+                run_id: "r1".into(),
+                node: node("b"),
+            },
+            t0,
+        );
+        o.handle(result("j0", "b"), t0);
+        // a restarted (seen again with a new incarnation, never written off): it owes j0.
+        let a = o.handle(Input::NodeBack(node("a")), t0);
+        assert!(
+            matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("a")),
+            "{a:?}"
+        );
+        // b owes nothing; a, once it acknowledges again, is not sent it once more.
+        assert!(o.handle(Input::NodeBack(node("b")), t0).is_empty());
+        o.handle(
+            Input::Acked {
+                run_id: "r1".into(),
+                node: node("a"),
+            },
+            t0,
+        );
+        let later = t0 + Duration::from_secs(60);
+        assert!(o.handle(Input::Tick, later).is_empty());
     }
 
     #[test]

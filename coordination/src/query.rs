@@ -98,8 +98,7 @@ impl Queries {
     }
 
     /// Starts collecting values of the arg `name` (when known) for `job_id`, expecting every
-    /// target that has not reported it; `since` is when the job was submitted (a collection
-    /// goes [`KEEP_FOR`] after it).
+    /// target that has not reported it; a collection goes [`KEEP_FOR`] after `since`.
     pub fn open(
         &mut self,
         job_id: &str,
@@ -274,7 +273,7 @@ impl Queries {
             return vec![];
         }
         // No value at all: no target's job waits for an aggregate.
-        if c.name.is_none() {
+        if c.values.is_empty() {
             self.collections.remove(job_id);
             return vec![];
         }
@@ -407,6 +406,16 @@ mod tests {
         q.value("j", &n("a"), "x".into(), json!(1), t0);
         let a = q.value("j", &n("b"), "x".into(), json!(2), t0);
         assert_eq!(sent(&a)[0].1, json!({"a": {"x": 1}, "b": {"x": 2}}));
+    }
+
+    #[test]
+    fn a_query_without_any_value_sends_nothing_and_goes() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b"]), t0);
+        assert!(q.ended_without_value("j", &n("a")).is_empty());
+        assert!(q.node_gone(&n("b")).is_empty());
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -467,8 +467,10 @@ impl Actor {
             );
             for job in pending {
                 // It failed here, as far as anyone asks: the cache says so (JOB_WAITs on it
-                // look there) and waiters registered since hear it.
-                if let Some(fp) = job.fingerprint {
+                // look there), unless an earlier run of the same job is cached finished.
+                if let Some(fp) = job.fingerprint
+                    && self.cache.finished_state(&fp.to_hex()).is_none()
+                {
                     self.cache.record(&fp, &job.parent_id, CachedState::Failed);
                     self.job_fingerprints.insert(job.job_id.clone(), fp);
                 }
@@ -487,6 +489,9 @@ impl Actor {
                 self.finished(outcome);
             }
         }
+        // What the loop above recorded (interrupted jobs of this node's own runs) is read
+        // back below: on disk first.
+        self.store.flush();
         for run in self.store.unfinished_runs() {
             let mut reported = Vec::new();
             let mut acked = HashSet::new();
@@ -724,6 +729,7 @@ impl Actor {
             }
             Input::Purge { done } => {
                 self.records.clear();
+                self.cross.purge_queries();
                 let _ = done.send(());
             }
             Input::QueryLocal {

@@ -443,6 +443,11 @@ impl Store {
         all
     }
 
+    /// A run this node submitted, finished or not.
+    pub fn run(&self, run_id: &str) -> Option<StoredRun> {
+        self.get(RUNS, run_id)
+    }
+
     pub fn unfinished_runs(&self) -> Vec<Run> {
         self.all::<StoredRun>(RUNS)
             .into_iter()

@@ -203,6 +203,11 @@ enum Event {
         node: usize,
         epoch: u32,
     },
+    /// The submitter hears a node's new start (its presence, a gossip hop away) while it had
+    /// not written it off: a target that owes results gets the run again.
+    Restarted {
+        node: usize,
+    },
     /// A QUERY message that failed, sent again.
     Retry {
         from: usize,
@@ -561,8 +566,9 @@ impl Sim {
                 Component::Query { .. }
             )
         });
+        // (A job id of the real length, not drawn: the other scenarios' draws stay as they were.)
         let query_value_bytes = cbor_len(&JobMessage::QueryValue {
-            job_id: uuid_like(&mut rng),
+            job_id: "00000000-0000-0000-0000-000000000000".into(),
             node: ids[submitter].clone(),
             name: QUERY_ARG.into(),
             value: serde_json::json!("token-1234567"),
@@ -763,6 +769,13 @@ impl Sim {
             Event::SendAck { node, epoch } => {
                 if self.nodes[node].epoch == epoch && self.nodes[node].alive {
                     self.request(node, self.submitter, Body::Ack);
+                }
+            }
+            Event::Restarted { node } => {
+                if self.nodes[node].alive && !self.written_off[node] {
+                    let back = originator::Input::NodeBack(self.ids[node].clone());
+                    let actions = self.originator.handle(back, self.instant());
+                    self.originator_actions(actions);
                 }
             }
             Event::Retry {
@@ -1723,6 +1736,10 @@ impl Sim {
         if !self.crosses_partition(node, self.submitter) {
             self.down_since[node] = None;
             self.heard_again(node);
+            if !self.written_off[node] && node != self.submitter {
+                let at = self.now + self.latency();
+                self.schedule(at, Event::Restarted { node });
+            }
         }
         let now = self.instant();
         for result in self.nodes[node].undelivered.clone() {

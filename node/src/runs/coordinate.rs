@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coordination::{JobMessage, JobReply, NodeId, Run};
+use coordination::{JobMessage, JobReply, NodeId};
 use jobs::{
     Component,
     components::{BoxFuture, Coordinator},
@@ -65,6 +65,11 @@ impl CrossNode {
     /// Nothing in progress: no query collected, no wait registering or waiting.
     pub(super) fn is_idle(&self) -> bool {
         self.queries.is_empty() && self.query_waiters.is_empty() && self.waits.is_empty()
+    }
+
+    /// Forgets every QUERY collection (`manage --purge-jobs`: their records are gone).
+    pub(super) fn purge_queries(&mut self) {
+        self.queries = Default::default();
     }
 
     /// Forgets QUERY jobs here that gave up waiting (timed out).
@@ -205,20 +210,25 @@ impl Actor {
     }
 
     /// Originator side: whether values of the QUERY job `job_id` are collected, opening the
-    /// collection from its record if need be (the arg from its run when that is at hand);
-    /// false for a job this node does not track or that is not a QUERY.
-    fn query_open(&mut self, job_id: &str, runs: &[&Run]) -> bool {
+    /// collection from its record if need be (the arg from its run); false for a job this
+    /// node does not track or that is not a QUERY.
+    fn query_open(&mut self, job_id: &str) -> bool {
         if self.cross.queries.is_open(job_id) {
             return true;
         }
         let Some(record) = self.query_record(job_id) else {
             return false;
         };
-        let arg = runs
-            .iter()
-            .copied()
-            .chain(self.open_runs.get(&record.run_id))
-            .filter(|run| run.run_id == record.run_id)
+        let stored;
+        let run = match self.open_runs.get(&record.run_id) {
+            Some(run) => Some(run),
+            None => {
+                stored = self.store.run(&record.run_id);
+                stored.as_ref().map(|s| &s.run)
+            }
+        };
+        let arg = run
+            .into_iter()
             .flat_map(|run| run.parents.iter().flat_map(|p| &p.jobs))
             .find(|job| job.job_id == job_id)
             .and_then(|job| match &job.spec.component {
@@ -237,11 +247,9 @@ impl Actor {
                     .is_some_and(|r| !r.info.starts_with("unreachable:")),
             })
             .collect();
-        // Kept an hour after the submit, whatever restarts came between.
-        let age = Duration::from_millis(super::now_ms().saturating_sub(record.created_unix_ms));
-        let now = Instant::now();
-        let since = now.checked_sub(age).unwrap_or(now);
-        self.cross.queries.open(job_id, arg, targets, since);
+        self.cross
+            .queries
+            .open(job_id, arg, targets, Instant::now());
         true
     }
 
@@ -299,8 +307,6 @@ impl Actor {
         if kept.is_empty() {
             return;
         }
-        let runs = self.store.unfinished_runs();
-        let runs: Vec<&Run> = runs.iter().collect();
         let mut by_job: BTreeMap<String, Vec<QueryValue>> = BTreeMap::new();
         for v in kept {
             by_job.entry(v.job_id.clone()).or_default().push(v);
@@ -309,7 +315,7 @@ impl Actor {
             let over = self
                 .query_record(&job_id)
                 .is_none_or(|r| r.reported_by_all());
-            if over || !self.query_open(&job_id, &runs) {
+            if over || !self.query_open(&job_id) {
                 self.cross.queries.over(&job_id);
                 for v in values {
                     self.store.delete_query_value(&job_id, &v.node);
@@ -317,6 +323,16 @@ impl Actor {
                 continue;
             }
             for v in values {
+                // Of another arg (kept by an older version): not this QUERY's.
+                if self
+                    .cross
+                    .queries
+                    .arg(&job_id)
+                    .is_some_and(|arg| arg != v.name)
+                {
+                    self.store.delete_query_value(&job_id, &v.node);
+                    continue;
+                }
                 let actions =
                     self.cross
                         .queries
@@ -340,7 +356,7 @@ impl Actor {
         name: String,
         value: Value,
     ) -> Result<(), String> {
-        if !self.query_open(&job_id, &[]) {
+        if !self.query_open(&job_id) {
             debug!(job = %job_id, "query value for a job this node does not track");
             return Ok(());
         }
@@ -357,10 +373,13 @@ impl Actor {
             .value(&job_id, &node, name, value, Instant::now());
         self.query_actions(actions);
         // A value that comes after every target reported (a --no-wait result that overtook
-        // it, or an answer lost on the way) is not kept.
-        if self
-            .query_record(&job_id)
-            .is_some_and(|r| r.reported_by_all())
+        // it, or an answer lost on the way) is not kept. (A record still in memory is still
+        // waiting for results.)
+        if !self.records.contains_key(&job_id)
+            && self
+                .store
+                .record(&job_id)
+                .is_some_and(|r| r.reported_by_all())
         {
             self.query_over(&job_id);
         }
@@ -377,7 +396,7 @@ impl Actor {
     /// Originator side: the QUERY job `job_id` ended on `node` without success (it failed,
     /// was purged, or never ran after its parent failed there): no value will come from it.
     pub(super) fn query_ended_without_value(&mut self, job_id: &str, node: &NodeId) {
-        if self.query_open(job_id, &[]) {
+        if self.query_open(job_id) {
             let actions = self.cross.queries.ended_without_value(job_id, node);
             self.query_actions(actions);
         }
