@@ -524,6 +524,40 @@ fn wait_for_record(
     }
 }
 
+/// Waits up to 60 s until the submitter's record of the job written as `definition` satisfies
+/// `done` (see [`wait_for_record`]).
+fn wait_for_job(
+    nodes: &[Daemon],
+    definition: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let job_id = record(&records(&nodes[0]), definition)["job_id"]
+        .as_str()
+        .expect("a record has a job id")
+        .to_string();
+    wait_for_record(nodes, &job_id, what, done)
+}
+
+/// Kills the daemon with -9 and starts it again at once, like a crash and a quick restart.
+fn crash_and_restart(d: &mut Daemon) {
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+}
+
+/// The JOB_WAIT job `wait` (targeted at n2, waiting on n3) reported success on n2, having heard
+/// `heard` ("n3: success") from n3; its record.
+fn job_wait_heard(nodes: &[Daemon], wait: &str, heard: &str) -> Value {
+    let r = wait_for_job(nodes, wait, "the JOB_WAIT never reported", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+    let info = r["results"]["n2"]["info"].as_str().unwrap_or_default();
+    assert!(info.contains(heard), "{r}");
+    r
+}
+
 #[test]
 fn a_submitter_restarted_mid_run_still_gets_every_result() {
     let root = root();
@@ -1142,21 +1176,10 @@ fn a_job_wait_outlives_a_restart_of_the_node_it_waits_on() {
     // n3 takes the registration at once (or within a 2 s retry), then crashes and comes back
     // without it.
     std::thread::sleep(Duration::from_secs(3));
-    nodes[2].kill9();
-    std::thread::sleep(Duration::from_millis(300));
-    nodes[2].restart();
+    crash_and_restart(&mut nodes[2]);
     let o = nodes[0].cli(&["orchestrate", awaited.to_str().unwrap(), "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
-    let job_id = record(&records(&nodes[0]), &wait)["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = wait_for_record(&nodes, &job_id, "the JOB_WAIT never reported", |r| {
-        r["results"]["n2"].is_object()
-    });
-    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
-    let info = r["results"]["n2"]["info"].as_str().unwrap_or_default();
-    assert!(info.contains("n3: success"), "{r}");
+    let r = job_wait_heard(&nodes, &wait, "n3: success");
     // n2 registered again as soon as it saw n3's new incarnation, not at its next refresh.
     let done_at =
         record(&records(&nodes[0]), "RUN: echo awaited")["results"]["n3"]["finished_unix_ms"]
@@ -1189,24 +1212,9 @@ fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
     }
     // n3 runs the awaited job and has taken the wait when it crashes.
     std::thread::sleep(Duration::from_secs(3));
-    nodes[2].kill9();
-    std::thread::sleep(Duration::from_millis(300));
-    nodes[2].restart();
-    let job_id = record(&records(&nodes[0]), &wait)["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = wait_for_record(&nodes, &job_id, "the JOB_WAIT never reported", |r| {
-        r["results"]["n2"].is_object()
-    });
-    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
-    let info = r["results"]["n2"]["info"].as_str().unwrap_or_default();
-    assert!(info.contains("n3: failed"), "{r}");
-    let awaited_id = record(&records(&nodes[0]), "RUN: sleep 30")["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let awaited = wait_for_record(&nodes, &awaited_id, "n3 never reported", |r| {
+    crash_and_restart(&mut nodes[2]);
+    job_wait_heard(&nodes, &wait, "n3: failed");
+    let awaited = wait_for_job(&nodes, "RUN: sleep 30", "n3 never reported", |r| {
         r["results"]["n3"].is_object()
     });
     let info = awaited["results"]["n3"]["info"]
@@ -1432,14 +1440,8 @@ fn a_query_outlives_a_restart_of_its_submitter() {
     // n1's and n2's values are in (and on disk) within a second; n3 sends its own after a
     // 6 s sleep, by when the submitter has crashed and is back.
     std::thread::sleep(Duration::from_secs(3));
-    nodes[0].kill9();
-    std::thread::sleep(Duration::from_millis(300));
-    nodes[0].restart();
-    let job_id = record(&records(&nodes[0]), count)["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = wait_for_record(&nodes, &job_id, "the last job never reported thrice", |r| {
+    crash_and_restart(&mut nodes[0]);
+    let r = wait_for_job(&nodes, count, "the last job never reported thrice", |r| {
         r["results"].as_object().is_some_and(|m| m.len() == 3)
     });
     for n in ["n2", "n3"] {
