@@ -152,7 +152,8 @@ impl Queries {
         let Some(node_name) = c.names.get(node).cloned() else {
             return vec![];
         };
-        // The first value names the arg; a value of another arg is not this QUERY's.
+        // A value of another arg than the one collected (the job's, else the first value's)
+        // is not this QUERY's.
         if c.name.as_ref().is_some_and(|n| *n != name) {
             return vec![];
         }

@@ -782,6 +782,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_row_without_a_value_still_names_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        // As an older version wrote it: the key alone; and one that cannot be read.
+        store.send(Op::Put(PENDING, "r/j1".into(), Vec::new()));
+        store.send(Op::Put(PENDING, "r/j2".into(), vec![0xff, 0x00]));
+        store.flush();
+        let mut pending = store.pending_jobs()["r"].clone();
+        pending.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        let ids: Vec<&str> = pending.iter().map(|p| p.job_id.as_str()).collect();
+        assert_eq!(ids, ["j1", "j2"]);
+        assert!(pending.iter().all(|p| p.fingerprint.is_none()));
+    }
+
+    #[test]
     fn query_values_survive_a_reopen_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
