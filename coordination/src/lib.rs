@@ -21,6 +21,6 @@ pub mod query;
 pub mod transfer;
 
 pub use message::{
-    InlineBlob, JobEntry, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Parent, Run,
-    TargetKey, TargetKeys,
+    Gossip, InlineBlob, JobEntry, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Parent,
+    Run, TargetKey, TargetKeys,
 };

@@ -51,6 +51,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What is gossiped on the jobs topic, signed by the node that published it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Gossip {
+    /// Originator → every node: a run (each node takes the jobs that target it).
+    Run(Box<Run>),
+    /// Originator → the targets of a QUERY job: every target's value, as
+    /// [`JobMessage::QueryResult`] carries it; each target says it has it with
+    /// [`JobMessage::QueryTaken`].
+    QuerySet {
+        job_id: String,
+        aggregate: serde_json::Value,
+    },
+}
+
 /// A small file carried inside a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InlineBlob {
@@ -306,6 +320,13 @@ pub enum JobMessage {
     QueryResult {
         job_id: String,
         aggregate: serde_json::Value,
+    },
+    /// Target → originator: this node has the gossiped set of a QUERY job, with `values`
+    /// values (it needs no direct copy).
+    QueryTaken {
+        job_id: String,
+        node: NodeId,
+        values: u64,
     },
     /// Waiter → node: say when the job with this fingerprint (or prefix) has finished here.
     WaitFor {

@@ -1,6 +1,11 @@
 //! The originator's side of QUERY: collecting each target's value of an arg and sending all
 //! of them, as `{"query": {node: {NAME: value}}}`, to every target.
 //!
+//! The set holds every target's value, so it is gossiped ([`Action::Spread`]) rather than
+//! sent to each target: sending it directly costs the originator N sets of N values. Each
+//! target says it has it ([`Queries::taken`]); those that have not said so after
+//! [`GOSSIP_GRACE`] (gossip missed them) get it directly ([`Action::Send`]).
+//!
 //! An aggregate goes out once every target has sent its value, left (or expired), or reported
 //! the QUERY job ended without one. Targets that left get no partial aggregate: it would reach
 //! them when they are back, ahead of the larger one their own late value brings about. A value
@@ -28,6 +33,10 @@ use crate::NodeId;
 pub const LATE_VALUES_WAIT: Duration = Duration::from_millis(500);
 /// A collection is dropped after this long whatever happens.
 pub const KEEP_FOR: Duration = Duration::from_secs(3600);
+/// Targets that have not said they have a gossiped set this long after it went out get it
+/// directly. Gossip reaches 99 % of ten thousand nodes within half a second (docs/scaling.md)
+/// and a miss is repaired by gossip's own IHAVE/IWANT at its next heartbeat (0.7 s).
+pub const GOSSIP_GRACE: Duration = Duration::from_secs(2);
 
 /// One target of a QUERY job, as the job's record has it.
 #[derive(Debug, Clone)]
@@ -43,6 +52,14 @@ pub struct Target {
 /// What the node does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Gossip `aggregate` (the QueryResult of `job_id`) to the mesh, for `to`; each of them
+    /// says when it has it ([`Queries::taken`]), and the rest get it directly after
+    /// [`GOSSIP_GRACE`]. If it cannot be gossiped, say so with [`Queries::not_gossiped`].
+    Spread {
+        job_id: String,
+        to: Vec<NodeId>,
+        aggregate: Value,
+    },
     /// Send `aggregate` (the QueryResult of `job_id`) to each of `to`.
     Send {
         job_id: String,
@@ -73,9 +90,18 @@ struct Collection {
     expected: HashSet<NodeId>,
     /// Targets that left or expired, until they are back.
     gone: HashSet<NodeId>,
+    /// Targets whose QUERY job ended without a value: their parent stopped there, so they
+    /// are not waited on to take the set.
+    without_value: HashSet<NodeId>,
     values: BTreeMap<String, Value>,
     /// An aggregate went out.
     spread: bool,
+    /// Targets that have not said they have the last gossiped set, and when the rest get it
+    /// directly.
+    unconfirmed: HashSet<NodeId>,
+    confirm_by: Option<Instant>,
+    /// How many values the last gossiped set holds.
+    spread_values: usize,
     /// When the values that came after the aggregate go out.
     respread_at: Option<Instant>,
     since: Instant,
@@ -122,8 +148,12 @@ impl Queries {
                 .collect(),
             targets: targets.into_iter().map(|t| t.node).collect(),
             gone: HashSet::new(),
+            without_value: HashSet::new(),
             values: BTreeMap::new(),
             spread: false,
+            unconfirmed: HashSet::new(),
+            confirm_by: None,
+            spread_values: 0,
             respread_at: None,
             since,
         };
@@ -177,17 +207,43 @@ impl Queries {
             }
             return actions;
         }
-        actions.extend(self.spread_if_complete(job_id));
+        actions.extend(self.spread_if_complete(job_id, now));
         actions
+    }
+
+    /// `node` has the gossiped set of `job_id` with `values` values: it needs no direct copy
+    /// of it (a copy of an older, smaller set does not count).
+    pub fn taken(&mut self, job_id: &str, node: &NodeId, values: usize) {
+        if let Some(c) = self.collections.get_mut(job_id)
+            && values >= c.spread_values
+        {
+            c.unconfirmed.remove(node);
+        }
+    }
+
+    /// The set of `job_id` could not be gossiped (too large, or no peer to gossip to): every
+    /// target that has not said it has it gets it directly now.
+    pub fn not_gossiped(&mut self, job_id: &str) -> Vec<Action> {
+        match self.collections.get_mut(job_id) {
+            Some(c) => send_unconfirmed(job_id, c),
+            None => vec![],
+        }
     }
 
     /// `node`'s QUERY job of `job_id` ended without a value (failed, or never ran after its
     /// parent failed there): nobody waits for one.
-    pub fn ended_without_value(&mut self, job_id: &str, node: &NodeId) -> Vec<Action> {
+    pub fn ended_without_value(
+        &mut self,
+        job_id: &str,
+        node: &NodeId,
+        now: Instant,
+    ) -> Vec<Action> {
         match self.collections.get_mut(job_id) {
             Some(c) => {
                 c.expected.remove(node);
-                self.spread_if_complete(job_id)
+                c.without_value.insert(node.clone());
+                c.unconfirmed.remove(node);
+                self.spread_if_complete(job_id, now)
             }
             None => vec![],
         }
@@ -195,7 +251,7 @@ impl Queries {
 
     /// `node` left or expired: its value is not waited for, and it gets no aggregate until
     /// it is back.
-    pub fn node_gone(&mut self, node: &NodeId) -> Vec<Action> {
+    pub fn node_gone(&mut self, node: &NodeId, now: Instant) -> Vec<Action> {
         let jobs: Vec<String> = self
             .collections
             .iter_mut()
@@ -203,11 +259,12 @@ impl Queries {
             .map(|(job, c)| {
                 c.gone.insert(node.clone());
                 c.expected.remove(node);
+                c.unconfirmed.remove(node);
                 job.clone()
             })
             .collect();
         jobs.iter()
-            .flat_map(|job| self.spread_if_complete(job))
+            .flat_map(|job| self.spread_if_complete(job, now))
             .collect()
     }
 
@@ -224,7 +281,8 @@ impl Queries {
         actions
     }
 
-    /// Sends the larger aggregates that are due; forgets collections older than [`KEEP_FOR`].
+    /// Sends the larger aggregates that are due and the direct copies of gossiped sets whose
+    /// grace is over; forgets collections older than [`KEEP_FOR`].
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         let old: Vec<String> = self
             .collections
@@ -233,6 +291,11 @@ impl Queries {
             .map(|(job, _)| job.clone())
             .collect();
         let mut actions: Vec<Action> = old.iter().flat_map(|job| self.over(job)).collect();
+        for (job, c) in &mut self.collections {
+            if c.confirm_by.is_some_and(|at| at <= now) {
+                actions.extend(send_unconfirmed(job, c));
+            }
+        }
         let due: Vec<String> = self
             .collections
             .iter_mut()
@@ -243,7 +306,7 @@ impl Queries {
                 job.clone()
             })
             .collect();
-        actions.extend(due.iter().flat_map(|job| self.spread_if_complete(job)));
+        actions.extend(due.iter().flat_map(|job| self.spread_if_complete(job, now)));
         actions
     }
 
@@ -265,8 +328,9 @@ impl Queries {
         }
     }
 
-    /// Once nothing is awaited, every target not gone gets what was collected.
-    fn spread_if_complete(&mut self, job_id: &str) -> Vec<Action> {
+    /// Once nothing is awaited, every target not gone gets what was collected: gossiped when
+    /// more than one does.
+    fn spread_if_complete(&mut self, job_id: &str, now: Instant) -> Vec<Action> {
         let Some(c) = self.collections.get_mut(job_id) else {
             return vec![];
         };
@@ -279,29 +343,70 @@ impl Queries {
             return vec![];
         }
         c.spread = true;
-        let to = c
+        let to: Vec<NodeId> = c
             .targets
             .iter()
             .filter(|t| !c.gone.contains(*t))
             .cloned()
             .collect();
-        aggregate(job_id, c, to).into_iter().collect()
+        if to.len() < 2 {
+            return aggregate(job_id, c, to).into_iter().collect();
+        }
+        let Some(aggregate) = aggregate_of(c) else {
+            return vec![];
+        };
+        c.unconfirmed = to
+            .iter()
+            .filter(|t| !c.without_value.contains(*t))
+            .cloned()
+            .collect();
+        c.confirm_by = Some(now + GOSSIP_GRACE);
+        c.spread_values = c.values.len();
+        vec![Action::Spread {
+            job_id: job_id.to_string(),
+            to,
+            aggregate,
+        }]
     }
 }
 
-/// The aggregate of what `c` collected, for `to`.
+/// The last gossiped set of `c`, directly to every target that has not said it has it.
+fn send_unconfirmed(job_id: &str, c: &mut Collection) -> Vec<Action> {
+    c.confirm_by = None;
+    let mut to: Vec<NodeId> = c.unconfirmed.drain().collect();
+    if to.is_empty() {
+        return vec![];
+    }
+    to.sort();
+    aggregate(job_id, c, to).into_iter().collect()
+}
+
+/// The aggregate of what `c` collected, sent directly to `to`.
 fn aggregate(job_id: &str, c: &Collection, to: Vec<NodeId>) -> Option<Action> {
+    Some(Action::Send {
+        job_id: job_id.to_string(),
+        to,
+        aggregate: aggregate_of(c)?,
+    })
+}
+
+/// `{"query": {node: {NAME: value}}}` of what `c` collected (none before the arg is known).
+fn aggregate_of(c: &Collection) -> Option<Value> {
     let name = c.name.as_ref()?;
     let per_node: serde_json::Map<String, Value> = c
         .values
         .iter()
         .map(|(node, value)| (node.clone(), serde_json::json!({ name.clone(): value })))
         .collect();
-    Some(Action::Send {
-        job_id: job_id.to_string(),
-        to,
-        aggregate: serde_json::json!({ "query": per_node }),
-    })
+    Some(serde_json::json!({ "query": per_node }))
+}
+
+/// How many values a set holds (what [`Queries::taken`] is told).
+pub fn values_in(aggregate: &Value) -> usize {
+    aggregate
+        .get("query")
+        .and_then(Value::as_object)
+        .map_or(0, serde_json::Map::len)
 }
 
 #[cfg(test)]
@@ -329,7 +434,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Send { to, aggregate, .. } => {
+                Action::Send { to, aggregate, .. } | Action::Spread { to, aggregate, .. } => {
                     Some((to.clone(), aggregate["query"].clone()))
                 }
                 _ => None,
@@ -378,6 +483,88 @@ mod tests {
         assert!(q.is_empty());
     }
 
+    /// Who gets the set directly, in order.
+    fn direct(actions: &[Action]) -> Vec<Vec<NodeId>> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_set_is_gossiped_and_sent_directly_only_to_targets_it_missed() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c", "d"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        q.value("j", &n("c"), "x".into(), json!(3), t0);
+        let a = q.ended_without_value("j", &n("d"), t0);
+        let Some(Action::Spread { to, aggregate, .. }) = a.first() else {
+            panic!("not gossiped: {a:?}");
+        };
+        assert_eq!(to, &vec![n("a"), n("b"), n("c"), n("d")]);
+        assert_eq!(values_in(aggregate), 3);
+        assert!(direct(&a).is_empty());
+        q.taken("j", &n("a"), 3);
+        // A copy of a smaller set does not count; not a target: ignored.
+        q.taken("j", &n("b"), 2);
+        q.taken("j", &n("z"), 3);
+        assert!(q.tick(t0 + GOSSIP_GRACE / 2).is_empty());
+        // b and c did not say they have it; d, whose job ended without a value, is not
+        // waited on.
+        let a = q.tick(t0 + GOSSIP_GRACE);
+        assert_eq!(direct(&a), vec![vec![n("b"), n("c")]]);
+        assert!(q.tick(t0 + GOSSIP_GRACE * 3).is_empty());
+    }
+
+    #[test]
+    fn a_set_that_cannot_be_gossiped_goes_directly_at_once() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        let a = q.value("j", &n("c"), "x".into(), json!(3), t0);
+        assert!(matches!(a.last(), Some(Action::Spread { .. })));
+        q.taken("j", &n("c"), 3);
+        let a = q.not_gossiped("j");
+        assert_eq!(direct(&a), vec![vec![n("a"), n("b")]]);
+        assert_eq!(
+            sent(&a)[0].1,
+            json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
+        );
+        assert!(q.tick(t0 + GOSSIP_GRACE).is_empty());
+    }
+
+    #[test]
+    fn a_larger_set_is_gossiped_again_and_waits_for_new_word() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        q.node_gone(&n("c"), t0);
+        q.taken("j", &n("a"), 2);
+        q.taken("j", &n("b"), 2);
+        // c is back with its value: after the wait, everyone gets the larger set by gossip.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(q.value("j", &n("c"), "x".into(), json!(3), t1).len() == 1);
+        let a = q.tick(t1 + LATE_VALUES_WAIT);
+        let Some(Action::Spread { to, aggregate, .. }) = a.first() else {
+            panic!("not gossiped: {a:?}");
+        };
+        assert_eq!((to.len(), values_in(aggregate)), (3, 3));
+        // Word of the smaller set does not count for the larger one.
+        q.taken("j", &n("a"), 2);
+        q.taken("j", &n("c"), 3);
+        let a = q.tick(t1 + LATE_VALUES_WAIT + GOSSIP_GRACE);
+        assert_eq!(direct(&a), vec![vec![n("a"), n("b")]]);
+    }
+
     #[test]
     fn everyone_gets_every_value_once_all_came() {
         let t0 = Instant::now();
@@ -414,8 +601,8 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", Some("x".into()), targets(&["a", "b"]), t0);
-        assert!(q.ended_without_value("j", &n("a")).is_empty());
-        assert!(q.node_gone(&n("b")).is_empty());
+        assert!(q.ended_without_value("j", &n("a"), t0).is_empty());
+        assert!(q.node_gone(&n("b"), t0).is_empty());
         assert!(q.is_empty());
     }
 
@@ -425,7 +612,7 @@ mod tests {
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b"]), t0);
         q.value("j", &n("a"), "x".into(), json!(1), t0);
-        let a = q.ended_without_value("j", &n("b"));
+        let a = q.ended_without_value("j", &n("b"), t0);
         assert_eq!(
             sent(&a),
             vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}}))]
@@ -439,8 +626,8 @@ mod tests {
         q.open("j", None, targets(&["a", "b", "c"]), t0);
         q.value("j", &n("a"), "x".into(), json!(1), t0);
         // b and c are cut off: a goes on with what it has; they get nothing yet.
-        assert!(q.node_gone(&n("b")).is_empty());
-        let a = q.node_gone(&n("c"));
+        assert!(q.node_gone(&n("b"), t0).is_empty());
+        let a = q.node_gone(&n("c"), t0);
         assert_eq!(sent(&a), vec![(vec![n("a")], json!({"a": {"x": 1}}))]);
         // Back, without a value yet: nothing is sent to them.
         assert!(q.node_back(&n("b")).is_empty());
@@ -465,7 +652,7 @@ mod tests {
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b"]), t0);
         q.value("j", &n("b"), "x".into(), json!(2), t0);
-        q.node_gone(&n("b"));
+        q.node_gone(&n("b"), t0);
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
         assert_eq!(sent(&a)[0].0, vec![n("a")]);
         let a = q.node_back(&n("b"));

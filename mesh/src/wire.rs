@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The version every envelope carries. A node rejects envelopes of another version with a clear
 /// error instead of misreading them. Version 2: runs name their targets by key. Version 3: a blob
-/// chunk travels as raw bytes after a small head ([`BlobHead`]).
-pub const WIRE_VERSION: u16 = 3;
+/// chunk travels as raw bytes after a small head ([`BlobHead`]). Version 4: the jobs topic
+/// carries runs and QUERY sets (an enum around the run).
+pub const WIRE_VERSION: u16 = 4;
 
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).

@@ -14,7 +14,7 @@ use std::{
 };
 
 use coordination::{
-    JobMessage, JobReply, JobResult, NodeId, OutputBatch, Run, TargetKey,
+    Gossip, JobMessage, JobReply, JobResult, NodeId, OutputBatch, Run, TargetKey,
     acknowledgement::Acknowledgement,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
@@ -578,16 +578,23 @@ impl Actor {
                 events,
                 flushed,
             } => self.watch(job_ids, output, events, flushed),
-            Input::Announce { source, data } => match wire::decode::<Run>(&data, MAX_JOB_MESSAGE) {
-                Ok(run) if run.originator.0 == source.to_string() => match run.invalid_id() {
-                    Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
-                    None => self.accept(Arc::new(run), true),
-                },
-                Ok(run) => {
-                    warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
+            Input::Announce { source, data } => {
+                match wire::decode::<Gossip>(&data, MAX_JOB_MESSAGE) {
+                    Ok(Gossip::Run(run)) if run.originator.0 == source.to_string() => {
+                        match run.invalid_id() {
+                            Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
+                            None => self.accept(Arc::new(*run), true),
+                        }
+                    }
+                    Ok(Gossip::Run(run)) => {
+                        warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
+                    }
+                    Ok(Gossip::QuerySet { job_id, aggregate }) => {
+                        self.query_set_gossiped(NodeId(source.to_string()), job_id, aggregate)
+                    }
+                    Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
                 }
-                Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
-            },
+            }
             Input::Request { peer, data, token } => {
                 let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
                     Ok(msg) => {
@@ -848,7 +855,8 @@ impl Actor {
                     }
                     let mut copy = run.compact();
                     copy.originator_start = self.start;
-                    let Ok(bytes) = wire::encode(&copy, wire::MAX_GOSSIP_BYTES) else {
+                    let gossip = Gossip::Run(Box::new(copy));
+                    let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
                         debug!(run = %run.run_id, "run too large to gossip; delivering directly");
                         continue;
@@ -1079,6 +1087,17 @@ impl Actor {
                     );
                 }
                 self.query_result(job_id, aggregate);
+                JobReply::Ok
+            }
+            JobMessage::QueryTaken {
+                job_id,
+                node,
+                values,
+            } => {
+                if node != from {
+                    return JobReply::Refused("a query set is taken by its node".into());
+                }
+                self.query_taken(&job_id, &node, values);
                 JobReply::Ok
             }
             JobMessage::WaitFor {

@@ -123,27 +123,47 @@ impl Tier1 {
     }
 }
 
+/// What is gossiped: the run, or a QUERY's set of values. Each has its own versions (the
+/// run's announce round; the set's count of values), newest wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flood {
+    Run,
+    QuerySet,
+}
+
+impl Flood {
+    const ALL: [Flood; 2] = [Flood::Run, Flood::QuerySet];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug)]
 enum Event {
     Submit,
     Gossip {
         to: usize,
         from: usize,
+        what: Flood,
         round: u32,
     },
     IHave {
         to: usize,
         from: usize,
+        what: Flood,
         round: u32,
     },
     IWant {
         to: usize,
         from: usize,
+        what: Flood,
         round: u32,
     },
     IDontWant {
         to: usize,
         from: usize,
+        what: Flood,
         round: u32,
     },
     Heartbeat {
@@ -231,6 +251,10 @@ enum Body {
     QueryResult {
         bytes: u64,
     },
+    /// A target has the gossiped set with `values` values.
+    QueryTaken {
+        values: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -247,6 +271,7 @@ enum Kind {
     Chunk { index: usize },
     QueryValue,
     QueryResult { bytes: u64 },
+    QueryTaken { values: usize },
 }
 
 struct Pending {
@@ -299,11 +324,10 @@ struct SimNode {
     phase: Micros,
     uplink_free: Micros,
     // Gossip.
-    /// The newest announce round this node has, and when it got it.
-    seen_round: Option<u32>,
-    seen_at: Option<Micros>,
-    /// Peers that said they have a round (IDONTWANT): (peer, round).
-    dont_want: Vec<(usize, u32)>,
+    /// Per [`Flood`]: the newest version this node has, and when it got it.
+    seen: [Option<(u32, Micros)>; 2],
+    /// Peers that said they have a version (IDONTWANT): (peer, what, version).
+    dont_want: Vec<(usize, Flood, u32)>,
     heartbeat_at: Option<Micros>,
     /// When the store's open group commits (what is acknowledged waits for it).
     store_group_ends: Micros,
@@ -354,6 +378,8 @@ struct Sim {
     work: Vec<Vec<usize>>,
     file: Option<FileRef>,
     run_bytes: u64,
+    /// The size of the last gossiped QUERY set.
+    set_bytes: u64,
     deliver_bytes: u64,
     gossip_too_big: bool,
     requests: HashMap<u64, Pending>,
@@ -616,6 +642,7 @@ impl Sim {
             work,
             file,
             run_bytes,
+            set_bytes: 0,
             deliver_bytes,
             requests: HashMap::new(),
             next_request: 0,
@@ -733,20 +760,45 @@ impl Sim {
                 self.originator_actions(actions);
                 self.runs_tick(self.submitter);
             }
-            Event::Gossip { to, from, round } => self.gossip_in(to, from, round),
-            Event::IHave { to, from, round } => {
-                if self.nodes[to].alive && self.nodes[to].seen_round.is_none_or(|r| r < round) {
-                    self.control(to, from, |to, from| Event::IWant { to, from, round });
+            Event::Gossip {
+                to,
+                from,
+                what,
+                round,
+            } => self.gossip_in(to, from, what, round),
+            Event::IHave {
+                to,
+                from,
+                what,
+                round,
+            } => {
+                if self.nodes[to].alive && self.seen(to, what).is_none_or(|r| r < round) {
+                    self.control(to, from, |to, from| Event::IWant {
+                        to,
+                        from,
+                        what,
+                        round,
+                    });
                 }
             }
-            Event::IWant { to, from, round } => {
-                if self.nodes[to].alive && self.nodes[to].seen_round.is_some_and(|r| r >= round) {
-                    self.gossip_out(to, from);
+            Event::IWant {
+                to,
+                from,
+                what,
+                round,
+            } => {
+                if self.nodes[to].alive && self.seen(to, what).is_some_and(|r| r >= round) {
+                    self.gossip_out(to, from, what);
                 }
             }
-            Event::IDontWant { to, from, round } => {
+            Event::IDontWant {
+                to,
+                from,
+                what,
+                round,
+            } => {
                 if self.nodes[to].alive {
-                    self.nodes[to].dont_want.push((from, round));
+                    self.nodes[to].dont_want.push((from, what, round));
                 }
             }
             Event::Heartbeat { node, epoch } => self.heartbeat(node, epoch),
@@ -787,6 +839,7 @@ impl Sim {
                 if self.nodes[from].epoch == epoch && self.nodes[from].alive {
                     let body = match kind {
                         Kind::QueryResult { bytes } => Body::QueryResult { bytes },
+                        Kind::QueryTaken { values } => Body::QueryTaken { values },
                         _ => Body::QueryValue,
                     };
                     self.request(from, to, body);
@@ -865,7 +918,8 @@ impl Sim {
                     let gone = originator::Input::NodeGone(self.ids[node].clone());
                     let actions = self.originator.handle(gone, self.instant());
                     self.originator_actions(actions);
-                    let actions = self.queries.node_gone(&self.ids[node]);
+                    let now = self.instant();
+                    let actions = self.queries.node_gone(&self.ids[node], now);
                     self.query_actions(actions);
                 }
             }
@@ -948,6 +1002,15 @@ impl Sim {
             Body::QueryResult { bytes } => (
                 Kind::QueryResult { bytes: *bytes },
                 *bytes,
+                daemon::CTL_TIMEOUT,
+            ),
+            Body::QueryTaken { values } => (
+                Kind::QueryTaken { values: *values },
+                cbor_len(&JobMessage::QueryTaken {
+                    job_id: self.job_id(self.query_job.unwrap_or_default()),
+                    node: self.ids[from].clone(),
+                    values: *values as u64,
+                }),
                 daemon::CTL_TIMEOUT,
             ),
         };
@@ -1071,6 +1134,13 @@ impl Sim {
                 self.query_result_in(to);
                 self.respond(id, Answer::Ok, 3);
             }
+            Body::QueryTaken { values } => {
+                if let Some(job) = self.query_job {
+                    let job_id = self.job_id(job);
+                    self.queries.taken(&job_id, &self.ids[from], values);
+                }
+                self.respond(id, Answer::Ok, 3);
+            }
         }
     }
 
@@ -1118,7 +1188,7 @@ impl Sim {
                 };
                 self.download_step(node, input);
             }
-            kind @ (Kind::QueryValue | Kind::QueryResult { .. }) => {
+            kind @ (Kind::QueryValue | Kind::QueryResult { .. } | Kind::QueryTaken { .. }) => {
                 if answer.is_none() {
                     let epoch = self.nodes[node].epoch;
                     let event = Event::Retry {
@@ -1135,48 +1205,84 @@ impl Sim {
 
     // ---- Gossip ----
 
-    /// `from` sends the newest round it has to `to`.
-    fn gossip_out(&mut self, from: usize, to: usize) {
-        let Some(round) = self.nodes[from].seen_round else {
+    /// The newest version of `what` that `node` has.
+    fn seen(&self, node: usize, what: Flood) -> Option<u32> {
+        self.nodes[node].seen[what.index()].map(|(round, _)| round)
+    }
+
+    fn flood_bytes(&self, what: Flood) -> u64 {
+        match what {
+            Flood::Run => self.run_bytes,
+            Flood::QuerySet => self.set_bytes,
+        }
+    }
+
+    /// `from` sends the newest version of `what` it has to `to`.
+    fn gossip_out(&mut self, from: usize, to: usize, what: Flood) {
+        let Some(round) = self.seen(from, what) else {
             return;
         };
-        let bytes = self.run_bytes;
+        let bytes = self.flood_bytes(what);
         self.datagram(
             from,
             to,
             bytes,
             Overhead::GOSSIP,
-            Event::Gossip { to, from, round },
+            Event::Gossip {
+                to,
+                from,
+                what,
+                round,
+            },
         );
     }
 
-    fn gossip_in(&mut self, to: usize, from: usize, round: u32) {
+    /// `node` publishes version `round` of `what`: flood publishing, to every connected peer.
+    fn publish(&mut self, node: usize, what: Flood, round: u32) {
+        self.nodes[node].seen[what.index()] = Some((round, self.now));
+        for p in self.peers[node].clone() {
+            self.gossip_out(node, p, what);
+        }
+        self.next_heartbeat(node);
+    }
+
+    fn gossip_in(&mut self, to: usize, from: usize, what: Flood, round: u32) {
         if !self.nodes[to].alive {
             return;
         }
         self.gossip_received += 1;
-        // Gossip drops what it has seen: this round, or (for the model) an older one.
-        if self.nodes[to].seen_round.is_some_and(|r| r >= round) {
+        // Gossip drops what it has seen: this version, or (for the model) an older one.
+        if self.seen(to, what).is_some_and(|r| r >= round) {
             return;
         }
-        if self.nodes[to].seen_round.is_none() {
+        if what == Flood::Run && self.seen(to, what).is_none() {
             self.gossip_nodes += 1;
         }
-        self.nodes[to].seen_round = Some(round);
-        self.nodes[to].seen_at = Some(self.now);
+        self.nodes[to].seen[what.index()] = Some((round, self.now));
         let mesh = self.mesh[to].clone();
-        if self.run_bytes > daemon::IDONTWANT_THRESHOLD as u64 {
+        if self.flood_bytes(what) > daemon::IDONTWANT_THRESHOLD as u64 {
             for &p in mesh.iter().filter(|&&p| p != from) {
-                self.control(to, p, |to, from| Event::IDontWant { to, from, round });
+                self.control(to, p, |to, from| Event::IDontWant {
+                    to,
+                    from,
+                    what,
+                    round,
+                });
             }
         }
         for &p in &mesh {
-            if p != from && p != self.submitter && !self.nodes[to].dont_want.contains(&(p, round)) {
-                self.gossip_out(to, p);
+            if p != from
+                && p != self.submitter
+                && !self.nodes[to].dont_want.contains(&(p, what, round))
+            {
+                self.gossip_out(to, p, what);
             }
         }
         self.next_heartbeat(to);
-        self.accept(to, true);
+        match what {
+            Flood::Run => self.accept(to, true),
+            Flood::QuerySet => self.query_set_in(to, round as usize),
+        }
     }
 
     fn next_heartbeat(&mut self, node: usize) {
@@ -1199,12 +1305,15 @@ impl Sim {
             return;
         }
         self.nodes[node].heartbeat_at = None;
-        let (Some(seen), Some(round)) = (self.nodes[node].seen_at, self.nodes[node].seen_round)
-        else {
-            return;
-        };
         let period = micros(daemon::GOSSIP_HEARTBEAT);
-        if self.now > seen + daemon::HISTORY_GOSSIP * period {
+        let recent: Vec<(Flood, u32)> = Flood::ALL
+            .into_iter()
+            .filter_map(|what| {
+                let (round, seen) = self.nodes[node].seen[what.index()]?;
+                (self.now <= seen + daemon::HISTORY_GOSSIP * period).then_some((what, round))
+            })
+            .collect();
+        if recent.is_empty() {
             return;
         }
         let mut others: Vec<usize> = self.peers[node]
@@ -1217,7 +1326,14 @@ impl Sim {
             .min(others.len());
         others.shuffle(&mut self.rng);
         for &p in &others[..count] {
-            self.control(node, p, |to, from| Event::IHave { to, from, round });
+            for &(what, round) in &recent {
+                self.control(node, p, |to, from| Event::IHave {
+                    to,
+                    from,
+                    what,
+                    round,
+                });
+            }
         }
         self.next_heartbeat(node);
     }
@@ -1233,16 +1349,10 @@ impl Sim {
                         // As the daemon: too big to gossip, the first resend delivers directly.
                         continue;
                     }
-                    if self.nodes[s].seen_round.is_none() {
+                    if self.seen(s, Flood::Run).is_none() {
                         self.gossip_nodes += 1;
                     }
-                    self.nodes[s].seen_round = Some(run.round);
-                    self.nodes[s].seen_at = Some(self.now);
-                    // Flood publishing: to every connected peer.
-                    for p in self.peers[s].clone() {
-                        self.gossip_out(s, p);
-                    }
-                    self.next_heartbeat(s);
+                    self.publish(s, Flood::Run, run.round);
                 }
                 originator::Action::Deliver { node, .. } => {
                     let to = self.index[&node];
@@ -1291,7 +1401,10 @@ impl Sim {
         };
         let key = (job, node);
         if Some(job) == self.query_job && r.outcome.state != ResultState::Success {
-            let actions = self.queries.ended_without_value(&r.outcome.job_id, &r.node);
+            let now = self.instant();
+            let actions = self
+                .queries
+                .ended_without_value(&r.outcome.job_id, &r.node, now);
             self.query_actions(actions);
         }
         if self.expected.contains(&key) {
@@ -1517,28 +1630,69 @@ impl Sim {
         self.query_actions(actions);
     }
 
-    /// Sends the sets the collection says are due (kept values are the store's business,
-    /// modelled by the commit before the answer).
+    /// Gossips or sends the sets the collection says are due (kept values are the store's
+    /// business, modelled by the commit before the answer).
     fn query_actions(&mut self, actions: Vec<query::Action>) {
+        let s = self.submitter;
         for action in actions {
-            if let query::Action::Send {
-                job_id,
-                to,
-                aggregate,
-            } = action
-            {
-                let bytes = cbor_len(&JobMessage::QueryResult { job_id, aggregate });
-                for target in to {
-                    let target = self.index[&target];
-                    if target == self.submitter {
-                        self.query_result_in(target);
-                    } else {
-                        self.request(self.submitter, target, Body::QueryResult { bytes });
+            match action {
+                query::Action::Spread {
+                    job_id,
+                    to,
+                    aggregate,
+                } => {
+                    let values = query::values_in(&aggregate);
+                    if to.contains(&self.ids[s]) {
+                        self.query_result_in(s);
+                        self.queries.taken(&job_id, &self.ids[s], values);
+                    }
+                    let gossip = coordination::Gossip::QuerySet { job_id, aggregate };
+                    let bytes = cbor_len(&gossip);
+                    if bytes as usize > daemon::MAX_GOSSIP_BYTES {
+                        // As the daemon: too big to gossip, sent to each target directly.
+                        let job_id = self.job_id(self.query_job.unwrap_or_default());
+                        let actions = self.queries.not_gossiped(&job_id);
+                        self.query_actions(actions);
+                        continue;
+                    }
+                    self.set_bytes = bytes;
+                    self.publish(s, Flood::QuerySet, values as u32);
+                }
+                query::Action::Send {
+                    job_id,
+                    to,
+                    aggregate,
+                } => {
+                    let bytes = cbor_len(&JobMessage::QueryResult { job_id, aggregate });
+                    for target in to {
+                        let target = self.index[&target];
+                        if target == s {
+                            self.query_result_in(target);
+                        } else {
+                            self.request(s, target, Body::QueryResult { bytes });
+                        }
                     }
                 }
+                query::Action::Keep { .. } | query::Action::Forget { .. } => {}
             }
         }
-        self.want_runs_tick(self.submitter);
+        self.want_runs_tick(s);
+    }
+
+    /// A gossiped set with `values` values reaches `node`: taken, and the submitter told so,
+    /// when the node's QUERY job has sent its value (as the daemon, which takes a set only
+    /// from the originator of a QUERY job that ran there).
+    fn query_set_in(&mut self, node: usize, values: usize) {
+        let Some(job) = self.query_job else {
+            return;
+        };
+        let ran =
+            self.nodes[node].query_waiting == Some(job) || self.nodes[node].finished.contains(&job);
+        if !ran || node == self.submitter {
+            return;
+        }
+        self.query_result_in(node);
+        self.request(node, self.submitter, Body::QueryTaken { values });
     }
 
     /// The set reaches `node`: its QUERY job ends.

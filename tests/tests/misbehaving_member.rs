@@ -2,7 +2,8 @@
 //!
 //! Members hold the mesh key, so one can send any job message to anyone. What it claims about
 //! runs it has no part in is not taken: a result for a job it was not a target of, a result in
-//! another node's name, a QUERY aggregate for runs it did not send, a claim to hold a file no
+//! another node's name, a QUERY aggregate for runs it did not send (sent or gossiped), a claim
+//! to hold a file no
 //! open run sends, a run whose ids could not be store keys. Two full nodes run on the
 //! memory transport; the misbehaving member is a bare mesh participant that sends hand-made
 //! job messages.
@@ -13,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coordination::{JobMessage, JobReply, JobResult, NodeId, Run};
+use coordination::{Gossip, JobMessage, JobReply, JobResult, NodeId, Run};
 use jobs::executor::{Outcome, ResultState};
 use mesh::{
     Keypair, LocalIdentity, MeshConfig, MeshEvent, MeshHandle, PeerId, TransportKind, wire,
@@ -42,8 +43,20 @@ async fn node(dir: &Path, name: &str, joins: Option<&Node>) -> Node {
     Node::start(cfg).await.expect("node starts")
 }
 
+/// What the misbehaving member hears of the jobs traffic.
+enum Heard {
+    /// A copy of a run (gossiped or delivered).
+    Run(Run),
+    /// A QUERY's set of values, gossiped or sent to it directly.
+    Set {
+        gossiped: bool,
+        job_id: String,
+        aggregate: serde_json::Value,
+    },
+}
+
 /// A member that is only a mesh participant: it runs no jobs and sends what the test says.
-async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Run>) {
+async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Heard>) {
     let identity = LocalIdentity {
         name: "rogue".into(),
         machine_id: "machine-rogue".into(),
@@ -58,30 +71,43 @@ async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Run>) {
     cfg.mesh_key = token.mesh_key;
     cfg.heartbeat_interval = Duration::from_secs(1);
     let mut started = mesh::start(cfg).await.expect("the rogue member starts");
-    // It hears the runs sent to it (as a target it takes them and never runs them); it
-    // answers every job request Ok and drains its other events.
-    let (tx, delivered) = mpsc::channel(64);
+    // It hears the runs and QUERY sets sent to it (as a target it takes runs and never runs
+    // them); it answers every job request Ok and drains its other events.
+    let (tx, heard) = mpsc::channel(64);
     let handle = started.handle.clone();
     tokio::spawn(async move {
         while let Some(event) = started.events.recv().await {
-            let run = match event {
-                MeshEvent::Announce { data, .. } => wire::decode::<Run>(&data, LIMIT).ok(),
+            let heard = match event {
+                MeshEvent::Announce { data, .. } => match wire::decode::<Gossip>(&data, LIMIT) {
+                    Ok(Gossip::Run(run)) => Some(Heard::Run(*run)),
+                    Ok(Gossip::QuerySet { job_id, aggregate }) => Some(Heard::Set {
+                        gossiped: true,
+                        job_id,
+                        aggregate,
+                    }),
+                    Err(_) => None,
+                },
                 MeshEvent::JobRequest { data, token, .. } => {
                     let ok = wire::encode(&JobReply::Ok, LIMIT).expect("a reply encodes");
                     let _ = handle.reply(token, ok).await;
                     match wire::decode::<JobMessage>(&data, LIMIT) {
-                        Ok(JobMessage::Deliver(run)) => Some(*run),
+                        Ok(JobMessage::Deliver(run)) => Some(Heard::Run(*run)),
+                        Ok(JobMessage::QueryResult { job_id, aggregate }) => Some(Heard::Set {
+                            gossiped: false,
+                            job_id,
+                            aggregate,
+                        }),
                         _ => None,
                     }
                 }
                 _ => None,
             };
-            if let Some(run) = run {
-                let _ = tx.try_send(run);
+            if let Some(heard) = heard {
+                let _ = tx.try_send(heard);
             }
         }
     });
-    (started.handle, delivered)
+    (started.handle, heard)
 }
 
 /// Submits `yaml` (an orchestration) on `node` to `targets`; returns the run and job ids.
@@ -129,17 +155,61 @@ async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (Strin
 }
 
 /// The next copy of run `run_id` the rogue receives.
-async fn copy_of(delivered: &mut mpsc::Receiver<Run>, run_id: &str) -> Run {
+async fn copy_of(heard: &mut mpsc::Receiver<Heard>, run_id: &str) -> Run {
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let run = delivered.recv().await.expect("the rogue still listens");
-            if run.run_id == run_id {
+            if let Heard::Run(run) = heard.recv().await.expect("the rogue still listens")
+                && run.run_id == run_id
+            {
                 return run;
             }
         }
     })
     .await
     .expect("the run reached the rogue")
+}
+
+/// The next set of QUERY job `job_id` the rogue receives: whether it was gossiped, and the set.
+async fn set_of(heard: &mut mpsc::Receiver<Heard>, job_id: &str) -> (bool, serde_json::Value) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Heard::Set {
+                gossiped,
+                job_id: job,
+                aggregate,
+            } = heard.recv().await.expect("the rogue still listens")
+                && job == job_id
+            {
+                return (gossiped, aggregate);
+            }
+        }
+    })
+    .await
+    .expect("the QUERY set reached the rogue")
+}
+
+/// The record of `job_id` once every target has reported it.
+async fn finished(node: &Node, job_id: &str) -> JobRecord {
+    let Reply::Stream(mut events) = node
+        .request(ControlRequest::Watch {
+            job_ids: vec![job_id.to_string()],
+            output: false,
+        })
+        .await
+    else {
+        panic!("watch is a stream");
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.recv().await {
+            if let ControlResponse::Watch(WatchEvent::Done(record)) = event {
+                return Some(*record);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the job finished in time")
+    .expect("the job finished")
 }
 
 async fn send(rogue: &MeshHandle, to: PeerId, msg: &JobMessage) -> JobReply {
@@ -272,32 +342,87 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
     );
 
     // The real result arrives and completes the job, with only the real target in it.
-    let Reply::Stream(mut events) = submitter
-        .request(ControlRequest::Watch {
-            job_ids: vec![job_id.clone()],
-            output: false,
-        })
-        .await
-    else {
-        panic!("watch is a stream");
-    };
-    let done = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(event) = events.recv().await {
-            if let ControlResponse::Watch(WatchEvent::Done(record)) = event {
-                return Some(record);
-            }
-        }
-        None
-    })
-    .await
-    .expect("the job finished in time")
-    .expect("the job finished");
+    let done = finished(&submitter, &job_id).await;
     assert_eq!(
         done.results.keys().collect::<Vec<_>>(),
         vec!["target"],
         "{done:?}"
     );
     assert_eq!(done.results["target"].stdout, "real");
+
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
+
+/// A QUERY's set of values is gossiped; a target that does not say it has it (the rogue)
+/// gets it directly after the grace; a set gossiped by a member that is not the QUERY job's
+/// originator is not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_set_is_gossiped_and_a_forged_one_is_not_taken() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, mut heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+
+    let yaml = "- jobs:\n  - ARG: token real\n  - QUERY: token --timeout 60\n";
+    let (_, jobs) = submit(&submitter, yaml, dirs[0].path(), &["target", "rogue"]).await;
+    let query_job = jobs[1].clone();
+    let value = JobMessage::QueryValue {
+        job_id: query_job.clone(),
+        node: rogue_id,
+        name: "token".into(),
+        value: serde_json::json!("r"),
+    };
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &value).await,
+        JobReply::Ok
+    );
+    let expected = serde_json::json!({
+        "query": {"target": {"token": "real"}, "rogue": {"token": "r"}}
+    });
+    let (gossiped, set) = set_of(&mut heard, &query_job).await;
+    assert!(gossiped, "the set was sent directly first");
+    assert_eq!(set, expected);
+    // The rogue never said it has it: it gets it directly too.
+    let (gossiped, set) = set_of(&mut heard, &query_job).await;
+    assert!(!gossiped, "the set was not sent directly after the grace");
+    assert_eq!(set, expected);
+
+    // The target's QUERY job took the real set and finished.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !job_info(&submitter, &query_job)
+        .await
+        .results
+        .contains_key("target")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the target's QUERY never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A set of the same job gossiped by the rogue is dropped: the target keeps the real one.
+    let forged = Gossip::QuerySet {
+        job_id: query_job.clone(),
+        aggregate: serde_json::json!({"query": {"target": {"token": "forged"}}}),
+    };
+    rogue
+        .publish_jobs(wire::encode(&forged, LIMIT).expect("a set encodes"))
+        .await
+        .expect("the forged set is gossiped");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, jobs) = submit(
+        &submitter,
+        "- jobs:\n  - RUN: echo {{ query.target.token }}/{{ query.rogue.token }}\n",
+        dirs[0].path(),
+        &["target"],
+    )
+    .await;
+    let done = finished(&submitter, &jobs[0]).await;
+    assert_eq!(done.results["target"].stdout, "real/r", "{done:?}");
 
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();

@@ -2,9 +2,11 @@
 //! executor calls.
 //!
 //! - **QUERY**: each target sends its value of the arg to the originator, whose collection is
-//!   `coordination::query` (when the aggregate goes out, and to whom); a target's QUERY job
-//!   waits for the aggregate (unless `--no-wait`), merges it into its args and finishes, so the
-//!   next job of the parent sees it; a later, larger aggregate is merged into the args.
+//!   `coordination::query` (when the aggregate goes out, and to whom); the aggregate is
+//!   gossiped, each target says it has it, and the ones gossip missed get it directly. A
+//!   target's QUERY job waits for the aggregate (unless `--no-wait`), merges it into its args
+//!   and finishes, so the next job of the parent sees it; a later, larger aggregate is merged
+//!   into the args.
 //! - **JOB_WAIT**: the waiting node asks each named node directly ("tell me when the job with
 //!   this fingerprint has finished here"); a node answers at once if its cache says the job
 //!   finished, or registers the wait and notifies when it does. When to ask (again) and whom
@@ -15,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coordination::{JobMessage, JobReply, NodeId};
+use coordination::{Gossip, JobMessage, JobReply, NodeId};
 use jobs::{
     Component,
     components::{BoxFuture, Coordinator},
@@ -259,6 +261,11 @@ impl Actor {
         use coordination::query::Action;
         for action in actions {
             match action {
+                Action::Spread {
+                    job_id,
+                    to,
+                    aggregate,
+                } => self.query_spread(job_id, to, aggregate),
                 Action::Send {
                     job_id,
                     to,
@@ -290,6 +297,56 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Originator side: gossips the set of `job_id` to its targets `to`; this node, when one
+    /// of them, takes it at once. A set too large to gossip goes to each target directly; one
+    /// whose gossip fails reaches them directly after the grace (`coordination::query`).
+    fn query_spread(&mut self, job_id: String, to: Vec<NodeId>, aggregate: Value) {
+        let values = coordination::query::values_in(&aggregate);
+        if to.contains(&self.local) {
+            self.query_result(job_id.clone(), aggregate.clone());
+            let local = self.local.clone();
+            self.cross.queries.taken(&job_id, &local, values);
+        }
+        let gossip = Gossip::QuerySet {
+            job_id: job_id.clone(),
+            aggregate,
+        };
+        let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
+            debug!(job = %job_id, "query set too large to gossip; sending it to each target");
+            let actions = self.cross.queries.not_gossiped(&job_id);
+            self.query_actions(actions);
+            return;
+        };
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mesh.publish_jobs(bytes).await {
+                debug!(job = %job_id, "query set not gossiped ({e}); targets get it directly");
+            }
+        });
+    }
+
+    /// Target side: a gossiped set of a QUERY job. Taken (and its originator told so) when it
+    /// comes from the originator of a QUERY job that ran here; every other node drops it.
+    pub(super) fn query_set_gossiped(&mut self, source: NodeId, job_id: String, aggregate: Value) {
+        if !self.is_query_origin(&job_id, &source) {
+            return;
+        }
+        let values = coordination::query::values_in(&aggregate) as u64;
+        self.query_result(job_id.clone(), aggregate);
+        let msg = JobMessage::QueryTaken {
+            job_id,
+            node: self.local.clone(),
+            values,
+        };
+        self.tell(&source, msg);
+    }
+
+    /// Originator side: `node` has the gossiped set of `job_id`, with `values` values.
+    pub(super) fn query_taken(&mut self, job_id: &str, node: &NodeId, values: u64) {
+        let values = usize::try_from(values).unwrap_or(usize::MAX);
+        self.cross.queries.taken(job_id, node, values);
     }
 
     /// Originator side: every target has reported the QUERY job `job_id` for real (none is
@@ -397,7 +454,10 @@ impl Actor {
     /// was purged, or never ran after its parent failed there): no value will come from it.
     pub(super) fn query_ended_without_value(&mut self, job_id: &str, node: &NodeId) {
         if self.query_open(job_id) {
-            let actions = self.cross.queries.ended_without_value(job_id, node);
+            let actions = self
+                .cross
+                .queries
+                .ended_without_value(job_id, node, Instant::now());
             self.query_actions(actions);
         }
     }
@@ -437,7 +497,7 @@ impl Actor {
 
     /// Originator side: a target left; its QUERY answers will not come.
     pub(super) fn queries_node_gone(&mut self, node: &NodeId) {
-        let actions = self.cross.queries.node_gone(node);
+        let actions = self.cross.queries.node_gone(node, Instant::now());
         self.query_actions(actions);
     }
 
