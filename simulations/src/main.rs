@@ -132,8 +132,9 @@ Scenarios:
   late-join      --jobs jobs to every node while --late of the nodes join only within
                  --late-within after the announce (they miss the gossip)
   query          every node caches a value (a RUN with --stdout-arg), then a QUERY of it:
-                 each node sends its value to the submitter, which sends the set of all N
-                 values to every node; a node's QUERY job ends when the set arrives
+                 each node sends its value to the submitter, which gossips the set of all
+                 N values (nodes gossip missed get it directly after 2 s); a node's QUERY
+                 job ends when the set arrives
   all            every scenario above
 
 Tier 2 takes --latency and --loss on every link (a lost chunk arrives after TCP's

@@ -21,7 +21,7 @@ pub enum Scenario {
     /// `--jobs` jobs to every node while `--late` of them join only after the announce.
     LateJoin,
     /// Every node caches a value, then one QUERY job collects all of them at the submitter,
-    /// which sends the whole set to every node.
+    /// which gossips the whole set to every node.
     Query,
 }
 
