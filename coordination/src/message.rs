@@ -62,6 +62,10 @@ pub enum Gossip {
     QuerySet {
         job_id: String,
         aggregate: serde_json::Value,
+        /// The start of the originator's daemon that sent it (as [`Run::originator_start`]):
+        /// gossip names a message by its content, so the same set sent again after a
+        /// restart of the originator would be dropped as seen.
+        originator_start: u64,
     },
 }
 

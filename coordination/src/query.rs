@@ -90,12 +90,14 @@ struct Collection {
     expected: HashSet<NodeId>,
     /// Targets that left or expired, until they are back.
     gone: HashSet<NodeId>,
-    /// Targets whose QUERY job ended without a value: their parent stopped there, so they
-    /// are not waited on to take the set.
+    /// Targets whose QUERY job ended without a value (it failed, never ran, or the target was
+    /// written off), until a value of theirs comes: no job there waits for the set.
     without_value: HashSet<NodeId>,
+    /// Targets that had reported the job when the collection opened (its job there is over).
+    reported: HashSet<NodeId>,
     values: BTreeMap<String, Value>,
-    /// An aggregate went out.
-    spread: bool,
+    /// An aggregate went out (gossiped or sent).
+    sent: bool,
     /// Targets that have not said they have the last gossiped set, and when the rest get it
     /// directly.
     unconfirmed: HashSet<NodeId>,
@@ -146,11 +148,16 @@ impl Queries {
                 .iter()
                 .map(|t| (t.node.clone(), t.name.clone()))
                 .collect(),
+            reported: targets
+                .iter()
+                .filter(|t| t.reported)
+                .map(|t| t.node.clone())
+                .collect(),
             targets: targets.into_iter().map(|t| t.node).collect(),
             gone: HashSet::new(),
             without_value: HashSet::new(),
             values: BTreeMap::new(),
-            spread: false,
+            sent: false,
             unconfirmed: HashSet::new(),
             confirm_by: None,
             spread_values: 0,
@@ -201,7 +208,9 @@ impl Queries {
         c.name.get_or_insert(name);
         c.expected.remove(node);
         c.gone.remove(node);
-        if c.spread {
+        // Back from a write-off with its value: its job waits for the set.
+        c.without_value.remove(node);
+        if c.sent {
             if new && c.respread_at.is_none() {
                 c.respread_at = Some(now + LATE_VALUES_WAIT);
             }
@@ -221,8 +230,8 @@ impl Queries {
         }
     }
 
-    /// The set of `job_id` could not be gossiped (too large, or no peer to gossip to): every
-    /// target that has not said it has it gets it directly now.
+    /// The set of `job_id` is too large to gossip: every target that has not said it has it
+    /// gets it directly now. (A publish that fails otherwise is left to the grace.)
     pub fn not_gossiped(&mut self, job_id: &str) -> Vec<Action> {
         match self.collections.get_mut(job_id) {
             Some(c) => send_unconfirmed(job_id, c),
@@ -274,7 +283,7 @@ impl Queries {
         let mut actions = Vec::new();
         for (job, c) in &mut self.collections {
             let had_value = c.names.get(node).is_some_and(|n| c.values.contains_key(n));
-            if c.gone.remove(node) && c.spread && had_value {
+            if c.gone.remove(node) && c.sent && had_value {
                 actions.extend(aggregate(job, c, vec![node.clone()]));
             }
         }
@@ -302,7 +311,7 @@ impl Queries {
             .filter(|(_, c)| c.respread_at.is_some_and(|at| at <= now))
             .map(|(job, c)| {
                 c.respread_at = None;
-                c.spread = false;
+                c.sent = false;
                 job.clone()
             })
             .collect();
@@ -334,7 +343,7 @@ impl Queries {
         let Some(c) = self.collections.get_mut(job_id) else {
             return vec![];
         };
-        if !c.expected.is_empty() || c.spread {
+        if !c.expected.is_empty() || c.sent {
             return vec![];
         }
         // No value at all: no target's job waits for an aggregate.
@@ -342,22 +351,26 @@ impl Queries {
             self.collections.remove(job_id);
             return vec![];
         }
-        c.spread = true;
+        c.sent = true;
         let to: Vec<NodeId> = c
             .targets
             .iter()
             .filter(|t| !c.gone.contains(*t))
             .cloned()
             .collect();
+        // Word of an earlier set is moot now.
+        c.unconfirmed.clear();
+        c.confirm_by = None;
         if to.len() < 2 {
             return aggregate(job_id, c, to).into_iter().collect();
         }
         let Some(aggregate) = aggregate_of(c) else {
             return vec![];
         };
+        // Targets whose job there waits for the set say they have it.
         c.unconfirmed = to
             .iter()
-            .filter(|t| !c.without_value.contains(*t))
+            .filter(|t| !c.without_value.contains(*t) && !c.reported.contains(*t))
             .cloned()
             .collect();
         c.confirm_by = Some(now + GOSSIP_GRACE);
@@ -563,6 +576,39 @@ mod tests {
         q.taken("j", &n("c"), 3);
         let a = q.tick(t1 + LATE_VALUES_WAIT + GOSSIP_GRACE);
         assert_eq!(direct(&a), vec![vec![n("a"), n("b")]]);
+    }
+
+    #[test]
+    fn a_target_written_off_then_back_with_its_value_gets_the_set_it_misses() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let mut t = targets(&["a", "b", "c", "d"]);
+        // d had reported the job before a restart of the originator: nothing waits there.
+        t[3].reported = true;
+        q.open("j", Some("x".into()), t, t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        // c is written off: gone (the set goes to the others), and its job recorded as
+        // ended without a value.
+        let a = q.node_gone(&n("c"), t0);
+        assert!(q.ended_without_value("j", &n("c"), t0).is_empty());
+        let Some(Action::Spread { to, .. }) = a.first() else {
+            panic!("not gossiped: {a:?}");
+        };
+        assert_eq!(to, &vec![n("a"), n("b"), n("d")]);
+        q.taken("j", &n("a"), 2);
+        q.taken("j", &n("b"), 2);
+        assert!(direct(&q.tick(t0 + GOSSIP_GRACE)).is_empty());
+        // c is back with its value: the larger set is gossiped, and c, which gossip missed,
+        // gets it directly.
+        let t1 = t0 + Duration::from_secs(5);
+        q.value("j", &n("c"), "x".into(), json!(3), t1);
+        let a = q.tick(t1 + LATE_VALUES_WAIT);
+        assert!(matches!(a.first(), Some(Action::Spread { .. })), "{a:?}");
+        q.taken("j", &n("a"), 3);
+        q.taken("j", &n("b"), 3);
+        let a = q.tick(t1 + LATE_VALUES_WAIT + GOSSIP_GRACE);
+        assert_eq!(direct(&a), vec![vec![n("c")]]);
     }
 
     #[test]

@@ -589,9 +589,9 @@ impl Actor {
                     Ok(Gossip::Run(run)) => {
                         warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
                     }
-                    Ok(Gossip::QuerySet { job_id, aggregate }) => {
-                        self.query_set_gossiped(NodeId(source.to_string()), job_id, aggregate)
-                    }
+                    Ok(Gossip::QuerySet {
+                        job_id, aggregate, ..
+                    }) => self.query_set_gossiped(NodeId(source.to_string()), job_id, aggregate),
                     Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
                 }
             }

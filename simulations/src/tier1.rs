@@ -350,6 +350,9 @@ struct SimNode {
     transfer_tick_at: Option<Micros>,
     /// The QUERY job that waits for the set of values.
     query_waiting: Option<usize>,
+    /// Its QUERY job ran here (sent its value) since the node started: it takes the set
+    /// (the daemon keeps who may send it in memory only).
+    query_ran: bool,
 }
 
 struct Sim {
@@ -1210,6 +1213,8 @@ impl Sim {
         self.nodes[node].seen[what.index()].map(|(round, _)| round)
     }
 
+    /// The size of `what` (for a set, the newest: a node passing on an older one is charged
+    /// a little more than it sends).
     fn flood_bytes(&self, what: Flood) -> u64 {
         match what {
             Flood::Run => self.run_bytes,
@@ -1646,11 +1651,14 @@ impl Sim {
                         self.query_result_in(s);
                         self.queries.taken(&job_id, &self.ids[s], values);
                     }
-                    let gossip = coordination::Gossip::QuerySet { job_id, aggregate };
+                    let gossip = coordination::Gossip::QuerySet {
+                        job_id: job_id.clone(),
+                        aggregate,
+                        originator_start: SUBMITTER_START,
+                    };
                     let bytes = cbor_len(&gossip);
                     if bytes as usize > daemon::MAX_GOSSIP_BYTES {
                         // As the daemon: too big to gossip, sent to each target directly.
-                        let job_id = self.job_id(self.query_job.unwrap_or_default());
                         let actions = self.queries.not_gossiped(&job_id);
                         self.query_actions(actions);
                         continue;
@@ -1680,15 +1688,11 @@ impl Sim {
     }
 
     /// A gossiped set with `values` values reaches `node`: taken, and the submitter told so,
-    /// when the node's QUERY job has sent its value (as the daemon, which takes a set only
-    /// from the originator of a QUERY job that ran there).
+    /// when the node's QUERY job has sent its value since it started (as the daemon, which
+    /// takes a set only from the originator of a QUERY job that ran there, and one that holds
+    /// its own value: the scenario kills nobody, so every set does).
     fn query_set_in(&mut self, node: usize, values: usize) {
-        let Some(job) = self.query_job else {
-            return;
-        };
-        let ran =
-            self.nodes[node].query_waiting == Some(job) || self.nodes[node].finished.contains(&job);
-        if !ran || node == self.submitter {
+        if !self.nodes[node].query_ran || node == self.submitter {
             return;
         }
         self.query_result_in(node);
@@ -1793,6 +1797,7 @@ impl Sim {
     fn run_job(&mut self, node: usize, job: usize, ok: bool) {
         if Some(job) == self.query_job {
             self.nodes[node].query_waiting = Some(job);
+            self.nodes[node].query_ran = true;
             if node == self.submitter {
                 self.query_value_in(node);
             } else {
@@ -1868,6 +1873,7 @@ impl Sim {
         n.download = None;
         n.waiting_job = None;
         n.query_waiting = None;
+        n.query_ran = false;
         n.parked.clear();
         n.dont_want.clear();
         n.heartbeat_at = None;

@@ -80,7 +80,9 @@ async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Heard>) {
             let heard = match event {
                 MeshEvent::Announce { data, .. } => match wire::decode::<Gossip>(&data, LIMIT) {
                     Ok(Gossip::Run(run)) => Some(Heard::Run(*run)),
-                    Ok(Gossip::QuerySet { job_id, aggregate }) => Some(Heard::Set {
+                    Ok(Gossip::QuerySet {
+                        job_id, aggregate, ..
+                    }) => Some(Heard::Set {
                         gossiped: true,
                         job_id,
                         aggregate,
@@ -408,6 +410,7 @@ async fn a_query_set_is_gossiped_and_a_forged_one_is_not_taken() {
     let forged = Gossip::QuerySet {
         job_id: query_job.clone(),
         aggregate: serde_json::json!({"query": {"target": {"token": "forged"}}}),
+        originator_start: 1,
     };
     rogue
         .publish_jobs(wire::encode(&forged, LIMIT).expect("a set encodes"))

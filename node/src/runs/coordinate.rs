@@ -312,6 +312,7 @@ impl Actor {
         let gossip = Gossip::QuerySet {
             job_id: job_id.clone(),
             aggregate,
+            originator_start: self.start,
         };
         let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
             debug!(job = %job_id, "query set too large to gossip; sending it to each target");
@@ -327,10 +328,21 @@ impl Actor {
         });
     }
 
-    /// Target side: a gossiped set of a QUERY job. Taken (and its originator told so) when it
-    /// comes from the originator of a QUERY job that ran here; every other node drops it.
+    /// Target side: a gossiped set of a QUERY job. Taken (and its originator told so, once:
+    /// a word lost costs one direct copy) when it comes from the originator of a QUERY job
+    /// that ran here and holds this node's value; every other node drops it, as does a
+    /// target that was written off and has not sent its value yet (gossip reaches it too,
+    /// but a set without its value is not for it).
     pub(super) fn query_set_gossiped(&mut self, source: NodeId, job_id: String, aggregate: Value) {
         if !self.is_query_origin(&job_id, &source) {
+            return;
+        }
+        let has_mine = aggregate
+            .get("query")
+            .and_then(Value::as_object)
+            .is_some_and(|per_node| per_node.contains_key(&self.local_name));
+        if !has_mine {
+            debug!(job = %job_id, "a gossiped QUERY set without this node's value; not taken");
             return;
         }
         let values = coordination::query::values_in(&aggregate) as u64;
@@ -340,7 +352,7 @@ impl Actor {
             node: self.local.clone(),
             values,
         };
-        self.tell(&source, msg);
+        self.hint(&source, msg);
     }
 
     /// Originator side: `node` has the gossiped set of `job_id`, with `values` values.
