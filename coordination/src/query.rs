@@ -172,9 +172,10 @@ impl Queries {
         self.collections.get(job_id)?.name.as_deref()
     }
 
-    /// `node`'s value of `name` for `job_id`: ignored unless the job is open, `node` one of
-    /// its targets and `name` the arg collected; a target's first value counts, and is to be
-    /// kept ([`Action::Keep`]).
+    /// `node`'s value of `name` for `job_id`: ignored unless the job is open and `node` one of
+    /// its targets, refused (with the reason, for the sender) when `name` is not the arg
+    /// collected (the job's, else the first value's); a target's first value counts, and is
+    /// to be kept ([`Action::Keep`]).
     pub fn value(
         &mut self,
         job_id: &str,
@@ -182,17 +183,19 @@ impl Queries {
         name: String,
         value: Value,
         now: Instant,
-    ) -> Vec<Action> {
+    ) -> Result<Vec<Action>, String> {
         let Some(c) = self.collections.get_mut(job_id) else {
-            return vec![];
+            return Ok(vec![]);
         };
         let Some(node_name) = c.names.get(node).cloned() else {
-            return vec![];
+            return Ok(vec![]);
         };
-        // A value of another arg than the one collected (the job's, else the first value's)
-        // is not this QUERY's.
-        if c.name.as_ref().is_some_and(|n| *n != name) {
-            return vec![];
+        if let Some(arg) = c.name.as_ref()
+            && *arg != name
+        {
+            return Err(format!(
+                "QUERY job {job_id} collects the arg '{arg}', not '{name}'"
+            ));
         }
         let new = !c.values.contains_key(&node_name);
         let mut actions = Vec::new();
@@ -214,10 +217,10 @@ impl Queries {
             if new && c.respread_at.is_none() {
                 c.respread_at = Some(now + LATE_VALUES_WAIT);
             }
-            return actions;
+            return Ok(actions);
         }
         actions.extend(self.spread_if_complete(job_id, now));
-        actions
+        Ok(actions)
     }
 
     /// `node` has the gossiped set of `job_id` with `values` values: it needs no direct copy
@@ -470,17 +473,24 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b", "c"]), t0);
-        let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         assert_eq!(kept(&a), vec![(n("a"), json!(1))]);
-        assert!(q.value("j", &n("a"), "x".into(), json!(1), t0).is_empty());
+        assert!(
+            q.value("j", &n("a"), "x".into(), json!(1), t0)
+                .unwrap()
+                .is_empty()
+        );
         // A value of another arg is not this QUERY's.
-        assert!(q.value("j", &n("b"), "y".into(), json!(5), t0).is_empty());
+        assert_eq!(
+            q.value("j", &n("b"), "y".into(), json!(5), t0),
+            Err("QUERY job j collects the arg 'x', not 'y'".into())
+        );
         // The originator restarts: a fresh collection, the kept value replayed, then the rest.
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b", "c"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
-        q.value("j", &n("b"), "x".into(), json!(2), t0);
-        let a = q.value("j", &n("c"), "x".into(), json!(3), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        let a = q.value("j", &n("c"), "x".into(), json!(3), t0).unwrap();
         assert_eq!(
             sent(&a),
             vec![(
@@ -512,9 +522,9 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", Some("x".into()), targets(&["a", "b", "c", "d"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
-        q.value("j", &n("b"), "x".into(), json!(2), t0);
-        q.value("j", &n("c"), "x".into(), json!(3), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        q.value("j", &n("c"), "x".into(), json!(3), t0).unwrap();
         let a = q.ended_without_value("j", &n("d"), t0);
         let Some(Action::Spread { to, aggregate, .. }) = a.first() else {
             panic!("not gossiped: {a:?}");
@@ -539,9 +549,9 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
-        q.value("j", &n("b"), "x".into(), json!(2), t0);
-        let a = q.value("j", &n("c"), "x".into(), json!(3), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        let a = q.value("j", &n("c"), "x".into(), json!(3), t0).unwrap();
         assert!(matches!(a.last(), Some(Action::Spread { .. })));
         q.taken("j", &n("c"), 3);
         let a = q.not_gossiped("j");
@@ -558,14 +568,19 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
-        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
         q.node_gone(&n("c"), t0);
         q.taken("j", &n("a"), 2);
         q.taken("j", &n("b"), 2);
         // c is back with its value: after the wait, everyone gets the larger set by gossip.
         let t1 = t0 + Duration::from_secs(1);
-        assert!(q.value("j", &n("c"), "x".into(), json!(3), t1).len() == 1);
+        assert!(
+            q.value("j", &n("c"), "x".into(), json!(3), t1)
+                .unwrap()
+                .len()
+                == 1
+        );
         let a = q.tick(t1 + LATE_VALUES_WAIT);
         let Some(Action::Spread { to, aggregate, .. }) = a.first() else {
             panic!("not gossiped: {a:?}");
@@ -586,8 +601,8 @@ mod tests {
         // d had reported the job before a restart of the originator: nothing waits there.
         t[3].reported = true;
         q.open("j", Some("x".into()), t, t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
-        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
         // c is written off: gone (the set goes to the others), and its job recorded as
         // ended without a value.
         let a = q.node_gone(&n("c"), t0);
@@ -602,7 +617,7 @@ mod tests {
         // c is back with its value: the larger set is gossiped, and c, which gossip missed,
         // gets it directly.
         let t1 = t0 + Duration::from_secs(5);
-        q.value("j", &n("c"), "x".into(), json!(3), t1);
+        q.value("j", &n("c"), "x".into(), json!(3), t1).unwrap();
         let a = q.tick(t1 + LATE_VALUES_WAIT);
         assert!(matches!(a.first(), Some(Action::Spread { .. })), "{a:?}");
         q.taken("j", &n("a"), 3);
@@ -616,16 +631,24 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b"]), t0);
-        assert!(sent(&q.value("j", &n("a"), "x".into(), json!(1), t0)).is_empty());
+        assert!(sent(&q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap()).is_empty());
         // Not a target: ignored.
-        assert!(q.value("j", &n("z"), "y".into(), json!(9), t0).is_empty());
-        let a = q.value("j", &n("b"), "x".into(), json!(2), t0);
+        assert!(
+            q.value("j", &n("z"), "y".into(), json!(9), t0)
+                .unwrap()
+                .is_empty()
+        );
+        let a = q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
         assert_eq!(
             sent(&a),
             vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
         );
         // A value sent again changes nothing.
-        assert!(q.value("j", &n("b"), "x".into(), json!(2), t0).is_empty());
+        assert!(
+            q.value("j", &n("b"), "x".into(), json!(2), t0)
+                .unwrap()
+                .is_empty()
+        );
         assert!(q.tick(t0 + Duration::from_secs(1)).is_empty());
     }
 
@@ -636,9 +659,9 @@ mod tests {
         q.open("j", Some("x".into()), targets(&["a", "b"]), t0);
         assert_eq!(q.arg("j"), Some("x"));
         // First, but of another arg: not taken, not kept.
-        assert!(q.value("j", &n("a"), "y".into(), json!(0), t0).is_empty());
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
-        let a = q.value("j", &n("b"), "x".into(), json!(2), t0);
+        assert!(q.value("j", &n("a"), "y".into(), json!(0), t0).is_err());
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        let a = q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
         assert_eq!(sent(&a)[0].1, json!({"a": {"x": 1}, "b": {"x": 2}}));
     }
 
@@ -657,7 +680,7 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         let a = q.ended_without_value("j", &n("b"), t0);
         assert_eq!(
             sent(&a),
@@ -670,7 +693,7 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b", "c"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         // b and c are cut off: a goes on with what it has; they get nothing yet.
         assert!(q.node_gone(&n("b"), t0).is_empty());
         let a = q.node_gone(&n("c"), t0);
@@ -678,8 +701,8 @@ mod tests {
         // Back, without a value yet: nothing is sent to them.
         assert!(q.node_back(&n("b")).is_empty());
         let t1 = t0 + Duration::from_secs(30);
-        assert!(sent(&q.value("j", &n("b"), "x".into(), json!(2), t1)).is_empty());
-        assert!(sent(&q.value("j", &n("c"), "x".into(), json!(3), t1)).is_empty());
+        assert!(sent(&q.value("j", &n("b"), "x".into(), json!(2), t1).unwrap()).is_empty());
+        assert!(sent(&q.value("j", &n("c"), "x".into(), json!(3), t1).unwrap()).is_empty());
         // Within the wait nothing; then one larger aggregate for everyone.
         assert!(q.tick(t1 + LATE_VALUES_WAIT / 2).is_empty());
         let a = q.tick(t1 + LATE_VALUES_WAIT);
@@ -697,9 +720,9 @@ mod tests {
         let t0 = Instant::now();
         let mut q = Queries::default();
         q.open("j", None, targets(&["a", "b"]), t0);
-        q.value("j", &n("b"), "x".into(), json!(2), t0);
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
         q.node_gone(&n("b"), t0);
-        let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         assert_eq!(sent(&a)[0].0, vec![n("a")]);
         let a = q.node_back(&n("b"));
         assert_eq!(
@@ -715,7 +738,7 @@ mod tests {
         let mut t = targets(&["a", "b"]);
         t[1].reported = true;
         q.open("j", None, t, t0);
-        let a = q.value("j", &n("a"), "x".into(), json!(1), t0);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         assert_eq!(sent(&a)[0].0, vec![n("a"), n("b")]);
         q.open("k", None, targets(&["a"]), t0);
         let a = q.tick(t0 + KEEP_FOR);

@@ -1631,7 +1631,8 @@ impl Sim {
         let now = self.instant();
         let actions = self
             .queries
-            .value(&job_id, &self.ids[node], QUERY_ARG.into(), value, now);
+            .value(&job_id, &self.ids[node], QUERY_ARG.into(), value, now)
+            .unwrap_or_default();
         self.query_actions(actions);
     }
 

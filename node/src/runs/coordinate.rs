@@ -392,20 +392,16 @@ impl Actor {
                 continue;
             }
             for v in values {
-                // Of another arg (kept by an older version): not this QUERY's.
-                if self
-                    .cross
-                    .queries
-                    .arg(&job_id)
-                    .is_some_and(|arg| arg != v.name)
-                {
-                    self.store.delete_query_value(&job_id, &v.node);
-                    continue;
-                }
-                let actions =
+                let node = v.node.clone();
+                let Ok(actions) =
                     self.cross
                         .queries
-                        .value(&job_id, &v.node, v.name, v.value, Instant::now());
+                        .value(&job_id, &v.node, v.name, v.value, Instant::now())
+                else {
+                    // Of another arg (kept by an older version): not this QUERY's.
+                    self.store.delete_query_value(&job_id, &node);
+                    continue;
+                };
                 // Already on disk.
                 let actions = actions
                     .into_iter()
@@ -429,17 +425,10 @@ impl Actor {
             debug!(job = %job_id, "query value for a job this node does not track");
             return Ok(());
         }
-        if let Some(arg) = self.cross.queries.arg(&job_id)
-            && arg != name
-        {
-            return Err(format!(
-                "QUERY job {job_id} collects the arg '{arg}', not '{name}'"
-            ));
-        }
         let actions = self
             .cross
             .queries
-            .value(&job_id, &node, name, value, Instant::now());
+            .value(&job_id, &node, name, value, Instant::now())?;
         self.query_actions(actions);
         // A value that comes after every target reported (a --no-wait result that overtook
         // it, or an answer lost on the way) is not kept. (A record still in memory is still
