@@ -135,6 +135,9 @@ Scenarios:
                  each node sends its value to the submitter, which gossips the set of all
                  N values (nodes gossip missed get it directly after 2 s); a node's QUERY
                  job ends when the set arrives
+  job-wait       one node (node-1) runs a job for --job-time (default 0.5 s) while every
+                 node's JOB_WAIT waits for it there: each registers with that node, which
+                 tells every waiter when the job finished
   all            every scenario above
 
 Tier 2 takes --latency and --loss on every link (a lost chunk arrives after TCP's
@@ -158,6 +161,7 @@ enum ScenarioChoice {
     Partition,
     LateJoin,
     Query,
+    JobWait,
     All,
 }
 
@@ -171,6 +175,7 @@ impl ScenarioChoice {
             ScenarioChoice::Partition => vec![Scenario::Partition],
             ScenarioChoice::LateJoin => vec![Scenario::LateJoin],
             ScenarioChoice::Query => vec![Scenario::Query],
+            ScenarioChoice::JobWait => vec![Scenario::JobWait],
             ScenarioChoice::All => Scenario::ALL.to_vec(),
         }
     }
@@ -411,7 +416,7 @@ fn workload(args: &Args, scenario: Scenario, nodes: usize) -> Workload {
     if let Some(j) = args.jobs
         && !matches!(
             scenario,
-            Scenario::Fanout | Scenario::Files | Scenario::Query
+            Scenario::Fanout | Scenario::Files | Scenario::Query | Scenario::JobWait
         )
     {
         w.jobs = j;

@@ -23,10 +23,12 @@ pub enum Scenario {
     /// Every node caches a value, then one QUERY job collects all of them at the submitter,
     /// which gossips the whole set to every node.
     Query,
+    /// One node runs a job for `--job-time` while every node's JOB_WAIT waits for it there.
+    JobWait,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Fanout,
         Scenario::Orchestration,
         Scenario::Files,
@@ -34,6 +36,7 @@ impl Scenario {
         Scenario::Partition,
         Scenario::LateJoin,
         Scenario::Query,
+        Scenario::JobWait,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -45,6 +48,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::LateJoin => "late-join",
             Scenario::Query => "query",
+            Scenario::JobWait => "job-wait",
         }
     }
 }
@@ -60,7 +64,7 @@ impl fmt::Display for Scenario {
 pub struct Workload {
     pub scenario: Scenario,
     pub nodes: usize,
-    /// Jobs in the run (1 for `fanout` and `files`; `query` runs its two).
+    /// Jobs in the run (1 for `fanout` and `files`; `query` and `job-wait` run their two).
     pub jobs: usize,
     /// Size of the file of the `files` scenario.
     pub file_bytes: u64,
@@ -86,7 +90,7 @@ impl Workload {
             nodes,
             jobs: match scenario {
                 Scenario::Fanout | Scenario::Files => 1,
-                Scenario::Query => 2,
+                Scenario::Query | Scenario::JobWait => 2,
                 Scenario::Orchestration => 100,
                 Scenario::Churn | Scenario::Partition | Scenario::LateJoin => 10,
             },
@@ -95,6 +99,7 @@ impl Workload {
                 Scenario::Churn | Scenario::Partition | Scenario::LateJoin => {
                     Duration::from_millis(100)
                 }
+                Scenario::JobWait => Duration::from_millis(500),
                 _ => Duration::from_millis(5),
             },
             churn: 0.1,
@@ -115,6 +120,46 @@ pub fn node_name(i: usize) -> String {
     format!("node-{i}")
 }
 
+/// `job-wait`: the node that runs the awaited job (the first one after the submitter, node 0;
+/// the submitter itself in a mesh of one).
+pub fn awaited_node(nodes: usize) -> usize {
+    usize::from(nodes > 1)
+}
+
+/// `job-wait`: the awaited job, as `VERB inline` (a WAIT of `job_time`).
+pub fn awaited_job(job_time: Duration) -> (&'static str, String) {
+    ("WAIT", format!("--seconds {}", job_time.as_secs_f64()))
+}
+
+impl Workload {
+    /// The targets the run is submitted to (overriding its entries'): every node, but none
+    /// for `job-wait`, whose entries name theirs.
+    pub fn run_targets(&self) -> Vec<String> {
+        match self.scenario {
+            Scenario::JobWait => Vec::new(),
+            _ => (0..self.nodes).map(node_name).collect(),
+        }
+    }
+
+    /// Results the run brings: one per job per node, but `job-wait`'s awaited job runs on
+    /// one node only.
+    pub fn expected_results(&self) -> usize {
+        match self.scenario {
+            Scenario::JobWait => self.nodes + 1,
+            _ => self.nodes * self.jobs,
+        }
+    }
+
+    /// `job-wait`: the fingerprint of the awaited job (what JOB_WAIT names).
+    pub fn awaited_fingerprint(&self) -> Result<String, String> {
+        let (verb, inline) = awaited_job(self.job_time);
+        match jobs::JobSpec::parse(verb, &inline, &Default::default())? {
+            jobs::ParseOutcome::Spec(spec) => Ok(spec.fingerprint().to_string()),
+            jobs::ParseOutcome::Help(_) => Err("the awaited job parsed as help".into()),
+        }
+    }
+}
+
 /// Something that happens to one node during a run (tiers 2 and 3): it goes down `down`
 /// after the submit (`None`: before the submit, a late joiner) and is back `back` after it.
 #[derive(Debug, Clone, Copy)]
@@ -127,8 +172,22 @@ pub struct Disruption {
 impl Workload {
     /// The run's orchestration for every scenario but `files`: `jobs` jobs in one entry,
     /// `WAIT --seconds` of `job_time` each, or `ECHO` for 0 s; for `query`, a RUN that caches
-    /// a value of the node's own and the QUERY of it.
+    /// a value of the node's own and the QUERY of it; for `job-wait`, the awaited WAIT on one
+    /// node and a JOB_WAIT for it on every node (each entry names its targets: submit it
+    /// without targets of its own, [`Workload::run_targets`]).
     pub fn jobs_yaml(&self) -> String {
+        if self.scenario == Scenario::JobWait {
+            let (verb, inline) = awaited_job(self.job_time);
+            let fingerprint = self
+                .awaited_fingerprint()
+                .unwrap_or_else(|e| format!("unparsable-{e}"));
+            let awaited = node_name(awaited_node(self.nodes));
+            let everyone: Vec<String> = (0..self.nodes).map(node_name).collect();
+            return format!(
+                "- targets: [{awaited}]\n  jobs:\n  - {verb}: {inline}\n- targets: [{}]\n  jobs:\n  - JOB_WAIT: {fingerprint} --identity {awaited}\n",
+                everyone.join(", ")
+            );
+        }
         if self.scenario == Scenario::Query {
             return format!(
                 "- jobs:\n  - RUN: --skip-cache --stdout-arg {QUERY_ARG} echo token-$$\n  - QUERY: {QUERY_ARG}\n"

@@ -35,6 +35,7 @@ use std::{
 use coordination::{
     JobEntry, JobMessage, JobResult, NodeId, Parent, Run, TargetKey,
     acknowledgement::Acknowledgement,
+    job_wait::{self, Registrations, Waits},
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
     query::{self, Queries},
@@ -51,7 +52,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::{
     metrics::Report,
     network::{Micros, NetworkModel, Overhead, micros},
-    scenario::{QUERY_ARG, Scenario, Workload},
+    scenario::{QUERY_ARG, Scenario, Workload, awaited_job, awaited_node},
 };
 
 /// A coordination message that failed is sent again after this long (the daemon's first
@@ -255,6 +256,10 @@ enum Body {
     QueryTaken {
         values: usize,
     },
+    /// A JOB_WAIT registers with the awaited node (the wait is the sender's).
+    WaitFor,
+    /// The awaited node says the job finished (to the waiter's wait).
+    WaitDone,
 }
 
 #[derive(Debug)]
@@ -272,6 +277,8 @@ enum Kind {
     QueryValue,
     QueryResult { bytes: u64 },
     QueryTaken { values: usize },
+    WaitFor,
+    WaitDone,
 }
 
 struct Pending {
@@ -353,6 +360,11 @@ struct SimNode {
     /// Its QUERY job ran here (sent its value) since the node started: it takes the set
     /// (the daemon keeps who may send it in memory only).
     query_ran: bool,
+    /// JOB_WAIT (`job-wait`): this node's wait (memory only, as in the daemon) and the job
+    /// that waits; on the awaited node, the waits registered there.
+    waits: Waits,
+    wait_running: Option<usize>,
+    registrations: Registrations,
 }
 
 struct Sim {
@@ -416,6 +428,19 @@ struct Sim {
     queries: Queries,
     query_job: Option<usize>,
     query_value_bytes: u64,
+    /// `job-wait`: the JOB_WAIT job, the awaited job and node, what the wait names, and the
+    /// sizes of its two messages.
+    wait_job: Option<usize>,
+    awaited_job: Option<usize>,
+    awaited: usize,
+    awaited_fingerprint: String,
+    wait_for_bytes: u64,
+    wait_done_bytes: u64,
+}
+
+/// The id of `node`'s JOB_WAIT (one per node in `job-wait`).
+fn wait_id_of(node: usize) -> String {
+    format!("wait-{node}")
 }
 
 /// A node name shaped like a real one (an Ed25519 peer id: `12D3KooW` and 44 base58 digits).
@@ -474,6 +499,9 @@ fn build_run(
     rng: &mut impl Rng,
 ) -> Result<(Run, Option<FileRef>), String> {
     let mut file = None;
+    if w.scenario == Scenario::JobWait {
+        return build_job_wait_run(w, originator, targets, rng).map(|run| (run, None));
+    }
     let specs: Vec<JobSpec> = match w.scenario {
         Scenario::Files => {
             let chunks = w.file_bytes.div_ceil(CHUNK_SIZE) as usize;
@@ -530,6 +558,52 @@ fn build_run(
         originator_start: 0,
     };
     Ok((run, file))
+}
+
+/// `job-wait`: the awaited job on one node, then a JOB_WAIT for it on every node.
+fn build_job_wait_run(
+    w: &Workload,
+    originator: &NodeId,
+    targets: &[NodeId],
+    rng: &mut impl Rng,
+) -> Result<Run, String> {
+    let (verb, inline) = awaited_job(w.job_time);
+    let awaited = spec(verb, &inline)?;
+    let fingerprint = w.awaited_fingerprint()?;
+    let wait = spec(
+        "JOB_WAIT",
+        &format!(
+            "{fingerprint} --identity node-{}",
+            awaited_node(targets.len())
+        ),
+    )?;
+    let mut parent = |targets: Vec<NodeId>, spec: JobSpec| Parent {
+        parent_id: uuid_like(rng),
+        fingerprint: Fingerprint(rng.r#gen()),
+        queue: QueueKind::Sync,
+        targets,
+        target_keys: Default::default(),
+        jobs: vec![JobEntry {
+            job_id: uuid_like(rng),
+            fingerprint: spec.fingerprint(),
+            only_on: None,
+            spec,
+        }],
+    };
+    let parents = vec![
+        parent(vec![targets[awaited_node(targets.len())].clone()], awaited),
+        parent(targets.to_vec(), wait),
+    ];
+    Ok(Run {
+        run_id: uuid_like(rng),
+        originator: originator.clone(),
+        parents,
+        stream: false,
+        inline: vec![],
+        holders: vec![],
+        round: 0,
+        originator_start: 0,
+    })
 }
 
 impl Sim {
@@ -602,6 +676,25 @@ impl Sim {
             name: QUERY_ARG.into(),
             value: serde_json::json!("token-1234567"),
         });
+        let position_of = |verb: &str| {
+            jobs.iter()
+                .position(|&(p, j)| run.parents[p].jobs[j].spec.verb().name() == verb)
+        };
+        let wait_job = position_of("JOB_WAIT");
+        let awaited_job = wait_job.and(position_of("WAIT"));
+        let awaited_fingerprint = match wait_job {
+            Some(_) => w.awaited_fingerprint()?,
+            None => String::new(),
+        };
+        let wait_for_bytes = cbor_len(&JobMessage::WaitFor {
+            wait_id: "00000000-0000-0000-0000-000000000000".into(),
+            fingerprint: awaited_fingerprint.clone(),
+        });
+        let wait_done_bytes = cbor_len(&JobMessage::WaitDone {
+            wait_id: "00000000-0000-0000-0000-000000000000".into(),
+            node: ids[submitter].clone(),
+            state: "success".into(),
+        });
         let heartbeat = micros(daemon::GOSSIP_HEARTBEAT);
         let runs_tick = micros(daemon::RUNS_TICK);
         let nodes = (0..n)
@@ -670,6 +763,12 @@ impl Sim {
             job_index,
             queries: Queries::default(),
             query_job,
+            wait_job,
+            awaited_job,
+            awaited: awaited_node(n),
+            awaited_fingerprint,
+            wait_for_bytes,
+            wait_done_bytes,
             query_value_bytes,
         };
         sim.plan_disruptions(&order);
@@ -843,6 +942,7 @@ impl Sim {
                     let body = match kind {
                         Kind::QueryResult { bytes } => Body::QueryResult { bytes },
                         Kind::QueryTaken { values } => Body::QueryTaken { values },
+                        Kind::WaitDone => Body::WaitDone,
                         _ => Body::QueryValue,
                     };
                     self.request(from, to, body);
@@ -1007,6 +1107,8 @@ impl Sim {
                 *bytes,
                 daemon::CTL_TIMEOUT,
             ),
+            Body::WaitFor => (Kind::WaitFor, self.wait_for_bytes, daemon::CTL_TIMEOUT),
+            Body::WaitDone => (Kind::WaitDone, self.wait_done_bytes, daemon::CTL_TIMEOUT),
             Body::QueryTaken { values } => (
                 Kind::QueryTaken { values: *values },
                 cbor_len(&JobMessage::QueryTaken {
@@ -1137,6 +1239,14 @@ impl Sim {
                 self.query_result_in(to);
                 self.respond(id, Answer::Ok, 3);
             }
+            Body::WaitFor => {
+                self.register_at(to, from);
+                self.respond(id, Answer::Ok, 3);
+            }
+            Body::WaitDone => {
+                self.wait_done_at(to, from);
+                self.respond(id, Answer::Ok, 3);
+            }
             Body::QueryTaken { values } => {
                 if let Some(job) = self.query_job {
                     let job_id = self.job_id(job);
@@ -1191,7 +1301,18 @@ impl Sim {
                 };
                 self.download_step(node, input);
             }
-            kind @ (Kind::QueryValue | Kind::QueryResult { .. } | Kind::QueryTaken { .. }) => {
+            Kind::WaitFor => {
+                // A registration not taken is sent again by the wait's own timer.
+                if answer.is_some() {
+                    let now = self.instant();
+                    let wait_id = wait_id_of(node);
+                    self.nodes[node].waits.taken(&wait_id, &self.ids[p.to], now);
+                }
+            }
+            kind @ (Kind::QueryValue
+            | Kind::QueryResult { .. }
+            | Kind::QueryTaken { .. }
+            | Kind::WaitDone) => {
                 if answer.is_none() {
                     let epoch = self.nodes[node].epoch;
                     let event = Event::Retry {
@@ -1534,6 +1655,24 @@ impl Sim {
         }
         self.nodes[node].running = None;
         self.nodes[node].finished.insert(job);
+        if Some(job) == self.awaited_job {
+            let now = self.instant();
+            let state = if done == Done::Success {
+                "success"
+            } else {
+                "failed"
+            };
+            let actions =
+                self.nodes[node]
+                    .registrations
+                    .finished(&self.awaited_fingerprint, state, now);
+            self.wait_actions(node, actions);
+        }
+        if Some(job) == self.wait_job {
+            let wait_id = wait_id_of(node);
+            self.nodes[node].waits.close(&wait_id);
+            self.nodes[node].wait_running = None;
+        }
         let (p, j) = self.jobs[job];
         let ms = (self.now / 1000).saturating_sub(micros(self.workload.job_time) / 1000);
         let result = JobResult {
@@ -1593,6 +1732,7 @@ impl Sim {
 
     fn want_runs_tick(&mut self, node: usize) {
         let busy = self.nodes[node].outbox.pending() > 0
+            || !self.nodes[node].waits.is_empty()
             || (node == self.submitter && self.originator.open_runs() > 0);
         if busy && self.nodes[node].runs_tick_at.is_none() {
             let at = next_phase(self.now, self.nodes[node].phase, micros(daemon::RUNS_TICK));
@@ -1612,6 +1752,11 @@ impl Sim {
         }
         let actions = self.nodes[node].outbox.handle(outbox::Input::Tick, now);
         self.outbox_actions(node, actions);
+        let actions = self.nodes[node].waits.tick(now);
+        self.wait_actions(node, actions);
+        if !self.nodes[node].waits.is_empty() {
+            self.want_runs_tick(node);
+        }
     }
 
     // ---- QUERY ----
@@ -1716,6 +1861,74 @@ impl Sim {
         }
     }
 
+    // ---- JOB_WAIT ----
+
+    /// What `node`'s wait or registrations say: registrations go to the awaited node (or are
+    /// taken here), notices to the waiter, and a wait told the job finished ends its job.
+    fn wait_actions(&mut self, node: usize, actions: Vec<job_wait::Action>) {
+        for action in actions {
+            match action {
+                job_wait::Action::Register { to, .. } => {
+                    let to = self.index[&to];
+                    if to == node {
+                        self.register_at(node, node);
+                    } else {
+                        self.request(node, to, Body::WaitFor);
+                    }
+                }
+                job_wait::Action::Notify { waiter, .. } => {
+                    let waiter = self.index[&waiter];
+                    if waiter == node {
+                        self.wait_done_at(node, node);
+                    } else {
+                        self.request(node, waiter, Body::WaitDone);
+                    }
+                }
+                job_wait::Action::Finished { .. } => {
+                    if let Some(job) = self.nodes[node].wait_running {
+                        let epoch = self.nodes[node].epoch;
+                        self.schedule(
+                            self.now,
+                            Event::JobDone {
+                                node,
+                                epoch,
+                                job,
+                                ok: true,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// `waiter`'s registration reaches the awaited node `at`: answered at once if the job
+    /// finished there (its cache), else kept until it does.
+    fn register_at(&mut self, at: usize, waiter: usize) {
+        let finished = self
+            .awaited_job
+            .is_some_and(|job| self.nodes[at].finished.contains(&job));
+        let now = self.instant();
+        let fingerprint = self.awaited_fingerprint.clone();
+        let actions = self.nodes[at].registrations.register(
+            &wait_id_of(waiter),
+            &fingerprint,
+            &self.ids[waiter],
+            finished.then_some("success"),
+            now,
+        );
+        self.wait_actions(at, actions);
+    }
+
+    /// The awaited node `from` tells `waiter` the job finished there.
+    fn wait_done_at(&mut self, waiter: usize, from: usize) {
+        let actions =
+            self.nodes[waiter]
+                .waits
+                .done(&wait_id_of(waiter), &self.ids[from], "success".into());
+        self.wait_actions(waiter, actions);
+    }
+
     // ---- Files ----
 
     fn serve(&mut self, node: usize, id: u64, index: usize) {
@@ -1796,6 +2009,19 @@ impl Sim {
     /// The executor runs `job` on `node` for `--job-time`; it ends as `ok` says. A QUERY job
     /// sends the node's value and waits for the set.
     fn run_job(&mut self, node: usize, job: usize, ok: bool) {
+        if Some(job) == self.wait_job {
+            self.nodes[node].wait_running = Some(job);
+            let now = self.instant();
+            let awaited = self.ids[self.awaited].clone();
+            let fingerprint = self.awaited_fingerprint.clone();
+            let actions =
+                self.nodes[node]
+                    .waits
+                    .open(&wait_id_of(node), &fingerprint, vec![awaited], now);
+            self.wait_actions(node, actions);
+            self.want_runs_tick(node);
+            return;
+        }
         if Some(job) == self.query_job {
             self.nodes[node].query_waiting = Some(job);
             self.nodes[node].query_ran = true;
@@ -1875,6 +2101,9 @@ impl Sim {
         n.waiting_job = None;
         n.query_waiting = None;
         n.query_ran = false;
+        n.waits = Waits::default();
+        n.wait_running = None;
+        n.registrations = Registrations::default();
         n.parked.clear();
         n.dont_want.clear();
         n.heartbeat_at = None;

@@ -117,7 +117,6 @@ impl Tier2 {
         rng: &mut ChaCha8Rng,
     ) -> Result<Report, String> {
         let w = &self.workload;
-        let names: Vec<String> = (0..w.nodes).map(node_name).collect();
         let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
         let parents = match w.scenario {
             Scenario::Files => {
@@ -165,7 +164,7 @@ impl Tier2 {
         let t0 = unix_ms();
         let t0_instant = Instant::now();
         let cpu_at_submit = cpu_seconds();
-        let ids = submit(&submitter, parents, &names).await?;
+        let ids = submit(&submitter, parents, &w.run_targets()).await?;
         if w.scenario == Scenario::Partition {
             let mesh = mesh.clone();
             let (start, end) = (w.partition_at, w.partition_at + w.partition_for);

@@ -154,7 +154,6 @@ impl Tier3 {
         others: Vec<usize>,
     ) -> Result<Report, String> {
         let w = &self.workload;
-        let names: Vec<String> = (0..w.nodes).map(node_name).collect();
         let run = root.join("run.yaml");
         let text = match w.scenario {
             Scenario::Files => {
@@ -216,7 +215,7 @@ impl Tier3 {
             net.expect("checked above").split(true)?;
             events.remove(0);
         }
-        let ids = mesh.submit(&run, &names)?;
+        let ids = mesh.submit(&run, &w.run_targets())?;
         let deadline = t0_instant + self.limit;
         let records = loop {
             let now = t0_instant.elapsed();

@@ -49,8 +49,8 @@ fn tier1_every_scenario_delivers_everything_without_loss() {
     for scenario in Scenario::ALL {
         let s = tier1(scenario, NetworkModel::default(), 7);
         assert_complete(&s);
-        let jobs = Workload::new(scenario, TIER1_NODES).jobs;
-        assert_eq!(s.expected_results, TIER1_NODES * jobs, "{s:?}");
+        let expected = Workload::new(scenario, TIER1_NODES).expected_results();
+        assert_eq!(s.expected_results, expected, "{s:?}");
     }
 }
 
@@ -178,6 +178,20 @@ fn tier2_query() {
     let s = tier2(Scenario::Query, |_| {});
     assert_complete(&s);
     assert_eq!(s.expected_results, TIER2_NODES * 2);
+}
+
+/// Every node's JOB_WAIT ends only once the awaited job has finished on its node (which
+/// runs it for half a second): none of them before.
+#[test]
+fn tier2_job_wait() {
+    let s = tier2(Scenario::JobWait, |_| {});
+    assert_complete(&s);
+    assert_eq!(s.expected_results, TIER2_NODES + 1);
+    let first = s.results[0].expect("results came");
+    assert!(
+        first >= 0.5,
+        "a JOB_WAIT ended before the awaited job could: {s:?}"
+    );
 }
 
 #[test]

@@ -29,12 +29,17 @@ fn tier3(scenario: Scenario, netns: bool, tune: impl FnOnce(&mut Workload)) -> S
     .summary()
 }
 
+/// Everything delivered, `jobs` results from each node.
 fn assert_complete(s: &Summary, jobs: usize) {
+    assert_complete_with(s, NODES * jobs);
+}
+
+fn assert_complete_with(s: &Summary, expected_results: usize) {
     let what = format!("tier 3 {} on {} nodes: {s:?}", s.scenario, s.nodes);
     assert_eq!(s.tier, 3, "{what}");
     assert_eq!(s.targets, NODES, "{what}");
     assert_eq!(s.delivery, 1.0, "delivery, {what}");
-    assert_eq!(s.expected_results, NODES * jobs, "{what}");
+    assert_eq!(s.expected_results, expected_results, "{what}");
     assert_eq!(s.results_recorded, s.expected_results, "results, {what}");
     assert_eq!(s.unreachable, 0, "unreachable, {what}");
     assert_eq!(s.failed, 0, "failed, {what}");
@@ -43,10 +48,12 @@ fn assert_complete(s: &Summary, jobs: usize) {
 }
 
 #[test]
-fn tier3_fanout_orchestration_query_and_files_on_loopback() {
+fn tier3_fanout_orchestration_query_job_wait_and_files_on_loopback() {
     assert_complete(&tier3(Scenario::Fanout, false, |_| {}), 1);
     assert_complete(&tier3(Scenario::Orchestration, false, |w| w.jobs = 20), 20);
     assert_complete(&tier3(Scenario::Query, false, |_| {}), 2);
+    // The awaited job runs on one node; every node's JOB_WAIT waits for it.
+    assert_complete_with(&tier3(Scenario::JobWait, false, |_| {}), NODES + 1);
     let s = tier3(Scenario::Files, false, |w| w.file_bytes = 3 << 20);
     assert_complete(&s, 1);
     // The submitter serves its file to a few nodes, not to all of them.

@@ -1274,6 +1274,42 @@ fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     );
 }
 
+/// A JOB_WAIT naming a node this node does not know yet (it joins moments later) looks for
+/// it again instead of failing at once, and ends when the job has run there.
+#[test]
+fn a_job_wait_on_a_node_that_joins_moments_later_waits_for_it() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let awaited = "echo awaited";
+    let fp = match jobs::JobSpec::parse("RUN", awaited, &BTreeMap::new()) {
+        Ok(jobs::ParseOutcome::Spec(spec)) => spec.fingerprint().to_string(),
+        other => panic!("RUN {awaited} does not parse: {other:?}"),
+    };
+    let wait = format!("JOB_WAIT: {fp} --identity n3 --timeout 60");
+    let file = root.path().join("wait.yaml");
+    std::fs::write(&file, format!("- targets: [n1]\n  jobs:\n  - {wait}\n")).unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    // n3 joins now; once n1 sees it, the awaited job runs there.
+    let token = nodes[0].join_token();
+    nodes.push(Daemon::start_isolated(
+        root.path(),
+        "n3",
+        &["--token", &token],
+    ));
+    wait_for(Duration::from_secs(20), "n1 to see n3", || {
+        e2e_tests::alive_names(&nodes[0].status()?)
+            .contains(&"n3".to_string())
+            .then_some(())
+    });
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", awaited, "--target", "n3", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = wait_for_job(&nodes, &wait, "the JOB_WAIT never reported", |r| {
+        r["results"]["n1"].is_object()
+    });
+    assert_eq!(r["results"]["n1"]["state"], "success", "{r}");
+}
+
 /// A node reinstalled under its old name (a new identity; the old one's row says it left) is
 /// the one a JOB_WAIT on that name asks.
 #[test]

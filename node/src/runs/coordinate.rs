@@ -657,6 +657,46 @@ impl Actor {
     }
 }
 
+/// How long JOB_WAIT looks for a node name this node does not know yet (a node that joined
+/// moments ago reaches every table within a few seconds).
+const UNKNOWN_NAME_GRACE: Duration = Duration::from_secs(10);
+
+/// Why JOB_WAIT's node names do not name one node each.
+enum NameError {
+    Unknown(String),
+    Ambiguous(String, usize),
+}
+
+/// The node each of `names` stands for. A name is one node's while it is live (an old row
+/// under it, of a node reinstalled with a new identity, does not count); with none live, the
+/// one last heard from, which may come back within the wait.
+fn resolve_names(
+    members: &[mesh::MemberView],
+    names: &[String],
+) -> Result<Vec<(NodeId, String)>, NameError> {
+    let mut peers = Vec::new();
+    for name in names {
+        let found: Vec<&mesh::MemberView> = members
+            .iter()
+            .filter(|m| m.presence.name == *name)
+            .collect();
+        let live: Vec<&&mesh::MemberView> = found
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Conflict))
+            .collect();
+        let one = match live.as_slice() {
+            [one] => **one,
+            [] => match found.iter().min_by_key(|m| m.last_seen_ago) {
+                Some(last) => *last,
+                None => return Err(NameError::Unknown(name.clone())),
+            },
+            several => return Err(NameError::Ambiguous(name.clone(), several.len())),
+        };
+        peers.push((NodeId(one.presence.peer_id.to_string()), name.clone()));
+    }
+    Ok(peers)
+}
+
 /// The executor's way to the mesh for QUERY, JOB_WAIT and files.
 pub struct NodeCoordinator {
     pub(crate) inbox: mpsc::Sender<Input>,
@@ -704,38 +744,29 @@ impl Coordinator for NodeCoordinator {
         let fingerprint = fingerprint.to_string();
         let nodes = nodes.to_vec();
         Box::pin(async move {
-            let status = mesh.status().await.map_err(|e| e.to_string())?;
-            let mut peers = Vec::new();
-            for name in &nodes {
-                let found: Vec<&mesh::MemberView> = status
-                    .members
-                    .iter()
-                    .filter(|m| m.presence.name == *name)
-                    .collect();
-                let live: Vec<&&mesh::MemberView> = found
-                    .iter()
-                    .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Conflict))
-                    .collect();
-                // A name is one node's while it is live (an old row under it, of a node
-                // reinstalled with a new identity, does not count); with none live, the one
-                // last heard from, which may come back within the wait.
-                let one = match live.as_slice() {
-                    [one] => **one,
-                    [] => match found.iter().min_by_key(|m| m.last_seen_ago) {
-                        Some(last) => *last,
-                        None => {
-                            return Err(format!("JOB_WAIT: no node named '{name}' in the mesh"));
-                        }
-                    },
-                    several => {
+            // A node that just joined may not be in this node's table yet: a name not found
+            // is looked for again, for a while, before the wait fails.
+            let give_up = tokio::time::Instant::now() + UNKNOWN_NAME_GRACE;
+            let peers = loop {
+                let status = mesh.status().await.map_err(|e| e.to_string())?;
+                match resolve_names(&status.members, &nodes) {
+                    Ok(peers) => break peers,
+                    Err(NameError::Unknown(_)) if tokio::time::Instant::now() < give_up => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(NameError::Unknown(name)) => {
                         return Err(format!(
-                            "JOB_WAIT: '{name}' is ambiguous ({} live nodes use that name)",
-                            several.len()
+                            "JOB_WAIT: no node named '{name}' in the mesh (looked for {} s)",
+                            UNKNOWN_NAME_GRACE.as_secs()
                         ));
                     }
-                };
-                peers.push((NodeId(one.presence.peer_id.to_string()), name.clone()));
-            }
+                    Err(NameError::Ambiguous(name, count)) => {
+                        return Err(format!(
+                            "JOB_WAIT: '{name}' is ambiguous ({count} live nodes use that name)"
+                        ));
+                    }
+                }
+            };
             let (updates, rx) = mpsc::channel(nodes.len().max(1));
             inbox
                 .send(Input::JobWait {
