@@ -465,9 +465,21 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
     let Some(coordinator) = ctx.coordinator else {
         return Finished::fail("JOB_WAIT needs a mesh to ask", "");
     };
-    let mut updates = match coordinator.job_wait(fingerprint, identities).await {
-        Ok(rx) => rx,
-        Err(e) => return Finished::fail(e, format!("JOB_WAIT {fingerprint} failed")),
+    // Bounded by the job's timeout: the node may look for a name it does not know yet.
+    let asked =
+        tokio::time::timeout_at(ctx.deadline, coordinator.job_wait(fingerprint, identities));
+    let mut updates = match asked.await {
+        Ok(Ok(rx)) => rx,
+        Ok(Err(e)) => return Finished::fail(e, format!("JOB_WAIT {fingerprint} failed")),
+        Err(_) => {
+            return Finished::fail(
+                format!(
+                    "JOB_WAIT: timed out before every node it names was found in the mesh ({})",
+                    identities.join(", ")
+                ),
+                format!("JOB_WAIT {fingerprint} failed"),
+            );
+        }
     };
     let mut done: Vec<(String, String)> = Vec::new();
     while done.len() < identities.len() {

@@ -81,8 +81,8 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     file_mib: u64,
     /// How long each job runs on a target (default 5ms; 100ms for churn, partition and
-    /// late-join, so that disruptions land while jobs run). Tier 2 runs `WAIT --seconds`
-    /// jobs of this length, or `ECHO` jobs for 0s.
+    /// late-join, so that disruptions land while jobs run; 500ms for job-wait's awaited job).
+    /// Tiers 2 and 3 run `WAIT --seconds` jobs of this length, or `ECHO` jobs for 0s.
     #[arg(long, value_parser = parse_duration)]
     job_time: Option<Duration>,
     /// churn: fraction of the nodes killed (each once, at a random moment of the run).
@@ -135,7 +135,7 @@ Scenarios:
                  each node sends its value to the submitter, which gossips the set of all
                  N values (nodes gossip missed get it directly after 2 s); a node's QUERY
                  job ends when the set arrives
-  job-wait       one node (node-1) runs a job for --job-time (default 0.5 s) while every
+  job-wait       one node (node-1; node-0 alone) runs a job for --job-time while every
                  node's JOB_WAIT waits for it there: each registers with that node, which
                  tells every waiter when the job finished
   all            every scenario above

@@ -81,6 +81,8 @@ pub struct Summary {
     pub have: [Option<f64>; 3],
     pub acked: [Option<f64>; 3],
     pub results: [Option<f64>; 3],
+    /// When the first result came.
+    pub first_result: Option<f64>,
     pub results_recorded: usize,
     pub expected_results: usize,
     pub unreachable: usize,
@@ -138,6 +140,7 @@ impl Report {
             have: at(&self.have_job, self.targets),
             acked: at(&self.acked, self.targets),
             results: at(&self.results, self.expected_results),
+            first_result: self.results.iter().copied().min_by(f64::total_cmp),
             results_recorded: self.results.len(),
             expected_results: self.expected_results,
             unreachable: self.unreachable,

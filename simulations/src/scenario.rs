@@ -175,23 +175,21 @@ impl Workload {
     /// a value of the node's own and the QUERY of it; for `job-wait`, the awaited WAIT on one
     /// node and a JOB_WAIT for it on every node (each entry names its targets: submit it
     /// without targets of its own, [`Workload::run_targets`]).
-    pub fn jobs_yaml(&self) -> String {
+    pub fn jobs_yaml(&self) -> Result<String, String> {
         if self.scenario == Scenario::JobWait {
             let (verb, inline) = awaited_job(self.job_time);
-            let fingerprint = self
-                .awaited_fingerprint()
-                .unwrap_or_else(|e| format!("unparsable-{e}"));
+            let fingerprint = self.awaited_fingerprint()?;
             let awaited = node_name(awaited_node(self.nodes));
             let everyone: Vec<String> = (0..self.nodes).map(node_name).collect();
-            return format!(
+            return Ok(format!(
                 "- targets: [{awaited}]\n  jobs:\n  - {verb}: {inline}\n- targets: [{}]\n  jobs:\n  - JOB_WAIT: {fingerprint} --identity {awaited}\n",
                 everyone.join(", ")
-            );
+            ));
         }
         if self.scenario == Scenario::Query {
-            return format!(
+            return Ok(format!(
                 "- jobs:\n  - RUN: --skip-cache --stdout-arg {QUERY_ARG} echo token-$$\n  - QUERY: {QUERY_ARG}\n"
-            );
+            ));
         }
         let mut text = String::from("- jobs:\n");
         for i in 0..self.jobs.max(1) {
@@ -204,7 +202,7 @@ impl Workload {
                 ));
             }
         }
-        text
+        Ok(text)
     }
 
     /// `files`: the setup orchestration that gives each node a destination directory of its

@@ -1309,10 +1309,9 @@ impl Sim {
                     self.nodes[node].waits.taken(&wait_id, &self.ids[p.to], now);
                 }
             }
-            kind @ (Kind::QueryValue
-            | Kind::QueryResult { .. }
-            | Kind::QueryTaken { .. }
-            | Kind::WaitDone) => {
+            // Sent once, as the daemon does: a word lost costs one direct copy of the set.
+            Kind::QueryTaken { .. } => {}
+            kind @ (Kind::QueryValue | Kind::QueryResult { .. } | Kind::WaitDone) => {
                 if answer.is_none() {
                     let epoch = self.nodes[node].epoch;
                     let event = Event::Retry {
@@ -1871,6 +1870,9 @@ impl Sim {
                 job_wait::Action::Register { to, .. } => {
                     let to = self.index[&to];
                     if to == node {
+                        let now = self.instant();
+                        let me = self.ids[node].clone();
+                        self.nodes[node].waits.taken(&wait_id_of(node), &me, now);
                         self.register_at(node, node);
                     } else {
                         self.request(node, to, Body::WaitFor);
@@ -1881,7 +1883,19 @@ impl Sim {
                     if waiter == node {
                         self.wait_done_at(node, node);
                     } else {
-                        self.request(node, waiter, Body::WaitDone);
+                        // As the daemon: once this node's writes for the job are on disk
+                        // (its next store commit), then sent until answered.
+                        let at = self.committed_at(node);
+                        let epoch = self.nodes[node].epoch;
+                        self.schedule(
+                            at,
+                            Event::Retry {
+                                from: node,
+                                epoch,
+                                to: waiter,
+                                kind: Kind::WaitDone,
+                            },
+                        );
                     }
                 }
                 job_wait::Action::Finished { .. } => {
@@ -2122,6 +2136,20 @@ impl Sim {
             return;
         }
         self.nodes[node].alive = true;
+        // Waits on it register again (it forgot them), as the daemon does on seeing it back.
+        if self.wait_job.is_some() {
+            let now = self.instant();
+            let back = self.ids[node].clone();
+            for waiter in 0..self.nodes.len() {
+                if waiter != node
+                    && self.nodes[waiter].alive
+                    && !self.nodes[waiter].waits.is_empty()
+                {
+                    let actions = self.nodes[waiter].waits.node_back(&back, now);
+                    self.wait_actions(waiter, actions);
+                }
+            }
+        }
         self.nodes[node].uplink_free = self.now;
         if !self.crosses_partition(node, self.submitter) {
             self.down_since[node] = None;

@@ -133,7 +133,7 @@ impl Tier2 {
                 write_random_file(&src, w.file_bytes, rng)?;
                 parents_of(&Workload::files_yaml(&src), root)?
             }
-            _ => parents_of(&w.jobs_yaml(), root)?,
+            _ => parents_of(&w.jobs_yaml()?, root)?,
         };
         drop(submitter);
 

@@ -173,7 +173,7 @@ impl Tier3 {
                 std::fs::write(&src, data).map_err(|e| format!("{}: {e}", src.display()))?;
                 Workload::files_yaml(&src)
             }
-            _ => w.jobs_yaml(),
+            _ => w.jobs_yaml()?,
         };
         write(&run, &text)?;
 

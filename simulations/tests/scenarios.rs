@@ -49,8 +49,11 @@ fn tier1_every_scenario_delivers_everything_without_loss() {
     for scenario in Scenario::ALL {
         let s = tier1(scenario, NetworkModel::default(), 7);
         assert_complete(&s);
-        let expected = Workload::new(scenario, TIER1_NODES).expected_results();
-        assert_eq!(s.expected_results, expected, "{s:?}");
+        let workload = Workload::new(scenario, TIER1_NODES);
+        assert_eq!(s.expected_results, workload.expected_results(), "{s:?}");
+        if scenario == Scenario::JobWait {
+            assert_waited(&s, &workload);
+        }
     }
 }
 
@@ -92,7 +95,13 @@ fn tier1_is_deterministic_for_a_seed() {
         loss: 0.02,
         ..NetworkModel::default()
     };
-    for scenario in [Scenario::Orchestration, Scenario::Churn, Scenario::Files] {
+    for scenario in [
+        Scenario::Orchestration,
+        Scenario::Churn,
+        Scenario::Files,
+        Scenario::Query,
+        Scenario::JobWait,
+    ] {
         let strip = |mut s: Summary| {
             s.wall_secs = 0.0;
             s
@@ -113,7 +122,13 @@ fn tier1_loss_delays_or_drops_but_loses_nothing() {
             loss_model,
             ..NetworkModel::default()
         };
-        for scenario in [Scenario::Fanout, Scenario::Orchestration, Scenario::Files] {
+        for scenario in [
+            Scenario::Fanout,
+            Scenario::Orchestration,
+            Scenario::Files,
+            Scenario::Query,
+            Scenario::JobWait,
+        ] {
             assert_complete(&tier1(scenario, network.clone(), 5));
         }
     }
@@ -187,10 +202,15 @@ fn tier2_job_wait() {
     let s = tier2(Scenario::JobWait, |_| {});
     assert_complete(&s);
     assert_eq!(s.expected_results, TIER2_NODES + 1);
-    let first = s.results[0].expect("results came");
+    assert_waited(&s, &Workload::new(Scenario::JobWait, TIER2_NODES));
+}
+
+/// `job-wait`: no result came before the awaited job could have finished.
+fn assert_waited(s: &Summary, w: &Workload) {
+    let first = s.first_result.expect("results came");
     assert!(
-        first >= 0.5,
-        "a JOB_WAIT ended before the awaited job could: {s:?}"
+        first >= w.job_time.as_secs_f64(),
+        "a result came at {first} s, before the awaited job could end: {s:?}"
     );
 }
 

@@ -52,8 +52,14 @@ fn tier3_fanout_orchestration_query_job_wait_and_files_on_loopback() {
     assert_complete(&tier3(Scenario::Fanout, false, |_| {}), 1);
     assert_complete(&tier3(Scenario::Orchestration, false, |w| w.jobs = 20), 20);
     assert_complete(&tier3(Scenario::Query, false, |_| {}), 2);
-    // The awaited job runs on one node; every node's JOB_WAIT waits for it.
-    assert_complete_with(&tier3(Scenario::JobWait, false, |_| {}), NODES + 1);
+    // The awaited job runs on one node for 0.5 s; every node's JOB_WAIT waits for it.
+    let s = tier3(Scenario::JobWait, false, |_| {});
+    assert_complete_with(&s, NODES + 1);
+    let first = s.first_result.expect("results came");
+    assert!(
+        first >= 0.5,
+        "a result came at {first} s, before the awaited job: {s:?}"
+    );
     let s = tier3(Scenario::Files, false, |w| w.file_bytes = 3 << 20);
     assert_complete(&s, 1);
     // The submitter serves its file to a few nodes, not to all of them.

@@ -1272,6 +1272,29 @@ fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
             .contains("no node named 'nope'"),
         "{last}"
     );
+    // ... and a JOB_WAIT whose timeout ends while it looks for the name says so.
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "JOB_WAIT",
+        "deadbeef00",
+        "--identity",
+        "nope",
+        "--timeout",
+        "2",
+        "--target",
+        "n1",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let last = records(&nodes[0]).into_iter().last().unwrap();
+    assert!(
+        last["results"]["n1"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("timed out before every node it names was found in the mesh (nope)"),
+        "{last}"
+    );
 }
 
 /// A JOB_WAIT naming a node this node does not know yet (it joins moments later) looks for
@@ -1290,6 +1313,7 @@ fn a_job_wait_on_a_node_that_joins_moments_later_waits_for_it() {
     std::fs::write(&file, format!("- targets: [n1]\n  jobs:\n  - {wait}\n")).unwrap();
     let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
+    let submitted = Instant::now();
     // n3 joins now; once n1 sees it, the awaited job runs there.
     let token = nodes[0].join_token();
     nodes.push(Daemon::start_isolated(
@@ -1302,6 +1326,12 @@ fn a_job_wait_on_a_node_that_joins_moments_later_waits_for_it() {
             .contains(&"n3".to_string())
             .then_some(())
     });
+    assert!(
+        submitted.elapsed() < Duration::from_secs(9),
+        "n3 took {:?} to join, too close to the 10 s JOB_WAIT looks for a name: the test says \
+         nothing on a machine this slow",
+        submitted.elapsed()
+    );
     let o = nodes[0].cli(&["exec", "--verb", "RUN", awaited, "--target", "n3", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = wait_for_job(&nodes, &wait, "the JOB_WAIT never reported", |r| {
