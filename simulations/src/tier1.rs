@@ -1847,16 +1847,7 @@ impl Sim {
     /// The set reaches `node`: its QUERY job ends.
     fn query_result_in(&mut self, node: usize) {
         if let Some(job) = self.nodes[node].query_waiting.take() {
-            let epoch = self.nodes[node].epoch;
-            self.schedule(
-                self.now,
-                Event::JobDone {
-                    node,
-                    epoch,
-                    job,
-                    ok: true,
-                },
-            );
+            self.waited_for(node, job);
         }
     }
 
@@ -1900,20 +1891,26 @@ impl Sim {
                 }
                 job_wait::Action::Finished { .. } => {
                     if let Some(job) = self.nodes[node].wait_running {
-                        let epoch = self.nodes[node].epoch;
-                        self.schedule(
-                            self.now,
-                            Event::JobDone {
-                                node,
-                                epoch,
-                                job,
-                                ok: true,
-                            },
-                        );
+                        self.waited_for(node, job);
                     }
                 }
             }
         }
+    }
+
+    /// `job` on `node`, which waited for another node (QUERY, JOB_WAIT), succeeds now.
+    fn waited_for(&mut self, node: usize, job: usize) {
+        let epoch = self.nodes[node].epoch;
+        let ok = true;
+        self.schedule(
+            self.now,
+            Event::JobDone {
+                node,
+                epoch,
+                job,
+                ok,
+            },
+        );
     }
 
     /// `waiter`'s registration reaches the awaited node `at`: answered at once if the job

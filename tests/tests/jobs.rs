@@ -1227,73 +1227,40 @@ fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
 fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     let root = root();
     let nodes = mesh(root.path());
-    let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "JOB_WAIT",
-        "deadbeef00",
-        "--identity",
+    // `JOB_WAIT deadbeef00 --identity NODE [more]` on n1 fails with `needle` in its stderr.
+    let fails_with = |identity: &str, more: &[&str], needle: &str| {
+        let mut args = vec![
+            "exec",
+            "--verb",
+            "JOB_WAIT",
+            "deadbeef00",
+            "--identity",
+            identity,
+        ];
+        args.extend_from_slice(more);
+        args.extend_from_slice(&["--target", "n1", "--poll"]);
+        let o = nodes[0].cli(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let last = records(&nodes[0]).into_iter().last().unwrap();
+        let r = &last["results"]["n1"];
+        assert_eq!(r["state"], "failed", "{last}");
+        assert!(
+            r["stderr"].as_str().unwrap().contains(needle),
+            "{needle:?} not in {last}"
+        );
+    };
+    fails_with(
         "n2",
-        "--timeout",
-        "2",
-        "--target",
-        "n1",
-        "--poll",
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let last = records(&nodes[0]).into_iter().last().unwrap();
-    let r = &last["results"]["n1"];
-    assert_eq!(r["state"], "failed");
-    assert!(
-        r["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("timed out waiting for job deadbeef00 to finish on n2"),
-        "{last}"
+        &["--timeout", "2"],
+        "timed out waiting for job deadbeef00 to finish on n2",
     );
-    // An unknown node is named as such.
-    let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "JOB_WAIT",
-        "deadbeef00",
-        "--identity",
-        "nope",
-        "--target",
-        "n1",
-        "--poll",
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    let last = records(&nodes[0]).into_iter().last().unwrap();
-    assert!(
-        last["results"]["n1"]["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("no node named 'nope'"),
-        "{last}"
-    );
+    // An unknown node is named as such (after looking for it for a while) ...
+    fails_with("nope", &[], "no node named 'nope'");
     // ... and a JOB_WAIT whose timeout ends while it looks for the name says so.
-    let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "JOB_WAIT",
-        "deadbeef00",
-        "--identity",
+    fails_with(
         "nope",
-        "--timeout",
-        "2",
-        "--target",
-        "n1",
-        "--poll",
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    let last = records(&nodes[0]).into_iter().last().unwrap();
-    assert!(
-        last["results"]["n1"]["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("timed out before every node it names was found in the mesh (nope)"),
-        "{last}"
+        &["--timeout", "2"],
+        "timed out before every node it names was found in the mesh (nope)",
     );
 }
 
