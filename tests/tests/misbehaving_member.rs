@@ -431,6 +431,75 @@ async fn a_query_set_is_gossiped_and_a_forged_one_is_not_taken() {
     submitter.shutdown().await.unwrap();
 }
 
+/// A QUERY set too large for gossip goes to each target directly at once (not after the
+/// grace), and word that a target took a set counts only in the sender's own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_senders_own() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, mut heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let target_id = NodeId(target.peer_id().to_string());
+
+    let yaml = "- jobs:\n  - ARG: token real\n  - QUERY: token --timeout 60\n";
+    let (_, jobs) = submit(&submitter, yaml, dirs[0].path(), &["target", "rogue"]).await;
+    let query_job = jobs[1].clone();
+    // The rogue's value alone is over gossip's 1 MiB.
+    let big = "x".repeat(1_200_000);
+    let value = JobMessage::QueryValue {
+        job_id: query_job.clone(),
+        node: rogue_id,
+        name: "token".into(),
+        value: serde_json::json!(big),
+    };
+    let sent = Instant::now();
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &value).await,
+        JobReply::Ok
+    );
+    let (gossiped, set) = set_of(&mut heard, &query_job).await;
+    assert!(!gossiped, "a set over 1 MiB was gossiped");
+    // Not held for the grace that gossiped sets get (2 s), which would mean it was handled
+    // as a gossiped set nobody confirmed.
+    let took = sent.elapsed();
+    eprintln!("the set came {took:?} after the last value");
+    assert!(
+        took < coordination::query::GOSSIP_GRACE,
+        "the set came {took:?} after the last value"
+    );
+    assert_eq!(set["query"]["rogue"]["token"], serde_json::json!(big));
+    assert_eq!(set["query"]["target"]["token"], "real");
+    // The target took it too, directly: its QUERY job finished.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !job_info(&submitter, &query_job)
+        .await
+        .results
+        .contains_key("target")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the target's QUERY never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Word of a set in another node's name: refused.
+    let taken = JobMessage::QueryTaken {
+        job_id: query_job.clone(),
+        node: target_id,
+        values: 2,
+    };
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &taken).await,
+        JobReply::Refused("a query set is taken by its node".into())
+    );
+
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
+
 /// A member's claim to hold a file counts only for files of runs the node has open: nobody
 /// grows the hints a node hands out (and keeps) with files it never sent. And a run whose ids
 /// could not be store keys is not taken.
