@@ -8,7 +8,8 @@
 //!
 //! An aggregate goes out once every target has sent its value, left (or expired), or reported
 //! the QUERY job ended without one. Targets that left get no partial aggregate: it would reach
-//! them when they are back, ahead of the larger one their own late value brings about. A value
+//! them when they are back, ahead of the larger one their own late value brings about (gossip
+//! may still carry one to them; a node takes a set only when it holds its own value). A value
 //! that comes after the aggregate (a target back from a partition) is added, and after
 //! [`LATE_VALUES_WAIT`] for others the larger aggregate goes to every target; a target back
 //! whose value had come before it left gets the aggregate it missed. A collection is kept
