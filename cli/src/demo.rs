@@ -17,7 +17,7 @@ use std::{
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::{Failure, render, status};
+use crate::{Failure, output, render, status};
 
 pub const LONG_ABOUT: &str = "\
 Start a real mesh of N daemons on this machine and show it.
@@ -115,10 +115,10 @@ async fn demo(
     daemons: &mut Vec<Daemon>,
 ) -> Result<(), Failure> {
     let n = args.nodes as usize;
-    println!(
+    output::line_or_skip(format_args!(
         "Starting {n} daemons on 127.0.0.1 (state and logs in {})",
         root.display()
-    );
+    ));
     let started = Instant::now();
     daemons.push(spawn(exe, root, "demo-1", None)?);
     wait_until_serving(&mut daemons[0]).await?;
@@ -130,12 +130,12 @@ async fn demo(
         wait_until_serving(d).await?;
     }
     wait_until_formed(daemons, n).await?;
-    println!(
+    output::line_or_skip(format_args!(
         "All {n} daemons see all {n} alive, {:.2} s after the first one started.\n",
         started.elapsed().as_secs_f64()
-    );
+    ));
     let report = status::fetch(&daemons[0].state_dir).await?;
-    println!("{}\n", render::status(&report));
+    output::line_or_skip(format_args!("{}\n", render::status(&report)));
     let file = match &args.file {
         Some(f) => f.clone(),
         None if Path::new("examples/hello.yaml").exists() => PathBuf::from("examples/hello.yaml"),
@@ -146,11 +146,11 @@ async fn demo(
             f
         }
     };
-    println!(
+    output::line_or_skip(format_args!(
         "Running {} through the mesh from {}:\n",
         file.display(),
         daemons[0].name
-    );
+    ));
     let status = Command::new(exe)
         .arg("--state-dir")
         .arg(&daemons[0].state_dir)
@@ -160,30 +160,30 @@ async fn demo(
         .status()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot run the orchestration: {e}")))?;
-    println!();
+    output::line_or_skip("");
     let last = &daemons[n - 1];
-    println!("Ask any daemon yourself, e.g.:");
-    println!(
+    output::line_or_skip("Ask any daemon yourself, e.g.:");
+    output::line_or_skip(format_args!(
         "  {} --state-dir {} exec --verb RUN 'uptime' --poll",
         exe.display(),
         last.state_dir.display()
-    );
-    println!(
+    ));
+    output::line_or_skip(format_args!(
         "  {} --state-dir {} manage --list-jobs",
         exe.display(),
         daemons[0].state_dir.display()
-    );
-    println!(
+    ));
+    output::line_or_skip(format_args!(
         "  {} --state-dir {} status",
         exe.display(),
         last.state_dir.display()
-    );
-    println!("Join this mesh from another terminal:");
-    println!(
+    ));
+    output::line_or_skip("Join this mesh from another terminal:");
+    output::line_or_skip(format_args!(
         "  {} --state-dir {} join --listen 127.0.0.1:0 --token {token}",
         exe.display(),
         root.join("extra").display()
-    );
+    ));
     if args.exit {
         return if status.success() {
             Ok(())
@@ -193,7 +193,7 @@ async fn demo(
             )))
         };
     }
-    println!("\nThe mesh keeps running; press Ctrl-C to stop it.");
+    output::line_or_skip("\nThe mesh keeps running; press Ctrl-C to stop it.");
     wait_for_ctrl_c().await
 }
 
@@ -303,7 +303,7 @@ async fn wait_for_ctrl_c() -> Result<(), Failure> {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    println!();
+    output::line_or_skip("");
     Ok(())
 }
 
@@ -312,7 +312,7 @@ async fn stop_all(daemons: &mut [Daemon]) {
     if daemons.is_empty() {
         return;
     }
-    println!("Stopping {} daemons...", daemons.len());
+    output::line_or_skip(format_args!("Stopping {} daemons...", daemons.len()));
     for d in daemons.iter() {
         if let Some(pid) = d.child.id() {
             let _ = nix::sys::signal::kill(

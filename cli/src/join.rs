@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use node::{JoinOptions, Node, config};
 
-use crate::Failure;
+use crate::{Failure, output};
 
 pub const LONG_ABOUT: &str = "\
 Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT or
@@ -210,22 +210,22 @@ fn print_banner(node: &Node) {
     };
     let token = node.join_token().encode();
     let listening: Vec<String> = node.listen_addrs().iter().map(|a| a.to_string()).collect();
-    println!(
+    output::line_or_skip(format_args!(
         "directord-mesh {}: node '{}' is up (peer {})",
         node::VERSION,
         node.name(),
         node.peer_id()
-    );
-    println!("  mesh:       {mesh}");
-    println!("  listening:  {}", listening.join(", "));
+    ));
+    output::line_or_skip(format_args!("  mesh:       {mesh}"));
+    output::line_or_skip(format_args!("  listening:  {}", listening.join(", ")));
     if let Some(socket) = node.control_socket() {
-        println!("  control:    {}", socket.display());
+        output::line_or_skip(format_args!("  control:    {}", socket.display()));
     }
-    println!();
-    println!("To join another machine to this mesh, run on it:");
-    println!();
-    println!("  directord-mesh join --token {token}");
-    println!();
+    output::line_or_skip("");
+    output::line_or_skip("To join another machine to this mesh, run on it:");
+    output::line_or_skip("");
+    output::line_or_skip(format_args!("  directord-mesh join --token {token}"));
+    output::line_or_skip("");
     if let Some(socket) = node.control_socket()
         && let Some(dir) = socket.parent()
     {
@@ -234,9 +234,9 @@ fn print_banner(node: &Node) {
         } else {
             ""
         };
-        println!(
+        output::line_or_skip(format_args!(
             "(The token is also in {}.{secret})",
             dir.join("join-token").display()
-        );
+        ));
     }
 }

@@ -7,6 +7,7 @@
 mod demo;
 mod join;
 mod manage;
+mod output;
 mod render;
 mod status;
 mod submit;

@@ -10,7 +10,7 @@ use node::{
 };
 use serde_json::{Value, json};
 
-use crate::Failure;
+use crate::{Failure, output};
 
 /// Which jobs `--list-jobs --filter` keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -138,7 +138,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 }
             }
         };
-        println!("{text}");
+        output::line(text);
         Ok(())
     })
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use node::control::{ControlClient, ControlRequest, ControlResponse, StatusReport};
 
-use crate::{Failure, render};
+use crate::{Failure, output, render};
 
 pub enum View {
     Status {
@@ -58,7 +58,7 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
             )
         }
     };
-    println!("{text}");
+    output::line(text);
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use node::{
     records::{JobRecord, JobStatus},
 };
 
-use crate::Failure;
+use crate::{Failure, output};
 
 /// Options shared by `exec` and `orchestrate`.
 #[derive(Args, Debug, Clone)]
@@ -203,7 +203,7 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
     let spec = match JobSpec::parse(&args.verb, &inline, &Default::default()) {
         Ok(ParseOutcome::Spec(spec)) => spec,
         Ok(ParseOutcome::Help(help)) => {
-            print!("{help}");
+            output::text(help);
             return Ok(());
         }
         Err(e) => return Err(Failure::Input(format!("{}: {e}", args.verb.to_uppercase()))),
@@ -227,7 +227,7 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
         let Orchestration { entries } = match orchestration::parse_file(file) {
             Ok(o) => o,
             Err(e) if e.is_help => {
-                print!("{}", e.message);
+                output::text(e.message);
                 return Ok(());
             }
             Err(e) => return Err(Failure::Input(e.to_string())),
@@ -307,7 +307,10 @@ fn run(
                 options.restrict.join(", ")
             )));
         }
-        println!("{}", fingerprints(&parents, &options.restrict));
+        output::line(format_args!(
+            "{}",
+            fingerprints(&parents, &options.restrict)
+        ));
         return Ok(());
     }
     let follow = options.poll || options.stream || options.check;
@@ -342,7 +345,12 @@ fn run(
         }
         if !follow {
             for j in &reply.jobs {
-                println!("{}  {}  [{}]", j.job_id, j.definition, j.targets.join(", "));
+                output::line(format_args!(
+                    "{}  {}  [{}]",
+                    j.job_id,
+                    j.definition,
+                    j.targets.join(", ")
+                ));
             }
             return Ok(());
         }
@@ -407,9 +415,10 @@ async fn follow_jobs(
     } else {
         None
     };
+    // Lines go to standard output; the bar (on a terminal's standard error) steps aside.
     let say = |line: String| match &bar {
-        Some(b) => b.println(line),
-        None => println!("{line}"),
+        Some(b) => b.suspend(|| output::line(line)),
+        None => output::line(line),
     };
     let request = ControlRequest::Watch {
         job_ids: job_ids.clone(),
@@ -461,7 +470,7 @@ async fn follow_jobs(
         .filter(|r| r.status() == JobStatus::Failed)
         .collect();
     if options.check && !failed.is_empty() {
-        println!("FAILED JOBS");
+        output::line("FAILED JOBS");
         for r in &failed {
             for (node, result) in r
                 .results
@@ -473,12 +482,12 @@ async fn follow_jobs(
                 } else {
                     &result.stderr
                 };
-                println!(
+                output::line(format_args!(
                     "  {}  {}  on {node}: {}",
                     r.job_id,
                     r.definition,
                     first_line(why)
-                );
+                ));
             }
         }
     }

@@ -411,6 +411,57 @@ fn status_shows_the_table_and_json() {
         assert!(nodes[0].get(key).is_some(), "missing {key}");
     }
     assert_eq!(nodes[0]["state"], "alive");
+    // Read by a pipe that closes at once (`status | head -0`), or written to a full disk.
+    let sd = sd.to_str().unwrap();
+    for args in [&["status"][..], &["manage", "--list-nodes", "--json"]] {
+        let args: Vec<&str> = ["--state-dir", sd].iter().chain(args).copied().collect();
+        let (code, err) = closed_pipe(&args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        let (code, err) = full_disk(&args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to standard output") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// Runs the command with its standard output on a pipe nobody reads: closed before the
+/// command writes. Returns the exit code and standard error.
+fn closed_pipe(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    (o.status.code(), stderr(&o))
+}
+
+/// Runs the command with its standard output on /dev/full (every write fails: no space).
+fn full_disk(args: &[&str]) -> (Option<i32>, String) {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = bin().args(args).stdout(full).output().unwrap();
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn output_nobody_reads_ends_the_command_without_a_panic() {
+    // --finger-print prints a table and needs no daemon.
+    let args = ["exec", "--verb", "RUN", "--finger-print", "echo hi"];
+    let (code, err) = closed_pipe(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (code, err) = full_disk(&args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
