@@ -6,6 +6,7 @@
 
 mod demo;
 mod join;
+mod live;
 mod manage;
 mod output;
 mod render;

@@ -11,7 +11,6 @@ use comfy_table::{Table, presets::NOTHING};
 use indicatif::{ProgressBar, ProgressStyle};
 use jobs::{
     Fingerprint, JobSpec, ParseOutcome,
-    components::OutputStream,
     executor::ResultState,
     orchestration::{self, Orchestration},
 };
@@ -425,21 +424,23 @@ async fn follow_jobs(
         output: options.stream,
     };
     let mut done: BTreeMap<String, JobRecord> = BTreeMap::new();
+    let mut live = crate::live::LiveOutput::default();
     let mut next = client.request(&request).await;
     loop {
         match next {
-            Ok(ControlResponse::Watch(WatchEvent::Output {
-                node, stream, line, ..
-            })) => {
-                let label = match stream {
-                    OutputStream::Stdout => "STDOUT",
-                    OutputStream::Stderr => "STDERR",
-                };
-                say(format!("{node} -- {label} {line}"));
+            Ok(ControlResponse::Watch(WatchEvent::Output { job_id, node, line })) => {
+                if let Some(text) = live.line(&job_id, &node, &line) {
+                    say(text);
+                }
             }
             Ok(ControlResponse::Watch(WatchEvent::Done(record))) => {
                 if let Some(b) = &bar {
                     b.inc(record.results.len() as u64);
+                }
+                if options.stream {
+                    for text in live.rest(&record) {
+                        say(text);
+                    }
                 }
                 if options.poll || options.stream {
                     say(status_line(&record));

@@ -8,7 +8,7 @@ use std::fmt;
 
 use jobs::{
     Fingerprint, JobSpec,
-    components::OutputStream,
+    components::OutputLine,
     executor::{Outcome, QueueKind},
 };
 use serde::{Deserialize, Serialize};
@@ -299,7 +299,7 @@ pub struct OutputBatch {
     pub job_id: String,
     pub node: NodeId,
     pub seq: u64,
-    pub lines: Vec<(OutputStream, String)>,
+    pub lines: Vec<OutputLine>,
 }
 
 /// Point-to-point job traffic.

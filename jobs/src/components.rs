@@ -34,15 +34,26 @@ pub const MAX_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 const MAX_LINE_BYTES: u64 = 64 * 1024;
 
 /// Which stream a line of output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputStream {
     Stdout,
     Stderr,
 }
 
+/// A line of live output. `offset` is where `text` starts in its stream's output, and the
+/// job's result holds the same bytes there, so whoever shows live output can tell when lines
+/// went missing on the way (live output is best effort) and fill the gap from the result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutputLine {
+    pub stream: OutputStream,
+    pub offset: u64,
+    /// The line with its newline, if it had one (a piece of an over-long line has none).
+    pub text: String,
+}
+
 /// Where live output goes while a job runs (for `--stream`).
-pub type LineSink = mpsc::Sender<(OutputStream, String)>;
+pub type LineSink = mpsc::Sender<OutputLine>;
 
 /// How a component ended.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -144,9 +155,15 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         }
         Component::Echo { text } => {
             if let Some(sink) = sink {
-                for line in text.lines() {
+                let mut offset = 0;
+                for line in text.split_inclusive('\n') {
                     // Live output is best effort, as for RUN.
-                    let _ = sink.try_send((OutputStream::Stdout, line.to_string()));
+                    let _ = sink.try_send(OutputLine {
+                        stream: OutputStream::Stdout,
+                        offset,
+                        text: line.to_string(),
+                    });
+                    offset += line.len() as u64;
                 }
             }
             Finished::ok(text.clone(), "")
@@ -635,6 +652,7 @@ async fn read_lines(
     let mut reader = BufReader::new(stream);
     let mut out = String::new();
     let mut cut = false;
+    let mut offset = 0usize;
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -647,10 +665,18 @@ async fn read_lines(
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
                 if let Some(sink) = &sink {
-                    // Live output is best effort: a full or closed sink never stalls the job.
-                    let _ = sink.try_send((which, line.trim_end_matches('\n').to_string()));
+                    // Live output is best effort: a full or closed sink never stalls the job
+                    // (a reader fills what it missed from the result, see `OutputLine`).
+                    let _ = sink.try_send(OutputLine {
+                        stream: which,
+                        offset: offset as u64,
+                        text: line.to_string(),
+                    });
                 }
-                if out.len() + line.len() <= MAX_OUTPUT_BYTES {
+                offset += line.len();
+                // What is kept is a prefix of the output: once one piece does not fit,
+                // nothing after it is kept either.
+                if !cut && out.len() + line.len() <= MAX_OUTPUT_BYTES {
                     out.push_str(&line);
                 } else {
                     cut = true;

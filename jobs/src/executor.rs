@@ -31,7 +31,7 @@ use tokio::{
 
 use crate::{
     cache::{Cache, CachedState},
-    components::{self, Coordinator, LineSink, OutputStream},
+    components::{self, Coordinator, LineSink, OutputLine},
     processes::ProcessLog,
     spec::{Component, Fingerprint, JobSpec},
 };
@@ -91,11 +91,7 @@ pub struct Outcome {
 /// What the executor tells the node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExecEvent {
-    Output {
-        job_id: String,
-        stream: OutputStream,
-        line: String,
-    },
+    Output { job_id: String, line: OutputLine },
     Finished(Outcome),
 }
 
@@ -571,15 +567,14 @@ async fn execute(
 
     // Live output: lines go to the node as they come, when asked.
     let (sink, forward) = if work.stream {
-        let (tx, mut rx) = mpsc::channel::<(OutputStream, String)>(256);
+        let (tx, mut rx) = mpsc::channel::<OutputLine>(256);
         let events = events.clone();
         let job_id = work.job_id.clone();
         let forward = tokio::spawn(async move {
-            while let Some((stream, line)) = rx.recv().await {
+            while let Some(line) = rx.recv().await {
                 let _ = events
                     .send(ExecEvent::Output {
                         job_id: job_id.clone(),
-                        stream,
                         line,
                     })
                     .await;

@@ -5,6 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use jobs::{
     JobSpec, ParseOutcome,
     cache::{Cache, DEFAULT_TTL},
+    components::{OutputLine, OutputStream},
     executor::{ExecEvent, Executor, ExecutorConfig, Outcome, QueueKind, ResultState, Work},
 };
 use tokio::sync::mpsc;
@@ -20,7 +21,7 @@ struct Harness {
     exec: Executor,
     events: mpsc::Receiver<ExecEvent>,
     next: usize,
-    outputs: HashMap<String, Vec<String>>,
+    outputs: HashMap<String, Vec<OutputLine>>,
 }
 
 impl Harness {
@@ -523,14 +524,32 @@ async fn streamed_output_arrives_before_the_result() {
     let job = h.submit_spec("p", QueueKind::Sync, s, true).await;
     let r = h.results(1).await;
     assert_eq!(r[&job].state, ResultState::Success);
-    assert_eq!(h.outputs[&job], vec!["line1", "line2", "line3"]);
+    let texts =
+        |lines: &[OutputLine]| -> Vec<String> { lines.iter().map(|l| l.text.clone()).collect() };
+    assert_eq!(texts(&h.outputs[&job]), ["line1\n", "line2\n", "line3\n"]);
+    // Each line says where it starts in the result's output (a reader fills gaps from it).
+    let mut s = spec("RUN", "echo out1; echo err1 >&2; echo out2; printf tail");
+    s.skip_cache = true;
+    let job = h.submit_spec("p", QueueKind::Sync, s, true).await;
+    let r = h.results(1).await;
+    assert_eq!(r[&job].stdout, "out1\nout2\ntail");
+    for line in &h.outputs[&job] {
+        let whole = match line.stream {
+            OutputStream::Stdout => &r[&job].stdout,
+            OutputStream::Stderr => &r[&job].stderr,
+        };
+        // (The result's output has its trailing blanks trimmed.)
+        let at = line.offset as usize;
+        assert!(whole[at..].starts_with(line.text.trim_end()), "{line:?}");
+    }
+    assert_eq!(h.outputs[&job].len(), 4);
     // ECHO's text is output too (`--stream` shows it).
     let mut s = spec("ECHO", "hello echo");
     s.skip_cache = true;
     let job = h.submit_spec("p", QueueKind::Sync, s, true).await;
     let r = h.results(1).await;
     assert_eq!(r[&job].stdout, "hello echo");
-    assert_eq!(h.outputs[&job], vec!["hello echo"]);
+    assert_eq!(texts(&h.outputs[&job]), ["hello echo"]);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// error instead of misreading them. Version 2: runs name their targets by key. Version 3: a blob
 /// chunk travels as raw bytes after a small head ([`BlobHead`]). Version 4: the jobs topic
 /// carries runs and QUERY sets (an enum around the run).
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).

@@ -12,7 +12,7 @@ use std::{
     sync::Arc,
 };
 
-use jobs::{Fingerprint, JobSpec, components::OutputStream};
+use jobs::{Fingerprint, JobSpec, components::OutputLine};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
-pub const CONTROL_VERSION: u16 = 1;
+pub const CONTROL_VERSION: u16 = 2;
 /// Largest control frame in either direction.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -130,12 +130,11 @@ pub struct JobSummary {
 /// News about watched jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WatchEvent {
-    /// A line of output from a job on a node.
+    /// A line of live output from a job on a node (best effort: see [`OutputLine`]).
     Output {
         job_id: String,
         node: String,
-        stream: OutputStream,
-        line: String,
+        line: OutputLine,
     },
     /// Every node has reported this job.
     Done(Box<JobRecord>),

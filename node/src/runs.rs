@@ -21,7 +21,7 @@ use coordination::{
 };
 use jobs::{
     cache::{Cache, CachedState},
-    components::OutputStream,
+    components::OutputLine,
     executor::{ExecEvent, Executor, Outcome, ResultState, Work},
 };
 use mesh::{MeshHandle, PeerId, ReplyToken, wire};
@@ -291,11 +291,16 @@ const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
 /// Live output on its way to one originator: one batch in flight at a time.
 #[derive(Default)]
 struct OutputQueue {
-    /// Not capped: lines of jobs running here wait while one batch is in flight (bounded by
-    /// the request timeout); each job's own output is capped by the executor.
+    /// Lines of jobs running here, waiting while one batch is in flight; at most
+    /// [`MAX_WAITING_OUTPUT`] bytes of them (more are dropped: the reader sees the gap by the
+    /// lines' offsets and fills it from the job's result).
     waiting: Vec<OutputBatch>,
+    waiting_bytes: usize,
     in_flight: bool,
 }
+
+/// Live output that may wait for one originator (see [`OutputQueue`]).
+const MAX_WAITING_OUTPUT: usize = 1024 * 1024;
 
 struct Actor {
     local: NodeId,
@@ -632,11 +637,7 @@ impl Actor {
                     }
                 });
             }
-            Input::Exec(ExecEvent::Output {
-                job_id,
-                stream,
-                line,
-            }) => self.output(job_id, stream, line),
+            Input::Exec(ExecEvent::Output { job_id, line }) => self.output(job_id, line),
             Input::Exec(ExecEvent::Finished(outcome)) => {
                 self.finished(outcome);
                 self.feed_executor();
@@ -1049,13 +1050,12 @@ impl Actor {
                         continue;
                     }
                     let node = self.name_in_record(&b.job_id, &b.node);
-                    for (stream, line) in b.lines {
+                    for line in b.lines {
                         self.tell_watchers(
                             &b.job_id,
                             WatchEvent::Output {
                                 job_id: b.job_id.clone(),
                                 node: node.clone(),
-                                stream,
                                 line,
                             },
                         );
@@ -1419,7 +1419,7 @@ impl Actor {
     }
 
     /// Target side: a line of live output.
-    fn output(&mut self, job_id: String, stream: OutputStream, line: String) {
+    fn output(&mut self, job_id: String, line: OutputLine) {
         let Some(run_id) = self.job_runs.get(&job_id) else {
             return;
         };
@@ -1434,23 +1434,28 @@ impl Actor {
                 WatchEvent::Output {
                     job_id: job_id.clone(),
                     node,
-                    stream,
                     line,
                 },
             );
             return;
         }
-        let seq = self.output_seq.entry(job_id.clone()).or_default();
-        *seq += 1;
         let q = self.outputs.entry(originator.clone()).or_default();
+        if q.waiting_bytes + line.text.len() > MAX_WAITING_OUTPUT {
+            return;
+        }
+        q.waiting_bytes += line.text.len();
         match q.waiting.last_mut() {
-            Some(b) if b.job_id == job_id => b.lines.push((stream, line)),
-            _ => q.waiting.push(OutputBatch {
-                job_id,
-                node: self.local.clone(),
-                seq: *seq,
-                lines: vec![(stream, line)],
-            }),
+            Some(b) if b.job_id == job_id => b.lines.push(line),
+            _ => {
+                let seq = self.output_seq.entry(job_id.clone()).or_default();
+                *seq += 1;
+                q.waiting.push(OutputBatch {
+                    job_id,
+                    node: self.local.clone(),
+                    seq: *seq,
+                    lines: vec![line],
+                })
+            }
         }
         self.flush_output(&originator);
     }
@@ -1463,6 +1468,7 @@ impl Actor {
             return;
         }
         let batches = std::mem::take(&mut q.waiting);
+        q.waiting_bytes = 0;
         q.in_flight = true;
         let Ok(peer) = to.0.parse::<PeerId>() else {
             return;

@@ -245,6 +245,69 @@ fn a_failure_stops_the_rest_of_its_parent_and_exits_1() {
     );
 }
 
+/// The lines `--stream` printed for `node` and `stream` (`STDOUT`, `STDERR`), in order.
+fn streamed(o: &std::process::Output, node: &str, stream: &str) -> Vec<String> {
+    let prefix = format!("{node} -- {stream} ");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn stream_shows_every_line_of_every_node_once_and_in_order() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    // A remote node's last line travels apart from its result; the submitter's own first
+    // lines come before the CLI starts to watch. Neither may be lost, several times over.
+    for round in 0..5 {
+        for target in ["n1", "n2"] {
+            let o = d.cli(&[
+                "exec",
+                "--verb",
+                "RUN",
+                "--target",
+                target,
+                "--skip-cache echo a; echo e >&2; echo b",
+                "--stream",
+            ]);
+            assert!(o.status.success(), "{}", text(&o));
+            assert_eq!(
+                streamed(&o, target, "STDOUT"),
+                ["a", "b"],
+                "round {round}: {}",
+                text(&o)
+            );
+            assert_eq!(
+                streamed(&o, target, "STDERR"),
+                ["e"],
+                "round {round}: {}",
+                text(&o)
+            );
+        }
+    }
+    // More lines than any queue on the way holds, on the submitter and on two other nodes.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache seq 1 20000",
+        "--stream",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all: Vec<String> = (1..=20000).map(|i| i.to_string()).collect();
+    for n in ["n1", "n2", "n3"] {
+        let got = streamed(&o, n, "STDOUT");
+        assert!(
+            got == all,
+            "{n}: {} lines, first {:?}",
+            got.len(),
+            got.first()
+        );
+    }
+}
+
 #[test]
 fn async_parents_run_concurrently_beside_sync_ones() {
     let root = root();
