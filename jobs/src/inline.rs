@@ -2,7 +2,8 @@
 //!
 //! Splitting is shell-like: whitespace separates words, single quotes keep everything literal,
 //! double quotes keep whitespace and honour `\"` and `\\`, a backslash outside quotes escapes the
-//! next character. Unlike Directord, quoted whitespace is kept.
+//! next character, and a template expression (`{{ name }}`) is part of its word, spaces and all.
+//! Unlike Directord, quoted whitespace is kept.
 //!
 //! Options come first (`--name value`, `--name=value` or a bare `--flag`); the first word that is
 //! not an option ends them. What follows is returned both as words and as the raw text, so that
@@ -69,6 +70,18 @@ pub fn split(input: &str) -> Result<Vec<Word>, String> {
                     Some((_, c)) => text.push(c),
                     None => return Err("trailing backslash".into()),
                 },
+                // A template expression is one word, spaces and all: `/srv/{{ name }}`.
+                '{' if input[pos..].starts_with("{{") && input[pos..].contains("}}") => {
+                    let end = pos + input[pos..].find("}}").unwrap_or_default() + 2;
+                    text.push('{');
+                    while let Some(&(at, c)) = chars.peek() {
+                        if at >= end {
+                            break;
+                        }
+                        text.push(c);
+                        chars.next();
+                    }
+                }
                 c => text.push(c),
             }
         }
@@ -264,6 +277,17 @@ mod tests {
         );
         assert_eq!(texts("  spaced   out  "), vec!["spaced", "out"]);
         assert_eq!(texts(r#"x"y z"w"#), vec!["xy zw"]);
+        // Template expressions stay in their word; a lone brace is a character.
+        assert_eq!(
+            texts("/srv/{{ name }}/x {{ a | join(', ') }} {b} {{ open"),
+            vec![
+                "/srv/{{ name }}/x",
+                "{{ a | join(', ') }}",
+                "{b}",
+                "{{",
+                "open"
+            ]
+        );
         assert!(
             split("echo 'open")
                 .unwrap_err()

@@ -21,6 +21,17 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
         return Ok(vec![spec]);
     }
     let files = matching_files(&transfer.src, cwd)?;
+    // Several files to one file path would land one over the other, the last one winning.
+    // (A DEST that is a template may still render to a directory: it is left to the target.)
+    if files.len() > 1 && !transfer.dest.ends_with('/') && !transfer.dest.contains("{{") {
+        return Err(format!(
+            "'{}' matches {} files but DEST '{}' names one file: end DEST with / to put them \
+             in that directory",
+            transfer.src,
+            files.len(),
+            transfer.dest
+        ));
+    }
     let mut out = Vec::new();
     for path in files {
         let file =
@@ -57,12 +68,18 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
     };
     let paths =
         glob::glob(&absolute).map_err(|e| format!("'{pattern}' is not a valid pattern: {e}"))?;
-    let mut files: Vec<PathBuf> = paths
-        .filter_map(Result::ok)
-        .filter(|p| p.is_file())
-        .collect();
+    let (mut files, others): (Vec<PathBuf>, Vec<PathBuf>) =
+        paths.filter_map(Result::ok).partition(|p| p.is_file());
     files.sort();
     if files.is_empty() {
+        if let Some(dir) = others.iter().find(|p| p.is_dir()) {
+            return Err(format!(
+                "'{pattern}' names only directories ({}): ADD and COPY send files; name the \
+                 files, e.g. '{}/*'",
+                dir.display(),
+                pattern.trim_end_matches('/')
+            ));
+        }
         return Err(format!(
             "no file matches '{pattern}' (relative paths start at {})",
             cwd.display()
@@ -81,6 +98,37 @@ mod tests {
             ParseOutcome::Spec(s) => s,
             ParseOutcome::Help(h) => panic!("{h}"),
         }
+    }
+
+    #[test]
+    fn several_files_need_a_directory_and_a_directory_is_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"a").unwrap();
+        std::fs::write(dir.path().join("b.txt"), b"b").unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        let e = resolve(spec("*.txt /srv/one-file"), dir.path()).unwrap_err();
+        assert!(
+            e.contains("'*.txt' matches 2 files but DEST '/srv/one-file' names one file"),
+            "{e}"
+        );
+        assert_eq!(
+            resolve(spec("*.txt /srv/dir/"), dir.path()).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            resolve(spec("a.txt /srv/one-file"), dir.path())
+                .unwrap()
+                .len(),
+            1
+        );
+        // A template may render to a directory: the target decides.
+        assert_eq!(
+            resolve(spec("*.txt {{ dest }}"), dir.path()).unwrap().len(),
+            2
+        );
+        let e = resolve(spec("conf /srv/"), dir.path()).unwrap_err();
+        assert!(e.contains("'conf' names only directories"), "{e}");
+        assert!(e.contains("'conf/*'"), "{e}");
     }
 
     #[test]

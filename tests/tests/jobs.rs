@@ -844,6 +844,25 @@ fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
         assert_eq!(o.status.code(), Some(2), "{a:?}: {}", text(&o));
         assert!(err.contains(needle), "{a:?}: expected {needle:?} in {err}");
     }
+    // ADD of several files to one file path, or of a directory, is refused before any daemon
+    // is asked.
+    let dir = orchestrations();
+    for (inline, needle) in [
+        (
+            format!("{}/*.yaml /srv/one-file", dir.display()),
+            "names one file: end DEST with /",
+        ),
+        (format!("{} /srv/", dir.display()), "names only directories"),
+    ] {
+        let sd = state.path().to_str().unwrap();
+        let o = e2e_tests::cli(&["--state-dir", sd, "exec", "--verb", "ADD", &inline]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{inline}: {}", text(&o));
+        assert!(
+            err.contains(needle),
+            "{inline}: expected {needle:?} in {err}"
+        );
+    }
     // --exec-help prints the verb's help and runs nothing (no daemon needed).
     let o = e2e_tests::cli(&[
         "--state-dir",
