@@ -925,7 +925,10 @@ impl Actor {
                             stdout: String::new(),
                             stderr: String::new(),
                             info: format!(
-                                "unreachable: {name} left the mesh or restarted before reporting"
+                                "unreachable: {name} left the mesh or restarted before \
+                                 reporting; back within {} min, it still runs the job and its \
+                                 result replaces this one",
+                                OriginatorConfig::default().written_off_for.as_secs() / 60
                             ),
                             execution_secs: 0.0,
                             started_unix_ms: now_ms(),
