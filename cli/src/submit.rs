@@ -19,7 +19,7 @@ use node::{
         ControlClient, ControlError, ControlRequest, ControlResponse, Submission, SubmitReply,
         SubmittedJob, SubmittedParent, WatchEvent,
     },
-    records::{JobRecord, JobStatus},
+    records::{JobRecord, JobStatus, NodeResult},
 };
 
 use crate::{Failure, output};
@@ -478,16 +478,10 @@ async fn follow_jobs(
                 .iter()
                 .filter(|(_, x)| x.state == ResultState::Failed)
             {
-                let why = if result.stderr.is_empty() {
-                    &result.info
-                } else {
-                    &result.stderr
-                };
+                let why = reason(result);
                 output::line(format_args!(
                     "  {}  {}  on {node}: {}",
-                    r.job_id,
-                    r.definition,
-                    first_line(why)
+                    r.job_id, r.definition, why
                 ));
             }
         }
@@ -503,6 +497,17 @@ async fn follow_jobs(
         Ok(())
     } else {
         Err(Failure::Silent(1))
+    }
+}
+
+/// Why a job failed on a node, in one line: what the node says (`exit code 1: CMD`, `Failed
+/// to set ownership of DIR`) and the first line of what the job wrote to stderr.
+fn reason(result: &NodeResult) -> String {
+    match (first_line(&result.info), first_line(&result.stderr)) {
+        (info, "") => info.to_string(),
+        ("", err) => err.to_string(),
+        (info, err) if info.contains(err) => info.to_string(),
+        (info, err) => format!("{info} ({err})"),
     }
 }
 
@@ -529,16 +534,7 @@ fn status_line(r: &JobRecord) -> String {
                 .results
                 .iter()
                 .filter(|(_, x)| x.state == ResultState::Failed)
-                .map(|(n, x)| {
-                    format!(
-                        "{n}: {}",
-                        first_line(if x.info.is_empty() {
-                            &x.stderr
-                        } else {
-                            &x.info
-                        })
-                    )
-                })
+                .map(|(n, x)| format!("{n}: {}", reason(x)))
                 .collect();
             format!(
                 "Job Failed: {} ({}) failed on {}/{} nodes - {}",
@@ -562,6 +558,35 @@ fn status_line(r: &JobRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_names_what_the_node_says_and_what_the_job_wrote() {
+        let failed = |info: &str, stderr: &str| NodeResult {
+            state: ResultState::Failed,
+            stdout: String::new(),
+            stderr: stderr.into(),
+            info: info.into(),
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        };
+        assert_eq!(
+            reason(&failed(
+                "Failed to set ownership of /srv/x",
+                "no user 'nosuch' on this node\nmore"
+            )),
+            "Failed to set ownership of /srv/x (no user 'nosuch' on this node)"
+        );
+        assert_eq!(
+            reason(&failed("exit code 1: false", "")),
+            "exit code 1: false"
+        );
+        assert_eq!(reason(&failed("", "boom")), "boom");
+        assert_eq!(
+            reason(&failed("timed out: boom", "boom")),
+            "timed out: boom"
+        );
+    }
 
     fn rewrite(args: &[&str]) -> Vec<String> {
         exec_argv(args.iter().map(Into::into).collect())
