@@ -105,6 +105,9 @@ impl BlobStore {
     /// against their names (by [`BlobStore::verify_existing`]) before they are served again.
     pub fn open(dir: &Path) -> Result<BlobStore, String> {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Copies of files the jobs sent (`COPY --chmod 0600` ones too): owner only.
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .flatten()
@@ -502,6 +505,8 @@ impl BlobStore {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn file_ref(data: &[u8]) -> FileRef {
@@ -584,7 +589,15 @@ mod tests {
     #[test]
     fn import_checks_the_content_and_empty_files_work() {
         let dir = tempfile::tempdir().unwrap();
+        // Opened in a directory anybody may read (an operator made it 0755): owner only.
+        fs::create_dir(dir.path().join("blobs")).unwrap();
+        fs::set_permissions(dir.path().join("blobs"), fs::Permissions::from_mode(0o755)).unwrap();
         let store = BlobStore::open(&dir.path().join("blobs")).unwrap();
+        let mode = fs::metadata(dir.path().join("blobs"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
         let src = dir.path().join("src");
         fs::write(&src, b"hello").unwrap();
         let f = FileRef::read(&src).unwrap();

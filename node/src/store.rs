@@ -184,6 +184,10 @@ impl Store {
             reason: e.to_string(),
         };
         let db = Arc::new(Database::create(path).map_err(|e| err(&e))?);
+        // Job output, ENV values and args: for this node's owner only, whatever the state
+        // directory's own mode (an operator may have created it 0755).
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| err(&e))?;
         {
             let w = db.begin_write().map_err(|e| err(&e))?;
             for t in TABLES {
@@ -881,6 +885,11 @@ mod tests {
         let path = dir.path().join("node.redb");
         {
             let store = Store::open(&path).unwrap();
+            // Whatever the directory's mode, the database is the owner's only.
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600);
             store.put_record(&record("b", 2));
             store.put_record(&record("a", 1));
             store.flush();
