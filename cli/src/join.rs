@@ -138,6 +138,14 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
         .over(env.over(file))
         .resolve(state_dir, &node::host::hostname())
         .map_err(|e| Failure::Input(e.to_string()))?;
+    if config.mesh_key_choice == config::MeshKeyChoice::FromState
+        && !node::state::holds_a_mesh(&config.state_dir)
+    {
+        return Err(Failure::Input(format!(
+            "--peer: {}",
+            node::state::NO_MESH_FOR_PEER
+        )));
+    }
     if let Some(group) = &config.socket_group {
         node::control::resolve_group(group).map_err(Failure::Input)?;
     }

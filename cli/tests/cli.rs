@@ -83,6 +83,21 @@ fn bad_join_settings_exit_2_with_the_reason() {
         2,
         &["--peer", "nonsense"],
     );
+    // --peer without a token, from a state directory of no mesh: a new key could never join.
+    fails(
+        &[
+            "--state-dir",
+            sd,
+            "join",
+            "--peer",
+            "127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        2,
+        &["--peer", "join with --token", "--open"],
+    );
+    assert!(!dir.path().join("mesh.key").exists());
     fails(
         &["--state-dir", sd, "join", "--listen", "/ip4/1.2.3/tcp/1"],
         2,
@@ -331,6 +346,35 @@ fn start_daemon(state_dir: &Path, listen: &str) -> Running {
         std::thread::sleep(Duration::from_millis(50));
     }
     Running(child)
+}
+
+#[test]
+fn a_node_that_reaches_no_member_says_so() {
+    // The token of a mesh whose only node is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    drop(start_daemon(&gone, "/ip4/127.0.0.1/tcp/0"));
+    let token = std::fs::read_to_string(gone.join("join-token")).unwrap();
+    let log = dir.path().join("alone.log");
+    let child = bin()
+        .args(["--state-dir", dir.path().join("alone").to_str().unwrap()])
+        .args(["join", "--listen", "/ip4/127.0.0.1/tcp/0", "--token"])
+        .arg(token.trim())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _alone = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("connected to no member of the mesh") {
+            assert!(text.contains("Connection refused"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -351,6 +351,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         presence_topic,
         last_presence_publish: None,
         last_bootstrap_dial: started,
+        last_alone_warning: None,
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
@@ -523,6 +524,8 @@ struct Leaving {
 const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// With no connection at all, dial the bootstrap peers again this often.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
+/// A node that reaches no member warns at most this often.
+const ALONE_WARNING_EVERY: Duration = Duration::from_secs(300);
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed). Only versions travel, and then the rows one side lacks.
 const SYNC_EVERY: Duration = Duration::from_secs(15);
@@ -568,6 +571,8 @@ struct EventLoop {
     presence_topic: IdentTopic,
     last_presence_publish: Option<Instant>,
     last_bootstrap_dial: Instant,
+    /// When this node last warned that it reaches nobody (see [`ALONE_WARNING_EVERY`]).
+    last_alone_warning: Option<Instant>,
     last_sync: Instant,
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
@@ -894,6 +899,25 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
+                // A node that was told whom to join and reaches nobody says so (a wrong
+                // address, a peer that is down, or a mesh whose key this node does not have),
+                // once and then every few minutes, not at every redial.
+                let now = Instant::now();
+                if !self.config.bootstrap.is_empty()
+                    && self.swarm.connected_peers().next().is_none()
+                    && self.leaving.is_none()
+                    && self
+                        .last_alone_warning
+                        .is_none_or(|at| now.duration_since(at) >= ALONE_WARNING_EVERY)
+                {
+                    self.last_alone_warning = Some(now);
+                    warn!(
+                        "connected to no member of the mesh: {error}. Retrying every {} s; \
+                         check the address, that the peer runs, and that this node joined \
+                         with that mesh's token (a node with another mesh key is refused)",
+                        BOOTSTRAP_REDIAL.as_secs()
+                    );
+                }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 debug!("inbound connection failed: {error}");

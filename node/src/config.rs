@@ -285,6 +285,7 @@ impl JoinOptions {
                 }
             }
         }
+        let has_peers = !peers.is_empty();
         Ok(NodeConfig {
             control_socket: Some(state_dir.join(CONTROL_SOCKET)),
             state_dir,
@@ -297,6 +298,7 @@ impl JoinOptions {
                     None => MeshKeyChoice::Open,
                 },
                 (None, true) => MeshKeyChoice::Open,
+                (None, false) if has_peers => MeshKeyChoice::FromState,
                 (None, false) => MeshKeyChoice::FromStateOrNew,
             },
             heartbeat_interval,
@@ -329,6 +331,9 @@ pub enum MeshKeyChoice {
     Open,
     /// The state directory's key; a new one on first run.
     FromStateOrNew,
+    /// The state directory's key (or its open mesh), which must be there: `--peer` without a
+    /// token joins a mesh this node already belongs to; a new key could never talk to it.
+    FromState,
 }
 
 /// Everything a node needs to run.

@@ -46,6 +46,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
+/// Why `--peer` alone cannot join from a state directory that belongs to no mesh yet.
+pub const NO_MESH_FOR_PEER: &str = "this node has no mesh key yet, and --peer alone would make \
+     a new one that the mesh behind --peer refuses: join with --token (a running node prints it, \
+     and keeps it in the join-token file of its state directory), or add --open if that mesh \
+     runs without a key";
+
+/// Whether `dir` holds a mesh this node belongs to (a mesh key, or the mark of an open mesh).
+pub fn holds_a_mesh(dir: &Path) -> bool {
+    dir.join("mesh.key").exists() || dir.join("mesh.open").exists()
+}
+
 /// An open state directory, locked for one daemon.
 #[derive(Debug)]
 pub struct StateDir {
@@ -173,6 +184,11 @@ impl StateDir {
                 }
                 Ok((None, false))
             }
+            MeshKeyChoice::FromState => match (stored_key, stored_open) {
+                (Some(k), _) => Ok((Some(k), false)),
+                (None, true) => Ok((None, false)),
+                (None, false) => Err(mismatch(NO_MESH_FOR_PEER)),
+            },
             MeshKeyChoice::FromStateOrNew => match (stored_key, stored_open) {
                 (Some(k), _) => Ok((Some(k), false)),
                 (None, true) => Ok((None, false)),
@@ -269,6 +285,24 @@ mod tests {
         let _held = StateDir::open(dir.path()).unwrap();
         let err = StateDir::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn peer_without_a_token_needs_the_mesh_key_already_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert!(!holds_a_mesh(dir.path()));
+        let e = state.mesh_key(&MeshKeyChoice::FromState).unwrap_err();
+        assert!(e.to_string().contains("join with --token"), "{e}");
+        assert!(!dir.path().join("mesh.key").exists(), "no key made");
+        // Once it belongs to a mesh (a token's key, kept), --peer alone is enough.
+        let key = MeshKey::generate();
+        state.mesh_key(&MeshKeyChoice::Key(key)).unwrap();
+        assert!(holds_a_mesh(dir.path()));
+        assert_eq!(
+            state.mesh_key(&MeshKeyChoice::FromState).unwrap(),
+            (Some(key), false)
+        );
     }
 
     #[test]
