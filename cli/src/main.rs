@@ -127,7 +127,7 @@ struct ManageArgs {
     analyze_parent: Option<String>,
 
     /// Print JSON instead of a table (listings, job info and analyses; --dump-cache always
-    /// prints JSON, --export-jobs writes it).
+    /// prints JSON; the exports choose by the file's extension).
     #[arg(long)]
     json: bool,
 }

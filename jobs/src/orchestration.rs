@@ -144,8 +144,18 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
             match key.as_str() {
                 "jobs" => jobs_value = Some(v),
                 "targets" => {
-                    targets =
-                        Some(string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?)
+                    let list =
+                        string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?;
+                    if list.is_empty() {
+                        return Err(err(
+                            n,
+                            None,
+                            "targets: the list is empty (leave `targets` out to run on every \
+                             node)"
+                                .into(),
+                        ));
+                    }
+                    targets = Some(list)
                 }
                 "async" => {
                     is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?
@@ -302,11 +312,8 @@ fn truthy(v: &serde_yaml_ng::Value) -> Result<bool, String> {
     match v {
         serde_yaml_ng::Value::Bool(b) => Ok(*b),
         serde_yaml_ng::Value::Number(n) => Ok(n.as_f64() != Some(0.0)),
-        serde_yaml_ng::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" | "t" | "true" | "on" | "1" => Ok(true),
-            "n" | "no" | "f" | "false" | "off" | "0" => Ok(false),
-            other => Err(format!("'{other}' is not a boolean")),
-        },
+        serde_yaml_ng::Value::String(s) => crate::spec::yes_or_no(s)
+            .ok_or_else(|| format!("'{}' is not a boolean", s.trim().to_ascii_lowercase())),
         serde_yaml_ng::Value::Null => Ok(false),
         other => Err(format!("expected true or false, found {}", kind(other))),
     }
@@ -387,6 +394,10 @@ mod tests {
         );
         assert!(
             error("- targets: {a: b}\n  jobs: [{RUN: x}]\n").contains("targets: expected a list")
+        );
+        assert!(
+            error("- targets: []\n  jobs: [{RUN: x}]\n")
+                .contains("entry 1: targets: the list is empty")
         );
         assert!(
             error("- jobs:\n  - RUN: x\n    vars: {bogus: 1}\n")

@@ -694,6 +694,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// A path on the node must be absolute: one that is not (and is no template, which may
+/// render to an absolute one) is refused here rather than failing on every node.
+fn absolute(what: &str, path: &str) -> Result<(), String> {
+    if path.starts_with('/') || path.starts_with("{{") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} '{path}' is not an absolute path (paths on the nodes must start with /)"
+        ))
+    }
+}
+
 /// Template syntax errors are bad input, refused here rather than on every node.
 fn check_templates(component: &Component) -> Result<(), String> {
     fn value(key: &str, v: &Value) -> Result<(), String> {
@@ -714,8 +726,14 @@ fn check_templates(component: &Component) -> Result<(), String> {
         Component::Wait {
             wait: WaitFor::Command { command, .. },
         } => check("--cmd", command),
-        Component::Workdir { path, .. } | Component::Cachefile { path } => check("the path", path),
-        Component::Add(t) | Component::Copy(t) => check("DEST", &t.dest),
+        Component::Workdir { path, .. } | Component::Cachefile { path } => {
+            check("the path", path)?;
+            absolute("PATH", path)
+        }
+        Component::Add(t) | Component::Copy(t) => {
+            check("DEST", &t.dest)?;
+            absolute("DEST", &t.dest)
+        }
         // Keys are not rendered, only values.
         Component::Arg { args: values, .. } | Component::Env { envs: values, .. } => {
             values.iter().try_for_each(|(k, v)| value(k, v))
@@ -725,6 +743,15 @@ fn check_templates(component: &Component) -> Result<(), String> {
 }
 
 /// `vars` become options: `true` adds a flag, `false` removes it, other values set the option.
+/// `yes`/`no` and their kin (`true`, `on`, `y`, ...), as YAML 1.1 and strtobool read them.
+pub(crate) fn yes_or_no(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 fn apply_vars(
     parsed: &mut Parsed,
     verb: Verb,
@@ -754,6 +781,12 @@ fn apply_vars(
         match (spec.value, value) {
             (None, Value::Bool(true)) => parsed.options.push((name, None)),
             (None, Value::Bool(false)) => {}
+            // YAML 1.1 (Directord's) reads a bare `yes` or `on` as true; here it is text.
+            (None, Value::String(s)) if yes_or_no(s).is_some() => {
+                if yes_or_no(s) == Some(true) {
+                    parsed.options.push((name, None));
+                }
+            }
             (None, other) => {
                 return Err(format!(
                     "vars: '{key}' is a flag; give true or false, not {other}"
@@ -1097,7 +1130,12 @@ mod tests {
         let bad = BTreeMap::from([("chown".to_string(), json!("root"))]);
         let e = JobSpec::parse("RUN", "true", &bad).unwrap_err();
         assert!(e.contains("'chown' is not an option of RUN"), "{e}");
-        let bad = BTreeMap::from([("skip_cache".to_string(), json!("yes"))]);
+        // Directord's files (YAML 1.1) write flags as yes/no.
+        let yes = BTreeMap::from([("skip_cache".to_string(), json!("yes"))]);
+        assert!(spec_vars("RUN", "true", yes).skip_cache);
+        let no = BTreeMap::from([("skip_cache".to_string(), json!("off"))]);
+        assert!(!spec_vars("RUN", "--skip-cache true", no).skip_cache);
+        let bad = BTreeMap::from([("skip_cache".to_string(), json!("maybe"))]);
         assert!(
             JobSpec::parse("RUN", "true", &bad)
                 .unwrap_err()
@@ -1207,6 +1245,11 @@ mod tests {
     #[test]
     fn bad_jobs_say_why() {
         assert!(err("FROB", "x").contains("unknown verb 'FROB' (known: RUN"));
+        // Paths on the nodes: absolute, or a template that may render to one.
+        assert!(err("WORKDIR", "srv/x").contains("PATH 'srv/x' is not an absolute path"));
+        assert!(err("CACHEFILE", "c.yaml").contains("PATH 'c.yaml' is not an absolute"));
+        assert!(err("ADD", "a.txt dest").contains("DEST 'dest' is not an absolute path"));
+        assert_eq!(spec("WORKDIR", "{{ base }}/x").verb(), Verb::Workdir);
         assert!(err("RUNN", "x").contains("(did you mean RUN? known:"));
         assert!(err("ehco", "x").contains("did you mean ECHO?"));
         assert_eq!(edit_distance("QUERYWAIT", "QUERY_WAIT"), 1);

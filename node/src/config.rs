@@ -94,9 +94,9 @@ pub const JOIN_ENV: [&str; 10] = [
 #[serde(deny_unknown_fields)]
 struct FileOptions {
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     listen: Vec<String>,
-    #[serde(default, alias = "peers")]
+    #[serde(default, alias = "peers", deserialize_with = "one_or_many")]
     peer: Vec<String>,
     token: Option<String>,
     open: Option<bool>,
@@ -112,9 +112,28 @@ struct FileOptions {
         default,
         alias = "allow-submitter",
         alias = "allow-submitters",
-        alias = "allow_submitters"
+        alias = "allow_submitters",
+        deserialize_with = "one_or_many"
     )]
     allow_submitter: Vec<String>,
+}
+
+/// A repeatable setting, written as one value (`listen: 0.0.0.0:7411`) or as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    use serde_yaml_ng::Value;
+    let text = |v: Value| match v {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(D::Error::custom(format!(
+            "expected an address or a list of them, found {other:?}"
+        ))),
+    };
+    match Value::deserialize(d)? {
+        Value::Sequence(items) => items.into_iter().map(text).collect(),
+        Value::Null => Ok(Vec::new()),
+        one => Ok(vec![text(one)?]),
+    }
 }
 
 impl JoinOptions {
@@ -690,6 +709,10 @@ mod tests {
             e.contains("/etc/dm.yaml") && e.contains("heartbeat-interval"),
             "{e}"
         );
+        let e = layers(JoinOptions::default(), &[], "listen: {a: b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected an address or a list of them"), "{e}");
         let e = layers(JoinOptions::default(), &[], "nmae: typo\n")
             .unwrap_err()
             .to_string();
@@ -724,6 +747,18 @@ mod tests {
                 .to_string()
                 .contains("node name")
         );
+    }
+
+    #[test]
+    fn a_repeatable_setting_in_a_file_may_be_one_value() {
+        let c = layers(
+            JoinOptions::default(),
+            &[],
+            "listen: 127.0.0.16:7411\npeer: [127.0.0.17:7411]\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen, vec![parse_addr("127.0.0.16:7411").unwrap()]);
+        assert_eq!(c.bootstrap, vec![parse_addr("127.0.0.17:7411").unwrap()]);
     }
 
     #[test]
