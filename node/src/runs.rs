@@ -239,6 +239,7 @@ impl Runs {
             records: HashMap::new(),
             open_runs: HashMap::new(),
             watchers: Vec::new(),
+            early_output: HashMap::new(),
             notices: notices::Notices::default(),
             accepted: HashMap::new(),
             job_runs: HashMap::new(),
@@ -299,6 +300,16 @@ struct OutputQueue {
     in_flight: bool,
 }
 
+/// Live output of one job kept for the watcher still to come (see `Actor::early_output`).
+#[derive(Default)]
+struct EarlyOutput {
+    lines: Vec<(String, OutputLine)>,
+    bytes: usize,
+}
+
+/// Early output kept per job; more is dropped (the CLI fills it in from the result).
+const EARLY_OUTPUT_CAP: usize = 256 * 1024;
+
 /// Live output that may wait for one originator (see [`OutputQueue`]).
 const MAX_WAITING_OUTPUT: usize = 1024 * 1024;
 
@@ -335,6 +346,10 @@ struct Actor {
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
     watchers: Vec<Watcher>,
+    /// Live output of jobs submitted here with `--stream` that no watcher follows yet: the
+    /// CLI asks to watch once its submission is answered, and a job may print before that.
+    /// Kept (up to [`EARLY_OUTPUT_CAP`] bytes a job) until a watcher comes or the job is done.
+    early_output: HashMap<String, EarlyOutput>,
     notices: notices::Notices,
     accepted: HashMap<String, AcceptedRun>,
     /// Target side: job id → run id.
@@ -542,6 +557,10 @@ impl Actor {
                     self.blobs.has(&hash);
                 }
                 for r in records {
+                    if run.stream {
+                        self.early_output
+                            .insert(r.job_id.clone(), EarlyOutput::default());
+                    }
                     self.store.put_record(&r);
                     self.records.insert(r.job_id.clone(), r);
                 }
@@ -737,6 +756,7 @@ impl Actor {
             }
             Input::Purge { done } => {
                 self.records.clear();
+                self.early_output.clear();
                 self.cross.purge_queries();
                 let _ = done.send(());
             }
@@ -1564,6 +1584,7 @@ impl Actor {
 
     fn job_done(&mut self, record: JobRecord) {
         let job_id = record.job_id.clone();
+        self.early_output.remove(&job_id);
         let event = WatchEvent::Done(Box::new(record));
         let mut told = Vec::new();
         for w in &mut self.watchers {
@@ -1609,7 +1630,16 @@ impl Actor {
         });
     }
 
-    fn tell_watchers(&self, job_id: &str, event: WatchEvent) {
+    fn tell_watchers(&mut self, job_id: &str, event: WatchEvent) {
+        if let (Some(early), WatchEvent::Output { node, line, .. }) =
+            (self.early_output.get_mut(job_id), &event)
+        {
+            if early.bytes + line.text.len() <= EARLY_OUTPUT_CAP {
+                early.bytes += line.text.len();
+                early.lines.push((node.clone(), line.clone()));
+            }
+            return;
+        }
         for w in &self.watchers {
             if w.output && w.remaining.contains(job_id) {
                 // A client too slow for its output loses lines, never results.
@@ -1631,6 +1661,15 @@ impl Actor {
         let mut remaining = HashSet::new();
         let mut recheck = Vec::new();
         for id in job_ids {
+            // What the job printed before anybody watched goes first.
+            if let Some(early) = self.early_output.remove(&id)
+                && output
+            {
+                for (node, line) in early.lines {
+                    let job_id = id.clone();
+                    let _ = events.try_send(WatchEvent::Output { job_id, node, line });
+                }
+            }
             if let Some(r) = self.records.get(&id) {
                 if r.results.len() >= r.nodes.len() {
                     let event = WatchEvent::Done(Box::new(r.clone()));

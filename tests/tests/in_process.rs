@@ -248,3 +248,73 @@ async fn a_run_for_many_targets_is_gossiped_and_acknowledged() {
         node.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_printed_before_the_client_watches_is_kept_for_it() {
+    use node::control::{
+        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
+        WatchEvent,
+    };
+    let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_mesh(1, &dirs).await;
+    let inline = "--skip-cache echo early; sleep 2; echo late";
+    let spec = match jobs::JobSpec::parse("RUN", inline, &Default::default()).unwrap() {
+        jobs::ParseOutcome::Spec(s) => s,
+        jobs::ParseOutcome::Help(h) => panic!("{h}"),
+    };
+    let submission = Submission {
+        parents: vec![SubmittedParent {
+            origin: None,
+            targets: None,
+            is_async: false,
+            fingerprint: jobs::Fingerprint([0; 32]),
+            jobs: vec![SubmittedJob {
+                spec,
+                definition: format!("RUN: {inline}"),
+            }],
+        }],
+        targets: vec!["node-0".into()],
+        restrict: vec![],
+        ignore_cache: false,
+        force_async: false,
+        stream: true,
+        exec: true,
+    };
+    let reply = match nodes[0].request(ControlRequest::Submit(submission)).await {
+        Reply::One(ControlResponse::Submitted(r)) => r,
+        Reply::One(other) => panic!("submit: {other:?}"),
+        Reply::Stream(_) => panic!("submit streamed"),
+    };
+    // The client is slow to watch: the job has printed its first line by then.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let Reply::Stream(mut rx) = nodes[0]
+        .request(ControlRequest::Watch {
+            job_ids: vec![reply.jobs[0].job_id.clone()],
+            output: true,
+        })
+        .await
+    else {
+        panic!("watch did not stream");
+    };
+    let mut lines = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("watch timed out")
+    {
+        match event {
+            ControlResponse::Watch(WatchEvent::Output { line, .. }) => {
+                lines.push((line.offset, line.text))
+            }
+            ControlResponse::Watch(WatchEvent::Done(_)) => {}
+            ControlResponse::WatchEnd => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        lines,
+        [(0, "early\n".to_string()), (6, "late\n".to_string())]
+    );
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
