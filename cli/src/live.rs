@@ -1,11 +1,12 @@
 //! `--stream`'s live output, complete even when lines go missing on the way.
 //!
-//! Live output is best effort between a job and this command: a full queue anywhere on the way
-//! drops lines rather than slowing the job down. Every line says where it starts in its stream
+//! Live output is best effort between a job's node and this command: a full queue on the way
+//! (the target's queue to the submitter, this command's connection) drops lines rather than
+//! slowing the job down. Every line says where it starts in its stream
 //! ([`OutputLine::offset`]) and the job's result holds the whole output (up to its cap), so a
-//! line that does not start where the last one shown ended is a gap: live lines of that stream
-//! stop there, and when the job is done the rest comes from its result. Each line is shown
-//! once, in order, whatever was lost.
+//! line that does not start where the last one shown ended marks a gap: a note says so, live
+//! lines go on, and when the job is done the missed lines come from its result, followed by
+//! whatever came after the last line shown. Each line is shown once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,41 +20,49 @@ pub struct LiveOutput {
     done: HashSet<String>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 struct Shown {
     /// Where the next line shown must start.
     end: u64,
-    /// A line went missing: nothing more is shown live, the result fills in.
-    gap: bool,
+    /// Byte ranges of the output that went missing on the way, in order.
+    missed: Vec<(u64, u64)>,
 }
 
+/// The end of a result whose output was over the cap (see `jobs::components`).
+const CUT_MARK: &str = "\n[output cut at ";
+
 impl LiveOutput {
-    /// A live line of `job_id` on `node`: the text to print, if it is the next one to show.
-    pub fn line(&mut self, job_id: &str, node: &str, line: &OutputLine) -> Option<String> {
+    /// A live line of `job_id` on `node`: the lines to print (a note of a gap before it, if
+    /// lines went missing), nothing if it was shown already or the job is done.
+    pub fn line(&mut self, job_id: &str, node: &str, line: &OutputLine) -> Vec<String> {
         if self.done.contains(job_id) {
-            return None;
+            return Vec::new();
         }
         let key = (job_id.to_string(), node.to_string(), line.stream);
         let shown = self.shown.entry(key).or_default();
-        if shown.gap || line.offset < shown.end {
-            return None;
+        if line.offset < shown.end {
+            return Vec::new();
         }
+        let mut lines = Vec::new();
         if line.offset > shown.end {
-            shown.gap = true;
-            return None;
+            shown.missed.push((shown.end, line.offset));
+            lines.push(labelled(
+                node,
+                line.stream,
+                "[lines missing here; they follow when the job is done]",
+            ));
         }
-        shown.end += line.text.len() as u64;
-        Some(labelled(
-            node,
-            line.stream,
-            line.text.trim_end_matches('\n'),
-        ))
+        shown.end = line.offset + line.text.len() as u64;
+        lines.push(labelled(node, line.stream, &line.text));
+        lines
     }
 
-    /// `record`'s job is done: the lines of its results not shown live, in order. Later live
-    /// lines of it are not shown.
+    /// `record`'s job is done: the lines of its results not shown live, in order (the gaps,
+    /// then what followed the last line shown). Later live lines of it are not shown.
     pub fn rest(&mut self, record: &JobRecord) -> Vec<String> {
-        self.done.insert(record.job_id.clone());
+        if !self.done.insert(record.job_id.clone()) {
+            return Vec::new();
+        }
         let mut lines = Vec::new();
         for (node, result) in &record.results {
             for (stream, text) in [
@@ -61,18 +70,33 @@ impl LiveOutput {
                 (OutputStream::Stderr, &result.stderr),
             ] {
                 let key = (record.job_id.clone(), node.clone(), stream);
-                let start = self.shown.remove(&key).unwrap_or_default().end;
-                // Past the end (the result cut what was streamed) or inside a character: the
-                // result has nothing more to add.
-                let rest = usize::try_from(start)
-                    .ok()
-                    .and_then(|start| text.get(start..))
-                    .unwrap_or_default();
-                lines.extend(rest.lines().map(|l| labelled(node, stream, l)));
+                let shown = self.shown.remove(&key).unwrap_or_default();
+                // A result over the cap keeps a prefix and says where it was cut.
+                let (kept, cut) = match text.rfind(CUT_MARK) {
+                    Some(at) => (&text[..at], Some(&text[at + 1..])),
+                    None => (text.as_str(), None),
+                };
+                let mut missed = shown.missed;
+                missed.push((shown.end, u64::MAX));
+                for (from, to) in missed {
+                    let piece = range(kept, from, to);
+                    lines.extend(piece.lines().map(|l| labelled(node, stream, l)));
+                }
+                // Never streamed: the node adds it when it cuts.
+                if let Some(cut) = cut {
+                    lines.push(labelled(node, stream, cut));
+                }
             }
         }
         lines
     }
+}
+
+/// `text[from..to]`, clamped to the text; empty when a bound falls inside a character.
+fn range(text: &str, from: u64, to: u64) -> &str {
+    let len = text.len() as u64;
+    let (from, to) = (from.min(len) as usize, to.min(len) as usize);
+    text.get(from..to.max(from)).unwrap_or_default()
 }
 
 fn labelled(node: &str, stream: OutputStream, text: &str) -> String {
@@ -80,6 +104,9 @@ fn labelled(node: &str, stream: OutputStream, text: &str) -> String {
         OutputStream::Stdout => "STDOUT",
         OutputStream::Stderr => "STDERR",
     };
+    // As `str::lines` ends a line: at `\n`, and a `\r` before it.
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
     format!("{node} -- {label} {text}")
 }
 
@@ -121,43 +148,54 @@ mod tests {
     const OUT: OutputStream = OutputStream::Stdout;
     const ERR: OutputStream = OutputStream::Stderr;
 
+    fn one(lines: Vec<String>) -> Option<String> {
+        assert!(lines.len() <= 1, "{lines:?}");
+        lines.into_iter().next()
+    }
+
     #[test]
     fn lines_in_order_are_shown_and_the_result_adds_nothing() {
         let mut live = LiveOutput::default();
         assert_eq!(
-            live.line("j", "n1", &line(OUT, 0, "a\n")).as_deref(),
+            one(live.line("j", "n1", &line(OUT, 0, "a\n"))).as_deref(),
             Some("n1 -- STDOUT a")
         );
         assert_eq!(
-            live.line("j", "n1", &line(OUT, 2, "b\n")).as_deref(),
+            one(live.line("j", "n1", &line(OUT, 2, "b\r\n"))).as_deref(),
             Some("n1 -- STDOUT b")
         );
         assert_eq!(
-            live.line("j", "n1", &line(ERR, 0, "oops\n")).as_deref(),
+            one(live.line("j", "n1", &line(ERR, 0, "oops\n"))).as_deref(),
             Some("n1 -- STDERR oops")
         );
         assert!(
-            live.rest(&record("j", &[("n1", "a\nb\n", "oops\n")]))
+            live.rest(&record("j", &[("n1", "a\nb", "oops")]))
                 .is_empty()
         );
     }
 
     #[test]
-    fn a_gap_stops_live_lines_and_the_result_fills_in_the_rest() {
+    fn after_a_gap_live_lines_go_on_and_the_result_fills_in_what_was_missed() {
         let mut live = LiveOutput::default();
         live.line("j", "n1", &line(OUT, 0, "a\n"));
         // "b\n" was lost on the way: "c\n" starts at 4, not 2.
-        assert_eq!(live.line("j", "n1", &line(OUT, 4, "c\n")), None);
-        assert_eq!(live.line("j", "n1", &line(OUT, 6, "d\n")), None);
-        let rest = live.rest(&record("j", &[("n1", "a\nb\nc\nd\ne", "")]));
         assert_eq!(
-            rest,
+            live.line("j", "n1", &line(OUT, 4, "c\n")),
             [
-                "n1 -- STDOUT b",
-                "n1 -- STDOUT c",
-                "n1 -- STDOUT d",
-                "n1 -- STDOUT e"
+                "n1 -- STDOUT [lines missing here; they follow when the job is done]",
+                "n1 -- STDOUT c"
             ]
+        );
+        assert_eq!(
+            one(live.line("j", "n1", &line(OUT, 6, "d\n"))).as_deref(),
+            Some("n1 -- STDOUT d")
+        );
+        let rest = live.rest(&record("j", &[("n1", "a\nb\nc\nd\ne", "")]));
+        assert_eq!(rest, ["n1 -- STDOUT b", "n1 -- STDOUT e"]);
+        // Told once, even if told again.
+        assert!(
+            live.rest(&record("j", &[("n1", "a\nb\nc\nd\ne", "")]))
+                .is_empty()
         );
     }
 
@@ -168,19 +206,29 @@ mod tests {
         live.line("j", "n1", &line(OUT, 0, "a\n"));
         let rest = live.rest(&record("j", &[("n1", "a\nb\n", ""), ("n2", "x\n", "y\n")]));
         assert_eq!(rest, ["n1 -- STDOUT b", "n2 -- STDOUT x", "n2 -- STDERR y"]);
-        assert_eq!(live.line("j", "n1", &line(OUT, 2, "b\n")), None);
+        assert!(live.line("j", "n1", &line(OUT, 2, "b\n")).is_empty());
     }
 
     #[test]
-    fn repeated_lines_are_shown_once_and_a_cut_result_adds_nothing() {
+    fn repeated_lines_are_shown_once_and_a_cut_result_says_so_once() {
         let mut live = LiveOutput::default();
         live.line("j", "n1", &line(OUT, 0, "é\n"));
-        assert_eq!(live.line("j", "n1", &line(OUT, 0, "é\n")), None);
+        assert!(live.line("j", "n1", &line(OUT, 0, "é\n")).is_empty());
         live.line("j", "n1", &line(OUT, 3, "more\n"));
         // The result kept less than was streamed, or the offset falls inside a character.
         assert!(live.rest(&record("j", &[("n1", "é\n", "")])).is_empty());
         let mut live = LiveOutput::default();
         live.line("k", "n1", &line(OUT, 0, "x"));
         assert!(live.rest(&record("k", &[("n1", "é", "")])).is_empty());
+        // Streamed past the cut, with a gap inside the kept part and one after it.
+        let mut live = LiveOutput::default();
+        live.line("c", "n1", &line(OUT, 0, "a\n"));
+        live.line("c", "n1", &line(OUT, 4, "c\n"));
+        live.line("c", "n1", &line(OUT, 10, "z\n"));
+        let cut = "a\nb\nc\n\n[output cut at 6 bytes]";
+        assert_eq!(
+            live.rest(&record("c", &[("n1", cut, "")])),
+            ["n1 -- STDOUT b", "n1 -- STDOUT [output cut at 6 bytes]"]
+        );
     }
 }

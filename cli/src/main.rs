@@ -186,6 +186,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
     };
     match result {
+        // What it printed did not all reach its file (reported as it happened).
+        Ok(()) if output::failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(msg)) => {
             eprintln!("error: {msg}");

@@ -1,23 +1,30 @@
 //! Standard output without `println!`'s panic when it is gone.
 //!
 //! `status | head -1` closes the pipe after one line; `status > /dev/full` cannot write at all.
-//! `println!` panics on both. Here a closed pipe ends a short command quietly with exit 0, as
-//! `cat` and `grep` do (the reader has what it wanted; the daemon keeps the jobs and their
-//! results), and any other write error is reported and ends it with exit 1. The long-running
-//! commands (`join`, `demo`) print with [`line_or_skip`], which never stops them: a daemon
-//! must not die because whoever read its banner went away.
+//! `println!` panics on both. Here the first failed write stops all later ones and the command
+//! goes on to its end, so its exit code still says how the jobs went (`exec --check | head`
+//! exits 1 when a job failed). A closed pipe is quiet (the reader has what it wanted); any
+//! other write error is reported once on stderr and makes the exit code 1
+//! ([`failed`]). The long-running commands (`join`, `demo`) print with [`line_or_skip`],
+//! which never reports: a daemon must not stop because whoever read its banner went away.
 
 use std::{
     fmt::Display,
     io::{ErrorKind, Write},
+    sync::atomic::{AtomicU8, Ordering},
 };
 
-/// Writes `text` and a newline to standard output, or ends the process (see the module doc).
+/// 0: writable; 1: the reader went away; 2: writing failed otherwise.
+static STATE: AtomicU8 = AtomicU8::new(0);
+const GONE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Writes `text` and a newline to standard output (nothing once a write failed).
 pub fn line(text: impl Display) {
     write(format_args!("{text}\n"));
 }
 
-/// Writes `text` as it is (no newline added) to standard output, or ends the process.
+/// Writes `text` as it is (no newline added) to standard output.
 pub fn text(text: impl Display) {
     write(format_args!("{text}"));
 }
@@ -28,15 +35,23 @@ pub fn line_or_skip(text: impl Display) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
+/// Whether writing to standard output failed for another reason than a closed pipe.
+pub fn failed() -> bool {
+    STATE.load(Ordering::Relaxed) == FAILED
+}
+
 fn write(args: std::fmt::Arguments<'_>) {
+    if STATE.load(Ordering::Relaxed) != 0 {
+        return;
+    }
     let mut out = std::io::stdout().lock();
     match out.write_fmt(args).and_then(|()| out.flush()) {
         Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => STATE.store(GONE, Ordering::Relaxed),
         Err(e) => {
+            STATE.store(FAILED, Ordering::Relaxed);
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "error: cannot write to standard output: {e}");
-            std::process::exit(1);
         }
     }
 }

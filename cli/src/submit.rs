@@ -429,7 +429,7 @@ async fn follow_jobs(
     loop {
         match next {
             Ok(ControlResponse::Watch(WatchEvent::Output { job_id, node, line })) => {
-                if let Some(text) = live.line(&job_id, &node, &line) {
+                for text in live.line(&job_id, &node, &line) {
                     say(text);
                 }
             }
@@ -506,7 +506,7 @@ fn reason(result: &NodeResult) -> String {
     match (first_line(&result.info), first_line(&result.stderr)) {
         (info, "") => info.to_string(),
         ("", err) => err.to_string(),
-        (info, err) if info.contains(err) => info.to_string(),
+        (info, err) if info == err => info.to_string(),
         (info, err) => format!("{info} ({err})"),
     }
 }
@@ -582,10 +582,8 @@ mod tests {
             "exit code 1: false"
         );
         assert_eq!(reason(&failed("", "boom")), "boom");
-        assert_eq!(
-            reason(&failed("timed out: boom", "boom")),
-            "timed out: boom"
-        );
+        assert_eq!(reason(&failed("exit code 1: x", "x")), "exit code 1: x (x)");
+        assert_eq!(reason(&failed("boom", "boom")), "boom");
     }
 
     fn rewrite(args: &[&str]) -> Vec<String> {

@@ -469,6 +469,19 @@ fn status_shows_the_table_and_json() {
             "{args:?}: {err}"
         );
     }
+    // A reader gone early does not change what the exit code says of the jobs.
+    let args = [
+        "--state-dir",
+        sd,
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache false",
+        "--check",
+    ];
+    let (code, err) = closed_pipe(&args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("1 failed"), "{err}");
 }
 
 /// Runs the command with its standard output on a pipe nobody reads: closed before the

@@ -157,12 +157,13 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             if let Some(sink) = sink {
                 let mut offset = 0;
                 for line in text.split_inclusive('\n') {
-                    // Live output is best effort, as for RUN.
-                    let _ = sink.try_send(OutputLine {
-                        stream: OutputStream::Stdout,
-                        offset,
-                        text: line.to_string(),
-                    });
+                    let _ = sink
+                        .send(OutputLine {
+                            stream: OutputStream::Stdout,
+                            offset,
+                            text: line.to_string(),
+                        })
+                        .await;
                     offset += line.len() as u64;
                 }
             }
@@ -665,13 +666,16 @@ async fn read_lines(
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
                 if let Some(sink) = &sink {
-                    // Live output is best effort: a full or closed sink never stalls the job
-                    // (a reader fills what it missed from the result, see `OutputLine`).
-                    let _ = sink.try_send(OutputLine {
-                        stream: which,
-                        offset: offset as u64,
-                        text: line.to_string(),
-                    });
+                    // Waits for room: the node takes lines at once (it never waits on the
+                    // network), so a streaming job slows down only when its node does. Past
+                    // the node, lines may be dropped; a reader fills them in from the result.
+                    let _ = sink
+                        .send(OutputLine {
+                            stream: which,
+                            offset: offset as u64,
+                            text: line.to_string(),
+                        })
+                        .await;
                 }
                 offset += line.len();
                 // What is kept is a prefix of the output: once one piece does not fit,

@@ -71,8 +71,8 @@ pub fn split(input: &str) -> Result<Vec<Word>, String> {
                     None => return Err("trailing backslash".into()),
                 },
                 // A template expression is one word, spaces and all: `/srv/{{ name }}`.
-                '{' if input[pos..].starts_with("{{") && input[pos..].contains("}}") => {
-                    let end = pos + input[pos..].find("}}").unwrap_or_default() + 2;
+                '{' if template_end(&input[pos..]).is_some() => {
+                    let end = pos + template_end(&input[pos..]).unwrap_or_default();
                     text.push('{');
                     while let Some(&(at, c)) = chars.peek() {
                         if at >= end {
@@ -88,6 +88,27 @@ pub fn split(input: &str) -> Result<Vec<Word>, String> {
         words.push(Word { text, start });
     }
     Ok(words)
+}
+
+/// Where the template expression `text` starts with (`{{ ... }}`) ends, past its `}}`; a
+/// `}}` inside one of its quoted strings does not end it. `None`: not a whole expression.
+fn template_end(text: &str) -> Option<usize> {
+    let body = text.strip_prefix("{{")?;
+    let mut quote = None;
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '}') if body[i..].starts_with("}}") => return Some(2 + i + 2),
+            (None, _) => {}
+        }
+    }
+    None
 }
 
 /// How an option is written and whether it takes a value.
@@ -288,6 +309,7 @@ mod tests {
                 "open"
             ]
         );
+        assert_eq!(texts("echo {{ '}}' }} x"), vec!["echo", "{{ '}}' }}", "x"]);
         assert!(
             split("echo 'open")
                 .unwrap_err()

@@ -1,7 +1,7 @@
 //! Orchestration files in Directord's format.
 //!
 //! ```yaml
-//! - targets: [web1, web2]      # optional: default every member (or the CLI's --target)
+//! - targets: [web1, web2]      # optional: default (or []) every member, or the CLI's --target
 //!   async: true                # optional: run this entry's jobs in their own queue
 //!   jobs:
 //!   - RUN: --skip-cache echo hi
@@ -146,16 +146,8 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
                 "targets" => {
                     let list =
                         string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?;
-                    if list.is_empty() {
-                        return Err(err(
-                            n,
-                            None,
-                            "targets: the list is empty (leave `targets` out to run on every \
-                             node)"
-                                .into(),
-                        ));
-                    }
-                    targets = Some(list)
+                    // An empty list is every node, as in Directord.
+                    targets = (!list.is_empty()).then_some(list)
                 }
                 "async" => {
                     is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?
@@ -396,8 +388,11 @@ mod tests {
             error("- targets: {a: b}\n  jobs: [{RUN: x}]\n").contains("targets: expected a list")
         );
         assert!(
-            error("- targets: []\n  jobs: [{RUN: x}]\n")
-                .contains("entry 1: targets: the list is empty")
+            parse_str("- targets: []\n  jobs: [{RUN: x}]\n", "t.yaml")
+                .unwrap()
+                .entries[0]
+                .targets
+                .is_none()
         );
         assert!(
             error("- jobs:\n  - RUN: x\n    vars: {bogus: 1}\n")

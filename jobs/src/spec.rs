@@ -787,6 +787,11 @@ fn apply_vars(
                     parsed.options.push((name, None));
                 }
             }
+            (None, Value::Number(n)) if n.as_f64().is_some() => {
+                if n.as_f64() != Some(0.0) {
+                    parsed.options.push((name, None));
+                }
+            }
             (None, other) => {
                 return Err(format!(
                     "vars: '{key}' is a flag; give true or false, not {other}"
@@ -1135,6 +1140,8 @@ mod tests {
         assert!(spec_vars("RUN", "true", yes).skip_cache);
         let no = BTreeMap::from([("skip_cache".to_string(), json!("off"))]);
         assert!(!spec_vars("RUN", "--skip-cache true", no).skip_cache);
+        let one = BTreeMap::from([("skip_cache".to_string(), json!(1))]);
+        assert!(spec_vars("RUN", "true", one).skip_cache);
         let bad = BTreeMap::from([("skip_cache".to_string(), json!("maybe"))]);
         assert!(
             JobSpec::parse("RUN", "true", &bad)

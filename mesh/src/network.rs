@@ -351,6 +351,8 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         presence_topic,
         last_presence_publish: None,
         last_bootstrap_dial: started,
+        alone_since: None,
+        last_dial_error: None,
         last_alone_warning: None,
         last_sync: started,
         second_sync: SecondSync::Due,
@@ -524,7 +526,9 @@ struct Leaving {
 const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// With no connection at all, dial the bootstrap peers again this often.
 const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
-/// A node that reaches no member warns at most this often.
+/// A node that reaches no member warns after this long, then at most every
+/// [`ALONE_WARNING_EVERY`].
+const ALONE_GRACE: Duration = Duration::from_secs(6);
 const ALONE_WARNING_EVERY: Duration = Duration::from_secs(300);
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed). Only versions travel, and then the rows one side lacks.
@@ -571,6 +575,10 @@ struct EventLoop {
     presence_topic: IdentTopic,
     last_presence_publish: Option<Instant>,
     last_bootstrap_dial: Instant,
+    /// Since when this node has had no connection at all (a node told whom to join).
+    alone_since: Option<Instant>,
+    /// The last failed dial while alone, for the warning.
+    last_dial_error: Option<String>,
     /// When this node last warned that it reaches nobody (see [`ALONE_WARNING_EVERY`]).
     last_alone_warning: Option<Instant>,
     last_sync: Instant,
@@ -899,24 +907,8 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
-                // A node that was told whom to join and reaches nobody says so (a wrong
-                // address, a peer that is down, or a mesh whose key this node does not have),
-                // once and then every few minutes, not at every redial.
-                let now = Instant::now();
-                if !self.config.bootstrap.is_empty()
-                    && self.swarm.connected_peers().next().is_none()
-                    && self.leaving.is_none()
-                    && self
-                        .last_alone_warning
-                        .is_none_or(|at| now.duration_since(at) >= ALONE_WARNING_EVERY)
-                {
-                    self.last_alone_warning = Some(now);
-                    warn!(
-                        "connected to no member of the mesh: {error}. Retrying every {} s; \
-                         check the address, that the peer runs, and that this node joined \
-                         with that mesh's token (a node with another mesh key is refused)",
-                        BOOTSTRAP_REDIAL.as_secs()
-                    );
+                if self.swarm.connected_peers().next().is_none() {
+                    self.last_dial_error = Some(error.to_string());
                 }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
@@ -1196,6 +1188,7 @@ impl EventLoop {
         let changes = self.membership.tick(now);
         self.emit(changes).await;
         self.keep_connected(now);
+        self.warn_if_alone(now);
         if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {
             self.last_reconnect = now;
             self.reconnect_one(now);
@@ -1206,6 +1199,34 @@ impl EventLoop {
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
                 self.ask_news(peer);
             }
+        }
+    }
+
+    /// A node that was told whom to join and has reached nobody for [`ALONE_GRACE`] says so
+    /// (a wrong address, a peer that is down, or a mesh whose key this node does not have),
+    /// naming the last failed dial; then again every [`ALONE_WARNING_EVERY`].
+    fn warn_if_alone(&mut self, now: Instant) {
+        if self.swarm.connected_peers().next().is_some() || self.config.bootstrap.is_empty() {
+            self.alone_since = None;
+            self.last_dial_error = None;
+            return;
+        }
+        let since = *self.alone_since.get_or_insert(now);
+        let due = self
+            .last_alone_warning
+            .is_none_or(|at| now.duration_since(at) >= ALONE_WARNING_EVERY);
+        if now.duration_since(since) >= ALONE_GRACE
+            && due
+            && let Some(error) = &self.last_dial_error
+        {
+            self.last_alone_warning = Some(now);
+            warn!(
+                "connected to no member of the mesh for {} s: {error}. Retrying every {} s; \
+                 check the address, that the peer runs, and that this node joined with that \
+                 mesh's token (a node with another mesh key is refused)",
+                now.duration_since(since).as_secs(),
+                BOOTSTRAP_REDIAL.as_secs()
+            );
         }
     }
 

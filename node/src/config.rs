@@ -125,9 +125,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     let text = |v: Value| match v {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
-        other => Err(D::Error::custom(format!(
-            "expected an address or a list of them, found {other:?}"
+        Value::Bool(b) => Err(D::Error::custom(format!(
+            "expected a value or a list of them, found {b}"
         ))),
+        _ => Err(D::Error::custom("expected a value or a list of them")),
     };
     match Value::deserialize(d)? {
         Value::Sequence(items) => items.into_iter().map(text).collect(),
@@ -712,7 +713,7 @@ mod tests {
         let e = layers(JoinOptions::default(), &[], "listen: {a: b}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("expected an address or a list of them"), "{e}");
+        assert!(e.contains("expected a value or a list of them"), "{e}");
         let e = layers(JoinOptions::default(), &[], "nmae: typo\n")
             .unwrap_err()
             .to_string();

@@ -307,6 +307,9 @@ struct EarlyOutput {
     bytes: usize,
 }
 
+/// What a line of live output costs in memory beside its text, for the caps below.
+const LINE_OVERHEAD: usize = 64;
+
 /// Early output kept per job; more is dropped (the CLI fills it in from the result).
 const EARLY_OUTPUT_CAP: usize = 256 * 1024;
 
@@ -946,8 +949,8 @@ impl Actor {
                             stderr: String::new(),
                             info: format!(
                                 "unreachable: {name} left the mesh or restarted before \
-                                 reporting; back within {} min, it still runs the job and its \
-                                 result replaces this one",
+                                 reporting; should it report later, that result replaces this \
+                                 one (back within {} min without the job, it is sent the job)",
                                 OriginatorConfig::default().written_off_for.as_secs() / 60
                             ),
                             execution_secs: 0.0,
@@ -1463,10 +1466,11 @@ impl Actor {
             return;
         }
         let q = self.outputs.entry(originator.clone()).or_default();
-        if q.waiting_bytes + line.text.len() > MAX_WAITING_OUTPUT {
+        let size = line.text.len() + LINE_OVERHEAD;
+        if q.waiting_bytes + size > MAX_WAITING_OUTPUT {
             return;
         }
-        q.waiting_bytes += line.text.len();
+        q.waiting_bytes += size;
         match q.waiting.last_mut() {
             Some(b) if b.job_id == job_id => b.lines.push(line),
             _ => {
@@ -1634,8 +1638,9 @@ impl Actor {
         if let (Some(early), WatchEvent::Output { node, line, .. }) =
             (self.early_output.get_mut(job_id), &event)
         {
-            if early.bytes + line.text.len() <= EARLY_OUTPUT_CAP {
-                early.bytes += line.text.len();
+            let size = line.text.len() + node.len() + LINE_OVERHEAD;
+            if early.bytes + size <= EARLY_OUTPUT_CAP {
+                early.bytes += size;
                 early.lines.push((node.clone(), line.clone()));
             }
             return;

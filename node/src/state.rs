@@ -52,9 +52,11 @@ pub const NO_MESH_FOR_PEER: &str = "this node has no mesh key yet, and --peer al
      and keeps it in the join-token file of its state directory), or add --open if that mesh \
      runs without a key";
 
-/// Whether `dir` holds a mesh this node belongs to (a mesh key, or the mark of an open mesh).
+/// Whether `dir` holds a mesh this node belongs to: a mesh key it ran with (it saved a join
+/// token then), or the mark of an open mesh.
 pub fn holds_a_mesh(dir: &Path) -> bool {
-    dir.join("mesh.key").exists() || dir.join("mesh.open").exists()
+    (dir.join("mesh.key").exists() && dir.join("join-token").exists())
+        || dir.join("mesh.open").exists()
 }
 
 /// An open state directory, locked for one daemon.
@@ -184,10 +186,11 @@ impl StateDir {
                 }
                 Ok((None, false))
             }
+            // A key this node made itself and never ran with names no mesh yet.
             MeshKeyChoice::FromState => match (stored_key, stored_open) {
-                (Some(k), _) => Ok((Some(k), false)),
+                (Some(k), _) if ever_up => Ok((Some(k), false)),
                 (None, true) => Ok((None, false)),
-                (None, false) => Err(mismatch(NO_MESH_FOR_PEER)),
+                _ => Err(mismatch(NO_MESH_FOR_PEER)),
             },
             MeshKeyChoice::FromStateOrNew => match (stored_key, stored_open) {
                 (Some(k), _) => Ok((Some(k), false)),
@@ -295,9 +298,14 @@ mod tests {
         let e = state.mesh_key(&MeshKeyChoice::FromState).unwrap_err();
         assert!(e.to_string().contains("join with --token"), "{e}");
         assert!(!dir.path().join("mesh.key").exists(), "no key made");
-        // Once it belongs to a mesh (a token's key, kept), --peer alone is enough.
+        // A key it made itself and never ran with (its first start failed) is no mesh yet.
+        state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap();
+        assert!(!holds_a_mesh(dir.path()));
+        assert!(state.mesh_key(&MeshKeyChoice::FromState).is_err());
+        // Once it ran in a mesh (a token's key, kept), --peer alone is enough.
         let key = MeshKey::generate();
         state.mesh_key(&MeshKeyChoice::Key(key)).unwrap();
+        state.write_join_token("dm1-token").unwrap();
         assert!(holds_a_mesh(dir.path()));
         assert_eq!(
             state.mesh_key(&MeshKeyChoice::FromState).unwrap(),
