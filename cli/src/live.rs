@@ -4,9 +4,9 @@
 //! (the target's queue to the submitter, this command's connection) drops lines rather than
 //! slowing the job down. Every line says where it starts in its stream
 //! ([`OutputLine::offset`]) and the job's result holds the whole output (up to its cap), so a
-//! line that does not start where the last one shown ended marks a gap: a note says so, live
-//! lines go on, and when the job is done the missed lines come from its result, followed by
-//! whatever came after the last line shown. Each line is shown once.
+//! line that does not start where the last one shown ended marks a gap: a note says so (once a
+//! stream), live lines go on, and when the job is done the missed lines come from its result,
+//! followed by whatever came after the last line shown. Each line is shown once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,6 +28,9 @@ struct Shown {
     missed: Vec<(u64, u64)>,
 }
 
+/// Said at the first gap in a stream (later gaps of it are filled in as quietly).
+const GAP_NOTE: &str = "[some lines are not shown live: they follow when the job is done]";
+
 /// The end of a result whose output was over the cap (see `jobs::components`).
 const CUT_MARK: &str = "\n[output cut at ";
 
@@ -45,12 +48,10 @@ impl LiveOutput {
         }
         let mut lines = Vec::new();
         if line.offset > shown.end {
+            if shown.missed.is_empty() {
+                lines.push(labelled(node, line.stream, GAP_NOTE));
+            }
             shown.missed.push((shown.end, line.offset));
-            lines.push(labelled(
-                node,
-                line.stream,
-                "[lines missing here; they follow when the job is done]",
-            ));
         }
         shown.end = line.offset + line.text.len() as u64;
         lines.push(labelled(node, line.stream, &line.text));
@@ -181,22 +182,18 @@ mod tests {
         // "b\n" was lost on the way: "c\n" starts at 4, not 2.
         assert_eq!(
             live.line("j", "n1", &line(OUT, 4, "c\n")),
-            [
-                "n1 -- STDOUT [lines missing here; they follow when the job is done]",
-                "n1 -- STDOUT c"
-            ]
+            [format!("n1 -- STDOUT {GAP_NOTE}"), "n1 -- STDOUT c".into()]
         );
+        // A second gap ("d\n" lost) is filled in as well, without another note.
         assert_eq!(
-            one(live.line("j", "n1", &line(OUT, 6, "d\n"))).as_deref(),
-            Some("n1 -- STDOUT d")
+            one(live.line("j", "n1", &line(OUT, 8, "e\n"))).as_deref(),
+            Some("n1 -- STDOUT e")
         );
-        let rest = live.rest(&record("j", &[("n1", "a\nb\nc\nd\ne", "")]));
-        assert_eq!(rest, ["n1 -- STDOUT b", "n1 -- STDOUT e"]);
+        let done = record("j", &[("n1", "a\nb\nc\nd\ne\nf", "")]);
+        let rest = live.rest(&done);
+        assert_eq!(rest, ["n1 -- STDOUT b", "n1 -- STDOUT d", "n1 -- STDOUT f"]);
         // Told once, even if told again.
-        assert!(
-            live.rest(&record("j", &[("n1", "a\nb\nc\nd\ne", "")]))
-                .is_empty()
-        );
+        assert!(live.rest(&done).is_empty());
     }
 
     #[test]

@@ -35,8 +35,8 @@ mod notices;
 mod watchers;
 
 pub use coordinate::NodeCoordinator;
-pub use watchers::watch_channel;
 use watchers::{EarlyOutput, OutputQueue, Watcher};
+pub use watchers::{WatchReceiver, WatchSender, watch_channel};
 
 use crate::{
     control::WatchEvent,
@@ -71,7 +71,7 @@ pub enum Input {
     Watch {
         job_ids: Vec<String>,
         output: bool,
-        events: mpsc::Sender<WatchEvent>,
+        events: WatchSender,
         /// The store was flushed after these jobs were last seen in memory.
         flushed: bool,
     },

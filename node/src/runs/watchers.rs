@@ -9,7 +9,13 @@
 //!   offset, and the CLI fills what went missing from the job's result. What a job on the
 //!   submitter prints before its client's watch arrives is kept for it.
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use coordination::{JobMessage, NodeId, OutputBatch};
 use jobs::components::OutputLine;
@@ -19,15 +25,66 @@ use tokio::sync::mpsc;
 use super::{Actor, Input, encode};
 use crate::{control::WatchEvent, records::JobRecord};
 
-/// Events a watcher's channel holds; a client slower than that loses output lines, never a
-/// result.
+/// Events a watcher's channel holds.
 const WATCH_DEPTH: usize = 65_536;
+/// Bytes of output lines a watcher's channel holds; a client slower than that loses output
+/// lines (the CLI fills them in from the result), never a result.
+const WATCH_OUTPUT_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The node's end of a watch (see [`watch_channel`]).
+#[derive(Clone)]
+pub struct WatchSender {
+    events: mpsc::Sender<WatchEvent>,
+    /// Bytes of output lines sent and not taken yet.
+    queued: Arc<AtomicUsize>,
+}
+
+impl WatchSender {
+    /// Sends a line of output if the client keeps up (the channel and its byte budget have
+    /// room); else it is dropped.
+    fn output(&self, job_id: String, node: String, line: OutputLine) {
+        let size = line.text.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > WATCH_OUTPUT_BUDGET
+            || self
+                .events
+                .try_send(WatchEvent::Output { job_id, node, line })
+                .is_err()
+        {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    /// The channel, for everything but output lines.
+    pub(super) fn events(&self) -> &mpsc::Sender<WatchEvent> {
+        &self.events
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.events.is_closed()
+    }
+}
+
+/// The client's end of a watch.
+pub struct WatchReceiver {
+    events: mpsc::Receiver<WatchEvent>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl WatchReceiver {
+    pub async fn recv(&mut self) -> Option<WatchEvent> {
+        let event = self.events.recv().await?;
+        if let WatchEvent::Output { line, .. } = &event {
+            self.queued.fetch_sub(line.text.len(), Ordering::Relaxed);
+        }
+        Some(event)
+    }
+}
 
 /// A client following jobs: those it still waits for, and whether it wants their output.
 pub(super) struct Watcher {
     pub(super) remaining: HashSet<String>,
     pub(super) output: bool,
-    pub(super) events: mpsc::Sender<WatchEvent>,
+    pub(super) events: WatchSender,
 }
 
 /// Live output on its way to one originator: one batch in flight at a time.
@@ -139,6 +196,7 @@ impl Actor {
             }
         }
         for (events, last) in told {
+            let events = events.events().clone();
             self.notify_once_stored(events, event.clone(), last);
         }
         // A watcher with nothing left to wait for is finished: its stream ends once its last
@@ -187,10 +245,13 @@ impl Actor {
             }
             return;
         }
+        let WatchEvent::Output { node, line, .. } = event else {
+            return;
+        };
         for w in &self.watchers {
             if w.output && w.remaining.contains(job_id) {
-                // A client too slow for its output loses lines, never results.
-                let _ = w.events.try_send(event.clone());
+                w.events
+                    .output(job_id.to_string(), node.clone(), line.clone());
             }
         }
     }
@@ -202,7 +263,7 @@ impl Actor {
         &mut self,
         job_ids: Vec<String>,
         output: bool,
-        events: mpsc::Sender<WatchEvent>,
+        events: WatchSender,
         flushed: bool,
     ) {
         let mut remaining = HashSet::new();
@@ -213,14 +274,13 @@ impl Actor {
                 && output
             {
                 for (node, line) in early.lines {
-                    let job_id = id.clone();
-                    let _ = events.try_send(WatchEvent::Output { job_id, node, line });
+                    events.output(id.clone(), node, line);
                 }
             }
             if let Some(r) = self.records.get(&id) {
                 if r.results.len() >= r.nodes.len() {
                     let event = WatchEvent::Done(Box::new(r.clone()));
-                    self.notify_once_stored(events.clone(), event, true);
+                    self.notify_once_stored(events.events().clone(), event, true);
                 } else {
                     remaining.insert(id);
                 }
@@ -229,15 +289,17 @@ impl Actor {
             match self.store.record(&id) {
                 // Read back from the store, whose last writes may not be synced yet.
                 Some(r) if r.results.len() >= r.nodes.len() => {
-                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)), true);
+                    let done = WatchEvent::Done(Box::new(r));
+                    self.notify_once_stored(events.events().clone(), done, true);
                 }
                 Some(r) if flushed => {
                     // On disk and still incomplete after a flush: what is known is all there is.
-                    self.notify_once_stored(events.clone(), WatchEvent::Done(Box::new(r)), true);
+                    let done = WatchEvent::Done(Box::new(r));
+                    self.notify_once_stored(events.events().clone(), done, true);
                 }
                 Some(_) => recheck.push(id),
                 None if flushed => {
-                    let _ = events.try_send(WatchEvent::Unknown(id));
+                    let _ = events.events().try_send(WatchEvent::Unknown(id));
                 }
                 None => recheck.push(id),
             }
@@ -268,7 +330,54 @@ impl Actor {
     }
 }
 
-/// A channel for a watcher.
-pub fn watch_channel() -> (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>) {
-    mpsc::channel(WATCH_DEPTH)
+/// A channel for a watcher: what the node sends, and what the client reads.
+pub fn watch_channel() -> (WatchSender, WatchReceiver) {
+    let (tx, rx) = mpsc::channel(WATCH_DEPTH);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sender = WatchSender {
+        events: tx,
+        queued: Arc::clone(&queued),
+    };
+    (sender, WatchReceiver { events: rx, queued })
+}
+
+#[cfg(test)]
+mod tests {
+    use jobs::components::OutputStream;
+
+    use super::*;
+
+    fn line(offset: u64, size: usize) -> OutputLine {
+        OutputLine {
+            stream: OutputStream::Stdout,
+            offset,
+            text: "x".repeat(size),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_holds_at_most_the_budget_of_output_lines() {
+        let (tx, mut rx) = watch_channel();
+        let piece = 64 * 1024;
+        let fits = WATCH_OUTPUT_BUDGET / piece;
+        for i in 0..fits + 10 {
+            tx.output("j".into(), "n1".into(), line((i * piece) as u64, piece));
+        }
+        // Done and other events still go through.
+        tx.events()
+            .try_send(WatchEvent::Unknown("k".into()))
+            .unwrap();
+        let mut got = 0;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await
+        {
+            if matches!(event, WatchEvent::Output { .. }) {
+                got += 1;
+            }
+        }
+        assert_eq!(got, fits);
+        // Taken in: room again.
+        tx.output("j".into(), "n1".into(), line(0, piece));
+        assert!(matches!(rx.recv().await, Some(WatchEvent::Output { .. })));
+    }
 }
