@@ -123,6 +123,15 @@ pub trait Coordinator: Send + Sync {
     fn discard_blob(&self, hash: Fingerprint);
 }
 
+/// How a job tells its queue that it only waits for other nodes (QUERY, QUERY_WAIT,
+/// JOB_WAIT): the queue may run other runs' jobs meanwhile (see `executor`). Two submitters'
+/// QUERY jobs queued in opposite orders on two nodes would otherwise each hold a node's queue
+/// waiting for a value the other node's queue has not reached.
+pub trait QueueLender: Send + Sync {
+    /// The job waits for other nodes from now until the guard is dropped.
+    fn lend(&self) -> Box<dyn Send + Sync + '_>;
+}
+
 /// What a component runs with.
 pub struct Context<'a> {
     pub job_id: &'a str,
@@ -134,6 +143,15 @@ pub struct Context<'a> {
     pub coordinator: Option<&'a dyn Coordinator>,
     /// Where the job's process group is written down while it runs.
     pub processes: Option<&'a ProcessLog>,
+    /// The job's queue, which it may lend while it waits for other nodes.
+    pub queue: Option<&'a dyn QueueLender>,
+}
+
+impl Context<'_> {
+    /// Lends the job's queue until the guard is dropped (nothing without a queue).
+    fn lend_queue(&self) -> Option<Box<dyn Send + Sync + '_>> {
+        self.queue.map(|q| q.lend())
+    }
 }
 
 /// Runs `component` on this node.
@@ -412,7 +430,10 @@ async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
     };
     let value = ctx.cache.args().get(name).cloned().unwrap_or(Value::Null);
     let own = serde_json::json!({ name: value }).to_string();
-    match coordinator.query(ctx.job_id, name, value, !no_wait).await {
+    let lent = (!no_wait).then(|| ctx.lend_queue());
+    let answer = coordinator.query(ctx.job_id, name, value, !no_wait).await;
+    drop(lent);
+    match answer {
         Ok(None) => Finished::ok(own, "value sent; not waiting for the others (--no-wait)"),
         Ok(Some(aggregate)) => {
             let nodes = aggregate
@@ -437,6 +458,7 @@ async fn query_wait(
     let until = ctx
         .deadline
         .min(Instant::now() + crate::spec::bounded_secs(timeout_secs));
+    let _lent = ctx.lend_queue();
     loop {
         let args = ctx.cache.args();
         let query = args.get("query").and_then(Value::as_object);
@@ -483,6 +505,7 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
     let Some(coordinator) = ctx.coordinator else {
         return Finished::fail("JOB_WAIT needs a mesh to ask", "");
     };
+    let _lent = ctx.lend_queue();
     // Bounded by the job's timeout: the node may look for a name it does not know yet.
     let asked =
         tokio::time::timeout_at(ctx.deadline, coordinator.job_wait(fingerprint, identities));

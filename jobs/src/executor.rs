@@ -25,13 +25,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, mpsc, oneshot},
+    sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, mpsc, oneshot},
     time::Instant,
 };
 
 use crate::{
     cache::{Cache, CachedState},
-    components::{self, Coordinator, LineSink, OutputLine},
+    components::{self, Coordinator, LineSink, OutputLine, QueueLender},
     processes::ProcessLog,
     spec::{Component, Fingerprint, JobSpec},
 };
@@ -51,6 +51,9 @@ pub enum QueueKind {
 #[derive(Debug, Clone)]
 pub struct Work {
     pub job_id: String,
+    /// The run it belongs to: while a job of the synchronous queue waits for other nodes,
+    /// jobs of other runs may go ahead of the rest of its run.
+    pub run_id: String,
     pub parent_id: String,
     pub queue: QueueKind,
     pub spec: JobSpec,
@@ -179,7 +182,8 @@ impl Executor {
             cache,
             locks: Arc::new(Locks::default()),
             general: VecDeque::new(),
-            general_busy: false,
+            general_running: Vec::new(),
+            lent: Arc::new(Lent::default()),
             async_queues: HashMap::new(),
             async_order: VecDeque::new(),
             async_busy: HashSet::new(),
@@ -315,7 +319,10 @@ struct Actor {
     /// The queues hold what this node accepted to run (not capped: every job in them is owed
     /// a result; the node's accepted runs are on disk, and the executor's inbox is bounded).
     general: VecDeque<Work>,
-    general_busy: bool,
+    /// Jobs of the synchronous queue running: one, plus those that wait for other nodes
+    /// (lent the queue, see [`Lent`]); each with its run.
+    general_running: Vec<(String, String)>,
+    lent: Arc<Lent>,
     async_queues: HashMap<String, VecDeque<Work>>,
     /// Async parents in the order they first arrived, for fair starts.
     async_order: VecDeque<String>,
@@ -353,12 +360,14 @@ impl Actor {
                     Some(Msg::Submit(work)) => self.submit(*work).await,
                     Some(Msg::Snapshot(reply)) => {
                         let queued = self.general.len() + self.async_queues.values().map(VecDeque::len).sum::<usize>();
-                        let running = self.running + usize::from(self.general_busy);
+                        let running = self.running + self.general_running.len();
                         let _ = reply.send(QueueSnapshot { queued, running });
                     }
                     None => return,
                 },
                 Some(done) = self.done_rx.recv() => self.done(done).await,
+                // A synchronous job began or stopped waiting for other nodes.
+                _ = self.lent.changed.notified() => {}
             }
             self.dispatch();
         }
@@ -428,7 +437,7 @@ impl Actor {
 
     async fn done(&mut self, done: Done) {
         match done.queue {
-            QueueKind::Sync => self.general_busy = false,
+            QueueKind::Sync => self.general_running.retain(|(job, _)| *job != done.job_id),
             QueueKind::Async => {
                 self.async_busy.remove(&done.parent_id);
                 self.running = self.running.saturating_sub(1);
@@ -456,11 +465,23 @@ impl Actor {
     }
 
     fn dispatch(&mut self) {
-        if !self.general_busy
-            && let Some(work) = self.general.pop_front()
-        {
-            self.general_busy = true;
-            self.start(work, None);
+        // One synchronous job at a time; while every running one waits for other nodes, the
+        // next job of another run may start (its own run's jobs stay in order behind it).
+        if self.lent.all_waiting(&self.general_running) {
+            let busy: HashSet<&str> = self
+                .general_running
+                .iter()
+                .map(|(_, run)| run.as_str())
+                .collect();
+            let next = self
+                .general
+                .iter()
+                .position(|w| !busy.contains(w.run_id.as_str()));
+            if let Some(work) = next.and_then(|i| self.general.remove(i)) {
+                self.general_running
+                    .push((work.job_id.clone(), work.run_id.clone()));
+                self.start(work, None);
+            }
         }
         let mut deferred = VecDeque::new();
         while let Some(parent) = self.async_order.pop_front() {
@@ -497,6 +518,10 @@ impl Actor {
         let done_tx = self.done_tx.clone();
         let coordinator = self.coordinator.clone();
         let processes = self.processes.clone();
+        let lender = (work.queue == QueueKind::Sync).then(|| LentJob {
+            lent: Arc::clone(&self.lent),
+            job_id: work.job_id.clone(),
+        });
         tokio::spawn(async move {
             let job_id = work.job_id.clone();
             let parent_id = work.parent_id.clone();
@@ -506,7 +531,17 @@ impl Actor {
             let run = {
                 let events = events.clone();
                 tokio::spawn(async move {
-                    execute(work, &cache, &locks, &events, coordinator, processes).await
+                    let lender = lender.as_ref().map(|l| l as &dyn QueueLender);
+                    execute(
+                        work,
+                        &cache,
+                        &locks,
+                        &events,
+                        coordinator,
+                        processes,
+                        lender,
+                    )
+                    .await
                 })
             };
             let mut outcome = match run.await {
@@ -532,6 +567,57 @@ impl Actor {
     }
 }
 
+/// The synchronous jobs that wait for other nodes, and a wake-up for the executor when that
+/// changes. A QUERY waiting for the other nodes' values, a QUERY_WAIT or a JOB_WAIT lends the
+/// queue meanwhile: two submitters' runs queued in opposite orders on two nodes would
+/// otherwise each hold a node's queue waiting for what the other node's queue has not reached.
+#[derive(Default)]
+struct Lent {
+    waiting: Mutex<HashSet<String>>,
+    changed: Notify,
+}
+
+impl Lent {
+    fn all_waiting(&self, running: &[(String, String)]) -> bool {
+        // Only this module locks it, briefly; a poisoned set is still consistent.
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        running.iter().all(|(job, _)| waiting.contains(job))
+    }
+
+    fn set(&self, job_id: &str, waits: bool) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waits {
+            waiting.insert(job_id.to_string());
+        } else {
+            waiting.remove(job_id);
+        }
+        drop(waiting);
+        self.changed.notify_one();
+    }
+}
+
+/// One synchronous job's way to lend its queue.
+struct LentJob {
+    lent: Arc<Lent>,
+    job_id: String,
+}
+
+/// The queue is lent until this is dropped.
+struct Lending<'a>(&'a LentJob);
+
+impl Drop for Lending<'_> {
+    fn drop(&mut self) {
+        self.0.lent.set(&self.0.job_id, false);
+    }
+}
+
+impl QueueLender for LentJob {
+    fn lend(&self) -> Box<dyn Send + Sync + '_> {
+        self.lent.set(&self.job_id, true);
+        Box::new(Lending(self))
+    }
+}
+
 /// Extra time the executor gives a component past its own deadline to clean up (kill its
 /// process group) before it is abandoned.
 const CLEANUP_GRACE: Duration = Duration::from_secs(2);
@@ -543,6 +629,7 @@ async fn execute(
     events: &mpsc::Sender<ExecEvent>,
     coordinator: Option<Arc<dyn Coordinator>>,
     processes: Option<Arc<ProcessLog>>,
+    queue: Option<&dyn QueueLender>,
 ) -> Outcome {
     let started_unix_ms = unix_ms();
     let verb = work.spec.verb();
@@ -598,6 +685,7 @@ async fn execute(
                 deadline,
                 coordinator: coordinator.as_deref(),
                 processes: processes.as_deref(),
+                queue,
             },
         ),
     )

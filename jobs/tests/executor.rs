@@ -54,6 +54,7 @@ impl Harness {
         self.exec
             .submit(Work {
                 job_id: job_id.clone(),
+                run_id: parent.to_string(),
                 parent_id: parent.to_string(),
                 queue,
                 fingerprint: spec.fingerprint(),
@@ -256,6 +257,7 @@ async fn a_dropped_job_kills_its_process_group() {
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
         coordinator: None,
         processes: Some(&log),
+        queue: None,
     };
     // Dropped once its background sleep is known to run.
     let mut run = Box::pin(jobs::components::run(&job.component, &ctx));

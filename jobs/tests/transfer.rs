@@ -78,6 +78,7 @@ async fn run(spec: JobSpec, content: &Path) -> (Outcome, Vec<Fingerprint>) {
     let (exec, mut events) = Executor::start(Arc::new(Cache::in_memory(DEFAULT_TTL)), config);
     exec.submit(Work {
         job_id: "job".into(),
+        run_id: "run".into(),
         parent_id: "parent".into(),
         queue: QueueKind::Sync,
         fingerprint: spec.fingerprint(),

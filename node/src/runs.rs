@@ -1209,6 +1209,7 @@ impl Actor {
                 }
                 work_here.push(Work {
                     job_id: job.job_id.clone(),
+                    run_id: run.run_id.clone(),
                     parent_id: parent.parent_id.clone(),
                     queue: parent.queue,
                     spec: job.spec.clone(),

@@ -1482,6 +1482,32 @@ fn query_aggregates_every_targets_value_across_five_nodes() {
     );
 }
 
+/// Two submitters' runs with a QUERY each reach the nodes in different orders (each
+/// submitter's own run first); a QUERY waiting for the others lends its node's queue, so
+/// neither waits for the other.
+#[test]
+fn two_submitters_querying_at_once_do_not_hold_each_other_up() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let file = root.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache sleep 1; echo a\n\
+         \x20 - QUERY: --timeout 30 qv\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let args = ["orchestrate", file, "--poll", "--check"];
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| nodes[0].cli(&args));
+        let b = s.spawn(|| nodes[1].cli(&args));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(a.status.success(), "n1's run: {}", text(&a));
+    assert!(b.status.success(), "n2's run: {}", text(&b));
+}
+
 /// A target whose QUERY job never runs (an earlier job of its parent failed there) sends no
 /// value: the other targets get the values that did come instead of waiting out their timeout.
 #[test]
