@@ -101,7 +101,7 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "ID")]
     job_info: Option<String>,
 
-    /// Forget every job record on this node.
+    /// Forget every job record on this node, but those of jobs still waiting for results.
     #[arg(long, group = "action")]
     purge_jobs: bool,
 

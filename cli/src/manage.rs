@@ -84,7 +84,13 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
             Action::PurgeJobs => {
                 let before = records(state_dir).await?.len();
                 ask(state_dir, ControlRequest::PurgeJobs).await?;
-                format!("Purged every job record ({before})")
+                // Jobs still waiting for results are kept.
+                let after = records(state_dir).await?.len();
+                let purged = before.saturating_sub(after);
+                match after {
+                    0 => format!("Purged every job record ({purged})"),
+                    _ => format!("Purged {purged} job records; kept {after} still running"),
+                }
             }
             Action::ExportJobs(file) => {
                 let all = records(state_dir).await?;

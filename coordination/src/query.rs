@@ -323,6 +323,11 @@ impl Queries {
         actions
     }
 
+    /// Forgets the collections of the jobs `keep` does not want (their records were purged).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.collections.retain(|job, _| keep(job));
+    }
+
     /// Every target has reported `job_id` for real: its values are no longer needed.
     pub fn over(&mut self, job_id: &str) -> Vec<Action> {
         match self.collections.remove(job_id) {

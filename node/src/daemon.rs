@@ -685,7 +685,7 @@ impl ControlHandler for Control {
                 self.runs.send(runs::Input::Purge { done }).await;
                 let _ = purged.await;
                 let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.purge_jobs()).await;
+                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
                 ControlResponse::Done
             }
             ControlRequest::DumpCache => ControlResponse::Cache(self.cache.dump()),

@@ -728,9 +728,15 @@ impl Actor {
                 let _ = reply.send(self.records.values().cloned().collect());
             }
             Input::Purge { done } => {
-                self.records.clear();
-                self.early_output.clear();
-                self.cross.purge_queries();
+                // Jobs still waiting for results are kept: clients follow them and their
+                // results are on their way. What is over is forgotten, here and on disk (in
+                // order with every other write).
+                self.records.retain(|_, r| r.results.len() < r.nodes.len());
+                let open: HashSet<String> = self.records.keys().cloned().collect();
+                self.early_output.retain(|job, _| open.contains(job));
+                self.cross.purge_queries(&open);
+                let kept: Vec<JobRecord> = self.records.values().cloned().collect();
+                self.store.purge_jobs_but(&kept);
                 let _ = done.send(());
             }
             Input::QueryLocal {

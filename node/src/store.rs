@@ -28,7 +28,7 @@
 //! (what was acknowledged is on disk, the rest is resent by its senders), as a crash would.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
     thread,
@@ -389,12 +389,29 @@ impl Store {
         out
     }
 
-    /// Forgets every job record and finished run (and the QUERY values collected for them).
+    /// Forgets every job record and its results (and the QUERY values collected for them).
     pub fn purge_jobs(&self) {
+        self.purge_jobs_but(&[]);
+        self.flush();
+    }
+
+    /// Like [`Store::purge_jobs`], keeping the records in `kept` (written again, with their
+    /// results) and their QUERY values. Queued in order with every other write; not flushed.
+    pub fn purge_jobs_but(&self, kept: &[JobRecord]) {
+        let keep: HashSet<&str> = kept.iter().map(|r| r.job_id.as_str()).collect();
+        for v in self.query_values() {
+            if !keep.contains(v.job_id.as_str()) {
+                self.delete_query_value(&v.job_id, &v.node);
+            }
+        }
         self.send(Op::Clear(JOBS));
         self.send(Op::Clear(RESULTS));
-        self.send(Op::Clear(QUERY_VALUES));
-        self.flush();
+        for record in kept {
+            self.put_record(record);
+            for (node, result) in &record.results {
+                self.put_result(&record.job_id, node, result);
+            }
+        }
     }
 
     /// Cache changes, written in the same groups as everything else.

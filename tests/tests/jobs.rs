@@ -1138,6 +1138,56 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
 }
 
 #[test]
+fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[1];
+    let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache echo over", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut poll = std::process::Command::new(e2e_tests::binary())
+        .arg("--state-dir")
+        .arg(&d.state_dir)
+        .args(["exec", "--verb", "RUN", "--target", "n1", "--target", "n3"])
+        .args(["--skip-cache sleep 3; echo fin", "--poll"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let purged = d.cli(&["manage", "--purge-jobs"]);
+    // The client still hears the job finish (it waited forever when the purge forgot it).
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let polled = loop {
+        if let Some(status) = poll.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > until {
+            let _ = poll.kill();
+            let _ = poll.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        polled.is_some_and(|s| s.success()),
+        "the client: {polled:?}"
+    );
+    assert!(purged.status.success(), "{}", text(&purged));
+    assert!(
+        String::from_utf8_lossy(&purged.stdout).contains("kept 1 still running"),
+        "{}",
+        text(&purged)
+    );
+    // The record kept its results.
+    let recs = records(d);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let fin = record(&recs, "RUN: --skip-cache sleep 3; echo fin");
+    for n in ["n1", "n3"] {
+        assert_eq!(stdout_on(fin, n), "fin", "{n}: {fin}");
+    }
+}
+
+#[test]
 fn restrict_runs_only_the_jobs_with_matching_fingerprints() {
     let root = root();
     let nodes = mesh(root.path());

@@ -13,7 +13,7 @@
 //!   to tell is `coordination::job_wait`; this sends what it says. No request is held open.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -69,9 +69,10 @@ impl CrossNode {
         self.queries.is_empty() && self.query_waiters.is_empty() && self.waits.is_empty()
     }
 
-    /// Forgets every QUERY collection (`manage --purge-jobs`: their records are gone).
-    pub(super) fn purge_queries(&mut self) {
-        self.queries = Default::default();
+    /// Forgets the QUERY collections of jobs whose records were purged (`manage
+    /// --purge-jobs`), keeping those of `open` jobs.
+    pub(super) fn purge_queries(&mut self, open: &HashSet<String>) {
+        self.queries.retain(|job| open.contains(job));
     }
 
     /// Forgets QUERY jobs here that gave up waiting (timed out).
