@@ -47,7 +47,8 @@ struct Args {
     /// and removes (needs root, `ip` and `tc`); --latency and --loss then shape every link.
     #[arg(long)]
     netns: bool,
-    /// Mesh sizes to run, comma-separated (e.g. 10,100,1000).
+    /// Mesh sizes to run, comma-separated (e.g. 10,100,1000): 2 to 100 000 (tier 2: 2 000,
+    /// tier 3: 200).
     #[arg(short, long, value_delimiter = ',', default_value = "100")]
     nodes: Vec<usize>,
     /// Scenarios to run, comma-separated, or `all` (see below).
@@ -207,9 +208,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The largest mesh any tier models.
+const MAX_TIER1_NODES: usize = 100_000;
+
 fn check(args: &Args) -> Result<(), String> {
     if args.nodes.iter().any(|&n| n < 2) {
         return Err("--nodes: every mesh needs at least 2 nodes".into());
+    }
+    if let Some(&n) = args.nodes.iter().find(|&&n| n > MAX_TIER1_NODES) {
+        return Err(format!(
+            "--nodes {n}: at most {MAX_TIER1_NODES} (tier 1 holds about 8 KB a node, and much \
+             more in the orchestration scenario)"
+        ));
     }
     for (name, v) in [("--churn", args.churn), ("--late", args.late)] {
         if !(0.0..=1.0).contains(&v) {

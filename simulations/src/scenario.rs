@@ -235,7 +235,7 @@ impl Workload {
     /// before the submit and back within `late_within`), drawn from `others` (the nodes but
     /// the submitter, shuffled).
     pub fn disruptions(&self, others: &[usize], rng: &mut impl Rng) -> Vec<Disruption> {
-        let pick = |f: f64| ((others.len() as f64 * f).round() as usize).min(others.len());
+        let pick = |f: f64| affected(others.len(), f);
         match self.scenario {
             Scenario::Churn => {
                 let span = self.job_time * self.jobs as u32 + Duration::from_millis(500);
@@ -263,5 +263,26 @@ impl Workload {
                 .collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// How many of `count` nodes a fraction of them is: rounded, and at least one when the
+/// fraction is above 0 (10 % of 4 nodes is one node, not none).
+pub fn affected(count: usize, fraction: f64) -> usize {
+    let n = (count as f64 * fraction).round() as usize;
+    if fraction > 0.0 { n.max(1) } else { n }.min(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::affected;
+
+    #[test]
+    fn a_fraction_above_zero_affects_at_least_one_node() {
+        assert_eq!(affected(4, 0.1), 1);
+        assert_eq!(affected(999, 0.1), 100);
+        assert_eq!(affected(4, 0.0), 0);
+        assert_eq!(affected(4, 1.0), 4);
+        assert_eq!(affected(0, 0.5), 0);
     }
 }

@@ -780,8 +780,7 @@ impl Sim {
     /// other than the submitter.
     fn plan_disruptions(&mut self, others: &[usize]) {
         let w = self.workload.clone();
-        let pick =
-            |fraction: f64| ((others.len() as f64 * fraction).round() as usize).min(others.len());
+        let pick = |fraction: f64| crate::scenario::affected(others.len(), fraction);
         match w.scenario {
             Scenario::Churn => {
                 // Kills spread over the time the run takes without disruption.

@@ -101,6 +101,7 @@ fn the_same_seed_writes_the_same_csv() {
 fn bad_arguments_are_named_with_exit_code_2() {
     let cases: &[(&[&str], &str)] = &[
         (&["--nodes", "1"], "at least 2 nodes"),
+        (&["--nodes", "99999999999"], "at most 100000"),
         (&["--loss", "1.5"], "--loss"),
         (&["--churn", "2"], "--churn"),
         (&["--latency", "fast"], "latency"),
