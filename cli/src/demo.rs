@@ -160,6 +160,16 @@ async fn demo(
         .status()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot run the orchestration: {e}")))?;
+    if args.exit {
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(Failure::Runtime(format!(
+                "the orchestration did not succeed ({status})"
+            )))
+        };
+    }
+    // Worth saying only while the mesh keeps running.
     output::line_or_skip("");
     let last = &daemons[n - 1];
     output::line_or_skip("Ask any daemon yourself, e.g.:");
@@ -184,15 +194,6 @@ async fn demo(
         exe.display(),
         root.join("extra").display()
     ));
-    if args.exit {
-        return if status.success() {
-            Ok(())
-        } else {
-            Err(Failure::Runtime(format!(
-                "the orchestration did not succeed ({status})"
-            )))
-        };
-    }
     output::line_or_skip("\nThe mesh keeps running; press Ctrl-C to stop it.");
     wait_for_ctrl_c().await
 }

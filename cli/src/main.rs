@@ -122,7 +122,8 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "ID")]
     analyze_job: Option<String>,
 
-    /// Timing analysis of every job of one parent (`last` for the parent of the newest job).
+    /// Timing analysis of every job of one parent (`last` for the parent of the newest job; the
+    /// start of an id will do).
     #[arg(long, group = "action", value_name = "ID")]
     analyze_parent: Option<String>,
 

@@ -579,7 +579,7 @@ async fn run_command(
     let cache = sh.cache;
     let command = match template::render(command, &cache.args()) {
         Ok(c) => c,
-        Err(e) => return Finished::fail(&e, format!("the command did not render: {e}")),
+        Err(e) => return Finished::fail(&e, "the command did not render"),
     };
     if no_block {
         let mut cmd = shell(&command, cache);
@@ -837,7 +837,7 @@ fn set_values(
             Ok(v) => {
                 rendered.insert(k.clone(), v);
             }
-            Err(e) => return Finished::fail(&e, format!("{kind} {k} did not render: {e}")),
+            Err(e) => return Finished::fail(&e, format!("{kind} {k} did not render")),
         }
     }
     let shown = Value::Object(rendered.clone()).to_string();
@@ -854,7 +854,7 @@ fn set_values(
 
 fn render_path(path: &str, cache: &Cache) -> Result<String, Finished> {
     let rendered = template::render(path, &cache.args())
-        .map_err(|e| Finished::fail(&e, format!("the path did not render: {e}")))?;
+        .map_err(|e| Finished::fail(&e, "the path did not render"))?;
     if !rendered.starts_with('/') {
         return Err(Finished::fail(
             format!("'{rendered}' is not an absolute path"),
@@ -946,7 +946,7 @@ async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
         } => {
             let command = match template::render(command, &cache.args()) {
                 Ok(c) => c,
-                Err(e) => return Finished::fail(&e, format!("the command did not render: {e}")),
+                Err(e) => return Finished::fail(&e, "the command did not render"),
             };
             let mut last = None;
             for attempt in 1..=*retry {
