@@ -282,7 +282,7 @@ impl Actor {
             let response = match found {
                 ChunkLookup::Have(mut data) => {
                     if hooks.active("test-slow-blobs") {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     if hooks.active("test-corrupt-blobs")
                         && let Some(b) = data.first_mut()

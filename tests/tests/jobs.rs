@@ -1929,7 +1929,20 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed once the fed node has begun to receive (its partial copy is there): a fixed
+    // wait let a fast machine finish the whole transfer first.
+    let blobs = nodes[fed].state_dir.join("blobs");
+    wait_for(
+        Duration::from_secs(30),
+        "the fed node to begin receiving",
+        || {
+            std::fs::read_dir(&blobs)
+                .ok()?
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+                .then_some(())
+        },
+    );
     nodes[feeder].kill9();
     let killed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
