@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
     process::Command,
-    sync::mpsc,
+    sync::{mpsc, watch},
     time::Instant,
 };
 
@@ -32,6 +32,10 @@ pub const MAX_OUTPUT_BYTES: usize = 3 * 1024 * 1024;
 /// The longest line read at once: a longer one (a command printing a binary file, or
 /// `/dev/zero`) is taken in pieces of this size, so it never grows one buffer without end.
 const MAX_LINE_BYTES: u64 = 64 * 1024;
+/// How long output is still read once the job's shell has exited. Its pipes normally close
+/// with it; a process it started in the background (`server &`) may hold them open for as
+/// long as it runs. Past this the job ends with what was read, and that process runs on.
+pub const AFTER_EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Which stream a line of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -668,23 +672,49 @@ impl ShellResult {
     }
 }
 
+/// A stream's output so far, and whether it was still open when reading stopped.
+struct Read {
+    text: String,
+    still_open: bool,
+}
+
+/// Reads one stream to its end, or until `AFTER_EXIT_GRACE` after `exited` turns true.
 async fn read_lines(
-    stream: impl AsyncRead + Unpin,
+    stream: impl AsyncRead + Unpin + Send + 'static,
     which: OutputStream,
     sink: Option<LineSink>,
-) -> String {
+    mut exited: watch::Receiver<bool>,
+) -> Read {
     let mut reader = BufReader::new(stream);
     let mut out = String::new();
     let mut cut = false;
+    let mut still_open = false;
     let mut offset = 0usize;
     let mut buf = Vec::new();
+    let stop = async move {
+        // An error means the shell's side is gone without word: read on to the end.
+        if exited.wait_for(|e| *e).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(AFTER_EXIT_GRACE).await;
+    };
+    tokio::pin!(stop);
     loop {
         buf.clear();
-        match (&mut reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
+        let mut limited = (&mut reader).take(MAX_LINE_BYTES);
+        let read = tokio::select! {
+            r = limited.read_until(b'\n', &mut buf) => r,
+            _ = &mut stop => {
+                still_open = true;
+                Ok(0)
+            }
+        };
+        // Bytes of a line begun when reading stopped are in `buf` (read_until keeps them).
+        let read = match read {
+            Ok(0) if still_open => Ok(buf.len()),
+            other => other,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
@@ -710,11 +740,25 @@ async fn read_lines(
                 }
             }
         }
+        if still_open {
+            break;
+        }
+    }
+    if still_open {
+        // What the process still writes is read and dropped until it closes the pipe: a
+        // closed pipe would kill it (SIGPIPE) at its next write. One task for each such
+        // stream, ending with the process.
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        });
     }
     if cut {
         out.push_str(&format!("\n[output cut at {MAX_OUTPUT_BYTES} bytes]"));
     }
-    out
+    Read {
+        text: out,
+        still_open,
+    }
 }
 
 async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
@@ -740,21 +784,41 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     // Both pipes were requested above; the readers and the wait share this task.
     let out = child.stdout.take();
     let err = child.stderr.take();
+    let (exited_tx, exited) = watch::channel(false);
     let collect = async {
+        let closed = || Read {
+            text: String::new(),
+            still_open: false,
+        };
         let read_out = async {
             match out {
-                Some(s) => read_lines(s, OutputStream::Stdout, sink.cloned()).await,
-                None => String::new(),
+                Some(s) => read_lines(s, OutputStream::Stdout, sink.cloned(), exited.clone()).await,
+                None => closed(),
             }
         };
         let read_err = async {
             match err {
-                Some(s) => read_lines(s, OutputStream::Stderr, sink.cloned()).await,
-                None => String::new(),
+                Some(s) => read_lines(s, OutputStream::Stderr, sink.cloned(), exited.clone()).await,
+                None => closed(),
             }
         };
-        let (status, stdout, stderr) = tokio::join!(child.wait(), read_out, read_err);
-        (status, stdout, stderr)
+        let wait = async {
+            let status = child.wait().await;
+            let _ = exited_tx.send(true);
+            status
+        };
+        let (status, stdout, mut stderr) = tokio::join!(wait, read_out, read_err);
+        if stdout.still_open || stderr.still_open {
+            if !stderr.text.is_empty() && !stderr.text.ends_with('\n') {
+                stderr.text.push('\n');
+            }
+            stderr.text.push_str(&format!(
+                "[the shell exited but a process it started still holds its output; the job \
+                 ended {} s later and left that process running]",
+                AFTER_EXIT_GRACE.as_secs()
+            ));
+        }
+        (status, stdout.text, stderr.text)
     };
     let result = tokio::time::timeout_at(deadline, collect).await;
     if let Some(r) = running.as_mut() {

@@ -238,6 +238,49 @@ async fn ends_soon(pid: i32) -> bool {
     false
 }
 
+/// A process the command leaves in the background holds the job's pipes; the job ends shortly
+/// after its shell, says why, and leaves the process running: it is not killed when it
+/// writes to its output later (its output is read and dropped).
+#[tokio::test]
+async fn a_background_process_holding_the_output_does_not_hold_the_job() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let cmd = format!(
+        "--timeout 20 --skip-cache (sleep 2; echo later; echo to stderr >&2; sleep 60) & echo $! $$ > {}; echo started",
+        pidfile.display()
+    );
+    let started = std::time::Instant::now();
+    let job = h.submit("p", QueueKind::Sync, "RUN", &cmd).await;
+    let r = h.results(1).await;
+    let waited = started.elapsed();
+    assert_eq!(r[&job].state, ResultState::Success, "{:?}", r[&job]);
+    assert_eq!(r[&job].stdout, "started");
+    assert!(
+        r[&job].stderr.contains("still holds its output"),
+        "{:?}",
+        r[&job]
+    );
+    // Ended by the grace, long before the 20 s timeout (a generous bound for a slow machine).
+    assert!(waited < Duration::from_secs(15), "took {waited:?}");
+    let ids = std::fs::read_to_string(&pidfile).unwrap();
+    let (pid, group): (i32, i32) = match ids.split_whitespace().collect::<Vec<_>>()[..] {
+        [pid, group] => (pid.parse().unwrap(), group.parse().unwrap()),
+        _ => panic!("{ids:?}"),
+    };
+    // Past its writes at 2 s, the background process still runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alive = !ends_soon(pid).await;
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(group),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert!(
+        alive,
+        "the background process {pid} died after the job ended"
+    );
+}
+
 /// A job dropped before its shell ends (the node shutting down) takes its processes with it,
 /// and the process log records the group while it runs.
 #[tokio::test]
