@@ -120,41 +120,8 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 }
             }
             Action::AnalyzeParent(id) => {
-                let all = records(state_dir).await?;
-                // `last`: the parent of the job submitted last.
-                let id = if id == "last" {
-                    all.iter()
-                        .max_by_key(|r| r.created_unix_ms)
-                        .map(|r| r.parent_id.clone())
-                        .unwrap_or(id)
-                } else {
-                    id
-                };
-                // The start of a parent id will do, as for jobs, if it names one parent.
-                let mut parents: Vec<&str> = all
-                    .iter()
-                    .map(|r| r.parent_id.as_str())
-                    .filter(|p| p.starts_with(id.as_str()))
-                    .collect();
-                parents.sort_unstable();
-                parents.dedup();
-                let id = match parents.as_slice() {
-                    [one] => one.to_string(),
-                    [] => id,
-                    _ if parents.contains(&id.as_str()) => id,
-                    many => {
-                        return Err(Failure::Input(format!(
-                            "'{id}' is the start of {} parent ids: give more of it",
-                            many.len()
-                        )));
-                    }
-                };
-                let pick: Vec<JobRecord> = all.into_iter().filter(|r| r.parent_id == id).collect();
-                if pick.is_empty() {
-                    return Err(Failure::Input(format!(
-                        "no job with parent '{id}' on this node"
-                    )));
-                }
+                let (id, pick) = node::records::pick_parent(records(state_dir).await?, &id)
+                    .map_err(Failure::Input)?;
                 let report = analyze(&id, &pick);
                 if json {
                     json_text(&report)?

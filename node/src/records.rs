@@ -175,6 +175,47 @@ pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
     }
 }
 
+/// The jobs of the parent `id` names among `records`: `last` for the parent of the newest job,
+/// else the parent with that id or the only one whose id starts with it. The error says why
+/// none was picked.
+pub fn pick_parent(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<JobRecord>), String> {
+    let id = if id == "last" {
+        match records.iter().max_by_key(|r| r.created_unix_ms) {
+            Some(newest) => newest.parent_id.clone(),
+            None => {
+                return Err(format!(
+                    "no parent '{id}' on this node (it has no job records)"
+                ));
+            }
+        }
+    } else {
+        id.to_string()
+    };
+    let mut parents: Vec<&str> = records
+        .iter()
+        .map(|r| r.parent_id.as_str())
+        .filter(|p| p.starts_with(id.as_str()))
+        .collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let parent = match parents.as_slice() {
+        [] => return Err(format!("no job with parent '{id}' on this node")),
+        [one] => one.to_string(),
+        _ if parents.contains(&id.as_str()) => id,
+        many => {
+            return Err(format!(
+                "'{id}' is the start of {} parent ids on this node; give more of the id",
+                many.len()
+            ));
+        }
+    };
+    let jobs = records
+        .into_iter()
+        .filter(|r| r.parent_id == parent)
+        .collect();
+    Ok((parent, jobs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +243,54 @@ mod tests {
         assert_eq!(pick(all(), "x").unwrap_err(), "no job 'x' on this node");
         assert!(
             pick(vec![], "last")
+                .unwrap_err()
+                .contains("has no job records")
+        );
+    }
+
+    #[test]
+    fn a_parent_is_picked_by_id_prefix_or_last() {
+        let job = |id: &str, parent: &str, created| JobRecord {
+            parent_id: parent.into(),
+            ..record(id, created)
+        };
+        let all = || {
+            vec![
+                job("j1", "p-aa", 1),
+                job("j2", "p-aa", 2),
+                job("j3", "p-ab", 4),
+                job("j4", "p-a", 3),
+            ]
+        };
+        let jobs_of = |picked: Result<(String, Vec<JobRecord>), String>| {
+            let (parent, jobs) = picked.unwrap();
+            let mut ids: Vec<String> = jobs.into_iter().map(|j| j.job_id).collect();
+            ids.sort();
+            (parent, ids)
+        };
+        assert_eq!(
+            jobs_of(pick_parent(all(), "last")),
+            ("p-ab".into(), vec!["j3".into()])
+        );
+        assert_eq!(
+            jobs_of(pick_parent(all(), "p-aa")),
+            ("p-aa".into(), vec!["j1".into(), "j2".into()])
+        );
+        // An exact id wins over the longer ids it starts.
+        assert_eq!(
+            jobs_of(pick_parent(all(), "p-a")),
+            ("p-a".into(), vec!["j4".into()])
+        );
+        assert_eq!(
+            pick_parent(all(), "p-").unwrap_err(),
+            "'p-' is the start of 3 parent ids on this node; give more of the id"
+        );
+        assert_eq!(
+            pick_parent(all(), "x").unwrap_err(),
+            "no job with parent 'x' on this node"
+        );
+        assert!(
+            pick_parent(vec![], "last")
                 .unwrap_err()
                 .contains("has no job records")
         );
