@@ -361,11 +361,17 @@ impl Membership {
                 if state == MemberState::Alive && alive_names[m.presence.name.as_str()] > 1 {
                     state = MemberState::Conflict;
                 }
+                let is_self = m.presence.peer_id == self.local;
                 MemberView {
                     presence: m.presence.clone(),
                     state,
-                    last_seen_ago: now.saturating_duration_since(m.last_seen),
-                    is_self: m.presence.peer_id == self.local,
+                    // This node is seen now, not at its last heartbeat.
+                    last_seen_ago: if is_self {
+                        Duration::ZERO
+                    } else {
+                        now.saturating_duration_since(m.last_seen)
+                    },
+                    is_self,
                 }
             })
             .collect();
@@ -589,8 +595,10 @@ mod tests {
         assert_eq!(changes, vec![MembershipChange::Alive(p)]);
         let later = now + Duration::from_millis(10_501);
         assert_eq!(t.state_of(&p, later), Some(MemberState::Expired));
-        let me = t.view(now).into_iter().find(|v| v.is_self).unwrap();
+        let me = t.view(later).into_iter().find(|v| v.is_self).unwrap();
         assert_eq!(me.presence.name, "self");
+        // This node is seen now, whenever its last heartbeat was.
+        assert_eq!(me.last_seen_ago, Duration::ZERO);
         // A record that was already expired over there arrives expired and reports nothing.
         let q = PeerId::random();
         let changes = t.merge(
