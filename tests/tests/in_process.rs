@@ -117,15 +117,16 @@ async fn a_node_with_another_mesh_key_never_joins() {
 }
 
 /// Submits `VERB inline` as an exec on `node` to `targets` and waits for every result.
-async fn exec_and_wait(
+/// Submits one `VERB inline` job to `targets` through `node`'s control API; returns its id.
+async fn submit_one(
     node: &Node,
     verb: &str,
     inline: &str,
     targets: &[&str],
-) -> node::records::JobRecord {
+    stream: bool,
+) -> String {
     use node::control::{
         ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
-        WatchEvent,
     };
     let spec = match jobs::JobSpec::parse(verb, inline, &Default::default()).unwrap() {
         jobs::ParseOutcome::Spec(s) => s,
@@ -146,15 +147,24 @@ async fn exec_and_wait(
         restrict: vec![],
         ignore_cache: false,
         force_async: false,
-        stream: false,
+        stream,
         exec: true,
     };
-    let reply = match node.request(ControlRequest::Submit(submission)).await {
-        Reply::One(ControlResponse::Submitted(r)) => r,
+    match node.request(ControlRequest::Submit(submission)).await {
+        Reply::One(ControlResponse::Submitted(r)) => r.jobs[0].job_id.clone(),
         Reply::One(other) => panic!("submit: {other:?}"),
         Reply::Stream(_) => panic!("submit streamed"),
-    };
-    let job_id = reply.jobs[0].job_id.clone();
+    }
+}
+
+async fn exec_and_wait(
+    node: &Node,
+    verb: &str,
+    inline: &str,
+    targets: &[&str],
+) -> node::records::JobRecord {
+    use node::control::{ControlRequest, ControlResponse, Reply, WatchEvent};
+    let job_id = submit_one(node, verb, inline, targets, false).await;
     let Reply::Stream(mut rx) = node
         .request(ControlRequest::Watch {
             job_ids: vec![job_id],
@@ -251,45 +261,22 @@ async fn a_run_for_many_targets_is_gossiped_and_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_printed_before_the_client_watches_is_kept_for_it() {
-    use node::control::{
-        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
-        WatchEvent,
-    };
+    use node::control::{ControlRequest, ControlResponse, Reply, WatchEvent};
     let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes = start_mesh(1, &dirs).await;
-    let inline = "--skip-cache echo early; sleep 2; echo late";
-    let spec = match jobs::JobSpec::parse("RUN", inline, &Default::default()).unwrap() {
-        jobs::ParseOutcome::Spec(s) => s,
-        jobs::ParseOutcome::Help(h) => panic!("{h}"),
-    };
-    let submission = Submission {
-        parents: vec![SubmittedParent {
-            origin: None,
-            targets: None,
-            is_async: false,
-            fingerprint: jobs::Fingerprint([0; 32]),
-            jobs: vec![SubmittedJob {
-                spec,
-                definition: format!("RUN: {inline}"),
-            }],
-        }],
-        targets: vec!["node-0".into()],
-        restrict: vec![],
-        ignore_cache: false,
-        force_async: false,
-        stream: true,
-        exec: true,
-    };
-    let reply = match nodes[0].request(ControlRequest::Submit(submission)).await {
-        Reply::One(ControlResponse::Submitted(r)) => r,
-        Reply::One(other) => panic!("submit: {other:?}"),
-        Reply::Stream(_) => panic!("submit streamed"),
-    };
+    let job_id = submit_one(
+        &nodes[0],
+        "RUN",
+        "--skip-cache echo early; sleep 2; echo late",
+        &["node-0"],
+        true,
+    )
+    .await;
     // The client is slow to watch: the job has printed its first line by then.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let Reply::Stream(mut rx) = nodes[0]
         .request(ControlRequest::Watch {
-            job_ids: vec![reply.jobs[0].job_id.clone()],
+            job_ids: vec![job_id],
             output: true,
         })
         .await
