@@ -582,6 +582,12 @@ async fn run_command(
 ) -> Finished {
     let cache = sh.cache;
     let command = match template::render(command, &cache.args()) {
+        Ok(c) if c.trim().is_empty() => {
+            return Finished::fail(
+                format!("'{command}' rendered to an empty command"),
+                "nothing to run",
+            );
+        }
         Ok(c) => c,
         Err(e) => return Finished::fail(&e, "the command did not render"),
     };
@@ -604,12 +610,18 @@ async fn run_command(
         };
     }
     let r = run_shell(&command, sh).await;
+    let stdout_cut = r.stdout_cut;
     let mut finished = r.into_finished(&command);
     if finished.success
         && let Some(name) = stdout_arg
     {
         let value = finished.stdout.trim().to_string();
-        if value.is_empty() {
+        if stdout_cut {
+            finished.success = false;
+            finished.info = format!(
+                "--stdout-arg {name}: the output is over {MAX_OUTPUT_BYTES} bytes, too large to store"
+            );
+        } else if value.is_empty() {
             finished.success = false;
             finished.info = format!("--stdout-arg {name}: the command printed nothing to store");
         } else {
@@ -640,6 +652,8 @@ struct ShellResult {
     exit: Option<std::process::ExitStatus>,
     timed_out: Option<Duration>,
     stdout: String,
+    /// Whether `stdout` is only the first `MAX_OUTPUT_BYTES` of what the command printed.
+    stdout_cut: bool,
     stderr: String,
 }
 
@@ -675,6 +689,8 @@ impl ShellResult {
 /// A stream's output so far, and whether it was still open when reading stopped.
 struct Read {
     text: String,
+    /// The text is the first `MAX_OUTPUT_BYTES` of the stream (a note says so at its end).
+    cut: bool,
     still_open: bool,
 }
 
@@ -757,6 +773,7 @@ async fn read_lines(
     }
     Read {
         text: out,
+        cut,
         still_open,
     }
 }
@@ -774,6 +791,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 exit: None,
                 timed_out: None,
                 stdout: String::new(),
+                stdout_cut: false,
                 stderr: String::new(),
             };
         }
@@ -788,6 +806,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     let collect = async {
         let closed = || Read {
             text: String::new(),
+            cut: false,
             still_open: false,
         };
         let read_out = async {
@@ -818,7 +837,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 AFTER_EXIT_GRACE.as_secs()
             ));
         }
-        (status, stdout.text, stderr.text)
+        (status, stdout, stderr.text)
     };
     let result = tokio::time::timeout_at(deadline, collect).await;
     if let Some(r) = running.as_mut() {
@@ -829,7 +848,8 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
             spawn_error: None,
             exit: status.ok(),
             timed_out: None,
-            stdout,
+            stdout: stdout.text,
+            stdout_cut: stdout.cut,
             stderr,
         },
         Err(_) => {
@@ -841,6 +861,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 exit: None,
                 timed_out: Some(started.elapsed()),
                 stdout: String::new(),
+                stdout_cut: false,
                 stderr: String::new(),
             }
         }

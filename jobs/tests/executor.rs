@@ -416,7 +416,40 @@ async fn args_envs_and_stdout_arg_feed_later_jobs() {
     let empty = h
         .submit("r", QueueKind::Sync, "RUN", "--stdout-arg nothing true")
         .await;
-    let r = h.results(7).await;
+    // Output over the cap is not stored cut: the job fails and the arg stays unset.
+    let huge = h
+        .submit(
+            "s",
+            QueueKind::Sync,
+            "RUN",
+            "--stdout-arg huge head -c 3200000 /dev/zero | tr '\\0' c",
+        )
+        .await;
+    let after_huge = h
+        .submit("t", QueueKind::Sync, "RUN", "echo {{ huge | length }}")
+        .await;
+    // A command that renders to nothing fails instead of running an empty shell.
+    h.submit("u", QueueKind::Sync, "ARG", "blank ''").await;
+    let blank = h.submit("u", QueueKind::Sync, "RUN", "{{ blank }}").await;
+    let r = h.results(11).await;
+    assert_eq!(r[&huge].state, ResultState::Failed, "{:?}", r[&huge].info);
+    assert!(
+        r[&huge].info.contains("too large to store"),
+        "{}",
+        r[&huge].info
+    );
+    assert_eq!(r[&after_huge].state, ResultState::Failed);
+    assert!(
+        r[&after_huge].stderr.contains("undefined"),
+        "{:?}",
+        r[&after_huge]
+    );
+    assert_eq!(r[&blank].state, ResultState::Failed, "{:?}", r[&blank]);
+    assert!(
+        r[&blank].stderr.contains("rendered to an empty command"),
+        "{:?}",
+        r[&blank]
+    );
     assert_eq!(
         r[&used].stdout, "hello:8080:x,y:hello there",
         "{:?}",
