@@ -300,9 +300,11 @@ async fn wait_for_ctrl_c() -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
     let mut term = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
     output::line_or_skip("");
     Ok(())

@@ -8,8 +8,8 @@ use node::{JoinOptions, Node, config};
 use crate::{Failure, output};
 
 pub const LONG_ABOUT: &str = "\
-Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT or
-SIGTERM make it tell the mesh it is leaving, then exit).
+Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT,
+SIGTERM or SIGHUP make it tell the mesh it is leaving, then exit).
 
 The first run creates the node's identity in the state directory. Without --token it also
 creates a new mesh with its own key and prints the one command that joins another machine to
@@ -17,8 +17,9 @@ it; that token is also written to <state-dir>/join-token. Later runs reuse the i
 so a restarted node comes back with the same peer id.
 
 Settings come from flags, then DIRECTORD_MESH_* environment variables, then the --config YAML
-file (keys are the flag names: name, listen, peer, token, open, heartbeat-interval,
-socket-group, labels, blob-retention), then defaults.";
+file (keys are the flags' long names: name, listen, peer, token, open, heartbeat-interval,
+socket-group, blob-retention, allow-submitter; and labels, a map of KEY: VALUE), then
+defaults.";
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {
@@ -203,9 +204,12 @@ async fn wait_for_signal() -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
+    // The terminal or ssh session the daemon runs in closing: leave cleanly, as for the others.
+    let mut hup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = hup.recv() => {}
     }
     Ok(())
 }

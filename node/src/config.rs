@@ -91,7 +91,10 @@ pub const JOIN_ENV: [&str; 10] = [
 
 /// The config file's shape: the flags' long names, with `-` or `_`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of settings (name: ..., listen: ..., peer: ...)"
+)]
 struct FileOptions {
     name: Option<String>,
     #[serde(default, deserialize_with = "one_or_many")]
@@ -104,7 +107,7 @@ struct FileOptions {
     heartbeat_interval: Option<serde_yaml_ng::Value>,
     #[serde(alias = "socket-group")]
     socket_group: Option<serde_yaml_ng::Value>,
-    #[serde(default)]
+    #[serde(default, alias = "label")]
     labels: BTreeMap<String, String>,
     #[serde(alias = "blob-retention")]
     blob_retention: Option<serde_yaml_ng::Value>,
@@ -718,6 +721,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `nmae`"), "{e}");
+        // A file that is not a mapping says what it should be, not a type of ours.
+        let e = layers(JoinOptions::default(), &[], "- name: a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a mapping of settings"), "{e}");
+        assert!(!e.contains("FileOptions"), "{e}");
+        // `label`, as the flag is spelled, names the labels map too.
+        let cfg = layers(JoinOptions::default(), &[], "label:\n  role: web\n").unwrap();
+        assert_eq!(cfg.labels.get("role").map(String::as_str), Some("web"));
         let e = layers(JoinOptions::default(), &[], "name: [unclosed\n")
             .unwrap_err()
             .to_string();

@@ -128,7 +128,7 @@ impl Node {
         let info = Arc::new(NodeInfo {
             name: config.name.clone(),
             peer_id,
-            state_dir: config.state_dir.clone(),
+            state_dir: state.path().to_path_buf(),
             mesh_key,
             join_token,
         });

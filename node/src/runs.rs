@@ -917,15 +917,15 @@ impl Actor {
                 } => {
                     for job_id in job_ids {
                         let name = self.name_in_record(&job_id, &node);
-                        warn!(job = %job_id, node = %name, "unreachable: the node left before reporting");
+                        warn!(job = %job_id, node = %name, "unreachable: the node is gone (silent, left or restarted) before reporting");
                         let outcome = Outcome {
                             job_id,
                             state: ResultState::Failed,
                             stdout: String::new(),
                             stderr: String::new(),
                             info: format!(
-                                "unreachable: {name} left the mesh or restarted before \
-                                 reporting; should it report later, that result replaces this \
+                                "unreachable: {name} stopped answering, left the mesh or \
+                                 restarted before reporting; should it report later, that result replaces this \
                                  one (back within {} min without the job, it is sent the job)",
                                 OriginatorConfig::default().written_off_for.as_secs() / 60
                             ),

@@ -95,7 +95,8 @@ impl StateDir {
             }
         })?;
         Ok(Self {
-            dir: dir.to_path_buf(),
+            // Absolute, as `status` shows it: the daemon may have been started elsewhere.
+            dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
             _lock: lock,
         })
     }
@@ -108,11 +109,21 @@ impl StateDir {
     pub fn identity(&self) -> Result<Keypair, StateError> {
         let path = self.dir.join("identity.key");
         match read_if_exists(&path)? {
+            Some(bytes) if bytes.is_empty() => Err(StateError::Invalid {
+                path: path.clone(),
+                reason: "the file is empty (cut short when it was written?); restore it from a \
+                         backup, or move it away to give this node a new identity"
+                    .into(),
+            }),
+            // libp2p's reason names key types this build leaves out, which misleads more than
+            // it helps: the bytes are not an identity key, whatever they are.
             Some(bytes) => {
-                Keypair::from_protobuf_encoding(&bytes).map_err(|e| StateError::Invalid {
+                Keypair::from_protobuf_encoding(&bytes).map_err(|_| StateError::Invalid {
                     path: path.clone(),
                     reason: format!(
-                        "not a valid identity key ({e}); move it away to create a new identity"
+                        "not a valid identity key ({} bytes that do not decode as an ed25519 \
+                         key); move it away to create a new identity",
+                        bytes.len()
                     ),
                 })
             }
@@ -385,6 +396,17 @@ mod tests {
             .to_string();
         assert!(
             err.contains("identity.key") && err.contains("not a valid identity key"),
+            "{err}"
+        );
+        assert!(!err.contains("feature"), "{err}");
+        fs::write(dir.path().join("identity.key"), b"").unwrap();
+        let err = StateDir::open(dir.path())
+            .unwrap()
+            .identity()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity.key") && err.contains("the file is empty"),
             "{err}"
         );
     }

@@ -293,11 +293,12 @@ impl Daemon {
 
     /// SIGTERM and wait for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid()),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        self.stop_with(nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Sends `signal` and waits for the exit.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
         self.wait_exit(Duration::from_secs(10))
     }
 

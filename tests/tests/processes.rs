@@ -90,16 +90,25 @@ fn five_daemons_form_a_mesh_and_track_failures() {
         vec!["stranger".to_string()]
     );
 
-    // SIGTERM: exit 0 and shown as `left` promptly (well before it could expire).
-    let leaver_id = ids[4].clone();
-    let exit = daemons[4].terminate();
-    assert!(exit.success(), "clean shutdown exits 0, got {exit}");
-    for d in daemons.iter().take(4) {
-        wait_for(
-            Duration::from_secs(2),
-            &format!("{} to see n5 left", d.name),
-            || (state_of(&d.status()?, &leaver_id)? == "left").then_some(()),
+    // SIGTERM, and SIGHUP (the terminal it runs in closing): exit 0 and shown as `left`
+    // promptly (well before it could expire).
+    for (i, signal) in [
+        (4, nix::sys::signal::Signal::SIGTERM),
+        (3, nix::sys::signal::Signal::SIGHUP),
+    ] {
+        let leaver_id = ids[i].clone();
+        let exit = daemons[i].stop_with(signal);
+        assert!(
+            exit.success(),
+            "{signal}: clean shutdown exits 0, got {exit}"
         );
+        for d in daemons.iter().take(3) {
+            wait_for(
+                Duration::from_secs(2),
+                &format!("{} to see n{} left after {signal}", d.name, i + 1),
+                || (state_of(&d.status()?, &leaver_id)? == "left").then_some(()),
+            );
+        }
     }
 }
 
