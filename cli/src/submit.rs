@@ -313,6 +313,18 @@ fn run(
         return Ok(());
     }
     let follow = options.poll || options.stream || options.check;
+    // The daemon copies ADD/COPY files into its blob store before it answers: give it time
+    // for that beyond the usual answer timeout (at 20 MB/s, a slow disk).
+    let file_bytes: u64 = parents
+        .iter()
+        .flat_map(|p| &p.jobs)
+        .filter_map(|j| match &j.spec.component {
+            jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref().map(|f| f.size),
+            _ => None,
+        })
+        .sum();
+    let answer_timeout =
+        node::control::ANSWER_TIMEOUT + std::time::Duration::from_secs(file_bytes / 20_000_000);
     let submission = Submission {
         parents,
         targets: options.targets.clone(),
@@ -325,7 +337,8 @@ fn run(
     crate::client_runtime()?.block_on(async move {
         let mut client = ControlClient::connect(&state_dir)
             .await
-            .map_err(Failure::runtime)?;
+            .map_err(Failure::runtime)?
+            .with_answer_timeout(answer_timeout);
         let reply = match client.request(&ControlRequest::Submit(submission)).await {
             Ok(ControlResponse::Submitted(r)) => r,
             Ok(ControlResponse::Refused(why)) => return Err(Failure::Input(why)),
@@ -425,7 +438,7 @@ async fn follow_jobs(
     };
     let mut done: BTreeMap<String, JobRecord> = BTreeMap::new();
     let mut live = crate::live::LiveOutput::default();
-    let mut next = client.request(&request).await;
+    let mut next = client.start_stream(&request).await;
     loop {
         match next {
             Ok(ControlResponse::Watch(WatchEvent::Output { job_id, node, line })) => {

@@ -213,6 +213,14 @@ pub enum ControlError {
     TooLarge { size: usize, limit: usize },
     #[error("the daemon closed the connection")]
     Closed,
+    #[error(
+        "the daemon on {socket} did not answer within {} s (is it stopped, e.g. with SIGSTOP, or stuck?)",
+        .after.as_secs()
+    )]
+    NoAnswer {
+        socket: String,
+        after: std::time::Duration,
+    },
     #[error("the daemon answered: {0}")]
     Daemon(String),
 }
@@ -290,9 +298,16 @@ pub async fn write_frame<T: Serialize>(
         .map_err(|e| ControlError::Malformed(e.to_string()))
 }
 
+/// How long the CLI waits for the daemon's answer to a request (not for a stream's events:
+/// a job may be silent for hours). Every answer is prompt: the slowest, a submission, waits for
+/// one commit to disk.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The CLI's side of the control socket.
 pub struct ControlClient {
     stream: UnixStream,
+    socket: PathBuf,
+    answer_timeout: std::time::Duration,
 }
 
 impl ControlClient {
@@ -304,7 +319,11 @@ impl ControlClient {
 
     pub async fn connect_socket(state_dir: &Path, socket: &Path) -> Result<Self, ControlError> {
         match UnixStream::connect(socket).await {
-            Ok(stream) => Ok(Self { stream }),
+            Ok(stream) => Ok(Self {
+                stream,
+                socket: socket.to_path_buf(),
+                answer_timeout: ANSWER_TIMEOUT,
+            }),
             Err(e) => Err(match e.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ControlError::NoDaemon {
@@ -323,8 +342,35 @@ impl ControlClient {
         }
     }
 
-    /// Sends one request and reads its response; an `Error` answer becomes [`ControlError::Daemon`].
+    /// Waits this long for answers instead of [`ANSWER_TIMEOUT`].
+    pub fn with_answer_timeout(mut self, after: std::time::Duration) -> Self {
+        self.answer_timeout = after;
+        self
+    }
+
+    /// Sends one request and reads its response, waiting at most the answer timeout; an `Error`
+    /// answer becomes [`ControlError::Daemon`].
     pub async fn request(
+        &mut self,
+        request: &ControlRequest,
+    ) -> Result<ControlResponse, ControlError> {
+        let after = self.answer_timeout;
+        let exchange = async {
+            write_frame(&mut self.stream, request).await?;
+            self.next().await
+        };
+        match tokio::time::timeout(after, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ControlError::NoAnswer {
+                socket: self.socket.display().to_string(),
+                after,
+            }),
+        }
+    }
+
+    /// Sends a request whose answer is a stream (`Watch`) and reads its first event, however
+    /// long it takes; read the rest with [`next`](Self::next).
+    pub async fn start_stream(
         &mut self,
         request: &ControlRequest,
     ) -> Result<ControlResponse, ControlError> {
@@ -558,5 +604,25 @@ mod tests {
         let mut c2 = ControlClient::connect(dir.path()).await.unwrap();
         assert!(c2.request(&ControlRequest::JoinToken).await.is_ok());
         server.abort();
+    }
+
+    /// A daemon that takes the connection but never answers (stopped with SIGSTOP: the kernel
+    /// still queues connections) is reported, not waited on for ever.
+    #[tokio::test]
+    async fn a_daemon_that_never_answers_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let _listener = bind(&sock, None).unwrap();
+        let mut c = ControlClient::connect(dir.path())
+            .await
+            .unwrap()
+            .with_answer_timeout(std::time::Duration::from_millis(200));
+        let err = c.request(&ControlRequest::Status).await.unwrap_err();
+        assert!(matches!(err, ControlError::NoAnswer { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("control.sock") && text.contains("did not answer"),
+            "{text}"
+        );
     }
 }
