@@ -658,7 +658,11 @@ async fn execute(
         let events = events.clone();
         let job_id = work.job_id.clone();
         let forward = tokio::spawn(async move {
+            let mut streamed = Vec::new();
             while let Some(line) = rx.recv().await {
+                if !streamed.contains(&line.stream) {
+                    streamed.push(line.stream);
+                }
                 let _ = events
                     .send(ExecEvent::Output {
                         job_id: job_id.clone(),
@@ -666,6 +670,7 @@ async fn execute(
                     })
                     .await;
             }
+            streamed
         });
         (Some(tx as LineSink), Some(forward))
     } else {
@@ -700,7 +705,32 @@ async fn execute(
     drop(sink);
     if let Some(forward) = forward {
         // Output lines reach the node before the result does.
-        let _ = forward.await;
+        let streamed = forward.await.unwrap_or_default();
+        // A component that prints only when it ends (ECHO, WAIT, ARG...) streams what it
+        // printed now, so a reader sees every job's output in the order the jobs ran.
+        for (stream, text) in [
+            (components::OutputStream::Stdout, &finished.stdout),
+            (components::OutputStream::Stderr, &finished.stderr),
+        ] {
+            if streamed.contains(&stream) {
+                continue;
+            }
+            let mut offset = 0;
+            for piece in text.split_inclusive('\n') {
+                let line = OutputLine {
+                    stream,
+                    offset,
+                    text: piece.to_string(),
+                };
+                offset += piece.len() as u64;
+                let _ = events
+                    .send(ExecEvent::Output {
+                        job_id: work.job_id.clone(),
+                        line,
+                    })
+                    .await;
+            }
+        }
     }
     let state = if finished.success {
         ResultState::Success

@@ -628,6 +628,17 @@ async fn streamed_output_arrives_before_the_result() {
     let r = h.results(1).await;
     assert_eq!(r[&job].stdout, "hello echo");
     assert_eq!(texts(&h.outputs[&job]), ["hello echo"]);
+    // So is what the other components print when they end (WAIT, ARG...), before the result:
+    // a reader sees each job's output in the order the jobs ran.
+    for (verb, inline) in [("WAIT", "--seconds 0"), ("ARG", "answer 42")] {
+        let mut s = spec(verb, inline);
+        s.skip_cache = true;
+        let job = h.submit_spec("p", QueueKind::Sync, s, true).await;
+        let r = h.results(1).await;
+        assert!(!r[&job].stdout.is_empty(), "{verb}: {:?}", r[&job]);
+        assert_eq!(texts(&h.outputs[&job]).concat(), r[&job].stdout, "{verb}");
+        assert_eq!(h.outputs[&job][0].offset, 0);
+    }
 }
 
 #[tokio::test]
