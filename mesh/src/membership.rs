@@ -10,6 +10,9 @@
 //! - Two alive members with one name are both in **conflict**.
 //! - News is ordered by `(incarnation, seq)`: a restarted daemon (higher incarnation) replaces
 //!   its old self, and a delayed heartbeat never overrides a newer one or a leave notice.
+//! - News of this node itself with a later incarnation than its own is another daemon with its
+//!   identity (a copied state directory): a [`Twin`], reported to the node, which starts over
+//!   with a later incarnation once the twin has left or gone silent.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -96,6 +99,16 @@ impl Member {
     }
 }
 
+/// Another daemon heard speaking with this node's identity, started after this one: a copy of
+/// its state directory running elsewhere. Peers take its news over this node's (a later start
+/// wins) for as long as it runs, so jobs for this node may go there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Twin {
+    pub presence: Presence,
+    /// It left or went silent: this node should speak for itself again, with a later start.
+    pub gone: bool,
+}
+
 /// One row of the table, ready to show.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberView {
@@ -114,6 +127,8 @@ pub struct Membership {
     /// thousand-member table is walked when a member may have expired, not every second.
     /// Every row taken in brings it forward to that row's own due time if earlier.
     next_due: Option<Instant>,
+    /// The newest news of a [`Twin`] not yet taken.
+    twin: Option<Twin>,
 }
 
 impl Membership {
@@ -133,6 +148,7 @@ impl Membership {
             local: peer,
             members,
             next_due: None,
+            twin: None,
         }
     }
 
@@ -175,7 +191,24 @@ impl Membership {
     ) -> Option<MembershipChange> {
         let peer = presence.peer_id;
         if peer == self.local {
-            // Nobody else speaks for this node.
+            // Nobody else speaks for this node. News of it from a later start than this
+            // daemon's own is another daemon with its identity (its earlier starts are earlier).
+            let started = self
+                .members
+                .get(&self.local)
+                .map_or(0, |me| me.presence.incarnation);
+            if presence.incarnation > started
+                && self
+                    .twin
+                    .as_ref()
+                    .is_none_or(|t| presence.version_key() >= t.presence.version_key())
+            {
+                let expiry =
+                    Duration::from_millis(presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS;
+                let gone = presence.status == PresenceStatus::Leaving
+                    || now.saturating_duration_since(seen) > expiry;
+                self.twin = Some(Twin { presence, gone });
+            }
             return None;
         }
         let (change, due) = match self.members.get_mut(&peer) {
@@ -228,6 +261,11 @@ impl Membership {
             MemberState::Expired => MembershipChange::Expired(peer),
             MemberState::Left => MembershipChange::Left(peer),
         })
+    }
+
+    /// What was last heard of a [`Twin`] since the last call, if anything.
+    pub fn take_twin(&mut self) -> Option<Twin> {
+        self.twin.take()
     }
 
     /// Advances time: reports members that expired and forgets long-gone ones.
@@ -659,5 +697,73 @@ mod tests {
         let base = Duration::from_secs(5);
         assert_eq!(heartbeat_interval(base, 20), base);
         assert_eq!(heartbeat_interval(base, 1000), Duration::from_secs(20));
+    }
+
+    /// A copy of this node's state directory running elsewhere speaks with its identity and a
+    /// later start: the table says so, and says when that copy left or went silent.
+    #[test]
+    fn another_daemon_with_this_identity_is_reported_and_its_end_too() {
+        let (mut t, now) = table();
+        let me = t.local_peer();
+        // News of this node's own earlier start is no twin.
+        t.merge(
+            vec![MemberRecord {
+                presence: presence(me, "self", 0, 40),
+                age_ms: 0,
+            }],
+            now,
+        );
+        assert_eq!(t.take_twin(), None);
+        // A later start, heard lately: a twin, alive.
+        let twin = presence(me, "self", 5, 3);
+        t.merge(
+            vec![MemberRecord {
+                presence: twin.clone(),
+                age_ms: 0,
+            }],
+            now,
+        );
+        assert_eq!(
+            t.take_twin(),
+            Some(Twin {
+                presence: twin.clone(),
+                gone: false
+            })
+        );
+        assert_eq!(t.take_twin(), None, "taken once");
+        // This node's own row is untouched.
+        let row = t.view(now).into_iter().find(|v| v.is_self).unwrap();
+        assert_eq!(row.presence.incarnation, 1);
+        // Silent for longer than its expiry: gone.
+        t.merge(
+            vec![MemberRecord {
+                presence: presence(me, "self", 5, 4),
+                age_ms: 3_500,
+            }],
+            now + Duration::from_secs(4),
+        );
+        assert!(t.take_twin().is_some_and(|t| t.gone));
+        // Said goodbye: gone.
+        let mut leaving = presence(me, "self", 5, 5);
+        leaving.status = PresenceStatus::Leaving;
+        t.merge(
+            vec![MemberRecord {
+                presence: leaving,
+                age_ms: 0,
+            }],
+            now + Duration::from_secs(5),
+        );
+        assert!(t.take_twin().is_some_and(|t| t.gone));
+        // Once this node speaks with a later start than the twin's, the twin's old news is
+        // nothing new.
+        t.update_local(presence(me, "self", 6, 1), now + Duration::from_secs(6));
+        t.merge(
+            vec![MemberRecord {
+                presence: presence(me, "self", 5, 9),
+                age_ms: 0,
+            }],
+            now + Duration::from_secs(6),
+        );
+        assert_eq!(t.take_twin(), None);
     }
 }

@@ -354,6 +354,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         alone_since: None,
         last_dial_error: None,
         last_alone_warning: None,
+        last_twin_warning: None,
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
@@ -530,6 +531,9 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 /// [`ALONE_WARNING_EVERY`].
 const ALONE_GRACE: Duration = Duration::from_secs(6);
 const ALONE_WARNING_EVERY: Duration = Duration::from_secs(300);
+
+/// How often a node repeats that another daemon runs with its identity.
+const TWIN_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed). Only versions travel, and then the rows one side lacks.
 const SYNC_EVERY: Duration = Duration::from_secs(15);
@@ -581,6 +585,8 @@ struct EventLoop {
     last_dial_error: Option<String>,
     /// When this node last warned that it reaches nobody (see [`ALONE_WARNING_EVERY`]).
     last_alone_warning: Option<Instant>,
+    /// When this node last said that another daemon uses its identity (see [`TWIN_WARNING_EVERY`]).
+    last_twin_warning: Option<Instant>,
     last_sync: Instant,
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
@@ -847,12 +853,46 @@ impl EventLoop {
             .observe(presence, Instant::now())
             .into_iter()
             .collect();
+        self.answer_twin();
         self.emit(changes).await;
     }
 
     async fn merge(&mut self, records: Vec<wire::MemberRecord>) {
         let changes = self.membership.merge(records, Instant::now());
+        self.answer_twin();
         self.emit(changes).await;
+    }
+
+    /// Another daemon runs with this node's identity (a copied state directory) and a later
+    /// start, so peers take its heartbeats over this node's: say so while it runs, and once it
+    /// has gone, start over with a later start of its own so peers take this node's again.
+    fn answer_twin(&mut self) {
+        let Some(twin) = self.membership.take_twin() else {
+            return;
+        };
+        if twin.gone {
+            self.incarnation = self.incarnation.max(twin.presence.incarnation + 1);
+            self.seq = 0;
+            warn!(
+                "the other daemon with this node's identity has left or gone silent; this node \
+                 speaks for itself again"
+            );
+            self.heartbeat();
+        } else if self
+            .last_twin_warning
+            .is_none_or(|at| at.elapsed() >= TWIN_WARNING_EVERY)
+        {
+            self.last_twin_warning = Some(Instant::now());
+            warn!(
+                peer = %self.local_peer_id,
+                addresses = ?twin.presence.addresses,
+                machine = %twin.presence.machine_id,
+                "another daemon runs with this node's identity, started after this one (a copy \
+                 of its state directory?): peers take its heartbeats over this node's and jobs \
+                 for this node may run there. Stop it, or move its identity.key away so it \
+                 becomes a node of its own"
+            );
+        }
     }
 
     async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {

@@ -156,3 +156,82 @@ fn two_live_nodes_with_one_name_show_a_conflict() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("ambiguous"));
 }
+
+/// A copy of a node's state directory started elsewhere runs with the node's identity and a
+/// later start, so peers take its heartbeats over the node's. The node says so in its log, and
+/// once the copy stops, peers see the node itself again and jobs reach it.
+#[test]
+fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Daemon::start(root.path(), "a", &[]);
+    let token = a.join_token();
+    let b = Daemon::start(root.path(), "b", &["--token", &token]);
+    let b_id = b.peer_id();
+    let b_addr = b.status().unwrap()["self"]["listen_addresses"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(Duration::from_secs(15), "a to see b", || {
+        (state_of(&a.status()?, &b_id)? == "alive").then_some(())
+    });
+    // The copy: everything but the lock, the socket and the log of the running daemon.
+    let copy_dir = root.path().join("b-copy");
+    std::fs::create_dir(&copy_dir).unwrap();
+    for entry in std::fs::read_dir(&b.state_dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if ["daemon.lock", "control.sock", "daemon.log"].contains(&name.to_str().unwrap()) {
+            continue;
+        }
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(entry.path())
+            .arg(copy_dir.join(&name))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut copy = Daemon::start(root.path(), "b-copy", &["--name", "b"]);
+    assert_eq!(copy.peer_id(), b_id);
+    wait_for(
+        Duration::from_secs(20),
+        "b to name the copy in its log",
+        || {
+            b.log()
+                .contains("another daemon runs with this node's identity")
+                .then_some(())
+        },
+    );
+    assert!(copy.terminate().success());
+    // Peers take b's own heartbeats again: its row is alive, with b's address.
+    wait_for(Duration::from_secs(20), "a to see b itself again", || {
+        let status = a.status()?;
+        let row = status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["peer_id"] == b_id.as_str())?
+            .clone();
+        (row["state"] == "alive"
+            && row["addresses"]
+                .as_array()?
+                .iter()
+                .any(|x| x == b_addr.as_str()))
+        .then_some(())
+    });
+    assert!(b.log().contains("speaks for itself again"), "{}", b.log());
+    let o = a.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "b",
+        "echo back",
+        "--poll",
+    ]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
