@@ -44,6 +44,12 @@ use crate::{
     store::{Accepted, OutboxEntry, PendingJob, Store, StoredRun},
 };
 
+/// A job a restart of its node cut short, running or queued: the node cannot tell whether a
+/// queued job had started, so it runs none of them again.
+pub const INTERRUPTED: &str = "interrupted: the node restarted before the job finished (it was \
+                               running or still queued there; it is not run again, so that no \
+                               job ever runs twice)";
+
 /// Largest job message (a run with many jobs, a batch of results with their output).
 const MAX_JOB_MESSAGE: usize = wire::MAX_CTL_BYTES;
 /// How often the actor advances its timers (resends, retries).
@@ -473,7 +479,7 @@ impl Actor {
                     state: ResultState::Failed,
                     stdout: String::new(),
                     stderr: String::new(),
-                    info: "interrupted: the node restarted before the job finished".into(),
+                    info: INTERRUPTED.into(),
                     execution_secs: 0.0,
                     started_unix_ms: now_ms(),
                     finished_unix_ms: now_ms(),

@@ -93,7 +93,7 @@ enum Done {
 }
 
 /// The info of an interrupted job's result, as the daemon words it.
-const INTERRUPTED: &str = "interrupted: the node restarted before the job finished";
+const INTERRUPTED: &str = node::runs::INTERRUPTED;
 
 #[derive(Debug, Clone)]
 pub struct Tier1 {
