@@ -29,7 +29,8 @@ struct Shown {
 }
 
 /// Said at the first gap in a stream (later gaps of it are filled in as quietly).
-const GAP_NOTE: &str = "[some lines are not shown live: they follow when the job is done]";
+const GAP_NOTE: &str = "[some lines are not shown live: they follow when the job is done, as \
+                        far as its result keeps them (3 MiB a stream)]";
 
 /// The end of a result whose output was over the cap (see `jobs::components`).
 const CUT_MARK: &str = "\n[output cut at ";
@@ -227,5 +228,11 @@ mod tests {
             live.rest(&record("c", &[("n1", cut, "")])),
             ["n1 -- STDOUT b", "n1 -- STDOUT [output cut at 6 bytes]"]
         );
+    }
+
+    #[test]
+    fn the_gap_note_names_the_cap_a_result_keeps() {
+        let mib = jobs::components::MAX_OUTPUT_BYTES / (1024 * 1024);
+        assert!(GAP_NOTE.contains(&format!("({mib} MiB a stream)")));
     }
 }
