@@ -314,7 +314,19 @@ impl Originator {
         actions
     }
 
+    /// A real result (not a write-off) of `job_id` from `node`.
     fn result(&mut self, run_id: String, job_id: String, node: NodeId) -> Vec<Action> {
+        // A written-off job that reported after all (its target back before this node saw it
+        // alive again) is not owed any more: it is not sent again when the target comes back.
+        if let Some(list) = self.written_off.get_mut(&node) {
+            for w in list.iter_mut().filter(|w| w.run.run_id == run_id) {
+                w.job_ids.retain(|j| *j != job_id);
+            }
+            list.retain(|w| !w.job_ids.is_empty());
+            if list.is_empty() {
+                self.written_off.remove(&node);
+            }
+        }
         let Some(t) = self.runs.get_mut(&run_id) else {
             return vec![];
         };
@@ -595,6 +607,39 @@ mod tests {
         );
         // Back once more: nothing is owed any more.
         assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    }
+
+    /// A target that restarts quickly reports its (interrupted) jobs before this node sees it
+    /// alive again: those jobs are not owed any more, so its return sends it nothing and a
+    /// later departure writes nothing off.
+    #[test]
+    fn a_written_off_job_that_reports_before_its_target_is_seen_back_is_not_owed() {
+        let t0 = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b"], 2, None)), t0);
+        for j in ["j0", "j1"] {
+            o.handle(result(j, "a"), t0);
+        }
+        let a = o.handle(Input::NodeGone(node("b")), t0);
+        assert!(a.iter().any(|x| matches!(x, Action::Finished { .. })));
+        // Its results arrive first, then word that it is alive.
+        let later = t0 + Duration::from_secs(5);
+        o.handle(result("j0", "b"), later);
+        o.handle(result("j1", "b"), later);
+        let a = o.handle(Input::NodeBack(node("b")), later);
+        assert!(a.is_empty(), "{a:?}");
+        assert!(o.handle(Input::NodeGone(node("b")), later).is_empty());
+        // One of two reported: only the other is sent again.
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["b"], 2, None)), t0);
+        o.handle(Input::NodeGone(node("b")), t0);
+        o.handle(result("j0", "b"), later);
+        let a = o.handle(Input::NodeBack(node("b")), later);
+        assert!(
+            matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
+            "{a:?}"
+        );
+        assert_eq!(o.missing("r1"), 1);
     }
 
     #[test]

@@ -923,6 +923,14 @@ impl Actor {
                 } => {
                     for job_id in job_ids {
                         let name = self.name_in_record(&job_id, &node);
+                        // This node's own part of a run it resumed after a restart: the job
+                        // was queued or running here when it stopped (its acceptance had not
+                        // reached the disk), so it is interrupted, like the jobs of runs it
+                        // had accepted.
+                        if node == self.local {
+                            self.interrupted_before_accepted(&run_id, &job_id);
+                            continue;
+                        }
                         warn!(job = %job_id, node = %name, "unreachable: the node is gone (silent, left or restarted) before reporting");
                         let outcome = Outcome {
                             job_id,
@@ -975,10 +983,52 @@ impl Actor {
     }
 
     fn name_in_record(&self, job_id: &str, node: &NodeId) -> String {
-        self.records
+        let in_memory = self
+            .records
             .get(job_id)
-            .and_then(|r| r.name_of(&node.0).map(str::to_string))
+            .and_then(|r| r.name_of(&node.0).map(str::to_string));
+        // A finished record lives on disk only.
+        in_memory
+            .or_else(|| {
+                self.store
+                    .record(job_id)
+                    .and_then(|r| r.name_of(&node.0).map(str::to_string))
+            })
             .unwrap_or_else(|| node.0.clone())
+    }
+
+    /// Records `job_id` of this node's own run `run_id` as interrupted by a restart, and caches
+    /// it as failed here (JOB_WAITs on it look there), as `restore` does for accepted runs.
+    fn interrupted_before_accepted(&mut self, run_id: &str, job_id: &str) {
+        let job = self.open_runs.get(run_id).and_then(|run| {
+            run.parents.iter().find_map(|p| {
+                p.jobs
+                    .iter()
+                    .find(|j| j.job_id == job_id)
+                    .map(|j| (j.fingerprint, p.parent_id.clone()))
+            })
+        });
+        if let Some((fp, parent_id)) = job
+            && self.cache.finished_state(&fp.to_hex()).is_none()
+        {
+            self.cache.record(&fp, &parent_id, CachedState::Failed);
+            self.job_fingerprints.insert(job_id.to_string(), fp);
+        }
+        let outcome = Outcome {
+            job_id: job_id.to_string(),
+            state: ResultState::Failed,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: INTERRUPTED.into(),
+            execution_secs: 0.0,
+            started_unix_ms: now_ms(),
+            finished_unix_ms: now_ms(),
+        };
+        self.record_result(JobResult {
+            run_id: run_id.to_string(),
+            node: self.local.clone(),
+            outcome,
+        });
     }
 
     fn outbox_actions(&mut self, actions: Vec<outbox::Action>) {
@@ -1485,15 +1535,18 @@ impl Actor {
             // Every target has reported for real: no QUERY value is still to come.
             self.query_over(&job_id);
         }
-        let actions = self.originator.handle(
-            originator::Input::Result {
-                run_id,
-                job_id,
-                node,
-            },
-            Instant::now(),
-        );
-        self.originator_actions(actions);
+        // A write-off is the tracker's own doing: only real results are news to it.
+        if real {
+            let actions = self.originator.handle(
+                originator::Input::Result {
+                    run_id,
+                    job_id,
+                    node,
+                },
+                Instant::now(),
+            );
+            self.originator_actions(actions);
+        }
         if let Some(record) = done {
             self.job_done(record);
         }

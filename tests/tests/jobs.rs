@@ -642,6 +642,30 @@ fn a_submitter_restarted_mid_run_still_gets_every_result() {
     }
 }
 
+/// The submitter dies right after submitting, before its own part of the run was accepted on
+/// its disk: back, it reports that part interrupted (it may have started; it is not run again),
+/// not unreachable with a promise of a later result that never comes.
+#[test]
+fn a_submitter_killed_right_after_submitting_reports_its_own_part_interrupted() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let job_id = submit(&nodes[0], &["n1", "n2"], "sleep 2; echo done");
+    nodes[0].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[0].restart();
+    let record = wait_for_record(&nodes, &job_id, "both results never arrived", |r| {
+        r["results"].as_object().is_some_and(|m| m.len() == 2)
+    });
+    assert_eq!(record["results"]["n2"]["state"], "success", "{record}");
+    assert_eq!(record["results"]["n1"]["state"], "failed", "{record}");
+    assert!(
+        record["results"]["n1"]["info"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("interrupted")),
+        "{record}"
+    );
+}
+
 /// A target that dies while its submitter is down is written off once the submitter is back
 /// (no membership change tells the restarted submitter: it learns the target already expired).
 #[test]
