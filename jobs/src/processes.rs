@@ -86,6 +86,18 @@ impl ProcessLog {
         });
     }
 
+    /// Stops every job's process group still running (the node is stopping: its jobs must not
+    /// go on unsupervised, and after its restart they are reported interrupted). Returns them.
+    pub fn stop_all(&self) -> Vec<u32> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stopped: Vec<u32> = state.live.keys().copied().collect();
+        stopped.sort_unstable();
+        for pgid in &stopped {
+            let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
+        }
+        stopped
+    }
+
     fn append(&self, line: String, change: impl FnOnce(&mut HashMap<u32, u64>)) {
         // A poisoned lock only means another job's write panicked; the log is still usable.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,6 +270,35 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             format!("boot {}\n", boot_id())
         );
+    }
+
+    /// A node stopping stops the groups of its running jobs, and only those.
+    #[test]
+    fn stop_all_stops_the_running_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        let spawn = || {
+            Command::new("sh")
+                .args(["-c", "sleep 60 & sleep 60"])
+                .stdin(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let (mut running, mut ended) = (spawn(), spawn());
+        log.started(running.id());
+        log.started(ended.id());
+        log.ended(ended.id());
+        assert_eq!(log.stop_all(), vec![running.id()]);
+        running.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(running.id()) {
+            assert!(Instant::now() < deadline, "the running group lives on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(group_alive(ended.id()));
+        let _ = killpg(Pid::from_raw(ended.id() as i32), Signal::SIGKILL);
+        ended.wait().unwrap();
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Node {
     control_socket: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
     mesh_task: JoinHandle<()>,
+    /// The process groups of the jobs running here, stopped at shutdown.
+    processes: Arc<ProcessLog>,
 }
 
 impl Node {
@@ -165,10 +167,11 @@ impl Node {
                 "stopped the process groups of jobs the previous run of this node left running"
             );
         }
+        let processes = Arc::new(processes);
         let (runs, runs_inbox) = Runs::channel();
         let executor_config = ExecutorConfig {
             coordinator: Some(runs.coordinator(mesh.handle.clone(), transfers.clone())),
-            processes: Some(Arc::new(processes)),
+            processes: Some(processes.clone()),
             own_thread: config.jobs_thread,
             ..ExecutorConfig::default()
         };
@@ -227,6 +230,7 @@ impl Node {
             control_socket: config.control_socket,
             tasks,
             mesh_task: mesh.task,
+            processes,
         })
     }
 
@@ -316,6 +320,12 @@ impl Node {
             task.abort();
         }
         let _ = self.mesh_task.await;
+        // The executor may run on a thread of its own that is not waited for: its jobs'
+        // shells are stopped here, not left to outlive the daemon.
+        let stopped = self.processes.stop_all();
+        if !stopped.is_empty() {
+            info!(groups = ?stopped, "stopped the process groups of the jobs still running");
+        }
         self.store.flush();
         if let Some(socket) = &self.control_socket {
             let _ = std::fs::remove_file(socket);
