@@ -89,8 +89,13 @@ pub fn status(report: &StatusReport) -> String {
         Some(f) => format!("key fingerprint {f}"),
         None => "open (no mesh key)".into(),
     };
+    let warnings: String = me
+        .warnings
+        .iter()
+        .map(|w| format!("Warning    {w}\n"))
+        .collect();
     format!(
-        "Node       {} ({})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n\n{}",
+        "Node       {} ({})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n{warnings}\n{}",
         me.name,
         me.peer_id,
         mesh,

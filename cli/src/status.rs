@@ -28,7 +28,7 @@ pub async fn fetch(state_dir: &Path) -> Result<StatusReport, Failure> {
         .await
         .map_err(Failure::runtime)?
     {
-        ControlResponse::Status(report) => Ok(report),
+        ControlResponse::Status(report) => Ok(*report),
         other => Err(Failure::Runtime(format!(
             "unexpected answer from the daemon: {other:?}"
         ))),

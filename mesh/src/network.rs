@@ -144,6 +144,9 @@ pub struct MeshStatus {
     pub connected_peers: usize,
     pub heartbeat_interval: Duration,
     pub members: Vec<MemberView>,
+    /// What an operator should know of this node's place in the mesh (another daemon with its
+    /// identity), in words.
+    pub warnings: Vec<String>,
 }
 
 enum Command {
@@ -355,6 +358,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_dial_error: None,
         last_alone_warning: None,
         last_twin_warning: None,
+        twin_seen: None,
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
@@ -587,6 +591,8 @@ struct EventLoop {
     last_alone_warning: Option<Instant>,
     /// When this node last said that another daemon uses its identity (see [`TWIN_WARNING_EVERY`]).
     last_twin_warning: Option<Instant>,
+    /// The addresses of that other daemon and when it was last heard of, for `status`.
+    twin_seen: Option<(Instant, Vec<Multiaddr>)>,
     last_sync: Instant,
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
@@ -752,6 +758,7 @@ impl EventLoop {
                     connected_peers: self.swarm.connected_peers().count(),
                     heartbeat_interval: self.current_interval(),
                     members: self.membership.view(now),
+                    warnings: self.warnings(now),
                 });
             }
             Command::AliveMembers { reply } => {
@@ -863,6 +870,23 @@ impl EventLoop {
         self.emit(changes).await;
     }
 
+    /// Warnings for `status`: another daemon heard with this node's identity lately.
+    fn warnings(&self, now: Instant) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some((at, addresses)) = &self.twin_seen
+            && now.saturating_duration_since(*at) < 2 * TWIN_WARNING_EVERY
+        {
+            let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            warnings.push(format!(
+                "another daemon runs with this node's identity (at {}), started after this one: \
+                 a copy of its state directory? Peers may take it for this node; stop it, or \
+                 move its identity.key away",
+                addresses.join(", ")
+            ));
+        }
+        warnings
+    }
+
     /// Another daemon runs with this node's identity (a copied state directory) and a later
     /// start, so peers take its heartbeats over this node's: say so while it runs, and once it
     /// has gone, start over with a later start of its own so peers take this node's again.
@@ -871,6 +895,7 @@ impl EventLoop {
             return;
         };
         if twin.gone {
+            self.twin_seen = None;
             self.incarnation = self.incarnation.max(twin.presence.incarnation + 1);
             self.seq = 0;
             warn!(
@@ -878,7 +903,10 @@ impl EventLoop {
                  speaks for itself again"
             );
             self.heartbeat();
-        } else if self
+            return;
+        }
+        self.twin_seen = Some((Instant::now(), twin.presence.addresses.clone()));
+        if self
             .last_twin_warning
             .is_none_or(|at| at.elapsed() >= TWIN_WARNING_EVERY)
         {

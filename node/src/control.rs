@@ -52,7 +52,7 @@ pub enum ControlRequest {
 /// What the daemon answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    Status(StatusReport),
+    Status(Box<StatusReport>),
     JoinToken(String),
     Submitted(SubmitReply),
     Watch(WatchEvent),
@@ -165,6 +165,9 @@ pub struct SelfInfo {
     /// Bytes of files this node has served to other nodes since it started.
     #[serde(default)]
     pub blob_bytes_served: u64,
+    /// What the operator should know, in words (another daemon with this node's identity).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One member as this node sees it.

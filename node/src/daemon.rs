@@ -508,6 +508,7 @@ fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> Status
             heartbeat_interval_ms: status.heartbeat_interval.as_millis() as u64,
             connected_peers: status.connected_peers,
             blob_bytes_served,
+            warnings: status.warnings,
         },
         nodes,
     }
@@ -675,11 +676,11 @@ impl ControlHandler for Control {
         let started = Instant::now();
         let response = match request {
             ControlRequest::Status => match self.mesh.status().await {
-                Ok(status) => ControlResponse::Status(report(
+                Ok(status) => ControlResponse::Status(Box::new(report(
                     &self.info,
                     status,
                     self.transfers.served_bytes(),
-                )),
+                ))),
                 Err(e) => ControlResponse::Error(e.to_string()),
             },
             ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),

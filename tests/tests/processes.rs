@@ -202,6 +202,20 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
                 .then_some(())
         },
     );
+    // And in `status`, as text and JSON.
+    let warnings = b.status().unwrap()["self"]["warnings"].clone();
+    assert!(
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("another daemon runs with this node's identity")),
+        "{warnings}"
+    );
+    let shown = b.cli(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("Warning    another daemon"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
     assert!(copy.terminate().success());
     // Peers take b's own heartbeats again: its row is alive, with b's address.
     wait_for(Duration::from_secs(20), "a to see b itself again", || {
@@ -219,6 +233,10 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
         .then_some(())
     });
     assert!(b.log().contains("speaks for itself again"), "{}", b.log());
+    assert_eq!(
+        b.status().unwrap()["self"]["warnings"],
+        serde_json::json!([])
+    );
     let o = a.cli(&[
         "exec",
         "--verb",
