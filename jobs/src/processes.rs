@@ -223,27 +223,29 @@ mod tests {
         })
     }
 
+    /// A job-like process group: a shell leading it, with a child in the background.
+    fn spawn_group() -> std::process::Child {
+        Command::new("sh")
+            .args(["-c", "sleep 60 & sleep 60"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
     #[test]
     fn a_restart_stops_the_groups_a_crash_left_running_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("running-jobs");
         let (log, stopped) = ProcessLog::open(&path).unwrap();
         assert!(stopped.is_empty());
-        let spawn = || {
-            Command::new("sh")
-                .args(["-c", "sleep 60 & sleep 60"])
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap()
-        };
         // One job still running at the "crash", one that ended, one whose number now
         // belongs to a later process (recorded long before it started).
-        let (mut left, mut done) = (spawn(), spawn());
+        let (mut left, mut done) = (spawn_group(), spawn_group());
         log.started(left.id());
         log.started(done.id());
         log.ended(done.id());
-        let mut other = spawn();
+        let mut other = spawn_group();
         let stale = boot_ticks().saturating_sub(60 * TICKS_PER_SEC);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         writeln!(file, "+{} {stale}", other.id()).unwrap();
@@ -277,15 +279,7 @@ mod tests {
     fn stop_all_stops_the_running_groups() {
         let dir = tempfile::tempdir().unwrap();
         let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
-        let spawn = || {
-            Command::new("sh")
-                .args(["-c", "sleep 60 & sleep 60"])
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap()
-        };
-        let (mut running, mut ended) = (spawn(), spawn());
+        let (mut running, mut ended) = (spawn_group(), spawn_group());
         log.started(running.id());
         log.started(ended.id());
         log.ended(ended.id());

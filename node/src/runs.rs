@@ -465,26 +465,8 @@ impl Actor {
                 },
             );
             for job in pending {
-                // It failed here, as far as anyone asks: the cache says so (JOB_WAITs on it
-                // look there), unless an earlier run of the same job is cached finished.
-                if let Some(fp) = job.fingerprint
-                    && self.cache.finished_state(&fp.to_hex()).is_none()
-                {
-                    self.cache.record(&fp, &job.parent_id, CachedState::Failed);
-                    self.job_fingerprints.insert(job.job_id.clone(), fp);
-                }
-                let job_id = job.job_id;
-                let outcome = Outcome {
-                    job_id: job_id.clone(),
-                    state: ResultState::Failed,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    info: INTERRUPTED.into(),
-                    execution_secs: 0.0,
-                    started_unix_ms: now_ms(),
-                    finished_unix_ms: now_ms(),
-                };
-                self.job_runs.insert(job_id.clone(), run_id.clone());
+                let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id);
+                self.job_runs.insert(job.job_id, run_id.clone());
                 self.finished(outcome);
             }
         }
@@ -997,8 +979,35 @@ impl Actor {
             .unwrap_or_else(|| node.0.clone())
     }
 
-    /// Records `job_id` of this node's own run `run_id` as interrupted by a restart, and caches
-    /// it as failed here (JOB_WAITs on it look there), as `restore` does for accepted runs.
+    /// The outcome of a job a restart of this node cut short. It failed here, as far as anyone
+    /// asks: the cache says so (JOB_WAITs on it look there), unless an earlier run of the same
+    /// job is cached finished.
+    fn interrupted(
+        &mut self,
+        job_id: &str,
+        fingerprint: Option<jobs::Fingerprint>,
+        parent_id: &str,
+    ) -> Outcome {
+        if let Some(fp) = fingerprint
+            && self.cache.finished_state(&fp.to_hex()).is_none()
+        {
+            self.cache.record(&fp, parent_id, CachedState::Failed);
+            self.job_fingerprints.insert(job_id.to_string(), fp);
+        }
+        Outcome {
+            job_id: job_id.to_string(),
+            state: ResultState::Failed,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: INTERRUPTED.into(),
+            execution_secs: 0.0,
+            started_unix_ms: now_ms(),
+            finished_unix_ms: now_ms(),
+        }
+    }
+
+    /// Records `job_id` of this node's own run `run_id` as interrupted by a restart, as
+    /// `restore` does for the jobs of accepted runs.
     fn interrupted_before_accepted(&mut self, run_id: &str, job_id: &str) {
         let job = self.open_runs.get(run_id).and_then(|run| {
             run.parents.iter().find_map(|p| {
@@ -1008,22 +1017,8 @@ impl Actor {
                     .map(|j| (j.fingerprint, p.parent_id.clone()))
             })
         });
-        if let Some((fp, parent_id)) = job
-            && self.cache.finished_state(&fp.to_hex()).is_none()
-        {
-            self.cache.record(&fp, &parent_id, CachedState::Failed);
-            self.job_fingerprints.insert(job_id.to_string(), fp);
-        }
-        let outcome = Outcome {
-            job_id: job_id.to_string(),
-            state: ResultState::Failed,
-            stdout: String::new(),
-            stderr: String::new(),
-            info: INTERRUPTED.into(),
-            execution_secs: 0.0,
-            started_unix_ms: now_ms(),
-            finished_unix_ms: now_ms(),
-        };
+        let (fingerprint, parent_id) = job.unzip();
+        let outcome = self.interrupted(job_id, fingerprint, &parent_id.unwrap_or_default());
         self.record_result(JobResult {
             run_id: run_id.to_string(),
             node: self.local.clone(),
