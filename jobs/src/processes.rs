@@ -189,13 +189,18 @@ fn boot_ticks() -> u64 {
     })
 }
 
-/// When process `pid` started, in clock ticks after boot (`None`: no such process).
+/// When process `pid` started, in clock ticks after boot (`None`: no such process, or one that
+/// has ended and waits to be collected).
 fn start_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (in parentheses, which may hold anything).
-    let rest = stat.rsplit_once(')')?.1;
-    // starttime is field 22 of the line, the 20th after the name.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // A zombie (or dying) process has ended: its exit only waits to be collected.
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    // starttime is field 22 of the line, the 19th after the state.
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -272,6 +277,35 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             format!("boot {}\n", boot_id())
         );
+    }
+
+    /// A shell that ended while its node was down (a zombie waiting to be collected) is not
+    /// "left running": nothing is stopped, nothing is said.
+    #[test]
+    fn a_shell_that_ended_meanwhile_is_not_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        let mut ended = Command::new("sh")
+            .args(["-c", "exit 0"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        log.started(ended.id());
+        drop(log);
+        // Not collected yet: a zombie.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !fs::read_to_string(format!("/proc/{}/stat", ended.id()))
+            .unwrap_or_default()
+            .contains(") Z ")
+        {
+            assert!(Instant::now() < deadline, "the shell never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (_log, stopped) = ProcessLog::open(&path).unwrap();
+        assert!(stopped.is_empty(), "{stopped:?}");
+        ended.wait().unwrap();
     }
 
     /// A node stopping stops the groups of its running jobs, and only those.
