@@ -536,6 +536,9 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 const ALONE_GRACE: Duration = Duration::from_secs(6);
 const ALONE_WARNING_EVERY: Duration = Duration::from_secs(300);
 
+/// How long after its start a node's table may still lack members that message it.
+const TABLE_FILLS_WITHIN: Duration = Duration::from_secs(30);
+
 /// How often a node repeats that another daemon runs with its identity.
 const TWIN_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
@@ -988,6 +991,17 @@ impl EventLoop {
 
     /// Whether `peer` has a row in the membership table (in any state: a member that expired
     /// or left here may be back before its new presence arrives).
+    /// Says that `what` came from `peer`, not a member. Right after this node starts its table
+    /// is still filling and members' messages are refused for a moment (they are sent again),
+    /// so only later is it worth a warning.
+    fn not_a_member(&self, peer: &PeerId, what: &str) {
+        if self.started.elapsed() < TABLE_FILLS_WITHIN {
+            debug!(%peer, "{what} from a node not yet known as a member (this node just started)");
+        } else {
+            warn!(%peer, "{what} from a node that is not a member of this mesh");
+        }
+    }
+
     fn is_member(&self, peer: &PeerId) -> bool {
         self.membership.state_of(peer, Instant::now()).is_some()
     }
@@ -1000,7 +1014,7 @@ impl EventLoop {
                     if let Some(source) = message.source
                         && !self.is_member(&source)
                     {
-                        warn!(%source, "dropped a job announce from a node that is not a member of this mesh");
+                        self.not_a_member(&source, "dropped a job announce");
                         return;
                     }
                     if let Some(source) = message.source {
@@ -1057,7 +1071,7 @@ impl EventLoop {
             } => {
                 let response = match request {
                     CtlRequest::Job(_) if !self.is_member(&peer) => {
-                        warn!(%peer, "refused a job message from a node that is not a member of this mesh");
+                        self.not_a_member(&peer, "refused a job message");
                         CtlResponse::Rejected {
                             reason: "not a member of this mesh (no presence heard from it)".into(),
                         }
