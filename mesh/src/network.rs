@@ -541,6 +541,18 @@ const TABLE_FILLS_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often a node repeats that another daemon runs with its identity.
 const TWIN_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// What the log and `status` say of another daemon with this node's identity at `addresses`.
+fn twin_warning(addresses: &[Multiaddr]) -> String {
+    let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    format!(
+        "another daemon runs with this node's identity (at {}), started after this one: a copy \
+         of its state directory? Peers take its heartbeats over this node's, and jobs for this \
+         node may run there; stop it, or move its identity.key away so it becomes a node of \
+         its own",
+        addresses.join(", ")
+    )
+}
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed). Only versions travel, and then the rows one side lacks.
 const SYNC_EVERY: Duration = Duration::from_secs(15);
@@ -879,13 +891,7 @@ impl EventLoop {
         if let Some((at, addresses)) = &self.twin_seen
             && now.saturating_duration_since(*at) < 2 * TWIN_WARNING_EVERY
         {
-            let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-            warnings.push(format!(
-                "another daemon runs with this node's identity (at {}), started after this one: \
-                 a copy of its state directory? Peers may take it for this node; stop it, or \
-                 move its identity.key away",
-                addresses.join(", ")
-            ));
+            warnings.push(twin_warning(addresses));
         }
         warnings
     }
@@ -916,12 +922,9 @@ impl EventLoop {
             self.last_twin_warning = Some(Instant::now());
             warn!(
                 peer = %self.local_peer_id,
-                addresses = ?twin.presence.addresses,
                 machine = %twin.presence.machine_id,
-                "another daemon runs with this node's identity, started after this one (a copy \
-                 of its state directory?): peers take its heartbeats over this node's and jobs \
-                 for this node may run there. Stop it, or move its identity.key away so it \
-                 becomes a node of its own"
+                "{}",
+                twin_warning(&twin.presence.addresses)
             );
         }
     }
@@ -989,8 +992,6 @@ impl EventLoop {
         }
     }
 
-    /// Whether `peer` has a row in the membership table (in any state: a member that expired
-    /// or left here may be back before its new presence arrives).
     /// Says that `what` came from `peer`, not a member. Right after this node starts its table
     /// is still filling and members' messages are refused for a moment (they are sent again),
     /// so only later is it worth a warning.
@@ -1002,6 +1003,8 @@ impl EventLoop {
         }
     }
 
+    /// Whether `peer` has a row in the membership table (in any state: a member that expired
+    /// or left here may be back before its new presence arrives).
     fn is_member(&self, peer: &PeerId) -> bool {
         self.membership.state_of(peer, Instant::now()).is_some()
     }

@@ -388,23 +388,21 @@ mod tests {
     #[test]
     fn damaged_identity_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("identity.key"), b"garbage").unwrap();
-        let err = StateDir::open(dir.path())
-            .unwrap()
-            .identity()
-            .unwrap_err()
-            .to_string();
+        let error_for = |content: &[u8]| {
+            fs::write(dir.path().join("identity.key"), content).unwrap();
+            StateDir::open(dir.path())
+                .unwrap()
+                .identity()
+                .unwrap_err()
+                .to_string()
+        };
+        let err = error_for(b"garbage");
         assert!(
             err.contains("identity.key") && err.contains("not a valid identity key"),
             "{err}"
         );
         assert!(!err.contains("feature"), "{err}");
-        fs::write(dir.path().join("identity.key"), b"").unwrap();
-        let err = StateDir::open(dir.path())
-            .unwrap()
-            .identity()
-            .unwrap_err()
-            .to_string();
+        let err = error_for(b"");
         assert!(
             err.contains("identity.key") && err.contains("the file is empty"),
             "{err}"
