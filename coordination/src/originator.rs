@@ -99,6 +99,13 @@ pub enum Action {
         node: NodeId,
         job_ids: Vec<String>,
     },
+    /// This node's own jobs of a run it resumed after a restart, not reported before it
+    /// stopped: the restart cut them short (they were queued or running here), so record them
+    /// failed as interrupted.
+    Interrupted {
+        run_id: String,
+        job_ids: Vec<String>,
+    },
     /// Every expected result of the run is in (or unreachable).
     Finished { run_id: String },
     /// Say which nodes are alive now ([`Input::Alive`]).
@@ -279,17 +286,17 @@ impl Originator {
         }
         // This node itself lost its queue in the restart: what it had not reported never will be.
         let mut actions = Vec::new();
-        let local_jobs: Vec<String> = missing
+        let mut local_jobs: Vec<String> = missing
             .iter()
             .filter(|(_, n)| *n == self.local)
             .map(|(j, _)| j.clone())
             .collect();
         let mut missing = missing;
         if !local_jobs.is_empty() {
+            local_jobs.sort();
             missing.retain(|(_, n)| *n != self.local);
-            actions.push(Action::Unreachable {
+            actions.push(Action::Interrupted {
                 run_id: run.run_id.clone(),
-                node: self.local.clone(),
                 job_ids: local_jobs,
             });
         }
@@ -888,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn resume_after_a_restart_resends_and_writes_off_local_jobs() {
+    fn resume_after_a_restart_resends_and_reports_its_own_jobs_interrupted() {
         let now = Instant::now();
         let mut o = Originator::new(node("me"), OriginatorConfig::default());
         let a = o.handle(
@@ -901,9 +908,8 @@ mod tests {
         );
         assert_eq!(
             a,
-            vec![Action::Unreachable {
+            vec![Action::Interrupted {
                 run_id: "r1".into(),
-                node: node("me"),
                 job_ids: vec!["j0".into()]
             }]
         );

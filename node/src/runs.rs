@@ -905,14 +905,6 @@ impl Actor {
                 } => {
                     for job_id in job_ids {
                         let name = self.name_in_record(&job_id, &node);
-                        // This node's own part of a run it resumed after a restart: the job
-                        // was queued or running here when it stopped (its acceptance had not
-                        // reached the disk), so it is interrupted, like the jobs of runs it
-                        // had accepted.
-                        if node == self.local {
-                            self.interrupted_before_accepted(&run_id, &job_id);
-                            continue;
-                        }
                         warn!(job = %job_id, node = %name, "unreachable: the node is gone (silent, left or restarted) before reporting");
                         let outcome = Outcome {
                             job_id,
@@ -934,6 +926,13 @@ impl Actor {
                             node: node.clone(),
                             outcome,
                         });
+                    }
+                }
+                // The acceptance of this node's own part had not reached the disk when it
+                // stopped: interrupted, like the jobs of the runs it had accepted.
+                originator::Action::Interrupted { run_id, job_ids } => {
+                    for job_id in job_ids {
+                        self.interrupted_before_accepted(&run_id, &job_id);
                     }
                 }
                 originator::Action::Finished { run_id } => {

@@ -1496,7 +1496,9 @@ impl Sim {
                     }
                 }
                 // The submitter never restarts here, so never resumes a run.
-                originator::Action::Finished { .. } | originator::Action::CheckAlive => {}
+                originator::Action::Finished { .. }
+                | originator::Action::CheckAlive
+                | originator::Action::Interrupted { .. } => {}
             }
         }
     }
