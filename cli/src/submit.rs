@@ -472,9 +472,15 @@ async fn follow_jobs(
                         .into(),
                 ));
             }
+            Err(e @ ControlError::NoAnswer { .. }) => {
+                return Err(Failure::Runtime(format!(
+                    "{e}\nThe jobs go on without this command; once the daemon answers again, \
+                     `manage --list-jobs` and `manage --job-info ID` show them"
+                )));
+            }
             Err(e) => return Err(Failure::runtime(e)),
         }
-        next = client.next().await;
+        next = client.next_event().await;
     }
     if let Some(b) = &bar {
         b.finish_and_clear();

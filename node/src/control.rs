@@ -3,7 +3,9 @@
 //! A Unix socket in the state directory (mode 0660, group configurable). Each message is a frame:
 //! a big-endian `u32` length, then CBOR of `{v: CONTROL_VERSION, body}`. The length is checked
 //! against [`MAX_FRAME`] before anything is allocated. A client sends one [`ControlRequest`] and
-//! reads one [`ControlResponse`] per request; the connection may carry several in turn.
+//! reads one [`ControlResponse`] per request; the connection may carry several in turn. A
+//! stream (`Watch`) that has nothing to say for [`STREAM_KEEPALIVE`] says
+//! [`ControlResponse::StillHere`], so a client can tell silent jobs from a stopped daemon.
 
 use std::{
     io,
@@ -23,7 +25,7 @@ use tracing::{debug, warn};
 use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
-pub const CONTROL_VERSION: u16 = 2;
+pub const CONTROL_VERSION: u16 = 3;
 /// Largest control frame in either direction.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
@@ -57,6 +59,8 @@ pub enum ControlResponse {
     Submitted(SubmitReply),
     Watch(WatchEvent),
     WatchEnd,
+    /// A stream has had nothing to say for [`STREAM_KEEPALIVE`]: the daemon is still there.
+    StillHere,
     Jobs(Vec<JobRecord>),
     Job(Option<Box<JobRecord>>),
     Done,
@@ -301,10 +305,14 @@ pub async fn write_frame<T: Serialize>(
         .map_err(|e| ControlError::Malformed(e.to_string()))
 }
 
-/// How long the CLI waits for the daemon's answer to a request (not for a stream's events:
-/// a job may be silent for hours). Every answer is prompt: the slowest, a submission, waits for
-/// one commit to disk.
+/// How long the CLI waits for the daemon's answer to a request, or for the next frame of a
+/// stream (a daemon says [`ControlResponse::StillHere`] on a quiet stream, so silent jobs do
+/// not count). Every answer is prompt: the slowest, a submission, waits for one commit to disk.
 pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a stream stays quiet before the daemon says [`ControlResponse::StillHere`]; well
+/// under [`ANSWER_TIMEOUT`], so a busy machine's late keepalive is not taken for a dead daemon.
+pub const STREAM_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The CLI's side of the control socket.
 pub struct ControlClient {
@@ -372,13 +380,33 @@ impl ControlClient {
     }
 
     /// Sends a request whose answer is a stream (`Watch`) and reads its first event, however
-    /// long it takes; read the rest with [`next`](Self::next).
+    /// long it takes; read the rest with [`next_event`](Self::next_event).
     pub async fn start_stream(
         &mut self,
         request: &ControlRequest,
     ) -> Result<ControlResponse, ControlError> {
         write_frame(&mut self.stream, request).await?;
-        self.next().await
+        self.next_event().await
+    }
+
+    /// Reads a stream's next event, however long the jobs behind it take, passing over the
+    /// daemon's [`ControlResponse::StillHere`]; a daemon silent for the answer timeout (stopped
+    /// or stuck: a live one says it is still there every [`STREAM_KEEPALIVE`]) is
+    /// [`ControlError::NoAnswer`].
+    pub async fn next_event(&mut self) -> Result<ControlResponse, ControlError> {
+        loop {
+            let after = self.answer_timeout;
+            match tokio::time::timeout(after, self.next()).await {
+                Ok(Ok(ControlResponse::StillHere)) => continue,
+                Ok(answer) => return answer,
+                Err(_) => {
+                    return Err(ControlError::NoAnswer {
+                        socket: self.socket.display().to_string(),
+                        after,
+                    });
+                }
+            }
+        }
     }
 
     /// Reads the next response (after a `Watch`, the next event).
@@ -457,6 +485,15 @@ pub fn resolve_group(group: &str) -> Result<nix::unistd::Gid, String> {
 
 /// Serves the control socket until the listener is dropped (the task is aborted).
 pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
+    serve_with_keepalive(listener, handler, STREAM_KEEPALIVE).await
+}
+
+/// [`serve`], saying [`ControlResponse::StillHere`] after `keepalive` of quiet on a stream.
+async fn serve_with_keepalive<H: ControlHandler>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    keepalive: std::time::Duration,
+) {
     loop {
         let (mut stream, _) = match listener.accept().await {
             Ok(c) => c,
@@ -486,13 +523,16 @@ pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
                             return;
                         }
                     }
-                    Reply::Stream(mut rx) => {
-                        while let Some(response) = rx.recv().await {
-                            if write_frame(&mut stream, &response).await.is_err() {
-                                return;
-                            }
+                    Reply::Stream(mut rx) => loop {
+                        let response = match tokio::time::timeout(keepalive, rx.recv()).await {
+                            Ok(Some(response)) => response,
+                            Ok(None) => break,
+                            Err(_) => ControlResponse::StillHere,
+                        };
+                        if write_frame(&mut stream, &response).await.is_err() {
+                            return;
                         }
-                    }
+                    },
                 }
             }
         });
@@ -577,9 +617,66 @@ mod tests {
         async fn handle(&self, request: ControlRequest) -> Reply {
             match request {
                 ControlRequest::JoinToken => ControlResponse::JoinToken("t".into()).into(),
+                // A watch of a job that is quiet for 600 ms, then done.
+                ControlRequest::Watch { .. } => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                        let _ = tx.send(ControlResponse::WatchEnd).await;
+                    });
+                    Reply::Stream(rx)
+                }
                 _ => ControlResponse::Error("nope".into()).into(),
             }
         }
+    }
+
+    fn watch() -> ControlRequest {
+        ControlRequest::Watch {
+            job_ids: vec!["j".into()],
+            output: false,
+        }
+    }
+
+    /// A quiet stream of a live daemon is followed to its end, past the client's answer
+    /// timeout: the daemon says it is still there.
+    #[tokio::test]
+    async fn a_quiet_stream_is_followed_past_the_answer_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(&dir.path().join("control.sock"), None).unwrap();
+        let keepalive = std::time::Duration::from_millis(50);
+        let server = tokio::spawn(serve_with_keepalive(listener, Arc::new(Echo), keepalive));
+        let mut c = ControlClient::connect(dir.path())
+            .await
+            .unwrap()
+            .with_answer_timeout(std::time::Duration::from_millis(200));
+        assert_eq!(
+            c.start_stream(&watch()).await.unwrap(),
+            ControlResponse::WatchEnd
+        );
+        // The connection is still in step for the next request.
+        assert_eq!(
+            c.request(&ControlRequest::JoinToken).await.unwrap(),
+            ControlResponse::JoinToken("t".into())
+        );
+        server.abort();
+    }
+
+    /// The same quiet stream from a daemon that says nothing (stopped, or of a version before
+    /// keepalives) is reported once the answer timeout passes.
+    #[tokio::test]
+    async fn a_stream_from_a_daemon_gone_silent_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(&dir.path().join("control.sock"), None).unwrap();
+        let keepalive = std::time::Duration::from_secs(3600);
+        let server = tokio::spawn(serve_with_keepalive(listener, Arc::new(Echo), keepalive));
+        let mut c = ControlClient::connect(dir.path())
+            .await
+            .unwrap()
+            .with_answer_timeout(std::time::Duration::from_millis(200));
+        let err = c.start_stream(&watch()).await.unwrap_err();
+        assert!(matches!(err, ControlError::NoAnswer { .. }), "{err}");
+        server.abort();
     }
 
     #[tokio::test]
