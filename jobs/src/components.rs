@@ -610,7 +610,7 @@ async fn run_command(
         };
     }
     let r = run_shell(&command, sh).await;
-    let stdout_cut = r.stdout_cut;
+    let (stdout_cut, stdout_not_utf8) = (r.stdout_cut, r.stdout_not_utf8);
     let mut finished = r.into_finished(&command);
     if finished.success
         && let Some(name) = stdout_arg
@@ -621,6 +621,10 @@ async fn run_command(
             finished.info = format!(
                 "--stdout-arg {name}: the output is over {MAX_OUTPUT_BYTES} bytes, too large to store"
             );
+        } else if stdout_not_utf8 {
+            finished.success = false;
+            finished.info =
+                format!("--stdout-arg {name}: the output is not UTF-8 text; an arg holds text");
         } else if value.is_empty() {
             finished.success = false;
             finished.info = format!("--stdout-arg {name}: the command printed nothing to store");
@@ -654,6 +658,8 @@ struct ShellResult {
     stdout: String,
     /// Whether `stdout` is only the first `MAX_OUTPUT_BYTES` of what the command printed.
     stdout_cut: bool,
+    /// Whether stdout had bytes that are not UTF-8 (shown as U+FFFD in `stdout`).
+    stdout_not_utf8: bool,
     stderr: String,
 }
 
@@ -692,6 +698,8 @@ struct Read {
     /// The text is the first `MAX_OUTPUT_BYTES` of the stream (a note says so at its end).
     cut: bool,
     still_open: bool,
+    /// The stream had bytes that are not UTF-8: the text shows each run of them as U+FFFD.
+    not_utf8: bool,
 }
 
 /// Reads one stream to its end, or until `AFTER_EXIT_GRACE` after `exited` turns true.
@@ -705,6 +713,7 @@ async fn read_lines(
     let mut out = String::new();
     let mut cut = false;
     let mut still_open = false;
+    let mut not_utf8 = false;
     let mut offset = 0usize;
     let mut buf = Vec::new();
     let stop = async move {
@@ -734,6 +743,8 @@ async fn read_lines(
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
+                // Borrowed exactly when every byte was UTF-8.
+                not_utf8 |= matches!(line, std::borrow::Cow::Owned(_));
                 if let Some(sink) = &sink {
                     // Waits for room: the node takes lines at once (it never waits on the
                     // network), so a streaming job slows down only when its node does. Past
@@ -775,6 +786,7 @@ async fn read_lines(
         text: out,
         cut,
         still_open,
+        not_utf8,
     }
 }
 
@@ -792,6 +804,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 timed_out: None,
                 stdout: String::new(),
                 stdout_cut: false,
+                stdout_not_utf8: false,
                 stderr: String::new(),
             };
         }
@@ -808,6 +821,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
             text: String::new(),
             cut: false,
             still_open: false,
+            not_utf8: false,
         };
         let read_out = async {
             match out {
@@ -837,6 +851,19 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 AFTER_EXIT_GRACE.as_secs()
             ));
         }
+        let not_utf8: Vec<&str> = [(stdout.not_utf8, "stdout"), (stderr.not_utf8, "stderr")]
+            .into_iter()
+            .filter_map(|(yes, name)| yes.then_some(name))
+            .collect();
+        if !not_utf8.is_empty() {
+            if !stderr.text.is_empty() && !stderr.text.ends_with('\n') {
+                stderr.text.push('\n');
+            }
+            stderr.text.push_str(&format!(
+                "[{} had bytes that are not UTF-8 text; they are shown as U+FFFD]",
+                not_utf8.join(" and ")
+            ));
+        }
         (status, stdout, stderr.text)
     };
     let result = tokio::time::timeout_at(deadline, collect).await;
@@ -848,8 +875,9 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
             spawn_error: None,
             exit: status.ok(),
             timed_out: None,
-            stdout: stdout.text,
             stdout_cut: stdout.cut,
+            stdout_not_utf8: stdout.not_utf8,
+            stdout: stdout.text,
             stderr,
         },
         Err(_) => {
@@ -862,6 +890,7 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 timed_out: Some(started.elapsed()),
                 stdout: String::new(),
                 stdout_cut: false,
+                stdout_not_utf8: false,
                 stderr: String::new(),
             }
         }

@@ -94,12 +94,22 @@ async fn run_reports_output_exit_code_and_caches_success() {
         .submit("p", QueueKind::Sync, "RUN", r#"echo "a   b"; echo err >&2"#)
         .await;
     let bad = h.submit("q", QueueKind::Sync, "RUN", "exit 3").await;
-    let r = h.results(2).await;
+    // Bytes that are not UTF-8 are shown replaced, and the result says so.
+    let binary = h
+        .submit("b", QueueKind::Sync, "RUN", r"printf 'a\377b\n'")
+        .await;
+    let r = h.results(3).await;
     assert_eq!(r[&ok].state, ResultState::Success);
     assert_eq!(r[&ok].stdout, "a   b");
     assert_eq!(r[&ok].stderr, "err");
     assert_eq!(r[&bad].state, ResultState::Failed);
     assert!(r[&bad].info.starts_with("exit code 3"), "{}", r[&bad].info);
+    assert_eq!(r[&binary].state, ResultState::Success);
+    assert_eq!(r[&binary].stdout, "a\u{FFFD}b");
+    assert_eq!(
+        r[&binary].stderr,
+        "[stdout had bytes that are not UTF-8 text; they are shown as U+FFFD]"
+    );
 
     // The same job again is skipped; --skip-cache runs it.
     let again = h
@@ -431,7 +441,18 @@ async fn args_envs_and_stdout_arg_feed_later_jobs() {
     // A command that renders to nothing fails instead of running an empty shell.
     h.submit("u", QueueKind::Sync, "ARG", "blank ''").await;
     let blank = h.submit("u", QueueKind::Sync, "RUN", "{{ blank }}").await;
-    let r = h.results(11).await;
+    // Bytes that are not UTF-8 are not stored in an arg, replaced.
+    let binary = h
+        .submit(
+            "v",
+            QueueKind::Sync,
+            "RUN",
+            r"--stdout-arg binary printf 'a\377b'",
+        )
+        .await;
+    let r = h.results(12).await;
+    assert_eq!(r[&binary].state, ResultState::Failed, "{:?}", r[&binary]);
+    assert!(r[&binary].info.contains("not UTF-8"), "{}", r[&binary].info);
     assert_eq!(r[&huge].state, ResultState::Failed, "{:?}", r[&huge].info);
     assert!(
         r[&huge].info.contains("too large to store"),
