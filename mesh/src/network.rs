@@ -359,6 +359,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_alone_warning: None,
         last_twin_warning: None,
         twin_seen: None,
+        other_releases: HashMap::new(),
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
@@ -542,6 +543,40 @@ const TABLE_FILLS_WITHIN: Duration = Duration::from_secs(30);
 /// How often a node repeats that another daemon runs with its identity.
 const TWIN_WARNING_EVERY: Duration = Duration::from_secs(60);
 
+/// How often a node repeats, for each node, that it speaks another wire version.
+const OTHER_RELEASE_WARNING_EVERY: Duration = Duration::from_secs(600);
+/// How long `status` names a node of another wire version after its last heartbeat.
+const OTHER_RELEASE_SHOWN_FOR: Duration = Duration::from_secs(60);
+/// Nodes of another wire version kept for `status` (one row each; the rest are counted out).
+const MAX_OTHER_RELEASES: usize = 1024;
+
+/// A node heard speaking another wire version (another release): it cannot take part.
+struct OtherRelease {
+    version: u16,
+    last_heard: Instant,
+    last_warned: Instant,
+}
+
+/// What `status` says of the nodes heard speaking wire version `version`.
+fn other_release_warning(version: u16, peers: &[PeerId]) -> String {
+    const NAMED: usize = 5;
+    let mut named: Vec<String> = peers.iter().take(NAMED).map(|p| p.to_string()).collect();
+    if peers.len() > NAMED {
+        named.push(format!("and {} more", peers.len() - NAMED));
+    }
+    let nodes = match peers.len() {
+        1 => "1 node speaks".to_string(),
+        n => format!("{n} nodes speak"),
+    };
+    format!(
+        "{nodes} wire version {version}, this node speaks {}: another release, which cannot \
+         take part in this mesh (not listed) until every node runs the same directord-mesh \
+         release ({})",
+        wire::spoken_version(),
+        named.join(", ")
+    )
+}
+
 /// What the log and `status` say of another daemon with this node's identity at `addresses`.
 fn twin_warning(addresses: &[Multiaddr]) -> String {
     let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
@@ -608,6 +643,8 @@ struct EventLoop {
     last_twin_warning: Option<Instant>,
     /// The addresses of that other daemon and when it was last heard of, for `status`.
     twin_seen: Option<(Instant, Vec<Multiaddr>)>,
+    /// Nodes heard speaking another wire version lately (at most [`MAX_OTHER_RELEASES`]).
+    other_releases: HashMap<PeerId, OtherRelease>,
     last_sync: Instant,
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
@@ -885,7 +922,8 @@ impl EventLoop {
         self.emit(changes).await;
     }
 
-    /// Warnings for `status`: another daemon heard with this node's identity lately.
+    /// Warnings for `status`: another daemon heard with this node's identity lately, nodes
+    /// heard speaking another wire version.
     fn warnings(&self, now: Instant) -> Vec<String> {
         let mut warnings = Vec::new();
         if let Some((at, addresses)) = &self.twin_seen
@@ -893,7 +931,49 @@ impl EventLoop {
         {
             warnings.push(twin_warning(addresses));
         }
+        let mut by_version: BTreeMap<u16, Vec<PeerId>> = BTreeMap::new();
+        for (peer, other) in &self.other_releases {
+            if now.saturating_duration_since(other.last_heard) < OTHER_RELEASE_SHOWN_FOR {
+                by_version.entry(other.version).or_default().push(*peer);
+            }
+        }
+        for (version, mut peers) in by_version {
+            peers.sort();
+            warnings.push(other_release_warning(version, &peers));
+        }
         warnings
+    }
+
+    /// `peer` sent a heartbeat in wire version `version`, not this node's: another release,
+    /// which cannot take part (say so, once in a while for each such node, and in `status`).
+    fn heard_other_release(&mut self, peer: PeerId, version: u16) {
+        let now = Instant::now();
+        if let Some(other) = self.other_releases.get_mut(&peer) {
+            other.version = version;
+            other.last_heard = now;
+            if now.saturating_duration_since(other.last_warned) < OTHER_RELEASE_WARNING_EVERY {
+                return;
+            }
+            other.last_warned = now;
+        } else if self.other_releases.len() < MAX_OTHER_RELEASES {
+            self.other_releases.insert(
+                peer,
+                OtherRelease {
+                    version,
+                    last_heard: now,
+                    last_warned: now,
+                },
+            );
+        } else {
+            // So many already named: this one goes unsaid rather than at every heartbeat.
+            return;
+        }
+        warn!(
+            %peer,
+            "a node speaks wire version {version}, this node speaks {}: it cannot take part in \
+             this mesh until both run the same directord-mesh release",
+            wire::spoken_version()
+        );
     }
 
     /// Another daemon runs with this node's identity (a copied state directory) and a later
@@ -1035,11 +1115,20 @@ impl EventLoop {
                     return;
                 }
                 match wire::decode::<Presence>(&message.data, MAX_GOSSIP_BYTES) {
-                    Ok(p) if Some(p.peer_id) == message.source => self.observe(p).await,
+                    Ok(p) if Some(p.peer_id) == message.source => {
+                        // Upgraded, if it spoke another version before.
+                        self.other_releases.remove(&p.peer_id);
+                        self.observe(p).await
+                    }
                     Ok(p) => warn!(
                         claimed = %p.peer_id, signer = ?message.source,
                         "dropped a presence signed by another peer"
                     ),
+                    Err(wire::WireError::Version { found })
+                        if let Some(source) = message.source =>
+                    {
+                        self.heard_other_release(source, found)
+                    }
                     Err(e) => {
                         warn!(source = ?message.source, "dropped an unreadable presence: {e}")
                     }
@@ -1272,6 +1361,8 @@ impl EventLoop {
         let now = Instant::now();
         let changes = self.membership.tick(now);
         self.emit(changes).await;
+        self.other_releases
+            .retain(|_, o| now.saturating_duration_since(o.last_heard) < OTHER_RELEASE_SHOWN_FOR);
         self.keep_connected(now);
         self.warn_if_alone(now);
         if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {

@@ -9,7 +9,10 @@
 //! | gossipsub `directord/presence/1` | [`Presence`]                |
 //! | request-response `/directord/ctl/1` | [`CtlRequest`] → [`CtlResponse`] |
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicU16, Ordering},
+};
 
 use libp2p::{Multiaddr, PeerId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -19,6 +22,21 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// chunk travels as raw bytes after a small head ([`BlobHead`]). Version 4: the jobs topic
 /// carries runs and QUERY sets (an enum around the run).
 pub const WIRE_VERSION: u16 = 5;
+
+/// The version this process speaks: [`WIRE_VERSION`], unless a test made it another release.
+static SPOKEN: AtomicU16 = AtomicU16::new(WIRE_VERSION);
+
+/// Makes this process speak wire version `v` from now on, as a release of that version would
+/// (a test of a mesh of mixed releases; every node of the process speaks it).
+#[doc(hidden)]
+pub fn speak_version_for_tests(v: u16) {
+    SPOKEN.store(v, Ordering::Relaxed);
+}
+
+/// The wire version this process speaks (see [`WIRE_VERSION`]).
+pub fn spoken_version() -> u16 {
+    SPOKEN.load(Ordering::Relaxed)
+}
 
 /// Largest gossip payload we publish or accept. Gossipsub's own `max_transmit_size` is set a little
 /// above this so the signature and topic fit (see `behaviour.rs`).
@@ -43,7 +61,10 @@ pub enum WireError {
     TooLarge { size: usize, limit: usize },
     #[error("empty message")]
     Empty,
-    #[error("unsupported wire version {found}; this node speaks version {WIRE_VERSION}")]
+    #[error(
+        "unsupported wire version {found}; this node speaks version {}",
+        spoken_version()
+    )]
     Version { found: u16 },
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -67,7 +88,7 @@ pub fn encode<T: Serialize>(body: &T, limit: usize) -> Result<Vec<u8>, WireError
     let mut out = Vec::new();
     ciborium::into_writer(
         &Envelope {
-            v: WIRE_VERSION,
+            v: spoken_version(),
             body,
         },
         &mut out,
@@ -93,11 +114,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
             limit,
         });
     }
+    let spoken = spoken_version();
     match ciborium::from_reader::<Envelope<T>, _>(bytes) {
-        Ok(env) if env.v == WIRE_VERSION => Ok(env.body),
+        Ok(env) if env.v == spoken => Ok(env.body),
         Ok(env) => Err(WireError::Version { found: env.v }),
         Err(e) => match ciborium::from_reader::<VersionOnly, _>(bytes) {
-            Ok(only) if only.v != WIRE_VERSION => Err(WireError::Version { found: only.v }),
+            Ok(only) if only.v != spoken => Err(WireError::Version { found: only.v }),
             _ => Err(WireError::Malformed(e.to_string())),
         },
     }

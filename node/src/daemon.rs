@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -92,6 +92,7 @@ impl Node {
     /// Starts a node with `config`.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let state = Arc::new(StateDir::open(&config.state_dir)?);
+        speak_wire_version_of_test_hook(state.path());
         let keypair = state.identity()?;
         let (mesh_key, mesh_key_created) = state.mesh_key(&config.mesh_key_choice)?;
         let peer_id = keypair.public().to_peer_id();
@@ -569,7 +570,7 @@ impl Control {
                 let mut inline = Vec::new();
                 let mut inline_bytes = 0;
                 for (src, file) in files {
-                    blobs.import(std::path::Path::new(&src), &file)?;
+                    blobs.import(Path::new(&src), &file)?;
                     if file.size <= INLINE_MAX
                         && inline_bytes + file.size as usize <= INLINE_TOTAL_MAX
                         && !inline
@@ -703,5 +704,17 @@ impl ControlHandler for Control {
         };
         debug!(elapsed = ?started.elapsed(), "control request answered");
         Reply::One(response)
+    }
+}
+
+/// Test hook, on only when `DIRECTORD_MESH_TEST_HOOKS=1`: a `test-wire-version` file in the
+/// state directory makes this process speak that wire version, as another release would.
+fn speak_wire_version_of_test_hook(state_dir: &Path) {
+    let on = std::env::var("DIRECTORD_MESH_TEST_HOOKS").is_ok_and(|v| v == "1");
+    if on
+        && let Ok(text) = std::fs::read_to_string(state_dir.join("test-wire-version"))
+        && let Ok(version) = text.trim().parse::<u16>()
+    {
+        mesh::wire::speak_version_for_tests(version);
     }
 }

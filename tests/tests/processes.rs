@@ -160,6 +160,66 @@ fn two_live_nodes_with_one_name_show_a_conflict() {
 /// A copy of a node's state directory started elsewhere runs with the node's identity and a
 /// later start, so peers take its heartbeats over the node's. The node says so in its log, and
 /// once the copy stops, peers see the node itself again and jobs reach it.
+/// A node of another release (another wire version) told to join is named by both sides, in
+/// their logs and `status`, and listed by neither; run with this release, it is a member.
+#[test]
+fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Daemon::start(root.path(), "a", &[]);
+    let a_id = a.peer_id();
+    let token = a.join_token();
+    let old_dir = root.path().join("old");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    let hook = old_dir.join("test-wire-version");
+    let spoken = mesh::wire::WIRE_VERSION;
+    std::fs::write(&hook, (spoken - 1).to_string()).unwrap();
+    let mut old = Daemon::start(root.path(), "old", &["--token", &token]);
+    let old_id = old.peer_id();
+    let warning = |d: &Daemon, version: u16, peer: &str| {
+        let status = d.status()?;
+        let found = status["self"]["warnings"]
+            .as_array()?
+            .iter()
+            .filter_map(|w| w.as_str())
+            .any(|w| w.contains(&format!("speaks wire version {version},")) && w.contains(peer));
+        found.then_some(status)
+    };
+    let (a_status, _) = wait_for(Duration::from_secs(20), "a to name the old node", || {
+        warning(&a, spoken - 1, &old_id)
+    });
+    let (old_status, _) = wait_for(Duration::from_secs(20), "the old node to name a", || {
+        warning(&old, spoken, &a_id)
+    });
+    assert_eq!(state_of(&a_status, &old_id), None, "{a_status}");
+    assert_eq!(state_of(&old_status, &a_id), None, "{old_status}");
+    assert!(
+        a.log()
+            .contains(&format!("a node speaks wire version {}", spoken - 1)),
+        "{}",
+        a.log()
+    );
+    let shown = String::from_utf8_lossy(&a.cli(&["status"]).stdout).to_string();
+    assert!(
+        shown.contains("Warning") && shown.contains(&old_id),
+        "{shown}"
+    );
+
+    // Upgraded: a member, and no longer named.
+    assert!(old.terminate().success());
+    std::fs::remove_file(&hook).unwrap();
+    old.restart();
+    wait_for(
+        Duration::from_secs(20),
+        "a to take in the upgraded node",
+        || {
+            let status = a.status()?;
+            let alive = state_of(&status, &old_id)? == "alive";
+            let named = status["self"]["warnings"].to_string().contains(&old_id);
+            (alive && !named).then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops() {
     let root = tempfile::tempdir().unwrap();
