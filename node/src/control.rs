@@ -211,7 +211,8 @@ pub enum ControlError {
         source: io::Error,
     },
     #[error(
-        "the daemon speaks control protocol version {found}, this CLI speaks {CONTROL_VERSION}; use matching versions"
+        "the daemon speaks control protocol version {found}, this CLI speaks {CONTROL_VERSION}: \
+         they are different releases (after an upgrade, restart the daemon)"
     )]
     Version { found: u16 },
     #[error("malformed control message: {0}")]
