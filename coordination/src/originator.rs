@@ -60,10 +60,13 @@ pub enum Input {
     /// A new run from this node.
     Submit(Run),
     /// A run this node submitted before a restart, with what is already known of it.
+    /// `queued_here`: this node's own jobs of it that had not started before the restart and
+    /// are queued again (their results are awaited like any other).
     Resume {
         run: Run,
         acked: Vec<NodeId>,
         reported: Vec<(String, NodeId)>,
+        queued_here: Vec<String>,
     },
     /// A target has queued the run.
     Acked { run_id: String, node: NodeId },
@@ -207,7 +210,8 @@ impl Originator {
                 run,
                 acked,
                 reported,
-            } => self.resume(run, acked, reported, now),
+                queued_here,
+            } => self.resume(run, acked, reported, queued_here, now),
             Input::Acked { run_id, node } => {
                 if let Some(t) = self.runs.get_mut(&run_id) {
                     t.acknowledged(&node);
@@ -273,6 +277,7 @@ impl Originator {
         run: Run,
         acked: Vec<NodeId>,
         reported: Vec<(String, NodeId)>,
+        queued_here: Vec<String>,
         now: Instant,
     ) -> Vec<Action> {
         let reported: HashSet<(String, NodeId)> = reported.into_iter().collect();
@@ -284,17 +289,19 @@ impl Originator {
         if missing.is_empty() {
             return vec![Action::Finished { run_id: run.run_id }];
         }
-        // This node itself lost its queue in the restart: what it had not reported never will be.
+        // This node itself lost its queue in the restart: what it had not reported never will
+        // be, but for the jobs it queued again.
         let mut actions = Vec::new();
+        let lost_here = |(j, n): &(String, NodeId)| *n == self.local && !queued_here.contains(j);
         let mut local_jobs: Vec<String> = missing
             .iter()
-            .filter(|(_, n)| *n == self.local)
+            .filter(|r| lost_here(r))
             .map(|(j, _)| j.clone())
             .collect();
         let mut missing = missing;
         if !local_jobs.is_empty() {
             local_jobs.sort();
-            missing.retain(|(_, n)| *n != self.local);
+            missing.retain(|r| !lost_here(r));
             actions.push(Action::Interrupted {
                 run_id: run.run_id.clone(),
                 job_ids: local_jobs,
@@ -903,6 +910,7 @@ mod tests {
                 run: run(&["me", "a", "b"], 1, None),
                 acked: vec![node("a")],
                 reported: vec![("j0".into(), node("a"))],
+                queued_here: vec![],
             },
             now,
         );
@@ -919,6 +927,36 @@ mod tests {
         assert_eq!(o.missing("r1"), 1);
     }
 
+    /// Its own jobs that had not started before the restart are queued again here: awaited,
+    /// not interrupted.
+    #[test]
+    fn a_resumed_run_awaits_its_own_jobs_queued_again() {
+        let now = Instant::now();
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        let a = o.handle(
+            Input::Resume {
+                run: run(&["me", "a"], 2, None),
+                acked: vec![node("a")],
+                reported: vec![
+                    ("j0".into(), node("a")),
+                    ("j1".into(), node("a")),
+                    ("j0".into(), node("me")),
+                ],
+                queued_here: vec!["j1".into()],
+            },
+            now,
+        );
+        assert_eq!(a, vec![]);
+        assert_eq!(o.missing("r1"), 1);
+        let a = o.handle(result("j1", "me"), now);
+        assert_eq!(
+            a,
+            vec![Action::Finished {
+                run_id: "r1".into()
+            }]
+        );
+    }
+
     #[test]
     fn targets_of_a_resumed_run_not_alive_after_a_while_are_written_off() {
         let now = Instant::now();
@@ -928,6 +966,7 @@ mod tests {
                 run: run(&["a", "b", "c"], 1, None),
                 acked: vec![],
                 reported: vec![("j0".into(), node("c"))],
+                queued_here: vec![],
             },
             now,
         );

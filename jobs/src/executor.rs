@@ -512,12 +512,18 @@ impl Actor {
 
     /// Runs `work` in its own task; `note` is added to the info of a successful result.
     fn start(&self, work: Work, note: Option<String>) {
+        // Written down before the job does anything: after a restart, a job of an accepted
+        // run that is not in the log never started and may run; one that is, is interrupted.
+        if let Some(log) = &self.processes {
+            log.job_started(&work.job_id);
+        }
         let cache = self.cache.clone();
         let locks = self.locks.clone();
         let events = self.events.clone();
         let done_tx = self.done_tx.clone();
         let coordinator = self.coordinator.clone();
         let processes = self.processes.clone();
+        let ended_log = self.processes.clone();
         let lender = (work.queue == QueueKind::Sync).then(|| LentJob {
             lent: Arc::clone(&self.lent),
             job_id: work.job_id.clone(),
@@ -554,6 +560,9 @@ impl Actor {
                 outcome.info = note;
             }
             let failed = outcome.state == ResultState::Failed;
+            if let Some(log) = &ended_log {
+                log.job_ended(&job_id);
+            }
             let _ = events.send(ExecEvent::Finished(outcome)).await;
             let _ = done_tx
                 .send(Done {

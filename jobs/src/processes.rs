@@ -2,9 +2,14 @@
 //! (kill -9, out of memory) stops what its previous run left running: a job reported
 //! interrupted must not go on unsupervised beside a resend of it.
 //!
+//! It also says which jobs started: a job of an accepted run that the previous run of the node
+//! never started can be queued again after a restart, where one that started is reported
+//! interrupted (no job runs twice).
+//!
 //! One file, appended to and never synced (a crashed process leaves the page cache intact;
-//! after a reboot there is nothing left to stop): a `boot` line naming the boot it belongs to,
-//! then `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time on
+//! after a reboot there is nothing left to stop, and no telling which jobs started): a `boot`
+//! line naming the boot it belongs to, then `>JOB` as a job starts, `+PGID TICKS` as a job's
+//! shell starts and `-PGID` as it ends. TICKS is the time on
 //! the boot clock just after the shell started, in the clock ticks `/proc/PID/stat` gives a
 //! process's start in. A group is stopped only if the log is from this boot and this pid
 //! namespace and its leader (the job's shell) is still there and started at most a second
@@ -12,11 +17,12 @@
 //! TICKS. Children a shell left in its group after the shell itself ended are not stopped.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
     sync::Mutex,
+    time::Instant,
 };
 
 use nix::{
@@ -25,8 +31,16 @@ use nix::{
     unistd::Pid,
 };
 
-/// Rewritten with only the live entries once it grows past this.
+/// Rewritten with only the live entries once it grows past this (and twice its size after
+/// the last rewrite).
 const COMPACT_AT: u64 = 1024 * 1024;
+
+/// The line after the boot's that says the log names every job's start.
+const STARTS_SAID: &str = "starts";
+
+/// How long a job's start stays in the log after the job ended: by then its result is on disk
+/// (the store syncs what is a second old), and a restart finds it done, not pending.
+const STARTS_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Linux reports process start times in USER_HZ ticks, which it fixes at 100.
 const TICKS_PER_SEC: u64 = 100;
@@ -44,6 +58,15 @@ struct State {
     file: File,
     boot: String,
     live: HashMap<u32, u64>,
+    /// Jobs started, with when they ended (`None`: running), kept in the log while needed.
+    starts: HashMap<String, Option<Instant>>,
+    /// A write failed: the file is gone until a rewrite works.
+    broken: bool,
+    /// Its size when last rewritten (the next rewrite waits for twice as much).
+    compacted: u64,
+    /// The jobs the previous run of the node started, if it can tell (see
+    /// [`ProcessLog::previous_starts`]).
+    previous: Option<HashSet<String>>,
     written: u64,
 }
 
@@ -53,11 +76,22 @@ impl ProcessLog {
     pub fn open(path: &Path) -> io::Result<(ProcessLog, Vec<u32>)> {
         let boot = boot_id();
         // An unreadable or damaged log stops nothing: it only serves a cleanup.
-        let stopped = match fs::read(path) {
-            Ok(bytes) => stop_leftovers(&String::from_utf8_lossy(&bytes), &boot),
-            Err(_) => Vec::new(),
+        let (stopped, previous) = match fs::read(path) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                (stop_leftovers(&text, &boot), starts(&text, &boot))
+            }
+            Err(_) => (Vec::new(), None),
         };
-        let file = fresh(path, &boot, &HashMap::new())?;
+        // The previous run's starts stay in the new log a while: should this run stop before
+        // the jobs they name are recorded interrupted, the next one still knows.
+        let now = Instant::now();
+        let starts: HashMap<String, Option<Instant>> = previous
+            .iter()
+            .flatten()
+            .map(|job| (job.clone(), Some(now)))
+            .collect();
+        let file = fresh(path, &boot, &HashMap::new(), &starts)?;
         let written = file.metadata()?.len();
         let log = ProcessLog {
             state: Mutex::new(State {
@@ -65,31 +99,61 @@ impl ProcessLog {
                 file,
                 boot,
                 live: HashMap::new(),
+                starts,
+                broken: false,
+                compacted: written,
+                previous,
                 written,
             }),
         };
         Ok((log, stopped))
     }
 
+    /// The jobs the previous run of this node started, once (later calls: `None`). `None`
+    /// also when it cannot tell: no log, or a log from another boot (or pid namespace), whose
+    /// last writes may be lost. A job a node accepted and did not start may run after all.
+    pub fn previous_starts(&self) -> Option<HashSet<String>> {
+        self.lock().previous.take()
+    }
+
+    /// Job `job_id` starts (before it does anything).
+    pub fn job_started(&self, job_id: &str) {
+        self.append(format!(">{job_id}\n"), |state| {
+            state.starts.insert(job_id.to_string(), None);
+        });
+    }
+
+    /// Job `job_id` ended; its start is kept for [`STARTS_KEPT_FOR`].
+    pub fn job_ended(&self, job_id: &str) {
+        if let Some(end) = self.lock().starts.get_mut(job_id) {
+            *end = Some(Instant::now());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another job's write panicked; the log is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A job's shell started as the leader of process group `pgid`.
     pub fn started(&self, pgid: u32) {
         let ticks = boot_ticks();
-        self.append(format!("+{pgid} {ticks}\n"), |live| {
-            live.insert(pgid, ticks);
+        self.append(format!("+{pgid} {ticks}\n"), |state| {
+            state.live.insert(pgid, ticks);
         });
     }
 
     /// The job's shell ended (what it left in its group is the job's own business).
     pub fn ended(&self, pgid: u32) {
-        self.append(format!("-{pgid}\n"), |live| {
-            live.remove(&pgid);
+        self.append(format!("-{pgid}\n"), |state| {
+            state.live.remove(&pgid);
         });
     }
 
     /// Stops every job's process group still running (the node is stopping: its jobs must not
     /// go on unsupervised, and after its restart they are reported interrupted). Returns them.
     pub fn stop_all(&self) -> Vec<u32> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.lock();
         let mut stopped: Vec<u32> = state.live.keys().copied().collect();
         stopped.sort_unstable();
         for pgid in &stopped {
@@ -98,33 +162,71 @@ impl ProcessLog {
         stopped
     }
 
-    fn append(&self, line: String, change: impl FnOnce(&mut HashMap<u32, u64>)) {
-        // A poisoned lock only means another job's write panicked; the log is still usable.
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut state.live);
-        // Best effort: a log that cannot be written only loses the cleanup after a crash.
-        if state.file.write_all(line.as_bytes()).is_ok() {
+    fn append(&self, line: String, change: impl FnOnce(&mut State)) {
+        let mut state = self.lock();
+        change(&mut state);
+        if !state.broken && state.file.write_all(line.as_bytes()).is_ok() {
             state.written += line.len() as u64;
+        } else if !state.broken {
+            // The log no longer says every start. No log is the safe word (a restart then
+            // reports every pending job interrupted, runs none again) until a rewrite works;
+            // meanwhile the cleanup after a crash is lost, which is only best effort.
+            let _ = fs::remove_file(&state.path);
+            state.broken = true;
         }
-        if state.written > COMPACT_AT
-            && let Ok(file) = fresh(&state.path, &state.boot, &state.live)
-        {
-            state.written = file.metadata().map_or(0, |m| m.len());
-            state.file = file;
+        if state.broken || state.written > COMPACT_AT.max(2 * state.compacted) {
+            let now = Instant::now();
+            state
+                .starts
+                .retain(|_, end| end.is_none_or(|at| now.duration_since(at) < STARTS_KEPT_FOR));
+            if let Ok(file) = fresh(&state.path, &state.boot, &state.live, &state.starts) {
+                state.written = file.metadata().map_or(0, |m| m.len());
+                state.compacted = state.written;
+                state.file = file;
+                state.broken = false;
+            }
         }
     }
 }
 
-/// A log holding `live`, written aside and renamed over `path`, open for appending.
-fn fresh(path: &Path, boot: &str, live: &HashMap<u32, u64>) -> io::Result<File> {
+/// A log holding `live` and `starts`, written aside and renamed over `path`, open for
+/// appending.
+fn fresh(
+    path: &Path,
+    boot: &str,
+    live: &HashMap<u32, u64>,
+    starts: &HashMap<String, Option<Instant>>,
+) -> io::Result<File> {
     let aside = path.with_extension("new");
-    let mut text = format!("boot {boot}\n");
+    let mut text = format!("boot {boot}\n{STARTS_SAID}\n");
+    for job in starts.keys() {
+        text.push_str(&format!(">{job}\n"));
+    }
     for (pgid, ticks) in live {
         text.push_str(&format!("+{pgid} {ticks}\n"));
     }
     fs::write(&aside, text)?;
     fs::rename(&aside, path)?;
     OpenOptions::new().append(true).open(path)
+}
+
+/// The jobs `text` (a previous log) shows started, if it is from this boot and pid namespace
+/// (after a reboot its last lines may be lost; nothing tells the namespaces' logs apart) and
+/// says starts at all (a release before did not).
+fn starts(text: &str, boot: &str) -> Option<HashSet<String>> {
+    let mut lines = text.lines();
+    if boot.is_empty()
+        || lines.next() != Some(&format!("boot {boot}"))
+        || lines.next() != Some(STARTS_SAID)
+    {
+        return None;
+    }
+    Some(
+        lines
+            .filter_map(|line| line.strip_prefix('>'))
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// Stops the groups `text` (a previous log) shows running, if it is from this boot and pid
@@ -272,11 +374,69 @@ mod tests {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             child.wait().unwrap();
         }
-        // The fresh log holds nothing from before.
+        // The fresh log holds no group from before.
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            format!("boot {}\n", boot_id())
+            format!("boot {}\n{STARTS_SAID}\n", boot_id())
         );
+    }
+
+    /// A restart in the same boot knows which jobs the previous run started (running or
+    /// ended), and still knows after another restart; a log of another boot, or of a release
+    /// that did not say starts, or none at all, tells nothing.
+    #[test]
+    fn a_restart_knows_which_jobs_started_in_this_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert_eq!(log.previous_starts(), None, "no log before");
+        log.job_started("running");
+        log.job_started("ended");
+        log.job_ended("ended");
+        drop(log);
+        let both: HashSet<String> = ["running", "ended"].map(String::from).into();
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert_eq!(log.previous_starts(), Some(both.clone()));
+        assert_eq!(log.previous_starts(), None, "told once");
+        log.job_started("later");
+        drop(log);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        let mut all = both.clone();
+        all.insert("later".into());
+        assert_eq!(log.previous_starts(), Some(all));
+        drop(log);
+
+        // Many starts: the log is rewritten on the way and still names every recent one.
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        log.job_started("long-running");
+        for i in 0..40_000 {
+            let job = format!("job-{i:08}-0000-0000-0000-000000000000");
+            log.job_started(&job);
+            log.job_ended(&job);
+        }
+        let size = fs::metadata(&path).unwrap().len();
+        assert!(size < 4 * COMPACT_AT, "{size} bytes");
+        drop(log);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        let starts = log.previous_starts().unwrap();
+        assert!(
+            starts.contains("long-running")
+                && starts.contains("job-00000000-0000-0000-0000-000000000000")
+        );
+        assert_eq!(starts.len(), 40_000 + 1 + 3);
+        drop(log);
+
+        for text in [
+            "boot another boot\nstarts\n>a\n".to_string(),
+            format!("boot {}\n>a\n", boot_id()),
+        ] {
+            fs::write(&path, text).unwrap();
+            let (log, _) = ProcessLog::open(&path).unwrap();
+            assert_eq!(log.previous_starts(), None);
+        }
+        fs::remove_file(&path).unwrap();
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert_eq!(log.previous_starts(), None);
     }
 
     /// A shell that ended while its node was down (a zombie waiting to be collected) is not

@@ -189,6 +189,7 @@ impl Node {
                 blobs: blobs.clone(),
                 blob_retention: config.blob_retention,
                 allow_submitters: config.allow_submitters.clone(),
+                previous_starts: processes.previous_starts(),
             },
         );
         let control = Arc::new(Control {

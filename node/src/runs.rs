@@ -44,11 +44,12 @@ use crate::{
     store::{Accepted, OutboxEntry, PendingJob, Store, StoredRun},
 };
 
-/// A job a restart of its node cut short, running or queued: the node cannot tell whether a
-/// queued job had started, so it runs none of them again.
-pub const INTERRUPTED: &str = "interrupted: the node restarted before the job finished (it was \
-                               running or still queued there; it is not run again, so that no \
-                               job ever runs twice)";
+/// A job a restart of its node cut short. A job still queued is run after the restart,
+/// unless the node cannot tell whether it had started (after a reboot of its machine, or a
+/// submitter's own job whose acceptance had not reached the disk).
+pub const INTERRUPTED: &str = "interrupted: the node restarted before the job finished (it had \
+                               started, or the node could not tell, as after a reboot; it is \
+                               not run again, so that no job ever runs twice)";
 
 /// Largest job message (a run with many jobs, a batch of results with their output).
 const MAX_JOB_MESSAGE: usize = wire::MAX_CTL_BYTES;
@@ -184,6 +185,10 @@ pub struct RunsParts {
     pub blob_retention: Option<Duration>,
     /// Submitters whose runs this node takes, besides its own; empty: any member's.
     pub allow_submitters: Vec<PeerId>,
+    /// The jobs the previous run of this node started, if it can tell
+    /// (`jobs::processes::ProcessLog::previous_starts`): jobs of accepted runs pending and not
+    /// among them are queued again; `None`, all pending jobs are reported interrupted.
+    pub previous_starts: Option<HashSet<String>>,
 }
 
 impl Runs {
@@ -218,6 +223,7 @@ impl Runs {
             blobs,
             blob_retention,
             allow_submitters,
+            previous_starts,
         } = parts;
         let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
@@ -257,7 +263,7 @@ impl Runs {
             outputs: HashMap::new(),
             output_seq: HashMap::new(),
         };
-        actor.restore();
+        actor.restore(previous_starts);
         vec![
             tokio::spawn(forward_exec_events(exec_events, tx.clone())),
             tokio::spawn(actor.run(rx)),
@@ -426,8 +432,8 @@ impl Actor {
     }
 
     /// After a restart: QUERY values collected, results still to deliver, jobs interrupted
-    /// here, runs to resume.
-    fn restore(&mut self) {
+    /// here, jobs that never started queued again, runs to resume.
+    fn restore(&mut self, previous_starts: Option<HashSet<String>>) {
         // First, so that a QUERY job interrupted here counts against its collection.
         self.restore_queries();
         let now = Instant::now();
@@ -444,7 +450,11 @@ impl Actor {
         }
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
         let mut pending_jobs = self.store.pending_jobs();
-        for (run_id, accepted) in self.store.accepted() {
+        let mut accepted_runs = self.store.accepted();
+        // In the order they came: jobs queued again keep their order across runs.
+        accepted_runs.sort_by_key(|(_, a)| a.accepted_unix_ms);
+        let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
+        for (run_id, accepted) in accepted_runs {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
             if pending.is_empty()
                 && accepted.accepted_unix_ms < forget_before
@@ -453,8 +463,22 @@ impl Actor {
                 self.store.delete_accepted(&run_id);
                 continue;
             }
-            // Jobs still pending were queued or running when this node stopped: they will not
-            // finish. Runs without pending jobs are remembered so a resend does not run them again.
+            // Jobs still pending were queued or running when this node stopped. Those that
+            // had started will not finish: interrupted. Those that had not are queued again,
+            // when this node can tell (the log of starts is from this boot) and kept the run.
+            let run = match &previous_starts {
+                Some(_) if !pending.is_empty() => self.store.accepted_run(&run_id).map(Arc::new),
+                _ => None,
+            };
+            let never_started: HashSet<String> = match (&previous_starts, &run) {
+                (Some(started), Some(_)) => pending
+                    .iter()
+                    .filter(|p| !started.contains(&p.job_id))
+                    .map(|p| p.job_id.clone())
+                    .collect(),
+                _ => HashSet::new(),
+            };
+            // Runs without pending jobs are remembered so a resend does not run them again.
             self.accepted.insert(
                 run_id.clone(),
                 AcceptedRun {
@@ -465,14 +489,32 @@ impl Actor {
                 },
             );
             for job in pending {
+                if never_started.contains(&job.job_id) {
+                    continue;
+                }
                 let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id);
                 self.job_runs.insert(job.job_id, run_id.clone());
                 self.finished(outcome);
             }
+            if let Some(run) = run
+                && !never_started.is_empty()
+            {
+                queue_again.push((run, never_started));
+            }
         }
         // What the loop above recorded (interrupted jobs of this node's own runs) is read
-        // back below: on disk first.
+        // back below: on disk first. The interrupted jobs' parents are failed in the cache
+        // by now, so the executor reports their later jobs not run.
         self.store.flush();
+        let mut queued_here: HashMap<String, Vec<String>> = HashMap::new();
+        for (run, jobs) in queue_again {
+            info!(run = %run.run_id, jobs = jobs.len(), "queued again the jobs of an accepted run that had not started before the restart");
+            let (_, _, work) = self.take_jobs(&run, Some(&jobs));
+            queued_here.insert(run.run_id.clone(), jobs.into_iter().collect());
+            self.waiting_for_executor
+                .extend(work.into_iter().map(Box::new));
+        }
+        self.feed_executor();
         for run in self.store.unfinished_runs() {
             let mut reported = Vec::new();
             let mut acked = HashSet::new();
@@ -495,6 +537,7 @@ impl Actor {
             self.open_runs.insert(run.run_id.clone(), run.clone());
             let actions = self.originator.handle(
                 originator::Input::Resume {
+                    queued_here: queued_here.remove(&run.run_id).unwrap_or_default(),
                     run,
                     acked: acked.into_iter().collect(),
                     reported,
@@ -1234,46 +1277,10 @@ impl Actor {
             }
             return;
         }
-        let mut pending = HashSet::new();
-        let mut pending_rows = Vec::new();
-        let mut work_here = Vec::new();
-        for (parent, jobs) in &work {
-            for job in jobs {
-                pending.insert(job.job_id.clone());
-                pending_rows.push(PendingJob {
-                    job_id: job.job_id.clone(),
-                    fingerprint: Some(job.fingerprint),
-                    parent_id: parent.parent_id.clone(),
-                });
-                self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
-                self.job_fingerprints
-                    .insert(job.job_id.clone(), job.fingerprint);
-                if let Some(file) = transfer_file(&job.spec.component)
-                    && let Some(parent_index) =
-                        run.parents.iter().position(|p| std::ptr::eq(p, *parent))
-                    && let Some(job_index) = parent.jobs.iter().position(|j| std::ptr::eq(j, *job))
-                {
-                    self.job_files.insert(
-                        job.job_id.clone(),
-                        JobFile {
-                            run: run.clone(),
-                            parent: parent_index,
-                            job: job_index,
-                            hash: file.hash,
-                        },
-                    );
-                }
-                work_here.push(Work {
-                    job_id: job.job_id.clone(),
-                    run_id: run.run_id.clone(),
-                    parent_id: parent.parent_id.clone(),
-                    queue: parent.queue,
-                    spec: job.spec.clone(),
-                    fingerprint: job.fingerprint,
-                    stream: run.stream,
-                });
-            }
-        }
+        let (pending, pending_rows, work_here) = self.take_jobs(&run, None);
+        // The run is kept while jobs of it are pending, to queue again after a restart those
+        // that had not started.
+        self.store.put_accepted_run(&run);
         let accepted_unix_ms = now_ms();
         self.store.put_accepted(
             &run.run_id,
@@ -1315,6 +1322,59 @@ impl Actor {
         if acknowledge {
             self.send_ack(&run);
         }
+    }
+
+    /// This node's jobs of `run` (`only` these, if given), ready for the executor: their
+    /// pending rows, and the bookkeeping of a job this node runs (its run, fingerprint, file).
+    fn take_jobs(
+        &mut self,
+        run: &Arc<Run>,
+        only: Option<&HashSet<String>>,
+    ) -> (HashSet<String>, Vec<PendingJob>, Vec<Work>) {
+        let mut pending = HashSet::new();
+        let mut pending_rows = Vec::new();
+        let mut work_here = Vec::new();
+        for (parent, jobs) in &run.work_for(&self.local) {
+            for job in jobs {
+                if only.is_some_and(|only| !only.contains(&job.job_id)) {
+                    continue;
+                }
+                pending.insert(job.job_id.clone());
+                pending_rows.push(PendingJob {
+                    job_id: job.job_id.clone(),
+                    fingerprint: Some(job.fingerprint),
+                    parent_id: parent.parent_id.clone(),
+                });
+                self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
+                self.job_fingerprints
+                    .insert(job.job_id.clone(), job.fingerprint);
+                if let Some(file) = transfer_file(&job.spec.component)
+                    && let Some(parent_index) =
+                        run.parents.iter().position(|p| std::ptr::eq(p, *parent))
+                    && let Some(job_index) = parent.jobs.iter().position(|j| std::ptr::eq(j, *job))
+                {
+                    self.job_files.insert(
+                        job.job_id.clone(),
+                        JobFile {
+                            run: run.clone(),
+                            parent: parent_index,
+                            job: job_index,
+                            hash: file.hash,
+                        },
+                    );
+                }
+                work_here.push(Work {
+                    job_id: job.job_id.clone(),
+                    run_id: run.run_id.clone(),
+                    parent_id: parent.parent_id.clone(),
+                    queue: parent.queue,
+                    spec: job.spec.clone(),
+                    fingerprint: job.fingerprint,
+                    stream: run.stream,
+                });
+            }
+        }
+        (pending, pending_rows, work_here)
     }
 
     /// A run from a submitter this node does not take jobs from (`--allow-submitter`): its
@@ -1450,6 +1510,9 @@ impl Actor {
         if originator == self.local {
             self.store
                 .job_finished(&run_id, &result.outcome.job_id, None);
+            if !more_coming {
+                self.store.forget_accepted_run(&run_id);
+            }
             self.record_result(result);
         } else {
             let entry = OutboxEntry {
@@ -1458,6 +1521,9 @@ impl Actor {
             };
             self.store
                 .job_finished(&run_id, &entry.result.outcome.job_id, Some(&entry));
+            if !more_coming {
+                self.store.forget_accepted_run(&run_id);
+            }
             let result = entry.result;
             let actions = self.outbox.handle(
                 outbox::Input::Add {

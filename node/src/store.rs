@@ -8,6 +8,7 @@
 //! | `outbox`   | `run/job` → [`OutboxEntry`]          | a target        |
 //! | `accepted` | run id → [`Accepted`]                | a target        |
 //! | `pending`  | `run/job` → [`PendingJob`]           | a target        |
+//! | `accepted-runs` | run id → `Run` (no inline files), while jobs of it are pending | a target |
 //! | `cache`    | see `jobs::cache`                    | a target        |
 //! | `query-values` | `job/peer` → [`QueryValue`]      | the originator  |
 //!
@@ -20,7 +21,8 @@
 //! [`DURABLE_WITHIN`] old. Whoever tells another node "I have it" (an accepted run, results taken
 //! in, a QUERY value collected) or a client "submitted" waits for that first ([`Store::committed`],
 //! [`Store::commit_now`]), so a crash loses nothing that was acknowledged: at most the last
-//! second of a target's own bookkeeping, whose jobs then report as interrupted.
+//! second of a target's own bookkeeping, whose jobs then report as interrupted (those that had
+//! started; see `jobs::processes`).
 //!
 //! A commit that fails (a full or broken disk) drops its group's writes: its waiters hear that
 //! nothing was stored, and [`Store::failed`] resolves with the reason, for the node to stop. A node that
@@ -55,6 +57,7 @@ const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 const ACCEPTED: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+const ACCEPTED_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted-runs");
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new(jobs::cache::TABLE_NAME);
 /// QUERY values an originator collected (`JOB/PEER`), kept until the job is over.
@@ -359,6 +362,33 @@ impl Store {
 
     pub fn delete_accepted(&self, run_id: &str) {
         self.send(Op::Delete(ACCEPTED, run_id.to_string()));
+        self.send(Op::Delete(ACCEPTED_RUNS, run_id.to_string()));
+    }
+
+    /// Keeps an accepted run while jobs of it are pending here, so that a restart can queue
+    /// again those that never started. Written before [`Store::put_accepted`]: whatever of
+    /// that is on disk, this is too. Inline files are left out (they are in the blob store).
+    pub fn put_accepted_run(&self, run: &Run) {
+        let bytes = if run.inline.is_empty() {
+            encode(run)
+        } else {
+            encode(&Run {
+                inline: Vec::new(),
+                ..run.clone()
+            })
+        };
+        self.send(Op::Put(ACCEPTED_RUNS, run.run_id.clone(), bytes));
+    }
+
+    /// The run `run_id` as [`Store::put_accepted_run`] kept it.
+    pub fn accepted_run(&self, run_id: &str) -> Option<Run> {
+        self.get(ACCEPTED_RUNS, run_id)
+    }
+
+    /// No job of `run_id` is pending here any more (sent after the last one's
+    /// [`Store::job_finished`]).
+    pub fn forget_accepted_run(&self, run_id: &str) {
+        self.send(Op::Delete(ACCEPTED_RUNS, run_id.to_string()));
     }
 
     /// Unfinished jobs of accepted runs, by run.
@@ -706,7 +736,7 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 type TableName = usize;
 
 /// Every table the writer knows.
-const TABLES: [Table; 8] = [
+const TABLES: [Table; 9] = [
     JOBS,
     RUNS,
     OUTBOX,
@@ -715,6 +745,7 @@ const TABLES: [Table; 8] = [
     RESULTS,
     CACHE,
     QUERY_VALUES,
+    ACCEPTED_RUNS,
 ];
 
 fn table_index(table: &Table) -> TableName {

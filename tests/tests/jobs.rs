@@ -538,6 +538,80 @@ fn a_restarted_node_stops_the_jobs_its_crash_left_running() {
     assert_ne!(record["results"]["n2"]["stdout"], "never", "{record}");
 }
 
+/// A node restarted after a crash reports the job that was running interrupted, and the rest
+/// of that job's parent not run; the jobs still queued behind it (other parents) run after the
+/// restart, in order. `crashed` is the node that runs them and crashes (0: the submitter).
+fn queued_jobs_run_after_a_restart_of(crashed: usize) {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let target = nodes[crashed].name.clone();
+    // A command line no other process has.
+    let marker = format!("sleep 46.{}{crashed}", std::process::id());
+    let file = root.path().join("queued.yaml");
+    let entry = |jobs: &[&str]| {
+        let jobs: String = jobs
+            .iter()
+            .map(|j| format!("  - RUN: --skip-cache {j}\n"))
+            .collect();
+        format!("- targets: [{target}]\n  jobs:\n{jobs}")
+    };
+    let orchestration = [
+        entry(&[&marker, "echo after-sleep"]),
+        entry(&["echo second"]),
+        entry(&["echo third"]),
+    ]
+    .concat();
+    std::fs::write(&file, orchestration).unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(Duration::from_secs(20), "the sleep to start", || {
+        processes_running(&marker).then_some(())
+    });
+    // The acceptance is on disk by now (a target's before its jobs start; the submitter's own
+    // within a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    crash_and_restart(&mut nodes[crashed]);
+    let result = |job: &str| {
+        let r = wait_for_job(
+            &nodes,
+            &format!("RUN: --skip-cache {job}"),
+            &format!("{job} never reported"),
+            |r| r["results"][&target].is_object(),
+        );
+        let state = r["results"][&target]["state"].as_str().unwrap_or_default();
+        let info = r["results"][&target]["info"].as_str().unwrap_or_default();
+        (state.to_string(), info.to_string(), r)
+    };
+    let (state, info, r) = result(&marker);
+    assert!(state == "failed" && info.starts_with("interrupted"), "{r}");
+    let (state, info, r) = result("echo after-sleep");
+    assert!(state == "failed" && info.starts_with("not run"), "{r}");
+    let (state, _, second) = result("echo second");
+    assert_eq!(state, "success", "{second}");
+    assert_eq!(stdout_on(&second, &target), "second");
+    let (state, _, third) = result("echo third");
+    assert_eq!(state, "success", "{third}");
+    assert!(
+        window(&second, &target).1 <= window(&third, &target).0,
+        "in order: {second} {third}"
+    );
+    assert!(
+        nodes[crashed].log().contains("queued again the jobs"),
+        "{}",
+        nodes[crashed].log()
+    );
+}
+
+#[test]
+fn a_target_restarted_after_a_crash_runs_the_jobs_still_queued() {
+    queued_jobs_run_after_a_restart_of(1);
+}
+
+#[test]
+fn a_submitter_restarted_after_a_crash_runs_its_own_jobs_still_queued() {
+    queued_jobs_run_after_a_restart_of(0);
+}
+
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
 fn run_args(targets: &[&str], command: &str) -> Vec<String> {
     let mut args: Vec<String> = ["exec", "--verb", "RUN", "--skip-cache"]
