@@ -66,7 +66,7 @@ pub enum Input {
         run: Run,
         acked: Vec<NodeId>,
         reported: Vec<(String, NodeId)>,
-        queued_here: Vec<String>,
+        queued_here: HashSet<String>,
     },
     /// A target has queued the run.
     Acked { run_id: String, node: NodeId },
@@ -277,7 +277,7 @@ impl Originator {
         run: Run,
         acked: Vec<NodeId>,
         reported: Vec<(String, NodeId)>,
-        queued_here: Vec<String>,
+        queued_here: HashSet<String>,
         now: Instant,
     ) -> Vec<Action> {
         let reported: HashSet<(String, NodeId)> = reported.into_iter().collect();
@@ -910,7 +910,7 @@ mod tests {
                 run: run(&["me", "a", "b"], 1, None),
                 acked: vec![node("a")],
                 reported: vec![("j0".into(), node("a"))],
-                queued_here: vec![],
+                queued_here: HashSet::new(),
             },
             now,
         );
@@ -942,7 +942,7 @@ mod tests {
                     ("j1".into(), node("a")),
                     ("j0".into(), node("me")),
                 ],
-                queued_here: vec!["j1".into()],
+                queued_here: HashSet::from(["j1".to_string()]),
             },
             now,
         );
@@ -966,7 +966,7 @@ mod tests {
                 run: run(&["a", "b", "c"], 1, None),
                 acked: vec![],
                 reported: vec![("j0".into(), node("c"))],
-                queued_here: vec![],
+                queued_here: HashSet::new(),
             },
             now,
         );

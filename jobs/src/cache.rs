@@ -242,6 +242,14 @@ impl Cache {
         ]);
     }
 
+    /// Marks a parent failed here without touching any job's outcome (a job a restart cut
+    /// short whose fingerprint has an earlier run's outcome cached): its later jobs do not run.
+    pub fn fail_parent(&self, parent: &str) {
+        let failed = self.timed(CachedState::Failed);
+        self.lock().parents.insert(parent.to_string(), failed);
+        self.persist(vec![(format!("parent/{parent}"), Some(cbor(&failed)))]);
+    }
+
     /// The cached args, as a JSON object (the variables of templates).
     pub fn args(&self) -> Value {
         Value::Object(self.lock().args.clone())

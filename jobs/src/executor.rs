@@ -32,7 +32,7 @@ use tokio::{
 use crate::{
     cache::{Cache, CachedState},
     components::{self, Coordinator, LineSink, OutputLine, QueueLender},
-    processes::ProcessLog,
+    processes::{NotStarted, ProcessLog},
     spec::{Component, Fingerprint, JobSpec},
 };
 
@@ -373,7 +373,15 @@ impl Actor {
         }
     }
 
+    /// Reports a job settled without running (omitted, its parent failed).
     async fn emit(&self, outcome: Outcome) {
+        // Written down like a start: after a restart the job is not taken for one that never
+        // started, and run after all.
+        if let Some(log) = &self.processes
+            && log.job_started(&outcome.job_id) == Err(NotStarted::Stopping)
+        {
+            return;
+        }
         // A closed receiver means the node is stopping; nothing is left to tell.
         let _ = self.events.send(ExecEvent::Finished(outcome)).await;
     }
@@ -514,16 +522,22 @@ impl Actor {
     fn start(&self, work: Work, note: Option<String>) {
         // Written down before the job does anything: after a restart, a job of an accepted
         // run that is not in the log never started and may run; one that is, is interrupted.
-        if let Some(log) = &self.processes {
-            log.job_started(&work.job_id);
-        }
+        let unrecorded = match self
+            .processes
+            .as_ref()
+            .map(|log| log.job_started(&work.job_id))
+        {
+            // The node is stopping: the job stays pending, to run after the restart.
+            Some(Err(NotStarted::Stopping)) => return,
+            Some(Err(e)) => Some(format!("not run: {e}")),
+            Some(Ok(())) | None => None,
+        };
         let cache = self.cache.clone();
         let locks = self.locks.clone();
         let events = self.events.clone();
         let done_tx = self.done_tx.clone();
         let coordinator = self.coordinator.clone();
         let processes = self.processes.clone();
-        let ended_log = self.processes.clone();
         let lender = (work.queue == QueueKind::Sync).then(|| LentJob {
             lent: Arc::clone(&self.lent),
             job_id: work.job_id.clone(),
@@ -537,6 +551,9 @@ impl Actor {
             let run = {
                 let events = events.clone();
                 tokio::spawn(async move {
+                    if let Some(why) = unrecorded {
+                        return not_run(&work.job_id, why);
+                    }
                     let lender = lender.as_ref().map(|l| l as &dyn QueueLender);
                     execute(
                         work,
@@ -560,9 +577,6 @@ impl Actor {
                 outcome.info = note;
             }
             let failed = outcome.state == ResultState::Failed;
-            if let Some(log) = &ended_log {
-                log.job_ended(&job_id);
-            }
             let _ = events.send(ExecEvent::Finished(outcome)).await;
             let _ = done_tx
                 .send(Done {

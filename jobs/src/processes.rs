@@ -2,14 +2,15 @@
 //! (kill -9, out of memory) stops what its previous run left running: a job reported
 //! interrupted must not go on unsupervised beside a resend of it.
 //!
-//! It also says which jobs started: a job of an accepted run that the previous run of the node
-//! never started can be queued again after a restart, where one that started is reported
-//! interrupted (no job runs twice).
+//! It also says which jobs were settled (started, or reported without running): a job of an
+//! accepted run that the previous run of the node never settled can be queued again after a
+//! restart, where one that started is reported interrupted (no job runs twice). A job's line
+//! stays until the node says its result is on disk ([`ProcessLog::jobs_settled`]).
 //!
 //! One file, appended to and never synced (a crashed process leaves the page cache intact;
 //! after a reboot there is nothing left to stop, and no telling which jobs started): a `boot`
-//! line naming the boot it belongs to, then `>JOB` as a job starts, `+PGID TICKS` as a job's
-//! shell starts and `-PGID` as it ends. TICKS is the time on
+//! line naming the boot it belongs to, a `starts` line, then `>JOB` as a job is settled,
+//! `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time on
 //! the boot clock just after the shell started, in the clock ticks `/proc/PID/stat` gives a
 //! process's start in. A group is stopped only if the log is from this boot and this pid
 //! namespace and its leader (the job's shell) is still there and started at most a second
@@ -22,7 +23,7 @@ use std::{
     io::{self, Write},
     path::{Path, PathBuf},
     sync::Mutex,
-    time::Instant,
+    time::SystemTime,
 };
 
 use nix::{
@@ -38,9 +39,14 @@ const COMPACT_AT: u64 = 1024 * 1024;
 /// The line after the boot's that says the log names every job's start.
 const STARTS_SAID: &str = "starts";
 
-/// How long a job's start stays in the log after the job ended: by then its result is on disk
-/// (the store syncs what is a second old), and a restart finds it done, not pending.
-const STARTS_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// Why a job may not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotStarted {
+    #[error("the node is stopping")]
+    Stopping,
+    #[error("cannot write down in {0} that the job starts (a restart would run it again)")]
+    Unrecorded(String),
+}
 
 /// Linux reports process start times in USER_HZ ticks, which it fixes at 100.
 const TICKS_PER_SEC: u64 = 100;
@@ -58,8 +64,11 @@ struct State {
     file: File,
     boot: String,
     live: HashMap<u32, u64>,
-    /// Jobs started, with when they ended (`None`: running), kept in the log while needed.
-    starts: HashMap<String, Option<Instant>>,
+    /// Jobs started, and whether their results are on disk (then they leave at the next
+    /// rewrite of the log).
+    starts: HashMap<String, bool>,
+    /// The node stops: no job starts any more.
+    stopping: bool,
     /// A write failed: the file is gone until a rewrite works.
     broken: bool,
     /// Its size when last rewritten (the next rewrite waits for twice as much).
@@ -67,6 +76,8 @@ struct State {
     /// The jobs the previous run of the node started, if it can tell (see
     /// [`ProcessLog::previous_starts`]).
     previous: Option<HashSet<String>>,
+    /// When the previous run last wrote or touched the log (see [`ProcessLog::touch`]).
+    previous_alive: Option<SystemTime>,
     written: u64,
 }
 
@@ -76,6 +87,7 @@ impl ProcessLog {
     pub fn open(path: &Path) -> io::Result<(ProcessLog, Vec<u32>)> {
         let boot = boot_id();
         // An unreadable or damaged log stops nothing: it only serves a cleanup.
+        let previous_alive = fs::metadata(path).and_then(|m| m.modified()).ok();
         let (stopped, previous) = match fs::read(path) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -83,13 +95,12 @@ impl ProcessLog {
             }
             Err(_) => (Vec::new(), None),
         };
-        // The previous run's starts stay in the new log a while: should this run stop before
-        // the jobs they name are recorded interrupted, the next one still knows.
-        let now = Instant::now();
-        let starts: HashMap<String, Option<Instant>> = previous
+        // The previous run's starts stay in the new log until the jobs they name are recorded
+        // (see `jobs_settled`): should this run stop before that, the next one still knows.
+        let starts: HashMap<String, bool> = previous
             .iter()
             .flatten()
-            .map(|job| (job.clone(), Some(now)))
+            .map(|job| (job.clone(), false))
             .collect();
         let file = fresh(path, &boot, &HashMap::new(), &starts)?;
         let written = file.metadata()?.len();
@@ -100,9 +111,11 @@ impl ProcessLog {
                 boot,
                 live: HashMap::new(),
                 starts,
+                stopping: false,
                 broken: false,
                 compacted: written,
                 previous,
+                previous_alive,
                 written,
             }),
         };
@@ -116,18 +129,51 @@ impl ProcessLog {
         self.lock().previous.take()
     }
 
-    /// Job `job_id` starts (before it does anything).
-    pub fn job_started(&self, job_id: &str) {
-        self.append(format!(">{job_id}\n"), |state| {
-            state.starts.insert(job_id.to_string(), None);
-        });
+    /// How long ago the previous run of the node was last alive, as far as the log tells (it
+    /// is written as jobs start and touched every minute or so: see [`ProcessLog::touch`]).
+    pub fn previous_down_for(&self) -> Option<std::time::Duration> {
+        let alive = self.lock().previous_alive?;
+        Some(SystemTime::now().duration_since(alive).unwrap_or_default())
     }
 
-    /// Job `job_id` ended; its start is kept for [`STARTS_KEPT_FOR`].
-    pub fn job_ended(&self, job_id: &str) {
-        if let Some(end) = self.lock().starts.get_mut(job_id) {
-            *end = Some(Instant::now());
+    /// Says the node is alive (the file's modification time), for [`previous_down_for`]
+    /// after a crash. Call it about once a minute.
+    ///
+    /// [`previous_down_for`]: ProcessLog::previous_down_for
+    pub fn touch(&self) {
+        let _ = self.lock().file.set_modified(SystemTime::now());
+    }
+
+    /// Job `job_id` is about to start (or to be reported without running: it is settled
+    /// either way). Refused while the node stops (the job stays pending, and runs after the
+    /// restart), and when the log cannot say so (the job would run again after a restart).
+    pub fn job_started(&self, job_id: &str) -> Result<(), NotStarted> {
+        if self.lock().stopping {
+            return Err(NotStarted::Stopping);
         }
+        self.append(format!(">{job_id}\n"), |state| {
+            state.starts.insert(job_id.to_string(), false);
+        });
+        let state = self.lock();
+        if state.broken && state.path.exists() {
+            return Err(NotStarted::Unrecorded(state.path.display().to_string()));
+        }
+        Ok(())
+    }
+
+    /// These jobs' results are on disk: a restart finds them done, so their starts may go.
+    pub fn jobs_settled<'a>(&self, job_ids: impl IntoIterator<Item = &'a str>) {
+        let mut state = self.lock();
+        for job in job_ids {
+            if let Some(settled) = state.starts.get_mut(job) {
+                *settled = true;
+            }
+        }
+    }
+
+    /// No job starts from now on (the node is stopping, or has crashed in a simulation).
+    pub fn halt(&self) {
+        self.lock().stopping = true;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -153,7 +199,8 @@ impl ProcessLog {
     /// Stops every job's process group still running (the node is stopping: its jobs must not
     /// go on unsupervised, and after its restart they are reported interrupted). Returns them.
     pub fn stop_all(&self) -> Vec<u32> {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.stopping = true;
         let mut stopped: Vec<u32> = state.live.keys().copied().collect();
         stopped.sort_unstable();
         for pgid in &stopped {
@@ -175,10 +222,7 @@ impl ProcessLog {
             state.broken = true;
         }
         if state.broken || state.written > COMPACT_AT.max(2 * state.compacted) {
-            let now = Instant::now();
-            state
-                .starts
-                .retain(|_, end| end.is_none_or(|at| now.duration_since(at) < STARTS_KEPT_FOR));
+            state.starts.retain(|_, settled| !*settled);
             if let Ok(file) = fresh(&state.path, &state.boot, &state.live, &state.starts) {
                 state.written = file.metadata().map_or(0, |m| m.len());
                 state.compacted = state.written;
@@ -195,7 +239,7 @@ fn fresh(
     path: &Path,
     boot: &str,
     live: &HashMap<u32, u64>,
-    starts: &HashMap<String, Option<Instant>>,
+    starts: &HashMap<String, bool>,
 ) -> io::Result<File> {
     let aside = path.with_extension("new");
     let mut text = format!("boot {boot}\n{STARTS_SAID}\n");
@@ -381,24 +425,23 @@ mod tests {
         );
     }
 
-    /// A restart in the same boot knows which jobs the previous run started (running or
-    /// ended), and still knows after another restart; a log of another boot, or of a release
-    /// that did not say starts, or none at all, tells nothing.
+    /// A restart in the same boot knows which jobs the previous run started (running, or
+    /// ended without its result on disk yet), and still knows after another restart; a log of
+    /// another boot, or of a release that did not say starts, or none at all, tells nothing.
     #[test]
     fn a_restart_knows_which_jobs_started_in_this_boot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("running-jobs");
         let (log, _) = ProcessLog::open(&path).unwrap();
         assert_eq!(log.previous_starts(), None, "no log before");
-        log.job_started("running");
-        log.job_started("ended");
-        log.job_ended("ended");
+        log.job_started("running").unwrap();
+        log.job_started("ended").unwrap();
         drop(log);
         let both: HashSet<String> = ["running", "ended"].map(String::from).into();
         let (log, _) = ProcessLog::open(&path).unwrap();
         assert_eq!(log.previous_starts(), Some(both.clone()));
         assert_eq!(log.previous_starts(), None, "told once");
-        log.job_started("later");
+        log.job_started("later").unwrap();
         drop(log);
         let (log, _) = ProcessLog::open(&path).unwrap();
         let mut all = both.clone();
@@ -406,24 +449,36 @@ mod tests {
         assert_eq!(log.previous_starts(), Some(all));
         drop(log);
 
-        // Many starts: the log is rewritten on the way and still names every recent one.
+        // Many starts: the log is rewritten on the way, without the jobs settled (results on
+        // disk) but with every other.
         let (log, _) = ProcessLog::open(&path).unwrap();
-        log.job_started("long-running");
+        log.job_started("long-running").unwrap();
+        let job = |i: usize| format!("job-{i:08}-0000-0000-0000-000000000000");
         for i in 0..40_000 {
-            let job = format!("job-{i:08}-0000-0000-0000-000000000000");
-            log.job_started(&job);
-            log.job_ended(&job);
+            log.job_started(&job(i)).unwrap();
+            if i % 2 == 0 {
+                log.jobs_settled([job(i).as_str()]);
+            }
         }
         let size = fs::metadata(&path).unwrap().len();
         assert!(size < 4 * COMPACT_AT, "{size} bytes");
         drop(log);
         let (log, _) = ProcessLog::open(&path).unwrap();
         let starts = log.previous_starts().unwrap();
+        assert!(starts.contains("long-running"));
         assert!(
-            starts.contains("long-running")
-                && starts.contains("job-00000000-0000-0000-0000-000000000000")
+            (0..40_000)
+                .filter(|i| i % 2 == 1)
+                .all(|i| starts.contains(&job(i)))
         );
-        assert_eq!(starts.len(), 40_000 + 1 + 3);
+        assert!(
+            starts.len() < 30_000,
+            "settled starts left: {}",
+            starts.len()
+        );
+        // Once the node stops, no job starts.
+        log.halt();
+        assert_eq!(log.job_started("too late"), Err(NotStarted::Stopping));
         drop(log);
 
         for text in [

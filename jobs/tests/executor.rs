@@ -26,8 +26,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Harness::with(ExecutorConfig::default())
+    }
+
+    fn with(config: ExecutorConfig) -> Self {
         let cache = Arc::new(Cache::in_memory(DEFAULT_TTL));
-        let (exec, events) = Executor::start(cache, ExecutorConfig::default());
+        let (exec, events) = Executor::start(cache, config);
         Harness {
             exec,
             events,
@@ -484,6 +488,62 @@ async fn args_envs_and_stdout_arg_feed_later_jobs() {
     );
     assert_eq!(r[&empty].state, ResultState::Failed);
     assert!(r[&empty].info.contains("printed nothing"));
+}
+
+/// Every job the executor settles, run or not (its parent failed, a QUEUESENTINEL emptied
+/// the queue), is in the log of starts before its result goes out, so a restart never takes
+/// it for a job that never started; once the node stops, no job starts.
+#[tokio::test]
+async fn every_settled_job_is_written_down_and_none_starts_once_the_node_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("running-jobs");
+    let (log, _) = jobs::processes::ProcessLog::open(&path).unwrap();
+    let log = Arc::new(log);
+    let mut h = Harness::with(ExecutorConfig {
+        processes: Some(log.clone()),
+        ..ExecutorConfig::default()
+    });
+    let failed = h
+        .submit("p", QueueKind::Sync, "RUN", "--skip-cache exit 1")
+        .await;
+    let not_run = h
+        .submit("p", QueueKind::Sync, "RUN", "--skip-cache echo never")
+        .await;
+    let running = h
+        .submit("q", QueueKind::Sync, "RUN", "--skip-cache sleep 0.5")
+        .await;
+    let omitted = h
+        .submit("r", QueueKind::Sync, "RUN", "--skip-cache echo omitted")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sentinel = h
+        .submit("s", QueueKind::Bypass, "QUEUESENTINEL", "true")
+        .await;
+    let r = h.results(5).await;
+    assert!(r[&not_run].info.starts_with("not run"), "{:?}", r[&not_run]);
+    assert!(
+        r[&omitted].info.contains("QUEUESENTINEL"),
+        "{:?}",
+        r[&omitted]
+    );
+
+    log.halt();
+    let queued = h
+        .submit("t", QueueKind::Sync, "RUN", "--skip-cache echo too late")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        h.events.try_recv().is_err(),
+        "nothing is reported once the node stops"
+    );
+    drop(h);
+    drop(log);
+    let (log, _) = jobs::processes::ProcessLog::open(&path).unwrap();
+    let starts = log.previous_starts().expect("a log of this boot");
+    for job in [&failed, &not_run, &running, &omitted, &sentinel] {
+        assert!(starts.contains(job), "{job} missing from {starts:?}");
+    }
+    assert!(!starts.contains(&queued), "{queued} never started");
 }
 
 #[tokio::test]

@@ -189,7 +189,7 @@ impl Node {
                 blobs: blobs.clone(),
                 blob_retention: config.blob_retention,
                 allow_submitters: config.allow_submitters.clone(),
-                previous_starts: processes.previous_starts(),
+                processes: Some(processes.clone()),
             },
         );
         let control = Arc::new(Control {
@@ -300,6 +300,9 @@ impl Node {
     /// Stops the node as a crash would: no goodbye to its peers (their connections just drop),
     /// nothing saved beyond what the store has already committed. For tests and simulations.
     pub async fn crash(self) {
+        // The executor is not a task of the node's: it starts nothing more (a killed daemon's
+        // would not either), or a job could start after the restart has read the log.
+        self.processes.halt();
         for task in &self.tasks {
             task.abort();
         }
@@ -314,6 +317,8 @@ impl Node {
 
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        // Queued jobs stay queued (they run after the restart); those running are stopped below.
+        self.processes.halt();
         if let Ok(alive) = self.mesh.alive_members().await {
             remember_peers(&self.state, self.mesh.local_peer_id(), alive);
         }

@@ -25,6 +25,7 @@ use coordination::{
 use jobs::{
     cache::{Cache, CachedState},
     executor::{ExecEvent, Executor, Outcome, ResultState, Work},
+    processes::ProcessLog,
 };
 use mesh::{MeshHandle, PeerId, ReplyToken, wire};
 use tokio::sync::{mpsc, oneshot};
@@ -50,6 +51,19 @@ use crate::{
 pub const INTERRUPTED: &str = "interrupted: the node restarted before the job finished (it had \
                                started, or the node could not tell, as after a reboot; it is \
                                not run again, so that no job ever runs twice)";
+
+/// A job still queued at a restart after the node was down longer than this is not run: its
+/// submitter has long reported it unreachable (and no longer sends it to a node back without
+/// it), and its operator may have run it again by hand.
+const RUN_QUEUED_WHEN_DOWN_UNDER: Duration = Duration::from_secs(10 * 60);
+
+/// Why a job still queued at a restart was not run, after a long stop.
+const DOWN_TOO_LONG: &str = "interrupted: the node was down for more than 10 min and this job was \
+                             still queued there; it is not run after so long (its submitter has \
+                             reported it unreachable)";
+
+/// How often a running node says so in its log of starts (for the time it was down).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// Largest job message (a run with many jobs, a batch of results with their output).
 const MAX_JOB_MESSAGE: usize = wire::MAX_CTL_BYTES;
@@ -185,10 +199,10 @@ pub struct RunsParts {
     pub blob_retention: Option<Duration>,
     /// Submitters whose runs this node takes, besides its own; empty: any member's.
     pub allow_submitters: Vec<PeerId>,
-    /// The jobs the previous run of this node started, if it can tell
-    /// (`jobs::processes::ProcessLog::previous_starts`): jobs of accepted runs pending and not
-    /// among them are queued again; `None`, all pending jobs are reported interrupted.
-    pub previous_starts: Option<HashSet<String>>,
+    /// The log of the jobs' starts and process groups: after a restart, jobs of accepted runs
+    /// pending and not started before are queued again (`None`: all pending jobs are
+    /// reported interrupted).
+    pub processes: Option<Arc<ProcessLog>>,
 }
 
 impl Runs {
@@ -223,7 +237,7 @@ impl Runs {
             blobs,
             blob_retention,
             allow_submitters,
-            previous_starts,
+            processes,
         } = parts;
         let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
@@ -262,8 +276,12 @@ impl Runs {
             waiting_for_executor: VecDeque::new(),
             outputs: HashMap::new(),
             output_seq: HashMap::new(),
+            processes,
+            unsettled: Vec::new(),
+            next_accept_seq: 1,
+            last_touch: Instant::now(),
         };
-        actor.restore(previous_starts);
+        actor.restore();
         vec![
             tokio::spawn(forward_exec_events(exec_events, tx.clone())),
             tokio::spawn(actor.run(rx)),
@@ -347,6 +365,15 @@ struct Actor {
     waiting_for_executor: VecDeque<Box<Work>>,
     outputs: HashMap<NodeId, OutputQueue>,
     output_seq: HashMap<String, u64>,
+    /// The log of the jobs' starts (see [`RunsParts::processes`]).
+    processes: Option<Arc<ProcessLog>>,
+    /// Jobs finished here whose results are not known to be on disk yet: their starts stay in
+    /// the log until they are.
+    unsettled: Vec<String>,
+    /// The order number of the next run accepted here ([`Accepted::seq`]).
+    next_accept_seq: u64,
+    /// When the log of starts was last touched ([`TOUCH_EVERY`]).
+    last_touch: Instant,
 }
 
 /// A file job a target has yet to finish: its run (shared by the run's jobs), where in the run
@@ -433,7 +460,7 @@ impl Actor {
 
     /// After a restart: QUERY values collected, results still to deliver, jobs interrupted
     /// here, jobs that never started queued again, runs to resume.
-    fn restore(&mut self, previous_starts: Option<HashSet<String>>) {
+    fn restore(&mut self) {
         // First, so that a QUERY job interrupted here counts against its collection.
         self.restore_queries();
         let now = Instant::now();
@@ -452,7 +479,21 @@ impl Actor {
         let mut pending_jobs = self.store.pending_jobs();
         let mut accepted_runs = self.store.accepted();
         // In the order they came: jobs queued again keep their order across runs.
-        accepted_runs.sort_by_key(|(_, a)| a.accepted_unix_ms);
+        accepted_runs.sort_by_key(|(_, a)| (a.seq, a.accepted_unix_ms));
+        self.next_accept_seq = accepted_runs.last().map_or(0, |(_, a)| a.seq) + 1;
+        // Which jobs the previous run started, if it can tell, and whether it stopped so long
+        // ago that what it had queued is better not run at all.
+        let down_for = self.processes.as_ref().and_then(|p| p.previous_down_for());
+        let previous_starts = self.processes.as_ref().and_then(|p| p.previous_starts());
+        let down_too_long = down_for.is_some_and(|d| d >= RUN_QUEUED_WHEN_DOWN_UNDER);
+        if down_too_long && !pending_jobs.is_empty() {
+            warn!(
+                down_for_min = down_for.unwrap_or_default().as_secs() / 60,
+                "this node was down for more than {} min: the jobs still queued then are reported interrupted, not run",
+                RUN_QUEUED_WHEN_DOWN_UNDER.as_secs() / 60
+            );
+        }
+        let started = previous_starts.as_ref().filter(|_| !down_too_long);
         let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
         for (run_id, accepted) in accepted_runs {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
@@ -466,11 +507,11 @@ impl Actor {
             // Jobs still pending were queued or running when this node stopped. Those that
             // had started will not finish: interrupted. Those that had not are queued again,
             // when this node can tell (the log of starts is from this boot) and kept the run.
-            let run = match &previous_starts {
+            let run = match started {
                 Some(_) if !pending.is_empty() => self.store.accepted_run(&run_id).map(Arc::new),
                 _ => None,
             };
-            let never_started: HashSet<String> = match (&previous_starts, &run) {
+            let never_started: HashSet<String> = match (started, &run) {
                 (Some(started), Some(_)) => pending
                     .iter()
                     .filter(|p| !started.contains(&p.job_id))
@@ -492,7 +533,18 @@ impl Actor {
                 if never_started.contains(&job.job_id) {
                     continue;
                 }
-                let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id);
+                // A job still queued when the node stopped long ago is not run either, but
+                // not for having started.
+                let queued_long_ago = down_too_long
+                    && previous_starts
+                        .as_ref()
+                        .is_some_and(|s| !s.contains(&job.job_id));
+                let info = if queued_long_ago {
+                    DOWN_TOO_LONG
+                } else {
+                    INTERRUPTED
+                };
+                let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id, info);
                 self.job_runs.insert(job.job_id, run_id.clone());
                 self.finished(outcome);
             }
@@ -506,11 +558,21 @@ impl Actor {
         // back below: on disk first. The interrupted jobs' parents are failed in the cache
         // by now, so the executor reports their later jobs not run.
         self.store.flush();
-        let mut queued_here: HashMap<String, Vec<String>> = HashMap::new();
+        // Every job the previous run started is recorded now (done, or interrupted above).
+        if let (Some(log), Some(starts)) = (&self.processes, &previous_starts) {
+            log.jobs_settled(starts.iter().map(String::as_str));
+        }
+        let mut queued_here: HashMap<String, HashSet<String>> = HashMap::new();
         for (run, jobs) in queue_again {
             info!(run = %run.run_id, jobs = jobs.len(), "queued again the jobs of an accepted run that had not started before the restart");
-            let (_, _, work) = self.take_jobs(&run, Some(&jobs));
-            queued_here.insert(run.run_id.clone(), jobs.into_iter().collect());
+            let (taken, _, work) = self.take_jobs(&run, Some(&jobs));
+            // A pending job its kept run does not give (never expected): not left pending.
+            for job_id in jobs.difference(&taken) {
+                let outcome = self.interrupted(job_id, None, "", INTERRUPTED);
+                self.job_runs.insert(job_id.clone(), run.run_id.clone());
+                self.finished(outcome);
+            }
+            queued_here.insert(run.run_id.clone(), taken);
             self.waiting_for_executor
                 .extend(work.into_iter().map(Box::new));
         }
@@ -815,6 +877,7 @@ impl Actor {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        self.settle_starts(now);
         let actions = self.originator.handle(originator::Input::Tick, now);
         self.originator_actions(actions);
         let actions = self.outbox.handle(outbox::Input::Tick, now);
@@ -1023,25 +1086,29 @@ impl Actor {
 
     /// The outcome of a job a restart of this node cut short. It failed here, as far as anyone
     /// asks: the cache says so (JOB_WAITs on it look there), unless an earlier run of the same
-    /// job is cached finished.
+    /// job is cached finished; its parent failed either way, so the parent's later jobs do not
+    /// run.
     fn interrupted(
         &mut self,
         job_id: &str,
         fingerprint: Option<jobs::Fingerprint>,
         parent_id: &str,
+        info: &str,
     ) -> Outcome {
-        if let Some(fp) = fingerprint
-            && self.cache.finished_state(&fp.to_hex()).is_none()
-        {
-            self.cache.record(&fp, parent_id, CachedState::Failed);
-            self.job_fingerprints.insert(job_id.to_string(), fp);
+        match fingerprint {
+            Some(fp) if self.cache.finished_state(&fp.to_hex()).is_none() => {
+                self.cache.record(&fp, parent_id, CachedState::Failed);
+                self.job_fingerprints.insert(job_id.to_string(), fp);
+            }
+            _ if !parent_id.is_empty() => self.cache.fail_parent(parent_id),
+            _ => {}
         }
         Outcome {
             job_id: job_id.to_string(),
             state: ResultState::Failed,
             stdout: String::new(),
             stderr: String::new(),
-            info: INTERRUPTED.into(),
+            info: info.into(),
             execution_secs: 0.0,
             started_unix_ms: now_ms(),
             finished_unix_ms: now_ms(),
@@ -1060,7 +1127,12 @@ impl Actor {
             })
         });
         let (fingerprint, parent_id) = job.unzip();
-        let outcome = self.interrupted(job_id, fingerprint, &parent_id.unwrap_or_default());
+        let outcome = self.interrupted(
+            job_id,
+            fingerprint,
+            &parent_id.unwrap_or_default(),
+            INTERRUPTED,
+        );
         self.record_result(JobResult {
             run_id: run_id.to_string(),
             node: self.local.clone(),
@@ -1282,12 +1354,14 @@ impl Actor {
         // that had not started.
         self.store.put_accepted_run(&run);
         let accepted_unix_ms = now_ms();
+        let seq = self.take_accept_seq();
         self.store.put_accepted(
             &run.run_id,
             &Accepted {
                 originator: run.originator.clone(),
                 stream: run.stream,
                 accepted_unix_ms,
+                seq,
             },
             &pending_rows,
         );
@@ -1322,6 +1396,12 @@ impl Actor {
         if acknowledge {
             self.send_ack(&run);
         }
+    }
+
+    /// The order number of a run accepted now.
+    fn take_accept_seq(&mut self) -> u64 {
+        self.next_accept_seq += 1;
+        self.next_accept_seq - 1
     }
 
     /// This node's jobs of `run` (`only` these, if given), ready for the executor: their
@@ -1382,12 +1462,14 @@ impl Actor {
     fn refuse(&mut self, run: &Arc<Run>, job_ids: Vec<String>, acknowledge: bool) {
         {
             warn!(run = %run.run_id, originator = %run.originator, "refused a run: its submitter is not one this node takes jobs from (--allow-submitter)");
+            let seq = self.take_accept_seq();
             self.store.put_accepted(
                 &run.run_id,
                 &Accepted {
                     originator: run.originator.clone(),
                     stream: false,
                     accepted_unix_ms: now_ms(),
+                    seq,
                 },
                 &job_ids
                     .iter()
@@ -1488,6 +1570,31 @@ impl Actor {
         self.record_finished(outcome);
     }
 
+    /// Jobs whose results are on disk leave the log of starts (they are done, not pending,
+    /// after a restart); the log is touched now and then, to tell a restart how long this node
+    /// was down.
+    fn settle_starts(&mut self, now: Instant) {
+        let Some(log) = &self.processes else {
+            return;
+        };
+        if now.saturating_duration_since(self.last_touch) >= TOUCH_EVERY {
+            self.last_touch = now;
+            log.touch();
+        }
+        if self.unsettled.is_empty() {
+            return;
+        }
+        let jobs = std::mem::take(&mut self.unsettled);
+        let on_disk = self.store.committed();
+        let log = Arc::clone(log);
+        tokio::spawn(async move {
+            // An error: the store failed and the node stops; the starts stay.
+            if on_disk.await.is_ok() {
+                log.jobs_settled(jobs.iter().map(String::as_str));
+            }
+        });
+    }
+
     /// Target side: a finished job leaves `pending` and its result goes to its originator.
     fn record_finished(&mut self, outcome: Outcome) {
         let Some(run_id) = self.job_runs.remove(&outcome.job_id) else {
@@ -1499,6 +1606,9 @@ impl Actor {
         };
         accepted.pending.remove(&outcome.job_id);
         let more_coming = !accepted.pending.is_empty();
+        if self.processes.is_some() {
+            self.unsettled.push(outcome.job_id.clone());
+        }
         let originator = accepted.originator.clone();
         // Send what output is still waiting before the result.
         self.flush_output(&originator);

@@ -103,6 +103,10 @@ pub struct Accepted {
     pub stream: bool,
     /// When the run was accepted; finished runs are remembered for a day to refuse resends.
     pub accepted_unix_ms: u64,
+    /// Order of acceptance on this node (jobs queued again after a restart keep it); 0 in
+    /// rows of releases before it.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 enum Op {
@@ -910,6 +914,7 @@ mod tests {
             originator: NodeId("o".into()),
             stream: false,
             accepted_unix_ms: 1,
+            seq: 1,
         };
         store.put_accepted("r", &accepted, &jobs);
         store.job_finished("r", "j0", Some(&entry("j0")));

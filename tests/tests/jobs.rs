@@ -539,14 +539,24 @@ fn a_restarted_node_stops_the_jobs_its_crash_left_running() {
 }
 
 /// A node restarted after a crash reports the job that was running interrupted, and the rest
-/// of that job's parent not run; the jobs still queued behind it (other parents) run after the
-/// restart, in order. `crashed` is the node that runs them and crashes (0: the submitter).
-fn queued_jobs_run_after_a_restart_of(crashed: usize) {
+/// of that job's parent not run (even when the same job succeeded there before); the jobs
+/// still queued behind it (other parents) run after the restart, in order. `crashed` is the
+/// node that runs them and crashes (0: the submitter). With `down_long`, the node is back
+/// after what looks like 11 minutes: it runs nothing it had queued, and says why.
+fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
     let target = nodes[crashed].name.clone();
-    // A command line no other process has.
-    let marker = format!("sleep 46.{}{crashed}", std::process::id());
+    let set_delay = |delay: &str| {
+        let o = nodes[0].cli(&[
+            "exec", "--verb", "ARG", "--target", &target, "delay", delay, "--poll",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    // A command line no other process has, once rendered (the arg is a number: no trailing
+    // zero).
+    let delay = format!("46.{crashed}{}1", std::process::id());
+    let marker = format!("sleep {delay}");
     let file = root.path().join("queued.yaml");
     let entry = |jobs: &[&str]| {
         let jobs: String = jobs
@@ -555,13 +565,21 @@ fn queued_jobs_run_after_a_restart_of(crashed: usize) {
             .collect();
         format!("- targets: [{target}]\n  jobs:\n{jobs}")
     };
+    let sleep = "sleep {{ delay }}";
     let orchestration = [
-        entry(&[&marker, "echo after-sleep"]),
+        entry(&[sleep, "echo after-sleep"]),
         entry(&["echo second"]),
         entry(&["echo third"]),
     ]
     .concat();
     std::fs::write(&file, orchestration).unwrap();
+    // Once quickly, so the jobs' fingerprints have succeeded on the node before.
+    set_delay("0");
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = nodes[0].cli(&["manage", "--purge-jobs"]);
+    assert!(o.status.success(), "{}", text(&o));
+    set_delay(&delay);
     let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for(Duration::from_secs(20), "the sleep to start", || {
@@ -570,7 +588,19 @@ fn queued_jobs_run_after_a_restart_of(crashed: usize) {
     // The acceptance is on disk by now (a target's before its jobs start; the submitter's own
     // within a second).
     std::thread::sleep(Duration::from_millis(1500));
-    crash_and_restart(&mut nodes[crashed]);
+    if down_long {
+        nodes[crashed].kill9();
+        // The log of starts was last touched 11 minutes ago, as if the node had been down since.
+        let log = nodes[crashed].state_dir.join("running-jobs");
+        std::fs::File::options()
+            .append(true)
+            .open(&log)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(660)))
+            .unwrap();
+        nodes[crashed].restart();
+    } else {
+        crash_and_restart(&mut nodes[crashed]);
+    }
     let result = |job: &str| {
         let r = wait_for_job(
             &nodes,
@@ -582,8 +612,18 @@ fn queued_jobs_run_after_a_restart_of(crashed: usize) {
         let info = r["results"][&target]["info"].as_str().unwrap_or_default();
         (state.to_string(), info.to_string(), r)
     };
-    let (state, info, r) = result(&marker);
+    let (state, info, r) = result(sleep);
     assert!(state == "failed" && info.starts_with("interrupted"), "{r}");
+    if down_long {
+        for job in ["echo after-sleep", "echo second", "echo third"] {
+            let (state, info, r) = result(job);
+            assert!(
+                state == "failed" && info.starts_with("interrupted: the node was down"),
+                "{r}"
+            );
+        }
+        return;
+    }
     let (state, info, r) = result("echo after-sleep");
     assert!(state == "failed" && info.starts_with("not run"), "{r}");
     let (state, _, second) = result("echo second");
@@ -604,12 +644,17 @@ fn queued_jobs_run_after_a_restart_of(crashed: usize) {
 
 #[test]
 fn a_target_restarted_after_a_crash_runs_the_jobs_still_queued() {
-    queued_jobs_run_after_a_restart_of(1);
+    queued_jobs_after_a_restart_of(1, false);
+}
+
+#[test]
+fn a_target_back_after_a_long_stop_runs_nothing_it_had_queued() {
+    queued_jobs_after_a_restart_of(1, true);
 }
 
 #[test]
 fn a_submitter_restarted_after_a_crash_runs_its_own_jobs_still_queued() {
-    queued_jobs_run_after_a_restart_of(0);
+    queued_jobs_after_a_restart_of(0, false);
 }
 
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
