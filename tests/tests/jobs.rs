@@ -566,13 +566,20 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
         format!("- targets: [{target}]\n  jobs:\n{jobs}")
     };
     let sleep = "sleep {{ delay }}";
+    // A file small enough to travel inside the run (kept in the node's blob store).
+    let src = root.path().join("small.txt");
+    let add = format!("ADD: {} /tmp/queued-add/", src.display());
     let orchestration = [
         entry(&[sleep, "echo after-sleep"]),
         entry(&["echo second"]),
         entry(&["echo third"]),
+        format!(
+            "- targets: [{target}]\n  jobs:\n  - WORKDIR: --skip-cache /tmp/queued-add\n  - {add}\n"
+        ),
     ]
     .concat();
     std::fs::write(&file, orchestration).unwrap();
+    std::fs::write(&src, "before\n").unwrap();
     // Once quickly, so the jobs' fingerprints have succeeded on the node before.
     set_delay("0");
     let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
@@ -580,6 +587,7 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
     let o = nodes[0].cli(&["manage", "--purge-jobs"]);
     assert!(o.status.success(), "{}", text(&o));
     set_delay(&delay);
+    std::fs::write(&src, "queued at the crash\n").unwrap();
     let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     wait_for(Duration::from_secs(20), "the sleep to start", || {
@@ -602,12 +610,13 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
         crash_and_restart(&mut nodes[crashed]);
     }
     let result = |job: &str| {
-        let r = wait_for_job(
-            &nodes,
-            &format!("RUN: --skip-cache {job}"),
-            &format!("{job} never reported"),
-            |r| r["results"][&target].is_object(),
-        );
+        let definition = match job.starts_with("ADD") {
+            true => job.to_string(),
+            false => format!("RUN: --skip-cache {job}"),
+        };
+        let r = wait_for_job(&nodes, &definition, &format!("{job} never reported"), |r| {
+            r["results"][&target].is_object()
+        });
         let state = r["results"][&target]["state"].as_str().unwrap_or_default();
         let info = r["results"][&target]["info"].as_str().unwrap_or_default();
         (state.to_string(), info.to_string(), r)
@@ -615,7 +624,7 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
     let (state, info, r) = result(sleep);
     assert!(state == "failed" && info.starts_with("interrupted"), "{r}");
     if down_long {
-        for job in ["echo after-sleep", "echo second", "echo third"] {
+        for job in ["echo after-sleep", "echo second", "echo third", &add] {
             let (state, info, r) = result(job);
             assert!(
                 state == "failed" && info.starts_with("interrupted: the node was down"),
@@ -635,6 +644,20 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
         window(&second, &target).1 <= window(&third, &target).0,
         "in order: {second} {third}"
     );
+    let (state, _, r) = result(&add);
+    assert_eq!(state, "success", "{r}");
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        &target,
+        "--skip-cache",
+        "cat /tmp/queued-add/small.txt",
+        "--stream",
+        "--check",
+    ]);
+    assert!(text(&o).contains("queued at the crash"), "{}", text(&o));
     assert!(
         nodes[crashed].log().contains("queued again the jobs"),
         "{}",
