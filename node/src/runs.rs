@@ -62,6 +62,11 @@ const DOWN_TOO_LONG: &str = "interrupted: the node was down for more than 10 min
                              still queued there; it is not run after so long (its submitter has \
                              reported it unreachable)";
 
+/// Why a job still queued at a restart was not run: its parent's earlier job was cut short
+/// (the parent failed, as after any failure).
+const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
+                                  short by the node's restart";
+
 /// How often a running node says so in its log of starts (for the time it was down).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -511,14 +516,33 @@ impl Actor {
                 Some(_) if !pending.is_empty() => self.store.accepted_run(&run_id).map(Arc::new),
                 _ => None,
             };
+            // Not run either: the later jobs of a parent whose job the restart cut short.
+            let cut_parents: HashSet<&str> = match started {
+                Some(started) => pending
+                    .iter()
+                    .filter(|p| started.contains(&p.job_id))
+                    .map(|p| p.parent_id.as_str())
+                    .collect(),
+                None => HashSet::new(),
+            };
             let never_started: HashSet<String> = match (started, &run) {
                 (Some(started), Some(_)) => pending
                     .iter()
-                    .filter(|p| !started.contains(&p.job_id))
+                    .filter(|p| {
+                        !started.contains(&p.job_id) && !cut_parents.contains(p.parent_id.as_str())
+                    })
                     .map(|p| p.job_id.clone())
                     .collect(),
                 _ => HashSet::new(),
             };
+            let behind_cut: HashSet<String> = pending
+                .iter()
+                .filter(|p| {
+                    started.is_some_and(|s| !s.contains(&p.job_id))
+                        && cut_parents.contains(p.parent_id.as_str())
+                })
+                .map(|p| p.job_id.clone())
+                .collect();
             // Runs without pending jobs are remembered so a resend does not run them again.
             self.accepted.insert(
                 run_id.clone(),
@@ -541,6 +565,8 @@ impl Actor {
                         .is_some_and(|s| !s.contains(&job.job_id));
                 let info = if queued_long_ago {
                     DOWN_TOO_LONG
+                } else if behind_cut.contains(&job.job_id) {
+                    BEHIND_INTERRUPTED
                 } else {
                     INTERRUPTED
                 };

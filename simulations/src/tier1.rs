@@ -21,7 +21,9 @@
 //! - a node killed keeps what the daemon keeps on disk (accepted runs, finished jobs, results
 //!   not yet delivered, file chunks) and loses the rest; on restart it reports the jobs it
 //!   had accepted but not finished as failed ("interrupted", as the daemon does: a job is
-//!   never run twice) and re-adds its undelivered results.
+//!   never run twice) and re-adds its undelivered results. (The daemon reports the running
+//!   job and the rest of its parent so, and runs the queued jobs of other parents; every
+//!   workload here has one parent, and a node with queued jobs always has one running.)
 //!
 //! Same seed, same workload, same network: the same [`Report`] (apart from wall time).
 
