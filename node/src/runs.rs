@@ -581,14 +581,14 @@ impl Actor {
             }
         }
         // What the loop above recorded (interrupted jobs of this node's own runs) is read
-        // back below: on disk first. The interrupted jobs' parents are failed in the cache
-        // by now, so the executor reports their later jobs not run.
+        // back below: on disk first.
         self.store.flush();
         // Every job the previous run started is recorded now (done, or interrupted above).
         if let (Some(log), Some(starts)) = (&self.processes, &previous_starts) {
             log.jobs_settled(starts.iter().map(String::as_str));
         }
         let mut queued_here: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut leftovers = false;
         for (run, jobs) in queue_again {
             info!(run = %run.run_id, jobs = jobs.len(), "queued again the jobs of an accepted run that had not started before the restart");
             let (taken, _, work) = self.take_jobs(&run, Some(&jobs));
@@ -597,10 +597,14 @@ impl Actor {
                 let outcome = self.interrupted(job_id, None, "", INTERRUPTED);
                 self.job_runs.insert(job_id.clone(), run.run_id.clone());
                 self.finished(outcome);
+                leftovers = true;
             }
             queued_here.insert(run.run_id.clone(), taken);
             self.waiting_for_executor
                 .extend(work.into_iter().map(Box::new));
+        }
+        if leftovers {
+            self.store.flush();
         }
         self.feed_executor();
         for run in self.store.unfinished_runs() {
