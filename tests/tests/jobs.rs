@@ -541,9 +541,9 @@ fn a_restarted_node_stops_the_jobs_its_crash_left_running() {
 /// A node restarted after a crash reports the job that was running interrupted, and the rest
 /// of that job's parent not run (even when the same job succeeded there before); the jobs
 /// still queued behind it (other parents) run after the restart, in order. `crashed` is the
-/// node that runs them and crashes (0: the submitter). With `down_long`, the node is back
-/// after what looks like 11 minutes: it runs nothing it had queued, and says why.
-fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
+/// node that runs them and stops as `how` says (0: the submitter).
+fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
+    let down_long = how == Stop::DownLong;
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
     let target = nodes[crashed].name.clone();
@@ -596,7 +596,10 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
     // The acceptance is on disk by now (a target's before its jobs start; the submitter's own
     // within a second).
     std::thread::sleep(Duration::from_millis(1500));
-    if down_long {
+    if how == Stop::Term {
+        assert!(nodes[crashed].terminate().success());
+        nodes[crashed].restart();
+    } else if down_long {
         nodes[crashed].kill9();
         // The log of starts was last touched 11 minutes ago, as if the node had been down since.
         let log = nodes[crashed].state_dir.join("running-jobs");
@@ -668,19 +671,35 @@ fn queued_jobs_after_a_restart_of(crashed: usize, down_long: bool) {
     );
 }
 
+/// How the node running the jobs stops in [`queued_jobs_after_a_restart_of`].
+#[derive(PartialEq)]
+enum Stop {
+    /// kill -9, restarted at once.
+    Crash,
+    /// SIGTERM (a clean stop), restarted at once.
+    Term,
+    /// kill -9, back after what looks like 11 minutes: it runs nothing it had queued.
+    DownLong,
+}
+
 #[test]
 fn a_target_restarted_after_a_crash_runs_the_jobs_still_queued() {
-    queued_jobs_after_a_restart_of(1, false);
+    queued_jobs_after_a_restart_of(1, Stop::Crash);
+}
+
+#[test]
+fn a_target_stopped_cleanly_runs_the_jobs_still_queued_once_back() {
+    queued_jobs_after_a_restart_of(1, Stop::Term);
 }
 
 #[test]
 fn a_target_back_after_a_long_stop_runs_nothing_it_had_queued() {
-    queued_jobs_after_a_restart_of(1, true);
+    queued_jobs_after_a_restart_of(1, Stop::DownLong);
 }
 
 #[test]
 fn a_submitter_restarted_after_a_crash_runs_its_own_jobs_still_queued() {
-    queued_jobs_after_a_restart_of(0, false);
+    queued_jobs_after_a_restart_of(0, Stop::Crash);
 }
 
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
