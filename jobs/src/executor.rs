@@ -386,8 +386,11 @@ impl Actor {
         let _ = self.events.send(ExecEvent::Finished(outcome)).await;
     }
 
-    async fn submit(&mut self, work: Work) {
+    async fn submit(&mut self, mut work: Work) {
         if matches!(work.spec.component, Component::Queuesentinel) {
+            // It runs at once, beside any queue: its end must not free its parent's queue (an
+            // async parent's next job would start beside the one running).
+            work.queue = QueueKind::Bypass;
             let purged = self.purge(|_| true);
             let count = purged.len();
             for w in purged {

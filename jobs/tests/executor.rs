@@ -546,6 +546,32 @@ async fn every_settled_job_is_written_down_and_none_starts_once_the_node_stops()
     assert!(!starts.contains(&queued), "{queued} never started");
 }
 
+/// A QUEUESENTINEL in an asynchronous parent runs at once; the parent's later jobs still run
+/// one after another (its end used to free the parent's queue while the next job ran).
+#[tokio::test]
+async fn a_queuesentinel_leaves_its_async_parent_serial() {
+    let mut h = Harness::new();
+    let sentinel = h
+        .submit("a", QueueKind::Async, "QUEUESENTINEL", "true")
+        .await;
+    let first = h
+        .submit(
+            "a",
+            QueueKind::Async,
+            "RUN",
+            "--skip-cache sleep 0.5; exit 1",
+        )
+        .await;
+    let second = h
+        .submit("a", QueueKind::Async, "RUN", "--skip-cache echo second")
+        .await;
+    let r = h.results(3).await;
+    assert_eq!(r[&sentinel].state, ResultState::Success);
+    assert_eq!(r[&first].state, ResultState::Failed);
+    assert_eq!(r[&second].state, ResultState::Failed, "{:?}", r[&second]);
+    assert!(r[&second].info.starts_with("not run"), "{:?}", r[&second]);
+}
+
 #[tokio::test]
 async fn queuesentinel_reports_every_purged_job() {
     let mut h = Harness::new();
