@@ -67,6 +67,10 @@ const DOWN_TOO_LONG: &str = "interrupted: the node was down for more than 10 min
 const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
                                   short by the node's restart";
 
+/// How often finished jobs leave the log of starts. Asking the store when their results are
+/// on disk makes it sync a group: every few seconds, not at every tick.
+const SETTLE_EVERY: Duration = Duration::from_secs(5);
+
 /// How often a running node says so in its log of starts (for the time it was down).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -285,6 +289,7 @@ impl Runs {
             unsettled: Vec::new(),
             next_accept_seq: 1,
             last_touch: Instant::now(),
+            last_settle: Instant::now(),
         };
         actor.restore();
         vec![
@@ -373,12 +378,15 @@ struct Actor {
     /// The log of the jobs' starts (see [`RunsParts::processes`]).
     processes: Option<Arc<ProcessLog>>,
     /// Jobs finished here whose results are not known to be on disk yet: their starts stay in
-    /// the log until they are.
+    /// the log until they are. Not capped: drained every [`SETTLE_EVERY`], so it holds at
+    /// most those seconds' worth of this node's jobs.
     unsettled: Vec<String>,
     /// The order number of the next run accepted here ([`Accepted::seq`]).
     next_accept_seq: u64,
     /// When the log of starts was last touched ([`TOUCH_EVERY`]).
     last_touch: Instant,
+    /// When finished jobs last left the log of starts ([`SETTLE_EVERY`]).
+    last_settle: Instant,
 }
 
 /// A file job a target has yet to finish: its run (shared by the run's jobs), where in the run
@@ -1611,9 +1619,12 @@ impl Actor {
             self.last_touch = now;
             log.touch();
         }
-        if self.unsettled.is_empty() {
+        if self.unsettled.is_empty()
+            || now.saturating_duration_since(self.last_settle) < SETTLE_EVERY
+        {
             return;
         }
+        self.last_settle = now;
         let jobs = std::mem::take(&mut self.unsettled);
         let on_disk = self.store.committed();
         let log = Arc::clone(log);
