@@ -10,6 +10,7 @@
 //! - [`originator`]: the submitting node's run tracker (announce, acks, resends, results);
 //! - [`outbox`]: a target's queue of results on their way to originators;
 //! - [`query`]: the originator's collection of QUERY values and when the aggregate goes out;
+//! - [`restart`]: a restarted target's jobs that had not finished: run again or interrupted;
 //! - [`transfer`]: fetching one file chunk by chunk from the nodes that hold it.
 
 pub mod acknowledgement;
@@ -18,6 +19,7 @@ pub mod message;
 pub mod originator;
 pub mod outbox;
 pub mod query;
+pub mod restart;
 pub mod transfer;
 
 pub use message::{

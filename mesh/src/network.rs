@@ -145,7 +145,7 @@ pub struct MeshStatus {
     pub heartbeat_interval: Duration,
     pub members: Vec<MemberView>,
     /// What an operator should know of this node's place in the mesh (another daemon with its
-    /// identity), in words.
+    /// identity, nodes of another release), in words.
     pub warnings: Vec<String>,
 }
 
@@ -931,11 +931,10 @@ impl EventLoop {
         {
             warnings.push(twin_warning(addresses));
         }
+        // (Nodes not heard for OTHER_RELEASE_SHOWN_FOR leave the map every second.)
         let mut by_version: BTreeMap<u16, Vec<PeerId>> = BTreeMap::new();
         for (peer, other) in &self.other_releases {
-            if now.saturating_duration_since(other.last_heard) < OTHER_RELEASE_SHOWN_FOR {
-                by_version.entry(other.version).or_default().push(*peer);
-            }
+            by_version.entry(other.version).or_default().push(*peer);
         }
         for (version, mut peers) in by_version {
             peers.sort();

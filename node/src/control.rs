@@ -677,6 +677,7 @@ mod tests {
             .with_answer_timeout(std::time::Duration::from_millis(200));
         let err = c.start_stream(&watch()).await.unwrap_err();
         assert!(matches!(err, ControlError::NoAnswer { .. }), "{err}");
+        assert!(err.to_string().contains("did not answer within"), "{err}");
         server.abort();
     }
 

@@ -21,6 +21,7 @@ use coordination::{
     acknowledgement::Acknowledgement,
     originator::{self, Originator, OriginatorConfig},
     outbox::{self, Outbox},
+    restart,
 };
 use jobs::{
     cache::{Cache, CachedState},
@@ -506,7 +507,6 @@ impl Actor {
                 RUN_QUEUED_WHEN_DOWN_UNDER.as_secs() / 60
             );
         }
-        let started = previous_starts.as_ref().filter(|_| !down_too_long);
         let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
         for (run_id, accepted) in accepted_runs {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
@@ -517,40 +517,26 @@ impl Actor {
                 self.store.delete_accepted(&run_id);
                 continue;
             }
-            // Jobs still pending were queued or running when this node stopped. Those that
-            // had started will not finish: interrupted. Those that had not are queued again,
-            // when this node can tell (the log of starts is from this boot) and kept the run.
-            let run = match started {
-                Some(_) if !pending.is_empty() => self.store.accepted_run(&run_id).map(Arc::new),
+            // Jobs still pending were queued or running when this node stopped: see
+            // `coordination::restart` for which run again.
+            let run = match &previous_starts {
+                Some(_) if !pending.is_empty() && !down_too_long => {
+                    self.store.accepted_run(&run_id).map(Arc::new)
+                }
                 _ => None,
             };
-            // Not run either: the later jobs of a parent whose job the restart cut short.
-            let cut_parents: HashSet<&str> = match started {
-                Some(started) => pending
+            let fates = restart::fates(
+                &pending
                     .iter()
-                    .filter(|p| started.contains(&p.job_id))
-                    .map(|p| p.parent_id.as_str())
-                    .collect(),
-                None => HashSet::new(),
-            };
-            let never_started: HashSet<String> = match (started, &run) {
-                (Some(started), Some(_)) => pending
-                    .iter()
-                    .filter(|p| {
-                        !started.contains(&p.job_id) && !cut_parents.contains(p.parent_id.as_str())
+                    .map(|p| restart::Pending {
+                        job_id: &p.job_id,
+                        parent_id: &p.parent_id,
                     })
-                    .map(|p| p.job_id.clone())
-                    .collect(),
-                _ => HashSet::new(),
-            };
-            let behind_cut: HashSet<String> = pending
-                .iter()
-                .filter(|p| {
-                    started.is_some_and(|s| !s.contains(&p.job_id))
-                        && cut_parents.contains(p.parent_id.as_str())
-                })
-                .map(|p| p.job_id.clone())
-                .collect();
+                    .collect::<Vec<_>>(),
+                previous_starts.as_ref(),
+                run.is_some(),
+                down_too_long,
+            );
             // Runs without pending jobs are remembered so a resend does not run them again.
             self.accepted.insert(
                 run_id.clone(),
@@ -561,22 +547,16 @@ impl Actor {
                     ack: Acknowledgement::default(),
                 },
             );
-            for job in pending {
-                if never_started.contains(&job.job_id) {
-                    continue;
-                }
-                // A job still queued when the node stopped long ago is not run either, but
-                // not for having started.
-                let queued_long_ago = down_too_long
-                    && previous_starts
-                        .as_ref()
-                        .is_some_and(|s| !s.contains(&job.job_id));
-                let info = if queued_long_ago {
-                    DOWN_TOO_LONG
-                } else if behind_cut.contains(&job.job_id) {
-                    BEHIND_INTERRUPTED
-                } else {
-                    INTERRUPTED
+            let mut never_started = HashSet::new();
+            for (job, fate) in pending.into_iter().zip(fates) {
+                let info = match fate {
+                    restart::Fate::RunAgain => {
+                        never_started.insert(job.job_id);
+                        continue;
+                    }
+                    restart::Fate::Interrupted => INTERRUPTED,
+                    restart::Fate::BehindInterrupted => BEHIND_INTERRUPTED,
+                    restart::Fate::DownTooLong => DOWN_TOO_LONG,
                 };
                 let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id, info);
                 self.job_runs.insert(job.job_id, run_id.clone());
