@@ -494,6 +494,66 @@ mod tests {
         assert_eq!(log.previous_starts(), None);
     }
 
+    /// A write that fails (a full disk): the log is written anew with every start, or, when
+    /// that fails too, removed, so that a restart runs nothing again (it cannot tell what
+    /// started); a start that can be neither written nor taken back by removing the log is
+    /// refused. Once writing works again the log says every start.
+    #[test]
+    fn a_failed_write_leaves_a_whole_log_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        log.job_started("before").unwrap();
+        let full = || OpenOptions::new().append(true).open("/dev/full").unwrap();
+
+        // The append fails, the rewrite works: nothing is lost.
+        log.lock().file = full();
+        log.job_started("at the full disk").unwrap();
+        assert!(!log.lock().broken);
+        log.job_started("after").unwrap();
+        let started = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        let reopened = || {
+            let (log, _) = ProcessLog::open(&path).unwrap();
+            log.previous_starts()
+        };
+        assert_eq!(
+            reopened(),
+            Some(started(&["before", "at the full disk", "after"]))
+        );
+
+        // The append and the rewrite fail (the directory is gone): no log, so a restart
+        // would report what was pending interrupted rather than run it again.
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        let _ = log.previous_starts();
+        let moved = dir.path().join("moved");
+        fs::create_dir(&moved).unwrap();
+        log.lock().path = moved.join("gone").join("running-jobs");
+        log.lock().file = full();
+        log.job_started("unwritten").unwrap();
+        assert!(log.lock().broken);
+        assert!(!log.lock().path.exists());
+        // Writable again: the next start rewrites the log, the unwritten one included.
+        fs::create_dir(moved.join("gone")).unwrap();
+        log.job_started("next").unwrap();
+        assert!(!log.lock().broken);
+        let text = fs::read_to_string(moved.join("gone").join("running-jobs")).unwrap();
+        assert!(
+            text.contains(">unwritten\n") && text.contains(">next\n"),
+            "{text}"
+        );
+
+        // The log can be neither appended to nor removed (here: a directory stands at its
+        // path): the start is refused, so the job does not run.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir_all(blocked.join("inside")).unwrap();
+        log.lock().path = blocked.clone();
+        log.lock().file = full();
+        assert_eq!(
+            log.job_started("refused"),
+            Err(NotStarted::Unrecorded(blocked.display().to_string()))
+        );
+    }
+
     /// A shell that ended while its node was down (a zombie waiting to be collected) is not
     /// "left running": nothing is stopped, nothing is said.
     #[test]
