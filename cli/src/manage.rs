@@ -190,6 +190,9 @@ fn job_info(r: &JobRecord) -> String {
         ("EXECUTION_TIME".into(), format!("{exec:.8}")),
         ("ROUNDTRIP_TIME".into(), format!("{round:.8}")),
     ];
+    if let Some(name) = &r.parent_name {
+        rows.insert(2, ("PARENT_NAME".into(), name.clone()));
+    }
     let waiting: Vec<&str> = r
         .nodes
         .iter()

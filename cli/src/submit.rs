@@ -210,6 +210,7 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
     let definition = format!("{}: {inline}", spec.verb());
     let parent = SubmittedParent {
         origin: None,
+        name: None,
         targets: None,
         is_async: false,
         fingerprint: Fingerprint::of(&definition),
@@ -249,8 +250,13 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
                     definition: job.text.clone(),
                 }));
             }
+            let origin = match &entry.name {
+                Some(name) => format!("{}: entry {} ({name})", file.display(), e + 1),
+                None => format!("{}: entry {}", file.display(), e + 1),
+            };
             parents.push(SubmittedParent {
-                origin: Some(format!("{}: entry {}", file.display(), e + 1)),
+                origin: Some(origin),
+                name: entry.name,
                 targets: entry.targets,
                 is_async: entry.is_async,
                 fingerprint: entry.fingerprint,
@@ -500,7 +506,9 @@ async fn follow_jobs(
                 let why = reason(result);
                 output::line(format_args!(
                     "  {}  {}  on {node}: {}",
-                    r.job_id, r.definition, why
+                    r.job_id,
+                    described(r),
+                    why
                 ));
             }
         }
@@ -534,6 +542,14 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
+/// The job as written, after its entry's name if it has one: `[web] RUN: echo hi`.
+fn described(r: &JobRecord) -> String {
+    match &r.parent_name {
+        Some(name) => format!("[{name}] {}", r.definition),
+        None => r.definition.clone(),
+    }
+}
+
 /// `Job Success: ID (RUN: echo hi) 3/3 nodes` and the like.
 fn status_line(r: &JobRecord) -> String {
     let skipped = r
@@ -558,7 +574,7 @@ fn status_line(r: &JobRecord) -> String {
             format!(
                 "Job Failed: {} ({}) failed on {}/{} nodes - {}",
                 r.job_id,
-                r.definition,
+                described(r),
                 failed.len(),
                 r.nodes.len(),
                 reasons.join("; ")
@@ -567,7 +583,7 @@ fn status_line(r: &JobRecord) -> String {
         _ => format!(
             "Job Success: {} ({}) {}/{} nodes{skipped}",
             r.job_id,
-            r.definition,
+            described(r),
             r.successes().len(),
             r.nodes.len()
         ),

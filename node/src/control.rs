@@ -94,6 +94,9 @@ pub struct SubmittedParent {
     /// Where the parent was written (`FILE: entry N`), to name it in errors; none for `exec`.
     #[serde(default)]
     pub origin: Option<String>,
+    /// The entry's `name:`, shown with its jobs' records.
+    #[serde(default)]
+    pub name: Option<String>,
     pub targets: Option<Vec<String>>,
     pub is_async: bool,
     pub fingerprint: Fingerprint,

@@ -64,6 +64,9 @@ pub struct JobRecord {
     pub run_id: String,
     pub parent_id: String,
     pub parent_fingerprint: String,
+    /// The orchestration entry's `name:`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_name: Option<String>,
     pub verb: String,
     /// The job as written (`RUN: echo hi`).
     pub definition: String,

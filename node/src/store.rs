@@ -801,6 +801,7 @@ mod tests {
             run_id: "r".into(),
             parent_id: "p".into(),
             parent_fingerprint: String::new(),
+            parent_name: None,
             verb: "RUN".into(),
             definition: "RUN: true".into(),
             fingerprint: String::new(),

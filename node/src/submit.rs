@@ -191,6 +191,7 @@ pub fn resolve(
                 run_id: run_id.clone(),
                 parent_id: parent_id.clone(),
                 parent_fingerprint: sp.fingerprint.to_hex(),
+                parent_name: sp.name.clone(),
                 verb: spec.verb().name().to_string(),
                 definition: job.definition.clone(),
                 fingerprint: fingerprint.to_hex(),

@@ -297,6 +297,7 @@ fn parents_of(yaml: &str, cwd: &Path) -> Result<Vec<SubmittedParent>, String> {
                 }
             }
             Ok(SubmittedParent {
+                name: None,
                 origin: None,
                 targets: entry.targets,
                 is_async: entry.is_async,

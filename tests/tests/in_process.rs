@@ -134,6 +134,7 @@ async fn submit_one(
     };
     let submission = Submission {
         parents: vec![SubmittedParent {
+            name: None,
             origin: None,
             targets: None,
             is_async: false,

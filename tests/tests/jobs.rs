@@ -218,8 +218,18 @@ fn a_failure_stops_the_rest_of_its_parent_and_exits_1() {
     let file = orchestrations().join("failure.yaml");
     let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--poll", "--check"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // The named entry's jobs are shown with its name; the other entry has none.
+    for line in [
+        "FAILED JOBS",
+        "[the failing parent] RUN: --skip-cache exit 7  on n1: exit code 7",
+        "(RUN: --skip-cache echo another parent) 3/3 nodes",
+    ] {
+        assert!(stdout.contains(line), "{line}: {}", text(&o));
+    }
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("FAILED JOBS"),
+        stdout.lines().any(|l| l.starts_with("Job Failed: ")
+            && l.contains(" ([the failing parent] RUN: --skip-cache exit 7) failed on 3/3")),
         "{}",
         text(&o)
     );
@@ -228,9 +238,19 @@ fn a_failure_stops_the_rest_of_its_parent_and_exits_1() {
         states(record(&recs, "RUN: --skip-cache echo before")),
         all("success")
     );
-    assert_eq!(
-        states(record(&recs, "RUN: --skip-cache exit 7")),
-        all("failed")
+    let failed = record(&recs, "RUN: --skip-cache exit 7");
+    assert_eq!(states(failed), all("failed"));
+    assert_eq!(failed["parent_name"], "the failing parent");
+    let other = record(&recs, "RUN: --skip-cache echo another parent");
+    assert!(other.get("parent_name").is_none(), "{other}");
+    let info = d.cli(&["manage", "--job-info", failed["job_id"].as_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&info.stdout)
+            .lines()
+            .map(str::trim)
+            .any(|l| l.starts_with("PARENT_NAME") && l.ends_with("the failing parent")),
+        "{}",
+        text(&info)
     );
     let never = record(&recs, "RUN: --skip-cache echo never runs");
     assert_eq!(states(never), all("failed"));

@@ -119,6 +119,7 @@ async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (Strin
         .entries
         .into_iter()
         .map(|entry| SubmittedParent {
+            name: None,
             origin: None,
             targets: entry.targets,
             is_async: entry.is_async,
