@@ -549,6 +549,8 @@ impl Actor {
             let job_id = work.job_id.clone();
             let parent_id = work.parent_id.clone();
             let queue = work.queue;
+            let not_recorded = unrecorded.is_some();
+            let parent_cache = cache.clone();
             // In a task of its own, so that a job that fails in an unforeseen way (a panic)
             // still ends as a failed result and frees its queue.
             let run = {
@@ -570,10 +572,19 @@ impl Actor {
                     .await
                 })
             };
-            let mut outcome = match run.await {
-                Ok(outcome) => outcome,
-                Err(e) => not_run(&job_id, format!("the job stopped unexpectedly: {e}")),
+            let (mut outcome, failed_unrun) = match run.await {
+                Ok(outcome) => (outcome, not_recorded),
+                Err(e) => (
+                    not_run(&job_id, format!("the job stopped unexpectedly: {e}")),
+                    true,
+                ),
             };
+            // A job that ran records its parent's failure itself; one that failed without
+            // running (or whose run broke off) does so here, so that the rest of its parent
+            // stays stopped after a restart too.
+            if failed_unrun {
+                parent_cache.fail_parent(&parent_id);
+            }
             if let Some(note) = note
                 && outcome.state.is_ok()
             {

@@ -9,7 +9,8 @@
 //!
 //! One file, appended to and never synced (a crashed process leaves the page cache intact;
 //! after a reboot there is nothing left to stop, and no telling which jobs started): a `boot`
-//! line naming the boot it belongs to, a `starts` line, then `>JOB` as a job is settled,
+//! line naming the boot it belongs to, a `starts` line once the log names every job the node
+//! may have started (see [`ProcessLog::restored`]), then `>JOB` as a job is settled,
 //! `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time on
 //! the boot clock just after the shell started, in the clock ticks `/proc/PID/stat` gives a
 //! process's start in. A group is stopped only if the log is from this boot and this pid
@@ -78,6 +79,12 @@ struct State {
     previous: Option<HashSet<String>>,
     /// When the previous run last wrote or touched the log (see [`ProcessLog::touch`]).
     previous_alive: Option<SystemTime>,
+    /// The log names every job this node may have started (its `starts` line): from the
+    /// start when the previous run's log did, else once the node has restored
+    /// ([`ProcessLog::restored`]).
+    starts_said: bool,
+    /// The node has dealt with what its previous run left (see [`ProcessLog::restored`]).
+    restored: bool,
     written: u64,
 }
 
@@ -102,7 +109,15 @@ impl ProcessLog {
             .flatten()
             .map(|job| (job.clone(), false))
             .collect();
-        let file = fresh(path, &boot, &HashMap::new(), &starts)?;
+        // Until the node has dealt with the jobs its previous run left, the new log must tell
+        // the next start no more than this one knows: nothing about starts if this one cannot
+        // tell (a crash right now must not make the next start take every pending job for
+        // one never started), and the previous run's last sign of life, not now.
+        let starts_said = previous.is_some();
+        let file = fresh(path, &boot, &HashMap::new(), &starts, starts_said)?;
+        if let Some(alive) = previous_alive {
+            let _ = file.set_modified(alive);
+        }
         let written = file.metadata()?.len();
         let log = ProcessLog {
             state: Mutex::new(State {
@@ -116,6 +131,8 @@ impl ProcessLog {
                 compacted: written,
                 previous,
                 previous_alive,
+                starts_said,
+                restored: false,
                 written,
             }),
         };
@@ -137,24 +154,40 @@ impl ProcessLog {
     }
 
     /// Says the node is alive (the file's modification time), for [`previous_down_for`]
-    /// after a crash. Call it about once a minute.
+    /// after a crash. Call it about once a minute. Before [`ProcessLog::restored`] it does
+    /// nothing: the log keeps the previous run's last sign of life.
     ///
     /// [`previous_down_for`]: ProcessLog::previous_down_for
     pub fn touch(&self) {
-        let _ = self.lock().file.set_modified(SystemTime::now());
+        let state = self.lock();
+        if state.restored {
+            let _ = state.file.set_modified(SystemTime::now());
+        }
+    }
+
+    /// The node has dealt with every job its previous run left (run again, or reported with
+    /// the results on disk): from now on the log speaks for this run only. Should writing
+    /// that fail, the next write tries again.
+    pub fn restored(&self) {
+        let mut state = self.lock();
+        state.restored = true;
+        if !state.starts_said {
+            rewrite(&mut state);
+        }
+        let _ = state.file.set_modified(SystemTime::now());
     }
 
     /// Job `job_id` is about to start (or to be reported without running: it is settled
     /// either way). Refused while the node stops (the job stays pending, and runs after the
     /// restart), and when the log cannot say so (the job would run again after a restart).
     pub fn job_started(&self, job_id: &str) -> Result<(), NotStarted> {
-        if self.lock().stopping {
+        // One lock throughout: once `halt` has returned, no job is said to start.
+        let mut state = self.lock();
+        if state.stopping {
             return Err(NotStarted::Stopping);
         }
-        self.append(format!(">{job_id}\n"), |state| {
-            state.starts.insert(job_id.to_string(), false);
-        });
-        let state = self.lock();
+        state.starts.insert(job_id.to_string(), false);
+        append(&mut state, format!(">{job_id}\n"));
         if state.broken && state.path.exists() {
             return Err(NotStarted::Unrecorded(state.path.display().to_string()));
         }
@@ -181,19 +214,24 @@ impl ProcessLog {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A job's shell started as the leader of process group `pgid`.
+    /// A job's shell started as the leader of process group `pgid`. Should the node have
+    /// begun to stop meanwhile (after the job was said to start, before its shell was
+    /// spawned), the group is stopped at once: nothing runs on unsupervised.
     pub fn started(&self, pgid: u32) {
         let ticks = boot_ticks();
-        self.append(format!("+{pgid} {ticks}\n"), |state| {
-            state.live.insert(pgid, ticks);
-        });
+        let mut state = self.lock();
+        state.live.insert(pgid, ticks);
+        append(&mut state, format!("+{pgid} {ticks}\n"));
+        if state.stopping {
+            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+        }
     }
 
     /// The job's shell ended (what it left in its group is the job's own business).
     pub fn ended(&self, pgid: u32) {
-        self.append(format!("-{pgid}\n"), |state| {
-            state.live.remove(&pgid);
-        });
+        let mut state = self.lock();
+        state.live.remove(&pgid);
+        append(&mut state, format!("-{pgid}\n"));
     }
 
     /// Stops every job's process group still running (the node is stopping: its jobs must not
@@ -208,41 +246,59 @@ impl ProcessLog {
         }
         stopped
     }
+}
 
-    fn append(&self, line: String, change: impl FnOnce(&mut State)) {
-        let mut state = self.lock();
-        change(&mut state);
-        if !state.broken && state.file.write_all(line.as_bytes()).is_ok() {
-            state.written += line.len() as u64;
-        } else if !state.broken {
-            // The log no longer says every start. No log is the safe word (a restart then
-            // reports every pending job interrupted, runs none again) until a rewrite works;
-            // meanwhile the cleanup after a crash is lost, which is only best effort.
-            let _ = fs::remove_file(&state.path);
-            state.broken = true;
-        }
-        if state.broken || state.written > COMPACT_AT.max(2 * state.compacted) {
-            state.starts.retain(|_, settled| !*settled);
-            if let Ok(file) = fresh(&state.path, &state.boot, &state.live, &state.starts) {
-                state.written = file.metadata().map_or(0, |m| m.len());
-                state.compacted = state.written;
-                state.file = file;
-                state.broken = false;
-            }
-        }
+/// Appends `line` to the log; after a write that failed, or once the log has grown enough, writes
+/// it anew from what `state` holds.
+fn append(state: &mut State, line: String) {
+    if !state.broken && state.file.write_all(line.as_bytes()).is_ok() {
+        state.written += line.len() as u64;
+    } else if !state.broken {
+        // The log no longer says every start. No log is the safe word (a restart then
+        // reports every pending job interrupted, runs none again) until a rewrite works;
+        // meanwhile the cleanup after a crash is lost, which is only best effort.
+        let _ = fs::remove_file(&state.path);
+        state.broken = true;
+    }
+    let said_late = state.restored && !state.starts_said;
+    if state.broken || said_late || state.written > COMPACT_AT.max(2 * state.compacted) {
+        rewrite(state);
     }
 }
 
-/// A log holding `live` and `starts`, written aside and renamed over `path`, open for
-/// appending.
+/// Writes the log anew with what `state` holds (the jobs settled and on disk left out).
+fn rewrite(state: &mut State) {
+    state.starts.retain(|_, settled| !*settled);
+    let say_starts = state.starts_said || state.restored;
+    if let Ok(file) = fresh(
+        &state.path,
+        &state.boot,
+        &state.live,
+        &state.starts,
+        say_starts,
+    ) {
+        state.written = file.metadata().map_or(0, |m| m.len());
+        state.compacted = state.written;
+        state.file = file;
+        state.broken = false;
+        state.starts_said = say_starts;
+    }
+}
+
+/// A log holding `live` and `starts` (with the line saying it names every start if
+/// `say_starts`), written aside and renamed over `path`, open for appending.
 fn fresh(
     path: &Path,
     boot: &str,
     live: &HashMap<u32, u64>,
     starts: &HashMap<String, bool>,
+    say_starts: bool,
 ) -> io::Result<File> {
     let aside = path.with_extension("new");
-    let mut text = format!("boot {boot}\n{STARTS_SAID}\n");
+    let mut text = format!("boot {boot}\n");
+    if say_starts {
+        text.push_str(&format!("{STARTS_SAID}\n"));
+    }
     for job in starts.keys() {
         text.push_str(&format!(">{job}\n"));
     }
@@ -418,10 +474,11 @@ mod tests {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             child.wait().unwrap();
         }
-        // The fresh log holds no group from before.
+        // The fresh log holds no group from before (nor the line naming every start: the
+        // first run never restored).
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            format!("boot {}\n{STARTS_SAID}\n", boot_id())
+            format!("boot {}\n", boot_id())
         );
     }
 
@@ -434,6 +491,7 @@ mod tests {
         let path = dir.path().join("running-jobs");
         let (log, _) = ProcessLog::open(&path).unwrap();
         assert_eq!(log.previous_starts(), None, "no log before");
+        log.restored();
         log.job_started("running").unwrap();
         log.job_started("ended").unwrap();
         drop(log);
@@ -494,6 +552,68 @@ mod tests {
         assert_eq!(log.previous_starts(), None);
     }
 
+    /// Until the node has restored, the log tells a next start no more than the previous log
+    /// told this one: a crash right after a start that could not tell which jobs had started
+    /// (another boot) must not make the next take every pending job for one never started,
+    /// nor a crash right after a long stop make the next think the node was down a moment.
+    #[test]
+    fn a_crash_before_the_node_restored_tells_the_next_start_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let set_log = |text: String| {
+            fs::write(&path, text).unwrap();
+            let file = OpenOptions::new().append(true).open(&path).unwrap();
+            file.set_modified(an_hour_ago).unwrap();
+        };
+        let down_an_hour = |log: &ProcessLog| {
+            let down = log.previous_down_for().unwrap();
+            assert!(down >= Duration::from_secs(3590), "{down:?}");
+        };
+
+        // A log of another boot: which jobs started, nobody can tell.
+        set_log("boot another boot\nstarts\n>a\n".into());
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert_eq!(log.previous_starts(), None);
+        down_an_hour(&log);
+        log.touch();
+        drop(log); // the crash, before restoring
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert_eq!(log.previous_starts(), None);
+        down_an_hour(&log);
+        log.restored();
+        log.job_started("b").unwrap();
+        drop(log);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert_eq!(log.previous_starts(), Some(["b".to_string()].into()));
+        assert!(log.previous_down_for().unwrap() < Duration::from_secs(60));
+        drop(log);
+
+        // A log of this boot: what it knew is kept as it was.
+        set_log(format!("boot {}\n{STARTS_SAID}\n>a\n", boot_id()));
+        for _ in 0..2 {
+            let (log, _) = ProcessLog::open(&path).unwrap();
+            assert_eq!(log.previous_starts(), Some(["a".to_string()].into()));
+            down_an_hour(&log);
+        }
+    }
+
+    /// A job's shell that starts after the node began to stop is stopped at once.
+    #[test]
+    fn a_shell_started_while_the_node_stops_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        log.halt();
+        let mut late = spawn_group();
+        log.started(late.id());
+        late.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(late.id()) {
+            assert!(Instant::now() < deadline, "the late group lives on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A write that fails (a full disk): the log is written anew with every start, or, when
     /// that fails too, removed, so that a restart runs nothing again (it cannot tell what
     /// started); a start that can be neither written nor taken back by removing the log is
@@ -503,6 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("running-jobs");
         let (log, _) = ProcessLog::open(&path).unwrap();
+        log.restored();
         log.job_started("before").unwrap();
         let full = || OpenOptions::new().append(true).open("/dev/full").unwrap();
 

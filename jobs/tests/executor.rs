@@ -498,6 +498,8 @@ async fn every_settled_job_is_written_down_and_none_starts_once_the_node_stops()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("running-jobs");
     let (log, _) = jobs::processes::ProcessLog::open(&path).unwrap();
+    // As a node does once it has dealt with what its previous run left.
+    log.restored();
     let log = Arc::new(log);
     let mut h = Harness::with(ExecutorConfig {
         processes: Some(log.clone()),

@@ -50,8 +50,9 @@ use crate::{
 /// unless the node cannot tell whether it had started (after a reboot of its machine, or a
 /// submitter's own job whose acceptance had not reached the disk).
 pub const INTERRUPTED: &str = "interrupted: the node restarted before the job finished (it had \
-                               started, or the node could not tell, as after a reboot; it is \
-                               not run again, so that no job ever runs twice)";
+                               started or been dropped from its queue, or the node could not \
+                               tell, as after a reboot; it is not run again, so that no job \
+                               ever runs twice)";
 
 /// A job still queued at a restart after the node was down longer than this is not run: its
 /// submitter has long reported it unreachable (and no longer sends it to a node back without
@@ -507,6 +508,14 @@ impl Actor {
                 RUN_QUEUED_WHEN_DOWN_UNDER.as_secs() / 60
             );
         }
+        // A run kept whose acceptance never reached the disk (a crash between the two
+        // writes): nothing will ever ask for it.
+        let known: HashSet<&str> = accepted_runs.iter().map(|(id, _)| id.as_str()).collect();
+        for run_id in self.store.accepted_run_ids() {
+            if !known.contains(run_id.as_str()) {
+                self.store.forget_accepted_run(&run_id);
+            }
+        }
         let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
         for (run_id, accepted) in accepted_runs {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
@@ -571,9 +580,16 @@ impl Actor {
         // What the loop above recorded (interrupted jobs of this node's own runs) is read
         // back below: on disk first.
         self.store.flush();
-        // Every job the previous run started is recorded now (done, or interrupted above).
-        if let (Some(log), Some(starts)) = (&self.processes, &previous_starts) {
-            log.jobs_settled(starts.iter().map(String::as_str));
+        // Every job the previous run left is recorded now (done, or interrupted above), or
+        // queued again below: the log of starts may speak for this run only. Not if that did
+        // not reach the disk (the node stops): the next start must know what this one knew.
+        if let Some(log) = &self.processes
+            && !self.store.has_failed()
+        {
+            if let Some(starts) = &previous_starts {
+                log.jobs_settled(starts.iter().map(String::as_str));
+            }
+            log.restored();
         }
         let mut queued_here: HashMap<String, HashSet<String>> = HashMap::new();
         let mut leftovers = false;
@@ -1607,10 +1623,12 @@ impl Actor {
         self.last_settle = now;
         let jobs = std::mem::take(&mut self.unsettled);
         let on_disk = self.store.committed();
+        let store = self.store.clone();
         let log = Arc::clone(log);
         tokio::spawn(async move {
-            // An error: the store failed and the node stops; the starts stay.
-            if on_disk.await.is_ok() {
+            // An error: the store failed and the node stops; the starts stay. So they do
+            // when an earlier group failed (its results are not on disk, though this one is).
+            if on_disk.await.is_ok() && !store.has_failed() {
                 log.jobs_settled(jobs.iter().map(String::as_str));
             }
         });

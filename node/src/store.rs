@@ -389,6 +389,22 @@ impl Store {
         self.get(ACCEPTED_RUNS, run_id)
     }
 
+    /// The runs [`Store::put_accepted_run`] keeps.
+    pub fn accepted_run_ids(&self) -> Vec<String> {
+        let Ok(r) = self.db.begin_read() else {
+            return Vec::new();
+        };
+        let Ok(t) = r.open_table(ACCEPTED_RUNS) else {
+            return Vec::new();
+        };
+        let Ok(iter) = t.iter() else {
+            return Vec::new();
+        };
+        iter.flatten()
+            .map(|row| row.0.value().to_string())
+            .collect()
+    }
+
     /// No job of `run_id` is pending here any more (sent after the last one's
     /// [`Store::job_finished`]).
     pub fn forget_accepted_run(&self, run_id: &str) {
