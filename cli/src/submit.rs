@@ -349,6 +349,12 @@ fn run(
             Ok(ControlResponse::Submitted(r)) => r,
             Ok(ControlResponse::Refused(why)) => return Err(Failure::Input(why)),
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
+            Err(e @ (ControlError::Closed | ControlError::NoAnswer { .. })) => {
+                return Err(Failure::Runtime(format!(
+                    "{e}\nWhether it took the jobs is not known here: once it runs again, \
+                     `manage --list-jobs` shows them if it did"
+                )));
+            }
             Err(e) => return Err(Failure::runtime(e)),
         };
         if reply.restricted > 0 {
@@ -473,8 +479,9 @@ async fn follow_jobs(
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             Err(ControlError::Closed) => {
                 return Err(Failure::Runtime(
-                    "the daemon closed the connection before every job finished (it may have restarted; \
-                     `manage --job-info` shows what is known)"
+                    "the daemon closed the connection before every job finished (it stopped or \
+                     restarted: its log says why; the jobs go on, and `manage --job-info` shows \
+                     what is known)"
                         .into(),
                 ));
             }

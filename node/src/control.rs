@@ -20,7 +20,7 @@ use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{UnixListener, UnixStream},
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::records::JobRecord;
 
@@ -222,10 +222,13 @@ pub enum ControlError {
     Malformed(String),
     #[error("control message of {size} bytes is over the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
-    #[error("the daemon closed the connection")]
+    #[error(
+        "the daemon closed the connection without answering (it stopped or restarted: its log says why)"
+    )]
     Closed,
     #[error(
-        "the daemon on {socket} did not answer within {} s (is it stopped, e.g. with SIGSTOP, or stuck?)",
+        "the daemon on {socket} did not answer within {} s (is it stopped, e.g. with SIGSTOP, stuck, \
+         or out of file descriptors? its log says more)",
         .after.as_secs()
     )]
     NoAnswer {
@@ -498,11 +501,24 @@ async fn serve_with_keepalive<H: ControlHandler>(
     handler: Arc<H>,
     keepalive: std::time::Duration,
 ) {
+    // Failures to accept (out of file descriptors, mostly) are retried every 100 ms and said
+    // once a minute.
+    let mut failed_since_said = 0u64;
+    let mut said_at: Option<tokio::time::Instant> = None;
     loop {
         let (mut stream, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                warn!("control socket accept failed: {e}");
+                failed_since_said += 1;
+                if said_at.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+                    warn!(
+                        failures = failed_since_said,
+                        "control socket accept failed: {e} (commands wait until it works; \
+                         tried again every 100 ms, said once a minute)"
+                    );
+                    said_at = Some(tokio::time::Instant::now());
+                    failed_since_said = 0;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
@@ -511,6 +527,13 @@ async fn serve_with_keepalive<H: ControlHandler>(
         tokio::spawn(async move {
             loop {
                 let reply = match read_frame::<ControlRequest>(&mut stream).await {
+                    // A client gone before its request was read (killed, or given up waiting
+                    // on a daemon that was stuck or out of file descriptors) waits for nothing:
+                    // what it asked is not done (its operator may ask again).
+                    Ok(Some(_)) if hung_up(&stream) => {
+                        info!("dropped a control request whose client had already gone");
+                        return;
+                    }
                     Ok(Some(request)) => handler.handle(request).await,
                     Ok(None) => return,
                     Err(e) => {
@@ -541,6 +564,22 @@ async fn serve_with_keepalive<H: ControlHandler>(
             }
         });
     }
+}
+
+/// Whether the client has closed its end (nothing more to read, and no error), without
+/// reading anything it sent.
+fn hung_up(stream: &UnixStream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(
+            stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(0)
+    )
 }
 
 /// The socket path for a state directory.
@@ -708,6 +747,42 @@ mod tests {
         assert!(matches!(answer, ControlResponse::Error(_)));
         let mut c2 = ControlClient::connect(dir.path()).await.unwrap();
         assert!(c2.request(&ControlRequest::JoinToken).await.is_ok());
+        server.abort();
+    }
+
+    /// Counts the requests it is given.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl ControlHandler for Counting {
+        async fn handle(&self, _: ControlRequest) -> Reply {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ControlResponse::JoinToken("t".into()).into()
+        }
+    }
+
+    /// A client that sent its request and went away before the daemon read it (killed, or
+    /// given up on a daemon that was stuck) does not have it done; one still waiting does.
+    #[tokio::test]
+    async fn a_request_whose_client_has_gone_is_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let listener = bind(&sock, None).unwrap();
+        let mut gone = UnixStream::connect(&sock).await.unwrap();
+        write_frame(&mut gone, &ControlRequest::JoinToken)
+            .await
+            .unwrap();
+        drop(gone);
+        let mut waiting = UnixStream::connect(&sock).await.unwrap();
+        write_frame(&mut waiting, &ControlRequest::JoinToken)
+            .await
+            .unwrap();
+        // Only now does the daemon take connections (it was busy, or out of descriptors).
+        let handler = Arc::new(Counting::default());
+        let server = tokio::spawn(serve(listener, handler.clone()));
+        let answer: ControlResponse = read_frame(&mut waiting).await.unwrap().unwrap();
+        assert_eq!(answer, ControlResponse::JoinToken("t".into()));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 1);
         server.abort();
     }
 
