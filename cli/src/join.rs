@@ -152,6 +152,7 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
     }
 
     init_logging();
+    raise_descriptor_limit();
     // One thread runs the daemon: its work is I/O and small messages, and on a machine shared
     // with the jobs it runs, hopping between worker threads costs more than it gives. Blocking
     // work (disk, hashing) runs on tokio's blocking pool and the store's writer thread.
@@ -166,7 +167,7 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
         tokio::select! {
             r = wait_for_signal() => r?,
             reason = node.store_failed() => {
-                eprintln!(
+                tracing::error!(
                     "the database cannot be written; stopping: a node that cannot write its \
                      database cannot keep what it acknowledges. Whatever it acknowledged is on \
                      disk; its peers resend the rest, and its unfinished jobs report as \
@@ -175,7 +176,6 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
                 failure = Some(reason);
             }
         }
-        eprintln!("leaving the mesh...");
         // A second signal while leaving stops at once.
         let left = tokio::select! {
             r = node.shutdown() => r.map_err(Failure::runtime),
@@ -187,6 +187,31 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
         }
     })
 }
+
+/// Each running job holds a few file descriptors (its pipes and process handle), each peer
+/// and each command on the control socket one or more: the daemon takes the whole of its
+/// hard limit (the soft one is often 1024), and says so when even that is low.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let now = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if now < LOW_DESCRIPTOR_LIMIT {
+        tracing::warn!(
+            limit = now,
+            "this daemon may open only {now} files: many jobs at once wait for descriptors \
+             (raise it: LimitNOFILE= in a systemd unit, ulimit -n in a shell)"
+        );
+    }
+}
+
+/// Below this many file descriptors a daemon is said to be short of them.
+const LOW_DESCRIPTOR_LIMIT: u64 = 1024;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -234,10 +259,20 @@ fn print_banner(node: &Node) {
         output::line_or_skip(format_args!("  control:    {}", socket.display()));
     }
     output::line_or_skip("");
-    output::line_or_skip("To join another machine to this mesh, run on it:");
-    output::line_or_skip("");
-    output::line_or_skip(format_args!("  directord-mesh join --token {token}"));
-    output::line_or_skip("");
+    // The token carries the mesh key: shown when the mesh is new or someone watches, not at
+    // every restart of a service whose output a journal keeps.
+    let watched = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if node.created_mesh() || watched || node.mesh_key().is_none() {
+        output::line_or_skip("To join another machine to this mesh, run on it:");
+        output::line_or_skip("");
+        output::line_or_skip(format_args!("  directord-mesh join --token {token}"));
+        output::line_or_skip("");
+    } else {
+        output::line_or_skip(
+            "To join another machine to this mesh, give it the join token (below) as \
+             DIRECTORD_MESH_TOKEN, `token:` in its --config file, or `join --token`.",
+        );
+    }
     if let Some(socket) = node.control_socket()
         && let Some(dir) = socket.parent()
     {

@@ -18,6 +18,7 @@ use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
+use tracing::warn;
 
 use crate::{
     cache::Cache,
@@ -790,12 +791,47 @@ async fn read_lines(
     }
 }
 
+/// How long a job's shell that cannot start for want of file descriptors or processes is
+/// tried again (within the job's timeout).
+const SPAWN_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Whether a failed spawn may work a moment later: the process (or the system) is out of
+/// file descriptors, or of processes.
+fn short_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE || code == nix::libc::EAGAIN
+    )
+}
+
 async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     let (sink, deadline) = (sh.sink, sh.deadline);
     let started = Instant::now();
     let mut cmd = shell(command, sh.cache);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    // A node short of file descriptors or processes for a moment (many jobs at once) is
+    // waited on, up to a while within the job's timeout, rather than failing the job.
+    let retry_until = deadline.min(started + SPAWN_RETRY_FOR);
+    let mut pause = Duration::from_millis(20);
+    let mut said = false;
+    let spawned = loop {
+        match cmd.spawn() {
+            Err(e) if short_of_resources(&e) && Instant::now() + pause < retry_until => {
+                if !said {
+                    warn!(
+                        "cannot start /bin/sh for a job: {e}; trying again for up to {} s \
+                         (raise the daemon's limit, e.g. LimitNOFILE= in its systemd unit)",
+                        SPAWN_RETRY_FOR.as_secs()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => break other,
+        }
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return ShellResult {
