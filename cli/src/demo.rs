@@ -223,8 +223,9 @@ fn spawn(exe: &Path, root: &Path, name: &str, token: Option<&str>) -> Result<Dae
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    // In the environment, not the arguments: process lists show arguments to every user.
     if let Some(token) = token {
-        cmd.args(["--token", token]);
+        cmd.env("DIRECTORD_MESH_TOKEN", token);
     }
     // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2), which
     // is async-signal-safe. It makes the daemon get SIGTERM if the demo dies without cleaning up.

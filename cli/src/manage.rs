@@ -1,6 +1,6 @@
 //! `manage`: the operator's views of jobs and of this node's cache (Directord's names).
 
-use std::{collections::BTreeMap, path::Path};
+use std::{collections::BTreeMap, os::unix::fs::OpenOptionsExt, path::Path};
 
 use comfy_table::{Table, presets::NOTHING};
 use jobs::executor::ResultState;
@@ -100,9 +100,18 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 } else {
                     json_text(&all)?
                 };
-                std::fs::write(&file, text).map_err(|e| {
-                    Failure::Runtime(format!("cannot write {}: {e}", file.display()))
-                })?;
+                // Every job's output is in it: readable by its owner only, as the records in
+                // the state directory are (a file that exists keeps its mode).
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&file)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                    .map_err(|e| {
+                        Failure::Runtime(format!("cannot write {}: {e}", file.display()))
+                    })?;
                 format!("Exported {} jobs to [ {} ]", all.len(), file.display())
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {

@@ -215,6 +215,15 @@ impl Node {
             state.clone(),
             members_changed.clone(),
         )));
+        // A node that cannot write its database stops: from the first failed write it starts
+        // no job (the result could not be kept; the job is reported interrupted once it is
+        // back, and must not have run meanwhile).
+        let failed = store.failed();
+        let halted = processes.clone();
+        tasks.push(tokio::spawn(async move {
+            failed.await;
+            halted.halt();
+        }));
         if let Some(socket) = &config.control_socket {
             let listener = control::bind(socket, config.socket_group.as_deref())
                 .map_err(NodeError::Control)?;

@@ -148,9 +148,15 @@ impl JobRecord {
     }
 }
 
+/// An id given empty (`--job-info ''`, a variable that was not set).
+const EMPTY_ID: &str = "an empty id: give a job id, the start of one, or `last`";
+
 /// Which job `id` names among `records`: `last` for the newest, else the job with that id or
 /// the only one whose id starts with it. The error says why none was picked.
 pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
+    if id.trim().is_empty() {
+        return Err(EMPTY_ID.into());
+    }
     if records.is_empty() {
         return Err(format!(
             "no job '{id}' on this node (it has no job records)"
@@ -182,6 +188,9 @@ pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
 /// else the parent with that id or the only one whose id starts with it. The error says why
 /// none was picked.
 pub fn pick_parent(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<JobRecord>), String> {
+    if id.trim().is_empty() {
+        return Err(EMPTY_ID.into());
+    }
     let id = if id == "last" {
         match records.iter().max_by_key(|r| r.created_unix_ms) {
             Some(newest) => newest.parent_id.clone(),
@@ -244,6 +253,8 @@ mod tests {
                 .contains("start of 3 job ids")
         );
         assert_eq!(pick(all(), "x").unwrap_err(), "no job 'x' on this node");
+        assert_eq!(pick(all(), "").unwrap_err(), EMPTY_ID);
+        assert_eq!(pick_parent(all(), " ").unwrap_err(), EMPTY_ID);
         assert!(
             pick(vec![], "last")
                 .unwrap_err()

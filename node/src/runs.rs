@@ -49,10 +49,10 @@ use crate::{
 /// A job a restart of its node cut short. A job still queued is run after the restart,
 /// unless the node cannot tell whether it had started (after a reboot of its machine, or a
 /// submitter's own job whose acceptance had not reached the disk).
-pub const INTERRUPTED: &str = "interrupted: the node restarted before the job finished (it had \
-                               started or been dropped from its queue, or the node could not \
-                               tell, as after a reboot; it is not run again, so that no job \
-                               ever runs twice)";
+pub const INTERRUPTED: &str = "interrupted: the node stopped before it recorded the job's result \
+                               (the job had started or been dropped from its queue, or the node \
+                               could not tell, as after a reboot; it is not run again, so that \
+                               no job ever runs twice)";
 
 /// A job still queued at a restart after the node was down longer than this is not run: its
 /// submitter has long reported it unreachable (and no longer sends it to a node back without

@@ -1319,6 +1319,10 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     let exported: Vec<Value> =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
     assert_eq!(exported.len(), 4);
+    // Every job's output is in it: its owner's only.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&export).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     // The members, as this node sees them.
     let nodes_file = root.path().join("nodes.yaml");
     let o = d.cli(&["manage", "--export-nodes", nodes_file.to_str().unwrap()]);
