@@ -18,7 +18,7 @@ so a restarted node comes back with the same peer id.
 
 Settings come from flags, then DIRECTORD_MESH_* environment variables, then the --config YAML
 file (keys are the flags' long names: name, listen, peer, token, open, heartbeat-interval,
-socket-group, blob-retention, allow-submitter; and labels, a map of KEY: VALUE), then
+socket-group, blob-retention, record-retention, allow-submitter; and labels, a map of KEY: VALUE), then
 defaults.";
 
 #[derive(Args, Debug)]
@@ -66,6 +66,13 @@ pub struct JoinArgs {
     /// forever; otherwise at least 1s. Default: 24h. [env: DIRECTORD_MESH_BLOB_RETENTION]
     #[arg(long, value_name = "DURATION")]
     blob_retention: Option<String>,
+
+    /// How long this node keeps the record of a job it submitted (its results, as `manage`
+    /// shows them) after every target reported. Jobs still waiting for results are kept
+    /// whatever their age. 0 keeps records until `manage --purge-jobs`; otherwise at least 1s.
+    /// Default: 30d. [env: DIRECTORD_MESH_RECORD_RETENTION]
+    #[arg(long, value_name = "DURATION")]
+    record_retention: Option<String>,
 
     /// Take jobs only from this submitter (a peer id, as `status` shows it), besides this node
     /// itself. Repeatable. A run from any other node is answered with each of its jobs failed as
@@ -116,6 +123,14 @@ impl JoinArgs {
                 .as_deref()
                 .map(|d| {
                     config::parse_retention(d).map_err(|e| input(format!("--blob-retention: {e}")))
+                })
+                .transpose()?,
+            record_retention: self
+                .record_retention
+                .as_deref()
+                .map(|d| {
+                    config::parse_record_retention(d)
+                        .map_err(|e| input(format!("--record-retention: {e}")))
                 })
                 .transpose()?,
         })

@@ -25,6 +25,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a file stays in the blob store after its last use, by default.
 pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
+/// Job records finished longer ago than this are forgotten (`--record-retention`).
+pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -71,12 +74,14 @@ pub struct JoinOptions {
     pub labels: BTreeMap<String, String>,
     /// Zero: keep blobs forever.
     pub blob_retention: Option<Duration>,
+    /// Zero: keep job records until purged.
+    pub record_retention: Option<Duration>,
     /// Peers whose runs this node takes (besides its own); empty: any member's.
     pub allow_submitters: Vec<PeerId>,
 }
 
 /// The environment variables `join` reads, in the order `--help` lists them.
-pub const JOIN_ENV: [&str; 10] = [
+pub const JOIN_ENV: [&str; 11] = [
     "DIRECTORD_MESH_NAME",
     "DIRECTORD_MESH_LISTEN",
     "DIRECTORD_MESH_PEER",
@@ -86,6 +91,7 @@ pub const JOIN_ENV: [&str; 10] = [
     "DIRECTORD_MESH_SOCKET_GROUP",
     "DIRECTORD_MESH_LABELS",
     "DIRECTORD_MESH_BLOB_RETENTION",
+    "DIRECTORD_MESH_RECORD_RETENTION",
     "DIRECTORD_MESH_ALLOW_SUBMITTERS",
 ];
 
@@ -111,6 +117,8 @@ struct FileOptions {
     labels: BTreeMap<String, String>,
     #[serde(alias = "blob-retention")]
     blob_retention: Option<serde_yaml_ng::Value>,
+    #[serde(alias = "record-retention")]
+    record_retention: Option<serde_yaml_ng::Value>,
     #[serde(
         default,
         alias = "allow-submitter",
@@ -155,6 +163,7 @@ impl JoinOptions {
             group,
             labels,
             retention,
+            records,
             submitters,
         ] = JOIN_ENV;
         let list = |v: String| -> Vec<String> {
@@ -190,6 +199,9 @@ impl JoinOptions {
         }
         if let Some(v) = get(retention) {
             o.blob_retention = Some(parse_retention_in(&v, &Source::Env(retention))?);
+        }
+        if let Some(v) = get(records) {
+            o.record_retention = Some(parse_record_retention_in(&v, &Source::Env(records))?);
         }
         if let Some(v) = get(submitters) {
             o.allow_submitters = parse_peer_ids(&list(v), &Source::Env(submitters))?;
@@ -249,6 +261,10 @@ impl JoinOptions {
                 .blob_retention
                 .map(|v| parse_retention_in(&scalar(v, "blob-retention")?, &source))
                 .transpose()?,
+            record_retention: file
+                .record_retention
+                .map(|v| parse_record_retention_in(&scalar(v, "record-retention")?, &source))
+                .transpose()?,
             allow_submitters: parse_peer_ids(&file.allow_submitter, &source)?,
         })
     }
@@ -270,6 +286,7 @@ impl JoinOptions {
                 self.labels
             },
             blob_retention: self.blob_retention.or(lower.blob_retention),
+            record_retention: self.record_retention.or(lower.record_retention),
             allow_submitters: if self.allow_submitters.is_empty() {
                 lower.allow_submitters
             } else {
@@ -293,6 +310,7 @@ impl JoinOptions {
         }
         let heartbeat_interval = self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT);
         let blob_retention = self.blob_retention.unwrap_or(DEFAULT_BLOB_RETENTION);
+        let record_retention = self.record_retention.unwrap_or(DEFAULT_RECORD_RETENTION);
         let name = self.name.unwrap_or_else(|| default_name.to_string());
         validate_name(&name)?;
         let listen = if self.listen.is_empty() {
@@ -328,6 +346,7 @@ impl JoinOptions {
             socket_group: self.socket_group,
             labels: self.labels,
             blob_retention: (!blob_retention.is_zero()).then_some(blob_retention),
+            record_retention: (!record_retention.is_zero()).then_some(record_retention),
             transport: TransportKind::Tcp,
             jobs_thread: true,
             allow_submitters: self.allow_submitters,
@@ -374,6 +393,8 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// Blobs unused for this long are removed; `None` keeps them forever.
     pub blob_retention: Option<Duration>,
+    /// Job records finished longer ago than this are forgotten; `None` keeps them until purged.
+    pub record_retention: Option<Duration>,
     pub transport: TransportKind,
     /// Run jobs on a thread of their own, so a node that takes in many results (the submitter
     /// of a large run) starts its own jobs as promptly as the others. Daemons do; nodes built
@@ -399,6 +420,7 @@ impl NodeConfig {
             socket_group: None,
             labels: BTreeMap::new(),
             blob_retention: Some(DEFAULT_BLOB_RETENTION),
+            record_retention: Some(DEFAULT_RECORD_RETENTION),
             transport: TransportKind::Memory,
             jobs_thread: false,
             allow_submitters: Vec::new(),
@@ -514,6 +536,26 @@ fn parse_retention_in(text: &str, source: &Source) -> Result<Duration, ConfigErr
     parse_retention(text).map_err(|reason| ConfigError::Invalid {
         origin: source.clone(),
         setting: "blob-retention".into(),
+        reason,
+    })
+}
+
+/// Parses a record retention: a duration of at least one second, or 0 for "until purged".
+pub fn parse_record_retention(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err(format!(
+            "{} is under a second; give at least 1s, or 0 to keep records until purged",
+            text.trim()
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_record_retention_in(text: &str, source: &Source) -> Result<Duration, ConfigError> {
+    parse_record_retention(text).map_err(|reason| ConfigError::Invalid {
+        origin: source.clone(),
+        setting: "record-retention".into(),
         reason,
     })
 }
@@ -820,6 +862,19 @@ mod tests {
         let envs = [("DIRECTORD_MESH_BLOB_RETENTION", "0")];
         let c = layers(JoinOptions::default(), &envs, "blob-retention: 2h\n").unwrap();
         assert_eq!(c.blob_retention, None, "0 keeps blobs forever");
+        assert_eq!(c.record_retention, Some(DEFAULT_RECORD_RETENTION));
+        let envs = [("DIRECTORD_MESH_RECORD_RETENTION", "0")];
+        let c = layers(JoinOptions::default(), &envs, "record-retention: 7d\n").unwrap();
+        assert_eq!(c.record_retention, None, "0 keeps records until purged");
+        let c = layers(JoinOptions::default(), &[], "record-retention: 7d\n").unwrap();
+        assert_eq!(c.record_retention, Some(Duration::from_secs(7 * 86400)));
+        let e = layers(JoinOptions::default(), &[], "record-retention: 5ms\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("record-retention") && e.contains("until purged"),
+            "{e}"
+        );
         let flags = JoinOptions {
             blob_retention: Some(Duration::from_secs(3)),
             ..Default::default()

@@ -188,6 +188,7 @@ impl Node {
                 cache: cache.clone(),
                 blobs: blobs.clone(),
                 blob_retention: config.blob_retention,
+                record_retention: config.record_retention,
                 allow_submitters: config.allow_submitters.clone(),
                 processes: Some(processes.clone()),
             },

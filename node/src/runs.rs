@@ -208,6 +208,8 @@ pub struct RunsParts {
     pub blobs: Arc<crate::blobs::BlobStore>,
     /// Blobs unused for this long are removed (`None`: kept forever).
     pub blob_retention: Option<Duration>,
+    /// Job records finished longer ago than this are forgotten (`None`: kept until purged).
+    pub record_retention: Option<Duration>,
     /// Submitters whose runs this node takes, besides its own; empty: any member's.
     pub allow_submitters: Vec<PeerId>,
     /// The log of the jobs' starts and process groups: after a restart, jobs of accepted runs
@@ -247,6 +249,7 @@ impl Runs {
             cache,
             blobs,
             blob_retention,
+            record_retention,
             allow_submitters,
             processes,
         } = parts;
@@ -272,6 +275,8 @@ impl Runs {
                 .map(|p| NodeId(p.to_string()))
                 .collect(),
             next_blob_sweep: Instant::now(),
+            record_retention,
+            next_record_sweep: Instant::now(),
             holders: HashMap::new(),
             job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
@@ -352,6 +357,8 @@ struct Actor {
     /// Submitters whose runs this node takes, besides its own; empty: any member's.
     allow_submitters: HashSet<NodeId>,
     next_blob_sweep: Instant,
+    record_retention: Option<Duration>,
+    next_record_sweep: Instant,
     /// Originator side: nodes known to hold each file.
     holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
     originator: Originator,
@@ -418,6 +425,10 @@ impl JobFile {
 /// How often the blob store is swept: a quarter of the retention, between 1 s and 10 min.
 fn blob_sweep_every(retention: Duration) -> Duration {
     (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+}
+
+fn record_sweep_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 fn now_ms() -> u64 {
@@ -934,6 +945,12 @@ impl Actor {
             }
             keep
         });
+        if let Some(retention) = self.record_retention
+            && now >= self.next_record_sweep
+        {
+            self.next_record_sweep = now + record_sweep_every(retention);
+            self.forget_old_records(retention);
+        }
         if let Some(retention) = self.blob_retention
             && now >= self.next_blob_sweep
         {
@@ -943,6 +960,24 @@ impl Actor {
             let blobs = &self.blobs;
             self.holders.retain(|hash, _| blobs.holds(hash));
         }
+    }
+
+    /// Forgets the records of jobs submitted more than `retention` ago whose every target
+    /// has reported (jobs still waiting for results are in memory, and kept).
+    fn forget_old_records(&self, retention: Duration) {
+        let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+        let open: HashSet<String> = self.records.keys().cloned().collect();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let forgotten = store.forget_records(before_ms, &open);
+            if forgotten > 0 {
+                info!(
+                    records = forgotten,
+                    retention_days = retention.as_secs_f64() / 86400.0,
+                    "forgot the records of jobs submitted longer ago than --record-retention"
+                );
+            }
+        });
     }
 
     /// Removes blobs unused for `retention`, except the files of runs still open here: those

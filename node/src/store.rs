@@ -391,18 +391,7 @@ impl Store {
 
     /// The runs [`Store::put_accepted_run`] keeps.
     pub fn accepted_run_ids(&self) -> Vec<String> {
-        let Ok(r) = self.db.begin_read() else {
-            return Vec::new();
-        };
-        let Ok(t) = r.open_table(ACCEPTED_RUNS) else {
-            return Vec::new();
-        };
-        let Ok(iter) = t.iter() else {
-            return Vec::new();
-        };
-        iter.flatten()
-            .map(|row| row.0.value().to_string())
-            .collect()
+        self.keys(ACCEPTED_RUNS)
     }
 
     /// No job of `run_id` is pending here any more (sent after the last one's
@@ -462,6 +451,38 @@ impl Store {
                 self.put_result(&record.job_id, node, result);
             }
         }
+    }
+
+    /// Forgets the records (and results, and QUERY values) of the jobs created before
+    /// `before_ms` (Unix ms), except those in `open`. Returns how many. Reads the whole
+    /// table: for a sweep now and then, not for every job.
+    pub fn forget_records(&self, before_ms: u64, open: &HashSet<String>) -> usize {
+        let old: HashSet<String> = self
+            .all::<JobRecord>(JOBS)
+            .into_iter()
+            .filter(|(id, r)| r.created_unix_ms < before_ms && !open.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        if old.is_empty() {
+            return 0;
+        }
+        for key in self.keys(RESULTS) {
+            if key
+                .split_once('/')
+                .is_some_and(|(job, _)| old.contains(job))
+            {
+                self.send(Op::Delete(RESULTS, key));
+            }
+        }
+        for v in self.query_values() {
+            if old.contains(&v.job_id) {
+                self.delete_query_value(&v.job_id, &v.node);
+            }
+        }
+        for id in &old {
+            self.send(Op::Delete(JOBS, id.clone()));
+        }
+        old.len()
     }
 
     /// Cache changes, written in the same groups as everything else.
@@ -544,6 +565,22 @@ impl Store {
         let t = r.open_table(table).ok()?;
         let v = t.get(key).ok()??;
         ciborium::from_reader(v.value()).ok()
+    }
+
+    /// The keys of `table`, without reading the values.
+    fn keys(&self, table: TableDefinition<&str, &[u8]>) -> Vec<String> {
+        let Ok(r) = self.db.begin_read() else {
+            return Vec::new();
+        };
+        let Ok(t) = r.open_table(table) else {
+            return Vec::new();
+        };
+        let Ok(iter) = t.iter() else {
+            return Vec::new();
+        };
+        iter.flatten()
+            .map(|row| row.0.value().to_string())
+            .collect()
     }
 
     fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Vec<(String, T)> {
@@ -972,6 +1009,58 @@ mod tests {
         assert_eq!(ids, vec!["a", "b"]);
         store.purge_jobs();
         assert!(store.records().is_empty());
+    }
+
+    /// Records older than the retention go with their results and QUERY values; newer ones
+    /// and those still open stay whole.
+    #[test]
+    fn old_records_are_forgotten_with_their_results_except_open_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let result = NodeResult {
+            state: jobs::executor::ResultState::Success,
+            stdout: "out".into(),
+            stderr: String::new(),
+            info: String::new(),
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        };
+        for (id, created) in [("old", 10), ("old-open", 10), ("new", 1000)] {
+            store.put_record(&record(id, created));
+            for node in ["n1", "n2"] {
+                store.put_result(id, node, &result);
+            }
+            store.put_query_value(&QueryValue {
+                job_id: id.into(),
+                node: NodeId("n1".into()),
+                name: "x".into(),
+                value: serde_json::json!(1),
+            });
+        }
+        // An id that starts another's is not taken for it.
+        store.put_record(&record("old-openly", 2000));
+        store.put_result("old-openly", "n1", &result);
+        store.flush();
+        let open = HashSet::from(["old-open".to_string()]);
+        assert_eq!(store.forget_records(500, &open), 1);
+        store.flush();
+        let left: Vec<(String, usize)> = store
+            .records()
+            .into_iter()
+            .map(|r| (r.job_id, r.results.len()))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                ("old-open".into(), 2),
+                ("new".into(), 2),
+                ("old-openly".into(), 1)
+            ]
+        );
+        let queried: Vec<String> = store.query_values().into_iter().map(|v| v.job_id).collect();
+        assert_eq!(queried, vec!["new", "old-open"]);
+        assert_eq!(store.forget_records(500, &open), 0);
     }
 
     /// The child half of [`what_was_acknowledged_or_is_a_second_old_survives_kill_9`]: writes,

@@ -306,3 +306,63 @@ async fn output_printed_before_the_client_watches_is_kept_for_it() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// Opens the node's database once the stopped node has let go of it (its aborted tasks drop
+/// what they hold when next polled).
+async fn reopen_store(dir: &std::path::Path) -> node::store::Store {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match node::store::Store::open(&dir.join("node.redb")) {
+            Ok(store) => return store,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A run kept for a restart whose acceptance never reached the disk (a crash between the two
+/// writes) is dropped when the node starts again: nothing would ever ask for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_run_without_its_acceptance_is_dropped_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cfg = NodeConfig::in_memory(dir.path().to_path_buf(), "node-0");
+        cfg.heartbeat_interval = Duration::from_secs(1);
+        Node::start(cfg)
+    };
+    start()
+        .await
+        .expect("node starts")
+        .shutdown()
+        .await
+        .unwrap();
+    {
+        let store = reopen_store(dir.path()).await;
+        store.put_accepted_run(&coordination::Run {
+            run_id: "orphan".into(),
+            originator: coordination::NodeId("someone".into()),
+            parents: Vec::new(),
+            stream: false,
+            inline: Vec::new(),
+            holders: Vec::new(),
+            round: 0,
+            originator_start: 0,
+        });
+        store.flush();
+        assert_eq!(store.accepted_run_ids(), vec!["orphan".to_string()]);
+    }
+    // The store's writer thread lets go of the database once its channel closes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let node = loop {
+        match start().await {
+            Ok(node) => break node,
+            Err(e) if Instant::now() > deadline => panic!("the node does not start again: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    // The restore runs as the node starts; the shutdown waits for its writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    node.shutdown().await.unwrap();
+    let store = reopen_store(dir.path()).await;
+    assert!(store.accepted_run_ids().is_empty());
+}

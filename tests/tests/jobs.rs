@@ -1350,6 +1350,51 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     assert!(records(d).is_empty());
 }
 
+/// Records older than `--record-retention` are forgotten once every target reported; a job
+/// still running is kept whatever its age, and goes once it is over.
+#[test]
+fn records_older_than_the_retention_are_forgotten_once_finished() {
+    let root = root();
+    let retention = ["--record-retention", "2s"];
+    let nodes = e2e_tests::isolated_mesh_with(root.path(), 2, Duration::from_secs(20), &retention);
+    let d = &nodes[0];
+    // Beside the serial queue, so the quick job does not wait for it.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--force-async",
+        "sleep 6",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let long = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .expect("exec prints the job id")
+        .to_string();
+    let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ids = |d: &Daemon| -> Vec<String> {
+        records(d)
+            .iter()
+            .map(|r| r["job_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(d).len(), 2);
+    // The quick job goes after the retention; the one still running stays.
+    wait_for(
+        Duration::from_secs(5),
+        "the finished record forgotten",
+        || (ids(d) == vec![long.clone()]).then_some(()),
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "the long job's record forgotten",
+        || ids(d).is_empty().then_some(()),
+    );
+}
+
 #[test]
 fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
     let root = root();
