@@ -522,40 +522,42 @@ pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
 
 /// Parses a blob retention: a duration of at least one second, or 0 for "keep forever".
 pub fn parse_retention(text: &str) -> Result<Duration, String> {
-    let d = parse_duration(text)?;
-    if !d.is_zero() && d < Duration::from_secs(1) {
-        return Err(format!(
-            "{} is under a second; give at least 1s, or 0 to keep files forever",
-            text.trim()
-        ));
-    }
-    Ok(d)
+    retention(text, "keep files forever")
 }
 
 fn parse_retention_in(text: &str, source: &Source) -> Result<Duration, ConfigError> {
-    parse_retention(text).map_err(|reason| ConfigError::Invalid {
-        origin: source.clone(),
-        setting: "blob-retention".into(),
-        reason,
-    })
+    retention_in(parse_retention(text), "blob-retention", source)
 }
 
 /// Parses a record retention: a duration of at least one second, or 0 for "until purged".
 pub fn parse_record_retention(text: &str) -> Result<Duration, String> {
+    retention(text, "keep records until purged")
+}
+
+fn parse_record_retention_in(text: &str, source: &Source) -> Result<Duration, ConfigError> {
+    retention_in(parse_record_retention(text), "record-retention", source)
+}
+
+/// A retention: at least a second, or 0, which means what `zero_means`.
+fn retention(text: &str, zero_means: &str) -> Result<Duration, String> {
     let d = parse_duration(text)?;
     if !d.is_zero() && d < Duration::from_secs(1) {
         return Err(format!(
-            "{} is under a second; give at least 1s, or 0 to keep records until purged",
+            "{} is under a second; give at least 1s, or 0 to {zero_means}",
             text.trim()
         ));
     }
     Ok(d)
 }
 
-fn parse_record_retention_in(text: &str, source: &Source) -> Result<Duration, ConfigError> {
-    parse_record_retention(text).map_err(|reason| ConfigError::Invalid {
+fn retention_in(
+    parsed: Result<Duration, String>,
+    setting: &str,
+    source: &Source,
+) -> Result<Duration, ConfigError> {
+    parsed.map_err(|reason| ConfigError::Invalid {
         origin: source.clone(),
-        setting: "record-retention".into(),
+        setting: setting.into(),
         reason,
     })
 }
