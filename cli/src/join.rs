@@ -68,7 +68,7 @@ pub struct JoinArgs {
     blob_retention: Option<String>,
 
     /// How long this node keeps the record of a job it submitted (its results, as `manage`
-    /// shows them) after every target reported. Jobs still waiting for results are kept
+    /// shows them), counted from the submission. Jobs still waiting for results are kept
     /// whatever their age. 0 keeps records until `manage --purge-jobs`; otherwise at least 1s.
     /// Default: 30d. [env: DIRECTORD_MESH_RECORD_RETENTION]
     #[arg(long, value_name = "DURATION")]
@@ -282,15 +282,16 @@ fn print_banner(node: &Node) {
         output::line_or_skip("");
         output::line_or_skip(format_args!("  directord-mesh join --token {token}"));
         output::line_or_skip("");
-    } else {
-        output::line_or_skip(
-            "To join another machine to this mesh, give it the join token (below) as \
-             DIRECTORD_MESH_TOKEN, `token:` in its --config file, or `join --token`.",
-        );
+    } else if let Some(token) = token_file(node) {
+        output::line_or_skip(format_args!(
+            "To join another machine to this mesh, give it the join token in {} (as \
+             DIRECTORD_MESH_TOKEN, `token:` in its --config file, or `join --token`). It \
+             carries the mesh key: keep it secret.",
+            token.display()
+        ));
+        return;
     }
-    if let Some(socket) = node.control_socket()
-        && let Some(dir) = socket.parent()
-    {
+    if let Some(token) = token_file(node) {
         let secret = if node.mesh_key().is_some() {
             " It carries the mesh key: keep it secret."
         } else {
@@ -298,7 +299,12 @@ fn print_banner(node: &Node) {
         };
         output::line_or_skip(format_args!(
             "(The token is also in {}.{secret})",
-            dir.join("join-token").display()
+            token.display()
         ));
     }
+}
+
+/// Where the node's join token is kept (beside its control socket, in the state directory).
+fn token_file(node: &Node) -> Option<std::path::PathBuf> {
+    Some(node.control_socket()?.parent()?.join("join-token"))
 }

@@ -100,18 +100,9 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 } else {
                     json_text(&all)?
                 };
-                // Every job's output is in it: readable by its owner only, as the records in
-                // the state directory are (a file that exists keeps its mode).
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&file)
-                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-                    .map_err(|e| {
-                        Failure::Runtime(format!("cannot write {}: {e}", file.display()))
-                    })?;
+                write_private(&file, text.as_bytes()).map_err(|e| {
+                    Failure::Runtime(format!("cannot write {}: {e}", file.display()))
+                })?;
                 format!("Exported {} jobs to [ {} ]", all.len(), file.display())
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
@@ -177,6 +168,30 @@ fn jobs_table(records: &[JobRecord]) -> String {
         "{table}\n\nTotal Items: {}   Total Failed: {failed}",
         records.len()
     )
+}
+
+/// Writes `bytes` to `path` readable by its owner only, as the records in the state
+/// directory are (every job's output is in them): written aside and renamed over the path, so
+/// a file there before, with another mode, or a link there, is replaced, not written through.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut aside_name = std::ffi::OsString::from(".");
+    aside_name.push(name);
+    aside_name.push(format!(".{}.tmp", std::process::id()));
+    let aside = path.with_file_name(aside_name);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&aside)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+        .and_then(|()| std::fs::rename(&aside, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    written
 }
 
 fn job_info(r: &JobRecord) -> String {

@@ -83,6 +83,9 @@ struct State {
     jobs: HashMap<Fingerprint, Timed>,
     parents: HashMap<String, Timed>,
     args: Map<String, Value>,
+    /// `args` as templates see it, shared until the args change: every job renders against
+    /// it, and copying a large map for each job would cost more than the job.
+    args_view: Option<Arc<Value>>,
     envs: Map<String, Value>,
 }
 
@@ -250,9 +253,16 @@ impl Cache {
         self.persist(vec![(format!("parent/{parent}"), Some(cbor(&failed)))]);
     }
 
-    /// The cached args, as a JSON object (the variables of templates).
-    pub fn args(&self) -> Value {
-        Value::Object(self.lock().args.clone())
+    /// The cached args, as a JSON object (the variables of templates). Shared, not copied,
+    /// until the args change.
+    pub fn args(&self) -> Arc<Value> {
+        let mut s = self.lock();
+        if let Some(view) = &s.args_view {
+            return Arc::clone(view);
+        }
+        let view = Arc::new(Value::Object(s.args.clone()));
+        s.args_view = Some(Arc::clone(&view));
+        view
     }
 
     /// The cached envs, as strings for a process environment.
@@ -275,6 +285,7 @@ impl Cache {
         let bytes = {
             let mut s = self.lock();
             merge(&mut s.args, values, extend);
+            s.args_view = None;
             serde_json::to_vec(&s.args).unwrap_or_default()
         };
         self.persist(vec![("args".into(), Some(bytes))]);
@@ -315,6 +326,7 @@ impl Cache {
             if matches!(tag, CacheTag::Args | CacheTag::All) {
                 count += s.args.len();
                 s.args.clear();
+                s.args_view = None;
                 writes.push(("args".to_string(), None));
             }
             if matches!(tag, CacheTag::Envs | CacheTag::All) {
@@ -323,6 +335,7 @@ impl Cache {
                 writes.push(("envs".to_string(), None));
             }
             if tag == CacheTag::Query && s.args.remove("query").is_some() {
+                s.args_view = None;
                 count += 1;
                 writes.push((
                     "args".to_string(),
@@ -434,6 +447,26 @@ mod tests {
         let fp = Fingerprint([1; 32]);
         cache.record(&fp, "p", CachedState::Success);
         assert!(!cache.succeeded(&fp));
+    }
+
+    /// Jobs share one copy of the args until an ARG, an eviction or a QUERY changes them.
+    #[test]
+    fn args_are_shared_until_they_change() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        cache.merge_args(obj(json!({"k": "v", "query": {"n": 1}})), false);
+        let first = cache.args();
+        assert!(Arc::ptr_eq(&first, &cache.args()));
+        cache.merge_args(obj(json!({"k": "w"})), false);
+        let second = cache.args();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            (first["k"].clone(), second["k"].clone()),
+            (json!("v"), json!("w"))
+        );
+        cache.evict(CacheTag::Query);
+        assert!(cache.args().get("query").is_none() && second.get("query").is_some());
+        cache.evict(CacheTag::Args);
+        assert_eq!(*cache.args(), json!({}));
     }
 
     #[test]

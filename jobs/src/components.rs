@@ -364,7 +364,7 @@ fn land(
     blob: &Path,
     path: &Path,
     expected: Fingerprint,
-    args: Option<Value>,
+    args: Option<std::sync::Arc<Value>>,
 ) -> Result<Fingerprint, LandError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -791,9 +791,9 @@ async fn read_lines(
     }
 }
 
-/// How long a job's shell that cannot start for want of file descriptors or processes is
-/// tried again (within the job's timeout).
-const SPAWN_RETRY_FOR: Duration = Duration::from_secs(30);
+/// At most this long between tries to start a job's shell that could not start for want of
+/// file descriptors or processes (it is tried until the job's timeout).
+const SPAWN_RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// Whether a failed spawn may work a moment later: the process (or the system) is out of
 /// file descriptors, or of processes.
@@ -804,34 +804,75 @@ fn short_of_resources(e: &std::io::Error) -> bool {
     )
 }
 
+/// Jobs waiting for file descriptors or processes to start their shell, in turn. The limits
+/// are the process's, so the turn is too.
+static SPAWN_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How many jobs wait for their turn: while any does, a new job queues behind them rather
+/// than take what frees up first.
+static SPAWN_WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts `cmd`; when the node is short of descriptors or processes, tries again in turn
+/// until `deadline`. Returns the child and whether it had to wait.
+async fn spawn_in_turn(
+    cmd: &mut Command,
+    deadline: Instant,
+) -> std::io::Result<(tokio::process::Child, bool)> {
+    use std::sync::atomic::Ordering;
+    let mut short = None;
+    if SPAWN_WAITERS.load(Ordering::SeqCst) == 0 {
+        match cmd.spawn() {
+            Err(e) if short_of_resources(&e) => short = Some(e),
+            other => return other.map(|child| (child, false)),
+        }
+    }
+    // Said when the first job starts to wait, not for each.
+    if SPAWN_WAITERS.fetch_add(1, Ordering::SeqCst) == 0
+        && let Some(e) = short
+    {
+        warn!(
+            "cannot start /bin/sh for a job: {e}; jobs wait for their turn until their timeout \
+             (raise the daemon's limit, e.g. LimitNOFILE= in its systemd unit)"
+        );
+    }
+    // Counted down however this ends (the job's task may be dropped while it waits).
+    struct Waiting;
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            SPAWN_WAITERS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _waiting = Waiting;
+    let Ok(_turn) = tokio::time::timeout_at(deadline, SPAWN_TURN.lock()).await else {
+        return Err(std::io::Error::other(
+            "the node was short of file descriptors or processes until the job's timeout",
+        ));
+    };
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match cmd.spawn() {
+            Err(e) if short_of_resources(&e) && Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SPAWN_RETRY_EVERY);
+            }
+            other => return other.map(|child| (child, true)),
+        }
+    }
+}
+
 async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     let (sink, deadline) = (sh.sink, sh.deadline);
     let started = Instant::now();
     let mut cmd = shell(command, sh.cache);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     // A node short of file descriptors or processes for a moment (many jobs at once) is
-    // waited on, up to a while within the job's timeout, rather than failing the job.
-    let retry_until = deadline.min(started + SPAWN_RETRY_FOR);
-    let mut pause = Duration::from_millis(20);
-    let mut said = false;
-    let spawned = loop {
-        match cmd.spawn() {
-            Err(e) if short_of_resources(&e) && Instant::now() + pause < retry_until => {
-                if !said {
-                    warn!(
-                        "cannot start /bin/sh for a job: {e}; trying again for up to {} s \
-                         (raise the daemon's limit, e.g. LimitNOFILE= in its systemd unit)",
-                        SPAWN_RETRY_FOR.as_secs()
-                    );
-                    said = true;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-            other => break other,
-        }
+    // waited on, within the job's timeout, rather than failing the job: in turn, first come
+    // first served, while any job waits.
+    let spawned = match spawn_in_turn(&mut cmd, deadline).await {
+        Ok((child, waited)) => Ok((child, waited.then(|| started.elapsed()))),
+        Err(e) => Err(e),
     };
-    let mut child = match spawned {
+    let (mut child, waited_for_spawn) = match spawned {
         Ok(c) => c,
         Err(e) => {
             return ShellResult {
@@ -885,6 +926,16 @@ async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
                 "[the shell exited but a process it started still holds its output; the job \
                  ended {} s later and left that process running]",
                 AFTER_EXIT_GRACE.as_secs()
+            ));
+        }
+        if let Some(waited) = waited_for_spawn {
+            if !stderr.text.is_empty() && !stderr.text.ends_with('\n') {
+                stderr.text.push('\n');
+            }
+            stderr.text.push_str(&format!(
+                "[the shell waited {:.1} s to start: the node was short of file descriptors or \
+                 processes]",
+                waited.as_secs_f64()
             ));
         }
         let not_utf8: Vec<&str> = [(stdout.not_utf8, "stdout"), (stderr.not_utf8, "stderr")]

@@ -108,7 +108,7 @@ struct FileOptions {
     #[serde(default, alias = "peers", deserialize_with = "one_or_many")]
     peer: Vec<String>,
     token: Option<String>,
-    open: Option<bool>,
+    open: Option<serde_yaml_ng::Value>,
     #[serde(alias = "heartbeat-interval")]
     heartbeat_interval: Option<serde_yaml_ng::Value>,
     #[serde(alias = "socket-group")]
@@ -247,7 +247,31 @@ impl JoinOptions {
             listen: parse_addrs(&file.listen, "listen", &source)?,
             peers: parse_addrs(&file.peer, "peer", &source)?,
             token: file.token.map(|t| parse_token(&t, &source)).transpose()?,
-            open: file.open,
+            open: file
+                .open
+                .map(|v| match v {
+                    serde_yaml_ng::Value::Bool(b) => Ok(b),
+                    serde_yaml_ng::Value::String(t) => {
+                        parse_bool(&t).ok_or_else(|| ConfigError::Invalid {
+                            origin: source.clone(),
+                            setting: "open".into(),
+                            reason: format!("'{t}' is not a boolean (use true/false, yes/no, 1/0)"),
+                        })
+                    }
+                    serde_yaml_ng::Value::Number(n) => {
+                        parse_bool(&n.to_string()).ok_or_else(|| ConfigError::Invalid {
+                            origin: source.clone(),
+                            setting: "open".into(),
+                            reason: format!("{n} is not a boolean (use true/false, yes/no, 1/0)"),
+                        })
+                    }
+                    other => Err(ConfigError::Invalid {
+                        origin: source.clone(),
+                        setting: "open".into(),
+                        reason: format!("expected a boolean, found {other:?}"),
+                    }),
+                })
+                .transpose()?,
             heartbeat_interval: file
                 .heartbeat_interval
                 .map(|v| parse_interval(&scalar(v, "heartbeat-interval")?, &source))
@@ -643,7 +667,7 @@ pub fn validate_name(name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::Conflict(format!(
-            "node name '{name}' must be 1-253 characters of letters, digits, '-', '_' or '.'"
+            "node name '{name}' must be 1-253 characters of ASCII letters, digits, '-', '_' or '.'"
         )))
     }
 }
@@ -786,6 +810,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("not a boolean"), "{e}");
+        // The file takes the words the environment takes.
+        for (text, open) in [
+            ("open: yes\n", true),
+            ("open: off\n", false),
+            ("open: true\n", true),
+        ] {
+            let cfg = layers(JoinOptions::default(), &[], text).unwrap();
+            assert_eq!(cfg.mesh_key_choice == MeshKeyChoice::Open, open, "{text}");
+        }
+        let e = layers(JoinOptions::default(), &[], "open: maybe\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/dm.yaml") && e.contains("not a boolean"),
+            "{e}"
+        );
         let e = layers(
             JoinOptions::default(),
             &[("DIRECTORD_MESH_TOKEN", "dm1-xyz")],

@@ -973,7 +973,7 @@ impl Actor {
             if forgotten > 0 {
                 info!(
                     records = forgotten,
-                    retention_days = retention.as_secs_f64() / 86400.0,
+                    retention_secs = retention.as_secs(),
                     "forgot the records of jobs submitted longer ago than --record-retention"
                 );
             }

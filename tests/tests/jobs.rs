@@ -1310,6 +1310,9 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
 
     // Export, then purge: the export keeps everything, the node forgets.
     let export = root.path().join("jobs.yaml");
+    // A file there before, readable by all, is replaced by one only its owner reads.
+    std::fs::write(&export, "old").unwrap();
+    std::fs::set_permissions(&export, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let o = d.cli(&["manage", "--export-jobs", export.to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("Exported 4 jobs"),
