@@ -17,6 +17,9 @@ use crate::inline::{self, COMMON_OPTIONS, OptionSpec, Parsed};
 /// Default job timeout in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 
+/// Linux's limit on one argument of a program (MAX_ARG_STRLEN), its closing NUL included.
+const MAX_COMMAND_BYTES: usize = 128 * 1024;
+
 /// The longest timeout or wait a job may ask for: a year (366 days), in seconds.
 pub const MAX_SECONDS: u64 = 366 * 24 * 3600;
 
@@ -828,6 +831,15 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
             if p.rest_raw.is_empty() {
                 return Err(format!("RUN needs a command; {}", usage()));
             }
+            // The command is one argument of `/bin/sh -c`: the kernel takes no longer one.
+            if p.rest_raw.len() >= MAX_COMMAND_BYTES && !crate::template::is_template(&p.rest_raw) {
+                return Err(format!(
+                    "the command is {} bytes; a shell command can be at most {} (the kernel's \
+                     limit for one argument): put it in a file, ADD it and RUN that file",
+                    p.rest_raw.len(),
+                    MAX_COMMAND_BYTES - 1
+                ));
+            }
             let stdout_arg = p.value("stdout-arg").map(str::to_string);
             if let Some(name) = &stdout_arg {
                 check_arg_name(name, "--stdout-arg")?;
@@ -1261,6 +1273,10 @@ mod tests {
         assert!(err("ehco", "x").contains("did you mean ECHO?"));
         assert_eq!(edit_distance("QUERYWAIT", "QUERY_WAIT"), 1);
         assert!(err("RUN", "").contains("RUN needs a command"));
+        let long = format!("echo {}", "y".repeat(MAX_COMMAND_BYTES));
+        assert!(err("RUN", &long).contains("put it in a file"));
+        let fits = format!("echo {}", "y".repeat(MAX_COMMAND_BYTES - 10));
+        assert!(JobSpec::parse("RUN", &fits, &Default::default()).is_ok());
         assert!(err("RUN", "--timeout abc true").contains("--timeout 'abc'"));
         assert!(err("RUN", "--timeout 0 true").contains("from 1 s to a year"));
         assert!(err("RUN", "--stdout-arg 9x true").contains("--stdout-arg '9x'"));

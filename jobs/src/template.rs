@@ -23,7 +23,7 @@ fn environment() -> &'static Environment<'static> {
 }
 
 /// Whether `text` contains template syntax at all (plain text skips the engine).
-fn is_template(text: &str) -> bool {
+pub fn is_template(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 

@@ -71,14 +71,29 @@ pub fn resolve(
     }
     let lookup = |name: &str| -> Result<NodeRef, SubmitError> {
         let Some(views) = by_name.get(name) else {
+            // Names are matched exactly; one that differs only in case is likely meant.
+            let like: Vec<&str> = by_name
+                .keys()
+                .copied()
+                .filter(|n| n.eq_ignore_ascii_case(name))
+                .collect();
+            if !like.is_empty() {
+                return Err(SubmitError::BadInput(format!(
+                    "unknown target '{name}' (names are matched exactly: did you mean {}?)",
+                    like.iter()
+                        .map(|n| format!("'{n}'"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )));
+            }
             let gone = if gone_names.is_empty() {
                 String::new()
             } else {
-                format!("; not alive: {}", gone_names.join(", "))
+                format!("; not alive: {}", some_of(&gone_names))
             };
             return Err(SubmitError::BadInput(format!(
                 "unknown target '{name}' (alive: {}{gone})",
-                alive_names.join(", ")
+                some_of(&alive_names)
             )));
         };
         let alive: Vec<&&mesh::MemberView> = views
@@ -253,4 +268,18 @@ pub fn resolve(
             left_out: left_out.into_iter().collect(),
         },
     })
+}
+
+/// Names for an error message: all of them when they are few, else the first ones and how
+/// many more (`status` lists them all).
+fn some_of(names: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    if names.len() <= SHOWN {
+        return names.join(", ");
+    }
+    format!(
+        "{}, and {} more (see `status`)",
+        names[..SHOWN].join(", "),
+        names.len() - SHOWN
+    )
 }

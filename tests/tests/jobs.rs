@@ -1097,11 +1097,19 @@ fn unknown_targets_are_refused_before_anything_runs() {
         "{}",
         text(&o)
     );
+    // A name that differs only in case is pointed at.
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", "--target", "N2", "true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did you mean 'n2'?"),
+        "{}",
+        text(&o)
+    );
     assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
-    // A run no message can carry (9 MiB of command) is refused, not stored to wait forever.
+    // A run no message can carry (9 MiB of text) is refused, not stored to wait forever.
     let big = root.path().join("big.yaml");
-    let command = format!("echo {}", "x".repeat(9 * 1024 * 1024));
-    std::fs::write(&big, format!("- jobs:\n  - RUN: {command}\n")).unwrap();
+    let text9 = "x".repeat(9 * 1024 * 1024);
+    std::fs::write(&big, format!("- jobs:\n  - ECHO: {text9}\n")).unwrap();
     let o = nodes[0].cli(&["orchestrate", big.to_str().unwrap(), "--poll"]);
     assert_eq!(
         o.status.code(),
