@@ -59,6 +59,42 @@ pub fn holds_a_mesh(dir: &Path) -> bool {
         || dir.join("mesh.open").exists()
 }
 
+/// Refuses a state directory of another user, and takes write access to its own away from
+/// others: whoever can replace the keys or the control socket in it can take the node's place
+/// or command it.
+fn check_ownership(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir).map_err(io_err(dir))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let reason = if meta.uid() != me {
+        Some(format!(
+            "it belongs to user id {} and this daemon runs as {me}, so that user could replace \
+             its keys: chown it to the daemon's user, or use another --state-dir",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        // Its own directory: tightened rather than refused (a umask of 002 made it so).
+        let was = meta.mode() & 0o7777;
+        let now = was & !0o022;
+        fs::set_permissions(dir, fs::Permissions::from_mode(now)).map_err(io_err(dir))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            "the state directory's mode was {was:o}, which let others write in it and replace \
+             its keys: it is {now:o} now"
+        );
+        None
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(StateError::Invalid {
+            path: dir.to_path_buf(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// An open state directory, locked for one daemon.
 #[derive(Debug)]
 pub struct StateDir {
@@ -74,6 +110,7 @@ impl StateDir {
             // Keys live here: only the owner may look inside.
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
         }
+        check_ownership(dir)?;
         let lock_path = dir.join("daemon.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -291,6 +328,23 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A directory others may write in loses that; one that belongs to another user is
+    /// refused.
+    #[test]
+    fn a_state_dir_others_could_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        drop(StateDir::open(dir.path()).unwrap());
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755, "others' write access is taken away");
+        // Another owner (only root can hand a directory to another user).
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let e = StateDir::open(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("belongs to user id 65534"), "{e}");
+        }
     }
 
     #[test]
