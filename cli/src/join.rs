@@ -93,7 +93,9 @@ impl JoinArgs {
         let addrs = |items: &[String], flag: &str| {
             items
                 .iter()
-                .map(|s| config::parse_addr(s).map_err(|e| input(format!("--{flag}: {e}"))))
+                .map(|s| {
+                    config::parse_addr_for(s, flag).map_err(|e| input(format!("--{flag}: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(JoinOptions {

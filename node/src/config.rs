@@ -482,6 +482,12 @@ pub fn parse_addr(text: &str) -> Result<Multiaddr, String> {
             .parse()
             .map_err(|e| format!("'{text}': {e}"))?),
         Err(_) => match text.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => Err(format!(
+                "'{text}': an IPv6 address with a port is written in brackets, [ADDRESS]:PORT"
+            )),
+            Some((_, port)) if port.parse::<u64>().is_ok() && port.parse::<u16>().is_err() => {
+                Err(format!("'{text}': port {port} is out of range (1-65535)"))
+            }
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 format!("/dns/{host}/tcp/{port}")
                     .parse()
@@ -494,6 +500,35 @@ pub fn parse_addr(text: &str) -> Result<Multiaddr, String> {
     }
 }
 
+/// An address for `setting` (`listen` or `peer`): parsed as [`parse_addr`] does, then checked
+/// as [`usable_addr`] does.
+pub fn parse_addr_for(text: &str, setting: &str) -> Result<Multiaddr, String> {
+    let addr = parse_addr(text)?;
+    usable_addr(&addr, setting)?;
+    Ok(addr)
+}
+
+/// Checks what `setting` can use: TCP only, and for `listen` an IP address (a name is not
+/// listened on).
+fn usable_addr(addr: &Multiaddr, setting: &str) -> Result<(), String> {
+    use mesh::multiaddr::Protocol;
+    if !addr.iter().any(|p| matches!(p, Protocol::Tcp(_))) {
+        return Err(format!(
+            "'{addr}': only TCP addresses are used (/ip4/ADDRESS/tcp/PORT or HOST:PORT)"
+        ));
+    }
+    let named = addr
+        .iter()
+        .any(|p| matches!(p, Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)));
+    if setting == "listen" && named {
+        return Err(format!(
+            "'{addr}': listen on an IP address (0.0.0.0:PORT for every interface, \
+             127.0.0.1:PORT, [::]:PORT), not a name"
+        ));
+    }
+    Ok(())
+}
+
 fn parse_addrs(
     items: &[String],
     setting: &str,
@@ -502,7 +537,7 @@ fn parse_addrs(
     items
         .iter()
         .map(|s| {
-            parse_addr(s).map_err(|reason| ConfigError::Invalid {
+            parse_addr_for(s, setting).map_err(|reason| ConfigError::Invalid {
                 origin: source.clone(),
                 setting: setting.into(),
                 reason,
@@ -874,6 +909,14 @@ mod tests {
         );
         assert!(parse_addr("/ip4/1.2.3.4/tcp/x").is_err());
         assert!(parse_addr("nope").is_err());
+        // What an operator gets wrong is named.
+        let e = |text: &str, setting: &str| parse_addr_for(text, setting).unwrap_err();
+        assert!(e("::1:7411", "listen").contains("[ADDRESS]:PORT"));
+        assert!(e("127.0.0.1:99999", "peer").contains("out of range"));
+        assert!(e("localhost:7411", "listen").contains("not a name"));
+        assert!(e("/ip4/127.0.0.1/udp/7411", "peer").contains("only TCP"));
+        assert!(parse_addr_for("localhost:7411", "peer").is_ok());
+        assert!(parse_addr_for("[::]:7411", "listen").is_ok());
     }
 
     #[test]
