@@ -623,26 +623,38 @@ fn retention_in(
 
 /// Parses `5`, `5s`, `500ms`, `2m`, `1h` or `7d` (a bare number is seconds; fractions allowed).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (examples: 5, 5s, 500ms, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        other => {
-            return Err(format!(
-                "'{text}': unknown unit '{other}' (use ms, s, m, h or d)"
-            ));
-        }
-    };
+    let not_one = || format!("'{text}' is not a duration (examples: 5, 5s, 500ms, 2m, 1h30m)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(not_one());
+    }
+    // Parts such as `1h30m`; a bare number is seconds.
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(split);
+        let value: f64 = num.parse().map_err(|_| not_one())?;
+        let after = after.trim_start();
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        secs += match unit.trim() {
+            "" | "s" => value,
+            "ms" => value / 1000.0,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            "d" => value * 86400.0,
+            other => {
+                return Err(format!(
+                    "'{text}': unknown unit '{other}' (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        rest = next.trim_start();
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| format!("'{text}' is not a duration"))
 }
 
@@ -925,6 +937,14 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("5m 30s").unwrap(), Duration::from_secs(330));
+        assert!(
+            parse_duration("5m30x")
+                .unwrap_err()
+                .contains("unknown unit 'x'")
+        );
+        assert!(parse_duration("").is_err() && parse_duration("m").is_err());
         assert_eq!(
             parse_duration("7d").unwrap(),
             Duration::from_secs(7 * 86400)
