@@ -169,7 +169,7 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
     }
 
     init_logging();
-    raise_descriptor_limit();
+    warn_of_a_low_descriptor_limit();
     // One thread runs the daemon: its work is I/O and small messages, and on a machine shared
     // with the jobs it runs, hopping between worker threads costs more than it gives. Blocking
     // work (disk, hashing) runs on tokio's blocking pool and the store's writer thread.
@@ -207,22 +207,18 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
 }
 
 /// Each running job holds a few file descriptors (its pipes and process handle), each peer
-/// and each command on the control socket one or more: the daemon takes the whole of its
-/// hard limit (the soft one is often 1024), and says so when even that is low.
-fn raise_descriptor_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+/// and each command on the control socket one or more: a low limit is said at start. The
+/// daemon does not raise its own: its jobs would inherit the raised one, and programs that
+/// walk every descriptor up to the limit slow down (jobs short of descriptors wait in turn).
+fn warn_of_a_low_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let now = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    if now < LOW_DESCRIPTOR_LIMIT {
+    if soft < LOW_DESCRIPTOR_LIMIT {
         tracing::warn!(
-            limit = now,
-            "this daemon may open only {now} files: many jobs at once wait for descriptors \
+            limit = soft,
+            "this daemon may open only {soft} files: many jobs at once wait for descriptors \
              (raise it: LimitNOFILE= in a systemd unit, ulimit -n in a shell)"
         );
     }

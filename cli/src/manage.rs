@@ -1,6 +1,10 @@
 //! `manage`: the operator's views of jobs and of this node's cache (Directord's names).
 
-use std::{collections::BTreeMap, os::unix::fs::OpenOptionsExt, path::Path};
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
 
 use comfy_table::{Table, presets::NOTHING};
 use jobs::executor::ResultState;
@@ -171,9 +175,30 @@ fn jobs_table(records: &[JobRecord]) -> String {
 }
 
 /// Writes `bytes` to `path` readable by its owner only, as the records in the state
-/// directory are (every job's output is in them): written aside and renamed over the path, so
-/// a file there before, with another mode, or a link there, is replaced, not written through.
+/// directory are (every job's output is in them). A new or regular file is written aside and
+/// renamed over the path (a file there before, with another mode, is replaced); a link is
+/// written through, its file made the owner's only; a device or a pipe (`/dev/stdout`, a
+/// process substitution) is just written to.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .write_all(bytes);
+        }
+        Ok(_) if is_link => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            return f.write_all(bytes);
+        }
+        _ => {}
+    }
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("not a file name"))?;
@@ -186,7 +211,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&aside)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, bytes))
+        .and_then(|mut f| f.write_all(bytes))
         .and_then(|()| std::fs::rename(&aside, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&aside);

@@ -828,7 +828,7 @@ async fn spawn_in_turn(
     }
     // Said when the first job starts to wait, not for each.
     if SPAWN_WAITERS.fetch_add(1, Ordering::SeqCst) == 0
-        && let Some(e) = short
+        && let Some(e) = &short
     {
         warn!(
             "cannot start /bin/sh for a job: {e}; jobs wait for their turn until their timeout \
@@ -849,13 +849,17 @@ async fn spawn_in_turn(
         ));
     };
     let mut pause = Duration::from_millis(10);
+    // Whether this job itself could not start at once (one that only queued behind others
+    // did wait, but its stderr need not say so).
+    let mut short_here = short.is_some();
     loop {
         match cmd.spawn() {
             Err(e) if short_of_resources(&e) && Instant::now() + pause < deadline => {
+                short_here = true;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(SPAWN_RETRY_EVERY);
             }
-            other => return other.map(|child| (child, true)),
+            other => return other.map(|child| (child, short_here)),
         }
     }
 }

@@ -260,6 +260,12 @@ fn append(state: &mut State, line: String) {
         let _ = fs::remove_file(&state.path);
         state.broken = true;
     }
+    // Until the node has restored, the file keeps the previous run's last sign of life.
+    if !state.restored
+        && let Some(alive) = state.previous_alive
+    {
+        let _ = state.file.set_modified(alive);
+    }
     let said_late = state.restored && !state.starts_said;
     if state.broken || said_late || state.written > COMPACT_AT.max(2 * state.compacted) {
         rewrite(state);

@@ -566,20 +566,16 @@ async fn serve_with_keepalive<H: ControlHandler>(
     }
 }
 
-/// Whether the client has closed its end (nothing more to read, and no error), without
-/// reading anything it sent.
+/// Whether the client has closed its socket (both ways: a client that only shut its writing
+/// side still waits for the answer), without reading anything it sent.
 fn hung_up(stream: &UnixStream) -> bool {
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsRawFd;
-    let mut byte = [0u8; 1];
-    matches!(
-        recv(
-            stream.as_raw_fd(),
-            &mut byte,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-        ),
-        Ok(0)
-    )
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
 }
 
 /// The socket path for a state directory.
@@ -776,13 +772,21 @@ mod tests {
         write_frame(&mut waiting, &ControlRequest::JoinToken)
             .await
             .unwrap();
+        // One that has only shut its writing side still waits for the answer.
+        let mut half = UnixStream::connect(&sock).await.unwrap();
+        write_frame(&mut half, &ControlRequest::JoinToken)
+            .await
+            .unwrap();
+        half.shutdown().await.unwrap();
         // Only now does the daemon take connections (it was busy, or out of descriptors).
         let handler = Arc::new(Counting::default());
         let server = tokio::spawn(serve(listener, handler.clone()));
-        let answer: ControlResponse = read_frame(&mut waiting).await.unwrap().unwrap();
-        assert_eq!(answer, ControlResponse::JoinToken("t".into()));
+        for client in [&mut waiting, &mut half] {
+            let answer: ControlResponse = read_frame(client).await.unwrap().unwrap();
+            assert_eq!(answer, ControlResponse::JoinToken("t".into()));
+        }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(handler.0.load(std::sync::atomic::Ordering::SeqCst), 2);
         server.abort();
     }
 

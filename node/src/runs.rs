@@ -277,6 +277,7 @@ impl Runs {
             next_blob_sweep: Instant::now(),
             record_retention,
             next_record_sweep: Instant::now(),
+            sweeping_records: Arc::default(),
             holders: HashMap::new(),
             job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
@@ -359,6 +360,7 @@ struct Actor {
     next_blob_sweep: Instant,
     record_retention: Option<Duration>,
     next_record_sweep: Instant,
+    sweeping_records: Arc<std::sync::atomic::AtomicBool>,
     /// Originator side: nodes known to hold each file.
     holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
     originator: Originator,
@@ -965,11 +967,20 @@ impl Actor {
     /// Forgets the records of jobs submitted more than `retention` ago whose every target
     /// has reported (jobs still waiting for results are in memory, and kept).
     fn forget_old_records(&self, retention: Duration) {
+        // One sweep at a time (a long history takes a while to read).
+        if self
+            .sweeping_records
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
         let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
         let open: HashSet<String> = self.records.keys().cloned().collect();
         let store = self.store.clone();
+        let sweeping = Arc::clone(&self.sweeping_records);
         tokio::task::spawn_blocking(move || {
             let forgotten = store.forget_records(before_ms, &open);
+            sweeping.store(false, std::sync::atomic::Ordering::SeqCst);
             if forgotten > 0 {
                 info!(
                     records = forgotten,

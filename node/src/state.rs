@@ -66,7 +66,9 @@ fn check_ownership(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(dir).map_err(io_err(dir))?;
     let me = nix::unistd::geteuid().as_raw();
-    let reason = if meta.uid() != me {
+    // Root may replace anything anyway: a directory root hands to the daemon's user (a
+    // shared volume) is not refused for being root's.
+    let reason = if meta.uid() != me && meta.uid() != 0 {
         Some(format!(
             "it belongs to user id {} and this daemon runs as {me}, so that user could replace \
              its keys: chown it to the daemon's user, or use another --state-dir",
@@ -76,12 +78,19 @@ fn check_ownership(dir: &Path) -> Result<(), StateError> {
         // Its own directory: tightened rather than refused (a umask of 002 made it so).
         let was = meta.mode() & 0o7777;
         let now = was & !0o022;
-        fs::set_permissions(dir, fs::Permissions::from_mode(now)).map_err(io_err(dir))?;
-        tracing::warn!(
-            dir = %dir.display(),
-            "the state directory's mode was {was:o}, which let others write in it and replace \
-             its keys: it is {now:o} now"
-        );
+        match fs::set_permissions(dir, fs::Permissions::from_mode(now)) {
+            Ok(()) => tracing::warn!(
+                dir = %dir.display(),
+                "the state directory's mode was {was:o}, which let others write in it and \
+                 replace its keys: it is {now:o} now"
+            ),
+            // Not this daemon's to change (root's shared volume): said, not refused.
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                "the state directory's mode {was:o} lets others write in it and replace its \
+                 keys, and it cannot be changed here ({e}): chmod go-w it"
+            ),
+        }
         None
     } else {
         None

@@ -63,6 +63,9 @@ const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new(jobs::cache::TA
 /// QUERY values an originator collected (`JOB/PEER`), kept until the job is over.
 const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-values");
 
+/// Deletes sent to the writer together when old records are forgotten.
+const FORGET_BATCH: usize = 1024;
+
 /// A run this node submitted, kept until every result is in so a restart can resume it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRun {
@@ -457,8 +460,13 @@ impl Store {
     /// `before_ms` (Unix ms), except those in `open`. Returns how many. Reads the whole
     /// table: for a sweep now and then, not for every job.
     pub fn forget_records(&self, before_ms: u64, open: &HashSet<String>) -> usize {
+        /// Only what the choice needs is read of each record.
+        #[derive(Deserialize)]
+        struct Created {
+            created_unix_ms: u64,
+        }
         let old: HashSet<String> = self
-            .all::<JobRecord>(JOBS)
+            .all::<Created>(JOBS)
             .into_iter()
             .filter(|(id, r)| r.created_unix_ms < before_ms && !open.contains(id))
             .map(|(id, _)| id)
@@ -466,21 +474,27 @@ impl Store {
         if old.is_empty() {
             return 0;
         }
-        for key in self.keys(RESULTS) {
-            if key
-                .split_once('/')
-                .is_some_and(|(job, _)| old.contains(job))
-            {
-                self.send(Op::Delete(RESULTS, key));
-            }
-        }
-        for v in self.query_values() {
-            if old.contains(&v.job_id) {
-                self.delete_query_value(&v.job_id, &v.node);
-            }
-        }
-        for id in &old {
-            self.send(Op::Delete(JOBS, id.clone()));
+        let mut deletes: Vec<Op> = self
+            .keys(RESULTS)
+            .into_iter()
+            .filter(|key| {
+                key.split_once('/')
+                    .is_some_and(|(job, _)| old.contains(job))
+            })
+            .map(|key| Op::Delete(RESULTS, key))
+            .collect();
+        deletes.extend(
+            self.query_values()
+                .into_iter()
+                .filter(|v| old.contains(&v.job_id))
+                .map(|v| Op::Delete(QUERY_VALUES, format!("{}/{}", v.job_id, v.node))),
+        );
+        deletes.extend(old.iter().map(|id| Op::Delete(JOBS, id.clone())));
+        // In batches: a first sweep over a long history must not fill the writer's queue one
+        // delete at a time (its senders would wait).
+        while !deletes.is_empty() {
+            let rest = deletes.split_off(deletes.len().min(FORGET_BATCH));
+            self.send(Op::Batch(std::mem::replace(&mut deletes, rest)));
         }
         old.len()
     }

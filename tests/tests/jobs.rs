@@ -1334,6 +1334,29 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&export).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
+    // A device is written to, not replaced (as root, replacing /dev/null would break the
+    // machine); a link's file is written through and made the owner's only.
+    let o = d.cli(&["manage", "--export-jobs", "/dev/null"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &std::fs::metadata("/dev/null").unwrap().file_type()
+    ));
+    let linked = root.path().join("linked.json");
+    let link = root.path().join("link.json");
+    std::fs::write(&linked, "").unwrap();
+    std::os::unix::fs::symlink(&linked, &link).unwrap();
+    let o = d.cli(&["manage", "--export-jobs", link.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&linked).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&linked).unwrap().contains("job_id"));
     // The members, as this node sees them.
     let nodes_file = root.path().join("nodes.yaml");
     let o = d.cli(&["manage", "--export-nodes", nodes_file.to_str().unwrap()]);
