@@ -457,23 +457,31 @@ impl Store {
     }
 
     /// Forgets the records (and results, and QUERY values) of the jobs created before
-    /// `before_ms` (Unix ms), except those in `open`. Returns how many. Reads the whole
+    /// `before_ms` (Unix ms), except those in `open`, and the finished runs no record is left
+    /// of. Returns how many records. Reads the whole
     /// table: for a sweep now and then, not for every job.
     pub fn forget_records(&self, before_ms: u64, open: &HashSet<String>) -> usize {
         /// Only what the choice needs is read of each record.
         #[derive(Deserialize)]
         struct Created {
             created_unix_ms: u64,
+            #[serde(default)]
+            run_id: String,
         }
-        let old: HashSet<String> = self
+        /// Of a stored run, whether it is over.
+        #[derive(Deserialize)]
+        struct Over {
+            finished: bool,
+        }
+        let (old, kept): (Vec<_>, Vec<_>) = self
             .all::<Created>(JOBS)
             .into_iter()
-            .filter(|(id, r)| r.created_unix_ms < before_ms && !open.contains(id))
-            .map(|(id, _)| id)
-            .collect();
+            .partition(|(id, r)| r.created_unix_ms < before_ms && !open.contains(id));
         if old.is_empty() {
             return 0;
         }
+        let still_recorded: HashSet<String> = kept.into_iter().map(|(_, r)| r.run_id).collect();
+        let old: HashSet<String> = old.into_iter().map(|(id, _)| id).collect();
         let mut deletes: Vec<Op> = self
             .keys(RESULTS)
             .into_iter()
@@ -490,6 +498,14 @@ impl Store {
                 .map(|v| Op::Delete(QUERY_VALUES, format!("{}/{}", v.job_id, v.node))),
         );
         deletes.extend(old.iter().map(|id| Op::Delete(JOBS, id.clone())));
+        // A finished run is kept for its records (a late QUERY value reopens the collection
+        // from it): once none is left, it goes too.
+        deletes.extend(
+            self.all::<Over>(RUNS)
+                .into_iter()
+                .filter(|(run_id, r)| r.finished && !still_recorded.contains(run_id))
+                .map(|(run_id, _)| Op::Delete(RUNS, run_id)),
+        );
         // In batches: a first sweep over a long history must not fill the writer's queue one
         // delete at a time (its senders would wait).
         while !deletes.is_empty() {
@@ -1056,8 +1072,32 @@ mod tests {
         store.put_record(&record("old-openly", 2000));
         store.put_result("old-openly", "n1", &result);
         store.flush();
+        let run = |id: &str, finished: bool| StoredRun {
+            run: Run {
+                run_id: id.into(),
+                originator: NodeId("me".into()),
+                parents: Vec::new(),
+                stream: false,
+                inline: Vec::new(),
+                holders: Vec::new(),
+                round: 0,
+                originator_start: 0,
+            },
+            finished,
+        };
+        // Its records stay; none left, finished; none left, still open.
+        for (id, finished) in [("r", true), ("gone", true), ("open-run", false)] {
+            store.put_run(&run(id, finished));
+        }
+        store.flush();
         let open = HashSet::from(["old-open".to_string()]);
         assert_eq!(store.forget_records(500, &open), 1);
+        store.flush();
+        let runs: Vec<bool> = ["r", "gone", "open-run"]
+            .iter()
+            .map(|id| store.run(id).is_some())
+            .collect();
+        assert_eq!(runs, vec![true, false, true]);
         store.flush();
         let left: Vec<(String, usize)> = store
             .records()
