@@ -89,6 +89,20 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 impl Run {
+    /// A first announce of `parents` from `originator`: no files, no live output.
+    pub fn new(run_id: &str, originator: NodeId, parents: Vec<Parent>) -> Run {
+        Run {
+            run_id: run_id.to_string(),
+            originator,
+            parents,
+            stream: false,
+            inline: Vec::new(),
+            holders: Vec::new(),
+            round: 0,
+            originator_start: 0,
+        }
+    }
+
     /// The first of this run's ids (run, parents, jobs) that is not a valid id, if any.
     pub fn invalid_id(&self) -> Option<&str> {
         std::iter::once(self.run_id.as_str())

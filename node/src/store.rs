@@ -1073,16 +1073,7 @@ mod tests {
         store.put_result("old-openly", "n1", &result);
         store.flush();
         let run = |id: &str, finished: bool| StoredRun {
-            run: Run {
-                run_id: id.into(),
-                originator: NodeId("me".into()),
-                parents: Vec::new(),
-                stream: false,
-                inline: Vec::new(),
-                holders: Vec::new(),
-                round: 0,
-                originator_start: 0,
-            },
+            run: Run::new(id, NodeId("me".into()), Vec::new()),
             finished,
         };
         // Its records stay; none left, finished; none left, still open.

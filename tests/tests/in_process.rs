@@ -338,16 +338,11 @@ async fn a_kept_run_without_its_acceptance_is_dropped_at_the_next_start() {
         .unwrap();
     {
         let store = reopen_store(dir.path()).await;
-        store.put_accepted_run(&coordination::Run {
-            run_id: "orphan".into(),
-            originator: coordination::NodeId("someone".into()),
-            parents: Vec::new(),
-            stream: false,
-            inline: Vec::new(),
-            holders: Vec::new(),
-            round: 0,
-            originator_start: 0,
-        });
+        store.put_accepted_run(&coordination::Run::new(
+            "orphan",
+            coordination::NodeId("someone".into()),
+            Vec::new(),
+        ));
         store.flush();
         assert_eq!(store.accepted_run_ids(), vec!["orphan".to_string()]);
     }
