@@ -457,9 +457,9 @@ impl Store {
     }
 
     /// Forgets the records (and results, and QUERY values) of the jobs created before
-    /// `before_ms` (Unix ms), except those in `open`, and the finished runs no record is left
-    /// of. Returns how many records. Reads the whole
-    /// table: for a sweep now and then, not for every job.
+    /// `before_ms` (Unix ms), except those in `open`, the finished runs no record is left of,
+    /// and results and QUERY values whose record is gone. Returns how many records. Reads the
+    /// whole tables: for a sweep now and then, not for every job.
     pub fn forget_records(&self, before_ms: u64, open: &HashSet<String>) -> usize {
         /// Only what the choice needs is read of each record.
         #[derive(Deserialize)]
@@ -473,39 +473,42 @@ impl Store {
         struct Over {
             finished: bool,
         }
-        let (old, kept): (Vec<_>, Vec<_>) = self
-            .all::<Created>(JOBS)
+        // One snapshot for every table: a record and its results are written in that order, so
+        // a result this sweep sees without its record is an orphan, not a result of a job
+        // recorded since.
+        let Ok(snapshot) = self.db.begin_read() else {
+            return 0;
+        };
+        let (old, kept): (Vec<_>, Vec<_>) = all_in::<Created>(&snapshot, JOBS)
             .into_iter()
             .partition(|(id, r)| r.created_unix_ms < before_ms && !open.contains(id));
-        if old.is_empty() {
-            return 0;
-        }
-        let still_recorded: HashSet<String> = kept.into_iter().map(|(_, r)| r.run_id).collect();
+        let still_recorded: HashSet<String> = kept.iter().map(|(_, r)| r.run_id.clone()).collect();
+        let kept: HashSet<String> = kept.into_iter().map(|(id, _)| id).collect();
         let old: HashSet<String> = old.into_iter().map(|(id, _)| id).collect();
-        let mut deletes: Vec<Op> = self
-            .keys(RESULTS)
+        // Results and QUERY values of a record that is gone (a late result that arrived while
+        // an earlier sweep forgot its record) go with the old ones.
+        let goes = |job: &str| old.contains(job) || (!kept.contains(job) && !open.contains(job));
+        let mut deletes: Vec<Op> = keys_in(&snapshot, RESULTS)
             .into_iter()
-            .filter(|key| {
-                key.split_once('/')
-                    .is_some_and(|(job, _)| old.contains(job))
-            })
+            .filter(|key| key.split_once('/').is_some_and(|(job, _)| goes(job)))
             .map(|key| Op::Delete(RESULTS, key))
             .collect();
         deletes.extend(
-            self.query_values()
+            all_in::<QueryValue>(&snapshot, QUERY_VALUES)
                 .into_iter()
-                .filter(|v| old.contains(&v.job_id))
-                .map(|v| Op::Delete(QUERY_VALUES, format!("{}/{}", v.job_id, v.node))),
+                .filter(|(_, v)| goes(&v.job_id))
+                .map(|(key, _)| Op::Delete(QUERY_VALUES, key)),
         );
         deletes.extend(old.iter().map(|id| Op::Delete(JOBS, id.clone())));
         // A finished run is kept for its records (a late QUERY value reopens the collection
         // from it): once none is left, it goes too.
         deletes.extend(
-            self.all::<Over>(RUNS)
+            all_in::<Over>(&snapshot, RUNS)
                 .into_iter()
                 .filter(|(run_id, r)| r.finished && !still_recorded.contains(run_id))
                 .map(|(run_id, _)| Op::Delete(RUNS, run_id)),
         );
+        drop(snapshot);
         // In batches: a first sweep over a long history must not fill the writer's queue one
         // delete at a time (its senders would wait).
         while !deletes.is_empty() {
@@ -599,37 +602,50 @@ impl Store {
 
     /// The keys of `table`, without reading the values.
     fn keys(&self, table: TableDefinition<&str, &[u8]>) -> Vec<String> {
-        let Ok(r) = self.db.begin_read() else {
-            return Vec::new();
-        };
-        let Ok(t) = r.open_table(table) else {
-            return Vec::new();
-        };
-        let Ok(iter) = t.iter() else {
-            return Vec::new();
-        };
-        iter.flatten()
-            .map(|row| row.0.value().to_string())
-            .collect()
+        self.db
+            .begin_read()
+            .map(|r| keys_in(&r, table))
+            .unwrap_or_default()
     }
 
     fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Vec<(String, T)> {
-        let mut out = Vec::new();
-        let Ok(r) = self.db.begin_read() else {
-            return out;
-        };
-        let Ok(t) = r.open_table(table) else {
-            return out;
-        };
-        let Ok(iter) = t.iter() else { return out };
-        for row in iter.flatten() {
-            match ciborium::from_reader::<T, _>(row.1.value()) {
-                Ok(v) => out.push((row.0.value().to_string(), v)),
-                Err(e) => warn!(key = row.0.value(), "unreadable row skipped: {e}"),
-            }
-        }
-        out
+        self.db
+            .begin_read()
+            .map(|r| all_in(&r, table))
+            .unwrap_or_default()
     }
+}
+
+/// The keys of `table` as `snapshot` sees them.
+fn keys_in(snapshot: &redb::ReadTransaction, table: TableDefinition<&str, &[u8]>) -> Vec<String> {
+    let Ok(t) = snapshot.open_table(table) else {
+        return Vec::new();
+    };
+    let Ok(iter) = t.iter() else {
+        return Vec::new();
+    };
+    iter.flatten()
+        .map(|row| row.0.value().to_string())
+        .collect()
+}
+
+/// The rows of `table` as `snapshot` sees them; an unreadable row is skipped with a warning.
+fn all_in<T: DeserializeOwned>(
+    snapshot: &redb::ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+) -> Vec<(String, T)> {
+    let mut out = Vec::new();
+    let Ok(t) = snapshot.open_table(table) else {
+        return out;
+    };
+    let Ok(iter) = t.iter() else { return out };
+    for row in iter.flatten() {
+        match ciborium::from_reader::<T, _>(row.1.value()) {
+            Ok(v) => out.push((row.0.value().to_string(), v)),
+            Err(e) => warn!(key = row.0.value(), "unreadable row skipped: {e}"),
+        }
+    }
+    out
 }
 
 fn outbox_key(result: &JobResult) -> String {
@@ -1106,6 +1122,33 @@ mod tests {
         let queried: Vec<String> = store.query_values().into_iter().map(|v| v.job_id).collect();
         assert_eq!(queried, vec!["new", "old-open"]);
         assert_eq!(store.forget_records(500, &open), 0);
+
+        // A late result (and QUERY value) of a record already forgotten, and one of a job
+        // still open whose record is not on disk yet: the next sweep takes only the first.
+        for id in ["old", "open-unwritten"] {
+            store.put_result(id, "n3", &result);
+            store.put_query_value(&QueryValue {
+                job_id: id.into(),
+                node: NodeId("n3".into()),
+                name: "x".into(),
+                value: serde_json::json!(2),
+            });
+        }
+        store.flush();
+        let open = HashSet::from(["old-open".to_string(), "open-unwritten".to_string()]);
+        assert_eq!(store.forget_records(500, &open), 0);
+        store.flush();
+        let results: Vec<String> = store.keys(RESULTS);
+        assert!(
+            !results.iter().any(|k| k.starts_with("old/")),
+            "{results:?}"
+        );
+        assert!(
+            results.contains(&"open-unwritten/n3".to_string()),
+            "{results:?}"
+        );
+        let queried: Vec<String> = store.query_values().into_iter().map(|v| v.job_id).collect();
+        assert_eq!(queried, vec!["new", "old-open", "open-unwritten"]);
     }
 
     /// The child half of [`what_was_acknowledged_or_is_a_second_old_survives_kill_9`]: writes,
