@@ -794,3 +794,70 @@ async fn execute(
         finished_unix_ms: unix_ms(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job whose start cannot be written down is not run, fails, and marks its parent
+    /// failed in the cache: after a restart the rest of the parent stays stopped too.
+    #[tokio::test]
+    async fn a_job_whose_start_cannot_be_written_down_fails_its_parent_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        let log = Arc::new(log);
+        log.restored();
+        let blocker = dir.path().join("blocker");
+        std::fs::create_dir_all(blocker.join("inside")).unwrap();
+        log.refuse_writes(&blocker);
+        let cache = Arc::new(Cache::in_memory(crate::cache::DEFAULT_TTL));
+        let (exec, mut events) = Executor::start(
+            Arc::clone(&cache),
+            ExecutorConfig {
+                processes: Some(Arc::clone(&log)),
+                ..ExecutorConfig::default()
+            },
+        );
+        let marker = dir.path().join("ran");
+        let spec = |inline: &str| match JobSpec::parse("RUN", inline, &Default::default()) {
+            Ok(crate::ParseOutcome::Spec(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        for (job_id, inline) in [
+            ("first", format!("--skip-cache touch {}", marker.display())),
+            ("second", "--skip-cache true".to_string()),
+        ] {
+            let spec = spec(&inline);
+            exec.submit(Work {
+                job_id: job_id.into(),
+                run_id: "r".into(),
+                parent_id: "p".into(),
+                queue: QueueKind::Sync,
+                fingerprint: spec.fingerprint(),
+                spec,
+                stream: false,
+            })
+            .await
+            .unwrap();
+        }
+        let mut done = HashMap::new();
+        while done.len() < 2 {
+            let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+                .await
+                .expect("the executor went quiet")
+                .expect("the executor stopped");
+            if let ExecEvent::Finished(o) = event {
+                done.insert(o.job_id.clone(), o);
+            }
+        }
+        let first = &done["first"];
+        assert_eq!(first.state, ResultState::Failed);
+        assert!(first.info.starts_with("not run: "), "{}", first.info);
+        assert!(!marker.exists(), "the unrecorded job ran");
+        assert_eq!(done["second"].state, ResultState::Failed);
+        assert!(
+            cache.parent_failed("p"),
+            "the parent is not failed in the cache"
+        );
+    }
+}

@@ -411,6 +411,22 @@ fn start_ticks(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// For tests elsewhere in the crate: the log as a disk that refuses every write leaves it.
+#[cfg(test)]
+impl ProcessLog {
+    /// From now on a start can be neither appended nor written anew, and the log not removed
+    /// (`blocker` is a directory with something in it, standing at the log's path).
+    pub(crate) fn refuse_writes(&self, blocker: &Path) {
+        let mut state = self.lock();
+        state.path = blocker.to_path_buf();
+        // /dev/full refuses every write with ENOSPC.
+        state.file = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{
