@@ -152,6 +152,10 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
         Some(path) => JoinOptions::from_file(path).map_err(|e| Failure::Input(e.to_string()))?,
         None => JoinOptions::default(),
     };
+    // A config file that says nothing (empty, or comments only) is most likely the wrong one.
+    let empty_file = config_path
+        .as_ref()
+        .filter(|_| file == JoinOptions::default());
     let config = flags
         .over(env.over(file))
         .resolve(state_dir, &node::host::hostname())
@@ -169,6 +173,13 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
     }
 
     init_logging();
+    if let Some(path) = empty_file {
+        tracing::warn!(
+            "{}: this config file sets nothing (it is empty or all comments); starting with \
+             flags, DIRECTORD_MESH_* variables and defaults",
+            path.display()
+        );
+    }
     warn_of_a_low_descriptor_limit();
     // One thread runs the daemon: its work is I/O and small messages, and on a machine shared
     // with the jobs it runs, hopping between worker threads costs more than it gives. Blocking

@@ -377,6 +377,34 @@ fn a_node_that_reaches_no_member_says_so() {
     }
 }
 
+/// A config file that sets nothing is most likely the wrong file: the daemon starts, and says so.
+#[test]
+fn a_config_file_that_sets_nothing_is_named_in_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fleet.yaml");
+    std::fs::write(&cfg, "# to be filled in\n\n").unwrap();
+    let log = dir.path().join("daemon.log");
+    let child = bin()
+        .args(["--state-dir", dir.path().join("s").to_str().unwrap()])
+        .args(["join", "--listen", "/ip4/127.0.0.1/tcp/0", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _daemon = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("this config file sets nothing") {
+            assert!(text.contains("fleet.yaml"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn one_daemon_per_state_dir_and_port() {
     let dir = tempfile::tempdir().unwrap();
