@@ -381,10 +381,10 @@ mod tests {
             ParseOutcome::Spec(s) => s,
             ParseOutcome::Help(_) => unreachable!(),
         };
-        Run {
-            run_id: "r".into(),
-            originator: NodeId("origin".into()),
-            parents: vec![Parent {
+        Run::new(
+            "r",
+            NodeId("origin".into()),
+            vec![Parent {
                 parent_id: "p".into(),
                 fingerprint: Fingerprint([0; 32]),
                 queue: QueueKind::Sync,
@@ -397,12 +397,7 @@ mod tests {
                     only_on: None,
                 }],
             }],
-            stream: false,
-            inline: vec![],
-            holders: vec![],
-            round: 0,
-            originator_start: 0,
-        }
+        )
     }
 
     #[test]

@@ -525,15 +525,10 @@ mod tests {
             ParseOutcome::Spec(s) => s,
             ParseOutcome::Help(_) => unreachable!(),
         };
-        Run {
-            run_id: "r1".into(),
-            originator: node("me"),
-            stream: false,
-            inline: vec![],
-            holders: vec![],
-            round: 0,
-            originator_start: 0,
-            parents: vec![Parent {
+        Run::new(
+            "r1",
+            node("me"),
+            vec![Parent {
                 parent_id: "p1".into(),
                 fingerprint: Fingerprint([0; 32]),
                 queue: QueueKind::Sync,
@@ -548,7 +543,7 @@ mod tests {
                     })
                     .collect(),
             }],
-        }
+        )
     }
 
     fn result(job: &str, n: &str) -> Input {

@@ -431,16 +431,7 @@ mod tests {
             target_keys: TargetKeys::default(),
             jobs: vec![job.clone()],
         };
-        let run = Run {
-            run_id: "r".into(),
-            originator: n("origin"),
-            parents: vec![parent.clone()],
-            stream: false,
-            inline: vec![],
-            holders: vec![],
-            round: 0,
-            originator_start: 0,
-        };
+        let run = Run::new("r", n("origin"), vec![parent.clone()]);
         // The tree in key order: the node at position 999 has 498, 248, ... up to the root pair.
         let mut in_order = targets.clone();
         in_order.sort_by_key(TargetKey::of);

@@ -251,14 +251,8 @@ pub fn resolve(
     }
     Ok(Resolved {
         run: Run {
-            run_id: run_id.clone(),
-            originator: local,
-            parents,
             stream: sub.stream,
-            inline: vec![],
-            holders: vec![],
-            round: 0,
-            originator_start: 0,
+            ..Run::new(&run_id, local, parents)
         },
         records,
         reply: SubmitReply {

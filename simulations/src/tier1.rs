@@ -542,23 +542,17 @@ fn build_run(
             spec,
         })
         .collect();
-    let run = Run {
-        run_id: uuid_like(rng),
-        originator: originator.clone(),
-        parents: vec![Parent {
-            parent_id: uuid_like(rng),
-            fingerprint: Fingerprint(rng.r#gen()),
-            queue: QueueKind::Sync,
-            targets: targets.to_vec(),
-            target_keys: Default::default(),
-            jobs,
-        }],
-        stream: false,
-        inline: vec![],
-        holders: vec![],
-        round: 0,
-        originator_start: 0,
+    // Drawn in this order: a seed gives the same run as before.
+    let run_id = uuid_like(rng);
+    let parent = Parent {
+        parent_id: uuid_like(rng),
+        fingerprint: Fingerprint(rng.r#gen()),
+        queue: QueueKind::Sync,
+        targets: targets.to_vec(),
+        target_keys: Default::default(),
+        jobs,
     };
+    let run = Run::new(&run_id, originator.clone(), vec![parent]);
     Ok((run, file))
 }
 
@@ -596,16 +590,7 @@ fn build_job_wait_run(
         parent(vec![targets[awaited_node(targets.len())].clone()], awaited),
         parent(targets.to_vec(), wait),
     ];
-    Ok(Run {
-        run_id: uuid_like(rng),
-        originator: originator.clone(),
-        parents,
-        stream: false,
-        inline: vec![],
-        holders: vec![],
-        round: 0,
-        originator_start: 0,
-    })
+    Ok(Run::new(&uuid_like(rng), originator.clone(), parents))
 }
 
 impl Sim {
