@@ -548,7 +548,7 @@ impl Net {
         latency: Option<Duration>,
         loss: f64,
     ) -> Result<Net, String> {
-        remove_stale_namespaces();
+        remove_stale_namespaces("dmsim");
         let net = Net {
             prefix: format!("dmsim{}", std::process::id()),
             nodes,
@@ -645,16 +645,17 @@ impl Drop for Net {
     }
 }
 
-/// Removes the namespaces of earlier runs whose program is gone (killed before it could clean
-/// up): `dmsim<pid>-...` where no process `pid` runs.
-fn remove_stale_namespaces() {
+/// Removes the network namespaces of earlier runs whose program is gone (killed before it could
+/// clean up): those named `<prefix><pid>-...` where no process `pid` runs. The end-to-end tests
+/// use it too, with their own prefix.
+pub fn remove_stale_namespaces(prefix: &str) {
     let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
     for line in String::from_utf8_lossy(&o.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
         let Some(pid) = name
-            .strip_prefix("dmsim")
+            .strip_prefix(prefix)
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {

@@ -348,7 +348,8 @@ impl Link {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        remove_stale_links();
+        // Those of earlier test runs killed before they could clean up.
+        simulations::tier3::remove_stale_namespaces("dmtest-");
         let names = [0, 1].map(|side| format!("dmtest-{}-{n}-{side}", std::process::id()));
         // Removed again even if a step below fails.
         let link = Link { names };
@@ -412,27 +413,6 @@ impl Drop for Link {
                 .args(["netns", "del", name])
                 .stderr(Stdio::null())
                 .status();
-        }
-    }
-}
-
-/// Removes the namespaces of earlier test runs that were killed before they could clean up:
-/// `dmtest-<pid>-...` where no process `pid` runs.
-fn remove_stale_links() {
-    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&o.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
-        let Some(pid) = name
-            .strip_prefix("dmtest-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
