@@ -365,14 +365,19 @@ fn a_node_that_reaches_no_member_says_so() {
         .spawn()
         .unwrap();
     let _alone = Running(child);
+    let text = wait_for_in_log(&log, "connected to no member of the mesh");
+    assert!(text.contains("Connection refused"), "{text}");
+}
+
+/// The daemon's log once it says `needle` (within 20 s).
+fn wait_for_in_log(log: &Path, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("connected to no member of the mesh") {
-            assert!(text.contains("Connection refused"), "{text}");
-            break;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
         }
-        assert!(Instant::now() < deadline, "no warning:\n{text}");
+        assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -393,16 +398,8 @@ fn a_config_file_that_sets_nothing_is_named_in_a_warning() {
         .spawn()
         .unwrap();
     let _daemon = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("this config file sets nothing") {
-            assert!(text.contains("fleet.yaml"), "{text}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no warning:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let text = wait_for_in_log(&log, "this config file sets nothing");
+    assert!(text.contains("fleet.yaml"), "{text}");
 }
 
 #[test]
