@@ -14,7 +14,7 @@ use node::{
 };
 use serde_json::{Value, json};
 
-use crate::{Failure, output};
+use crate::{Failure, output, render};
 
 /// Which jobs `--list-jobs --filter` keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -169,7 +169,8 @@ fn jobs_table(records: &[JobRecord]) -> String {
         .filter(|r| r.status() == JobStatus::Failed)
         .count();
     format!(
-        "{table}\n\nTotal Items: {}   Total Failed: {failed}",
+        "{}\n\nTotal Items: {}   Total Failed: {failed}",
+        render::table_text(&table),
         records.len()
     )
 }
@@ -281,7 +282,7 @@ fn job_info(r: &JobRecord) -> String {
     for (k, v) in rows {
         table.add_row(vec![k, v]);
     }
-    table.to_string()
+    render::table_text(&table)
 }
 
 /// Directord's analysis over a set of jobs (one job, or every job of a parent).
@@ -359,5 +360,5 @@ fn key_values(report: &Value) -> String {
             table.add_row(vec![k.to_uppercase(), value]);
         }
     }
-    table.to_string()
+    render::table_text(&table)
 }

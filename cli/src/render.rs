@@ -36,6 +36,17 @@ pub fn short_peer(peer: &str) -> String {
     format!("…{tail}")
 }
 
+/// A table as text, without the spaces comfy-table pads every line with to the widest cell
+/// (a long stdout in one row would otherwise trail every other row with hundreds of them).
+pub fn table_text(table: &Table) -> String {
+    table
+        .to_string()
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The members table of `status` and `manage --list-nodes`.
 pub fn nodes_table(nodes: &[NodeRow]) -> String {
     let mut table = Table::new();
@@ -76,7 +87,8 @@ pub fn nodes_table(nodes: &[NodeRow]) -> String {
     }
     let by_state: Vec<String> = counts.iter().map(|(s, c)| format!("{c} {s}")).collect();
     format!(
-        "{table}\n\nTotal nodes: {} ({})   * = this node",
+        "{}\n\nTotal nodes: {} ({})   * = this node",
+        table_text(&table),
         nodes.len(),
         by_state.join(", ")
     )
@@ -117,6 +129,19 @@ fn humanize_ms(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long cell in one row does not trail every other row with spaces.
+    #[test]
+    fn tables_carry_no_padding_at_line_ends() {
+        let mut table = Table::new();
+        table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
+        table.add_row(vec!["ID", "j"]);
+        table.add_row(vec!["STDOUT", &"x".repeat(80)]);
+        let text = table_text(&table);
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
+        assert!(text.lines().nth(1).unwrap().ends_with(" j"), "{text:?}");
+    }
 
     #[test]
     fn durations_read_well() {

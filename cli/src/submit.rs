@@ -22,7 +22,7 @@ use node::{
     records::{JobRecord, JobStatus, NodeResult},
 };
 
-use crate::{Failure, output};
+use crate::{Failure, output, render};
 
 /// Options shared by `exec` and `orchestrate`.
 #[derive(Args, Debug, Clone)]
@@ -415,7 +415,7 @@ fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
             ]);
         }
     }
-    table.to_string()
+    render::table_text(&table)
 }
 
 /// Follows the submitted jobs until each is done; prints as asked; decides the exit code.
@@ -549,11 +549,13 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
 
-/// The job as written, after its entry's name if it has one: `[web] RUN: echo hi`.
+/// The job as written, after its entry's name if it has one: `[web] RUN: echo hi`. On one
+/// line: a command written over several lines shows its line breaks as `\n`.
 fn described(r: &JobRecord) -> String {
+    let definition = r.definition.trim_end().replace('\n', "\\n");
     match &r.parent_name {
-        Some(name) => format!("[{name}] {}", r.definition),
-        None => r.definition.clone(),
+        Some(name) => format!("[{name}] {definition}"),
+        None => definition,
     }
 }
 
@@ -626,6 +628,20 @@ mod tests {
         assert_eq!(reason(&failed("", "boom")), "boom");
         assert_eq!(reason(&failed("exit code 1: x", "x")), "exit code 1: x (x)");
         assert_eq!(reason(&failed("boom", "boom")), "boom");
+    }
+
+    /// A command written over several lines keeps its job's status on one line.
+    #[test]
+    fn a_job_written_over_lines_is_described_on_one() {
+        let r = JobRecord {
+            job_id: "j".into(),
+            parent_name: Some("web".into()),
+            definition: "RUN: printf 'a\\n'\necho b\n".into(),
+            nodes: vec![],
+            ..JobRecord::default()
+        };
+        assert_eq!(described(&r), r"[web] RUN: printf 'a\n'\necho b");
+        assert_eq!(status_line(&r).lines().count(), 1, "{}", status_line(&r));
     }
 
     fn rewrite(args: &[&str]) -> Vec<String> {
