@@ -179,9 +179,30 @@ pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
         0 => Err(format!("no job '{id}' on this node")),
         1 => Ok(matches.remove(0)),
         n => Err(format!(
-            "'{id}' is the start of {n} job ids on this node; give more of the id"
+            "'{id}' is the start of {n} job ids on this node ({}); give more of the id",
+            starts_of(matches.iter().map(|r| r.job_id.as_str()))
         )),
     }
+}
+
+/// The starts of some of `ids`, for an error that asks for more of one: the first five, sorted,
+/// cut after their second group of hex digits.
+fn starts_of<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 5;
+    let mut ids: Vec<&str> = ids.collect();
+    ids.sort_unstable();
+    let mut out: Vec<String> = ids
+        .iter()
+        .take(SHOWN)
+        .map(|id| match id.char_indices().nth(13) {
+            Some((cut, _)) => format!("{}...", &id[..cut]),
+            None => id.to_string(),
+        })
+        .collect();
+    if ids.len() > SHOWN {
+        out.push(format!("{} more", ids.len() - SHOWN));
+    }
+    out.join(", ")
 }
 
 /// The jobs of the parent `id` names among `records`: `last` for the parent of the newest job,
@@ -216,8 +237,9 @@ pub fn pick_parent(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<Job
         _ if parents.contains(&id.as_str()) => id,
         many => {
             return Err(format!(
-                "'{id}' is the start of {} parent ids on this node; give more of the id",
-                many.len()
+                "'{id}' is the start of {} parent ids on this node ({}); give more of the id",
+                many.len(),
+                starts_of(many.iter().copied())
             ));
         }
     };
@@ -238,6 +260,26 @@ mod tests {
             created_unix_ms: created,
             ..JobRecord::default()
         }
+    }
+
+    /// An id start that fits several jobs is answered with some of them, cut short.
+    #[test]
+    fn an_ambiguous_start_names_some_of_the_ids_it_fits() {
+        let ids: Vec<String> = (0..7)
+            .map(|i| format!("3{i}c08ad8-b28b-4dad-945f-acab6e197ca1"))
+            .collect();
+        let records: Vec<JobRecord> = ids
+            .iter()
+            .map(|id| JobRecord {
+                job_id: id.clone(),
+                ..JobRecord::default()
+            })
+            .collect();
+        assert_eq!(
+            pick(records, "3").unwrap_err(),
+            "'3' is the start of 7 job ids on this node (30c08ad8-b28b..., 31c08ad8-b28b..., \
+             32c08ad8-b28b..., 33c08ad8-b28b..., 34c08ad8-b28b..., 2 more); give more of the id"
+        );
     }
 
     #[test]
@@ -297,7 +339,7 @@ mod tests {
         );
         assert_eq!(
             pick_parent(all(), "p-").unwrap_err(),
-            "'p-' is the start of 3 parent ids on this node; give more of the id"
+            "'p-' is the start of 3 parent ids on this node (p-a, p-aa, p-ab); give more of the id"
         );
         assert_eq!(
             pick_parent(all(), "x").unwrap_err(),
