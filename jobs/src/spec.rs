@@ -202,7 +202,9 @@ impl Verb {
             }
             Verb::JobWait => {
                 "Wait until the job with FINGERPRINT (or a prefix of it) has finished - succeeded \
-                 or failed - on every --identity node, bounded by this job's timeout."
+                 or failed - on every --identity node, bounded by this job's timeout. While such \
+                 a job is queued or running there, the wait is for it, not for an earlier run's \
+                 outcome."
             }
             Verb::Add | Verb::Copy => {
                 "Copy the files matching SRC (a glob on the submitting machine) to DEST on each \

@@ -1577,6 +1577,62 @@ fn job_wait_blocks_until_the_job_finished_on_the_named_node() {
     }
 }
 
+/// An orchestration run again waits again: while the awaited job of the new run is queued or
+/// running on its node, the JOB_WAIT is for it, not answered by the earlier run's outcome.
+#[test]
+fn a_job_wait_run_again_waits_for_the_awaited_jobs_new_run() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let slow = root.path().join("slow.yaml");
+    let exec = "--skip-cache sleep 2; echo awaited again";
+    std::fs::write(
+        &slow,
+        format!("- targets: [n3]\n  jobs:\n  - RUN: {exec}\n"),
+    )
+    .unwrap();
+    let fp = fingerprint_of(d, &slow, "sleep 2; echo");
+    let waiting = root.path().join("waiting.yaml");
+    std::fs::write(
+        &waiting,
+        format!("- targets: [n2]\n  jobs:\n  - JOB_WAIT: {fp} --identity n3\n  - RUN: --skip-cache echo after\n"),
+    )
+    .unwrap();
+    // The first time through: the awaited job finishes, and is cached as a success on n3.
+    let o = d.cli(&["orchestrate", slow.to_str().unwrap(), "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Again: the awaited job is submitted (not waited for) from n1; once n3 has it (gossip
+    // takes milliseconds), the waiter from n2.
+    let o = d.cli(&["orchestrate", slow.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = by_definition(&records(d), &format!("RUN: {exec}"))
+        .into_iter()
+        .max_by_key(|r| r["created_unix_ms"].as_u64())
+        .map(|r| r["job_id"].as_str().unwrap().to_string())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let o = nodes[1].cli(&[
+        "orchestrate",
+        waiting.to_str().unwrap(),
+        "--poll",
+        "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let awaited = wait_for_record(&nodes, &again, "the awaited job never ran again", |r| {
+        r["results"]["n3"]["finished_unix_ms"].is_u64()
+    });
+    let done_at = awaited["results"]["n3"]["finished_unix_ms"]
+        .as_u64()
+        .unwrap();
+    let recs = records(&nodes[1]);
+    let (started, _) = window(record(&recs, "RUN: --skip-cache echo after"), "n2");
+    assert!(
+        started >= done_at,
+        "n2 went on {} ms before n3 finished the awaited job's new run",
+        done_at - started
+    );
+}
+
 /// The node waited on restarts after it took the registration and before it runs the job:
 /// it forgot the registration, so the waiting node registers again (it sees the node's new
 /// incarnation at once, and asks again every 15-20 s until told) and still hears when the

@@ -630,8 +630,20 @@ impl Actor {
     }
 
     /// Awaited side: `waiter` wants to know when the job with `fingerprint` has finished here.
+    /// While such a job is queued or running here, the wait is for it, not answered from an
+    /// earlier run's outcome in the cache (an orchestration run again would otherwise go on
+    /// before the job it waits for has run again).
     pub(super) fn wait_for(&mut self, wait_id: String, fingerprint: String, waiter: NodeId) {
-        let state = self.cache.finished_state(&fingerprint);
+        let prefix = fingerprint.to_ascii_lowercase();
+        let pending_here = self
+            .job_fingerprints
+            .values()
+            .any(|fp| fp.to_hex().starts_with(&prefix));
+        let state = if pending_here {
+            None
+        } else {
+            self.cache.finished_state(&fingerprint)
+        };
         let actions = self.cross.registrations.register(
             &wait_id,
             &fingerprint,
