@@ -8,9 +8,14 @@
 //! - `NotYet` (the source is still receiving that chunk itself) retries the same source a
 //!   little later, so a distribution tree streams instead of everyone falling back to the
 //!   originator; after [`MAX_NOT_YET`] such answers the source counts as failed for the chunk;
-//! - a corrupt chunk fails that source for that chunk; an unreachable source or one that does
-//!   not know the file is dropped for every chunk;
-//! - when every source has failed a chunk, the download fails, naming what each source did.
+//! - a corrupt chunk fails that source for that chunk; a source that does not know the file is
+//!   dropped for every chunk;
+//! - an unreachable source is passed over for a while (1 s, doubling to
+//!   [`MAX_UNREACHABLE_PAUSE`]) and then asked again: a node cut off for a minute, or every
+//!   holder of the file out of reach, pauses the download instead of failing it (the job's
+//!   timeout bounds the wait, and the node gives a download up once no job waits for it);
+//! - when every source has failed a chunk for good, the download fails, naming what each
+//!   source did.
 //!
 //! [`distribution_sources`] orders the sources of a file for one target of a run.
 
@@ -32,6 +37,10 @@ pub const MAX_NOT_YET: u32 = 600;
 /// `Unknown` answers a source may give before it is dropped: a node of the distribution tree
 /// may not have started its own copy yet when its children first ask.
 pub const MAX_UNKNOWN: u32 = 40;
+/// The first pause before an unreachable source is asked again; it doubles with each failure
+/// in a row, up to [`MAX_UNREACHABLE_PAUSE`].
+pub const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
+pub const MAX_UNREACHABLE_PAUSE: Duration = Duration::from_secs(30);
 
 /// How a chunk request went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +76,59 @@ pub enum Action {
     Fetch { index: usize, from: NodeId },
     /// Every chunk is in.
     Done,
-    /// The file cannot be had intact; the reason names each source's failure.
-    Failed(String),
+    /// The file cannot be had; says what each source did.
+    Failed(Failure),
+    /// Every source that may still give the file is out of reach (the download goes on once
+    /// one answers again): said once each time it comes to that.
+    Stalled(Vec<NodeId>),
+}
+
+/// Why a download failed: for one chunk, what each source did (the first few of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub index: usize,
+    pub sources: Vec<(NodeId, &'static str)>,
+    /// Sources left out of `sources` (a run to thousands of targets would list them all).
+    pub more: usize,
+}
+
+impl Failure {
+    /// The reason in words, each source named by `name`.
+    pub fn describe(&self, name: impl Fn(&NodeId) -> String) -> String {
+        let mut parts: Vec<String> = self
+            .sources
+            .iter()
+            .map(|(s, why)| format!("{}: {why}", name(s)))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no node holds it".into());
+        }
+        if self.more > 0 {
+            parts.push(format!("and {} more", self.more));
+        }
+        format!(
+            "chunk {} of the file could be had from none of the nodes holding it ({})",
+            self.index,
+            parts.join("; ")
+        )
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(|n| n.to_string()))
+    }
+}
+
+/// A source that was unreachable.
+#[derive(Debug, Clone, Copy)]
+struct OutOfReach {
+    /// Passed over until then.
+    until: Instant,
+    /// Failures in a row (the pause doubles with each).
+    failures: u32,
+    /// Asked again for one chunk, not answered yet: the other chunks wait for that answer.
+    probing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +148,10 @@ pub struct Download {
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
     not_yet: HashMap<(usize, NodeId), u32>,
     unknown: HashMap<NodeId, u32>,
+    /// Sources that were unreachable, until they answer again.
+    unreachable: HashMap<NodeId, OutOfReach>,
+    /// Whether [`Action::Stalled`] was said since a source last answered.
+    stalled: bool,
     in_flight: usize,
     finished: bool,
 }
@@ -103,6 +167,8 @@ impl Download {
             failed: HashMap::new(),
             not_yet: HashMap::new(),
             unknown: HashMap::new(),
+            unreachable: HashMap::new(),
+            stalled: false,
             in_flight: 0,
             finished: false,
         };
@@ -131,6 +197,11 @@ impl Download {
                     return self.schedule(now);
                 }
                 self.in_flight -= 1;
+                if result != ChunkResult::Unreachable {
+                    // It answered: reachable again.
+                    self.unreachable.remove(&from);
+                    self.stalled = false;
+                }
                 self.chunks[index] = match result {
                     ChunkResult::Ok => Chunk::Have,
                     ChunkResult::NotYet => {
@@ -166,7 +237,26 @@ impl Download {
                         }
                     }
                     ChunkResult::Unreachable => {
-                        self.dropped.insert(from, "unreachable");
+                        // Other chunks in flight from it fail too: only the first failure
+                        // since it was last asked again counts.
+                        let failures = self.unreachable.get(&from).map_or(0, |o| o.failures);
+                        let first = self
+                            .unreachable
+                            .get(&from)
+                            .is_none_or(|o| o.probing || o.until <= now);
+                        if first {
+                            let pause = UNREACHABLE_PAUSE
+                                .saturating_mul(1 << failures.min(16))
+                                .min(MAX_UNREACHABLE_PAUSE);
+                            self.unreachable.insert(
+                                from,
+                                OutOfReach {
+                                    until: now + pause,
+                                    failures: failures + 1,
+                                    probing: false,
+                                },
+                            );
+                        }
                         Chunk::Missing { not_before: now }
                     }
                 };
@@ -184,12 +274,25 @@ impl Download {
         }
     }
 
-    /// The first source that may still give chunk `index`.
-    fn source_for(&self, index: usize) -> Option<&NodeId> {
+    /// The first source that may still give chunk `index` (reachable or not).
+    fn sources_for(&self, index: usize) -> impl Iterator<Item = &NodeId> {
         let failed = self.failed.get(&index);
-        self.sources
-            .iter()
-            .find(|s| !self.dropped.contains_key(*s) && !failed.is_some_and(|f| f.contains_key(*s)))
+        self.sources.iter().filter(move |s| {
+            !self.dropped.contains_key(*s) && !failed.is_some_and(|f| f.contains_key(*s))
+        })
+    }
+
+    /// Where to ask for chunk `index` now: the first source that may give it and is not out
+    /// of reach; `Err(true)` while the only ones left are, `Err(false)` once none is left.
+    fn source_for(&self, index: usize, now: Instant) -> Result<&NodeId, bool> {
+        let mut any = false;
+        for s in self.sources_for(index) {
+            match self.unreachable.get(s) {
+                Some(o) if o.probing || o.until > now => any = true,
+                _ => return Ok(s),
+            }
+        }
+        Err(any)
     }
 
     fn schedule(&mut self, now: Instant) -> Vec<Action> {
@@ -198,6 +301,7 @@ impl Download {
             return vec![Action::Done];
         }
         let mut actions = Vec::new();
+        let mut out_of_reach = false;
         for index in 0..self.chunks.len() {
             if self.in_flight >= MAX_IN_FLIGHT {
                 break;
@@ -205,24 +309,37 @@ impl Download {
             let Chunk::Missing { not_before } = self.chunks[index] else {
                 continue;
             };
-            match self.source_for(index).cloned() {
-                Some(from) if not_before <= now => {
+            match self.source_for(index, now).cloned() {
+                Ok(from) if not_before <= now => {
+                    // A source out of reach lately is asked for one chunk first.
+                    if let Some(o) = self.unreachable.get_mut(&from) {
+                        o.probing = true;
+                    }
                     self.chunks[index] = Chunk::InFlight;
                     self.in_flight += 1;
                     actions.push(Action::Fetch { index, from });
                 }
-                Some(_) => {}
-                None => {
+                Ok(_) => {}
+                Err(true) => out_of_reach = true,
+                Err(false) => {
                     self.finished = true;
                     return vec![Action::Failed(self.why(index))];
                 }
             }
         }
+        if out_of_reach && self.in_flight == 0 && !self.stalled {
+            self.stalled = true;
+            let mut waiting: Vec<NodeId> = self.unreachable.keys().cloned().collect();
+            waiting.sort();
+            actions.push(Action::Stalled(waiting));
+        }
         actions
     }
 
-    fn why(&self, index: usize) -> String {
-        let mut parts: Vec<String> = self
+    fn why(&self, index: usize) -> Failure {
+        /// The first sources say why; a run to thousands of targets would list them all.
+        const SHOWN: usize = 8;
+        let sources: Vec<(NodeId, &'static str)> = self
             .sources
             .iter()
             .map(|s| {
@@ -232,23 +349,14 @@ impl Download {
                     .or_else(|| self.failed.get(&index).and_then(|f| f.get(s)))
                     .copied()
                     .unwrap_or("not asked");
-                format!("{s}: {reason}")
+                (s.clone(), reason)
             })
             .collect();
-        if parts.is_empty() {
-            parts.push("no node holds it".into());
+        Failure {
+            index,
+            more: sources.len().saturating_sub(SHOWN),
+            sources: sources.into_iter().take(SHOWN).collect(),
         }
-        // The first sources say why; a run to thousands of targets would list them all.
-        const SHOWN: usize = 8;
-        if parts.len() > SHOWN {
-            let more = parts.len() - SHOWN;
-            parts.truncate(SHOWN);
-            parts.push(format!("and {more} more"));
-        }
-        format!(
-            "chunk {index} could not be had intact ({})",
-            parts.join("; ")
-        )
     }
 }
 
@@ -381,29 +489,87 @@ mod tests {
         );
     }
 
+    fn got(index: usize, from: &str, result: ChunkResult) -> Input {
+        Input::Got {
+            index,
+            from: n(from),
+            result,
+        }
+    }
+
     #[test]
-    fn an_unreachable_source_is_dropped_for_every_chunk() {
+    fn an_unreachable_source_is_passed_over_for_every_chunk_for_a_while() {
         let t = Instant::now();
         let (mut d, _) = Download::new(3, vec![n("parent"), n("origin")], t);
-        let a = d.handle(
-            Input::Got {
-                index: 0,
-                from: n("parent"),
-                result: ChunkResult::Unreachable,
-            },
-            t,
-        );
+        let a = d.handle(got(0, "parent", ChunkResult::Unreachable), t);
         assert_eq!(fetches(&a), vec![(0, "origin".into())]);
         // The other chunks in flight from the parent fail too and go to the originator.
-        let a = d.handle(
-            Input::Got {
-                index: 1,
-                from: n("parent"),
-                result: ChunkResult::Unreachable,
-            },
-            t,
-        );
+        let a = d.handle(got(1, "parent", ChunkResult::Unreachable), t);
         assert_eq!(fetches(&a), vec![(1, "origin".into())]);
+        // Once its pause is over, the parent is asked again, for one chunk.
+        d.handle(got(0, "origin", ChunkResult::Ok), t);
+        d.handle(got(1, "origin", ChunkResult::Ok), t);
+        let a = d.handle(got(2, "origin", ChunkResult::NotYet), t);
+        assert!(fetches(&a).is_empty(), "{a:?}");
+        let a = d.handle(Input::Tick, t + UNREACHABLE_PAUSE);
+        assert_eq!(fetches(&a), vec![(2, "parent".into())]);
+        assert_eq!(
+            d.handle(got(2, "parent", ChunkResult::Ok), t + UNREACHABLE_PAUSE),
+            vec![Action::Done]
+        );
+    }
+
+    /// Every holder out of reach (this node cut off): the download says so once and waits,
+    /// asking again after pauses that double, one chunk at a time, and goes on once a holder
+    /// answers.
+    #[test]
+    fn with_every_source_out_of_reach_it_waits_and_asks_again() {
+        let t = Instant::now();
+        let (mut d, a) = Download::new(3, vec![n("parent"), n("origin")], t);
+        assert_eq!(fetches(&a).len(), 3);
+        let mut said = Vec::new();
+        for index in 0..3 {
+            said.extend(d.handle(got(index, "parent", ChunkResult::Unreachable), t));
+        }
+        assert_eq!(fetches(&said).len(), 3, "{said:?}");
+        let mut said = Vec::new();
+        for index in 0..3 {
+            said.extend(d.handle(got(index, "origin", ChunkResult::Unreachable), t));
+        }
+        assert_eq!(
+            said,
+            vec![Action::Stalled(vec![n("origin"), n("parent")])],
+            "neither failed nor asked again at once"
+        );
+        assert!(d.handle(Input::Tick, t + UNREACHABLE_PAUSE / 2).is_empty());
+        // After the pause: one chunk from each, not all of them.
+        let t1 = t + UNREACHABLE_PAUSE;
+        let a = d.handle(Input::Tick, t1);
+        assert_eq!(
+            fetches(&a),
+            vec![(0, "parent".into()), (1, "origin".into())]
+        );
+        // Still out of reach: the next pause is twice as long, and nothing is said again.
+        let mut said = d.handle(got(0, "parent", ChunkResult::Unreachable), t1);
+        said.extend(d.handle(got(1, "origin", ChunkResult::Unreachable), t1));
+        assert!(said.is_empty(), "{said:?}");
+        assert!(d.handle(Input::Tick, t1 + UNREACHABLE_PAUSE).is_empty());
+        let t2 = t1 + UNREACHABLE_PAUSE * 2;
+        let a = d.handle(Input::Tick, t2);
+        assert_eq!(
+            fetches(&a),
+            vec![(0, "parent".into()), (1, "origin".into())]
+        );
+        // The originator is back: the rest comes from it.
+        let a = d.handle(got(1, "origin", ChunkResult::Ok), t2);
+        assert_eq!(fetches(&a), vec![(2, "origin".into())]);
+        d.handle(got(2, "origin", ChunkResult::Ok), t2);
+        let a = d.handle(got(0, "parent", ChunkResult::Unreachable), t2);
+        assert_eq!(fetches(&a), vec![(0, "origin".into())]);
+        assert_eq!(
+            d.handle(got(0, "origin", ChunkResult::Ok), t2),
+            vec![Action::Done]
+        );
     }
 
     #[test]
@@ -513,7 +679,8 @@ mod tests {
             a.extend(d.handle(Input::Tick, at + NOT_YET_PAUSE));
         }
         match &a[..] {
-            [Action::Failed(why)] => {
+            [Action::Failed(failure)] => {
+                let why = failure.to_string();
                 assert!(
                     why.contains("a: sent corrupt data")
                         && why.contains("b: does not hold the file"),

@@ -276,9 +276,22 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
         let Some(coordinator) = ctx.coordinator else {
             return Finished::fail("ADD needs a mesh to fetch the file from", "");
         };
-        let blob = match coordinator.fetch_blob(ctx.job_id, file).await {
-            Ok(b) => b,
-            Err(e) => return Finished::fail(e, format!("{} was not transferred", path.display())),
+        // Bounded by the job's timeout: with every holder out of reach, the fetch waits for
+        // one to come back.
+        let fetched =
+            tokio::time::timeout_at(ctx.deadline, coordinator.fetch_blob(ctx.job_id, file));
+        let blob = match fetched.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return Finished::fail(e, format!("{} was not transferred", path.display()));
+            }
+            Err(_) => {
+                return Finished::fail(
+                    "the job's timeout ended before the file arrived (the nodes holding it were \
+                     out of reach or slow; this node's log says which)",
+                    format!("{} was not transferred", path.display()),
+                );
+            }
         };
         let target = path.clone();
         let written = tokio::task::spawn_blocking(move || {

@@ -171,6 +171,7 @@ impl Actor {
                 _ = tick.tick(), if !self.active.is_empty() || !self.parked.is_empty() => {
                     let now = Instant::now();
                     self.expire_parked(now);
+                    self.give_up_unwanted();
                     let hashes: Vec<Fingerprint> = self.active.keys().copied().collect();
                     for hash in hashes {
                         self.step(hash, Input::Tick, now);
@@ -330,6 +331,23 @@ impl Actor {
         }
     }
 
+    /// Downloads no job waits for any more (their jobs timed out waiting) are given up: one
+    /// whose holders are all out of reach would otherwise go on asking them for ever.
+    fn give_up_unwanted(&mut self) {
+        let unwanted: Vec<Fingerprint> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.waiters.iter().all(|w| w.is_closed()))
+            .map(|(hash, _)| *hash)
+            .collect();
+        for hash in unwanted {
+            debug!(%hash, "file transfer given up: no job waits for it any more");
+            self.active.remove(&hash);
+            self.store.abandon(&hash);
+            self.unpark(hash, None);
+        }
+    }
+
     fn step(&mut self, hash: Fingerprint, input: Input, now: Instant) {
         let Some(active) = self.active.get_mut(&hash) else {
             return;
@@ -377,23 +395,63 @@ impl Actor {
                         let _ = inbox.send(TInput::Finished { hash, result }).await;
                     });
                 }
-                Action::Failed(why) => {
+                Action::Failed(failure) => {
                     self.store.abandon(&hash);
                     self.unpark(hash, None);
                     if let Some(active) = self.active.remove(&hash) {
-                        let why = match active.corruption {
-                            Some(detail) => format!("integrity failure: {detail}; {why}"),
-                            None => why,
-                        };
-                        warn!(%hash, "file transfer failed: {why}");
-                        for w in active.waiters {
-                            let _ = w.send(Err(why.clone()));
-                        }
+                        let mesh = self.mesh.clone();
+                        // Named as the operator knows the nodes (asking the mesh's table takes
+                        // a moment: the jobs hear of it from a task of their own).
+                        tokio::spawn(async move {
+                            let names = node_names(&mesh).await;
+                            let why = failure.describe(|n| name_of(&names, n));
+                            let why = match active.corruption {
+                                Some(detail) => format!("integrity failure: {detail}; {why}"),
+                                None => why,
+                            };
+                            warn!(%hash, "file transfer failed: {why}");
+                            for w in active.waiters {
+                                let _ = w.send(Err(why.clone()));
+                            }
+                        });
                     }
+                }
+                Action::Stalled(nodes) => {
+                    let mesh = self.mesh.clone();
+                    tokio::spawn(async move {
+                        let names = node_names(&mesh).await;
+                        let nodes: Vec<String> = nodes.iter().map(|n| name_of(&names, n)).collect();
+                        warn!(
+                            %hash,
+                            "file transfer paused: no node holding the file is reachable ({}); \
+                             it goes on when one is, until the job's timeout",
+                            nodes.join(", ")
+                        );
+                    });
                 }
             }
         }
     }
+}
+
+/// The names of the mesh's members, by node id (empty if the mesh does not answer).
+async fn node_names(mesh: &MeshHandle) -> HashMap<String, String> {
+    match mesh.status().await {
+        Ok(status) => status
+            .members
+            .iter()
+            .map(|m| (m.presence.peer_id.to_string(), m.presence.name.clone()))
+            .collect(),
+        Err(_) => HashMap::new(),
+    }
+}
+
+/// A node as the operator knows it: its name, else its id.
+fn name_of(names: &HashMap<String, String>, node: &NodeId) -> String {
+    names
+        .get(&node.0)
+        .cloned()
+        .unwrap_or_else(|| node.0.clone())
 }
 
 /// Asks `from` for one chunk and writes it if it checks out; a corrupt chunk comes back with

@@ -1983,6 +1983,8 @@ impl Sim {
                     let to = self.index[&from];
                     self.request(node, to, Body::Chunk { index });
                 }
+                // The daemon only logs it; the download goes on asking.
+                transfer::Action::Stalled(_) => {}
                 transfer::Action::Done | transfer::Action::Failed(_) => {
                     let ok = matches!(action, transfer::Action::Done);
                     self.nodes[node].download = None;

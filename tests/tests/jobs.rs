@@ -2320,6 +2320,96 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
     assert_eq!(same[fed_name], "intact");
 }
 
+/// The only holder of a file (its submitter) crashes while a target receives it and is back
+/// seconds later: the target waits for it, rather than failing the copy, and the copy
+/// completes.
+#[test]
+fn a_copy_waits_for_its_only_holder_to_come_back() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let src = sources(root.path());
+    let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 239) as u8).collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
+    let pattern = format!("{}/big.bin /tmp/", src.display());
+    let o = nodes[0].cli(&["exec", "--verb", "ADD", &pattern, "--target", "n2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = records(&nodes[0]).last().unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blobs = nodes[1].state_dir.join("blobs");
+    wait_for(Duration::from_secs(30), "n2 to begin receiving", || {
+        std::fs::read_dir(&blobs)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .then_some(())
+    });
+    nodes[0].kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    nodes[0].restart();
+    let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+    let same = run_on(
+        &nodes[0],
+        &["n2"],
+        &format!("cmp {}/big.bin /tmp/big.bin && echo intact", src.display()),
+    );
+    assert_eq!(same["n2"], "intact");
+}
+
+/// The only holder of a file is gone for longer than the copy's timeout: the copy fails when
+/// its timeout ends, saying so, and leaves no partial file behind.
+#[test]
+fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let src = sources(root.path());
+    let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 233) as u8).collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
+    let pattern = format!("--timeout 4 {}/big.bin /tmp/", src.display());
+    let o = nodes[0].cli(&["exec", "--verb", "ADD", &pattern, "--target", "n2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = records(&nodes[0]).last().unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blobs = nodes[1].state_dir.join("blobs");
+    let partial = || {
+        std::fs::read_dir(&blobs)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .then_some(())
+    };
+    wait_for(Duration::from_secs(30), "n2 to begin receiving", partial);
+    nodes[0].kill9();
+    std::thread::sleep(Duration::from_secs(6));
+    nodes[0].restart();
+    let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
+        r["results"]["n2"].is_object()
+    });
+    let n2 = &r["results"]["n2"];
+    assert_eq!(n2["state"], "failed", "{r}");
+    assert!(
+        n2["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("the job's timeout ended before the file arrived"),
+        "{r}"
+    );
+    assert!(
+        partial().is_none(),
+        "a partial copy was left in n2's blob store"
+    );
+    let left = run_on(&nodes[0], &["n2"], "ls -A /tmp | grep -c big.bin || true");
+    assert_eq!(left["n2"], "0", "no file at DEST");
+}
+
 #[test]
 fn directord_functional_tests_in_full() {
     let Some(file) = reference("functional-tests.yaml") else {
