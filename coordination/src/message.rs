@@ -103,6 +103,15 @@ impl Run {
         }
     }
 
+    /// The job `job_id` of this run, as written.
+    pub fn job_spec(&self, job_id: &str) -> Option<&jobs::JobSpec> {
+        self.parents
+            .iter()
+            .flat_map(|p| &p.jobs)
+            .find(|j| j.job_id == job_id)
+            .map(|j| &j.spec)
+    }
+
     /// The first of this run's ids (run, parents, jobs) that is not a valid id, if any.
     pub fn invalid_id(&self) -> Option<&str> {
         std::iter::once(self.run_id.as_str())

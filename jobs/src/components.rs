@@ -239,14 +239,9 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
         );
     };
     let args = ctx.cache.args();
-    let dest = match render_path(&t.dest, ctx.cache) {
-        Ok(d) => d,
+    let path = match landing_path(&t.dest, file, ctx.cache) {
+        Ok(p) => p,
         Err(f) => return f,
-    };
-    let path = if dest.ends_with('/') {
-        PathBuf::from(&dest).join(&file.name)
-    } else {
-        PathBuf::from(&dest)
     };
     let dir = path
         .parent()
@@ -370,6 +365,72 @@ impl From<String> for LandError {
     }
 }
 
+/// Where ADD/COPY lands `file`: DEST rendered against the node's args, the file's name added
+/// when DEST ends in `/`.
+fn landing_path(dest: &str, file: &FileRef, cache: &Cache) -> Result<PathBuf, Finished> {
+    let dest = render_path(dest, cache)?;
+    Ok(if dest.ends_with('/') {
+        PathBuf::from(&dest).join(&file.name)
+    } else {
+        PathBuf::from(&dest)
+    })
+}
+
+/// The temporary file beside `path` that this process lands it through.
+fn landing_file(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{name}.{}.dm-tmp", std::process::id()))
+}
+
+/// Removes the temporary files beside `path` that a daemon no longer running left while it
+/// landed the file there (it was killed mid-copy); returns them. Those of a live process
+/// (another daemon landing the same file now) stay.
+pub fn remove_stale_landings(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".dm-tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// Removes what an ADD/COPY job `component` cut short by a crash left beside its DEST (see
+/// [`remove_stale_landings`]); returns it. Nothing for other verbs.
+pub fn remove_interrupted_landing(component: &Component, cache: &Cache) -> Vec<PathBuf> {
+    match component {
+        Component::Add(t) | Component::Copy(t) => t
+            .file
+            .as_ref()
+            .and_then(|file| landing_path(&t.dest, file, cache).ok())
+            .map(|path| remove_stale_landings(&path))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 /// Writes `blob` (rendered with `args` for a blueprint) to a temporary file beside `path`,
 /// checks it, makes it durable and renames it into place. Nothing is left at `path` or beside
 /// it when anything fails.
@@ -380,12 +441,11 @@ fn land(
     args: Option<std::sync::Arc<Value>>,
 ) -> Result<Fingerprint, LandError> {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.dm-tmp", std::process::id()));
+    // What an earlier daemon killed mid-copy left beside it goes first.
+    for stale in remove_stale_landings(path) {
+        warn!(path = %stale.display(), "removed a partial copy an interrupted job left");
+    }
+    let tmp = landing_file(path);
     let result = (|| -> Result<Fingerprint, LandError> {
         let mut out = std::fs::File::create(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
@@ -1190,6 +1250,36 @@ async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
                 stderr,
                 format!("condition not met after {retry} tries: {command}"),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the temporary files of DEST whose writer is no longer running go.
+    #[test]
+    fn stale_landings_of_gone_processes_are_removed_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let ours = std::process::id();
+        let names = [
+            format!(".f.{gone_pid}.dm-tmp"),
+            format!(".f.{ours}.dm-tmp"),
+            format!(".g.{gone_pid}.dm-tmp"),
+            ".f.x.dm-tmp".to_string(),
+            "f".to_string(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = remove_stale_landings(&dir.path().join("f"));
+        assert_eq!(removed, vec![dir.path().join(&names[0])]);
+        for name in &names[1..] {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
         }
     }
 }

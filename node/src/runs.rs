@@ -569,6 +569,13 @@ impl Actor {
                     ack: Acknowledgement::default(),
                 },
             );
+            // A file job cut short may have left a partial copy beside its DEST.
+            let cut_short = fates.contains(&restart::Fate::Interrupted);
+            let kept_run = match &run {
+                Some(run) => Some(Arc::clone(run)),
+                None if cut_short => self.store.accepted_run(&run_id).map(Arc::new),
+                None => None,
+            };
             let mut never_started = HashSet::new();
             for (job, fate) in pending.into_iter().zip(fates) {
                 let info = match fate {
@@ -576,7 +583,18 @@ impl Actor {
                         never_started.insert(job.job_id);
                         continue;
                     }
-                    restart::Fate::Interrupted => INTERRUPTED,
+                    restart::Fate::Interrupted => {
+                        if let Some(spec) = kept_run.as_ref().and_then(|r| r.job_spec(&job.job_id))
+                        {
+                            for path in jobs::components::remove_interrupted_landing(
+                                &spec.component,
+                                &self.cache,
+                            ) {
+                                info!(job = %job.job_id, path = %path.display(), "removed the partial copy of a file job the restart cut short");
+                            }
+                        }
+                        INTERRUPTED
+                    }
                     restart::Fate::BehindInterrupted => BEHIND_INTERRUPTED,
                     restart::Fate::DownTooLong => DOWN_TOO_LONG,
                 };

@@ -2410,6 +2410,59 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
     assert_eq!(left["n2"], "0", "no file at DEST");
 }
 
+/// A target killed while it copies a file: once back, it reports the job interrupted and
+/// removes what the copy left beside DEST.
+#[test]
+fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let src = sources(root.path());
+    let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 229) as u8).collect();
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
+    let dest = root.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let pattern = format!("{}/big.bin {}/", src.display(), dest.display());
+    let o = nodes[0].cli(&["exec", "--verb", "ADD", &pattern, "--target", "n2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = records(&nodes[0]).last().unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blobs = nodes[1].state_dir.join("blobs");
+    wait_for(Duration::from_secs(30), "n2 to begin receiving", || {
+        std::fs::read_dir(&blobs)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+            .then_some(())
+    });
+    let pid = nodes[1].pid();
+    nodes[1].kill9();
+    // What a daemon killed while it landed the file leaves beside DEST (the kill came while
+    // it fetched the file here: its landing is too quick to catch), and the temporary file of
+    // a live process, which stays.
+    let stale = dest.join(format!(".big.bin.{pid}.dm-tmp"));
+    std::fs::write(&stale, &data[..1024]).unwrap();
+    let live = dest.join(format!(".big.bin.{}.dm-tmp", std::process::id()));
+    std::fs::write(&live, b"another daemon's copy in progress").unwrap();
+    nodes[1].restart();
+    let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(r["results"]["n2"]["state"], "failed", "{r}");
+    assert!(
+        r["results"]["n2"]["info"]
+            .as_str()
+            .unwrap()
+            .contains("the node stopped before it recorded the job's result"),
+        "{r}"
+    );
+    assert!(!stale.exists(), "the partial copy is still beside DEST");
+    assert!(live.exists(), "a live process's copy was removed");
+    assert!(!dest.join("big.bin").exists());
+}
+
 #[test]
 fn directord_functional_tests_in_full() {
     let Some(file) = reference("functional-tests.yaml") else {
