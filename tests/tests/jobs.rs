@@ -2320,19 +2320,24 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
     assert_eq!(same[fed_name], "intact");
 }
 
-/// The only holder of a file (its submitter) crashes while a target receives it and is back
-/// seconds later: the target waits for it, rather than failing the copy, and the copy
-/// completes.
+/// The submitter, the only node holding the whole file, crashes while three targets receive
+/// it (one of them from another target, down the distribution tree) and is back seconds
+/// later: the targets wait for it, rather than failing the copy or stalling, and the copy
+/// completes everywhere.
 #[test]
 fn a_copy_waits_for_its_only_holder_to_come_back() {
     let root = root();
-    let mut nodes = mesh_of(root.path(), 2);
+    let mut nodes = mesh_of(root.path(), 4);
     let src = sources(root.path());
     let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 239) as u8).collect();
     std::fs::write(src.join("big.bin"), &data).unwrap();
     std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
     let pattern = format!("{}/big.bin /tmp/", src.display());
-    let o = nodes[0].cli(&["exec", "--verb", "ADD", &pattern, "--target", "n2"]);
+    let mut args = vec!["exec", "--verb", "ADD", &pattern];
+    for n in ["n2", "n3", "n4"] {
+        args.extend(["--target", n]);
+    }
+    let o = nodes[0].cli(&args);
     assert!(o.status.success(), "{}", text(&o));
     let job_id = records(&nodes[0]).last().unwrap()["job_id"]
         .as_str()
@@ -2349,16 +2354,25 @@ fn a_copy_waits_for_its_only_holder_to_come_back() {
     nodes[0].kill9();
     std::thread::sleep(Duration::from_secs(3));
     nodes[0].restart();
-    let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
-        r["results"]["n2"].is_object()
-    });
-    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+    let r = wait_for_record(
+        &nodes,
+        &job_id,
+        "the targets never reported the copy",
+        |r| {
+            ["n2", "n3", "n4"]
+                .iter()
+                .all(|n| r["results"][n].is_object())
+        },
+    );
+    for n in ["n2", "n3", "n4"] {
+        assert_eq!(r["results"][n]["state"], "success", "{n}: {r}");
+    }
     let same = run_on(
         &nodes[0],
-        &["n2"],
+        &["n2", "n3", "n4"],
         &format!("cmp {}/big.bin /tmp/big.bin && echo intact", src.display()),
     );
-    assert_eq!(same["n2"], "intact");
+    assert!(same.values().all(|v| v == "intact"), "{same:?}");
 }
 
 /// The only holder of a file is gone for longer than the copy's timeout: the copy fails when
