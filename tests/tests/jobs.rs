@@ -2472,7 +2472,11 @@ fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
             .contains("the node stopped before it recorded the job's result"),
         "{r}"
     );
-    assert!(!stale.exists(), "the partial copy is still beside DEST");
+    assert!(
+        !stale.exists(),
+        "the partial copy is still beside DEST: {}",
+        nodes[1].log()
+    );
     assert!(live.exists(), "a live process's copy was removed");
     assert!(!dest.join("big.bin").exists());
 }
