@@ -2278,17 +2278,10 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
         .unwrap();
     // Killed once the fed node has begun to receive (its partial copy is there): a fixed
     // wait let a fast machine finish the whole transfer first.
-    let blobs = nodes[fed].state_dir.join("blobs");
     wait_for(
         Duration::from_secs(30),
         "the fed node to begin receiving",
-        || {
-            std::fs::read_dir(&blobs)
-                .ok()?
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-                .then_some(())
-        },
+        || partial_copy(&nodes[fed]),
     );
     nodes[feeder].kill9();
     let killed_at = std::time::SystemTime::now()
@@ -2320,21 +2313,23 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
     assert_eq!(same[fed_name], "intact");
 }
 
-/// The submitter, the only node holding the whole file, crashes while three targets receive
-/// it (one of them from another target, down the distribution tree) and is back seconds
-/// later: the targets wait for it, rather than failing the copy or stalling, and the copy
-/// completes everywhere.
-#[test]
-fn a_copy_waits_for_its_only_holder_to_come_back() {
-    let root = root();
-    let mut nodes = mesh_of(root.path(), 4);
-    let src = sources(root.path());
+/// Starts an ADD of a 40 MiB file from n1 (which serves it slowly, so the copy takes a while)
+/// to `targets`, `options` before its arguments, DEST `dest`; returns the job id and the
+/// file's bytes once n2 has begun to receive it.
+fn slow_copy_under_way(
+    nodes: &[Daemon],
+    root: &Path,
+    options: &str,
+    dest: &str,
+    targets: &[&str],
+) -> (String, Vec<u8>) {
+    let src = sources(root);
     let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 239) as u8).collect();
     std::fs::write(src.join("big.bin"), &data).unwrap();
     std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
-    let pattern = format!("{}/big.bin /tmp/", src.display());
+    let pattern = format!("{options}{}/big.bin {dest}", src.display());
     let mut args = vec!["exec", "--verb", "ADD", &pattern];
-    for n in ["n2", "n3", "n4"] {
+    for n in targets {
         args.extend(["--target", n]);
     }
     let o = nodes[0].cli(&args);
@@ -2343,14 +2338,30 @@ fn a_copy_waits_for_its_only_holder_to_come_back() {
         .as_str()
         .unwrap()
         .to_string();
-    let blobs = nodes[1].state_dir.join("blobs");
     wait_for(Duration::from_secs(30), "n2 to begin receiving", || {
-        std::fs::read_dir(&blobs)
-            .ok()?
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-            .then_some(())
+        partial_copy(&nodes[1])
     });
+    (job_id, data)
+}
+
+/// Whether `d`'s blob store holds a file still being received.
+fn partial_copy(d: &Daemon) -> Option<()> {
+    std::fs::read_dir(d.state_dir.join("blobs"))
+        .ok()?
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .then_some(())
+}
+
+/// The submitter, the only node holding the whole file, crashes while three targets receive
+/// it (one of them from another target, down the distribution tree) and is back seconds
+/// later: the targets wait for it, rather than failing the copy or stalling, and the copy
+/// completes everywhere.
+#[test]
+fn a_copy_waits_for_its_only_holder_to_come_back() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 4);
+    let (job_id, _) = slow_copy_under_way(&nodes, root.path(), "", "/tmp/", &["n2", "n3", "n4"]);
     nodes[0].kill9();
     std::thread::sleep(Duration::from_secs(3));
     nodes[0].restart();
@@ -2370,7 +2381,10 @@ fn a_copy_waits_for_its_only_holder_to_come_back() {
     let same = run_on(
         &nodes[0],
         &["n2", "n3", "n4"],
-        &format!("cmp {}/big.bin /tmp/big.bin && echo intact", src.display()),
+        &format!(
+            "cmp {}/big.bin /tmp/big.bin && echo intact",
+            sources(root.path()).display()
+        ),
     );
     assert!(same.values().all(|v| v == "intact"), "{same:?}");
 }
@@ -2381,26 +2395,7 @@ fn a_copy_waits_for_its_only_holder_to_come_back() {
 fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
-    let src = sources(root.path());
-    let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 233) as u8).collect();
-    std::fs::write(src.join("big.bin"), &data).unwrap();
-    std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
-    let pattern = format!("--timeout 4 {}/big.bin /tmp/", src.display());
-    let o = nodes[0].cli(&["exec", "--verb", "ADD", &pattern, "--target", "n2"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let job_id = records(&nodes[0]).last().unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let blobs = nodes[1].state_dir.join("blobs");
-    let partial = || {
-        std::fs::read_dir(&blobs)
-            .ok()?
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-            .then_some(())
-    };
-    wait_for(Duration::from_secs(30), "n2 to begin receiving", partial);
+    let (job_id, _) = slow_copy_under_way(&nodes, root.path(), "--timeout 4 ", "/tmp/", &["n2"]);
     nodes[0].kill9();
     std::thread::sleep(Duration::from_secs(6));
     nodes[0].restart();
@@ -2417,7 +2412,7 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
         "{r}"
     );
     assert!(
-        partial().is_none(),
+        partial_copy(&nodes[1]).is_none(),
         "a partial copy was left in n2's blob store"
     );
     let left = run_on(&nodes[0], &["n2"], "ls -A /tmp | grep -c big.bin || true");
@@ -2430,27 +2425,15 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
 fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
-    let src = sources(root.path());
-    let data: Vec<u8> = (0..40 * 1024 * 1024).map(|i| (i % 229) as u8).collect();
-    std::fs::write(src.join("big.bin"), &data).unwrap();
-    std::fs::write(nodes[0].state_dir.join("test-slow-blobs"), b"").unwrap();
     let dest = root.path().join("dest");
     std::fs::create_dir_all(&dest).unwrap();
-    let pattern = format!("{}/big.bin {}/", src.display(), dest.display());
-    let o = nodes[0].cli(&["exec", "--verb", "ADD", &pattern, "--target", "n2"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let job_id = records(&nodes[0]).last().unwrap()["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let blobs = nodes[1].state_dir.join("blobs");
-    wait_for(Duration::from_secs(30), "n2 to begin receiving", || {
-        std::fs::read_dir(&blobs)
-            .ok()?
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
-            .then_some(())
-    });
+    let (job_id, data) = slow_copy_under_way(
+        &nodes,
+        root.path(),
+        "",
+        &format!("{}/", dest.display()),
+        &["n2"],
+    );
     let pid = nodes[1].pid();
     nodes[1].kill9();
     // What a daemon killed while it landed the file leaves beside DEST (the kill came while
