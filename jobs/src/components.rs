@@ -256,6 +256,24 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             "",
         );
     }
+    // Who will own it is settled before anything is written: a user this node lacks fails
+    // the job with DEST as it was.
+    let owner = match t.owner.as_ref().map(resolve_owner).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            return Finished::fail(
+                e,
+                format!(
+                    "Failed to set ownership of {}: it was left as it was",
+                    path.display()
+                ),
+            );
+        }
+    };
+    let access = Access {
+        owner,
+        mode: t.mode,
+    };
     let expected = file.hash;
     let size = file.size;
     let blueprint = t.blueprint;
@@ -290,7 +308,7 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
         };
         let target = path.clone();
         let written = tokio::task::spawn_blocking(move || {
-            land(&blob, &target, expected, blueprint.then_some(args))
+            land(&blob, &target, expected, blueprint.then_some(args), access)
         })
         .await
         .unwrap_or_else(|e| Err(LandError::Other(format!("the copy stopped: {e}"))));
@@ -307,17 +325,11 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             }
         }
     }
-    if let Some(owner) = &t.owner
-        && let Err(e) = apply_owner(&path, owner)
-    {
-        return Finished::fail(e, format!("Failed to set ownership of {}", path.display()));
-    }
-    if let Some(mode) = t.mode
-        && let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-    {
+    // A file landed with its owner and mode already; one that was there gets them now.
+    if unchanged && let Err(e) = access.apply(&path) {
         return Finished::fail(
-            format!("cannot chmod {} to {mode:o}: {e}", path.display()),
-            "",
+            e,
+            format!("Failed to set ownership or mode of {}", path.display()),
         );
     }
     let hex = landed_hash.unwrap_or(expected).to_hex();
@@ -439,15 +451,23 @@ fn land(
     path: &Path,
     expected: Fingerprint,
     args: Option<std::sync::Arc<Value>>,
+    access: Access,
 ) -> Result<Fingerprint, LandError> {
-    use std::io::Write;
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     // What an earlier daemon killed mid-copy left beside it goes first.
     for stale in remove_stale_landings(path) {
         warn!(path = %stale.display(), "removed a partial copy an interrupted job left");
     }
     let tmp = landing_file(path);
     let result = (|| -> Result<Fingerprint, LandError> {
-        let mut out = std::fs::File::create(&tmp)
+        // Readable by its owner only while it fills: a file meant for 0600 is never
+        // readable by others, not even for a moment.
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let landed = match &args {
             Some(args) => {
@@ -490,6 +510,8 @@ fn land(
                 found
             }
         };
+        // Owner and mode before it takes DEST's name: nobody sees it otherwise.
+        access.apply_to_new(&tmp)?;
         out.sync_all()
             .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path)
@@ -1147,24 +1169,78 @@ fn workdir(path: &str, owner: Option<&Owner>, mode: Option<u32>, cache: &Cache) 
         Ok(p) => p,
         Err(f) => return f,
     };
+    // A user this node lacks fails the job before the directory is made.
+    let access = match owner.map(resolve_owner).transpose() {
+        Ok(owner) => Access { owner, mode },
+        Err(e) => {
+            return Finished::fail(e, format!("Failed to set ownership of {path}: not created"));
+        }
+    };
+    let existed = Path::new(&path).is_dir();
     if let Err(e) = std::fs::create_dir_all(&path) {
         return Finished::fail(format!("cannot create {path}: {e}"), "");
     }
-    if let Some(owner) = owner
-        && let Err(e) = apply_owner(Path::new(&path), owner)
-    {
-        return Finished::fail(e, format!("Failed to set ownership of {path}"));
-    }
-    if let Some(mode) = mode
-        && let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-    {
-        return Finished::fail(format!("cannot chmod {path} to {mode:o}: {e}"), "");
+    if let Err(e) = access.apply(Path::new(&path)) {
+        // One this job made goes again rather than stay with the wrong owner or mode.
+        if !existed {
+            let _ = std::fs::remove_dir(&path);
+        }
+        return Finished::fail(e, format!("Failed to set ownership or mode of {path}"));
     }
     Finished::ok(format!("Directory {path} OK"), "")
 }
 
-/// Resolves a user and group given by name or number and chowns `path`.
-pub fn apply_owner(path: &Path, owner: &Owner) -> Result<(), String> {
+/// The owner (resolved on this node) and mode a file or directory is to have.
+#[derive(Debug, Clone, Copy, Default)]
+struct Access {
+    owner: Option<(Option<nix::unistd::Uid>, Option<nix::unistd::Gid>)>,
+    mode: Option<u32>,
+}
+
+impl Access {
+    /// Applies the owner, then the mode (a chown clears set-id bits a mode may ask for).
+    fn apply(&self, path: &Path) -> Result<(), String> {
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::chown(path, uid, gid)
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        }
+        if let Some(mode) = self.mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot chmod {} to {mode:o}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Access::apply`], for a file just created owner-only: without `--chmod` it gets
+    /// the mode a new file gets here (0666 less the daemon's umask).
+    fn apply_to_new(&self, path: &Path) -> Result<(), String> {
+        let mode = self.mode.unwrap_or(0o666 & !umask());
+        Access {
+            owner: self.owner,
+            mode: Some(mode),
+        }
+        .apply(path)
+    }
+}
+
+/// This process's umask, read without changing it (`Umask:` in /proc/self/status); 022 when it
+/// cannot be read.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// A user and group given by name or number, as this node knows them.
+fn resolve_owner(
+    owner: &Owner,
+) -> Result<(Option<nix::unistd::Uid>, Option<nix::unistd::Gid>), String> {
     let uid = owner
         .user
         .as_deref()
@@ -1187,7 +1263,7 @@ pub fn apply_owner(path: &Path, owner: &Owner) -> Result<(), String> {
             },
         })
         .transpose()?;
-    nix::unistd::chown(path, uid, gid).map_err(|e| format!("chown {}: {e}", path.display()))
+    Ok((uid, gid))
 }
 
 fn cachefile(path: &str, cache: &Cache) -> Finished {

@@ -689,18 +689,26 @@ async fn workdir_cachefile_cacheevict_wait_and_echo() {
         r[&evict].stdout
     );
     assert_eq!(r[&after].state, ResultState::Failed, "args are gone");
-    // Bad owner: a failed result, not a crash.
+    // Bad owner: a failed result, not a crash, and no directory made for nobody.
+    let private = dir.path().join("private");
     let bad = h
         .submit(
             "x",
             QueueKind::Sync,
             "WORKDIR",
-            &format!("--chown no-such-user-xyz {}", d.display()),
+            &format!(
+                "--chown no-such-user-xyz --chmod 0700 {}",
+                private.display()
+            ),
         )
         .await;
     let r = h.results(1).await;
     assert_eq!(r[&bad].state, ResultState::Failed);
     assert!(r[&bad].stderr.contains("no user 'no-such-user-xyz'"));
+    assert!(
+        !private.exists(),
+        "the directory was made with the wrong owner"
+    );
 }
 
 #[tokio::test]

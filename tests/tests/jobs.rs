@@ -2111,6 +2111,53 @@ fn files_land_verified_with_owner_and_mode_on_every_node() {
         run_on(d, &all, "stat -c %a /tmp/files/odd.bin")["n3"],
         "600"
     );
+    // A secret for an owner a node lacks: the job fails with nothing at DEST or beside it,
+    // and a file that lands with a mode is never readable by others, not while it lands either
+    // (its temporary file is the owner's only). Without --chmod: the umask's mode.
+    std::fs::write(src.join("secret.env"), b"PASSWORD=hunter2\n").unwrap();
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "COPY",
+        "--chown",
+        "no-such-user-xyz",
+        "--chmod",
+        "0600",
+        &format!("{}/secret.env /tmp/files/", src.display()),
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("no user 'no-such-user-xyz'"),
+        "{}",
+        text(&o)
+    );
+    let left = run_on(d, &all, "ls -A /tmp/files | grep -c secret || true");
+    for n in all {
+        assert_eq!(
+            left[n], "0",
+            "{n}: the secret, or its temporary file, was left"
+        );
+    }
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "COPY",
+        &format!("{}/secret.env /tmp/files/plain.env", src.display()),
+        "--poll",
+        "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let modes = run_on(
+        d,
+        &all,
+        "printf '%s %s' $(umask) $(stat -c %a /tmp/files/plain.env)",
+    );
+    for n in all {
+        let (umask, mode) = modes[n].split_once(' ').unwrap();
+        let umask = u32::from_str_radix(umask, 8).unwrap();
+        assert_eq!(mode, format!("{:o}", 0o666 & !umask), "{n}: {modes:?}");
+    }
     // A missing destination directory is a clear failure; nothing is left behind.
     let o = d.cli(&[
         "exec",
