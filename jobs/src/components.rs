@@ -114,6 +114,13 @@ pub trait Coordinator: Send + Sync {
         nodes: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>>;
 
+    /// JOB_WAIT that timed out: how this node sees each of `nodes` now (left, out of reach,
+    /// alive), one phrase each, for the failure to say why no answer came.
+    fn nodes_seen(&self, nodes: &[String]) -> BoxFuture<'static, Vec<String>> {
+        let _ = nodes;
+        Box::pin(async { Vec::new() })
+    }
+
     /// ADD/COPY: makes the verified content of `file` available on this node (from the
     /// announce, this node's store, or other nodes) and says where it is.
     fn fetch_blob(
@@ -648,9 +655,16 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
             ),
         )
     } else {
+        let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+        let seen = coordinator.nodes_seen(&missing).await;
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", seen.join("; "))
+        };
         Finished::fail(
             format!(
-                "timed out waiting for job {fingerprint} to finish on {}",
+                "timed out waiting for job {fingerprint} to finish on {}{seen}",
                 missing.join(", ")
             ),
             format!(

@@ -1706,9 +1706,9 @@ fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
 #[test]
 fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     let root = root();
-    let nodes = mesh(root.path());
+    let mut nodes = mesh(root.path());
     // `JOB_WAIT deadbeef00 --identity NODE [more]` on n1 fails with `needle` in its stderr.
-    let fails_with = |identity: &str, more: &[&str], needle: &str| {
+    let fails_with = |nodes: &[Daemon], identity: &str, more: &[&str], needle: &str| {
         let mut args = vec![
             "exec",
             "--verb",
@@ -1730,17 +1730,28 @@ fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
         );
     };
     fails_with(
+        &nodes,
         "n2",
         &["--timeout", "2"],
-        "timed out waiting for job deadbeef00 to finish on n2",
+        "timed out waiting for job deadbeef00 to finish on n2 (n2: alive, the job has not \
+         finished there)",
     );
     // An unknown node is named as such (after looking for it for a while) ...
-    fails_with("nope", &[], "no node named 'nope'");
+    fails_with(&nodes, "nope", &[], "no node named 'nope'");
     // ... and a JOB_WAIT whose timeout ends while it looks for the name says so.
     fails_with(
+        &nodes,
         "nope",
         &["--timeout", "2"],
         "timed out before every node it names was found in the mesh (nope)",
+    );
+    // A node that has left is said to have left.
+    nodes[2].terminate();
+    fails_with(
+        &nodes,
+        "n3",
+        &["--timeout", "2"],
+        "on n3 (n3: left the mesh",
     );
 }
 

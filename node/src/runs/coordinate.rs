@@ -710,6 +710,25 @@ fn resolve_names(
     Ok(peers)
 }
 
+/// How this node sees the node named `name`, in a phrase: whether it is still there to answer.
+fn seen_as(members: &[mesh::MemberView], name: &str) -> String {
+    let named = members.iter().filter(|m| m.presence.name == name);
+    let Some(m) = named.min_by_key(|m| (m.state != MemberState::Alive, m.last_seen_ago)) else {
+        return format!("{name}: not in this node's table of the mesh");
+    };
+    let ago = m.last_seen_ago.as_secs();
+    match m.state {
+        MemberState::Alive => format!("{name}: alive, the job has not finished there"),
+        MemberState::Expired => {
+            format!(
+                "{name}: not heard from for {ago} s (down or cut off; whether it ran the job is unknown)"
+            )
+        }
+        MemberState::Left => format!("{name}: left the mesh {ago} s ago"),
+        MemberState::Conflict => format!("{name}: two nodes use this identity"),
+    }
+}
+
 /// The executor's way to the mesh for QUERY, JOB_WAIT and files.
 pub struct NodeCoordinator {
     pub(crate) inbox: mpsc::Sender<Input>,
@@ -790,6 +809,20 @@ impl Coordinator for NodeCoordinator {
                 .await
                 .map_err(|_| "the node is shutting down".to_string())?;
             Ok(rx)
+        })
+    }
+
+    fn nodes_seen(&self, nodes: &[String]) -> BoxFuture<'static, Vec<String>> {
+        let mesh = self.mesh.clone();
+        let nodes = nodes.to_vec();
+        Box::pin(async move {
+            let Ok(status) = mesh.status().await else {
+                return Vec::new();
+            };
+            nodes
+                .iter()
+                .map(|name| seen_as(&status.members, name))
+                .collect()
         })
     }
 
