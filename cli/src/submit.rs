@@ -13,6 +13,7 @@ use jobs::{
     Fingerprint, JobSpec, ParseOutcome,
     executor::ResultState,
     orchestration::{self, Orchestration},
+    spec::Component,
 };
 use node::{
     control::{
@@ -53,7 +54,7 @@ pub struct RunOptions {
     #[arg(long)]
     poll: bool,
 
-    /// Wait for the jobs and print their output live, each line prefixed with its node.
+    /// Like --poll, and print the jobs' output live, each line prefixed with its node.
     #[arg(long)]
     stream: bool,
 
@@ -245,10 +246,7 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
                         j + 1
                     ))
                 })?;
-                jobs.extend(specs.into_iter().map(|spec| SubmittedJob {
-                    spec,
-                    definition: job.text.clone(),
-                }));
+                jobs.extend(submitted_jobs(&job.text, specs));
             }
             let origin = match &entry.name {
                 Some(name) => format!("{}: entry {} ({name})", file.display(), e + 1),
@@ -267,6 +265,26 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
     run(state_dir, parents, args.options, false)
 }
 
+/// The jobs one written job became (an ADD/COPY glob, one per file): each as written, and when
+/// there are several, with the name of its file, so that their status lines tell them apart.
+fn submitted_jobs(definition: &str, specs: Vec<JobSpec>) -> Vec<SubmittedJob> {
+    let several = specs.len() > 1;
+    specs
+        .into_iter()
+        .map(|spec| {
+            let file = match &spec.component {
+                Component::Add(t) | Component::Copy(t) if several => t.file.as_ref(),
+                _ => None,
+            };
+            let definition = match file {
+                Some(file) => format!("{definition} (file {})", file.name),
+                None => definition.to_string(),
+            };
+            SubmittedJob { spec, definition }
+        })
+        .collect()
+}
+
 /// ADD/COPY name files on this machine: each source glob becomes one job per file, with the
 /// file's content hashes (part of the job's fingerprint).
 fn resolve_files(parents: Vec<SubmittedParent>) -> Result<Vec<SubmittedParent>, Failure> {
@@ -279,10 +297,7 @@ fn resolve_files(parents: Vec<SubmittedParent>) -> Result<Vec<SubmittedParent>, 
             for job in parent.jobs {
                 let specs = jobs::transfer::resolve(job.spec, &cwd)
                     .map_err(|e| Failure::Input(format!("{}: {e}", job.definition)))?;
-                jobs.extend(specs.into_iter().map(|spec| SubmittedJob {
-                    spec,
-                    definition: job.definition.clone(),
-                }));
+                jobs.extend(submitted_jobs(&job.definition, specs));
             }
             parent.jobs = jobs;
             Ok(parent)

@@ -314,8 +314,10 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             }
         };
         let target = path.clone();
+        let source_name = file.name.clone();
         let written = tokio::task::spawn_blocking(move || {
-            land(&blob, &target, expected, blueprint.then_some(args), access)
+            let args = blueprint.then_some(args);
+            land(&blob, &target, expected, args, access, &source_name)
         })
         .await
         .unwrap_or_else(|e| Err(LandError::Other(format!("the copy stopped: {e}"))));
@@ -459,6 +461,7 @@ fn land(
     expected: Fingerprint,
     args: Option<std::sync::Arc<Value>>,
     access: Access,
+    source_name: &str,
 ) -> Result<Fingerprint, LandError> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     // What an earlier daemon killed mid-copy left beside it goes first.
@@ -488,7 +491,7 @@ fn land(
                 }
                 let text = String::from_utf8(text)
                     .map_err(|_| "--blueprint needs a text file".to_string())?;
-                let rendered = template::render(&text, args)?;
+                let rendered = template::render_named(source_name, &text, args)?;
                 out.write_all(rendered.as_bytes())
                     .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
                 Fingerprint(*blake3::hash(rendered.as_bytes()).as_bytes())

@@ -948,11 +948,12 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
         },
         Verb::Add | Verb::Copy => {
             let [src, dest] = p.rest.as_slice() else {
-                return Err(format!(
-                    "{verb} takes SRC and DEST, got {} words (quote a path with spaces); {}",
-                    p.rest.len(),
-                    usage()
-                ));
+                let got = match p.rest.len() {
+                    0 => "nothing".to_string(),
+                    1 => "only one word".to_string(),
+                    n => format!("{n} words (quote a path with spaces)"),
+                };
+                return Err(format!("{verb} takes SRC and DEST, got {got}; {}", usage()));
             };
             let transfer = Transfer {
                 src: src.text.clone(),
@@ -1052,6 +1053,14 @@ mod tests {
 
     fn err(verb: &str, inline: &str) -> String {
         JobSpec::parse(verb, inline, &BTreeMap::new()).unwrap_err()
+    }
+
+    #[test]
+    fn a_copy_short_of_words_says_how_many_it_got() {
+        let one = err("COPY", "/tmp/f1k");
+        assert!(one.starts_with("COPY takes SRC and DEST, got only one word;"), "{one}");
+        let three = err("ADD", "a b c");
+        assert!(three.contains("got 3 words (quote a path with spaces)"), "{three}");
     }
 
     #[test]

@@ -29,11 +29,20 @@ pub fn is_template(text: &str) -> bool {
 
 /// Renders `text` with `args` (a JSON object) as its variables.
 pub fn render(text: &str, args: &Value) -> Result<String, String> {
+    render_named("<string>", text, args)
+}
+
+/// Like [`render`], for the text of a file: errors give their place as `NAME:LINE`.
+pub fn render_named(name: &str, text: &str, args: &Value) -> Result<String, String> {
     if !is_template(text) {
         return Ok(text.to_string());
     }
     environment()
-        .render_str(text, minijinja::Value::from(minijinja::value::Serde(args)))
+        .render_named_str(
+            name,
+            text,
+            minijinja::Value::from(minijinja::value::Serde(args)),
+        )
         .map_err(|e| {
             let mut msg = format!("template error: {e}");
             let mut source = std::error::Error::source(&e);
@@ -128,6 +137,22 @@ mod tests {
             )
             .unwrap(),
             "1"
+        );
+    }
+
+    /// `tojson`, as Directord's Jinja has it: a value written out as JSON (QUERY's set, say).
+    #[test]
+    fn a_files_errors_name_the_file() {
+        let e = render_named("app.conf", "a\nb {{ nope }}\n", &json!({})).unwrap_err();
+        assert!(e.contains("app.conf:2"), "{e}");
+    }
+
+    #[test]
+    fn tojson_writes_json() {
+        let args = json!({"query": {"n1": {"ip": "10.0.0.1"}}});
+        assert_eq!(
+            render("{{ query | tojson }}", &args).unwrap(),
+            r#"{"n1": {"ip": "10.0.0.1"}}"#
         );
     }
 

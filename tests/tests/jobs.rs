@@ -2083,7 +2083,19 @@ fn files_land_verified_with_owner_and_mode_on_every_node() {
         "exec", "--verb", "ADD", "--chown", "1:1", "--chmod", "0640", &pattern, "--poll", "--check",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(records(d).len(), 1 + 4, "one job per file");
+    let recs = records(d);
+    assert_eq!(recs.len(), 1 + 4, "one job per file");
+    // Each tells which file it is, in its status line too.
+    for name in ["empty.bin", "exact.bin", "odd.bin", "small.txt"] {
+        let tail = format!("{pattern} (file {name})");
+        let named = recs.iter().filter(|r| {
+            r["definition"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("ADD: ") && d.ends_with(&tail))
+        });
+        assert_eq!(named.count(), 1, "{tail}");
+        assert!(text(&o).contains(&tail), "{}", text(&o));
+    }
     for name in ["empty.bin", "exact.bin", "odd.bin", "small.txt"] {
         let same = run_on(
             d,
