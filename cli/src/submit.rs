@@ -474,7 +474,13 @@ async fn follow_jobs(
                 }
             }
             Ok(ControlResponse::Watch(WatchEvent::Done(record))) => {
-                if let Some(b) = &bar {
+                // Told again: a target written off as unreachable came back with its result
+                // while other jobs were still awaited. Its line is shown again, and the exit
+                // code follows what is known last.
+                let late = done.contains_key(&record.job_id);
+                if let Some(b) = &bar
+                    && !late
+                {
                     b.inc(record.results.len() as u64);
                 }
                 if options.stream {
@@ -483,7 +489,12 @@ async fn follow_jobs(
                     }
                 }
                 if options.poll || options.stream {
-                    say(status_line(&record));
+                    let line = status_line(&record);
+                    say(if late {
+                        format!("Late result: {line}")
+                    } else {
+                        line
+                    });
                 }
                 done.insert(record.job_id.clone(), *record);
             }

@@ -1058,9 +1058,15 @@ mod tests {
     #[test]
     fn a_copy_short_of_words_says_how_many_it_got() {
         let one = err("COPY", "/tmp/f1k");
-        assert!(one.starts_with("COPY takes SRC and DEST, got only one word;"), "{one}");
+        assert!(
+            one.starts_with("COPY takes SRC and DEST, got only one word;"),
+            "{one}"
+        );
         let three = err("ADD", "a b c");
-        assert!(three.contains("got 3 words (quote a path with spaces)"), "{three}");
+        assert!(
+            three.contains("got 3 words (quote a path with spaces)"),
+            "{three}"
+        );
     }
 
     #[test]

@@ -793,6 +793,58 @@ fn crash_and_restart(d: &mut Daemon) {
     d.restart();
 }
 
+/// A target written off as unreachable (its daemon stopped) comes back with its result while
+/// `--poll` still waits for another job: the job's line is shown again with the real result,
+/// and the exit code follows it.
+#[test]
+fn poll_shows_a_late_result_and_exits_by_it() {
+    use nix::{sys::signal, unistd::Pid};
+    let root = root();
+    let nodes = mesh_of(root.path(), 3);
+    let file = root.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        "- targets: [n2]\n  jobs:\n  - RUN: --skip-cache sleep 2; echo back\n\
+         - targets: [n3]\n  jobs:\n  - RUN: --skip-cache sleep 14; echo slow\n",
+    )
+    .unwrap();
+    let poll = Command::new(e2e_tests::binary())
+        .arg("--state-dir")
+        .arg(&nodes[0].state_dir)
+        .args(["orchestrate", file.to_str().unwrap(), "--poll"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the run to start on n2", || {
+        let recs = records(&nodes[0]);
+        (recs.len() == 2).then_some(())
+    });
+    // n2's daemon stops answering (its job's shell goes on) until n1 has written it off.
+    let n2 = Pid::from_raw(nodes[1].pid());
+    signal::kill(n2, signal::Signal::SIGSTOP).unwrap();
+    let (written_off, _) = wait_for(Duration::from_secs(20), "n2 to be written off", || {
+        records(&nodes[0]).into_iter().find(|r| {
+            r["results"]["n2"]["info"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("unreachable"))
+        })
+    });
+    signal::kill(n2, signal::Signal::SIGCONT).unwrap();
+    let o = poll.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let id = written_off["job_id"].as_str().unwrap();
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains(id)).collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("Job Failed")
+            && lines[0].contains("unreachable")
+            && lines[1].starts_with("Late result: Job Success"),
+        "{out}"
+    );
+}
+
 /// The JOB_WAIT job `wait` (targeted at n2, waiting on n3) reported success on n2, having heard
 /// `heard` ("n3: success") from n3; its record.
 fn job_wait_heard(nodes: &[Daemon], wait: &str, heard: &str) -> Value {

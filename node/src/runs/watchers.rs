@@ -80,9 +80,13 @@ impl WatchReceiver {
     }
 }
 
-/// A client following jobs: those it still waits for, and whether it wants their output.
+/// A client following jobs: those it still waits for, those it was told of, and whether it
+/// wants their output.
 pub(super) struct Watcher {
     pub(super) remaining: HashSet<String>,
+    /// Jobs it was told are done: while it still waits for others, a late result of one of
+    /// them (a target written off as unreachable came back) is told too.
+    pub(super) reported: HashSet<String>,
     pub(super) output: bool,
     pub(super) events: WatchSender,
 }
@@ -192,7 +196,10 @@ impl Actor {
         let mut told = Vec::new();
         for w in &mut self.watchers {
             if w.remaining.remove(&job_id) {
+                w.reported.insert(job_id.clone());
                 told.push((w.events.clone(), w.remaining.is_empty()));
+            } else if w.reported.contains(&job_id) {
+                told.push((w.events.clone(), false));
             }
         }
         for (events, last) in told {
@@ -267,6 +274,7 @@ impl Actor {
         flushed: bool,
     ) {
         let mut remaining = HashSet::new();
+        let mut reported = HashSet::new();
         let mut recheck = Vec::new();
         for id in job_ids {
             // What the job printed before anybody watched goes first.
@@ -281,6 +289,7 @@ impl Actor {
                 if r.results.len() >= r.nodes.len() {
                     let event = WatchEvent::Done(Box::new(r.clone()));
                     self.notify_once_stored(events.events().clone(), event, true);
+                    reported.insert(id);
                 } else {
                     remaining.insert(id);
                 }
@@ -291,6 +300,7 @@ impl Actor {
                 Some(r) if r.results.len() >= r.nodes.len() => {
                     let done = WatchEvent::Done(Box::new(r));
                     self.notify_once_stored(events.events().clone(), done, true);
+                    reported.insert(id);
                 }
                 Some(r) if flushed => {
                     // On disk and still incomplete after a flush: what is known is all there is.
@@ -323,6 +333,7 @@ impl Actor {
         if !remaining.is_empty() {
             self.watchers.push(Watcher {
                 remaining,
+                reported,
                 output,
                 events,
             });
