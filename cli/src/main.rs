@@ -101,6 +101,12 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "ID")]
     job_info: Option<String>,
 
+    /// Follow one run's jobs again until every result is in, as `--poll --check` does (`last`
+    /// for the newest run; a run id, a job id of the run, or the start of one, will do). For a
+    /// run whose command was stopped or whose node restarted meanwhile; exit code as for exec.
+    #[arg(long, group = "action", value_name = "ID")]
+    follow_run: Option<String>,
+
     /// Forget every job record on this node, but those of jobs still waiting for results.
     #[arg(long, group = "action")]
     purge_jobs: bool,
@@ -219,6 +225,15 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
         }
     } else if let Some(id) = args.job_info {
         Action::JobInfo(id)
+    } else if let Some(id) = args.follow_run {
+        if args.json {
+            return Err(Failure::Input(
+                "--follow-run prints status lines, not JSON (manage --job-info ID --json gives \
+                 a record)"
+                    .into(),
+            ));
+        }
+        return submit::follow_run(state_dir.to_path_buf(), &id);
     } else if args.purge_jobs {
         Action::PurgeJobs
     } else if let Some(file) = args.export_jobs {

@@ -393,7 +393,12 @@ fn run(
             }
             return Ok(());
         }
-        follow_jobs(&mut client, &reply, &options).await
+        let follow = Follow {
+            poll: options.poll,
+            stream: options.stream,
+            check: options.check,
+        };
+        follow_jobs(&mut client, &reply, &follow).await
     })
 }
 
@@ -433,11 +438,60 @@ fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
     render::table_text(&table)
 }
 
+/// How a command follows its jobs (`--poll`, `--stream`, `--check`).
+struct Follow {
+    poll: bool,
+    stream: bool,
+    check: bool,
+}
+
+/// `manage --follow-run ID`: follows the jobs of one run this node submitted until every
+/// result is in, as `--poll --check` does (for a run whose command was stopped, or whose
+/// node restarted meanwhile); the exit code is theirs.
+pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
+    crate::client_runtime()?.block_on(async {
+        let mut client = ControlClient::connect(&state_dir)
+            .await
+            .map_err(Failure::runtime)?;
+        let records = match client
+            .request(&ControlRequest::ListJobs)
+            .await
+            .map_err(Failure::runtime)?
+        {
+            ControlResponse::Jobs(r) => r,
+            other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
+        };
+        let (run_id, mut jobs) = node::records::pick_run(records, id).map_err(Failure::Input)?;
+        jobs.sort_by_key(|r| r.position);
+        let reply = SubmitReply {
+            run_id,
+            jobs: jobs
+                .into_iter()
+                .map(|r| node::control::JobSummary {
+                    job_id: r.job_id,
+                    parent_id: r.parent_id,
+                    definition: r.definition,
+                    fingerprint: r.fingerprint,
+                    targets: r.nodes.into_iter().map(|n| n.name).collect(),
+                })
+                .collect(),
+            restricted: 0,
+            left_out: Vec::new(),
+        };
+        let follow = Follow {
+            poll: true,
+            stream: false,
+            check: true,
+        };
+        follow_jobs(&mut client, &reply, &follow).await
+    })
+}
+
 /// Follows the submitted jobs until each is done; prints as asked; decides the exit code.
 async fn follow_jobs(
     client: &mut ControlClient,
     reply: &SubmitReply,
-    options: &RunOptions,
+    options: &Follow,
 ) -> Result<(), Failure> {
     let job_ids: Vec<String> = reply.jobs.iter().map(|j| j.job_id.clone()).collect();
     let expected: u64 = reply.jobs.iter().map(|j| j.targets.len() as u64).sum();

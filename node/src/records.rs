@@ -205,6 +205,50 @@ fn starts_of<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     out.join(", ")
 }
 
+/// The run `id` names among `records`, and its jobs: `last` for the run of the newest job, else
+/// the run with that id or the only one whose id starts with it, else the run of the job that
+/// id (or its start) names. The error says why none was picked.
+pub fn pick_run(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<JobRecord>), String> {
+    if id.trim().is_empty() {
+        return Err(EMPTY_ID.into());
+    }
+    let run_id = if id == "last" {
+        match records.iter().max_by_key(|r| r.order()) {
+            Some(newest) => newest.run_id.clone(),
+            None => {
+                return Err(format!(
+                    "no run '{id}' on this node (it has no job records)"
+                ));
+            }
+        }
+    } else {
+        let mut runs: Vec<&str> = records
+            .iter()
+            .map(|r| r.run_id.as_str())
+            .filter(|r| r.starts_with(id))
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        match runs.as_slice() {
+            [one] => one.to_string(),
+            _ if runs.contains(&id) => id.to_string(),
+            [] => match pick(records.clone(), id) {
+                Ok(job) => job.run_id,
+                Err(_) => return Err(format!("no run or job '{id}' on this node")),
+            },
+            many => {
+                return Err(format!(
+                    "'{id}' is the start of {} run ids on this node ({}); give more of the id",
+                    many.len(),
+                    starts_of(many.iter().copied())
+                ));
+            }
+        }
+    };
+    let jobs = records.into_iter().filter(|r| r.run_id == run_id).collect();
+    Ok((run_id, jobs))
+}
+
 /// The jobs of the parent `id` names among `records`: `last` for the parent of the newest job,
 /// else the parent with that id or the only one whose id starts with it. The error says why
 /// none was picked.
@@ -260,6 +304,30 @@ mod tests {
             created_unix_ms: created,
             ..JobRecord::default()
         }
+    }
+
+    /// A run is named by `last`, its id or the start of it, or one of its jobs.
+    #[test]
+    fn a_run_is_picked_by_its_id_a_job_or_last() {
+        let job = |id: &str, run: &str, created| JobRecord {
+            job_id: id.into(),
+            run_id: run.into(),
+            created_unix_ms: created,
+            ..JobRecord::default()
+        };
+        let all = || {
+            vec![
+                job("j1", "run-a", 1),
+                job("j2", "run-a", 1),
+                job("j3", "run-b", 2),
+            ]
+        };
+        let picked = |id: &str| pick_run(all(), id).map(|(run, jobs)| (run, jobs.len()));
+        assert_eq!(picked("last"), Ok(("run-b".into(), 1)));
+        assert_eq!(picked("run-a"), Ok(("run-a".into(), 2)));
+        assert_eq!(picked("j2"), Ok(("run-a".into(), 2)));
+        assert!(picked("run-").unwrap_err().contains("start of 2 run ids"));
+        assert_eq!(picked("x"), Err("no run or job 'x' on this node".into()));
     }
 
     /// An id start that fits several jobs is answered with some of them, cut short.

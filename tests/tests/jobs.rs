@@ -793,6 +793,51 @@ fn crash_and_restart(d: &mut Daemon) {
     d.restart();
 }
 
+/// A run is followed again from its node (its command gone): by `last` or the start of one of
+/// its job ids, with its status lines and its exit code.
+#[test]
+fn a_run_is_followed_again_until_its_last_result() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "sleep 2; echo followed",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.cli(&["manage", "--follow-run", "last"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("Job Success") && text(&o).contains("3/3 nodes"),
+        "{}",
+        text(&o)
+    );
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "sleep 1; exit 3",
+        "--target",
+        "n2",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let job_id = out.split_whitespace().next().unwrap().to_string();
+    let o = d.cli(&["manage", "--follow-run", &job_id[..8]]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAILED JOBS") && text(&o).contains("exit code 3"),
+        "{}",
+        text(&o)
+    );
+    let o = d.cli(&["manage", "--follow-run", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no run or job 'nope'"), "{}", text(&o));
+}
+
 /// A target written off as unreachable (its daemon stopped) comes back with its result while
 /// `--poll` still waits for another job: the job's line is shown again with the real result,
 /// and the exit code follows it.
