@@ -127,14 +127,20 @@ struct OutOfReach {
     until: Instant,
     /// Failures in a row (the pause doubles with each).
     failures: u32,
-    /// Asked again for one chunk, not answered yet: the other chunks wait for that answer.
-    probing: bool,
+    /// Asked again for this chunk, not answered yet: the other chunks wait for that answer.
+    probing: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
 enum Chunk {
-    Missing { not_before: Instant },
-    InFlight,
+    Missing {
+        not_before: Instant,
+    },
+    /// Asked of this source; only its answer counts (a late one from a source asked before
+    /// is not this request's).
+    InFlight {
+        from: NodeId,
+    },
     Have,
 }
 
@@ -193,7 +199,8 @@ impl Download {
                 from,
                 result,
             } => {
-                if !matches!(self.chunks.get(index), Some(Chunk::InFlight)) {
+                if !matches!(self.chunks.get(index), Some(Chunk::InFlight { from: asked }) if *asked == from)
+                {
                     return self.schedule(now);
                 }
                 self.in_flight -= 1;
@@ -237,14 +244,14 @@ impl Download {
                         }
                     }
                     ChunkResult::Unreachable => {
-                        // Other chunks in flight from it fail too: only the first failure
-                        // since it was last asked again counts.
+                        // Other chunks in flight from it fail too: only the first failure, or
+                        // the answer to the probe that asked it again, counts.
                         let failures = self.unreachable.get(&from).map_or(0, |o| o.failures);
-                        let first = self
+                        let counts = self
                             .unreachable
                             .get(&from)
-                            .is_none_or(|o| o.probing || o.until <= now);
-                        if first {
+                            .is_none_or(|o| o.probing == Some(index));
+                        if counts {
                             let pause = UNREACHABLE_PAUSE
                                 .saturating_mul(1 << failures.min(16))
                                 .min(MAX_UNREACHABLE_PAUSE);
@@ -253,7 +260,7 @@ impl Download {
                                 OutOfReach {
                                     until: now + pause,
                                     failures: failures + 1,
-                                    probing: false,
+                                    probing: None,
                                 },
                             );
                         }
@@ -288,7 +295,7 @@ impl Download {
         let mut any = false;
         for s in self.sources_for(index) {
             match self.unreachable.get(s) {
-                Some(o) if o.probing || o.until > now => any = true,
+                Some(o) if o.probing.is_some() || o.until > now => any = true,
                 _ => return Ok(s),
             }
         }
@@ -313,9 +320,9 @@ impl Download {
                 Ok(from) if not_before <= now => {
                     // A source out of reach lately is asked for one chunk first.
                     if let Some(o) = self.unreachable.get_mut(&from) {
-                        o.probing = true;
+                        o.probing = Some(index);
                     }
-                    self.chunks[index] = Chunk::InFlight;
+                    self.chunks[index] = Chunk::InFlight { from: from.clone() };
                     self.in_flight += 1;
                     actions.push(Action::Fetch { index, from });
                 }
@@ -500,21 +507,29 @@ mod tests {
     #[test]
     fn an_unreachable_source_is_passed_over_for_every_chunk_for_a_while() {
         let t = Instant::now();
-        let (mut d, _) = Download::new(3, vec![n("parent"), n("origin")], t);
+        let (mut d, a) = Download::new(3, vec![n("parent"), n("origin")], t);
+        assert_eq!(fetches(&a).len(), 3);
         let a = d.handle(got(0, "parent", ChunkResult::Unreachable), t);
         assert_eq!(fetches(&a), vec![(0, "origin".into())]);
-        // The other chunks in flight from the parent fail too and go to the originator.
-        let a = d.handle(got(1, "parent", ChunkResult::Unreachable), t);
-        assert_eq!(fetches(&a), vec![(1, "origin".into())]);
-        // Once its pause is over, the parent is asked again, for one chunk.
+        // An answer from a source the chunk was not asked of is not taken.
+        assert!(fetches(&d.handle(got(0, "parent", ChunkResult::Ok), t)).is_empty());
         d.handle(got(0, "origin", ChunkResult::Ok), t);
-        d.handle(got(1, "origin", ChunkResult::Ok), t);
-        let a = d.handle(got(2, "origin", ChunkResult::NotYet), t);
+        // The other chunks in flight from the parent fail later (their requests time out),
+        // after its pause of 1 s: they do not make it longer. The first is the probe that asks
+        // the parent again; the other goes to the originator meanwhile.
+        let late = t + UNREACHABLE_PAUSE + UNREACHABLE_PAUSE / 2;
+        let a = d.handle(got(1, "parent", ChunkResult::Unreachable), late);
+        assert_eq!(fetches(&a), vec![(1, "parent".into())]);
+        let a = d.handle(got(2, "parent", ChunkResult::Unreachable), late);
+        assert_eq!(fetches(&a), vec![(2, "origin".into())]);
+        // The parent answers its probe: back for every chunk.
+        d.handle(got(1, "parent", ChunkResult::Ok), late);
+        let a = d.handle(got(2, "origin", ChunkResult::NotYet), late);
         assert!(fetches(&a).is_empty(), "{a:?}");
-        let a = d.handle(Input::Tick, t + UNREACHABLE_PAUSE);
+        let a = d.handle(Input::Tick, late + NOT_YET_PAUSE);
         assert_eq!(fetches(&a), vec![(2, "parent".into())]);
         assert_eq!(
-            d.handle(got(2, "parent", ChunkResult::Ok), t + UNREACHABLE_PAUSE),
+            d.handle(got(2, "parent", ChunkResult::Ok), late + NOT_YET_PAUSE),
             vec![Action::Done]
         );
     }

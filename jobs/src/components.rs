@@ -157,6 +157,9 @@ pub struct Context<'a> {
     pub processes: Option<&'a ProcessLog>,
     /// The job's queue, which it may lend while it waits for other nodes.
     pub queue: Option<&'a dyn QueueLender>,
+    /// ADD/COPY: the verb's named lock, taken only to land the file (fetching it may wait for
+    /// its holders to come back; other copies on the node do not wait behind that).
+    pub landing_lock: Option<&'a tokio::sync::Mutex<()>>,
 }
 
 impl Context<'_> {
@@ -313,6 +316,10 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
                 );
             }
         };
+        let _landing = match ctx.landing_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let target = path.clone();
         let source_name = file.name.clone();
         let written = tokio::task::spawn_blocking(move || {
@@ -409,8 +416,9 @@ fn landing_file(path: &Path) -> PathBuf {
 
 /// Removes the temporary files beside `path` that a daemon no longer running left while it
 /// landed the file there (it was killed mid-copy); returns them. Those of a live process
-/// (another daemon landing the same file now) stay.
-pub fn remove_stale_landings(path: &Path) -> Vec<PathBuf> {
+/// (another daemon landing the same file now) stay; with `own_too`, this process's are taken
+/// for a daemon's before it (in a container the daemon may get the same pid each start).
+pub fn remove_stale_landings(path: &Path, own_too: bool) -> Vec<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Vec::new();
@@ -429,7 +437,8 @@ pub fn remove_stale_landings(path: &Path) -> Vec<PathBuf> {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists()
+        let gone = !Path::new(&format!("/proc/{pid}")).exists();
+        if (gone || (own_too && pid == std::process::id()))
             && std::fs::remove_file(entry.path()).is_ok()
         {
             removed.push(entry.path());
@@ -446,7 +455,7 @@ pub fn remove_interrupted_landing(component: &Component, cache: &Cache) -> Vec<P
             .file
             .as_ref()
             .and_then(|file| landing_path(&t.dest, file, cache).ok())
-            .map(|path| remove_stale_landings(&path))
+            .map(|path| remove_stale_landings(&path, true))
             .unwrap_or_default(),
         _ => Vec::new(),
     }
@@ -465,18 +474,21 @@ fn land(
 ) -> Result<Fingerprint, LandError> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     // What an earlier daemon killed mid-copy left beside it goes first.
-    for stale in remove_stale_landings(path) {
+    for stale in remove_stale_landings(path, false) {
         warn!(path = %stale.display(), "removed a partial copy an interrupted job left");
     }
     let tmp = landing_file(path);
     let result = (|| -> Result<Fingerprint, LandError> {
         // Readable by its owner only while it fills: a file meant for 0600 is never
-        // readable by others, not even for a moment.
+        // readable by others, not even for a moment. Made new, never opened through what
+        // stands at its name (a link planted there by whoever may write in DEST's directory);
+        // one this process left earlier goes first.
+        let _ = std::fs::remove_file(&tmp);
         let mut out = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let landed = match &args {
@@ -521,7 +533,9 @@ fn land(
             }
         };
         // Owner and mode before it takes DEST's name: nobody sees it otherwise.
-        access.apply_to_new(&tmp)?;
+        access
+            .apply_to_new(&out)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         out.sync_all()
             .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path)
@@ -1228,15 +1242,16 @@ impl Access {
         Ok(())
     }
 
-    /// Like [`Access::apply`], for a file just created owner-only: without `--chmod` it gets
-    /// the mode a new file gets here (0666 less the daemon's umask).
-    fn apply_to_new(&self, path: &Path) -> Result<(), String> {
-        let mode = self.mode.unwrap_or(0o666 & !umask());
-        Access {
-            owner: self.owner,
-            mode: Some(mode),
+    /// Like [`Access::apply`], through the open file just created owner-only: without
+    /// `--chmod` it gets the mode a new file gets here (0666 less the daemon's umask).
+    fn apply_to_new(&self, file: &std::fs::File) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::fchown(file.as_fd(), uid, gid).map_err(|e| format!("chown: {e}"))?;
         }
-        .apply(path)
+        let mode = self.mode.unwrap_or(0o666 & !umask());
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot chmod to {mode:o}: {e}"))
     }
 }
 
@@ -1369,10 +1384,13 @@ mod tests {
         for name in &names {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let removed = remove_stale_landings(&dir.path().join("f"));
+        let removed = remove_stale_landings(&dir.path().join("f"), false);
         assert_eq!(removed, vec![dir.path().join(&names[0])]);
         for name in &names[1..] {
             assert!(dir.path().join(name).exists(), "{name} was removed");
         }
+        // At a restart, this process's own are a predecessor's (same pid in a container).
+        let removed = remove_stale_landings(&dir.path().join("f"), true);
+        assert_eq!(removed, vec![dir.path().join(&names[1])]);
     }
 }

@@ -684,9 +684,11 @@ async fn execute(
     }
     let _global = locks.global(work.spec.force_lock).await;
     let named = verb.lock().map(|name| locks.named(name));
+    // ADD/COPY take theirs only to land the file (see `Context::landing_lock`).
+    let lock_to_land = matches!(work.spec.component, Component::Add(_) | Component::Copy(_));
     let _named = match &named {
-        Some(lock) => Some(lock.lock().await),
-        None => None,
+        Some(lock) if !lock_to_land => Some(lock.lock().await),
+        _ => None,
     };
 
     // Live output: lines go to the node as they come, when asked.
@@ -728,6 +730,7 @@ async fn execute(
                 coordinator: coordinator.as_deref(),
                 processes: processes.as_deref(),
                 queue,
+                landing_lock: named.as_deref().filter(|_| lock_to_land),
             },
         ),
     )

@@ -315,6 +315,7 @@ async fn a_dropped_job_kills_its_process_group() {
         coordinator: None,
         processes: Some(&log),
         queue: None,
+        landing_lock: None,
     };
     // Dropped once its background sleep is known to run.
     let mut run = Box::pin(jobs::components::run(&job.component, &ctx));

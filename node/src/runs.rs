@@ -1236,6 +1236,11 @@ impl Actor {
             node: self.local.clone(),
             outcome,
         });
+        // Not queued here any more: a JOB_WAIT on it is answered, after the writes above are
+        // queued (as in `finished`).
+        if let Some(fp) = self.job_fingerprints.remove(job_id) {
+            self.notify_waiters(&fp.to_hex(), "failed");
+        }
     }
 
     fn outbox_actions(&mut self, actions: Vec<outbox::Action>) {

@@ -69,6 +69,8 @@ enum TInput {
         hash: Fingerprint,
         result: Result<PathBuf, String>,
     },
+    /// A received chunk cannot be written here (a full disk): no source can help.
+    CannotWrite { hash: Fingerprint, why: String },
     Serve {
         request: BlobRequest,
         token: BlobToken,
@@ -88,6 +90,8 @@ struct Active {
     waiters: Vec<oneshot::Sender<Result<PathBuf, String>>>,
     /// The last corrupt chunk seen, for the failure message.
     corruption: Option<String>,
+    /// Every chunk is in and the file is being checked: it is not given up any more.
+    finishing: bool,
 }
 
 impl Transfers {
@@ -212,6 +216,7 @@ impl Actor {
                         download,
                         waiters: vec![reply],
                         corruption: None,
+                        finishing: false,
                     },
                 );
                 self.act(hash, actions);
@@ -241,6 +246,17 @@ impl Actor {
                     },
                     now,
                 )
+            }
+            TInput::CannotWrite { hash, why } => {
+                if let Some(active) = self.active.remove(&hash) {
+                    self.store.abandon(&hash);
+                    self.unpark(hash, None);
+                    let why = format!("this node cannot write the file: {why}");
+                    warn!(%hash, "file transfer failed: {why}");
+                    for w in active.waiters {
+                        let _ = w.send(Err(why.clone()));
+                    }
+                }
             }
             TInput::Finished { hash, result } => {
                 debug!(%hash, ok = result.is_ok(), "fetch ends");
@@ -337,7 +353,7 @@ impl Actor {
         let unwanted: Vec<Fingerprint> = self
             .active
             .iter()
-            .filter(|(_, a)| a.waiters.iter().all(|w| w.is_closed()))
+            .filter(|(_, a)| !a.finishing && a.waiters.iter().all(|w| w.is_closed()))
             .map(|(hash, _)| *hash)
             .collect();
         for hash in unwanted {
@@ -368,23 +384,24 @@ impl Actor {
                     let mesh = self.mesh.clone();
                     let inbox = self.inbox.clone();
                     tokio::spawn(async move {
-                        let (result, corruption) =
-                            fetch_chunk(&mesh, &store, &file, index, &from).await;
-                        let _ = inbox
-                            .send(TInput::Got {
+                        let input = match fetch_chunk(&mesh, &store, &file, index, &from).await {
+                            Ok((result, corruption)) => TInput::Got {
                                 hash,
                                 index,
                                 from,
                                 result,
                                 corruption,
-                            })
-                            .await;
+                            },
+                            Err(why) => TInput::CannotWrite { hash, why },
+                        };
+                        let _ = inbox.send(input).await;
                     });
                 }
                 Action::Done => {
-                    let Some(active) = self.active.get(&hash) else {
+                    let Some(active) = self.active.get_mut(&hash) else {
                         return;
                     };
+                    active.finishing = true;
                     let file = active.file.clone();
                     let store = self.store.clone();
                     let inbox = self.inbox.clone();
@@ -455,22 +472,22 @@ fn name_of(names: &HashMap<String, String>, node: &NodeId) -> String {
 }
 
 /// Asks `from` for one chunk and writes it if it checks out; a corrupt chunk comes back with
-/// what was expected and found.
+/// what was expected and found; `Err` when this node cannot write it.
 async fn fetch_chunk(
     mesh: &MeshHandle,
     store: &Arc<BlobStore>,
     file: &FileRef,
     index: usize,
     from: &NodeId,
-) -> (ChunkResult, Option<String>) {
+) -> Result<(ChunkResult, Option<String>), String> {
     let Ok(peer) = from.0.parse::<PeerId>() else {
-        return (ChunkResult::Unknown, None);
+        return Ok((ChunkResult::Unknown, None));
     };
     let request = BlobRequest {
         hash: file.hash.0,
         index: index as u64,
     };
-    match mesh.request_blob(peer, request).await {
+    Ok(match mesh.request_blob(peer, request).await {
         Ok(BlobResponse::Chunk(data)) => {
             let store = store.clone();
             let file = file.clone();
@@ -481,14 +498,8 @@ async fn fetch_chunk(
                     warn!(%from, "corrupt chunk: {detail}");
                     (ChunkResult::Corrupt, Some(detail))
                 }
-                Ok(Err(e)) => {
-                    warn!("cannot write a received chunk here: {e}");
-                    (ChunkResult::Unreachable, None)
-                }
-                Err(e) => {
-                    warn!("the chunk check stopped: {e}");
-                    (ChunkResult::Unreachable, None)
-                }
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(format!("the chunk check stopped: {e}")),
             }
         }
         Ok(BlobResponse::NotYet) => (ChunkResult::NotYet, None),
@@ -497,5 +508,5 @@ async fn fetch_chunk(
             debug!(%from, index, "chunk request failed: {e}");
             (ChunkResult::Unreachable, None)
         }
-    }
+    })
 }
