@@ -18,7 +18,8 @@ use jobs::{
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-/// Hands out `content` as whatever file a job asks for, and records what it is told to drop.
+/// Hands out `content` as whatever file a job asks for (but the file named `stalled`, which
+/// never comes: its holders are out of reach), and records what it is told to drop.
 struct FakeNode {
     content: PathBuf,
     discarded: Mutex<Vec<Fingerprint>>,
@@ -43,9 +44,15 @@ impl Coordinator for FakeNode {
         Box::pin(async { Err("no JOB_WAIT here".to_string()) })
     }
 
-    fn fetch_blob(&self, _: &str, _: &FileRef) -> BoxFuture<'static, Result<PathBuf, String>> {
+    fn fetch_blob(&self, _: &str, file: &FileRef) -> BoxFuture<'static, Result<PathBuf, String>> {
         let path = self.content.clone();
-        Box::pin(async move { Ok(path) })
+        let stalled = file.name == "stalled";
+        Box::pin(async move {
+            if stalled {
+                std::future::pending::<()>().await;
+            }
+            Ok(path)
+        })
     }
 
     fn discard_blob(&self, hash: Fingerprint) {
@@ -133,4 +140,55 @@ async fn a_fetched_copy_that_is_not_the_file_fails_the_job_and_is_dropped() {
         assert!(discarded.is_empty(), "{inline}: {discarded:?}");
         std::fs::remove_file(dest.join("real.conf")).unwrap();
     }
+}
+
+/// A copy whose file does not come (its holders out of reach) does not hold up the node's
+/// other copies: the copy lock is taken only to land a file.
+#[tokio::test]
+async fn a_stalled_fetch_does_not_hold_up_other_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["stalled", "quick"] {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let node = Arc::new(FakeNode {
+        content: dir.path().join("quick"),
+        discarded: Mutex::new(Vec::new()),
+    });
+    let config = ExecutorConfig {
+        coordinator: Some(node),
+        ..ExecutorConfig::default()
+    };
+    let (exec, mut events) = Executor::start(Arc::new(Cache::in_memory(DEFAULT_TTL)), config);
+    for (job, name) in [("stalled-job", "stalled"), ("quick-job", "quick")] {
+        let spec = transfer_spec(
+            "COPY",
+            &format!("--timeout 60 {name} {}/", dest.display()),
+            dir.path(),
+        );
+        exec.submit(Work {
+            job_id: job.into(),
+            run_id: job.into(),
+            parent_id: job.into(),
+            queue: QueueKind::Async,
+            fingerprint: spec.fingerprint(),
+            spec,
+            stream: false,
+        })
+        .await
+        .unwrap();
+    }
+    let finished = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the quick copy waited behind the stalled one")
+            .expect("the executor runs");
+        if let ExecEvent::Finished(outcome) = event {
+            break outcome;
+        }
+    };
+    assert_eq!(finished.job_id, "quick-job");
+    assert_eq!(finished.state, ResultState::Success, "{finished:?}");
+    assert!(dest.join("quick").exists());
 }
