@@ -192,3 +192,47 @@ async fn a_stalled_fetch_does_not_hold_up_other_copies() {
     assert_eq!(finished.state, ResultState::Success, "{finished:?}");
     assert!(dest.join("quick").exists());
 }
+
+/// A link planted at the name of the temporary file a copy lands through (by whoever may
+/// write in DEST's directory) is not written through: the file lands, the link's target is
+/// untouched, and the landed file has the asked mode.
+#[tokio::test]
+async fn a_link_at_the_temporary_name_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("app.conf");
+    std::fs::write(&source, "the real content\n").unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "not to be touched\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let planted = dest.join(format!(".app.conf.{}.dm-tmp", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let spec = transfer_spec(
+        "COPY",
+        &format!("--chmod 0600 app.conf {}/", dest.display()),
+        dir.path(),
+    );
+    let (outcome, _) = run(spec, &source).await;
+    assert_eq!(outcome.state, ResultState::Success, "{outcome:?}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "not to be touched\n"
+    );
+    let victim_mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(victim_mode, 0o644, "the link's target was chmodded");
+    let landed = dest.join("app.conf");
+    assert_eq!(
+        std::fs::read_to_string(&landed).unwrap(),
+        "the real content\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&landed).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::symlink_metadata(&planted).is_err(),
+        "the link is left"
+    );
+}
