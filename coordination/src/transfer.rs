@@ -281,6 +281,23 @@ impl Download {
         }
     }
 
+    /// Chunks in, and chunks in all.
+    pub fn progress(&self) -> (usize, usize) {
+        let have = self
+            .chunks
+            .iter()
+            .filter(|c| matches!(c, Chunk::Have))
+            .count();
+        (have, self.chunks.len())
+    }
+
+    /// The sources found unreachable and not heard from since, sorted.
+    pub fn out_of_reach(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self.unreachable.keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
     /// The first source that may still give chunk `index` (reachable or not).
     fn sources_for(&self, index: usize) -> impl Iterator<Item = &NodeId> {
         let failed = self.failed.get(&index);

@@ -357,10 +357,31 @@ impl Actor {
             .map(|(hash, _)| *hash)
             .collect();
         for hash in unwanted {
-            debug!(%hash, "file transfer given up: no job waits for it any more");
-            self.active.remove(&hash);
+            let Some(active) = self.active.remove(&hash) else {
+                continue;
+            };
             self.store.abandon(&hash);
             self.unpark(hash, None);
+            // Said for the operator whose job timed out waiting: how far it got, and whom it
+            // could not reach.
+            let (have, total) = active.download.progress();
+            let out_of_reach = active.download.out_of_reach();
+            let mesh = self.mesh.clone();
+            tokio::spawn(async move {
+                let names = node_names(&mesh).await;
+                let waiting: Vec<String> =
+                    out_of_reach.iter().map(|n| name_of(&names, n)).collect();
+                let waiting = if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!("; out of reach: {}", waiting.join(", "))
+                };
+                warn!(
+                    %hash,
+                    "file transfer given up, no job waits for it any more (their timeouts \
+                     ended): {have} of {total} chunks had arrived{waiting}"
+                );
+            });
         }
     }
 

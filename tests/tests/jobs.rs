@@ -2582,6 +2582,14 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
         partial_copy(&nodes[1]).is_none(),
         "a partial copy was left in n2's blob store"
     );
+    // Its log says how far the copy got and whom it could not reach.
+    let log = nodes[1].log();
+    assert!(
+        log.lines().any(|l| l.contains("file transfer given up")
+            && l.contains("chunks had arrived")
+            && l.contains("out of reach: n1")),
+        "{log}"
+    );
     let left = run_on(&nodes[0], &["n2"], "ls -A /tmp | grep -c big.bin || true");
     assert_eq!(left["n2"], "0", "no file at DEST");
 }
