@@ -738,7 +738,14 @@ impl EventLoop {
 
     async fn emit(&mut self, changes: Vec<MembershipChange>) {
         for change in changes {
-            info!(?change, "membership");
+            let (state, peer) = match &change {
+                MembershipChange::Alive(peer) => ("alive", peer),
+                MembershipChange::Expired(peer) => ("expired", peer),
+                MembershipChange::Left(peer) => ("left", peer),
+            };
+            // Named as the operator knows the node.
+            let name = self.membership.name_of(peer).unwrap_or("?");
+            info!(node = %name, %peer, state = %state, "membership");
             if let MembershipChange::Alive(peer) = &change
                 && *peer != self.local_peer_id
                 && self.membership.name_of(peer) == Some(self.config.identity.name.as_str())
