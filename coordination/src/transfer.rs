@@ -281,6 +281,11 @@ impl Download {
         }
     }
 
+    /// Whether it has ended (every chunk in, or failed): nothing more comes of it.
+    pub fn is_over(&self) -> bool {
+        self.finished
+    }
+
     /// Chunks in, and chunks in all.
     pub fn progress(&self) -> (usize, usize) {
         let have = self

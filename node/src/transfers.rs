@@ -90,8 +90,6 @@ struct Active {
     waiters: Vec<oneshot::Sender<Result<PathBuf, String>>>,
     /// The last corrupt chunk seen, for the failure message.
     corruption: Option<String>,
-    /// Every chunk is in and the file is being checked: it is not given up any more.
-    finishing: bool,
 }
 
 impl Transfers {
@@ -216,7 +214,6 @@ impl Actor {
                         download,
                         waiters: vec![reply],
                         corruption: None,
-                        finishing: false,
                     },
                 );
                 self.act(hash, actions);
@@ -248,9 +245,7 @@ impl Actor {
                 )
             }
             TInput::CannotWrite { hash, why } => {
-                if let Some(active) = self.active.remove(&hash) {
-                    self.store.abandon(&hash);
-                    self.unpark(hash, None);
+                if let Some(active) = self.drop_download(hash) {
                     let why = format!("this node cannot write the file: {why}");
                     warn!(%hash, "file transfer failed: {why}");
                     for w in active.waiters {
@@ -353,15 +348,14 @@ impl Actor {
         let unwanted: Vec<Fingerprint> = self
             .active
             .iter()
-            .filter(|(_, a)| !a.finishing && a.waiters.iter().all(|w| w.is_closed()))
+            // One whose every chunk is in is being checked: it is not given up any more.
+            .filter(|(_, a)| !a.download.is_over() && a.waiters.iter().all(|w| w.is_closed()))
             .map(|(hash, _)| *hash)
             .collect();
         for hash in unwanted {
-            let Some(active) = self.active.remove(&hash) else {
+            let Some(active) = self.drop_download(hash) else {
                 continue;
             };
-            self.store.abandon(&hash);
-            self.unpark(hash, None);
             // Said for the operator whose job timed out waiting: how far it got, and whom it
             // could not reach.
             let (have, total) = active.download.progress();
@@ -383,6 +377,15 @@ impl Actor {
                 );
             });
         }
+    }
+
+    /// Ends the download of `hash` without the file: its partial copy goes, the requests
+    /// parked for its chunks are answered. Returns it, for its waiters.
+    fn drop_download(&mut self, hash: Fingerprint) -> Option<Active> {
+        let active = self.active.remove(&hash)?;
+        self.store.abandon(&hash);
+        self.unpark(hash, None);
+        Some(active)
     }
 
     fn step(&mut self, hash: Fingerprint, input: Input, now: Instant) {
@@ -419,10 +422,9 @@ impl Actor {
                     });
                 }
                 Action::Done => {
-                    let Some(active) = self.active.get_mut(&hash) else {
+                    let Some(active) = self.active.get(&hash) else {
                         return;
                     };
-                    active.finishing = true;
                     let file = active.file.clone();
                     let store = self.store.clone();
                     let inbox = self.inbox.clone();
@@ -434,9 +436,7 @@ impl Actor {
                     });
                 }
                 Action::Failed(failure) => {
-                    self.store.abandon(&hash);
-                    self.unpark(hash, None);
-                    if let Some(active) = self.active.remove(&hash) {
+                    if let Some(active) = self.drop_download(hash) {
                         let mesh = self.mesh.clone();
                         // Named as the operator knows the nodes (asking the mesh's table takes
                         // a moment: the jobs hear of it from a task of their own).
