@@ -217,6 +217,12 @@ fn usage_errors_exit_2() {
         &["--filter applies only to --list-jobs"],
     );
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
+    // Following a run prints status lines; JSON is refused before any daemon is asked.
+    fails(
+        &["manage", "--follow-run", "last", "--json"],
+        2,
+        &["--follow-run prints status lines, not JSON"],
+    );
     fails(&["frobnicate"], 2, &["frobnicate"]);
     // The demo checks its file before it starts a daemon, and has no use for --state-dir.
     let dir = tempfile::tempdir().unwrap();
