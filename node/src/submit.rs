@@ -2,10 +2,10 @@
 //! the mesh, ids assigned, `--restrict`, `--ignore-cache`, `--force-async` and `--run-once`
 //! applied, and a record made for every job.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use coordination::{JobEntry, NodeId, Parent, Run};
-use jobs::executor::QueueKind;
+use jobs::{Component, executor::QueueKind};
 use mesh::{MemberState, MeshStatus};
 
 use crate::{
@@ -157,6 +157,9 @@ pub fn resolve(
     let mut records = Vec::new();
     let mut summaries = Vec::new();
     let mut restricted = 0;
+    // Where each parent kept below was written, and the names of the nodes it runs on.
+    let mut origins = Vec::new();
+    let mut node_names: HashMap<String, String> = HashMap::new();
     for sp in sub.parents {
         let targets = if !sub.targets.is_empty() {
             resolve_list(&sub.targets)?
@@ -233,6 +236,10 @@ pub fn resolve(
         if entries.is_empty() {
             continue;
         }
+        origins.push(sp.origin.clone());
+        for t in &targets {
+            node_names.insert(t.peer_id.clone(), t.name.clone());
+        }
         parents.push(Parent {
             parent_id,
             fingerprint: sp.fingerprint,
@@ -249,6 +256,7 @@ pub fn resolve(
             "nothing to run".into()
         }));
     }
+    check_waits(&parents, &origins, &node_names, &records)?;
     Ok(Resolved {
         run: Run {
             stream: sub.stream,
@@ -264,6 +272,85 @@ pub fn resolve(
     })
 }
 
+/// Refuses a run in which a JOB_WAIT waits, on a node it runs on, for a job of the same run
+/// that this node can start only after the JOB_WAIT has ended: a later job of its own parent,
+/// or of a later synchronous parent when it is synchronous too (a waiting job lets other runs'
+/// jobs go ahead, never the rest of its own run). Such a wait could only end at its timeout.
+/// A wait that some job of the run, or none, can answer in time is left alone.
+fn check_waits(
+    parents: &[Parent],
+    origins: &[Option<String>],
+    node_names: &HashMap<String, String>,
+    records: &[JobRecord],
+) -> Result<(), SubmitError> {
+    let runs_on = |job: &JobEntry, parent: &Parent| -> Vec<NodeId> {
+        match &job.only_on {
+            Some(node) => vec![node.clone()],
+            None => parent.targets.clone(),
+        }
+    };
+    let name_of = |node: &NodeId| node_names.get(&node.0).cloned().unwrap_or(node.0.clone());
+    let definition_of = |job: &JobEntry| {
+        records.iter().find(|r| r.job_id == job.job_id).map_or_else(
+            || job.spec.verb().name().to_string(),
+            |r| r.definition.clone(),
+        )
+    };
+    let written = |pi: usize| match origins.get(pi).and_then(Option::as_ref) {
+        Some(origin) => format!("{origin}: "),
+        None => String::new(),
+    };
+    for (pi, parent) in parents.iter().enumerate() {
+        for (ji, job) in parent.jobs.iter().enumerate() {
+            let Component::JobWait {
+                fingerprint: awaited,
+                identities,
+            } = &job.spec.component
+            else {
+                continue;
+            };
+            for node in runs_on(job, parent) {
+                let name = name_of(&node);
+                if !identities.contains(&name) {
+                    continue;
+                }
+                let mut found = Vec::new();
+                for (pj, other) in parents.iter().enumerate() {
+                    for (jj, candidate) in other.jobs.iter().enumerate() {
+                        if candidate.fingerprint.matches_prefix(awaited)
+                            && runs_on(candidate, other).contains(&node)
+                        {
+                            found.push((pj, jj, candidate));
+                        }
+                    }
+                }
+                let after_the_wait = |&(pj, jj, candidate): &(usize, usize, &JobEntry)| {
+                    let queued_behind = (pj == pi && jj >= ji)
+                        || (pj > pi
+                            && parent.queue == QueueKind::Sync
+                            && parents[pj].queue == QueueKind::Sync);
+                    // QUEUESENTINEL runs beside every queue.
+                    queued_behind && !matches!(candidate.spec.component, Component::Queuesentinel)
+                };
+                if let Some(&(pj, _, candidate)) = found.first()
+                    && found.iter().all(after_the_wait)
+                {
+                    return Err(SubmitError::BadInput(format!(
+                        "{}{} waits on '{name}' for a job that '{name}' runs only after it \
+                         ({}{}): it could only wait until its timeout. Put the awaited job in an \
+                         earlier entry, or make one of the two entries async",
+                        written(pi),
+                        definition_of(job),
+                        written(pj),
+                        definition_of(candidate),
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Names for an error message: all of them when they are few, else the first ones and how
 /// many more (`status` lists them all).
 fn some_of(names: &[&str]) -> String {
@@ -276,4 +363,117 @@ fn some_of(names: &[&str]) -> String {
         names[..SHOWN].join(", "),
         names.len() - SHOWN
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobs::{Fingerprint, JobSpec, ParseOutcome};
+
+    fn spec(verb: &str, inline: &str) -> JobSpec {
+        match JobSpec::parse(verb, inline, &Default::default()) {
+            Ok(ParseOutcome::Spec(s)) => s,
+            other => panic!("{verb} {inline}: {other:?}"),
+        }
+    }
+
+    fn parent(id: &str, queue: QueueKind, targets: &[&str], jobs: Vec<JobSpec>) -> Parent {
+        Parent {
+            parent_id: id.into(),
+            fingerprint: Fingerprint([0; 32]),
+            queue,
+            targets: targets.iter().map(|t| NodeId(t.to_string())).collect(),
+            target_keys: Default::default(),
+            jobs: jobs
+                .into_iter()
+                .enumerate()
+                .map(|(i, spec)| JobEntry {
+                    job_id: format!("{id}-{i}"),
+                    fingerprint: spec.fingerprint(),
+                    spec,
+                    only_on: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Node names are their ids here.
+    fn check(parents: &[Parent]) -> Result<(), SubmitError> {
+        let names = parents
+            .iter()
+            .flat_map(|p| p.targets.iter())
+            .map(|n| (n.0.clone(), n.0.clone()))
+            .collect();
+        let origins: Vec<Option<String>> = (1..=parents.len())
+            .map(|i| Some(format!("o.yaml: entry {i}")))
+            .collect();
+        check_waits(parents, &origins, &names, &[])
+    }
+
+    fn wait_for(job: &JobSpec, on: &str) -> JobSpec {
+        spec(
+            "JOB_WAIT",
+            &format!("{} --identity {on}", &job.fingerprint().to_hex()[..12]),
+        )
+    }
+
+    #[test]
+    fn a_wait_for_a_later_job_of_its_own_run_on_its_own_node_is_refused() {
+        let awaited = spec("RUN", "echo made");
+        use QueueKind::{Async, Sync};
+        // The awaited job in a later synchronous entry, on the node the wait runs on.
+        let parents = [
+            parent("p1", Sync, &["a", "b"], vec![wait_for(&awaited, "a")]),
+            parent("p2", Sync, &["a"], vec![awaited.clone()]),
+        ];
+        let Err(SubmitError::BadInput(why)) = check(&parents) else {
+            panic!("not refused");
+        };
+        assert!(
+            why.starts_with("o.yaml: entry 1: JOB_WAIT waits on 'a'"),
+            "{why}"
+        );
+        assert!(why.contains("(o.yaml: entry 2: RUN)"), "{why}");
+        // Later in the same entry, even an async one.
+        let parents = [parent(
+            "p1",
+            Async,
+            &["a"],
+            vec![wait_for(&awaited, "a"), awaited.clone()],
+        )];
+        assert!(check(&parents).is_err());
+    }
+
+    #[test]
+    fn a_wait_some_job_can_answer_in_time_is_left_alone() {
+        let awaited = spec("RUN", "echo made");
+        use QueueKind::{Async, Sync};
+        let cases = [
+            // Awaited in an earlier entry.
+            vec![
+                parent("p1", Sync, &["a"], vec![awaited.clone()]),
+                parent("p2", Sync, &["a"], vec![wait_for(&awaited, "a")]),
+            ],
+            // Awaited on another node.
+            vec![
+                parent("p1", Sync, &["a"], vec![wait_for(&awaited, "b")]),
+                parent("p2", Sync, &["b"], vec![awaited.clone()]),
+            ],
+            // Awaited later but in an async entry: its own queue.
+            vec![
+                parent("p1", Sync, &["a"], vec![wait_for(&awaited, "a")]),
+                parent("p2", Async, &["a"], vec![awaited.clone()]),
+            ],
+            // The wait is async, the awaited job in a later synchronous entry.
+            vec![
+                parent("p1", Async, &["a"], vec![wait_for(&awaited, "a")]),
+                parent("p2", Sync, &["a"], vec![awaited.clone()]),
+            ],
+            // Not in this run at all: another run's job, or the cache, may answer.
+            vec![parent("p1", Sync, &["a"], vec![wait_for(&awaited, "a")])],
+        ];
+        for (i, parents) in cases.iter().enumerate() {
+            assert_eq!(check(parents), Ok(()), "case {i}");
+        }
+    }
 }

@@ -1241,6 +1241,31 @@ fn unknown_targets_are_refused_before_anything_runs() {
         text(&o)
     );
     assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
+    // A JOB_WAIT on n1 for a job that n1 runs only after it (a later synchronous entry) could
+    // only wait until its timeout: refused before anything runs.
+    let later = root.path().join("later.yaml");
+    std::fs::write(&later, "- targets: [n1]\n  jobs:\n  - RUN: echo awaited\n").unwrap();
+    let fp = fingerprint_of(&nodes[0], &later, "echo awaited");
+    let backwards = root.path().join("backwards.yaml");
+    std::fs::write(
+        &backwards,
+        format!(
+            "- targets: [n1, n2]\n  jobs:\n  - JOB_WAIT: {fp} --identity n1\n\
+             - targets: [n1]\n  jobs:\n  - RUN: echo awaited\n"
+        ),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", backwards.to_str().unwrap(), "--poll"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("backwards.yaml: entry 1: JOB_WAIT")
+            && err.contains("waits on 'n1' for a job that 'n1' runs only after it")
+            && err.contains("backwards.yaml: entry 2: RUN: echo awaited"),
+        "{}",
+        text(&o)
+    );
+    assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
 }
 
 /// A node started with `--allow-submitter` runs jobs from that submitter and its own; a run
