@@ -37,6 +37,9 @@ pub enum Action {
         wait_id: String,
         fingerprint: String,
         to: NodeId,
+        /// The waiting job's run, when it has a job with `fingerprint` for `to`: the wait is
+        /// for that job.
+        run: Option<String>,
     },
     /// Waiting side: `node` says the awaited job finished there with `state`; the waiting job
     /// hears it (once per node).
@@ -67,6 +70,8 @@ enum Asked {
 struct Wait {
     fingerprint: String,
     nodes: HashMap<NodeId, Asked>,
+    /// The nodes for which the waiting job's own run has the awaited job, with that run.
+    in_run: HashMap<NodeId, String>,
 }
 
 /// The waiting node's JOB_WAITs in progress.
@@ -80,23 +85,29 @@ impl Waits {
         self.waits.is_empty()
     }
 
-    /// A JOB_WAIT starts: every node in `nodes` is asked at once.
+    /// A JOB_WAIT starts: every node in `nodes` is asked at once, each with the waiting job's
+    /// run if that run has the awaited job for it.
     pub fn open(
         &mut self,
         wait_id: &str,
         fingerprint: &str,
-        nodes: Vec<NodeId>,
+        nodes: Vec<(NodeId, Option<String>)>,
         now: Instant,
     ) -> Vec<Action> {
-        let nodes = nodes
-            .into_iter()
-            .map(|n| (n, Asked::NotTaken { again_at: now }))
-            .collect();
+        let mut asked = HashMap::new();
+        let mut in_run = HashMap::new();
+        for (node, run) in nodes {
+            if let Some(run) = run {
+                in_run.insert(node.clone(), run);
+            }
+            asked.insert(node, Asked::NotTaken { again_at: now });
+        }
         self.waits.insert(
             wait_id.to_string(),
             Wait {
                 fingerprint: fingerprint.to_string(),
-                nodes,
+                nodes: asked,
+                in_run,
             },
         );
         self.tick(now)
@@ -169,16 +180,18 @@ impl Waits {
                     Asked::NotTaken { again_at } | Asked::Taken { again_at } => *again_at = again,
                     Asked::Done => {}
                 }
-                due.push((wait_id.clone(), node.clone(), w.fingerprint.clone()));
+                let run = w.in_run.get(node).cloned();
+                due.push((wait_id.clone(), node.clone(), w.fingerprint.clone(), run));
             }
         }
         // In a fixed order, for the simulator and the tests.
         due.sort_by(|a, b| (&a.0, &a.1.0).cmp(&(&b.0, &b.1.0)));
         due.into_iter()
-            .map(|(wait_id, to, fingerprint)| Action::Register {
+            .map(|(wait_id, to, fingerprint, run)| Action::Register {
                 wait_id,
                 fingerprint,
                 to,
+                run,
             })
             .collect()
     }
@@ -199,6 +212,8 @@ fn refresh_after(wait_id: &str, node: &NodeId) -> Duration {
 
 struct Registered {
     fingerprint: String,
+    /// Only the awaited job of this run answers it.
+    run: Option<String>,
     since: Instant,
 }
 
@@ -223,13 +238,15 @@ impl Registrations {
         self.registered.is_empty()
     }
 
-    /// `waiter` wants to know when the job with `fingerprint` has finished here;
-    /// `finished_state` is what this node's cache says of that job now. A registration sent
-    /// again is one entry, kept [`FORGET`] from its last copy.
+    /// `waiter` wants to know when the job with `fingerprint` (of `run`, if given) has
+    /// finished here; `finished_state` is what this node's cache says of that job now, if it
+    /// answers the wait. A registration sent again is one entry, kept [`FORGET`] from its last
+    /// copy.
     pub fn register(
         &mut self,
         wait_id: &str,
         fingerprint: &str,
+        run: Option<&str>,
         waiter: &NodeId,
         finished_state: Option<&str>,
         now: Instant,
@@ -251,18 +268,26 @@ impl Registrations {
             (wait_id.to_string(), waiter.clone()),
             Registered {
                 fingerprint: fingerprint.to_string(),
+                run: run.map(str::to_string),
                 since: now,
             },
         );
         vec![]
     }
 
-    /// A job with `fingerprint` finished here with `state`: every wait for it (or for a
-    /// prefix of it) is told, and forgotten.
-    pub fn finished(&mut self, fingerprint: &str, state: &str, now: Instant) -> Vec<Action> {
+    /// A job with `fingerprint` of `run` finished here with `state`: every wait for it (or
+    /// for a prefix of it) is told, and forgotten, except those for the job of another run.
+    pub fn finished(
+        &mut self,
+        fingerprint: &str,
+        run: &str,
+        state: &str,
+        now: Instant,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         self.registered.retain(|(wait_id, waiter), r| {
-            if fingerprint.starts_with(&r.fingerprint) {
+            if fingerprint.starts_with(&r.fingerprint) && r.run.as_ref().is_none_or(|of| of == run)
+            {
                 actions.push(Action::Notify {
                     waiter: waiter.clone(),
                     wait_id: wait_id.clone(),
@@ -299,7 +324,7 @@ mod tests {
     fn registrations_are_sent_again_until_taken_then_refreshed_until_done() {
         let t0 = Instant::now();
         let mut w = Waits::default();
-        let a = w.open("w", "fp", vec![n("a"), n("b")], t0);
+        let a = w.open("w", "fp", vec![(n("a"), None), (n("b"), None)], t0);
         assert_eq!(registered_with(&a), vec![n("a"), n("b")]);
         w.taken("w", &n("a"), t0);
         // Within the retry nothing; then only b, which did not take it.
@@ -347,7 +372,7 @@ mod tests {
     fn a_node_back_is_asked_again_at_once_unless_it_said_done() {
         let t0 = Instant::now();
         let mut w = Waits::default();
-        w.open("w", "fp", vec![n("a"), n("b")], t0);
+        w.open("w", "fp", vec![(n("a"), None), (n("b"), None)], t0);
         w.taken("w", &n("a"), t0);
         w.taken("w", &n("b"), t0);
         w.done("w", &n("b"), "failed".into());
@@ -361,17 +386,17 @@ mod tests {
     fn a_node_tells_every_waiter_once_and_at_once_if_the_job_already_finished() {
         let t0 = Instant::now();
         let mut r = Registrations::default();
-        assert!(r.register("w1", "ab", &n("x"), None, t0).is_empty());
+        assert!(r.register("w1", "ab", None, &n("x"), None, t0).is_empty());
         // Registered twice (sent again): still one entry.
-        assert!(r.register("w1", "ab", &n("x"), None, t0).is_empty());
-        assert!(r.register("w2", "abcd", &n("y"), None, t0).is_empty());
+        assert!(r.register("w1", "ab", None, &n("x"), None, t0).is_empty());
+        assert!(r.register("w2", "abcd", None, &n("y"), None, t0).is_empty());
         assert_eq!(r.len(), 2);
-        assert!(r.finished("zz", "success", t0).is_empty());
-        let a = r.finished("abcdef", "success", t0);
+        assert!(r.finished("zz", "r1", "success", t0).is_empty());
+        let a = r.finished("abcdef", "r1", "success", t0);
         assert_eq!(a.len(), 2, "{a:?}");
         assert!(r.is_empty());
         // Already finished here: told at once, nothing kept.
-        let a = r.register("w3", "ab", &n("x"), Some("failed"), t0);
+        let a = r.register("w3", "ab", None, &n("x"), Some("failed"), t0);
         assert_eq!(
             a,
             vec![Action::Notify {
@@ -382,9 +407,45 @@ mod tests {
         );
         assert!(r.is_empty());
         // A registration that never fires is forgotten.
-        r.register("w4", "cd", &n("x"), None, t0);
-        r.register("w5", "ef", &n("x"), None, t0 + FORGET);
+        r.register("w4", "cd", None, &n("x"), None, t0);
+        r.register("w5", "ef", None, &n("x"), None, t0 + FORGET);
         assert_eq!(r.len(), 1);
-        assert!(r.finished("cd", "success", t0 + FORGET).is_empty());
+        assert!(r.finished("cd", "r1", "success", t0 + FORGET).is_empty());
+    }
+
+    #[test]
+    fn a_wait_for_a_job_of_its_own_run_is_answered_by_that_job_only() {
+        let t0 = Instant::now();
+        let mut w = Waits::default();
+        let a = w.open(
+            "w",
+            "ab",
+            vec![(n("a"), Some("r2".into())), (n("b"), None)],
+            t0,
+        );
+        let runs: Vec<(NodeId, Option<String>)> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Register { to, run, .. } => Some((to.clone(), run.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs, vec![(n("a"), Some("r2".into())), (n("b"), None)]);
+        let mut r = Registrations::default();
+        r.register("w", "ab", Some("r2"), &n("x"), None, t0);
+        r.register("v", "ab", None, &n("y"), None, t0);
+        // The same job of another run answers only the wait that names no run.
+        let told = r.finished("abcd", "r1", "success", t0);
+        assert_eq!(
+            told,
+            vec![Action::Notify {
+                waiter: n("y"),
+                wait_id: "v".into(),
+                state: "success".into()
+            }]
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.finished("abcd", "r2", "failed", t0).len(), 1);
+        assert!(r.is_empty());
     }
 }

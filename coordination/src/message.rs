@@ -359,6 +359,11 @@ pub enum JobMessage {
     WaitFor {
         wait_id: String,
         fingerprint: String,
+        /// The waiting job's run, when that run has a job with this fingerprint for the node
+        /// asked: the wait is for that job, even before the node has taken the run in (an
+        /// earlier run's outcome does not answer it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run: Option<String>,
     },
     /// Node → waiter: the awaited job finished here (`success` or `failed`).
     WaitDone {

@@ -106,10 +106,12 @@ pub trait Coordinator: Send + Sync {
         wait: bool,
     ) -> BoxFuture<'static, Result<Option<Value>, String>>;
 
-    /// JOB_WAIT: asks each of `nodes` about the job with `fingerprint` (or a prefix of it).
-    /// The receiver gets `(node, "success" | "failed")` as each one has finished it.
+    /// JOB_WAIT (the job `job_id`): asks each of `nodes` about the job with `fingerprint` (or
+    /// a prefix of it). The receiver gets `(node, "success" | "failed")` as each one has
+    /// finished it.
     fn job_wait(
         &self,
+        job_id: &str,
         fingerprint: &str,
         nodes: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>>;
@@ -631,8 +633,10 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
     };
     let _lent = ctx.lend_queue();
     // Bounded by the job's timeout: the node may look for a name it does not know yet.
-    let asked =
-        tokio::time::timeout_at(ctx.deadline, coordinator.job_wait(fingerprint, identities));
+    let asked = tokio::time::timeout_at(
+        ctx.deadline,
+        coordinator.job_wait(ctx.job_id, fingerprint, identities),
+    );
     let mut updates = match asked.await {
         Ok(Ok(rx)) => rx,
         Ok(Err(e)) => return Finished::fail(e, format!("JOB_WAIT {fingerprint} failed")),

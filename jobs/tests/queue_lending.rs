@@ -48,6 +48,7 @@ impl Coordinator for SlowMesh {
     fn job_wait(
         &self,
         _: &str,
+        _: &str,
         _: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
         Box::pin(async { Err("no JOB_WAIT here".to_string()) })

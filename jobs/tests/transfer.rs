@@ -39,6 +39,7 @@ impl Coordinator for FakeNode {
     fn job_wait(
         &self,
         _: &str,
+        _: &str,
         _: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
         Box::pin(async { Err("no JOB_WAIT here".to_string()) })

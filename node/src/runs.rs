@@ -162,8 +162,9 @@ pub enum Input {
         value: serde_json::Value,
         reply: Option<oneshot::Sender<Result<Option<serde_json::Value>, String>>>,
     },
-    /// A JOB_WAIT job here starts waiting on `peers`.
+    /// The JOB_WAIT job `job_id` here starts waiting on `peers`.
     JobWait {
+        job_id: String,
         fingerprint: String,
         peers: Vec<(NodeId, String)>,
         updates: mpsc::Sender<(String, String)>,
@@ -904,10 +905,11 @@ impl Actor {
                 reply,
             } => self.query_local(job_id, name, value, reply),
             Input::JobWait {
+                job_id,
                 fingerprint,
                 peers,
                 updates,
-            } => self.job_wait(fingerprint, peers, updates),
+            } => self.job_wait(&job_id, fingerprint, peers, updates),
             Input::WaitRegistered { wait_id, node } => self.wait_registered(&wait_id, &node),
             Input::BlobSources { job_id, reply } => {
                 // Worked out when the job asks, with the members known by then (a run taken
@@ -1239,7 +1241,7 @@ impl Actor {
         // Not queued here any more: a JOB_WAIT on it is answered, after the writes above are
         // queued (as in `finished`).
         if let Some(fp) = self.job_fingerprints.remove(job_id) {
-            self.notify_waiters(&fp.to_hex(), "failed");
+            self.notify_waiters(&fp.to_hex(), run_id, "failed");
         }
     }
 
@@ -1373,8 +1375,9 @@ impl Actor {
             JobMessage::WaitFor {
                 wait_id,
                 fingerprint,
+                run,
             } => {
-                self.wait_for(wait_id, fingerprint, from);
+                self.wait_for(wait_id, fingerprint, run, from);
                 JobReply::Ok
             }
             JobMessage::WaitDone {
@@ -1659,6 +1662,11 @@ impl Actor {
         self.job_files.remove(&outcome.job_id);
         self.output_seq.remove(&outcome.job_id);
         if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
+            let run_id = self
+                .job_runs
+                .get(&outcome.job_id)
+                .cloned()
+                .unwrap_or_default();
             let state = if outcome.state == ResultState::Failed {
                 "failed"
             } else {
@@ -1667,7 +1675,7 @@ impl Actor {
             // After the job's own writes below are queued: JOB_WAIT waiters hear of it once
             // those are on disk.
             self.record_finished(outcome);
-            self.notify_waiters(&fp.to_hex(), state);
+            self.notify_waiters(&fp.to_hex(), &run_id, state);
             return;
         }
         self.record_finished(outcome);

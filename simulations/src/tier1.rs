@@ -440,6 +440,10 @@ struct Sim {
     wait_done_bytes: u64,
 }
 
+/// The id of the one run a scenario models (its JOB_WAIT waits for a job of the same run,
+/// which the registration names, as a real node's does).
+const MODEL_RUN: &str = "00000000-0000-0000-0000-000000000001";
+
 /// The id of `node`'s JOB_WAIT (one per node in `job-wait`).
 fn wait_id_of(node: usize) -> String {
     format!("wait-{node}")
@@ -676,6 +680,7 @@ impl Sim {
         let wait_for_bytes = cbor_len(&JobMessage::WaitFor {
             wait_id: "00000000-0000-0000-0000-000000000000".into(),
             fingerprint: awaited_fingerprint.clone(),
+            run: Some(MODEL_RUN.into()),
         });
         let wait_done_bytes = cbor_len(&JobMessage::WaitDone {
             wait_id: "00000000-0000-0000-0000-000000000000".into(),
@@ -1649,10 +1654,12 @@ impl Sim {
             } else {
                 "failed"
             };
-            let actions =
-                self.nodes[node]
-                    .registrations
-                    .finished(&self.awaited_fingerprint, state, now);
+            let actions = self.nodes[node].registrations.finished(
+                &self.awaited_fingerprint,
+                MODEL_RUN,
+                state,
+                now,
+            );
             self.wait_actions(node, actions);
         }
         if Some(job) == self.wait_job {
@@ -1912,6 +1919,7 @@ impl Sim {
         let actions = self.nodes[at].registrations.register(
             &wait_id_of(waiter),
             &fingerprint,
+            Some(MODEL_RUN),
             &self.ids[waiter],
             finished.then_some("success"),
             now,
@@ -2015,10 +2023,12 @@ impl Sim {
             let now = self.instant();
             let awaited = self.ids[self.awaited].clone();
             let fingerprint = self.awaited_fingerprint.clone();
-            let actions =
-                self.nodes[node]
-                    .waits
-                    .open(&wait_id_of(node), &fingerprint, vec![awaited], now);
+            let actions = self.nodes[node].waits.open(
+                &wait_id_of(node),
+                &fingerprint,
+                vec![(awaited, Some(MODEL_RUN.into()))],
+                now,
+            );
             self.wait_actions(node, actions);
             self.want_runs_tick(node);
             return;

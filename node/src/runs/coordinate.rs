@@ -503,15 +503,35 @@ impl Actor {
         self.query_actions(actions);
     }
 
-    /// Waiting side: start a JOB_WAIT on `peers`.
+    /// Waiting side: the JOB_WAIT job `job_id` starts waiting on `peers`. A node for which the
+    /// job's own run has the awaited job is asked for that run's job.
     pub(super) fn job_wait(
         &mut self,
+        job_id: &str,
         fingerprint: String,
         peers: Vec<(NodeId, String)>,
         updates: mpsc::Sender<(String, String)>,
     ) {
         let wait_id = uuid::Uuid::new_v4().to_string();
-        let nodes = peers.iter().map(|(node, _)| node.clone()).collect();
+        let run_id = self.job_runs.get(job_id).cloned();
+        // This node's own run is in memory; another node's is on disk since its acceptance.
+        let run = run_id.as_ref().and_then(|id| match self.open_runs.get(id) {
+            Some(run) => Some(run.clone()),
+            None => self.store.accepted_run(id),
+        });
+        let nodes = peers
+            .iter()
+            .map(|(node, _)| {
+                let in_run = run.as_ref().is_some_and(|run| {
+                    run.work_for(node).iter().any(|(_, jobs)| {
+                        jobs.iter().any(|j| {
+                            j.job_id != job_id && j.fingerprint.matches_prefix(&fingerprint)
+                        })
+                    })
+                });
+                (node.clone(), in_run.then(|| run_id.clone()).flatten())
+            })
+            .collect();
         self.cross.waiting.insert(
             wait_id.clone(),
             WaitingJob {
@@ -558,16 +578,18 @@ impl Actor {
                     wait_id,
                     fingerprint,
                     to,
+                    run,
                 } if to == self.local => {
                     let local = self.local.clone();
                     self.cross.waits.taken(&wait_id, &local, Instant::now());
-                    self.wait_for(wait_id, fingerprint, local);
+                    self.wait_for(wait_id, fingerprint, run, local);
                 }
                 Action::Register {
                     wait_id,
                     fingerprint,
                     to,
-                } => self.register_with(wait_id, fingerprint, to),
+                    run,
+                } => self.register_with(wait_id, fingerprint, run, to),
                 Action::Finished {
                     wait_id,
                     node,
@@ -599,13 +621,20 @@ impl Actor {
 
     /// Waiting side: asks `node` to register the wait (one try; the next comes from the
     /// machine's tick if this one is not taken).
-    fn register_with(&mut self, wait_id: String, fingerprint: String, node: NodeId) {
+    fn register_with(
+        &mut self,
+        wait_id: String,
+        fingerprint: String,
+        run: Option<String>,
+        node: NodeId,
+    ) {
         let Ok(peer) = node.0.parse::<PeerId>() else {
             return;
         };
         let Some(bytes) = encode(&JobMessage::WaitFor {
             wait_id: wait_id.clone(),
             fingerprint,
+            run,
         }) else {
             return;
         };
@@ -632,13 +661,28 @@ impl Actor {
     /// Awaited side: `waiter` wants to know when the job with `fingerprint` has finished here.
     /// While such a job is queued or running here, the wait is for it, not answered from an
     /// earlier run's outcome in the cache (an orchestration run again would otherwise go on
-    /// before the job it waits for has run again).
-    pub(super) fn wait_for(&mut self, wait_id: String, fingerprint: String, waiter: NodeId) {
-        let prefix = fingerprint.to_ascii_lowercase();
-        let pending_here = self
-            .job_fingerprints
-            .values()
-            .any(|fp| fp.to_hex().starts_with(&prefix));
+    /// before the job it waits for has run again). A wait for the job of `run` (the waiting
+    /// job's run has it for this node) waits for this node to take that run in, then for that
+    /// run's job if it is still pending here.
+    pub(super) fn wait_for(
+        &mut self,
+        wait_id: String,
+        fingerprint: String,
+        run: Option<String>,
+        waiter: NodeId,
+    ) {
+        let pending_here = match &run {
+            Some(run) => {
+                !self.accepted.contains_key(run)
+                    || self.job_fingerprints.iter().any(|(job, fp)| {
+                        fp.matches_prefix(&fingerprint) && self.job_runs.get(job) == Some(run)
+                    })
+            }
+            None => self
+                .job_fingerprints
+                .values()
+                .any(|fp| fp.matches_prefix(&fingerprint)),
+        };
         let state = if pending_here {
             None
         } else {
@@ -647,6 +691,7 @@ impl Actor {
         let actions = self.cross.registrations.register(
             &wait_id,
             &fingerprint,
+            run.as_deref(),
             &waiter,
             state,
             Instant::now(),
@@ -654,12 +699,12 @@ impl Actor {
         self.wait_actions(actions);
     }
 
-    /// Awaited side: a job with `fingerprint` finished here: tell whoever waits for it.
-    pub(super) fn notify_waiters(&mut self, fingerprint: &str, state: &str) {
+    /// Awaited side: a job with `fingerprint` of `run` finished here: tell whoever waits for it.
+    pub(super) fn notify_waiters(&mut self, fingerprint: &str, run: &str, state: &str) {
         let actions = self
             .cross
             .registrations
-            .finished(fingerprint, state, Instant::now());
+            .finished(fingerprint, run, state, Instant::now());
         self.wait_actions(actions);
     }
 
@@ -768,11 +813,13 @@ impl Coordinator for NodeCoordinator {
 
     fn job_wait(
         &self,
+        job_id: &str,
         fingerprint: &str,
         nodes: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
         let inbox = self.inbox.clone();
         let mesh = self.mesh.clone();
+        let job_id = job_id.to_string();
         let fingerprint = fingerprint.to_string();
         let nodes = nodes.to_vec();
         Box::pin(async move {
@@ -802,6 +849,7 @@ impl Coordinator for NodeCoordinator {
             let (updates, rx) = mpsc::channel(nodes.len().max(1));
             inbox
                 .send(Input::JobWait {
+                    job_id,
                     fingerprint,
                     peers,
                     updates,
