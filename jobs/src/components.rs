@@ -628,6 +628,14 @@ async fn query_wait(
 }
 
 async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -> Finished {
+    // A node named twice is one node to hear from (one answer comes from it).
+    let mut unique: Vec<String> = Vec::with_capacity(identities.len());
+    for id in identities {
+        if !unique.contains(id) {
+            unique.push(id.clone());
+        }
+    }
+    let identities = unique.as_slice();
     let Some(coordinator) = ctx.coordinator else {
         return Finished::fail("JOB_WAIT needs a mesh to ask", "");
     };

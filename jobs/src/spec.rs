@@ -979,7 +979,10 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
                     "'{fingerprint}' is not a job fingerprint (8 to 64 hexadecimal digits, see --finger-print)"
                 ));
             }
-            let identities = p.values("identity");
+            let mut identities = p.values("identity");
+            // Named twice, a node is still one node to hear from.
+            let mut seen = std::collections::HashSet::new();
+            identities.retain(|id| seen.insert(id.clone()));
             if identities.is_empty() {
                 return Err(format!(
                     "JOB_WAIT needs at least one --identity NODE; {}",
@@ -1250,7 +1253,7 @@ mod tests {
             }
         );
         assert_eq!(
-            spec("JOB_WAIT", "ABCDEF0123 --identity n1 --identity n2,n3").component,
+            spec("JOB_WAIT", "ABCDEF0123 --identity n1 --identity n2,n3,n1").component,
             Component::JobWait {
                 fingerprint: "abcdef0123".into(),
                 identities: vec!["n1".into(), "n2".into(), "n3".into()]

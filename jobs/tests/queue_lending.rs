@@ -3,7 +3,8 @@
 //! Two submitters' runs, each with a QUERY, may reach two nodes in opposite orders: each
 //! node's QUERY then waits for the other node's value while that node's queue is held by the
 //! other run's QUERY. Here the node's side of that: a QUERY waiting for its aggregate lets a
-//! job of another run go ahead, while the jobs of its own run stay behind it.
+//! job of another run go ahead, while the jobs of its own run stay behind it. Also here: a
+//! JOB_WAIT ends with one answer from each node it names, however often it names it.
 
 use std::{
     collections::HashMap,
@@ -25,6 +26,8 @@ use tokio::sync::{Notify, mpsc};
 /// A mesh whose QUERY aggregates come only when the test says so.
 struct SlowMesh {
     release: Arc<Notify>,
+    /// The JOB_WAIT channels, kept open as a node keeps them while the wait lasts.
+    waits: std::sync::Mutex<Vec<mpsc::Sender<(String, String)>>>,
 }
 
 impl Coordinator for SlowMesh {
@@ -45,13 +48,23 @@ impl Coordinator for SlowMesh {
         })
     }
 
+    /// Every node named has finished the job: one answer from each (a node named twice
+    /// answers once, as over the mesh).
     fn job_wait(
         &self,
         _: &str,
         _: &str,
-        _: &[String],
+        nodes: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
-        Box::pin(async { Err("no JOB_WAIT here".to_string()) })
+        let mut unique = nodes.to_vec();
+        unique.sort();
+        unique.dedup();
+        let (tx, rx) = mpsc::channel(unique.len().max(1));
+        for node in unique {
+            let _ = tx.try_send((node, "success".to_string()));
+        }
+        self.waits.lock().unwrap().push(tx);
+        Box::pin(async move { Ok(rx) })
     }
 
     fn fetch_blob(&self, _: &str, _: &FileRef) -> BoxFuture<'static, Result<PathBuf, String>> {
@@ -95,6 +108,7 @@ async fn a_waiting_query_lets_another_run_go_ahead_and_keeps_its_own_run_behind_
     let config = ExecutorConfig {
         coordinator: Some(Arc::new(SlowMesh {
             release: Arc::clone(&release),
+            waits: Default::default(),
         })),
         ..ExecutorConfig::default()
     };
@@ -130,4 +144,33 @@ async fn a_waiting_query_lets_another_run_go_ahead_and_keeps_its_own_run_behind_
     assert!(done["a-query"].state.is_ok(), "{:?}", done["a-query"]);
     assert!(done["a-after"].started_unix_ms >= done["a-query"].finished_unix_ms);
     assert!(released.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_job_wait_naming_a_node_twice_ends_with_its_one_answer() {
+    let config = ExecutorConfig {
+        coordinator: Some(Arc::new(SlowMesh {
+            release: Arc::new(Notify::new()),
+            waits: Default::default(),
+        })),
+        ..ExecutorConfig::default()
+    };
+    let (exec, mut events) = Executor::start(Arc::new(Cache::in_memory(DEFAULT_TTL)), config);
+    // As a spec from a submitter that does not fold repeated names would have it.
+    let mut wait = work("w", "run-a", "JOB_WAIT", "abcdef0123 --identity n1");
+    wait.spec.component = jobs::Component::JobWait {
+        fingerprint: "abcdef0123".into(),
+        identities: vec!["n1".into(), "n2".into(), "n1".into()],
+    };
+    exec.submit(wait).await.unwrap();
+    // Not at its timeout (600 s): as soon as n1 and n2 have answered.
+    let done = next_done(&mut events, Duration::from_secs(20))
+        .await
+        .expect("the JOB_WAIT ends with the answers");
+    assert!(done.state.is_ok(), "{done:?}");
+    assert!(
+        done.info
+            .ends_with("completed on all coordinated targets: n1: success, n2: success"),
+        "{done:?}"
+    );
 }
