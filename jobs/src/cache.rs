@@ -245,6 +245,15 @@ impl Cache {
         ]);
     }
 
+    /// Records how a job that never ran here ended (it failed without running: its parent had
+    /// failed, a QUEUESENTINEL purged it, its run was refused), its parent untouched: a
+    /// JOB_WAIT that asks after it hears what those waiting then heard.
+    pub fn record_unrun(&self, fp: &Fingerprint, state: CachedState) {
+        let job = self.timed(state);
+        self.lock().jobs.insert(*fp, job);
+        self.persist(vec![(format!("job/{}", fp.to_hex()), Some(cbor(&job)))]);
+    }
+
     /// Marks a parent failed here without touching any job's outcome (a job a restart cut
     /// short whose fingerprint has an earlier run's outcome cached): its later jobs do not run.
     pub fn fail_parent(&self, parent: &str) {

@@ -1595,8 +1595,17 @@ impl Actor {
                     ack: Acknowledgement::default(),
                 },
             );
+            let fingerprints: HashMap<&str, jobs::Fingerprint> = run
+                .work_for(&self.local)
+                .iter()
+                .flat_map(|(_, jobs)| jobs.iter().map(|j| (j.job_id.as_str(), j.fingerprint)))
+                .collect();
             for job_id in job_ids {
                 self.job_runs.insert(job_id.clone(), run.run_id.clone());
+                // JOB_WAITs on it hear that it failed (see `finished`).
+                if let Some(fp) = fingerprints.get(job_id.as_str()) {
+                    self.job_fingerprints.insert(job_id.clone(), *fp);
+                }
                 self.finished(Outcome {
                     job_id,
                     state: ResultState::Failed,
@@ -1672,6 +1681,14 @@ impl Actor {
             } else {
                 "success"
             };
+            // A job that failed without running left nothing in the cache: a JOB_WAIT asking
+            // after now hears "failed" too, as those waiting now do, instead of waiting for
+            // its timeout.
+            if outcome.state == ResultState::Failed
+                && self.cache.finished_state(&fp.to_hex()).is_none()
+            {
+                self.cache.record_unrun(&fp, CachedState::Failed);
+            }
             // After the job's own writes below are queued: JOB_WAIT waiters hear of it once
             // those are on disk.
             self.record_finished(outcome);

@@ -1877,6 +1877,49 @@ fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
     );
 }
 
+/// A job that failed on a node without running (the job before it in its parent failed there)
+/// is "failed" to a JOB_WAIT that asks only afterwards, as to one that was waiting already:
+/// the late one does not wait for its timeout.
+#[test]
+fn a_job_wait_asking_late_hears_of_a_job_that_never_ran() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let stops = root.path().join("stops.yaml");
+    std::fs::write(
+        &stops,
+        "- targets: [n3]\n  jobs:\n  - RUN: --skip-cache false\n  - RUN: echo never runs here\n",
+    )
+    .unwrap();
+    let fp = fingerprint_of(d, &stops, "echo never runs here");
+    let o = d.cli(&["orchestrate", stops.to_str().unwrap(), "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "JOB_WAIT",
+        &fp,
+        "--identity",
+        "n3",
+        "--timeout",
+        "60",
+        "--target",
+        "n1",
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let last = records(d).into_iter().last().unwrap();
+    let r = &last["results"]["n1"];
+    assert_eq!(r["state"], "success", "{last}");
+    assert!(
+        r["info"]
+            .as_str()
+            .unwrap()
+            .ends_with("completed on all coordinated targets: n3: failed"),
+        "{last}"
+    );
+}
+
 /// A JOB_WAIT naming a node this node does not know yet (it joins moments later) looks for
 /// it again instead of failing at once, and ends when the job has run there.
 #[test]
