@@ -1377,6 +1377,14 @@ impl Actor {
                 fingerprint,
                 run,
             } => {
+                // As JOB_WAIT takes it from its submitter: an empty prefix would match every job.
+                if !(8..=64).contains(&fingerprint.len())
+                    || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return JobReply::Refused(
+                        "a JOB_WAIT names a job by 8 to 64 hexadecimal digits".into(),
+                    );
+                }
                 self.wait_for(wait_id, fingerprint, run, from);
                 JobReply::Ok
             }

@@ -4,7 +4,7 @@
 //! runs it has no part in is not taken: a result for a job it was not a target of, a result in
 //! another node's name, a QUERY aggregate for runs it did not send (sent or gossiped), a claim
 //! to hold a file no
-//! open run sends, a run whose ids could not be store keys. Two full nodes run on the
+//! open run sends, a run whose ids could not be store keys, a JOB_WAIT for every job. Two full nodes run on the
 //! memory transport; the misbehaving member is a bare mesh participant that sends hand-made
 //! job messages.
 
@@ -343,6 +343,20 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
         send(&rogue, submitter.peer_id(), &value("token")).await,
         JobReply::Ok
     );
+
+    // A JOB_WAIT registration with an empty (or not hexadecimal) fingerprint would match
+    // every job there: refused.
+    for fingerprint in ["", "not-a-fingerprint"] {
+        let wait = JobMessage::WaitFor {
+            wait_id: "w".into(),
+            fingerprint: fingerprint.into(),
+            run: None,
+        };
+        assert_eq!(
+            send(&rogue, target.peer_id(), &wait).await,
+            JobReply::Refused("a JOB_WAIT names a job by 8 to 64 hexadecimal digits".into())
+        );
+    }
 
     // The real result arrives and completes the job, with only the real target in it.
     let done = finished(&submitter, &job_id).await;
