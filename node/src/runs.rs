@@ -1838,8 +1838,17 @@ impl Actor {
         if query_without_value {
             self.query_ended_without_value(&job_id, &node);
         }
-        // Done: the record lives on disk from now on.
-        let done = complete.then(|| self.records.remove(&job_id)).flatten();
+        // Done: the record lives on disk from now on. A result that changed nothing (a batch
+        // sent again when its ack was lost) is no news to watchers: a finished record read
+        // back for it goes back to disk untold.
+        let done = if replace {
+            complete.then(|| self.records.remove(&job_id)).flatten()
+        } else {
+            if complete {
+                self.records.remove(&job_id);
+            }
+            None
+        };
         if let Some(record) = &done
             && record.reported_by_all()
         {

@@ -598,3 +598,51 @@ async fn a_member_cannot_plant_holder_hints_or_runs_with_bad_ids() {
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
 }
+
+/// A target's batch of results sent again (its ack was lost) tells no one anything: a watcher
+/// still waiting for other jobs hears of each job once, not of a "late result" that is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_sent_twice_is_news_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let submitter = node(dir.path(), "submitter", None).await;
+    let (rogue, _heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 2).await;
+    let yaml = "- jobs:\n  - ECHO: first\n- jobs:\n  - ECHO: second\n";
+    let (run_id, jobs) = submit(&submitter, yaml, dir.path(), &["rogue"]).await;
+    let Reply::Stream(mut events) = submitter
+        .request(ControlRequest::Watch {
+            job_ids: jobs.clone(),
+            output: false,
+        })
+        .await
+    else {
+        panic!("watch is a stream");
+    };
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let result = |job_id: &str| {
+        JobMessage::Results(vec![JobResult {
+            run_id: run_id.clone(),
+            node: rogue_id.clone(),
+            outcome: outcome(job_id),
+        }])
+    };
+    // The first job's result, then the same batch again, then the second job's.
+    for job in [&jobs[0], &jobs[0], &jobs[1]] {
+        assert_eq!(
+            send(&rogue, submitter.peer_id(), &result(job)).await,
+            JobReply::Ok
+        );
+    }
+    let mut done = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.recv().await {
+            if let ControlResponse::Watch(WatchEvent::Done(record)) = event {
+                done.push(record.job_id.clone());
+            }
+        }
+    })
+    .await
+    .expect("the watch ended");
+    assert_eq!(done, jobs, "each job is news once");
+    submitter.shutdown().await.unwrap();
+}
