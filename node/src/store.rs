@@ -814,6 +814,9 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
         Ok(())
     })();
     match result {
+        // After a group was lost, nothing counts as stored (its writes may be what the waiters
+        // rely on): the waiters see their senders dropped, as the lost group's did.
+        Ok(()) if disk.failed.borrow().is_some() => true,
         Ok(()) => {
             waiters.into_iter().for_each(Committed::tell);
             true
