@@ -39,6 +39,11 @@ pub struct OriginatorConfig {
     /// results and are not alive are written off: they may have expired while this node was
     /// down, which no membership change reports to it.
     pub resumed_alive_check: Duration,
+    /// After a submission, how soon the targets that owe results and are not alive are
+    /// written off: one may have expired between the membership read that named it and the
+    /// run reaching this tracker, which no later membership change reports. Submissions that
+    /// come meanwhile share the check.
+    pub submitted_alive_check: Duration,
 }
 
 impl Default for OriginatorConfig {
@@ -50,6 +55,7 @@ impl Default for OriginatorConfig {
             written_off_for: Duration::from_secs(600),
             resend_batch: 32,
             resumed_alive_check: Duration::from_secs(30),
+            submitted_alive_check: Duration::from_secs(2),
         }
     }
 }
@@ -257,6 +263,10 @@ impl Originator {
                 run_id: run.run_id.clone(),
             });
             return actions;
+        }
+        if !remote.is_empty() {
+            let at = now + self.config.submitted_alive_check;
+            self.check_alive_at = Some(self.check_alive_at.map_or(at, |due| due.min(at)));
         }
         self.runs.insert(
             run.run_id.clone(),
@@ -601,7 +611,7 @@ mod tests {
             matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
             "{a:?}"
         );
-        let a = o.handle(Input::Tick, back + Duration::from_secs(1));
+        let a = without_checks(o.handle(Input::Tick, back + Duration::from_secs(1)));
         assert!(
             matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
             "{a:?}"
@@ -687,7 +697,7 @@ mod tests {
             t0,
         );
         let later = t0 + Duration::from_secs(60);
-        assert!(o.handle(Input::Tick, later).is_empty());
+        assert!(without_checks(o.handle(Input::Tick, later)).is_empty());
     }
 
     #[test]
@@ -698,6 +708,14 @@ mod tests {
         o.handle(Input::NodeGone(node("b")), t0);
         let late = t0 + OriginatorConfig::default().written_off_for + Duration::from_secs(1);
         assert!(o.handle(Input::NodeBack(node("b")), late).is_empty());
+    }
+
+    /// `actions` less the alive checks that follow every submission.
+    fn without_checks(actions: Vec<Action>) -> Vec<Action> {
+        actions
+            .into_iter()
+            .filter(|a| *a != Action::CheckAlive)
+            .collect()
     }
 
     /// An originator resending to four targets per round, and the names of `n` targets of one
@@ -724,7 +742,7 @@ mod tests {
         let mut at = t0;
         for round in 1..=3u32 {
             at += Duration::from_secs(11);
-            let a = o.handle(Input::Tick, at);
+            let a = without_checks(o.handle(Input::Tick, at));
             // Ten unacknowledged, more than the batch of four: announced again, as a new
             // gossip message (its round differs), and four direct resends.
             assert!(
@@ -976,6 +994,29 @@ mod tests {
         );
         // `b` expired while this node was down; `c` has reported and is not owed anything.
         let a = o.handle(Input::Alive(vec![node("a")]), now + check);
+        assert_eq!(
+            a,
+            vec![Action::Unreachable {
+                run_id: "r1".into(),
+                node: node("b"),
+                job_ids: vec!["j0".into()]
+            }]
+        );
+        assert_eq!(o.missing("r1"), 1);
+    }
+
+    /// A target that expired before its run reached the tracker (no membership change comes
+    /// for it afterwards) is found by the check that follows every submission.
+    #[test]
+    fn a_target_gone_before_its_run_was_tracked_is_written_off() {
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        let t0 = Instant::now();
+        o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+        let check = OriginatorConfig::default().submitted_alive_check;
+        let asks = |a: &[Action]| a.iter().filter(|x| **x == Action::CheckAlive).count();
+        assert_eq!(asks(&o.handle(Input::Tick, t0 + check / 2)), 0);
+        assert_eq!(asks(&o.handle(Input::Tick, t0 + check)), 1);
+        let a = o.handle(Input::Alive(vec![node("a")]), t0 + check);
         assert_eq!(
             a,
             vec![Action::Unreachable {
