@@ -85,6 +85,18 @@ impl Outbox {
             .sum()
     }
 
+    /// Whether nothing is due before `until`: no batch waits to be sent before then (a batch in
+    /// flight is over when its answer comes, not at a time). An originator that has been
+    /// down for a while is retried every [`MAX_RETRY`], which a node may wait for at leisure.
+    pub fn quiet_until(&self, until: Instant) -> bool {
+        self.queues.values().all(|q| {
+            q.in_flight.is_some()
+                || q.waiting.is_empty()
+                || (q.retry_at.is_some_and(|t| t >= until)
+                    && q.linger_until.is_none_or(|t| t >= until))
+        })
+    }
+
     /// Whether results of `run_id` are still to deliver.
     pub fn holds_run(&self, run_id: &str) -> bool {
         self.queues.values().any(|q| {
@@ -393,5 +405,47 @@ mod tests {
         add_more(&mut o, "3", true, t + LINGER);
         let a = add_more(&mut o, "4", false, t + LINGER);
         assert_eq!(jobs(&a[0]), vec!["3", "4"]);
+    }
+
+    #[test]
+    fn an_originator_down_for_a_while_leaves_the_outbox_quiet_between_retries() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new();
+        let to = NodeId("o".into());
+        assert!(o.quiet_until(t0 + Duration::from_secs(1)));
+        o.handle(
+            Input::Add {
+                to: to.clone(),
+                result: result("j1"),
+                more_coming: false,
+            },
+            t0,
+        );
+        // In flight: its answer ends it, no time does.
+        assert!(o.quiet_until(t0 + Duration::from_secs(1)));
+        // Failed once: retried in 250 ms, not quiet for a second.
+        let mut now = t0;
+        o.handle(
+            Input::Sent {
+                to: to.clone(),
+                ok: false,
+            },
+            now,
+        );
+        assert!(!o.quiet_until(now + Duration::from_secs(1)));
+        // After many failures the retries are 30 s apart: quiet in between.
+        for _ in 0..10 {
+            now += MAX_RETRY;
+            o.handle(Input::Tick, now);
+            o.handle(
+                Input::Sent {
+                    to: to.clone(),
+                    ok: false,
+                },
+                now,
+            );
+        }
+        assert!(o.quiet_until(now + Duration::from_secs(1)));
+        assert!(!o.quiet_until(now + MAX_RETRY + Duration::from_secs(1)));
     }
 }

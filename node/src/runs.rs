@@ -83,6 +83,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// How often it ticks with nothing in progress (no open run, result, wait, watcher or queued
 /// job): only housekeeping is left, and a thousand idle nodes in one simulation add up.
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// How often accepted runs past [`REMEMBER_RUNS`] are looked for (each look scans the outbox
+/// for the older ones).
+const ACCEPTED_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Depth of the actor's inbox.
 const INBOX_DEPTH: usize = 4096;
 
@@ -276,6 +279,7 @@ impl Runs {
                 .map(|p| NodeId(p.to_string()))
                 .collect(),
             next_blob_sweep: Instant::now(),
+            next_accepted_sweep: Instant::now(),
             record_retention,
             next_record_sweep: Instant::now(),
             sweeping_records: Arc::default(),
@@ -359,6 +363,8 @@ struct Actor {
     /// Submitters whose runs this node takes, besides its own; empty: any member's.
     allow_submitters: HashSet<NodeId>,
     next_blob_sweep: Instant,
+    /// When [`Actor::forget_accepted_runs`] runs next.
+    next_accepted_sweep: Instant,
     record_retention: Option<Duration>,
     next_record_sweep: Instant,
     sweeping_records: Arc<std::sync::atomic::AtomicBool>,
@@ -480,7 +486,8 @@ impl Actor {
     /// Nothing in progress that the tick advances.
     fn is_idle(&self) -> bool {
         self.originator.open_runs() == 0
-            && self.outbox.pending() == 0
+            // Results owed to an originator that has been down a while are retried every 30 s.
+            && self.outbox.quiet_until(Instant::now() + IDLE_TICK)
             && self.waiting_for_executor.is_empty()
             && self.accepted_not_stored.is_empty()
             && self.watchers.is_empty()
@@ -953,20 +960,10 @@ impl Actor {
         self.query_tick(now);
         self.feed_executor();
         self.watchers.retain(|w| !w.events.is_closed());
-        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
-        let store = &self.store;
-        let outbox = &self.outbox;
-        self.accepted.retain(|run_id, a| {
-            // A run whose results have not reached its originator is remembered however old:
-            // that originator resends it when it comes back, and it must not run again.
-            let keep = !a.pending.is_empty()
-                || a.accepted_unix_ms >= forget_before
-                || outbox.holds_run(run_id);
-            if !keep {
-                store.delete_accepted(run_id);
-            }
-            keep
-        });
+        if now >= self.next_accepted_sweep {
+            self.next_accepted_sweep = now + ACCEPTED_SWEEP_EVERY;
+            self.forget_accepted_runs();
+        }
         if let Some(retention) = self.record_retention
             && now >= self.next_record_sweep
         {
@@ -982,6 +979,25 @@ impl Actor {
             let blobs = &self.blobs;
             self.holders.retain(|hash, _| blobs.holds(hash));
         }
+    }
+
+    /// Forgets the runs this node accepted more than [`REMEMBER_RUNS`] ago that it owes nothing
+    /// more (no job pending, no result undelivered).
+    fn forget_accepted_runs(&mut self) {
+        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
+        let store = &self.store;
+        let outbox = &self.outbox;
+        self.accepted.retain(|run_id, a| {
+            // A run whose results have not reached its originator is remembered however old:
+            // that originator resends it when it comes back, and it must not run again.
+            let keep = !a.pending.is_empty()
+                || a.accepted_unix_ms >= forget_before
+                || outbox.holds_run(run_id);
+            if !keep {
+                store.delete_accepted(run_id);
+            }
+            keep
+        });
     }
 
     /// Forgets the records of jobs submitted more than `retention` ago whose every target
