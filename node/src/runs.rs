@@ -1815,6 +1815,12 @@ impl Actor {
         let record = match self.records.get_mut(&job_id) {
             Some(r) => r,
             None => match self.store.record(&job_id) {
+                // A result from a node that is no target of the job is dropped below; its
+                // record stays on disk, not pinned in memory.
+                Some(r) if r.name_of(&node.0).is_none() => {
+                    warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
+                    return;
+                }
                 // A late result (after the job was written off, or after a restart).
                 Some(r) => self.records.entry(job_id.clone()).or_insert(r),
                 None => {
