@@ -43,6 +43,7 @@ mod tests {
             holders: vec![],
             round: 1,
             originator_start: start,
+            created_unix_ms: 0,
         }
     }
 

@@ -338,6 +338,19 @@ struct AcceptedRun {
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
+/// A run submitted this long ago that a target does not remember is not run there: it may
+/// have run and been forgotten ([`REMEMBER_RUNS`] counts from when the target took it, never
+/// earlier than its submission; the hour spare allows for clocks that differ).
+const TOO_OLD_TO_RUN: Duration = Duration::from_secs(23 * 3600);
+
+/// Why a target does not take a run.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Its submitter is not one this node takes jobs from (`--allow-submitter`).
+    Submitter,
+    /// Submitted longer ago than [`TOO_OLD_TO_RUN`].
+    TooOld,
+}
 
 struct Actor {
     local: NodeId,
@@ -1439,17 +1452,29 @@ impl Actor {
             return;
         }
         // (Sent again: answered like any resend below.)
-        let refused = !self.allow_submitters.is_empty()
+        let new = !self.accepted.contains_key(&run.run_id);
+        let refusal = if new
+            && !self.allow_submitters.is_empty()
             && run.originator != self.local
             && !self.allow_submitters.contains(&run.originator)
-            && !self.accepted.contains_key(&run.run_id);
-        if refused {
+        {
+            Some(Refusal::Submitter)
+        } else if new
+            && run.created_unix_ms != 0
+            && now_ms().saturating_sub(run.created_unix_ms) >= TOO_OLD_TO_RUN.as_millis() as u64
+        {
+            Some(Refusal::TooOld)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
             self.refuse(
                 &run,
                 work.iter()
                     .flat_map(|(_, jobs)| jobs.iter().map(|j| j.job_id.clone()))
                     .collect(),
                 acknowledge,
+                refusal,
             );
             return;
         }
@@ -1587,11 +1612,36 @@ impl Actor {
         (pending, pending_rows, work_here)
     }
 
-    /// A run from a submitter this node does not take jobs from (`--allow-submitter`): its
-    /// jobs here are answered failed, through the outbox like any result, and nothing runs.
-    fn refuse(&mut self, run: &Arc<Run>, job_ids: Vec<String>, acknowledge: bool) {
+    /// A run this node does not take (see [`Refusal`]): its jobs here are answered failed,
+    /// through the outbox like any result, and nothing runs. The run is remembered as taken,
+    /// so a resend is answered the same way.
+    fn refuse(
+        &mut self,
+        run: &Arc<Run>,
+        job_ids: Vec<String>,
+        acknowledge: bool,
+        refusal: Refusal,
+    ) {
         {
-            warn!(run = %run.run_id, originator = %run.originator, "refused a run: its submitter is not one this node takes jobs from (--allow-submitter)");
+            let info = match refusal {
+                Refusal::Submitter => {
+                    warn!(run = %run.run_id, originator = %run.originator, "refused a run: its submitter is not one this node takes jobs from (--allow-submitter)");
+                    format!(
+                        "refused: {} takes jobs only from the submitters it lists (--allow-submitter)",
+                        self.local_name
+                    )
+                }
+                Refusal::TooOld => {
+                    let hours = now_ms().saturating_sub(run.created_unix_ms) / 3_600_000;
+                    warn!(run = %run.run_id, originator = %run.originator, hours, "refused a run submitted too long ago: this node may have run it and forgotten it");
+                    format!(
+                        "refused: submitted {hours} h ago, and {} forgets the runs it took after {} h: \
+                         not run, in case it ran here already (submit it again to run it)",
+                        self.local_name,
+                        REMEMBER_RUNS.as_secs() / 3600
+                    )
+                }
+            };
             let seq = self.take_accept_seq();
             self.store.put_accepted(
                 &run.run_id,
@@ -1635,10 +1685,7 @@ impl Actor {
                     state: ResultState::Failed,
                     stdout: String::new(),
                     stderr: String::new(),
-                    info: format!(
-                        "refused: {} takes jobs only from the submitters it lists (--allow-submitter)",
-                        self.local_name
-                    ),
+                    info: info.clone(),
                     execution_secs: 0.0,
                     started_unix_ms: now_ms(),
                     finished_unix_ms: now_ms(),

@@ -260,6 +260,7 @@ pub fn resolve(
     Ok(Resolved {
         run: Run {
             stream: sub.stream,
+            created_unix_ms: now_ms,
             ..Run::new(&run_id, local, parents)
         },
         records,

@@ -47,6 +47,8 @@ async fn node(dir: &Path, name: &str, joins: Option<&Node>) -> Node {
 enum Heard {
     /// A copy of a run (gossiped or delivered).
     Run(Run),
+    /// Results sent to it, as the originator of a run it made.
+    Results(Vec<JobResult>),
     /// A QUERY's set of values, gossiped or sent to it directly.
     Set {
         gossiped: bool,
@@ -94,6 +96,7 @@ async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Heard>) {
                     let _ = handle.reply(token, ok).await;
                     match wire::decode::<JobMessage>(&data, LIMIT) {
                         Ok(JobMessage::Deliver(run)) => Some(Heard::Run(*run)),
+                        Ok(JobMessage::Results(results)) => Some(Heard::Results(results)),
                         Ok(JobMessage::QueryResult { job_id, aggregate }) => Some(Heard::Set {
                             gossiped: false,
                             job_id,
@@ -644,5 +647,100 @@ async fn a_result_sent_twice_is_news_once() {
     .await
     .expect("the watch ended");
     assert_eq!(done, jobs, "each job is news once");
+    submitter.shutdown().await.unwrap();
+}
+
+/// The outcome of `job_id` in the next results sent to the rogue that have it.
+async fn result_of(heard: &mut mpsc::Receiver<Heard>, job_id: &str) -> Outcome {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Heard::Results(results) = heard.recv().await.expect("the rogue listens")
+                && let Some(r) = results.iter().find(|r| r.outcome.job_id == job_id)
+            {
+                return r.outcome.clone();
+            }
+        }
+    })
+    .await
+    .expect("the target reported the job")
+}
+
+/// A run submitted more than a day ago that a target does not remember is not run there (it
+/// may have run and been forgotten); it is answered failed, saying why. A run of now runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_submitted_too_long_ago_is_answered_not_run() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, mut heard) = rogue(&submitter).await;
+    wait_alive(&target, 3).await;
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // A run of the rogue's own making for `target` that touches `file`, submitted `age` ago.
+    let made = |name: &str, age: Duration| {
+        let file = dirs[1].path().join(name);
+        let spec = match jobs::JobSpec::parse(
+            "RUN",
+            &format!("--skip-cache touch {}", file.display()),
+            &Default::default(),
+        )
+        .unwrap()
+        {
+            jobs::ParseOutcome::Spec(s) => s,
+            jobs::ParseOutcome::Help(h) => panic!("{h}"),
+        };
+        let job_id = format!("{name}-job");
+        let run = Run {
+            created_unix_ms: now_ms - age.as_millis() as u64,
+            ..Run::new(
+                &format!("{name}-run"),
+                rogue_id.clone(),
+                vec![coordination::Parent {
+                    parent_id: format!("{name}-parent"),
+                    fingerprint: spec.fingerprint(),
+                    queue: jobs::executor::QueueKind::Sync,
+                    targets: vec![NodeId(target.peer_id().to_string())],
+                    target_keys: Default::default(),
+                    jobs: vec![coordination::JobEntry {
+                        job_id: job_id.clone(),
+                        fingerprint: spec.fingerprint(),
+                        spec,
+                        only_on: None,
+                    }],
+                }],
+            )
+        };
+        (run, job_id, file)
+    };
+    for (name, age, runs) in [
+        ("old", Duration::from_secs(25 * 3600), false),
+        ("fresh", Duration::from_secs(5), true),
+    ] {
+        let (run, job_id, file) = made(name, age);
+        assert_eq!(
+            send(
+                &rogue,
+                target.peer_id(),
+                &JobMessage::Deliver(Box::new(run))
+            )
+            .await,
+            JobReply::Ok
+        );
+        let outcome = result_of(&mut heard, &job_id).await;
+        assert_eq!(outcome.state.is_ok(), runs, "{name}: {outcome:?}");
+        assert_eq!(file.exists(), runs, "{name}: {outcome:?}");
+        if !runs {
+            assert!(
+                outcome
+                    .info
+                    .starts_with("refused: submitted 25 h ago, and target forgets"),
+                "{outcome:?}"
+            );
+        }
+    }
+    target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
 }
