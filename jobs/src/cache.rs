@@ -87,6 +87,9 @@ struct State {
     /// it, and copying a large map for each job would cost more than the job.
     args_view: Option<Arc<Value>>,
     envs: Map<String, Value>,
+    /// The values each run's QUERYs collected, by run (`{node: {name: value}}`), until the
+    /// run has nothing left to do here ([`Cache::forget_run`]). In memory only.
+    run_queries: HashMap<String, Map<String, Value>>,
 }
 
 /// A cache failure (the database could not be read or written).
@@ -99,6 +102,21 @@ pub struct Cache {
     state: Mutex<State>,
     sink: Option<Arc<dyn CacheSink>>,
     ttl: Duration,
+}
+
+/// Merges a QUERY set (`{node: {name: value}}`) into `into`, name by name.
+fn merge_query(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+    for (node, values) in from {
+        let slot = into
+            .entry(node.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        match (slot, values) {
+            (Value::Object(slot), Value::Object(values)) => {
+                slot.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            (slot, values) => *slot = values.clone(),
+        }
+    }
 }
 
 fn now_unix() -> u64 {
@@ -272,6 +290,45 @@ impl Cache {
         let view = Arc::new(Value::Object(s.args.clone()));
         s.args_view = Some(Arc::clone(&view));
         view
+    }
+
+    /// The args a job of `run_id` renders with: the cached args, with the values its own
+    /// run's QUERYs collected over those of `query` (the node's `query` holds the set merged
+    /// last, which another run's QUERY of the same name may have brought in meanwhile).
+    pub fn args_for_run(&self, run_id: &str) -> Arc<Value> {
+        let base = self.args();
+        let s = self.lock();
+        let Some(own) = s.run_queries.get(run_id) else {
+            return base;
+        };
+        let mut args = (*base).clone();
+        if let Value::Object(map) = &mut args {
+            let query = map
+                .entry("query")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !query.is_object() {
+                *query = Value::Object(Map::new());
+            }
+            if let Value::Object(query) = query {
+                merge_query(query, own);
+            }
+        }
+        Arc::new(args)
+    }
+
+    /// Keeps what a QUERY of `run_id` collected (`{"query": {node: {name: value}}}`) for the
+    /// run's later jobs here ([`Cache::args_for_run`]).
+    pub fn keep_run_query(&self, run_id: &str, aggregate: &Value) {
+        let Some(query) = aggregate.get("query").and_then(Value::as_object) else {
+            return;
+        };
+        let mut s = self.lock();
+        merge_query(s.run_queries.entry(run_id.to_string()).or_default(), query);
+    }
+
+    /// `run_id` has nothing left to do here: what its QUERYs collected goes.
+    pub fn forget_run(&self, run_id: &str) {
+        self.lock().run_queries.remove(run_id);
     }
 
     /// The cached envs, as strings for a process environment.
@@ -500,5 +557,31 @@ mod tests {
         let dump = cache.dump();
         assert_eq!(dump["args"], json!({"k": "v"}));
         assert_eq!(dump["jobs"][fp.to_hex()]["state"], json!("success"));
+    }
+
+    #[test]
+    fn a_run_renders_with_its_own_query_set_until_it_is_forgotten() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        cache.merge_args(obj(json!({"k": "v"})), false);
+        let set = |v: &str| json!({"query": {"n1": {"x": v}, "n2": {"x": v}}});
+        // Run A's QUERY merged first, then run B's of the same name: the node's args hold B's.
+        for (run, v) in [("a", "A"), ("b", "B")] {
+            cache.keep_run_query(run, &set(v));
+            if let Value::Object(map) = set(v) {
+                cache.merge_args(map, true);
+            }
+        }
+        // Another name merged by another run later stays visible beside A's own.
+        cache.merge_args(obj(json!({"query": {"n1": {"y": 1}}})), true);
+        let a = cache.args_for_run("a");
+        assert_eq!(a["query"]["n1"]["x"], json!("A"));
+        assert_eq!(a["query"]["n2"]["x"], json!("A"));
+        assert_eq!(a["query"]["n1"]["y"], json!(1));
+        assert_eq!(a["k"], json!("v"));
+        assert_eq!(cache.args_for_run("b")["query"]["n1"]["x"], json!("B"));
+        // A run with no QUERY of its own sees the node's args, shared.
+        assert!(Arc::ptr_eq(&cache.args_for_run("c"), &cache.args()));
+        cache.forget_run("a");
+        assert_eq!(cache.args_for_run("a")["query"]["n1"]["x"], json!("B"));
     }
 }

@@ -8,6 +8,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::Arc,
     time::Duration,
 };
 
@@ -149,6 +150,8 @@ pub trait QueueLender: Send + Sync {
 /// What a component runs with.
 pub struct Context<'a> {
     pub job_id: &'a str,
+    /// The job's run: its templates see the values its own run's QUERYs collected.
+    pub run_id: &'a str,
     pub cache: &'a Cache,
     /// Where live output lines go, when asked for.
     pub sink: Option<&'a LineSink>,
@@ -165,6 +168,11 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// What the job's templates render with ([`Cache::args_for_run`]).
+    fn args(&self) -> Arc<Value> {
+        self.cache.args_for_run(self.run_id)
+    }
+
     /// Lends the job's queue until the guard is dropped (nothing without a queue).
     fn lend_queue(&self) -> Option<Box<dyn Send + Sync + '_>> {
         self.queue.map(|q| q.lend())
@@ -182,6 +190,7 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         } => {
             let sh = CommandContext {
                 cache,
+                args: ctx.args(),
                 sink,
                 deadline,
                 processes,
@@ -204,10 +213,12 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             }
             Finished::ok(text.clone(), "")
         }
-        Component::Arg { args, extend } => set_values(args, *extend, cache, "args"),
-        Component::Env { envs, extend } => set_values(envs, *extend, cache, "envs"),
-        Component::Workdir { path, owner, mode } => workdir(path, owner.as_ref(), *mode, cache),
-        Component::Cachefile { path } => cachefile(path, cache),
+        Component::Arg { args, extend } => set_values(args, *extend, cache, &ctx.args(), "args"),
+        Component::Env { envs, extend } => set_values(envs, *extend, cache, &ctx.args(), "envs"),
+        Component::Workdir { path, owner, mode } => {
+            workdir(path, owner.as_ref(), *mode, &ctx.args())
+        }
+        Component::Cachefile { path } => cachefile(path, cache, &ctx.args()),
         Component::Cacheevict { tag } => {
             let n = cache.evict(*tag);
             if *tag == CacheTag::All {
@@ -222,6 +233,7 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         Component::Wait { wait } => {
             let sh = CommandContext {
                 cache,
+                args: ctx.args(),
                 sink: None,
                 deadline,
                 processes,
@@ -250,8 +262,8 @@ async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             "",
         );
     };
-    let args = ctx.cache.args();
-    let path = match landing_path(&t.dest, file, ctx.cache) {
+    let args = ctx.args();
+    let path = match landing_path(&t.dest, file, &args) {
         Ok(p) => p,
         Err(f) => return f,
     };
@@ -397,8 +409,8 @@ impl From<String> for LandError {
 
 /// Where ADD/COPY lands `file`: DEST rendered against the node's args, the file's name added
 /// when DEST ends in `/`.
-fn landing_path(dest: &str, file: &FileRef, cache: &Cache) -> Result<PathBuf, Finished> {
-    let dest = render_path(dest, cache)?;
+fn landing_path(dest: &str, file: &FileRef, args: &Value) -> Result<PathBuf, Finished> {
+    let dest = render_path(dest, args)?;
     Ok(if dest.ends_with('/') {
         PathBuf::from(&dest).join(&file.name)
     } else {
@@ -456,7 +468,7 @@ pub fn remove_interrupted_landing(component: &Component, cache: &Cache) -> Vec<P
         Component::Add(t) | Component::Copy(t) => t
             .file
             .as_ref()
-            .and_then(|file| landing_path(&t.dest, file, cache).ok())
+            .and_then(|file| landing_path(&t.dest, file, &cache.args()).ok())
             .map(|path| remove_stale_landings(&path, true))
             .unwrap_or_default(),
         _ => Vec::new(),
@@ -566,6 +578,9 @@ async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
                 .get("query")
                 .and_then(Value::as_object)
                 .map_or(0, |m| m.len());
+            // The run's later jobs here render with this set, whatever another run's QUERY
+            // of the same name merges into the node's args meanwhile.
+            ctx.cache.keep_run_query(ctx.run_id, &aggregate);
             if let Value::Object(map) = aggregate {
                 ctx.cache.merge_args(map, true);
             }
@@ -708,6 +723,8 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
 /// What a shell command runs with.
 struct CommandContext<'a> {
     cache: &'a Cache,
+    /// What templates render with.
+    args: Arc<Value>,
     sink: Option<&'a LineSink>,
     deadline: Instant,
     processes: Option<&'a ProcessLog>,
@@ -720,7 +737,7 @@ async fn run_command(
     sh: &CommandContext<'_>,
 ) -> Finished {
     let cache = sh.cache;
-    let command = match template::render(command, &cache.args()) {
+    let command = match template::render(command, &sh.args) {
         Ok(c) if c.trim().is_empty() => {
             return Finished::fail(
                 format!("'{command}' rendered to an empty command"),
@@ -1171,12 +1188,12 @@ fn set_values(
     values: &std::collections::BTreeMap<String, Value>,
     extend: bool,
     cache: &Cache,
+    args: &Value,
     kind: &str,
 ) -> Finished {
-    let args = cache.args();
     let mut rendered = Map::new();
     for (k, v) in values {
-        match template::render_value(v, &args) {
+        match template::render_value(v, args) {
             Ok(v) => {
                 rendered.insert(k.clone(), v);
             }
@@ -1195,9 +1212,9 @@ fn set_values(
     )
 }
 
-fn render_path(path: &str, cache: &Cache) -> Result<String, Finished> {
-    let rendered = template::render(path, &cache.args())
-        .map_err(|e| Finished::fail(&e, "the path did not render"))?;
+fn render_path(path: &str, args: &Value) -> Result<String, Finished> {
+    let rendered =
+        template::render(path, args).map_err(|e| Finished::fail(&e, "the path did not render"))?;
     if !rendered.starts_with('/') {
         return Err(Finished::fail(
             format!("'{rendered}' is not an absolute path"),
@@ -1207,8 +1224,8 @@ fn render_path(path: &str, cache: &Cache) -> Result<String, Finished> {
     Ok(rendered)
 }
 
-fn workdir(path: &str, owner: Option<&Owner>, mode: Option<u32>, cache: &Cache) -> Finished {
-    let path = match render_path(path, cache) {
+fn workdir(path: &str, owner: Option<&Owner>, mode: Option<u32>, args: &Value) -> Finished {
+    let path = match render_path(path, args) {
         Ok(p) => p,
         Err(f) => return f,
     };
@@ -1310,8 +1327,8 @@ fn resolve_owner(
     Ok((uid, gid))
 }
 
-fn cachefile(path: &str, cache: &Cache) -> Finished {
-    let path = match render_path(path, cache) {
+fn cachefile(path: &str, cache: &Cache, args: &Value) -> Finished {
+    let path = match render_path(path, args) {
         Ok(p) => p,
         Err(f) => return f,
     };
@@ -1331,7 +1348,6 @@ fn cachefile(path: &str, cache: &Cache) -> Finished {
 }
 
 async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
-    let cache = sh.cache;
     match wait {
         WaitFor::Seconds(s) => {
             tokio::time::sleep(crate::spec::bounded_secs_f64(*s)).await;
@@ -1342,7 +1358,7 @@ async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
             retry,
             retry_wait,
         } => {
-            let command = match template::render(command, &cache.args()) {
+            let command = match template::render(command, &sh.args) {
                 Ok(c) => c,
                 Err(e) => return Finished::fail(&e, "the command did not render"),
             };

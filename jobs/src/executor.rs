@@ -724,6 +724,7 @@ async fn execute(
             &work.spec.component,
             &components::Context {
                 job_id: &work.job_id,
+                run_id: &work.run_id,
                 cache,
                 sink: sink.as_ref(),
                 deadline,

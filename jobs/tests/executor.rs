@@ -309,6 +309,7 @@ async fn a_dropped_job_kills_its_process_group() {
     );
     let ctx = jobs::components::Context {
         job_id: "j",
+        run_id: "r",
         cache: &cache,
         sink: None,
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),

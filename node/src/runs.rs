@@ -1810,6 +1810,10 @@ impl Actor {
         };
         accepted.pending.remove(&outcome.job_id);
         let more_coming = !accepted.pending.is_empty();
+        if !more_coming {
+            // What the run's QUERYs collected for its later jobs here is no longer needed.
+            self.cache.forget_run(&run_id);
+        }
         if self.processes.is_some() {
             self.unsettled.push(outcome.job_id.clone());
         }
