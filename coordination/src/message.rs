@@ -354,6 +354,9 @@ pub enum JobMessage {
         job_id: String,
         aggregate: serde_json::Value,
     },
+    /// Originator → targets: the QUERY job's set cannot reach them (too large for any message):
+    /// the job fails there, saying why, instead of waiting for its timeout.
+    QueryFailed { job_id: String, reason: String },
     /// Target → originator: this node has the gossiped set of a QUERY job, with `values`
     /// values (it needs no direct copy).
     QueryTaken {

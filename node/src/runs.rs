@@ -1390,6 +1390,16 @@ impl Actor {
                 self.query_result(job_id, aggregate);
                 JobReply::Ok
             }
+            JobMessage::QueryFailed { job_id, reason } => {
+                if !self.is_query_origin(&job_id, &from) {
+                    return JobReply::Refused(
+                        "a query result comes from the originator of a QUERY job that ran here"
+                            .into(),
+                    );
+                }
+                self.query_failed(&job_id, reason);
+                JobReply::Ok
+            }
             JobMessage::QueryTaken {
                 job_id,
                 node,

@@ -2114,6 +2114,49 @@ fn a_query_that_cannot_run_on_one_target_does_not_hold_up_the_others() {
     }
 }
 
+/// A QUERY whose set is too large for any message (three values of 2.9 MB) fails on the
+/// targets it cannot reach, saying why, instead of holding them until the job's timeout; the
+/// submitter, which has the set, goes on.
+#[test]
+fn a_query_set_too_large_to_send_fails_its_targets_at_once() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let file = root.path().join("big.yaml");
+    std::fs::write(
+        &file,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache --stdout-arg big head -c 2200000 /dev/zero | base64 -w0\n\
+         \x20 - QUERY: big --timeout 120\n\
+         \x20 - RUN: --skip-cache echo after\n",
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--poll"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        &text(&o)[..2000.min(text(&o).len())]
+    );
+    let recs = records(&nodes[0]);
+    let query = record(&recs, "QUERY: big --timeout 120");
+    let after = record(&recs, "RUN: --skip-cache echo after");
+    assert_eq!(states(query)["n1"], "success");
+    assert_eq!(stdout_on(after, "n1"), "after");
+    for n in ["n2", "n3"] {
+        let r = &query["results"][n];
+        assert_eq!(r["state"], "failed", "{n}");
+        let why = r["stderr"].as_str().unwrap();
+        assert!(
+            why.contains("cannot reach the other targets") && why.contains("8388608"),
+            "{n}: {why}"
+        );
+        assert!(
+            r["execution_secs"].as_f64().unwrap() < 100.0,
+            "{n}: it failed before its timeout"
+        );
+    }
+}
+
 /// The submitter restarts in the middle of a QUERY: two values came before (its own and
 /// n2's), n3's comes after. The values from before are kept on disk, so n2 and n3 still get
 /// all three (before, the restarted submitter waited for a value that was never sent again);

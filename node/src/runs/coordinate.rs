@@ -25,7 +25,7 @@ use jobs::{
 use mesh::{MemberState, MeshHandle, PeerId, wire};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
 use crate::{records::JobRecord, store::QueryValue};
@@ -272,12 +272,23 @@ impl Actor {
                     to,
                     aggregate,
                 } => {
+                    let msg = JobMessage::QueryResult {
+                        job_id: job_id.clone(),
+                        aggregate,
+                    };
+                    let msg = match wire::encode(&msg, MAX_JOB_MESSAGE) {
+                        Ok(_) => msg,
+                        Err(e) => {
+                            let reason = format!(
+                                "the set of values this QUERY collected cannot reach the other \
+                                 targets ({e}): QUERY smaller values, or fewer targets at once"
+                            );
+                            warn!(job = %job_id, "{reason}");
+                            JobMessage::QueryFailed { job_id, reason }
+                        }
+                    };
                     for target in to {
-                        let msg = JobMessage::QueryResult {
-                            job_id: job_id.clone(),
-                            aggregate: aggregate.clone(),
-                        };
-                        self.tell(&target, msg);
+                        self.tell(&target, msg.clone());
                     }
                 }
                 Action::Keep {
@@ -494,6 +505,13 @@ impl Actor {
         // whatever runs next.
         if let Value::Object(map) = aggregate {
             self.cache.merge_args(map, true);
+        }
+    }
+
+    /// Target side: the QUERY job's set cannot come: the job fails with `reason`.
+    pub(super) fn query_failed(&mut self, job_id: &str, reason: String) {
+        if let Some(reply) = self.cross.query_waiters.remove(job_id) {
+            let _ = reply.send(Err(reason));
         }
     }
 
