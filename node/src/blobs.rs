@@ -78,6 +78,23 @@ struct State {
     partial: HashMap<Fingerprint, Vec<bool>>,
 }
 
+/// Why a submitter's file could not go into its node's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportError {
+    /// The file itself: unreadable, or changed since the CLI hashed it (bad input).
+    Source(String),
+    /// The store: no room or no way to write in the state directory (the node's trouble).
+    Store(String),
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::Source(why) | ImportError::Store(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The blob store of one node.
 pub struct BlobStore {
     dir: PathBuf,
@@ -195,41 +212,48 @@ impl BlobStore {
 
     /// Copies the submitter's own file into the store, checking it still has the content the
     /// CLI hashed. Blocking.
-    pub fn import(&self, src: &Path, file: &FileRef) -> Result<(), String> {
+    pub fn import(&self, src: &Path, file: &FileRef) -> Result<(), ImportError> {
         if self.has(&file.hash) {
             return Ok(());
         }
         let tmp = self.dir.join(format!("{}.import", hex(&file.hash)));
-        let result = (|| -> Result<(), String> {
-            let mut from =
-                File::open(src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
-            let mut to = File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let store_error = |e: std::io::Error| {
+            ImportError::Store(format!(
+                "this node cannot keep a copy of {} to send ({}: {e}); files sent by ADD/COPY \
+                 are staged in the state directory, which needs room for them",
+                src.display(),
+                tmp.display()
+            ))
+        };
+        let result = (|| -> Result<(), ImportError> {
+            let mut from = File::open(src)
+                .map_err(|e| ImportError::Source(format!("cannot read {}: {e}", src.display())))?;
+            let mut to = File::create(&tmp).map_err(store_error)?;
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 256 * 1024];
             loop {
                 let n = from
                     .read(&mut buf)
-                    .map_err(|e| format!("reading {}: {e}", src.display()))?;
+                    .map_err(|e| ImportError::Source(format!("reading {}: {e}", src.display())))?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                to.write_all(&buf[..n])
-                    .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                to.write_all(&buf[..n]).map_err(store_error)?;
             }
             let found = Fingerprint(*hasher.finalize().as_bytes());
             if found != file.hash {
-                return Err(format!(
+                return Err(ImportError::Source(format!(
                     "{} changed after it was read (blake3 was {}, is now {found}); submit again",
                     src.display(),
                     file.hash
-                ));
+                )));
             }
             // Not fsynced: that would cost an ADD of a large file a whole write to disk before
             // anything is sent. A process crash keeps it (the page cache); after a power loss
             // a damaged copy is removed at the next start and a resumed run's jobs for it
             // fail, naming the file, rather than lose anything silently.
-            fs::rename(&tmp, self.path(&file.hash)).map_err(|e| format!("{}: {e}", tmp.display()))
+            fs::rename(&tmp, self.path(&file.hash)).map_err(store_error)
         })();
         match result {
             Ok(()) => {
@@ -602,12 +626,23 @@ mod tests {
         fs::write(&src, b"hello").unwrap();
         let f = FileRef::read(&src).unwrap();
         fs::write(&src, b"changed").unwrap();
-        assert!(
-            store
-                .import(&src, &f)
-                .unwrap_err()
-                .contains("changed after it was read")
-        );
+        assert!(matches!(
+            store.import(&src, &f),
+            Err(ImportError::Source(e)) if e.contains("changed after it was read")
+        ));
+        // The store cannot take the copy (here its temporary name is taken by a directory; a
+        // full disk is the usual cause): the node's trouble, not the input's.
+        fs::write(&src, b"hello").unwrap();
+        let busy = dir
+            .path()
+            .join("blobs")
+            .join(format!("{}.import", hex(&f.hash)));
+        fs::create_dir(&busy).unwrap();
+        assert!(matches!(
+            store.import(&src, &f),
+            Err(ImportError::Store(e)) if e.contains("cannot keep a copy of") && e.contains("state directory")
+        ));
+        fs::remove_dir(&busy).unwrap();
         fs::write(&src, b"hello").unwrap();
         store.import(&src, &f).unwrap();
         assert_eq!(

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::{
-    blobs::BlobStore,
+    blobs::{BlobStore, ImportError},
     config::NodeConfig,
     control::{
         self, ControlHandler, ControlRequest, ControlResponse, NodeRow, Reply, SelfInfo,
@@ -593,8 +593,9 @@ impl Control {
                             .iter()
                             .any(|b: &coordination::InlineBlob| b.hash == file.hash)
                     {
-                        let data =
-                            std::fs::read(blobs.path(&file.hash)).map_err(|e| e.to_string())?;
+                        let data = std::fs::read(blobs.path(&file.hash)).map_err(|e| {
+                            ImportError::Store(format!("reading back the copy of {src}: {e}"))
+                        })?;
                         inline_bytes += data.len();
                         inline.push(coordination::InlineBlob {
                             hash: file.hash,
@@ -602,12 +603,13 @@ impl Control {
                         });
                     }
                 }
-                Ok::<_, String>(inline)
+                Ok::<_, ImportError>(inline)
             })
             .await;
             match imported {
                 Ok(Ok(inline)) => resolved.run.inline = inline,
-                Ok(Err(e)) => return ControlResponse::Refused(e),
+                Ok(Err(ImportError::Source(e))) => return ControlResponse::Refused(e),
+                Ok(Err(ImportError::Store(e))) => return ControlResponse::Error(e),
                 Err(e) => return ControlResponse::Error(format!("reading the files stopped: {e}")),
             }
         }
