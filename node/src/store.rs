@@ -406,14 +406,16 @@ impl Store {
     /// Unfinished jobs of accepted runs, by run.
     pub fn pending_jobs(&self) -> HashMap<String, Vec<PendingJob>> {
         let mut out: HashMap<String, Vec<PendingJob>> = HashMap::new();
-        let Ok(r) = self.db.begin_read() else {
+        let Some(r) = read(self.db.begin_read()) else {
             return out;
         };
-        let Ok(t) = r.open_table(PENDING) else {
+        let Some(t) = read(r.open_table(PENDING)) else {
             return out;
         };
-        let Ok(iter) = t.iter() else { return out };
-        for row in iter.flatten() {
+        let Some(iter) = read(t.iter()) else {
+            return out;
+        };
+        for row in iter.filter_map(read) {
             if let Some((run, job)) = row.0.value().split_once('/') {
                 // A row without a readable value (written before fingerprints were kept) still
                 // names its job.
@@ -476,7 +478,7 @@ impl Store {
         // One snapshot for every table: a record and its results are written in that order, so
         // a result this sweep sees without its record is an orphan, not a result of a job
         // recorded since.
-        let Ok(snapshot) = self.db.begin_read() else {
+        let Some(snapshot) = read(self.db.begin_read()) else {
             return 0;
         };
         let (old, kept): (Vec<_>, Vec<_>) = all_in::<Created>(&snapshot, JOBS)
@@ -530,11 +532,11 @@ impl Store {
 
     pub fn record(&self, job_id: &str) -> Option<JobRecord> {
         let mut record: JobRecord = self.get(JOBS, job_id)?;
-        let r = self.db.begin_read().ok()?;
-        let t = r.open_table(RESULTS).ok()?;
+        let r = read(self.db.begin_read())?;
+        let t = read(r.open_table(RESULTS))?;
         let from = format!("{job_id}/");
         let to = format!("{job_id}0");
-        for row in t.range(from.as_str()..to.as_str()).ok()?.flatten() {
+        for row in read(t.range(from.as_str()..to.as_str()))?.filter_map(read) {
             if let (Some((_, node)), Ok(result)) = (
                 row.0.value().split_once('/'),
                 ciborium::from_reader::<NodeResult, _>(row.1.value()),
@@ -594,37 +596,48 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Option<T> {
-        let r = self.db.begin_read().ok()?;
-        let t = r.open_table(table).ok()?;
-        let v = t.get(key).ok()??;
+        let r = read(self.db.begin_read())?;
+        let t = read(r.open_table(table))?;
+        let v = read(t.get(key))??;
         ciborium::from_reader(v.value()).ok()
     }
 
     /// The keys of `table`, without reading the values.
     fn keys(&self, table: TableDefinition<&str, &[u8]>) -> Vec<String> {
-        self.db
-            .begin_read()
+        read(self.db.begin_read())
             .map(|r| keys_in(&r, table))
             .unwrap_or_default()
     }
 
     fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Vec<(String, T)> {
-        self.db
-            .begin_read()
+        read(self.db.begin_read())
             .map(|r| all_in(&r, table))
             .unwrap_or_default()
     }
 }
 
+/// What a read of the database gave; a failure (I/O, damage) is logged, and the caller goes on
+/// as if nothing were there: an operator needs to know, since that may be a result or a run
+/// it no longer sees.
+fn read<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            error!("database read failed: {e}");
+            None
+        }
+    }
+}
+
 /// The keys of `table` as `snapshot` sees them.
 fn keys_in(snapshot: &redb::ReadTransaction, table: TableDefinition<&str, &[u8]>) -> Vec<String> {
-    let Ok(t) = snapshot.open_table(table) else {
+    let Some(t) = read(snapshot.open_table(table)) else {
         return Vec::new();
     };
-    let Ok(iter) = t.iter() else {
+    let Some(iter) = read(t.iter()) else {
         return Vec::new();
     };
-    iter.flatten()
+    iter.filter_map(read)
         .map(|row| row.0.value().to_string())
         .collect()
 }
@@ -635,11 +648,13 @@ fn all_in<T: DeserializeOwned>(
     table: TableDefinition<&str, &[u8]>,
 ) -> Vec<(String, T)> {
     let mut out = Vec::new();
-    let Ok(t) = snapshot.open_table(table) else {
+    let Some(t) = read(snapshot.open_table(table)) else {
         return out;
     };
-    let Ok(iter) = t.iter() else { return out };
-    for row in iter.flatten() {
+    let Some(iter) = read(t.iter()) else {
+        return out;
+    };
+    for row in iter.filter_map(read) {
         match ciborium::from_reader::<T, _>(row.1.value()) {
             Ok(v) => out.push((row.0.value().to_string(), v)),
             Err(e) => warn!(key = row.0.value(), "unreadable row skipped: {e}"),
