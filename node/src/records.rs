@@ -81,15 +81,34 @@ pub struct JobRecord {
     pub results: BTreeMap<String, NodeResult>,
 }
 
+/// What a write-off's info says after the node's name (see [`write_off_info`]).
+const WRITE_OFF_TEXT: &str = " stopped answering, left the mesh or restarted before reporting";
+
+/// The info of the failed result the submitter records for a target it wrote off as
+/// unreachable (`name`); `back_within_min`: how long a target that comes back without the job
+/// is still sent it.
+pub fn write_off_info(name: &str, back_within_min: u64) -> String {
+    format!(
+        "unreachable: {name}{WRITE_OFF_TEXT}; should it report later, that result replaces this \
+         one (back within {back_within_min} min without the job, it is sent the job)"
+    )
+}
+
+impl NodeResult {
+    /// Whether this is the submitter's write-off of an unreachable target ([`write_off_info`]),
+    /// not a result the target sent.
+    pub fn is_write_off(&self) -> bool {
+        self.state == ResultState::Failed
+            && self.info.starts_with("unreachable: ")
+            && self.info.contains(WRITE_OFF_TEXT)
+    }
+}
+
 impl JobRecord {
     /// Every target has reported the job for real (none is written off as unreachable, to
     /// come back with its result).
     pub fn reported_by_all(&self) -> bool {
-        self.results.len() >= self.nodes.len()
-            && self
-                .results
-                .values()
-                .all(|r| !r.info.starts_with("unreachable:"))
+        self.results.len() >= self.nodes.len() && self.results.values().all(|r| !r.is_write_off())
     }
 
     /// Submission order: by creation time, run, then position in the run.
@@ -418,5 +437,24 @@ mod tests {
                 .unwrap_err()
                 .contains("has no job records")
         );
+    }
+
+    #[test]
+    fn only_the_submitters_own_write_off_counts_as_one() {
+        let result = |state: ResultState, info: String| NodeResult {
+            state,
+            stdout: String::new(),
+            stderr: String::new(),
+            info,
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        };
+        assert!(result(ResultState::Failed, write_off_info("n2", 10)).is_write_off());
+        // A RUN's info is its command: one that starts like a write-off is a real result.
+        for info in ["unreachable: ; true", "unreachable: n2 went away"] {
+            assert!(!result(ResultState::Success, info.into()).is_write_off());
+            assert!(!result(ResultState::Failed, info.into()).is_write_off());
+        }
     }
 }

@@ -1146,21 +1146,20 @@ impl Actor {
                             state: ResultState::Failed,
                             stdout: String::new(),
                             stderr: String::new(),
-                            info: format!(
-                                "unreachable: {name} stopped answering, left the mesh or \
-                                 restarted before reporting; should it report later, that result replaces this \
-                                 one (back within {} min without the job, it is sent the job)",
-                                OriginatorConfig::default().written_off_for.as_secs() / 60
+                            info: crate::records::write_off_info(
+                                &name,
+                                OriginatorConfig::default().written_off_for.as_secs() / 60,
                             ),
                             execution_secs: 0.0,
                             started_unix_ms: now_ms(),
                             finished_unix_ms: now_ms(),
                         };
-                        self.record_result(JobResult {
+                        let write_off = JobResult {
                             run_id: run_id.clone(),
                             node: node.clone(),
                             outcome,
-                        });
+                        };
+                        self.take_result(write_off, false);
                     }
                 }
                 // The acceptance of this node's own part had not reached the disk when it
@@ -1867,6 +1866,12 @@ impl Actor {
 
     /// Originator side: a result (from a target, from this node, or written off as unreachable).
     fn record_result(&mut self, result: JobResult) {
+        self.take_result(result, true);
+    }
+
+    /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
+    /// this node's write-off of a target gone before reporting.
+    fn take_result(&mut self, result: JobResult, real: bool) {
         let JobResult {
             run_id,
             node,
@@ -1905,11 +1910,10 @@ impl Actor {
             return;
         };
         let query_without_value = record.verb == "QUERY" && outcome.state != ResultState::Success;
-        let real = !outcome.info.starts_with("unreachable:");
         let replace = match record.results.get(&name) {
             None => true,
             // A real result replaces a write-off; nothing replaces a real result.
-            Some(existing) => real && existing.info.starts_with("unreachable:"),
+            Some(existing) => real && existing.is_write_off(),
         };
         if replace {
             let created = record.created_unix_ms;

@@ -247,7 +247,7 @@ impl Actor {
                 reported: record
                     .results
                     .get(&n.name)
-                    .is_some_and(|r| !r.info.starts_with("unreachable:")),
+                    .is_some_and(|r| !r.is_write_off()),
             })
             .collect();
         self.cross
