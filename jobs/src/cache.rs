@@ -301,6 +301,20 @@ impl Cache {
         let Some(own) = s.run_queries.get(run_id) else {
             return base;
         };
+        // As a rule no other run's QUERY of the same name came in between: the node's args are
+        // the run's, shared, not copied (they may hold megabytes of values).
+        let same = own.iter().all(|(node, values)| {
+            let there = base.get("query").and_then(|q| q.get(node));
+            match (there, values) {
+                (Some(Value::Object(there)), Value::Object(values)) => {
+                    values.iter().all(|(k, v)| there.get(k) == Some(v))
+                }
+                (there, values) => there == Some(values),
+            }
+        });
+        if same {
+            return base;
+        }
         let mut args = (*base).clone();
         if let Value::Object(map) = &mut args {
             let query = map
@@ -579,8 +593,10 @@ mod tests {
         assert_eq!(a["query"]["n1"]["y"], json!(1));
         assert_eq!(a["k"], json!("v"));
         assert_eq!(cache.args_for_run("b")["query"]["n1"]["x"], json!("B"));
-        // A run with no QUERY of its own sees the node's args, shared.
+        // A run with no QUERY of its own sees the node's args, shared, as does one whose set
+        // is the node's.
         assert!(Arc::ptr_eq(&cache.args_for_run("c"), &cache.args()));
+        assert!(Arc::ptr_eq(&cache.args_for_run("b"), &cache.args()));
         cache.forget_run("a");
         assert_eq!(cache.args_for_run("a")["query"]["n1"]["x"], json!("B"));
     }
