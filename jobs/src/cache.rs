@@ -87,9 +87,21 @@ struct State {
     /// it, and copying a large map for each job would cost more than the job.
     args_view: Option<Arc<Value>>,
     envs: Map<String, Value>,
-    /// The values each run's QUERYs collected, by run (`{node: {name: value}}`), until the
-    /// run has nothing left to do here ([`Cache::forget_run`]). In memory only.
-    run_queries: HashMap<String, Map<String, Value>>,
+    /// What each run set here itself (its ARGs and ENVs, the sets its QUERYs collected), by
+    /// run, until the run has nothing left to do here ([`Cache::forget_run`]). In memory only.
+    runs: HashMap<String, RunView>,
+}
+
+/// What one run's own jobs set on the node: its later jobs see these over whatever another
+/// run set under the same names meanwhile (two runs of one orchestration at once).
+#[derive(Default)]
+struct RunView {
+    /// Args as the run's ARGs left them, by name.
+    args: Map<String, Value>,
+    /// Envs as the run's ENVs left them, by name.
+    envs: Map<String, Value>,
+    /// What its QUERYs collected, `{node: {name: value}}`.
+    query: Map<String, Value>,
 }
 
 /// A cache failure (the database could not be read or written).
@@ -102,6 +114,14 @@ pub struct Cache {
     state: Mutex<State>,
     sink: Option<Arc<dyn CacheSink>>,
     ttl: Duration,
+}
+
+/// An env value as a process sees it.
+fn env_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Merges a QUERY set (`{node: {name: value}}`) into `into`, name by name.
@@ -292,42 +312,62 @@ impl Cache {
         view
     }
 
-    /// The args a job of `run_id` renders with: the cached args, with the values its own
-    /// run's QUERYs collected over those of `query` (the node's `query` holds the set merged
-    /// last, which another run's QUERY of the same name may have brought in meanwhile).
+    /// The args a job of `run_id` renders with: the cached args, with what its own run set
+    /// (ARGs, QUERY sets) over what another run set under the same names since (the node
+    /// keeps what was set last).
     pub fn args_for_run(&self, run_id: &str) -> Arc<Value> {
         let base = self.args();
         let s = self.lock();
-        let Some(own) = s.run_queries.get(run_id) else {
+        let Some(own) = s.runs.get(run_id) else {
             return base;
         };
-        // As a rule no other run's QUERY of the same name came in between: the node's args are
-        // the run's, shared, not copied (they may hold megabytes of values).
-        let same = own.iter().all(|(node, values)| {
-            let there = base.get("query").and_then(|q| q.get(node));
-            match (there, values) {
+        // As a rule no other run set the same names in between: the node's args are the
+        // run's, shared, not copied (they may hold megabytes of values).
+        let query_there = base.get("query");
+        let same_query = own.query.iter().all(|(node, values)| {
+            match (query_there.and_then(|q| q.get(node)), values) {
                 (Some(Value::Object(there)), Value::Object(values)) => {
                     values.iter().all(|(k, v)| there.get(k) == Some(v))
                 }
                 (there, values) => there == Some(values),
             }
         });
-        if same {
+        let same_args = own.args.iter().all(|(k, v)| base.get(k) == Some(v));
+        if same_query && same_args {
             return base;
         }
         let mut args = (*base).clone();
         if let Value::Object(map) = &mut args {
-            let query = map
-                .entry("query")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !query.is_object() {
-                *query = Value::Object(Map::new());
-            }
-            if let Value::Object(query) = query {
-                merge_query(query, own);
+            map.extend(own.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+            if !own.query.is_empty() {
+                let query = map
+                    .entry("query")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !query.is_object() {
+                    *query = Value::Object(Map::new());
+                }
+                if let Value::Object(query) = query {
+                    merge_query(query, &own.query);
+                }
             }
         }
         Arc::new(args)
+    }
+
+    /// The envs a job of `run_id` runs with: the cached envs, with what its own run's ENVs
+    /// set over what another run set under the same names since.
+    pub fn envs_for_run(&self, run_id: &str) -> Vec<(String, String)> {
+        let s = self.lock();
+        let own = s.runs.get(run_id).map(|v| &v.envs);
+        let mut envs: Vec<(String, String)> = s
+            .envs
+            .iter()
+            .filter(|(k, _)| own.is_none_or(|own| !own.contains_key(*k)))
+            .chain(own.into_iter().flatten())
+            .map(|(k, v)| (k.clone(), env_text(v)))
+            .collect();
+        envs.sort();
+        envs
     }
 
     /// Keeps what a QUERY of `run_id` collected (`{"query": {node: {name: value}}}`) for the
@@ -337,12 +377,15 @@ impl Cache {
             return;
         };
         let mut s = self.lock();
-        merge_query(s.run_queries.entry(run_id.to_string()).or_default(), query);
+        merge_query(
+            &mut s.runs.entry(run_id.to_string()).or_default().query,
+            query,
+        );
     }
 
-    /// `run_id` has nothing left to do here: what its QUERYs collected goes.
+    /// `run_id` has nothing left to do here: what it set for its own jobs goes.
     pub fn forget_run(&self, run_id: &str) {
-        self.lock().run_queries.remove(run_id);
+        self.lock().runs.remove(run_id);
     }
 
     /// The cached envs, as strings for a process environment.
@@ -350,22 +393,30 @@ impl Cache {
         self.lock()
             .envs
             .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
+            .map(|(k, v)| (k.clone(), env_text(v)))
             .collect()
     }
 
     /// Merges `values` into the cached args (`extend`: maps merge deeply, lists extend).
     pub fn merge_args(&self, values: Map<String, Value>, extend: bool) {
+        self.merge_args_of(None, values, extend);
+    }
+
+    /// As [`Cache::merge_args`], by a job of `run`: the run's later jobs see these names as
+    /// this left them ([`Cache::args_for_run`]).
+    pub fn merge_args_of(&self, run: Option<&str>, values: Map<String, Value>, extend: bool) {
         let bytes = {
             let mut s = self.lock();
+            let names: Vec<String> = values.keys().cloned().collect();
             merge(&mut s.args, values, extend);
             s.args_view = None;
+            if let Some(run) = run {
+                let now: Vec<(String, Value)> = names
+                    .into_iter()
+                    .filter_map(|k| s.args.get(&k).cloned().map(|v| (k, v)))
+                    .collect();
+                s.runs.entry(run.to_string()).or_default().args.extend(now);
+            }
             serde_json::to_vec(&s.args).unwrap_or_default()
         };
         self.persist(vec![("args".into(), Some(bytes))]);
@@ -373,9 +424,22 @@ impl Cache {
 
     /// Merges `values` into the cached envs.
     pub fn merge_envs(&self, values: Map<String, Value>, extend: bool) {
+        self.merge_envs_of(None, values, extend);
+    }
+
+    /// As [`Cache::merge_envs`], by a job of `run` ([`Cache::envs_for_run`]).
+    pub fn merge_envs_of(&self, run: Option<&str>, values: Map<String, Value>, extend: bool) {
         let bytes = {
             let mut s = self.lock();
+            let names: Vec<String> = values.keys().cloned().collect();
             merge(&mut s.envs, values, extend);
+            if let Some(run) = run {
+                let now: Vec<(String, Value)> = names
+                    .into_iter()
+                    .filter_map(|k| s.envs.get(&k).cloned().map(|v| (k, v)))
+                    .collect();
+                s.runs.entry(run.to_string()).or_default().envs.extend(now);
+            }
             serde_json::to_vec(&s.envs).unwrap_or_default()
         };
         self.persist(vec![("envs".into(), Some(bytes))]);

@@ -190,6 +190,7 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         } => {
             let sh = CommandContext {
                 cache,
+                run_id: ctx.run_id,
                 args: ctx.args(),
                 sink,
                 deadline,
@@ -213,8 +214,8 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             }
             Finished::ok(text.clone(), "")
         }
-        Component::Arg { args, extend } => set_values(args, *extend, cache, &ctx.args(), "args"),
-        Component::Env { envs, extend } => set_values(envs, *extend, cache, &ctx.args(), "envs"),
+        Component::Arg { args, extend } => set_values(args, *extend, ctx, "args"),
+        Component::Env { envs, extend } => set_values(envs, *extend, ctx, "envs"),
         Component::Workdir { path, owner, mode } => {
             workdir(path, owner.as_ref(), *mode, &ctx.args())
         }
@@ -233,6 +234,7 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         Component::Wait { wait } => {
             let sh = CommandContext {
                 cache,
+                run_id: ctx.run_id,
                 args: ctx.args(),
                 sink: None,
                 deadline,
@@ -723,6 +725,8 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
 /// What a shell command runs with.
 struct CommandContext<'a> {
     cache: &'a Cache,
+    /// The job's run: its ENVs are the run's own ([`Cache::envs_for_run`]).
+    run_id: &'a str,
     /// What templates render with.
     args: Arc<Value>,
     sink: Option<&'a LineSink>,
@@ -748,7 +752,7 @@ async fn run_command(
         Err(e) => return Finished::fail(&e, "the command did not render"),
     };
     if no_block {
-        let mut cmd = shell(&command, cache);
+        let mut cmd = shell(&command, cache, sh.run_id);
         // Left running when the handle goes (it is the point of --no-block).
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -794,11 +798,11 @@ async fn run_command(
     finished
 }
 
-fn shell(command: &str, cache: &Cache) -> Command {
+fn shell(command: &str, cache: &Cache, run_id: &str) -> Command {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(command)
-        .envs(cache.envs())
+        .envs(cache.envs_for_run(run_id))
         .stdin(Stdio::null())
         // Its own process group, so a timeout can kill everything the command started.
         .process_group(0)
@@ -1022,7 +1026,7 @@ async fn spawn_in_turn(
 async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     let (sink, deadline) = (sh.sink, sh.deadline);
     let started = Instant::now();
-    let mut cmd = shell(command, sh.cache);
+    let mut cmd = shell(command, sh.cache, sh.run_id);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     // A node short of file descriptors or processes for a moment (many jobs at once) is
     // waited on, within the job's timeout, rather than failing the job: in turn, first come
@@ -1187,10 +1191,10 @@ fn kill_group(pgid: u32) {
 fn set_values(
     values: &std::collections::BTreeMap<String, Value>,
     extend: bool,
-    cache: &Cache,
-    args: &Value,
+    ctx: &Context<'_>,
     kind: &str,
 ) -> Finished {
+    let args = &ctx.args();
     let mut rendered = Map::new();
     for (k, v) in values {
         match template::render_value(v, args) {
@@ -1201,10 +1205,12 @@ fn set_values(
         }
     }
     let shown = Value::Object(rendered.clone()).to_string();
+    // The run's later jobs see these as this job left them, whatever another run sets under
+    // the same names meanwhile.
     if kind == "args" {
-        cache.merge_args(rendered, extend);
+        ctx.cache.merge_args_of(Some(ctx.run_id), rendered, extend);
     } else {
-        cache.merge_envs(rendered, extend);
+        ctx.cache.merge_envs_of(Some(ctx.run_id), rendered, extend);
     }
     Finished::ok(
         format!("{kind} added to cache"),

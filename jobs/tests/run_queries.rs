@@ -1,6 +1,6 @@
-//! Two runs QUERY the same name on one node at once (the same orchestration submitted from two
-//! nodes): each run's later jobs render with the values its own QUERY collected, although the
-//! other run's set was merged into the node's args after it.
+//! Two runs set the same names on one node at once (the same orchestration submitted from two
+//! nodes): each run's later jobs see what its own QUERY collected and its own ARGs and ENVs
+//! set, although the other run's came in after them.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -56,6 +56,10 @@ impl Coordinator for Mesh {
 }
 
 fn work(job_id: &str, run_id: &str, verb: &str, inline: &str) -> Work {
+    work_in(QueueKind::Sync, job_id, run_id, verb, inline)
+}
+
+fn work_in(queue: QueueKind, job_id: &str, run_id: &str, verb: &str, inline: &str) -> Work {
     let spec: JobSpec = match JobSpec::parse(verb, inline, &Default::default()).unwrap() {
         ParseOutcome::Spec(s) => s,
         ParseOutcome::Help(h) => panic!("{h}"),
@@ -64,7 +68,7 @@ fn work(job_id: &str, run_id: &str, verb: &str, inline: &str) -> Work {
         job_id: job_id.into(),
         run_id: run_id.into(),
         parent_id: format!("{run_id}-parent"),
-        queue: QueueKind::Sync,
+        queue,
         fingerprint: spec.fingerprint(),
         spec,
         stream: false,
@@ -132,4 +136,45 @@ async fn each_run_renders_with_the_values_its_own_query_collected() {
     assert!(done["b-query"].finished_unix_ms <= done["a-echo"].started_unix_ms);
     assert!(done["a-echo"].state.is_ok(), "{:?}", done["a-echo"]);
     assert_eq!(done["a-echo"].stdout.trim(), "A", "{:?}", done["a-echo"]);
+}
+
+#[tokio::test]
+async fn each_run_sees_the_args_and_envs_it_set_itself() {
+    let cache = Arc::new(Cache::in_memory(DEFAULT_TTL));
+    let (exec, mut events) = Executor::start(Arc::clone(&cache), ExecutorConfig::default());
+    for w in [
+        work("a-arg", "run-a", "ARG", "x A"),
+        work("a-env", "run-a", "ENV", "E A"),
+        work("a-wait", "run-a", "WAIT", "--seconds 1"),
+        work("a-echo", "run-a", "RUN", "--skip-cache echo {{ x }} $E"),
+    ] {
+        exec.submit(w).await.unwrap();
+    }
+    assert_eq!(next_done(&mut events).await.job_id, "a-arg");
+    assert_eq!(next_done(&mut events).await.job_id, "a-env");
+    // While run A waits, run B (an async parent: its own queue) sets the same names.
+    for w in [
+        work_in(QueueKind::Async, "b-arg", "run-b", "ARG", "x B"),
+        work_in(QueueKind::Async, "b-env", "run-b", "ENV", "E B"),
+        work_in(
+            QueueKind::Async,
+            "b-echo",
+            "run-b",
+            "RUN",
+            "--skip-cache echo {{ x }} $E",
+        ),
+    ] {
+        exec.submit(w).await.unwrap();
+    }
+    let mut done = HashMap::new();
+    while done.len() < 5 {
+        let o = next_done(&mut events).await;
+        done.insert(o.job_id.clone(), o);
+    }
+    assert!(done["b-echo"].finished_unix_ms <= done["a-echo"].started_unix_ms);
+    assert_eq!(done["a-echo"].stdout.trim(), "A A", "{:?}", done["a-echo"]);
+    assert_eq!(done["b-echo"].stdout.trim(), "B B", "{:?}", done["b-echo"]);
+    // The node keeps what was set last, for later runs.
+    assert_eq!(cache.args()["x"], json!("B"));
+    assert_eq!(cache.envs_for_run("run-c"), vec![("E".into(), "B".into())]);
 }
