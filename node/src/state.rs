@@ -77,7 +77,9 @@ fn check_ownership(dir: &Path) -> Result<(), StateError> {
     } else if meta.mode() & 0o022 != 0 {
         // Its own directory: tightened rather than refused (a umask of 002 made it so).
         let was = meta.mode() & 0o7777;
-        let now = was & !0o022;
+        // The sticky bit a world-writable directory often has means nothing once others
+        // cannot write in it.
+        let now = was & 0o755;
         match fs::set_permissions(dir, fs::Permissions::from_mode(now)) {
             Ok(()) => tracing::warn!(
                 dir = %dir.display(),
@@ -344,10 +346,11 @@ mod tests {
     #[test]
     fn a_state_dir_others_could_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        // World-writable with the sticky bit, as /tmp-like directories are.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         drop(StateDir::open(dir.path()).unwrap());
         let mode = fs::metadata(dir.path()).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o755, "others' write access is taken away");
+        assert_eq!(mode & 0o7777, 0o755, "others' write access is taken away");
         // Another owner (only root can hand a directory to another user).
         if nix::unistd::geteuid().is_root() {
             nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
