@@ -280,7 +280,7 @@ fn job_info(r: &JobRecord) -> String {
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
     for (k, v) in rows {
-        table.add_row(vec![k, v]);
+        table.add_row(vec![k, render::clipped(&v, 16 * 1024).into_owned()]);
     }
     render::table_text(&table)
 }

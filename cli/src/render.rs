@@ -23,6 +23,24 @@ pub fn ago(secs: f64) -> String {
     }
 }
 
+/// `text`, or its first `max` bytes (at a character boundary) and how much more there is: a
+/// value of megabytes is no use on a screen (`manage --export-jobs` writes it all).
+pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [{} more bytes; `manage --export-jobs FILE` has it all]",
+        &text[..end],
+        text.len() - end
+    )
+    .into()
+}
+
 /// The distinctive tail of a peer id (all ed25519 peer ids start alike).
 pub fn short_peer(peer: &str) -> String {
     let tail: String = peer
@@ -141,6 +159,15 @@ mod tests {
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
         assert!(text.lines().nth(1).unwrap().ends_with(" j"), "{text:?}");
+    }
+
+    #[test]
+    fn long_values_are_clipped_at_a_character() {
+        assert_eq!(clipped("short", 10), "short");
+        assert_eq!(
+            clipped("ééé", 3),
+            "é… [4 more bytes; `manage --export-jobs FILE` has it all]"
+        );
     }
 
     #[test]

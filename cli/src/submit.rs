@@ -617,13 +617,17 @@ async fn follow_jobs(
 /// Why a job failed on a node, in one line: what the node says (`exit code 1: CMD`, `Failed
 /// to set ownership of DIR`) and the first line of what the job wrote to stderr.
 fn reason(result: &NodeResult) -> String {
-    match (first_line(&result.info), first_line(&result.stderr)) {
+    let line = |s| crate::render::clipped(first_line(s), SHOWN_MAX).into_owned();
+    match (line(&result.info).as_str(), line(&result.stderr).as_str()) {
         (info, "") => info.to_string(),
         ("", err) => err.to_string(),
         (info, err) if info == err => info.to_string(),
         (info, err) => format!("{info} ({err})"),
     }
 }
+
+/// At most this much of a definition or a reason shows on a `--poll` line.
+const SHOWN_MAX: usize = 1024;
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
@@ -632,7 +636,8 @@ fn first_line(s: &str) -> &str {
 /// The job as written, after its entry's name if it has one: `[web] RUN: echo hi`. On one
 /// line: a command written over several lines shows its line breaks as `\n`.
 fn described(r: &JobRecord) -> String {
-    let definition = r.definition.trim_end().replace('\n', "\\n");
+    let definition =
+        crate::render::clipped(r.definition.trim_end(), SHOWN_MAX).replace('\n', "\\n");
     match &r.parent_name {
         Some(name) => format!("[{name}] {definition}"),
         None => definition,
