@@ -116,6 +116,14 @@ pub struct Cache {
     ttl: Duration,
 }
 
+/// `names` with their values in `map` (as a merge left them).
+fn as_left(map: &Map<String, Value>, names: Vec<String>) -> Vec<(String, Value)> {
+    names
+        .into_iter()
+        .filter_map(|k| map.get(&k).cloned().map(|v| (k, v)))
+        .collect()
+}
+
 /// An env value as a process sees it.
 fn env_text(v: &Value) -> String {
     match v {
@@ -411,10 +419,7 @@ impl Cache {
             merge(&mut s.args, values, extend);
             s.args_view = None;
             if let Some(run) = run {
-                let now: Vec<(String, Value)> = names
-                    .into_iter()
-                    .filter_map(|k| s.args.get(&k).cloned().map(|v| (k, v)))
-                    .collect();
+                let now = as_left(&s.args, names);
                 s.runs.entry(run.to_string()).or_default().args.extend(now);
             }
             serde_json::to_vec(&s.args).unwrap_or_default()
@@ -434,10 +439,7 @@ impl Cache {
             let names: Vec<String> = values.keys().cloned().collect();
             merge(&mut s.envs, values, extend);
             if let Some(run) = run {
-                let now: Vec<(String, Value)> = names
-                    .into_iter()
-                    .filter_map(|k| s.envs.get(&k).cloned().map(|v| (k, v)))
-                    .collect();
+                let now = as_left(&s.envs, names);
                 s.runs.entry(run.to_string()).or_default().envs.extend(now);
             }
             serde_json::to_vec(&s.envs).unwrap_or_default()
