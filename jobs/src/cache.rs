@@ -480,6 +480,22 @@ impl Cache {
                 s.envs.clear();
                 writes.push(("envs".to_string(), None));
             }
+            // What runs set for their own jobs goes with the node's.
+            for view in s.runs.values_mut() {
+                match tag {
+                    CacheTag::Args => {
+                        view.args.clear();
+                        view.query.clear();
+                    }
+                    CacheTag::Envs => view.envs.clear(),
+                    CacheTag::Query => {
+                        view.args.remove("query");
+                        view.query.clear();
+                    }
+                    CacheTag::All => *view = RunView::default(),
+                    CacheTag::Jobs | CacheTag::Parents => {}
+                }
+            }
             if tag == CacheTag::Query && s.args.remove("query").is_some() {
                 s.args_view = None;
                 count += 1;

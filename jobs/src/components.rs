@@ -219,7 +219,7 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         Component::Workdir { path, owner, mode } => {
             workdir(path, owner.as_ref(), *mode, &ctx.args())
         }
-        Component::Cachefile { path } => cachefile(path, cache, &ctx.args()),
+        Component::Cachefile { path } => cachefile(path, ctx),
         Component::Cacheevict { tag } => {
             let n = cache.evict(*tag);
             if *tag == CacheTag::All {
@@ -568,7 +568,8 @@ async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
     let Some(coordinator) = ctx.coordinator else {
         return Finished::fail("QUERY needs a mesh to ask", "");
     };
-    let value = ctx.cache.args().get(name).cloned().unwrap_or(Value::Null);
+    // The value as this run sees it (its own ARG, whatever another run set since).
+    let value = ctx.args().get(name).cloned().unwrap_or(Value::Null);
     let own = serde_json::json!({ name: value }).to_string();
     let lent = (!no_wait).then(|| ctx.lend_queue());
     let answer = coordinator.query(ctx.job_id, name, value, !no_wait).await;
@@ -789,7 +790,8 @@ async fn run_command(
             finished.success = false;
             finished.info = format!("--stdout-arg {name}: the command printed nothing to store");
         } else {
-            cache.merge_args(
+            cache.merge_args_of(
+                Some(sh.run_id),
                 Map::from_iter([(name.to_string(), Value::String(value))]),
                 false,
             );
@@ -1333,7 +1335,8 @@ fn resolve_owner(
     Ok((uid, gid))
 }
 
-fn cachefile(path: &str, cache: &Cache, args: &Value) -> Finished {
+fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
+    let args = &ctx.args();
     let path = match render_path(path, args) {
         Ok(p) => p,
         Err(f) => return f,
@@ -1345,7 +1348,7 @@ fn cachefile(path: &str, cache: &Cache, args: &Value) -> Finished {
     match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => {
             let n = map.len();
-            cache.merge_args(map, true);
+            ctx.cache.merge_args_of(Some(ctx.run_id), map, true);
             Finished::ok("Cache file loaded", format!("{n} keys from {path}"))
         }
         Ok(_) => Finished::fail(format!("{path} is not a YAML or JSON mapping"), ""),

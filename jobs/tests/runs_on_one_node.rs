@@ -280,3 +280,46 @@ async fn each_run_sees_the_args_and_envs_it_set_itself() {
     assert_eq!(cache.args()["x"], json!("B"));
     assert_eq!(cache.envs_for_run("run-c"), vec![("E".into(), "B".into())]);
 }
+
+/// What a run's own jobs write later (`--stdout-arg`, CACHEFILE) and evict shows to its next
+/// jobs: its view of the args is not a copy frozen at its ARG.
+#[tokio::test]
+async fn a_runs_own_later_writes_and_evictions_show_to_it() {
+    let (_, exec, mut events) = start(Mesh::default());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vars.yaml");
+    std::fs::write(&file, "y: from-file\n").unwrap();
+    let jobs = [
+        work("arg", "run-a", "ARG", "x first"),
+        work(
+            "out",
+            "run-a",
+            "RUN",
+            "--skip-cache --stdout-arg x echo second",
+        ),
+        work("show-x", "run-a", "RUN", "--skip-cache echo {{ x }}"),
+        work("arg-y", "run-a", "ARG", "y from-arg"),
+        work("file", "run-a", "CACHEFILE", &file.display().to_string()),
+        work("show-y", "run-a", "RUN", "--skip-cache echo {{ y }}"),
+        work("evict", "run-a", "CACHEEVICT", "args"),
+        work(
+            "show-none",
+            "run-a",
+            "RUN",
+            "--skip-cache echo {{ x | default('none') }}",
+        ),
+    ];
+    let count = jobs.len();
+    for w in jobs {
+        exec.submit(w).await.unwrap();
+    }
+    let mut done = HashMap::new();
+    while done.len() < count {
+        let o = next_done(&mut events).await;
+        done.insert(o.job_id.clone(), o);
+    }
+    let shown = |job: &str| done[job].stdout.trim().to_string();
+    assert_eq!(shown("show-x"), "second", "{:?}", done["show-x"]);
+    assert_eq!(shown("show-y"), "from-file", "{:?}", done["show-y"]);
+    assert_eq!(shown("show-none"), "none", "{:?}", done["show-none"]);
+}
