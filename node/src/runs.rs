@@ -334,6 +334,10 @@ struct AcceptedRun {
     /// Whether a copy of the run calls for an acknowledgement. In memory only: after a
     /// restart here, the next copy is acknowledged once more.
     ack: Acknowledgement,
+    /// How the run's jobs ended here, by fingerprint (the first to end, if several share one;
+    /// `true`: not failed), for JOB_WAITs of the run itself. In memory only: after a restart
+    /// such a wait is answered from the cache.
+    outcomes: Vec<(jobs::Fingerprint, bool)>,
 }
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
@@ -588,6 +592,7 @@ impl Actor {
                     pending: pending.iter().map(|p| p.job_id.clone()).collect(),
                     accepted_unix_ms: accepted.accepted_unix_ms,
                     ack: Acknowledgement::default(),
+                    outcomes: Vec::new(),
                 },
             );
             // A file job cut short may have left a partial copy beside its DEST.
@@ -1536,6 +1541,7 @@ impl Actor {
                 pending,
                 accepted_unix_ms,
                 ack: Acknowledgement::default(),
+                outcomes: Vec::new(),
             },
         );
         if run.originator == self.local {
@@ -1676,6 +1682,7 @@ impl Actor {
                     pending: job_ids.iter().cloned().collect(),
                     accepted_unix_ms: now_ms(),
                     ack: Acknowledgement::default(),
+                    outcomes: Vec::new(),
                 },
             );
             let fingerprints: HashMap<&str, jobs::Fingerprint> = run
@@ -1761,6 +1768,13 @@ impl Actor {
             } else {
                 "success"
             };
+            if let Some(accepted) = self.accepted.get_mut(&run_id)
+                && !accepted.outcomes.iter().any(|(f, _)| *f == fp)
+            {
+                accepted
+                    .outcomes
+                    .push((fp, outcome.state != ResultState::Failed));
+            }
             // A job that failed without running left nothing in the cache: a JOB_WAIT asking
             // after now hears "failed" too, as those waiting now do, instead of waiting for
             // its timeout.

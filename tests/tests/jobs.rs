@@ -1920,6 +1920,78 @@ fn a_job_wait_asking_late_hears_of_a_job_that_never_ran() {
     );
 }
 
+/// A JOB_WAIT for a job of its own run is answered by how that run's job ended on the node:
+/// not by an earlier run's outcome there, and not held up by a later job of the run with the
+/// same fingerprint queued behind the wait.
+#[test]
+fn a_job_wait_in_its_own_run_hears_of_that_runs_job() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let job = "RUN: --skip-cache echo marker-job";
+    // An earlier run of the job succeeded on n3: its outcome is in n3's cache.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "n3",
+        "--skip-cache",
+        "echo marker-job",
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let probe = root.path().join("probe.yaml");
+    std::fs::write(&probe, format!("- jobs:\n  - {job}\n")).unwrap();
+    let fp = fingerprint_of(d, &probe, "echo marker-job");
+    // Now the job does not run on n3 (the job before it fails); n2 asks only after that.
+    let failing = root.path().join("failing.yaml");
+    std::fs::write(
+        &failing,
+        format!(
+            "- targets: [n3]\n  jobs:\n  - RUN: --skip-cache false\n  - {job}\n\
+             - targets: [n2]\n  async: true\n  jobs:\n  - WAIT: --seconds 2\n\
+             \x20 - JOB_WAIT: {fp} --identity n3 --timeout 60\n"
+        ),
+    )
+    .unwrap();
+    let o = d.cli(&["orchestrate", failing.to_str().unwrap(), "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let recs = records(d);
+    let wait = record(&recs, &format!("JOB_WAIT: {fp} --identity n3 --timeout 60"));
+    assert!(
+        wait["results"]["n2"]["info"]
+            .as_str()
+            .unwrap()
+            .ends_with("completed on all coordinated targets: n3: failed"),
+        "{wait}"
+    );
+    // The same job before and after a JOB_WAIT on its own node: the one before answers it.
+    let twice = root.path().join("twice.yaml");
+    std::fs::write(
+        &twice,
+        format!(
+            "- targets: [n1]\n  jobs:\n  - {job}\n\
+             - targets: [n1]\n  jobs:\n  - JOB_WAIT: {fp} --identity n1 --timeout 60\n\
+             - targets: [n1]\n  jobs:\n  - {job}\n"
+        ),
+    )
+    .unwrap();
+    let o = d.cli(&["orchestrate", twice.to_str().unwrap(), "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let recs = records(d);
+    let wait = record(&recs, &format!("JOB_WAIT: {fp} --identity n1 --timeout 60"));
+    let r = &wait["results"]["n1"];
+    assert!(
+        r["info"]
+            .as_str()
+            .unwrap()
+            .ends_with("completed on all coordinated targets: n1: success"),
+        "{wait}"
+    );
+    assert!(r["execution_secs"].as_f64().unwrap() < 50.0, "{wait}");
+}
+
 /// A JOB_WAIT naming a node this node does not know yet (it joins moments later) looks for
 /// it again instead of failing at once, and ends when the job has run there.
 #[test]
