@@ -138,6 +138,18 @@ struct Tracked {
     /// directly: the announce reached them. A round that finds fewer than still wait for it
     /// announces again.
     reached_by_gossip: usize,
+    /// When the run's targets are checked for being alive (once, after it is submitted or
+    /// resumed: see [`OriginatorConfig::submitted_alive_check`]).
+    alive_check: AliveCheck,
+}
+
+/// Where a run stands with its one check of which of its targets are alive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AliveCheck {
+    Due(Instant),
+    /// Asked ([`Action::CheckAlive`]); the next answer is for this run.
+    Asked,
+    Done,
 }
 
 impl Tracked {
@@ -160,6 +172,7 @@ impl Tracked {
             cursor: 0,
             sent_directly: HashSet::new(),
             reached_by_gossip: 0,
+            alive_check: AliveCheck::Done,
         }
     }
 
@@ -178,8 +191,9 @@ pub struct Originator {
     runs: HashMap<String, Tracked>,
     /// Per target gone with jobs still owed: the runs and jobs written off, and when.
     written_off: HashMap<NodeId, Vec<WrittenOff>>,
-    /// When to ask which nodes are alive, after resuming runs.
-    check_alive_at: Option<Instant>,
+    /// Nodes seen back since the last [`Action::CheckAlive`]: the answer to it may predate
+    /// that, and does not write them off.
+    back_since_check: HashSet<NodeId>,
 }
 
 struct WrittenOff {
@@ -195,7 +209,7 @@ impl Originator {
             config,
             runs: HashMap::new(),
             written_off: HashMap::new(),
-            check_alive_at: None,
+            back_since_check: HashSet::new(),
         }
     }
 
@@ -264,21 +278,16 @@ impl Originator {
             });
             return actions;
         }
-        if !remote.is_empty() {
-            let at = now + self.config.submitted_alive_check;
-            self.check_alive_at = Some(self.check_alive_at.map_or(at, |due| due.min(at)));
-        }
-        self.runs.insert(
-            run.run_id.clone(),
-            Tracked::new(
-                run,
-                remote,
-                missing,
-                now + self.config.first_resend,
-                &self.config,
-                gossiped,
-            ),
+        let mut tracked = Tracked::new(
+            Arc::clone(&run),
+            remote,
+            missing,
+            now + self.config.first_resend,
+            &self.config,
+            gossiped,
         );
+        tracked.alive_check = AliveCheck::Due(now + self.config.submitted_alive_check);
+        self.runs.insert(run.run_id.clone(), tracked);
         actions
     }
 
@@ -328,13 +337,11 @@ impl Originator {
             actions.push(Action::Finished { run_id: run.run_id });
             return actions;
         }
-        self.check_alive_at
-            .get_or_insert(now + self.config.resumed_alive_check);
-        self.runs.insert(
-            run.run_id.clone(),
-            // Resend (and announce) at once: the restart may have lost deliveries in flight.
-            Tracked::new(Arc::new(run), unacked, missing, now, &self.config, gossiped),
-        );
+        // Resend (and announce) at once: the restart may have lost deliveries in flight.
+        let mut tracked =
+            Tracked::new(Arc::new(run), unacked, missing, now, &self.config, gossiped);
+        tracked.alive_check = AliveCheck::Due(now + self.config.resumed_alive_check);
+        self.runs.insert(tracked.run.run_id.clone(), tracked);
         actions
     }
 
@@ -365,13 +372,23 @@ impl Originator {
     }
 
     fn gone(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
+        self.gone_from(node, now, |_| true)
+    }
+
+    /// Writes `node` off in the runs `which` picks.
+    fn gone_from(
+        &mut self,
+        node: NodeId,
+        now: Instant,
+        which: impl Fn(&Tracked) -> bool,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut finished = Vec::new();
         let window = self.config.written_off_for;
         if let Some(list) = self.written_off.get_mut(&node) {
             list.retain(|w| now.duration_since(w.at) < window);
         }
-        for (run_id, t) in &mut self.runs {
+        for (run_id, t) in self.runs.iter_mut().filter(|(_, t)| which(t)) {
             t.unacked.remove(&node);
             t.sent_directly.remove(&node);
             let mut job_ids: Vec<String> = t
@@ -412,6 +429,7 @@ impl Originator {
     /// A target written off comes back within the window: it gets its runs again (tracked and
     /// resent like any unacknowledged target); its real results replace `unreachable`.
     fn back(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
+        self.back_since_check.insert(node.clone());
         let mut actions = Vec::new();
         for w in self.written_off.remove(&node).unwrap_or_default() {
             if now.duration_since(w.at) >= self.config.written_off_for {
@@ -454,25 +472,44 @@ impl Originator {
         actions
     }
 
-    /// Targets that owe results and are not among `alive` are gone.
+    /// The answer to [`Action::CheckAlive`]: in the runs it was asked for, targets that owe
+    /// results and are not among `alive` are gone (unless seen back since it was asked).
     fn alive(&mut self, alive: Vec<NodeId>, now: Instant) -> Vec<Action> {
         let alive: HashSet<NodeId> = alive.into_iter().collect();
+        let asked = |t: &Tracked| t.alive_check == AliveCheck::Asked;
         let gone: BTreeSet<NodeId> = self
             .runs
             .values()
+            .filter(|t| asked(t))
             .flat_map(|t| t.missing.iter().map(|(_, n)| n))
-            .filter(|n| **n != self.local && !alive.contains(*n))
+            .filter(|n| {
+                **n != self.local && !alive.contains(*n) && !self.back_since_check.contains(*n)
+            })
             .cloned()
             .collect();
-        gone.into_iter()
-            .flat_map(|node| self.gone(node, now))
-            .collect()
+        let actions = gone
+            .into_iter()
+            .flat_map(|node| self.gone_from(node, now, asked))
+            .collect();
+        for t in self.runs.values_mut().filter(|t| asked(t)) {
+            t.alive_check = AliveCheck::Done;
+        }
+        actions
     }
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        if self.check_alive_at.is_some_and(|at| at <= now) {
-            self.check_alive_at = None;
+        let mut ask = false;
+        for t in self.runs.values_mut() {
+            if let AliveCheck::Due(at) = t.alive_check
+                && at <= now
+            {
+                t.alive_check = AliveCheck::Asked;
+                ask = true;
+            }
+        }
+        if ask {
+            self.back_since_check.clear();
             actions.push(Action::CheckAlive);
         }
         let window = self.config.written_off_for;
@@ -1022,5 +1059,46 @@ mod tests {
         assert_eq!(asks(&o.handle(Input::Tick, t0 + check / 2)), 0);
         assert_eq!(asks(&o.handle(Input::Tick, t0 + check)), 1);
         only_b_is_written_off(&mut o, t0 + check);
+    }
+
+    /// The check after a submission is that run's: a run resumed moments before keeps its
+    /// longer wait for membership to refill, and a target seen back since the check was asked
+    /// is not written off by its answer.
+    #[test]
+    fn a_submissions_alive_check_is_its_own_runs() {
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        let t0 = Instant::now();
+        o.handle(
+            Input::Resume {
+                run: Run::new("resumed", node("me"), run(&["a", "b"], 1, None).parents),
+                acked: vec![],
+                reported: vec![],
+                queued_here: HashSet::new(),
+            },
+            t0,
+        );
+        let mut fresh = run(&["a", "b", "c"], 1, None);
+        fresh.run_id = "fresh".into();
+        o.handle(Input::Submit(fresh), t0);
+        let check = OriginatorConfig::default().submitted_alive_check;
+        let a = o.handle(Input::Tick, t0 + check);
+        assert!(a.contains(&Action::CheckAlive), "{a:?}");
+        // c came back between the question and the answer.
+        o.handle(Input::NodeBack(node("c")), t0 + check);
+        let a = o.handle(Input::Alive(vec![node("a")]), t0 + check);
+        assert_eq!(
+            a,
+            vec![Action::Unreachable {
+                run_id: "fresh".into(),
+                node: node("b"),
+                job_ids: vec!["j0".into()]
+            }]
+        );
+        assert_eq!(
+            o.missing("resumed"),
+            2,
+            "the resumed run waits for its own check"
+        );
+        assert_eq!(o.missing("fresh"), 2);
     }
 }
