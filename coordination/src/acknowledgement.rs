@@ -44,6 +44,7 @@ mod tests {
             round: 1,
             originator_start: start,
             created_unix_ms: 0,
+            age_ms: 0,
         }
     }
 

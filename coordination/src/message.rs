@@ -45,11 +45,15 @@ pub struct Run {
     /// not said): a target acknowledges each start once ([`crate::acknowledgement`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub originator_start: u64,
-    /// When the run was submitted (unix ms, the originator's clock; 0: not said). A target
-    /// forgets the runs it took a day after it took them, so it does not run one this old
-    /// that it does not remember: it may have run it already.
+    /// When the run was submitted (unix ms, the originator's clock; 0: not said).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub created_unix_ms: u64,
+    /// How old the run was when the originator sent this copy (ms, measured on its own clock,
+    /// so clocks that differ between nodes do not matter; 0: not said). A target forgets the
+    /// runs it took a day after it took them, so it does not run one this old that it does
+    /// not remember: it may have run it already.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub age_ms: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -106,6 +110,7 @@ impl Run {
             round: 0,
             originator_start: 0,
             created_unix_ms: 0,
+            age_ms: 0,
         }
     }
 

@@ -342,9 +342,10 @@ struct AcceptedRun {
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
-/// A run submitted this long ago that a target does not remember is not run there: it may
-/// have run and been forgotten ([`REMEMBER_RUNS`] counts from when the target took it, never
-/// earlier than its submission; the hour spare allows for clocks that differ).
+/// A run submitted this long ago (`Run::age_ms`, its originator's measure) that a target
+/// does not remember is not run there: it may have run and been forgotten ([`REMEMBER_RUNS`]
+/// counts from when the target took it, never earlier than its submission; the hour spare
+/// covers the copy's time in transit and clocks that run at slightly different rates).
 const TOO_OLD_TO_RUN: Duration = Duration::from_secs(23 * 3600);
 
 /// Why a target does not take a run.
@@ -462,6 +463,14 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// How old `run` is now, by this node's clock (its originator's); 0 if it does not say.
+fn age_ms(run: &Run) -> u64 {
+    match run.created_unix_ms {
+        0 => 0,
+        created => now_ms().saturating_sub(created).max(1),
+    }
 }
 
 fn encode(msg: &JobMessage) -> Option<Vec<u8>> {
@@ -1083,6 +1092,7 @@ impl Actor {
                     }
                     let mut copy = run.compact();
                     copy.originator_start = self.start;
+                    copy.age_ms = age_ms(&run);
                     let gossip = Gossip::Run(Box::new(copy));
                     let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
@@ -1106,6 +1116,7 @@ impl Actor {
                         std::collections::hash_map::Entry::Vacant(e) => {
                             let mut copy = run.compact();
                             copy.originator_start = self.start;
+                            copy.age_ms = age_ms(&run);
                             let Some(bytes) = encode(&JobMessage::Deliver(Box::new(copy))) else {
                                 continue;
                             };
@@ -1473,10 +1484,7 @@ impl Actor {
             && !self.allow_submitters.contains(&run.originator)
         {
             Some(Refusal::Submitter)
-        } else if new
-            && run.created_unix_ms != 0
-            && now_ms().saturating_sub(run.created_unix_ms) >= TOO_OLD_TO_RUN.as_millis() as u64
-        {
+        } else if new && run.age_ms >= TOO_OLD_TO_RUN.as_millis() as u64 {
             Some(Refusal::TooOld)
         } else {
             None
@@ -1647,7 +1655,7 @@ impl Actor {
                     )
                 }
                 Refusal::TooOld => {
-                    let hours = now_ms().saturating_sub(run.created_unix_ms) / 3_600_000;
+                    let hours = run.age_ms / 3_600_000;
                     warn!(run = %run.run_id, originator = %run.originator, hours, "refused a run submitted too long ago: this node may have run it and forgotten it");
                     format!(
                         "refused: submitted {hours} h ago, and {} forgets the runs it took after {} h: \

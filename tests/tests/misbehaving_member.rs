@@ -665,8 +665,9 @@ async fn result_of(heard: &mut mpsc::Receiver<Heard>, job_id: &str) -> Outcome {
     .expect("the target reported the job")
 }
 
-/// A run submitted more than a day ago that a target does not remember is not run there (it
-/// may have run and been forgotten); it is answered failed, saying why. A run of now runs.
+/// A run submitted more than a day ago (by its originator's measure, whatever the clocks say)
+/// that a target does not remember is not run there (it may have run and been forgotten); it
+/// is answered failed, saying why. A run of now runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_submitted_too_long_ago_is_answered_not_run() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -694,7 +695,10 @@ async fn a_run_submitted_too_long_ago_is_answered_not_run() {
         };
         let job_id = format!("{name}-job");
         let run = Run {
-            created_unix_ms: now_ms - age.as_millis() as u64,
+            // The originator's clock runs a month ahead of the target's: only the age it
+            // measured itself counts.
+            created_unix_ms: now_ms + 30 * 24 * 3_600_000,
+            age_ms: age.as_millis() as u64,
             ..Run::new(
                 &format!("{name}-run"),
                 rogue_id.clone(),
