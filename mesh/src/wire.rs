@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// The version every envelope carries. A node rejects envelopes of another version with a clear
 /// error instead of misreading them. Version 2: runs name their targets by key. Version 3: a blob
 /// chunk travels as raw bytes after a small head ([`BlobHead`]). Version 4: the jobs topic
-/// carries runs and QUERY sets (an enum around the run).
-pub const WIRE_VERSION: u16 = 5;
+/// carries runs and QUERY sets (an enum around the run). Version 5: live output lines carry
+/// their offsets. Version 6: a QUERY set too large to send fails its targets
+/// (`QueryFailed`), JOB_WAIT registrations name the waiter's run, runs say their age.
+pub const WIRE_VERSION: u16 = 6;
 
 /// The version this process speaks: [`WIRE_VERSION`], unless a test made it another release.
 static SPOKEN: AtomicU16 = AtomicU16::new(WIRE_VERSION);
