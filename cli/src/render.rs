@@ -34,7 +34,7 @@ pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
         end -= 1;
     }
     format!(
-        "{}… [{} more bytes; `manage --export-jobs FILE` has it all]",
+        "{}… [{} more bytes; `manage` with `--json` shows it all]",
         &text[..end],
         text.len() - end
     )
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(clipped("short", 10), "short");
         assert_eq!(
             clipped("ééé", 3),
-            "é… [4 more bytes; `manage --export-jobs FILE` has it all]"
+            "é… [4 more bytes; `manage` with `--json` shows it all]"
         );
     }
 

@@ -258,6 +258,16 @@ impl Cache {
             .next()
     }
 
+    /// Whether the job `fp` has an outcome here (within the TTL): one lookup, where
+    /// [`Cache::finished_state`] looks through every job for a prefix.
+    pub fn has_outcome(&self, fp: &Fingerprint) -> bool {
+        let now = now_unix();
+        self.lock()
+            .jobs
+            .get(fp)
+            .is_some_and(|t| t.expires_unix > now)
+    }
+
     /// Whether a job of this parent failed here (within the TTL).
     pub fn parent_failed(&self, parent: &str) -> bool {
         let now = now_unix();

@@ -1240,7 +1240,7 @@ impl Actor {
         info: &str,
     ) -> Outcome {
         match fingerprint {
-            Some(fp) if self.cache.finished_state(&fp.to_hex()).is_none() => {
+            Some(fp) if !self.cache.has_outcome(&fp) => {
                 self.cache.record(&fp, parent_id, CachedState::Failed);
                 self.job_fingerprints.insert(job_id.to_string(), fp);
             }
@@ -1786,9 +1786,7 @@ impl Actor {
             // A job that failed without running left nothing in the cache: a JOB_WAIT asking
             // after now hears "failed" too, as those waiting now do, instead of waiting for
             // its timeout.
-            if outcome.state == ResultState::Failed
-                && self.cache.finished_state(&fp.to_hex()).is_none()
-            {
+            if outcome.state == ResultState::Failed && !self.cache.has_outcome(&fp) {
                 self.cache.record_unrun(&fp, CachedState::Failed);
             }
             // After the job's own writes below are queued: JOB_WAIT waiters hear of it once

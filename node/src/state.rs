@@ -78,8 +78,8 @@ fn check_ownership(dir: &Path) -> Result<(), StateError> {
         // Its own directory: tightened rather than refused (a umask of 002 made it so).
         let was = meta.mode() & 0o7777;
         // The sticky bit a world-writable directory often has means nothing once others
-        // cannot write in it.
-        let now = was & 0o755;
+        // cannot write in it (setgid, for the group of new files, stays).
+        let now = was & !0o1022;
         match fs::set_permissions(dir, fs::Permissions::from_mode(now)) {
             Ok(()) => tracing::warn!(
                 dir = %dir.display(),
