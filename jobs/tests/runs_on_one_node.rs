@@ -36,6 +36,8 @@ struct Mesh {
     asked: Option<mpsc::Sender<String>>,
     /// The JOB_WAIT channels, kept open as a node keeps them while the wait lasts.
     waits: Mutex<Vec<mpsc::Sender<(String, String)>>>,
+    /// The value each QUERY job sent for this node, by job.
+    sent: Arc<Mutex<HashMap<String, Value>>>,
 }
 
 impl Mesh {
@@ -52,9 +54,10 @@ impl Coordinator for Mesh {
         &self,
         job_id: &str,
         _: &str,
-        _: Value,
+        value: Value,
         _: bool,
     ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+        self.sent.lock().unwrap().insert(job_id.to_string(), value);
         let set = self.sets.get(job_id).cloned();
         if let Some(asked) = &self.asked {
             let _ = asked.try_send(job_id.to_string());
@@ -243,12 +246,20 @@ async fn each_run_renders_with_the_values_its_own_query_collected() {
 
 #[tokio::test]
 async fn each_run_sees_the_args_and_envs_it_set_itself() {
-    let (cache, exec, mut events) = start(Mesh::default());
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let answered = Arc::new(Notify::new());
+    answered.notify_one();
+    let mesh = Mesh {
+        sent: Arc::clone(&sent),
+        ..Mesh::default()
+    };
+    let (cache, exec, mut events) = start(mesh.query_set("a-query", &answered, "-"));
     for w in [
         work("a-arg", "run-a", "ARG", "x A"),
         work("a-env", "run-a", "ENV", "E A"),
         work("a-wait", "run-a", "WAIT", "--seconds 1"),
         work("a-echo", "run-a", "RUN", "--skip-cache echo {{ x }} $E"),
+        work("a-query", "run-a", "QUERY", "--skip-cache x"),
     ] {
         exec.submit(w).await.unwrap();
     }
@@ -269,11 +280,13 @@ async fn each_run_sees_the_args_and_envs_it_set_itself() {
         exec.submit(w).await.unwrap();
     }
     let mut done = HashMap::new();
-    while done.len() < 5 {
+    while done.len() < 6 {
         let o = next_done(&mut events).await;
         done.insert(o.job_id.clone(), o);
     }
     assert!(done["b-echo"].finished_unix_ms <= done["a-echo"].started_unix_ms);
+    // Its QUERY sends the value the run sees.
+    assert_eq!(sent.lock().unwrap()["a-query"], json!("A"));
     assert_eq!(done["a-echo"].stdout.trim(), "A A", "{:?}", done["a-echo"]);
     assert_eq!(done["b-echo"].stdout.trim(), "B B", "{:?}", done["b-echo"]);
     // The node keeps what was set last, for later runs.
