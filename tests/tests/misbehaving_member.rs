@@ -320,6 +320,23 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
         )
     );
 
+    // Word that a QUERY set cannot come, from a member that is not its originator: refused
+    // (taken, it would fail the target's QUERY).
+    assert_eq!(
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::QueryFailed {
+                job_id: job_id.clone(),
+                reason: "forged".into(),
+            },
+        )
+        .await,
+        JobReply::Refused(
+            "a query result comes from the originator of a QUERY job that ran here".into()
+        )
+    );
+
     // A QUERY value of another arg than the job's: refused (taken, it would name the arg and
     // every other target's value would be ignored).
     let (_, query_jobs) = submit(
