@@ -210,6 +210,41 @@ fn refresh_after(wait_id: &str, node: &NodeId) -> Duration {
     REFRESH + Duration::from_millis(u64::from_le_bytes(bytes) % spread.max(1))
 }
 
+/// What the node waited on knows of the awaited job when a registration comes, for
+/// [`answer_now`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AwaitedHere {
+    /// The registration names the waiter's run, which this node has not taken in yet: that
+    /// run's job is still to come.
+    RunNotTaken,
+    /// The registration names the waiter's run, taken in here: how its first job with the
+    /// fingerprint ended (`Some(true)`: not failed; `None`: not ended, or ended before a
+    /// restart here, whose outcomes are not kept), and whether a job of it with the
+    /// fingerprint is queued or running.
+    InRun { ended: Option<bool>, pending: bool },
+    /// The registration names no run: whether any job with the fingerprint is queued or
+    /// running here.
+    Any { pending: bool },
+}
+
+/// The state a registration is answered with at once, or `None` to keep it until the job
+/// finishes here. The run's own job answers a wait of that run (not an earlier run's outcome,
+/// nor a later job of the run queued behind the wait); a job queued or running is waited for
+/// (a run again waits for its new run); else the node's `cached` outcome answers.
+pub fn answer_now(
+    here: AwaitedHere,
+    cached: impl FnOnce() -> Option<&'static str>,
+) -> Option<&'static str> {
+    match here {
+        AwaitedHere::RunNotTaken => None,
+        AwaitedHere::InRun {
+            ended: Some(ok), ..
+        } => Some(if ok { "success" } else { "failed" }),
+        AwaitedHere::InRun { pending: true, .. } | AwaitedHere::Any { pending: true } => None,
+        AwaitedHere::InRun { .. } | AwaitedHere::Any { .. } => cached(),
+    }
+}
+
 struct Registered {
     fingerprint: String,
     /// Only the awaited job of this run answers it.
@@ -447,5 +482,36 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.finished("abcd", "r2", "failed", t0).len(), 1);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_registration_is_answered_at_once_only_by_what_it_waits_for() {
+        use AwaitedHere::*;
+        let cached = || Some("success");
+        assert_eq!(answer_now(RunNotTaken, cached), None);
+        // The run's own job ended: it answers, whatever the cache says and even with a later
+        // job of the run pending.
+        let ended = |ok| InRun {
+            ended: Some(ok),
+            pending: true,
+        };
+        assert_eq!(answer_now(ended(false), cached), Some("failed"));
+        assert_eq!(answer_now(ended(true), || None), Some("success"));
+        let waiting = InRun {
+            ended: None,
+            pending: true,
+        };
+        assert_eq!(answer_now(waiting, cached), None);
+        let forgotten = InRun {
+            ended: None,
+            pending: false,
+        };
+        assert_eq!(answer_now(forgotten, cached), Some("success"));
+        assert_eq!(answer_now(Any { pending: true }, cached), None);
+        assert_eq!(
+            answer_now(Any { pending: false }, || Some("failed")),
+            Some("failed")
+        );
+        assert_eq!(answer_now(Any { pending: false }, || None), None);
     }
 }

@@ -689,40 +689,29 @@ impl Actor {
         run: Option<String>,
         waiter: NodeId,
     ) {
-        let state = match &run {
-            // Not taken in yet: its job is to come.
-            Some(run) if !self.accepted.contains_key(run) => None,
-            Some(run) => {
-                let ended = self.accepted.get(run).and_then(|a| {
-                    a.outcomes
+        use coordination::job_wait::{AwaitedHere, answer_now};
+        let here = match &run {
+            Some(run) => match self.accepted.get(run) {
+                None => AwaitedHere::RunNotTaken,
+                Some(a) => AwaitedHere::InRun {
+                    ended: a
+                        .outcomes
                         .iter()
                         .find(|(fp, _)| fp.matches_prefix(&fingerprint))
-                        .map(|(_, ok)| if *ok { "success" } else { "failed" })
-                });
-                let pending = self.job_fingerprints.iter().any(|(job, fp)| {
-                    fp.matches_prefix(&fingerprint) && self.job_runs.get(job) == Some(run)
-                });
-                match ended {
-                    // The run's (first) job with it has ended here: that answers it, whatever
-                    // other runs did and even if a later job of the run has it too.
-                    Some(state) => Some(state),
-                    None if pending => None,
-                    // Taken in before a restart here (its outcomes are not kept): the cache.
-                    None => self.cache.finished_state(&fingerprint),
-                }
-            }
-            None => {
-                let pending_here = self
+                        .map(|(_, ok)| *ok),
+                    pending: self.job_fingerprints.iter().any(|(job, fp)| {
+                        fp.matches_prefix(&fingerprint) && self.job_runs.get(job) == Some(run)
+                    }),
+                },
+            },
+            None => AwaitedHere::Any {
+                pending: self
                     .job_fingerprints
                     .values()
-                    .any(|fp| fp.matches_prefix(&fingerprint));
-                if pending_here {
-                    None
-                } else {
-                    self.cache.finished_state(&fingerprint)
-                }
-            }
+                    .any(|fp| fp.matches_prefix(&fingerprint)),
+            },
         };
+        let state = answer_now(here, || self.cache.finished_state(&fingerprint));
         let actions = self.cross.registrations.register(
             &wait_id,
             &fingerprint,
