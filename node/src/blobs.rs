@@ -79,20 +79,14 @@ struct State {
 }
 
 /// Why a submitter's file could not go into its node's store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
     /// The file itself: unreadable, or changed since the CLI hashed it (bad input).
+    #[error("{0}")]
     Source(String),
     /// The store: no room or no way to write in the state directory (the node's trouble).
+    #[error("{0}")]
     Store(String),
-}
-
-impl std::fmt::Display for ImportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ImportError::Source(why) | ImportError::Store(why) => f.write_str(why),
-        }
-    }
 }
 
 /// The blob store of one node.
