@@ -5,6 +5,11 @@
 //! node's redb database (table [`TABLE_NAME`]); the node's sink batches these writes with its
 //! own. The cache is an optimisation: a crash may lose its last writes, never the records or
 //! results the node keeps elsewhere.
+//!
+//! Rows: `job/HEX` and `parent/NAME` (an outcome and when it expires), `arg/NAME` and
+//! `env/NAME` (one value each), and `argq/["NODE","NAME"]` for each value of the `query` arg
+//! that QUERY sets fill: those gather large values from every node, and a change writes only
+//! the values it changed, whatever else the node holds.
 
 use std::{
     collections::HashMap,
@@ -16,7 +21,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::spec::{CacheTag, Fingerprint};
+use crate::{
+    spec::{CacheTag, Fingerprint},
+    template::Vars,
+};
 
 /// How long a success is remembered (Directord's 72 hours).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(72 * 3600);
@@ -82,10 +90,9 @@ struct Timed {
 struct State {
     jobs: HashMap<Fingerprint, Timed>,
     parents: HashMap<String, Timed>,
-    args: Map<String, Value>,
-    /// `args` as templates see it, shared until the args change: every job renders against
-    /// it, and copying a large map for each job would cost more than the job.
-    args_view: Option<Arc<Value>>,
+    /// The args as templates see them, shared with the jobs rendering them: a change copies
+    /// them only while a job still holds them.
+    args: Vars,
     envs: Map<String, Value>,
     /// What each run set here itself (its ARGs and ENVs, the sets its QUERYs collected), by
     /// run, until the run has nothing left to do here ([`Cache::forget_run`]). In memory only.
@@ -178,6 +185,9 @@ impl Cache {
             w.commit().map_err(|x| e(&x))?;
         }
         let now = now_unix();
+        let mut args = Map::new();
+        let mut query_values = Vec::new();
+        let mut old_layout = Vec::new();
         let r = db.begin_read().map_err(|x| e(&x))?;
         let table = r.open_table(TABLE).map_err(|x| e(&x))?;
         for row in table.iter().map_err(|x| e(&x))? {
@@ -197,21 +207,57 @@ impl Cache {
                 {
                     state.parents.insert(parent.to_string(), t);
                 }
+            } else if let Some(name) = key.strip_prefix("arg/") {
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    args.insert(name.to_string(), v);
+                }
+            } else if let Some(pair) = key.strip_prefix("argq/") {
+                if let (Ok((node, name)), Ok(v)) = (
+                    serde_json::from_str::<(String, String)>(pair),
+                    serde_json::from_slice::<Value>(&bytes),
+                ) {
+                    query_values.push((node, name, v));
+                }
+            } else if let Some(name) = key.strip_prefix("env/") {
+                if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                    state.envs.insert(name.to_string(), v);
+                }
             } else if (key == "args" || key == "envs")
                 && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes)
             {
+                // Kept whole by an earlier release: read, and written again as rows below.
                 if key == "args" {
-                    state.args = map;
+                    args.extend(map);
                 } else {
-                    state.envs = map;
+                    state.envs.extend(map);
                 }
+                old_layout.push(key);
             }
         }
-        Ok(Cache {
+        for (node, name, v) in query_values {
+            let query = object_at(&mut args, "query");
+            object_at(query, &node).insert(name, v);
+        }
+        let mut rewrite: CacheWrites = Vec::new();
+        if !old_layout.is_empty() {
+            rewrite.extend(old_layout.into_iter().map(|k| (k, None)));
+            for (name, v) in &args {
+                rewrite.extend(arg_rows(name, v));
+            }
+            for (name, v) in &state.envs {
+                rewrite.push((env_row(name), Some(json_bytes(v))));
+            }
+        }
+        state.args = Vars::from(args);
+        let cache = Cache {
             state: Mutex::new(state),
             sink: Some(sink),
             ttl,
-        })
+        };
+        if !rewrite.is_empty() {
+            cache.persist(rewrite);
+        }
+        Ok(cache)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -320,20 +366,14 @@ impl Cache {
 
     /// The cached args, as a JSON object (the variables of templates). Shared, not copied,
     /// until the args change.
-    pub fn args(&self) -> Arc<Value> {
-        let mut s = self.lock();
-        if let Some(view) = &s.args_view {
-            return Arc::clone(view);
-        }
-        let view = Arc::new(Value::Object(s.args.clone()));
-        s.args_view = Some(Arc::clone(&view));
-        view
+    pub fn args(&self) -> Vars {
+        self.lock().args.clone()
     }
 
     /// The args a job of `run_id` renders with: the cached args, with what its own run set
     /// (ARGs, QUERY sets) over what another run set under the same names since (the node
     /// keeps what was set last).
-    pub fn args_for_run(&self, run_id: &str) -> Arc<Value> {
+    pub fn args_for_run(&self, run_id: &str) -> Vars {
         let base = self.args();
         let s = self.lock();
         let Some(own) = s.runs.get(run_id) else {
@@ -354,22 +394,13 @@ impl Cache {
         if same_query && same_args {
             return base;
         }
-        let mut args = (*base).clone();
-        if let Value::Object(map) = &mut args {
-            map.extend(own.args.iter().map(|(k, v)| (k.clone(), v.clone())));
-            if !own.query.is_empty() {
-                let query = map
-                    .entry("query")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !query.is_object() {
-                    *query = Value::Object(Map::new());
-                }
-                if let Value::Object(query) = query {
-                    merge_query(query, &own.query);
-                }
-            }
+        let mut args = base;
+        let map = args.map_mut();
+        map.extend(own.args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if !own.query.is_empty() {
+            merge_query(object_at(map, "query"), &own.query);
         }
-        Arc::new(args)
+        args
     }
 
     /// The envs a job of `run_id` runs with: the cached envs, with what its own run's ENVs
@@ -423,18 +454,58 @@ impl Cache {
     /// As [`Cache::merge_args`], by a job of `run`: the run's later jobs see these names as
     /// this left them ([`Cache::args_for_run`]).
     pub fn merge_args_of(&self, run: Option<&str>, values: Map<String, Value>, extend: bool) {
-        let bytes = {
+        let writes = {
             let mut s = self.lock();
             let names: Vec<String> = values.keys().cloned().collect();
-            merge(&mut s.args, values, extend);
-            s.args_view = None;
+            // A QUERY set merged into a `query` kept as one row per value writes the values
+            // it brought; anything else rewrites the rows of the names it touched.
+            let brought = values
+                .get("query")
+                .filter(|_| extend)
+                .and_then(query_pairs)
+                .filter(|_| s.args.get("query").is_none_or(|q| query_pairs(q).is_some()))
+                .map(|pairs| {
+                    pairs
+                        .into_iter()
+                        .map(|(n, k)| (n.to_string(), k.to_string()))
+                        .collect::<Vec<_>>()
+                });
+            let query_rows_before = match (&brought, s.args.get("query")) {
+                (None, Some(q)) if values.contains_key("query") => arg_keys("query", q),
+                _ => Vec::new(),
+            };
+            merge(s.args.map_mut(), values, extend);
+            let mut writes = CacheWrites::new();
+            for name in &names {
+                let Some(now) = s.args.get(name) else {
+                    continue;
+                };
+                match &brought {
+                    Some(brought) if name == "query" => {
+                        writes.extend(brought.iter().filter_map(|(node, key)| {
+                            let v = now.get(node)?.get(key)?;
+                            Some((query_row(node, key), Some(json_bytes(v))))
+                        }));
+                    }
+                    _ => {
+                        let rows = arg_rows(name, now);
+                        writes.extend(
+                            query_rows_before
+                                .iter()
+                                .filter(|k| name == "query" && !rows.iter().any(|(r, _)| r == *k))
+                                .map(|k| (k.clone(), None)),
+                        );
+                        writes.extend(rows);
+                    }
+                }
+            }
             if let Some(run) = run {
                 let now = as_left(&s.args, names);
                 s.runs.entry(run.to_string()).or_default().args.extend(now);
             }
-            serde_json::to_vec(&s.args).unwrap_or_default()
+            writes
         };
-        self.persist(vec![("args".into(), Some(bytes))]);
+        self.persist(writes);
     }
 
     /// Merges `values` into the cached envs.
@@ -444,17 +515,21 @@ impl Cache {
 
     /// As [`Cache::merge_envs`], by a job of `run` ([`Cache::envs_for_run`]).
     pub fn merge_envs_of(&self, run: Option<&str>, values: Map<String, Value>, extend: bool) {
-        let bytes = {
+        let writes = {
             let mut s = self.lock();
             let names: Vec<String> = values.keys().cloned().collect();
             merge(&mut s.envs, values, extend);
+            let writes = names
+                .iter()
+                .filter_map(|k| Some((env_row(k), Some(json_bytes(s.envs.get(k)?)))))
+                .collect();
             if let Some(run) = run {
                 let now = as_left(&s.envs, names);
                 s.runs.entry(run.to_string()).or_default().envs.extend(now);
             }
-            serde_json::to_vec(&s.envs).unwrap_or_default()
+            writes
         };
-        self.persist(vec![("envs".into(), Some(bytes))]);
+        self.persist(writes);
     }
 
     /// Forgets the tagged part of the cache; returns how many items went.
@@ -481,14 +556,15 @@ impl Cache {
             }
             if matches!(tag, CacheTag::Args | CacheTag::All) {
                 count += s.args.len();
-                s.args.clear();
-                s.args_view = None;
-                writes.push(("args".to_string(), None));
+                for (name, v) in s.args.iter() {
+                    writes.extend(arg_keys(name, v).into_iter().map(|k| (k, None)));
+                }
+                s.args = Vars::default();
             }
             if matches!(tag, CacheTag::Envs | CacheTag::All) {
                 count += s.envs.len();
+                writes.extend(s.envs.keys().map(|k| (env_row(k), None)));
                 s.envs.clear();
-                writes.push(("envs".to_string(), None));
             }
             // What runs set for their own jobs goes with the node's.
             for view in s.runs.values_mut() {
@@ -506,13 +582,12 @@ impl Cache {
                     CacheTag::Jobs | CacheTag::Parents => {}
                 }
             }
-            if tag == CacheTag::Query && s.args.remove("query").is_some() {
-                s.args_view = None;
+            if tag == CacheTag::Query
+                && s.args.contains_key("query")
+                && let Some(query) = s.args.map_mut().remove("query")
+            {
                 count += 1;
-                writes.push((
-                    "args".to_string(),
-                    Some(serde_json::to_vec(&s.args).unwrap_or_default()),
-                ));
+                writes.extend(arg_keys("query", &query).into_iter().map(|k| (k, None)));
             }
             count
         };
@@ -528,9 +603,78 @@ impl Cache {
         serde_json::json!({
             "jobs": s.jobs.iter().map(|(k, t)| (k.to_hex(), timed(t))).collect::<Map<String, Value>>(),
             "parents": s.parents.iter().map(|(k, t)| (k.clone(), timed(t))).collect::<Map<String, Value>>(),
-            "args": Value::Object(s.args.clone()),
+            "args": Value::Object(Map::clone(&s.args)),
             "envs": Value::Object(s.envs.clone()),
         })
+    }
+}
+
+/// The row of a top-level arg.
+fn arg_row(name: &str) -> String {
+    format!("arg/{name}")
+}
+
+/// The row of one value of a QUERY set: `query.NODE.NAME`.
+fn query_row(node: &str, name: &str) -> String {
+    // Two strings as JSON: cannot fail.
+    format!(
+        "argq/{}",
+        serde_json::to_string(&(node, name)).unwrap_or_default()
+    )
+}
+
+/// The row of an env.
+fn env_row(name: &str) -> String {
+    format!("env/{name}")
+}
+
+fn json_bytes(v: &Value) -> Vec<u8> {
+    // Plain data into memory: cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// The `(node, name)` pairs of a `query` arg shaped as QUERY sets leave it, a map of
+/// non-empty maps, kept as one row per value; `None` for any other shape (kept as one row).
+fn query_pairs(query: &Value) -> Option<Vec<(&str, &str)>> {
+    let mut pairs = Vec::new();
+    for (node, values) in query.as_object()? {
+        let values = values.as_object().filter(|v| !v.is_empty())?;
+        pairs.extend(values.keys().map(|k| (node.as_str(), k.as_str())));
+    }
+    Some(pairs)
+}
+
+/// The rows that keep the arg `name` of value `v`.
+fn arg_rows(name: &str, v: &Value) -> CacheWrites {
+    match (name, query_pairs(v)) {
+        ("query", Some(pairs)) => pairs
+            .into_iter()
+            .map(|(node, key)| (query_row(node, key), Some(json_bytes(&v[node][key]))))
+            .collect(),
+        _ => vec![(arg_row(name), Some(json_bytes(v)))],
+    }
+}
+
+/// The keys of [`arg_rows`].
+fn arg_keys(name: &str, v: &Value) -> Vec<String> {
+    match (name, query_pairs(v)) {
+        ("query", Some(pairs)) => pairs
+            .into_iter()
+            .map(|(node, key)| query_row(node, key))
+            .collect(),
+        _ => vec![arg_row(name)],
+    }
+}
+
+/// The map at `name` in `map`, made (in place of whatever else is there) if need be.
+fn object_at<'a>(map: &'a mut Map<String, Value>, name: &str) -> &'a mut Map<String, Value> {
+    let slot = map.entry(name).or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    match slot {
+        Value::Object(m) => m,
+        _ => unreachable!("made a map just above"),
     }
 }
 
@@ -627,10 +771,10 @@ mod tests {
         let cache = Cache::in_memory(DEFAULT_TTL);
         cache.merge_args(obj(json!({"k": "v", "query": {"n": 1}})), false);
         let first = cache.args();
-        assert!(Arc::ptr_eq(&first, &cache.args()));
+        assert!(Vars::same_as(&first, &cache.args()));
         cache.merge_args(obj(json!({"k": "w"})), false);
         let second = cache.args();
-        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(!Vars::same_as(&first, &second));
         assert_eq!(
             (first["k"].clone(), second["k"].clone()),
             (json!("v"), json!("w"))
@@ -638,7 +782,7 @@ mod tests {
         cache.evict(CacheTag::Query);
         assert!(cache.args().get("query").is_none() && second.get("query").is_some());
         cache.evict(CacheTag::Args);
-        assert_eq!(*cache.args(), json!({}));
+        assert!(cache.args().is_empty());
     }
 
     #[test]
@@ -665,6 +809,179 @@ mod tests {
         assert_eq!(dump["jobs"][fp.to_hex()]["state"], json!("success"));
     }
 
+    /// Keeps every write, to see which rows a change touches.
+    #[derive(Default)]
+    struct Recorded(Mutex<CacheWrites>);
+
+    impl CacheSink for Recorded {
+        fn write(&self, writes: CacheWrites) {
+            self.0.lock().unwrap().extend(writes);
+        }
+    }
+
+    impl Recorded {
+        fn take(&self) -> Vec<(String, usize)> {
+            let mut w: Vec<_> = std::mem::take(&mut *self.0.lock().unwrap())
+                .into_iter()
+                .map(|(k, v)| (k, v.map_or(0, |v| v.len())))
+                .collect();
+            w.sort();
+            w
+        }
+    }
+
+    /// A change writes the rows of what it changed, not the whole args: a QUERY set after
+    /// megabytes of values writes the values it brought.
+    #[test]
+    fn a_change_writes_only_what_it_changed() {
+        let sink = Arc::new(Recorded::default());
+        let cache = Cache {
+            state: Mutex::new(State::default()),
+            sink: Some(sink.clone()),
+            ttl: DEFAULT_TTL,
+        };
+        let big = "x".repeat(1 << 20);
+        cache.merge_args(
+            obj(json!({"query": {"n1": {"big": big}, "n2": {"big": big}}})),
+            true,
+        );
+        let q = |n: &str, k: &str| query_row(n, k);
+        assert_eq!(
+            sink.take(),
+            vec![
+                (q("n1", "big"), big.len() + 2),
+                (q("n2", "big"), big.len() + 2)
+            ]
+        );
+        cache.merge_args(
+            obj(json!({"query": {"n1": {"ip": "a"}, "n3": {"ip": "c"}}})),
+            true,
+        );
+        assert_eq!(sink.take(), vec![(q("n1", "ip"), 3), (q("n3", "ip"), 3)]);
+        cache.merge_args(obj(json!({"k": 1})), false);
+        assert_eq!(sink.take(), vec![("arg/k".to_string(), 1)]);
+        // An ARG that makes `query` a plain value: its rows go, one row holds it.
+        cache.merge_args(obj(json!({"query": 5})), false);
+        let w = sink.take();
+        assert_eq!(w.len(), 5, "{w:?}");
+        assert!(w.contains(&("arg/query".to_string(), 1)));
+        assert!(
+            w.iter()
+                .filter(|(k, n)| k.starts_with("argq/") && *n == 0)
+                .count()
+                == 4
+        );
+        // A QUERY set over it: the plain row goes, the set's rows come.
+        cache.merge_args(obj(json!({"query": {"n1": {"ip": "a"}}})), true);
+        assert_eq!(
+            sink.take(),
+            vec![("arg/query".to_string(), 0), (q("n1", "ip"), 3)]
+        );
+        cache.merge_envs(obj(json!({"A": "1", "B": "2"})), false);
+        cache.merge_envs(obj(json!({"A": "3"})), false);
+        assert_eq!(
+            sink.take(),
+            vec![
+                ("env/A".to_string(), 3),
+                ("env/A".to_string(), 3),
+                ("env/B".to_string(), 3)
+            ]
+        );
+    }
+
+    /// Whatever the order of changes, a reopened cache has the args and envs the live one had.
+    #[test]
+    fn the_rows_read_back_as_the_args_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        type Step = Box<dyn Fn(&Cache)>;
+        let steps: Vec<Step> = vec![
+            Box::new(|c| c.merge_args(obj(json!({"a": [1], "query": {"n1": {"x": 1}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"a": [2], "query": {"n2": {"x": 2}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n1": {"x": {"deep": 1}}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n1": {"x": {"more": 2}}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n9": {}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n2": {"y": 3}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": "plain"})), false)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n4": {"z": 4}}})), true)),
+            Box::new(|c| c.merge_envs(obj(json!({"E": "1", "F": [1]})), false)),
+            Box::new(|c| {
+                c.evict(CacheTag::Query);
+            }),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n5": {"w": 5}}})), true)),
+            Box::new(|c| {
+                c.evict(CacheTag::Args);
+            }),
+            Box::new(|c| c.merge_args(obj(json!({"b": "B"})), true)),
+            Box::new(|c| {
+                c.evict(CacheTag::Envs);
+            }),
+        ];
+        for step in &steps {
+            let live = {
+                let db = Arc::new(Database::create(&path).unwrap());
+                let cache = Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap();
+                step(&cache);
+                cache.dump()
+            };
+            let db = Arc::new(Database::create(&path).unwrap());
+            let again = Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap();
+            let read = again.dump();
+            assert_eq!(
+                (&read["args"], &read["envs"]),
+                (&live["args"], &live["envs"])
+            );
+        }
+    }
+
+    /// A database of a release that kept the args and envs whole is read, and rewritten as
+    /// rows.
+    #[test]
+    fn args_kept_whole_are_read_and_rewritten_as_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            DirectSink(db).write(vec![
+                (
+                    "args".into(),
+                    Some(
+                        serde_json::to_vec(&json!({"k": "v", "query": {"n1": {"x": 1}}})).unwrap(),
+                    ),
+                ),
+                (
+                    "envs".into(),
+                    Some(serde_json::to_vec(&json!({"E": "e"})).unwrap()),
+                ),
+            ]);
+        }
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            let cache =
+                Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db.clone()))).unwrap();
+            assert_eq!(cache.args()["query"]["n1"]["x"], json!(1));
+            let r = db.begin_read().unwrap();
+            let t = r.open_table(TABLE).unwrap();
+            let mut keys: Vec<String> = t
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value().to_string())
+                .collect();
+            keys.sort();
+            assert_eq!(
+                keys,
+                vec!["arg/k".to_string(), query_row("n1", "x"), "env/E".into()]
+            );
+        }
+        let db = Arc::new(Database::create(&path).unwrap());
+        let cache = Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap();
+        assert_eq!(
+            cache.dump()["args"],
+            json!({"k": "v", "query": {"n1": {"x": 1}}})
+        );
+        assert_eq!(cache.envs(), vec![("E".to_string(), "e".to_string())]);
+    }
+
     #[test]
     fn a_run_renders_with_its_own_query_set_until_it_is_forgotten() {
         let cache = Cache::in_memory(DEFAULT_TTL);
@@ -687,8 +1004,8 @@ mod tests {
         assert_eq!(cache.args_for_run("b")["query"]["n1"]["x"], json!("B"));
         // A run with no QUERY of its own sees the node's args, shared, as does one whose set
         // is the node's.
-        assert!(Arc::ptr_eq(&cache.args_for_run("c"), &cache.args()));
-        assert!(Arc::ptr_eq(&cache.args_for_run("b"), &cache.args()));
+        assert!(Vars::same_as(&cache.args_for_run("c"), &cache.args()));
+        assert!(Vars::same_as(&cache.args_for_run("b"), &cache.args()));
         cache.forget_run("a");
         assert_eq!(cache.args_for_run("a")["query"]["n1"]["x"], json!("B"));
     }

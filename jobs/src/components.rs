@@ -8,7 +8,6 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
     time::Duration,
 };
 
@@ -25,7 +24,7 @@ use crate::{
     cache::Cache,
     processes::ProcessLog,
     spec::{CacheTag, Component, FileRef, Fingerprint, Owner, Transfer, WaitFor},
-    template,
+    template::{self, Vars},
 };
 
 /// Output kept per stream; beyond it the output is cut and the cut is noted. With both
@@ -169,7 +168,7 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// What the job's templates render with ([`Cache::args_for_run`]).
-    fn args(&self) -> Arc<Value> {
+    fn args(&self) -> Vars {
         self.cache.args_for_run(self.run_id)
     }
 
@@ -191,7 +190,6 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             let sh = CommandContext {
                 cache,
                 run_id: ctx.run_id,
-                args: ctx.args(),
                 sink,
                 deadline,
                 processes,
@@ -235,7 +233,6 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
             let sh = CommandContext {
                 cache,
                 run_id: ctx.run_id,
-                args: ctx.args(),
                 sink: None,
                 deadline,
                 processes,
@@ -411,7 +408,7 @@ impl From<String> for LandError {
 
 /// Where ADD/COPY lands `file`: DEST rendered against the node's args, the file's name added
 /// when DEST ends in `/`.
-fn landing_path(dest: &str, file: &FileRef, args: &Value) -> Result<PathBuf, Finished> {
+fn landing_path(dest: &str, file: &FileRef, args: &Vars) -> Result<PathBuf, Finished> {
     let dest = render_path(dest, args)?;
     Ok(if dest.ends_with('/') {
         PathBuf::from(&dest).join(&file.name)
@@ -484,7 +481,7 @@ fn land(
     blob: &Path,
     path: &Path,
     expected: Fingerprint,
-    args: Option<std::sync::Arc<Value>>,
+    args: Option<Vars>,
     access: Access,
     source_name: &str,
 ) -> Result<Fingerprint, LandError> {
@@ -726,10 +723,10 @@ async fn job_wait(fingerprint: &str, identities: &[String], ctx: &Context<'_>) -
 /// What a shell command runs with.
 struct CommandContext<'a> {
     cache: &'a Cache,
-    /// The job's run: its ENVs are the run's own ([`Cache::envs_for_run`]).
+    /// The job's run: its ENVs are the run's own, its templates render with its args
+    /// ([`Cache::envs_for_run`], [`Cache::args_for_run`]; taken to render, then let go: a
+    /// change while they are held copies them all).
     run_id: &'a str,
-    /// What templates render with.
-    args: Arc<Value>,
     sink: Option<&'a LineSink>,
     deadline: Instant,
     processes: Option<&'a ProcessLog>,
@@ -742,7 +739,7 @@ async fn run_command(
     sh: &CommandContext<'_>,
 ) -> Finished {
     let cache = sh.cache;
-    let command = match template::render(command, &sh.args) {
+    let command = match template::render(command, &sh.cache.args_for_run(sh.run_id)) {
         Ok(c) if c.trim().is_empty() => {
             return Finished::fail(
                 format!("'{command}' rendered to an empty command"),
@@ -1196,14 +1193,18 @@ fn set_values(
     ctx: &Context<'_>,
     kind: &str,
 ) -> Finished {
-    let args = &ctx.args();
     let mut rendered = Map::new();
-    for (k, v) in values {
-        match template::render_value(v, args) {
-            Ok(v) => {
-                rendered.insert(k.clone(), v);
+    {
+        // Let go of the args before changing them: a change while they are held copies
+        // them all.
+        let args = &ctx.args();
+        for (k, v) in values {
+            match template::render_value(v, args) {
+                Ok(v) => {
+                    rendered.insert(k.clone(), v);
+                }
+                Err(e) => return Finished::fail(&e, format!("{kind} {k} did not render")),
             }
-            Err(e) => return Finished::fail(&e, format!("{kind} {k} did not render")),
         }
     }
     let shown = Value::Object(rendered.clone()).to_string();
@@ -1220,7 +1221,7 @@ fn set_values(
     )
 }
 
-fn render_path(path: &str, args: &Value) -> Result<String, Finished> {
+fn render_path(path: &str, args: &Vars) -> Result<String, Finished> {
     let rendered =
         template::render(path, args).map_err(|e| Finished::fail(&e, "the path did not render"))?;
     if !rendered.starts_with('/') {
@@ -1232,7 +1233,7 @@ fn render_path(path: &str, args: &Value) -> Result<String, Finished> {
     Ok(rendered)
 }
 
-fn workdir(path: &str, owner: Option<&Owner>, mode: Option<u32>, args: &Value) -> Finished {
+fn workdir(path: &str, owner: Option<&Owner>, mode: Option<u32>, args: &Vars) -> Finished {
     let path = match render_path(path, args) {
         Ok(p) => p,
         Err(f) => return f,
@@ -1336,8 +1337,7 @@ fn resolve_owner(
 }
 
 fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
-    let args = &ctx.args();
-    let path = match render_path(path, args) {
+    let path = match render_path(path, &ctx.args()) {
         Ok(p) => p,
         Err(f) => return f,
     };
@@ -1367,7 +1367,7 @@ async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
             retry,
             retry_wait,
         } => {
-            let command = match template::render(command, &sh.args) {
+            let command = match template::render(command, &sh.cache.args_for_run(sh.run_id)) {
                 Ok(c) => c,
                 Err(e) => return Finished::fail(&e, "the command did not render"),
             };

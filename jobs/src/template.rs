@@ -4,10 +4,100 @@
 //! failure of that job, never an empty string. Python-style methods that Directord's own
 //! orchestrations use (`query.values()`, `items()`, `keys()`) work too.
 
-use std::sync::OnceLock;
+use std::{
+    collections::HashMap,
+    ops::Deref,
+    sync::{Arc, Mutex, OnceLock},
+};
 
-use minijinja::{Environment, UndefinedBehavior, syntax::SyntaxConfig};
-use serde_json::Value;
+use minijinja::{
+    Environment, UndefinedBehavior,
+    syntax::SyntaxConfig,
+    value::{Enumerator, Object},
+};
+use serde_json::{Map, Value};
+
+/// The variables templates render with: the node's args as JSON, and the engine's own copy of
+/// each arg, made at its first use and kept until the args change. Converting an arg costs as
+/// much as its size (megabytes after a QUERY of large outputs): a template pays for the args it
+/// names, once per change, not for all of them at every render. Cheap to clone (shared).
+#[derive(Debug, Default, Clone)]
+pub struct Vars {
+    json: Arc<Map<String, Value>>,
+    engine: Arc<Mutex<HashMap<String, minijinja::Value>>>,
+}
+
+impl Vars {
+    /// The args to change: copied first if another holder still reads them; the engine's
+    /// copies go (made again at their next use).
+    pub fn map_mut(&mut self) -> &mut Map<String, Value> {
+        self.engine = Arc::default();
+        Arc::make_mut(&mut self.json)
+    }
+
+    /// Whether `other` is these very args (shared), not a copy.
+    pub fn same_as(&self, other: &Vars) -> bool {
+        Arc::ptr_eq(&self.json, &other.json)
+    }
+
+    /// The arg `name` as the engine sees it.
+    fn engine_value(&self, name: &str) -> Option<minijinja::Value> {
+        // A panic while converting leaves at worst a missing entry: the map stays usable.
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = engine.get(name) {
+            return Some(v.clone());
+        }
+        let v = minijinja::Value::from(minijinja::value::Serde(self.json.get(name)?));
+        engine.insert(name.to_string(), v.clone());
+        Some(v)
+    }
+}
+
+impl From<Map<String, Value>> for Vars {
+    fn from(json: Map<String, Value>) -> Vars {
+        Vars {
+            json: Arc::new(json),
+            engine: Arc::default(),
+        }
+    }
+}
+
+/// A JSON object's names and values; anything else has none.
+impl From<Value> for Vars {
+    fn from(json: Value) -> Vars {
+        match json {
+            Value::Object(map) => Vars::from(map),
+            _ => Vars::default(),
+        }
+    }
+}
+
+impl Deref for Vars {
+    type Target = Map<String, Value>;
+    fn deref(&self) -> &Map<String, Value> {
+        &self.json
+    }
+}
+
+/// What a render sees at the top: the args by name, each converted at its first use.
+#[derive(Debug)]
+struct Root(Vars);
+
+impl Object for Root {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.0.engine_value(key.as_str()?)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(
+            self.0
+                .json
+                .keys()
+                .map(|k| minijinja::Value::from(k.as_str()))
+                .collect(),
+        )
+    }
+}
 
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -28,12 +118,12 @@ pub fn is_template(text: &str) -> bool {
 }
 
 /// Renders `text` with `args` (a JSON object) as its variables.
-pub fn render(text: &str, args: &Value) -> Result<String, String> {
+pub fn render(text: &str, args: &Vars) -> Result<String, String> {
     render_named("<string>", text, args)
 }
 
 /// Like [`render`], for the text of a file: errors give their place as `NAME:LINE`.
-pub fn render_named(name: &str, text: &str, args: &Value) -> Result<String, String> {
+pub fn render_named(name: &str, text: &str, args: &Vars) -> Result<String, String> {
     if !is_template(text) {
         return Ok(text.to_string());
     }
@@ -41,7 +131,7 @@ pub fn render_named(name: &str, text: &str, args: &Value) -> Result<String, Stri
         .render_named_str(
             name,
             text,
-            minijinja::Value::from(minijinja::value::Serde(args)),
+            minijinja::Value::from_object(Root(args.clone())),
         )
         .map_err(|e| {
             let mut msg = format!("template error: {e}");
@@ -68,7 +158,7 @@ pub fn render_named(name: &str, text: &str, args: &Value) -> Result<String, Stri
 }
 
 /// The top-level names `text` uses that neither `args` nor the engine defines, sorted.
-fn missing_args(text: &str, args: &Value) -> Vec<String> {
+fn missing_args(text: &str, args: &Map<String, Value>) -> Vec<String> {
     let env = environment();
     let Ok(template) = env.template_from_str(text) else {
         return Vec::new();
@@ -95,7 +185,7 @@ pub fn check_syntax(text: &str) -> Result<(), String> {
 }
 
 /// Renders every string inside `value` (lists and maps recursively).
-pub fn render_value(value: &Value, args: &Value) -> Result<Value, String> {
+pub fn render_value(value: &Value, args: &Vars) -> Result<Value, String> {
     Ok(match value {
         Value::String(s) => Value::String(render(s, args)?),
         Value::Array(items) => Value::Array(
@@ -121,7 +211,9 @@ mod tests {
 
     #[test]
     fn renders_against_args() {
-        let args = json!({"name": "web", "port": 8080, "query": {"n1": {"x": 1}, "n2": {"x": 2}}});
+        let args = Vars::from(
+            json!({"name": "web", "port": 8080, "query": {"n1": {"x": 1}, "n2": {"x": 2}}}),
+        );
         assert_eq!(
             render("echo {{ name }}:{{ port }}", &args).unwrap(),
             "echo web:8080"
@@ -143,13 +235,13 @@ mod tests {
     /// `tojson`, as Directord's Jinja has it: a value written out as JSON (QUERY's set, say).
     #[test]
     fn a_files_errors_name_the_file() {
-        let e = render_named("app.conf", "a\nb {{ nope }}\n", &json!({})).unwrap_err();
+        let e = render_named("app.conf", "a\nb {{ nope }}\n", &Vars::from(json!({}))).unwrap_err();
         assert!(e.contains("app.conf:2"), "{e}");
     }
 
     #[test]
     fn tojson_writes_json() {
-        let args = json!({"query": {"n1": {"ip": "10.0.0.1"}}});
+        let args = Vars::from(json!({"query": {"n1": {"ip": "10.0.0.1"}}}));
         assert_eq!(
             render("{{ query | tojson }}", &args).unwrap(),
             r#"{"n1": {"ip": "10.0.0.1"}}"#
@@ -158,17 +250,17 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_an_error() {
-        let e = render("echo {{ nope }}", &json!({})).unwrap_err();
+        let e = render("echo {{ nope }}", &Vars::from(json!({}))).unwrap_err();
         assert!(e.contains("undefined"), "{e}");
         // It names what is missing, not what is there or what the engine provides.
         let e = render(
             "{{ here }} {{ nope }} {% for i in range(2) %}{{ also.x }}{% endfor %}",
-            &json!({"here": 1}),
+            &Vars::from(json!({"here": 1})),
         )
         .unwrap_err();
         assert!(e.ends_with("the node's args have no 'also', 'nope'"), "{e}");
         assert!(
-            render("{{ unclosed", &json!({}))
+            render("{{ unclosed", &Vars::from(json!({})))
                 .unwrap_err()
                 .contains("template error")
         );
@@ -182,9 +274,35 @@ mod tests {
         assert!(e.starts_with("template syntax error"), "{e}");
     }
 
+    /// A template pays for the args it names: the others are not converted for the engine,
+    /// and those it names are converted once until the args change.
+    #[test]
+    fn only_the_args_named_are_converted() {
+        let mut args = Vars::from(json!({"x": 1, "big": "b".repeat(1 << 20)}));
+        let converted = |v: &Vars| {
+            let mut names: Vec<String> = v.engine.lock().unwrap().keys().cloned().collect();
+            names.sort();
+            names
+        };
+        assert_eq!(render("{{ x }}", &args).unwrap(), "1");
+        assert_eq!(converted(&args), vec!["x"]);
+        // A clone (another job's view) shares the copies.
+        assert_eq!(render("{{ x + 1 }}", &args.clone()).unwrap(), "2");
+        assert_eq!(converted(&args), vec!["x"]);
+        args.map_mut().insert("x".into(), json!(5));
+        assert!(converted(&args).is_empty(), "a change drops the copies");
+        assert_eq!(
+            render("{{ x }} {{ big | length }}", &args).unwrap(),
+            "5 1048576"
+        );
+        assert_eq!(converted(&args), vec!["big", "x"]);
+        // An arg that is not there is still undefined to the engine's tests and filters.
+        assert_eq!(render("{{ nope | default('d') }}", &args).unwrap(), "d");
+    }
+
     #[test]
     fn values_render_recursively() {
-        let args = json!({"a": "A"});
+        let args = Vars::from(json!({"a": "A"}));
         assert_eq!(
             render_value(
                 &json!({"k": ["{{ a }}", 1, {"x": "{{ a }}{{ a }}"}]}),

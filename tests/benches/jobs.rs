@@ -5,6 +5,7 @@
 //! cargo bench -p e2e-tests --bench jobs                 # every figure below (takes a few minutes)
 //! cargo bench -p e2e-tests --bench jobs -- latency      # only exec latency
 //! cargo bench -p e2e-tests --bench jobs -- orchestrate  # only the 1000-job orchestrations
+//! cargo bench -p e2e-tests --bench jobs -- large-args   # work beside megabytes of args
 //! ```
 //!
 //! - **latency**: `directord-mesh exec --verb RUN --skip-cache true --poll`, timed from the CLI
@@ -17,6 +18,9 @@
 //!   `sh -c 'echo hello world'` spawns, one after another, on this machine.
 //! - **memory**: RSS of the submitting daemon and of one other daemon, idle before the sync
 //!   orchestration and at peak (VmHWM) after it.
+//! - **large-args**: on 3 daemons, 100 entries of an ARG, a RUN rendering it and every tenth a
+//!   QUERY of it (`--poll`, median of 3), before and after each node gathered 8 MB of args (a
+//!   QUERY of every node's 2 MB output): what unrelated large values cost later work.
 
 use std::{
     path::Path,
@@ -209,6 +213,41 @@ fn orchestrate(sizes: &[usize]) {
     }
 }
 
+fn large_args() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work.yaml");
+    let mut text = String::new();
+    for i in 0..100 {
+        text.push_str(&format!(
+            "- jobs:\n  - ARG: --skip-cache w{i} v{i}\n  - RUN: --skip-cache echo {{{{ w{i} }}}}\n"
+        ));
+        if i % 10 == 0 {
+            text.push_str(&format!("  - QUERY: --skip-cache w{i}\n"));
+        }
+    }
+    std::fs::write(&work, text).unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(
+        &big,
+        "- jobs:\n  - RUN: --skip-cache --stdout-arg big head -c 2000000 /dev/zero | tr '\\0' x\n  \
+         - QUERY: --skip-cache big\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = mesh(root.path(), 3);
+    let work_args = ["orchestrate", work.to_str().unwrap(), "--poll"];
+    timed(&nodes[0], &work_args);
+    let before = median((0..3).map(|_| timed(&nodes[0], &work_args)).collect());
+    timed(&nodes[0], &["orchestrate", big.to_str().unwrap(), "--poll"]);
+    let after = median((0..3).map(|_| timed(&nodes[0], &work_args)).collect());
+    println!(
+        "large-args N= 3: 100 ARG+RUN entries and 10 QUERYs: median {:.2} s with small args, \
+         {:.2} s once each node holds 8 MB of args",
+        before.as_secs_f64(),
+        after.as_secs_f64(),
+    );
+}
+
 fn main() {
     let which: Vec<String> = std::env::args()
         .skip(1)
@@ -221,5 +260,8 @@ fn main() {
     }
     if all || which.iter().any(|w| w == "orchestrate") {
         orchestrate(&[5, 20]);
+    }
+    if all || which.iter().any(|w| w == "large-args") {
+        large_args();
     }
 }
