@@ -1,0 +1,125 @@
+//! Timers and sweeps: the actor's tick, and forgetting what is old (accepted runs past
+//! their memory, records past their retention, blobs no job uses).
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use coordination::{originator, outbox};
+use tracing::info;
+
+use super::{ACCEPTED_SWEEP_EVERY, Actor, REMEMBER_RUNS, now_ms, run_files};
+
+/// How often the blob store is swept: a quarter of the retention, between 1 s and 10 min.
+pub(super) fn blob_sweep_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))
+}
+
+pub(super) fn record_sweep_every(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+impl Actor {
+    pub(super) fn tick(&mut self) {
+        let now = Instant::now();
+        self.settle_starts(now);
+        let actions = self.originator.handle(originator::Input::Tick, now);
+        self.originator_actions(actions);
+        let actions = self.outbox.handle(outbox::Input::Tick, now);
+        self.outbox_actions(actions);
+        self.wait_tick(now);
+        self.query_tick(now);
+        self.feed_executor();
+        self.watchers.retain(|w| !w.events.is_closed());
+        if now >= self.next_accepted_sweep {
+            self.next_accepted_sweep = now + ACCEPTED_SWEEP_EVERY;
+            self.forget_accepted_runs();
+        }
+        if let Some(retention) = self.record_retention
+            && now >= self.next_record_sweep
+        {
+            self.next_record_sweep = now + record_sweep_every(retention);
+            self.forget_old_records(retention);
+        }
+        if let Some(retention) = self.blob_retention
+            && now >= self.next_blob_sweep
+        {
+            self.next_blob_sweep = now + blob_sweep_every(retention);
+            self.sweep_blobs(retention);
+            // Who else holds a file is worth telling only while this node has the file.
+            let blobs = &self.blobs;
+            self.holders.retain(|hash, _| blobs.holds(hash));
+        }
+    }
+
+    /// Forgets the runs this node accepted more than [`REMEMBER_RUNS`] ago that it owes nothing
+    /// more (no job pending, no result undelivered).
+    pub(super) fn forget_accepted_runs(&mut self) {
+        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
+        let store = &self.store;
+        let outbox = &self.outbox;
+        self.accepted.retain(|run_id, a| {
+            // A run whose results have not reached its originator is remembered however old:
+            // that originator resends it when it comes back, and it must not run again.
+            let keep = !a.pending.is_empty()
+                || a.accepted_unix_ms >= forget_before
+                || outbox.holds_run(run_id);
+            if !keep {
+                store.delete_accepted(run_id);
+            }
+            keep
+        });
+    }
+
+    /// Forgets the records of jobs submitted more than `retention` ago whose every target
+    /// has reported (jobs still waiting for results are in memory, and kept).
+    pub(super) fn forget_old_records(&self, retention: Duration) {
+        // One sweep at a time (a long history takes a while to read).
+        if self
+            .sweeping_records
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+        let open: HashSet<String> = self.records.keys().cloned().collect();
+        let store = self.store.clone();
+        let sweeping = Arc::clone(&self.sweeping_records);
+        tokio::task::spawn_blocking(move || {
+            let forgotten = store.forget_records(before_ms, &open);
+            sweeping.store(false, std::sync::atomic::Ordering::SeqCst);
+            if forgotten > 0 {
+                info!(
+                    records = forgotten,
+                    retention_secs = retention.as_secs(),
+                    "forgot the records of jobs submitted longer ago than --record-retention"
+                );
+            }
+        });
+    }
+
+    /// Removes blobs unused for `retention`, except the files of runs still open here: those
+    /// this node submitted and those of jobs it has yet to run.
+    pub(super) fn sweep_blobs(&self, retention: Duration) {
+        let Some(unused_since) = SystemTime::now().checked_sub(retention) else {
+            return;
+        };
+        let mut keep: HashSet<jobs::Fingerprint> =
+            self.job_files.values().map(|f| f.hash).collect();
+        keep.extend(self.open_runs.values().flat_map(run_files));
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || {
+            let (count, bytes) = blobs.evict(unused_since, &keep);
+            if count > 0 {
+                info!(
+                    count,
+                    bytes,
+                    retention_secs = retention.as_secs(),
+                    "removed files from the blob store that went unused for the blob retention"
+                );
+            }
+        });
+    }
+}

@@ -1,0 +1,288 @@
+//! After a restart: what the store says this node was doing, taken up again. Jobs queued
+//! here run (unless the node was down too long); jobs a stop cut short are reported
+//! interrupted, never run twice; runs this node submitted are resumed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use coordination::{
+    JobResult, NodeId, Run, acknowledgement::Acknowledgement, originator, outbox, restart,
+};
+use jobs::{
+    cache::CachedState,
+    executor::{Outcome, ResultState},
+};
+use tracing::{info, warn};
+
+use super::{AcceptedRun, Actor, INTERRUPTED, REMEMBER_RUNS, now_ms};
+
+/// A job still queued at a restart after the node was down longer than this is not run: its
+/// submitter has long reported it unreachable (and no longer sends it to a node back without
+/// it), and its operator may have run it again by hand.
+pub(super) const RUN_QUEUED_WHEN_DOWN_UNDER: Duration = Duration::from_secs(10 * 60);
+
+/// Why a job still queued at a restart was not run, after a long stop.
+pub(super) const DOWN_TOO_LONG: &str = "interrupted: the node was down for more than 10 min and this job was \
+                             still queued there; it is not run after so long (its submitter has \
+                             reported it unreachable)";
+
+/// Why a job still queued at a restart was not run: its parent's earlier job was cut short
+/// (the parent failed, as after any failure).
+pub(super) const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
+                                  short by the node's restart";
+
+impl Actor {
+    /// After a restart: QUERY values collected, results still to deliver, jobs interrupted
+    /// here, jobs that never started queued again, runs to resume.
+    pub(super) fn restore(&mut self) {
+        // First, so that a QUERY job interrupted here counts against its collection.
+        self.restore_queries();
+        let now = Instant::now();
+        for entry in self.store.outbox() {
+            let actions = self.outbox.handle(
+                outbox::Input::Add {
+                    to: entry.to,
+                    result: entry.result,
+                    more_coming: false,
+                },
+                now,
+            );
+            self.outbox_actions(actions);
+        }
+        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
+        let mut pending_jobs = self.store.pending_jobs();
+        let mut accepted_runs = self.store.accepted();
+        // In the order they came: jobs queued again keep their order across runs.
+        accepted_runs.sort_by_key(|(_, a)| (a.seq, a.accepted_unix_ms));
+        self.next_accept_seq = accepted_runs.last().map_or(0, |(_, a)| a.seq) + 1;
+        // Which jobs the previous run started, if it can tell, and whether it stopped so long
+        // ago that what it had queued is better not run at all.
+        let down_for = self.processes.as_ref().and_then(|p| p.previous_down_for());
+        let previous_starts = self.processes.as_ref().and_then(|p| p.previous_starts());
+        let down_too_long = down_for.is_some_and(|d| d >= RUN_QUEUED_WHEN_DOWN_UNDER);
+        if down_too_long && !pending_jobs.is_empty() {
+            warn!(
+                down_for_min = down_for.unwrap_or_default().as_secs() / 60,
+                "this node was down for more than {} min: the jobs still queued then are reported interrupted, not run",
+                RUN_QUEUED_WHEN_DOWN_UNDER.as_secs() / 60
+            );
+        }
+        // A run kept whose acceptance never reached the disk (a crash between the two
+        // writes): nothing will ever ask for it.
+        let known: HashSet<&str> = accepted_runs.iter().map(|(id, _)| id.as_str()).collect();
+        for run_id in self.store.accepted_run_ids() {
+            if !known.contains(run_id.as_str()) {
+                self.store.forget_accepted_run(&run_id);
+            }
+        }
+        let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
+        for (run_id, accepted) in accepted_runs {
+            let pending = pending_jobs.remove(&run_id).unwrap_or_default();
+            if pending.is_empty()
+                && accepted.accepted_unix_ms < forget_before
+                && !self.outbox.holds_run(&run_id)
+            {
+                self.store.delete_accepted(&run_id);
+                continue;
+            }
+            // Jobs still pending were queued or running when this node stopped: see
+            // `coordination::restart` for which run again.
+            let run = match &previous_starts {
+                Some(_) if !pending.is_empty() && !down_too_long => {
+                    self.store.accepted_run(&run_id).map(Arc::new)
+                }
+                _ => None,
+            };
+            let fates = restart::fates(
+                &pending
+                    .iter()
+                    .map(|p| restart::Pending {
+                        job_id: &p.job_id,
+                        parent_id: &p.parent_id,
+                    })
+                    .collect::<Vec<_>>(),
+                previous_starts.as_ref(),
+                run.is_some(),
+                down_too_long,
+            );
+            // Runs without pending jobs are remembered so a resend does not run them again.
+            self.accepted.insert(
+                run_id.clone(),
+                AcceptedRun {
+                    originator: accepted.originator.clone(),
+                    pending: pending.iter().map(|p| p.job_id.clone()).collect(),
+                    accepted_unix_ms: accepted.accepted_unix_ms,
+                    ack: Acknowledgement::default(),
+                    outcomes: Vec::new(),
+                },
+            );
+            // A file job cut short may have left a partial copy beside its DEST.
+            let cut_short = fates.contains(&restart::Fate::Interrupted);
+            let kept_run = match &run {
+                Some(run) => Some(Arc::clone(run)),
+                None if cut_short => self.store.accepted_run(&run_id).map(Arc::new),
+                None => None,
+            };
+            let mut never_started = HashSet::new();
+            for (job, fate) in pending.into_iter().zip(fates) {
+                let info = match fate {
+                    restart::Fate::RunAgain => {
+                        never_started.insert(job.job_id);
+                        continue;
+                    }
+                    restart::Fate::Interrupted => {
+                        if let Some(spec) = kept_run.as_ref().and_then(|r| r.job_spec(&job.job_id))
+                        {
+                            for path in jobs::components::remove_interrupted_landing(
+                                &spec.component,
+                                &self.cache,
+                            ) {
+                                info!(job = %job.job_id, path = %path.display(), "removed the partial copy of a file job the restart cut short");
+                            }
+                        }
+                        INTERRUPTED
+                    }
+                    restart::Fate::BehindInterrupted => BEHIND_INTERRUPTED,
+                    restart::Fate::DownTooLong => DOWN_TOO_LONG,
+                };
+                let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id, info);
+                self.job_runs.insert(job.job_id, run_id.clone());
+                self.finished(outcome);
+            }
+            if let Some(run) = run
+                && !never_started.is_empty()
+            {
+                queue_again.push((run, never_started));
+            }
+        }
+        // What the loop above recorded (interrupted jobs of this node's own runs) is read
+        // back below: on disk first.
+        self.store.flush();
+        // Every job the previous run left is recorded now (done, or interrupted above), or
+        // queued again below: the log of starts may speak for this run only. Not if that did
+        // not reach the disk (the node stops): the next start must know what this one knew.
+        if let Some(log) = &self.processes
+            && !self.store.has_failed()
+        {
+            if let Some(starts) = &previous_starts {
+                log.jobs_settled(starts.iter().map(String::as_str));
+            }
+            log.restored();
+        }
+        let mut queued_here: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut leftovers = false;
+        for (run, jobs) in queue_again {
+            info!(run = %run.run_id, jobs = jobs.len(), "queued again the jobs of an accepted run that had not started before the restart");
+            let (taken, _, work) = self.take_jobs(&run, Some(&jobs));
+            // A pending job its kept run does not give (never expected): not left pending.
+            for job_id in jobs.difference(&taken) {
+                let outcome = self.interrupted(job_id, None, "", INTERRUPTED);
+                self.job_runs.insert(job_id.clone(), run.run_id.clone());
+                self.finished(outcome);
+                leftovers = true;
+            }
+            queued_here.insert(run.run_id.clone(), taken);
+            self.waiting_for_executor
+                .extend(work.into_iter().map(Box::new));
+        }
+        if leftovers {
+            self.store.flush();
+        }
+        self.feed_executor();
+        for run in self.store.unfinished_runs() {
+            let mut reported = Vec::new();
+            let mut acked = HashSet::new();
+            for parent in &run.parents {
+                for job in &parent.jobs {
+                    if let Some(record) = self.store.record(&job.job_id) {
+                        for node in &record.nodes {
+                            if record.results.contains_key(&node.name) {
+                                reported.push((job.job_id.clone(), NodeId(node.peer_id.clone())));
+                                acked.insert(NodeId(node.peer_id.clone()));
+                            }
+                        }
+                        if record.results.len() < record.nodes.len() {
+                            self.records.insert(record.job_id.clone(), record);
+                        }
+                    }
+                }
+            }
+            info!(run = %run.run_id, "resuming a run submitted before the restart");
+            self.open_runs.insert(run.run_id.clone(), run.clone());
+            let actions = self.originator.handle(
+                originator::Input::Resume {
+                    queued_here: queued_here.remove(&run.run_id).unwrap_or_default(),
+                    run,
+                    acked: acked.into_iter().collect(),
+                    reported,
+                },
+                now,
+            );
+            self.originator_actions(actions);
+        }
+    }
+
+    /// The outcome of a job a restart of this node cut short. It failed here, as far as anyone
+    /// asks: the cache says so (JOB_WAITs on it look there), unless an earlier run of the same
+    /// job is cached finished; its parent failed either way, so the parent's later jobs do not
+    /// run.
+    pub(super) fn interrupted(
+        &mut self,
+        job_id: &str,
+        fingerprint: Option<jobs::Fingerprint>,
+        parent_id: &str,
+        info: &str,
+    ) -> Outcome {
+        match fingerprint {
+            Some(fp) if !self.cache.has_outcome(&fp) => {
+                self.cache.record(&fp, parent_id, CachedState::Failed);
+                self.job_fingerprints.insert(job_id.to_string(), fp);
+            }
+            _ if !parent_id.is_empty() => self.cache.fail_parent(parent_id),
+            _ => {}
+        }
+        Outcome {
+            job_id: job_id.to_string(),
+            state: ResultState::Failed,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: info.into(),
+            execution_secs: 0.0,
+            started_unix_ms: now_ms(),
+            finished_unix_ms: now_ms(),
+        }
+    }
+
+    /// Records `job_id` of this node's own run `run_id` as interrupted by a restart, as
+    /// `restore` does for the jobs of accepted runs.
+    pub(super) fn interrupted_before_accepted(&mut self, run_id: &str, job_id: &str) {
+        let job = self.open_runs.get(run_id).and_then(|run| {
+            run.parents.iter().find_map(|p| {
+                p.jobs
+                    .iter()
+                    .find(|j| j.job_id == job_id)
+                    .map(|j| (j.fingerprint, p.parent_id.clone()))
+            })
+        });
+        let (fingerprint, parent_id) = job.unzip();
+        let outcome = self.interrupted(
+            job_id,
+            fingerprint,
+            &parent_id.unwrap_or_default(),
+            INTERRUPTED,
+        );
+        self.record_result(JobResult {
+            run_id: run_id.to_string(),
+            node: self.local.clone(),
+            outcome,
+        });
+        // Not queued here any more: a JOB_WAIT on it is answered, after the writes above are
+        // queued (as in `finished`).
+        if let Some(fp) = self.job_fingerprints.remove(job_id) {
+            self.notify_waiters(&fp.to_hex(), run_id, "failed");
+        }
+    }
+}

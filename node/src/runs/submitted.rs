@@ -1,0 +1,263 @@
+//! The originator side of runs: what the run tracker asks for (announces, resends,
+//! write-offs), and each target's result taken into the job's record.
+
+use std::{collections::HashMap, time::Instant};
+
+use coordination::{
+    Gossip, JobMessage, JobReply, JobResult, NodeId, Run,
+    originator::{self, OriginatorConfig},
+};
+use jobs::executor::{Outcome, ResultState};
+use mesh::{PeerId, wire};
+use tracing::{debug, warn};
+
+use super::{Actor, Input, MAX_JOB_MESSAGE, age_ms, encode, now_ms, transfer_file};
+use crate::{records::NodeResult, store::StoredRun};
+
+impl Actor {
+    pub(super) fn originator_actions(&mut self, actions: Vec<originator::Action>) {
+        // A resend round delivers the same run to many targets: encoded once.
+        let mut deliveries: HashMap<(String, u32), Vec<u8>> = HashMap::new();
+        for action in actions {
+            match action {
+                originator::Action::Announce(run) => {
+                    if run.round > 0 {
+                        debug!(
+                            run = %run.run_id,
+                            round = run.round,
+                            "announcing the run again: targets that have not acknowledged it are no longer reached"
+                        );
+                    }
+                    let mut copy = run.compact();
+                    copy.originator_start = self.start;
+                    copy.age_ms = age_ms(&run);
+                    let gossip = Gossip::Run(Box::new(copy));
+                    let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
+                        // Too big for gossip: the first resend delivers it directly to each target.
+                        debug!(run = %run.run_id, "run too large to gossip; delivering directly");
+                        continue;
+                    };
+                    let mesh = self.mesh.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = mesh.publish_jobs(bytes).await {
+                            debug!("announce not gossiped ({e}); direct resends will deliver it");
+                        }
+                    });
+                }
+                originator::Action::Deliver { node, run } => {
+                    let Ok(peer) = node.0.parse::<PeerId>() else {
+                        continue;
+                    };
+                    let run_id = run.run_id.clone();
+                    let bytes = match deliveries.entry((run_id.clone(), run.round)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let mut copy = run.compact();
+                            copy.originator_start = self.start;
+                            copy.age_ms = age_ms(&run);
+                            let Some(bytes) = encode(&JobMessage::Deliver(Box::new(copy))) else {
+                                continue;
+                            };
+                            e.insert(bytes).clone()
+                        }
+                    };
+                    let mesh = self.mesh.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        match mesh.request_job(peer, bytes).await {
+                            Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
+                                Ok(JobReply::Ok) => {
+                                    let _ = inbox.send(Input::Acked { run_id, node }).await;
+                                }
+                                Ok(JobReply::Refused(why)) => warn!(%node, "run refused: {why}"),
+                                Err(e) => debug!(%node, "unreadable reply: {e}"),
+                            },
+                            Err(e) => debug!(%node, "delivery failed, will retry: {e}"),
+                        }
+                    });
+                }
+                originator::Action::DeliverLocal(run) => self.accept(run, false),
+                originator::Action::CheckAlive => {
+                    let mesh = self.mesh.clone();
+                    let inbox = self.inbox.clone();
+                    tokio::spawn(async move {
+                        if let Ok(alive) = mesh.alive_members().await {
+                            let alive = alive.into_iter().map(|(peer, _)| peer).collect();
+                            let _ = inbox.send(Input::Alive(alive)).await;
+                        }
+                    });
+                }
+                originator::Action::Unreachable {
+                    run_id,
+                    node,
+                    job_ids,
+                } => {
+                    for job_id in job_ids {
+                        let name = self.name_in_record(&job_id, &node);
+                        warn!(job = %job_id, node = %name, "unreachable: the node is gone (silent, left or restarted) before reporting");
+                        let outcome = Outcome {
+                            job_id,
+                            state: ResultState::Failed,
+                            stdout: String::new(),
+                            stderr: String::new(),
+                            info: crate::records::write_off_info(
+                                &name,
+                                OriginatorConfig::default().written_off_for.as_secs() / 60,
+                            ),
+                            execution_secs: 0.0,
+                            started_unix_ms: now_ms(),
+                            finished_unix_ms: now_ms(),
+                        };
+                        let write_off = JobResult {
+                            run_id: run_id.clone(),
+                            node: node.clone(),
+                            outcome,
+                        };
+                        self.take_result(write_off, false);
+                    }
+                }
+                // The acceptance of this node's own part had not reached the disk when it
+                // stopped: interrupted, like the jobs of the runs it had accepted.
+                originator::Action::Interrupted { run_id, job_ids } => {
+                    for job_id in job_ids {
+                        self.interrupted_before_accepted(&run_id, &job_id);
+                    }
+                }
+                originator::Action::Finished { run_id } => {
+                    if let Some(run) = self.open_runs.remove(&run_id) {
+                        self.store.put_run(&StoredRun {
+                            run,
+                            finished: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Originator side: tells the run's targets who holds its files already.
+    pub(super) fn add_file_holders(&self, run: &mut Run) {
+        let mut hints: Vec<(jobs::Fingerprint, Vec<NodeId>)> = Vec::new();
+        for parent in &run.parents {
+            for job in &parent.jobs {
+                if let Some(file) = transfer_file(&job.spec.component)
+                    && let Some(nodes) = self.holders.get(&file.hash)
+                    && !hints.iter().any(|(h, _)| *h == file.hash)
+                {
+                    hints.push((file.hash, nodes.iter().cloned().collect()));
+                }
+            }
+        }
+        run.holders = hints;
+    }
+
+    pub(super) fn name_in_record(&self, job_id: &str, node: &NodeId) -> String {
+        let in_memory = self
+            .records
+            .get(job_id)
+            .and_then(|r| r.name_of(&node.0).map(str::to_string));
+        // A finished record lives on disk only.
+        in_memory
+            .or_else(|| {
+                self.store
+                    .record(job_id)
+                    .and_then(|r| r.name_of(&node.0).map(str::to_string))
+            })
+            .unwrap_or_else(|| node.0.clone())
+    }
+
+    /// Originator side: a result (from a target, from this node, or written off as unreachable).
+    pub(super) fn record_result(&mut self, result: JobResult) {
+        self.take_result(result, true);
+    }
+
+    /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
+    /// this node's write-off of a target gone before reporting.
+    pub(super) fn take_result(&mut self, result: JobResult, real: bool) {
+        let JobResult {
+            run_id,
+            node,
+            outcome,
+        } = result;
+        let job_id = outcome.job_id.clone();
+        let record = match self.records.get_mut(&job_id) {
+            Some(r) => r,
+            None => match self.store.record(&job_id) {
+                // A result from a node that is no target of the job is dropped below; its
+                // record stays on disk, not pinned in memory.
+                Some(r) if r.name_of(&node.0).is_none() => {
+                    warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
+                    return;
+                }
+                // A late result (after the job was written off, or after a restart).
+                Some(r) => self.records.entry(job_id.clone()).or_insert(r),
+                None => {
+                    // Its record was purged (or never stored): still owed to the run's tracker,
+                    // or the run would never finish.
+                    debug!(job = %job_id, "result for a job this node has no record of");
+                    let result = originator::Input::Result {
+                        run_id,
+                        job_id,
+                        node,
+                    };
+                    let actions = self.originator.handle(result, Instant::now());
+                    self.originator_actions(actions);
+                    return;
+                }
+            },
+        };
+        // Only the job's own targets report on it (any member could claim to).
+        let Some(name) = record.name_of(&node.0).map(str::to_string) else {
+            warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
+            return;
+        };
+        let query_without_value = record.verb == "QUERY" && outcome.state != ResultState::Success;
+        let replace = match record.results.get(&name) {
+            None => true,
+            // A real result replaces a write-off; nothing replaces a real result.
+            Some(existing) => real && existing.is_write_off(),
+        };
+        if replace {
+            let created = record.created_unix_ms;
+            let node_result = NodeResult::from_outcome(outcome, created, now_ms());
+            self.store.put_result(&job_id, &name, &node_result);
+            record.results.insert(name, node_result);
+        }
+        let complete = record.results.len() >= record.nodes.len();
+        if query_without_value {
+            self.query_ended_without_value(&job_id, &node);
+        }
+        // Done: the record lives on disk from now on. A result that changed nothing (a batch
+        // sent again when its ack was lost) is no news to watchers: a finished record read
+        // back for it goes back to disk untold.
+        let done = if replace {
+            complete.then(|| self.records.remove(&job_id)).flatten()
+        } else {
+            if complete {
+                self.records.remove(&job_id);
+            }
+            None
+        };
+        if let Some(record) = &done
+            && record.reported_by_all()
+        {
+            // Every target has reported for real: no QUERY value is still to come.
+            self.query_over(&job_id);
+        }
+        // A write-off is the tracker's own doing: only real results are news to it.
+        if real {
+            let actions = self.originator.handle(
+                originator::Input::Result {
+                    run_id,
+                    job_id,
+                    node,
+                },
+                Instant::now(),
+            );
+            self.originator_actions(actions);
+        }
+        if let Some(record) = done {
+            self.job_done(record);
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The target side of runs: taking a run in (or refusing it), acknowledging it, feeding its
+//! jobs to the executor, and sending each result to the run's originator through the outbox.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use coordination::{
+    JobMessage, JobReply, JobResult, Run, acknowledgement::Acknowledgement, outbox,
+};
+use jobs::{
+    cache::CachedState,
+    executor::{Outcome, ResultState, Work},
+};
+use mesh::{PeerId, wire};
+use tracing::{debug, warn};
+
+use super::{
+    AcceptedRun, Actor, Input, JobFile, MAX_JOB_MESSAGE, REMEMBER_RUNS, Refusal, SETTLE_EVERY,
+    TOO_OLD_TO_RUN, TOUCH_EVERY, encode, now_ms, transfer_file,
+};
+use crate::store::{Accepted, OutboxEntry, PendingJob};
+
+/// A batch of results as one message. Outputs are capped so that a batch fits; should one
+/// still not (an info text has no cap), it goes without its output rather than block every
+/// later result to that originator.
+pub(super) fn results_message(results: Vec<JobResult>) -> Option<Vec<u8>> {
+    let message = JobMessage::Results(results);
+    if let Some(bytes) = encode(&message) {
+        return Some(bytes);
+    }
+    let JobMessage::Results(mut results) = message else {
+        return None;
+    };
+    warn!("results too large for one message: sent without their output");
+    for r in &mut results {
+        let o = &mut r.outcome;
+        o.stdout = "[output left out: too large to send]".into();
+        o.stderr.clear();
+        o.info = o.info.chars().take(4096).collect();
+    }
+    encode(&JobMessage::Results(results))
+}
+
+impl Actor {
+    /// Target side: takes the run's jobs for this node, once.
+    pub(super) fn accept(&mut self, run: Arc<Run>, acknowledge: bool) {
+        let work = run.work_for(&self.local);
+        if work.is_empty() {
+            return;
+        }
+        // (Sent again: answered like any resend below.)
+        let new = !self.accepted.contains_key(&run.run_id);
+        let refusal = if new
+            && !self.allow_submitters.is_empty()
+            && run.originator != self.local
+            && !self.allow_submitters.contains(&run.originator)
+        {
+            Some(Refusal::Submitter)
+        } else if new && run.age_ms >= TOO_OLD_TO_RUN.as_millis() as u64 {
+            Some(Refusal::TooOld)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.refuse(
+                &run,
+                work.iter()
+                    .flat_map(|(_, jobs)| jobs.iter().map(|j| j.job_id.clone()))
+                    .collect(),
+                acknowledge,
+                refusal,
+            );
+            return;
+        }
+        for blob in &run.inline {
+            if let Err(e) = self.blobs.put(&blob.hash, &blob.data) {
+                warn!(run = %run.run_id, "inline file refused: {e}");
+            }
+        }
+        // Files already here count as used from now: a blob sweep does not take them away
+        // from under the jobs about to need them.
+        for (_, jobs) in &work {
+            for file in jobs.iter().filter_map(|j| transfer_file(&j.spec.component)) {
+                self.blobs.has(&file.hash);
+            }
+        }
+        if self.accepted.contains_key(&run.run_id) {
+            // A resend: already queued here. Say so again if asked over gossip and this
+            // start of the originator has not heard it (see `coordination::acknowledgement`).
+            let wanted = self
+                .accepted
+                .get(&run.run_id)
+                .is_some_and(|a| a.ack.wanted(&run));
+            if acknowledge && wanted {
+                self.send_ack(&run);
+            } else if acknowledge {
+                debug!(run = %run.run_id, round = run.round, "announced again; acknowledged already");
+            }
+            return;
+        }
+        let (pending, pending_rows, work_here) = self.take_jobs(&run, None);
+        // The run is kept while jobs of it are pending, to queue again after a restart those
+        // that had not started.
+        self.store.put_accepted_run(&run);
+        let accepted_unix_ms = now_ms();
+        let seq = self.take_accept_seq();
+        self.store.put_accepted(
+            &run.run_id,
+            &Accepted {
+                originator: run.originator.clone(),
+                stream: run.stream,
+                accepted_unix_ms,
+                seq,
+            },
+            &pending_rows,
+        );
+        self.accepted.insert(
+            run.run_id.clone(),
+            AcceptedRun {
+                originator: run.originator.clone(),
+                pending,
+                accepted_unix_ms,
+                ack: Acknowledgement::default(),
+                outcomes: Vec::new(),
+            },
+        );
+        if run.originator == self.local {
+            // The submitter's own part: after a crash here its jobs are written off, never
+            // handed out again, so they may start at once.
+            self.waiting_for_executor
+                .extend(work_here.into_iter().map(Box::new));
+            self.feed_executor();
+        } else {
+            // Another node's jobs start once their acceptance is on disk: restarted before
+            // that, this node would take a resend of the run as new and run them twice.
+            self.accepted_not_stored
+                .push_back((run.run_id.clone(), work_here, false));
+            let stored = self.store.commit_now();
+            let inbox = self.inbox.clone();
+            let run_id = run.run_id.clone();
+            tokio::spawn(async move {
+                let stored = stored.await.is_ok();
+                let _ = inbox.send(Input::AcceptStored { run_id, stored }).await;
+            });
+        }
+        if acknowledge {
+            self.send_ack(&run);
+        }
+    }
+
+    /// The order number of a run accepted now.
+    pub(super) fn take_accept_seq(&mut self) -> u64 {
+        self.next_accept_seq += 1;
+        self.next_accept_seq - 1
+    }
+
+    /// This node's jobs of `run` (`only` these, if given), ready for the executor: their
+    /// pending rows, and the bookkeeping of a job this node runs (its run, fingerprint, file).
+    pub(super) fn take_jobs(
+        &mut self,
+        run: &Arc<Run>,
+        only: Option<&HashSet<String>>,
+    ) -> (HashSet<String>, Vec<PendingJob>, Vec<Work>) {
+        let mut pending = HashSet::new();
+        let mut pending_rows = Vec::new();
+        let mut work_here = Vec::new();
+        for (parent, jobs) in &run.work_for(&self.local) {
+            for job in jobs {
+                if only.is_some_and(|only| !only.contains(&job.job_id)) {
+                    continue;
+                }
+                pending.insert(job.job_id.clone());
+                pending_rows.push(PendingJob {
+                    job_id: job.job_id.clone(),
+                    fingerprint: Some(job.fingerprint),
+                    parent_id: parent.parent_id.clone(),
+                });
+                self.job_runs.insert(job.job_id.clone(), run.run_id.clone());
+                self.job_fingerprints
+                    .insert(job.job_id.clone(), job.fingerprint);
+                if let Some(file) = transfer_file(&job.spec.component)
+                    && let Some(parent_index) =
+                        run.parents.iter().position(|p| std::ptr::eq(p, *parent))
+                    && let Some(job_index) = parent.jobs.iter().position(|j| std::ptr::eq(j, *job))
+                {
+                    self.job_files.insert(
+                        job.job_id.clone(),
+                        JobFile {
+                            run: run.clone(),
+                            parent: parent_index,
+                            job: job_index,
+                            hash: file.hash,
+                        },
+                    );
+                }
+                work_here.push(Work {
+                    job_id: job.job_id.clone(),
+                    run_id: run.run_id.clone(),
+                    parent_id: parent.parent_id.clone(),
+                    queue: parent.queue,
+                    spec: job.spec.clone(),
+                    fingerprint: job.fingerprint,
+                    stream: run.stream,
+                });
+            }
+        }
+        (pending, pending_rows, work_here)
+    }
+
+    /// A run this node does not take (see [`Refusal`]): its jobs here are answered failed,
+    /// through the outbox like any result, and nothing runs. The run is remembered as taken,
+    /// so a resend is answered the same way.
+    pub(super) fn refuse(
+        &mut self,
+        run: &Arc<Run>,
+        job_ids: Vec<String>,
+        acknowledge: bool,
+        refusal: Refusal,
+    ) {
+        {
+            let info = match refusal {
+                Refusal::Submitter => {
+                    warn!(run = %run.run_id, originator = %run.originator, "refused a run: its submitter is not one this node takes jobs from (--allow-submitter)");
+                    format!(
+                        "refused: {} takes jobs only from the submitters it lists (--allow-submitter)",
+                        self.local_name
+                    )
+                }
+                Refusal::TooOld => {
+                    let hours = run.age_ms / 3_600_000;
+                    warn!(run = %run.run_id, originator = %run.originator, hours, "refused a run submitted too long ago: this node may have run it and forgotten it");
+                    format!(
+                        "refused: submitted {hours} h ago, and {} forgets the runs it took after {} h: \
+                         not run, in case it ran here already (submit it again to run it)",
+                        self.local_name,
+                        REMEMBER_RUNS.as_secs() / 3600
+                    )
+                }
+            };
+            let seq = self.take_accept_seq();
+            self.store.put_accepted(
+                &run.run_id,
+                &Accepted {
+                    originator: run.originator.clone(),
+                    stream: false,
+                    accepted_unix_ms: now_ms(),
+                    seq,
+                },
+                &job_ids
+                    .iter()
+                    .map(|job_id| PendingJob {
+                        job_id: job_id.clone(),
+                        fingerprint: None,
+                        parent_id: String::new(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            self.accepted.insert(
+                run.run_id.clone(),
+                AcceptedRun {
+                    originator: run.originator.clone(),
+                    pending: job_ids.iter().cloned().collect(),
+                    accepted_unix_ms: now_ms(),
+                    ack: Acknowledgement::default(),
+                    outcomes: Vec::new(),
+                },
+            );
+            let fingerprints: HashMap<&str, jobs::Fingerprint> = run
+                .work_for(&self.local)
+                .iter()
+                .flat_map(|(_, jobs)| jobs.iter().map(|j| (j.job_id.as_str(), j.fingerprint)))
+                .collect();
+            for job_id in job_ids {
+                self.job_runs.insert(job_id.clone(), run.run_id.clone());
+                // JOB_WAITs on it hear that it failed (see `finished`).
+                if let Some(fp) = fingerprints.get(job_id.as_str()) {
+                    self.job_fingerprints.insert(job_id.clone(), *fp);
+                }
+                self.finished(Outcome {
+                    job_id,
+                    state: ResultState::Failed,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    info: info.clone(),
+                    execution_secs: 0.0,
+                    started_unix_ms: now_ms(),
+                    finished_unix_ms: now_ms(),
+                });
+            }
+        }
+        if acknowledge {
+            self.send_ack(run);
+        }
+    }
+
+    pub(super) fn send_ack(&self, run: &Run) {
+        let Ok(peer) = run.originator.0.parse::<PeerId>() else {
+            return;
+        };
+        let Some(bytes) = encode(&JobMessage::Ack {
+            run_id: run.run_id.clone(),
+            node: self.local.clone(),
+        }) else {
+            return;
+        };
+        let mesh = self.mesh.clone();
+        let inbox = self.inbox.clone();
+        let (run_id, start) = (run.run_id.clone(), run.originator_start);
+        // Acknowledged once the run is on disk: after the acknowledgement the originator no
+        // longer resends it.
+        let committed = self.store.committed();
+        tokio::spawn(async move {
+            if committed.await.is_err() {
+                return;
+            }
+            // Best effort: a lost acknowledgement costs a direct resend, or is sent again on
+            // the next re-announce.
+            let answered = mesh.request_job(peer, bytes).await.is_ok_and(|reply| {
+                matches!(wire::decode(&reply, MAX_JOB_MESSAGE), Ok(JobReply::Ok))
+            });
+            if answered {
+                let _ = inbox.send(Input::AckAnswered { run_id, start }).await;
+            }
+        });
+    }
+
+    pub(super) fn feed_executor(&mut self) {
+        while let Some(work) = self.waiting_for_executor.pop_front() {
+            if let Err(work) = self.executor.try_submit(work) {
+                self.waiting_for_executor.push_front(work);
+                return;
+            }
+        }
+    }
+
+    /// Target side: a job finished here.
+    pub(super) fn finished(&mut self, outcome: Outcome) {
+        self.job_files.remove(&outcome.job_id);
+        self.output_seq.remove(&outcome.job_id);
+        if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
+            let run_id = self
+                .job_runs
+                .get(&outcome.job_id)
+                .cloned()
+                .unwrap_or_default();
+            let state = if outcome.state == ResultState::Failed {
+                "failed"
+            } else {
+                "success"
+            };
+            if let Some(accepted) = self.accepted.get_mut(&run_id)
+                && !accepted.outcomes.iter().any(|(f, _)| *f == fp)
+            {
+                accepted
+                    .outcomes
+                    .push((fp, outcome.state != ResultState::Failed));
+            }
+            // A job that failed without running left nothing in the cache: a JOB_WAIT asking
+            // after now hears "failed" too, as those waiting now do, instead of waiting for
+            // its timeout.
+            if outcome.state == ResultState::Failed && !self.cache.has_outcome(&fp) {
+                self.cache.record_unrun(&fp, CachedState::Failed);
+            }
+            // After the job's own writes below are queued: JOB_WAIT waiters hear of it once
+            // those are on disk.
+            self.record_finished(outcome);
+            self.notify_waiters(&fp.to_hex(), &run_id, state);
+            return;
+        }
+        self.record_finished(outcome);
+    }
+
+    /// Jobs whose results are on disk leave the log of starts (they are done, not pending,
+    /// after a restart); the log is touched now and then, to tell a restart how long this node
+    /// was down.
+    pub(super) fn settle_starts(&mut self, now: Instant) {
+        let Some(log) = &self.processes else {
+            return;
+        };
+        if now.saturating_duration_since(self.last_touch) >= TOUCH_EVERY {
+            self.last_touch = now;
+            log.touch();
+        }
+        if self.unsettled.is_empty()
+            || now.saturating_duration_since(self.last_settle) < SETTLE_EVERY
+        {
+            return;
+        }
+        self.last_settle = now;
+        let jobs = std::mem::take(&mut self.unsettled);
+        let on_disk = self.store.committed();
+        let store = self.store.clone();
+        let log = Arc::clone(log);
+        tokio::spawn(async move {
+            // An error: the store failed and the node stops; the starts stay. So they do
+            // when an earlier group failed (its results are not on disk, though this one is).
+            if on_disk.await.is_ok() && !store.has_failed() {
+                log.jobs_settled(jobs.iter().map(String::as_str));
+            }
+        });
+    }
+
+    /// Target side: a finished job leaves `pending` and its result goes to its originator.
+    pub(super) fn record_finished(&mut self, outcome: Outcome) {
+        let Some(run_id) = self.job_runs.remove(&outcome.job_id) else {
+            warn!(job = %outcome.job_id, "finished a job of no known run");
+            return;
+        };
+        let Some(accepted) = self.accepted.get_mut(&run_id) else {
+            return;
+        };
+        accepted.pending.remove(&outcome.job_id);
+        let more_coming = !accepted.pending.is_empty();
+        if !more_coming {
+            // What the run's QUERYs collected for its later jobs here is no longer needed.
+            self.cache.forget_run(&run_id);
+        }
+        if self.processes.is_some() {
+            self.unsettled.push(outcome.job_id.clone());
+        }
+        let originator = accepted.originator.clone();
+        // Send what output is still waiting before the result.
+        self.flush_output(&originator);
+        let result = JobResult {
+            run_id: run_id.clone(),
+            node: self.local.clone(),
+            outcome,
+        };
+        if originator == self.local {
+            self.store
+                .job_finished(&run_id, &result.outcome.job_id, None);
+            if !more_coming {
+                self.store.forget_accepted_run(&run_id);
+            }
+            self.record_result(result);
+        } else {
+            let entry = OutboxEntry {
+                to: originator.clone(),
+                result,
+            };
+            self.store
+                .job_finished(&run_id, &entry.result.outcome.job_id, Some(&entry));
+            if !more_coming {
+                self.store.forget_accepted_run(&run_id);
+            }
+            let result = entry.result;
+            let actions = self.outbox.handle(
+                outbox::Input::Add {
+                    to: originator,
+                    result,
+                    more_coming,
+                },
+                Instant::now(),
+            );
+            self.outbox_actions(actions);
+        }
+    }
+
+    pub(super) fn outbox_actions(&mut self, actions: Vec<outbox::Action>) {
+        for action in actions {
+            match action {
+                outbox::Action::Send { to, results } => {
+                    let inbox = self.inbox.clone();
+                    let Ok(peer) = to.0.parse::<PeerId>() else {
+                        continue;
+                    };
+                    let bytes = results_message(results);
+                    let mesh = self.mesh.clone();
+                    tokio::spawn(async move {
+                        let Some(bytes) = bytes else {
+                            let _ = inbox.send(Input::OutboxSent { to, ok: false }).await;
+                            return;
+                        };
+                        let ok = match mesh.request_job(peer, bytes).await {
+                            Ok(reply) => matches!(
+                                wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
+                                Ok(JobReply::Ok)
+                            ),
+                            Err(e) => {
+                                debug!(%to, "results not delivered yet: {e}");
+                                false
+                            }
+                        };
+                        let _ = inbox.send(Input::OutboxSent { to, ok }).await;
+                    });
+                }
+                outbox::Action::Delivered(results) => {
+                    for r in &results {
+                        self.store.delete_outbox(r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coordination::NodeId;
+
+    use super::*;
+
+    fn result(job: &str, stdout: String, info: String) -> JobResult {
+        JobResult {
+            run_id: "r".into(),
+            node: NodeId("n".into()),
+            outcome: Outcome {
+                job_id: job.into(),
+                state: ResultState::Success,
+                stdout,
+                stderr: String::new(),
+                info,
+                execution_secs: 0.0,
+                started_unix_ms: 0,
+                finished_unix_ms: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn results_too_large_for_a_message_still_travel_without_their_output() {
+        let fits = vec![result("a", "out".into(), "echo out".into())];
+        let bytes = results_message(fits.clone()).unwrap();
+        let back: JobMessage = wire::decode(&bytes, MAX_JOB_MESSAGE).unwrap();
+        assert_eq!(back, JobMessage::Results(fits));
+
+        let huge = "i".repeat(MAX_JOB_MESSAGE);
+        let too_large = vec![result("b", "x".repeat(1024), huge)];
+        let bytes = results_message(too_large).unwrap();
+        let JobMessage::Results(back) = wire::decode(&bytes, MAX_JOB_MESSAGE).unwrap() else {
+            panic!("not results");
+        };
+        assert_eq!(back[0].outcome.job_id, "b");
+        assert_eq!(back[0].outcome.state, ResultState::Success);
+        assert!(back[0].outcome.stdout.contains("left out"));
+        assert_eq!(back[0].outcome.info.len(), 4096);
+    }
+}
