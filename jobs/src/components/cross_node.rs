@@ -1,0 +1,172 @@
+//! QUERY, QUERY_WAIT and JOB_WAIT: the verbs that wait on other nodes, through the node's
+//! [`Coordinator`](super::Coordinator), lending their queue while they wait.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Context, Finished};
+
+pub(super) async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
+    let Some(coordinator) = ctx.coordinator else {
+        return Finished::fail("QUERY needs a mesh to ask", "");
+    };
+    // The value as this run sees it (its own ARG, whatever another run set since).
+    let value = ctx.args().get(name).cloned().unwrap_or(Value::Null);
+    let own = serde_json::json!({ name: value }).to_string();
+    let lent = (!no_wait).then(|| ctx.lend_queue());
+    let answer = coordinator.query(ctx.job_id, name, value, !no_wait).await;
+    drop(lent);
+    match answer {
+        Ok(None) => Finished::ok(own, "value sent; not waiting for the others (--no-wait)"),
+        Ok(Some(aggregate)) => {
+            let nodes = aggregate
+                .get("query")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
+            // The run's later jobs here render with this set, whatever another run's QUERY
+            // of the same name merges into the node's args meanwhile.
+            ctx.cache.keep_run_query(ctx.run_id, &aggregate);
+            if let Value::Object(map) = aggregate {
+                ctx.cache.merge_args(map, true);
+            }
+            Finished::ok(own, format!("query of {nodes} nodes merged into the args"))
+        }
+        Err(e) => Finished::fail(e, format!("QUERY {name} failed")),
+    }
+}
+
+pub(super) async fn query_wait(
+    item: &str,
+    timeout_secs: u64,
+    identities: &[String],
+    ctx: &Context<'_>,
+) -> Finished {
+    let until = ctx
+        .deadline
+        .min(Instant::now() + crate::spec::bounded_secs(timeout_secs));
+    let _lent = ctx.lend_queue();
+    loop {
+        let args = ctx.cache.args();
+        let query = args.get("query").and_then(Value::as_object);
+        let has = |node: &str| {
+            query
+                .and_then(|q| q.get(node))
+                .and_then(|v| v.get(item))
+                .is_some()
+        };
+        let found = if identities.is_empty() {
+            query.is_some_and(|q| q.values().any(|v| v.get(item).is_some()))
+        } else {
+            identities.iter().all(|id| has(id))
+        };
+        if found {
+            let what = if identities.is_empty() {
+                "Item found"
+            } else {
+                "Item found in all identities"
+            };
+            return Finished::ok(what, format!("query item {item}"));
+        }
+        if Instant::now() >= until {
+            let missing: Vec<&str> = identities
+                .iter()
+                .filter(|id| !has(id))
+                .map(String::as_str)
+                .collect();
+            let who = if missing.is_empty() {
+                "any node".to_string()
+            } else {
+                missing.join(", ")
+            };
+            return Finished::fail(
+                format!("Timeout after {timeout_secs} seconds"),
+                format!("query item {item} was not found for {who}"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(super) async fn job_wait(
+    fingerprint: &str,
+    identities: &[String],
+    ctx: &Context<'_>,
+) -> Finished {
+    // A node named twice is one node to hear from (one answer comes from it).
+    let mut unique: Vec<String> = Vec::with_capacity(identities.len());
+    for id in identities {
+        if !unique.contains(id) {
+            unique.push(id.clone());
+        }
+    }
+    let identities = unique.as_slice();
+    let Some(coordinator) = ctx.coordinator else {
+        return Finished::fail("JOB_WAIT needs a mesh to ask", "");
+    };
+    let _lent = ctx.lend_queue();
+    // Bounded by the job's timeout: the node may look for a name it does not know yet.
+    let asked = tokio::time::timeout_at(
+        ctx.deadline,
+        coordinator.job_wait(ctx.job_id, fingerprint, identities),
+    );
+    let mut updates = match asked.await {
+        Ok(Ok(rx)) => rx,
+        Ok(Err(e)) => return Finished::fail(e, format!("JOB_WAIT {fingerprint} failed")),
+        Err(_) => {
+            return Finished::fail(
+                format!(
+                    "JOB_WAIT: timed out before every node it names was found in the mesh ({})",
+                    identities.join(", ")
+                ),
+                format!("JOB_WAIT {fingerprint} failed"),
+            );
+        }
+    };
+    let mut done: Vec<(String, String)> = Vec::new();
+    while done.len() < identities.len() {
+        match tokio::time::timeout_at(ctx.deadline, updates.recv()).await {
+            Ok(Some((node, state))) => {
+                if !done.iter().any(|(n, _)| *n == node) {
+                    done.push((node, state));
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let missing: Vec<&str> = identities
+        .iter()
+        .filter(|id| !done.iter().any(|(n, _)| n == *id))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        let states: Vec<String> = done.iter().map(|(n, s)| format!("{n}: {s}")).collect();
+        Finished::ok(
+            format!("Job completed, found fingerprint [ {fingerprint} ]"),
+            format!(
+                "completed on all coordinated targets: {}",
+                states.join(", ")
+            ),
+        )
+    } else {
+        let missing: Vec<String> = missing.iter().map(|m| m.to_string()).collect();
+        let seen = coordinator.nodes_seen(&missing).await;
+        let seen = if seen.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", seen.join("; "))
+        };
+        Finished::fail(
+            format!(
+                "timed out waiting for job {fingerprint} to finish on {}{seen}",
+                missing.join(", ")
+            ),
+            format!(
+                "JOB_WAIT gave up after its timeout; {} of {} nodes had finished it",
+                done.len(),
+                identities.len()
+            ),
+        )
+    }
+}

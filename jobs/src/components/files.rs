@@ -1,0 +1,465 @@
+//! ADD/COPY and WORKDIR: a file fetched by hash and landed at DEST (temporary file, verify,
+//! fsync, owner and mode, rename), and directories made with their owner and mode.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use tracing::warn;
+
+use super::{Context, Finished, render_path};
+use crate::{
+    cache::Cache,
+    spec::{Component, FileRef, Fingerprint, Owner, Transfer},
+    template::{self, Vars},
+};
+
+/// ADD/COPY on a target: land one file at DEST, verified and atomically.
+pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
+    let Some(file) = &t.file else {
+        return Finished::fail(
+            "the submitter did not resolve this file (a daemon older than its CLI?)",
+            "",
+        );
+    };
+    let args = ctx.args();
+    let path = match landing_path(&t.dest, file, &args) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    if !dir.is_dir() {
+        return Finished::fail(
+            format!(
+                "destination directory {} does not exist (create it first, e.g. with WORKDIR)",
+                dir.display()
+            ),
+            "",
+        );
+    }
+    // Who will own it is settled before anything is written: a user this node lacks fails
+    // the job with DEST as it was.
+    let owner = match t.owner.as_ref().map(resolve_owner).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            return Finished::fail(
+                e,
+                format!(
+                    "Failed to set ownership of {}: it was left as it was",
+                    path.display()
+                ),
+            );
+        }
+    };
+    let access = Access {
+        owner,
+        mode: t.mode,
+    };
+    let expected = file.hash;
+    let size = file.size;
+    let blueprint = t.blueprint;
+    // Already there: nothing to transfer, but owner and mode still apply.
+    let unchanged = !blueprint && {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || file_hash(&p).is_ok_and(|h| h == expected.0))
+            .await
+            .unwrap_or(false)
+    };
+    let mut landed_hash = None;
+    if !unchanged {
+        let Some(coordinator) = ctx.coordinator else {
+            return Finished::fail("ADD needs a mesh to fetch the file from", "");
+        };
+        // Bounded by the job's timeout: with every holder out of reach, the fetch waits for
+        // one to come back.
+        let fetched =
+            tokio::time::timeout_at(ctx.deadline, coordinator.fetch_blob(ctx.job_id, file));
+        let blob = match fetched.await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return Finished::fail(e, format!("{} was not transferred", path.display()));
+            }
+            Err(_) => {
+                return Finished::fail(
+                    "the job's timeout ended before the file arrived (the nodes holding it were \
+                     out of reach or slow; this node's log says which)",
+                    format!("{} was not transferred", path.display()),
+                );
+            }
+        };
+        let _landing = match ctx.landing_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let target = path.clone();
+        let source_name = file.name.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let args = blueprint.then_some(args);
+            land(&blob, &target, expected, args, access, &source_name)
+        })
+        .await
+        .unwrap_or_else(|e| Err(LandError::Other(format!("the copy stopped: {e}"))));
+        match written {
+            Ok(hash) => landed_hash = Some(hash),
+            Err(e) => {
+                if let LandError::NotTheFile(_) = e {
+                    coordinator.discard_blob(expected);
+                }
+                return Finished::fail(
+                    e.to_string(),
+                    format!("{} was left as it was", path.display()),
+                );
+            }
+        }
+    }
+    // A file landed with its owner and mode already; one that was there gets them now.
+    if unchanged && let Err(e) = access.apply(&path) {
+        return Finished::fail(
+            e,
+            format!("Failed to set ownership or mode of {}", path.display()),
+        );
+    }
+    let hex = landed_hash.unwrap_or(expected).to_hex();
+    let info = if unchanged {
+        format!(
+            "File exists {} and blake3 {} matches, nothing to transfer",
+            path.display(),
+            expected
+        )
+    } else if blueprint {
+        format!("rendered {} into {}", file.name, path.display())
+    } else {
+        format!("copied {size} bytes to {}", path.display())
+    };
+    Finished::ok(hex, info)
+}
+
+/// blake3 of a file's content.
+pub(super) fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut f = std::fs::File::open(path)?;
+    std::io::copy(&mut f, &mut hasher)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Why a file did not land.
+#[derive(Debug)]
+pub(super) enum LandError {
+    /// The transferred content does not have the file's hash.
+    NotTheFile(String),
+    Other(String),
+}
+
+impl std::fmt::Display for LandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LandError::NotTheFile(e) | LandError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for LandError {
+    fn from(e: String) -> Self {
+        LandError::Other(e)
+    }
+}
+
+/// Where ADD/COPY lands `file`: DEST rendered against the node's args, the file's name added
+/// when DEST ends in `/`.
+pub(super) fn landing_path(dest: &str, file: &FileRef, args: &Vars) -> Result<PathBuf, Finished> {
+    let dest = render_path(dest, args)?;
+    Ok(if dest.ends_with('/') {
+        PathBuf::from(&dest).join(&file.name)
+    } else {
+        PathBuf::from(&dest)
+    })
+}
+
+/// The temporary file beside `path` that this process lands it through.
+pub(super) fn landing_file(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.join(format!(".{name}.{}.dm-tmp", std::process::id()))
+}
+
+/// Removes the temporary files beside `path` that a daemon no longer running left while it
+/// landed the file there (it was killed mid-copy); returns them. Those of a live process
+/// (another daemon landing the same file now) stay; with `own_too`, this process's are taken
+/// for a daemon's before it (in a container the daemon may get the same pid each start).
+pub fn remove_stale_landings(path: &Path, own_too: bool) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".dm-tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = !Path::new(&format!("/proc/{pid}")).exists();
+        if (gone || (own_too && pid == std::process::id()))
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
+/// Removes what an ADD/COPY job `component` cut short by a crash left beside its DEST (see
+/// [`remove_stale_landings`]); returns it. Nothing for other verbs.
+pub fn remove_interrupted_landing(component: &Component, cache: &Cache) -> Vec<PathBuf> {
+    match component {
+        Component::Add(t) | Component::Copy(t) => t
+            .file
+            .as_ref()
+            .and_then(|file| landing_path(&t.dest, file, &cache.args()).ok())
+            .map(|path| remove_stale_landings(&path, true))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Writes `blob` (rendered with `args` for a blueprint) to a temporary file beside `path`,
+/// checks it, makes it durable and renames it into place. Nothing is left at `path` or beside
+/// it when anything fails.
+pub(super) fn land(
+    blob: &Path,
+    path: &Path,
+    expected: Fingerprint,
+    args: Option<Vars>,
+    access: Access,
+    source_name: &str,
+) -> Result<Fingerprint, LandError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    // What an earlier daemon killed mid-copy left beside it goes first.
+    for stale in remove_stale_landings(path, false) {
+        warn!(path = %stale.display(), "removed a partial copy an interrupted job left");
+    }
+    let tmp = landing_file(path);
+    let result = (|| -> Result<Fingerprint, LandError> {
+        // Readable by its owner only while it fills: a file meant for 0600 is never
+        // readable by others, not even for a moment. Made new, never opened through what
+        // stands at its name (a link planted there by whoever may write in DEST's directory);
+        // one this process left earlier goes first.
+        let _ = std::fs::remove_file(&tmp);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let landed = match &args {
+            Some(args) => {
+                let text = std::fs::read(blob)
+                    .map_err(|e| format!("cannot read the transferred file: {e}"))?;
+                let found = Fingerprint(*blake3::hash(&text).as_bytes());
+                if found != expected {
+                    return Err(LandError::NotTheFile(format!(
+                        "integrity failure: expected blake3 {expected}, found {found}"
+                    )));
+                }
+                let text = String::from_utf8(text)
+                    .map_err(|_| "--blueprint needs a text file".to_string())?;
+                let rendered = template::render_named(source_name, &text, args)?;
+                out.write_all(rendered.as_bytes())
+                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+                Fingerprint(*blake3::hash(rendered.as_bytes()).as_bytes())
+            }
+            None => {
+                let mut src = std::fs::File::open(blob)
+                    .map_err(|e| format!("cannot read the transferred file: {e}"))?;
+                let mut hasher = blake3::Hasher::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = std::io::Read::read(&mut src, &mut buf)
+                        .map_err(|e| format!("reading the transferred file: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    out.write_all(&buf[..n])
+                        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+                }
+                let found = Fingerprint(*hasher.finalize().as_bytes());
+                if found != expected {
+                    return Err(LandError::NotTheFile(format!(
+                        "integrity failure: expected blake3 {expected}, found {found}"
+                    )));
+                }
+                found
+            }
+        };
+        // Owner and mode before it takes DEST's name: nobody sees it otherwise.
+        access
+            .apply_to_new(&out)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        out.sync_all()
+            .map_err(|e| format!("fsync {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| format!("cannot move the file into {}: {e}", path.display()))?;
+        Ok(landed)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(super) fn workdir(
+    path: &str,
+    owner: Option<&Owner>,
+    mode: Option<u32>,
+    args: &Vars,
+) -> Finished {
+    let path = match render_path(path, args) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    // A user this node lacks fails the job before the directory is made.
+    let access = match owner.map(resolve_owner).transpose() {
+        Ok(owner) => Access { owner, mode },
+        Err(e) => {
+            return Finished::fail(e, format!("Failed to set ownership of {path}: not created"));
+        }
+    };
+    let existed = Path::new(&path).is_dir();
+    if let Err(e) = std::fs::create_dir_all(&path) {
+        return Finished::fail(format!("cannot create {path}: {e}"), "");
+    }
+    if let Err(e) = access.apply(Path::new(&path)) {
+        // One this job made goes again rather than stay with the wrong owner or mode.
+        if !existed {
+            let _ = std::fs::remove_dir(&path);
+        }
+        return Finished::fail(e, format!("Failed to set ownership or mode of {path}"));
+    }
+    Finished::ok(format!("Directory {path} OK"), "")
+}
+
+/// The owner (resolved on this node) and mode a file or directory is to have.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Access {
+    owner: Option<(Option<nix::unistd::Uid>, Option<nix::unistd::Gid>)>,
+    mode: Option<u32>,
+}
+
+impl Access {
+    /// Applies the owner, then the mode (a chown clears set-id bits a mode may ask for).
+    fn apply(&self, path: &Path) -> Result<(), String> {
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::chown(path, uid, gid)
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        }
+        if let Some(mode) = self.mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("cannot chmod {} to {mode:o}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Access::apply`], through the open file just created owner-only: without
+    /// `--chmod` it gets the mode a new file gets here (0666 less the daemon's umask).
+    fn apply_to_new(&self, file: &std::fs::File) -> Result<(), String> {
+        use std::os::fd::AsFd;
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::fchown(file.as_fd(), uid, gid).map_err(|e| format!("chown: {e}"))?;
+        }
+        let mode = self.mode.unwrap_or(0o666 & !umask());
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot chmod to {mode:o}: {e}"))
+    }
+}
+
+/// This process's umask, read without changing it (`Umask:` in /proc/self/status); 022 when it
+/// cannot be read.
+pub(super) fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// A user and group given by name or number, as this node knows them.
+pub(super) fn resolve_owner(
+    owner: &Owner,
+) -> Result<(Option<nix::unistd::Uid>, Option<nix::unistd::Gid>), String> {
+    let uid = owner
+        .user
+        .as_deref()
+        .map(|u| match u.parse::<u32>() {
+            Ok(n) => Ok(nix::unistd::Uid::from_raw(n)),
+            Err(_) => match nix::unistd::User::from_name(u) {
+                Ok(Some(user)) => Ok(user.uid),
+                _ => Err(format!("no user '{u}' on this node")),
+            },
+        })
+        .transpose()?;
+    let gid = owner
+        .group
+        .as_deref()
+        .map(|g| match g.parse::<u32>() {
+            Ok(n) => Ok(nix::unistd::Gid::from_raw(n)),
+            Err(_) => match nix::unistd::Group::from_name(g) {
+                Ok(Some(group)) => Ok(group.gid),
+                _ => Err(format!("no group '{g}' on this node")),
+            },
+        })
+        .transpose()?;
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the temporary files of DEST whose writer is no longer running go.
+    #[test]
+    fn stale_landings_of_gone_processes_are_removed_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let ours = std::process::id();
+        let names = [
+            format!(".f.{gone_pid}.dm-tmp"),
+            format!(".f.{ours}.dm-tmp"),
+            format!(".g.{gone_pid}.dm-tmp"),
+            ".f.x.dm-tmp".to_string(),
+            "f".to_string(),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let removed = remove_stale_landings(&dir.path().join("f"), false);
+        assert_eq!(removed, vec![dir.path().join(&names[0])]);
+        for name in &names[1..] {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
+        }
+        // At a restart, this process's own are a predecessor's (same pid in a container).
+        let removed = remove_stale_landings(&dir.path().join("f"), true);
+        assert_eq!(removed, vec![dir.path().join(&names[1])]);
+    }
+}

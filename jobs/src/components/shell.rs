@@ -1,0 +1,530 @@
+//! RUN and WAIT: shell commands on the node, their output read line by line (live when the
+//! job streams), their timeout (the whole process group is killed), and spawns retried when
+//! the machine is short of processes or descriptors.
+
+use std::{process::Stdio, time::Duration};
+
+use serde_json::{Map, Value};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
+    process::Command,
+    sync::watch,
+    time::Instant,
+};
+use tracing::warn;
+
+use super::{
+    AFTER_EXIT_GRACE, Finished, LineSink, MAX_LINE_BYTES, MAX_OUTPUT_BYTES, OutputLine,
+    OutputStream,
+};
+use crate::{cache::Cache, processes::ProcessLog, spec::WaitFor, template};
+
+/// Jobs waiting for file descriptors or processes to start their shell, in turn. The limits
+/// are the process's, so the turn is too.
+static SPAWN_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How many jobs wait for their turn: while any does, a new job queues behind them rather
+/// than take what frees up first.
+static SPAWN_WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What a shell command runs with.
+pub(super) struct CommandContext<'a> {
+    pub(super) cache: &'a Cache,
+    /// The job's run: its ENVs are the run's own, its templates render with its args
+    /// ([`Cache::envs_for_run`], [`Cache::args_for_run`]; taken to render, then let go: a
+    /// change while they are held copies them all).
+    pub(super) run_id: &'a str,
+    pub(super) sink: Option<&'a LineSink>,
+    pub(super) deadline: Instant,
+    pub(super) processes: Option<&'a ProcessLog>,
+}
+
+pub(super) async fn run_command(
+    command: &str,
+    stdout_arg: Option<&str>,
+    no_block: bool,
+    sh: &CommandContext<'_>,
+) -> Finished {
+    let cache = sh.cache;
+    let command = match template::render(command, &sh.cache.args_for_run(sh.run_id)) {
+        Ok(c) if c.trim().is_empty() => {
+            return Finished::fail(
+                format!("'{command}' rendered to an empty command"),
+                "nothing to run",
+            );
+        }
+        Ok(c) => c,
+        Err(e) => return Finished::fail(&e, "the command did not render"),
+    };
+    if no_block {
+        let mut cmd = shell(&command, cache, sh.run_id);
+        // Left running when the handle goes (it is the point of --no-block).
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(false);
+        return match cmd.spawn() {
+            // Dropping the handle leaves the process running; tokio reaps it when it exits.
+            Ok(child) => Finished::ok(
+                "",
+                format!(
+                    "started in the background (pid {}): {command}",
+                    child.id().unwrap_or(0)
+                ),
+            ),
+            Err(e) => Finished::fail(format!("cannot start /bin/sh: {e}"), command),
+        };
+    }
+    let r = run_shell(&command, sh).await;
+    let (stdout_cut, stdout_not_utf8) = (r.stdout_cut, r.stdout_not_utf8);
+    let mut finished = r.into_finished(&command);
+    if finished.success
+        && let Some(name) = stdout_arg
+    {
+        let value = finished.stdout.trim().to_string();
+        if stdout_cut {
+            finished.success = false;
+            finished.info = format!(
+                "--stdout-arg {name}: the output is over {MAX_OUTPUT_BYTES} bytes, too large to store"
+            );
+        } else if stdout_not_utf8 {
+            finished.success = false;
+            finished.info =
+                format!("--stdout-arg {name}: the output is not UTF-8 text; an arg holds text");
+        } else if value.is_empty() {
+            finished.success = false;
+            finished.info = format!("--stdout-arg {name}: the command printed nothing to store");
+        } else {
+            cache.merge_args_of(
+                Some(sh.run_id),
+                Map::from_iter([(name.to_string(), Value::String(value))]),
+                false,
+            );
+        }
+    }
+    finished
+}
+
+pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(command)
+        .envs(cache.envs_for_run(run_id))
+        .stdin(Stdio::null())
+        // Its own process group, so a timeout can kill everything the command started.
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// What a shell command did.
+pub(super) struct ShellResult {
+    spawn_error: Option<String>,
+    exit: Option<std::process::ExitStatus>,
+    timed_out: Option<Duration>,
+    stdout: String,
+    /// Whether `stdout` is only the first `MAX_OUTPUT_BYTES` of what the command printed.
+    stdout_cut: bool,
+    /// Whether stdout had bytes that are not UTF-8 (shown as U+FFFD in `stdout`).
+    stdout_not_utf8: bool,
+    stderr: String,
+}
+
+impl ShellResult {
+    fn into_finished(self, command: &str) -> Finished {
+        if let Some(e) = self.spawn_error {
+            return Finished::fail(e, command.to_string());
+        }
+        let (success, info) = match (self.timed_out, self.exit) {
+            (Some(after), _) => (
+                false,
+                format!(
+                    "timed out after {:.0} s; its process group was killed: {command}",
+                    after.as_secs_f64()
+                ),
+            ),
+            (None, Some(status)) if status.success() => (true, command.to_string()),
+            (None, Some(status)) => match status.code() {
+                Some(code) => (false, format!("exit code {code}: {command}")),
+                None => (false, format!("killed by a signal ({status}): {command}")),
+            },
+            (None, None) => (false, format!("no exit status: {command}")),
+        };
+        Finished {
+            success,
+            stdout: self.stdout.trim_end().to_string(),
+            stderr: self.stderr.trim_end().to_string(),
+            info,
+        }
+    }
+}
+
+/// A stream's output so far, and whether it was still open when reading stopped.
+pub(super) struct Read {
+    text: String,
+    /// The text is the first `MAX_OUTPUT_BYTES` of the stream (a note says so at its end).
+    cut: bool,
+    still_open: bool,
+    /// The stream had bytes that are not UTF-8: the text shows each run of them as U+FFFD.
+    not_utf8: bool,
+}
+
+/// Reads one stream to its end, or until `AFTER_EXIT_GRACE` after `exited` turns true.
+pub(super) async fn read_lines(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    which: OutputStream,
+    sink: Option<LineSink>,
+    mut exited: watch::Receiver<bool>,
+) -> Read {
+    let mut reader = BufReader::new(stream);
+    let mut out = String::new();
+    let mut cut = false;
+    let mut still_open = false;
+    let mut not_utf8 = false;
+    let mut offset = 0usize;
+    let mut buf = Vec::new();
+    let stop = async move {
+        // An error means the shell's side is gone without word: read on to the end.
+        if exited.wait_for(|e| *e).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(AFTER_EXIT_GRACE).await;
+    };
+    tokio::pin!(stop);
+    loop {
+        buf.clear();
+        let mut limited = (&mut reader).take(MAX_LINE_BYTES);
+        let read = tokio::select! {
+            r = limited.read_until(b'\n', &mut buf) => r,
+            _ = &mut stop => {
+                still_open = true;
+                Ok(0)
+            }
+        };
+        // Bytes of a line begun when reading stopped are in `buf` (read_until keeps them).
+        let read = match read {
+            Ok(0) if still_open => Ok(buf.len()),
+            other => other,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                // Borrowed exactly when every byte was UTF-8.
+                not_utf8 |= matches!(line, std::borrow::Cow::Owned(_));
+                if let Some(sink) = &sink {
+                    // Waits for room: the node takes lines at once (it never waits on the
+                    // network), so a streaming job slows down only when its node does. Past
+                    // the node, lines may be dropped; a reader fills them in from the result.
+                    let _ = sink
+                        .send(OutputLine {
+                            stream: which,
+                            offset: offset as u64,
+                            text: line.to_string(),
+                        })
+                        .await;
+                }
+                offset += line.len();
+                // What is kept is a prefix of the output: once one piece does not fit,
+                // nothing after it is kept either.
+                if !cut && out.len() + line.len() <= MAX_OUTPUT_BYTES {
+                    out.push_str(&line);
+                } else {
+                    cut = true;
+                }
+            }
+        }
+        if still_open {
+            break;
+        }
+    }
+    if still_open {
+        // What the process still writes is read and dropped until it closes the pipe: a
+        // closed pipe would kill it (SIGPIPE) at its next write. One task for each such
+        // stream, ending with the process.
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        });
+    }
+    if cut {
+        out.push_str(&format!("\n[output cut at {MAX_OUTPUT_BYTES} bytes]"));
+    }
+    Read {
+        text: out,
+        cut,
+        still_open,
+        not_utf8,
+    }
+}
+
+/// At most this long between tries to start a job's shell that could not start for want of
+/// file descriptors or processes (it is tried until the job's timeout).
+pub(super) const SPAWN_RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// Whether a failed spawn may work a moment later: the process (or the system) is out of
+/// file descriptors, or of processes.
+pub(super) fn short_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE || code == nix::libc::EAGAIN
+    )
+}
+
+/// Starts `cmd`; when the node is short of descriptors or processes, tries again in turn
+/// until `deadline`. Returns the child and whether it had to wait.
+pub(super) async fn spawn_in_turn(
+    cmd: &mut Command,
+    deadline: Instant,
+) -> std::io::Result<(tokio::process::Child, bool)> {
+    use std::sync::atomic::Ordering;
+    let mut short = None;
+    if SPAWN_WAITERS.load(Ordering::SeqCst) == 0 {
+        match cmd.spawn() {
+            Err(e) if short_of_resources(&e) => short = Some(e),
+            other => return other.map(|child| (child, false)),
+        }
+    }
+    // Said when the first job starts to wait, not for each.
+    if SPAWN_WAITERS.fetch_add(1, Ordering::SeqCst) == 0
+        && let Some(e) = &short
+    {
+        warn!(
+            "cannot start /bin/sh for a job: {e}; jobs wait for their turn until their timeout \
+             (raise the daemon's limit, e.g. LimitNOFILE= in its systemd unit)"
+        );
+    }
+    // Counted down however this ends (the job's task may be dropped while it waits).
+    struct Waiting;
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            SPAWN_WAITERS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _waiting = Waiting;
+    let Ok(_turn) = tokio::time::timeout_at(deadline, SPAWN_TURN.lock()).await else {
+        return Err(std::io::Error::other(
+            "the node was short of file descriptors or processes until the job's timeout",
+        ));
+    };
+    let mut pause = Duration::from_millis(10);
+    // Whether this job itself could not start at once (one that only queued behind others
+    // did wait, but its stderr need not say so).
+    let mut short_here = short.is_some();
+    loop {
+        match cmd.spawn() {
+            Err(e) if short_of_resources(&e) && Instant::now() + pause < deadline => {
+                short_here = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SPAWN_RETRY_EVERY);
+            }
+            other => return other.map(|child| (child, short_here)),
+        }
+    }
+}
+
+pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
+    let (sink, deadline) = (sh.sink, sh.deadline);
+    let started = Instant::now();
+    let mut cmd = shell(command, sh.cache, sh.run_id);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A node short of file descriptors or processes for a moment (many jobs at once) is
+    // waited on, within the job's timeout, rather than failing the job: in turn, first come
+    // first served, while any job waits.
+    let spawned = match spawn_in_turn(&mut cmd, deadline).await {
+        Ok((child, waited)) => Ok((child, waited.then(|| started.elapsed()))),
+        Err(e) => Err(e),
+    };
+    let (mut child, waited_for_spawn) = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return ShellResult {
+                spawn_error: Some(format!("cannot start /bin/sh: {e}")),
+                exit: None,
+                timed_out: None,
+                stdout: String::new(),
+                stdout_cut: false,
+                stdout_not_utf8: false,
+                stderr: String::new(),
+            };
+        }
+    };
+    let pid = child.id();
+    // Written down while it runs: a node restarted after a crash stops the group.
+    let mut running = pid.map(|pid| Running::new(sh.processes, pid));
+    // Both pipes were requested above; the readers and the wait share this task.
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let (exited_tx, exited) = watch::channel(false);
+    let collect = async {
+        let closed = || Read {
+            text: String::new(),
+            cut: false,
+            still_open: false,
+            not_utf8: false,
+        };
+        let read_out = async {
+            match out {
+                Some(s) => read_lines(s, OutputStream::Stdout, sink.cloned(), exited.clone()).await,
+                None => closed(),
+            }
+        };
+        let read_err = async {
+            match err {
+                Some(s) => read_lines(s, OutputStream::Stderr, sink.cloned(), exited.clone()).await,
+                None => closed(),
+            }
+        };
+        let wait = async {
+            let status = child.wait().await;
+            let _ = exited_tx.send(true);
+            status
+        };
+        let (status, stdout, mut stderr) = tokio::join!(wait, read_out, read_err);
+        if stdout.still_open || stderr.still_open {
+            if !stderr.text.is_empty() && !stderr.text.ends_with('\n') {
+                stderr.text.push('\n');
+            }
+            stderr.text.push_str(&format!(
+                "[the shell exited but a process it started still holds its output; the job \
+                 ended {} s later and left that process running]",
+                AFTER_EXIT_GRACE.as_secs()
+            ));
+        }
+        if let Some(waited) = waited_for_spawn {
+            if !stderr.text.is_empty() && !stderr.text.ends_with('\n') {
+                stderr.text.push('\n');
+            }
+            stderr.text.push_str(&format!(
+                "[the shell waited {:.1} s to start: the node was short of file descriptors or \
+                 processes]",
+                waited.as_secs_f64()
+            ));
+        }
+        let not_utf8: Vec<&str> = [(stdout.not_utf8, "stdout"), (stderr.not_utf8, "stderr")]
+            .into_iter()
+            .filter_map(|(yes, name)| yes.then_some(name))
+            .collect();
+        if !not_utf8.is_empty() {
+            if !stderr.text.is_empty() && !stderr.text.ends_with('\n') {
+                stderr.text.push('\n');
+            }
+            stderr.text.push_str(&format!(
+                "[{} had bytes that are not UTF-8 text; they are shown as U+FFFD]",
+                not_utf8.join(" and ")
+            ));
+        }
+        (status, stdout, stderr.text)
+    };
+    let result = tokio::time::timeout_at(deadline, collect).await;
+    if let Some(r) = running.as_mut() {
+        r.waited = true;
+    }
+    match result {
+        Ok((status, stdout, stderr)) => ShellResult {
+            spawn_error: None,
+            exit: status.ok(),
+            timed_out: None,
+            stdout_cut: stdout.cut,
+            stdout_not_utf8: stdout.not_utf8,
+            stdout: stdout.text,
+            stderr,
+        },
+        Err(_) => {
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            ShellResult {
+                spawn_error: None,
+                exit: None,
+                timed_out: Some(started.elapsed()),
+                stdout: String::new(),
+                stdout_cut: false,
+                stdout_not_utf8: false,
+                stderr: String::new(),
+            }
+        }
+    }
+}
+
+/// A job's process group while its shell runs: in the [`ProcessLog`] (if the node keeps one),
+/// and killed if the job is dropped before its shell was waited for (the node shutting down,
+/// the executor's last-resort timeout), so nothing of it runs on unsupervised.
+pub(super) struct Running<'a> {
+    log: Option<&'a ProcessLog>,
+    pgid: u32,
+    waited: bool,
+}
+
+impl<'a> Running<'a> {
+    fn new(log: Option<&'a ProcessLog>, pgid: u32) -> Self {
+        if let Some(log) = log {
+            log.started(pgid);
+        }
+        Running {
+            log,
+            pgid,
+            waited: false,
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.waited {
+            kill_group(self.pgid);
+        }
+        if let Some(log) = self.log {
+            log.ended(self.pgid);
+        }
+    }
+}
+
+/// SIGKILL to a whole process group (the job's shell and everything it started).
+pub(super) fn kill_group(pgid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pgid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
+    match wait {
+        WaitFor::Seconds(s) => {
+            tokio::time::sleep(crate::spec::bounded_secs_f64(*s)).await;
+            Finished::ok(format!("waited {s} s"), "")
+        }
+        WaitFor::Command {
+            command,
+            retry,
+            retry_wait,
+        } => {
+            let command = match template::render(command, &sh.cache.args_for_run(sh.run_id)) {
+                Ok(c) => c,
+                Err(e) => return Finished::fail(&e, "the command did not render"),
+            };
+            let mut last = None;
+            for attempt in 1..=*retry {
+                let r = run_shell(&command, sh).await;
+                if r.timed_out.is_some() {
+                    return r.into_finished(&command);
+                }
+                if r.exit.is_some_and(|s| s.success()) {
+                    return Finished::ok(
+                        r.stdout.trim_end(),
+                        format!("condition met on try {attempt}: {command}"),
+                    );
+                }
+                last = Some(r);
+                if attempt < *retry {
+                    tokio::time::sleep(crate::spec::bounded_secs_f64(*retry_wait)).await;
+                }
+            }
+            let stderr = last
+                .map(|r| r.stderr.trim_end().to_string())
+                .unwrap_or_default();
+            Finished::fail(
+                stderr,
+                format!("condition not met after {retry} tries: {command}"),
+            )
+        }
+    }
+}
