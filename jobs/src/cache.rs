@@ -9,7 +9,8 @@
 //! Rows: `job/HEX` and `parent/NAME` (an outcome and when it expires), `arg/NAME` and
 //! `env/NAME` (one value each), and `argq/["NODE","NAME"]` for each value of the `query` arg
 //! that QUERY sets fill: those gather large values from every node, and a change writes only
-//! the values it changed, whatever else the node holds.
+//! the values it changed, whatever else the node holds (a `query` of another shape, set by
+//! hand, is one row). Changes reach the sink in the order they were made.
 
 use std::{
     collections::HashMap,
@@ -93,6 +94,8 @@ struct State {
     /// The args as templates see them, shared with the jobs rendering them: a change copies
     /// them only while a job still holds them.
     args: Vars,
+    /// Counts the changes of `args`, for the runs' views made from them.
+    args_changes: u64,
     envs: Map<String, Value>,
     /// What each run set here itself (its ARGs and ENVs, the sets its QUERYs collected), by
     /// run, until the run has nothing left to do here ([`Cache::forget_run`]). In memory only.
@@ -109,6 +112,10 @@ struct RunView {
     envs: Map<String, Value>,
     /// What its QUERYs collected, `{node: {name: value}}`.
     query: Map<String, Value>,
+    /// The args its jobs render with when they differ from the node's, made after the
+    /// node's args' change of that number: each job of the run shares it until either
+    /// changes (a copy per job would cost as much as the args).
+    view: Option<(u64, Vars)>,
 }
 
 /// A cache failure (the database could not be read or written).
@@ -240,13 +247,15 @@ impl Cache {
         }
         let mut rewrite: CacheWrites = Vec::new();
         if !old_layout.is_empty() {
-            rewrite.extend(old_layout.into_iter().map(|k| (k, None)));
             for (name, v) in &args {
                 rewrite.extend(arg_rows(name, v));
             }
             for (name, v) in &state.envs {
                 rewrite.push((env_row(name), Some(json_bytes(v))));
             }
+            // Last: the old rows go only after the new ones are written (a crash in between
+            // reads both, the same values, and migrates again).
+            rewrite.extend(old_layout.into_iter().map(|k| (k, None)));
         }
         state.args = Vars::from(args);
         let cache = Cache {
@@ -266,6 +275,9 @@ impl Cache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Hands `writes` to the sink. Called with the state locked: changes reach the sink in the
+    /// order they were made, so the rows on disk are the last change's, never an earlier one
+    /// that lost a race to the sink.
     fn persist(&self, writes: CacheWrites) {
         if let Some(sink) = &self.sink {
             sink.write(writes);
@@ -326,7 +338,7 @@ impl Cache {
     /// Remembers a job's outcome, and its parent's: a failed parent stays failed.
     pub fn record(&self, fp: &Fingerprint, parent: &str, state: CachedState) {
         let job = self.timed(state);
-        let parent_state = {
+        {
             let mut s = self.lock();
             s.jobs.insert(*fp, job);
             let keep_failed = s
@@ -339,12 +351,11 @@ impl Cache {
                 job
             };
             s.parents.insert(parent.to_string(), p);
-            p
-        };
-        self.persist(vec![
-            (format!("job/{}", fp.to_hex()), Some(cbor(&job))),
-            (format!("parent/{parent}"), Some(cbor(&parent_state))),
-        ]);
+            self.persist(vec![
+                (format!("job/{}", fp.to_hex()), Some(cbor(&job))),
+                (format!("parent/{parent}"), Some(cbor(&p))),
+            ]);
+        }
     }
 
     /// Records how a job that never ran here ended (it failed without running: its parent had
@@ -352,7 +363,8 @@ impl Cache {
     /// JOB_WAIT that asks after it hears what those waiting then heard.
     pub fn record_unrun(&self, fp: &Fingerprint, state: CachedState) {
         let job = self.timed(state);
-        self.lock().jobs.insert(*fp, job);
+        let mut s = self.lock();
+        s.jobs.insert(*fp, job);
         self.persist(vec![(format!("job/{}", fp.to_hex()), Some(cbor(&job)))]);
     }
 
@@ -360,7 +372,8 @@ impl Cache {
     /// short whose fingerprint has an earlier run's outcome cached): its later jobs do not run.
     pub fn fail_parent(&self, parent: &str) {
         let failed = self.timed(CachedState::Failed);
-        self.lock().parents.insert(parent.to_string(), failed);
+        let mut s = self.lock();
+        s.parents.insert(parent.to_string(), failed);
         self.persist(vec![(format!("parent/{parent}"), Some(cbor(&failed)))]);
     }
 
@@ -374,11 +387,17 @@ impl Cache {
     /// (ARGs, QUERY sets) over what another run set under the same names since (the node
     /// keeps what was set last).
     pub fn args_for_run(&self, run_id: &str) -> Vars {
-        let base = self.args();
-        let s = self.lock();
-        let Some(own) = s.runs.get(run_id) else {
+        let mut s = self.lock();
+        let base = s.args.clone();
+        let changes = s.args_changes;
+        let Some(own) = s.runs.get_mut(run_id) else {
             return base;
         };
+        if let Some((made_after, view)) = &own.view
+            && *made_after == changes
+        {
+            return view.clone();
+        }
         // As a rule no other run set the same names in between: the node's args are the
         // run's, shared, not copied (they may hold megabytes of values).
         let query_there = base.get("query");
@@ -400,6 +419,7 @@ impl Cache {
         if !own.query.is_empty() {
             merge_query(object_at(map, "query"), &own.query);
         }
+        own.view = Some((changes, args.clone()));
         args
     }
 
@@ -426,10 +446,9 @@ impl Cache {
             return;
         };
         let mut s = self.lock();
-        merge_query(
-            &mut s.runs.entry(run_id.to_string()).or_default().query,
-            query,
-        );
+        let own = s.runs.entry(run_id.to_string()).or_default();
+        merge_query(&mut own.query, query);
+        own.view = None;
     }
 
     /// `run_id` has nothing left to do here: what it set for its own jobs goes.
@@ -454,7 +473,7 @@ impl Cache {
     /// As [`Cache::merge_args`], by a job of `run`: the run's later jobs see these names as
     /// this left them ([`Cache::args_for_run`]).
     pub fn merge_args_of(&self, run: Option<&str>, values: Map<String, Value>, extend: bool) {
-        let writes = {
+        {
             let mut s = self.lock();
             let names: Vec<String> = values.keys().cloned().collect();
             // A QUERY set merged into a `query` kept as one row per value writes the values
@@ -475,6 +494,7 @@ impl Cache {
                 _ => Vec::new(),
             };
             merge(s.args.map_mut(), values, extend);
+            s.args_changes += 1;
             let mut writes = CacheWrites::new();
             for name in &names {
                 let Some(now) = s.args.get(name) else {
@@ -503,9 +523,8 @@ impl Cache {
                 let now = as_left(&s.args, names);
                 s.runs.entry(run.to_string()).or_default().args.extend(now);
             }
-            writes
-        };
-        self.persist(writes);
+            self.persist(writes);
+        }
     }
 
     /// Merges `values` into the cached envs.
@@ -515,7 +534,7 @@ impl Cache {
 
     /// As [`Cache::merge_envs`], by a job of `run` ([`Cache::envs_for_run`]).
     pub fn merge_envs_of(&self, run: Option<&str>, values: Map<String, Value>, extend: bool) {
-        let writes = {
+        {
             let mut s = self.lock();
             let names: Vec<String> = values.keys().cloned().collect();
             merge(&mut s.envs, values, extend);
@@ -527,9 +546,8 @@ impl Cache {
                 let now = as_left(&s.envs, names);
                 s.runs.entry(run.to_string()).or_default().envs.extend(now);
             }
-            writes
-        };
-        self.persist(writes);
+            self.persist(writes);
+        }
     }
 
     /// Forgets the tagged part of the cache; returns how many items went.
@@ -560,6 +578,7 @@ impl Cache {
                     writes.extend(arg_keys(name, v).into_iter().map(|k| (k, None)));
                 }
                 s.args = Vars::default();
+                s.args_changes += 1;
             }
             if matches!(tag, CacheTag::Envs | CacheTag::All) {
                 count += s.envs.len();
@@ -568,6 +587,7 @@ impl Cache {
             }
             // What runs set for their own jobs goes with the node's.
             for view in s.runs.values_mut() {
+                view.view = None;
                 match tag {
                     CacheTag::Args => {
                         view.args.clear();
@@ -586,12 +606,13 @@ impl Cache {
                 && s.args.contains_key("query")
                 && let Some(query) = s.args.map_mut().remove("query")
             {
+                s.args_changes += 1;
                 count += 1;
                 writes.extend(arg_keys("query", &query).into_iter().map(|k| (k, None)));
             }
+            self.persist(writes);
             count
         };
-        self.persist(writes);
         count
     }
 
@@ -633,11 +654,12 @@ fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// The `(node, name)` pairs of a `query` arg shaped as QUERY sets leave it, a map of
-/// non-empty maps, kept as one row per value; `None` for any other shape (kept as one row).
+/// The `(node, name)` pairs of a `query` arg shaped as QUERY sets leave it, a non-empty map
+/// of non-empty maps, kept as one row per value; `None` for any other shape (kept as one row:
+/// an empty map has no value to keep a row of, yet is there).
 fn query_pairs(query: &Value) -> Option<Vec<(&str, &str)>> {
     let mut pairs = Vec::new();
-    for (node, values) in query.as_object()? {
+    for (node, values) in query.as_object().filter(|q| !q.is_empty())? {
         let values = values.as_object().filter(|v| !v.is_empty())?;
         pairs.extend(values.keys().map(|k| (node.as_str(), k.as_str())));
     }
@@ -889,6 +911,53 @@ mod tests {
         );
     }
 
+    /// Changes reach the sink in the order they were made: one that took the state after
+    /// another cannot overtake it on the way to the disk (a reopened cache would read a value
+    /// the live one never held).
+    #[test]
+    fn changes_reach_the_sink_in_the_order_made() {
+        struct Slow(Recorded, std::sync::mpsc::SyncSender<()>);
+        impl CacheSink for Slow {
+            fn write(&self, writes: CacheWrites) {
+                let first = self.0.0.lock().unwrap().is_empty();
+                if first {
+                    let _ = self.1.send(());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                self.0.write(writes);
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let sink = Arc::new(Slow(Recorded::default(), tx));
+        let cache = Arc::new(Cache {
+            state: Mutex::new(State::default()),
+            sink: Some(sink.clone()),
+            ttl: DEFAULT_TTL,
+        });
+        let first = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                cache.merge_args(obj(json!({"query": {"n9": {"x": 9}}})), true)
+            })
+        };
+        rx.recv().unwrap();
+        cache.merge_args(obj(json!({"query": 5})), false);
+        first.join().unwrap();
+        let order: Vec<String> = sink
+            .0
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(
+            order.last().map(String::as_str),
+            Some("arg/query"),
+            "{order:?}"
+        );
+    }
+
     /// Whatever the order of changes, a reopened cache has the args and envs the live one had.
     #[test]
     fn the_rows_read_back_as_the_args_were() {
@@ -901,6 +970,13 @@ mod tests {
             Box::new(|c| c.merge_args(obj(json!({"query": {"n1": {"x": {"deep": 1}}}})), true)),
             Box::new(|c| c.merge_args(obj(json!({"query": {"n1": {"x": {"more": 2}}}})), true)),
             Box::new(|c| c.merge_args(obj(json!({"query": {"n9": {}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {}})), false)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {"n2": {"y": 3}}})), true)),
+            Box::new(|c| c.merge_args(obj(json!({"query": {}})), true)),
+            Box::new(|c| {
+                c.evict(CacheTag::Query);
+            }),
+            Box::new(|c| c.merge_args(obj(json!({"query": {}})), true)),
             Box::new(|c| c.merge_args(obj(json!({"query": {"n2": {"y": 3}}})), true)),
             Box::new(|c| c.merge_args(obj(json!({"query": "plain"})), false)),
             Box::new(|c| c.merge_args(obj(json!({"query": {"n4": {"z": 4}}})), true)),
@@ -1002,11 +1078,21 @@ mod tests {
         assert_eq!(a["query"]["n1"]["y"], json!(1));
         assert_eq!(a["k"], json!("v"));
         assert_eq!(cache.args_for_run("b")["query"]["n1"]["x"], json!("B"));
+        // A's jobs share one view until the node's args or A's own change.
+        assert!(Vars::same_as(&a, &cache.args_for_run("a")));
+        cache.merge_args(obj(json!({"z": 1})), false);
+        let again = cache.args_for_run("a");
+        assert!(!Vars::same_as(&a, &again) && again["z"] == json!(1));
         // A run with no QUERY of its own sees the node's args, shared, as does one whose set
         // is the node's.
         assert!(Vars::same_as(&cache.args_for_run("c"), &cache.args()));
         assert!(Vars::same_as(&cache.args_for_run("b"), &cache.args()));
         cache.forget_run("a");
         assert_eq!(cache.args_for_run("a")["query"]["n1"]["x"], json!("B"));
+        // A run's own QUERY set and an eviction show in its view at once.
+        cache.keep_run_query("a", &json!({"query": {"n3": {"x": "A"}}}));
+        assert_eq!(cache.args_for_run("a")["query"]["n3"]["x"], json!("A"));
+        cache.evict(CacheTag::Query);
+        assert!(cache.args_for_run("a").get("query").is_none());
     }
 }

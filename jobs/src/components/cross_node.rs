@@ -48,18 +48,28 @@ pub(super) async fn query_wait(
         .min(Instant::now() + crate::spec::bounded_secs(timeout_secs));
     let _lent = ctx.lend_queue();
     loop {
-        let args = ctx.cache.args();
-        let query = args.get("query").and_then(Value::as_object);
-        let has = |node: &str| {
-            query
-                .and_then(|q| q.get(node))
-                .and_then(|v| v.get(item))
-                .is_some()
-        };
-        let found = if identities.is_empty() {
-            query.is_some_and(|q| q.values().any(|v| v.get(item).is_some()))
-        } else {
-            identities.iter().all(|id| has(id))
+        // Looked at, then let go before the sleep: held meanwhile, every ARG or QUERY on the
+        // node would copy the args.
+        let (found, missing) = {
+            let args = ctx.cache.args();
+            let query = args.get("query").and_then(Value::as_object);
+            let has = |node: &str| {
+                query
+                    .and_then(|q| q.get(node))
+                    .and_then(|v| v.get(item))
+                    .is_some()
+            };
+            let found = if identities.is_empty() {
+                query.is_some_and(|q| q.values().any(|v| v.get(item).is_some()))
+            } else {
+                identities.iter().all(|id| has(id))
+            };
+            let missing: Vec<&str> = identities
+                .iter()
+                .filter(|id| !has(id))
+                .map(String::as_str)
+                .collect();
+            (found, missing)
         };
         if found {
             let what = if identities.is_empty() {
@@ -70,11 +80,6 @@ pub(super) async fn query_wait(
             return Finished::ok(what, format!("query item {item}"));
         }
         if Instant::now() >= until {
-            let missing: Vec<&str> = identities
-                .iter()
-                .filter(|id| !has(id))
-                .map(String::as_str)
-                .collect();
             let who = if missing.is_empty() {
                 "any node".to_string()
             } else {

@@ -23,8 +23,9 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             "",
         );
     };
-    let args = ctx.args();
-    let path = match landing_path(&t.dest, file, &args) {
+    // The args are taken when needed and let go at once: held across the fetch, every ARG
+    // meanwhile would copy them all.
+    let path = match landing_path(&t.dest, file, &ctx.args()) {
         Ok(p) => p,
         Err(f) => return f,
     };
@@ -97,8 +98,8 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
         };
         let target = path.clone();
         let source_name = file.name.clone();
+        let args = blueprint.then(|| ctx.args());
         let written = tokio::task::spawn_blocking(move || {
-            let args = blueprint.then_some(args);
             land(&blob, &target, expected, args, access, &source_name)
         })
         .await

@@ -39,6 +39,16 @@ pub(super) struct CommandContext<'a> {
     pub(super) processes: Option<&'a ProcessLog>,
 }
 
+impl CommandContext<'_> {
+    /// `command` rendered with the run's args (plain text as it is, without asking for them).
+    fn render(&self, command: &str) -> Result<String, String> {
+        if !template::is_template(command) {
+            return Ok(command.to_string());
+        }
+        template::render(command, &self.cache.args_for_run(self.run_id))
+    }
+}
+
 pub(super) async fn run_command(
     command: &str,
     stdout_arg: Option<&str>,
@@ -46,7 +56,7 @@ pub(super) async fn run_command(
     sh: &CommandContext<'_>,
 ) -> Finished {
     let cache = sh.cache;
-    let command = match template::render(command, &sh.cache.args_for_run(sh.run_id)) {
+    let command = match sh.render(command) {
         Ok(c) if c.trim().is_empty() => {
             return Finished::fail(
                 format!("'{command}' rendered to an empty command"),
@@ -497,7 +507,7 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
             retry,
             retry_wait,
         } => {
-            let command = match template::render(command, &sh.cache.args_for_run(sh.run_id)) {
+            let command = match sh.render(command) {
                 Ok(c) => c,
                 Err(e) => return Finished::fail(&e, "the command did not render"),
             };
