@@ -553,66 +553,63 @@ impl Cache {
     /// Forgets the tagged part of the cache; returns how many items went.
     pub fn evict(&self, tag: CacheTag) -> usize {
         let mut writes = Vec::new();
-        let count = {
-            let mut s = self.lock();
-            let mut count = 0;
-            if matches!(tag, CacheTag::Jobs | CacheTag::All) {
-                count += s.jobs.len();
-                writes.extend(
-                    s.jobs
-                        .drain()
-                        .map(|(fp, _)| (format!("job/{}", fp.to_hex()), None)),
-                );
+        let mut s = self.lock();
+        let mut count = 0;
+        if matches!(tag, CacheTag::Jobs | CacheTag::All) {
+            count += s.jobs.len();
+            writes.extend(
+                s.jobs
+                    .drain()
+                    .map(|(fp, _)| (format!("job/{}", fp.to_hex()), None)),
+            );
+        }
+        if matches!(tag, CacheTag::Parents | CacheTag::All) {
+            count += s.parents.len();
+            writes.extend(
+                s.parents
+                    .drain()
+                    .map(|(p, _)| (format!("parent/{p}"), None)),
+            );
+        }
+        if matches!(tag, CacheTag::Args | CacheTag::All) {
+            count += s.args.len();
+            for (name, v) in s.args.iter() {
+                writes.extend(arg_keys(name, v).into_iter().map(|k| (k, None)));
             }
-            if matches!(tag, CacheTag::Parents | CacheTag::All) {
-                count += s.parents.len();
-                writes.extend(
-                    s.parents
-                        .drain()
-                        .map(|(p, _)| (format!("parent/{p}"), None)),
-                );
-            }
-            if matches!(tag, CacheTag::Args | CacheTag::All) {
-                count += s.args.len();
-                for (name, v) in s.args.iter() {
-                    writes.extend(arg_keys(name, v).into_iter().map(|k| (k, None)));
+            s.args = Vars::default();
+            s.args_changes += 1;
+        }
+        if matches!(tag, CacheTag::Envs | CacheTag::All) {
+            count += s.envs.len();
+            writes.extend(s.envs.keys().map(|k| (env_row(k), None)));
+            s.envs.clear();
+        }
+        // What runs set for their own jobs goes with the node's.
+        for view in s.runs.values_mut() {
+            view.view = None;
+            match tag {
+                CacheTag::Args => {
+                    view.args.clear();
+                    view.query.clear();
                 }
-                s.args = Vars::default();
-                s.args_changes += 1;
-            }
-            if matches!(tag, CacheTag::Envs | CacheTag::All) {
-                count += s.envs.len();
-                writes.extend(s.envs.keys().map(|k| (env_row(k), None)));
-                s.envs.clear();
-            }
-            // What runs set for their own jobs goes with the node's.
-            for view in s.runs.values_mut() {
-                view.view = None;
-                match tag {
-                    CacheTag::Args => {
-                        view.args.clear();
-                        view.query.clear();
-                    }
-                    CacheTag::Envs => view.envs.clear(),
-                    CacheTag::Query => {
-                        view.args.remove("query");
-                        view.query.clear();
-                    }
-                    CacheTag::All => *view = RunView::default(),
-                    CacheTag::Jobs | CacheTag::Parents => {}
+                CacheTag::Envs => view.envs.clear(),
+                CacheTag::Query => {
+                    view.args.remove("query");
+                    view.query.clear();
                 }
+                CacheTag::All => *view = RunView::default(),
+                CacheTag::Jobs | CacheTag::Parents => {}
             }
-            if tag == CacheTag::Query
-                && s.args.contains_key("query")
-                && let Some(query) = s.args.map_mut().remove("query")
-            {
-                s.args_changes += 1;
-                count += 1;
-                writes.extend(arg_keys("query", &query).into_iter().map(|k| (k, None)));
-            }
-            self.persist(writes);
-            count
-        };
+        }
+        if tag == CacheTag::Query
+            && s.args.contains_key("query")
+            && let Some(query) = s.args.map_mut().remove("query")
+        {
+            s.args_changes += 1;
+            count += 1;
+            writes.extend(arg_keys("query", &query).into_iter().map(|k| (k, None)));
+        }
+        self.persist(writes);
         count
     }
 
