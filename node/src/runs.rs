@@ -293,6 +293,7 @@ impl Runs {
             processes,
             unsettled: Vec::new(),
             next_accept_seq: 1,
+            run_born: HashMap::new(),
             last_touch: Instant::now(),
             last_settle: Instant::now(),
         };
@@ -386,6 +387,10 @@ struct Actor {
     records: HashMap<String, JobRecord>,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
+    /// When each open run was made, on this daemon's monotonic clock: its age goes by that,
+    /// so a step of the wall clock (a bad NTP sync) does not make a fresh run look a day old
+    /// to its targets. A run resumed after a restart counts from its wall-clock age then.
+    run_born: HashMap<String, Instant>,
     watchers: Vec<Watcher>,
     /// Live output of jobs submitted here with `--stream` that no watcher follows yet: the
     /// CLI asks to watch once its submission is answered, and a job may print before that.
@@ -448,11 +453,18 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// How old `run` is now, by this node's clock (its originator's); 0 if it does not say.
-fn age_ms(run: &Run) -> u64 {
-    match run.created_unix_ms {
-        0 => 0,
-        created => now_ms().saturating_sub(created).max(1),
+/// How old `run` is now by this node's wall clock (its originator's); 0 if it does not say.
+fn wall_age_ms(run: &Run) -> u64 {
+    age_of(run.created_unix_ms, None, now_ms(), Instant::now())
+}
+
+/// The age of a run made at `created_unix_ms` (0: it does not say, age 0): since `born` on
+/// the monotonic clock when known, else by the wall clock; at least 1 ms when it says.
+fn age_of(created_unix_ms: u64, born: Option<Instant>, now_unix_ms: u64, now: Instant) -> u64 {
+    match (created_unix_ms, born) {
+        (0, _) => 0,
+        (_, Some(born)) => (now.saturating_duration_since(born).as_millis() as u64).max(1),
+        (created, None) => now_unix_ms.saturating_sub(created).max(1),
     }
 }
 
@@ -467,6 +479,17 @@ fn encode(msg: &JobMessage) -> Option<Vec<u8>> {
 }
 
 impl Actor {
+    /// How old `run`, one this node submitted, is now (see [`Actor::run_born`]); 0 if it
+    /// does not say when it was made.
+    fn run_age_ms(&self, run: &Run) -> u64 {
+        age_of(
+            run.created_unix_ms,
+            self.run_born.get(&run.run_id).copied(),
+            now_ms(),
+            Instant::now(),
+        )
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         let tick = tokio::time::sleep(TICK);
         tokio::pin!(tick);
@@ -528,6 +551,7 @@ impl Actor {
                     finished: false,
                 });
                 self.open_runs.insert(run.run_id.clone(), run.clone());
+                self.run_born.insert(run.run_id.clone(), Instant::now());
                 // Nothing is announced, and the client hears of nothing, before the submission
                 // would survive a crash: a restarted originator knows every run it sent out.
                 let committed = self.store.commit_now();
@@ -542,6 +566,7 @@ impl Actor {
             Input::SubmissionStored { run, stored, done } => {
                 if !stored {
                     self.open_runs.remove(&run.run_id);
+                    self.run_born.remove(&run.run_id);
                     let _ = done.send(Err(
                         "the submission could not be stored: this node's database cannot be \
                          written (see the daemon's log); nothing was sent out"
@@ -927,4 +952,23 @@ fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
         .iter()
         .flat_map(|p| &p.jobs)
         .filter_map(|j| transfer_file(&j.spec.component).map(|f| f.hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's age goes by the monotonic clock from when its originator made (or resumed) it:
+    /// a wall clock stepped a day ahead meanwhile does not make it a day old.
+    #[test]
+    fn a_wall_clock_step_does_not_age_a_run() {
+        let made = std::time::Instant::now();
+        let later = made + std::time::Duration::from_secs(10);
+        let created = 1_000_000;
+        let a_day_on = created + 24 * 3_600_000 + 10_000;
+        assert_eq!(age_of(created, Some(made), a_day_on, later), 10_000);
+        // Not known to this start (resumed without a monotonic base): the wall clock.
+        assert_eq!(age_of(created, None, a_day_on, later), a_day_on - created);
+        assert_eq!(age_of(0, Some(made), a_day_on, later), 0);
+    }
 }

@@ -212,6 +212,11 @@ impl Actor {
             }
             info!(run = %run.run_id, "resuming a run submitted before the restart");
             self.open_runs.insert(run.run_id.clone(), run.clone());
+            // From here its age goes by this start's monotonic clock.
+            let age = Duration::from_millis(super::wall_age_ms(&run));
+            if let Some(born) = Instant::now().checked_sub(age) {
+                self.run_born.insert(run.run_id.clone(), born);
+            }
             let actions = self.originator.handle(
                 originator::Input::Resume {
                     queued_here: queued_here.remove(&run.run_id).unwrap_or_default(),

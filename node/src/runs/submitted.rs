@@ -11,7 +11,7 @@ use jobs::executor::{Outcome, ResultState};
 use mesh::{PeerId, wire};
 use tracing::{debug, warn};
 
-use super::{Actor, Input, MAX_JOB_MESSAGE, age_ms, encode, now_ms, transfer_file};
+use super::{Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, transfer_file};
 use crate::{records::NodeResult, store::StoredRun};
 
 impl Actor {
@@ -30,7 +30,7 @@ impl Actor {
                     }
                     let mut copy = run.compact();
                     copy.originator_start = self.start;
-                    copy.age_ms = age_ms(&run);
+                    copy.age_ms = self.run_age_ms(&run);
                     let gossip = Gossip::Run(Box::new(copy));
                     let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
                         // Too big for gossip: the first resend delivers it directly to each target.
@@ -54,7 +54,7 @@ impl Actor {
                         std::collections::hash_map::Entry::Vacant(e) => {
                             let mut copy = run.compact();
                             copy.originator_start = self.start;
-                            copy.age_ms = age_ms(&run);
+                            copy.age_ms = self.run_age_ms(&run);
                             let Some(bytes) = encode(&JobMessage::Deliver(Box::new(copy))) else {
                                 continue;
                             };
@@ -124,6 +124,7 @@ impl Actor {
                     }
                 }
                 originator::Action::Finished { run_id } => {
+                    self.run_born.remove(&run_id);
                     if let Some(run) = self.open_runs.remove(&run_id) {
                         self.store.put_run(&StoredRun {
                             run,
