@@ -71,6 +71,9 @@ pub struct MeshConfig {
     pub target_peers: usize,
     /// How long a clean shutdown waits for peers to acknowledge the goodbye.
     pub leave_timeout: Duration,
+    /// The number of this start, above every earlier start of the node (peers take the
+    /// highest); `None`: the wall clock in milliseconds.
+    pub incarnation: Option<u64>,
 }
 
 impl MeshConfig {
@@ -86,6 +89,7 @@ impl MeshConfig {
             heartbeat_interval: Duration::from_secs(5),
             target_peers: DEFAULT_TARGET_PEERS,
             leave_timeout: Duration::from_millis(1500),
+            incarnation: None,
         }
     }
 }
@@ -326,10 +330,12 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
     let (command_tx, command_rx) = mpsc::channel(CHANNEL_DEPTH);
     let (event_tx, event_rx) = mpsc::channel(CHANNEL_DEPTH);
     let started = Instant::now();
-    let incarnation = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let incarnation = config.incarnation.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    });
     let mut event_loop = EventLoop {
         swarm,
         commands: command_rx,

@@ -115,6 +115,10 @@ impl Node {
         mesh_config.listen = config.listen.clone();
         mesh_config.bootstrap = bootstrap;
         mesh_config.heartbeat_interval = config.heartbeat_interval;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        mesh_config.incarnation = Some(state.next_incarnation(now_ms));
         let mesh = mesh::start(mesh_config).await?;
         let status = mesh.handle.status().await?;
 

@@ -7,6 +7,7 @@
 //! | `mesh.open`   | present instead of `mesh.key` when the mesh was joined `--open`   |
 //! | `join-token`  | the line that joins another machine to this mesh, 0600           |
 //! | `known-peers` | member addresses seen last run, to find the mesh again at start  |
+//! | `incarnation` | the number of the node's last start (above every earlier one)    |
 //! | `daemon.lock` | held while a daemon runs, so two never share one directory       |
 //! | `control.sock`| the daemon's control socket                                     |
 
@@ -270,6 +271,24 @@ impl StateDir {
         Ok(path)
     }
 
+    /// The number of this start of the node, above every earlier start's: the wall clock in
+    /// milliseconds, or one more than the last start's if the clock is behind it (stepped
+    /// back since). Peers take the heartbeats of the highest start of a node; a restart
+    /// numbered below the last one would be taken for a stale copy, and the node would warn
+    /// of a twin that is its own earlier start. Kept in `incarnation`; should that not be
+    /// written, the number is still used (the next start may repeat the problem, not worse).
+    pub fn next_incarnation(&self, now_unix_ms: u64) -> u64 {
+        let path = self.dir.join("incarnation");
+        let last = fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let next = last.map_or(now_unix_ms, |last| now_unix_ms.max(last.saturating_add(1)));
+        if let Err(e) = write_private(&path, format!("{next}\n").as_bytes()) {
+            tracing::warn!("cannot remember this start's number: {e}");
+        }
+        next
+    }
+
     /// Member addresses remembered from the last run.
     pub fn known_peers(&self) -> Vec<Multiaddr> {
         let path = self.dir.join("known-peers");
@@ -343,6 +362,24 @@ mod tests {
 
     /// A directory others may write in loses that; one that belongs to another user is
     /// refused.
+    /// Each start is numbered above the last, even when the clock has been stepped back
+    /// since (peers would take the restart for a stale copy of the node).
+    #[test]
+    fn every_start_is_numbered_above_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.next_incarnation(5_000), 5_000);
+        assert_eq!(state.next_incarnation(9_000), 9_000);
+        // The clock stepped back two hours.
+        assert_eq!(state.next_incarnation(1_000), 9_001);
+        drop(state);
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.next_incarnation(1), 9_002);
+        // A damaged file numbers by the clock again.
+        fs::write(dir.path().join("incarnation"), "garbage").unwrap();
+        assert_eq!(state.next_incarnation(7), 7);
+    }
+
     #[test]
     fn a_state_dir_others_could_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
