@@ -74,6 +74,10 @@ pub struct JobRecord {
     /// Name of the node that submitted it (this node).
     pub originator: String,
     pub created_unix_ms: u64,
+    /// The number of its submission on this node: later submissions have higher ones,
+    /// whatever the wall clock says (0: a record of a release that did not number them).
+    #[serde(default)]
+    pub submission: u64,
     /// Position of the job in its run (submission order).
     pub position: u32,
     pub nodes: Vec<NodeRef>,
@@ -111,9 +115,15 @@ impl JobRecord {
         self.results.len() >= self.nodes.len() && self.results.values().all(|r| !r.is_write_off())
     }
 
-    /// Submission order: by creation time, run, then position in the run.
-    pub fn order(&self) -> (u64, &str, u32) {
-        (self.created_unix_ms, &self.run_id, self.position)
+    /// Submission order: by submission number (then creation time, for records that have
+    /// none), run, then position in the run.
+    pub fn order(&self) -> (u64, u64, &str, u32) {
+        (
+            self.submission,
+            self.created_unix_ms,
+            &self.run_id,
+            self.position,
+        )
     }
 
     pub fn status(&self) -> JobStatus {
@@ -184,7 +194,7 @@ pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
     if id == "last" {
         return records
             .into_iter()
-            .max_by_key(|r| r.created_unix_ms)
+            .max_by(|a, b| a.order().cmp(&b.order()))
             .ok_or_else(|| format!("no job '{id}' on this node"));
     }
     let mut matches: Vec<JobRecord> = records
@@ -276,7 +286,7 @@ pub fn pick_parent(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<Job
         return Err(EMPTY_ID.into());
     }
     let id = if id == "last" {
-        match records.iter().max_by_key(|r| r.created_unix_ms) {
+        match records.iter().max_by_key(|r| r.order()) {
             Some(newest) => newest.parent_id.clone(),
             None => {
                 return Err(format!(
@@ -374,6 +384,20 @@ mod tests {
         let all = || vec![record("abc-1", 1), record("abd-2", 3), record("abc", 2)];
         assert_eq!(pick(all(), "last").unwrap().job_id, "abd-2");
         assert_eq!(pick(all(), "abd").unwrap().job_id, "abd-2");
+        // The last submitted, whatever the clock said when it was made (stepped back since).
+        let mut later = record("abe-3", 0);
+        later.submission = 1;
+        later.parent_id = "later-parent".into();
+        let with_later = || {
+            let mut v = all();
+            v.push(later.clone());
+            v
+        };
+        assert_eq!(pick(with_later(), "last").unwrap().job_id, "abe-3");
+        assert_eq!(
+            pick_parent(with_later(), "last").unwrap().1[0].job_id,
+            "abe-3"
+        );
         // An exact id wins over the longer ids it starts.
         assert_eq!(pick(all(), "abc").unwrap().job_id, "abc");
         assert!(

@@ -293,6 +293,7 @@ impl Runs {
             processes,
             unsettled: Vec::new(),
             next_accept_seq: 1,
+            next_submission: 1,
             run_born: HashMap::new(),
             last_touch: Instant::now(),
             last_settle: Instant::now(),
@@ -416,6 +417,8 @@ struct Actor {
     unsettled: Vec<String>,
     /// The order number of the next run accepted here ([`Accepted::seq`]).
     next_accept_seq: u64,
+    /// The number of the next run submitted here ([`JobRecord::submission`]).
+    next_submission: u64,
     /// When the log of starts was last touched ([`TOUCH_EVERY`]).
     last_touch: Instant,
     /// When finished jobs last left the log of starts ([`SETTLE_EVERY`]).
@@ -538,7 +541,12 @@ impl Actor {
                 for hash in run_files(&run) {
                     self.blobs.has(&hash);
                 }
-                for r in records {
+                // Numbered in the order submitted, whatever the wall clock says (`last`).
+                let submission = self.next_submission;
+                self.next_submission += 1;
+                self.store.put_last_submission(submission);
+                for mut r in records {
+                    r.submission = submission;
                     if run.stream {
                         self.early_output
                             .insert(r.job_id.clone(), EarlyOutput::default());

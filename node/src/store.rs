@@ -62,6 +62,9 @@ const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new(jobs::cache::TABLE_NAME);
 /// QUERY values an originator collected (`JOB/PEER`), kept until the job is over.
 const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-values");
+/// Counters the node keeps (`last-submission`: the number of the last run submitted here).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const LAST_SUBMISSION: &str = "last-submission";
 
 /// Deletes sent to the writer together when old records are forgotten.
 const FORGET_BATCH: usize = 1024;
@@ -311,6 +314,16 @@ impl Store {
 
     pub fn put_result(&self, job_id: &str, node: &str, result: &NodeResult) {
         self.send(Op::Put(RESULTS, format!("{job_id}/{node}"), encode(result)));
+    }
+
+    /// The number of the last run submitted here (0: none yet, or only before this was kept).
+    pub fn last_submission(&self) -> u64 {
+        self.get(META, LAST_SUBMISSION).unwrap_or(0)
+    }
+
+    /// Remembers `n` as the number of the last run submitted here, in the submission's commit.
+    pub fn put_last_submission(&self, n: u64) {
+        self.send(Op::Put(META, LAST_SUBMISSION.to_string(), encode(&n)));
     }
 
     pub fn put_run(&self, run: &StoredRun) {
@@ -857,7 +870,7 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 type TableName = usize;
 
 /// Every table the writer knows.
-const TABLES: [Table; 9] = [
+const TABLES: [Table; 10] = [
     JOBS,
     RUNS,
     OUTBOX,
@@ -867,6 +880,7 @@ const TABLES: [Table; 9] = [
     CACHE,
     QUERY_VALUES,
     ACCEPTED_RUNS,
+    META,
 ];
 
 fn table_index(table: &Table) -> TableName {
@@ -924,6 +938,7 @@ mod tests {
             fingerprint: String::new(),
             originator: "me".into(),
             created_unix_ms: created,
+            submission: 0,
             position: 0,
             nodes: vec![],
             results: BTreeMap::new(),
@@ -1061,8 +1076,14 @@ mod tests {
                 &std::fs::metadata(&path).unwrap().permissions(),
             );
             assert_eq!(mode & 0o777, 0o600);
+            // Listed in submission order, whatever their creation times say.
+            let mut c = record("c", 0);
+            c.submission = 1;
+            store.put_record(&c);
             store.put_record(&record("b", 2));
             store.put_record(&record("a", 1));
+            assert_eq!(store.last_submission(), 0);
+            store.put_last_submission(1);
             store.flush();
             assert_eq!(store.record("a").unwrap().created_unix_ms, 1);
         }
@@ -1070,7 +1091,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let store = Store::open(&path).unwrap();
         let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
-        assert_eq!(ids, vec!["a", "b"]);
+        assert_eq!(ids, vec!["a", "b", "c"]);
+        assert_eq!(store.last_submission(), 1);
         store.purge_jobs();
         assert!(store.records().is_empty());
     }

@@ -215,6 +215,8 @@ pub fn resolve(
                 fingerprint: fingerprint.to_hex(),
                 originator: local_name.to_string(),
                 created_unix_ms: now_ms,
+                // Numbered by the runs actor as it takes the submission in.
+                submission: 0,
                 position: records.len() as u32,
                 nodes: nodes.clone(),
                 results: BTreeMap::new(),
