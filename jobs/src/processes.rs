@@ -79,6 +79,9 @@ struct State {
     previous: Option<HashSet<String>>,
     /// When the previous run last wrote or touched the log (see [`ProcessLog::touch`]).
     previous_alive: Option<SystemTime>,
+    /// When the previous run last said it was alive on the boot clock, in ticks, if that was
+    /// in this boot: a measure of its downtime that a step of the wall clock does not skew.
+    previous_alive_ticks: Option<u64>,
     /// The log names every job this node may have started (its `starts` line): from the
     /// start when the previous run's log did, else once the node has restored
     /// ([`ProcessLog::restored`]).
@@ -95,6 +98,10 @@ impl ProcessLog {
         let boot = boot_id();
         // An unreadable or damaged log stops nothing: it only serves a cleanup.
         let previous_alive = fs::metadata(path).and_then(|m| m.modified()).ok();
+        let previous_alive_ticks = fs::read_to_string(alive_path(path)).ok().and_then(|text| {
+            let (said_boot, ticks) = text.trim_end().rsplit_once('\t')?;
+            (!boot.is_empty() && said_boot == boot).then(|| ticks.parse().ok())?
+        });
         let (stopped, previous) = match fs::read(path) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -131,6 +138,7 @@ impl ProcessLog {
                 compacted: written,
                 previous,
                 previous_alive,
+                previous_alive_ticks,
                 starts_said,
                 restored: false,
                 written,
@@ -149,7 +157,16 @@ impl ProcessLog {
     /// How long ago the previous run of the node was last alive, as far as the log tells (it
     /// is written as jobs start and touched every minute or so: see [`ProcessLog::touch`]).
     pub fn previous_down_for(&self) -> Option<std::time::Duration> {
-        let alive = self.lock().previous_alive?;
+        let state = self.lock();
+        // In this boot: by the boot clock (a wall clock stepped meanwhile would make a short
+        // stop look long, or a long one short). Else by the wall clock, all there is.
+        if let Some(then) = state.previous_alive_ticks {
+            let ticks = boot_ticks().saturating_sub(then);
+            return Some(std::time::Duration::from_millis(
+                ticks * 1000 / TICKS_PER_SEC,
+            ));
+        }
+        let alive = state.previous_alive?;
         Some(SystemTime::now().duration_since(alive).unwrap_or_default())
     }
 
@@ -162,6 +179,7 @@ impl ProcessLog {
         let state = self.lock();
         if state.restored {
             let _ = state.file.set_modified(SystemTime::now());
+            say_alive(&state);
         }
     }
 
@@ -175,6 +193,7 @@ impl ProcessLog {
             rewrite(&mut state);
         }
         let _ = state.file.set_modified(SystemTime::now());
+        say_alive(&state);
     }
 
     /// Job `job_id` is about to start (or to be reported without running: it is settled
@@ -390,6 +409,28 @@ fn boot_id() -> String {
     format!("{boot} {namespace}")
 }
 
+/// Where the log's writer says when it was last alive on the boot clock: `BOOT\tTICKS`.
+fn alive_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".alive");
+    PathBuf::from(name)
+}
+
+/// Writes now, on the boot clock, beside the log (whole or not at all: a temporary file
+/// renamed). A failure only leaves the next start to measure by the wall clock.
+fn say_alive(state: &State) {
+    if state.boot.is_empty() {
+        return;
+    }
+    let path = alive_path(&state.path);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    if fs::write(&tmp, format!("{}\t{}\n", state.boot, boot_ticks())).is_ok() {
+        let _ = fs::rename(&tmp, &path);
+    }
+}
+
 /// Now, on the boot clock, in clock ticks.
 fn boot_ticks() -> u64 {
     clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
@@ -574,6 +615,31 @@ mod tests {
         assert_eq!(log.previous_starts(), None);
     }
 
+    /// In the same boot, the downtime is measured on the boot clock: the wall clock stepped an
+    /// hour ahead while the node was down a few seconds does not make it an hour (queued
+    /// jobs would not run); of another boot, the wall clock is all there is.
+    #[test]
+    fn downtime_in_the_same_boot_goes_by_the_boot_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        log.restored();
+        drop(log);
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let stepped = || {
+            let file = OpenOptions::new().append(true).open(&path).unwrap();
+            file.set_modified(an_hour_ago).unwrap();
+        };
+        stepped();
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert!(log.previous_down_for().unwrap() < Duration::from_secs(60));
+        drop(log);
+        fs::write(alive_path(&path), "another boot\t5\n").unwrap();
+        stepped();
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert!(log.previous_down_for().unwrap() >= Duration::from_secs(3590));
+    }
+
     /// Until the node has restored, the log tells a next start no more than the previous log
     /// told this one: a crash right after a start that could not tell which jobs had started
     /// (another boot) must not make the next take every pending job for one never started,
@@ -587,6 +653,8 @@ mod tests {
             fs::write(&path, text).unwrap();
             let file = OpenOptions::new().append(true).open(&path).unwrap();
             file.set_modified(an_hour_ago).unwrap();
+            // Said alive on the boot clock an hour ago, if it was alive then.
+            let _ = fs::remove_file(alive_path(&path));
         };
         let down_an_hour = |log: &ProcessLog| {
             let down = log.previous_down_for().unwrap();

@@ -621,8 +621,11 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
         nodes[crashed].restart();
     } else if down_long {
         nodes[crashed].kill9();
-        // The log of starts was last touched 11 minutes ago, as if the node had been down since.
+        // The log of starts was last touched 11 minutes ago, as if the node had been down since
+        // (and no word on the boot clock beside it, which this machine may not have run for
+        // that long: the wall clock measures).
         let log = nodes[crashed].state_dir.join("running-jobs");
+        std::fs::remove_file(nodes[crashed].state_dir.join("running-jobs.alive")).unwrap();
         std::fs::File::options()
             .append(true)
             .open(&log)
