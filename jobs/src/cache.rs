@@ -30,6 +30,9 @@ use crate::{
 /// How long a success is remembered (Directord's 72 hours).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(72 * 3600);
 
+/// How often expiries further ahead than the TTL are looked for.
+const CLAMP_EVERY: Duration = Duration::from_secs(60);
+
 /// Name of the cache's table in the node's database.
 pub const TABLE_NAME: &str = "cache";
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new(TABLE_NAME);
@@ -96,6 +99,8 @@ struct State {
     args: Vars,
     /// Counts the changes of `args`, for the runs' views made from them.
     args_changes: u64,
+    /// When expiries are next looked at ([`Cache::clamp_expiries`]).
+    next_clamp: Option<std::time::Instant>,
     envs: Map<String, Value>,
     /// What each run set here itself (its ARGs and ENVs, the sets its QUERYs collected), by
     /// run, until the run has nothing left to do here ([`Cache::forget_run`]). In memory only.
@@ -272,7 +277,36 @@ impl Cache {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the maps half-updated in a way that
         // matters (each update is one insert), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if s.next_clamp.is_none_or(|at| at <= now) {
+            s.next_clamp = Some(now + CLAMP_EVERY);
+            self.clamp_expiries(&mut s);
+        }
+        s
+    }
+
+    /// Outcomes that expire further ahead than the TTL were remembered while the wall clock
+    /// ran ahead (stepped back since): they expire a TTL from now instead, not when the clock
+    /// comes back to that time. Looked for once a minute.
+    fn clamp_expiries(&self, s: &mut State) {
+        let latest = now_unix() + self.ttl.as_secs();
+        let mut writes = CacheWrites::new();
+        for (fp, t) in s.jobs.iter_mut().filter(|(_, t)| t.expires_unix > latest) {
+            t.expires_unix = latest;
+            writes.push((format!("job/{}", fp.to_hex()), Some(cbor(t))));
+        }
+        for (parent, t) in s
+            .parents
+            .iter_mut()
+            .filter(|(_, t)| t.expires_unix > latest)
+        {
+            t.expires_unix = latest;
+            writes.push((format!("parent/{parent}"), Some(cbor(t))));
+        }
+        if !writes.is_empty() {
+            self.persist(writes);
+        }
     }
 
     /// Hands `writes` to the sink. Called with the state locked: changes reach the sink in the
@@ -906,6 +940,52 @@ mod tests {
                 ("env/B".to_string(), 3)
             ]
         );
+    }
+
+    /// An outcome remembered while the wall clock ran days ahead expires a TTL from now, not
+    /// days after (when the clock comes back to that time).
+    #[test]
+    fn an_expiry_beyond_the_ttl_is_brought_back_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let fp = Fingerprint([9; 32]);
+        let ttl = Duration::from_secs(3600);
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            let ahead = Timed {
+                state: CachedState::Success,
+                expires_unix: now_unix() + 3 * 24 * 3600 + ttl.as_secs(),
+            };
+            DirectSink(db).write(vec![
+                (format!("job/{}", fp.to_hex()), Some(cbor(&ahead))),
+                ("parent/p".into(), Some(cbor(&ahead))),
+            ]);
+        }
+        let in_secs = |dump: &Value| {
+            (
+                dump["jobs"][fp.to_hex()]["expires_in_secs"]
+                    .as_u64()
+                    .unwrap(),
+                dump["parents"]["p"]["expires_in_secs"].as_u64().unwrap(),
+            )
+        };
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            let cache = Cache::open(db.clone(), ttl, Arc::new(DirectSink(db))).unwrap();
+            assert!(cache.succeeded(&fp));
+            let (job, parent) = in_secs(&cache.dump());
+            assert!(job <= 3600 && parent <= 3600, "{job} {parent}");
+        }
+        // Written back: a restart does not give it a TTL from then.
+        let db = Arc::new(Database::create(&path).unwrap());
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(TABLE).unwrap();
+        let row = t
+            .get(format!("job/{}", fp.to_hex()).as_str())
+            .unwrap()
+            .unwrap();
+        let timed: Timed = ciborium::from_reader(row.value()).unwrap();
+        assert!(timed.expires_unix <= now_unix() + 3600);
     }
 
     /// Changes reach the sink in the order they were made: one that took the state after
