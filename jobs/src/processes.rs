@@ -409,6 +409,33 @@ fn boot_id() -> String {
     format!("{boot} {namespace}")
 }
 
+/// A moment on this machine's boot clock, and which boot: within one boot, the time since it
+/// is measured whatever the wall clock did meanwhile (stepped by a bad NTP sync, say).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootInstant {
+    boot: String,
+    ticks: u64,
+}
+
+impl BootInstant {
+    /// Now (`None` where the boot cannot be told).
+    pub fn now() -> Option<BootInstant> {
+        let boot = boot_id();
+        (!boot.is_empty()).then(|| BootInstant {
+            boot,
+            ticks: boot_ticks(),
+        })
+    }
+
+    /// How long before `now` this was, if in the same boot.
+    pub fn before(&self, now: &BootInstant) -> Option<std::time::Duration> {
+        (self.boot == now.boot).then(|| {
+            let ticks = now.ticks.saturating_sub(self.ticks);
+            std::time::Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
+        })
+    }
+}
+
 /// Where the log's writer says when it was last alive on the boot clock: `BOOT\tTICKS`.
 fn alive_path(log: &Path) -> PathBuf {
     let mut name = log.as_os_str().to_owned();

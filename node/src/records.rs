@@ -74,6 +74,11 @@ pub struct JobRecord {
     /// Name of the node that submitted it (this node).
     pub originator: String,
     pub created_unix_ms: u64,
+    /// When it was created on the boot clock: its age for `--record-retention` within one
+    /// boot, whatever the wall clock did since (`None`: an older release's record, or a
+    /// machine whose boot cannot be told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_on_boot: Option<jobs::processes::BootInstant>,
     /// The number of its submission on this node: later submissions have higher ones,
     /// whatever the wall clock says (0: a record of a release that did not number them).
     #[serde(default)]

@@ -38,6 +38,7 @@ use std::{
 };
 
 use coordination::{JobResult, NodeId, Run};
+use jobs::processes::BootInstant;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{oneshot, watch};
@@ -471,18 +472,39 @@ impl Store {
         }
     }
 
-    /// Forgets the records (and results, and QUERY values) of the jobs created before
-    /// `before_ms` (Unix ms), except those in `open`, the finished runs no record is left of,
-    /// and results and QUERY values whose record is gone. Returns how many records. Reads the
-    /// whole tables: for a sweep now and then, not for every job.
-    pub fn forget_records(&self, before_ms: u64, open: &HashSet<String>) -> usize {
+    /// Forgets the records (and results, and QUERY values) of the jobs created `retention`
+    /// or longer before `now` (on the boot clock when the record was made in this boot, else
+    /// by the wall clock, Unix ms), except those in `open`, the finished runs no record is
+    /// left of, and results and QUERY values whose record is gone. Returns how many records.
+    /// Reads the whole tables: for a sweep now and then, not for every job.
+    pub fn forget_records(
+        &self,
+        retention: Duration,
+        now: (u64, Option<BootInstant>),
+        open: &HashSet<String>,
+    ) -> usize {
         /// Only what the choice needs is read of each record.
         #[derive(Deserialize)]
         struct Created {
             created_unix_ms: u64,
             #[serde(default)]
+            created_on_boot: Option<BootInstant>,
+            #[serde(default)]
             run_id: String,
         }
+        let (now_ms, now_boot) = now;
+        let before_ms = now_ms.saturating_sub(retention.as_millis() as u64);
+        let too_old = |r: &Created| {
+            let on_boot = r
+                .created_on_boot
+                .as_ref()
+                .zip(now_boot.as_ref())
+                .and_then(|(then, now)| then.before(now));
+            match on_boot {
+                Some(age) => age >= retention,
+                None => r.created_unix_ms < before_ms,
+            }
+        };
         /// Of a stored run, whether it is over.
         #[derive(Deserialize)]
         struct Over {
@@ -496,7 +518,7 @@ impl Store {
         };
         let (old, kept): (Vec<_>, Vec<_>) = all_in::<Created>(&snapshot, JOBS)
             .into_iter()
-            .partition(|(id, r)| r.created_unix_ms < before_ms && !open.contains(id));
+            .partition(|(id, r)| too_old(r) && !open.contains(id));
         let still_recorded: HashSet<String> = kept.iter().map(|(_, r)| r.run_id.clone()).collect();
         let kept: HashSet<String> = kept.into_iter().map(|(id, _)| id).collect();
         let old: HashSet<String> = old.into_iter().map(|(id, _)| id).collect();
@@ -938,6 +960,7 @@ mod tests {
             fingerprint: String::new(),
             originator: "me".into(),
             created_unix_ms: created,
+            created_on_boot: None,
             submission: 0,
             position: 0,
             nodes: vec![],
@@ -1099,6 +1122,46 @@ mod tests {
 
     /// Records older than the retention go with their results and QUERY values; newer ones
     /// and those still open stay whole.
+    /// Within one boot a record's age goes by the boot clock: one made while the wall clock
+    /// ran a month behind (corrected since) stays, one made while it ran a year ahead goes
+    /// when its retention is over. Of another boot, the wall clock decides.
+    #[test]
+    fn a_records_age_in_this_boot_goes_by_the_boot_clock() {
+        let Some(now) = BootInstant::now() else {
+            return; // No boot id here: nothing but the wall clock to go by.
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let mut ticks_ago = serde_json::to_value(&now).unwrap();
+        ticks_ago["ticks"] = serde_json::json!(0);
+        let mut other_boot = ticks_ago.clone();
+        other_boot["boot"] = serde_json::json!("another boot");
+        let at = |v: &serde_json::Value| serde_json::from_value::<BootInstant>(v.clone()).ok();
+        let now_ms = 40 * 24 * 3_600_000;
+        let month = 31 * 24 * 3_600_000;
+        for (id, created_ms, on_boot) in [
+            ("made-behind", now_ms - month, Some(now.clone())),
+            ("made-ahead", now_ms + 12 * month, at(&ticks_ago)),
+            ("other-boot-old", now_ms - month, at(&other_boot)),
+            ("other-boot-new", now_ms, at(&other_boot)),
+        ] {
+            let mut r = record(id, created_ms);
+            r.created_on_boot = on_boot;
+            store.put_record(&r);
+        }
+        store.flush();
+        // The machine has been up longer than a second, surely.
+        let forgotten = store.forget_records(
+            Duration::from_millis(1000),
+            (now_ms, BootInstant::now()),
+            &HashSet::new(),
+        );
+        store.flush();
+        let left: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
+        assert_eq!(forgotten, 2, "{left:?}");
+        assert_eq!(left, vec!["made-behind", "other-boot-new"]);
+    }
+
     #[test]
     fn old_records_are_forgotten_with_their_results_except_open_ones() {
         let dir = tempfile::tempdir().unwrap();
@@ -1138,7 +1201,10 @@ mod tests {
         }
         store.flush();
         let open = HashSet::from(["old-open".to_string()]);
-        assert_eq!(store.forget_records(500, &open), 1);
+        assert_eq!(
+            store.forget_records(Duration::from_millis(500), (1000, None), &open),
+            1
+        );
         store.flush();
         let runs: Vec<bool> = ["r", "gone", "open-run"]
             .iter()
@@ -1161,7 +1227,10 @@ mod tests {
         );
         let queried: Vec<String> = store.query_values().into_iter().map(|v| v.job_id).collect();
         assert_eq!(queried, vec!["new", "old-open"]);
-        assert_eq!(store.forget_records(500, &open), 0);
+        assert_eq!(
+            store.forget_records(Duration::from_millis(500), (1000, None), &open),
+            0
+        );
 
         // A late result (and QUERY value) of a record already forgotten, and one of a job
         // still open whose record is not on disk yet: the next sweep takes only the first.
@@ -1176,7 +1245,10 @@ mod tests {
         }
         store.flush();
         let open = HashSet::from(["old-open".to_string(), "open-unwritten".to_string()]);
-        assert_eq!(store.forget_records(500, &open), 0);
+        assert_eq!(
+            store.forget_records(Duration::from_millis(500), (1000, None), &open),
+            0
+        );
         store.flush();
         let results: Vec<String> = store.keys(RESULTS);
         assert!(

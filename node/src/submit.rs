@@ -155,6 +155,7 @@ pub fn resolve(
     let run_id = new_id();
     let mut parents = Vec::new();
     let mut records = Vec::new();
+    let created_on_boot = jobs::processes::BootInstant::now();
     let mut summaries = Vec::new();
     let mut restricted = 0;
     // Where each parent kept below was written, and the names of the nodes it runs on.
@@ -215,6 +216,7 @@ pub fn resolve(
                 fingerprint: fingerprint.to_hex(),
                 originator: local_name.to_string(),
                 created_unix_ms: now_ms,
+                created_on_boot: created_on_boot.clone(),
                 // Numbered by the runs actor as it takes the submission in.
                 submission: 0,
                 position: records.len() as u32,

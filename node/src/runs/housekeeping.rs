@@ -83,12 +83,12 @@ impl Actor {
         {
             return;
         }
-        let before_ms = now_ms().saturating_sub(retention.as_millis() as u64);
+        let now = (now_ms(), jobs::processes::BootInstant::now());
         let open: HashSet<String> = self.records.keys().cloned().collect();
         let store = self.store.clone();
         let sweeping = Arc::clone(&self.sweeping_records);
         tokio::task::spawn_blocking(move || {
-            let forgotten = store.forget_records(before_ms, &open);
+            let forgotten = store.forget_records(retention, now, &open);
             sweeping.store(false, std::sync::atomic::Ordering::SeqCst);
             if forgotten > 0 {
                 info!(
