@@ -32,14 +32,15 @@ pub struct NodeResult {
 }
 
 impl NodeResult {
-    pub fn from_outcome(outcome: Outcome, created_unix_ms: u64, now_unix_ms: u64) -> NodeResult {
+    /// `outcome` as recorded, `roundtrip_ms` after its job was submitted.
+    pub fn from_outcome(outcome: Outcome, roundtrip_ms: u64) -> NodeResult {
         NodeResult {
             state: outcome.state,
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             info: outcome.info,
             execution_secs: outcome.execution_secs,
-            roundtrip_secs: now_unix_ms.saturating_sub(created_unix_ms) as f64 / 1000.0,
+            roundtrip_secs: roundtrip_ms as f64 / 1000.0,
             finished_unix_ms: outcome.finished_unix_ms,
         }
     }

@@ -1043,7 +1043,7 @@ mod tests {
     fn clears_and_writes_in_one_group_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let result = NodeResult::from_outcome(outcome("x"), 0, 0);
+        let result = NodeResult::from_outcome(outcome("x"), 0);
         // A purge (both clears) lands in the same group as a result before it and a
         // submission after it: the submission stays.
         store.put_result("x", "n", &result);
