@@ -104,6 +104,10 @@ fn environment() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Values go in as they are, whatever the file's extension, as in Directord's Jinja:
+        // the engine would otherwise quote them in a `.yaml` or `.json` blueprint and
+        // escape them in a `.html` one.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
             env.set_syntax(syntax);
@@ -233,6 +237,32 @@ mod tests {
     }
 
     /// `tojson`, as Directord's Jinja has it: a value written out as JSON (QUERY's set, say).
+    /// A blueprint renders values as they are whatever its extension (no quoting in YAML or
+    /// JSON files, no HTML escaping).
+    #[test]
+    fn blueprints_render_values_as_they_are() {
+        let args = Vars::from(json!({"s": "v<a>", "n": 3}));
+        for name in [
+            "app.yaml",
+            "app.yml",
+            "app.json",
+            "index.html",
+            "a.xml",
+            "app.conf",
+        ] {
+            assert_eq!(
+                render_named(name, "k: {{ s }} {{ n }}\n", &args).unwrap(),
+                "k: v<a> 3\n",
+                "{name}"
+            );
+        }
+        // `tojson` still writes JSON where one wants it (HTML-safe, as Jinja's).
+        assert_eq!(
+            render_named("app.yaml", "k: {{ n | tojson }} {{ s | tojson }}", &args).unwrap(),
+            r#"k: 3 "v\u003ca\u003e""#
+        );
+    }
+
     #[test]
     fn a_files_errors_name_the_file() {
         let e = render_named("app.conf", "a\nb {{ nope }}\n", &Vars::from(json!({}))).unwrap_err();
