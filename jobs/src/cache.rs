@@ -527,7 +527,7 @@ impl Cache {
                 (None, Some(q)) if values.contains_key("query") => arg_keys("query", q),
                 _ => Vec::new(),
             };
-            merge(s.args.map_mut(), values, extend);
+            merge(s.args.map_mut_names(&names), values, extend);
             s.args_changes += 1;
             let mut writes = CacheWrites::new();
             for name in &names {
@@ -637,7 +637,7 @@ impl Cache {
         }
         if tag == CacheTag::Query
             && s.args.contains_key("query")
-            && let Some(query) = s.args.map_mut().remove("query")
+            && let Some(query) = s.args.map_mut_names(&["query".into()]).remove("query")
         {
             s.args_changes += 1;
             count += 1;

@@ -35,6 +35,23 @@ impl Vars {
         Arc::make_mut(&mut self.json)
     }
 
+    /// The args to change, of which only `names` (top-level) will: the engine's copies of
+    /// the others are kept.
+    pub fn map_mut_names(&mut self, names: &[String]) -> &mut Map<String, Value> {
+        let kept: HashMap<String, minijinja::Value> = self
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| !names.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // A new map, not the shared one: a job holding the args as they were renders with
+        // their old values.
+        self.engine = Arc::new(Mutex::new(kept));
+        Arc::make_mut(&mut self.json)
+    }
+
     /// Whether `other` is these very args (shared), not a copy.
     pub fn same_as(&self, other: &Vars) -> bool {
         Arc::ptr_eq(&self.json, &other.json)
@@ -319,8 +336,26 @@ mod tests {
         // A clone (another job's view) shares the copies.
         assert_eq!(render("{{ x + 1 }}", &args.clone()).unwrap(), "2");
         assert_eq!(converted(&args), vec!["x"]);
+        assert_eq!(render("{{ big | length }}", &args).unwrap(), "1048576");
+        let before = args.clone();
+        args.map_mut_names(&["x".into()])
+            .insert("x".into(), json!(4));
+        assert_eq!(
+            converted(&args),
+            vec!["big"],
+            "a change of x keeps big's copy"
+        );
+        assert_eq!(render("{{ x }}", &args).unwrap(), "4");
+        assert_eq!(
+            render("{{ x }}", &before).unwrap(),
+            "1",
+            "the old args keep theirs"
+        );
         args.map_mut().insert("x".into(), json!(5));
-        assert!(converted(&args).is_empty(), "a change drops the copies");
+        assert!(
+            converted(&args).is_empty(),
+            "a change of any arg drops the copies"
+        );
         assert_eq!(
             render("{{ x }} {{ big | length }}", &args).unwrap(),
             "5 1048576"
