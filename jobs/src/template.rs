@@ -18,9 +18,10 @@ use minijinja::{
 use serde_json::{Map, Value};
 
 /// The variables templates render with: the node's args as JSON, and the engine's own copy of
-/// each arg, made at its first use and kept until the args change. Converting an arg costs as
+/// each arg, made at its first use and kept until that arg changes. Converting an arg costs as
 /// much as its size (megabytes after a QUERY of large outputs): a template pays for the args it
-/// names, once per change, not for all of them at every render. Cheap to clone (shared).
+/// names, once per change of them, not for all of them at every render. Cheap to clone
+/// (shared).
 #[derive(Debug, Default, Clone)]
 pub struct Vars {
     json: Arc<Map<String, Value>>,
