@@ -24,7 +24,7 @@ use std::{
     io::{self, Write},
     path::{Path, PathBuf},
     sync::Mutex,
-    time::SystemTime,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use nix::{
@@ -98,9 +98,15 @@ impl ProcessLog {
         let boot = boot_id();
         // An unreadable or damaged log stops nothing: it only serves a cleanup.
         let previous_alive = fs::metadata(path).and_then(|m| m.modified()).ok();
+        // Only if the log was not touched well after it (by a release that kept no such
+        // word: its own would be stale).
         let previous_alive_ticks = fs::read_to_string(alive_path(path)).ok().and_then(|text| {
-            let (said_boot, ticks) = text.trim_end().rsplit_once('\t')?;
-            (!boot.is_empty() && said_boot == boot).then(|| ticks.parse().ok())?
+            let mut fields = text.trim_end().split('\t');
+            let (said_boot, ticks, wall_ms) = (fields.next()?, fields.next()?, fields.next()?);
+            let said_at = UNIX_EPOCH + Duration::from_millis(wall_ms.parse().ok()?);
+            let touched_since =
+                previous_alive.is_some_and(|alive| alive > said_at + Duration::from_secs(120));
+            (!boot.is_empty() && said_boot == boot && !touched_since).then(|| ticks.parse().ok())?
         });
         let (stopped, previous) = match fs::read(path) {
             Ok(bytes) => {
@@ -436,7 +442,8 @@ impl BootInstant {
     }
 }
 
-/// Where the log's writer says when it was last alive on the boot clock: `BOOT\tTICKS`.
+/// Where the log's writer says when it was last alive on the boot clock (and the wall clock):
+/// `BOOT\tTICKS\tUNIX_MS`.
 fn alive_path(log: &Path) -> PathBuf {
     let mut name = log.as_os_str().to_owned();
     name.push(".alive");
@@ -453,9 +460,25 @@ fn say_alive(state: &State) {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    if fs::write(&tmp, format!("{}\t{}\n", state.boot, boot_ticks())).is_ok() {
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    if fs::write(
+        &tmp,
+        format!("{}\t{}\t{wall_ms}\n", state.boot, boot_ticks()),
+    )
+    .is_ok()
+    {
         let _ = fs::rename(&tmp, &path);
     }
+}
+
+/// Now on the boot clock: time since the machine booted, suspended time included (where the
+/// monotonic clock stops while the machine sleeps), whatever the wall clock does.
+pub fn boot_clock() -> std::time::Duration {
+    clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(std::time::Duration::ZERO, |t| {
+        std::time::Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+    })
 }
 
 /// Now, on the boot clock, in clock ticks.
@@ -661,10 +684,30 @@ mod tests {
         let (log, _) = ProcessLog::open(&path).unwrap();
         assert!(log.previous_down_for().unwrap() < Duration::from_secs(60));
         drop(log);
-        fs::write(alive_path(&path), "another boot\t5\n").unwrap();
+        fs::write(alive_path(&path), "another boot\t5\t0\n").unwrap();
         stepped();
         let (log, _) = ProcessLog::open(&path).unwrap();
         assert!(log.previous_down_for().unwrap() >= Duration::from_secs(3590));
+        drop(log);
+        // Said at the boot's start, an hour ago by the wall clock, and the log touched just
+        // now by a release that kept no such word: the word is stale, the log's time counts.
+        let hour_ago_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            - 3_600_000;
+        fs::write(
+            alive_path(&path),
+            format!("{}\t0\t{hour_ago_ms}\n", boot_id()),
+        )
+        .unwrap();
+        let file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now()).unwrap();
+        drop(file);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        if boot_clock() > Duration::from_secs(120) {
+            assert!(log.previous_down_for().unwrap() < Duration::from_secs(60));
+        }
     }
 
     /// Until the node has restored, the log tells a next start no more than the previous log

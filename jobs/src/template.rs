@@ -254,7 +254,6 @@ mod tests {
         );
     }
 
-    /// `tojson`, as Directord's Jinja has it: a value written out as JSON (QUERY's set, say).
     /// A blueprint renders values as they are whatever its extension (no quoting in YAML or
     /// JSON files, no HTML escaping).
     #[test]
@@ -287,6 +286,7 @@ mod tests {
         assert!(e.contains("app.conf:2"), "{e}");
     }
 
+    /// `tojson`, as Directord's Jinja has it: a value written out as JSON (QUERY's set, say).
     #[test]
     fn tojson_writes_json() {
         let args = Vars::from(json!({"query": {"n1": {"ip": "10.0.0.1"}}}));
@@ -323,7 +323,7 @@ mod tests {
     }
 
     /// A template pays for the args it names: the others are not converted for the engine,
-    /// and those it names are converted once until the args change.
+    /// and those it names are converted once until they change.
     #[test]
     fn only_the_args_named_are_converted() {
         let mut args = Vars::from(json!({"x": 1, "big": "b".repeat(1 << 20)}));

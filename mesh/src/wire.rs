@@ -143,8 +143,10 @@ pub struct Presence {
     /// machine seen twice.
     pub machine_id: String,
     pub version: String,
-    /// Unix time in milliseconds when this daemon started. A restart has a higher incarnation, so
-    /// news from the old process never overrides the new one.
+    /// The number of this start of the daemon: the wall clock in milliseconds when it started,
+    /// kept above every earlier start of the node (see `node::state::StateDir::next_incarnation`).
+    /// A restart has a higher incarnation, so its presence replaces the old one whatever the
+    /// sequence numbers say.
     pub incarnation: u64,
     /// Counts heartbeats within one incarnation.
     pub seq: u64,

@@ -388,10 +388,11 @@ struct Actor {
     records: HashMap<String, JobRecord>,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
-    /// When each open run was made, on this daemon's monotonic clock: its age goes by that,
-    /// so a step of the wall clock (a bad NTP sync) does not make a fresh run look a day old
-    /// to its targets. A run resumed after a restart counts from its wall-clock age then.
-    run_born: HashMap<String, Instant>,
+    /// When each open run was made, on the boot clock (`jobs::processes::boot_clock`): its
+    /// age goes by that, so a step of the wall clock (a bad NTP sync) does not make a fresh run
+    /// look a day old to its targets, and a machine suspended meanwhile does not make an old
+    /// one look fresh. A run resumed after a restart counts from its wall-clock age then.
+    run_born: HashMap<String, Duration>,
     watchers: Vec<Watcher>,
     /// Live output of jobs submitted here with `--stream` that no watcher follows yet: the
     /// CLI asks to watch once its submission is answered, and a job may print before that.
@@ -458,15 +459,16 @@ fn now_ms() -> u64 {
 
 /// How old `run` is now by this node's wall clock (its originator's); 0 if it does not say.
 fn wall_age_ms(run: &Run) -> u64 {
-    age_of(run.created_unix_ms, None, now_ms(), Instant::now())
+    age_of(run.created_unix_ms, None, now_ms(), Duration::ZERO)
 }
 
 /// The age of a run made at `created_unix_ms` (0: it does not say, age 0): since `born` on
-/// the monotonic clock when known, else by the wall clock; at least 1 ms when it says.
-fn age_of(created_unix_ms: u64, born: Option<Instant>, now_unix_ms: u64, now: Instant) -> u64 {
+/// the boot clock (`now` there) when known, else by the wall clock; at least 1 ms when it
+/// says.
+fn age_of(created_unix_ms: u64, born: Option<Duration>, now_unix_ms: u64, now: Duration) -> u64 {
     match (created_unix_ms, born) {
         (0, _) => 0,
-        (_, Some(born)) => (now.saturating_duration_since(born).as_millis() as u64).max(1),
+        (_, Some(born)) => (now.saturating_sub(born).as_millis() as u64).max(1),
         (created, None) => now_unix_ms.saturating_sub(created).max(1),
     }
 }
@@ -489,7 +491,7 @@ impl Actor {
             run.created_unix_ms,
             self.run_born.get(&run.run_id).copied(),
             now_ms(),
-            Instant::now(),
+            jobs::processes::boot_clock(),
         )
     }
 
@@ -559,7 +561,8 @@ impl Actor {
                     finished: false,
                 });
                 self.open_runs.insert(run.run_id.clone(), run.clone());
-                self.run_born.insert(run.run_id.clone(), Instant::now());
+                self.run_born
+                    .insert(run.run_id.clone(), jobs::processes::boot_clock());
                 // Nothing is announced, and the client hears of nothing, before the submission
                 // would survive a crash: a restarted originator knows every run it sent out.
                 let committed = self.store.commit_now();
@@ -970,8 +973,8 @@ mod tests {
     /// a wall clock stepped a day ahead meanwhile does not make it a day old.
     #[test]
     fn a_wall_clock_step_does_not_age_a_run() {
-        let made = std::time::Instant::now();
-        let later = made + std::time::Duration::from_secs(10);
+        let made = Duration::from_secs(5);
+        let later = made + Duration::from_secs(10);
         let created = 1_000_000;
         let a_day_on = created + 24 * 3_600_000 + 10_000;
         assert_eq!(age_of(created, Some(made), a_day_on, later), 10_000);

@@ -272,17 +272,20 @@ impl StateDir {
     }
 
     /// The number of this start of the node, above every earlier start's: the wall clock in
-    /// milliseconds, or one more than the last start's if the clock is behind it (stepped
-    /// back since). Peers take the heartbeats of the highest start of a node; a restart
-    /// numbered below the last one would be taken for a stale copy, and the node would warn
-    /// of a twin that is its own earlier start. Kept in `incarnation`; should that not be
-    /// written, the number is still used (the next start may repeat the problem, not worse).
+    /// milliseconds, or above the last start's if the clock is behind it (stepped back
+    /// since), plus a random part below a second, so two copies of one state directory
+    /// started from the same file do not take the same number (peers would take them for one
+    /// daemon instead of warning of twins). Peers take the heartbeats of the highest start of
+    /// a node; a restart numbered below the last one would be taken for a stale copy, and the
+    /// node would warn of a twin that is its own earlier start. Kept in `incarnation`; should
+    /// that not be written, the number is still used.
     pub fn next_incarnation(&self, now_unix_ms: u64) -> u64 {
         let path = self.dir.join("incarnation");
         let last = fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok());
-        let next = last.map_or(now_unix_ms, |last| now_unix_ms.max(last.saturating_add(1)));
+        let floor = last.map_or(now_unix_ms, |last| now_unix_ms.max(last.saturating_add(1)));
+        let next = floor.saturating_add(uuid::Uuid::new_v4().as_u64_pair().0 % 1000);
         if let Err(e) = write_private(&path, format!("{next}\n").as_bytes()) {
             tracing::warn!("cannot remember this start's number: {e}");
         }
@@ -345,6 +348,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -360,26 +365,44 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    /// A directory others may write in loses that; one that belongs to another user is
-    /// refused.
     /// Each start is numbered above the last, even when the clock has been stepped back
     /// since (peers would take the restart for a stale copy of the node).
     #[test]
     fn every_start_is_numbered_above_the_last() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        assert_eq!(state.next_incarnation(5_000), 5_000);
-        assert_eq!(state.next_incarnation(9_000), 9_000);
-        // The clock stepped back two hours.
-        assert_eq!(state.next_incarnation(1_000), 9_001);
+        let within = |n: u64, from: u64| (from..from + 1000).contains(&n);
+        let first = state.next_incarnation(5_000);
+        assert!(within(first, 5_000), "{first}");
+        let second = state.next_incarnation(9_000);
+        assert!(within(second, 9_000), "{second}");
+        // The clock stepped back.
+        let third = state.next_incarnation(1_000);
+        assert!(within(third, second + 1), "{third}");
         drop(state);
         let state = StateDir::open(dir.path()).unwrap();
-        assert_eq!(state.next_incarnation(1), 9_002);
+        let fourth = state.next_incarnation(1);
+        assert!(within(fourth, third + 1), "{fourth}");
+        // Two copies of one directory, started from the same file, as a rule differ.
+        let copy = tempfile::tempdir().unwrap();
+        let numbers: HashSet<u64> = (0..5)
+            .map(|_| {
+                fs::copy(
+                    dir.path().join("incarnation"),
+                    copy.path().join("incarnation"),
+                )
+                .unwrap();
+                StateDir::open(copy.path()).unwrap().next_incarnation(1)
+            })
+            .collect();
+        assert!(numbers.len() > 1, "{numbers:?}");
         // A damaged file numbers by the clock again.
         fs::write(dir.path().join("incarnation"), "garbage").unwrap();
-        assert_eq!(state.next_incarnation(7), 7);
+        assert!(within(state.next_incarnation(7), 7));
     }
 
+    /// A directory others may write in loses that; one that belongs to another user is
+    /// refused.
     #[test]
     fn a_state_dir_others_could_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -1120,8 +1120,6 @@ mod tests {
         assert!(store.records().is_empty());
     }
 
-    /// Records older than the retention go with their results and QUERY values; newer ones
-    /// and those still open stay whole.
     /// Within one boot a record's age goes by the boot clock: one made while the wall clock
     /// ran a month behind (corrected since) stays, one made while it ran a year ahead goes
     /// when its retention is over. Of another boot, the wall clock decides.
@@ -1162,6 +1160,8 @@ mod tests {
         assert_eq!(left, vec!["made-behind", "other-boot-new"]);
     }
 
+    /// Records older than the retention go with their results and QUERY values; newer ones
+    /// and those still open stay whole.
     #[test]
     fn old_records_are_forgotten_with_their_results_except_open_ones() {
         let dir = tempfile::tempdir().unwrap();

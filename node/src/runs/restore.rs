@@ -213,9 +213,9 @@ impl Actor {
             }
             info!(run = %run.run_id, "resuming a run submitted before the restart");
             self.open_runs.insert(run.run_id.clone(), run.clone());
-            // From here its age goes by this start's monotonic clock.
+            // From here its age goes by the boot clock.
             let age = Duration::from_millis(super::wall_age_ms(&run));
-            if let Some(born) = Instant::now().checked_sub(age) {
+            if let Some(born) = jobs::processes::boot_clock().checked_sub(age) {
                 self.run_born.insert(run.run_id.clone(), born);
             }
             let actions = self.originator.handle(

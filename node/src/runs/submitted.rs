@@ -219,13 +219,13 @@ impl Actor {
             Some(existing) => real && existing.is_write_off(),
         };
         if replace {
-            // By the monotonic clock while this start knows the run (the wall clock may have
+            // By the boot clock while this start knows the run (the wall clock may have
             // been stepped since the submission).
             let roundtrip_ms = super::age_of(
                 record.created_unix_ms,
                 self.run_born.get(&record.run_id).copied(),
                 now_ms(),
-                Instant::now(),
+                jobs::processes::boot_clock(),
             );
             let node_result = NodeResult::from_outcome(outcome, roundtrip_ms);
             self.store.put_result(&job_id, &name, &node_result);
