@@ -130,6 +130,10 @@ pub enum MeshEvent {
         request: BlobRequest,
         token: BlobToken,
     },
+    /// This start's number was raised to this (another daemon with this node's identity and a
+    /// later start has gone): kept, a later restart is numbered above it
+    /// ([`MeshConfig::incarnation`]).
+    Renumbered(u64),
 }
 
 /// Identifies an inbound blob request until it is answered.
@@ -925,13 +929,13 @@ impl EventLoop {
             .observe(presence, Instant::now())
             .into_iter()
             .collect();
-        self.answer_twin();
+        self.answer_twin().await;
         self.emit(changes).await;
     }
 
     async fn merge(&mut self, records: Vec<wire::MemberRecord>) {
         let changes = self.membership.merge(records, Instant::now());
-        self.answer_twin();
+        self.answer_twin().await;
         self.emit(changes).await;
     }
 
@@ -991,7 +995,7 @@ impl EventLoop {
     /// Another daemon runs with this node's identity (a copied state directory) and a later
     /// start, so peers take its heartbeats over this node's: say so while it runs, and once it
     /// has gone, start over with a later start of its own so peers take this node's again.
-    fn answer_twin(&mut self) {
+    async fn answer_twin(&mut self) {
         let Some(twin) = self.membership.take_twin() else {
             return;
         };
@@ -1004,6 +1008,11 @@ impl EventLoop {
                  speaks for itself again"
             );
             self.heartbeat();
+            // Err: nobody listens any more (the node stops).
+            let _ = self
+                .events
+                .send(MeshEvent::Renumbered(self.incarnation))
+                .await;
             return;
         }
         self.twin_seen = Some((Instant::now(), twin.presence.addresses.clone()));

@@ -213,6 +213,7 @@ impl Node {
             mesh.events,
             runs,
             transfers,
+            state.clone(),
             members_changed.clone(),
         )));
         tasks.push(tokio::spawn(save_known_peers(
@@ -462,6 +463,7 @@ async fn consume_events(
     mut events: tokio::sync::mpsc::Receiver<MeshEvent>,
     runs: Runs,
     transfers: Transfers,
+    state: Arc<StateDir>,
     members_changed: Arc<tokio::sync::Notify>,
 ) {
     while let Some(event) = events.recv().await {
@@ -479,6 +481,10 @@ async fn consume_events(
             }
             MeshEvent::BlobRequest { request, token, .. } => {
                 transfers.serve(request, token).await;
+                continue;
+            }
+            MeshEvent::Renumbered(incarnation) => {
+                state.keep_incarnation(incarnation);
                 continue;
             }
         };

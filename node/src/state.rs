@@ -286,10 +286,26 @@ impl StateDir {
             .and_then(|s| s.trim().parse::<u64>().ok());
         let floor = last.map_or(now_unix_ms, |last| now_unix_ms.max(last.saturating_add(1)));
         let next = floor.saturating_add(uuid::Uuid::new_v4().as_u64_pair().0 % 1000);
-        if let Err(e) = write_private(&path, format!("{next}\n").as_bytes()) {
+        self.write_incarnation(next);
+        next
+    }
+
+    /// This start's number was raised to `n` while it ran (a twin with a later start went):
+    /// written down, so the next start is numbered above it.
+    pub fn keep_incarnation(&self, n: u64) {
+        let last = fs::read_to_string(self.dir.join("incarnation"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if last.is_none_or(|last| n > last) {
+            self.write_incarnation(n);
+        }
+    }
+
+    fn write_incarnation(&self, n: u64) {
+        let path = self.dir.join("incarnation");
+        if let Err(e) = write_private(&path, format!("{n}\n").as_bytes()) {
             tracing::warn!("cannot remember this start's number: {e}");
         }
-        next
     }
 
     /// Member addresses remembered from the last run.
@@ -396,6 +412,11 @@ mod tests {
             })
             .collect();
         assert!(numbers.len() > 1, "{numbers:?}");
+        // A number raised while the node ran is kept: the next start goes above it.
+        state.keep_incarnation(fourth + 10_000);
+        state.keep_incarnation(5);
+        let fifth = state.next_incarnation(1);
+        assert!(within(fifth, fourth + 10_001), "{fifth}");
         // A damaged file numbers by the clock again.
         fs::write(dir.path().join("incarnation"), "garbage").unwrap();
         assert!(within(state.next_incarnation(7), 7));

@@ -293,6 +293,18 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
         .then_some(())
     });
     assert!(b.log().contains("speaks for itself again"), "{}", b.log());
+    // Its start is numbered above the copy's now, and written down: a restart of b goes
+    // above it too (else peers would drop it as older than the copy they heard).
+    let number = |dir: &std::path::Path| -> u64 {
+        std::fs::read_to_string(dir.join("incarnation"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(10), "b to write its new number", || {
+        (number(&b.state_dir) > number(&copy_dir)).then_some(())
+    });
     assert_eq!(
         b.status().unwrap()["self"]["warnings"],
         serde_json::json!([])
