@@ -167,10 +167,7 @@ impl ProcessLog {
         // In this boot: by the boot clock (a wall clock stepped meanwhile would make a short
         // stop look long, or a long one short). Else by the wall clock, all there is.
         if let Some(then) = state.previous_alive_ticks {
-            let ticks = boot_ticks().saturating_sub(then);
-            return Some(std::time::Duration::from_millis(
-                ticks * 1000 / TICKS_PER_SEC,
-            ));
+            return Some(ticks_to_duration(boot_ticks().saturating_sub(then)));
         }
         let alive = state.previous_alive?;
         Some(SystemTime::now().duration_since(alive).unwrap_or_default())
@@ -435,10 +432,7 @@ impl BootInstant {
 
     /// How long before `now` this was, if in the same boot.
     pub fn before(&self, now: &BootInstant) -> Option<std::time::Duration> {
-        (self.boot == now.boot).then(|| {
-            let ticks = now.ticks.saturating_sub(self.ticks);
-            std::time::Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
-        })
+        (self.boot == now.boot).then(|| ticks_to_duration(now.ticks.saturating_sub(self.ticks)))
     }
 }
 
@@ -479,6 +473,11 @@ pub fn boot_clock() -> std::time::Duration {
     clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(std::time::Duration::ZERO, |t| {
         std::time::Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
     })
+}
+
+/// A span of the boot clock's ticks.
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SEC)
 }
 
 /// Now, on the boot clock, in clock ticks.

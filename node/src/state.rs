@@ -280,11 +280,9 @@ impl StateDir {
     /// node would warn of a twin that is its own earlier start. Kept in `incarnation`; should
     /// that not be written, the number is still used.
     pub fn next_incarnation(&self, now_unix_ms: u64) -> u64 {
-        let path = self.dir.join("incarnation");
-        let last = fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        let floor = last.map_or(now_unix_ms, |last| now_unix_ms.max(last.saturating_add(1)));
+        let floor = self
+            .last_incarnation()
+            .map_or(now_unix_ms, |last| now_unix_ms.max(last.saturating_add(1)));
         let next = floor.saturating_add(uuid::Uuid::new_v4().as_u64_pair().0 % 1000);
         self.write_incarnation(next);
         next
@@ -293,12 +291,16 @@ impl StateDir {
     /// This start's number was raised to `n` while it ran (a twin with a later start went):
     /// written down, so the next start is numbered above it.
     pub fn keep_incarnation(&self, n: u64) {
-        let last = fs::read_to_string(self.dir.join("incarnation"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        if last.is_none_or(|last| n > last) {
+        if self.last_incarnation().is_none_or(|last| n > last) {
             self.write_incarnation(n);
         }
+    }
+
+    /// The number written down last (`None`: none, or not a number).
+    fn last_incarnation(&self) -> Option<u64> {
+        fs::read_to_string(self.dir.join("incarnation"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
     }
 
     fn write_incarnation(&self, n: u64) {
