@@ -124,8 +124,25 @@ pub fn status(report: &StatusReport) -> String {
         .iter()
         .map(|w| format!("Warning    {w}\n"))
         .collect();
+    let owed: String = me
+        .results_owed
+        .iter()
+        .map(|o| {
+            let name = report
+                .nodes
+                .iter()
+                .find(|n| n.peer_id == o.peer_id)
+                .map_or(o.peer_id.as_str(), |n| n.name.as_str());
+            let plural = if o.results == 1 { "" } else { "s" };
+            let how = match o.failing_secs {
+                Some(secs) => format!(", not taken for {}", duration(secs)),
+                None => String::new(),
+            };
+            format!("Owed       {} result{plural} to {name}{how}\n", o.results)
+        })
+        .collect();
     format!(
-        "Node       {} ({})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n{warnings}\n{}",
+        "Node       {} ({})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n{owed}{warnings}\n{}",
         me.name,
         me.peer_id,
         mesh,

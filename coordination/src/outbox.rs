@@ -8,7 +8,11 @@
 //! goes back to the front of its queue and is retried with backoff, for as long as it takes:
 //! an originator that is down gets its results when it comes back, at once when the node sees
 //! it alive again ([`Input::Back`]) rather than at the end of a long backoff. The node keeps every queued
-//! result on disk until [`Action::Delivered`] says it may forget it.
+//! result on disk until [`Action::Delivered`] says it may forget it, or until
+//! [`Action::GivenUp`]: an originator that has refused or missed every try for
+//! [`GIVE_UP_AFTER_FAILING`] loses the results that finished longer ago than the node's record
+//! retention, and at least [`GIVE_UP_NOT_BEFORE`] ago ([`Input::Expire`]), so a node taken out
+//! of the mesh for good does not leave results for it on every target forever.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -26,6 +30,15 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const LINGER: Duration = Duration::from_millis(20);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long every try to an originator must have failed, in this process's life, before
+/// its results may be given up ([`Input::Expire`]): a wall clock stepped forward alone never
+/// costs a result.
+pub const GIVE_UP_AFTER_FAILING: Duration = Duration::from_secs(3600);
+/// Results younger than this are never given up, whatever the retention: past it, the target
+/// no longer remembers the run (it does for a day) and the originator's run is over 23 h old,
+/// so an originator back after that and resending the run is answered that it is too old to
+/// run, and its record closes with that reason instead of waiting for a result given up.
+pub const GIVE_UP_NOT_BEFORE: Duration = Duration::from_secs(25 * 3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -46,6 +59,13 @@ pub enum Input {
     Back {
         to: NodeId,
     },
+    /// Give up the results that finished (by the wall clock, `now_unix_ms`) more than
+    /// `retention` ago (and at least [`GIVE_UP_NOT_BEFORE`]), of originators whose every try
+    /// has failed for at least [`GIVE_UP_AFTER_FAILING`].
+    Expire {
+        now_unix_ms: u64,
+        retention: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +74,20 @@ pub enum Action {
     Send { to: NodeId, results: Vec<JobResult> },
     /// These results reached their originator; the node may delete them from disk.
     Delivered(Vec<JobResult>),
+    /// These results will not be delivered: `to` has not taken anything for at least
+    /// [`GIVE_UP_AFTER_FAILING`], and they are older than the retention. The node deletes them
+    /// and says so in its log.
+    GivenUp { to: NodeId, results: Vec<JobResult> },
+}
+
+/// What waits for one originator, as `status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owed {
+    pub to: NodeId,
+    /// Results waiting or in flight.
+    pub results: usize,
+    /// How long every try has failed (`None`: the last one did not fail).
+    pub failing_for: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -64,6 +98,8 @@ struct Queue {
     backoff: Duration,
     /// Hold the waiting results until then (more are coming).
     linger_until: Option<Instant>,
+    /// The first of the failed tries since the last one that succeeded.
+    failing_since: Option<Instant>,
 }
 
 /// Results waiting for their originators.
@@ -95,6 +131,18 @@ impl Outbox {
                 || (q.retry_at.is_some_and(|t| t >= until)
                     && q.linger_until.is_none_or(|t| t >= until))
         })
+    }
+
+    /// What waits for each originator, in the order of their ids.
+    pub fn owed(&self, now: Instant) -> Vec<Owed> {
+        self.queues
+            .iter()
+            .map(|(to, q)| Owed {
+                to: to.clone(),
+                results: q.waiting.len() + q.in_flight.as_ref().map_or(0, Vec::len),
+                failing_for: q.failing_since.map(|t| now.saturating_duration_since(t)),
+            })
+            .collect()
     }
 
     /// Whether results of `run_id` are still to deliver.
@@ -134,8 +182,10 @@ impl Outbox {
                 if ok {
                     q.backoff = Duration::ZERO;
                     q.retry_at = None;
+                    q.failing_since = None;
                     actions.push(Action::Delivered(batch));
                 } else {
+                    q.failing_since.get_or_insert(now);
                     for r in batch.into_iter().rev() {
                         q.waiting.push_front(r);
                     }
@@ -170,6 +220,36 @@ impl Outbox {
                     q.backoff = Duration::ZERO;
                 }
                 self.try_send(&to, now).into_iter().collect()
+            }
+            Input::Expire {
+                now_unix_ms,
+                retention,
+            } => {
+                let age = retention.max(GIVE_UP_NOT_BEFORE);
+                let finished_before = now_unix_ms.saturating_sub(age.as_millis() as u64);
+                let mut actions = Vec::new();
+                for (to, q) in &mut self.queues {
+                    let failing_long = q
+                        .failing_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= GIVE_UP_AFTER_FAILING);
+                    if !failing_long || q.in_flight.is_some() {
+                        continue;
+                    }
+                    let (old, keep): (VecDeque<_>, VecDeque<_>) = q
+                        .waiting
+                        .drain(..)
+                        .partition(|r| r.outcome.finished_unix_ms < finished_before);
+                    q.waiting = keep;
+                    if !old.is_empty() {
+                        actions.push(Action::GivenUp {
+                            to: to.clone(),
+                            results: old.into(),
+                        });
+                    }
+                }
+                self.queues
+                    .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
+                actions
             }
         }
     }
@@ -258,7 +338,9 @@ mod tests {
 
     fn jobs(a: &Action) -> Vec<String> {
         match a {
-            Action::Send { results, .. } | Action::Delivered(results) => {
+            Action::Send { results, .. }
+            | Action::Delivered(results)
+            | Action::GivenUp { results, .. } => {
                 results.iter().map(|r| r.outcome.job_id.clone()).collect()
             }
         }
@@ -447,5 +529,119 @@ mod tests {
         }
         assert!(o.quiet_until(now + Duration::from_secs(1)));
         assert!(!o.quiet_until(now + MAX_RETRY + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn results_for_an_originator_gone_for_good_are_given_up_after_the_retention() {
+        let t = Instant::now();
+        let day_ms = 24 * 3600 * 1000;
+        let retention = Duration::from_secs(30 * 24 * 3600);
+        let mut o = Outbox::new();
+        let finished = |job: &str, unix_ms: u64| {
+            let mut r = result(job);
+            r.outcome.finished_unix_ms = unix_ms;
+            Input::Add {
+                to: NodeId("origin".into()),
+                result: r,
+                more_coming: false,
+            }
+        };
+        let now_ms = 100 * day_ms;
+        // One result 40 days old, one 10 days old.
+        o.handle(finished("old", now_ms - 40 * day_ms), t);
+        o.handle(finished("new", now_ms - 10 * day_ms), t);
+        let expire = |o: &mut Outbox, at: Instant, now_unix_ms: u64| {
+            o.handle(
+                Input::Expire {
+                    now_unix_ms,
+                    retention,
+                },
+                at,
+            )
+        };
+        // In flight: nothing is given up while a try may still succeed.
+        assert!(expire(&mut o, t, now_ms).is_empty());
+        sent(&mut o, false, t);
+        // Failing, but not for long enough in this process: the wall clock alone decides nothing.
+        let soon = t + GIVE_UP_AFTER_FAILING - Duration::from_secs(1);
+        assert!(expire(&mut o, soon, now_ms).is_empty());
+        assert_eq!(
+            o.owed(soon)[0].failing_for,
+            Some(GIVE_UP_AFTER_FAILING - Duration::from_secs(1))
+        );
+        let later = t + GIVE_UP_AFTER_FAILING;
+        let a = expire(&mut o, later, now_ms);
+        assert_eq!(a.len(), 1);
+        assert!(matches!(&a[0], Action::GivenUp { to, .. } if to.0 == "origin"));
+        assert_eq!(jobs(&a[0]), vec!["old"]);
+        // The newer result still waits, and goes when the originator is back.
+        assert_eq!(o.pending(), 1);
+        let back = Input::Back {
+            to: NodeId("origin".into()),
+        };
+        let a = o.handle(back, later);
+        assert_eq!(jobs(&a[0]), vec!["new"]);
+        let a = sent(&mut o, true, later);
+        assert!(matches!(a[0], Action::Delivered(_)));
+        assert!(o.owed(later).is_empty());
+    }
+
+    #[test]
+    fn a_short_retention_still_keeps_results_for_a_day_and_more() {
+        let t = Instant::now();
+        let hour_ms = 3600 * 1000;
+        let mut o = Outbox::new();
+        let mut r = result("1");
+        r.outcome.finished_unix_ms = 1000 * hour_ms - 24 * hour_ms;
+        o.handle(
+            Input::Add {
+                to: NodeId("origin".into()),
+                result: r,
+                more_coming: false,
+            },
+            t,
+        );
+        sent(&mut o, false, t);
+        let expire = |o: &mut Outbox, now_unix_ms| {
+            o.handle(
+                Input::Expire {
+                    now_unix_ms,
+                    retention: Duration::from_secs(60),
+                },
+                t + GIVE_UP_AFTER_FAILING,
+            )
+        };
+        // A day old: the target may still remember the run, so the result stays.
+        assert!(expire(&mut o, 1000 * hour_ms).is_empty());
+        let a = expire(&mut o, 1002 * hour_ms);
+        assert_eq!(jobs(&a[0]), vec!["1"]);
+    }
+
+    #[test]
+    fn a_delivery_ends_the_failing_spell() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        add(&mut o, "1", t);
+        assert_eq!(o.owed(t)[0].failing_for, None);
+        sent(&mut o, false, t);
+        add(&mut o, "2", t);
+        let a = o.handle(Input::Tick, t + Duration::from_secs(3599));
+        assert_eq!(a.len(), 1);
+        sent(&mut o, true, t + Duration::from_secs(3599));
+        add(&mut o, "3", t + Duration::from_secs(3599));
+        sent(&mut o, false, t + Duration::from_secs(3599));
+        // Failing again, but only since the last failure: nothing old enough to give up.
+        let a = o.handle(
+            Input::Expire {
+                now_unix_ms: u64::MAX,
+                retention: Duration::ZERO,
+            },
+            t + Duration::from_secs(3601),
+        );
+        assert!(a.is_empty());
+        assert_eq!(
+            o.owed(t + Duration::from_secs(3601))[0].failing_for,
+            Some(Duration::from_secs(2))
+        );
     }
 }

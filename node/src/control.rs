@@ -175,6 +175,19 @@ pub struct SelfInfo {
     /// What the operator should know, in words (another daemon with this node's identity).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Results this node ran for other submitters and has not handed over yet, per submitter.
+    #[serde(default)]
+    pub results_owed: Vec<ResultsOwed>,
+}
+
+/// Results waiting in this node's outbox for one submitter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsOwed {
+    /// The submitter's peer id.
+    pub peer_id: String,
+    pub results: usize,
+    /// How long every try to hand them over has failed; `None`: the last try did not fail.
+    pub failing_secs: Option<u64>,
 }
 
 /// One member as this node sees it.

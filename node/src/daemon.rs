@@ -27,8 +27,8 @@ use crate::{
     blobs::{BlobStore, ImportError},
     config::NodeConfig,
     control::{
-        self, ControlHandler, ControlRequest, ControlResponse, NodeRow, Reply, SelfInfo,
-        StatusReport, Submission,
+        self, ControlHandler, ControlRequest, ControlResponse, NodeRow, Reply, ResultsOwed,
+        SelfInfo, StatusReport, Submission,
     },
     host,
     records::JobRecord,
@@ -536,6 +536,7 @@ fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> Status
             connected_peers: status.connected_peers,
             blob_bytes_served,
             warnings: status.warnings,
+            results_owed: Vec::new(),
         },
         nodes,
     }
@@ -705,11 +706,22 @@ impl ControlHandler for Control {
         let started = Instant::now();
         let response = match request {
             ControlRequest::Status => match self.mesh.status().await {
-                Ok(status) => ControlResponse::Status(Box::new(report(
-                    &self.info,
-                    status,
-                    self.transfers.served_bytes(),
-                ))),
+                Ok(status) => {
+                    let (reply, owed) = tokio::sync::oneshot::channel();
+                    self.runs.send(runs::Input::Owed { reply }).await;
+                    let mut report = report(&self.info, status, self.transfers.served_bytes());
+                    report.local.results_owed = owed
+                        .await
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|o| ResultsOwed {
+                            peer_id: o.to.0,
+                            results: o.results,
+                            failing_secs: o.failing_for.map(|d| d.as_secs()),
+                        })
+                        .collect();
+                    ControlResponse::Status(Box::new(report))
+                }
                 Err(e) => ControlResponse::Error(e.to_string()),
             },
             ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),

@@ -146,6 +146,10 @@ pub enum Input {
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
+    /// The results this node holds for other submitters (`status`).
+    Owed {
+        reply: oneshot::Sender<Vec<outbox::Owed>>,
+    },
     /// Forget every record (the store is purged by the caller).
     Purge {
         done: oneshot::Sender<()>,
@@ -336,6 +340,8 @@ struct AcceptedRun {
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
+// Results given up are of runs this node no longer needs to remember (see `GivenUp`).
+const _: () = assert!(REMEMBER_RUNS.as_secs() < outbox::GIVE_UP_NOT_BEFORE.as_secs());
 /// A run submitted this long ago (`Run::age_ms`, its originator's measure) that a target
 /// does not remember is not run there: it may have run and been forgotten ([`REMEMBER_RUNS`]
 /// counts from when the target took it, never earlier than its submission; the hour spare
@@ -748,6 +754,9 @@ impl Actor {
             }
             Input::Records { reply } => {
                 let _ = reply.send(self.records.values().cloned().collect());
+            }
+            Input::Owed { reply } => {
+                let _ = reply.send(self.outbox.owed(Instant::now()));
             }
             Input::Purge { done } => {
                 // Jobs still waiting for results are kept: clients follow them and their

@@ -926,6 +926,52 @@ fn a_submitter_restarted_mid_run_still_gets_every_result() {
     }
 }
 
+/// A target shows in `status` the results it holds for a submitter that is down, and how long
+/// it has been trying; they go once the submitter is back.
+#[test]
+fn a_target_shows_the_results_it_holds_for_a_submitter_that_is_down() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let submitter = nodes[0].peer_id();
+    let job_id = submit(&nodes[0], &["n2"], "sleep 1; echo held");
+    // The run reaches n2 (the job takes a second there), then its submitter dies.
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[0].kill9();
+    let owed = |d: &Daemon| d.status().map(|s| s["self"]["results_owed"].clone());
+    wait_for(
+        Duration::from_secs(30),
+        "n2 never showed the result it holds for n1",
+        || {
+            let o = owed(&nodes[1])?;
+            (o[0]["peer_id"] == submitter.as_str()
+                && o[0]["results"] == 1
+                && o[0]["failing_secs"].is_u64())
+            .then_some(())
+        },
+    );
+    let shown = text(&nodes[1].cli(&["status"]));
+    assert!(
+        shown.contains("Owed       1 result to n1, not taken for "),
+        "{shown}"
+    );
+    assert_eq!(
+        owed(&nodes[2]),
+        Some(serde_json::json!([])),
+        "n3 owes nothing"
+    );
+    nodes[0].restart();
+    let record = wait_for_record(&nodes, &job_id, "the held result never arrived", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(record["results"]["n2"]["stdout"], "held", "{record}");
+    wait_for(
+        Duration::from_secs(10),
+        "n2 still shows the result owed",
+        || (owed(&nodes[1])? == serde_json::json!([])).then_some(()),
+    );
+    assert!(!text(&nodes[1].cli(&["status"])).contains("Owed"));
+}
+
 /// The submitter dies right after submitting, before its own part of the run was accepted on
 /// its disk: back, it reports that part interrupted (it may have started; it is not run again),
 /// not unreachable with a promise of a later result that never comes.

@@ -42,6 +42,12 @@ impl Actor {
         {
             self.next_record_sweep = now + record_sweep_every(retention);
             self.forget_old_records(retention);
+            let expire = outbox::Input::Expire {
+                now_unix_ms: now_ms(),
+                retention,
+            };
+            let actions = self.outbox.handle(expire, now);
+            self.outbox_actions(actions);
         }
         if let Some(retention) = self.blob_retention
             && now >= self.next_blob_sweep

@@ -492,6 +492,24 @@ impl Actor {
                         self.store.delete_outbox(r);
                     }
                 }
+                outbox::Action::GivenUp { to, results } => {
+                    let mut runs: Vec<&str> = results.iter().map(|r| r.run_id.as_str()).collect();
+                    runs.sort_unstable();
+                    runs.dedup();
+                    warn!(
+                        originator = %to,
+                        results = results.len(),
+                        runs = %runs.join(" "),
+                        "gave up results whose submitter has taken nothing for an hour or more \
+                         and that finished longer ago than --record-retention (and a day): if it \
+                         comes back, its records of these jobs say they were refused as too old"
+                    );
+                    for r in &results {
+                        self.store.delete_outbox(r);
+                    }
+                    // Past a day, so their runs go too: a resend is then refused as too old.
+                    self.forget_accepted_runs();
+                }
             }
         }
     }
