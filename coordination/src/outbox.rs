@@ -15,7 +15,7 @@
 //! of the mesh for good does not leave results for it on every target forever.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -55,13 +55,23 @@ pub enum Input {
         ok: bool,
     },
     Tick,
+    /// A result to deliver to `to` that this node held on disk when it started: its age is
+    /// known only by the wall clock (its finish time).
+    Restored {
+        to: NodeId,
+        result: JobResult,
+    },
     /// `to` is alive again (back after it expired, left or restarted): retry now.
     Back {
         to: NodeId,
     },
-    /// Give up the results that finished (by the wall clock, `now_unix_ms`) more than
-    /// `retention` ago (and at least [`GIVE_UP_NOT_BEFORE`]), of originators whose every try
-    /// has failed for at least [`GIVE_UP_AFTER_FAILING`].
+    /// Give up the results older than `retention` (and at least [`GIVE_UP_NOT_BEFORE`]), of
+    /// originators whose every try has failed for at least [`GIVE_UP_AFTER_FAILING`]. A
+    /// result's age is counted from when it was added, on the monotonic clock; that of a
+    /// [`Input::Restored`] one from its finish time by the wall clock (`now_unix_ms`), as
+    /// nothing else survives a restart. (A wall clock stepped forward while the node runs
+    /// cannot then make a fresh result look old, and its run forgotten while its originator
+    /// may still send it again.)
     Expire {
         now_unix_ms: u64,
         retention: Duration,
@@ -106,6 +116,13 @@ struct Queue {
 #[derive(Default)]
 pub struct Outbox {
     queues: BTreeMap<NodeId, Queue>,
+    /// When each result added in this process's life was added, by (run, job). Those
+    /// [`Input::Restored`] are not here.
+    added: HashMap<(String, String), Instant>,
+}
+
+fn key(r: &JobResult) -> (String, String) {
+    (r.run_id.clone(), r.outcome.job_id.clone())
 }
 
 impl Outbox {
@@ -162,6 +179,7 @@ impl Outbox {
                 result,
                 more_coming,
             } => {
+                self.added.entry(key(&result)).or_insert(now);
                 let q = self.queues.entry(to.clone()).or_default();
                 q.waiting.push_back(result);
                 q.linger_until = if more_coming {
@@ -183,6 +201,9 @@ impl Outbox {
                     q.backoff = Duration::ZERO;
                     q.retry_at = None;
                     q.failing_since = None;
+                    for r in &batch {
+                        self.added.remove(&key(r));
+                    }
                     actions.push(Action::Delivered(batch));
                 } else {
                     q.failing_since.get_or_insert(now);
@@ -200,6 +221,14 @@ impl Outbox {
                 self.queues
                     .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
                 actions
+            }
+            Input::Restored { to, result } => {
+                self.queues
+                    .entry(to.clone())
+                    .or_default()
+                    .waiting
+                    .push_back(result);
+                self.try_send(&to, now).into_iter().collect()
             }
             Input::Tick => {
                 let due: Vec<NodeId> = self
@@ -227,6 +256,11 @@ impl Outbox {
             } => {
                 let age = retention.max(GIVE_UP_NOT_BEFORE);
                 let finished_before = now_unix_ms.saturating_sub(age.as_millis() as u64);
+                let added = &self.added;
+                let old_enough = |r: &JobResult| match added.get(&key(r)) {
+                    Some(t) => now.saturating_duration_since(*t) >= age,
+                    None => r.outcome.finished_unix_ms < finished_before,
+                };
                 let mut actions = Vec::new();
                 for (to, q) in &mut self.queues {
                     let failing_long = q
@@ -235,16 +269,21 @@ impl Outbox {
                     if !failing_long || q.in_flight.is_some() {
                         continue;
                     }
-                    let (old, keep): (VecDeque<_>, VecDeque<_>) = q
-                        .waiting
-                        .drain(..)
-                        .partition(|r| r.outcome.finished_unix_ms < finished_before);
+                    let (old, keep): (VecDeque<_>, VecDeque<_>) =
+                        q.waiting.drain(..).partition(&old_enough);
                     q.waiting = keep;
                     if !old.is_empty() {
                         actions.push(Action::GivenUp {
                             to: to.clone(),
                             results: old.into(),
                         });
+                    }
+                }
+                for action in &actions {
+                    if let Action::GivenUp { results, .. } = action {
+                        for r in results {
+                            self.added.remove(&key(r));
+                        }
                     }
                 }
                 self.queues
@@ -531,46 +570,47 @@ mod tests {
         assert!(!o.quiet_until(now + MAX_RETRY + Duration::from_secs(1)));
     }
 
+    fn restored(job: &str, finished_unix_ms: u64) -> Input {
+        let mut r = result(job);
+        r.outcome.finished_unix_ms = finished_unix_ms;
+        Input::Restored {
+            to: NodeId("origin".into()),
+            result: r,
+        }
+    }
+
+    fn expire(o: &mut Outbox, at: Instant, now_unix_ms: u64, retention: Duration) -> Vec<Action> {
+        o.handle(
+            Input::Expire {
+                now_unix_ms,
+                retention,
+            },
+            at,
+        )
+    }
+
     #[test]
-    fn results_for_an_originator_gone_for_good_are_given_up_after_the_retention() {
+    fn results_held_since_before_a_restart_are_given_up_by_their_finish_time() {
         let t = Instant::now();
         let day_ms = 24 * 3600 * 1000;
         let retention = Duration::from_secs(30 * 24 * 3600);
         let mut o = Outbox::new();
-        let finished = |job: &str, unix_ms: u64| {
-            let mut r = result(job);
-            r.outcome.finished_unix_ms = unix_ms;
-            Input::Add {
-                to: NodeId("origin".into()),
-                result: r,
-                more_coming: false,
-            }
-        };
         let now_ms = 100 * day_ms;
-        // One result 40 days old, one 10 days old.
-        o.handle(finished("old", now_ms - 40 * day_ms), t);
-        o.handle(finished("new", now_ms - 10 * day_ms), t);
-        let expire = |o: &mut Outbox, at: Instant, now_unix_ms: u64| {
-            o.handle(
-                Input::Expire {
-                    now_unix_ms,
-                    retention,
-                },
-                at,
-            )
-        };
+        // One result 40 days old, one 10 days old, both read from disk at the start.
+        o.handle(restored("old", now_ms - 40 * day_ms), t);
+        o.handle(restored("new", now_ms - 10 * day_ms), t);
         // In flight: nothing is given up while a try may still succeed.
-        assert!(expire(&mut o, t, now_ms).is_empty());
+        assert!(expire(&mut o, t, now_ms, retention).is_empty());
         sent(&mut o, false, t);
         // Failing, but not for long enough in this process: the wall clock alone decides nothing.
         let soon = t + GIVE_UP_AFTER_FAILING - Duration::from_secs(1);
-        assert!(expire(&mut o, soon, now_ms).is_empty());
+        assert!(expire(&mut o, soon, now_ms, retention).is_empty());
         assert_eq!(
             o.owed(soon)[0].failing_for,
             Some(GIVE_UP_AFTER_FAILING - Duration::from_secs(1))
         );
         let later = t + GIVE_UP_AFTER_FAILING;
-        let a = expire(&mut o, later, now_ms);
+        let a = expire(&mut o, later, now_ms, retention);
         assert_eq!(a.len(), 1);
         assert!(matches!(&a[0], Action::GivenUp { to, .. } if to.0 == "origin"));
         assert_eq!(jobs(&a[0]), vec!["old"]);
@@ -591,8 +631,23 @@ mod tests {
         let t = Instant::now();
         let hour_ms = 3600 * 1000;
         let mut o = Outbox::new();
+        o.handle(restored("1", 1000 * hour_ms - 24 * hour_ms), t);
+        sent(&mut o, false, t);
+        let minute = Duration::from_secs(60);
+        let at = t + GIVE_UP_AFTER_FAILING;
+        // A day old: the target may still remember the run, so the result stays.
+        assert!(expire(&mut o, at, 1000 * hour_ms, minute).is_empty());
+        let a = expire(&mut o, at, 1002 * hour_ms, minute);
+        assert_eq!(jobs(&a[0]), vec!["1"]);
+    }
+
+    #[test]
+    fn a_result_made_in_this_process_ages_by_the_monotonic_clock_not_the_wall_clock() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        // Finished "long ago" by a wall clock that was stepped forward: still fresh.
         let mut r = result("1");
-        r.outcome.finished_unix_ms = 1000 * hour_ms - 24 * hour_ms;
+        r.outcome.finished_unix_ms = 1;
         o.handle(
             Input::Add {
                 to: NodeId("origin".into()),
@@ -602,46 +657,38 @@ mod tests {
             t,
         );
         sent(&mut o, false, t);
-        let expire = |o: &mut Outbox, now_unix_ms| {
-            o.handle(
-                Input::Expire {
-                    now_unix_ms,
-                    retention: Duration::from_secs(60),
-                },
-                t + GIVE_UP_AFTER_FAILING,
-            )
-        };
-        // A day old: the target may still remember the run, so the result stays.
-        assert!(expire(&mut o, 1000 * hour_ms).is_empty());
-        let a = expire(&mut o, 1002 * hour_ms);
+        let minute = Duration::from_secs(60);
+        let far_future = u64::MAX / 2;
+        assert!(expire(&mut o, t + GIVE_UP_AFTER_FAILING, far_future, minute).is_empty());
+        assert!(expire(&mut o, t + GIVE_UP_NOT_BEFORE - minute, far_future, minute).is_empty());
+        let a = expire(&mut o, t + GIVE_UP_NOT_BEFORE, 0, minute);
         assert_eq!(jobs(&a[0]), vec!["1"]);
+        assert!(o.added.is_empty(), "nothing left behind");
     }
 
     #[test]
     fn a_delivery_ends_the_failing_spell() {
         let t = Instant::now();
         let mut o = Outbox::new();
-        add(&mut o, "1", t);
+        // Results from before a restart, all ancient by the wall clock.
+        o.handle(restored("1", 0), t);
         assert_eq!(o.owed(t)[0].failing_for, None);
         sent(&mut o, false, t);
-        add(&mut o, "2", t);
-        let a = o.handle(Input::Tick, t + Duration::from_secs(3599));
-        assert_eq!(a.len(), 1);
-        sent(&mut o, true, t + Duration::from_secs(3599));
-        add(&mut o, "3", t + Duration::from_secs(3599));
-        sent(&mut o, false, t + Duration::from_secs(3599));
-        // Failing again, but only since the last failure: nothing old enough to give up.
-        let a = o.handle(
-            Input::Expire {
-                now_unix_ms: u64::MAX,
-                retention: Duration::ZERO,
-            },
-            t + Duration::from_secs(3601),
+        let hour_less = t + GIVE_UP_AFTER_FAILING - Duration::from_secs(1);
+        assert_eq!(o.handle(Input::Tick, hour_less).len(), 1);
+        sent(&mut o, true, hour_less);
+        o.handle(restored("2", 0), hour_less);
+        sent(&mut o, false, hour_less);
+        // Failing again, but only since the last failure: nothing is given up yet.
+        let later = t + GIVE_UP_AFTER_FAILING + Duration::from_secs(1);
+        assert!(expire(&mut o, later, u64::MAX, Duration::ZERO).is_empty());
+        assert_eq!(o.owed(later)[0].failing_for, Some(Duration::from_secs(2)));
+        let a = expire(
+            &mut o,
+            hour_less + GIVE_UP_AFTER_FAILING,
+            u64::MAX,
+            Duration::ZERO,
         );
-        assert!(a.is_empty());
-        assert_eq!(
-            o.owed(t + Duration::from_secs(3601))[0].failing_for,
-            Some(Duration::from_secs(2))
-        );
+        assert_eq!(jobs(&a[0]), vec!["2"]);
     }
 }

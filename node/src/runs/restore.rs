@@ -43,10 +43,9 @@ impl Actor {
         let now = Instant::now();
         for entry in self.store.outbox() {
             let actions = self.outbox.handle(
-                outbox::Input::Add {
+                outbox::Input::Restored {
                     to: entry.to,
                     result: entry.result,
-                    more_coming: false,
                 },
                 now,
             );

@@ -86,10 +86,9 @@ impl Sim {
         }
         let now = self.instant();
         for result in self.nodes[node].undelivered.clone() {
-            let input = outbox::Input::Add {
+            let input = outbox::Input::Restored {
                 to: self.ids[self.submitter].clone(),
                 result,
-                more_coming: false,
             };
             let actions = self.nodes[node].outbox.handle(input, now);
             self.outbox_actions(node, actions);
