@@ -31,6 +31,33 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// libfaketime's multi-threaded library, which moves a process's clocks (Debian and Ubuntu:
+/// the `libfaketime` package; `DIRECTORD_MESH_TEST_LIBFAKETIME` names another path).
+pub fn libfaketime() -> PathBuf {
+    if let Some(path) = std::env::var_os("DIRECTORD_MESH_TEST_LIBFAKETIME") {
+        return PathBuf::from(path);
+    }
+    let arch = std::env::consts::ARCH;
+    let candidates = [
+        format!("/usr/lib/{arch}-linux-gnu/faketime/libfaketimeMT.so.1"),
+        "/usr/lib/faketime/libfaketimeMT.so.1".to_string(),
+        "/usr/lib64/faketime/libfaketimeMT.so.1".to_string(),
+        "/usr/local/lib/faketime/libfaketimeMT.so.1".to_string(),
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test moves a daemon's clocks with libfaketime, which is not installed \
+                 (looked for {}): install it (Debian, Ubuntu: apt-get install libfaketime) or \
+                 set DIRECTORD_MESH_TEST_LIBFAKETIME",
+                candidates.join(", ")
+            )
+        })
+}
+
 /// Runs the CLI to completion with `args`.
 pub fn cli(args: &[&str]) -> Output {
     Command::new(binary())
@@ -67,6 +94,9 @@ pub struct Daemon {
     isolated: bool,
     /// The network namespace it runs in (see [`Link`]), if not this one.
     netns: Option<String>,
+    /// A file holding the offset of its clocks (libfaketime's syntax: `+0`, `+26h`, `-1h`),
+    /// read again every second: the daemon's wall and monotonic clocks move when it changes.
+    clock: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -136,6 +166,7 @@ impl Daemon {
             child: None,
             isolated: true,
             netns: at.map(|(link, side)| link.names[side].clone()),
+            clock: None,
         };
         d.launch();
         d.wait_serving();
@@ -170,9 +201,16 @@ impl Daemon {
             child: None,
             isolated: false,
             netns: None,
+            clock: None,
         };
         d.launch();
         d
+    }
+
+    /// From its next start on, the daemon's clocks are offset by what `file` says (see
+    /// [`libfaketime`]); `None`: the machine's clocks.
+    pub fn set_clock(&mut self, file: Option<PathBuf>) {
+        self.clock = file;
     }
 
     /// Starts the daemon again with the same state directory and arguments, and waits until it
@@ -208,6 +246,13 @@ impl Daemon {
         } else {
             Command::new(binary())
         };
+        if let Some(file) = &self.clock {
+            command
+                .env("LD_PRELOAD", libfaketime())
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("NO_FAKE_STAT", "1");
+        }
         let child = command
             .arg("--state-dir")
             .arg(&self.state_dir)
