@@ -142,9 +142,11 @@ pub fn status(report: &StatusReport) -> String {
         })
         .collect();
     format!(
-        "Node       {} ({})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n{owed}{warnings}\n{}",
+        "Node       {} ({})\nRelease    {} (wire version {})\nMesh       {}\nListening  {}\nPeers      {} connected, heartbeat every {}\n{owed}{warnings}\n{}",
         me.name,
         me.peer_id,
+        me.version,
+        me.wire_version,
         mesh,
         me.listen_addresses.join(", "),
         me.connected_peers,

@@ -382,6 +382,17 @@ fn run(
                 reply.left_out.join(", ")
             );
         }
+        if !reply.other_releases_left_out.is_empty() {
+            eprintln!(
+                "warning: left out {} running another release, which takes no part in this mesh \
+                 until every node runs the same release: {}",
+                match reply.other_releases_left_out.len() {
+                    1 => "1 node".to_string(),
+                    n => format!("{n} nodes"),
+                },
+                reply.other_releases_left_out.join(", ")
+            );
+        }
         if !follow {
             for j in &reply.jobs {
                 output::line(format_args!(
@@ -477,6 +488,7 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
                 .collect(),
             restricted: 0,
             left_out: Vec::new(),
+            other_releases_left_out: Vec::new(),
         };
         let follow = Follow {
             poll: true,

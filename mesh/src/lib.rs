@@ -48,7 +48,7 @@ pub fn multiaddr_with_peer(addr: Multiaddr, peer: PeerId) -> Multiaddr {
 pub use membership::{MemberState, MemberView, MembershipChange};
 pub use network::{
     BlobToken, LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus,
-    ReplyToken, start,
+    OtherReleaseView, ReplyToken, start,
 };
 pub use shaped::LinkShape;
 pub use transport::TransportKind;

@@ -152,9 +152,21 @@ pub struct MeshStatus {
     pub connected_peers: usize,
     pub heartbeat_interval: Duration,
     pub members: Vec<MemberView>,
+    /// Nodes heard lately speaking another wire version (another release), which take no part.
+    pub other_releases: Vec<OtherReleaseView>,
     /// What an operator should know of this node's place in the mesh (another daemon with its
     /// identity, nodes of another release), in words.
     pub warnings: Vec<String>,
+}
+
+/// A node heard speaking another wire version, as far as this release can read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherReleaseView {
+    pub peer_id: PeerId,
+    pub wire_version: u16,
+    /// Its name and release, when its heartbeat could be read that far.
+    pub name: Option<String>,
+    pub release: Option<String>,
 }
 
 enum Command {
@@ -563,23 +575,42 @@ const MAX_OTHER_RELEASES: usize = 1024;
 /// A node heard speaking another wire version (another release): it cannot take part.
 struct OtherRelease {
     version: u16,
+    /// What its heartbeat says of it, if this release can read that much of it.
+    about: Option<OtherPresence>,
     last_heard: Instant,
     last_warned: Instant,
 }
 
-/// What `status` says of the nodes heard speaking wire version `version`.
-fn other_release_warning(version: u16, peers: &[PeerId]) -> String {
-    const NAMED: usize = 5;
-    let mut named: Vec<String> = peers.iter().take(NAMED).map(|p| p.to_string()).collect();
-    if peers.len() > NAMED {
-        named.push(format!("and {} more", peers.len() - NAMED));
+/// The part of a heartbeat of another release read to name the node: every release so far
+/// has these fields, and unknown ones are skipped.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct OtherPresence {
+    name: String,
+    version: String,
+}
+
+/// How `status` and the log name a node of another release.
+fn other_release_name(peer: &PeerId, about: Option<&OtherPresence>) -> String {
+    match about {
+        Some(p) => format!("{} ({peer}, release {})", p.name, p.version),
+        None => peer.to_string(),
     }
-    let nodes = match peers.len() {
+}
+
+/// What `status` says of the nodes heard speaking wire version `version`, named as
+/// [`other_release_name`] does.
+fn other_release_warning(version: u16, nodes: &[String]) -> String {
+    const NAMED: usize = 5;
+    let mut named: Vec<String> = nodes.iter().take(NAMED).cloned().collect();
+    if nodes.len() > NAMED {
+        named.push(format!("and {} more", nodes.len() - NAMED));
+    }
+    let count = match nodes.len() {
         1 => "1 node speaks".to_string(),
         n => format!("{n} nodes speak"),
     };
     format!(
-        "{nodes} wire version {version}, this node speaks {}: another release, which cannot \
+        "{count} wire version {version}, this node speaks {}: another release, which cannot \
          take part in this mesh (not listed) until every node runs the same directord-mesh \
          release ({})",
         wire::spoken_version(),
@@ -827,6 +858,7 @@ impl EventLoop {
                     connected_peers: self.swarm.connected_peers().count(),
                     heartbeat_interval: self.current_interval(),
                     members: self.membership.view(now),
+                    other_releases: self.other_release_views(),
                     warnings: self.warnings(now),
                 });
             }
@@ -949,24 +981,46 @@ impl EventLoop {
             warnings.push(twin_warning(addresses));
         }
         // (Nodes not heard for OTHER_RELEASE_SHOWN_FOR leave the map every second.)
-        let mut by_version: BTreeMap<u16, Vec<PeerId>> = BTreeMap::new();
+        let mut by_version: BTreeMap<u16, Vec<String>> = BTreeMap::new();
         for (peer, other) in &self.other_releases {
-            by_version.entry(other.version).or_default().push(*peer);
+            by_version
+                .entry(other.version)
+                .or_default()
+                .push(other_release_name(peer, other.about.as_ref()));
         }
-        for (version, mut peers) in by_version {
-            peers.sort();
-            warnings.push(other_release_warning(version, &peers));
+        for (version, mut nodes) in by_version {
+            nodes.sort();
+            warnings.push(other_release_warning(version, &nodes));
         }
         warnings
     }
 
+    fn other_release_views(&self) -> Vec<OtherReleaseView> {
+        let mut views: Vec<OtherReleaseView> = self
+            .other_releases
+            .iter()
+            .map(|(peer, other)| OtherReleaseView {
+                peer_id: *peer,
+                wire_version: other.version,
+                name: other.about.as_ref().map(|p| p.name.clone()),
+                release: other.about.as_ref().map(|p| p.version.clone()),
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.name, a.peer_id).cmp(&(&b.name, b.peer_id)));
+        views
+    }
+
     /// `peer` sent a heartbeat in wire version `version`, not this node's: another release,
     /// which cannot take part (say so, once in a while for each such node, and in `status`).
-    fn heard_other_release(&mut self, peer: PeerId, version: u16) {
+    fn heard_other_release(&mut self, peer: PeerId, version: u16, data: &[u8]) {
         let now = Instant::now();
+        let about = wire::decode_any_version::<OtherPresence>(data, MAX_GOSSIP_BYTES).ok();
         if let Some(other) = self.other_releases.get_mut(&peer) {
             other.version = version;
             other.last_heard = now;
+            if about.is_some() {
+                other.about = about.clone();
+            }
             if now.saturating_duration_since(other.last_warned) < OTHER_RELEASE_WARNING_EVERY {
                 return;
             }
@@ -976,6 +1030,7 @@ impl EventLoop {
                 peer,
                 OtherRelease {
                     version,
+                    about: about.clone(),
                     last_heard: now,
                     last_warned: now,
                 },
@@ -985,7 +1040,7 @@ impl EventLoop {
             return;
         }
         warn!(
-            %peer,
+            node = %other_release_name(&peer, about.as_ref()),
             "a node speaks wire version {version}, this node speaks {}: it cannot take part in \
              this mesh until both run the same directord-mesh release",
             wire::spoken_version()
@@ -1148,7 +1203,7 @@ impl EventLoop {
                     Err(wire::WireError::Version { found })
                         if let Some(source) = message.source =>
                     {
-                        self.heard_other_release(source, found)
+                        self.heard_other_release(source, found, &message.data)
                     }
                     Err(e) => {
                         warn!(source = ?message.source, "dropped an unreadable presence: {e}")

@@ -127,6 +127,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
     }
 }
 
+/// Decodes the body of an envelope of any wire version, as `T` (best effort: for what another
+/// release says of itself, such as its name). Fails as [`decode`] does on garbage.
+pub fn decode_any_version<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    ciborium::from_reader::<Envelope<T>, _>(bytes)
+        .map(|env| env.body)
+        .map_err(|e| WireError::Malformed(e.to_string()))
+}
+
 /// Whether a node is running or on its way out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PresenceStatus {

@@ -122,6 +122,10 @@ pub struct SubmitReply {
     /// live node (records name results by node), until one of them is renamed.
     #[serde(default)]
     pub left_out: Vec<String>,
+    /// Nodes of another release a parent for every node left out (they take no part until
+    /// every node runs the same release), as `name (release R, wire version W)`.
+    #[serde(default)]
+    pub other_releases_left_out: Vec<String>,
 }
 
 /// A submitted job, as the CLI lists it.
@@ -163,6 +167,9 @@ pub struct SelfInfo {
     pub name: String,
     pub peer_id: String,
     pub version: String,
+    /// The wire version this node speaks: nodes of another take no part in its mesh.
+    #[serde(default)]
+    pub wire_version: u16,
     pub listen_addresses: Vec<String>,
     /// Fingerprint of the mesh key; `None` for an open mesh.
     pub mesh_key_fingerprint: Option<String>,

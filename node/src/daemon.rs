@@ -529,6 +529,7 @@ fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> Status
             name: info.name.clone(),
             peer_id: info.peer_id.to_string(),
             version: VERSION.to_string(),
+            wire_version: mesh::wire::spoken_version(),
             listen_addresses: status.listen_addrs.iter().map(|a| a.to_string()).collect(),
             mesh_key_fingerprint: info.mesh_key.map(|k| k.fingerprint()),
             state_dir: info.state_dir.display().to_string(),

@@ -43,6 +43,26 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The nodes of another release a parent for every node leaves out (if there is one), as the
+/// operator knows them: `name (release R, wire version W)`, or the peer id.
+fn other_releases_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
+    if !untargeted {
+        return Vec::new();
+    }
+    status
+        .other_releases
+        .iter()
+        .map(|o| {
+            let release = o
+                .release
+                .as_deref()
+                .map_or(String::new(), |r| format!("release {r}, "));
+            let who = o.name.clone().unwrap_or_else(|| o.peer_id.to_string());
+            format!("{who} ({release}wire version {})", o.wire_version)
+        })
+        .collect()
+}
+
 /// Resolves `sub` against the membership in `status`.
 pub fn resolve(
     sub: Submission,
@@ -69,8 +89,29 @@ pub fn resolve(
             gone_names.push(*name);
         }
     }
+    // A name only a node of another release goes by: say so, rather than "unknown" or "left".
+    let other_release = |name: &str| -> Option<SubmitError> {
+        let other = status
+            .other_releases
+            .iter()
+            .find(|o| o.name.as_deref() == Some(name))?;
+        Some(SubmitError::Unavailable(format!(
+            "target '{name}' runs another release ({}wire version {}; this node speaks {}): it \
+             takes no jobs from this node until both run the same directord-mesh release",
+            other
+                .release
+                .as_deref()
+                .map_or(String::new(), |r| format!("{r}, ")),
+            other.wire_version,
+            mesh::wire::spoken_version()
+        )))
+    };
     let lookup = |name: &str| -> Result<NodeRef, SubmitError> {
+        let in_other_release = || other_release(name);
         let Some(views) = by_name.get(name) else {
+            if let Some(e) = in_other_release() {
+                return Err(e);
+            }
             // Names are matched exactly; one that differs only in case is likely meant.
             let like: Vec<&str> = by_name
                 .keys()
@@ -106,6 +147,9 @@ pub fn resolve(
                 name: name.to_string(),
             }),
             [] => {
+                if let Some(e) = in_other_release() {
+                    return Err(e);
+                }
                 let v = views[0];
                 let what = match v.state {
                     MemberState::Left => "has left the mesh".to_string(),
@@ -151,6 +195,8 @@ pub fn resolve(
         .map(|v| v.presence.name.clone())
         .collect();
     let mut left_out = BTreeSet::new();
+    // Whether a parent runs on every node (and so would on nodes of another release).
+    let mut untargeted = false;
 
     let run_id = new_id();
     let mut parents = Vec::new();
@@ -172,6 +218,7 @@ pub fn resolve(
             })?
         } else {
             left_out.extend(conflicted.iter().cloned());
+            untargeted = true;
             everyone.clone()
         };
         if targets.is_empty() {
@@ -273,6 +320,7 @@ pub fn resolve(
             jobs: summaries,
             restricted,
             left_out: left_out.into_iter().collect(),
+            other_releases_left_out: other_releases_left_out(status, untargeted),
         },
     })
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e_tests::{Daemon, alive_names, state_of, wait_for};
+use e2e_tests::{Daemon, alive_names, state_of, text, wait_for};
 
 /// Heartbeat interval the test daemons use (see `Daemon::start`): expiry is three of them.
 const EXPIRY: Duration = Duration::from_secs(3);
@@ -157,11 +157,9 @@ fn two_live_nodes_with_one_name_show_a_conflict() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("ambiguous"));
 }
 
-/// A copy of a node's state directory started elsewhere runs with the node's identity and a
-/// later start, so peers take its heartbeats over the node's. The node says so in its log, and
-/// once the copy stops, peers see the node itself again and jobs reach it.
 /// A node of another release (another wire version) told to join is named by both sides, in
-/// their logs and `status`, and listed by neither; run with this release, it is a member.
+/// their logs and `status`, and listed by neither; a run for every node says it left it out,
+/// a run for it says it runs another release; run with this release, it is a member.
 #[test]
 fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() {
     let root = tempfile::tempdir().unwrap();
@@ -199,9 +197,40 @@ fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() 
         a.log()
     );
     let shown = String::from_utf8_lossy(&a.cli(&["status"]).stdout).to_string();
+    let a_status = a.status().expect("status");
+    let release = a_status["self"]["version"].as_str().expect("a version");
     assert!(
-        shown.contains("Warning") && shown.contains(&old_id),
+        shown.contains("Warning") && shown.contains(&format!("old ({old_id}, release {release})")),
         "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("Release    {release} (wire version {spoken})")),
+        "{shown}"
+    );
+    // A run for every node runs on a alone, and says what it left out.
+    let o = a.cli(&["exec", "--verb", "RUN", "true", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains(&format!(
+            "warning: left out 1 node running another release, which takes no part in this mesh \
+             until every node runs the same release: old (release {release}, wire version {})",
+            spoken - 1
+        )),
+        "{}",
+        text(&o)
+    );
+    // A run for it is refused before anything runs, saying why.
+    let o = a.cli(&["exec", "--verb", "RUN", "true", "--target", "old"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!(
+            "target 'old' runs another release ({release}, wire version {}; this node speaks \
+             {spoken})",
+            spoken - 1
+        )),
+        "{}",
+        text(&o)
     );
 
     // Upgraded: a member, and no longer named.
@@ -220,6 +249,9 @@ fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() 
     );
 }
 
+/// A copy of a node's state directory started elsewhere runs with the node's identity and a
+/// later start, so peers take its heartbeats over the node's. The node says so in its log, and
+/// once the copy stops, peers see the node itself again and jobs reach it.
 #[test]
 fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops() {
     let root = tempfile::tempdir().unwrap();
