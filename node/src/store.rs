@@ -66,6 +66,12 @@ const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-v
 /// Counters the node keeps (`last-submission`: the number of the last run submitted here).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const LAST_SUBMISSION: &str = "last-submission";
+/// The layout of the database (`meta` row `format`). A release that writes rows older ones
+/// would misread or miss raises it; a release refuses a database of a higher format than its
+/// own (a downgrade) rather than run on half of it. 1: args and envs a row per name, records
+/// numbered by submission.
+const FORMAT_KEY: &str = "format";
+pub const STORE_FORMAT: u64 = 1;
 
 /// Deletes sent to the writer together when old records are forgotten.
 const FORGET_BATCH: usize = 1024;
@@ -206,6 +212,25 @@ impl Store {
             let w = db.begin_write().map_err(|e| err(&e))?;
             for t in TABLES {
                 w.open_table(t).map_err(|e| err(&e))?;
+            }
+            {
+                let mut meta = w.open_table(META).map_err(|e| err(&e))?;
+                let format: u64 = match meta.get(FORMAT_KEY).map_err(|e| err(&e))? {
+                    Some(v) => ciborium::from_reader(v.value()).map_err(|e| err(&e))?,
+                    None => 0,
+                };
+                if format > STORE_FORMAT {
+                    return Err(err(&format!(
+                        "written by a newer directord-mesh release (database format {format}; \
+                         this release reads up to {STORE_FORMAT}): run that release or a later \
+                         one, or move the state directory aside to start this node afresh \
+                         (it then joins as a new node)"
+                    )));
+                }
+                if format < STORE_FORMAT {
+                    meta.insert(FORMAT_KEY, encode(&STORE_FORMAT).as_slice())
+                        .map_err(|e| err(&e))?;
+                }
             }
             w.commit().map_err(|e| err(&e))?;
         }
@@ -1006,6 +1031,45 @@ mod tests {
         let ids: Vec<&str> = pending.iter().map(|p| p.job_id.as_str()).collect();
         assert_eq!(ids, ["j1", "j2"]);
         assert!(pending.iter().all(|p| p.fingerprint.is_none()));
+    }
+
+    /// A database of a later layout is refused, naming it; older ones are marked with this
+    /// release's layout when opened.
+    #[test]
+    fn a_database_written_by_a_newer_release_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.get::<u64>(META, FORMAT_KEY), Some(STORE_FORMAT));
+            store.send(Op::Put(
+                META,
+                FORMAT_KEY.into(),
+                encode(&(STORE_FORMAT + 1)),
+            ));
+            store.flush();
+        }
+        // The writer thread holds the database until its channel closes.
+        let mut tries = 0;
+        let e = loop {
+            let Err(e) = Store::open(&path) else {
+                panic!("a newer database was opened");
+            };
+            let e = e.to_string();
+            tries += 1;
+            if !e.contains("already open") || tries == 100 {
+                break e;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            e.starts_with(&format!("database {}: written by a newer", path.display()))
+                && e.contains(&format!(
+                    "(database format {}; this release reads up to {STORE_FORMAT})",
+                    STORE_FORMAT + 1
+                )),
+            "{e}"
+        );
     }
 
     #[test]
