@@ -164,14 +164,15 @@ fn jobs_table(records: &[JobRecord]) -> String {
             r.failures().len().to_string(),
         ]);
     }
-    let failed = records
-        .iter()
-        .filter(|r| r.status() == JobStatus::Failed)
-        .count();
+    // As `--filter` counts: a job still processing is neither failed nor succeeded yet,
+    // whatever its FAILED column says so far.
+    let count = |status: JobStatus| records.iter().filter(|r| r.status() == status).count();
     format!(
-        "{}\n\nTotal Items: {}   Total Failed: {failed}",
+        "{}\n\nTotal Items: {}   Total Failed: {}   Total Processing: {}",
         render::table_text(&table),
-        records.len()
+        records.len(),
+        count(JobStatus::Failed),
+        count(JobStatus::Processing)
     )
 }
 

@@ -1415,7 +1415,7 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         "ROUNDTRIP TIME",
         "SUCCESS",
         "FAILED",
-        "Total Items: 4",
+        "Total Items: 4   Total Failed: 2   Total Processing: 0",
     ] {
         assert!(table.contains(col), "{col} missing from:\n{table}");
     }
