@@ -95,8 +95,19 @@ pub struct Daemon {
     /// The network namespace it runs in (see [`Link`]), if not this one.
     netns: Option<String>,
     /// A file holding the offset of its clocks (libfaketime's syntax: `+0`, `+26h`, `-1h`),
-    /// read again every second: the daemon's wall and monotonic clocks move when it changes.
-    clock: Option<PathBuf>,
+    /// read again every second, and which clocks it moves.
+    clock: Option<(PathBuf, Clocks)>,
+}
+
+/// Which of a daemon's clocks a clock file moves (see [`Daemon::set_clock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clocks {
+    /// Wall, monotonic and boot clocks, as if that much time went by (libfaketime makes the
+    /// monotonic and boot clocks read as the faked wall clock: compare them only between
+    /// starts made under it).
+    All,
+    /// The wall clock alone: as if it were set wrong, or corrected.
+    Wall,
 }
 
 impl Daemon {
@@ -207,10 +218,10 @@ impl Daemon {
         d
     }
 
-    /// From its next start on, the daemon's clocks are offset by what `file` says (see
+    /// From its next start on, the daemon's `clocks` are offset by what `file` says (see
     /// [`libfaketime`]); `None`: the machine's clocks.
-    pub fn set_clock(&mut self, file: Option<PathBuf>) {
-        self.clock = file;
+    pub fn set_clock(&mut self, clock: Option<(PathBuf, Clocks)>) {
+        self.clock = clock;
     }
 
     /// Starts the daemon again with the same state directory and arguments, and waits until it
@@ -246,12 +257,15 @@ impl Daemon {
         } else {
             Command::new(binary())
         };
-        if let Some(file) = &self.clock {
+        if let Some((file, clocks)) = &self.clock {
             command
                 .env("LD_PRELOAD", libfaketime())
                 .env("FAKETIME_TIMESTAMP_FILE", file)
                 .env("FAKETIME_CACHE_DURATION", "1")
                 .env("NO_FAKE_STAT", "1");
+            if *clocks == Clocks::Wall {
+                command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
         }
         let child = command
             .arg("--state-dir")

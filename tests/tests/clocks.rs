@@ -1,14 +1,15 @@
-//! Daemons whose clocks move (with libfaketime, which offsets a process's wall and monotonic
-//! clocks by what a file says): a day and more going by while a submitter is away, and a
-//! node restarted with its clock set back. Needs root (each daemon has its own `/tmp`) and
-//! libfaketime.
+//! Daemons whose clocks move (with libfaketime, which offsets a process's wall clock by what a
+//! file says, and makes its monotonic and boot clocks read the same unless told not to): a day and more going by while a
+//! submitter is away, a node restarted with its clock set back, a submitter restarted after
+//! its wall clock was corrected. Needs root (each daemon has its own `/tmp`, some their own
+//! network namespace), `ip` and libfaketime.
 
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use e2e_tests::{Daemon, alive_names, text, wait_for};
+use e2e_tests::{Clocks, Daemon, Link, alive_names, text, wait_for};
 use serde_json::Value;
 
 fn root() -> tempfile::TempDir {
@@ -22,16 +23,21 @@ fn clock(root: &Path, name: &str, offset: &str) -> PathBuf {
     file
 }
 
-/// n1 and n2, n2 started with `extra` and its clocks read from `n2_clock`.
-fn two_nodes(root: &Path, n2_clock: PathBuf, extra: &[&str]) -> (Daemon, Daemon) {
-    let n1 = Daemon::start_isolated(root, "n1", &[]);
+/// n1 and n2, n2 started with `extra`, each with every clock read from its clock file (see
+/// [`clock`]; under libfaketime the monotonic and boot clocks read as the faked wall clock,
+/// so a daemon whose clocks are to move runs under it from its first start on).
+fn two_nodes(root: &Path, clocks: [PathBuf; 2], extra: &[&str]) -> (Daemon, Daemon) {
+    let [n1_clock, n2_clock] = clocks;
+    let mut n1 = Daemon::start_isolated(root, "n1", &[]);
     let token = n1.join_token();
     let mut args = vec!["--token", token.as_str()];
     args.extend_from_slice(extra);
     let mut n2 = Daemon::start_isolated(root, "n2", &args);
-    n2.terminate();
-    n2.set_clock(Some(n2_clock));
-    n2.restart();
+    for (d, file) in [(&mut n1, n1_clock), (&mut n2, n2_clock)] {
+        d.terminate();
+        d.set_clock(Some((file, Clocks::All)));
+        d.restart();
+    }
     for d in [&n1, &n2] {
         wait_for(Duration::from_secs(20), "the mesh to form", || {
             (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
@@ -64,8 +70,13 @@ fn job_info(d: &Daemon, job_id: &str) -> Value {
 #[test]
 fn results_for_a_submitter_away_over_a_day_are_given_up_and_its_record_closes_as_refused() {
     let root = root();
+    let n1_clock = clock(root.path(), "n1", "+0");
     let n2_clock = clock(root.path(), "n2", "+0");
-    let (mut n1, n2) = two_nodes(root.path(), n2_clock.clone(), &["--record-retention", "1s"]);
+    let (mut n1, n2) = two_nodes(
+        root.path(),
+        [n1_clock.clone(), n2_clock.clone()],
+        &["--record-retention", "1s"],
+    );
     let ran = root.path().join("ran");
     let command = format!("sleep 1; echo once >> {}", ran.display());
     let o = n1.cli(&[
@@ -104,7 +115,7 @@ fn results_for_a_submitter_away_over_a_day_are_given_up_and_its_record_closes_as
     );
 
     // The submitter comes back, as late.
-    n1.set_clock(Some(clock(root.path(), "n1", "+26h")));
+    std::fs::write(&n1_clock, "+26h").unwrap();
     n1.restart();
     // (It may first write n2 off, having seen it last 26 h ago; the answer replaces that.)
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -139,8 +150,9 @@ fn results_for_a_submitter_away_over_a_day_are_given_up_and_its_record_closes_as
 #[test]
 fn a_node_restarted_with_its_clock_set_back_is_taken_in_at_once() {
     let root = root();
+    let n1_clock = clock(root.path(), "n1", "+0");
     let n2_clock = clock(root.path(), "n2", "+0");
-    let (n1, mut n2) = two_nodes(root.path(), n2_clock.clone(), &[]);
+    let (n1, mut n2) = two_nodes(root.path(), [n1_clock, n2_clock.clone()], &[]);
     let number = |d: &Daemon| -> u64 {
         let text = std::fs::read_to_string(d.state_dir.join("incarnation")).unwrap();
         text.trim().parse().unwrap()
@@ -169,4 +181,60 @@ fn a_node_restarted_with_its_clock_set_back_is_taken_in_at_once() {
     assert!(o.status.success(), "{}\n{}", text(&o), n2.log());
     let warnings = &n2.status().expect("status")["self"]["warnings"];
     assert_eq!(warnings, &serde_json::json!([]), "{}", n2.log());
+}
+
+/// A submitter whose wall clock was corrected by two days while it was down (a crash right
+/// after submitting, the run not yet delivered) resends the run as the seconds-old run it is:
+/// within one boot its age goes by the boot clock, and the targets run it (by the wall clock
+/// they would refuse it as submitted two days ago).
+#[test]
+fn a_run_resumed_after_a_wall_clock_correction_keeps_its_true_age() {
+    // Declared first, so it is removed last: after the daemons in it have stopped.
+    let link = Link::create();
+    let root = root();
+    let root = root.path();
+    let mut n1 = Daemon::start_isolated_at(root, "n1", &link, 0, &[]);
+    let token = n1.join_token();
+    let n2 = Daemon::start_isolated_at(root, "n2", &link, 1, &["--token", &token]);
+    for d in [&n1, &n2] {
+        wait_for(Duration::from_secs(30), "the mesh to form", || {
+            (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
+        });
+    }
+    // Cut off, n1 still takes n2 for alive for a few seconds: the run stays on n1's disk.
+    link.cut();
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        "echo ran",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .expect("exec prints the job id")
+        .to_string();
+    n1.kill9();
+    n1.set_clock(Some((clock(root, "n1", "+2d"), Clocks::Wall)));
+    link.mend();
+    n1.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let r = job_info(&n1, &job_id);
+        if r["results"]["n2"]["stdout"] == "ran" {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2 never ran the resumed run: {r}\n--- n1:\n{}\n--- n2:\n{}",
+            n1.log(),
+            n2.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(record["results"]["n2"]["state"], "success", "{record}");
 }

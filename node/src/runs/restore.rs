@@ -192,12 +192,22 @@ impl Actor {
             self.store.flush();
         }
         self.feed_executor();
+        let boot_now = jobs::processes::BootInstant::now();
         for run in self.store.unfinished_runs() {
             let mut reported = Vec::new();
             let mut acked = HashSet::new();
+            // How long ago its records were made, on the boot clock, if in this boot.
+            let mut boot_age = None;
             for parent in &run.parents {
                 for job in &parent.jobs {
                     if let Some(record) = self.store.record(&job.job_id) {
+                        if boot_age.is_none() {
+                            boot_age = record
+                                .created_on_boot
+                                .as_ref()
+                                .zip(boot_now.as_ref())
+                                .and_then(|(then, now)| then.before(now));
+                        }
                         for node in &record.nodes {
                             if record.results.contains_key(&node.name) {
                                 reported.push((job.job_id.clone(), NodeId(node.peer_id.clone())));
@@ -212,8 +222,9 @@ impl Actor {
             }
             info!(run = %run.run_id, "resuming a run submitted before the restart");
             self.open_runs.insert(run.run_id.clone(), run.clone());
-            // From here its age goes by the boot clock.
-            let age = Duration::from_millis(super::wall_age_ms(&run));
+            // From here its age goes by the boot clock; until here too, if the node restarted
+            // within one boot (else by the wall clock, all that survives a reboot).
+            let age = boot_age.unwrap_or(Duration::from_millis(super::wall_age_ms(&run)));
             if let Some(born) = jobs::processes::boot_clock().checked_sub(age) {
                 self.run_born.insert(run.run_id.clone(), born);
             }
