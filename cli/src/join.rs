@@ -70,9 +70,9 @@ pub struct JoinArgs {
     /// How long this node keeps the record of a job it submitted (its results, as `manage`
     /// shows them), counted from the submission. Jobs still waiting for results are kept
     /// whatever their age. 0 keeps records until `manage --purge-jobs`; otherwise at least 1s.
-    /// As a target, this node also gives up the results it owes another submitter once they
-    /// are this old (and a day) and that submitter has taken nothing for an hour (a node gone
-    /// for good).
+    /// As a target, this node also drops the output (not the state) of the results it owes
+    /// another submitter once they are this old and that submitter has taken nothing for an
+    /// hour (a node gone for good).
     /// Default: 30d. [env: DIRECTORD_MESH_RECORD_RETENTION]
     #[arg(long, value_name = "DURATION")]
     record_retention: Option<String>,

@@ -384,12 +384,8 @@ fn run(
         }
         if !reply.other_releases_left_out.is_empty() {
             eprintln!(
-                "warning: left out {} running another release, which takes no part in this mesh \
-                 until every node runs the same release: {}",
-                match reply.other_releases_left_out.len() {
-                    1 => "1 node".to_string(),
-                    n => format!("{n} nodes"),
-                },
+                "warning: left out the nodes of another release, which take no part in this \
+                 mesh until every node runs the same release: {}",
                 reply.other_releases_left_out.join(", ")
             );
         }

@@ -8,11 +8,12 @@
 //! goes back to the front of its queue and is retried with backoff, for as long as it takes:
 //! an originator that is down gets its results when it comes back, at once when the node sees
 //! it alive again ([`Input::Back`]) rather than at the end of a long backoff. The node keeps every queued
-//! result on disk until [`Action::Delivered`] says it may forget it, or until
-//! [`Action::GivenUp`]: an originator that has refused or missed every try for
-//! [`GIVE_UP_AFTER_FAILING`] loses the results that finished longer ago than the node's record
-//! retention, and at least [`GIVE_UP_NOT_BEFORE`] ago ([`Input::Expire`]), so a node taken out
-//! of the mesh for good does not leave results for it on every target forever.
+//! result on disk until [`Action::Delivered`] says it may forget it. Only the size of what
+//! waits for an originator gone for good is bounded: once every try to it has failed for
+//! [`SLIM_AFTER_FAILING`], results older than the node's record retention lose their output
+//! ([`Input::Expire`], [`Action::Slimmed`]) and keep their state, times and ids, so the
+//! originator, should it come back, still learns how each job ended, and the run stays
+//! remembered here (never run twice).
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -31,14 +32,12 @@ pub const LINGER: Duration = Duration::from_millis(20);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How long every try to an originator must have failed, in this process's life, before
-/// its results may be given up ([`Input::Expire`]): a wall clock stepped forward alone never
-/// costs a result.
-pub const GIVE_UP_AFTER_FAILING: Duration = Duration::from_secs(3600);
-/// Results younger than this are never given up, whatever the retention: past it, the target
-/// no longer remembers the run (it does for a day) and the originator's run is over 23 h old,
-/// so an originator back after that and resending the run is answered that it is too old to
-/// run, and its record closes with that reason instead of waiting for a result given up.
-pub const GIVE_UP_NOT_BEFORE: Duration = Duration::from_secs(25 * 3600);
+/// the output of its old results is dropped ([`Input::Expire`]).
+pub const SLIM_AFTER_FAILING: Duration = Duration::from_secs(3600);
+/// A result whose output and info take less than this is kept whole whatever its age.
+const SLIM_ABOVE: usize = 1024;
+/// How a result whose output was dropped begins its stdout.
+pub const OUTPUT_NOT_KEPT: &str = "[output not kept: ";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -55,25 +54,22 @@ pub enum Input {
         ok: bool,
     },
     Tick,
-    /// A result to deliver to `to` that this node held on disk when it started: its age is
-    /// known only by the wall clock (its finish time).
+    /// A result to deliver to `to` that this node held on disk when it started, `age` old (by
+    /// the wall clock, from its finish time: nothing else survives a restart).
     Restored {
         to: NodeId,
         result: JobResult,
+        age: Duration,
     },
     /// `to` is alive again (back after it expired, left or restarted): retry now.
     Back {
         to: NodeId,
     },
-    /// Give up the results older than `retention` (and at least [`GIVE_UP_NOT_BEFORE`]), of
-    /// originators whose every try has failed for at least [`GIVE_UP_AFTER_FAILING`]. A
-    /// result's age is counted from when it was added, on the monotonic clock; that of a
-    /// [`Input::Restored`] one from its finish time by the wall clock (`now_unix_ms`), as
-    /// nothing else survives a restart. (A wall clock stepped forward while the node runs
-    /// cannot then make a fresh result look old, and its run forgotten while its originator
-    /// may still send it again.)
+    /// From now on, drop the output of results older than `retention` whose originator has
+    /// taken nothing for [`SLIM_AFTER_FAILING`] (now, and whenever a try fails). A result's age
+    /// goes by the monotonic clock from when it was added (a wall clock stepped forward while
+    /// the node runs does not make a fresh result look old).
     Expire {
-        now_unix_ms: u64,
         retention: Duration,
     },
 }
@@ -84,10 +80,9 @@ pub enum Action {
     Send { to: NodeId, results: Vec<JobResult> },
     /// These results reached their originator; the node may delete them from disk.
     Delivered(Vec<JobResult>),
-    /// These results will not be delivered: `to` has not taken anything for at least
-    /// [`GIVE_UP_AFTER_FAILING`], and they are older than the retention. The node deletes them
-    /// and says so in its log.
-    GivenUp { to: NodeId, results: Vec<JobResult> },
+    /// These results, for `to`, lost their output (see [`Input::Expire`]): the node writes
+    /// them over their old selves on disk and says so in its log. They stay queued.
+    Slimmed { to: NodeId, results: Vec<JobResult> },
 }
 
 /// What waits for one originator, as `status` shows it.
@@ -116,9 +111,11 @@ struct Queue {
 #[derive(Default)]
 pub struct Outbox {
     queues: BTreeMap<NodeId, Queue>,
-    /// When each result added in this process's life was added, by (run, job). Those
-    /// [`Input::Restored`] are not here.
-    added: HashMap<(String, String), Instant>,
+    /// When each queued result was added, by (run, job), and how old it was then.
+    added: HashMap<(String, String), (Instant, Duration)>,
+    /// Output of results older than this is dropped once their originator has taken nothing
+    /// for [`SLIM_AFTER_FAILING`] (set by [`Input::Expire`]).
+    slim_older_than: Option<Duration>,
 }
 
 fn key(r: &JobResult) -> (String, String) {
@@ -179,7 +176,9 @@ impl Outbox {
                 result,
                 more_coming,
             } => {
-                self.added.entry(key(&result)).or_insert(now);
+                self.added
+                    .entry(key(&result))
+                    .or_insert((now, Duration::ZERO));
                 let q = self.queues.entry(to.clone()).or_default();
                 q.waiting.push_back(result);
                 q.linger_until = if more_coming {
@@ -216,13 +215,15 @@ impl Outbox {
                         (q.backoff * 2).min(MAX_RETRY)
                     };
                     q.retry_at = Some(now + q.backoff);
+                    actions.extend(self.slim(&to, now));
                 }
                 actions.extend(self.try_send(&to, now));
                 self.queues
                     .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
                 actions
             }
-            Input::Restored { to, result } => {
+            Input::Restored { to, result, age } => {
+                self.added.insert(key(&result), (now, age));
                 self.queues
                     .entry(to.clone())
                     .or_default()
@@ -250,47 +251,36 @@ impl Outbox {
                 }
                 self.try_send(&to, now).into_iter().collect()
             }
-            Input::Expire {
-                now_unix_ms,
-                retention,
-            } => {
-                let age = retention.max(GIVE_UP_NOT_BEFORE);
-                let finished_before = now_unix_ms.saturating_sub(age.as_millis() as u64);
-                let added = &self.added;
-                let old_enough = |r: &JobResult| match added.get(&key(r)) {
-                    Some(t) => now.saturating_duration_since(*t) >= age,
-                    None => r.outcome.finished_unix_ms < finished_before,
-                };
-                let mut actions = Vec::new();
-                for (to, q) in &mut self.queues {
-                    let failing_long = q
-                        .failing_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= GIVE_UP_AFTER_FAILING);
-                    if !failing_long || q.in_flight.is_some() {
-                        continue;
-                    }
-                    let (old, keep): (VecDeque<_>, VecDeque<_>) =
-                        q.waiting.drain(..).partition(&old_enough);
-                    q.waiting = keep;
-                    if !old.is_empty() {
-                        actions.push(Action::GivenUp {
-                            to: to.clone(),
-                            results: old.into(),
-                        });
-                    }
-                }
-                for action in &actions {
-                    if let Action::GivenUp { results, .. } = action {
-                        for r in results {
-                            self.added.remove(&key(r));
-                        }
-                    }
-                }
-                self.queues
-                    .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
-                actions
+            Input::Expire { retention } => {
+                self.slim_older_than = Some(retention);
+                let all: Vec<NodeId> = self.queues.keys().cloned().collect();
+                all.iter().filter_map(|to| self.slim(to, now)).collect()
             }
         }
+    }
+
+    /// Drops the output of the old results waiting for `to`, if it has taken nothing for
+    /// long enough (see [`Input::Expire`]).
+    fn slim(&mut self, to: &NodeId, now: Instant) -> Option<Action> {
+        let older_than = self.slim_older_than?;
+        let q = self.queues.get_mut(to)?;
+        let failing_for = now.saturating_duration_since(q.failing_since?);
+        if failing_for < SLIM_AFTER_FAILING {
+            return None;
+        }
+        let mut slimmed = Vec::new();
+        for r in &mut q.waiting {
+            let age = self.added.get(&key(r)).map_or(Duration::ZERO, |(t, at)| {
+                *at + now.saturating_duration_since(*t)
+            });
+            if age >= older_than && slim_result(r, age, failing_for) {
+                slimmed.push(r.clone());
+            }
+        }
+        (!slimmed.is_empty()).then(|| Action::Slimmed {
+            to: to.clone(),
+            results: slimmed,
+        })
     }
 
     fn try_send(&mut self, to: &NodeId, now: Instant) -> Option<Action> {
@@ -318,6 +308,41 @@ impl Outbox {
             to: to.clone(),
             results: batch,
         })
+    }
+}
+
+/// Drops the output of `r`, `age` old, its originator silent for `failing_for`, unless it
+/// is small or already dropped. Whether it did.
+fn slim_result(r: &mut JobResult, age: Duration, failing_for: Duration) -> bool {
+    let o = &mut r.outcome;
+    if o.stdout.starts_with(OUTPUT_NOT_KEPT)
+        || o.stdout.len() + o.stderr.len() + o.info.len() < SLIM_ABOVE
+    {
+        return false;
+    }
+    o.stdout = format!(
+        "{OUTPUT_NOT_KEPT}the result waited {} for its submitter, which took nothing for {}]",
+        days_or_hours(age),
+        days_or_hours(failing_for)
+    );
+    o.stderr.clear();
+    if o.info.len() > SLIM_ABOVE / 2 {
+        let mut end = SLIM_ABOVE / 2;
+        while !o.info.is_char_boundary(end) {
+            end -= 1;
+        }
+        o.info.truncate(end);
+        o.info.push('…');
+    }
+    true
+}
+
+fn days_or_hours(d: Duration) -> String {
+    let hours = d.as_secs() / 3600;
+    if hours >= 48 {
+        format!("{} days", hours / 24)
+    } else {
+        format!("{hours} h")
     }
 }
 
@@ -379,7 +404,7 @@ mod tests {
         match a {
             Action::Send { results, .. }
             | Action::Delivered(results)
-            | Action::GivenUp { results, .. } => {
+            | Action::Slimmed { results, .. } => {
                 results.iter().map(|r| r.outcome.job_id.clone()).collect()
             }
         }
@@ -570,83 +595,110 @@ mod tests {
         assert!(!o.quiet_until(now + MAX_RETRY + Duration::from_secs(1)));
     }
 
-    fn restored(job: &str, finished_unix_ms: u64) -> Input {
+    fn big(job: &str) -> JobResult {
         let mut r = result(job);
-        r.outcome.finished_unix_ms = finished_unix_ms;
+        r.outcome.stdout = "o".repeat(SLIM_ABOVE);
+        r.outcome.stderr = "e".repeat(10);
+        r
+    }
+
+    fn restored(job: &str, age: Duration) -> Input {
         Input::Restored {
             to: NodeId("origin".into()),
-            result: r,
+            result: big(job),
+            age,
         }
     }
 
-    fn expire(o: &mut Outbox, at: Instant, now_unix_ms: u64, retention: Duration) -> Vec<Action> {
-        o.handle(
-            Input::Expire {
-                now_unix_ms,
-                retention,
-            },
-            at,
-        )
+    fn expire(o: &mut Outbox, at: Instant, retention: Duration) -> Vec<Action> {
+        o.handle(Input::Expire { retention }, at)
     }
 
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
     #[test]
-    fn results_held_since_before_a_restart_are_given_up_by_their_finish_time() {
+    fn old_results_for_an_originator_gone_for_good_lose_their_output_and_stay_queued() {
         let t = Instant::now();
-        let day_ms = 24 * 3600 * 1000;
-        let retention = Duration::from_secs(30 * 24 * 3600);
         let mut o = Outbox::new();
-        let now_ms = 100 * day_ms;
-        // One result 40 days old, one 10 days old, both read from disk at the start.
-        o.handle(restored("old", now_ms - 40 * day_ms), t);
-        o.handle(restored("new", now_ms - 10 * day_ms), t);
-        // In flight: nothing is given up while a try may still succeed.
-        assert!(expire(&mut o, t, now_ms, retention).is_empty());
+        // Read from disk at the start: 40 days and 10 days old.
+        o.handle(restored("old", 40 * DAY), t);
+        o.handle(restored("new", 10 * DAY), t);
+        // In flight: nothing is touched while a try may still succeed.
+        assert!(expire(&mut o, t, 30 * DAY).is_empty());
         sent(&mut o, false, t);
-        // Failing, but not for long enough in this process: the wall clock alone decides nothing.
-        let soon = t + GIVE_UP_AFTER_FAILING - Duration::from_secs(1);
-        assert!(expire(&mut o, soon, now_ms, retention).is_empty());
+        // Failing, but not for long enough in this process.
+        let soon = t + SLIM_AFTER_FAILING - Duration::from_secs(1);
+        assert!(o.handle(Input::Tick, soon).len() == 1, "retried");
+        assert!(sent(&mut o, false, soon).is_empty());
         assert_eq!(
             o.owed(soon)[0].failing_for,
-            Some(GIVE_UP_AFTER_FAILING - Duration::from_secs(1))
+            Some(SLIM_AFTER_FAILING - Duration::from_secs(1))
         );
-        let later = t + GIVE_UP_AFTER_FAILING;
-        let a = expire(&mut o, later, now_ms, retention);
-        assert_eq!(a.len(), 1);
-        assert!(matches!(&a[0], Action::GivenUp { to, .. } if to.0 == "origin"));
+        // The next failed try, an hour in: the old one loses its output.
+        let later = t + SLIM_AFTER_FAILING;
+        assert_eq!(o.handle(Input::Tick, later).len(), 1);
+        let a = sent(&mut o, false, later);
+        assert_eq!(a.len(), 1, "{a:?}");
+        let Action::Slimmed { to, results } = &a[0] else {
+            panic!("{a:?}");
+        };
+        assert_eq!(to.0, "origin");
         assert_eq!(jobs(&a[0]), vec!["old"]);
-        // The newer result still waits, and goes when the originator is back.
-        assert_eq!(o.pending(), 1);
+        let slim = &results[0].outcome;
+        assert_eq!(
+            slim.stdout,
+            "[output not kept: the result waited 40 days for its submitter, which took nothing \
+             for 1 h]"
+        );
+        assert!(slim.stderr.is_empty());
+        assert_eq!(slim.state, ResultState::Success, "its state is kept");
+        // Nothing more to drop at the next sweep; both still go when the originator is back.
+        assert!(expire(&mut o, later, 30 * DAY).is_empty());
+        assert_eq!(o.pending(), 2);
         let back = Input::Back {
             to: NodeId("origin".into()),
         };
         let a = o.handle(back, later);
-        assert_eq!(jobs(&a[0]), vec!["new"]);
+        assert_eq!(jobs(&a[0]), vec!["old", "new"]);
+        let Action::Send { results, .. } = &a[0] else {
+            panic!("{a:?}");
+        };
+        assert!(results[0].outcome.stdout.starts_with(OUTPUT_NOT_KEPT));
+        assert_eq!(
+            results[1].outcome.stdout.len(),
+            SLIM_ABOVE,
+            "the newer one whole"
+        );
         let a = sent(&mut o, true, later);
         assert!(matches!(a[0], Action::Delivered(_)));
         assert!(o.owed(later).is_empty());
+        assert!(o.added.is_empty(), "nothing left behind");
     }
 
     #[test]
-    fn a_short_retention_still_keeps_results_for_a_day_and_more() {
+    fn a_sweep_drops_the_output_of_waiting_results_and_small_results_are_kept_whole() {
         let t = Instant::now();
-        let hour_ms = 3600 * 1000;
         let mut o = Outbox::new();
-        o.handle(restored("1", 1000 * hour_ms - 24 * hour_ms), t);
+        o.handle(restored("big", 40 * DAY), t);
+        o.handle(
+            Input::Restored {
+                to: NodeId("origin".into()),
+                result: result("small"),
+                age: 40 * DAY,
+            },
+            t,
+        );
         sent(&mut o, false, t);
-        let minute = Duration::from_secs(60);
-        let at = t + GIVE_UP_AFTER_FAILING;
-        // A day old: the target may still remember the run, so the result stays.
-        assert!(expire(&mut o, at, 1000 * hour_ms, minute).is_empty());
-        let a = expire(&mut o, at, 1002 * hour_ms, minute);
-        assert_eq!(jobs(&a[0]), vec!["1"]);
+        let a = expire(&mut o, t + SLIM_AFTER_FAILING, 30 * DAY);
+        assert_eq!(jobs(&a[0]), vec!["big"]);
     }
 
     #[test]
-    fn a_result_made_in_this_process_ages_by_the_monotonic_clock_not_the_wall_clock() {
+    fn a_result_made_in_this_process_ages_by_the_monotonic_clock() {
         let t = Instant::now();
         let mut o = Outbox::new();
-        // Finished "long ago" by a wall clock that was stepped forward: still fresh.
-        let mut r = result("1");
+        // Finished "long ago" by a wall clock that was stepped: the outbox does not look.
+        let mut r = big("1");
         r.outcome.finished_unix_ms = 1;
         o.handle(
             Input::Add {
@@ -657,38 +709,29 @@ mod tests {
             t,
         );
         sent(&mut o, false, t);
-        let minute = Duration::from_secs(60);
-        let far_future = u64::MAX / 2;
-        assert!(expire(&mut o, t + GIVE_UP_AFTER_FAILING, far_future, minute).is_empty());
-        assert!(expire(&mut o, t + GIVE_UP_NOT_BEFORE - minute, far_future, minute).is_empty());
-        let a = expire(&mut o, t + GIVE_UP_NOT_BEFORE, 0, minute);
+        assert!(expire(&mut o, t + SLIM_AFTER_FAILING, DAY).is_empty());
+        assert!(expire(&mut o, t + DAY - Duration::from_secs(1), DAY).is_empty());
+        let a = expire(&mut o, t + DAY, DAY);
         assert_eq!(jobs(&a[0]), vec!["1"]);
-        assert!(o.added.is_empty(), "nothing left behind");
     }
 
     #[test]
     fn a_delivery_ends_the_failing_spell() {
         let t = Instant::now();
         let mut o = Outbox::new();
-        // Results from before a restart, all ancient by the wall clock.
-        o.handle(restored("1", 0), t);
+        o.handle(restored("1", 40 * DAY), t);
         assert_eq!(o.owed(t)[0].failing_for, None);
         sent(&mut o, false, t);
-        let hour_less = t + GIVE_UP_AFTER_FAILING - Duration::from_secs(1);
+        let hour_less = t + SLIM_AFTER_FAILING - Duration::from_secs(1);
         assert_eq!(o.handle(Input::Tick, hour_less).len(), 1);
         sent(&mut o, true, hour_less);
-        o.handle(restored("2", 0), hour_less);
+        o.handle(restored("2", 40 * DAY), hour_less);
         sent(&mut o, false, hour_less);
-        // Failing again, but only since the last failure: nothing is given up yet.
-        let later = t + GIVE_UP_AFTER_FAILING + Duration::from_secs(1);
-        assert!(expire(&mut o, later, u64::MAX, Duration::ZERO).is_empty());
+        // Failing again, but only since the last failure: nothing is dropped yet.
+        let later = t + SLIM_AFTER_FAILING + Duration::from_secs(1);
+        assert!(expire(&mut o, later, Duration::ZERO).is_empty());
         assert_eq!(o.owed(later)[0].failing_for, Some(Duration::from_secs(2)));
-        let a = expire(
-            &mut o,
-            hour_less + GIVE_UP_AFTER_FAILING,
-            u64::MAX,
-            Duration::ZERO,
-        );
+        let a = expire(&mut o, hour_less + SLIM_AFTER_FAILING, Duration::ZERO);
         assert_eq!(jobs(&a[0]), vec!["2"]);
     }
 }

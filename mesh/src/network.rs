@@ -164,9 +164,28 @@ pub struct MeshStatus {
 pub struct OtherReleaseView {
     pub peer_id: PeerId,
     pub wire_version: u16,
-    /// Its name and release, when its heartbeat could be read that far.
+    /// Its name and release, when its heartbeat could be read that far (and they look like a
+    /// name and a release: they are shown as they are).
     pub name: Option<String>,
     pub release: Option<String>,
+}
+
+/// `name (peer id, release R, wire version W)`, with what is known of it.
+impl std::fmt::Display for OtherReleaseView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(name) = &self.name {
+            write!(f, "{name} (")?;
+        }
+        write!(f, "{}", self.peer_id)?;
+        if let Some(release) = &self.release {
+            write!(f, ", release {release}")?;
+        }
+        write!(f, ", wire version {}", self.wire_version)?;
+        if self.name.is_some() {
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
 }
 
 enum Command {
@@ -589,16 +608,22 @@ struct OtherPresence {
     version: String,
 }
 
-/// How `status` and the log name a node of another release.
-fn other_release_name(peer: &PeerId, about: Option<&OtherPresence>) -> String {
-    match about {
-        Some(p) => format!("{} ({peer}, release {})", p.name, p.version),
-        None => peer.to_string(),
+impl OtherPresence {
+    /// Whether it looks like a node's name and a release, to be shown as they are (another
+    /// release's heartbeat is not checked as this release's are).
+    fn plausible(&self) -> bool {
+        let printable = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+        };
+        printable(&self.name, 253) && printable(&self.version, 64)
     }
 }
 
-/// What `status` says of the nodes heard speaking wire version `version`, named as
-/// [`other_release_name`] does.
+/// What `status` says of the nodes heard speaking wire version `version` (each as
+/// [`OtherReleaseView`] shows it).
 fn other_release_warning(version: u16, nodes: &[String]) -> String {
     const NAMED: usize = 5;
     let mut named: Vec<String> = nodes.iter().take(NAMED).cloned().collect();
@@ -982,11 +1007,11 @@ impl EventLoop {
         }
         // (Nodes not heard for OTHER_RELEASE_SHOWN_FOR leave the map every second.)
         let mut by_version: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-        for (peer, other) in &self.other_releases {
+        for view in self.other_release_views() {
             by_version
-                .entry(other.version)
+                .entry(view.wire_version)
                 .or_default()
-                .push(other_release_name(peer, other.about.as_ref()));
+                .push(view.to_string());
         }
         for (version, mut nodes) in by_version {
             nodes.sort();
@@ -1014,7 +1039,9 @@ impl EventLoop {
     /// which cannot take part (say so, once in a while for each such node, and in `status`).
     fn heard_other_release(&mut self, peer: PeerId, version: u16, data: &[u8]) {
         let now = Instant::now();
-        let about = wire::decode_any_version::<OtherPresence>(data, MAX_GOSSIP_BYTES).ok();
+        let about = wire::decode_any_version::<OtherPresence>(data, MAX_GOSSIP_BYTES)
+            .ok()
+            .filter(OtherPresence::plausible);
         if let Some(other) = self.other_releases.get_mut(&peer) {
             other.version = version;
             other.last_heard = now;
@@ -1039,8 +1066,14 @@ impl EventLoop {
             // So many already named: this one goes unsaid rather than at every heartbeat.
             return;
         }
+        let view = OtherReleaseView {
+            peer_id: peer,
+            wire_version: version,
+            name: about.as_ref().map(|p| p.name.clone()),
+            release: about.map(|p| p.version),
+        };
         warn!(
-            node = %other_release_name(&peer, about.as_ref()),
+            node = %view,
             "a node speaks wire version {version}, this node speaks {}: it cannot take part in \
              this mesh until both run the same directord-mesh release",
             wire::spoken_version()

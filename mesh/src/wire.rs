@@ -128,7 +128,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
 }
 
 /// Decodes the body of an envelope of any wire version, as `T` (best effort: for what another
-/// release says of itself, such as its name). Fails as [`decode`] does on garbage.
+/// release says of itself, such as its name). Fails on input over `limit`, and as
+/// [`WireError::Malformed`] on anything else it cannot read (empty input included).
 pub fn decode_any_version<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
     if bytes.len() > limit {
         return Err(WireError::TooLarge {

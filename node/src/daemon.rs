@@ -708,11 +708,23 @@ impl ControlHandler for Control {
         let response = match request {
             ControlRequest::Status => match self.mesh.status().await {
                 Ok(status) => {
-                    let (reply, owed) = tokio::sync::oneshot::channel();
-                    self.runs.send(runs::Input::Owed { reply }).await;
+                    // A runs actor busy for long (restoring a large state) leaves the line
+                    // out rather than hold up `status`.
+                    let owed = async {
+                        let (reply, owed) = tokio::sync::oneshot::channel();
+                        self.runs.send(runs::Input::Owed { reply }).await;
+                        owed.await.unwrap_or_default()
+                    };
+                    let owed = tokio::time::timeout(Duration::from_secs(2), owed).await;
                     let mut report = report(&self.info, status, self.transfers.served_bytes());
+                    if owed.is_err() {
+                        report.local.warnings.push(
+                            "the node is busy: the results it holds for other submitters are \
+                             not shown"
+                                .into(),
+                        );
+                    }
                     report.local.results_owed = owed
-                        .await
                         .unwrap_or_default()
                         .into_iter()
                         .map(|o| ResultsOwed {

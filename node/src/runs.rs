@@ -340,8 +340,6 @@ struct AcceptedRun {
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
 const REMEMBER_RUNS: Duration = Duration::from_secs(24 * 3600);
-// Results given up are of runs this node no longer needs to remember (see `GivenUp`).
-const _: () = assert!(REMEMBER_RUNS.as_secs() < outbox::GIVE_UP_NOT_BEFORE.as_secs());
 /// A run submitted this long ago (`Run::age_ms`, its originator's measure) that a target
 /// does not remember is not run there: it may have run and been forgotten ([`REMEMBER_RUNS`]
 /// counts from when the target took it, never earlier than its submission; the hour spare

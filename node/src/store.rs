@@ -69,7 +69,9 @@ const LAST_SUBMISSION: &str = "last-submission";
 /// The layout of the database (`meta` row `format`). A release that writes rows older ones
 /// would misread or miss raises it; a release refuses a database of a higher format than its
 /// own (a downgrade) rather than run on half of it. 1: args and envs a row per name, records
-/// numbered by submission.
+/// numbered by submission. It says which layout this release writes, not that every row is
+/// in it: rows of older layouts are rewritten at open (the cache's args, after this is set),
+/// so a migration must not be skipped on account of it.
 const FORMAT_KEY: &str = "format";
 pub const STORE_FORMAT: u64 = 1;
 

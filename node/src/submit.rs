@@ -43,24 +43,34 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// The nodes of another release a parent for every node leaves out (if there is one), as the
-/// operator knows them: `name (release R, wire version W)`, or the peer id.
+/// The nodes of another release a parent for every node leaves out (if there is one), as
+/// `status` names them: the first few, then how many more. One that is also an alive member
+/// (just upgraded) is not left out.
 fn other_releases_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
+    const NAMED: usize = 5;
     if !untargeted {
         return Vec::new();
     }
-    status
+    let members: HashSet<mesh::PeerId> = status
+        .members
+        .iter()
+        .filter(|v| v.state == MemberState::Alive)
+        .map(|v| v.presence.peer_id)
+        .collect();
+    let left_out: Vec<String> = status
         .other_releases
         .iter()
-        .map(|o| {
-            let release = o
-                .release
-                .as_deref()
-                .map_or(String::new(), |r| format!("release {r}, "));
-            let who = o.name.clone().unwrap_or_else(|| o.peer_id.to_string());
-            format!("{who} ({release}wire version {})", o.wire_version)
-        })
-        .collect()
+        .filter(|o| !members.contains(&o.peer_id))
+        .map(|o| o.to_string())
+        .collect();
+    let mut shown: Vec<String> = left_out.iter().take(NAMED).cloned().collect();
+    if left_out.len() > NAMED {
+        shown.push(format!(
+            "and {} more (see `status`)",
+            left_out.len() - NAMED
+        ));
+    }
+    shown
 }
 
 /// Resolves `sub` against the membership in `status`.
@@ -107,9 +117,8 @@ pub fn resolve(
         )))
     };
     let lookup = |name: &str| -> Result<NodeRef, SubmitError> {
-        let in_other_release = || other_release(name);
         let Some(views) = by_name.get(name) else {
-            if let Some(e) = in_other_release() {
+            if let Some(e) = other_release(name) {
                 return Err(e);
             }
             // Names are matched exactly; one that differs only in case is likely meant.
@@ -147,7 +156,7 @@ pub fn resolve(
                 name: name.to_string(),
             }),
             [] => {
-                if let Some(e) = in_other_release() {
+                if let Some(e) = other_release(name) {
                     return Err(e);
                 }
                 let v = views[0];

@@ -933,9 +933,13 @@ fn a_target_shows_the_results_it_holds_for_a_submitter_that_is_down() {
     let root = root();
     let mut nodes = mesh(root.path());
     let submitter = nodes[0].peer_id();
-    let job_id = submit(&nodes[0], &["n2"], "sleep 1; echo held");
-    // The run reaches n2 (the job takes a second there), then its submitter dies.
-    std::thread::sleep(Duration::from_millis(300));
+    let started = root.path().join("started");
+    let command = format!("touch {}; sleep 1; echo held", started.display());
+    let job_id = submit(&nodes[0], &["n2"], &command);
+    // The job starts on n2 (it takes a second there), then its submitter dies.
+    wait_for(Duration::from_secs(20), "n2 to start the job", || {
+        started.exists().then_some(())
+    });
     nodes[0].kill9();
     let owed = |d: &Daemon| d.status().map(|s| s["self"]["results_owed"].clone());
     wait_for(

@@ -199,8 +199,12 @@ fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() 
     let shown = String::from_utf8_lossy(&a.cli(&["status"]).stdout).to_string();
     let a_status = a.status().expect("status");
     let release = a_status["self"]["version"].as_str().expect("a version");
+    let old_shown = format!(
+        "old ({old_id}, release {release}, wire version {})",
+        spoken - 1
+    );
     assert!(
-        shown.contains("Warning") && shown.contains(&format!("old ({old_id}, release {release})")),
+        shown.contains("Warning") && shown.contains(&old_shown),
         "{shown}"
     );
     assert!(
@@ -213,9 +217,8 @@ fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() 
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(
         said.contains(&format!(
-            "warning: left out 1 node running another release, which takes no part in this mesh \
-             until every node runs the same release: old (release {release}, wire version {})",
-            spoken - 1
+            "warning: left out the nodes of another release, which take no part in this mesh \
+             until every node runs the same release: {old_shown}"
         )),
         "{}",
         text(&o)

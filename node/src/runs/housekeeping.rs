@@ -42,10 +42,7 @@ impl Actor {
         {
             self.next_record_sweep = now + record_sweep_every(retention);
             self.forget_old_records(retention);
-            let expire = outbox::Input::Expire {
-                now_unix_ms: now_ms(),
-                retention,
-            };
+            let expire = outbox::Input::Expire { retention };
             let actions = self.outbox.handle(expire, now);
             self.outbox_actions(actions);
         }

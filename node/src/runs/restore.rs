@@ -44,6 +44,9 @@ impl Actor {
         for entry in self.store.outbox() {
             let actions = self.outbox.handle(
                 outbox::Input::Restored {
+                    age: Duration::from_millis(
+                        now_ms().saturating_sub(entry.result.outcome.finished_unix_ms),
+                    ),
                     to: entry.to,
                     result: entry.result,
                 },

@@ -492,7 +492,7 @@ impl Actor {
                         self.store.delete_outbox(r);
                     }
                 }
-                outbox::Action::GivenUp { to, results } => {
+                outbox::Action::Slimmed { to, results } => {
                     let mut runs: Vec<&str> = results.iter().map(|r| r.run_id.as_str()).collect();
                     runs.sort_unstable();
                     runs.dedup();
@@ -500,15 +500,16 @@ impl Actor {
                         originator = %to,
                         results = results.len(),
                         runs = %runs.join(" "),
-                        "gave up results whose submitter has taken nothing for an hour or more \
-                         and that finished longer ago than --record-retention (and a day): if it \
-                         comes back, its records of these jobs say they were refused as too old"
+                        "dropped the output of results older than --record-retention whose \
+                         submitter has taken nothing for an hour or more: they keep their state \
+                         and times, and still go to it if it comes back"
                     );
-                    for r in &results {
-                        self.store.delete_outbox(r);
+                    for result in results {
+                        self.store.put_outbox(&OutboxEntry {
+                            to: to.clone(),
+                            result,
+                        });
                     }
-                    // Past a day, so their runs go too: a resend is then refused as too old.
-                    self.forget_accepted_runs();
                 }
             }
         }

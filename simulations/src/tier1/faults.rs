@@ -89,6 +89,7 @@ impl Sim {
             let input = outbox::Input::Restored {
                 to: self.ids[self.submitter].clone(),
                 result,
+                age: std::time::Duration::ZERO,
             };
             let actions = self.nodes[node].outbox.handle(input, now);
             self.outbox_actions(node, actions);

@@ -279,8 +279,8 @@ impl Sim {
                         .undelivered
                         .retain(|r| !done.contains(r.outcome.job_id.as_str()));
                 }
-                // The simulation never expires results (no `Input::Expire`).
-                outbox::Action::GivenUp { .. } => {}
+                // The simulation never slims results (no `Input::Expire`).
+                outbox::Action::Slimmed { .. } => {}
             }
         }
         self.want_runs_tick(node);
