@@ -465,6 +465,12 @@ impl Actor {
                 outbox::Action::Send { to, results } => {
                     let inbox = self.inbox.clone();
                     let Ok(peer) = to.0.parse::<PeerId>() else {
+                        // Not a peer id (runs come from peers, so never): a failed try, like
+                        // any other, rather than a batch in flight for ever.
+                        warn!(originator = %to, "results for an originator that is not a peer id");
+                        tokio::spawn(async move {
+                            let _ = inbox.send(Input::OutboxSent { to, ok: false }).await;
+                        });
                         continue;
                     };
                     let bytes = results_message(results);
