@@ -405,6 +405,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         second_sync: SecondSync::Due,
         last_reconnect: started,
         recent_dials: HashMap::new(),
+        connected_since: HashMap::new(),
         leaving: None,
         jobs_topic,
         pending_requests: HashMap::new(),
@@ -569,6 +570,14 @@ struct Leaving {
     deadline: tokio::time::Instant,
 }
 
+/// How long a connected peer may go without this node knowing it takes the presence topic.
+/// Gossipsub tells a peer its subscriptions once, on the first connection between the two: a
+/// node restarted while its old connection still stood at a peer (a crash during a network
+/// cut, before pings closed it) never hears that peer's, cannot publish to it, and that peer
+/// sees it come and go for ever. Past this (longer than pings take to close a dead
+/// connection), the node drops the connection, and the next one is a first on both sides.
+const SUBSCRIPTIONS_WITHIN: Duration = Duration::from_secs(30);
+
 /// Don't redial a member sooner than this after the last attempt.
 const REDIAL_AFTER: Duration = Duration::from_secs(10);
 /// With no connection at all, dial the bootstrap peers again this often.
@@ -716,6 +725,8 @@ struct EventLoop {
     second_sync: SecondSync,
     last_reconnect: Instant,
     recent_dials: HashMap<PeerId, Instant>,
+    /// When each connected peer's first open connection was made.
+    connected_since: HashMap<PeerId, Instant>,
     leaving: Option<Leaving>,
     jobs_topic: IdentTopic,
     /// Job requests this node sent, waiting for their answers.
@@ -1144,6 +1155,9 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if num_established.get() == 1 {
+                    self.connected_since.insert(peer_id, Instant::now());
+                }
                 // A table sync when dialling a peer this node does not know as alive: its
                 // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
                 // expired member (the other side of a healed partition). Dials to members
@@ -1165,8 +1179,16 @@ impl EventLoop {
                         .send_request(&peer_id, CtlRequest::SyncMembers { members });
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                num_established,
+                ..
+            } => {
                 debug!(peer = %peer_id, ?cause, "connection closed");
+                if num_established == 0 {
+                    self.connected_since.remove(&peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
@@ -1472,6 +1494,7 @@ impl EventLoop {
         self.emit(changes).await;
         self.other_releases
             .retain(|_, o| now.saturating_duration_since(o.last_heard) < OTHER_RELEASE_SHOWN_FOR);
+        self.drop_peers_without_subscriptions(now);
         self.keep_connected(now);
         self.warn_if_alone(now);
         if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {
@@ -1484,6 +1507,41 @@ impl EventLoop {
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
                 self.ask_news(peer);
             }
+        }
+    }
+
+    /// Drops the connections to peers connected for [`SUBSCRIPTIONS_WITHIN`] whose
+    /// subscription to the presence topic never arrived (see there); they are dialled again
+    /// like any member.
+    fn drop_peers_without_subscriptions(&mut self, now: Instant) {
+        let presence = self.presence_topic.hash();
+        let subscribed: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, topics)| topics.contains(&&presence))
+            .map(|(peer, _)| *peer)
+            .collect();
+        let deaf: Vec<PeerId> = self
+            .connected_since
+            .iter()
+            .filter(|(peer, since)| {
+                now.saturating_duration_since(**since) >= SUBSCRIPTIONS_WITHIN
+                    && !subscribed.contains(peer)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in deaf {
+            info!(
+                %peer,
+                "connected for {} s without hearing the peer's subscriptions (a connection from \
+                 before one side restarted may have lingered): reconnecting",
+                SUBSCRIPTIONS_WITHIN.as_secs()
+            );
+            // Counted again from the next connection.
+            self.connected_since.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 

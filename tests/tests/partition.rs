@@ -265,3 +265,59 @@ fn a_query_across_a_partition_completes_after_the_mend() {
     );
     drop((n1, n2, n3));
 }
+
+/// Whether `peer` stays alive in `d`'s view through `steady` in a row, within `timeout`.
+fn heard_steadily(d: &Daemon, peer: &str, steady: Duration, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut alive_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        let alive = d
+            .status()
+            .and_then(|s| state_of(&s, peer))
+            .is_some_and(|state| state == "alive");
+        if !alive {
+            alive_since = None;
+        } else if alive_since.get_or_insert_with(Instant::now).elapsed() >= steady {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// A node killed while cut off and started again as soon as the link is mended comes back
+/// while its peer still holds its old connection (pings have not closed it yet). Gossipsub
+/// tells a peer its subscriptions only on a first connection, so the restarted node would
+/// never hear its peer's, and the peer would see it come and go for ever; it drops such a
+/// connection, and both are heard steadily after.
+#[test]
+fn a_node_restarted_across_a_mended_cut_is_heard_steadily() {
+    // Declared first, so it is removed last: after the daemons in it have stopped.
+    let link = Link::create();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let mut n1 = Daemon::start_isolated_at(root, "n1", &link, 0, &[]);
+    let token = n1.join_token();
+    let n2 = Daemon::start_isolated_at(root, "n2", &link, 1, &["--token", &token]);
+    let (n1_id, n2_id) = (n1.peer_id(), n2.peer_id());
+    wait_for(Duration::from_secs(30), "the mesh to form", || {
+        (state_of(&n2.status()?, &n1_id)? == "alive").then_some(())
+    });
+    link.cut();
+    n1.kill9();
+    link.mend();
+    n1.restart();
+    // Expiry is three 1 s heartbeats: eight seconds alive in a row is steady.
+    let steady = Duration::from_secs(8);
+    assert!(
+        heard_steadily(&n2, &n1_id, steady, Duration::from_secs(90)),
+        "n2 never heard n1 steadily:\n--- n1:\n{}\n--- n2:\n{}",
+        n1.log(),
+        n2.log()
+    );
+    assert!(
+        heard_steadily(&n1, &n2_id, steady, Duration::from_secs(30)),
+        "n1 never heard n2 steadily:\n{}",
+        n1.log()
+    );
+}
