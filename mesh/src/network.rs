@@ -1510,7 +1510,7 @@ impl EventLoop {
         }
     }
 
-    /// Drops the connections to peers connected for [`SUBSCRIPTIONS_WITHIN`] whose
+    /// Drops the connections to alive members connected for [`SUBSCRIPTIONS_WITHIN`] whose
     /// subscription to the presence topic never arrived (see there); they are dialled again
     /// like any member.
     fn drop_peers_without_subscriptions(&mut self, now: Instant) {
@@ -1529,6 +1529,8 @@ impl EventLoop {
             .filter(|(peer, since)| {
                 now.saturating_duration_since(**since) >= SUBSCRIPTIONS_WITHIN
                     && !subscribed.contains(peer)
+                    // A member heard from (not, say, a node of another release).
+                    && self.membership.state_of(peer, now) == Some(MemberState::Alive)
             })
             .map(|(peer, _)| *peer)
             .collect();
