@@ -8,8 +8,10 @@
 //! - `NotYet` (the source is still receiving that chunk itself) retries the same source a
 //!   little later, so a distribution tree streams instead of everyone falling back to the
 //!   originator; after [`MAX_NOT_YET`] such answers the source counts as failed for the chunk;
-//! - a corrupt chunk fails that source for that chunk; a source that does not know the file is
-//!   dropped for every chunk;
+//! - a corrupt chunk fails that source for that chunk; a source that does not know the file
+//!   (for [`MAX_UNKNOWN`] rounds of [`NOT_YET_PAUSE`]: it may not have begun its own copy) is
+//!   passed over for every chunk for a while ([`LACKING_PAUSE`], doubling) and then asked
+//!   again: a holder that begins its copy late (its job queued behind others) still serves;
 //! - an unreachable source is passed over for a while (1 s, doubling to
 //!   [`MAX_UNREACHABLE_PAUSE`]) and then asked again: a node cut off for a minute, or every
 //!   holder of the file out of reach, pauses the download instead of failing it (the job's
@@ -34,9 +36,13 @@ pub const MAX_IN_FLIGHT: usize = 16;
 pub const NOT_YET_PAUSE: Duration = Duration::from_millis(50);
 /// `NotYet` answers a source may give for one chunk before it counts as failed.
 pub const MAX_NOT_YET: u32 = 600;
-/// `Unknown` answers a source may give before it is dropped: a node of the distribution tree
+/// Rounds of `Unknown` answers (at most one counted per [`NOT_YET_PAUSE`], however many chunks
+/// are in flight) a source may give before it is passed over: a node of the distribution tree
 /// may not have started its own copy yet when its children first ask.
 pub const MAX_UNKNOWN: u32 = 40;
+/// The first pause before a source that did not know the file is asked again; it doubles
+/// each time, up to [`MAX_UNREACHABLE_PAUSE`].
+pub const LACKING_PAUSE: Duration = Duration::from_secs(2);
 /// The first pause before an unreachable source is asked again; it doubles with each failure
 /// in a row, up to [`MAX_UNREACHABLE_PAUSE`].
 pub const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
@@ -78,9 +84,12 @@ pub enum Action {
     Done,
     /// The file cannot be had; says what each source did.
     Failed(Failure),
-    /// Every source that may still give the file is out of reach (the download goes on once
-    /// one answers again): said once each time it comes to that.
-    Stalled(Vec<NodeId>),
+    /// Every source that may still give the file is out of reach or does not have it yet (the
+    /// download goes on once one can serve): said once each time it comes to that.
+    Stalled {
+        out_of_reach: Vec<NodeId>,
+        lacking: Vec<NodeId>,
+    },
 }
 
 /// Why a download failed: for one chunk, what each source did (the first few of them).
@@ -131,6 +140,19 @@ struct OutOfReach {
     probing: Option<usize>,
 }
 
+/// A source that answered that it does not know the file.
+#[derive(Debug, Clone, Copy)]
+struct Lacking {
+    /// Rounds of such answers since it was last asked again.
+    rounds: u32,
+    /// When the last round was counted.
+    counted_at: Instant,
+    /// Passed over until then, once it has said so for [`MAX_UNKNOWN`] rounds.
+    until: Option<Instant>,
+    /// Times it was passed over (the pause doubles with each).
+    pauses: u32,
+}
+
 #[derive(Debug, Clone)]
 enum Chunk {
     Missing {
@@ -148,12 +170,11 @@ enum Chunk {
 pub struct Download {
     chunks: Vec<Chunk>,
     sources: Vec<NodeId>,
-    /// Sources dropped for every chunk, with why.
-    dropped: HashMap<NodeId, &'static str>,
     /// Per chunk: sources that failed it, with why.
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
     not_yet: HashMap<(usize, NodeId), u32>,
-    unknown: HashMap<NodeId, u32>,
+    /// Sources that said they do not know the file, until they give a chunk.
+    lacking: HashMap<NodeId, Lacking>,
     /// Sources that were unreachable, until they answer again.
     unreachable: HashMap<NodeId, OutOfReach>,
     /// Whether [`Action::Stalled`] was said since a source last answered.
@@ -169,10 +190,9 @@ impl Download {
         let mut d = Download {
             chunks: vec![Chunk::Missing { not_before: now }; chunks],
             sources: Vec::new(),
-            dropped: HashMap::new(),
             failed: HashMap::new(),
             not_yet: HashMap::new(),
-            unknown: HashMap::new(),
+            lacking: HashMap::new(),
             unreachable: HashMap::new(),
             stalled: false,
             in_flight: 0,
@@ -207,6 +227,10 @@ impl Download {
                 if result != ChunkResult::Unreachable {
                     // It answered: reachable again.
                     self.unreachable.remove(&from);
+                }
+                if !matches!(result, ChunkResult::Unknown | ChunkResult::Unreachable) {
+                    // It knows the file now: the download goes on.
+                    self.lacking.remove(&from);
                     self.stalled = false;
                 }
                 self.chunks[index] = match result {
@@ -232,10 +256,24 @@ impl Download {
                         Chunk::Missing { not_before: now }
                     }
                     ChunkResult::Unknown => {
-                        let n = self.unknown.entry(from.clone()).or_default();
-                        *n += 1;
-                        if *n >= MAX_UNKNOWN {
-                            self.dropped.insert(from, "does not hold the file");
+                        let l = self.lacking.entry(from).or_insert(Lacking {
+                            rounds: 0,
+                            counted_at: now,
+                            until: None,
+                            pauses: 0,
+                        });
+                        // The chunks in flight at once all answer alike: one round.
+                        if l.rounds == 0 || now >= l.counted_at + NOT_YET_PAUSE {
+                            l.rounds += 1;
+                            l.counted_at = now;
+                        }
+                        if l.rounds >= MAX_UNKNOWN && l.until.is_none_or(|t| t <= now) {
+                            let pause = LACKING_PAUSE
+                                .saturating_mul(1 << l.pauses.min(16))
+                                .min(MAX_UNREACHABLE_PAUSE);
+                            l.until = Some(now + pause);
+                            l.pauses += 1;
+                            l.rounds = 0;
                             Chunk::Missing { not_before: now }
                         } else {
                             Chunk::Missing {
@@ -303,20 +341,38 @@ impl Download {
         nodes
     }
 
+    /// The sources that said they do not know the file and are passed over now, sorted.
+    pub fn lacking(&self, now: Instant) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .lacking
+            .iter()
+            .filter(|(_, l)| l.until.is_some_and(|t| t > now))
+            .map(|(n, _)| n.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
     /// The first source that may still give chunk `index` (reachable or not).
     fn sources_for(&self, index: usize) -> impl Iterator<Item = &NodeId> {
         let failed = self.failed.get(&index);
-        self.sources.iter().filter(move |s| {
-            !self.dropped.contains_key(*s) && !failed.is_some_and(|f| f.contains_key(*s))
-        })
+        self.sources
+            .iter()
+            .filter(move |s| !failed.is_some_and(|f| f.contains_key(*s)))
     }
 
-    /// Where to ask for chunk `index` now: the first source that may give it and is not out
-    /// of reach; `Err(true)` while the only ones left are, `Err(false)` once none is left.
+    /// Where to ask for chunk `index` now: the first source that may give it and is neither
+    /// out of reach nor passed over for not having it; `Err(true)` while the only ones left
+    /// are, `Err(false)` once none is left.
     fn source_for(&self, index: usize, now: Instant) -> Result<&NodeId, bool> {
         let mut any = false;
         for s in self.sources_for(index) {
+            let lacking = self
+                .lacking
+                .get(s)
+                .is_some_and(|l| l.until.is_some_and(|t| t > now));
             match self.unreachable.get(s) {
+                _ if lacking => any = true,
                 Some(o) if o.probing.is_some() || o.until > now => any = true,
                 _ => return Ok(s),
             }
@@ -358,9 +414,10 @@ impl Download {
         }
         if out_of_reach && self.in_flight == 0 && !self.stalled {
             self.stalled = true;
-            let mut waiting: Vec<NodeId> = self.unreachable.keys().cloned().collect();
-            waiting.sort();
-            actions.push(Action::Stalled(waiting));
+            actions.push(Action::Stalled {
+                out_of_reach: self.out_of_reach(),
+                lacking: self.lacking(now),
+            });
         }
         actions
     }
@@ -373,9 +430,9 @@ impl Download {
             .iter()
             .map(|s| {
                 let reason = self
-                    .dropped
-                    .get(s)
-                    .or_else(|| self.failed.get(&index).and_then(|f| f.get(s)))
+                    .failed
+                    .get(&index)
+                    .and_then(|f| f.get(s))
                     .copied()
                     .unwrap_or("not asked");
                 (s.clone(), reason)
@@ -575,7 +632,10 @@ mod tests {
         }
         assert_eq!(
             said,
-            vec![Action::Stalled(vec![n("origin"), n("parent")])],
+            vec![Action::Stalled {
+                out_of_reach: vec![n("origin"), n("parent")],
+                lacking: vec![],
+            }],
             "neither failed nor asked again at once"
         );
         assert!(d.handle(Input::Tick, t + UNREACHABLE_PAUSE / 2).is_empty());
@@ -698,29 +758,12 @@ mod tests {
             },
             t,
         );
-        // A source that keeps saying it does not know the file is dropped in the end.
-        let mut a = Vec::new();
-        for i in 0..MAX_UNKNOWN {
-            let at = t + NOT_YET_PAUSE * (i + 1);
-            a = d.handle(
-                Input::Got {
-                    index: 0,
-                    from: n("b"),
-                    result: ChunkResult::Unknown,
-                },
-                at,
-            );
-            if a.iter().any(|x| matches!(x, Action::Failed(_))) {
-                break;
-            }
-            a.extend(d.handle(Input::Tick, at + NOT_YET_PAUSE));
-        }
+        let a = d.handle(got(0, "b", ChunkResult::Corrupt), t);
         match &a[..] {
             [Action::Failed(failure)] => {
                 let why = failure.to_string();
                 assert!(
-                    why.contains("a: sent corrupt data")
-                        && why.contains("b: does not hold the file"),
+                    why.contains("a: sent corrupt data") && why.contains("b: sent corrupt data"),
                     "{why}"
                 )
             }
@@ -728,5 +771,56 @@ mod tests {
         }
         // New sources are not taken once it has failed.
         assert!(d.handle(Input::Sources(vec![n("c")]), t).is_empty());
+    }
+
+    /// A source that does not know the file (it has not begun its own copy: its job waits
+    /// behind others) is passed over for a while, named as not holding it yet, and asked
+    /// again; once it has the file, it serves. Chunks in flight together count as one round.
+    #[test]
+    fn a_source_without_the_file_yet_is_asked_again_later() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(MAX_IN_FLIGHT, vec![n("late")], t);
+        assert_eq!(fetches(&first).len(), MAX_IN_FLIGHT);
+        // Every chunk in flight says so at once: one round, not sixteen.
+        let mut now = t;
+        for i in 0..MAX_IN_FLIGHT {
+            d.handle(got(i, "late", ChunkResult::Unknown), now);
+        }
+        assert_eq!(d.lacking[&n("late")].rounds, 1);
+        // Round after round, until it is passed over.
+        let mut stalled = Vec::new();
+        for _ in 1..MAX_UNKNOWN {
+            now += NOT_YET_PAUSE;
+            let asked = fetches(&d.handle(Input::Tick, now));
+            assert!(!asked.is_empty(), "asked again within its patience");
+            for (i, _) in asked {
+                stalled.extend(d.handle(got(i, "late", ChunkResult::Unknown), now));
+            }
+        }
+        assert_eq!(
+            stalled
+                .iter()
+                .filter(|a| matches!(a, Action::Stalled { .. }))
+                .collect::<Vec<_>>(),
+            vec![&Action::Stalled {
+                out_of_reach: vec![],
+                lacking: vec![n("late")],
+            }]
+        );
+        assert!(!d.is_over(), "not failed: it may have the file later");
+        assert!(fetches(&d.handle(Input::Tick, now + NOT_YET_PAUSE)).is_empty());
+        // After the pause it is asked again, and now it has the file.
+        now += LACKING_PAUSE;
+        let asked = fetches(&d.handle(Input::Tick, now));
+        assert!(!asked.is_empty());
+        let mut done = Vec::new();
+        for (i, _) in asked {
+            done.extend(d.handle(got(i, "late", ChunkResult::Ok), now));
+        }
+        let rest = fetches(&d.handle(Input::Tick, now));
+        for (i, _) in rest {
+            done.extend(d.handle(got(i, "late", ChunkResult::Ok), now));
+        }
+        assert!(done.contains(&Action::Done), "{done:?}");
     }
 }

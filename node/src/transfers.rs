@@ -360,15 +360,14 @@ impl Actor {
             // could not reach.
             let (have, total) = active.download.progress();
             let out_of_reach = active.download.out_of_reach();
+            let lacking = active.download.lacking(Instant::now());
             let mesh = self.mesh.clone();
             tokio::spawn(async move {
                 let names = node_names(&mesh).await;
-                let waiting: Vec<String> =
-                    out_of_reach.iter().map(|n| name_of(&names, n)).collect();
-                let waiting = if waiting.is_empty() {
+                let waiting = if out_of_reach.is_empty() && lacking.is_empty() {
                     String::new()
                 } else {
-                    format!("; out of reach: {}", waiting.join(", "))
+                    format!("; {}", who_cannot_serve(&names, &out_of_reach, &lacking))
                 };
                 warn!(
                     %hash,
@@ -454,22 +453,47 @@ impl Actor {
                         });
                     }
                 }
-                Action::Stalled(nodes) => {
+                Action::Stalled {
+                    out_of_reach,
+                    lacking,
+                } => {
                     let mesh = self.mesh.clone();
                     tokio::spawn(async move {
                         let names = node_names(&mesh).await;
-                        let nodes: Vec<String> = nodes.iter().map(|n| name_of(&names, n)).collect();
                         warn!(
                             %hash,
-                            "file transfer paused: no node holding the file is reachable ({}); \
-                             it goes on when one is, until the job's timeout",
-                            nodes.join(", ")
+                            "file transfer paused: no node that may hold the file can serve it \
+                             now ({}); it goes on when one can, until the job's timeout",
+                            who_cannot_serve(&names, &out_of_reach, &lacking)
                         );
                     });
                 }
             }
         }
     }
+}
+
+/// "out of reach: a, b; not holding it yet: c", by name, for the parts that have nodes.
+fn who_cannot_serve(
+    names: &HashMap<String, String>,
+    out_of_reach: &[NodeId],
+    lacking: &[NodeId],
+) -> String {
+    let list = |nodes: &[NodeId]| {
+        nodes
+            .iter()
+            .map(|n| name_of(names, n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !out_of_reach.is_empty() {
+        parts.push(format!("out of reach: {}", list(out_of_reach)));
+    }
+    if !lacking.is_empty() {
+        parts.push(format!("not holding it yet: {}", list(lacking)));
+    }
+    parts.join("; ")
 }
 
 /// The names of the mesh's members, by node id (empty if the mesh does not answer).

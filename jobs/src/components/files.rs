@@ -86,8 +86,8 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             }
             Err(_) => {
                 return Finished::fail(
-                    "the job's timeout ended before the file arrived (the nodes holding it were \
-                     out of reach or slow; this node's log says which)",
+                    "the job's timeout ended before the file arrived: the nodes holding it were \
+                     out of reach, slow, or did not have it yet (this node's log says which)",
                     format!("{} was not transferred", path.display()),
                 );
             }

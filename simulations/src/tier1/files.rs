@@ -62,7 +62,7 @@ impl Sim {
                     self.request(node, to, Body::Chunk { index });
                 }
                 // The daemon only logs it; the download goes on asking.
-                transfer::Action::Stalled(_) => {}
+                transfer::Action::Stalled { .. } => {}
                 transfer::Action::Done | transfer::Action::Failed(_) => {
                     let ok = matches!(action, transfer::Action::Done);
                     self.nodes[node].download = None;
