@@ -503,11 +503,12 @@ async fn follow_jobs(
 ) -> Result<(), Failure> {
     let job_ids: Vec<String> = reply.jobs.iter().map(|j| j.job_id.clone()).collect();
     let expected: u64 = reply.jobs.iter().map(|j| j.targets.len() as u64).sum();
+    // Jobs, not results: the daemon tells a job once every target has reported it.
     let bar = if options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let bar = ProgressBar::new(expected);
+        let bar = ProgressBar::new(job_ids.len() as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} results {msg}",
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs done {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -543,7 +544,7 @@ async fn follow_jobs(
                 if let Some(b) = &bar
                     && !late
                 {
-                    b.inc(record.results.len() as u64);
+                    b.inc(1);
                 }
                 if options.stream {
                     for text in live.rest(&record) {

@@ -397,6 +397,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_bootstrap_dial: started,
         alone_since: None,
         last_dial_error: None,
+        out_of_reach: HashMap::new(),
         last_alone_warning: None,
         last_twin_warning: None,
         twin_seen: None,
@@ -570,6 +571,18 @@ struct Leaving {
     deadline: tokio::time::Instant,
 }
 
+/// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
+struct OutOfReach {
+    since: Instant,
+    last: Instant,
+    error: String,
+}
+
+/// How long dials to a member must have failed, while it is alive (heard through other
+/// nodes: a partial partition, a firewall between two of them), before `status` says so: the
+/// jobs, results and files that need a direct connection between the two wait meanwhile.
+const OUT_OF_REACH_SAID_AFTER: Duration = Duration::from_secs(30);
+
 /// How long a connected peer may go without this node knowing it takes the presence topic.
 /// Gossipsub tells a peer its subscriptions once, on the first connection between the two: a
 /// node restarted while its old connection still stood at a peer (a crash during a network
@@ -712,6 +725,9 @@ struct EventLoop {
     alone_since: Option<Instant>,
     /// The last failed dial while alone, for the warning.
     last_dial_error: Option<String>,
+    /// Members this node failed to dial and has not been connected to since: when the first
+    /// failure of the spell was, when the last, and its error.
+    out_of_reach: HashMap<PeerId, OutOfReach>,
     /// When this node last warned that it reaches nobody (see [`ALONE_WARNING_EVERY`]).
     last_alone_warning: Option<Instant>,
     /// When this node last said that another daemon uses its identity (see [`TWIN_WARNING_EVERY`]).
@@ -1028,7 +1044,53 @@ impl EventLoop {
             nodes.sort();
             warnings.push(other_release_warning(version, &nodes));
         }
+        if let Some(w) = self.out_of_reach_warning(now) {
+            warnings.push(w);
+        }
         warnings
+    }
+
+    /// Members alive (heard through other nodes) that this node has failed to dial for
+    /// [`OUT_OF_REACH_SAID_AFTER`], lately, with how long and the last error.
+    fn out_of_reach_warning(&self, now: Instant) -> Option<String> {
+        const NAMED: usize = 5;
+        let mut spells: Vec<(String, Duration, &str)> = self
+            .out_of_reach
+            .iter()
+            .filter(|(peer, o)| {
+                now.saturating_duration_since(o.since) >= OUT_OF_REACH_SAID_AFTER
+                    && now.saturating_duration_since(o.last) < 2 * OUT_OF_REACH_SAID_AFTER
+                    && self.membership.state_of(peer, now) == Some(MemberState::Alive)
+            })
+            .map(|(peer, o)| {
+                let name = self
+                    .membership
+                    .name_of(peer)
+                    .map_or_else(|| peer.to_string(), str::to_string);
+                (
+                    name,
+                    now.saturating_duration_since(o.since),
+                    o.error.as_str(),
+                )
+            })
+            .collect();
+        if spells.is_empty() {
+            return None;
+        }
+        spells.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut named: Vec<String> = spells
+            .iter()
+            .take(NAMED)
+            .map(|(name, d, error)| format!("{name} for {} s ({error})", d.as_secs()))
+            .collect();
+        if spells.len() > NAMED {
+            named.push(format!("and {} more", spells.len() - NAMED));
+        }
+        Some(format!(
+            "alive (heard through other nodes) but not reachable directly from this node: {}; \
+             jobs, results and files between them wait until a direct connection works",
+            named.join("; ")
+        ))
     }
 
     fn other_release_views(&self) -> Vec<OtherReleaseView> {
@@ -1155,6 +1217,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.out_of_reach.remove(&peer_id);
                 if num_established.get() == 1 {
                     self.connected_since.insert(peer_id, Instant::now());
                 }
@@ -1192,6 +1255,26 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, "dial failed: {error}");
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    let now = Instant::now();
+                    let spell = self.out_of_reach.entry(peer).or_insert(OutOfReach {
+                        since: now,
+                        last: now,
+                        error: String::new(),
+                    });
+                    spell.last = now;
+                    // The transport's error: its first line is enough for `status`.
+                    let error = error.to_string();
+                    spell.error = error
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect();
+                }
                 if self.swarm.connected_peers().next().is_none() {
                     self.last_dial_error = Some(error.to_string());
                 }
@@ -1495,6 +1578,9 @@ impl EventLoop {
         self.other_releases
             .retain(|_, o| now.saturating_duration_since(o.last_heard) < OTHER_RELEASE_SHOWN_FOR);
         self.drop_peers_without_subscriptions(now);
+        // Spells no dial has renewed lately are over (the member left, or nothing needed it).
+        self.out_of_reach
+            .retain(|_, o| now.saturating_duration_since(o.last) < 10 * OUT_OF_REACH_SAID_AFTER);
         self.keep_connected(now);
         self.warn_if_alone(now);
         if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {
