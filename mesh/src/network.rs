@@ -154,6 +154,9 @@ pub struct MeshStatus {
     pub members: Vec<MemberView>,
     /// Nodes heard lately speaking another wire version (another release), which take no part.
     pub other_releases: Vec<OtherReleaseView>,
+    /// Members this node has lately failed to dial and is not connected to (a partial
+    /// partition: they may still be heard through other nodes).
+    pub unreachable: Vec<PeerId>,
     /// What an operator should know of this node's place in the mesh (another daemon with its
     /// identity, nodes of another release), in words.
     pub warnings: Vec<String>,
@@ -911,6 +914,14 @@ impl EventLoop {
                     heartbeat_interval: self.current_interval(),
                     members: self.membership.view(now),
                     other_releases: self.other_release_views(),
+                    unreachable: self
+                        .out_of_reach
+                        .iter()
+                        .filter(|(_, o)| {
+                            now.saturating_duration_since(o.last) < 2 * OUT_OF_REACH_SAID_AFTER
+                        })
+                        .map(|(peer, _)| *peer)
+                        .collect(),
                     warnings: self.warnings(now),
                 });
             }

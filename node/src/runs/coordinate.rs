@@ -780,13 +780,18 @@ fn resolve_names(
 }
 
 /// How this node sees the node named `name`, in a phrase: whether it is still there to answer.
-fn seen_as(members: &[mesh::MemberView], name: &str) -> String {
+/// `unreachable`: members this node fails to dial lately.
+fn seen_as(members: &[mesh::MemberView], unreachable: &[mesh::PeerId], name: &str) -> String {
     let named = members.iter().filter(|m| m.presence.name == name);
     let Some(m) = named.min_by_key(|m| (m.state != MemberState::Alive, m.last_seen_ago)) else {
         return format!("{name}: not in this node's table of the mesh");
     };
     let ago = m.last_seen_ago.as_secs();
     match m.state {
+        MemberState::Alive if unreachable.contains(&m.presence.peer_id) => format!(
+            "{name}: alive (heard through other nodes) but not reachable directly from this \
+             node, so it could not answer (whether it ran the job is unknown; `status` says more)"
+        ),
         MemberState::Alive => format!("{name}: alive, the job has not finished there"),
         MemberState::Expired => {
             format!(
@@ -893,7 +898,7 @@ impl Coordinator for NodeCoordinator {
             };
             nodes
                 .iter()
-                .map(|name| seen_as(&status.members, name))
+                .map(|name| seen_as(&status.members, &status.unreachable, name))
                 .collect()
         })
     }
