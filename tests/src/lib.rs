@@ -77,6 +77,16 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// The job id `exec` printed first (without `--poll`), once it succeeded.
+pub fn submitted_job_id(o: &Output) -> String {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .expect("exec prints the job id")
+        .to_string()
+}
+
 /// The job records `d` holds (the jobs it submitted), as `manage --list-jobs --json` prints them.
 pub fn records(d: &Daemon) -> Vec<Value> {
     let o = d.cli(&["manage", "--list-jobs", "--json"]);

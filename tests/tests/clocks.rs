@@ -62,6 +62,45 @@ fn job_info(d: &Daemon, job_id: &str) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
 }
 
+/// Runs `command` on n2 from `n1` without waiting; returns the job id.
+fn submit_to_n2(n1: &Daemon, command: &str) -> String {
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        command,
+    ]);
+    e2e_tests::submitted_job_id(&o)
+}
+
+/// n1's record of `job_id` once `done` holds for it; panics naming `what`, with both logs,
+/// after `timeout`.
+fn record_when(
+    [n1, n2]: [&Daemon; 2],
+    job_id: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = job_info(n1, job_id);
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {r}\n--- n1:\n{}\n--- n2:\n{}",
+            n1.log(),
+            n2.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A submitter that goes away for good leaves on the targets only small results for it: once
 /// it has taken nothing for an hour, results older than the target's record retention lose
 /// their output. Should it come back after all, it still learns how each job ended, and
@@ -82,21 +121,7 @@ fn results_for_a_submitter_away_over_a_day_lose_their_output_and_still_reach_it(
         started.display(),
         ran.display()
     );
-    let o = n1.cli(&[
-        "exec",
-        "--verb",
-        "RUN",
-        "--skip-cache",
-        "--target",
-        "n2",
-        &command,
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let job_id = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .expect("exec prints the job id")
-        .to_string();
+    let job_id = submit_to_n2(&n1, &command);
     // The run reaches n2 (the job takes a second there), then its submitter goes away.
     wait_for(Duration::from_secs(20), "n2 to start the job", || {
         started.exists().then_some(())
@@ -120,20 +145,13 @@ fn results_for_a_submitter_away_over_a_day_lose_their_output_and_still_reach_it(
     // The submitter comes back, as late.
     std::fs::write(&n1_clock, "+26h").unwrap();
     n1.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let record = loop {
-        let r = job_info(&n1, &job_id);
-        if r["results"]["n2"]["state"] == "success" {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n1's record of the job never closed: {r}\n--- n1:\n{}\n--- n2:\n{}",
-            n1.log(),
-            n2.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let record = record_when(
+        [&n1, &n2],
+        &job_id,
+        "n1's record of the job never closed",
+        Duration::from_secs(30),
+        |r| r["results"]["n2"]["state"] == "success",
+    );
     let stdout = record["results"]["n2"]["stdout"]
         .as_str()
         .unwrap_or_default();
@@ -209,38 +227,17 @@ fn a_run_resumed_after_a_wall_clock_correction_keeps_its_true_age() {
     }
     // Cut off, n1 still takes n2 for alive for a few seconds: the run stays on n1's disk.
     link.cut();
-    let o = n1.cli(&[
-        "exec",
-        "--verb",
-        "RUN",
-        "--skip-cache",
-        "--target",
-        "n2",
-        "echo ran",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let job_id = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .expect("exec prints the job id")
-        .to_string();
+    let job_id = submit_to_n2(&n1, "echo ran");
     n1.kill9();
     n1.set_clock(Some((clock(root, "n1", "+2d"), Clocks::Wall)));
     link.mend();
     n1.restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let record = loop {
-        let r = job_info(&n1, &job_id);
-        if r["results"]["n2"]["stdout"] == "ran" {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n2 never ran the resumed run: {r}\n--- n1:\n{}\n--- n2:\n{}",
-            n1.log(),
-            n2.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let record = record_when(
+        [&n1, &n2],
+        &job_id,
+        "n2 never ran the resumed run",
+        Duration::from_secs(60),
+        |r| r["results"]["n2"]["stdout"] == "ran",
+    );
     assert_eq!(record["results"]["n2"]["state"], "success", "{record}");
 }

@@ -741,12 +741,7 @@ fn run_args(targets: &[&str], command: &str) -> Vec<String> {
 fn submit(d: &Daemon, targets: &[&str], command: &str) -> String {
     let args = run_args(targets, command);
     let o = d.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .expect("exec prints the job id")
-        .to_string()
+    e2e_tests::submitted_job_id(&o)
 }
 
 /// Waits up to 60 s until the submitter's record of `job_id` satisfies `done`; panics with every
@@ -1576,12 +1571,7 @@ fn records_older_than_the_retention_are_forgotten_once_finished() {
         "--force-async",
         "sleep 6",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let long = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .expect("exec prints the job id")
-        .to_string();
+    let long = e2e_tests::submitted_job_id(&o);
     let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
     let ids = |d: &Daemon| -> Vec<String> {

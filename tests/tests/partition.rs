@@ -41,12 +41,7 @@ fn submit(d: &Daemon, targets: [&str; 2], command: &str) -> String {
         targets[1],
         command,
     ]);
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .expect("exec prints the job id")
-        .to_string()
+    e2e_tests::submitted_job_id(&o)
 }
 
 fn lines(path: &Path) -> usize {
