@@ -37,6 +37,27 @@ type BoxedTransport = Boxed<(PeerId, StreamMuxerBox)>;
 /// Idle connections to non-gossip peers are closed after this long.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long data sent on a TCP connection may go unacknowledged before the kernel closes it
+/// (`TCP_USER_TIMEOUT`; pings send something every 10 s). A peer cut off by a dropped route or
+/// a firewall would otherwise keep its connection "open" for the kernel's quarter of an hour
+/// of retransmissions, and requests sent on it (file chunks, results) would wait for their
+/// own timeouts instead of failing over to another node.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets [`TCP_USER_TIMEOUT`] on a new connection's socket. A failure (a kernel without the
+/// option) leaves the kernel's default.
+fn with_user_timeout(stream: tcp::tokio::TcpStream) -> tcp::tokio::TcpStream {
+    use nix::sys::socket::{setsockopt, sockopt::TcpUserTimeout};
+    if let Err(e) = setsockopt(
+        &stream.0,
+        TcpUserTimeout,
+        &(TCP_USER_TIMEOUT.as_millis() as u32),
+    ) {
+        tracing::debug!("TCP_USER_TIMEOUT not set: {e}");
+    }
+    stream
+}
+
 fn upgrade_transport<T>(
     base: T,
     key: &Keypair,
@@ -80,7 +101,8 @@ pub(crate) fn build_swarm(
             |key| -> Result<BoxedTransport, Box<dyn std::error::Error + Send + Sync>> {
                 let transport = match kind {
                     TransportKind::Tcp => upgrade_transport(
-                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                            .map(|stream, _| with_user_timeout(stream)),
                         key,
                         mesh_key,
                     ),
