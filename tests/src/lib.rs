@@ -155,13 +155,29 @@ impl Daemon {
         side: usize,
         extra: &[&str],
     ) -> Daemon {
-        Daemon::start_isolated_on(root, name, Some((link, side)), extra)
+        let at = (link.names[side].clone(), Link::ADDRS[side].to_string());
+        Daemon::start_isolated_on(root, name, Some(at), extra)
     }
 
+    /// Like [`Daemon::start_isolated`], on machine `i` of `fleet`: in its network namespace,
+    /// listening on its address.
+    pub fn start_isolated_in(
+        root: &Path,
+        name: &str,
+        fleet: &Fleet,
+        i: usize,
+        extra: &[&str],
+    ) -> Daemon {
+        let at = (fleet.names[i].clone(), fleet.address(i));
+        Daemon::start_isolated_on(root, name, Some(at), extra)
+    }
+
+    /// `at`: the network namespace and address to listen on, if not this namespace's
+    /// loopback.
     fn start_isolated_on(
         root: &Path,
         name: &str,
-        at: Option<(&Link, usize)>,
+        at: Option<(String, String)>,
         extra: &[&str],
     ) -> Daemon {
         assert!(
@@ -173,7 +189,7 @@ impl Daemon {
             "state directories of isolated daemons must be outside /tmp"
         );
         let mut args: Vec<String> = vec!["--name".into(), name.into()];
-        let ip = at.map_or("127.0.0.1", |(_, side)| Link::ADDRS[side]);
+        let ip = at.as_ref().map_or("127.0.0.1", |(_, ip)| ip.as_str());
         args.extend(["--listen".into(), format!("/ip4/{ip}/tcp/0")]);
         // Tests see expiry sooner with a 1 s heartbeat, unless they ask for another.
         if !extra.contains(&"--heartbeat-interval") {
@@ -186,7 +202,7 @@ impl Daemon {
             args,
             child: None,
             isolated: true,
-            netns: at.map(|(link, side)| link.names[side].clone()),
+            netns: at.map(|(netns, _)| netns),
             clock: None,
         };
         d.launch();
@@ -487,6 +503,84 @@ impl Drop for Link {
 }
 
 /// Runs `ip ARGS`; panics with its error output if it fails.
+/// Machines on one switch: a network namespace each, joined by a bridge in a namespace of
+/// its own; any two can be cut from each other while both still reach the rest (a firewall
+/// between them: a partial partition). All are removed when the fleet is dropped (drop the
+/// daemons in them first). Needs root and `ip`.
+pub struct Fleet {
+    hub: String,
+    names: Vec<String>,
+}
+
+impl Fleet {
+    /// `n` machines, `0..n`.
+    pub fn create(n: usize) -> Fleet {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        simulations::tier3::remove_stale_namespaces("dmtest-");
+        let prefix = format!("dmtest-{}-f{k}", std::process::id());
+        // Removed again even if a step below fails.
+        let fleet = Fleet {
+            hub: format!("{prefix}-hub"),
+            names: (0..n).map(|i| format!("{prefix}-{i}")).collect(),
+        };
+        ip(&["netns", "add", &fleet.hub]);
+        ip(&[
+            "-n", &fleet.hub, "link", "add", "name", "dmbr", "type", "bridge",
+        ]);
+        ip(&["-n", &fleet.hub, "link", "set", "dmbr", "up"]);
+        for (i, name) in fleet.names.iter().enumerate() {
+            ip(&["netns", "add", name]);
+            let port = format!("p{i}");
+            ip(&[
+                "-n", &fleet.hub, "link", "add", "name", &port, "type", "veth", "peer", "name",
+                "eth0", "netns", name,
+            ]);
+            ip(&[
+                "-n", &fleet.hub, "link", "set", &port, "master", "dmbr", "up",
+            ]);
+            let address = format!("{}/24", fleet.address(i));
+            ip(&["-n", name, "addr", "add", &address, "dev", "eth0"]);
+            ip(&["-n", name, "link", "set", "eth0", "up"]);
+            ip(&["-n", name, "link", "set", "lo", "up"]);
+        }
+        fleet
+    }
+
+    /// Machine `i`'s address.
+    pub fn address(&self, i: usize) -> String {
+        format!("10.232.0.{}", i + 1)
+    }
+
+    /// Nothing passes between machines `a` and `b` (each drops what it would send the other)
+    /// until [`Fleet::mend`]; both still reach every other machine.
+    pub fn cut(&self, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let to = format!("{}/32", self.address(to));
+            ip(&["-n", &self.names[from], "route", "add", "blackhole", &to]);
+        }
+    }
+
+    pub fn mend(&self, a: usize, b: usize) {
+        for (from, to) in [(a, b), (b, a)] {
+            let to = format!("{}/32", self.address(to));
+            ip(&["-n", &self.names[from], "route", "del", "blackhole", &to]);
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for name in self.names.iter().chain([&self.hub]) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn ip(args: &[&str]) {
     let o = Command::new("ip")
         .args(args)

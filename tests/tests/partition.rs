@@ -316,3 +316,104 @@ fn a_node_restarted_across_a_mended_cut_is_heard_steadily() {
         n1.log()
     );
 }
+
+/// Whether `d`'s `status` warns that `peer` is alive but not reachable directly.
+fn says_out_of_reach(d: &Daemon, peer: &str) -> Option<()> {
+    let warnings = d.status()?["self"]["warnings"].to_string();
+    (warnings.contains("not reachable directly from this node")
+        && warnings.contains(&format!("{peer} for ")))
+    .then_some(())
+}
+
+/// A firewall between two machines (a partial partition): n1 and n2 cannot reach each other,
+/// both reach n3 and n4, so each sees the other alive through them. Each side's `status` says
+/// the other is out of its reach; a file n1 sends to n2, n3 and n4 (a run for three is
+/// gossiped, so it reaches n2 through the others) lands on n2 from the other holders (n2 asks
+/// n1 in vain, then them, which may not have it yet when first asked); n2's result reaches n1
+/// once the cut is mended.
+#[test]
+fn a_partial_partition_is_named_and_a_file_goes_around_it() {
+    // Declared first, so it is removed last: after the daemons in it have stopped.
+    let fleet = e2e_tests::Fleet::create(4);
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let n1 = Daemon::start_isolated_in(root, "n1", &fleet, 0, &[]);
+    let token = n1.join_token();
+    let n3 = Daemon::start_isolated_in(root, "n3", &fleet, 2, &["--token", &token]);
+    let n4 = Daemon::start_isolated_in(root, "n4", &fleet, 3, &["--token", &token]);
+    let n3_address = n3.status().expect("status")["self"]["listen_addresses"][0]
+        .as_str()
+        .expect("n3 listens")
+        .to_string();
+    fleet.cut(0, 1);
+    let n2 = Daemon::start_isolated_in(
+        root,
+        "n2",
+        &fleet,
+        1,
+        &["--token", &token, "--peer", &n3_address],
+    );
+    let all = ["n1", "n2", "n3", "n4"].map(String::from).to_vec();
+    for d in [&n1, &n2, &n3, &n4] {
+        wait_for(
+            Duration::from_secs(30),
+            "the mesh to form through n3",
+            || (e2e_tests::alive_names(&d.status()?) == all).then_some(()),
+        );
+    }
+    let file = root.join("payload");
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &payload).unwrap();
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "ADD",
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+        "--target",
+        "n4",
+        "--timeout",
+        "120",
+        file.to_str().unwrap(),
+        "/tmp/landed",
+    ]);
+    let job_id = e2e_tests::submitted_job_id(&o);
+    wait_for(
+        Duration::from_secs(90),
+        "n1 to name n2 as out of its reach",
+        || says_out_of_reach(&n1, "n2"),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "n2 to name n1 as out of its reach",
+        || says_out_of_reach(&n2, "n1"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while n2
+        .status()
+        .is_none_or(|s| s["self"]["results_owed"][0]["results"] != 1)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "n2 never held its result for n1:\n--- n2:\n{}\n--- n3:\n{}",
+            n2.log(),
+            n3.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fleet.mend(0, 1);
+    let record = wait_for_record(&n1, &job_id, "both results after the mend", |r| {
+        r["results"].as_object().is_some_and(|m| m.len() == 3)
+    });
+    for node in ["n2", "n3", "n4"] {
+        assert_eq!(result(&record, node).0, "success", "{node}: {record}");
+    }
+    // The copy on n2 is the file, byte for byte (its /tmp is its own).
+    let compare = format!("cmp /tmp/landed {}", file.display());
+    let o = n1.cli(&[
+        "exec", "--verb", "RUN", "--target", "n2", &compare, "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+}
