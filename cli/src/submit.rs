@@ -400,6 +400,18 @@ fn run(
             }
             return Ok(());
         }
+        // Without a terminal there is no progress bar: a log says at once what was submitted,
+        // and how to follow it again should this command be stopped.
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let jobs = match reply.jobs.len() {
+                1 => "1 job".to_string(),
+                n => format!("{n} jobs"),
+            };
+            eprintln!(
+                "run {}: {jobs} submitted; `manage --follow-run {}` follows it again",
+                reply.run_id, reply.run_id
+            );
+        }
         let follow = Follow {
             poll: options.poll,
             stream: options.stream,

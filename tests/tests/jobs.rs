@@ -2904,3 +2904,34 @@ fn directord_functional_tests_in_full() {
         assert!(copies[n].ends_with("same"), "{n}: {}", copies[n]);
     }
 }
+
+/// Without a terminal (a log, a script), `--poll` says at once which run it submitted and how
+/// to follow it again; following it again works.
+#[test]
+fn poll_without_a_terminal_names_the_run_to_follow_again() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 1);
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", "echo hi", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr).to_string();
+    let first = said.lines().next().unwrap_or_default();
+    let run_id = first
+        .strip_prefix("run ")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !run_id.is_empty()
+            && first.ends_with(&format!(
+                ": 1 job submitted; `manage --follow-run {run_id}` follows it again"
+            )),
+        "{said}"
+    );
+    let o = nodes[0].cli(&["manage", "--follow-run", &run_id]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Job Success"),
+        "{}",
+        text(&o)
+    );
+}
