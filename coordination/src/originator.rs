@@ -24,6 +24,11 @@ pub struct OriginatorConfig {
     pub max_resend: Duration,
     /// With at most this many remote targets, deliver directly instead of gossiping.
     pub direct_up_to: usize,
+    /// A run delivered only directly that a target has not acknowledged this long after it
+    /// was sent is announced by gossip too: a target alive through other nodes but out of
+    /// this node's reach (a partial partition) gets it through them and runs it at once; its
+    /// acknowledgement and results come back when this node can reach it again.
+    pub announce_direct_after: Duration,
     /// How long a target written off as unreachable still gets its jobs if it comes back: its
     /// results then replace the `unreachable` ones. Beyond this, unreachable is final.
     pub written_off_for: Duration,
@@ -52,6 +57,7 @@ impl Default for OriginatorConfig {
             first_resend: Duration::from_millis(500),
             max_resend: Duration::from_secs(10),
             direct_up_to: 2,
+            announce_direct_after: Duration::from_secs(2),
             written_off_for: Duration::from_secs(600),
             resend_batch: 32,
             resumed_alive_check: Duration::from_secs(30),
@@ -129,6 +135,9 @@ struct Tracked {
     resend_every: Duration,
     /// Whether the run goes by gossip (else only direct deliveries).
     gossiped: bool,
+    /// For a run not gossiped: when it is announced after all if a target has still not
+    /// acknowledged it ([`OriginatorConfig::announce_direct_after`]).
+    announce_at: Option<Instant>,
     /// Where the next resend round starts in `unacked`.
     cursor: usize,
     /// Unacknowledged targets that were sent the run directly (resends, targets back): their
@@ -153,12 +162,12 @@ enum AliveCheck {
 }
 
 impl Tracked {
-    /// A run to track from now on, first resent at `resend_at`.
+    /// A run to track from `now` on, first resent at once.
     fn new(
         run: Arc<Run>,
         unacked: BTreeSet<NodeId>,
         missing: HashSet<(String, NodeId)>,
-        resend_at: Instant,
+        now: Instant,
         config: &OriginatorConfig,
         gossiped: bool,
     ) -> Self {
@@ -166,9 +175,10 @@ impl Tracked {
             run,
             unacked,
             missing,
-            resend_at,
+            resend_at: now,
             resend_every: config.first_resend,
             gossiped,
+            announce_at: (!gossiped).then(|| now + config.announce_direct_after),
             cursor: 0,
             sent_directly: HashSet::new(),
             reached_by_gossip: 0,
@@ -282,10 +292,11 @@ impl Originator {
             Arc::clone(&run),
             remote,
             missing,
-            now + self.config.first_resend,
+            now,
             &self.config,
             gossiped,
         );
+        tracked.resend_at = now + self.config.first_resend;
         tracked.alive_check = AliveCheck::Due(now + self.config.submitted_alive_check);
         self.runs.insert(run.run_id.clone(), tracked);
         actions
@@ -518,6 +529,17 @@ impl Originator {
             !list.is_empty()
         });
         for t in self.runs.values_mut() {
+            if !t.unacked.is_empty() && t.announce_at.is_some_and(|at| at <= now) {
+                // Direct deliveries have not reached every target: gossip may, through
+                // other nodes. A new round, so that gossip takes it as a new message even if
+                // the run was announced before (a target written off and back).
+                t.announce_at = None;
+                t.gossiped = true;
+                let mut again = (*t.run).clone();
+                again.round = t.run.round + 1;
+                t.run = Arc::new(again);
+                actions.push(Action::Announce(Arc::clone(&t.run)));
+            }
             if t.unacked.is_empty() || now < t.resend_at {
                 continue;
             }
@@ -619,6 +641,56 @@ mod tests {
         let a = o.handle(Input::Submit(r), now);
         assert_eq!(a.len(), 1);
         assert!(matches!(a[0], Action::Announce(_)));
+    }
+
+    /// A target cut off from this node but alive through others (a partial partition) is
+    /// never reached by direct deliveries: the run is announced after a while, once.
+    #[test]
+    fn a_direct_run_not_acknowledged_is_announced_once() {
+        let t0 = Instant::now();
+        let config = OriginatorConfig::default();
+        let after = config.announce_direct_after;
+        let mut o = Originator::new(node("me"), config.clone());
+        o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+        o.handle(
+            Input::Acked {
+                run_id: "r1".into(),
+                node: node("a"),
+            },
+            t0,
+        );
+        let announces = |a: &[Action]| -> Vec<u32> {
+            a.iter()
+                .filter_map(|x| match x {
+                    Action::Announce(run) => Some(run.round),
+                    _ => None,
+                })
+                .collect()
+        };
+        let before = without_checks(o.handle(Input::Tick, t0 + after - Duration::from_millis(1)));
+        assert!(announces(&before).is_empty(), "{before:?}");
+        let a = o.handle(Input::Tick, t0 + after);
+        assert_eq!(announces(&a), vec![1], "{a:?}");
+        for s in 3..60 {
+            let a = o.handle(Input::Tick, t0 + Duration::from_secs(s));
+            assert!(announces(&a).is_empty(), "{s} s: {a:?}");
+        }
+        // Every target acknowledged in time: nothing is gossiped.
+        let mut o = Originator::new(node("me"), config);
+        o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+        for n in ["a", "b"] {
+            o.handle(
+                Input::Acked {
+                    run_id: "r1".into(),
+                    node: node(n),
+                },
+                t0,
+            );
+        }
+        for s in 0..60 {
+            let a = o.handle(Input::Tick, t0 + Duration::from_secs(s));
+            assert!(announces(&a).is_empty(), "{s} s: {a:?}");
+        }
     }
 
     #[test]

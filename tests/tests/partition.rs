@@ -330,7 +330,8 @@ fn says_out_of_reach(d: &Daemon, peer: &str) -> Option<()> {
 /// the other is out of its reach; a file n1 sends to n2, n3 and n4 (a run for three is
 /// gossiped, so it reaches n2 through the others) lands on n2 from the other holders (n2 asks
 /// n1 in vain, then them, which may not have it yet when first asked); n2's result reaches n1
-/// once the cut is mended.
+/// once the cut is mended. A run for n2 alone (delivered directly, which cannot reach it) is
+/// announced after all and runs on n2 during the cut.
 #[test]
 fn a_partial_partition_is_named_and_a_file_goes_around_it() {
     // Declared first, so it is removed last: after the daemons in it have stopped.
@@ -390,14 +391,16 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         "n2 to name n1 as out of its reach",
         || says_out_of_reach(&n2, "n1"),
     );
+    let o = n1.cli(&["exec", "--verb", "RUN", "--target", "n2", "echo around"]);
+    let alone_id = e2e_tests::submitted_job_id(&o);
     let deadline = Instant::now() + Duration::from_secs(90);
     while n2
         .status()
-        .is_none_or(|s| s["self"]["results_owed"][0]["results"] != 1)
+        .is_none_or(|s| s["self"]["results_owed"][0]["results"] != 2)
     {
         assert!(
             Instant::now() < deadline,
-            "n2 never held its result for n1:\n--- n2:\n{}\n--- n3:\n{}",
+            "n2 never held its two results for n1:\n--- n2:\n{}\n--- n3:\n{}",
             n2.log(),
             n3.log()
         );
@@ -410,6 +413,14 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
     for node in ["n2", "n3", "n4"] {
         assert_eq!(result(&record, node).0, "success", "{node}: {record}");
     }
+    let record = wait_for_record(&n1, &alone_id, "n2's result after the mend", |r| {
+        r["results"].as_object().is_some_and(|m| m.len() == 1)
+    });
+    assert_eq!(
+        result(&record, "n2"),
+        ("success", "around", "echo around"),
+        "{record}"
+    );
     // The copy on n2 is the file, byte for byte (its /tmp is its own).
     let compare = format!("cmp /tmp/landed {}", file.display());
     let o = n1.cli(&[

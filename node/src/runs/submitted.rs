@@ -25,7 +25,7 @@ impl Actor {
                         debug!(
                             run = %run.run_id,
                             round = run.round,
-                            "announcing the run again: targets that have not acknowledged it are no longer reached"
+                            "announcing the run (again): targets that have not acknowledged it are not reached otherwise"
                         );
                     }
                     let mut copy = run.compact();
