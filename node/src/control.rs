@@ -151,6 +151,10 @@ pub enum WatchEvent {
     Done(Box<JobRecord>),
     /// No such job here.
     Unknown(String),
+    /// A target that still owes results is alive (heard through other nodes) but this node
+    /// has not reached it directly for a while (a partial partition): its results come once
+    /// it can. Told once per cut.
+    OutOfReach { node: String },
 }
 
 /// `status`: this node, then every member it knows.

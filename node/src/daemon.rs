@@ -5,7 +5,7 @@
 //! down says goodbye to the mesh, remembers where the members were and removes the socket.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -28,7 +28,7 @@ use crate::{
     config::NodeConfig,
     control::{
         self, ControlHandler, ControlRequest, ControlResponse, NodeRow, Reply, ResultsOwed,
-        SelfInfo, StatusReport, Submission,
+        SelfInfo, StatusReport, Submission, WatchEvent,
     },
     host,
     records::JobRecord,
@@ -652,6 +652,7 @@ impl Control {
 
     async fn watch(&self, job_ids: Vec<String>, output: bool) -> Reply {
         let (events, mut rx) = runs::watch_channel();
+        let mut out_of_reach = OutOfReach::new(job_ids.clone());
         self.runs
             .send(runs::Input::Watch {
                 job_ids,
@@ -661,10 +662,24 @@ impl Control {
             })
             .await;
         let (tx, out) = tokio::sync::mpsc::channel(64);
+        let (mesh, runs) = (self.mesh.clone(), self.runs.clone());
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if tx.send(ControlResponse::Watch(event)).await.is_err() {
-                    return;
+            let mut check = tokio::time::interval_at(
+                tokio::time::Instant::now() + OUT_OF_REACH_CHECK,
+                OUT_OF_REACH_CHECK,
+            );
+            loop {
+                let events = tokio::select! {
+                    event = rx.recv() => match event {
+                        Some(event) => vec![event],
+                        None => break,
+                    },
+                    _ = check.tick() => out_of_reach.check(&mesh, &runs).await,
+                };
+                for event in events {
+                    if tx.send(ControlResponse::Watch(event)).await.is_err() {
+                        return;
+                    }
                 }
             }
             let _ = tx.send(ControlResponse::WatchEnd).await;
@@ -757,6 +772,58 @@ impl ControlHandler for Control {
         };
         debug!(elapsed = ?started.elapsed(), "control request answered");
         Reply::One(response)
+    }
+}
+
+/// How often a watch looks for targets that owe results and are out of this node's reach.
+const OUT_OF_REACH_CHECK: Duration = Duration::from_secs(10);
+
+/// A watch's view of the targets it waits for that this node cannot reach (alive through
+/// others, not dialable: the mesh's `unreachable`), so a client waiting on them hears why.
+struct OutOfReach {
+    job_ids: Arc<HashSet<String>>,
+    /// Told already, and still out of reach: told again only after a new cut.
+    told: HashSet<PeerId>,
+}
+
+impl OutOfReach {
+    fn new(job_ids: Vec<String>) -> Self {
+        OutOfReach {
+            job_ids: Arc::new(job_ids.into_iter().collect()),
+            told: HashSet::new(),
+        }
+    }
+
+    /// The targets newly out of reach that still owe results of the watched jobs.
+    async fn check(&mut self, mesh: &MeshHandle, runs: &Runs) -> Vec<WatchEvent> {
+        let Ok(status) = mesh.status().await else {
+            return Vec::new();
+        };
+        self.told.retain(|p| status.unreachable.contains(p));
+        if status.unreachable.is_empty() {
+            return Vec::new();
+        }
+        let (reply, owing) = tokio::sync::oneshot::channel();
+        runs.send(runs::Input::Owing {
+            job_ids: Arc::clone(&self.job_ids),
+            reply,
+        })
+        .await;
+        let Ok(owing) = owing.await else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for peer in &status.unreachable {
+            if owing.contains(&peer.to_string()) && self.told.insert(*peer) {
+                let name = status
+                    .members
+                    .iter()
+                    .find(|m| m.presence.peer_id == *peer)
+                    .map_or_else(|| peer.to_string(), |m| m.presence.name.clone());
+                events.push(WatchEvent::OutOfReach { node: name });
+            }
+        }
+        events
     }
 }
 

@@ -146,6 +146,11 @@ pub enum Input {
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
+    /// Which targets (peer ids) still owe results of these jobs, of those not finished.
+    Owing {
+        job_ids: Arc<HashSet<String>>,
+        reply: oneshot::Sender<HashSet<String>>,
+    },
     /// The results this node holds for other submitters (`status`).
     Owed {
         reply: oneshot::Sender<Vec<outbox::Owed>>,
@@ -752,6 +757,19 @@ impl Actor {
             }
             Input::Records { reply } => {
                 let _ = reply.send(self.records.values().cloned().collect());
+            }
+            Input::Owing { job_ids, reply } => {
+                let owing = job_ids
+                    .iter()
+                    .filter_map(|id| self.records.get(id))
+                    .flat_map(|r| {
+                        r.nodes
+                            .iter()
+                            .filter(|n| !r.results.contains_key(&n.name))
+                            .map(|n| n.peer_id.clone())
+                    })
+                    .collect();
+                let _ = reply.send(owing);
             }
             Input::Owed { reply } => {
                 let _ = reply.send(self.outbox.owed(Instant::now()));

@@ -391,8 +391,25 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         "n2 to name n1 as out of its reach",
         || says_out_of_reach(&n2, "n1"),
     );
-    let o = n1.cli(&["exec", "--verb", "RUN", "--target", "n2", "echo around"]);
-    let alone_id = e2e_tests::submitted_job_id(&o);
+    // Followed with `--poll`, which says why it waits.
+    let polled = root.join("poll.out");
+    let mut poll = std::process::Command::new(e2e_tests::binary())
+        .arg("--state-dir")
+        .arg(&n1.state_dir)
+        .args([
+            "exec",
+            "--verb",
+            "RUN",
+            "--target",
+            "n2",
+            "echo around",
+            "--poll",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&polled).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     while n2
         .status()
@@ -406,6 +423,16 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    wait_for(
+        Duration::from_secs(30),
+        "the client following the run for n2 to say why it waits",
+        || {
+            std::fs::read_to_string(&polled)
+                .ok()?
+                .contains("Waiting for n2: alive (heard through other nodes) but out of this node's reach")
+                .then_some(())
+        },
+    );
     fleet.mend(0, 1);
     let record = wait_for_record(&n1, &job_id, "both results after the mend", |r| {
         r["results"].as_object().is_some_and(|m| m.len() == 3)
@@ -413,6 +440,17 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
     for node in ["n2", "n3", "n4"] {
         assert_eq!(result(&record, node).0, "success", "{node}: {record}");
     }
+    let (status, _) = wait_for(Duration::from_secs(60), "the client to finish", || {
+        poll.try_wait().unwrap()
+    });
+    let shown = std::fs::read_to_string(&polled).unwrap();
+    assert!(status.success(), "{status:?}: {shown}");
+    let alone_id = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("Job Success: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no success line: {shown}"))
+        .to_string();
     let record = wait_for_record(&n1, &alone_id, "n2's result after the mend", |r| {
         r["results"].as_object().is_some_and(|m| m.len() == 1)
     });
