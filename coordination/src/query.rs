@@ -168,6 +168,19 @@ impl Queries {
         self.collections.insert(job_id.to_string(), collection);
     }
 
+    /// The names of the targets whose value (or word that none comes) the set of `job_id`
+    /// still waits for, sorted; `None` if it is not collected here.
+    pub fn awaited(&self, job_id: &str) -> Option<Vec<String>> {
+        let c = self.collections.get(job_id)?;
+        let mut names: Vec<String> = c
+            .expected
+            .iter()
+            .map(|n| c.names.get(n).cloned().unwrap_or_else(|| n.0.clone()))
+            .collect();
+        names.sort();
+        Some(names)
+    }
+
     /// The arg the QUERY `job_id` collects, if known.
     pub fn arg(&self, job_id: &str) -> Option<&str> {
         self.collections.get(job_id)?.name.as_deref()

@@ -118,6 +118,14 @@ pub trait Coordinator: Send + Sync {
         nodes: &[String],
     ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>>;
 
+    /// QUERY (the job `job_id`) that timed out waiting for the set: why it has not come, as
+    /// far as this node can tell (whose values the submitter still waits for, or which node
+    /// to ask), for the failure to say.
+    fn query_waiting(&self, job_id: &str) -> BoxFuture<'static, Option<String>> {
+        let _ = job_id;
+        Box::pin(async { None })
+    }
+
     /// JOB_WAIT that timed out: how this node sees each of `nodes` now (left, out of reach,
     /// alive), one phrase each, for the failure to say why no answer came.
     fn nodes_seen(&self, nodes: &[String]) -> BoxFuture<'static, Vec<String>> {

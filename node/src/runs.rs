@@ -166,6 +166,11 @@ pub enum Input {
         value: serde_json::Value,
         reply: Option<oneshot::Sender<Result<Option<serde_json::Value>, String>>>,
     },
+    /// The QUERY job `job_id` here timed out waiting for its set: where the set stands.
+    QueryWaiting {
+        job_id: String,
+        reply: oneshot::Sender<coordinate::QueryStand>,
+    },
     /// The JOB_WAIT job `job_id` here starts waiting on `peers`.
     JobWait {
         job_id: String,
@@ -792,6 +797,9 @@ impl Actor {
                 value,
                 reply,
             } => self.query_local(job_id, name, value, reply),
+            Input::QueryWaiting { job_id, reply } => {
+                let _ = reply.send(self.query_stand(&job_id));
+            }
             Input::JobWait {
                 job_id,
                 fingerprint,

@@ -2327,6 +2327,59 @@ fn a_query_outlives_a_restart_of_its_submitter() {
     assert!(info.starts_with("interrupted"), "{query}");
 }
 
+/// A QUERY whose set does not come in time says why on each target: the submitter names the
+/// targets whose values it still waits for, the others name the submitter to ask.
+#[test]
+fn a_query_that_times_out_says_whose_values_it_waited_for() {
+    let root = root();
+    let nodes = mesh(root.path());
+    for (node, delay) in [("n1", "0"), ("n2", "0"), ("n3", "8")] {
+        let o = nodes[0].cli(&[
+            "exec", "--verb", "ARG", "--target", node, "delay", delay, "--poll",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let file = root.path().join("query.yaml");
+    std::fs::write(
+        &file,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache sleep {{ delay }}\n\
+         \x20 - QUERY: delay --timeout 2\n",
+    )
+    .unwrap();
+    let o = nodes[0].cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--target",
+        "n1",
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r = record(&records(&nodes[0]), "QUERY: delay --timeout 2").clone();
+    let stderr = |n: &str| r["results"][n]["stderr"].as_str().unwrap_or_default();
+    for n in ["n1", "n2"] {
+        assert_eq!(r["results"][n]["state"], "failed", "{n}: {r}");
+        assert!(
+            stderr(n).starts_with("timed out waiting for the set of every target's value: "),
+            "{n}: {r}"
+        );
+    }
+    assert!(
+        stderr("n1").contains("this node, the submitter, still waited for the value of n3 "),
+        "{r}"
+    );
+    assert!(
+        stderr("n2").contains("it comes from the submitter n1 once every target has sent"),
+        "{r}"
+    );
+    // n3's value came late; its own job had the set at once.
+    assert_eq!(r["results"]["n3"]["state"], "success", "{r}");
+}
+
 #[test]
 fn directord_query_orchestration() {
     let Some(file) = reference("functional-tests-query.yaml") else {

@@ -16,7 +16,18 @@ pub(super) async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finis
     let value = ctx.args().get(name).cloned().unwrap_or(Value::Null);
     let own = serde_json::json!({ name: value }).to_string();
     let lent = (!no_wait).then(|| ctx.lend_queue());
-    let answer = coordinator.query(ctx.job_id, name, value, !no_wait).await;
+    let asked = coordinator.query(ctx.job_id, name, value, !no_wait);
+    let Ok(answer) = tokio::time::timeout_at(ctx.deadline, asked).await else {
+        drop(lent);
+        let why = match coordinator.query_waiting(ctx.job_id).await {
+            Some(why) => format!(": {why}"),
+            None => String::new(),
+        };
+        return Finished::fail(
+            format!("timed out waiting for the set of every target's value{why}"),
+            format!("QUERY {name} gave up after its timeout"),
+        );
+    };
     drop(lent);
     match answer {
         Ok(None) => Finished::ok(own, "value sent; not waiting for the others (--no-wait)"),

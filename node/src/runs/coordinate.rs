@@ -202,6 +202,17 @@ impl Actor {
         self.tell(&originator, msg);
     }
 
+    /// Where the set of the QUERY job `job_id` stands, seen from here.
+    pub(super) fn query_stand(&self, job_id: &str) -> QueryStand {
+        if let Some(names) = self.cross.queries.awaited(job_id) {
+            return QueryStand::Awaits(names);
+        }
+        match self.cross.query_origins.get(job_id) {
+            Some((originator, _)) => QueryStand::Elsewhere(originator.clone()),
+            None => QueryStand::Unknown,
+        }
+    }
+
     /// Originator side: the record of `job_id` if it is a QUERY (in memory, or on disk after
     /// a restart).
     fn query_record(&self, job_id: &str) -> Option<JobRecord> {
@@ -803,6 +814,17 @@ fn seen_as(members: &[mesh::MemberView], unreachable: &[mesh::PeerId], name: &st
     }
 }
 
+/// Where the set of a QUERY job stands, seen from one of its targets.
+#[derive(Debug)]
+pub enum QueryStand {
+    /// This node collects it, and still waits for the values of these targets (by name).
+    Awaits(Vec<String>),
+    /// The run's submitter (this node is not) collects it.
+    Elsewhere(NodeId),
+    /// Not known here (any more).
+    Unknown,
+}
+
 /// The executor's way to the mesh for QUERY, JOB_WAIT and files.
 pub struct NodeCoordinator {
     pub(crate) inbox: mpsc::Sender<Input>,
@@ -886,6 +908,48 @@ impl Coordinator for NodeCoordinator {
                 .await
                 .map_err(|_| "the node is shutting down".to_string())?;
             Ok(rx)
+        })
+    }
+
+    fn query_waiting(&self, job_id: &str) -> BoxFuture<'static, Option<String>> {
+        let inbox = self.inbox.clone();
+        let mesh = self.mesh.clone();
+        let job_id = job_id.to_string();
+        Box::pin(async move {
+            let (reply, stand) = oneshot::channel();
+            inbox
+                .send(Input::QueryWaiting {
+                    job_id: job_id.clone(),
+                    reply,
+                })
+                .await
+                .ok()?;
+            Some(match stand.await.ok()? {
+                QueryStand::Awaits(names) if names.is_empty() => {
+                    "every value had come; the set was on its way".to_string()
+                }
+                QueryStand::Awaits(names) => format!(
+                    "this node, the submitter, still waited for the value{} of {} (the set goes \
+                     out once every target has sent its value, left, or ended the job without \
+                     one)",
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                ),
+                QueryStand::Elsewhere(originator) => {
+                    let status = mesh.status().await.ok();
+                    let name = status
+                        .iter()
+                        .flat_map(|s| &s.members)
+                        .find(|m| m.presence.peer_id.to_string() == originator.0)
+                        .map_or(originator.0.clone(), |m| m.presence.name.clone());
+                    format!(
+                        "it comes from the submitter {name} once every target has sent its value \
+                         (there, `manage --job-info {job_id}` shows which targets have not \
+                         reported)"
+                    )
+                }
+                QueryStand::Unknown => return None,
+            })
         })
     }
 
