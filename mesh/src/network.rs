@@ -173,17 +173,23 @@ pub struct OtherReleaseView {
     pub release: Option<String>,
 }
 
+impl OtherReleaseView {
+    /// `release R, wire version W`, or `wire version W` when its release is not known.
+    pub fn release_and_wire(&self) -> String {
+        match &self.release {
+            Some(release) => format!("release {release}, wire version {}", self.wire_version),
+            None => format!("wire version {}", self.wire_version),
+        }
+    }
+}
+
 /// `name (peer id, release R, wire version W)`, with what is known of it.
 impl std::fmt::Display for OtherReleaseView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(name) = &self.name {
             write!(f, "{name} (")?;
         }
-        write!(f, "{}", self.peer_id)?;
-        if let Some(release) = &self.release {
-            write!(f, ", release {release}")?;
-        }
-        write!(f, ", wire version {}", self.wire_version)?;
+        write!(f, "{}, {}", self.peer_id, self.release_and_wire())?;
         if self.name.is_some() {
             write!(f, ")")?;
         }
@@ -623,6 +629,18 @@ struct OtherRelease {
     about: Option<OtherPresence>,
     last_heard: Instant,
     last_warned: Instant,
+}
+
+impl OtherRelease {
+    /// As `status` and the log name it (`peer` is its peer id).
+    fn view(&self, peer: PeerId) -> OtherReleaseView {
+        OtherReleaseView {
+            peer_id: peer,
+            wire_version: self.version,
+            name: self.about.as_ref().map(|p| p.name.clone()),
+            release: self.about.as_ref().map(|p| p.version.clone()),
+        }
+    }
 }
 
 /// The part of a heartbeat of another release read to name the node: every release so far
@@ -1099,7 +1117,8 @@ impl EventLoop {
         }
         Some(format!(
             "alive (heard through other nodes) but not reachable directly from this node: {}; \
-             jobs, results and files between them wait until a direct connection works",
+             results between them wait until a direct connection works (jobs go through \
+             other nodes, files come from other nodes that hold them)",
             named.join("; ")
         ))
     }
@@ -1108,12 +1127,7 @@ impl EventLoop {
         let mut views: Vec<OtherReleaseView> = self
             .other_releases
             .iter()
-            .map(|(peer, other)| OtherReleaseView {
-                peer_id: *peer,
-                wire_version: other.version,
-                name: other.about.as_ref().map(|p| p.name.clone()),
-                release: other.about.as_ref().map(|p| p.version.clone()),
-            })
+            .map(|(peer, other)| other.view(*peer))
             .collect();
         views.sort_by(|a, b| (&a.name, a.peer_id).cmp(&(&b.name, b.peer_id)));
         views
@@ -1130,7 +1144,7 @@ impl EventLoop {
             other.version = version;
             other.last_heard = now;
             if about.is_some() {
-                other.about = about.clone();
+                other.about = about;
             }
             if now.saturating_duration_since(other.last_warned) < OTHER_RELEASE_WARNING_EVERY {
                 return;
@@ -1141,7 +1155,7 @@ impl EventLoop {
                 peer,
                 OtherRelease {
                     version,
-                    about: about.clone(),
+                    about,
                     last_heard: now,
                     last_warned: now,
                 },
@@ -1150,11 +1164,8 @@ impl EventLoop {
             // So many already named: this one goes unsaid rather than at every heartbeat.
             return;
         }
-        let view = OtherReleaseView {
-            peer_id: peer,
-            wire_version: version,
-            name: about.as_ref().map(|p| p.name.clone()),
-            release: about.map(|p| p.version),
+        let Some(view) = self.other_releases.get(&peer).map(|o| o.view(peer)) else {
+            return;
         };
         warn!(
             node = %view,
@@ -1765,5 +1776,59 @@ impl EventLoop {
         for (peer, addrs) in candidates.into_iter().take(want) {
             self.dial_member(peer, addrs, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(name: &str, version: &str) -> OtherPresence {
+        OtherPresence {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    /// Another release's heartbeat is read without this release's checks: what it says is
+    /// shown only if it looks like a node's name and a release.
+    #[test]
+    fn another_releases_name_is_shown_only_if_it_looks_like_one() {
+        assert!(presence("web-01.example", "0.2.0+build.5").plausible());
+        for (name, version) in [
+            ("", "0.2.0"),
+            ("web01", ""),
+            ("web 01", "0.2.0"),
+            ("web01\u{1b}[2J", "0.2.0"),
+            ("web01\nWarning: forged", "0.2.0"),
+            ("web01", "0.2.0; rm -rf /"),
+            (&"x".repeat(254), "0.2.0"),
+            ("web01", &"1".repeat(65)),
+        ] {
+            assert!(!presence(name, version).plausible(), "{name:?} {version:?}");
+        }
+    }
+
+    #[test]
+    fn another_release_is_named_with_what_is_known_of_it() {
+        let peer = PeerId::random();
+        let known = OtherRelease {
+            version: 5,
+            about: Some(presence("n5", "0.0.9")),
+            last_heard: Instant::now(),
+            last_warned: Instant::now(),
+        };
+        assert_eq!(
+            known.view(peer).to_string(),
+            format!("n5 ({peer}, release 0.0.9, wire version 5)")
+        );
+        let unknown = OtherRelease {
+            about: None,
+            ..known
+        };
+        assert_eq!(
+            unknown.view(peer).to_string(),
+            format!("{peer}, wire version 5")
+        );
     }
 }

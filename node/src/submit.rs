@@ -106,13 +106,9 @@ pub fn resolve(
             .iter()
             .find(|o| o.name.as_deref() == Some(name))?;
         Some(SubmitError::Unavailable(format!(
-            "target '{name}' runs another release ({}wire version {}; this node speaks {}): it \
+            "target '{name}' runs another release ({}; this node speaks wire version {}): it \
              takes no jobs from this node until both run the same directord-mesh release",
-            other
-                .release
-                .as_deref()
-                .map_or(String::new(), |r| format!("{r}, ")),
-            other.wire_version,
+            other.release_and_wire(),
             mesh::wire::spoken_version()
         )))
     };

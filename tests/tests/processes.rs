@@ -228,8 +228,8 @@ fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() 
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(&format!(
-            "target 'old' runs another release ({release}, wire version {}; this node speaks \
-             {spoken})",
+            "target 'old' runs another release (release {release}, wire version {}; this node \
+             speaks wire version {spoken})",
             spoken - 1
         )),
         "{}",
