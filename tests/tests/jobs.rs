@@ -2272,6 +2272,16 @@ fn a_query_set_too_large_to_send_fails_its_targets_at_once() {
     }
 }
 
+/// Sets the ARG `name` on each node to its own value, from `d`.
+fn arg_per_node(d: &Daemon, name: &str, values: &[(&str, &str)]) {
+    for (node, value) in values {
+        let o = d.cli(&[
+            "exec", "--verb", "ARG", "--target", node, name, value, "--poll",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}
+
 /// The submitter restarts in the middle of a QUERY: two values came before (its own and
 /// n2's), n3's comes after. The values from before are kept on disk, so n2 and n3 still get
 /// all three (before, the restarted submitter waited for a value that was never sent again);
@@ -2280,12 +2290,7 @@ fn a_query_set_too_large_to_send_fails_its_targets_at_once() {
 fn a_query_outlives_a_restart_of_its_submitter() {
     let root = root();
     let mut nodes = mesh(root.path());
-    for (node, delay) in [("n1", "0"), ("n2", "0"), ("n3", "6")] {
-        let o = nodes[0].cli(&[
-            "exec", "--verb", "ARG", "--target", node, "delay", delay, "--poll",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    arg_per_node(&nodes[0], "delay", &[("n1", "0"), ("n2", "0"), ("n3", "6")]);
     let file = root.path().join("query.yaml");
     let count = "RUN: --skip-cache echo \"{{ query | length }}\"";
     std::fs::write(
@@ -2333,12 +2338,7 @@ fn a_query_outlives_a_restart_of_its_submitter() {
 fn a_query_that_times_out_says_whose_values_it_waited_for() {
     let root = root();
     let nodes = mesh(root.path());
-    for (node, delay) in [("n1", "0"), ("n2", "0"), ("n3", "8")] {
-        let o = nodes[0].cli(&[
-            "exec", "--verb", "ARG", "--target", node, "delay", delay, "--poll",
-        ]);
-        assert!(o.status.success(), "{}", text(&o));
-    }
+    arg_per_node(&nodes[0], "delay", &[("n1", "0"), ("n2", "0"), ("n3", "8")]);
     let file = root.path().join("query.yaml");
     std::fs::write(
         &file,
