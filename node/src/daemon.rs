@@ -670,6 +670,8 @@ impl Control {
             );
             loop {
                 let events = tokio::select! {
+                    // The client went away: the watch ends here, and the runs actor drops it.
+                    () = tx.closed() => return,
                     event = rx.recv() => match event {
                         Some(event) => vec![event],
                         None => break,
