@@ -92,18 +92,31 @@ impl Actor {
                     node,
                     job_ids,
                 } => {
+                    // One line per node and run, however many jobs (a split of a busy mesh
+                    // writes off thousands at once).
+                    let name = job_ids
+                        .first()
+                        .map(|job_id| self.name_in_record(job_id, &node))
+                        .unwrap_or_else(|| node.0.clone());
+                    let back_within_min =
+                        OriginatorConfig::default().written_off_for.as_secs() / 60;
+                    warn!(
+                        run = %run_id,
+                        node = %name,
+                        "unreachable: the node stopped answering, left the mesh or restarted before \
+                         reporting {} job(s) of the run: recorded failed; results it reports later \
+                         replace those (back within {back_within_min} min without the jobs, it is \
+                         sent them)",
+                        job_ids.len()
+                    );
                     for job_id in job_ids {
-                        let name = self.name_in_record(&job_id, &node);
-                        warn!(job = %job_id, node = %name, "unreachable: the node is gone (silent, left or restarted) before reporting");
+                        debug!(job = %job_id, node = %name, "written off as unreachable");
                         let outcome = Outcome {
                             job_id,
                             state: ResultState::Failed,
                             stdout: String::new(),
                             stderr: String::new(),
-                            info: crate::records::write_off_info(
-                                &name,
-                                OriginatorConfig::default().written_off_for.as_secs() / 60,
-                            ),
+                            info: crate::records::write_off_info(&name, back_within_min),
                             execution_secs: 0.0,
                             started_unix_ms: now_ms(),
                             finished_unix_ms: now_ms(),
