@@ -138,6 +138,10 @@ pub enum Input {
     },
     /// The members alive now, as the run tracker asked.
     Alive(Vec<PeerId>),
+    /// The commit asked for records closed lately (see `Actor::closing`) is over.
+    ClosingStored {
+        generation: u64,
+    },
     /// The commit a batch of notices to watchers waited for is over (`stored`: on disk).
     NoticesStored {
         batch: u64,
@@ -294,6 +298,9 @@ impl Runs {
             inbox: tx.clone(),
             outbox: Outbox::new(),
             records: HashMap::new(),
+            closing: HashMap::new(),
+            closing_next: 0,
+            closing_asked: false,
             open_runs: HashMap::new(),
             watchers: Vec::new(),
             early_output: HashMap::new(),
@@ -398,8 +405,17 @@ struct Actor {
     holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
     originator: Originator,
     outbox: Outbox,
-    /// Records of jobs this node submitted that are still processing or finished lately.
+    /// Records of jobs this node submitted that are still processing.
     records: HashMap<String, JobRecord>,
+    /// Records finished lately, with the generation of the commit that puts their last
+    /// writes on disk: read back from the store before that, a record could lack a result
+    /// (a late result of a written-off target coming right after the last other one would
+    /// reopen it without that one, and it would wait for it for ever). Bounded by the jobs
+    /// finished within one commit window.
+    closing: HashMap<String, (JobRecord, u64)>,
+    /// The generation of the next commit asked for `closing`, and whether one is in flight.
+    closing_next: u64,
+    closing_asked: bool,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
     /// When each open run was made, on the boot clock (`jobs::processes::boot_clock`): its
@@ -687,6 +703,13 @@ impl Actor {
                     .handle(outbox::Input::Sent { to, ok }, Instant::now());
                 self.outbox_actions(actions);
             }
+            Input::ClosingStored { generation } => {
+                self.closing.retain(|_, (_, g)| *g > generation);
+                self.closing_asked = false;
+                if !self.closing.is_empty() {
+                    self.ask_closing_commit();
+                }
+            }
             Input::NoticesStored { batch, stored } => {
                 if !stored || self.store.has_failed() {
                     // A commit failed (this one or one before it, whose writes are lost even
@@ -784,6 +807,7 @@ impl Actor {
                 // results are on their way. What is over is forgotten, here and on disk (in
                 // order with every other write).
                 self.records.retain(|_, r| r.results.len() < r.nodes.len());
+                self.closing.clear();
                 let open: HashSet<String> = self.records.keys().cloned().collect();
                 self.early_output.retain(|job, _| open.contains(job));
                 self.cross.purge_queries(&open);

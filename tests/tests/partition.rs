@@ -466,3 +466,89 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// n3 is cut off from both others while all three run the same jobs in step: written off,
+/// it reports each job after the mend right when the others do, while their last results may
+/// still be on their way to disk. Every record ends complete and nothing waits for ever (a
+/// late result read such a record back from the disk without the others' last result, and it
+/// waited for that one for ever: `manage --follow-run` hung, and a purge wrote the record back
+/// without it).
+#[test]
+fn late_results_racing_the_last_others_complete_every_record() {
+    // Declared first, so it is removed last: after the daemons in it have stopped.
+    let fleet = e2e_tests::Fleet::create(3);
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let n1 = Daemon::start_isolated_in(root, "n1", &fleet, 0, &[]);
+    let token = n1.join_token();
+    let n2 = Daemon::start_isolated_in(root, "n2", &fleet, 1, &["--token", &token]);
+    let n3 = Daemon::start_isolated_in(root, "n3", &fleet, 2, &["--token", &token]);
+    let all = ["n1", "n2", "n3"].map(String::from).to_vec();
+    for d in [&n1, &n2, &n3] {
+        wait_for(Duration::from_secs(30), "the mesh to form", || {
+            (e2e_tests::alive_names(&d.status()?) == all).then_some(())
+        });
+    }
+    const JOBS: usize = 80;
+    let mut orchestration = String::from("- targets: [n1, n2, n3]\n  jobs:\n");
+    for i in 0..JOBS {
+        orchestration.push_str(&format!("  - RUN: --skip-cache echo {i}; sleep 0.3\n"));
+    }
+    let file = root.join("lockstep.yaml");
+    std::fs::write(&file, orchestration).unwrap();
+    let o = n1.cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_secs(3));
+    fleet.cut(0, 2);
+    fleet.cut(1, 2);
+    let n3_id = n3.peer_id();
+    wait_for(Duration::from_secs(30), "n1 to see n3 expire", || {
+        (state_of(&n1.status()?, &n3_id)? == "expired").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    fleet.mend(0, 2);
+    fleet.mend(1, 2);
+    wait_for(
+        Duration::from_secs(90),
+        "n3's real result of every job",
+        || {
+            let recs = records(&n1);
+            (recs.len() == JOBS
+                && recs
+                    .iter()
+                    .all(|r| r["results"]["n3"]["state"] == "success"))
+            .then_some(())
+        },
+    );
+    let recs = records(&n1);
+    for r in &recs {
+        for node in ["n1", "n2", "n3"] {
+            assert_eq!(r["results"][node]["state"], "success", "{node}: {r}");
+        }
+    }
+    // Nothing is still waiting: following the run again ends at once, and a purge keeps
+    // nothing.
+    let o = n1.cli(&["manage", "--list-jobs", "--filter", "processing", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let open: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(open.is_empty(), "records still waiting: {open:?}");
+    let mut follow = std::process::Command::new(e2e_tests::binary())
+        .arg("--state-dir")
+        .arg(&n1.state_dir)
+        .args(["manage", "--follow-run", "last"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = wait_for(Duration::from_secs(20), "`--follow-run` to end", || {
+        follow.try_wait().unwrap()
+    });
+    assert!(followed.0.success(), "{:?}", followed.0);
+    let o = n1.cli(&["manage", "--purge-jobs"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("Purged every job record ({JOBS})")),
+        "{}",
+        text(&o)
+    );
+}

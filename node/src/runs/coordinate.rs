@@ -218,7 +218,7 @@ impl Actor {
     fn query_record(&self, job_id: &str) -> Option<JobRecord> {
         let record = match self.records.get(job_id) {
             Some(r) => r.clone(),
-            None => self.store.record(job_id)?,
+            None => self.finished_record(job_id)?,
         };
         (record.verb == "QUERY").then_some(record)
     }

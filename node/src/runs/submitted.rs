@@ -12,7 +12,10 @@ use mesh::{PeerId, wire};
 use tracing::{debug, warn};
 
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, transfer_file};
-use crate::{records::NodeResult, store::StoredRun};
+use crate::{
+    records::{JobRecord, NodeResult},
+    store::StoredRun,
+};
 
 impl Actor {
     pub(super) fn originator_actions(&mut self, actions: Vec<originator::Action>) {
@@ -187,6 +190,38 @@ impl Actor {
 
     /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
     /// this node's write-off of a target gone before reporting.
+    /// A finished record, as it is now: from those closed lately (whose last writes may not
+    /// be on disk yet), else from the store.
+    pub(super) fn finished_record(&self, job_id: &str) -> Option<JobRecord> {
+        match self.closing.get(job_id) {
+            Some((record, _)) => Some(record.clone()),
+            None => self.store.record(job_id),
+        }
+    }
+
+    /// `record` is finished: kept at hand until its writes are on disk.
+    fn close_record(&mut self, record: JobRecord) {
+        self.closing
+            .insert(record.job_id.clone(), (record, self.closing_next));
+        if !self.closing_asked {
+            self.ask_closing_commit();
+        }
+    }
+
+    /// Asks the store to say when every write so far is on disk ([`Input::ClosingStored`]).
+    pub(super) fn ask_closing_commit(&mut self) {
+        let generation = self.closing_next;
+        self.closing_next += 1;
+        self.closing_asked = true;
+        let committed = self.store.committed();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            // Err: the writer is gone (the node is stopping); nothing is read back any more.
+            let _ = committed.await;
+            let _ = inbox.send(Input::ClosingStored { generation }).await;
+        });
+    }
+
     pub(super) fn take_result(&mut self, result: JobResult, real: bool) {
         let JobResult {
             run_id,
@@ -196,7 +231,7 @@ impl Actor {
         let job_id = outcome.job_id.clone();
         let record = match self.records.get_mut(&job_id) {
             Some(r) => r,
-            None => match self.store.record(&job_id) {
+            None => match self.finished_record(&job_id) {
                 // A result from a node that is no target of the job is dropped below; its
                 // record stays on disk, not pinned in memory.
                 Some(r) if r.name_of(&node.0).is_none() => {
@@ -254,11 +289,14 @@ impl Actor {
         let done = if replace {
             complete.then(|| self.records.remove(&job_id)).flatten()
         } else {
-            if complete {
-                self.records.remove(&job_id);
+            if complete && let Some(record) = self.records.remove(&job_id) {
+                self.close_record(record);
             }
             None
         };
+        if let Some(record) = &done {
+            self.close_record(record.clone());
+        }
         if let Some(record) = &done
             && record.reported_by_all()
         {

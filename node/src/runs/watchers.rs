@@ -295,7 +295,7 @@ impl Actor {
                 }
                 continue;
             }
-            match self.store.record(&id) {
+            match self.finished_record(&id) {
                 // Read back from the store, whose last writes may not be synced yet.
                 Some(r) if r.results.len() >= r.nodes.len() => {
                     let done = WatchEvent::Done(Box::new(r));
