@@ -4,7 +4,11 @@
 //! Exit codes: 0 every job succeeded (or was skipped), 1 a job failed or a target was
 //! unreachable, 2 bad input.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Args;
 use comfy_table::{Table, presets::NOTHING};
@@ -632,6 +636,30 @@ async fn follow_jobs(
         done.values().map(|r| r.results.len()).sum::<usize>(),
         expected
     );
+    // Failures that are only write-offs may still turn into results: say so.
+    let written_off: BTreeSet<&str> = done
+        .values()
+        .flat_map(|r| r.results.iter())
+        .filter(|(_, x)| x.is_write_off())
+        .map(|(node, _)| node.as_str())
+        .collect();
+    if !written_off.is_empty() {
+        let count = done
+            .values()
+            .flat_map(|r| r.results.values())
+            .filter(|x| x.is_write_off())
+            .count();
+        let what = match count {
+            1 => "1 failed result is a target written off as unreachable".to_string(),
+            n => format!("{n} failed results are targets written off as unreachable"),
+        };
+        eprintln!(
+            "{what} ({}): should they report later, their results replace these; \
+             `manage --follow-run {}` shows the jobs as they are then",
+            written_off.into_iter().collect::<Vec<_>>().join(", "),
+            reply.run_id
+        );
+    }
     if failed.is_empty() && done.len() == job_ids.len() {
         Ok(())
     } else {

@@ -508,6 +508,15 @@ fn a_target_killed_mid_run_is_reported_unreachable() {
     nodes[2].kill9();
     let o = poll.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The summary says the failure may still turn into a result.
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(
+            "1 failed result is a target written off as unreachable (n3): should they report \
+             later, their results replace these; `manage --follow-run "
+        ),
+        "{}",
+        text(&o)
+    );
     let last = records(&nodes[0]).into_iter().last().unwrap();
     assert_eq!(last["results"]["n1"]["state"], "success");
     assert_eq!(last["results"]["n2"]["state"], "success");
