@@ -585,11 +585,22 @@ struct OutOfReach {
     since: Instant,
     last: Instant,
     error: String,
+    /// The log has said so (once per spell, when it is [`OutOfReach::said`]).
+    logged: bool,
+}
+
+impl OutOfReach {
+    /// Long enough, and lately enough, to be said (in `status`, the log, to clients waiting
+    /// on the member).
+    fn said(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= OUT_OF_REACH_SAID_AFTER
+            && now.saturating_duration_since(self.last) < 2 * OUT_OF_REACH_SAID_AFTER
+    }
 }
 
 /// How long dials to a member must have failed, while it is alive (heard through other
-/// nodes: a partial partition, a firewall between two of them), before `status` says so: the
-/// jobs, results and files that need a direct connection between the two wait meanwhile.
+/// nodes: a partial partition, a firewall between two of them), before `status` and the log
+/// say so: the results that need a direct connection between the two wait meanwhile.
 const OUT_OF_REACH_SAID_AFTER: Duration = Duration::from_secs(30);
 
 /// How long a connected peer may go without this node knowing it takes the presence topic.
@@ -935,9 +946,7 @@ impl EventLoop {
                     unreachable: self
                         .out_of_reach
                         .iter()
-                        .filter(|(_, o)| {
-                            now.saturating_duration_since(o.last) < 2 * OUT_OF_REACH_SAID_AFTER
-                        })
+                        .filter(|(_, o)| o.said(now))
                         .map(|(peer, _)| *peer)
                         .collect(),
                     warnings: self.warnings(now),
@@ -1079,6 +1088,28 @@ impl EventLoop {
         warnings
     }
 
+    /// Says in the log, once per spell, which members alive through other nodes this node has
+    /// failed to dial for [`OUT_OF_REACH_SAID_AFTER`] (a partial partition).
+    fn log_out_of_reach(&mut self, now: Instant) {
+        for (peer, spell) in &mut self.out_of_reach {
+            if spell.logged
+                || !spell.said(now)
+                || self.membership.state_of(peer, now) != Some(MemberState::Alive)
+            {
+                continue;
+            }
+            spell.logged = true;
+            let name = self.membership.name_of(peer).unwrap_or("a member");
+            warn!(
+                %peer,
+                "{name} is alive (heard through other nodes) but not reachable directly from this \
+                 node for {} s ({}): results between the two wait until it is",
+                now.saturating_duration_since(spell.since).as_secs(),
+                spell.error
+            );
+        }
+    }
+
     /// Members alive (heard through other nodes) that this node has failed to dial for
     /// [`OUT_OF_REACH_SAID_AFTER`], lately, with how long and the last error.
     fn out_of_reach_warning(&self, now: Instant) -> Option<String> {
@@ -1087,9 +1118,7 @@ impl EventLoop {
             .out_of_reach
             .iter()
             .filter(|(peer, o)| {
-                now.saturating_duration_since(o.since) >= OUT_OF_REACH_SAID_AFTER
-                    && now.saturating_duration_since(o.last) < 2 * OUT_OF_REACH_SAID_AFTER
-                    && self.membership.state_of(peer, now) == Some(MemberState::Alive)
+                o.said(now) && self.membership.state_of(peer, now) == Some(MemberState::Alive)
             })
             .map(|(peer, o)| {
                 let name = self
@@ -1239,7 +1268,16 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                self.out_of_reach.remove(&peer_id);
+                if let Some(spell) = self.out_of_reach.remove(&peer_id)
+                    && spell.logged
+                {
+                    let name = self.membership.name_of(&peer_id).unwrap_or("a member");
+                    info!(
+                        peer = %peer_id,
+                        "{name} is reachable directly again (after {} s)",
+                        spell.since.elapsed().as_secs()
+                    );
+                }
                 if num_established.get() == 1 {
                     self.connected_since.insert(peer_id, Instant::now());
                 }
@@ -1285,6 +1323,7 @@ impl EventLoop {
                         since: now,
                         last: now,
                         error: String::new(),
+                        logged: false,
                     });
                     spell.last = now;
                     // The transport's error: its first line is enough for `status`.
@@ -1603,6 +1642,7 @@ impl EventLoop {
         // Spells no dial has renewed lately are over (the member left, or nothing needed it).
         self.out_of_reach
             .retain(|_, o| now.saturating_duration_since(o.last) < 10 * OUT_OF_REACH_SAID_AFTER);
+        self.log_out_of_reach(now);
         self.keep_connected(now);
         self.warn_if_alone(now);
         if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {

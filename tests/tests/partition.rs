@@ -391,6 +391,11 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         "n2 to name n1 as out of its reach",
         || says_out_of_reach(&n2, "n1"),
     );
+    // The log says so too, once.
+    let said = "n2 is alive (heard through other nodes) but not reachable directly from this node";
+    wait_for(Duration::from_secs(10), "n1's log to say so", || {
+        (n1.log().matches(said).count() == 1).then_some(())
+    });
     // Followed with `--poll`, which says why it waits.
     let polled = root.join("poll.out");
     let mut poll = std::process::Command::new(e2e_tests::binary())
@@ -465,6 +470,9 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         "exec", "--verb", "RUN", "--target", "n2", &compare, "--poll",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let log = n1.log();
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    assert!(log.contains("n2 is reachable directly again"), "{log}");
 }
 
 /// n3 is cut off from both others while all three run the same jobs in step: written off,
