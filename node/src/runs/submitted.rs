@@ -188,8 +188,6 @@ impl Actor {
         self.take_result(result, true);
     }
 
-    /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
-    /// this node's write-off of a target gone before reporting.
     /// A finished record, as it is now: from those closed lately (whose last writes may not
     /// be on disk yet), else from the store.
     pub(super) fn finished_record(&self, job_id: &str) -> Option<JobRecord> {
@@ -222,6 +220,8 @@ impl Actor {
         });
     }
 
+    /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
+    /// this node's write-off of a target gone before reporting.
     pub(super) fn take_result(&mut self, result: JobResult, real: bool) {
         let JobResult {
             run_id,
