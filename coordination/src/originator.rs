@@ -615,6 +615,13 @@ mod tests {
         )
     }
 
+    fn acked(n: &str) -> Input {
+        Input::Acked {
+            run_id: "r1".into(),
+            node: node(n),
+        }
+    }
+
     fn result(job: &str, n: &str) -> Input {
         Input::Result {
             run_id: "r1".into(),
@@ -652,13 +659,7 @@ mod tests {
         let after = config.announce_direct_after;
         let mut o = Originator::new(node("me"), config.clone());
         o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
-        o.handle(
-            Input::Acked {
-                run_id: "r1".into(),
-                node: node("a"),
-            },
-            t0,
-        );
+        o.handle(acked("a"), t0);
         let announces = |a: &[Action]| -> Vec<u32> {
             a.iter()
                 .filter_map(|x| match x {
@@ -679,13 +680,7 @@ mod tests {
         let mut o = Originator::new(node("me"), config);
         o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
         for n in ["a", "b"] {
-            o.handle(
-                Input::Acked {
-                    run_id: "r1".into(),
-                    node: node(n),
-                },
-                t0,
-            );
+            o.handle(acked(n), t0);
         }
         for s in 0..60 {
             let a = o.handle(Input::Tick, t0 + Duration::from_secs(s));
@@ -775,20 +770,8 @@ mod tests {
         let t0 = Instant::now();
         let mut o = Originator::new(node("me"), OriginatorConfig::default());
         o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
-        o.handle(
-            Input::Acked {
-                run_id: "r1".into(),
-                node: node("a"),
-            },
-            t0,
-        );
-        o.handle(
-            Input::Acked {
-                run_id: "r1".into(),
-                node: node("b"),
-            },
-            t0,
-        );
+        o.handle(acked("a"), t0);
+        o.handle(acked("b"), t0);
         o.handle(result("j0", "b"), t0);
         // a restarted (seen again with a new incarnation, never written off): it owes j0.
         let a = o.handle(Input::NodeBack(node("a")), t0);
@@ -798,13 +781,7 @@ mod tests {
         );
         // b owes nothing; a, once it acknowledges again, is not sent it once more.
         assert!(o.handle(Input::NodeBack(node("b")), t0).is_empty());
-        o.handle(
-            Input::Acked {
-                run_id: "r1".into(),
-                node: node("a"),
-            },
-            t0,
-        );
+        o.handle(acked("a"), t0);
         let later = t0 + Duration::from_secs(60);
         assert!(without_checks(o.handle(Input::Tick, later)).is_empty());
     }
@@ -874,13 +851,7 @@ mod tests {
 
         // Down to the batch: no more announces, resends only.
         for name in &names[..6] {
-            o.handle(
-                Input::Acked {
-                    run_id: "r1".into(),
-                    node: node(name),
-                },
-                at,
-            );
+            o.handle(acked(name), at);
         }
         let a = o.handle(Input::Tick, at + Duration::from_secs(11));
         assert!(
@@ -898,10 +869,7 @@ mod tests {
         // resent the run to.
         let round = |o: &mut Originator, acks: &[String], at: Instant| {
             for name in acks {
-                let acked = Input::Acked {
-                    run_id: "r1".into(),
-                    node: node(name),
-                };
+                let acked = acked(name);
                 o.handle(acked, at);
             }
             let a = o.handle(Input::Tick, at);
@@ -951,13 +919,7 @@ mod tests {
             o.handle(Input::Tick, t0 + Duration::from_millis(100))
                 .is_empty()
         );
-        o.handle(
-            Input::Acked {
-                run_id: "r1".into(),
-                node: node("a"),
-            },
-            t0,
-        );
+        o.handle(acked("a"), t0);
         let a = o.handle(Input::Tick, t0 + Duration::from_millis(500));
         let to: Vec<&NodeId> = a
             .iter()
