@@ -487,6 +487,23 @@ mod tests {
             .collect()
     }
 
+    /// What a QUERY timing out on the submitter names: the targets whose values are still
+    /// awaited (not those that sent one, ended without one, or left).
+    #[test]
+    fn the_targets_still_awaited_are_named() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        assert_eq!(q.awaited("j"), None);
+        q.open("j", Some("x".into()), targets(&["d", "c", "b", "a"]), t0);
+        assert_eq!(q.awaited("j").unwrap(), ["a", "b", "c", "d"]);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.ended_without_value("j", &n("b"), t0);
+        q.node_gone(&n("c"), t0);
+        assert_eq!(q.awaited("j").unwrap(), ["d"]);
+        q.value("j", &n("d"), "x".into(), json!(4), t0).unwrap();
+        assert_eq!(q.awaited("j").unwrap(), Vec::<String>::new());
+    }
+
     #[test]
     fn values_are_kept_once_and_a_restart_replays_them() {
         let t0 = Instant::now();
