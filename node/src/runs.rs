@@ -301,6 +301,7 @@ impl Runs {
             closing: HashMap::new(),
             closing_next: 0,
             closing_asked: false,
+            late_said: HashSet::new(),
             open_runs: HashMap::new(),
             watchers: Vec::new(),
             early_output: HashMap::new(),
@@ -416,6 +417,8 @@ struct Actor {
     /// The generation of the next commit asked for `closing`, and whether one is in flight.
     closing_next: u64,
     closing_asked: bool,
+    /// (run, target) pairs whose late results after a write-off were logged.
+    late_said: HashSet<(String, String)>,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
     /// When each open run was made, on the boot clock (`jobs::processes::boot_clock`): its

@@ -534,6 +534,14 @@ fn late_results_racing_the_last_others_complete_every_record() {
             assert_eq!(r["results"][node]["state"], "success", "{node}: {r}");
         }
     }
+    // The log says n3 is back with its results once, not once per job.
+    let log = n1.log();
+    assert_eq!(
+        log.matches("n3, written off as unreachable, reports after all")
+            .count(),
+        1,
+        "{log}"
+    );
     // Nothing is still waiting: following the run again ends at once, and a purge keeps
     // nothing.
     let o = n1.cli(&["manage", "--list-jobs", "--filter", "processing", "--json"]);

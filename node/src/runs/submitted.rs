@@ -9,13 +9,17 @@ use coordination::{
 };
 use jobs::executor::{Outcome, ResultState};
 use mesh::{PeerId, wire};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, transfer_file};
 use crate::{
     records::{JobRecord, NodeResult},
     store::StoredRun,
 };
+
+/// Targets and runs whose late results were said, remembered at most (then forgotten all at
+/// once: a target may be said twice, never without end).
+const LATE_SAID_MAX: usize = 4096;
 
 impl Actor {
     pub(super) fn originator_actions(&mut self, actions: Vec<originator::Action>) {
@@ -220,6 +224,22 @@ impl Actor {
         });
     }
 
+    /// A target written off in `run` reports after all: said once per target and run (a split
+    /// of a busy mesh heals with thousands of such results).
+    fn say_late(&mut self, (run, node): (String, String)) {
+        if self.late_said.len() >= LATE_SAID_MAX {
+            self.late_said.clear();
+        }
+        if self.late_said.insert((run.clone(), node.clone())) {
+            info!(
+                %run,
+                %node,
+                "{node}, written off as unreachable, reports after all: its results replace the \
+                 write-offs"
+            );
+        }
+    }
+
     /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
     /// this node's write-off of a target gone before reporting.
     pub(super) fn take_result(&mut self, result: JobResult, real: bool) {
@@ -266,6 +286,9 @@ impl Actor {
             // A real result replaces a write-off; nothing replaces a real result.
             Some(existing) => real && existing.is_write_off(),
         };
+        // A written-off target reporting after all: said once per target and run.
+        let late = (replace && record.results.contains_key(&name))
+            .then(|| (record.run_id.clone(), name.clone()));
         if replace {
             // By the boot clock while this start knows the run (the wall clock may have
             // been stepped since the submission).
@@ -280,6 +303,9 @@ impl Actor {
             record.results.insert(name, node_result);
         }
         let complete = record.results.len() >= record.nodes.len();
+        if let Some(late) = late {
+            self.say_late(late);
+        }
         if query_without_value {
             self.query_ended_without_value(&job_id, &node);
         }
