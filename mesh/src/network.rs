@@ -162,6 +162,20 @@ pub struct MeshStatus {
     pub warnings: Vec<String>,
 }
 
+impl MeshStatus {
+    /// How the operator knows a node: its name in the membership table, else the id as given
+    /// (a node this table does not hold, or text that is no node id).
+    pub fn name_or_id(&self, node: &str) -> String {
+        let Ok(peer) = node.parse::<PeerId>() else {
+            return node.to_string();
+        };
+        self.members
+            .iter()
+            .find(|m| m.presence.peer_id == peer)
+            .map_or_else(|| node.to_string(), |m| m.presence.name.clone())
+    }
+}
+
 /// A node heard speaking another wire version, as far as this release can read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtherReleaseView {
@@ -1847,6 +1861,45 @@ mod tests {
         ] {
             assert!(!presence(name, version).plausible(), "{name:?} {version:?}");
         }
+    }
+
+    #[test]
+    fn a_node_is_named_as_the_table_knows_it_else_by_its_id() {
+        let known = PeerId::random();
+        let member = MemberView {
+            presence: crate::wire::Presence {
+                peer_id: known,
+                name: "web-01".into(),
+                machine_id: "m".into(),
+                version: "0.1.0".into(),
+                incarnation: 1,
+                seq: 0,
+                status: crate::wire::PresenceStatus::Alive,
+                host_uptime_secs: 1,
+                agent_uptime_secs: 1,
+                addresses: vec![],
+                labels: Default::default(),
+                load: 0.0,
+                heartbeat_interval_ms: 1000,
+            },
+            state: crate::membership::MemberState::Alive,
+            last_seen_ago: Duration::ZERO,
+            is_self: false,
+        };
+        let status = MeshStatus {
+            local_peer_id: PeerId::random(),
+            listen_addrs: vec![],
+            connected_peers: 0,
+            heartbeat_interval: Duration::from_secs(5),
+            members: vec![member],
+            other_releases: vec![],
+            unreachable: vec![],
+            warnings: vec![],
+        };
+        assert_eq!(status.name_or_id(&known.to_string()), "web-01");
+        let stranger = PeerId::random().to_string();
+        assert_eq!(status.name_or_id(&stranger), stranger);
+        assert_eq!(status.name_or_id("not an id"), "not an id");
     }
 
     #[test]

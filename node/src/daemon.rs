@@ -817,12 +817,9 @@ impl OutOfReach {
         let mut events = Vec::new();
         for peer in &status.unreachable {
             if owing.contains(&peer.to_string()) && self.told.insert(*peer) {
-                let name = status
-                    .members
-                    .iter()
-                    .find(|m| m.presence.peer_id == *peer)
-                    .map_or_else(|| peer.to_string(), |m| m.presence.name.clone());
-                events.push(WatchEvent::OutOfReach { node: name });
+                events.push(WatchEvent::OutOfReach {
+                    node: status.name_or_id(&peer.to_string()),
+                });
             }
         }
         events

@@ -21,7 +21,7 @@ use coordination::{
 };
 use jobs::{Fingerprint, spec::FileRef};
 use mesh::{
-    BlobToken, MeshHandle, PeerId,
+    BlobToken, MeshHandle, MeshStatus, PeerId,
     wire::{BlobRequest, BlobResponse},
 };
 use tokio::sync::{mpsc, oneshot};
@@ -475,7 +475,7 @@ impl Actor {
 
 /// "out of reach: a, b; not holding it yet: c", by name, for the parts that have nodes.
 fn who_cannot_serve(
-    names: &HashMap<String, String>,
+    names: &Option<MeshStatus>,
     out_of_reach: &[NodeId],
     lacking: &[NodeId],
 ) -> String {
@@ -496,24 +496,17 @@ fn who_cannot_serve(
     parts.join("; ")
 }
 
-/// The names of the mesh's members, by node id (empty if the mesh does not answer).
-async fn node_names(mesh: &MeshHandle) -> HashMap<String, String> {
-    match mesh.status().await {
-        Ok(status) => status
-            .members
-            .iter()
-            .map(|m| (m.presence.peer_id.to_string(), m.presence.name.clone()))
-            .collect(),
-        Err(_) => HashMap::new(),
-    }
+/// The mesh's membership table, to name nodes by (`None` if the mesh does not answer).
+async fn node_names(mesh: &MeshHandle) -> Option<MeshStatus> {
+    mesh.status().await.ok()
 }
 
 /// A node as the operator knows it: its name, else its id.
-fn name_of(names: &HashMap<String, String>, node: &NodeId) -> String {
-    names
-        .get(&node.0)
-        .cloned()
-        .unwrap_or_else(|| node.0.clone())
+fn name_of(names: &Option<MeshStatus>, node: &NodeId) -> String {
+    match names {
+        Some(status) => status.name_or_id(&node.0),
+        None => node.0.clone(),
+    }
 }
 
 /// Asks `from` for one chunk and writes it if it checks out; a corrupt chunk comes back with

@@ -936,12 +936,10 @@ impl Coordinator for NodeCoordinator {
                     names.join(", ")
                 ),
                 QueryStand::Elsewhere(originator) => {
-                    let status = mesh.status().await.ok();
-                    let name = status
-                        .iter()
-                        .flat_map(|s| &s.members)
-                        .find(|m| m.presence.peer_id.to_string() == originator.0)
-                        .map_or(originator.0.clone(), |m| m.presence.name.clone());
+                    let name = match mesh.status().await {
+                        Ok(status) => status.name_or_id(&originator.0),
+                        Err(_) => originator.0.clone(),
+                    };
                     format!(
                         "it comes from the submitter {name} once every target has sent its value \
                          (there, `manage --job-info {job_id}` shows which targets have not \
