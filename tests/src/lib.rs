@@ -219,14 +219,23 @@ impl Daemon {
 
     /// Runs the CLI against this daemon from the working directory `dir`.
     pub fn cli_in(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new(binary())
+        self.cli_command(args)
+            .current_dir(dir)
+            .output()
+            .expect("run directord-mesh")
+    }
+
+    /// The CLI against this daemon, not yet started (`--state-dir` added, no stdin): for a
+    /// client that runs beside the test (`--poll`, `--follow-run`), given its output and
+    /// spawned by the caller.
+    pub fn cli_command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new(binary());
+        command
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run directord-mesh")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Starts `directord-mesh --state-dir <root>/<name> join <args...>` without waiting.

@@ -497,9 +497,8 @@ fn a_timeout_kills_the_job_and_its_children() {
 fn a_target_killed_mid_run_is_reported_unreachable() {
     let root = root();
     let mut nodes = mesh(root.path());
-    let poll = Command::new(e2e_tests::binary())
-        .args(["--state-dir", nodes[0].state_dir.to_str().unwrap()])
-        .args(["exec", "--verb", "RUN", "--skip-cache", "sleep 4", "--poll"])
+    let poll = nodes[0]
+        .cli_command(&["exec", "--verb", "RUN", "--skip-cache", "sleep 4", "--poll"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -860,10 +859,8 @@ fn poll_shows_a_late_result_and_exits_by_it() {
          - targets: [n3]\n  jobs:\n  - RUN: --skip-cache sleep 14; echo slow\n",
     )
     .unwrap();
-    let poll = Command::new(e2e_tests::binary())
-        .arg("--state-dir")
-        .arg(&nodes[0].state_dir)
-        .args(["orchestrate", file.to_str().unwrap(), "--poll"])
+    let poll = nodes[0]
+        .cli_command(&["orchestrate", file.to_str().unwrap(), "--poll"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1106,9 +1103,8 @@ fn a_result_is_shown_only_once_it_is_on_disk() {
     let command = format!("sleep 1; touch {}; echo done", hook.display());
     let mut args = run_args(&["n1"], &command);
     args.push("--poll".into());
-    let poll = Command::new(e2e_tests::binary())
-        .args(["--state-dir", nodes[0].state_dir.to_str().unwrap()])
-        .args(&args)
+    let poll = nodes[0]
+        .cli_command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1610,12 +1606,9 @@ fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
     let d = &nodes[1];
     let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache echo over", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
-    let mut poll = std::process::Command::new(e2e_tests::binary())
-        .arg("--state-dir")
-        .arg(&d.state_dir)
-        .args(["exec", "--verb", "RUN", "--target", "n1", "--target", "n3"])
+    let mut poll = d
+        .cli_command(&["exec", "--verb", "RUN", "--target", "n1", "--target", "n3"])
         .args(["--skip-cache sleep 3; echo fin", "--poll"])
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -2713,20 +2706,15 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
     std::fs::write(nodes[feeder].state_dir.join("test-slow-blobs"), b"").unwrap();
     let pattern = format!("{}/big.bin /tmp/", src.display());
     let names: Vec<String> = (1..4).map(|i| nodes[i].name.clone()).collect();
-    let mut args = vec![
-        "--state-dir".to_string(),
-        nodes[0].state_dir.display().to_string(),
-    ];
-    args.extend(
-        ["exec", "--verb", "ADD", &pattern, "--poll"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
+    let mut args: Vec<String> = ["exec", "--verb", "ADD", &pattern, "--poll"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for n in &names {
         args.extend(["--target".to_string(), n.clone()]);
     }
-    let poll = Command::new(e2e_tests::binary())
-        .args(&args)
+    let poll = nodes[0]
+        .cli_command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

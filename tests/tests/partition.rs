@@ -398,10 +398,8 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
     });
     // Followed with `--poll`, which says why it waits.
     let polled = root.join("poll.out");
-    let mut poll = std::process::Command::new(e2e_tests::binary())
-        .arg("--state-dir")
-        .arg(&n1.state_dir)
-        .args([
+    let mut poll = n1
+        .cli_command(&[
             "exec",
             "--verb",
             "RUN",
@@ -410,7 +408,6 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
             "echo around",
             "--poll",
         ])
-        .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&polled).unwrap())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -548,11 +545,8 @@ fn late_results_racing_the_last_others_complete_every_record() {
     assert!(o.status.success(), "{}", text(&o));
     let open: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert!(open.is_empty(), "records still waiting: {open:?}");
-    let mut follow = std::process::Command::new(e2e_tests::binary())
-        .arg("--state-dir")
-        .arg(&n1.state_dir)
-        .args(["manage", "--follow-run", "last"])
-        .stdin(std::process::Stdio::null())
+    let mut follow = n1
+        .cli_command(&["manage", "--follow-run", "last"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
