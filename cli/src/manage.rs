@@ -43,10 +43,10 @@ async fn ask(state_dir: &Path, request: ControlRequest) -> Result<ControlRespons
 }
 
 async fn records(state_dir: &Path) -> Result<Vec<JobRecord>, Failure> {
-    match ask(state_dir, ControlRequest::ListJobs).await? {
-        ControlResponse::Jobs(r) => Ok(r),
-        other => Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
-    }
+    let mut client = ControlClient::connect(state_dir)
+        .await
+        .map_err(Failure::runtime)?;
+    client.records().await.map_err(Failure::runtime)
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> Result<String, Failure> {
@@ -85,17 +85,21 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 ControlResponse::Refused(why) => return Err(Failure::Input(why)),
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
-            Action::PurgeJobs => {
-                let before = records(state_dir).await?.len();
-                ask(state_dir, ControlRequest::PurgeJobs).await?;
+            Action::PurgeJobs => match ask(state_dir, ControlRequest::PurgeJobs).await? {
                 // Jobs still waiting for results are kept.
-                let after = records(state_dir).await?.len();
-                let purged = before.saturating_sub(after);
-                match after {
-                    0 => format!("Purged every job record ({purged})"),
-                    _ => format!("Purged {purged} job records; kept {after} still running"),
+                ControlResponse::Purged { purged, kept: 0 } => {
+                    format!("Purged every job record ({purged})")
                 }
-            }
+                ControlResponse::Purged { purged, kept } => {
+                    format!("Purged {purged} job records; kept {kept} still running")
+                }
+                other => {
+                    return Err(Failure::Runtime(format!(
+                        "unexpected answer: {}",
+                        other.kind()
+                    )));
+                }
+            },
             Action::ExportJobs(file) => {
                 let all = records(state_dir).await?;
                 let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");

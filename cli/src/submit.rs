@@ -476,14 +476,7 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
         let mut client = ControlClient::connect(&state_dir)
             .await
             .map_err(Failure::runtime)?;
-        let records = match client
-            .request(&ControlRequest::ListJobs)
-            .await
-            .map_err(Failure::runtime)?
-        {
-            ControlResponse::Jobs(r) => r,
-            other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
-        };
+        let records = client.records().await.map_err(Failure::runtime)?;
         let (run_id, mut jobs) = node::records::pick_run(records, id).map_err(Failure::Input)?;
         jobs.sort_by_key(|r| r.position);
         let reply = SubmitReply {

@@ -2,10 +2,12 @@
 //!
 //! A Unix socket in the state directory (mode 0660, group configurable). Each message is a frame:
 //! a big-endian `u32` length, then CBOR of `{v: CONTROL_VERSION, body}`. The length is checked
-//! against [`MAX_FRAME`] before anything is allocated. A client sends one [`ControlRequest`] and
-//! reads one [`ControlResponse`] per request; the connection may carry several in turn. A
-//! stream (`Watch`) that has nothing to say for [`STREAM_KEEPALIVE`] says
-//! [`ControlResponse::StillHere`], so a client can tell silent jobs from a stopped daemon.
+//! against the limit of what the frame carries ([`MAX_FRAME`] for a request,
+//! [`MAX_RESPONSE_FRAME`] for an answer) before anything is allocated. A client sends one
+//! [`ControlRequest`] and reads one [`ControlResponse`] per request, or a stream of them
+//! (`Watch`, `ListJobs`); the connection may carry several in turn. A stream that has nothing
+//! to say for [`STREAM_KEEPALIVE`] says [`ControlResponse::StillHere`], so a client can tell
+//! silent jobs from a stopped daemon.
 
 use std::{
     io,
@@ -25,9 +27,27 @@ use tracing::{debug, info, warn};
 use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
-pub const CONTROL_VERSION: u16 = 3;
-/// Largest control frame in either direction.
+pub const CONTROL_VERSION: u16 = 4;
+/// Largest request frame (a submission is at most 8 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Largest answer frame: one job record with every target's output (up to 3 MiB of stdout and
+/// of stderr each) must fit. Lists of records come in parts of about [`RECORDS_PART`].
+pub const MAX_RESPONSE_FRAME: usize = 1024 * 1024 * 1024;
+/// About how many bytes of records one [`ControlResponse::JobsPart`] carries.
+pub const RECORDS_PART: usize = 8 * 1024 * 1024;
+
+/// What a frame carries, and so how large it may be.
+pub trait Framed {
+    const LIMIT: usize;
+}
+
+impl Framed for ControlRequest {
+    const LIMIT: usize = MAX_FRAME;
+}
+
+impl Framed for ControlResponse {
+    const LIMIT: usize = MAX_RESPONSE_FRAME;
+}
 
 /// What the CLI asks the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,11 +61,12 @@ pub enum ControlRequest {
     /// Follow jobs until each is done: [`ControlResponse::Watch`] events, then
     /// [`ControlResponse::WatchEnd`].
     Watch { job_ids: Vec<String>, output: bool },
-    /// Every job this node submitted.
+    /// Every job this node submitted: [`ControlResponse::JobsPart`]s in order, then
+    /// [`ControlResponse::JobsEnd`].
     ListJobs,
     /// One job (`last` for the newest).
     JobInfo(String),
-    /// Forget every job record.
+    /// Forget every job record but those still waiting for results: [`ControlResponse::Purged`].
     PurgeJobs,
     /// This node's cache (job and parent results, args, envs).
     DumpCache,
@@ -61,13 +82,41 @@ pub enum ControlResponse {
     WatchEnd,
     /// A stream has had nothing to say for [`STREAM_KEEPALIVE`]: the daemon is still there.
     StillHere,
-    Jobs(Vec<JobRecord>),
+    /// Some of the records a `ListJobs` asked for, in order.
+    JobsPart(Vec<JobRecord>),
+    /// Every record has been sent.
+    JobsEnd,
     Job(Option<Box<JobRecord>>),
-    Done,
+    /// How many records a purge forgot, and how many it kept (still waiting for results).
+    Purged {
+        purged: usize,
+        kept: usize,
+    },
     Cache(serde_json::Value),
     /// The request cannot be carried out as asked (an unknown target, say): bad input.
     Refused(String),
     Error(String),
+}
+
+impl ControlResponse {
+    /// What kind of answer this is, to name an unexpected one without printing all of it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlResponse::Status(_) => "status",
+            ControlResponse::JoinToken(_) => "join token",
+            ControlResponse::Submitted(_) => "submitted",
+            ControlResponse::Watch(_) => "watch event",
+            ControlResponse::WatchEnd => "end of watch",
+            ControlResponse::StillHere => "still here",
+            ControlResponse::JobsPart(_) => "part of a list of jobs",
+            ControlResponse::JobsEnd => "end of a list of jobs",
+            ControlResponse::Job(_) => "job",
+            ControlResponse::Purged { .. } => "purged",
+            ControlResponse::Cache(_) => "cache",
+            ControlResponse::Refused(_) => "refused",
+            ControlResponse::Error(_) => "error",
+        }
+    }
 }
 
 /// A submission: the parents of one `exec` or `orchestrate`, and the command's options.
@@ -275,7 +324,7 @@ struct VersionOnly {
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before the frame starts.
-pub async fn read_frame<T: DeserializeOwned>(
+pub async fn read_frame<T: DeserializeOwned + Framed>(
     io: &mut (impl AsyncRead + Unpin),
 ) -> Result<Option<T>, ControlError> {
     let mut len = [0u8; 4];
@@ -285,10 +334,10 @@ pub async fn read_frame<T: DeserializeOwned>(
         Err(e) => return Err(ControlError::Malformed(e.to_string())),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > T::LIMIT {
         return Err(ControlError::TooLarge {
             size: len,
-            limit: MAX_FRAME,
+            limit: T::LIMIT,
         });
     }
     let mut buf = vec![0u8; len];
@@ -306,7 +355,7 @@ pub async fn read_frame<T: DeserializeOwned>(
 }
 
 /// Writes one frame.
-pub async fn write_frame<T: Serialize>(
+pub async fn write_frame<T: Serialize + Framed>(
     io: &mut (impl AsyncWrite + Unpin),
     body: &T,
 ) -> Result<(), ControlError> {
@@ -319,10 +368,10 @@ pub async fn write_frame<T: Serialize>(
         &mut buf,
     )
     .map_err(|e| ControlError::Malformed(e.to_string()))?;
-    if buf.len() > MAX_FRAME {
+    if buf.len() > T::LIMIT {
         return Err(ControlError::TooLarge {
             size: buf.len(),
-            limit: MAX_FRAME,
+            limit: T::LIMIT,
         });
     }
     let mut out = Vec::with_capacity(buf.len() + 4);
@@ -418,6 +467,25 @@ impl ControlClient {
     ) -> Result<ControlResponse, ControlError> {
         write_frame(&mut self.stream, request).await?;
         self.next_event().await
+    }
+
+    /// Every job record the daemon holds, oldest first (`ListJobs`, gathered from its parts).
+    pub async fn records(&mut self) -> Result<Vec<JobRecord>, ControlError> {
+        let mut all = Vec::new();
+        let mut next = self.start_stream(&ControlRequest::ListJobs).await?;
+        loop {
+            match next {
+                ControlResponse::JobsPart(part) => all.extend(part),
+                ControlResponse::JobsEnd => return Ok(all),
+                other => {
+                    return Err(ControlError::Malformed(format!(
+                        "unexpected answer in a list of jobs: {}",
+                        other.kind()
+                    )));
+                }
+            }
+            next = self.next_event().await?;
+        }
     }
 
     /// Reads a stream's next event, however long the jobs behind it take, passing over the
@@ -570,7 +638,7 @@ async fn serve_with_keepalive<H: ControlHandler>(
                 };
                 match reply {
                     Reply::One(response) => {
-                        if write_frame(&mut stream, &response).await.is_err() {
+                        if !answer(&mut stream, &response).await {
                             return;
                         }
                     }
@@ -580,13 +648,29 @@ async fn serve_with_keepalive<H: ControlHandler>(
                             Ok(None) => break,
                             Err(_) => ControlResponse::StillHere,
                         };
-                        if write_frame(&mut stream, &response).await.is_err() {
+                        if !answer(&mut stream, &response).await {
                             return;
                         }
                     },
                 }
             }
         });
+    }
+}
+
+/// Writes one answer; `false` once the client is gone. An answer too large for a frame is
+/// replaced by an error that says so (in the log too), and the connection goes on.
+async fn answer(stream: &mut UnixStream, response: &ControlResponse) -> bool {
+    match write_frame(stream, response).await {
+        Ok(()) => true,
+        Err(e @ ControlError::TooLarge { .. }) => {
+            let why = format!("this answer cannot be sent: {e}");
+            warn!("{why}");
+            write_frame(stream, &ControlResponse::Error(why))
+                .await
+                .is_ok()
+        }
+        Err(_) => false,
     }
 }
 

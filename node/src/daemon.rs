@@ -550,6 +550,7 @@ const INLINE_MAX: u64 = 16 * 1024;
 const INLINE_TOTAL_MAX: usize = 256 * 1024;
 
 /// The daemon's answers on the control socket.
+#[derive(Clone)]
 struct Control {
     mesh: MeshHandle,
     info: Arc<NodeInfo>,
@@ -689,6 +690,34 @@ impl Control {
         Reply::Stream(out)
     }
 
+    /// `ListJobs`: every record, in parts of about [`control::RECORDS_PART`] bytes (a single
+    /// answer of a large store would be over the frame limit).
+    fn list_jobs(&self) -> Reply {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut part = Vec::new();
+            let mut bytes = 0;
+            for record in this.records().await {
+                let size = record.approx_size();
+                if !part.is_empty() && bytes + size > control::RECORDS_PART {
+                    let full = std::mem::take(&mut part);
+                    if tx.send(ControlResponse::JobsPart(full)).await.is_err() {
+                        return;
+                    }
+                    bytes = 0;
+                }
+                bytes += size;
+                part.push(record);
+            }
+            if !part.is_empty() && tx.send(ControlResponse::JobsPart(part)).await.is_err() {
+                return;
+            }
+            let _ = tx.send(ControlResponse::JobsEnd).await;
+        });
+        Reply::Stream(rx)
+    }
+
     /// Every record, those still processing (kept in memory) included.
     async fn records(&self) -> Vec<JobRecord> {
         // Open records first, then everything that finished meanwhile is flushed to disk, so
@@ -757,18 +786,33 @@ impl ControlHandler for Control {
             ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),
             ControlRequest::Submit(submission) => self.submit(submission).await,
             ControlRequest::Watch { job_ids, output } => return self.watch(job_ids, output).await,
-            ControlRequest::ListJobs => ControlResponse::Jobs(self.records().await),
+            ControlRequest::ListJobs => return self.list_jobs(),
             ControlRequest::JobInfo(id) => match crate::records::pick(self.records().await, &id) {
                 Ok(record) => ControlResponse::Job(Some(Box::new(record))),
                 Err(why) => ControlResponse::Refused(why),
             },
             ControlRequest::PurgeJobs => {
+                let store = self.store.clone();
+                let before = tokio::task::spawn_blocking(move || {
+                    store.flush();
+                    store.record_count()
+                })
+                .await
+                .unwrap_or(0);
                 let (done, purged) = tokio::sync::oneshot::channel();
                 self.runs.send(runs::Input::Purge { done }).await;
                 let _ = purged.await;
                 let store = self.store.clone();
-                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
-                ControlResponse::Done
+                let kept = tokio::task::spawn_blocking(move || {
+                    store.flush();
+                    store.record_count()
+                })
+                .await
+                .unwrap_or(0);
+                ControlResponse::Purged {
+                    purged: before.saturating_sub(kept),
+                    kept,
+                }
             }
             ControlRequest::DumpCache => ControlResponse::Cache(self.cache.dump()),
         };

@@ -91,6 +91,20 @@ pub struct JobRecord {
     pub results: BTreeMap<String, NodeResult>,
 }
 
+impl JobRecord {
+    /// About how many bytes the record takes when sent: its texts and outputs, and a little
+    /// for the rest of it and of each node and result.
+    pub fn approx_size(&self) -> usize {
+        512 + self.definition.len()
+            + self.nodes.len() * 128
+            + self
+                .results
+                .values()
+                .map(|r| 256 + r.stdout.len() + r.stderr.len() + r.info.len())
+                .sum::<usize>()
+    }
+}
+
 /// What a write-off's info says after the node's name (see [`write_off_info`]).
 const WRITE_OFF_TEXT: &str = " stopped answering, left the mesh or restarted before reporting";
 

@@ -609,6 +609,18 @@ impl Store {
         Some(record)
     }
 
+    /// How many job records are on disk (those not yet written are not counted).
+    pub fn record_count(&self) -> usize {
+        use redb::ReadableTableMetadata;
+        let Some(r) = read(self.db.begin_read()) else {
+            return 0;
+        };
+        let Some(t) = read(r.open_table(JOBS)) else {
+            return 0;
+        };
+        read(t.len()).map_or(0, |n| n as usize)
+    }
+
     pub fn records(&self) -> Vec<JobRecord> {
         let mut results: HashMap<String, Vec<(String, NodeResult)>> = HashMap::new();
         for (key, result) in self.all::<NodeResult>(RESULTS) {

@@ -2985,3 +2985,61 @@ fn poll_without_a_terminal_names_the_run_to_follow_again() {
         text(&o)
     );
 }
+
+/// Records of more than a control frame's 64 MiB (twelve jobs each keeping 3 MiB of stdout
+/// and of stderr) are still listed, exported, followed, analysed and purged: lists of records
+/// come in parts. Before, every view of the whole store failed ("the daemon closed the
+/// connection without answering") and nothing short of a restart could free it.
+#[test]
+fn records_over_a_control_frame_are_listed_in_parts() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 1);
+    let d = &nodes[0];
+    const JOBS: usize = 12;
+    for _ in 0..JOBS {
+        let mut args = run_args(
+            &["n1"],
+            "yes 0123456789abcdef | head -c 3200000; yes fedcba9876543210 | head -c 3200000 >&2",
+        );
+        args.push("--poll".into());
+        let o = d.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = d.cli(&["manage", "--list-jobs", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.len(), JOBS);
+    let bytes: usize = listed
+        .iter()
+        .map(|r| {
+            let n1 = &r["results"]["n1"];
+            n1["stdout"].as_str().unwrap().len() + n1["stderr"].as_str().unwrap().len()
+        })
+        .sum();
+    assert!(bytes > 64 * 1024 * 1024, "only {bytes} bytes of output");
+    let export = root.path().join("jobs.yaml");
+    let o = d.cli(&["manage", "--export-jobs", export.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::metadata(&export).unwrap().len() > 64 * 1024 * 1024);
+    let o = d.cli(&["manage", "--follow-run", "last"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.cli(&[
+        "manage",
+        "--analyze-parent",
+        listed[0]["parent_id"].as_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.cli(&["manage", "--purge-jobs"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("Purged every job record ({JOBS})")),
+        "{}",
+        text(&o)
+    );
+    let o = d.cli(&["manage", "--list-jobs", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "[]",
+        "{}",
+        text(&o)
+    );
+}
