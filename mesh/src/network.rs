@@ -896,6 +896,13 @@ impl EventLoop {
                      and neither can be named as a target until one of them is renamed (--name)"
                 );
             }
+            // A node that is leaving tells nobody of members going: it is going itself (when a
+            // whole fleet stops, the others' goodbyes come in while it says its own), and
+            // results owed to it come after its next start. Written off here, they would be
+            // failures shown first and replaced later.
+            if self.leaving.is_some() && !matches!(change, MembershipChange::Alive(_)) {
+                continue;
+            }
             // A dropped receiver means nobody listens for events; that is allowed.
             let _ = self.events.send(MeshEvent::Member(change)).await;
         }

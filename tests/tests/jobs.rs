@@ -3043,3 +3043,79 @@ fn records_over_a_control_frame_are_listed_in_parts() {
         text(&o)
     );
 }
+
+/// A whole mesh stopped at once (SIGTERM, as for an upgrade) while a run is in flight: the
+/// submitter, leaving itself, writes off none of the targets whose goodbyes it hears, and
+/// once all are back the run ends with every target's own result (interrupted by the stop).
+/// Before, each target was recorded failed as unreachable, and following the run first
+/// showed those failures.
+#[test]
+fn a_mesh_stopped_at_once_writes_off_no_target() {
+    let root = root();
+    // Each on a port of its own that it keeps across the restart, as on real machines (with
+    // ports picked anew, nobody would find anybody again).
+    let ports: Vec<String> = (0..3)
+        .map(|_| {
+            let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("/ip4/127.0.0.1/tcp/{}", socket.local_addr().unwrap().port())
+        })
+        .collect();
+    let mut nodes = vec![Daemon::start_isolated(
+        root.path(),
+        "n1",
+        &["--listen", &ports[0]],
+    )];
+    let token = nodes[0].join_token();
+    for i in 1..3 {
+        nodes.push(Daemon::start_isolated(
+            root.path(),
+            &format!("n{}", i + 1),
+            &["--token", &token, "--listen", &ports[i]],
+        ));
+    }
+    for d in &nodes {
+        wait_for(Duration::from_secs(20), "the mesh to form", || {
+            (e2e_tests::alive_names(&d.status()?).len() == 3).then_some(())
+        });
+    }
+    let started = root.path().join("started");
+    std::fs::create_dir(&started).unwrap();
+    submit(
+        &nodes[0],
+        &["n2", "n3"],
+        &format!("mktemp -p {}; sleep 3; echo done", started.display()),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the job to start on n2 and n3",
+        || (std::fs::read_dir(&started).ok()?.count() == 2).then_some(()),
+    );
+    for d in &nodes {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+    for d in &mut nodes {
+        d.wait_exit(Duration::from_secs(10));
+    }
+    let log = nodes[0].log();
+    assert!(
+        !log.contains("before reporting"),
+        "the stopping submitter wrote off targets:\n{log}"
+    );
+    for d in &mut nodes {
+        d.restart();
+    }
+    // The targets' own results: the job was cut by their stop.
+    let o = nodes[0].cli(&["manage", "--follow-run", "last"]);
+    let said = text(&o);
+    assert!(
+        !said.contains("unreachable")
+            && said.contains("n2: interrupted")
+            && said.contains("n3: interrupted"),
+        "{said}\n--- n1:\n{}",
+        nodes[0].log()
+    );
+}
