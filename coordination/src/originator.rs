@@ -178,7 +178,7 @@ impl Tracked {
             resend_at: now,
             resend_every: config.first_resend,
             gossiped,
-            announce_at: (!gossiped).then(|| now + config.announce_direct_after),
+            announce_at: None,
             cursor: 0,
             sent_directly: HashSet::new(),
             reached_by_gossip: 0,
@@ -190,6 +190,31 @@ impl Tracked {
     fn acknowledged(&mut self, node: &NodeId) {
         if self.unacked.remove(node) && !self.sent_directly.remove(node) {
             self.reached_by_gossip += 1;
+        }
+        if self.unacked.is_empty() {
+            // Every target has it: a target back later gets it directly, and its own
+            // deadline to be announced after all.
+            self.announce_at = None;
+        }
+    }
+
+    /// Announces the run by gossip after all if `node`, just sent it directly, has not
+    /// acknowledged within [`OriginatorConfig::announce_direct_after`]: only for a run of a
+    /// few targets (of a large one, everyone would check and acknowledge the announce again).
+    fn announce_unless_acknowledged(
+        &mut self,
+        local: &NodeId,
+        now: Instant,
+        config: &OriginatorConfig,
+    ) {
+        let remote = self
+            .run
+            .targets()
+            .into_iter()
+            .filter(|t| t != local)
+            .count();
+        if remote <= config.direct_up_to && self.announce_at.is_none() {
+            self.announce_at = Some(now + config.announce_direct_after);
         }
     }
 }
@@ -297,6 +322,9 @@ impl Originator {
             gossiped,
         );
         tracked.resend_at = now + self.config.first_resend;
+        if !gossiped {
+            tracked.announce_unless_acknowledged(&self.local, now, &self.config);
+        }
         tracked.alive_check = AliveCheck::Due(now + self.config.submitted_alive_check);
         self.runs.insert(run.run_id.clone(), tracked);
         actions
@@ -351,6 +379,9 @@ impl Originator {
         // Resend (and announce) at once: the restart may have lost deliveries in flight.
         let mut tracked =
             Tracked::new(Arc::new(run), unacked, missing, now, &self.config, gossiped);
+        if !gossiped {
+            tracked.announce_unless_acknowledged(&self.local, now, &self.config);
+        }
         tracked.alive_check = AliveCheck::Due(now + self.config.resumed_alive_check);
         self.runs.insert(tracked.run.run_id.clone(), tracked);
         actions
@@ -457,6 +488,7 @@ impl Originator {
             t.missing
                 .extend(w.job_ids.into_iter().map(|j| (j, node.clone())));
             t.resend_at = t.resend_at.min(now + self.config.first_resend);
+            t.announce_unless_acknowledged(&self.local, now, config);
             actions.push(Action::Deliver {
                 node: node.clone(),
                 run: Arc::clone(&t.run),
@@ -473,6 +505,7 @@ impl Originator {
                     t.unacked.insert(node.clone());
                     t.sent_directly.insert(node.clone());
                     t.resend_at = t.resend_at.min(now + self.config.first_resend);
+                    t.announce_unless_acknowledged(&self.local, now, &self.config);
                     actions.push(Action::Deliver {
                         node: node.clone(),
                         run: Arc::clone(&t.run),
@@ -686,6 +719,46 @@ mod tests {
             let a = o.handle(Input::Tick, t0 + Duration::from_secs(s));
             assert!(announces(&a).is_empty(), "{s} s: {a:?}");
         }
+    }
+
+    /// Of a large run, a target sent it directly (resumed after a restart, or back after
+    /// one) is never answered with a gossip of the whole run, which every other target would
+    /// check and acknowledge again; a small run whose targets all acknowledged keeps no
+    /// deadline that would gossip it at once when a target is back later.
+    #[test]
+    fn only_a_small_run_is_announced_after_a_direct_delivery() {
+        let t0 = Instant::now();
+        let config = OriginatorConfig::default();
+        let after = config.announce_direct_after;
+        let announced = |a: &[Action]| a.iter().any(|x| matches!(x, Action::Announce(_)));
+        let mut o = Originator::new(node("me"), config.clone());
+        o.handle(
+            Input::Resume {
+                run: run(&["a", "b", "c", "d", "e"], 1, None),
+                acked: ["a", "b", "c", "d"].map(node).to_vec(),
+                reported: vec![],
+                queued_here: HashSet::new(),
+            },
+            t0,
+        );
+        for s in 0..60 {
+            let a = o.handle(Input::Tick, t0 + Duration::from_secs(s));
+            assert!(!announced(&a), "{s} s: {a:?}");
+        }
+        // A small run: every target acknowledged; one restarts a minute later and is sent
+        // the run directly, gossiped only if it does not acknowledge within the deadline.
+        let mut o = Originator::new(node("me"), config);
+        o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+        for n in ["a", "b"] {
+            o.handle(acked(n), t0);
+        }
+        let back = t0 + Duration::from_secs(60);
+        let a = o.handle(Input::NodeBack(node("b")), back);
+        assert!(!announced(&a), "{a:?}");
+        let a = o.handle(Input::Tick, back + after - Duration::from_millis(1));
+        assert!(!announced(&a), "{a:?}");
+        let a = o.handle(Input::Tick, back + after);
+        assert!(announced(&a), "{a:?}");
     }
 
     #[test]
