@@ -573,10 +573,18 @@ async fn follow_jobs(
             Ok(ControlResponse::Watch(WatchEvent::Unknown(id))) => {
                 say(format!("Job unknown: {id}"))
             }
-            Ok(ControlResponse::Watch(WatchEvent::OutOfReach { node })) => say(format!(
-                "Waiting for {node}: alive (heard through other nodes) but out of this node's \
-                 reach; its results come once this node reaches it again (`status` says why)"
-            )),
+            Ok(ControlResponse::Watch(WatchEvent::OutOfReach { node })) => {
+                // A notice for the operator, on stderr: stdout is the jobs' own (`--stream`).
+                let notice = format!(
+                    "Waiting for {node}: alive (heard through other nodes) but out of this \
+                     node's reach; its results come once this node reaches it again (`status` \
+                     says why)"
+                );
+                match &bar {
+                    Some(b) => b.suspend(|| eprintln!("{notice}")),
+                    None => eprintln!("{notice}"),
+                }
+            }
             Ok(ControlResponse::WatchEnd) => break,
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             Err(ControlError::Closed) => {

@@ -669,6 +669,8 @@ impl Control {
                 tokio::time::Instant::now() + OUT_OF_REACH_CHECK,
                 OUT_OF_REACH_CHECK,
             );
+            // A client slow to read does not bring a burst of checks after it.
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let events = tokio::select! {
                     // The client went away: the watch ends here, and the runs actor drops it.
@@ -846,12 +848,25 @@ impl OutOfReach {
             return Vec::new();
         };
         self.told.retain(|p| status.unreachable.contains(p));
-        if status.unreachable.is_empty() {
+        // Only members alive through others: one gone for good is written off, not awaited.
+        let out_of_reach: HashSet<String> = status
+            .unreachable
+            .iter()
+            .filter(|p| !self.told.contains(*p))
+            .filter(|p| {
+                status.members.iter().any(|m| {
+                    m.presence.peer_id == **p && matches!(m.state, mesh::MemberState::Alive)
+                })
+            })
+            .map(ToString::to_string)
+            .collect();
+        if out_of_reach.is_empty() {
             return Vec::new();
         }
         let (reply, owing) = tokio::sync::oneshot::channel();
         runs.send(runs::Input::Owing {
             job_ids: Arc::clone(&self.job_ids),
+            among: out_of_reach,
             reply,
         })
         .await;

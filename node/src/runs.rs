@@ -150,9 +150,10 @@ pub enum Input {
     Records {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
-    /// Which targets (peer ids) still owe results of these jobs, of those not finished.
+    /// Which of `among` (peer ids) still owe results of these jobs, of those not finished.
     Owing {
         job_ids: Arc<HashSet<String>>,
+        among: HashSet<String>,
         reply: oneshot::Sender<HashSet<String>>,
     },
     /// The results this node holds for other submitters (`status`).
@@ -789,17 +790,23 @@ impl Actor {
             Input::Records { reply } => {
                 let _ = reply.send(self.records.values().cloned().collect());
             }
-            Input::Owing { job_ids, reply } => {
-                let owing = job_ids
-                    .iter()
-                    .filter_map(|id| self.records.get(id))
-                    .flat_map(|r| {
-                        r.nodes
-                            .iter()
-                            .filter(|n| !r.results.contains_key(&n.name))
-                            .map(|n| n.peer_id.clone())
-                    })
-                    .collect();
+            Input::Owing {
+                job_ids,
+                mut among,
+                reply,
+            } => {
+                // Asked of a few members now and then: stops as soon as each is found owing.
+                let mut owing = HashSet::new();
+                for record in job_ids.iter().filter_map(|id| self.records.get(id)) {
+                    if among.is_empty() {
+                        break;
+                    }
+                    for n in &record.nodes {
+                        if !record.results.contains_key(&n.name) && among.remove(&n.peer_id) {
+                            owing.insert(n.peer_id.clone());
+                        }
+                    }
+                }
                 let _ = reply.send(owing);
             }
             Input::Owed { reply } => {

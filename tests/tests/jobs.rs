@@ -3066,11 +3066,11 @@ fn a_mesh_stopped_at_once_writes_off_no_target() {
         &["--listen", &ports[0]],
     )];
     let token = nodes[0].join_token();
-    for i in 1..3 {
+    for (i, port) in ports.iter().enumerate().skip(1) {
         nodes.push(Daemon::start_isolated(
             root.path(),
             &format!("n{}", i + 1),
-            &["--token", &token, "--listen", &ports[i]],
+            &["--token", &token, "--listen", port],
         ));
     }
     for d in &nodes {

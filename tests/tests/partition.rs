@@ -396,8 +396,8 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
     wait_for(Duration::from_secs(10), "n1's log to say so", || {
         (n1.log().matches(said).count() == 1).then_some(())
     });
-    // Followed with `--poll`, which says why it waits.
-    let polled = root.join("poll.out");
+    // Followed with `--poll`, which says why it waits (on stderr: stdout is the jobs').
+    let (polled, notices) = (root.join("poll.out"), root.join("poll.err"));
     let mut poll = n1
         .cli_command(&[
             "exec",
@@ -409,7 +409,7 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
             "--poll",
         ])
         .stdout(std::fs::File::create(&polled).unwrap())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&notices).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -429,7 +429,7 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         Duration::from_secs(30),
         "the client following the run for n2 to say why it waits",
         || {
-            std::fs::read_to_string(&polled)
+            std::fs::read_to_string(&notices)
                 .ok()?
                 .contains("Waiting for n2: alive (heard through other nodes) but out of this node's reach")
                 .then_some(())

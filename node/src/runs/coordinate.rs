@@ -937,6 +937,11 @@ impl Coordinator for NodeCoordinator {
                 ),
                 QueryStand::Elsewhere(originator) => {
                     let name = match mesh.status().await {
+                        // This node's own collection is over (its time ran out, or a purge):
+                        // nothing more to say than the timeout.
+                        Ok(status) if status.local_peer_id.to_string() == originator.0 => {
+                            return None;
+                        }
                         Ok(status) => status.name_or_id(&originator.0),
                         Err(_) => originator.0.clone(),
                     };
