@@ -302,6 +302,7 @@ impl Runs {
             closing: HashMap::new(),
             closing_next: 0,
             closing_asked: false,
+            purge_barrier: None,
             late_said: HashSet::new(),
             open_runs: HashMap::new(),
             watchers: Vec::new(),
@@ -418,6 +419,10 @@ struct Actor {
     /// The generation of the next commit asked for `closing`, and whether one is in flight.
     closing_next: u64,
     closing_asked: bool,
+    /// After a purge, until the commit of this generation: the store may still show records
+    /// the purge forgot (its writes are not on disk yet), so a finished record is not read
+    /// back from it (a late result then finds no record, as after the commit).
+    purge_barrier: Option<u64>,
     /// (run, target) pairs whose late results after a write-off were logged.
     late_said: HashSet<(String, String)>,
     /// Runs this node submitted that are not finished.
@@ -710,6 +715,9 @@ impl Actor {
             Input::ClosingStored { generation } => {
                 self.closing.retain(|_, (_, g)| *g > generation);
                 self.closing_asked = false;
+                if self.purge_barrier.is_some_and(|b| generation >= b) {
+                    self.purge_barrier = None;
+                }
                 if !self.closing.is_empty() {
                     self.ask_closing_commit();
                 }
@@ -823,6 +831,8 @@ impl Actor {
                 self.cross.purge_queries(&open);
                 let kept: Vec<JobRecord> = self.records.values().cloned().collect();
                 self.store.purge_jobs_but(&kept);
+                self.purge_barrier = Some(self.closing_next);
+                self.ask_closing_commit();
                 let _ = done.send(());
             }
             Input::QueryLocal {

@@ -197,6 +197,8 @@ impl Actor {
     pub(super) fn finished_record(&self, job_id: &str) -> Option<JobRecord> {
         match self.closing.get(job_id) {
             Some((record, _)) => Some(record.clone()),
+            // Purged, if the store still shows it: the purge is not on disk yet.
+            None if self.purge_barrier.is_some() => None,
             None => self.store.record(job_id),
         }
     }
