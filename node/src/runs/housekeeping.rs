@@ -92,6 +92,9 @@ impl Actor {
         let sweeping = Arc::clone(&self.sweeping_records);
         tokio::task::spawn_blocking(move || {
             let forgotten = store.forget_records(retention, now, &open);
+            // The next sweep reads the store once these deletes are on it, or it would count
+            // (and delete) the same records again.
+            store.flush();
             sweeping.store(false, std::sync::atomic::Ordering::SeqCst);
             if forgotten > 0 {
                 info!(
