@@ -10,8 +10,12 @@
 use std::time::Duration;
 
 use libp2p::{
-    PeerId, Swarm, SwarmBuilder, Transport,
-    core::{muxing::StreamMuxerBox, transport::Boxed, transport::MemoryTransport, upgrade},
+    Multiaddr, PeerId, Swarm, SwarmBuilder, Transport,
+    core::{
+        muxing::StreamMuxerBox,
+        transport::{self, Boxed, MemoryTransport},
+        upgrade,
+    },
     identity::Keypair,
     noise, tcp, yamux,
 };
@@ -89,6 +93,51 @@ where
     })
 }
 
+/// TCP that dials from a new port every time. libp2p otherwise dials from the listening port
+/// (bound to every address), and two daemons on one machine with the same port on two
+/// loopback addresses (127.0.0.1:7431, 127.0.0.2:7431) would connect each to itself: the
+/// handshake fails with an error that blames the mesh key. No one here needs the port
+/// reused (it serves hole punching; members learn each other's addresses from presence).
+struct DialFromNewPorts<T>(T);
+
+impl<T: Transport + Unpin> Transport for DialFromNewPorts<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: transport::ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), transport::TransportError<Self::Error>> {
+        self.0.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: transport::ListenerId) -> bool {
+        self.0.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: transport::DialOpts,
+    ) -> Result<Self::Dial, transport::TransportError<Self::Error>> {
+        let opts = transport::DialOpts {
+            port_use: transport::PortUse::New,
+            ..opts
+        };
+        self.0.dial(addr, opts)
+    }
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<transport::TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll(cx)
+    }
+}
+
 /// Builds the swarm of one node.
 pub(crate) fn build_swarm(
     keypair: Keypair,
@@ -101,8 +150,10 @@ pub(crate) fn build_swarm(
             |key| -> Result<BoxedTransport, Box<dyn std::error::Error + Send + Sync>> {
                 let transport = match kind {
                     TransportKind::Tcp => upgrade_transport(
-                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                            .map(|stream, _| with_user_timeout(stream)),
+                        DialFromNewPorts(tcp::tokio::Transport::new(
+                            tcp::Config::default().nodelay(true),
+                        ))
+                        .map(|stream, _| with_user_timeout(stream)),
                         key,
                         mesh_key,
                     ),

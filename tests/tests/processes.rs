@@ -360,3 +360,47 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Two daemons on one machine with the same port on two loopback addresses form a mesh.
+/// Before, each dialled from its listening port (bound to every address) and so connected to
+/// itself: the handshake failed with an error that blamed the mesh key.
+#[test]
+fn daemons_with_one_port_on_two_addresses_form_a_mesh() {
+    let root = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = |name: &str, ip: &str, token: Option<&str>| {
+        let mut a: Vec<String> = [
+            "--name",
+            name,
+            "--listen",
+            &format!("/ip4/{ip}/tcp/{port}"),
+            "--heartbeat-interval",
+            "1s",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(token) = token {
+            a.extend(["--token".to_string(), token.to_string()]);
+        }
+        a
+    };
+    let mut first = Daemon::spawn(root.path(), "n1", args("n1", "127.0.0.1", None));
+    first.wait_serving();
+    let token = first.join_token();
+    let mut second = Daemon::spawn(root.path(), "n2", args("n2", "127.0.0.2", Some(&token)));
+    second.wait_serving();
+    for d in [&first, &second] {
+        wait_for(Duration::from_secs(20), "the two to see each other", || {
+            (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
+        });
+    }
+    assert!(
+        !second.log().contains("Handshake failed"),
+        "{}",
+        second.log()
+    );
+}
