@@ -49,6 +49,19 @@ async fn records(state_dir: &Path) -> Result<Vec<JobRecord>, Failure> {
     client.records().await.map_err(Failure::runtime)
 }
 
+/// One job's record (`id`: its id, the start of it, or `last`), found by the daemon.
+async fn job(state_dir: &Path, id: &str) -> Result<JobRecord, Failure> {
+    match ask(state_dir, ControlRequest::JobInfo(id.to_string())).await? {
+        ControlResponse::Job(Some(r)) => Ok(*r),
+        ControlResponse::Job(None) => Err(Failure::Input(format!("no job '{id}' on this node"))),
+        ControlResponse::Refused(why) => Err(Failure::Input(why)),
+        other => Err(Failure::Runtime(format!(
+            "unexpected answer: {}",
+            other.kind()
+        ))),
+    }
+}
+
 fn json_text<T: serde::Serialize>(v: &T) -> Result<String, Failure> {
     serde_json::to_string_pretty(v).map_err(Failure::runtime)
 }
@@ -70,21 +83,10 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     jobs_table(&all)
                 }
             }
-            Action::JobInfo(id) => match ask(state_dir, ControlRequest::JobInfo(id.clone())).await?
-            {
-                ControlResponse::Job(Some(r)) => {
-                    if json {
-                        json_text(&r)?
-                    } else {
-                        job_info(&r)
-                    }
-                }
-                ControlResponse::Job(None) => {
-                    return Err(Failure::Input(format!("no job '{id}' on this node")));
-                }
-                ControlResponse::Refused(why) => return Err(Failure::Input(why)),
-                other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
-            },
+            Action::JobInfo(id) => {
+                let r = job(state_dir, &id).await?;
+                if json { json_text(&r)? } else { job_info(&r) }
+            }
             Action::PurgeJobs => match ask(state_dir, ControlRequest::PurgeJobs).await? {
                 // Jobs still waiting for results are kept.
                 ControlResponse::Purged { purged, kept: 0 } => {
@@ -118,8 +120,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 other => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             },
             Action::AnalyzeJob(id) => {
-                let job =
-                    node::records::pick(records(state_dir).await?, &id).map_err(Failure::Input)?;
+                let job = job(state_dir, &id).await?;
                 let report = analyze(&job.job_id.clone(), &[job]);
                 if json {
                     json_text(&report)?

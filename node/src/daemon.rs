@@ -549,6 +549,23 @@ const INLINE_MAX: u64 = 16 * 1024;
 /// many small files within gossip's and a direct delivery's message sizes.
 const INLINE_TOTAL_MAX: usize = 256 * 1024;
 
+/// Records read from the store, with the open ones (in memory) in place of their copies on
+/// disk when they know more.
+fn merge_open(mut stored: Vec<JobRecord>, open: Vec<JobRecord>) -> Vec<JobRecord> {
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for (i, r) in stored.iter().enumerate() {
+        by_id.insert(r.job_id.clone(), i);
+    }
+    for r in open {
+        match by_id.get(&r.job_id) {
+            Some(&i) if stored[i].results.len() < r.results.len() => stored[i] = r,
+            Some(_) => {}
+            None => stored.push(r),
+        }
+    }
+    stored
+}
+
 /// The daemon's answers on the control socket.
 #[derive(Clone)]
 struct Control {
@@ -720,6 +737,37 @@ impl Control {
         Reply::Stream(rx)
     }
 
+    /// `JobInfo`: the record of `id` (a job id, its start, or `last`), reading from the store
+    /// only the records that may be it (with a long history, every record's output would be
+    /// read otherwise).
+    async fn job_info(&self, id: &str) -> Result<JobRecord, String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.runs.send(runs::Input::Records { reply }).await;
+        let open = rx.await.unwrap_or_default();
+        let store = self.store.clone();
+        let wanted = id.to_string();
+        let (stored, any_stored) = tokio::task::spawn_blocking(move || {
+            store.flush();
+            let stored = match wanted.as_str() {
+                "last" => store.newest_record().into_iter().collect(),
+                "" => Vec::new(),
+                prefix => store.records_starting(prefix),
+            };
+            (stored, store.record_count() > 0)
+        })
+        .await
+        .unwrap_or_default();
+        if id.trim().is_empty() || (!any_stored && open.is_empty()) {
+            // An empty id, or a node with no records at all: said as such.
+            return crate::records::pick(Vec::new(), id);
+        }
+        let candidates = merge_open(stored, open);
+        if candidates.is_empty() {
+            return Err(format!("no job '{id}' on this node"));
+        }
+        crate::records::pick(candidates, id)
+    }
+
     /// Every record, those still processing (kept in memory) included.
     async fn records(&self) -> Vec<JobRecord> {
         // Open records first, then everything that finished meanwhile is flushed to disk, so
@@ -734,17 +782,7 @@ impl Control {
         })
         .await
         .unwrap_or_default();
-        let mut by_id: HashMap<String, usize> = HashMap::new();
-        for (i, r) in all.iter().enumerate() {
-            by_id.insert(r.job_id.clone(), i);
-        }
-        for r in open {
-            match by_id.get(&r.job_id) {
-                Some(&i) if all[i].results.len() < r.results.len() => all[i] = r,
-                Some(_) => {}
-                None => all.push(r),
-            }
-        }
+        all = merge_open(all, open);
         all.sort_by(|a, b| a.order().cmp(&b.order()));
         all
     }
@@ -789,7 +827,7 @@ impl ControlHandler for Control {
             ControlRequest::Submit(submission) => self.submit(submission).await,
             ControlRequest::Watch { job_ids, output } => return self.watch(job_ids, output).await,
             ControlRequest::ListJobs => return self.list_jobs(),
-            ControlRequest::JobInfo(id) => match crate::records::pick(self.records().await, &id) {
+            ControlRequest::JobInfo(id) => match self.job_info(&id).await {
                 Ok(record) => ControlResponse::Job(Some(Box::new(record))),
                 Err(why) => ControlResponse::Refused(why),
             },

@@ -619,6 +619,35 @@ impl Store {
         Some(record)
     }
 
+    /// The records whose job id starts with `prefix`, with their results: only those rows
+    /// are read.
+    pub fn records_starting(&self, prefix: &str) -> Vec<JobRecord> {
+        let ids: Vec<String> = (|| {
+            let r = read(self.db.begin_read())?;
+            let t = read(r.open_table(JOBS))?;
+            let rows = read(t.range(prefix..))?;
+            Some(
+                rows.filter_map(read)
+                    .map(|(key, _)| key.value().to_string())
+                    .take_while(|key| key.starts_with(prefix))
+                    .collect(),
+            )
+        })()
+        .unwrap_or_default();
+        ids.iter().filter_map(|id| self.record(id)).collect()
+    }
+
+    /// The newest record (by submission), with its results: the other records are read
+    /// without theirs.
+    pub fn newest_record(&self) -> Option<JobRecord> {
+        let newest = self
+            .all::<JobRecord>(JOBS)
+            .into_iter()
+            .map(|(_, r)| r)
+            .max_by(|a, b| a.order().cmp(&b.order()))?;
+        self.record(&newest.job_id)
+    }
+
     /// How many job records are on disk (those not yet written are not counted).
     pub fn record_count(&self) -> usize {
         use redb::ReadableTableMetadata;
