@@ -33,8 +33,15 @@ pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
+    // A result over the cap ends with a note that says so: clipped here, it would not show.
+    let cap = jobs::components::MAX_OUTPUT_BYTES;
+    let cut = if text.ends_with(&format!("\n[output cut at {cap} bytes]")) {
+        format!("; the job printed more, and only its first {cap} bytes were kept")
+    } else {
+        String::new()
+    };
     format!(
-        "{}… [{} more bytes; `manage` with `--json` shows it all]",
+        "{}… [{} more bytes; `manage` with `--json` shows it all{cut}]",
         &text[..end],
         text.len() - end
     )
@@ -186,6 +193,16 @@ mod tests {
         assert_eq!(
             clipped("ééé", 3),
             "é… [4 more bytes; `manage` with `--json` shows it all]"
+        );
+        let cap = jobs::components::MAX_OUTPUT_BYTES;
+        let cut = format!("{}\n[output cut at {cap} bytes]", "x".repeat(100));
+        assert_eq!(
+            clipped(&cut, 10),
+            format!(
+                "xxxxxxxxxx… [{} more bytes; `manage` with `--json` shows it all; the job \
+                 printed more, and only its first {cap} bytes were kept]",
+                cut.len() - 10
+            )
         );
     }
 
