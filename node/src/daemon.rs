@@ -709,25 +709,73 @@ impl Control {
         Reply::Stream(out)
     }
 
-    /// `ListJobs`: every record, in parts of about [`control::RECORDS_PART`] bytes (a single
-    /// answer of a large store would be over the frame limit).
+    /// `ListJobs`: every record, oldest first, in parts of about [`control::RECORDS_PART`]
+    /// bytes (a single answer of a large store would be over the frame limit). The outputs
+    /// are read from the store a few records at a time: a long history is never in memory
+    /// whole.
     fn list_jobs(&self) -> Reply {
+        /// Records whose results are read from the store at once.
+        const READ_AT_ONCE: usize = 64;
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let this = self.clone();
         tokio::spawn(async move {
+            // Open records first, then everything that finished meanwhile is flushed to disk,
+            // so the disk is at least as new as the memory for every job that is done.
+            let (reply, open) = tokio::sync::oneshot::channel();
+            this.runs.send(runs::Input::Records { reply }).await;
+            let mut open: HashMap<String, JobRecord> = open
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| (r.job_id.clone(), r))
+                .collect();
+            let store = this.store.clone();
+            let mut heads = tokio::task::spawn_blocking(move || {
+                store.flush();
+                store.record_heads()
+            })
+            .await
+            .unwrap_or_default();
+            let stored: HashSet<String> = heads.iter().map(|r| r.job_id.clone()).collect();
+            heads.extend(
+                open.values()
+                    .filter(|r| !stored.contains(&r.job_id))
+                    .cloned(),
+            );
+            heads.sort_by(|a, b| a.order().cmp(&b.order()));
             let mut part = Vec::new();
             let mut bytes = 0;
-            for record in this.records().await {
-                let size = record.approx_size();
-                if !part.is_empty() && bytes + size > control::RECORDS_PART {
-                    let full = std::mem::take(&mut part);
-                    if tx.send(ControlResponse::JobsPart(full)).await.is_err() {
-                        return;
-                    }
-                    bytes = 0;
+            let mut heads = heads.into_iter();
+            loop {
+                let batch: Vec<JobRecord> = heads.by_ref().take(READ_AT_ONCE).collect();
+                if batch.is_empty() {
+                    break;
                 }
-                bytes += size;
-                part.push(record);
+                let store = this.store.clone();
+                let filled = tokio::task::spawn_blocking(move || {
+                    let mut batch = batch;
+                    store.fill_results(&mut batch);
+                    batch
+                })
+                .await
+                .unwrap_or_default();
+                for mut record in filled {
+                    if let Some(r) = open.remove(&record.job_id)
+                        && r.results.len() >= record.results.len()
+                    {
+                        record = r;
+                    }
+                    let size = record.approx_size();
+                    if !part.is_empty() && bytes + size > control::RECORDS_PART {
+                        let full = std::mem::take(&mut part);
+                        if tx.send(ControlResponse::JobsPart(full)).await.is_err() {
+                            return;
+                        }
+                        bytes = 0;
+                    }
+                    bytes += size;
+                    part.push(record);
+                }
             }
             if !part.is_empty() && tx.send(ControlResponse::JobsPart(part)).await.is_err() {
                 return;
@@ -766,25 +814,6 @@ impl Control {
             return Err(format!("no job '{id}' on this node"));
         }
         crate::records::pick(candidates, id)
-    }
-
-    /// Every record, those still processing (kept in memory) included.
-    async fn records(&self) -> Vec<JobRecord> {
-        // Open records first, then everything that finished meanwhile is flushed to disk, so
-        // the disk is at least as new as the memory for every job that is done.
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.runs.send(runs::Input::Records { reply }).await;
-        let open = rx.await.unwrap_or_default();
-        let store = self.store.clone();
-        let mut all = tokio::task::spawn_blocking(move || {
-            store.flush();
-            store.records()
-        })
-        .await
-        .unwrap_or_default();
-        all = merge_open(all, open);
-        all.sort_by(|a, b| a.order().cmp(&b.order()));
-        all
     }
 }
 

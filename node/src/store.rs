@@ -604,19 +604,45 @@ impl Store {
 
     pub fn record(&self, job_id: &str) -> Option<JobRecord> {
         let mut record: JobRecord = self.get(JOBS, job_id)?;
-        let r = read(self.db.begin_read())?;
-        let t = read(r.open_table(RESULTS))?;
-        let from = format!("{job_id}/");
-        let to = format!("{job_id}0");
-        for row in read(t.range(from.as_str()..to.as_str()))?.filter_map(read) {
-            if let (Some((_, node)), Ok(result)) = (
-                row.0.value().split_once('/'),
-                ciborium::from_reader::<NodeResult, _>(row.1.value()),
-            ) {
-                record.results.insert(node.to_string(), result);
+        self.fill_results(std::slice::from_mut(&mut record));
+        Some(record)
+    }
+
+    /// Every record without its results (see [`Store::fill_results`]), oldest first: a
+    /// listing reads the outputs a part at a time.
+    pub fn record_heads(&self) -> Vec<JobRecord> {
+        let mut all: Vec<JobRecord> = self
+            .all::<JobRecord>(JOBS)
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        all.sort_by(|a, b| a.order().cmp(&b.order()));
+        all
+    }
+
+    /// Adds to each record the results the store holds for it (one read of the database).
+    pub fn fill_results(&self, records: &mut [JobRecord]) {
+        let Some(r) = read(self.db.begin_read()) else {
+            return;
+        };
+        let Some(t) = read(r.open_table(RESULTS)) else {
+            return;
+        };
+        for record in records {
+            let from = format!("{}/", record.job_id);
+            let to = format!("{}0", record.job_id);
+            let Some(rows) = read(t.range(from.as_str()..to.as_str())) else {
+                continue;
+            };
+            for row in rows.filter_map(read) {
+                if let (Some((_, node)), Ok(result)) = (
+                    row.0.value().split_once('/'),
+                    ciborium::from_reader::<NodeResult, _>(row.1.value()),
+                ) {
+                    record.results.insert(node.to_string(), result);
+                }
             }
         }
-        Some(record)
     }
 
     /// The records whose job id starts with `prefix`, with their results: only those rows
@@ -660,26 +686,11 @@ impl Store {
         read(t.len()).map_or(0, |n| n as usize)
     }
 
+    /// Every record with its results, oldest first (all in memory at once: for tests and
+    /// small stores; a listing goes by [`Store::record_heads`]).
     pub fn records(&self) -> Vec<JobRecord> {
-        let mut results: HashMap<String, Vec<(String, NodeResult)>> = HashMap::new();
-        for (key, result) in self.all::<NodeResult>(RESULTS) {
-            if let Some((job, node)) = key.split_once('/') {
-                results
-                    .entry(job.to_string())
-                    .or_default()
-                    .push((node.to_string(), result));
-            }
-        }
-        let mut all: Vec<JobRecord> = self
-            .all::<JobRecord>(JOBS)
-            .into_iter()
-            .map(|(_, mut r)| {
-                r.results
-                    .extend(results.remove(&r.job_id).unwrap_or_default());
-                r
-            })
-            .collect();
-        all.sort_by(|a, b| a.order().cmp(&b.order()));
+        let mut all = self.record_heads();
+        self.fill_results(&mut all);
         all
     }
 
