@@ -785,6 +785,17 @@ impl Control {
         Reply::Stream(rx)
     }
 
+    /// How many records the store holds once every write so far is on it.
+    async fn records_on_disk(&self) -> usize {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.flush();
+            store.record_count()
+        })
+        .await
+        .unwrap_or(0)
+    }
+
     /// `JobInfo`: the record of `id` (a job id, its start, or `last`), reading from the store
     /// only the records that may be it (with a long history, every record's output would be
     /// read otherwise).
@@ -861,23 +872,11 @@ impl ControlHandler for Control {
                 Err(why) => ControlResponse::Refused(why),
             },
             ControlRequest::PurgeJobs => {
-                let store = self.store.clone();
-                let before = tokio::task::spawn_blocking(move || {
-                    store.flush();
-                    store.record_count()
-                })
-                .await
-                .unwrap_or(0);
+                let before = self.records_on_disk().await;
                 let (done, purged) = tokio::sync::oneshot::channel();
                 self.runs.send(runs::Input::Purge { done }).await;
                 let _ = purged.await;
-                let store = self.store.clone();
-                let kept = tokio::task::spawn_blocking(move || {
-                    store.flush();
-                    store.record_count()
-                })
-                .await
-                .unwrap_or(0);
+                let kept = self.records_on_disk().await;
                 ControlResponse::Purged {
                     purged: before.saturating_sub(kept),
                     kept,
