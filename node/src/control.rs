@@ -661,14 +661,22 @@ async fn serve_with_keepalive<H: ControlHandler>(
 /// Writes one answer; `false` once the client is gone. An answer too large for a frame is
 /// replaced by an error that says so (in the log too), and the connection goes on.
 async fn answer(stream: &mut UnixStream, response: &ControlResponse) -> bool {
+    answer_or_say_why(stream, response, ControlResponse::Error).await
+}
+
+/// [`answer`] for any kind of frame: `error` makes the answer that says why one could not
+/// be sent.
+async fn answer_or_say_why<T: Serialize + Framed>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    response: &T,
+    error: impl Fn(String) -> T,
+) -> bool {
     match write_frame(stream, response).await {
         Ok(()) => true,
         Err(e @ ControlError::TooLarge { .. }) => {
             let why = format!("this answer cannot be sent: {e}");
             warn!("{why}");
-            write_frame(stream, &ControlResponse::Error(why))
-                .await
-                .is_ok()
+            write_frame(stream, &error(why)).await.is_ok()
         }
         Err(_) => false,
     }
@@ -693,6 +701,39 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    /// A frame with a small limit, to test what happens past it.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Small {
+        Data(Vec<u8>),
+        Error(String),
+    }
+
+    impl Framed for Small {
+        const LIMIT: usize = 200;
+    }
+
+    /// An answer over its frame's limit is replaced by one that says why, and the
+    /// connection stays in step (the client reads that error, not a cut frame).
+    #[tokio::test]
+    async fn an_answer_too_large_is_replaced_by_one_that_says_so() {
+        let mut out = Vec::new();
+        assert!(answer_or_say_why(&mut out, &Small::Data(vec![7; 1000]), Small::Error).await);
+        match read_frame::<Small>(&mut out.as_slice()).await.unwrap() {
+            Some(Small::Error(why)) => assert!(
+                why.starts_with("this answer cannot be sent: control message of ")
+                    && why.ends_with("bytes is over the 200-byte limit"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let mut out = Vec::new();
+        assert!(answer_or_say_why(&mut out, &Small::Data(vec![7; 10]), Small::Error).await);
+        assert_eq!(
+            read_frame::<Small>(&mut out.as_slice()).await.unwrap(),
+            Some(Small::Data(vec![7; 10]))
+        );
+    }
+
     use super::*;
 
     #[tokio::test]

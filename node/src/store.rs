@@ -209,7 +209,7 @@ impl Store {
             reason: e.to_string(),
         };
         // A bounded page cache: redb's default (1 GiB) let an idle daemon's memory grow with
-        // its database (a store of 100 000 records kept 250 MB resident after one listing).
+        // its database (one with 100 000 records settled at 250 MB resident after a restart).
         let db = Arc::new(
             redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)
@@ -666,11 +666,7 @@ impl Store {
     /// The newest record (by submission), with its results: the other records are read
     /// without theirs.
     pub fn newest_record(&self) -> Option<JobRecord> {
-        let newest = self
-            .all::<JobRecord>(JOBS)
-            .into_iter()
-            .map(|(_, r)| r)
-            .max_by(|a, b| a.order().cmp(&b.order()))?;
+        let newest = self.record_heads().pop()?;
         self.record(&newest.job_id)
     }
 
