@@ -198,6 +198,16 @@ impl Tracked {
         }
     }
 
+    /// `node` is gone: nothing is owed to it any more (its deadline to be announced after
+    /// all goes with it, if nobody else is owed the run).
+    fn gone(&mut self, node: &NodeId) {
+        self.unacked.remove(node);
+        self.sent_directly.remove(node);
+        if self.unacked.is_empty() {
+            self.announce_at = None;
+        }
+    }
+
     /// Announces the run by gossip after all if `node`, just sent it directly, has not
     /// acknowledged within [`OriginatorConfig::announce_direct_after`]: only for a run of a
     /// few targets (of a large one, everyone would check and acknowledge the announce again).
@@ -431,8 +441,7 @@ impl Originator {
             list.retain(|w| now.duration_since(w.at) < window);
         }
         for (run_id, t) in self.runs.iter_mut().filter(|(_, t)| which(t)) {
-            t.unacked.remove(&node);
-            t.sent_directly.remove(&node);
+            t.gone(&node);
             let mut job_ids: Vec<String> = t
                 .missing
                 .iter()
@@ -755,6 +764,18 @@ mod tests {
         let back = t0 + Duration::from_secs(60);
         let a = o.handle(Input::NodeBack(node("b")), back);
         assert!(!announced(&a), "{a:?}");
+        let a = o.handle(Input::Tick, back + after - Duration::from_millis(1));
+        assert!(!announced(&a), "{a:?}");
+        let a = o.handle(Input::Tick, back + after);
+        assert!(announced(&a), "{a:?}");
+        // A target gone before its deadline takes the deadline with it: back much later, it
+        // gets its own.
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+        o.handle(acked("b"), t0);
+        o.handle(Input::NodeGone(node("a")), t0 + after / 2);
+        let back = t0 + Duration::from_secs(40);
+        o.handle(Input::NodeBack(node("a")), back);
         let a = o.handle(Input::Tick, back + after - Duration::from_millis(1));
         assert!(!announced(&a), "{a:?}");
         let a = o.handle(Input::Tick, back + after);
