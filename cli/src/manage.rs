@@ -9,8 +9,8 @@ use std::{
 use comfy_table::{Table, presets::NOTHING};
 use jobs::executor::ResultState;
 use node::{
-    control::{ControlClient, ControlRequest, ControlResponse},
-    records::{JobRecord, JobStatus},
+    control::{ControlClient, ControlRequest, ControlResponse, JobParts},
+    records::{JobRecord, JobStatus, Pick, Picking},
 };
 use serde_json::{Value, json};
 
@@ -42,11 +42,100 @@ async fn ask(state_dir: &Path, request: ControlRequest) -> Result<ControlRespons
     client.request(&request).await.map_err(Failure::runtime)
 }
 
-async fn records(state_dir: &Path) -> Result<Vec<JobRecord>, Failure> {
-    let mut client = ControlClient::connect(state_dir)
+/// Connects to the daemon and asks for its list of jobs (see [`JobParts`]).
+async fn connect(state_dir: &Path) -> Result<ControlClient, Failure> {
+    ControlClient::connect(state_dir)
         .await
-        .map_err(Failure::runtime)?;
-    client.records().await.map_err(Failure::runtime)
+        .map_err(Failure::runtime)
+}
+
+/// How a list of records is written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// One JSON array, indented.
+    Json,
+    /// One YAML sequence.
+    Yaml,
+}
+
+/// Writes the records of the daemon's list that `keep` passes to `out` (oldest first, as one
+/// JSON array or YAML sequence) as the daemon sends them, a part at a time: a long history is
+/// never in memory whole. Gives `out` back, and how many records it holds. A write that
+/// fails is `cannot write {what}: ...`; a list cut short by the daemon is its error, with
+/// `out` holding a well-formed but shorter list.
+async fn write_records<W: std::io::Write + Send + 'static>(
+    parts: &mut JobParts<'_>,
+    keep: impl Fn(&JobRecord) -> bool,
+    format: Format,
+    out: W,
+    what: &str,
+) -> Result<(W, usize), Failure> {
+    // A few records ahead of the writer (one may hold every target's output).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<JobRecord>(4);
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+        let count = std::cell::Cell::new(0);
+        let records = Streamed::new(std::iter::from_fn(|| {
+            let record = rx.blocking_recv()?;
+            count.set(count.get() + 1);
+            Some(record)
+        }));
+        let written = match format {
+            Format::Json => serde_json::to_writer_pretty(&mut out, &records)
+                .map_err(|e| e.to_string())
+                .and_then(|()| out.write_all(b"\n").map_err(|e| e.to_string())),
+            Format::Yaml => serde_yaml_ng::to_writer(&mut out, &records).map_err(|e| e.to_string()),
+        };
+        written
+            .and_then(|()| out.into_inner().map_err(|e| e.error().to_string()))
+            .map(|out| (out, count.get()))
+    });
+    let listed: Result<(), node::control::ControlError> = async {
+        while let Some(part) = parts.next().await? {
+            for record in part.into_iter().filter(|r| keep(r)) {
+                if tx.send(record).await.is_err() {
+                    // The writer stopped: its error says why.
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Failure::Runtime(format!("cannot write {what}: {e}")))?
+        .map_err(|e| Failure::Runtime(format!("cannot write {what}: {e}")))?;
+    listed.map_err(Failure::runtime)?;
+    Ok(written)
+}
+
+/// A sequence serialized as its items come (serde takes it by reference: the cell hands the
+/// items over once).
+struct Streamed<I>(std::cell::RefCell<Option<I>>);
+
+impl<I> Streamed<I> {
+    fn new(items: I) -> Streamed<I> {
+        Streamed(std::cell::RefCell::new(Some(items)))
+    }
+}
+
+impl<I: Iterator<Item = JobRecord>> serde::Serialize for Streamed<I> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.borrow_mut().take().into_iter().flatten())
+    }
+}
+
+/// Whether `--filter` keeps `record`.
+fn passes(filter: Option<Filter>, record: &JobRecord) -> bool {
+    match filter {
+        None => true,
+        Some(Filter::Success) => record.status() == JobStatus::Success,
+        Some(Filter::Failed) => record.status() == JobStatus::Failed,
+        Some(Filter::Processing) => record.status() == JobStatus::Processing,
+    }
 }
 
 /// One job's record (`id`: its id, the start of it, or `last`), found by the daemon.
@@ -70,18 +159,21 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
     crate::client_runtime()?.block_on(async {
         let text = match action {
             Action::ListJobs { filter } => {
-                let mut all = records(state_dir).await?;
-                all.retain(|r| match filter {
-                    None => true,
-                    Some(Filter::Success) => r.status() == JobStatus::Success,
-                    Some(Filter::Failed) => r.status() == JobStatus::Failed,
-                    Some(Filter::Processing) => r.status() == JobStatus::Processing,
-                });
+                let mut client = connect(state_dir).await?;
+                let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
                 if json {
-                    json_text(&all)?
-                } else {
-                    jobs_table(&all)
+                    let keep = |r: &JobRecord| passes(filter, r);
+                    let out = output::Stdout;
+                    write_records(&mut parts, keep, Format::Json, out, "standard output").await?;
+                    return Ok(());
                 }
+                let mut table = JobsTable::new();
+                while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
+                    part.iter()
+                        .filter(|r| passes(filter, r))
+                        .for_each(|r| table.add(r));
+                }
+                table.text()
             }
             Action::JobInfo(id) => {
                 let r = job(state_dir, &id).await?;
@@ -103,17 +195,20 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 }
             },
             Action::ExportJobs(file) => {
-                let all = records(state_dir).await?;
-                let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
-                let text = if yaml {
-                    serde_yaml_ng::to_string(&all).map_err(Failure::runtime)?
-                } else {
-                    json_text(&all)?
+                let format = match file.extension() {
+                    Some(e) if e == "yaml" || e == "yml" => Format::Yaml,
+                    _ => Format::Json,
                 };
-                write_private(&file, text.as_bytes()).map_err(|e| {
+                let cannot = |e: std::io::Error| {
                     Failure::Runtime(format!("cannot write {}: {e}", file.display()))
-                })?;
-                format!("Exported {} jobs to [ {} ]", all.len(), file.display())
+                };
+                let mut client = connect(state_dir).await?;
+                let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+                let out = PrivateFile::create(&file).map_err(cannot)?;
+                let what = file.display().to_string();
+                let (out, count) = write_records(&mut parts, |_| true, format, out, &what).await?;
+                out.finish().map_err(cannot)?;
+                format!("Exported {count} jobs to [ {} ]", file.display())
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
                 ControlResponse::Cache(v) => json_text(&v)?,
@@ -129,8 +224,13 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 }
             }
             Action::AnalyzeParent(id) => {
-                let (id, pick) = node::records::pick_parent(records(state_dir).await?, &id)
-                    .map_err(Failure::Input)?;
+                let mut client = connect(state_dir).await?;
+                let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+                let mut picking = Picking::new(Pick::Parent, &id);
+                while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
+                    part.into_iter().for_each(|r| picking.add(r));
+                }
+                let (id, pick) = picking.pick().map_err(Failure::Input)?;
                 let report = analyze(&id, &pick);
                 if json {
                     json_text(&report)?
@@ -144,86 +244,142 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
     })
 }
 
-fn jobs_table(records: &[JobRecord]) -> String {
-    let mut table = Table::new();
-    table.load_preset(NOTHING).set_header(vec![
-        "ID",
-        "PARENT JOB ID",
-        "VERB",
-        "EXECUTION TIME",
-        "ROUNDTRIP TIME",
-        "PROCESSING",
-        "SUCCESS",
-        "FAILED",
-    ]);
-    for r in records {
+/// `--list-jobs` as a table, a row added as each record comes (the records need not be kept).
+struct JobsTable {
+    table: Table,
+    total: usize,
+    failed: usize,
+    processing: usize,
+}
+
+impl JobsTable {
+    fn new() -> JobsTable {
+        let mut table = Table::new();
+        table.load_preset(NOTHING).set_header(vec![
+            "ID",
+            "PARENT JOB ID",
+            "VERB",
+            "EXECUTION TIME",
+            "ROUNDTRIP TIME",
+            "PROCESSING",
+            "SUCCESS",
+            "FAILED",
+        ]);
+        JobsTable {
+            table,
+            total: 0,
+            failed: 0,
+            processing: 0,
+        }
+    }
+
+    fn add(&mut self, r: &JobRecord) {
         let (exec, round) = r.mean_times();
-        table.add_row(vec![
+        let status = r.status();
+        self.table.add_row(vec![
             r.job_id.clone(),
             r.parent_id.clone(),
             r.verb.clone(),
             format!("{exec:.6}"),
             format!("{round:.6}"),
-            (r.status() == JobStatus::Processing).to_string(),
+            (status == JobStatus::Processing).to_string(),
             r.successes().len().to_string(),
             r.failures().len().to_string(),
         ]);
+        // As `--filter` counts: a job still processing is neither failed nor succeeded yet,
+        // whatever its FAILED column says so far.
+        self.total += 1;
+        self.failed += usize::from(status == JobStatus::Failed);
+        self.processing += usize::from(status == JobStatus::Processing);
     }
-    // As `--filter` counts: a job still processing is neither failed nor succeeded yet,
-    // whatever its FAILED column says so far.
-    let count = |status: JobStatus| records.iter().filter(|r| r.status() == status).count();
-    format!(
-        "{}\n\nTotal Items: {}   Total Failed: {}   Total Processing: {}",
-        render::table_text(&table),
-        records.len(),
-        count(JobStatus::Failed),
-        count(JobStatus::Processing)
-    )
+
+    fn text(&self) -> String {
+        format!(
+            "{}\n\nTotal Items: {}   Total Failed: {}   Total Processing: {}",
+            render::table_text(&self.table),
+            self.total,
+            self.failed,
+            self.processing
+        )
+    }
 }
 
-/// Writes `bytes` to `path` readable by its owner only, as the records in the state
-/// directory are (every job's output is in them). A new or regular file is written aside and
-/// renamed over the path (a file there before, with another mode, is replaced); a link is
-/// written through, its file made the owner's only; a device or a pipe (`/dev/stdout`, a
-/// process substitution) is just written to.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => {
-            return std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)?
-                .write_all(bytes);
+/// A file written readable by its owner only, as the records in the state directory are
+/// (every job's output is in them). A new or regular file is written aside and renamed over
+/// the path by [`PrivateFile::finish`] (a file there before, with another mode, is replaced;
+/// one never finished leaves it as it was); a link is written through, its file made the
+/// owner's only; a device or a pipe (`/dev/stdout`, a process substitution) is just written
+/// to.
+struct PrivateFile {
+    file: std::fs::File,
+    /// Where it is written aside, and the path it is renamed to.
+    aside: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl PrivateFile {
+    fn create(path: &Path) -> std::io::Result<PrivateFile> {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                return Ok(PrivateFile { file, aside: None });
+            }
+            Ok(_) if is_link => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(path)?;
+                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                return Ok(PrivateFile { file, aside: None });
+            }
+            _ => {}
         }
-        Ok(_) if is_link => {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(path)?;
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            return f.write_all(bytes);
+        let name = path
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("not a file name"))?;
+        let mut aside_name = std::ffi::OsString::from(".");
+        aside_name.push(name);
+        aside_name.push(format!(".{}.tmp", std::process::id()));
+        let aside = path.with_file_name(aside_name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&aside)?;
+        Ok(PrivateFile {
+            file,
+            aside: Some((aside, path.to_path_buf())),
+        })
+    }
+
+    /// Everything is written: the file takes its path.
+    fn finish(mut self) -> std::io::Result<()> {
+        match self.aside.take() {
+            Some((aside, path)) => std::fs::rename(&aside, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&aside);
+            }),
+            None => Ok(()),
         }
-        _ => {}
     }
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?;
-    let mut aside_name = std::ffi::OsString::from(".");
-    aside_name.push(name);
-    aside_name.push(format!(".{}.tmp", std::process::id()));
-    let aside = path.with_file_name(aside_name);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&aside)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&aside, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&aside);
+}
+
+impl std::io::Write for PrivateFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
     }
-    written
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for PrivateFile {
+    /// Never finished (a failed write, a list cut short): what was written aside goes.
+    fn drop(&mut self) {
+        if let Some((aside, _)) = &self.aside {
+            let _ = std::fs::remove_file(aside);
+        }
+    }
 }
 
 fn job_info(r: &JobRecord) -> String {

@@ -40,12 +40,32 @@ pub fn failed() -> bool {
     STATE.load(Ordering::Relaxed) == FAILED
 }
 
+/// Standard output as a writer, for text too large to build in memory first (wrap it in a
+/// `BufWriter`): it is written as [`text`] is, and a failure is reported there, never
+/// returned (nothing is written once one happened).
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        write_with(|out| out.write_all(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn write(args: std::fmt::Arguments<'_>) {
+    write_with(|out| out.write_fmt(args));
+}
+
+fn write_with(write: impl FnOnce(&mut std::io::StdoutLock<'static>) -> std::io::Result<()>) {
     if STATE.load(Ordering::Relaxed) != 0 {
         return;
     }
     let mut out = std::io::stdout().lock();
-    match out.write_fmt(args).and_then(|()| out.flush()) {
+    match write(&mut out).and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::BrokenPipe => STATE.store(GONE, Ordering::Relaxed),
         Err(e) => {

@@ -24,7 +24,7 @@ use node::{
         ControlClient, ControlError, ControlRequest, ControlResponse, Submission, SubmitReply,
         SubmittedJob, SubmittedParent, WatchEvent,
     },
-    records::{JobRecord, JobStatus, NodeResult},
+    records::{JobRecord, JobStatus, NodeResult, Pick, Picking},
 };
 
 use crate::{Failure, output, render};
@@ -476,8 +476,13 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
         let mut client = ControlClient::connect(&state_dir)
             .await
             .map_err(Failure::runtime)?;
-        let records = client.records().await.map_err(Failure::runtime)?;
-        let (run_id, mut jobs) = node::records::pick_run(records, id).map_err(Failure::Input)?;
+        // Only the runs `id` may name are kept as the list comes.
+        let mut picking = Picking::new(Pick::Run, id);
+        let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+        while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
+            part.into_iter().for_each(|r| picking.add(r));
+        }
+        let (run_id, mut jobs) = picking.pick().map_err(Failure::Input)?;
         jobs.sort_by_key(|r| r.position);
         let reply = SubmitReply {
             run_id,

@@ -401,6 +401,38 @@ pub struct ControlClient {
     answer_timeout: std::time::Duration,
 }
 
+/// The answer to `ListJobs` as it comes, a part at a time (from [`ControlClient::list_jobs`]).
+pub struct JobParts<'a> {
+    client: &'a mut ControlClient,
+    /// The first answer, read when the list was asked for.
+    next: Option<ControlResponse>,
+    ended: bool,
+}
+
+impl JobParts<'_> {
+    /// The next part of the list, in order; `None` once it ended.
+    pub async fn next(&mut self) -> Result<Option<Vec<JobRecord>>, ControlError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let answer = match self.next.take() {
+            Some(answer) => answer,
+            None => self.client.next_event().await?,
+        };
+        match answer {
+            ControlResponse::JobsPart(part) => Ok(Some(part)),
+            ControlResponse::JobsEnd => {
+                self.ended = true;
+                Ok(None)
+            }
+            other => Err(ControlError::Malformed(format!(
+                "unexpected answer in a list of jobs: {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
 impl ControlClient {
     /// Connects to the daemon of `state_dir`.
     pub async fn connect(state_dir: &Path) -> Result<Self, ControlError> {
@@ -469,23 +501,26 @@ impl ControlClient {
         self.next_event().await
     }
 
-    /// Every job record the daemon holds, oldest first (`ListJobs`, gathered from its parts).
+    /// Every job record the daemon holds, oldest first (`ListJobs`, gathered from its parts:
+    /// all in memory at once; [`ControlClient::list_jobs`] reads them a part at a time).
     pub async fn records(&mut self) -> Result<Vec<JobRecord>, ControlError> {
         let mut all = Vec::new();
-        let mut next = self.start_stream(&ControlRequest::ListJobs).await?;
-        loop {
-            match next {
-                ControlResponse::JobsPart(part) => all.extend(part),
-                ControlResponse::JobsEnd => return Ok(all),
-                other => {
-                    return Err(ControlError::Malformed(format!(
-                        "unexpected answer in a list of jobs: {}",
-                        other.kind()
-                    )));
-                }
-            }
-            next = self.next_event().await?;
+        let mut parts = self.list_jobs().await?;
+        while let Some(part) = parts.next().await? {
+            all.extend(part);
         }
+        Ok(all)
+    }
+
+    /// Asks for every job record the daemon holds (`ListJobs`); they come oldest first, in
+    /// parts of about [`RECORDS_PART`] bytes: see [`JobParts::next`].
+    pub async fn list_jobs(&mut self) -> Result<JobParts<'_>, ControlError> {
+        let first = self.start_stream(&ControlRequest::ListJobs).await?;
+        Ok(JobParts {
+            client: self,
+            next: Some(first),
+            ended: false,
+        })
     }
 
     /// Reads a stream's next event, however long the jobs behind it take, passing over the

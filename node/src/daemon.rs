@@ -710,11 +710,12 @@ impl Control {
     }
 
     /// `ListJobs`: every record, oldest first, in parts of about [`control::RECORDS_PART`]
-    /// bytes (a single answer of a large store would be over the frame limit). The outputs
-    /// are read from the store a few records at a time: a long history is never in memory
-    /// whole.
+    /// bytes (a single answer of a large store would be over the frame limit). Only each
+    /// record's place in the list is read at first; the records themselves are read from the
+    /// store a few at a time: a long history is never in memory whole.
     fn list_jobs(&self) -> Reply {
-        /// Records whose results are read from the store at once.
+        /// Records read from the store at once, at most (fewer when their outputs are over a
+        /// part's size).
         const READ_AT_ONCE: usize = 64;
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let this = self.clone();
@@ -730,41 +731,53 @@ impl Control {
                 .map(|r| (r.job_id.clone(), r))
                 .collect();
             let store = this.store.clone();
-            let mut heads = tokio::task::spawn_blocking(move || {
+            let mut keys = tokio::task::spawn_blocking(move || {
                 store.flush();
-                store.record_heads()
+                store.record_keys()
             })
             .await
             .unwrap_or_default();
-            let stored: HashSet<String> = heads.iter().map(|r| r.job_id.clone()).collect();
-            heads.extend(
+            let stored: HashSet<String> = keys.iter().map(|k| k.job_id.clone()).collect();
+            keys.extend(
                 open.values()
                     .filter(|r| !stored.contains(&r.job_id))
-                    .cloned(),
+                    .map(JobRecord::key),
             );
-            heads.sort_by(|a, b| a.order().cmp(&b.order()));
+            drop(stored);
+            keys.sort_by(|a, b| a.order().cmp(&b.order()));
             let mut part = Vec::new();
             let mut bytes = 0;
-            let mut heads = heads.into_iter();
-            loop {
-                let batch: Vec<JobRecord> = heads.by_ref().take(READ_AT_ONCE).collect();
-                if batch.is_empty() {
-                    break;
-                }
+            let mut next = 0;
+            while next < keys.len() {
+                let ids: Vec<String> = keys[next..]
+                    .iter()
+                    .take(READ_AT_ONCE)
+                    .map(|k| k.job_id.clone())
+                    .collect();
                 let store = this.store.clone();
-                let filled = tokio::task::spawn_blocking(move || {
-                    let mut batch = batch;
-                    store.fill_results(&mut batch);
-                    batch
+                let (read, gone_through) = tokio::task::spawn_blocking(move || {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    store.records_within(&ids, control::RECORDS_PART)
                 })
                 .await
                 .unwrap_or_default();
-                for mut record in filled {
-                    if let Some(r) = open.remove(&record.job_id)
-                        && r.results.len() >= record.results.len()
-                    {
-                        record = r;
-                    }
+                let batch = &keys[next..next + gone_through.max(1)];
+                next += batch.len();
+                let mut read: HashMap<String, JobRecord> =
+                    read.into_iter().map(|r| (r.job_id.clone(), r)).collect();
+                for key in batch {
+                    // The newer of the two where both have it: the store, or the runs
+                    // actor's record still open (a record deleted meanwhile is left out).
+                    let record = match (read.remove(&key.job_id), open.remove(&key.job_id)) {
+                        (Some(stored), Some(open))
+                            if open.results.len() >= stored.results.len() =>
+                        {
+                            open
+                        }
+                        (Some(stored), _) => stored,
+                        (None, Some(open)) => open,
+                        (None, None) => continue,
+                    };
                     let size = record.approx_size();
                     if !part.is_empty() && bytes + size > control::RECORDS_PART {
                         let full = std::mem::take(&mut part);
@@ -805,12 +818,33 @@ impl Control {
         let open = rx.await.unwrap_or_default();
         let store = self.store.clone();
         let wanted = id.to_string();
+        let open_ids: Vec<String> = open
+            .iter()
+            .filter(|r| r.job_id.starts_with(id))
+            .map(|r| r.job_id.clone())
+            .collect();
         let (stored, any_stored) = tokio::task::spawn_blocking(move || {
             store.flush();
             let stored = match wanted.as_str() {
                 "last" => store.newest_record().into_iter().collect(),
                 "" => Vec::new(),
-                prefix => store.records_starting(prefix),
+                prefix => {
+                    // Picked by id alone: only the record picked is read whole (a start
+                    // that fits many is refused by the pick below, from the ids).
+                    let ids = store.job_ids_starting(prefix);
+                    let only_id = |id: &String| JobRecord {
+                        job_id: id.clone(),
+                        ..JobRecord::default()
+                    };
+                    // Each id once (an open record is on disk too).
+                    let all: std::collections::BTreeSet<&String> =
+                        ids.iter().chain(&open_ids).collect();
+                    let candidates = all.into_iter().map(only_id).collect();
+                    match crate::records::pick(candidates, prefix) {
+                        Ok(picked) => store.record(&picked.job_id).into_iter().collect(),
+                        Err(_) => ids.iter().map(only_id).collect(),
+                    }
+                }
             };
             (stored, store.record_count() > 0)
         })

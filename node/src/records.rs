@@ -31,6 +31,31 @@ pub struct NodeResult {
     pub finished_unix_ms: u64,
 }
 
+/// A record's place in a listing and its id, without the rest of it: read from a stored
+/// record (the other fields are passed over), a long history can be put in order without
+/// holding every record's targets and texts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RecordKey {
+    pub job_id: String,
+    pub run_id: String,
+    pub created_unix_ms: u64,
+    #[serde(default)]
+    pub submission: u64,
+    pub position: u32,
+}
+
+impl RecordKey {
+    /// As [`JobRecord::order`].
+    pub fn order(&self) -> (u64, u64, &str, u32) {
+        (
+            self.submission,
+            self.created_unix_ms,
+            &self.run_id,
+            self.position,
+        )
+    }
+}
+
 impl NodeResult {
     /// `outcome` as recorded, `roundtrip_ms` after its job was submitted.
     pub fn from_outcome(outcome: Outcome, roundtrip_ms: u64) -> NodeResult {
@@ -144,6 +169,17 @@ impl JobRecord {
             &self.run_id,
             self.position,
         )
+    }
+
+    /// Its place in a listing (see [`RecordKey`]).
+    pub fn key(&self) -> RecordKey {
+        RecordKey {
+            job_id: self.job_id.clone(),
+            run_id: self.run_id.clone(),
+            created_unix_ms: self.created_unix_ms,
+            submission: self.submission,
+            position: self.position,
+        }
     }
 
     pub fn status(&self) -> JobStatus {
@@ -343,6 +379,66 @@ pub fn pick_parent(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<Job
     Ok((parent, jobs))
 }
 
+/// What a [`Picking`] picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// A run, as [`pick_run`].
+    Run,
+    /// A parent, as [`pick_parent`].
+    Parent,
+}
+
+/// A run or a parent picked from records as they are read in listing order (oldest first),
+/// keeping only the runs it may be: every run with a record `id` may name, and the newest run
+/// (for `last`). A run's records are next to each other in that order (they share its
+/// submission), so the pick is the one all the records would give, without holding them all.
+pub struct Picking {
+    what: Pick,
+    id: String,
+    kept: Vec<JobRecord>,
+    /// The records of the run being read, and whether `id` may name one of them.
+    run: Vec<JobRecord>,
+    named: bool,
+}
+
+impl Picking {
+    pub fn new(what: Pick, id: &str) -> Picking {
+        Picking {
+            what,
+            id: id.to_string(),
+            kept: Vec::new(),
+            run: Vec::new(),
+            named: false,
+        }
+    }
+
+    /// The next record in listing order.
+    pub fn add(&mut self, record: JobRecord) {
+        if self.run.first().is_some_and(|r| r.run_id != record.run_id) {
+            let run = std::mem::take(&mut self.run);
+            if self.named {
+                self.kept.extend(run);
+            }
+            self.named = false;
+        }
+        let id = self.id.as_str();
+        self.named |= match self.what {
+            Pick::Run => record.run_id.starts_with(id) || record.job_id.starts_with(id),
+            Pick::Parent => record.parent_id.starts_with(id),
+        };
+        self.run.push(record);
+    }
+
+    /// The run or parent `id` names, and its jobs; the error says why none was picked.
+    pub fn pick(mut self) -> Result<(String, Vec<JobRecord>), String> {
+        self.kept.append(&mut self.run);
+        match self.what {
+            Pick::Run => pick_run(self.kept, &self.id),
+            Pick::Parent => pick_parent(self.kept, &self.id),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +473,58 @@ mod tests {
         assert_eq!(picked("j2"), Ok(("run-a".into(), 2)));
         assert!(picked("run-").unwrap_err().contains("start of 2 run ids"));
         assert_eq!(picked("x"), Err("no run or job 'x' on this node".into()));
+    }
+
+    /// Picked from records as they come, a run or a parent is the one all records give.
+    #[test]
+    fn a_pick_while_reading_is_the_pick_of_all_the_records() {
+        let job = |id: &str, run: &str, parent: &str, submission| JobRecord {
+            job_id: id.into(),
+            run_id: run.into(),
+            parent_id: parent.into(),
+            submission,
+            ..JobRecord::default()
+        };
+        let mut all = vec![
+            job("a1", "run-a", "pa", 1),
+            job("a2", "run-a", "pa", 1),
+            job("b1", "run-b", "pb1", 2),
+            job("b2", "run-b", "pb2", 2),
+            job("c1", "other", "pc", 3),
+            job("d1", "run-d", "pd", 4),
+            job("d2", "run-d", "pd", 4),
+        ];
+        for (i, r) in all.iter_mut().enumerate() {
+            r.position = i as u32;
+        }
+        for what in [Pick::Run, Pick::Parent] {
+            for id in [
+                "last", "run-a", "run-", "run", "a2", "b", "c1", "other", "pb", "pb2", "pd", "p",
+                "x", "", " ",
+            ] {
+                let mut picking = Picking::new(what, id);
+                for r in all.clone() {
+                    picking.add(r);
+                }
+                let everything = match what {
+                    Pick::Run => pick_run(all.clone(), id),
+                    Pick::Parent => pick_parent(all.clone(), id),
+                };
+                assert_eq!(picking.pick(), everything, "{what:?} {id:?}");
+            }
+            assert_eq!(
+                Picking::new(what, "last").pick(),
+                match what {
+                    Pick::Run => pick_run(Vec::new(), "last"),
+                    Pick::Parent => pick_parent(Vec::new(), "last"),
+                }
+            );
+        }
+        // Some picks are found at all (the comparison above is not of errors only).
+        let mut picking = Picking::new(Pick::Run, "b2");
+        all.into_iter().for_each(|r| picking.add(r));
+        let (run, jobs) = picking.pick().unwrap();
+        assert_eq!((run.as_str(), jobs.len()), ("run-b", 2));
     }
 
     /// An id start that fits several jobs is answered with some of them, cut short.

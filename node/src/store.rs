@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, warn};
 
-use crate::records::{JobRecord, NodeResult};
+use crate::records::{JobRecord, NodeResult, RecordKey};
 
 /// How long the writer gathers writes into one commit (a flush request ends it early).
 pub const GROUP_WINDOW: Duration = Duration::from_millis(100);
@@ -608,47 +608,66 @@ impl Store {
         Some(record)
     }
 
-    /// Every record without its results (see [`Store::fill_results`]), oldest first: a
-    /// listing reads the outputs a part at a time.
-    pub fn record_heads(&self) -> Vec<JobRecord> {
-        let mut all: Vec<JobRecord> = self
-            .all::<JobRecord>(JOBS)
+    /// Where every stored record comes in a listing, oldest first: only these few fields of
+    /// each are kept, so a long history is put in order without being in memory whole (read
+    /// the records themselves a part at a time with [`Store::records_by_id`]).
+    pub fn record_keys(&self) -> Vec<RecordKey> {
+        let mut keys: Vec<RecordKey> = self
+            .all::<RecordKey>(JOBS)
             .into_iter()
-            .map(|(_, r)| r)
+            .map(|(_, k)| k)
             .collect();
-        all.sort_by(|a, b| a.order().cmp(&b.order()));
-        all
+        keys.sort_by(|a, b| a.order().cmp(&b.order()));
+        keys
+    }
+
+    /// The stored records of `ids` with their results, in that order (one read of the
+    /// database; an id not stored is left out).
+    pub fn records_by_id(&self, ids: &[&str]) -> Vec<JobRecord> {
+        self.records_within(ids, usize::MAX).0
+    }
+
+    /// [`Store::records_by_id`] until the records read hold about `budget` bytes (at least
+    /// one is read): the records, and how many of `ids` were gone through.
+    pub fn records_within(&self, ids: &[&str], budget: usize) -> (Vec<JobRecord>, usize) {
+        let Some(r) = read(self.db.begin_read()) else {
+            return (Vec::new(), ids.len());
+        };
+        let (Some(jobs), Some(results)) = (read(r.open_table(JOBS)), read(r.open_table(RESULTS)))
+        else {
+            return (Vec::new(), ids.len());
+        };
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for (done, id) in ids.iter().enumerate() {
+            if bytes >= budget {
+                return (records, done);
+            }
+            let Some(row) = read(jobs.get(*id)).flatten() else {
+                continue;
+            };
+            match ciborium::from_reader::<JobRecord, _>(row.value()) {
+                Ok(mut record) => {
+                    add_results(&results, &mut record);
+                    bytes += record.approx_size();
+                    records.push(record);
+                }
+                Err(e) => warn!(key = *id, "unreadable row skipped: {e}"),
+            }
+        }
+        (records, ids.len())
     }
 
     /// Adds to each record the results the store holds for it (one read of the database).
     pub fn fill_results(&self, records: &mut [JobRecord]) {
-        let Some(r) = read(self.db.begin_read()) else {
-            return;
-        };
-        let Some(t) = read(r.open_table(RESULTS)) else {
-            return;
-        };
-        for record in records {
-            let from = format!("{}/", record.job_id);
-            let to = format!("{}0", record.job_id);
-            let Some(rows) = read(t.range(from.as_str()..to.as_str())) else {
-                continue;
-            };
-            for row in rows.filter_map(read) {
-                if let (Some((_, node)), Ok(result)) = (
-                    row.0.value().split_once('/'),
-                    ciborium::from_reader::<NodeResult, _>(row.1.value()),
-                ) {
-                    record.results.insert(node.to_string(), result);
-                }
-            }
+        if let Some(r) = read(self.db.begin_read()) {
+            fill_results_in(&r, records);
         }
     }
 
-    /// The records whose job id starts with `prefix`, with their results: only those rows
-    /// are read.
-    pub fn records_starting(&self, prefix: &str) -> Vec<JobRecord> {
-        let ids: Vec<String> = (|| {
+    /// The ids of the records whose job id starts with `prefix` (only the keys are read).
+    pub fn job_ids_starting(&self, prefix: &str) -> Vec<String> {
+        (|| {
             let r = read(self.db.begin_read())?;
             let t = read(r.open_table(JOBS))?;
             let rows = read(t.range(prefix..))?;
@@ -659,14 +678,13 @@ impl Store {
                     .collect(),
             )
         })()
-        .unwrap_or_default();
-        ids.iter().filter_map(|id| self.record(id)).collect()
+        .unwrap_or_default()
     }
 
     /// The newest record (by submission), with its results: the other records are read
     /// without theirs.
     pub fn newest_record(&self) -> Option<JobRecord> {
-        let newest = self.record_heads().pop()?;
+        let newest = self.record_keys().pop()?;
         self.record(&newest.job_id)
     }
 
@@ -685,9 +703,8 @@ impl Store {
     /// Every record with its results, oldest first (all in memory at once: for tests and
     /// small stores; a listing goes by [`Store::record_heads`]).
     pub fn records(&self) -> Vec<JobRecord> {
-        let mut all = self.record_heads();
-        self.fill_results(&mut all);
-        all
+        let keys = self.record_keys();
+        self.records_by_id(&keys.iter().map(|k| k.job_id.as_str()).collect::<Vec<_>>())
     }
 
     /// A run this node submitted, finished or not.
@@ -733,6 +750,33 @@ impl Store {
         read(self.db.begin_read())
             .map(|r| all_in(&r, table))
             .unwrap_or_default()
+    }
+}
+
+/// [`Store::fill_results`] as `snapshot` sees the results.
+fn fill_results_in(snapshot: &redb::ReadTransaction, records: &mut [JobRecord]) {
+    let Some(t) = read(snapshot.open_table(RESULTS)) else {
+        return;
+    };
+    for record in records {
+        add_results(&t, record);
+    }
+}
+
+/// Adds to `record` its results in `results` (the `results` table).
+fn add_results(results: &redb::ReadOnlyTable<&str, &[u8]>, record: &mut JobRecord) {
+    let from = format!("{}/", record.job_id);
+    let to = format!("{}0", record.job_id);
+    let Some(rows) = read(results.range(from.as_str()..to.as_str())) else {
+        return;
+    };
+    for row in rows.filter_map(read) {
+        if let (Some((_, node)), Ok(result)) = (
+            row.0.value().split_once('/'),
+            ciborium::from_reader::<NodeResult, _>(row.1.value()),
+        ) {
+            record.results.insert(node.to_string(), result);
+        }
     }
 }
 
@@ -1286,6 +1330,55 @@ mod tests {
 
     /// Records older than the retention go with their results and QUERY values; newer ones
     /// and those still open stay whole.
+    #[test]
+    fn records_are_put_in_order_by_their_keys_and_read_back_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let result = NodeResult {
+            state: jobs::executor::ResultState::Success,
+            stdout: "out".into(),
+            stderr: String::new(),
+            info: String::new(),
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        };
+        // Submission first, then creation time (records of a release that did not number
+        // submissions), run, position; the targets are not needed to order them.
+        let mut numbered = record("numbered", 1);
+        numbered.submission = 2;
+        let mut second = record("second", 5);
+        second.position = 1;
+        second.nodes = vec![crate::records::NodeRef {
+            peer_id: "p".into(),
+            name: "n1".into(),
+        }];
+        for r in [
+            &numbered,
+            &second,
+            &record("first", 5),
+            &record("oldest", 3),
+        ] {
+            store.put_record(r);
+        }
+        store.put_result("second", "n1", &result);
+        store.flush();
+        let keys = store.record_keys();
+        let order: Vec<&str> = keys.iter().map(|k| k.job_id.as_str()).collect();
+        assert_eq!(order, ["oldest", "first", "second", "numbered"]);
+        assert_eq!(keys[2], second.key());
+        // In the order asked, with results; an id not stored is left out.
+        let read = store.records_by_id(&["numbered", "missing", "second"]);
+        let mut with_result = second.clone();
+        with_result.results.insert("n1".into(), result);
+        assert_eq!(read, [numbered, with_result.clone()]);
+        assert_eq!(
+            store.newest_record().map(|r| r.job_id),
+            Some("numbered".into())
+        );
+        assert_eq!(store.records()[2], with_result);
+    }
+
     #[test]
     fn old_records_are_forgotten_with_their_results_except_open_ones() {
         let dir = tempfile::tempdir().unwrap();

@@ -1532,6 +1532,23 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&linked).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     assert!(std::fs::read_to_string(&linked).unwrap().contains("job_id"));
+    // An export that cannot be written says where and why.
+    for (path, why) in [
+        (
+            root.path().join("no-such-dir").join("jobs.json"),
+            "No such file",
+        ),
+        (PathBuf::from("/dev/full"), "No space left"),
+    ] {
+        let o = d.cli(&["manage", "--export-jobs", path.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains(&format!("cannot write {}: {why}", path.display())),
+            "{}",
+            text(&o)
+        );
+    }
     // The members, as this node sees them.
     let nodes_file = root.path().join("nodes.yaml");
     let o = d.cli(&["manage", "--export-nodes", nodes_file.to_str().unwrap()]);
