@@ -592,6 +592,10 @@ struct Leaving {
     reply: Option<oneshot::Sender<()>>,
     outstanding: HashSet<OutboundRequestId>,
     deadline: tokio::time::Instant,
+    /// The members alive when the leave began: what [`MeshHandle::alive_members`] answers
+    /// until the node is gone (goodbyes heard meanwhile are of members going down with it, as
+    /// when a whole fleet stops; the layer above would write them off for nothing).
+    alive: Vec<(PeerId, Vec<Multiaddr>)>,
 }
 
 /// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
@@ -974,11 +978,10 @@ impl EventLoop {
                 });
             }
             Command::AliveMembers { reply } => {
-                let members = self
-                    .membership
-                    .alive_others(Instant::now())
-                    .map(|p| (p.peer_id, p.addresses.clone()))
-                    .collect();
+                let members = match &self.leaving {
+                    Some(leaving) => leaving.alive.clone(),
+                    None => self.alive_members(),
+                };
                 let _ = reply.send(members);
             }
             Command::Shutdown { reply } => self.begin_leave(Some(reply)),
@@ -1063,7 +1066,16 @@ impl EventLoop {
             reply,
             outstanding,
             deadline: tokio::time::Instant::now() + self.config.leave_timeout,
+            alive: self.alive_members(),
         });
+    }
+
+    /// The other members alive now, with their addresses.
+    fn alive_members(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.membership
+            .alive_others(Instant::now())
+            .map(|p| (p.peer_id, p.addresses.clone()))
+            .collect()
     }
 
     async fn observe(&mut self, presence: Presence) {
