@@ -31,7 +31,8 @@ pub const CONTROL_VERSION: u16 = 4;
 /// Largest request frame (a submission is at most 8 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest answer frame: one job record with every target's output (up to 3 MiB of stdout and
-/// of stderr each) must fit. Lists of records come in parts of about [`RECORDS_PART`].
+/// of stderr each) fits for up to about 170 targets; a larger one is answered with an error
+/// that says so. Lists of records come in parts of about [`RECORDS_PART`].
 pub const MAX_RESPONSE_FRAME: usize = 1024 * 1024 * 1024;
 /// About how many bytes of records one [`ControlResponse::JobsPart`] carries.
 pub const RECORDS_PART: usize = 8 * 1024 * 1024;
@@ -288,7 +289,8 @@ pub enum ControlError {
     },
     #[error(
         "the daemon speaks control protocol version {found}, this CLI speaks {CONTROL_VERSION}: \
-         they are different releases (after an upgrade, restart the daemon)"
+         they are different releases ({})",
+        version_advice(*found)
     )]
     Version { found: u16 },
     #[error("malformed control message: {0}")]
@@ -351,6 +353,15 @@ pub async fn read_frame<T: DeserializeOwned + Framed>(
             Ok(only) if only.v != CONTROL_VERSION => Err(ControlError::Version { found: only.v }),
             _ => Err(ControlError::Malformed(e.to_string())),
         },
+    }
+}
+
+/// What to do when the daemon speaks control protocol `found`, not this CLI's.
+fn version_advice(found: u16) -> &'static str {
+    if found < CONTROL_VERSION {
+        "the daemon is older: after an upgrade, restart it"
+    } else {
+        "the daemon is newer: use the directord-mesh binary of its release"
     }
 }
 
@@ -817,10 +828,14 @@ mod tests {
         .unwrap();
         let mut framed = (body.len() as u32).to_be_bytes().to_vec();
         framed.extend(body);
-        assert!(matches!(
-            read_frame::<ControlRequest>(&mut framed.as_slice()).await,
-            Err(ControlError::Version { found: 42 })
-        ));
+        let err = read_frame::<ControlRequest>(&mut framed.as_slice())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::Version { found: 42 }));
+        assert!(err.to_string().contains("version 42"), "{err}");
+        assert!(err.to_string().contains("the daemon is newer"), "{err}");
+        let older = ControlError::Version { found: 1 }.to_string();
+        assert!(older.contains("the daemon is older: after an upgrade, restart it"));
     }
 
     #[tokio::test]
