@@ -243,10 +243,13 @@ fn warn_of_a_low_descriptor_limit() {
 /// threads arenas of their own (up to eight per core), and memory freed in one is not reused
 /// by another: twenty listings of 30 000 records one after another left a daemon holding
 /// 597 MB (143 MB a minute later); with two arenas 182 MB (70 MB), the listings no slower
-/// (docs/benchmarks.md). `MALLOC_ARENA_MAX` in the environment still decides if set.
+/// (docs/benchmarks.md). `MALLOC_ARENA_MAX`, or `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES`, in the environment still decides if set.
 fn few_memory_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"))
+    {
         // SAFETY: mallopt only sets an allocator parameter; it takes no pointer, and this
         // runs on the main thread before any other thread exists.
         unsafe {
