@@ -228,7 +228,9 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
                 let mut picking = Picking::new(Pick::Parent, &id);
                 while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
-                    part.into_iter().for_each(|r| picking.add(r));
+                    // The analysis counts and times the results, without their outputs.
+                    part.into_iter()
+                        .for_each(|r| picking.add(r.without_outputs()));
                 }
                 let (id, pick) = picking.pick().map_err(Failure::Input)?;
                 let report = analyze(&id, &pick);

@@ -480,7 +480,9 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
         let mut picking = Picking::new(Pick::Run, id);
         let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
         while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
-            part.into_iter().for_each(|r| picking.add(r));
+            // The jobs are followed by id: what they printed comes with the watch.
+            part.into_iter()
+                .for_each(|r| picking.add(r.without_outputs()));
         }
         let (run_id, mut jobs) = picking.pick().map_err(Failure::Input)?;
         jobs.sort_by_key(|r| r.position);

@@ -171,6 +171,16 @@ impl JobRecord {
         )
     }
 
+    /// Its results without their outputs (stdout and stderr emptied): for views that only
+    /// count, time or follow the jobs, a long history of large outputs need not be held.
+    pub fn without_outputs(mut self) -> JobRecord {
+        for result in self.results.values_mut() {
+            result.stdout = String::new();
+            result.stderr = String::new();
+        }
+        self
+    }
+
     /// Its place in a listing (see [`RecordKey`]).
     pub fn key(&self) -> RecordKey {
         RecordKey {
