@@ -49,6 +49,11 @@ pub struct OriginatorConfig {
     /// run reaching this tracker, which no later membership change reports. Submissions that
     /// come meanwhile share the check.
     pub submitted_alive_check: Duration,
+    /// How long a target that said goodbye (stopped, or restarting) has to come back before it
+    /// is written off: a restarted node takes its queued jobs up again and reports them, so a
+    /// routine restart does not fail a run. The daemon gives it as long as a target that went
+    /// silent (three heartbeats).
+    pub left_grace: Duration,
 }
 
 impl Default for OriginatorConfig {
@@ -62,6 +67,7 @@ impl Default for OriginatorConfig {
             resend_batch: 32,
             resumed_alive_check: Duration::from_secs(30),
             submitted_alive_check: Duration::from_secs(2),
+            left_grace: Duration::from_secs(15),
         }
     }
 }
@@ -88,8 +94,11 @@ pub enum Input {
         job_id: String,
         node: NodeId,
     },
-    /// A target expired or left the mesh.
+    /// A target expired (went silent): it is written off.
     NodeGone(NodeId),
+    /// A target said goodbye: it is written off if not back within
+    /// [`OriginatorConfig::left_grace`].
+    NodeLeft(NodeId),
     /// A target that had expired or left is alive again (a partition healed, a long restart).
     NodeBack(NodeId),
     /// The nodes alive now (the answer to [`Action::CheckAlive`]).
@@ -236,6 +245,9 @@ pub struct Originator {
     runs: HashMap<String, Tracked>,
     /// Per target gone with jobs still owed: the runs and jobs written off, and when.
     written_off: HashMap<NodeId, Vec<WrittenOff>>,
+    /// Targets that said goodbye and are not back, and when: written off once
+    /// [`OriginatorConfig::left_grace`] has passed.
+    left: HashMap<NodeId, Instant>,
     /// Nodes seen back since the last [`Action::CheckAlive`]: the answer to it may predate
     /// that, and does not write them off.
     back_since_check: HashSet<NodeId>,
@@ -254,6 +266,7 @@ impl Originator {
             config,
             runs: HashMap::new(),
             written_off: HashMap::new(),
+            left: HashMap::new(),
             back_since_check: HashSet::new(),
         }
     }
@@ -288,8 +301,20 @@ impl Originator {
                 job_id,
                 node,
             } => self.result(run_id, job_id, node),
-            Input::NodeGone(node) => self.gone(node, now),
-            Input::NodeBack(node) => self.back(node, now),
+            Input::NodeGone(node) => {
+                self.left.remove(&node);
+                self.gone(node, now)
+            }
+            Input::NodeLeft(node) => {
+                if node != self.local {
+                    self.left.entry(node).or_insert(now);
+                }
+                vec![]
+            }
+            Input::NodeBack(node) => {
+                self.left.remove(&node);
+                self.back(node, now)
+            }
             Input::Alive(alive) => self.alive(alive, now),
             Input::Tick => self.tick(now),
         }
@@ -536,7 +561,11 @@ impl Originator {
             .filter(|t| asked(t))
             .flat_map(|t| t.missing.iter().map(|(_, n)| n))
             .filter(|n| {
-                **n != self.local && !alive.contains(*n) && !self.back_since_check.contains(*n)
+                **n != self.local
+                    && !alive.contains(*n)
+                    && !self.back_since_check.contains(*n)
+                    // Given its grace; the tick decides.
+                    && !self.left.contains_key(*n)
             })
             .cloned()
             .collect();
@@ -552,6 +581,17 @@ impl Originator {
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
+        let grace = self.config.left_grace;
+        let not_back: Vec<NodeId> = self
+            .left
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= grace)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in not_back {
+            self.left.remove(&node);
+            actions.extend(self.gone(node, now));
+        }
         let mut ask = false;
         for t in self.runs.values_mut() {
             if let AliveCheck::Due(at) = t.alive_check
@@ -780,6 +820,56 @@ mod tests {
         assert!(!announced(&a), "{a:?}");
         let a = o.handle(Input::Tick, back + after);
         assert!(announced(&a), "{a:?}");
+    }
+
+    #[test]
+    fn a_target_that_said_goodbye_is_written_off_only_if_not_back_in_time() {
+        let t0 = Instant::now();
+        let grace = OriginatorConfig::default().left_grace;
+        let written_off = |a: &[Action], n: &str| {
+            a.iter()
+                .any(|x| matches!(x, Action::Unreachable { node: gone, .. } if *gone == node(n)))
+        };
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a", "b"], 2, None)), t0);
+        for n in ["a", "b"] {
+            o.handle(acked(n), t0);
+        }
+        // a restarts: it says goodbye and is back three seconds later. Neither the ticks nor
+        // the check of who is alive after the submission write it off meanwhile.
+        let s = Duration::from_secs(1);
+        assert!(o.handle(Input::NodeLeft(node("a")), t0 + s).is_empty());
+        let a = o.handle(Input::Tick, t0 + 2 * s);
+        assert!(a.contains(&Action::CheckAlive), "{a:?}");
+        let a = o.handle(Input::Alive(vec![node("b")]), t0 + 2 * s);
+        assert!(!written_off(&a, "a"), "{a:?}");
+        let a = o.handle(Input::NodeBack(node("a")), t0 + 4 * s);
+        // Back without its jobs written off: it gets the run again (it may have lost it).
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Deliver { node: n, .. } if *n == node("a"))),
+            "{a:?}"
+        );
+        for at in [5, 20, 40] {
+            let a = o.handle(Input::Tick, t0 + at * s);
+            assert!(!written_off(&a, "a"), "{at} s: {a:?}");
+        }
+        // b stops for good: written off once its grace has passed.
+        o.handle(Input::NodeLeft(node("b")), t0 + 50 * s);
+        let a = o.handle(Input::Tick, t0 + 50 * s + grace - Duration::from_millis(1));
+        assert!(!written_off(&a, "b"), "{a:?}");
+        let a = o.handle(Input::Tick, t0 + 50 * s + grace);
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Unreachable { node: n, job_ids, .. }
+                if *n == node("b") && job_ids.len() == 2)),
+            "{a:?}"
+        );
+        // A target that went silent is written off at once, as before.
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(run(&["a"], 1, None)), t0);
+        let a = o.handle(Input::NodeGone(node("a")), t0 + s);
+        assert!(written_off(&a, "a"), "{a:?}");
     }
 
     #[test]

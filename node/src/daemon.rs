@@ -195,6 +195,8 @@ impl Node {
                 record_retention: config.record_retention,
                 allow_submitters: config.allow_submitters.clone(),
                 processes: Some(processes.clone()),
+                // As long as a target that went silent is given.
+                left_grace: config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS,
             },
         );
         let control = Arc::new(Control {
@@ -468,9 +470,8 @@ async fn consume_events(
 ) {
     while let Some(event) = events.recv().await {
         let input = match event {
-            MeshEvent::Member(MembershipChange::Expired(peer) | MembershipChange::Left(peer)) => {
-                runs::Input::MemberGone(peer)
-            }
+            MeshEvent::Member(MembershipChange::Expired(peer)) => runs::Input::MemberGone(peer),
+            MeshEvent::Member(MembershipChange::Left(peer)) => runs::Input::MemberLeft(peer),
             MeshEvent::Member(MembershipChange::Alive(peer)) => {
                 members_changed.notify_one();
                 runs::Input::MemberBack(peer)

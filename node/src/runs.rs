@@ -128,7 +128,11 @@ pub enum Input {
     OutputSent {
         to: NodeId,
     },
+    /// A member went silent (expired): its jobs are written off.
     MemberGone(PeerId),
+    /// A member said goodbye: its jobs are written off if it is not back within
+    /// [`RunsParts::left_grace`] (a restart).
+    MemberLeft(PeerId),
     /// A member is alive (new, or back after it expired or left).
     MemberBack(PeerId),
     /// The acceptance of `run_id` is on disk (`stored`), or could not be stored.
@@ -231,6 +235,9 @@ pub struct RunsParts {
     /// pending and not started before are queued again (`None`: all pending jobs are
     /// reported interrupted).
     pub processes: Option<Arc<ProcessLog>>,
+    /// How long a target that said goodbye has to come back before its jobs are written off
+    /// (see [`OriginatorConfig::left_grace`]).
+    pub left_grace: Duration,
 }
 
 impl Runs {
@@ -267,11 +274,18 @@ impl Runs {
             record_retention,
             allow_submitters,
             processes,
+            left_grace,
         } = parts;
         let (tx, rx) = (self.inbox.clone(), inbox.0);
         let local = NodeId(mesh.local_peer_id().to_string());
         let mut actor = Actor {
-            originator: Originator::new(local.clone(), OriginatorConfig::default()),
+            originator: Originator::new(
+                local.clone(),
+                OriginatorConfig {
+                    left_grace,
+                    ..OriginatorConfig::default()
+                },
+            ),
             members: HashMap::from([(TargetKey::of(&local), local.clone())]),
             local,
             local_name,
@@ -793,6 +807,14 @@ impl Actor {
                 let actions = self
                     .originator
                     .handle(originator::Input::NodeGone(node), Instant::now());
+                self.originator_actions(actions);
+            }
+            Input::MemberLeft(peer) => {
+                let node = NodeId(peer.to_string());
+                self.queries_node_gone(&node);
+                let actions = self
+                    .originator
+                    .handle(originator::Input::NodeLeft(node), Instant::now());
                 self.originator_actions(actions);
             }
             Input::Records { reply } => {

@@ -625,8 +625,12 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
     // within a second).
     std::thread::sleep(Duration::from_millis(1500));
     if how == Stop::Term {
+        let stopped = Instant::now();
         assert!(nodes[crashed].terminate().success());
         nodes[crashed].restart();
+        // Back within the grace a target that said goodbye is given (three of the
+        // submitter's 1 s heartbeats), which this test is about.
+        eprintln!("stopped and back in {:?}", stopped.elapsed());
     } else if down_long {
         nodes[crashed].kill9();
         // The log of starts was last touched 11 minutes ago, as if the node had been down since
@@ -672,6 +676,14 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
         state == "failed" && info.starts_with("interrupted: not run, an earlier job"),
         "{r}"
     );
+    if how == Stop::Term && crashed != 0 {
+        // A clean restart is waited for: the target was never written off meanwhile.
+        let log = nodes[0].log();
+        assert!(
+            !log.contains("before reporting"),
+            "the submitter wrote off a target that restarted:\n{log}"
+        );
+    }
     let (state, _, second) = result("echo second");
     assert_eq!(state, "success", "{second}");
     assert_eq!(stdout_on(&second, &target), "second");
