@@ -970,15 +970,14 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
             }
         }
         Verb::JobWait => {
-            let fingerprint = one_word("FINGERPRINT")?.to_ascii_lowercase();
-            if fingerprint.len() < 8
-                || fingerprint.len() > 64
-                || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+            let given = one_word("FINGERPRINT")?;
+            if given.len() < 8 || given.len() > 64 || !given.bytes().all(|b| b.is_ascii_hexdigit())
             {
                 return Err(format!(
-                    "'{fingerprint}' is not a job fingerprint (8 to 64 hexadecimal digits, see --finger-print)"
+                    "'{given}' is not a job fingerprint (8 to 64 hexadecimal digits, see --finger-print)"
                 ));
             }
+            let fingerprint = given.to_ascii_lowercase();
             let mut identities = p.values("identity");
             // Named twice, a node is still one node to hear from.
             let mut seen = std::collections::HashSet::new();

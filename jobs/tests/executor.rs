@@ -172,6 +172,34 @@ async fn output_without_newlines_is_kept_up_to_the_cap_and_a_peer_job_cannot_ove
     assert_eq!(r[&unbounded].stdout, "fine");
 }
 
+/// A command the shell cannot be started with (one argument over the kernel's 128 KiB, once
+/// rendered) fails
+/// saying why where `--poll` looks (the info, cause first), and the info names a huge command
+/// only in part: a result must stay small enough to send.
+#[tokio::test]
+async fn a_command_too_long_to_start_says_why_in_a_bounded_info() {
+    let mut h = Harness::new();
+    // Rendered to 200 005 bytes (a command written that long is refused when it is read).
+    let job = h
+        .submit("p", QueueKind::Sync, "RUN", r#"echo {{ "a" * 200000 }}"#)
+        .await;
+    let r = &h.results(1).await[&job];
+    assert_eq!(r.state, ResultState::Failed);
+    assert!(
+        r.info
+            .starts_with("cannot start /bin/sh: Argument list too long"),
+        "{}",
+        &r.info[..200]
+    );
+    assert!(r.stderr.contains("Argument list too long"), "{}", r.stderr);
+    assert!(r.info.len() < 17 * 1024, "{} bytes", r.info.len());
+    assert!(
+        r.info.ends_with("[the command is 200005 bytes long]"),
+        "{}",
+        &r.info[r.info.len() - 80..]
+    );
+}
+
 #[tokio::test]
 async fn a_failure_stops_the_rest_of_its_parent() {
     let mut h = Harness::new();

@@ -66,6 +66,8 @@ pub(super) async fn run_command(
         Ok(c) => c,
         Err(e) => return Finished::fail(&e, "the command did not render"),
     };
+    // The command as a result's info names it (a rendered command may be huge).
+    let shown = shown_command(&command);
     if no_block {
         let mut cmd = shell(&command, cache, sh.run_id);
         // Left running when the handle goes (it is the point of --no-block).
@@ -77,16 +79,19 @@ pub(super) async fn run_command(
             Ok(child) => Finished::ok(
                 "",
                 format!(
-                    "started in the background (pid {}): {command}",
+                    "started in the background (pid {}): {shown}",
                     child.id().unwrap_or(0)
                 ),
             ),
-            Err(e) => Finished::fail(format!("cannot start /bin/sh: {e}"), command),
+            Err(e) => {
+                let why = format!("cannot start /bin/sh: {e}");
+                Finished::fail(why.clone(), format!("{why}: {shown}"))
+            }
         };
     }
     let r = run_shell(&command, sh).await;
     let (stdout_cut, stdout_not_utf8) = (r.stdout_cut, r.stdout_not_utf8);
-    let mut finished = r.into_finished(&command);
+    let mut finished = r.into_finished(&shown);
     if finished.success
         && let Some(name) = stdout_arg
     {
@@ -140,9 +145,12 @@ pub(super) struct ShellResult {
 }
 
 impl ShellResult {
+    /// `command`: as the info shows it (see [`shown_command`]).
     fn into_finished(self, command: &str) -> Finished {
         if let Some(e) = self.spawn_error {
-            return Finished::fail(e, command.to_string());
+            // The cause first: it is what `--poll` shows of a failed job.
+            let info = format!("{e}: {command}");
+            return Finished::fail(e, info);
         }
         let (success, info) = match (self.timed_out, self.exit) {
             (Some(after), _) => (
@@ -166,6 +174,28 @@ impl ShellResult {
             info,
         }
     }
+}
+
+/// Most bytes of a command a result's info shows: a command rendered from a large arg would
+/// otherwise make the result too large to send, and its output and error with it.
+const SHOWN_COMMAND_BYTES: usize = 16 * 1024;
+
+/// `command` as a result's info shows it: whole, or its first [`SHOWN_COMMAND_BYTES`] and how
+/// long it was.
+fn shown_command(command: &str) -> std::borrow::Cow<'_, str> {
+    if command.len() <= SHOWN_COMMAND_BYTES {
+        return command.into();
+    }
+    let mut end = SHOWN_COMMAND_BYTES;
+    while !command.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... [the command is {} bytes long]",
+        &command[..end],
+        command.len()
+    )
+    .into()
 }
 
 /// A stream's output so far, and whether it was still open when reading stopped.
