@@ -268,6 +268,28 @@ impl Membership {
         self.twin.take()
     }
 
+    /// This node did not run for `paused`, up to `now` (a stopped process, a paused or
+    /// suspended machine): it could hear nobody meanwhile, so the members alive when the pause
+    /// began get that time back, and expire only if still silent three of their intervals
+    /// after it ended. Call before [`Membership::tick`] with the same `now`.
+    pub fn resumed(&mut self, paused: Duration, now: Instant) {
+        let Some(began) = now.checked_sub(paused) else {
+            return;
+        };
+        let local = self.local;
+        for m in self.members.values_mut() {
+            if m.presence.peer_id != local && m.own_state(began) == MemberState::Alive {
+                m.last_seen = m.last_seen.checked_add(paused).unwrap_or(now).min(now);
+            }
+        }
+        self.next_due = self
+            .members
+            .values()
+            .filter(|m| m.presence.peer_id != local)
+            .filter_map(|m| m.due(now))
+            .min();
+    }
+
     /// Advances time: reports members that expired and forgets long-gone ones.
     pub fn tick(&mut self, now: Instant) -> Vec<MembershipChange> {
         if self.next_due.is_none_or(|due| now < due) {
@@ -520,6 +542,32 @@ mod tests {
         assert_eq!(
             t.observe(presence(p, "a", 1, 2), later),
             Some(MembershipChange::Alive(p))
+        );
+    }
+
+    #[test]
+    fn a_pause_of_this_node_expires_nobody_that_speaks_after_it() {
+        let (mut t, now) = table();
+        let (p, q) = (PeerId::random(), PeerId::random());
+        t.observe(presence(p, "a", 1, 1), now);
+        t.observe(presence(q, "b", 1, 1), now);
+        // This node stops for 10 s, 2 s after it heard both (1 s heartbeats: expiry at 3 s).
+        let paused = Duration::from_secs(10);
+        let after = now + Duration::from_secs(2) + paused;
+        t.resumed(paused, after);
+        assert!(t.tick(after).is_empty());
+        assert_eq!(t.state_of(&p, after), Some(MemberState::Alive));
+        // p speaks again; q stays silent and expires three intervals after the pause.
+        t.observe(presence(p, "a", 1, 2), after + Duration::from_millis(500));
+        let silent = after + Duration::from_millis(1001);
+        assert_eq!(t.tick(silent), vec![MembershipChange::Expired(q)]);
+        assert_eq!(t.state_of(&p, silent), Some(MemberState::Alive));
+        // Without the pause taken into account, both would have expired at once.
+        let (mut t, now) = table();
+        t.observe(presence(p, "a", 1, 1), now);
+        assert_eq!(
+            t.tick(now + Duration::from_secs(12)),
+            vec![MembershipChange::Expired(p)]
         );
     }
 

@@ -428,6 +428,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
+        last_maintained: started,
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
         leaving: None,
@@ -757,6 +758,12 @@ impl SecondSync {
 /// half would see the other as expired for ever.
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
+/// Maintenance runs every second; a gap this long since it last ran means this node did not
+/// run (a stopped process, a paused or suspended machine): it heard nobody meanwhile, and
+/// the members are given that time back rather than taken for gone (their jobs would be
+/// written off only to come back a moment later).
+const PAUSED_AFTER: Duration = Duration::from_secs(3);
+
 struct EventLoop {
     swarm: Swarm<MeshBehaviour>,
     commands: mpsc::Receiver<Command>,
@@ -790,6 +797,9 @@ struct EventLoop {
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
     last_reconnect: Instant,
+    /// When [`EventLoop::maintain`] last ran (every second): a longer gap is a pause of this
+    /// node (see [`PAUSED_AFTER`]).
+    last_maintained: Instant,
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,
@@ -863,6 +873,19 @@ impl EventLoop {
             self.config.heartbeat_interval,
             self.membership.alive_count(Instant::now()),
         )
+    }
+
+    /// The table as shown, this node's own row as of now (its uptimes and load; the row in
+    /// the table is as of its last heartbeat, up to an interval old).
+    fn members_now(&self, now: Instant) -> Vec<membership::MemberView> {
+        let mut members = self.membership.view(now);
+        for own in members.iter_mut().filter(|m| m.is_self) {
+            let fresh = self.local_presence(PresenceStatus::Alive);
+            own.presence.host_uptime_secs = fresh.host_uptime_secs;
+            own.presence.agent_uptime_secs = fresh.agent_uptime_secs;
+            own.presence.load = fresh.load;
+        }
+        members
     }
 
     fn local_presence(&self, status: PresenceStatus) -> Presence {
@@ -966,7 +989,7 @@ impl EventLoop {
                     listen_addrs: self.listen_addrs.clone(),
                     connected_peers: self.swarm.connected_peers().count(),
                     heartbeat_interval: self.current_interval(),
-                    members: self.membership.view(now),
+                    members: self.members_now(now),
                     other_releases: self.other_release_views(),
                     unreachable: self
                         .out_of_reach
@@ -1667,6 +1690,16 @@ impl EventLoop {
     /// and now and then synchronise tables with a random peer.
     async fn maintain(&mut self) {
         let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_maintained);
+        self.last_maintained = now;
+        if gap >= PAUSED_AFTER {
+            info!(
+                secs = gap.as_secs(),
+                "this node did not run for a while (stopped or paused): the members alive \
+                 before are given that time back"
+            );
+            self.membership.resumed(gap, now);
+        }
         let changes = self.membership.tick(now);
         self.emit(changes).await;
         self.other_releases

@@ -404,3 +404,55 @@ fn daemons_with_one_port_on_two_addresses_form_a_mesh() {
         second.log()
     );
 }
+
+/// A node's own row in `status` counts its uptime between its heartbeats (it showed the
+/// uptime of its last heartbeat: the same for up to an interval, `0s` for the first one).
+#[test]
+fn a_nodes_own_row_counts_its_uptime_between_heartbeats() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), "n1", &["--heartbeat-interval", "30s"]);
+    let own_uptime = || {
+        let status = d.status().expect("status answers");
+        status["nodes"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["is_self"] == true))
+            .and_then(|r| r["agent_uptime_secs"].as_u64())
+            .expect("an own row with an uptime")
+    };
+    let before = own_uptime();
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = own_uptime();
+    assert!(after >= before + 2, "{before} s, then {after} s");
+}
+
+/// A node stopped for longer than its members' expiry (SIGSTOP, as a paused machine) takes
+/// nobody for gone once it runs again: it heard nobody because it did not run. Before, every
+/// member expired at once and came back a moment later.
+#[test]
+fn a_node_that_was_paused_takes_nobody_for_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let mut daemons = vec![Daemon::start(root.path(), "n1", &[])];
+    let token = daemons[0].join_token();
+    daemons.push(Daemon::start(root.path(), "n2", &["--token", &token]));
+    let both = vec!["n1".to_string(), "n2".to_string()];
+    wait_for(Duration::from_secs(20), "the mesh to form", || {
+        (alive_names(&daemons[0].status()?) == both).then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(daemons[0].pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(EXPIRY + Duration::from_secs(3));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    wait_for(Duration::from_secs(10), "n1 to run again", || {
+        daemons[0]
+            .log()
+            .contains("did not run for a while")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let log = daemons[0].log();
+    assert!(
+        !log.contains("state=expired"),
+        "the paused node took a member for gone:\n{log}"
+    );
+    assert_eq!(alive_names(&daemons[0].status().unwrap()), both);
+}
