@@ -161,12 +161,16 @@ async fn demo(
         .await
         .map_err(|e| Failure::Runtime(format!("cannot run the orchestration: {e}")))?;
     if args.exit {
-        return if status.success() {
-            Ok(())
-        } else {
-            Err(Failure::Runtime(format!(
+        return match status.code() {
+            Some(0) => Ok(()),
+            // It said why above; its exit code is the demo's (2: bad input, 1: a job failed).
+            Some(code) => {
+                eprintln!("error: the orchestration did not succeed ({status})");
+                Err(Failure::Silent(u8::try_from(code).unwrap_or(1)))
+            }
+            None => Err(Failure::Runtime(format!(
                 "the orchestration did not succeed ({status})"
-            )))
+            ))),
         };
     }
     // Worth saying only while the mesh keeps running.

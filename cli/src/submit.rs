@@ -39,7 +39,7 @@ pub struct RunOptions {
     targets: Vec<String>,
 
     /// Only run jobs whose fingerprint starts with this (see --finger-print); repeatable.
-    #[arg(long, value_name = "FINGERPRINT")]
+    #[arg(long, value_name = "FINGERPRINT", value_parser = fingerprint_start)]
     restrict: Vec<String>,
 
     /// Run every job even if it already succeeded on a node within the cache TTL.
@@ -393,6 +393,12 @@ fn run(
                 reply.other_releases_left_out.join(", ")
             );
         }
+        if !reply.not_alive_left_out.is_empty() {
+            eprintln!(
+                "warning: not run on the members that are not alive: {}",
+                reply.not_alive_left_out.join(", ")
+            );
+        }
         if !follow {
             for j in &reply.jobs {
                 output::line(format_args!(
@@ -426,6 +432,21 @@ fn run(
 }
 
 /// `--finger-print`: the table of parents and jobs with their fingerprints.
+/// A `--restrict` value: the start of a fingerprint, in hexadecimal digits.
+fn fingerprint_start(value: &str) -> Result<String, String> {
+    match value.chars().find(|c| !c.is_ascii_hexdigit()) {
+        _ if value.is_empty() => Err("empty: give the start of a job fingerprint".into()),
+        Some(c) => Err(format!(
+            "'{c}' is not a hexadecimal digit: give the start of a job fingerprint (see \
+             --finger-print)"
+        )),
+        None if value.len() > 64 => {
+            Err("longer than a job fingerprint (64 hexadecimal digits)".into())
+        }
+        None => Ok(value.to_string()),
+    }
+}
+
 fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
     let mut table = Table::new();
     table
@@ -501,6 +522,7 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
             restricted: 0,
             left_out: Vec::new(),
             other_releases_left_out: Vec::new(),
+            not_alive_left_out: Vec::new(),
         };
         let follow = Follow {
             poll: true,
@@ -638,8 +660,21 @@ async fn follow_jobs(
         }
     }
     let ok = done.len() - failed.len();
+    // A job that succeeded within the cache's time on a node is not run there again: said,
+    // or a one-off command seems to have run when it did not.
+    let skipped = done
+        .values()
+        .flat_map(|r| r.results.values())
+        .filter(|x| x.state == ResultState::Skipped)
+        .count();
+    let skipped = match skipped {
+        0 => String::new(),
+        n => format!(
+            "; {n} skipped: succeeded there within the cache's time (--skip-cache runs them again)"
+        ),
+    };
     eprintln!(
-        "jobs: {ok} succeeded, {} failed ({} of {} results)",
+        "jobs: {ok} succeeded, {} failed ({} of {} results{skipped})",
         failed.len(),
         done.values().map(|r| r.results.len()).sum::<usize>(),
         expected

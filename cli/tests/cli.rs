@@ -282,6 +282,53 @@ fn usage_errors_exit_2() {
     let o = run(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("RUN"));
+    // A value that cannot start a fingerprint is refused as such.
+    fails(
+        &["orchestrate", file.to_str().unwrap(), "--restrict", "zzzz"],
+        2,
+        &["--restrict", "'z' is not a hexadecimal digit"],
+    );
+}
+
+/// The README's first command: a real mesh of daemons on this machine and an orchestration
+/// through it; its exit code is the orchestration's (2 for bad input, as everywhere).
+#[test]
+fn demo_runs_an_orchestration_through_a_real_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemons = dir.path().join("daemons");
+    let o = run(&[
+        "demo",
+        "--nodes",
+        "3",
+        "--exit",
+        "--dir",
+        daemons.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("heard the kernel of 3 nodes"), "{out}");
+    assert_eq!(
+        out.matches("STDOUT this line comes from exactly one node")
+            .count(),
+        1,
+        "{out}"
+    );
+    // A file that parses but cannot run (a source that is not there) is bad input.
+    let file = dir.path().join("add.yaml");
+    std::fs::write(&file, "- jobs:\n  - ADD: /no/such/file /tmp/x\n").unwrap();
+    fails(
+        &[
+            "demo",
+            "--nodes",
+            "2",
+            "--exit",
+            "--dir",
+            dir.path().join("again").to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        2,
+        &["/no/such/file", "the orchestration did not succeed"],
+    );
 }
 
 #[test]
@@ -320,6 +367,14 @@ fn status_without_a_daemon_says_how_to_start_one() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains(sd), "{}", stderr(&o));
+    // A state directory that is not there at all (a typo) is said to be so, before anybody
+    // starts a new mesh with it.
+    let typo = dir.path().join("no-such-state");
+    fails(
+        &["--state-dir", typo.to_str().unwrap(), "status"],
+        1,
+        &["there is no state directory", "no-such-state", "--token"],
+    );
 }
 
 struct Running(Child);

@@ -176,6 +176,10 @@ pub struct SubmitReply {
     /// every node runs the same release), as `name (release R, wire version W)`.
     #[serde(default)]
     pub other_releases_left_out: Vec<String>,
+    /// Members not alive (expired or left, not yet forgotten) a parent for every node left
+    /// out, as `name (expired)` or `name (left)`.
+    #[serde(default)]
+    pub not_alive_left_out: Vec<String>,
 }
 
 /// A submitted job, as the CLI lists it.
@@ -277,6 +281,13 @@ pub enum ControlError {
          Start one with:  directord-mesh --state-dir {state_dir} join"
     )]
     NoDaemon { state_dir: String, socket: String },
+    #[error(
+        "there is no state directory {state_dir}: no directord-mesh daemon has run with it \
+         (check --state-dir or DIRECTORD_MESH_STATE_DIR).\n\
+         A new node starts there with:  directord-mesh --state-dir {state_dir} join  \
+         (add --token TOKEN to join an existing mesh; without it, it creates a new one)"
+    )]
+    NoStateDir { state_dir: String },
     #[error(
         "permission denied on {socket}: run as root or as a member of the socket's group (see join --socket-group)"
     )]
@@ -459,6 +470,9 @@ impl ControlClient {
                 answer_timeout: ANSWER_TIMEOUT,
             }),
             Err(e) => Err(match e.kind() {
+                io::ErrorKind::NotFound if !state_dir.exists() => ControlError::NoStateDir {
+                    state_dir: state_dir.display().to_string(),
+                },
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ControlError::NoDaemon {
                         state_dir: state_dir.display().to_string(),

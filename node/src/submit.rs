@@ -43,11 +43,43 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// How many nodes a warning of nodes left out names; the others are counted.
+const NAMED: usize = 5;
+
+/// The first [`NAMED`] of `names`, then how many more.
+fn first_named(names: Vec<String>) -> Vec<String> {
+    let more = names.len().saturating_sub(NAMED);
+    let mut shown: Vec<String> = names.into_iter().take(NAMED).collect();
+    if more > 0 {
+        shown.push(format!("and {more} more (see `status`)"));
+    }
+    shown
+}
+
+/// The members not alive (expired or left) a parent for every node leaves out (if there is
+/// one): an operator who meant every node hears which did not run it.
+fn not_alive_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
+    if !untargeted {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = status
+        .members
+        .iter()
+        .filter(|v| !v.is_self)
+        .filter_map(|v| match v.state {
+            MemberState::Expired => Some(format!("{} (expired)", v.presence.name)),
+            MemberState::Left => Some(format!("{} (left)", v.presence.name)),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    first_named(names)
+}
+
 /// The nodes of another release a parent for every node leaves out (if there is one), as
 /// `status` names them: the first few, then how many more. One that is also an alive member
 /// (just upgraded) is not left out.
 fn other_releases_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
-    const NAMED: usize = 5;
     if !untargeted {
         return Vec::new();
     }
@@ -63,14 +95,7 @@ fn other_releases_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String>
         .filter(|o| !members.contains(&o.peer_id))
         .map(|o| o.to_string())
         .collect();
-    let mut shown: Vec<String> = left_out.iter().take(NAMED).cloned().collect();
-    if left_out.len() > NAMED {
-        shown.push(format!(
-            "and {} more (see `status`)",
-            left_out.len() - NAMED
-        ));
-    }
-    shown
+    first_named(left_out)
 }
 
 /// Resolves `sub` against the membership in `status`.
@@ -326,6 +351,7 @@ pub fn resolve(
             restricted,
             left_out: left_out.into_iter().collect(),
             other_releases_left_out: other_releases_left_out(status, untargeted),
+            not_alive_left_out: not_alive_left_out(status, untargeted),
         },
     })
 }

@@ -178,6 +178,17 @@ fn cache_skips_reruns_and_evictions() {
         all("skipped"),
         "a second identical run is skipped"
     );
+    // ... and the summary says so, with how to run it anyway.
+    let o = d.cli(&["exec", "--verb", "RUN", "echo cached", "--poll"]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains(&format!(
+            "{n} skipped: succeeded there within the cache's time (--skip-cache",
+            n = nodes.len()
+        )),
+        "{}",
+        text(&o)
+    );
     let o = d.cli(&[
         "exec",
         "--verb",
@@ -526,6 +537,57 @@ fn a_target_killed_mid_run_is_reported_unreachable() {
             .unwrap()
             .starts_with("unreachable"),
         "{last}"
+    );
+}
+
+/// A job for every node names the members it did not run on because they are not alive
+/// (expired or left): an operator who meant every node hears which did not run it.
+#[test]
+fn a_job_for_every_node_names_the_members_not_alive() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 4);
+    nodes[2].kill9();
+    assert!(nodes[3].terminate().success());
+    wait_for(
+        Duration::from_secs(20),
+        "n3 to expire and n4 to leave",
+        || {
+            let status = nodes[0].status()?;
+            let state = |name: &str| {
+                status["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["name"] == name)
+                    .map(|n| n["state"].clone())
+            };
+            (state("n3")? == "expired" && state("n4")? == "left").then_some(())
+        },
+    );
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains(
+            "warning: not run on the members that are not alive: n3 (expired), n4 (left)"
+        ),
+        "{}",
+        text(&o)
+    );
+    // Named targets leave nobody out: no warning.
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        "true",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("not alive"),
+        "{}",
+        text(&o)
     );
 }
 
@@ -2932,7 +2994,7 @@ fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
         r["results"]["n2"]["info"]
             .as_str()
             .unwrap()
-            .contains("the node stopped before it recorded the job's result"),
+            .starts_with("interrupted: the job was running when its node stopped"),
         "{r}"
     );
     assert!(

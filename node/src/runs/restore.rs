@@ -29,6 +29,12 @@ pub(super) const DOWN_TOO_LONG: &str = "interrupted: the node was down for more 
                              still queued there; it is not run after so long (its submitter has \
                              reported it unreachable)";
 
+/// A job the node's log of starts shows running when the node stopped (cleanly or not): it
+/// went no further (a shell's processes are stopped at the stop, or right after the restart).
+pub(super) const WAS_RUNNING: &str = "interrupted: the job was running when its node stopped, \
+                                      and went no further; it is not run again, so that no job \
+                                      ever runs twice";
+
 /// Why a job still queued at a restart was not run: its parent's earlier job was cut short
 /// (the parent failed, as after any failure).
 pub(super) const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
@@ -137,6 +143,9 @@ impl Actor {
                         continue;
                     }
                     restart::Fate::Interrupted => {
+                        let was_running = previous_starts
+                            .as_ref()
+                            .is_some_and(|started| started.contains(&job.job_id));
                         if let Some(spec) = kept_run.as_ref().and_then(|r| r.job_spec(&job.job_id))
                         {
                             for path in jobs::components::remove_interrupted_landing(
@@ -146,7 +155,12 @@ impl Actor {
                                 info!(job = %job.job_id, path = %path.display(), "removed the partial copy of a file job the restart cut short");
                             }
                         }
-                        INTERRUPTED
+                        // Said as surely as the node knows it.
+                        if was_running {
+                            WAS_RUNNING
+                        } else {
+                            INTERRUPTED
+                        }
                     }
                     restart::Fate::BehindInterrupted => BEHIND_INTERRUPTED,
                     restart::Fate::DownTooLong => DOWN_TOO_LONG,
