@@ -18,11 +18,17 @@ pub enum View {
     ExportNodes(std::path::PathBuf),
 }
 
+/// How long `status` waits for its answer: the daemon answers it from memory (leaving out
+/// what a busy part of it cannot say at once), so one silent this long is stopped or stuck,
+/// and an operator hears so sooner than after the other requests' minute.
+const STATUS_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Fetches the status report from the daemon of `state_dir`.
 pub async fn fetch(state_dir: &Path) -> Result<StatusReport, Failure> {
     let mut client = ControlClient::connect(state_dir)
         .await
-        .map_err(Failure::runtime)?;
+        .map_err(Failure::runtime)?
+        .with_answer_timeout(STATUS_ANSWER_TIMEOUT);
     match client
         .request(&ControlRequest::Status)
         .await

@@ -456,3 +456,21 @@ fn a_node_that_was_paused_takes_nobody_for_gone() {
     );
     assert_eq!(alive_names(&daemons[0].status().unwrap()), both);
 }
+
+/// `status` on a daemon that does not run (SIGSTOP) says so within its own, shorter wait
+/// instead of the other requests' minute.
+#[test]
+fn status_of_a_stopped_daemon_says_so_within_seconds() {
+    let root = tempfile::tempdir().unwrap();
+    let d = Daemon::start(root.path(), "n1", &[]);
+    let pid = nix::unistd::Pid::from_raw(d.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let o = d.cli(&["status"]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("did not answer within 15 s (is it stopped, e.g. with SIGSTOP"),
+        "{}",
+        text(&o)
+    );
+}
