@@ -542,11 +542,6 @@ impl Store {
                 None => r.created_unix_ms < before_ms,
             }
         };
-        /// Of a stored run, whether it is over.
-        #[derive(Deserialize)]
-        struct Over {
-            finished: bool,
-        }
         // One snapshot for every table: a record and its results are written in that order, so
         // a result this sweep sees without its record is an orphan, not a result of a job
         // recorded since.
@@ -577,7 +572,7 @@ impl Store {
         // A finished run is kept for its records (a late QUERY value reopens the collection
         // from it): once none is left, it goes too.
         deletes.extend(
-            all_in::<Over>(&snapshot, RUNS)
+            all_in::<RunOver>(&snapshot, RUNS)
                 .into_iter()
                 .filter(|(run_id, r)| r.finished && !still_recorded.contains(run_id))
                 .map(|(run_id, _)| Op::Delete(RUNS, run_id)),
@@ -707,7 +702,7 @@ impl Store {
     }
 
     /// Every record with its results, oldest first (all in memory at once: for tests and
-    /// small stores; a listing goes by [`Store::record_heads`]).
+    /// small stores; a listing goes by [`Store::record_keys`]).
     pub fn records(&self) -> Vec<JobRecord> {
         let keys = self.record_keys();
         self.records_by_id(&keys.iter().map(|k| k.job_id.as_str()).collect::<Vec<_>>())
@@ -718,11 +713,32 @@ impl Store {
         self.get(RUNS, run_id)
     }
 
+    /// The runs this node submitted that are not finished: only those are read whole (every
+    /// finished run, each with all its jobs, would make a node with a long history start at
+    /// a high peak).
     pub fn unfinished_runs(&self) -> Vec<Run> {
-        self.all::<StoredRun>(RUNS)
+        let Some(snapshot) = read(self.db.begin_read()) else {
+            return Vec::new();
+        };
+        let open: Vec<String> = all_in::<RunOver>(&snapshot, RUNS)
             .into_iter()
             .filter(|(_, r)| !r.finished)
-            .map(|(_, r)| r.run)
+            .map(|(run_id, _)| run_id)
+            .collect();
+        let Some(t) = read(snapshot.open_table(RUNS)) else {
+            return Vec::new();
+        };
+        open.iter()
+            .filter_map(|run_id| {
+                let row = read(t.get(run_id.as_str())).flatten()?;
+                match ciborium::from_reader::<StoredRun, _>(row.value()) {
+                    Ok(stored) => Some(stored.run),
+                    Err(e) => {
+                        warn!(key = run_id.as_str(), "unreadable row skipped: {e}");
+                        None
+                    }
+                }
+            })
             .collect()
     }
 
@@ -797,6 +813,12 @@ fn read<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
             None
         }
     }
+}
+
+/// Of a stored run, only whether it is over (the run itself, with every job, is not read).
+#[derive(Deserialize)]
+struct RunOver {
+    finished: bool,
 }
 
 /// The keys of `table` as `snapshot` sees them.
@@ -1336,6 +1358,25 @@ mod tests {
 
     /// Records older than the retention go with their results and QUERY values; newer ones
     /// and those still open stay whole.
+    #[test]
+    fn only_the_unfinished_runs_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for (id, finished) in [("done", true), ("open", false), ("also-done", true)] {
+            store.put_run(&StoredRun {
+                run: Run::new(id, NodeId("me".into()), Vec::new()),
+                finished,
+            });
+        }
+        store.flush();
+        let open: Vec<String> = store
+            .unfinished_runs()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(open, ["open"]);
+    }
+
     #[test]
     fn records_are_put_in_order_by_their_keys_and_read_back_by_id() {
         let dir = tempfile::tempdir().unwrap();
