@@ -282,12 +282,16 @@ impl Membership {
                 m.last_seen = m.last_seen.checked_add(paused).unwrap_or(now).min(now);
             }
         }
-        self.next_due = self
-            .members
+        self.next_due = self.next_due_after(now);
+    }
+
+    /// When a row next changes by time alone (see [`Membership::next_due`]).
+    fn next_due_after(&self, now: Instant) -> Option<Instant> {
+        self.members
             .values()
-            .filter(|m| m.presence.peer_id != local)
+            .filter(|m| m.presence.peer_id != self.local)
             .filter_map(|m| m.due(now))
-            .min();
+            .min()
     }
 
     /// Advances time: reports members that expired and forgets long-gone ones.
@@ -307,12 +311,7 @@ impl Membership {
             .filter(|m| m.presence.peer_id != local)
             .filter_map(|m| Self::report(m, now))
             .collect();
-        self.next_due = self
-            .members
-            .values()
-            .filter(|m| m.presence.peer_id != local)
-            .filter_map(|m| m.due(now))
-            .min();
+        self.next_due = self.next_due_after(now);
         changes
     }
 

@@ -1105,6 +1105,19 @@ mod tests {
         }
     }
 
+    /// A node's successful result with `stdout`.
+    fn success(stdout: &str) -> NodeResult {
+        NodeResult {
+            state: jobs::executor::ResultState::Success,
+            stdout: stdout.into(),
+            stderr: String::new(),
+            info: String::new(),
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        }
+    }
+
     fn record(id: &str, created: u64) -> JobRecord {
         JobRecord {
             job_id: id.into(),
@@ -1381,15 +1394,7 @@ mod tests {
     fn records_are_put_in_order_by_their_keys_and_read_back_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let result = NodeResult {
-            state: jobs::executor::ResultState::Success,
-            stdout: "out".into(),
-            stderr: String::new(),
-            info: String::new(),
-            execution_secs: 0.0,
-            roundtrip_secs: 0.0,
-            finished_unix_ms: 0,
-        };
+        let result = success("out");
         // Submission first, then creation time (records of a release that did not number
         // submissions), run, position; the targets are not needed to order them.
         let mut numbered = record("numbered", 1);
@@ -1430,15 +1435,7 @@ mod tests {
     fn old_records_are_forgotten_with_their_results_except_open_ones() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let result = NodeResult {
-            state: jobs::executor::ResultState::Success,
-            stdout: "out".into(),
-            stderr: String::new(),
-            info: String::new(),
-            execution_secs: 0.0,
-            roundtrip_secs: 0.0,
-            finished_unix_ms: 0,
-        };
+        let result = success("out");
         for (id, created) in [("old", 10), ("old-open", 10), ("new", 1000)] {
             store.put_record(&record(id, created));
             for node in ["n1", "n2"] {
