@@ -429,6 +429,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         second_sync: SecondSync::Due,
         last_reconnect: started,
         last_maintained: started,
+        refused_inbound: RefusedInbound::default(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
         leaving: None,
@@ -598,6 +599,17 @@ struct Leaving {
     /// when a whole fleet stops; the layer above would write them off for nothing).
     alive: Vec<(PeerId, Vec<Multiaddr>)>,
 }
+
+/// Inbound connections that failed before they were authenticated, since the last warning.
+#[derive(Default)]
+struct RefusedInbound {
+    count: u64,
+    said: Option<Instant>,
+}
+
+/// How often a node says that connections from outside the mesh fail, at most: a node with
+/// the wrong key retries every few seconds.
+const REFUSED_INBOUND_SAID_EVERY: Duration = Duration::from_secs(600);
 
 /// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
 struct OutOfReach {
@@ -800,6 +812,8 @@ struct EventLoop {
     /// When [`EventLoop::maintain`] last ran (every second): a longer gap is a pause of this
     /// node (see [`PAUSED_AFTER`]).
     last_maintained: Instant,
+    /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
+    refused_inbound: RefusedInbound,
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,
@@ -1396,8 +1410,29 @@ impl EventLoop {
                     self.last_dial_error = Some(error.to_string());
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 debug!("inbound connection failed: {error}");
+                self.refused_inbound.count += 1;
+                let now = Instant::now();
+                if self.refused_inbound.said.is_none_or(|at| {
+                    now.saturating_duration_since(at) >= REFUSED_INBOUND_SAID_EVERY
+                }) {
+                    warn!(
+                        from = %send_back_addr,
+                        since_last_said = self.refused_inbound.count,
+                        "a connection failed before it was authenticated: {error} (a node with \
+                         another mesh key or none, or something that is not a directord-mesh \
+                         node; said at most every 10 min)"
+                    );
+                    self.refused_inbound = RefusedInbound {
+                        count: 0,
+                        said: Some(now),
+                    };
+                }
             }
             _ => {}
         }

@@ -85,6 +85,14 @@ fn five_daemons_form_a_mesh_and_track_failures() {
         );
         assert_eq!(alive_names(&status), all);
     }
+    // The mesh's side says that somebody outside it tried.
+    assert!(
+        daemons[0]
+            .log()
+            .contains("a connection failed before it was authenticated"),
+        "{}",
+        daemons[0].log()
+    );
     assert_eq!(
         alive_names(&stranger.status().unwrap()),
         vec!["stranger".to_string()]
