@@ -614,6 +614,17 @@ async fn follow_jobs(
                     None => eprintln!("{notice}"),
                 }
             }
+            Ok(ControlResponse::Watch(WatchEvent::Left { node, grace_secs })) => {
+                let notice = format!(
+                    "Waiting for {node}: it left the mesh (a stop or a restart); its results \
+                     come if it is back within {grace_secs} s of leaving, else it is written off \
+                     as unreachable"
+                );
+                match &bar {
+                    Some(b) => b.suspend(|| eprintln!("{notice}")),
+                    None => eprintln!("{notice}"),
+                }
+            }
             Ok(ControlResponse::WatchEnd) => break,
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
             Err(ControlError::Closed) => {

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
-pub const CONTROL_VERSION: u16 = 4;
+pub const CONTROL_VERSION: u16 = 5;
 /// Largest request frame (a submission is at most 8 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest answer frame: one job record with every target's output (up to 3 MiB of stdout and
@@ -209,6 +209,10 @@ pub enum WatchEvent {
     /// has not reached it directly for a while (a partial partition): its results come once
     /// it can. Told once per cut.
     OutOfReach { node: String },
+    /// A target that still owes results said goodbye (a stop or a restart): its results come
+    /// if it is back within `grace_secs` of its goodbye, else it is written off. Told once
+    /// per goodbye.
+    Left { node: String, grace_secs: u64 },
 }
 
 /// `status`: this node, then every member it knows.

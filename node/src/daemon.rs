@@ -181,6 +181,8 @@ impl Node {
             ..ExecutorConfig::default()
         };
         let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
+        // A target that said goodbye has as long to come back as one that went silent.
+        let left_grace = config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS;
         let runs_tasks = runs.start(
             runs_inbox,
             runs::RunsParts {
@@ -195,8 +197,7 @@ impl Node {
                 record_retention: config.record_retention,
                 allow_submitters: config.allow_submitters.clone(),
                 processes: Some(processes.clone()),
-                // As long as a target that went silent is given.
-                left_grace: config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS,
+                left_grace,
             },
         );
         let control = Arc::new(Control {
@@ -207,6 +208,7 @@ impl Node {
             cache: cache.clone(),
             blobs,
             transfers: transfers.clone(),
+            left_grace,
         });
         let members_changed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = runs_tasks;
@@ -577,6 +579,8 @@ struct Control {
     cache: Arc<Cache>,
     blobs: Arc<BlobStore>,
     transfers: Transfers,
+    /// How long a target that said goodbye has to come back (see `runs::RunsParts`).
+    left_grace: Duration,
 }
 
 fn unix_ms() -> u64 {
@@ -671,7 +675,7 @@ impl Control {
 
     async fn watch(&self, job_ids: Vec<String>, output: bool) -> Reply {
         let (events, mut rx) = runs::watch_channel();
-        let mut out_of_reach = OutOfReach::new(job_ids.clone());
+        let mut awaited = Awaited::new(job_ids.clone(), self.left_grace);
         self.runs
             .send(runs::Input::Watch {
                 job_ids,
@@ -684,8 +688,8 @@ impl Control {
         let (mesh, runs) = (self.mesh.clone(), self.runs.clone());
         tokio::spawn(async move {
             let mut check = tokio::time::interval_at(
-                tokio::time::Instant::now() + OUT_OF_REACH_CHECK,
-                OUT_OF_REACH_CHECK,
+                tokio::time::Instant::now() + AWAITED_CHECK,
+                AWAITED_CHECK,
             );
             // A client slow to read does not bring a burst of checks after it.
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -697,7 +701,7 @@ impl Control {
                         Some(event) => vec![event],
                         None => break,
                     },
-                    _ = check.tick() => out_of_reach.check(&mesh, &runs).await,
+                    _ = check.tick() => awaited.check(&mesh, &runs).await,
                 };
                 for event in events {
                     if tx.send(ControlResponse::Watch(event)).await.is_err() {
@@ -924,50 +928,73 @@ impl ControlHandler for Control {
     }
 }
 
-/// How often a watch looks for targets that owe results and are out of this node's reach.
-const OUT_OF_REACH_CHECK: Duration = Duration::from_secs(10);
+/// How often a watch looks for the targets it waits for that are out of this node's reach or
+/// said goodbye.
+const AWAITED_CHECK: Duration = Duration::from_secs(5);
 
-/// A watch's view of the targets it waits for that this node cannot reach (alive through
-/// others, not dialable: the mesh's `unreachable`), so a client waiting on them hears why.
-struct OutOfReach {
+/// A watch's view of the targets it waits for that will not report soon, so a client waiting
+/// on them hears why: those this node cannot reach (alive through others, not dialable: the
+/// mesh's `unreachable`) and those that said goodbye (a stop or a restart: written off unless
+/// back within the grace).
+struct Awaited {
     job_ids: Arc<HashSet<String>>,
+    left_grace: Duration,
     /// Told already, and still out of reach: told again only after a new cut.
     told: HashSet<PeerId>,
+    /// Told already, and still gone: told again only after a new goodbye.
+    told_left: HashSet<PeerId>,
 }
 
-impl OutOfReach {
-    fn new(job_ids: Vec<String>) -> Self {
-        OutOfReach {
+impl Awaited {
+    fn new(job_ids: Vec<String>, left_grace: Duration) -> Self {
+        Awaited {
             job_ids: Arc::new(job_ids.into_iter().collect()),
+            left_grace,
             told: HashSet::new(),
+            told_left: HashSet::new(),
         }
     }
 
-    /// The targets newly out of reach that still owe results of the watched jobs.
+    /// The targets newly out of reach, or newly gone with a goodbye, that still owe results
+    /// of the watched jobs.
     async fn check(&mut self, mesh: &MeshHandle, runs: &Runs) -> Vec<WatchEvent> {
         let Ok(status) = mesh.status().await else {
             return Vec::new();
         };
+        let in_state = |peer: &PeerId, state: mesh::MemberState| {
+            status
+                .members
+                .iter()
+                .any(|m| m.presence.peer_id == *peer && m.state == state)
+        };
         self.told.retain(|p| status.unreachable.contains(p));
+        self.told_left
+            .retain(|p| in_state(p, mesh::MemberState::Left));
         // Only members alive through others: one gone for good is written off, not awaited.
-        let out_of_reach: HashSet<String> = status
+        let out_of_reach: Vec<PeerId> = status
             .unreachable
             .iter()
-            .filter(|p| !self.told.contains(*p))
-            .filter(|p| {
-                status.members.iter().any(|m| {
-                    m.presence.peer_id == **p && matches!(m.state, mesh::MemberState::Alive)
-                })
-            })
-            .map(ToString::to_string)
+            .filter(|p| !self.told.contains(*p) && in_state(p, mesh::MemberState::Alive))
+            .copied()
             .collect();
-        if out_of_reach.is_empty() {
+        let left: Vec<PeerId> = status
+            .members
+            .iter()
+            .filter(|m| m.state == mesh::MemberState::Left && !m.is_self)
+            .map(|m| m.presence.peer_id)
+            .filter(|p| !self.told_left.contains(p))
+            .collect();
+        if out_of_reach.is_empty() && left.is_empty() {
             return Vec::new();
         }
         let (reply, owing) = tokio::sync::oneshot::channel();
         runs.send(runs::Input::Owing {
             job_ids: Arc::clone(&self.job_ids),
-            among: out_of_reach,
+            among: out_of_reach
+                .iter()
+                .chain(&left)
+                .map(ToString::to_string)
+                .collect(),
             reply,
         })
         .await;
@@ -975,10 +1002,18 @@ impl OutOfReach {
             return Vec::new();
         };
         let mut events = Vec::new();
-        for peer in &status.unreachable {
+        for peer in &out_of_reach {
             if owing.contains(&peer.to_string()) && self.told.insert(*peer) {
                 events.push(WatchEvent::OutOfReach {
                     node: status.name_or_id(&peer.to_string()),
+                });
+            }
+        }
+        for peer in &left {
+            if owing.contains(&peer.to_string()) && self.told_left.insert(*peer) {
+                events.push(WatchEvent::Left {
+                    node: status.name_or_id(&peer.to_string()),
+                    grace_secs: self.left_grace.as_secs(),
                 });
             }
         }

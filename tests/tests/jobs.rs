@@ -504,6 +504,71 @@ fn a_timeout_kills_the_job_and_its_children() {
     });
 }
 
+/// A target stopped for good mid-run (SIGTERM, never back) is written off once the grace a
+/// goodbye gets has passed (three of the submitter's heartbeats), and `--poll` says meanwhile
+/// why it waits and for how long.
+#[test]
+fn a_target_gone_for_good_is_waited_for_then_written_off() {
+    let root = root();
+    // The submitter's heartbeat sets the grace: 3 s, so 9 s.
+    let mut nodes = vec![Daemon::start_isolated(
+        root.path(),
+        "n1",
+        &["--heartbeat-interval", "3s"],
+    )];
+    let token = nodes[0].join_token();
+    nodes.push(Daemon::start_isolated(
+        root.path(),
+        "n2",
+        &["--token", &token],
+    ));
+    for d in &nodes {
+        wait_for(Duration::from_secs(20), "the mesh to form", || {
+            (e2e_tests::alive_names(&d.status()?).len() == 2).then_some(())
+        });
+    }
+    let started = root.path().join("started");
+    let poll = nodes[0]
+        .cli_command(&[
+            "exec",
+            "--verb",
+            "RUN",
+            "--skip-cache",
+            "--target",
+            "n2",
+            &format!("touch {}; sleep 60", started.display()),
+            "--poll",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        started.exists().then_some(())
+    });
+    let stopped = Instant::now();
+    assert!(nodes[1].terminate().success());
+    let o = poll.wait_with_output().unwrap();
+    let waited = stopped.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains(
+            "Waiting for n2: it left the mesh (a stop or a restart); its results come if it is \
+             back within 9 s of leaving, else it is written off as unreachable"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        said.contains("written off as unreachable (n2)"),
+        "{}",
+        text(&o)
+    );
+    // Not before the grace (written off at once, as before, it would end in about a second).
+    assert!(waited >= Duration::from_secs(8), "ended after {waited:?}");
+}
+
 #[test]
 fn a_target_killed_mid_run_is_reported_unreachable() {
     let root = root();
