@@ -42,7 +42,8 @@ async fn ask(state_dir: &Path, request: ControlRequest) -> Result<ControlRespons
     client.request(&request).await.map_err(Failure::runtime)
 }
 
-/// Connects to the daemon and asks for its list of jobs (see [`JobParts`]).
+/// Connects to the daemon of `state_dir` (its list of jobs is then read in parts: see
+/// [`JobParts`]).
 async fn connect(state_dir: &Path) -> Result<ControlClient, Failure> {
     ControlClient::connect(state_dir)
         .await
