@@ -428,7 +428,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
-        last_maintained: started,
+        last_ran: started,
         refused_inbound: RefusedInbound::default(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
@@ -809,9 +809,9 @@ struct EventLoop {
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
     last_reconnect: Instant,
-    /// When [`EventLoop::maintain`] last ran (every second): a longer gap is a pause of this
+    /// When maintenance (every second) or a command last ran: a longer gap is a pause of this
     /// node (see [`PAUSED_AFTER`]).
-    last_maintained: Instant,
+    last_ran: Instant,
     /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
     refused_inbound: RefusedInbound,
     recent_dials: HashMap<PeerId, Instant>,
@@ -980,6 +980,7 @@ impl EventLoop {
     }
 
     fn on_command(&mut self, command: Command) {
+        self.after_a_pause(Instant::now());
         match command {
             Command::Block {
                 peers,
@@ -1723,10 +1724,13 @@ impl EventLoop {
 
     /// Once a second: expire silent members, keep enough connections, redial bootstrap peers,
     /// and now and then synchronise tables with a random peer.
-    async fn maintain(&mut self) {
-        let now = Instant::now();
-        let gap = now.saturating_duration_since(self.last_maintained);
-        self.last_maintained = now;
+    /// Gives the members their time back if this node did not run for a while (see
+    /// [`PAUSED_AFTER`]): before anything reads the table's states after a pause, whichever
+    /// comes first (maintenance, or a command such as `alive_members` that the layer above
+    /// sends as soon as it runs again).
+    fn after_a_pause(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_ran);
+        self.last_ran = now;
         if gap >= PAUSED_AFTER {
             info!(
                 secs = gap.as_secs(),
@@ -1735,6 +1739,11 @@ impl EventLoop {
             );
             self.membership.resumed(gap, now);
         }
+    }
+
+    async fn maintain(&mut self) {
+        let now = Instant::now();
+        self.after_a_pause(now);
         let changes = self.membership.tick(now);
         self.emit(changes).await;
         self.other_releases
