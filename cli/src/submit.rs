@@ -597,7 +597,14 @@ async fn follow_jobs(
                         line
                     });
                 }
-                done.insert(record.job_id.clone(), *record);
+                // Kept for the summary: states, infos and each error's first line (a long
+                // run's outputs need not stay in memory).
+                let mut kept = *record;
+                for result in kept.results.values_mut() {
+                    result.stdout = String::new();
+                    result.stderr = first_line(&result.stderr).to_string();
+                }
+                done.insert(kept.job_id.clone(), kept);
             }
             Ok(ControlResponse::Watch(WatchEvent::Unknown(id))) => {
                 say(format!("Job unknown: {id}"))
