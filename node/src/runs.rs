@@ -584,6 +584,15 @@ impl Actor {
             && self.cross.is_idle()
     }
 
+    /// A member went silent or said goodbye (`how`): QUERY collections stop waiting for it,
+    /// and the originator writes it off, at once or after the grace a goodbye gets.
+    fn member_gone(&mut self, peer: &PeerId, how: fn(NodeId) -> originator::Input) {
+        let node = NodeId(peer.to_string());
+        self.queries_node_gone(&node);
+        let actions = self.originator.handle(how(node), Instant::now());
+        self.originator_actions(actions);
+    }
+
     fn handle(&mut self, input: Input) {
         match input {
             Input::Submit {
@@ -801,22 +810,8 @@ impl Actor {
                     .handle(originator::Input::Alive(alive), Instant::now());
                 self.originator_actions(actions);
             }
-            Input::MemberGone(peer) => {
-                let node = NodeId(peer.to_string());
-                self.queries_node_gone(&node);
-                let actions = self
-                    .originator
-                    .handle(originator::Input::NodeGone(node), Instant::now());
-                self.originator_actions(actions);
-            }
-            Input::MemberLeft(peer) => {
-                let node = NodeId(peer.to_string());
-                self.queries_node_gone(&node);
-                let actions = self
-                    .originator
-                    .handle(originator::Input::NodeLeft(node), Instant::now());
-                self.originator_actions(actions);
-            }
+            Input::MemberGone(peer) => self.member_gone(&peer, originator::Input::NodeGone),
+            Input::MemberLeft(peer) => self.member_gone(&peer, originator::Input::NodeLeft),
             Input::Records { reply } => {
                 let _ = reply.send(self.records.values().cloned().collect());
             }
