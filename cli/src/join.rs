@@ -18,8 +18,8 @@ so a restarted node comes back with the same peer id.
 
 Settings come from flags, then DIRECTORD_MESH_* environment variables, then the --config YAML
 file (keys are the flags' long names: name, listen, peer, token, open, heartbeat-interval,
-socket-group, blob-retention, record-retention, allow-submitter; and labels, a map of KEY: VALUE), then
-defaults.";
+socket-group, blob-retention, record-retention, allow-submitter; and labels, a map of
+KEY: VALUE), then defaults.";
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {

@@ -109,7 +109,10 @@ fn labelled(node: &str, stream: OutputStream, text: &str) -> String {
     // As `str::lines` ends a line: at `\n`, and a `\r` before it.
     let text = text.strip_suffix('\n').unwrap_or(text);
     let text = text.strip_suffix('\r').unwrap_or(text);
-    format!("{node} -- {label} {text}")
+    format!(
+        "{node} -- {label} {}",
+        crate::render::shown(text, crate::render::colours_on_stdout())
+    )
 }
 
 #[cfg(test)]

@@ -445,7 +445,8 @@ fn job_info(r: &JobRecord) -> String {
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
     for (k, v) in rows {
-        table.add_row(vec![k, render::clipped(&v, 16 * 1024).into_owned()]);
+        let v = render::clipped(&v, 16 * 1024);
+        table.add_row(vec![k, render::shown(&v, false).into_owned()]);
     }
     render::table_text(&table)
 }

@@ -48,6 +48,70 @@ pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     .into()
 }
 
+/// Text from a job's node (its output, its info) as it may be written to a screen: control
+/// characters are shown in caret notation (`^[` for escape, `^M` for a carriage return, as
+/// `cat -v` does) and the bidirectional overrides as `\u{202e}`, so nothing a node prints can
+/// move the cursor, retitle or clear the terminal, write its clipboard, overwrite the node name
+/// a line starts with, or reorder what is read. Tabs and line breaks stay. With `colours`,
+/// colour and style sequences (`ESC [ 1;31 m`) stay too: they only paint. `--json` and
+/// `--export-jobs` give the text as it is.
+pub fn shown(text: &str, colours: bool) -> std::borrow::Cow<'_, str> {
+    let tame = |c: char| !c.is_control() && !is_bidi_control(c);
+    if text.chars().all(|c| c == '\n' || c == '\t' || tame(c)) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if colours
+            && c == '\x1b'
+            && let Some(sgr) = colour_sequence(rest)
+        {
+            out.push_str(sgr);
+            rest = &rest[sgr.len()..];
+            continue;
+        }
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\x7f' => out.push_str("^?"),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            c if !tame(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
+}
+
+/// Whether lines written to standard output may keep their colours: it is a terminal and
+/// `NO_COLOR` is not set (<https://no-color.org>).
+pub fn colours_on_stdout() -> bool {
+    static COLOURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *COLOURS.get_or_init(|| {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    })
+}
+
+/// Characters that reorder the text around them (U+202A-U+202E, U+2066-U+2069).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The colour or style sequence `text` starts with (`ESC [`, digits, `;` or `:`, `m`), if any.
+fn colour_sequence(text: &str) -> Option<&str> {
+    let body = text.strip_prefix("\x1b[")?;
+    let len = body
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b';' | b':'))
+        .count();
+    // Longer than any real one: not a colour, shown as text.
+    (len <= 64 && body.as_bytes().get(len) == Some(&b'm')).then(|| &text[..2 + len + 1])
+}
+
 /// The distinctive tail of a peer id (all ed25519 peer ids start alike).
 pub fn short_peer(peer: &str) -> String {
     let tail: String = peer
@@ -204,6 +268,25 @@ mod tests {
                 cut.len() - 10
             )
         );
+    }
+
+    /// Nothing a node prints can steer the terminal; colours stay only where asked for.
+    #[test]
+    fn node_output_cannot_steer_the_terminal() {
+        assert_eq!(shown("plain\tline\nnext", false), "plain\tline\nnext");
+        // A retitle (OSC), a clear screen, a carriage return over the line's node name, a
+        // clipboard write ended by BEL, DEL, a C1 control and a right-to-left override.
+        let nasty = "\x1b]0;owned\x07\x1b[2J\rn9 -- STDOUT ok\x1b]52;c;aGk=\x07\x7f\u{9b}\u{202e}x";
+        assert_eq!(
+            shown(nasty, true),
+            "^[]0;owned^G^[[2J^Mn9 -- STDOUT ok^[]52;c;aGk=^G^?\\u{9b}\\u{202e}x"
+        );
+        let red = "\x1b[1;31mfailed\x1b[0m";
+        assert_eq!(shown(red, true), red);
+        assert_eq!(shown(red, false), "^[[1;31mfailed^[[0m");
+        // A sequence that only starts like a colour is shown as text.
+        assert_eq!(shown("\x1b[31", true), "^[[31");
+        assert_eq!(shown("\x1b[31;Hx", true), "^[[31;Hx");
     }
 
     #[test]

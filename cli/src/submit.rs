@@ -731,7 +731,10 @@ async fn follow_jobs(
 /// Why a job failed on a node, in one line: what the node says (`exit code 1: CMD`, `Failed
 /// to set ownership of DIR`) and the first line of what the job wrote to stderr.
 fn reason(result: &NodeResult) -> String {
-    let line = |s| crate::render::clipped(first_line(s), SHOWN_MAX).into_owned();
+    let line = |s| {
+        let line = crate::render::clipped(first_line(s), SHOWN_MAX);
+        crate::render::shown(&line, false).into_owned()
+    };
     match (line(&result.info).as_str(), line(&result.stderr).as_str()) {
         (info, "") => info.to_string(),
         ("", err) => err.to_string(),

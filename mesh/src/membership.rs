@@ -189,6 +189,11 @@ impl Membership {
         seen: Instant,
         now: Instant,
     ) -> Option<MembershipChange> {
+        // No node sends such a name or release (`join` checks its own): a member breaking
+        // the protocol, kept out of the table rather than shown to operators as it is.
+        if !presence.plausible() {
+            return None;
+        }
         let peer = presence.peer_id;
         if peer == self.local {
             // Nobody else speaks for this node. News of it from a later start than this
@@ -520,6 +525,30 @@ mod tests {
             Membership::new(presence(PeerId::random(), "self", 1, 0), now),
             now,
         )
+    }
+
+    /// A presence whose name or release no node sends (control characters, too long) is kept
+    /// out of the table, by gossip or by a table sync.
+    #[test]
+    fn presences_no_node_sends_are_kept_out() {
+        let (mut t, now) = table();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        assert_eq!(t.observe(presence(a, "evil\x1b]0;x\x07", 1, 1), now), None);
+        assert_eq!(t.observe(presence(b, &"n".repeat(254), 1, 1), now), None);
+        let mut odd_release = presence(c, "c", 1, 1);
+        odd_release.version = "1.0\r\n".into();
+        let record = MemberRecord {
+            presence: odd_release,
+            age_ms: 0,
+        };
+        assert!(t.merge(vec![record], now).is_empty());
+        for peer in [a, b, c] {
+            assert_eq!(t.state_of(&peer, now), None);
+        }
+        assert_eq!(
+            t.observe(presence(a, "web-1.example_2", 1, 2), now),
+            Some(MembershipChange::Alive(a))
+        );
     }
 
     #[test]

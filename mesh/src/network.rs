@@ -697,13 +697,7 @@ impl OtherPresence {
     /// Whether it looks like a node's name and a release, to be shown as they are (another
     /// release's heartbeat is not checked as this release's are).
     fn plausible(&self) -> bool {
-        let printable = |s: &str, max: usize| {
-            !s.is_empty()
-                && s.len() <= max
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
-        };
-        printable(&self.name, 253) && printable(&self.version, 64)
+        wire::plausible_text(&self.name, 253) && wire::plausible_text(&self.version, 64)
     }
 }
 

@@ -149,6 +149,15 @@ pub enum PresenceStatus {
     Leaving,
 }
 
+/// 1 to `max` bytes of ASCII letters, digits, `-`, `_`, `.` or `+`: a node's name (which
+/// `join` allows without the `+`) or a release.
+pub fn plausible_text(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
+}
+
 /// A node's heartbeat, gossiped on `directord/presence/1` every heartbeat interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
@@ -177,6 +186,13 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// Whether its name and release are what a node sends: the name is what operators type as
+    /// `--target` and both are shown as they are, so a presence with anything else (control
+    /// characters, a megabyte of name) is no node's and is dropped.
+    pub fn plausible(&self) -> bool {
+        plausible_text(&self.name, 253) && plausible_text(&self.version, 64)
+    }
+
     /// Orders two presences of the same peer: higher incarnation wins, then higher sequence.
     pub fn version_key(&self) -> (u64, u64) {
         (self.incarnation, self.seq)

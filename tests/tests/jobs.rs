@@ -339,6 +339,39 @@ fn stream_shows_every_line_of_every_node_once_and_in_order() {
     }
 }
 
+/// What a job prints reaches the operator's screen as text: escape sequences (a retitle, a
+/// clear screen) and a carriage return over the node name show in caret notation in
+/// `--stream`, `--poll` and `--job-info`; `--json` keeps the output as it was.
+#[test]
+fn what_a_job_prints_cannot_steer_the_operators_terminal() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let nasty = r"--skip-cache printf '\033]0;owned\007\033[2Jok\rn9 -- STDOUT fake\n'; printf '\033[31mbad\n' >&2; exit 3";
+    let shown = "^[]0;owned^G^[[2Jok^Mn9 -- STDOUT fake";
+    let o = d.cli(&["exec", "--verb", "RUN", "--target", "n2", nasty, "--stream"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(streamed(&o, "n2", "STDOUT"), [shown], "{}", text(&o));
+    assert_eq!(streamed(&o, "n2", "STDERR"), ["^[[31mbad"], "{}", text(&o));
+    assert!(!text(&o).contains('\x1b'), "{:?}", text(&o));
+
+    let o = d.cli(&["exec", "--verb", "RUN", "--target", "n2", nasty, "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("(^[[31mbad)"), "{}", text(&o));
+    assert!(!text(&o).contains('\x1b'), "{:?}", text(&o));
+
+    let o = d.cli(&["manage", "--job-info", "last"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(shown), "{}", text(&o));
+    assert!(!text(&o).contains('\x1b'), "{:?}", text(&o));
+    let o = d.cli(&["manage", "--job-info", "last", "--json"]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        r["results"]["n2"]["stdout"],
+        "\x1b]0;owned\x07\x1b[2Jok\rn9 -- STDOUT fake"
+    );
+}
+
 #[test]
 fn async_parents_run_concurrently_beside_sync_ones() {
     let root = root();
