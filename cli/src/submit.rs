@@ -546,7 +546,7 @@ async fn follow_jobs(
         let bar = ProgressBar::new(job_ids.len() as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs done {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} jobs done {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -566,6 +566,8 @@ async fn follow_jobs(
     };
     let mut done: BTreeMap<String, JobRecord> = BTreeMap::new();
     let mut live = crate::live::LiveOutput::default();
+    // Whom the daemon said the jobs wait for last, and whom this command said so of.
+    let (mut last_waiting, mut said_waiting) = (None, None);
     let mut next = client.start_stream(&request).await;
     loop {
         match next {
@@ -583,6 +585,8 @@ async fn follow_jobs(
                     && !late
                 {
                     b.inc(1);
+                    // Whom the rest wait for is told again within a few seconds.
+                    b.set_message("");
                 }
                 if options.stream {
                     for text in live.rest(&record) {
@@ -619,6 +623,24 @@ async fn follow_jobs(
                 match &bar {
                     Some(b) => b.suspend(|| eprintln!("{notice}")),
                     None => eprintln!("{notice}"),
+                }
+            }
+            Ok(ControlResponse::Watch(WatchEvent::Waiting { named, total })) => {
+                let who = waiting_for(&named, total);
+                match &bar {
+                    Some(b) => b.set_message(format!("waiting for {who}")),
+                    // Without a bar, a line on stderr once the same targets were told twice
+                    // running (a few seconds apart): those the jobs wait on, not a run in flow.
+                    None => {
+                        let now = (named, total);
+                        if last_waiting.as_ref() == Some(&now)
+                            && said_waiting.as_ref() != Some(&now)
+                        {
+                            eprintln!("Still waiting for {who}");
+                            said_waiting = Some(now.clone());
+                        }
+                        last_waiting = Some(now);
+                    }
                 }
             }
             Ok(ControlResponse::Watch(WatchEvent::Left { node, grace_secs })) => {
@@ -728,6 +750,19 @@ async fn follow_jobs(
     }
 }
 
+/// `n1, n2 (2 targets)`, `n1, ..., n8 and 12 more (20 targets)`: whom the jobs wait for.
+fn waiting_for(named: &[String], total: usize) -> String {
+    let more = match total.saturating_sub(named.len()) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let targets = match total {
+        1 => "1 target".to_string(),
+        n => format!("{n} targets"),
+    };
+    format!("{}{more} ({targets})", named.join(", "))
+}
+
 /// Why a job failed on a node, in one line: what the node says (`exit code 1: CMD`, `Failed
 /// to set ownership of DIR`) and the first line of what the job wrote to stderr.
 fn reason(result: &NodeResult) -> String {
@@ -833,6 +868,17 @@ mod tests {
     }
 
     /// A command written over several lines keeps its job's status on one line.
+    #[test]
+    fn whom_the_jobs_wait_for_reads_well() {
+        let names = |n: usize| (1..=n).map(|i| format!("n{i}")).collect::<Vec<_>>();
+        assert_eq!(waiting_for(&names(1), 1), "n1 (1 target)");
+        assert_eq!(waiting_for(&names(2), 2), "n1, n2 (2 targets)");
+        assert_eq!(
+            waiting_for(&names(8), 20),
+            "n1, n2, n3, n4, n5, n6, n7, n8 and 12 more (20 targets)"
+        );
+    }
+
     #[test]
     fn a_job_written_over_lines_is_described_on_one() {
         let r = JobRecord {

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
-pub const CONTROL_VERSION: u16 = 5;
+pub const CONTROL_VERSION: u16 = 6;
 /// Largest request frame (a submission is at most 8 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest answer frame: one job record with every target's output (up to 3 MiB of stdout and
@@ -213,7 +213,14 @@ pub enum WatchEvent {
     /// if it is back within `grace_secs` of its goodbye, else it is written off. Told once
     /// per goodbye.
     Left { node: String, grace_secs: u64 },
+    /// The targets that still owe results of the watched jobs, as of now: the first
+    /// [`WAITING_NAMED`] by name (in the order the jobs name them) and how many in all. Sent
+    /// every few seconds while some are owed, so a client can show whom it waits for.
+    Waiting { named: Vec<String>, total: usize },
 }
+
+/// Most targets a [`WatchEvent::Waiting`] names.
+pub const WAITING_NAMED: usize = 8;
 
 /// `status`: this node, then every member it knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

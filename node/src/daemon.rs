@@ -928,8 +928,8 @@ impl ControlHandler for Control {
     }
 }
 
-/// How often a watch looks for the targets it waits for that are out of this node's reach or
-/// said goodbye.
+/// How often a watch tells whom its jobs wait for, and looks for those of them out of this
+/// node's reach or gone with a goodbye.
 const AWAITED_CHECK: Duration = Duration::from_secs(5);
 
 /// A watch's view of the targets it waits for that will not report soon, so a client waiting
@@ -955,8 +955,8 @@ impl Awaited {
         }
     }
 
-    /// The targets newly out of reach, or newly gone with a goodbye, that still owe results
-    /// of the watched jobs.
+    /// Whom the watched jobs wait for, then the targets newly out of reach, or newly gone
+    /// with a goodbye, that still owe results of them.
     async fn check(&mut self, mesh: &MeshHandle, runs: &Runs) -> Vec<WatchEvent> {
         let Ok(status) = mesh.status().await else {
             return Vec::new();
@@ -984,8 +984,9 @@ impl Awaited {
             .map(|m| m.presence.peer_id)
             .filter(|p| !self.told_left.contains(p))
             .collect();
+        let mut events = self.waiting(runs).await;
         if out_of_reach.is_empty() && left.is_empty() {
-            return Vec::new();
+            return events;
         }
         let (reply, owing) = tokio::sync::oneshot::channel();
         runs.send(runs::Input::Owing {
@@ -999,9 +1000,8 @@ impl Awaited {
         })
         .await;
         let Ok(owing) = owing.await else {
-            return Vec::new();
+            return events;
         };
-        let mut events = Vec::new();
         for peer in &out_of_reach {
             if owing.contains(&peer.to_string()) && self.told.insert(*peer) {
                 events.push(WatchEvent::OutOfReach {
@@ -1018,6 +1018,23 @@ impl Awaited {
             }
         }
         events
+    }
+}
+
+impl Awaited {
+    /// Whom the watched jobs still wait for, if anyone: told at every check.
+    async fn waiting(&self, runs: &Runs) -> Vec<WatchEvent> {
+        let (reply, awaiting) = tokio::sync::oneshot::channel();
+        runs.send(runs::Input::Awaiting {
+            job_ids: Arc::clone(&self.job_ids),
+            named: control::WAITING_NAMED,
+            reply,
+        })
+        .await;
+        match awaiting.await {
+            Ok((named, total)) if total > 0 => vec![WatchEvent::Waiting { named, total }],
+            _ => Vec::new(),
+        }
     }
 }
 

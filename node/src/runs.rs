@@ -160,6 +160,13 @@ pub enum Input {
         among: HashSet<String>,
         reply: oneshot::Sender<HashSet<String>>,
     },
+    /// The targets (names, each once, in the order the jobs name them) that still owe
+    /// results of these jobs: at most `named` of them, and how many in all.
+    Awaiting {
+        job_ids: Arc<HashSet<String>>,
+        named: usize,
+        reply: oneshot::Sender<(Vec<String>, usize)>,
+    },
     /// The results this node holds for other submitters (`status`).
     Owed {
         reply: oneshot::Sender<Vec<outbox::Owed>>,
@@ -833,6 +840,25 @@ impl Actor {
                     }
                 }
                 let _ = reply.send(owing);
+            }
+            Input::Awaiting {
+                job_ids,
+                named,
+                reply,
+            } => {
+                let mut seen = HashSet::new();
+                let mut names = Vec::new();
+                for record in job_ids.iter().filter_map(|id| self.records.get(id)) {
+                    for n in &record.nodes {
+                        if !record.results.contains_key(&n.name)
+                            && seen.insert(&n.name)
+                            && names.len() < named
+                        {
+                            names.push(n.name.clone());
+                        }
+                    }
+                }
+                let _ = reply.send((names, seen.len()));
             }
             Input::Owed { reply } => {
                 let _ = reply.send(self.outbox.owed(Instant::now()));

@@ -537,6 +537,33 @@ fn a_timeout_kills_the_job_and_its_children() {
     });
 }
 
+/// `--poll` names the targets its jobs wait for: without a terminal, once the same ones were
+/// told twice running (the daemon tells every 5 s), on stderr.
+#[test]
+fn poll_names_the_targets_it_waits_for() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "n3",
+        "--target",
+        "n2",
+        "--skip-cache sleep 11",
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        said.matches("Still waiting for n3, n2 (2 targets)").count(),
+        1,
+        "{}",
+        text(&o)
+    );
+}
+
 /// A target stopped for good mid-run (SIGTERM, never back) is written off once the grace a
 /// goodbye gets has passed (three of the submitter's heartbeats), and `--poll` says meanwhile
 /// why it waits and for how long.
