@@ -710,7 +710,7 @@ async fn follow_jobs(
     let skipped = match skipped {
         0 => String::new(),
         n => format!(
-            "; {n} skipped: succeeded there within the cache's time (--skip-cache runs them again)"
+            "; {n} skipped: succeeded there within the cache's time (--ignore-cache runs them again)"
         ),
     };
     eprintln!(

@@ -52,7 +52,7 @@ pub struct OriginatorConfig {
     /// How long a target that said goodbye (stopped, or restarting) has to come back before it
     /// is written off: a restarted node takes its queued jobs up again and reports them, so a
     /// routine restart does not fail a run. The daemon gives it as long as a target that went
-    /// silent (three heartbeats).
+    /// silent (three heartbeats), and at least this default's 15 s.
     pub left_grace: Duration,
 }
 

@@ -181,8 +181,10 @@ impl Node {
             ..ExecutorConfig::default()
         };
         let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
-        // A target that said goodbye has as long to come back as one that went silent.
-        let left_grace = config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS;
+        // A target that said goodbye has as long to come back as one that went silent, and at
+        // least 15 s whatever the heartbeat: a restart takes as long with 1 s heartbeats.
+        let left_grace = (config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS)
+            .max(coordination::originator::OriginatorConfig::default().left_grace);
         let runs_tasks = runs.start(
             runs_inbox,
             runs::RunsParts {
@@ -1013,7 +1015,7 @@ impl Awaited {
             if owing.contains(&peer.to_string()) && self.told_left.insert(*peer) {
                 events.push(WatchEvent::Left {
                     node: status.name_or_id(&peer.to_string()),
-                    grace_secs: self.left_grace.as_secs(),
+                    grace_secs: self.left_grace.as_secs_f64().ceil() as u64,
                 });
             }
         }

@@ -591,11 +591,12 @@ impl Actor {
             && self.cross.is_idle()
     }
 
-    /// A member went silent or said goodbye (`how`): QUERY collections stop waiting for it,
-    /// and the originator writes it off, at once or after the grace a goodbye gets.
+    /// A member went silent or said goodbye (`how`): the originator writes it off, at once
+    /// or after the grace a goodbye gets. QUERY collections stop waiting for it once it is
+    /// written off (`Action::Unreachable`), not before: a target restarting within the grace
+    /// still gives its value, and the jobs after the QUERY see every node's.
     fn member_gone(&mut self, peer: &PeerId, how: fn(NodeId) -> originator::Input) {
         let node = NodeId(peer.to_string());
-        self.queries_node_gone(&node);
         let actions = self.originator.handle(how(node), Instant::now());
         self.originator_actions(actions);
     }

@@ -116,6 +116,8 @@ impl Actor {
                          sent them)",
                         job_ids.len()
                     );
+                    // Its QUERY values will not come now either: collections go on without.
+                    self.queries_node_gone(&node);
                     for job_id in job_ids {
                         debug!(job = %job_id, node = %name, "written off as unreachable");
                         let outcome = Outcome {
