@@ -93,7 +93,8 @@ struct ManageArgs {
     #[arg(long, group = "action")]
     list_jobs: bool,
 
-    /// With --list-jobs: only jobs that succeeded, failed or are still processing.
+    /// With --list-jobs: only jobs that succeeded (on every node), failed (on some node, even
+    /// while others still run them) or are still processing.
     #[arg(long, value_enum)]
     filter: Option<manage::Filter>,
 

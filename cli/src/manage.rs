@@ -129,12 +129,15 @@ impl<I: Iterator<Item = JobRecord>> serde::Serialize for Streamed<I> {
     }
 }
 
-/// Whether `--filter` keeps `record`.
+/// Whether `--filter` keeps `record`. As Directord's, `failed` keeps a job that failed on
+/// some node, even while others still run it (an operator looks for failures mid-run);
+/// `success` keeps only jobs done on every node without a failure (Directord's kept any with
+/// one success, a job that failed on all nodes but one among them).
 fn passes(filter: Option<Filter>, record: &JobRecord) -> bool {
     match filter {
         None => true,
         Some(Filter::Success) => record.status() == JobStatus::Success,
-        Some(Filter::Failed) => record.status() == JobStatus::Failed,
+        Some(Filter::Failed) => !record.failures().is_empty(),
         Some(Filter::Processing) => record.status() == JobStatus::Processing,
     }
 }
@@ -289,10 +292,9 @@ impl JobsTable {
             r.successes().len().to_string(),
             r.failures().len().to_string(),
         ]);
-        // As `--filter` counts: a job still processing is neither failed nor succeeded yet,
-        // whatever its FAILED column says so far.
+        // As `--filter` counts: a job that failed on some node is failed, processing or not.
         self.total += 1;
-        self.failed += usize::from(status == JobStatus::Failed);
+        self.failed += usize::from(!r.failures().is_empty());
         self.processing += usize::from(status == JobStatus::Processing);
     }
 

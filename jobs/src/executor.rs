@@ -9,7 +9,8 @@
 //! - **Parent failure.** When a job fails, every job of the same parent still queued here, and
 //!   every later one that arrives, is reported failed without running, naming the failed job.
 //! - **Locks.** Verbs that change shared state hold a named lock (ARG and ENV share one); every
-//!   job holds the global lock shared, and `--force-lock` holds it alone.
+//!   job holds the global lock shared, and `--force-lock` holds it alone (the jobs that wait
+//!   for other nodes, QUERY, QUERY_WAIT and JOB_WAIT, hold none while they wait).
 //! - **Timeouts** kill the job's whole process group; a component error is a failed result.
 //! - **QUEUESENTINEL** drops every queued job here and reports each one failed, naming itself.
 //!
@@ -682,7 +683,13 @@ async fn execute(
             finished_unix_ms: unix_ms(),
         };
     }
-    let _global = locks.global(work.spec.force_lock).await;
+    // See `Verb::waits_for_other_nodes`: a wait that held the global lock shared would keep a
+    // `--force-lock` job queued after it waiting, and every job after that one, possibly the
+    // very job it waits for on this node (until its timeout).
+    let _global = match verb.waits_for_other_nodes() && !work.spec.force_lock {
+        true => None,
+        false => Some(locks.global(work.spec.force_lock).await),
+    };
     let named = verb.lock().map(|name| locks.named(name));
     // ADD/COPY take theirs only to land the file (see `Context::landing_lock`).
     let lock_to_land = matches!(work.spec.component, Component::Add(_) | Component::Copy(_));

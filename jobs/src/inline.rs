@@ -142,7 +142,9 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "force-lock",
         value: None,
-        help: "take the node's global lock: no other locked job runs meanwhile",
+        help: "run alone on the node: wait for the jobs running to end; jobs that start \
+               later wait for this one (QUERY, QUERY_WAIT and JOB_WAIT waiting for other nodes \
+               neither wait nor hold it up)",
     },
     OptionSpec {
         name: "exec-help",

@@ -333,6 +333,13 @@ impl Verb {
         )
     }
 
+    /// Whether a job of this verb waits for other nodes (their values, their jobs): it holds
+    /// no lock meanwhile, not even the global one shared, so a `--force-lock` job on the node
+    /// neither waits for it nor holds it up (the job it waits for may be queued behind).
+    pub fn waits_for_other_nodes(self) -> bool {
+        matches!(self, Verb::Query | Verb::QueryWait | Verb::JobWait)
+    }
+
     /// The named lock a job of this verb holds while it runs, if any.
     pub fn lock(self) -> Option<&'static str> {
         match self {
@@ -822,8 +829,13 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
             [w] => Ok(w.text.clone()),
             [] => Err(format!("{verb} needs {what}; {}", usage())),
             _ => Err(format!(
-                "{verb} takes one {what}, got {} words (quote a path with spaces); {}",
+                "{verb} takes one {what}, got {} words{}; {}",
                 p.rest.len(),
+                if what == "PATH" {
+                    " (quote a path with spaces)"
+                } else {
+                    ""
+                },
                 usage()
             )),
         }
@@ -898,6 +910,12 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
                 (Some(s), false) => {
                     if !p.rest.is_empty() {
                         return Err(format!("WAIT --seconds takes nothing else; {}", usage()));
+                    }
+                    if p.value("retry").is_some() || p.value("retry-wait").is_some() {
+                        return Err(format!(
+                            "--retry and --retry-wait go with WAIT --cmd, not --seconds; {}",
+                            usage()
+                        ));
                     }
                     WaitFor::Seconds(parse_seconds(s, "--seconds")?)
                 }
@@ -1068,6 +1086,12 @@ mod tests {
         assert!(
             three.contains("got 3 words (quote a path with spaces)"),
             "{three}"
+        );
+        // A name is not a path: no word of quoting paths.
+        let two = err("QUERY", "a b");
+        assert!(
+            two.starts_with("QUERY takes one NAME, got 2 words;"),
+            "{two}"
         );
     }
 
@@ -1309,6 +1333,10 @@ mod tests {
         assert!(err("CACHEEVICT", "stuff").contains("unknown cache tag 'stuff'"));
         assert!(err("WAIT", "").contains("exactly one of --seconds and --cmd"));
         assert!(err("WAIT", "--seconds x").contains("--seconds 'x'"));
+        assert!(
+            err("WAIT", "--retry 3 --seconds 1")
+                .contains("--retry and --retry-wait go with WAIT --cmd, not --seconds")
+        );
         assert!(err("RUN", "echo 'unterminated").contains("unterminated single quote"));
     }
 

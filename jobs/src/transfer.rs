@@ -32,6 +32,28 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
             transfer.dest
         ));
     }
+    // Into a directory, each file lands under its own name: two of one name would land one
+    // over the other, and both report success.
+    if transfer.dest.ends_with('/') {
+        let mut by_name: std::collections::BTreeMap<&std::ffi::OsStr, &Path> = Default::default();
+        for path in &files {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            if let Some(first) = by_name.insert(name, path) {
+                return Err(format!(
+                    "'{}' matches two files named '{}' ({} and {}), which would land on one \
+                     file in '{}': name them in separate ADD/COPY jobs with their own \
+                     destinations",
+                    transfer.src,
+                    name.to_string_lossy(),
+                    first.display(),
+                    path.display(),
+                    transfer.dest
+                ));
+            }
+        }
+    }
     let mut out = Vec::new();
     for path in files {
         let file =
@@ -98,6 +120,30 @@ mod tests {
             ParseOutcome::Spec(s) => s,
             ParseOutcome::Help(h) => panic!("{h}"),
         }
+    }
+
+    /// Two sources of one name would land on one file of the directory: refused, naming both.
+    #[test]
+    fn two_files_of_one_name_are_refused_for_one_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join("dup.txt"), sub).unwrap();
+        }
+        std::fs::write(dir.path().join("a").join("other.txt"), b"o").unwrap();
+        let e = resolve(spec("*/dup.txt /srv/dir/"), dir.path()).unwrap_err();
+        let (a, b) = (dir.path().join("a/dup.txt"), dir.path().join("b/dup.txt"));
+        assert_eq!(
+            e,
+            format!(
+                "'*/dup.txt' matches two files named 'dup.txt' ({} and {}), which would land on \
+                 one file in '/srv/dir/': name them in separate ADD/COPY jobs with their own \
+                 destinations",
+                a.display(),
+                b.display()
+            )
+        );
+        assert_eq!(resolve(spec("a/* /srv/dir/"), dir.path()).unwrap().len(), 2);
     }
 
     #[test]

@@ -788,6 +788,62 @@ async fn streamed_output_arrives_before_the_result() {
     }
 }
 
+/// A job waiting for other nodes (a QUERY_WAIT for an item that never comes) holds no lock: a
+/// `--force-lock` job queued after it runs meanwhile, and so do the jobs after that one (held
+/// up, the job awaited could be one of them, queued on this node).
+#[tokio::test]
+async fn a_wait_for_other_nodes_does_not_hold_up_a_force_locked_job() {
+    let mut h = Harness::new();
+    let wait = h
+        .submit(
+            "w",
+            QueueKind::Async,
+            "QUERY_WAIT",
+            "never --query-timeout 3",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = spec("RUN", "true");
+    s.force_lock = true;
+    s.skip_cache = true;
+    let alone = h.submit_spec("b", QueueKind::Async, s, false).await;
+    let after = h
+        .submit("c", QueueKind::Async, "RUN", "--skip-cache true")
+        .await;
+    let r = h.results(3).await;
+    for job in [&alone, &after] {
+        assert_eq!(r[job].state, ResultState::Success, "{:?}", r[job]);
+        assert!(
+            r[job].finished_unix_ms + 1000 < r[&wait].finished_unix_ms,
+            "{job} ended with the wait: {:?} {:?}",
+            r[job],
+            r[&wait]
+        );
+    }
+    assert_eq!(r[&wait].stderr, "Timeout after 3 seconds", "{:?}", r[&wait]);
+}
+
+/// A QUERY_WAIT ended by the job's own, shorter timeout says so (not `--query-timeout`'s).
+#[tokio::test]
+async fn a_query_wait_names_the_timeout_that_ended_it() {
+    let mut h = Harness::new();
+    let job = h
+        .submit(
+            "w",
+            QueueKind::Sync,
+            "QUERY_WAIT",
+            "never --query-timeout 10 --timeout 1",
+        )
+        .await;
+    let r = h.results(1).await;
+    assert_eq!(
+        r[&job].stderr,
+        "Timeout after 1 seconds (the job's --timeout, shorter than --query-timeout 10)",
+        "{:?}",
+        r[&job]
+    );
+}
+
 #[tokio::test]
 async fn force_lock_runs_alone() {
     let mut h = Harness::new();

@@ -422,7 +422,13 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let running = self.child.is_some();
         self.kill9();
+        // Killed, the daemon leaves its jobs' processes running, as a crash does: they are
+        // stopped here as its next start would stop them, or a test's `sleep 30` outlives it.
+        if running {
+            let _ = jobs::processes::ProcessLog::open(&self.state_dir.join("running-jobs"));
+        }
     }
 }
 

@@ -1588,6 +1588,51 @@ fn a_target_that_left_is_reported_as_gone() {
     assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
 }
 
+/// `--filter failed` lists a job as soon as one node failed it, while others still run it
+/// (as Directord's: the operator looks for failures mid-run); it is processing too, and not
+/// a success.
+#[test]
+fn a_job_failed_on_one_node_is_listed_failed_while_others_run_it() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    arg_per_node(d, "delay", &[("n1", "0"), ("n2", "30")]);
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "n1",
+        "--target",
+        "n2",
+        "--skip-cache if [ {{ delay }} = 0 ]; then exit 1; fi; sleep {{ delay }}",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(Duration::from_secs(20), "n1 to fail the job", || {
+        let recs = records(d);
+        let r = recs.last()?;
+        (r["results"]["n1"]["state"] == "failed").then_some(())
+    });
+    let ids = |filter: &str| {
+        let o = d.cli(&["manage", "--list-jobs", "--filter", filter, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<Vec<Value>>(&o.stdout)
+            .unwrap()
+            .iter()
+            .filter(|r| r["definition"].as_str().unwrap().contains("exit 1"))
+            .count()
+    };
+    assert_eq!(ids("failed"), 1);
+    assert_eq!(ids("processing"), 1);
+    assert_eq!(ids("success"), 0);
+    let o = d.cli(&["manage", "--list-jobs"]);
+    assert!(
+        text(&o).contains("Total Failed: 1   Total Processing: 1"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn manage_lists_filters_exports_analyzes_and_purges() {
     let root = root();

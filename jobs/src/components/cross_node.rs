@@ -54,9 +54,19 @@ pub(super) async fn query_wait(
     identities: &[String],
     ctx: &Context<'_>,
 ) -> Finished {
-    let until = ctx
-        .deadline
-        .min(Instant::now() + crate::spec::bounded_secs(timeout_secs));
+    let by_query_timeout = Instant::now() + crate::spec::bounded_secs(timeout_secs);
+    let until = ctx.deadline.min(by_query_timeout);
+    // The message names the limit that ended the wait: `--query-timeout` or the job's own.
+    let limit = if by_query_timeout <= ctx.deadline {
+        format!("Timeout after {timeout_secs} seconds")
+    } else {
+        let job_secs = ctx.deadline.saturating_duration_since(Instant::now());
+        format!(
+            "Timeout after {:.0} seconds (the job's --timeout, shorter than --query-timeout \
+             {timeout_secs})",
+            job_secs.as_secs_f64()
+        )
+    };
     let _lent = ctx.lend_queue();
     loop {
         // Looked at, then let go before the sleep: held meanwhile, every ARG or QUERY on the
@@ -96,10 +106,7 @@ pub(super) async fn query_wait(
             } else {
                 missing.join(", ")
             };
-            return Finished::fail(
-                format!("Timeout after {timeout_secs} seconds"),
-                format!("query item {item} was not found for {who}"),
-            );
+            return Finished::fail(limit, format!("query item {item} was not found for {who}"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
