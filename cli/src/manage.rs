@@ -1,10 +1,6 @@
 //! `manage`: the operator's views of jobs and of this node's cache (Directord's names).
 
-use std::{
-    collections::BTreeMap,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::Path,
-};
+use std::{collections::BTreeMap, os::unix::fs::OpenOptionsExt, path::Path};
 
 use comfy_table::{Table, presets::NOTHING};
 use jobs::executor::ResultState;
@@ -312,9 +308,9 @@ impl JobsTable {
 /// A file written readable by its owner only, as the records in the state directory are
 /// (every job's output is in them). A new or regular file is written aside and renamed over
 /// the path by [`PrivateFile::finish`] (a file there before, with another mode, is replaced;
-/// one never finished leaves it as it was); a link is written through, its file made the
-/// owner's only; a device or a pipe (`/dev/stdout`, a process substitution) is just written
-/// to.
+/// one never finished leaves it as it was); a link to a file is followed, and that file is
+/// replaced the same way (the link stays); a device or a pipe (`/dev/stdout`, a process
+/// substitution) is just written to.
 struct PrivateFile {
     file: std::fs::File,
     /// Where it is written aside, and the path it is renamed to.
@@ -324,21 +320,18 @@ struct PrivateFile {
 impl PrivateFile {
     fn create(path: &Path) -> std::io::Result<PrivateFile> {
         let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-        match std::fs::metadata(path) {
+        let resolved;
+        let path = match std::fs::metadata(path) {
             Ok(m) if !m.is_file() => {
                 let file = std::fs::OpenOptions::new().write(true).open(path)?;
                 return Ok(PrivateFile { file, aside: None });
             }
             Ok(_) if is_link => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .open(path)?;
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-                return Ok(PrivateFile { file, aside: None });
+                resolved = std::fs::canonicalize(path)?;
+                resolved.as_path()
             }
-            _ => {}
-        }
+            _ => path,
+        };
         let name = path
             .file_name()
             .ok_or_else(|| std::io::Error::other("not a file name"))?;

@@ -764,11 +764,19 @@ impl SecondSync {
 /// half would see the other as expired for ever.
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
+/// How often maintenance runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+
 /// Maintenance runs every second; a gap this long since it last ran means this node did not
 /// run (a stopped process, a paused or suspended machine): it heard nobody meanwhile, and
 /// the members are given that time back rather than taken for gone (their jobs would be
-/// written off only to come back a moment later).
-const PAUSED_AFTER: Duration = Duration::from_secs(3);
+/// written off only to come back a moment later). Barely over the second: members expire
+/// after three heartbeats, which may be well under 3 s. (A gap of a busy machine's, taken
+/// for a pause, only delays expiries by that long.)
+const PAUSED_AFTER: Duration = Duration::from_millis(1250);
+
+/// A pause at least this long is logged (shorter ones may be a busy machine's).
+const PAUSE_LOGGED_AFTER: Duration = Duration::from_secs(3);
 
 struct EventLoop {
     swarm: Swarm<MeshBehaviour>,
@@ -829,7 +837,7 @@ struct EventLoop {
 
 impl EventLoop {
     async fn run(&mut self) {
-        let mut maintenance = tokio::time::interval(Duration::from_secs(1));
+        let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_beat = tokio::time::Instant::now();
         let mut handles_gone = false;
@@ -1726,11 +1734,13 @@ impl EventLoop {
         let gap = now.saturating_duration_since(self.last_ran);
         self.last_ran = now;
         if gap >= PAUSED_AFTER {
-            info!(
-                secs = gap.as_secs(),
-                "this node did not run for a while (stopped or paused): the members alive \
-                 before are given that time back"
-            );
+            if gap >= PAUSE_LOGGED_AFTER {
+                info!(
+                    secs = gap.as_secs(),
+                    "this node did not run for a while (stopped or paused): the members alive \
+                     before are given that time back"
+                );
+            }
             self.membership.resumed(gap, now);
         }
     }

@@ -485,6 +485,38 @@ fn a_node_that_was_paused_takes_nobody_for_gone() {
     assert_eq!(alive_names(&daemons[0].status().unwrap()), both);
 }
 
+/// A pause shorter than 3 s takes nobody for gone either, with a member that expires sooner
+/// (500 ms heartbeats: silent 1.5 s, it is gone). Before, only gaps of 3 s and more counted
+/// as pauses.
+#[test]
+fn a_short_pause_takes_no_member_of_short_heartbeats_for_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let mut daemons = vec![Daemon::start(root.path(), "n1", &[])];
+    let token = daemons[0].join_token();
+    daemons.push(Daemon::start(
+        root.path(),
+        "n2",
+        &["--token", &token, "--heartbeat-interval", "500ms"],
+    ));
+    let both = vec!["n1".to_string(), "n2".to_string()];
+    wait_for(Duration::from_secs(20), "the mesh to form", || {
+        (alive_names(&daemons[0].status()?) == both).then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(daemons[0].pid());
+    for _ in 0..3 {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        std::thread::sleep(Duration::from_millis(2000));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let log = daemons[0].log();
+    assert!(
+        !log.contains("state=expired"),
+        "the paused node took a member for gone:\n{log}"
+    );
+    assert_eq!(alive_names(&daemons[0].status().unwrap()), both);
+}
+
 /// `status` on a daemon that does not run (SIGSTOP) says so within its own, shorter wait
 /// instead of the other requests' minute.
 #[test]
