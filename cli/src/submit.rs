@@ -431,7 +431,6 @@ fn run(
     })
 }
 
-/// `--finger-print`: the table of parents and jobs with their fingerprints.
 /// A `--restrict` value: the start of a fingerprint, in hexadecimal digits.
 fn fingerprint_start(value: &str) -> Result<String, String> {
     match value.chars().find(|c| !c.is_ascii_hexdigit()) {
@@ -447,6 +446,7 @@ fn fingerprint_start(value: &str) -> Result<String, String> {
     }
 }
 
+/// `--finger-print`: the table of parents and jobs with their fingerprints.
 fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
     let mut table = Table::new();
     table

@@ -1724,8 +1724,6 @@ impl EventLoop {
         }
     }
 
-    /// Once a second: expire silent members, keep enough connections, redial bootstrap peers,
-    /// and now and then synchronise tables with a random peer.
     /// Gives the members their time back if this node did not run for a while (see
     /// [`PAUSED_AFTER`]): before anything reads the table's states after a pause, whichever
     /// comes first (maintenance, or a command such as `alive_members` that the layer above
@@ -1745,6 +1743,8 @@ impl EventLoop {
         }
     }
 
+    /// Once a second: expire silent members, keep enough connections, redial bootstrap peers,
+    /// and now and then synchronise tables with a random peer.
     async fn maintain(&mut self) {
         let now = Instant::now();
         self.after_a_pause(now);

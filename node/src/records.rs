@@ -424,6 +424,10 @@ impl Picking {
 
     /// The next record in listing order.
     pub fn add(&mut self, record: JobRecord) {
+        // An empty id names nothing (`pick` says so): every record would start with it.
+        if self.id.trim().is_empty() {
+            return;
+        }
         if self.run.first().is_some_and(|r| r.run_id != record.run_id) {
             let run = std::mem::take(&mut self.run);
             if self.named {

@@ -1369,8 +1369,7 @@ mod tests {
         assert_eq!(left, vec!["made-behind", "other-boot-new"]);
     }
 
-    /// Records older than the retention go with their results and QUERY values; newer ones
-    /// and those still open stay whole.
+    /// A restart reads back whole only the runs not finished.
     #[test]
     fn only_the_unfinished_runs_are_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -1431,6 +1430,8 @@ mod tests {
         assert_eq!(store.records()[2], with_result);
     }
 
+    /// Records older than the retention go with their results and QUERY values; newer ones
+    /// and those still open stay whole.
     #[test]
     fn old_records_are_forgotten_with_their_results_except_open_ones() {
         let dir = tempfile::tempdir().unwrap();

@@ -3207,7 +3207,7 @@ fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
         r["results"]["n2"]["info"]
             .as_str()
             .unwrap()
-            .starts_with("interrupted: the job was running when its node stopped"),
+            .starts_with("interrupted: the job had started when its node stopped"),
         "{r}"
     );
     assert!(

@@ -29,11 +29,12 @@ pub(super) const DOWN_TOO_LONG: &str = "interrupted: the node was down for more 
                              still queued there; it is not run after so long (its submitter has \
                              reported it unreachable)";
 
-/// A job the node's log of starts shows running when the node stopped (cleanly or not): it
-/// went no further (a shell's processes are stopped at the stop, or right after the restart).
-pub(super) const WAS_RUNNING: &str = "interrupted: the job was running when its node stopped, \
-                                      and went no further; it is not run again, so that no job \
-                                      ever runs twice";
+/// A job the node's log of starts shows started when the node stopped (cleanly or not),
+/// without its result on disk: it was running (a shell's processes are stopped at the stop, or
+/// right after the restart), or had just ended and its result was not yet written down.
+pub(super) const WAS_RUNNING: &str = "interrupted: the job had started when its node stopped, and \
+                                      its result was not recorded (it was cut short, or had just \
+                                      ended); it is not run again, so that no job ever runs twice";
 
 /// Why a job still queued at a restart was not run: its parent's earlier job was cut short
 /// (the parent failed, as after any failure).
