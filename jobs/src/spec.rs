@@ -1046,9 +1046,11 @@ fn parse_seconds(text: &str, what: &str) -> Result<f64, String> {
         })
 }
 
-/// A value as YAML reads it (`1` → number, `[a]` → list, `{a: b}` → map), else the text itself.
+/// A value as YAML reads it (`1` → number, `[a]` → list, `{a: b}` → map, `null` or `~` →
+/// null), else the text itself (an empty value, or a comment, is text: no value was written).
 pub fn yaml_value(text: &str) -> Value {
     match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(Value::Null) if matches!(text.trim(), "null" | "Null" | "NULL" | "~") => Value::Null,
         Ok(Value::Null) | Err(_) => Value::String(text.to_string()),
         Ok(v) => v,
     }
@@ -1170,6 +1172,9 @@ mod tests {
         assert_eq!(value(r#"k {"a": "b"}"#), json!({"a": "b"}));
         assert_eq!(value("k hello   world"), json!("hello   world"));
         assert_eq!(value("k true"), json!(true));
+        assert_eq!(value("k null"), json!(null));
+        assert_eq!(value("k ~"), json!(null));
+        assert_eq!(value("k # not a value"), json!("# not a value"));
         assert!(matches!(
             spec("ENV", "--extend-args E x").component,
             Component::Env { extend: true, .. }
