@@ -402,6 +402,7 @@ fn job_info(r: &JobRecord) -> String {
         ("FAILED".into(), r.failures().join("\n")),
         ("EXECUTION_TIME".into(), format!("{exec:.8}")),
         ("ROUNDTRIP_TIME".into(), format!("{round:.8}")),
+        ("SUBMITTED".into(), render::utc_time(r.created_unix_ms)),
     ];
     if let Some(name) = &r.parent_name {
         rows.insert(2, ("PARENT_NAME".into(), name.clone()));
@@ -439,6 +440,13 @@ fn job_info(r: &JobRecord) -> String {
             format!("{node} ROUNDTRIP_TIME"),
             format!("{:.8}", x.roundtrip_secs),
         ));
+        // Written off as unreachable: no time of the node's.
+        if x.finished_unix_ms > 0 && !x.is_write_off() {
+            rows.push((
+                format!("{node} FINISHED"),
+                render::utc_time(x.finished_unix_ms),
+            ));
+        }
     }
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);

@@ -23,6 +23,12 @@ pub fn ago(secs: f64) -> String {
     }
 }
 
+/// `2026-12-02T20:31:05Z`: a time by the wall clock of the node that noted it, in UTC.
+pub fn utc_time(unix_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// `text`, or its first `max` bytes (at a character boundary) and how much more there is: a
 /// value of megabytes is no use on a screen (`manage --export-jobs` writes it all).
 pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
@@ -297,6 +303,7 @@ mod tests {
         assert_eq!(duration(90_000), "1d 1h");
         assert_eq!(ago(0.2), "now");
         assert_eq!(ago(12.7), "12s ago");
+        assert_eq!(utc_time(1_796_243_465_123), "2026-12-02T20:31:05Z");
         assert_eq!(short_peer("12D3KooWabcdefghijKLMNOPQRST"), "…KLMNOPQRST");
     }
 }

@@ -1678,9 +1678,21 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         "n2 STDOUT",
         "n3 EXECUTION_TIME",
         "n3 ROUNDTRIP_TIME",
+        "n3 FINISHED",
+        "SUBMITTED",
     ] {
         assert!(info.contains(key), "{key} missing from:\n{info}");
     }
+    // When, in UTC: `SUBMITTED   2026-12-02T20:31:05Z`.
+    let submitted = info
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("SUBMITTED"))
+        .map(str::trim)
+        .unwrap_or_default();
+    assert!(
+        submitted.len() == 20 && submitted.ends_with('Z') && submitted.as_bytes()[10] == b'T',
+        "{info}"
+    );
     // The start of an id names the job too.
     let failing_id = record(&recs, "RUN: --skip-cache exit 7")["job_id"]
         .as_str()
