@@ -414,7 +414,14 @@ impl Originator {
         // Resend (and announce) at once: the restart may have lost deliveries in flight.
         let mut tracked =
             Tracked::new(Arc::new(run), unacked, missing, now, &self.config, gossiped);
-        if !gossiped {
+        if gossiped {
+            // Several targets never acknowledged (the announce before the restart, if it went
+            // out, did not reach them): those the direct resends do not reach within a moment
+            // (cut off from this node, alive through others) are announced the run again.
+            // (A resend round announces only for more than a batch; one or two stragglers of
+            // a large run are not worth every target checking the whole run again.)
+            tracked.announce_at = Some(now + self.config.announce_direct_after);
+        } else {
             tracked.announce_unless_acknowledged(&self.local, now, &self.config);
         }
         tracked.alive_check = AliveCheck::Due(now + self.config.resumed_alive_check);
@@ -1193,6 +1200,65 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert!(matches!(&a[0], Action::Deliver { node: n, .. } if *n == node("b")));
         assert_eq!(o.missing("r1"), 1);
+    }
+
+    /// A resumed run whose targets (here 4: more than the direct deliveries' 2, fewer than a
+    /// resend batch) do not acknowledge the direct resends in time is announced again by
+    /// gossip, in a new round.
+    #[test]
+    fn a_resumed_run_not_acknowledged_in_time_is_announced_again() {
+        let now = Instant::now();
+        let config = OriginatorConfig::default();
+        let mut o = Originator::new(node("me"), config.clone());
+        let targets = ["a", "b", "c", "d", "e"];
+        o.handle(
+            Input::Resume {
+                run: run(&targets, 1, None),
+                acked: vec![node("a")],
+                reported: vec![],
+                queued_here: HashSet::new(),
+            },
+            now,
+        );
+        let a = o.handle(Input::Tick, now);
+        assert_eq!(a.len(), 4, "{a:?}");
+        assert!(
+            a.iter().all(|a| matches!(a, Action::Deliver { .. })),
+            "{a:?}"
+        );
+        let later = now + config.announce_direct_after;
+        let a = o.handle(Input::Tick, later);
+        let announced: Vec<u32> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Announce(run) => Some(run.round),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(announced, [1], "{a:?}");
+        // Acknowledged by then, it is not.
+        let mut o = Originator::new(node("me"), config.clone());
+        o.handle(
+            Input::Resume {
+                run: run(&targets, 1, None),
+                acked: vec![node("a")],
+                reported: vec![],
+                queued_here: HashSet::new(),
+            },
+            now,
+        );
+        o.handle(Input::Tick, now);
+        for t in ["b", "c", "d", "e"] {
+            o.handle(
+                Input::Acked {
+                    run_id: "r1".into(),
+                    node: node(t),
+                },
+                now,
+            );
+        }
+        let a = o.handle(Input::Tick, later);
+        assert!(!a.iter().any(|a| matches!(a, Action::Announce(_))), "{a:?}");
     }
 
     /// Its own jobs that had not started before the restart are queued again here: awaited,
