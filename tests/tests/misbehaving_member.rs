@@ -765,3 +765,85 @@ async fn a_run_submitted_too_long_ago_is_answered_not_run() {
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
 }
+
+/// A run of the rogue's own (it is the originator, as it must be) with one job `job_id` of
+/// `cmd` for `target`.
+fn rogue_run(rogue: &MeshHandle, target: &Node, run_id: &str, job_id: &str, cmd: &str) -> Run {
+    use coordination::{JobEntry, Parent, TargetKeys};
+    let spec = match jobs::JobSpec::parse("RUN", cmd, &Default::default()).expect("it parses") {
+        jobs::ParseOutcome::Spec(s) => s,
+        jobs::ParseOutcome::Help(h) => panic!("{h}"),
+    };
+    let mut run = Run::new(
+        run_id,
+        NodeId(rogue.local_peer_id().to_string()),
+        vec![Parent {
+            parent_id: "rogue-parent".into(),
+            fingerprint: jobs::Fingerprint([7; 32]),
+            queue: jobs::executor::QueueKind::Async,
+            targets: vec![NodeId(target.peer_id().to_string())],
+            target_keys: TargetKeys::default(),
+            jobs: vec![JobEntry {
+                job_id: job_id.into(),
+                fingerprint: spec.fingerprint(),
+                spec,
+                only_on: None,
+            }],
+        }],
+    );
+    run.originator_start = 1;
+    run
+}
+
+/// A member reuses the id of another submitter's job still running on a target, in a run of
+/// its own: the target drops that run (before, it sent the other job's result, output and
+/// all, to the member, and the submitter never heard of it); and a run of the member's under
+/// the other run's id is dropped too (it would have turned the submitter's copies into
+/// resends of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_take_over_another_submitters_job_or_run() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, mut heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+    let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo victim-output\n";
+    let (run_id, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
+    let job_id = job_ids[0].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (rogue_run_id, rogue_job_id) in [
+        ("rogue-run-0001", job_id.as_str()),
+        (&run_id, "rogue-job-0001"),
+    ] {
+        let run = rogue_run(
+            &rogue,
+            &target,
+            rogue_run_id,
+            rogue_job_id,
+            "echo rogue-own",
+        );
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::Deliver(Box::new(run)),
+        )
+        .await;
+    }
+    let record = finished(&submitter, &job_id).await;
+    let result = &record.results["target"];
+    assert_eq!(result.state, ResultState::Success, "{record:?}");
+    assert_eq!(result.stdout, "victim-output", "{record:?}");
+    // Nothing of either run reaches the member: the first was dropped, the second too.
+    let got = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if let Some(Heard::Results(rs)) = heard.recv().await {
+                return rs;
+            }
+        }
+    })
+    .await;
+    assert!(got.is_err(), "the member was sent results: {got:?}");
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}

@@ -53,6 +53,26 @@ impl Actor {
         }
         // (Sent again: answered like any resend below.)
         let new = !self.accepted.contains_key(&run.run_id);
+        // Ids are random: a run that reuses another submitter's run id, or a job id still
+        // open here under another run, is a member breaking the protocol (any member reads
+        // the ids of gossiped runs). Taken, it would turn the other run's copies into resends
+        // of its own, or take the other job's result: it is dropped, unanswered.
+        if let Some(taken) = self.accepted.get(&run.run_id)
+            && taken.originator != run.originator
+        {
+            warn!(run = %run.run_id, originator = %run.originator, taken_by = %taken.originator, "dropped a run whose id another submitter's run has here");
+            return;
+        }
+        if new
+            && let Some(job) = work.iter().flat_map(|(_, jobs)| jobs.iter()).find(|j| {
+                self.job_runs
+                    .get(&j.job_id)
+                    .is_some_and(|r| *r != run.run_id)
+            })
+        {
+            warn!(run = %run.run_id, originator = %run.originator, job = %job.job_id, "dropped a run with a job id another run's job has here");
+            return;
+        }
         let refusal = if new
             && !self.allow_submitters.is_empty()
             && run.originator != self.local
