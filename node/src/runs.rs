@@ -962,10 +962,12 @@ impl Actor {
             }
             JobMessage::Output(batches) => {
                 for b in batches {
-                    if b.node != from {
+                    // Only a target of the job, in its own name, speaks for it, while it is
+                    // open (a finished job's watchers have its result).
+                    let target = self.records.get(&b.job_id).and_then(|r| r.name_of(&from.0));
+                    let Some(node) = target.filter(|_| b.node == from).map(str::to_string) else {
                         continue;
-                    }
-                    let node = self.name_in_record(&b.job_id, &b.node);
+                    };
                     for line in b.lines {
                         self.tell_watchers(
                             &b.job_id,

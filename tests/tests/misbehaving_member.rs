@@ -847,3 +847,66 @@ async fn a_member_cannot_take_over_another_submitters_job_or_run() {
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
 }
+
+/// A member sends live output for a job it is no target of, in its own name and in the
+/// target's: a client watching the job's output sees only the target's own lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_speak_in_another_jobs_live_output() {
+    use coordination::OutputBatch;
+    use jobs::components::{OutputLine, OutputStream};
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, _heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+    let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo real\n";
+    let (_, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
+    let job_id = job_ids[0].clone();
+    let Reply::Stream(mut events) = submitter
+        .request(ControlRequest::Watch {
+            job_ids: vec![job_id.clone()],
+            output: true,
+        })
+        .await
+    else {
+        panic!("watch is a stream");
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let target_id = NodeId(target.peer_id().to_string());
+    let batches = [rogue_id, target_id]
+        .into_iter()
+        .map(|node| OutputBatch {
+            job_id: job_id.clone(),
+            node,
+            seq: 0,
+            lines: vec![OutputLine {
+                stream: OutputStream::Stdout,
+                offset: 0,
+                text: "forged\n".into(),
+            }],
+        })
+        .collect();
+    send(&rogue, submitter.peer_id(), &JobMessage::Output(batches)).await;
+    let mut shown = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.recv().await {
+            match event {
+                ControlResponse::Watch(WatchEvent::Output { line, node, .. }) => {
+                    shown.push((node, line.text))
+                }
+                ControlResponse::Watch(WatchEvent::Done(_)) | ControlResponse::WatchEnd => break,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the job finished in time");
+    assert!(
+        shown.iter().all(|(_, text)| text != "forged\n"),
+        "a forged line was shown: {shown:?}"
+    );
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
