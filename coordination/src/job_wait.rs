@@ -264,6 +264,11 @@ pub struct Registrations {
 /// How often [`Registrations::register`] looks for registrations to forget.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// Most waits one node may have registered here at once: a JOB_WAIT job registers one per
+/// node it names, so a real waiter needs a few; a member sending registrations without end
+/// would otherwise grow this node's memory for a day each.
+pub const MAX_REGISTERED_PER_WAITER: usize = 4096;
+
 impl Registrations {
     pub fn len(&self) -> usize {
         self.registered.len()
@@ -299,8 +304,16 @@ impl Registrations {
             self.registered
                 .retain(|_, r| now.saturating_duration_since(r.since) < FORGET);
         }
+        let key = (wait_id.to_string(), waiter.clone());
+        if !self.registered.contains_key(&key)
+            && self.registered.len() >= MAX_REGISTERED_PER_WAITER
+            && self.registered.keys().filter(|(_, w)| w == waiter).count()
+                >= MAX_REGISTERED_PER_WAITER
+        {
+            return vec![];
+        }
         self.registered.insert(
-            (wait_id.to_string(), waiter.clone()),
+            key,
             Registered {
                 fingerprint: fingerprint.to_string(),
                 run: run.map(str::to_string),
@@ -482,6 +495,23 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.finished("abcd", "r2", "failed", t0).len(), 1);
         assert!(r.is_empty());
+    }
+
+    /// One waiter may hold only so many registrations; others still register, and a wait
+    /// registered before is refreshed.
+    #[test]
+    fn a_waiter_holds_a_bounded_number_of_registrations() {
+        let t0 = Instant::now();
+        let mut r = Registrations::default();
+        for i in 0..MAX_REGISTERED_PER_WAITER + 10 {
+            r.register(&format!("w{i}"), "ab", None, &n("flood"), None, t0);
+        }
+        assert_eq!(r.len(), MAX_REGISTERED_PER_WAITER);
+        r.register("w0", "ab", None, &n("flood"), None, t0);
+        r.register("real", "ab", None, &n("other"), None, t0);
+        assert_eq!(r.len(), MAX_REGISTERED_PER_WAITER + 1);
+        let told = r.finished("abcd", "r1", "success", t0);
+        assert_eq!(told.len(), MAX_REGISTERED_PER_WAITER + 1);
     }
 
     #[test]

@@ -1041,6 +1041,14 @@ impl Actor {
                         "a JOB_WAIT names a job by 8 to 64 hexadecimal digits".into(),
                     );
                 }
+                // Kept here up to a day: ids as every run's and job's are, not megabytes.
+                if !coordination::message::is_valid_id(&wait_id)
+                    || run
+                        .as_deref()
+                        .is_some_and(|r| !coordination::message::is_valid_id(r))
+                {
+                    return JobReply::Refused("a wait's ids are those of a job's".into());
+                }
                 self.wait_for(wait_id, fingerprint, run, from);
                 JobReply::Ok
             }

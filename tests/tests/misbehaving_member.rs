@@ -614,6 +614,21 @@ async fn a_member_cannot_plant_holder_hints_or_runs_with_bad_ids() {
         .await,
         JobReply::Refused("a run with an invalid id: \"../runs\"".into())
     );
+    // A registration of a wait, kept a day, with ids of megabytes is refused.
+    for (wait_id, run) in [
+        ("w".repeat(1 << 20), None),
+        ("wait-1".to_string(), Some("r".repeat(1 << 20))),
+    ] {
+        let wait = JobMessage::WaitFor {
+            wait_id,
+            fingerprint: "abcdef01".into(),
+            run,
+        };
+        assert_eq!(
+            send(&rogue, target.peer_id(), &wait).await,
+            JobReply::Refused("a wait's ids are those of a job's".into())
+        );
+    }
 
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
