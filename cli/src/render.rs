@@ -164,7 +164,10 @@ pub fn nodes_table(nodes: &[NodeRow]) -> String {
         table.add_row(vec![
             name,
             short_peer(&n.peer_id),
-            n.addresses.first().cloned().unwrap_or_else(|| "-".into()),
+            // What a node says of itself: shown as text, whatever it holds.
+            n.addresses
+                .first()
+                .map_or_else(|| "-".into(), |a| shown(a, false).into_owned()),
             n.version.clone(),
             duration(n.host_uptime_secs),
             duration(n.agent_uptime_secs),
@@ -199,7 +202,7 @@ pub fn status(report: &StatusReport) -> String {
     let warnings: String = me
         .warnings
         .iter()
-        .map(|w| format!("Warning    {w}\n"))
+        .map(|w| format!("Warning    {}\n", shown(w, false)))
         .collect();
     let owed: String = me
         .results_owed

@@ -492,7 +492,9 @@ impl Membership {
 /// meshes so the whole mesh stays near [`MESH_HEARTBEATS_PER_SEC`] heartbeats per second.
 pub fn heartbeat_interval(base: Duration, alive: usize) -> Duration {
     let scaled = Duration::from_millis(alive as u64 * 1000 / MESH_HEARTBEATS_PER_SEC);
+    // Never past what other nodes take from a presence (see `Presence::plausible`).
     base.max(scaled)
+        .min(Duration::from_millis(crate::wire::MAX_HEARTBEAT_MS))
 }
 
 #[cfg(test)]
@@ -545,6 +547,24 @@ mod tests {
         for peer in [a, b, c] {
             assert_eq!(t.state_of(&peer, now), None);
         }
+        // Nor an address with control characters, labels past the bounds, or a heartbeat
+        // no node has (a row forged to stay alive for ever).
+        let d = PeerId::random();
+        let mut odd = presence(d, "d", 1, 1);
+        odd.addresses = vec![
+            libp2p::Multiaddr::empty()
+                .with(libp2p::multiaddr::Protocol::Dns("\x1b]0;owned\x07".into())),
+        ];
+        assert_eq!(t.observe(odd, now), None);
+        let mut odd = presence(d, "d", 1, 1);
+        odd.labels = (0..=crate::wire::MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert_eq!(t.observe(odd, now), None);
+        let mut odd = presence(d, "d", 1, 1);
+        odd.heartbeat_interval_ms = u64::MAX;
+        assert_eq!(t.observe(odd, now), None);
+        assert_eq!(t.state_of(&d, now), None);
         assert_eq!(
             t.observe(presence(a, "web-1.example_2", 1, 2), now),
             Some(MembershipChange::Alive(a))

@@ -1286,7 +1286,9 @@ impl EventLoop {
         };
         if twin.gone {
             self.twin_seen = None;
-            self.incarnation = self.incarnation.max(twin.presence.incarnation + 1);
+            self.incarnation = self
+                .incarnation
+                .max(twin.presence.incarnation.saturating_add(1));
             self.seq = 0;
             warn!(
                 "the other daemon with this node's identity has left or gone silent; this node \

@@ -149,6 +149,17 @@ pub enum PresenceStatus {
     Leaving,
 }
 
+/// Most addresses a presence lists.
+pub const MAX_PRESENCE_ADDRESSES: usize = 32;
+/// Most labels a node sends (`join --label`), and bytes of each key and value.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_BYTES: usize = 1024;
+/// The heartbeat intervals a presence may say, in milliseconds: `join` allows 100 ms to 1 h,
+/// large meshes (and the simulation's) stretch it; a day is beyond any of them, and keeps a
+/// row no node sends from being taken for alive for longer.
+pub const MIN_HEARTBEAT_MS: u64 = 100;
+pub const MAX_HEARTBEAT_MS: u64 = 24 * 3_600_000;
+
 /// 1 to `max` bytes of ASCII letters, digits, `-`, `_`, `.` or `+`: a node's name (which
 /// `join` allows without the `+`) or a release.
 pub fn plausible_text(s: &str, max: usize) -> bool {
@@ -190,7 +201,21 @@ impl Presence {
     /// `--target` and both are shown as they are, so a presence with anything else (control
     /// characters, a megabyte of name) is no node's and is dropped.
     pub fn plausible(&self) -> bool {
-        plausible_text(&self.name, 253) && plausible_text(&self.version, 64)
+        let printable = |s: &str, max: usize| s.len() <= max && !s.chars().any(char::is_control);
+        plausible_text(&self.name, 253)
+            && plausible_text(&self.version, 64)
+            && printable(&self.machine_id, 128)
+            && self.addresses.len() <= MAX_PRESENCE_ADDRESSES
+            && self
+                .addresses
+                .iter()
+                .all(|a| printable(&a.to_string(), 512))
+            && self.labels.len() <= MAX_LABELS
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| printable(k, MAX_LABEL_BYTES) && printable(v, MAX_LABEL_BYTES))
+            && (MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&self.heartbeat_interval_ms)
     }
 
     /// Orders two presences of the same peer: higher incarnation wins, then higher sequence.

@@ -337,6 +337,7 @@ impl JoinOptions {
         let record_retention = self.record_retention.unwrap_or(DEFAULT_RECORD_RETENTION);
         let name = self.name.unwrap_or_else(|| default_name.to_string());
         validate_name(&name)?;
+        validate_labels(&self.labels)?;
         let listen = if self.listen.is_empty() {
             vec![default_listen()]
         } else {
@@ -677,6 +678,30 @@ fn parse_labels(
         .collect()
 }
 
+/// Other nodes take no presence with more or longer labels, or control characters in them.
+fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    let (count, max) = (mesh::wire::MAX_LABELS, mesh::wire::MAX_LABEL_BYTES);
+    if labels.len() > count {
+        return Err(ConfigError::Conflict(format!(
+            "{} labels: a node sends at most {count}",
+            labels.len()
+        )));
+    }
+    for (k, v) in labels {
+        if k.len() > max || v.len() > max {
+            return Err(ConfigError::Conflict(format!(
+                "label '{k}': keys and values are at most {max} bytes"
+            )));
+        }
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(ConfigError::Conflict(format!(
+                "label {k:?}: no control characters in labels"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Parses peer ids (as `status` shows them) of `--allow-submitter`.
 fn parse_peer_ids(items: &[String], source: &Source) -> Result<Vec<PeerId>, ConfigError> {
     items
@@ -724,6 +749,34 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    /// Labels other nodes would not take are refused at start, with what is wrong.
+    #[test]
+    fn labels_past_what_nodes_take_are_refused() {
+        let labels = |pairs: Vec<(String, String)>| pairs.into_iter().collect();
+        assert!(validate_labels(&labels(vec![("role".into(), "web server".into())])).is_ok());
+        let long = validate_labels(&labels(vec![("a".into(), "x".repeat(1025))]));
+        assert!(
+            long.unwrap_err()
+                .to_string()
+                .contains("label 'a': keys and values are at most 1024 bytes")
+        );
+        let many = validate_labels(&labels(
+            (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+        ));
+        assert!(
+            many.unwrap_err()
+                .to_string()
+                .contains("65 labels: a node sends at most 64")
+        );
+        let control = validate_labels(&labels(vec![("a".into(), "x\x1b[2J".into())]));
+        assert!(
+            control
+                .unwrap_err()
+                .to_string()
+                .contains("no control characters")
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs

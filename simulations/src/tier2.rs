@@ -41,7 +41,8 @@ use crate::{
 /// slower accordingly (three heartbeats), which only the churn scenario notices.
 fn heartbeat(n: usize) -> Duration {
     let secs = (n * n) as f64 / PRESENCES_PER_SEC;
-    Duration::from_secs_f64(secs.max(1.0))
+    // Within what a presence may say (a day: 14 000 nodes).
+    Duration::from_secs_f64(secs.max(1.0)).min(Duration::from_millis(mesh::wire::MAX_HEARTBEAT_MS))
 }
 
 /// Presence copies per second that all tier-2 nodes together handle (see [`heartbeat`]).
