@@ -309,12 +309,40 @@ pub(super) fn render_path(path: &str, args: &Vars) -> Result<String, Finished> {
     Ok(rendered)
 }
 
+/// Most bytes of a file CACHEFILE loads: its args go to every job of the node, in memory.
+const MAX_CACHE_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A regular file's text, up to [`MAX_CACHE_FILE_BYTES`]: a device (`/dev/zero`) or a pipe
+/// would fill the memory, or block the job past its timeout.
+fn read_cache_file(path: &str) -> std::io::Result<String> {
+    use std::{io::Read, os::unix::fs::OpenOptionsExt};
+    // Non-blocking: opening a pipe to read would wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_CACHE_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, over the {} MiB a cache file may hold",
+            meta.len(),
+            MAX_CACHE_FILE_BYTES >> 20
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_CACHE_FILE_BYTES).read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
     let path = match render_path(path, &ctx.args()) {
         Ok(p) => p,
         Err(f) => return f,
     };
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_cache_file(&path) {
         Ok(t) => t,
         Err(e) => return Finished::fail(format!("cannot read {path}: {e}"), ""),
     };

@@ -846,6 +846,33 @@ async fn a_query_wait_names_the_timeout_that_ended_it() {
     );
 }
 
+/// CACHEFILE loads only a regular file: a device or a pipe is refused at once (`/dev/zero`
+/// filled the memory; a pipe no one writes held the job past its timeout).
+#[tokio::test]
+async fn a_cache_file_is_a_regular_file() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (parent, path) in [("a", "/dev/zero".into()), ("b", fifo.display().to_string())] {
+        let job = h
+            .submit(
+                parent,
+                QueueKind::Async,
+                "CACHEFILE",
+                &format!("--timeout 5 {path}"),
+            )
+            .await;
+        let r = &h.results(1).await[&job];
+        assert_eq!(r.state, ResultState::Failed, "{r:?}");
+        assert_eq!(
+            r.stderr,
+            format!("cannot read {path}: not a regular file"),
+            "{r:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn force_lock_runs_alone() {
     let mut h = Harness::new();
