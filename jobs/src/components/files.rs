@@ -63,12 +63,16 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
     let expected = file.hash;
     let size = file.size;
     let blueprint = t.blueprint;
-    // Already there: nothing to transfer, but owner and mode still apply.
+    // Already there: nothing to transfer, but owner and mode still apply. (A link there is
+    // replaced by the file, never changed through.)
     let unchanged = !blueprint && {
         let p = path.clone();
-        tokio::task::spawn_blocking(move || file_hash(&p).is_ok_and(|h| h == expected.0))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || {
+            let link = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
+            !link && file_hash(&p).is_ok_and(|h| h == expected.0)
+        })
+        .await
+        .unwrap_or(false)
     };
     let mut landed_hash = None;
     if !unchanged {
@@ -118,7 +122,7 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
         }
     }
     // A file landed with its owner and mode already; one that was there gets them now.
-    if unchanged && let Err(e) = access.apply(&path) {
+    if unchanged && let Err(e) = access.apply(&path, false) {
         return Finished::fail(
             e,
             format!("Failed to set ownership or mode of {}", path.display()),
@@ -345,7 +349,7 @@ pub(super) fn workdir(
     if let Err(e) = std::fs::create_dir_all(&path) {
         return Finished::fail(format!("cannot create {path}: {e}"), "");
     }
-    if let Err(e) = access.apply(Path::new(&path)) {
+    if let Err(e) = access.apply(Path::new(&path), true) {
         // One this job made goes again rather than stay with the wrong owner or mode.
         if !existed {
             let _ = std::fs::remove_dir(&path);
@@ -363,14 +367,31 @@ pub(super) struct Access {
 }
 
 impl Access {
-    /// Applies the owner, then the mode (a chown clears set-id bits a mode may ask for).
-    fn apply(&self, path: &Path) -> Result<(), String> {
+    /// Applies the owner, then the mode (a chown clears set-id bits a mode may ask for), to
+    /// what `path` names when it is opened, once: a symbolic link swapped in meanwhile does
+    /// not turn the change onto another file. `follow`: whether the last part of the path may
+    /// be a link (a directory linked elsewhere, as `/var/www` often is); a file is never
+    /// changed through one.
+    fn apply(&self, path: &Path, follow: bool) -> Result<(), String> {
+        use std::os::{fd::AsFd, unix::fs::OpenOptionsExt};
+        if self.owner.is_none() && self.mode.is_none() {
+            return Ok(());
+        }
+        let mut flags = nix::fcntl::OFlag::O_NONBLOCK;
+        if !follow {
+            flags |= nix::fcntl::OFlag::O_NOFOLLOW;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags.bits())
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         if let Some((uid, gid)) = self.owner {
-            nix::unistd::chown(path, uid, gid)
+            nix::unistd::fchown(file.as_fd(), uid, gid)
                 .map_err(|e| format!("chown {}: {e}", path.display()))?;
         }
         if let Some(mode) = self.mode {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(|e| format!("cannot chmod {} to {mode:o}: {e}", path.display()))?;
         }
         Ok(())
@@ -435,6 +456,37 @@ pub(super) fn resolve_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file's owner and mode are never changed through a link in its place (a local user
+    /// could point one at /etc/shadow between the check and the change); a directory's may
+    /// be, as WORKDIR on `/var/www -> /srv/www` needs.
+    #[test]
+    fn modes_go_through_a_link_only_for_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = dir.path().join("dest");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let open_to_all = Access {
+            owner: None,
+            mode: Some(0o644),
+        };
+        let e = open_to_all.apply(&link, false).unwrap_err();
+        assert!(
+            e.starts_with(&format!("cannot open {}", link.display())),
+            "{e}"
+        );
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let real = dir.path().join("srv");
+        std::fs::create_dir(&real).unwrap();
+        let www = dir.path().join("www");
+        std::os::unix::fs::symlink(&real, &www).unwrap();
+        open_to_all.apply(&www, true).unwrap();
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
 
     /// Only the temporary files of DEST whose writer is no longer running go.
     #[test]
