@@ -170,6 +170,25 @@ impl Membership {
         self.accept(presence, now, now)
     }
 
+    /// Keeps of rows passed on by a peer those that are no news (dropped by [`merge`] anyway)
+    /// or that their node signed: any member could otherwise send a row saying a node left,
+    /// or took a name it has, or of a later start, and the node's own heartbeats would no
+    /// longer count. Only news is checked: most rows of a sync are known already.
+    ///
+    /// [`merge`]: Membership::merge
+    pub fn keep_authentic(&self, records: &mut Vec<MemberRecord>) {
+        records.retain(|r| !self.is_news(&r.presence) || r.presence.authentic());
+    }
+
+    /// Whether `presence` would change the table (a member unknown, or a later heartbeat of
+    /// one known, this node's own included: a later start is another daemon with its
+    /// identity).
+    fn is_news(&self, presence: &Presence) -> bool {
+        self.members
+            .get(&presence.peer_id)
+            .is_none_or(|m| presence.version_key() > m.presence.version_key())
+    }
+
     /// Rows from another node's table; `age_ms` says how old each one was over there.
     pub fn merge(&mut self, records: Vec<MemberRecord>, now: Instant) -> Vec<MembershipChange> {
         records
@@ -518,6 +537,7 @@ mod tests {
             labels: BTreeMap::new(),
             load: 0.0,
             heartbeat_interval_ms: 1000,
+            signature: Vec::new(),
         }
     }
 
@@ -527,6 +547,40 @@ mod tests {
             Membership::new(presence(PeerId::random(), "self", 1, 0), now),
             now,
         )
+    }
+
+    /// A row passed on in a sync counts only if its node signed it: a forged goodbye of a
+    /// live member (or a forged row of this node) is dropped, a signed one taken.
+    #[test]
+    fn rows_passed_on_count_only_as_their_node_signed_them() {
+        let (mut t, now) = table();
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let mut alive = presence(peer, "b", 1, 1);
+        alive.sign(&key);
+        assert_eq!(
+            t.observe(alive.clone(), now),
+            Some(MembershipChange::Alive(peer))
+        );
+        let row = |p: Presence| MemberRecord {
+            presence: p,
+            age_ms: 0,
+        };
+        let mut forged = presence(peer, "b", u64::MAX, 0);
+        forged.status = PresenceStatus::Leaving;
+        forged.sign(&libp2p::identity::Keypair::generate_ed25519());
+        let mut rows = vec![row(forged), row(alive.clone())];
+        t.keep_authentic(&mut rows);
+        // The forged goodbye goes; the known row stays (no news, merged as a no-op).
+        assert_eq!(rows.len(), 1);
+        assert!(t.merge(rows, now).is_empty());
+        assert_eq!(t.state_of(&peer, now), Some(MemberState::Alive));
+        let mut goodbye = presence(peer, "b", 1, 2);
+        goodbye.status = PresenceStatus::Leaving;
+        goodbye.sign(&key);
+        let mut rows = vec![row(goodbye)];
+        t.keep_authentic(&mut rows);
+        assert_eq!(t.merge(rows, now), vec![MembershipChange::Left(peer)]);
     }
 
     /// A presence whose name or release no node sends (control characters, too long) is kept

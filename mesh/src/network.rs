@@ -399,14 +399,18 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         commands: command_rx,
         events: event_tx,
         membership: Membership::new(
-            local_presence_parts(
-                &config,
-                local_peer_id,
-                incarnation,
-                0,
-                &listen_addrs,
-                started,
-            ),
+            {
+                let mut own = local_presence_parts(
+                    &config,
+                    local_peer_id,
+                    incarnation,
+                    0,
+                    &listen_addrs,
+                    started,
+                );
+                own.sign(&config.keypair);
+                own
+            },
             started,
         ),
         config,
@@ -577,6 +581,7 @@ fn local_presence_parts(
         labels: config.identity.labels.clone(),
         load: host_load(),
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+        signature: Vec::new(),
     }
 }
 
@@ -915,6 +920,7 @@ impl EventLoop {
         );
         p.status = status;
         p.heartbeat_interval_ms = self.current_interval().as_millis() as u64;
+        p.sign(&self.config.keypair);
         p
     }
 
@@ -1128,7 +1134,8 @@ impl EventLoop {
         self.emit(changes).await;
     }
 
-    async fn merge(&mut self, records: Vec<wire::MemberRecord>) {
+    async fn merge(&mut self, mut records: Vec<wire::MemberRecord>) {
+        self.membership.keep_authentic(&mut records);
         let changes = self.membership.merge(records, Instant::now());
         self.answer_twin().await;
         self.emit(changes).await;
@@ -1983,6 +1990,7 @@ mod tests {
                 labels: Default::default(),
                 load: 0.0,
                 heartbeat_interval_ms: 1000,
+                signature: Vec::new(),
             },
             state: crate::membership::MemberState::Alive,
             last_seen_ago: Duration::ZERO,

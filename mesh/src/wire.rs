@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// chunk travels as raw bytes after a small head ([`BlobHead`]). Version 4: the jobs topic
 /// carries runs and QUERY sets (an enum around the run). Version 5: live output lines carry
 /// their offsets. Version 6: a QUERY set too large to send fails its targets
-/// (`QueryFailed`), JOB_WAIT registrations name the waiter's run, runs say their age.
-pub const WIRE_VERSION: u16 = 6;
+/// (`QueryFailed`), JOB_WAIT registrations name the waiter's run, runs say their age. Version
+/// 7: presences are signed by their node ([`Presence::signature`]).
+pub const WIRE_VERSION: u16 = 7;
 
 /// The version this process speaks: [`WIRE_VERSION`], unless a test made it another release.
 static SPOKEN: AtomicU16 = AtomicU16::new(WIRE_VERSION);
@@ -194,9 +195,44 @@ pub struct Presence {
     pub load: f32,
     /// How often this node sends presence; its expiry is three times this.
     pub heartbeat_interval_ms: u64,
+    /// The node's ed25519 signature of the rest (see [`Presence::sign`]): a row passed on in
+    /// a table sync speaks for its node only if the node signed it.
+    #[serde(default, with = "serde_bytes")]
+    pub signature: Vec<u8>,
 }
 
 impl Presence {
+    /// What the signature covers: the presence without it, as CBOR.
+    fn signed_bytes(&self) -> Vec<u8> {
+        let unsigned = Presence {
+            signature: Vec::new(),
+            ..self.clone()
+        };
+        let mut bytes = Vec::new();
+        // Writing to a Vec cannot fail, and every field serialises.
+        let _ = ciborium::into_writer(&unsigned, &mut bytes);
+        bytes
+    }
+
+    /// Signs it with the node's own key (whose public half its peer id is).
+    pub fn sign(&mut self, keypair: &libp2p::identity::Keypair) {
+        self.signature.clear();
+        // Only RSA keys in some builds fail to sign; the mesh uses ed25519.
+        self.signature = keypair.sign(&self.signed_bytes()).unwrap_or_default();
+    }
+
+    /// Whether the node it names signed it (its peer id carries its public key).
+    pub fn authentic(&self) -> bool {
+        let bytes = self.peer_id.to_bytes();
+        // An identity multihash: code 0, length, then the public key.
+        let key = match bytes.as_slice() {
+            [0, len, key @ ..] if usize::from(*len) == key.len() => key,
+            _ => return false,
+        };
+        libp2p::identity::PublicKey::try_decode_protobuf(key)
+            .is_ok_and(|public| public.verify(&self.signed_bytes(), &self.signature))
+    }
+
     /// Whether its name and release are what a node sends: the name is what operators type as
     /// `--target` and both are shown as they are, so a presence with anything else (control
     /// characters, a megabyte of name) is no node's and is dropped.
@@ -326,6 +362,7 @@ mod tests {
             labels: BTreeMap::from([("rack".into(), "a1".into())]),
             load: 0.25,
             heartbeat_interval_ms: 5000,
+            signature: Vec::new(),
         }
     }
 
@@ -335,6 +372,28 @@ mod tests {
         let bytes = encode(&p, MAX_GOSSIP_BYTES).unwrap();
         let back: Presence = decode(&bytes, MAX_GOSSIP_BYTES).unwrap();
         assert_eq!(back, p);
+    }
+
+    /// A presence speaks for its node only as the node signed it: not unsigned, not changed
+    /// after, not signed by another key (a member forging a row of another node).
+    #[test]
+    fn only_a_presence_its_node_signed_is_authentic() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut p = sample_presence();
+        p.peer_id = key.public().to_peer_id();
+        assert!(!p.authentic(), "unsigned");
+        p.sign(&key);
+        assert!(p.authentic());
+        let back: Presence =
+            decode(&encode(&p, MAX_GOSSIP_BYTES).unwrap(), MAX_GOSSIP_BYTES).unwrap();
+        assert!(back.authentic(), "after the wire");
+        let mut left = p.clone();
+        left.status = PresenceStatus::Leaving;
+        assert!(!left.authentic(), "changed after signing");
+        let mut forged = p.clone();
+        forged.incarnation = u64::MAX;
+        forged.sign(&libp2p::identity::Keypair::generate_ed25519());
+        assert!(!forged.authentic(), "signed by another key");
     }
 
     #[test]
