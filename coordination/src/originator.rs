@@ -1209,17 +1209,20 @@ mod tests {
     fn a_resumed_run_not_acknowledged_in_time_is_announced_again() {
         let now = Instant::now();
         let config = OriginatorConfig::default();
-        let mut o = Originator::new(node("me"), config.clone());
-        let targets = ["a", "b", "c", "d", "e"];
-        o.handle(
-            Input::Resume {
-                run: run(&targets, 1, None),
-                acked: vec![node("a")],
-                reported: vec![],
-                queued_here: HashSet::new(),
-            },
-            now,
-        );
+        let resumed = || {
+            let mut o = Originator::new(node("me"), config.clone());
+            o.handle(
+                Input::Resume {
+                    run: run(&["a", "b", "c", "d", "e"], 1, None),
+                    acked: vec![node("a")],
+                    reported: vec![],
+                    queued_here: HashSet::new(),
+                },
+                now,
+            );
+            o
+        };
+        let mut o = resumed();
         let a = o.handle(Input::Tick, now);
         assert_eq!(a.len(), 4, "{a:?}");
         assert!(
@@ -1237,16 +1240,7 @@ mod tests {
             .collect();
         assert_eq!(announced, [1], "{a:?}");
         // Acknowledged by then, it is not.
-        let mut o = Originator::new(node("me"), config.clone());
-        o.handle(
-            Input::Resume {
-                run: run(&targets, 1, None),
-                acked: vec![node("a")],
-                reported: vec![],
-                queued_here: HashSet::new(),
-            },
-            now,
-        );
+        let mut o = resumed();
         o.handle(Input::Tick, now);
         for t in ["b", "c", "d", "e"] {
             o.handle(

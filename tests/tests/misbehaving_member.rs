@@ -115,6 +115,32 @@ async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Heard>) {
     (started.handle, heard)
 }
 
+/// Two full nodes and the rogue member, each alive to the two nodes.
+struct Trio {
+    /// The nodes' state directories (the submitter's first), kept for the test's length.
+    dirs: Vec<tempfile::TempDir>,
+    submitter: Node,
+    target: Node,
+    rogue: MeshHandle,
+    heard: mpsc::Receiver<Heard>,
+}
+
+async fn trio() -> Trio {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 3).await;
+    wait_alive(&target, 3).await;
+    Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        heard,
+    }
+}
+
 /// Submits `yaml` (an orchestration) on `node` to `targets`; returns the run and job ids.
 async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (String, Vec<String>) {
     let orchestration = jobs::orchestration::parse_str(yaml, "test").expect("it parses");
@@ -265,12 +291,13 @@ fn outcome(job_id: &str) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let submitter = node(dirs[0].path(), "submitter", None).await;
-    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
-    let (rogue, _delivered) = rogue(&submitter).await;
-    wait_alive(&submitter, 3).await;
-    wait_alive(&target, 3).await;
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        heard: _delivered,
+    } = trio().await;
 
     // A job on `target` that runs long enough for the forgeries to arrive first.
     let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo real\n";
@@ -396,12 +423,13 @@ async fn a_member_cannot_report_or_aggregate_for_runs_it_has_no_part_in() {
 /// originator is not taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_set_is_gossiped_and_a_forged_one_is_not_taken() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let submitter = node(dirs[0].path(), "submitter", None).await;
-    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
-    let (rogue, mut heard) = rogue(&submitter).await;
-    wait_alive(&submitter, 3).await;
-    wait_alive(&target, 3).await;
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        mut heard,
+    } = trio().await;
     let rogue_id = NodeId(rogue.local_peer_id().to_string());
 
     let yaml = "- jobs:\n  - ARG: token real\n  - QUERY: token --timeout 60\n";
@@ -470,12 +498,13 @@ async fn a_query_set_is_gossiped_and_a_forged_one_is_not_taken() {
 /// grace), and word that a target took a set counts only in the sender's own name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_senders_own() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let submitter = node(dirs[0].path(), "submitter", None).await;
-    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
-    let (rogue, mut heard) = rogue(&submitter).await;
-    wait_alive(&submitter, 3).await;
-    wait_alive(&target, 3).await;
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        mut heard,
+    } = trio().await;
     let rogue_id = NodeId(rogue.local_peer_id().to_string());
     let target_id = NodeId(target.peer_id().to_string());
 
@@ -540,12 +569,13 @@ async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_sen
 /// could not be store keys is not taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cannot_plant_holder_hints_or_runs_with_bad_ids() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let submitter = node(dirs[0].path(), "submitter", None).await;
-    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
-    let (rogue, mut delivered) = rogue(&submitter).await;
-    wait_alive(&submitter, 3).await;
-    wait_alive(&target, 3).await;
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        heard: mut delivered,
+    } = trio().await;
 
     // A file too large to travel inside the run: it is fetched, and hints name holders.
     let file = dirs[0].path().join("payload.bin");
@@ -817,12 +847,13 @@ fn rogue_run(rogue: &MeshHandle, target: &Node, run_id: &str, job_id: &str, cmd:
 /// resends of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_cannot_take_over_another_submitters_job_or_run() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let submitter = node(dirs[0].path(), "submitter", None).await;
-    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
-    let (rogue, mut heard) = rogue(&submitter).await;
-    wait_alive(&submitter, 3).await;
-    wait_alive(&target, 3).await;
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        mut heard,
+    } = trio().await;
     let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo victim-output\n";
     let (run_id, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
     let job_id = job_ids[0].clone();
@@ -869,12 +900,13 @@ async fn a_member_cannot_take_over_another_submitters_job_or_run() {
 async fn a_member_cannot_speak_in_another_jobs_live_output() {
     use coordination::OutputBatch;
     use jobs::components::{OutputLine, OutputStream};
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let submitter = node(dirs[0].path(), "submitter", None).await;
-    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
-    let (rogue, _heard) = rogue(&submitter).await;
-    wait_alive(&submitter, 3).await;
-    wait_alive(&target, 3).await;
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        heard: _heard,
+    } = trio().await;
     let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo real\n";
     let (_, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
     let job_id = job_ids[0].clone();
