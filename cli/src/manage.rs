@@ -142,10 +142,7 @@ fn passes(filter: Option<Filter>, record: &JobRecord) -> bool {
 async fn job(state_dir: &Path, id: &str) -> Result<JobRecord, Failure> {
     match ask(state_dir, ControlRequest::JobInfo(id.to_string())).await? {
         ControlResponse::Job(Some(r)) => Ok(*r),
-        ControlResponse::Job(None) => Err(Failure::Input(format!(
-            "no job '{id}' on this node (a run's id? `manage --follow-run {id}` shows its jobs; \
-             `manage --list-jobs` lists every job with its parent)"
-        ))),
+        ControlResponse::Job(None) => Err(Failure::Input(format!("no job '{id}' on this node"))),
         ControlResponse::Refused(why) => Err(Failure::Input(why)),
         other => Err(Failure::Runtime(format!(
             "unexpected answer: {}",

@@ -863,7 +863,10 @@ impl Control {
         }
         let candidates = merge_open(stored, open);
         if candidates.is_empty() {
-            return Err(format!("no job '{id}' on this node"));
+            return Err(format!(
+                "no job '{id}' on this node (a run's id? `manage --follow-run {id}` shows its \
+                 jobs; `manage --list-jobs` lists every job with its parent)"
+            ));
         }
         crate::records::pick(candidates, id)
     }

@@ -1706,7 +1706,10 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     let o = d.cli(&["manage", "--job-info", "no-such-job"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("no job 'no-such-job' on this node"),
+        text(&o).contains(
+            "no job 'no-such-job' on this node (a run's id? `manage --follow-run no-such-job` \
+             shows its jobs"
+        ),
         "{}",
         text(&o)
     );
