@@ -486,7 +486,9 @@ pub enum Component {
     Copy(Transfer),
 }
 
-/// Size of the pieces a file travels in; each is verified on its own.
+/// Size of the pieces a file travels in; each is verified on its own. A power of two
+/// multiple of blake3's 1 KiB chunk, so that every piece is a whole subtree of the file's
+/// blake3 tree (see [`FileRef::chunks`]).
 pub const CHUNK_SIZE: u64 = 1024 * 1024;
 
 /// One source file of ADD/COPY, as the submitter read it.
@@ -497,18 +499,23 @@ pub struct FileRef {
     pub size: u64,
     /// blake3 of the whole content.
     pub hash: Fingerprint,
-    /// blake3 of each [`CHUNK_SIZE`] piece, in order (none for an empty file).
+    /// One digest per [`CHUNK_SIZE`] piece, in order (none for an empty file): the blake3
+    /// chaining value of the piece as a subtree of the whole file, or, for a file of one
+    /// piece, the file's own hash. The list merges into `hash` (see [`FileRef::check`]), so
+    /// pieces that each match their digest make up exactly the file `hash` names: a node
+    /// that fetched them all needs no second pass over the file to know it is whole.
     pub chunks: Vec<Fingerprint>,
 }
 
 impl FileRef {
-    /// Hashes the file at `path` (whole and per chunk).
+    /// Hashes the file at `path`: the digest of each piece, and the whole hash from them
+    /// (each byte is hashed once).
     pub fn read(path: &std::path::Path) -> std::io::Result<FileRef> {
         use std::io::Read;
         let mut file = std::fs::File::open(path)?;
-        let mut whole = blake3::Hasher::new();
+        let size = file.metadata()?.len();
         let mut chunks = Vec::new();
-        let mut size = 0u64;
+        let mut read = 0u64;
         let mut buf = vec![0u8; CHUNK_SIZE as usize];
         loop {
             let mut filled = 0;
@@ -522,23 +529,112 @@ impl FileRef {
             if filled == 0 {
                 break;
             }
-            whole.update(&buf[..filled]);
-            chunks.push(Fingerprint(*blake3::hash(&buf[..filled]).as_bytes()));
-            size += filled as u64;
+            // Whether this piece is the file's only one decides how it is hashed: known from
+            // the size, unless the file grows or shrinks while it is read (an error below).
+            let pieces = size.div_ceil(CHUNK_SIZE) as usize;
+            chunks.push(FileRef::digest_of_chunk(
+                chunks.len(),
+                pieces,
+                &buf[..filled],
+            ));
+            read += filled as u64;
             if filled < buf.len() {
                 break;
             }
         }
+        if read != size {
+            return Err(std::io::Error::other(format!(
+                "it changed size while it was read ({size} bytes, then {read}); submit again"
+            )));
+        }
+        let hash = match chunks.as_slice() {
+            [] => Fingerprint(*blake3::hash(b"").as_bytes()),
+            [only] => *only,
+            _ => Fingerprint(*tree_root(&chunks, size).as_bytes()),
+        };
         Ok(FileRef {
             name: path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             size,
-            hash: Fingerprint(*whole.finalize().as_bytes()),
+            hash,
             chunks,
         })
     }
+
+    /// The digest piece `index` of a file of `pieces` pieces has in [`FileRef::chunks`].
+    pub fn digest_of_chunk(index: usize, pieces: usize, data: &[u8]) -> Fingerprint {
+        use blake3::hazmat::HasherExt;
+        if pieces <= 1 {
+            return Fingerprint(*blake3::hash(data).as_bytes());
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(index as u64 * CHUNK_SIZE);
+        hasher.update(data);
+        Fingerprint(hasher.finalize_non_root())
+    }
+
+    /// Checks that the chunk list fits the size and merges into the whole hash. A description
+    /// from a peer is checked before anything is fetched by it: one that fails (forged, or
+    /// from a release whose lists held plain hashes of the pieces) could otherwise have a node
+    /// keep other content under this hash.
+    pub fn check(&self) -> Result<(), String> {
+        let pieces = self.size.div_ceil(CHUNK_SIZE);
+        if self.chunks.len() as u64 != pieces {
+            return Err(format!(
+                "{} ({}): {} bytes take {pieces} chunks, but its description lists {}",
+                self.name,
+                self.hash,
+                self.size,
+                self.chunks.len()
+            ));
+        }
+        let merged = match self.chunks.as_slice() {
+            [] => Fingerprint(*blake3::hash(b"").as_bytes()),
+            [only] => *only,
+            _ => Fingerprint(*tree_root(&self.chunks, self.size).as_bytes()),
+        };
+        if merged != self.hash {
+            return Err(format!(
+                "{} ({}): its chunk list does not add up to its blake3 (it makes {merged}); \
+                 the run was forged or comes from an older release (wire version 7 or before), \
+                 submit it again",
+                self.name, self.hash
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The root hash of a file of `size` bytes (more than one piece) from its pieces' chaining
+/// values, merged the way blake3 builds its tree: each left subtree is the largest power of
+/// two of 1 KiB chunks that leaves something on the right, which for files over one piece
+/// always ends on a piece boundary.
+fn tree_root(pieces: &[Fingerprint], size: u64) -> blake3::Hash {
+    use blake3::hazmat::{Mode, left_subtree_len, merge_subtrees_root};
+    let left = left_subtree_len(size);
+    let split = (left / CHUNK_SIZE) as usize;
+    merge_subtrees_root(
+        &subtree(&pieces[..split], left),
+        &subtree(&pieces[split..], size - left),
+        Mode::Hash,
+    )
+}
+
+/// The chaining value of the subtree `len` bytes long made of `pieces`.
+fn subtree(pieces: &[Fingerprint], len: u64) -> blake3::hazmat::ChainingValue {
+    use blake3::hazmat::{Mode, left_subtree_len, merge_subtrees_non_root};
+    if pieces.len() <= 1 {
+        return pieces.first().map_or([0; 32], |p| p.0);
+    }
+    let left = left_subtree_len(len);
+    let split = (left / CHUNK_SIZE) as usize;
+    merge_subtrees_non_root(
+        &subtree(&pieces[..split], left),
+        &subtree(&pieces[split..], len - left),
+        Mode::Hash,
+    )
 }
 
 /// ADD and COPY: where from, where to, and how the file lands.
@@ -1357,5 +1453,89 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A file of `size` bytes whose pieces all differ.
+    fn content(size: u64) -> Vec<u8> {
+        (0..size)
+            .map(|i| ((i * 31 + i / 4093) % 251) as u8)
+            .collect()
+    }
+
+    fn read(data: &[u8]) -> FileRef {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, data).unwrap();
+        FileRef::read(&path).unwrap()
+    }
+
+    #[test]
+    fn a_files_chunk_list_adds_up_to_its_blake3_at_every_size() {
+        let c = CHUNK_SIZE;
+        for size in [
+            0,
+            1,
+            1024,
+            c - 1,
+            c,
+            c + 1,
+            2 * c,
+            2 * c + 1,
+            3 * c,
+            3 * c + 1023,
+            4 * c,
+            5 * c + 7,
+            8 * c + 1,
+        ] {
+            let data = content(size);
+            let file = read(&data);
+            assert_eq!(file.size, size);
+            assert_eq!(file.hash.0, *blake3::hash(&data).as_bytes(), "{size} bytes");
+            assert_eq!(file.chunks.len() as u64, size.div_ceil(c));
+            file.check().unwrap();
+            for (index, piece) in data.chunks(c as usize).enumerate() {
+                assert_eq!(
+                    FileRef::digest_of_chunk(index, file.chunks.len(), piece),
+                    file.chunks[index],
+                    "{size} bytes, chunk {index}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_list_that_makes_other_content_is_refused() {
+        let real = read(&content(3 * CHUNK_SIZE + 5));
+        let other = read(&content(3 * CHUNK_SIZE + 6)[1..]);
+        assert_eq!(real.size, other.size);
+        // Another file's pieces under this file's hash; two pieces swapped; one piece changed.
+        let mut borrowed = real.clone();
+        borrowed.chunks = other.chunks.clone();
+        let mut swapped = real.clone();
+        swapped.chunks.swap(0, 1);
+        let mut changed = real.clone();
+        changed.chunks[3] = other.chunks[3];
+        // The plain hashes of the pieces (the list of releases before wire version 8).
+        let mut plain = real.clone();
+        plain.chunks = content(3 * CHUNK_SIZE + 5)
+            .chunks(CHUNK_SIZE as usize)
+            .map(|p| Fingerprint(*blake3::hash(p).as_bytes()))
+            .collect();
+        for forged in [borrowed, swapped, changed, plain] {
+            let e = forged.check().unwrap_err();
+            assert!(
+                e.contains("does not add up to its blake3") && e.contains("older release"),
+                "{e}"
+            );
+        }
+        // One piece: its digest is the file's hash, or the description is refused.
+        let small = read(b"small");
+        let mut forged = small.clone();
+        forged.chunks[0] = Fingerprint(*blake3::hash(b"other").as_bytes());
+        assert!(forged.check().is_err());
+        // A list that does not fit the size is refused before any merging.
+        let mut short = real.clone();
+        short.chunks.pop();
+        assert!(short.check().unwrap_err().contains("take 4 chunks"));
     }
 }

@@ -1,6 +1,6 @@
 //! ADD/COPY on a target when what the node fetched is not the file the job names: the job
 //! fails, nothing lands, and the node is told to drop its copy so that the next job fetches
-//! the file again (a member can describe a file with chunks that do not make up its hash).
+//! the file again (the copy in its blob store was damaged on disk).
 
 use std::{
     path::{Path, PathBuf},

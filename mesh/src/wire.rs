@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// carries runs and QUERY sets (an enum around the run). Version 5: live output lines carry
 /// their offsets. Version 6: a QUERY set too large to send fails its targets
 /// (`QueryFailed`), JOB_WAIT registrations name the waiter's run, runs say their age. Version
-/// 7: presences are signed by their node ([`Presence::signature`]).
-pub const WIRE_VERSION: u16 = 7;
+/// 7: presences are signed by their node ([`Presence::signature`]). Version 8: a file's chunk
+/// list holds the chaining values of its pieces, which add up to the file's blake3
+/// (`jobs::spec::FileRef::chunks`), where it held their plain hashes.
+pub const WIRE_VERSION: u16 = 8;
 
 /// The version this process speaks: [`WIRE_VERSION`], unless a test made it another release.
 static SPOKEN: AtomicU16 = AtomicU16::new(WIRE_VERSION);

@@ -2,9 +2,10 @@
 //!
 //! A blob gets here three ways: imported from the submitter's own disk when it submits an
 //! ADD/COPY, carried inside a run's announce (small files), or fetched chunk by chunk from other
-//! nodes. A fetch writes into `<hash>.part`, each chunk checked against its own hash before it
-//! is written; the finished file is checked whole, then renamed into place. Chunks already
-//! checked are served to other nodes while the fetch goes on.
+//! nodes. A fetch writes into `<hash>.part`, each chunk checked against its digest before it
+//! is written; the digests add up to the file's hash (checked before the fetch begins), so the
+//! finished file is renamed into place with no second pass. Chunks already checked are served
+//! to other nodes while the fetch goes on.
 //!
 //! Only blobs in this store are ever served, by hash: a peer can never name a path.
 //!
@@ -336,17 +337,9 @@ impl BlobStore {
 
     /// Starts fetching `file` (idempotent). Blocking.
     pub fn begin(&self, file: &FileRef) -> Result<(), String> {
-        // The description comes from a peer's run: its chunk list must fit its size.
-        let chunks = file.size.div_ceil(CHUNK_SIZE);
-        if file.chunks.len() as u64 != chunks {
-            return Err(format!(
-                "{} ({}): {} bytes take {chunks} chunks, but its description lists {}",
-                file.name,
-                file.hash,
-                file.size,
-                file.chunks.len()
-            ));
-        }
+        // The description comes from a peer's run: its chunk list must fit its size and add
+        // up to its hash, or chunks that match it could make up some other content.
+        file.check()?;
         let mut state = self.lock();
         if state.complete.contains_key(&file.hash) || state.partial.contains_key(&file.hash) {
             return Ok(());
@@ -381,7 +374,7 @@ impl BlobStore {
             .size
             .saturating_sub(index as u64 * CHUNK_SIZE)
             .min(CHUNK_SIZE) as usize;
-        let found = Fingerprint(*blake3::hash(data).as_bytes());
+        let found = FileRef::digest_of_chunk(index, file.chunks.len(), data);
         if data.len() != want_len || found != *expected {
             return Ok(Some(format!(
                 "chunk {index}: expected blake3 {expected} ({want_len} bytes), found {found} ({} bytes)",
@@ -408,9 +401,9 @@ impl BlobStore {
         if self.has(&file.hash) {
             return Ok(self.path(&file.hash));
         }
-        // Every chunk was checked against the job's chunk list (which the job's fingerprint
-        // covers) before it was written, and the whole file is checked again where it lands:
-        // no need to read it all once more here.
+        // Every chunk was checked against the chunk list before it was written, and `begin`
+        // checked that the list adds up to the hash (`FileRef::check`): the file is whole
+        // without reading it once more here (where it lands, it is checked again anyway).
         let part = self.part_path(&file.hash);
         let mut state = self.lock();
         let complete = state
@@ -601,6 +594,38 @@ mod tests {
             let refused = store.write_chunk(&bad, 2, b"x").unwrap();
             assert!(refused.is_some());
         }
+        store.begin(&real).unwrap();
+    }
+
+    /// A member describes a file by its real hash but with the pieces of other content: before
+    /// the chunk lists added up to the hash, the node fetched that content and kept it under
+    /// the real file's name until a landing found it out.
+    #[test]
+    fn a_description_whose_chunks_make_other_content_is_refused_before_any_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let size = 2 * CHUNK_SIZE as usize + 3;
+        let real = file_ref(&vec![1u8; size]);
+        let other_content = vec![2u8; size];
+        let other = file_ref(&other_content);
+        let mut forged = other.clone();
+        forged.hash = real.hash;
+        let small = file_ref(b"the real file");
+        let mut forged_small = file_ref(b"other content");
+        forged_small.hash = small.hash;
+        for forged in [&forged, &forged_small] {
+            let e = store.begin(forged).unwrap_err();
+            assert!(e.contains("does not add up to its blake3"), "{e}");
+            assert_eq!(store.chunk(&forged.hash, 0), ChunkLookup::Unknown);
+            assert!(!store.part_path(&forged.hash).exists());
+        }
+        // Chunks offered for it anyway are never taken as the real file's.
+        assert!(
+            store
+                .write_chunk(&forged, 0, &other_content[..CHUNK_SIZE as usize])
+                .is_err()
+        );
+        assert!(!store.has(&real.hash));
         store.begin(&real).unwrap();
     }
 
