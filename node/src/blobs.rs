@@ -68,6 +68,7 @@ pub enum ChunkLookup {
     Have(Vec<u8>),
     /// This blob is being fetched here and that chunk is not in yet.
     NotYet,
+    /// This store does not know the blob, or the blob has no such chunk.
     Unknown,
 }
 
@@ -286,16 +287,17 @@ impl BlobStore {
     }
 
     /// Whether chunk `index` of `hash` can be served now: `None` if this store does not know
-    /// the blob at all.
+    /// the blob at all, or the file has no such chunk.
     pub fn has_chunk(&self, hash: &Fingerprint, index: u64) -> Option<bool> {
         let state = self.lock();
         if state.complete.contains_key(hash) {
             return Some(true);
         }
+        // A chunk beyond the file is never coming: answered at once, as for an unknown blob.
         state
             .partial
             .get(hash)
-            .map(|have| have.get(index as usize).copied().unwrap_or(false))
+            .and_then(|have| have.get(index as usize).copied())
     }
 
     /// Reads chunk `index` of `hash`, from the complete blob or from a fetch in progress.
@@ -309,7 +311,9 @@ impl BlobStore {
                 self.persist_use(hash, persist);
                 (self.path(hash), true)
             } else if let Some(have) = state.partial.get(hash) {
-                let ready = have.get(index as usize).copied().unwrap_or(false);
+                let Some(ready) = have.get(index as usize).copied() else {
+                    return ChunkLookup::Unknown;
+                };
                 (self.part_path(hash), ready)
             } else {
                 return ChunkLookup::Unknown;
@@ -318,18 +322,23 @@ impl BlobStore {
         if !ready {
             return ChunkLookup::NotYet;
         }
-        let read = (|| -> std::io::Result<Vec<u8>> {
+        // `None`: the chunk is beyond the file (no such chunk; never an empty one).
+        let read = (|| -> std::io::Result<Option<Vec<u8>>> {
             let mut f = File::open(&path)?;
             let len = f.metadata()?.len();
-            let start = index.saturating_mul(CHUNK_SIZE).min(len);
-            let end = (start + CHUNK_SIZE).min(len);
+            let start = index.saturating_mul(CHUNK_SIZE);
+            if start >= len {
+                return Ok(None);
+            }
+            let end = start.saturating_add(CHUNK_SIZE).min(len);
             let mut buf = vec![0u8; (end - start) as usize];
             f.seek(SeekFrom::Start(start))?;
             f.read_exact(&mut buf)?;
-            Ok(buf)
+            Ok(Some(buf))
         })();
         match read {
-            Ok(data) => ChunkLookup::Have(data),
+            Ok(Some(data)) => ChunkLookup::Have(data),
+            Ok(None) => ChunkLookup::Unknown,
             // Renamed from .part to complete meanwhile, or removed: ask again.
             Err(_) => ChunkLookup::NotYet,
         }
@@ -374,11 +383,16 @@ impl BlobStore {
             .size
             .saturating_sub(index as u64 * CHUNK_SIZE)
             .min(CHUNK_SIZE) as usize;
-        let found = FileRef::digest_of_chunk(index, file.chunks.len(), data);
-        if data.len() != want_len || found != *expected {
+        if data.len() != want_len {
             return Ok(Some(format!(
-                "chunk {index}: expected blake3 {expected} ({want_len} bytes), found {found} ({} bytes)",
+                "chunk {index}: expected {want_len} bytes, found {}",
                 data.len()
+            )));
+        }
+        let found = FileRef::digest_of_chunk(index, file.chunks.len(), data);
+        if found != *expected {
+            return Ok(Some(format!(
+                "chunk {index}: expected digest {expected}, found {found}"
             )));
         }
         let part = self.part_path(&file.hash);
@@ -396,7 +410,8 @@ impl BlobStore {
         Ok(None)
     }
 
-    /// Checks a finished fetch whole and moves it into place. Blocking.
+    /// Moves a fetch whose every chunk is in into place (each was checked as it came, and
+    /// together they make the file, see [`FileRef::check`]). Blocking.
     pub fn finish(&self, file: &FileRef) -> Result<PathBuf, String> {
         if self.has(&file.hash) {
             return Ok(self.path(&file.hash));
@@ -474,8 +489,8 @@ impl BlobStore {
         (count, bytes)
     }
 
-    /// Removes a complete blob whose content is not what its name says (a file description
-    /// forged by a member, or a copy damaged on disk). A copy that does hash to its name (a
+    /// Removes a complete blob whose content is not what its name says (a copy damaged on
+    /// disk). A copy that does hash to its name (a
     /// good one fetched since the job that found a bad one) stays. Blocking: reads the blob.
     pub fn discard(&self, hash: &Fingerprint) {
         use std::os::unix::fs::MetadataExt;
@@ -538,6 +553,9 @@ mod tests {
         assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
         store.begin(&f).unwrap();
         assert_eq!(store.chunk(&f.hash, 1), ChunkLookup::NotYet);
+        // No such chunk: answered at once, never parked nor served empty.
+        assert_eq!(store.has_chunk(&f.hash, 3), None);
+        assert_eq!(store.chunk(&f.hash, 3), ChunkLookup::Unknown);
         let c1 = &data[CHUNK_SIZE as usize..2 * CHUNK_SIZE as usize];
         let mut bad = c1.to_vec();
         bad[5] ^= 1;
@@ -545,7 +563,18 @@ mod tests {
             .write_chunk(&f, 1, &bad)
             .unwrap()
             .expect("a corrupt chunk is refused");
-        assert!(refused.starts_with("chunk 1: expected blake3"), "{refused}");
+        assert!(refused.starts_with("chunk 1: expected digest"), "{refused}");
+        // A chunk of the wrong length (an empty one too) is refused before it is hashed.
+        for short in [&c1[..10], &[][..]] {
+            let refused = store.write_chunk(&f, 1, short).unwrap().expect("refused");
+            assert!(
+                refused.starts_with(&format!(
+                    "chunk 1: expected {CHUNK_SIZE} bytes, found {}",
+                    short.len()
+                )),
+                "{refused}"
+            );
+        }
         assert!(store.write_chunk(&f, 1, c1).unwrap().is_none());
         assert_eq!(store.chunk(&f.hash, 1), ChunkLookup::Have(c1.to_vec()));
         assert!(
@@ -562,6 +591,8 @@ mod tests {
         );
         let path = store.finish(&f).unwrap();
         assert_eq!(fs::read(path).unwrap(), data);
+        assert_eq!(store.chunk(&f.hash, 3), ChunkLookup::Unknown);
+        assert_eq!(store.chunk(&f.hash, u64::MAX), ChunkLookup::Unknown);
         assert!(store.has(&f.hash));
         // Survives reopening once checked; leftovers and damaged blobs are cleaned.
         fs::write(dir.path().join("junk.part"), b"x").unwrap();

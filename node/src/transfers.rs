@@ -348,7 +348,7 @@ impl Actor {
         let unwanted: Vec<Fingerprint> = self
             .active
             .iter()
-            // One whose every chunk is in is being checked: it is not given up any more.
+            // One whose every chunk is in is being moved into place: not given up any more.
             .filter(|(_, a)| !a.download.is_over() && a.waiters.iter().all(|w| w.is_closed()))
             .map(|(hash, _)| *hash)
             .collect();
@@ -430,7 +430,9 @@ impl Actor {
                     tokio::spawn(async move {
                         let result = tokio::task::spawn_blocking(move || store.finish(&file))
                             .await
-                            .unwrap_or_else(|e| Err(format!("the check stopped: {e}")));
+                            .unwrap_or_else(|e| {
+                                Err(format!("moving the file into place stopped: {e}"))
+                            });
                         let _ = inbox.send(TInput::Finished { hash, result }).await;
                     });
                 }

@@ -3003,7 +3003,7 @@ fn a_corrupt_holder_is_routed_around_and_integrity_failures_leave_nothing() {
     let err = last["results"]["n2"]["stderr"].as_str().unwrap();
     assert!(
         err.contains("integrity failure")
-            && err.contains("expected blake3")
+            && err.contains("expected digest")
             && err.contains("found"),
         "{err}"
     );
