@@ -554,8 +554,8 @@ const INLINE_MAX: u64 = 16 * 1024;
 /// many small files within gossip's and a direct delivery's message sizes.
 const INLINE_TOTAL_MAX: usize = 256 * 1024;
 
-/// Records read from the store, with the open ones (in memory) in place of their copies on
-/// disk when they know more.
+/// Records read from the store, each open one (in memory, its results without their outputs)
+/// filled from its copy on disk, read after it and so at least as new.
 fn merge_open(mut stored: Vec<JobRecord>, open: Vec<JobRecord>) -> Vec<JobRecord> {
     let mut by_id: HashMap<String, usize> = HashMap::new();
     for (i, r) in stored.iter().enumerate() {
@@ -563,8 +563,10 @@ fn merge_open(mut stored: Vec<JobRecord>, open: Vec<JobRecord>) -> Vec<JobRecord
     }
     for r in open {
         match by_id.get(&r.job_id) {
-            Some(&i) if stored[i].results.len() < r.results.len() => stored[i] = r,
-            Some(_) => {}
+            Some(&i) => {
+                let read = std::mem::take(&mut stored[i]);
+                stored[i] = r.filled_from(read);
+            }
             None => stored.push(r),
         }
     }
@@ -773,15 +775,12 @@ impl Control {
                 let mut read: HashMap<String, JobRecord> =
                     read.into_iter().map(|r| (r.job_id.clone(), r)).collect();
                 for key in batch {
-                    // The newer of the two where both have it: the store, or the runs
-                    // actor's record still open (a record deleted meanwhile is left out).
+                    // Where both have it, the runs actor's open record (results without
+                    // their outputs) filled from the store, flushed since and so at least as
+                    // new; a record deleted meanwhile is left out.
                     let record = match (read.remove(&key.job_id), open.remove(&key.job_id)) {
-                        (Some(stored), Some(open))
-                            if open.results.len() >= stored.results.len() =>
-                        {
-                            open
-                        }
-                        (Some(stored), _) => stored,
+                        (Some(stored), Some(open)) => open.filled_from(stored),
+                        (Some(stored), None) => stored,
                         (None, Some(open)) => open,
                         (None, None) => continue,
                     };

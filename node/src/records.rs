@@ -144,6 +144,23 @@ pub fn write_off_info(name: &str, back_within_min: u64) -> String {
 }
 
 impl NodeResult {
+    /// This result as an open record holds it in memory while the job waits for its other
+    /// targets: the output stays on disk (it went to the store first), but for the first line
+    /// of stderr, which a `--poll` line shows. Everything else is kept.
+    pub fn without_output(&self) -> NodeResult {
+        let first = self.stderr.lines().next().unwrap_or_default();
+        let mut end = first.len().min(SLIM_STDERR_MAX);
+        while !first.is_char_boundary(end) {
+            end -= 1;
+        }
+        NodeResult {
+            stdout: String::new(),
+            stderr: first[..end].to_string(),
+            info: self.info.clone(),
+            ..*self
+        }
+    }
+
     /// Whether this is the submitter's write-off of an unreachable target ([`write_off_info`]),
     /// not a result the target sent.
     pub fn is_write_off(&self) -> bool {
@@ -153,7 +170,21 @@ impl NodeResult {
     }
 }
 
+/// How much of stderr's first line a result held in memory keeps ([`NodeResult::without_output`]).
+const SLIM_STDERR_MAX: usize = 1024;
+
 impl JobRecord {
+    /// This record as held in memory (outputs on disk, see [`NodeResult::without_output`])
+    /// made whole from `stored`, the same record read from the store after every write made
+    /// before memory was read is on disk: each result the store has is taken from it (it is at
+    /// least as new), and a result only memory has stays as it is.
+    pub fn filled_from(mut self, stored: JobRecord) -> JobRecord {
+        for (name, result) in stored.results {
+            self.results.insert(name, result);
+        }
+        self
+    }
+
     /// Every target has reported the job for real (none is written off as unreachable, to
     /// come back with its result).
     pub fn reported_by_all(&self) -> bool {
@@ -456,6 +487,42 @@ impl Picking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An open record keeps its results without their outputs (but stderr's first line, for
+    /// `--poll`), and is made whole from its stored copy; a result only memory has stays.
+    #[test]
+    fn an_open_record_is_held_without_outputs_and_filled_from_the_store() {
+        let full = |out: &str| NodeResult {
+            state: ResultState::Failed,
+            stdout: out.repeat(1000),
+            stderr: format!("{}\nmore", "é".repeat(600)),
+            info: "command failed".into(),
+            execution_secs: 1.5,
+            roundtrip_secs: 2.0,
+            finished_unix_ms: 7,
+        };
+        let slim = full("out").without_output();
+        assert_eq!(slim.stdout, "");
+        // The first line, cut at a character boundary within 1 KiB.
+        assert_eq!(slim.stderr, "é".repeat(512));
+        assert_eq!(
+            (slim.state, &slim.info, slim.finished_unix_ms),
+            (ResultState::Failed, &"command failed".to_string(), 7)
+        );
+        let mut stored = record("j", 1);
+        stored.results.insert("n1".into(), full("n1"));
+        let mut open = stored.clone();
+        open.results
+            .insert("n1".into(), full("n1").without_output());
+        open.results
+            .insert("n2".into(), full("n2").without_output());
+        let whole = open.filled_from(stored);
+        assert_eq!(whole.results["n1"], full("n1"));
+        assert_eq!(
+            whole.results["n2"].stdout, "",
+            "only memory has it: kept as it is"
+        );
+    }
 
     fn record(id: &str, created: u64) -> JobRecord {
         JobRecord {

@@ -761,6 +761,18 @@ impl Actor {
                     return;
                 }
                 for (events, event) in self.notices.stored(batch) {
+                    // The record as held in memory, with the outputs its results left on disk
+                    // (where everything written before this notice now is).
+                    let event = match event {
+                        WatchEvent::Done(record) => {
+                            let whole = match self.store.record(&record.job_id) {
+                                Some(stored) => record.filled_from(stored),
+                                None => *record,
+                            };
+                            WatchEvent::Done(Box::new(whole))
+                        }
+                        other => other,
+                    };
                     // A client whose channel is full of output lines still gets every result:
                     // it is sent from a task of its own, which ends when the client goes.
                     if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
@@ -873,7 +885,18 @@ impl Actor {
                 let open: HashSet<String> = self.records.keys().cloned().collect();
                 self.early_output.retain(|job, _| open.contains(job));
                 self.cross.purge_queries(&open);
-                let kept: Vec<JobRecord> = self.records.values().cloned().collect();
+                // Written back whole: memory holds their results without outputs, the store
+                // (once every write so far is on it) with them. An operator's purge is rare
+                // enough to wait here for that commit.
+                self.store.flush();
+                let kept: Vec<JobRecord> = self
+                    .records
+                    .values()
+                    .map(|r| match self.store.record(&r.job_id) {
+                        Some(stored) => r.clone().filled_from(stored),
+                        None => r.clone(),
+                    })
+                    .collect();
                 self.store.purge_jobs_but(&kept);
                 self.purge_barrier = Some(self.closing_next);
                 self.ask_closing_commit();

@@ -1588,6 +1588,69 @@ fn a_target_that_left_is_reported_as_gone() {
     assert!(records(&nodes[0]).is_empty(), "nothing was recorded");
 }
 
+/// The submitter keeps an open job's results without their outputs in memory (they are on
+/// disk): what `--job-info` and `--list-jobs` show of it is whole all the same, while other
+/// targets still run it, after the submitter restarts, and once it is done.
+#[test]
+fn an_open_jobs_outputs_show_whole_while_other_targets_run_it() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    arg_per_node(&nodes[0], "delay", &[("n2", "0"), ("n3", "12")]);
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+        "--skip-cache if [ {{ delay }} = 0 ]; then head -c 300000 /dev/zero | tr '\\0' x; \
+         echo; printf 'first\\nsecond\\n' >&2; else sleep {{ delay }}; echo late; fi",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = records(&nodes[0])
+        .last()
+        .and_then(|r| r["job_id"].as_str().map(str::to_string))
+        .expect("the job's record");
+    let shown_whole = |d: &Daemon| {
+        let o = d.cli(&["manage", "--job-info", &job_id, "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let info: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let n2 = &info["results"]["n2"];
+        assert_eq!(n2["stdout"].as_str().unwrap().len(), 300000, "{n2}");
+        assert_eq!(n2["stderr"], "first\nsecond", "{n2}");
+        let listed = records(d);
+        let listed = listed
+            .iter()
+            .find(|r| r["job_id"] == job_id.as_str())
+            .expect("listed");
+        assert_eq!(listed["results"]["n2"], *n2);
+        info
+    };
+    wait_for(Duration::from_secs(20), "n2's result", || {
+        let recs = records(&nodes[0]);
+        let r = recs.iter().find(|r| r["job_id"] == job_id.as_str())?;
+        r["results"].get("n2").map(|_| ())
+    });
+    let info = shown_whole(&nodes[0]);
+    assert!(
+        info["results"].get("n3").is_none(),
+        "n3 still runs it: {info}"
+    );
+    // Restarted, the submitter takes the open record back (without outputs in memory).
+    assert!(nodes[0].terminate().success());
+    nodes[0].restart();
+    let info = shown_whole(&nodes[0]);
+    assert!(
+        info["results"].get("n3").is_none(),
+        "n3 still runs it: {info}"
+    );
+    let o = nodes[0].cli(&["manage", "--follow-run", "last"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let info = shown_whole(&nodes[0]);
+    assert_eq!(info["results"]["n3"]["stdout"], "late", "{info}");
+}
+
 /// `--filter failed` lists a job as soon as one node failed it, while others still run it
 /// (as Directord's: the operator looks for failures mid-run); it is processing too, and not
 /// a success.

@@ -263,7 +263,12 @@ impl Actor {
                     return;
                 }
                 // A late result (after the job was written off, or after a restart).
-                Some(r) => self.records.entry(job_id.clone()).or_insert(r),
+                Some(mut r) => {
+                    for result in r.results.values_mut() {
+                        *result = result.without_output();
+                    }
+                    self.records.entry(job_id.clone()).or_insert(r)
+                }
                 None => {
                     // Its record was purged (or never stored): still owed to the run's tracker,
                     // or the run would never finish.
@@ -304,7 +309,11 @@ impl Actor {
             );
             let node_result = NodeResult::from_outcome(outcome, roundtrip_ms);
             self.store.put_result(&job_id, &name, &node_result);
-            record.results.insert(name, node_result);
+            // The output is on its way to disk: memory keeps the rest. A job of a thousand
+            // targets would otherwise hold up to 3 MiB of each one's output until its last
+            // target reports. Whoever needs the outputs reads the store once this write is on
+            // it (`JobRecord::filled_from`).
+            record.results.insert(name, node_result.without_output());
         }
         let complete = record.results.len() >= record.nodes.len();
         if let Some(late) = late {
