@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use node::{JoinOptions, Node, config};
+use node::{JoinOptions, Node, NodeError, config, state::StateError};
 
 use crate::{Failure, output};
 
@@ -193,7 +193,11 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
-        let node = Node::start(config).await.map_err(Failure::runtime)?;
+        let node = Node::start(config).await.map_err(|e| match e {
+            // Arguments naming another mesh than the state directory's: bad input (exit 2).
+            NodeError::State(StateError::OtherMesh { .. }) => Failure::Input(e.to_string()),
+            e => Failure::runtime(e),
+        })?;
         print_banner(&node);
         tokio::spawn(return_freed_memory());
         let mut failure = None;

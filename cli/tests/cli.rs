@@ -430,6 +430,30 @@ fn a_node_that_reaches_no_member_says_so() {
     assert!(text.contains("Connection refused"), "{text}");
 }
 
+/// A state directory of one mesh given another mesh's token, or told to join an open mesh:
+/// the arguments are wrong (exit 2, as for a malformed token), the directory is left alone.
+#[test]
+fn a_token_of_another_mesh_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    drop(start_daemon(&a, "/ip4/127.0.0.1/tcp/0"));
+    drop(start_daemon(&b, "/ip4/127.0.0.1/tcp/0"));
+    let token_b = std::fs::read_to_string(b.join("join-token")).unwrap();
+    let key_a = std::fs::read(a.join("mesh.key")).unwrap();
+    let sd = a.to_str().unwrap();
+    fails(
+        &["--state-dir", sd, "join", "--token", token_b.trim()],
+        2,
+        &["belongs to another mesh", "use the token of that mesh"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--open"],
+        2,
+        &["cannot join an open mesh"],
+    );
+    assert_eq!(std::fs::read(a.join("mesh.key")).unwrap(), key_a);
+}
+
 /// The daemon's log once it says `needle` (within 20 s).
 fn wait_for_in_log(log: &Path, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

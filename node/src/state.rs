@@ -34,6 +34,10 @@ pub enum StateError {
     },
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// The mesh the arguments name (a token's key, an open mesh, a peer) is not the one the
+    /// state directory belongs to: the operator's input, not the machine's trouble.
+    #[error("{path}: {reason}")]
+    OtherMesh { path: PathBuf, reason: String },
     #[error(
         "another daemon already runs with state directory {dir}; stop it first or pass a different --state-dir"
     )]
@@ -214,7 +218,7 @@ impl StateDir {
         // A key written by a start that never came up (its listen address was taken, say)
         // binds the directory to no mesh yet: only a node that ran saved a join token.
         let ever_up = self.dir.join("join-token").exists();
-        let mismatch = |reason: &str| StateError::Invalid {
+        let mismatch = |reason: &str| StateError::OtherMesh {
             path: self.dir.clone(),
             reason: reason.into(),
         };

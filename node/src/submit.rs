@@ -57,15 +57,23 @@ fn first_named(names: Vec<String>) -> Vec<String> {
 }
 
 /// The members not alive (expired or left) a parent for every node leaves out (if there is
-/// one): an operator who meant every node hears which did not run it.
+/// one): an operator who meant every node hears which did not run it. One whose name a live
+/// node uses now (the same machine under a new identity: its state directory was replaced)
+/// is not named: that node runs it.
 fn not_alive_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
     if !untargeted {
         return Vec::new();
     }
+    let live: HashSet<&str> = status
+        .members
+        .iter()
+        .filter(|v| v.is_self || v.state == MemberState::Alive)
+        .map(|v| v.presence.name.as_str())
+        .collect();
     let mut names: Vec<String> = status
         .members
         .iter()
-        .filter(|v| !v.is_self)
+        .filter(|v| !v.is_self && !live.contains(v.presence.name.as_str()))
         .filter_map(|v| match v.state {
             MemberState::Expired => Some(format!("{} (expired)", v.presence.name)),
             MemberState::Left => Some(format!("{} (left)", v.presence.name)),

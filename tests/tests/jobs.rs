@@ -714,6 +714,35 @@ fn a_job_for_every_node_names_the_members_not_alive() {
         "{}",
         text(&o)
     );
+    // n4's machine rebuilt (a new state directory, so a new identity) under its old name: the
+    // live n4 runs the job, and the identity that left is not named as one that did not.
+    let token = nodes[0].join_token();
+    let rebuilt = Daemon::start(
+        root.path(),
+        "n4-rebuilt",
+        &["--name", "n4", "--token", &token],
+    );
+    let rebuilt_id = rebuilt.peer_id();
+    wait_for(
+        Duration::from_secs(20),
+        "the rebuilt n4 to be alive",
+        || {
+            let status = nodes[0].status()?;
+            let alive = status["nodes"].as_array()?.iter().any(|n| {
+                n["name"] == "n4" && n["state"] == "alive" && n["peer_id"] == rebuilt_id.as_str()
+            });
+            alive.then_some(())
+        },
+    );
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("warning: not run on the members that are not alive: n3 (expired)\n"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("3/3 nodes"), "{}", text(&o));
 }
 
 /// A node killed with -9 leaves its jobs' processes running (nothing can stop them then); once
