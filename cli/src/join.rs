@@ -27,7 +27,8 @@ pub struct JoinArgs {
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
 
-    /// Address to listen on: a multiaddr (/ip4/0.0.0.0/tcp/7411) or HOST:PORT. Repeatable.
+    /// Address to listen on: a multiaddr (/ip4/0.0.0.0/tcp/7411) or IP:PORT (an address, not
+    /// a host name). Repeatable.
     /// Default: TCP port 7411 on all interfaces. [env: DIRECTORD_MESH_LISTEN, comma-separated]
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<String>,

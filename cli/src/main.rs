@@ -36,6 +36,11 @@ reached or could not do what was asked; 2 bad input (arguments, orchestration an
 files, tokens). `exec` and `orchestrate` without --poll, --stream or --check print the job ids
 and exit 0 once the jobs are submitted, whatever the jobs then do.";
 
+const MANAGE_AFTER_HELP: &str =
+    "Exit codes: 0 success; 1 the daemon could not be reached or could not do what was asked
+(and for --follow-run, as for exec: a job failed or a target was unreachable); 2 bad input
+(arguments, an id no job or run has).";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "directord-mesh",
@@ -69,6 +74,7 @@ enum Command {
     /// Show this node and every member of the mesh as this node sees it.
     Status(StatusArgs),
     /// Operator views of the mesh (Directord's `manage`).
+    #[command(after_help = MANAGE_AFTER_HELP)]
     Manage(ManageArgs),
     /// Start a real mesh of N daemons on this machine and show it; Ctrl-C stops it.
     #[command(long_about = demo::LONG_ABOUT)]

@@ -51,7 +51,7 @@ pub struct RunOptions {
     force_async: bool,
 
     /// Print each job's fingerprint and run nothing.
-    #[arg(long, conflicts_with_all = ["poll", "stream"])]
+    #[arg(long, conflicts_with_all = ["poll", "stream", "check"])]
     finger_print: bool,
 
     /// Wait for the jobs: a progress bar and one status line per job.
@@ -460,15 +460,22 @@ fn fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> String {
                 continue;
             }
             count += 1;
-            let args = j
-                .definition
-                .split_once(": ")
-                .map(|(_, a)| a)
-                .unwrap_or_default();
+            // A file job names its own file first: the jobs of one glob differ only in it.
+            let args = match &j.spec.component {
+                jobs::Component::Add(t) | jobs::Component::Copy(t) if t.file.is_some() => {
+                    let name = t.file.as_ref().map(|f| f.name.as_str()).unwrap_or_default();
+                    format!("{name} -> {}", t.dest)
+                }
+                _ => j
+                    .definition
+                    .split_once(": ")
+                    .map(|(_, a)| a.to_string())
+                    .unwrap_or_default(),
+            };
             let shown = if args.chars().count() >= 30 {
                 format!("{}...", args.chars().take(27).collect::<String>())
             } else {
-                args.to_string()
+                args
             };
             table.add_row(vec![
                 count.to_string(),

@@ -217,6 +217,12 @@ fn usage_errors_exit_2() {
         &["--filter applies only to --list-jobs"],
     );
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
+    // --finger-print runs nothing: there is nothing to wait for or check.
+    fails(
+        &["exec", "--verb", "RUN", "--finger-print", "--check", "true"],
+        2,
+        &["'--finger-print' cannot be used with '--check'"],
+    );
     // Following a run prints status lines; JSON is refused before any daemon is asked.
     fails(
         &["manage", "--follow-run", "last", "--json"],
@@ -282,6 +288,23 @@ fn usage_errors_exit_2() {
     let o = run(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("RUN"));
+    // The jobs of one glob are told apart by their files, however long the paths.
+    let deep = dir
+        .path()
+        .join("a-directory-with-a-long-name")
+        .join("files");
+    std::fs::create_dir_all(&deep).unwrap();
+    for name in ["one.conf", "two.conf"] {
+        std::fs::write(deep.join(name), name).unwrap();
+    }
+    let src = format!("{}/*.conf", deep.display());
+    let o = run(&["exec", "--verb", "ADD", "--finger-print", &src, "/etc/app/"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("one.conf -> /etc/app/") && table.contains("two.conf -> /etc/app/"),
+        "{table}"
+    );
     // A value that cannot start a fingerprint is refused as such.
     fails(
         &["orchestrate", file.to_str().unwrap(), "--restrict", "zzzz"],
@@ -337,6 +360,7 @@ fn exit_codes_are_in_the_help() {
         &["--help"][..],
         &["exec", "--help"],
         &["orchestrate", "--help"],
+        &["manage", "--help"],
     ] {
         let o = run(args);
         let out = String::from_utf8_lossy(&o.stdout);

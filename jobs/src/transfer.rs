@@ -1,7 +1,8 @@
 //! ADD and COPY on the submitting side: turning `SRC` (a glob) into the files it names.
 //!
 //! The submitter expands the glob (relative to its working directory, `~` for its home),
-//! keeps regular files in sorted order, and hashes each (whole and per chunk). Each file
+//! keeps regular files in sorted order, and hashes each (per chunk, the digests merging into
+//! the file's hash, see [`FileRef`]). Each file
 //! becomes its own job, so every file is its own tracked result; its content hash is part of
 //! the job's fingerprint, so a changed file is sent again.
 
@@ -84,7 +85,7 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
         None => pattern.to_string(),
     };
     let absolute = if Path::new(&expanded).is_absolute() {
-        expanded
+        expanded.clone()
     } else {
         cwd.join(&expanded).display().to_string()
     };
@@ -102,12 +103,41 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
                 pattern.trim_end_matches('/')
             ));
         }
-        return Err(format!(
-            "no file matches '{pattern}' (relative paths start at {})",
-            cwd.display()
-        ));
+        if let Some(other) = others.first() {
+            return Err(format!(
+                "'{pattern}' names {}, {}: ADD and COPY send regular files",
+                other.display(),
+                not_a_file(other)
+            ));
+        }
+        return Err(if Path::new(&expanded).is_absolute() {
+            format!("no file matches '{pattern}'")
+        } else {
+            format!(
+                "no file matches '{pattern}' (relative paths start at {})",
+                cwd.display()
+            )
+        });
     }
     Ok(files)
+}
+
+/// What `path` is, said of something that is neither a regular file nor a directory.
+fn not_a_file(path: &Path) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path).map(|m| m.file_type()) {
+        Ok(t) if t.is_fifo() => "a named pipe (FIFO)".into(),
+        Ok(t) if t.is_socket() => "a socket".into(),
+        Ok(t) if t.is_block_device() || t.is_char_device() => "a device".into(),
+        Ok(_) => "which is not a regular file".into(),
+        Err(_) => match std::fs::read_link(path) {
+            Ok(target) => format!(
+                "a symbolic link to {}, which does not exist",
+                target.display()
+            ),
+            Err(e) => format!("which cannot be read ({e})"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +243,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = resolve(spec("missing/*.txt /tmp/"), dir.path()).unwrap_err();
         assert!(e.contains("no file matches 'missing/*.txt'"), "{e}");
+        // An absolute path needs no word on where relative ones start.
+        let missing = dir.path().join("missing.txt");
+        let e = resolve(spec(&format!("{} /tmp/", missing.display())), dir.path()).unwrap_err();
+        assert_eq!(e, format!("no file matches '{}'", missing.display()));
+        // What is there but is no regular file is named for what it is.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = resolve(spec("fifo /tmp/"), dir.path()).unwrap_err();
+        assert!(
+            e.contains("fifo, a named pipe (FIFO): ADD and COPY send regular files"),
+            "{e}"
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &link).unwrap();
+        let e = resolve(spec("link /tmp/"), dir.path()).unwrap_err();
+        assert!(
+            e.contains("link, a symbolic link to") && e.contains("gone, which does not exist"),
+            "{e}"
+        );
         assert!(
             JobSpec::parse("ADD", "only-one", &Default::default())
                 .unwrap_err()

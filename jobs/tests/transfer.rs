@@ -237,3 +237,27 @@ async fn a_link_at_the_temporary_name_is_not_followed() {
         "the link is left"
     );
 }
+
+/// DEST naming a directory that is there, without the trailing `/`: the job fails before
+/// anything is fetched, saying how to put the file inside, and the directory is untouched.
+#[tokio::test]
+async fn a_dest_that_is_a_directory_without_its_slash_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("small.txt");
+    std::fs::write(&source, "small\n").unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let spec = transfer_spec("COPY", &format!("small.txt {}", dest.display()), dir.path());
+    let (outcome, discarded) = run(spec, &source).await;
+    assert_eq!(outcome.state, ResultState::Failed, "{outcome:?}");
+    assert_eq!(
+        outcome.stderr,
+        format!(
+            "{} is a directory: end DEST with / to put the file inside it",
+            dest.display()
+        ),
+        "{outcome:?}"
+    );
+    assert!(discarded.is_empty());
+    assert!(std::fs::read_dir(&dest).unwrap().next().is_none());
+}

@@ -103,10 +103,9 @@ pub const JOIN_ENV: [&str; 11] = [
 )]
 struct FileOptions {
     name: Option<String>,
-    #[serde(default, deserialize_with = "one_or_many")]
-    listen: Vec<String>,
-    #[serde(default, alias = "peers", deserialize_with = "one_or_many")]
-    peer: Vec<String>,
+    listen: Option<serde_yaml_ng::Value>,
+    #[serde(alias = "peers")]
+    peer: Option<serde_yaml_ng::Value>,
     token: Option<String>,
     open: Option<serde_yaml_ng::Value>,
     #[serde(alias = "heartbeat-interval")]
@@ -120,31 +119,50 @@ struct FileOptions {
     #[serde(alias = "record-retention")]
     record_retention: Option<serde_yaml_ng::Value>,
     #[serde(
-        default,
         alias = "allow-submitter",
         alias = "allow-submitters",
-        alias = "allow_submitters",
-        deserialize_with = "one_or_many"
+        alias = "allow_submitters"
     )]
-    allow_submitter: Vec<String>,
+    allow_submitter: Option<serde_yaml_ng::Value>,
+}
+
+/// What a YAML value is, in words, for an error that names what a setting got instead.
+fn kind_of(v: &serde_yaml_ng::Value) -> String {
+    use serde_yaml_ng::Value;
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("'{s}'"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
 }
 
 /// A repeatable setting, written as one value (`listen: 0.0.0.0:7411`) or as a list.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    use serde::de::Error;
+fn one_or_many(
+    value: Option<serde_yaml_ng::Value>,
+    setting: &str,
+    source: &Source,
+) -> Result<Vec<String>, ConfigError> {
     use serde_yaml_ng::Value;
     let text = |v: Value| match v {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Err(D::Error::custom(format!(
-            "expected a value or a list of them, found {b}"
-        ))),
-        _ => Err(D::Error::custom("expected a value or a list of them")),
+        other => Err(ConfigError::Invalid {
+            origin: source.clone(),
+            setting: setting.into(),
+            reason: format!(
+                "expected a value or a list of them, found {}",
+                kind_of(&other)
+            ),
+        }),
     };
-    match Value::deserialize(d)? {
-        Value::Sequence(items) => items.into_iter().map(text).collect(),
-        Value::Null => Ok(Vec::new()),
-        one => Ok(vec![text(one)?]),
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Sequence(items)) => items.into_iter().map(text).collect(),
+        Some(one) => Ok(vec![text(one)?]),
     }
 }
 
@@ -238,14 +256,18 @@ impl JoinOptions {
                 other => Err(ConfigError::Invalid {
                     origin: source.clone(),
                     setting: setting.into(),
-                    reason: format!("expected a string or number, found {other:?}"),
+                    reason: format!("expected a string or number, found {}", kind_of(&other)),
                 }),
             }
         };
         Ok(JoinOptions {
             name: file.name,
-            listen: parse_addrs(&file.listen, "listen", &source)?,
-            peers: parse_addrs(&file.peer, "peer", &source)?,
+            listen: parse_addrs(
+                &one_or_many(file.listen, "listen", &source)?,
+                "listen",
+                &source,
+            )?,
+            peers: parse_addrs(&one_or_many(file.peer, "peer", &source)?, "peer", &source)?,
             token: file.token.map(|t| parse_token(&t, &source)).transpose()?,
             open: file
                 .open
@@ -268,7 +290,7 @@ impl JoinOptions {
                     other => Err(ConfigError::Invalid {
                         origin: source.clone(),
                         setting: "open".into(),
-                        reason: format!("expected a boolean, found {other:?}"),
+                        reason: format!("expected a boolean, found {}", kind_of(&other)),
                     }),
                 })
                 .transpose()?,
@@ -289,7 +311,10 @@ impl JoinOptions {
                 .record_retention
                 .map(|v| parse_record_retention_in(&scalar(v, "record-retention")?, &source))
                 .transpose()?,
-            allow_submitters: parse_peer_ids(&file.allow_submitter, &source)?,
+            allow_submitters: parse_peer_ids(
+                &one_or_many(file.allow_submitter, "allow-submitter", &source)?,
+                &source,
+            )?,
         })
     }
 
@@ -505,7 +530,8 @@ pub fn parse_addr(text: &str) -> Result<Multiaddr, String> {
 /// as [`usable_addr`] does.
 pub fn parse_addr_for(text: &str, setting: &str) -> Result<Multiaddr, String> {
     let addr = parse_addr(text)?;
-    usable_addr(&addr, setting)?;
+    // Said of the address as written (`localhost:7411`, not the multiaddr made of it).
+    usable_addr(&addr, setting).map_err(|e| format!("'{text}': {e}"))?;
     Ok(addr)
 }
 
@@ -514,18 +540,17 @@ pub fn parse_addr_for(text: &str, setting: &str) -> Result<Multiaddr, String> {
 fn usable_addr(addr: &Multiaddr, setting: &str) -> Result<(), String> {
     use mesh::multiaddr::Protocol;
     if !addr.iter().any(|p| matches!(p, Protocol::Tcp(_))) {
-        return Err(format!(
-            "'{addr}': only TCP addresses are used (/ip4/ADDRESS/tcp/PORT or HOST:PORT)"
-        ));
+        return Err("only TCP addresses are used (/ip4/ADDRESS/tcp/PORT or HOST:PORT)".into());
     }
     let named = addr
         .iter()
         .any(|p| matches!(p, Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)));
     if setting == "listen" && named {
-        return Err(format!(
-            "'{addr}': listen on an IP address (0.0.0.0:PORT for every interface, \
-             127.0.0.1:PORT, [::]:PORT), not a name"
-        ));
+        return Err(
+            "listen on an IP address (0.0.0.0:PORT for every interface, 127.0.0.1:PORT, \
+                    [::]:PORT), not a name"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -881,10 +906,35 @@ mod tests {
             e.contains("/etc/dm.yaml") && e.contains("heartbeat-interval"),
             "{e}"
         );
-        let e = layers(JoinOptions::default(), &[], "listen: {a: b}\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("expected a value or a list of them"), "{e}");
+        // What a setting got instead is said in words, under the setting's name.
+        for (text, said) in [
+            (
+                "listen: {a: b}\n",
+                "listen: expected a value or a list of them, found a mapping",
+            ),
+            (
+                "listen: [true]\n",
+                "listen: expected a value or a list of them, found the boolean true",
+            ),
+            (
+                "allow-submitter: [[x]]\n",
+                "allow-submitter: expected a value or a list of them, found a list",
+            ),
+            ("open: [1]\n", "open: expected a boolean, found a list"),
+            (
+                "blob-retention: {a: 1}\n",
+                "blob-retention: expected a string or number, found a mapping",
+            ),
+        ] {
+            let e = layers(JoinOptions::default(), &[], text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("/etc/dm.yaml") && e.contains(said),
+                "{text}: {e}"
+            );
+            assert!(!e.contains("Mapping") && !e.contains("Sequence"), "{e}");
+        }
         let e = layers(JoinOptions::default(), &[], "nmae: typo\n")
             .unwrap_err()
             .to_string();
@@ -979,6 +1029,12 @@ mod tests {
         assert!(e("::1:7411", "listen").contains("[ADDRESS]:PORT"));
         assert!(e("127.0.0.1:99999", "peer").contains("out of range"));
         assert!(e("localhost:7411", "listen").contains("not a name"));
+        // Said of the address as written, not of the multiaddr made of it.
+        assert!(
+            e("localhost:7411", "listen").starts_with("'localhost:7411': listen on an IP address"),
+            "{}",
+            e("localhost:7411", "listen")
+        );
         assert!(e("/ip4/127.0.0.1/udp/7411", "peer").contains("only TCP"));
         assert!(parse_addr_for("localhost:7411", "peer").is_ok());
         assert!(parse_addr_for("[::]:7411", "listen").is_ok());

@@ -340,7 +340,10 @@ pub fn resolve(
     }
     if parents.is_empty() {
         return Err(SubmitError::BadInput(if restricted > 0 {
-            format!("--restrict left none of the {restricted} jobs to run")
+            match restricted {
+                1 => "--restrict left out the only job: nothing to run".to_string(),
+                n => format!("--restrict left out all {n} jobs: nothing to run"),
+            }
         } else {
             "nothing to run".into()
         }));

@@ -42,6 +42,17 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             "",
         );
     }
+    // A directory where the file would land (DEST without its trailing /): said before the
+    // file is fetched, with the way to put it inside. (A link there is replaced, as below.)
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        return Finished::fail(
+            format!(
+                "{} is a directory: end DEST with / to put the file inside it",
+                path.display()
+            ),
+            format!("{} was left as it was", path.display()),
+        );
+    }
     // Who will own it is settled before anything is written: a user this node lacks fails
     // the job with DEST as it was.
     let owner = match t.owner.as_ref().map(resolve_owner).transpose() {

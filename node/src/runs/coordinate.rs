@@ -886,13 +886,13 @@ impl Coordinator for NodeCoordinator {
                     }
                     Err(NameError::Unknown(name)) => {
                         return Err(format!(
-                            "JOB_WAIT: no node named '{name}' in the mesh (looked for {} s)",
+                            "no node named '{name}' in the mesh (looked for {} s)",
                             UNKNOWN_NAME_GRACE.as_secs()
                         ));
                     }
                     Err(NameError::Ambiguous(name, count)) => {
                         return Err(format!(
-                            "JOB_WAIT: '{name}' is ambiguous ({count} live nodes use that name)"
+                            "'{name}' is ambiguous ({count} live nodes use that name)"
                         ));
                     }
                 }
