@@ -2269,8 +2269,8 @@ fn job_wait_on_a_node_that_never_runs_the_job_times_out_clearly() {
         &nodes,
         "n2",
         &["--timeout", "2"],
-        "timed out waiting for job deadbeef00 to finish on n2 (n2: alive, the job has not \
-         finished there)",
+        "timed out waiting for job deadbeef00 to finish on n2 (n2: alive, and has not finished \
+         a job of that fingerprint (not run there yet, still running, or never sent there))",
     );
     // An unknown node is named as such (after looking for it for a while) ...
     fails_with(&nodes, "nope", &[], "no node named 'nope'");

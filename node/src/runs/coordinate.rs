@@ -803,7 +803,10 @@ fn seen_as(members: &[mesh::MemberView], unreachable: &[mesh::PeerId], name: &st
             "{name}: alive (heard through other nodes) but not reachable directly from this \
              node, so it could not answer (whether it ran the job is unknown; `status` says more)"
         ),
-        MemberState::Alive => format!("{name}: alive, the job has not finished there"),
+        MemberState::Alive => format!(
+            "{name}: alive, and has not finished a job of that fingerprint (not run there yet, \
+             still running, or never sent there)"
+        ),
         MemberState::Expired => {
             format!(
                 "{name}: not heard from for {ago} s (down or cut off; whether it ran the job is unknown)"
