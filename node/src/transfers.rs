@@ -69,8 +69,13 @@ enum TInput {
         hash: Fingerprint,
         result: Result<PathBuf, String>,
     },
-    /// A received chunk cannot be written here (a full disk): no source can help.
-    CannotWrite { hash: Fingerprint, why: String },
+    /// A received chunk cannot be written here (a full disk): no source can help. Said of
+    /// the download `generation` of `hash` (one given up meanwhile says nothing of the next).
+    CannotWrite {
+        hash: Fingerprint,
+        generation: u64,
+        why: String,
+    },
     Serve {
         request: BlobRequest,
         token: BlobToken,
@@ -85,6 +90,8 @@ pub struct Transfers {
 }
 
 struct Active {
+    /// Which download of this hash this is (each one begun gets the next number).
+    generation: u64,
     file: FileRef,
     download: Download,
     waiters: Vec<oneshot::Sender<Result<PathBuf, String>>>,
@@ -109,6 +116,7 @@ impl Transfers {
             served: served.clone(),
             inbox: tx.clone(),
             active: HashMap::new(),
+            generation: 0,
             parked: HashMap::new(),
         };
         let task = tokio::spawn(actor.run(rx));
@@ -149,6 +157,8 @@ struct Actor {
     served: Arc<AtomicU64>,
     inbox: mpsc::Sender<TInput>,
     active: HashMap<Fingerprint, Active>,
+    /// The number of the last download begun ([`Active::generation`]).
+    generation: u64,
     /// Chunk requests waiting for a chunk this node is still fetching.
     parked: HashMap<(Fingerprint, u64), Vec<Parked>>,
 }
@@ -207,9 +217,11 @@ impl Actor {
                 let hash = file.hash;
                 debug!(%hash, chunks = file.chunks.len(), ?sources, "fetch begins");
                 let (download, actions) = Download::new(file.chunks.len(), sources, now);
+                self.generation += 1;
                 self.active.insert(
                     hash,
                     Active {
+                        generation: self.generation,
                         file,
                         download,
                         waiters: vec![reply],
@@ -244,8 +256,18 @@ impl Actor {
                     now,
                 )
             }
-            TInput::CannotWrite { hash, why } => {
-                if let Some(active) = self.drop_download(hash) {
+            TInput::CannotWrite {
+                hash,
+                generation,
+                why,
+            } => {
+                // A chunk of a download given up meanwhile (its partial file removed) fails
+                // to write: no word on the download begun since.
+                let current = self
+                    .active
+                    .get(&hash)
+                    .is_some_and(|a| a.generation == generation);
+                if current && let Some(active) = self.drop_download(hash) {
                     let why = format!("this node cannot write the file: {why}");
                     warn!(%hash, "file transfer failed: {why}");
                     for w in active.waiters {
@@ -403,6 +425,7 @@ impl Actor {
                         return;
                     };
                     let file = active.file.clone();
+                    let generation = active.generation;
                     let store = self.store.clone();
                     let mesh = self.mesh.clone();
                     let inbox = self.inbox.clone();
@@ -415,7 +438,11 @@ impl Actor {
                                 result,
                                 corruption,
                             },
-                            Err(why) => TInput::CannotWrite { hash, why },
+                            Err(why) => TInput::CannotWrite {
+                                hash,
+                                generation,
+                                why,
+                            },
                         };
                         let _ = inbox.send(input).await;
                     });
