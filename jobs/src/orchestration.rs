@@ -84,6 +84,43 @@ pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
     parse_str(&text, &name)
 }
 
+/// A duplicate key, said where it is: the parser names the line its mapping starts on
+/// (`mapping_line`), the operator needs the line written twice. For a verb, the likely cause
+/// is a job without its `- `. `None` when `why` is not about a duplicate key or the key is
+/// not found again.
+fn duplicate_key(text: &str, why: &str, mapping_line: usize) -> Option<String> {
+    let key = why
+        .split_once("duplicate entry with key \"")?
+        .1
+        .split_once('"')?
+        .0;
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .skip(mapping_line.saturating_sub(1))
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("- ").unwrap_or(l).trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|(i, _)| i + 1)
+        .take(2)
+        .collect();
+    let [first, again] = lines[..] else {
+        return None;
+    };
+    let hint = if crate::spec::Verb::from_name(key).is_some() {
+        ": each job is its own list item, so start each VERB line with '- '"
+    } else {
+        ""
+    };
+    Some(format!(
+        "YAML syntax error at line {again}: '{key}' is given twice in one mapping (first at \
+         line {first}){hint}"
+    ))
+}
+
 /// Parses orchestration text; `file` names it in errors.
 pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationError> {
     let err =
@@ -103,6 +140,12 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
         let mut why = e.to_string();
         if !at.is_empty() {
             why = why.replacen(&at, "", 1);
+        }
+        if let Some(said) = e
+            .location()
+            .and_then(|l| duplicate_key(text, &why, l.line()))
+        {
+            return err(None, None, said);
         }
         err(None, None, format!("YAML syntax error{at}: {why}"))
     })?;
@@ -370,6 +413,17 @@ mod tests {
         // The position is said once (the parser's text repeats it); another, where the
         // unclosed list began, may follow.
         assert_eq!(e.matches(" at line 3 column 1").count(), 1, "{e}");
+        // A key written twice is said where it is written again, with the likely cause.
+        assert_eq!(
+            error("- jobs:\n  - RUN: echo one\n    RUN: echo two\n"),
+            "bad.yaml: YAML syntax error at line 3: 'RUN' is given twice in one mapping (first \
+             at line 2): each job is its own list item, so start each VERB line with '- '"
+        );
+        assert_eq!(
+            error("- targets: [a]\n  jobs: []\n  targets: [b]\n"),
+            "bad.yaml: YAML syntax error at line 3: 'targets' is given twice in one mapping \
+             (first at line 1)"
+        );
         assert!(error("").contains("the file is empty"));
         assert!(error("[]").contains("no entries"));
         assert!(error("jobs: []").contains("expected a list of entries"));
