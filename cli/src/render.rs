@@ -142,6 +142,15 @@ pub fn table_text(table: &Table) -> String {
         .join("\n")
 }
 
+/// A node's labels on one line (`role=web,dc=a`), as text whatever they hold; `-` for none.
+fn labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    let all: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    shown(&clipped(&all.join(","), 80), false).into_owned()
+}
+
 /// The members table of `status` and `manage --list-nodes`.
 pub fn nodes_table(nodes: &[NodeRow]) -> String {
     let mut table = Table::new();
@@ -154,6 +163,7 @@ pub fn nodes_table(nodes: &[NodeRow]) -> String {
         "AGENT UPTIME",
         "LAST SEEN",
         "STATE",
+        "LABELS",
     ]);
     for n in nodes {
         let name = if n.is_self {
@@ -177,6 +187,7 @@ pub fn nodes_table(nodes: &[NodeRow]) -> String {
                 ago(n.last_seen_secs)
             },
             n.state.clone(),
+            labels(&n.labels),
         ]);
     }
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();

@@ -410,6 +410,10 @@ impl Drop for Running {
 }
 
 fn start_daemon(state_dir: &Path, listen: &str) -> Running {
+    start_daemon_with(state_dir, listen, &[])
+}
+
+fn start_daemon_with(state_dir: &Path, listen: &str, extra: &[&str]) -> Running {
     let child = bin()
         .args([
             "--state-dir",
@@ -418,6 +422,7 @@ fn start_daemon(state_dir: &Path, listen: &str) -> Running {
             "--listen",
             listen,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -552,7 +557,11 @@ fn one_daemon_per_state_dir_and_port() {
 fn status_shows_the_table_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path().join("s");
-    let _daemon = start_daemon(&sd, "127.0.0.1:0");
+    let _daemon = start_daemon_with(
+        &sd,
+        "127.0.0.1:0",
+        &["--label", "role=web", "--label", "dc=a"],
+    );
     let o = run(&["--state-dir", sd.to_str().unwrap(), "status"]);
     let out = String::from_utf8_lossy(&o.stdout);
     for col in [
@@ -564,6 +573,8 @@ fn status_shows_the_table_and_json() {
         "AGENT UPTIME",
         "LAST SEEN",
         "STATE",
+        "LABELS",
+        "dc=a,role=web",
         "Total nodes: 1",
     ] {
         assert!(out.contains(col), "status lacks {col}:\n{out}");
