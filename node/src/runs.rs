@@ -760,13 +760,18 @@ impl Actor {
                     self.notices.failed();
                     return;
                 }
+                // Each job read once for the batch, however many clients watch it.
+                let mut read: HashMap<String, Option<JobRecord>> = HashMap::new();
                 for (events, event) in self.notices.stored(batch) {
                     // The record as held in memory, with the outputs its results left on disk
                     // (where everything written before this notice now is).
                     let event = match event {
                         WatchEvent::Done(record) => {
-                            let whole = match self.store.record(&record.job_id) {
-                                Some(stored) => record.filled_from(stored),
+                            let stored = read
+                                .entry(record.job_id.clone())
+                                .or_insert_with(|| self.store.record(&record.job_id));
+                            let whole = match stored {
+                                Some(stored) => record.filled_from(stored.clone()),
                                 None => *record,
                             };
                             WatchEvent::Done(Box::new(whole))
@@ -885,19 +890,18 @@ impl Actor {
                 let open: HashSet<String> = self.records.keys().cloned().collect();
                 self.early_output.retain(|job, _| open.contains(job));
                 self.cross.purge_queries(&open);
-                // Written back whole: memory holds their results without outputs, the store
-                // (once every write so far is on it) with them. An operator's purge is rare
-                // enough to wait here for that commit.
+                // Decided on what is on disk: every result taken so far is written first (an
+                // operator's purge is rare enough to wait here for that commit). Notices of
+                // jobs just done still to go out take their outputs now, before the records
+                // go (memory holds results without their outputs).
                 self.store.flush();
-                let kept: Vec<JobRecord> = self
-                    .records
-                    .values()
-                    .map(|r| match self.store.record(&r.job_id) {
-                        Some(stored) => r.clone().filled_from(stored),
-                        None => r.clone(),
-                    })
-                    .collect();
-                self.store.purge_jobs_but(&kept);
+                let store = &self.store;
+                self.notices
+                    .fill_done(|record| match store.record(&record.job_id) {
+                        Some(stored) => record.filled_from(stored),
+                        None => record,
+                    });
+                self.store.purge_jobs_but(&open);
                 self.purge_barrier = Some(self.closing_next);
                 self.ask_closing_commit();
                 let _ = done.send(());

@@ -486,26 +486,61 @@ impl Store {
 
     /// Forgets every job record and its results (and the QUERY values collected for them).
     pub fn purge_jobs(&self) {
-        self.purge_jobs_but(&[]);
+        self.purge_jobs_but(&HashSet::new());
         self.flush();
     }
 
-    /// Like [`Store::purge_jobs`], keeping the records in `kept` (written again, with their
-    /// results) and their QUERY values. Queued in order with every other write; not flushed.
-    pub fn purge_jobs_but(&self, kept: &[JobRecord]) {
-        let keep: HashSet<&str> = kept.iter().map(|r| r.job_id.as_str()).collect();
-        for v in self.query_values() {
-            if !keep.contains(v.job_id.as_str()) {
+    /// Like [`Store::purge_jobs`], keeping the records of the jobs in `keep` with their
+    /// results and QUERY values: their rows stay as they are (nothing is written again).
+    /// Decided on what is on disk now: the caller flushed every write of those jobs first.
+    /// Queued in order with every other write; not flushed.
+    pub fn purge_jobs_but(&self, keep: &HashSet<String>) {
+        if keep.is_empty() {
+            // Everything goes: cleared, whatever the history's length.
+            for v in self.query_values() {
                 self.delete_query_value(&v.job_id, &v.node);
             }
+            self.send(Op::Clear(JOBS));
+            self.send(Op::Clear(RESULTS));
+            return;
         }
-        self.send(Op::Clear(JOBS));
-        self.send(Op::Clear(RESULTS));
-        for record in kept {
-            self.put_record(record);
-            for (node, result) in &record.results {
-                self.put_result(&record.job_id, node, result);
+        let Some(snapshot) = read(self.db.begin_read()) else {
+            return;
+        };
+        let goes = |job: &str| !keep.contains(job);
+        let mut deletes: Vec<Op> = keys_in(&snapshot, JOBS)
+            .into_iter()
+            .filter(|id| goes(id))
+            .map(|id| Op::Delete(JOBS, id))
+            .collect();
+        deletes.extend(
+            keys_in(&snapshot, RESULTS)
+                .into_iter()
+                .filter(|key| key.split_once('/').is_none_or(|(job, _)| goes(job)))
+                .map(|key| Op::Delete(RESULTS, key)),
+        );
+        deletes.extend(
+            all_in::<QueryValue>(&snapshot, QUERY_VALUES)
+                .into_iter()
+                .filter(|(_, v)| goes(&v.job_id))
+                .map(|(key, _)| Op::Delete(QUERY_VALUES, key)),
+        );
+        drop(snapshot);
+        self.send_in_batches(deletes);
+    }
+
+    /// Sends `ops` as batches of at most [`FORGET_BATCH`]: a long history's deletes never
+    /// fill the writer's queue one at a time (its senders would wait), and each batch is a
+    /// vector of its own size (one split off the front of the whole list kept the whole
+    /// list's capacity: 100 000 records forgotten at once held 560 MB in the queue).
+    fn send_in_batches(&self, ops: Vec<Op>) {
+        let mut ops = ops.into_iter();
+        loop {
+            let batch: Vec<Op> = ops.by_ref().take(FORGET_BATCH).collect();
+            if batch.is_empty() {
+                break;
             }
+            self.send(Op::Batch(batch));
         }
     }
 
@@ -578,18 +613,7 @@ impl Store {
                 .map(|(run_id, _)| Op::Delete(RUNS, run_id)),
         );
         drop(snapshot);
-        // In batches: a first sweep over a long history must not fill the writer's queue one
-        // delete at a time (its senders would wait). Each batch is a vector of its own size
-        // (a batch split off the front of the whole list kept the whole list's capacity: 100 000
-        // records forgotten at once held 560 MB in the queue).
-        let mut deletes = deletes.into_iter();
-        loop {
-            let batch: Vec<Op> = deletes.by_ref().take(FORGET_BATCH).collect();
-            if batch.is_empty() {
-                break;
-            }
-            self.send(Op::Batch(batch));
-        }
+        self.send_in_batches(deletes);
         old.len()
     }
 
@@ -1295,6 +1319,42 @@ mod tests {
             .map(|e| e.result.outcome.job_id)
             .collect();
         assert_eq!(owed, vec!["j0"]);
+    }
+
+    /// A purge that keeps open jobs leaves their rows as they are (results whole, QUERY
+    /// values) and removes the rest: nothing is written again from memory.
+    #[test]
+    fn a_purge_keeps_the_rows_of_the_jobs_it_keeps_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let value = |job: &str| QueryValue {
+            job_id: job.into(),
+            node: NodeId("n1".into()),
+            name: "x".into(),
+            value: serde_json::json!(1),
+        };
+        for job in ["open", "done"] {
+            let mut r = record(job, 1);
+            r.results
+                .insert("n1".into(), success(&format!("{job} output")));
+            store.put_record(&r);
+            store.put_result(job, "n1", &success(&format!("{job} output")));
+            store.put_query_value(&value(job));
+        }
+        // A result whose record is gone (forgotten meanwhile) goes too.
+        store.put_result("orphan", "n1", &success("orphan"));
+        store.flush();
+        store.purge_jobs_but(&HashSet::from(["open".to_string()]));
+        store.flush();
+        let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
+        assert_eq!(ids, vec!["open"]);
+        assert_eq!(
+            store.record("open").unwrap().results["n1"].stdout,
+            "open output"
+        );
+        assert_eq!(store.query_values(), vec![value("open")]);
+        let snapshot = store.db.begin_read().unwrap();
+        assert_eq!(keys_in(&snapshot, RESULTS), vec!["open/n1".to_string()]);
     }
 
     #[test]

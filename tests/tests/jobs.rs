@@ -1619,12 +1619,12 @@ fn a_target_that_left_is_reported_as_gone() {
 
 /// The submitter keeps an open job's results without their outputs in memory (they are on
 /// disk): what `--job-info` and `--list-jobs` show of it is whole all the same, while other
-/// targets still run it, after the submitter restarts, and once it is done.
+/// targets still run it, after the submitter restarts, after a purge, and once it is done.
 #[test]
 fn an_open_jobs_outputs_show_whole_while_other_targets_run_it() {
     let root = root();
     let mut nodes = mesh(root.path());
-    arg_per_node(&nodes[0], "delay", &[("n2", "0"), ("n3", "12")]);
+    arg_per_node(&nodes[0], "delay", &[("n2", "0"), ("n3", "15")]);
     let o = nodes[0].cli(&[
         "exec",
         "--verb",
@@ -1669,6 +1669,14 @@ fn an_open_jobs_outputs_show_whole_while_other_targets_run_it() {
     // Restarted, the submitter takes the open record back (without outputs in memory).
     assert!(nodes[0].terminate().success());
     nodes[0].restart();
+    let info = shown_whole(&nodes[0]);
+    assert!(
+        info["results"].get("n3").is_none(),
+        "n3 still runs it: {info}"
+    );
+    // A purge keeps the job still open, outputs and all (its rows are left as they are).
+    let o = nodes[0].cli(&["manage", "--purge-jobs"]);
+    assert!(o.status.success(), "{}", text(&o));
     let info = shown_whole(&nodes[0]);
     assert!(
         info["results"].get("n3").is_none(),

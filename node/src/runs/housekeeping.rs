@@ -87,7 +87,13 @@ impl Actor {
             return;
         }
         let now = (now_ms(), jobs::processes::BootInstant::now());
-        let open: HashSet<String> = self.records.keys().cloned().collect();
+        // Open, or just done with a notice still to go out that reads its record then.
+        let open: HashSet<String> = self
+            .records
+            .keys()
+            .chain(self.closing.keys())
+            .cloned()
+            .collect();
         let store = self.store.clone();
         let sweeping = Arc::clone(&self.sweeping_records);
         tokio::task::spawn_blocking(move || {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::mpsc;
 
-use crate::control::WatchEvent;
+use crate::{control::WatchEvent, records::JobRecord};
 
 /// What a client hears of a finished job, and the channel it hears it on.
 pub type Notice = (mpsc::Sender<WatchEvent>, WatchEvent);
@@ -85,6 +85,21 @@ impl Notices {
         out
     }
 
+    /// Applies `fill` to the record of every finished-job notice still held (a purge is about
+    /// to remove their records from the store, where their outputs are).
+    pub fn fill_done(&mut self, mut fill: impl FnMut(JobRecord) -> JobRecord) {
+        let held = self
+            .waiting
+            .iter_mut()
+            .chain(self.committing.iter_mut().flat_map(|(_, n)| n.iter_mut()));
+        for (_, event) in held {
+            if let WatchEvent::Done(record) = event {
+                let taken = std::mem::take(record.as_mut());
+                **record = fill(taken);
+            }
+        }
+    }
+
     /// A commit failed: the node stops. The notices stay held, so their clients see the
     /// connection drop rather than a stream that ended as if complete.
     pub fn failed(&mut self) {
@@ -149,6 +164,41 @@ mod tests {
         // The urgent commit covers the regular one queued before it: both batches go, in order.
         assert_eq!(ids(n.stored(urgent.batch)), ["a", "b"]);
         assert!(n.stored(regular.batch).is_empty());
+    }
+
+    /// A purge fills the records of the finished-job notices still held, whether waiting for
+    /// their commit or covered by one in flight.
+    #[test]
+    fn held_notices_of_finished_jobs_are_filled() {
+        let mut n = Notices::default();
+        let done = |id: &str| {
+            let (tx, rx) = mpsc::channel(4);
+            let record = JobRecord {
+                job_id: id.into(),
+                ..JobRecord::default()
+            };
+            ((tx, WatchEvent::Done(Box::new(record))), rx)
+        };
+        let (a, _ra) = done("a");
+        n.push(a, false);
+        let first = n.next_commit().unwrap();
+        let (b, _rb) = done("b");
+        n.push(b, false);
+        n.fill_done(|mut r| {
+            r.definition = format!("filled {}", r.job_id);
+            r
+        });
+        let mut out = n.stored(first.batch);
+        let second = n.next_commit().unwrap();
+        out.extend(n.stored(second.batch));
+        let filled: Vec<String> = out
+            .into_iter()
+            .map(|(_, e)| match e {
+                WatchEvent::Done(r) => r.definition,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(filled, ["filled a", "filled b"]);
     }
 
     #[test]
