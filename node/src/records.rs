@@ -174,6 +174,15 @@ impl NodeResult {
 const SLIM_STDERR_MAX: usize = 1024;
 
 impl JobRecord {
+    /// This record as an open one is held in memory: each result without its output (see
+    /// [`NodeResult::without_output`]).
+    pub fn held_in_memory(mut self) -> JobRecord {
+        for result in self.results.values_mut() {
+            *result = result.without_output();
+        }
+        self
+    }
+
     /// This record as held in memory (outputs on disk, see [`NodeResult::without_output`])
     /// made whole from `stored`, the same record read from the store after every write made
     /// before memory was read is on disk: each result the store has is taken from it (it is at

@@ -218,7 +218,7 @@ impl Actor {
             let mut boot_age = None;
             for parent in &run.parents {
                 for job in &parent.jobs {
-                    if let Some(mut record) = self.store.record(&job.job_id) {
+                    if let Some(record) = self.store.record(&job.job_id) {
                         if boot_age.is_none() {
                             boot_age = record
                                 .created_on_boot
@@ -233,11 +233,9 @@ impl Actor {
                             }
                         }
                         if record.results.len() < record.nodes.len() {
-                            // Outputs stay on disk (see `NodeResult::without_output`).
-                            for result in record.results.values_mut() {
-                                *result = result.without_output();
-                            }
-                            self.records.insert(record.job_id.clone(), record);
+                            // Outputs stay on disk.
+                            self.records
+                                .insert(record.job_id.clone(), record.held_in_memory());
                         }
                     }
                 }

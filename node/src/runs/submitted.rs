@@ -263,12 +263,10 @@ impl Actor {
                     return;
                 }
                 // A late result (after the job was written off, or after a restart).
-                Some(mut r) => {
-                    for result in r.results.values_mut() {
-                        *result = result.without_output();
-                    }
-                    self.records.entry(job_id.clone()).or_insert(r)
-                }
+                Some(r) => self
+                    .records
+                    .entry(job_id.clone())
+                    .or_insert(r.held_in_memory()),
                 None => {
                     // Its record was purged (or never stored): still owed to the run's tracker,
                     // or the run would never finish.
