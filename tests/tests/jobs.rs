@@ -2056,6 +2056,22 @@ fn restrict_runs_only_the_jobs_with_matching_fingerprints() {
         recs[0]["definition"],
         "RUN: --skip-cache echo another parent"
     );
+    // A prefix no job has: nothing is submitted, and the refusal says how many were left out.
+    let o = d.cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--restrict",
+        "0000000000",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("--restrict left out all 4 jobs: nothing to run"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(records(d).len(), 1);
 }
 
 /// The fingerprint prefix `--finger-print` shows for the job whose EXEC column starts with `exec`.
