@@ -762,11 +762,18 @@ impl Actor {
                 }
                 // Each job read once for the batch, however many clients watch it.
                 let mut read: HashMap<String, Option<JobRecord>> = HashMap::new();
-                for (events, event) in self.notices.stored(batch) {
-                    // The record as held in memory, with the outputs its results left on disk
-                    // (where everything written before this notice now is).
+                for notices::Notice {
+                    to: events,
+                    event,
+                    outputs,
+                } in self.notices.stored(batch)
+                {
+                    // The record as held in memory; with the outputs its results left on disk
+                    // (where everything written before this notice now is) for a client that
+                    // shows them, else without (a `--poll` line needs none: a job of a
+                    // thousand targets printing megabytes is not sent whole to it).
                     let event = match event {
-                        WatchEvent::Done(record) => {
+                        WatchEvent::Done(record) if outputs => {
                             let stored = read
                                 .entry(record.job_id.clone())
                                 .or_insert_with(|| self.store.record(&record.job_id));
@@ -775,6 +782,9 @@ impl Actor {
                                 None => *record,
                             };
                             WatchEvent::Done(Box::new(whole))
+                        }
+                        WatchEvent::Done(record) => {
+                            WatchEvent::Done(Box::new(record.held_in_memory()))
                         }
                         other => other,
                     };

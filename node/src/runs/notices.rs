@@ -16,7 +16,13 @@ use tokio::sync::mpsc;
 use crate::{control::WatchEvent, records::JobRecord};
 
 /// What a client hears of a finished job, and the channel it hears it on.
-pub type Notice = (mpsc::Sender<WatchEvent>, WatchEvent);
+pub struct Notice {
+    pub to: mpsc::Sender<WatchEvent>,
+    pub event: WatchEvent,
+    /// Whether the client shows the jobs' outputs (`--stream`): only then is a finished
+    /// job's record sent with them (read from the store; memory holds it without them).
+    pub outputs: bool,
+}
 
 /// A commit the notices need: its batch number, and whether it should end the window now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +91,18 @@ impl Notices {
         out
     }
 
-    /// Applies `fill` to the record of every finished-job notice still held (a purge is about
-    /// to remove their records from the store, where their outputs are).
+    /// Applies `fill` to the record of every finished-job notice still held for a client that
+    /// shows outputs (a purge is about to remove their records from the store, where their
+    /// outputs are).
     pub fn fill_done(&mut self, mut fill: impl FnMut(JobRecord) -> JobRecord) {
         let held = self
             .waiting
             .iter_mut()
             .chain(self.committing.iter_mut().flat_map(|(_, n)| n.iter_mut()));
-        for (_, event) in held {
+        for Notice { event, outputs, .. } in held {
+            if !*outputs {
+                continue;
+            }
             if let WatchEvent::Done(record) = event {
                 let taken = std::mem::take(record.as_mut());
                 **record = fill(taken);
@@ -113,13 +123,18 @@ mod tests {
 
     fn notice(id: &str) -> (Notice, mpsc::Receiver<WatchEvent>) {
         let (tx, rx) = mpsc::channel(4);
-        ((tx, WatchEvent::Unknown(id.into())), rx)
+        let notice = Notice {
+            to: tx,
+            event: WatchEvent::Unknown(id.into()),
+            outputs: false,
+        };
+        (notice, rx)
     }
 
     fn ids(notices: Vec<Notice>) -> Vec<String> {
         notices
             .into_iter()
-            .map(|(_, e)| match e {
+            .map(|n| match n.event {
                 WatchEvent::Unknown(id) => id,
                 _ => unreachable!(),
             })
@@ -171,19 +186,27 @@ mod tests {
     #[test]
     fn held_notices_of_finished_jobs_are_filled() {
         let mut n = Notices::default();
-        let done = |id: &str| {
+        let done = |id: &str, outputs: bool| {
             let (tx, rx) = mpsc::channel(4);
             let record = JobRecord {
                 job_id: id.into(),
                 ..JobRecord::default()
             };
-            ((tx, WatchEvent::Done(Box::new(record))), rx)
+            let notice = Notice {
+                to: tx,
+                event: WatchEvent::Done(Box::new(record)),
+                outputs,
+            };
+            (notice, rx)
         };
-        let (a, _ra) = done("a");
+        let (a, _ra) = done("a", true);
         n.push(a, false);
         let first = n.next_commit().unwrap();
-        let (b, _rb) = done("b");
+        let (b, _rb) = done("b", true);
         n.push(b, false);
+        // A client that shows no outputs gets none: its notice is left as it is.
+        let (c, _rc) = done("c", false);
+        n.push(c, false);
         n.fill_done(|mut r| {
             r.definition = format!("filled {}", r.job_id);
             r
@@ -193,12 +216,12 @@ mod tests {
         out.extend(n.stored(second.batch));
         let filled: Vec<String> = out
             .into_iter()
-            .map(|(_, e)| match e {
+            .map(|n| match n.event {
                 WatchEvent::Done(r) => r.definition,
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(filled, ["filled a", "filled b"]);
+        assert_eq!(filled, ["filled a", "filled b", ""]);
     }
 
     #[test]

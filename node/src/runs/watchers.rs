@@ -22,7 +22,7 @@ use jobs::components::OutputLine;
 use mesh::PeerId;
 use tokio::sync::mpsc;
 
-use super::{Actor, Input, encode};
+use super::{Actor, Input, encode, notices::Notice};
 use crate::{control::WatchEvent, records::JobRecord};
 
 /// Events a watcher's channel holds.
@@ -197,14 +197,14 @@ impl Actor {
         for w in &mut self.watchers {
             if w.remaining.remove(&job_id) {
                 w.reported.insert(job_id.clone());
-                told.push((w.events.clone(), w.remaining.is_empty()));
+                told.push((w.events.clone(), w.remaining.is_empty(), w.output));
             } else if w.reported.contains(&job_id) {
-                told.push((w.events.clone(), false));
+                told.push((w.events.clone(), false, w.output));
             }
         }
-        for (events, last) in told {
+        for (events, last, outputs) in told {
             let events = events.events().clone();
-            self.notify_once_stored(events, event.clone(), last);
+            self.notify_once_stored(events, event.clone(), last, outputs);
         }
         // A watcher with nothing left to wait for is finished: its stream ends once its last
         // notice went out (that notice holds the last sender).
@@ -212,14 +212,21 @@ impl Actor {
     }
 
     /// Tells a watcher `event` once everything written so far is on disk; `last`: the watcher
-    /// waits for nothing else (its commit is asked for at once).
+    /// waits for nothing else (its commit is asked for at once); `outputs`: it shows the
+    /// jobs' outputs (a finished job's record is then sent with them).
     pub(super) fn notify_once_stored(
         &mut self,
         events: mpsc::Sender<WatchEvent>,
         event: WatchEvent,
         last: bool,
+        outputs: bool,
     ) {
-        self.notices.push((events, event), last);
+        let notice = Notice {
+            to: events,
+            event,
+            outputs,
+        };
+        self.notices.push(notice, last);
         self.send_notices();
     }
 
@@ -288,7 +295,7 @@ impl Actor {
             if let Some(r) = self.records.get(&id) {
                 if r.results.len() >= r.nodes.len() {
                     let event = WatchEvent::Done(Box::new(r.clone()));
-                    self.notify_once_stored(events.events().clone(), event, true);
+                    self.notify_once_stored(events.events().clone(), event, true, output);
                     reported.insert(id);
                 } else {
                     remaining.insert(id);
@@ -299,13 +306,13 @@ impl Actor {
                 // Read back from the store, whose last writes may not be synced yet.
                 Some(r) if r.results.len() >= r.nodes.len() => {
                     let done = WatchEvent::Done(Box::new(r));
-                    self.notify_once_stored(events.events().clone(), done, true);
+                    self.notify_once_stored(events.events().clone(), done, true, output);
                     reported.insert(id);
                 }
                 Some(r) if flushed => {
                     // On disk and still incomplete after a flush: what is known is all there is.
                     let done = WatchEvent::Done(Box::new(r));
-                    self.notify_once_stored(events.events().clone(), done, true);
+                    self.notify_once_stored(events.events().clone(), done, true, output);
                 }
                 Some(_) => recheck.push(id),
                 None if flushed => {
