@@ -60,7 +60,9 @@ pub enum ControlRequest {
     /// Run jobs through the mesh, with this node as their originator.
     Submit(Submission),
     /// Follow jobs until each is done: [`ControlResponse::Watch`] events, then
-    /// [`ControlResponse::WatchEnd`].
+    /// [`ControlResponse::WatchEnd`]. `output`: the jobs' live output lines too, and their
+    /// outputs in each [`WatchEvent::Done`] record; without it, a Done record's results have
+    /// no stdout and only the first line of stderr (`NodeResult::without_output`).
     Watch { job_ids: Vec<String>, output: bool },
     /// Every job this node submitted: [`ControlResponse::JobsPart`]s in order, then
     /// [`ControlResponse::JobsEnd`].

@@ -167,9 +167,10 @@ async fn exec_and_wait(
     use node::control::{ControlRequest, ControlResponse, Reply, WatchEvent};
     let job_id = submit_one(node, verb, inline, targets, false).await;
     let Reply::Stream(mut rx) = node
+        // With the outputs: the Done record carries them only for a client that shows them.
         .request(ControlRequest::Watch {
             job_ids: vec![job_id],
-            output: false,
+            output: true,
         })
         .await
     else {

@@ -220,12 +220,12 @@ async fn set_of(heard: &mut mpsc::Receiver<Heard>, job_id: &str) -> (bool, serde
     .expect("the QUERY set reached the rogue")
 }
 
-/// The record of `job_id` once every target has reported it.
+/// The record of `job_id` once every target has reported it, outputs and all.
 async fn finished(node: &Node, job_id: &str) -> JobRecord {
     let Reply::Stream(mut events) = node
         .request(ControlRequest::Watch {
             job_ids: vec![job_id.to_string()],
-            output: false,
+            output: true,
         })
         .await
     else {
