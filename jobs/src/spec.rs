@@ -509,11 +509,43 @@ pub struct FileRef {
 
 impl FileRef {
     /// Hashes the file at `path`: the digest of each piece, and the whole hash from them
-    /// (each byte is hashed once).
+    /// (each byte is hashed once). How a piece is hashed depends on whether it is the file's
+    /// only one, so the size must be known first: a file whose size is not what its metadata
+    /// says (`/proc/version` says 0) is read again with the size read, and one that changes
+    /// size again while it is read is an error.
     pub fn read(path: &std::path::Path) -> std::io::Result<FileRef> {
+        let mut size = std::fs::metadata(path)?.len();
+        for _ in 0..2 {
+            let (chunks, read) = FileRef::digests(path, size)?;
+            if read != size {
+                size = read;
+                continue;
+            }
+            let hash = match chunks.as_slice() {
+                [] => Fingerprint(*blake3::hash(b"").as_bytes()),
+                [only] => *only,
+                _ => Fingerprint(*tree_root(&chunks, size).as_bytes()),
+            };
+            return Ok(FileRef {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                size,
+                hash,
+                chunks,
+            });
+        }
+        Err(std::io::Error::other(format!(
+            "it changed size while it was read (to {size} bytes, then again); submit again"
+        )))
+    }
+
+    /// The digests of the file at `path` taken as `size` bytes long, and how many bytes it had.
+    fn digests(path: &std::path::Path, size: u64) -> std::io::Result<(Vec<Fingerprint>, u64)> {
         use std::io::Read;
         let mut file = std::fs::File::open(path)?;
-        let size = file.metadata()?.len();
+        let pieces = size.div_ceil(CHUNK_SIZE) as usize;
         let mut chunks = Vec::new();
         let mut read = 0u64;
         let mut buf = vec![0u8; CHUNK_SIZE as usize];
@@ -529,9 +561,6 @@ impl FileRef {
             if filled == 0 {
                 break;
             }
-            // Whether this piece is the file's only one decides how it is hashed: known from
-            // the size, unless the file grows or shrinks while it is read (an error below).
-            let pieces = size.div_ceil(CHUNK_SIZE) as usize;
             chunks.push(FileRef::digest_of_chunk(
                 chunks.len(),
                 pieces,
@@ -542,25 +571,7 @@ impl FileRef {
                 break;
             }
         }
-        if read != size {
-            return Err(std::io::Error::other(format!(
-                "it changed size while it was read ({size} bytes, then {read}); submit again"
-            )));
-        }
-        let hash = match chunks.as_slice() {
-            [] => Fingerprint(*blake3::hash(b"").as_bytes()),
-            [only] => *only,
-            _ => Fingerprint(*tree_root(&chunks, size).as_bytes()),
-        };
-        Ok(FileRef {
-            name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            size,
-            hash,
-            chunks,
-        })
+        Ok((chunks, read))
     }
 
     /// The digest piece `index` of a file of `pieces` pieces has in [`FileRef::chunks`].
@@ -1536,6 +1547,13 @@ mod tests {
         let mut forged = small.clone();
         forged.chunks[0] = Fingerprint(*blake3::hash(b"other").as_bytes());
         assert!(forged.check().is_err());
+        // A file whose metadata says 0 bytes while it has content is read again by its size.
+        let proc = FileRef::read(std::path::Path::new("/proc/version")).unwrap();
+        let content = std::fs::read("/proc/version").unwrap();
+        assert!(!content.is_empty());
+        assert_eq!(proc.size, content.len() as u64);
+        assert_eq!(proc.hash.0, *blake3::hash(&content).as_bytes());
+        proc.check().unwrap();
         // A list that does not fit the size is refused before any merging.
         let mut short = real.clone();
         short.chunks.pop();
