@@ -2,7 +2,9 @@
 //!
 //! One task ([`EventLoop`]) owns the `Swarm`. Everything else holds a cloneable [`MeshHandle`] and
 //! sends it commands over a bounded channel, each with a oneshot for the reply; what the network
-//! tells the node comes out as [`MeshEvent`]s on a bounded channel. Nothing in the loop blocks.
+//! tells the node comes out as [`MeshEvent`]s on a bounded channel. The loop waits on nothing
+//! but that channel: when the node falls behind taking its events, the loop waits for room
+//! (backpressure rather than an unbounded queue), so the node takes them from its start on.
 //!
 //! The loop also runs membership: it sends this node's heartbeat, feeds what it hears into the
 //! [`Membership`] table, synchronises tables with each peer it dials that it does not know as

@@ -97,6 +97,37 @@ impl Node {
         let (mesh_key, mesh_key_created) = state.mesh_key(&config.mesh_key_choice)?;
         let peer_id = keypair.public().to_peer_id();
 
+        // What can fail to open is opened before this node joins the mesh: a node that
+        // cannot start would otherwise come alive on every other node, then leave.
+        let store = Store::open(&config.state_dir.join("node.redb"))
+            .map_err(|e| NodeError::Store(e.to_string()))?;
+        let cache = Arc::new(
+            Cache::open(
+                store.database(),
+                cache::DEFAULT_TTL,
+                Arc::new(StoreCacheSink(store.clone())),
+            )
+            .map_err(|e| NodeError::Store(e.to_string()))?,
+        );
+        let blobs =
+            Arc::new(BlobStore::open(&config.state_dir.join("blobs")).map_err(NodeError::Store)?);
+        {
+            let blobs = blobs.clone();
+            tokio::task::spawn_blocking(move || blobs.verify_existing());
+        }
+        // Jobs a crash of the previous run left running are stopped before anything starts:
+        // they are reported interrupted, and a resend must not run beside them.
+        let log_path = config.state_dir.join("running-jobs");
+        let (processes, stopped) = ProcessLog::open(&log_path)
+            .map_err(|e| NodeError::Store(format!("{}: {e}", log_path.display())))?;
+        if !stopped.is_empty() {
+            warn!(
+                groups = ?stopped,
+                "stopped the process groups of jobs the previous run of this node left running"
+            );
+        }
+        let processes = Arc::new(processes);
+
         let mut bootstrap = resolve_dns(&config.bootstrap).await;
         for addr in state.known_peers() {
             if !bootstrap.contains(&addr) && !is_own(&addr, &peer_id) {
@@ -140,40 +171,23 @@ impl Node {
             join_token,
         });
 
-        let store = Store::open(&config.state_dir.join("node.redb"))
-            .map_err(|e| NodeError::Store(e.to_string()))?;
-        let cache = Arc::new(
-            Cache::open(
-                store.database(),
-                cache::DEFAULT_TTL,
-                Arc::new(StoreCacheSink(store.clone())),
-            )
-            .map_err(|e| NodeError::Store(e.to_string()))?,
-        );
-        let blobs =
-            Arc::new(BlobStore::open(&config.state_dir.join("blobs")).map_err(NodeError::Store)?);
-        {
-            let blobs = blobs.clone();
-            tokio::task::spawn_blocking(move || blobs.verify_existing());
-        }
         let (transfers, transfers_task) = Transfers::start(
             blobs.clone(),
             mesh.handle.clone(),
             TestHooks::from_env(&config.state_dir),
         );
-        // Jobs a crash of the previous run left running are stopped before anything starts:
-        // they are reported interrupted, and a resend must not run beside them.
-        let log_path = config.state_dir.join("running-jobs");
-        let (processes, stopped) = ProcessLog::open(&log_path)
-            .map_err(|e| NodeError::Store(format!("{}: {e}", log_path.display())))?;
-        if !stopped.is_empty() {
-            warn!(
-                groups = ?stopped,
-                "stopped the process groups of jobs the previous run of this node left running"
-            );
-        }
-        let processes = Arc::new(processes);
         let (runs, runs_inbox) = Runs::channel();
+        // The mesh waits for its events to be taken once its queue is full (it stops polling
+        // the network then): they are taken from now on, while the rest starts (the runs'
+        // restore reads the store first; what comes meanwhile waits in their inbox).
+        let members_changed = Arc::new(tokio::sync::Notify::new());
+        let events_task = tokio::spawn(consume_events(
+            mesh.events,
+            runs.clone(),
+            transfers.clone(),
+            state.clone(),
+            members_changed.clone(),
+        ));
         let executor_config = ExecutorConfig {
             coordinator: Some(runs.coordinator(mesh.handle.clone(), transfers.clone())),
             processes: Some(processes.clone()),
@@ -212,16 +226,9 @@ impl Node {
             transfers: transfers.clone(),
             left_grace,
         });
-        let members_changed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = runs_tasks;
         tasks.push(transfers_task);
-        tasks.push(tokio::spawn(consume_events(
-            mesh.events,
-            runs,
-            transfers,
-            state.clone(),
-            members_changed.clone(),
-        )));
+        tasks.push(events_task);
         tasks.push(tokio::spawn(save_known_peers(
             mesh.handle.clone(),
             state.clone(),

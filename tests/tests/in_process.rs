@@ -116,6 +116,34 @@ async fn a_node_with_another_mesh_key_never_joins() {
     }
 }
 
+/// A node whose database cannot be opened fails to start before it joins: the mesh never
+/// hears of it (it would come alive on every node, then go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_open_its_database_never_joins() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_mesh(1, &dirs).await;
+    let token = nodes[0].join_token().clone();
+    std::fs::write(dirs[1].path().join("node.redb"), b"not a database").unwrap();
+    let mut cfg = NodeConfig::in_memory(dirs[1].path().to_path_buf(), "broken");
+    cfg.heartbeat_interval = Duration::from_secs(1);
+    cfg.bootstrap = token.peers.clone();
+    cfg.mesh_key_choice = MeshKeyChoice::Key(token.mesh_key.expect("mesh has a key"));
+    let Err(e) = Node::start(cfg).await else {
+        panic!("a node with a broken database started");
+    };
+    assert!(e.to_string().contains("node.redb"), "{e}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = nodes[0].status().await.unwrap();
+    assert!(
+        status.nodes.iter().all(|r| r.name != "broken"),
+        "{:?}",
+        status.nodes
+    );
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
 /// Submits `VERB inline` as an exec on `node` to `targets` and waits for every result.
 /// Submits one `VERB inline` job to `targets` through `node`'s control API; returns its id.
 async fn submit_one(

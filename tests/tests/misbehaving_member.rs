@@ -712,6 +712,45 @@ async fn a_result_sent_twice_is_news_once() {
     submitter.shutdown().await.unwrap();
 }
 
+/// A target's result that names another run than its job's (a run of the same submitter the
+/// target also has a part in) is not taken: taken, it would complete the job while the real
+/// run's tracker waited for it, sending it again and again. With its own run id it is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_naming_another_run_is_not_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let submitter = node(dir.path(), "submitter", None).await;
+    let (rogue, _heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 2).await;
+    let (run_a, jobs_a) =
+        submit(&submitter, "- jobs:\n  - ECHO: a\n", dir.path(), &["rogue"]).await;
+    let (run_b, jobs_b) =
+        submit(&submitter, "- jobs:\n  - ECHO: b\n", dir.path(), &["rogue"]).await;
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+    let result = |run_id: &str, job_id: &str| {
+        JobMessage::Results(vec![JobResult {
+            run_id: run_id.into(),
+            node: rogue_id.clone(),
+            outcome: outcome(job_id),
+        }])
+    };
+    // Job a's result under run b (whose tracker is open too), then job b's own: once b is
+    // done, the first was handled (one actor takes them in order).
+    send(&rogue, submitter.peer_id(), &result(&run_b, &jobs_a[0])).await;
+    send(&rogue, submitter.peer_id(), &result(&run_b, &jobs_b[0])).await;
+    assert_eq!(finished(&submitter, &jobs_b[0]).await.results.len(), 1);
+    let a = job_info(&submitter, &jobs_a[0]).await;
+    assert!(
+        a.results.is_empty(),
+        "a result naming another run was recorded: {:?}",
+        a.results
+    );
+    // Its own run's: taken, and the job is done.
+    send(&rogue, submitter.peer_id(), &result(&run_a, &jobs_a[0])).await;
+    let done = finished(&submitter, &jobs_a[0]).await;
+    assert_eq!(done.results.keys().collect::<Vec<_>>(), vec!["rogue"]);
+    submitter.shutdown().await.unwrap();
+}
+
 /// The outcome of `job_id` in the next results sent to the rogue that have it.
 async fn result_of(heard: &mut mpsc::Receiver<Heard>, job_id: &str) -> Outcome {
     tokio::time::timeout(Duration::from_secs(20), async {

@@ -256,10 +256,10 @@ impl Actor {
         let record = match self.records.get_mut(&job_id) {
             Some(r) => r,
             None => match self.finished_record(&job_id) {
-                // A result from a node that is no target of the job is dropped below; its
-                // record stays on disk, not pinned in memory.
-                Some(r) if r.name_of(&node.0).is_none() => {
-                    warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
+                // A result from a node that is no target of the job, or naming another run, is
+                // dropped below; its record stays on disk, not pinned in memory.
+                Some(r) if r.name_of(&node.0).is_none() || r.run_id != run_id => {
+                    warn!(job = %job_id, %node, run = %run_id, "dropped a result from a node that is not a target of the job or that names another run");
                     return;
                 }
                 // A late result (after the job was written off, or after a restart).
@@ -267,6 +267,9 @@ impl Actor {
                     .records
                     .entry(job_id.clone())
                     .or_insert(r.held_in_memory()),
+                // A write-off is the tracker's own doing (as below): only real results are
+                // news to it, or a target written off would not get the job when it is back.
+                None if !real => return,
                 None => {
                     // Its record was purged (or never stored): still owed to the run's tracker,
                     // or the run would never finish.
@@ -282,11 +285,22 @@ impl Actor {
                 }
             },
         };
-        // Only the job's own targets report on it (any member could claim to).
+        // Only the job's own targets report on it (any member could claim to), and of the
+        // job's own run: the run id goes to the tracker, which would otherwise keep the real
+        // run waiting for a result it took for another's.
         let Some(name) = record.name_of(&node.0).map(str::to_string) else {
             warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
             return;
         };
+        if record.run_id != run_id {
+            warn!(
+                job = %job_id,
+                %node,
+                run = %run_id,
+                "dropped a result that names another run than its job's"
+            );
+            return;
+        }
         let query_without_value = record.verb == "QUERY" && outcome.state != ResultState::Success;
         let replace = match record.results.get(&name) {
             None => true,
