@@ -1466,7 +1466,7 @@ impl EventLoop {
     /// Whether `peer` has a row in the membership table (in any state: a member that expired
     /// or left here may be back before its new presence arrives).
     fn is_member(&self, peer: &PeerId) -> bool {
-        self.membership.state_of(peer, Instant::now()).is_some()
+        self.membership.contains(peer)
     }
 
     async fn on_gossip(&mut self, event: gossipsub::Event) {
@@ -1687,6 +1687,18 @@ impl EventLoop {
                     },
                 ..
             } => {
+                // Files go to members only, as jobs come only from them (in an open mesh any
+                // host may connect; one that never announced itself learns nothing here).
+                if !self.is_member(&peer) {
+                    self.not_a_member(&peer, "refused a file request");
+                    // Err: the requester went away.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blob
+                        .send_response(channel, BlobResponse::Unknown);
+                    return;
+                }
                 self.pending_blob_replies.insert(request_id, channel);
                 let event = MeshEvent::BlobRequest {
                     peer,
