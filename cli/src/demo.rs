@@ -35,7 +35,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=200))]
     nodes: u16,
 
-    /// Stop the mesh after showing it instead of waiting for Ctrl-C.
+    /// Run the orchestration, then stop the mesh and exit with its outcome, instead of
+    /// keeping the mesh for you to try until Ctrl-C.
     #[arg(long)]
     exit: bool,
 

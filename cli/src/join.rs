@@ -57,7 +57,8 @@ pub struct JoinArgs {
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
 
-    /// A KEY=VALUE label sent with this node's presence. Repeatable. [env: DIRECTORD_MESH_LABELS]
+    /// A KEY=VALUE label sent with this node's presence. Repeatable.
+    /// [env: DIRECTORD_MESH_LABELS, comma-separated: role=web,zone=a]
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
 

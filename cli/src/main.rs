@@ -66,7 +66,10 @@ enum Command {
     #[command(long_about = join::LONG_ABOUT)]
     Join(join::JoinArgs),
     /// Run one job on the mesh from this node: `exec --verb RUN 'uname -a' --poll`.
-    #[command(after_help = AFTER_HELP)]
+    #[command(
+        after_help = AFTER_HELP,
+        override_usage = "directord-mesh exec [OPTIONS] --verb <VERB> [ARGS]... [-- <ARGS>...]"
+    )]
     Exec(submit::ExecArgs),
     /// Run orchestration files on the mesh from this node.
     #[command(after_help = AFTER_HELP)]
