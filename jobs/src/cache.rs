@@ -207,7 +207,7 @@ impl Cache {
             let (key, bytes) = (k.value().to_string(), v.value().to_vec());
             if let Some(hex) = key.strip_prefix("job/") {
                 if let (Some(fp), Ok(t)) = (
-                    parse_hex(hex),
+                    Fingerprint::from_hex(hex),
                     ciborium::from_reader::<Timed, _>(bytes.as_slice()),
                 ) && t.expires_unix > now
                 {
@@ -736,17 +736,6 @@ fn cbor<T: Serialize>(v: &T) -> Vec<u8> {
     // Plain data into memory: cannot fail.
     ciborium::into_writer(v, &mut out).expect("CBOR encoding into memory");
     out
-}
-
-fn parse_hex(hex: &str) -> Option<Fingerprint> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(Fingerprint(out))
 }
 
 /// Directord's `merge_dict`: new keys are added; with `extend`, maps merge recursively and lists

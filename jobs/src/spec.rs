@@ -702,6 +702,25 @@ impl Fingerprint {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The fingerprint whose [`Fingerprint::to_hex`] is `hex` (64 lowercase hex digits), as
+    /// stored keys and blob file names are written; anything else is `None`.
+    pub fn from_hex(hex: &str) -> Option<Fingerprint> {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            *b = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Fingerprint(out))
+    }
+
     /// Whether the hex form starts with `prefix` (for `--restrict`).
     pub fn matches_prefix(&self, prefix: &str) -> bool {
         !prefix.is_empty() && self.to_hex().starts_with(&prefix.to_ascii_lowercase())
@@ -1171,6 +1190,23 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_fingerprint_reads_back_from_its_hex_form_only() {
+        let fp = Fingerprint::of(&"x");
+        assert_eq!(Fingerprint::from_hex(&fp.to_hex()), Some(fp));
+        let hex = fp.to_hex();
+        for bad in [
+            hex.to_ascii_uppercase(),
+            format!("+{}", &hex[1..]),
+            hex[..62].to_string(),
+            format!("{hex}00"),
+            format!("{}g", &hex[..63]),
+            String::new(),
+        ] {
+            assert_eq!(Fingerprint::from_hex(&bad), None, "{bad}");
+        }
+    }
 
     fn spec(verb: &str, inline: &str) -> JobSpec {
         spec_vars(verb, inline, BTreeMap::new())

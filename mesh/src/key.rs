@@ -42,10 +42,6 @@ impl MeshKey {
         Self(bytes)
     }
 
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
     /// The key as libp2p's pnet layer wants it.
     pub fn psk(&self) -> PreSharedKey {
         PreSharedKey::new(self.0)

@@ -101,17 +101,6 @@ fn hex(fp: &Fingerprint) -> String {
     fp.to_hex()
 }
 
-fn parse_hex(name: &str) -> Option<Fingerprint> {
-    if name.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(Fingerprint(out))
-}
-
 impl BlobStore {
     /// Opens `dir` (created if needed) and forgets fetches a previous run left unfinished.
     /// Blobs are written without waiting for the disk, so those already here are checked
@@ -126,7 +115,7 @@ impl BlobStore {
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if parse_hex(&name).is_none() {
+            if Fingerprint::from_hex(&name).is_none() {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -144,7 +133,9 @@ impl BlobStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(fp) = parse_hex(&name) else { continue };
+            let Some(fp) = Fingerprint::from_hex(&name) else {
+                continue;
+            };
             if self.has(&fp) {
                 continue;
             }

@@ -378,7 +378,7 @@ impl JoinOptions {
         }
         let has_peers = !peers.is_empty();
         Ok(NodeConfig {
-            control_socket: Some(state_dir.join(CONTROL_SOCKET)),
+            control_socket: Some(crate::control::socket_path(&state_dir)),
             state_dir,
             name,
             listen,

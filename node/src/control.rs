@@ -471,7 +471,7 @@ impl JobParts<'_> {
 impl ControlClient {
     /// Connects to the daemon of `state_dir`.
     pub async fn connect(state_dir: &Path) -> Result<Self, ControlError> {
-        let socket = state_dir.join(crate::config::CONTROL_SOCKET);
+        let socket = socket_path(state_dir);
         Self::connect_socket(state_dir, &socket).await
     }
 
