@@ -972,6 +972,7 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
     let mut last: Vec<(TableName, String, Option<Vec<u8>>)> = Vec::new();
     let mut index: HashMap<(TableName, String), usize> = HashMap::new();
     let mut clears: Vec<(usize, Table)> = Vec::new();
+    let mut tables = TablesSeen::default();
     let ops = batch.into_iter().flat_map(|op| match op {
         Op::Batch(ops) => ops,
         op => vec![op],
@@ -983,7 +984,7 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
             Op::Clear(table) => {
                 // Writes before the clear are void; writes after it stay. Clears seen
                 // earlier apply before fewer writes once those go.
-                let name = table_index(&table);
+                let name = tables.number(table);
                 for (at, _) in &mut clears {
                     *at -= last[..*at].iter().filter(|(t, _, _)| *t == name).count();
                 }
@@ -1003,11 +1004,12 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
             // Flattened above; a batch holds no batch.
             Op::Batch(_) => continue,
         };
-        match index.get(&(table_index(&table), key.clone())) {
+        let table = tables.number(table);
+        match index.get(&(table, key.clone())) {
             Some(&i) => last[i].2 = value,
             None => {
-                index.insert((table_index(&table), key.clone()), last.len());
-                last.push((table_index(&table), key, value));
+                index.insert((table, key.clone()), last.len());
+                last.push((table, key, value));
             }
         }
     }
@@ -1027,7 +1029,7 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
                 w.delete_table(t)?;
                 w.open_table(t)?;
             }
-            let mut t = w.open_table(table_of(table))?;
+            let mut t = w.open_table(tables.table(table))?;
             match value {
                 Some(v) => {
                     t.insert(key.as_str(), v.as_slice())?;
@@ -1069,10 +1071,32 @@ fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
 }
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
-/// A table, as its position in [`TABLES`].
+/// A table, as its position in the group's [`TablesSeen`].
 type TableName = usize;
 
-/// Every table the writer knows.
+/// The tables a group of writes touches, each numbered once (a group's writes are keyed by
+/// table number and key; whatever table a write names, it lands there).
+#[derive(Default)]
+struct TablesSeen(Vec<Table>);
+
+impl TablesSeen {
+    fn number(&mut self, table: Table) -> TableName {
+        match self.0.iter().position(|t| t.name() == table.name()) {
+            Some(i) => i,
+            None => {
+                self.0.push(table);
+                self.0.len() - 1
+            }
+        }
+    }
+
+    /// `number` comes from [`TablesSeen::number`] of this group, so it is in range.
+    fn table(&self, number: TableName) -> Table {
+        self.0[number]
+    }
+}
+
+/// Every table, created when the database opens.
 const TABLES: [Table; 10] = [
     JOBS,
     RUNS,
@@ -1085,18 +1109,6 @@ const TABLES: [Table; 10] = [
     ACCEPTED_RUNS,
     META,
 ];
-
-fn table_index(table: &Table) -> TableName {
-    // Every table written comes from TABLES, so the fallback is never taken.
-    TABLES
-        .iter()
-        .position(|t| t.name() == table.name())
-        .unwrap_or(0)
-}
-
-fn table_of(index: TableName) -> Table {
-    TABLES[index.min(TABLES.len() - 1)]
-}
 
 #[cfg(test)]
 mod tests {
