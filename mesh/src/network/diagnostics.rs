@@ -1,0 +1,340 @@
+//! What this node tells the operator about trouble in its place in the mesh: members it
+//! cannot dial though others hear them (a partial partition), nodes of another release,
+//! another daemon running with its identity, and connections from outside the mesh that
+//! fail. Each is said in the log at a measured pace and listed by `status`.
+
+use super::*;
+
+/// Inbound connections that failed before they were authenticated, since the last warning.
+#[derive(Default)]
+pub(super) struct RefusedInbound {
+    pub(super) count: u64,
+    pub(super) said: Option<Instant>,
+}
+
+/// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
+pub(super) struct OutOfReach {
+    pub(super) since: Instant,
+    pub(super) last: Instant,
+    pub(super) error: String,
+    /// The log has said so (once per spell, when it is [`OutOfReach::said`]).
+    pub(super) logged: bool,
+}
+
+impl OutOfReach {
+    /// Long enough, and lately enough, to be said (in `status`, the log, to clients waiting
+    /// on the member).
+    pub(super) fn said(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= OUT_OF_REACH_SAID_AFTER
+            && now.saturating_duration_since(self.last) < 2 * OUT_OF_REACH_SAID_AFTER
+    }
+}
+
+/// A node heard speaking another wire version (another release): it cannot take part.
+pub(super) struct OtherRelease {
+    pub(super) version: u16,
+    /// What its heartbeat says of it, if this release can read that much of it.
+    pub(super) about: Option<OtherPresence>,
+    pub(super) last_heard: Instant,
+    pub(super) last_warned: Instant,
+}
+
+impl OtherRelease {
+    /// As `status` and the log name it (`peer` is its peer id).
+    pub(super) fn view(&self, peer: PeerId) -> OtherReleaseView {
+        OtherReleaseView {
+            peer_id: peer,
+            wire_version: self.version,
+            name: self.about.as_ref().map(|p| p.name.clone()),
+            release: self.about.as_ref().map(|p| p.version.clone()),
+        }
+    }
+}
+
+/// The part of a heartbeat of another release read to name the node: every release so far
+/// has these fields, and unknown ones are skipped.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(super) struct OtherPresence {
+    pub(super) name: String,
+    pub(super) version: String,
+}
+
+impl OtherPresence {
+    /// Whether it looks like a node's name and a release, to be shown as they are (another
+    /// release's heartbeat is not checked as this release's are).
+    pub(super) fn plausible(&self) -> bool {
+        wire::plausible_text(&self.name, 253) && wire::plausible_text(&self.version, 64)
+    }
+}
+
+/// What `status` says of the nodes heard speaking wire version `version` (each as
+/// [`OtherReleaseView`] shows it).
+pub(super) fn other_release_warning(version: u16, nodes: &[String]) -> String {
+    const NAMED: usize = 5;
+    let mut named: Vec<String> = nodes.iter().take(NAMED).cloned().collect();
+    if nodes.len() > NAMED {
+        named.push(format!("and {} more", nodes.len() - NAMED));
+    }
+    let count = match nodes.len() {
+        1 => "1 node speaks".to_string(),
+        n => format!("{n} nodes speak"),
+    };
+    format!(
+        "{count} wire version {version}, this node speaks {}: another release, which cannot \
+         take part in this mesh (not listed) until every node runs the same directord-mesh \
+         release ({})",
+        wire::spoken_version(),
+        named.join(", ")
+    )
+}
+
+/// What the log and `status` say of another daemon with this node's identity at `addresses`.
+pub(super) fn twin_warning(addresses: &[Multiaddr]) -> String {
+    let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    format!(
+        "another daemon runs with this node's identity (at {}), started after this one: a copy \
+         of its state directory? Peers take its heartbeats over this node's, and jobs for this \
+         node may run there; stop it, or move its identity.key away so it becomes a node of \
+         its own",
+        addresses.join(", ")
+    )
+}
+
+impl EventLoop {
+    /// Warnings for `status`: another daemon heard with this node's identity lately, nodes
+    /// heard speaking another wire version.
+    pub(super) fn warnings(&self, now: Instant) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some((at, addresses)) = &self.twin_seen
+            && now.saturating_duration_since(*at) < 2 * TWIN_WARNING_EVERY
+        {
+            warnings.push(twin_warning(addresses));
+        }
+        // (Nodes not heard for OTHER_RELEASE_SHOWN_FOR leave the map every second.)
+        let mut by_version: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+        for view in self.other_release_views() {
+            by_version
+                .entry(view.wire_version)
+                .or_default()
+                .push(view.to_string());
+        }
+        for (version, mut nodes) in by_version {
+            nodes.sort();
+            warnings.push(other_release_warning(version, &nodes));
+        }
+        if let Some(w) = self.out_of_reach_warning(now) {
+            warnings.push(w);
+        }
+        warnings
+    }
+
+    /// Says in the log, once per spell, which members alive through other nodes this node has
+    /// failed to dial for [`OUT_OF_REACH_SAID_AFTER`] (a partial partition).
+    pub(super) fn log_out_of_reach(&mut self, now: Instant) {
+        for (peer, spell) in &mut self.out_of_reach {
+            if spell.logged
+                || !spell.said(now)
+                || self.membership.state_of(peer, now) != Some(MemberState::Alive)
+            {
+                continue;
+            }
+            spell.logged = true;
+            let name = self.membership.name_of(peer).unwrap_or("a member");
+            warn!(
+                %peer,
+                "{name} is alive (heard through other nodes) but not reachable directly from this \
+                 node for {} s ({}): results between the two wait until it is",
+                now.saturating_duration_since(spell.since).as_secs(),
+                spell.error
+            );
+        }
+    }
+
+    /// Members alive (heard through other nodes) that this node has failed to dial for
+    /// [`OUT_OF_REACH_SAID_AFTER`], lately, with how long and the last error.
+    pub(super) fn out_of_reach_warning(&self, now: Instant) -> Option<String> {
+        const NAMED: usize = 5;
+        let mut spells: Vec<(String, Duration, &str)> = self
+            .out_of_reach
+            .iter()
+            .filter(|(peer, o)| {
+                o.said(now) && self.membership.state_of(peer, now) == Some(MemberState::Alive)
+            })
+            .map(|(peer, o)| {
+                let name = self
+                    .membership
+                    .name_of(peer)
+                    .map_or_else(|| peer.to_string(), str::to_string);
+                (
+                    name,
+                    now.saturating_duration_since(o.since),
+                    o.error.as_str(),
+                )
+            })
+            .collect();
+        if spells.is_empty() {
+            return None;
+        }
+        spells.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut named: Vec<String> = spells
+            .iter()
+            .take(NAMED)
+            .map(|(name, d, error)| format!("{name} for {} s ({error})", d.as_secs()))
+            .collect();
+        if spells.len() > NAMED {
+            named.push(format!("and {} more", spells.len() - NAMED));
+        }
+        Some(format!(
+            "alive (heard through other nodes) but not reachable directly from this node: {}; \
+             results between them wait until a direct connection works (jobs go through \
+             other nodes, files come from other nodes that hold them)",
+            named.join("; ")
+        ))
+    }
+
+    pub(super) fn other_release_views(&self) -> Vec<OtherReleaseView> {
+        let mut views: Vec<OtherReleaseView> = self
+            .other_releases
+            .iter()
+            .map(|(peer, other)| other.view(*peer))
+            .collect();
+        views.sort_by(|a, b| (&a.name, a.peer_id).cmp(&(&b.name, b.peer_id)));
+        views
+    }
+
+    /// `peer` sent a heartbeat in wire version `version`, not this node's: another release,
+    /// which cannot take part (say so, once in a while for each such node, and in `status`).
+    pub(super) fn heard_other_release(&mut self, peer: PeerId, version: u16, data: &[u8]) {
+        let now = Instant::now();
+        let about = wire::decode_any_version::<OtherPresence>(data, MAX_GOSSIP_BYTES)
+            .ok()
+            .filter(OtherPresence::plausible);
+        if let Some(other) = self.other_releases.get_mut(&peer) {
+            other.version = version;
+            other.last_heard = now;
+            if about.is_some() {
+                other.about = about;
+            }
+            if now.saturating_duration_since(other.last_warned) < OTHER_RELEASE_WARNING_EVERY {
+                return;
+            }
+            other.last_warned = now;
+        } else if self.other_releases.len() < MAX_OTHER_RELEASES {
+            self.other_releases.insert(
+                peer,
+                OtherRelease {
+                    version,
+                    about,
+                    last_heard: now,
+                    last_warned: now,
+                },
+            );
+        } else {
+            // So many already named: this one goes unsaid rather than at every heartbeat.
+            return;
+        }
+        let Some(view) = self.other_releases.get(&peer).map(|o| o.view(peer)) else {
+            return;
+        };
+        warn!(
+            node = %view,
+            "a node speaks wire version {version}, this node speaks {}: it cannot take part in \
+             this mesh until both run the same directord-mesh release",
+            wire::spoken_version()
+        );
+    }
+
+    /// Another daemon runs with this node's identity (a copied state directory) and a later
+    /// start, so peers take its heartbeats over this node's: say so while it runs, and once it
+    /// has gone, start over with a later start of its own so peers take this node's again.
+    pub(super) async fn answer_twin(&mut self) {
+        let Some(twin) = self.membership.take_twin() else {
+            return;
+        };
+        if twin.gone {
+            self.twin_seen = None;
+            self.incarnation = self
+                .incarnation
+                .max(twin.presence.incarnation.saturating_add(1));
+            self.seq = 0;
+            warn!(
+                "the other daemon with this node's identity has left or gone silent; this node \
+                 speaks for itself again"
+            );
+            self.heartbeat();
+            // Err: nobody listens any more (the node stops).
+            let _ = self
+                .events
+                .send(MeshEvent::Renumbered(self.incarnation))
+                .await;
+            return;
+        }
+        self.twin_seen = Some((Instant::now(), twin.presence.addresses.clone()));
+        if self
+            .last_twin_warning
+            .is_none_or(|at| at.elapsed() >= TWIN_WARNING_EVERY)
+        {
+            self.last_twin_warning = Some(Instant::now());
+            warn!(
+                peer = %self.local_peer_id,
+                machine = %twin.presence.machine_id,
+                "{}",
+                twin_warning(&twin.presence.addresses)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(name: &str, version: &str) -> OtherPresence {
+        OtherPresence {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    /// Another release's heartbeat is read without this release's checks: what it says is
+    /// shown only if it looks like a node's name and a release.
+    #[test]
+    fn another_releases_name_is_shown_only_if_it_looks_like_one() {
+        assert!(presence("web-01.example", "0.2.0+build.5").plausible());
+        for (name, version) in [
+            ("", "0.2.0"),
+            ("web01", ""),
+            ("web 01", "0.2.0"),
+            ("web01\u{1b}[2J", "0.2.0"),
+            ("web01\nWarning: forged", "0.2.0"),
+            ("web01", "0.2.0; rm -rf /"),
+            (&"x".repeat(254), "0.2.0"),
+            ("web01", &"1".repeat(65)),
+        ] {
+            assert!(!presence(name, version).plausible(), "{name:?} {version:?}");
+        }
+    }
+
+    #[test]
+    fn another_release_is_named_with_what_is_known_of_it() {
+        let peer = PeerId::random();
+        let known = OtherRelease {
+            version: 5,
+            about: Some(presence("n5", "0.0.9")),
+            last_heard: Instant::now(),
+            last_warned: Instant::now(),
+        };
+        assert_eq!(
+            known.view(peer).to_string(),
+            format!("n5 ({peer}, release 0.0.9, wire version 5)")
+        );
+        let unknown = OtherRelease {
+            about: None,
+            ..known
+        };
+        assert_eq!(
+            unknown.view(peer).to_string(),
+            format!("{peer}, wire version 5")
+        );
+    }
+}

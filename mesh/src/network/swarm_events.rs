@@ -1,0 +1,431 @@
+//! What the swarm reports: connections opening and closing, gossip (presences and jobs),
+//! requests and responses on the control and blob protocols. Job messages and file requests
+//! are taken from members only; everything else a peer sends updates the membership table.
+
+use super::*;
+
+impl EventLoop {
+    pub(super) async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(event)) => {
+                self.on_gossip(event).await
+            }
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(event)) => self.on_ctl(event).await,
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Blob(event)) => self.on_blob(event).await,
+            SwarmEvent::Behaviour(MeshBehaviourEvent::Ping(event)) => {
+                if let Err(e) = event.result {
+                    debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
+                    self.swarm.close_connection(event.connection);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if let Some(spell) = self.out_of_reach.remove(&peer_id)
+                    && spell.logged
+                {
+                    let name = self.membership.name_of(&peer_id).unwrap_or("a member");
+                    info!(
+                        peer = %peer_id,
+                        "{name} is reachable directly again (after {} s)",
+                        spell.since.elapsed().as_secs()
+                    );
+                }
+                if num_established.get() == 1 {
+                    self.connected_since.insert(peer_id, Instant::now());
+                }
+                // A table sync when dialling a peer this node does not know as alive: its
+                // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
+                // expired member (the other side of a healed partition). Dials to members
+                // already alive here need none; anti-entropy covers what gossip misses.
+                let now = Instant::now();
+                let known_alive = matches!(
+                    self.membership.state_of(&peer_id, now),
+                    Some(MemberState::Alive | MemberState::Conflict)
+                );
+                if endpoint.is_dialer()
+                    && num_established.get() == 1
+                    && !known_alive
+                    && self.leaving.is_none()
+                {
+                    let members = self.membership.records(now);
+                    self.swarm
+                        .behaviour_mut()
+                        .ctl
+                        .send_request(&peer_id, CtlRequest::SyncMembers { members });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                num_established,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+                if num_established == 0 {
+                    self.connected_since.remove(&peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, "dial failed: {error}");
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    let now = Instant::now();
+                    let spell = self.out_of_reach.entry(peer).or_insert(OutOfReach {
+                        since: now,
+                        last: now,
+                        error: String::new(),
+                        logged: false,
+                    });
+                    spell.last = now;
+                    // The transport's error: its first line is enough for `status`.
+                    let error = error.to_string();
+                    spell.error = error
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(200)
+                        .collect();
+                }
+                if self.swarm.connected_peers().next().is_none() {
+                    self.last_dial_error = Some(error.to_string());
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
+                debug!("inbound connection failed: {error}");
+                self.refused_inbound.count += 1;
+                let now = Instant::now();
+                if self.refused_inbound.said.is_none_or(|at| {
+                    now.saturating_duration_since(at) >= REFUSED_INBOUND_SAID_EVERY
+                }) {
+                    warn!(
+                        from = %send_back_addr,
+                        since_last_said = self.refused_inbound.count,
+                        "a connection failed before it was authenticated: {error} (a node with \
+                         another mesh key or none, or something that is not a directord-mesh \
+                         node; said at most every 10 min)"
+                    );
+                    self.refused_inbound = RefusedInbound {
+                        count: 0,
+                        said: Some(now),
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Says that `what` came from `peer`, not a member. Right after this node starts its table
+    /// is still filling and members' messages are refused for a moment (they are sent again),
+    /// so only later is it worth a warning.
+    pub(super) fn not_a_member(&self, peer: &PeerId, what: &str) {
+        if self.started.elapsed() < TABLE_FILLS_WITHIN {
+            debug!(%peer, "{what} from a node not yet known as a member (this node just started)");
+        } else {
+            warn!(%peer, "{what} from a node that is not a member of this mesh");
+        }
+    }
+
+    /// Whether `peer` has a row in the membership table (in any state: a member that expired
+    /// or left here may be back before its new presence arrives).
+    pub(super) fn is_member(&self, peer: &PeerId) -> bool {
+        self.membership.contains(peer)
+    }
+
+    pub(super) async fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { message, .. } => {
+                if message.topic == self.jobs_topic.hash() {
+                    // Jobs come only from members (nodes whose presence this node has heard).
+                    if let Some(source) = message.source
+                        && !self.is_member(&source)
+                    {
+                        self.not_a_member(&source, "dropped a job announce");
+                        return;
+                    }
+                    if let Some(source) = message.source {
+                        let _ = self
+                            .events
+                            .send(MeshEvent::Announce {
+                                source,
+                                data: message.data,
+                            })
+                            .await;
+                    }
+                    return;
+                }
+                if message.topic != self.presence_topic.hash() {
+                    return;
+                }
+                match wire::decode::<Presence>(&message.data, MAX_GOSSIP_BYTES) {
+                    Ok(p) if Some(p.peer_id) == message.source => {
+                        // Upgraded, if it spoke another version before.
+                        self.other_releases.remove(&p.peer_id);
+                        self.observe(p).await
+                    }
+                    Ok(p) => warn!(
+                        claimed = %p.peer_id, signer = ?message.source,
+                        "dropped a presence signed by another peer"
+                    ),
+                    Err(wire::WireError::Version { found })
+                        if let Some(source) = message.source =>
+                    {
+                        self.heard_other_release(source, found, &message.data)
+                    }
+                    Err(e) => {
+                        warn!(source = ?message.source, "dropped an unreadable presence: {e}")
+                    }
+                }
+            }
+            // The node's join: its first presence goes out as soon as one peer can take it,
+            // and gossip spreads it from there. Later subscribers are newcomers, which learn
+            // this node from the table they sync on dialling; publishing again for each would
+            // cost every member a message per join (quadratic formation).
+            gossipsub::Event::Subscribed { topic, .. }
+                if topic == self.presence_topic.hash()
+                    && self.last_presence_publish.is_none()
+                    && self.leaving.is_none() =>
+            {
+                self.heartbeat();
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) async fn on_ctl(&mut self, event: request_response::Event<CtlRequest, CtlResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request,
+                        channel,
+                        request_id,
+                    },
+                ..
+            } => {
+                let response = match request {
+                    CtlRequest::Job(_) if !self.is_member(&peer) => {
+                        self.not_a_member(&peer, "refused a job message");
+                        CtlResponse::Rejected {
+                            reason: "not a member of this mesh (no presence heard from it)".into(),
+                        }
+                    }
+                    CtlRequest::Job(data) => {
+                        self.pending_replies.insert(request_id, channel);
+                        let event = MeshEvent::JobRequest {
+                            peer,
+                            data,
+                            token: ReplyToken(request_id),
+                        };
+                        if self.events.send(event).await.is_err() {
+                            // Nobody handles jobs here: the channel is dropped, the peer sees a failure.
+                            self.pending_replies.remove(&request_id);
+                        }
+                        return;
+                    }
+                    CtlRequest::SyncMembers { members } => {
+                        self.merge(members).await;
+                        CtlResponse::Members {
+                            members: self.membership.records(Instant::now()),
+                        }
+                    }
+                    CtlRequest::SyncVersions { versions } => {
+                        let (members, wanted) = self.membership.delta(&versions, Instant::now());
+                        CtlResponse::Delta { members, wanted }
+                    }
+                    CtlRequest::PushMembers { members } => {
+                        self.merge(members).await;
+                        CtlResponse::Ack
+                    }
+                    CtlRequest::Leave { presence }
+                        if presence.peer_id == peer
+                            && presence.status == PresenceStatus::Leaving =>
+                    {
+                        self.observe(*presence).await;
+                        CtlResponse::Ack
+                    }
+                    CtlRequest::Leave { .. } => CtlResponse::Rejected {
+                        reason: "a leave notice must come from the leaving node".into(),
+                    },
+                };
+                // Err means the peer went away meanwhile; nothing is waiting for the answer.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .ctl
+                    .send_response(channel, response);
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.request_done(request_id);
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(match response {
+                        CtlResponse::Job(data) => Ok(data),
+                        CtlResponse::Rejected { reason } => Err(MeshError::Request {
+                            peer,
+                            reason: format!("refused: {reason}"),
+                        }),
+                        other => Err(MeshError::Request {
+                            peer,
+                            reason: format!("unexpected answer {other:?}"),
+                        }),
+                    });
+                    return;
+                }
+                match response {
+                    CtlResponse::Members { members } => {
+                        self.merge(members).await;
+                        // Nodes joining at the same moment as this one reach that peer just
+                        // after this table left it, and their one-time joins may miss this
+                        // node: ask once more what it has learned since.
+                        if matches!(self.second_sync, SecondSync::Due) {
+                            self.second_sync = SecondSync::At(
+                                peer,
+                                tokio::time::Instant::now() + SECOND_SYNC_AFTER,
+                            );
+                        }
+                        // Connect to the members just learned now rather than at the next tick.
+                        if self.leaving.is_none() {
+                            self.keep_connected(Instant::now());
+                        }
+                    }
+                    CtlResponse::Delta { members, wanted } => {
+                        self.merge(members).await;
+                        if !wanted.is_empty() && self.leaving.is_none() {
+                            let members = self.membership.records_of(&wanted, Instant::now());
+                            self.swarm
+                                .behaviour_mut()
+                                .ctl
+                                .send_request(&peer, CtlRequest::PushMembers { members });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.request_done(request_id);
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(MeshError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+                debug!(%peer, "control request failed: {error}");
+            }
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                self.pending_replies.remove(&request_id);
+                debug!(%peer, "inbound control request failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) async fn on_blob(
+        &mut self,
+        event: request_response::Event<BlobRequest, BlobResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request,
+                        channel,
+                        request_id,
+                    },
+                ..
+            } => {
+                // Files go to members only, as jobs come only from them (in an open mesh any
+                // host may connect; one that never announced itself learns nothing here).
+                if !self.is_member(&peer) {
+                    self.not_a_member(&peer, "refused a file request");
+                    // Err: the requester went away.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blob
+                        .send_response(channel, BlobResponse::Unknown);
+                    return;
+                }
+                self.pending_blob_replies.insert(request_id, channel);
+                let event = MeshEvent::BlobRequest {
+                    peer,
+                    request,
+                    token: BlobToken(request_id),
+                };
+                if self.events.send(event).await.is_err() {
+                    self.pending_blob_replies.remove(&request_id);
+                }
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_blobs.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_blobs.remove(&request_id) {
+                    let _ = reply.send(Err(MeshError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { request_id, .. } => {
+                self.pending_blob_replies.remove(&request_id);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn request_done(&mut self, id: OutboundRequestId) {
+        if let Some(leaving) = &mut self.leaving {
+            leaving.outstanding.remove(&id);
+        }
+    }
+}
