@@ -1,0 +1,389 @@
+use std::collections::HashMap;
+
+use super::*;
+
+/// Labels other nodes would not take are refused at start, with what is wrong.
+#[test]
+fn labels_past_what_nodes_take_are_refused() {
+    let labels = |pairs: Vec<(String, String)>| pairs.into_iter().collect();
+    assert!(validate_labels(&labels(vec![("role".into(), "web server".into())])).is_ok());
+    let long = validate_labels(&labels(vec![("a".into(), "x".repeat(1025))]));
+    assert!(
+        long.unwrap_err()
+            .to_string()
+            .contains("label 'a': keys and values are at most 1024 bytes")
+    );
+    let many = validate_labels(&labels(
+        (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+    ));
+    assert!(
+        many.unwrap_err()
+            .to_string()
+            .contains("65 labels: a node sends at most 64")
+    );
+    let control = validate_labels(&labels(vec![("a".into(), "x\x1b[2J".into())]));
+    assert!(
+        control
+            .unwrap_err()
+            .to_string()
+            .contains("no control characters")
+    );
+}
+
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+fn layers(
+    flags: JoinOptions,
+    envs: &[(&str, &str)],
+    file: &str,
+) -> Result<NodeConfig, ConfigError> {
+    let env = JoinOptions::from_env(env(envs))?;
+    let file = JoinOptions::from_yaml(file, Path::new("/etc/dm.yaml"))?;
+    flags
+        .over(env.over(file))
+        .resolve(PathBuf::from("/state"), "host-a")
+}
+
+#[test]
+fn flags_beat_env_beat_file_beat_defaults() {
+    let file = "name: from-file\nheartbeat-interval: 7\nlisten: [\"/ip4/127.0.0.1/tcp/1000\"]\n";
+    // Defaults only.
+    let c = layers(JoinOptions::default(), &[], "").unwrap();
+    assert_eq!(c.name, "host-a");
+    assert_eq!(c.heartbeat_interval, DEFAULT_HEARTBEAT);
+    assert_eq!(c.listen, vec![default_listen()]);
+    assert_eq!(c.mesh_key_choice, MeshKeyChoice::FromStateOrNew);
+    assert_eq!(c.control_socket, Some(PathBuf::from("/state/control.sock")));
+    // File over defaults.
+    let c = layers(JoinOptions::default(), &[], file).unwrap();
+    assert_eq!(c.name, "from-file");
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(7));
+    assert_eq!(c.listen, vec![parse_addr("127.0.0.1:1000").unwrap()]);
+    // Env over file.
+    let envs = [
+        ("DIRECTORD_MESH_NAME", "from-env"),
+        ("DIRECTORD_MESH_HEARTBEAT_INTERVAL", "2s"),
+    ];
+    let c = layers(JoinOptions::default(), &envs, file).unwrap();
+    assert_eq!(c.name, "from-env");
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+    assert_eq!(c.listen, vec![parse_addr("127.0.0.1:1000").unwrap()]);
+    // Flags over env.
+    let flags = JoinOptions {
+        name: Some("from-flag".into()),
+        ..Default::default()
+    };
+    let c = layers(flags, &envs, file).unwrap();
+    assert_eq!(c.name, "from-flag");
+    assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+}
+
+#[test]
+fn token_brings_key_and_bootstrap_peers() {
+    let key = mesh::MeshKey::generate();
+    let addr: Multiaddr = "/ip4/10.0.0.1/tcp/7411".parse().unwrap();
+    let token = JoinToken {
+        mesh_key: Some(key),
+        peers: vec![addr.clone()],
+    };
+    let envs = [("DIRECTORD_MESH_TOKEN", token.encode())];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = layers(JoinOptions::default(), &envs, "").unwrap();
+    assert_eq!(c.mesh_key_choice, MeshKeyChoice::Key(key));
+    assert_eq!(c.bootstrap, vec![addr]);
+    // --open with a keyed token is a contradiction.
+    let flags = JoinOptions {
+        open: Some(true),
+        ..Default::default()
+    };
+    assert!(matches!(
+        layers(flags, &envs, ""),
+        Err(ConfigError::Conflict(_))
+    ));
+}
+
+#[test]
+fn errors_name_the_setting_and_where_it_came_from() {
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_PEER", "nonsense")],
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DIRECTORD_MESH_PEER") && e.contains("peer") && e.contains("nonsense"),
+        "{e}"
+    );
+    let e = layers(
+        JoinOptions::default(),
+        &[],
+        "heartbeat-interval: 5 parsecs\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("/etc/dm.yaml") && e.contains("heartbeat-interval"),
+        "{e}"
+    );
+    // What a setting got instead is said in words, under the setting's name.
+    for (text, said) in [
+        (
+            "listen: {a: b}\n",
+            "listen: expected a value or a list of them, found a mapping",
+        ),
+        (
+            "listen: [true]\n",
+            "listen: expected a value or a list of them, found the boolean true",
+        ),
+        (
+            "allow-submitter: [[x]]\n",
+            "allow-submitter: expected a value or a list of them, found a list",
+        ),
+        ("open: [1]\n", "open: expected a boolean, found a list"),
+        (
+            "blob-retention: {a: 1}\n",
+            "blob-retention: expected a string or number, found a mapping",
+        ),
+    ] {
+        let e = layers(JoinOptions::default(), &[], text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/dm.yaml") && e.contains(said),
+            "{text}: {e}"
+        );
+        assert!(!e.contains("Mapping") && !e.contains("Sequence"), "{e}");
+    }
+    let e = layers(JoinOptions::default(), &[], "nmae: typo\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `nmae`"), "{e}");
+    // A file that is not a mapping says what it should be, not a type of ours.
+    let e = layers(JoinOptions::default(), &[], "- name: a\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected a mapping of settings"), "{e}");
+    assert!(!e.contains("FileOptions"), "{e}");
+    // `label`, as the flag is spelled, names the labels map too.
+    let cfg = layers(JoinOptions::default(), &[], "label:\n  role: web\n").unwrap();
+    assert_eq!(cfg.labels.get("role").map(String::as_str), Some("web"));
+    let e = layers(JoinOptions::default(), &[], "name: [unclosed\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/etc/dm.yaml") && e.contains("line"), "{e}");
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_OPEN", "maybe")],
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not a boolean"), "{e}");
+    // The file takes the words the environment takes.
+    for (text, open) in [
+        ("open: yes\n", true),
+        ("open: off\n", false),
+        ("open: true\n", true),
+    ] {
+        let cfg = layers(JoinOptions::default(), &[], text).unwrap();
+        assert_eq!(cfg.mesh_key_choice == MeshKeyChoice::Open, open, "{text}");
+    }
+    let e = layers(JoinOptions::default(), &[], "open: maybe\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/dm.yaml") && e.contains("not a boolean"),
+        "{e}"
+    );
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_TOKEN", "dm1-xyz")],
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("join token") && e.contains("damaged"), "{e}");
+    let flags = JoinOptions {
+        name: Some("bad name!".into()),
+        ..Default::default()
+    };
+    assert!(
+        layers(flags, &[], "")
+            .unwrap_err()
+            .to_string()
+            .contains("node name")
+    );
+}
+
+#[test]
+fn a_repeatable_setting_in_a_file_may_be_one_value() {
+    let c = layers(
+        JoinOptions::default(),
+        &[],
+        "listen: 127.0.0.16:7411\npeer: [127.0.0.17:7411]\n",
+    )
+    .unwrap();
+    assert_eq!(c.listen, vec![parse_addr("127.0.0.16:7411").unwrap()]);
+    assert_eq!(c.bootstrap, vec![parse_addr("127.0.0.17:7411").unwrap()]);
+}
+
+#[test]
+fn addresses_accept_host_port_shorthand() {
+    assert_eq!(
+        parse_addr("10.1.2.3:7411").unwrap().to_string(),
+        "/ip4/10.1.2.3/tcp/7411"
+    );
+    assert_eq!(
+        parse_addr("[::1]:7411").unwrap().to_string(),
+        "/ip6/::1/tcp/7411"
+    );
+    assert_eq!(
+        parse_addr("db1.example:7411").unwrap().to_string(),
+        "/dns/db1.example/tcp/7411"
+    );
+    assert!(parse_addr("/ip4/1.2.3.4/tcp/x").is_err());
+    assert!(parse_addr("nope").is_err());
+    // What an operator gets wrong is named.
+    let e = |text: &str, setting: &str| parse_addr_for(text, setting).unwrap_err();
+    assert!(e("::1:7411", "listen").contains("[ADDRESS]:PORT"));
+    assert!(e("127.0.0.1:99999", "peer").contains("out of range"));
+    assert!(e("localhost:7411", "listen").contains("not a name"));
+    // Said of the address as written, not of the multiaddr made of it.
+    assert!(
+        e("localhost:7411", "listen").starts_with("'localhost:7411': listen on an IP address"),
+        "{}",
+        e("localhost:7411", "listen")
+    );
+    assert!(e("/ip4/127.0.0.1/udp/7411", "peer").contains("only TCP"));
+    assert!(parse_addr_for("localhost:7411", "peer").is_ok());
+    assert!(parse_addr_for("[::]:7411", "listen").is_ok());
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(parse_duration("5m 30s").unwrap(), Duration::from_secs(330));
+    assert!(
+        parse_duration("5m30x")
+            .unwrap_err()
+            .contains("unknown unit 'x'")
+    );
+    assert!(parse_duration("").is_err() && parse_duration("m").is_err());
+    assert_eq!(
+        parse_duration("7d").unwrap(),
+        Duration::from_secs(7 * 86400)
+    );
+    assert!(parse_duration("5 parsecs").is_err());
+    assert!(parse_duration("").is_err());
+    // Too large for a duration: an error, not a panic.
+    for huge in ["99999999999999999999999", "99999999999999999999d"] {
+        let e = parse_duration(huge).unwrap_err();
+        assert!(e.contains("not a duration"), "{e}");
+    }
+}
+
+#[test]
+fn blob_retention_layers_and_limits() {
+    let c = layers(JoinOptions::default(), &[], "").unwrap();
+    assert_eq!(c.blob_retention, Some(DEFAULT_BLOB_RETENTION));
+    let c = layers(JoinOptions::default(), &[], "blob-retention: 2h\n").unwrap();
+    assert_eq!(c.blob_retention, Some(Duration::from_secs(7200)));
+    let envs = [("DIRECTORD_MESH_BLOB_RETENTION", "0")];
+    let c = layers(JoinOptions::default(), &envs, "blob-retention: 2h\n").unwrap();
+    assert_eq!(c.blob_retention, None, "0 keeps blobs forever");
+    assert_eq!(c.record_retention, Some(DEFAULT_RECORD_RETENTION));
+    let envs = [("DIRECTORD_MESH_RECORD_RETENTION", "0")];
+    let c = layers(JoinOptions::default(), &envs, "record-retention: 7d\n").unwrap();
+    assert_eq!(c.record_retention, None, "0 keeps records until purged");
+    let c = layers(JoinOptions::default(), &[], "record-retention: 7d\n").unwrap();
+    assert_eq!(c.record_retention, Some(Duration::from_secs(7 * 86400)));
+    let e = layers(JoinOptions::default(), &[], "record-retention: 5ms\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("record-retention") && e.contains("until purged"),
+        "{e}"
+    );
+    let flags = JoinOptions {
+        blob_retention: Some(Duration::from_secs(3)),
+        ..Default::default()
+    };
+    let c = layers(flags, &envs, "").unwrap();
+    assert_eq!(c.blob_retention, Some(Duration::from_secs(3)));
+    let e = layers(JoinOptions::default(), &[], "blob-retention: 10ms\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/dm.yaml") && e.contains("blob-retention") && e.contains("0 to keep"),
+        "{e}"
+    );
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_BLOB_RETENTION", "a week")],
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("DIRECTORD_MESH_BLOB_RETENTION"), "{e}");
+}
+
+#[test]
+fn allowed_submitters_layer_and_name_a_bad_id() {
+    let (a, b) = (PeerId::random(), PeerId::random());
+    let c = layers(JoinOptions::default(), &[], "").unwrap();
+    assert!(c.allow_submitters.is_empty(), "default: any member");
+    let file = format!("allow-submitter:\n  - {a}\n");
+    let c = layers(JoinOptions::default(), &[], &file).unwrap();
+    assert_eq!(c.allow_submitters, vec![a]);
+    let both = format!("{a}, {b}");
+    let envs = [("DIRECTORD_MESH_ALLOW_SUBMITTERS", both.as_str())];
+    let c = layers(JoinOptions::default(), &envs, &file).unwrap();
+    assert_eq!(c.allow_submitters, vec![a, b]);
+    let flags = JoinOptions {
+        allow_submitters: parse_submitter_flags(&[b.to_string()]).unwrap(),
+        ..Default::default()
+    };
+    let c = layers(flags, &envs, &file).unwrap();
+    assert_eq!(c.allow_submitters, vec![b]);
+    let e = parse_submitter_flags(&["n1".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("command line") && e.contains("allow-submitter") && e.contains("'n1'"),
+        "{e}"
+    );
+    let e = layers(JoinOptions::default(), &[], "allow-submitter: [nope]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/etc/dm.yaml") && e.contains("'nope'"), "{e}");
+}
+
+#[test]
+fn state_dir_defaults() {
+    assert_eq!(
+        default_state_dir(env(&[]), true),
+        PathBuf::from("/var/lib/directord-mesh")
+    );
+    assert_eq!(
+        default_state_dir(
+            env(&[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/u")]),
+            false
+        ),
+        PathBuf::from("/x/state/directord-mesh")
+    );
+    assert_eq!(
+        default_state_dir(env(&[("HOME", "/home/u")]), false),
+        PathBuf::from("/home/u/.local/state/directord-mesh")
+    );
+}
