@@ -47,11 +47,7 @@ pub use coordinate::NodeCoordinator;
 use watchers::{EarlyOutput, OutputQueue, Watcher};
 pub use watchers::{WatchReceiver, WatchSender, watch_channel};
 
-use crate::{
-    control::WatchEvent,
-    records::JobRecord,
-    store::{Store, StoredRun},
-};
+use crate::{control::WatchEvent, records::JobRecord, store::Store};
 
 /// A job a restart of its node cut short. A job still queued is run after the restart,
 /// unless the node cannot tell whether it had started (after a reboot of its machine, or a
@@ -601,65 +597,84 @@ impl Actor {
         self.originator_actions(actions);
     }
 
+    /// What a member gossiped on the jobs topic: a run, or a QUERY's set.
+    pub(super) fn announced(&mut self, source: PeerId, data: Vec<u8>) {
+        match wire::decode::<Gossip>(&data, MAX_JOB_MESSAGE) {
+            Ok(Gossip::Run(run)) if run.originator.0 == source.to_string() => {
+                match run.invalid_id() {
+                    Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
+                    None => self.accept(Arc::new(*run), true),
+                }
+            }
+            Ok(Gossip::Run(run)) => {
+                warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
+            }
+            Ok(Gossip::QuerySet {
+                job_id, aggregate, ..
+            }) => self.query_set_gossiped(NodeId(source.to_string()), job_id, aggregate),
+            Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
+        }
+    }
+
+    /// A job message `peer` sent directly: handled, and answered once what it changed is on
+    /// disk where the sender forgets it on the answer.
+    pub(super) fn answer_request(&mut self, peer: PeerId, data: Vec<u8>, token: ReplyToken) {
+        let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
+            Ok(msg) => {
+                // A run taken in, results recorded or a QUERY value collected are
+                // acknowledged once on disk: the sender forgets them on this answer.
+                let stores = matches!(
+                    msg,
+                    JobMessage::Deliver(_) | JobMessage::Results(_) | JobMessage::QueryValue { .. }
+                );
+                let reply = self.request(peer, msg);
+                let stored = (stores && reply == JobReply::Ok).then(|| self.store.committed());
+                (reply, stored)
+            }
+            Err(e) => (
+                JobReply::Refused(format!("unreadable job message: {e}")),
+                None,
+            ),
+        };
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            let on_disk = match stored {
+                Some(committed) => committed.await.is_ok(),
+                None => true,
+            };
+            let reply = if on_disk {
+                reply
+            } else {
+                JobReply::Refused("this node could not store it; send it again".into())
+            };
+            if let Ok(bytes) = wire::encode(&reply, MAX_JOB_MESSAGE) {
+                let _ = mesh.reply(token, bytes).await;
+            }
+        });
+    }
+
+    /// A member is alive (new, or back after it expired or left).
+    pub(super) fn member_back(&mut self, peer: PeerId) {
+        let node = NodeId(peer.to_string());
+        self.members.insert(TargetKey::of(&node), node.clone());
+        self.queries_node_back(&node);
+        self.waits_node_back(&node);
+        // Results held for it go now, not at the end of their backoff.
+        let actions = self
+            .outbox
+            .handle(outbox::Input::Back { to: node.clone() }, Instant::now());
+        self.outbox_actions(actions);
+        let actions = self
+            .originator
+            .handle(originator::Input::NodeBack(node), Instant::now());
+        self.originator_actions(actions);
+    }
+
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Submit {
-                mut run,
-                records,
-                done,
-            } => {
-                self.add_file_holders(&mut run);
-                // Imported just before: used now, whatever a blob sweep under way decided.
-                for hash in run_files(&run) {
-                    self.blobs.has(&hash);
-                }
-                // Numbered in the order submitted, whatever the wall clock says (`last`).
-                let submission = self.next_submission;
-                self.next_submission += 1;
-                self.store.put_last_submission(submission);
-                for mut r in records {
-                    r.submission = submission;
-                    if run.stream {
-                        self.early_output
-                            .insert(r.job_id.clone(), EarlyOutput::default());
-                    }
-                    self.store.put_record(&r);
-                    self.records.insert(r.job_id.clone(), r);
-                }
-                self.store.put_run(&StoredRun {
-                    run: run.clone(),
-                    finished: false,
-                });
-                self.open_runs.insert(run.run_id.clone(), run.clone());
-                self.run_born
-                    .insert(run.run_id.clone(), jobs::processes::boot_clock());
-                // Nothing is announced, and the client hears of nothing, before the submission
-                // would survive a crash: a restarted originator knows every run it sent out.
-                let committed = self.store.commit_now();
-                let inbox = self.inbox.clone();
-                tokio::spawn(async move {
-                    let stored = committed.await.is_ok();
-                    let _ = inbox
-                        .send(Input::SubmissionStored { run, stored, done })
-                        .await;
-                });
-            }
+            Input::Submit { run, records, done } => self.submit(run, records, done),
             Input::SubmissionStored { run, stored, done } => {
-                if !stored {
-                    self.open_runs.remove(&run.run_id);
-                    self.run_born.remove(&run.run_id);
-                    let _ = done.send(Err(
-                        "the submission could not be stored: this node's database cannot be \
-                         written (see the daemon's log); nothing was sent out"
-                            .into(),
-                    ));
-                    return;
-                }
-                let _ = done.send(Ok(()));
-                let actions = self
-                    .originator
-                    .handle(originator::Input::Submit(run), Instant::now());
-                self.originator_actions(actions);
+                self.submission_stored(run, stored, done)
             }
             Input::Watch {
                 job_ids,
@@ -667,60 +682,8 @@ impl Actor {
                 events,
                 flushed,
             } => self.watch(job_ids, output, events, flushed),
-            Input::Announce { source, data } => {
-                match wire::decode::<Gossip>(&data, MAX_JOB_MESSAGE) {
-                    Ok(Gossip::Run(run)) if run.originator.0 == source.to_string() => {
-                        match run.invalid_id() {
-                            Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
-                            None => self.accept(Arc::new(*run), true),
-                        }
-                    }
-                    Ok(Gossip::Run(run)) => {
-                        warn!(claimed = %run.originator, %source, "dropped a run announced for another originator")
-                    }
-                    Ok(Gossip::QuerySet {
-                        job_id, aggregate, ..
-                    }) => self.query_set_gossiped(NodeId(source.to_string()), job_id, aggregate),
-                    Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
-                }
-            }
-            Input::Request { peer, data, token } => {
-                let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
-                    Ok(msg) => {
-                        // A run taken in, results recorded or a QUERY value collected are
-                        // acknowledged once on disk: the sender forgets them on this answer.
-                        let stores = matches!(
-                            msg,
-                            JobMessage::Deliver(_)
-                                | JobMessage::Results(_)
-                                | JobMessage::QueryValue { .. }
-                        );
-                        let reply = self.request(peer, msg);
-                        let stored =
-                            (stores && reply == JobReply::Ok).then(|| self.store.committed());
-                        (reply, stored)
-                    }
-                    Err(e) => (
-                        JobReply::Refused(format!("unreadable job message: {e}")),
-                        None,
-                    ),
-                };
-                let mesh = self.mesh.clone();
-                tokio::spawn(async move {
-                    let on_disk = match stored {
-                        Some(committed) => committed.await.is_ok(),
-                        None => true,
-                    };
-                    let reply = if on_disk {
-                        reply
-                    } else {
-                        JobReply::Refused("this node could not store it; send it again".into())
-                    };
-                    if let Ok(bytes) = wire::encode(&reply, MAX_JOB_MESSAGE) {
-                        let _ = mesh.reply(token, bytes).await;
-                    }
-                });
-            }
+            Input::Announce { source, data } => self.announced(source, data),
+            Input::Request { peer, data, token } => self.answer_request(peer, data, token),
             Input::Exec(ExecEvent::Output { job_id, line }) => self.output(job_id, line),
             Input::Exec(ExecEvent::Finished(outcome)) => {
                 self.finished(outcome);
@@ -753,91 +716,15 @@ impl Actor {
                     self.ask_closing_commit();
                 }
             }
-            Input::NoticesStored { batch, stored } => {
-                if !stored || self.store.has_failed() {
-                    // A commit failed (this one or one before it, whose writes are lost even
-                    // if later commits succeed): nothing more is shown as done.
-                    self.notices.failed();
-                    return;
-                }
-                // Each job read once for the batch, however many clients watch it.
-                let mut read: HashMap<String, Option<JobRecord>> = HashMap::new();
-                for notices::Notice {
-                    to: events,
-                    event,
-                    outputs,
-                } in self.notices.stored(batch)
-                {
-                    // The record as held in memory; with the outputs its results left on disk
-                    // (where everything written before this notice now is) for a client that
-                    // shows them, else without (a `--poll` line needs none: a job of a
-                    // thousand targets printing megabytes is not sent whole to it).
-                    let event = match event {
-                        WatchEvent::Done(record) if outputs => {
-                            let stored = read
-                                .entry(record.job_id.clone())
-                                .or_insert_with(|| self.store.record(&record.job_id));
-                            let whole = match stored {
-                                Some(stored) => record.filled_from(stored.clone()),
-                                None => *record,
-                            };
-                            WatchEvent::Done(Box::new(whole))
-                        }
-                        WatchEvent::Done(record) => {
-                            WatchEvent::Done(Box::new(record.held_in_memory()))
-                        }
-                        other => other,
-                    };
-                    // A client whose channel is full of output lines still gets every result:
-                    // it is sent from a task of its own, which ends when the client goes.
-                    if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
-                        tokio::spawn(async move {
-                            let _ = events.send(event).await;
-                        });
-                    }
-                }
-                self.send_notices();
-            }
+            Input::NoticesStored { batch, stored } => self.notices_stored(batch, stored),
             Input::OutputSent { to } => {
                 if let Some(q) = self.outputs.get_mut(&to) {
                     q.in_flight = false;
                 }
                 self.flush_output(&to);
             }
-            Input::MemberBack(peer) => {
-                let node = NodeId(peer.to_string());
-                self.members.insert(TargetKey::of(&node), node.clone());
-                self.queries_node_back(&node);
-                self.waits_node_back(&node);
-                // Results held for it go now, not at the end of their backoff.
-                let actions = self
-                    .outbox
-                    .handle(outbox::Input::Back { to: node.clone() }, Instant::now());
-                self.outbox_actions(actions);
-                let actions = self
-                    .originator
-                    .handle(originator::Input::NodeBack(node), Instant::now());
-                self.originator_actions(actions);
-            }
-            Input::AcceptStored { run_id, stored } => {
-                if !stored {
-                    // The node stops (its database cannot be written); the originator resends
-                    // the run to it later.
-                    warn!(run = %run_id, "a run could not be stored here: its jobs do not start");
-                    self.accepted_not_stored.retain(|(id, _, _)| *id != run_id);
-                    return;
-                }
-                if let Some(held) = self.accepted_not_stored.iter_mut().find(|h| h.0 == run_id) {
-                    held.2 = true;
-                }
-                while self.accepted_not_stored.front().is_some_and(|h| h.2) {
-                    if let Some((_, work, _)) = self.accepted_not_stored.pop_front() {
-                        self.waiting_for_executor
-                            .extend(work.into_iter().map(Box::new));
-                    }
-                }
-                self.feed_executor();
-            }
+            Input::MemberBack(peer) => self.member_back(peer),
+            Input::AcceptStored { run_id, stored } => self.accept_stored(run_id, stored),
             Input::Alive(alive) => {
                 let alive = alive.iter().map(|p| NodeId(p.to_string())).collect();
                 let actions = self
@@ -891,31 +778,7 @@ impl Actor {
             Input::Owed { reply } => {
                 let _ = reply.send(self.outbox.owed(Instant::now()));
             }
-            Input::Purge { done } => {
-                // Jobs still waiting for results are kept: clients follow them and their
-                // results are on their way. What is over is forgotten, here and on disk (in
-                // order with every other write).
-                self.records.retain(|_, r| r.results.len() < r.nodes.len());
-                self.closing.clear();
-                let open: HashSet<String> = self.records.keys().cloned().collect();
-                self.early_output.retain(|job, _| open.contains(job));
-                self.cross.purge_queries(&open);
-                // Decided on what is on disk: every result taken so far is written first (an
-                // operator's purge is rare enough to wait here for that commit). Notices of
-                // jobs just done still to go out take their outputs now, before the records
-                // go (memory holds results without their outputs).
-                self.store.flush();
-                let store = &self.store;
-                self.notices
-                    .fill_done(|record| match store.record(&record.job_id) {
-                        Some(stored) => record.filled_from(stored),
-                        None => record,
-                    });
-                self.store.purge_jobs_but(&open);
-                self.purge_barrier = Some(self.closing_next);
-                self.ask_closing_commit();
-                let _ = done.send(());
-            }
+            Input::Purge { done } => self.purge(done),
             Input::QueryLocal {
                 job_id,
                 name,

@@ -8,6 +8,7 @@ use std::{
 };
 
 use coordination::{originator, outbox};
+use tokio::sync::oneshot;
 use tracing::info;
 
 use super::{ACCEPTED_SWEEP_EVERY, Actor, REMEMBER_RUNS, now_ms, run_files};
@@ -22,6 +23,33 @@ pub(super) fn record_sweep_every(retention: Duration) -> Duration {
 }
 
 impl Actor {
+    /// `manage --purge-jobs`: every record of a job that is over is forgotten.
+    pub(super) fn purge(&mut self, done: oneshot::Sender<()>) {
+        // Jobs still waiting for results are kept: clients follow them and their
+        // results are on their way. What is over is forgotten, here and on disk (in
+        // order with every other write).
+        self.records.retain(|_, r| r.results.len() < r.nodes.len());
+        self.closing.clear();
+        let open: HashSet<String> = self.records.keys().cloned().collect();
+        self.early_output.retain(|job, _| open.contains(job));
+        self.cross.purge_queries(&open);
+        // Decided on what is on disk: every result taken so far is written first (an
+        // operator's purge is rare enough to wait here for that commit). Notices of
+        // jobs just done still to go out take their outputs now, before the records
+        // go (memory holds results without their outputs).
+        self.store.flush();
+        let store = &self.store;
+        self.notices
+            .fill_done(|record| match store.record(&record.job_id) {
+                Some(stored) => record.filled_from(stored),
+                None => record,
+            });
+        self.store.purge_jobs_but(&open);
+        self.purge_barrier = Some(self.closing_next);
+        self.ask_closing_commit();
+        let _ = done.send(());
+    }
+
     pub(super) fn tick(&mut self) {
         let now = Instant::now();
         self.settle_starts(now);

@@ -11,7 +11,11 @@ use jobs::executor::{Outcome, ResultState};
 use mesh::{PeerId, wire};
 use tracing::{debug, info, warn};
 
-use super::{Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, transfer_file};
+use tokio::sync::oneshot;
+
+use super::{
+    Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, run_files, transfer_file, watchers::EarlyOutput,
+};
 use crate::{
     records::{JobRecord, NodeResult},
     store::StoredRun,
@@ -22,6 +26,74 @@ use crate::{
 const LATE_SAID_MAX: usize = 4096;
 
 impl Actor {
+    /// Originator side: a client's submission, recorded; announced once it is on disk.
+    pub(super) fn submit(
+        &mut self,
+        mut run: Run,
+        records: Vec<JobRecord>,
+        done: oneshot::Sender<Result<(), String>>,
+    ) {
+        self.add_file_holders(&mut run);
+        // Imported just before: used now, whatever a blob sweep under way decided.
+        for hash in run_files(&run) {
+            self.blobs.has(&hash);
+        }
+        // Numbered in the order submitted, whatever the wall clock says (`last`).
+        let submission = self.next_submission;
+        self.next_submission += 1;
+        self.store.put_last_submission(submission);
+        for mut r in records {
+            r.submission = submission;
+            if run.stream {
+                self.early_output
+                    .insert(r.job_id.clone(), EarlyOutput::default());
+            }
+            self.store.put_record(&r);
+            self.records.insert(r.job_id.clone(), r);
+        }
+        self.store.put_run(&StoredRun {
+            run: run.clone(),
+            finished: false,
+        });
+        self.open_runs.insert(run.run_id.clone(), run.clone());
+        self.run_born
+            .insert(run.run_id.clone(), jobs::processes::boot_clock());
+        // Nothing is announced, and the client hears of nothing, before the submission
+        // would survive a crash: a restarted originator knows every run it sent out.
+        let committed = self.store.commit_now();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let stored = committed.await.is_ok();
+            let _ = inbox
+                .send(Input::SubmissionStored { run, stored, done })
+                .await;
+        });
+    }
+
+    /// Originator side: a submission's commit is over: announce the run, or give it up.
+    pub(super) fn submission_stored(
+        &mut self,
+        run: Run,
+        stored: bool,
+        done: oneshot::Sender<Result<(), String>>,
+    ) {
+        if !stored {
+            self.open_runs.remove(&run.run_id);
+            self.run_born.remove(&run.run_id);
+            let _ = done.send(Err(
+                "the submission could not be stored: this node's database cannot be \
+                 written (see the daemon's log); nothing was sent out"
+                    .into(),
+            ));
+            return;
+        }
+        let _ = done.send(Ok(()));
+        let actions = self
+            .originator
+            .handle(originator::Input::Submit(run), Instant::now());
+        self.originator_actions(actions);
+    }
+
     pub(super) fn originator_actions(&mut self, actions: Vec<originator::Action>) {
         // A resend round delivers the same run to many targets: encoded once.
         let mut deliveries: HashMap<(String, u32), Vec<u8>> = HashMap::new();

@@ -45,6 +45,28 @@ pub(super) fn results_message(results: Vec<JobResult>) -> Option<Vec<u8>> {
 }
 
 impl Actor {
+    /// Target side: the acceptance of `run_id` is on disk (`stored`): its jobs may start, in
+    /// the order the runs were taken in.
+    pub(super) fn accept_stored(&mut self, run_id: String, stored: bool) {
+        if !stored {
+            // The node stops (its database cannot be written); the originator resends
+            // the run to it later.
+            warn!(run = %run_id, "a run could not be stored here: its jobs do not start");
+            self.accepted_not_stored.retain(|(id, _, _)| *id != run_id);
+            return;
+        }
+        if let Some(held) = self.accepted_not_stored.iter_mut().find(|h| h.0 == run_id) {
+            held.2 = true;
+        }
+        while self.accepted_not_stored.front().is_some_and(|h| h.2) {
+            if let Some((_, work, _)) = self.accepted_not_stored.pop_front() {
+                self.waiting_for_executor
+                    .extend(work.into_iter().map(Box::new));
+            }
+        }
+        self.feed_executor();
+    }
+
     /// Target side: takes the run's jobs for this node, once.
     pub(super) fn accept(&mut self, run: Arc<Run>, acknowledge: bool) {
         let work = run.work_for(&self.local);

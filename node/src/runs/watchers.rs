@@ -10,7 +10,7 @@
 //!   submitter prints before its client's watch arrives is kept for it.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -22,7 +22,10 @@ use jobs::components::OutputLine;
 use mesh::PeerId;
 use tokio::sync::mpsc;
 
-use super::{Actor, Input, encode, notices::Notice};
+use super::{
+    Actor, Input, encode,
+    notices::{self, Notice},
+};
 use crate::{control::WatchEvent, records::JobRecord};
 
 /// Events a watcher's channel holds.
@@ -119,6 +122,51 @@ const EARLY_OUTPUT_CAP: usize = 256 * 1024;
 const MAX_WAITING_OUTPUT: usize = 1024 * 1024;
 
 impl Actor {
+    /// The commit a batch of notices waited for is over: each watcher hears of its jobs.
+    pub(super) fn notices_stored(&mut self, batch: u64, stored: bool) {
+        if !stored || self.store.has_failed() {
+            // A commit failed (this one or one before it, whose writes are lost even
+            // if later commits succeed): nothing more is shown as done.
+            self.notices.failed();
+            return;
+        }
+        // Each job read once for the batch, however many clients watch it.
+        let mut read: HashMap<String, Option<JobRecord>> = HashMap::new();
+        for notices::Notice {
+            to: events,
+            event,
+            outputs,
+        } in self.notices.stored(batch)
+        {
+            // The record as held in memory; with the outputs its results left on disk
+            // (where everything written before this notice now is) for a client that
+            // shows them, else without (a `--poll` line needs none: a job of a
+            // thousand targets printing megabytes is not sent whole to it).
+            let event = match event {
+                WatchEvent::Done(record) if outputs => {
+                    let stored = read
+                        .entry(record.job_id.clone())
+                        .or_insert_with(|| self.store.record(&record.job_id));
+                    let whole = match stored {
+                        Some(stored) => record.filled_from(stored.clone()),
+                        None => *record,
+                    };
+                    WatchEvent::Done(Box::new(whole))
+                }
+                WatchEvent::Done(record) => WatchEvent::Done(Box::new(record.held_in_memory())),
+                other => other,
+            };
+            // A client whose channel is full of output lines still gets every result:
+            // it is sent from a task of its own, which ends when the client goes.
+            if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
+                tokio::spawn(async move {
+                    let _ = events.send(event).await;
+                });
+            }
+        }
+        self.send_notices();
+    }
+
     /// Target side: a line of live output.
     pub(super) fn output(&mut self, job_id: String, line: OutputLine) {
         let Some(run_id) = self.job_runs.get(&job_id) else {
