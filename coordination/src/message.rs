@@ -165,8 +165,9 @@ impl Run {
         run
     }
 
-    /// Every node that has at least one job of this run. Only names count: complete at the
-    /// originator, which is the only one that asks.
+    /// Every node that has at least one job of this run. Only the targets listed by peer id
+    /// count (not those given as keys): complete at the originator, which is the only one
+    /// that asks.
     pub fn targets(&self) -> std::collections::BTreeSet<NodeId> {
         self.parents
             .iter()
@@ -181,7 +182,7 @@ impl Run {
             .collect()
     }
 
-    /// Every (job, node) pair that must report a result (by name, as [`Run::targets`]).
+    /// Every (job, node) pair that must report a result (by peer id, as [`Run::targets`]).
     pub fn expected_results(&self) -> Vec<(String, NodeId)> {
         let mut out = Vec::new();
         for p in &self.parents {
@@ -202,7 +203,7 @@ pub struct Parent {
     pub parent_id: String,
     pub fingerprint: Fingerprint,
     pub queue: QueueKind,
-    /// The targets by name: every one of them at the originator. A run received from the
+    /// The targets by peer id: every one of them at the originator. A run received from the
     /// network names them in `target_keys` instead ([`Run::compact`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<NodeId>,
@@ -232,7 +233,8 @@ impl Parent {
     }
 }
 
-/// A node's key in a run's target set: the first 8 bytes of the blake3 hash of its name.
+/// A node's key in a run's target set: the first 8 bytes of the blake3 hash of its
+/// [`NodeId`] (its peer id in text form; not the name an operator gave it).
 ///
 /// Two of a mesh's nodes sharing a key would both run the jobs of either; with 64-bit keys
 /// the chance of that in a mesh of a million nodes is below one in ten million, and making a
