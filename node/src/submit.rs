@@ -106,35 +106,45 @@ fn other_releases_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String>
     first_named(left_out)
 }
 
-/// Resolves `sub` against the membership in `status`.
-pub fn resolve(
-    sub: Submission,
-    status: &MeshStatus,
-    local_name: &str,
-    now_ms: u64,
-) -> Result<Resolved, SubmitError> {
-    let local = NodeId(status.local_peer_id.to_string());
-    let by_name: BTreeMap<&str, Vec<&mesh::MemberView>> =
-        status.members.iter().fold(BTreeMap::new(), |mut m, v| {
-            m.entry(v.presence.name.as_str())
-                .or_insert_with(Vec::new)
-                .push(v);
-            m
-        });
-    let live =
-        |v: &&mesh::MemberView| matches!(v.state, MemberState::Alive | MemberState::Conflict);
-    let mut alive_names = Vec::new();
-    let mut gone_names = Vec::new();
-    for (name, views) in &by_name {
-        if views.iter().any(live) {
-            alive_names.push(*name);
-        } else {
-            gone_names.push(*name);
+/// The mesh's members as a submission names them: by the name each node goes by.
+struct MembersByName<'a> {
+    status: &'a MeshStatus,
+    by_name: BTreeMap<&'a str, Vec<&'a mesh::MemberView>>,
+    /// Names some live node goes by, and names only gone nodes go by (for error texts).
+    alive_names: Vec<&'a str>,
+    gone_names: Vec<&'a str>,
+}
+
+impl<'a> MembersByName<'a> {
+    fn of(status: &'a MeshStatus) -> Self {
+        let by_name: BTreeMap<&str, Vec<&mesh::MemberView>> =
+            status.members.iter().fold(BTreeMap::new(), |mut m, v| {
+                m.entry(v.presence.name.as_str())
+                    .or_insert_with(Vec::new)
+                    .push(v);
+                m
+            });
+        let mut alive_names = Vec::new();
+        let mut gone_names = Vec::new();
+        for (name, views) in &by_name {
+            if views.iter().any(|v| is_live(v)) {
+                alive_names.push(*name);
+            } else {
+                gone_names.push(*name);
+            }
+        }
+        MembersByName {
+            status,
+            by_name,
+            alive_names,
+            gone_names,
         }
     }
-    // A name only a node of another release goes by: say so, rather than "unknown" or "left".
-    let other_release = |name: &str| -> Option<SubmitError> {
-        let other = status
+
+    /// A name only a node of another release goes by: said so, rather than "unknown" or "left".
+    fn other_release(&self, name: &str) -> Option<SubmitError> {
+        let other = self
+            .status
             .other_releases
             .iter()
             .find(|o| o.name.as_deref() == Some(name))?;
@@ -144,14 +154,17 @@ pub fn resolve(
             other.release_and_wire(),
             mesh::wire::spoken_version()
         )))
-    };
-    let lookup = |name: &str| -> Result<NodeRef, SubmitError> {
-        let Some(views) = by_name.get(name) else {
-            if let Some(e) = other_release(name) {
+    }
+
+    /// The one alive node named `name`, or why there is none.
+    fn lookup(&self, name: &str) -> Result<NodeRef, SubmitError> {
+        let Some(views) = self.by_name.get(name) else {
+            if let Some(e) = self.other_release(name) {
                 return Err(e);
             }
             // Names are matched exactly; one that differs only in case is likely meant.
-            let like: Vec<&str> = by_name
+            let like: Vec<&str> = self
+                .by_name
                 .keys()
                 .copied()
                 .filter(|n| n.eq_ignore_ascii_case(name))
@@ -165,27 +178,24 @@ pub fn resolve(
                         .join(" or ")
                 )));
             }
-            let gone = if gone_names.is_empty() {
+            let gone = if self.gone_names.is_empty() {
                 String::new()
             } else {
-                format!("; not alive: {}", some_of(&gone_names))
+                format!("; not alive: {}", some_of(&self.gone_names))
             };
             return Err(SubmitError::BadInput(format!(
                 "unknown target '{name}' (alive: {}{gone})",
-                some_of(&alive_names)
+                some_of(&self.alive_names)
             )));
         };
-        let alive: Vec<&&mesh::MemberView> = views
-            .iter()
-            .filter(|v| matches!(v.state, MemberState::Alive | MemberState::Conflict))
-            .collect();
+        let alive: Vec<&&mesh::MemberView> = views.iter().filter(|v| is_live(v)).collect();
         match alive.as_slice() {
             [one] if one.state == MemberState::Alive => Ok(NodeRef {
                 peer_id: one.presence.peer_id.to_string(),
                 name: name.to_string(),
             }),
             [] => {
-                if let Some(e) = other_release(name) {
+                if let Some(e) = self.other_release(name) {
                     return Err(e);
                 }
                 let v = views[0];
@@ -204,17 +214,35 @@ pub fn resolve(
                 alive.len()
             ))),
         }
-    };
-    let resolve_list = |list: &[String]| -> Result<Vec<NodeRef>, SubmitError> {
+    }
+
+    /// Each name of `list` once, in order.
+    fn resolve_list(&self, list: &[String]) -> Result<Vec<NodeRef>, SubmitError> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for name in list {
             if seen.insert(name.as_str()) {
-                out.push(lookup(name)?);
+                out.push(self.lookup(name)?);
             }
         }
         Ok(out)
-    };
+    }
+}
+
+/// Alive, or alive under a name another live node shares.
+fn is_live(v: &mesh::MemberView) -> bool {
+    matches!(v.state, MemberState::Alive | MemberState::Conflict)
+}
+
+/// Resolves `sub` against the membership in `status`.
+pub fn resolve(
+    sub: Submission,
+    status: &MeshStatus,
+    local_name: &str,
+    now_ms: u64,
+) -> Result<Resolved, SubmitError> {
+    let local = NodeId(status.local_peer_id.to_string());
+    let members = MembersByName::of(status);
     let everyone: Vec<NodeRef> = status
         .members
         .iter()
@@ -247,10 +275,10 @@ pub fn resolve(
     let mut node_names: HashMap<String, String> = HashMap::new();
     for sp in sub.parents {
         let targets = if !sub.targets.is_empty() {
-            resolve_list(&sub.targets)?
+            members.resolve_list(&sub.targets)?
         } else if let Some(list) = &sp.targets {
             // The parent's own `targets:` are named where they were written.
-            resolve_list(list).map_err(|e| match &sp.origin {
+            members.resolve_list(list).map_err(|e| match &sp.origin {
                 None => e,
                 Some(origin) => e.prefixed(origin),
             })?
