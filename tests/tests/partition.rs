@@ -132,7 +132,13 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
     let r = wait_for_record(&n2, &c, "job C on n3, beside its submitter", |r| {
         result(r, "n3").0 == "success"
     });
-    assert_eq!(result(&r, "n1").0, "", "n1 answered across a cut link: {r}");
+    // No answer from n1, or n2's write-off of it: job C waits behind job A on n3 (one
+    // synchronous queue), about as long as n2 takes to see n1 expire.
+    let (state, _, info) = result(&r, "n1");
+    assert!(
+        state.is_empty() || (state == "failed" && info.starts_with("unreachable")),
+        "n1 answered across a cut link: {r}"
+    );
 
     wait_for(
         Duration::from_secs(30),
