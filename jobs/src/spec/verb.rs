@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// `--chown` of WORKDIR, ADD and COPY.
+const CHOWN: OptionSpec = OptionSpec {
+    name: "chown",
+    value: Some("USER[:GROUP]"),
+    help: "owner (names or numeric ids)",
+};
+
 /// The verbs this node can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -177,11 +184,7 @@ impl Verb {
                 help: "merge into the cached value (maps merge deeply, lists are extended) instead of replacing it",
             }],
             Verb::Workdir => &[
-                OptionSpec {
-                    name: "chown",
-                    value: Some("USER[:GROUP]"),
-                    help: "owner (names or numeric ids)",
-                },
+                CHOWN,
                 OptionSpec {
                     name: "chmod",
                     value: Some("OCTAL"),
@@ -233,11 +236,7 @@ impl Verb {
                 help: "a node to wait for (repeatable, or comma-separated; at least one)",
             }],
             Verb::Add | Verb::Copy => &[
-                OptionSpec {
-                    name: "chown",
-                    value: Some("USER[:GROUP]"),
-                    help: "owner (names or numeric ids)",
-                },
+                CHOWN,
                 OptionSpec {
                     name: "chmod",
                     value: Some("OCTAL"),
