@@ -540,6 +540,19 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
     })
 }
 
+/// `--poll`'s bar on a terminal: jobs done of `jobs`, and whom the rest wait for.
+fn progress_bar(jobs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(jobs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} jobs done {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
 /// Follows the submitted jobs until each is done; prints as asked; decides the exit code.
 async fn follow_jobs(
     client: &mut ControlClient,
@@ -549,19 +562,8 @@ async fn follow_jobs(
     let job_ids: Vec<String> = reply.jobs.iter().map(|j| j.job_id.clone()).collect();
     let expected: u64 = reply.jobs.iter().map(|j| j.targets.len() as u64).sum();
     // Jobs, not results: the daemon tells a job once every target has reported it.
-    let bar = if options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let bar = ProgressBar::new(job_ids.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} jobs done {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = (options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| progress_bar(job_ids.len()));
     // Lines go to standard output; the bar (on a terminal's standard error) steps aside.
     let say = |line: String| match &bar {
         Some(b) => b.suspend(|| output::line(line)),
@@ -684,11 +686,24 @@ async fn follow_jobs(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    summarize(&done, job_ids.len(), expected, options.check, &reply.run_id)
+}
+
+/// What a followed run came to, once every job is done: the failed results (with `--check`),
+/// one line of counts and a word on write-offs, on stderr; the exit code (0: every job
+/// succeeded).
+fn summarize(
+    done: &BTreeMap<String, JobRecord>,
+    jobs: usize,
+    expected: u64,
+    check: bool,
+    run_id: &str,
+) -> Result<(), Failure> {
     let failed: Vec<&JobRecord> = done
         .values()
         .filter(|r| r.status() == JobStatus::Failed)
         .collect();
-    if options.check && !failed.is_empty() {
+    if check && !failed.is_empty() {
         output::line("FAILED JOBS");
         for r in &failed {
             for (node, result) in r
@@ -747,10 +762,10 @@ async fn follow_jobs(
             "{what} ({}): should they report later, their results replace these; \
              `manage --follow-run {}` shows the jobs as they are then",
             written_off.into_iter().collect::<Vec<_>>().join(", "),
-            reply.run_id
+            run_id
         );
     }
-    if failed.is_empty() && done.len() == job_ids.len() {
+    if failed.is_empty() && done.len() == jobs {
         Ok(())
     } else {
         Err(Failure::Silent(1))
