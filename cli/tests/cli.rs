@@ -551,6 +551,24 @@ fn one_daemon_per_state_dir_and_port() {
         1,
         &["cannot listen on", &addr],
     );
+    // A start that fails leaves no control socket that nothing answers.
+    assert!(!b.join("control.sock").exists());
+    // Nor does one whose database cannot be opened (it fails before it joins anything).
+    let c = dir.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    std::fs::write(c.join("node.redb"), b"not a database").unwrap();
+    fails(
+        &[
+            "--state-dir",
+            c.to_str().unwrap(),
+            "join",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        1,
+        &["node.redb"],
+    );
+    assert!(!c.join("control.sock").exists());
 }
 
 #[test]

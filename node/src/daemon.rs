@@ -88,6 +88,21 @@ pub struct Node {
     processes: Arc<ProcessLog>,
 }
 
+/// The control socket of a node still starting: removed if the start fails before the node
+/// serves it (`listener` taken), so no socket is left that nothing answers.
+struct UnservedSocket {
+    listener: Option<tokio::net::UnixListener>,
+    path: PathBuf,
+}
+
+impl Drop for UnservedSocket {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 impl Node {
     /// Starts a node with `config`.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
@@ -127,6 +142,18 @@ impl Node {
             );
         }
         let processes = Arc::new(processes);
+        // The control socket too (a client that connects now waits until the node serves);
+        // should the start fail from here, it goes again.
+        let mut listener = match &config.control_socket {
+            Some(socket) => Some(UnservedSocket {
+                listener: Some(
+                    control::bind(socket, config.socket_group.as_deref())
+                        .map_err(NodeError::Control)?,
+                ),
+                path: socket.clone(),
+            }),
+            None => None,
+        };
 
         let mut bootstrap = resolve_dns(&config.bootstrap).await;
         for addr in state.known_peers() {
@@ -243,9 +270,7 @@ impl Node {
             failed.await;
             halted.halt();
         }));
-        if let Some(socket) = &config.control_socket {
-            let listener = control::bind(socket, config.socket_group.as_deref())
-                .map_err(NodeError::Control)?;
+        if let Some(listener) = listener.as_mut().and_then(|l| l.listener.take()) {
             tasks.push(tokio::spawn(control::serve(listener, control.clone())));
         }
         info!(name = %config.name, %peer_id, "node started");
