@@ -123,14 +123,7 @@ fn duplicate_key(text: &str, why: &str, mapping_line: usize) -> Option<String> {
 
 /// Parses orchestration text; `file` names it in errors.
 pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationError> {
-    let err =
-        |entry: Option<usize>, job: Option<(usize, String)>, message: String| OrchestrationError {
-            file: file.to_string(),
-            entry,
-            job,
-            message,
-            is_help: false,
-        };
+    let err = |entry, job, message| located(file, entry, job, message);
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -168,143 +161,173 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
     }
     let mut entries = Vec::new();
     for (i, item) in list.into_iter().enumerate() {
-        let n = Some(i + 1);
-        let json: Value = serde_json::to_value(&item)
-            .map_err(|e| err(n, None, format!("unsupported YAML: {e}")))?;
-        let serde_yaml_ng::Value::Mapping(map) = item else {
-            return Err(err(
-                n,
-                None,
-                format!("expected a mapping with `jobs:`, found {}", kind(&item)),
-            ));
-        };
-        let mut name = None;
-        let mut targets = None;
-        let mut is_async = false;
-        let mut jobs_value = None;
-        for (k, v) in map {
-            let key = k.as_str().unwrap_or_default().to_string();
-            match key.as_str() {
-                "jobs" => jobs_value = Some(v),
-                "targets" => {
-                    let list =
-                        string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?;
-                    // An empty list is every node, as in Directord.
-                    targets = (!list.is_empty()).then_some(list)
-                }
-                "async" => {
-                    is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?
-                }
-                "name" => {
-                    name =
-                        Some(scalar(&v).ok_or_else(|| err(n, None, "name: expected text".into()))?)
-                }
-                other => {
-                    return Err(err(
-                        n,
-                        None,
-                        format!(
-                            "unknown key '{other}' (an entry has jobs, and optionally targets, async, name)"
-                        ),
-                    ));
-                }
+        entries.push(parse_entry(file, i + 1, item)?);
+    }
+    Ok(Orchestration { entries })
+}
+
+/// Entry `n` of the list (counted from 1): its keys, then each of its jobs.
+fn parse_entry(
+    file: &str,
+    n: usize,
+    item: serde_yaml_ng::Value,
+) -> Result<Entry, OrchestrationError> {
+    let err = |entry, job, message| located(file, entry, job, message);
+    let n = Some(n);
+    let json: Value =
+        serde_json::to_value(&item).map_err(|e| err(n, None, format!("unsupported YAML: {e}")))?;
+    let serde_yaml_ng::Value::Mapping(map) = item else {
+        return Err(err(
+            n,
+            None,
+            format!("expected a mapping with `jobs:`, found {}", kind(&item)),
+        ));
+    };
+    let mut name = None;
+    let mut targets = None;
+    let mut is_async = false;
+    let mut jobs_value = None;
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default().to_string();
+        match key.as_str() {
+            "jobs" => jobs_value = Some(v),
+            "targets" => {
+                let list = string_list(&v).map_err(|m| err(n, None, format!("targets: {m}")))?;
+                // An empty list is every node, as in Directord.
+                targets = (!list.is_empty()).then_some(list)
             }
-        }
-        let jobs = match jobs_value {
-            Some(serde_yaml_ng::Value::Sequence(jobs)) if !jobs.is_empty() => jobs,
-            Some(serde_yaml_ng::Value::Sequence(_)) => {
-                return Err(err(n, None, "jobs: the list is empty".into()));
+            "async" => is_async = truthy(&v).map_err(|m| err(n, None, format!("async: {m}")))?,
+            "name" => {
+                name = Some(scalar(&v).ok_or_else(|| err(n, None, "name: expected text".into()))?)
             }
-            Some(other) => {
+            other => {
                 return Err(err(
                     n,
                     None,
-                    format!("jobs: expected a list, found {}", kind(&other)),
+                    format!(
+                        "unknown key '{other}' (an entry has jobs, and optionally targets, async, name)"
+                    ),
                 ));
-            }
-            None => return Err(err(n, None, "missing `jobs:`".into())),
-        };
-        let mut defs = Vec::new();
-        for (j, job) in jobs.into_iter().enumerate() {
-            let jn = j + 1;
-            let serde_yaml_ng::Value::Mapping(map) = job else {
-                return Err(err(
-                    n,
-                    Some((jn, "?".into())),
-                    format!("expected `VERB: arguments`, found {}", kind(&job)),
-                ));
-            };
-            let mut verb = None;
-            let mut vars = BTreeMap::new();
-            for (k, v) in map {
-                let key = k.as_str().unwrap_or_default().to_string();
-                if key == "vars" {
-                    let serde_yaml_ng::Value::Mapping(m) = v else {
-                        return Err(err(
-                            n,
-                            Some((jn, "?".into())),
-                            "vars: expected a mapping".into(),
-                        ));
-                    };
-                    for (vk, vv) in m {
-                        let vk = vk.as_str().unwrap_or_default().to_string();
-                        let vv = serde_json::to_value(&vv)
-                            .map_err(|e| err(n, Some((jn, "?".into())), format!("vars: {e}")))?;
-                        vars.insert(vk, vv);
-                    }
-                } else if key == "name" {
-                    // Directord's later versions name jobs; accepted and not needed to run.
-                } else if verb.is_some() {
-                    return Err(err(
-                        n,
-                        Some((jn, key.clone())),
-                        "a job has exactly one verb (plus optional vars)".into(),
-                    ));
-                } else {
-                    let args = match &v {
-                        serde_yaml_ng::Value::Null => String::new(),
-                        other => scalar(other).ok_or_else(|| {
-                            err(
-                                n,
-                                Some((jn, key.clone())),
-                                format!("expected inline arguments as text, found {}", kind(other)),
-                            )
-                        })?,
-                    };
-                    verb = Some((key, args));
-                }
-            }
-            let Some((verb, args)) = verb else {
-                return Err(err(
-                    n,
-                    Some((jn, "?".into())),
-                    "no verb (expected e.g. `RUN: echo hi`)".into(),
-                ));
-            };
-            let args = args.trim().to_string();
-            match JobSpec::parse(&verb, &args, &vars) {
-                Ok(ParseOutcome::Spec(spec)) => defs.push(JobDef {
-                    text: format!("{}: {args}", spec.verb()),
-                    spec,
-                }),
-                Ok(ParseOutcome::Help(help)) => {
-                    return Err(OrchestrationError {
-                        is_help: true,
-                        ..err(n, Some((jn, verb)), help)
-                    });
-                }
-                Err(message) => return Err(err(n, Some((jn, verb)), message)),
             }
         }
-        entries.push(Entry {
-            name,
-            targets,
-            is_async,
-            jobs: defs,
-            fingerprint: Fingerprint::of(&json),
-        });
     }
-    Ok(Orchestration { entries })
+    let jobs = match jobs_value {
+        Some(serde_yaml_ng::Value::Sequence(jobs)) if !jobs.is_empty() => jobs,
+        Some(serde_yaml_ng::Value::Sequence(_)) => {
+            return Err(err(n, None, "jobs: the list is empty".into()));
+        }
+        Some(other) => {
+            return Err(err(
+                n,
+                None,
+                format!("jobs: expected a list, found {}", kind(&other)),
+            ));
+        }
+        None => return Err(err(n, None, "missing `jobs:`".into())),
+    };
+    let mut defs = Vec::new();
+    for (j, job) in jobs.into_iter().enumerate() {
+        defs.push(parse_job(file, n, j + 1, job)?);
+    }
+    Ok(Entry {
+        name,
+        targets,
+        is_async,
+        jobs: defs,
+        fingerprint: Fingerprint::of(&json),
+    })
+}
+
+/// Job `jn` (counted from 1) of entry `n`: `VERB: arguments`, with optional `vars:`.
+fn parse_job(
+    file: &str,
+    n: Option<usize>,
+    jn: usize,
+    job: serde_yaml_ng::Value,
+) -> Result<JobDef, OrchestrationError> {
+    let err = |entry, job, message| located(file, entry, job, message);
+    let serde_yaml_ng::Value::Mapping(map) = job else {
+        return Err(err(
+            n,
+            Some((jn, "?".into())),
+            format!("expected `VERB: arguments`, found {}", kind(&job)),
+        ));
+    };
+    let mut verb = None;
+    let mut vars = BTreeMap::new();
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default().to_string();
+        if key == "vars" {
+            let serde_yaml_ng::Value::Mapping(m) = v else {
+                return Err(err(
+                    n,
+                    Some((jn, "?".into())),
+                    "vars: expected a mapping".into(),
+                ));
+            };
+            for (vk, vv) in m {
+                let vk = vk.as_str().unwrap_or_default().to_string();
+                let vv = serde_json::to_value(&vv)
+                    .map_err(|e| err(n, Some((jn, "?".into())), format!("vars: {e}")))?;
+                vars.insert(vk, vv);
+            }
+        } else if key == "name" {
+            // Directord's later versions name jobs; accepted and not needed to run.
+        } else if verb.is_some() {
+            return Err(err(
+                n,
+                Some((jn, key.clone())),
+                "a job has exactly one verb (plus optional vars)".into(),
+            ));
+        } else {
+            let args = match &v {
+                serde_yaml_ng::Value::Null => String::new(),
+                other => scalar(other).ok_or_else(|| {
+                    err(
+                        n,
+                        Some((jn, key.clone())),
+                        format!("expected inline arguments as text, found {}", kind(other)),
+                    )
+                })?,
+            };
+            verb = Some((key, args));
+        }
+    }
+    let Some((verb, args)) = verb else {
+        return Err(err(
+            n,
+            Some((jn, "?".into())),
+            "no verb (expected e.g. `RUN: echo hi`)".into(),
+        ));
+    };
+    let args = args.trim().to_string();
+    match JobSpec::parse(&verb, &args, &vars) {
+        Ok(ParseOutcome::Spec(spec)) => Ok(JobDef {
+            text: format!("{}: {args}", spec.verb()),
+            spec,
+        }),
+        Ok(ParseOutcome::Help(help)) => Err(OrchestrationError {
+            is_help: true,
+            ..err(n, Some((jn, verb)), help)
+        }),
+        Err(message) => Err(err(n, Some((jn, verb)), message)),
+    }
+}
+
+/// An error in `file`, at entry and job when known.
+fn located(
+    file: &str,
+    entry: Option<usize>,
+    job: Option<(usize, String)>,
+    message: String,
+) -> OrchestrationError {
+    OrchestrationError {
+        file: file.to_string(),
+        entry,
+        job,
+        message,
+        is_help: false,
+    }
 }
 
 fn kind(v: &serde_yaml_ng::Value) -> &'static str {
