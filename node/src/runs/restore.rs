@@ -48,6 +48,13 @@ impl Actor {
         // First, so that a QUERY job interrupted here counts against its collection.
         self.restore_queries();
         let now = Instant::now();
+        self.restore_outbox(now);
+        let queued_here = self.restore_accepted_runs();
+        self.resume_submitted_runs(queued_here, now);
+    }
+
+    /// Results this node still owed to their originators when it stopped: owed again.
+    fn restore_outbox(&mut self, now: Instant) {
         for entry in self.store.outbox() {
             let actions = self.outbox.handle(
                 outbox::Input::Restored {
@@ -61,6 +68,12 @@ impl Actor {
             );
             self.outbox_actions(actions);
         }
+    }
+
+    /// The runs this node had taken in as a target: each job the previous run left pending is
+    /// reported interrupted or queued again (`coordination::restart` decides which); returns
+    /// the jobs queued again, by run.
+    fn restore_accepted_runs(&mut self) -> HashMap<String, HashSet<String>> {
         let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
         let mut pending_jobs = self.store.pending_jobs();
         let mut accepted_runs = self.store.accepted();
@@ -210,6 +223,16 @@ impl Actor {
             self.store.flush();
         }
         self.feed_executor();
+        queued_here
+    }
+
+    /// The runs this node submitted that were not over: their open records back in memory,
+    /// and their tracking resumed (what was reported and acknowledged counts).
+    fn resume_submitted_runs(
+        &mut self,
+        mut queued_here: HashMap<String, HashSet<String>>,
+        now: Instant,
+    ) {
         let boot_now = jobs::processes::BootInstant::now();
         for run in self.store.unfinished_runs() {
             let mut reported = Vec::new();
