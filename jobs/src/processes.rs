@@ -333,7 +333,7 @@ fn fresh(
     for (pgid, ticks) in live {
         text.push_str(&format!("+{pgid} {ticks}\n"));
     }
-    fs::write(&aside, text)?;
+    write_private(&aside, text.as_bytes())?;
     fs::rename(&aside, path)?;
     OpenOptions::new().append(true).open(path)
 }
@@ -436,6 +436,21 @@ impl BootInstant {
     }
 }
 
+/// Writes `bytes` to `path` for this node's owner only (0600, as every file of the state
+/// directory): job ids and process groups are nobody else's business.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file left from before keeps its mode when truncated.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(bytes)
+}
+
 /// Where the log's writer says when it was last alive on the boot clock (and the wall clock):
 /// `BOOT\tTICKS\tUNIX_MS`.
 fn alive_path(log: &Path) -> PathBuf {
@@ -457,9 +472,9 @@ fn say_alive(state: &State) {
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    if fs::write(
+    if write_private(
         &tmp,
-        format!("{}\t{}\t{wall_ms}\n", state.boot, boot_ticks()),
+        format!("{}\t{}\t{wall_ms}\n", state.boot, boot_ticks()).as_bytes(),
     )
     .is_ok()
     {
@@ -550,6 +565,29 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap()
+    }
+
+    #[test]
+    fn the_log_and_its_sign_of_life_are_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        // A log left by a release that wrote it 0644 is rewritten 0600.
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        log.started(std::process::id());
+        let mut checked = 0;
+        for file in [path.clone(), alive_path(&path)] {
+            if !file.exists() {
+                // No boot id here: no sign of life is written.
+                continue;
+            }
+            let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+            checked += 1;
+        }
+        assert!(checked >= 1);
     }
 
     #[test]
