@@ -44,7 +44,7 @@ use jobs::processes::BootInstant;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{oneshot, watch};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::records::{JobRecord, NodeResult, RecordKey};
 use writer::{Committed, Disk, Op, Table, test_hook, writer};

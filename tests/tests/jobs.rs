@@ -1288,6 +1288,12 @@ fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
             && log.contains("the database cannot be written; stopping"),
         "the log says what failed and why the node stopped:\n{log}"
     );
+    // Once: the writes still queued behind the failure fail too, and are not news.
+    let said = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") && l.contains("write failed") && !l.contains("stopping"))
+        .count();
+    assert_eq!(said, 1, "{log}");
     // Back on a working disk: n2 still holds the result, and delivers it.
     std::fs::remove_file(&hook).unwrap();
     nodes[0].restart();

@@ -224,11 +224,15 @@ pub(super) fn commit_group(disk: &Disk, batch: Vec<Op>, durable: bool) -> bool {
         // Waiters see their sender dropped: nothing they were waiting for is on disk.
         Err(e) => {
             let reason = format!("database {}: write failed: {e}", disk.path.display());
-            error!("{reason}");
+            // Said once: the node stops on the first failure, and the groups still queued
+            // fail after it (redb: "Previous I/O error occurred").
             disk.failed.send_if_modified(|failure| {
                 let first = failure.is_none();
                 if first {
+                    error!("{reason}");
                     *failure = Some(reason);
+                } else {
+                    debug!("{reason}");
                 }
                 first
             });
