@@ -69,6 +69,34 @@ const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-v
 /// Counters the node keeps (`last-submission`: the number of the last run submitted here).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// How much a start writes (and removes again) to learn that the disk takes writes.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Writes [`PROBE_BYTES`] to disk and removes them, each durably: a disk that takes no more
+/// (full, read-only, failing) fails the node's start here, before it joins the mesh, rather
+/// than at its first write a moment after it came alive. (A database with enough free pages
+/// of its own passes on a full disk; its later writes stop the node as any failed write does.)
+fn probe_write(db: &Database, path: &Path) -> Result<(), String> {
+    if let Some(hook) = test_hook(path).filter(|h| h.exists()) {
+        return Err(format!("test hook {} is set", hook.display()));
+    }
+    for value in [Some(vec![0u8; PROBE_BYTES]), None] {
+        let mut w = db.begin_write().map_err(|e| e.to_string())?;
+        w.set_durability(Durability::Immediate)
+            .map_err(|e| e.to_string())?;
+        {
+            let mut meta = w.open_table(META).map_err(|e| e.to_string())?;
+            match &value {
+                Some(bytes) => meta.insert(PROBE_KEY, bytes.as_slice()).map(drop),
+                None => meta.remove(PROBE_KEY).map(drop),
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        w.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Every table, created when the database opens.
 const TABLES: [Table; 10] = [
     JOBS,
@@ -90,6 +118,8 @@ const LAST_SUBMISSION: &str = "last-submission";
 /// in it: rows of older layouts are rewritten at open (the cache's args, after this is set),
 /// so a migration must not be skipped on account of it.
 const FORMAT_KEY: &str = "format";
+/// The key of [`probe_write`]'s bytes (present only during a start).
+const PROBE_KEY: &str = "start-probe";
 pub const STORE_FORMAT: u64 = 1;
 
 /// Deletes sent to the writer together when old records are forgotten.
@@ -218,6 +248,10 @@ impl Store {
             }
             w.commit().map_err(|e| err(&e))?;
         }
+        probe_write(&db, path).map_err(|e| StoreError {
+            path: path.display().to_string(),
+            reason: format!("cannot be written: {e}"),
+        })?;
         let (writes, rx) = mpsc::sync_channel(WRITE_QUEUE);
         let (failed, failure) = watch::channel(None);
         let disk = Disk {

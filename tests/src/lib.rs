@@ -265,6 +265,11 @@ impl Daemon {
         self.wait_serving();
     }
 
+    /// Starts the daemon again without waiting for it to serve: for a start that fails.
+    pub fn relaunch(&mut self) {
+        self.launch();
+    }
+
     fn launch(&mut self) {
         std::fs::create_dir_all(&self.state_dir).unwrap();
         let log = std::fs::OpenOptions::new()

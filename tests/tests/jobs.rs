@@ -1294,6 +1294,19 @@ fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
         .filter(|l| l.contains(" ERROR ") && l.contains("write failed") && !l.contains("stopping"))
         .count();
     assert_eq!(said, 1, "{log}");
+    // Started again on the broken disk: it fails before it joins the mesh (it used to come
+    // alive, then stop at its first write).
+    let started = |log: &str| log.matches("node started").count();
+    let before = started(&nodes[0].log());
+    assert!(before >= 1, "{}", nodes[0].log());
+    nodes[0].relaunch();
+    assert_eq!(nodes[0].wait_exit(Duration::from_secs(30)).code(), Some(1));
+    let log = nodes[0].log();
+    assert!(
+        log.contains("node.redb: cannot be written: test hook"),
+        "{log}"
+    );
+    assert_eq!(started(&log), before, "it started:\n{log}");
     // Back on a working disk: n2 still holds the result, and delivers it.
     std::fs::remove_file(&hook).unwrap();
     nodes[0].restart();
