@@ -410,13 +410,13 @@ impl Membership {
         self.members.get(peer).map(|m| m.presence.name.as_str())
     }
 
-    /// The state of one member, conflicts included.
     /// Whether `peer` has a row here, in any state (cheaper than [`Membership::state_of`],
     /// which looks for another member of the same name).
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.members.contains_key(peer)
     }
 
+    /// The state of one member, conflicts included.
     pub fn state_of(&self, peer: &PeerId, now: Instant) -> Option<MemberState> {
         let m = self.members.get(peer)?;
         let state = m.own_state(now);

@@ -446,6 +446,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_reconnect: started,
         last_ran: started,
         refused_inbound: RefusedInbound::default(),
+        non_members_said: HashMap::new(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
         leaving: None,
@@ -643,6 +644,11 @@ const BOOTSTRAP_REDIAL: Duration = Duration::from_secs(5);
 const ALONE_GRACE: Duration = Duration::from_secs(6);
 const ALONE_WARNING_EVERY: Duration = Duration::from_secs(300);
 
+/// How often the log says, per node, that messages from a non-member were refused.
+const NON_MEMBER_SAID_EVERY: Duration = Duration::from_secs(60);
+/// Non-members remembered for that (past it, the list starts over).
+const MAX_NON_MEMBERS_SAID: usize = 1024;
+
 /// How long after its start a node's table may still lack members that message it.
 const TABLE_FILLS_WITHIN: Duration = Duration::from_secs(30);
 
@@ -739,6 +745,9 @@ struct EventLoop {
     last_ran: Instant,
     /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
     refused_inbound: RefusedInbound,
+    /// When this node last warned of each non-member's messages (see
+    /// [`NON_MEMBER_SAID_EVERY`]; at most [`MAX_NON_MEMBERS_SAID`] nodes).
+    non_members_said: HashMap<PeerId, Instant>,
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,

@@ -623,6 +623,15 @@ pub fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> 
     }
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+    // From here a failure removes the socket again: nothing would answer on it.
+    share_socket(socket, group).inspect_err(|_| {
+        let _ = std::fs::remove_file(socket);
+    })?;
+    Ok(listener)
+}
+
+/// Gives the bound socket its mode, and with `group` its group (and the state directory's).
+fn share_socket(socket: &Path, group: Option<&str>) -> Result<(), String> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("cannot set the mode of {}: {e}", socket.display()))?;
     if let Some(group) = group {
@@ -638,7 +647,7 @@ pub fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> 
                 .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
         }
     }
-    Ok(listener)
+    Ok(())
 }
 
 /// A group given by name or number.

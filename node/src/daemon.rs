@@ -1,8 +1,10 @@
 //! The daemon: one [`Node`] per machine (or many in one process for tests and simulations).
 //!
 //! Starting a node opens and locks its state directory, loads or creates its identity and mesh
-//! key, starts the network, writes the join token and serves the control socket. Shutting it
-//! down says goodbye to the mesh, remembers where the members were and removes the socket.
+//! key, opens its database (checking that the disk takes writes), cache, blob store and process
+//! log and binds its control socket, all before it starts the network (a node that cannot
+//! start never joins); then it writes the join token and serves the socket. Shutting it down
+//! says goodbye to the mesh, remembers where the members were and removes the socket.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -126,10 +128,6 @@ impl Node {
         );
         let blobs =
             Arc::new(BlobStore::open(&config.state_dir.join("blobs")).map_err(NodeError::Store)?);
-        {
-            let blobs = blobs.clone();
-            tokio::task::spawn_blocking(move || blobs.verify_existing());
-        }
         // Jobs a crash of the previous run left running are stopped before anything starts:
         // they are reported interrupted, and a resend must not run beside them.
         let log_path = config.state_dir.join("running-jobs");
@@ -198,6 +196,12 @@ impl Node {
             join_token,
         });
 
+        // Checked in the background once nothing can fail the start any more (a runtime
+        // dropped by a failed start would wait for the whole store to be hashed).
+        {
+            let blobs = blobs.clone();
+            tokio::task::spawn_blocking(move || blobs.verify_existing());
+        }
         let (transfers, transfers_task) = Transfers::start(
             blobs.clone(),
             mesh.handle.clone(),

@@ -132,6 +132,8 @@ async fn a_node_that_cannot_open_its_database_never_joins() {
         panic!("a node with a broken database started");
     };
     assert!(e.to_string().contains("node.redb"), "{e}");
+    // It got no further: a start numbers itself just before it joins.
+    assert!(!dirs[1].path().join("incarnation").exists());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = nodes[0].status().await.unwrap();
     assert!(

@@ -134,12 +134,27 @@ impl EventLoop {
     /// Says that `what` came from `peer`, not a member. Right after this node starts its table
     /// is still filling and members' messages are refused for a moment (they are sent again),
     /// so only later is it worth a warning.
-    pub(super) fn not_a_member(&self, peer: &PeerId, what: &str) {
+    pub(super) fn not_a_member(&mut self, peer: &PeerId, what: &str) {
+        let now = Instant::now();
         if self.started.elapsed() < TABLE_FILLS_WITHIN {
             debug!(%peer, "{what} from a node not yet known as a member (this node just started)");
-        } else {
-            warn!(%peer, "{what} from a node that is not a member of this mesh");
+            return;
         }
+        // Once a minute per node at most: a download asks for many chunks at a time, and any
+        // host may send requests in an open mesh.
+        let said = &mut self.non_members_said;
+        if said
+            .get(peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < NON_MEMBER_SAID_EVERY)
+        {
+            debug!(%peer, "{what} from a node that is not a member of this mesh");
+            return;
+        }
+        if said.len() >= MAX_NON_MEMBERS_SAID {
+            said.clear();
+        }
+        said.insert(*peer, now);
+        warn!(%peer, "{what} from a node that is not a member of this mesh");
     }
 
     /// Whether `peer` has a row in the membership table (in any state: a member that expired
