@@ -53,7 +53,7 @@ use writer::{Committed, Disk, Op, Table, test_hook, writer};
 pub const GROUP_WINDOW: Duration = Duration::from_millis(100);
 /// Most writes in one commit.
 const MAX_GROUP: usize = 4096;
-/// Longest a write stays in memory only (see [`writer`]).
+/// Longest a write stays in memory only (see the writer thread, `store::writer`).
 pub const DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
