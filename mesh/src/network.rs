@@ -447,6 +447,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_ran: started,
         refused_inbound: RefusedInbound::default(),
         non_members_said: HashMap::new(),
+        left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
         leaving: None,
@@ -665,6 +666,13 @@ const MAX_OTHER_RELEASES: usize = 1024;
 /// Exchange news with one random connected peer this often (anti-entropy: heals whatever
 /// gossip missed). Only versions travel, and then the rows one side lacks.
 const SYNC_EVERY: Duration = Duration::from_secs(15);
+/// A member heard leaving but still connected this long after is asked for news: the goodbye
+/// was another daemon's with its identity (a copied state directory), which it never hears
+/// itself (gossip does not hand a node messages from its own id), and until it does the mesh
+/// takes it for gone.
+const LEFT_STILL_HERE_AFTER: Duration = Duration::from_secs(1);
+/// Members heard leaving remembered for that (a fleet stopping at once: the rest is skipped).
+const MAX_LEFT_STILL_HERE: usize = 1024;
 /// After joining with a peer's table, when to ask that peer what it has learned since.
 const SECOND_SYNC_AFTER: Duration = Duration::from_millis(250);
 /// Where a node stands with the second table sync of its join (see [`SECOND_SYNC_AFTER`]).
@@ -748,6 +756,8 @@ struct EventLoop {
     /// When this node last warned of each non-member's messages (see
     /// [`NON_MEMBER_SAID_EVERY`]; at most [`MAX_NON_MEMBERS_SAID`] nodes).
     non_members_said: HashMap<PeerId, Instant>,
+    /// Members heard leaving lately, and when (see [`LEFT_STILL_HERE_AFTER`]).
+    left_still_here: HashMap<PeerId, Instant>,
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,
@@ -878,6 +888,15 @@ impl EventLoop {
             // failures shown first and replaced later.
             if self.leaving.is_some() && !matches!(change, MembershipChange::Alive(_)) {
                 continue;
+            }
+            // A goodbye from a member still connected a moment later may be another daemon's
+            // with its identity (a copied state directory) that stopped: that member is asked
+            // then, and learns it (see `connections::ask_the_left_still_here`).
+            if let MembershipChange::Left(peer) = &change
+                && *peer != self.local_peer_id
+                && self.left_still_here.len() < MAX_LEFT_STILL_HERE
+            {
+                self.left_still_here.insert(*peer, Instant::now());
             }
             // A dropped receiver means nobody listens for events; that is allowed.
             let _ = self.events.send(MeshEvent::Member(change)).await;

@@ -45,11 +45,33 @@ impl EventLoop {
             self.last_reconnect = now;
             self.reconnect_one(now);
         }
+        self.ask_the_left_still_here(now);
         if now.saturating_duration_since(self.last_sync) >= SYNC_EVERY {
             self.last_sync = now;
             let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
                 self.ask_news(peer);
+            }
+        }
+    }
+
+    /// Asks for news each member heard leaving [`LEFT_STILL_HERE_AFTER`] ago that is still
+    /// connected and still taken for gone: the exchange tells it of its "own" goodbye, and it
+    /// speaks for itself again at once (instead of at its next anti-entropy round).
+    fn ask_the_left_still_here(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .left_still_here
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) >= LEFT_STILL_HERE_AFTER)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            self.left_still_here.remove(&peer);
+            if self.swarm.is_connected(&peer)
+                && self.membership.state_of(&peer, now) == Some(MemberState::Left)
+            {
+                debug!(%peer, "a member that left is still connected: asking it for news");
+                self.ask_news(&peer);
             }
         }
     }
