@@ -796,6 +796,18 @@ mod tests {
 
     /// An answer over its frame's limit is replaced by one that says why, and the
     /// connection stays in step (the client reads that error, not a cut frame).
+    /// A socket whose group cannot be given is not left behind: nothing would answer on it.
+    #[tokio::test]
+    async fn a_socket_that_cannot_be_shared_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let Err(e) = bind(&sock, Some("no-such-group-for-directord-mesh")) else {
+            panic!("a socket was bound for a group that does not exist");
+        };
+        assert!(e.contains("no-such-group-for-directord-mesh"), "{e}");
+        assert!(!sock.exists());
+    }
+
     #[tokio::test]
     async fn an_answer_too_large_is_replaced_by_one_that_says_so() {
         let mut out = Vec::new();
