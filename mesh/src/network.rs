@@ -53,7 +53,7 @@ use crate::{
         PresenceStatus,
     },
 };
-use diagnostics::{OtherRelease, OutOfReach, RefusedInbound};
+use diagnostics::{OtherRelease, OutOfReach, RefusedInbound, SaidAtMost};
 
 /// Who this node is, as its heartbeat tells the mesh.
 #[derive(Debug, Clone)]
@@ -437,8 +437,8 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         alone_since: None,
         last_dial_error: None,
         out_of_reach: HashMap::new(),
-        last_alone_warning: None,
-        last_twin_warning: None,
+        alone_said: SaidAtMost::every(ALONE_WARNING_EVERY),
+        twin_said: SaidAtMost::every(TWIN_WARNING_EVERY),
         twin_seen: None,
         other_releases: HashMap::new(),
         last_sync: started,
@@ -736,10 +736,10 @@ struct EventLoop {
     /// Members this node failed to dial and has not been connected to since: when the first
     /// failure of the spell was, when the last, and its error.
     out_of_reach: HashMap<PeerId, OutOfReach>,
-    /// When this node last warned that it reaches nobody (see [`ALONE_WARNING_EVERY`]).
-    last_alone_warning: Option<Instant>,
-    /// When this node last said that another daemon uses its identity (see [`TWIN_WARNING_EVERY`]).
-    last_twin_warning: Option<Instant>,
+    /// That this node reaches nobody, said every [`ALONE_WARNING_EVERY`] at most.
+    alone_said: SaidAtMost,
+    /// That another daemon uses this node's identity, said every [`TWIN_WARNING_EVERY`] at most.
+    twin_said: SaidAtMost,
     /// The addresses of that other daemon and when it was last heard of, for `status`.
     twin_seen: Option<(Instant, Vec<Multiaddr>)>,
     /// Nodes heard speaking another wire version lately (at most [`MAX_OTHER_RELEASES`]).
@@ -755,7 +755,7 @@ struct EventLoop {
     refused_inbound: RefusedInbound,
     /// When this node last warned of each non-member's messages (see
     /// [`NON_MEMBER_SAID_EVERY`]; at most [`MAX_NON_MEMBERS_SAID`] nodes).
-    non_members_said: HashMap<PeerId, Instant>,
+    non_members_said: HashMap<PeerId, SaidAtMost>,
     /// Members heard leaving lately, and when (see [`LEFT_STILL_HERE_AFTER`]).
     left_still_here: HashMap<PeerId, Instant>,
     recent_dials: HashMap<PeerId, Instant>,

@@ -123,14 +123,10 @@ impl EventLoop {
             return;
         }
         let since = *self.alone_since.get_or_insert(now);
-        let due = self
-            .last_alone_warning
-            .is_none_or(|at| now.duration_since(at) >= ALONE_WARNING_EVERY);
         if now.duration_since(since) >= ALONE_GRACE
-            && due
             && let Some(error) = &self.last_dial_error
+            && self.alone_said.due(now)
         {
-            self.last_alone_warning = Some(now);
             warn!(
                 "connected to no member of the mesh for {} s: {error}. Retrying every {} s; \
                  check the address, that the peer runs, and that this node joined with that \

@@ -5,11 +5,46 @@
 
 use super::*;
 
+/// Something the log says at most once every so often (a node with the wrong key retries
+/// every few seconds, a download asks for many chunks at a time): when it was last said.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SaidAtMost {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl SaidAtMost {
+    /// Not said yet; then at most once every `every`.
+    pub(super) const fn every(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    /// Whether to say it at `now`; if so, it counts as said then.
+    pub(super) fn due(&mut self, now: Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < self.every)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
+
 /// Inbound connections that failed before they were authenticated, since the last warning.
-#[derive(Default)]
 pub(super) struct RefusedInbound {
     pub(super) count: u64,
-    pub(super) said: Option<Instant>,
+    pub(super) said: SaidAtMost,
+}
+
+impl Default for RefusedInbound {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            said: SaidAtMost::every(REFUSED_INBOUND_SAID_EVERY),
+        }
+    }
 }
 
 /// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
@@ -36,7 +71,7 @@ pub(super) struct OtherRelease {
     /// What its heartbeat says of it, if this release can read that much of it.
     pub(super) about: Option<OtherPresence>,
     pub(super) last_heard: Instant,
-    pub(super) last_warned: Instant,
+    pub(super) warned: SaidAtMost,
 }
 
 impl OtherRelease {
@@ -215,18 +250,19 @@ impl EventLoop {
             if about.is_some() {
                 other.about = about;
             }
-            if now.saturating_duration_since(other.last_warned) < OTHER_RELEASE_WARNING_EVERY {
+            if !other.warned.due(now) {
                 return;
             }
-            other.last_warned = now;
         } else if self.other_releases.len() < MAX_OTHER_RELEASES {
+            let mut warned = SaidAtMost::every(OTHER_RELEASE_WARNING_EVERY);
+            warned.due(now);
             self.other_releases.insert(
                 peer,
                 OtherRelease {
                     version,
                     about,
                     last_heard: now,
-                    last_warned: now,
+                    warned,
                 },
             );
         } else {
@@ -270,11 +306,7 @@ impl EventLoop {
             return;
         }
         self.twin_seen = Some((Instant::now(), twin.presence.addresses.clone()));
-        if self
-            .last_twin_warning
-            .is_none_or(|at| at.elapsed() >= TWIN_WARNING_EVERY)
-        {
-            self.last_twin_warning = Some(Instant::now());
+        if self.twin_said.due(Instant::now()) {
             warn!(
                 peer = %self.local_peer_id,
                 machine = %twin.presence.machine_id,
@@ -288,6 +320,20 @@ impl EventLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pace_says_the_first_time_then_once_every_period() {
+        let start = Instant::now();
+        let mut said = SaidAtMost::every(Duration::from_secs(60));
+        assert!(said.due(start));
+        assert!(!said.due(start));
+        assert!(!said.due(start + Duration::from_secs(59)));
+        assert!(said.due(start + Duration::from_secs(60)));
+        assert!(!said.due(start + Duration::from_secs(119)));
+        // A clock read before the last time (another thread's `now`) is not due.
+        assert!(!said.due(start));
+        assert!(said.due(start + Duration::from_secs(120)));
+    }
 
     fn presence(name: &str, version: &str) -> OtherPresence {
         OtherPresence {
@@ -322,7 +368,7 @@ mod tests {
             version: 5,
             about: Some(presence("n5", "0.0.9")),
             last_heard: Instant::now(),
-            last_warned: Instant::now(),
+            warned: SaidAtMost::every(OTHER_RELEASE_WARNING_EVERY),
         };
         assert_eq!(
             known.view(peer).to_string(),

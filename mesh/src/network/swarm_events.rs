@@ -111,9 +111,7 @@ impl EventLoop {
                 debug!("inbound connection failed: {error}");
                 self.refused_inbound.count += 1;
                 let now = Instant::now();
-                if self.refused_inbound.said.is_none_or(|at| {
-                    now.saturating_duration_since(at) >= REFUSED_INBOUND_SAID_EVERY
-                }) {
+                if self.refused_inbound.said.due(now) {
                     warn!(
                         from = %send_back_addr,
                         since_last_said = self.refused_inbound.count,
@@ -121,10 +119,7 @@ impl EventLoop {
                          another mesh key or none, or something that is not a directord-mesh \
                          node; said at most every 10 min)"
                     );
-                    self.refused_inbound = RefusedInbound {
-                        count: 0,
-                        said: Some(now),
-                    };
+                    self.refused_inbound.count = 0;
                 }
             }
             _ => {}
@@ -143,18 +138,18 @@ impl EventLoop {
         // Once a minute per node at most: a download asks for many chunks at a time, and any
         // host may send requests in an open mesh.
         let said = &mut self.non_members_said;
-        if said
-            .get(peer)
-            .is_some_and(|at| now.saturating_duration_since(*at) < NON_MEMBER_SAID_EVERY)
-        {
-            debug!(%peer, "{what} from a node that is not a member of this mesh");
-            return;
-        }
-        if said.len() >= MAX_NON_MEMBERS_SAID {
+        if said.len() >= MAX_NON_MEMBERS_SAID && !said.contains_key(peer) {
             said.clear();
         }
-        said.insert(*peer, now);
-        warn!(%peer, "{what} from a node that is not a member of this mesh");
+        let due = said
+            .entry(*peer)
+            .or_insert(SaidAtMost::every(NON_MEMBER_SAID_EVERY))
+            .due(now);
+        if due {
+            warn!(%peer, "{what} from a node that is not a member of this mesh");
+        } else {
+            debug!(%peer, "{what} from a node that is not a member of this mesh");
+        }
     }
 
     /// Whether `peer` has a row in the membership table (in any state: a member that expired
