@@ -45,7 +45,7 @@ pub fn multiaddr_with_peer(addr: Multiaddr, peer: PeerId) -> Multiaddr {
         _ => addr.with(multiaddr::Protocol::P2p(peer)),
     }
 }
-pub use membership::{MemberState, MemberView, MembershipChange};
+pub use membership::{FORGET_AFTER, MemberState, MemberView, MembershipChange};
 pub use network::{
     BlobToken, LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus,
     OtherReleaseView, ReplyToken, start,

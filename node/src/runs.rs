@@ -289,7 +289,7 @@ impl Runs {
                     ..OriginatorConfig::default()
                 },
             ),
-            members: HashMap::from([(TargetKey::of(&local), local.clone())]),
+            members: MembersByKey::with(local.clone()),
             local,
             local_name,
             mesh,
@@ -407,9 +407,8 @@ struct Actor {
     /// Target side: job id → fingerprint, for JOB_WAIT notifications.
     job_fingerprints: HashMap<String, jobs::Fingerprint>,
     blobs: Arc<crate::blobs::BlobStore>,
-    /// Every node seen alive, by target key: runs name their targets by key. As large as the
-    /// membership table (members are kept after they leave, like their rows there).
-    members: HashMap<TargetKey, NodeId>,
+    /// Every node seen alive, by target key: runs name their targets by key.
+    members: MembersByKey,
     /// Target side: ADD/COPY jobs not finished here, by job id.
     job_files: HashMap<String, JobFile>,
     blob_retention: Option<Duration>,
@@ -493,7 +492,7 @@ struct JobFile {
 
 impl JobFile {
     /// Where to fetch the file from, best first, naming targets through `members`.
-    fn sources(&self, local: &NodeId, members: &HashMap<TargetKey, NodeId>) -> Vec<NodeId> {
+    fn sources(&self, local: &NodeId, members: &MembersByKey) -> Vec<NodeId> {
         let parent = &self.run.parents[self.parent];
         coordination::transfer::distribution_sources(
             &self.run,
@@ -501,8 +500,44 @@ impl JobFile {
             &parent.jobs[self.job],
             local,
             &self.hash,
-            |key| members.get(&key).cloned(),
+            |key| members.get(key),
         )
+    }
+}
+
+/// Members by target key (a run names its targets by key), for the sources of a file job. A
+/// member that went silent or left is kept as long as the membership table keeps its row
+/// ([`mesh::FORGET_AFTER`]; it may come back), then forgotten, so that nodes rebuilt under
+/// new identities over months do not add up.
+struct MembersByKey(HashMap<TargetKey, (NodeId, Option<Instant>)>);
+
+impl MembersByKey {
+    /// Knows this node alone.
+    fn with(local: NodeId) -> Self {
+        Self(HashMap::from([(TargetKey::of(&local), (local, None))]))
+    }
+
+    fn get(&self, key: TargetKey) -> Option<NodeId> {
+        self.0.get(&key).map(|(node, _)| node.clone())
+    }
+
+    /// `node` is alive (new, or back).
+    fn back(&mut self, node: NodeId) {
+        self.0.insert(TargetKey::of(&node), (node, None));
+    }
+
+    /// `node` went silent or left at `now`.
+    fn gone(&mut self, node: &NodeId, now: Instant) {
+        if let Some((_, since)) = self.0.get_mut(&TargetKey::of(node)) {
+            since.get_or_insert(now);
+        }
+    }
+
+    /// Forgets members gone for [`mesh::FORGET_AFTER`] by `now`.
+    fn forget_gone(&mut self, now: Instant) {
+        self.0.retain(|_, (_, since)| {
+            since.is_none_or(|at| now.saturating_duration_since(at) < mesh::FORGET_AFTER)
+        });
     }
 }
 
@@ -593,7 +628,9 @@ impl Actor {
     /// still gives its value, and the jobs after the QUERY see every node's.
     fn member_gone(&mut self, peer: &PeerId, how: fn(NodeId) -> originator::Input) {
         let node = NodeId(peer.to_string());
-        let actions = self.originator.handle(how(node), Instant::now());
+        let now = Instant::now();
+        self.members.gone(&node, now);
+        let actions = self.originator.handle(how(node), now);
         self.originator_actions(actions);
     }
 
@@ -656,7 +693,7 @@ impl Actor {
     /// A member is alive (new, or back after it expired or left).
     pub(super) fn member_back(&mut self, peer: PeerId) {
         let node = NodeId(peer.to_string());
-        self.members.insert(TargetKey::of(&node), node.clone());
+        self.members.back(node.clone());
         self.queries_node_back(&node);
         self.waits_node_back(&node);
         // Results held for it go now, not at the end of their backoff.
@@ -999,6 +1036,28 @@ fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_gone_is_forgotten_when_its_row_would_be_and_not_while_back() {
+        let node = || NodeId(PeerId::random().to_string());
+        let (local, a, b) = (node(), node(), node());
+        let start = Instant::now();
+        let mut members = MembersByKey::with(local.clone());
+        members.back(a.clone());
+        members.back(b.clone());
+        members.gone(&a, start);
+        members.gone(&b, start);
+        // Heard of again after going: kept whatever the time.
+        members.back(b.clone());
+        // A second goodbye does not move the time it went.
+        members.gone(&a, start + Duration::from_secs(3600));
+        members.forget_gone(start + mesh::FORGET_AFTER - Duration::from_secs(1));
+        assert_eq!(members.get(TargetKey::of(&a)), Some(a.clone()));
+        members.forget_gone(start + mesh::FORGET_AFTER);
+        assert_eq!(members.get(TargetKey::of(&a)), None);
+        assert_eq!(members.get(TargetKey::of(&b)), Some(b.clone()));
+        assert_eq!(members.get(TargetKey::of(&local)), Some(local));
+    }
 
     /// A run's age goes by the monotonic clock from when its originator made (or resumed) it:
     /// a wall clock stepped a day ahead meanwhile does not make it a day old.

@@ -64,6 +64,7 @@ impl Actor {
         if now >= self.next_accepted_sweep {
             self.next_accepted_sweep = now + ACCEPTED_SWEEP_EVERY;
             self.forget_accepted_runs();
+            self.members.forget_gone(now);
         }
         if let Some(retention) = self.record_retention
             && now >= self.next_record_sweep
