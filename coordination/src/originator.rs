@@ -8,7 +8,7 @@
 //! reported unreachable. A run is finished once every expected (job, node) result is in.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -80,11 +80,20 @@ pub enum Input {
     /// A run this node submitted before a restart, with what is already known of it.
     /// `queued_here`: this node's own jobs of it that had not started before the restart and
     /// are queued again (their results are awaited like any other).
+    /// `written_off`: its targets' jobs written off before the restart; those that come back
+    /// within [`OriginatorConfig::written_off_for`] of it are sent them, as without a restart.
     Resume {
         run: Run,
         acked: Vec<NodeId>,
         reported: Vec<(String, NodeId)>,
+        written_off: Vec<WriteOffBefore>,
         queued_here: HashSet<String>,
+    },
+    /// A run this node submitted that was over before a restart, but for targets written off
+    /// within [`OriginatorConfig::written_off_for`]: those that come back are sent their jobs.
+    WrittenOffBefore {
+        run: Run,
+        written_off: Vec<WriteOffBefore>,
     },
     /// A target has queued the run.
     Acked { run_id: String, node: NodeId },
@@ -259,6 +268,14 @@ struct WrittenOff {
     at: Instant,
 }
 
+/// A target's job written off before a restart of this node, `ago` before it resumed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOffBefore {
+    pub job_id: String,
+    pub node: NodeId,
+    pub ago: Duration,
+}
+
 impl Originator {
     pub fn new(local: NodeId, config: OriginatorConfig) -> Self {
         Originator {
@@ -288,8 +305,20 @@ impl Originator {
                 run,
                 acked,
                 reported,
+                written_off,
                 queued_here,
-            } => self.resume(run, acked, reported, queued_here, now),
+            } => self.resume(
+                Arc::new(run),
+                acked,
+                reported,
+                written_off,
+                queued_here,
+                now,
+            ),
+            Input::WrittenOffBefore { run, written_off } => {
+                self.written_off_before(&Arc::new(run), written_off, now);
+                vec![]
+            }
             Input::Acked { run_id, node } => {
                 if let Some(t) = self.runs.get_mut(&run_id) {
                     t.acknowledged(&node);
@@ -367,20 +396,29 @@ impl Originator {
 
     fn resume(
         &mut self,
-        run: Run,
+        run: Arc<Run>,
         acked: Vec<NodeId>,
         reported: Vec<(String, NodeId)>,
+        written_off: Vec<WriteOffBefore>,
         queued_here: HashSet<String>,
         now: Instant,
     ) -> Vec<Action> {
-        let reported: HashSet<(String, NodeId)> = reported.into_iter().collect();
+        let mut reported: HashSet<(String, NodeId)> = reported.into_iter().collect();
+        reported.extend(
+            written_off
+                .iter()
+                .map(|w| (w.job_id.clone(), w.node.clone())),
+        );
+        self.written_off_before(&run, written_off, now);
         let missing: HashSet<(String, NodeId)> = run
             .expected_results()
             .into_iter()
             .filter(|r| !reported.contains(r))
             .collect();
         if missing.is_empty() {
-            return vec![Action::Finished { run_id: run.run_id }];
+            return vec![Action::Finished {
+                run_id: run.run_id.clone(),
+            }];
         }
         // This node itself lost its queue in the restart: what it had not reported never will
         // be, but for the jobs it queued again.
@@ -408,12 +446,13 @@ impl Originator {
             .collect();
         let gossiped = unacked.len() > self.config.direct_up_to;
         if missing.is_empty() {
-            actions.push(Action::Finished { run_id: run.run_id });
+            actions.push(Action::Finished {
+                run_id: run.run_id.clone(),
+            });
             return actions;
         }
         // Resend (and announce) at once: the restart may have lost deliveries in flight.
-        let mut tracked =
-            Tracked::new(Arc::new(run), unacked, missing, now, &self.config, gossiped);
+        let mut tracked = Tracked::new(run, unacked, missing, now, &self.config, gossiped);
         if gossiped {
             // Several targets never acknowledged (the announce before the restart, if it went
             // out, did not reach them): those the direct resends do not reach within a moment
@@ -427,6 +466,45 @@ impl Originator {
         tracked.alive_check = AliveCheck::Due(now + self.config.resumed_alive_check);
         self.runs.insert(tracked.run.run_id.clone(), tracked);
         actions
+    }
+
+    /// Writes off again, as of when they were, the jobs of `run` written off before a restart,
+    /// so that their targets back within the window are sent them (see [`Originator::back`]).
+    fn written_off_before(
+        &mut self,
+        run: &Arc<Run>,
+        written_off: Vec<WriteOffBefore>,
+        now: Instant,
+    ) {
+        let mut by_node: BTreeMap<NodeId, (Vec<String>, Duration)> = BTreeMap::new();
+        for w in written_off {
+            if w.ago >= self.config.written_off_for {
+                continue;
+            }
+            let (job_ids, latest) = by_node.entry(w.node).or_insert((Vec::new(), w.ago));
+            job_ids.push(w.job_id);
+            *latest = (*latest).min(w.ago);
+        }
+        for (node, (mut job_ids, ago)) in by_node {
+            job_ids.sort();
+            self.written_off.entry(node).or_default().push(WrittenOff {
+                run: Arc::clone(run),
+                job_ids,
+                at: now.checked_sub(ago).unwrap_or(now),
+            });
+        }
+    }
+
+    /// How long targets written off in `run_id` may still come back and be sent their jobs
+    /// (`None`: no target of it is written off, or the window has passed).
+    pub fn write_offs_open_for(&self, run_id: &str, now: Instant) -> Option<Duration> {
+        self.written_off
+            .values()
+            .flatten()
+            .filter(|w| w.run.run_id == run_id)
+            .map(|w| (w.at + self.config.written_off_for).saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+            .max()
     }
 
     /// A real result (not a write-off) of `job_id` from `node`.

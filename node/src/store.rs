@@ -130,6 +130,10 @@ const FORGET_BATCH: usize = 1024;
 pub struct StoredRun {
     pub run: Run,
     pub finished: bool,
+    /// Until when (Unix ms) targets of a finished run that were written off may come back and
+    /// be sent their jobs; 0: none may. A restart within it takes the run up again for them.
+    #[serde(default)]
+    pub write_offs_until_ms: u64,
 }
 
 /// A job of an accepted run that has not finished here. Its fingerprint and parent let a
@@ -743,16 +747,17 @@ impl Store {
         self.get(RUNS, run_id)
     }
 
-    /// The runs this node submitted that are not finished: only those are read whole (every
-    /// finished run, each with all its jobs, would make a node with a long history start at
-    /// a high peak).
-    pub fn unfinished_runs(&self) -> Vec<Run> {
+    /// The runs this node submitted to take up again at `now_ms` (Unix ms): those not
+    /// finished, and finished ones whose written-off targets may still be sent their jobs. Only
+    /// those are read whole (every finished run, each with all its jobs, would make a node
+    /// with a long history start at a high peak).
+    pub fn runs_to_resume(&self, now_ms: u64) -> Vec<StoredRun> {
         let Some(snapshot) = read(self.db.begin_read()) else {
             return Vec::new();
         };
         let open: Vec<String> = all_in::<RunOver>(&snapshot, RUNS)
             .into_iter()
-            .filter(|(_, r)| !r.finished)
+            .filter(|(_, r)| !r.finished || r.write_offs_until_ms > now_ms)
             .map(|(run_id, _)| run_id)
             .collect();
         let Some(t) = read(snapshot.open_table(RUNS)) else {
@@ -762,7 +767,7 @@ impl Store {
             .filter_map(|run_id| {
                 let row = read(t.get(run_id.as_str())).flatten()?;
                 match ciborium::from_reader::<StoredRun, _>(row.value()) {
-                    Ok(stored) => Some(stored.run),
+                    Ok(stored) => Some(stored),
                     Err(e) => {
                         warn!(key = run_id.as_str(), "unreadable row skipped: {e}");
                         None
@@ -849,6 +854,8 @@ fn read<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
 #[derive(Deserialize)]
 struct RunOver {
     finished: bool,
+    #[serde(default)]
+    write_offs_until_ms: u64,
 }
 
 /// The keys of `table` as `snapshot` sees them.

@@ -1270,6 +1270,34 @@ fn a_target_gone_while_its_submitter_was_down_is_written_off_after_the_restart()
     );
 }
 
+/// A target written off while it was down is sent its jobs when it is back within the window,
+/// though its submitter restarted meanwhile: of a run that was over (every other result in)
+/// and of one still open.
+#[test]
+fn a_target_written_off_before_its_submitter_restarted_is_sent_its_jobs_once_back() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    nodes[2].kill9();
+    // Submitted while n1 still has n3 alive (it expires after three missed 1 s heartbeats).
+    let over = submit(&nodes[0], &["n2", "n3"], "echo over");
+    let open = submit(&nodes[0], &["n2", "n3"], "sleep 12; echo open");
+    for job in [&over, &open] {
+        wait_for_record(&nodes, job, "n3 was never written off", |r| {
+            r["results"]["n3"]["info"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("unreachable"))
+        });
+    }
+    crash_and_restart(&mut nodes[0]);
+    nodes[2].restart();
+    for (job, said) in [(&over, "over"), (&open, "open")] {
+        let r = wait_for_record(&nodes, job, "n3 was never sent its job again", |r| {
+            r["results"]["n3"]["state"] == "success" && r["results"]["n2"]["state"] == "success"
+        });
+        assert_eq!(stdout_on(&r, "n3").trim(), said, "{r}");
+    }
+}
+
 /// A node whose database stops taking writes refuses what it cannot store, says why and stops;
 /// back on a working disk it gets every result it refused, and nothing it refused to submit runs.
 #[test]

@@ -122,6 +122,7 @@ fn only_a_small_run_is_announced_after_a_direct_delivery() {
             run: run(&["a", "b", "c", "d", "e"], 1, None),
             acked: ["a", "b", "c", "d"].map(node).to_vec(),
             reported: vec![],
+            written_off: vec![],
             queued_here: HashSet::new(),
         },
         t0,
@@ -514,6 +515,7 @@ fn resume_after_a_restart_resends_and_reports_its_own_jobs_interrupted() {
             run: run(&["me", "a", "b"], 1, None),
             acked: vec![node("a")],
             reported: vec![("j0".into(), node("a"))],
+            written_off: vec![],
             queued_here: HashSet::new(),
         },
         now,
@@ -545,6 +547,7 @@ fn a_resumed_run_not_acknowledged_in_time_is_announced_again() {
                 run: run(&["a", "b", "c", "d", "e"], 1, None),
                 acked: vec![node("a")],
                 reported: vec![],
+                written_off: vec![],
                 queued_here: HashSet::new(),
             },
             now,
@@ -599,6 +602,7 @@ fn a_resumed_run_awaits_its_own_jobs_queued_again() {
                 ("j1".into(), node("a")),
                 ("j0".into(), node("me")),
             ],
+            written_off: vec![],
             queued_here: HashSet::from(["j1".to_string()]),
         },
         now,
@@ -623,6 +627,7 @@ fn targets_of_a_resumed_run_not_alive_after_a_while_are_written_off() {
             run: run(&["a", "b", "c"], 1, None),
             acked: vec![],
             reported: vec![("j0".into(), node("c"))],
+            written_off: vec![],
             queued_here: HashSet::new(),
         },
         now,
@@ -680,6 +685,7 @@ fn a_submissions_alive_check_is_its_own_runs() {
             run: Run::new("resumed", node("me"), run(&["a", "b"], 1, None).parents),
             acked: vec![],
             reported: vec![],
+            written_off: vec![],
             queued_here: HashSet::new(),
         },
         t0,
@@ -707,4 +713,44 @@ fn a_submissions_alive_check_is_its_own_runs() {
         "the resumed run waits for its own check"
     );
     assert_eq!(o.missing("fresh"), 2);
+}
+
+/// Targets of a run over before a restart, written off then, are written off again as of
+/// then: one back within the window is sent its jobs, one written off longer ago than the
+/// window is not; the run says how long its write-offs stay open.
+#[test]
+fn a_write_off_before_a_restart_still_sends_the_jobs_to_a_target_back_within_the_window() {
+    let now = Instant::now();
+    let config = OriginatorConfig::default();
+    let window = config.written_off_for;
+    let mut o = Originator::new(node("me"), config);
+    let before = |n: &str, ago: Duration| WriteOffBefore {
+        job_id: "j0".into(),
+        node: node(n),
+        ago,
+    };
+    let a = o.handle(
+        Input::WrittenOffBefore {
+            run: run(&["a", "b", "c"], 1, None),
+            written_off: vec![
+                before("b", Duration::from_secs(60)),
+                before("c", window + Duration::from_secs(1)),
+            ],
+        },
+        now,
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(
+        o.write_offs_open_for("r1", now),
+        Some(window - Duration::from_secs(60))
+    );
+    assert_eq!(o.write_offs_open_for("r1", now + window), None);
+    assert!(o.handle(Input::NodeBack(node("c")), now).is_empty());
+    let a = o.handle(Input::NodeBack(node("b")), now);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Deliver { node: n, .. } if *n == node("b"))),
+        "{a:?}"
+    );
+    assert_eq!(o.missing("r1"), 1);
 }

@@ -41,6 +41,18 @@ pub(super) const WAS_RUNNING: &str = "interrupted: the job had started when its 
 pub(super) const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
                                   short by the node's restart";
 
+/// What a run's records say its targets did before a restart (see [`Actor::heard_before`]).
+#[derive(Default)]
+struct HeardBefore {
+    /// Real results, by job and node.
+    reported: Vec<(String, NodeId)>,
+    /// The nodes that sent one: they have the run.
+    acked: HashSet<NodeId>,
+    written_off: Vec<originator::WriteOffBefore>,
+    /// How long ago the records were made, on the boot clock, if in this boot.
+    boot_age: Option<Duration>,
+}
+
 impl Actor {
     /// After a restart: QUERY values collected, results still to deliver, jobs interrupted
     /// here, jobs that never started queued again, runs to resume.
@@ -234,40 +246,33 @@ impl Actor {
         now: Instant,
     ) {
         let boot_now = jobs::processes::BootInstant::now();
-        for run in self.store.unfinished_runs() {
-            let mut reported = Vec::new();
-            let mut acked = HashSet::new();
-            // How long ago its records were made, on the boot clock, if in this boot.
-            let mut boot_age = None;
-            for parent in &run.parents {
-                for job in &parent.jobs {
-                    if let Some(record) = self.store.record(&job.job_id) {
-                        if boot_age.is_none() {
-                            boot_age = record
-                                .created_on_boot
-                                .as_ref()
-                                .zip(boot_now.as_ref())
-                                .and_then(|(then, now)| then.before(now));
-                        }
-                        for node in &record.nodes {
-                            if record.results.contains_key(&node.name) {
-                                reported.push((job.job_id.clone(), NodeId(node.peer_id.clone())));
-                                acked.insert(NodeId(node.peer_id.clone()));
-                            }
-                        }
-                        if record.results.len() < record.nodes.len() {
-                            // Outputs stay on disk.
-                            self.records
-                                .insert(record.job_id.clone(), record.held_in_memory());
-                        }
-                    }
+        let wall_now = now_ms();
+        for stored in self.store.runs_to_resume(wall_now) {
+            let run = stored.run;
+            let heard = self.heard_before(&run, wall_now, boot_now.as_ref());
+            if stored.finished {
+                if !heard.written_off.is_empty() {
+                    info!(
+                        run = %run.run_id,
+                        "a run over before the restart: its targets written off lately are still \
+                         sent their jobs if they come back"
+                    );
+                    let written_off = originator::Input::WrittenOffBefore {
+                        run,
+                        written_off: heard.written_off,
+                    };
+                    let actions = self.originator.handle(written_off, now);
+                    self.originator_actions(actions);
                 }
+                continue;
             }
             info!(run = %run.run_id, "resuming a run submitted before the restart");
             self.open_runs.insert(run.run_id.clone(), run.clone());
             // From here its age goes by the boot clock; until here too, if the node restarted
             // within one boot (else by the wall clock, all that survives a reboot).
-            let age = boot_age.unwrap_or(Duration::from_millis(super::wall_age_ms(&run)));
+            let age = heard
+                .boot_age
+                .unwrap_or(Duration::from_millis(super::wall_age_ms(&run)));
             if let Some(born) = jobs::processes::boot_clock().checked_sub(age) {
                 self.run_born.insert(run.run_id.clone(), born);
             }
@@ -275,13 +280,65 @@ impl Actor {
                 originator::Input::Resume {
                     queued_here: queued_here.remove(&run.run_id).unwrap_or_default(),
                     run,
-                    acked: acked.into_iter().collect(),
-                    reported,
+                    acked: heard.acked.into_iter().collect(),
+                    reported: heard.reported,
+                    written_off: heard.written_off,
                 },
                 now,
             );
             self.originator_actions(actions);
         }
+    }
+
+    /// What the records of `run`, a run this node submitted, say its targets did before the
+    /// restart; the records still open are held in memory again (without their outputs).
+    fn heard_before(
+        &mut self,
+        run: &Run,
+        wall_now: u64,
+        boot_now: Option<&jobs::processes::BootInstant>,
+    ) -> HeardBefore {
+        let mut heard = HeardBefore::default();
+        for parent in &run.parents {
+            for job in &parent.jobs {
+                let Some(record) = self.store.record(&job.job_id) else {
+                    continue;
+                };
+                if heard.boot_age.is_none() {
+                    heard.boot_age = record
+                        .created_on_boot
+                        .as_ref()
+                        .zip(boot_now)
+                        .and_then(|(then, now)| then.before(now));
+                }
+                for node in &record.nodes {
+                    let peer = NodeId(node.peer_id.clone());
+                    match record.results.get(&node.name) {
+                        // Not heard from: back within the window, it is sent the job.
+                        Some(result) if result.is_write_off() => {
+                            heard.written_off.push(originator::WriteOffBefore {
+                                job_id: job.job_id.clone(),
+                                node: peer,
+                                ago: Duration::from_millis(
+                                    wall_now.saturating_sub(result.finished_unix_ms),
+                                ),
+                            });
+                        }
+                        Some(_) => {
+                            heard.reported.push((job.job_id.clone(), peer.clone()));
+                            heard.acked.insert(peer);
+                        }
+                        None => {}
+                    }
+                }
+                if record.results.len() < record.nodes.len() {
+                    // Outputs stay on disk.
+                    self.records
+                        .insert(record.job_id.clone(), record.held_in_memory());
+                }
+            }
+        }
+        heard
     }
 
     /// The outcome of a job a restart of this node cut short. It failed here, as far as anyone

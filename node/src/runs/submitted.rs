@@ -54,6 +54,7 @@ impl Actor {
         self.store.put_run(&StoredRun {
             run: run.clone(),
             finished: false,
+            write_offs_until_ms: 0,
         });
         self.open_runs.insert(run.run_id.clone(), run.clone());
         self.run_born
@@ -220,9 +221,15 @@ impl Actor {
                 originator::Action::Finished { run_id } => {
                     self.run_born.remove(&run_id);
                     if let Some(run) = self.open_runs.remove(&run_id) {
+                        // A restart within this still sends targets written off their jobs.
+                        let write_offs_until_ms = self
+                            .originator
+                            .write_offs_open_for(&run_id, Instant::now())
+                            .map_or(0, |left| now_ms() + left.as_millis() as u64);
                         self.store.put_run(&StoredRun {
                             run,
                             finished: true,
+                            write_offs_until_ms,
                         });
                     }
                 }

@@ -327,24 +327,33 @@ fn a_records_age_in_this_boot_goes_by_the_boot_clock() {
     assert_eq!(left, vec!["made-behind", "other-boot-new"]);
 }
 
-/// A restart reads back whole only the runs not finished.
+/// A restart reads back whole only the runs not finished, and the finished ones whose
+/// written-off targets may still be sent their jobs.
 #[test]
-fn only_the_unfinished_runs_are_read_back() {
+fn only_the_runs_to_take_up_again_are_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
-    for (id, finished) in [("done", true), ("open", false), ("also-done", true)] {
+    for (id, finished, write_offs_until_ms) in [
+        ("done", true, 0),
+        ("open", false, 0),
+        ("also-done", true, 0),
+        ("written-off-lately", true, 2000),
+        ("written-off-long-ago", true, 1000),
+    ] {
         store.put_run(&StoredRun {
             run: Run::new(id, NodeId("me".into()), Vec::new()),
             finished,
+            write_offs_until_ms,
         });
     }
     store.flush();
-    let open: Vec<String> = store
-        .unfinished_runs()
+    let mut open: Vec<String> = store
+        .runs_to_resume(1000)
         .into_iter()
-        .map(|r| r.run_id)
+        .map(|r| r.run.run_id)
         .collect();
-    assert_eq!(open, ["open"]);
+    open.sort();
+    assert_eq!(open, ["open", "written-off-lately"]);
 }
 
 #[test]
@@ -414,6 +423,7 @@ fn old_records_are_forgotten_with_their_results_except_open_ones() {
     let run = |id: &str, finished: bool| StoredRun {
         run: Run::new(id, NodeId("me".into()), Vec::new()),
         finished,
+        write_offs_until_ms: 0,
     };
     // Its records stay; none left, finished; none left, still open.
     for (id, finished) in [("r", true), ("gone", true), ("open-run", false)] {
