@@ -709,7 +709,12 @@ impl Control {
             // here on resumes the run at the next start.
             Ok(Ok(())) => ControlResponse::Submitted(resolved.reply),
             Ok(Err(e)) => ControlResponse::Error(e),
-            Err(_) => ControlResponse::Error("the node is shutting down".into()),
+            Err(_) => ControlResponse::Error(
+                "the node is shutting down; the jobs may have been stored, and then go out when \
+                 it starts again: once it runs, `manage --list-jobs` shows whether they are there \
+                 before you submit them again"
+                    .into(),
+            ),
         }
     }
 
@@ -739,6 +744,9 @@ impl Control {
                     () = tx.closed() => return,
                     event = rx.recv() => match event {
                         Some(event) => vec![event],
+                        // The node is stopping, not every job done: no end is said, and the
+                        // client sees the connection close as the daemon goes.
+                        None if runs.is_stopped() => return,
                         None => break,
                     },
                     _ = check.tick() => awaited.check(&mesh, &runs).await,

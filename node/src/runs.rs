@@ -250,6 +250,11 @@ impl Runs {
         (Runs { inbox: tx }, RunsInbox(rx))
     }
 
+    /// Whether the actor has stopped (the node is shutting down).
+    pub fn is_stopped(&self) -> bool {
+        self.inbox.is_closed()
+    }
+
     /// What the executor uses for QUERY and JOB_WAIT.
     pub fn coordinator(
         &self,

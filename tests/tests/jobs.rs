@@ -1298,6 +1298,41 @@ fn a_target_written_off_before_its_submitter_restarted_is_sent_its_jobs_once_bac
     }
 }
 
+/// A `--poll` whose daemon stops says so: the jobs are not over (they run again after the
+/// restart), so no summary reads as if they were.
+#[test]
+fn a_poll_whose_daemon_stops_says_it_stopped() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 1);
+    let started = root.path().join("started");
+    let poll = nodes[0]
+        .cli_command(&[
+            "exec",
+            "--verb",
+            "RUN",
+            "--skip-cache",
+            &format!("touch {}; sleep 30", started.display()),
+            "--poll",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        started.exists().then_some(())
+    });
+    assert!(nodes[0].terminate().success());
+    let o = poll.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("the daemon closed the connection before every job finished"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("succeeded"), "{}", text(&o));
+}
+
 /// A node whose database stops taking writes refuses what it cannot store, says why and stops;
 /// back on a working disk it gets every result it refused, and nothing it refused to submit runs.
 #[test]

@@ -25,6 +25,10 @@ use crate::{
 /// once: a target may be said twice, never without end).
 const LATE_SAID_MAX: usize = 4096;
 
+/// What a client hears of a submission stored as the node stopped.
+const STORED_WHILE_STOPPING: &str = "the node is shutting down; the jobs are stored and go out \
+     when it starts again (do not submit them again: `manage --list-jobs` shows them then)";
+
 impl Actor {
     /// Originator side: a client's submission, recorded; announced once it is on disk.
     pub(super) fn submit(
@@ -65,9 +69,16 @@ impl Actor {
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
             let stored = committed.await.is_ok();
-            let _ = inbox
-                .send(Input::SubmissionStored { run, stored, done })
-                .await;
+            let sent = inbox.send(Input::SubmissionStored { run, stored, done });
+            // The actor stopped meanwhile (the node is shutting down): the client must not
+            // take a stored run for a failed one and submit it again.
+            if let Err(returned) = sent.await
+                && let Input::SubmissionStored {
+                    stored: true, done, ..
+                } = returned.0
+            {
+                let _ = done.send(Err(STORED_WHILE_STOPPING.into()));
+            }
         });
     }
 
