@@ -721,7 +721,13 @@ fn summarize(
             }
         }
     }
-    let ok = done.len() - failed.len();
+    // Over without every result (the node knows no more of them, as for a record whose
+    // submitter lost track of it): neither succeeded nor failed.
+    let incomplete = done
+        .values()
+        .filter(|r| r.status() == JobStatus::Processing)
+        .count();
+    let ok = done.len() - failed.len() - incomplete;
     // A job that succeeded within the cache's time on a node is not run there again: said,
     // or a one-off command seems to have run when it did not.
     let skipped = done
@@ -735,8 +741,12 @@ fn summarize(
             "; {n} skipped: succeeded there within the cache's time (--ignore-cache runs them again)"
         ),
     };
+    let incomplete = match incomplete {
+        0 => String::new(),
+        n => format!(", {n} without every result"),
+    };
     eprintln!(
-        "jobs: {ok} succeeded, {} failed ({} of {} results{skipped})",
+        "jobs: {ok} succeeded, {} failed{incomplete} ({} of {} results{skipped})",
         failed.len(),
         done.values().map(|r| r.results.len()).sum::<usize>(),
         expected
@@ -765,7 +775,7 @@ fn summarize(
             run_id
         );
     }
-    if failed.is_empty() && done.len() == jobs {
+    if ok == jobs {
         Ok(())
     } else {
         Err(Failure::Silent(1))
@@ -848,7 +858,15 @@ fn status_line(r: &JobRecord) -> String {
                 reasons.join("; ")
             )
         }
-        _ => format!(
+        JobStatus::Processing => format!(
+            "Job Incomplete: {} ({}) {}/{} nodes reported ({} failed){skipped}",
+            r.job_id,
+            described(r),
+            r.results.len(),
+            r.nodes.len(),
+            r.failures().len()
+        ),
+        JobStatus::Success => format!(
             "Job Success: {} ({}) {}/{} nodes{skipped}",
             r.job_id,
             described(r),
@@ -912,6 +930,38 @@ mod tests {
         };
         assert_eq!(described(&r), r"[web] RUN: printf 'a\n'\necho b");
         assert_eq!(status_line(&r).lines().count(), 1, "{}", status_line(&r));
+    }
+
+    /// A job over without every result (what the node knows is all there is) is not counted
+    /// a success, and the command does not exit 0 for it.
+    #[test]
+    fn a_job_without_every_result_is_not_a_success() {
+        let node = |n: &str| node::records::NodeRef {
+            name: n.into(),
+            peer_id: format!("peer-{n}"),
+        };
+        let ok = NodeResult {
+            state: ResultState::Success,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: String::new(),
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        };
+        let r = JobRecord {
+            job_id: "j".into(),
+            definition: "RUN: true".into(),
+            nodes: vec![node("n1"), node("n2")],
+            results: BTreeMap::from([("n1".to_string(), ok)]),
+            ..JobRecord::default()
+        };
+        assert_eq!(
+            status_line(&r),
+            "Job Incomplete: j (RUN: true) 1/2 nodes reported (0 failed)"
+        );
+        let done = BTreeMap::from([("j".to_string(), r)]);
+        assert!(summarize(&done, 1, 2, false, "run").is_err());
     }
 
     fn rewrite(args: &[&str]) -> Vec<String> {
