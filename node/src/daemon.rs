@@ -176,18 +176,16 @@ impl Node {
             .map_or(0, |d| d.as_millis() as u64);
         mesh_config.incarnation = Some(state.next_incarnation(now_ms));
         let mesh = mesh::start(mesh_config).await?;
-        let status = mesh.handle.status().await?;
-
-        let join_token = JoinToken {
-            mesh_key,
-            peers: mesh::network::advertised(&status.listen_addrs)
-                .into_iter()
-                .map(|a| multiaddr_with_peer(a, peer_id))
-                .collect(),
-        };
-        if config.transport == TransportKind::Tcp {
-            state.write_join_token(&join_token.encode())?;
-        }
+        let (status, join_token) =
+            match join_token_of(&mesh.handle, mesh_key, &state, &config).await {
+                Ok(started) => started,
+                Err(e) => {
+                    // Joined already, perhaps: peers hear it go rather than wait for it to expire.
+                    let _ = mesh.handle.shutdown().await;
+                    let _ = mesh.task.await;
+                    return Err(e);
+                }
+            };
         let info = Arc::new(NodeInfo {
             name: config.name.clone(),
             peer_id,
@@ -397,6 +395,30 @@ impl Node {
         info!("node stopped");
         result.map_err(NodeError::from)
     }
+}
+
+/// The token that joins other nodes to this one's mesh (its key and this node's addresses),
+/// written to the state directory for a TCP mesh.
+/// Also the mesh's status as it started (its listen addresses).
+async fn join_token_of(
+    mesh: &MeshHandle,
+    mesh_key: Option<MeshKey>,
+    state: &StateDir,
+    config: &NodeConfig,
+) -> Result<(MeshStatus, JoinToken), NodeError> {
+    let status = mesh.status().await?;
+    let peer_id = mesh.local_peer_id();
+    let join_token = JoinToken {
+        mesh_key,
+        peers: mesh::network::advertised(&status.listen_addrs)
+            .into_iter()
+            .map(|a| multiaddr_with_peer(a, peer_id))
+            .collect(),
+    };
+    if config.transport == TransportKind::Tcp {
+        state.write_join_token(&join_token.encode())?;
+    }
+    Ok((status, join_token))
 }
 
 /// Whether `addr` ends in this node's own peer id.
