@@ -228,6 +228,16 @@ impl Node {
         // least 15 s whatever the heartbeat: a restart takes as long with 1 s heartbeats.
         let left_grace = (config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS)
             .max(coordination::originator::OriginatorConfig::default().left_grace);
+        // A node that cannot write its database stops: from the first failed write it starts
+        // no job (the result could not be kept; the job is reported interrupted once it is
+        // back, and must not have run meanwhile). Watched from before the restore, which
+        // writes too (and halts the log itself should that fail).
+        let failed = store.failed();
+        let halted = processes.clone();
+        let halt_on_failure = tokio::spawn(async move {
+            failed.await;
+            halted.halt();
+        });
         let runs_tasks = runs.start(
             runs_inbox,
             runs::RunsParts {
@@ -256,6 +266,7 @@ impl Node {
             left_grace,
         });
         let mut tasks = runs_tasks;
+        tasks.push(halt_on_failure);
         tasks.push(transfers_task);
         tasks.push(events_task);
         tasks.push(tokio::spawn(save_known_peers(
@@ -263,15 +274,6 @@ impl Node {
             state.clone(),
             members_changed.clone(),
         )));
-        // A node that cannot write its database stops: from the first failed write it starts
-        // no job (the result could not be kept; the job is reported interrupted once it is
-        // back, and must not have run meanwhile).
-        let failed = store.failed();
-        let halted = processes.clone();
-        tasks.push(tokio::spawn(async move {
-            failed.await;
-            halted.halt();
-        }));
         if let Some(listener) = listener.as_mut().and_then(|l| l.listener.take()) {
             tasks.push(tokio::spawn(control::serve(listener, control.clone())));
         }

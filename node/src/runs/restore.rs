@@ -207,13 +207,16 @@ impl Actor {
         // Every job the previous run left is recorded now (done, or interrupted above), or
         // queued again below: the log of starts may speak for this run only. Not if that did
         // not reach the disk (the node stops): the next start must know what this one knew.
-        if let Some(log) = &self.processes
-            && !self.store.has_failed()
-        {
-            if let Some(starts) = &previous_starts {
-                log.jobs_settled(starts.iter().map(String::as_str));
+        if let Some(log) = &self.processes {
+            if self.store.has_failed() {
+                // The node stops: nothing it queues again below may start meanwhile.
+                log.halt();
+            } else {
+                if let Some(starts) = &previous_starts {
+                    log.jobs_settled(starts.iter().map(String::as_str));
+                }
+                log.restored();
             }
-            log.restored();
         }
         let mut queued_here: HashMap<String, HashSet<String>> = HashMap::new();
         let mut leftovers = false;
