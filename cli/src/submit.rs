@@ -141,7 +141,13 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
             break;
         }
         let name = text.split_once('=').map_or(text, |(n, _)| n);
-        match EXEC_OPTIONS.iter().find(|(o, _)| *o == name) {
+        // Help is exec's only before the job's arguments: `df -h` is the job's.
+        let jobs_help = !job.is_empty() && matches!(name, "-h" | "--help");
+        match EXEC_OPTIONS
+            .iter()
+            .find(|(o, _)| *o == name)
+            .filter(|_| !jobs_help)
+        {
             Some((_, takes_value)) => {
                 out.push(arg.clone());
                 if *takes_value
@@ -998,6 +1004,24 @@ mod tests {
         }
         assert!(one_typo("--ab", "--ba") && !one_typo("--abc", "--abc"));
         assert!(!one_typo("--all", "--poll") && one_typo("--pll", "--poll"));
+    }
+
+    /// `-h` after the job's first argument is the job's (`df -h`); before it, exec's help.
+    #[test]
+    fn help_after_the_job_s_first_argument_is_the_job_s() {
+        assert_eq!(
+            rewrite(&["dm", "exec", "--verb", "RUN", "df", "-h", "--poll"]),
+            vec!["dm", "exec", "--verb", "RUN", "--poll", "--", "df", "-h"]
+        );
+        assert_eq!(
+            rewrite(&["dm", "exec", "--verb", "RUN", "ls", "--help"]),
+            vec!["dm", "exec", "--verb", "RUN", "--", "ls", "--help"]
+        );
+        assert_eq!(rewrite(&["dm", "exec", "-h"]), vec!["dm", "exec", "-h"]);
+        assert_eq!(
+            rewrite(&["dm", "exec", "--verb", "RUN", "--help"]),
+            vec!["dm", "exec", "--verb", "RUN", "--help"]
+        );
     }
 
     #[test]
