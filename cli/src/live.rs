@@ -17,7 +17,8 @@ use node::records::JobRecord;
 #[derive(Default)]
 pub struct LiveOutput {
     shown: HashMap<(String, String, OutputStream), Shown>,
-    done: HashSet<String>,
+    /// The jobs and nodes whose results were shown whole.
+    done: HashSet<(String, String)>,
 }
 
 #[derive(Default)]
@@ -39,7 +40,7 @@ impl LiveOutput {
     /// A live line of `job_id` on `node`: the lines to print (a note of a gap before it, if
     /// lines went missing), nothing if it was shown already or the job is done.
     pub fn line(&mut self, job_id: &str, node: &str, line: &OutputLine) -> Vec<String> {
-        if self.done.contains(job_id) {
+        if self.done.contains(&(job_id.to_string(), node.to_string())) {
             return Vec::new();
         }
         let key = (job_id.to_string(), node.to_string(), line.stream);
@@ -60,13 +61,15 @@ impl LiveOutput {
     }
 
     /// `record`'s job is done: the lines of its results not shown live, in order (the gaps,
-    /// then what followed the last line shown). Later live lines of it are not shown.
+    /// then what followed the last line shown). Later live lines of a result shown are not
+    /// shown; a target written off is not done (should it report after all, the record comes
+    /// again with its result, whose lines are shown then).
     pub fn rest(&mut self, record: &JobRecord) -> Vec<String> {
-        if !self.done.insert(record.job_id.clone()) {
-            return Vec::new();
-        }
         let mut lines = Vec::new();
         for (node, result) in &record.results {
+            if result.is_write_off() || !self.done.insert((record.job_id.clone(), node.clone())) {
+                continue;
+            }
             for (stream, text) in [
                 (OutputStream::Stdout, &result.stdout),
                 (OutputStream::Stderr, &result.stderr),
@@ -208,6 +211,30 @@ mod tests {
         let rest = live.rest(&record("j", &[("n1", "a\nb\n", ""), ("n2", "x\n", "y\n")]));
         assert_eq!(rest, ["n1 -- STDOUT b", "n2 -- STDOUT x", "n2 -- STDERR y"]);
         assert!(live.line("j", "n1", &line(OUT, 2, "b\n")).is_empty());
+    }
+
+    /// A target written off, then back with its result: the record comes again, and that
+    /// result's lines are shown then (those of the others once only).
+    #[test]
+    fn a_late_result_of_a_target_written_off_is_shown() {
+        let mut live = LiveOutput::default();
+        let mut first = record("j", &[("n1", "a\n", "")]);
+        let written_off = NodeResult {
+            state: ResultState::Failed,
+            info: node::records::write_off_info("n2", 10),
+            ..first.results["n1"].clone()
+        };
+        first.results.insert(
+            "n2".into(),
+            NodeResult {
+                stdout: String::new(),
+                ..written_off
+            },
+        );
+        assert_eq!(live.rest(&first), ["n1 -- STDOUT a"]);
+        let late = record("j", &[("n1", "a\n", ""), ("n2", "late\n", "")]);
+        assert_eq!(live.rest(&late), ["n2 -- STDOUT late"]);
+        assert!(live.rest(&late).is_empty());
     }
 
     #[test]
