@@ -207,8 +207,10 @@ impl Node {
         );
         let (runs, runs_inbox) = Runs::channel();
         // The mesh waits for its events to be taken once its queue is full (it stops polling
-        // the network then): they are taken from now on, while the rest starts (the runs'
-        // restore reads the store first; what comes meanwhile waits in their inbox).
+        // the network then): they are taken by a task of their own from the first moment the
+        // start yields. The runs' restore below reads the store without yielding (a start
+        // with a long backlog holds the node's thread that long); what comes meanwhile waits in
+        // the mesh's queue, then in the runs' inbox, and is taken in order after it.
         let members_changed = Arc::new(tokio::sync::Notify::new());
         let events_task = tokio::spawn(consume_events(
             mesh.events,
