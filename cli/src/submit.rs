@@ -567,132 +567,171 @@ async fn follow_jobs(
 ) -> Result<(), Failure> {
     let job_ids: Vec<String> = reply.jobs.iter().map(|j| j.job_id.clone()).collect();
     let expected: u64 = reply.jobs.iter().map(|j| j.targets.len() as u64).sum();
-    // Jobs, not results: the daemon tells a job once every target has reported it.
-    let bar = (options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .then(|| progress_bar(job_ids.len()));
-    // Lines go to standard output; the bar (on a terminal's standard error) steps aside.
-    let say = |line: String| match &bar {
-        Some(b) => b.suspend(|| output::line(line)),
-        None => output::line(line),
-    };
     let request = ControlRequest::Watch {
         job_ids: job_ids.clone(),
         output: options.stream,
     };
-    let mut done: BTreeMap<String, JobRecord> = BTreeMap::new();
-    let mut live = crate::live::LiveOutput::default();
-    // Whom the daemon said the jobs wait for last, and whom this command said so of.
-    let (mut last_waiting, mut said_waiting) = (None, None);
+    let mut follower = Follower::new(options, job_ids.len());
     let mut next = client.start_stream(&request).await;
     loop {
         match next {
             Ok(ControlResponse::Watch(WatchEvent::Output { job_id, node, line })) => {
-                for text in live.line(&job_id, &node, &line) {
-                    say(text);
+                for text in follower.live.line(&job_id, &node, &line) {
+                    follower.say(text);
                 }
             }
-            Ok(ControlResponse::Watch(WatchEvent::Done(record))) => {
-                // Told again: a target written off as unreachable came back with its result
-                // while other jobs were still awaited. Its line is shown again, and the exit
-                // code follows what is known last.
-                let late = done.contains_key(&record.job_id);
-                if let Some(b) = &bar
-                    && !late
-                {
-                    b.inc(1);
-                    // Whom the rest wait for is told again within a few seconds.
-                    b.set_message("");
-                }
-                if options.stream {
-                    for text in live.rest(&record) {
-                        say(text);
-                    }
-                }
-                if options.poll || options.stream {
-                    let line = status_line(&record);
-                    say(if late {
-                        format!("Late result: {line}")
-                    } else {
-                        line
-                    });
-                }
-                // Kept for the summary: states, infos and each error's first line (a long
-                // run's outputs need not stay in memory).
-                let mut kept = *record;
-                for result in kept.results.values_mut() {
-                    result.stdout = String::new();
-                    result.stderr = first_line(&result.stderr).to_string();
-                }
-                done.insert(kept.job_id.clone(), kept);
-            }
+            Ok(ControlResponse::Watch(WatchEvent::Done(record))) => follower.done(*record),
             Ok(ControlResponse::Watch(WatchEvent::Unknown(id))) => {
-                say(format!("Job unknown: {id}"))
+                follower.say(format!("Job unknown: {id}"))
             }
             Ok(ControlResponse::Watch(WatchEvent::OutOfReach { node })) => {
-                // A notice for the operator, on stderr: stdout is the jobs' own (`--stream`).
-                let notice = format!(
+                follower.notice(&format!(
                     "Waiting for {node}: alive (heard through other nodes) but out of this \
                      node's reach; its results come once this node reaches it again (`status` \
                      says why)"
-                );
-                match &bar {
-                    Some(b) => b.suspend(|| eprintln!("{notice}")),
-                    None => eprintln!("{notice}"),
-                }
+                ));
             }
             Ok(ControlResponse::Watch(WatchEvent::Waiting { named, total })) => {
-                let who = waiting_for(&named, total);
-                match &bar {
-                    Some(b) => b.set_message(format!("waiting for {who}")),
-                    // Without a bar, a line on stderr once the same targets were told twice
-                    // running (a few seconds apart): those the jobs wait on, not a run in flow.
-                    None => {
-                        let now = (named, total);
-                        if last_waiting.as_ref() == Some(&now)
-                            && said_waiting.as_ref() != Some(&now)
-                        {
-                            eprintln!("Still waiting for {who}");
-                            said_waiting = Some(now.clone());
-                        }
-                        last_waiting = Some(now);
-                    }
-                }
+                follower.waiting(named, total)
             }
             Ok(ControlResponse::Watch(WatchEvent::Left { node, grace_secs })) => {
-                let notice = format!(
+                follower.notice(&format!(
                     "Waiting for {node}: it left the mesh (a stop or a restart); its results \
                      come if it is back within {grace_secs} s of leaving, else it is written off \
                      as unreachable"
-                );
-                match &bar {
-                    Some(b) => b.suspend(|| eprintln!("{notice}")),
-                    None => eprintln!("{notice}"),
-                }
+                ));
             }
             Ok(ControlResponse::WatchEnd) => break,
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
-            Err(ControlError::Closed) => {
-                return Err(Failure::Runtime(
-                    "the daemon closed the connection before every job finished (it stopped or \
-                     restarted: its log says why; the jobs go on, and `manage --job-info` shows \
-                     what is known)"
-                        .into(),
-                ));
-            }
-            Err(e @ ControlError::NoAnswer { .. }) => {
-                return Err(Failure::Runtime(format!(
-                    "{e}\nThe jobs go on without this command; once the daemon answers again, \
-                     `manage --list-jobs` and `manage --job-info ID` show them"
-                )));
-            }
-            Err(e) => return Err(Failure::runtime(e)),
+            Err(e) => return Err(watch_failure(e)),
         }
         next = client.next_event().await;
     }
-    if let Some(b) = &bar {
+    if let Some(b) = &follower.bar {
         b.finish_and_clear();
     }
-    summarize(&done, job_ids.len(), expected, options.check, &reply.run_id)
+    summarize(
+        &follower.finished,
+        job_ids.len(),
+        expected,
+        options.check,
+        &reply.run_id,
+    )
+}
+
+/// Why following the jobs stopped before each was done, for the operator.
+fn watch_failure(e: ControlError) -> Failure {
+    match e {
+        ControlError::Closed => Failure::Runtime(
+            "the daemon closed the connection before every job finished (it stopped or \
+             restarted: its log says why; the jobs go on, and `manage --job-info` shows what is \
+             known)"
+                .into(),
+        ),
+        e @ ControlError::NoAnswer { .. } => Failure::Runtime(format!(
+            "{e}\nThe jobs go on without this command; once the daemon answers again, \
+             `manage --list-jobs` and `manage --job-info ID` show them"
+        )),
+        e => Failure::runtime(e),
+    }
+}
+
+/// What following a run has shown so far, and where it shows it.
+struct Follower<'a> {
+    options: &'a Follow,
+    /// `--poll`'s bar on a terminal: jobs, not results (the daemon tells a job once every
+    /// target has reported it).
+    bar: Option<ProgressBar>,
+    /// The jobs told done, as the summary needs them.
+    finished: BTreeMap<String, JobRecord>,
+    live: crate::live::LiveOutput,
+    /// Whom the daemon said the jobs wait for last, and whom this command said so of.
+    last_waiting: Option<(Vec<String>, usize)>,
+    said_waiting: Option<(Vec<String>, usize)>,
+}
+
+impl<'a> Follower<'a> {
+    fn new(options: &'a Follow, jobs: usize) -> Self {
+        let bar = (options.poll && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .then(|| progress_bar(jobs));
+        Follower {
+            options,
+            bar,
+            finished: BTreeMap::new(),
+            live: crate::live::LiveOutput::default(),
+            last_waiting: None,
+            said_waiting: None,
+        }
+    }
+
+    /// A line on standard output; the bar (on a terminal's standard error) steps aside.
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.suspend(|| output::line(line)),
+            None => output::line(line),
+        }
+    }
+
+    /// A notice for the operator, on standard error: standard output is the jobs' own
+    /// (`--stream`).
+    fn notice(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// A job is done: its output not shown yet (`--stream`) and its line. Told again: a
+    /// target written off as unreachable came back with its result while other jobs were
+    /// still awaited; its line is shown again, and the exit code follows what is known last.
+    fn done(&mut self, record: JobRecord) {
+        let late = self.finished.contains_key(&record.job_id);
+        if let Some(b) = &self.bar
+            && !late
+        {
+            b.inc(1);
+            // Whom the rest wait for is told again within a few seconds.
+            b.set_message("");
+        }
+        if self.options.stream {
+            for text in self.live.rest(&record) {
+                self.say(text);
+            }
+        }
+        if self.options.poll || self.options.stream {
+            let line = status_line(&record);
+            self.say(if late {
+                format!("Late result: {line}")
+            } else {
+                line
+            });
+        }
+        // Kept for the summary: states, infos and each error's first line (a long run's
+        // outputs need not stay in memory).
+        let mut kept = record;
+        for result in kept.results.values_mut() {
+            result.stdout = String::new();
+            result.stderr = first_line(&result.stderr).to_string();
+        }
+        self.finished.insert(kept.job_id.clone(), kept);
+    }
+
+    /// Whom the jobs wait for: on the bar, or without one a line on stderr once the same
+    /// targets were told twice running (a few seconds apart): those the jobs wait on, not a
+    /// run in flow.
+    fn waiting(&mut self, named: Vec<String>, total: usize) {
+        let who = waiting_for(&named, total);
+        if let Some(b) = &self.bar {
+            b.set_message(format!("waiting for {who}"));
+            return;
+        }
+        let now = (named, total);
+        if self.last_waiting.as_ref() == Some(&now) && self.said_waiting.as_ref() != Some(&now) {
+            eprintln!("Still waiting for {who}");
+            self.said_waiting = Some(now.clone());
+        }
+        self.last_waiting = Some(now);
+    }
 }
 
 /// What a followed run came to, once every job is done: the failed results (with `--check`),

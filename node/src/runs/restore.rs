@@ -60,6 +60,7 @@ impl Actor {
         // First, so that a QUERY job interrupted here counts against its collection.
         self.restore_queries();
         let now = Instant::now();
+        self.next_submission = self.store.last_submission() + 1;
         self.restore_outbox(now);
         let queued_here = self.restore_accepted_runs();
         self.resume_submitted_runs(queued_here, now);
@@ -92,7 +93,6 @@ impl Actor {
         // In the order they came: jobs queued again keep their order across runs.
         accepted_runs.sort_by_key(|(_, a)| (a.seq, a.accepted_unix_ms));
         self.next_accept_seq = accepted_runs.last().map_or(0, |(_, a)| a.seq) + 1;
-        self.next_submission = self.store.last_submission() + 1;
         // Which jobs the previous run started, if it can tell, and whether it stopped so long
         // ago that what it had queued is better not run at all.
         let down_for = self.processes.as_ref().and_then(|p| p.previous_down_for());
