@@ -105,17 +105,25 @@ impl Drop for UnservedSocket {
     }
 }
 
-impl Node {
-    /// Starts a node with `config`.
-    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+/// What a node keeps on its disk, opened: everything of a start that can fail before it joins.
+struct OnDisk {
+    state: Arc<StateDir>,
+    keypair: mesh::Keypair,
+    mesh_key: Option<MeshKey>,
+    mesh_key_created: bool,
+    store: Store,
+    cache: Arc<Cache>,
+    blobs: Arc<BlobStore>,
+    processes: Arc<ProcessLog>,
+    listener: Option<UnservedSocket>,
+}
+
+impl OnDisk {
+    fn open(config: &NodeConfig) -> Result<OnDisk, NodeError> {
         let state = Arc::new(StateDir::open(&config.state_dir)?);
         speak_wire_version_of_test_hook(state.path());
         let keypair = state.identity()?;
         let (mesh_key, mesh_key_created) = state.mesh_key(&config.mesh_key_choice)?;
-        let peer_id = keypair.public().to_peer_id();
-
-        // What can fail to open is opened before this node joins the mesh: a node that
-        // cannot start would otherwise come alive on every other node, then leave.
         let store = Store::open(&config.state_dir.join("node.redb"))
             .map_err(|e| NodeError::Store(e.to_string()))?;
         let cache = Arc::new(
@@ -139,10 +147,9 @@ impl Node {
                 "stopped the process groups of jobs the previous run of this node left running"
             );
         }
-        let processes = Arc::new(processes);
         // The control socket too (a client that connects now waits until the node serves);
         // should the start fail from here, it goes again.
-        let mut listener = match &config.control_socket {
+        let listener = match &config.control_socket {
             Some(socket) => Some(UnservedSocket {
                 listener: Some(
                     control::bind(socket, config.socket_group.as_deref())
@@ -152,29 +159,72 @@ impl Node {
             }),
             None => None,
         };
+        Ok(OnDisk {
+            state,
+            keypair,
+            mesh_key,
+            mesh_key_created,
+            store,
+            cache,
+            blobs,
+            processes: Arc::new(processes),
+            listener,
+        })
+    }
+}
 
-        let mut bootstrap = resolve_dns(&config.bootstrap).await;
-        for addr in state.known_peers() {
-            if !bootstrap.contains(&addr) && !is_own(&addr, &peer_id) {
-                bootstrap.push(addr);
-            }
+/// How this node joins: whom it dials first (the peers it was given, then those it knew), as
+/// whom, and this start's number.
+async fn mesh_config(
+    config: &NodeConfig,
+    state: &StateDir,
+    keypair: mesh::Keypair,
+    mesh_key: Option<MeshKey>,
+) -> MeshConfig {
+    let peer_id = keypair.public().to_peer_id();
+    let mut bootstrap = resolve_dns(&config.bootstrap).await;
+    for addr in state.known_peers() {
+        if !bootstrap.contains(&addr) && !is_own(&addr, &peer_id) {
+            bootstrap.push(addr);
         }
-        let identity = mesh::LocalIdentity {
-            name: config.name.clone(),
-            machine_id: host::machine_id(),
-            version: VERSION.to_string(),
-            labels: config.labels.clone(),
-            host_uptime_at_start: host::uptime(),
-        };
-        let mut mesh_config = MeshConfig::new(keypair, config.transport, identity);
-        mesh_config.mesh_key = mesh_key;
-        mesh_config.listen = config.listen.clone();
-        mesh_config.bootstrap = bootstrap;
-        mesh_config.heartbeat_interval = config.heartbeat_interval;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        mesh_config.incarnation = Some(state.next_incarnation(now_ms));
+    }
+    let identity = mesh::LocalIdentity {
+        name: config.name.clone(),
+        machine_id: host::machine_id(),
+        version: VERSION.to_string(),
+        labels: config.labels.clone(),
+        host_uptime_at_start: host::uptime(),
+    };
+    let mut mesh_config = MeshConfig::new(keypair, config.transport, identity);
+    mesh_config.mesh_key = mesh_key;
+    mesh_config.listen = config.listen.clone();
+    mesh_config.bootstrap = bootstrap;
+    mesh_config.heartbeat_interval = config.heartbeat_interval;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    mesh_config.incarnation = Some(state.next_incarnation(now_ms));
+    mesh_config
+}
+
+impl Node {
+    /// Starts a node with `config`.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        // What can fail to open is opened before this node joins the mesh: a node that
+        // cannot start would otherwise come alive on every other node, then leave.
+        let OnDisk {
+            state,
+            keypair,
+            mesh_key,
+            mesh_key_created,
+            store,
+            cache,
+            blobs,
+            processes,
+            mut listener,
+        } = OnDisk::open(&config)?;
+        let peer_id = keypair.public().to_peer_id();
+        let mesh_config = mesh_config(&config, &state, keypair, mesh_key).await;
         let mesh = mesh::start(mesh_config).await?;
         let (status, join_token) =
             match join_token_of(&mesh.handle, mesh_key, &state, &config).await {
