@@ -323,39 +323,10 @@ fn run(
 ) -> Result<(), Failure> {
     let parents = resolve_files(parents)?;
     if options.finger_print {
-        let matched = parents
-            .iter()
-            .flat_map(|p| &p.jobs)
-            .filter(|j| {
-                let fp = j.spec.fingerprint();
-                options.restrict.is_empty() || options.restrict.iter().any(|r| fp.matches_prefix(r))
-            })
-            .count();
-        if matched == 0 && !options.restrict.is_empty() {
-            return Err(Failure::Input(format!(
-                "--restrict {} matches none of the jobs' fingerprints",
-                options.restrict.join(", ")
-            )));
-        }
-        output::line(format_args!(
-            "{}",
-            fingerprints(&parents, &options.restrict)
-        ));
-        return Ok(());
+        return print_fingerprints(&parents, &options.restrict);
     }
     let follow = options.poll || options.stream || options.check;
-    // The daemon copies ADD/COPY files into its blob store before it answers: give it time
-    // for that beyond the usual answer timeout (at 20 MB/s, a slow disk).
-    let file_bytes: u64 = parents
-        .iter()
-        .flat_map(|p| &p.jobs)
-        .filter_map(|j| match &j.spec.component {
-            jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref().map(|f| f.size),
-            _ => None,
-        })
-        .sum();
-    let answer_timeout =
-        node::control::ANSWER_TIMEOUT + std::time::Duration::from_secs(file_bytes / 20_000_000);
+    let answer_timeout = answer_timeout_for(&parents);
     let submission = Submission {
         parents,
         targets: options.targets.clone(),
@@ -382,29 +353,7 @@ fn run(
             }
             Err(e) => return Err(Failure::runtime(e)),
         };
-        if reply.restricted > 0 {
-            eprintln!("{} jobs left out by --restrict", reply.restricted);
-        }
-        if !reply.left_out.is_empty() {
-            eprintln!(
-                "warning: left out the live nodes named {}: two or more nodes share each name \
-                 (see `status`); give each a distinct --name",
-                reply.left_out.join(", ")
-            );
-        }
-        if !reply.other_releases_left_out.is_empty() {
-            eprintln!(
-                "warning: left out the nodes of another release, which take no part in this \
-                 mesh until every node runs the same release: {}",
-                reply.other_releases_left_out.join(", ")
-            );
-        }
-        if !reply.not_alive_left_out.is_empty() {
-            eprintln!(
-                "warning: not run on the members that are not alive: {}",
-                reply.not_alive_left_out.join(", ")
-            );
-        }
+        say_left_out(&reply);
         if !follow {
             for j in &reply.jobs {
                 output::line(format_args!(
@@ -435,6 +384,68 @@ fn run(
         };
         follow_jobs(&mut client, &reply, &follow).await
     })
+}
+
+/// `--finger-print`: the jobs' fingerprints instead of running them.
+fn print_fingerprints(parents: &[SubmittedParent], restrict: &[String]) -> Result<(), Failure> {
+    let matched = parents
+        .iter()
+        .flat_map(|p| &p.jobs)
+        .filter(|j| {
+            let fp = j.spec.fingerprint();
+            restrict.is_empty() || restrict.iter().any(|r| fp.matches_prefix(r))
+        })
+        .count();
+    if matched == 0 && !restrict.is_empty() {
+        return Err(Failure::Input(format!(
+            "--restrict {} matches none of the jobs' fingerprints",
+            restrict.join(", ")
+        )));
+    }
+    output::line(format_args!("{}", fingerprints(parents, restrict)));
+    Ok(())
+}
+
+/// How long to wait for the daemon to take a submission: it copies ADD/COPY files into its
+/// blob store before it answers, so the usual answer timeout and time for that (at 20 MB/s,
+/// a slow disk).
+fn answer_timeout_for(parents: &[SubmittedParent]) -> Duration {
+    let file_bytes: u64 = parents
+        .iter()
+        .flat_map(|p| &p.jobs)
+        .filter_map(|j| match &j.spec.component {
+            jobs::Component::Add(t) | jobs::Component::Copy(t) => t.file.as_ref().map(|f| f.size),
+            _ => None,
+        })
+        .sum();
+    node::control::ANSWER_TIMEOUT + Duration::from_secs(file_bytes / 20_000_000)
+}
+
+/// The targets a submission left out, and why, on stderr.
+fn say_left_out(reply: &SubmitReply) {
+    if reply.restricted > 0 {
+        eprintln!("{} jobs left out by --restrict", reply.restricted);
+    }
+    if !reply.left_out.is_empty() {
+        eprintln!(
+            "warning: left out the live nodes named {}: two or more nodes share each name \
+             (see `status`); give each a distinct --name",
+            reply.left_out.join(", ")
+        );
+    }
+    if !reply.other_releases_left_out.is_empty() {
+        eprintln!(
+            "warning: left out the nodes of another release, which take no part in this \
+             mesh until every node runs the same release: {}",
+            reply.other_releases_left_out.join(", ")
+        );
+    }
+    if !reply.not_alive_left_out.is_empty() {
+        eprintln!(
+            "warning: not run on the members that are not alive: {}",
+            reply.not_alive_left_out.join(", ")
+        );
+    }
 }
 
 /// A `--restrict` value: the start of a fingerprint, in hexadecimal digits.
