@@ -18,6 +18,7 @@ use jobs::{
 use tracing::{info, warn};
 
 use super::{AcceptedRun, Actor, INTERRUPTED, REMEMBER_RUNS, now_ms};
+use crate::store::{Accepted, PendingJob};
 
 /// A job still queued at a restart after the node was down longer than this is not run: its
 /// submitter has long reported it unreachable (and no longer sends it to a node back without
@@ -123,101 +124,46 @@ impl Actor {
                 self.store.delete_accepted(&run_id);
                 continue;
             }
-            // Jobs still pending were queued or running when this node stopped: see
-            // `coordination::restart` for which run again.
-            let run = match &previous_starts {
-                Some(_) if !pending.is_empty() && !down_too_long => {
-                    self.store.accepted_run(&run_id).map(Arc::new)
-                }
-                _ => None,
-            };
-            let fates = restart::fates(
-                &pending
-                    .iter()
-                    .map(|p| restart::Pending {
-                        job_id: &p.job_id,
-                        parent_id: &p.parent_id,
-                    })
-                    .collect::<Vec<_>>(),
+            if let Some(again) = self.settle_accepted_run(
+                run_id,
+                accepted,
+                pending,
                 previous_starts.as_ref(),
-                run.is_some(),
                 down_too_long,
-            );
-            // Runs without pending jobs are remembered so a resend does not run them again.
-            self.accepted.insert(
-                run_id.clone(),
-                AcceptedRun {
-                    originator: accepted.originator.clone(),
-                    pending: pending.iter().map(|p| p.job_id.clone()).collect(),
-                    accepted_unix_ms: accepted.accepted_unix_ms,
-                    ack: Acknowledgement::default(),
-                    outcomes: Vec::new(),
-                },
-            );
-            // A file job cut short may have left a partial copy beside its DEST.
-            let cut_short = fates.contains(&restart::Fate::Interrupted);
-            let kept_run = match &run {
-                Some(run) => Some(Arc::clone(run)),
-                None if cut_short => self.store.accepted_run(&run_id).map(Arc::new),
-                None => None,
-            };
-            let mut never_started = HashSet::new();
-            for (job, fate) in pending.into_iter().zip(fates) {
-                let info = match fate {
-                    restart::Fate::RunAgain => {
-                        never_started.insert(job.job_id);
-                        continue;
-                    }
-                    restart::Fate::Interrupted => {
-                        let was_running = previous_starts
-                            .as_ref()
-                            .is_some_and(|started| started.contains(&job.job_id));
-                        if let Some(spec) = kept_run.as_ref().and_then(|r| r.job_spec(&job.job_id))
-                        {
-                            for path in jobs::components::remove_interrupted_landing(
-                                &spec.component,
-                                &self.cache,
-                            ) {
-                                info!(job = %job.job_id, path = %path.display(), "removed the partial copy of a file job the restart cut short");
-                            }
-                        }
-                        // Said as surely as the node knows it.
-                        if was_running {
-                            WAS_RUNNING
-                        } else {
-                            INTERRUPTED
-                        }
-                    }
-                    restart::Fate::BehindInterrupted => BEHIND_INTERRUPTED,
-                    restart::Fate::DownTooLong => DOWN_TOO_LONG,
-                };
-                let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id, info);
-                self.job_runs.insert(job.job_id, run_id.clone());
-                self.finished(outcome);
-            }
-            if let Some(run) = run
-                && !never_started.is_empty()
-            {
-                queue_again.push((run, never_started));
+            ) {
+                queue_again.push(again);
             }
         }
         // What the loop above recorded (interrupted jobs of this node's own runs) is read
         // back below: on disk first.
         self.store.flush();
-        // Every job the previous run left is recorded now (done, or interrupted above), or
-        // queued again below: the log of starts may speak for this run only. Not if that did
-        // not reach the disk (the node stops): the next start must know what this one knew.
+        self.starts_settled(previous_starts.as_ref());
+        self.queue_again(queue_again)
+    }
+
+    /// Every job the previous run left is recorded now (done, or interrupted), or about to be
+    /// queued again: the log of starts may speak for this run only. Not if that did not reach
+    /// the disk (the node stops): the next start must know what this one knew.
+    fn starts_settled(&self, previous_starts: Option<&HashSet<String>>) {
         if let Some(log) = &self.processes {
             if self.store.has_failed() {
                 // The node stops: nothing it queues again below may start meanwhile.
                 log.halt();
             } else {
-                if let Some(starts) = &previous_starts {
+                if let Some(starts) = previous_starts {
                     log.jobs_settled(starts.iter().map(String::as_str));
                 }
                 log.restored();
             }
         }
+    }
+
+    /// Queues again the jobs of accepted runs that had not started before the restart;
+    /// returns them, by run.
+    fn queue_again(
+        &mut self,
+        queue_again: Vec<(Arc<Run>, HashSet<String>)>,
+    ) -> HashMap<String, HashSet<String>> {
         let mut queued_here: HashMap<String, HashSet<String>> = HashMap::new();
         let mut leftovers = false;
         for (run, jobs) in queue_again {
@@ -239,6 +185,91 @@ impl Actor {
         }
         self.feed_executor();
         queued_here
+    }
+
+    /// Settles one run this node had accepted, with its jobs still pending at the restart:
+    /// each is reported interrupted, or (returned, with the run) to be queued again.
+    fn settle_accepted_run(
+        &mut self,
+        run_id: String,
+        accepted: Accepted,
+        pending: Vec<PendingJob>,
+        previous_starts: Option<&HashSet<String>>,
+        down_too_long: bool,
+    ) -> Option<(Arc<Run>, HashSet<String>)> {
+        // Jobs still pending were queued or running when this node stopped: see
+        // `coordination::restart` for which run again.
+        let run = match previous_starts {
+            Some(_) if !pending.is_empty() && !down_too_long => {
+                self.store.accepted_run(&run_id).map(Arc::new)
+            }
+            _ => None,
+        };
+        let fates = restart::fates(
+            &pending
+                .iter()
+                .map(|p| restart::Pending {
+                    job_id: &p.job_id,
+                    parent_id: &p.parent_id,
+                })
+                .collect::<Vec<_>>(),
+            previous_starts,
+            run.is_some(),
+            down_too_long,
+        );
+        // Runs without pending jobs are remembered so a resend does not run them again.
+        self.accepted.insert(
+            run_id.clone(),
+            AcceptedRun {
+                originator: accepted.originator.clone(),
+                pending: pending.iter().map(|p| p.job_id.clone()).collect(),
+                accepted_unix_ms: accepted.accepted_unix_ms,
+                ack: Acknowledgement::default(),
+                outcomes: Vec::new(),
+            },
+        );
+        // A file job cut short may have left a partial copy beside its DEST.
+        let cut_short = fates.contains(&restart::Fate::Interrupted);
+        let kept_run = match &run {
+            Some(run) => Some(Arc::clone(run)),
+            None if cut_short => self.store.accepted_run(&run_id).map(Arc::new),
+            None => None,
+        };
+        let mut never_started = HashSet::new();
+        for (job, fate) in pending.into_iter().zip(fates) {
+            let info = match fate {
+                restart::Fate::RunAgain => {
+                    never_started.insert(job.job_id);
+                    continue;
+                }
+                restart::Fate::Interrupted => {
+                    let was_running = previous_starts
+                        .as_ref()
+                        .is_some_and(|started| started.contains(&job.job_id));
+                    if let Some(spec) = kept_run.as_ref().and_then(|r| r.job_spec(&job.job_id)) {
+                        for path in jobs::components::remove_interrupted_landing(
+                            &spec.component,
+                            &self.cache,
+                        ) {
+                            info!(job = %job.job_id, path = %path.display(), "removed the partial copy of a file job the restart cut short");
+                        }
+                    }
+                    // Said as surely as the node knows it.
+                    if was_running {
+                        WAS_RUNNING
+                    } else {
+                        INTERRUPTED
+                    }
+                }
+                restart::Fate::BehindInterrupted => BEHIND_INTERRUPTED,
+                restart::Fate::DownTooLong => DOWN_TOO_LONG,
+            };
+            let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id, info);
+            self.job_runs.insert(job.job_id, run_id.clone());
+            self.finished(outcome);
+        }
+        run.filter(|_| !never_started.is_empty())
+            .map(|run| (run, never_started))
     }
 
     /// The runs this node submitted that were not over: their open records back in memory,
