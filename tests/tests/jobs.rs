@@ -587,25 +587,7 @@ fn a_target_gone_for_good_is_waited_for_then_written_off() {
             (e2e_tests::alive_names(&d.status()?).len() == 2).then_some(())
         });
     }
-    let started = root.path().join("started");
-    let poll = nodes[0]
-        .cli_command(&[
-            "exec",
-            "--verb",
-            "RUN",
-            "--skip-cache",
-            "--target",
-            "n2",
-            &format!("touch {}; sleep 60", started.display()),
-            "--poll",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), "the job to start", || {
-        started.exists().then_some(())
-    });
+    let poll = poll_a_sleep(&nodes[0], &["n2"], &root.path().join("started"), 60);
     let stopped = Instant::now();
     assert!(nodes[1].terminate().success());
     let o = poll.wait_with_output().unwrap();
@@ -974,6 +956,26 @@ fn run_args(targets: &[&str], command: &str) -> Vec<String> {
     args
 }
 
+/// Starts `exec --verb RUN 'touch STARTED; sleep SECS' --poll` on `targets` (every node if
+/// none) from `d`, its output piped, and waits until the job has started.
+fn poll_a_sleep(d: &Daemon, targets: &[&str], started: &Path, secs: u32) -> std::process::Child {
+    let mut args = run_args(
+        targets,
+        &format!("touch {}; sleep {secs}", started.display()),
+    );
+    args.push("--poll".into());
+    let poll = d
+        .cli_command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        started.exists().then_some(())
+    });
+    poll
+}
+
 /// Runs `command` on `targets` from `d`, checks it was accepted, and returns its job id.
 fn submit(d: &Daemon, targets: &[&str], command: &str) -> String {
     let args = run_args(targets, command);
@@ -1304,23 +1306,7 @@ fn a_target_written_off_before_its_submitter_restarted_is_sent_its_jobs_once_bac
 fn a_poll_whose_daemon_stops_says_it_stopped() {
     let root = root();
     let mut nodes = mesh_of(root.path(), 1);
-    let started = root.path().join("started");
-    let poll = nodes[0]
-        .cli_command(&[
-            "exec",
-            "--verb",
-            "RUN",
-            "--skip-cache",
-            &format!("touch {}; sleep 30", started.display()),
-            "--poll",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(20), "the job to start", || {
-        started.exists().then_some(())
-    });
+    let poll = poll_a_sleep(&nodes[0], &[], &root.path().join("started"), 30);
     assert!(nodes[0].terminate().success());
     let o = poll.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
