@@ -95,10 +95,19 @@ pub enum ImportError {
 pub struct BlobStore {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Numbers the temporary copies of imports: two submissions of one file at once each
+    /// write their own.
+    imports: std::sync::atomic::AtomicU64,
 }
 
 fn hex(fp: &Fingerprint) -> String {
     fp.to_hex()
+}
+
+/// Whether `path` is still the file `read` was taken of (not a copy renamed over it since).
+fn same_file(path: &Path, read: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).is_ok_and(|now| now.ino() == read.ino() && now.dev() == read.dev())
 }
 
 impl BlobStore {
@@ -122,6 +131,7 @@ impl BlobStore {
         Ok(BlobStore {
             dir: dir.to_path_buf(),
             state: Mutex::new(State::default()),
+            imports: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -136,20 +146,26 @@ impl BlobStore {
             let Some(fp) = Fingerprint::from_hex(&name) else {
                 continue;
             };
-            if self.has(&fp) {
+            if self.holds(&fp) {
                 continue;
             }
-            let ok = File::open(entry.path()).is_ok_and(|f| {
-                let mut hasher = blake3::Hasher::new();
-                std::io::copy(&mut &f, &mut hasher).is_ok() && *hasher.finalize().as_bytes() == fp.0
-            });
+            let Ok(f) = File::open(entry.path()) else {
+                continue;
+            };
+            let Ok(read) = f.metadata() else { continue };
+            let mut hasher = blake3::Hasher::new();
+            let ok = std::io::copy(&mut &f, &mut hasher).is_ok()
+                && *hasher.finalize().as_bytes() == fp.0;
+            let mut state = self.lock();
+            // A copy landed while this one was read (a fetch, an import): it is good, and
+            // it may be the file at this path now.
+            if state.complete.contains_key(&fp) {
+                continue;
+            }
             if ok {
-                let used = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or_else(|_| SystemTime::now());
-                self.lock().complete.entry(fp).or_insert(LastUse::new(used));
-            } else {
+                let used = read.modified().unwrap_or_else(|_| SystemTime::now());
+                state.complete.insert(fp, LastUse::new(used));
+            } else if same_file(&entry.path(), &read) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -174,16 +190,23 @@ impl BlobStore {
         self.lock().complete.contains_key(hash)
     }
 
-    /// Whether the blob is here, complete; if it is, that counts as a use.
+    /// Whether the blob is here, complete; if it is, that counts as a use. One whose file
+    /// is gone (removed by hand) is not held any more.
     pub fn has(&self, hash: &Fingerprint) -> bool {
-        let touched = self.lock().complete.get_mut(hash).map(LastUse::touch);
-        match touched {
-            Some(persist) => {
-                self.persist_use(hash, persist);
-                true
+        let persist = {
+            let mut state = self.lock();
+            let on_disk = state.complete.contains_key(hash) && self.path(hash).exists();
+            match state.complete.get_mut(hash) {
+                None => return false,
+                Some(used) if on_disk => used.touch(),
+                Some(_) => {
+                    state.complete.remove(hash);
+                    return false;
+                }
             }
-            None => false,
-        }
+        };
+        self.persist_use(hash, persist);
+        true
     }
 
     /// Writes a use to the blob's modification time, which stands for its last use across
@@ -203,7 +226,10 @@ impl BlobStore {
         if self.has(&file.hash) {
             return Ok(());
         }
-        let tmp = self.dir.join(format!("{}.import", hex(&file.hash)));
+        let n = self
+            .imports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{}.{n}.import", hex(&file.hash)));
         let store_error = |e: std::io::Error| {
             ImportError::Store(format!(
                 "this node cannot keep a copy of {} to send ({}: {e}); files sent by ADD/COPY \
@@ -215,7 +241,11 @@ impl BlobStore {
         let result = (|| -> Result<(), ImportError> {
             let mut from = File::open(src)
                 .map_err(|e| ImportError::Source(format!("cannot read {}: {e}", src.display())))?;
-            let mut to = File::create(&tmp).map_err(store_error)?;
+            let mut to = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(store_error)?;
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 256 * 1024];
             loop {
@@ -330,7 +360,15 @@ impl BlobStore {
         match read {
             Ok(Some(data)) => ChunkLookup::Have(data),
             Ok(None) => ChunkLookup::Unknown,
-            // Renamed from .part to complete meanwhile, or removed: ask again.
+            // A complete blob whose file is gone (removed by hand): not held any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == self.path(hash) => {
+                let mut state = self.lock();
+                if !path.exists() {
+                    state.complete.remove(hash);
+                }
+                ChunkLookup::Unknown
+            }
+            // Renamed from .part to complete meanwhile: ask again.
             Err(_) => ChunkLookup::NotYet,
         }
     }
@@ -405,6 +443,8 @@ impl BlobStore {
     /// together they make the file, see [`FileRef::check`]). Blocking.
     pub fn finish(&self, file: &FileRef) -> Result<PathBuf, String> {
         if self.has(&file.hash) {
+            // It came another way meanwhile (an import, a copy inside an announce).
+            self.abandon(&file.hash);
             return Ok(self.path(&file.hash));
         }
         // Every chunk was checked against the chunk list before it was written, and `begin`
@@ -484,9 +524,13 @@ impl BlobStore {
     /// disk). A copy that does hash to its name (a
     /// good one fetched since the job that found a bad one) stays. Blocking: reads the blob.
     pub fn discard(&self, hash: &Fingerprint) {
-        use std::os::unix::fs::MetadataExt;
         let path = self.path(hash);
         let Ok(file) = fs::File::open(&path) else {
+            // Gone from the disk: not held any more.
+            let mut state = self.lock();
+            if !path.exists() {
+                state.complete.remove(hash);
+            }
             return;
         };
         let Ok(read) = file.metadata() else { return };
@@ -501,10 +545,8 @@ impl BlobStore {
         {
             let mut state = self.lock();
             // Still the copy that was read: a good one landing meanwhile replaced it.
-            let same = fs::metadata(&path)
-                .is_ok_and(|now| now.ino() == read.ino() && now.dev() == read.dev());
             // Renamed under the lock, like an eviction.
-            if !same || fs::rename(&path, &aside).is_err() {
+            if !same_file(&path, &read) || fs::rename(&path, &aside).is_err() {
                 return;
             }
             state.complete.remove(hash);
@@ -598,6 +640,64 @@ mod tests {
         assert!(!store.path(&damaged).exists());
     }
 
+    /// Two submissions of one file at once each write their own copy: the blob is whole
+    /// and both are taken (one temporary file for both was truncated under the other).
+    #[test]
+    fn imports_of_one_file_at_once_each_write_their_own_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+        let src = dir.path().join("src");
+        fs::write(&src, &data).unwrap();
+        let f = FileRef::read(&src).unwrap();
+        for round in 0..3 {
+            let store = std::sync::Arc::new(
+                BlobStore::open(&dir.path().join(format!("b{round}"))).unwrap(),
+            );
+            let imports: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, src, f) = (store.clone(), src.clone(), f.clone());
+                    std::thread::spawn(move || store.import(&src, &f))
+                })
+                .collect();
+            for import in imports {
+                import.join().unwrap().unwrap();
+            }
+            let copy = fs::read(store.path(&f.hash)).unwrap();
+            assert!(copy == data, "round {round}: the copy is not the file");
+            let left: Vec<_> = fs::read_dir(dir.path().join(format!("b{round}")))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(left.len(), 1, "{left:?}");
+        }
+    }
+
+    /// A blob whose file was removed by hand is not held any more: not served, fetched
+    /// again; and a fetch that ends after the blob came another way leaves no partial copy.
+    #[test]
+    fn a_blob_removed_by_hand_is_not_held_and_a_fetch_overtaken_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let f = file_ref(b"hello");
+        store.put(&f.hash, b"hello").unwrap();
+        fs::remove_file(store.path(&f.hash)).unwrap();
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
+        assert!(!store.holds(&f.hash));
+        store.put(&f.hash, b"hello").unwrap();
+        fs::remove_file(store.path(&f.hash)).unwrap();
+        assert!(!store.has(&f.hash));
+        assert!(!store.holds(&f.hash));
+        store.begin(&f).unwrap();
+        store.put(&f.hash, b"hello").unwrap();
+        assert_eq!(store.finish(&f).unwrap(), store.path(&f.hash));
+        assert!(!store.part_path(&f.hash).exists());
+        assert_eq!(
+            store.chunk(&f.hash, 0),
+            ChunkLookup::Have(b"hello".to_vec())
+        );
+    }
+
     #[test]
     fn a_description_whose_chunks_do_not_fit_its_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -671,13 +771,14 @@ mod tests {
             store.import(&src, &f),
             Err(ImportError::Source(e)) if e.contains("changed after it was read")
         ));
-        // The store cannot take the copy (here its temporary name is taken by a directory; a
-        // full disk is the usual cause): the node's trouble, not the input's.
+        // The store cannot take the copy (here the temporary name of the second import is
+        // taken by a directory; a full disk is the usual cause): the node's trouble, not the
+        // input's.
         fs::write(&src, b"hello").unwrap();
         let busy = dir
             .path()
             .join("blobs")
-            .join(format!("{}.import", hex(&f.hash)));
+            .join(format!("{}.1.import", hex(&f.hash)));
         fs::create_dir(&busy).unwrap();
         assert!(matches!(
             store.import(&src, &f),
