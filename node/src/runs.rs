@@ -215,6 +215,10 @@ pub struct Runs {
     inbox: mpsc::Sender<Input>,
 }
 
+/// What the holders of a run's files take in its messages at most: [`submitted::MAX_HOLDER_HINTS`] peer
+/// ids (53 bytes each as text) and a hash for each file named.
+pub const HOLDER_HINTS_ROOM: usize = 128 * 1024;
+
 /// The actor's inbox before the actor starts (the executor needs the handle first).
 pub struct RunsInbox(mpsc::Receiver<Input>);
 
@@ -1041,6 +1045,84 @@ fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One holder for each of the most files a run names holders of (the costliest way to
+    /// name [`submitted::MAX_HOLDER_HINTS`]) fits the room a submission keeps for them.
+    #[test]
+    fn the_most_holders_a_run_names_fit_the_room_kept_for_them() {
+        let mut run = Run::new("r", NodeId(PeerId::random().to_string()), Vec::new());
+        let size = |run: &Run| {
+            wire::encode(&JobMessage::Deliver(Box::new(run.clone())), usize::MAX)
+                .unwrap()
+                .len()
+        };
+        let bare = size(&run);
+        run.holders = (0..submitted::MAX_HOLDER_HINTS)
+            .map(|i| {
+                let mut hash = [0xffu8; 32];
+                hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                (
+                    jobs::Fingerprint(hash),
+                    vec![NodeId(PeerId::random().to_string())],
+                )
+            })
+            .collect();
+        let named = size(&run) - bare;
+        assert!(named <= HOLDER_HINTS_ROOM, "{named} bytes");
+    }
+
+    /// A file many nodes hold is named with a few of them, and a run with many such files
+    /// names no more holders than the room kept for them allows.
+    #[test]
+    fn a_run_names_a_few_holders_of_each_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..70 {
+            std::fs::write(dir.path().join(format!("f{i:02}")), format!("file {i}")).unwrap();
+        }
+        let spec = match jobs::JobSpec::parse("ADD", "f* /dest/", &Default::default()).unwrap() {
+            jobs::ParseOutcome::Spec(s) => s,
+            jobs::ParseOutcome::Help(h) => panic!("{h}"),
+        };
+        let specs = jobs::transfer::resolve(spec, dir.path()).unwrap();
+        let holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>> = specs
+            .iter()
+            .filter_map(|s| transfer_file(&s.component))
+            .map(|f| {
+                let nodes = (0..40).map(|_| NodeId(PeerId::random().to_string()));
+                (f.hash, nodes.collect())
+            })
+            .collect();
+        let jobs = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| coordination::JobEntry {
+                job_id: format!("j{i}"),
+                fingerprint: spec.fingerprint(),
+                spec,
+                only_on: None,
+            })
+            .collect();
+        let me = NodeId(PeerId::random().to_string());
+        let run = Run::new(
+            "r",
+            me.clone(),
+            vec![coordination::Parent {
+                parent_id: "p".into(),
+                fingerprint: jobs::Fingerprint([0; 32]),
+                queue: jobs::executor::QueueKind::Sync,
+                targets: vec![me],
+                target_keys: Default::default(),
+                jobs,
+            }],
+        );
+        let hints = submitted::holder_hints(&run, &holders);
+        assert!(hints.iter().all(|(hash, nodes)| {
+            nodes.len() <= 16 && nodes.iter().all(|n| holders[hash].contains(n))
+        }));
+        let named: usize = hints.iter().map(|(_, nodes)| nodes.len()).sum();
+        assert_eq!(named, submitted::MAX_HOLDER_HINTS);
+        assert_eq!(hints.len(), 64);
+    }
 
     #[test]
     fn a_member_gone_is_forgotten_when_its_row_would_be_and_not_while_back() {
