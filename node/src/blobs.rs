@@ -425,10 +425,15 @@ impl BlobStore {
             )));
         }
         let part = self.part_path(&file.hash);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&part)
-            .map_err(|e| format!("{}: {e}", part.display()))?;
+        let f = match OpenOptions::new().write(true).open(&part) {
+            Ok(f) => f,
+            // The fetch finished meanwhile (another answer of the same chunk came first), or
+            // the file came another way: the chunk is there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.holds(&file.hash) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(format!("{}: {e}", part.display())),
+        };
         f.write_all_at(data, index as u64 * CHUNK_SIZE)
             .map_err(|e| format!("{}: {e}", part.display()))?;
         if let Some(have) = self.lock().partial.get_mut(&file.hash)
@@ -696,6 +701,24 @@ mod tests {
             store.chunk(&f.hash, 0),
             ChunkLookup::Have(b"hello".to_vec())
         );
+    }
+
+    /// A second answer of a chunk that comes after its fetch finished is no failure to
+    /// write: the chunk is there.
+    #[test]
+    fn a_chunk_answered_again_after_the_fetch_finished_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let f = file_ref(b"hello");
+        store.begin(&f).unwrap();
+        assert_eq!(store.write_chunk(&f, 0, b"hello"), Ok(None));
+        store.finish(&f).unwrap();
+        assert_eq!(store.write_chunk(&f, 0, b"hello"), Ok(None));
+        // Given up (nothing here): that one cannot be written.
+        let g = file_ref(b"other");
+        store.begin(&g).unwrap();
+        store.abandon(&g.hash);
+        assert!(store.write_chunk(&g, 0, b"other").is_err());
     }
 
     #[test]

@@ -58,8 +58,11 @@ enum TInput {
         sources: Vec<NodeId>,
         reply: oneshot::Sender<Result<PathBuf, String>>,
     },
+    /// A chunk's answer, for the download `generation` of `hash` (the answer to one given up
+    /// meanwhile is no news to the next).
     Got {
         hash: Fingerprint,
+        generation: u64,
         index: usize,
         from: NodeId,
         result: ChunkResult,
@@ -232,19 +235,28 @@ impl Actor {
             }
             TInput::Got {
                 hash,
+                generation,
                 index,
                 from,
                 result,
                 corruption,
             } => {
+                if result == ChunkResult::Ok {
+                    // Written where the chunks of `hash` go, whichever download asked.
+                    self.unpark(hash, Some(index as u64));
+                }
+                if self
+                    .active
+                    .get(&hash)
+                    .is_none_or(|a| a.generation != generation)
+                {
+                    return;
+                }
                 if result != ChunkResult::Ok {
                     debug!(%hash, index, %from, ?result, "chunk not received");
                 }
                 if let (Some(detail), Some(active)) = (corruption, self.active.get_mut(&hash)) {
                     active.corruption = Some(format!("{detail} from {from}"));
-                }
-                if result == ChunkResult::Ok {
-                    self.unpark(hash, Some(index as u64));
                 }
                 self.step(
                     hash,
@@ -433,6 +445,7 @@ impl Actor {
                         let input = match fetch_chunk(&mesh, &store, &file, index, &from).await {
                             Ok((result, corruption)) => TInput::Got {
                                 hash,
+                                generation,
                                 index,
                                 from,
                                 result,
