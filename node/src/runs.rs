@@ -649,7 +649,10 @@ impl Actor {
             Ok(Gossip::Run(run)) if run.originator.0 == source.to_string() => {
                 match run.invalid_id() {
                     Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
-                    None => self.accept(Arc::new(*run), true),
+                    // Dropped: said in the log; gossip has no answer.
+                    None => {
+                        let _ = self.accept(Arc::new(*run), true);
+                    }
                 }
             }
             Ok(Gossip::Run(run)) => {
@@ -883,8 +886,10 @@ impl Actor {
                 if let Some(id) = run.invalid_id() {
                     return JobReply::Refused(format!("a run with an invalid id: {id:?}"));
                 }
-                self.accept(Arc::new(*run), false);
-                JobReply::Ok
+                match self.accept(Arc::new(*run), false) {
+                    Ok(()) => JobReply::Ok,
+                    Err(target::Dropped(why)) => JobReply::Refused(format!("run dropped: {why}")),
+                }
             }
             JobMessage::Ack { run_id, node } => {
                 if node != from {

@@ -897,9 +897,17 @@ async fn a_member_cannot_take_over_another_submitters_job_or_run() {
     let (run_id, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
     let job_id = job_ids[0].clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for (rogue_run_id, rogue_job_id) in [
-        ("rogue-run-0001", job_id.as_str()),
-        (&run_id, "rogue-job-0001"),
+    for (rogue_run_id, rogue_job_id, why) in [
+        (
+            "rogue-run-0001",
+            job_id.as_str(),
+            "a job id of it is another run's job's here",
+        ),
+        (
+            &run_id,
+            "rogue-job-0001",
+            "its run id is another submitter's run's here",
+        ),
     ] {
         let run = rogue_run(
             &rogue,
@@ -908,12 +916,16 @@ async fn a_member_cannot_take_over_another_submitters_job_or_run() {
             rogue_job_id,
             "echo rogue-own",
         );
-        send(
-            &rogue,
-            target.peer_id(),
-            &JobMessage::Deliver(Box::new(run)),
-        )
-        .await;
+        // Refused, not acknowledged: its sender does not take it for queued.
+        assert_eq!(
+            send(
+                &rogue,
+                target.peer_id(),
+                &JobMessage::Deliver(Box::new(run)),
+            )
+            .await,
+            JobReply::Refused(format!("run dropped: {why}"))
+        );
     }
     let record = finished(&submitter, &job_id).await;
     let result = &record.results["target"];

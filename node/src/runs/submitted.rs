@@ -214,7 +214,10 @@ impl Actor {
                         }
                     });
                 }
-                originator::Action::DeliverLocal(run) => self.accept(run, false),
+                originator::Action::DeliverLocal(run) => {
+                    // This node's own run: its ids are its own, never dropped.
+                    let _ = self.accept(run, false);
+                }
                 originator::Action::CheckAlive => {
                     let mesh = self.mesh.clone();
                     let inbox = self.inbox.clone();

@@ -44,6 +44,10 @@ pub(super) fn results_message(results: Vec<JobResult>) -> Option<Vec<u8>> {
     encode(&JobMessage::Results(results))
 }
 
+/// A run dropped as a member breaking the protocol sent it, and why.
+#[derive(Debug)]
+pub(super) struct Dropped(pub(super) &'static str);
+
 impl Actor {
     /// Target side: the acceptance of `run_id` is on disk (`stored`): its jobs may start, in
     /// the order the runs were taken in.
@@ -68,22 +72,23 @@ impl Actor {
     }
 
     /// Target side: takes the run's jobs for this node, once.
-    pub(super) fn accept(&mut self, run: Arc<Run>, acknowledge: bool) {
+    pub(super) fn accept(&mut self, run: Arc<Run>, acknowledge: bool) -> Result<(), Dropped> {
         let work = run.work_for(&self.local);
         if work.is_empty() {
-            return;
+            return Ok(());
         }
         // (Sent again: answered like any resend below.)
         let new = !self.accepted.contains_key(&run.run_id);
         // Ids are random: a run that reuses another submitter's run id, or a job id still
         // open here under another run, is a member breaking the protocol (any member reads
         // the ids of gossiped runs). Taken, it would turn the other run's copies into resends
-        // of its own, or take the other job's result: it is dropped, unanswered.
+        // of its own, or take the other job's result: it is dropped (refused, if it came
+        // directly, so that its sender does not take it for acknowledged).
         if let Some(taken) = self.accepted.get(&run.run_id)
             && taken.originator != run.originator
         {
             warn!(run = %run.run_id, originator = %run.originator, taken_by = %taken.originator, "dropped a run whose id another submitter's run has here");
-            return;
+            return Err(Dropped("its run id is another submitter's run's here"));
         }
         if new
             && let Some(job) = work.iter().flat_map(|(_, jobs)| jobs.iter()).find(|j| {
@@ -93,7 +98,7 @@ impl Actor {
             })
         {
             warn!(run = %run.run_id, originator = %run.originator, job = %job.job_id, "dropped a run with a job id another run's job has here");
-            return;
+            return Err(Dropped("a job id of it is another run's job's here"));
         }
         let refusal = if new
             && !self.allow_submitters.is_empty()
@@ -115,7 +120,7 @@ impl Actor {
                 acknowledge,
                 refusal,
             );
-            return;
+            return Ok(());
         }
         for blob in &run.inline {
             if let Err(e) = self.blobs.put(&blob.hash, &blob.data) {
@@ -141,7 +146,7 @@ impl Actor {
             } else if acknowledge {
                 debug!(run = %run.run_id, round = run.round, "announced again; acknowledged already");
             }
-            return;
+            return Ok(());
         }
         let (pending, pending_rows, work_here) = self.take_jobs(&run, None);
         // The run is kept while jobs of it are pending, to queue again after a restart those
@@ -191,6 +196,7 @@ impl Actor {
         if acknowledge {
             self.send_ack(&run);
         }
+        Ok(())
     }
 
     /// The order number of a run accepted now.
