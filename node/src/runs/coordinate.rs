@@ -143,6 +143,9 @@ impl Actor {
         let Some(bytes) = encode(&msg) else { return };
         let committed = once_stored.then(|| self.store.committed());
         let mesh = self.mesh.clone();
+        // A task per message, not capped: there is one message per QUERY or JOB_WAIT job and
+        // node (a value, a set, a wait's end), each a few hundred bytes, and each task ends
+        // when the message is answered or after TELL_GIVE_UP.
         tokio::spawn(async move {
             // Err: nothing was stored and the node stops.
             if let Some(committed) = committed
