@@ -48,6 +48,9 @@ pub struct Target {
     /// It has reported the job for real: it sent its value to an earlier collection (one
     /// lost to a restart), or never will.
     pub reported: bool,
+    /// It was written off as unreachable and not heard from since: its value is not waited
+    /// for, as of a target seen gone (should it come back, it is news as then).
+    pub written_off: bool,
 }
 
 /// What the node does.
@@ -138,11 +141,16 @@ impl Queries {
         if self.is_open(job_id) {
             return;
         }
+        let written_off: HashSet<NodeId> = targets
+            .iter()
+            .filter(|t| t.written_off && !t.reported)
+            .map(|t| t.node.clone())
+            .collect();
         let collection = Collection {
             name,
             expected: targets
                 .iter()
-                .filter(|t| !t.reported)
+                .filter(|t| !t.reported && !t.written_off)
                 .map(|t| t.node.clone())
                 .collect(),
             names: targets
@@ -154,9 +162,9 @@ impl Queries {
                 .filter(|t| t.reported)
                 .map(|t| t.node.clone())
                 .collect(),
+            gone: written_off.clone(),
+            without_value: written_off,
             targets: targets.into_iter().map(|t| t.node).collect(),
-            gone: HashSet::new(),
-            without_value: HashSet::new(),
             values: BTreeMap::new(),
             sent: false,
             unconfirmed: HashSet::new(),
@@ -461,6 +469,7 @@ mod tests {
                 node: n(s),
                 name: s.to_string(),
                 reported: false,
+                written_off: false,
             })
             .collect()
     }
@@ -501,6 +510,29 @@ mod tests {
         q.node_gone(&n("c"), t0);
         assert_eq!(q.awaited("j").unwrap(), ["d"]);
         q.value("j", &n("d"), "x".into(), json!(4), t0).unwrap();
+        assert_eq!(q.awaited("j").unwrap(), Vec::<String>::new());
+    }
+
+    /// A collection opened again (after a restart of the originator, or once a value came
+    /// after it was over) does not wait for the targets written off before: the set goes out
+    /// with the others' values, and one that comes back is news as then.
+    #[test]
+    fn a_collection_opened_again_does_not_wait_for_targets_written_off() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let mut ts = targets(&["a", "b", "c"]);
+        ts[2].written_off = true;
+        q.open("j", Some("x".into()), ts, t0);
+        assert_eq!(q.awaited("j").unwrap(), ["a", "b"]);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        let b = q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        assert_eq!(
+            sent(&b),
+            vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
+        );
+        // Back after all, with its value: a larger set for everyone.
+        q.node_back(&n("c"));
+        q.value("j", &n("c"), "x".into(), json!(3), t0).unwrap();
         assert_eq!(q.awaited("j").unwrap(), Vec::<String>::new());
     }
 

@@ -851,6 +851,7 @@ impl Sim {
                             node: id.clone(),
                             name: format!("node-{i}"),
                             reported: false,
+                            written_off: false,
                         })
                         .collect();
                     let job_id = self.job_id(job);

@@ -28,7 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
-use crate::{records::JobRecord, store::QueryValue};
+use crate::{
+    records::{JobRecord, NodeResult},
+    store::QueryValue,
+};
 
 /// A coordination message that did not reach its node (no connection, a partition, the node
 /// restarting) is sent again after 1 s, then after twice as long each time up to this.
@@ -255,13 +258,14 @@ impl Actor {
         let targets = record
             .nodes
             .iter()
-            .map(|n| coordination::query::Target {
-                node: NodeId(n.peer_id.clone()),
-                name: n.name.clone(),
-                reported: record
-                    .results
-                    .get(&n.name)
-                    .is_some_and(|r| !r.is_write_off()),
+            .map(|n| {
+                let result = record.results.get(&n.name);
+                coordination::query::Target {
+                    node: NodeId(n.peer_id.clone()),
+                    name: n.name.clone(),
+                    reported: result.is_some_and(|r| !r.is_write_off()),
+                    written_off: result.is_some_and(NodeResult::is_write_off),
+                }
             })
             .collect();
         self.cross
