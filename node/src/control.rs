@@ -357,7 +357,7 @@ pub async fn read_frame<T: DeserializeOwned + Framed>(
     match io.read_exact(&mut len).await {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(ControlError::Malformed(e.to_string())),
+        Err(e) => return Err(transport_error(e)),
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > T::LIMIT {
@@ -367,9 +367,7 @@ pub async fn read_frame<T: DeserializeOwned + Framed>(
         });
     }
     let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf)
-        .await
-        .map_err(|e| ControlError::Malformed(format!("truncated frame: {e}")))?;
+    io.read_exact(&mut buf).await.map_err(transport_error)?;
     match ciborium::from_reader::<Frame<T>, _>(buf.as_slice()) {
         Ok(f) if f.v == CONTROL_VERSION => Ok(Some(f.body)),
         Ok(f) => Err(ControlError::Version { found: f.v }),
@@ -412,12 +410,19 @@ pub async fn write_frame<T: Serialize + Framed>(
     let mut out = Vec::with_capacity(buf.len() + 4);
     out.extend_from_slice(&(buf.len() as u32).to_be_bytes());
     out.extend_from_slice(&buf);
-    io.write_all(&out)
-        .await
-        .map_err(|e| ControlError::Malformed(e.to_string()))?;
-    io.flush()
-        .await
-        .map_err(|e| ControlError::Malformed(e.to_string()))
+    io.write_all(&out).await.map_err(transport_error)?;
+    io.flush().await.map_err(transport_error)
+}
+
+/// A connection that failed under a frame: the other side went away (a daemon that stopped
+/// or restarted, with requests it had not read yet; a client that hung up), or another
+/// failure of the socket.
+fn transport_error(e: io::Error) -> ControlError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => ControlError::Closed,
+        _ => ControlError::Malformed(format!("the connection failed: {e}")),
+    }
 }
 
 /// How long the CLI waits for the daemon's answer to a request, or for the next frame of a
@@ -858,11 +863,22 @@ mod tests {
             read_frame::<ControlRequest>(&mut &garbage[..]).await,
             Err(ControlError::Malformed(_))
         ));
-        // Truncated body.
+        // Truncated body: the other side went away mid-frame, as when the connection is
+        // reset (a daemon restarted with the request unread) or its pipe broken.
         let truncated = [0, 0, 0, 9, 1];
         assert!(matches!(
             read_frame::<ControlRequest>(&mut &truncated[..]).await,
-            Err(ControlError::Malformed(_))
+            Err(ControlError::Closed)
+        ));
+        for kind in [io::ErrorKind::ConnectionReset, io::ErrorKind::BrokenPipe] {
+            assert!(matches!(
+                transport_error(io::Error::from(kind)),
+                ControlError::Closed
+            ));
+        }
+        assert!(matches!(
+            transport_error(io::Error::from(io::ErrorKind::PermissionDenied)),
+            ControlError::Malformed(e) if e.starts_with("the connection failed")
         ));
         // Another version is named as such.
         let mut body = Vec::new();
