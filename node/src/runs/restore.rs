@@ -389,10 +389,14 @@ impl Actor {
         match fingerprint {
             Some(fp) if !self.cache.has_outcome(&fp) => {
                 self.cache.record(&fp, parent_id, CachedState::Failed);
-                self.job_fingerprints.insert(job_id.to_string(), fp);
             }
             _ if !parent_id.is_empty() => self.cache.fail_parent(parent_id),
             _ => {}
+        }
+        // Its run's outcome of the job, whatever an earlier run's was: a JOB_WAIT on this
+        // run's job hears that it failed.
+        if let Some(fp) = fingerprint {
+            self.job_fingerprints.insert(job_id.to_string(), fp);
         }
         Outcome {
             job_id: job_id.to_string(),
