@@ -14,6 +14,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -43,6 +47,28 @@ const TELL_GIVE_UP: Duration = Duration::from_secs(3600);
 /// A QUERY job's originator is remembered on its targets this long.
 const FORGET_QUERY_ORIGINS: Duration = Duration::from_secs(24 * 3600);
 
+/// Coordination messages sent again to one node at most at a time (see
+/// [`Actor::tell`]).
+const MAX_RETRIED_PER_NODE: usize = 4096;
+
+/// A message's place among those sent again to its node, given back when its task ends.
+struct Retrying(Arc<AtomicUsize>);
+
+impl Retrying {
+    /// A place among the node's (counted by `count`), if one is free.
+    fn join(count: Arc<AtomicUsize>) -> Option<Retrying> {
+        let taken = count.fetch_add(1, Ordering::Relaxed);
+        let slot = Retrying(count);
+        (taken < MAX_RETRIED_PER_NODE).then_some(slot)
+    }
+}
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Waiting side: the job that waits, and the names of the nodes it waits on.
 pub(super) struct WaitingJob {
     names: HashMap<NodeId, String>,
@@ -64,6 +90,8 @@ pub(super) struct CrossNode {
     waiting: HashMap<String, WaitingJob>,
     /// Awaited side: the waits registered here.
     registrations: coordination::job_wait::Registrations,
+    /// Messages being sent again, by node (see [`MAX_RETRIED_PER_NODE`]).
+    retrying: HashMap<NodeId, Arc<AtomicUsize>>,
 }
 
 impl CrossNode {
@@ -134,7 +162,7 @@ impl Actor {
         self.send_told(to, msg, false, false);
     }
 
-    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool, again: bool) {
+    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool, mut again: bool) {
         if *to == self.local {
             let local = self.mesh.local_peer_id();
             let _ = self.request(local, msg);
@@ -146,10 +174,26 @@ impl Actor {
         let Some(bytes) = encode(&msg) else { return };
         let committed = once_stored.then(|| self.store.committed());
         let mesh = self.mesh.clone();
-        // A task per message, not capped: there is one message per QUERY or JOB_WAIT job and
-        // node (a value, a set, a wait's end), each a few hundred bytes, and each task ends
-        // when the message is answered or after TELL_GIVE_UP.
+        // A task per message: one per QUERY or JOB_WAIT job and node (a value, a set, a
+        // wait's end), each a few hundred bytes, ending when the message is answered or after
+        // TELL_GIVE_UP. At most MAX_RETRIED_PER_NODE are sent again for one node (a member
+        // may register any number of waits and go away): past that, once, like a hint.
+        let retrying = if again {
+            let count = self.cross.retrying.entry(to.clone()).or_default().clone();
+            match Retrying::join(count) {
+                Some(slot) => Some(slot),
+                None => {
+                    debug!(%peer, "too many coordination messages retried for this node: sent once");
+                    again = false;
+                    None
+                }
+            }
+        } else {
+            None
+        };
         tokio::spawn(async move {
+            // Holds its place among the messages retried for the node until the task ends.
+            let _retrying = retrying;
             // Err: nothing was stored and the node stops.
             if let Some(committed) = committed
                 && committed.await.is_err()
@@ -1016,12 +1060,22 @@ impl Coordinator for NodeCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
-
     use super::*;
+
+    /// Messages sent again to one node hold a place each until their task ends; past the
+    /// cap, none is free.
+    #[test]
+    fn messages_retried_for_one_node_are_capped() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut held: Vec<Retrying> = (0..MAX_RETRIED_PER_NODE)
+            .map(|_| Retrying::join(count.clone()).expect("a free place"))
+            .collect();
+        assert!(Retrying::join(count.clone()).is_none());
+        held.pop();
+        assert!(Retrying::join(count.clone()).is_some());
+        drop(held);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
 
     /// A send that fails `failures` times, then is answered; counts the attempts.
     fn flaky(
