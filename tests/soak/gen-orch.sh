@@ -1,0 +1,32 @@
+#!/bin/bash
+# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (30 jobs) and payload/f-I.txt
+I=$1; S=${SOAK_DIR:-/tmp/directord-soak}; T="S$I"
+printf 'soak payload %s %s\n' "$I" "$(date -u +%FT%T)" > $S/payload/f-$I.txt
+printf 'soak_cf_%s: %s\nsoak_cf_last: %s\n' "$I" "$I" "$I" > $S/payload/cachefile.yaml
+# the RUN line that records a unique token per job per node
+r() { echo "  - RUN: 'echo $T-$1 \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log; echo $T-$1'"; }
+{
+echo "---"
+echo "- name: sync-a"
+echo "  jobs:"
+echo "  - RUN: --skip-cache --stdout-arg me echo \$SOAK_NODE"
+echo "  - ARG: soakid $T"
+echo "  - ECHO: soak echo $T"
+echo "  - CACHEFILE: --skip-cache $S/payload/cachefile.yaml"
+echo "  - WORKDIR: --skip-cache $S/dest/{{ me }}"
+echo "  - ADD: $S/payload/f-$I.txt $S/dest/{{ me }}/"
+echo "  - RUN: 'echo {{ soakid }}-tmpl-{{ soak_cf_last }} $T \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
+for k in 1 2 3 4 5 6; do r a$k; done
+echo "- name: async-b"
+echo "  async: true"
+echo "  jobs:"
+for k in 1 2 3 4 5; do r b$k; done
+echo "- name: sync-c"
+echo "  jobs:"
+for k in 1 2 3 4 5 6; do r c$k; done
+echo "- name: async-d"
+echo "  async: true"
+echo "  jobs:"
+for k in 1 2 3 4 5; do r d$k; done
+echo "  - RUN: 'echo $T-d7start \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log; sleep 3; echo $T-d7 \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
+} > $S/subs/orch-$I.yaml
