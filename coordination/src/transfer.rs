@@ -22,7 +22,7 @@
 //! [`distribution_sources`] orders the sources of a file for one target of a run.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -445,6 +445,56 @@ impl Download {
         }
     }
 }
+
+/// Who holds the files of `run` already, as its targets are told: a few nodes per file
+/// ([`HOLDER_HINTS_PER_FILE`], [`MAX_HOLDER_HINTS`] in all), beside the distribution tree
+/// every target works out itself (a file sent to ten thousand nodes before has ten thousand
+/// holders, more than a run's message can carry).
+pub fn holder_hints(
+    run: &Run,
+    holders: &HashMap<Fingerprint, BTreeSet<NodeId>>,
+) -> Vec<(Fingerprint, Vec<NodeId>)> {
+    let mut hints: Vec<(Fingerprint, Vec<NodeId>)> = Vec::new();
+    let mut named = 0;
+    let run_seed = blake3::hash(run.run_id.as_bytes()).as_bytes()[0] as usize;
+    for parent in &run.parents {
+        for job in &parent.jobs {
+            if let jobs::Component::Add(t) | jobs::Component::Copy(t) = &job.spec.component
+                && let Some(file) = &t.file
+                && let Some(nodes) = holders.get(&file.hash)
+                && !hints.iter().any(|(h, _)| *h == file.hash)
+            {
+                let take = HOLDER_HINTS_PER_FILE.min(MAX_HOLDER_HINTS - named);
+                if take == 0 {
+                    return hints;
+                }
+                // A few from a place that differs from run to run, so that the runs of a
+                // busy file do not all name the same holders.
+                let from = run_seed % nodes.len().max(1);
+                let some: Vec<NodeId> = nodes
+                    .iter()
+                    .cycle()
+                    .skip(from)
+                    .take(take.min(nodes.len()))
+                    .cloned()
+                    .collect();
+                named += some.len();
+                hints.push((file.hash, some));
+            }
+        }
+    }
+    hints
+}
+
+/// Holders of a file a run names, at most (see [`holder_hints`]).
+const HOLDER_HINTS_PER_FILE: usize = 16;
+/// Holders a run names for all its files together, at most.
+pub const MAX_HOLDER_HINTS: usize = 1024;
+
+/// What the holders of a run's files take in its messages at most: [`MAX_HOLDER_HINTS`] peer
+/// ids (53 bytes each as text) and a hash for each file named. A submission is checked to fit
+/// a message with this much room to spare.
+pub const HOLDER_HINTS_ROOM: usize = 128 * 1024;
 
 /// How many nodes each holder feeds in a file's distribution tree.
 pub const TREE_FANOUT: usize = 2;

@@ -190,6 +190,15 @@ impl BlobStore {
         self.lock().complete.contains_key(hash)
     }
 
+    /// A complete blob whose file is gone from the disk (removed by hand) is not held any
+    /// more. Checked under the lock: a copy landing meanwhile is in place before it is listed.
+    fn forget_if_gone(&self, hash: &Fingerprint) {
+        let mut state = self.lock();
+        if !self.path(hash).exists() {
+            state.complete.remove(hash);
+        }
+    }
+
     /// Whether the blob is here, complete; if it is, that counts as a use. One whose file
     /// is gone (removed by hand) is not held any more.
     pub fn has(&self, hash: &Fingerprint) -> bool {
@@ -362,10 +371,7 @@ impl BlobStore {
             Ok(None) => ChunkLookup::Unknown,
             // A complete blob whose file is gone (removed by hand): not held any more.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == self.path(hash) => {
-                let mut state = self.lock();
-                if !path.exists() {
-                    state.complete.remove(hash);
-                }
+                self.forget_if_gone(hash);
                 ChunkLookup::Unknown
             }
             // Renamed from .part to complete meanwhile: ask again.
@@ -531,11 +537,7 @@ impl BlobStore {
     pub fn discard(&self, hash: &Fingerprint) {
         let path = self.path(hash);
         let Ok(file) = fs::File::open(&path) else {
-            // Gone from the disk: not held any more.
-            let mut state = self.lock();
-            if !path.exists() {
-                state.complete.remove(hash);
-            }
+            self.forget_if_gone(hash);
             return;
         };
         let Ok(read) = file.metadata() else { return };

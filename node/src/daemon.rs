@@ -767,7 +767,7 @@ impl Control {
         // A run that no message can carry would be stored and never reach anyone.
         let deliver = coordination::JobMessage::Deliver(Box::new(resolved.run.compact()));
         // With room for the holders of its files the runs actor names in it.
-        let room = mesh::wire::MAX_CTL_BYTES - runs::HOLDER_HINTS_ROOM;
+        let room = mesh::wire::MAX_CTL_BYTES - coordination::transfer::HOLDER_HINTS_ROOM;
         if let Err(e) = mesh::wire::encode(&deliver, room) {
             return ControlResponse::Refused(format!(
                 "this run is too large to send to its targets ({e}): split it into smaller \

@@ -215,10 +215,6 @@ pub struct Runs {
     inbox: mpsc::Sender<Input>,
 }
 
-/// What the holders of a run's files take in its messages at most: [`submitted::MAX_HOLDER_HINTS`] peer
-/// ids (53 bytes each as text) and a hash for each file named.
-pub const HOLDER_HINTS_ROOM: usize = 128 * 1024;
-
 /// The actor's inbox before the actor starts (the executor needs the handle first).
 pub struct RunsInbox(mpsc::Receiver<Input>);
 
@@ -1052,7 +1048,7 @@ mod tests {
     use super::*;
 
     /// One holder for each of the most files a run names holders of (the costliest way to
-    /// name [`submitted::MAX_HOLDER_HINTS`]) fits the room a submission keeps for them.
+    /// name [`coordination::transfer::MAX_HOLDER_HINTS`]) fits the room a submission keeps for them.
     #[test]
     fn the_most_holders_a_run_names_fit_the_room_kept_for_them() {
         let mut run = Run::new("r", NodeId(PeerId::random().to_string()), Vec::new());
@@ -1062,7 +1058,7 @@ mod tests {
                 .len()
         };
         let bare = size(&run);
-        run.holders = (0..submitted::MAX_HOLDER_HINTS)
+        run.holders = (0..coordination::transfer::MAX_HOLDER_HINTS)
             .map(|i| {
                 let mut hash = [0xffu8; 32];
                 hash[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -1073,7 +1069,10 @@ mod tests {
             })
             .collect();
         let named = size(&run) - bare;
-        assert!(named <= HOLDER_HINTS_ROOM, "{named} bytes");
+        assert!(
+            named <= coordination::transfer::HOLDER_HINTS_ROOM,
+            "{named} bytes"
+        );
     }
 
     /// A file many nodes hold is named with a few of them, and a run with many such files
@@ -1120,12 +1119,12 @@ mod tests {
                 jobs,
             }],
         );
-        let hints = submitted::holder_hints(&run, &holders);
+        let hints = coordination::transfer::holder_hints(&run, &holders);
         assert!(hints.iter().all(|(hash, nodes)| {
             nodes.len() <= 16 && nodes.iter().all(|n| holders[hash].contains(n))
         }));
         let named: usize = hints.iter().map(|(_, nodes)| nodes.len()).sum();
-        assert_eq!(named, submitted::MAX_HOLDER_HINTS);
+        assert_eq!(named, coordination::transfer::MAX_HOLDER_HINTS);
         assert_eq!(hints.len(), 64);
     }
 

@@ -1,14 +1,12 @@
 //! The originator side of runs: what the run tracker asks for (announces, resends,
 //! write-offs), and each target's result taken into the job's record.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    time::Instant,
-};
+use std::{collections::HashMap, time::Instant};
 
 use coordination::{
     Gossip, JobMessage, JobReply, JobResult, NodeId, Run,
     originator::{self, OriginatorConfig},
+    transfer,
 };
 use jobs::executor::{Outcome, ResultState};
 use mesh::{PeerId, wire};
@@ -16,9 +14,7 @@ use tracing::{debug, info, warn};
 
 use tokio::sync::oneshot;
 
-use super::{
-    Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, run_files, transfer_file, watchers::EarlyOutput,
-};
+use super::{Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, run_files, watchers::EarlyOutput};
 use crate::{
     records::{JobRecord, NodeResult},
     store::StoredRun,
@@ -27,50 +23,6 @@ use crate::{
 /// Targets and runs whose late results were said, remembered at most (then forgotten all at
 /// once: a target may be said twice, never without end).
 const LATE_SAID_MAX: usize = 4096;
-
-/// Who holds the files of `run` already, as its targets are told: a few nodes per file
-/// ([`HOLDER_HINTS_PER_FILE`], [`MAX_HOLDER_HINTS`] in all), beside the distribution tree
-/// every target works out itself (a file sent to ten thousand nodes before has ten thousand
-/// holders, more than a run's message can carry).
-pub(super) fn holder_hints(
-    run: &Run,
-    holders: &HashMap<jobs::Fingerprint, BTreeSet<NodeId>>,
-) -> Vec<(jobs::Fingerprint, Vec<NodeId>)> {
-    let mut hints: Vec<(jobs::Fingerprint, Vec<NodeId>)> = Vec::new();
-    let mut named = 0;
-    let run_seed = blake3::hash(run.run_id.as_bytes()).as_bytes()[0] as usize;
-    for parent in &run.parents {
-        for job in &parent.jobs {
-            if let Some(file) = transfer_file(&job.spec.component)
-                && let Some(nodes) = holders.get(&file.hash)
-                && !hints.iter().any(|(h, _)| *h == file.hash)
-            {
-                let take = HOLDER_HINTS_PER_FILE.min(MAX_HOLDER_HINTS - named);
-                if take == 0 {
-                    return hints;
-                }
-                // A few from a place that differs from run to run, so that the runs of a
-                // busy file do not all name the same holders.
-                let from = run_seed % nodes.len().max(1);
-                let some: Vec<NodeId> = nodes
-                    .iter()
-                    .cycle()
-                    .skip(from)
-                    .take(take.min(nodes.len()))
-                    .cloned()
-                    .collect();
-                named += some.len();
-                hints.push((file.hash, some));
-            }
-        }
-    }
-    hints
-}
-
-/// Holders of a file a run names, at most (see [`Actor::add_file_holders`]).
-const HOLDER_HINTS_PER_FILE: usize = 16;
-/// Holders a run names for all its files together, at most.
-pub(crate) const MAX_HOLDER_HINTS: usize = 1024;
 
 /// What a client hears of a submission stored as the node stopped.
 const STORED_WHILE_STOPPING: &str = "the node is shutting down; the jobs are stored and go out \
@@ -299,9 +251,9 @@ impl Actor {
     }
 
     /// Originator side: tells the run's targets who holds its files already (see
-    /// [`holder_hints`]).
+    /// [`transfer::holder_hints`]).
     pub(super) fn add_file_holders(&self, run: &mut Run) {
-        run.holders = holder_hints(run, &self.holders);
+        run.holders = transfer::holder_hints(run, &self.holders);
     }
 
     pub(super) fn name_in_record(&self, job_id: &str, node: &NodeId) -> String {
