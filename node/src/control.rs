@@ -671,15 +671,52 @@ pub fn resolve_group(group: &str) -> Result<nix::unistd::Gid, String> {
 
 /// Serves the control socket until the listener is dropped (the task is aborted).
 pub async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>) {
-    serve_with_keepalive(listener, handler, STREAM_KEEPALIVE).await
+    serve_with(listener, handler, ServeLimits::default()).await
 }
 
-/// [`serve`], saying [`ControlResponse::StillHere`] after `keepalive` of quiet on a stream.
-async fn serve_with_keepalive<H: ControlHandler>(
+/// At most this many control connections are open at once; one more is told so and closed.
+/// Each holds a task and a descriptor, and the daemon's descriptors are shared with the
+/// mesh, its database and the jobs' pipes: a client that opens connections in a loop must
+/// not take those away.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A connection whose next request has not come (whole) for this long is closed: the CLI
+/// sends each request at once, so only a client that hangs (or never speaks) waits that long.
+pub const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The bounds [`serve`] keeps; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct ServeLimits {
+    /// A stream quiet this long says [`ControlResponse::StillHere`].
+    keepalive: std::time::Duration,
+    max_connections: usize,
+    request_wait: std::time::Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            keepalive: STREAM_KEEPALIVE,
+            max_connections: MAX_CONNECTIONS,
+            request_wait: REQUEST_WAIT,
+        }
+    }
+}
+
+/// [`serve`] within `limits`.
+async fn serve_with<H: ControlHandler>(
     listener: UnixListener,
     handler: Arc<H>,
-    keepalive: std::time::Duration,
+    limits: ServeLimits,
 ) {
+    let ServeLimits {
+        keepalive,
+        max_connections,
+        request_wait,
+    } = limits;
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut refused_since_said = 0u64;
+    let mut refusal_said_at: Option<tokio::time::Instant> = None;
     // Failures to accept (out of file descriptors, mostly) are retried every 100 ms and said
     // once a minute.
     let mut failed_since_said = 0u64;
@@ -702,10 +739,46 @@ async fn serve_with_keepalive<H: ControlHandler>(
                 continue;
             }
         };
+        let Ok(place) = open.clone().try_acquire_owned() else {
+            refused_since_said += 1;
+            if refusal_said_at.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) {
+                warn!(
+                    refused = refused_since_said,
+                    "control connections refused: {max_connections} are open already \
+                     (said once a minute)"
+                );
+                refusal_said_at = Some(tokio::time::Instant::now());
+                refused_since_said = 0;
+            }
+            // Said without waiting on the client: one that does not read must not hold up
+            // the accept loop.
+            tokio::spawn(async move {
+                let why = format!(
+                    "this daemon already serves {max_connections} control connections (the \
+                     most it keeps open at once); try again once some have finished"
+                );
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    write_frame(&mut stream, &ControlResponse::Error(why)),
+                )
+                .await;
+            });
+            continue;
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
+            // Held as long as the connection is served.
+            let _place = place;
             loop {
-                let reply = match read_frame::<ControlRequest>(&mut stream).await {
+                let next =
+                    tokio::time::timeout(request_wait, read_frame::<ControlRequest>(&mut stream));
+                let Ok(next) = next.await else {
+                    debug!(
+                        "closed a control connection whose next request had not come in {request_wait:?}"
+                    );
+                    return;
+                };
+                let reply = match next {
                     // A client gone before its request was read (killed, or given up waiting
                     // on a daemon that was stuck or out of file descriptors) waits for nothing:
                     // what it asked is not done (its operator may ask again).
@@ -947,7 +1020,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let listener = bind(&dir.path().join("control.sock"), None).unwrap();
         let keepalive = std::time::Duration::from_millis(50);
-        let server = tokio::spawn(serve_with_keepalive(listener, Arc::new(Echo), keepalive));
+        let server = tokio::spawn(serve_with(
+            listener,
+            Arc::new(Echo),
+            ServeLimits {
+                keepalive,
+                ..ServeLimits::default()
+            },
+        ));
         let mut c = ControlClient::connect(dir.path())
             .await
             .unwrap()
@@ -971,7 +1051,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let listener = bind(&dir.path().join("control.sock"), None).unwrap();
         let keepalive = std::time::Duration::from_secs(3600);
-        let server = tokio::spawn(serve_with_keepalive(listener, Arc::new(Echo), keepalive));
+        let server = tokio::spawn(serve_with(
+            listener,
+            Arc::new(Echo),
+            ServeLimits {
+                keepalive,
+                ..ServeLimits::default()
+            },
+        ));
         let mut c = ControlClient::connect(dir.path())
             .await
             .unwrap()
@@ -979,6 +1066,81 @@ mod tests {
         let err = c.start_stream(&watch()).await.unwrap_err();
         assert!(matches!(err, ControlError::NoAnswer { .. }), "{err}");
         assert!(err.to_string().contains("did not answer within"), "{err}");
+        server.abort();
+    }
+
+    /// One connection past the cap is told why and closed; once one closes, the next is served.
+    #[tokio::test]
+    async fn connections_past_the_cap_are_told_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(&dir.path().join("control.sock"), None).unwrap();
+        let limits = ServeLimits {
+            max_connections: 2,
+            ..ServeLimits::default()
+        };
+        let server = tokio::spawn(serve_with(listener, Arc::new(Echo), limits));
+        let mut first = ControlClient::connect(dir.path()).await.unwrap();
+        let mut second = ControlClient::connect(dir.path()).await.unwrap();
+        for c in [&mut first, &mut second] {
+            assert_eq!(
+                c.request(&ControlRequest::JoinToken).await.unwrap(),
+                ControlResponse::JoinToken("t".into())
+            );
+        }
+        let mut third = ControlClient::connect(dir.path()).await.unwrap();
+        let err = third
+            .request(&ControlRequest::JoinToken)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already serves 2 control connections"),
+            "{err}"
+        );
+        drop(first);
+        // The server sees the first one go when it next reads from it.
+        let mut served = None;
+        for _ in 0..100 {
+            let mut next = ControlClient::connect(dir.path()).await.unwrap();
+            match next.request(&ControlRequest::JoinToken).await {
+                Ok(answer) => {
+                    served = Some(answer);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        assert_eq!(served, Some(ControlResponse::JoinToken("t".into())));
+        server.abort();
+    }
+
+    /// A client that connects and never sends (the whole of) a request is hung up on.
+    #[tokio::test]
+    async fn a_connection_without_a_request_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let listener = bind(&sock, None).unwrap();
+        let limits = ServeLimits {
+            request_wait: std::time::Duration::from_millis(200),
+            ..ServeLimits::default()
+        };
+        let server = tokio::spawn(serve_with(listener, Arc::new(Echo), limits));
+        let mut silent = UnixStream::connect(&sock).await.unwrap();
+        // Half a frame's length, then nothing.
+        silent.write_all(&[0, 0]).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            silent.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+        // A client that asks at once is answered as before.
+        let mut c = ControlClient::connect(dir.path()).await.unwrap();
+        assert_eq!(
+            c.request(&ControlRequest::JoinToken).await.unwrap(),
+            ControlResponse::JoinToken("t".into())
+        );
         server.abort();
     }
 
