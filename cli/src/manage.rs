@@ -458,11 +458,17 @@ fn job_info(r: &JobRecord) -> String {
 pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
     let mut exec: BTreeMap<&str, f64> = BTreeMap::new();
     let mut round: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut nodes: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     let (mut successes, mut failures) = (0, 0);
     for j in jobs {
         for (node, r) in &j.results {
-            *exec.entry(node).or_default() += r.execution_secs;
-            *round.entry(node).or_default() += r.roundtrip_secs;
+            nodes.insert(node);
+            // A target written off, or one that did not run the job, has no times of its
+            // own: it is counted among the failures (or successes), never the fastest node.
+            if r.ran() {
+                *exec.entry(node).or_default() += r.execution_secs;
+                *round.entry(node).or_default() += r.roundtrip_secs;
+            }
             if r.state == ResultState::Failed {
                 failures += 1;
             } else {
@@ -476,6 +482,7 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
         .flat_map(|j| {
             j.results
                 .values()
+                .filter(|r| r.ran())
                 .map(|r| j.created_unix_ms + (r.roundtrip_secs * 1000.0) as u64)
         })
         .max()
@@ -507,7 +514,7 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
         "total_avg_roundtrip_time": micros(combined_round / total_jobs),
         "total_successes": successes,
         "total_failures": failures,
-        "total_node_count": exec.len(),
+        "total_node_count": nodes.len(),
     })
 }
 
@@ -530,4 +537,69 @@ fn key_values(report: &Value) -> String {
         }
     }
     render::table_text(&table)
+}
+
+#[cfg(test)]
+mod tests {
+    use node::records::{JobRecord, NodeResult, write_off_info};
+
+    use super::*;
+
+    fn result(
+        state: ResultState,
+        info: &str,
+        execution_secs: f64,
+        roundtrip_secs: f64,
+    ) -> NodeResult {
+        NodeResult {
+            state,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: info.into(),
+            execution_secs,
+            roundtrip_secs,
+            finished_unix_ms: 1_000,
+        }
+    }
+
+    /// A target written off, or one that did not run the job, is a failure of the job but
+    /// never its fastest or slowest node, and its zero or write-off delay counts in no time.
+    #[test]
+    fn the_analysis_times_only_targets_that_ran_the_job() {
+        let mut job = JobRecord {
+            job_id: "j".into(),
+            created_unix_ms: 10_000,
+            ..JobRecord::default()
+        };
+        job.results
+            .insert("a".into(), result(ResultState::Success, "", 0.5, 0.6));
+        job.results
+            .insert("b".into(), result(ResultState::Success, "", 0.2, 0.3));
+        job.results.insert(
+            "gone".into(),
+            result(ResultState::Failed, &write_off_info("gone", 10), 0.0, 2.5),
+        );
+        job.results.insert(
+            "skipped".into(),
+            result(
+                ResultState::Failed,
+                "not run: an earlier job of this parent failed on this node",
+                0.0,
+                0.1,
+            ),
+        );
+        let report = analyze("j", &[job.clone()]);
+        assert_eq!(report["fastest_node_execution"], json!("b"));
+        assert_eq!(report["slowest_node_execution"], json!("a"));
+        assert_eq!(report["fastest_node_roundtrip"], json!("b"));
+        assert_eq!(report["slowest_node_roundtrip"], json!("a"));
+        assert_eq!(report["actual_runtime"], json!(0.6));
+        assert_eq!(report["combined_execution_time"], json!(0.7));
+        assert_eq!(report["total_successes"], json!(2));
+        assert_eq!(report["total_failures"], json!(2));
+        assert_eq!(report["total_node_count"], json!(4));
+        let (exec, round) = job.mean_times();
+        assert!((exec - 0.35).abs() < 1e-9, "{exec}");
+        assert!((round - 0.45).abs() < 1e-9, "{round}");
+    }
 }

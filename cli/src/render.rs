@@ -25,8 +25,14 @@ pub fn ago(secs: f64) -> String {
 
 /// `2026-12-02T20:31:05Z`: a time by the wall clock of the node that noted it, in UTC.
 pub fn utc_time(unix_ms: u64) -> String {
+    use std::fmt::Write;
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
-    humantime::format_rfc3339_seconds(at).to_string()
+    let mut text = String::new();
+    // Past the year 9999 the format has no digits for it: a time no clock gives, shown as it is.
+    if write!(text, "{}", humantime::format_rfc3339_seconds(at)).is_err() {
+        return format!("{unix_ms} ms after 1970 (past the year 9999)");
+    }
+    text
 }
 
 /// `text`, or its first `max` bytes (at a character boundary) and how much more there is: a
@@ -318,6 +324,10 @@ mod tests {
         assert_eq!(ago(0.2), "now");
         assert_eq!(ago(12.7), "12s ago");
         assert_eq!(utc_time(1_796_243_465_123), "2026-12-02T20:31:05Z");
+        assert_eq!(
+            utc_time(u64::MAX),
+            format!("{} ms after 1970 (past the year 9999)", u64::MAX)
+        );
         assert_eq!(short_peer("12D3KooWabcdefghijKLMNOPQRST"), "…KLMNOPQRST");
     }
 }

@@ -59,12 +59,20 @@ impl RecordKey {
 impl NodeResult {
     /// `outcome` as recorded, `roundtrip_ms` after its job was submitted.
     pub fn from_outcome(outcome: Outcome, roundtrip_ms: u64) -> NodeResult {
+        // A time no node measures (NaN, negative, infinite: a target that breaks the
+        // protocol) would turn every sum and comparison of the analyses into nonsense.
+        let execution_secs = if outcome.execution_secs.is_finite() && outcome.execution_secs >= 0.0
+        {
+            outcome.execution_secs
+        } else {
+            0.0
+        };
         NodeResult {
             state: outcome.state,
             stdout: outcome.stdout,
             stderr: outcome.stderr,
             info: outcome.info,
-            execution_secs: outcome.execution_secs,
+            execution_secs,
             roundtrip_secs: roundtrip_ms as f64 / 1000.0,
             finished_unix_ms: outcome.finished_unix_ms,
         }
@@ -168,7 +176,17 @@ impl NodeResult {
             && self.info.starts_with("unreachable: ")
             && self.info.contains(WRITE_OFF_TEXT)
     }
+
+    /// Whether the target ran the job: not a write-off, and not a job the target reported
+    /// without running it (an earlier job of its parent failed there, or it could not start).
+    /// Only those have times of their own for the averages and the fastest and slowest nodes.
+    pub fn ran(&self) -> bool {
+        !self.is_write_off() && !self.info.starts_with(NOT_RUN)
+    }
 }
+
+/// How the executor's note on a job it did not run begins.
+const NOT_RUN: &str = "not run: ";
 
 /// How much of stderr's first line a result held in memory keeps ([`NodeResult::without_output`]).
 const SLIM_STDERR_MAX: usize = 1024;
@@ -270,12 +288,13 @@ impl JobRecord {
             .map(|n| n.name.as_str())
     }
 
-    /// Mean execution and round-trip seconds over the nodes that reported.
+    /// Mean execution and roundtrip time over the results of targets that ran the job
+    /// ([`NodeResult::ran`]).
     pub fn mean_times(&self) -> (f64, f64) {
-        let n = self.results.len().max(1) as f64;
+        let ran = || self.results.values().filter(|r| r.ran());
+        let n = ran().count().max(1) as f64;
         // Folded from +0.0: an empty f64 sum is -0.0, shown as "-0.000000".
-        let total =
-            |f: fn(&NodeResult) -> f64| self.results.values().map(f).fold(0.0, |a, b| a + b);
+        let total = |f: fn(&NodeResult) -> f64| ran().map(f).fold(0.0, |a, b| a + b);
         (
             total(|r| r.execution_secs) / n,
             total(|r| r.roundtrip_secs) / n,
