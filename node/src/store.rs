@@ -218,7 +218,12 @@ impl Store {
         // its database (one with 100 000 records settled at 250 MB resident after a restart).
         let db = Arc::new(
             redb::Builder::new()
-                .set_cache_size(CACHE_BYTES)
+                .set_cache_size(
+                    std::env::var("XCACHE")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(CACHE_BYTES),
+                )
                 .create(path)
                 .map_err(|e| err(&e))?,
         );
@@ -494,29 +499,40 @@ impl Store {
         out
     }
 
-    /// Forgets every job record and its results (and the QUERY values collected for them).
-    pub fn purge_jobs(&self) {
-        self.purge_jobs_but(&HashSet::new());
+    /// Forgets every job record and its results (and the QUERY values collected for them),
+    /// and every run that is over (see [`Store::purge_jobs_but`]).
+    pub fn purge_jobs(&self, now_ms: u64) {
+        self.purge_jobs_but(&HashSet::new(), now_ms);
         self.flush();
     }
 
     /// Like [`Store::purge_jobs`], keeping the records of the jobs in `keep` with their
     /// results and QUERY values: their rows stay as they are (nothing is written again).
-    /// Decided on what is on disk now: the caller flushed every write of those jobs first.
-    /// Queued in order with every other write; not flushed.
-    pub fn purge_jobs_but(&self, keep: &HashSet<String>) {
+    /// Runs that are over go too, but for those whose written-off targets may still come
+    /// back for their jobs (until `write_offs_until_ms`, by the wall clock's `now_ms`); the
+    /// runs of kept (open) jobs are not over. Decided on what is on disk now: the caller
+    /// flushed every write of those jobs first. Queued in order with every other write; not
+    /// flushed.
+    pub fn purge_jobs_but(&self, keep: &HashSet<String>, now_ms: u64) {
+        let Some(snapshot) = read(self.db.begin_read()) else {
+            return;
+        };
+        let runs_over: Vec<Op> = all_in::<RunOver>(&snapshot, RUNS)
+            .into_iter()
+            .filter(|(_, r)| r.finished && r.write_offs_until_ms <= now_ms)
+            .map(|(run_id, _)| Op::Delete(RUNS, run_id))
+            .collect();
         if keep.is_empty() {
+            drop(snapshot);
             // Everything goes: cleared, whatever the history's length.
             for v in self.query_values() {
                 self.delete_query_value(&v.job_id, &v.node);
             }
             self.send(Op::Clear(JOBS));
             self.send(Op::Clear(RESULTS));
+            self.send_in_batches(runs_over);
             return;
         }
-        let Some(snapshot) = read(self.db.begin_read()) else {
-            return;
-        };
         let goes = |job: &str| !keep.contains(job);
         let mut deletes: Vec<Op> = keys_in(&snapshot, JOBS)
             .into_iter()
@@ -535,6 +551,7 @@ impl Store {
                 .filter(|(_, v)| goes(&v.job_id))
                 .map(|(key, _)| Op::Delete(QUERY_VALUES, key)),
         );
+        deletes.extend(runs_over);
         drop(snapshot);
         self.send_in_batches(deletes);
     }

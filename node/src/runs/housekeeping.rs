@@ -44,7 +44,7 @@ impl Actor {
                 Some(stored) => record.filled_from(stored),
                 None => record,
             });
-        self.store.purge_jobs_but(&open);
+        self.store.purge_jobs_but(&open, super::now_ms());
         self.purge_barrier = Some(self.closing_next);
         self.ask_closing_commit();
         let _ = done.send(());

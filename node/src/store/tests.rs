@@ -68,7 +68,7 @@ fn a_group_keeps_only_the_last_write_of_each_key() {
     store.put_outbox(&entry("b"));
     store.delete_outbox(&entry("a").result);
     store.put_record(&record("x", 1));
-    store.purge_jobs();
+    store.purge_jobs(0);
     store.put_record(&record("y", 2));
     store.flush();
     let left: Vec<String> = store
@@ -242,7 +242,7 @@ fn a_purge_keeps_the_rows_of_the_jobs_it_keeps_untouched() {
     // A result whose record is gone (forgotten meanwhile) goes too.
     store.put_result("orphan", "n1", &success("orphan"));
     store.flush();
-    store.purge_jobs_but(&HashSet::from(["open".to_string()]));
+    store.purge_jobs_but(&HashSet::from(["open".to_string()]), 0);
     store.flush();
     let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
     assert_eq!(ids, vec!["open"]);
@@ -283,7 +283,7 @@ fn records_survive_reopening_and_purge() {
     let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
     assert_eq!(ids, vec!["a", "b", "c"]);
     assert_eq!(store.last_submission(), 1);
-    store.purge_jobs();
+    store.purge_jobs(0);
     assert!(store.records().is_empty());
 }
 
@@ -556,4 +556,33 @@ fn what_was_acknowledged_or_is_a_second_old_survives_kill_9() {
     // Nobody waited, but the write is older than DURABLE_WITHIN: it is there too.
     write_and_crash(&path, "quiet");
     assert_eq!(ids(), vec!["acknowledged", "quiet"]);
+}
+
+/// A purge takes the runs that are over with the records, but those still open and those
+/// whose written-off targets may come back for their jobs: with no retention sweep, nothing
+/// else would ever remove them.
+#[test]
+fn a_purge_takes_the_runs_that_are_over() {
+    for keep in [HashSet::new(), HashSet::from(["open-job".to_string()])] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let run = |id: &str, finished: bool, write_offs_until_ms: u64| StoredRun {
+            run: Run::new(id, NodeId("me".into()), Vec::new()),
+            finished,
+            write_offs_until_ms,
+        };
+        store.put_record(&record("open-job", 1));
+        store.put_run(&run("over", true, 0));
+        store.put_run(&run("open", false, 0));
+        store.put_run(&run("owed", true, 5_000));
+        store.put_run(&run("owed-until-now", true, 1_000));
+        store.flush();
+        store.purge_jobs_but(&keep, 1_000);
+        store.flush();
+        let left: Vec<&str> = ["over", "open", "owed", "owed-until-now"]
+            .into_iter()
+            .filter(|id| store.run(id).is_some())
+            .collect();
+        assert_eq!(left, vec!["open", "owed"], "keeping {keep:?}");
+    }
 }
