@@ -40,7 +40,7 @@ use std::{
 };
 
 use coordination::{JobResult, NodeId, Run};
-use jobs::processes::BootInstant;
+use jobs::{executor::ResultState, processes::BootInstant};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{oneshot, watch};
@@ -810,7 +810,14 @@ impl Store {
         let r = read(self.db.begin_read())?;
         let t = read(r.open_table(table))?;
         let v = read(t.get(key))??;
-        ciborium::from_reader(v.value()).ok()
+        ciborium::from_reader(v.value())
+            .map_err(|e| {
+                warn!(
+                    table = table.name(),
+                    key, "a row in the database cannot be read (left out): {e}"
+                )
+            })
+            .ok()
     }
 
     /// The keys of `table`, without reading the values.
@@ -845,12 +852,27 @@ fn add_results(results: &redb::ReadOnlyTable<&str, &[u8]>, record: &mut JobRecor
         return;
     };
     for row in rows.filter_map(read) {
-        if let (Some((_, node)), Ok(result)) = (
-            row.0.value().split_once('/'),
-            ciborium::from_reader::<NodeResult, _>(row.1.value()),
-        ) {
-            record.results.insert(node.to_string(), result);
-        }
+        let Some((_, node)) = row.0.value().split_once('/') else {
+            continue;
+        };
+        let result = ciborium::from_reader::<NodeResult, _>(row.1.value()).unwrap_or_else(|e| {
+            // Left out, the job would wait for that node for ever (`processing`); shown
+            // as a failure, the operator sees the damage where it is.
+            warn!(job = %record.job_id, node, "a result in the database cannot be read: {e}");
+            NodeResult {
+                state: ResultState::Failed,
+                stdout: String::new(),
+                stderr: String::new(),
+                info: format!(
+                    "this node's result cannot be read from the database ({e}): the row is \
+                     damaged; what the node reported is lost"
+                ),
+                execution_secs: 0.0,
+                roundtrip_secs: 0.0,
+                finished_unix_ms: 0,
+            }
+        });
+        record.results.insert(node.to_string(), result);
     }
 }
 

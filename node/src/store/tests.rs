@@ -586,3 +586,28 @@ fn a_purge_takes_the_runs_that_are_over() {
         assert_eq!(left, vec!["open", "owed"], "keeping {keep:?}");
     }
 }
+
+/// A result row that cannot be read shows as that node's failure, saying so: left out, the
+/// job would be `processing` for ever, waiting for a node that reported long ago.
+#[test]
+fn a_damaged_result_row_is_a_failure_that_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let mut r = record("j", 1);
+    r.nodes = vec![crate::records::NodeRef {
+        peer_id: "p1".into(),
+        name: "n1".into(),
+    }];
+    store.put_record(&r);
+    store.send(Op::Put(RESULTS, "j/n1".into(), vec![0xff, 0x00]));
+    store.flush();
+    let got = store.record("j").unwrap();
+    let result = &got.results["n1"];
+    assert_eq!(result.state, ResultState::Failed);
+    assert!(
+        result.info.contains("cannot be read from the database"),
+        "{}",
+        result.info
+    );
+    assert_eq!(got.status(), crate::records::JobStatus::Failed);
+}
