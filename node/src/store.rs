@@ -204,8 +204,11 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-/// The database's page cache.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The database's page cache (at most half of it holds pages written but not yet in the
+/// file). Pages a sweep or a listing read stay in it: with 32 MiB a node with a long history
+/// idled at 75 MB; with 4 MiB at 25-36 MB, and neither orchestrations nor listings were
+/// slower (docs/benchmarks.md, "The database's page cache").
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 impl Store {
     /// Opens (or creates) the database at `path` and starts its writer thread.
