@@ -261,3 +261,58 @@ async fn a_dest_that_is_a_directory_without_its_slash_is_named() {
     assert!(discarded.is_empty());
     assert!(std::fs::read_dir(&dest).unwrap().next().is_none());
 }
+
+/// DEST naming a FIFO or a socket: the job fails at once, naming DEST and what it is, and
+/// leaves it there. (Read to see whether it already held the file, a FIFO would have kept
+/// the job, and a thread of the node, waiting for a writer forever.)
+#[tokio::test]
+async fn a_dest_that_is_a_fifo_or_a_socket_fails_at_once() {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("small.txt");
+    std::fs::write(&source, "small\n").unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let socket = dir.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // Should a reader wait on the FIFO all the same, a writer that comes and goes ends its
+    // wait, so that the test fails rather than hangs.
+    let (settled, wait) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            if wait.recv_timeout(Duration::from_secs(8)).is_err() {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(nix::libc::O_NONBLOCK)
+                    .open(&fifo);
+            }
+        })
+    };
+    for (dest, what) in [(&fifo, "a FIFO (named pipe)"), (&socket, "a socket")] {
+        let spec = transfer_spec(
+            "COPY",
+            &format!("--timeout 3 small.txt {}", dest.display()),
+            dir.path(),
+        );
+        let started = std::time::Instant::now();
+        let (outcome, discarded) = run(spec, &source).await;
+        assert_eq!(outcome.state, ResultState::Failed, "{outcome:?}");
+        assert!(
+            outcome
+                .stderr
+                .starts_with(&format!("{} is {what}, not a regular file", dest.display())),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{outcome:?}");
+        assert!(discarded.is_empty());
+        let kind = std::fs::symlink_metadata(dest).unwrap().file_type();
+        assert!(
+            kind.is_fifo() || kind.is_socket(),
+            "{} was replaced",
+            dest.display()
+        );
+    }
+    let _ = settled.send(());
+    writer.join().unwrap();
+}

@@ -53,6 +53,21 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             format!("{} was left as it was", path.display()),
         );
     }
+    // A FIFO, a device or a socket there is no file to replace: said at once (reading a
+    // FIFO to see whether it holds the content would wait for a writer forever).
+    if let Some(what) = std::fs::symlink_metadata(&path)
+        .ok()
+        .and_then(|m| special_file(m.file_type()))
+    {
+        return Finished::fail(
+            format!(
+                "{} is {what}, not a regular file: ADD/COPY replaces only a file (or a link); \
+                 remove it first or choose another DEST",
+                path.display()
+            ),
+            format!("{} was left as it was", path.display()),
+        );
+    }
     // Who will own it is settled before anything is written: a user this node lacks fails
     // the job with DEST as it was.
     let owner = match t.owner.as_ref().map(resolve_owner).transpose() {
@@ -154,10 +169,38 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
     Finished::ok(hex, info)
 }
 
-/// blake3 of a file's content.
+/// What a file of type `t` is, when it is neither a regular file, a directory nor a link.
+fn special_file(t: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    }
+}
+
+/// blake3 of a regular file's content; an error for anything else. Opened without waiting
+/// (a FIFO put there since it was looked at would wait for a writer) and never through a
+/// link.
 pub(super) fn file_hash(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOFOLLOW).bits())
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
     let mut hasher = blake3::Hasher::new();
-    let mut f = std::fs::File::open(path)?;
     std::io::copy(&mut f, &mut hasher)?;
     Ok(*hasher.finalize().as_bytes())
 }
