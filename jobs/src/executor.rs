@@ -172,28 +172,9 @@ impl Executor {
         cache: Arc<Cache>,
         config: ExecutorConfig,
     ) -> (Executor, mpsc::Receiver<ExecEvent>) {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let (events_tx, events_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let actor = Actor {
-            rx,
-            done_rx,
-            done_tx,
-            events: events_tx,
-            cache,
-            locks: Arc::new(Locks::default()),
-            general: VecDeque::new(),
-            general_running: Vec::new(),
-            lent: Arc::new(Lent::default()),
-            async_queues: HashMap::new(),
-            async_order: VecDeque::new(),
-            async_busy: HashSet::new(),
-            running: 0,
-            cap: config.async_cap.max(1),
-            coordinator: config.coordinator,
-            processes: config.processes,
-        };
-        if config.own_thread {
+        let own_thread = config.own_thread;
+        let (actor, tx, events_rx) = Actor::new(cache, config);
+        if own_thread {
             spawn_on_own_thread(actor);
         } else {
             tokio::spawn(actor.run());
@@ -354,6 +335,35 @@ fn not_run(job_id: &str, info: String) -> Outcome {
 }
 
 impl Actor {
+    /// The actor, its inbox and its events.
+    fn new(
+        cache: Arc<Cache>,
+        config: ExecutorConfig,
+    ) -> (Actor, mpsc::Sender<Msg>, mpsc::Receiver<ExecEvent>) {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (events_tx, events_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (done_tx, done_rx) = mpsc::channel(CHANNEL_DEPTH);
+        let actor = Actor {
+            rx,
+            done_rx,
+            done_tx,
+            events: events_tx,
+            cache,
+            locks: Arc::new(Locks::default()),
+            general: VecDeque::new(),
+            general_running: Vec::new(),
+            lent: Arc::new(Lent::default()),
+            async_queues: HashMap::new(),
+            async_order: VecDeque::new(),
+            async_busy: HashSet::new(),
+            running: 0,
+            cap: config.async_cap.max(1),
+            coordinator: config.coordinator,
+            processes: config.processes,
+        };
+        (actor, tx, events_rx)
+    }
+
     async fn run(mut self) {
         loop {
             tokio::select! {
@@ -444,6 +454,9 @@ impl Actor {
                 }
             }
         }
+        // An emptied queue goes; its parent's next job makes a new one (and one still
+        // running finds none, see `done`).
+        self.async_queues.retain(|_, queue| !queue.is_empty());
         out
     }
 
@@ -459,6 +472,10 @@ impl Actor {
                     .is_some_and(|q| !q.is_empty())
                 {
                     self.async_order.push_back(done.parent_id.clone());
+                } else {
+                    // Nothing of the parent runs or waits: its queue goes (a node runs
+                    // countless async parents, each once).
+                    self.async_queues.remove(&done.parent_id);
                 }
             }
             QueueKind::Bypass => {}
@@ -809,6 +826,97 @@ async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(inline: &str) -> JobSpec {
+        match JobSpec::parse("RUN", inline, &Default::default()) {
+            Ok(crate::ParseOutcome::Spec(s)) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Once an async parent has nothing running or queued, its queue is gone: a node runs
+    /// countless parents, each once. Whether its jobs all succeeded, one failed (the rest of
+    /// the parent is dropped), or a QUEUESENTINEL emptied its queue while a job of it ran.
+    #[tokio::test]
+    async fn an_async_parent_leaves_no_queue_behind() {
+        let cache = Arc::new(Cache::in_memory(crate::cache::DEFAULT_TTL));
+        let (mut actor, _inbox, mut events) = Actor::new(cache, ExecutorConfig::default());
+        let work = |job_id: &str, parent: &str, inline: &str| {
+            let spec = spec(&format!("--skip-cache {inline}"));
+            Work {
+                job_id: job_id.into(),
+                run_id: "r".into(),
+                parent_id: parent.into(),
+                queue: QueueKind::Async,
+                fingerprint: spec.fingerprint(),
+                spec,
+                stream: false,
+            }
+        };
+        // Lets every job started so far end.
+        async fn settle(actor: &mut Actor) {
+            actor.dispatch();
+            while actor.running > 0 {
+                let done = tokio::time::timeout(Duration::from_secs(30), actor.done_rx.recv())
+                    .await
+                    .expect("a job never ended")
+                    .expect("the executor's own channel is open");
+                actor.done(done).await;
+                actor.dispatch();
+            }
+        }
+        for (job_id, parent, inline) in [
+            ("a1", "a", "true"),
+            ("a2", "a", "true"),
+            ("b1", "b", "true"),
+            ("c1", "c", "false"),
+            ("c2", "c", "true"),
+        ] {
+            actor.submit(work(job_id, parent, inline)).await;
+        }
+        settle(&mut actor).await;
+        assert!(
+            actor.async_queues.is_empty(),
+            "queues left: {:?}",
+            actor.async_queues.keys().collect::<Vec<_>>()
+        );
+        // A QUEUESENTINEL empties a queue whose parent still runs a job.
+        actor.submit(work("d1", "d", "sleep 0.3")).await;
+        actor.submit(work("d2", "d", "true")).await;
+        actor.dispatch();
+        assert_eq!(actor.running, 1);
+        let sentinel = match JobSpec::parse("QUEUESENTINEL", "", &Default::default()) {
+            Ok(crate::ParseOutcome::Spec(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        actor
+            .submit(Work {
+                job_id: "sentinel".into(),
+                run_id: "r".into(),
+                parent_id: "s".into(),
+                queue: QueueKind::Bypass,
+                fingerprint: sentinel.fingerprint(),
+                spec: sentinel,
+                stream: false,
+            })
+            .await;
+        settle(&mut actor).await;
+        assert!(
+            actor.async_queues.is_empty() && actor.async_busy.is_empty(),
+            "queues left: {:?}",
+            actor.async_queues.keys().collect::<Vec<_>>()
+        );
+        let mut finished = HashSet::new();
+        while let Ok(event) = events.try_recv() {
+            if let ExecEvent::Finished(o) = event {
+                finished.insert(o.job_id);
+            }
+        }
+        // The sentinel itself (Bypass) may still be on its way; every other job settled.
+        for job in ["a1", "a2", "b1", "c1", "c2", "d1", "d2"] {
+            assert!(finished.contains(job), "{job} did not settle: {finished:?}");
+        }
+    }
 
     /// A job whose start cannot be written down is not run, fails, and marks its parent
     /// failed in the cache: after a restart the rest of the parent stays stopped too.
