@@ -8,7 +8,8 @@
 //!
 //! Rows: `job/HEX` and `parent/NAME` (an outcome and when it expires), `arg/NAME` and
 //! `env/NAME` (one value each), and `argq/["NODE","NAME"]` for each value of the `query` arg
-//! that QUERY sets fill: those gather large values from every node, and a change writes only
+//! that QUERY sets fill (each value replacing that node's value of that name before it, see
+//! [`Cache::merge_args`]): those gather large values from every node, and a change writes only
 //! the values it changed, whatever else the node holds (a `query` of another shape, set by
 //! hand, is one row). Changes reach the sink in the order they were made.
 
@@ -151,7 +152,15 @@ fn env_text(v: &Value) -> String {
     }
 }
 
-/// Merges a QUERY set (`{node: {name: value}}`) into `into`, name by name.
+/// Whether `query` has the shape of a QUERY set, `{node: {name: value}}`.
+fn is_query_set(query: &Value) -> bool {
+    query
+        .as_object()
+        .is_some_and(|q| q.values().all(Value::is_object))
+}
+
+/// Merges a QUERY set (`{node: {name: value}}`) into `into`, name by name: each node's value
+/// of a name replaces the one before.
 fn merge_query(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     for (node, values) in from {
         let slot = into
@@ -499,7 +508,9 @@ impl Cache {
             .collect()
     }
 
-    /// Merges `values` into the cached args (`extend`: maps merge deeply, lists extend).
+    /// Merges `values` into the cached args (`extend`: maps merge deeply, lists extend, but
+    /// for a QUERY set under `query`, `{node: {name: value}}`, whose every value replaces
+    /// that node's value of that name).
     pub fn merge_args(&self, values: Map<String, Value>, extend: bool) {
         self.merge_args_of(None, values, extend);
     }
@@ -527,7 +538,19 @@ impl Cache {
                 (None, Some(q)) if values.contains_key("query") => arg_keys("query", q),
                 _ => Vec::new(),
             };
-            merge(s.args.map_mut_names(&names), values, extend);
+            // A QUERY set: each node's value of each name replaces the one before, as in a
+            // run's own view (`merge_query`); extended, a list would grow by the whole list
+            // at every run, and a map would keep the keys a node has since dropped.
+            let mut values = values;
+            let set = match values.get("query") {
+                Some(q) if extend && is_query_set(q) => values.remove("query"),
+                _ => None,
+            };
+            let args = s.args.map_mut_names(&names);
+            merge(args, values, extend);
+            if let Some(Value::Object(set)) = set {
+                merge_query(object_at(args, "query"), &set);
+            }
             s.args_changes += 1;
             let mut writes = CacheWrites::new();
             for name in &names {
@@ -1122,6 +1145,47 @@ mod tests {
             json!({"k": "v", "query": {"n1": {"x": 1}}})
         );
         assert_eq!(cache.envs(), vec![("E".to_string(), "e".to_string())]);
+    }
+
+    /// A QUERY set merged again (the same QUERY run again) replaces each node's value of
+    /// each name: a list is not extended by itself, a map loses the keys the node dropped;
+    /// other names and nodes stay. The rows read back as the args were.
+    #[test]
+    fn a_query_set_replaces_each_nodes_value_of_each_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let open = || {
+            let db = Arc::new(Database::create(&path).unwrap());
+            Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap()
+        };
+        let cache = open();
+        let set = |v: Value| obj(json!({"query": {"n1": {"lst": v}}}));
+        cache.merge_args(obj(json!({"query": {"n2": {"other": [7]}}})), true);
+        for _ in 0..3 {
+            cache.merge_args(set(json!([1, 2])), true);
+        }
+        assert_eq!(
+            cache.args()["query"],
+            json!({"n1": {"lst": [1, 2]}, "n2": {"other": [7]}})
+        );
+        cache.merge_args(set(json!({"a": 1, "b": 2})), true);
+        cache.merge_args(set(json!({"a": 1})), true);
+        assert_eq!(cache.args()["query"]["n1"]["lst"], json!({"a": 1}));
+        cache.merge_args(set(Value::Null), true);
+        assert_eq!(cache.args()["query"]["n1"]["lst"], Value::Null);
+        cache.merge_args(set(json!([3])), true);
+        let live = cache.dump();
+        drop(cache);
+        assert_eq!(open().dump()["args"], live["args"]);
+        assert_eq!(
+            live["args"]["query"],
+            json!({"n1": {"lst": [3]}, "n2": {"other": [7]}})
+        );
+        // Any other arg still extends.
+        let cache = open();
+        cache.merge_args(obj(json!({"l": [1]})), true);
+        cache.merge_args(obj(json!({"l": [1]})), true);
+        assert_eq!(cache.args()["l"], json!([1, 1]));
     }
 
     #[test]

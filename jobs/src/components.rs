@@ -20,7 +20,7 @@ use tokio::{sync::mpsc, time::Instant};
 use crate::{
     cache::Cache,
     processes::ProcessLog,
-    spec::{CacheTag, Component, FileRef, Fingerprint},
+    spec::{self, CacheTag, Component, FileRef, Fingerprint},
     template::{self, Vars},
 };
 
@@ -277,6 +277,14 @@ fn set_values(
         for (k, v) in values {
             match template::render_value(v, args) {
                 Ok(v) => {
+                    // An env every later RUN and WAIT of the node would fail on is not kept
+                    // (a job from a peer was not parsed here, and a rendered value may hold
+                    // NUL). Only a string is passed as it is; another value as JSON.
+                    if kind == "envs"
+                        && let Some(why) = spec::env_problem(k, v.as_str().unwrap_or_default())
+                    {
+                        return Finished::fail(why, "no env was set");
+                    }
                     rendered.insert(k.clone(), v);
                 }
                 Err(e) => return Finished::fail(&e, format!("{kind} {k} did not render")),
@@ -354,5 +362,139 @@ fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
         }
         Ok(_) => Finished::fail(format!("{path} is not a YAML or JSON mapping"), ""),
         Err(e) => Finished::fail(format!("{path}: {e}"), ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cache::DEFAULT_TTL;
+
+    /// A mesh of one node, `n1`, whose QUERY set is this node's value.
+    struct OneNode;
+
+    impl Coordinator for OneNode {
+        fn query(
+            &self,
+            _: &str,
+            name: &str,
+            value: Value,
+            _: bool,
+        ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+            let set = json!({ "query": { "n1": { name: value } } });
+            Box::pin(async move { Ok(Some(set)) })
+        }
+
+        fn job_wait(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[String],
+        ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
+            Box::pin(async { Err("no JOB_WAIT here".to_string()) })
+        }
+
+        fn fetch_blob(&self, _: &str, _: &FileRef) -> BoxFuture<'static, Result<PathBuf, String>> {
+            Box::pin(async { Err("no files here".to_string()) })
+        }
+
+        fn discard_blob(&self, _: Fingerprint) {}
+    }
+
+    fn context<'a>(cache: &'a Cache, coordinator: &'a OneNode) -> Context<'a> {
+        Context {
+            job_id: "job",
+            run_id: "run",
+            cache,
+            sink: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+            coordinator: Some(coordinator),
+            processes: None,
+            queue: None,
+            landing_lock: None,
+        }
+    }
+
+    fn component(verb: &str, inline: &str) -> Component {
+        match crate::JobSpec::parse(verb, inline, &Default::default()) {
+            Ok(crate::ParseOutcome::Spec(s)) => s.component,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A QUERY run again brings the node's value again: it replaces the one before, and a
+    /// value the node changed since (a key gone from a map) is replaced too.
+    #[tokio::test]
+    async fn a_query_run_again_replaces_its_values() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let ctx = context(&cache, &OneNode);
+        assert!(run(&component("ARG", "lst [1, 2]"), &ctx).await.success);
+        for _ in 0..3 {
+            let f = run(&component("QUERY", "lst"), &ctx).await;
+            assert!(f.success, "{f:?}");
+        }
+        assert_eq!(cache.args()["query"], json!({"n1": {"lst": [1, 2]}}));
+        assert_eq!(
+            cache.args_for_run("run")["query"],
+            json!({"n1": {"lst": [1, 2]}})
+        );
+        assert!(
+            run(&component("ARG", "m {'a': 1, 'b': 2}"), &ctx)
+                .await
+                .success
+        );
+        assert!(run(&component("QUERY", "m"), &ctx).await.success);
+        assert!(run(&component("ARG", "m {'a': 1}"), &ctx).await.success);
+        assert!(run(&component("QUERY", "m"), &ctx).await.success);
+        assert_eq!(
+            cache.args()["query"],
+            json!({"n1": {"lst": [1, 2], "m": {"a": 1}}})
+        );
+    }
+
+    /// An env no process environment can hold, in the cache (left by an older release, set
+    /// by hand): RUN and WAIT fail naming it, rather than with a spawn error that names
+    /// nothing.
+    #[tokio::test]
+    async fn a_cached_env_a_process_cannot_take_is_named() {
+        for (name, value, said) in [
+            ("BAD", "a\0b", "the value of env BAD holds a NUL byte"),
+            ("BAD=X", "v", "the env name 'BAD=X' holds '='"),
+            ("BAD\0X", "v", "the env name 'BAD\\0X' holds a NUL byte"),
+        ] {
+            let cache = Cache::in_memory(DEFAULT_TTL);
+            cache.merge_envs(Map::from_iter([(name.into(), json!(value))]), false);
+            let ctx = context(&cache, &OneNode);
+            for (verb, inline) in [
+                ("RUN", "true"),
+                ("RUN", "--no-block true"),
+                ("WAIT", "--cmd --retry 1 true"),
+            ] {
+                let f = run(&component(verb, inline), &ctx).await;
+                assert!(!f.success, "{verb} {inline}: {f:?}");
+                assert!(
+                    f.stderr.contains(said) || f.info.contains(said),
+                    "{verb} {inline}: {f:?}"
+                );
+            }
+        }
+    }
+
+    /// An ENV whose value renders with NUL fails naming it, and sets nothing.
+    #[tokio::test]
+    async fn an_env_rendered_with_nul_is_refused() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let ctx = context(&cache, &OneNode);
+        assert!(run(&component("ARG", r#"nul "a\0b""#), &ctx).await.success);
+        let f = run(&component("ENV", "E {{ nul }}"), &ctx).await;
+        assert!(!f.success, "{f:?}");
+        assert!(
+            f.stderr.starts_with("the value of env E holds a NUL byte"),
+            "{f:?}"
+        );
+        assert!(cache.envs().is_empty());
+        assert!(run(&component("RUN", "true"), &ctx).await.success);
     }
 }

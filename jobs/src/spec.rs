@@ -549,7 +549,14 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
             if raw_value.is_empty() {
                 return Err(format!("{verb} {} has no VALUE; {}", key.text, usage()));
             }
-            let map = BTreeMap::from([(key.text.clone(), yaml_value(raw_value))]);
+            let value = yaml_value(raw_value);
+            // Only a string is passed as it is; any other value as JSON, which escapes NUL.
+            if verb == Verb::Env
+                && let Some(why) = env_problem(&key.text, value.as_str().unwrap_or_default())
+            {
+                return Err(why);
+            }
+            let map = BTreeMap::from([(key.text.clone(), value)]);
             let extend = p.flag("extend-args");
             if verb == Verb::Arg {
                 Component::Arg { args: map, extend }
@@ -679,6 +686,30 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
 }
 
 /// Arg names are template variables: letters, digits and `_`, not starting with a digit.
+/// Why `name=value` cannot be in a process's environment, naming the env (`None`: it can): an
+/// empty name, `=` or NUL in the name, NUL in the value. ENV refuses such an env when it is
+/// parsed and when its value is rendered on the node; a job's shell, when one reaches it.
+pub(crate) fn env_problem(name: &str, value: &str) -> Option<String> {
+    let shown = name.escape_debug();
+    if name.is_empty() {
+        Some("an env's name cannot be empty".to_string())
+    } else if name.contains('\0') {
+        Some(format!(
+            "the env name '{shown}' holds a NUL byte, which no process environment can hold"
+        ))
+    } else if name.contains('=') {
+        Some(format!(
+            "the env name '{shown}' holds '=', which ends a name in a process environment"
+        ))
+    } else if value.contains('\0') {
+        Some(format!(
+            "the value of env {shown} holds a NUL byte, which no process environment can hold"
+        ))
+    } else {
+        None
+    }
+}
+
 fn check_arg_name(name: &str, what: &str) -> Result<(), String> {
     let ok = name
         .chars()
@@ -689,7 +720,8 @@ fn check_arg_name(name: &str, what: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{what} '{name}' must be letters, digits and '_', not starting with a digit"
+            "{what} '{}' must be letters, digits and '_', not starting with a digit",
+            name.escape_debug()
         ))
     }
 }

@@ -903,3 +903,141 @@ async fn force_lock_runs_alone() {
         );
     }
 }
+
+/// Marks the run of [`jobs_never_see_the_daemons_own_settings`] in a process of its own.
+const DAEMON_ENV_CHILD: &str = "DIRECTORD_MESH_JOBS_TEST_CHILD";
+
+/// The daemon's own settings (`DIRECTORD_MESH_*`, the mesh's key among them) never reach a
+/// job's processes: RUN, RUN --no-block and WAIT --cmd. The test runs itself again in a
+/// process of its own, with such settings in its environment (set where the process is
+/// started, so nothing here changes the environment of a process with threads).
+#[tokio::test]
+async fn jobs_never_see_the_daemons_own_settings() {
+    if std::env::var_os(DAEMON_ENV_CHILD).is_some() {
+        return daemon_env_child().await;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "jobs_never_see_the_daemons_own_settings",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(DAEMON_ENV_CHILD, "1")
+        .env("DIRECTORD_MESH_TOKEN", "dm1-the-mesh-key")
+        .env("DIRECTORD_MESH_NAME", "node-a")
+        .env("JOBS_TEST_VISIBLE", "yes")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("daemon-env-child-ok"),
+        "the child failed:\n{stdout}\n{stderr}"
+    );
+}
+
+async fn daemon_env_child() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let background = dir.path().join("background-env");
+    let run = h.submit("p", QueueKind::Sync, "RUN", "env").await;
+    let no_block = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            &format!(
+                "--no-block env > {0}.tmp; mv {0}.tmp {0}",
+                background.display()
+            ),
+        )
+        .await;
+    let wait = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "WAIT",
+            "--cmd --retry 1 ! env | grep -q DIRECTORD_MESH_ && test \"$JOBS_TEST_VISIBLE\" = yes",
+        )
+        .await;
+    // A job's own ENV of such a name is its own to pass.
+    h.submit("p", QueueKind::Sync, "ENV", "DIRECTORD_MESH_OWN mine")
+        .await;
+    let own = h
+        .submit("p", QueueKind::Sync, "RUN", "--skip-cache env")
+        .await;
+    let r = h.results(5).await;
+    for job in [&run, &no_block, &wait, &own] {
+        assert_eq!(r[job].state, ResultState::Success, "{:?}", r[job]);
+    }
+    let leaked = |env: &str| {
+        env.lines()
+            .filter(|l| l.starts_with("DIRECTORD_MESH_") && *l != "DIRECTORD_MESH_OWN=mine")
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(r[&run].stdout.contains("JOBS_TEST_VISIBLE=yes"));
+    assert_eq!(leaked(&r[&run].stdout), Vec::<String>::new());
+    assert!(r[&own].stdout.contains("DIRECTORD_MESH_OWN=mine"));
+    assert_eq!(leaked(&r[&own].stdout), Vec::<String>::new());
+    let mut env = None;
+    for _ in 0..250 {
+        if let Ok(text) = std::fs::read_to_string(&background) {
+            env = Some(text);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let env = env.expect("the background command did not write its environment");
+    assert!(env.contains("JOBS_TEST_VISIBLE=yes"));
+    assert_eq!(leaked(&env), Vec::<String>::new());
+    println!("daemon-env-child-ok");
+}
+
+/// An env that no process environment can hold is refused where it comes from, naming it:
+/// an ENV whose value renders with NUL fails and sets nothing, and later jobs run.
+#[tokio::test]
+async fn an_env_rendered_with_nul_fails_and_later_jobs_run() {
+    let mut h = Harness::new();
+    h.submit("p", QueueKind::Sync, "ARG", r#"nul "a\0b""#).await;
+    let env = h
+        .submit("p", QueueKind::Sync, "ENV", "BROKEN x{{ nul }}")
+        .await;
+    let r = h.results(2).await;
+    assert_eq!(r[&env].state, ResultState::Failed, "{:?}", r[&env]);
+    assert!(
+        r[&env].stderr.contains("BROKEN") && r[&env].stderr.contains("NUL"),
+        "{:?}",
+        r[&env]
+    );
+    let run = h.submit("q", QueueKind::Sync, "RUN", "echo still").await;
+    let wait = h
+        .submit("q", QueueKind::Sync, "WAIT", "--cmd --retry 1 true")
+        .await;
+    let r = h.results(2).await;
+    assert_eq!(r[&run].state, ResultState::Success, "{:?}", r[&run]);
+    assert_eq!(r[&run].stdout, "still");
+    assert_eq!(r[&wait].state, ResultState::Success, "{:?}", r[&wait]);
+}
+
+/// A line over the longest read at once (64 KiB) that is valid UTF-8 stays valid where it
+/// was cut: 30000 'あ' (3 bytes each) go to an arg whole.
+#[tokio::test]
+async fn a_long_line_of_multibyte_text_is_text() {
+    let mut h = Harness::new();
+    let job = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            "--stdout-arg big printf 'あ%.0s' $(seq 30000)",
+        )
+        .await;
+    let r = h.results(1).await;
+    assert_eq!(r[&job].state, ResultState::Success, "{:?}", r[&job].info);
+    assert_eq!(r[&job].stdout, "あ".repeat(30000));
+    assert!(r[&job].stderr.is_empty(), "{}", r[&job].stderr);
+}

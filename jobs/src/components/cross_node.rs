@@ -39,6 +39,8 @@ pub(super) async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finis
             // The run's later jobs here render with this set, whatever another run's QUERY
             // of the same name merges into the node's args meanwhile.
             ctx.cache.keep_run_query(ctx.run_id, &aggregate);
+            // Each node's value replaces what the node's args held for it (a list is not
+            // extended by itself at every run, see `Cache::merge_args`).
             if let Value::Object(map) = aggregate {
                 ctx.cache.merge_args(map, true);
             }

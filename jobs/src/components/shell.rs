@@ -1,6 +1,7 @@
-//! RUN and WAIT: shell commands on the node, their output read line by line (live when the
-//! job streams), their timeout (the whole process group is killed), and spawns retried when
-//! the machine is short of processes or descriptors.
+//! RUN and WAIT: shell commands on the node (with the run's envs, never the daemon's own
+//! `DIRECTORD_MESH_*` settings), their output read line by line (live when the job streams),
+//! their timeout (the whole process group is killed), and spawns retried when the machine is
+//! short of processes or descriptors.
 
 use std::{process::Stdio, time::Duration};
 
@@ -17,7 +18,12 @@ use super::{
     AFTER_EXIT_GRACE, Finished, LineSink, MAX_LINE_BYTES, MAX_OUTPUT_BYTES, OutputLine,
     OutputStream,
 };
-use crate::{cache::Cache, processes::ProcessLog, spec::WaitFor, template};
+use crate::{
+    cache::Cache,
+    processes::ProcessLog,
+    spec::{WaitFor, env_problem},
+    template,
+};
 
 /// Jobs waiting for file descriptors or processes to start their shell, in turn. The limits
 /// are the process's, so the turn is too.
@@ -69,7 +75,10 @@ pub(super) async fn run_command(
     // The command as a result's info names it (a rendered command may be huge).
     let shown = shown_command(&command);
     if no_block {
-        let mut cmd = shell(&command, cache, sh.run_id);
+        let mut cmd = match shell(&command, cache, sh.run_id) {
+            Ok(cmd) => cmd,
+            Err(why) => return Finished::fail(why.clone(), format!("{why}: {shown}")),
+        };
         // Left running when the handle goes (it is the point of --no-block).
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -119,16 +128,37 @@ pub(super) async fn run_command(
     finished
 }
 
-pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Command {
+/// What the names of the daemon's own settings start with (`DIRECTORD_MESH_TOKEN`, the mesh's
+/// key, among them).
+const DAEMON_VARS: &str = "DIRECTORD_MESH_";
+
+/// `/bin/sh -c command` as a job runs it (RUN, WAIT --cmd): with the run's envs, and without
+/// the daemon's own settings (`DIRECTORD_MESH_*`), which it would otherwise inherit: a job
+/// that prints its environment would hand out the mesh's key. An env of the job's own of such
+/// a name is passed. An env no process environment can hold (NUL in it, left in the cache by
+/// an older release) fails the job with its name, rather than as a spawn error that names
+/// nothing.
+pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Result<Command, String> {
+    let envs = cache.envs_for_run(run_id);
+    if let Some(why) = envs.iter().find_map(|(k, v)| env_problem(k, v)) {
+        return Err(format!(
+            "cannot start /bin/sh: {why} (set it again with ENV, or CACHEEVICT envs)"
+        ));
+    }
     let mut cmd = Command::new("/bin/sh");
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(DAEMON_VARS.as_bytes()) {
+            cmd.env_remove(name);
+        }
+    }
     cmd.arg("-c")
         .arg(command)
-        .envs(cache.envs_for_run(run_id))
+        .envs(envs)
         .stdin(Stdio::null())
         // Its own process group, so a timeout can kill everything the command started.
         .process_group(0)
         .kill_on_drop(true);
-    cmd
+    Ok(cmd)
 }
 
 /// What a shell command did.
@@ -145,6 +175,19 @@ pub(super) struct ShellResult {
 }
 
 impl ShellResult {
+    /// The shell did not start, for the reason `why`.
+    fn not_started(why: String) -> ShellResult {
+        ShellResult {
+            spawn_error: Some(why),
+            exit: None,
+            timed_out: None,
+            stdout: String::new(),
+            stdout_cut: false,
+            stdout_not_utf8: false,
+            stderr: String::new(),
+        }
+    }
+
     /// `command`: as the info shows it (see [`shown_command`]).
     fn into_finished(self, command: &str) -> Finished {
         if let Some(e) = self.spawn_error {
@@ -222,6 +265,9 @@ pub(super) async fn read_lines(
     let mut not_utf8 = false;
     let mut offset = 0usize;
     let mut buf = Vec::new();
+    // The first bytes of a character that a piece of an over-long line cut in two: they go
+    // with the next piece, so valid text never shows as U+FFFD where a cut fell.
+    let mut carry = Vec::new();
     let stop = async move {
         // An error means the shell's side is gone without word: read on to the end.
         if exited.wait_for(|e| *e).await.is_err() {
@@ -232,6 +278,7 @@ pub(super) async fn read_lines(
     tokio::pin!(stop);
     loop {
         buf.clear();
+        buf.append(&mut carry);
         let mut limited = (&mut reader).take(MAX_LINE_BYTES);
         let read = tokio::select! {
             r = limited.read_until(b'\n', &mut buf) => r,
@@ -240,14 +287,24 @@ pub(super) async fn read_lines(
                 Ok(0)
             }
         };
-        // Bytes of a line begun when reading stopped are in `buf` (read_until keeps them).
+        // More may follow: this piece ended at the cut of an over-long line.
+        let more = matches!(read, Ok(n) if n > 0) && buf.last() != Some(&b'\n');
+        // Bytes of a line begun when reading stopped are in `buf` (read_until keeps them), as
+        // are those carried over to a stream's end.
         let read = match read {
-            Ok(0) if still_open => Ok(buf.len()),
+            Ok(0) if still_open || !buf.is_empty() => Ok(buf.len()),
             other => other,
         };
         match read {
             Ok(0) | Err(_) => break,
             Ok(_) => {
+                if more {
+                    let cut = buf.len() - split_char_at_end(&buf);
+                    carry.extend(buf.drain(cut..));
+                    if buf.is_empty() {
+                        continue;
+                    }
+                }
                 let line = String::from_utf8_lossy(&buf);
                 // Borrowed exactly when every byte was UTF-8.
                 not_utf8 |= matches!(line, std::borrow::Cow::Owned(_));
@@ -293,6 +350,23 @@ pub(super) async fn read_lines(
         cut,
         still_open,
         not_utf8,
+    }
+}
+
+/// How many bytes at the end of `bytes` are the start of a UTF-8 character that bytes yet to
+/// come may complete (0 to 3): those of a character cut where an over-long line was.
+fn split_char_at_end(bytes: &[u8]) -> usize {
+    // A character is at most 4 bytes: a cut one starts within the last 3.
+    let Some(start) = (bytes.len().saturating_sub(3)..bytes.len())
+        .rev()
+        .find(|&i| bytes[i] & 0b1100_0000 != 0b1000_0000)
+    else {
+        return 0;
+    };
+    match std::str::from_utf8(&bytes[start..]) {
+        // Valid as far as it goes, and incomplete: the rest may come.
+        Err(e) if e.valid_up_to() == 0 && e.error_len().is_none() => bytes.len() - start,
+        _ => 0,
     }
 }
 
@@ -364,7 +438,10 @@ pub(super) async fn spawn_in_turn(
 pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellResult {
     let (sink, deadline) = (sh.sink, sh.deadline);
     let started = Instant::now();
-    let mut cmd = shell(command, sh.cache, sh.run_id);
+    let mut cmd = match shell(command, sh.cache, sh.run_id) {
+        Ok(cmd) => cmd,
+        Err(why) => return ShellResult::not_started(why),
+    };
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     // A node short of file descriptors or processes for a moment (many jobs at once) is
     // waited on, within the job's timeout, rather than failing the job: in turn, first come
@@ -375,17 +452,7 @@ pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellRe
     };
     let (mut child, waited_for_spawn) = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            return ShellResult {
-                spawn_error: Some(format!("cannot start /bin/sh: {e}")),
-                exit: None,
-                timed_out: None,
-                stdout: String::new(),
-                stdout_cut: false,
-                stdout_not_utf8: false,
-                stderr: String::new(),
-            };
-        }
+        Err(e) => return ShellResult::not_started(format!("cannot start /bin/sh: {e}")),
     };
     let pid = child.id();
     // Written down while it runs: a node restarted after a crash stops the group.
@@ -544,7 +611,8 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
             let mut last = None;
             for attempt in 1..=*retry {
                 let r = run_shell(&command, sh).await;
-                if r.timed_out.is_some() {
+                // A shell that did not start says why (no try would fare better).
+                if r.timed_out.is_some() || r.spawn_error.is_some() {
                     return r.into_finished(&command);
                 }
                 if r.exit.is_some_and(|s| s.success()) {
@@ -565,6 +633,81 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
                 stderr,
                 format!("condition not met after {retry} tries: {command}"),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `bytes` as a job's stdout; returns what was kept and the lines sent live.
+    async fn read_all(bytes: Vec<u8>) -> (Read, Vec<OutputLine>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let (_exited, exited) = watch::channel(false);
+        let read = read_lines(
+            std::io::Cursor::new(bytes),
+            OutputStream::Stdout,
+            Some(tx),
+            exited,
+        )
+        .await;
+        let mut lines = Vec::new();
+        while let Ok(line) = rx.try_recv() {
+            lines.push(line);
+        }
+        (read, lines)
+    }
+
+    /// A line longer than one read, of characters the cut between pieces falls inside, is
+    /// the text it was, whole and in each piece; a character cut at the stream's end, or
+    /// bytes that are no text, still show as U+FFFD.
+    #[tokio::test]
+    async fn a_character_cut_between_pieces_of_a_long_line_stays_whole() {
+        for text in [
+            format!("{}\n", "あ".repeat(30000)),
+            "あ".repeat(30000),
+            format!("a{}", "𝄞".repeat(40000)),
+            format!("ab{}\nnext\n", "é".repeat(70000)),
+        ] {
+            let (read, lines) = read_all(text.clone().into_bytes()).await;
+            assert!(!read.not_utf8, "{} bytes", text.len());
+            assert_eq!(read.text, text);
+            assert!(lines.len() > 1, "not cut: {} bytes", text.len());
+            let mut offset = 0;
+            for line in &lines {
+                assert_eq!(line.offset, offset);
+                assert!(!line.text.contains('\u{FFFD}'));
+                offset += line.text.len() as u64;
+            }
+        }
+        for (bytes, shown) in [
+            (b"ab\xE3\x81".to_vec(), "ab\u{FFFD}"),
+            (b"a\xFFb\n".to_vec(), "a\u{FFFD}b\n"),
+            (b"\xE3\x81\n".to_vec(), "\u{FFFD}\n"),
+        ] {
+            let (read, _) = read_all(bytes).await;
+            assert!(read.not_utf8, "{shown:?}");
+            assert_eq!(read.text, shown);
+        }
+    }
+
+    #[test]
+    fn the_start_of_a_cut_character_is_found() {
+        for (bytes, n) in [
+            (&b""[..], 0),
+            (b"abc", 0),
+            (b"a\xE3", 1),
+            (b"a\xE3\x81", 2),
+            (b"a\xE3\x81\x82", 0),
+            (b"\xF0\x9D\x84", 3),
+            (b"\xF0\x9D\x84\x9E", 0),
+            // Not the start of any character, or a lone continuation byte: nothing to wait for.
+            (b"a\xFF", 0),
+            (b"a\x81", 0),
+            (b"a\xE0\x80", 0),
+        ] {
+            assert_eq!(split_char_at_end(bytes), n, "{bytes:?}");
         }
     }
 }

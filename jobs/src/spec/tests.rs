@@ -406,3 +406,32 @@ fn a_chunk_list_that_makes_other_content_is_refused() {
     short.chunks.pop();
     assert!(short.check().unwrap_err().contains("take 4 chunks"));
 }
+
+/// An ENV no process environment could hold is refused when parsed, naming it: NUL in its
+/// value (escaped in YAML, or as it is), NUL or `=` in its name. An ARG may hold NUL (it is
+/// no env), and an ENV of a list or map is passed as JSON, which escapes it.
+#[test]
+fn an_env_a_process_cannot_take_is_refused_by_name() {
+    for inline in [r#"E "a\0b""#, "E a\0b", "E '\0'"] {
+        let e = err("ENV", inline);
+        assert!(
+            e.starts_with("the value of env E holds a NUL byte"),
+            "{inline:?}: {e}"
+        );
+    }
+    assert!(err("ENV", "K\0X v").contains(r"KEY 'K\0X'"));
+    assert!(err("ENV", "K=X v").contains("KEY 'K=X'"));
+    assert!(matches!(
+        spec("ARG", r#"k "a\0b""#).component,
+        Component::Arg { .. }
+    ));
+    assert!(matches!(
+        spec("ENV", r#"E ["a\0b"]"#).component,
+        Component::Env { .. }
+    ));
+    assert_eq!(
+        env_problem("", "v").as_deref(),
+        Some("an env's name cannot be empty")
+    );
+    assert_eq!(env_problem("E", "v"), None);
+}
