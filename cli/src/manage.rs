@@ -160,7 +160,8 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
         let text = match action {
             Action::ListJobs { filter } => {
                 let mut client = connect(state_dir).await?;
-                let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+                // The table shows no output; the JSON list is every record whole.
+                let mut parts = client.list_jobs(json).await.map_err(Failure::runtime)?;
                 if json {
                     let keep = |r: &JobRecord| passes(filter, r);
                     let out = output::Stdout;
@@ -203,7 +204,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     Failure::Runtime(format!("cannot write {}: {e}", file.display()))
                 };
                 let mut client = connect(state_dir).await?;
-                let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+                let mut parts = client.list_jobs(true).await.map_err(Failure::runtime)?;
                 let out = PrivateFile::create(&file).map_err(cannot)?;
                 let what = file.display().to_string();
                 let (out, count) = write_records(&mut parts, |_| true, format, out, &what).await?;
@@ -225,12 +226,11 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
             }
             Action::AnalyzeParent(id) => {
                 let mut client = connect(state_dir).await?;
-                let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+                // The analysis counts and times the results: no output is sent.
+                let mut parts = client.list_jobs(false).await.map_err(Failure::runtime)?;
                 let mut picking = Picking::new(Pick::Parent, &id);
                 while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
-                    // The analysis counts and times the results, without their outputs.
-                    part.into_iter()
-                        .for_each(|r| picking.add(r.without_outputs()));
+                    part.into_iter().for_each(|r| picking.add(r));
                 }
                 let (id, pick) = picking.pick().map_err(Failure::Input)?;
                 let report = analyze(&id, &pick);

@@ -523,11 +523,10 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
             .map_err(Failure::runtime)?;
         // Only the runs `id` may name are kept as the list comes.
         let mut picking = Picking::new(Pick::Run, id);
-        let mut parts = client.list_jobs().await.map_err(Failure::runtime)?;
+        // The jobs are followed by id: what they printed comes with the watch.
+        let mut parts = client.list_jobs(false).await.map_err(Failure::runtime)?;
         while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
-            // The jobs are followed by id: what they printed comes with the watch.
-            part.into_iter()
-                .for_each(|r| picking.add(r.without_outputs()));
+            part.into_iter().for_each(|r| picking.add(r));
         }
         let (run_id, mut jobs) = picking.pick().map_err(Failure::Input)?;
         jobs.sort_by_key(|r| r.position);

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use crate::records::JobRecord;
 
 /// Version of the control protocol; CLI and daemon of different versions refuse each other clearly.
-pub const CONTROL_VERSION: u16 = 6;
+pub const CONTROL_VERSION: u16 = 7;
 /// Largest request frame (a submission is at most 8 MiB).
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Largest answer frame: one job record with every target's output (up to 3 MiB of stdout and
@@ -65,8 +65,10 @@ pub enum ControlRequest {
     /// no stdout and only the first line of stderr (`NodeResult::without_output`).
     Watch { job_ids: Vec<String>, output: bool },
     /// Every job this node submitted: [`ControlResponse::JobsPart`]s in order, then
-    /// [`ControlResponse::JobsEnd`].
-    ListJobs,
+    /// [`ControlResponse::JobsEnd`]. `outputs`: every result's stdout and stderr too; without
+    /// them (a table, a filter, an analysis) the daemon reads them but sends none, so a
+    /// listing of records with megabytes of output each stays small.
+    ListJobs { outputs: bool },
     /// One job (`last` for the newest).
     JobInfo(String),
     /// Forget every job record but those still waiting for results: [`ControlResponse::Purged`].
@@ -548,17 +550,20 @@ impl ControlClient {
     /// all in memory at once; [`ControlClient::list_jobs`] reads them a part at a time).
     pub async fn records(&mut self) -> Result<Vec<JobRecord>, ControlError> {
         let mut all = Vec::new();
-        let mut parts = self.list_jobs().await?;
+        let mut parts = self.list_jobs(true).await?;
         while let Some(part) = parts.next().await? {
             all.extend(part);
         }
         Ok(all)
     }
 
-    /// Asks for every job record the daemon holds (`ListJobs`); they come oldest first, in
-    /// parts of about [`RECORDS_PART`] bytes: see [`JobParts::next`].
-    pub async fn list_jobs(&mut self) -> Result<JobParts<'_>, ControlError> {
-        let first = self.start_stream(&ControlRequest::ListJobs).await?;
+    /// Asks for every job record the daemon holds (`ListJobs`), with their outputs or
+    /// without; they come oldest first, in parts of about [`RECORDS_PART`] bytes: see
+    /// [`JobParts::next`].
+    pub async fn list_jobs(&mut self, outputs: bool) -> Result<JobParts<'_>, ControlError> {
+        let first = self
+            .start_stream(&ControlRequest::ListJobs { outputs })
+            .await?;
         Ok(JobParts {
             client: self,
             next: Some(first),

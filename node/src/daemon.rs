@@ -843,8 +843,9 @@ impl Control {
     /// `ListJobs`: every record, oldest first, in parts of about [`control::RECORDS_PART`]
     /// bytes (a single answer of a large store would be over the frame limit). Only each
     /// record's place in the list is read at first; the records themselves are read from the
-    /// store a few at a time: a long history is never in memory whole.
-    fn list_jobs(&self) -> Reply {
+    /// store a few at a time: a long history is never in memory whole. Without `outputs`,
+    /// each record goes without its results' stdout and stderr.
+    fn list_jobs(&self, outputs: bool) -> Reply {
         /// Records read from the store at once, at most (fewer when their outputs are over a
         /// part's size).
         const READ_AT_ONCE: usize = 64;
@@ -905,6 +906,11 @@ impl Control {
                         (Some(stored), None) => stored,
                         (None, Some(open)) => open,
                         (None, None) => continue,
+                    };
+                    let record = if outputs {
+                        record
+                    } else {
+                        record.without_outputs()
                     };
                     let size = record.approx_size();
                     if !part.is_empty() && bytes + size > control::RECORDS_PART {
@@ -1031,7 +1037,7 @@ impl ControlHandler for Control {
             ControlRequest::JoinToken => ControlResponse::JoinToken(self.info.join_token.encode()),
             ControlRequest::Submit(submission) => self.submit(submission).await,
             ControlRequest::Watch { job_ids, output } => return self.watch(job_ids, output).await,
-            ControlRequest::ListJobs => return self.list_jobs(),
+            ControlRequest::ListJobs { outputs } => return self.list_jobs(outputs),
             ControlRequest::JobInfo(id) => match self.job_info(&id).await {
                 Ok(record) => ControlResponse::Job(Some(Box::new(record))),
                 Err(why) => ControlResponse::Refused(why),

@@ -1734,6 +1734,32 @@ fn an_open_jobs_outputs_show_whole_while_other_targets_run_it() {
         info["results"].get("n3").is_none(),
         "n3 still runs it: {info}"
     );
+    // A listing asked without outputs (the table, the filters, the analyses) carries none.
+    let listed_n2 = |outputs: bool| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut client = node::control::ControlClient::connect(&nodes[0].state_dir)
+                .await
+                .unwrap();
+            let mut parts = client.list_jobs(outputs).await.unwrap();
+            let mut found = None;
+            while let Some(part) = parts.next().await.unwrap() {
+                found = found.or(part.into_iter().find(|r| r.job_id == job_id));
+            }
+            found.expect("listed").results["n2"].clone()
+        })
+    };
+    let (bare, whole) = (listed_n2(false), listed_n2(true));
+    assert_eq!((bare.stdout.len(), bare.stderr.len()), (0, 0));
+    assert_eq!(
+        (whole.stdout.len(), whole.stderr.as_str()),
+        (300000, "first\nsecond")
+    );
+    assert_eq!(bare.state, whole.state);
+    assert_eq!(bare.execution_secs, whole.execution_secs);
     // Restarted, the submitter takes the open record back (without outputs in memory).
     assert!(nodes[0].terminate().success());
     nodes[0].restart();
