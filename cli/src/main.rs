@@ -5,6 +5,7 @@
 //! 2 bad input (arguments, config files, tokens).
 
 mod demo;
+mod export_file;
 mod join;
 mod live;
 mod manage;
@@ -121,12 +122,13 @@ struct ManageArgs {
     #[arg(long, group = "action")]
     purge_jobs: bool,
 
-    /// Write every job record to FILE (YAML for .yaml/.yml, else JSON).
+    /// Write every job record to FILE (YAML for .yaml/.yml, else JSON), readable by its
+    /// owner only; a file there is replaced (and said to be); never into the state directory.
     #[arg(long, group = "action", value_name = "FILE")]
     export_jobs: Option<PathBuf>,
 
     /// Write every member of the mesh, as this node sees it, to FILE (YAML for .yaml/.yml,
-    /// else JSON; the rows of `manage --list-nodes --json`).
+    /// else JSON; the rows of `manage --list-nodes --json`), as `--export-jobs` writes.
     #[arg(long, group = "action", value_name = "FILE")]
     export_nodes: Option<PathBuf>,
 

@@ -1,6 +1,6 @@
 //! `manage`: the operator's views of jobs and of this node's cache (Directord's names).
 
-use std::{collections::BTreeMap, os::unix::fs::OpenOptionsExt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use comfy_table::{Table, presets::NOTHING};
 use jobs::executor::ResultState;
@@ -10,7 +10,11 @@ use node::{
 };
 use serde_json::{Value, json};
 
-use crate::{Failure, output, render};
+use crate::{
+    Failure,
+    export_file::{self, PrivateFile},
+    output, render,
+};
 
 /// Which jobs `--list-jobs --filter` keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -203,13 +207,18 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 let cannot = |e: std::io::Error| {
                     Failure::Runtime(format!("cannot write {}: {e}", file.display()))
                 };
+                let replaced = export_file::check(state_dir, &file)?;
                 let mut client = connect(state_dir).await?;
                 let mut parts = client.list_jobs(true).await.map_err(Failure::runtime)?;
                 let out = PrivateFile::create(&file).map_err(cannot)?;
                 let what = file.display().to_string();
                 let (out, count) = write_records(&mut parts, |_| true, format, out, &what).await?;
                 out.finish().map_err(cannot)?;
-                format!("Exported {count} jobs to [ {} ]", file.display())
+                format!(
+                    "Exported {count} jobs to [ {} ]{}",
+                    file.display(),
+                    export_file::replaced_note(replaced)
+                )
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
                 ControlResponse::Cache(v) => json_text(&v)?,
@@ -302,81 +311,6 @@ impl JobsTable {
             self.failed,
             self.processing
         )
-    }
-}
-
-/// A file written readable by its owner only, as the records in the state directory are
-/// (every job's output is in them). A new or regular file is written aside and renamed over
-/// the path by [`PrivateFile::finish`] (a file there before, with another mode, is replaced;
-/// one never finished leaves it as it was); a link to a file is followed, and that file is
-/// replaced the same way (the link stays); a device or a pipe (`/dev/stdout`, a process
-/// substitution) is just written to.
-struct PrivateFile {
-    file: std::fs::File,
-    /// Where it is written aside, and the path it is renamed to.
-    aside: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-impl PrivateFile {
-    fn create(path: &Path) -> std::io::Result<PrivateFile> {
-        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-        let resolved;
-        let path = match std::fs::metadata(path) {
-            Ok(m) if !m.is_file() => {
-                let file = std::fs::OpenOptions::new().write(true).open(path)?;
-                return Ok(PrivateFile { file, aside: None });
-            }
-            Ok(_) if is_link => {
-                resolved = std::fs::canonicalize(path)?;
-                resolved.as_path()
-            }
-            _ => path,
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| std::io::Error::other("not a file name"))?;
-        let mut aside_name = std::ffi::OsString::from(".");
-        aside_name.push(name);
-        aside_name.push(format!(".{}.tmp", std::process::id()));
-        let aside = path.with_file_name(aside_name);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&aside)?;
-        Ok(PrivateFile {
-            file,
-            aside: Some((aside, path.to_path_buf())),
-        })
-    }
-
-    /// Everything is written: the file takes its path.
-    fn finish(mut self) -> std::io::Result<()> {
-        match self.aside.take() {
-            Some((aside, path)) => std::fs::rename(&aside, path).inspect_err(|_| {
-                let _ = std::fs::remove_file(&aside);
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-impl std::io::Write for PrivateFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl Drop for PrivateFile {
-    /// Never finished (a failed write, a list cut short): what was written aside goes.
-    fn drop(&mut self) {
-        if let Some((aside, _)) = &self.aside {
-            let _ = std::fs::remove_file(aside);
-        }
     }
 }
 

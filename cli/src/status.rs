@@ -1,11 +1,15 @@
 //! `status`, `manage --list-nodes` and `--export-nodes`: ask the local daemon and show (or
 //! write down) its view of the mesh.
 
-use std::path::Path;
+use std::{io::Write, path::Path};
 
 use node::control::{ControlClient, ControlRequest, ControlResponse, StatusReport};
 
-use crate::{Failure, output, render};
+use crate::{
+    Failure,
+    export_file::{self, PrivateFile},
+    output, render,
+};
 
 pub enum View {
     Status {
@@ -49,18 +53,24 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
         View::Status { json: false } => render::status(&report),
         View::Nodes { json: false } => render::nodes_table(&report.nodes),
         View::ExportNodes(file) => {
+            let replaced = export_file::check(state_dir, &file)?;
             let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
             let text = if yaml {
                 serde_yaml_ng::to_string(&report.nodes).map_err(Failure::runtime)?
             } else {
                 to_json(&report.nodes)?
             };
-            std::fs::write(&file, text)
-                .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", file.display())))?;
+            let cannot = |e: std::io::Error| {
+                Failure::Runtime(format!("cannot write {}: {e}", file.display()))
+            };
+            let mut out = PrivateFile::create(&file).map_err(cannot)?;
+            out.write_all(text.as_bytes()).map_err(cannot)?;
+            out.finish().map_err(cannot)?;
             format!(
-                "Exported {} nodes to [ {} ]",
+                "Exported {} nodes to [ {} ]{}",
                 report.nodes.len(),
-                file.display()
+                file.display(),
+                export_file::replaced_note(replaced)
             )
         }
     };

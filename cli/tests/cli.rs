@@ -647,6 +647,46 @@ fn status_shows_the_table_and_json() {
     assert!(err.contains("1 failed"), "{err}");
 }
 
+/// An export never goes into the daemon's state directory (it could replace the database);
+/// one that replaces a file says so, and the file is the owner's only.
+#[test]
+fn exports_keep_out_of_the_state_directory_and_say_what_they_replace() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().join("s");
+    let _daemon = start_daemon(&sd, "127.0.0.1:0");
+    let sd = sd.to_str().unwrap();
+    for flag in ["--export-jobs", "--export-nodes"] {
+        let inside = format!("{sd}/node.redb");
+        fails(
+            &["--state-dir", sd, "manage", flag, &inside],
+            2,
+            &[
+                "node.redb: an export cannot go into the daemon's state directory",
+                "choose another place",
+            ],
+        );
+        let file = dir.path().join(format!("out{flag}.json"));
+        let file = file.to_str().unwrap();
+        let o = run(&["--state-dir", sd, "manage", flag, file]);
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{flag}: {said}{}", stderr(&o));
+        assert!(!said.contains("replaced"), "{flag}: {said}");
+        let o = run(&["--state-dir", sd, "manage", flag, file]);
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            said.contains("(the file that was there is replaced)"),
+            "{flag}: {said}"
+        );
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{flag}");
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(file).unwrap()).unwrap();
+    }
+    // The database is still the daemon's.
+    let o = run(&["--state-dir", sd, "status"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// Runs the command with its standard output on a pipe nobody reads: closed before the
 /// command writes. Returns the exit code and standard error.
 fn closed_pipe(args: &[&str]) -> (Option<i32>, String) {

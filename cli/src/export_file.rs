@@ -1,0 +1,117 @@
+//! The file an export writes (`manage --export-jobs`, `--export-nodes`): readable by its
+//! owner only, written aside and renamed into place, never inside the daemon's state
+//! directory, and a file it replaces is said.
+
+use std::{
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use crate::Failure;
+
+/// Where an export may go: refused inside the state directory (an export named `node.redb`
+/// there would replace the daemon's database under it); `Ok(true)` when a regular file is
+/// there already (the export replaces it, and says so).
+pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (Ok(dir), Ok(state)) = (parent.canonicalize(), state_dir.canonicalize()) else {
+        // A directory that does not exist: the write says so.
+        return Ok(false);
+    };
+    if dir.starts_with(&state) {
+        return Err(Failure::Input(format!(
+            "{}: an export cannot go into the daemon's state directory {} (it could replace \
+             the daemon's own files); choose another place",
+            path.display(),
+            state_dir.display()
+        )));
+    }
+    Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file()))
+}
+
+/// What the export's line says after its path when it replaced a file.
+pub fn replaced_note(replaced: bool) -> &'static str {
+    if replaced {
+        " (the file that was there is replaced)"
+    } else {
+        ""
+    }
+}
+
+/// A file written readable by its owner only, as the records in the state directory are
+/// (every job's output is in them). A new or regular file is written aside and renamed over
+/// the path by [`PrivateFile::finish`] (a file there before, with another mode, is replaced;
+/// one never finished leaves it as it was); a link to a file is followed, and that file is
+/// replaced the same way (the link stays); a device or a pipe (`/dev/stdout`, a process
+/// substitution) is just written to.
+pub struct PrivateFile {
+    file: std::fs::File,
+    /// Where it is written aside, and the path it is renamed to.
+    aside: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl PrivateFile {
+    pub fn create(path: &Path) -> std::io::Result<PrivateFile> {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let resolved;
+        let path = match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                let file = std::fs::OpenOptions::new().write(true).open(path)?;
+                return Ok(PrivateFile { file, aside: None });
+            }
+            Ok(_) if is_link => {
+                resolved = std::fs::canonicalize(path)?;
+                resolved.as_path()
+            }
+            _ => path,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("not a file name"))?;
+        let mut aside_name = std::ffi::OsString::from(".");
+        aside_name.push(name);
+        aside_name.push(format!(".{}.tmp", std::process::id()));
+        let aside = path.with_file_name(aside_name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&aside)?;
+        Ok(PrivateFile {
+            file,
+            aside: Some((aside, path.to_path_buf())),
+        })
+    }
+
+    /// Everything is written: the file takes its path.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        match self.aside.take() {
+            Some((aside, path)) => std::fs::rename(&aside, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&aside);
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::io::Write for PrivateFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for PrivateFile {
+    /// Never finished (a failed write, a list cut short): what was written aside goes.
+    fn drop(&mut self) {
+        if let Some((aside, _)) = &self.aside {
+            let _ = std::fs::remove_file(aside);
+        }
+    }
+}
