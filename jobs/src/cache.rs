@@ -31,8 +31,11 @@ use crate::{
 /// How long a success is remembered (Directord's 72 hours).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(72 * 3600);
 
-/// How often expiries further ahead than the TTL are looked for.
+/// How often expiries further ahead than the TTL, and outcomes past it, are looked for.
 const CLAMP_EVERY: Duration = Duration::from_secs(60);
+
+/// Most outcomes past their TTL dropped at one look ([`Cache::clamp_expiries`]).
+const PRUNE_AT_ONCE: usize = 10_000;
 
 /// Name of the cache's table in the node's database.
 pub const TABLE_NAME: &str = "cache";
@@ -192,7 +195,8 @@ impl Cache {
         }
     }
 
-    /// Loads the cache kept in `db`, dropping expired entries; later changes go to `sink`.
+    /// Loads the cache kept in `db`, dropping outcomes past their TTL (their rows too, through
+    /// `sink`); later changes go to `sink`.
     pub fn open(
         db: Arc<Database>,
         ttl: Duration,
@@ -209,6 +213,8 @@ impl Cache {
         let mut args = Map::new();
         let mut query_values = Vec::new();
         let mut old_layout = Vec::new();
+        // Outcomes past their TTL: not loaded, and their rows go (nothing reads them again).
+        let mut expired: CacheWrites = Vec::new();
         let r = db.begin_read().map_err(|x| e(&x))?;
         let table = r.open_table(TABLE).map_err(|x| e(&x))?;
         for row in table.iter().map_err(|x| e(&x))? {
@@ -218,15 +224,20 @@ impl Cache {
                 if let (Some(fp), Ok(t)) = (
                     Fingerprint::from_hex(hex),
                     ciborium::from_reader::<Timed, _>(bytes.as_slice()),
-                ) && t.expires_unix > now
-                {
-                    state.jobs.insert(fp, t);
+                ) {
+                    if t.expires_unix > now {
+                        state.jobs.insert(fp, t);
+                    } else {
+                        expired.push((key, None));
+                    }
                 }
             } else if let Some(parent) = key.strip_prefix("parent/") {
-                if let Ok(t) = ciborium::from_reader::<Timed, _>(bytes.as_slice())
-                    && t.expires_unix > now
-                {
-                    state.parents.insert(parent.to_string(), t);
+                if let Ok(t) = ciborium::from_reader::<Timed, _>(bytes.as_slice()) {
+                    if t.expires_unix > now {
+                        state.parents.insert(parent.to_string(), t);
+                    } else {
+                        expired.push((key, None));
+                    }
                 }
             } else if let Some(name) = key.strip_prefix("arg/") {
                 if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
@@ -259,7 +270,7 @@ impl Cache {
             let query = object_at(&mut args, "query");
             object_at(query, &node).insert(name, v);
         }
-        let mut rewrite: CacheWrites = Vec::new();
+        let mut rewrite = expired;
         if !old_layout.is_empty() {
             for (name, v) in &args {
                 rewrite.extend(arg_rows(name, v));
@@ -297,10 +308,32 @@ impl Cache {
 
     /// Outcomes that expire further ahead than the TTL were remembered while the wall clock
     /// ran ahead (stepped back since): they expire a TTL from now instead, not when the clock
-    /// comes back to that time. Looked for once a minute.
+    /// comes back to that time. Outcomes past their TTL go, from memory and from the rows (a
+    /// node records a parent for every run, and an outcome for every job it runs). Looked for
+    /// once a minute.
     fn clamp_expiries(&self, s: &mut State) {
-        let latest = now_unix() + self.ttl.as_secs();
+        let now = now_unix();
+        let latest = now + self.ttl.as_secs();
         let mut writes = CacheWrites::new();
+        // At most `PRUNE_AT_ONCE` go per look, so that one look stays short (the rest go at
+        // the next); one past its TTL counts as absent meanwhile.
+        let mut budget = PRUNE_AT_ONCE;
+        s.jobs.retain(|fp, t| {
+            let keep = t.expires_unix > now || budget == 0;
+            if !keep {
+                budget -= 1;
+                writes.push((format!("job/{}", fp.to_hex()), None));
+            }
+            keep
+        });
+        s.parents.retain(|parent, t| {
+            let keep = t.expires_unix > now || budget == 0;
+            if !keep {
+                budget -= 1;
+                writes.push((format!("parent/{parent}"), None));
+            }
+            keep
+        });
         for (fp, t) in s.jobs.iter_mut().filter(|(_, t)| t.expires_unix > latest) {
             t.expires_unix = latest;
             writes.push((format!("job/{}", fp.to_hex()), Some(cbor(t))));
@@ -670,14 +703,16 @@ impl Cache {
         count
     }
 
-    /// The whole cache as JSON, for `manage --dump-cache`.
+    /// The whole cache as JSON, for `manage --dump-cache`: outcomes past their TTL (not yet
+    /// dropped) are left out, as every lookup leaves them out.
     pub fn dump(&self) -> Value {
         let now = now_unix();
         let s = self.lock();
         let timed = |t: &Timed| serde_json::json!({"state": t.state, "expires_in_secs": t.expires_unix.saturating_sub(now)});
+        let live = |t: &&Timed| t.expires_unix > now;
         serde_json::json!({
-            "jobs": s.jobs.iter().map(|(k, t)| (k.to_hex(), timed(t))).collect::<Map<String, Value>>(),
-            "parents": s.parents.iter().map(|(k, t)| (k.clone(), timed(t))).collect::<Map<String, Value>>(),
+            "jobs": s.jobs.iter().filter(|(_, t)| live(t)).map(|(k, t)| (k.to_hex(), timed(t))).collect::<Map<String, Value>>(),
+            "parents": s.parents.iter().filter(|(_, t)| live(t)).map(|(k, t)| (k.clone(), timed(t))).collect::<Map<String, Value>>(),
             "args": Value::Object(Map::clone(&s.args)),
             "envs": Value::Object(s.envs.clone()),
         })
@@ -998,6 +1033,90 @@ mod tests {
             .unwrap();
         let timed: Timed = ciborium::from_reader(row.value()).unwrap();
         assert!(timed.expires_unix <= now_unix() + 3600);
+    }
+
+    /// Outcomes past their TTL go: from the rows when the cache is opened, from memory and
+    /// the rows while it is open (a node records a parent for every run), and from a dump
+    /// before that. Those within it stay.
+    #[test]
+    fn outcomes_past_their_ttl_go_from_memory_and_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let ttl = Duration::from_secs(3600);
+        let (old, live) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+        let at = |expires_unix| Timed {
+            state: CachedState::Success,
+            expires_unix,
+        };
+        {
+            let db = Arc::new(Database::create(&path).unwrap());
+            DirectSink(db).write(vec![
+                (
+                    format!("job/{}", old.to_hex()),
+                    Some(cbor(&at(now_unix() - 10))),
+                ),
+                ("parent/old".into(), Some(cbor(&at(now_unix())))),
+                (
+                    format!("job/{}", live.to_hex()),
+                    Some(cbor(&at(now_unix() + 600))),
+                ),
+                ("parent/live".into(), Some(cbor(&at(now_unix() + 600)))),
+            ]);
+        }
+        let rows = |db: &Database| {
+            let r = db.begin_read().unwrap();
+            let t = r.open_table(TABLE).unwrap();
+            let mut keys: Vec<String> = t
+                .iter()
+                .unwrap()
+                .map(|row| row.unwrap().0.value().to_string())
+                .collect();
+            keys.sort();
+            keys
+        };
+        let db = Arc::new(Database::create(&path).unwrap());
+        let cache = Cache::open(db.clone(), ttl, Arc::new(DirectSink(db.clone()))).unwrap();
+        assert_eq!(
+            rows(&db),
+            vec![format!("job/{}", live.to_hex()), "parent/live".to_string()]
+        );
+        {
+            let s = cache.lock();
+            assert_eq!(s.jobs.keys().collect::<Vec<_>>(), vec![&live]);
+            assert_eq!(s.parents.keys().collect::<Vec<_>>(), vec!["live"]);
+        }
+        assert!(cache.succeeded(&live) && !cache.succeeded(&old));
+        // While open: the live ones' time runs out (as if the clock had moved on).
+        cache.record(&Fingerprint([3; 32]), "later", CachedState::Success);
+        {
+            let mut s = cache.lock();
+            s.jobs.get_mut(&live).unwrap().expires_unix = now_unix() - 1;
+            s.parents.get_mut("live").unwrap().expires_unix = now_unix() - 1;
+        }
+        // Not yet looked for: a dump leaves them out all the same.
+        let dump = cache.dump();
+        assert!(dump["jobs"].get(live.to_hex()).is_none(), "{dump}");
+        assert!(dump["parents"].get("live").is_none(), "{dump}");
+        assert!(dump["parents"].get("later").is_some(), "{dump}");
+        cache.lock().next_clamp = None;
+        assert!(!cache.succeeded(&live));
+        {
+            let s = cache.lock();
+            assert!(!s.jobs.contains_key(&live) && !s.parents.contains_key("live"));
+            assert_eq!(s.jobs.len() + s.parents.len(), 2);
+        }
+        assert_eq!(
+            rows(&db),
+            vec![
+                format!("job/{}", Fingerprint([3; 32]).to_hex()),
+                "parent/later".to_string()
+            ]
+        );
+        drop(cache);
+        drop(db);
+        let db = Arc::new(Database::create(&path).unwrap());
+        let again = Cache::open(db.clone(), ttl, Arc::new(DirectSink(db))).unwrap();
+        assert!(again.succeeded(&Fingerprint([3; 32])) && !again.succeeded(&live));
     }
 
     /// Changes reach the sink in the order they were made: one that took the state after
