@@ -150,6 +150,9 @@ pub(super) async fn job_wait(
         }
     };
     let mut done: Vec<(String, String)> = Vec::new();
+    // The node closed the updates before every answer came: it stopped waiting (it is
+    // shutting down), the timeout did not end the wait.
+    let mut stopped = false;
     while done.len() < identities.len() {
         match tokio::time::timeout_at(ctx.deadline, updates.recv()).await {
             Ok(Some((node, state))) => {
@@ -157,7 +160,11 @@ pub(super) async fn job_wait(
                     done.push((node, state));
                 }
             }
-            Ok(None) | Err(_) => break,
+            Ok(None) => {
+                stopped = true;
+                break;
+            }
+            Err(_) => break,
         }
     }
     let missing: Vec<&str> = identities
@@ -165,6 +172,21 @@ pub(super) async fn job_wait(
         .filter(|id| !done.iter().any(|(n, _)| n == *id))
         .map(String::as_str)
         .collect();
+    if !missing.is_empty() && stopped {
+        return Finished::fail(
+            format!(
+                "this node stopped waiting for job {fingerprint} to finish on {} before the \
+                 timeout: it is shutting down",
+                missing.join(", ")
+            ),
+            format!(
+                "JOB_WAIT ended before its timeout (the node is shutting down); {} of {} nodes \
+                 had finished it",
+                done.len(),
+                identities.len()
+            ),
+        );
+    }
     if missing.is_empty() {
         let states: Vec<String> = done.iter().map(|(n, s)| format!("{n}: {s}")).collect();
         Finished::ok(
@@ -193,5 +215,83 @@ pub(super) async fn job_wait(
                 identities.len()
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::Value;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{
+        cache::{Cache, DEFAULT_TTL},
+        components::{BoxFuture, Coordinator},
+        spec::{FileRef, Fingerprint},
+    };
+
+    /// A node whose JOB_WAIT hears from `n1`, then stops waiting (it is shutting down).
+    struct Stopping;
+
+    impl Coordinator for Stopping {
+        fn query(
+            &self,
+            _: &str,
+            _: &str,
+            _: Value,
+            _: bool,
+        ) -> BoxFuture<'static, Result<Option<Value>, String>> {
+            Box::pin(async { Err("no QUERY here".to_string()) })
+        }
+
+        fn job_wait(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[String],
+        ) -> BoxFuture<'static, Result<mpsc::Receiver<(String, String)>, String>> {
+            let (tx, rx) = mpsc::channel(1);
+            let _ = tx.try_send(("n1".to_string(), "success".to_string()));
+            Box::pin(async move { Ok(rx) })
+        }
+
+        fn fetch_blob(&self, _: &str, _: &FileRef) -> BoxFuture<'static, Result<PathBuf, String>> {
+            Box::pin(async { Err("no files here".to_string()) })
+        }
+
+        fn discard_blob(&self, _: Fingerprint) {}
+    }
+
+    /// A JOB_WAIT whose node stops waiting before its timeout says so, not that it timed out.
+    #[tokio::test]
+    async fn a_job_wait_the_node_stops_says_so_not_that_it_timed_out() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let ctx = Context {
+            job_id: "job",
+            run_id: "run",
+            cache: &cache,
+            sink: None,
+            deadline: Instant::now() + Duration::from_secs(600),
+            coordinator: Some(&Stopping),
+            processes: None,
+            queue: None,
+            landing_lock: None,
+        };
+        let asked = Instant::now();
+        let f = job_wait("abcdef", &["n1".into(), "n2".into()], &ctx).await;
+        assert!(asked.elapsed() < Duration::from_secs(60));
+        assert!(!f.success, "{f:?}");
+        assert_eq!(
+            f.stderr,
+            "this node stopped waiting for job abcdef to finish on n2 before the timeout: it is \
+             shutting down"
+        );
+        assert_eq!(
+            f.info,
+            "JOB_WAIT ended before its timeout (the node is shutting down); 1 of 2 nodes had \
+             finished it"
+        );
     }
 }
