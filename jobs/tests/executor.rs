@@ -270,6 +270,28 @@ async fn a_timeout_kills_the_whole_process_group() {
     assert!(ends_soon(pid).await, "process {pid} survived the timeout");
 }
 
+/// A job that times out keeps the output it printed before (the reason it hung is often in
+/// it), and still says that it timed out.
+#[tokio::test]
+async fn a_timeout_keeps_the_output_read_before_it() {
+    let mut h = Harness::new();
+    let job = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            "--skip-cache --timeout 2 echo partial; echo half >&2; sleep 101 & sleep 102",
+        )
+        .await;
+    let r = h.results(1).await;
+    let o = &r[&job];
+    assert_eq!(o.state, ResultState::Failed, "{o:?}");
+    assert!(o.info.starts_with("timed out after 2 s"), "{o:?}");
+    assert_eq!(o.stdout, "partial", "{o:?}");
+    assert_eq!(o.stderr, "half", "{o:?}");
+    assert!(o.execution_secs < 10.0, "{o:?}");
+}
+
 /// Whether process `pid` is gone, or a zombie waiting for init, within a second.
 async fn ends_soon(pid: i32) -> bool {
     for _ in 0..50 {

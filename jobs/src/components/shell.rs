@@ -521,36 +521,56 @@ pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellRe
         }
         (status, stdout, stderr.text)
     };
-    let result = tokio::time::timeout_at(deadline, collect).await;
+    tokio::pin!(collect);
+    let mut timed_out = None;
+    let result = match tokio::time::timeout_at(deadline, &mut collect).await {
+        Ok(r) => Some(r),
+        Err(_) => {
+            timed_out = Some(started.elapsed());
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            // The killed group's pipes close, and the readers end with what was read before
+            // the kill (a process that left the group and holds them is read for
+            // `AFTER_EXIT_GRACE` once the shell is reaped, as after any exit).
+            tokio::time::timeout(AFTER_KILL_GRACE, &mut collect)
+                .await
+                .ok()
+        }
+    };
     if let Some(r) = running.as_mut() {
         r.waited = true;
     }
     match result {
-        Ok((status, stdout, stderr)) => ShellResult {
+        Some((status, stdout, stderr)) => ShellResult {
             spawn_error: None,
-            exit: status.ok(),
-            timed_out: None,
+            exit: if timed_out.is_some() {
+                None
+            } else {
+                status.ok()
+            },
+            timed_out,
             stdout_cut: stdout.cut,
             stdout_not_utf8: stdout.not_utf8,
             stdout: stdout.text,
             stderr,
         },
-        Err(_) => {
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
-            ShellResult {
-                spawn_error: None,
-                exit: None,
-                timed_out: Some(started.elapsed()),
-                stdout: String::new(),
-                stdout_cut: false,
-                stdout_not_utf8: false,
-                stderr: String::new(),
-            }
-        }
+        None => ShellResult {
+            spawn_error: None,
+            exit: None,
+            timed_out,
+            stdout: String::new(),
+            stdout_cut: false,
+            stdout_not_utf8: false,
+            stderr: String::new(),
+        },
     }
 }
+
+/// How long a timed-out job's output is still read once its process group was killed: the
+/// readers end as its pipes close, or `AFTER_EXIT_GRACE` after its shell was reaped. Within
+/// the executor's own grace past the deadline.
+const AFTER_KILL_GRACE: Duration = AFTER_EXIT_GRACE.saturating_add(Duration::from_millis(500));
 
 /// A job's process group while its shell runs: in the [`ProcessLog`] (if the node keeps one),
 /// and killed if the job is dropped before its shell was waited for (the node shutting down,
