@@ -12,7 +12,11 @@ mod cross_node;
 mod files;
 mod shell;
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde_json::{Map, Value};
 use tokio::{sync::mpsc, time::Instant};
@@ -172,8 +176,9 @@ pub struct Context<'a> {
     /// The job's queue, which it may lend while it waits for other nodes.
     pub queue: Option<&'a dyn QueueLender>,
     /// ADD/COPY: the verb's named lock, taken only to land the file (fetching it may wait for
-    /// its holders to come back; other copies on the node do not wait behind that).
-    pub landing_lock: Option<&'a tokio::sync::Mutex<()>>,
+    /// its holders to come back; other copies on the node do not wait behind that), and held
+    /// until the landing ends, even past the job's end if it was given up meanwhile.
+    pub landing_lock: Option<&'a Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Context<'_> {
@@ -224,10 +229,8 @@ pub async fn run(component: &Component, ctx: &Context<'_>) -> Finished {
         }
         Component::Arg { args, extend } => set_values(args, *extend, ctx, "args"),
         Component::Env { envs, extend } => set_values(envs, *extend, ctx, "envs"),
-        Component::Workdir { path, owner, mode } => {
-            workdir(path, owner.as_ref(), *mode, &ctx.args())
-        }
-        Component::Cachefile { path } => cachefile(path, ctx),
+        Component::Workdir { path, owner, mode } => workdir(path, owner.as_ref(), *mode, ctx).await,
+        Component::Cachefile { path } => cachefile(path, ctx).await,
         Component::Cacheevict { tag } => {
             let n = cache.evict(*tag);
             if *tag == CacheTag::All {
@@ -305,6 +308,28 @@ fn set_values(
     )
 }
 
+/// Runs `work` on one of tokio's blocking threads and waits for it: file system work, name
+/// service lookups (`getpwnam` may ask LDAP) and parsing of large files. The executor runs
+/// the actor and every job on one thread: its timers, output readers and other jobs would
+/// otherwise stop while `work` runs. `what` names the work if its thread fails.
+pub(super) async fn off_thread<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("{what} stopped unexpectedly: {e}"))
+}
+
+/// Where a blocking `step` on `path` begins: tests may make it slow
+/// (`tests::slow_step`); nothing otherwise.
+fn blocking_step(step: &str, path: &Path) {
+    #[cfg(test)]
+    tests::pause_if_slow(step, path);
+    #[cfg(not(test))]
+    let _ = (step, path);
+}
+
 pub(super) fn render_path(path: &str, args: &Vars) -> Result<String, Finished> {
     let rendered =
         template::render(path, args).map_err(|e| Finished::fail(&e, "the path did not render"))?;
@@ -345,28 +370,49 @@ fn read_cache_file(path: &str) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
+async fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
     let path = match render_path(path, &ctx.args()) {
         Ok(p) => p,
         Err(f) => return f,
     };
-    let text = match read_cache_file(&path) {
-        Ok(t) => t,
-        Err(e) => return Finished::fail(format!("cannot read {path}: {e}"), ""),
+    let loaded = {
+        let path = path.clone();
+        off_thread("CACHEFILE", move || {
+            blocking_step("cachefile", Path::new(&path));
+            load_cache_file(&path)
+        })
+        .await
     };
-    match serde_yaml_ng::from_str::<Value>(&text) {
-        Ok(Value::Object(map)) => {
+    match loaded {
+        Ok(Ok(map)) => {
             let n = map.len();
             ctx.cache.merge_args_of(Some(ctx.run_id), map, true);
             Finished::ok("Cache file loaded", format!("{n} keys from {path}"))
         }
-        Ok(_) => Finished::fail(format!("{path} is not a YAML or JSON mapping"), ""),
-        Err(e) => Finished::fail(format!("{path}: {e}"), ""),
+        Ok(Err(f)) => f,
+        Err(e) => Finished::fail(e, ""),
+    }
+}
+
+/// CACHEFILE's reading and parsing (on a blocking thread): the mapping in the file at
+/// `path`, or the failure to report.
+fn load_cache_file(path: &str) -> Result<Map<String, Value>, Finished> {
+    let text = read_cache_file(path)
+        .map_err(|e| Finished::fail(format!("cannot read {path}: {e}"), ""))?;
+    match serde_yaml_ng::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Finished::fail(
+            format!("{path} is not a YAML or JSON mapping"),
+            "",
+        )),
+        Err(e) => Err(Finished::fail(format!("{path}: {e}"), "")),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use serde_json::json;
 
     use super::*;
@@ -415,6 +461,125 @@ mod tests {
             queue: None,
             landing_lock: None,
         }
+    }
+
+    /// Blocking steps made slow, by step and path ([`blocking_step`]).
+    static SLOW_STEPS: std::sync::Mutex<Vec<(&'static str, PathBuf, Duration)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Makes the blocking `step` on `path` take `pause` longer.
+    pub(super) fn slow_step(step: &'static str, path: &Path, pause: Duration) {
+        SLOW_STEPS.lock().unwrap_or_else(|p| p.into_inner()).push((
+            step,
+            path.to_path_buf(),
+            pause,
+        ));
+    }
+
+    /// The pause set for the blocking `step` on `path`, if any.
+    pub(super) fn pause_if_slow(step: &str, path: &Path) {
+        let pause = SLOW_STEPS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(s, p, _)| *s == step && p == path)
+            .map(|(_, _, pause)| *pause);
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// Slow file system, name service or parsing work of some jobs (a CACHEFILE of a large
+    /// file, a WORKDIR on a slow disk, an ADD whose owner LDAP looks up) holds up no other
+    /// job, though the executor runs them all on one thread: a RUN beside them times out at
+    /// its own timeout, not once they are done.
+    #[tokio::test]
+    async fn slow_blocking_work_holds_up_no_other_job() {
+        use crate::executor::{ExecEvent, Executor, ExecutorConfig, QueueKind, Work};
+        let dir = tempfile::tempdir().unwrap();
+        let pause = Duration::from_secs(3);
+        let vars = dir.path().join("vars.yaml");
+        std::fs::write(&vars, "k: v\n").unwrap();
+        let made = dir.path().join("made");
+        let dest = dir.path().join("dest");
+        slow_step("cachefile", &vars, pause);
+        slow_step("workdir", &made, pause);
+        slow_step("check", &dest, pause);
+        let cache = Arc::new(Cache::in_memory(DEFAULT_TTL));
+        let config = crate::executor::ExecutorConfig {
+            own_thread: true,
+            ..ExecutorConfig::default()
+        };
+        let (exec, mut events) = Executor::start(cache, config);
+        let work = |job_id: &str, verb: &str, inline: String, stream: bool| {
+            let mut spec = match crate::JobSpec::parse(verb, &inline, &Default::default()) {
+                Ok(crate::ParseOutcome::Spec(s)) => s,
+                other => panic!("{other:?}"),
+            };
+            if let Component::Add(t) = &mut spec.component {
+                t.file = Some(FileRef {
+                    name: "src".into(),
+                    size: 0,
+                    hash: Fingerprint(*blake3::hash(b"").as_bytes()),
+                    chunks: Vec::new(),
+                });
+            }
+            Work {
+                job_id: job_id.into(),
+                run_id: "run".into(),
+                parent_id: job_id.into(),
+                queue: QueueKind::Async,
+                fingerprint: spec.fingerprint(),
+                spec,
+                stream,
+            }
+        };
+        let next = async |events: &mut mpsc::Receiver<ExecEvent>| {
+            tokio::time::timeout(Duration::from_secs(60), events.recv())
+                .await
+                .expect("the executor went quiet")
+                .expect("the executor stopped")
+        };
+        let command = "--skip-cache --timeout 1 echo started; sleep 30";
+        exec.submit(work("run", "RUN", command.into(), true))
+            .await
+            .unwrap();
+        // Once it runs, its timeout set, the slow jobs come.
+        match next(&mut events).await {
+            ExecEvent::Output { job_id, .. } if job_id == "run" => {}
+            other => panic!("{other:?}"),
+        }
+        let slow = [
+            ("cachefile", "CACHEFILE", vars.display().to_string()),
+            ("workdir", "WORKDIR", made.display().to_string()),
+            ("add", "ADD", format!("src {}", dest.display())),
+        ];
+        for (job_id, verb, inline) in &slow {
+            exec.submit(work(job_id, verb, inline.clone(), false))
+                .await
+                .unwrap();
+        }
+        let mut done = HashMap::new();
+        while done.len() < 4 {
+            if let ExecEvent::Finished(o) = next(&mut events).await {
+                done.insert(o.job_id.clone(), o);
+            }
+        }
+        let run = &done["run"];
+        assert!(run.info.starts_with("timed out after 1 s"), "{run:?}");
+        let outlasted: Vec<String> = slow
+            .iter()
+            .map(|(job_id, ..)| &done[*job_id])
+            .inspect(|o| assert!(o.execution_secs >= 3.0, "not slowed: {o:?}"))
+            .filter(|o| run.execution_secs >= o.execution_secs)
+            .map(|o| format!("{} ({:.1} s)", o.job_id, o.execution_secs))
+            .collect();
+        assert!(
+            outlasted.is_empty(),
+            "the RUN ended after {:.1} s, not before slow jobs beside it: {}",
+            run.execution_secs,
+            outlasted.join(", ")
+        );
     }
 
     fn component(verb: &str, inline: &str) -> Component {

@@ -755,7 +755,7 @@ async fn execute(
                 coordinator: coordinator.as_deref(),
                 processes: processes.as_deref(),
                 queue,
-                landing_lock: named.as_deref().filter(|_| lock_to_land),
+                landing_lock: named.as_ref().filter(|_| lock_to_land),
             },
         ),
     )

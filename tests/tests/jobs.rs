@@ -3419,9 +3419,12 @@ fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
     // What a daemon killed while it landed the file leaves beside DEST (the kill came while
     // it fetched the file here: its landing is too quick to catch), and the temporary file of
     // a live process, which stays.
-    let stale = dest.join(format!(".big.bin.{pid}.dm-tmp"));
+    let stale = dest.join(format!(".big.bin.{pid}-3.dm-tmp"));
     std::fs::write(&stale, &data[..1024]).unwrap();
-    let live = dest.join(format!(".big.bin.{}.dm-tmp", std::process::id()));
+    // As a release before named them (one name per process).
+    let stale_before = dest.join(format!(".big.bin.{pid}.dm-tmp"));
+    std::fs::write(&stale_before, &data[..1024]).unwrap();
+    let live = dest.join(format!(".big.bin.{}-0.dm-tmp", std::process::id()));
     std::fs::write(&live, b"another daemon's copy in progress").unwrap();
     nodes[1].restart();
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
@@ -3435,11 +3438,14 @@ fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
             .starts_with("interrupted: the job had started when its node stopped"),
         "{r}"
     );
-    assert!(
-        !stale.exists(),
-        "the partial copy is still beside DEST: {}",
-        nodes[1].log()
-    );
+    for stale in [&stale, &stale_before] {
+        assert!(
+            !stale.exists(),
+            "the partial copy {} is still beside DEST: {}",
+            stale.display(),
+            nodes[1].log()
+        );
+    }
     assert!(live.exists(), "a live process's copy was removed");
     assert!(!dest.join("big.bin").exists());
 }
