@@ -78,6 +78,11 @@ impl ResultState {
     }
 }
 
+/// How the info of a job the executor reports without running it begins (an earlier job
+/// of its parent failed on the node, or the job could not be started): such a result has no
+/// times of its own.
+pub const NOT_RUN: &str = "not run: ";
+
 /// The result of one job on this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -415,7 +420,7 @@ impl Actor {
             return;
         }
         if self.cache.parent_failed(&work.parent_id) {
-            let info = "not run: an earlier job of this parent failed on this node".to_string();
+            let info = format!("{NOT_RUN}an earlier job of this parent failed on this node");
             self.emit(not_run(&work.job_id, info)).await;
             return;
         }
@@ -485,7 +490,7 @@ impl Actor {
             let stopped = self.purge(|w| w.parent_id == parent);
             for w in stopped {
                 let info = format!(
-                    "not run: job {} of this parent failed on this node",
+                    "{NOT_RUN}job {} of this parent failed on this node",
                     done.job_id
                 );
                 self.emit(not_run(&w.job_id, info)).await;
@@ -550,7 +555,7 @@ impl Actor {
         {
             // The node is stopping: the job stays pending, to run after the restart.
             Some(Err(NotStarted::Stopping)) => return,
-            Some(Err(e)) => Some(format!("not run: {e}")),
+            Some(Err(e)) => Some(format!("{NOT_RUN}{e}")),
             Some(Ok(())) | None => None,
         };
         let cache = self.cache.clone();

@@ -181,12 +181,9 @@ impl NodeResult {
     /// without running it (an earlier job of its parent failed there, or it could not start).
     /// Only those have times of their own for the averages and the fastest and slowest nodes.
     pub fn ran(&self) -> bool {
-        !self.is_write_off() && !self.info.starts_with(NOT_RUN)
+        !self.is_write_off() && !self.info.starts_with(jobs::executor::NOT_RUN)
     }
 }
-
-/// How the executor's note on a job it did not run begins.
-const NOT_RUN: &str = "not run: ";
 
 /// How much of stderr's first line a result held in memory keeps ([`NodeResult::without_output`]).
 const SLIM_STDERR_MAX: usize = 1024;
