@@ -332,10 +332,31 @@ impl Registrations {
         state: &str,
         now: Instant,
     ) -> Vec<Action> {
+        self.tell(fingerprint, run, state, now, true)
+    }
+
+    /// A job with `fingerprint` of `run` was refused here (never run): only the waits for the
+    /// job of that very run are told it failed. A wait for the job of any run is not: a
+    /// refused member's run must not end the waits of the runs this node takes.
+    pub fn refused(&mut self, fingerprint: &str, run: &str, now: Instant) -> Vec<Action> {
+        self.tell(fingerprint, run, "failed", now, false)
+    }
+
+    fn tell(
+        &mut self,
+        fingerprint: &str,
+        run: &str,
+        state: &str,
+        now: Instant,
+        any_run_too: bool,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         self.registered.retain(|(wait_id, waiter), r| {
-            if fingerprint.starts_with(&r.fingerprint) && r.run.as_ref().is_none_or(|of| of == run)
-            {
+            let of_this_run = match &r.run {
+                Some(of) => of == run,
+                None => any_run_too,
+            };
+            if fingerprint.starts_with(&r.fingerprint) && of_this_run {
                 actions.push(Action::Notify {
                     waiter: waiter.clone(),
                     wait_id: wait_id.clone(),
@@ -495,6 +516,28 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.finished("abcd", "r2", "failed", t0).len(), 1);
         assert!(r.is_empty());
+    }
+
+    /// A job refused here (never run) answers only the waits for the job of its own run; a
+    /// wait for the job of any run goes on waiting for one that runs.
+    #[test]
+    fn a_refused_job_answers_only_the_waits_of_its_own_run() {
+        let t0 = Instant::now();
+        let mut r = Registrations::default();
+        r.register("own", "ab", Some("refused-run"), &n("x"), None, t0);
+        r.register("any", "ab", None, &n("y"), None, t0);
+        r.register("other", "ab", Some("r2"), &n("z"), None, t0);
+        let told = r.refused("abcd", "refused-run", t0);
+        assert_eq!(
+            told,
+            vec![Action::Notify {
+                waiter: n("x"),
+                wait_id: "own".into(),
+                state: "failed".into()
+            }]
+        );
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.finished("abcd", "r2", "success", t0).len(), 2);
     }
 
     /// One waiter may hold only so many registrations; others still register, and a wait

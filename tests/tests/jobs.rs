@@ -1658,6 +1658,29 @@ fn a_node_takes_jobs_only_from_the_submitters_it_allows() {
     }
     let ran = std::fs::read_to_string(&marker).unwrap_or_default();
     assert_eq!(ran.lines().count(), 2, "only the allowed runs ran");
+    // A job refused never ran: a JOB_WAIT for it from a run n3 takes is not answered by the
+    // refusal (it was, at once, as a failure), and times out.
+    let mut args = run_args(&["n3"], "echo refused-only");
+    args.push("--poll".into());
+    let o = n2.cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let refused = records(&n2).into_iter().last().unwrap();
+    let fingerprint = refused["fingerprint"].as_str().unwrap();
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "JOB_WAIT",
+        "--target",
+        "n1",
+        &format!("--timeout 3 {} --identity n3", &fingerprint[..12]),
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("0 of 1 nodes had finished it"),
+        "{}",
+        text(&o)
+    );
     assert!(
         n3.log().contains("refused a run: its submitter is not one"),
         "{}",

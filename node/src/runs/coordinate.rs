@@ -794,6 +794,16 @@ impl Actor {
         self.wait_actions(actions);
     }
 
+    /// Awaited side: a job with `fingerprint` of `run` was refused here: tell the waits of
+    /// that run only.
+    pub(super) fn refused_waiters(&mut self, fingerprint: &str, run: &str) {
+        let actions = self
+            .cross
+            .registrations
+            .refused(fingerprint, run, Instant::now());
+        self.wait_actions(actions);
+    }
+
     /// Waiting side: a node says the awaited job finished there.
     pub(super) fn wait_done(&mut self, wait_id: &str, node: &NodeId, state: String) {
         let actions = self.cross.waits.done(wait_id, node, state);

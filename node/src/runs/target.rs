@@ -323,10 +323,7 @@ impl Actor {
                 .collect();
             for job_id in job_ids {
                 self.job_runs.insert(job_id.clone(), run.run_id.clone());
-                // JOB_WAITs on it hear that it failed (see `finished`).
-                if let Some(fp) = fingerprints.get(job_id.as_str()) {
-                    self.job_fingerprints.insert(job_id.clone(), *fp);
-                }
+                let fingerprint = fingerprints.get(job_id.as_str()).copied();
                 self.finished(Outcome {
                     job_id,
                     state: ResultState::Failed,
@@ -337,6 +334,18 @@ impl Actor {
                     started_unix_ms: now_ms(),
                     finished_unix_ms: now_ms(),
                 });
+                // The JOB_WAITs of this run hear that it failed here, and only those: the job
+                // never ran, so the cache (which JOB_WAITs of other runs ask) keeps nothing
+                // of it, and waits for the job of any run go on (a member this node refuses
+                // would otherwise end the waits of the runs it takes).
+                if let Some(fp) = fingerprint {
+                    if let Some(accepted) = self.accepted.get_mut(&run.run_id)
+                        && !accepted.outcomes.iter().any(|(f, _)| *f == fp)
+                    {
+                        accepted.outcomes.push((fp, false));
+                    }
+                    self.refused_waiters(&fp.to_hex(), &run.run_id);
+                }
             }
         }
         if acknowledge {
