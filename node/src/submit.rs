@@ -198,7 +198,11 @@ impl<'a> MembersByName<'a> {
                 if let Some(e) = self.other_release(name) {
                     return Err(e);
                 }
-                let v = views[0];
+                // The row heard from last (a node reinstalled under its name has an older
+                // row of its former identity too).
+                let Some(v) = views.iter().min_by_key(|v| v.last_seen_ago) else {
+                    return Err(SubmitError::BadInput(format!("unknown target '{name}'")));
+                };
                 let what = match v.state {
                     MemberState::Left => "has left the mesh".to_string(),
                     MemberState::Expired => "is not answering (expired)".to_string(),
@@ -273,7 +277,20 @@ pub fn resolve(
     // Where each parent kept below was written, and the names of the nodes it runs on.
     let mut origins = Vec::new();
     let mut node_names: HashMap<String, String> = HashMap::new();
-    for sp in sub.parents {
+    for mut sp in sub.parents {
+        if !sub.restrict.is_empty() {
+            let before = sp.jobs.len();
+            sp.jobs.retain(|job| {
+                let fingerprint = job.spec.fingerprint();
+                sub.restrict.iter().any(|p| fingerprint.matches_prefix(p))
+            });
+            restricted += before - sp.jobs.len();
+            // Nothing of it runs: its targets are not looked up (they need not be alive),
+            // nor said to be left out.
+            if sp.jobs.is_empty() {
+                continue;
+            }
+        }
         let targets = if !sub.targets.is_empty() {
             members.resolve_list(&sub.targets)?
         } else if let Some(list) = &sp.targets {
@@ -299,12 +316,6 @@ pub fn resolve(
         let mut entries = Vec::new();
         for job in sp.jobs {
             let fingerprint = job.spec.fingerprint();
-            if !sub.restrict.is_empty()
-                && !sub.restrict.iter().any(|p| fingerprint.matches_prefix(p))
-            {
-                restricted += 1;
-                continue;
-            }
             let job_id = new_id();
             if sub.exec {
                 parent_id = job_id.clone();

@@ -2191,6 +2191,44 @@ fn restrict_runs_only_the_jobs_with_matching_fingerprints() {
     assert_eq!(records(d).len(), 1);
 }
 
+/// Only the entries `--restrict` keeps have their targets looked up: an entry left out may
+/// name a node that is gone, and says nothing of the members it would have run on.
+#[test]
+fn restrict_looks_up_only_the_targets_of_what_it_keeps() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let file = root.path().join("two-entries.yaml");
+    std::fs::write(
+        &file,
+        "- targets: [n3]\n  jobs:\n    - RUN: --skip-cache echo on-n3\n\
+         - targets: [n2]\n  jobs:\n    - RUN: --skip-cache echo on-n2\n\
+         - jobs:\n    - RUN: --skip-cache echo everyone\n",
+    )
+    .unwrap();
+    let on_n2 = fingerprint_of(&nodes[0], &file, "echo on-n2");
+    let peer = nodes[2].peer_id();
+    assert!(nodes[2].terminate().success());
+    wait_for(Duration::from_secs(20), "n3 to be seen leaving", || {
+        (e2e_tests::state_of(&nodes[0].status()?, &peer)? == "left").then_some(())
+    });
+    let o = nodes[0].cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--restrict",
+        &on_n2,
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !text(&o).contains("not alive"),
+        "a left-out entry's members were warned of: {}",
+        text(&o)
+    );
+    let recs = records(&nodes[0]);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(stdout_on(&recs[0], "n2"), "on-n2");
+}
+
 /// The fingerprint prefix `--finger-print` shows for the job whose EXEC column starts with `exec`.
 fn fingerprint_of(d: &Daemon, file: &Path, exec: &str) -> String {
     let o = d.cli(&["orchestrate", file.to_str().unwrap(), "--finger-print"]);
