@@ -133,6 +133,28 @@ impl Run {
             .find(|id| !is_valid_id(id))
     }
 
+    /// What makes this run one no node takes, if anything: an id that is not a valid id
+    /// ([`Run::invalid_id`]), or a job id (or parent id) given twice (a node would run that
+    /// job twice and lose one result; no submitter makes such a run).
+    pub fn problem(&self) -> Option<String> {
+        if let Some(id) = self.invalid_id() {
+            return Some(format!("an invalid id: {id:?}"));
+        }
+        let mut parents = std::collections::HashSet::new();
+        let mut jobs = std::collections::HashSet::new();
+        for p in &self.parents {
+            if !parents.insert(p.parent_id.as_str()) {
+                return Some(format!("the parent id {:?} twice", p.parent_id));
+            }
+            for j in &p.jobs {
+                if !jobs.insert(j.job_id.as_str()) {
+                    return Some(format!("the job id {:?} twice", j.job_id));
+                }
+            }
+        }
+        None
+    }
+
     /// The parents (each with only its jobs for `node`) that `node` must run, in order.
     pub fn work_for(&self, node: &NodeId) -> Vec<(&Parent, Vec<&JobEntry>)> {
         let mut out = Vec::new();
@@ -461,6 +483,34 @@ mod tests {
         let mut r = run;
         r.run_id = "r/1".into();
         assert_eq!(r.invalid_id(), Some("r/1"));
+        assert_eq!(r.problem().as_deref(), Some("an invalid id: \"r/1\""));
+    }
+
+    /// A job id (or parent id) given twice in one run makes it one no node takes.
+    #[test]
+    fn a_run_with_an_id_twice_is_named() {
+        let run = run_to(&[NodeId("a".into())]);
+        assert_eq!(run.problem(), None);
+        let mut r = run.clone();
+        let job = r.parents[0].jobs[0].clone();
+        r.parents[0].jobs.push(job);
+        assert_eq!(
+            r.problem(),
+            Some(format!(
+                "the job id {:?} twice",
+                run.parents[0].jobs[0].job_id
+            ))
+        );
+        let mut r = run.clone();
+        let parent = r.parents[0].clone();
+        r.parents.push(parent);
+        assert_eq!(
+            r.problem(),
+            Some(format!(
+                "the parent id {:?} twice",
+                run.parents[0].parent_id
+            ))
+        );
     }
 
     fn cbor<T: Serialize>(value: &T) -> Vec<u8> {

@@ -643,8 +643,8 @@ impl Actor {
     pub(super) fn announced(&mut self, source: PeerId, data: Vec<u8>) {
         match wire::decode::<Gossip>(&data, MAX_JOB_MESSAGE) {
             Ok(Gossip::Run(run)) if run.originator.0 == source.to_string() => {
-                match run.invalid_id() {
-                    Some(id) => warn!(%source, "dropped a run with an invalid id: {id:?}"),
+                match run.problem() {
+                    Some(why) => warn!(%source, "dropped a run with {why}"),
                     // Dropped: said in the log; gossip has no answer.
                     None => {
                         let _ = self.accept(Arc::new(*run), true);
@@ -879,8 +879,8 @@ impl Actor {
                 if run.originator != from {
                     return JobReply::Refused("a run is delivered by its originator".into());
                 }
-                if let Some(id) = run.invalid_id() {
-                    return JobReply::Refused(format!("a run with an invalid id: {id:?}"));
+                if let Some(why) = run.problem() {
+                    return JobReply::Refused(format!("a run with {why}"));
                 }
                 match self.accept(Arc::new(*run), false) {
                     Ok(()) => JobReply::Ok,

@@ -644,6 +644,21 @@ async fn a_member_cannot_plant_holder_hints_or_runs_with_bad_ids() {
         .await,
         JobReply::Refused("a run with an invalid id: \"../runs\"".into())
     );
+    // One that names a job twice (run twice on a node, one result lost) is refused too.
+    let mut twice = run.clone();
+    twice.originator = rogue_id.clone();
+    twice.run_id = "twice".into();
+    let job = twice.parents[0].jobs[0].clone();
+    twice.parents[0].jobs.push(job.clone());
+    assert_eq!(
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::Deliver(Box::new(twice))
+        )
+        .await,
+        JobReply::Refused(format!("a run with the job id {:?} twice", job.job_id))
+    );
     // A registration of a wait, kept a day, with ids of megabytes is refused.
     for (wait_id, run) in [
         ("w".repeat(1 << 20), None),
