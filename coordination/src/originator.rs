@@ -590,7 +590,15 @@ impl Originator {
     /// A target written off comes back within the window: it gets its runs again (tracked and
     /// resent like any unacknowledged target); its real results replace `unreachable`.
     fn back(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
-        self.back_since_check.insert(node.clone());
+        // Kept only while a check is out (the set is emptied when the next is asked): a node
+        // that never submits would otherwise keep every node it ever saw come back.
+        if self
+            .runs
+            .values()
+            .any(|t| t.alive_check == AliveCheck::Asked)
+        {
+            self.back_since_check.insert(node.clone());
+        }
         let mut actions = Vec::new();
         for w in self.written_off.remove(&node).unwrap_or_default() {
             if now.duration_since(w.at) >= self.config.written_off_for {

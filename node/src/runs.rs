@@ -767,6 +767,15 @@ impl Actor {
                     q.in_flight = false;
                 }
                 self.flush_output(&to);
+                // Nothing more on its way to that submitter: its queue goes (there would be
+                // one for every submitter that ever streamed a job here).
+                if self
+                    .outputs
+                    .get(&to)
+                    .is_some_and(|q| !q.in_flight && q.waiting.is_empty())
+                {
+                    self.outputs.remove(&to);
+                }
             }
             Input::MemberBack(peer) => self.member_back(peer),
             Input::AcceptStored { run_id, stored } => self.accept_stored(run_id, stored),

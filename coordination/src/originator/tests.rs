@@ -754,3 +754,15 @@ fn a_write_off_before_a_restart_still_sends_the_jobs_to_a_target_back_within_the
     );
     assert_eq!(o.missing("r1"), 1);
 }
+
+/// Nodes seen back are remembered only while an alive check is out: a node that submits
+/// nothing keeps no list of every node it ever saw come back.
+#[test]
+fn nodes_seen_back_are_kept_only_while_a_check_is_out() {
+    let t0 = Instant::now();
+    let mut o = Originator::new(node("me"), OriginatorConfig::default());
+    for i in 0..100 {
+        o.handle(Input::NodeBack(node(&format!("n{i}"))), t0);
+    }
+    assert!(o.back_since_check.is_empty());
+}

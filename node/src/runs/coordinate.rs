@@ -109,6 +109,10 @@ impl CrossNode {
     /// Forgets QUERY jobs here that gave up waiting (timed out).
     fn prune(&mut self) {
         self.query_waiters.retain(|_, reply| !reply.is_closed());
+        // A node nothing is retried to any more (no task holds its count): its entry goes,
+        // or the map would keep every node ever sent to.
+        self.retrying
+            .retain(|_, count| Arc::strong_count(count) > 1);
     }
 }
 
@@ -506,11 +510,10 @@ impl Actor {
         self.query_actions(actions);
         // A value that comes after every target reported (a --no-wait result that overtook
         // it, or an answer lost on the way) is not kept. (A record still in memory is still
-        // waiting for results.)
+        // waiting for results; one just finished may not be on disk yet.)
         if !self.records.contains_key(&job_id)
             && self
-                .store
-                .record(&job_id)
+                .finished_record(&job_id)
                 .is_some_and(|r| r.reported_by_all())
         {
             self.query_over(&job_id);
