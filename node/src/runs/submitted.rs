@@ -335,37 +335,11 @@ impl Actor {
             outcome,
         } = result;
         let job_id = outcome.job_id.clone();
-        let record = match self.records.get_mut(&job_id) {
-            Some(r) => r,
-            None => match self.finished_record(&job_id) {
-                // A result from a node that is no target of the job, or naming another run, is
-                // dropped below; its record stays on disk, not pinned in memory.
-                Some(r) if r.name_of(&node.0).is_none() || r.run_id != run_id => {
-                    warn!(job = %job_id, %node, run = %run_id, "dropped a result from a node that is not a target of the job or that names another run");
-                    return;
-                }
-                // A late result (after the job was written off, or after a restart).
-                Some(r) => self
-                    .records
-                    .entry(job_id.clone())
-                    .or_insert(r.held_in_memory()),
-                // A write-off is the tracker's own doing (as below): only real results are
-                // news to it, or a target written off would not get the job when it is back.
-                None if !real => return,
-                None => {
-                    // Its record was purged (or never stored): still owed to the run's tracker,
-                    // or the run would never finish.
-                    debug!(job = %job_id, "result for a job this node has no record of");
-                    let result = originator::Input::Result {
-                        run_id,
-                        job_id,
-                        node,
-                    };
-                    let actions = self.originator.handle(result, Instant::now());
-                    self.originator_actions(actions);
-                    return;
-                }
-            },
+        if !self.hold_record_for_result(&job_id, &node, &run_id, real) {
+            return;
+        }
+        let Some(record) = self.records.get_mut(&job_id) else {
+            return;
         };
         // Only the job's own targets report on it (any member could claim to), and of the
         // job's own run: the run id goes to the tracker, which would otherwise keep the real
@@ -419,17 +393,17 @@ impl Actor {
         // Done: the record lives on disk from now on. A result that changed nothing (a batch
         // sent again when its ack was lost) is no news to watchers: a finished record read
         // back for it goes back to disk untold.
-        let done = if replace {
-            complete.then(|| self.records.remove(&job_id)).flatten()
-        } else {
-            if complete && let Some(record) = self.records.remove(&job_id) {
-                self.close_record(record);
+        let done = match complete.then(|| self.records.remove(&job_id)).flatten() {
+            Some(record) if replace => {
+                self.close_record(record.clone());
+                Some(record)
             }
-            None
+            Some(record) => {
+                self.close_record(record);
+                None
+            }
+            None => None,
         };
-        if let Some(record) = &done {
-            self.close_record(record.clone());
-        }
         if let Some(record) = &done
             && record.reported_by_all()
         {
@@ -450,6 +424,51 @@ impl Actor {
         }
         if let Some(record) = done {
             self.job_done(record);
+        }
+    }
+
+    /// Makes sure the record of `job_id` is held in memory for a result of `node` in
+    /// `run_id`: read back from disk for a late result (after a write-off, or a restart);
+    /// false when there is nothing to take the result into (it is dropped, or only the
+    /// run's tracker hears of it).
+    fn hold_record_for_result(
+        &mut self,
+        job_id: &str,
+        node: &NodeId,
+        run_id: &str,
+        real: bool,
+    ) -> bool {
+        if self.records.contains_key(job_id) {
+            return true;
+        }
+        match self.finished_record(job_id) {
+            // A result from a node that is no target of the job, or naming another run, is
+            // dropped; its record stays on disk, not pinned in memory.
+            Some(r) if r.name_of(&node.0).is_none() || r.run_id != run_id => {
+                warn!(job = %job_id, %node, run = %run_id, "dropped a result from a node that is not a target of the job or that names another run");
+                false
+            }
+            // A late result (after the job was written off, or after a restart).
+            Some(r) => {
+                self.records.insert(job_id.to_string(), r.held_in_memory());
+                true
+            }
+            // A write-off is the tracker's own doing (as below): only real results are news
+            // to it, or a target written off would not get the job when it is back.
+            None if !real => false,
+            None => {
+                // Its record was purged (or never stored): still owed to the run's tracker,
+                // or the run would never finish.
+                debug!(job = %job_id, "result for a job this node has no record of");
+                let result = originator::Input::Result {
+                    run_id: run_id.to_string(),
+                    job_id: job_id.to_string(),
+                    node: node.clone(),
+                };
+                let actions = self.originator.handle(result, Instant::now());
+                self.originator_actions(actions);
+                false
+            }
         }
     }
 }
