@@ -155,6 +155,43 @@ fn env_text(v: &Value) -> String {
     }
 }
 
+/// The rows to write for the args `names` as they are now in `args`. For a QUERY set merged
+/// into a `query` kept one row per value (`brought`: its (node, name) pairs), only the values
+/// it brought; for any other name all its rows, and for a `query` written whole, the removal
+/// of the rows it had before (`query_rows_before`) and has no more.
+fn arg_writes(
+    args: &Vars,
+    names: &[String],
+    brought: Option<&[(String, String)]>,
+    query_rows_before: &[String],
+) -> CacheWrites {
+    let mut writes = CacheWrites::new();
+    for name in names {
+        let Some(now) = args.get(name) else {
+            continue;
+        };
+        match brought {
+            Some(brought) if name == "query" => {
+                writes.extend(brought.iter().filter_map(|(node, key)| {
+                    let v = now.get(node)?.get(key)?;
+                    Some((query_row(node, key), Some(json_bytes(v))))
+                }));
+            }
+            _ => {
+                let rows = arg_rows(name, now);
+                writes.extend(
+                    query_rows_before
+                        .iter()
+                        .filter(|k| name == "query" && !rows.iter().any(|(r, _)| r == *k))
+                        .map(|k| (k.clone(), None)),
+                );
+                writes.extend(rows);
+            }
+        }
+    }
+    writes
+}
+
 /// Whether `query` has the shape of a QUERY set, `{node: {name: value}}`.
 fn is_query_set(query: &Value) -> bool {
     query
@@ -585,30 +622,7 @@ impl Cache {
                 merge_query(object_at(args, "query"), &set);
             }
             s.args_changes += 1;
-            let mut writes = CacheWrites::new();
-            for name in &names {
-                let Some(now) = s.args.get(name) else {
-                    continue;
-                };
-                match &brought {
-                    Some(brought) if name == "query" => {
-                        writes.extend(brought.iter().filter_map(|(node, key)| {
-                            let v = now.get(node)?.get(key)?;
-                            Some((query_row(node, key), Some(json_bytes(v))))
-                        }));
-                    }
-                    _ => {
-                        let rows = arg_rows(name, now);
-                        writes.extend(
-                            query_rows_before
-                                .iter()
-                                .filter(|k| name == "query" && !rows.iter().any(|(r, _)| r == *k))
-                                .map(|k| (k.clone(), None)),
-                        );
-                        writes.extend(rows);
-                    }
-                }
-            }
+            let writes = arg_writes(&s.args, &names, brought.as_deref(), &query_rows_before);
             if let Some(run) = run {
                 let now = as_left(&s.args, names);
                 s.runs.entry(run.to_string()).or_default().args.extend(now);
