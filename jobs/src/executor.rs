@@ -558,72 +558,92 @@ impl Actor {
             Some(Err(e)) => Some(format!("{NOT_RUN}{e}")),
             Some(Ok(())) | None => None,
         };
+        let end = JobEnd {
+            job_id: work.job_id.clone(),
+            parent_id: work.parent_id.clone(),
+            queue: work.queue,
+            note,
+            cache: self.cache.clone(),
+            events: self.events.clone(),
+            done_tx: self.done_tx.clone(),
+        };
+        if let Some(why) = unrecorded {
+            tokio::spawn(end.report(not_run(&work.job_id, why), true));
+            return;
+        }
         let cache = self.cache.clone();
         let locks = self.locks.clone();
         let events = self.events.clone();
-        let done_tx = self.done_tx.clone();
         let coordinator = self.coordinator.clone();
         let processes = self.processes.clone();
         let lender = (work.queue == QueueKind::Sync).then(|| LentJob {
             lent: Arc::clone(&self.lent),
             job_id: work.job_id.clone(),
         });
-        tokio::spawn(async move {
-            let job_id = work.job_id.clone();
-            let parent_id = work.parent_id.clone();
-            let queue = work.queue;
-            let not_recorded = unrecorded.is_some();
-            let parent_cache = cache.clone();
-            // In a task of its own, so that a job that fails in an unforeseen way (a panic)
-            // still ends as a failed result and frees its queue.
-            let run = {
-                let events = events.clone();
-                tokio::spawn(async move {
-                    if let Some(why) = unrecorded {
-                        return not_run(&work.job_id, why);
-                    }
-                    let lender = lender.as_ref().map(|l| l as &dyn QueueLender);
-                    execute(
-                        work,
-                        &cache,
-                        &locks,
-                        &events,
-                        coordinator,
-                        processes,
-                        lender,
-                    )
-                    .await
-                })
-            };
-            let (mut outcome, failed_unrun) = match run.await {
-                Ok(outcome) => (outcome, not_recorded),
-                Err(e) => (
-                    not_run(&job_id, format!("the job stopped unexpectedly: {e}")),
-                    true,
-                ),
-            };
-            // A job that ran records its parent's failure itself; one that failed without
-            // running (or whose run broke off) does so here, so that the rest of its parent
-            // stays stopped after a restart too.
-            if failed_unrun {
-                parent_cache.fail_parent(&parent_id);
-            }
-            if let Some(note) = note
-                && outcome.state.is_ok()
-            {
-                outcome.info = note;
-            }
-            let failed = outcome.state == ResultState::Failed;
-            let _ = events.send(ExecEvent::Finished(outcome)).await;
-            let _ = done_tx
-                .send(Done {
-                    job_id,
-                    parent_id,
-                    queue,
-                    failed,
-                })
-                .await;
+        // In a task of its own, so that a job that fails in an unforeseen way (a panic)
+        // still ends as a failed result and frees its queue.
+        let run = tokio::spawn(async move {
+            let lender = lender.as_ref().map(|l| l as &dyn QueueLender);
+            execute(
+                work,
+                &cache,
+                &locks,
+                &events,
+                coordinator,
+                processes,
+                lender,
+            )
+            .await
         });
+        tokio::spawn(async move {
+            match run.await {
+                Ok(outcome) => end.report(outcome, false).await,
+                Err(e) => {
+                    let outcome =
+                        not_run(&end.job_id, format!("the job stopped unexpectedly: {e}"));
+                    end.report(outcome, true).await;
+                }
+            }
+        });
+    }
+}
+
+/// What is left to do once a job is over, however it ended: its result, and its queue's turn.
+struct JobEnd {
+    job_id: String,
+    parent_id: String,
+    queue: QueueKind,
+    /// Said in the info of a job that succeeded (why it ran as it did).
+    note: Option<String>,
+    cache: Arc<Cache>,
+    events: mpsc::Sender<ExecEvent>,
+    done_tx: mpsc::Sender<Done>,
+}
+
+impl JobEnd {
+    /// Reports `outcome`. `failed_unrun`: the job failed without running (or its run broke
+    /// off). A job that ran records its parent's failure itself; this one does so here, so
+    /// that the rest of its parent stays stopped after a restart too.
+    async fn report(self, mut outcome: Outcome, failed_unrun: bool) {
+        if failed_unrun {
+            self.cache.fail_parent(&self.parent_id);
+        }
+        if let Some(note) = self.note
+            && outcome.state.is_ok()
+        {
+            outcome.info = note;
+        }
+        let failed = outcome.state == ResultState::Failed;
+        let _ = self.events.send(ExecEvent::Finished(outcome)).await;
+        let _ = self
+            .done_tx
+            .send(Done {
+                job_id: self.job_id,
+                parent_id: self.parent_id,
+                queue: self.queue,
+                failed,
+            })
+            .await;
     }
 }
 
