@@ -613,35 +613,45 @@ impl Store {
         let Some(snapshot) = read(self.db.begin_read()) else {
             return 0;
         };
-        let (old, kept): (Vec<_>, Vec<_>) = all_in::<Created>(&snapshot, JOBS)
-            .into_iter()
-            .partition(|(id, r)| too_old(r) && !open.contains(id));
-        let still_recorded: HashSet<String> = kept.iter().map(|(_, r)| r.run_id.clone()).collect();
-        let kept: HashSet<String> = kept.into_iter().map(|(id, _)| id).collect();
-        let old: HashSet<String> = old.into_iter().map(|(id, _)| id).collect();
+        // Read a row at a time, keeping only what goes and hashes of what stays: a sweep of a
+        // long history gathered every id at once, and the allocator could not hand the
+        // space back afterwards (16 MB of a 35 000-record node's idle memory).
+        let mut old: HashSet<String> = HashSet::new();
+        let mut kept_jobs: HashSet<u64> = HashSet::new();
+        let mut still_recorded: HashSet<u64> = HashSet::new();
+        for_each_in::<Created>(&snapshot, JOBS, |id, r| {
+            if too_old(&r) && !open.contains(id) {
+                old.insert(id.to_string());
+            } else {
+                kept_jobs.insert(id_hash(id));
+                still_recorded.insert(id_hash(&r.run_id));
+            }
+        });
         // Results and QUERY values of a record that is gone (a late result that arrived while
-        // an earlier sweep forgot its record) go with the old ones.
-        let goes = |job: &str| old.contains(job) || (!kept.contains(job) && !open.contains(job));
-        let mut deletes: Vec<Op> = keys_in(&snapshot, RESULTS)
-            .into_iter()
-            .filter(|key| key.split_once('/').is_some_and(|(job, _)| goes(job)))
-            .map(|key| Op::Delete(RESULTS, key))
-            .collect();
-        deletes.extend(
-            all_in::<QueryValue>(&snapshot, QUERY_VALUES)
-                .into_iter()
-                .filter(|(_, v)| goes(&v.job_id))
-                .map(|(key, _)| Op::Delete(QUERY_VALUES, key)),
-        );
+        // an earlier sweep forgot its record) go with the old ones. A kept job is known by
+        // its id's hash: two ids with one hash only keep an orphan longer.
+        let goes = |job: &str| {
+            old.contains(job) || (!kept_jobs.contains(&id_hash(job)) && !open.contains(job))
+        };
+        let mut deletes: Vec<Op> = Vec::new();
+        for_each_key_in(&snapshot, RESULTS, |key| {
+            if key.split_once('/').is_some_and(|(job, _)| goes(job)) {
+                deletes.push(Op::Delete(RESULTS, key.to_string()));
+            }
+        });
+        for_each_in::<QueryValue>(&snapshot, QUERY_VALUES, |key, v| {
+            if goes(&v.job_id) {
+                deletes.push(Op::Delete(QUERY_VALUES, key.to_string()));
+            }
+        });
         deletes.extend(old.iter().map(|id| Op::Delete(JOBS, id.clone())));
         // A finished run is kept for its records (a late QUERY value reopens the collection
         // from it): once none is left, it goes too.
-        deletes.extend(
-            all_in::<RunOver>(&snapshot, RUNS)
-                .into_iter()
-                .filter(|(run_id, r)| r.finished && !still_recorded.contains(run_id))
-                .map(|(run_id, _)| Op::Delete(RUNS, run_id)),
-        );
+        for_each_in::<RunOver>(&snapshot, RUNS, |run_id, r| {
+            if r.finished && !still_recorded.contains(&id_hash(run_id)) {
+                deletes.push(Op::Delete(RUNS, run_id.to_string()));
+            }
+        });
         drop(snapshot);
         self.send_in_batches(deletes);
         old.len()
@@ -911,6 +921,52 @@ fn keys_in(snapshot: &redb::ReadTransaction, table: TableDefinition<&str, &[u8]>
     iter.filter_map(read)
         .map(|row| row.0.value().to_string())
         .collect()
+}
+
+/// Calls `f` with each key of `table` as `snapshot` sees them, one at a time.
+fn for_each_key_in(
+    snapshot: &redb::ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    mut f: impl FnMut(&str),
+) {
+    let Some(t) = read(snapshot.open_table(table)) else {
+        return;
+    };
+    let Some(iter) = read(t.iter()) else {
+        return;
+    };
+    for row in iter.filter_map(read) {
+        f(row.0.value());
+    }
+}
+
+/// Calls `f` with each row of `table` as `snapshot` sees them, one at a time; an unreadable
+/// row is skipped with a warning.
+fn for_each_in<T: DeserializeOwned>(
+    snapshot: &redb::ReadTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    mut f: impl FnMut(&str, T),
+) {
+    let Some(t) = read(snapshot.open_table(table)) else {
+        return;
+    };
+    let Some(iter) = read(t.iter()) else {
+        return;
+    };
+    for row in iter.filter_map(read) {
+        match ciborium::from_reader::<T, _>(row.1.value()) {
+            Ok(v) => f(row.0.value(), v),
+            Err(e) => warn!(key = row.0.value(), "unreadable row skipped: {e}"),
+        }
+    }
+}
+
+/// An id as a set of many ids keeps it: eight bytes instead of a string of its own.
+fn id_hash(id: &str) -> u64 {
+    let hash = blake3::hash(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// The rows of `table` as `snapshot` sees them; an unreadable row is skipped with a warning.
