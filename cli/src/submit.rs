@@ -82,15 +82,33 @@ pub struct ExecArgs {
     /// one line and split again as an orchestration file's inline arguments are, so quote a
     /// command as one argument to keep its own quotes: `'touch "my file"'`. Options of `exec`
     /// itself (--poll, --target, ...) may stand anywhere; after `--` everything belongs to the
-    /// job.
+    /// job. A near miss of --target, --restrict, --finger-print or --state-dir anywhere, or
+    /// of --poll, --stream, --check, --ignore-cache or --force-async as the last argument, is
+    /// refused rather than given to the job.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
 
-/// Options of `exec` whose misspelling would run the job somewhere else: a near miss of one
-/// of them is refused. (Near misses of the others, like `--pull` for `--poll`, are common
-/// options of the commands jobs run.)
-const MISTYPED_HARMS: &[&str] = &["--target", "--restrict", "--verb"];
+/// Options of `exec` whose misspelling would run the job somewhere else, or at all (a missed
+/// `--finger-print` runs what it was to show): a near miss of one of them is refused.
+const MISTYPED_HARMS: &[&str] = &[
+    "--target",
+    "--restrict",
+    "--verb",
+    "--finger-print",
+    "--state-dir",
+];
+
+/// Options of `exec` whose near miss is refused as the last argument, where operators add
+/// them (`... --pol`): the job would run with the typo as its own argument. Elsewhere a near
+/// miss is the job's: `--pull` and `--pool` are common options of the commands jobs run.
+const MISTYPED_AT_THE_END: &[&str] = &[
+    "--poll",
+    "--stream",
+    "--check",
+    "--ignore-cache",
+    "--force-async",
+];
 
 /// `exec`'s own options, and whether each takes a value.
 const EXEC_OPTIONS: &[(&str, bool)] = &[
@@ -158,9 +176,16 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
                 }
             }
             None => {
+                let last = rest.len() == 0;
+                // A capital letter is a typo too (`--Poll`).
+                let lower = name.to_lowercase();
                 if let Some(option) = MISTYPED_HARMS
                     .iter()
-                    .find(|o| name.starts_with("--") && one_typo(name, o))
+                    .chain(MISTYPED_AT_THE_END.iter().filter(|_| last))
+                    .find(|o| {
+                        name.starts_with("--")
+                            && (one_typo(&lower, o) || (lower != name && lower == **o))
+                    })
                 {
                     return Err(format!(
                         "exec has no option {name}: did you mean {option}? (to give {name} to \
@@ -1035,9 +1060,35 @@ mod tests {
             ("--targets", "--target"),
             ("--tagret", "--target"),
             ("--restict", "--restrict"),
+            ("--state-dirr", "--state-dir"),
         ] {
             let e = exec_argv(argv(&["dm", "exec", "--verb", "RUN", "echo x", typo, "n1"]))
                 .unwrap_err();
+            assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
+        }
+        // Anywhere: a missed --finger-print would run what it was to show.
+        let e = exec_argv(argv(&[
+            "dm",
+            "exec",
+            "--verb",
+            "RUN",
+            "--fingerprint",
+            "true",
+        ]))
+        .unwrap_err();
+        assert!(e.contains("did you mean --finger-print?"), "{e}");
+        // At the end, where exec's own options are added: the job would run with the typo.
+        for (typo, meant) in [
+            ("--pol", "--poll"),
+            ("--polll", "--poll"),
+            ("--Poll", "--poll"),
+            ("--strem", "--stream"),
+            ("--chek", "--check"),
+            ("--check2", "--check"),
+            ("--ignore-cach", "--ignore-cache"),
+            ("--force-asyn", "--force-async"),
+        ] {
+            let e = exec_argv(argv(&["dm", "exec", "--verb", "RUN", "echo x", typo])).unwrap_err();
             assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
         }
         // The job's own options, and a command's, are the job's (near misses of --poll too);
