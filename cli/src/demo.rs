@@ -166,7 +166,9 @@ async fn demo(
             Some(0) => Ok(()),
             // It said why above; its exit code is the demo's (2: bad input, 1: a job failed).
             Some(code) => {
-                eprintln!("error: the orchestration did not succeed ({status})");
+                crate::output::err_line(format!(
+                    "error: the orchestration did not succeed ({status})"
+                ));
                 Err(Failure::Silent(u8::try_from(code).unwrap_or(1)))
             }
             None => Err(Failure::Runtime(format!(
@@ -321,7 +323,11 @@ async fn stop_all(daemons: &mut [Daemon]) {
     if daemons.is_empty() {
         return;
     }
-    output::line_or_skip(format_args!("Stopping {} daemons...", daemons.len()));
+    let count = match daemons.len() {
+        1 => "the daemon".to_string(),
+        n => format!("{n} daemons"),
+    };
+    output::line_or_skip(format_args!("Stopping {count}..."));
     for d in daemons.iter() {
         if let Some(pid) = d.child.id() {
             let _ = nix::sys::signal::kill(

@@ -184,7 +184,7 @@ fn main() -> ExitCode {
     let argv = match submit::exec_argv(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::output::err_line(format!("error: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -209,11 +209,11 @@ fn main() -> ExitCode {
         Ok(()) if output::failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(msg)) => {
-            eprintln!("error: {msg}");
+            crate::output::err_line(format!("error: {msg}"));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(msg)) => {
-            eprintln!("error: {msg}");
+            crate::output::err_line(format!("error: {msg}"));
             ExitCode::from(1)
         }
         Err(Failure::Silent(code)) => ExitCode::from(code),

@@ -29,6 +29,14 @@ pub fn text(text: impl Display) {
     write(format_args!("{text}"));
 }
 
+/// Writes `text` and a newline to standard error; a failure to write is ignored (`eprintln!`
+/// panics when standard error is closed: `cmd 2>&- ` or a reader gone from `2>&1 | head`, and
+/// the exit code would be 101 instead of what the command has to say).
+pub fn err_line(text: impl Display) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
 /// Writes `text` and a newline to standard output; a failure to write is ignored.
 pub fn line_or_skip(text: impl Display) {
     let mut out = std::io::stdout().lock();

@@ -397,10 +397,10 @@ fn run(
                 1 => "1 job".to_string(),
                 n => format!("{n} jobs"),
             };
-            eprintln!(
+            crate::output::err_line(format!(
                 "run {}: {jobs} submitted; `manage --follow-run {}` follows it again",
                 reply.run_id, reply.run_id
-            );
+            ));
         }
         let follow = Follow {
             poll: options.poll,
@@ -449,27 +449,31 @@ fn answer_timeout_for(parents: &[SubmittedParent]) -> Duration {
 /// The targets a submission left out, and why, on stderr.
 fn say_left_out(reply: &SubmitReply) {
     if reply.restricted > 0 {
-        eprintln!("{} jobs left out by --restrict", reply.restricted);
+        let jobs = if reply.restricted == 1 { "job" } else { "jobs" };
+        crate::output::err_line(format!(
+            "{} {jobs} left out by --restrict",
+            reply.restricted
+        ));
     }
     if !reply.left_out.is_empty() {
-        eprintln!(
+        crate::output::err_line(format!(
             "warning: left out the live nodes named {}: two or more nodes share each name \
              (see `status`); give each a distinct --name",
             reply.left_out.join(", ")
-        );
+        ));
     }
     if !reply.other_releases_left_out.is_empty() {
-        eprintln!(
+        crate::output::err_line(format!(
             "warning: left out the nodes of another release, which take no part in this \
              mesh until every node runs the same release: {}",
             reply.other_releases_left_out.join(", ")
-        );
+        ));
     }
     if !reply.not_alive_left_out.is_empty() {
-        eprintln!(
+        crate::output::err_line(format!(
             "warning: not run on the members that are not alive: {}",
             reply.not_alive_left_out.join(", ")
-        );
+        ));
     }
 }
 
@@ -711,8 +715,8 @@ impl<'a> Follower<'a> {
     /// (`--stream`).
     fn notice(&self, text: &str) {
         match &self.bar {
-            Some(b) => b.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
+            Some(b) => b.suspend(|| crate::output::err_line(&text)),
+            None => crate::output::err_line(&text),
         }
     }
 
@@ -762,7 +766,7 @@ impl<'a> Follower<'a> {
         }
         let now = (named, total);
         if self.last_waiting.as_ref() == Some(&now) && self.said_waiting.as_ref() != Some(&now) {
-            eprintln!("Still waiting for {who}");
+            crate::output::err_line(format!("Still waiting for {who}"));
             self.said_waiting = Some(now.clone());
         }
         self.last_waiting = Some(now);
@@ -825,12 +829,12 @@ fn summarize(
         0 => String::new(),
         n => format!(", {n} without every result"),
     };
-    eprintln!(
+    crate::output::err_line(format!(
         "jobs: {ok} succeeded, {} failed{incomplete} ({} of {} results{skipped})",
         failed.len(),
         done.values().map(|r| r.results.len()).sum::<usize>(),
         expected
-    );
+    ));
     // Failures that are only write-offs may still turn into results: say so.
     let written_off: BTreeSet<&str> = done
         .values()
@@ -848,12 +852,12 @@ fn summarize(
             1 => "1 failed result is a target written off as unreachable".to_string(),
             n => format!("{n} failed results are targets written off as unreachable"),
         };
-        eprintln!(
+        crate::output::err_line(format!(
             "{what} ({}): should they report later, their results replace these; \
              `manage --follow-run {}` shows the jobs as they are then",
             written_off.into_iter().collect::<Vec<_>>().join(", "),
             run_id
-        );
+        ));
     }
     if ok == jobs {
         Ok(())

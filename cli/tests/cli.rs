@@ -722,6 +722,25 @@ fn output_nobody_reads_ends_the_command_without_a_panic() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("cannot write to standard output"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Nobody reads standard error (`2>&1 | head -1` gone): the exit code is still the
+    // command's own, not a panic's 101.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    for (args, expected) in [
+        (&["exec", "--verb", "NOPE", "x"][..], 2),
+        (&["--state-dir", missing.to_str().unwrap(), "status"], 1),
+        (&["exec", "--no-such-flag"], 2),
+    ] {
+        let mut child = bin()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let code = child.wait().unwrap().code();
+        assert_eq!(code, Some(expected), "{args:?}");
+    }
 }
 
 #[test]
