@@ -715,8 +715,8 @@ impl<'a> Follower<'a> {
     /// (`--stream`).
     fn notice(&self, text: &str) {
         match &self.bar {
-            Some(b) => b.suspend(|| crate::output::err_line(&text)),
-            None => crate::output::err_line(&text),
+            Some(b) => b.suspend(|| crate::output::err_line(text)),
+            None => crate::output::err_line(text),
         }
     }
 
