@@ -1,11 +1,15 @@
 //! `directord-mesh-sim`: runs scenarios against simulated or in-process meshes and reports
 //! how they scale (a table on stdout, a CSV and a PNG plot in `--out`).
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::Parser;
 use simulations::{
-    metrics::{self, Summary},
+    metrics::{self, Report, Summary},
     network::{Bandwidth, Latency, LossModel, NetworkModel, parse_duration},
     plot,
     scenario::{Scenario, Workload},
@@ -71,7 +75,8 @@ struct Args {
     /// protocol retries them.
     #[arg(long, value_enum)]
     loss_model: Option<LossModel>,
-    /// Tier 1: each node's upload bandwidth (100mbit, 1gbit, 10gbit, unlimited).
+    /// Tier 1: each node's upload bandwidth (512kbit, 100mbit, 1gbit, 10gbit, unlimited; at
+    /// least 1kbit).
     #[arg(long)]
     bandwidth: Option<Bandwidth>,
     /// Jobs per run in orchestration, churn, partition and late-join (default 100 for
@@ -211,6 +216,10 @@ fn main() -> ExitCode {
 /// The largest mesh any tier models.
 const MAX_TIER1_NODES: usize = 100_000;
 
+/// The longest a run's jobs may take one after another (--jobs × --job-time), as long as
+/// the longest duration the options take.
+const MAX_RUN: Duration = Duration::from_secs(1_000_000_000);
+
 fn check(args: &Args) -> Result<(), String> {
     if args.nodes.iter().any(|&n| n < 2) {
         return Err("--nodes: every mesh needs at least 2 nodes".into());
@@ -235,6 +244,38 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.jobs == Some(0) {
         return Err("--jobs: a run needs at least one job".into());
+    }
+    if let (Some(jobs), Some(job_time)) = (args.jobs, args.job_time)
+        && u32::try_from(jobs)
+            .ok()
+            .and_then(|j| job_time.checked_mul(j))
+            .is_none_or(|total| total > MAX_RUN)
+    {
+        return Err(format!(
+            "--jobs {jobs} of --job-time {job_time:?}: the jobs of a run may take {}s at most \
+             one after another",
+            MAX_RUN.as_secs()
+        ));
+    }
+    let chosen = |wanted: ScenarioChoice| {
+        args.scenario
+            .iter()
+            .any(|&s| s == wanted || s == ScenarioChoice::All)
+    };
+    if chosen(ScenarioChoice::LateJoin) && args.late_within.is_zero() {
+        return Err(
+            "--late-within 0s: the late nodes would join at the submit and catch the gossip \
+             like everyone else; give the window they join in (e.g. 3s)"
+                .into(),
+        );
+    }
+    if chosen(ScenarioChoice::Partition)
+        && let Some(&n) = args.nodes.iter().find(|&&n| n < 3)
+    {
+        return Err(format!(
+            "--nodes {n}: the partition scenario splits the nodes but the submitter in two \
+             halves; it needs at least 3 nodes"
+        ));
     }
     if args.file_mib == 0 || args.file_mib > 64 * 1024 {
         return Err(format!("--file-mib {}: give 1 to 65536", args.file_mib));
@@ -321,9 +362,20 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("{}: cannot create: {e}", args.out.display()))?;
+    // Both outputs can be written, before the sweep rather than after it.
+    let csv_path = args.out.join("results.csv");
+    let png_path = args.out.join("results.png");
+    for path in [&csv_path, &png_path] {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    }
     let mut rows: Vec<Summary> = Vec::new();
     let mut complete = true;
-    for &scenario in &scenarios {
+    let mut failure = None;
+    'sweep: for &scenario in &scenarios {
         for &nodes in &args.nodes {
             let w = workload(args, scenario, nodes);
             eprintln!(
@@ -338,64 +390,25 @@ fn run(args: &Args) -> Result<bool, String> {
                     String::new()
                 }
             );
-            let mut report = if args.tier == 3 {
-                tier3::stop_on_signals();
-                let binary = match &args.binary {
-                    Some(b) => b.clone(),
-                    None => tier3::default_binary().ok_or(
-                        "tier 3 runs the directord-mesh binary: build it next to this one \
-                         (cargo build --release -p directord-mesh) or give --binary",
-                    )?,
-                };
-                Tier3 {
-                    workload: w,
-                    binary,
-                    netns: args.netns,
-                    latency: match args.latency {
-                        Some(Latency::Fixed(d)) => Some(d),
-                        _ => None,
-                    },
-                    loss: args.loss.unwrap_or(0.0),
-                    limit: args.limit.unwrap_or(Duration::from_secs(300)),
+            let report = run_one(args, w, &network);
+            let mut report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    failure = Some(format!(
+                        "tier {} {scenario} on {nodes} nodes: {e}",
+                        args.tier
+                    ));
+                    break 'sweep;
                 }
-                .run()?
-            } else if args.tier == 1 {
-                let mut r = Tier1 {
-                    workload: w,
-                    network: network.clone(),
-                    seed: args.seed,
-                    limit: args.limit.unwrap_or(Duration::from_secs(600)),
-                }
-                .run()?;
-                r.seed = Some(args.seed);
-                r.network = format!(
-                    "latency {} loss {} ({}) uplink {}",
-                    network.latency, network.loss, network.loss_model, network.uplink
-                );
-                r
-            } else {
-                let link = (args.latency.is_some() || args.loss.is_some()).then(|| {
-                    args.latency
-                        .unwrap_or(Latency::Fixed(Duration::ZERO))
-                        .link_shape(args.loss.unwrap_or(0.0))
-                });
-                let mut r = Tier2 {
-                    workload: w,
-                    link,
-                    limit: args.limit.unwrap_or(Duration::from_secs(300)),
-                }
-                .run()?;
-                if let Some(link) = link {
-                    r.network = format!(
-                        "memory transport, latency {}, loss {}",
-                        args.latency.unwrap_or(Latency::Fixed(Duration::ZERO)),
-                        f64::from(link.loss_ppm) / 1e6
-                    );
-                }
-                r
             };
             if report.network.is_empty() {
                 report.network = "memory transport".into();
+            }
+            for note in &report.notes {
+                eprintln!(
+                    "warning: tier {} {scenario} on {nodes} nodes: {note}",
+                    args.tier
+                );
             }
             let summary = report.summary();
             complete &= summary.delivery >= 1.0
@@ -404,21 +417,106 @@ fn run(args: &Args) -> Result<bool, String> {
             rows.push(summary);
         }
     }
-    println!("{}", metrics::table(&rows));
-    let csv_path = args.out.join("results.csv");
-    std::fs::write(&csv_path, metrics::csv(&rows))
+    if let Some(e) = &failure
+        && rows.is_empty()
+    {
+        return Err(e.clone());
+    }
+    // The runs finished before a failed one are kept: written first, then the error.
+    let written = write_outputs(&rows, &csv_path, &png_path);
+    match (failure, written) {
+        (None, Ok(())) => Ok(complete),
+        (None, Err(e)) => Err(e),
+        (Some(e), Ok(())) => Err(format!(
+            "{e} (the {} runs before it are in the table and {})",
+            rows.len(),
+            csv_path.display()
+        )),
+        (Some(e), Err(written)) => Err(format!(
+            "{e} (the {} runs before it are in the table; {written})",
+            rows.len()
+        )),
+    }
+}
+
+/// The table on stdout, the CSV and the plot.
+fn write_outputs(rows: &[Summary], csv_path: &Path, png_path: &Path) -> Result<(), String> {
+    println!("{}", metrics::table(rows));
+    std::fs::write(csv_path, metrics::csv(rows))
         .map_err(|e| format!("{}: {e}", csv_path.display()))?;
-    let png_path = args.out.join("results.png");
-    match plot::draw(&rows, &png_path) {
+    match plot::draw(rows, png_path) {
         Ok(true) => {}
         Ok(false) => eprintln!(
             "note: no TrueType font found ({} or $DIRECTORD_MESH_SIM_FONT): the plot has no labels",
             plot::FONT_PATHS[0]
         ),
-        Err(e) => eprintln!("warning: plot not drawn: {e}"),
+        Err(e) => {
+            println!("wrote {}", csv_path.display());
+            return Err(format!("{}: plot not drawn: {e}", png_path.display()));
+        }
     }
     println!("wrote {} and {}", csv_path.display(), png_path.display());
-    Ok(complete)
+    Ok(())
+}
+
+/// One run of the sweep.
+fn run_one(args: &Args, w: Workload, network: &NetworkModel) -> Result<Report, String> {
+    Ok(if args.tier == 3 {
+        tier3::stop_on_signals();
+        let binary = match &args.binary {
+            Some(b) => b.clone(),
+            None => tier3::default_binary().ok_or(
+                "tier 3 runs the directord-mesh binary: build it next to this one \
+                 (cargo build --release -p directord-mesh) or give --binary",
+            )?,
+        };
+        Tier3 {
+            workload: w,
+            binary,
+            netns: args.netns,
+            latency: match args.latency {
+                Some(Latency::Fixed(d)) => Some(d),
+                _ => None,
+            },
+            loss: args.loss.unwrap_or(0.0),
+            limit: args.limit.unwrap_or(Duration::from_secs(300)),
+        }
+        .run()?
+    } else if args.tier == 1 {
+        let mut r = Tier1 {
+            workload: w,
+            network: network.clone(),
+            seed: args.seed,
+            limit: args.limit.unwrap_or(Duration::from_secs(600)),
+        }
+        .run()?;
+        r.seed = Some(args.seed);
+        r.network = format!(
+            "latency {} loss {} ({}) uplink {}",
+            network.latency, network.loss, network.loss_model, network.uplink
+        );
+        r
+    } else {
+        let link = (args.latency.is_some() || args.loss.is_some()).then(|| {
+            args.latency
+                .unwrap_or(Latency::Fixed(Duration::ZERO))
+                .link_shape(args.loss.unwrap_or(0.0))
+        });
+        let mut r = Tier2 {
+            workload: w,
+            link,
+            limit: args.limit.unwrap_or(Duration::from_secs(300)),
+        }
+        .run()?;
+        if let Some(link) = link {
+            r.network = format!(
+                "memory transport, latency {}, loss {}",
+                args.latency.unwrap_or(Latency::Fixed(Duration::ZERO)),
+                f64::from(link.loss_ppm) / 1e6
+            );
+        }
+        r
+    })
 }
 
 fn workload(args: &Args, scenario: Scenario, nodes: usize) -> Workload {

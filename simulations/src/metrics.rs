@@ -45,8 +45,18 @@ pub struct Report {
     /// Gossip copies of the run received, and nodes that received it at least once.
     pub gossip_received: u64,
     pub gossip_nodes: u64,
-    /// Everything the submitter sent (its upload).
-    pub submitter_upload: u64,
+    /// What the submitter uploaded, where the tier measures it (`None` where it does not):
+    /// tier 1, everything it sent (messages and framing); tiers 2 and 3, the file bytes it
+    /// served (the `files` scenario only: the daemon counts no other upload).
+    pub submitter_upload: Option<u64>,
+    /// Disruptions that took place: kills (`churn`), late joins (`late-join`) and splits
+    /// (`partition`).
+    pub disruptions: usize,
+    /// `late-join`: when the last late node joined.
+    pub last_join: Option<f64>,
+    /// What the operator should know about the run (e.g. a disruption that never happened),
+    /// printed as warnings.
+    pub notes: Vec<String>,
     /// Tier 2 only: resident memory of the process per node.
     pub rss_per_node: Option<u64>,
     pub wall: Duration,
@@ -92,10 +102,14 @@ pub struct Summary {
     pub repeated_results: Option<usize>,
     pub conflicting_results: Option<usize>,
     pub traffic: Option<Traffic>,
-    pub submitter_upload_mib: f64,
+    /// `None` where the tier does not measure it (see [`Report::submitter_upload`]).
+    pub submitter_upload_mib: Option<f64>,
     pub rss_kib_per_node: Option<f64>,
     pub wall_secs: f64,
     pub events: u64,
+    /// Disruptions that took place, and when the last late node joined (`late-join`).
+    pub disruptions: usize,
+    pub last_join: Option<f64>,
 }
 
 /// Messages and bytes per node, and how often the run's gossip reached a node.
@@ -159,10 +173,12 @@ impl Report {
                     self.gossip_received as f64 / self.gossip_nodes as f64
                 },
             }),
-            submitter_upload_mib: self.submitter_upload as f64 / (1 << 20) as f64,
+            submitter_upload_mib: self.submitter_upload.map(|b| b as f64 / (1 << 20) as f64),
             rss_kib_per_node: self.rss_per_node.map(|b| b as f64 / 1024.0),
             wall_secs: self.wall.as_secs_f64(),
             events: self.events,
+            disruptions: self.disruptions,
+            last_join: self.last_join,
         }
     }
 }
@@ -241,7 +257,10 @@ pub fn table(rows: &[Summary]) -> String {
                     .as_ref()
                     .map_or_else(dash, |t| format!("{:.2}", t.duplicate_factor)),
             ),
-            Cell::new(format!("{:.2}", r.submitter_upload_mib)),
+            Cell::new(
+                r.submitter_upload_mib
+                    .map_or_else(dash, |m| format!("{m:.2}")),
+            ),
             Cell::new(
                 r.rss_kib_per_node
                     .map_or_else(|| "-".into(), |k| format!("{:.0} KiB", k)),
@@ -273,7 +292,7 @@ pub fn csv(rows: &[Summary]) -> String {
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},\"{}\",{},{:.4},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{},{:.3},{}",
+            "{},{},{},{},\"{}\",{},{:.4},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{}",
             r.tier,
             r.scenario,
             r.nodes,
@@ -302,7 +321,8 @@ pub fn csv(rows: &[Summary]) -> String {
             traffic(|t| t.overhead_kib_per_node, r),
             traffic(|t| t.max_kib_node, r),
             traffic(|t| t.duplicate_factor, r),
-            r.submitter_upload_mib,
+            r.submitter_upload_mib
+                .map_or_else(String::new, |m| format!("{m:.3}")),
             r.rss_kib_per_node
                 .map_or_else(String::new, |k| format!("{k:.0}")),
             r.wall_secs,
@@ -315,6 +335,32 @@ pub fn csv(rows: &[Summary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_not_measured_is_shown_as_such() {
+        let measured = |upload| {
+            Report {
+                submitter_upload: upload,
+                ..Report::default()
+            }
+            .summary()
+        };
+        let rows = [measured(None), measured(Some(3 << 20))];
+        let csv = csv(&rows);
+        let column = CSV_HEADER
+            .split(',')
+            .position(|h| h == "submitter_upload_mib")
+            .unwrap();
+        let cells: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(column).unwrap())
+            .collect();
+        assert_eq!(cells, ["", "3.000"]);
+        // Not measured is "-", not the 0.00 of an upload measured as nothing.
+        let zeros = |upload| table(&[measured(upload)]).matches("0.00").count();
+        assert_eq!(zeros(None) + 1, zeros(Some(0)));
+    }
 
     #[test]
     fn time_to_counts_against_the_total_not_what_arrived() {

@@ -55,8 +55,25 @@ impl Latency {
 impl fmt::Display for Latency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Latency::Fixed(d) => write!(f, "{}ms", d.as_millis()),
-            Latency::Uniform(lo, hi) => write!(f, "{}ms..{}ms", lo.as_millis(), hi.as_millis()),
+            Latency::Fixed(d) => write!(f, "{}", Exact(*d)),
+            Latency::Uniform(lo, hi) => write!(f, "{}..{}", Exact(*lo), Exact(*hi)),
+        }
+    }
+}
+
+/// A duration as `--latency` takes it, without rounding: whole milliseconds as `20ms`, the
+/// rest in microseconds (`1500us`) or, below them, fractions of one (`0.5us`).
+struct Exact(Duration);
+
+impl fmt::Display for Exact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        if nanos.is_multiple_of(1_000_000) {
+            write!(f, "{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1_000) {
+            write!(f, "{}us", nanos / 1_000)
+        } else {
+            write!(f, "{}us", nanos as f64 / 1e3)
         }
     }
 }
@@ -104,11 +121,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// A node's uplink, in bits per second (`unlimited`, `100mbit`, `1gbit`, `10gbit`).
+/// A node's uplink, in bits per second (`unlimited`, `512kbit`, `100mbit`, `1gbit`,
+/// `10gbit`): at least [`Bandwidth::MIN`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bandwidth(pub Option<u64>);
 
 impl Bandwidth {
+    /// The slowest uplink modelled: 1 kbit/s (slower ones would hold a message for hours).
+    pub const MIN: u64 = 1_000;
+
     /// Time `bytes` occupy the uplink.
     pub fn transmit(&self, bytes: u64) -> Micros {
         match self.0 {
@@ -123,7 +144,9 @@ impl fmt::Display for Bandwidth {
         match self.0 {
             None => f.write_str("unlimited"),
             Some(b) if b % 1_000_000_000 == 0 => write!(f, "{}gbit", b / 1_000_000_000),
-            Some(b) => write!(f, "{}mbit", b / 1_000_000),
+            Some(b) if b.is_multiple_of(1_000_000) => write!(f, "{}mbit", b / 1_000_000),
+            Some(b) if b.is_multiple_of(1_000) => write!(f, "{}kbit", b / 1_000),
+            Some(b) => write!(f, "{}kbit", b as f64 / 1e3),
         }
     }
 }
@@ -139,9 +162,11 @@ impl FromStr for Bandwidth {
             (n, 1_000_000_000.0)
         } else if let Some(n) = s.strip_suffix("mbit") {
             (n, 1_000_000.0)
+        } else if let Some(n) = s.strip_suffix("kbit") {
+            (n, 1_000.0)
         } else {
             return Err(format!(
-                "{s:?}: give a bandwidth as e.g. 100mbit, 1gbit or unlimited"
+                "{s:?}: give a bandwidth as e.g. 512kbit, 100mbit, 1gbit or unlimited"
             ));
         };
         let value: f64 = number
@@ -150,7 +175,14 @@ impl FromStr for Bandwidth {
         if !(value > 0.0 && value < 1e6) {
             return Err(format!("{s:?}: out of range"));
         }
-        Ok(Bandwidth(Some((value * scale) as u64)))
+        let bits = (value * scale).round() as u64;
+        if bits < Bandwidth::MIN {
+            return Err(format!(
+                "{s:?}: below 1kbit (a message would hold an uplink for hours); give at least \
+                 1kbit"
+            ));
+        }
+        Ok(Bandwidth(Some(bits)))
     }
 }
 
@@ -232,4 +264,32 @@ impl Overhead {
     pub const REQUEST: u64 = 120;
     /// A response on the same stream, and its close.
     pub const RESPONSE: u64 = 60;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_network_is_described_without_rounding() {
+        let latency: Latency = "500us..1500us".parse().unwrap();
+        assert_eq!(latency.to_string(), "500us..1500us");
+        assert_eq!("20ms".parse::<Latency>().unwrap().to_string(), "20ms");
+        assert_eq!("0.5us".parse::<Latency>().unwrap().to_string(), "0.5us");
+        let shown = |b: &str| b.parse::<Bandwidth>().unwrap().to_string();
+        assert_eq!(shown("0.5mbit"), "500kbit");
+        assert_eq!(shown("1.5kbit"), "1.5kbit");
+        assert_eq!(shown("100mbit"), "100mbit");
+        assert_eq!(shown("2.5gbit"), "2500mbit");
+        assert_eq!(shown("1gbit"), "1gbit");
+    }
+
+    #[test]
+    fn bandwidths_below_a_kbit_are_refused() {
+        for slow in ["0.0000001mbit", "0.5kbit", "0.0000000001gbit"] {
+            let e = slow.parse::<Bandwidth>().unwrap_err();
+            assert!(e.contains("1kbit"), "{slow}: {e}");
+        }
+        assert_eq!("1kbit".parse::<Bandwidth>(), Ok(Bandwidth(Some(1_000))));
+    }
 }

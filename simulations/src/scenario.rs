@@ -238,7 +238,12 @@ impl Workload {
         let pick = |f: f64| affected(others.len(), f);
         match self.scenario {
             Scenario::Churn => {
-                let span = self.job_time * self.jobs as u32 + Duration::from_millis(500);
+                // Saturating, and bounded so that a point drawn in it stays a Duration.
+                let span = self
+                    .job_time
+                    .saturating_mul(u32::try_from(self.jobs).unwrap_or(u32::MAX))
+                    .saturating_add(Duration::from_millis(500))
+                    .min(MAX_SPAN);
                 others
                     .iter()
                     .take(pick(self.churn))
@@ -247,7 +252,7 @@ impl Workload {
                         Disruption {
                             node,
                             down: Some(at),
-                            back: at + self.downtime,
+                            back: at.saturating_add(self.downtime),
                         }
                     })
                     .collect()
@@ -266,6 +271,15 @@ impl Workload {
     }
 }
 
+/// The longest span the kills of `churn` are spread over (about 30 000 years).
+const MAX_SPAN: Duration = Duration::from_secs(1 << 40);
+
+/// `partition`: the far half, split from the submitter's: half of `others` (the nodes but
+/// the submitter, shuffled), and at least one node, so that a mesh of 2 is split too.
+pub fn far_half(others: &[usize]) -> &[usize] {
+    &others[..(others.len() / 2).max(1).min(others.len())]
+}
+
 /// How many of `count` nodes a fraction of them is: rounded, and at least one when the
 /// fraction is above 0 (10 % of 4 nodes is one node, not none).
 pub fn affected(count: usize, fraction: f64) -> usize {
@@ -275,7 +289,42 @@ pub fn affected(count: usize, fraction: f64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::affected;
+    use std::time::Duration;
+
+    use rand::SeedableRng;
+
+    use super::{Scenario, Workload, affected, far_half};
+
+    #[test]
+    fn the_far_half_is_never_empty() {
+        assert_eq!(far_half(&[5]), &[5]);
+        assert_eq!(far_half(&[5, 7, 9]), &[5]);
+        assert_eq!(far_half(&[5, 7, 9, 11]), &[5, 7]);
+        assert!(far_half(&[]).is_empty());
+    }
+
+    #[test]
+    fn churn_of_a_run_too_long_for_the_clock_neither_overflows_nor_truncates() {
+        let mut w = Workload::new(Scenario::Churn, 4);
+        w.jobs = 20_000;
+        w.job_time = Duration::from_secs(1_000_000_000);
+        w.churn = 1.0;
+        w.downtime = Duration::from_secs(1_000_000_000);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let plan = w.disruptions(&[1, 2, 3], &mut rng);
+        assert_eq!(plan.len(), 3);
+        assert!(plan.iter().all(|d| d.down.is_some_and(|at| at < d.back)));
+
+        // More jobs than a u32 holds are not cut to a few: the kills spread over all of them.
+        w.jobs = u32::MAX as usize + 2;
+        w.job_time = Duration::from_secs(1);
+        let plan = w.disruptions(&[1, 2, 3], &mut rng);
+        assert!(
+            plan.iter()
+                .any(|d| d.down.is_some_and(|at| at > Duration::from_secs(10))),
+            "{plan:?}"
+        );
+    }
 
     #[test]
     fn a_fraction_above_zero_affects_at_least_one_node() {

@@ -64,7 +64,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     metrics::Report,
-    network::{Micros, NetworkModel, micros},
+    network::{Latency, Micros, NetworkModel, micros},
     scenario::{QUERY_ARG, Scenario, Workload, awaited_job, awaited_node},
 };
 
@@ -449,6 +449,15 @@ struct Sim {
     awaited_fingerprint: String,
     wait_for_bytes: u64,
     wait_done_bytes: u64,
+    /// What became of the scenario's disruptions: kills, joins and splits that took place,
+    /// the late joiners, which nodes a copy of the run's gossip found down, and when the
+    /// last late node joined.
+    disruptions: usize,
+    planned_kills: usize,
+    partition_started: bool,
+    late_nodes: Vec<usize>,
+    missed_gossip: Vec<bool>,
+    last_join: Option<Micros>,
 }
 
 /// The id of the one run a scenario models (its JOB_WAIT waits for a job of the same run,
@@ -773,6 +782,12 @@ impl Sim {
             wait_for_bytes,
             wait_done_bytes,
             query_value_bytes,
+            disruptions: 0,
+            planned_kills: 0,
+            partition_started: false,
+            late_nodes: Vec::new(),
+            missed_gossip: vec![false; n],
+            last_join: None,
         };
         sim.plan_disruptions(&order);
         sim.schedule(SUBMIT_AT, Event::Submit);
@@ -786,16 +801,23 @@ impl Sim {
         let pick = |fraction: f64| crate::scenario::affected(others.len(), fraction);
         match w.scenario {
             Scenario::Churn => {
-                // Kills spread over the time the run takes without disruption.
-                let span = micros(w.job_time) * w.jobs as u64 + 500_000;
+                // Kills spread over the time the run takes without disruption (saturating:
+                // a run too long for the clock has its kills somewhere in it all the same).
+                let span = micros(w.job_time)
+                    .saturating_mul(w.jobs as u64)
+                    .saturating_add(500_000)
+                    .min(u64::MAX / 4);
                 for &node in others.iter().take(pick(w.churn)) {
                     let at = SUBMIT_AT + self.rng.gen_range(0..span.max(1));
+                    self.planned_kills += 1;
                     self.schedule(at, Event::Kill { node });
-                    self.schedule(at + micros(w.downtime), Event::Restart { node });
+                    let back = at.saturating_add(micros(w.downtime));
+                    self.schedule(back, Event::Restart { node });
                 }
             }
             Scenario::LateJoin => {
                 for &node in others.iter().take(pick(w.late)) {
+                    self.late_nodes.push(node);
                     self.nodes[node].alive = false;
                     self.down_since[node] = Some(0);
                     let at = SUBMIT_AT + self.rng.gen_range(0..micros(w.late_within).max(1));
@@ -824,18 +846,43 @@ impl Sim {
         });
     }
 
+    /// Runs the events up to `limit`, or until the last result and the [`Sim::drain`] after
+    /// it: the times are those of the run, which is over at its last result, but the mesh
+    /// still sends what the run set off (gossip heartbeats, late acknowledgements), which
+    /// the traffic counts include. Disruptions planned after the run are not the run's:
+    /// none starts in the drain.
     fn run(&mut self, limit: Micros) {
+        let mut drain_until = None;
         while let Some(next) = self.queue.pop() {
-            if next.at > limit {
+            if next.at > limit || drain_until.is_some_and(|end| next.at > end) {
                 break;
             }
             self.now = next.at;
+            if drain_until.is_some()
+                && matches!(
+                    next.event,
+                    Event::Kill { .. } | Event::Join { .. } | Event::PartitionStart
+                )
+            {
+                continue;
+            }
             self.events += 1;
             self.handle(next.event);
-            if self.result_at.len() == self.expected.len() {
-                break;
+            if drain_until.is_none() && self.result_at.len() == self.expected.len() {
+                drain_until = Some(self.now + self.drain());
             }
         }
+    }
+
+    /// How long the mesh runs on after the last result for the traffic counts: the gossip
+    /// of the last message ends `HISTORY_GOSSIP` heartbeats after it, and what is on its way
+    /// arrives within a round trip.
+    fn drain(&self) -> Micros {
+        let heartbeats = (daemon::HISTORY_GOSSIP + 1) * micros(daemon::GOSSIP_HEARTBEAT);
+        let one_way = match self.network.latency {
+            Latency::Fixed(d) | Latency::Uniform(_, d) => micros(d),
+        };
+        heartbeats + 2 * one_way
     }
 
     fn handle(&mut self, event: Event) {
@@ -977,9 +1024,23 @@ impl Sim {
                     self.transfer_tick(node);
                 }
             }
-            Event::Kill { node } => self.kill(node),
-            Event::Restart { node } | Event::Join { node } => self.start(node),
+            Event::Kill { node } => {
+                if self.nodes[node].alive {
+                    self.disruptions += 1;
+                }
+                self.kill(node)
+            }
+            Event::Restart { node } => self.start(node),
+            Event::Join { node } => {
+                if !self.nodes[node].alive {
+                    self.disruptions += 1;
+                    self.last_join = Some(self.now);
+                }
+                self.start(node)
+            }
             Event::PartitionStart => {
+                self.disruptions += 1;
+                self.partition_started = true;
                 self.partitioned = true;
                 let cut = self.side_b[self.submitter];
                 for node in 0..self.ids.len() {
@@ -1091,11 +1152,48 @@ impl Sim {
             overhead_bytes: self.overhead.clone(),
             gossip_received: self.gossip_received,
             gossip_nodes: self.gossip_nodes,
-            submitter_upload: self.payload[self.submitter] + self.overhead[self.submitter],
+            submitter_upload: Some(self.payload[self.submitter] + self.overhead[self.submitter]),
             rss_per_node: None,
             wall: Duration::ZERO,
             events: self.events,
+            disruptions: self.disruptions,
+            last_join: self.last_join.map(since),
+            notes: self.notes(),
         }
+    }
+
+    /// Disruptions of the scenario that did not happen as it meant them.
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let w = &self.workload;
+        if w.scenario == Scenario::Partition && !self.partition_started {
+            notes.push(format!(
+                "the partition never started: the run was over before --partition-at ({:?} \
+                 after the submit); this row is a run without disruption",
+                w.partition_at
+            ));
+        }
+        if w.scenario == Scenario::Churn && self.disruptions < self.planned_kills {
+            notes.push(format!(
+                "{} of the {} kills were planned after the run was over and did not happen",
+                self.planned_kills - self.disruptions,
+                self.planned_kills
+            ));
+        }
+        let caught = self
+            .late_nodes
+            .iter()
+            .filter(|&&node| !self.missed_gossip[node])
+            .count();
+        if caught > 0 && caught == self.late_nodes.len() {
+            notes.push(format!(
+                "none of the {caught} late nodes missed the run's gossip: they joined before \
+                 it reached them (--late-within {:?} is shorter than a hop of the network); \
+                 this row is a run without disruption",
+                w.late_within
+            ));
+        }
+        notes
     }
 }
 

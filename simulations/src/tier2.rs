@@ -31,7 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     metrics::Report,
-    scenario::{Scenario, Workload, node_name},
+    scenario::{Scenario, Workload, far_half, node_name},
 };
 
 /// Heartbeat of `n` simulated nodes. Every presence heartbeat is checked (its gossipsub
@@ -156,8 +156,8 @@ impl Tier2 {
         let submitter = mesh.node(0).await.ok_or("the submitter is not running")?;
         // The submitter's half and the other half (half of the other nodes, drawn). A split
         // from the start is in place before the submit.
-        let mut disruptions = tokio::task::JoinSet::new();
-        let far: BTreeSet<usize> = others[..others.len() / 2].iter().copied().collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        let far: BTreeSet<usize> = far_half(&others).iter().copied().collect();
         let split_first = w.scenario == Scenario::Partition && w.partition_at.is_zero();
         if split_first {
             mesh.split(&far, true).await?;
@@ -166,22 +166,21 @@ impl Tier2 {
         let t0_instant = Instant::now();
         let cpu_at_submit = cpu_seconds();
         let ids = submit(&submitter, parents, &w.run_targets()).await?;
+        // Every disruption planned takes place (the run waits for them below).
+        let disruptions = plan.len() + usize::from(w.scenario == Scenario::Partition);
+        let last_join = plan
+            .iter()
+            .filter(|(_, kill, _)| kill.is_none())
+            .map(|(_, _, back)| back.as_secs_f64())
+            .max_by(f64::total_cmp);
         if w.scenario == Scenario::Partition {
             let mesh = mesh.clone();
             let (start, end) = (w.partition_at, w.partition_at + w.partition_for);
-            spawn_split(
-                &mut disruptions,
-                mesh,
-                far,
-                split_first,
-                t0_instant,
-                start,
-                end,
-            );
+            spawn_split(&mut tasks, mesh, far, split_first, t0_instant, start, end);
         }
         for (i, kill, restart) in plan {
             let mesh = mesh.clone();
-            disruptions.spawn(async move {
+            tasks.spawn(async move {
                 if let Some(at) = kill {
                     tokio::time::sleep_until((t0_instant + at).into()).await;
                     mesh.kill(i).await;
@@ -206,14 +205,17 @@ impl Tier2 {
                 (after - before) / wall.max(0.001),
             );
         }
-        while let Some(joined) = disruptions.join_next().await {
+        while let Some(joined) = tasks.join_next().await {
             joined.map_err(|e| format!("a disruption task failed: {e}"))??;
         }
         let served = match submitter.status().await {
             Ok(status) => status.local.blob_bytes_served,
             Err(e) => return Err(format!("status of the submitter: {e}")),
         };
-        Ok(report(w, &records, t0, served))
+        let mut report = report(w, &records, t0, served);
+        report.disruptions = disruptions;
+        report.last_join = last_join;
+        Ok(report)
     }
 }
 
@@ -462,10 +464,14 @@ pub(crate) fn report(
         overhead_bytes: vec![],
         gossip_received: 0,
         gossip_nodes: 0,
-        submitter_upload: served,
+        // The daemon counts the file bytes it serves, and no other upload.
+        submitter_upload: (w.scenario == Scenario::Files).then_some(served),
         rss_per_node: None,
         wall: Duration::ZERO,
         events: 0,
+        disruptions: 0,
+        last_join: None,
+        notes: Vec::new(),
     }
 }
 

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     metrics::Report,
-    scenario::{Scenario, Workload, node_name},
+    scenario::{Scenario, Workload, far_half, node_name},
 };
 
 /// Largest mesh tier 3 starts: each daemon is a process with a few threads and ~20 MiB.
@@ -107,7 +107,7 @@ impl Tier3 {
         // The far half: half of the nodes other than the submitter, drawn.
         let mut others: Vec<usize> = (1..w.nodes).collect();
         others.shuffle(&mut rng);
-        let far: BTreeSet<usize> = others[..others.len() / 2].iter().copied().collect();
+        let far: BTreeSet<usize> = far_half(&others).iter().copied().collect();
         let root = tempfile::Builder::new()
             .prefix("directord-mesh-tier3-")
             .tempdir()
@@ -186,6 +186,12 @@ impl Tier3 {
                 mesh.daemons[d.node].kill();
             }
         }
+        let late: BTreeSet<usize> = plan
+            .iter()
+            .filter(|d| d.down.is_none())
+            .map(|d| d.node)
+            .collect();
+        let (mut disruptions, mut last_join) = (0, None);
         let mut events: Vec<(Duration, Event)> = Vec::new();
         for d in plan {
             if let Some(at) = d.down {
@@ -214,6 +220,7 @@ impl Tier3 {
         {
             net.expect("checked above").split(true)?;
             events.remove(0);
+            disruptions += 1;
         }
         let ids = mesh.submit(&run, &w.run_targets())?;
         let deadline = t0_instant + self.limit;
@@ -221,6 +228,14 @@ impl Tier3 {
             let now = t0_instant.elapsed();
             while events.first().is_some_and(|(at, _)| *at <= now) {
                 let (_, event) = events.remove(0);
+                match event {
+                    Event::Kill(_) | Event::Split(true) => disruptions += 1,
+                    Event::Restart(i) if late.contains(&i) => {
+                        disruptions += 1;
+                        last_join = Some(now.as_secs_f64());
+                    }
+                    _ => {}
+                }
                 match event {
                     Event::Kill(i) => mesh.daemons[i].kill(),
                     Event::Restart(i) => mesh.daemons[i].launch()?,
@@ -241,6 +256,17 @@ impl Tier3 {
         };
         // Whatever is still planned (a run that ended early) happens now, so that every
         // daemon is back and the mesh whole before it stops.
+        let mut notes = Vec::new();
+        let missed = events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Kill(_) | Event::Split(true)))
+            .count();
+        if missed > 0 {
+            notes.push(format!(
+                "{missed} kills or splits were planned after the run had ended (--limit) and \
+                 did not disrupt it"
+            ));
+        }
         for (_, event) in events {
             match event {
                 Event::Kill(i) => mesh.daemons[i].kill(),
@@ -254,6 +280,9 @@ impl Tier3 {
             .unwrap_or(0);
         let mut report = crate::tier2::report(w, &records, t0, served);
         report.tier = 3;
+        report.disruptions = disruptions;
+        report.last_join = last_join;
+        report.notes = notes;
         Ok(report)
     }
 }

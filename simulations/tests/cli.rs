@@ -125,6 +125,29 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--late", "1.5"], "--late"),
         (&["--loss-model", "lossy"], "lossy"),
         (&["--partition-for", "soon"], "soon"),
+        (
+            &[
+                "--nodes",
+                "2",
+                "--scenario",
+                "churn",
+                "--jobs",
+                "20000",
+                "--job-time",
+                "1000000000s",
+            ],
+            "--job-time",
+        ),
+        (&["--bandwidth", "0.0000001mbit"], "1kbit"),
+        (
+            &["--scenario", "late-join", "--late-within", "0s"],
+            "--late-within",
+        ),
+        (
+            &["--scenario", "partition", "--nodes", "2,10"],
+            "at least 3 nodes",
+        ),
+        (&["--scenario", "all", "--nodes", "2"], "partition"),
     ];
     for (args, says) in cases {
         let out = sim(args);
@@ -160,4 +183,62 @@ fn help_explains_scenarios_and_knobs() {
     ] {
         assert!(help.contains(word), "--help should mention {word}");
     }
+}
+
+#[test]
+fn unwritable_outputs_are_named_before_the_sweep() {
+    for file in ["results.csv", "results.png"] {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should go: no one can write it, root included.
+        std::fs::create_dir(dir.path().join(file)).unwrap();
+        let out = sim(&["--nodes", "20", "--out", dir.path().to_str().unwrap()]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(all.contains(file) && all.contains("cannot write"), "{all}");
+        // Refused before any run.
+        assert!(!all.contains("fanout on 20 nodes"), "{all}");
+        assert!(!all.contains("wrote"), "{all}");
+    }
+}
+
+#[test]
+fn the_network_is_recorded_without_rounding() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sim(&[
+        "--nodes",
+        "20",
+        "--latency",
+        "500us..1500us",
+        "--bandwidth",
+        "0.5mbit",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+    assert!(
+        csv.contains("latency 500us..1500us") && csv.contains("uplink 500kbit"),
+        "{csv}"
+    );
+}
+
+#[test]
+fn a_disruption_that_did_not_happen_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sim(&[
+        "--nodes",
+        "20",
+        "--scenario",
+        "partition",
+        "--partition-at",
+        "1000s",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("warning: tier 1 partition on 20 nodes: the partition never started"),
+        "{all}"
+    );
 }

@@ -89,6 +89,116 @@ fn tier1_a_partition_longer_than_failure_detection_still_loses_nothing() {
 }
 
 #[test]
+fn tier1_churn_kills_nodes_while_their_jobs_run() {
+    let s = tier1(Scenario::Churn, NetworkModel::default(), 7);
+    assert_complete(&s);
+    // 10 % of the 299 nodes but the submitter, each killed once; some while a job ran.
+    assert_eq!(s.disruptions, 30, "{s:?}");
+    assert!(s.interrupted > 0, "{s:?}");
+}
+
+#[test]
+fn tier1_late_nodes_get_the_run_only_after_they_join() {
+    let s = tier1(Scenario::LateJoin, NetworkModel::default(), 7);
+    assert_complete(&s);
+    assert_joined_late(&s, 30);
+    let fanout = tier1(Scenario::Fanout, NetworkModel::default(), 7);
+    assert!(s.have[2] > fanout.have[2], "{s:?} {fanout:?}");
+}
+
+fn tier1_report(workload: Workload) -> simulations::metrics::Report {
+    Tier1 {
+        workload,
+        network: NetworkModel::default(),
+        seed: 2,
+        limit: Duration::from_secs(600),
+    }
+    .run()
+    .unwrap()
+}
+
+#[test]
+fn tier1_says_when_a_disruption_did_not_happen() {
+    let mut partition = Workload::new(Scenario::Partition, 50);
+    partition.partition_at = Duration::from_secs(1000);
+    let r = tier1_report(partition);
+    assert_eq!(r.disruptions, 0);
+    assert!(
+        r.notes.iter().any(|n| n.contains("never started")),
+        "{:?}",
+        r.notes
+    );
+
+    // Joining within 1 ms of the submit, before the gossip crosses a 20 ms link.
+    let mut late = Workload::new(Scenario::LateJoin, 50);
+    late.late_within = Duration::from_millis(1);
+    let r = tier1_report(late);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("missed the run's gossip")),
+        "{:?}",
+        r.notes
+    );
+
+    // Disruptions as meant: nothing to say.
+    for scenario in [Scenario::Partition, Scenario::LateJoin, Scenario::Churn] {
+        let r = tier1_report(Workload::new(scenario, 50));
+        assert!(r.disruptions > 0, "{scenario}");
+        assert!(r.notes.is_empty(), "{scenario}: {:?}", r.notes);
+    }
+}
+
+#[test]
+fn tier1_churn_of_a_run_too_long_for_the_clock_does_not_overflow() {
+    let mut workload = Workload::new(Scenario::Churn, 2);
+    workload.jobs = 20_000;
+    workload.job_time = Duration::from_secs(1_000_000_000);
+    let s = Tier1 {
+        workload,
+        network: NetworkModel::default(),
+        seed: 1,
+        limit: Duration::from_secs(60),
+    }
+    .run()
+    .unwrap()
+    .summary();
+    // Cut off at the limit, long before the first job could end.
+    assert_eq!(s.results_recorded, 0, "{s:?}");
+}
+
+/// Traffic counts what the run sets off, gossip heartbeats and late acknowledgements after
+/// the last result included: a fanout costs the same whether its job takes 5 ms or 3 s.
+#[test]
+fn tier1_traffic_does_not_depend_on_how_long_the_job_runs() {
+    let traffic = |job_time| {
+        let mut workload = Workload::new(Scenario::Fanout, TIER1_NODES);
+        workload.job_time = job_time;
+        let s = Tier1 {
+            workload,
+            network: NetworkModel::default(),
+            seed: 3,
+            limit: Duration::from_secs(600),
+        }
+        .run()
+        .unwrap()
+        .summary();
+        assert_complete(&s);
+        s.traffic.expect("tier 1 counts traffic")
+    };
+    let (short, long) = (
+        traffic(Duration::from_millis(5)),
+        traffic(Duration::from_secs(3)),
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.01 * a.max(b);
+    assert!(
+        close(short.messages_per_node, long.messages_per_node)
+            && close(short.kib_per_node(), long.kib_per_node()),
+        "{short:?} {long:?}"
+    );
+}
+
+#[test]
 fn tier1_is_deterministic_for_a_seed() {
     let network = NetworkModel {
         latency: Latency::Uniform(Duration::from_millis(5), Duration::from_millis(40)),
@@ -166,6 +276,8 @@ fn tier2_fanout() {
     assert_complete(&s);
     assert_eq!(s.expected_results, TIER2_NODES);
     assert!(s.rss_kib_per_node.is_some_and(|k| k > 0.0), "{s:?}");
+    // The daemon counts only the file bytes it serves: no upload is measured here.
+    assert_eq!(s.submitter_upload_mib, None, "{s:?}");
 }
 
 #[test]
@@ -180,11 +292,11 @@ fn tier2_files() {
     let s = tier2(Scenario::Files, |w| w.file_bytes = 3 << 20);
     assert_complete(&s);
     // The submitter serves its file to a few nodes, not to all of them.
-    assert!(s.submitter_upload_mib >= 3.0, "{s:?}");
-    assert!(
-        s.submitter_upload_mib < 3.0 * (TIER2_NODES / 2) as f64,
-        "{s:?}"
-    );
+    let upload = s
+        .submitter_upload_mib
+        .expect("tier 2 counts the file bytes served");
+    assert!(upload >= 3.0, "{s:?}");
+    assert!(upload < 3.0 * (TIER2_NODES / 2) as f64, "{s:?}");
 }
 
 /// Each node's QUERY job ends only once the set of every node's value has reached it.
@@ -222,6 +334,8 @@ fn tier2_churn() {
     });
     assert_complete(&s);
     assert_eq!(s.expected_results, TIER2_NODES * 10);
+    // 20 % of the 19 nodes but the submitter were killed (and came back).
+    assert_eq!(s.disruptions, 4, "{s:?}");
 }
 
 #[test]
@@ -232,6 +346,20 @@ fn tier2_late_join() {
     });
     assert_complete(&s);
     assert_eq!(s.expected_results, TIER2_NODES * 10);
+    assert_joined_late(&s, 4);
+}
+
+/// `late-join`: `late` nodes joined after the submit, and the last of them ran its job only
+/// after it joined (it missed the gossip, and got the run later).
+fn assert_joined_late(s: &Summary, late: usize) {
+    assert_eq!(s.disruptions, late, "{s:?}");
+    let joined = s.last_join.expect("a late node joined");
+    assert!(
+        joined > 0.1,
+        "the last late node joined at {joined} s: {s:?}"
+    );
+    let last_have = s.have[2].expect("every target has the run");
+    assert!(last_have >= joined - 0.01, "{s:?}");
 }
 
 #[test]

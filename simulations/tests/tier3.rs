@@ -64,7 +64,8 @@ fn tier3_fanout_orchestration_query_job_wait_and_files_on_loopback() {
     assert_complete(&s, 1);
     // The submitter serves its file to a few nodes, not to all of them.
     assert!(
-        s.submitter_upload_mib >= 3.0 && s.submitter_upload_mib < 3.0 * 5.0,
+        s.submitter_upload_mib
+            .is_some_and(|mib| (3.0..3.0 * 5.0).contains(&mib)),
         "{s:?}"
     );
 }

@@ -362,6 +362,9 @@ impl Sim {
 
     pub(super) fn gossip_in(&mut self, to: usize, from: usize, what: Flood, round: u32) {
         if !self.nodes[to].alive {
+            if what == Flood::Run {
+                self.missed_gossip[to] = true;
+            }
             return;
         }
         self.gossip_received += 1;
