@@ -221,12 +221,7 @@ impl Store {
         // its database (one with 100 000 records settled at 250 MB resident after a restart).
         let db = Arc::new(
             redb::Builder::new()
-                .set_cache_size(
-                    std::env::var("XCACHE")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(CACHE_BYTES),
-                )
+                .set_cache_size(CACHE_BYTES)
                 .create(path)
                 .map_err(|e| err(&e))?,
         );
