@@ -132,6 +132,18 @@ pub(super) async fn run_command(
 /// key, among them).
 const DAEMON_VARS: &str = "DIRECTORD_MESH_";
 
+/// The names of the daemon's own settings in its environment, looked up once: a process's
+/// environment is read whole to find them, and a node spawns a shell per job.
+fn daemon_vars() -> &'static [std::ffi::OsString] {
+    static NAMES: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        std::env::vars_os()
+            .map(|(name, _)| name)
+            .filter(|name| name.as_encoded_bytes().starts_with(DAEMON_VARS.as_bytes()))
+            .collect()
+    })
+}
+
 /// `/bin/sh -c command` as a job runs it (RUN, WAIT --cmd): with the run's envs, and without
 /// the daemon's own settings (`DIRECTORD_MESH_*`), which it would otherwise inherit: a job
 /// that prints its environment would hand out the mesh's key. An env of the job's own of such
@@ -146,10 +158,8 @@ pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Result<Comman
         ));
     }
     let mut cmd = Command::new("/bin/sh");
-    for (name, _) in std::env::vars_os() {
-        if name.as_encoded_bytes().starts_with(DAEMON_VARS.as_bytes()) {
-            cmd.env_remove(name);
-        }
+    for name in daemon_vars() {
+        cmd.env_remove(name);
     }
     cmd.arg("-c")
         .arg(command)
