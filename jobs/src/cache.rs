@@ -830,6 +830,19 @@ mod tests {
 
     use super::*;
 
+    /// The keys of the cache's rows in `db`, in order.
+    fn row_keys(db: &Database) -> Vec<String> {
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(TABLE).unwrap();
+        let mut keys: Vec<String> = t
+            .iter()
+            .unwrap()
+            .map(|row| row.unwrap().0.value().to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     fn obj(v: Value) -> Map<String, Value> {
         match v {
             Value::Object(m) => m,
@@ -1077,21 +1090,10 @@ mod tests {
                 ("parent/live".into(), Some(cbor(&at(now_unix() + 600)))),
             ]);
         }
-        let rows = |db: &Database| {
-            let r = db.begin_read().unwrap();
-            let t = r.open_table(TABLE).unwrap();
-            let mut keys: Vec<String> = t
-                .iter()
-                .unwrap()
-                .map(|row| row.unwrap().0.value().to_string())
-                .collect();
-            keys.sort();
-            keys
-        };
         let db = Arc::new(Database::create(&path).unwrap());
         let cache = Cache::open(db.clone(), ttl, Arc::new(DirectSink(db.clone()))).unwrap();
         assert_eq!(
-            rows(&db),
+            row_keys(&db),
             vec![format!("job/{}", live.to_hex()), "parent/live".to_string()]
         );
         {
@@ -1120,7 +1122,7 @@ mod tests {
             assert_eq!(s.jobs.len() + s.parents.len(), 2);
         }
         assert_eq!(
-            rows(&db),
+            row_keys(&db),
             vec![
                 format!("job/{}", Fingerprint([3; 32]).to_hex()),
                 "parent/later".to_string()
@@ -1258,16 +1260,8 @@ mod tests {
             let cache =
                 Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db.clone()))).unwrap();
             assert_eq!(cache.args()["query"]["n1"]["x"], json!(1));
-            let r = db.begin_read().unwrap();
-            let t = r.open_table(TABLE).unwrap();
-            let mut keys: Vec<String> = t
-                .iter()
-                .unwrap()
-                .map(|row| row.unwrap().0.value().to_string())
-                .collect();
-            keys.sort();
             assert_eq!(
-                keys,
+                row_keys(&db),
                 vec!["arg/k".to_string(), query_row("n1", "x"), "env/E".into()]
             );
         }

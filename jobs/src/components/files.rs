@@ -179,7 +179,8 @@ fn check_dest(path: &Path, dir: &Path, owner: Option<&Owner>) -> Result<Option<I
     }
     // A directory where the file would land (DEST without its trailing /): said before the
     // file is fetched, with the way to put it inside. (A link there is replaced, as below.)
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+    let kind = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
+    if kind.is_some_and(|t| t.is_dir()) {
         return Err(Finished::fail(
             format!(
                 "{} is a directory: end DEST with / to put the file inside it",
@@ -190,10 +191,7 @@ fn check_dest(path: &Path, dir: &Path, owner: Option<&Owner>) -> Result<Option<I
     }
     // A FIFO, a device or a socket there is no file to replace: said at once (reading a
     // FIFO to see whether it holds the content would wait for a writer forever).
-    if let Some(what) = std::fs::symlink_metadata(path)
-        .ok()
-        .and_then(|m| special_file(m.file_type()))
-    {
+    if let Some(what) = kind.and_then(special_file) {
         return Err(Finished::fail(
             format!(
                 "{} is {what}, not a regular file: ADD/COPY replaces only a file (or a link); \
