@@ -339,11 +339,7 @@ impl Actor {
                 // of it, and waits for the job of any run go on (a member this node refuses
                 // would otherwise end the waits of the runs it takes).
                 if let Some(fp) = fingerprint {
-                    if let Some(accepted) = self.accepted.get_mut(&run.run_id)
-                        && !accepted.outcomes.iter().any(|(f, _)| *f == fp)
-                    {
-                        accepted.outcomes.push((fp, false));
-                    }
+                    self.note_outcome(&run.run_id, fp, false);
                     self.refused_waiters(&fp.to_hex(), &run.run_id);
                 }
             }
@@ -408,13 +404,7 @@ impl Actor {
             } else {
                 "success"
             };
-            if let Some(accepted) = self.accepted.get_mut(&run_id)
-                && !accepted.outcomes.iter().any(|(f, _)| *f == fp)
-            {
-                accepted
-                    .outcomes
-                    .push((fp, outcome.state != ResultState::Failed));
-            }
+            self.note_outcome(&run_id, fp, outcome.state != ResultState::Failed);
             // A job that failed without running left nothing in the cache: a JOB_WAIT asking
             // after now hears "failed" too, as those waiting now do, instead of waiting for
             // its timeout.
@@ -428,6 +418,16 @@ impl Actor {
             return;
         }
         self.record_finished(outcome);
+    }
+
+    /// The first outcome of the job with `fingerprint` in the accepted run `run_id`: what the
+    /// run's own JOB_WAITs are answered from.
+    fn note_outcome(&mut self, run_id: &str, fingerprint: jobs::Fingerprint, ok: bool) {
+        if let Some(accepted) = self.accepted.get_mut(run_id)
+            && !accepted.outcomes.iter().any(|(f, _)| *f == fingerprint)
+        {
+            accepted.outcomes.push((fingerprint, ok));
+        }
     }
 
     /// Jobs whose results are on disk leave the log of starts (they are done, not pending,
