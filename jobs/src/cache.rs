@@ -496,6 +496,11 @@ impl Cache {
         self.lock().args.clone()
     }
 
+    /// Whether the arg `name` is cached.
+    pub fn has_arg(&self, name: &str) -> bool {
+        self.lock().args.contains_key(name)
+    }
+
     /// The args a job of `run_id` renders with: the cached args, with what its own run set
     /// (ARGs, QUERY sets) over what another run set under the same names since (the node
     /// keeps what was set last).

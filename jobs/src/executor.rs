@@ -702,6 +702,18 @@ impl QueueLender for LentJob {
 /// process group) before it is abandoned.
 const CLEANUP_GRACE: Duration = Duration::from_secs(2);
 
+/// Whether `spec` is a RUN with `--stdout-arg` whose arg is no longer cached (a CACHEEVICT
+/// of args since its success): it runs again, or jobs after it would miss that value.
+fn arg_it_sets_is_gone(spec: &JobSpec, cache: &Cache) -> bool {
+    match &spec.component {
+        Component::Run {
+            stdout_arg: Some(name),
+            ..
+        } => !cache.has_arg(name),
+        _ => false,
+    }
+}
+
 async fn execute(
     work: Work,
     cache: &Cache,
@@ -713,7 +725,11 @@ async fn execute(
 ) -> Outcome {
     let started_unix_ms = unix_ms();
     let verb = work.spec.verb();
-    if verb.cacheable() && !work.spec.skip_cache && cache.succeeded(&work.fingerprint) {
+    if verb.cacheable()
+        && !work.spec.skip_cache
+        && cache.succeeded(&work.fingerprint)
+        && !arg_it_sets_is_gone(&work.spec, cache)
+    {
         return Outcome {
             job_id: work.job_id,
             state: ResultState::Skipped,

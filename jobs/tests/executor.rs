@@ -455,6 +455,27 @@ async fn async_parents_run_side_by_side_and_sync_parents_in_turn() {
     );
 }
 
+/// A cached `--stdout-arg` job is skipped while its arg is cached, and runs again once a
+/// CACHEEVICT of args took the arg away (skipped, it would leave later jobs without it).
+#[tokio::test]
+async fn cached_stdout_arg_job_runs_again_after_its_arg_is_evicted() {
+    let mut h = Harness::new();
+    let set = "--stdout-arg greeting echo hello";
+    let first = h.submit("a", QueueKind::Sync, "RUN", set).await;
+    let cached = h.submit("b", QueueKind::Sync, "RUN", set).await;
+    let evict = h.submit("c", QueueKind::Sync, "CACHEEVICT", "args").await;
+    let again = h.submit("d", QueueKind::Sync, "RUN", set).await;
+    let uses = h
+        .submit("d", QueueKind::Sync, "RUN", "echo {{ greeting }} there")
+        .await;
+    let r = h.results(5).await;
+    assert_eq!(r[&first].state, ResultState::Success, "{:?}", r[&first]);
+    assert_eq!(r[&cached].state, ResultState::Skipped, "{:?}", r[&cached]);
+    assert_eq!(r[&evict].state, ResultState::Success, "{:?}", r[&evict]);
+    assert_eq!(r[&again].state, ResultState::Success, "{:?}", r[&again]);
+    assert_eq!(r[&uses].stdout, "hello there", "{:?}", r[&uses]);
+}
+
 #[tokio::test]
 async fn args_envs_and_stdout_arg_feed_later_jobs() {
     let mut h = Harness::new();
