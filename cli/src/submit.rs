@@ -241,7 +241,14 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
             output::text(help);
             return Ok(());
         }
-        Err(e) => return Err(Failure::Input(format!("{}: {e}", args.verb.to_uppercase()))),
+        // Most messages name the verb first ("RUN needs a command"): not said twice.
+        Err(e) => {
+            let verb = args.verb.to_uppercase();
+            return Err(Failure::Input(match e.starts_with(&format!("{verb} ")) {
+                true => e,
+                false => format!("{verb}: {e}"),
+            }));
+        }
     };
     let definition = format!("{}: {inline}", spec.verb());
     let parent = SubmittedParent {

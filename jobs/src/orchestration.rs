@@ -84,6 +84,29 @@ pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
     parse_str(&text, &name)
 }
 
+/// Why a file of several YAML documents is refused, naming the `---` line that starts the
+/// second (a `---` before any content only opens the first).
+fn second_document(text: &str) -> String {
+    let mut content = false;
+    let mut second = None;
+    for (i, line) in text.lines().enumerate() {
+        let starts_document = line == "---" || line.starts_with("--- ");
+        if starts_document && content {
+            second = Some(i + 1);
+            break;
+        }
+        let trimmed = line.trim();
+        content |= !starts_document && !trimmed.is_empty() && !trimmed.starts_with('#');
+    }
+    let at = second
+        .map(|n| format!(" (the second begins at line {n})"))
+        .unwrap_or_default();
+    format!(
+        "the file holds more than one YAML document{at}; an orchestration is one list of \
+         entries: remove the `---` line, or put each document in its own file"
+    )
+}
+
 /// A duplicate key, said where it is: the parser names the line its mapping starts on
 /// (`mapping_line`), the operator needs the line written twice. For a verb, the likely cause
 /// is a job without its `- `. `None` when `why` is not about a duplicate key or the key is
@@ -139,6 +162,9 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
             .and_then(|l| duplicate_key(text, &why, l.line()))
         {
             return err(None, None, said);
+        }
+        if why.contains("more than one document") {
+            return err(None, None, second_document(text));
         }
         err(None, None, format!("YAML syntax error{at}: {why}"))
     })?;
@@ -303,7 +329,7 @@ fn parse_job(
     let args = args.trim().to_string();
     match JobSpec::parse(&verb, &args, &vars) {
         Ok(ParseOutcome::Spec(spec)) => Ok(JobDef {
-            text: format!("{}: {args}", spec.verb()),
+            text: format!("{}: {args}{}", spec.verb(), shown_vars(&vars)),
             spec,
         }),
         Ok(ParseOutcome::Help(help)) => Err(OrchestrationError {
@@ -312,6 +338,16 @@ fn parse_job(
         }),
         Err(message) => Err(err(n, Some((jn, verb)), message)),
     }
+}
+
+/// A job's `vars:` as its definition shows them (` [vars: a=1, b="x"]`), so that two jobs
+/// that differ only there do not look the same in `--finger-print` and `--job-info`.
+fn shown_vars(vars: &BTreeMap<String, serde_json::Value>) -> String {
+    if vars.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(" [vars: {}]", each.join(", "))
 }
 
 /// An error in `file`, at entry and job when known.
@@ -414,11 +450,26 @@ mod tests {
         assert!(e.is_async);
         assert_eq!(e.targets, Some(vec!["n1".to_string(), "n2".to_string()]));
         assert!(e.jobs[0].spec.skip_cache);
+        assert_eq!(e.jobs[0].text, "ECHO: test [vars: skip_cache=true]");
         assert_ne!(o.entries[0].fingerprint, o.entries[1].fingerprint);
     }
 
     fn error(text: &str) -> String {
         parse_str(text, "bad.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn several_documents_are_refused_naming_the_second() {
+        let two = "---\n# deploy\n- jobs:\n  - RUN: echo 1\n---\n- jobs:\n  - RUN: echo 2\n";
+        let said = error(two);
+        assert!(
+            said.starts_with(
+                "bad.yaml: the file holds more than one YAML document (the second begins at line 5)"
+            ),
+            "{said}"
+        );
+        // A file that opens with `---` is one document.
+        assert!(parse_str("---\n- jobs:\n  - RUN: echo 1\n", "one.yaml").is_ok());
     }
 
     #[test]

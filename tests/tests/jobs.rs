@@ -144,7 +144,10 @@ fn directord_functional_checks_on_three_nodes() {
             ),
             "one,two 9000"
         );
-        assert_eq!(stdout_on(record(&recs, "ECHO: test"), n), "test");
+        assert_eq!(
+            stdout_on(record(&recs, "ECHO: test [vars: skip_cache=true]"), n),
+            "test"
+        );
         assert_eq!(
             stdout_on(
                 record(
@@ -1482,7 +1485,7 @@ fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
     }
     let args: &[(&[&str], &str)] = &[
         (&["exec", "--verb", "FROB", "x"], "unknown verb 'FROB'"),
-        (&["exec", "--verb", "RUN"], "RUN needs a command"),
+        (&["exec", "--verb", "RUN"], "error: RUN needs a command"),
         (
             &["exec", "--verb", "RUN", "--timeout", "x", "true"],
             "--timeout 'x'",
