@@ -28,6 +28,7 @@ use jobs::{
     Fingerprint,
     spec::{CHUNK_SIZE, FileRef},
 };
+use tracing::warn;
 
 /// How often a blob's last use is written to its modification time.
 const PERSIST_USE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -95,9 +96,9 @@ pub enum ImportError {
 pub struct BlobStore {
     dir: PathBuf,
     state: Mutex<State>,
-    /// Numbers the temporary copies of imports: two submissions of one file at once each
-    /// write their own.
-    imports: std::sync::atomic::AtomicU64,
+    /// Numbers the temporary copies of imports and of files carried inside announces: two
+    /// copies of one file made at once each write their own.
+    copies: std::sync::atomic::AtomicU64,
 }
 
 fn hex(fp: &Fingerprint) -> String {
@@ -131,7 +132,7 @@ impl BlobStore {
         Ok(BlobStore {
             dir: dir.to_path_buf(),
             state: Mutex::new(State::default()),
-            imports: std::sync::atomic::AtomicU64::new(0),
+            copies: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -185,6 +186,16 @@ impl BlobStore {
         self.dir.join(format!("{}.part", hex(hash)))
     }
 
+    /// A temporary file of its own for one copy of `hash` coming in (`kind`: how), renamed
+    /// to the blob's name once whole. One left behind is removed when the store is next
+    /// opened (not a blob's name).
+    fn copy_path(&self, hash: &Fingerprint, kind: &str) -> PathBuf {
+        let n = self
+            .copies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join(format!("{}.{n}.{kind}", hex(hash)))
+    }
+
     /// Whether the blob is here, complete (not a use).
     pub fn holds(&self, hash: &Fingerprint) -> bool {
         self.lock().complete.contains_key(hash)
@@ -235,10 +246,7 @@ impl BlobStore {
         if self.has(&file.hash) {
             return Ok(());
         }
-        let n = self
-            .imports
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self.dir.join(format!("{}.{n}.import", hex(&file.hash)));
+        let tmp = self.copy_path(&file.hash, "import");
         let store_error = |e: std::io::Error| {
             ImportError::Store(format!(
                 "this node cannot keep a copy of {} to send ({}: {e}); files sent by ADD/COPY \
@@ -306,10 +314,13 @@ impl BlobStore {
                 "inline file: expected blake3 {hash}, found {found}"
             ));
         }
-        let tmp = self.dir.join(format!("{}.inline", hex(hash)));
-        fs::write(&tmp, data)
-            .and_then(|_| fs::rename(&tmp, self.path(hash)))
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let tmp = self.copy_path(hash, "inline");
+        let written = fs::write(&tmp, data).and_then(|_| fs::rename(&tmp, self.path(hash)));
+        if let Err(e) = written {
+            // A disk full, say: nothing of the copy stays.
+            let _ = fs::remove_file(&tmp);
+            return Err(format!("{}: {e}", tmp.display()));
+        }
         self.lock()
             .complete
             .insert(*hash, LastUse::new(SystemTime::now()));
@@ -333,18 +344,18 @@ impl BlobStore {
     /// Reads chunk `index` of `hash`, from the complete blob or from a fetch in progress.
     /// Blocking.
     pub fn chunk(&self, hash: &Fingerprint, index: u64) -> ChunkLookup {
-        let (path, ready) = {
+        let (path, complete, ready) = {
             let mut state = self.lock();
             if let Some(used) = state.complete.get_mut(hash) {
                 let persist = used.touch();
                 drop(state);
                 self.persist_use(hash, persist);
-                (self.path(hash), true)
+                (self.path(hash), true, true)
             } else if let Some(have) = state.partial.get(hash) {
                 let Some(ready) = have.get(index as usize).copied() else {
                     return ChunkLookup::Unknown;
                 };
-                (self.part_path(hash), ready)
+                (self.part_path(hash), false, ready)
             } else {
                 return ChunkLookup::Unknown;
             }
@@ -370,12 +381,18 @@ impl BlobStore {
             Ok(Some(data)) => ChunkLookup::Have(data),
             Ok(None) => ChunkLookup::Unknown,
             // A complete blob whose file is gone (removed by hand): not held any more.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == self.path(hash) => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && complete => {
                 self.forget_if_gone(hash);
                 ChunkLookup::Unknown
             }
             // Renamed from .part to complete meanwhile: ask again.
-            Err(_) => ChunkLookup::NotYet,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChunkLookup::NotYet,
+            // The disk failing, or out of descriptors: the asker goes to another holder
+            // rather than wait for this one.
+            Err(e) => {
+                warn!(blob = %hash, path = %path.display(), "cannot serve chunk {index}: {e}");
+                ChunkLookup::Unknown
+            }
         }
     }
 
@@ -925,5 +942,50 @@ mod tests {
             .collect();
         assert_eq!(written, vec![None, Some(at(60)), None, Some(at(120)), None]);
         assert_eq!(last.at, at(150));
+    }
+    /// A chunk that cannot be read for any reason but a fetch's file renamed meanwhile (a
+    /// disk error; here a directory in the file's place) is not "not yet", which would keep
+    /// the asker waiting on this node for nothing.
+    #[test]
+    fn a_chunk_that_cannot_be_read_is_unknown_not_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let in_place_of = |path: PathBuf| {
+            let _ = fs::remove_file(&path);
+            fs::create_dir(&path).unwrap();
+            // Not empty: a directory's size is not 0, which would read as no such chunk.
+            fs::write(path.join("x"), b"x").unwrap();
+        };
+        let f = file_ref(b"hello");
+        store.put(&f.hash, b"hello").unwrap();
+        in_place_of(store.path(&f.hash));
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
+        // A fetch whose file went (renamed to the complete blob meanwhile): ask again.
+        let g = file_ref(b"other");
+        store.begin(&g).unwrap();
+        assert_eq!(store.write_chunk(&g, 0, b"other"), Ok(None));
+        fs::remove_file(store.part_path(&g.hash)).unwrap();
+        assert_eq!(store.chunk(&g.hash, 0), ChunkLookup::NotYet);
+        in_place_of(store.part_path(&g.hash));
+        assert_eq!(store.chunk(&g.hash, 0), ChunkLookup::Unknown);
+    }
+
+    /// A file carried inside an announce that cannot be stored (a full disk; here a
+    /// directory where it would go) leaves no temporary copy behind.
+    #[test]
+    fn a_put_that_fails_leaves_no_temporary_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let f = file_ref(b"hello");
+        fs::create_dir(store.path(&f.hash)).unwrap();
+        fs::write(store.path(&f.hash).join("x"), b"x").unwrap();
+        assert!(store.put(&f.hash, b"hello").is_err());
+        assert!(!store.has(&f.hash));
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from(hex(&f.hash))]);
     }
 }

@@ -1,5 +1,6 @@
 //! ADD/COPY and WORKDIR: a file fetched by hash and landed at DEST (temporary file, verify,
-//! fsync, owner and mode, rename), and directories made with their owner and mode.
+//! owner and mode, fsync, rename, fsync of DEST's directory), and directories made with their
+//! owner and mode.
 //!
 //! What touches the file system or asks the name service (a user or group may come from
 //! LDAP) runs on tokio's blocking threads ([`super::off_thread`]): every job of the node
@@ -9,9 +10,10 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, SystemTime},
 };
 
 use tracing::warn;
@@ -65,12 +67,9 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
     // replaced by the file, never changed through.)
     let unchanged = !blueprint && {
         let p = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let link = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink());
-            !link && file_hash(&p).is_ok_and(|h| h == expected.0)
-        })
-        .await
-        .unwrap_or(false)
+        tokio::task::spawn_blocking(move || holds_content(&p, size, expected))
+            .await
+            .unwrap_or(false)
     };
     let mut landed_hash = None;
     if !unchanged {
@@ -127,10 +126,7 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
                 if let LandError::NotTheFile(_) = e {
                     coordinator.discard_blob(expected);
                 }
-                return Finished::fail(
-                    e.to_string(),
-                    format!("{} was left as it was", path.display()),
-                );
+                return Finished::fail(e.to_string(), e.what_became_of(&path));
             }
         }
     }
@@ -239,6 +235,14 @@ fn special_file(t: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
+/// Whether `path` is a regular file (not a link) that already has the content of `size`
+/// bytes and hash `expected`. One of another size is not read at all: a large DEST would
+/// otherwise be hashed whole for nothing.
+fn holds_content(path: &Path, size: u64, expected: Fingerprint) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == size)
+        && file_hash(path).is_ok_and(|h| h == expected.0)
+}
+
 /// blake3 of a regular file's content; an error for anything else. Opened without waiting
 /// (a FIFO put there since it was looked at would wait for a writer) and never through a
 /// link.
@@ -266,13 +270,31 @@ pub(super) enum LandError {
     NotTheFile(String),
     /// Its job was given up (at its timeout) before the file was renamed into place.
     GivenUp,
+    /// The file took DEST's place, but its directory could not be synced: a power loss may
+    /// bring the old DEST back.
+    NotDurable(String),
     Other(String),
+}
+
+impl LandError {
+    /// What the failed landing left at `path`, for the job's info line.
+    fn what_became_of(&self, path: &Path) -> String {
+        match self {
+            LandError::NotDurable(_) => format!(
+                "{} was replaced, but may not outlast a power loss",
+                path.display()
+            ),
+            _ => format!("{} was left as it was", path.display()),
+        }
+    }
 }
 
 impl std::fmt::Display for LandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LandError::NotTheFile(e) | LandError::Other(e) => f.write_str(e),
+            LandError::NotTheFile(e) | LandError::NotDurable(e) | LandError::Other(e) => {
+                f.write_str(e)
+            }
             LandError::GivenUp => f.write_str(
                 "the job was given up at its timeout before the file landed: DEST was left as \
                  it was",
@@ -298,59 +320,170 @@ pub(super) fn landing_path(dest: &str, file: &FileRef, args: &Vars) -> Result<Pa
     })
 }
 
+/// How long a temporary file must have gone unwritten before a landing takes it for a
+/// leftover, whoever wrote it: a landing writes its file without pause from the moment it
+/// makes it, so an hour's silence is no landing's. (The clocks of hosts that share a
+/// directory are taken to be within an hour of each other.)
+const LEFTOVER_AFTER: Duration = Duration::from_secs(3600);
+
+/// The largest file `--blueprint` renders: it is read and rendered whole, in memory.
+const BLUEPRINT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How many names a landing tries for its temporary file before it gives up: one of this
+/// process's names is taken only when someone planted something there.
+const TEMPORARY_NAME_TRIES: u32 = 64;
+
 /// Landings this process began, to name each one's temporary file.
 static LANDINGS: AtomicU64 = AtomicU64::new(0);
 
-/// A temporary file beside `path` for one landing of it by this process,
-/// `.NAME.PID-N.dm-tmp`: no other landing uses it (two jobs landing one DEST, one of them
-/// given up at its timeout, never write through one name).
-pub(super) fn landing_file(path: &Path) -> PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+/// The daemon process that writes a temporary file, as the file's name tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lander {
+    pid: u32,
+    /// This boot of this machine and this process's PID namespace, hashed: where `pid`
+    /// names this process, and where /proc tells whether the writer of a file still runs.
+    host: u64,
+    /// Drawn at random when the process starts: no other daemon, on this host or another
+    /// (two in containers may both be PID 1), names its files alike.
+    start: u64,
+}
+
+/// Who wrote a temporary file beside DEST, from what its name holds between DEST's name and
+/// `.dm-tmp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// `PID-HOST-RANDOM-N` (HOST and RANDOM 16 hex digits each).
+    Daemon(Lander),
+    /// `PID-N` or `PID`, as releases before named them: no host in it.
+    OlderRelease,
+}
+
+/// This process, as the names of its temporary files tell it.
+fn this_lander() -> Lander {
+    static THIS: OnceLock<Lander> = OnceLock::new();
+    *THIS.get_or_init(|| {
+        let start = random_u64();
+        Lander {
+            pid: std::process::id(),
+            // Not known (no /proc): a host no other process names, so that only age makes
+            // another's file a leftover.
+            host: host_identity().unwrap_or(start),
+            start,
+        }
+    })
+}
+
+/// 64 random bits, from the keys the standard library draws from the OS for its hash maps.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(SystemTime::now())
+}
+
+/// This boot (`boot_id`, random at each boot) and this process's PID namespace, hashed. The
+/// boot is needed too: the first PID namespace has the same inode number on every machine.
+fn host_identity() -> Option<u64> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(boot.trim().as_bytes());
+    hasher.update(b"\0");
+    hasher.update(namespace.as_os_str().as_encoded_bytes());
+    let bytes: [u8; 8] = hasher.finalize().as_bytes()[..8].try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The directory DEST lands in.
+fn dest_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
+/// The temporary file beside `path` for landing `n` of `lander`:
+/// `.NAME.PID-HOST-RANDOM-N.dm-tmp`.
+fn landing_file(path: &Path, lander: &Lander, n: u64) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let n = LANDINGS.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".{name}.{}-{n}.dm-tmp", std::process::id()))
+    dest_dir(path).join(format!(
+        ".{name}.{}-{:016x}-{:016x}-{n}.dm-tmp",
+        lander.pid, lander.host, lander.start
+    ))
 }
 
-/// The process that wrote a temporary file, from what its name holds between DEST's name
-/// and `.dm-tmp`: `PID-N`, or `PID` (as releases before named them).
-fn landing_pid(middle: &str) -> Option<u32> {
-    let (pid, n) = middle.split_once('-').unwrap_or((middle, "0"));
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// Who wrote a temporary file, from what its name holds between DEST's name and `.dm-tmp`;
+/// `None` for anything else (a temporary file of another DEST whose name begins alike).
+fn writer_of(middle: &str) -> Option<Writer> {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex16 = |s: &str| {
+        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u64::from_str_radix(s, 16).ok())
+            .flatten()
+    };
+    let parts: Vec<&str> = middle.split('-').collect();
+    match parts[..] {
+        [pid] | [pid, _] if parts.iter().all(|p| number(p)) && pid.parse::<u32>().is_ok() => {
+            Some(Writer::OlderRelease)
+        }
+        [pid, host, start, n] if number(pid) && number(n) => Some(Writer::Daemon(Lander {
+            pid: pid.parse().ok()?,
+            host: hex16(host)?,
+            start: hex16(start)?,
+        })),
+        _ => None,
     }
-    pid.parse().ok()
 }
 
-/// Removes the temporary files beside `path` that a daemon no longer running left while it
-/// landed the file there (it was killed mid-copy); returns them. Those of a live process
-/// (another daemon landing the same file now) stay; with `own_too`, this process's are taken
-/// for a daemon's before it (in a container the daemon may get the same pid each start).
-pub fn remove_stale_landings(path: &Path, own_too: bool) -> Vec<PathBuf> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+/// Whether a temporary file that `writer` wrote, last written at `modified`, is a leftover
+/// no landing will finish, as seen from `me`. This process's own are never. Those of this
+/// host (same boot, same PID namespace) are when their writer is gone: its pid runs no
+/// process here, or is `me`'s (a daemon before it with the same pid). Any other, from
+/// another machine or container sharing the directory, or from a release before that did
+/// not name its host, is only once it went unwritten for [`LEFTOVER_AFTER`]: this host's
+/// /proc says nothing of a process elsewhere, and removing a file it is writing would
+/// lose its copy.
+fn is_leftover(writer: Writer, modified: Option<SystemTime>, me: &Lander) -> bool {
+    if let Writer::Daemon(w) = writer {
+        if w == *me {
+            return false;
+        }
+        if w.host == me.host && (w.pid == me.pid || !running(w.pid)) {
+            return true;
+        }
+    }
+    modified
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|unwritten| unwritten >= LEFTOVER_AFTER)
+}
+
+/// Whether a process with this pid runs in this PID namespace.
+fn running(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the temporary files beside `path` that no landing will finish (a daemon killed
+/// mid-copy left them; see [`is_leftover`] for which those are); returns them.
+pub fn remove_stale_landings(path: &Path) -> Vec<PathBuf> {
+    let me = this_lander();
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Vec::new();
     };
     let prefix = format!(".{name}.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(dest_dir(path)) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = file_name
+        let Some(writer) = file_name
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix(".dm-tmp"))
-            .and_then(landing_pid)
+            .and_then(writer_of)
         else {
             continue;
         };
-        let gone = !Path::new(&format!("/proc/{pid}")).exists();
-        if (gone || (own_too && pid == std::process::id()))
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
+        // Never through a link: the link itself is what is there.
+        let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+        if is_leftover(writer, modified, &me) && std::fs::remove_file(entry.path()).is_ok() {
             removed.push(entry.path());
         }
     }
@@ -365,16 +498,48 @@ pub fn remove_interrupted_landing(component: &Component, cache: &Cache) -> Vec<P
             .file
             .as_ref()
             .and_then(|file| landing_path(&t.dest, file, &cache.args()).ok())
-            .map(|path| remove_stale_landings(&path, true))
+            .map(|path| remove_stale_landings(&path))
             .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
 
+/// Makes the temporary file of a landing of `path` (numbered from `landings`), new and
+/// readable by its owner only while it fills: a file meant for 0600 is never readable by
+/// others, not even for a moment. Whatever already has a name (a link planted there by
+/// whoever may write in DEST's directory) is neither opened nor removed: the next name is
+/// tried, so no two landings ever write through one file.
+fn create_landing_file(
+    path: &Path,
+    landings: &AtomicU64,
+) -> Result<(std::fs::File, PathBuf), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let me = this_lander();
+    for _ in 0..TEMPORARY_NAME_TRIES {
+        let tmp = landing_file(path, &me, landings.fetch_add(1, Ordering::Relaxed));
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp);
+        match made {
+            Ok(out) => return Ok((out, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", tmp.display())),
+        }
+    }
+    Err(format!(
+        "cannot create a temporary file beside {}: the next {TEMPORARY_NAME_TRIES} names were \
+         all taken",
+        path.display()
+    ))
+}
+
 /// Writes `blob` (rendered with `args` for a blueprint) to a temporary file beside `path`,
-/// checks it, makes it durable and renames it into place. Nothing is left at `path` or beside
-/// it when anything fails, or when `given_up` turns true (its job was given up) before the
-/// rename.
+/// checks it, makes it durable, renames it into place and makes the rename durable. Nothing
+/// is left at `path` or beside it when anything fails before the rename, or when `given_up`
+/// turns true (its job was given up) before it.
 pub(super) fn land(
     blob: &Path,
     path: &Path,
@@ -384,68 +549,17 @@ pub(super) fn land(
     source_name: &str,
     given_up: &AtomicBool,
 ) -> Result<Fingerprint, LandError> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
     // What an earlier daemon killed mid-copy left beside it goes first.
-    for stale in remove_stale_landings(path, false) {
+    for stale in remove_stale_landings(path) {
         warn!(path = %stale.display(), "removed a partial copy an interrupted job left");
     }
-    let tmp = landing_file(path);
+    let (mut out, tmp) = create_landing_file(path, &LANDINGS)?;
     let result = (|| -> Result<Fingerprint, LandError> {
-        // Readable by its owner only while it fills: a file meant for 0600 is never
-        // readable by others, not even for a moment. Made new, never opened through what
-        // stands at its name (a link planted there by whoever may write in DEST's directory);
-        // what stands there goes first.
-        let _ = std::fs::remove_file(&tmp);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)
-            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let landed = match &args {
             Some(args) => {
-                let text = std::fs::read(blob)
-                    .map_err(|e| format!("cannot read the transferred file: {e}"))?;
-                let found = Fingerprint(*blake3::hash(&text).as_bytes());
-                if found != expected {
-                    return Err(LandError::NotTheFile(format!(
-                        "integrity failure: expected blake3 {expected}, found {found}"
-                    )));
-                }
-                let text = String::from_utf8(text)
-                    .map_err(|_| "--blueprint needs a text file".to_string())?;
-                let rendered = template::render_named(source_name, &text, args)?;
-                out.write_all(rendered.as_bytes())
-                    .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-                Fingerprint(*blake3::hash(rendered.as_bytes()).as_bytes())
+                write_rendered(blob, &mut out, &tmp, expected, args, source_name, given_up)?
             }
-            None => {
-                let mut src = std::fs::File::open(blob)
-                    .map_err(|e| format!("cannot read the transferred file: {e}"))?;
-                let mut hasher = blake3::Hasher::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    if given_up.load(Ordering::SeqCst) {
-                        return Err(LandError::GivenUp);
-                    }
-                    let n = std::io::Read::read(&mut src, &mut buf)
-                        .map_err(|e| format!("reading the transferred file: {e}"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                    out.write_all(&buf[..n])
-                        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-                }
-                let found = Fingerprint(*hasher.finalize().as_bytes());
-                if found != expected {
-                    return Err(LandError::NotTheFile(format!(
-                        "integrity failure: expected blake3 {expected}, found {found}"
-                    )));
-                }
-                found
-            }
+            None => copy_checked(blob, &mut out, &tmp, expected, given_up)?,
         };
         // Owner and mode before it takes DEST's name: nobody sees it otherwise.
         access
@@ -467,7 +581,121 @@ pub(super) fn land(
             warn!(path = %path.display(), "{e}");
         }
     }
-    result
+    let landed = result?;
+    sync_dir(dest_dir(path))?;
+    Ok(landed)
+}
+
+/// Copies `blob` into the temporary file `out` (at `tmp`), checking that it is the file
+/// `expected`; returns its hash. Stops when `given_up` turns true.
+fn copy_checked(
+    blob: &Path,
+    out: &mut std::fs::File,
+    tmp: &Path,
+    expected: Fingerprint,
+    given_up: &AtomicBool,
+) -> Result<Fingerprint, LandError> {
+    use std::io::{Read, Write};
+    let mut src =
+        std::fs::File::open(blob).map_err(|e| format!("cannot read the transferred file: {e}"))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if given_up.load(Ordering::SeqCst) {
+            return Err(LandError::GivenUp);
+        }
+        let n = src
+            .read(&mut buf)
+            .map_err(|e| format!("reading the transferred file: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    }
+    let found = Fingerprint(*hasher.finalize().as_bytes());
+    if found != expected {
+        return Err(LandError::NotTheFile(format!(
+            "integrity failure: expected blake3 {expected}, found {found}"
+        )));
+    }
+    Ok(found)
+}
+
+/// Renders the blueprint `blob` with `args` into the temporary file `out` (at `tmp`);
+/// returns the hash of what was written.
+fn write_rendered(
+    blob: &Path,
+    out: &mut std::fs::File,
+    tmp: &Path,
+    expected: Fingerprint,
+    args: &Vars,
+    source_name: &str,
+    given_up: &AtomicBool,
+) -> Result<Fingerprint, LandError> {
+    use std::io::Write;
+    let text = read_blueprint(blob, expected, source_name)?;
+    if given_up.load(Ordering::SeqCst) {
+        return Err(LandError::GivenUp);
+    }
+    let rendered = template::render_named(source_name, &text, args)?;
+    drop(text);
+    out.write_all(rendered.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    Ok(Fingerprint(*blake3::hash(rendered.as_bytes()).as_bytes()))
+}
+
+/// The text of the blueprint `blob`, checked to be the file `expected`. Refused over
+/// [`BLUEPRINT_MAX_BYTES`]: it is held in memory whole, and then its rendering too.
+fn read_blueprint(
+    blob: &Path,
+    expected: Fingerprint,
+    source_name: &str,
+) -> Result<String, LandError> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| format!("cannot read the transferred file: {e}");
+    let file = std::fs::File::open(blob).map_err(unreadable)?;
+    let size = file.metadata().map_err(unreadable)?.len();
+    if size > BLUEPRINT_MAX_BYTES {
+        return Err(LandError::Other(format!(
+            "--blueprint renders files of up to 16 MiB: {source_name} is {size} bytes (send it \
+             without --blueprint, or make it smaller)"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(BLUEPRINT_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    let found = Fingerprint(*blake3::hash(&bytes).as_bytes());
+    if found != expected {
+        return Err(LandError::NotTheFile(format!(
+            "integrity failure: expected blake3 {expected}, found {found}"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| LandError::Other("--blueprint needs a text file".into()))
+}
+
+/// Makes the rename into `dir` durable: without it, a power loss may bring the old DEST back
+/// after the job said the file landed. A file system that cannot sync a directory at all
+/// (EINVAL) leaves nothing more to do.
+fn sync_dir(dir: &Path) -> Result<(), LandError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let synced = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY)
+        .open(dir)
+        .and_then(|d| d.sync_all());
+    match synced {
+        Err(e) if e.raw_os_error() != Some(nix::libc::EINVAL) => {
+            Err(LandError::NotDurable(format!(
+                "the file was renamed into place, but its directory {} could not be synced \
+                 ({e}): a power loss may bring back what was there before",
+                dir.display()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn workdir(
@@ -643,68 +871,224 @@ mod tests {
         assert_eq!(mode & 0o777, 0o644);
     }
 
-    /// Only the temporary files of DEST whose writer is no longer running go, named as
-    /// landings name them now (`PID-N`) or did before (`PID`).
-    #[test]
-    fn stale_landings_of_gone_processes_are_removed_and_only_those() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The pid of a process that has ended.
+    fn gone_pid() -> u32 {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
+        let pid = gone.id();
         gone.wait().unwrap();
-        let ours = std::process::id();
-        let names = [
-            format!(".f.{gone_pid}.dm-tmp"),
-            format!(".f.{gone_pid}-7.dm-tmp"),
-            format!(".f.{ours}.dm-tmp"),
-            format!(".f.{ours}-3.dm-tmp"),
-            format!(".g.{gone_pid}.dm-tmp"),
-            // Another DEST's, `f.1`: never taken for one of `f`.
-            format!(".f.1.{gone_pid}.dm-tmp"),
-            format!(".f.1.{gone_pid}-2.dm-tmp"),
-            format!(".f.{gone_pid}-.dm-tmp"),
-            ".f.x.dm-tmp".to_string(),
-            "f".to_string(),
-        ];
-        for name in &names {
-            std::fs::write(dir.path().join(name), b"x").unwrap();
-        }
-        let sorted = |mut v: Vec<PathBuf>| {
-            v.sort();
-            v
+        pid
+    }
+
+    /// Makes `path` look unwritten for two hours.
+    fn age_two_hours(path: &Path) {
+        let then = SystemTime::now() - Duration::from_secs(2 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(then))
+            .unwrap();
+    }
+
+    /// The name of landing `n` of `lander` for a DEST named `f`.
+    fn landing_name(lander: Lander, n: u64) -> String {
+        landing_file(Path::new("/d/f"), &lander, n)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Lands `content` at `dest` as a job does, from a blob in `store`.
+    fn land_content(
+        store: &Path,
+        dest: &Path,
+        content: &[u8],
+        args: Option<Vars>,
+    ) -> Result<Fingerprint, LandError> {
+        let blob = store.join("blob");
+        std::fs::write(&blob, content).unwrap();
+        let hash = Fingerprint(*blake3::hash(content).as_bytes());
+        let given_up = AtomicBool::new(false);
+        land(&blob, dest, hash, args, Access::default(), "f", &given_up)
+    }
+
+    /// Which temporary files beside DEST are leftovers: this host's (same boot, same PID
+    /// namespace) once their writer is gone; anyone else's (another machine or container
+    /// sharing the directory, a release before that did not name its host) only once
+    /// unwritten for an hour; this process's never. Another DEST's are never touched.
+    #[test]
+    fn leftovers_are_this_hosts_whose_writer_is_gone_or_any_unwritten_for_an_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = gone_pid();
+        let me = this_lander();
+        let here = |pid, start| Lander {
+            pid,
+            host: me.host,
+            start,
         };
-        let removed = remove_stale_landings(&dir.path().join("f"), false);
-        assert_eq!(
-            sorted(removed),
-            sorted(vec![dir.path().join(&names[0]), dir.path().join(&names[1])])
-        );
-        for name in &names[2..] {
-            assert!(dir.path().join(name).exists(), "{name} was removed");
+        let elsewhere = |pid| Lander {
+            pid,
+            host: !me.host,
+            start: 7,
+        };
+        // (name, aged two hours, removed)
+        let files = [
+            (landing_name(here(gone, 7), 0), false, true),
+            (landing_name(here(me.pid, !me.start), 0), false, true),
+            (landing_name(here(1, 7), 0), false, false),
+            (landing_name(here(1, 7), 1), true, true),
+            (landing_name(me, 0), true, false),
+            (landing_name(elsewhere(gone), 0), false, false),
+            (landing_name(elsewhere(me.pid), 0), false, false),
+            (landing_name(elsewhere(1), 0), false, false),
+            (landing_name(elsewhere(1), 1), true, true),
+            (format!(".f.{gone}-7.dm-tmp"), false, false),
+            (format!(".f.{gone}.dm-tmp"), false, false),
+            (format!(".f.{gone}-8.dm-tmp"), true, true),
+            // Another DEST's, `f.1` or `g`, or no landing's name: never taken for one of `f`.
+            (
+                format!(".f.1.{}", landing_name(here(gone, 7), 0)),
+                true,
+                false,
+            ),
+            (format!(".f.1.{gone}-2.dm-tmp"), true, false),
+            (
+                landing_name(here(gone, 7), 0).replacen(".f.", ".g.", 1),
+                true,
+                false,
+            ),
+            (format!(".f.{gone}-.dm-tmp"), true, false),
+            (
+                format!(".f.{gone}-{:016x}-zz-0.dm-tmp", me.host),
+                true,
+                false,
+            ),
+            (".f.x.dm-tmp".to_string(), true, false),
+            ("f".to_string(), true, false),
+        ];
+        for (name, aged, _) in &files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x").unwrap();
+            if *aged {
+                age_two_hours(&path);
+            }
         }
-        // At a restart, this process's own are a predecessor's (same pid in a container).
-        let removed = remove_stale_landings(&dir.path().join("f"), true);
-        assert_eq!(
-            sorted(removed),
-            sorted(vec![dir.path().join(&names[2]), dir.path().join(&names[3])])
-        );
+        let mut removed = remove_stale_landings(&dir.path().join("f"));
+        removed.sort();
+        let mut leftovers: Vec<PathBuf> = files
+            .iter()
+            .filter(|(_, _, removed)| *removed)
+            .map(|(name, _, _)| dir.path().join(name))
+            .collect();
+        leftovers.sort();
+        assert_eq!(removed, leftovers);
+        for (name, _, removed) in &files {
+            assert_eq!(!dir.path().join(name).exists(), *removed, "{name}");
+        }
+    }
+
+    /// A landing on a directory shared with other hosts (NFS, containers with PID
+    /// namespaces of their own) leaves their temporary files alone while they are written,
+    /// whatever their pids are here.
+    #[test]
+    fn a_landing_leaves_the_temporary_files_of_other_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let gone = gone_pid();
+        let elsewhere = |pid| Lander {
+            pid,
+            host: !this_lander().host,
+            start: 7,
+        };
+        let others = [
+            format!(".f.{gone}-7.dm-tmp"),
+            format!(".f.{gone}.dm-tmp"),
+            landing_name(elsewhere(gone), 0),
+            landing_name(elsewhere(1), 0),
+        ];
+        for name in &others {
+            std::fs::write(dest.join(name), b"another host's copy").unwrap();
+        }
+        land_content(dir.path(), &dest.join("f"), b"content", None).unwrap();
+        assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"content");
+        for name in &others {
+            assert!(dest.join(name).exists(), "{name} was removed");
+        }
     }
 
     /// Each landing has a temporary file of its own: two jobs landing one DEST (one of them
-    /// given up at its timeout) never write through one name. A later restart still finds
-    /// them as this process's.
+    /// given up at its timeout), or two daemons with the same pid (PID 1 in two containers),
+    /// never write through one name; and no landing takes this process's own for leftovers.
     #[test]
     fn each_landing_has_its_own_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
-        let (a, b) = (landing_file(&dest), landing_file(&dest));
+        let landings = AtomicU64::new(0);
+        let (_a, a) = create_landing_file(&dest, &landings).unwrap();
+        let (_b, b) = create_landing_file(&dest, &landings).unwrap();
         assert_ne!(a, b);
-        for tmp in [&a, &b] {
-            std::fs::write(tmp, b"x").unwrap();
-        }
-        let mut removed = remove_stale_landings(&dest, true);
-        removed.sort();
-        let mut made = vec![a, b];
-        made.sort();
-        assert_eq!(removed, made);
+        let me = this_lander();
+        let twin = Lander {
+            start: !me.start,
+            ..me
+        };
+        assert_ne!(landing_name(me, 0), landing_name(twin, 0));
+        assert_eq!(remove_stale_landings(&dest), Vec::<PathBuf>::new());
+        assert!(a.exists() && b.exists());
+    }
+
+    /// What already has the name a landing would take (a link planted there by whoever may
+    /// write in DEST's directory, another landing's file) is neither written through nor
+    /// removed: the landing takes the next name.
+    #[test]
+    fn a_landing_never_reuses_a_name_already_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"not to be touched").unwrap();
+        let me = this_lander();
+        let taken = dir.path().join(landing_name(me, 0));
+        std::fs::write(&taken, b"another landing's copy").unwrap();
+        let link = dir.path().join(landing_name(me, 1));
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let landings = AtomicU64::new(0);
+        let (mut out, tmp) = create_landing_file(&dest, &landings).unwrap();
+        assert_eq!(tmp, dir.path().join(landing_name(me, 2)));
+        std::io::Write::write_all(&mut out, b"the new copy").unwrap();
+        assert_eq!(std::fs::read(&taken).unwrap(), b"another landing's copy");
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not to be touched");
+        let mode = std::fs::metadata(&tmp).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A blueprint is read and rendered whole in memory: one over 16 MiB is refused, saying
+    /// so, and nothing lands.
+    #[test]
+    fn a_blueprint_over_16_mib_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let big = vec![b'a'; 16 * 1024 * 1024 + 1];
+        let e = land_content(dir.path(), &dest.join("f"), &big, Some(Vars::default()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--blueprint renders files of up to 16 MiB"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+        // At the limit it renders.
+        let at_limit = vec![b'a'; 16 * 1024 * 1024];
+        land_content(
+            dir.path(),
+            &dest.join("f"),
+            &at_limit,
+            Some(Vars::default()),
+        )
+        .unwrap();
+        assert_eq!(std::fs::metadata(dest.join("f")).unwrap().len(), 16 << 20);
     }
 
     /// Hands out one file as whatever a job asks for.
@@ -816,5 +1200,53 @@ mod tests {
             "the given-up landing put the file in place"
         );
         assert_eq!(landings_in(&dest_dir), Vec::<String>::new());
+    }
+    /// A job for `holder`'s file, with no lock and a minute to run.
+    fn context<'a>(cache: &'a Cache, holder: &'a Holder) -> Context<'a> {
+        Context {
+            job_id: "job",
+            run_id: "run",
+            cache,
+            sink: None,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            coordinator: Some(holder),
+            processes: None,
+            queue: None,
+            landing_lock: None,
+        }
+    }
+
+    /// A DEST of another size than the file is replaced without being read (here 1 TiB,
+    /// sparse, which would take minutes to hash); one with the content is left as it is.
+    #[tokio::test]
+    async fn a_dest_of_another_size_is_replaced_without_being_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, b"the content\n").unwrap();
+        let dest = dir.path().join("f");
+        std::fs::File::create(&dest)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        let t = Transfer {
+            src: blob.display().to_string(),
+            dest: dest.display().to_string(),
+            owner: None,
+            mode: None,
+            blueprint: false,
+            file: Some(FileRef::read(&blob).unwrap()),
+        };
+        let cache = Cache::in_memory(crate::cache::DEFAULT_TTL);
+        let holder = Holder(blob.clone());
+        let ctx = context(&cache, &holder);
+        let copied = tokio::time::timeout(Duration::from_secs(20), transfer(&t, &ctx))
+            .await
+            .expect("DEST was read through");
+        assert!(copied.success, "{copied:?}");
+        assert!(copied.info.starts_with("copied 12 bytes"), "{copied:?}");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"the content\n");
+        let again = transfer(&t, &ctx).await;
+        assert!(again.success, "{again:?}");
+        assert!(again.info.ends_with("nothing to transfer"), "{again:?}");
     }
 }
