@@ -7,7 +7,10 @@
 //!   not failed it;
 //! - `NotYet` (the source is still receiving that chunk itself) retries the same source a
 //!   little later, so a distribution tree streams instead of everyone falling back to the
-//!   originator; after [`MAX_NOT_YET`] such answers the source counts as failed for the chunk;
+//!   originator; a source that keeps a chunk waiting for [`NOT_YET_PATIENCE`] (a node holds
+//!   each such request a few seconds before it answers) is stalled on its own copy: it is
+//!   passed over for every chunk for a while ([`BEHIND_PAUSE`], doubling), then asked again for
+//!   one chunk, and is back for all once it gives one;
 //! - a corrupt chunk fails that source for that chunk; a source that does not know the file
 //!   (for [`MAX_UNKNOWN`] rounds of [`NOT_YET_PAUSE`]: it may not have begun its own copy) is
 //!   passed over for every chunk for a while ([`LACKING_PAUSE`], doubling) and then asked
@@ -16,6 +19,8 @@
 //!   [`MAX_UNREACHABLE_PAUSE`]) and then asked again: a node cut off for a minute, or every
 //!   holder of the file out of reach, pauses the download instead of failing it (the job's
 //!   timeout bounds the wait, and the node gives a download up once no job waits for it);
+//! - with every source passed over, or no chunk in for [`STALL_AFTER`], the download says it
+//!   is stalled (once, until a chunk comes), naming what it waits for;
 //! - when every source has failed a chunk for good, the download fails, naming what each
 //!   source did.
 //!
@@ -34,8 +39,15 @@ use crate::message::{JobEntry, NodeId, Parent, Run, TargetKey};
 pub const MAX_IN_FLIGHT: usize = 16;
 /// Pause before asking again a source that does not have a chunk yet.
 pub const NOT_YET_PAUSE: Duration = Duration::from_millis(50);
-/// `NotYet` answers a source may give for one chunk before it counts as failed.
-pub const MAX_NOT_YET: u32 = 600;
+/// How long a source that does not have a chunk yet is waited on for it, from the first
+/// request it answered so. Time, not answers: a node still fetching the file holds each
+/// request up to 5 s (`node::transfers::PARK_FOR`) before it says so.
+pub const NOT_YET_PATIENCE: Duration = Duration::from_secs(30);
+/// The first pause before a source that kept a chunk waiting past [`NOT_YET_PATIENCE`] is
+/// asked again; it doubles each time, up to [`MAX_UNREACHABLE_PAUSE`].
+pub const BEHIND_PAUSE: Duration = Duration::from_secs(2);
+/// How long a download goes without a chunk before it says it is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Rounds of `Unknown` answers (at most one counted per [`NOT_YET_PAUSE`], however many chunks
 /// are in flight) a source may give before it is passed over: a node of the distribution tree
 /// may not have started its own copy yet when its children first ask.
@@ -84,11 +96,16 @@ pub enum Action {
     Done,
     /// The file cannot be had; says what each source did.
     Failed(Failure),
-    /// Every source that may still give the file is out of reach or does not have it yet (the
-    /// download goes on once one can serve): said once each time it comes to that.
+    /// No chunk came for [`STALL_AFTER`], or every source that may still give the file is
+    /// passed over for now (the download goes on once one can serve): said once each time it
+    /// comes to that, until a chunk comes. Names what the download waits for.
     Stalled {
         out_of_reach: Vec<NodeId>,
         lacking: Vec<NodeId>,
+        /// Sources still fetching the file themselves that do not have the chunks asked yet.
+        fetching: Vec<NodeId>,
+        /// Other sources asked for chunks that have not answered yet.
+        unanswered: Vec<NodeId>,
     },
 }
 
@@ -153,15 +170,32 @@ struct Lacking {
     pauses: u32,
 }
 
+/// A source that said it does not have a chunk yet: it is behind, still fetching the file
+/// itself. Past [`NOT_YET_PATIENCE`] its own copy is taken for stalled (it is cut off from its
+/// sources), and it gets no more patience until it gives a chunk.
+#[derive(Debug, Clone, Copy)]
+struct Behind {
+    /// Since when it has kept chunks waiting without giving one (the first request it
+    /// answered so was made then).
+    since: Instant,
+    /// Passed over until then, once it has kept chunks waiting past its patience.
+    until: Option<Instant>,
+    /// Times it was passed over (the pause doubles with each).
+    pauses: u32,
+    /// Asked again for this chunk, not answered yet: the other chunks go elsewhere meanwhile.
+    probing: Option<usize>,
+}
+
 #[derive(Debug, Clone)]
 enum Chunk {
     Missing {
         not_before: Instant,
     },
-    /// Asked of this source; only its answer counts (a late one from a source asked before
-    /// is not this request's).
+    /// Asked of this source at `asked_at`; only its answer counts (a late one from a source
+    /// asked before is not this request's).
     InFlight {
         from: NodeId,
+        asked_at: Instant,
     },
     Have,
 }
@@ -172,15 +206,31 @@ pub struct Download {
     sources: Vec<NodeId>,
     /// Per chunk: sources that failed it, with why.
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
-    not_yet: HashMap<(usize, NodeId), u32>,
+    /// Per chunk not in yet: the source that said it does not have it yet, and since when it
+    /// keeps the chunk waiting (when the first request it answered so was made).
+    not_yet: HashMap<usize, (NodeId, Instant)>,
     /// Sources that said they do not know the file, until they give a chunk.
     lacking: HashMap<NodeId, Lacking>,
     /// Sources that were unreachable, until they answer again.
     unreachable: HashMap<NodeId, OutOfReach>,
-    /// Whether [`Action::Stalled`] was said since a source last answered.
+    /// Sources that said they do not have a chunk yet, until they give one.
+    behind: HashMap<NodeId, Behind>,
+    /// When the last chunk came (or the download began).
+    progressed_at: Instant,
+    /// Whether [`Action::Stalled`] was said since the last chunk came.
     stalled: bool,
     in_flight: usize,
     finished: bool,
+    /// Sources looked at to place a chunk, counted for the tests of the cost of a tick.
+    #[cfg(test)]
+    looked_up: std::cell::Cell<usize>,
+}
+
+/// `first`, doubled `times` times, at most [`MAX_UNREACHABLE_PAUSE`].
+fn doubling(first: Duration, times: u32) -> Duration {
+    first
+        .saturating_mul(1 << times.min(16))
+        .min(MAX_UNREACHABLE_PAUSE)
 }
 
 impl Download {
@@ -194,9 +244,13 @@ impl Download {
             not_yet: HashMap::new(),
             lacking: HashMap::new(),
             unreachable: HashMap::new(),
+            behind: HashMap::new(),
+            progressed_at: now,
             stalled: false,
             in_flight: 0,
             finished: false,
+            #[cfg(test)]
+            looked_up: Default::default(),
         };
         // A set, not `contains`: a run to ten thousand targets lists them all as fallbacks.
         let mut seen = HashSet::with_capacity(sources.len());
@@ -218,95 +272,7 @@ impl Download {
                 index,
                 from,
                 result,
-            } => {
-                if !matches!(self.chunks.get(index), Some(Chunk::InFlight { from: asked }) if *asked == from)
-                {
-                    return self.schedule(now);
-                }
-                self.in_flight -= 1;
-                if result != ChunkResult::Unreachable {
-                    // It answered: reachable again.
-                    self.unreachable.remove(&from);
-                }
-                if !matches!(result, ChunkResult::Unknown | ChunkResult::Unreachable) {
-                    // It knows the file now: the download goes on.
-                    self.lacking.remove(&from);
-                    self.stalled = false;
-                }
-                self.chunks[index] = match result {
-                    ChunkResult::Ok => Chunk::Have,
-                    ChunkResult::NotYet => {
-                        let n = self.not_yet.entry((index, from.clone())).or_default();
-                        *n += 1;
-                        if *n >= MAX_NOT_YET {
-                            self.failed
-                                .entry(index)
-                                .or_default()
-                                .insert(from, "never had it");
-                        }
-                        Chunk::Missing {
-                            not_before: now + NOT_YET_PAUSE,
-                        }
-                    }
-                    ChunkResult::Corrupt => {
-                        self.failed
-                            .entry(index)
-                            .or_default()
-                            .insert(from, "sent corrupt data");
-                        Chunk::Missing { not_before: now }
-                    }
-                    ChunkResult::Unknown => {
-                        let l = self.lacking.entry(from).or_insert(Lacking {
-                            rounds: 0,
-                            counted_at: now,
-                            until: None,
-                            pauses: 0,
-                        });
-                        // The chunks in flight at once all answer alike: one round.
-                        if l.rounds == 0 || now >= l.counted_at + NOT_YET_PAUSE {
-                            l.rounds += 1;
-                            l.counted_at = now;
-                        }
-                        if l.rounds >= MAX_UNKNOWN && l.until.is_none_or(|t| t <= now) {
-                            let pause = LACKING_PAUSE
-                                .saturating_mul(1 << l.pauses.min(16))
-                                .min(MAX_UNREACHABLE_PAUSE);
-                            l.until = Some(now + pause);
-                            l.pauses += 1;
-                            l.rounds = 0;
-                            Chunk::Missing { not_before: now }
-                        } else {
-                            Chunk::Missing {
-                                not_before: now + NOT_YET_PAUSE,
-                            }
-                        }
-                    }
-                    ChunkResult::Unreachable => {
-                        // Other chunks in flight from it fail too: only the first failure, or
-                        // the answer to the probe that asked it again, counts.
-                        let failures = self.unreachable.get(&from).map_or(0, |o| o.failures);
-                        let counts = self
-                            .unreachable
-                            .get(&from)
-                            .is_none_or(|o| o.probing == Some(index));
-                        if counts {
-                            let pause = UNREACHABLE_PAUSE
-                                .saturating_mul(1 << failures.min(16))
-                                .min(MAX_UNREACHABLE_PAUSE);
-                            self.unreachable.insert(
-                                from,
-                                OutOfReach {
-                                    until: now + pause,
-                                    failures: failures + 1,
-                                    probing: None,
-                                },
-                            );
-                        }
-                        Chunk::Missing { not_before: now }
-                    }
-                };
-                self.schedule(now)
-            }
+            } => self.got(index, from, result, now),
             Input::Sources(more) => {
                 for s in more {
                     if !self.sources.contains(&s) {
@@ -353,6 +319,178 @@ impl Download {
         nodes
     }
 
+    /// The sources still fetching the file themselves: they said they do not have a chunk yet
+    /// and gave none since, sorted (those out of reach are named as such instead).
+    pub fn fetching(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self
+            .behind
+            .keys()
+            .filter(|s| !self.unreachable.contains_key(*s))
+            .cloned()
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// A chunk request came back.
+    fn got(
+        &mut self,
+        index: usize,
+        from: NodeId,
+        result: ChunkResult,
+        now: Instant,
+    ) -> Vec<Action> {
+        let asked_at = match self.chunks.get(index) {
+            Some(Chunk::InFlight {
+                from: asked,
+                asked_at,
+            }) if *asked == from => *asked_at,
+            _ => return self.schedule(now),
+        };
+        self.in_flight -= 1;
+        if result != ChunkResult::Unreachable {
+            // It answered: reachable again.
+            self.unreachable.remove(&from);
+        }
+        if !matches!(result, ChunkResult::Unknown | ChunkResult::Unreachable) {
+            // It knows the file now.
+            self.lacking.remove(&from);
+        }
+        if let Some(b) = self.behind.get_mut(&from)
+            && b.probing == Some(index)
+        {
+            b.probing = None;
+        }
+        self.chunks[index] = match result {
+            ChunkResult::Ok => self.arrived(index, &from, now),
+            ChunkResult::NotYet => self.not_there_yet(index, from, asked_at, now),
+            ChunkResult::Corrupt => {
+                self.failed
+                    .entry(index)
+                    .or_default()
+                    .insert(from, "sent corrupt data");
+                Chunk::Missing { not_before: now }
+            }
+            ChunkResult::Unknown => self.unknown_to(from, now),
+            ChunkResult::Unreachable => self.out_of_reach_now(index, from, now),
+        };
+        // Only this chunk can have lost its last source.
+        if matches!(self.chunks[index], Chunk::Missing { .. })
+            && self.sources_for(index).next().is_none()
+        {
+            self.finished = true;
+            return vec![Action::Failed(self.why(index))];
+        }
+        self.schedule(now)
+    }
+
+    /// Chunk `index` came from `from`: the download goes on, and `from` serves again.
+    fn arrived(&mut self, index: usize, from: &NodeId, now: Instant) -> Chunk {
+        self.behind.remove(from);
+        self.not_yet.remove(&index);
+        self.progressed_at = now;
+        self.stalled = false;
+        Chunk::Have
+    }
+
+    /// `from` does not have chunk `index` yet (the request was made at `asked_at`): asked again
+    /// a little later while within its patience, for this chunk and for any chunk since it
+    /// last gave one; past it, passed over for every chunk for a while.
+    fn not_there_yet(
+        &mut self,
+        index: usize,
+        from: NodeId,
+        asked_at: Instant,
+        now: Instant,
+    ) -> Chunk {
+        let quiet_since = self
+            .behind
+            .entry(from.clone())
+            .or_insert(Behind {
+                since: asked_at,
+                until: None,
+                pauses: 0,
+                probing: None,
+            })
+            .since;
+        let chunk_since = match self.not_yet.get(&index) {
+            Some((source, since)) if *source == from => *since,
+            _ => {
+                self.not_yet.insert(index, (from.clone(), asked_at));
+                asked_at
+            }
+        };
+        let waited = now.saturating_duration_since(quiet_since.min(chunk_since));
+        if waited >= NOT_YET_PATIENCE {
+            self.pass_over_behind(&from, now);
+            Chunk::Missing { not_before: now }
+        } else {
+            Chunk::Missing {
+                not_before: now + NOT_YET_PAUSE,
+            }
+        }
+    }
+
+    /// Passes over `from`, which kept chunks waiting too long, for a pause that doubles each
+    /// time (the chunks asked of it together come back alike: one pause for them all).
+    fn pass_over_behind(&mut self, from: &NodeId, now: Instant) {
+        if let Some(b) = self.behind.get_mut(from)
+            && b.until.is_none_or(|t| t <= now)
+        {
+            b.until = Some(now + doubling(BEHIND_PAUSE, b.pauses));
+            b.pauses += 1;
+        }
+    }
+
+    /// `from` does not know the file: asked again a little later, and passed over for a
+    /// while once it has said so for [`MAX_UNKNOWN`] rounds.
+    fn unknown_to(&mut self, from: NodeId, now: Instant) -> Chunk {
+        let l = self.lacking.entry(from).or_insert(Lacking {
+            rounds: 0,
+            counted_at: now,
+            until: None,
+            pauses: 0,
+        });
+        // The chunks in flight at once all answer alike: one round.
+        if l.rounds == 0 || now >= l.counted_at + NOT_YET_PAUSE {
+            l.rounds += 1;
+            l.counted_at = now;
+        }
+        if l.rounds >= MAX_UNKNOWN && l.until.is_none_or(|t| t <= now) {
+            l.until = Some(now + doubling(LACKING_PAUSE, l.pauses));
+            l.pauses += 1;
+            l.rounds = 0;
+            Chunk::Missing { not_before: now }
+        } else {
+            Chunk::Missing {
+                not_before: now + NOT_YET_PAUSE,
+            }
+        }
+    }
+
+    /// The request for chunk `index` to `from` failed: `from` is passed over for a pause that
+    /// doubles with each failure in a row.
+    fn out_of_reach_now(&mut self, index: usize, from: NodeId, now: Instant) -> Chunk {
+        // Other chunks in flight from it fail too: only the first failure, or the answer to
+        // the probe that asked it again, counts.
+        let failures = self.unreachable.get(&from).map_or(0, |o| o.failures);
+        let counts = self
+            .unreachable
+            .get(&from)
+            .is_none_or(|o| o.probing == Some(index));
+        if counts {
+            self.unreachable.insert(
+                from,
+                OutOfReach {
+                    until: now + doubling(UNREACHABLE_PAUSE, failures),
+                    failures: failures + 1,
+                    probing: None,
+                },
+            );
+        }
+        Chunk::Missing { not_before: now }
+    }
+
     /// The first source that may still give chunk `index` (reachable or not).
     fn sources_for(&self, index: usize) -> impl Iterator<Item = &NodeId> {
         let failed = self.failed.get(&index);
@@ -361,32 +499,77 @@ impl Download {
             .filter(move |s| !failed.is_some_and(|f| f.contains_key(*s)))
     }
 
-    /// Where to ask for chunk `index` now: the first source that may give it and is neither
-    /// out of reach nor passed over for not having it; `Err(true)` while the only ones left
-    /// are, `Err(false)` once none is left.
+    /// Whether `source` may be asked now: it is neither out of reach, nor passed over for not
+    /// having the file or for keeping chunks waiting, nor asked again already and not
+    /// answered yet.
+    fn askable(&self, source: &NodeId, now: Instant) -> bool {
+        let lacking = self
+            .lacking
+            .get(source)
+            .is_some_and(|l| l.until.is_some_and(|t| t > now));
+        let out_of_reach = self
+            .unreachable
+            .get(source)
+            .is_some_and(|o| o.probing.is_some() || o.until > now);
+        let behind = self
+            .behind
+            .get(source)
+            .is_some_and(|b| b.probing.is_some() || b.until.is_some_and(|t| t > now));
+        !(lacking || out_of_reach || behind)
+    }
+
+    /// Where to ask for chunk `index` now: the first source that may give it and can be asked
+    /// now ([`Download::askable`]); `Err(true)` while the only ones left are passed over,
+    /// `Err(false)` once none is left.
     fn source_for(&self, index: usize, now: Instant) -> Result<&NodeId, bool> {
         let mut any = false;
         for s in self.sources_for(index) {
-            let lacking = self
-                .lacking
-                .get(s)
-                .is_some_and(|l| l.until.is_some_and(|t| t > now));
-            match self.unreachable.get(s) {
-                _ if lacking => any = true,
-                Some(o) if o.probing.is_some() || o.until > now => any = true,
-                _ => return Ok(s),
+            #[cfg(test)]
+            self.looked_up.set(self.looked_up.get() + 1);
+            if self.askable(s, now) {
+                return Ok(s);
             }
+            any = true;
         }
         Err(any)
     }
 
+    /// What to do now: the requests to make, and whether the download is done, failed or
+    /// stalled.
     fn schedule(&mut self, now: Instant) -> Vec<Action> {
         if self.chunks.iter().all(|c| matches!(c, Chunk::Have)) {
             self.finished = true;
             return vec![Action::Done];
         }
+        let (mut actions, waiting) =
+            if self.sources.is_empty() || self.sources.iter().any(|s| self.askable(s, now)) {
+                match self.ask(now) {
+                    Ok(asked) => asked,
+                    Err(failure) => {
+                        self.finished = true;
+                        return vec![Action::Failed(failure)];
+                    }
+                }
+            } else {
+                // Every source is passed over: no chunk can be asked for, so the chunks (tens of
+                // thousands in a large file) are not gone through, each against every source, at
+                // every tick. A chunk that lost its last source failed when it did.
+                (Vec::new(), true)
+            };
+        let idle = now.saturating_duration_since(self.progressed_at) >= STALL_AFTER;
+        if !self.stalled && ((waiting && self.in_flight == 0) || idle) {
+            self.stalled = true;
+            actions.push(self.stall(now));
+        }
+        actions
+    }
+
+    /// Asks for missing chunks while the window has room, each of the first source that can
+    /// give it now. Says whether some chunk waits for a source passed over for now, or why the
+    /// file cannot be had.
+    fn ask(&mut self, now: Instant) -> Result<(Vec<Action>, bool), Failure> {
         let mut actions = Vec::new();
-        let mut out_of_reach = false;
+        let mut waiting = false;
         for index in 0..self.chunks.len() {
             if self.in_flight >= MAX_IN_FLIGHT {
                 break;
@@ -395,31 +578,58 @@ impl Download {
                 continue;
             };
             match self.source_for(index, now).cloned() {
-                Ok(from) if not_before <= now => {
-                    // A source out of reach lately is asked for one chunk first.
-                    if let Some(o) = self.unreachable.get_mut(&from) {
-                        o.probing = Some(index);
-                    }
-                    self.chunks[index] = Chunk::InFlight { from: from.clone() };
-                    self.in_flight += 1;
-                    actions.push(Action::Fetch { index, from });
-                }
+                Ok(from) if not_before <= now => actions.push(self.fetch(index, from, now)),
                 Ok(_) => {}
-                Err(true) => out_of_reach = true,
-                Err(false) => {
-                    self.finished = true;
-                    return vec![Action::Failed(self.why(index))];
-                }
+                Err(true) => waiting = true,
+                Err(false) => return Err(self.why(index)),
             }
         }
-        if out_of_reach && self.in_flight == 0 && !self.stalled {
-            self.stalled = true;
-            actions.push(Action::Stalled {
-                out_of_reach: self.out_of_reach(),
-                lacking: self.lacking(now),
-            });
+        Ok((actions, waiting))
+    }
+
+    /// Asks `from` for chunk `index`.
+    fn fetch(&mut self, index: usize, from: NodeId, now: Instant) -> Action {
+        // A source passed over lately is asked for one chunk first.
+        if let Some(o) = self.unreachable.get_mut(&from) {
+            o.probing = Some(index);
         }
-        actions
+        if let Some(b) = self.behind.get_mut(&from)
+            && b.until.is_some()
+        {
+            b.probing = Some(index);
+        }
+        self.chunks[index] = Chunk::InFlight {
+            from: from.clone(),
+            asked_at: now,
+        };
+        self.in_flight += 1;
+        Action::Fetch { index, from }
+    }
+
+    /// What the download waits for, said when it stalls.
+    fn stall(&self, now: Instant) -> Action {
+        let out_of_reach = self.out_of_reach();
+        let lacking = self.lacking(now);
+        let fetching = self.fetching();
+        let named: HashSet<&NodeId> = out_of_reach
+            .iter()
+            .chain(&lacking)
+            .chain(&fetching)
+            .collect();
+        let unanswered: BTreeSet<NodeId> = self
+            .chunks
+            .iter()
+            .filter_map(|c| match c {
+                Chunk::InFlight { from, .. } if !named.contains(from) => Some(from.clone()),
+                _ => None,
+            })
+            .collect();
+        Action::Stalled {
+            out_of_reach,
+            lacking,
+            fetching,
+            unanswered: unanswered.into_iter().collect(),
+        }
     }
 
     fn why(&self, index: usize) -> Failure {
@@ -685,6 +895,8 @@ mod tests {
             vec![Action::Stalled {
                 out_of_reach: vec![n("origin"), n("parent")],
                 lacking: vec![],
+                fetching: vec![],
+                unanswered: vec![],
             }],
             "neither failed nor asked again at once"
         );
@@ -855,6 +1067,8 @@ mod tests {
             vec![&Action::Stalled {
                 out_of_reach: vec![],
                 lacking: vec![n("late")],
+                fetching: vec![],
+                unanswered: vec![],
             }]
         );
         assert!(!d.is_over(), "not failed: it may have the file later");
@@ -872,5 +1086,266 @@ mod tests {
             done.extend(d.handle(got(i, "late", ChunkResult::Ok), now));
         }
         assert!(done.contains(&Action::Done), "{done:?}");
+    }
+
+    const PARK: Duration = Duration::from_secs(5);
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// What a download did, driven in simulated time.
+    #[derive(Default)]
+    struct Trace {
+        /// Requests made: when, which chunk, of whom.
+        asked: Vec<(Instant, usize, NodeId)>,
+        /// Everything else it said, and when.
+        said: Vec<(Instant, Action)>,
+    }
+
+    impl Trace {
+        fn stalls(&self) -> Vec<&(Instant, Action)> {
+            self.said
+                .iter()
+                .filter(|(_, a)| matches!(a, Action::Stalled { .. }))
+                .collect()
+        }
+
+        fn done_at(&self) -> Option<Instant> {
+            self.said
+                .iter()
+                .find(|(_, a)| *a == Action::Done)
+                .map(|(at, _)| *at)
+        }
+
+        fn first_ask_of(&self, source: &str) -> Option<Instant> {
+            self.asked
+                .iter()
+                .find(|(_, _, from)| *from == n(source))
+                .map(|(at, _, _)| *at)
+        }
+    }
+
+    /// Drives `d` from `start` for `span` of simulated time as the node does (a tick every
+    /// 25 ms), each request answered as `answer` says from the time it was asked: after how
+    /// long, and how (`None`: never).
+    fn drive(
+        d: &mut Download,
+        first: Vec<Action>,
+        start: Instant,
+        span: Duration,
+        mut answer: impl FnMut(Instant, usize, &NodeId) -> Option<(Duration, ChunkResult)>,
+    ) -> Trace {
+        const TICK: Duration = Duration::from_millis(25);
+        let mut trace = Trace::default();
+        let mut due: std::collections::BTreeMap<(Instant, u64), Input> = Default::default();
+        let mut sent = 0;
+        let mut now = start;
+        let mut next_tick = start + TICK;
+        let mut actions = first;
+        loop {
+            for action in actions {
+                match action {
+                    Action::Fetch { index, from } => {
+                        if let Some((after, result)) = answer(now, index, &from) {
+                            sent += 1;
+                            let reply = Input::Got {
+                                index,
+                                from: from.clone(),
+                                result,
+                            };
+                            due.insert((now + after, sent), reply);
+                        }
+                        trace.asked.push((now, index, from));
+                    }
+                    other => trace.said.push((now, other)),
+                }
+            }
+            if d.is_over() || now >= start + span {
+                return trace;
+            }
+            let input = match due.first_key_value() {
+                Some((&(at, _), _)) if at < next_tick => {
+                    now = at;
+                    due.pop_first().expect("an answer is due").1
+                }
+                _ => {
+                    now = next_tick;
+                    next_tick += TICK;
+                    Input::Tick
+                }
+            };
+            actions = d.handle(input, now);
+        }
+    }
+
+    /// A parent cut from its own sources holds each request for 5 s (the node parks it,
+    /// waiting for the chunk) and then says it does not have the chunk yet. The download turns
+    /// to the originator once the parent has given nothing for its patience, for the chunks
+    /// asked of the parent and the ones after them, and finishes.
+    #[test]
+    fn a_stalled_parent_is_left_for_the_originator() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(3 * MAX_IN_FLIGHT, vec![n("parent"), n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(120), |_, _, from| {
+            Some(if *from == n("parent") {
+                (PARK, ChunkResult::NotYet)
+            } else {
+                (ms(20), ChunkResult::Ok)
+            })
+        });
+        let asked = trace
+            .first_ask_of("origin")
+            .expect("the originator is asked");
+        assert!(
+            asked - t <= NOT_YET_PATIENCE + secs(1),
+            "asked after {:?}",
+            asked - t
+        );
+        let done = trace.done_at().expect("the download finishes");
+        assert!(
+            done - t <= NOT_YET_PATIENCE + secs(5),
+            "done after {:?}",
+            done - t
+        );
+    }
+
+    /// A parent that gives chunk after chunk but keeps one waiting (its own fetch of that one
+    /// is stuck): that chunk is had from the originator once it has waited for the parent's
+    /// patience, while the rest goes on coming from the parent (passed over only briefly).
+    #[test]
+    fn a_chunk_kept_waiting_by_a_parent_that_gives_others_comes_from_the_originator() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(640, vec![n("parent"), n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(120), |_, index, from| {
+            Some(match (from.0.as_str(), index) {
+                ("parent", 0) => (PARK, ChunkResult::NotYet),
+                ("parent", _) => (secs(1), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Ok),
+            })
+        });
+        let asked = trace
+            .asked
+            .iter()
+            .find(|(_, index, from)| *index == 0 && *from == n("origin"))
+            .map(|(at, _, _)| *at - t)
+            .expect("the originator is asked for chunk 0");
+        // Told when the parent answers, which it does 5 s after each request.
+        assert!(
+            asked <= NOT_YET_PATIENCE + PARK + secs(1),
+            "asked after {asked:?}"
+        );
+        let from_parent = trace
+            .asked
+            .iter()
+            .filter(|(_, _, from)| *from == n("parent"))
+            .count();
+        assert!(
+            from_parent > 400,
+            "{from_parent} chunks asked of the parent"
+        );
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// Requests nobody answers (a holder that takes them and says nothing until they time
+    /// out): after 30 s without a chunk the download says it is stalled, once, naming whom it
+    /// waits for.
+    #[test]
+    fn a_download_without_a_chunk_for_a_while_says_so_once() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(4, vec![n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(59), |_, _, _| None);
+        let stalls = trace.stalls();
+        assert_eq!(stalls.len(), 1, "{:?}", trace.said);
+        let (at, said) = stalls[0];
+        assert!(
+            *at - t >= STALL_AFTER && *at - t < STALL_AFTER + secs(1),
+            "said after {:?}",
+            *at - t
+        );
+        assert_eq!(
+            *said,
+            Action::Stalled {
+                out_of_reach: vec![],
+                lacking: vec![],
+                fetching: vec![],
+                unanswered: vec![n("origin")],
+            }
+        );
+    }
+
+    /// The parent is stalled and the originator out of reach (this node and its parent cut
+    /// off together): the download says so once, neither fails nor gives up on the parent
+    /// (asked again for one chunk after pauses that double), and finishes once the parent has
+    /// the chunks.
+    #[test]
+    fn with_every_source_stalled_it_says_so_and_goes_on_when_one_serves() {
+        let t = Instant::now();
+        let back = t + secs(60);
+        let (mut d, first) = Download::new(4, vec![n("parent"), n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(180), |now, _, from| {
+            Some(match from.0.as_str() {
+                "parent" if now >= back => (ms(20), ChunkResult::Ok),
+                "parent" => (PARK, ChunkResult::NotYet),
+                _ => (ms(10), ChunkResult::Unreachable),
+            })
+        });
+        let stalls = trace.stalls();
+        assert_eq!(stalls.len(), 1, "{:?}", trace.said);
+        let (at, said) = stalls[0];
+        assert!(*at - t <= STALL_AFTER + secs(1), "said after {:?}", *at - t);
+        assert!(
+            matches!(said, Action::Stalled { fetching, .. } if *fetching == vec![n("parent")]),
+            "{said:?}"
+        );
+        // Passed over, the parent is asked again one chunk at a time, less and less often.
+        let probes: Vec<Instant> = trace
+            .asked
+            .iter()
+            .filter(|(at, _, from)| *from == n("parent") && *at > t + secs(31) && *at < back)
+            .map(|(at, _, _)| *at)
+            .collect();
+        assert!(probes.len() >= 2, "{probes:?}");
+        assert!(probes.windows(2).all(|w| w[0] < w[1]), "{probes:?}");
+        let gaps: Vec<Duration> = probes.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[0] < g[1]), "{gaps:?}");
+        let done = trace.done_at().expect("the download finishes");
+        assert!(
+            done < back + MAX_UNREACHABLE_PAUSE + PARK,
+            "done after {:?}",
+            done - t
+        );
+    }
+
+    /// A tick while every source is passed over asks nothing and does not go through the
+    /// chunks, each against every source (a 32 GiB file has 32768 chunks; a run names dozens
+    /// of sources).
+    #[test]
+    fn a_tick_with_every_source_paused_looks_at_no_chunk() {
+        let t = Instant::now();
+        let sources: Vec<NodeId> = (0..50).map(|i| n(&format!("s{i:02}"))).collect();
+        let (mut d, mut actions) = Download::new(4096, sources, t);
+        // Every source out of reach in turn.
+        while !fetches(&actions).is_empty() {
+            let mut next = Vec::new();
+            for (index, from) in fetches(&actions) {
+                next.extend(d.handle(got(index, &from, ChunkResult::Unreachable), t));
+            }
+            actions = next;
+        }
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Stalled { .. })),
+            "{actions:?}"
+        );
+        d.looked_up.set(0);
+        assert!(d.handle(Input::Tick, t + ms(100)).is_empty());
+        assert_eq!(d.looked_up.get(), 0, "sources looked at in one tick");
+        // Once the first pause is over, the sources are asked again.
+        let a = d.handle(Input::Tick, t + UNREACHABLE_PAUSE);
+        assert!(!fetches(&a).is_empty(), "{a:?}");
     }
 }

@@ -169,7 +169,9 @@ struct Actor {
 /// A chunk request waiting here: the request, how to answer it, and until when it waits.
 type Parked = (BlobRequest, BlobToken, Instant);
 
-/// How long a chunk request waits here for a chunk still on its way before `NotYet`.
+/// How long a chunk request waits here for a chunk still on its way before `NotYet`. The
+/// asking node asks again, and turns to another once this one has kept it waiting for
+/// `coordination::transfer::NOT_YET_PATIENCE` without giving a chunk.
 pub const PARK_FOR: Duration = Duration::from_secs(5);
 
 impl Actor {
@@ -393,15 +395,18 @@ impl Actor {
             // Said for the operator whose job timed out waiting: how far it got, and whom it
             // could not reach.
             let (have, total) = active.download.progress();
-            let out_of_reach = active.download.out_of_reach();
-            let lacking = active.download.lacking(Instant::now());
+            let waited_on = WaitedOn {
+                out_of_reach: active.download.out_of_reach(),
+                lacking: active.download.lacking(Instant::now()),
+                fetching: active.download.fetching(),
+                unanswered: Vec::new(),
+            };
             let mesh = self.mesh.clone();
             tokio::spawn(async move {
                 let names = node_names(&mesh).await;
-                let waiting = if out_of_reach.is_empty() && lacking.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", who_cannot_serve(&names, &out_of_reach, &lacking))
+                let waiting = match waited_on.describe(&names) {
+                    who if who.is_empty() => who,
+                    who => format!("; {who}"),
                 };
                 warn!(
                     %hash,
@@ -427,6 +432,25 @@ impl Actor {
         };
         let actions = active.download.handle(input, now);
         self.act(hash, actions);
+    }
+
+    /// Logs that the download of `hash` is stalled (said once per stall): how far it got, and
+    /// the nodes it waits for by name.
+    fn say_stalled(&self, hash: Fingerprint, waited_on: WaitedOn) {
+        let Some(active) = self.active.get(&hash) else {
+            return;
+        };
+        let (have, total) = active.download.progress();
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            let names = node_names(&mesh).await;
+            warn!(
+                %hash,
+                "file transfer stalled at {have} of {total} chunks, no node that may hold the \
+                 file serving it now ({}); it goes on when one does, until the job's timeout",
+                waited_on.describe(&names)
+            );
+        });
     }
 
     fn act(&mut self, hash: Fingerprint, actions: Vec<Action>) {
@@ -498,44 +522,50 @@ impl Actor {
                 Action::Stalled {
                     out_of_reach,
                     lacking,
+                    fetching,
+                    unanswered,
                 } => {
-                    let mesh = self.mesh.clone();
-                    tokio::spawn(async move {
-                        let names = node_names(&mesh).await;
-                        warn!(
-                            %hash,
-                            "file transfer paused: no node that may hold the file can serve it \
-                             now ({}); it goes on when one can, until the job's timeout",
-                            who_cannot_serve(&names, &out_of_reach, &lacking)
-                        );
-                    });
+                    let waited_on = WaitedOn {
+                        out_of_reach,
+                        lacking,
+                        fetching,
+                        unanswered,
+                    };
+                    self.say_stalled(hash, waited_on);
                 }
             }
         }
     }
 }
 
-/// "out of reach: a, b; not holding it yet: c", by name, for the parts that have nodes.
-fn who_cannot_serve(
-    names: &Option<MeshStatus>,
-    out_of_reach: &[NodeId],
-    lacking: &[NodeId],
-) -> String {
-    let list = |nodes: &[NodeId]| {
-        nodes
+/// The nodes a stalled download waits for, by what keeps each from serving it.
+struct WaitedOn {
+    out_of_reach: Vec<NodeId>,
+    lacking: Vec<NodeId>,
+    fetching: Vec<NodeId>,
+    unanswered: Vec<NodeId>,
+}
+
+impl WaitedOn {
+    /// "out of reach: a, b; not holding it yet: c; ...", by name, for the parts that have
+    /// nodes.
+    fn describe(&self, names: &Option<MeshStatus>) -> String {
+        let parts = [
+            ("out of reach", &self.out_of_reach),
+            ("not holding it yet", &self.lacking),
+            ("still fetching it themselves", &self.fetching),
+            ("asked, not answering yet", &self.unanswered),
+        ];
+        parts
             .iter()
-            .map(|n| name_of(names, n))
+            .filter(|(_, nodes)| !nodes.is_empty())
+            .map(|(what, nodes)| {
+                let nodes: Vec<String> = nodes.iter().map(|n| name_of(names, n)).collect();
+                format!("{what}: {}", nodes.join(", "))
+            })
             .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut parts = Vec::new();
-    if !out_of_reach.is_empty() {
-        parts.push(format!("out of reach: {}", list(out_of_reach)));
+            .join("; ")
     }
-    if !lacking.is_empty() {
-        parts.push(format!("not holding it yet: {}", list(lacking)));
-    }
-    parts.join("; ")
 }
 
 /// The mesh's membership table, to name nodes by (`None` if the mesh does not answer).
