@@ -96,6 +96,14 @@ impl ProcessLog {
     /// running (returned), and starts a fresh log.
     pub fn open(path: &Path) -> io::Result<(ProcessLog, Vec<u32>)> {
         let boot = boot_id();
+        if let Some(pid) = writer_still_running(path, &boot) {
+            return Err(io::Error::other(format!(
+                "the daemon with pid {pid} on this machine keeps this log: this state directory \
+                 is a copy of the one that daemon runs with, and a copy is the same node (same \
+                 identity.key). Give this node its own state directory (a copy without \
+                 identity.key and running-jobs makes a new node), or stop the other daemon"
+            )));
+        }
         // An unreadable or damaged log stops nothing: it only serves a cleanup.
         let previous_alive = fs::metadata(path).and_then(|m| m.modified()).ok();
         // Only if the log was not touched well after it (by a release that kept no such
@@ -451,16 +459,37 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)
 }
 
-/// Where the log's writer says when it was last alive on the boot clock (and the wall clock):
-/// `BOOT\tTICKS\tUNIX_MS`.
+/// Where the log's writer says when it was last alive on the boot clock (and the wall clock),
+/// and which process it is: `BOOT\tTICKS\tUNIX_MS\tPID\tPID_START_TICKS`.
 fn alive_path(log: &Path) -> PathBuf {
     let mut name = log.as_os_str().to_owned();
     name.push(".alive");
     PathBuf::from(name)
 }
 
+/// The daemon whose sign of life beside `log` names it (pid, and when that process started),
+/// if it still runs in this boot and pid namespace and is not this process. Only the daemon
+/// holding the state directory's lock writes there, and this one holds it now: a writer still
+/// running keeps another directory, of which this is a copy. Stopping "its" jobs would kill
+/// that daemon's running jobs.
+fn writer_still_running(log: &Path, boot: &str) -> Option<u32> {
+    let text = fs::read_to_string(alive_path(log)).ok()?;
+    let fields: Vec<&str> = text.trim_end().split('\t').collect();
+    let [said_boot, _, _, pid, started, ..] = fields[..] else {
+        return None;
+    };
+    let pid: u32 = pid.parse().ok()?;
+    let started: u64 = started.parse().ok()?;
+    let runs = !boot.is_empty()
+        && said_boot == boot
+        && pid != std::process::id()
+        && start_ticks(pid) == Some(started);
+    runs.then_some(pid)
+}
+
 /// Writes now, on the boot clock, beside the log (whole or not at all: a temporary file
-/// renamed). A failure only leaves the next start to measure by the wall clock.
+/// renamed), with this process's pid and start (see [`writer_still_running`]). A failure
+/// only leaves the next start to measure by the wall clock.
 fn say_alive(state: &State) {
     if state.boot.is_empty() {
         return;
@@ -472,9 +501,16 @@ fn say_alive(state: &State) {
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    let pid = std::process::id();
+    let started = start_ticks(pid).unwrap_or_default();
     if write_private(
         &tmp,
-        format!("{}\t{}\t{wall_ms}\n", state.boot, boot_ticks()).as_bytes(),
+        format!(
+            "{}\t{}\t{wall_ms}\t{pid}\t{started}\n",
+            state.boot,
+            boot_ticks()
+        )
+        .as_bytes(),
     )
     .is_ok()
     {
@@ -586,6 +622,51 @@ mod tests {
             let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", file.display());
         }
+    }
+
+    /// A copy of a running daemon's state directory, started on the same machine, refuses
+    /// to open the log (naming the daemon) and stops none of that daemon's jobs; once that
+    /// daemon is gone, the log opens and its jobs left running are stopped as usual.
+    #[test]
+    fn a_copy_of_a_running_daemons_log_stops_nothing_of_it() {
+        if boot_id().is_empty() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let mut job = spawn_group();
+        fs::write(
+            &path,
+            format!("boot {}\n+{} {}\n", boot_id(), job.id(), boot_ticks()),
+        )
+        .unwrap();
+        // The daemon that keeps the log: another process, still running.
+        let mut daemon = Command::new("sleep").arg("60").spawn().unwrap();
+        let started = start_ticks(daemon.id()).unwrap();
+        let sign_of_life = |pid: u32, started: u64| {
+            let text = format!("{}\t{}\t0\t{pid}\t{started}\n", boot_id(), boot_ticks());
+            fs::write(alive_path(&path), text).unwrap();
+        };
+        sign_of_life(daemon.id(), started);
+        let refused = match ProcessLog::open(&path) {
+            Ok(_) => panic!("a copy of a running daemon's log opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            refused.contains(&format!("the daemon with pid {}", daemon.id()))
+                && refused.contains("is a copy"),
+            "{refused}"
+        );
+        assert!(
+            group_alive(job.id()),
+            "the running daemon's job was stopped"
+        );
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        sign_of_life(daemon.id(), started);
+        let (_log, stopped) = ProcessLog::open(&path).unwrap();
+        assert_eq!(stopped, vec![job.id()]);
+        job.wait().unwrap();
     }
 
     #[test]
