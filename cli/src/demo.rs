@@ -101,12 +101,40 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     };
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Runtime(format!("cannot find this program's path: {e}")))?;
-    crate::client_runtime()?.block_on(async {
+    let result = crate::client_runtime()?.block_on(async {
         let mut daemons = Vec::new();
         let result = demo(&exe, &root, &args, &mut daemons).await;
         stop_all(&mut daemons).await;
         result
-    })
+    });
+    let extra = root.join(EXTRA);
+    if let Some(temp) = _temp
+        && still_runs(&extra)
+    {
+        // Removing the directory under a running daemon leaves it without its database and
+        // socket, dialing the stopped daemons for ever.
+        let kept = temp.keep();
+        output::err_line(format!(
+            "a daemon you started in {} still runs: {} was kept; stop that daemon (Ctrl-C \
+             where it runs), then remove it",
+            extra.display(),
+            kept.display()
+        ));
+    }
+    result
+}
+
+/// The state directory the demo suggests for a node joined by hand.
+const EXTRA: &str = "extra";
+
+/// Whether a daemon holds the state directory `dir` (its lock is taken).
+fn still_runs(dir: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(file) = std::fs::File::open(dir.join("daemon.lock")) else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockSharedNonblock)
+        .is_err_and(|(_, errno)| errno == nix::errno::Errno::EWOULDBLOCK)
 }
 
 async fn demo(
@@ -196,10 +224,12 @@ async fn demo(
         last.state_dir.display()
     ));
     output::line_or_skip("Join this mesh from another terminal:");
+    // The token from its file, not on the command line: it would show in the process list.
     output::line_or_skip(format_args!(
-        "  {} --state-dir {} join --listen 127.0.0.1:0 --token {token}",
+        "  DIRECTORD_MESH_TOKEN=$(cat {}) {} --state-dir {} join --listen 127.0.0.1:0",
+        daemons[0].state_dir.join("join-token").display(),
         exe.display(),
-        root.join("extra").display()
+        root.join(EXTRA).display()
     ));
     output::line_or_skip("\nThe mesh keeps running; press Ctrl-C to stop it.");
     wait_for_ctrl_c().await
