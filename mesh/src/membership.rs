@@ -30,6 +30,25 @@ pub const EXPIRY_INTERVALS: u32 = 3;
 /// How long expired and departed members stay in the table before they are forgotten.
 pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// The oldest a row passed on in a table sync can be: a node forgets a row that is not alive
+/// [`FORGET_AFTER`] after its last heartbeat, and a row is alive for at most three of the
+/// longest heartbeat intervals. An older age is no node's and counts as this one (an age past
+/// what the clock can go back would otherwise count as heard now).
+const MAX_PASSED_ON_AGE_MS: u64 = {
+    let forgotten = FORGET_AFTER.as_millis() as u64;
+    let alive = EXPIRY_INTERVALS as u64 * crate::wire::MAX_HEARTBEAT_MS;
+    if forgotten > alive { forgotten } else { alive }
+};
+
+/// Where a presence was heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// Its node's own gossip or leave notice: heard as of now.
+    FromItsNode,
+    /// Another node's table, with how long ago that node heard it.
+    PassedOn,
+}
+
 /// Network-wide presence budget: the heartbeat interval grows with the mesh so that all
 /// members together send about this many heartbeats per second.
 const MESH_HEARTBEATS_PER_SEC: u64 = 50;
@@ -165,9 +184,11 @@ impl Membership {
         }
     }
 
-    /// A heartbeat (or leave notice) heard directly from its sender.
+    /// A heartbeat (or leave notice) heard directly from its sender. One already known (the
+    /// same heartbeat, passed on in a table sync before its gossip arrived) still says the
+    /// member is there now.
     pub fn observe(&mut self, presence: Presence, now: Instant) -> Option<MembershipChange> {
-        self.accept(presence, now, now)
+        self.accept(presence, now, now, Heard::FromItsNode)
     }
 
     /// Keeps of rows passed on by a peer those that are no news (dropped by [`merge`] anyway)
@@ -189,15 +210,15 @@ impl Membership {
             .is_none_or(|m| presence.version_key() > m.presence.version_key())
     }
 
-    /// Rows from another node's table; `age_ms` says how old each one was over there.
+    /// Rows from another node's table; `age_ms` says how old each one was over there (an age
+    /// older than any row a node keeps counts as the oldest).
     pub fn merge(&mut self, records: Vec<MemberRecord>, now: Instant) -> Vec<MembershipChange> {
         records
             .into_iter()
             .filter_map(|r| {
-                let seen = now
-                    .checked_sub(Duration::from_millis(r.age_ms))
-                    .unwrap_or(now);
-                self.accept(r.presence, seen, now)
+                let age = Duration::from_millis(r.age_ms.min(MAX_PASSED_ON_AGE_MS));
+                let seen = now.checked_sub(age).unwrap_or(now);
+                self.accept(r.presence, seen, now, Heard::PassedOn)
             })
             .collect()
     }
@@ -207,6 +228,7 @@ impl Membership {
         presence: Presence,
         seen: Instant,
         now: Instant,
+        heard: Heard,
     ) -> Option<MembershipChange> {
         // No node sends such a name or release (`join` checks its own): a member breaking
         // the protocol, kept out of the table rather than shown to operators as it is.
@@ -236,6 +258,16 @@ impl Membership {
             return None;
         }
         let (change, due) = match self.members.get_mut(&peer) {
+            // The heartbeat already taken, from another node's table with its age there, now
+            // heard from its node: the member is there now (a member passing on fresh
+            // heartbeats as old ones cannot make a node that heartbeats expire).
+            Some(m)
+                if heard == Heard::FromItsNode
+                    && presence.version_key() == m.presence.version_key() =>
+            {
+                m.last_seen = m.last_seen.max(seen);
+                (Self::report(m, now), m.due(now))
+            }
             Some(m) if presence.version_key() <= m.presence.version_key() => return None,
             Some(m) => {
                 let restarted = presence.incarnation > m.presence.incarnation;
@@ -416,6 +448,14 @@ impl Membership {
         self.members.contains_key(peer)
     }
 
+    /// Whether `peer` is alive, sharing its name with another member or not (a conflicted
+    /// member is reachable like any other): cheaper than [`Membership::state_of`].
+    pub fn is_alive(&self, peer: &PeerId, now: Instant) -> bool {
+        self.members
+            .get(peer)
+            .is_some_and(|m| m.own_state(now) == MemberState::Alive)
+    }
+
     /// The state of one member, conflicts included.
     pub fn state_of(&self, peer: &PeerId, now: Instant) -> Option<MemberState> {
         let m = self.members.get(peer)?;
@@ -543,7 +583,9 @@ mod tests {
             labels: BTreeMap::new(),
             load: 0.0,
             heartbeat_interval_ms: 1000,
-            signature: Vec::new(),
+            // The size of a signature, not one: the table takes a row by gossip as it comes
+            // (gossip is signed), and checks signatures of rows passed on in `keep_authentic`.
+            signature: vec![0; crate::wire::SIGNATURE_BYTES],
         }
     }
 
@@ -628,6 +670,29 @@ mod tests {
         assert_eq!(
             t.observe(presence(a, "web-1.example_2", 1, 2), now),
             Some(MembershipChange::Alive(a))
+        );
+    }
+
+    /// A presence with a signature no key makes (a megabyte: with a few such rows no table
+    /// sync fits one message, and no node could join) is kept out, by gossip or by a sync.
+    #[test]
+    fn a_presence_with_an_oversized_signature_is_kept_out() {
+        let (mut t, now) = table();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let fat = |peer| Presence {
+            signature: vec![7; 1_000_000],
+            ..presence(peer, "fat", 1, 1)
+        };
+        assert_eq!(t.observe(fat(a), now), None);
+        let record = MemberRecord {
+            presence: fat(b),
+            age_ms: 0,
+        };
+        assert!(t.merge(vec![record], now).is_empty());
+        assert!(!t.contains(&a) && !t.contains(&b));
+        assert!(
+            crate::wire::encode(&t.records(now), crate::wire::MAX_CTL_BYTES).is_ok(),
+            "the table still syncs"
         );
     }
 
@@ -767,6 +832,80 @@ mod tests {
         // A member that takes this node's own name conflicts with it too.
         t.observe(presence(PeerId::random(), "self", 1, 1), now);
         assert!(t.conflicted(now).contains(&t.local_peer()));
+    }
+
+    /// A member sharing its name with another is still alive: reachable, dialled and
+    /// connected like any other.
+    #[test]
+    fn a_conflicted_member_is_alive() {
+        let (mut t, now) = table();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        t.observe(presence(a, "web", 1, 1), now);
+        t.observe(presence(b, "web", 1, 1), now);
+        assert_eq!(t.state_of(&a, now), Some(MemberState::Conflict));
+        assert!(t.is_alive(&a, now) && t.is_alive(&b, now));
+        assert!(!t.is_alive(&PeerId::random(), now));
+        let later = now + Duration::from_millis(3001);
+        assert!(!t.is_alive(&a, later));
+    }
+
+    /// A member that passes on each fresh heartbeat of a node as an old one, ahead of its
+    /// gossip, cannot make that node expire: the gossip copy, heard from the node itself,
+    /// says it is there now.
+    #[test]
+    fn heartbeats_passed_on_as_old_ones_cannot_expire_a_node_that_gossips_them() {
+        let (mut t, now) = table();
+        let x = PeerId::random();
+        t.observe(presence(x, "x", 1, 1), now);
+        for seq in 2..=4u64 {
+            let at = now + Duration::from_millis(900 * (seq - 1));
+            let as_old_as_the_first = MemberRecord {
+                presence: presence(x, "x", 1, seq),
+                age_ms: at.duration_since(now).as_millis() as u64,
+            };
+            t.merge(vec![as_old_as_the_first], at);
+            assert_eq!(t.observe(presence(x, "x", 1, seq), at), None);
+        }
+        let at = now + Duration::from_millis(3001);
+        assert!(t.tick(at).is_empty());
+        assert_eq!(t.state_of(&x, at), Some(MemberState::Alive));
+        // Heard from its node once it had expired here, the same heartbeat brings it back.
+        let y = PeerId::random();
+        let expired = MemberRecord {
+            presence: presence(y, "y", 1, 1),
+            age_ms: 10_000,
+        };
+        assert!(t.merge(vec![expired], at).is_empty());
+        assert_eq!(
+            t.observe(presence(y, "y", 1, 1), at),
+            Some(MembershipChange::Alive(y))
+        );
+        // Passed on again, an equal heartbeat is no news.
+        let again = MemberRecord {
+            presence: presence(y, "y", 1, 1),
+            age_ms: 0,
+        };
+        assert!(t.merge(vec![again], at).is_empty());
+    }
+
+    /// A row passed on with an age no node's table holds counts as the oldest a node keeps
+    /// (not millions of years in `status`, nor past what the clock can go back).
+    #[test]
+    fn an_age_no_node_sends_counts_as_the_oldest_one() {
+        let (mut t, now) = table();
+        let p = PeerId::random();
+        let absurd = MemberRecord {
+            presence: presence(p, "a", 1, 1),
+            age_ms: u64::MAX,
+        };
+        assert!(t.merge(vec![absurd], now).is_empty());
+        let row = t.view(now).into_iter().find(|v| !v.is_self).unwrap();
+        assert_eq!(row.state, MemberState::Expired);
+        assert_eq!(
+            row.last_seen_ago,
+            Duration::from_millis(MAX_PASSED_ON_AGE_MS)
+        );
+        assert_eq!(MAX_PASSED_ON_AGE_MS, 3 * 24 * 3_600_000);
     }
 
     #[test]

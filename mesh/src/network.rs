@@ -53,6 +53,7 @@ use crate::{
         PresenceStatus,
     },
 };
+use connections::AcrossASplit;
 use diagnostics::{OtherRelease, OutOfReach, RefusedInbound, SaidAtMost};
 
 /// Who this node is, as its heartbeat tells the mesh.
@@ -74,7 +75,8 @@ pub struct MeshConfig {
     /// `None` for an open mesh.
     pub mesh_key: Option<MeshKey>,
     pub listen: Vec<Multiaddr>,
-    /// Addresses dialled at start and whenever this node has no connection at all.
+    /// Addresses dialled at start, whenever this node has no connection at all, and one node
+    /// at a time now and then while it has connections (to reach across a split mesh).
     pub bootstrap: Vec<Multiaddr>,
     pub identity: LocalIdentity,
     /// Base heartbeat interval; large meshes stretch it (see [`membership::heartbeat_interval`]).
@@ -406,25 +408,21 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
     });
+    let mut own = local_presence_parts(
+        &config,
+        local_peer_id,
+        incarnation,
+        0,
+        &listen_addrs,
+        started,
+    );
+    own.sign(&config.keypair);
+    warn_if_peers_drop(&own);
     let mut event_loop = EventLoop {
         swarm,
         commands: command_rx,
         events: event_tx,
-        membership: Membership::new(
-            {
-                let mut own = local_presence_parts(
-                    &config,
-                    local_peer_id,
-                    incarnation,
-                    0,
-                    &listen_addrs,
-                    started,
-                );
-                own.sign(&config.keypair);
-                own
-            },
-            started,
-        ),
+        membership: Membership::new(own, started),
         config,
         local_peer_id,
         incarnation,
@@ -444,8 +442,10 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_sync: started,
         second_sync: SecondSync::Due,
         last_reconnect: started,
+        across_a_split: AcrossASplit::new(started),
         last_ran: started,
         refused_inbound: RefusedInbound::default(),
+        too_large_said: SaidAtMost::every(TOO_LARGE_SAID_EVERY),
         non_members_said: HashMap::new(),
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
@@ -555,20 +555,72 @@ fn ensure_port_free(addr: &Multiaddr) -> Result<(), MeshError> {
 }
 
 /// The addresses worth telling others: without loopback when the node has any other address, so
-/// that members on other machines are not sent to dial themselves.
+/// that members on other machines are not sent to dial themselves, and at most
+/// [`wire::MAX_PRESENCE_ADDRESSES`], since peers drop a presence with more (see
+/// [`advertised_preferring`]).
 pub fn advertised(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
-    let is_loopback = |a: &Multiaddr| {
-        a.iter().any(|p| match p {
-            Protocol::Ip4(ip) => ip.is_loopback(),
-            Protocol::Ip6(ip) => ip.is_loopback(),
-            _ => false,
-        })
-    };
-    let public: Vec<Multiaddr> = addrs.iter().filter(|a| !is_loopback(a)).cloned().collect();
-    if public.is_empty() {
-        addrs.to_vec()
-    } else {
-        public
+    advertised_preferring(addrs, &[])
+}
+
+/// [`advertised`], keeping first the addresses the operator gave (`configured`, the listen
+/// addresses as given: one on 0.0.0.0 or `::` names no address in particular), then those other
+/// machines can reach, then link-local ones; each kind in the order the node found them. A node
+/// listening on 0.0.0.0 has an address per interface, and a host with many (container bridges,
+/// IPv6) has more than a presence may list: the least useful ones are left out rather than
+/// the whole presence dropped by every peer.
+pub fn advertised_preferring(addrs: &[Multiaddr], configured: &[Multiaddr]) -> Vec<Multiaddr> {
+    let beyond_loopback = addrs
+        .iter()
+        .any(|a| AddressKind::of(a, configured) != AddressKind::Loopback);
+    let mut kept: Vec<&Multiaddr> = addrs
+        .iter()
+        .filter(|a| !beyond_loopback || AddressKind::of(a, configured) != AddressKind::Loopback)
+        .collect();
+    // A stable sort: each kind keeps the order the node found its addresses in.
+    kept.sort_by_key(|a| AddressKind::of(a, configured));
+    kept.into_iter()
+        .take(wire::MAX_PRESENCE_ADDRESSES)
+        .cloned()
+        .collect()
+}
+
+/// How useful a listen address is to other members, most useful first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum AddressKind {
+    /// Given by the operator as it is.
+    Configured,
+    /// Any other address another machine may dial (a LAN or public IP, a DNS name).
+    Routable,
+    /// Reachable only on the link it is on (169.254.0.0/16, fe80::/10).
+    LinkLocal,
+    /// This machine only.
+    Loopback,
+}
+
+impl AddressKind {
+    fn of(addr: &Multiaddr, configured: &[Multiaddr]) -> Self {
+        if configured.contains(addr) {
+            return AddressKind::Configured;
+        }
+        match addr.iter().next() {
+            Some(Protocol::Ip4(ip)) if ip.is_loopback() => AddressKind::Loopback,
+            Some(Protocol::Ip6(ip)) if ip.is_loopback() => AddressKind::Loopback,
+            Some(Protocol::Ip4(ip)) if ip.is_link_local() => AddressKind::LinkLocal,
+            Some(Protocol::Ip6(ip)) if ip.is_unicast_link_local() => AddressKind::LinkLocal,
+            _ => AddressKind::Routable,
+        }
+    }
+}
+
+/// Says loudly that peers will drop this node's presence, and why: the node would see every
+/// member while none of them sees it.
+fn warn_if_peers_drop(own: &Presence) {
+    if let Some(what) = own.implausible() {
+        warn!(
+            "this node's presence has {what}: every peer drops it, so this node sees the mesh \
+             but no member sees this node (no jobs reach it); check its name, labels and \
+             heartbeat interval"
+        );
     }
 }
 
@@ -591,7 +643,7 @@ fn local_presence_parts(
         status: PresenceStatus::Alive,
         host_uptime_secs: (config.identity.host_uptime_at_start + age).as_secs(),
         agent_uptime_secs: age.as_secs(),
-        addresses: advertised(listen_addrs),
+        addresses: advertised_preferring(listen_addrs, &config.listen),
         labels: config.identity.labels.clone(),
         load: host_load(),
         heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
@@ -622,6 +674,10 @@ struct Leaving {
 /// How often a node says that connections from outside the mesh fail, at most: a node with
 /// the wrong key retries every few seconds.
 const REFUSED_INBOUND_SAID_EVERY: Duration = Duration::from_secs(600);
+
+/// How often a node says, at most, that control messages are over their size limit: a table
+/// too large to sync fails every sync, every few seconds.
+const TOO_LARGE_SAID_EVERY: Duration = Duration::from_secs(60);
 
 /// How long dials to a member must have failed, while it is alive (heard through other
 /// nodes: a partial partition, a firewall between two of them), before `status` and the log
@@ -701,6 +757,10 @@ impl SecondSync {
 /// half would see the other as expired for ever.
 const RECONNECT_EVERY: Duration = Duration::from_secs(5);
 
+/// With no expired member to dial, how often a node connected to others dials a bootstrap or
+/// known peer it is not connected to (see `connections::AcrossASplit`).
+const ACROSS_A_SPLIT_EVERY: Duration = Duration::from_secs(60);
+
 /// How often maintenance runs.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 
@@ -748,11 +808,15 @@ struct EventLoop {
     /// Asking the peer whose table this node joined with, once, what it has learned since.
     second_sync: SecondSync,
     last_reconnect: Instant,
+    /// Dials of the bootstrap and known peers while connected to others.
+    across_a_split: AcrossASplit,
     /// When maintenance (every second) or a command last ran: a longer gap is a pause of this
     /// node (see [`PAUSED_AFTER`]).
     last_ran: Instant,
     /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
     refused_inbound: RefusedInbound,
+    /// That a control message was over its size limit (see [`TOO_LARGE_SAID_EVERY`]).
+    too_large_said: SaidAtMost,
     /// When this node last warned of each non-member's messages (see
     /// [`NON_MEMBER_SAID_EVERY`]; at most [`MAX_NON_MEMBERS_SAID`] nodes).
     non_members_said: HashMap<PeerId, SaidAtMost>,
@@ -1092,25 +1156,75 @@ impl EventLoop {
 mod tests {
     use super::*;
 
+    /// A host with more addresses than a presence may list (container bridges, IPv6) tells the
+    /// most useful ones: what the operator gave first, then routable ones, then link-local,
+    /// each in the order found; loopback only when it has nothing else.
+    #[test]
+    fn a_host_with_many_addresses_advertises_the_most_useful_ones_within_the_limit() {
+        let addr = |s: String| s.parse::<Multiaddr>().unwrap();
+        let link_local: Vec<Multiaddr> = (0..8)
+            .map(|i| addr(format!("/ip6/fe80::{i:x}/tcp/7411")))
+            .collect();
+        let bridges: Vec<Multiaddr> = (0..20)
+            .map(|i| addr(format!("/ip4/172.17.{i}.1/tcp/7411")))
+            .collect();
+        let global: Vec<Multiaddr> = (0..10)
+            .map(|i| addr(format!("/ip6/2001:db8::{i:x}/tcp/7411")))
+            .collect();
+        let loopback = addr("/ip4/127.0.0.1/tcp/7411".into());
+        let given = addr("/ip4/192.0.2.10/tcp/7411".into());
+        // 40 addresses, as the swarm may report them: interleaved, the configured one last.
+        let mut found = vec![loopback.clone()];
+        found.extend(link_local.iter().take(4).cloned());
+        found.extend(bridges.iter().cloned());
+        found.extend(link_local.iter().skip(4).cloned());
+        found.extend(global.iter().cloned());
+        found.push(given.clone());
+        assert_eq!(found.len(), 40);
+
+        let told = advertised_preferring(&found, std::slice::from_ref(&given));
+        let mut expected = vec![given];
+        expected.extend(bridges);
+        expected.extend(global);
+        expected.push(link_local[0].clone());
+        assert_eq!(told.len(), wire::MAX_PRESENCE_ADDRESSES);
+        assert_eq!(told, expected);
+        // Peers take a presence listing them.
+        let mut presence = sample_presence();
+        presence.addresses = told;
+        assert_eq!(presence.implausible(), None);
+        // Without configured addresses the same order holds, from the routable ones on.
+        assert_eq!(advertised(&found)[..20], expected[1..21]);
+        // A node on loopback alone tells that.
+        assert_eq!(advertised(std::slice::from_ref(&loopback)), vec![loopback]);
+    }
+
+    fn sample_presence() -> Presence {
+        Presence {
+            peer_id: PeerId::random(),
+            name: "web-01".into(),
+            machine_id: "m".into(),
+            version: "0.1.0".into(),
+            incarnation: 1,
+            seq: 0,
+            status: PresenceStatus::Alive,
+            host_uptime_secs: 1,
+            agent_uptime_secs: 1,
+            addresses: vec![],
+            labels: Default::default(),
+            load: 0.0,
+            heartbeat_interval_ms: 1000,
+            signature: vec![0; wire::SIGNATURE_BYTES],
+        }
+    }
+
     #[test]
     fn a_node_is_named_as_the_table_knows_it_else_by_its_id() {
         let known = PeerId::random();
         let member = MemberView {
-            presence: crate::wire::Presence {
+            presence: Presence {
                 peer_id: known,
-                name: "web-01".into(),
-                machine_id: "m".into(),
-                version: "0.1.0".into(),
-                incarnation: 1,
-                seq: 0,
-                status: crate::wire::PresenceStatus::Alive,
-                host_uptime_secs: 1,
-                agent_uptime_secs: 1,
-                addresses: vec![],
-                labels: Default::default(),
-                load: 0.0,
-                heartbeat_interval_ms: 1000,
-                signature: Vec::new(),
+                ..sample_presence()
             },
             state: crate::membership::MemberState::Alive,
             last_seen_ago: Duration::ZERO,

@@ -163,6 +163,17 @@ pub const MAX_LABEL_BYTES: usize = 1024;
 pub const MIN_HEARTBEAT_MS: u64 = 100;
 pub const MAX_HEARTBEAT_MS: u64 = 24 * 3_600_000;
 
+/// Bytes of a presence's signature: ed25519's, the mesh's keys.
+pub const SIGNATURE_BYTES: usize = 64;
+/// Most bytes a presence takes encoded. Its fields are bounded one by one (at most 32
+/// addresses of 512 characters, 64 labels of 1024-byte keys and values, a 64-byte
+/// signature...); the largest presence a node sends within those bounds (listen addresses
+/// being a host and a port) takes about 145 KiB, so none reaches this. It bounds what the
+/// field bounds leave open (an address of many short parts takes more bytes encoded than
+/// written) and whatever field a later release adds. A full-table sync (one [`MAX_CTL_BYTES`]
+/// message) holds at least 51 rows of this size; a typical presence takes 300 to 500 bytes.
+pub const MAX_PRESENCE_BYTES: usize = 160 * 1024;
+
 /// 1 to `max` bytes of ASCII letters, digits, `-`, `_`, `.` or `+`: a node's name (which
 /// `join` allows without the `+`) or a release.
 pub fn plausible_text(s: &str, max: usize) -> bool {
@@ -239,27 +250,76 @@ impl Presence {
     /// `--target` and both are shown as they are, so a presence with anything else (control
     /// characters, a megabyte of name) is no node's and is dropped.
     pub fn plausible(&self) -> bool {
+        self.implausible().is_none()
+    }
+
+    /// What in it no node sends, if anything, in words: peers drop such a presence, so a node
+    /// whose own presence has one is seen by nobody (see [`Presence::plausible`]).
+    pub fn implausible(&self) -> Option<String> {
         let printable = |s: &str, max: usize| s.len() <= max && !s.chars().any(char::is_control);
-        plausible_text(&self.name, 253)
-            && plausible_text(&self.version, 64)
-            && printable(&self.machine_id, 128)
-            && self.addresses.len() <= MAX_PRESENCE_ADDRESSES
-            && self
-                .addresses
-                .iter()
-                .all(|a| printable(&a.to_string(), 512))
-            && self.labels.len() <= MAX_LABELS
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| printable(k, MAX_LABEL_BYTES) && printable(v, MAX_LABEL_BYTES))
-            && (MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&self.heartbeat_interval_ms)
+        if !plausible_text(&self.name, 253) {
+            Some("a name other than 1 to 253 letters, digits, '-', '_' or '.'".into())
+        } else if !plausible_text(&self.version, 64) {
+            Some("a release other than 1 to 64 letters, digits, '-', '_', '.' or '+'".into())
+        } else if !printable(&self.machine_id, 128) {
+            Some("a machine id over 128 bytes or with control characters".into())
+        } else if self.addresses.len() > MAX_PRESENCE_ADDRESSES {
+            Some(format!("more than {MAX_PRESENCE_ADDRESSES} addresses"))
+        } else if !self
+            .addresses
+            .iter()
+            .all(|a| printable(&a.to_string(), 512))
+        {
+            Some("an address over 512 bytes or with control characters".into())
+        } else if self.labels.len() > MAX_LABELS {
+            Some(format!("more than {MAX_LABELS} labels"))
+        } else if !self
+            .labels
+            .iter()
+            .all(|(k, v)| printable(k, MAX_LABEL_BYTES) && printable(v, MAX_LABEL_BYTES))
+        {
+            Some(format!(
+                "a label key or value over {MAX_LABEL_BYTES} bytes or with control characters"
+            ))
+        } else if !(MIN_HEARTBEAT_MS..=MAX_HEARTBEAT_MS).contains(&self.heartbeat_interval_ms) {
+            Some(format!(
+                "a heartbeat interval outside {MIN_HEARTBEAT_MS} to {MAX_HEARTBEAT_MS} ms"
+            ))
+        } else if self.signature.len() != SIGNATURE_BYTES {
+            Some(format!(
+                "a signature of {} bytes, not {SIGNATURE_BYTES} (an ed25519 key's)",
+                self.signature.len()
+            ))
+        } else if encoded_len(self) > MAX_PRESENCE_BYTES {
+            Some(format!("over {MAX_PRESENCE_BYTES} bytes encoded"))
+        } else {
+            None
+        }
     }
 
     /// Orders two presences of the same peer: higher incarnation wins, then higher sequence.
     pub fn version_key(&self) -> (u64, u64) {
         (self.incarnation, self.seq)
     }
+}
+
+/// How many bytes `body` takes as CBOR, counted without writing them anywhere.
+fn encoded_len<T: Serialize>(body: &T) -> usize {
+    /// Counts what is written to it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Counting cannot fail, and every field serialises.
+    let _ = ciborium::into_writer(body, &mut counter);
+    counter.0
 }
 
 /// One row of a membership table as another node saw it, for push-pull synchronisation.
@@ -396,6 +456,78 @@ mod tests {
         forged.incarnation = u64::MAX;
         forged.sign(&libp2p::identity::Keypair::generate_ed25519());
         assert!(!forged.authentic(), "signed by another key");
+    }
+
+    /// A presence's signature is an ed25519 key's, 64 bytes: one of a megabyte (a member
+    /// making every table sync too large to send) or none is no node's.
+    #[test]
+    fn a_presence_is_plausible_only_with_a_signature_of_an_ed25519_key() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut p = sample_presence();
+        p.peer_id = key.public().to_peer_id();
+        assert!(!p.plausible(), "unsigned");
+        p.sign(&key);
+        assert!(p.plausible());
+        p.signature = vec![7; 1_000_000];
+        assert!(!p.plausible(), "a megabyte of signature");
+        assert!(p.implausible().unwrap().contains("1000000 bytes"));
+    }
+
+    /// The largest presence a node sends is under [`MAX_PRESENCE_BYTES`] (the bound refuses
+    /// none), and one with addresses no listener has, within the bounds of each field but
+    /// larger encoded, is refused.
+    #[test]
+    fn the_largest_presence_a_node_sends_is_within_the_bound() {
+        let mut p = largest_presence();
+        assert_eq!(p.implausible(), None);
+        let size = encode(&p, MAX_CTL_BYTES).unwrap().len();
+        assert!(
+            (140 * 1024..MAX_PRESENCE_BYTES).contains(&size),
+            "{size} bytes"
+        );
+        assert_eq!(encoded_len(&p), ciborium_len(&p));
+        const { assert!(MAX_CTL_BYTES / MAX_PRESENCE_BYTES >= 51) };
+        // 73 times `/ip6/::`: 511 characters, 1241 bytes encoded.
+        let address: Multiaddr = "/ip6/::".repeat(73).parse().unwrap();
+        assert_eq!(address.to_string().len(), 511);
+        p.addresses = vec![address; MAX_PRESENCE_ADDRESSES];
+        assert!(encoded_len(&p) > MAX_PRESENCE_BYTES);
+        assert!(p.implausible().unwrap().contains("bytes encoded"));
+    }
+
+    /// A presence with every field as large as a node sends it.
+    fn largest_presence() -> Presence {
+        let text = |c: char, n: usize| c.to_string().repeat(n);
+        let mut p = sample_presence();
+        p.name = text('n', 253);
+        p.version = text('1', 64);
+        p.machine_id = text('m', 128);
+        p.incarnation = u64::MAX;
+        p.seq = u64::MAX;
+        p.host_uptime_secs = u64::MAX;
+        p.agent_uptime_secs = u64::MAX;
+        p.heartbeat_interval_ms = MAX_HEARTBEAT_MS;
+        p.addresses = (0..MAX_PRESENCE_ADDRESSES)
+            .map(|i| {
+                let host = format!("{i:02}{}", text('h', 512 - 15 - 2));
+                format!("/dns/{host}/tcp/65535").parse().unwrap()
+            })
+            .collect();
+        assert!(p.addresses.iter().all(|a| a.to_string().len() == 512));
+        p.labels = (0..MAX_LABELS)
+            .map(|i| {
+                let key = format!("{i:02}{}", text('k', MAX_LABEL_BYTES - 2));
+                (key, text('v', MAX_LABEL_BYTES))
+            })
+            .collect();
+        p.signature = vec![0xff; SIGNATURE_BYTES];
+        p
+    }
+
+    fn ciborium_len(p: &Presence) -> usize {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(p, &mut bytes).unwrap();
+        bytes.len()
     }
 
     #[test]

@@ -5,6 +5,88 @@
 
 use super::*;
 
+/// Whom to dial to reach the mesh: a node named by the `/p2p/` part of its addresses, with all
+/// of them, or an address given without its node's id.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Contact {
+    Node(PeerId, Vec<Multiaddr>),
+    Address(Multiaddr),
+}
+
+impl Contact {
+    /// The bootstrap and known-peer addresses as contacts, a node's addresses together, in
+    /// the order first given.
+    fn all(bootstrap: &[Multiaddr]) -> Vec<Contact> {
+        let mut contacts: Vec<Contact> = Vec::new();
+        for addr in bootstrap {
+            let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+                contacts.push(Contact::Address(addr.clone()));
+                continue;
+            };
+            match contacts
+                .iter_mut()
+                .find(|c| matches!(c, Contact::Node(p, _) if *p == peer))
+            {
+                Some(Contact::Node(_, addrs)) => addrs.push(addr.clone()),
+                _ => contacts.push(Contact::Node(peer, vec![addr.clone()])),
+            }
+        }
+        contacts
+    }
+}
+
+/// Dials of the bootstrap and known peers while this node is connected to others, one every
+/// [`ACROSS_A_SPLIT_EVERY`], in turn. Two halves of a split mesh that each keep connections
+/// among themselves otherwise stop reaching across once they have forgotten each other
+/// ([`membership::FORGET_AFTER`]), and never heal; one dial across is enough, since a dial to
+/// a node not known as alive syncs whole tables.
+#[derive(Debug)]
+pub(super) struct AcrossASplit {
+    last: Instant,
+    next: usize,
+}
+
+impl AcrossASplit {
+    /// None dialled yet; the first is due [`ACROSS_A_SPLIT_EVERY`] after `start`.
+    pub(super) fn new(start: Instant) -> Self {
+        Self {
+            last: start,
+            next: 0,
+        }
+    }
+
+    /// The contact to dial at `now`, if one is due: the next in turn that is neither this node
+    /// (`local`) nor a node it reaches already (`reached`: connected, or alive in its table,
+    /// so on this side of any split). Addresses given without a node's id are dialled in
+    /// their turn whatever they lead to.
+    pub(super) fn due(
+        &mut self,
+        now: Instant,
+        bootstrap: &[Multiaddr],
+        local: PeerId,
+        reached: impl Fn(&PeerId) -> bool,
+    ) -> Option<Contact> {
+        if now.saturating_duration_since(self.last) < ACROSS_A_SPLIT_EVERY {
+            return None;
+        }
+        let contacts = Contact::all(bootstrap);
+        let count = contacts.len();
+        let (index, contact) = contacts
+            .into_iter()
+            .enumerate()
+            .cycle()
+            .skip(self.next % count.max(1))
+            .take(count)
+            .find(|(_, c)| match c {
+                Contact::Node(peer, _) => *peer != local && !reached(peer),
+                Contact::Address(_) => true,
+            })?;
+        self.last = now;
+        self.next = index + 1;
+        Some(contact)
+    }
+}
+
 impl EventLoop {
     /// Gives the members their time back if this node did not run for a while (see
     /// [`PAUSED_AFTER`]): before anything reads the table's states after a pause, whichever
@@ -96,7 +178,7 @@ impl EventLoop {
                 now.saturating_duration_since(**since) >= SUBSCRIPTIONS_WITHIN
                     && !subscribed.contains(peer)
                     // A member heard from (not, say, a node of another release).
-                    && self.membership.state_of(peer, now) == Some(MemberState::Alive)
+                    && self.membership.is_alive(peer, now)
             })
             .map(|(peer, _)| *peer)
             .collect();
@@ -147,7 +229,8 @@ impl EventLoop {
             .send_request(peer, CtlRequest::SyncVersions { versions });
     }
 
-    /// Dials one random expired member (see [`RECONNECT_EVERY`]).
+    /// Dials one random expired member (see [`RECONNECT_EVERY`]); with none to try, a
+    /// bootstrap or known peer now and then (see [`AcrossASplit`]).
     pub(super) fn reconnect_one(&mut self, now: Instant) {
         let candidates: Vec<(PeerId, Vec<Multiaddr>)> = self
             .membership
@@ -158,6 +241,41 @@ impl EventLoop {
             .collect();
         if let Some((peer, addrs)) = candidates.choose(&mut rand::thread_rng()).cloned() {
             self.dial_member(peer, addrs, now);
+        } else {
+            self.dial_across_a_split(now);
+        }
+    }
+
+    /// Dials a bootstrap or known peer if one is due (see [`AcrossASplit`]), while connected
+    /// to others (a node connected to nobody redials them all, in `keep_connected`).
+    fn dial_across_a_split(&mut self, now: Instant) {
+        if self.swarm.connected_peers().next().is_none() {
+            return;
+        }
+        let (swarm, membership) = (&self.swarm, &self.membership);
+        let reached = |peer: &PeerId| swarm.is_connected(peer) || membership.is_alive(peer, now);
+        let bootstrap = &self.config.bootstrap;
+        let due = self
+            .across_a_split
+            .due(now, bootstrap, self.local_peer_id, reached);
+        let Some(contact) = due else {
+            return;
+        };
+        debug!(
+            ?contact,
+            "no expired member to try: dialling a bootstrap or known peer"
+        );
+        let dialled = match contact {
+            Contact::Node(peer, addrs) => self.swarm.dial(
+                DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build(),
+            ),
+            Contact::Address(addr) => self.swarm.dial(addr),
+        };
+        if let Err(e) = dialled {
+            debug!("cannot dial a bootstrap or known peer: {e}");
         }
     }
 
@@ -230,5 +348,72 @@ impl EventLoop {
         for (peer, addrs) in candidates.into_iter().take(want) {
             self.dial_member(peer, addrs, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(peer: PeerId, i: u8) -> Multiaddr {
+        format!("/ip4/10.0.0.{i}/tcp/7411/p2p/{peer}")
+            .parse()
+            .unwrap()
+    }
+
+    /// A node connected to others still dials, once a minute and in turn, the bootstrap and
+    /// known peers it does not reach (so the halves of a split mesh find each other even
+    /// after forgetting each other), never itself nor one it reaches already.
+    #[test]
+    fn bootstrap_peers_not_reached_are_dialled_in_turn_once_a_minute() {
+        let start = Instant::now();
+        let (me, reached, far, other) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let bare: Multiaddr = "/ip4/10.0.0.9/tcp/7411".parse().unwrap();
+        let bootstrap = vec![
+            at(me, 1),
+            at(reached, 2),
+            at(far, 3),
+            bare.clone(),
+            at(far, 4),
+            at(other, 5),
+        ];
+        let is_reached = |p: &PeerId| *p == reached;
+        let mut across = AcrossASplit::new(start);
+        let minute = ACROSS_A_SPLIT_EVERY;
+        let due = |a: &mut AcrossASplit, t| a.due(start + t, &bootstrap, me, is_reached);
+
+        assert_eq!(due(&mut across, minute - Duration::from_secs(1)), None);
+        // A node's addresses are dialled together.
+        let far_node = Contact::Node(far, vec![at(far, 3), at(far, 4)]);
+        assert_eq!(due(&mut across, minute), Some(far_node.clone()));
+        assert_eq!(due(&mut across, minute + Duration::from_secs(5)), None);
+        assert_eq!(
+            due(&mut across, 2 * minute),
+            Some(Contact::Address(bare.clone()))
+        );
+        assert_eq!(
+            due(&mut across, 3 * minute),
+            Some(Contact::Node(other, vec![at(other, 5)]))
+        );
+        // Round again, past this node and the one reached.
+        assert_eq!(due(&mut across, 4 * minute), Some(far_node));
+
+        // Nobody left to try: nothing is dialled, and the next one comes as soon as there is.
+        let mut across = AcrossASplit::new(start);
+        let all_reached = [at(me, 1), at(reached, 2)];
+        assert_eq!(
+            across.due(start + minute, &all_reached, me, is_reached),
+            None
+        );
+        assert_eq!(across.due(start + minute, &[], me, is_reached), None);
+        assert_eq!(
+            across.due(start + minute, &bootstrap, me, is_reached),
+            Some(Contact::Node(far, vec![at(far, 3), at(far, 4)]))
+        );
     }
 }

@@ -135,6 +135,15 @@ pub(super) fn twin_warning(addresses: &[Multiaddr]) -> String {
     )
 }
 
+/// The size limit a control message was over, if that is why an exchange failed (the codec
+/// refuses to write or read such a message).
+pub(super) fn over_the_limit(error: &std::io::Error) -> Option<(usize, usize)> {
+    match error.get_ref()?.downcast_ref::<wire::WireError>()? {
+        wire::WireError::TooLarge { size, limit } => Some((*size, *limit)),
+        _ => None,
+    }
+}
+
 impl EventLoop {
     /// Warnings for `status`: another daemon heard with this node's identity lately, nodes
     /// heard speaking another wire version.
@@ -163,14 +172,30 @@ impl EventLoop {
         warnings
     }
 
+    /// Says in the log (at most every [`TOO_LARGE_SAID_EVERY`]) that a control message with
+    /// `peer` was over its size limit: most likely a membership table too large to send in one
+    /// message, so every full-table sync fails and nodes joining through this one learn
+    /// nobody.
+    pub(super) fn say_if_too_large(&mut self, peer: PeerId, error: &std::io::Error) {
+        let Some((size, limit)) = over_the_limit(error) else {
+            return;
+        };
+        if self.too_large_said.due(Instant::now()) {
+            warn!(
+                %peer,
+                "a control message of {size} bytes is over the {limit}-byte limit and was not \
+                 exchanged: if it is a membership table ({} members here), table syncs fail and \
+                 nodes joining through this one may not learn the mesh",
+                self.membership.versions().len()
+            );
+        }
+    }
+
     /// Says in the log, once per spell, which members alive through other nodes this node has
     /// failed to dial for [`OUT_OF_REACH_SAID_AFTER`] (a partial partition).
     pub(super) fn log_out_of_reach(&mut self, now: Instant) {
         for (peer, spell) in &mut self.out_of_reach {
-            if spell.logged
-                || !spell.said(now)
-                || self.membership.state_of(peer, now) != Some(MemberState::Alive)
-            {
+            if spell.logged || !spell.said(now) || !self.membership.is_alive(peer, now) {
                 continue;
             }
             spell.logged = true;
@@ -192,9 +217,7 @@ impl EventLoop {
         let mut spells: Vec<(String, Duration, &str)> = self
             .out_of_reach
             .iter()
-            .filter(|(peer, o)| {
-                o.said(now) && self.membership.state_of(peer, now) == Some(MemberState::Alive)
-            })
+            .filter(|(peer, o)| o.said(now) && self.membership.is_alive(peer, now))
             .map(|(peer, o)| {
                 let name = self
                     .membership
@@ -359,6 +382,28 @@ mod tests {
         ] {
             assert!(!presence(name, version).plausible(), "{name:?} {version:?}");
         }
+    }
+
+    /// A message over its size limit is told from other failures of an exchange, whichever
+    /// side refused it.
+    #[test]
+    fn a_message_over_its_limit_is_told_apart() {
+        let table = crate::wire::CtlResponse::Members {
+            members: Vec::new(),
+        };
+        let refused = futures::executor::block_on(crate::codec::write_frame(
+            &mut futures::io::Cursor::new(Vec::new()),
+            &table,
+            4,
+        ))
+        .unwrap_err();
+        assert!(over_the_limit(&refused).is_some_and(|(size, limit)| size > 4 && limit == 4));
+        let other = std::io::Error::new(std::io::ErrorKind::InvalidData, "garbage");
+        assert_eq!(over_the_limit(&other), None);
+        assert_eq!(
+            over_the_limit(&std::io::ErrorKind::UnexpectedEof.into()),
+            None
+        );
     }
 
     #[test]

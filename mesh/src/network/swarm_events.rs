@@ -49,10 +49,7 @@ impl EventLoop {
                 // expired member (the other side of a healed partition). Dials to members
                 // already alive here need none; anti-entropy covers what gossip misses.
                 let now = Instant::now();
-                let known_alive = matches!(
-                    self.membership.state_of(&peer_id, now),
-                    Some(MemberState::Alive | MemberState::Conflict)
-                );
+                let known_alive = self.membership.is_alive(&peer_id, now);
                 if endpoint.is_dialer()
                     && num_established.get() == 1
                     && !known_alive
@@ -349,6 +346,9 @@ impl EventLoop {
                         reason: error.to_string(),
                     }));
                 }
+                if let request_response::OutboundFailure::Io(e) = &error {
+                    self.say_if_too_large(peer, e);
+                }
                 debug!(%peer, "control request failed: {error}");
             }
             request_response::Event::InboundFailure {
@@ -358,6 +358,9 @@ impl EventLoop {
                 ..
             } => {
                 self.pending_replies.remove(&request_id);
+                if let request_response::InboundFailure::Io(e) = &error {
+                    self.say_if_too_large(peer, e);
+                }
                 debug!(%peer, "inbound control request failed: {error}");
             }
             _ => {}
