@@ -9,17 +9,19 @@ use crate::{Failure, output};
 
 pub const LONG_ABOUT: &str = "\
 Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT,
-SIGTERM or SIGHUP make it tell the mesh it is leaving, then exit).
+SIGTERM or SIGHUP make it tell the mesh it is leaving, then exit; a second one while it leaves
+stops it at once).
 
-The first run creates the node's identity in the state directory. Without --token it also
-creates a new mesh with its own key and prints the one command that joins another machine to
-it; that token is also written to <state-dir>/join-token. Later runs reuse the identity and key,
-so a restarted node comes back with the same peer id.
+The first run creates the node's identity in the state directory, and joins a mesh: the one of
+--token; with --open, a mesh without a key; with neither, a new mesh with its own key (--peer
+alone joins only a mesh this state directory already belongs to). It prints how another
+machine joins that mesh, and writes the join token to <state-dir>/join-token. Later runs reuse
+the identity and key, so a restarted node comes back with the same peer id.
 
-Settings come from flags, then DIRECTORD_MESH_* environment variables, then the --config YAML
-file (keys are the flags' long names: name, listen, peer, token, open, heartbeat-interval,
-socket-group, blob-retention, record-retention, allow-submitter; and labels, a map of
-KEY: VALUE), then defaults.";
+Settings come from flags, then DIRECTORD_MESH_* environment variables (an empty one sets
+nothing), then the --config YAML file (keys are the flags' long names: name, listen, peer,
+token, open, heartbeat-interval, socket-group, blob-retention, record-retention,
+allow-submitter; and labels, a map of KEY: VALUE), then defaults.";
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {
@@ -112,7 +114,9 @@ impl JoinArgs {
                 .as_deref()
                 .map(|t| mesh::JoinToken::decode(t).map_err(|e| input(format!("--token: {e}"))))
                 .transpose()?,
+            token_from: self.token.is_some().then_some(config::Source::Flag),
             open: self.open.then_some(true),
+            open_from: self.open.then_some(config::Source::Flag),
             heartbeat_interval: self
                 .heartbeat_interval
                 .as_deref()
@@ -150,14 +154,13 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
     let flags = args.options()?;
     let env = JoinOptions::from_env(|k| std::env::var(k).ok())
         .map_err(|e| Failure::Input(e.to_string()))?;
-    let config_path = args
-        .config
-        .clone()
-        .or_else(|| std::env::var_os("DIRECTORD_MESH_CONFIG").map(PathBuf::from));
-    let file = match &config_path {
-        Some(path) => JoinOptions::from_file(path).map_err(|e| Failure::Input(e.to_string()))?,
-        None => JoinOptions::default(),
-    };
+    let (config_path, file) =
+        match config::config_file(args.config.clone(), std::env::var_os(config::ENV_CONFIG))
+            .map_err(|e| Failure::Input(e.to_string()))?
+        {
+            Some((path, file)) => (Some(path), file),
+            None => (None, JoinOptions::default()),
+        };
     // A config file that says nothing (empty, or comments only) is most likely the wrong one.
     let empty_file = config_path
         .as_ref()
@@ -194,37 +197,65 @@ pub fn run(state_dir: PathBuf, args: JoinArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
-        let node = Node::start(config).await.map_err(|e| match e {
-            // Arguments naming another mesh than the state directory's: bad input (exit 2).
-            NodeError::State(StateError::OtherMesh { .. }) => Failure::Input(e.to_string()),
-            e => Failure::runtime(e),
-        })?;
-        print_banner(&node);
-        tokio::spawn(return_freed_memory());
-        let mut failure = None;
-        tokio::select! {
-            r = wait_for_signal() => r?,
-            reason = node.store_failed() => {
-                tracing::error!(
-                    "the database cannot be written; stopping: a node that cannot write its \
-                     database cannot keep what it acknowledges. Whatever it acknowledged is on \
-                     disk; its peers resend the rest, and its unfinished jobs report as \
-                     interrupted once it is back."
-                );
-                failure = Some(reason);
+    let mut state_dir_lock = None;
+    let result = runtime.block_on(run_node(config, &mut state_dir_lock));
+    // Work still going on the blocking pool is not waited for: the check of the blob store a
+    // start began can hash for minutes, and the node has left the mesh and saved what it
+    // keeps. Dropping the runtime would wait for it, deaf to any further signal.
+    runtime.shutdown_background();
+    // Released only now, as the process ends: no second daemon takes the state directory
+    // while this one still runs anything.
+    drop(state_dir_lock);
+    result
+}
+
+/// Starts the node, prints how to join it, and runs it until a stop signal (or a database that
+/// cannot be written); then it leaves the mesh. `state_dir_lock` keeps the node's state
+/// directory locked for the caller, past the node's end.
+async fn run_node(
+    config: config::NodeConfig,
+    state_dir_lock: &mut Option<node::daemon::StateDirLock>,
+) -> Result<(), Failure> {
+    // Taken before the start: a signal that comes while the node starts (the default action
+    // would end it with its control socket left behind and no goodbye) stops it once it is up.
+    let mut signals = StopSignals::take()?;
+    let node = Node::start(config).await.map_err(|e| match e {
+        // Arguments naming another mesh than the state directory's: bad input (exit 2).
+        NodeError::State(StateError::OtherMesh { .. }) => Failure::Input(e.to_string()),
+        e => Failure::runtime(e),
+    })?;
+    *state_dir_lock = Some(node.hold_state_dir());
+    print_banner(&node);
+    tokio::spawn(return_freed_memory());
+    let mut failure = None;
+    tokio::select! {
+        () = signals.next() => {}
+        reason = node.store_failed() => {
+            tracing::error!(
+                "the database cannot be written; stopping: a node that cannot write its \
+                 database cannot keep what it acknowledges. Whatever it acknowledged is on \
+                 disk; its peers resend the rest, and its unfinished jobs report as \
+                 interrupted once it is back."
+            );
+            failure = Some(reason);
+        }
+    }
+    let socket = node.control_socket().cloned();
+    // A second signal while leaving stops at once.
+    let left = tokio::select! {
+        r = node.shutdown() => r.map_err(Failure::runtime),
+        () = signals.next() => {
+            // Nothing answers the control socket any more.
+            if let Some(socket) = socket {
+                let _ = std::fs::remove_file(socket);
             }
+            Err(Failure::Runtime("stopped without a clean leave".into()))
         }
-        // A second signal while leaving stops at once.
-        let left = tokio::select! {
-            r = node.shutdown() => r.map_err(Failure::runtime),
-            _ = wait_for_signal() => Err(Failure::Runtime("stopped without a clean leave".into())),
-        };
-        match failure {
-            Some(reason) => Err(Failure::Runtime(reason)),
-            None => left,
-        }
-    })
+    };
+    match failure {
+        Some(reason) => Err(Failure::Runtime(reason)),
+        None => left,
+    }
 }
 
 /// Each running job holds a few file descriptors (its pipes and process handle), each peer
@@ -294,18 +325,37 @@ fn init_logging() {
         .try_init();
 }
 
-async fn wait_for_signal() -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
-    // The terminal or ssh session the daemon runs in closing: leave cleanly, as for the others.
-    let mut hup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
+/// The signals that stop the daemon: SIGTERM, SIGINT, and SIGHUP (the terminal or ssh session
+/// it runs in closing). Each is caught from the moment this is made, whether or not it is
+/// being waited for then.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn take() -> Result<StopSignals, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let take = |kind: SignalKind| {
+            signal(kind)
+                .map_err(|e| Failure::Runtime(format!("cannot catch the stop signals: {e}")))
+        };
+        Ok(StopSignals {
+            term: take(SignalKind::terminate())?,
+            int: take(SignalKind::interrupt())?,
+            hup: take(SignalKind::hangup())?,
+        })
     }
-    Ok(())
+
+    /// Resolves at the next stop signal (at once for one that came since the last).
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 fn print_banner(node: &Node) {

@@ -168,16 +168,23 @@ impl Failure {
     }
 }
 
-/// The state directory every subcommand uses: the flag, else the environment, else the default.
-fn state_dir(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| {
+/// The state directory every subcommand but `demo` uses: the flag, else the environment, else
+/// the default (which a user without a home has none of: bad input, asking for the flag).
+fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let given = flag.or_else(|| {
         std::env::var_os(node::config::ENV_STATE_DIR)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-    })
-    .unwrap_or_else(|| {
-        node::config::default_state_dir(|k| std::env::var(k).ok(), nix::unistd::geteuid().is_root())
-    })
+    });
+    match given {
+        Some(dir) => Ok(dir),
+        None => node::config::default_state_dir(
+            |k| std::env::var(k).ok(),
+            nix::unistd::geteuid().is_root(),
+            node::config::passwd_home,
+        )
+        .map_err(Failure::Input),
+    }
 }
 
 fn main() -> ExitCode {
@@ -189,20 +196,16 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    let cli_state_dir_given = cli.state_dir.is_some();
-    let state_dir = state_dir(cli.state_dir);
     let result = match cli.command {
-        Command::Join(args) => join::run(state_dir, args),
-        Command::Status(args) => status::run(&state_dir, status::View::Status { json: args.json }),
-        Command::Exec(args) => submit::exec(state_dir, args),
-        Command::Orchestrate(args) => submit::orchestrate(state_dir, args),
-        Command::Manage(args) => manage_command(&state_dir, args),
-        Command::Demo(args) if cli_state_dir_given || args.state_dir_given() => Err(Failure::Input(
-            "demo runs its own daemons, each with its own state directory: use `demo --dir DIR` \
-             instead of --state-dir"
-                .into(),
-        )),
+        Command::Demo(args) if cli.state_dir.is_some() || args.state_dir_given() => {
+            Err(Failure::Input(
+                "demo runs its own daemons, each with its own state directory: use `demo --dir \
+                 DIR` instead of --state-dir"
+                    .into(),
+            ))
+        }
         Command::Demo(args) => demo::run(args),
+        command => state_dir(cli.state_dir).and_then(|dir| run_on(dir, command)),
     };
     match result {
         // What it printed did not all reach its file (reported as it happened).
@@ -217,6 +220,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Silent(code)) => ExitCode::from(code),
+    }
+}
+
+/// Runs `command`, one of those that use the state directory `state_dir`.
+fn run_on(state_dir: PathBuf, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Join(args) => join::run(state_dir, args),
+        Command::Status(args) => status::run(&state_dir, status::View::Status { json: args.json }),
+        Command::Exec(args) => submit::exec(state_dir, args),
+        Command::Orchestrate(args) => submit::orchestrate(state_dir, args),
+        Command::Manage(args) => manage_command(&state_dir, args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 

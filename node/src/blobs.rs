@@ -99,6 +99,9 @@ pub struct BlobStore {
     /// Numbers the temporary copies of imports and of files carried inside announces: two
     /// copies of one file made at once each write their own.
     copies: std::sync::atomic::AtomicU64,
+    /// The node stops: the check of the blobs a previous run left ends where it is (it may
+    /// take minutes over a large store, and the process waits for it before it exits).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 fn hex(fp: &Fingerprint) -> String {
@@ -133,16 +136,22 @@ impl BlobStore {
             dir: dir.to_path_buf(),
             state: Mutex::new(State::default()),
             copies: std::sync::atomic::AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Checks the blobs a previous run left and keeps those whose content matches their name
-    /// (a crash may have left one half-written). Blocking; run it off the async threads.
+    /// (a crash may have left one half-written). Blocking; run it off the async threads. Ends
+    /// early once [`BlobStore::stop`] is called: the blobs not checked yet are neither served
+    /// nor removed (the next start checks them).
     pub fn verify_existing(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
+            if self.stops() {
+                return;
+            }
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(fp) = Fingerprint::from_hex(&name) else {
                 continue;
@@ -154,9 +163,10 @@ impl BlobStore {
                 continue;
             };
             let Ok(read) = f.metadata() else { continue };
-            let mut hasher = blake3::Hasher::new();
-            let ok = std::io::copy(&mut &f, &mut hasher).is_ok()
-                && *hasher.finalize().as_bytes() == fp.0;
+            let Some(found) = self.hash_unless_stopping(&f) else {
+                return;
+            };
+            let ok = found.is_ok_and(|h| h == fp.0);
             let mut state = self.lock();
             // A copy landed while this one was read (a fetch, an import): it is good, and
             // it may be the file at this path now.
@@ -168,6 +178,36 @@ impl BlobStore {
                 state.complete.insert(fp, LastUse::new(used));
             } else if same_file(&entry.path(), &read) {
                 let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The node stops: [`BlobStore::verify_existing`] ends at its next read.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stops(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// blake3 of `f`'s content, read a MiB at a time; `None` once the node stops meanwhile.
+    fn hash_unless_stopping(&self, mut f: &File) -> Option<std::io::Result<[u8; 32]>> {
+        use std::io::Read;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            if self.stops() {
+                return None;
+            }
+            match f.read(&mut buf) {
+                Ok(0) => return Some(Ok(*hasher.finalize().as_bytes())),
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -597,6 +637,30 @@ mod tests {
         let p = dir.path().join("f");
         fs::write(&p, data).unwrap();
         FileRef::read(&p).unwrap()
+    }
+
+    /// A stop ends the check of what a previous run left: nothing more is taken or removed
+    /// (the next start checks the rest).
+    #[test]
+    fn a_stopping_node_ends_the_check_of_its_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"a blob a previous run left".to_vec();
+        let f = file_ref(&data);
+        let damaged = Fingerprint([9; 32]);
+        {
+            let store = BlobStore::open(dir.path()).unwrap();
+            fs::write(store.path(&f.hash), &data).unwrap();
+            fs::write(store.path(&damaged), b"not what the name says").unwrap();
+        }
+        let stopping = BlobStore::open(dir.path()).unwrap();
+        stopping.stop();
+        stopping.verify_existing();
+        assert!(!stopping.has(&f.hash), "taken without a check");
+        assert!(stopping.path(&damaged).exists(), "removed without a check");
+        let next = BlobStore::open(dir.path()).unwrap();
+        next.verify_existing();
+        assert!(next.has(&f.hash));
+        assert!(!next.path(&damaged).exists());
     }
 
     #[test]

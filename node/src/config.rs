@@ -5,6 +5,7 @@
 //! file (`--config FILE`), then the defaults. Each place is read into a [`JoinOptions`] layer;
 //! [`JoinOptions::over`] stacks two layers and [`JoinOptions::resolve`] turns the stack into a
 //! [`NodeConfig`]. Every error names the setting, the place it came from and what is wrong.
+//! An empty variable (`DIRECTORD_MESH_OPEN=` in a systemd `EnvironmentFile`) sets nothing.
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +19,10 @@ use serde::Deserialize;
 
 /// Environment variable of the global `--state-dir`.
 pub const ENV_STATE_DIR: &str = "DIRECTORD_MESH_STATE_DIR";
+/// Environment variable of `join --config`.
+pub const ENV_CONFIG: &str = "DIRECTORD_MESH_CONFIG";
+/// The state directory of a daemon run as root, when none is given.
+pub const ROOT_STATE_DIR: &str = "/var/lib/directord-mesh";
 /// Port a daemon listens on when `--listen` is not given.
 pub const DEFAULT_PORT: u16 = 7411;
 /// Default heartbeat interval; a member expires after three of them.
@@ -39,6 +44,9 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// The config file `DIRECTORD_MESH_CONFIG` names, which the operator may not know is set.
+    #[error("config file {path} (named by {ENV_CONFIG}): {reason}")]
+    FileFromEnv { path: PathBuf, reason: String },
     #[error("{0}")]
     Conflict(String),
 }
@@ -49,6 +57,18 @@ pub enum Source {
     Flag,
     Env(&'static str),
     File(PathBuf),
+}
+
+impl Source {
+    /// `setting` as it was written in this place: `--open`, `DIRECTORD_MESH_OPEN`,
+    /// `open` in config file /etc/directord-mesh.yaml.
+    fn as_written(&self, setting: &str) -> String {
+        match self {
+            Source::Flag => format!("--{setting}"),
+            Source::Env(var) => (*var).to_string(),
+            Source::File(path) => format!("`{setting}` in config file {}", path.display()),
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -78,6 +98,10 @@ pub struct JoinOptions {
     pub record_retention: Option<Duration>,
     /// Peers whose runs this node takes (besides its own); empty: any member's.
     pub allow_submitters: Vec<PeerId>,
+    /// Where `open` and `token` were set, to name both should they contradict each other
+    /// (`None`: not set in this layer, or set by hand, as the command line's flags are).
+    pub open_from: Option<Source>,
+    pub token_from: Option<Source>,
 }
 
 /// The environment variables `join` reads, in the order `--help` lists them.
@@ -168,8 +192,10 @@ fn one_or_many(
 
 impl JoinOptions {
     /// Reads the `DIRECTORD_MESH_*` variables through `get` (the process environment in the
-    /// daemon; a map in tests). List variables are comma-separated.
+    /// daemon; a map in tests). List variables are comma-separated. A variable that is empty
+    /// (or blank) sets nothing, as if it were not there.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| get(var).filter(|v| !v.trim().is_empty());
         let mut o = JoinOptions::default();
         let [
             name,
@@ -191,15 +217,16 @@ impl JoinOptions {
                 .map(String::from)
                 .collect()
         };
-        o.name = get(name).filter(|s| !s.is_empty());
+        o.name = get(name);
         if let Some(v) = get(listen) {
             o.listen = parse_addrs(&list(v), "listen", &Source::Env(listen))?;
         }
         if let Some(v) = get(peer) {
             o.peers = parse_addrs(&list(v), "peer", &Source::Env(peer))?;
         }
-        if let Some(v) = get(token).filter(|s| !s.trim().is_empty()) {
+        if let Some(v) = get(token) {
             o.token = Some(parse_token(&v, &Source::Env(token))?);
+            o.token_from = Some(Source::Env(token));
         }
         if let Some(v) = get(open) {
             o.open = Some(parse_bool(&v).ok_or_else(|| ConfigError::Invalid {
@@ -207,11 +234,12 @@ impl JoinOptions {
                 setting: "open".into(),
                 reason: format!("'{v}' is not a boolean (use true/false, yes/no, 1/0)"),
             })?);
+            o.open_from = Some(Source::Env(open));
         }
         if let Some(v) = get(heartbeat) {
             o.heartbeat_interval = Some(parse_interval(&v, &Source::Env(heartbeat))?);
         }
-        o.socket_group = get(group).filter(|s| !s.is_empty());
+        o.socket_group = get(group);
         if let Some(v) = get(labels) {
             o.labels = parse_labels(&list(v), &Source::Env(labels))?;
         }
@@ -260,6 +288,8 @@ impl JoinOptions {
                 }),
             }
         };
+        let open_from = file.open.is_some().then(|| source.clone());
+        let token_from = file.token.is_some().then(|| source.clone());
         Ok(JoinOptions {
             name: file.name,
             listen: parse_addrs(
@@ -315,18 +345,30 @@ impl JoinOptions {
                 &one_or_many(file.allow_submitter, "allow-submitter", &source)?,
                 &source,
             )?,
+            open_from,
+            token_from,
         })
     }
 
     /// This layer on top of `lower`: every setting this layer makes wins.
     pub fn over(self, lower: JoinOptions) -> JoinOptions {
         let pick_list = |a: Vec<Multiaddr>, b: Vec<Multiaddr>| if a.is_empty() { b } else { a };
+        let (token, token_from) = match self.token {
+            Some(token) => (Some(token), self.token_from),
+            None => (lower.token, lower.token_from),
+        };
+        let (open, open_from) = match self.open {
+            Some(open) => (Some(open), self.open_from),
+            None => (lower.open, lower.open_from),
+        };
         JoinOptions {
             name: self.name.or(lower.name),
             listen: pick_list(self.listen, lower.listen),
             peers: pick_list(self.peers, lower.peers),
-            token: self.token.or(lower.token),
-            open: self.open.or(lower.open),
+            token,
+            token_from,
+            open,
+            open_from,
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             socket_group: self.socket_group.or(lower.socket_group),
             labels: if self.labels.is_empty() {
@@ -352,10 +394,7 @@ impl JoinOptions {
     ) -> Result<NodeConfig, ConfigError> {
         let open = self.open.unwrap_or(false);
         if open && self.token.as_ref().is_some_and(|t| t.mesh_key.is_some()) {
-            return Err(ConfigError::Conflict(
-                "--open asks for a mesh without a key, but the join token carries one; drop one of them"
-                    .into(),
-            ));
+            return Err(self.open_against_a_key());
         }
         let heartbeat_interval = self.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT);
         let blob_retention = self.blob_retention.unwrap_or(DEFAULT_BLOB_RETENTION);
@@ -401,6 +440,40 @@ impl JoinOptions {
             jobs_thread: true,
             allow_submitters: self.allow_submitters,
         })
+    }
+
+    /// `open` and a token that carries a mesh key, each named where it was set.
+    fn open_against_a_key(&self) -> ConfigError {
+        let by_hand = Source::Flag;
+        let open = self.open_from.as_ref().unwrap_or(&by_hand);
+        let token = self.token_from.as_ref().unwrap_or(&by_hand);
+        ConfigError::Conflict(format!(
+            "{} asks for a mesh without a key, but the join token given by {} carries one; \
+             drop one of them",
+            open.as_written("open"),
+            token.as_written("token")
+        ))
+    }
+}
+
+/// The config-file layer: the file `--config` names (`flag`), else the one
+/// `DIRECTORD_MESH_CONFIG` names (`from_env`; empty, it names none), read. `None` when neither
+/// names one. An error about a file the variable named says so: the operator may not know
+/// the variable is set.
+pub fn config_file(
+    flag: Option<PathBuf>,
+    from_env: Option<std::ffi::OsString>,
+) -> Result<Option<(PathBuf, JoinOptions)>, ConfigError> {
+    if let Some(path) = flag {
+        return JoinOptions::from_file(&path).map(|file| Some((path, file)));
+    }
+    let Some(path) = from_env.filter(|v| !v.is_empty()).map(PathBuf::from) else {
+        return Ok(None);
+    };
+    match JoinOptions::from_file(&path) {
+        Ok(file) => Ok(Some((path, file))),
+        Err(ConfigError::File { path, reason }) => Err(ConfigError::FileFromEnv { path, reason }),
+        Err(e) => Err(e),
     }
 }
 
@@ -480,15 +553,38 @@ impl NodeConfig {
 
 /// The state directory when none is given: `/var/lib/directord-mesh` for root, else the XDG state
 /// directory (`$XDG_STATE_HOME/directord-mesh`, default `~/.local/state/directord-mesh`).
-pub fn default_state_dir(get: impl Fn(&str) -> Option<String>, is_root: bool) -> PathBuf {
+/// Without `HOME`, the home the passwd database gives this user (`passwd_home`); without
+/// either, there is none: a shared directory such as /tmp would let anyone plant the control
+/// socket the CLI talks to.
+pub fn default_state_dir(
+    get: impl Fn(&str) -> Option<String>,
+    is_root: bool,
+    passwd_home: impl FnOnce() -> Option<PathBuf>,
+) -> Result<PathBuf, String> {
     if is_root {
-        return PathBuf::from("/var/lib/directord-mesh");
+        return Ok(PathBuf::from(ROOT_STATE_DIR));
     }
-    if let Some(dir) = get("XDG_STATE_HOME").filter(|d| d.starts_with('/')) {
-        return PathBuf::from(dir).join("directord-mesh");
+    let absolute = |d: &String| d.starts_with('/');
+    if let Some(dir) = get("XDG_STATE_HOME").filter(absolute) {
+        return Ok(PathBuf::from(dir).join("directord-mesh"));
     }
-    let home = get("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".local/state/directord-mesh")
+    let home = get("HOME")
+        .filter(absolute)
+        .map(PathBuf::from)
+        .or_else(|| passwd_home().filter(|h| h.is_absolute()));
+    match home {
+        Some(home) => Ok(home.join(".local/state/directord-mesh")),
+        None => Err(format!(
+            "no state directory: HOME is not set (to an absolute path), and the passwd \
+             database gives this user no home; pass --state-dir DIR (or set {ENV_STATE_DIR})"
+        )),
+    }
+}
+
+/// This user's home directory in the passwd database, if it has one.
+pub fn passwd_home() -> Option<PathBuf> {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+    Some(user.dir).filter(|d| !d.as_os_str().is_empty())
 }
 
 /// Parses a peer or listen address: a multiaddr, or `HOST:PORT` / `[V6]:PORT` as a shorthand

@@ -298,11 +298,17 @@ pub enum ControlError {
     NoDaemon { state_dir: String, socket: String },
     #[error(
         "there is no state directory {state_dir}: no directord-mesh daemon has run with it \
-         (check --state-dir or DIRECTORD_MESH_STATE_DIR).\n\
+         (check --state-dir or DIRECTORD_MESH_STATE_DIR).{}\n\
          A new node starts there with:  directord-mesh --state-dir {state_dir} join  \
-         (add --token TOKEN to join an existing mesh; without it, it creates a new one)"
+         (add --token TOKEN to join an existing mesh; without it, it creates a new one)",
+        root_daemon_hint(*.root_daemon)
     )]
-    NoStateDir { state_dir: String },
+    NoStateDir {
+        state_dir: String,
+        /// A daemon serves root's default state directory, which this (other) user's
+        /// default is not: most likely the one meant.
+        root_daemon: bool,
+    },
     #[error(
         "permission denied on {socket}: run as root or as a member of the socket's group (see join --socket-group)"
     )]
@@ -378,6 +384,28 @@ pub async fn read_frame<T: DeserializeOwned + Framed>(
             _ => Err(ControlError::Malformed(e.to_string())),
         },
     }
+}
+
+/// Where the daemon of root's default state directory is, for a user whose own default
+/// directory has none (empty when there is no such daemon).
+fn root_daemon_hint(root_daemon: bool) -> String {
+    if !root_daemon {
+        return String::new();
+    }
+    let dir = crate::config::ROOT_STATE_DIR;
+    format!(
+        "\nA daemon runs as root with state directory {dir} (its control socket is there): \
+         to use it as a member of its socket group, pass --state-dir {dir} (or set \
+         DIRECTORD_MESH_STATE_DIR={dir})."
+    )
+}
+
+/// Whether a daemon's control socket is in root's default state directory, while this user
+/// (not root) asked for another directory. Only a user who may look into that directory (its
+/// socket group's members) sees the socket.
+fn root_daemon_elsewhere(state_dir: &Path) -> bool {
+    let root_dir = Path::new(crate::config::ROOT_STATE_DIR);
+    !nix::unistd::geteuid().is_root() && state_dir != root_dir && socket_path(root_dir).exists()
 }
 
 /// What to do when the daemon speaks control protocol `found`, not this CLI's.
@@ -492,6 +520,7 @@ impl ControlClient {
             Err(e) => Err(match e.kind() {
                 io::ErrorKind::NotFound if !state_dir.exists() => ControlError::NoStateDir {
                     state_dir: state_dir.display().to_string(),
+                    root_daemon: root_daemon_elsewhere(state_dir),
                 },
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ControlError::NoDaemon {
@@ -632,12 +661,29 @@ pub fn bind(socket: &Path, group: Option<&str>) -> Result<UnixListener, String> 
         }
     }
     let listener =
-        UnixListener::bind(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+        bind_owner_only(socket).map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
     // From here a failure removes the socket again: nothing would answer on it.
     share_socket(socket, group).inspect_err(|_| {
         let _ = std::fs::remove_file(socket);
     })?;
     Ok(listener)
+}
+
+/// Binds `socket` as a file only its owner may use (0600), until [`share_socket`] gives it its
+/// mode: bound under the umask alone (0777 less 022, most often), others could connect in
+/// the moment before that.
+///
+/// The umask belongs to the whole process, so it is tightened only around the bind and put
+/// back at once. That is safe here: a daemon binds its socket while it starts, before it runs
+/// any job or serves anything, and the one other thread it has then (the store's writer)
+/// creates no file; a file another thread did create meanwhile would only get fewer
+/// permissions, never more.
+fn bind_owner_only(socket: &Path) -> io::Result<UnixListener> {
+    use nix::sys::stat::{Mode, umask};
+    let before = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(socket);
+    umask(before);
+    bound
 }
 
 /// Gives the bound socket its mode, and with `group` its group (and the state directory's).
@@ -793,6 +839,12 @@ async fn serve_with<H: ControlHandler>(
                     }
                     Ok(Some(request)) => handler.handle(request).await,
                     Ok(None) => return,
+                    Err(ControlError::Version { found }) => {
+                        let why = client_of_another_version(found);
+                        warn!("refused a control connection: {why}");
+                        let _ = write_frame(&mut stream, &ControlResponse::Error(why)).await;
+                        return;
+                    }
                     Err(e) => {
                         debug!("bad control request: {e}");
                         // Tell the client what was wrong, then hang up: the stream may be out of step.
@@ -821,6 +873,20 @@ async fn serve_with<H: ControlHandler>(
             }
         });
     }
+}
+
+/// Why this daemon refuses a client that speaks control protocol `found`, in the daemon's
+/// words (a [`ControlError::Version`] is the CLI's: "the daemon speaks ...").
+fn client_of_another_version(found: u16) -> String {
+    let advice = if found < CONTROL_VERSION {
+        "the client is older: use the directord-mesh binary of this daemon's release"
+    } else {
+        "the client is newer: after an upgrade, restart this daemon"
+    };
+    format!(
+        "this daemon speaks control protocol version {CONTROL_VERSION}, the client that \
+         connected speaks {found}: they are different releases ({advice})"
+    )
 }
 
 /// Writes one answer; `false` once the client is gone. An answer too large for a frame is
@@ -1174,6 +1240,75 @@ mod tests {
         let mut c2 = ControlClient::connect(dir.path()).await.unwrap();
         assert!(c2.request(&ControlRequest::JoinToken).await.is_ok());
         server.abort();
+    }
+
+    /// A client of another control protocol version is answered in the daemon's own words
+    /// (its version, then the client's), not in a CLI's.
+    #[tokio::test]
+    async fn a_client_of_another_version_is_told_from_the_daemons_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let server = tokio::spawn(serve(bind(&sock, None).unwrap(), Arc::new(Echo)));
+        for (client, advice) in [
+            (CONTROL_VERSION - 1, "the client is older"),
+            (CONTROL_VERSION + 1, "the client is newer"),
+        ] {
+            let mut body = Vec::new();
+            ciborium::into_writer(
+                &Frame {
+                    v: client,
+                    body: ControlRequest::Status,
+                },
+                &mut body,
+            )
+            .unwrap();
+            let mut raw = UnixStream::connect(&sock).await.unwrap();
+            raw.write_all(&(body.len() as u32).to_be_bytes())
+                .await
+                .unwrap();
+            raw.write_all(&body).await.unwrap();
+            let Some(ControlResponse::Error(why)) = read_frame(&mut raw).await.unwrap() else {
+                panic!("no error answer");
+            };
+            let said = format!(
+                "this daemon speaks control protocol version {CONTROL_VERSION}, the client \
+                 that connected speaks {client}"
+            );
+            assert!(why.contains(&said) && why.contains(advice), "{why}");
+            assert!(!why.contains("this CLI speaks"), "{why}");
+        }
+        server.abort();
+    }
+
+    /// The socket is its owner's alone from the moment it is bound, whatever the umask (a
+    /// socket is made with 0777 less the umask).
+    #[tokio::test]
+    async fn a_socket_is_bound_for_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let _listener = bind_owner_only(&sock).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A user whose own default state directory has no daemon, while root's has one, is told
+    /// where that one is.
+    #[test]
+    fn no_state_dir_names_roots_daemon_when_there_is_one() {
+        let error = |root_daemon| {
+            ControlError::NoStateDir {
+                state_dir: "/home/u/.local/state/directord-mesh".into(),
+                root_daemon,
+            }
+            .to_string()
+        };
+        let e = error(true);
+        assert!(
+            e.contains("--state-dir /var/lib/directord-mesh")
+                && e.contains("A new node starts there"),
+            "{e}"
+        );
+        assert!(!error(false).contains("/var/lib/directord-mesh"));
     }
 
     /// Counts the requests it is given.

@@ -90,6 +90,13 @@ pub struct Node {
     processes: Arc<ProcessLog>,
 }
 
+/// A node's state directory, kept locked as long as this is held, past the node's shutdown.
+/// A daemon holds it until its process ends: no second daemon takes the directory while work
+/// of this one (on other threads) may still be going.
+pub struct StateDirLock {
+    _state: Arc<StateDir>,
+}
+
 /// The control socket of a node still starting: removed if the start fails before the node
 /// serves it (`listener` taken), so no socket is left that nothing answers.
 struct UnservedSocket {
@@ -376,6 +383,14 @@ impl Node {
         self.control_socket.as_ref()
     }
 
+    /// Keeps this node's state directory locked for as long as the result is held, even after
+    /// the node has shut down (see [`StateDirLock`]).
+    pub fn hold_state_dir(&self) -> StateDirLock {
+        StateDirLock {
+            _state: self.state.clone(),
+        }
+    }
+
     /// This node and its membership table, as `status` shows them.
     pub async fn status(&self) -> Result<StatusReport, NodeError> {
         Ok(report(
@@ -428,6 +443,8 @@ impl Node {
     pub async fn shutdown(self) -> Result<(), NodeError> {
         // Queued jobs stay queued (they run after the restart); those running are stopped below.
         self.processes.halt();
+        // The check of the blobs a previous run left ends: the next start checks the rest.
+        self.control.blobs.stop();
         if let Ok(alive) = self.mesh.alive_members().await {
             remember_peers(&self.state, self.mesh.local_peer_id(), alive);
         }

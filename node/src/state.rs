@@ -223,6 +223,10 @@ impl StateDir {
             reason: reason.into(),
         };
         match choice {
+            MeshKeyChoice::Key(_) if stored_open && ever_up => Err(mismatch(
+                "this state directory belongs to an open mesh (mesh.open), so it cannot join a mesh with a key; \
+                 use a new --state-dir",
+            )),
             MeshKeyChoice::Key(key) => match stored_key {
                 Some(stored) if stored != *key && ever_up => Err(mismatch(
                     "this state directory belongs to another mesh (its mesh.key differs from the token's key); \
@@ -351,8 +355,8 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
     }
 }
 
-/// Writes a file readable only by its owner, atomically (temporary file, fsync, rename), so a
-/// crash never leaves half a key behind.
+/// Writes a file readable only by its owner, atomically (temporary file, fsync, rename, fsync
+/// of the directory), so a crash never leaves half a key behind, nor loses the rename.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let tmp = path.with_extension("tmp");
     let mut f = OpenOptions::new()
@@ -365,7 +369,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_directory_of(path)
+}
+
+/// Makes the last rename into `path`'s directory durable: until the directory itself is
+/// synced, a crash may bring back the old file (or none) after the new one was acknowledged.
+fn sync_directory_of(path: &Path) -> Result<(), StateError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        // A file system that cannot sync a directory (some network and FUSE ones) says so
+        // with EINVAL: nothing more can be done there.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(()),
+        other => other.map_err(io_err(dir)),
+    }
 }
 
 #[cfg(test)]
@@ -525,6 +545,39 @@ mod tests {
             state.mesh_key(&MeshKeyChoice::FromStateOrNew).unwrap(),
             (None, false)
         );
+    }
+
+    /// A directory that ran in an open mesh is not switched to a keyed one by a token, as a
+    /// directory of a keyed mesh is not switched to an open one; one that never came up is.
+    #[test]
+    fn a_directory_of_an_open_mesh_refuses_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.mesh_key(&MeshKeyChoice::Open).unwrap();
+        // Never came up: joining a keyed mesh instead is fine.
+        let key = MeshKey::generate();
+        assert_eq!(
+            state.mesh_key(&MeshKeyChoice::Key(key)).unwrap(),
+            (Some(key), false)
+        );
+        assert!(!dir.path().join("mesh.open").exists());
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.mesh_key(&MeshKeyChoice::Open).unwrap();
+        state.write_join_token("dm1-open").unwrap();
+        let e = state
+            .mesh_key(&MeshKeyChoice::Key(MeshKey::generate()))
+            .unwrap_err();
+        assert!(matches!(e, StateError::OtherMesh { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("belongs to an open mesh") && e.contains("use a new --state-dir"),
+            "{e}"
+        );
+        assert!(dir.path().join("mesh.open").exists());
+        assert!(!dir.path().join("mesh.key").exists());
+        assert_eq!(state.mesh_key(&MeshKeyChoice::Open).unwrap(), (None, false));
     }
 
     #[test]

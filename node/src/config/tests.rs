@@ -371,19 +371,148 @@ fn allowed_submitters_layer_and_name_a_bad_id() {
 
 #[test]
 fn state_dir_defaults() {
+    let from_passwd = || Some(PathBuf::from("/home/from-passwd"));
     assert_eq!(
-        default_state_dir(env(&[]), true),
-        PathBuf::from("/var/lib/directord-mesh")
+        default_state_dir(env(&[]), true, from_passwd),
+        Ok(PathBuf::from("/var/lib/directord-mesh"))
     );
     assert_eq!(
         default_state_dir(
             env(&[("XDG_STATE_HOME", "/x/state"), ("HOME", "/home/u")]),
-            false
+            false,
+            from_passwd
         ),
-        PathBuf::from("/x/state/directord-mesh")
+        Ok(PathBuf::from("/x/state/directord-mesh"))
     );
     assert_eq!(
-        default_state_dir(env(&[("HOME", "/home/u")]), false),
-        PathBuf::from("/home/u/.local/state/directord-mesh")
+        default_state_dir(env(&[("HOME", "/home/u")]), false, from_passwd),
+        Ok(PathBuf::from("/home/u/.local/state/directord-mesh"))
+    );
+}
+
+/// Without HOME (a service started with a bare environment), the user's home comes from the
+/// passwd database; without that either, nothing in a shared directory such as /tmp (anyone
+/// could plant the control socket there): --state-dir is asked for.
+#[test]
+fn state_dir_without_home_is_the_passwd_home_or_none() {
+    for unset in [&[][..], &[("HOME", "")][..]] {
+        assert_eq!(
+            default_state_dir(env(unset), false, || Some(PathBuf::from("/home/p"))),
+            Ok(PathBuf::from("/home/p/.local/state/directord-mesh"))
+        );
+        let e = default_state_dir(env(unset), false, || None).unwrap_err();
+        assert!(
+            e.contains("HOME is not set") && e.contains("--state-dir"),
+            "{e}"
+        );
+        let e = default_state_dir(env(unset), false, || Some(PathBuf::new())).unwrap_err();
+        assert!(e.contains("--state-dir"), "{e}");
+    }
+}
+
+/// The config file comes from --config, else from DIRECTORD_MESH_CONFIG; empty, the variable
+/// names none, and a file it names that cannot be read is said to come from it.
+#[test]
+fn the_config_file_is_named_by_the_flag_or_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dm.yaml");
+    std::fs::write(&file, "name: from-file\n").unwrap();
+    assert_eq!(config_file(None, None), Ok(None));
+    assert_eq!(config_file(None, Some("".into())), Ok(None));
+    let (path, read) = config_file(None, Some(file.clone().into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (path, read.name.as_deref()),
+        (file.clone(), Some("from-file"))
+    );
+    let (path, _) = config_file(Some(file.clone()), Some("/elsewhere.yaml".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, file);
+    let missing = dir.path().join("missing.yaml");
+    let e = config_file(None, Some(missing.clone().into()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DIRECTORD_MESH_CONFIG") && e.contains("missing.yaml"),
+        "{e}"
+    );
+    let e = config_file(Some(missing), None).unwrap_err().to_string();
+    assert!(
+        e.contains("missing.yaml") && !e.contains("DIRECTORD_MESH_CONFIG"),
+        "{e}"
+    );
+}
+
+/// An empty variable (`VAR=` in an EnvironmentFile) says nothing, whichever it is: the
+/// settings of the layers below stand, and nothing fails.
+#[test]
+fn empty_variables_count_as_unset() {
+    let file = "name: from-file\nlisten: 127.0.0.1:1000\nopen: true\nheartbeat-interval: 7\n\
+                blob-retention: 2h\nrecord-retention: 7d\nsocket-group: wheel\n";
+    for value in ["", "  "] {
+        let unset: Vec<(&str, &str)> = JOIN_ENV.iter().map(|k| (*k, value)).collect();
+        assert_eq!(
+            JoinOptions::from_env(env(&unset)).unwrap(),
+            JoinOptions::default(),
+            "{value:?}"
+        );
+        let c = layers(JoinOptions::default(), &unset, file).unwrap();
+        assert_eq!(c.name, "from-file");
+        assert_eq!(c.listen, vec![parse_addr("127.0.0.1:1000").unwrap()]);
+        assert_eq!(c.mesh_key_choice, MeshKeyChoice::Open);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(7));
+        assert_eq!(c.blob_retention, Some(Duration::from_secs(7200)));
+        assert_eq!(c.record_retention, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(c.socket_group.as_deref(), Some("wheel"));
+    }
+}
+
+/// `open` and a token with a key contradict each other wherever each was set: the error names
+/// both places, as the operator wrote them.
+#[test]
+fn open_and_a_keyed_token_are_named_where_each_was_set() {
+    let token = JoinToken {
+        mesh_key: Some(mesh::MeshKey::generate()),
+        peers: vec!["/ip4/10.0.0.1/tcp/7411".parse().unwrap()],
+    };
+    let flag_token = JoinOptions {
+        token: Some(token.clone()),
+        ..Default::default()
+    };
+    let e = layers(flag_token, &[], "open: true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("config file /etc/dm.yaml") && e.contains("--token"),
+        "{e}"
+    );
+    assert!(!e.contains("--open"), "{e}");
+
+    let file_token = format!("token: {}\n", token.encode());
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_OPEN", "yes")],
+        &file_token,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DIRECTORD_MESH_OPEN") && e.contains("config file /etc/dm.yaml"),
+        "{e}"
+    );
+
+    let flag_open = JoinOptions {
+        open: Some(true),
+        ..Default::default()
+    };
+    let encoded = token.encode();
+    let e = layers(flag_open, &[("DIRECTORD_MESH_TOKEN", &encoded)], "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--open") && e.contains("DIRECTORD_MESH_TOKEN"),
+        "{e}"
     );
 }

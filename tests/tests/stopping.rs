@@ -1,0 +1,114 @@
+//! How a real daemon stops: at once once it has left the mesh, whatever work of its start is
+//! still going, and cleanly when the stop signal comes while it is still starting.
+
+use std::{
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e_tests::{Daemon, binary};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+/// A blob of a size no start checks in the time of a test: a sparse file of 1 TiB (no disk
+/// space), named as a blob is, that the daemon hashes from its start on.
+fn plant_a_huge_blob(state_dir: &Path) {
+    let blobs = state_dir.join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let blob = std::fs::File::create(blobs.join("ab".repeat(32))).unwrap();
+    blob.set_len(1 << 40).unwrap();
+}
+
+/// A daemon whose start is still checking its blob store (a 30 GB store takes most of a
+/// minute) exits as soon as it has left the mesh, not when the check ends.
+#[test]
+fn a_daemon_still_checking_its_blobs_exits_once_it_has_left() {
+    let root = tempfile::tempdir().unwrap();
+    plant_a_huge_blob(&root.path().join("n1"));
+    let mut daemon = Daemon::start(root.path(), "n1", &[]);
+    // Gives the check time to be well under way.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = daemon.terminate();
+    let log = daemon.log();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(log.contains("node stopped"), "{log}");
+}
+
+/// `directord-mesh join` for a new state directory, its output into `log`.
+fn spawn_join(state_dir: &Path, log: &Path) -> Child {
+    Command::new(binary())
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args([
+            "join",
+            "--name",
+            "starting",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .env("RUST_LOG", "info,libp2p=warn")
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM to `child` every few milliseconds until it exits.
+fn terminate_until_it_exits(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Reaped only below: the pid is still this child's.
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(5));
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still runs after 30 s of SIGTERM"
+        );
+    }
+}
+
+/// A stop signal that comes while the daemon starts (its state directory is locked, and it
+/// goes on opening its database, binding its socket, starting the network) stops it once it
+/// is up, as any stop does: it exits by itself, and leaves no control socket behind. The
+/// signal is sent from the moment the state directory is locked until the daemon exits, so a
+/// second one also comes while it leaves: that stops it at once, still without a socket left.
+#[test]
+fn stop_signals_from_the_start_on_stop_the_daemon_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let state_dir = root.path().join(format!("s{round}"));
+        let log = root.path().join(format!("s{round}.out"));
+        let mut child = spawn_join(&state_dir, &log);
+        let locked = Instant::now() + Duration::from_secs(20);
+        while !state_dir.join("daemon.lock").exists() {
+            assert!(
+                child.try_wait().unwrap().is_none() && Instant::now() < locked,
+                "the daemon never locked its state directory"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let status = terminate_until_it_exits(&mut child);
+        let said = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+        assert!(
+            matches!(status.code(), Some(0 | 1)),
+            "round {round}: the daemon did not exit by itself ({status}):\n{said}"
+        );
+        assert!(!said.contains("panicked"), "round {round}:\n{said}");
+        assert!(
+            said.contains("node stopped") || said.contains("stopped without a clean leave"),
+            "round {round}:\n{said}"
+        );
+        assert!(
+            !state_dir.join("control.sock").exists(),
+            "round {round}: a control socket was left behind:\n{said}"
+        );
+    }
+}
