@@ -15,11 +15,16 @@ fn orchestrations() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("orchestrations")
 }
 
-/// Directord's own orchestrations, when the reference folder sits beside the repository.
+/// Directord's own orchestrations, when the reference folder sits beside the repository (not
+/// in a clone of it alone: then the checks that need them are skipped, saying so; this
+/// project's own equivalents in `orchestrations/` run everywhere).
 fn reference(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/reference/directord-orchestrations")
         .join(name);
+    if !path.exists() {
+        eprintln!("skipped: Directord's {name} is not beside the repository");
+    }
     path.exists().then_some(path)
 }
 

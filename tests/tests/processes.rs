@@ -299,6 +299,19 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
             .unwrap();
         assert!(status.success());
     }
+    // On this machine, the copy refuses to start: the sign of life beside its jobs' log
+    // names b's daemon, still running (it would have stopped b's running jobs as its own).
+    let sd = copy_dir.to_str().unwrap();
+    let refused = e2e_tests::cli(&["--state-dir", sd, "join", "--listen", "127.0.0.1:0"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("the daemon with pid {} on this machine", b.pid()))
+            && said.contains("is a copy"),
+        "{said}"
+    );
+    // On another machine that sign of life names another boot: left out, as if copied there.
+    std::fs::remove_file(copy_dir.join("running-jobs.alive")).unwrap();
     let mut copy = Daemon::start(root.path(), "b-copy", &["--name", "b"]);
     assert_eq!(copy.peer_id(), b_id);
     wait_for(
