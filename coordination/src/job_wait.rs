@@ -3,14 +3,19 @@
 //! cache says the job finished, or keeps the registration and says so when it does
 //! ("notify"). No request is held open.
 //!
-//! - [`Waits`], the waiting node: a registration a node did not take is sent again every
-//!   [`RETRY`]; one it took is sent again when the node is back (it may have restarted and
-//!   forgotten it) and every [`REFRESH`] (plus up to [`REFRESH_SPREAD`], so that waits opened
-//!   together do not ask at once) until the node has said the job finished, so a wait
-//!   survives the awaited node's restart whether or not the waiting node noticed it (a job
-//!   that the restart interrupted there is then answered "failed" from the node's cache).
+//! - [`Waits`], the waiting node: one registration at a time is on its way to a node (none
+//!   is sent again before the last is answered or fails); one the node did not take is sent
+//!   again [`RETRY`] after, then twice as long after each failure up to [`RETRY_MAX`]; one it
+//!   took is sent again when the node is back (it may have restarted and forgotten it) and
+//!   every [`REFRESH`] (plus up to [`REFRESH_SPREAD`], so that waits opened together do not
+//!   ask at once) until the node has said the job finished, so a wait survives the awaited
+//!   node's restart whether or not the waiting node noticed it (a job that the restart
+//!   interrupted there is then answered "failed" from the node's cache).
 //! - [`Registrations`], the node waited on: who waits for which fingerprint (a prefix of it
-//!   is enough), once per wait whatever came twice, forgotten after [`FORGET`].
+//!   is enough), once per wait whatever came twice, forgotten after [`FORGET`]. A waiter
+//!   holds at most [`MAX_REGISTERED_PER_WAITER`]: past that, its registration not sent again
+//!   for [`STALE`] (its wait is over) gives its place to the new one, or the new one is
+//!   refused, saying why.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,8 +24,13 @@ use std::{
 
 use crate::NodeId;
 
-/// A registration a node did not take is sent again this often.
+/// A registration a node did not take is sent again this long after ...
 pub const RETRY: Duration = Duration::from_secs(2);
+/// ... then twice as long after each failure, up to this.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// A registration on its way with no word of it for this long is taken as lost, and sent
+/// again: longer than a request takes to time out (30 s).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(40);
 /// A registration a node took is sent again this often until it says the job finished ...
 pub const REFRESH: Duration = Duration::from_secs(15);
 /// ... plus up to this much, fixed for each wait and node.
@@ -59,12 +69,51 @@ pub enum Action {
 /// Where a wait stands with one of the nodes it asks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Asked {
-    /// Registration not taken yet; sent again at this time.
-    NotTaken { again_at: Instant },
+    /// Registration not taken yet; sent again at `again_at`, and again `backoff` after that
+    /// one fails.
+    NotTaken {
+        again_at: Instant,
+        backoff: Duration,
+    },
+    /// A registration is on its way since `since`: none is sent again until it is answered
+    /// or fails (then again `backoff` after), or [`ANSWER_WAIT`] passes.
+    Sent { since: Instant, backoff: Duration },
     /// Taken; sent again at this time in case the node forgot it.
     Taken { again_at: Instant },
     /// The node said the job finished.
     Done,
+}
+
+impl Asked {
+    /// Not taken yet: to be sent at once.
+    fn at_once(now: Instant) -> Asked {
+        Asked::NotTaken {
+            again_at: now,
+            backoff: RETRY,
+        }
+    }
+
+    /// Whether a registration is to be sent now; if so, it is on its way from `now`.
+    fn send_if_due(&mut self, now: Instant) -> bool {
+        let backoff = match *self {
+            Asked::NotTaken { again_at, backoff } if again_at <= now => backoff,
+            Asked::Taken { again_at } if again_at <= now => RETRY,
+            // No word of the last one for longer than any answer takes: it is lost.
+            Asked::Sent { since, backoff } if since + ANSWER_WAIT <= now => longer(backoff),
+            _ => return false,
+        };
+        *self = Asked::Sent {
+            since: now,
+            backoff,
+        };
+        true
+    }
+}
+
+/// The wait after a failure when `backoff` was waited after the one before: twice that, up
+/// to [`RETRY_MAX`].
+fn longer(backoff: Duration) -> Duration {
+    (backoff * 2).min(RETRY_MAX)
 }
 
 struct Wait {
@@ -100,7 +149,7 @@ impl Waits {
             if let Some(run) = run {
                 in_run.insert(node.clone(), run);
             }
-            asked.insert(node, Asked::NotTaken { again_at: now });
+            asked.insert(node, Asked::at_once(now));
         }
         self.waits.insert(
             wait_id.to_string(),
@@ -120,16 +169,31 @@ impl Waits {
 
     /// `node` took the registration.
     pub fn taken(&mut self, wait_id: &str, node: &NodeId, now: Instant) {
-        if let Some(asked) = self
-            .waits
-            .get_mut(wait_id)
-            .and_then(|w| w.nodes.get_mut(node))
-            && matches!(asked, Asked::NotTaken { .. })
+        if let Some(asked) = self.asked(wait_id, node)
+            && matches!(asked, Asked::NotTaken { .. } | Asked::Sent { .. })
         {
             *asked = Asked::Taken {
                 again_at: now + refresh_after(wait_id, node),
             };
         }
+    }
+
+    /// The registration on its way to `node` failed (no answer, or refused): it is sent
+    /// again after a while, longer after each failure.
+    pub fn not_taken(&mut self, wait_id: &str, node: &NodeId, now: Instant) {
+        if let Some(asked) = self.asked(wait_id, node)
+            && let Asked::Sent { backoff, .. } = *asked
+        {
+            *asked = Asked::NotTaken {
+                again_at: now + backoff,
+                backoff: longer(backoff),
+            };
+        }
+    }
+
+    /// Where the wait `wait_id` stands with `node`.
+    fn asked(&mut self, wait_id: &str, node: &NodeId) -> Option<&mut Asked> {
+        self.waits.get_mut(wait_id)?.nodes.get_mut(node)
     }
 
     /// `node` says the awaited job finished there.
@@ -152,13 +216,14 @@ impl Waits {
     }
 
     /// `node` is back (after expiring, leaving or restarting): what it took, it may have
-    /// forgotten; it is asked again now.
+    /// forgotten; it is asked again now, or, with a registration on its way, soon after that
+    /// one fails.
     pub fn node_back(&mut self, node: &NodeId, now: Instant) -> Vec<Action> {
         for w in self.waits.values_mut() {
-            if let Some(asked) = w.nodes.get_mut(node)
-                && *asked != Asked::Done
-            {
-                *asked = Asked::NotTaken { again_at: now };
+            match w.nodes.get_mut(node) {
+                Some(Asked::Sent { backoff, .. }) => *backoff = RETRY,
+                Some(asked) if *asked != Asked::Done => *asked = Asked::at_once(now),
+                _ => {}
             }
         }
         self.tick(now)
@@ -169,16 +234,8 @@ impl Waits {
         let mut due = Vec::new();
         for (wait_id, w) in &mut self.waits {
             for (node, asked) in &mut w.nodes {
-                let again = match asked {
-                    Asked::NotTaken { again_at } if *again_at <= now => now + RETRY,
-                    Asked::Taken { again_at } if *again_at <= now => {
-                        now + refresh_after(wait_id, node)
-                    }
-                    _ => continue,
-                };
-                match asked {
-                    Asked::NotTaken { again_at } | Asked::Taken { again_at } => *again_at = again,
-                    Asked::Done => {}
+                if !asked.send_if_due(now) {
+                    continue;
                 }
                 let run = w.in_run.get(node).cloned();
                 due.push((wait_id.clone(), node.clone(), w.fingerprint.clone(), run));
@@ -269,6 +326,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// would otherwise grow this node's memory for a day each.
 pub const MAX_REGISTERED_PER_WAITER: usize = 4096;
 
+/// A registration its waiter has not sent again for this long is of a wait that is over (a
+/// live one is sent again every [`REFRESH`] plus up to [`REFRESH_SPREAD`], 20 s at most):
+/// it gives its place when the waiter holds [`MAX_REGISTERED_PER_WAITER`].
+pub const STALE: Duration = Duration::from_secs(60);
+
 impl Registrations {
     pub fn len(&self) -> usize {
         self.registered.len()
@@ -281,8 +343,9 @@ impl Registrations {
     /// `waiter` wants to know when the job with `fingerprint` (of `run`, if given) has
     /// finished here; `finished_state` is what this node's cache says of that job now, if it
     /// answers the wait. A registration sent again is one entry, kept [`FORGET`] from its last
-    /// copy.
-    pub fn register(
+    /// copy. Refused, with the reason for the waiter, when the waiter holds
+    /// [`MAX_REGISTERED_PER_WAITER`] registrations all sent again within [`STALE`].
+    pub fn try_register(
         &mut self,
         wait_id: &str,
         fingerprint: &str,
@@ -290,27 +353,18 @@ impl Registrations {
         waiter: &NodeId,
         finished_state: Option<&str>,
         now: Instant,
-    ) -> Vec<Action> {
+    ) -> Result<Vec<Action>, String> {
         if let Some(state) = finished_state {
-            return vec![Action::Notify {
+            return Ok(vec![Action::Notify {
                 waiter: waiter.clone(),
                 wait_id: wait_id.to_string(),
                 state: state.to_string(),
-            }];
+            }]);
         }
-        // What outlived its use goes, now and then, not only when a job finishes here.
-        if self.next_prune.is_none_or(|at| at <= now) {
-            self.next_prune = Some(now + PRUNE_EVERY);
-            self.registered
-                .retain(|_, r| now.saturating_duration_since(r.since) < FORGET);
-        }
+        self.prune(now);
         let key = (wait_id.to_string(), waiter.clone());
-        if !self.registered.contains_key(&key)
-            && self.registered.len() >= MAX_REGISTERED_PER_WAITER
-            && self.registered.keys().filter(|(_, w)| w == waiter).count()
-                >= MAX_REGISTERED_PER_WAITER
-        {
-            return vec![];
+        if !self.registered.contains_key(&key) {
+            self.make_room(waiter, now)?;
         }
         self.registered.insert(
             key,
@@ -320,7 +374,63 @@ impl Registrations {
                 since: now,
             },
         );
-        vec![]
+        Ok(vec![])
+    }
+
+    /// As [`Registrations::try_register`], for a caller with no way to pass a refusal on: a
+    /// registration refused is left out.
+    pub fn register(
+        &mut self,
+        wait_id: &str,
+        fingerprint: &str,
+        run: Option<&str>,
+        waiter: &NodeId,
+        finished_state: Option<&str>,
+        now: Instant,
+    ) -> Vec<Action> {
+        self.try_register(wait_id, fingerprint, run, waiter, finished_state, now)
+            .unwrap_or_default()
+    }
+
+    /// What outlived its use goes, now and then, not only when a job finishes here.
+    fn prune(&mut self, now: Instant) {
+        if self.next_prune.is_none_or(|at| at <= now) {
+            self.next_prune = Some(now + PRUNE_EVERY);
+            self.registered
+                .retain(|_, r| now.saturating_duration_since(r.since) < FORGET);
+        }
+    }
+
+    /// Room for one more registration of `waiter`: when it holds
+    /// [`MAX_REGISTERED_PER_WAITER`], the one it sent again least recently goes if that was
+    /// [`STALE`] ago; else the reason it is refused.
+    fn make_room(&mut self, waiter: &NodeId, now: Instant) -> Result<(), String> {
+        if self.registered.len() < MAX_REGISTERED_PER_WAITER {
+            return Ok(());
+        }
+        let mut held = 0;
+        let mut oldest: Option<(&(String, NodeId), Instant)> = None;
+        for (key, r) in self.registered.iter().filter(|((_, w), _)| w == waiter) {
+            held += 1;
+            if oldest.is_none_or(|(_, since)| r.since < since) {
+                oldest = Some((key, r.since));
+            }
+        }
+        if held < MAX_REGISTERED_PER_WAITER {
+            return Ok(());
+        }
+        match oldest {
+            Some((key, since)) if now.saturating_duration_since(since) >= STALE => {
+                let key = key.clone();
+                self.registered.remove(&key);
+                Ok(())
+            }
+            _ => Err(format!(
+                "this node holds {MAX_REGISTERED_PER_WAITER} waits registered by the waiting \
+                 node, each sent again within the last {} s: no more until one of them ends",
+                STALE.as_secs()
+            )),
+        }
     }
 
     /// A job with `fingerprint` of `run` finished here with `state`: every wait for it (or
@@ -396,6 +506,7 @@ mod tests {
         let a = w.open("w", "fp", vec![(n("a"), None), (n("b"), None)], t0);
         assert_eq!(registered_with(&a), vec![n("a"), n("b")]);
         w.taken("w", &n("a"), t0);
+        w.not_taken("w", &n("b"), t0);
         // Within the retry nothing; then only b, which did not take it.
         assert!(w.tick(t0 + RETRY / 2).is_empty());
         assert_eq!(registered_with(&w.tick(t0 + RETRY)), vec![n("b")]);
@@ -419,6 +530,40 @@ mod tests {
         assert_eq!(registered_with(&w.tick(later)), vec![n("b")]);
         w.close("w");
         assert!(w.is_empty());
+    }
+
+    /// A registration on its way is not sent again until it is answered or fails; after
+    /// each failure it waits twice as long as after the last, up to [`RETRY_MAX`].
+    #[test]
+    fn a_registration_on_its_way_is_not_sent_again() {
+        let t0 = Instant::now();
+        let mut w = Waits::default();
+        let a = w.open("w", "fp", vec![(n("a"), None)], t0);
+        assert_eq!(registered_with(&a), vec![n("a")]);
+        let mut at = t0 + Duration::from_secs(29);
+        assert!(w.tick(at).is_empty());
+        let mut waited = Vec::new();
+        for _ in 0..6 {
+            w.not_taken("w", &n("a"), at);
+            let failed = at;
+            while w.tick(at).is_empty() {
+                at += Duration::from_secs(1);
+            }
+            waited.push((at - failed).as_secs());
+            // On its way again: held back as long as it is.
+            assert!(w.tick(at + RETRY_MAX).is_empty());
+        }
+        assert_eq!(waited, [2, 4, 8, 16, 30, 30]);
+        // Taken: sent again at the refresh only; a failure of that one waits the least again.
+        w.taken("w", &n("a"), at);
+        let refresh = at + REFRESH + REFRESH_SPREAD;
+        assert_eq!(registered_with(&w.tick(refresh)), vec![n("a")]);
+        w.not_taken("w", &n("a"), refresh);
+        assert_eq!(registered_with(&w.tick(refresh + RETRY)), vec![n("a")]);
+        // No word of it at all: taken as lost after the longest an answer takes.
+        let lost = refresh + RETRY;
+        assert!(w.tick(lost + ANSWER_WAIT / 2).is_empty());
+        assert_eq!(registered_with(&w.tick(lost + ANSWER_WAIT)), vec![n("a")]);
     }
 
     #[test]
@@ -447,6 +592,10 @@ mod tests {
         w.done("w", &n("b"), "failed".into());
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(registered_with(&w.node_back(&n("a"), t1)), vec![n("a")]);
+        // Back again while that one is on its way: none more; if it fails, soon after.
+        assert!(w.node_back(&n("a"), t1).is_empty());
+        w.not_taken("w", &n("a"), t1);
+        assert_eq!(registered_with(&w.tick(t1 + RETRY)), vec![n("a")]);
         assert!(w.node_back(&n("b"), t1).is_empty());
         assert!(w.node_back(&n("z"), t1).is_empty());
     }
@@ -555,6 +704,66 @@ mod tests {
         assert_eq!(r.len(), MAX_REGISTERED_PER_WAITER + 1);
         let told = r.finished("abcd", "r1", "success", t0);
         assert_eq!(told.len(), MAX_REGISTERED_PER_WAITER + 1);
+    }
+
+    /// A waiter's registrations not refreshed for long (their waits are over: timed out, or
+    /// the waiter gone) make room for its new one rather than leave it out.
+    #[test]
+    fn a_new_registration_takes_the_place_of_one_not_refreshed_for_long() {
+        let t0 = Instant::now();
+        let mut r = Registrations::default();
+        for i in 0..MAX_REGISTERED_PER_WAITER {
+            r.register(&format!("old{i}"), "ab", None, &n("x"), None, t0);
+        }
+        let later = t0 + Duration::from_secs(3600);
+        r.register("new", "ab", None, &n("x"), None, later);
+        assert_eq!(r.len(), MAX_REGISTERED_PER_WAITER);
+        let told = r.finished("abcd", "r1", "success", later);
+        assert!(
+            told.iter()
+                .any(|a| matches!(a, Action::Notify { wait_id, .. } if wait_id == "new")),
+            "the new registration was left out"
+        );
+    }
+
+    /// While every registration a waiter holds is sent again within [`STALE`], a new one is
+    /// refused, saying why, rather than taken and left out; one it holds is still refreshed.
+    #[test]
+    fn a_new_registration_is_refused_while_the_waiter_holds_the_most_live_ones() {
+        let t0 = Instant::now();
+        let mut r = Registrations::default();
+        for i in 0..MAX_REGISTERED_PER_WAITER {
+            r.try_register(&format!("w{i}"), "ab", None, &n("x"), None, t0)
+                .unwrap();
+        }
+        let soon = t0 + STALE - Duration::from_secs(1);
+        let refused = r.try_register("new", "ab", None, &n("x"), None, soon);
+        assert!(
+            refused
+                .unwrap_err()
+                .contains("registered by the waiting node")
+        );
+        assert!(
+            r.try_register("w0", "ab", None, &n("x"), None, soon)
+                .is_ok()
+        );
+        // w0, refreshed, stays; w1, not sent again for long, gives its place.
+        let later = t0 + STALE;
+        assert!(
+            r.try_register("new", "ab", None, &n("x"), None, later)
+                .is_ok()
+        );
+        let told: Vec<String> = r
+            .finished("abcd", "r1", "success", later)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Notify { wait_id, .. } => Some(wait_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told.len(), MAX_REGISTERED_PER_WAITER);
+        assert!(told.iter().any(|w| w == "w0") && told.iter().any(|w| w == "new"));
+        assert!(!told.iter().any(|w| w == "w1"));
     }
 
     #[test]

@@ -194,10 +194,10 @@ impl Queries {
         self.collections.get(job_id)?.name.as_deref()
     }
 
-    /// `node`'s value of `name` for `job_id`: ignored unless the job is open and `node` one of
-    /// its targets, refused (with the reason, for the sender) when `name` is not the arg
-    /// collected (the job's, else the first value's); a target's first value counts, and is
-    /// to be kept ([`Action::Keep`]).
+    /// `node`'s value of `name` for `job_id`: ignored unless the job is open, `node` one of
+    /// its targets and not every target had reported the job when it opened; refused (with
+    /// the reason, for the sender) when `name` is not the arg collected (the job's, else the
+    /// first value's); a target's first value counts, and is to be kept ([`Action::Keep`]).
     pub fn value(
         &mut self,
         job_id: &str,
@@ -218,6 +218,11 @@ impl Queries {
             return Err(format!(
                 "QUERY job {job_id} collects the arg '{arg}', not '{name}'"
             ));
+        }
+        if c.targets.iter().all(|t| c.reported.contains(t)) {
+            // Every target had reported the job when the collection opened: the value is late
+            // or sent twice, no job waits for a set, and a set of it alone would go to all.
+            return Ok(vec![]);
         }
         let new = !c.values.contains_key(&node_name);
         let mut actions = Vec::new();
@@ -797,6 +802,24 @@ mod tests {
             sent(&a),
             vec![(vec![n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
         );
+    }
+
+    /// A value that comes after every target reported the job (late, or sent twice) is
+    /// neither kept nor spread: no job waits for a set, and a set of that value alone would
+    /// go to every target.
+    #[test]
+    fn a_value_after_every_target_reported_goes_nowhere() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let mut t = targets(&["a", "b", "c"]);
+        for target in &mut t {
+            target.reported = true;
+        }
+        q.open("j", Some("x".into()), t, t0);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        assert!(a.is_empty(), "{a:?}");
+        assert!(q.tick(t0 + LATE_VALUES_WAIT + GOSSIP_GRACE).is_empty());
+        assert!(q.over("j").is_empty());
     }
 
     #[test]

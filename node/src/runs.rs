@@ -190,10 +190,11 @@ pub enum Input {
         peers: Vec<(NodeId, String)>,
         updates: mpsc::Sender<(String, String)>,
     },
-    /// `node` took the registration of a JOB_WAIT.
+    /// `node` answered the registration of a JOB_WAIT (`Err`: why it did not take it).
     WaitRegistered {
         wait_id: String,
         node: NodeId,
+        answer: Result<(), String>,
     },
     /// An ADD/COPY job here needs its file: where may it be fetched from?
     BlobSources {
@@ -848,7 +849,11 @@ impl Actor {
                 peers,
                 updates,
             } => self.job_wait(&job_id, fingerprint, peers, updates),
-            Input::WaitRegistered { wait_id, node } => self.wait_registered(&wait_id, &node),
+            Input::WaitRegistered {
+                wait_id,
+                node,
+                answer,
+            } => self.wait_registered(&wait_id, &node, answer),
             Input::BlobSources { job_id, reply } => {
                 // Worked out when the job asks, with the members known by then (a run taken
                 // in while the mesh was forming may name targets this node had not yet met).
@@ -1005,8 +1010,10 @@ impl Actor {
                 {
                     return JobReply::Refused("a wait's ids are those of a job's".into());
                 }
-                self.wait_for(wait_id, fingerprint, run, from);
-                JobReply::Ok
+                match self.wait_for(wait_id, fingerprint, run, from) {
+                    Ok(()) => JobReply::Ok,
+                    Err(why) => JobReply::Refused(why),
+                }
             }
             JobMessage::WaitDone {
                 wait_id,

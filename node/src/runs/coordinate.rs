@@ -499,6 +499,13 @@ impl Actor {
         name: String,
         value: Value,
     ) -> Result<(), String> {
+        if self.query_reported_by_all(&job_id) {
+            // A value that comes after every target reported (a --no-wait result that
+            // overtook it, or an answer lost on the way) is neither kept nor spread.
+            debug!(job = %job_id, "query value after every target reported; dropped");
+            self.query_over(&job_id);
+            return Ok(());
+        }
         if !self.query_open(&job_id) {
             debug!(job = %job_id, "query value for a job this node does not track");
             return Ok(());
@@ -508,17 +515,16 @@ impl Actor {
             .queries
             .value(&job_id, &node, name, value, Instant::now())?;
         self.query_actions(actions);
-        // A value that comes after every target reported (a --no-wait result that overtook
-        // it, or an answer lost on the way) is not kept. (A record still in memory is still
-        // waiting for results; one just finished may not be on disk yet.)
-        if !self.records.contains_key(&job_id)
-            && self
-                .finished_record(&job_id)
-                .is_some_and(|r| r.reported_by_all())
-        {
-            self.query_over(&job_id);
-        }
         Ok(())
+    }
+
+    /// Originator side: every target has reported the QUERY job `job_id` for real, as its
+    /// finished record says (a record still in memory is still waiting for results).
+    fn query_reported_by_all(&self, job_id: &str) -> bool {
+        !self.records.contains_key(job_id)
+            && self
+                .finished_record(job_id)
+                .is_some_and(|r| r.reported_by_all())
     }
 
     /// Every tick: the larger aggregates that are due, and what is over.
@@ -664,8 +670,8 @@ impl Actor {
                     run,
                 } if to == self.local => {
                     let local = self.local.clone();
-                    self.cross.waits.taken(&wait_id, &local, Instant::now());
-                    self.wait_for(wait_id, fingerprint, run, local);
+                    let answer = self.wait_for(wait_id.clone(), fingerprint, run, local.clone());
+                    self.wait_registered(&wait_id, &local, answer);
                 }
                 Action::Register {
                     wait_id,
@@ -702,8 +708,8 @@ impl Actor {
         }
     }
 
-    /// Waiting side: asks `node` to register the wait (one try; the next comes from the
-    /// machine's tick if this one is not taken).
+    /// Waiting side: asks `node` to register the wait (one try; its answer, or its failure,
+    /// goes to the machine, whose tick sends the next if this one is not taken).
     fn register_with(
         &mut self,
         wait_id: String,
@@ -724,21 +730,40 @@ impl Actor {
         let mesh = self.mesh.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
-            let taken = match mesh.request_job(peer, bytes).await {
-                Ok(reply) => matches!(
-                    wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
-                    Ok(JobReply::Ok)
-                ),
-                Err(_) => false,
+            let answer = match mesh.request_job(peer, bytes).await {
+                Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
+                    Ok(JobReply::Ok) => Ok(()),
+                    Ok(JobReply::Refused(why)) => Err(why),
+                    Err(e) => Err(format!("unreadable answer: {e}")),
+                },
+                Err(e) => Err(format!("not delivered: {e}")),
             };
-            if taken {
-                let _ = inbox.send(Input::WaitRegistered { wait_id, node }).await;
-            }
+            let _ = inbox
+                .send(Input::WaitRegistered {
+                    wait_id,
+                    node,
+                    answer,
+                })
+                .await;
         });
     }
 
-    pub(super) fn wait_registered(&mut self, wait_id: &str, node: &NodeId) {
-        self.cross.waits.taken(wait_id, node, Instant::now());
+    /// Waiting side: what `node` answered to a registration of the wait `wait_id` (`Err`:
+    /// why it did not take it).
+    pub(super) fn wait_registered(
+        &mut self,
+        wait_id: &str,
+        node: &NodeId,
+        answer: Result<(), String>,
+    ) {
+        let now = Instant::now();
+        match answer {
+            Ok(()) => self.cross.waits.taken(wait_id, node, now),
+            Err(why) => {
+                debug!(wait = %wait_id, %node, "JOB_WAIT registration not taken: {why}");
+                self.cross.waits.not_taken(wait_id, node, now);
+            }
+        }
     }
 
     /// Awaited side: `waiter` wants to know when the job with `fingerprint` has finished here.
@@ -746,14 +771,14 @@ impl Actor {
     /// earlier run's outcome in the cache (an orchestration run again would otherwise go on
     /// before the job it waits for has run again). A wait for the job of `run` (the waiting
     /// job's run has it for this node) waits for this node to take that run in, then for that
-    /// run's job if it is still pending here.
+    /// run's job if it is still pending here. `Err`: refused, with the reason for the waiter.
     pub(super) fn wait_for(
         &mut self,
         wait_id: String,
         fingerprint: String,
         run: Option<String>,
         waiter: NodeId,
-    ) {
+    ) -> Result<(), String> {
         use coordination::job_wait::{AwaitedHere, answer_now};
         let here = match &run {
             Some(run) => match self.accepted.get(run) {
@@ -777,15 +802,16 @@ impl Actor {
             },
         };
         let state = answer_now(here, || self.cache.finished_state(&fingerprint));
-        let actions = self.cross.registrations.register(
+        let actions = self.cross.registrations.try_register(
             &wait_id,
             &fingerprint,
             run.as_deref(),
             &waiter,
             state,
             Instant::now(),
-        );
+        )?;
         self.wait_actions(actions);
+        Ok(())
     }
 
     /// Awaited side: a job with `fingerprint` of `run` finished here: tell whoever waits for it.
