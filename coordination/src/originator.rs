@@ -15,6 +15,12 @@ use std::{
 
 use crate::message::{NodeId, Run};
 
+mod alive;
+mod owed;
+
+use alive::AliveChecks;
+use owed::Owed;
+
 /// Tuning of the tracker.
 #[derive(Debug, Clone)]
 pub struct OriginatorConfig {
@@ -108,7 +114,8 @@ pub enum Input {
     /// A target said goodbye: it is written off if not back within
     /// [`OriginatorConfig::left_grace`].
     NodeLeft(NodeId),
-    /// A target that had expired or left is alive again (a partition healed, a long restart).
+    /// A node is alive again (a partition healed, a restart), or new. A target written off
+    /// that had not acknowledged the run is resent it; one that had has it on disk.
     NodeBack(NodeId),
     /// The nodes alive now (the answer to [`Action::CheckAlive`]).
     Alive(Vec<NodeId>),
@@ -147,8 +154,12 @@ pub enum Action {
 
 struct Tracked {
     run: Arc<Run>,
+    /// How many of the run's targets are other nodes: a run of a few is announced after
+    /// all when a direct delivery is not acknowledged in time.
+    remote: usize,
     unacked: BTreeSet<NodeId>,
-    missing: HashSet<(String, NodeId)>,
+    /// The results still expected.
+    owed: Owed,
     resend_at: Instant,
     resend_every: Duration,
     /// Whether the run goes by gossip (else only direct deliveries).
@@ -158,7 +169,7 @@ struct Tracked {
     announce_at: Option<Instant>,
     /// Where the next resend round starts in `unacked`.
     cursor: usize,
-    /// Unacknowledged targets that were sent the run directly (resends, targets back): their
+    /// Unacknowledged targets that were sent the run directly (by the resend rounds): their
     /// acknowledgements say nothing about the announce.
     sent_directly: HashSet<NodeId>,
     /// Targets that acknowledged since the previous round without being sent the run
@@ -174,8 +185,9 @@ struct Tracked {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum AliveCheck {
     Due(Instant),
-    /// Asked ([`Action::CheckAlive`]); the next answer is for this run.
-    Asked,
+    /// Asked with the check of this number ([`Action::CheckAlive`]); its answer is for
+    /// this run.
+    Asked(u64),
     Done,
 }
 
@@ -183,16 +195,18 @@ impl Tracked {
     /// A run to track from `now` on, first resent at once.
     fn new(
         run: Arc<Run>,
+        remote: usize,
         unacked: BTreeSet<NodeId>,
-        missing: HashSet<(String, NodeId)>,
+        owed: Owed,
         now: Instant,
         config: &OriginatorConfig,
         gossiped: bool,
     ) -> Self {
         Tracked {
             run,
+            remote,
             unacked,
-            missing,
+            owed,
             resend_at: now,
             resend_every: config.first_resend,
             gossiped,
@@ -202,6 +216,42 @@ impl Tracked {
             reached_by_gossip: 0,
             alive_check: AliveCheck::Done,
         }
+    }
+
+    /// A run over, tracked again for a target written off in it that is back. A run of many
+    /// targets goes by gossip again: after a split heals, the rounds announce it to the
+    /// targets back that have not acknowledged it.
+    fn again(run: Arc<Run>, local: &NodeId, now: Instant, config: &OriginatorConfig) -> Self {
+        let remote = remote_targets(&run, local);
+        let gossiped = remote > config.direct_up_to;
+        Tracked::new(
+            run,
+            remote,
+            BTreeSet::new(),
+            Owed::default(),
+            now,
+            config,
+            gossiped,
+        )
+    }
+
+    /// `node`, back, is owed the run: resent in the next round, at once if no other target
+    /// waits for it (a new backoff, and what the announce reached is counted anew), else
+    /// within [`OriginatorConfig::first_resend`] (the rounds under way take it in turn, and
+    /// announce again if many are waiting).
+    fn resend_to(&mut self, node: NodeId, now: Instant, config: &OriginatorConfig) {
+        let first = self.unacked.is_empty();
+        if !self.unacked.insert(node) {
+            return;
+        }
+        if first {
+            self.resend_every = config.first_resend;
+            self.resend_at = now;
+            self.reached_by_gossip = 0;
+        } else {
+            self.resend_at = self.resend_at.min(now + config.first_resend);
+        }
+        self.announce_unless_acknowledged(now, config);
     }
 
     /// `node` has the run (it acknowledged it or reported a result).
@@ -229,19 +279,8 @@ impl Tracked {
     /// Announces the run by gossip after all if `node`, just sent it directly, has not
     /// acknowledged within [`OriginatorConfig::announce_direct_after`]: only for a run of a
     /// few targets (of a large one, everyone would check and acknowledge the announce again).
-    fn announce_unless_acknowledged(
-        &mut self,
-        local: &NodeId,
-        now: Instant,
-        config: &OriginatorConfig,
-    ) {
-        let remote = self
-            .run
-            .targets()
-            .into_iter()
-            .filter(|t| t != local)
-            .count();
-        if remote <= config.direct_up_to && self.announce_at.is_none() {
+    fn announce_unless_acknowledged(&mut self, now: Instant, config: &OriginatorConfig) {
+        if self.remote <= config.direct_up_to && self.announce_at.is_none() {
             self.announce_at = Some(now + config.announce_direct_after);
         }
     }
@@ -257,15 +296,23 @@ pub struct Originator {
     /// Targets that said goodbye and are not back, and when: written off once
     /// [`OriginatorConfig::left_grace`] has passed.
     left: HashMap<NodeId, Instant>,
-    /// Nodes seen back since the last [`Action::CheckAlive`]: the answer to it may predate
-    /// that, and does not write them off.
-    back_since_check: HashSet<NodeId>,
+    /// The checks of which nodes are alive, asked and answered.
+    checks: AliveChecks,
 }
 
 struct WrittenOff {
     run: Arc<Run>,
     job_ids: Vec<String>,
     at: Instant,
+    /// Whether the target had acknowledged the run (it has it on disk: a target
+    /// acknowledges only then), so that, back, it is not sent it again.
+    acknowledged: bool,
+}
+
+/// How many of `run`'s targets are other nodes than `local`.
+fn remote_targets(run: &Run, local: &NodeId) -> usize {
+    let targets = run.targets();
+    targets.len() - usize::from(targets.contains(local))
 }
 
 /// A target's job written off before a restart of this node, `ago` before it resumed.
@@ -284,7 +331,7 @@ impl Originator {
             runs: HashMap::new(),
             written_off: HashMap::new(),
             left: HashMap::new(),
-            back_since_check: HashSet::new(),
+            checks: AliveChecks::default(),
         }
     }
 
@@ -295,7 +342,7 @@ impl Originator {
 
     /// (job, node) results still expected for `run_id`.
     pub fn missing(&self, run_id: &str) -> usize {
-        self.runs.get(run_id).map_or(0, |t| t.missing.len())
+        self.runs.get(run_id).map_or(0, |t| t.owed.len())
     }
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
@@ -342,7 +389,8 @@ impl Originator {
             }
             Input::NodeBack(node) => {
                 self.left.remove(&node);
-                self.back(node, now)
+                self.back(node, now);
+                vec![]
             }
             Input::Alive(alive) => self.alive(alive, now),
             Input::Tick => self.tick(now),
@@ -370,8 +418,8 @@ impl Originator {
                 run: run.clone(),
             }));
         }
-        let missing: HashSet<(String, NodeId)> = run.expected_results().into_iter().collect();
-        if missing.is_empty() {
+        let owed: Owed = run.expected_results().into_iter().collect();
+        if owed.is_empty() {
             actions.push(Action::Finished {
                 run_id: run.run_id.clone(),
             });
@@ -379,15 +427,16 @@ impl Originator {
         }
         let mut tracked = Tracked::new(
             Arc::clone(&run),
+            remote.len(),
             remote,
-            missing,
+            owed,
             now,
             &self.config,
             gossiped,
         );
         tracked.resend_at = now + self.config.first_resend;
         if !gossiped {
-            tracked.announce_unless_acknowledged(&self.local, now, &self.config);
+            tracked.announce_unless_acknowledged(now, &self.config);
         }
         tracked.alive_check = AliveCheck::Due(now + self.config.submitted_alive_check);
         self.runs.insert(run.run_id.clone(), tracked);
@@ -410,49 +459,40 @@ impl Originator {
                 .map(|w| (w.job_id.clone(), w.node.clone())),
         );
         self.written_off_before(&run, written_off, now);
-        let missing: HashSet<(String, NodeId)> = run
+        let mut owed: Owed = run
             .expected_results()
             .into_iter()
             .filter(|r| !reported.contains(r))
             .collect();
-        if missing.is_empty() {
+        if owed.is_empty() {
             return vec![Action::Finished {
                 run_id: run.run_id.clone(),
             }];
         }
-        // This node itself lost its queue in the restart: what it had not reported never will
-        // be, but for the jobs it queued again.
         let mut actions = Vec::new();
-        let lost_here = |(j, n): &(String, NodeId)| *n == self.local && !queued_here.contains(j);
-        let mut local_jobs: Vec<String> = missing
-            .iter()
-            .filter(|r| lost_here(r))
-            .map(|(j, _)| j.clone())
-            .collect();
-        let mut missing = missing;
-        if !local_jobs.is_empty() {
-            local_jobs.sort();
-            missing.retain(|r| !lost_here(r));
+        let lost_here = self.lost_here(&mut owed, &queued_here);
+        if !lost_here.is_empty() {
             actions.push(Action::Interrupted {
                 run_id: run.run_id.clone(),
-                job_ids: local_jobs,
+                job_ids: lost_here,
             });
         }
-        let owing: HashSet<&NodeId> = missing.iter().map(|(_, n)| n).collect();
-        let unacked: BTreeSet<NodeId> = run
-            .targets()
-            .into_iter()
-            .filter(|t| *t != self.local && !acked.contains(t) && owing.contains(t))
-            .collect();
-        let gossiped = unacked.len() > self.config.direct_up_to;
-        if missing.is_empty() {
+        if owed.is_empty() {
             actions.push(Action::Finished {
                 run_id: run.run_id.clone(),
             });
             return actions;
         }
+        let acked: HashSet<NodeId> = acked.into_iter().collect();
+        let unacked: BTreeSet<NodeId> = owed
+            .nodes()
+            .filter(|n| **n != self.local && !acked.contains(*n))
+            .cloned()
+            .collect();
+        let gossiped = unacked.len() > self.config.direct_up_to;
+        let remote = remote_targets(&run, &self.local);
         // Resend (and announce) at once: the restart may have lost deliveries in flight.
-        let mut tracked = Tracked::new(run, unacked, missing, now, &self.config, gossiped);
+        let mut tracked = Tracked::new(run, remote, unacked, owed, now, &self.config, gossiped);
         if gossiped {
             // Several targets never acknowledged (the announce before the restart, if it went
             // out, did not reach them): those the direct resends do not reach within a moment
@@ -461,11 +501,24 @@ impl Originator {
             // a large run are not worth every target checking the whole run again.)
             tracked.announce_at = Some(now + self.config.announce_direct_after);
         } else {
-            tracked.announce_unless_acknowledged(&self.local, now, &self.config);
+            tracked.announce_unless_acknowledged(now, &self.config);
         }
         tracked.alive_check = AliveCheck::Due(now + self.config.resumed_alive_check);
         self.runs.insert(tracked.run.run_id.clone(), tracked);
         actions
+    }
+
+    /// Takes out of `owed` this node's own jobs that its restart lost: what it had not
+    /// reported never will be, but for the jobs it queued again (`queued_here`).
+    fn lost_here(&self, owed: &mut Owed, queued_here: &HashSet<String>) -> Vec<String> {
+        let (queued, lost): (Vec<String>, Vec<String>) = owed
+            .take(&self.local)
+            .into_iter()
+            .partition(|j| queued_here.contains(j));
+        for job_id in queued {
+            owed.insert(job_id, self.local.clone());
+        }
+        lost
     }
 
     /// Writes off again, as of when they were, the jobs of `run` written off before a restart,
@@ -491,6 +544,9 @@ impl Originator {
                 run: Arc::clone(run),
                 job_ids,
                 at: now.checked_sub(ago).unwrap_or(now),
+                // Not known after a restart: sent again (a target that has it refuses the
+                // duplicate and only answers).
+                acknowledged: false,
             });
         }
     }
@@ -525,8 +581,8 @@ impl Originator {
         };
         // A result is also proof that the target has the run.
         t.acknowledged(&node);
-        t.missing.remove(&(job_id, node));
-        if t.missing.is_empty() {
+        t.owed.remove(&job_id, &node);
+        if t.owed.is_empty() {
             self.runs.remove(&run_id);
             return vec![Action::Finished { run_id }];
         }
@@ -534,6 +590,7 @@ impl Originator {
     }
 
     fn gone(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
+        self.checks.gone(&node);
         self.gone_from(node, now, |_| true)
     }
 
@@ -551,18 +608,12 @@ impl Originator {
             list.retain(|w| now.duration_since(w.at) < window);
         }
         for (run_id, t) in self.runs.iter_mut().filter(|(_, t)| which(t)) {
+            let acknowledged = !t.unacked.contains(&node);
             t.gone(&node);
-            let mut job_ids: Vec<String> = t
-                .missing
-                .iter()
-                .filter(|(_, n)| *n == node)
-                .map(|(j, _)| j.clone())
-                .collect();
+            let job_ids = t.owed.take(&node);
             if job_ids.is_empty() {
                 continue;
             }
-            job_ids.sort();
-            t.missing.retain(|(_, n)| *n != node);
             self.written_off
                 .entry(node.clone())
                 .or_default()
@@ -570,13 +621,14 @@ impl Originator {
                     run: Arc::clone(&t.run),
                     job_ids: job_ids.clone(),
                     at: now,
+                    acknowledged,
                 });
             actions.push(Action::Unreachable {
                 run_id: run_id.clone(),
                 node: node.clone(),
                 job_ids,
             });
-            if t.missing.is_empty() {
+            if t.owed.is_empty() {
                 finished.push(run_id.clone());
             }
         }
@@ -587,76 +639,48 @@ impl Originator {
         actions
     }
 
-    /// A target written off comes back within the window: it gets its runs again (tracked and
-    /// resent like any unacknowledged target); its real results replace `unreachable`.
-    fn back(&mut self, node: NodeId, now: Instant) -> Vec<Action> {
-        // Kept only while a check is out (the set is emptied when the next is asked): a node
-        // that never submits would otherwise keep every node it ever saw come back.
-        if self
-            .runs
-            .values()
-            .any(|t| t.alive_check == AliveCheck::Asked)
-        {
-            self.back_since_check.insert(node.clone());
-        }
-        let mut actions = Vec::new();
+    /// A target is alive again. Written off within the window, it owes its jobs again (its
+    /// real results replace `unreachable`) and, if it had not acknowledged the run, is resent
+    /// it like any target that has not: in the batched rounds and re-announces, not all at
+    /// once (a healed split brings thousands back together). A target that acknowledged has
+    /// the run on its disk, restarted or not, and is sent nothing.
+    fn back(&mut self, node: NodeId, now: Instant) {
+        self.checks.back(&node);
         for w in self.written_off.remove(&node).unwrap_or_default() {
             if now.duration_since(w.at) >= self.config.written_off_for {
                 continue;
             }
-            let run_id = w.run.run_id.clone();
-            let config = &self.config;
-            let t = self.runs.entry(run_id).or_insert_with(|| {
-                let run = Arc::clone(&w.run);
-                Tracked::new(run, BTreeSet::new(), HashSet::new(), now, config, false)
-            });
-            t.unacked.insert(node.clone());
-            t.sent_directly.insert(node.clone());
-            t.missing
-                .extend(w.job_ids.into_iter().map(|j| (j, node.clone())));
-            t.resend_at = t.resend_at.min(now + self.config.first_resend);
-            t.announce_unless_acknowledged(&self.local, now, config);
-            actions.push(Action::Deliver {
-                node: node.clone(),
-                run: Arc::clone(&t.run),
-            });
-        }
-        // A target that acknowledged and still owes results may have restarted (it is back
-        // without having been written off): an acknowledgement it sent before the run was on
-        // its disk does not survive that. It gets the run again, tracked until it acknowledges
-        // once more; a target that has the run refuses it as a duplicate and only answers.
-        if node != self.local {
-            for t in self.runs.values_mut() {
-                let owes = t.missing.iter().any(|(_, n)| *n == node);
-                if owes && !t.unacked.contains(&node) {
-                    t.unacked.insert(node.clone());
-                    t.sent_directly.insert(node.clone());
-                    t.resend_at = t.resend_at.min(now + self.config.first_resend);
-                    t.announce_unless_acknowledged(&self.local, now, &self.config);
-                    actions.push(Action::Deliver {
-                        node: node.clone(),
-                        run: Arc::clone(&t.run),
-                    });
-                }
+            let (local, config) = (&self.local, &self.config);
+            let t = self
+                .runs
+                .entry(w.run.run_id.clone())
+                .or_insert_with(|| Tracked::again(Arc::clone(&w.run), local, now, config));
+            for job_id in w.job_ids {
+                t.owed.insert(job_id, node.clone());
+            }
+            if !w.acknowledged {
+                t.resend_to(node.clone(), now, config);
             }
         }
-        actions
     }
 
-    /// The answer to [`Action::CheckAlive`]: in the runs it was asked for, targets that owe
-    /// results and are not among `alive` are gone (unless seen back since it was asked).
+    /// An answer to [`Action::CheckAlive`]: in the runs asked with its check, targets that
+    /// owe results and are not among `alive` are gone (unless seen back while it was out).
     fn alive(&mut self, alive: Vec<NodeId>, now: Instant) -> Vec<Action> {
+        let Some((check, spared)) = self.checks.answer() else {
+            return vec![];
+        };
         let alive: HashSet<NodeId> = alive.into_iter().collect();
-        let asked = |t: &Tracked| t.alive_check == AliveCheck::Asked;
+        let asked = |t: &Tracked| t.alive_check == AliveCheck::Asked(check);
         let gone: BTreeSet<NodeId> = self
             .runs
             .values()
             .filter(|t| asked(t))
-            .flat_map(|t| t.missing.iter().map(|(_, n)| n))
+            .flat_map(|t| t.owed.nodes())
             .filter(|n| {
                 **n != self.local
                     && !alive.contains(*n)
-                    && !self.back_since_check.contains(*n)
+                    && !spared.contains(*n)
                     // Given its grace; the tick decides.
                     && !self.left.contains_key(*n)
             })
@@ -672,6 +696,20 @@ impl Originator {
         actions
     }
 
+    /// Asks which nodes are alive for the runs whose check is due: one check for them all.
+    fn ask_due_checks(&mut self, now: Instant) -> Option<Action> {
+        let mut check = None;
+        for t in self.runs.values_mut() {
+            if let AliveCheck::Due(at) = t.alive_check
+                && at <= now
+            {
+                let number = *check.get_or_insert_with(|| self.checks.ask());
+                t.alive_check = AliveCheck::Asked(number);
+            }
+        }
+        check.map(|_| Action::CheckAlive)
+    }
+
     fn tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
         let grace = self.config.left_grace;
@@ -685,19 +723,7 @@ impl Originator {
             self.left.remove(&node);
             actions.extend(self.gone(node, now));
         }
-        let mut ask = false;
-        for t in self.runs.values_mut() {
-            if let AliveCheck::Due(at) = t.alive_check
-                && at <= now
-            {
-                t.alive_check = AliveCheck::Asked;
-                ask = true;
-            }
-        }
-        if ask {
-            self.back_since_check.clear();
-            actions.push(Action::CheckAlive);
-        }
+        actions.extend(self.ask_due_checks(now));
         let window = self.config.written_off_for;
         self.written_off.retain(|_, list| {
             list.retain(|w| now.duration_since(w.at) < window);

@@ -131,16 +131,32 @@ fn only_a_small_run_is_announced_after_a_direct_delivery() {
         let a = o.handle(Input::Tick, t0 + Duration::from_secs(s));
         assert!(!announced(&a), "{s} s: {a:?}");
     }
-    // A small run: every target acknowledged; one restarts a minute later and is sent
-    // the run directly, gossiped only if it does not acknowledge within the deadline.
+    // A small run: b acknowledged it, then was written off. Back a minute later, it is sent
+    // nothing: it has the run on disk.
     let mut o = Originator::new(node("me"), config);
     o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
-    for n in ["a", "b"] {
-        o.handle(acked(n), t0);
-    }
+    o.handle(acked("b"), t0);
+    o.handle(Input::NodeGone(node("b")), t0);
+    o.handle(acked("a"), t0);
     let back = t0 + Duration::from_secs(60);
-    let a = o.handle(Input::NodeBack(node("b")), back);
-    assert!(!announced(&a), "{a:?}");
+    assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    for s in 0..10 {
+        let a = o.handle(Input::Tick, back + Duration::from_secs(s));
+        assert!(without_checks(a.clone()).is_empty(), "{s} s: {a:?}");
+    }
+    // a was written off before it acknowledged: back, it is resent the run, and gossiped
+    // only if it does not acknowledge within the deadline (the submission's went when
+    // every target had acknowledged or gone).
+    let mut o = Originator::new(node("me"), OriginatorConfig::default());
+    o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
+    o.handle(acked("b"), t0);
+    o.handle(Input::NodeGone(node("a")), t0);
+    assert!(o.handle(Input::NodeBack(node("a")), back).is_empty());
+    let a = without_checks(o.handle(Input::Tick, back));
+    assert!(
+        matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("a")),
+        "{a:?}"
+    );
     let a = o.handle(Input::Tick, back + after - Duration::from_millis(1));
     assert!(!announced(&a), "{a:?}");
     let a = o.handle(Input::Tick, back + after);
@@ -180,13 +196,9 @@ fn a_target_that_said_goodbye_is_written_off_only_if_not_back_in_time() {
     assert!(a.contains(&Action::CheckAlive), "{a:?}");
     let a = o.handle(Input::Alive(vec![node("b")]), t0 + 2 * s);
     assert!(!written_off(&a, "a"), "{a:?}");
-    let a = o.handle(Input::NodeBack(node("a")), t0 + 4 * s);
-    // Back without its jobs written off: it gets the run again (it may have lost it).
-    assert!(
-        a.iter()
-            .any(|x| matches!(x, Action::Deliver { node: n, .. } if *n == node("a"))),
-        "{a:?}"
-    );
+    // Back without its jobs written off: it acknowledged, so it has the run on disk and
+    // takes its jobs up again; nothing is sent.
+    assert!(o.handle(Input::NodeBack(node("a")), t0 + 4 * s).is_empty());
     for at in [5, 20, 40] {
         let a = o.handle(Input::Tick, t0 + at * s);
         assert!(!written_off(&a, "a"), "{at} s: {a:?}");
@@ -228,10 +240,11 @@ fn a_target_written_off_that_comes_back_gets_its_jobs_again() {
     );
     assert!(a.iter().any(|x| matches!(x, Action::Finished { .. })));
 
-    // b is back (a partition healed): the run goes to it again and is tracked until its
-    // results are in.
+    // b is back (a partition healed): it never acknowledged, so the run goes to it again in
+    // the next round, and is tracked until its results are in.
     let back = t0 + Duration::from_secs(60);
-    let a = o.handle(Input::NodeBack(node("b")), back);
+    assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    let a = o.handle(Input::Tick, back);
     assert!(
         matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
         "{a:?}"
@@ -278,7 +291,8 @@ fn a_written_off_job_that_reports_before_its_target_is_seen_back_is_not_owed() {
     o.handle(Input::Submit(run(&["b"], 2, None)), t0);
     o.handle(Input::NodeGone(node("b")), t0);
     o.handle(result("j0", "b"), later);
-    let a = o.handle(Input::NodeBack(node("b")), later);
+    assert!(o.handle(Input::NodeBack(node("b")), later).is_empty());
+    let a = o.handle(Input::Tick, later);
     assert!(
         matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
         "{a:?}"
@@ -286,25 +300,26 @@ fn a_written_off_job_that_reports_before_its_target_is_seen_back_is_not_owed() {
     assert_eq!(o.missing("r1"), 1);
 }
 
+/// A target acknowledges a run only once it is on its disk: one that restarts (seen again,
+/// never written off) still has it and takes its jobs up again, and is sent nothing; one
+/// that had not acknowledged is resent it in the rounds, as before its restart.
 #[test]
-fn a_target_that_restarted_owing_results_gets_the_run_again() {
+fn a_target_that_restarted_is_resent_the_run_only_if_it_had_not_acknowledged() {
     let t0 = Instant::now();
     let mut o = Originator::new(node("me"), OriginatorConfig::default());
     o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
     o.handle(acked("a"), t0);
-    o.handle(acked("b"), t0);
-    o.handle(result("j0", "b"), t0);
-    // a restarted (seen again with a new incarnation, never written off): it owes j0.
-    let a = o.handle(Input::NodeBack(node("a")), t0);
+    assert!(o.handle(Input::NodeBack(node("a")), t0).is_empty());
+    assert!(o.handle(Input::NodeBack(node("b")), t0).is_empty());
+    let a = o.handle(Input::Tick, t0 + Duration::from_millis(500));
     assert!(
-        matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("a")),
+        matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
         "{a:?}"
     );
-    // b owes nothing; a, once it acknowledges again, is not sent it once more.
-    assert!(o.handle(Input::NodeBack(node("b")), t0).is_empty());
-    o.handle(acked("a"), t0);
+    o.handle(acked("b"), t0);
     let later = t0 + Duration::from_secs(60);
     assert!(without_checks(o.handle(Input::Tick, later)).is_empty());
+    assert_eq!(o.missing("r1"), 2);
 }
 
 #[test]
@@ -746,10 +761,10 @@ fn a_write_off_before_a_restart_still_sends_the_jobs_to_a_target_back_within_the
     );
     assert_eq!(o.write_offs_open_for("r1", now + window), None);
     assert!(o.handle(Input::NodeBack(node("c")), now).is_empty());
-    let a = o.handle(Input::NodeBack(node("b")), now);
+    o.handle(Input::NodeBack(node("b")), now);
+    let a = o.handle(Input::Tick, now);
     assert!(
-        a.iter()
-            .any(|x| matches!(x, Action::Deliver { node: n, .. } if *n == node("b"))),
+        matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
         "{a:?}"
     );
     assert_eq!(o.missing("r1"), 1);
@@ -764,5 +779,201 @@ fn nodes_seen_back_are_kept_only_while_a_check_is_out() {
     for i in 0..100 {
         o.handle(Input::NodeBack(node(&format!("n{i}"))), t0);
     }
-    assert!(o.back_since_check.is_empty());
+    assert!(o.checks.back_since.is_empty());
+}
+
+/// A run of `targets` (those of `run`) under another id.
+fn named(run_id: &str, targets: &[&str]) -> Run {
+    Run::new(run_id, node("me"), run(targets, 1, None).parents)
+}
+
+/// An answer to an alive check taken before a target was seen back does not write it off,
+/// even when a later check was asked meanwhile.
+#[test]
+fn an_earlier_answer_does_not_write_off_a_target_seen_back_since() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let check = OriginatorConfig::default().submitted_alive_check;
+    let mut o = Originator::new(node("me"), OriginatorConfig::default());
+    // x expired before either run reached the tracker.
+    o.handle(Input::NodeGone(node("x")), t0);
+    o.handle(Input::Submit(named("A", &["x", "y"])), t0);
+    o.handle(Input::Submit(named("B", &["x", "y"])), t0 + ms(150));
+    assert!(
+        o.handle(Input::Tick, t0 + check)
+            .contains(&Action::CheckAlive)
+    );
+    // x is back, then B's check is asked, then the answer to A's (taken before x was back).
+    o.handle(Input::NodeBack(node("x")), t0 + check + ms(50));
+    let a = o.handle(Input::Tick, t0 + check + ms(200));
+    assert!(a.contains(&Action::CheckAlive), "{a:?}");
+    let a = o.handle(Input::Alive(vec![node("y")]), t0 + check + ms(250));
+    assert!(a.is_empty(), "{a:?}");
+    let a = o.handle(
+        Input::Alive(vec![node("x"), node("y")]),
+        t0 + check + ms(260),
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!((o.missing("A"), o.missing("B")), (2, 2));
+}
+
+/// Each answer is for the runs asked with its check: a run tracked after the first check
+/// was answered for (its target expired since) is checked by its own answer.
+#[test]
+fn each_alive_answer_is_for_the_runs_asked_with_it() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let check = OriginatorConfig::default().submitted_alive_check;
+    let mut o = Originator::new(node("me"), OriginatorConfig::default());
+    o.handle(Input::Submit(named("A", &["x", "y"])), t0);
+    assert!(
+        o.handle(Input::Tick, t0 + check)
+            .contains(&Action::CheckAlive)
+    );
+    // The answer to A's check is taken now, z alive; z expires, then B names it (read
+    // before it expired) and B's check is asked before A's answer arrives.
+    let b_at = t0 + check + ms(100);
+    o.handle(Input::NodeGone(node("z")), t0 + check + ms(50));
+    o.handle(Input::Submit(named("B", &["x", "z"])), b_at);
+    assert!(
+        o.handle(Input::Tick, b_at + check)
+            .contains(&Action::CheckAlive)
+    );
+    let everyone = ["x", "y", "z"].map(node).to_vec();
+    let a = o.handle(Input::Alive(everyone), b_at + check + ms(10));
+    assert!(a.is_empty(), "{a:?}");
+    let a = o.handle(
+        Input::Alive(vec![node("x"), node("y")]),
+        b_at + check + ms(20),
+    );
+    assert_eq!(
+        a,
+        vec![Action::Unreachable {
+            run_id: "B".into(),
+            node: node("z"),
+            job_ids: vec!["j0".into()]
+        }]
+    );
+    assert_eq!((o.missing("A"), o.missing("B")), (2, 1));
+}
+
+/// `n` target names of a large run.
+fn many(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("t{i:05}")).collect()
+}
+
+/// A run of 10 000 targets and 10 jobs: a thousand targets go and come back, every target
+/// comes back after a resume; what is written off, owed and sent is as for a small run.
+#[test]
+fn membership_changes_on_a_run_of_ten_thousand_targets() {
+    let t0 = Instant::now();
+    let names = many(10_000);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut o = Originator::new(node("me"), OriginatorConfig::default());
+    o.handle(Input::Submit(run(&refs, 10, None)), t0);
+    for name in &names {
+        o.handle(acked(name), t0);
+    }
+    let mut written_off = 0;
+    for name in &names[..1000] {
+        for a in o.handle(Input::NodeGone(node(name)), t0) {
+            match a {
+                Action::Unreachable {
+                    node: n, job_ids, ..
+                } => {
+                    assert_eq!((n.0.as_str(), job_ids.len()), (name.as_str(), 10));
+                    written_off += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(written_off, 1000);
+    assert_eq!(o.missing("r1"), 90_000);
+    // Back, they owe their jobs again; they had acknowledged, so nothing is sent.
+    let back = t0 + Duration::from_secs(1);
+    for name in &names[..1000] {
+        assert!(o.handle(Input::NodeBack(node(name)), back).is_empty());
+    }
+    assert_eq!(o.missing("r1"), 100_000);
+    assert!(without_checks(o.handle(Input::Tick, back)).is_empty());
+    // Targets that acknowledged and never went: nothing to do.
+    for name in &names[1000..] {
+        o.handle(Input::NodeBack(node(name)), back);
+    }
+    assert_eq!(o.missing("r1"), 100_000);
+    for name in &names {
+        for j in 0..10 {
+            o.handle(result(&format!("j{j}"), name), back);
+        }
+    }
+    assert_eq!(o.open_runs(), 0);
+
+    // Resumed with every target acknowledged and one job of two reported by each.
+    let mut o = Originator::new(node("me"), OriginatorConfig::default());
+    let a = o.handle(
+        Input::Resume {
+            run: run(&refs, 2, None),
+            acked: refs.iter().map(|n| node(n)).collect(),
+            reported: refs.iter().map(|n| ("j0".into(), node(n))).collect(),
+            written_off: vec![],
+            queued_here: HashSet::new(),
+        },
+        t0,
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(o.missing("r1"), 10_000);
+    for name in &names {
+        o.handle(Input::NodeBack(node(name)), t0);
+    }
+    let a = without_checks(o.handle(Input::Tick, t0 + Duration::from_secs(1)));
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(o.missing("r1"), 10_000);
+}
+
+/// Whom `actions` deliver the run to.
+fn delivered_to(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::Deliver { node: n, .. } => Some(n.0.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A split heals: the targets back that had not acknowledged the run get it in the batched
+/// rounds, with a new announce while many of them wait, not each at once; those that had
+/// acknowledged are sent nothing.
+#[test]
+fn targets_back_after_a_split_get_the_run_in_rounds() {
+    let t0 = Instant::now();
+    let (mut o, names, _) = submitted_to(100, t0);
+    for name in &names[..60] {
+        o.handle(acked(name), t0);
+    }
+    // The split takes 20 targets that acknowledged and the 40 that had not.
+    for name in &names[40..] {
+        o.handle(Input::NodeGone(node(name)), t0);
+    }
+    let back = t0 + Duration::from_secs(60);
+    for name in &names[40..] {
+        assert!(o.handle(Input::NodeBack(node(name)), back).is_empty());
+    }
+    let a = without_checks(o.handle(Input::Tick, back));
+    assert!(
+        matches!(&a[0], Action::Announce(r) if r.round == 1),
+        "{a:?}"
+    );
+    let mut resent: BTreeSet<String> = delivered_to(&a).into_iter().collect();
+    assert_eq!(resent.len(), 4);
+    let mut at = back;
+    for _ in 0..9 {
+        at += Duration::from_secs(11);
+        let a = o.handle(Input::Tick, at);
+        assert_eq!(delivered_to(&a).len(), 4, "{a:?}");
+        resent.extend(delivered_to(&a));
+    }
+    let owed_it: BTreeSet<String> = names[60..].iter().cloned().collect();
+    assert_eq!(resent, owed_it);
 }
