@@ -465,7 +465,9 @@ fn say_left_out(reply: &SubmitReply) {
     if !reply.left_out.is_empty() {
         crate::output::err_line(format!(
             "warning: left out the live nodes named {}: two or more nodes share each name \
-             (see `status`); give each a distinct --name",
+             (see `status`); give each a distinct --name (a node whose state directory was \
+             wiped shares it with its previous identity until that expires, within three \
+             heartbeats)",
             reply.left_out.join(", ")
         ));
     }

@@ -943,7 +943,9 @@ impl EventLoop {
                     name = %self.config.identity.name,
                     %peer,
                     "another live node uses this node's name: jobs for every node leave both out \
-                     and neither can be named as a target until one of them is renamed (--name)"
+                     and neither can be named as a target until one of them is renamed (--name); \
+                     if it is this machine's previous identity (its state directory was wiped), \
+                     it expires within three heartbeats and this clears by itself"
                 );
             }
             // A node that is leaving tells nobody of members going: it is going itself (when a

@@ -127,10 +127,10 @@ pub(super) fn other_release_warning(version: u16, nodes: &[String]) -> String {
 pub(super) fn twin_warning(addresses: &[Multiaddr]) -> String {
     let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
     format!(
-        "another daemon runs with this node's identity (at {}), started after this one: a copy \
-         of its state directory? Peers take its heartbeats over this node's, and jobs for this \
-         node may run there; stop it, or move its identity.key away so it becomes a node of \
-         its own",
+        "another daemon runs with this node's identity (at {}): one of the two runs with a \
+         copy of the other's state directory. Peers hear one of them at a time, and jobs and \
+         results for this node may go to either (results may be lost); stop the copy, or move \
+         the copy's identity.key away so it becomes a node of its own",
         addresses.join(", ")
     )
 }
