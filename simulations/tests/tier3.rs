@@ -77,11 +77,18 @@ fn tier3_churn_and_late_join_lose_nothing() {
         w.downtime = Duration::from_secs(1);
     });
     assert_complete(&s, 10);
+    // Nodes were killed (and came back): the run did not pass for want of churn.
+    assert!(s.disruptions > 0, "{s:?}");
     let s = tier3(Scenario::LateJoin, false, |w| {
         w.late = 0.4;
         w.late_within = Duration::from_secs(2);
     });
     assert_complete(&s, 10);
+    // Nodes joined after the submit, and the last of them had the run only once it joined.
+    assert!(s.disruptions > 0, "{s:?}");
+    let joined = s.last_join.expect("a late node joined");
+    let last_have = s.have[2].expect("every target has the run");
+    assert!(last_have >= joined - 0.01, "{s:?}");
 }
 
 #[test]

@@ -499,9 +499,13 @@ fn queuesentinel_purges_queued_work_and_reports_it() {
     );
 }
 
+/// Whether a process's command line holds `pattern` (a regular expression) not followed by
+/// another digit: the markers are numbers, and one test's `sleep 47.123` must not find another
+/// test's `sleep 47.1231` (tests of one binary share its pid, and run side by side).
 fn processes_running(pattern: &str) -> bool {
+    let whole_number = format!("{pattern}([^0-9]|$)");
     Command::new("pgrep")
-        .args(["-f", pattern])
+        .args(["-f", &whole_number])
         .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
@@ -789,7 +793,12 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
     };
     // A command line no other process has, once rendered (the arg is a number: no trailing
     // zero).
-    let delay = format!("46.{crashed}{}1", std::process::id());
+    let variant = match how {
+        Stop::Crash => 1,
+        Stop::Term => 2,
+        Stop::DownLong => 3,
+    };
+    let delay = format!("46.{crashed}{variant}{}1", std::process::id());
     let marker = format!("sleep {delay}");
     let file = root.path().join("queued.yaml");
     let entry = |jobs: &[&str]| {

@@ -37,9 +37,21 @@ fn a_daemon_still_checking_its_blobs_exits_once_it_has_left() {
     assert!(log.contains("node stopped"), "{log}");
 }
 
+/// A daemon started by hand, killed if the test fails before it exits.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `directord-mesh join` for a new state directory, its output into `log`.
-fn spawn_join(state_dir: &Path, log: &Path) -> Child {
-    Command::new(binary())
+fn spawn_join(state_dir: &Path, log: &Path) -> Started {
+    let child = Command::new(binary())
         .arg("--state-dir")
         .arg(state_dir)
         .args([
@@ -55,7 +67,8 @@ fn spawn_join(state_dir: &Path, log: &Path) -> Child {
         .stdout(std::fs::File::create(log).unwrap())
         .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Started(child)
 }
 
 /// Sends SIGTERM to `child` every few milliseconds until it exits.
@@ -86,7 +99,8 @@ fn stop_signals_from_the_start_on_stop_the_daemon_cleanly() {
     for round in 0..3 {
         let state_dir = root.path().join(format!("s{round}"));
         let log = root.path().join(format!("s{round}.out"));
-        let mut child = spawn_join(&state_dir, &log);
+        let mut started = spawn_join(&state_dir, &log);
+        let child = &mut started.0;
         let locked = Instant::now() + Duration::from_secs(20);
         while !state_dir.join("daemon.lock").exists() {
             assert!(
@@ -95,7 +109,7 @@ fn stop_signals_from_the_start_on_stop_the_daemon_cleanly() {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        let status = terminate_until_it_exits(&mut child);
+        let status = terminate_until_it_exits(child);
         let said = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
         assert!(
             matches!(status.code(), Some(0 | 1)),
