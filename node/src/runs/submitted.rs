@@ -233,20 +233,36 @@ impl Actor {
                 }
                 originator::Action::Finished { run_id } => {
                     self.run_born.remove(&run_id);
+                    // A restart within this still sends targets written off their jobs.
+                    let write_offs_until_ms = self
+                        .originator
+                        .write_offs_open_for(&run_id, Instant::now())
+                        .map_or(0, |left| now_ms() + left.as_millis() as u64);
                     if let Some(run) = self.open_runs.remove(&run_id) {
-                        // A restart within this still sends targets written off their jobs.
-                        let write_offs_until_ms = self
-                            .originator
-                            .write_offs_open_for(&run_id, Instant::now())
-                            .map_or(0, |left| now_ms() + left.as_millis() as u64);
                         self.store.put_run(&StoredRun {
                             run,
                             finished: true,
                             write_offs_until_ms,
                         });
+                    } else {
+                        // Over again after a target back was written off once more: its new
+                        // window is kept too (a run over once is on disk already).
+                        self.extend_write_offs(&run_id, write_offs_until_ms);
                     }
                 }
             }
+        }
+    }
+
+    /// A finished run's window for targets written off, made later if `until_ms` is (a
+    /// target back was written off again); a run not stored, or with a later window, is
+    /// left as it is.
+    fn extend_write_offs(&self, run_id: &str, until_ms: u64) {
+        if let Some(mut stored) = self.store.run(run_id)
+            && until_ms > stored.write_offs_until_ms
+        {
+            stored.write_offs_until_ms = until_ms;
+            self.store.put_run(&stored);
         }
     }
 
