@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::spec::{Component, FileRef, JobSpec, Transfer};
 
+/// The largest file `--blueprint` renders: it is read and rendered whole, in memory, on each
+/// target. A larger one is refused before it is sent.
+pub const BLUEPRINT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Expands ADD/COPY jobs into one job per source file (other jobs are returned as they are).
 /// Fails, naming the pattern, when nothing matches or a file cannot be read.
 pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
@@ -59,6 +63,14 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
     for path in files {
         let file =
             FileRef::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if transfer.blueprint && file.size > BLUEPRINT_MAX_BYTES {
+            return Err(format!(
+                "--blueprint renders files of up to 16 MiB: {} is {} bytes (send it without \
+                 --blueprint, or make it smaller)",
+                path.display(),
+                file.size
+            ));
+        }
         let resolved = Transfer {
             src: path.display().to_string(),
             file: Some(file),
@@ -73,6 +85,22 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
         out.push(job);
     }
     Ok(out)
+}
+
+/// A file beside those a pattern's last part (a wildcard) matches whose name is not UTF-8:
+/// glob skips such names, and the file would be left out without a word. Only for a pattern
+/// whose directory part is plain.
+fn name_not_utf8(absolute: &str) -> Option<PathBuf> {
+    let wild = |s: &str| s.contains(['*', '?', '[']);
+    let path = Path::new(absolute);
+    if !wild(path.file_name()?.to_str()?) || wild(path.parent()?.to_str()?) {
+        return None;
+    }
+    std::fs::read_dir(path.parent()?)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_str().is_none()))
 }
 
 /// The regular files `pattern` names, sorted.
@@ -91,8 +119,24 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
     };
     let paths =
         glob::glob(&absolute).map_err(|e| format!("'{pattern}' is not a valid pattern: {e}"))?;
+    // A file left out would go unnoticed: a directory the pattern runs through that cannot
+    // be read, or a name the pattern cannot match, is said.
+    if let Some(unseen) = name_not_utf8(&absolute) {
+        return Err(format!(
+            "'{pattern}' may mean {}, whose name is not UTF-8 text, which no pattern matches: \
+             ADD and COPY send files with UTF-8 names (rename it, or name the others one by one)",
+            unseen.display()
+        ));
+    }
+    let found = paths.collect::<Result<Vec<PathBuf>, _>>().map_err(|e| {
+        format!(
+            "'{pattern}': cannot read {}: {}",
+            e.path().display(),
+            e.error()
+        )
+    })?;
     let (mut files, others): (Vec<PathBuf>, Vec<PathBuf>) =
-        paths.filter_map(Result::ok).partition(|p| p.is_file());
+        found.into_iter().partition(|p| p.is_file());
     files.sort();
     if files.is_empty() {
         if let Some(dir) = others.iter().find(|p| p.is_dir()) {
@@ -174,6 +218,36 @@ mod tests {
             )
         );
         assert_eq!(resolve(spec("a/* /srv/dir/"), dir.path()).unwrap().len(), 2);
+    }
+
+    /// A file whose name is not UTF-8 is refused by name, not silently left out of a glob;
+    /// a blueprint over 16 MiB is refused before it is sent anywhere.
+    #[test]
+    fn a_name_not_utf8_and_a_huge_blueprint_are_refused_before_sending() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good"), b"g").unwrap();
+        let bad = std::ffi::OsStr::from_bytes(b"bad\xffname");
+        std::fs::write(dir.path().join(bad), b"b").unwrap();
+        let e = resolve(spec("* /srv/dir/"), dir.path()).unwrap_err();
+        assert!(e.contains("whose name is not UTF-8 text"), "{e}");
+        assert!(e.contains("bad"), "{e}");
+        let big = dir.path().join("big.j2");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(BLUEPRINT_MAX_BYTES + 1)
+            .unwrap();
+        let e = resolve(spec("--blueprint big.j2 /srv/big.conf"), dir.path()).unwrap_err();
+        assert!(
+            e.starts_with("--blueprint renders files of up to 16 MiB"),
+            "{e}"
+        );
+        assert_eq!(
+            resolve(spec("big.j2 /srv/big.conf"), dir.path())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -441,13 +441,14 @@ impl Actor {
             return;
         };
         let (have, total) = active.download.progress();
+        let file = active.file.name.clone();
         let mesh = self.mesh.clone();
         tokio::spawn(async move {
             let names = node_names(&mesh).await;
             warn!(
                 %hash,
-                "file transfer stalled at {have} of {total} chunks, no node that may hold the \
-                 file serving it now ({}); it goes on when one does, until the job's timeout",
+                "transfer of {file} stalled at {have} of {total} chunks, no node that may hold \
+                 the file serving it now ({}); it goes on when one does, until the job's timeout",
                 waited_on.describe(&names)
             );
         });

@@ -23,6 +23,7 @@ use crate::{
     cache::Cache,
     spec::{Component, FileRef, Fingerprint, Owner, Transfer},
     template::{self, Vars},
+    transfer::BLUEPRINT_MAX_BYTES,
 };
 
 /// ADD/COPY on a target: land one file at DEST, verified and atomically.
@@ -160,18 +161,33 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
     Finished::ok(hex, info)
 }
 
+/// Why `dir`, DEST's directory, is not one: the first part of it that is there but not a
+/// directory (a regular file cannot hold DEST, and WORKDIR would fail on it too), or that it
+/// does not exist.
+fn not_a_directory(dir: &Path) -> String {
+    let blocking = dir.ancestors().find_map(|part| {
+        let meta = std::fs::metadata(part).ok()?;
+        Some((part, meta)).filter(|(_, m)| !m.is_dir())
+    });
+    match blocking {
+        Some((part, _)) => format!(
+            "destination directory {}: {} is a file, not a directory",
+            dir.display(),
+            part.display()
+        ),
+        None => format!(
+            "destination directory {} does not exist (create it first, e.g. with WORKDIR)",
+            dir.display()
+        ),
+    }
+}
+
 /// What ADD/COPY checks before it fetches the file (on a blocking thread): that `dir`, DEST's
 /// directory, exists, that nothing at `path` is a directory or a special file, and who will
 /// own the file (resolved on this node). The failure to report otherwise.
 fn check_dest(path: &Path, dir: &Path, owner: Option<&Owner>) -> Result<Option<Ids>, Finished> {
     if !dir.is_dir() {
-        return Err(Finished::fail(
-            format!(
-                "destination directory {} does not exist (create it first, e.g. with WORKDIR)",
-                dir.display()
-            ),
-            "",
-        ));
+        return Err(Finished::fail(not_a_directory(dir), ""));
     }
     // A directory where the file would land (DEST without its trailing /): said before the
     // file is fetched, with the way to put it inside. (A link there is replaced, as below.)
@@ -325,9 +341,6 @@ pub(super) fn landing_path(dest: &str, file: &FileRef, args: &Vars) -> Result<Pa
 /// makes it, so an hour's silence is no landing's. (The clocks of hosts that share a
 /// directory are taken to be within an hour of each other.)
 const LEFTOVER_AFTER: Duration = Duration::from_secs(3600);
-
-/// The largest file `--blueprint` renders: it is read and rendered whole, in memory.
-const BLUEPRINT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How many names a landing tries for its temporary file before it gives up: one of this
 /// process's names is taken only when someone planted something there.
@@ -673,7 +686,12 @@ fn read_blueprint(
             "integrity failure: expected blake3 {expected}, found {found}"
         )));
     }
-    String::from_utf8(bytes).map_err(|_| LandError::Other("--blueprint needs a text file".into()))
+    String::from_utf8(bytes).map_err(|e| {
+        LandError::Other(format!(
+            "--blueprint needs UTF-8 text: {source_name} is not, from byte {}",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// Makes the rename into `dir` durable: without it, a power loss may bring the old DEST back
@@ -1065,6 +1083,37 @@ mod tests {
 
     /// A blueprint is read and rendered whole in memory: one over 16 MiB is refused, saying
     /// so, and nothing lands.
+    /// DEST under a regular file: that file is named, not a directory said to be missing.
+    #[test]
+    fn a_dest_under_a_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("small.txt");
+        std::fs::write(&file, b"x").unwrap();
+        let said = not_a_directory(&file.join("a/b"));
+        assert!(
+            said.ends_with(&format!("{} is a file, not a directory", file.display())),
+            "{said}"
+        );
+        let missing = dir.path().join("missing/x");
+        assert!(not_a_directory(&missing).contains("does not exist"));
+    }
+
+    /// A blueprint that is not UTF-8 says so, naming the file and where.
+    #[test]
+    fn a_blueprint_not_utf8_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = land_content(
+            dir.path(),
+            &dir.path().join("f"),
+            b"ok\xff",
+            Some(Vars::default()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--blueprint needs UTF-8 text: "), "{e}");
+        assert!(e.ends_with("is not, from byte 2"), "{e}");
+    }
+
     #[test]
     fn a_blueprint_over_16_mib_is_refused() {
         let dir = tempfile::tempdir().unwrap();
