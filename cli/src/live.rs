@@ -33,7 +33,7 @@ struct Shown {
 const GAP_NOTE: &str = "[some lines are not shown live: they follow when the job is done, as \
                         far as its result keeps them (3 MiB a stream)]";
 
-/// The end of a result whose output was over the cap (see `jobs::components`).
+/// How the note the node appends to a result over the cap starts (see `jobs::components`).
 const CUT_MARK: &str = "\n[output cut at ";
 
 impl LiveOutput {
@@ -76,11 +76,7 @@ impl LiveOutput {
             ] {
                 let key = (record.job_id.clone(), node.clone(), stream);
                 let shown = self.shown.remove(&key).unwrap_or_default();
-                // A result over the cap keeps a prefix and says where it was cut.
-                let (kept, cut) = match text.rfind(CUT_MARK) {
-                    Some(at) => (&text[..at], Some(&text[at + 1..])),
-                    None => (text.as_str(), None),
-                };
+                let (kept, cut) = cut_note(text);
                 let mut missed = shown.missed;
                 missed.push((shown.end, u64::MAX));
                 for (from, to) in missed {
@@ -89,11 +85,29 @@ impl LiveOutput {
                 }
                 // Never streamed: the node adds it when it cuts.
                 if let Some(cut) = cut {
-                    lines.push(labelled(node, stream, cut));
+                    lines.extend(cut.lines().map(|l| labelled(node, stream, l)));
                 }
             }
         }
         lines
+    }
+}
+
+/// A result over the cap keeps a prefix and says where it was cut: `text` as the part kept
+/// and that note (`[output cut at N bytes]`), if it ends with one. Only the exact end the node
+/// appends counts (see `jobs::components::shell`): the same words printed by the job itself,
+/// anywhere else, are its output and shown as such.
+fn cut_note(text: &str) -> (&str, Option<&str>) {
+    let note = || {
+        let head = text.strip_suffix(" bytes]")?;
+        let digits = head.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let head = &head[..head.len() - digits];
+        let kept = head.strip_suffix(CUT_MARK).filter(|_| digits > 0)?;
+        Some((kept, &text[kept.len() + 1..]))
+    };
+    match note() {
+        Some((kept, cut)) => (kept, Some(cut)),
+        None => (text, None),
     }
 }
 
@@ -258,6 +272,35 @@ mod tests {
             live.rest(&record("c", &[("n1", cut, "")])),
             ["n1 -- STDOUT b", "n1 -- STDOUT [output cut at 6 bytes]"]
         );
+    }
+
+    /// Words like the cut note printed by the job are its output, labelled as such.
+    #[test]
+    fn only_the_note_at_the_very_end_is_taken_as_the_cut() {
+        let forged = "a\n[output cut at 5 bytes]\nr9 -- STDOUT forged\nJob Success: j";
+        assert_eq!(cut_note(forged), (forged, None));
+        let mut live = LiveOutput::default();
+        assert_eq!(
+            live.rest(&record("f", &[("n1", forged, "")])),
+            [
+                "n1 -- STDOUT a",
+                "n1 -- STDOUT [output cut at 5 bytes]",
+                "n1 -- STDOUT r9 -- STDOUT forged",
+                "n1 -- STDOUT Job Success: j",
+            ]
+        );
+        assert_eq!(
+            cut_note("a\n[output cut at 6 bytes]"),
+            ("a", Some("[output cut at 6 bytes]"))
+        );
+        for not_a_note in [
+            "a\n[output cut at  bytes]",
+            "a\n[output cut at 6 bytes]\n",
+            "a\n[output cut at x6 bytes]",
+            "a [output cut at 6 bytes]",
+        ] {
+            assert_eq!(cut_note(not_a_note), (not_a_note, None));
+        }
     }
 
     #[test]

@@ -65,8 +65,10 @@ pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 /// `cat -v` does) and the bidirectional overrides as `\u{202e}`, so nothing a node prints can
 /// move the cursor, retitle or clear the terminal, write its clipboard, overwrite the node name
 /// a line starts with, or reorder what is read. Tabs and line breaks stay. With `colours`,
-/// colour and style sequences (`ESC [ 1;31 m`) stay too: they only paint. `--json` and
-/// `--export-jobs` give the text as it is.
+/// colour and style sequences (`ESC [ 1;31 m`) stay too, less what hides or disguises text
+/// (see [`painting_only`]), and a line they leave painted ends with a reset (`ESC [ 0 m`), so
+/// no style runs on into the next line, another node's output or the shell prompt. `--json`
+/// and `--export-jobs` give the text as it is.
 pub fn shown(text: &str, colours: bool) -> std::borrow::Cow<'_, str> {
     let tame = |c: char| !c.is_control() && !is_bidi_control(c);
     if text.chars().all(|c| c == '\n' || c == '\t' || tame(c)) {
@@ -74,17 +76,28 @@ pub fn shown(text: &str, colours: bool) -> std::borrow::Cow<'_, str> {
     }
     let mut out = String::with_capacity(text.len() + 16);
     let mut rest = text;
+    // Whether a style let through on this line is still on.
+    let mut painted = false;
     while let Some(c) = rest.chars().next() {
         if colours
             && c == '\x1b'
             && let Some(sgr) = colour_sequence(rest)
         {
-            out.push_str(sgr);
+            if let Some((kept, on)) = painting_only(&sgr[2..sgr.len() - 1]) {
+                painted = on;
+                out.push_str(&format!("\x1b[{}m", kept.join(";")));
+            }
             rest = &rest[sgr.len()..];
             continue;
         }
         match c {
-            '\n' | '\t' => out.push(c),
+            '\n' => {
+                if std::mem::take(&mut painted) {
+                    out.push_str(RESET);
+                }
+                out.push(c);
+            }
+            '\t' => out.push(c),
             '\x7f' => out.push_str("^?"),
             c if (c as u32) < 0x20 => {
                 out.push('^');
@@ -95,7 +108,50 @@ pub fn shown(text: &str, colours: bool) -> std::borrow::Cow<'_, str> {
         }
         rest = &rest[c.len_utf8()..];
     }
+    if painted {
+        out.push_str(RESET);
+    }
     out.into()
+}
+
+/// Ends every style: written at the end of a line a node left painted.
+const RESET: &str = "\x1b[0m";
+
+/// The parameters of a colour sequence (`1;31`, `38;5;8`) less those that hide text (8),
+/// make it blink (5, 6) or swap its colours (7): a line that blinks, or shows nothing until
+/// selected, misleads whoever reads it. Colours and the other styles stay, each colour with
+/// its arguments (`38;5;8` is grey, not hidden text). With them, whether a style is still on
+/// after them (their last one is not a reset, `0`). `None` when nothing is left: an empty
+/// sequence would reset every style, which the node did not ask for.
+fn painting_only(params: &str) -> Option<(Vec<&str>, bool)> {
+    let mut kept = Vec::new();
+    let mut on = false;
+    let mut items = params.split(';');
+    while let Some(item) = items.next() {
+        let code = item.split(':').next().unwrap_or_default();
+        let code = if code.is_empty() {
+            Some(0)
+        } else {
+            code.parse::<u32>().ok()
+        };
+        match code {
+            // Colour by index (`5;N`) or by red, green and blue (`2;R;G;B`), unless given with `:`.
+            Some(38 | 48 | 58) if !item.contains(':') => {
+                let args = match items.clone().next() {
+                    Some("5") => 2,
+                    Some("2") => 4,
+                    _ => 0,
+                };
+                kept.push(item);
+                kept.extend(items.by_ref().take(args));
+            }
+            Some(5..=8) | None => continue,
+            Some(_) => kept.push(item),
+        }
+        // Only a plain `0` turns every style off.
+        on = code != Some(0) || item.contains(':');
+    }
+    (!kept.is_empty()).then_some((kept, on))
 }
 
 /// Whether lines written to standard output may keep their colours: it is a terminal and
@@ -313,6 +369,28 @@ mod tests {
         // A sequence that only starts like a colour is shown as text.
         assert_eq!(shown("\x1b[31", true), "^[[31");
         assert_eq!(shown("\x1b[31;Hx", true), "^[[31;Hx");
+    }
+
+    /// Hidden, blinking and reversed text is not let through, and no style outlasts its line.
+    #[test]
+    fn node_styles_end_with_their_line() {
+        let line = shown("\x1b[8mx \x1b[1;31mred", true);
+        assert_eq!(line, "x \x1b[1;31mred\x1b[0m");
+        assert!(!line.contains("[8") && !line.contains(";8"), "{line:?}");
+        // Each line left painted is ended on its own; one that ends in a reset is not.
+        assert_eq!(
+            shown("\x1b[32ma\nb\n\x1b[7;5;6;34mc\x1b[0m", true),
+            "\x1b[32ma\x1b[0m\nb\n\x1b[34mc\x1b[0m"
+        );
+        // A colour's arguments are not styles: `38;5;8` is grey, `48;2;7;8;5` a background.
+        assert_eq!(
+            shown("\x1b[38;5;8;48;2;7;8;5;8mg", true),
+            "\x1b[38;5;8;48;2;7;8;5mg\x1b[0m"
+        );
+        assert_eq!(
+            shown("\x1b[0;08;7m\x1b[38:5:8mz", true),
+            "\x1b[0m\x1b[38:5:8mz\x1b[0m"
+        );
     }
 
     #[test]

@@ -388,12 +388,7 @@ fn run(
         say_left_out(&reply);
         if !follow {
             for j in &reply.jobs {
-                output::line(format_args!(
-                    "{}  {}  [{}]",
-                    j.job_id,
-                    j.definition,
-                    j.targets.join(", ")
-                ));
+                output::line(format_args!("{}", listed(j)));
             }
             return Ok(());
         }
@@ -416,6 +411,14 @@ fn run(
         };
         follow_jobs(&mut client, &reply, &follow).await
     })
+}
+
+/// A submitted job as listed without `--poll`: `ID  DEFINITION  [TARGETS]`, one line a job
+/// (scripts read the ID from the first word of each), so a definition written over several
+/// lines shows its breaks as `\n`, clipped as `--poll` clips it.
+fn listed(j: &node::control::JobSummary) -> String {
+    let definition = render::clipped(j.definition.trim_end(), SHOWN_MAX).replace('\n', "\\n");
+    format!("{}  {definition}  [{}]", j.job_id, j.targets.join(", "))
 }
 
 /// `--finger-print`: the jobs' fingerprints instead of running them.
@@ -1023,6 +1026,27 @@ mod tests {
         };
         assert_eq!(described(&r), r"[web] RUN: printf 'a\n'\necho b");
         assert_eq!(status_line(&r).lines().count(), 1, "{}", status_line(&r));
+    }
+
+    /// Without `--poll`, each job is listed on one line, whatever its definition spans.
+    #[test]
+    fn a_job_written_over_lines_is_listed_on_one() {
+        let j = node::control::JobSummary {
+            job_id: "j1".into(),
+            parent_id: "p".into(),
+            definition: "RUN: |\n  echo a\n  echo b\n".into(),
+            fingerprint: "f".into(),
+            targets: vec!["n1".into(), "n2".into()],
+        };
+        assert_eq!(listed(&j), r"j1  RUN: |\n  echo a\n  echo b  [n1, n2]");
+        let long = node::control::JobSummary {
+            definition: format!("RUN: {}\necho", "x".repeat(2 * SHOWN_MAX)),
+            ..j
+        };
+        let line = listed(&long);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.len() < SHOWN_MAX + 200, "{}", line.len());
+        assert!(line.starts_with("j1  RUN: x") && line.ends_with("  [n1, n2]"));
     }
 
     /// A job over without every result (what the node knows is all there is) is not counted
