@@ -385,6 +385,8 @@ fn run(
             }
             Err(e) => return Err(Failure::runtime(e)),
         };
+        // The longer wait was for the daemon to copy the files in; a watch waits as usual.
+        let mut client = client.with_answer_timeout(node::control::ANSWER_TIMEOUT);
         say_left_out(&reply);
         if !follow {
             for j in &reply.jobs {
@@ -891,6 +893,9 @@ fn waiting_for(named: &[String], total: usize) -> String {
     format!("{}{more} ({targets})", named.join(", "))
 }
 
+/// How many failed targets a `--poll` line names with their reasons.
+const REASONS_SHOWN: usize = 10;
+
 /// Why a job failed on a node, in one line: what the node says (`exit code 1: CMD`, `Failed
 /// to set ownership of DIR`) and the first line of what the job wrote to stderr.
 fn reason(result: &NodeResult) -> String {
@@ -939,12 +944,21 @@ fn status_line(r: &JobRecord) -> String {
     match r.status() {
         JobStatus::Failed => {
             let failed = r.failures();
-            let reasons: Vec<String> = r
+            let mut reasons: Vec<String> = r
                 .results
                 .iter()
                 .filter(|(_, x)| x.state == ResultState::Failed)
+                .take(REASONS_SHOWN)
                 .map(|(n, x)| format!("{n}: {}", reason(x)))
                 .collect();
+            // Thousands of failed targets would make one line of megabytes.
+            if failed.len() > REASONS_SHOWN {
+                reasons.push(format!(
+                    "and {} more (`manage --job-info {}` lists them)",
+                    failed.len() - REASONS_SHOWN,
+                    r.job_id
+                ));
+            }
             format!(
                 "Job Failed: {} ({}) failed on {}/{} nodes - {}",
                 r.job_id,
@@ -1079,6 +1093,46 @@ mod tests {
         );
         let done = BTreeMap::from([("j".to_string(), r)]);
         assert!(summarize(&done, 1, 2, false, "run").is_err());
+    }
+
+    /// A job failed on thousands of targets names the first few, and how to see the rest.
+    #[test]
+    fn a_job_failed_on_many_targets_names_a_few() {
+        let names: Vec<String> = (0..5000).map(|i| format!("n{i:04}")).collect();
+        let failed = NodeResult {
+            state: ResultState::Failed,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: "exit code 1: false".into(),
+            execution_secs: 0.0,
+            roundtrip_secs: 0.0,
+            finished_unix_ms: 0,
+        };
+        let r = JobRecord {
+            job_id: "j".into(),
+            definition: "RUN: false".into(),
+            nodes: names
+                .iter()
+                .map(|n| node::records::NodeRef {
+                    name: n.clone(),
+                    peer_id: format!("peer-{n}"),
+                })
+                .collect(),
+            results: names.iter().map(|n| (n.clone(), failed.clone())).collect(),
+            ..JobRecord::default()
+        };
+        let line = status_line(&r);
+        assert!(line.len() < 1000, "{} bytes", line.len());
+        assert!(
+            line.starts_with(
+                "Job Failed: j (RUN: false) failed on 5000/5000 nodes - n0000: exit code 1: false; "
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("; and 4990 more (`manage --job-info j` lists them)"),
+            "{line}"
+        );
     }
 
     fn rewrite(args: &[&str]) -> Vec<String> {
