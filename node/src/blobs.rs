@@ -92,6 +92,36 @@ pub enum ImportError {
     Store(String),
 }
 
+/// A blob an import brought into the store, and when: what [`BlobStore::withdraw`] takes
+/// back if its submission is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Added {
+    hash: Fingerprint,
+    at: SystemTime,
+}
+
+/// Opens the submitter's file to copy it, refusing anything but a regular file: a FIFO or
+/// device put at its path since the CLI read it would block the copy or never end. Opened
+/// without waiting (which a FIFO would do), checked on the open file itself.
+fn open_source(src: &Path) -> Result<File, ImportError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(src)
+        .map_err(|e| ImportError::Source(format!("cannot read {}: {e}", src.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| ImportError::Source(format!("cannot read {}: {e}", src.display())))?;
+    if !meta.is_file() {
+        return Err(ImportError::Source(format!(
+            "{} is no longer a regular file (changed after it was read); submit again",
+            src.display()
+        )));
+    }
+    Ok(file)
+}
+
 /// The blob store of one node.
 pub struct BlobStore {
     dir: PathBuf,
@@ -281,10 +311,11 @@ impl BlobStore {
     }
 
     /// Copies the submitter's own file into the store, checking it still has the content the
-    /// CLI hashed. Blocking.
-    pub fn import(&self, src: &Path, file: &FileRef) -> Result<(), ImportError> {
+    /// CLI hashed. Says whether the copy is new here, so a refused submission can take back
+    /// what it brought ([`BlobStore::withdraw`]). Blocking.
+    pub fn import(&self, src: &Path, file: &FileRef) -> Result<Option<Added>, ImportError> {
         if self.has(&file.hash) {
-            return Ok(());
+            return Ok(None);
         }
         let tmp = self.copy_path(&file.hash, "import");
         let store_error = |e: std::io::Error| {
@@ -296,8 +327,7 @@ impl BlobStore {
             ))
         };
         let result = (|| -> Result<(), ImportError> {
-            let mut from = File::open(src)
-                .map_err(|e| ImportError::Source(format!("cannot read {}: {e}", src.display())))?;
+            let from = open_source(src)?;
             let mut to = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -305,12 +335,24 @@ impl BlobStore {
                 .map_err(store_error)?;
             let mut hasher = blake3::Hasher::new();
             let mut buf = vec![0u8; 256 * 1024];
+            // One byte past the size the CLI read tells a file that grew since.
+            let mut from = from.take(file.size.saturating_add(1));
+            let mut copied = 0u64;
             loop {
                 let n = from
                     .read(&mut buf)
                     .map_err(|e| ImportError::Source(format!("reading {}: {e}", src.display())))?;
                 if n == 0 {
                     break;
+                }
+                copied += n as u64;
+                if copied > file.size {
+                    return Err(ImportError::Source(format!(
+                        "{} changed after it was read (it had {} bytes, has more now); submit \
+                         again",
+                        src.display(),
+                        file.size
+                    )));
                 }
                 hasher.update(&buf[..n]);
                 to.write_all(&buf[..n]).map_err(store_error)?;
@@ -331,15 +373,41 @@ impl BlobStore {
         })();
         match result {
             Ok(()) => {
-                self.lock()
-                    .complete
-                    .insert(file.hash, LastUse::new(SystemTime::now()));
-                Ok(())
+                let at = SystemTime::now();
+                self.lock().complete.insert(file.hash, LastUse::new(at));
+                Ok(Some(Added {
+                    hash: file.hash,
+                    at,
+                }))
             }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Err(e)
             }
+        }
+    }
+
+    /// Removes the blobs a refused submission brought, unless used since (another
+    /// submission of the same file, a job, a peer): those stay for whoever uses them.
+    /// Blocking.
+    pub fn withdraw(&self, added: &[Added]) {
+        let mut doomed = Vec::new();
+        {
+            let mut state = self.lock();
+            for a in added {
+                if state.complete.get(&a.hash).is_none_or(|u| u.at != a.at) {
+                    continue;
+                }
+                let aside = self.dir.join(format!("{}.evicted", hex(&a.hash)));
+                // Renamed under the lock, like an eviction; removed outside it.
+                if fs::rename(self.path(&a.hash), &aside).is_ok() {
+                    state.complete.remove(&a.hash);
+                    doomed.push(aside);
+                }
+            }
+        }
+        for path in doomed {
+            let _ = fs::remove_file(path);
         }
     }
 
@@ -905,6 +973,73 @@ mod tests {
         assert!(store.put(&g.hash, b"not it").is_err());
         store.put(&g.hash, b"inline").unwrap();
         assert!(store.has(&g.hash));
+    }
+
+    /// A FIFO put at the path since the CLI read the file fails the import at once, naming
+    /// the path, rather than block its thread forever; a file grown since is not copied
+    /// past its size.
+    #[test]
+    fn an_import_of_a_path_that_is_no_longer_its_file_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(BlobStore::open(&dir.path().join("blobs")).unwrap());
+        let src = dir.path().join("src");
+        fs::write(&src, b"hello").unwrap();
+        let f = FileRef::read(&src).unwrap();
+        fs::remove_file(&src).unwrap();
+        nix::unistd::mkfifo(&src, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let (store, src, f) = (store.clone(), src.clone(), f.clone());
+            std::thread::spawn(move || tx.send(store.import(&src, &f)));
+        }
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the import of a FIFO returns at once");
+        assert!(
+            matches!(&result, Err(ImportError::Source(e))
+                if e.contains(&src.display().to_string()) && e.contains("regular file")),
+            "{result:?}"
+        );
+        fs::remove_file(&src).unwrap();
+        fs::write(&src, b"hello, and more").unwrap();
+        let result = store.import(&src, &f);
+        assert!(
+            matches!(&result, Err(ImportError::Source(e)) if e.contains("has more now")),
+            "{result:?}"
+        );
+        assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
+    }
+
+    /// A refused submission takes back the blobs it brought, but not one held before it nor
+    /// one used since.
+    #[test]
+    fn a_withdrawal_removes_only_blobs_unused_since_their_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("blobs")).unwrap();
+        let imported: Vec<(FileRef, Option<Added>)> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let src = dir.path().join(name);
+                fs::write(&src, name.as_bytes()).unwrap();
+                let f = FileRef::read(&src).unwrap();
+                let added = store.import(&src, &f).unwrap();
+                assert!(added.is_some(), "{name} is new");
+                (f, added)
+            })
+            .collect();
+        let again = store.import(&dir.path().join("a"), &imported[0].0).unwrap();
+        assert_eq!(again, None, "held already");
+        assert!(store.has(&imported[1].0.hash), "b is used since");
+        let added: Vec<Added> = imported.iter().filter_map(|(_, a)| *a).collect();
+        store.withdraw(&added);
+        assert!(!store.holds(&imported[2].0.hash));
+        assert!(!store.path(&imported[2].0.hash).exists());
+        assert!(
+            store.has(&imported[0].0.hash),
+            "a was used again by its second import"
+        );
+        assert!(store.has(&imported[1].0.hash));
+        assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 2);
     }
 
     #[test]

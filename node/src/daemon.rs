@@ -723,6 +723,99 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The submitter's files of a run's ADD/COPY jobs: where each is, and what the CLI read.
+fn run_files(run: &coordination::Run) -> Vec<(String, jobs::spec::FileRef)> {
+    run.parents
+        .iter()
+        .flat_map(|p| &p.jobs)
+        .filter_map(|j| match &j.spec.component {
+            jobs::Component::Add(t) | jobs::Component::Copy(t) => {
+                t.file.clone().map(|f| (t.src.clone(), f))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The files that also travel inside the run, by the sizes the CLI read: small ones, each
+/// once, up to [`INLINE_TOTAL_MAX`] bytes in all; the others travel in chunks.
+fn inline_plan(files: &[(String, jobs::spec::FileRef)]) -> Vec<(jobs::Fingerprint, u64)> {
+    let mut plan: Vec<(jobs::Fingerprint, u64)> = Vec::new();
+    let mut total = 0u64;
+    for (_, file) in files {
+        if file.size <= INLINE_MAX
+            && total + file.size <= INLINE_TOTAL_MAX as u64
+            && !plan.iter().any(|(hash, _)| *hash == file.hash)
+        {
+            total += file.size;
+            plan.push((file.hash, file.size));
+        }
+    }
+    plan
+}
+
+/// Stand-ins of the planned inline files, as large as they will be, to size the run before
+/// anything is read.
+fn placeholders(plan: &[(jobs::Fingerprint, u64)]) -> Vec<coordination::InlineBlob> {
+    plan.iter()
+        .map(|(hash, size)| coordination::InlineBlob {
+            hash: *hash,
+            data: vec![0; *size as usize],
+        })
+        .collect()
+}
+
+/// Why the run with these inline files is more than a message to its targets can carry,
+/// if it is: a run stored that no message can carry would never reach anyone.
+fn too_large(run: &coordination::Run, inline: Vec<coordination::InlineBlob>) -> Option<String> {
+    let mut compact = run.compact();
+    compact.inline = inline;
+    let deliver = coordination::JobMessage::Deliver(Box::new(compact));
+    // With room for the holders of its files the runs actor names in it.
+    let room = mesh::wire::MAX_CTL_BYTES - coordination::transfer::HOLDER_HINTS_ROOM;
+    let e = mesh::wire::encode(&deliver, room).err()?;
+    Some(format!(
+        "this run is too large to send to its targets ({e}): send fewer jobs or files at once \
+         (an ADD/COPY whose pattern matches fewer files, or a smaller orchestration)"
+    ))
+}
+
+/// Copies the run's files into the store and reads back those planned to travel inside it.
+/// Returns those, the blobs this brought into the store (to take back if the submission is
+/// refused) and how it ended. Blocking.
+fn import_files(
+    blobs: &BlobStore,
+    files: Vec<(String, jobs::spec::FileRef)>,
+    plan: &[(jobs::Fingerprint, u64)],
+) -> (
+    Vec<coordination::InlineBlob>,
+    Vec<crate::blobs::Added>,
+    Result<(), ImportError>,
+) {
+    let mut inline: Vec<coordination::InlineBlob> = Vec::new();
+    let mut added = Vec::new();
+    for (src, file) in files {
+        match blobs.import(Path::new(&src), &file) {
+            Ok(brought) => added.extend(brought),
+            Err(e) => return (inline, added, Err(e)),
+        }
+        let planned = plan.iter().any(|(hash, _)| *hash == file.hash);
+        if planned && !inline.iter().any(|b| b.hash == file.hash) {
+            match std::fs::read(blobs.path(&file.hash)) {
+                Ok(data) => inline.push(coordination::InlineBlob {
+                    hash: file.hash,
+                    data,
+                }),
+                Err(e) => {
+                    let e = ImportError::Store(format!("reading back the copy of {src}: {e}"));
+                    return (inline, added, Err(e));
+                }
+            }
+        }
+    }
+    (inline, added, Ok(()))
+}
+
 impl Control {
     async fn submit(&self, submission: Submission) -> ControlResponse {
         let status = match self.mesh.status().await {
@@ -736,60 +829,37 @@ impl Control {
         };
         // ADD/COPY: the files go into this node's blob store, which serves them; small ones
         // also ride along in the run.
-        let files: Vec<(String, jobs::spec::FileRef)> = resolved
-            .run
-            .parents
-            .iter()
-            .flat_map(|p| &p.jobs)
-            .filter_map(|j| match &j.spec.component {
-                jobs::Component::Add(t) | jobs::Component::Copy(t) => {
-                    t.file.clone().map(|f| (t.src.clone(), f))
-                }
-                _ => None,
-            })
-            .collect();
+        let files = run_files(&resolved.run);
+        let inline = inline_plan(&files);
+        // Checked with the sizes the CLI gave before any file is copied: a run refused for
+        // its size leaves nothing in the store.
+        if let Some(refusal) = too_large(&resolved.run, placeholders(&inline)) {
+            return ControlResponse::Refused(refusal);
+        }
+        let mut added = Vec::new();
         if !files.is_empty() {
             let blobs = self.blobs.clone();
-            let imported = tokio::task::spawn_blocking(move || {
-                let mut inline = Vec::new();
-                let mut inline_bytes = 0;
-                for (src, file) in files {
-                    blobs.import(Path::new(&src), &file)?;
-                    if file.size <= INLINE_MAX
-                        && inline_bytes + file.size as usize <= INLINE_TOTAL_MAX
-                        && !inline
-                            .iter()
-                            .any(|b: &coordination::InlineBlob| b.hash == file.hash)
-                    {
-                        let data = std::fs::read(blobs.path(&file.hash)).map_err(|e| {
-                            ImportError::Store(format!("reading back the copy of {src}: {e}"))
-                        })?;
-                        inline_bytes += data.len();
-                        inline.push(coordination::InlineBlob {
-                            hash: file.hash,
-                            data,
-                        });
-                    }
-                }
-                Ok::<_, ImportError>(inline)
-            })
-            .await;
+            let imported =
+                tokio::task::spawn_blocking(move || import_files(&blobs, files, &inline)).await;
             match imported {
-                Ok(Ok(inline)) => resolved.run.inline = inline,
-                Ok(Err(ImportError::Source(e))) => return ControlResponse::Refused(e),
-                Ok(Err(ImportError::Store(e))) => return ControlResponse::Error(e),
+                Ok((inline, brought, Ok(()))) => {
+                    resolved.run.inline = inline;
+                    added = brought;
+                }
+                Ok((_, brought, Err(e))) => {
+                    self.withdraw(brought).await;
+                    return match e {
+                        ImportError::Source(e) => ControlResponse::Refused(e),
+                        ImportError::Store(e) => ControlResponse::Error(e),
+                    };
+                }
                 Err(e) => return ControlResponse::Error(format!("reading the files stopped: {e}")),
             }
         }
-        // A run that no message can carry would be stored and never reach anyone.
-        let deliver = coordination::JobMessage::Deliver(Box::new(resolved.run.compact()));
-        // With room for the holders of its files the runs actor names in it.
-        let room = mesh::wire::MAX_CTL_BYTES - coordination::transfer::HOLDER_HINTS_ROOM;
-        if let Err(e) = mesh::wire::encode(&deliver, room) {
-            return ControlResponse::Refused(format!(
-                "this run is too large to send to its targets ({e}): split it into smaller \
-                 orchestrations"
-            ));
+        // The files as read: the same sizes as checked, unless one changed meanwhile.
+        if let Some(refusal) = too_large(&resolved.run, resolved.run.inline.clone()) {
+            self.withdraw(added).await;
+            return ControlResponse::Refused(refusal);
         }
         let (done, accepted) = tokio::sync::oneshot::channel();
         self.runs
@@ -811,6 +881,15 @@ impl Control {
                     .into(),
             ),
         }
+    }
+
+    /// Takes back the blobs a refused submission brought into the store.
+    async fn withdraw(&self, added: Vec<crate::blobs::Added>) {
+        if added.is_empty() {
+            return;
+        }
+        let blobs = self.blobs.clone();
+        let _ = tokio::task::spawn_blocking(move || blobs.withdraw(&added)).await;
     }
 
     async fn watch(&self, job_ids: Vec<String>, output: bool) -> Reply {
@@ -1196,5 +1275,113 @@ fn speak_wire_version_of_test_hook(state_dir: &Path) {
         && let Ok(version) = text.trim().parse::<u16>()
     {
         mesh::wire::speak_version_for_tests(version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of one parent with the ADD jobs `pattern` makes in `dir`.
+    fn add_run(dir: &Path, pattern: &str) -> coordination::Run {
+        let spec = match jobs::JobSpec::parse("ADD", pattern, &Default::default()).unwrap() {
+            jobs::ParseOutcome::Spec(s) => s,
+            jobs::ParseOutcome::Help(h) => panic!("{h}"),
+        };
+        let jobs = jobs::transfer::resolve(spec, dir)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| coordination::JobEntry {
+                job_id: format!("j{i}"),
+                fingerprint: spec.fingerprint(),
+                spec,
+                only_on: None,
+            })
+            .collect();
+        let me = coordination::NodeId(PeerId::random().to_string());
+        coordination::Run::new(
+            "r",
+            me.clone(),
+            vec![coordination::Parent {
+                parent_id: "p".into(),
+                fingerprint: jobs::Fingerprint([0; 32]),
+                queue: jobs::executor::QueueKind::Sync,
+                targets: vec![me],
+                target_keys: Default::default(),
+                jobs,
+            }],
+        )
+    }
+
+    fn listing(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A submission refused at a file changed since the CLI read it takes back the files it
+    /// had already copied; one the store held before stays.
+    #[test]
+    fn a_refused_import_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for name in ["a", "b", "c", "d"] {
+            std::fs::write(src.join(name), format!("file {name}")).unwrap();
+        }
+        let run = add_run(&src, "* /dest/");
+        let files = run_files(&run);
+        assert_eq!(files.len(), 4);
+        let store = BlobStore::open(&dir.path().join("blobs")).unwrap();
+        let held = files
+            .iter()
+            .find(|(s, _)| s.ends_with("/b"))
+            .unwrap()
+            .clone();
+        store.import(Path::new(&held.0), &held.1).unwrap();
+        let before = listing(&dir.path().join("blobs"));
+        assert_eq!(before.len(), 1);
+        std::fs::write(src.join("c"), "changed").unwrap();
+        let plan = inline_plan(&files);
+        let (_, added, result) = import_files(&store, files, &plan);
+        assert!(
+            matches!(&result, Err(ImportError::Source(e)) if e.contains("changed after it was read")),
+            "{result:?}"
+        );
+        assert_eq!(added.len(), 1, "a was copied, b was held already");
+        store.withdraw(&added);
+        assert_eq!(listing(&dir.path().join("blobs")), before);
+        assert!(store.has(&held.1.hash));
+    }
+
+    /// A run too large for any message is known by the sizes the CLI read, with none of its
+    /// files read (here they are gone), and the refusal fits an `exec` as well.
+    #[test]
+    fn a_run_too_large_is_known_before_its_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "f".repeat(200);
+        std::fs::write(dir.path().join(&name), vec![7u8; 16 * 1024]).unwrap();
+        let mut run = add_run(dir.path(), &format!("{name} /dest/"));
+        std::fs::remove_file(dir.path().join(&name)).unwrap();
+        let small = inline_plan(&run_files(&run));
+        assert_eq!(small.len(), 1, "a small file rides along");
+        assert!(too_large(&run, placeholders(&small)).is_none());
+        let job = run.parents[0].jobs[0].clone();
+        run.parents[0].jobs = (0..20_000)
+            .map(|i| coordination::JobEntry {
+                job_id: format!("j{i}"),
+                ..job.clone()
+            })
+            .collect();
+        let refusal = too_large(&run, placeholders(&inline_plan(&run_files(&run)))).unwrap();
+        assert!(
+            refusal.contains("too large to send") && refusal.contains("fewer jobs or files"),
+            "{refusal}"
+        );
     }
 }

@@ -312,14 +312,16 @@ pub fn resolve(
         } else {
             QueueKind::Sync
         };
-        let mut parent_id = new_id();
+        let shared_parent = new_id();
         let mut entries = Vec::new();
         for job in sp.jobs {
             let fingerprint = job.spec.fingerprint();
             let job_id = new_id();
-            if sub.exec {
-                parent_id = job_id.clone();
-            }
+            let parent_id = if sub.exec {
+                job_id.clone()
+            } else {
+                shared_parent.clone()
+            };
             let mut spec = job.spec;
             if sub.ignore_cache {
                 spec.skip_cache = true;
@@ -364,18 +366,31 @@ pub fn resolve(
         if entries.is_empty() {
             continue;
         }
-        origins.push(sp.origin.clone());
         for t in &targets {
             node_names.insert(t.peer_id.clone(), t.name.clone());
         }
-        parents.push(Parent {
-            parent_id,
-            fingerprint: sp.fingerprint,
-            queue,
-            targets: targets.iter().map(|t| NodeId(t.peer_id.clone())).collect(),
-            target_keys: Default::default(),
-            jobs: entries,
-        });
+        let target_ids: Vec<NodeId> = targets.iter().map(|t| NodeId(t.peer_id.clone())).collect();
+        // An `exec`'s jobs (one per file of an ADD/COPY pattern) are each their own parent,
+        // as their records say: one failing does not stop the others.
+        let groups = if sub.exec {
+            entries
+                .into_iter()
+                .map(|e| (e.job_id.clone(), vec![e]))
+                .collect()
+        } else {
+            vec![(shared_parent, entries)]
+        };
+        for (parent_id, jobs) in groups {
+            origins.push(sp.origin.clone());
+            parents.push(Parent {
+                parent_id,
+                fingerprint: sp.fingerprint,
+                queue,
+                targets: target_ids.clone(),
+                target_keys: Default::default(),
+                jobs,
+            });
+        }
     }
     if parents.is_empty() {
         return Err(SubmitError::BadInput(if restricted > 0 {

@@ -3740,3 +3740,38 @@ fn a_mesh_stopped_at_once_writes_off_no_target() {
         nodes[0].log()
     );
 }
+
+/// The jobs of one `exec` (an ADD whose pattern matches three files) are each their own
+/// parent, on the targets as in their records: the first failing does not stop the others.
+#[test]
+fn an_execs_jobs_are_each_their_own_parent() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 1);
+    let d = &nodes[0];
+    let src = sources(root.path());
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        std::fs::write(src.join(name), name).unwrap();
+    }
+    // A directory where a.txt would land fails its ADD.
+    run_on(d, &["n1"], "mkdir -p /tmp/each/a.txt");
+    let pattern = format!("{}/* /tmp/each/", src.display());
+    let o = d.cli(&["exec", "--verb", "ADD", &pattern, "--poll"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let adds: Vec<Value> = records(d)
+        .into_iter()
+        .filter(|r| r["verb"] == "ADD")
+        .collect();
+    assert_eq!(adds.len(), 3, "one job per file");
+    for r in &adds {
+        assert_eq!(r["parent_id"], r["job_id"], "{r}");
+        let definition = r["definition"].as_str().unwrap();
+        let state = &states(r)["n1"];
+        if definition.ends_with("(file a.txt)") {
+            assert_eq!(state, "failed", "{r}");
+        } else {
+            assert_eq!(state, "success", "{r}");
+        }
+    }
+    let landed = run_on(d, &["n1"], "cat /tmp/each/b.txt /tmp/each/c.txt");
+    assert_eq!(landed["n1"], "b.txtc.txt");
+}
