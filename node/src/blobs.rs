@@ -365,26 +365,38 @@ impl BlobStore {
                     file.hash
                 )));
             }
-            // Not fsynced: that would cost an ADD of a large file a whole write to disk before
-            // anything is sent. A process crash keeps it (the page cache); after a power loss
-            // a damaged copy is removed at the next start and a resumed run's jobs for it
-            // fail, naming the file, rather than lose anything silently.
-            fs::rename(&tmp, self.path(&file.hash)).map_err(store_error)
+            Ok(())
         })();
-        match result {
-            Ok(()) => {
-                let at = SystemTime::now();
-                self.lock().complete.insert(file.hash, LastUse::new(at));
-                Ok(Some(Added {
-                    hash: file.hash,
-                    at,
-                }))
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
+        // Renamed into place under the lock: another import of the same file that landed
+        // meanwhile keeps its copy and its claim (a refused submission takes back only what
+        // it alone brought, never a file another one is using). Not fsynced: that would cost
+        // an ADD of a large file a whole write to disk before anything is sent. A process
+        // crash keeps it (the page cache); after a power loss a damaged copy is removed at the
+        // next start and a resumed run's jobs for it fail, naming the file.
+        let mut state = self.lock();
+        let there = self.path(&file.hash).exists();
+        if let Some(used) = state.complete.get_mut(&file.hash).filter(|_| there) {
+            let persist = used.touch();
+            drop(state);
+            let _ = fs::remove_file(&tmp);
+            self.persist_use(&file.hash, persist);
+            return Ok(None);
+        }
+        if let Err(e) = fs::rename(&tmp, self.path(&file.hash)) {
+            drop(state);
+            let _ = fs::remove_file(&tmp);
+            return Err(store_error(e));
+        }
+        let at = SystemTime::now();
+        state.complete.insert(file.hash, LastUse::new(at));
+        Ok(Some(Added {
+            hash: file.hash,
+            at,
+        }))
     }
 
     /// Removes the blobs a refused submission brought, unless used since (another
@@ -1040,6 +1052,34 @@ mod tests {
         );
         assert!(store.has(&imported[1].0.hash));
         assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 2);
+    }
+
+    /// Two imports of one file at once: at most one claims the copy as its own (so a refused
+    /// submission cannot take back a file another one is using), and the file stays.
+    #[test]
+    fn of_two_imports_of_one_file_at_once_at_most_one_claims_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big");
+        fs::write(&src, vec![7u8; 4 << 20]).unwrap();
+        let f = FileRef::read(&src).unwrap();
+        for round in 0..10 {
+            let store = BlobStore::open(&dir.path().join(format!("blobs{round}"))).unwrap();
+            let claims: Vec<Option<Added>> = std::thread::scope(|s| {
+                let both = [
+                    s.spawn(|| store.import(&src, &f)),
+                    s.spawn(|| store.import(&src, &f)),
+                ];
+                both.map(|h| h.join().unwrap().unwrap())
+                    .into_iter()
+                    .collect()
+            });
+            assert_eq!(
+                claims.iter().flatten().count(),
+                1,
+                "round {round}: {claims:?}"
+            );
+            assert!(store.has(&f.hash));
+        }
     }
 
     #[test]
