@@ -27,7 +27,9 @@ state directory and log under one temporary directory. The first daemon creates 
 others join it with its token. Once every daemon sees all N alive, the demo prints the mesh as
 the first daemon sees it, runs FILE through the mesh from the first daemon (each node's output
 streams live), shows how to talk to any daemon yourself, then keeps running until Ctrl-C, when
-it stops every daemon (each tells the mesh it is leaving) and removes the directory.";
+it stops every daemon (each tells the mesh it is leaving) and removes the directory. A Ctrl-C
+before that (while the mesh forms or the orchestration runs) stops and removes them the same
+way, and the demo exits with 130.";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -102,8 +104,27 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Runtime(format!("cannot find this program's path: {e}")))?;
     let result = crate::client_runtime()?.block_on(async {
+        // Caught from the start: a Ctrl-C while the mesh forms or the orchestration runs stops
+        // the daemons and removes the directory like one later (dying of it would leave both).
+        let mut stop = StopSignals::new()?;
         let mut daemons = Vec::new();
-        let result = demo(&exe, &root, &args, &mut daemons).await;
+        let result = tokio::select! {
+            result = demo(&exe, &root, &args, &mut daemons) => result,
+            () = stop.recv() => {
+                output::line_or_skip("");
+                output::err_line("interrupted before the demo was over");
+                Err(Failure::Silent(INTERRUPTED))
+            }
+        };
+        let result = match result {
+            // The mesh is up and the orchestration done: it keeps running for the user.
+            Ok(()) if !args.exit => {
+                stop.recv().await;
+                output::line_or_skip("");
+                Ok(())
+            }
+            other => other,
+        };
         stop_all(&mut daemons).await;
         result
     });
@@ -186,6 +207,8 @@ async fn demo(
         .arg("orchestrate")
         .arg(&file)
         .arg("--stream")
+        // Interrupted, the demo stops the daemons: the watch has nothing left to wait for.
+        .kill_on_drop(true)
         .status()
         .await
         .map_err(|e| Failure::Runtime(format!("cannot run the orchestration: {e}")))?;
@@ -232,7 +255,7 @@ async fn demo(
         root.join(EXTRA).display()
     ));
     output::line_or_skip("\nThe mesh keeps running; press Ctrl-C to stop it.");
-    wait_for_ctrl_c().await
+    Ok(())
 }
 
 fn spawn(exe: &Path, root: &Path, name: &str, token: Option<&str>) -> Result<Daemon, Failure> {
@@ -334,18 +357,34 @@ async fn wait_until_formed(daemons: &[Daemon], n: usize) -> Result<(), Failure> 
     }
 }
 
-async fn wait_for_ctrl_c() -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt()).map_err(Failure::runtime)?;
-    let mut term = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
+/// The exit code of a demo interrupted before it was over (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+/// The signals that stop the demo: Ctrl-C, a plain `kill`, or the terminal going away.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).map_err(Failure::runtime)?,
+            term: signal(SignalKind::terminate()).map_err(Failure::runtime)?,
+            hup: signal(SignalKind::hangup()).map_err(Failure::runtime)?,
+        })
     }
-    output::line_or_skip("");
-    Ok(())
+
+    /// Waits for the next of them.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
 }
 
 /// Stops every daemon: SIGTERM (each leaves the mesh cleanly), then SIGKILL after 5 s.

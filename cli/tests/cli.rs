@@ -354,6 +354,87 @@ fn demo_runs_an_orchestration_through_a_real_mesh() {
     );
 }
 
+/// The README's first command as an operator runs it: the demo, then Ctrl-C once the mesh is
+/// up (exit 0); and a Ctrl-C while the mesh is still forming (exit 130). Either way every
+/// daemon stops and the temporary directory goes.
+#[test]
+fn ctrl_c_stops_the_demo_and_removes_its_directory() {
+    use std::io::{BufRead, BufReader, Read};
+    for ready in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let child = bin()
+            .args(["demo", "--nodes", "2"])
+            .env("TMPDIR", tmp.path())
+            .current_dir(tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut demo = Running(child);
+        let mut out = BufReader::new(demo.0.stdout.take().unwrap());
+        let mut seen = String::new();
+        let mut root = None;
+        loop {
+            let mut line = String::new();
+            let read = out.read_line(&mut line).unwrap();
+            assert!(
+                read > 0,
+                "the demo ended before it was interrupted:\n{seen}"
+            );
+            seen.push_str(&line);
+            if let Some(rest) =
+                line.strip_prefix("Starting 2 daemons on 127.0.0.1 (state and logs in ")
+            {
+                root = Some(std::path::PathBuf::from(
+                    rest.trim_end().trim_end_matches(')'),
+                ));
+                if !ready {
+                    break;
+                }
+            }
+            if line.contains("press Ctrl-C") {
+                break;
+            }
+        }
+        let root = root.expect("the demo names its directory first");
+        assert!(root.starts_with(tmp.path()), "{}", root.display());
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(demo.0.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let mut err = String::new();
+        demo.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = demo.0.wait().unwrap();
+        let expected = if ready { 0 } else { 130 };
+        assert_eq!(status.code(), Some(expected), "{seen}{rest}\n{err}");
+        if ready {
+            assert!(rest.contains("Stopping 2 daemons..."), "{rest}");
+        } else {
+            assert!(
+                err.contains("interrupted before the demo was over"),
+                "{err}"
+            );
+        }
+        assert!(!root.exists(), "{} is left", root.display());
+        // No daemon of it runs on: none has its directory on its command line.
+        let needle = root.to_str().unwrap();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                assert!(!cmdline.contains(needle), "still running: {cmdline}");
+            }
+        }
+    }
+}
+
 #[test]
 fn exit_codes_are_in_the_help() {
     for args in [
