@@ -414,12 +414,23 @@ pub enum JobMessage {
 }
 
 /// The answer to a [`JobMessage`].
+///
+/// A release that knows fewer answers reads one it does not know as no answer at all: a
+/// target of such a release keeps the results it sent and offers them again later, which is
+/// what [`JobReply::UnknownRuns`] asks of it anyway (so that answer needs no new wire version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum JobReply {
     /// Taken (or already had it).
     Ok,
     /// Understood and refused, with the reason.
     Refused(String),
+    /// To [`JobMessage::Results`]: every result taken but those of these runs, of which this
+    /// node has no trace. It never submitted them (another daemon with its identity did: a
+    /// copy of its state directory running elsewhere, which the mesh cannot tell from it), or
+    /// it forgot them (purged, or past `--record-retention`). The sender keeps those results
+    /// and offers them again later, as after a failed try; it gives them up only once this
+    /// answer has not changed for long ([`crate::outbox::Input::Unknown`]).
+    UnknownRuns(Vec<String>),
 }
 
 #[cfg(test)]
@@ -463,6 +474,32 @@ mod tests {
         assert!(!bytes.windows(16).any(|w| w == b"originator_start"));
         let back: Run = ciborium::from_reader(&bytes[..]).unwrap();
         assert_eq!(back.originator_start, 0);
+    }
+
+    /// A release that knows only `Ok` and `Refused` cannot read the answer about unknown
+    /// runs: it takes it for no answer (a failed try) and keeps the results, as asked; and
+    /// the answers it does know read as before.
+    #[test]
+    fn an_earlier_release_reads_the_answer_about_unknown_runs_as_no_answer() {
+        #[derive(Debug, Deserialize)]
+        enum EarlierReply {
+            Ok,
+            Refused(String),
+        }
+        let unknown = cbor(&JobReply::UnknownRuns(vec!["r".into()]));
+        assert!(ciborium::from_reader::<EarlierReply, _>(&unknown[..]).is_err());
+        let ok = cbor(&JobReply::Ok);
+        assert!(matches!(
+            ciborium::from_reader::<EarlierReply, _>(&ok[..]),
+            Ok(EarlierReply::Ok)
+        ));
+        let refused = cbor(&JobReply::Refused("full".into()));
+        assert!(matches!(
+            ciborium::from_reader::<EarlierReply, _>(&refused[..]),
+            Ok(EarlierReply::Refused(why)) if why == "full"
+        ));
+        let back: JobReply = ciborium::from_reader(&unknown[..]).unwrap();
+        assert_eq!(back, JobReply::UnknownRuns(vec!["r".into()]));
     }
 
     #[test]

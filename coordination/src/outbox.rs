@@ -14,6 +14,15 @@
 //! ([`Input::Expire`], [`Action::Slimmed`]) and keep their state, times and ids, so the
 //! originator, should it come back, still learns how each job ended, and the run stays
 //! remembered here (never run twice).
+//!
+//! An originator may answer that it has no trace of a result's run
+//! ([`crate::message::JobReply::UnknownRuns`]): another daemon with its identity (a copy of
+//! its state directory on another machine) took the connection, or it forgot the run (purged,
+//! or past its record retention). Such results are kept and offered again with the same
+//! backoff, so they reach the daemon that submitted the run once a try gets to it; they are
+//! given up ([`Input::Unknown`]) only when every answer about their run for
+//! [`GIVE_UP_UNKNOWN_AFTER`] said so and they are [`UNKNOWN_KEPT_AT_LEAST`] old, so results
+//! of a run their submitter forgot are not offered to it for ever.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -38,6 +47,15 @@ pub const SLIM_AFTER_FAILING: Duration = Duration::from_secs(3600);
 const SLIM_ABOVE: usize = 1024;
 /// How a result whose output was dropped begins its stdout.
 pub const OUTPUT_NOT_KEPT: &str = "[output not kept: ";
+/// How long every answer about a run must have been that its originator has no trace of it
+/// (with nothing of it taken meanwhile), in this process's life, before its results are given
+/// up ([`Input::Unknown`]). With a copy of the originator answering for it, tries reach either
+/// daemon: an hour of tries (every 30 s at most) that all reach the copy is not chance.
+pub const GIVE_UP_UNKNOWN_AFTER: Duration = Duration::from_secs(3600);
+/// The age a result of a run its originator has no trace of must have reached before it is
+/// given up: the daemon that submitted the run may be down while a copy of it answers, and
+/// gets what it is owed when it comes back within a day.
+pub const UNKNOWN_KEPT_AT_LEAST: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -52,6 +70,15 @@ pub enum Input {
     Sent {
         to: NodeId,
         ok: bool,
+    },
+    /// The batch in flight to `to` was answered: taken, but for the results of `runs`, of
+    /// which `to` has no trace ([`crate::message::JobReply::UnknownRuns`]). Those stay queued
+    /// and are offered again with backoff, as after a failed try; they are given up (and
+    /// reported [`Action::Delivered`]) once every answer about their run for
+    /// [`GIVE_UP_UNKNOWN_AFTER`] was this one and they are [`UNKNOWN_KEPT_AT_LEAST`] old.
+    Unknown {
+        to: NodeId,
+        runs: Vec<String>,
     },
     Tick,
     /// A result to deliver to `to` that this node held on disk when it started, `age` old (by
@@ -78,7 +105,9 @@ pub enum Input {
 pub enum Action {
     /// Send these results to `to`, then report [`Input::Sent`].
     Send { to: NodeId, results: Vec<JobResult> },
-    /// These results reached their originator; the node may delete them from disk.
+    /// These results reached their originator, or were given up after it said for long
+    /// enough that it has no trace of their run ([`Input::Unknown`]); the node may delete them
+    /// from disk.
     Delivered(Vec<JobResult>),
     /// These results, for `to`, lost their output (see [`Input::Expire`]): the node writes
     /// them over their old selves on disk and says so in its log. They stay queued.
@@ -107,6 +136,37 @@ struct Queue {
     failing_since: Option<Instant>,
 }
 
+impl Queue {
+    /// Whether results of `run_id` wait here or are in flight.
+    fn holds(&self, run_id: &str) -> bool {
+        self.waiting
+            .iter()
+            .chain(self.in_flight.iter().flatten())
+            .any(|r| r.run_id == run_id)
+    }
+
+    /// The originator answered and kept nothing back: no more waiting between tries.
+    fn taken(&mut self) {
+        self.backoff = Duration::ZERO;
+        self.retry_at = None;
+        self.failing_since = None;
+    }
+
+    /// `results` were not taken: back to the front, in order, offered again after the backoff.
+    fn failed(&mut self, results: Vec<JobResult>, now: Instant) {
+        self.failing_since.get_or_insert(now);
+        for r in results.into_iter().rev() {
+            self.waiting.push_front(r);
+        }
+        self.backoff = if self.backoff.is_zero() {
+            FIRST_RETRY
+        } else {
+            (self.backoff * 2).min(MAX_RETRY)
+        };
+        self.retry_at = Some(now + self.backoff);
+    }
+}
+
 /// Results waiting for their originators.
 #[derive(Default)]
 pub struct Outbox {
@@ -116,6 +176,9 @@ pub struct Outbox {
     /// Output of results older than this is dropped once their originator has taken nothing
     /// for [`SLIM_AFTER_FAILING`] (set by [`Input::Expire`]).
     slim_older_than: Option<Duration>,
+    /// Runs whose originator answered that it has no trace of them, since when (the first
+    /// such answer since it last took a result of the run).
+    unknown_since: HashMap<String, Instant>,
 }
 
 fn key(r: &JobResult) -> (String, String) {
@@ -161,11 +224,21 @@ impl Outbox {
 
     /// Whether results of `run_id` are still to deliver.
     pub fn holds_run(&self, run_id: &str) -> bool {
-        self.queues.values().any(|q| {
-            q.waiting
-                .iter()
-                .chain(q.in_flight.iter().flatten())
-                .any(|r| r.run_id == run_id)
+        self.queues.values().any(|q| q.holds(run_id))
+    }
+
+    /// `results` were taken by their originator: they and their runs are no longer owed.
+    fn taken(&mut self, results: &[JobResult]) {
+        for r in results {
+            self.added.remove(&key(r));
+            self.unknown_since.remove(&r.run_id);
+        }
+    }
+
+    /// How old `r` is now (see [`Input::Expire`]).
+    fn age(&self, r: &JobResult, now: Instant) -> Duration {
+        self.added.get(&key(r)).map_or(Duration::ZERO, |(t, at)| {
+            *at + now.saturating_duration_since(*t)
         })
     }
 
@@ -197,29 +270,59 @@ impl Outbox {
                 };
                 let mut actions = Vec::new();
                 if ok {
-                    q.backoff = Duration::ZERO;
-                    q.retry_at = None;
-                    q.failing_since = None;
-                    for r in &batch {
-                        self.added.remove(&key(r));
-                    }
+                    q.taken();
+                    self.taken(&batch);
                     actions.push(Action::Delivered(batch));
                 } else {
-                    q.failing_since.get_or_insert(now);
-                    for r in batch.into_iter().rev() {
-                        q.waiting.push_front(r);
-                    }
-                    q.backoff = if q.backoff.is_zero() {
-                        FIRST_RETRY
-                    } else {
-                        (q.backoff * 2).min(MAX_RETRY)
-                    };
-                    q.retry_at = Some(now + q.backoff);
+                    q.failed(batch, now);
                     actions.extend(self.slim(&to, now));
                 }
                 actions.extend(self.try_send(&to, now));
                 self.queues
                     .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
+                actions
+            }
+            Input::Unknown { to, runs } => {
+                let Some(batch) = self.queues.get_mut(&to).and_then(|q| q.in_flight.take()) else {
+                    return vec![];
+                };
+                let (unknown, taken): (Vec<JobResult>, Vec<JobResult>) =
+                    batch.into_iter().partition(|r| runs.contains(&r.run_id));
+                self.taken(&taken);
+                let mut done = taken;
+                let mut kept = Vec::new();
+                for r in unknown {
+                    let since = *self.unknown_since.entry(r.run_id.clone()).or_insert(now);
+                    let age = self.age(&r, now);
+                    if now.saturating_duration_since(since) >= GIVE_UP_UNKNOWN_AFTER
+                        && age >= UNKNOWN_KEPT_AT_LEAST
+                    {
+                        self.added.remove(&key(&r));
+                        done.push(r);
+                    } else {
+                        kept.push(r);
+                    }
+                }
+                let mut actions = Vec::new();
+                if !done.is_empty() {
+                    actions.push(Action::Delivered(done));
+                }
+                // Still there: its batch was taken from it above.
+                let q = self.queues.entry(to.clone()).or_default();
+                if kept.is_empty() {
+                    q.taken();
+                } else {
+                    q.failed(kept, now);
+                    actions.extend(self.slim(&to, now));
+                }
+                actions.extend(self.try_send(&to, now));
+                self.queues
+                    .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
+                if !self.unknown_since.is_empty() {
+                    let queues = &self.queues;
+                    self.unknown_since
+                        .retain(|run, _| queues.values().any(|q| q.holds(run)));
+                }
                 actions
             }
             Input::Restored { to, result, age } => {
@@ -733,5 +836,173 @@ mod tests {
         assert_eq!(o.owed(later)[0].failing_for, Some(Duration::from_secs(2)));
         let a = expire(&mut o, hour_less + SLIM_AFTER_FAILING, Duration::ZERO);
         assert_eq!(jobs(&a[0]), vec!["2"]);
+    }
+
+    fn of_run(run: &str, job: &str) -> JobResult {
+        let mut r = result(job);
+        r.run_id = run.into();
+        r
+    }
+
+    fn unknown(o: &mut Outbox, runs: &[&str], now: Instant) -> Vec<Action> {
+        o.handle(
+            Input::Unknown {
+                to: NodeId("origin".into()),
+                runs: runs.iter().map(|r| r.to_string()).collect(),
+            },
+            now,
+        )
+    }
+
+    /// The originator's peer id reached a daemon that never submitted the run (a copy of the
+    /// submitter's state directory on another machine): its results stay and go again, and
+    /// reach the submitter once a try gets to it. The rest of the batch was taken.
+    #[test]
+    fn results_of_a_run_the_originator_does_not_know_are_kept_and_offered_again() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        let to = NodeId("origin".into());
+        let add_result = |o: &mut Outbox, r: JobResult| {
+            o.handle(
+                Input::Add {
+                    to: to.clone(),
+                    result: r,
+                    more_coming: false,
+                },
+                t,
+            )
+        };
+        assert_eq!(
+            jobs(&add_result(&mut o, of_run("theirs", "1"))[0]),
+            vec!["1"]
+        );
+        assert!(add_result(&mut o, of_run("known", "2")).is_empty());
+        // Answered by a daemon that never submitted it: nothing is forgotten.
+        assert!(unknown(&mut o, &["theirs"], t).is_empty());
+        assert_eq!(o.pending(), 2);
+        assert!(o.holds_run("theirs"));
+        assert_eq!(o.owed(t)[0].failing_for, Some(Duration::ZERO));
+        // Offered again after the usual backoff, with what came meanwhile; the rest is taken.
+        assert!(o.handle(Input::Tick, t + FIRST_RETRY / 2).is_empty());
+        let a = o.handle(Input::Tick, t + FIRST_RETRY);
+        assert_eq!(jobs(&a[0]), vec!["1", "2"]);
+        let a = unknown(&mut o, &["theirs"], t + FIRST_RETRY);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(matches!(a[0], Action::Delivered(_)));
+        assert_eq!(jobs(&a[0]), vec!["2"]);
+        assert_eq!(o.pending(), 1);
+        // Backing off as after failed tries; then the submitter answers: taken.
+        let next = t + FIRST_RETRY * 3;
+        assert!(
+            o.handle(Input::Tick, next - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(jobs(&o.handle(Input::Tick, next)[0]), vec!["1"]);
+        let a = sent(&mut o, true, next);
+        assert_eq!(jobs(&a[0]), vec!["1"]);
+        assert_eq!(o.pending(), 0);
+        assert!(o.unknown_since.is_empty() && o.added.is_empty());
+    }
+
+    /// Results of a run that nobody ever takes (its submitter purged it) are given up once
+    /// every answer about it for an hour said so and they are a day old; not before.
+    #[test]
+    fn results_of_a_run_no_answer_knows_are_given_up_when_old_and_refused_for_an_hour() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        let to = NodeId("origin".into());
+        o.handle(
+            Input::Restored {
+                to: to.clone(),
+                result: of_run("purged", "old"),
+                age: 2 * DAY,
+            },
+            t,
+        );
+        o.handle(
+            Input::Add {
+                to: to.clone(),
+                result: of_run("purged", "new"),
+                more_coming: false,
+            },
+            t,
+        );
+        let mut now = t;
+        assert!(unknown(&mut o, &["purged"], now).is_empty());
+        // Answered so for almost an hour: still kept, and still offered.
+        while now < t + GIVE_UP_UNKNOWN_AFTER - MAX_RETRY {
+            now += MAX_RETRY;
+            assert_eq!(o.handle(Input::Tick, now).len(), 1, "offered again");
+            assert!(unknown(&mut o, &["purged"], now).is_empty());
+        }
+        assert_eq!(o.pending(), 2);
+        // An hour of such answers: the day-old result goes, the fresh one stays.
+        now = t + GIVE_UP_UNKNOWN_AFTER;
+        assert_eq!(o.handle(Input::Tick, now).len(), 1);
+        let a = unknown(&mut o, &["purged"], now);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(matches!(a[0], Action::Delivered(_)));
+        assert_eq!(jobs(&a[0]), vec!["old"]);
+        assert_eq!(o.pending(), 1);
+        // Until it is a day old too.
+        now = t + UNKNOWN_KEPT_AT_LEAST - Duration::from_secs(1);
+        assert_eq!(o.handle(Input::Tick, now).len(), 1);
+        assert!(unknown(&mut o, &["purged"], now).is_empty());
+        now += MAX_RETRY;
+        assert_eq!(o.handle(Input::Tick, now).len(), 1);
+        let a = unknown(&mut o, &["purged"], now);
+        assert_eq!(jobs(&a[0]), vec!["new"]);
+        assert_eq!(o.pending(), 0);
+        assert!(o.owed(now).is_empty());
+        assert!(
+            o.unknown_since.is_empty() && o.added.is_empty(),
+            "nothing left behind"
+        );
+    }
+
+    /// Tries that fail on the way do not end the spell of such answers; a result of the run
+    /// taken does, and the hour starts again from the next such answer.
+    #[test]
+    fn a_result_of_the_run_taken_starts_the_hour_again() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        let to = NodeId("origin".into());
+        let restore = |o: &mut Outbox, job: &str, now: Instant| {
+            o.handle(
+                Input::Restored {
+                    to: to.clone(),
+                    result: of_run("r", job),
+                    age: 2 * DAY,
+                },
+                now,
+            )
+        };
+        restore(&mut o, "1", t);
+        unknown(&mut o, &["r"], t);
+        // A try that failed half an hour in changes nothing.
+        let half = t + GIVE_UP_UNKNOWN_AFTER / 2;
+        assert_eq!(o.handle(Input::Tick, half).len(), 1);
+        sent(&mut o, false, half);
+        let hour = t + GIVE_UP_UNKNOWN_AFTER;
+        assert_eq!(o.handle(Input::Tick, hour).len(), 1);
+        assert_eq!(
+            jobs(&unknown(&mut o, &["r"], hour)[0]),
+            vec!["1"],
+            "given up"
+        );
+        // Another result of the run: answered so once, then taken (the submitter reached).
+        restore(&mut o, "2", hour);
+        assert!(unknown(&mut o, &["r"], hour).is_empty());
+        let later = hour + FIRST_RETRY;
+        assert_eq!(o.handle(Input::Tick, later).len(), 1);
+        sent(&mut o, true, later);
+        assert!(o.unknown_since.is_empty());
+        // A third, answered so: its hour starts now.
+        restore(&mut o, "3", later);
+        assert!(unknown(&mut o, &["r"], later).is_empty());
+        let a = o.handle(Input::Back { to: to.clone() }, hour + GIVE_UP_UNKNOWN_AFTER);
+        assert_eq!(a.len(), 1);
+        assert!(unknown(&mut o, &["r"], hour + GIVE_UP_UNKNOWN_AFTER).is_empty());
+        assert_eq!(o.pending(), 1);
     }
 }

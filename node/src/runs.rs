@@ -121,6 +121,12 @@ pub enum Input {
         to: NodeId,
         ok: bool,
     },
+    /// The batch of results in flight to `to` was taken but for those of `runs`, of which it
+    /// has no trace ([`JobReply::UnknownRuns`]).
+    OutboxUnknown {
+        to: NodeId,
+        runs: Vec<String>,
+    },
     OutputSent {
         to: NodeId,
     },
@@ -327,6 +333,7 @@ impl Runs {
             closing_asked: false,
             purge_barrier: None,
             late_said: HashSet::new(),
+            unknown_said: HashSet::new(),
             open_runs: HashMap::new(),
             watchers: Vec::new(),
             early_output: HashMap::new(),
@@ -447,6 +454,8 @@ struct Actor {
     purge_barrier: Option<u64>,
     /// (run, target) pairs whose late results after a write-off were logged.
     late_said: HashSet<(String, String)>,
+    /// (run, target) pairs whose results for a run this node has no trace of were logged.
+    unknown_said: HashSet<(String, String)>,
     /// Runs this node submitted that are not finished.
     open_runs: HashMap<String, Run>,
     /// When each open run was made, on the boot clock (`jobs::processes::boot_clock`): its
@@ -674,7 +683,9 @@ impl Actor {
                     JobMessage::Deliver(_) | JobMessage::Results(_) | JobMessage::QueryValue { .. }
                 );
                 let reply = self.request(peer, msg);
-                let stored = (stores && reply == JobReply::Ok).then(|| self.store.committed());
+                // Results of other runs than those named were taken with that answer too.
+                let taken = matches!(reply, JobReply::Ok | JobReply::UnknownRuns(_));
+                let stored = (stores && taken).then(|| self.store.committed());
                 (reply, stored)
             }
             Err(e) => (
@@ -752,6 +763,7 @@ impl Actor {
                     .handle(outbox::Input::Sent { to, ok }, Instant::now());
                 self.outbox_actions(actions);
             }
+            Input::OutboxUnknown { to, runs } => self.results_of_unknown_runs(to, runs),
             Input::ClosingStored { generation } => {
                 self.closing.retain(|_, (_, g)| *g > generation);
                 self.closing_asked = false;
@@ -916,10 +928,24 @@ impl Actor {
                 if results.iter().any(|r| r.node != from) {
                     return JobReply::Refused("results come from the node that ran the job".into());
                 }
+                // Results of runs this node has no trace of are not taken: the sender keeps
+                // them for the daemon that submitted the run (a copy of this node's state
+                // directory elsewhere answers to its peer id too), or gives them up in time.
+                let mut unknown: Vec<String> = Vec::new();
                 for r in results {
-                    self.record_result(r);
+                    let run_id = r.run_id.clone();
+                    if !unknown.contains(&run_id) && !self.record_result(r) {
+                        unknown.push(run_id);
+                    }
                 }
-                JobReply::Ok
+                if unknown.is_empty() {
+                    JobReply::Ok
+                } else {
+                    for run in &unknown {
+                        self.say_unknown(run, &from);
+                    }
+                    JobReply::UnknownRuns(unknown)
+                }
             }
             JobMessage::Output(batches) => {
                 for b in batches {

@@ -129,8 +129,9 @@ pub(super) fn twin_warning(addresses: &[Multiaddr]) -> String {
     format!(
         "another daemon runs with this node's identity (at {}): one of the two runs with a \
          copy of the other's state directory. Peers hear one of them at a time, and jobs and \
-         results for this node may go to either (results may be lost); stop the copy, or move \
-         the copy's identity.key away so it becomes a node of its own",
+         results for this node may go to either (results of runs one of them submitted wait \
+         with their targets until they reach it); stop the copy, or move the copy's \
+         identity.key away so it becomes a node of its own",
         addresses.join(", ")
     )
 }

@@ -734,6 +734,9 @@ impl Actor {
                 Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
                     Ok(JobReply::Ok) => Ok(()),
                     Ok(JobReply::Refused(why)) => Err(why),
+                    Ok(JobReply::UnknownRuns(_)) => {
+                        Err("an answer to results, not to a wait".into())
+                    }
                     Err(e) => Err(format!("unreadable answer: {e}")),
                 },
                 Err(e) => Err(format!("not delivered: {e}")),

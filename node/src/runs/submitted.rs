@@ -160,6 +160,9 @@ impl Actor {
                                     let _ = inbox.send(Input::Acked { run_id, node }).await;
                                 }
                                 Ok(JobReply::Refused(why)) => warn!(%node, "run refused: {why}"),
+                                Ok(JobReply::UnknownRuns(_)) => {
+                                    debug!(%node, "an answer to results, not to a run")
+                                }
                                 Err(e) => debug!(%node, "unreadable reply: {e}"),
                             },
                             Err(e) => debug!(%node, "delivery failed, will retry: {e}"),
@@ -288,8 +291,11 @@ impl Actor {
     }
 
     /// Originator side: a result (from a target, from this node, or written off as unreachable).
-    pub(super) fn record_result(&mut self, result: JobResult) {
-        self.take_result(result, true);
+    ///
+    /// Whether this node knows the result's run (`false`: it has no trace of it, the result is
+    /// not taken, and its sender is answered [`JobReply::UnknownRuns`]).
+    pub(super) fn record_result(&mut self, result: JobResult) -> bool {
+        self.take_result(result, true)
     }
 
     /// A finished record, as it is now: from those closed lately (whose last writes may not
@@ -342,27 +348,48 @@ impl Actor {
         }
     }
 
+    /// `node` sent results of `run`, of which this node has no trace: said once per target
+    /// and run (sent again until they reach their submitter, or for a day).
+    pub(super) fn say_unknown(&mut self, run: &str, node: &NodeId) {
+        if self.unknown_said.len() >= LATE_SAID_MAX {
+            self.unknown_said.clear();
+        }
+        if self.unknown_said.insert((run.to_string(), node.0.clone())) {
+            info!(
+                %run,
+                %node,
+                "{node} sent results of a run this node has no trace of: the run was purged \
+                 here (or is past --record-retention), or another daemon with this node's \
+                 identity (a copy of its state directory) submitted it; the results stay with \
+                 {node}, which offers them again"
+            );
+        }
+    }
+
     /// Takes a result (`real`: one the target sent or this node's own) or, with `real` false,
-    /// this node's write-off of a target gone before reporting.
-    pub(super) fn take_result(&mut self, result: JobResult, real: bool) {
+    /// this node's write-off of a target gone before reporting. False when this node has no
+    /// trace of the result's run (see [`Held::UnknownRun`]).
+    pub(super) fn take_result(&mut self, result: JobResult, real: bool) -> bool {
         let JobResult {
             run_id,
             node,
             outcome,
         } = result;
         let job_id = outcome.job_id.clone();
-        if !self.hold_record_for_result(&job_id, &node, &run_id, real) {
-            return;
+        match self.hold_record_for_result(&job_id, &node, &run_id, real) {
+            Held::Yes => {}
+            Held::No => return true,
+            Held::UnknownRun => return false,
         }
         let Some(record) = self.records.get_mut(&job_id) else {
-            return;
+            return true;
         };
         // Only the job's own targets report on it (any member could claim to), and of the
         // job's own run: the run id goes to the tracker, which would otherwise keep the real
         // run waiting for a result it took for another's.
         let Some(name) = record.name_of(&node.0).map(str::to_string) else {
             warn!(job = %job_id, %node, "dropped a result from a node that is not a target of the job");
-            return;
+            return true;
         };
         if record.run_id != run_id {
             warn!(
@@ -371,7 +398,7 @@ impl Actor {
                 run = %run_id,
                 "dropped a result that names another run than its job's"
             );
-            return;
+            return true;
         }
         let query_without_value = record.verb == "QUERY" && outcome.state != ResultState::Success;
         let replace = match record.results.get(&name) {
@@ -441,37 +468,46 @@ impl Actor {
         if let Some(record) = done {
             self.job_done(record);
         }
+        true
     }
 
     /// Makes sure the record of `job_id` is held in memory for a result of `node` in
     /// `run_id`: read back from disk for a late result (after a write-off, or a restart);
-    /// false when there is nothing to take the result into (it is dropped, or only the
-    /// run's tracker hears of it).
+    /// [`Held::No`] when there is nothing to take the result into (it is dropped, or only the
+    /// run's tracker hears of it), [`Held::UnknownRun`] when this node has no trace of the run.
     fn hold_record_for_result(
         &mut self,
         job_id: &str,
         node: &NodeId,
         run_id: &str,
         real: bool,
-    ) -> bool {
+    ) -> Held {
         if self.records.contains_key(job_id) {
-            return true;
+            return Held::Yes;
         }
         match self.finished_record(job_id) {
             // A result from a node that is no target of the job, or naming another run, is
             // dropped; its record stays on disk, not pinned in memory.
             Some(r) if r.name_of(&node.0).is_none() || r.run_id != run_id => {
                 warn!(job = %job_id, %node, run = %run_id, "dropped a result from a node that is not a target of the job or that names another run");
-                false
+                Held::No
             }
             // A late result (after the job was written off, or after a restart).
             Some(r) => {
                 self.records.insert(job_id.to_string(), r.held_in_memory());
-                true
+                Held::Yes
             }
             // A write-off is the tracker's own doing (as below): only real results are news
             // to it, or a target written off would not get the job when it is back.
-            None if !real => false,
+            None if !real => Held::No,
+            // Neither the job nor its run is known here: another daemon with this node's
+            // identity submitted the run (a copy of its state directory on another machine,
+            // which took the sender's connection), or this node forgot it. Not taken: the
+            // sender keeps the result for whichever it is (`outbox::Input::Unknown`).
+            None if !self.open_runs.contains_key(run_id) && self.store.run(run_id).is_none() => {
+                debug!(job = %job_id, run = %run_id, %node, "result for a run this node has no trace of");
+                Held::UnknownRun
+            }
             None => {
                 // Its record was purged (or never stored): still owed to the run's tracker,
                 // or the run would never finish.
@@ -483,8 +519,18 @@ impl Actor {
                 };
                 let actions = self.originator.handle(result, Instant::now());
                 self.originator_actions(actions);
-                false
+                Held::No
             }
         }
     }
+}
+
+/// Whether a result has a record to go into ([`Actor::hold_record_for_result`]).
+enum Held {
+    /// Its record is held in memory.
+    Yes,
+    /// Nothing to take it into: dropped, or only the run's tracker hears of it.
+    No,
+    /// This node has no trace of its run: neither open, nor stored, nor a record of the job.
+    UnknownRun,
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use coordination::{
-    JobMessage, JobReply, JobResult, Run, acknowledgement::Acknowledgement, outbox,
+    JobMessage, JobReply, JobResult, NodeId, Run, acknowledgement::Acknowledgement, outbox,
 };
 use jobs::{
     cache::CachedState,
@@ -516,6 +516,43 @@ impl Actor {
         }
     }
 
+    /// The originator `to` took the batch of results sent to it but for those of `runs`, of
+    /// which it has no trace: they stay, unless they have waited long enough for it
+    /// ([`outbox::Input::Unknown`]), which the log says.
+    pub(super) fn results_of_unknown_runs(&mut self, to: NodeId, runs: Vec<String>) {
+        let actions = self.outbox.handle(
+            outbox::Input::Unknown {
+                to: to.clone(),
+                runs: runs.clone(),
+            },
+            Instant::now(),
+        );
+        let given_up: Vec<&JobResult> = actions
+            .iter()
+            .filter_map(|a| match a {
+                outbox::Action::Delivered(results) => Some(results),
+                _ => None,
+            })
+            .flatten()
+            .filter(|r| runs.contains(&r.run_id))
+            .collect();
+        if !given_up.is_empty() {
+            let mut gone: Vec<&str> = given_up.iter().map(|r| r.run_id.as_str()).collect();
+            gone.sort_unstable();
+            gone.dedup();
+            warn!(
+                originator = %to,
+                results = given_up.len(),
+                runs = %gone.join(" "),
+                "dropped results that their submitter has said for an hour it has no trace of, \
+                 a day or more after they were made: it purged or forgot their runs, or another \
+                 daemon with its identity (a copy of its state directory) answers for it and \
+                 it has not been reachable"
+            );
+        }
+        self.outbox_actions(actions);
+    }
+
     pub(super) fn outbox_actions(&mut self, actions: Vec<outbox::Action>) {
         for action in actions {
             match action {
@@ -537,17 +574,27 @@ impl Actor {
                             let _ = inbox.send(Input::OutboxSent { to, ok: false }).await;
                             return;
                         };
-                        let ok = match mesh.request_job(peer, bytes).await {
-                            Ok(reply) => matches!(
-                                wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE),
-                                Ok(JobReply::Ok)
-                            ),
+                        let answer = match mesh.request_job(peer, bytes).await {
+                            Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
+                                Ok(JobReply::Ok) => Input::OutboxSent { to, ok: true },
+                                Ok(JobReply::UnknownRuns(runs)) => {
+                                    Input::OutboxUnknown { to, runs }
+                                }
+                                Ok(JobReply::Refused(why)) => {
+                                    debug!(%to, "results not taken yet: {why}");
+                                    Input::OutboxSent { to, ok: false }
+                                }
+                                Err(e) => {
+                                    debug!(%to, "results not taken yet: unreadable answer: {e}");
+                                    Input::OutboxSent { to, ok: false }
+                                }
+                            },
                             Err(e) => {
                                 debug!(%to, "results not delivered yet: {e}");
-                                false
+                                Input::OutboxSent { to, ok: false }
                             }
                         };
-                        let _ = inbox.send(Input::OutboxSent { to, ok }).await;
+                        let _ = inbox.send(answer).await;
                     });
                 }
                 outbox::Action::Delivered(results) => {
@@ -581,8 +628,6 @@ impl Actor {
 
 #[cfg(test)]
 mod tests {
-    use coordination::NodeId;
-
     use super::*;
 
     fn result(job: &str, stdout: String, info: String) -> JobResult {
