@@ -19,6 +19,16 @@
 //!   [`MAX_UNREACHABLE_PAUSE`]) and then asked again: a node cut off for a minute, or every
 //!   holder of the file out of reach, pauses the download instead of failing it (the job's
 //!   timeout bounds the wait, and the node gives a download up once no job waits for it);
+//! - a source that answers none of its requests for [`QUIET_AFTER`] (its process stopped,
+//!   its connection still open: its requests would wait for their timeout of a minute) loses
+//!   those chunks to the other sources, and is asked for nothing more until it answers one of
+//!   them; an answer that comes after all is taken (a chunk in is in, whoever gave it), and
+//!   the other source's answer to the same chunk then changes nothing;
+//! - time counts on the download's own clock: a gap between two inputs longer than
+//!   [`MAX_COUNTED_GAP`] (the node ticks every download every 25 ms) means this node was not
+//!   running (stopped, starved, its clock jumped), and only that much of it counts against
+//!   the sources; a request made before such a gap that failed may have timed out on this
+//!   node's side, so it is made again without holding it against the source;
 //! - with every source passed over, or no chunk in for [`STALL_AFTER`], the download says it
 //!   is stalled (once, until a chunk comes), naming what it waits for;
 //! - when every source has failed a chunk for good, the download fails, naming what each
@@ -27,7 +37,7 @@
 //! [`distribution_sources`] orders the sources of a file for one target of a run.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -59,6 +69,15 @@ pub const LACKING_PAUSE: Duration = Duration::from_secs(2);
 /// in a row, up to [`MAX_UNREACHABLE_PAUSE`].
 pub const UNREACHABLE_PAUSE: Duration = Duration::from_secs(1);
 pub const MAX_UNREACHABLE_PAUSE: Duration = Duration::from_secs(30);
+/// How long a source may leave every request asked of it unanswered before those chunks are
+/// asked of the other sources: longer than a node holds a request for a chunk it is still
+/// fetching itself before it answers (5 s, `node::transfers::PARK_FOR`), so that only a
+/// source that answers nothing at all loses them.
+pub const QUIET_AFTER: Duration = Duration::from_secs(8);
+/// The most time between two inputs that counts for the download. The node ticks each
+/// download every 25 ms: a longer gap is time this node was not running (stopped, its
+/// threads starved, its clock jumped), not time the sources took.
+pub const MAX_COUNTED_GAP: Duration = Duration::from_secs(2);
 
 /// How a chunk request went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +205,53 @@ struct Behind {
     probing: Option<usize>,
 }
 
+/// The download's clock: the node's, less the time this node was not running (each gap
+/// between two inputs counts for [`MAX_COUNTED_GAP`] at most).
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// The last input, on the node's clock.
+    last_input: Instant,
+    /// The time between inputs not counted, so far.
+    not_counted: Duration,
+    /// The last input, on the download's clock.
+    now: Instant,
+    /// When this node was last found to have not been running, on the download's clock: a
+    /// request made before then that failed may have timed out on this node's side.
+    woke_at: Option<Instant>,
+}
+
+impl Clock {
+    fn new(now: Instant) -> Clock {
+        Clock {
+            last_input: now,
+            not_counted: Duration::ZERO,
+            now,
+            woke_at: None,
+        }
+    }
+
+    /// An input at `now` on the node's clock: the time on the download's.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let gap = now.saturating_duration_since(self.last_input);
+        let asleep = gap > MAX_COUNTED_GAP;
+        if asleep {
+            self.not_counted += gap - MAX_COUNTED_GAP;
+        }
+        self.last_input = self.last_input.max(now);
+        self.now = self.at(now).max(self.now);
+        if asleep {
+            self.woke_at = Some(self.now);
+        }
+        self.now
+    }
+
+    /// `now` on the node's clock, on the download's.
+    fn at(&self, now: Instant) -> Instant {
+        // Never before the download began: only gaps since are left out.
+        now.checked_sub(self.not_counted).unwrap_or(now)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Chunk {
     Missing {
@@ -215,11 +281,21 @@ pub struct Download {
     unreachable: HashMap<NodeId, OutOfReach>,
     /// Sources that said they do not have a chunk yet, until they give one.
     behind: HashMap<NodeId, Behind>,
+    /// Sources that left every request asked of them unanswered for [`QUIET_AFTER`]: the
+    /// chunks asked of each (and when) and asked of others since, whose answers it owes. Not
+    /// asked again until it answers one of them (or they fail).
+    quiet: HashMap<NodeId, BTreeMap<usize, Instant>>,
+    /// When each source last answered (a failed request is no answer).
+    heard_at: HashMap<NodeId, Instant>,
     /// When the last chunk came (or the download began).
     progressed_at: Instant,
     /// Whether [`Action::Stalled`] was said since the last chunk came.
     stalled: bool,
-    in_flight: usize,
+    /// The chunks asked for and not answered yet (at most [`MAX_IN_FLIGHT`]; those of a quiet
+    /// source asked of another are not counted).
+    in_flight: BTreeSet<usize>,
+    /// Time as the download counts it (every instant kept here is on it).
+    clock: Clock,
     finished: bool,
     /// Sources looked at to place a chunk, counted for the tests of the cost of a tick.
     #[cfg(test)]
@@ -245,9 +321,12 @@ impl Download {
             lacking: HashMap::new(),
             unreachable: HashMap::new(),
             behind: HashMap::new(),
+            quiet: HashMap::new(),
+            heard_at: HashMap::new(),
             progressed_at: now,
             stalled: false,
-            in_flight: 0,
+            in_flight: BTreeSet::new(),
+            clock: Clock::new(now),
             finished: false,
             #[cfg(test)]
             looked_up: Default::default(),
@@ -267,6 +346,7 @@ impl Download {
         if self.finished {
             return vec![];
         }
+        let now = self.clock.advance(now);
         match input {
             Input::Got {
                 index,
@@ -309,6 +389,7 @@ impl Download {
 
     /// The sources that said they do not know the file and are passed over now, sorted.
     pub fn lacking(&self, now: Instant) -> Vec<NodeId> {
+        let now = self.clock.at(now);
         let mut nodes: Vec<NodeId> = self
             .lacking
             .iter()
@@ -345,21 +426,26 @@ impl Download {
                 from: asked,
                 asked_at,
             }) if *asked == from => *asked_at,
-            _ => return self.schedule(now),
+            _ => match self.quiet.get(&from).and_then(|owed| owed.get(&index)) {
+                Some(&asked_at) => return self.late(index, from, asked_at, result, now),
+                None => return self.schedule(now),
+            },
         };
-        self.in_flight -= 1;
-        if result != ChunkResult::Unreachable {
-            // It answered: reachable again.
-            self.unreachable.remove(&from);
-        }
-        if !matches!(result, ChunkResult::Unknown | ChunkResult::Unreachable) {
-            // It knows the file now.
-            self.lacking.remove(&from);
-        }
+        self.in_flight.remove(&index);
         if let Some(b) = self.behind.get_mut(&from)
             && b.probing == Some(index)
         {
             b.probing = None;
+        }
+        if result == ChunkResult::Unreachable && self.asked_before_waking(asked_at) {
+            // Asked before this node was not running for a while: the request may have timed
+            // out on this side. Asked again, nothing held against the source.
+            self.end_probe(&from, index);
+            self.chunks[index] = Chunk::Missing { not_before: now };
+            return self.schedule(now);
+        }
+        if result != ChunkResult::Unreachable {
+            self.heard(&from, result, now);
         }
         self.chunks[index] = match result {
             ChunkResult::Ok => self.arrived(index, &from, now),
@@ -382,6 +468,153 @@ impl Download {
             return vec![Action::Failed(self.why(index))];
         }
         self.schedule(now)
+    }
+
+    /// `from` answered (`result` is not [`ChunkResult::Unreachable`]): it is reachable, and
+    /// knows the file unless it says otherwise.
+    fn heard(&mut self, from: &NodeId, result: ChunkResult, now: Instant) {
+        self.heard_at.insert(from.clone(), now);
+        self.unreachable.remove(from);
+        if result != ChunkResult::Unknown {
+            self.lacking.remove(from);
+        }
+    }
+
+    /// Whether a request made at `asked_at` was made before this node was last found to have
+    /// not been running.
+    fn asked_before_waking(&self, asked_at: Instant) -> bool {
+        self.clock.woke_at.is_some_and(|woke| asked_at < woke)
+    }
+
+    /// `from`, quiet, answers its request for chunk `index` (made at `asked_at`) after all
+    /// (the chunk was asked of another meanwhile): a chunk in is in, whoever gave it, and any
+    /// answer brings `from` back for every chunk.
+    fn late(
+        &mut self,
+        index: usize,
+        from: NodeId,
+        asked_at: Instant,
+        result: ChunkResult,
+        now: Instant,
+    ) -> Vec<Action> {
+        if let Some(owed) = self.quiet.get_mut(&from) {
+            owed.remove(&index);
+            if owed.is_empty() {
+                self.quiet.remove(&from);
+            }
+        }
+        if result != ChunkResult::Unreachable {
+            // It answers: back for every chunk. A probe it was asked (a chunk it owes, since
+            // it has been asked nothing while quiet) is over, answered or not.
+            self.quiet.remove(&from);
+            self.end_probes(&from);
+            self.heard(&from, result, now);
+        }
+        match result {
+            // Made before this node was not running for a while: it may have timed out here.
+            ChunkResult::Unreachable if self.asked_before_waking(asked_at) => {
+                self.end_probe(&from, index);
+            }
+            ChunkResult::Unreachable => {
+                // Timed out in the end: out of reach (the chunk is asked of others already).
+                self.out_of_reach_now(index, from.clone(), now);
+                self.end_probe(&from, index);
+            }
+            ChunkResult::Ok => {
+                if let Chunk::InFlight { from: other, .. } = &self.chunks[index] {
+                    // Asked of another too: that answer, when it comes, is no news (and if
+                    // it was to tell whether that one serves again, it tells nothing now).
+                    let other = other.clone();
+                    self.end_probe(&other, index);
+                    self.in_flight.remove(&index);
+                }
+                if !matches!(self.chunks[index], Chunk::Have) {
+                    self.chunks[index] = self.arrived(index, &from, now);
+                }
+            }
+            ChunkResult::Corrupt => {
+                self.failed
+                    .entry(index)
+                    .or_default()
+                    .insert(from, "sent corrupt data");
+                if matches!(self.chunks[index], Chunk::Missing { .. })
+                    && self.sources_for(index).next().is_none()
+                {
+                    self.finished = true;
+                    return vec![Action::Failed(self.why(index))];
+                }
+            }
+            ChunkResult::NotYet | ChunkResult::Unknown => {}
+        }
+        self.schedule(now)
+    }
+
+    /// The request for chunk `index` to `from` tells no more whether `from` serves again:
+    /// if it was asked to tell that, another request will.
+    fn end_probe(&mut self, from: &NodeId, index: usize) {
+        if let Some(o) = self.unreachable.get_mut(from)
+            && o.probing == Some(index)
+        {
+            o.probing = None;
+        }
+        if let Some(b) = self.behind.get_mut(from)
+            && b.probing == Some(index)
+        {
+            b.probing = None;
+        }
+    }
+
+    /// `from` answered a request given up on: whatever it was asked to tell whether it serves
+    /// again is over.
+    fn end_probes(&mut self, from: &NodeId) {
+        if let Some(o) = self.unreachable.get_mut(from) {
+            o.probing = None;
+        }
+        if let Some(b) = self.behind.get_mut(from) {
+            b.probing = None;
+        }
+    }
+
+    /// Sources that left every request asked of them unanswered for [`QUIET_AFTER`] lose
+    /// those chunks to the others, when another source can be asked now (the only source
+    /// left keeps them: asking it again would not help).
+    fn leave_quiet_sources(&mut self, now: Instant) {
+        // Per source, the chunks in flight from it and when each was asked.
+        let mut asked: HashMap<&NodeId, BTreeMap<usize, Instant>> = HashMap::new();
+        for &index in &self.in_flight {
+            if let Chunk::InFlight { from, asked_at } = &self.chunks[index] {
+                asked.entry(from).or_default().insert(index, *asked_at);
+            }
+        }
+        let quiet: Vec<(NodeId, BTreeMap<usize, Instant>)> = asked
+            .into_iter()
+            .filter(|(source, chunks)| {
+                // Owing an answer since its oldest request, or its last answer if later.
+                let Some(first) = chunks.values().min().copied() else {
+                    return false;
+                };
+                let since = self
+                    .heard_at
+                    .get(*source)
+                    .map_or(first, |heard| (*heard).max(first));
+                now.saturating_duration_since(since) >= QUIET_AFTER
+            })
+            .map(|(source, chunks)| (source.clone(), chunks))
+            .collect();
+        for (source, chunks) in quiet {
+            if !self
+                .sources
+                .iter()
+                .any(|other| *other != source && self.askable(other, now))
+            {
+                continue;
+            }
+            for &index in chunks.keys() {
+                self.in_flight.remove(&index);
+                self.chunks[index] = Chunk::Missing { not_before: now };
+            }
+            self.quiet.entry(source).or_default().extend(chunks);
+        }
     }
 
     /// Chunk `index` came from `from`: the download goes on, and `from` serves again.
@@ -501,7 +734,7 @@ impl Download {
 
     /// Whether `source` may be asked now: it is neither out of reach, nor passed over for not
     /// having the file or for keeping chunks waiting, nor asked again already and not
-    /// answered yet.
+    /// answered yet, nor quiet.
     fn askable(&self, source: &NodeId, now: Instant) -> bool {
         let lacking = self
             .lacking
@@ -515,7 +748,8 @@ impl Download {
             .behind
             .get(source)
             .is_some_and(|b| b.probing.is_some() || b.until.is_some_and(|t| t > now));
-        !(lacking || out_of_reach || behind)
+        let quiet = self.quiet.contains_key(source);
+        !(lacking || out_of_reach || behind || quiet)
     }
 
     /// Where to ask for chunk `index` now: the first source that may give it and can be asked
@@ -541,6 +775,7 @@ impl Download {
             self.finished = true;
             return vec![Action::Done];
         }
+        self.leave_quiet_sources(now);
         let (mut actions, waiting) =
             if self.sources.is_empty() || self.sources.iter().any(|s| self.askable(s, now)) {
                 match self.ask(now) {
@@ -557,7 +792,7 @@ impl Download {
                 (Vec::new(), true)
             };
         let idle = now.saturating_duration_since(self.progressed_at) >= STALL_AFTER;
-        if !self.stalled && ((waiting && self.in_flight == 0) || idle) {
+        if !self.stalled && ((waiting && self.in_flight.is_empty()) || idle) {
             self.stalled = true;
             actions.push(self.stall(now));
         }
@@ -571,7 +806,7 @@ impl Download {
         let mut actions = Vec::new();
         let mut waiting = false;
         for index in 0..self.chunks.len() {
-            if self.in_flight >= MAX_IN_FLIGHT {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
             }
             let Chunk::Missing { not_before } = self.chunks[index] else {
@@ -602,7 +837,7 @@ impl Download {
             from: from.clone(),
             asked_at: now,
         };
-        self.in_flight += 1;
+        self.in_flight.insert(index);
         Action::Fetch { index, from }
     }
 
@@ -617,18 +852,58 @@ impl Download {
             .chain(&fetching)
             .collect();
         let unanswered: BTreeSet<NodeId> = self
-            .chunks
+            .in_flight
             .iter()
-            .filter_map(|c| match c {
-                Chunk::InFlight { from, .. } if !named.contains(from) => Some(from.clone()),
+            .filter_map(|&index| match &self.chunks[index] {
+                Chunk::InFlight { from, .. } => Some(from),
                 _ => None,
             })
+            .chain(self.quiet.keys())
+            .filter(|from| !named.contains(from))
+            .cloned()
             .collect();
         Action::Stalled {
             out_of_reach,
             lacking,
             fetching,
             unanswered: unanswered.into_iter().collect(),
+        }
+    }
+
+    /// Checks what the download keeps holds together: the chunks in flight are those asked
+    /// and not answered, and every source asked again for one chunk (to tell whether it
+    /// serves again) waits for an answer it can still get.
+    #[cfg(test)]
+    fn check(&self) {
+        let asked: BTreeSet<usize> = (0..self.chunks.len())
+            .filter(|&i| matches!(self.chunks[i], Chunk::InFlight { .. }))
+            .collect();
+        assert_eq!(asked, self.in_flight);
+        assert!(self.in_flight.len() <= MAX_IN_FLIGHT);
+        let waits_for = |source: &NodeId, index: usize| {
+            matches!(&self.chunks[index], Chunk::InFlight { from, .. } if from == source)
+                || self
+                    .quiet
+                    .get(source)
+                    .is_some_and(|owed| owed.contains_key(&index))
+        };
+        for (source, o) in &self.unreachable {
+            if let Some(index) = o.probing {
+                assert!(waits_for(source, index), "{source} probed for {index}");
+            }
+        }
+        for (source, b) in &self.behind {
+            if let Some(index) = b.probing {
+                assert!(waits_for(source, index), "{source} probed for {index}");
+            }
+        }
+        for (source, owed) in &self.quiet {
+            assert!(!owed.is_empty());
+            for index in owed.keys() {
+                assert!(
+                    !matches!(&self.chunks[*index], Chunk::InFlight { from, .. } if from == source)
+                );
+            }
         }
     }
 
@@ -1180,6 +1455,9 @@ mod tests {
                 }
             };
             actions = d.handle(input, now);
+            if !d.is_over() {
+                d.check();
+            }
         }
     }
 
@@ -1347,5 +1625,275 @@ mod tests {
         // Once the first pause is over, the sources are asked again.
         let a = d.handle(Input::Tick, t + UNREACHABLE_PAUSE);
         assert!(!fetches(&a).is_empty(), "{a:?}");
+    }
+
+    /// A holder that stops answering (its process stopped: the connection stays open, nothing
+    /// comes back until its requests time out a minute later) while the download goes on: the
+    /// chunks asked of it are asked of the originator within seconds, and it is asked for no
+    /// more than one chunk meanwhile.
+    #[test]
+    fn a_holder_that_stops_answering_loses_its_chunks_to_the_others() {
+        let t = Instant::now();
+        let stopped = t + secs(1);
+        let (mut d, first) = Download::new(400, vec![n("parent"), n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(120), |now, _, from| {
+            Some(match from.0.as_str() {
+                "parent" if now >= stopped => (secs(60), ChunkResult::Unreachable),
+                "parent" => (ms(500), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Ok),
+            })
+        });
+        let done = trace.done_at().expect("the download finishes");
+        assert!(
+            done - stopped < secs(12),
+            "done {:?} after the parent stopped",
+            done - stopped
+        );
+        let later = trace
+            .asked
+            .iter()
+            .filter(|(at, _, from)| *from == n("parent") && *at > stopped + secs(11))
+            .count();
+        assert!(later <= 1, "{later} chunks asked of the stopped parent");
+        assert!(trace.stalls().is_empty(), "{:?}", trace.said);
+    }
+
+    /// A parent still fetching the file holds each request until the chunk comes (5 s at
+    /// most) and says it does not have it yet, for a while, then serves: slow, not quiet, it
+    /// keeps its chunks (the originator is asked for none).
+    #[test]
+    fn a_parent_that_holds_requests_a_few_seconds_is_not_taken_for_quiet() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(4 * MAX_IN_FLIGHT, vec![n("parent"), n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(120), |now, _, from| {
+            Some(match from.0.as_str() {
+                "parent" if now < t + secs(20) => (PARK, ChunkResult::NotYet),
+                "parent" => (PARK - ms(100), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Ok),
+            })
+        });
+        assert_eq!(trace.first_ask_of("origin"), None);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// The chunks of a holder that went quiet are asked of another; its answers, when they
+    /// come after all, are taken (a chunk in is in, whoever gave it) and bring it back for
+    /// every chunk; the other's answer to the same chunk changes nothing.
+    #[test]
+    fn a_quiet_holder_answering_late_is_harmless_and_serves_again() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(MAX_IN_FLIGHT + 4, vec![n("parent"), n("origin")], t);
+        assert!(fetches(&first).iter().all(|(_, s)| s == "parent"));
+        let mut now = t;
+        let mut moved = Vec::new();
+        while now < t + secs(15) && moved.is_empty() {
+            now += secs(1);
+            moved = fetches(&d.handle(Input::Tick, now));
+        }
+        assert_eq!(
+            moved.len(),
+            MAX_IN_FLIGHT,
+            "asked of the originator: {moved:?}"
+        );
+        assert!(moved.iter().all(|(_, s)| s == "origin"), "{moved:?}");
+        assert!(now - t <= secs(10), "moved after {:?}", now - t);
+        // The parent answers chunk 0 after all: taken, and the parent is back.
+        let a = d.handle(got(0, "parent", ChunkResult::Ok), now);
+        assert_eq!(fetches(&a), vec![(MAX_IN_FLIGHT, "parent".into())]);
+        // The originator's answer to chunk 0 comes too: nothing more is asked for it.
+        let a = d.handle(got(0, "origin", ChunkResult::Ok), now);
+        assert!(fetches(&a).is_empty(), "{a:?}");
+        assert_eq!(d.progress().0, 1);
+        let mut done = Vec::new();
+        for i in 1..MAX_IN_FLIGHT {
+            done.extend(d.handle(got(i, "origin", ChunkResult::Ok), now));
+            // The parent's late answer to the same chunk changes nothing.
+            done.extend(d.handle(got(i, "parent", ChunkResult::Ok), now));
+        }
+        let rest: Vec<(usize, String)> = fetches(&done);
+        assert!(rest.iter().all(|(_, s)| s == "parent"), "{rest:?}");
+        for i in MAX_IN_FLIGHT..MAX_IN_FLIGHT + 4 {
+            done.extend(d.handle(got(i, "parent", ChunkResult::Ok), now));
+        }
+        assert_eq!(
+            done.iter().filter(|a| **a == Action::Done).count(),
+            1,
+            "{done:?}"
+        );
+    }
+
+    /// This node was not running for a minute and a half (stopped, or its clock jumped): its
+    /// requests timed out on its own side, and its timers fire late at once. None of that
+    /// is laid at the holders' door: no stall is said, no holder taken for out of reach, and
+    /// the chunks are asked again of the same holder.
+    #[test]
+    fn time_this_node_was_not_running_is_not_counted_against_the_holders() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(2 * MAX_IN_FLIGHT, vec![n("parent"), n("origin")], t);
+        let mut now = t;
+        for _ in 0..4 {
+            now += ms(25);
+            assert!(d.handle(Input::Tick, now).is_empty());
+        }
+        let woke = now + secs(90);
+        let mut said = Vec::new();
+        for (i, _) in fetches(&first) {
+            said.extend(d.handle(got(i, "parent", ChunkResult::Unreachable), woke));
+        }
+        said.extend(d.handle(Input::Tick, woke));
+        assert!(
+            !said.iter().any(|a| matches!(a, Action::Stalled { .. })),
+            "{said:?}"
+        );
+        assert!(d.out_of_reach().is_empty(), "{:?}", d.out_of_reach());
+        let again = fetches(&said);
+        assert_eq!(again.len(), MAX_IN_FLIGHT, "{said:?}");
+        assert!(again.iter().all(|(_, s)| s == "parent"), "{again:?}");
+        // The parent answers: the download goes on from it, without a word of a stall.
+        let mut rest = Vec::new();
+        for (i, _) in again {
+            rest.extend(d.handle(got(i, "parent", ChunkResult::Ok), woke + ms(10)));
+        }
+        for (i, s) in fetches(&rest) {
+            assert_eq!(s, "parent");
+            rest.extend(d.handle(got(i, "parent", ChunkResult::Ok), woke + ms(20)));
+        }
+        assert!(rest.contains(&Action::Done), "{rest:?}");
+        assert!(
+            !rest.iter().any(|a| matches!(a, Action::Stalled { .. })),
+            "{rest:?}"
+        );
+    }
+
+    /// Stopped while a holder was still fetching the file itself (it keeps each request a
+    /// while, then says it does not have the chunk yet): the time this node was not running
+    /// does not use up that holder's patience.
+    #[test]
+    fn time_this_node_was_not_running_does_not_use_up_a_fetching_holders_patience() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(1, vec![n("parent"), n("origin")], t);
+        assert_eq!(fetches(&first), vec![(0, "parent".into())]);
+        let woke = t + NOT_YET_PATIENCE + secs(30);
+        let a = d.handle(got(0, "parent", ChunkResult::NotYet), woke);
+        assert!(fetches(&a).is_empty(), "{a:?}");
+        let a = d.handle(Input::Tick, woke + NOT_YET_PAUSE);
+        assert_eq!(fetches(&a), vec![(0, "parent".into())]);
+    }
+
+    /// A holder still fetching the file kept chunks waiting past its patience, was passed
+    /// over and asked again for one chunk, then went quiet: once it answers any of the
+    /// requests it owes, it is asked again (the one chunk it was asked again for, whose
+    /// answer is not awaited any more, does not keep it passed over for good).
+    #[test]
+    fn a_quiet_holder_asked_again_for_one_chunk_is_back_once_it_answers_another() {
+        /// The chunks the parent never answers for.
+        const KEPT: std::ops::Range<usize> = 1..MAX_IN_FLIGHT;
+        /// Answers at once, not yet, what is asked of the parent but [`KEPT`]; the requests
+        /// left go to `left`.
+        fn not_yet(d: &mut Download, mut said: Vec<Action>, now: Instant, left: &mut Vec<Req>) {
+            while !said.is_empty() {
+                let mut next = Vec::new();
+                for (i, s) in fetches(&said) {
+                    if s == "parent" && !KEPT.contains(&i) {
+                        next.extend(d.handle(got(i, "parent", ChunkResult::NotYet), now));
+                    } else {
+                        left.push((i, s));
+                    }
+                }
+                said = next;
+            }
+        }
+        type Req = (usize, String);
+        let t = Instant::now();
+        let (mut d, first) = Download::new(MAX_IN_FLIGHT + 40, vec![n("parent"), n("origin")], t);
+        let mut now = t;
+        let mut left = Vec::new();
+        not_yet(&mut d, first, now, &mut left);
+        // Answering (not quiet), and keeping every chunk waiting: passed over in the end.
+        while !left.iter().any(|(_, s)| s == "origin") {
+            assert!(now < t + NOT_YET_PATIENCE + secs(2), "{left:?}");
+            now += secs(1);
+            let said = d.handle(Input::Tick, now);
+            not_yet(&mut d, said, now, &mut left);
+        }
+        assert_eq!(d.fetching(), vec![n("parent")]);
+        // Its pause over, it is asked again for one chunk once the window has room; it does
+        // not answer any more.
+        now += BEHIND_PAUSE;
+        let origin: Vec<usize> = left
+            .iter()
+            .filter(|(_, s)| s == "origin")
+            .map(|(i, _)| *i)
+            .collect();
+        let mut asked = Vec::new();
+        for i in origin {
+            asked.extend(fetches(&d.handle(got(i, "origin", ChunkResult::Ok), now)));
+        }
+        let probe: Vec<&Req> = asked.iter().filter(|(_, s)| s == "parent").collect();
+        assert_eq!(probe.len(), 1, "{asked:?}");
+        let probe = probe[0].0;
+        // Quiet: everything asked of it goes to the originator.
+        let mut moved = Vec::new();
+        while moved.is_empty() {
+            assert!(now < t + secs(60));
+            now += secs(1);
+            let said = d.handle(Input::Tick, now);
+            moved = fetches(&said);
+        }
+        assert!(moved.iter().all(|(_, s)| s == "origin"), "{moved:?}");
+        assert!(moved.contains(&(probe, "origin".into())), "{moved:?}");
+        // It answers one of the others (not yet): asked again, for one chunk (it has given
+        // none since it was passed over), not passed over for good.
+        d.handle(got(3, "parent", ChunkResult::NotYet), now);
+        let mut next = Vec::new();
+        for (i, _) in moved
+            .into_iter()
+            .chain(asked.into_iter().filter(|(i, _)| *i != probe))
+        {
+            next.extend(fetches(&d.handle(got(i, "origin", ChunkResult::Ok), now)));
+        }
+        let again: Vec<&Req> = next.iter().filter(|(_, s)| s == "parent").collect();
+        assert_eq!(again.len(), 1, "{next:?}");
+    }
+
+    /// Sources that answer anyhow for a minute (at once or late, not having the file, timing
+    /// out, going quiet) and serve well after: whatever state the download was left in, it
+    /// finishes (no source is left passed over for good, no chunk waits for nothing).
+    #[test]
+    fn after_any_mix_of_answers_the_download_finishes_once_the_sources_serve() {
+        for seed in 1..=20u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = move |below: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % below
+            };
+            let t = Instant::now();
+            let well = t + secs(60);
+            let sources = vec![n("a"), n("b"), n("c")];
+            let (mut d, first) = Download::new(40, sources, t);
+            let trace = drive(&mut d, first, t, secs(400), |now, _, _| {
+                if now >= well {
+                    return Some((ms(20), ChunkResult::Ok));
+                }
+                let after = ms(next(6_000));
+                Some(match next(6) {
+                    0 | 1 => (after, ChunkResult::Ok),
+                    2 => (after, ChunkResult::NotYet),
+                    3 => (after, ChunkResult::Unknown),
+                    4 => (after, ChunkResult::Unreachable),
+                    // Quiet until its request times out.
+                    _ => (secs(60), ChunkResult::Unreachable),
+                })
+            });
+            let done = trace.done_at();
+            assert!(
+                done.is_some_and(|at| at < well + secs(180)),
+                "seed {seed}: done after {:?}; {:?}",
+                done.map(|at| at - t),
+                trace.said
+            );
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! nodes. A fetch writes into `<hash>.part`, each chunk checked against its digest before it
 //! is written; the digests add up to the file's hash (checked before the fetch begins), so the
 //! finished file is renamed into place with no second pass. Chunks already checked are served
-//! to other nodes while the fetch goes on.
+//! to other nodes while the fetch goes on. Each fetch of a file is an [`Attempt`] of its own,
+//! and a chunk counts only for the attempt that wrote it: a write of an attempt given up
+//! meanwhile can never count for the next one, whose file does not have it.
 //!
 //! Only blobs in this store are ever served, by hash: a peer can never name a path.
 //!
@@ -77,8 +79,22 @@ pub enum ChunkLookup {
 struct State {
     /// Complete blobs, and when each was last used.
     complete: HashMap<Fingerprint, LastUse>,
-    /// Blobs being fetched: which chunks are in.
-    partial: HashMap<Fingerprint, Vec<bool>>,
+    /// Blobs being fetched: by which attempt, and which chunks are in.
+    partial: HashMap<Fingerprint, Partial>,
+    /// The last attempt begun.
+    attempts: u64,
+}
+
+/// One fetch of a blob, from its [`BlobStore::begin`] to its finish or abandon: a chunk
+/// written for it counts for it only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt(u64);
+
+/// A blob being fetched.
+struct Partial {
+    attempt: Attempt,
+    /// Which chunks are in.
+    have: Vec<bool>,
 }
 
 /// Why a submitter's file could not go into its node's store.
@@ -132,7 +148,15 @@ pub struct BlobStore {
     /// The node stops: the check of the blobs a previous run left ends where it is (it may
     /// take minutes over a large store, and the process waits for it before it exits).
     stopping: std::sync::atomic::AtomicBool,
+    /// Run by the next chunk write between opening the partial file and writing into it:
+    /// the tests put a give-up and a new fetch of the same file there.
+    #[cfg(test)]
+    after_open: Mutex<Option<Between>>,
 }
+
+/// What the tests run between a chunk write's opening of the partial file and its write.
+#[cfg(test)]
+type Between = Box<dyn FnOnce(&BlobStore) + Send>;
 
 fn hex(fp: &Fingerprint) -> String {
     fp.to_hex()
@@ -167,6 +191,8 @@ impl BlobStore {
             state: Mutex::new(State::default()),
             copies: std::sync::atomic::AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            after_open: Mutex::new(None),
         })
     }
 
@@ -458,7 +484,7 @@ impl BlobStore {
         state
             .partial
             .get(hash)
-            .and_then(|have| have.get(index as usize).copied())
+            .and_then(|p| p.have.get(index as usize).copied())
     }
 
     /// Reads chunk `index` of `hash`, from the complete blob or from a fetch in progress.
@@ -471,8 +497,8 @@ impl BlobStore {
                 drop(state);
                 self.persist_use(hash, persist);
                 (self.path(hash), true, true)
-            } else if let Some(have) = state.partial.get(hash) {
-                let Some(ready) = have.get(index as usize).copied() else {
+            } else if let Some(partial) = state.partial.get(hash) {
+                let Some(ready) = partial.have.get(index as usize).copied() else {
                     return ChunkLookup::Unknown;
                 };
                 (self.part_path(hash), false, ready)
@@ -516,14 +542,20 @@ impl BlobStore {
         }
     }
 
-    /// Starts fetching `file` (idempotent). Blocking.
-    pub fn begin(&self, file: &FileRef) -> Result<(), String> {
+    /// Starts fetching `file`, or goes on with the fetch under way (its attempt). Blocking.
+    pub fn begin(&self, file: &FileRef) -> Result<Attempt, String> {
         // The description comes from a peer's run: its chunk list must fit its size and add
         // up to its hash, or chunks that match it could make up some other content.
         file.check()?;
         let mut state = self.lock();
-        if state.complete.contains_key(&file.hash) || state.partial.contains_key(&file.hash) {
-            return Ok(());
+        if let Some(partial) = state.partial.get(&file.hash) {
+            return Ok(partial.attempt);
+        }
+        state.attempts += 1;
+        let attempt = Attempt(state.attempts);
+        if state.complete.contains_key(&file.hash) {
+            // Nothing to write: its chunks find the blob in place.
+            return Ok(attempt);
         }
         let part = self.part_path(&file.hash);
         let f = OpenOptions::new()
@@ -534,17 +566,23 @@ impl BlobStore {
             .map_err(|e| format!("{}: {e}", part.display()))?;
         f.set_len(file.size)
             .map_err(|e| format!("{}: {e}", part.display()))?;
-        state
-            .partial
-            .insert(file.hash, vec![false; file.chunks.len()]);
-        Ok(())
+        state.partial.insert(
+            file.hash,
+            Partial {
+                attempt,
+                have: vec![false; file.chunks.len()],
+            },
+        );
+        Ok(attempt)
     }
 
-    /// Writes chunk `index` of a fetch if it matches its hash; otherwise says what it got
-    /// instead (`Ok(Some(reason))`). Blocking.
+    /// Writes chunk `index` of the fetch `attempt` if it matches its hash; otherwise says what
+    /// it got instead (`Ok(Some(reason))`). A fetch given up meanwhile gets nothing written
+    /// (`Err`). Blocking.
     pub fn write_chunk(
         &self,
         file: &FileRef,
+        attempt: Attempt,
         index: usize,
         data: &[u8],
     ) -> Result<Option<String>, String> {
@@ -568,23 +606,52 @@ impl BlobStore {
             )));
         }
         let part = self.part_path(&file.hash);
-        let f = match OpenOptions::new().write(true).open(&part) {
-            Ok(f) => f,
-            // The fetch finished meanwhile (another answer of the same chunk came first), or
-            // the file came another way: the chunk is there.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.holds(&file.hash) => {
-                return Ok(None);
+        // Opened under the lock while the attempt is the one under way: the file is that
+        // attempt's (a new one is created, under the lock, only once this one is removed).
+        let f = {
+            let state = self.lock();
+            match state.partial.get(&file.hash) {
+                Some(p) if p.attempt == attempt => OpenOptions::new()
+                    .write(true)
+                    .open(&part)
+                    .map_err(|e| format!("{}: {e}", part.display()))?,
+                _ => return self.not_under_way(&state, file),
             }
-            Err(e) => return Err(format!("{}: {e}", part.display())),
         };
+        #[cfg(test)]
+        if let Some(between) = self
+            .after_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            between(self);
+        }
         f.write_all_at(data, index as u64 * CHUNK_SIZE)
             .map_err(|e| format!("{}: {e}", part.display()))?;
-        if let Some(have) = self.lock().partial.get_mut(&file.hash)
-            && let Some(slot) = have.get_mut(index)
-        {
-            *slot = true;
+        let mut state = self.lock();
+        // Given up while it was written: it went into the file given up, and counts for no
+        // other attempt.
+        match state.partial.get_mut(&file.hash) {
+            Some(p) if p.attempt == attempt => {
+                if let Some(slot) = p.have.get_mut(index) {
+                    *slot = true;
+                }
+                Ok(None)
+            }
+            _ => self.not_under_way(&state, file),
         }
-        Ok(None)
+    }
+
+    /// What a chunk written for an attempt that is not under way any more comes to: the
+    /// blob is in place (the fetch finished: another answer of the same chunk came first; or
+    /// the file came another way), or the fetch was given up.
+    fn not_under_way(&self, state: &State, file: &FileRef) -> Result<Option<String>, String> {
+        if state.complete.contains_key(&file.hash) {
+            Ok(None)
+        } else {
+            Err(format!("the fetch of {} was given up", file.hash))
+        }
     }
 
     /// Moves a fetch whose every chunk is in into place (each was checked as it came, and
@@ -603,7 +670,7 @@ impl BlobStore {
         let complete = state
             .partial
             .get(&file.hash)
-            .is_some_and(|have| have.iter().all(|h| *h));
+            .is_some_and(|p| p.have.iter().all(|h| *h));
         state.partial.remove(&file.hash);
         if !complete {
             let _ = fs::remove_file(&part);
@@ -700,7 +767,9 @@ impl BlobStore {
 
     /// Gives up a fetch and removes what it wrote.
     pub fn abandon(&self, hash: &Fingerprint) {
-        if self.lock().partial.remove(hash).is_some() {
+        // Removed under the lock: a write of this attempt opens the file only under it.
+        let mut state = self.lock();
+        if state.partial.remove(hash).is_some() {
             let _ = fs::remove_file(self.part_path(hash));
         }
     }
@@ -752,7 +821,7 @@ mod tests {
             .collect();
         let f = file_ref(&data);
         assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
-        store.begin(&f).unwrap();
+        let attempt = store.begin(&f).unwrap();
         assert_eq!(store.chunk(&f.hash, 1), ChunkLookup::NotYet);
         // No such chunk: answered at once, never parked nor served empty.
         assert_eq!(store.has_chunk(&f.hash, 3), None);
@@ -761,13 +830,16 @@ mod tests {
         let mut bad = c1.to_vec();
         bad[5] ^= 1;
         let refused = store
-            .write_chunk(&f, 1, &bad)
+            .write_chunk(&f, attempt, 1, &bad)
             .unwrap()
             .expect("a corrupt chunk is refused");
         assert!(refused.starts_with("chunk 1: expected digest"), "{refused}");
         // A chunk of the wrong length (an empty one too) is refused before it is hashed.
         for short in [&c1[..10], &[][..]] {
-            let refused = store.write_chunk(&f, 1, short).unwrap().expect("refused");
+            let refused = store
+                .write_chunk(&f, attempt, 1, short)
+                .unwrap()
+                .expect("refused");
             assert!(
                 refused.starts_with(&format!(
                     "chunk 1: expected {CHUNK_SIZE} bytes, found {}",
@@ -776,17 +848,17 @@ mod tests {
                 "{refused}"
             );
         }
-        assert!(store.write_chunk(&f, 1, c1).unwrap().is_none());
+        assert!(store.write_chunk(&f, attempt, 1, c1).unwrap().is_none());
         assert_eq!(store.chunk(&f.hash, 1), ChunkLookup::Have(c1.to_vec()));
         assert!(
             store
-                .write_chunk(&f, 0, &data[..CHUNK_SIZE as usize])
+                .write_chunk(&f, attempt, 0, &data[..CHUNK_SIZE as usize])
                 .unwrap()
                 .is_none()
         );
         assert!(
             store
-                .write_chunk(&f, 2, &data[2 * CHUNK_SIZE as usize..])
+                .write_chunk(&f, attempt, 2, &data[2 * CHUNK_SIZE as usize..])
                 .unwrap()
                 .is_none()
         );
@@ -873,15 +945,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let f = file_ref(b"hello");
-        store.begin(&f).unwrap();
-        assert_eq!(store.write_chunk(&f, 0, b"hello"), Ok(None));
+        let attempt = store.begin(&f).unwrap();
+        assert_eq!(store.write_chunk(&f, attempt, 0, b"hello"), Ok(None));
         store.finish(&f).unwrap();
-        assert_eq!(store.write_chunk(&f, 0, b"hello"), Ok(None));
+        assert_eq!(store.write_chunk(&f, attempt, 0, b"hello"), Ok(None));
         // Given up (nothing here): that one cannot be written.
         let g = file_ref(b"other");
-        store.begin(&g).unwrap();
+        let attempt = store.begin(&g).unwrap();
         store.abandon(&g.hash);
-        assert!(store.write_chunk(&g, 0, b"other").is_err());
+        assert!(store.write_chunk(&g, attempt, 0, b"other").is_err());
+        // Nor once the file is fetched again: the chunk is not that fetch's.
+        let again = store.begin(&g).unwrap();
+        assert_ne!(again, attempt);
+        assert!(store.write_chunk(&g, attempt, 0, b"other").is_err());
+        assert_eq!(store.has_chunk(&g.hash, 0), Some(false));
+        assert_eq!(store.write_chunk(&g, again, 0, b"other"), Ok(None));
+        assert_eq!(store.has_chunk(&g.hash, 0), Some(true));
+    }
+
+    /// A chunk written for a fetch that is given up and begun again meanwhile does not count
+    /// for the new one: it would serve, and keep, zeros where the chunk should be.
+    #[test]
+    fn a_chunk_of_a_fetch_given_up_does_not_count_for_the_next_fetch_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..CHUNK_SIZE + 10).map(|i| (i % 249) as u8).collect();
+        let f = file_ref(&data);
+        let attempt = store.begin(&f).unwrap();
+        let again = f.clone();
+        *store.after_open.lock().unwrap() = Some(Box::new(move |s: &BlobStore| {
+            s.abandon(&again.hash);
+            s.begin(&again).unwrap();
+        }));
+        assert!(
+            store
+                .write_chunk(&f, attempt, 0, &data[..CHUNK_SIZE as usize])
+                .is_err()
+        );
+        assert_eq!(store.has_chunk(&f.hash, 0), Some(false));
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::NotYet);
     }
 
     #[test]
@@ -899,7 +1001,7 @@ mod tests {
             assert!(e.contains("take 2 chunks"), "{e}");
             assert_eq!(store.chunk(&bad.hash, 0), ChunkLookup::Unknown);
             // A chunk beyond the size never underflows.
-            let refused = store.write_chunk(&bad, 2, b"x").unwrap();
+            let refused = store.write_chunk(&bad, Attempt(0), 2, b"x").unwrap();
             assert!(refused.is_some());
         }
         store.begin(&real).unwrap();
@@ -930,7 +1032,12 @@ mod tests {
         // Chunks offered for it anyway are never taken as the real file's.
         assert!(
             store
-                .write_chunk(&forged, 0, &other_content[..CHUNK_SIZE as usize])
+                .write_chunk(
+                    &forged,
+                    Attempt(0),
+                    0,
+                    &other_content[..CHUNK_SIZE as usize]
+                )
                 .is_err()
         );
         assert!(!store.has(&real.hash));
@@ -1201,8 +1308,8 @@ mod tests {
         assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
         // A fetch whose file went (renamed to the complete blob meanwhile): ask again.
         let g = file_ref(b"other");
-        store.begin(&g).unwrap();
-        assert_eq!(store.write_chunk(&g, 0, b"other"), Ok(None));
+        let attempt = store.begin(&g).unwrap();
+        assert_eq!(store.write_chunk(&g, attempt, 0, b"other"), Ok(None));
         fs::remove_file(store.part_path(&g.hash)).unwrap();
         assert_eq!(store.chunk(&g.hash, 0), ChunkLookup::NotYet);
         in_place_of(store.part_path(&g.hash));

@@ -27,9 +27,11 @@ use mesh::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::blobs::{BlobStore, ChunkLookup};
+use crate::blobs::{Attempt, BlobStore, ChunkLookup};
 
-/// How often downloads are nudged (retries after `NotYet`).
+/// How often downloads are nudged (retries after `NotYet`). Far below
+/// `coordination::transfer::MAX_COUNTED_GAP`: a longer gap between two ticks is taken for
+/// time this node was not running.
 pub const TICK: Duration = Duration::from_millis(25);
 
 /// Test hooks, on only when `DIRECTORD_MESH_TEST_HOOKS=1`: files in the state directory that
@@ -62,7 +64,7 @@ enum TInput {
     /// meanwhile is no news to the next).
     Got {
         hash: Fingerprint,
-        generation: u64,
+        generation: Attempt,
         index: usize,
         from: NodeId,
         result: ChunkResult,
@@ -76,7 +78,7 @@ enum TInput {
     /// the download `generation` of `hash` (one given up meanwhile says nothing of the next).
     CannotWrite {
         hash: Fingerprint,
-        generation: u64,
+        generation: Attempt,
         why: String,
     },
     Serve {
@@ -93,8 +95,9 @@ pub struct Transfers {
 }
 
 struct Active {
-    /// Which download of this hash this is (each one begun gets the next number).
-    generation: u64,
+    /// Which download of this hash this is: the blob store's attempt, for which alone its
+    /// chunks are written (a late write of one given up can never count for the next).
+    generation: Attempt,
     file: FileRef,
     download: Download,
     waiters: Vec<oneshot::Sender<Result<PathBuf, String>>>,
@@ -119,7 +122,6 @@ impl Transfers {
             served: served.clone(),
             inbox: tx.clone(),
             active: HashMap::new(),
-            generation: 0,
             parked: HashMap::new(),
         };
         let task = tokio::spawn(actor.run(rx));
@@ -160,8 +162,6 @@ struct Actor {
     served: Arc<AtomicU64>,
     inbox: mpsc::Sender<TInput>,
     active: HashMap<Fingerprint, Active>,
-    /// The number of the last download begun ([`Active::generation`]).
-    generation: u64,
     /// Chunk requests waiting for a chunk this node is still fetching.
     parked: HashMap<(Fingerprint, u64), Vec<Parked>>,
 }
@@ -215,18 +215,20 @@ impl Actor {
                     self.step(file.hash, Input::Sources(sources), now);
                     return;
                 }
-                if let Err(e) = self.store.begin(&file) {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
+                let generation = match self.store.begin(&file) {
+                    Ok(attempt) => attempt,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
                 let hash = file.hash;
                 debug!(%hash, chunks = file.chunks.len(), ?sources, "fetch begins");
                 let (download, actions) = Download::new(file.chunks.len(), sources, now);
-                self.generation += 1;
                 self.active.insert(
                     hash,
                     Active {
-                        generation: self.generation,
+                        generation,
                         file,
                         download,
                         waiters: vec![reply],
@@ -243,16 +245,16 @@ impl Actor {
                 result,
                 corruption,
             } => {
-                if result == ChunkResult::Ok {
-                    // Written where the chunks of `hash` go, whichever download asked.
-                    self.unpark(hash, Some(index as u64));
-                }
                 if self
                     .active
                     .get(&hash)
                     .is_none_or(|a| a.generation != generation)
                 {
+                    // A download given up meanwhile: what it wrote counts for no other.
                     return;
+                }
+                if result == ChunkResult::Ok {
+                    self.unpark(hash, Some(index as u64));
                 }
                 if result != ChunkResult::Ok {
                     debug!(%hash, index, %from, ?result, "chunk not received");
@@ -467,7 +469,8 @@ impl Actor {
                     let mesh = self.mesh.clone();
                     let inbox = self.inbox.clone();
                     tokio::spawn(async move {
-                        let input = match fetch_chunk(&mesh, &store, &file, index, &from).await {
+                        let fetched = fetch_chunk(&mesh, &store, &file, generation, index, &from);
+                        let input = match fetched.await {
                             Ok((result, corruption)) => TInput::Got {
                                 hash,
                                 generation,
@@ -582,12 +585,14 @@ fn name_of(names: &Option<MeshStatus>, node: &NodeId) -> String {
     }
 }
 
-/// Asks `from` for one chunk and writes it if it checks out; a corrupt chunk comes back with
-/// what was expected and found; `Err` when this node cannot write it.
+/// Asks `from` for one chunk and writes it for the download `attempt` if it checks out; a
+/// corrupt chunk comes back with what was expected and found; `Err` when this node cannot
+/// write it (or that download was given up meanwhile).
 async fn fetch_chunk(
     mesh: &MeshHandle,
     store: &Arc<BlobStore>,
     file: &FileRef,
+    attempt: Attempt,
     index: usize,
     from: &NodeId,
 ) -> Result<(ChunkResult, Option<String>), String> {
@@ -602,8 +607,8 @@ async fn fetch_chunk(
         Ok(BlobResponse::Chunk(data)) => {
             let store = store.clone();
             let file = file.clone();
-            match tokio::task::spawn_blocking(move || store.write_chunk(&file, index, &data)).await
-            {
+            let write = move || store.write_chunk(&file, attempt, index, &data);
+            match tokio::task::spawn_blocking(write).await {
                 Ok(Ok(None)) => (ChunkResult::Ok, None),
                 Ok(Ok(Some(detail))) => {
                     warn!(%from, "corrupt chunk: {detail}");
