@@ -330,14 +330,24 @@ impl Daemon {
 
     /// Waits until the daemon answers `status`; panics with its log if it exits or hangs.
     pub fn wait_serving(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Err(status) = self.serving_or_exit() {
+            panic!(
+                "daemon {} exited at start ({status}):\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+
+    /// Waits until the daemon answers `status` (`Ok`) or exits (`Err`, with how: a start
+    /// that may fail, such as on an address another process took meanwhile); panics with its
+    /// log if it does neither within 30 s.
+    pub fn serving_or_exit(&mut self) -> Result<(), ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.status().is_none() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "daemon {} exited at start ({status}):\n{}",
-                    self.name,
-                    self.log()
-                );
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return Err(status);
             }
             assert!(
                 Instant::now() < deadline,
@@ -347,6 +357,27 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// The address the daemon listens on (the first it reports), with the port it was given.
+    pub fn listen_address(&self) -> String {
+        self.status().expect("status")["self"]["listen_addresses"][0]
+            .as_str()
+            .expect("the daemon listens")
+            .to_string()
+    }
+
+    /// From its next start on, the daemon listens where it listens now: started on port 0,
+    /// it keeps the port the system gave it, as a machine keeps its address across restarts.
+    pub fn keep_listen_address(&mut self) {
+        let address = self.listen_address();
+        let at = self
+            .args
+            .iter()
+            .rposition(|a| a == "--listen")
+            .expect("started with --listen");
+        self.args[at + 1] = address;
     }
 
     /// `status --json`, or `None` if the daemon does not answer.
@@ -648,13 +679,20 @@ pub fn isolated_mesh(root: &Path, n: usize, timeout: Duration) -> Vec<Daemon> {
 
 /// Like [`isolated_mesh`], with `extra` arguments for every daemon's `join`.
 pub fn isolated_mesh_with(root: &Path, n: usize, timeout: Duration, extra: &[&str]) -> Vec<Daemon> {
-    let first = Daemon::start_isolated(root, "n1", extra);
+    isolated_mesh_each(root, &vec![extra; n], timeout)
+}
+
+/// Like [`isolated_mesh`], of one daemon per entry of `extras`, each with its own extra
+/// arguments for `join` (`extras[0]` for `n1`, ...).
+pub fn isolated_mesh_each(root: &Path, extras: &[&[&str]], timeout: Duration) -> Vec<Daemon> {
+    let n = extras.len();
+    let first = Daemon::start_isolated(root, "n1", extras[0]);
     let token = first.join_token();
     let mut nodes = vec![first];
-    for i in 2..=n {
+    for (i, extra) in extras.iter().enumerate().skip(1) {
         let mut args = vec!["--token", token.as_str()];
         args.extend_from_slice(extra);
-        nodes.push(Daemon::start_isolated(root, &format!("n{i}"), &args));
+        nodes.push(Daemon::start_isolated(root, &format!("n{}", i + 1), &args));
     }
     let mut names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
     names.sort();

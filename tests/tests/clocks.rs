@@ -33,7 +33,11 @@ fn two_nodes(root: &Path, clocks: [PathBuf; 2], extra: &[&str]) -> (Daemon, Daem
     let mut args = vec!["--token", token.as_str()];
     args.extend_from_slice(extra);
     let mut n2 = Daemon::start_isolated(root, "n2", &args);
+    // Each keeps its port across the restarts, as a machine does: with a new one each, n1
+    // (restarted first) finds n2 again, but n2 finds n1 only if it wrote down n1's new
+    // address before its own restart.
     for (d, file) in [(&mut n1, n1_clock), (&mut n2, n2_clock)] {
+        d.keep_listen_address();
         d.terminate();
         d.set_clock(Some((file, Clocks::All)));
         d.restart();
@@ -43,8 +47,7 @@ fn two_nodes(root: &Path, clocks: [PathBuf; 2], extra: &[&str]) -> (Daemon, Daem
             (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
         });
     }
-    // n2 listens on a new port since its restart: n1 finds it again after its own restart
-    // only once it has written that down.
+    // n1 finds n2 again after its own restart only once it has written n2's address down.
     let port = n2.status().expect("status")["self"]["listen_addresses"][0]
         .as_str()
         .and_then(|a| a.rsplit('/').next())
@@ -116,17 +119,21 @@ fn results_for_a_submitter_away_over_a_day_lose_their_output_and_still_reach_it(
         &["--record-retention", "1s"],
     );
     let (started, ran) = (root.path().join("started"), root.path().join("ran"));
+    let gate = root.path().join("gate");
     let command = format!(
-        "touch {}; sleep 1; echo once >> {}; head -c 3000 /dev/zero | tr '\\0' x",
+        "touch {}; while [ ! -e {} ]; do sleep 0.1; done; echo once >> {}; \
+         head -c 3000 /dev/zero | tr '\\0' x",
         started.display(),
+        gate.display(),
         ran.display()
     );
     let job_id = submit_to_n2(&n1, &command);
-    // The run reaches n2 (the job takes a second there), then its submitter goes away.
+    // The run reaches n2, then its submitter goes away, then the job ends.
     wait_for(Duration::from_secs(20), "n2 to start the job", || {
         started.exists().then_some(())
     });
     n1.kill9();
+    std::fs::write(&gate, "").unwrap();
     let owed = |d: &Daemon| d.status().map(|s| s["self"]["results_owed"].clone());
     wait_for(Duration::from_secs(30), "n2 to hold the result", || {
         let o = owed(&n2)?;
@@ -219,13 +226,16 @@ fn a_run_resumed_after_a_wall_clock_correction_keeps_its_true_age() {
     let root = root.path();
     let mut n1 = Daemon::start_isolated_at(root, "n1", &link, 0, &[]);
     let token = n1.join_token();
-    let n2 = Daemon::start_isolated_at(root, "n2", &link, 1, &["--token", &token]);
+    // n2 heartbeats every 5 s: cut off, n1 takes it for alive for 10 to 15 s more, time to
+    // submit to it on a loaded machine too.
+    let n2_args = ["--token", &token, "--heartbeat-interval", "5s"];
+    let n2 = Daemon::start_isolated_at(root, "n2", &link, 1, &n2_args);
     for d in [&n1, &n2] {
         wait_for(Duration::from_secs(30), "the mesh to form", || {
             (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
         });
     }
-    // Cut off, n1 still takes n2 for alive for a few seconds: the run stays on n1's disk.
+    // Cut off, n1 still takes n2 for alive for a while: the run stays on n1's disk.
     link.cut();
     let job_id = submit_to_n2(&n1, "echo ran");
     n1.kill9();

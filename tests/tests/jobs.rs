@@ -456,15 +456,20 @@ fn queuesentinel_purges_queued_work_and_reports_it() {
     let own = root.path().join("sentinel.yaml");
     std::fs::write(
         &own,
-        "- async: true\n  jobs:\n  - RUN: --skip-cache sleep 3\n  - RUN: --skip-cache echo purged a\n\
-         - jobs:\n  - RUN: --skip-cache sleep 3\n  - RUN: --skip-cache echo purged b\n",
+        "- async: true\n  jobs:\n  - RUN: --skip-cache sleep 10\n  - RUN: --skip-cache echo purged a\n\
+         - jobs:\n  - RUN: --skip-cache sleep 10\n  - RUN: --skip-cache echo purged b\n",
     )
     .unwrap();
     let file = reference("functional-tests-queue-sentinel.yaml").unwrap_or(own);
-    // Submit without waiting, then the sentinel, as Directord's test does.
+    // Submit without waiting, then the sentinel, as Directord's test does: once every node
+    // runs the first sleeps, with the rest queued behind them.
     let o = d.cli(&["orchestrate", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    std::thread::sleep(Duration::from_millis(500));
+    for n in &nodes {
+        wait_for(Duration::from_secs(30), "every node to run a sleep", || {
+            runs_a_job(n, "sleep 10").then_some(())
+        });
+    }
     let o = d.cli(&[
         "exec",
         "--verb",
@@ -497,6 +502,17 @@ fn queuesentinel_purges_queued_work_and_reports_it() {
         purged >= 3,
         "each node reports its purged jobs (found {purged})"
     );
+}
+
+/// Whether a job of `d` runs now whose command line holds `pattern` (a job's shell is a child
+/// of its daemon's process).
+fn runs_a_job(d: &Daemon, pattern: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-P", &d.pid().to_string(), "-f", pattern])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Whether a process's command line holds `pattern` (a regular expression) not followed by
@@ -544,13 +560,14 @@ fn a_timeout_kills_the_job_and_its_children() {
         "{last}"
     );
     let pattern = format!("sleep {marker}");
-    wait_for(Duration::from_secs(5), "no sleep left behind", || {
+    wait_for(Duration::from_secs(20), "no sleep left behind", || {
         (!processes_running(&pattern)).then_some(())
     });
 }
 
 /// `--poll` names the targets its jobs wait for: without a terminal, once the same ones were
-/// told twice running (the daemon tells every 5 s), on stderr.
+/// told twice running (the daemon tells every 5 s), on stderr, and once only (the job runs
+/// past the second telling with room to spare, and past the third on a slow machine).
 #[test]
 fn poll_names_the_targets_it_waits_for() {
     let root = root();
@@ -563,7 +580,7 @@ fn poll_names_the_targets_it_waits_for() {
         "n3",
         "--target",
         "n2",
-        "--skip-cache sleep 11",
+        "--skip-cache sleep 14",
         "--poll",
     ]);
     assert!(o.status.success(), "{}", text(&o));
@@ -627,13 +644,20 @@ fn a_target_gone_for_good_is_waited_for_then_written_off() {
 fn a_target_killed_mid_run_is_reported_unreachable() {
     let root = root();
     let mut nodes = mesh(root.path());
+    let started = root.path().join("started");
+    std::fs::create_dir(&started).unwrap();
+    let command = format!("mktemp -p {} >/dev/null; sleep 4", started.display());
     let poll = nodes[0]
-        .cli_command(&["exec", "--verb", "RUN", "--skip-cache", "sleep 4", "--poll"])
+        .cli_command(&["exec", "--verb", "RUN", "--skip-cache", &command, "--poll"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    wait_for(
+        Duration::from_secs(20),
+        "the job to start on every node",
+        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    );
     nodes[2].kill9();
     let o = poll.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -836,9 +860,12 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
     wait_for(Duration::from_secs(20), "the sleep to start", || {
         processes_running(&marker).then_some(())
     });
-    // The acceptance is on disk by now (a target's before its jobs start; the submitter's own
-    // within a second).
-    std::thread::sleep(Duration::from_millis(1500));
+    // A target's acceptance is on disk before its jobs start; the submitter's own within a
+    // second of them, which nothing shows from outside: time for it to land, with room for a
+    // loaded machine.
+    if crashed == 0 {
+        std::thread::sleep(Duration::from_secs(3));
+    }
     if how == Stop::Term {
         let stopped = Instant::now();
         assert!(nodes[crashed].terminate().success());
@@ -1101,10 +1128,20 @@ fn poll_shows_a_late_result_and_exits_by_it() {
     let root = root();
     let nodes = mesh_of(root.path(), 3);
     let file = root.path().join("two.yaml");
+    // Each job ends when the test lets it: n2's once n1 has written n2 off, n3's once n2's
+    // late result is in.
+    let started = root.path().join("started");
+    let (n2_gate, n3_gate) = (root.path().join("n2-gate"), root.path().join("n3-gate"));
+    let until = |gate: &Path| format!("while [ ! -e {} ]; do sleep 0.1; done", gate.display());
     std::fs::write(
         &file,
-        "- targets: [n2]\n  jobs:\n  - RUN: --skip-cache sleep 2; echo back\n\
-         - targets: [n3]\n  jobs:\n  - RUN: --skip-cache sleep 14; echo slow\n",
+        format!(
+            "- targets: [n2]\n  jobs:\n  - RUN: --skip-cache touch {}; {}; echo back\n\
+             - targets: [n3]\n  jobs:\n  - RUN: --skip-cache {}; echo slow\n",
+            started.display(),
+            until(&n2_gate),
+            until(&n3_gate)
+        ),
     )
     .unwrap();
     let poll = nodes[0]
@@ -1114,8 +1151,7 @@ fn poll_shows_a_late_result_and_exits_by_it() {
         .spawn()
         .unwrap();
     wait_for(Duration::from_secs(20), "the run to start on n2", || {
-        let recs = records(&nodes[0]);
-        (recs.len() == 2).then_some(())
+        started.exists().then_some(())
     });
     // n2's daemon stops answering (its job's shell goes on) until n1 has written it off.
     let n2 = Pid::from_raw(nodes[1].pid());
@@ -1128,10 +1164,15 @@ fn poll_shows_a_late_result_and_exits_by_it() {
         })
     });
     signal::kill(n2, signal::Signal::SIGCONT).unwrap();
+    std::fs::write(&n2_gate, "").unwrap();
+    let id = written_off["job_id"].as_str().unwrap();
+    wait_for_record(&nodes, id, "n2's late result", |r| {
+        r["results"]["n2"]["state"] == "success"
+    });
+    std::fs::write(&n3_gate, "").unwrap();
     let o = poll.wait_with_output().unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    let id = written_off["job_id"].as_str().unwrap();
     let lines: Vec<&str> = out.lines().filter(|l| l.contains(id)).collect();
     assert!(
         lines.len() == 2
@@ -1183,13 +1224,19 @@ fn a_target_shows_the_results_it_holds_for_a_submitter_that_is_down() {
     let mut nodes = mesh(root.path());
     let submitter = nodes[0].peer_id();
     let started = root.path().join("started");
-    let command = format!("touch {}; sleep 1; echo held", started.display());
+    let gate = root.path().join("gate");
+    let command = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.1; done; echo held",
+        started.display(),
+        gate.display()
+    );
     let job_id = submit(&nodes[0], &["n2"], &command);
-    // The job starts on n2 (it takes a second there), then its submitter dies.
+    // The job starts on n2, then its submitter dies, then the job ends.
     wait_for(Duration::from_secs(20), "n2 to start the job", || {
         started.exists().then_some(())
     });
     nodes[0].kill9();
+    std::fs::write(&gate, "").unwrap();
     let owed = |d: &Daemon| d.status().map(|s| s["self"]["results_owed"].clone());
     wait_for(
         Duration::from_secs(30),
@@ -1295,11 +1342,24 @@ fn a_target_gone_while_its_submitter_was_down_is_written_off_after_the_restart()
 #[test]
 fn a_target_written_off_before_its_submitter_restarted_is_sent_its_jobs_once_back() {
     let root = root();
-    let mut nodes = mesh(root.path());
+    // n3 heartbeats every 5 s: n1 has it alive for 10 to 15 s after its kill, time to submit
+    // to it on a loaded machine too.
+    let (usual, slow): (&[&str], &[&str]) = (&[], &["--heartbeat-interval", "5s"]);
+    let mut nodes =
+        e2e_tests::isolated_mesh_each(root.path(), &[usual, usual, slow], Duration::from_secs(30));
     nodes[2].kill9();
-    // Submitted while n1 still has n3 alive (it expires after three missed 1 s heartbeats).
+    // Submitted while n1 still has n3 alive. The second is still open when n1 restarts: n2
+    // runs it until the test lets it end.
+    let gate = root.path().join("gate");
     let over = submit(&nodes[0], &["n2", "n3"], "echo over");
-    let open = submit(&nodes[0], &["n2", "n3"], "sleep 12; echo open");
+    let open = submit(
+        &nodes[0],
+        &["n2", "n3"],
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.1; done; echo open",
+            gate.display()
+        ),
+    );
     for job in [&over, &open] {
         wait_for_record(&nodes, job, "n3 was never written off", |r| {
             r["results"]["n3"]["info"]
@@ -1308,6 +1368,7 @@ fn a_target_written_off_before_its_submitter_restarted_is_sent_its_jobs_once_bac
         });
     }
     crash_and_restart(&mut nodes[0]);
+    std::fs::write(&gate, "").unwrap();
     nodes[2].restart();
     for (job, said) in [(&over, "over"), (&open, "open")] {
         let r = wait_for_record(&nodes, job, "n3 was never sent its job again", |r| {
@@ -1395,6 +1456,17 @@ fn a_node_that_cannot_write_its_database_stops_and_loses_nothing() {
     assert_eq!(nodes[0].wait_exit(Duration::from_secs(30)).code(), Some(1));
     std::fs::remove_file(&hook).unwrap();
     nodes[0].restart();
+    // n2 runs n1's jobs again (a refused run kept by mistake would be resent at the start, and
+    // run there before this one), and time goes by.
+    wait_for(Duration::from_secs(20), "n1 to see n2 again", || {
+        e2e_tests::alive_names(&nodes[0].status()?)
+            .contains(&"n2".to_string())
+            .then_some(())
+    });
+    let mut args = run_args(&["n2"], "true");
+    args.push("--poll".into());
+    let o = nodes[0].cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !records(&nodes[0]).iter().any(|r| r["definition"]
@@ -1732,17 +1804,17 @@ fn a_target_that_left_is_reported_as_gone() {
 fn an_open_jobs_outputs_show_whole_while_other_targets_run_it() {
     let root = root();
     let mut nodes = mesh(root.path());
-    arg_per_node(&nodes[0], "delay", &[("n2", "0"), ("n3", "15")]);
+    // n3 runs it until the test lets it end, once every view of it while open was seen.
+    arg_per_node(&nodes[0], "held", &[("n2", "no"), ("n3", "yes")]);
+    let gate = root.path().join("gate");
+    let command = format!(
+        "--skip-cache if [ {{{{ held }}}} = no ]; then head -c 300000 /dev/zero | tr '\\0' x; \
+         echo; printf 'first\\nsecond\\n' >&2; else while [ ! -e {} ]; do sleep 0.1; done; \
+         echo late; fi",
+        gate.display()
+    );
     let o = nodes[0].cli(&[
-        "exec",
-        "--verb",
-        "RUN",
-        "--target",
-        "n2",
-        "--target",
-        "n3",
-        "--skip-cache if [ {{ delay }} = 0 ]; then head -c 300000 /dev/zero | tr '\\0' x; \
-         echo; printf 'first\\nsecond\\n' >&2; else sleep {{ delay }}; echo late; fi",
+        "exec", "--verb", "RUN", "--target", "n2", "--target", "n3", &command,
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let job_id = records(&nodes[0])
@@ -1816,6 +1888,7 @@ fn an_open_jobs_outputs_show_whole_while_other_targets_run_it() {
         info["results"].get("n3").is_none(),
         "n3 still runs it: {info}"
     );
+    std::fs::write(&gate, "").unwrap();
     let o = nodes[0].cli(&["manage", "--follow-run", "last"]);
     assert!(o.status.success(), "{}", text(&o));
     let info = shown_whole(&nodes[0]);
@@ -2075,17 +2148,20 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
 #[test]
 fn records_older_than_the_retention_are_forgotten_once_finished() {
     let root = root();
-    let retention = ["--record-retention", "2s"];
+    let retention = ["--record-retention", "5s"];
     let nodes = e2e_tests::isolated_mesh_with(root.path(), 2, Duration::from_secs(20), &retention);
     let d = &nodes[0];
-    // Beside the serial queue, so the quick job does not wait for it.
+    // Beside the serial queue, so the quick job does not wait for it; it runs until the test
+    // lets it end.
+    let gate = root.path().join("gate");
+    let long_command = format!("while [ ! -e {} ]; do sleep 0.1; done", gate.display());
     let o = d.cli(&[
         "exec",
         "--verb",
         "RUN",
         "--skip-cache",
         "--force-async",
-        "sleep 6",
+        &long_command,
     ]);
     let long = e2e_tests::submitted_job_id(&o);
     let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
@@ -2099,12 +2175,13 @@ fn records_older_than_the_retention_are_forgotten_once_finished() {
     assert_eq!(ids(d).len(), 2);
     // The quick job goes after the retention; the one still running stays.
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         "the finished record forgotten",
         || (ids(d) == vec![long.clone()]).then_some(()),
     );
+    std::fs::write(&gate, "").unwrap();
     wait_for(
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         "the long job's record forgotten",
         || ids(d).is_empty().then_some(()),
     );
@@ -2117,14 +2194,23 @@ fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
     let d = &nodes[1];
     let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache echo over", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
+    // It runs until the test lets it end, after the purge.
+    let gate = root.path().join("gate");
+    let command = format!(
+        "--skip-cache while [ ! -e {} ]; do sleep 0.1; done; echo fin",
+        gate.display()
+    );
     let mut poll = d
         .cli_command(&["exec", "--verb", "RUN", "--target", "n1", "--target", "n3"])
-        .args(["--skip-cache sleep 3; echo fin", "--poll"])
+        .args([command.as_str(), "--poll"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    wait_for(Duration::from_secs(20), "the job to be submitted", || {
+        (records(d).len() == 2).then_some(())
+    });
     let purged = d.cli(&["manage", "--purge-jobs"]);
+    std::fs::write(&gate, "").unwrap();
     // The client still hears the job finish (it waited forever when the purge forgot it).
     let until = std::time::Instant::now() + Duration::from_secs(30);
     let polled = loop {
@@ -2151,7 +2237,7 @@ fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
     // The record kept its results.
     let recs = records(d);
     assert_eq!(recs.len(), 1, "{recs:?}");
-    let fin = record(&recs, "RUN: --skip-cache sleep 3; echo fin");
+    let fin = &recs[0];
     for n in ["n1", "n3"] {
         assert_eq!(stdout_on(fin, n), "fin", "{n}: {fin}");
     }
@@ -2317,13 +2403,21 @@ fn a_job_wait_run_again_waits_for_the_awaited_jobs_new_run() {
     let nodes = mesh(root.path());
     let d = &nodes[0];
     let slow = root.path().join("slow.yaml");
-    let exec = "--skip-cache sleep 2; echo awaited again";
+    // The awaited job ends when the test lets it (at once the first time).
+    let (started, gate) = (root.path().join("started"), root.path().join("gate"));
+    std::fs::create_dir(&started).unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let exec = format!(
+        "--skip-cache mktemp -p {} >/dev/null; while [ ! -e {} ]; do sleep 0.1; done; echo again",
+        started.display(),
+        gate.display()
+    );
     std::fs::write(
         &slow,
         format!("- targets: [n3]\n  jobs:\n  - RUN: {exec}\n"),
     )
     .unwrap();
-    let fp = fingerprint_of(d, &slow, "sleep 2; echo");
+    let fp = fingerprint_of(d, &slow, "mktemp");
     let waiting = root.path().join("waiting.yaml");
     std::fs::write(
         &waiting,
@@ -2333,8 +2427,9 @@ fn a_job_wait_run_again_waits_for_the_awaited_jobs_new_run() {
     // The first time through: the awaited job finishes, and is cached as a success on n3.
     let o = d.cli(&["orchestrate", slow.to_str().unwrap(), "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
-    // Again: the awaited job is submitted (not waited for) from n1; once n3 has it (gossip
-    // takes milliseconds), the waiter from n2.
+    // Again: the awaited job is submitted (not waited for) from n1; once it runs on n3, the
+    // waiter from n2.
+    std::fs::remove_file(&gate).unwrap();
     let o = d.cli(&["orchestrate", slow.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let again = by_definition(&records(d), &format!("RUN: {exec}"))
@@ -2342,13 +2437,27 @@ fn a_job_wait_run_again_waits_for_the_awaited_jobs_new_run() {
         .max_by_key(|r| r["created_unix_ms"].as_u64())
         .map(|r| r["job_id"].as_str().unwrap().to_string())
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let o = nodes[1].cli(&[
-        "orchestrate",
-        waiting.to_str().unwrap(),
-        "--poll",
-        "--check",
-    ]);
+    wait_for(
+        Duration::from_secs(20),
+        "the awaited job to run again",
+        || (std::fs::read_dir(&started).ok()?.count() == 2).then_some(()),
+    );
+    let waiter = nodes[1]
+        .cli_command(&[
+            "orchestrate",
+            waiting.to_str().unwrap(),
+            "--poll",
+            "--check",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Time for the JOB_WAIT to ask n3: answered by the earlier run's outcome, n2 would go on
+    // now, before the awaited job can end.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&gate, "").unwrap();
+    let o = waiter.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let awaited = wait_for_record(&nodes, &again, "the awaited job never ran again", |r| {
         r["results"]["n3"]["finished_unix_ms"].is_u64()
@@ -2413,8 +2522,14 @@ fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
     let root = root();
     let mut nodes = mesh(root.path());
     let awaited = root.path().join("awaited.yaml");
-    std::fs::write(&awaited, "- targets: [n3]\n  jobs:\n  - RUN: sleep 30\n").unwrap();
-    let fp = fingerprint_of(&nodes[0], &awaited, "sleep 30");
+    let started = root.path().join("started");
+    let command = format!("touch {}; sleep 30", started.display());
+    std::fs::write(
+        &awaited,
+        format!("- targets: [n3]\n  jobs:\n  - RUN: {command}\n"),
+    )
+    .unwrap();
+    let fp = fingerprint_of(&nodes[0], &awaited, "touch");
     let waiting = root.path().join("waiting.yaml");
     let wait = format!("JOB_WAIT: {fp} --identity n3 --timeout 40");
     std::fs::write(&waiting, format!("- targets: [n2]\n  jobs:\n  - {wait}\n")).unwrap();
@@ -2422,11 +2537,16 @@ fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
         let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
         assert!(o.status.success(), "{}", text(&o));
     }
-    // n3 runs the awaited job and has taken the wait when it crashes.
+    // n3 runs the awaited job and has taken the wait (at once, or within a 2 s retry, which
+    // nothing shows from outside) when it crashes.
+    wait_for(Duration::from_secs(20), "n3 to run the awaited job", || {
+        started.exists().then_some(())
+    });
     std::thread::sleep(Duration::from_secs(3));
     crash_and_restart(&mut nodes[2]);
     job_wait_heard(&nodes, &wait, "n3: failed");
-    let awaited = wait_for_job(&nodes, "RUN: sleep 30", "n3 never reported", |r| {
+    let definition = format!("RUN: {command}");
+    let awaited = wait_for_job(&nodes, &definition, "n3 never reported", |r| {
         r["results"]["n3"].is_object()
     });
     let info = awaited["results"]["n3"]["info"]
@@ -2606,6 +2726,19 @@ fn a_job_wait_in_its_own_run_hears_of_that_runs_job() {
 /// it again instead of failing at once, and ends when the job has run there.
 #[test]
 fn a_job_wait_on_a_node_that_joins_moments_later_waits_for_it() {
+    // n3 must be seen within the 10 s JOB_WAIT looks for a name; a start too slow for that
+    // (a loaded machine) says nothing either way, and the test begins again.
+    for attempt in 1..=3 {
+        if job_wait_on_a_node_that_joins_moments_later(attempt) {
+            return;
+        }
+    }
+    panic!("n3 never joined within 9 s of the JOB_WAIT in 3 attempts: this machine is too slow");
+}
+
+/// One attempt of [`a_job_wait_on_a_node_that_joins_moments_later_waits_for_it`]: `false` if
+/// n3 took too long to join for it to tell anything.
+fn job_wait_on_a_node_that_joins_moments_later(attempt: u32) -> bool {
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
     let awaited = "echo awaited";
@@ -2631,18 +2764,21 @@ fn a_job_wait_on_a_node_that_joins_moments_later_waits_for_it() {
             .contains(&"n3".to_string())
             .then_some(())
     });
-    assert!(
-        submitted.elapsed() < Duration::from_secs(9),
-        "n3 took {:?} to join, too close to the 10 s JOB_WAIT looks for a name: the test says \
-         nothing on a machine this slow",
-        submitted.elapsed()
-    );
+    if submitted.elapsed() >= Duration::from_secs(9) {
+        eprintln!(
+            "attempt {attempt}: n3 took {:?} to join, too close to the 10 s JOB_WAIT looks for \
+             a name: the test says nothing on a machine this slow",
+            submitted.elapsed()
+        );
+        return false;
+    }
     let o = nodes[0].cli(&["exec", "--verb", "RUN", awaited, "--target", "n3", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = wait_for_job(&nodes, &wait, "the JOB_WAIT never reported", |r| {
         r["results"]["n1"].is_object()
     });
     assert_eq!(r["results"]["n1"]["state"], "success", "{r}");
+    true
 }
 
 /// A node reinstalled under its old name (a new identity; the old one's row says it left) is
@@ -2857,17 +2993,25 @@ fn arg_per_node(d: &Daemon, name: &str, values: &[(&str, &str)]) {
 fn a_query_outlives_a_restart_of_its_submitter() {
     let root = root();
     let mut nodes = mesh(root.path());
-    arg_per_node(&nodes[0], "delay", &[("n1", "0"), ("n2", "0"), ("n3", "6")]);
+    // n3 holds its first job until the test lets it go on, once the submitter is back.
+    arg_per_node(
+        &nodes[0],
+        "hold",
+        &[("n1", "no"), ("n2", "no"), ("n3", "yes")],
+    );
+    let gate = root.path().join("gate");
     let file = root.path().join("query.yaml");
     let count = "RUN: --skip-cache echo \"{{ query | length }}\"";
+    let token = "RUN: --skip-cache --stdout-arg token echo \"token-$$\"";
     std::fs::write(
         &file,
         format!(
             "- jobs:\n\
-             \x20 - RUN: --skip-cache sleep {{{{ delay }}}}\n\
-             \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
+             \x20 - RUN: --skip-cache test {{{{ hold }}}} = no || while [ ! -e {} ]; do sleep 0.1; done\n\
+             \x20 - {token}\n\
              \x20 - QUERY: token --timeout 40\n\
-             \x20 - {count}\n"
+             \x20 - {count}\n",
+            gate.display()
         ),
     )
     .unwrap();
@@ -2882,10 +3026,15 @@ fn a_query_outlives_a_restart_of_its_submitter() {
         "n3",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    // n1's and n2's values are in (and on disk) within a second; n3 sends its own after a
-    // 6 s sleep, by when the submitter has crashed and is back.
-    std::thread::sleep(Duration::from_secs(3));
+    // n1's and n2's values are in (and on disk) within a second of their QUERY jobs' start,
+    // right after the jobs that make them, which nothing shows from outside; n3 sends its own
+    // once the submitter has crashed and is back.
+    wait_for_job(&nodes, token, "n1's and n2's values", |r| {
+        r["results"]["n1"].is_object() && r["results"]["n2"].is_object()
+    });
+    std::thread::sleep(Duration::from_secs(2));
     crash_and_restart(&mut nodes[0]);
+    std::fs::write(&gate, "").unwrap();
     let r = wait_for_job(&nodes, count, "the last job never reported thrice", |r| {
         r["results"].as_object().is_some_and(|m| m.len() == 3)
     });
@@ -2928,8 +3077,13 @@ fn a_query_waits_for_a_target_restarting_within_the_grace() {
     wait_for(Duration::from_secs(20), "the sleep to start", || {
         processes_running(&marker).then_some(())
     });
-    // n1's and n2's values are in by now.
-    std::thread::sleep(Duration::from_secs(2));
+    // n1's and n2's values are sent as their QUERY jobs start, right after the jobs that
+    // make them (and take moments to arrive).
+    let token = "RUN: --skip-cache --stdout-arg token echo \"token-$$\"";
+    wait_for_job(&nodes, token, "n1's and n2's values", |r| {
+        r["results"]["n1"].is_object() && r["results"]["n2"].is_object()
+    });
+    std::thread::sleep(Duration::from_secs(1));
     assert!(nodes[2].terminate().success());
     nodes[2].restart();
     let r = wait_for_job(&nodes, count, "the last job never reported thrice", |r| {
@@ -3445,9 +3599,10 @@ fn a_copy_waits_for_its_only_holder_to_come_back() {
 fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
     let root = root();
     let mut nodes = mesh_of(root.path(), 2);
-    let (job_id, _) = slow_copy_under_way(&nodes, root.path(), "--timeout 4 ", "/tmp/", &["n2"]);
+    // The timeout leaves room for a loaded machine to see the copy under way and kill n1.
+    let (job_id, _) = slow_copy_under_way(&nodes, root.path(), "--timeout 8 ", "/tmp/", &["n2"]);
     nodes[0].kill9();
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(10));
     nodes[0].restart();
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
         r["results"]["n2"].is_object()
@@ -3673,38 +3828,19 @@ fn records_over_a_control_frame_are_listed_in_parts() {
 #[test]
 fn a_mesh_stopped_at_once_writes_off_no_target() {
     let root = root();
-    // Each on a port of its own that it keeps across the restart, as on real machines (with
-    // ports picked anew, nobody would find anybody again).
-    let ports: Vec<String> = (0..3)
-        .map(|_| {
-            let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            format!("/ip4/127.0.0.1/tcp/{}", socket.local_addr().unwrap().port())
-        })
-        .collect();
-    let mut nodes = vec![Daemon::start_isolated(
-        root.path(),
-        "n1",
-        &["--listen", &ports[0]],
-    )];
-    let token = nodes[0].join_token();
-    for (i, port) in ports.iter().enumerate().skip(1) {
-        nodes.push(Daemon::start_isolated(
-            root.path(),
-            &format!("n{}", i + 1),
-            &["--token", &token, "--listen", port],
-        ));
-    }
-    for d in &nodes {
-        wait_for(Duration::from_secs(20), "the mesh to form", || {
-            (e2e_tests::alive_names(&d.status()?).len() == 3).then_some(())
-        });
+    let mut nodes = mesh(root.path());
+    // Each keeps the port it was given across the restart, as on real machines (with ports
+    // picked anew, nobody would find anybody again).
+    for d in &mut nodes {
+        d.keep_listen_address();
     }
     let started = root.path().join("started");
     std::fs::create_dir(&started).unwrap();
     submit(
         &nodes[0],
         &["n2", "n3"],
-        &format!("mktemp -p {}; sleep 3; echo done", started.display()),
+        // Long enough to be running still when the stop comes, on a loaded machine too.
+        &format!("mktemp -p {}; sleep 30; echo done", started.display()),
     );
     wait_for(
         Duration::from_secs(20),

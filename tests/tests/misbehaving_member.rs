@@ -143,6 +143,17 @@ async fn trio() -> Trio {
 
 /// Submits `yaml` (an orchestration) on `node` to `targets`; returns the run and job ids.
 async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (String, Vec<String>) {
+    submit_run(node, yaml, cwd, targets, false).await
+}
+
+/// Like [`submit`]; `stream`: the targets send the jobs' output live, as for `--stream`.
+async fn submit_run(
+    node: &Node,
+    yaml: &str,
+    cwd: &Path,
+    targets: &[&str],
+    stream: bool,
+) -> (String, Vec<String>) {
     let orchestration = jobs::orchestration::parse_str(yaml, "test").expect("it parses");
     let parents = orchestration
         .entries
@@ -175,7 +186,7 @@ async fn submit(node: &Node, yaml: &str, cwd: &Path, targets: &[&str]) -> (Strin
         restrict: vec![],
         ignore_cache: false,
         force_async: false,
-        stream: false,
+        stream,
         exec: false,
     };
     match node.request(ControlRequest::Submit(submission)).await {
@@ -908,10 +919,24 @@ async fn a_member_cannot_take_over_another_submitters_job_or_run() {
         rogue,
         mut heard,
     } = trio().await;
-    let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo victim-output\n";
-    let (run_id, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
+    // The job runs on the target (until the test lets it end) while the member sends its runs.
+    let (started, gate) = (dirs[1].path().join("started"), dirs[1].path().join("gate"));
+    let yaml = format!(
+        "- jobs:\n  - RUN: --skip-cache touch {}; while [ ! -e {} ]; do sleep 0.1; done; \
+         echo victim-output\n",
+        started.display(),
+        gate.display()
+    );
+    let (run_id, job_ids) = submit(&submitter, &yaml, dirs[0].path(), &["target"]).await;
     let job_id = job_ids[0].clone();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the job never started on the target"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (rogue_run_id, rogue_job_id, why) in [
         (
             "rogue-run-0001",
@@ -942,6 +967,7 @@ async fn a_member_cannot_take_over_another_submitters_job_or_run() {
             JobReply::Refused(format!("run dropped: {why}"))
         );
     }
+    std::fs::write(&gate, "").unwrap();
     let record = finished(&submitter, &job_id).await;
     let result = &record.results["target"];
     assert_eq!(result.state, ResultState::Success, "{record:?}");
@@ -973,8 +999,13 @@ async fn a_member_cannot_speak_in_another_jobs_live_output() {
         rogue,
         heard: _heard,
     } = trio().await;
-    let yaml = "- jobs:\n  - RUN: --skip-cache sleep 2; echo real\n";
-    let (_, job_ids) = submit(&submitter, yaml, dirs[0].path(), &["target"]).await;
+    // The job runs until the test lets it end, once the forged lines were sent.
+    let gate = dirs[1].path().join("gate");
+    let yaml = format!(
+        "- jobs:\n  - RUN: --skip-cache while [ ! -e {} ]; do sleep 0.1; done; echo real\n",
+        gate.display()
+    );
+    let (_, job_ids) = submit_run(&submitter, &yaml, dirs[0].path(), &["target"], true).await;
     let job_id = job_ids[0].clone();
     let Reply::Stream(mut events) = submitter
         .request(ControlRequest::Watch {
@@ -1002,6 +1033,7 @@ async fn a_member_cannot_speak_in_another_jobs_live_output() {
         })
         .collect();
     send(&rogue, submitter.peer_id(), &JobMessage::Output(batches)).await;
+    std::fs::write(&gate, "").unwrap();
     let mut shown = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(event) = events.recv().await {
@@ -1019,6 +1051,11 @@ async fn a_member_cannot_speak_in_another_jobs_live_output() {
     assert!(
         shown.iter().all(|(_, text)| text != "forged\n"),
         "a forged line was shown: {shown:?}"
+    );
+    // The watch showed the job's output: the target's own line.
+    assert!(
+        shown.iter().any(|(_, text)| text == "real\n"),
+        "the target's own line was not shown: {shown:?}"
     );
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();

@@ -57,12 +57,15 @@ fn result<'a>(record: &'a Value, node: &str) -> (&'a str, &'a str, &'a str) {
     )
 }
 
-/// n1 on side 0 of `link`, n2 and n3 on side 1, once all see each other.
-fn across(link: &Link, root: &Path) -> [Daemon; 3] {
-    let n1 = Daemon::start_isolated_at(root, "n1", link, 0, &[]);
+/// n1 on side 0 of `link`, n2 and n3 on side 1, each started with `extra`, once all see each
+/// other.
+fn across(link: &Link, root: &Path, extra: &[&str]) -> [Daemon; 3] {
+    let n1 = Daemon::start_isolated_at(root, "n1", link, 0, extra);
     let token = n1.join_token();
-    let n2 = Daemon::start_isolated_at(root, "n2", link, 1, &["--token", &token]);
-    let n3 = Daemon::start_isolated_at(root, "n3", link, 1, &["--token", &token]);
+    let mut args = vec!["--token", token.as_str()];
+    args.extend_from_slice(extra);
+    let n2 = Daemon::start_isolated_at(root, "n2", link, 1, &args);
+    let n3 = Daemon::start_isolated_at(root, "n3", link, 1, &args);
     let all = ["n1", "n2", "n3"].map(String::from).to_vec();
     for d in [&n1, &n2, &n3] {
         wait_for(Duration::from_secs(30), "the mesh to form", || {
@@ -94,7 +97,9 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
     let link = Link::create();
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
-    let [n1, n2, n3] = across(&link, root);
+    // Heartbeats every 5 s: each side takes the other for alive for 10 to 15 s after the cut,
+    // time to submit across it on a loaded machine too.
+    let [n1, n2, n3] = across(&link, root, &["--heartbeat-interval", "5s"]);
     let far = [n2.peer_id(), n3.peer_id()];
 
     // Job A starts before the cut and finishes during it.
@@ -198,7 +203,7 @@ fn a_query_across_a_partition_completes_after_the_mend() {
     let link = Link::create();
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
-    let [n1, n2, n3] = across(&link, root);
+    let [n1, n2, n3] = across(&link, root, &[]);
     let started = root.join("started");
     std::fs::create_dir(&started).unwrap();
     let file = root.join("query.yaml");
@@ -509,7 +514,14 @@ fn late_results_racing_the_last_others_complete_every_record() {
     std::fs::write(&file, orchestration).unwrap();
     let o = n1.cli(&["orchestrate", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    std::thread::sleep(Duration::from_secs(3));
+    // In step on every node, a few jobs in.
+    wait_for(Duration::from_secs(30), "the first jobs' results", || {
+        let recs = records(&n1);
+        let done = recs
+            .iter()
+            .filter(|r| r["results"]["n3"]["state"] == "success");
+        (done.count() >= 3).then_some(())
+    });
     fleet.cut(0, 2);
     fleet.cut(1, 2);
     let n3_id = n3.peer_id();

@@ -71,6 +71,20 @@ fn five_daemons_form_a_mesh_and_track_failures() {
     let mut stranger = Daemon::start(root.path(), "stranger", &[]);
     assert!(stranger.terminate().success());
     let stranger = Daemon::start(root.path(), "stranger", &["--peer", &first_addr]);
+    // The mesh's side says that somebody outside it tried: at once, or once the 10 s a
+    // handshake may take are over (under another key, the first message may read as a long
+    // length that the node waits for). Only then is its absence below news.
+    wait_for(
+        Duration::from_secs(40),
+        "n1 to say a connection failed before it was authenticated",
+        || {
+            daemons[0]
+                .log()
+                .contains("a connection failed before it was authenticated")
+                .then_some(())
+        },
+    );
+    // Past an expiry since it tried: let in, it would be listed by now.
     std::thread::sleep(EXPIRY + Duration::from_secs(2));
     for d in &daemons {
         let status = d.status().unwrap();
@@ -85,26 +99,13 @@ fn five_daemons_form_a_mesh_and_track_failures() {
         );
         assert_eq!(alive_names(&status), all);
     }
-    // The mesh's side says that somebody outside it tried: at once, or once the 10 s a
-    // handshake may take are over (under another key, the first message may read as a long
-    // length that the node waits for).
-    wait_for(
-        Duration::from_secs(40),
-        "n1 to say a connection failed before it was authenticated",
-        || {
-            daemons[0]
-                .log()
-                .contains("a connection failed before it was authenticated")
-                .then_some(())
-        },
-    );
     assert_eq!(
         alive_names(&stranger.status().unwrap()),
         vec!["stranger".to_string()]
     );
 
-    // SIGTERM, and SIGHUP (the terminal it runs in closing): exit 0 and shown as `left`
-    // promptly (well before it could expire).
+    // SIGTERM, and SIGHUP (the terminal it runs in closing): exit 0 and shown as `left`, not
+    // `expired` first (only a goodbye makes a member `left`; silence makes it `expired`).
     for (i, signal) in [
         (4, nix::sys::signal::Signal::SIGTERM),
         (3, nix::sys::signal::Signal::SIGHUP),
@@ -117,9 +118,13 @@ fn five_daemons_form_a_mesh_and_track_failures() {
         );
         for d in daemons.iter().take(3) {
             wait_for(
-                Duration::from_secs(2),
+                Duration::from_secs(20),
                 &format!("{} to see n{} left after {signal}", d.name, i + 1),
-                || (state_of(&d.status()?, &leaver_id)? == "left").then_some(()),
+                || {
+                    let state = state_of(&d.status()?, &leaver_id)?;
+                    assert_ne!(state, "expired", "{} took n{} for gone", d.name, i + 1);
+                    (state == "left").then_some(())
+                },
             );
         }
     }
@@ -392,18 +397,12 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
 /// itself: the handshake failed with an error that blamed the mesh key.
 #[test]
 fn daemons_with_one_port_on_two_addresses_form_a_mesh() {
-    let root = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let args = |name: &str, ip: &str, token: Option<&str>| {
+    let args = |name: &str, listen: &str, token: Option<&str>| {
         let mut a: Vec<String> = [
             "--name",
             name,
             "--listen",
-            &format!("/ip4/{ip}/tcp/{port}"),
+            listen,
             "--heartbeat-interval",
             "1s",
         ]
@@ -414,11 +413,35 @@ fn daemons_with_one_port_on_two_addresses_form_a_mesh() {
         }
         a
     };
-    let mut first = Daemon::spawn(root.path(), "n1", args("n1", "127.0.0.1", None));
-    first.wait_serving();
-    let token = first.join_token();
-    let mut second = Daemon::spawn(root.path(), "n2", args("n2", "127.0.0.2", Some(&token)));
-    second.wait_serving();
+    // n1 is given a free port by the system; n2 listens on the same port of another address.
+    // Another process may have that one already: then both start again, on another port.
+    let mut attempts = 0;
+    let (_root, first, second) = loop {
+        attempts += 1;
+        let root = tempfile::tempdir().unwrap();
+        let mut first = Daemon::spawn(root.path(), "n1", args("n1", "/ip4/127.0.0.1/tcp/0", None));
+        first.wait_serving();
+        let port = first
+            .listen_address()
+            .rsplit('/')
+            .next()
+            .expect("a port")
+            .to_string();
+        let token = first.join_token();
+        let listen = format!("/ip4/127.0.0.2/tcp/{port}");
+        let mut second = Daemon::spawn(root.path(), "n2", args("n2", &listen, Some(&token)));
+        match second.serving_or_exit() {
+            Ok(()) => break (root, first, second),
+            Err(status) => {
+                let log = second.log();
+                assert!(
+                    attempts < 3 && log.contains("in use"),
+                    "n2 exited at start ({status}):\n{log}"
+                );
+                eprintln!("port {port} of 127.0.0.2 was taken: starting both again");
+            }
+        }
+    };
     for d in [&first, &second] {
         wait_for(Duration::from_secs(20), "the two to see each other", || {
             (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
@@ -481,7 +504,9 @@ fn a_node_that_was_paused_takes_nobody_for_gone() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(Duration::from_secs(20), "the run to be submitted", || {
+        (!e2e_tests::records(&daemons[0]).is_empty()).then_some(())
+    });
     let pid = nix::unistd::Pid::from_raw(daemons[0].pid());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     std::thread::sleep(EXPIRY + Duration::from_secs(3));
@@ -525,6 +550,11 @@ fn a_short_pause_takes_no_member_of_short_heartbeats_for_gone() {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
         std::thread::sleep(Duration::from_millis(2000));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        // It runs again (it answers) before the next pause: each pause is one it came back
+        // from, and would have taken n2 for gone then.
+        wait_for(Duration::from_secs(20), "n1 to answer", || {
+            daemons[0].status().map(|_| ())
+        });
         std::thread::sleep(Duration::from_millis(1500));
     }
     let log = daemons[0].log();
