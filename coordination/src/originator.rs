@@ -340,6 +340,17 @@ impl Originator {
         self.runs.len()
     }
 
+    /// Whether `run_id` is tracked here: open, or with targets written off that may still
+    /// come back and report (its records may be gone already: see `--record-retention`).
+    pub fn knows(&self, run_id: &str) -> bool {
+        self.runs.contains_key(run_id)
+            || self
+                .written_off
+                .values()
+                .flatten()
+                .any(|w| w.run.run_id == run_id)
+    }
+
     /// (job, node) results still expected for `run_id`.
     pub fn missing(&self, run_id: &str) -> usize {
         self.runs.get(run_id).map_or(0, |t| t.owed.len())

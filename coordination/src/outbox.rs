@@ -134,6 +134,12 @@ struct Queue {
     linger_until: Option<Instant>,
     /// The first of the failed tries since the last one that succeeded.
     failing_since: Option<Instant>,
+    /// Results of runs the originator answered it has no trace of ([`Input::Unknown`]):
+    /// offered again, after their own backoff, only when nothing else waits, so they never
+    /// hold up the results it does take.
+    unknown: VecDeque<JobResult>,
+    unknown_retry_at: Option<Instant>,
+    unknown_backoff: Duration,
 }
 
 impl Queue {
@@ -142,7 +148,38 @@ impl Queue {
         self.waiting
             .iter()
             .chain(self.in_flight.iter().flatten())
+            .chain(&self.unknown)
             .any(|r| r.run_id == run_id)
+    }
+
+    /// Results waiting or in flight.
+    fn len(&self) -> usize {
+        self.waiting.len() + self.in_flight.as_ref().map_or(0, Vec::len) + self.unknown.len()
+    }
+
+    /// Whether anything is left to send or to hear about.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `results`, of runs the originator has no trace of, wait apart for their next offer.
+    fn unknown_kept(&mut self, results: Vec<JobResult>, now: Instant) {
+        self.unknown.extend(results);
+        self.unknown_backoff = if self.unknown_backoff.is_zero() {
+            FIRST_RETRY
+        } else {
+            (self.unknown_backoff * 2).min(MAX_RETRY)
+        };
+        self.unknown_retry_at = Some(now + self.unknown_backoff);
+    }
+
+    /// Whether the results of unknown runs are to be offered at `now`: nothing else waits,
+    /// the originator is not being waited out, and their own backoff is over.
+    fn unknown_due(&self, now: Instant) -> bool {
+        !self.unknown.is_empty()
+            && self.waiting.is_empty()
+            && self.retry_at.is_none_or(|t| t <= now)
+            && self.unknown_retry_at.is_none_or(|t| t <= now)
     }
 
     /// The originator answered and kept nothing back: no more waiting between tries.
@@ -192,10 +229,7 @@ impl Outbox {
 
     /// Results not yet delivered (waiting or in flight).
     pub fn pending(&self) -> usize {
-        self.queues
-            .values()
-            .map(|q| q.waiting.len() + q.in_flight.as_ref().map_or(0, Vec::len))
-            .sum()
+        self.queues.values().map(Queue::len).sum()
     }
 
     /// Whether nothing is due before `until`: no batch waits to be sent before then (a batch in
@@ -203,10 +237,15 @@ impl Outbox {
     /// down for a while is retried every [`MAX_RETRY`], which a node may wait for at leisure.
     pub fn quiet_until(&self, until: Instant) -> bool {
         self.queues.values().all(|q| {
-            q.in_flight.is_some()
-                || q.waiting.is_empty()
-                || (q.retry_at.is_some_and(|t| t >= until)
-                    && q.linger_until.is_none_or(|t| t >= until))
+            if q.in_flight.is_some() {
+                true
+            } else if !q.waiting.is_empty() {
+                q.retry_at.is_some_and(|t| t >= until) && q.linger_until.is_none_or(|t| t >= until)
+            } else {
+                q.unknown.is_empty()
+                    || q.unknown_retry_at.is_some_and(|t| t >= until)
+                    || q.retry_at.is_some_and(|t| t >= until)
+            }
         })
     }
 
@@ -216,7 +255,7 @@ impl Outbox {
             .iter()
             .map(|(to, q)| Owed {
                 to: to.clone(),
-                results: q.waiting.len() + q.in_flight.as_ref().map_or(0, Vec::len),
+                results: q.len(),
                 failing_for: q.failing_since.map(|t| now.saturating_duration_since(t)),
             })
             .collect()
@@ -271,6 +310,15 @@ impl Outbox {
                 let mut actions = Vec::new();
                 if ok {
                     q.taken();
+                    // Results of a run it had no trace of were taken: the daemon that
+                    // submitted it answers now, and gets the others of such runs at once.
+                    if batch
+                        .iter()
+                        .any(|r| self.unknown_since.contains_key(&r.run_id))
+                    {
+                        q.unknown_retry_at = None;
+                        q.unknown_backoff = Duration::ZERO;
+                    }
                     self.taken(&batch);
                     actions.push(Action::Delivered(batch));
                 } else {
@@ -278,8 +326,7 @@ impl Outbox {
                     actions.extend(self.slim(&to, now));
                 }
                 actions.extend(self.try_send(&to, now));
-                self.queues
-                    .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
+                self.queues.retain(|_, q| !q.is_empty());
                 actions
             }
             Input::Unknown { to, runs } => {
@@ -307,17 +354,15 @@ impl Outbox {
                 if !done.is_empty() {
                     actions.push(Action::Delivered(done));
                 }
-                // Still there: its batch was taken from it above.
+                // Still there: its batch was taken from it above. It answered: the results it
+                // takes go on at once; those it has no trace of wait apart (`unknown_kept`).
                 let q = self.queues.entry(to.clone()).or_default();
-                if kept.is_empty() {
-                    q.taken();
-                } else {
-                    q.failed(kept, now);
-                    actions.extend(self.slim(&to, now));
+                q.taken();
+                if !kept.is_empty() {
+                    q.unknown_kept(kept, now);
                 }
                 actions.extend(self.try_send(&to, now));
-                self.queues
-                    .retain(|_, q| !q.waiting.is_empty() || q.in_flight.is_some());
+                self.queues.retain(|_, q| !q.is_empty());
                 if !self.unknown_since.is_empty() {
                     let queues = &self.queues;
                     self.unknown_since
@@ -341,7 +386,8 @@ impl Outbox {
                     .filter(|(_, q)| {
                         q.in_flight.is_none()
                             && (q.retry_at.is_some_and(|t| t <= now)
-                                || q.linger_until.is_some_and(|t| t <= now))
+                                || q.linger_until.is_some_and(|t| t <= now)
+                                || q.unknown_due(now))
                     })
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -351,6 +397,10 @@ impl Outbox {
                 if let Some(q) = self.queues.get_mut(&to) {
                     q.retry_at = None;
                     q.backoff = Duration::ZERO;
+                    // The daemon with its identity that comes back may be the one that
+                    // submitted those runs.
+                    q.unknown_retry_at = None;
+                    q.unknown_backoff = Duration::ZERO;
                 }
                 self.try_send(&to, now).into_iter().collect()
             }
@@ -388,22 +438,30 @@ impl Outbox {
 
     fn try_send(&mut self, to: &NodeId, now: Instant) -> Option<Action> {
         let q = self.queues.get_mut(to)?;
-        if q.in_flight.is_some() || q.waiting.is_empty() || q.retry_at.is_some_and(|t| t > now) {
+        if q.in_flight.is_some() {
             return None;
         }
-        if q.linger_until.is_some_and(|t| t > now) && q.waiting.len() < MAX_BATCH {
-            return None;
-        }
+        let from = if q.unknown_due(now) {
+            &mut q.unknown
+        } else {
+            if q.waiting.is_empty() || q.retry_at.is_some_and(|t| t > now) {
+                return None;
+            }
+            if q.linger_until.is_some_and(|t| t > now) && q.waiting.len() < MAX_BATCH {
+                return None;
+            }
+            &mut q.waiting
+        };
         let mut n = 0;
         let mut bytes = 0;
-        for r in q.waiting.iter().take(MAX_BATCH) {
+        for r in from.iter().take(MAX_BATCH) {
             bytes += weight(r);
             if n > 0 && bytes > MAX_BATCH_BYTES {
                 break;
             }
             n += 1;
         }
-        let batch: Vec<JobResult> = q.waiting.drain(..n).collect();
+        let batch: Vec<JobResult> = from.drain(..n).collect();
         q.in_flight = Some(batch.clone());
         q.retry_at = None;
         q.linger_until = None;
@@ -877,20 +935,21 @@ mod tests {
             vec!["1"]
         );
         assert!(add_result(&mut o, of_run("known", "2")).is_empty());
-        // Answered by a daemon that never submitted it: nothing is forgotten.
-        assert!(unknown(&mut o, &["theirs"], t).is_empty());
+        // Answered by a daemon that never submitted it: nothing is forgotten, and the result
+        // behind it, which it takes, goes at once.
+        let a = unknown(&mut o, &["theirs"], t);
+        assert_eq!(jobs(&a[0]), vec!["2"]);
         assert_eq!(o.pending(), 2);
         assert!(o.holds_run("theirs"));
-        assert_eq!(o.owed(t)[0].failing_for, Some(Duration::ZERO));
-        // Offered again after the usual backoff, with what came meanwhile; the rest is taken.
-        assert!(o.handle(Input::Tick, t + FIRST_RETRY / 2).is_empty());
-        let a = o.handle(Input::Tick, t + FIRST_RETRY);
-        assert_eq!(jobs(&a[0]), vec!["1", "2"]);
-        let a = unknown(&mut o, &["theirs"], t + FIRST_RETRY);
-        assert_eq!(a.len(), 1, "{a:?}");
-        assert!(matches!(a[0], Action::Delivered(_)));
+        assert_eq!(o.owed(t)[0].failing_for, None, "it answers");
+        let a = sent(&mut o, true, t);
         assert_eq!(jobs(&a[0]), vec!["2"]);
         assert_eq!(o.pending(), 1);
+        // Offered again after its own backoff, once nothing else waits.
+        assert!(o.handle(Input::Tick, t + FIRST_RETRY / 2).is_empty());
+        let a = o.handle(Input::Tick, t + FIRST_RETRY);
+        assert_eq!(jobs(&a[0]), vec!["1"]);
+        assert!(unknown(&mut o, &["theirs"], t + FIRST_RETRY).is_empty());
         // Backing off as after failed tries; then the submitter answers: taken.
         let next = t + FIRST_RETRY * 3;
         assert!(
@@ -902,6 +961,55 @@ mod tests {
         assert_eq!(jobs(&a[0]), vec!["1"]);
         assert_eq!(o.pending(), 0);
         assert!(o.unknown_since.is_empty() && o.added.is_empty());
+    }
+
+    /// However many results of unknown runs wait, and however large, the results the
+    /// originator takes pass them at once, and it is never taken for failing.
+    #[test]
+    fn results_of_unknown_runs_never_hold_up_the_others() {
+        let t = Instant::now();
+        let mut o = Outbox::new();
+        let to = NodeId("origin".into());
+        let add_result = |o: &mut Outbox, r: JobResult, now: Instant| {
+            o.handle(
+                Input::Add {
+                    to: to.clone(),
+                    result: r,
+                    more_coming: false,
+                },
+                now,
+            )
+        };
+        for i in 0..300 {
+            o.handle(
+                Input::Restored {
+                    to: to.clone(),
+                    result: of_run("purged", &format!("p{i}")),
+                    age: Duration::ZERO,
+                },
+                t,
+            );
+        }
+        // Every batch of them is answered so: they wait apart.
+        let now = t;
+        let mut a = unknown(&mut o, &["purged"], now);
+        while let Some(Action::Send { results, .. }) = a.first() {
+            assert!(results.iter().all(|r| r.run_id == "purged"));
+            a = unknown(&mut o, &["purged"], now);
+        }
+        assert_eq!(o.pending(), 300);
+        // A live result goes at once, whatever the backoff of those, and is taken.
+        let a = add_result(&mut o, of_run("live", "l"), now);
+        assert_eq!(jobs(&a[0]), vec!["l"]);
+        assert_eq!(o.owed(now)[0].failing_for, None);
+        assert_eq!(jobs(&sent(&mut o, true, now)[0]), vec!["l"]);
+        assert_eq!(o.pending(), 300);
+        // Another one while they are in flight waits only for their answer.
+        let a = o.handle(Input::Tick, now + MAX_RETRY);
+        assert!(matches!(&a[0], Action::Send { results, .. } if results[0].run_id == "purged"));
+        assert!(add_result(&mut o, of_run("live", "m"), now + MAX_RETRY).is_empty());
+        let a = unknown(&mut o, &["purged"], now + MAX_RETRY);
+        assert_eq!(jobs(&a[0]), vec!["m"]);
     }
 
     /// Results of a run that nobody ever takes (its submitter purged it) are given up once
@@ -928,6 +1036,8 @@ mod tests {
             t,
         );
         let mut now = t;
+        // The one behind goes at once, and is answered so too.
+        assert_eq!(jobs(&unknown(&mut o, &["purged"], now)[0]), vec!["new"]);
         assert!(unknown(&mut o, &["purged"], now).is_empty());
         // Answered so for almost an hour: still kept, and still offered.
         while now < t + GIVE_UP_UNKNOWN_AFTER - MAX_RETRY {

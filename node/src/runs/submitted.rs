@@ -504,7 +504,10 @@ impl Actor {
             // identity submitted the run (a copy of its state directory on another machine,
             // which took the sender's connection), or this node forgot it. Not taken: the
             // sender keeps the result for whichever it is (`outbox::Input::Unknown`).
-            None if !self.open_runs.contains_key(run_id) && self.store.run(run_id).is_none() => {
+            None if !self.open_runs.contains_key(run_id)
+                && !self.originator.knows(run_id)
+                && self.store.run(run_id).is_none() =>
+            {
                 debug!(job = %job_id, run = %run_id, %node, "result for a run this node has no trace of");
                 Held::UnknownRun
             }
