@@ -165,11 +165,7 @@ impl Queue {
     /// `results`, of runs the originator has no trace of, wait apart for their next offer.
     fn unknown_kept(&mut self, results: Vec<JobResult>, now: Instant) {
         self.unknown.extend(results);
-        self.unknown_backoff = if self.unknown_backoff.is_zero() {
-            FIRST_RETRY
-        } else {
-            (self.unknown_backoff * 2).min(MAX_RETRY)
-        };
+        self.unknown_backoff = next_backoff(self.unknown_backoff);
         self.unknown_retry_at = Some(now + self.unknown_backoff);
     }
 
@@ -195,12 +191,17 @@ impl Queue {
         for r in results.into_iter().rev() {
             self.waiting.push_front(r);
         }
-        self.backoff = if self.backoff.is_zero() {
-            FIRST_RETRY
-        } else {
-            (self.backoff * 2).min(MAX_RETRY)
-        };
+        self.backoff = next_backoff(self.backoff);
         self.retry_at = Some(now + self.backoff);
+    }
+}
+
+/// The wait after `backoff` before the next try: [`FIRST_RETRY`], doubling up to [`MAX_RETRY`].
+fn next_backoff(backoff: Duration) -> Duration {
+    if backoff.is_zero() {
+        FIRST_RETRY
+    } else {
+        (backoff * 2).min(MAX_RETRY)
     }
 }
 
