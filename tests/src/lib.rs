@@ -23,10 +23,18 @@ pub fn binary() -> PathBuf {
         .and_then(Path::parent)
         .map(|dir| dir.join("directord-mesh"))
         .expect("target directory");
+    // The benches run from target/release: they need the release binary.
+    let release = bin.parent().and_then(Path::file_name) == Some("release".as_ref());
     assert!(
         bin.exists(),
-        "{} does not exist: build it with `cargo build -p directord-mesh` (cargo test --workspace does)",
-        bin.display()
+        "{} does not exist: build it with `cargo build{} -p directord-mesh`{}",
+        bin.display(),
+        if release { " --release" } else { "" },
+        if release {
+            ""
+        } else {
+            " (cargo test --workspace does)"
+        }
     );
     bin
 }
