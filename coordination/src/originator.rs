@@ -117,8 +117,8 @@ pub enum Input {
     /// A node is alive again (a partition healed, a restart), or new. A target written off
     /// that had not acknowledged the run is resent it; one that had has it on disk.
     NodeBack(NodeId),
-    /// The nodes alive now (the answer to [`Action::CheckAlive`]).
-    Alive(Vec<NodeId>),
+    /// The nodes alive now: the answer to the [`Action::CheckAlive`] of number `check`.
+    Alive { check: u64, alive: Vec<NodeId> },
     /// Time passed.
     Tick,
 }
@@ -148,8 +148,8 @@ pub enum Action {
     },
     /// Every expected result of the run is in (or unreachable).
     Finished { run_id: String },
-    /// Say which nodes are alive now ([`Input::Alive`]).
-    CheckAlive,
+    /// Say which nodes are alive now ([`Input::Alive`], with this `check` number).
+    CheckAlive { check: u64 },
 }
 
 struct Tracked {
@@ -403,7 +403,7 @@ impl Originator {
                 self.back(node, now);
                 vec![]
             }
-            Input::Alive(alive) => self.alive(alive, now),
+            Input::Alive { check, alive } => self.alive(check, alive, now),
             Input::Tick => self.tick(now),
         }
     }
@@ -677,8 +677,8 @@ impl Originator {
 
     /// An answer to [`Action::CheckAlive`]: in the runs asked with its check, targets that
     /// owe results and are not among `alive` are gone (unless seen back while it was out).
-    fn alive(&mut self, alive: Vec<NodeId>, now: Instant) -> Vec<Action> {
-        let Some((check, spared)) = self.checks.answer() else {
+    fn alive(&mut self, check: u64, alive: Vec<NodeId>, now: Instant) -> Vec<Action> {
+        let Some(spared) = self.checks.answer(check) else {
             return vec![];
         };
         let alive: HashSet<NodeId> = alive.into_iter().collect();
@@ -718,7 +718,7 @@ impl Originator {
                 t.alive_check = AliveCheck::Asked(number);
             }
         }
-        check.map(|_| Action::CheckAlive)
+        check.map(|check| Action::CheckAlive { check })
     }
 
     fn tick(&mut self, now: Instant) -> Vec<Action> {

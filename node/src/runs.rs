@@ -142,8 +142,11 @@ pub enum Input {
         run_id: String,
         stored: bool,
     },
-    /// The members alive now, as the run tracker asked.
-    Alive(Vec<PeerId>),
+    /// The members alive now, as the run tracker asked with its check of number `check`.
+    Alive {
+        check: u64,
+        alive: Vec<PeerId>,
+    },
     /// The commit asked for records closed lately (see `Actor::closing`) is over.
     ClosingStored {
         generation: u64,
@@ -792,11 +795,11 @@ impl Actor {
             }
             Input::MemberBack(peer) => self.member_back(peer),
             Input::AcceptStored { run_id, stored } => self.accept_stored(run_id, stored),
-            Input::Alive(alive) => {
+            Input::Alive { check, alive } => {
                 let alive = alive.iter().map(|p| NodeId(p.to_string())).collect();
                 let actions = self
                     .originator
-                    .handle(originator::Input::Alive(alive), Instant::now());
+                    .handle(originator::Input::Alive { check, alive }, Instant::now());
                 self.originator_actions(actions);
             }
             Input::MemberGone(peer) => self.member_gone(&peer, originator::Input::NodeGone),
@@ -916,6 +919,13 @@ impl Actor {
             JobMessage::Ack { run_id, node } => {
                 if node != from {
                     return JobReply::Refused("an acknowledgement comes from its node".into());
+                }
+                // An acknowledgement of a run this node has no trace of is for the daemon
+                // that submitted it (see `Results` below): answered so, the target does not
+                // count it as heard and answers that daemon's re-announces.
+                if !self.has_trace_of(&run_id) {
+                    debug!(run = %run_id, %node, "acknowledgement of a run this node has no trace of");
+                    return JobReply::UnknownRuns(vec![run_id]);
                 }
                 debug!(run = %run_id, %node, "acknowledged");
                 let actions = self

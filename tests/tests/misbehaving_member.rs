@@ -777,6 +777,31 @@ async fn a_result_naming_another_run_is_not_taken() {
     submitter.shutdown().await.unwrap();
 }
 
+/// An acknowledgement of a run the node has no trace of is answered so (it is for another
+/// daemon with the node's identity, whose re-announces the target must still answer); one of
+/// the node's own run is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_of_a_run_the_node_has_no_trace_of_is_answered_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let submitter = node(dir.path(), "submitter", None).await;
+    let (rogue, _heard) = rogue(&submitter).await;
+    wait_alive(&submitter, 2).await;
+    let (run_id, _) = submit(&submitter, "- jobs:\n  - ECHO: a\n", dir.path(), &["rogue"]).await;
+    let ack = |run_id: &str| JobMessage::Ack {
+        run_id: run_id.into(),
+        node: NodeId(rogue.local_peer_id().to_string()),
+    };
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &ack("no-such-run")).await,
+        JobReply::UnknownRuns(vec!["no-such-run".into()])
+    );
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &ack(&run_id)).await,
+        JobReply::Ok
+    );
+    submitter.shutdown().await.unwrap();
+}
+
 /// The outcome of `job_id` in the next results sent to the rogue that have it.
 async fn result_of(heard: &mut mpsc::Receiver<Heard>, job_id: &str) -> Outcome {
     tokio::time::timeout(Duration::from_secs(20), async {

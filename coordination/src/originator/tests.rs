@@ -193,8 +193,8 @@ fn a_target_that_said_goodbye_is_written_off_only_if_not_back_in_time() {
     let s = Duration::from_secs(1);
     assert!(o.handle(Input::NodeLeft(node("a")), t0 + s).is_empty());
     let a = o.handle(Input::Tick, t0 + 2 * s);
-    assert!(a.contains(&Action::CheckAlive), "{a:?}");
-    let a = o.handle(Input::Alive(vec![node("b")]), t0 + 2 * s);
+    let check = check_in(&a).expect("a check is asked");
+    let a = o.handle(alive(check, &["b"]), t0 + 2 * s);
     assert!(!written_off(&a, "a"), "{a:?}");
     // Back without its jobs written off: it acknowledged, so it has the run on disk and
     // takes its jobs up again; nothing is sent.
@@ -336,8 +336,24 @@ fn a_target_back_after_the_window_stays_unreachable() {
 fn without_checks(actions: Vec<Action>) -> Vec<Action> {
     actions
         .into_iter()
-        .filter(|a| *a != Action::CheckAlive)
+        .filter(|a| !matches!(a, Action::CheckAlive { .. }))
         .collect()
+}
+
+/// The number of the alive check among `actions`, if one was asked.
+fn check_in(actions: &[Action]) -> Option<u64> {
+    actions.iter().find_map(|a| match a {
+        Action::CheckAlive { check } => Some(*check),
+        _ => None,
+    })
+}
+
+/// The answer to alive check `check`: these nodes are alive.
+fn alive(check: u64, nodes: &[&str]) -> Input {
+    Input::Alive {
+        check,
+        alive: nodes.iter().map(|n| node(n)).collect(),
+    }
 }
 
 /// An originator resending to four targets per round, and the names of `n` targets of one
@@ -648,7 +664,7 @@ fn targets_of_a_resumed_run_not_alive_after_a_while_are_written_off() {
         now,
     );
     let check = OriginatorConfig::default().resumed_alive_check;
-    let asks = |a: &[Action]| a.iter().filter(|x| **x == Action::CheckAlive).count();
+    let asks = |a: &[Action]| usize::from(check_in(a).is_some());
     assert_eq!(asks(&o.handle(Input::Tick, now + check / 2)), 0);
     assert_eq!(asks(&o.handle(Input::Tick, now + check)), 1);
     assert_eq!(
@@ -657,12 +673,13 @@ fn targets_of_a_resumed_run_not_alive_after_a_while_are_written_off() {
         "asked once"
     );
     // `b` expired while this node was down; `c` has reported and is not owed anything.
-    only_b_is_written_off(&mut o, now + check);
+    only_b_is_written_off(&mut o, 1, now + check);
 }
 
-/// Told at `at` that only `a` is alive, `o` writes off `b`'s one job of run `r1`.
-fn only_b_is_written_off(o: &mut Originator, at: Instant) {
-    let a = o.handle(Input::Alive(vec![node("a")]), at);
+/// Told at `at`, in the answer to check `check`, that only `a` is alive, `o` writes off
+/// `b`'s one job of run `r1`.
+fn only_b_is_written_off(o: &mut Originator, check: u64, at: Instant) {
+    let a = o.handle(alive(check, &["a"]), at);
     assert_eq!(
         a,
         vec![Action::Unreachable {
@@ -682,10 +699,10 @@ fn a_target_gone_before_its_run_was_tracked_is_written_off() {
     let t0 = Instant::now();
     o.handle(Input::Submit(run(&["a", "b"], 1, None)), t0);
     let check = OriginatorConfig::default().submitted_alive_check;
-    let asks = |a: &[Action]| a.iter().filter(|x| **x == Action::CheckAlive).count();
+    let asks = |a: &[Action]| usize::from(check_in(a).is_some());
     assert_eq!(asks(&o.handle(Input::Tick, t0 + check / 2)), 0);
     assert_eq!(asks(&o.handle(Input::Tick, t0 + check)), 1);
-    only_b_is_written_off(&mut o, t0 + check);
+    only_b_is_written_off(&mut o, 1, t0 + check);
 }
 
 /// The check after a submission is that run's: a run resumed moments before keeps its
@@ -710,10 +727,10 @@ fn a_submissions_alive_check_is_its_own_runs() {
     o.handle(Input::Submit(fresh), t0);
     let check = OriginatorConfig::default().submitted_alive_check;
     let a = o.handle(Input::Tick, t0 + check);
-    assert!(a.contains(&Action::CheckAlive), "{a:?}");
+    let asked = check_in(&a).expect("a check is asked");
     // c came back between the question and the answer.
     o.handle(Input::NodeBack(node("c")), t0 + check);
-    let a = o.handle(Input::Alive(vec![node("a")]), t0 + check);
+    let a = o.handle(alive(asked, &["a"]), t0 + check);
     assert_eq!(
         a,
         vec![Action::Unreachable {
@@ -801,62 +818,62 @@ fn an_earlier_answer_does_not_write_off_a_target_seen_back_since() {
     o.handle(Input::NodeGone(node("x")), t0);
     o.handle(Input::Submit(named("A", &["x", "y"])), t0);
     o.handle(Input::Submit(named("B", &["x", "y"])), t0 + ms(150));
-    assert!(
-        o.handle(Input::Tick, t0 + check)
-            .contains(&Action::CheckAlive)
-    );
+    let first = check_in(&o.handle(Input::Tick, t0 + check)).expect("A's check");
     // x is back, then B's check is asked, then the answer to A's (taken before x was back).
     o.handle(Input::NodeBack(node("x")), t0 + check + ms(50));
     let a = o.handle(Input::Tick, t0 + check + ms(200));
-    assert!(a.contains(&Action::CheckAlive), "{a:?}");
-    let a = o.handle(Input::Alive(vec![node("y")]), t0 + check + ms(250));
+    let second = check_in(&a).expect("B's check");
+    let a = o.handle(alive(first, &["y"]), t0 + check + ms(250));
     assert!(a.is_empty(), "{a:?}");
-    let a = o.handle(
-        Input::Alive(vec![node("x"), node("y")]),
-        t0 + check + ms(260),
-    );
+    let a = o.handle(alive(second, &["x", "y"]), t0 + check + ms(260));
     assert!(a.is_empty(), "{a:?}");
     assert_eq!((o.missing("A"), o.missing("B")), (2, 2));
 }
 
-/// Each answer is for the runs asked with its check: a run tracked after the first check
-/// was answered for (its target expired since) is checked by its own answer.
+/// Each answer is for the runs asked with its check, in whatever order the answers come: a
+/// run tracked after the first check was asked (its target expired since) is checked by its
+/// own answer, and the first check's answer, taken earlier, writes off nothing of it.
 #[test]
 fn each_alive_answer_is_for_the_runs_asked_with_it() {
-    let t0 = Instant::now();
-    let ms = Duration::from_millis;
-    let check = OriginatorConfig::default().submitted_alive_check;
-    let mut o = Originator::new(node("me"), OriginatorConfig::default());
-    o.handle(Input::Submit(named("A", &["x", "y"])), t0);
-    assert!(
-        o.handle(Input::Tick, t0 + check)
-            .contains(&Action::CheckAlive)
-    );
-    // The answer to A's check is taken now, z alive; z expires, then B names it (read
-    // before it expired) and B's check is asked before A's answer arrives.
-    let b_at = t0 + check + ms(100);
-    o.handle(Input::NodeGone(node("z")), t0 + check + ms(50));
-    o.handle(Input::Submit(named("B", &["x", "z"])), b_at);
-    assert!(
-        o.handle(Input::Tick, b_at + check)
-            .contains(&Action::CheckAlive)
-    );
-    let everyone = ["x", "y", "z"].map(node).to_vec();
-    let a = o.handle(Input::Alive(everyone), b_at + check + ms(10));
-    assert!(a.is_empty(), "{a:?}");
-    let a = o.handle(
-        Input::Alive(vec![node("x"), node("y")]),
-        b_at + check + ms(20),
-    );
-    assert_eq!(
-        a,
-        vec![Action::Unreachable {
-            run_id: "B".into(),
-            node: node("z"),
-            job_ids: vec!["j0".into()]
-        }]
-    );
-    assert_eq!((o.missing("A"), o.missing("B")), (2, 1));
+    for later_answer_first in [false, true] {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let check = OriginatorConfig::default().submitted_alive_check;
+        let mut o = Originator::new(node("me"), OriginatorConfig::default());
+        o.handle(Input::Submit(named("A", &["x", "y"])), t0);
+        let first = check_in(&o.handle(Input::Tick, t0 + check)).expect("A's check");
+        // The answer to A's check is taken now, z alive; z expires, then B names it (read
+        // before it expired) and B's check is asked before A's answer arrives.
+        let b_at = t0 + check + ms(100);
+        o.handle(Input::NodeGone(node("z")), t0 + check + ms(50));
+        o.handle(Input::Submit(named("B", &["x", "z"])), b_at);
+        let second = check_in(&o.handle(Input::Tick, b_at + check)).expect("B's check");
+        let answers = [alive(first, &["x", "y", "z"]), alive(second, &["x", "y"])];
+        let mut taken = Vec::new();
+        let mut at = b_at + check;
+        let order: Vec<Input> = if later_answer_first {
+            answers.into_iter().rev().collect()
+        } else {
+            answers.into_iter().collect()
+        };
+        for answer in order {
+            at += ms(10);
+            taken.extend(o.handle(answer, at));
+        }
+        assert_eq!(
+            taken,
+            vec![Action::Unreachable {
+                run_id: "B".into(),
+                node: node("z"),
+                job_ids: vec!["j0".into()]
+            }],
+            "later answer first: {later_answer_first}"
+        );
+        assert_eq!((o.missing("A"), o.missing("B")), (2, 1));
+        // An answer to a check already answered, or never asked, is for nothing.
+        assert!(o.handle(alive(second, &[]), at).is_empty());
+        assert!(o.handle(alive(99, &[]), at).is_empty());
+    }
 }
 
 /// `n` target names of a large run.

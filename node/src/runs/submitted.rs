@@ -173,13 +173,14 @@ impl Actor {
                     // This node's own run: its ids are its own, never dropped.
                     let _ = self.accept(run, false);
                 }
-                originator::Action::CheckAlive => {
+                originator::Action::CheckAlive { check } => {
                     let mesh = self.mesh.clone();
                     let inbox = self.inbox.clone();
                     tokio::spawn(async move {
+                        // An error means the mesh task is gone: the node is stopping.
                         if let Ok(alive) = mesh.alive_members().await {
                             let alive = alive.into_iter().map(|(peer, _)| peer).collect();
-                            let _ = inbox.send(Input::Alive(alive)).await;
+                            let _ = inbox.send(Input::Alive { check, alive }).await;
                         }
                     });
                 }
@@ -294,6 +295,15 @@ impl Actor {
     ///
     /// Whether this node knows the result's run (`false`: it has no trace of it, the result is
     /// not taken, and its sender is answered [`JobReply::UnknownRuns`]).
+    /// Whether this node knows `run_id` as its submitter: open, tracked for targets written
+    /// off, or on disk. A run it has no trace of was submitted by another daemon with this
+    /// node's identity (a copy of its state directory elsewhere), or forgotten here.
+    pub(super) fn has_trace_of(&self, run_id: &str) -> bool {
+        self.open_runs.contains_key(run_id)
+            || self.originator.knows(run_id)
+            || self.store.run(run_id).is_some()
+    }
+
     pub(super) fn record_result(&mut self, result: JobResult) -> bool {
         self.take_result(result, true)
     }
@@ -504,10 +514,7 @@ impl Actor {
             // identity submitted the run (a copy of its state directory on another machine,
             // which took the sender's connection), or this node forgot it. Not taken: the
             // sender keeps the result for whichever it is (`outbox::Input::Unknown`).
-            None if !self.open_runs.contains_key(run_id)
-                && !self.originator.knows(run_id)
-                && self.store.run(run_id).is_none() =>
-            {
+            None if !self.has_trace_of(run_id) => {
                 debug!(job = %job_id, run = %run_id, %node, "result for a run this node has no trace of");
                 Held::UnknownRun
             }

@@ -51,7 +51,7 @@ impl Sim {
                 }
                 // The submitter never restarts here, so never resumes a run.
                 originator::Action::Finished { .. }
-                | originator::Action::CheckAlive
+                | originator::Action::CheckAlive { .. }
                 | originator::Action::Interrupted { .. } => {}
             }
         }
