@@ -1281,38 +1281,7 @@ fn speak_wire_version_of_test_hook(state_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A run of one parent with the ADD jobs `pattern` makes in `dir`.
-    fn add_run(dir: &Path, pattern: &str) -> coordination::Run {
-        let spec = match jobs::JobSpec::parse("ADD", pattern, &Default::default()).unwrap() {
-            jobs::ParseOutcome::Spec(s) => s,
-            jobs::ParseOutcome::Help(h) => panic!("{h}"),
-        };
-        let jobs = jobs::transfer::resolve(spec, dir)
-            .unwrap()
-            .into_iter()
-            .enumerate()
-            .map(|(i, spec)| coordination::JobEntry {
-                job_id: format!("j{i}"),
-                fingerprint: spec.fingerprint(),
-                spec,
-                only_on: None,
-            })
-            .collect();
-        let me = coordination::NodeId(PeerId::random().to_string());
-        coordination::Run::new(
-            "r",
-            me.clone(),
-            vec![coordination::Parent {
-                parent_id: "p".into(),
-                fingerprint: jobs::Fingerprint([0; 32]),
-                queue: jobs::executor::QueueKind::Sync,
-                targets: vec![me],
-                target_keys: Default::default(),
-                jobs,
-            }],
-        )
-    }
+    use crate::test_support::add_run;
 
     fn listing(dir: &Path) -> Vec<std::ffi::OsString> {
         let mut names: Vec<_> = std::fs::read_dir(dir)

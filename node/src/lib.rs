@@ -17,5 +17,8 @@ pub mod store;
 pub mod submit;
 pub mod transfers;
 
+#[cfg(test)]
+mod test_support;
+
 pub use config::{JoinOptions, NodeConfig};
 pub use daemon::{Node, NodeError, VERSION};

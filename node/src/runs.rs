@@ -1098,6 +1098,7 @@ fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::add_run;
 
     /// One holder for each of the most files a run names holders of (the costliest way to
     /// name [`coordination::transfer::MAX_HOLDER_HINTS`]) fits the room a submission keeps for them.
@@ -1135,42 +1136,17 @@ mod tests {
         for i in 0..70 {
             std::fs::write(dir.path().join(format!("f{i:02}")), format!("file {i}")).unwrap();
         }
-        let spec = match jobs::JobSpec::parse("ADD", "f* /dest/", &Default::default()).unwrap() {
-            jobs::ParseOutcome::Spec(s) => s,
-            jobs::ParseOutcome::Help(h) => panic!("{h}"),
-        };
-        let specs = jobs::transfer::resolve(spec, dir.path()).unwrap();
-        let holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>> = specs
+        let run = add_run(dir.path(), "f* /dest/");
+        let files = run.parents[0]
+            .jobs
             .iter()
-            .filter_map(|s| transfer_file(&s.component))
+            .filter_map(|job| transfer_file(&job.spec.component));
+        let holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>> = files
             .map(|f| {
                 let nodes = (0..40).map(|_| NodeId(PeerId::random().to_string()));
                 (f.hash, nodes.collect())
             })
             .collect();
-        let jobs = specs
-            .into_iter()
-            .enumerate()
-            .map(|(i, spec)| coordination::JobEntry {
-                job_id: format!("j{i}"),
-                fingerprint: spec.fingerprint(),
-                spec,
-                only_on: None,
-            })
-            .collect();
-        let me = NodeId(PeerId::random().to_string());
-        let run = Run::new(
-            "r",
-            me.clone(),
-            vec![coordination::Parent {
-                parent_id: "p".into(),
-                fingerprint: jobs::Fingerprint([0; 32]),
-                queue: jobs::executor::QueueKind::Sync,
-                targets: vec![me],
-                target_keys: Default::default(),
-                jobs,
-            }],
-        );
         let hints = coordination::transfer::holder_hints(&run, &holders);
         assert!(hints.iter().all(|(hash, nodes)| {
             nodes.len() <= 16 && nodes.iter().all(|n| holders[hash].contains(n))

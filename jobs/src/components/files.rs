@@ -1178,6 +1178,33 @@ mod tests {
         fn discard_blob(&self, _: Fingerprint) {}
     }
 
+    /// A job for `holder`'s file, with no lock and a minute to run.
+    fn context<'a>(cache: &'a Cache, holder: &'a Holder) -> Context<'a> {
+        Context {
+            job_id: "job",
+            run_id: "run",
+            cache,
+            sink: None,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+            coordinator: Some(holder),
+            processes: None,
+            queue: None,
+            landing_lock: None,
+        }
+    }
+
+    /// An ADD of the file `blob` to `dest`, with no --chown or --chmod, as the CLI resolves it.
+    fn add_of(blob: &Path, dest: &Path) -> Transfer {
+        Transfer {
+            src: blob.display().to_string(),
+            dest: dest.display().to_string(),
+            owner: None,
+            mode: None,
+            blueprint: false,
+            file: Some(FileRef::read(blob).unwrap()),
+        }
+    }
+
     /// The temporary files beside DEST in `dir`.
     fn landings_in(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)
@@ -1199,27 +1226,13 @@ mod tests {
         std::fs::create_dir(&dest_dir).unwrap();
         let dest = dest_dir.join("f");
         super::super::tests::slow_step("land", &dest, std::time::Duration::from_secs(2));
-        let t = Transfer {
-            src: blob.display().to_string(),
-            dest: dest.display().to_string(),
-            owner: None,
-            mode: None,
-            blueprint: false,
-            file: Some(FileRef::read(&blob).unwrap()),
-        };
+        let t = add_of(&blob, &dest);
         let cache = Cache::in_memory(crate::cache::DEFAULT_TTL);
         let lock = Arc::new(tokio::sync::Mutex::new(()));
         let holder = Holder(blob.clone());
         let ctx = Context {
-            job_id: "job",
-            run_id: "run",
-            cache: &cache,
-            sink: None,
-            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(60),
-            coordinator: Some(&holder),
-            processes: None,
-            queue: None,
             landing_lock: Some(&lock),
+            ..context(&cache, &holder)
         };
         // Given up once its temporary file is there.
         let mut landing = Box::pin(transfer(&t, &ctx));
@@ -1250,20 +1263,6 @@ mod tests {
         );
         assert_eq!(landings_in(&dest_dir), Vec::<String>::new());
     }
-    /// A job for `holder`'s file, with no lock and a minute to run.
-    fn context<'a>(cache: &'a Cache, holder: &'a Holder) -> Context<'a> {
-        Context {
-            job_id: "job",
-            run_id: "run",
-            cache,
-            sink: None,
-            deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-            coordinator: Some(holder),
-            processes: None,
-            queue: None,
-            landing_lock: None,
-        }
-    }
 
     /// A DEST of another size than the file is replaced without being read (here 1 TiB,
     /// sparse, which would take minutes to hash); one with the content is left as it is.
@@ -1277,14 +1276,7 @@ mod tests {
             .unwrap()
             .set_len(1 << 40)
             .unwrap();
-        let t = Transfer {
-            src: blob.display().to_string(),
-            dest: dest.display().to_string(),
-            owner: None,
-            mode: None,
-            blueprint: false,
-            file: Some(FileRef::read(&blob).unwrap()),
-        };
+        let t = add_of(&blob, &dest);
         let cache = Cache::in_memory(crate::cache::DEFAULT_TTL);
         let holder = Holder(blob.clone());
         let ctx = context(&cache, &holder);
