@@ -32,7 +32,15 @@
 //! - with every source passed over, or no chunk in for [`STALL_AFTER`], the download says it
 //!   is stalled (once, until a chunk comes), naming what it waits for;
 //! - when every source has failed a chunk for good, the download fails, naming what each
-//!   source did.
+//!   source did;
+//! - when the node names the run's originator among the sources ([`Sources`]) and no member
+//!   holds the file, the download fails saying so rather than wait for the job's timeout: once
+//!   the originator has answered it does not know the file for its [`MAX_UNKNOWN`] rounds
+//!   (each other source is then passed over after one round: nothing is on its way to it), and
+//!   every other source last answered the same, none out of reach, none asked and not
+//!   answered. Every copy of a run's file comes from the originator or from a holder the run
+//!   names (a source too), so none will come; a source out of reach may hold the file, and
+//!   keeps the download waiting.
 //!
 //! [`distribution_sources`] orders the sources of a file for one target of a run.
 
@@ -60,7 +68,8 @@ pub const BEHIND_PAUSE: Duration = Duration::from_secs(2);
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Rounds of `Unknown` answers (at most one counted per [`NOT_YET_PAUSE`], however many chunks
 /// are in flight) a source may give before it is passed over: a node of the distribution tree
-/// may not have started its own copy yet when its children first ask.
+/// may not have started its own copy yet when its children first ask. One, for every source
+/// but the originator, once the originator has said so for its own rounds.
 pub const MAX_UNKNOWN: u32 = 40;
 /// The first pause before a source that did not know the file is asked again; it doubles
 /// each time, up to [`MAX_UNREACHABLE_PAUSE`].
@@ -128,40 +137,91 @@ pub enum Action {
     },
 }
 
-/// Why a download failed: for one chunk, what each source did (the first few of them).
+/// Why a download failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub index: usize,
-    pub sources: Vec<(NodeId, &'static str)>,
-    /// Sources left out of `sources` (a run to thousands of targets would list them all).
-    pub more: usize,
+pub enum Failure {
+    /// Every source failed chunk `index` for good: what each did (the first few of them).
+    Chunk {
+        index: usize,
+        sources: Vec<(NodeId, &'static str)>,
+        /// Sources left out of `sources` (a run to thousands of targets would list them all).
+        more: usize,
+    },
+    /// No node holds the file: the originator (the root every copy of the run comes from)
+    /// answered it does not hold it, and so did every other source, none out of reach.
+    NotHeld {
+        originator: NodeId,
+        /// The other sources asked, each of which answered it does not hold the file.
+        others: usize,
+    },
 }
 
 impl Failure {
-    /// The reason in words, each source named by `name`.
-    pub fn describe(&self, name: impl Fn(&NodeId) -> String) -> String {
-        let mut parts: Vec<String> = self
-            .sources
-            .iter()
-            .map(|(s, why)| format!("{}: {why}", name(s)))
-            .collect();
-        if parts.is_empty() {
-            parts.push("no node holds it".into());
+    /// The reason in words, the file named by `file` and each source by `name`.
+    pub fn describe(&self, file: &str, name: impl Fn(&NodeId) -> String) -> String {
+        match self {
+            Failure::Chunk {
+                index,
+                sources,
+                more,
+            } => {
+                let mut parts: Vec<String> = sources
+                    .iter()
+                    .map(|(s, why)| format!("{}: {why}", name(s)))
+                    .collect();
+                if parts.is_empty() {
+                    parts.push("no node holds it".into());
+                }
+                if *more > 0 {
+                    parts.push(format!("and {more} more"));
+                }
+                format!(
+                    "chunk {index} of {file} could be had from none of the nodes holding it ({})",
+                    parts.join("; ")
+                )
+            }
+            Failure::NotHeld { originator, others } => {
+                let rest = match others {
+                    0 => "no other node was to have a copy".to_string(),
+                    1 => "neither does the one other node that might have had a copy".to_string(),
+                    n => format!(
+                        "neither does any of the {n} other nodes that might have had a copy"
+                    ),
+                };
+                format!(
+                    "no member holds {file}: its originator {} answered it does not hold it \
+                     (its copy was removed or lost), and {rest}",
+                    name(originator)
+                )
+            }
         }
-        if self.more > 0 {
-            parts.push(format!("and {} more", self.more));
-        }
-        format!(
-            "chunk {} of the file could be had from none of the nodes holding it ({})",
-            self.index,
-            parts.join("; ")
-        )
     }
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe(|n| n.to_string()))
+        f.write_str(&self.describe("the file", |n| n.to_string()))
+    }
+}
+
+/// Where one file is fetched from: the nodes that may hold it, best first (for a job of a run,
+/// [`distribution_sources`]), and which of them is the run's originator, the root every copy
+/// of the run comes from. Its word that it does not hold the file, once every other source
+/// says the same, ends the download: no copy is on its way to any of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    pub nodes: Vec<NodeId>,
+    pub originator: Option<NodeId>,
+}
+
+/// Sources with no originator named: the download waits for a holder however long it takes
+/// (the job's timeout bounds it).
+impl From<Vec<NodeId>> for Sources {
+    fn from(nodes: Vec<NodeId>) -> Sources {
+        Sources {
+            nodes,
+            originator: None,
+        }
     }
 }
 
@@ -270,6 +330,8 @@ enum Chunk {
 pub struct Download {
     chunks: Vec<Chunk>,
     sources: Vec<NodeId>,
+    /// The root every copy comes from, if the node named it ([`Sources::originator`]).
+    originator: Option<NodeId>,
     /// Per chunk: sources that failed it, with why.
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
     /// Per chunk not in yet: the source that said it does not have it yet, and since when it
@@ -312,10 +374,19 @@ fn doubling(first: Duration, times: u32) -> Duration {
 impl Download {
     /// A download of `chunks` chunks from `sources` (in order of preference); returns the first
     /// requests to make.
-    pub fn new(chunks: usize, sources: Vec<NodeId>, now: Instant) -> (Download, Vec<Action>) {
+    pub fn new(
+        chunks: usize,
+        sources: impl Into<Sources>,
+        now: Instant,
+    ) -> (Download, Vec<Action>) {
+        let Sources {
+            nodes: sources,
+            originator,
+        } = sources.into();
         let mut d = Download {
             chunks: vec![Chunk::Missing { not_before: now }; chunks],
             sources: Vec::new(),
+            originator,
             failed: HashMap::new(),
             not_yet: HashMap::new(),
             lacking: HashMap::new(),
@@ -676,8 +747,15 @@ impl Download {
     }
 
     /// `from` does not know the file: asked again a little later, and passed over for a
-    /// while once it has said so for [`MAX_UNKNOWN`] rounds.
+    /// while once it has said so for [`MAX_UNKNOWN`] rounds, or for one once the originator
+    /// has said so for its rounds (nothing is on its way to `from` then: its patience, for a
+    /// copy it may not have begun, would only keep the sources after it unasked).
     fn unknown_to(&mut self, from: NodeId, now: Instant) -> Chunk {
+        let patience = if self.originator_lacks_it() && self.originator.as_ref() != Some(&from) {
+            1
+        } else {
+            MAX_UNKNOWN
+        };
         let l = self.lacking.entry(from).or_insert(Lacking {
             rounds: 0,
             counted_at: now,
@@ -689,7 +767,7 @@ impl Download {
             l.rounds += 1;
             l.counted_at = now;
         }
-        if l.rounds >= MAX_UNKNOWN && l.until.is_none_or(|t| t <= now) {
+        if l.rounds >= patience && l.until.is_none_or(|t| t <= now) {
             l.until = Some(now + doubling(LACKING_PAUSE, l.pauses));
             l.pauses += 1;
             l.rounds = 0;
@@ -775,6 +853,10 @@ impl Download {
             self.finished = true;
             return vec![Action::Done];
         }
+        if let Some(failure) = self.held_by_none() {
+            self.finished = true;
+            return vec![Action::Failed(failure)];
+        }
         self.leave_quiet_sources(now);
         let (mut actions, waiting) =
             if self.sources.is_empty() || self.sources.iter().any(|s| self.askable(s, now)) {
@@ -797,6 +879,39 @@ impl Download {
             actions.push(self.stall(now));
         }
         actions
+    }
+
+    /// Whether no source may ever give the file: the originator answered it does not hold it
+    /// for its [`MAX_UNKNOWN`] rounds (and has said nothing else since), and every other
+    /// source last answered the same. Then nothing is on its way to any of them: the tree's
+    /// copies all come from the originator, and the holders the run names are among the
+    /// sources. Not while a source is out of reach (it may hold the file), nor while a
+    /// request is unanswered (its answer may be a chunk).
+    fn held_by_none(&self) -> Option<Failure> {
+        let originator = self.originator.as_ref()?;
+        if !self.originator_lacks_it() || !self.in_flight.is_empty() || !self.quiet.is_empty() {
+            return None;
+        }
+        // Last answered it does not know the file (any other answer ends its `lacking`),
+        // and answered since it last failed to.
+        let lacking =
+            |s: &NodeId| self.lacking.contains_key(s) && !self.unreachable.contains_key(s);
+        if !self.sources.iter().all(lacking) {
+            return None;
+        }
+        Some(Failure::NotHeld {
+            originator: originator.clone(),
+            others: self.sources.len().saturating_sub(1),
+        })
+    }
+
+    /// Whether the originator has answered it does not know the file for its [`MAX_UNKNOWN`]
+    /// rounds, and nothing else since.
+    fn originator_lacks_it(&self) -> bool {
+        self.originator
+            .as_ref()
+            .and_then(|o| self.lacking.get(o))
+            .is_some_and(|l| l.pauses > 0)
     }
 
     /// Asks for missing chunks while the window has room, each of the first source that can
@@ -923,7 +1038,7 @@ impl Download {
                 (s.clone(), reason)
             })
             .collect();
-        Failure {
+        Failure::Chunk {
             index,
             more: sources.len().saturating_sub(SHOWN),
             sources: sources.into_iter().take(SHOWN).collect(),
@@ -1116,6 +1231,33 @@ mod tests {
             from: n(from),
             result,
         }
+    }
+
+    /// Answers at `now` each request in `said` as `answer` says (`None`: not answered), then
+    /// each request those answers bring, until `d` asks nothing more. Returns the requests
+    /// not answered, and everything else `d` said.
+    fn answer_at_once(
+        d: &mut Download,
+        mut said: Vec<Action>,
+        now: Instant,
+        mut answer: impl FnMut(usize, &str) -> Option<ChunkResult>,
+    ) -> (Vec<(usize, String)>, Vec<Action>) {
+        let (mut left, mut other) = (Vec::new(), Vec::new());
+        while !said.is_empty() {
+            let mut next = Vec::new();
+            for action in said {
+                let Action::Fetch { index, from } = action else {
+                    other.push(action);
+                    continue;
+                };
+                match answer(index, &from.0) {
+                    Some(result) => next.extend(d.handle(got(index, &from.0, result), now)),
+                    None => left.push((index, from.0)),
+                }
+            }
+            said = next;
+        }
+        (left, other)
     }
 
     #[test]
@@ -1606,18 +1748,12 @@ mod tests {
     fn a_tick_with_every_source_paused_looks_at_no_chunk() {
         let t = Instant::now();
         let sources: Vec<NodeId> = (0..50).map(|i| n(&format!("s{i:02}"))).collect();
-        let (mut d, mut actions) = Download::new(4096, sources, t);
+        let (mut d, first) = Download::new(4096, sources, t);
         // Every source out of reach in turn.
-        while !fetches(&actions).is_empty() {
-            let mut next = Vec::new();
-            for (index, from) in fetches(&actions) {
-                next.extend(d.handle(got(index, &from, ChunkResult::Unreachable), t));
-            }
-            actions = next;
-        }
+        let (_, said) = answer_at_once(&mut d, first, t, |_, _| Some(ChunkResult::Unreachable));
         assert!(
-            actions.iter().any(|a| matches!(a, Action::Stalled { .. })),
-            "{actions:?}"
+            said.iter().any(|a| matches!(a, Action::Stalled { .. })),
+            "{said:?}"
         );
         d.looked_up.set(0);
         assert!(d.handle(Input::Tick, t + ms(100)).is_empty());
@@ -1790,18 +1926,10 @@ mod tests {
         const KEPT: std::ops::Range<usize> = 1..MAX_IN_FLIGHT;
         /// Answers at once, not yet, what is asked of the parent but [`KEPT`]; the requests
         /// left go to `left`.
-        fn not_yet(d: &mut Download, mut said: Vec<Action>, now: Instant, left: &mut Vec<Req>) {
-            while !said.is_empty() {
-                let mut next = Vec::new();
-                for (i, s) in fetches(&said) {
-                    if s == "parent" && !KEPT.contains(&i) {
-                        next.extend(d.handle(got(i, "parent", ChunkResult::NotYet), now));
-                    } else {
-                        left.push((i, s));
-                    }
-                }
-                said = next;
-            }
+        fn not_yet(d: &mut Download, said: Vec<Action>, now: Instant, left: &mut Vec<Req>) {
+            let kept = |i: usize, s: &str| s != "parent" || KEPT.contains(&i);
+            let answer = |i, s: &str| (!kept(i, s)).then_some(ChunkResult::NotYet);
+            left.extend(answer_at_once(d, said, now, answer).0);
         }
         type Req = (usize, String);
         let t = Instant::now();
@@ -1895,5 +2023,164 @@ mod tests {
                 trace.said
             );
         }
+    }
+
+    /// The sources of a run's file, `originator` among them.
+    fn of_run(nodes: &[&str], originator: &str) -> Sources {
+        Sources {
+            nodes: nodes.iter().map(|s| n(s)).collect(),
+            originator: Some(n(originator)),
+        }
+    }
+
+    /// The sources of a target deep in a run's tree: its ancestors, the originator, holders
+    /// the run names, and other targets.
+    fn deep_in_a_tree() -> Sources {
+        let ancestors = (0..8).map(|i| format!("ancestor{i}"));
+        let holders = (0..2).map(|i| format!("holder{i}"));
+        let targets = (0..FALLBACK_TARGETS).map(|i| format!("target{i:02}"));
+        let mut nodes: Vec<String> = ancestors.collect();
+        nodes.push("origin".into());
+        nodes.extend(holders.chain(targets));
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        of_run(&nodes, "origin")
+    }
+
+    /// The failures a download said.
+    fn failures(trace: &Trace) -> Vec<(Instant, Failure)> {
+        trace
+            .said
+            .iter()
+            .filter_map(|(at, a)| match a {
+                Action::Failed(f) => Some((*at, f.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The originator no longer holds the file (its copy removed since the run), and no other
+    /// node has a copy: once the originator has said so for its rounds and every other source
+    /// has said it does not hold the file either, the download fails, saying no member holds
+    /// it, instead of waiting for the job's timeout.
+    #[test]
+    fn a_file_no_member_holds_fails_naming_the_originator() {
+        let t = Instant::now();
+        let sources = deep_in_a_tree();
+        let all = sources.nodes.clone();
+        let (mut d, first) = Download::new(40, sources, t);
+        let trace = drive(&mut d, first, t, secs(600), |_, _, _| {
+            Some((ms(20), ChunkResult::Unknown))
+        });
+        let failed = failures(&trace);
+        let [(at, failure)] = &failed[..] else {
+            panic!("{:?}", trace.said);
+        };
+        assert_eq!(
+            *failure,
+            Failure::NotHeld {
+                originator: n("origin"),
+                others: all.len() - 1,
+            }
+        );
+        // The originator is asked only after its eight ancestors (each asked again and again
+        // meanwhile), then the rest in a few seconds.
+        assert!(*at - t < secs(120), "failed after {:?}", *at - t);
+        // Not before every source was asked.
+        for source in &all {
+            assert!(
+                trace.asked.iter().any(|(_, _, from)| from == source),
+                "{source} not asked"
+            );
+        }
+        let why = failure.describe("app.conf (blake3 abc)", |s| s.0.to_uppercase());
+        assert!(
+            why.starts_with(
+                "no member holds app.conf (blake3 abc): its originator ORIGIN \
+                             answered it does not hold it"
+            ),
+            "{why}"
+        );
+    }
+
+    /// A download whose originator no longer holds the file, driven for 5 min with `others`
+    /// answering as it says, the originator and the parent not holding the file.
+    fn without_the_originators_copy(
+        others: impl Fn(&NodeId) -> (Duration, ChunkResult),
+    ) -> (Download, Trace) {
+        let t = Instant::now();
+        let sources = of_run(&["parent", "origin", "holder", "target"], "origin");
+        let (mut d, first) = Download::new(40, sources, t);
+        let trace = drive(&mut d, first, t, secs(300), |_, _, from| {
+            Some(match from.0.as_str() {
+                "parent" | "origin" => (ms(20), ChunkResult::Unknown),
+                _ => others(from),
+            })
+        });
+        (d, trace)
+    }
+
+    /// The originator does not hold the file, nor does any other source: in a small tree the
+    /// download fails within seconds.
+    #[test]
+    fn a_file_no_member_of_a_small_run_holds_fails_within_seconds() {
+        let (_, trace) = without_the_originators_copy(|_| (ms(20), ChunkResult::Unknown));
+        let failed = failures(&trace);
+        let [(at, Failure::NotHeld { originator, others })] = &failed[..] else {
+            panic!("{:?}", trace.said);
+        };
+        let start = trace.asked[0].0;
+        assert!(*at - start < secs(10), "failed after {:?}", *at - start);
+        assert_eq!((originator, *others), (&n("origin"), 3));
+    }
+
+    /// The originator does not hold the file, but a source is out of reach (it may hold it:
+    /// a holder behind a partition): the download waits, as for any holder out of reach.
+    #[test]
+    fn a_source_out_of_reach_keeps_waiting_a_download_the_originator_cannot_serve() {
+        let (d, trace) = without_the_originators_copy(|from| match from.0.as_str() {
+            "holder" => (ms(10), ChunkResult::Unreachable),
+            _ => (ms(20), ChunkResult::Unknown),
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(!d.is_over());
+        assert_eq!(d.out_of_reach(), vec![n("holder")]);
+    }
+
+    /// The originator does not hold the file, but a source is still fetching it (it has part
+    /// of it, from before the originator lost it): the download waits for that source.
+    #[test]
+    fn a_source_still_fetching_keeps_waiting_a_download_the_originator_cannot_serve() {
+        let (d, trace) = without_the_originators_copy(|from| match from.0.as_str() {
+            "holder" => (PARK, ChunkResult::NotYet),
+            _ => (ms(20), ChunkResult::Unknown),
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(!d.is_over());
+        assert_eq!(d.fetching(), vec![n("holder")]);
+    }
+
+    /// The originator does not hold the file, but a holder the run names does: the download
+    /// finishes from it.
+    #[test]
+    fn a_holder_serves_a_file_the_originator_lacks() {
+        let (_, trace) = without_the_originators_copy(|from| match from.0.as_str() {
+            "holder" => (ms(20), ChunkResult::Ok),
+            _ => (ms(20), ChunkResult::Unknown),
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// No originator named (the sources alone): a source that says it does not hold the file
+    /// may still get it, so the download waits, however long.
+    #[test]
+    fn without_an_originator_named_a_download_nobody_serves_waits() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, vec![n("parent"), n("origin")], t);
+        let trace = drive(&mut d, first, t, secs(300), |_, _, _| {
+            Some((ms(20), ChunkResult::Unknown))
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(!d.is_over());
     }
 }

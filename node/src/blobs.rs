@@ -69,7 +69,8 @@ impl LastUse {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChunkLookup {
     Have(Vec<u8>),
-    /// This blob is being fetched here and that chunk is not in yet.
+    /// This blob is being fetched here and that chunk is not in yet, or the blob was here
+    /// before this process started and is not checked yet ([`BlobStore::verify_existing`]).
     NotYet,
     /// This store does not know the blob, or the blob has no such chunk.
     Unknown,
@@ -83,6 +84,10 @@ struct State {
     partial: HashMap<Fingerprint, Partial>,
     /// The last attempt begun.
     attempts: u64,
+    /// Blobs a previous run left, not checked yet: held, but not served before their check.
+    /// Asked for one, the store says "not yet" rather than "unknown", so that a node asking
+    /// (one whose file only this node holds) waits for it instead of taking it for gone.
+    unchecked: HashSet<Fingerprint>,
 }
 
 /// One fetch of a blob, from its [`BlobStore::begin`] to its finish or abandon: a chunk
@@ -177,18 +182,27 @@ impl BlobStore {
         // Copies of files the jobs sent (`COPY --chmod 0600` ones too): owner only.
         fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut unchecked = HashSet::new();
         for entry in fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .flatten()
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if Fingerprint::from_hex(&name).is_none() {
-                let _ = fs::remove_file(entry.path());
+            match Fingerprint::from_hex(&name) {
+                Some(hash) => {
+                    unchecked.insert(hash);
+                }
+                None => {
+                    let _ = fs::remove_file(entry.path());
+                }
             }
         }
         Ok(BlobStore {
             dir: dir.to_path_buf(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                unchecked,
+                ..State::default()
+            }),
             copies: std::sync::atomic::AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -235,7 +249,11 @@ impl BlobStore {
             } else if same_file(&entry.path(), &read) {
                 let _ = fs::remove_file(entry.path());
             }
+            state.unchecked.remove(&fp);
         }
+        // Gone since the store opened (evicted, discarded, removed by hand), or held
+        // meanwhile: none is waiting for its check any more.
+        self.lock().unchecked.clear();
     }
 
     /// The node stops: [`BlobStore::verify_existing`] ends at its next read.
@@ -502,6 +520,9 @@ impl BlobStore {
                     return ChunkLookup::Unknown;
                 };
                 (self.part_path(hash), false, ready)
+            } else if state.unchecked.contains(hash) && self.path(hash).exists() {
+                // Held from before this process started, served once checked.
+                return ChunkLookup::NotYet;
             } else {
                 return ChunkLookup::Unknown;
             }
@@ -786,6 +807,34 @@ mod tests {
         let p = dir.path().join("f");
         fs::write(&p, data).unwrap();
         FileRef::read(&p).unwrap()
+    }
+
+    /// A blob a previous run left is held, but not served before its check: asked for, the
+    /// store says "not yet", so that a node whose file only this one holds waits for it
+    /// rather than take it for gone. Once checked it is served, or unknown if it failed its
+    /// check; one removed before its check is unknown at once.
+    #[test]
+    fn a_blob_left_from_before_is_not_yet_until_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"a blob a previous run left".to_vec();
+        let f = file_ref(&data);
+        let damaged = Fingerprint([9; 32]);
+        let removed = Fingerprint([8; 32]);
+        {
+            let store = BlobStore::open(dir.path()).unwrap();
+            fs::write(store.path(&f.hash), &data).unwrap();
+            fs::write(store.path(&damaged), b"not what the name says").unwrap();
+            fs::write(store.path(&removed), b"removed by hand").unwrap();
+        }
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::NotYet);
+        assert_eq!(store.chunk(&damaged, 0), ChunkLookup::NotYet);
+        assert_eq!(store.chunk(&Fingerprint([7; 32]), 0), ChunkLookup::Unknown);
+        fs::remove_file(store.path(&removed)).unwrap();
+        assert_eq!(store.chunk(&removed, 0), ChunkLookup::Unknown);
+        store.verify_existing();
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Have(data));
+        assert_eq!(store.chunk(&damaged, 0), ChunkLookup::Unknown);
     }
 
     /// A stop ends the check of what a previous run left: nothing more is taken or removed

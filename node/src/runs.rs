@@ -208,7 +208,7 @@ pub enum Input {
     /// An ADD/COPY job here needs its file: where may it be fetched from?
     BlobSources {
         job_id: String,
-        reply: oneshot::Sender<Vec<NodeId>>,
+        reply: oneshot::Sender<coordination::transfer::Sources>,
     },
     /// This node fetched a file for a job: tell the job's originator it holds it now.
     BlobFetched {
@@ -509,17 +509,22 @@ struct JobFile {
 }
 
 impl JobFile {
-    /// Where to fetch the file from, best first, naming targets through `members`.
-    fn sources(&self, local: &NodeId, members: &MembersByKey) -> Vec<NodeId> {
+    /// Where to fetch the file from, best first, naming targets through `members`, and the
+    /// run's originator among them.
+    fn sources(&self, local: &NodeId, members: &MembersByKey) -> coordination::transfer::Sources {
         let parent = &self.run.parents[self.parent];
-        coordination::transfer::distribution_sources(
+        let nodes = coordination::transfer::distribution_sources(
             &self.run,
             parent,
             &parent.jobs[self.job],
             local,
             &self.hash,
             |key| members.get(key),
-        )
+        );
+        coordination::transfer::Sources {
+            nodes,
+            originator: Some(self.run.originator.clone()),
+        }
     }
 }
 

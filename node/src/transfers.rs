@@ -17,7 +17,7 @@ use std::{
 
 use coordination::{
     NodeId,
-    transfer::{Action, ChunkResult, Download, Input},
+    transfer::{Action, ChunkResult, Download, Input, Sources},
 };
 use jobs::{Fingerprint, spec::FileRef};
 use mesh::{
@@ -57,7 +57,7 @@ impl TestHooks {
 enum TInput {
     Fetch {
         file: FileRef,
-        sources: Vec<NodeId>,
+        sources: Sources,
         reply: oneshot::Sender<Result<PathBuf, String>>,
     },
     /// A chunk's answer, for the download `generation` of `hash` (the answer to one given up
@@ -133,8 +133,10 @@ impl Transfers {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Makes `file` available here, fetching it from `sources` (in order of preference).
-    pub async fn fetch(&self, file: FileRef, sources: Vec<NodeId>) -> Result<PathBuf, String> {
+    /// Makes `file` available here, fetching it from `sources` (in order of preference). Fails
+    /// once no node may hold it any more (the originator and every other source answered they
+    /// do not hold it; see [`Sources`]), else waits for a holder for as long as the caller does.
+    pub async fn fetch(&self, file: FileRef, sources: Sources) -> Result<PathBuf, String> {
         let (reply, answer) = oneshot::channel();
         self.inbox
             .send(TInput::Fetch {
@@ -212,7 +214,7 @@ impl Actor {
                 }
                 if let Some(active) = self.active.get_mut(&file.hash) {
                     active.waiters.push(reply);
-                    self.step(file.hash, Input::Sources(sources), now);
+                    self.step(file.hash, Input::Sources(sources.nodes), now);
                     return;
                 }
                 let generation = match self.store.begin(&file) {
@@ -511,7 +513,8 @@ impl Actor {
                         // a moment: the jobs hear of it from a task of their own).
                         tokio::spawn(async move {
                             let names = node_names(&mesh).await;
-                            let why = failure.describe(|n| name_of(&names, n));
+                            let file = format!("{} (blake3 {hash})", active.file.name);
+                            let why = failure.describe(&file, |n| name_of(&names, n));
                             let why = match active.corruption {
                                 Some(detail) => format!("integrity failure: {detail}; {why}"),
                                 None => why,
