@@ -13,6 +13,10 @@
 //! - News of this node itself with a later incarnation than its own is another daemon with its
 //!   identity (a copied state directory): a [`Twin`], reported to the node, which starts over
 //!   with a later incarnation once the twin has left or gone silent.
+//! - The table holds at most [`MAX_MEMBERS`] rows and [`MAX_TABLE_BYTES`]: anyone who may
+//!   connect can make up identities and sign rows for them. A full table drops members gone
+//!   (expired or left), the longest unheard first, to take a new one, and otherwise refuses
+//!   it: members alive are never dropped for newcomers.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,6 +43,31 @@ const MAX_PASSED_ON_AGE_MS: u64 = {
     let alive = EXPIRY_INTERVALS as u64 * crate::wire::MAX_HEARTBEAT_MS;
     if forgotten > alive { forgotten } else { alive }
 };
+
+/// Most rows a table holds, this node's own included: room for the 10 000 nodes a mesh is
+/// built for and more than half as many again (members gone but not yet forgotten, a mesh
+/// grown past its plan). Anyone who may connect (in a keyed mesh, any holder of the key) can
+/// make up identities and sign rows for them, and each row would otherwise stay for
+/// [`FORGET_AFTER`]. A row as nodes send it takes 1 to 1.5 KiB in memory (some 400 bytes in
+/// the map, the peer id and the row in place; its strings, addresses, labels and signature
+/// on the heap), so a full table takes some 20 MiB; larger rows are bounded by
+/// [`MAX_TABLE_BYTES`]. Past this many rows of 300 to 500 bytes encoded, a table no longer
+/// fits one full-table sync (`wire::MAX_CTL_BYTES`), and nodes could not join through it.
+pub const MAX_MEMBERS: usize = 16_384;
+
+/// Most bytes the rows of other members take encoded (this node's own row is not counted):
+/// a row may take up to `wire::MAX_PRESENCE_BYTES`, and [`MAX_MEMBERS`] such rows would take
+/// gigabytes. Four full-table syncs (`wire::MAX_CTL_BYTES`): a table that works, one a
+/// newcomer can be sent whole, takes at most one, and 10 000 nodes sending typical rows
+/// take 3 to 5 MiB. In memory a row takes about its encoded size and 1 KiB more, so a table
+/// takes some 50 MiB at most.
+pub const MAX_TABLE_BYTES: usize = 4 * crate::wire::MAX_CTL_BYTES;
+
+/// Of [`MAX_TABLE_BYTES`], what only members already in the table may take: new members are
+/// taken while the rows take less than the rest, so once newcomers fill the table, the
+/// heartbeats of members known (a few bytes longer now and then, as uptimes grow) are still
+/// taken.
+const KEPT_FOR_KNOWN_BYTES: usize = crate::wire::MAX_CTL_BYTES;
 
 /// Where a presence was heard from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +119,8 @@ struct Member {
     last_seen: Instant,
     /// The last state reported through a [`MembershipChange`], to report each transition once.
     reported: MemberState,
+    /// What the presence takes encoded, counted against [`MAX_TABLE_BYTES`].
+    bytes: usize,
 }
 
 impl Member {
@@ -118,9 +149,15 @@ impl Member {
     }
 }
 
-/// Another daemon heard speaking with this node's identity, started after this one: a copy of
-/// its state directory running elsewhere. Peers take its news over this node's (a later start
-/// wins) for as long as it runs, so jobs for this node may go there.
+/// Another daemon heard speaking with this node's identity, started after this one (or, rarely,
+/// numbered the same): a copy of its state directory running elsewhere. Peers take its news
+/// over this node's (a later start wins) for as long as it runs, so jobs for this node may go
+/// there.
+///
+/// Only this node, the earlier start, hears of it: peers pass on to a node only rows newer
+/// than its own, and they take no heartbeat of the earlier start once they have the later
+/// one's (gossip from one's own peer id is dropped too), so the later start never hears of
+/// the earlier one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Twin {
     pub presence: Presence,
@@ -148,6 +185,25 @@ pub struct Membership {
     next_due: Option<Instant>,
     /// The newest news of a [`Twin`] not yet taken.
     twin: Option<Twin>,
+    /// What the rows of other members take encoded (see [`MAX_TABLE_BYTES`]).
+    bytes: usize,
+    /// The rows a full table may drop for a new one.
+    room: Room,
+    /// Rows refused since the last [`Membership::take_refused`]: the table was full.
+    refused: u64,
+}
+
+/// What a full table knows of the rows it may drop to take a new one: members gone (expired
+/// or left), the longest unheard first. Found by a walk of the table, so that a sync of many
+/// new members into a full table walks it once, not once per row.
+#[derive(Debug, Default)]
+struct Room {
+    /// Members gone at the last walk, the longest unheard last (taken first). Each is looked
+    /// at again when its turn comes: it may have spoken or been forgotten since.
+    gone: Vec<PeerId>,
+    /// The last walk found nobody gone, and nobody alive then expires before this: no walk
+    /// before it unless a member says goodbye (rows refused meanwhile cost no walk each).
+    none_before: Option<Instant>,
 }
 
 impl Membership {
@@ -161,6 +217,7 @@ impl Membership {
                 presence: local,
                 last_seen: now,
                 reported: MemberState::Alive,
+                bytes: 0,
             },
         );
         Self {
@@ -168,6 +225,9 @@ impl Membership {
             members,
             next_due: None,
             twin: None,
+            bytes: 0,
+            room: Room::default(),
+            refused: 0,
         }
     }
 
@@ -201,13 +261,17 @@ impl Membership {
         records.retain(|r| !self.is_news(&r.presence) || r.presence.authentic());
     }
 
-    /// Whether `presence` would change the table (a member unknown, or a later heartbeat of
-    /// one known, this node's own included: a later start is another daemon with its
-    /// identity).
+    /// Whether `presence` would change the table: a member unknown, a later heartbeat of one
+    /// known, or news of this node's own identity that this daemon did not send (another
+    /// daemon with its identity, see [`Membership::from_another_daemon`]).
     fn is_news(&self, presence: &Presence) -> bool {
-        self.members
-            .get(&presence.peer_id)
-            .is_none_or(|m| presence.version_key() > m.presence.version_key())
+        match self.members.get(&presence.peer_id) {
+            None => true,
+            Some(me) if presence.peer_id == self.local => {
+                Self::from_another_daemon(&me.presence, presence)
+            }
+            Some(m) => presence.version_key() > m.presence.version_key(),
+        }
     }
 
     /// Rows from another node's table; `age_ms` says how old each one was over there (an age
@@ -237,71 +301,216 @@ impl Membership {
         }
         let peer = presence.peer_id;
         if peer == self.local {
-            // Nobody else speaks for this node. News of it from a later start than this
-            // daemon's own is another daemon with its identity (its earlier starts are earlier).
-            let started = self
-                .members
-                .get(&self.local)
-                .map_or(0, |me| me.presence.incarnation);
-            if presence.incarnation > started
-                && self
-                    .twin
-                    .as_ref()
-                    .is_none_or(|t| presence.version_key() >= t.presence.version_key())
-            {
-                let expiry =
-                    Duration::from_millis(presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS;
-                let gone = presence.status == PresenceStatus::Leaving
-                    || now.saturating_duration_since(seen) > expiry;
-                self.twin = Some(Twin { presence, gone });
-            }
+            // Nobody else speaks for this node.
+            self.heard_of_self(presence, seen, now);
             return None;
         }
-        let (change, due) = match self.members.get_mut(&peer) {
+        if presence.status == PresenceStatus::Leaving {
+            // A member gone that a full table may drop, before the next expiry.
+            self.room.none_before = None;
+        }
+        let known = self
+            .members
+            .get(&peer)
+            .map(|m| (m.presence.version_key(), m.bytes));
+        let (change, due) = match known {
             // The heartbeat already taken, from another node's table with its age there, now
             // heard from its node: the member is there now (a member passing on fresh
             // heartbeats as old ones cannot make a node that heartbeats expire).
-            Some(m)
-                if heard == Heard::FromItsNode
-                    && presence.version_key() == m.presence.version_key() =>
-            {
+            Some((key, _)) if heard == Heard::FromItsNode && presence.version_key() == key => {
+                let m = self.members.get_mut(&peer)?;
                 m.last_seen = m.last_seen.max(seen);
                 (Self::report(m, now), m.due(now))
             }
-            Some(m) if presence.version_key() <= m.presence.version_key() => return None,
-            Some(m) => {
-                let restarted = presence.incarnation > m.presence.incarnation;
-                m.presence = presence;
-                m.last_seen = m.last_seen.max(seen);
-                let change = match Self::report(m, now) {
-                    // A restart seen while the node was alive is news too: what it held in
-                    // memory for others is gone.
-                    None if restarted
-                        && m.reported != MemberState::Expired
-                        && m.reported != MemberState::Left =>
-                    {
-                        Some(MembershipChange::Alive(peer))
-                    }
-                    change => change,
-                };
-                (change, m.due(now))
-            }
-            None => {
-                let mut m = Member {
-                    presence,
-                    last_seen: seen,
-                    reported: MemberState::Expired,
-                };
-                let change = Self::report(&mut m, now);
-                let due = m.due(now);
-                self.members.insert(peer, m);
-                (change, due)
-            }
+            Some((key, _)) if presence.version_key() <= key => return None,
+            Some((_, bytes)) => self.take_later(presence, bytes, seen, now)?,
+            None => self.take_new(presence, seen, now)?,
         };
         if let Some(due) = due {
             self.next_due = Some(self.next_due.map_or(due, |next| next.min(due)));
         }
         change
+    }
+
+    /// Takes a later heartbeat of a member known, whose row takes `bytes` (`None`: refused,
+    /// the table is full and this one is longer).
+    fn take_later(
+        &mut self,
+        presence: Presence,
+        bytes: usize,
+        seen: Instant,
+        now: Instant,
+    ) -> Option<(Option<MembershipChange>, Option<Instant>)> {
+        let peer = presence.peer_id;
+        let size = crate::wire::encoded_len(&presence);
+        let fits = |t: &Self| t.bytes.saturating_sub(bytes).saturating_add(size) <= MAX_TABLE_BYTES;
+        if !self.make_room(peer, fits, now) {
+            self.refused += 1;
+            return None;
+        }
+        self.bytes = self.bytes.saturating_sub(bytes) + size;
+        let m = self.members.get_mut(&peer)?;
+        m.bytes = size;
+        let restarted = presence.incarnation > m.presence.incarnation;
+        m.presence = presence;
+        m.last_seen = m.last_seen.max(seen);
+        let change = match Self::report(m, now) {
+            // A restart seen while the node was alive is news too: what it held in
+            // memory for others is gone.
+            None if restarted
+                && m.reported != MemberState::Expired
+                && m.reported != MemberState::Left =>
+            {
+                Some(MembershipChange::Alive(peer))
+            }
+            change => change,
+        };
+        Some((change, m.due(now)))
+    }
+
+    /// Takes a member not in the table (`None`: refused, the table is full).
+    fn take_new(
+        &mut self,
+        presence: Presence,
+        seen: Instant,
+        now: Instant,
+    ) -> Option<(Option<MembershipChange>, Option<Instant>)> {
+        let peer = presence.peer_id;
+        let mut m = Member {
+            bytes: crate::wire::encoded_len(&presence),
+            presence,
+            last_seen: seen,
+            reported: MemberState::Expired,
+        };
+        let fits = |t: &Self| {
+            t.members.len() < MAX_MEMBERS
+                && t.bytes.saturating_add(m.bytes) <= MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES
+        };
+        // A full table takes no news of a member already gone: it would drop one gone
+        // member for another.
+        let room = fits(self)
+            || (m.own_state(now) == MemberState::Alive && self.make_room(peer, fits, now));
+        if !room {
+            self.refused += 1;
+            return None;
+        }
+        let change = Self::report(&mut m, now);
+        let due = m.due(now);
+        self.bytes += m.bytes;
+        self.members.insert(peer, m);
+        Some((change, due))
+    }
+
+    /// Drops members gone, the longest unheard first, until `fits` (never `keep`'s row nor
+    /// this node's): whether it does.
+    fn make_room(&mut self, keep: PeerId, fits: impl Fn(&Self) -> bool, now: Instant) -> bool {
+        while !fits(self) {
+            let Some(peer) = self.next_gone(keep, now) else {
+                return false;
+            };
+            self.forget(&peer);
+        }
+        true
+    }
+
+    /// The member gone heard from the longest ago, other than `keep` and this node (walking
+    /// the table only once those found by the last walk are used up).
+    fn next_gone(&mut self, keep: PeerId, now: Instant) -> Option<PeerId> {
+        loop {
+            let Some(peer) = self.room.gone.pop() else {
+                if !self.find_gone(keep, now) {
+                    return None;
+                }
+                continue;
+            };
+            if peer != keep
+                && self
+                    .members
+                    .get(&peer)
+                    .is_some_and(|m| m.own_state(now) != MemberState::Alive)
+            {
+                return Some(peer);
+            }
+        }
+    }
+
+    /// Walks the table for members gone (other than `keep` and this node), unless the last
+    /// walk found none and nobody has expired since: whether it found any.
+    fn find_gone(&mut self, keep: PeerId, now: Instant) -> bool {
+        if self.room.none_before.is_some_and(|at| now < at) {
+            return false;
+        }
+        let mut gone: Vec<(Instant, PeerId)> = Vec::new();
+        let mut first_expiry: Option<Instant> = None;
+        for (peer, m) in &self.members {
+            if *peer == self.local {
+                continue;
+            }
+            if m.own_state(now) != MemberState::Alive {
+                gone.push((m.last_seen, *peer));
+            } else if let Some(expiry) = m.last_seen.checked_add(m.expiry()) {
+                first_expiry = Some(first_expiry.map_or(expiry, |first| first.min(expiry)));
+            }
+        }
+        // `keep` may go for the next newcomer: the walk found someone gone.
+        let found = gone.iter().any(|(_, peer)| *peer != keep);
+        self.room.none_before = if gone.is_empty() { first_expiry } else { None };
+        // The longest unheard last, taken first.
+        gone.sort_unstable_by(|a, b| b.cmp(a));
+        self.room.gone = gone.into_iter().map(|(_, peer)| peer).collect();
+        found
+    }
+
+    /// Drops `peer`'s row.
+    fn forget(&mut self, peer: &PeerId) {
+        if let Some(m) = self.members.remove(peer) {
+            self.bytes = self.bytes.saturating_sub(m.bytes);
+        }
+    }
+
+    /// How many rows the table refused since the last call, being full: members it does not
+    /// show, and whose jobs and files it does not take (someone making up identities, or a
+    /// mesh far larger than planned).
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// News of this node's own identity, heard at `seen`: if another daemon sent it, a
+    /// [`Twin`] to report (the newest heard of).
+    fn heard_of_self(&mut self, presence: Presence, seen: Instant, now: Instant) {
+        let Some(me) = self.members.get(&self.local) else {
+            return;
+        };
+        if !Self::from_another_daemon(&me.presence, &presence)
+            || self
+                .twin
+                .as_ref()
+                .is_some_and(|t| presence.version_key() < t.presence.version_key())
+        {
+            return;
+        }
+        let expiry =
+            Duration::from_millis(presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS;
+        let gone = presence.status == PresenceStatus::Leaving
+            || now.saturating_duration_since(seen) > expiry;
+        self.twin = Some(Twin { presence, gone });
+    }
+
+    /// Whether `heard`, a row with this node's identity, is one this daemon (whose last row
+    /// is `own`) did not send: a later start, or this start's number with a heartbeat this
+    /// daemon has not sent (a later one, or this one with other content, told by the
+    /// signature: ed25519 signs the same content alike). Two copies of one state directory
+    /// started from the same file take the same number about once in a thousand, when
+    /// started within a second of each other. Earlier starts and earlier heartbeats may be
+    /// this daemon's own (or the other's, not told apart).
+    fn from_another_daemon(own: &Presence, heard: &Presence) -> bool {
+        match heard.incarnation.cmp(&own.incarnation) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => {
+                heard.seq > own.seq || (heard.seq == own.seq && heard.signature != own.signature)
+            }
+            std::cmp::Ordering::Less => false,
+        }
     }
 
     /// Reports `m`'s state if it changed since the last report.
@@ -356,11 +565,17 @@ impl Membership {
             return Vec::new();
         }
         let local = self.local;
+        let mut forgotten = 0;
         self.members.retain(|peer, m| {
-            *peer == local
+            let keep = *peer == local
                 || m.own_state(now) == MemberState::Alive
-                || now.saturating_duration_since(m.last_seen) < FORGET_AFTER
+                || now.saturating_duration_since(m.last_seen) < FORGET_AFTER;
+            if !keep {
+                forgotten += m.bytes;
+            }
+            keep
         });
+        self.bytes = self.bytes.saturating_sub(forgotten);
         let changes = self
             .members
             .values_mut()
@@ -1060,5 +1275,193 @@ mod tests {
             now + Duration::from_secs(6),
         );
         assert_eq!(t.take_twin(), None);
+    }
+
+    /// Two copies of one state directory started from the same file can, rarely, take the
+    /// same number: a row with this node's number that this daemon did not send (a later
+    /// heartbeat, or this one with other content) is the other's, while this daemon's own
+    /// rows passed back, its goodbye included, are not.
+    #[test]
+    fn another_daemon_with_this_number_is_reported_too() {
+        let now = Instant::now();
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let signed = |mut p: Presence| {
+            p.sign(&key);
+            p
+        };
+        let mut own = signed(presence(me, "self", 7, 3));
+        let mut t = Membership::new(own.clone(), now);
+        let passed_on = |p: &Presence| {
+            vec![MemberRecord {
+                presence: p.clone(),
+                age_ms: 0,
+            }]
+        };
+        // Its own row, and an earlier heartbeat of this start, passed back: nothing.
+        for p in [own.clone(), signed(presence(me, "self", 7, 2))] {
+            let mut rows = passed_on(&p);
+            t.keep_authentic(&mut rows);
+            t.merge(rows, now);
+            assert_eq!(t.take_twin(), None);
+        }
+        // This start's heartbeat with other content (another machine's), and a later one.
+        let mut elsewhere = presence(me, "self", 7, 3);
+        elsewhere.machine_id = "another machine".into();
+        let elsewhere = signed(elsewhere);
+        for p in [elsewhere.clone(), signed(presence(me, "self", 7, 9))] {
+            let mut rows = passed_on(&p);
+            t.keep_authentic(&mut rows);
+            t.merge(rows, now);
+            assert_eq!(
+                t.take_twin(),
+                Some(Twin {
+                    presence: p,
+                    gone: false
+                })
+            );
+        }
+        // Other content under a signature of another key is nobody's, and no twin.
+        let mut forged = elsewhere.clone();
+        forged.load = 9.0;
+        forged.sign(&libp2p::identity::Keypair::generate_ed25519());
+        let mut rows = passed_on(&forged);
+        t.keep_authentic(&mut rows);
+        assert!(rows.is_empty());
+        // This node's goodbye, once in its table, passed back: nothing.
+        own.seq = 10;
+        own.status = PresenceStatus::Leaving;
+        let own = signed(own);
+        t.update_local(own.clone(), now);
+        t.merge(passed_on(&own), now);
+        assert_eq!(t.take_twin(), None);
+    }
+
+    /// `count` members not in the table, alive as of `seen` (1 s heartbeats).
+    fn newcomers(t: &mut Membership, count: usize, seen: Instant) -> Vec<PeerId> {
+        (0..count)
+            .map(|_| {
+                let p = PeerId::random();
+                t.merge(
+                    vec![MemberRecord {
+                        presence: presence(p, "n", 1, 1),
+                        age_ms: 0,
+                    }],
+                    seen,
+                );
+                p
+            })
+            .collect()
+    }
+
+    /// Rows made up by anyone who may connect stay a day: a full table drops members gone
+    /// for a new one, the longest unheard first, and refuses it when nobody is gone. It never
+    /// drops members alive or its own row, and takes no news of members already gone.
+    #[test]
+    fn a_full_table_drops_members_gone_for_newcomers_and_otherwise_refuses_them() {
+        let (mut t, now) = table();
+        let me = t.local_peer();
+        let later = now + Duration::from_secs(60);
+        // Three members heard 30, 20 and 10 s before `later`, and one that left.
+        let (old, older, oldest, left) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        for (peer, ago) in [(old, 10), (older, 20), (oldest, 30)] {
+            t.observe(
+                presence(peer, "gone", 1, 1),
+                later - Duration::from_secs(ago),
+            );
+        }
+        let mut goodbye = presence(left, "left", 1, 2);
+        goodbye.status = PresenceStatus::Leaving;
+        t.observe(goodbye, later - Duration::from_secs(5));
+        let alive = newcomers(&mut t, MAX_MEMBERS - 5, later);
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+        assert_eq!(t.take_refused(), 0);
+        // A newcomer takes the place of the member unheard the longest, then the next.
+        let first = newcomers(&mut t, 1, later)[0];
+        assert!(t.contains(&first) && !t.contains(&oldest) && t.contains(&older));
+        newcomers(&mut t, 1, later);
+        assert!(!t.contains(&older) && t.contains(&old));
+        // News of a member already gone takes no place.
+        let expired = PeerId::random();
+        t.merge(
+            vec![MemberRecord {
+                presence: presence(expired, "x", 1, 1),
+                age_ms: 60_000,
+            }],
+            later,
+        );
+        assert!(!t.contains(&expired) && t.contains(&old));
+        assert_eq!(t.take_refused(), 1);
+        // The last two gone make room; then nobody is gone, and newcomers are refused.
+        newcomers(&mut t, 2, later);
+        assert!(!t.contains(&old) && !t.contains(&left));
+        let refused = newcomers(&mut t, 3, later);
+        assert!(refused.iter().all(|p| !t.contains(p)));
+        assert_eq!(t.take_refused(), 3);
+        assert_eq!(t.take_refused(), 0, "counted once");
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+        assert!(t.contains(&me) && alive.iter().all(|p| t.contains(p)));
+        // A member known still speaks.
+        t.observe(presence(alive[0], "n", 1, 2), later);
+        assert_eq!(t.take_refused(), 0);
+        // Once members expire, they make room.
+        let expired_by_then = later + Duration::from_millis(3001);
+        t.observe(presence(alive[0], "n", 1, 3), expired_by_then);
+        let taken = newcomers(&mut t, 1, expired_by_then)[0];
+        assert!(t.contains(&taken) && t.contains(&alive[0]));
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+    }
+
+    /// A presence may take over 100 KiB (64 labels of 1 KiB keys and values): rows of made-up
+    /// identities that large, new or grown from small ones, stop at the table's bytes; the
+    /// heartbeats of members known still fit once newcomers no longer do.
+    #[test]
+    fn large_rows_stop_at_the_tables_bytes() {
+        let (mut t, now) = table();
+        let mut template = presence(PeerId::random(), "large", 1, 1);
+        template.labels = (0..crate::wire::MAX_LABELS)
+            .map(|i| {
+                (
+                    format!("{i:01023}"),
+                    "v".repeat(crate::wire::MAX_LABEL_BYTES),
+                )
+            })
+            .collect();
+        assert!(template.plausible());
+        let large = |peer_id, seq| Presence {
+            peer_id,
+            seq,
+            ..template.clone()
+        };
+        let row_bytes = crate::wire::encoded_len(&template);
+        let fit = (MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES) / row_bytes;
+        let peers: Vec<PeerId> = (0..fit + 10).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            t.observe(large(*p, 1), now);
+        }
+        assert_eq!(t.versions().len(), fit + 1);
+        assert_eq!(t.take_refused(), 10);
+        assert!(t.bytes <= MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES);
+        // A member known still speaks.
+        let known = peers[0];
+        let mut longer = large(known, 2);
+        longer.name = "larger".into();
+        t.observe(longer, now);
+        assert_eq!(t.name_of(&known), Some("larger"));
+        // Small rows grown large stop at the bytes of the whole table.
+        let (mut t, now) = table();
+        let grown = MAX_TABLE_BYTES / row_bytes + 10;
+        let small: Vec<PeerId> = newcomers(&mut t, grown, now);
+        for p in &small {
+            t.observe(large(*p, 2), now);
+        }
+        assert!(t.bytes <= MAX_TABLE_BYTES);
+        assert!(t.take_refused() >= 10);
+        assert_eq!(t.versions().len(), grown + 1);
     }
 }

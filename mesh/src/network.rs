@@ -54,7 +54,7 @@ use crate::{
     },
 };
 use connections::AcrossASplit;
-use diagnostics::{OtherRelease, OutOfReach, RefusedInbound, SaidAtMost};
+use diagnostics::{OtherRelease, OutOfReach, RefusedInbound, RefusedRows, SaidAtMost};
 
 /// Who this node is, as its heartbeat tells the mesh.
 #[derive(Debug, Clone)]
@@ -445,6 +445,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         across_a_split: AcrossASplit::new(started),
         last_ran: started,
         refused_inbound: RefusedInbound::default(),
+        refused_rows: RefusedRows::default(),
         too_large_said: SaidAtMost::every(TOO_LARGE_SAID_EVERY),
         non_members_said: HashMap::new(),
         left_still_here: HashMap::new(),
@@ -675,6 +676,10 @@ struct Leaving {
 /// the wrong key retries every few seconds.
 const REFUSED_INBOUND_SAID_EVERY: Duration = Duration::from_secs(600);
 
+/// How often a node says, at most, that its membership table is full and refuses rows: every
+/// heartbeat of a made-up identity, and every sync carrying some, is refused again.
+const TABLE_FULL_SAID_EVERY: Duration = Duration::from_secs(600);
+
 /// How often a node says, at most, that control messages are over their size limit: a table
 /// too large to sync fails every sync, every few seconds.
 const TOO_LARGE_SAID_EVERY: Duration = Duration::from_secs(60);
@@ -815,6 +820,8 @@ struct EventLoop {
     last_ran: Instant,
     /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
     refused_inbound: RefusedInbound,
+    /// Rows the membership table refused, being full (see [`TABLE_FULL_SAID_EVERY`]).
+    refused_rows: RefusedRows,
     /// That a control message was over its size limit (see [`TOO_LARGE_SAID_EVERY`]).
     too_large_said: SaidAtMost,
     /// When this node last warned of each non-member's messages (see
@@ -1106,6 +1113,10 @@ impl EventLoop {
         }
         self.seq += 1;
         let presence = self.local_presence(PresenceStatus::Leaving);
+        // The goodbye is this node's last word: passed back in a sync, it is its own, not
+        // another daemon's with its identity.
+        self.membership
+            .update_local(presence.clone(), Instant::now());
         self.publish_presence(&presence);
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         let outstanding = peers
@@ -1142,6 +1153,7 @@ impl EventLoop {
             .observe(presence, Instant::now())
             .into_iter()
             .collect();
+        self.say_if_table_full();
         self.answer_twin().await;
         self.emit(changes).await;
     }
@@ -1149,6 +1161,7 @@ impl EventLoop {
     async fn merge(&mut self, mut records: Vec<wire::MemberRecord>) {
         self.membership.keep_authentic(&mut records);
         let changes = self.membership.merge(records, Instant::now());
+        self.say_if_table_full();
         self.answer_twin().await;
         self.emit(changes).await;
     }

@@ -304,7 +304,7 @@ impl Presence {
 }
 
 /// How many bytes `body` takes as CBOR, counted without writing them anywhere.
-fn encoded_len<T: Serialize>(body: &T) -> usize {
+pub(crate) fn encoded_len<T: Serialize>(body: &T) -> usize {
     /// Counts what is written to it.
     struct Counter(usize);
     impl std::io::Write for Counter {

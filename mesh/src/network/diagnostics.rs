@@ -47,6 +47,22 @@ impl Default for RefusedInbound {
     }
 }
 
+/// Rows the membership table refused, being full, since the log last said so (see
+/// [`membership::MAX_MEMBERS`]).
+pub(super) struct RefusedRows {
+    pub(super) count: u64,
+    pub(super) said: SaidAtMost,
+}
+
+impl Default for RefusedRows {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            said: SaidAtMost::every(TABLE_FULL_SAID_EVERY),
+        }
+    }
+}
+
 /// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
 pub(super) struct OutOfReach {
     pub(super) since: Instant,
@@ -192,6 +208,29 @@ impl EventLoop {
         }
     }
 
+    /// Says in the log (at most every [`TABLE_FULL_SAID_EVERY`]) how many rows the membership
+    /// table refused, being full: members it does not show and whose messages it refuses.
+    pub(super) fn say_if_table_full(&mut self) {
+        let refused = &mut self.refused_rows;
+        refused.count += self.membership.take_refused();
+        if refused.count == 0 || !refused.said.due(Instant::now()) {
+            return;
+        }
+        warn!(
+            refused = refused.count,
+            "the membership table is full (at most {} members, {} MiB of rows; {} here): rows of \
+             members not known here, or longer heartbeats of members known, were refused. \
+             Members gone make room as they go; members alive are never dropped for newcomers. \
+             Someone who may connect to this mesh may be making up identities, or the mesh is \
+             larger than it was built for (said at most every 10 min, with the rows refused \
+             since)",
+            membership::MAX_MEMBERS,
+            membership::MAX_TABLE_BYTES / (1024 * 1024),
+            self.membership.versions().len()
+        );
+        self.refused_rows.count = 0;
+    }
+
     /// Says in the log, once per spell, which members alive through other nodes this node has
     /// failed to dial for [`OUT_OF_REACH_SAID_AFTER`] (a partial partition).
     pub(super) fn log_out_of_reach(&mut self, now: Instant) {
@@ -311,6 +350,11 @@ impl EventLoop {
         let Some(twin) = self.membership.take_twin() else {
             return;
         };
+        // A node on its way out neither warns nor speaks again (its own goodbye, passed
+        // back, is no twin's; the table holds it).
+        if self.leaving.is_some() {
+            return;
+        }
         if twin.gone {
             self.twin_seen = None;
             self.incarnation = self
