@@ -23,7 +23,7 @@ pub mod wire;
 mod behaviour;
 mod transport;
 
-pub use behaviour::{CTL_PROTOCOL, JOBS_TOPIC, PRESENCE_TOPIC};
+pub use behaviour::{BLOB_PROTOCOL, CTL_PROTOCOL, JOBS_TOPIC, PRESENCE_TOPIC};
 
 /// The numbers that shape the mesh's traffic, for models of it (the simulator).
 pub mod tuning {
