@@ -3632,6 +3632,107 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
     assert_eq!(left["n2"], "0", "no file at DEST");
 }
 
+/// Submits from n1 a run of one parent on n2, its jobs in order: one that marks it has
+/// started (`<name>.started` under `root`) and then waits for the gate `<name>.gate`, then
+/// an ADD of `src` to `dest` that may take 10 minutes. Returns the gate and the ADD's job id
+/// once the first job runs on n2.
+fn copy_behind_a_gate(
+    nodes: &[Daemon],
+    root: &Path,
+    name: &str,
+    src: &Path,
+    dest: &Path,
+) -> (PathBuf, String) {
+    let started = root.join(format!("{name}.started"));
+    let gate = root.join(format!("{name}.gate"));
+    let add = format!("ADD: --timeout 600 {} {}", src.display(), dest.display());
+    let file = root.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "- targets: [n2]\n  jobs:\n  - RUN: --skip-cache touch {}; \
+             while [ ! -e {} ]; do sleep 0.1; done\n  - {add}\n",
+            started.display(),
+            gate.display()
+        ),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = record(&records(&nodes[0]), &add)["job_id"]
+        .as_str()
+        .expect("a record has a job id")
+        .to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "the gated job to start on n2",
+        || started.exists().then_some(()),
+    );
+    (gate, job_id)
+}
+
+/// The submitter's copy of a file is removed from its blob store while the run that sends it
+/// waits on its target, and no other member holds it: the copy fails as soon as the
+/// submitter answers it does not hold the file, naming its hash, not at the end of its 10
+/// minutes, and nothing lands at DEST. With the copy kept, the same run succeeds.
+#[test]
+fn a_copy_of_a_file_no_member_holds_fails_naming_it_without_waiting_out_its_timeout() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 2);
+    let src = sources(root.path());
+    let dest = root.path().join("landed");
+    std::fs::create_dir_all(&dest).unwrap();
+    // Over the inline limit: fetched from n1's blob store, not carried inside the run. Two
+    // contents, so that n2 does not hold the second from the first copy.
+    let content = |seed: usize| -> Vec<u8> {
+        (0..256 * 1024)
+            .map(|i| ((i * 13 + seed) % 251) as u8)
+            .collect()
+    };
+    let (kept, lost) = (content(1), content(2));
+    std::fs::write(src.join("kept.bin"), &kept).unwrap();
+    std::fs::write(src.join("lost.bin"), &lost).unwrap();
+    let (kept_at, lost_at) = (dest.join("kept.bin"), dest.join("lost.bin"));
+
+    let (gate, job_id) =
+        copy_behind_a_gate(&nodes, root.path(), "kept", &src.join("kept.bin"), &kept_at);
+    std::fs::write(&gate, "").unwrap();
+    let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
+        r["results"]["n2"].is_object()
+    });
+    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+    assert_eq!(std::fs::read(&kept_at).unwrap(), kept);
+
+    let (gate, job_id) =
+        copy_behind_a_gate(&nodes, root.path(), "lost", &src.join("lost.bin"), &lost_at);
+    let hash = blake3::hash(&lost).to_hex().to_string();
+    let blob = nodes[0].state_dir.join("blobs").join(&hash);
+    std::fs::remove_file(&blob)
+        .unwrap_or_else(|e| panic!("n1 keeps the file to send at {}: {e}", blob.display()));
+    std::fs::write(&gate, "").unwrap();
+    // Within wait_for_record's minute: the copy's timeout is ten.
+    let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
+        r["results"]["n2"].is_object()
+    });
+    let n2 = &r["results"]["n2"];
+    assert_eq!(n2["state"], "failed", "{r}");
+    let stderr = n2["stderr"].as_str().unwrap_or_default();
+    assert!(
+        stderr.contains("no member holds")
+            && stderr.contains(&format!("(blake3 {hash})"))
+            && stderr.contains("its originator n1 answered it does not hold it"),
+        "{r}"
+    );
+    assert!(!lost_at.exists(), "the lost file landed at DEST");
+    let beside: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("lost"))
+        .collect();
+    assert!(beside.is_empty(), "left beside DEST: {beside:?}");
+}
+
 /// A target killed while it copies a file: once back, it reports the job interrupted and
 /// removes what the copy left beside DEST.
 #[test]
