@@ -53,7 +53,7 @@ use crate::{
         PresenceStatus,
     },
 };
-use connections::AcrossASplit;
+use connections::{AcrossASplit, PeerUse};
 use diagnostics::{OtherRelease, OutOfReach, RefusedInbound, RefusedRows, SaidAtMost};
 
 /// Who this node is, as its heartbeat tells the mesh.
@@ -83,6 +83,8 @@ pub struct MeshConfig {
     pub heartbeat_interval: Duration,
     /// How many connections to random members to keep open.
     pub target_peers: usize,
+    /// How many peers this node stays connected to at most before it closes idle connections.
+    pub connection_budget: ConnectionBudget,
     /// How long a clean shutdown waits for peers to acknowledge the goodbye.
     pub leave_timeout: Duration,
     /// The number of this start, above every earlier start of the node (peers take the
@@ -102,8 +104,37 @@ impl MeshConfig {
             identity,
             heartbeat_interval: Duration::from_secs(5),
             target_peers: DEFAULT_TARGET_PEERS,
+            connection_budget: ConnectionBudget::default(),
             leave_timeout: Duration::from_millis(1500),
             incarnation: None,
+        }
+    }
+}
+
+/// How many peers a node stays connected to before maintenance closes connections nobody uses.
+///
+/// Gossipsub keeps every connection to a gossipsub peer open for good (rust-libp2p issue
+/// #5190), so the swarm's idle timeout never closes one: without this, a node that once sent a
+/// request to another (a target its results, a submitter its run, a download its chunks) would
+/// stay connected to it for the life of both, and a submitter in a mesh of a thousand nodes to
+/// all of them (buffers per connection, and gossip to every connected peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    /// Above this many connected peers, maintenance closes connections to peers outside this
+    /// node's gossip mesh that requests have not used for `idle_after`, the least recently
+    /// used first, down to this many. Never below `target_peers` (it would close what
+    /// maintenance dials).
+    pub max_peers: usize,
+    /// How long a connection must have gone without a request or an answer, and with none
+    /// under way, before it may be closed.
+    pub idle_after: Duration,
+}
+
+impl Default for ConnectionBudget {
+    fn default() -> Self {
+        Self {
+            max_peers: DEFAULT_CONNECTION_BUDGET,
+            idle_after: DEFAULT_IDLE_AFTER,
         }
     }
 }
@@ -270,6 +301,18 @@ const CHANNEL_DEPTH: usize = 256;
 
 /// Connections a node keeps open (it dials random members until it has this many).
 pub const DEFAULT_TARGET_PEERS: usize = 8;
+
+/// Peers a node stays connected to before it closes idle connections: well above
+/// [`DEFAULT_TARGET_PEERS`] (plus the members that dial this one, about as many again) and above
+/// the peers of gossipsub's meshes (from [`crate::tuning::MESH_N`] up to
+/// [`crate::tuning::MESH_N_HIGH`] per topic, two topics), so an ordinary member never trims and
+/// only a node that talked to many (a submitter, a file source) comes back down to it.
+pub const DEFAULT_CONNECTION_BUDGET: usize = 64;
+
+/// How long a connection goes unused by requests before it may be closed (over the budget). A
+/// request under way keeps its connection whatever its age; this is for what is likely to
+/// come next: a job still running sends its results and alive checks within it.
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(60);
 
 /// The cloneable handle to a running mesh node.
 #[derive(Clone, Debug)]
@@ -451,6 +494,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
+        peer_use: PeerUse::default(),
         leaving: None,
         jobs_topic,
         pending_requests: HashMap::new(),
@@ -832,6 +876,9 @@ struct EventLoop {
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,
+    /// When requests last used each peer's connection, and the exchanges under way with it
+    /// (which connections may be closed over the budget).
+    peer_use: PeerUse,
     leaving: Option<Leaving>,
     jobs_topic: IdentTopic,
     /// Job requests this node sent, waiting for their answers.
@@ -1062,11 +1109,7 @@ impl EventLoop {
             }
             Command::RequestJob { peer, data, reply } => {
                 self.dial_for_request(peer);
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .ctl
-                    .send_request(&peer, CtlRequest::Job(data));
+                let id = self.send_ctl(&peer, CtlRequest::Job(data));
                 self.pending_requests.insert(id, reply);
             }
             Command::RequestBlob {
@@ -1075,7 +1118,7 @@ impl EventLoop {
                 reply,
             } => {
                 self.dial_for_request(peer);
-                let id = self.swarm.behaviour_mut().blob.send_request(&peer, request);
+                let id = self.send_blob(&peer, request);
                 self.pending_blobs.insert(id, reply);
             }
             Command::ReplyBlob { token, response } => {
@@ -1122,7 +1165,7 @@ impl EventLoop {
         let outstanding = peers
             .iter()
             .map(|peer| {
-                self.swarm.behaviour_mut().ctl.send_request(
+                self.send_ctl(
                     peer,
                     CtlRequest::Leave {
                         presence: Box::new(presence.clone()),

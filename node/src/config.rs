@@ -439,6 +439,7 @@ impl JoinOptions {
             transport: TransportKind::Tcp,
             jobs_thread: true,
             allow_submitters: self.allow_submitters,
+            connection_budget: Default::default(),
         })
     }
 
@@ -526,6 +527,8 @@ pub struct NodeConfig {
     /// Peers whose runs this node takes (besides its own); empty: any member's. Runs from
     /// others are answered with every job failed as refused.
     pub allow_submitters: Vec<PeerId>,
+    /// How many peers the node stays connected to before it closes idle connections.
+    pub connection_budget: mesh::network::ConnectionBudget,
 }
 
 impl NodeConfig {
@@ -547,6 +550,7 @@ impl NodeConfig {
             transport: TransportKind::Memory,
             jobs_thread: false,
             allow_submitters: Vec::new(),
+            connection_budget: Default::default(),
         }
     }
 }

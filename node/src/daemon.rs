@@ -207,6 +207,7 @@ async fn mesh_config(
     mesh_config.listen = config.listen.clone();
     mesh_config.bootstrap = bootstrap;
     mesh_config.heartbeat_interval = config.heartbeat_interval;
+    mesh_config.connection_budget = config.connection_budget;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

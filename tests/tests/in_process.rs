@@ -403,3 +403,94 @@ async fn a_kept_run_without_its_acceptance_is_dropped_at_the_next_start() {
     let store = reopen_store(dir.path()).await;
     assert!(store.accepted_run_ids().is_empty());
 }
+
+/// Starts `n` nodes as [`start_mesh`] does, each with `budget`.
+async fn start_mesh_with_budget(
+    n: usize,
+    dirs: &[tempfile::TempDir],
+    budget: mesh::network::ConnectionBudget,
+) -> Vec<Node> {
+    let config = |i: usize| {
+        let mut cfg = NodeConfig::in_memory(dirs[i].path().to_path_buf(), &format!("node-{i}"));
+        cfg.heartbeat_interval = Duration::from_secs(1);
+        cfg.connection_budget = budget;
+        cfg
+    };
+    let first = Node::start(config(0)).await.expect("first node starts");
+    let token = first.join_token().clone();
+    let mut nodes = vec![first];
+    for i in 1..n {
+        let mut cfg = config(i);
+        cfg.bootstrap = token.peers.clone();
+        cfg.mesh_key_choice = MeshKeyChoice::Key(token.mesh_key.expect("mesh has a key"));
+        nodes.push(Node::start(cfg).await.expect("node starts"));
+    }
+    nodes
+}
+
+async fn connected_peers(node: &Node) -> usize {
+    node.status().await.expect("status").local.connected_peers
+}
+
+/// The connections a submitter opened to every target of a run are closed once idle, down to
+/// the connection budget (gossipsub alone would keep them for good), and the next run on every
+/// node still gets every result: the peers closed are dialled again when a request needs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_closes_idle_connections_over_its_budget_and_still_reaches_every_node() {
+    const NODES: usize = 16;
+    let budget = mesh::network::ConnectionBudget {
+        // As low as it goes: the connections maintenance keeps to random members (a lower
+        // budget counts as this).
+        max_peers: mesh::tuning::DEFAULT_TARGET_PEERS,
+        idle_after: Duration::from_secs(2),
+    };
+    let dirs: Vec<_> = (0..NODES).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = start_mesh_with_budget(NODES, &dirs, budget).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive_counts(&nodes).await.iter().any(|&c| c != NODES) {
+        assert!(Instant::now() < deadline, "mesh did not form");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all: Vec<String> = (0..NODES).map(|i| format!("node-{i}")).collect();
+    let names: Vec<&str> = all.iter().map(String::as_str).collect();
+    let submitter = &nodes[NODES - 1];
+
+    let first = exec_and_wait(submitter, "RUN", "--skip-cache echo first", &names).await;
+    assert_eq!(first.results.len(), NODES, "{first:?}");
+    assert!(
+        first.results.values().all(|r| r.stdout == "first"),
+        "{first:?}"
+    );
+    // Every target sent its result to the submitter: each was connected to it.
+    let after_run = connected_peers(submitter).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![after_run];
+    loop {
+        let now_connected = connected_peers(submitter).await;
+        if seen.last() != Some(&now_connected) {
+            seen.push(now_connected);
+        }
+        if now_connected <= budget.max_peers {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the submitter stays connected to {now_connected} peers, over its budget of {} \
+             (connected peers seen: {seen:?})",
+            budget.max_peers
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let second = exec_and_wait(submitter, "RUN", "--skip-cache echo second", &names).await;
+    assert_eq!(second.results.len(), NODES, "{second:?}");
+    assert!(
+        second.results.values().all(|r| r.stdout == "second"),
+        "{second:?}"
+    );
+    assert_eq!(second.status(), node::records::JobStatus::Success);
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}

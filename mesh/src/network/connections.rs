@@ -1,7 +1,8 @@
 //! Keeping this node connected: maintenance every second dials enough random members that
 //! the mesh survives the loss of any one, redials the bootstrap peers while nobody answers,
-//! reaches across a healed partition, drops connections whose subscriptions never came, and
-//! gives members their time back after this process was paused.
+//! reaches across a healed partition, drops connections whose subscriptions never came,
+//! closes idle connections over the connection budget, and gives members their time back
+//! after this process was paused.
 
 use super::*;
 
@@ -87,7 +88,194 @@ impl AcrossASplit {
     }
 }
 
+/// Which request-response protocol an exchange runs on (each numbers its requests on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum RequestProtocol {
+    Ctl,
+    Blob,
+}
+
+/// One request-response exchange with a peer: a request this node sent, until its answer or
+/// failure, or one it received, until its answer is sent or fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Exchange {
+    Outbound(RequestProtocol, request_response::OutboundRequestId),
+    Inbound(RequestProtocol, request_response::InboundRequestId),
+}
+
+/// An exchange counts as under way at most this long: every request's own timeout (the
+/// longest is the blob protocol's minute, counted once for opening its stream and once for the
+/// exchange) plus a dial have passed long before. Past it, an end libp2p never reported
+/// stops keeping the connection open.
+const EXCHANGE_LASTS_AT_MOST: Duration = Duration::from_secs(300);
+
+/// How a connected peer's connection is used, as the connection budget weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LastUse {
+    /// An exchange is under way: closing would fail it.
+    Busy,
+    /// Nothing under way; last used (a request, an answer, the connection opening) then.
+    Since(Instant),
+}
+
+/// When requests last used each peer's connection, and the exchanges under way with it: what
+/// the connection budget needs to close only connections nobody uses. One row per connected
+/// peer (or peer with an exchange under way, such as a request waiting for its dial).
+/// Generic over what names an exchange only so that tests can name their own.
+#[derive(Debug)]
+pub(super) struct PeerUse<E = Exchange> {
+    peers: HashMap<PeerId, PeerRow<E>>,
+}
+
+impl<E> Default for PeerUse<E> {
+    fn default() -> Self {
+        Self {
+            peers: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PeerRow<E> {
+    last: Instant,
+    /// Each exchange under way, and when it began.
+    open: HashMap<E, Instant>,
+}
+
+impl<E: Eq + std::hash::Hash> PeerUse<E> {
+    fn row(&mut self, peer: PeerId, now: Instant) -> &mut PeerRow<E> {
+        self.peers.entry(peer).or_insert_with(|| PeerRow {
+            last: now,
+            open: HashMap::new(),
+        })
+    }
+
+    /// `peer`'s connection was used at `now` (it opened, say).
+    pub(super) fn used(&mut self, peer: PeerId, now: Instant) {
+        self.row(peer, now).last = now;
+    }
+
+    /// An exchange with `peer` began at `now`.
+    pub(super) fn began(&mut self, peer: PeerId, exchange: E, now: Instant) {
+        let row = self.row(peer, now);
+        row.last = now;
+        row.open.insert(exchange, now);
+    }
+
+    /// An exchange with `peer` ended (answered or failed) at `now`.
+    pub(super) fn ended(&mut self, peer: PeerId, exchange: E, now: Instant) {
+        let row = self.row(peer, now);
+        row.last = now;
+        row.open.remove(&exchange);
+    }
+
+    /// How `peer`'s connection is used as of `now`; a peer with no row yet counts as used now.
+    pub(super) fn last_use(&mut self, peer: PeerId, now: Instant) -> LastUse {
+        let row = self.row(peer, now);
+        row.open
+            .retain(|_, began| now.saturating_duration_since(*began) < EXCHANGE_LASTS_AT_MOST);
+        match row.open.is_empty() {
+            true => LastUse::Since(row.last),
+            false => LastUse::Busy,
+        }
+    }
+
+    /// Forgets the peers no longer `connected` with nothing under way.
+    pub(super) fn keep_only(&mut self, connected: impl Fn(&PeerId) -> bool, now: Instant) {
+        self.peers.retain(|peer, row| {
+            row.open
+                .retain(|_, began| now.saturating_duration_since(*began) < EXCHANGE_LASTS_AT_MOST);
+            connected(peer) || !row.open.is_empty()
+        });
+    }
+}
+
+/// The connections to close so that at most `budget` peers stay connected: of the `connected`
+/// peers, those outside this node's gossip meshes (`in_mesh`: closing one would cost gossip a
+/// path it relies on) with no exchange under way and unused for at least `idle_after`, the
+/// least recently used first, no more than the number over the budget. None while within it.
+pub(super) fn peers_to_close(
+    connected: &[(PeerId, LastUse)],
+    in_mesh: &HashSet<PeerId>,
+    budget: usize,
+    idle_after: Duration,
+    now: Instant,
+) -> Vec<PeerId> {
+    let over = connected.len().saturating_sub(budget);
+    if over == 0 {
+        return Vec::new();
+    }
+    let mut idle: Vec<(Instant, PeerId)> = connected
+        .iter()
+        .filter(|(peer, _)| !in_mesh.contains(peer))
+        .filter_map(|(peer, last_use)| match last_use {
+            LastUse::Since(at) if now.saturating_duration_since(*at) >= idle_after => {
+                Some((*at, *peer))
+            }
+            _ => None,
+        })
+        .collect();
+    idle.sort();
+    idle.into_iter().take(over).map(|(_, peer)| peer).collect()
+}
+
 impl EventLoop {
+    /// Sends a control request to `peer`, counted as an exchange under way until it ends.
+    pub(super) fn send_ctl(&mut self, peer: &PeerId, request: CtlRequest) -> OutboundRequestId {
+        let id = self.swarm.behaviour_mut().ctl.send_request(peer, request);
+        let exchange = Exchange::Outbound(RequestProtocol::Ctl, id);
+        self.peer_use.began(*peer, exchange, Instant::now());
+        id
+    }
+
+    /// Asks `peer` for a chunk, counted as an exchange under way until it ends.
+    pub(super) fn send_blob(&mut self, peer: &PeerId, request: BlobRequest) -> OutboundRequestId {
+        let id = self.swarm.behaviour_mut().blob.send_request(peer, request);
+        let exchange = Exchange::Outbound(RequestProtocol::Blob, id);
+        self.peer_use.began(*peer, exchange, Instant::now());
+        id
+    }
+
+    /// Closes idle connections while more peers are connected than the budget (see
+    /// [`ConnectionBudget`] and [`peers_to_close`]). The budget is never below `target_peers`,
+    /// so this never closes what `keep_connected` would dial again; a peer closed here is
+    /// dialled again by the next request to it (`dial_for_request`).
+    pub(super) fn trim_connections(&mut self, now: Instant) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        self.peer_use.keep_only(|p| self.swarm.is_connected(p), now);
+        let budget = self.config.connection_budget;
+        let max_peers = budget.max_peers.max(self.config.target_peers);
+        if connected.len() <= max_peers {
+            return;
+        }
+        let uses: Vec<(PeerId, LastUse)> = connected
+            .into_iter()
+            .map(|peer| (peer, self.peer_use.last_use(peer, now)))
+            .collect();
+        let in_mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let close = peers_to_close(&uses, &in_mesh, max_peers, budget.idle_after, now);
+        if close.is_empty() {
+            return;
+        }
+        debug!(
+            connected = uses.len(),
+            closing = close.len(),
+            budget = max_peers,
+            "over the connection budget: closing connections unused for {} s",
+            budget.idle_after.as_secs()
+        );
+        for peer in close {
+            // Err: already gone.
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     /// Gives the members their time back if this node did not run for a while (see
     /// [`PAUSED_AFTER`]): before anything reads the table's states after a pause, whichever
     /// comes first (maintenance, or a command such as `alive_members` that the layer above
@@ -121,6 +309,7 @@ impl EventLoop {
         self.out_of_reach
             .retain(|_, o| now.saturating_duration_since(o.last) < 10 * OUT_OF_REACH_SAID_AFTER);
         self.log_out_of_reach(now);
+        self.trim_connections(now);
         self.keep_connected(now);
         self.warn_if_alone(now);
         if now.saturating_duration_since(self.last_reconnect) >= RECONNECT_EVERY {
@@ -223,10 +412,7 @@ impl EventLoop {
     /// node lacks and names those `peer` wants back.
     pub(super) fn ask_news(&mut self, peer: &PeerId) {
         let versions = self.membership.versions();
-        self.swarm
-            .behaviour_mut()
-            .ctl
-            .send_request(peer, CtlRequest::SyncVersions { versions });
+        self.send_ctl(peer, CtlRequest::SyncVersions { versions });
     }
 
     /// Dials one random expired member (see [`RECONNECT_EVERY`]); with none to try, a
@@ -414,6 +600,95 @@ mod tests {
         assert_eq!(
             across.due(start + minute, &bootstrap, me, is_reached),
             Some(Contact::Node(far, vec![at(far, 3), at(far, 4)]))
+        );
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    /// Over the budget, the connections closed are those idle long enough and outside the
+    /// gossip meshes, the least recently used first, only as many as are over; within the
+    /// budget none is.
+    #[test]
+    fn over_the_budget_the_least_recently_used_idle_peers_outside_the_mesh_are_closed() {
+        let start = Instant::now();
+        let now = start + 10 * MINUTE;
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        let ago = |minutes: u32| LastUse::Since(now - minutes * MINUTE);
+        let connected = vec![
+            (peers[0], ago(5)),
+            (peers[1], ago(9)), // the least recently used, but in a gossip mesh
+            (peers[2], LastUse::Busy),
+            (peers[3], ago(7)),
+            (peers[4], ago(0)), // used just now
+            (peers[5], ago(3)),
+        ];
+        let in_mesh = HashSet::from([peers[1]]);
+        let close = |budget| peers_to_close(&connected, &in_mesh, budget, MINUTE, now);
+
+        assert_eq!(close(6), vec![]);
+        assert_eq!(close(10), vec![]);
+        assert_eq!(close(5), vec![peers[3]]);
+        assert_eq!(close(3), vec![peers[3], peers[0], peers[5]]);
+        // Never the busy, the meshed or the lately used, however far over.
+        assert_eq!(close(0), vec![peers[3], peers[0], peers[5]]);
+        // Idle is counted from the last use: a minute exactly is enough, less is not.
+        let just = [(peers[0], LastUse::Since(now - MINUTE))];
+        assert_eq!(
+            peers_to_close(&just, &HashSet::new(), 0, MINUTE, now),
+            vec![peers[0]]
+        );
+        let not_yet = [(
+            peers[0],
+            LastUse::Since(now - MINUTE + Duration::from_millis(1)),
+        )];
+        assert_eq!(
+            peers_to_close(&not_yet, &HashSet::new(), 0, MINUTE, now),
+            vec![]
+        );
+    }
+
+    /// A peer is busy from a request until its end (answer or failure), in either direction,
+    /// and idle from that end on; an end never reported stops counting after
+    /// [`EXCHANGE_LASTS_AT_MOST`]. Rows of peers gone with nothing under way are forgotten.
+    #[test]
+    fn a_peer_is_busy_while_an_exchange_is_under_way_and_idle_from_its_end() {
+        let start = Instant::now();
+        let peer = PeerId::random();
+        let other = PeerId::random();
+        let mut uses = PeerUse::<&str>::default();
+        let (asked, answering) = ("a chunk asked for", "a request being answered");
+
+        uses.used(peer, start);
+        assert_eq!(uses.last_use(peer, start), LastUse::Since(start));
+        uses.began(peer, asked, start + MINUTE);
+        uses.began(peer, answering, start + 2 * MINUTE);
+        assert_eq!(uses.last_use(peer, start + 2 * MINUTE), LastUse::Busy);
+        uses.ended(peer, asked, start + 3 * MINUTE);
+        assert_eq!(uses.last_use(peer, start + 3 * MINUTE), LastUse::Busy);
+        uses.ended(peer, answering, start + 4 * MINUTE);
+        assert_eq!(
+            uses.last_use(peer, start + 5 * MINUTE),
+            LastUse::Since(start + 4 * MINUTE)
+        );
+
+        // An end that never comes.
+        uses.began(other, asked, start);
+        assert_eq!(uses.last_use(other, start + MINUTE), LastUse::Busy);
+        assert_eq!(
+            uses.last_use(other, start + EXCHANGE_LASTS_AT_MOST),
+            LastUse::Since(start)
+        );
+
+        // Disconnected: a peer with an exchange under way (a request waiting for its dial) is
+        // kept, the others forgotten.
+        uses.began(other, asked, start + 6 * MINUTE);
+        uses.keep_only(|_| false, start + 6 * MINUTE);
+        assert_eq!(uses.peers.len(), 1);
+        assert!(uses.peers.contains_key(&other));
+        // A peer with no row counts as used now.
+        assert_eq!(
+            uses.last_use(peer, start + 7 * MINUTE),
+            LastUse::Since(start + 7 * MINUTE)
         );
     }
 }

@@ -3,6 +3,7 @@
 //! are taken from members only; everything else a peer sends updates the membership table.
 
 use super::*;
+use connections::{Exchange, RequestProtocol};
 
 impl EventLoop {
     pub(super) async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
@@ -43,6 +44,9 @@ impl EventLoop {
                 }
                 if num_established.get() == 1 {
                     self.connected_since.insert(peer_id, Instant::now());
+                    // A new connection counts as used: it was opened for something (a request,
+                    // a member to keep) that has not had its chance yet.
+                    self.peer_use.used(peer_id, Instant::now());
                 }
                 // A table sync when dialling a peer this node does not know as alive: its
                 // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
@@ -56,10 +60,7 @@ impl EventLoop {
                     && self.leaving.is_none()
                 {
                     let members = self.membership.records(now);
-                    self.swarm
-                        .behaviour_mut()
-                        .ctl
-                        .send_request(&peer_id, CtlRequest::SyncMembers { members });
+                    self.send_ctl(&peer_id, CtlRequest::SyncMembers { members });
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -227,6 +228,8 @@ impl EventLoop {
                     },
                 ..
             } => {
+                let exchange = Exchange::Inbound(RequestProtocol::Ctl, request_id);
+                self.peer_use.began(peer, exchange, Instant::now());
                 let response = match request {
                     CtlRequest::Job(_) if !self.is_member(&peer) => {
                         self.not_a_member(&peer, "refused a job message");
@@ -289,6 +292,8 @@ impl EventLoop {
                 ..
             } => {
                 self.request_done(request_id);
+                let exchange = Exchange::Outbound(RequestProtocol::Ctl, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(match response {
                         CtlResponse::Job(data) => Ok(data),
@@ -324,10 +329,7 @@ impl EventLoop {
                         self.merge(members).await;
                         if !wanted.is_empty() && self.leaving.is_none() {
                             let members = self.membership.records_of(&wanted, Instant::now());
-                            self.swarm
-                                .behaviour_mut()
-                                .ctl
-                                .send_request(&peer, CtlRequest::PushMembers { members });
+                            self.send_ctl(&peer, CtlRequest::PushMembers { members });
                         }
                     }
                     _ => {}
@@ -340,6 +342,8 @@ impl EventLoop {
                 ..
             } => {
                 self.request_done(request_id);
+                let exchange = Exchange::Outbound(RequestProtocol::Ctl, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Err(MeshError::Request {
                         peer,
@@ -358,12 +362,19 @@ impl EventLoop {
                 ..
             } => {
                 self.pending_replies.remove(&request_id);
+                let exchange = Exchange::Inbound(RequestProtocol::Ctl, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
                 if let request_response::InboundFailure::Io(e) = &error {
                     self.say_if_too_large(peer, e);
                 }
                 debug!(%peer, "inbound control request failed: {error}");
             }
-            _ => {}
+            request_response::Event::ResponseSent {
+                peer, request_id, ..
+            } => {
+                let exchange = Exchange::Inbound(RequestProtocol::Ctl, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
+            }
         }
     }
 
@@ -382,6 +393,8 @@ impl EventLoop {
                     },
                 ..
             } => {
+                let exchange = Exchange::Inbound(RequestProtocol::Blob, request_id);
+                self.peer_use.began(peer, exchange, Instant::now());
                 // Files go to members only, as jobs come only from them (in an open mesh any
                 // host may connect; one that never announced itself learns nothing here).
                 if !self.is_member(&peer) {
@@ -405,6 +418,7 @@ impl EventLoop {
                 }
             }
             request_response::Event::Message {
+                peer,
                 message:
                     request_response::Message::Response {
                         request_id,
@@ -412,6 +426,8 @@ impl EventLoop {
                     },
                 ..
             } => {
+                let exchange = Exchange::Outbound(RequestProtocol::Blob, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_blobs.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
@@ -422,6 +438,8 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                let exchange = Exchange::Outbound(RequestProtocol::Blob, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_blobs.remove(&request_id) {
                     let _ = reply.send(Err(MeshError::Request {
                         peer,
@@ -429,10 +447,19 @@ impl EventLoop {
                     }));
                 }
             }
-            request_response::Event::InboundFailure { request_id, .. } => {
+            request_response::Event::InboundFailure {
+                peer, request_id, ..
+            } => {
                 self.pending_blob_replies.remove(&request_id);
+                let exchange = Exchange::Inbound(RequestProtocol::Blob, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
             }
-            _ => {}
+            request_response::Event::ResponseSent {
+                peer, request_id, ..
+            } => {
+                let exchange = Exchange::Inbound(RequestProtocol::Blob, request_id);
+                self.peer_use.ended(peer, exchange, Instant::now());
+            }
         }
     }
 
