@@ -16,7 +16,9 @@
 //! - The table holds at most [`MAX_MEMBERS`] rows and [`MAX_TABLE_BYTES`]: anyone who may
 //!   connect can make up identities and sign rows for them. A full table drops members gone
 //!   (expired or left), the longest unheard first, to take a new one, and otherwise refuses
-//!   it: members alive are never dropped for newcomers.
+//!   it: members alive are never dropped for newcomers. A later row of a member known of at
+//!   most [`SMALL_ROW_BYTES`] is always taken; a larger one the table has no room for leaves
+//!   the member's row as it was, and a heartbeat still says the member is there.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -55,18 +57,34 @@ const MAX_PASSED_ON_AGE_MS: u64 = {
 /// fits one full-table sync (`wire::MAX_CTL_BYTES`), and nodes could not join through it.
 pub const MAX_MEMBERS: usize = 16_384;
 
-/// Most bytes the rows of other members take encoded (this node's own row is not counted):
-/// a row may take up to `wire::MAX_PRESENCE_BYTES`, and [`MAX_MEMBERS`] such rows would take
-/// gigabytes. Four full-table syncs (`wire::MAX_CTL_BYTES`): a table that works, one a
-/// newcomer can be sent whole, takes at most one, and 10 000 nodes sending typical rows
-/// take 3 to 5 MiB. In memory a row takes about its encoded size and 1 KiB more, so a table
-/// takes some 50 MiB at most.
+/// Most bytes the rows of other members take encoded (this node's own row is not counted)
+/// for new members and for later rows over [`SMALL_ROW_BYTES`]: a row may take up to
+/// `wire::MAX_PRESENCE_BYTES`, and [`MAX_MEMBERS`] such rows would take gigabytes. Four
+/// full-table syncs (`wire::MAX_CTL_BYTES`): a table that works, one a newcomer can be sent
+/// whole, takes at most one, and 10 000 nodes sending typical rows take 3 to 5 MiB.
+///
+/// Later rows of members known of at most [`SMALL_ROW_BYTES`] are taken past it, so the rows
+/// take at most this and [`MAX_MEMBERS`] times [`SMALL_ROW_BYTES`] more: 64 MiB (the rows
+/// over [`SMALL_ROW_BYTES`] take at most this together, each having been taken where the
+/// whole table fitted it). In memory a row takes about its encoded size and 1 KiB more, so a
+/// table takes some 80 MiB at most.
 pub const MAX_TABLE_BYTES: usize = 4 * crate::wire::MAX_CTL_BYTES;
 
+/// A later row of a member known that takes at most this many bytes encoded replaces its row
+/// however full the table is. Rows grow as members speak (a load that a half-precision float
+/// no longer holds, sequence numbers and uptimes past an integer's width, a goodbye a few
+/// bytes longer than a heartbeat), and made-up identities are members known too: they can
+/// join small and grow their rows until the table's bytes are full, and a table that then
+/// refused longer rows would stop hearing members alive and report them expired. Rows as
+/// nodes send them take 300 to 500 bytes; this leaves room for a dozen labels or addresses
+/// more.
+pub const SMALL_ROW_BYTES: usize = 2 * 1024;
+
 /// Of [`MAX_TABLE_BYTES`], what only members already in the table may take: new members are
-/// taken while the rows take less than the rest, so once newcomers fill the table, the
-/// heartbeats of members known (a few bytes longer now and then, as uptimes grow) are still
-/// taken.
+/// taken while the rows take less than the rest, so once newcomers fill the table, members
+/// known may still grow rows over [`SMALL_ROW_BYTES`]. Made-up identities are members known
+/// too and may take it first: members alive stay heard because later rows up to
+/// [`SMALL_ROW_BYTES`] are always taken and a larger row refused still counts as heard.
 const KEPT_FOR_KNOWN_BYTES: usize = crate::wire::MAX_CTL_BYTES;
 
 /// Where a presence was heard from.
@@ -126,6 +144,16 @@ struct Member {
 impl Member {
     fn expiry(&self) -> Duration {
         Duration::from_millis(self.presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS
+    }
+
+    /// When this row is gone (expired or left) for a full table to drop it: now for a goodbye
+    /// (`None`: not within the clock's range, for an absurd heartbeat interval).
+    fn gone_at(&self, now: Instant) -> Option<Instant> {
+        if self.presence.status == PresenceStatus::Leaving {
+            Some(now)
+        } else {
+            self.last_seen.checked_add(self.expiry())
+        }
     }
 
     /// When this row next changes by time alone: it expires or, once it is not alive, it is
@@ -202,8 +230,23 @@ struct Room {
     /// at again when its turn comes: it may have spoken or been forgotten since.
     gone: Vec<PeerId>,
     /// The last walk found nobody gone, and nobody alive then expires before this: no walk
-    /// before it unless a member says goodbye (rows refused meanwhile cost no walk each).
+    /// before it (rows refused meanwhile cost no walk each). Each row stored since brings it
+    /// forward to when that row is gone if earlier (see [`Room::row_stored`]).
     none_before: Option<Instant>,
+    /// How many times the table was walked.
+    #[cfg(test)]
+    walks: usize,
+}
+
+impl Room {
+    /// A row was stored that is gone at `gone_at` (a goodbye: now; a heartbeat: when it
+    /// expires, which may be before the last walk's first expiry, for a shorter heartbeat
+    /// interval or a member taken in since): a walk may find it from then on.
+    fn row_stored(&mut self, gone_at: Option<Instant>) {
+        if let (Some(before), Some(at)) = (self.none_before, gone_at) {
+            self.none_before = Some(before.min(at));
+        }
+    }
 }
 
 impl Membership {
@@ -305,10 +348,6 @@ impl Membership {
             self.heard_of_self(presence, seen, now);
             return None;
         }
-        if presence.status == PresenceStatus::Leaving {
-            // A member gone that a full table may drop, before the next expiry.
-            self.room.none_before = None;
-        }
         let known = self
             .members
             .get(&peer)
@@ -318,9 +357,7 @@ impl Membership {
             // heard from its node: the member is there now (a member passing on fresh
             // heartbeats as old ones cannot make a node that heartbeats expire).
             Some((key, _)) if heard == Heard::FromItsNode && presence.version_key() == key => {
-                let m = self.members.get_mut(&peer)?;
-                m.last_seen = m.last_seen.max(seen);
-                (Self::report(m, now), m.due(now))
+                self.heard_again(peer, seen, now)?
             }
             Some((key, _)) if presence.version_key() <= key => return None,
             Some((_, bytes)) => self.take_later(presence, bytes, seen, now)?,
@@ -332,8 +369,25 @@ impl Membership {
         change
     }
 
-    /// Takes a later heartbeat of a member known, whose row takes `bytes` (`None`: refused,
-    /// the table is full and this one is longer).
+    /// `peer`, in the table, was heard at `seen` without a row to store: its last row stays,
+    /// heard as of then (`None`: not in the table).
+    fn heard_again(
+        &mut self,
+        peer: PeerId,
+        seen: Instant,
+        now: Instant,
+    ) -> Option<(Option<MembershipChange>, Option<Instant>)> {
+        let m = self.members.get_mut(&peer)?;
+        m.last_seen = m.last_seen.max(seen);
+        Some((Self::report(m, now), m.due(now)))
+    }
+
+    /// Takes a later row of a member known, whose row takes `bytes`. One of at most
+    /// [`SMALL_ROW_BYTES`] is always taken. A larger one the table has no room for (nobody
+    /// gone to drop) is refused, and the member's row stays as it was; being signed, a
+    /// heartbeat still says the member is there, while a goodbye says nothing: the member
+    /// expires three of its intervals after its last heartbeat taken (`None`: nothing to
+    /// report or schedule).
     fn take_later(
         &mut self,
         presence: Presence,
@@ -343,10 +397,16 @@ impl Membership {
     ) -> Option<(Option<MembershipChange>, Option<Instant>)> {
         let peer = presence.peer_id;
         let size = crate::wire::encoded_len(&presence);
-        let fits = |t: &Self| t.bytes.saturating_sub(bytes).saturating_add(size) <= MAX_TABLE_BYTES;
+        let fits = |t: &Self| {
+            size <= SMALL_ROW_BYTES
+                || t.bytes.saturating_sub(bytes).saturating_add(size) <= MAX_TABLE_BYTES
+        };
         if !self.make_room(peer, fits, now) {
             self.refused += 1;
-            return None;
+            if presence.status == PresenceStatus::Leaving {
+                return None;
+            }
+            return self.heard_again(peer, seen, now);
         }
         self.bytes = self.bytes.saturating_sub(bytes) + size;
         let m = self.members.get_mut(&peer)?;
@@ -365,7 +425,9 @@ impl Membership {
             }
             change => change,
         };
-        Some((change, m.due(now)))
+        let (due, gone) = (m.due(now), m.gone_at(now));
+        self.room.row_stored(gone);
+        Some((change, due))
     }
 
     /// Takes a member not in the table (`None`: refused, the table is full).
@@ -396,6 +458,7 @@ impl Membership {
         }
         let change = Self::report(&mut m, now);
         let due = m.due(now);
+        self.room.row_stored(m.gone_at(now));
         self.bytes += m.bytes;
         self.members.insert(peer, m);
         Some((change, due))
@@ -440,6 +503,10 @@ impl Membership {
         if self.room.none_before.is_some_and(|at| now < at) {
             return false;
         }
+        #[cfg(test)]
+        {
+            self.room.walks += 1;
+        }
         let mut gone: Vec<(Instant, PeerId)> = Vec::new();
         let mut first_expiry: Option<Instant> = None;
         for (peer, m) in &self.members {
@@ -448,7 +515,7 @@ impl Membership {
             }
             if m.own_state(now) != MemberState::Alive {
                 gone.push((m.last_seen, *peer));
-            } else if let Some(expiry) = m.last_seen.checked_add(m.expiry()) {
+            } else if let Some(expiry) = m.gone_at(now) {
                 first_expiry = Some(first_expiry.map_or(expiry, |first| first.min(expiry)));
             }
         }
@@ -1463,5 +1530,249 @@ mod tests {
         assert!(t.bytes <= MAX_TABLE_BYTES);
         assert!(t.take_refused() >= 10);
         assert_eq!(t.versions().len(), grown + 1);
+    }
+
+    /// A heartbeat interval made-up identities may say: an hour, so they stay alive
+    /// throughout a test.
+    const AN_HOUR_MS: u64 = 3_600_000;
+
+    /// `p` padded with labels to take exactly `bytes` encoded (from about 500 bytes to some
+    /// 30 KiB): the last label's value takes what whole labels leave missing.
+    fn padded(mut p: Presence, bytes: usize) -> Presence {
+        const WHOLE: usize = 512;
+        let mut i = 0;
+        loop {
+            let key = format!("{i:04}");
+            p.labels.insert(key.clone(), String::new());
+            // A value of 256 bytes or more takes 2 bytes more than its length over an empty
+            // one: any length in that range takes exactly what is missing.
+            let missing = bytes
+                .checked_sub(crate::wire::encoded_len(&p) + 2)
+                .filter(|m| *m >= 256)
+                .expect("a row at least a label larger");
+            if missing <= crate::wire::MAX_LABEL_BYTES {
+                p.labels.insert(key, "v".repeat(missing));
+                break;
+            }
+            p.labels.insert(key, "v".repeat(WHOLE));
+            i += 1;
+        }
+        assert_eq!(crate::wire::encoded_len(&p), bytes);
+        assert!(p.plausible());
+        p
+    }
+
+    /// Made-up identities with `interval_ms` heartbeats, heard at `now`, whose rows fill the
+    /// table's bytes to exactly `upto` (at most what newcomers may take): their peer ids.
+    fn made_up_rows(
+        t: &mut Membership,
+        upto: usize,
+        interval_ms: u64,
+        now: Instant,
+    ) -> Vec<PeerId> {
+        const ROW: usize = 16_000;
+        let mut peers = Vec::new();
+        while t.bytes < upto {
+            let left = upto - t.bytes;
+            let size = match left {
+                _ if left > 2 * ROW => ROW,
+                _ if left > ROW => left / 2,
+                _ => left,
+            };
+            let peer = PeerId::random();
+            let mut row = presence(peer, "made-up", 1, 1);
+            row.heartbeat_interval_ms = interval_ms;
+            t.observe(padded(row, size), now);
+            peers.push(peer);
+        }
+        assert_eq!(t.bytes, upto);
+        assert_eq!(t.take_refused(), 0);
+        peers
+    }
+
+    /// `peers`, made up, grow their rows (members known) until the table's bytes are exactly
+    /// `upto`.
+    fn grow_rows(t: &mut Membership, peers: &[PeerId], upto: usize, now: Instant) {
+        for peer in peers {
+            if t.bytes == upto {
+                break;
+            }
+            let Some(old) = t.members.get(peer).map(|m| m.presence.clone()) else {
+                continue;
+            };
+            let size = (t.members[peer].bytes + (upto - t.bytes)).min(32_000);
+            let grown = Presence {
+                labels: BTreeMap::new(),
+                seq: old.seq + 1,
+                ..old
+            };
+            t.observe(padded(grown, size), now);
+        }
+        assert_eq!(t.bytes, upto);
+        assert_eq!(t.take_refused(), 0);
+    }
+
+    /// Made-up identities can fill a table's bytes to the last one, growing their rows once
+    /// in (they are members known too): the heartbeats of a member alive, a little longer
+    /// than its first one, and its goodbye are still taken.
+    #[test]
+    fn a_table_full_to_the_last_byte_still_takes_the_later_rows_of_members_known() {
+        let (mut t, now) = table();
+        let member = PeerId::random();
+        t.observe(presence(member, "m", 1, 1), now);
+        let made_up = made_up_rows(
+            &mut t,
+            MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES,
+            AN_HOUR_MS,
+            now,
+        );
+        grow_rows(&mut t, &made_up, MAX_TABLE_BYTES, now);
+        // A load that a half-precision float no longer holds: 2 bytes longer than the first.
+        let mut at = now;
+        for seq in 2..10 {
+            at = now + Duration::from_secs(seq - 1);
+            let mut beat = presence(member, "m", 1, seq);
+            beat.load = 0.37;
+            t.observe(beat, at);
+            assert!(t.tick(at).is_empty(), "nobody expires");
+        }
+        assert!(t.is_alive(&member, at));
+        assert_eq!(t.take_refused(), 0);
+        let row = &t.records_of(&[member], at)[0].presence;
+        assert_eq!((row.seq, row.load), (9, 0.37));
+        assert!(t.bytes > MAX_TABLE_BYTES);
+        // Its goodbye, longer still.
+        let mut goodbye = presence(member, "m", 1, 10);
+        goodbye.load = 0.37;
+        goodbye.status = PresenceStatus::Leaving;
+        assert_eq!(t.observe(goodbye, at), Some(MembershipChange::Left(member)));
+        assert_eq!(t.state_of(&member, at), Some(MemberState::Left));
+        assert_eq!(t.take_refused(), 0);
+        assert!(t.bytes <= MAX_TABLE_BYTES + MAX_MEMBERS * SMALL_ROW_BYTES);
+    }
+
+    /// A later row over `SMALL_ROW_BYTES` that a full table has no room for leaves its
+    /// member's row as it was; its member spoke, so it stays alive. A goodbye that large is
+    /// taken as the member's expiry.
+    #[test]
+    fn a_later_row_too_large_for_a_full_table_still_says_its_member_is_there() {
+        let (mut t, now) = table();
+        let member = PeerId::random();
+        let large = |seq, bytes| padded(presence(member, "m", 1, seq), bytes);
+        t.observe(large(1, 20_000), now);
+        let made_up = made_up_rows(
+            &mut t,
+            MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES,
+            AN_HOUR_MS,
+            now,
+        );
+        grow_rows(&mut t, &made_up, MAX_TABLE_BYTES, now);
+        let mut at = now;
+        for seq in 2..10 {
+            at = now + Duration::from_secs(seq - 1);
+            t.observe(large(seq, 20_001), at);
+            assert!(t.tick(at).is_empty(), "nobody expires");
+        }
+        assert!(t.is_alive(&member, at));
+        assert_eq!(t.take_refused(), 8);
+        assert_eq!(t.records_of(&[member], at)[0].presence, large(1, 20_000));
+        assert_eq!(t.bytes, MAX_TABLE_BYTES);
+        // Its goodbye, as large: refused, and the member expires three intervals after its
+        // last heartbeat.
+        let mut goodbye = large(10, 20_000);
+        goodbye.status = PresenceStatus::Leaving;
+        assert_eq!(t.observe(goodbye, at), None);
+        assert_eq!(t.take_refused(), 1);
+        assert_eq!(t.state_of(&member, at), Some(MemberState::Alive));
+        assert!(t.tick(at + Duration::from_millis(3000)).is_empty());
+        assert_eq!(
+            t.tick(at + Duration::from_millis(3001)),
+            vec![MembershipChange::Expired(member)]
+        );
+    }
+
+    /// A full table walks its rows for members gone once per newcomer it refuses only when
+    /// one may have gone: goodbyes that change no row (of identities it has no room for, or
+    /// older than the row it holds) cost no walk; a member alive that leaves does.
+    #[test]
+    fn only_a_member_leaving_makes_a_full_table_look_for_room_again() {
+        let (mut t, now) = table();
+        let (member, restarted) = (PeerId::random(), PeerId::random());
+        t.observe(presence(member, "m", 1, 1), now);
+        t.observe(presence(restarted, "r", 2, 1), now);
+        made_up_rows(
+            &mut t,
+            MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES,
+            AN_HOUR_MS,
+            now,
+        );
+        let goodbye = |peer, incarnation, seq| Presence {
+            status: PresenceStatus::Leaving,
+            ..presence(peer, "m", incarnation, seq)
+        };
+        // Nobody gone: the first newcomer refused walks the table, those after it do not.
+        let at = now + Duration::from_secs(1);
+        newcomers(&mut t, 3, at);
+        assert_eq!((t.room.walks, t.take_refused()), (1, 3));
+        for _ in 0..100 {
+            assert_eq!(t.observe(goodbye(PeerId::random(), 1, 2), at), None);
+            assert_eq!(t.observe(goodbye(restarted, 1, 9), at), None);
+            newcomers(&mut t, 1, at);
+        }
+        assert_eq!((t.room.walks, t.take_refused()), (1, 200));
+        // A member leaves: the next newcomer takes its place, after a walk.
+        assert_eq!(
+            t.observe(goodbye(member, 1, 2), at),
+            Some(MembershipChange::Left(member))
+        );
+        let taken = newcomers(&mut t, 1, at)[0];
+        assert!(t.contains(&taken) && !t.contains(&member));
+        assert_eq!((t.room.walks, t.take_refused()), (2, 0));
+    }
+
+    /// A row may expire before the first expiry the table's last walk found (its member's
+    /// heartbeats grew shorter, or it was taken in since): it still makes room once gone.
+    #[test]
+    fn a_member_expiring_sooner_than_the_last_walk_knew_makes_room() {
+        const TEN_SECONDS_MS: u64 = 10_000;
+        let newcomer = |t: &mut Membership, at| {
+            let taken = newcomers(t, 1, at)[0];
+            (t.contains(&taken), t.take_refused())
+        };
+        // A member whose heartbeats grow shorter.
+        let (mut t, now) = table();
+        let member = PeerId::random();
+        let mut slow = presence(member, "m", 1, 1);
+        slow.heartbeat_interval_ms = TEN_SECONDS_MS;
+        t.observe(slow, now);
+        made_up_rows(
+            &mut t,
+            MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES,
+            TEN_SECONDS_MS,
+            now,
+        );
+        // Nobody expires within 30 s, as of this walk.
+        assert_eq!(newcomer(&mut t, now), (false, 1));
+        t.observe(presence(member, "m", 1, 2), now + Duration::from_secs(1));
+        assert_eq!(
+            newcomer(&mut t, now + Duration::from_millis(4001)),
+            (true, 0)
+        );
+        assert!(!t.contains(&member));
+        // A member taken in after the walk, expiring sooner than the rows walked.
+        let (mut t, now) = table();
+        let small = crate::wire::encoded_len(&presence(PeerId::random(), "n", 1, 1));
+        let upto = MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES - small;
+        made_up_rows(&mut t, upto, TEN_SECONDS_MS, now);
+        let large = padded(presence(PeerId::random(), "large", 1, 1), 2_000);
+        t.observe(large, now);
+        assert_eq!(t.take_refused(), 1, "walked, nobody gone");
+        let member = newcomers(&mut t, 1, now + Duration::from_secs(1))[0];
+        assert!(t.contains(&member));
+        assert_eq!(
+            newcomer(&mut t, now + Duration::from_millis(4001)),
+            (true, 0)
+        );
+        assert!(!t.contains(&member));
     }
 }
