@@ -33,16 +33,19 @@
 //!   is stalled (once, until a chunk comes), naming what it waits for;
 //! - when every source has failed a chunk for good, the download fails, naming what each
 //!   source did;
-//! - when the node names the run's originator among the sources ([`Sources`]) and no member
-//!   holds the file, the download fails saying so rather than wait for the job's timeout: once
-//!   the originator has answered it does not know the file for its [`MAX_UNKNOWN`] rounds
-//!   (each other source is then passed over after one round: nothing is on its way to it), and
-//!   every other source last answered the same, none out of reach, none asked and not
-//!   answered. Every copy of a run's file comes from the originator or from a holder the run
-//!   names (a source too), so none will come; a source out of reach may hold the file, and
-//!   keeps the download waiting.
+//! - when the node names the run's originator among the sources ([`Sources`], only when they
+//!   take in every node that may come to hold a copy of the run's file: see
+//!   [`run_file_sources`]) and no member holds the file, the download fails saying so rather
+//!   than wait for the job's timeout: once the originator has answered it does not know the
+//!   file, and nothing else, for [`NOT_HELD_AFTER`] (each other source is then passed over
+//!   after one round: nothing is on its way to it), and every other source last answered the
+//!   same since the originator began to, none out of reach, none asked and not answered.
+//!   Every copy of the run's file comes from the originator, from a holder the run names or
+//!   from another target of the job, all of them sources, so none will come; a source out of
+//!   reach may hold the file, and keeps the download waiting.
 //!
-//! [`distribution_sources`] orders the sources of a file for one target of a run.
+//! [`distribution_sources`] orders the sources of a file for one target of a run;
+//! [`run_file_sources`] names the originator among them when they cover the run.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -69,8 +72,16 @@ pub const STALL_AFTER: Duration = Duration::from_secs(30);
 /// Rounds of `Unknown` answers (at most one counted per [`NOT_YET_PAUSE`], however many chunks
 /// are in flight) a source may give before it is passed over: a node of the distribution tree
 /// may not have started its own copy yet when its children first ask. One, for every source
-/// but the originator, once the originator has said so for its own rounds.
+/// but the originator, once the originator has said so for [`NOT_HELD_AFTER`].
 pub const MAX_UNKNOWN: u32 = 40;
+/// How long the run's originator must answer that it does not know the file, and nothing
+/// else in between (an unreachable request starts it over), before its word is taken that
+/// it no longer holds it. A node also answers so when it does not know the asker as a member
+/// yet, and when reading its copy fails: an originator whose daemon restarts begins with an
+/// empty membership table and learns of the asker from the asker's next heartbeat (5 s, and
+/// longer in a large mesh) or from the sync with a peer every 15 s, and a read error may
+/// pass. This is well past both.
+pub const NOT_HELD_AFTER: Duration = Duration::from_secs(60);
 /// The first pause before a source that did not know the file is asked again; it doubles
 /// each time, up to [`MAX_UNREACHABLE_PAUSE`].
 pub const LACKING_PAUSE: Duration = Duration::from_secs(2);
@@ -111,8 +122,10 @@ pub enum Input {
         from: NodeId,
         result: ChunkResult,
     },
-    /// More nodes that may hold the file (appended after the known ones).
-    Sources(Vec<NodeId>),
+    /// More nodes that may hold the file (appended after the known ones), for another job.
+    /// The originator stays named only if these name the same one: else they may leave out
+    /// nodes a copy can come from, and the download waits for a holder as long as it takes.
+    Sources(Sources),
     Tick,
 }
 
@@ -206,8 +219,10 @@ impl std::fmt::Display for Failure {
 
 /// Where one file is fetched from: the nodes that may hold it, best first (for a job of a run,
 /// [`distribution_sources`]), and which of them is the run's originator, the root every copy
-/// of the run comes from. Its word that it does not hold the file, once every other source
-/// says the same, ends the download: no copy is on its way to any of them.
+/// of the run comes from. Named only when the nodes take in every node a copy of the run's
+/// file may come from ([`run_file_sources`]): then its word that it does not hold the file,
+/// once every other source says the same, ends the download: no copy is on its way to any of
+/// them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sources {
     pub nodes: Vec<NodeId>,
@@ -239,6 +254,8 @@ struct OutOfReach {
 /// A source that answered that it does not know the file.
 #[derive(Debug, Clone, Copy)]
 struct Lacking {
+    /// When it last answered so.
+    said_at: Instant,
     /// Rounds of such answers since it was last asked again.
     rounds: u32,
     /// When the last round was counted.
@@ -247,6 +264,15 @@ struct Lacking {
     until: Option<Instant>,
     /// Times it was passed over (the pause doubles with each).
     pauses: u32,
+}
+
+/// The run's originator answering, again and again, that it does not know the file.
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    /// Its first such answer since it last answered anything else.
+    since: Instant,
+    /// Its last such answer.
+    last: Instant,
 }
 
 /// A source that said it does not have a chunk yet: it is behind, still fetching the file
@@ -332,6 +358,8 @@ pub struct Download {
     sources: Vec<NodeId>,
     /// The root every copy comes from, if the node named it ([`Sources::originator`]).
     originator: Option<NodeId>,
+    /// Since when the originator has answered it does not know the file, and nothing else.
+    originator_unknown: Option<Streak>,
     /// Per chunk: sources that failed it, with why.
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
     /// Per chunk not in yet: the source that said it does not have it yet, and since when it
@@ -387,6 +415,7 @@ impl Download {
             chunks: vec![Chunk::Missing { not_before: now }; chunks],
             sources: Vec::new(),
             originator,
+            originator_unknown: None,
             failed: HashMap::new(),
             not_yet: HashMap::new(),
             lacking: HashMap::new(),
@@ -425,7 +454,11 @@ impl Download {
                 result,
             } => self.got(index, from, result, now),
             Input::Sources(more) => {
-                for s in more {
+                if more.originator != self.originator {
+                    self.originator = None;
+                    self.originator_unknown = None;
+                }
+                for s in more.nodes {
                     if !self.sources.contains(&s) {
                         self.sources.push(s);
                     }
@@ -508,6 +541,7 @@ impl Download {
         {
             b.probing = None;
         }
+        self.originator_said(&from, result, now);
         if result == ChunkResult::Unreachable && self.asked_before_waking(asked_at) {
             // Asked before this node was not running for a while: the request may have timed
             // out on this side. Asked again, nothing held against the source.
@@ -539,6 +573,26 @@ impl Download {
             return vec![Action::Failed(self.why(index))];
         }
         self.schedule(now)
+    }
+
+    /// If `from` is the originator, what its answer `result` at `now` makes of its streak of
+    /// not knowing the file: one more such answer, or, any other (a request that failed too:
+    /// it may have lost the asker's answer), the end of it.
+    fn originator_said(&mut self, from: &NodeId, result: ChunkResult, now: Instant) {
+        if self.originator.as_ref() != Some(from) {
+            return;
+        }
+        self.originator_unknown = match (result, self.originator_unknown) {
+            (ChunkResult::Unknown, Some(streak)) => Some(Streak {
+                last: now,
+                ..streak
+            }),
+            (ChunkResult::Unknown, None) => Some(Streak {
+                since: now,
+                last: now,
+            }),
+            _ => None,
+        };
     }
 
     /// `from` answered (`result` is not [`ChunkResult::Unreachable`]): it is reachable, and
@@ -573,6 +627,11 @@ impl Download {
             if owed.is_empty() {
                 self.quiet.remove(&from);
             }
+        }
+        // A late answer that it does not know the file was given a while ago: it does not
+        // lengthen the originator's streak; any other answer ends it.
+        if result != ChunkResult::Unknown {
+            self.originator_said(&from, result, now);
         }
         if result != ChunkResult::Unreachable {
             // It answers: back for every chunk. A probe it was asked (a chunk it owes, since
@@ -748,27 +807,38 @@ impl Download {
 
     /// `from` does not know the file: asked again a little later, and passed over for a
     /// while once it has said so for [`MAX_UNKNOWN`] rounds, or for one once the originator
-    /// has said so for its rounds (nothing is on its way to `from` then: its patience, for a
-    /// copy it may not have begun, would only keep the sources after it unasked).
+    /// has said so for [`NOT_HELD_AFTER`] (nothing is on its way to `from` then: its patience,
+    /// for a copy it may not have begun, would only keep the sources after it unasked). The
+    /// originator's pause ends no later than its streak reaches [`NOT_HELD_AFTER`], so that
+    /// its word is taken then.
     fn unknown_to(&mut self, from: NodeId, now: Instant) -> Chunk {
-        let patience = if self.originator_lacks_it() && self.originator.as_ref() != Some(&from) {
+        let is_originator = self.originator.as_ref() == Some(&from);
+        let patience = if self.originator_lacks_it() && !is_originator {
             1
         } else {
             MAX_UNKNOWN
         };
+        let due = self
+            .originator_unknown
+            .filter(|_| is_originator)
+            .map(|streak| streak.since + NOT_HELD_AFTER)
+            .filter(|due| *due > now);
         let l = self.lacking.entry(from).or_insert(Lacking {
+            said_at: now,
             rounds: 0,
             counted_at: now,
             until: None,
             pauses: 0,
         });
+        l.said_at = now;
         // The chunks in flight at once all answer alike: one round.
         if l.rounds == 0 || now >= l.counted_at + NOT_YET_PAUSE {
             l.rounds += 1;
             l.counted_at = now;
         }
         if l.rounds >= patience && l.until.is_none_or(|t| t <= now) {
-            l.until = Some(now + doubling(LACKING_PAUSE, l.pauses));
+            let until = now + doubling(LACKING_PAUSE, l.pauses);
+            l.until = Some(due.map_or(until, |due| until.min(due)));
             l.pauses += 1;
             l.rounds = 0;
             Chunk::Missing { not_before: now }
@@ -881,21 +951,30 @@ impl Download {
         actions
     }
 
-    /// Whether no source may ever give the file: the originator answered it does not hold it
-    /// for its [`MAX_UNKNOWN`] rounds (and has said nothing else since), and every other
-    /// source last answered the same. Then nothing is on its way to any of them: the tree's
-    /// copies all come from the originator, and the holders the run names are among the
-    /// sources. Not while a source is out of reach (it may hold the file), nor while a
-    /// request is unanswered (its answer may be a chunk).
+    /// Whether no source may ever give the file: the originator answered it does not hold it,
+    /// and nothing else, for [`NOT_HELD_AFTER`], and every other source last answered the
+    /// same since the originator began to. Then nothing is on its way to any of them: every
+    /// copy of the run's file comes from the originator, a holder the run names or another
+    /// target of the job, and the node names the originator only when all of those are
+    /// sources ([`run_file_sources`]). Not while a source is out of reach (it may hold the
+    /// file), nor while a request is unanswered (its answer may be a chunk), nor while a
+    /// source's last word is older than the originator's streak (it is asked again first).
     fn held_by_none(&self) -> Option<Failure> {
         let originator = self.originator.as_ref()?;
+        let streak = self.originator_unknown?;
         if !self.originator_lacks_it() || !self.in_flight.is_empty() || !self.quiet.is_empty() {
             return None;
         }
         // Last answered it does not know the file (any other answer ends its `lacking`),
-        // and answered since it last failed to.
-        let lacking =
-            |s: &NodeId| self.lacking.contains_key(s) && !self.unreachable.contains_key(s);
+        // since the originator's streak began, and answered since it last failed to.
+        let lacking = |s: &NodeId| {
+            s == originator
+                || self
+                    .lacking
+                    .get(s)
+                    .is_some_and(|l| l.said_at >= streak.since)
+                    && !self.unreachable.contains_key(s)
+        };
         if !self.sources.iter().all(lacking) {
             return None;
         }
@@ -905,13 +984,12 @@ impl Download {
         })
     }
 
-    /// Whether the originator has answered it does not know the file for its [`MAX_UNKNOWN`]
-    /// rounds, and nothing else since.
+    /// Whether the originator has answered it does not know the file, and nothing else, for
+    /// [`NOT_HELD_AFTER`].
     fn originator_lacks_it(&self) -> bool {
-        self.originator
-            .as_ref()
-            .and_then(|o| self.lacking.get(o))
-            .is_some_and(|l| l.pauses > 0)
+        self.originator_unknown.is_some_and(|streak| {
+            streak.last.saturating_duration_since(streak.since) >= NOT_HELD_AFTER
+        })
     }
 
     /// Asks for missing chunks while the window has room, each of the first source that can
@@ -1121,6 +1199,39 @@ pub fn distribution_sources(
     hash: &Fingerprint,
     name_of: impl Fn(TargetKey) -> Option<NodeId>,
 ) -> Vec<NodeId> {
+    tree_sources(run, parent, job, local, hash, name_of).0
+}
+
+/// The sources of [`distribution_sources`], with the run's originator named among them
+/// ([`Sources::originator`]) only when they take in every node a copy of the run's file may
+/// come from: the originator, the holders the run names, and every other target of the job
+/// (the job's targets are few enough that the fallbacks wrap round them all, and each is
+/// named). Each of those targets fetches from the same nodes, so a copy can come from no one
+/// else, and the download may end once they all say they do not hold the file. In a larger
+/// run a target's ancestors fetch from fallbacks of their own that are not among these: the
+/// originator is not named, and the download waits for a holder until the job's timeout.
+pub fn run_file_sources(
+    run: &Run,
+    parent: &Parent,
+    job: &JobEntry,
+    local: &NodeId,
+    hash: &Fingerprint,
+    name_of: impl Fn(TargetKey) -> Option<NodeId>,
+) -> Sources {
+    let (nodes, covers_the_run) = tree_sources(run, parent, job, local, hash, name_of);
+    let originator = (covers_the_run && run.originator != *local).then(|| run.originator.clone());
+    Sources { nodes, originator }
+}
+
+/// [`distribution_sources`], and whether they name every other target of the job.
+fn tree_sources(
+    run: &Run,
+    parent: &Parent,
+    job: &JobEntry,
+    local: &NodeId,
+    hash: &Fingerprint,
+    name_of: impl Fn(TargetKey) -> Option<NodeId>,
+) -> (Vec<NodeId>, bool) {
     let originator = TargetKey::of(&run.originator);
     let keys: Vec<TargetKey> = match &job.only_on {
         Some(only) => vec![TargetKey::of(only)],
@@ -1157,7 +1268,15 @@ pub fn distribution_sources(
     sources.extend((0..n.min(FALLBACK_TARGETS)).filter_map(|i| name(keys[(start + i) % n])));
     let mut seen = HashSet::new();
     sources.retain(|s| s != local && seen.insert(s.clone()));
-    sources
+    // More targets than sources cannot all be among them (a run to ten thousand targets is
+    // not gone through).
+    let local_key = TargetKey::of(local);
+    let covers_the_run = keys.len() <= sources.len() + 1
+        && keys
+            .iter()
+            .filter(|k| **k != local_key)
+            .all(|k| name(*k).is_some_and(|node| seen.contains(&node)));
+    (sources, covers_the_run)
 }
 
 #[cfg(test)]
@@ -1449,7 +1568,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // New sources are not taken once it has failed.
-        assert!(d.handle(Input::Sources(vec![n("c")]), t).is_empty());
+        assert!(d.handle(Input::Sources(vec![n("c")].into()), t).is_empty());
     }
 
     /// A source that does not know the file (it has not begun its own copy: its job waits
@@ -2033,12 +2152,13 @@ mod tests {
         }
     }
 
-    /// The sources of a target deep in a run's tree: its ancestors, the originator, holders
-    /// the run names, and other targets.
+    /// The sources of the last target of a run to as many targets as name the originator
+    /// ([`run_file_sources`]: one more than [`FALLBACK_TARGETS`]): its four ancestors, the
+    /// originator, holders the run names, and the other targets.
     fn deep_in_a_tree() -> Sources {
-        let ancestors = (0..8).map(|i| format!("ancestor{i}"));
+        let ancestors = (0..4).map(|i| format!("ancestor{i}"));
         let holders = (0..2).map(|i| format!("holder{i}"));
-        let targets = (0..FALLBACK_TARGETS).map(|i| format!("target{i:02}"));
+        let targets = (0..FALLBACK_TARGETS - 4).map(|i| format!("target{i:02}"));
         let mut nodes: Vec<String> = ancestors.collect();
         nodes.push("origin".into());
         nodes.extend(holders.chain(targets));
@@ -2059,9 +2179,9 @@ mod tests {
     }
 
     /// The originator no longer holds the file (its copy removed since the run), and no other
-    /// node has a copy: once the originator has said so for its rounds and every other source
-    /// has said it does not hold the file either, the download fails, saying no member holds
-    /// it, instead of waiting for the job's timeout.
+    /// node has a copy: once the originator has said so for [`NOT_HELD_AFTER`] and every other
+    /// source has said it does not hold the file either, the download fails, saying no member
+    /// holds it, instead of waiting for the job's timeout.
     #[test]
     fn a_file_no_member_holds_fails_naming_the_originator() {
         let t = Instant::now();
@@ -2082,9 +2202,14 @@ mod tests {
                 others: all.len() - 1,
             }
         );
-        // The originator is asked only after its eight ancestors (each asked again and again
-        // meanwhile), then the rest in a few seconds.
-        assert!(*at - t < secs(120), "failed after {:?}", *at - t);
+        // The originator is asked only after its four ancestors (each asked again and again
+        // meanwhile), its word is taken after [`NOT_HELD_AFTER`], and the rest answer
+        // meanwhile.
+        assert!(
+            *at - t < NOT_HELD_AFTER + secs(60),
+            "failed after {:?}",
+            *at - t
+        );
         // Not before every source was asked.
         for source in &all {
             assert!(
@@ -2103,57 +2228,83 @@ mod tests {
     }
 
     /// A download whose originator no longer holds the file, driven for 5 min with `others`
-    /// answering as it says, the originator and the parent not holding the file.
+    /// answering as it says (given when each request was made), the originator and the
+    /// parent not holding the file.
     fn without_the_originators_copy(
-        others: impl Fn(&NodeId) -> (Duration, ChunkResult),
+        mut others: impl FnMut(Instant, &NodeId) -> (Duration, ChunkResult),
     ) -> (Download, Trace) {
         let t = Instant::now();
         let sources = of_run(&["parent", "origin", "holder", "target"], "origin");
         let (mut d, first) = Download::new(40, sources, t);
-        let trace = drive(&mut d, first, t, secs(300), |_, _, from| {
+        let trace = drive(&mut d, first, t, secs(300), |at, _, from| {
             Some(match from.0.as_str() {
                 "parent" | "origin" => (ms(20), ChunkResult::Unknown),
-                _ => others(from),
+                _ => others(at, from),
             })
         });
         (d, trace)
     }
 
     /// The originator does not hold the file, nor does any other source: in a small tree the
-    /// download fails within seconds.
+    /// download fails as soon as the originator has said so for [`NOT_HELD_AFTER`], not
+    /// before.
     #[test]
-    fn a_file_no_member_of_a_small_run_holds_fails_within_seconds() {
-        let (_, trace) = without_the_originators_copy(|_| (ms(20), ChunkResult::Unknown));
+    fn a_file_no_member_of_a_small_run_holds_fails_once_the_originator_said_so_long_enough() {
+        let (_, trace) = without_the_originators_copy(|_, _| (ms(20), ChunkResult::Unknown));
         let failed = failures(&trace);
         let [(at, Failure::NotHeld { originator, others })] = &failed[..] else {
             panic!("{:?}", trace.said);
         };
-        let start = trace.asked[0].0;
-        assert!(*at - start < secs(10), "failed after {:?}", *at - start);
+        let first_asked = trace
+            .first_ask_of("origin")
+            .expect("the originator is asked");
+        let after = *at - first_asked;
+        assert!(
+            after >= NOT_HELD_AFTER && after < NOT_HELD_AFTER + secs(5),
+            "failed {after:?} after the originator was first asked"
+        );
         assert_eq!((originator, *others), (&n("origin"), 3));
     }
 
-    /// The originator does not hold the file, but a source is out of reach (it may hold it:
-    /// a holder behind a partition): the download waits, as for any holder out of reach.
+    /// `holder` answers that it does not hold the file to the requests asked of it before
+    /// 30 s, and as `then` says to the later ones; every other source does not hold the file.
+    fn lacking_then(then: (Duration, ChunkResult)) -> (Download, Trace) {
+        let mut start = None;
+        without_the_originators_copy(move |at, from| {
+            let start = *start.get_or_insert(at);
+            match from.0.as_str() {
+                "holder" if at >= start + secs(30) => then,
+                _ => (ms(20), ChunkResult::Unknown),
+            }
+        })
+    }
+
+    /// Whether `source` answered that it does not hold the file before 30 s.
+    fn said_it_lacks_it_first(trace: &Trace, source: &str) -> bool {
+        let start = trace.asked[0].0;
+        trace
+            .first_ask_of(source)
+            .is_some_and(|at| at < start + secs(30))
+    }
+
+    /// The originator does not hold the file, and a source that said it does not either is
+    /// out of reach since (it may hold it by now: a holder behind a partition): the download
+    /// waits, as for any holder out of reach.
     #[test]
     fn a_source_out_of_reach_keeps_waiting_a_download_the_originator_cannot_serve() {
-        let (d, trace) = without_the_originators_copy(|from| match from.0.as_str() {
-            "holder" => (ms(10), ChunkResult::Unreachable),
-            _ => (ms(20), ChunkResult::Unknown),
-        });
+        let (d, trace) = lacking_then((ms(10), ChunkResult::Unreachable));
+        assert!(said_it_lacks_it_first(&trace, "holder"));
         assert!(failures(&trace).is_empty(), "{:?}", trace.said);
         assert!(!d.is_over());
         assert_eq!(d.out_of_reach(), vec![n("holder")]);
     }
 
-    /// The originator does not hold the file, but a source is still fetching it (it has part
-    /// of it, from before the originator lost it): the download waits for that source.
+    /// The originator does not hold the file, and a source that said it does not either is
+    /// fetching it since (from before the originator lost it): the download waits for it.
     #[test]
     fn a_source_still_fetching_keeps_waiting_a_download_the_originator_cannot_serve() {
-        let (d, trace) = without_the_originators_copy(|from| match from.0.as_str() {
-            "holder" => (PARK, ChunkResult::NotYet),
-            _ => (ms(20), ChunkResult::Unknown),
-        });
+        let (d, trace) = lacking_then((PARK, ChunkResult::NotYet));
+        assert!(said_it_lacks_it_first(&trace, "holder"));
         assert!(failures(&trace).is_empty(), "{:?}", trace.said);
         assert!(!d.is_over());
         assert_eq!(d.fetching(), vec![n("holder")]);
@@ -2163,12 +2314,290 @@ mod tests {
     /// finishes from it.
     #[test]
     fn a_holder_serves_a_file_the_originator_lacks() {
-        let (_, trace) = without_the_originators_copy(|from| match from.0.as_str() {
+        let (_, trace) = without_the_originators_copy(|_, from| match from.0.as_str() {
             "holder" => (ms(20), ChunkResult::Ok),
             _ => (ms(20), ChunkResult::Unknown),
         });
         assert!(failures(&trace).is_empty(), "{:?}", trace.said);
         assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// The originator of a one-target run answers that it does not know the file for a while
+    /// (its daemon restarted and does not know this node as a member yet, or reading its copy
+    /// failed for a moment) and then serves: the download finishes.
+    #[test]
+    fn an_originator_that_lacks_the_file_for_a_while_and_then_serves_is_waited_for() {
+        for lacking_for in [3, 10, 30, 50].map(secs) {
+            let t = Instant::now();
+            let (mut d, first) = Download::new(40, of_run(&["origin"], "origin"), t);
+            let trace = drive(&mut d, first, t, secs(300), |at, _, _| {
+                Some(if at < t + lacking_for {
+                    (ms(20), ChunkResult::Unknown)
+                } else {
+                    (ms(20), ChunkResult::Ok)
+                })
+            });
+            assert!(
+                failures(&trace).is_empty(),
+                "{lacking_for:?}: {:?}",
+                trace.said
+            );
+            assert!(
+                trace.done_at().is_some(),
+                "{lacking_for:?}: {:?}",
+                trace.said
+            );
+        }
+    }
+
+    /// The originator serves part of the file, restarts (out of reach for a few seconds), and
+    /// says twice for 40 s that it does not know the file (it does not know this node as a
+    /// member yet), out of reach between: neither stretch is long enough, and the download
+    /// finishes once it serves again.
+    #[test]
+    fn an_originator_that_lacks_the_file_twice_briefly_is_waited_for() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, of_run(&["origin"], "origin"), t);
+        let mut served = 0;
+        let trace = drive(&mut d, first, t, secs(300), |at, _, _| {
+            let at = at - t;
+            Some(if at < secs(1) && served < 10 {
+                served += 1;
+                (ms(20), ChunkResult::Ok)
+            } else if at < secs(5) || (secs(45)..secs(50)).contains(&at) {
+                (ms(20), ChunkResult::Unreachable)
+            } else if at < secs(95) {
+                (ms(20), ChunkResult::Unknown)
+            } else {
+                (ms(20), ChunkResult::Ok)
+            })
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// The originator does not hold the file; a source that said it does not either is asked
+    /// again and answers a few seconds later with a chunk (it has the file by then): while
+    /// that request is unanswered the download waits, and it finishes.
+    #[test]
+    fn a_request_unanswered_keeps_waiting_a_download_the_originator_cannot_serve() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(2, of_run(&["origin", "late"], "origin"), t);
+        let trace = drive(&mut d, first, t, secs(300), |at, index, from| {
+            let at = at - t;
+            Some(match (from.0.as_str(), index) {
+                ("late", 0) if at >= secs(55) => (secs(7), ChunkResult::Ok),
+                ("late", 0) => (secs(3), ChunkResult::Unknown),
+                ("late", _) if at >= ms(61_500) => (ms(20), ChunkResult::Ok),
+                ("late", _) => (secs(1), ChunkResult::Unknown),
+                _ => (ms(20), ChunkResult::Unknown),
+            })
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// The originator does not hold the file; a source that said it does not either is asked
+    /// again and answers nothing for a minute and a half, then gives the chunks (its process
+    /// was stopped, with the file on its way to it): the download waits for it, and finishes.
+    #[test]
+    fn a_quiet_source_keeps_waiting_a_download_the_originator_cannot_serve() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, of_run(&["origin", "late"], "origin"), t);
+        let trace = drive(&mut d, first, t, secs(400), |at, _, from| {
+            let at = at - t;
+            Some(match from.0.as_str() {
+                "late" if at < secs(3) => (ms(20), ChunkResult::Unknown),
+                "late" if at < secs(10) => (secs(90), ChunkResult::Ok),
+                "late" => (ms(20), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Unknown),
+            })
+        });
+        assert!(said_it_lacks_it_first(&trace, "late"));
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// A source first in line (an ancestor) says it does not hold the file, and then leaves a
+    /// request unanswered until the originator has said so too for [`NOT_HELD_AFTER`]; its
+    /// answer after all is that it does not hold it, given long before. Its word is older
+    /// than the originator's: it is asked again, and serves.
+    #[test]
+    fn a_source_last_heard_lacking_the_file_before_the_originator_said_so_is_asked_again() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, of_run(&["ancestor", "origin"], "origin"), t);
+        let trace = drive(&mut d, first, t, secs(300), |at, _, from| {
+            let at = at - t;
+            Some(match from.0.as_str() {
+                "ancestor" if at < secs(1) => (ms(20), ChunkResult::Unknown),
+                "ancestor" if at < secs(2) => (secs(75), ChunkResult::Unknown),
+                "ancestor" => (ms(20), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Unknown),
+            })
+        });
+        let first_asked = trace
+            .first_ask_of("origin")
+            .expect("the originator is asked");
+        assert!(first_asked - t > secs(1), "{:?}", first_asked - t);
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// A run of `targets` targets named `t00`, `t01`, ..., from `origin`, with one job that
+    /// sends a file, and its targets in tree order.
+    fn run_to(targets: usize) -> (Run, JobEntry, Vec<NodeId>) {
+        use jobs::{JobSpec, ParseOutcome, executor::QueueKind};
+
+        use crate::message::TargetKeys;
+
+        let spec = match JobSpec::parse("RUN", "true", &Default::default()) {
+            Ok(ParseOutcome::Spec(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let job = JobEntry {
+            job_id: "j".into(),
+            fingerprint: spec.fingerprint(),
+            spec,
+            only_on: None,
+        };
+        let names: Vec<NodeId> = (0..targets).map(|i| n(&format!("t{i:02}"))).collect();
+        let parent = Parent {
+            parent_id: "p".into(),
+            fingerprint: Fingerprint([0; 32]),
+            queue: QueueKind::Sync,
+            targets: names.clone(),
+            target_keys: TargetKeys::default(),
+            jobs: vec![job.clone()],
+        };
+        let mut in_order = names;
+        in_order.sort_by_key(TargetKey::of);
+        (Run::new("r", n("origin"), vec![parent]), job, in_order)
+    }
+
+    /// The sources of `local`'s copy of the file of the job of `run` ([`run_to`]), its
+    /// members named by `name_of`.
+    fn sources_in(
+        run: &Run,
+        job: &JobEntry,
+        local: &NodeId,
+        name_of: impl Fn(TargetKey) -> Option<NodeId>,
+    ) -> Sources {
+        let parent = &run.parents[0];
+        run_file_sources(run, parent, job, local, &Fingerprint([1; 32]), name_of)
+    }
+
+    /// In a run to up to one more target than [`FALLBACK_TARGETS`], every target's sources
+    /// take in every other target and the originator: they name it. One more target, and
+    /// some target's ancestors fetch from nodes not among its sources: none names it.
+    #[test]
+    fn the_originator_is_named_only_when_the_sources_take_in_every_target() {
+        for targets in [1, 2, 5, FALLBACK_TARGETS, FALLBACK_TARGETS + 1] {
+            let (run, job, in_order) = run_to(targets);
+            for local in &in_order {
+                let sources = sources_in(&run, &job, local, |_| None);
+                assert_eq!(sources.originator, Some(n("origin")), "{targets}: {local}");
+                for other in in_order.iter().filter(|t| *t != local) {
+                    assert!(sources.nodes.contains(other), "{targets}: {local}: {other}");
+                }
+            }
+        }
+        for targets in [FALLBACK_TARGETS + 2, 100, 1000] {
+            let (run, job, in_order) = run_to(targets);
+            for local in &in_order {
+                let sources = sources_in(&run, &job, local, |_| None);
+                assert_eq!(sources.originator, None, "{targets}: {local}");
+            }
+        }
+    }
+
+    /// A run that gives only its targets' keys ([`Run::compact`]): a target the node cannot
+    /// name yet may hold a copy it cannot ask for, so the originator is not named.
+    #[test]
+    fn a_target_the_node_cannot_name_leaves_the_originator_unnamed() {
+        let (run, job, in_order) = run_to(5);
+        let compact = run.compact();
+        let members: HashMap<TargetKey, NodeId> = in_order
+            .iter()
+            .map(|t| (TargetKey::of(t), t.clone()))
+            .collect();
+        let local = &in_order[4];
+        let all = sources_in(&compact, &job, local, |k| members.get(&k).cloned());
+        assert_eq!(all.originator, Some(n("origin")));
+        let unknown = TargetKey::of(&in_order[2]);
+        let named = |k: TargetKey| (k != unknown).then(|| members.get(&k).cloned()).flatten();
+        assert_eq!(sources_in(&compact, &job, local, named).originator, None);
+        // At the originator itself, no copy comes from it.
+        let (run, job, _) = run_to(3);
+        assert_eq!(
+            sources_in(&run, &job, &n("origin"), |_| None).originator,
+            None
+        );
+    }
+
+    /// A target deep in a run of a thousand: an ancestor says it does not hold the file, as
+    /// does everyone else, for three minutes, when it has the file from fallbacks of its own
+    /// (not among this target's sources), and serves. The download does not fail meanwhile.
+    #[test]
+    fn an_ancestor_that_gets_the_file_from_beyond_the_sources_is_waited_for() {
+        let (run, job, in_order) = run_to(1000);
+        let sources = sources_in(&run, &job, &in_order[999], |_| None);
+        let ancestor = sources.nodes[0].clone();
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, sources, t);
+        let trace = drive(&mut d, first, t, secs(400), |at, _, from| {
+            Some(if *from == ancestor && at >= t + secs(180) {
+                (ms(20), ChunkResult::Ok)
+            } else {
+                (ms(20), ChunkResult::Unknown)
+            })
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// No node of a run larger than the sources take in holds the file: the download waits
+    /// (the job's timeout bounds it), however long.
+    #[test]
+    fn a_download_in_a_run_larger_than_the_fallbacks_never_says_no_member_holds_the_file() {
+        let (run, job, in_order) = run_to(FALLBACK_TARGETS + 2);
+        let t = Instant::now();
+        let sources = sources_in(&run, &job, &in_order[FALLBACK_TARGETS + 1], |_| None);
+        let (mut d, first) = Download::new(4, sources, t);
+        let trace = drive(&mut d, first, t, secs(300), |_, _, _| {
+            Some((ms(20), ChunkResult::Unknown))
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(!d.is_over());
+    }
+
+    /// A job for the same file joins a download with sources from another run: they may
+    /// leave out nodes a copy comes from, so the download no longer ends on the first run's
+    /// originator's word.
+    #[test]
+    fn sources_of_another_run_joining_leave_the_originator_unnamed() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, of_run(&["origin"], "origin"), t);
+        let mut other = of_run(&["other"], "other");
+        d.handle(Input::Sources(other.clone()), t);
+        let trace = drive(&mut d, first, t, secs(300), |_, _, _| {
+            Some((ms(20), ChunkResult::Unknown))
+        });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        // The same run's other job joining changes nothing.
+        let (mut d, first) = Download::new(40, of_run(&["origin"], "origin"), t);
+        other.originator = Some(n("origin"));
+        d.handle(Input::Sources(other), t);
+        let trace = drive(&mut d, first, t, secs(300), |_, _, _| {
+            Some((ms(20), ChunkResult::Unknown))
+        });
+        assert!(
+            matches!(
+                &failures(&trace)[..],
+                [(_, Failure::NotHeld { others: 1, .. })]
+            ),
+            "{:?}",
+            trace.said
+        );
     }
 
     /// No originator named (the sources alone): a source that says it does not hold the file

@@ -510,21 +510,18 @@ struct JobFile {
 
 impl JobFile {
     /// Where to fetch the file from, best first, naming targets through `members`, and the
-    /// run's originator among them.
+    /// run's originator among them when they take in every node a copy may come from (see
+    /// [`coordination::transfer::run_file_sources`]).
     fn sources(&self, local: &NodeId, members: &MembersByKey) -> coordination::transfer::Sources {
         let parent = &self.run.parents[self.parent];
-        let nodes = coordination::transfer::distribution_sources(
+        coordination::transfer::run_file_sources(
             &self.run,
             parent,
             &parent.jobs[self.job],
             local,
             &self.hash,
             |key| members.get(key),
-        );
-        coordination::transfer::Sources {
-            nodes,
-            originator: Some(self.run.originator.clone()),
-        }
+        )
     }
 }
 

@@ -214,7 +214,7 @@ impl Actor {
                 }
                 if let Some(active) = self.active.get_mut(&file.hash) {
                     active.waiters.push(reply);
-                    self.step(file.hash, Input::Sources(sources.nodes), now);
+                    self.step(file.hash, Input::Sources(sources), now);
                     return;
                 }
                 let generation = match self.store.begin(&file) {

@@ -1027,7 +1027,7 @@ fn submit(d: &Daemon, targets: &[&str], command: &str) -> String {
     e2e_tests::submitted_job_id(&o)
 }
 
-/// Waits up to 60 s until the submitter's record of `job_id` satisfies `done`; panics with every
+/// Waits up to 180 s until the submitter's record of `job_id` satisfies `done`; panics with every
 /// node's log otherwise.
 fn wait_for_record(
     nodes: &[Daemon],
@@ -1042,7 +1042,7 @@ fn wait_for_record(
         if done(&r) {
             return r;
         }
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > Duration::from_secs(180) {
             for d in nodes {
                 eprintln!("==== {} ====\n{}", d.name, d.log());
             }
@@ -1052,7 +1052,7 @@ fn wait_for_record(
     }
 }
 
-/// Waits up to 60 s until the submitter's record of the job written as `definition` satisfies
+/// Waits up to 180 s until the submitter's record of the job written as `definition` satisfies
 /// `done` (see [`wait_for_record`]).
 fn wait_for_job(
     nodes: &[Daemon],
@@ -3710,7 +3710,7 @@ fn a_copy_of_a_file_no_member_holds_fails_naming_it_without_waiting_out_its_time
     std::fs::remove_file(&blob)
         .unwrap_or_else(|e| panic!("n1 keeps the file to send at {}: {e}", blob.display()));
     std::fs::write(&gate, "").unwrap();
-    // Within wait_for_record's minute: the copy's timeout is ten.
+    // Within wait_for_record's three minutes: the copy's timeout is ten.
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
         r["results"]["n2"].is_object()
     });
