@@ -53,7 +53,7 @@ use crate::{
         PresenceStatus,
     },
 };
-use connections::{AcrossASplit, PeerUse};
+use connections::{AcrossASplit, Closing, PeerUse};
 use diagnostics::{OtherRelease, OutOfReach, RefusedInbound, RefusedRows, SaidAtMost};
 
 /// Who this node is, as its heartbeat tells the mesh.
@@ -126,7 +126,9 @@ pub struct ConnectionBudget {
     /// maintenance dials).
     pub max_peers: usize,
     /// How long a connection must have gone without a request or an answer, and with none
-    /// under way, before it may be closed.
+    /// under way, before it may be closed. Never below [`MIN_IDLE_AFTER`]: a connection a
+    /// peer has just opened counts as used from its opening, and must last until that peer's
+    /// first request has come through it.
     pub idle_after: Duration,
 }
 
@@ -135,6 +137,17 @@ impl Default for ConnectionBudget {
         Self {
             max_peers: DEFAULT_CONNECTION_BUDGET,
             idle_after: DEFAULT_IDLE_AFTER,
+        }
+    }
+}
+
+impl ConnectionBudget {
+    /// The budget as maintenance applies it to a node that keeps `target_peers` connections:
+    /// values below their floors (`target_peers`, [`MIN_IDLE_AFTER`]) are raised to them.
+    pub(crate) fn applied(self, target_peers: usize) -> Self {
+        Self {
+            max_peers: self.max_peers.max(target_peers),
+            idle_after: self.idle_after.max(MIN_IDLE_AFTER),
         }
     }
 }
@@ -295,6 +308,16 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The peer a request to send is for; `None` for every other command.
+    fn request_to(&self) -> Option<PeerId> {
+        match self {
+            Command::RequestJob { peer, .. } | Command::RequestBlob { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+}
+
 /// Depth of the command and event channels. Commands are small and answered at once; a full
 /// channel makes senders wait, which is the backpressure we want.
 const CHANNEL_DEPTH: usize = 256;
@@ -313,6 +336,9 @@ pub const DEFAULT_CONNECTION_BUDGET: usize = 64;
 /// request under way keeps its connection whatever its age; this is for what is likely to
 /// come next: a job still running sends its results and alive checks within it.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The shortest [`ConnectionBudget::idle_after`] applied: a shorter one is raised to this.
+pub const MIN_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The cloneable handle to a running mesh node.
 #[derive(Clone, Debug)]
@@ -495,6 +521,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
         peer_use: PeerUse::default(),
+        closing: Closing::default(),
         leaving: None,
         jobs_topic,
         pending_requests: HashMap::new(),
@@ -879,6 +906,9 @@ struct EventLoop {
     /// When requests last used each peer's connection, and the exchanges under way with it
     /// (which connections may be closed over the budget).
     peer_use: PeerUse,
+    /// Peers whose connections the connection budget is closing, with the requests for them
+    /// that wait until the close is done (then they dial again).
+    closing: Closing,
     leaving: Option<Leaving>,
     jobs_topic: IdentTopic,
     /// Job requests this node sent, waiting for their answers.
@@ -1055,6 +1085,14 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         self.after_a_pause(Instant::now());
+        let command = match command.request_to() {
+            // Held until the connection being closed is gone (see [`Closing`]).
+            Some(peer) => match self.closing.hold(peer, command) {
+                Ok(()) => return,
+                Err(command) => command,
+            },
+            None => command,
+        };
         match command {
             Command::Block {
                 peers,

@@ -404,7 +404,8 @@ async fn a_kept_run_without_its_acceptance_is_dropped_at_the_next_start() {
     assert!(store.accepted_run_ids().is_empty());
 }
 
-/// Starts `n` nodes as [`start_mesh`] does, each with `budget`.
+/// Starts `n` nodes as [`start_mesh`] does, the last with `budget` (the others with the
+/// default one, which none of them reaches).
 async fn start_mesh_with_budget(
     n: usize,
     dirs: &[tempfile::TempDir],
@@ -413,7 +414,9 @@ async fn start_mesh_with_budget(
     let config = |i: usize| {
         let mut cfg = NodeConfig::in_memory(dirs[i].path().to_path_buf(), &format!("node-{i}"));
         cfg.heartbeat_interval = Duration::from_secs(1);
-        cfg.connection_budget = budget;
+        if i == n - 1 {
+            cfg.connection_budget = budget;
+        }
         cfg
     };
     let first = Node::start(config(0)).await.expect("first node starts");
@@ -461,8 +464,14 @@ async fn a_submitter_closes_idle_connections_over_its_budget_and_still_reaches_e
         first.results.values().all(|r| r.stdout == "first"),
         "{first:?}"
     );
-    // Every target sent its result to the submitter: each was connected to it.
+    // Every target sent its result to the submitter: each was connected to it, more than its
+    // budget allows (only the submitter closes connections: the others keep every one).
     let after_run = connected_peers(submitter).await;
+    assert!(
+        after_run > budget.max_peers,
+        "the run left the submitter connected to {after_run} peers, within its budget of {}",
+        budget.max_peers
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = vec![after_run];

@@ -5,6 +5,7 @@
 //! after this process was paused.
 
 use super::*;
+use libp2p::swarm::ConnectionId;
 
 /// Whom to dial to reach the mesh: a node named by the `/p2p/` part of its addresses, with all
 /// of them, or an address given without its node's id.
@@ -219,6 +220,118 @@ pub(super) fn peers_to_close(
     idle.into_iter().take(over).map(|(_, peer)| peer).collect()
 }
 
+/// A close the connection budget began counts as under way at most this long (a close
+/// ordinarily takes a round trip). Past it the requests waiting for it are sent as they are:
+/// on a connection still closing they fail, and their senders retry as after any failure.
+const CLOSE_TAKES_AT_MOST: Duration = Duration::from_secs(10);
+
+/// The requests at most that wait for one peer's close; any more are sent as they are (see
+/// [`CLOSE_TAKES_AT_MOST`]). Well above what the layer above keeps under way to one peer (a
+/// download asks a source for a few chunks at a time, results go one batch at a time), so
+/// this only bounds the memory held: with the time bound, at most this many requests per peer
+/// being closed, for at most that long.
+const MAX_WAITING_FOR_A_CLOSE: usize = 64;
+
+/// Peers whose connections the connection budget is closing, and the requests for them that
+/// wait until those connections are gone. A connection being closed still counts as open
+/// until the swarm reports it closed: a request sent to its peer meanwhile would go on it and
+/// fail with it (request-response picks among the open connections), where once it is gone
+/// the request dials again. Generic over what waits only so that tests can name their own.
+pub(super) struct Closing<W = Command> {
+    peers: HashMap<PeerId, ClosingPeer<W>>,
+}
+
+impl<W> Default for Closing<W> {
+    fn default() -> Self {
+        Self {
+            peers: HashMap::new(),
+        }
+    }
+}
+
+/// One peer being closed.
+struct ClosingPeer<W> {
+    /// When the close began.
+    since: Instant,
+    /// Connections to the peer opened after the close began (the peer dialled again): not
+    /// being closed, so not waited for.
+    opened_since: HashSet<ConnectionId>,
+    /// Requests to send once the close is done, in the order they came.
+    waiting: Vec<W>,
+}
+
+impl<W> Closing<W> {
+    /// Every connection `peer` has now is being closed, from `now` on. A close already under
+    /// way goes on as it is.
+    pub(super) fn begin(&mut self, peer: PeerId, now: Instant) {
+        self.peers.entry(peer).or_insert_with(|| ClosingPeer {
+            since: now,
+            opened_since: HashSet::new(),
+            waiting: Vec::new(),
+        });
+    }
+
+    pub(super) fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Keeps `request` to `peer` until the close under way is done; gives it back to be sent
+    /// now when none is, or when [`MAX_WAITING_FOR_A_CLOSE`] already wait.
+    pub(super) fn hold(&mut self, peer: PeerId, request: W) -> Result<(), W> {
+        match self.peers.get_mut(&peer) {
+            Some(closing) if closing.waiting.len() < MAX_WAITING_FOR_A_CLOSE => {
+                closing.waiting.push(request);
+                Ok(())
+            }
+            _ => Err(request),
+        }
+    }
+
+    /// A connection to `peer` opened (`connection`).
+    pub(super) fn opened(&mut self, peer: PeerId, connection: ConnectionId) {
+        if let Some(closing) = self.peers.get_mut(&peer) {
+            closing.opened_since.insert(connection);
+        }
+    }
+
+    /// A connection to `peer` closed (`connection`), leaving `remaining` open: once those are
+    /// all opened after the close began, the close is done and its waiting requests are given
+    /// back, to be sent.
+    pub(super) fn closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        remaining: usize,
+    ) -> Vec<W> {
+        let Some(closing) = self.peers.get_mut(&peer) else {
+            return Vec::new();
+        };
+        closing.opened_since.remove(&connection);
+        if remaining > closing.opened_since.len() {
+            return Vec::new();
+        }
+        self.peers
+            .remove(&peer)
+            .map(|closing| closing.waiting)
+            .unwrap_or_default()
+    }
+
+    /// Gives up the closes under way for [`CLOSE_TAKES_AT_MOST`] as of `now`: their waiting
+    /// requests are given back, to be sent as they are.
+    pub(super) fn overdue(&mut self, now: Instant) -> Vec<W> {
+        let late: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= CLOSE_TAKES_AT_MOST)
+            .map(|(peer, _)| *peer)
+            .collect();
+        late.into_iter()
+            .filter_map(|peer| self.peers.remove(&peer))
+            .flat_map(|closing| closing.waiting)
+            .collect()
+    }
+}
+
 impl EventLoop {
     /// Sends a control request to `peer`, counted as an exchange under way until it ends.
     pub(super) fn send_ctl(&mut self, peer: &PeerId, request: CtlRequest) -> OutboundRequestId {
@@ -239,12 +352,21 @@ impl EventLoop {
     /// Closes idle connections while more peers are connected than the budget (see
     /// [`ConnectionBudget`] and [`peers_to_close`]). The budget is never below `target_peers`,
     /// so this never closes what `keep_connected` would dial again; a peer closed here is
-    /// dialled again by the next request to it (`dial_for_request`).
+    /// dialled again by the next request to it (`dial_for_request`), which waits for the close
+    /// to be done (see [`Closing`]). Peers being closed count as gone already.
     pub(super) fn trim_connections(&mut self, now: Instant) {
-        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let connected: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|peer| !self.closing.contains(peer))
+            .copied()
+            .collect();
         self.peer_use.keep_only(|p| self.swarm.is_connected(p), now);
-        let budget = self.config.connection_budget;
-        let max_peers = budget.max_peers.max(self.config.target_peers);
+        let budget = self
+            .config
+            .connection_budget
+            .applied(self.config.target_peers);
+        let max_peers = budget.max_peers;
         if connected.len() <= max_peers {
             return;
         }
@@ -272,7 +394,16 @@ impl EventLoop {
         );
         for peer in close {
             // Err: already gone.
-            let _ = self.swarm.disconnect_peer_id(peer);
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                self.closing.begin(peer, now);
+            }
+        }
+    }
+
+    /// Sends the requests that waited for a close done (or given up on, at `now`).
+    pub(super) fn send_after_closes(&mut self, now: Instant) {
+        for request in self.closing.overdue(now) {
+            self.on_command(request);
         }
     }
 
@@ -309,6 +440,7 @@ impl EventLoop {
         self.out_of_reach
             .retain(|_, o| now.saturating_duration_since(o.last) < 10 * OUT_OF_REACH_SAID_AFTER);
         self.log_out_of_reach(now);
+        self.send_after_closes(now);
         self.trim_connections(now);
         self.keep_connected(now);
         self.warn_if_alone(now);
@@ -319,7 +451,12 @@ impl EventLoop {
         self.ask_the_left_still_here(now);
         if now.saturating_duration_since(self.last_sync) >= SYNC_EVERY {
             self.last_sync = now;
-            let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+            let peers: Vec<PeerId> = self
+                .swarm
+                .connected_peers()
+                .filter(|peer| !self.closing.contains(peer))
+                .copied()
+                .collect();
             if let Some(peer) = peers.choose(&mut rand::thread_rng()) {
                 self.ask_news(peer);
             }
@@ -690,5 +827,219 @@ mod tests {
             uses.last_use(peer, start + 7 * MINUTE),
             LastUse::Since(start + 7 * MINUTE)
         );
+    }
+
+    /// Requests to a peer being closed wait until every connection it had is gone (not one
+    /// it opened meanwhile), and are then given back in order; a close taking
+    /// [`CLOSE_TAKES_AT_MOST`] gives them back anyway. Requests to other peers, and past
+    /// [`MAX_WAITING_FOR_A_CLOSE`], are not held.
+    #[test]
+    fn requests_to_a_peer_being_closed_wait_until_its_connections_are_gone() {
+        let start = Instant::now();
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let [first, second, fresh] = [1, 2, 3].map(ConnectionId::new_unchecked);
+        let mut closing = Closing::<&str>::default();
+
+        assert_eq!(
+            closing.hold(peer, "not being closed"),
+            Err("not being closed")
+        );
+        closing.begin(peer, start);
+        assert_eq!(closing.hold(peer, "a hint"), Ok(()));
+        assert_eq!(closing.hold(other, "elsewhere"), Err("elsewhere"));
+        // Two connections being closed, and one the peer opened meanwhile.
+        closing.opened(peer, fresh);
+        closing.begin(peer, start + MINUTE); // already under way: nothing changes
+        assert_eq!(closing.hold(peer, "a chunk"), Ok(()));
+        assert_eq!(closing.closed(peer, first, 2), Vec::<&str>::new());
+        assert!(closing.contains(&peer));
+        assert_eq!(closing.closed(peer, second, 1), vec!["a hint", "a chunk"]);
+        assert!(!closing.contains(&peer));
+        assert_eq!(closing.closed(peer, fresh, 0), Vec::<&str>::new());
+
+        // The fresh connection closing first is not the close waited for.
+        closing.begin(peer, start);
+        closing.opened(peer, fresh);
+        closing.hold(peer, "a result").unwrap();
+        assert_eq!(closing.closed(peer, fresh, 1), Vec::<&str>::new());
+        assert_eq!(closing.closed(peer, first, 0), vec!["a result"]);
+
+        // A close that takes too long.
+        closing.begin(other, start);
+        closing.hold(other, "late").unwrap();
+        let almost = start + CLOSE_TAKES_AT_MOST - Duration::from_millis(1);
+        assert_eq!(closing.overdue(almost), Vec::<&str>::new());
+        assert_eq!(closing.overdue(start + CLOSE_TAKES_AT_MOST), vec!["late"]);
+        assert!(!closing.contains(&other));
+
+        // At most so many wait.
+        closing.begin(peer, start);
+        for _ in 0..MAX_WAITING_FOR_A_CLOSE {
+            assert_eq!(closing.hold(peer, "one of many"), Ok(()));
+        }
+        assert_eq!(closing.hold(peer, "one too many"), Err("one too many"));
+    }
+
+    /// Values below their floors are raised to them; others are applied as given.
+    #[test]
+    fn a_budget_below_its_floors_is_raised_to_them() {
+        let given = |max_peers, idle_after| ConnectionBudget {
+            max_peers,
+            idle_after,
+        };
+        assert_eq!(
+            given(0, Duration::ZERO).applied(8),
+            given(8, MIN_IDLE_AFTER)
+        );
+        assert_eq!(given(20, MINUTE).applied(8), given(20, MINUTE));
+    }
+
+    /// What the bare member of the test below hears from its swarm.
+    #[derive(Debug)]
+    enum Heard {
+        Answer(Result<CtlResponse, String>),
+        Closed,
+    }
+
+    /// A member known to `node` from its own row only: a bare swarm of the mesh's protocols
+    /// that subscribes to no topic, so it is in none of the node's gossip meshes (which the
+    /// connection budget never closes). It dials `node` at `addr`, hands it its row, and sends
+    /// what the test gives it; it tells of each answer and of its connection closing, and
+    /// answers nothing it is asked (the request fails at once).
+    fn bare_member(
+        node: PeerId,
+        addr: Multiaddr,
+    ) -> (mpsc::Sender<CtlRequest>, mpsc::UnboundedReceiver<Heard>) {
+        let keypair = Keypair::generate_ed25519();
+        let identity = LocalIdentity {
+            name: "bare".into(),
+            machine_id: "machine-bare".into(),
+            version: "test".into(),
+            labels: BTreeMap::new(),
+            host_uptime_at_start: Duration::ZERO,
+        };
+        let config = MeshConfig::new(keypair.clone(), TransportKind::Memory, identity);
+        let peer = keypair.public().to_peer_id();
+        let mut presence = local_presence_parts(&config, peer, 1, 0, &[], Instant::now());
+        presence.sign(&keypair);
+        let row = wire::MemberRecord {
+            presence,
+            age_ms: 0,
+        };
+        let mut swarm = build_swarm(keypair, TransportKind::Memory, None).expect("a swarm");
+        swarm
+            .dial(crate::multiaddr_with_peer(addr, node))
+            .expect("the bare member dials");
+        let members = vec![row];
+        swarm
+            .behaviour_mut()
+            .ctl
+            .send_request(&node, CtlRequest::SyncMembers { members });
+        let (requests, mut to_send) = mpsc::channel(4);
+        let (heard, hearing) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    request = to_send.recv() => match request {
+                        Some(request) => {
+                            swarm.behaviour_mut().ctl.send_request(&node, request);
+                        }
+                        None => return,
+                    },
+                    event = swarm.select_next_some() => {
+                        let said = match event {
+                            SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(
+                                request_response::Event::Message {
+                                    message: request_response::Message::Response { response, .. },
+                                    ..
+                                },
+                            )) => Heard::Answer(Ok(response)),
+                            SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(
+                                request_response::Event::OutboundFailure { error, .. },
+                            )) => Heard::Answer(Err(error.to_string())),
+                            SwarmEvent::ConnectionClosed { .. } => Heard::Closed,
+                            _ => continue,
+                        };
+                        let _ = heard.send(said);
+                    }
+                }
+            }
+        });
+        (requests, hearing)
+    }
+
+    /// The next thing `hearing` tells within `within`.
+    async fn next_heard(hearing: &mut mpsc::UnboundedReceiver<Heard>, within: Duration) -> Heard {
+        tokio::time::timeout(within, hearing.recv())
+            .await
+            .expect("heard in time")
+            .expect("the bare member runs")
+    }
+
+    /// A node over its budget keeps the connection of a request it has not answered yet,
+    /// however long past `idle_after` the layer above takes, and closes it once answered and
+    /// idle: closing it would fail the request, whose answer could not come back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_waiting_for_this_nodes_answer_stays_open_over_the_budget() {
+        let identity = LocalIdentity {
+            name: "node".into(),
+            machine_id: "machine-node".into(),
+            version: "test".into(),
+            labels: BTreeMap::new(),
+            host_uptime_at_start: Duration::ZERO,
+        };
+        let keypair = Keypair::generate_ed25519();
+        let mut config = MeshConfig::new(keypair, TransportKind::Memory, identity);
+        config.listen = vec!["/memory/0".parse().expect("a memory address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        // Every connection outside the gossip meshes is over the budget once idle.
+        config.target_peers = 0;
+        config.connection_budget = ConnectionBudget {
+            max_peers: 0,
+            idle_after: MIN_IDLE_AFTER,
+        };
+        let mut node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        let addr = status.listen_addrs[0].clone();
+        let (requests, mut hearing) = bare_member(status.local_peer_id, addr);
+        let table = next_heard(&mut hearing, Duration::from_secs(10)).await;
+        assert!(
+            matches!(table, Heard::Answer(Ok(CtlResponse::Members { .. }))),
+            "{table:?}"
+        );
+
+        requests
+            .send(CtlRequest::Job(b"a job".to_vec()))
+            .await
+            .expect("the bare member runs");
+        let token = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match node.events.recv().await.expect("the node runs") {
+                    MeshEvent::JobRequest { token, .. } => return token,
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .expect("the job request reached the node");
+        // The layer above takes its time, well past `idle_after`.
+        tokio::time::sleep(4 * MIN_IDLE_AFTER).await;
+        assert!(
+            hearing.try_recv().is_err(),
+            "the connection of a request under way was closed"
+        );
+        node.handle
+            .reply(token, b"done".to_vec())
+            .await
+            .expect("the node runs");
+        let answer = next_heard(&mut hearing, Duration::from_secs(5)).await;
+        assert!(
+            matches!(&answer, Heard::Answer(Ok(CtlResponse::Job(data))) if data == b"done"),
+            "{answer:?}"
+        );
+        // Answered and idle, the connection is over the budget like any other.
+        let closed = next_heard(&mut hearing, MIN_IDLE_AFTER + Duration::from_secs(5)).await;
+        assert!(matches!(closed, Heard::Closed), "{closed:?}");
+        node.handle.shutdown().await.expect("the node leaves");
     }
 }

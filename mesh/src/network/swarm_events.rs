@@ -27,6 +27,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -44,10 +45,12 @@ impl EventLoop {
                 }
                 if num_established.get() == 1 {
                     self.connected_since.insert(peer_id, Instant::now());
-                    // A new connection counts as used: it was opened for something (a request,
-                    // a member to keep) that has not had its chance yet.
-                    self.peer_use.used(peer_id, Instant::now());
                 }
+                // A new connection counts as used: it was opened for something (a request, a
+                // member to keep) that has not had its chance yet. So does one opened beside
+                // another, or replacing one about to close.
+                self.peer_use.used(peer_id, Instant::now());
+                self.closing.opened(peer_id, connection_id);
                 // A table sync when dialling a peer this node does not know as alive: its
                 // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
                 // expired member (the other side of a healed partition). Dials to members
@@ -65,6 +68,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 cause,
                 num_established,
                 ..
@@ -72,6 +76,11 @@ impl EventLoop {
                 debug!(peer = %peer_id, ?cause, "connection closed");
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
+                }
+                // Requests that waited for this close go now, dialling again.
+                let remaining = num_established as usize;
+                for request in self.closing.closed(peer_id, connection_id, remaining) {
+                    self.on_command(request);
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
