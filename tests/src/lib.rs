@@ -95,6 +95,52 @@ pub fn submitted_job_id(o: &Output) -> String {
         .to_string()
 }
 
+/// The submission of `yaml` (an orchestration; its files resolved from `cwd`) to `targets`, as
+/// the CLI would send it, for tests that talk to an in-process node directly.
+pub fn submission(
+    yaml: &str,
+    cwd: &Path,
+    targets: &[&str],
+    stream: bool,
+) -> node::control::Submission {
+    use node::control::{SubmittedJob, SubmittedParent};
+    let orchestration = jobs::orchestration::parse_str(yaml, "test").expect("it parses");
+    let parents = orchestration
+        .entries
+        .into_iter()
+        .map(|entry| SubmittedParent {
+            name: None,
+            origin: None,
+            targets: entry.targets,
+            is_async: entry.is_async,
+            fingerprint: entry.fingerprint,
+            jobs: entry
+                .jobs
+                .into_iter()
+                .flat_map(|job| {
+                    let text = job.text;
+                    jobs::transfer::resolve(job.spec, cwd)
+                        .expect("files resolve")
+                        .into_iter()
+                        .map(move |spec| SubmittedJob {
+                            spec,
+                            definition: text.clone(),
+                        })
+                })
+                .collect(),
+        })
+        .collect();
+    node::control::Submission {
+        parents,
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        restrict: vec![],
+        ignore_cache: false,
+        force_async: false,
+        stream,
+        exec: false,
+    }
+}
+
 /// The job records `d` holds (the jobs it submitted), as `manage --list-jobs --json` prints them.
 pub fn records(d: &Daemon) -> Vec<Value> {
     let o = d.cli(&["manage", "--list-jobs", "--json"]);

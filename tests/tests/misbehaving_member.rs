@@ -22,10 +22,7 @@ use mesh::{
 use node::{
     Node, NodeConfig,
     config::MeshKeyChoice,
-    control::{
-        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
-        WatchEvent,
-    },
+    control::{ControlRequest, ControlResponse, Reply, WatchEvent},
     records::JobRecord,
 };
 use tokio::sync::mpsc;
@@ -154,41 +151,7 @@ async fn submit_run(
     targets: &[&str],
     stream: bool,
 ) -> (String, Vec<String>) {
-    let orchestration = jobs::orchestration::parse_str(yaml, "test").expect("it parses");
-    let parents = orchestration
-        .entries
-        .into_iter()
-        .map(|entry| SubmittedParent {
-            name: None,
-            origin: None,
-            targets: entry.targets,
-            is_async: entry.is_async,
-            fingerprint: entry.fingerprint,
-            jobs: entry
-                .jobs
-                .into_iter()
-                .flat_map(|job| {
-                    let text = job.text;
-                    jobs::transfer::resolve(job.spec, cwd)
-                        .expect("files resolve")
-                        .into_iter()
-                        .map(move |spec| SubmittedJob {
-                            spec,
-                            definition: text.clone(),
-                        })
-                })
-                .collect(),
-        })
-        .collect();
-    let submission = Submission {
-        parents,
-        targets: targets.iter().map(|t| t.to_string()).collect(),
-        restrict: vec![],
-        ignore_cache: false,
-        force_async: false,
-        stream,
-        exec: false,
-    };
+    let submission = e2e_tests::submission(yaml, cwd, targets, stream);
     match node.request(ControlRequest::Submit(submission)).await {
         Reply::One(ControlResponse::Submitted(r)) => {
             (r.run_id, r.jobs.into_iter().map(|j| j.job_id).collect())

@@ -35,10 +35,7 @@ use mesh::{
 use node::{
     Node, NodeConfig,
     config::MeshKeyChoice,
-    control::{
-        ControlRequest, ControlResponse, Reply, Submission, SubmittedJob, SubmittedParent,
-        WatchEvent,
-    },
+    control::{ControlRequest, ControlResponse, Reply, WatchEvent},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -551,41 +548,7 @@ impl Answer {
 
 /// Submits `yaml` (an orchestration of one job) on `node` for `node` itself; its job id.
 async fn submit(node: &Node, yaml: &str, cwd: &Path) -> String {
-    let orchestration = jobs::orchestration::parse_str(yaml, "test").expect("it parses");
-    let parents = orchestration
-        .entries
-        .into_iter()
-        .map(|entry| SubmittedParent {
-            name: None,
-            origin: None,
-            targets: entry.targets,
-            is_async: entry.is_async,
-            fingerprint: entry.fingerprint,
-            jobs: entry
-                .jobs
-                .into_iter()
-                .flat_map(|job| {
-                    let text = job.text;
-                    jobs::transfer::resolve(job.spec, cwd)
-                        .expect("files resolve")
-                        .into_iter()
-                        .map(move |spec| SubmittedJob {
-                            spec,
-                            definition: text.clone(),
-                        })
-                })
-                .collect(),
-        })
-        .collect();
-    let submission = Submission {
-        parents,
-        targets: vec![node.name().to_string()],
-        restrict: vec![],
-        ignore_cache: false,
-        force_async: false,
-        stream: false,
-        exec: false,
-    };
+    let submission = e2e_tests::submission(yaml, cwd, &[node.name()], false);
     match node.request(ControlRequest::Submit(submission)).await {
         Reply::One(ControlResponse::Submitted(r)) => {
             let [job] = <[_; 1]>::try_from(r.jobs).expect("one job");
