@@ -39,9 +39,11 @@
 //!   than wait for the job's timeout: once the originator has answered it does not know the
 //!   file, and nothing else, for [`NOT_HELD_AFTER`] (each other source is then passed over
 //!   after one round: nothing is on its way to it), and every other source last answered the
-//!   same since the originator began to, none out of reach, none asked and not answered.
-//!   Every copy of the run's file comes from the originator, from a holder the run names or
-//!   from another target of the job, all of them sources, so none will come; a source out of
+//!   same since the originator began to, and has itself said nothing else for as long (a
+//!   holder just restarted answers "unknown" until it learns of this node), none out of
+//!   reach, none asked and not answered. Every copy of the run's file comes from the
+//!   originator, from a holder the run names or from another target of the job (the only job
+//!   of the run that sends the file), all of them sources, so none will come; a source out of
 //!   reach may hold the file, and keeps the download waiting.
 //!
 //! [`distribution_sources`] orders the sources of a file for one target of a run;
@@ -254,6 +256,8 @@ struct OutOfReach {
 /// A source that answered that it does not know the file.
 #[derive(Debug, Clone, Copy)]
 struct Lacking {
+    /// Its first such answer since it last answered anything else (or failed to answer).
+    first_said: Instant,
     /// When it last answered so.
     said_at: Instant,
     /// Rounds of such answers since it was last asked again.
@@ -818,12 +822,20 @@ impl Download {
         } else {
             MAX_UNKNOWN
         };
-        let due = self
-            .originator_unknown
-            .filter(|_| is_originator)
-            .map(|streak| streak.since + NOT_HELD_AFTER)
+        let streak_since = match self.originator_unknown.filter(|_| is_originator) {
+            Some(streak) => Some(streak.since),
+            // Another source's own spell counts too (see `held_by_none`), when the rule
+            // applies at all.
+            None if self.originator.is_some() && !is_originator => {
+                Some(self.lacking.get(&from).map_or(now, |l| l.first_said))
+            }
+            None => None,
+        };
+        let due = streak_since
+            .map(|since| since + NOT_HELD_AFTER)
             .filter(|due| *due > now);
         let l = self.lacking.entry(from).or_insert(Lacking {
+            first_said: now,
             said_at: now,
             rounds: 0,
             counted_at: now,
@@ -953,7 +965,7 @@ impl Download {
 
     /// Whether no source may ever give the file: the originator answered it does not hold it,
     /// and nothing else, for [`NOT_HELD_AFTER`], and every other source last answered the
-    /// same since the originator began to. Then nothing is on its way to any of them: every
+    /// same since the originator began to, after saying nothing else for as long. Then nothing is on its way to any of them: every
     /// copy of the run's file comes from the originator, a holder the run names or another
     /// target of the job, and the node names the originator only when all of those are
     /// sources ([`run_file_sources`]). Not while a source is out of reach (it may hold the
@@ -966,14 +978,16 @@ impl Download {
             return None;
         }
         // Last answered it does not know the file (any other answer ends its `lacking`),
-        // since the originator's streak began, and answered since it last failed to.
+        // since the originator's streak began, and answered since it last failed to; and has
+        // said so, and nothing else, for [`NOT_HELD_AFTER`] itself: a holder just restarted
+        // (back from out of reach) answers "unknown" until it learns of this node, as the
+        // originator may.
         let lacking = |s: &NodeId| {
             s == originator
-                || self
-                    .lacking
-                    .get(s)
-                    .is_some_and(|l| l.said_at >= streak.since)
-                    && !self.unreachable.contains_key(s)
+                || self.lacking.get(s).is_some_and(|l| {
+                    l.said_at >= streak.since
+                        && l.said_at.saturating_duration_since(l.first_said) >= NOT_HELD_AFTER
+                }) && !self.unreachable.contains_key(s)
         };
         if !self.sources.iter().all(lacking) {
             return None;
@@ -1219,8 +1233,26 @@ pub fn run_file_sources(
     name_of: impl Fn(TargetKey) -> Option<NodeId>,
 ) -> Sources {
     let (nodes, covers_the_run) = tree_sources(run, parent, job, local, hash, name_of);
-    let originator = (covers_the_run && run.originator != *local).then(|| run.originator.clone());
+    let originator = (covers_the_run && run.originator != *local && sent_once(run, hash))
+        .then(|| run.originator.clone());
     Sources { nodes, originator }
+}
+
+/// Whether `hash` is the file of only one job of `run`: another job sending it (in another
+/// parent, or run once on another node) has targets of its own that fetch it from sources
+/// not among these, and may hold a copy these never hear of.
+fn sent_once(run: &Run, hash: &Fingerprint) -> bool {
+    run.parents
+        .iter()
+        .flat_map(|p| &p.jobs)
+        .filter(|job| match &job.spec.component {
+            jobs::Component::Add(t) | jobs::Component::Copy(t) => {
+                t.file.as_ref().is_some_and(|f| f.hash == *hash)
+            }
+            _ => false,
+        })
+        .count()
+        == 1
 }
 
 /// [`distribution_sources`], and whether they name every other target of the job.
@@ -1663,6 +1695,17 @@ mod tests {
                 .iter()
                 .find(|(_, _, from)| *from == n(source))
                 .map(|(at, _, _)| *at)
+        }
+
+        /// When the last of `sources` to be asked was first asked (`None`: one never was).
+        fn all_asked_by(&self, sources: &[NodeId]) -> Option<Instant> {
+            sources
+                .iter()
+                .map(|s| self.first_ask_of(&s.0))
+                .try_fold(None, |latest: Option<Instant>, at| {
+                    at.map(|at| Some(latest.map_or(at, |l| l.max(at))))
+                })
+                .flatten()
         }
     }
 
@@ -2202,21 +2245,16 @@ mod tests {
                 others: all.len() - 1,
             }
         );
-        // The originator is asked only after its four ancestors (each asked again and again
-        // meanwhile), its word is taken after [`NOT_HELD_AFTER`], and the rest answer
-        // meanwhile.
+        // Every source is asked (the ones after the originator once it has said so long
+        // enough), and each one's word is taken once it has said so for [`NOT_HELD_AFTER`]
+        // itself: the download fails within a few seconds of the last one's spell.
+        let all_asked = trace.all_asked_by(&all).expect("every source is asked");
+        let after = *at - all_asked;
         assert!(
-            *at - t < NOT_HELD_AFTER + secs(60),
-            "failed after {:?}",
+            after >= NOT_HELD_AFTER && after < NOT_HELD_AFTER + secs(5),
+            "failed {after:?} after every source was asked ({:?} in)",
             *at - t
         );
-        // Not before every source was asked.
-        for source in &all {
-            assert!(
-                trace.asked.iter().any(|(_, _, from)| from == source),
-                "{source} not asked"
-            );
-        }
         let why = failure.describe("app.conf (blake3 abc)", |s| s.0.to_uppercase());
         assert!(
             why.starts_with(
@@ -2246,8 +2284,8 @@ mod tests {
     }
 
     /// The originator does not hold the file, nor does any other source: in a small tree the
-    /// download fails as soon as the originator has said so for [`NOT_HELD_AFTER`], not
-    /// before.
+    /// download fails as soon as the originator, and then each other source, has said so for
+    /// [`NOT_HELD_AFTER`], not before.
     #[test]
     fn a_file_no_member_of_a_small_run_holds_fails_once_the_originator_said_so_long_enough() {
         let (_, trace) = without_the_originators_copy(|_, _| (ms(20), ChunkResult::Unknown));
@@ -2255,13 +2293,12 @@ mod tests {
         let [(at, Failure::NotHeld { originator, others })] = &failed[..] else {
             panic!("{:?}", trace.said);
         };
-        let first_asked = trace
-            .first_ask_of("origin")
-            .expect("the originator is asked");
-        let after = *at - first_asked;
+        let sources = ["parent", "origin", "holder", "target"].map(n);
+        let all_asked = trace.all_asked_by(&sources).expect("every source is asked");
+        let after = *at - all_asked;
         assert!(
             after >= NOT_HELD_AFTER && after < NOT_HELD_AFTER + secs(5),
-            "failed {after:?} after the originator was first asked"
+            "failed {after:?} after the last source was first asked"
         );
         assert_eq!((originator, *others), (&n("origin"), 3));
     }
@@ -2450,10 +2487,19 @@ mod tests {
 
         use crate::message::TargetKeys;
 
-        let spec = match JobSpec::parse("RUN", "true", &Default::default()) {
+        let mut spec = match JobSpec::parse("ADD", "/srv/app.conf /etc/", &Default::default()) {
             Ok(ParseOutcome::Spec(s)) => s,
             other => panic!("{other:?}"),
         };
+        let jobs::Component::Add(transfer) = &mut spec.component else {
+            panic!("{:?}", spec.component);
+        };
+        transfer.file = Some(jobs::spec::FileRef {
+            name: "app.conf".into(),
+            size: 0,
+            hash: Fingerprint([1; 32]),
+            chunks: vec![],
+        });
         let job = JobEntry {
             job_id: "j".into(),
             fingerprint: spec.fingerprint(),
@@ -2508,6 +2554,51 @@ mod tests {
                 assert_eq!(sources.originator, None, "{targets}: {local}");
             }
         }
+    }
+
+    /// The originator no longer holds the file; a holder that was out of reach comes back (its
+    /// daemon restarted) and answers "unknown" for up to 40 s, not knowing this node as a
+    /// member yet, then serves: its first "unknown" is not taken for its last word, and the
+    /// download finishes.
+    #[test]
+    fn a_holder_back_from_out_of_reach_that_says_unknown_at_first_is_waited_for() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(4, of_run(&["origin", "holder"], "origin"), t);
+        let trace = drive(&mut d, first, t, secs(400), |at, _, from| {
+            let at = at - t;
+            Some(match from.0.as_str() {
+                "holder" if at < secs(120) => (ms(20), ChunkResult::Unreachable),
+                "holder" if at < secs(160) => (ms(20), ChunkResult::Unknown),
+                "holder" => (ms(20), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Unknown),
+            })
+        });
+        assert!(
+            trace.asked.iter().any(|(at, _, from)| from.0 == "holder"
+                && *at - t >= secs(120)
+                && *at - t < secs(160)),
+            "the holder was asked while it said unknown"
+        );
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// A run whose file another parent sends too: the targets of that parent fetch it from
+    /// sources of their own, and may hold a copy these never hear of, so the originator is not
+    /// named.
+    #[test]
+    fn a_file_another_parent_of_the_run_sends_too_leaves_the_originator_unnamed() {
+        let (mut run, job, in_order) = run_to(3);
+        let local = &in_order[0];
+        assert_eq!(
+            sources_in(&run, &job, local, |_| None).originator,
+            Some(n("origin"))
+        );
+        let mut other = run.parents[0].clone();
+        other.parent_id = "p2".into();
+        other.targets = vec![n("elsewhere")];
+        run.parents.push(other);
+        assert_eq!(sources_in(&run, &job, local, |_| None).originator, None);
     }
 
     /// A run that gives only its targets' keys ([`Run::compact`]): a target the node cannot

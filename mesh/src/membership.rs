@@ -360,7 +360,7 @@ impl Membership {
                 self.heard_again(peer, seen, now)?
             }
             Some((key, _)) if presence.version_key() <= key => return None,
-            Some((_, bytes)) => self.take_later(presence, bytes, seen, now)?,
+            Some((_, bytes)) => self.take_later(presence, bytes, heard, seen, now)?,
             None => self.take_new(presence, seen, now)?,
         };
         if let Some(due) = due {
@@ -392,6 +392,7 @@ impl Membership {
         &mut self,
         presence: Presence,
         bytes: usize,
+        heard: Heard,
         seen: Instant,
         now: Instant,
     ) -> Option<(Option<MembershipChange>, Option<Instant>)> {
@@ -403,7 +404,10 @@ impl Membership {
         };
         if !self.make_room(peer, fits, now) {
             self.refused += 1;
-            if presence.status == PresenceStatus::Leaving {
+            // Heard from the member itself, the row says it is there. Passed on by another
+            // node, it does not: a row never stored stays news, and anyone could pass it on
+            // again and again to keep a member that fell silent alive.
+            if presence.status == PresenceStatus::Leaving || heard != Heard::FromItsNode {
                 return None;
             }
             return self.heard_again(peer, seen, now);
@@ -1689,6 +1693,35 @@ mod tests {
             t.tick(at + Duration::from_millis(3001)),
             vec![MembershipChange::Expired(member)]
         );
+    }
+
+    /// A later row too large for a full table, passed on by other nodes rather than heard from
+    /// its member, says nothing of the member being there: never stored, it stays news, and
+    /// passing it on again and again would keep a member that fell silent alive.
+    #[test]
+    fn a_refused_row_passed_on_by_others_keeps_no_member_alive() {
+        let (mut t, now) = table();
+        let member = PeerId::random();
+        let large = |seq, bytes| padded(presence(member, "m", 1, seq), bytes);
+        t.observe(large(1, 20_000), now);
+        let made_up = made_up_rows(
+            &mut t,
+            MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES,
+            AN_HOUR_MS,
+            now,
+        );
+        grow_rows(&mut t, &made_up, MAX_TABLE_BYTES, now);
+        let passed_on = MemberRecord {
+            presence: large(2, 20_001),
+            age_ms: 0,
+        };
+        let mut expired = Vec::new();
+        for second in 1..10 {
+            let at = now + Duration::from_secs(second);
+            t.merge(vec![passed_on.clone()], at);
+            expired.extend(t.tick(at));
+        }
+        assert_eq!(expired, vec![MembershipChange::Expired(member)]);
     }
 
     /// A full table walks its rows for members gone once per newcomer it refuses only when
