@@ -824,6 +824,11 @@ impl Membership {
             .unwrap_or(&[])
     }
 
+    /// Number of rows in the table, this node's own included (alive or not).
+    pub fn rows(&self) -> usize {
+        self.members.len()
+    }
+
     /// Number of alive members, this node included.
     pub fn alive_count(&self, now: Instant) -> usize {
         self.alive_others(now).count() + 1

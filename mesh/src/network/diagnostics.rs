@@ -203,7 +203,7 @@ impl EventLoop {
                 "a control message of {size} bytes is over the {limit}-byte limit and was not \
                  exchanged: if it is a membership table ({} members here), table syncs fail and \
                  nodes joining through this one may not learn the mesh",
-                self.membership.versions().len()
+                self.membership.rows()
             );
         }
     }
@@ -219,14 +219,14 @@ impl EventLoop {
         warn!(
             refused = refused.count,
             "the membership table is full (at most {} members, {} MiB of rows; {} here): rows of \
-             members not known here, or longer heartbeats of members known, were refused. \
+             members not known here, or heartbeats over 2 KiB of members known, were refused. \
              Members gone make room as they go; members alive are never dropped for newcomers. \
              Someone who may connect to this mesh may be making up identities, or the mesh is \
              larger than it was built for (said at most every 10 min, with the rows refused \
              since)",
             membership::MAX_MEMBERS,
             membership::MAX_TABLE_BYTES / (1024 * 1024),
-            self.membership.versions().len()
+            self.membership.rows()
         );
         self.refused_rows.count = 0;
     }
