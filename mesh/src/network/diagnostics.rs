@@ -47,20 +47,60 @@ impl Default for RefusedInbound {
     }
 }
 
-/// Rows the membership table refused, being full, since the log last said so (see
-/// [`membership::MAX_MEMBERS`]).
+/// Rows the membership table refused, being full (see [`membership::MAX_MEMBERS`]): how many
+/// since the log last said so, and when the last one was, for `status`.
+#[derive(Debug)]
 pub(super) struct RefusedRows {
-    pub(super) count: u64,
-    pub(super) said: SaidAtMost,
+    unsaid: u64,
+    last: Option<Instant>,
+    said: SaidAtMost,
 }
 
 impl Default for RefusedRows {
     fn default() -> Self {
         Self {
-            count: 0,
+            unsaid: 0,
+            last: None,
             said: SaidAtMost::every(TABLE_FULL_SAID_EVERY),
         }
     }
+}
+
+impl RefusedRows {
+    /// Counts `refused` more rows refused at `now`; returns how many to say in the log now,
+    /// if it is time (at most once every [`TABLE_FULL_SAID_EVERY`], with every row refused
+    /// since the last time).
+    pub(super) fn count(&mut self, refused: u64, now: Instant) -> Option<u64> {
+        if refused > 0 {
+            self.unsaid = self.unsaid.saturating_add(refused);
+            self.last = Some(now);
+        }
+        if self.unsaid == 0 || !self.said.due(now) {
+            return None;
+        }
+        Some(std::mem::take(&mut self.unsaid))
+    }
+
+    /// Whether rows were refused lately enough for `status` to say so: within two log
+    /// periods, so a table that keeps refusing stays listed between two log lines.
+    pub(super) fn lately(&self, now: Instant) -> bool {
+        self.last
+            .is_some_and(|at| now.saturating_duration_since(at) < 2 * TABLE_FULL_SAID_EVERY)
+    }
+}
+
+/// What the log and `status` say of a full membership table holding `rows` rows.
+pub(super) fn table_full_warning(rows: usize) -> String {
+    format!(
+        "the membership table is full (at most {} members, {} MiB of rows; {rows} here): rows \
+         of members not known here, or heartbeats over {} KiB of members known, are refused. \
+         Members gone make room as they go; members alive are never dropped for newcomers. \
+         Someone who may connect to this mesh may be making up identities, or the mesh is \
+         larger than it was built for",
+        membership::MAX_MEMBERS,
+        membership::MAX_TABLE_BYTES / (1024 * 1024),
+        membership::SMALL_ROW_BYTES / 1024,
+    )
 }
 
 /// A member this node cannot dial (see [`OUT_OF_REACH_SAID_AFTER`]).
@@ -163,7 +203,7 @@ pub(super) fn over_the_limit(error: &std::io::Error) -> Option<(usize, usize)> {
 
 impl EventLoop {
     /// Warnings for `status`: another daemon heard with this node's identity lately, nodes
-    /// heard speaking another wire version.
+    /// heard speaking another wire version, members out of reach, a full membership table.
     pub(super) fn warnings(&self, now: Instant) -> Vec<String> {
         let mut warnings = Vec::new();
         if let Some((at, addresses)) = &self.twin_seen
@@ -185,6 +225,9 @@ impl EventLoop {
         }
         if let Some(w) = self.out_of_reach_warning(now) {
             warnings.push(w);
+        }
+        if self.refused_rows.lately(now) {
+            warnings.push(table_full_warning(self.membership.rows()));
         }
         warnings
     }
@@ -211,24 +254,14 @@ impl EventLoop {
     /// Says in the log (at most every [`TABLE_FULL_SAID_EVERY`]) how many rows the membership
     /// table refused, being full: members it does not show and whose messages it refuses.
     pub(super) fn say_if_table_full(&mut self) {
-        let refused = &mut self.refused_rows;
-        refused.count += self.membership.take_refused();
-        if refused.count == 0 || !refused.said.due(Instant::now()) {
-            return;
+        let refused = self.membership.take_refused();
+        if let Some(count) = self.refused_rows.count(refused, Instant::now()) {
+            warn!(
+                refused = count,
+                "{} (said at most every 10 min, with the rows refused since)",
+                table_full_warning(self.membership.rows())
+            );
         }
-        warn!(
-            refused = refused.count,
-            "the membership table is full (at most {} members, {} MiB of rows; {} here): rows of \
-             members not known here, or heartbeats over 2 KiB of members known, were refused. \
-             Members gone make room as they go; members alive are never dropped for newcomers. \
-             Someone who may connect to this mesh may be making up identities, or the mesh is \
-             larger than it was built for (said at most every 10 min, with the rows refused \
-             since)",
-            membership::MAX_MEMBERS,
-            membership::MAX_TABLE_BYTES / (1024 * 1024),
-            self.membership.rows()
-        );
-        self.refused_rows.count = 0;
     }
 
     /// Says in the log, once per spell, which members alive through other nodes this node has
@@ -401,6 +434,41 @@ mod tests {
         // A clock read before the last time (another thread's `now`) is not due.
         assert!(!said.due(start));
         assert!(said.due(start + Duration::from_secs(120)));
+    }
+
+    /// Every row refused is said once, at the pace of the log, and `status` lists the full
+    /// table while rows were refused within two periods.
+    #[test]
+    fn refused_rows_are_said_once_each_and_listed_while_recent() {
+        let start = Instant::now();
+        let period = TABLE_FULL_SAID_EVERY;
+        let mut refused = RefusedRows::default();
+        assert!(!refused.lately(start));
+        assert_eq!(refused.count(0, start), None);
+        assert_eq!(refused.count(3, start), Some(3));
+        // Within the period: counted, not said.
+        assert_eq!(refused.count(2, start + Duration::from_secs(1)), None);
+        assert_eq!(refused.count(5, start + period / 2), None);
+        assert!(refused.lately(start + period / 2));
+        // The next period says every row since, once.
+        assert_eq!(refused.count(0, start + period), Some(7));
+        assert_eq!(refused.count(0, start + 2 * period), None);
+        // Listed until two periods after the last refusal, then not.
+        assert!(refused.lately(start + period / 2 + 2 * period - Duration::from_secs(1)));
+        assert!(!refused.lately(start + period / 2 + 2 * period));
+    }
+
+    #[test]
+    fn a_full_table_is_told_with_its_limits_and_size() {
+        let text = table_full_warning(16_000);
+        for part in [
+            format!("at most {} members", membership::MAX_MEMBERS),
+            format!("{} MiB", membership::MAX_TABLE_BYTES / (1024 * 1024)),
+            "16000 here".to_string(),
+            format!("heartbeats over {} KiB", membership::SMALL_ROW_BYTES / 1024),
+        ] {
+            assert!(text.contains(&part), "{part:?} missing in {text:?}");
+        }
     }
 
     fn presence(name: &str, version: &str) -> OtherPresence {
