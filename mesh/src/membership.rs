@@ -219,6 +219,9 @@ pub struct Membership {
     room: Room,
     /// Rows refused since the last [`Membership::take_refused`]: the table was full.
     refused: u64,
+    /// How many signatures of rows passed on were checked.
+    #[cfg(test)]
+    signatures_checked: usize,
 }
 
 /// What a full table knows of the rows it may drop to take a new one: members gone (expired
@@ -271,6 +274,8 @@ impl Membership {
             bytes: 0,
             room: Room::default(),
             refused: 0,
+            #[cfg(test)]
+            signatures_checked: 0,
         }
     }
 
@@ -299,9 +304,67 @@ impl Membership {
     /// or took a name it has, or of a later start, and the node's own heartbeats would no
     /// longer count. Only news is checked: most rows of a sync are known already.
     ///
+    /// Rows of members not in the table are checked only while the table has a place for
+    /// them, free or held by a member gone (as the last walk of the table found them), one
+    /// place per row: the others would be refused anyway, and are dropped unchecked and
+    /// counted as refused. A sync of thousands of made-up rows into a full table costs a
+    /// signature check for each place, not for each row. (A place counts as taken by a row
+    /// of a member gone too, which a full table does not take: a member alive refused so is
+    /// taken on its next heartbeat.)
+    ///
     /// [`merge`]: Membership::merge
-    pub fn keep_authentic(&self, records: &mut Vec<MemberRecord>) {
-        records.retain(|r| !self.is_news(&r.presence) || r.presence.authentic());
+    pub fn keep_authentic(&mut self, records: &mut Vec<MemberRecord>, now: Instant) {
+        let mut free = if self.bytes >= MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES {
+            0
+        } else {
+            MAX_MEMBERS.saturating_sub(self.members.len())
+        };
+        // The places of members gone, counted once the free ones are used up.
+        let mut gone: Option<usize> = None;
+        let mut kept = Vec::with_capacity(records.len());
+        for r in records.drain(..) {
+            if !self.is_news(&r.presence) {
+                kept.push(r);
+                continue;
+            }
+            let newcomer = !self.members.contains_key(&r.presence.peer_id);
+            if newcomer {
+                let places = match gone {
+                    _ if free > 0 => &mut free,
+                    Some(ref mut places) => places,
+                    None => gone.insert(self.places_of_members_gone(now)),
+                };
+                if *places == 0 {
+                    self.refused += 1;
+                    continue;
+                }
+                *places -= 1;
+            }
+            #[cfg(test)]
+            {
+                self.signatures_checked += 1;
+            }
+            if r.presence.authentic() {
+                kept.push(r);
+            } else if newcomer {
+                // Not its node's: its place goes to the next row.
+                match gone.as_mut() {
+                    Some(places) => *places += 1,
+                    None => free += 1,
+                }
+            }
+        }
+        *records = kept;
+    }
+
+    /// How many members gone a full table may drop for newcomers: those the last walk found
+    /// (walking again only as [`Membership::find_gone`] does), some of which may have spoken
+    /// since.
+    fn places_of_members_gone(&mut self, now: Instant) -> usize {
+        if self.room.gone.is_empty() {
+            self.find_gone(self.local, now);
+        }
+        self.room.gone.len()
     }
 
     /// Whether `presence` would change the table: a member unknown, a later heartbeat of one
@@ -909,7 +972,7 @@ mod tests {
         forged.status = PresenceStatus::Leaving;
         forged.sign(&libp2p::identity::Keypair::generate_ed25519());
         let mut rows = vec![row(forged), row(alive.clone())];
-        t.keep_authentic(&mut rows);
+        t.keep_authentic(&mut rows, now);
         // The forged goodbye goes; the known row stays (no news, merged as a no-op).
         assert_eq!(rows.len(), 1);
         assert!(t.merge(rows, now).is_empty());
@@ -918,7 +981,7 @@ mod tests {
         goodbye.status = PresenceStatus::Leaving;
         goodbye.sign(&key);
         let mut rows = vec![row(goodbye)];
-        t.keep_authentic(&mut rows);
+        t.keep_authentic(&mut rows, now);
         assert_eq!(t.merge(rows, now), vec![MembershipChange::Left(peer)]);
     }
 
@@ -1377,7 +1440,7 @@ mod tests {
         // Its own row, and an earlier heartbeat of this start, passed back: nothing.
         for p in [own.clone(), signed(presence(me, "self", 7, 2))] {
             let mut rows = passed_on(&p);
-            t.keep_authentic(&mut rows);
+            t.keep_authentic(&mut rows, now);
             t.merge(rows, now);
             assert_eq!(t.take_twin(), None);
         }
@@ -1387,7 +1450,7 @@ mod tests {
         let elsewhere = signed(elsewhere);
         for p in [elsewhere.clone(), signed(presence(me, "self", 7, 9))] {
             let mut rows = passed_on(&p);
-            t.keep_authentic(&mut rows);
+            t.keep_authentic(&mut rows, now);
             t.merge(rows, now);
             assert_eq!(
                 t.take_twin(),
@@ -1402,7 +1465,7 @@ mod tests {
         forged.load = 9.0;
         forged.sign(&libp2p::identity::Keypair::generate_ed25519());
         let mut rows = passed_on(&forged);
-        t.keep_authentic(&mut rows);
+        t.keep_authentic(&mut rows, now);
         assert!(rows.is_empty());
         // This node's goodbye, once in its table, passed back: nothing.
         own.seq = 10;
@@ -1491,6 +1554,107 @@ mod tests {
         let taken = newcomers(&mut t, 1, expired_by_then)[0];
         assert!(t.contains(&taken) && t.contains(&alive[0]));
         assert_eq!(t.versions().len(), MAX_MEMBERS);
+    }
+
+    /// A sync of made-up rows into a full table with nobody gone costs no signature check:
+    /// they are refused unchecked; once a member is gone, a newcomer is checked and takes
+    /// its place, and the next is refused unchecked again.
+    #[test]
+    fn a_full_table_refuses_newcomers_passed_on_without_checking_them() {
+        let (mut t, now) = table();
+        let alive = newcomers(&mut t, MAX_MEMBERS - 1, now);
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+        let signed_rows = |count: usize| -> Vec<MemberRecord> {
+            (0..count)
+                .map(|_| {
+                    let key = libp2p::identity::Keypair::generate_ed25519();
+                    let mut p = presence(key.public().to_peer_id(), "made-up", 1, 1);
+                    p.sign(&key);
+                    MemberRecord {
+                        presence: p,
+                        age_ms: 0,
+                    }
+                })
+                .collect()
+        };
+        let mut rows = signed_rows(50);
+        t.keep_authentic(&mut rows, now);
+        assert!(rows.is_empty());
+        assert_eq!(t.signatures_checked, 0);
+        assert_eq!(t.take_refused(), 50);
+        // Rows of members known are still checked (and taken).
+        let mut later = presence(alive[0], "n", 1, 2);
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        later.sign(&key);
+        let mut rows = vec![MemberRecord {
+            presence: later,
+            age_ms: 0,
+        }];
+        t.keep_authentic(&mut rows, now);
+        assert_eq!(t.signatures_checked, 1);
+        assert!(rows.is_empty(), "signed by another key: not its node's");
+        // A member leaves: one newcomer is checked and takes its place; the next is refused
+        // unchecked.
+        let mut goodbye = presence(alive[1], "n", 1, 2);
+        goodbye.status = PresenceStatus::Leaving;
+        t.observe(goodbye, now);
+        let mut rows = signed_rows(2);
+        let (first, second) = (rows[0].presence.peer_id, rows[1].presence.peer_id);
+        t.keep_authentic(&mut rows, now);
+        assert_eq!(t.signatures_checked, 2, "one place: one checked");
+        assert_eq!(t.take_refused(), 1);
+        t.merge(rows, now);
+        assert!(t.contains(&first) && !t.contains(&alive[1]) && !t.contains(&second));
+        assert_eq!(t.take_refused(), 0);
+        let mut rows = signed_rows(10);
+        t.keep_authentic(&mut rows, now);
+        assert!(rows.is_empty());
+        assert_eq!(t.signatures_checked, 2);
+        assert_eq!(t.take_refused(), 10);
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+        // Two more leave: a row not signed by its node gives its place to the next row.
+        for gone in [alive[2], alive[3]] {
+            let mut goodbye = presence(gone, "n", 1, 2);
+            goodbye.status = PresenceStatus::Leaving;
+            t.observe(goodbye, now);
+        }
+        let mut rows = signed_rows(4);
+        rows[0].presence.load = 0.5;
+        let forged = rows[0].presence.peer_id;
+        let genuine: Vec<PeerId> = rows.iter().skip(1).map(|r| r.presence.peer_id).collect();
+        t.keep_authentic(&mut rows, now);
+        assert_eq!(t.signatures_checked, 2 + 3);
+        assert_eq!(t.take_refused(), 1);
+        t.merge(rows, now);
+        assert!(!t.contains(&forged) && t.contains(&genuine[0]) && t.contains(&genuine[1]));
+        assert!(!t.contains(&genuine[2]));
+        assert!(!t.contains(&alive[2]) && !t.contains(&alive[3]));
+    }
+
+    /// A table with free places checks one row per place, and refuses the rest unchecked.
+    #[test]
+    fn a_sync_is_checked_only_up_to_the_free_places() {
+        let (mut t, now) = table();
+        newcomers(&mut t, MAX_MEMBERS - 4, now);
+        let mut rows: Vec<MemberRecord> = (0..5)
+            .map(|_| {
+                let key = libp2p::identity::Keypair::generate_ed25519();
+                let mut p = presence(key.public().to_peer_id(), "made-up", 1, 1);
+                p.sign(&key);
+                MemberRecord {
+                    presence: p,
+                    age_ms: 0,
+                }
+            })
+            .collect();
+        t.keep_authentic(&mut rows, now);
+        assert_eq!(
+            (t.signatures_checked, rows.len(), t.take_refused()),
+            (3, 3, 2)
+        );
+        t.merge(rows, now);
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+        assert_eq!(t.take_refused(), 0);
     }
 
     /// A presence may take over 100 KiB (64 labels of 1 KiB keys and values): rows of made-up

@@ -1240,8 +1240,9 @@ impl EventLoop {
     }
 
     async fn merge(&mut self, mut records: Vec<wire::MemberRecord>) {
-        self.membership.keep_authentic(&mut records);
-        let changes = self.membership.merge(records, Instant::now());
+        let now = Instant::now();
+        self.membership.keep_authentic(&mut records, now);
+        let changes = self.membership.merge(records, now);
         self.say_if_table_full();
         self.answer_twin().await;
         self.emit(changes).await;
