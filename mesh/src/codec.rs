@@ -148,6 +148,7 @@ pub async fn read_blob_response<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<
         }
         BlobHead::NotYet => Ok(BlobResponse::NotYet),
         BlobHead::Unknown => Ok(BlobResponse::Unknown),
+        BlobHead::Unavailable => Ok(BlobResponse::Unavailable),
     }
 }
 
@@ -175,6 +176,7 @@ pub async fn write_blob_response<W: AsyncWrite + Unpin>(
         ),
         BlobResponse::NotYet => (BlobHead::NotYet, &[]),
         BlobResponse::Unknown => (BlobHead::Unknown, &[]),
+        BlobResponse::Unavailable => (BlobHead::Unavailable, &[]),
     };
     let head = encode_frame(&head, MAX_BLOB_HEAD)?;
     // Length and head in one write, so they leave in one frame of the stream below.
@@ -298,6 +300,54 @@ mod tests {
             blob_round_trip(BlobResponse::Unknown),
             BlobResponse::Unknown
         );
+        assert_eq!(
+            blob_round_trip(BlobResponse::Unavailable),
+            BlobResponse::Unavailable
+        );
+    }
+
+    /// The blob heads of a release of wire version 8 from before
+    /// [`BlobResponse::Unavailable`].
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // Only decoded.
+    enum HeadBeforeUnavailable {
+        Chunk { len: u64 },
+        NotYet,
+        Unknown,
+    }
+
+    /// A release that does not know `Unavailable` fails to read it, clearly, as malformed
+    /// (its request fails: it takes the holder for one out of reach), and reads every other
+    /// head as before.
+    #[test]
+    fn an_answer_a_release_does_not_know_fails_its_request() {
+        let written = |response: BlobResponse| {
+            let mut buf = Vec::new();
+            block_on(write_blob_response(&mut buf, &response)).unwrap();
+            buf
+        };
+        let read_by_older = |buf: Vec<u8>| {
+            block_on(read_frame::<HeadBeforeUnavailable, _>(
+                &mut Cursor::new(buf),
+                MAX_BLOB_HEAD,
+            ))
+        };
+        let err = read_by_older(written(BlobResponse::Unavailable)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().starts_with("malformed message"), "{err}");
+        assert!(err.to_string().contains("Unavailable"), "{err}");
+        assert!(matches!(
+            read_by_older(written(BlobResponse::Unknown)),
+            Ok(HeadBeforeUnavailable::Unknown)
+        ));
+        assert!(matches!(
+            read_by_older(written(BlobResponse::NotYet)),
+            Ok(HeadBeforeUnavailable::NotYet)
+        ));
+        assert!(matches!(
+            read_by_older(written(BlobResponse::Chunk(vec![1; 3]))),
+            Ok(HeadBeforeUnavailable::Chunk { len: 3 })
+        ));
     }
 
     #[test]

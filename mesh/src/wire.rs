@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// (`QueryFailed`), JOB_WAIT registrations name the waiter's run, runs say their age. Version
 /// 7: presences are signed by their node ([`Presence::signature`]). Version 8: a file's chunk
 /// list holds the chaining values of its pieces, which add up to the file's blake3
-/// (`jobs::spec::FileRef::chunks`), where it held their plain hashes.
+/// (`jobs::spec::FileRef::chunks`), where it held their plain hashes; later in version 8, a
+/// blob answer may be [`BlobResponse::Unavailable`] (no new version: a release without it
+/// reads it as a failed request, see there).
 pub const WIRE_VERSION: u16 = 8;
 
 /// The version this process speaks: [`WIRE_VERSION`], unless a test made it another release.
@@ -372,6 +374,15 @@ pub enum BlobResponse {
     NotYet,
     /// This node serves no such file.
     Unknown,
+    /// This node holds the file but cannot serve it now (reading its copy failed: a failing
+    /// disk, no file descriptors left). The asker turns to other holders and asks this one
+    /// again later, as it does a holder out of reach, and never takes it for "not held".
+    ///
+    /// Releases of wire version 8 from before this answer do not know it: the head
+    /// ([`BlobHead::Unavailable`]) fails to decode there as an unknown variant
+    /// ([`WireError::Malformed`]), so their request fails, and they take a failed request
+    /// for a holder out of reach: the same outcome, which is why the version stays 8.
+    Unavailable,
 }
 
 /// How a [`BlobResponse`] travels: this head, in a versioned envelope, then for a chunk its
@@ -379,9 +390,14 @@ pub enum BlobResponse {
 /// decoder makes of a large byte string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BlobHead {
-    Chunk { len: u64 },
+    Chunk {
+        len: u64,
+    },
     NotYet,
     Unknown,
+    /// [`BlobResponse::Unavailable`]; a request answered so fails on a release that does not
+    /// know it (see there).
+    Unavailable,
 }
 
 /// Responses on `/directord/ctl/1`.

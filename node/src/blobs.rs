@@ -74,6 +74,11 @@ pub enum ChunkLookup {
     NotYet,
     /// This store does not know the blob, or the blob has no such chunk.
     Unknown,
+    /// This store holds the blob (or a fetch of it) but cannot read the chunk now: the disk
+    /// failing, no file descriptors left, something other than a file in its place. The blob
+    /// stays held; the asker turns to other holders and asks this one again later, and never
+    /// takes this answer for "unknown".
+    Unreadable,
 }
 
 #[derive(Default)]
@@ -554,11 +559,12 @@ impl BlobStore {
             }
             // Renamed from .part to complete meanwhile: ask again.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChunkLookup::NotYet,
-            // The disk failing, or out of descriptors: the asker goes to another holder
-            // rather than wait for this one.
+            // The disk failing, or out of descriptors: still held, so not "unknown" (which
+            // could fail the asker's job for a file this node has); the asker goes to another
+            // holder rather than wait for this one.
             Err(e) => {
                 warn!(blob = %hash, path = %path.display(), "cannot serve chunk {index}: {e}");
-                ChunkLookup::Unknown
+                ChunkLookup::Unreadable
             }
         }
     }
@@ -1338,11 +1344,14 @@ mod tests {
         assert_eq!(written, vec![None, Some(at(60)), None, Some(at(120)), None]);
         assert_eq!(last.at, at(150));
     }
+
     /// A chunk that cannot be read for any reason but a fetch's file renamed meanwhile (a
-    /// disk error; here a directory in the file's place) is not "not yet", which would keep
-    /// the asker waiting on this node for nothing.
+    /// disk error; here a directory in the file's place, which opens but fails to read, as
+    /// root too) is "unreadable": not "not yet", which would keep the asker waiting on this
+    /// node for nothing, nor "unknown", which would tell the asker this node does not hold
+    /// the file. The blob stays held, and is served again once it can be read.
     #[test]
-    fn a_chunk_that_cannot_be_read_is_unknown_not_awaited() {
+    fn a_chunk_that_cannot_be_read_is_unreadable_not_unknown_nor_awaited() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let in_place_of = |path: PathBuf| {
@@ -1354,7 +1363,18 @@ mod tests {
         let f = file_ref(b"hello");
         store.put(&f.hash, b"hello").unwrap();
         in_place_of(store.path(&f.hash));
-        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unknown);
+        assert_eq!(store.chunk(&f.hash, 0), ChunkLookup::Unreadable);
+        assert!(
+            store.holds(&f.hash),
+            "a blob that cannot be read was forgotten"
+        );
+        // Readable again (the disk back): served, as it was never forgotten.
+        fs::remove_dir_all(store.path(&f.hash)).unwrap();
+        fs::write(store.path(&f.hash), b"hello").unwrap();
+        assert_eq!(
+            store.chunk(&f.hash, 0),
+            ChunkLookup::Have(b"hello".to_vec())
+        );
         // A fetch whose file went (renamed to the complete blob meanwhile): ask again.
         let g = file_ref(b"other");
         let attempt = store.begin(&g).unwrap();
@@ -1362,7 +1382,12 @@ mod tests {
         fs::remove_file(store.part_path(&g.hash)).unwrap();
         assert_eq!(store.chunk(&g.hash, 0), ChunkLookup::NotYet);
         in_place_of(store.part_path(&g.hash));
-        assert_eq!(store.chunk(&g.hash, 0), ChunkLookup::Unknown);
+        assert_eq!(store.chunk(&g.hash, 0), ChunkLookup::Unreadable);
+        assert_eq!(
+            store.has_chunk(&g.hash, 0),
+            Some(true),
+            "the fetch lost its chunk"
+        );
     }
 
     /// A file carried inside an announce that cannot be stored (a full disk; here a

@@ -21,7 +21,7 @@ use coordination::{
 };
 use jobs::{Fingerprint, spec::FileRef};
 use mesh::{
-    BlobToken, MeshHandle, MeshStatus, PeerId,
+    BlobToken, MeshError, MeshHandle, MeshStatus, PeerId,
     wire::{BlobRequest, BlobResponse},
 };
 use tokio::sync::{mpsc, oneshot};
@@ -331,22 +331,18 @@ impl Actor {
             let found = tokio::task::spawn_blocking(move || store.chunk(&hash, request.index))
                 .await
                 .unwrap_or(ChunkLookup::NotYet);
-            let response = match found {
-                ChunkLookup::Have(mut data) => {
-                    if hooks.active("test-slow-blobs") {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                    if hooks.active("test-corrupt-blobs")
-                        && let Some(b) = data.first_mut()
-                    {
-                        *b ^= 0xff;
-                    }
-                    served.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    BlobResponse::Chunk(data)
+            let mut response = answer_to(found);
+            if let BlobResponse::Chunk(data) = &mut response {
+                if hooks.active("test-slow-blobs") {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                ChunkLookup::NotYet => BlobResponse::NotYet,
-                ChunkLookup::Unknown => BlobResponse::Unknown,
-            };
+                if hooks.active("test-corrupt-blobs")
+                    && let Some(b) = data.first_mut()
+                {
+                    *b ^= 0xff;
+                }
+                served.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
             let _ = mesh.reply_blob(token, response).await;
         });
     }
@@ -588,6 +584,29 @@ fn name_of(names: &Option<MeshStatus>, node: &NodeId) -> String {
     }
 }
 
+/// The answer to a chunk request, as the blob store found the chunk.
+fn answer_to(found: ChunkLookup) -> BlobResponse {
+    match found {
+        ChunkLookup::Have(data) => BlobResponse::Chunk(data),
+        ChunkLookup::NotYet => BlobResponse::NotYet,
+        ChunkLookup::Unknown => BlobResponse::Unknown,
+        ChunkLookup::Unreadable => BlobResponse::Unavailable,
+    }
+}
+
+/// The chunk an answer brings, to check and write; or, without one, what the download hears
+/// of its source. A holder that cannot read its copy now is taken as one out of reach, as is
+/// a request that failed: passed over for a while and asked again, never counted as a node
+/// that does not hold the file (which, from every source, fails the job).
+fn chunk_or_result(answer: Result<BlobResponse, MeshError>) -> Result<Vec<u8>, ChunkResult> {
+    match answer {
+        Ok(BlobResponse::Chunk(data)) => Ok(data),
+        Ok(BlobResponse::NotYet) => Err(ChunkResult::NotYet),
+        Ok(BlobResponse::Unknown) => Err(ChunkResult::Unknown),
+        Ok(BlobResponse::Unavailable) | Err(_) => Err(ChunkResult::Unreachable),
+    }
+}
+
 /// Asks `from` for one chunk and writes it for the download `attempt` if it checks out; a
 /// corrupt chunk comes back with what was expected and found; `Err` when this node cannot
 /// write it (or that download was given up meanwhile).
@@ -606,26 +625,71 @@ async fn fetch_chunk(
         hash: file.hash.0,
         index: index as u64,
     };
-    Ok(match mesh.request_blob(peer, request).await {
-        Ok(BlobResponse::Chunk(data)) => {
-            let store = store.clone();
-            let file = file.clone();
-            let write = move || store.write_chunk(&file, attempt, index, &data);
-            match tokio::task::spawn_blocking(write).await {
-                Ok(Ok(None)) => (ChunkResult::Ok, None),
-                Ok(Ok(Some(detail))) => {
-                    warn!(%from, "corrupt chunk: {detail}");
-                    (ChunkResult::Corrupt, Some(detail))
-                }
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(e) => return Err(format!("the chunk check stopped: {e}")),
-            }
+    let answer = mesh.request_blob(peer, request).await;
+    match &answer {
+        Err(e) => debug!(%from, index, "chunk request failed: {e}"),
+        Ok(BlobResponse::Unavailable) => {
+            debug!(%from, index, "the holder cannot read its copy now");
         }
-        Ok(BlobResponse::NotYet) => (ChunkResult::NotYet, None),
-        Ok(BlobResponse::Unknown) => (ChunkResult::Unknown, None),
-        Err(e) => {
-            debug!(%from, index, "chunk request failed: {e}");
-            (ChunkResult::Unreachable, None)
+        Ok(_) => {}
+    }
+    let data = match chunk_or_result(answer) {
+        Ok(data) => data,
+        Err(result) => return Ok((result, None)),
+    };
+    let store = store.clone();
+    let file = file.clone();
+    let write = move || store.write_chunk(&file, attempt, index, &data);
+    Ok(match tokio::task::spawn_blocking(write).await {
+        Ok(Ok(None)) => (ChunkResult::Ok, None),
+        Ok(Ok(Some(detail))) => {
+            warn!(%from, "corrupt chunk: {detail}");
+            (ChunkResult::Corrupt, Some(detail))
         }
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(e) => return Err(format!("the chunk check stopped: {e}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A holder whose copy cannot be read says so ("unavailable"), not "unknown"; the asker
+    /// takes that as a holder out of reach, never as one without the file, which would fail
+    /// the job once every source said it for a minute.
+    #[test]
+    fn a_holder_that_cannot_read_its_copy_is_out_of_reach_not_without_it() {
+        assert_eq!(
+            answer_to(ChunkLookup::Unreadable),
+            BlobResponse::Unavailable
+        );
+        assert_eq!(
+            chunk_or_result(Ok(BlobResponse::Unavailable)),
+            Err(ChunkResult::Unreachable)
+        );
+        // The other answers, as before.
+        assert_eq!(answer_to(ChunkLookup::Unknown), BlobResponse::Unknown);
+        assert_eq!(answer_to(ChunkLookup::NotYet), BlobResponse::NotYet);
+        assert_eq!(
+            answer_to(ChunkLookup::Have(b"hi".to_vec())),
+            BlobResponse::Chunk(b"hi".to_vec())
+        );
+        assert_eq!(
+            chunk_or_result(Ok(BlobResponse::Unknown)),
+            Err(ChunkResult::Unknown)
+        );
+        assert_eq!(
+            chunk_or_result(Ok(BlobResponse::NotYet)),
+            Err(ChunkResult::NotYet)
+        );
+        assert_eq!(
+            chunk_or_result(Err(MeshError::Stopped)),
+            Err(ChunkResult::Unreachable)
+        );
+        assert_eq!(
+            chunk_or_result(Ok(BlobResponse::Chunk(b"hi".to_vec()))),
+            Ok(b"hi".to_vec())
+        );
+    }
 }

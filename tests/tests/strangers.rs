@@ -534,6 +534,7 @@ enum Answer {
     Chunk { bytes: usize },
     NotYet,
     Unknown,
+    Unavailable,
 }
 
 impl Answer {
@@ -542,6 +543,7 @@ impl Answer {
             BlobResponse::Chunk(data) => Answer::Chunk { bytes: data.len() },
             BlobResponse::NotYet => Answer::NotYet,
             BlobResponse::Unknown => Answer::Unknown,
+            BlobResponse::Unavailable => Answer::Unavailable,
         }
     }
 }
