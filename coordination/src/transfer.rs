@@ -40,11 +40,12 @@
 //!   file, and nothing else, for [`NOT_HELD_AFTER`] (each other source is then passed over
 //!   after one round: nothing is on its way to it), and every other source last answered the
 //!   same since the originator began to, and has itself said nothing else for as long (a
-//!   holder just restarted answers "unknown" until it learns of this node), none out of
-//!   reach, none asked and not answered. Every copy of the run's file comes from the
-//!   originator, from a holder the run names or from another target of the job (the only job
-//!   of the run that sends the file), all of them sources, so none will come; a source out of
-//!   reach may hold the file, and keeps the download waiting.
+//!   request that fails starts a source's spell over: a node just restarted answers
+//!   "unknown" until it learns of this node), none out of reach, none asked and not
+//!   answered. Every copy of the run's file comes from the originator, from a holder the run
+//!   names or from another target of the job (the only job of the run that sends the file),
+//!   all of them sources, so none will come; a source out of reach may hold the file, and
+//!   keeps the download waiting.
 //!
 //! [`distribution_sources`] orders the sources of a file for one target of a run;
 //! [`run_file_sources`] names the originator among them when they cover the run.
@@ -79,10 +80,10 @@ pub const MAX_UNKNOWN: u32 = 40;
 /// How long the run's originator must answer that it does not know the file, and nothing
 /// else in between (an unreachable request starts it over), before its word is taken that
 /// it no longer holds it. A node also answers so when it does not know the asker as a member
-/// yet, and when reading its copy fails: an originator whose daemon restarts begins with an
-/// empty membership table and learns of the asker from the asker's next heartbeat (5 s, and
-/// longer in a large mesh) or from the sync with a peer every 15 s, and a read error may
-/// pass. This is well past both.
+/// yet: an originator whose daemon restarts begins with an empty membership table and
+/// learns of the asker from the asker's next heartbeat (5 s, and longer in a large mesh) or
+/// from the sync with a peer every 15 s. This is well past that. (A holder that cannot read
+/// its copy answers that it cannot serve it now, which counts as out of reach.)
 pub const NOT_HELD_AFTER: Duration = Duration::from_secs(60);
 /// The first pause before a source that did not know the file is asked again; it doubles
 /// each time, up to [`MAX_UNREACHABLE_PAUSE`].
@@ -256,8 +257,10 @@ struct OutOfReach {
 /// A source that answered that it does not know the file.
 #[derive(Debug, Clone, Copy)]
 struct Lacking {
-    /// Its first such answer since it last answered anything else (or failed to answer).
-    first_said: Instant,
+    /// Its first such answer since it last answered anything else or failed to answer
+    /// (`None` from such a failure until it says so again): its spell of not knowing the
+    /// file began then.
+    first_said: Option<Instant>,
     /// When it last answered so.
     said_at: Instant,
     /// Rounds of such answers since it was last asked again.
@@ -270,13 +273,13 @@ struct Lacking {
     pauses: u32,
 }
 
-/// The run's originator answering, again and again, that it does not know the file.
-#[derive(Debug, Clone, Copy)]
-struct Streak {
-    /// Its first such answer since it last answered anything else.
-    since: Instant,
-    /// Its last such answer.
-    last: Instant,
+impl Lacking {
+    /// When its spell began, if it has lasted [`NOT_HELD_AFTER`]: its word that it does not
+    /// hold the file is taken then.
+    fn for_long_since(&self) -> Option<Instant> {
+        self.first_said
+            .filter(|first| self.said_at.saturating_duration_since(*first) >= NOT_HELD_AFTER)
+    }
 }
 
 /// A source that said it does not have a chunk yet: it is behind, still fetching the file
@@ -362,8 +365,6 @@ pub struct Download {
     sources: Vec<NodeId>,
     /// The root every copy comes from, if the node named it ([`Sources::originator`]).
     originator: Option<NodeId>,
-    /// Since when the originator has answered it does not know the file, and nothing else.
-    originator_unknown: Option<Streak>,
     /// Per chunk: sources that failed it, with why.
     failed: HashMap<usize, HashMap<NodeId, &'static str>>,
     /// Per chunk not in yet: the source that said it does not have it yet, and since when it
@@ -419,7 +420,6 @@ impl Download {
             chunks: vec![Chunk::Missing { not_before: now }; chunks],
             sources: Vec::new(),
             originator,
-            originator_unknown: None,
             failed: HashMap::new(),
             not_yet: HashMap::new(),
             lacking: HashMap::new(),
@@ -460,7 +460,6 @@ impl Download {
             Input::Sources(more) => {
                 if more.originator != self.originator {
                     self.originator = None;
-                    self.originator_unknown = None;
                 }
                 for s in more.nodes {
                     if !self.sources.contains(&s) {
@@ -545,13 +544,15 @@ impl Download {
         {
             b.probing = None;
         }
-        self.originator_said(&from, result, now);
-        if result == ChunkResult::Unreachable && self.asked_before_waking(asked_at) {
-            // Asked before this node was not running for a while: the request may have timed
-            // out on this side. Asked again, nothing held against the source.
-            self.end_probe(&from, index);
-            self.chunks[index] = Chunk::Missing { not_before: now };
-            return self.schedule(now);
+        if result == ChunkResult::Unreachable {
+            self.not_heard(&from);
+            if self.asked_before_waking(asked_at) {
+                // Asked before this node was not running for a while: the request may have
+                // timed out on this side. Asked again, nothing held against the source.
+                self.end_probe(&from, index);
+                self.chunks[index] = Chunk::Missing { not_before: now };
+                return self.schedule(now);
+            }
         }
         if result != ChunkResult::Unreachable {
             self.heard(&from, result, now);
@@ -579,24 +580,13 @@ impl Download {
         self.schedule(now)
     }
 
-    /// If `from` is the originator, what its answer `result` at `now` makes of its streak of
-    /// not knowing the file: one more such answer, or, any other (a request that failed too:
-    /// it may have lost the asker's answer), the end of it.
-    fn originator_said(&mut self, from: &NodeId, result: ChunkResult, now: Instant) {
-        if self.originator.as_ref() != Some(from) {
-            return;
+    /// A request to `from` failed: it may have restarted, and answer it does not know the
+    /// file until it learns of this node, so its spell of saying so starts over (its pause,
+    /// if passed over, stands).
+    fn not_heard(&mut self, from: &NodeId) {
+        if let Some(l) = self.lacking.get_mut(from) {
+            l.first_said = None;
         }
-        self.originator_unknown = match (result, self.originator_unknown) {
-            (ChunkResult::Unknown, Some(streak)) => Some(Streak {
-                last: now,
-                ..streak
-            }),
-            (ChunkResult::Unknown, None) => Some(Streak {
-                since: now,
-                last: now,
-            }),
-            _ => None,
-        };
     }
 
     /// `from` answered (`result` is not [`ChunkResult::Unreachable`]): it is reachable, and
@@ -632,12 +622,11 @@ impl Download {
                 self.quiet.remove(&from);
             }
         }
-        // A late answer that it does not know the file was given a while ago: it does not
-        // lengthen the originator's streak; any other answer ends it.
-        if result != ChunkResult::Unknown {
-            self.originator_said(&from, result, now);
-        }
-        if result != ChunkResult::Unreachable {
+        // A late answer that it does not know the file was given a while ago: it neither
+        // begins nor lengthens a spell of saying so; any other answer ends it.
+        if result == ChunkResult::Unreachable {
+            self.not_heard(&from);
+        } else {
             // It answers: back for every chunk. A probe it was asked (a chunk it owes, since
             // it has been asked nothing while quiet) is over, answered or not.
             self.quiet.remove(&from);
@@ -812,9 +801,9 @@ impl Download {
     /// `from` does not know the file: asked again a little later, and passed over for a
     /// while once it has said so for [`MAX_UNKNOWN`] rounds, or for one once the originator
     /// has said so for [`NOT_HELD_AFTER`] (nothing is on its way to `from` then: its patience,
-    /// for a copy it may not have begun, would only keep the sources after it unasked). The
-    /// originator's pause ends no later than its streak reaches [`NOT_HELD_AFTER`], so that
-    /// its word is taken then.
+    /// for a copy it may not have begun, would only keep the sources after it unasked). When
+    /// the originator is named, a pause ends no later than the source's spell reaches
+    /// [`NOT_HELD_AFTER`], so that its word is taken then.
     fn unknown_to(&mut self, from: NodeId, now: Instant) -> Chunk {
         let is_originator = self.originator.as_ref() == Some(&from);
         let patience = if self.originator_lacks_it() && !is_originator {
@@ -822,20 +811,8 @@ impl Download {
         } else {
             MAX_UNKNOWN
         };
-        let streak_since = match self.originator_unknown.filter(|_| is_originator) {
-            Some(streak) => Some(streak.since),
-            // Another source's own spell counts too (see `held_by_none`), when the rule
-            // applies at all.
-            None if self.originator.is_some() && !is_originator => {
-                Some(self.lacking.get(&from).map_or(now, |l| l.first_said))
-            }
-            None => None,
-        };
-        let due = streak_since
-            .map(|since| since + NOT_HELD_AFTER)
-            .filter(|due| *due > now);
         let l = self.lacking.entry(from).or_insert(Lacking {
-            first_said: now,
+            first_said: None,
             said_at: now,
             rounds: 0,
             counted_at: now,
@@ -843,6 +820,10 @@ impl Download {
             pauses: 0,
         });
         l.said_at = now;
+        let first_said = *l.first_said.get_or_insert(now);
+        // Only when the word of every source can end the download (see `held_by_none`).
+        let due =
+            Some(first_said + NOT_HELD_AFTER).filter(|due| self.originator.is_some() && *due > now);
         // The chunks in flight at once all answer alike: one round.
         if l.rounds == 0 || now >= l.counted_at + NOT_YET_PAUSE {
             l.rounds += 1;
@@ -963,31 +944,30 @@ impl Download {
         actions
     }
 
-    /// Whether no source may ever give the file: the originator answered it does not hold it,
-    /// and nothing else, for [`NOT_HELD_AFTER`], and every other source last answered the
-    /// same since the originator began to, after saying nothing else for as long. Then nothing is on its way to any of them: every
-    /// copy of the run's file comes from the originator, a holder the run names or another
-    /// target of the job, and the node names the originator only when all of those are
-    /// sources ([`run_file_sources`]). Not while a source is out of reach (it may hold the
-    /// file), nor while a request is unanswered (its answer may be a chunk), nor while a
-    /// source's last word is older than the originator's streak (it is asked again first).
+    /// Whether no source may ever give the file: every source, the originator among them, has
+    /// answered it does not hold it, and nothing else, for [`NOT_HELD_AFTER`], each last
+    /// since the originator began to. Then nothing is on its way to any of them: every copy
+    /// of the run's file comes from the originator, a holder the run names or another target
+    /// of the job, and the node names the originator only when all of those are sources
+    /// ([`run_file_sources`]). Not while a source is out of reach (it may hold the file), nor
+    /// while a request is unanswered (its answer may be a chunk), nor while a source's last
+    /// word is older than the originator's spell (it is asked again first).
     fn held_by_none(&self) -> Option<Failure> {
         let originator = self.originator.as_ref()?;
-        let streak = self.originator_unknown?;
-        if !self.originator_lacks_it() || !self.in_flight.is_empty() || !self.quiet.is_empty() {
+        let since = self.lacking.get(originator)?.for_long_since()?;
+        if !self.in_flight.is_empty() || !self.quiet.is_empty() {
             return None;
         }
         // Last answered it does not know the file (any other answer ends its `lacking`),
-        // since the originator's streak began, and answered since it last failed to; and has
-        // said so, and nothing else, for [`NOT_HELD_AFTER`] itself: a holder just restarted
-        // (back from out of reach) answers "unknown" until it learns of this node, as the
-        // originator may.
+        // since the originator's spell began; and has said so, and nothing else, for
+        // [`NOT_HELD_AFTER`] itself, answering since it last failed to (a failed request
+        // starts its spell over): a holder just restarted (back from out of reach) answers
+        // "unknown" until it learns of this node, as the originator may.
         let lacking = |s: &NodeId| {
-            s == originator
-                || self.lacking.get(s).is_some_and(|l| {
-                    l.said_at >= streak.since
-                        && l.said_at.saturating_duration_since(l.first_said) >= NOT_HELD_AFTER
-                }) && !self.unreachable.contains_key(s)
+            self.lacking
+                .get(s)
+                .is_some_and(|l| l.said_at >= since && l.for_long_since().is_some())
+                && !self.unreachable.contains_key(s)
         };
         if !self.sources.iter().all(lacking) {
             return None;
@@ -1001,9 +981,10 @@ impl Download {
     /// Whether the originator has answered it does not know the file, and nothing else, for
     /// [`NOT_HELD_AFTER`].
     fn originator_lacks_it(&self) -> bool {
-        self.originator_unknown.is_some_and(|streak| {
-            streak.last.saturating_duration_since(streak.since) >= NOT_HELD_AFTER
-        })
+        self.originator
+            .as_ref()
+            .and_then(|o| self.lacking.get(o))
+            .is_some_and(|l| l.for_long_since().is_some())
     }
 
     /// Asks for missing chunks while the window has room, each of the first source that can
@@ -2360,8 +2341,8 @@ mod tests {
     }
 
     /// The originator of a one-target run answers that it does not know the file for a while
-    /// (its daemon restarted and does not know this node as a member yet, or reading its copy
-    /// failed for a moment) and then serves: the download finishes.
+    /// (its daemon restarted and does not know this node as a member yet) and then serves:
+    /// the download finishes.
     #[test]
     fn an_originator_that_lacks_the_file_for_a_while_and_then_serves_is_waited_for() {
         for lacking_for in [3, 10, 30, 50].map(secs) {
@@ -2409,6 +2390,43 @@ mod tests {
                 (ms(20), ChunkResult::Ok)
             })
         });
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
+    /// A holder the run names says for half a minute that it does not know the file (it does
+    /// not know this node as a member yet), restarts (out of reach for 15 s), and says so
+    /// again for 55 s before it serves, while the originator no longer holds the file: a
+    /// request that failed starts its spell over, as it does the originator's, so neither
+    /// stretch is long enough, and the download finishes.
+    #[test]
+    fn a_holder_that_lacks_the_file_twice_briefly_is_waited_for() {
+        let t = Instant::now();
+        let (mut d, first) = Download::new(40, of_run(&["origin", "holder"], "origin"), t);
+        let trace = drive(&mut d, first, t, secs(300), |at, _, from| {
+            let at = at - t;
+            Some(match from.0.as_str() {
+                "holder" if at < secs(30) => (ms(20), ChunkResult::Unknown),
+                "holder" if at < secs(45) => (ms(20), ChunkResult::Unreachable),
+                "holder" if at < secs(100) => (ms(20), ChunkResult::Unknown),
+                "holder" => (ms(20), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::Unknown),
+            })
+        });
+        let asked_in = |from: Duration, to: Duration| {
+            trace
+                .asked
+                .iter()
+                .any(|(at, _, source)| *source == n("holder") && (from..to).contains(&(*at - t)))
+        };
+        assert!(
+            asked_in(secs(30), secs(45)),
+            "the holder was asked while out of reach"
+        );
+        assert!(
+            asked_in(secs(60), secs(100)),
+            "the holder was asked after a minute"
+        );
         assert!(failures(&trace).is_empty(), "{:?}", trace.said);
         assert!(trace.done_at().is_some(), "{:?}", trace.said);
     }
