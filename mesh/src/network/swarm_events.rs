@@ -170,20 +170,15 @@ impl EventLoop {
             gossipsub::Event::Message { message, .. } => {
                 if message.topic == self.jobs_topic.hash() {
                     // Jobs come only from members (nodes whose presence this node has heard).
-                    if let Some(source) = message.source
-                        && !self.is_member(&source)
-                    {
-                        self.not_a_member(&source, "dropped a job announce");
-                        return;
-                    }
-                    if let Some(source) = message.source {
-                        let _ = self
-                            .events
-                            .send(MeshEvent::Announce {
-                                source,
-                                data: message.data,
-                            })
-                            .await;
+                    match message.source {
+                        Some(source) if !self.is_member(&source) => {
+                            self.not_a_member(&source, "dropped a job announce")
+                        }
+                        Some(source) => {
+                            let data = message.data;
+                            let _ = self.events.send(MeshEvent::Announce { source, data }).await;
+                        }
+                        None => {}
                     }
                     return;
                 }
@@ -225,7 +220,11 @@ impl EventLoop {
         }
     }
 
+    /// A control-protocol event: requests answered here or handed to the layer above (jobs),
+    /// answers given to the requests waiting for them.
     pub(super) async fn on_ctl(&mut self, event: request_response::Event<CtlRequest, CtlResponse>) {
+        self.peer_use
+            .begin_or_end(RequestProtocol::Ctl, &event, Instant::now());
         match event {
             request_response::Event::Message {
                 peer,
@@ -237,8 +236,6 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let exchange = Exchange::Inbound(RequestProtocol::Ctl, request_id);
-                self.peer_use.began(peer, exchange, Instant::now());
                 let response = match request {
                     CtlRequest::Job(_) if !self.is_member(&peer) => {
                         self.not_a_member(&peer, "refused a job message");
@@ -301,8 +298,6 @@ impl EventLoop {
                 ..
             } => {
                 self.request_done(request_id);
-                let exchange = Exchange::Outbound(RequestProtocol::Ctl, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(match response {
                         CtlResponse::Job(data) => Ok(data),
@@ -351,8 +346,6 @@ impl EventLoop {
                 ..
             } => {
                 self.request_done(request_id);
-                let exchange = Exchange::Outbound(RequestProtocol::Ctl, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_requests.remove(&request_id) {
                     let _ = reply.send(Err(MeshError::Request {
                         peer,
@@ -371,26 +364,24 @@ impl EventLoop {
                 ..
             } => {
                 self.pending_replies.remove(&request_id);
-                let exchange = Exchange::Inbound(RequestProtocol::Ctl, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
                 if let request_response::InboundFailure::Io(e) = &error {
                     self.say_if_too_large(peer, e);
                 }
                 debug!(%peer, "inbound control request failed: {error}");
             }
-            request_response::Event::ResponseSent {
-                peer, request_id, ..
-            } => {
-                let exchange = Exchange::Inbound(RequestProtocol::Ctl, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
-            }
+            // An answer sent only ends its exchange, counted above.
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
+    /// A blob-protocol event: members' chunk requests handed to the layer above, answers
+    /// given to the downloads waiting for them.
     pub(super) async fn on_blob(
         &mut self,
         event: request_response::Event<BlobRequest, BlobResponse>,
     ) {
+        self.peer_use
+            .begin_or_end(RequestProtocol::Blob, &event, Instant::now());
         match event {
             request_response::Event::Message {
                 peer,
@@ -402,8 +393,6 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let exchange = Exchange::Inbound(RequestProtocol::Blob, request_id);
-                self.peer_use.began(peer, exchange, Instant::now());
                 // Files go to members only, as jobs come only from them (in an open mesh any
                 // host may connect; one that never announced itself learns nothing here).
                 if !self.is_member(&peer) {
@@ -427,7 +416,6 @@ impl EventLoop {
                 }
             }
             request_response::Event::Message {
-                peer,
                 message:
                     request_response::Message::Response {
                         request_id,
@@ -435,8 +423,6 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let exchange = Exchange::Outbound(RequestProtocol::Blob, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_blobs.remove(&request_id) {
                     let _ = reply.send(Ok(response));
                 }
@@ -447,8 +433,6 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                let exchange = Exchange::Outbound(RequestProtocol::Blob, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
                 if let Some(reply) = self.pending_blobs.remove(&request_id) {
                     let _ = reply.send(Err(MeshError::Request {
                         peer,
@@ -456,19 +440,11 @@ impl EventLoop {
                     }));
                 }
             }
-            request_response::Event::InboundFailure {
-                peer, request_id, ..
-            } => {
+            request_response::Event::InboundFailure { request_id, .. } => {
                 self.pending_blob_replies.remove(&request_id);
-                let exchange = Exchange::Inbound(RequestProtocol::Blob, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
             }
-            request_response::Event::ResponseSent {
-                peer, request_id, ..
-            } => {
-                let exchange = Exchange::Inbound(RequestProtocol::Blob, request_id);
-                self.peer_use.ended(peer, exchange, Instant::now());
-            }
+            // An answer sent only ends its exchange, counted above.
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -476,5 +452,267 @@ impl EventLoop {
         if let Some(leaving) = &mut self.leaving {
             leaving.outstanding.remove(&id);
         }
+    }
+}
+
+impl PeerUse {
+    /// Counts the exchange a request-response event on `protocol` begins or ends, at `now`,
+    /// before the event is handled: a request received begins one, ended by its answer sent
+    /// or its failure; an answer received or a failure ends a request this node sent (begun
+    /// in `send_ctl` or `send_blob`). Every kind of event is named, so a new one cannot go
+    /// uncounted.
+    fn begin_or_end<Request, Response>(
+        &mut self,
+        protocol: RequestProtocol,
+        event: &request_response::Event<Request, Response>,
+        now: Instant,
+    ) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message: Message::Request { request_id, .. },
+                ..
+            } => self.began(*peer, Exchange::Inbound(protocol, *request_id), now),
+            Event::Message {
+                peer,
+                message: Message::Response { request_id, .. },
+                ..
+            }
+            | Event::OutboundFailure {
+                peer, request_id, ..
+            } => self.ended(*peer, Exchange::Outbound(protocol, *request_id), now),
+            Event::ResponseSent {
+                peer, request_id, ..
+            }
+            | Event::InboundFailure {
+                peer, request_id, ..
+            } => self.ended(*peer, Exchange::Inbound(protocol, *request_id), now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connections::LastUse;
+    use request_response::{Event, Message};
+
+    /// Which of the two swarms of [`Pair`] heard an event.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Side {
+        Asker,
+        Answerer,
+    }
+
+    /// What a request-response event is, whatever its protocol.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Kind {
+        Request,
+        Response,
+        OutboundFailure,
+        InboundFailure,
+        ResponseSent,
+    }
+
+    /// The protocol and kind of a request-response event.
+    fn what(event: &MeshBehaviourEvent) -> (RequestProtocol, Kind) {
+        fn kind<Request, Response>(event: &Event<Request, Response>) -> Kind {
+            match event {
+                Event::Message {
+                    message: Message::Request { .. },
+                    ..
+                } => Kind::Request,
+                Event::Message {
+                    message: Message::Response { .. },
+                    ..
+                } => Kind::Response,
+                Event::OutboundFailure { .. } => Kind::OutboundFailure,
+                Event::InboundFailure { .. } => Kind::InboundFailure,
+                Event::ResponseSent { .. } => Kind::ResponseSent,
+            }
+        }
+        match event {
+            MeshBehaviourEvent::Ctl(e) => (RequestProtocol::Ctl, kind(e)),
+            MeshBehaviourEvent::Blob(e) => (RequestProtocol::Blob, kind(e)),
+            other => panic!("not a request-response event: {other:?}"),
+        }
+    }
+
+    /// Two bare swarms of the mesh's protocols connected over memory, one asking and one
+    /// answering, each counting its exchanges with the other as the event loop does.
+    struct Pair {
+        asker: Swarm<MeshBehaviour>,
+        answerer: Swarm<MeshBehaviour>,
+        asker_use: PeerUse,
+        answerer_use: PeerUse,
+    }
+
+    impl Pair {
+        async fn connected() -> Pair {
+            let swarm = || {
+                build_swarm(Keypair::generate_ed25519(), TransportKind::Memory, None)
+                    .expect("a swarm")
+            };
+            let (mut asker, mut answerer) = (swarm(), swarm());
+            answerer
+                .listen_on("/memory/0".parse().expect("a memory address"))
+                .expect("the answerer listens");
+            let addr = loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = answerer.select_next_some().await
+                {
+                    break address;
+                }
+            };
+            asker.dial(addr).expect("the asker dials");
+            let (mut asker_in, mut answerer_in) = (false, false);
+            while !(asker_in && answerer_in) {
+                tokio::select! {
+                    event = asker.select_next_some() => {
+                        asker_in |= matches!(event, SwarmEvent::ConnectionEstablished { .. });
+                    }
+                    event = answerer.select_next_some() => {
+                        answerer_in |= matches!(event, SwarmEvent::ConnectionEstablished { .. });
+                    }
+                }
+            }
+            Pair {
+                asker,
+                answerer,
+                asker_use: PeerUse::default(),
+                answerer_use: PeerUse::default(),
+            }
+        }
+
+        /// Sends a request on `protocol`, counted as `send_ctl` and `send_blob` count theirs.
+        fn ask(&mut self, protocol: RequestProtocol) {
+            let peer = *self.answerer.local_peer_id();
+            let behaviour = self.asker.behaviour_mut();
+            let id = match protocol {
+                RequestProtocol::Ctl => behaviour.ctl.send_request(&peer, CtlRequest::Job(vec![])),
+                RequestProtocol::Blob => {
+                    let request = BlobRequest {
+                        hash: [0; 32],
+                        index: 0,
+                    };
+                    behaviour.blob.send_request(&peer, request)
+                }
+            };
+            let exchange = Exchange::Outbound(protocol, id);
+            self.asker_use.began(peer, exchange, Instant::now());
+        }
+
+        /// Whether `side` counts an exchange with the other side as under way.
+        fn busy(&mut self, side: Side) -> bool {
+            let now = Instant::now();
+            let last_use = match side {
+                Side::Asker => {
+                    let peer = *self.answerer.local_peer_id();
+                    self.asker_use.last_use(peer, now)
+                }
+                Side::Answerer => {
+                    let peer = *self.asker.local_peer_id();
+                    self.answerer_use.last_use(peer, now)
+                }
+            };
+            last_use == LastUse::Busy
+        }
+
+        /// The next request-response event on either side, of either protocol, counted as the
+        /// event loop counts it (before handling it).
+        async fn next(&mut self) -> (Side, MeshBehaviourEvent) {
+            loop {
+                let (side, event) = tokio::select! {
+                    event = self.asker.select_next_some() => (Side::Asker, event),
+                    event = self.answerer.select_next_some() => (Side::Answerer, event),
+                };
+                let SwarmEvent::Behaviour(event) = event else {
+                    continue;
+                };
+                let uses = match side {
+                    Side::Asker => &mut self.asker_use,
+                    Side::Answerer => &mut self.answerer_use,
+                };
+                let now = Instant::now();
+                match &event {
+                    MeshBehaviourEvent::Ctl(e) => uses.begin_or_end(RequestProtocol::Ctl, e, now),
+                    MeshBehaviourEvent::Blob(e) => uses.begin_or_end(RequestProtocol::Blob, e, now),
+                    _ => continue,
+                }
+                return (side, event);
+            }
+        }
+    }
+
+    /// On both protocols, a request counts as under way on each side from its sending (asker)
+    /// or arrival (answerer) until its end there: an answer sent or received, or a failure
+    /// (the answerer dropping the request unanswered). While under way, the connection
+    /// budget keeps the peer's connection.
+    #[tokio::test]
+    async fn an_exchange_is_under_way_on_both_sides_until_its_answer_or_failure() {
+        let exchanges = async {
+            let mut pair = Pair::connected().await;
+            for protocol in [RequestProtocol::Ctl, RequestProtocol::Blob] {
+                for answered in [true, false] {
+                    let case = format!("{protocol:?}, answered: {answered}");
+                    pair.ask(protocol);
+                    assert!(pair.busy(Side::Asker), "{case}: a request sent begins one");
+                    assert!(!pair.busy(Side::Answerer), "{case}");
+
+                    let (side, event) = pair.next().await;
+                    assert_eq!(
+                        (side, what(&event)),
+                        (Side::Answerer, (protocol, Kind::Request)),
+                        "{case}"
+                    );
+                    assert!(
+                        pair.busy(Side::Answerer),
+                        "{case}: a request received begins one"
+                    );
+                    // Err: the asker went away, which the ends below would show.
+                    let behaviour = pair.answerer.behaviour_mut();
+                    match event {
+                        MeshBehaviourEvent::Ctl(Event::Message {
+                            message: Message::Request { channel, .. },
+                            ..
+                        }) if answered => {
+                            let _ = behaviour.ctl.send_response(channel, CtlResponse::Ack);
+                        }
+                        MeshBehaviourEvent::Blob(Event::Message {
+                            message: Message::Request { channel, .. },
+                            ..
+                        }) if answered => {
+                            let _ = behaviour.blob.send_response(channel, BlobResponse::NotYet);
+                        }
+                        // Dropping the request's channel leaves it unanswered.
+                        unanswered => drop(unanswered),
+                    }
+
+                    let mut ends = Vec::new();
+                    for _ in 0..2 {
+                        let (side, event) = pair.next().await;
+                        let (on, kind) = what(&event);
+                        assert_eq!(on, protocol, "{case}: {event:?}");
+                        assert!(!pair.busy(side), "{case}: {side:?} busy after {event:?}");
+                        ends.push((side, kind));
+                    }
+                    ends.sort();
+                    let expected = match answered {
+                        true => [
+                            (Side::Asker, Kind::Response),
+                            (Side::Answerer, Kind::ResponseSent),
+                        ],
+                        false => [
+                            (Side::Asker, Kind::OutboundFailure),
+                            (Side::Answerer, Kind::InboundFailure),
+                        ],
+                    };
+                    assert_eq!(ends, expected, "{case}");
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), exchanges)
+            .await
+            .expect("the exchanges end in time");
     }
 }
