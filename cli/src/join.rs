@@ -21,7 +21,7 @@ the identity and key, so a restarted node comes back with the same peer id.
 Settings come from flags, then DIRECTORD_MESH_* environment variables (an empty one sets
 nothing), then the --config YAML file (keys are the flags' long names: name, listen, peer,
 token, open, heartbeat-interval, socket-group, blob-retention, record-retention,
-allow-submitter; and labels, a map of KEY: VALUE), then defaults.";
+allow-submitter, max-peers; and labels, a map of KEY: VALUE), then defaults.";
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {
@@ -88,6 +88,17 @@ pub struct JoinArgs {
     #[arg(long = "allow-submitter", value_name = "PEER_ID")]
     allow_submitters: Vec<String>,
 
+    /// How many peers this node stays connected to before it closes connections nobody uses.
+    /// Above it, connections that have carried no request (jobs, results, files) for a minute
+    /// are closed, least recently used first, down to it; the peers gossip relays through stay,
+    /// so the count may stay above it. The next request for a closed peer connects again.
+    /// Lower it on a machine short of file descriptors; raise it on a node that submits to many
+    /// nodes of a large mesh, to keep their connections ready. From 12 (gossip alone keeps up
+    /// to 12 peers, never closed) to 16384 (the most members a mesh holds).
+    /// Default: 64. [env: DIRECTORD_MESH_MAX_PEERS]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    max_peers: Option<String>,
+
     /// YAML config file with the same settings. [env: DIRECTORD_MESH_CONFIG]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -143,6 +154,11 @@ impl JoinArgs {
                     config::parse_record_retention(d)
                         .map_err(|e| input(format!("--record-retention: {e}")))
                 })
+                .transpose()?,
+            max_peers: self
+                .max_peers
+                .as_deref()
+                .map(|n| config::parse_max_peers(n).map_err(|e| input(format!("--max-peers: {e}"))))
                 .transpose()?,
         })
     }

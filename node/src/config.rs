@@ -33,6 +33,22 @@ pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Job records finished longer ago than this are forgotten (`--record-retention`).
 pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// The fewest peers `--max-peers` takes: the most peers gossip keeps in a topic's mesh
+/// ([`mesh::tuning::MESH_N_HIGH`]), which are never closed, and no fewer than the members a
+/// node dials to stay in the mesh ([`mesh::tuning::DEFAULT_TARGET_PEERS`]). Below it the
+/// budget could not be kept, and would only close what is dialled again.
+pub const MAX_PEERS_FLOOR: usize = {
+    let (gossip, dialled) = (
+        mesh::tuning::MESH_N_HIGH,
+        mesh::tuning::DEFAULT_TARGET_PEERS,
+    );
+    if gossip > dialled { gossip } else { dialled }
+};
+
+/// The most peers `--max-peers` takes: the most members a mesh holds
+/// ([`mesh::membership::MAX_MEMBERS`]). A larger budget could never be reached: it is a typo.
+pub const MAX_PEERS_CEILING: usize = mesh::membership::MAX_MEMBERS;
+
 /// A setting that could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -98,6 +114,8 @@ pub struct JoinOptions {
     pub record_retention: Option<Duration>,
     /// Peers whose runs this node takes (besides its own); empty: any member's.
     pub allow_submitters: Vec<PeerId>,
+    /// Connected peers above which idle connections are closed (`--max-peers`).
+    pub max_peers: Option<usize>,
     /// Where `open` and `token` were set, to name both should they contradict each other
     /// (`None`: not set in this layer, or set by hand, as the command line's flags are).
     pub open_from: Option<Source>,
@@ -105,7 +123,7 @@ pub struct JoinOptions {
 }
 
 /// The environment variables `join` reads, in the order `--help` lists them.
-pub const JOIN_ENV: [&str; 11] = [
+pub const JOIN_ENV: [&str; 12] = [
     "DIRECTORD_MESH_NAME",
     "DIRECTORD_MESH_LISTEN",
     "DIRECTORD_MESH_PEER",
@@ -117,6 +135,7 @@ pub const JOIN_ENV: [&str; 11] = [
     "DIRECTORD_MESH_BLOB_RETENTION",
     "DIRECTORD_MESH_RECORD_RETENTION",
     "DIRECTORD_MESH_ALLOW_SUBMITTERS",
+    "DIRECTORD_MESH_MAX_PEERS",
 ];
 
 /// The config file's shape: the flags' long names, with `-` or `_`.
@@ -148,6 +167,8 @@ struct FileOptions {
         alias = "allow_submitters"
     )]
     allow_submitter: Option<serde_yaml_ng::Value>,
+    #[serde(alias = "max-peers")]
+    max_peers: Option<serde_yaml_ng::Value>,
 }
 
 /// What a YAML value is, in words, for an error that names what a setting got instead.
@@ -209,6 +230,7 @@ impl JoinOptions {
             retention,
             records,
             submitters,
+            max_peers,
         ] = JOIN_ENV;
         let list = |v: String| -> Vec<String> {
             v.split(',')
@@ -251,6 +273,9 @@ impl JoinOptions {
         }
         if let Some(v) = get(submitters) {
             o.allow_submitters = parse_peer_ids(&list(v), &Source::Env(submitters))?;
+        }
+        if let Some(v) = get(max_peers) {
+            o.max_peers = Some(parse_max_peers_in(&v, &Source::Env(max_peers))?);
         }
         Ok(o)
     }
@@ -345,6 +370,10 @@ impl JoinOptions {
                 &one_or_many(file.allow_submitter, "allow-submitter", &source)?,
                 &source,
             )?,
+            max_peers: file
+                .max_peers
+                .map(|v| parse_max_peers_in(&scalar(v, "max-peers")?, &source))
+                .transpose()?,
             open_from,
             token_from,
         })
@@ -383,6 +412,7 @@ impl JoinOptions {
             } else {
                 self.allow_submitters
             },
+            max_peers: self.max_peers.or(lower.max_peers),
         }
     }
 
@@ -439,7 +469,12 @@ impl JoinOptions {
             transport: TransportKind::Tcp,
             jobs_thread: true,
             allow_submitters: self.allow_submitters,
-            connection_budget: Default::default(),
+            connection_budget: mesh::network::ConnectionBudget {
+                max_peers: self
+                    .max_peers
+                    .unwrap_or(mesh::network::DEFAULT_CONNECTION_BUDGET),
+                ..Default::default()
+            },
         })
     }
 
@@ -527,7 +562,8 @@ pub struct NodeConfig {
     /// Peers whose runs this node takes (besides its own); empty: any member's. Runs from
     /// others are answered with every job failed as refused.
     pub allow_submitters: Vec<PeerId>,
-    /// How many peers the node stays connected to before it closes idle connections.
+    /// How many peers the node stays connected to before it closes idle connections
+    /// (`--max-peers` sets how many).
     pub connection_budget: mesh::network::ConnectionBudget,
 }
 
@@ -703,6 +739,44 @@ pub fn parse_heartbeat(text: &str) -> Result<Duration, String> {
         return Err(format!("{text} is outside 100ms..1h"));
     }
     Ok(d)
+}
+
+/// Parses `--max-peers`: a whole number of peers from [`MAX_PEERS_FLOOR`] to
+/// [`MAX_PEERS_CEILING`].
+pub fn parse_max_peers(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let range = format!("from {MAX_PEERS_FLOOR} to {MAX_PEERS_CEILING}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{text}' is not a number of peers (a whole number {range}, such as {})",
+            mesh::network::DEFAULT_CONNECTION_BUDGET
+        ));
+    }
+    let negative = text.starts_with('-');
+    // Digits past what a usize holds are far above the ceiling anyway.
+    let n = digits.parse::<usize>().unwrap_or(usize::MAX);
+    if negative || n < MAX_PEERS_FLOOR {
+        return Err(format!(
+            "{text} is too few: give a number {range} (gossip alone keeps up to {} peers connected, \
+             and those are never closed)",
+            mesh::tuning::MESH_N_HIGH
+        ));
+    }
+    if n > MAX_PEERS_CEILING {
+        return Err(format!(
+            "{text} is too many: give a number {range} (a mesh holds at most {MAX_PEERS_CEILING} members)"
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_max_peers_in(text: &str, source: &Source) -> Result<usize, ConfigError> {
+    parse_max_peers(text).map_err(|reason| ConfigError::Invalid {
+        origin: source.clone(),
+        setting: "max-peers".into(),
+        reason,
+    })
 }
 
 /// Parses a blob retention: a duration of at least one second, or 0 for "keep forever".

@@ -450,7 +450,7 @@ fn the_config_file_is_named_by_the_flag_or_the_variable() {
 #[test]
 fn empty_variables_count_as_unset() {
     let file = "name: from-file\nlisten: 127.0.0.1:1000\nopen: true\nheartbeat-interval: 7\n\
-                blob-retention: 2h\nrecord-retention: 7d\nsocket-group: wheel\n";
+                blob-retention: 2h\nrecord-retention: 7d\nsocket-group: wheel\nmax-peers: 30\n";
     for value in ["", "  "] {
         let unset: Vec<(&str, &str)> = JOIN_ENV.iter().map(|k| (*k, value)).collect();
         assert_eq!(
@@ -466,6 +466,7 @@ fn empty_variables_count_as_unset() {
         assert_eq!(c.blob_retention, Some(Duration::from_secs(7200)));
         assert_eq!(c.record_retention, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(c.socket_group.as_deref(), Some("wheel"));
+        assert_eq!(c.connection_budget.max_peers, 30);
     }
 }
 
@@ -515,4 +516,98 @@ fn open_and_a_keyed_token_are_named_where_each_was_set() {
         e.contains("--open") && e.contains("DIRECTORD_MESH_TOKEN"),
         "{e}"
     );
+}
+
+/// `max-peers` sets the connection budget from any layer, the first that says winning; the
+/// default is the mesh's, and the idle time stays the mesh's.
+#[test]
+fn max_peers_layers_into_the_connection_budget() {
+    let c = layers(JoinOptions::default(), &[], "").unwrap();
+    assert_eq!(
+        c.connection_budget,
+        mesh::network::ConnectionBudget::default()
+    );
+    let c = layers(JoinOptions::default(), &[], "max-peers: 200\n").unwrap();
+    assert_eq!(c.connection_budget.max_peers, 200);
+    assert_eq!(
+        c.connection_budget.idle_after,
+        mesh::network::DEFAULT_IDLE_AFTER
+    );
+    // Spelled as the flag or with `_`, as a number or a string.
+    let c = layers(JoinOptions::default(), &[], "max_peers: \"30\"\n").unwrap();
+    assert_eq!(c.connection_budget.max_peers, 30);
+    let envs = [("DIRECTORD_MESH_MAX_PEERS", " 16 ")];
+    let c = layers(JoinOptions::default(), &envs, "max-peers: 200\n").unwrap();
+    assert_eq!(c.connection_budget.max_peers, 16);
+    let flags = JoinOptions {
+        max_peers: Some(parse_max_peers("1000").unwrap()),
+        ..Default::default()
+    };
+    let c = layers(flags, &envs, "max-peers: 200\n").unwrap();
+    assert_eq!(c.connection_budget.max_peers, 1000);
+    // The bounds themselves are taken.
+    assert_eq!(parse_max_peers("12"), Ok(MAX_PEERS_FLOOR));
+    assert_eq!(parse_max_peers("16384"), Ok(MAX_PEERS_CEILING));
+}
+
+/// A budget that is no number, or one no node could keep or reach, is refused with the value
+/// and the range, named where it was set; nothing panics on a number past what a usize holds.
+#[test]
+fn max_peers_out_of_range_or_not_a_number_is_refused() {
+    assert_eq!(MAX_PEERS_FLOOR, mesh::tuning::MESH_N_HIGH);
+    let range = "from 12 to 16384";
+    for (text, said) in [
+        ("0", "0 is too few"),
+        ("11", "11 is too few"),
+        ("-5", "-5 is too few"),
+        ("-0", "-0 is too few"),
+        ("16385", "16385 is too many"),
+        ("99999999999999999999999999", "is too many"),
+        ("lots", "'lots' is not a number of peers"),
+        ("64.5", "'64.5' is not a number of peers"),
+        ("1e3", "'1e3' is not a number of peers"),
+        ("-", "'-' is not a number of peers"),
+        ("", "'' is not a number of peers"),
+    ] {
+        let e = parse_max_peers(text).unwrap_err();
+        assert!(e.contains(said) && e.contains(range), "{text}: {e}");
+    }
+    let e = parse_max_peers("3").unwrap_err();
+    assert!(e.contains("gossip alone keeps up to 12 peers"), "{e}");
+    // Named where it was set: the variable, the file.
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_MAX_PEERS", "none")],
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DIRECTORD_MESH_MAX_PEERS")
+            && e.contains("max-peers")
+            && e.contains("'none' is not a number of peers"),
+        "{e}"
+    );
+    for (text, said) in [
+        ("max-peers: -3\n", "-3 is too few"),
+        ("max-peers: 8\n", "8 is too few"),
+        ("max-peers: 100000\n", "100000 is too many"),
+        ("max-peers: 64.0\n", "'64.0' is not a number of peers"),
+        (
+            "max-peers: [64]\n",
+            "max-peers: expected a string or number, found a list",
+        ),
+        (
+            "max-peers: true\n",
+            "max-peers: expected a string or number, found the boolean true",
+        ),
+    ] {
+        let e = layers(JoinOptions::default(), &[], text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("config file /etc/dm.yaml") && e.contains("max-peers") && e.contains(said),
+            "{text}: {e}"
+        );
+    }
 }
