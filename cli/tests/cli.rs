@@ -13,8 +13,57 @@ fn bin() -> Command {
     c
 }
 
+/// Runs the CLI to its end. A command that should have refused its input at once but took it
+/// (and so started a daemon, or waits for one) is killed after two minutes and fails the test,
+/// rather than hang the run.
 fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
+    use std::io::Read;
+    const GIVE_UP: Duration = Duration::from_secs(120);
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read as it comes, so a chatty command never blocks on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > GIVE_UP {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} still ran after {GIVE_UP:?}: bad input taken?");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn stderr(o: &Output) -> String {
@@ -57,6 +106,8 @@ fn help_explains_commands_and_settings() {
         "--heartbeat-interval",
         "--config",
         "--socket-group",
+        "--max-peers",
+        "DIRECTORD_MESH_MAX_PEERS",
         "DIRECTORD_MESH_TOKEN",
         "join-token",
     ] {
@@ -133,6 +184,20 @@ fn bad_join_settings_exit_2_with_the_reason() {
         2,
         &["--blob-retention", "not a duration"],
     );
+    // A connection budget no node could keep, or no number: the flag, the value and the range.
+    for (n, said) in [
+        ("0", "0 is too few"),
+        ("-5", "-5 is too few"),
+        ("11", "11 is too few"),
+        ("20000", "20000 is too many"),
+        ("ten", "'ten' is not a number of peers"),
+    ] {
+        fails(
+            &["--state-dir", sd, "join", "--max-peers", n],
+            2,
+            &["--max-peers", said, "from 12 to 16384"],
+        );
+    }
     fails(
         &["--state-dir", sd, "join", "--name", "bad name"],
         2,
@@ -191,6 +256,17 @@ fn bad_join_settings_exit_2_with_the_reason() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("DIRECTORD_MESH_PEER"), "{}", stderr(&o));
+    let o = bin()
+        .args(["--state-dir", sd, "join"])
+        .env("DIRECTORD_MESH_MAX_PEERS", "5")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("DIRECTORD_MESH_MAX_PEERS: max-peers: 5 is too few"),
+        "{}",
+        stderr(&o)
+    );
     // None of this created anything in the state directory.
     assert_eq!(
         std::fs::read_dir(dir.path())
