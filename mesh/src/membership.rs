@@ -1556,6 +1556,21 @@ mod tests {
         assert_eq!(t.versions().len(), MAX_MEMBERS);
     }
 
+    /// Rows of `count` members not known, each signed by its node.
+    fn signed_newcomers(count: usize) -> Vec<MemberRecord> {
+        (0..count)
+            .map(|_| {
+                let key = libp2p::identity::Keypair::generate_ed25519();
+                let mut p = presence(key.public().to_peer_id(), "made-up", 1, 1);
+                p.sign(&key);
+                MemberRecord {
+                    presence: p,
+                    age_ms: 0,
+                }
+            })
+            .collect()
+    }
+
     /// A sync of made-up rows into a full table with nobody gone costs no signature check:
     /// they are refused unchecked; once a member is gone, a newcomer is checked and takes
     /// its place, and the next is refused unchecked again.
@@ -1564,20 +1579,7 @@ mod tests {
         let (mut t, now) = table();
         let alive = newcomers(&mut t, MAX_MEMBERS - 1, now);
         assert_eq!(t.versions().len(), MAX_MEMBERS);
-        let signed_rows = |count: usize| -> Vec<MemberRecord> {
-            (0..count)
-                .map(|_| {
-                    let key = libp2p::identity::Keypair::generate_ed25519();
-                    let mut p = presence(key.public().to_peer_id(), "made-up", 1, 1);
-                    p.sign(&key);
-                    MemberRecord {
-                        presence: p,
-                        age_ms: 0,
-                    }
-                })
-                .collect()
-        };
-        let mut rows = signed_rows(50);
+        let mut rows = signed_newcomers(50);
         t.keep_authentic(&mut rows, now);
         assert!(rows.is_empty());
         assert_eq!(t.signatures_checked, 0);
@@ -1598,7 +1600,7 @@ mod tests {
         let mut goodbye = presence(alive[1], "n", 1, 2);
         goodbye.status = PresenceStatus::Leaving;
         t.observe(goodbye, now);
-        let mut rows = signed_rows(2);
+        let mut rows = signed_newcomers(2);
         let (first, second) = (rows[0].presence.peer_id, rows[1].presence.peer_id);
         t.keep_authentic(&mut rows, now);
         assert_eq!(t.signatures_checked, 2, "one place: one checked");
@@ -1606,7 +1608,7 @@ mod tests {
         t.merge(rows, now);
         assert!(t.contains(&first) && !t.contains(&alive[1]) && !t.contains(&second));
         assert_eq!(t.take_refused(), 0);
-        let mut rows = signed_rows(10);
+        let mut rows = signed_newcomers(10);
         t.keep_authentic(&mut rows, now);
         assert!(rows.is_empty());
         assert_eq!(t.signatures_checked, 2);
@@ -1618,7 +1620,7 @@ mod tests {
             goodbye.status = PresenceStatus::Leaving;
             t.observe(goodbye, now);
         }
-        let mut rows = signed_rows(4);
+        let mut rows = signed_newcomers(4);
         rows[0].presence.load = 0.5;
         let forged = rows[0].presence.peer_id;
         let genuine: Vec<PeerId> = rows.iter().skip(1).map(|r| r.presence.peer_id).collect();
@@ -1636,17 +1638,7 @@ mod tests {
     fn a_sync_is_checked_only_up_to_the_free_places() {
         let (mut t, now) = table();
         newcomers(&mut t, MAX_MEMBERS - 4, now);
-        let mut rows: Vec<MemberRecord> = (0..5)
-            .map(|_| {
-                let key = libp2p::identity::Keypair::generate_ed25519();
-                let mut p = presence(key.public().to_peer_id(), "made-up", 1, 1);
-                p.sign(&key);
-                MemberRecord {
-                    presence: p,
-                    age_ms: 0,
-                }
-            })
-            .collect();
+        let mut rows = signed_newcomers(5);
         t.keep_authentic(&mut rows, now);
         assert_eq!(
             (t.signatures_checked, rows.len(), t.take_refused()),
