@@ -13,6 +13,10 @@
 //! - News of this node itself with a later incarnation than its own is another daemon with its
 //!   identity (a copied state directory): a [`Twin`], reported to the node, which starts over
 //!   with a later incarnation once the twin has left or gone silent.
+//! - News of this node itself with an earlier incarnation, still going on (see
+//!   [`EarlierStart`]), is the other side of the same: this daemon is the copy, and the earlier
+//!   start still runs. It is a [`Twin`] too, never gone (this node's start is the later one
+//!   already, peers take its heartbeats).
 //! - The table holds at most [`MAX_MEMBERS`] rows and [`MAX_TABLE_BYTES`]: anyone who may
 //!   connect can make up identities and sign rows for them. A full table drops members gone
 //!   (expired or left), the longest unheard first, to take a new one, and otherwise refuses
@@ -177,20 +181,62 @@ impl Member {
     }
 }
 
-/// Another daemon heard speaking with this node's identity, started after this one (or, rarely,
-/// numbered the same): a copy of its state directory running elsewhere. Peers take its news
-/// over this node's (a later start wins) for as long as it runs, so jobs for this node may go
-/// there.
+/// Another daemon heard speaking with this node's identity: a copy of its state directory
+/// running elsewhere. Started after this one (or, rarely, numbered the same), peers take its
+/// news over this node's (a later start wins) for as long as it runs, so jobs for this node
+/// may go there; started before this one and still running, the other way round.
 ///
-/// Only this node, the earlier start, hears of it: peers pass on to a node only rows newer
-/// than its own, and they take no heartbeat of the earlier start once they have the later
-/// one's (gossip from one's own peer id is dropped too), so the later start never hears of
-/// the earlier one.
+/// Both daemons hear of each other. The earlier start hears the later one's rows (peers
+/// pass on to a node rows newer than its own). The later start hears the earlier one's
+/// heartbeats passed back by peers, which take them no more but hand each one heard from
+/// its node to that peer id (reaching either daemon); those count only once they show the
+/// earlier start still running (see [`EarlierStart`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Twin {
     pub presence: Presence,
     /// It left or went silent: this node should speak for itself again, with a later start.
     pub gone: bool,
+}
+
+/// Heartbeats of an earlier start of this node heard by this daemon: a start still running
+/// (a copy of this node's state directory started before this one) or the echoes of this
+/// node's previous run, which stopped just before this daemon started. Echoes are heartbeats
+/// the previous run sent before it stopped, still in gossip's caches (a message stays there
+/// five gossip heartbeats, 3.5 s) or on their way: they come within a few seconds, a handful
+/// of sequence numbers at most. So a start counts as running only once heartbeats of it with
+/// at least [`RUNNING_AFTER_LATER_SEQS`] later sequence numbers than the first one heard come
+/// over more than [`RUNNING_AFTER`] and more than [`EXPIRY_INTERVALS`] of its heartbeat
+/// intervals, without a longer silence between them (after one, it starts over from the next
+/// heartbeat heard). Peers pass these heartbeats back on one of their connections to this
+/// peer id in turn, so this daemon hears only some of them: the silence allowed is as long as
+/// the span asked for.
+#[derive(Debug, Clone, PartialEq)]
+struct EarlierStart {
+    incarnation: u64,
+    first_heard: Instant,
+    last_heard: Instant,
+    /// The latest sequence number heard.
+    last_seq: u64,
+    /// How many heartbeats later than the one before were heard since the first one.
+    later_seqs: u32,
+}
+
+/// How many heartbeats of an earlier start later than the first one heard show it running (see
+/// [`EarlierStart`]).
+const RUNNING_AFTER_LATER_SEQS: u32 = 2;
+
+/// How long heartbeats of an earlier start must keep coming to show it running: well above
+/// the few seconds an echo of a stopped run lasts (see [`EarlierStart`]).
+const RUNNING_AFTER: Duration = Duration::from_secs(10);
+
+impl EarlierStart {
+    /// Whether the heartbeats heard show this start running, at `interval` between heartbeats.
+    fn runs(&self, interval: Duration) -> bool {
+        let span = self.last_heard.saturating_duration_since(self.first_heard);
+        self.later_seqs >= RUNNING_AFTER_LATER_SEQS
+            && span > RUNNING_AFTER
+            && span > interval * EXPIRY_INTERVALS
+    }
 }
 
 /// One row of the table, ready to show.
@@ -213,6 +259,8 @@ pub struct Membership {
     next_due: Option<Instant>,
     /// The newest news of a [`Twin`] not yet taken.
     twin: Option<Twin>,
+    /// Heartbeats heard of an earlier start of this node, until they show it still runs.
+    earlier_start: Option<EarlierStart>,
     /// What the rows of other members take encoded (see [`MAX_TABLE_BYTES`]).
     bytes: usize,
     /// The rows a full table may drop for a new one.
@@ -271,6 +319,7 @@ impl Membership {
             members,
             next_due: None,
             twin: None,
+            earlier_start: None,
             bytes: 0,
             room: Room::default(),
             refused: 0,
@@ -369,12 +418,14 @@ impl Membership {
 
     /// Whether `presence` would change the table: a member unknown, a later heartbeat of one
     /// known, or news of this node's own identity that this daemon did not send (another
-    /// daemon with its identity, see [`Membership::from_another_daemon`]).
+    /// daemon with its identity, see [`Membership::from_another_daemon`]) or of an earlier
+    /// start of it (which may show an earlier start still running, see [`EarlierStart`]).
     fn is_news(&self, presence: &Presence) -> bool {
         match self.members.get(&presence.peer_id) {
             None => true,
             Some(me) if presence.peer_id == self.local => {
                 Self::from_another_daemon(&me.presence, presence)
+                    || presence.incarnation < me.presence.incarnation
             }
             Some(m) => presence.version_key() > m.presence.version_key(),
         }
@@ -615,6 +666,10 @@ impl Membership {
         let Some(me) = self.members.get(&self.local) else {
             return;
         };
+        if presence.incarnation < me.presence.incarnation {
+            self.heard_of_earlier_start(presence, now);
+            return;
+        }
         if !Self::from_another_daemon(&me.presence, &presence)
             || self
                 .twin
@@ -628,6 +683,68 @@ impl Membership {
         let gone = presence.status == PresenceStatus::Leaving
             || now.saturating_duration_since(seen) > expiry;
         self.twin = Some(Twin { presence, gone });
+    }
+
+    /// A heartbeat of an earlier start of this node, heard by this daemon `now` (not when a
+    /// peer passing it on heard it: heartbeats of a stopped run heard over seconds before this
+    /// daemon started must not add up to a run still going): once its start shows it still
+    /// runs (see [`EarlierStart`]), a [`Twin`] to report, unless one of a later start waits to
+    /// be taken (which matters more: it makes this node start over).
+    fn heard_of_earlier_start(&mut self, presence: Presence, now: Instant) {
+        if presence.status == PresenceStatus::Leaving {
+            return;
+        }
+        let interval = Duration::from_millis(presence.heartbeat_interval_ms.max(1));
+        let silence = (interval * EXPIRY_INTERVALS).max(RUNNING_AFTER);
+        let followed = self
+            .earlier_start
+            .as_ref()
+            .filter(|e| now.saturating_duration_since(e.last_heard) <= silence)
+            .map(|e| e.incarnation);
+        match followed {
+            // An earlier start than the one followed is older news.
+            Some(followed) if followed > presence.incarnation => return,
+            Some(followed) if followed == presence.incarnation => {}
+            // None followed, or a later start than the one followed, or one silent too long:
+            // heard from here on.
+            _ => {
+                self.earlier_start = Some(EarlierStart {
+                    incarnation: presence.incarnation,
+                    first_heard: now,
+                    last_heard: now,
+                    last_seq: presence.seq,
+                    later_seqs: 0,
+                });
+                return;
+            }
+        }
+        let Some(e) = self.earlier_start.as_mut() else {
+            return;
+        };
+        if presence.seq <= e.last_seq {
+            return;
+        }
+        e.last_seq = presence.seq;
+        e.last_heard = e.last_heard.max(now);
+        e.later_seqs += 1;
+        if !e.runs(interval) {
+            return;
+        }
+        let own = self
+            .members
+            .get(&self.local)
+            .map(|m| m.presence.incarnation);
+        if self
+            .twin
+            .as_ref()
+            .is_some_and(|t| Some(t.presence.incarnation) >= own)
+        {
+            return;
+        }
+        self.twin = Some(Twin {
+            presence,
+            gone: false,
+        });
     }
 
     /// Whether `heard`, a row with this node's identity, is one this daemon (whose last row
@@ -660,6 +777,17 @@ impl Membership {
             MemberState::Expired => MembershipChange::Expired(peer),
             MemberState::Left => MembershipChange::Left(peer),
         })
+    }
+
+    /// Whether `presence`, a heartbeat of another member, is of an earlier start than the row
+    /// this table holds of it: peers take it no more, and pass it back to that member's peer
+    /// id, where a copy of its state directory may run (see [`Twin`]).
+    pub fn of_an_earlier_start(&self, presence: &Presence) -> bool {
+        presence.peer_id != self.local
+            && self
+                .members
+                .get(&presence.peer_id)
+                .is_some_and(|m| presence.incarnation < m.presence.incarnation)
     }
 
     /// What was last heard of a [`Twin`] since the last call, if anything.
@@ -1348,13 +1476,120 @@ mod tests {
         assert_eq!(heartbeat_interval(base, 1000), Duration::from_secs(20));
     }
 
+    /// A table of a node whose start is numbered 2, and a heartbeat of its start numbered 1
+    /// with sequence number `seq` heard at `at`, as a peer passes it back.
+    fn with_earlier_start() -> (Membership, Instant, impl Fn(&mut Membership, u64, Instant)) {
+        let now = Instant::now();
+        let me = PeerId::random();
+        let t = Membership::new(presence(me, "self", 2, 0), now);
+        let hear = move |t: &mut Membership, seq: u64, at: Instant| {
+            let record = MemberRecord {
+                presence: presence(me, "self", 1, seq),
+                age_ms: 0,
+            };
+            t.merge(vec![record], at);
+        };
+        (t, now, hear)
+    }
+
+    /// A restarted node hears the last heartbeats of its previous run for a few seconds (gossip
+    /// keeps messages 3.5 s): several sequence numbers, but not for long. That is no twin.
+    #[test]
+    fn the_echoes_of_a_restarted_run_are_no_twin() {
+        let (mut t, now, hear) = with_earlier_start();
+        let ms = Duration::from_millis;
+        // A peer's row of it, last heard there 9 s ago: what counts is when this daemon heard
+        // it (the echoes below come over 4 s, not 13).
+        let me = t.local_peer();
+        let row = MemberRecord {
+            presence: presence(me, "self", 1, 39),
+            age_ms: 9_000,
+        };
+        t.merge(vec![row], now);
+        // Its last five heartbeats, in disorder and again, over 4 s.
+        for (seq, at) in [
+            (40, 0),
+            (42, 300),
+            (41, 900),
+            (43, 2000),
+            (44, 3500),
+            (44, 4000),
+        ] {
+            hear(&mut t, seq, now + ms(at));
+        }
+        assert_eq!(t.take_twin(), None);
+        // One of them heard once more later still is no heartbeat later than those heard.
+        hear(&mut t, 43, now + ms(12_000));
+        assert_eq!(t.take_twin(), None);
+        // Nor is one of that run heard again after a long silence, twice.
+        hear(&mut t, 45, now + ms(30_000));
+        hear(&mut t, 46, now + ms(31_000));
+        assert_eq!(t.take_twin(), None);
+        // Its goodbye says nothing either.
+        let mut goodbye = presence(t.local_peer(), "self", 1, 47);
+        goodbye.status = PresenceStatus::Leaving;
+        t.observe(goodbye, now + ms(40_000));
+        assert_eq!(t.take_twin(), None);
+    }
+
+    /// A copy of this node's state directory started before this daemon and still running
+    /// keeps heartbeating with its earlier start, which peers pass back here (some of them:
+    /// they reach either daemon): once its heartbeats come for longer than any echo, it is a
+    /// twin, never gone (this node's heartbeats are the ones peers take).
+    #[test]
+    fn an_earlier_start_still_running_is_a_twin() {
+        let (mut t, now, hear) = with_earlier_start();
+        let at = |s: u64| now + Duration::from_secs(s);
+        // Every other heartbeat, one a second, with silences of up to 4 s.
+        for (seq, s) in [(10, 0), (12, 2), (13, 3), (17, 7), (19, 9), (20, 10)] {
+            hear(&mut t, seq, at(s));
+            assert_eq!(t.take_twin(), None, "heard for {s} s only");
+        }
+        hear(&mut t, 22, at(12));
+        let twin = t.take_twin().expect("a twin");
+        assert_eq!((twin.presence.incarnation, twin.presence.seq), (1, 22));
+        assert!(!twin.gone);
+        // Said again as its heartbeats keep coming.
+        hear(&mut t, 23, at(13));
+        assert!(t.take_twin().is_some_and(|t| !t.gone));
+        // A twin with a later start, waiting to be taken, is not replaced.
+        let later = presence(t.local_peer(), "self", 3, 0);
+        t.observe(later.clone(), at(14));
+        hear(&mut t, 24, at(14));
+        assert_eq!(t.take_twin().map(|t| t.presence), Some(later));
+        // Passed on unsigned, such a heartbeat is no evidence of anything.
+        let mut records = vec![MemberRecord {
+            presence: presence(t.local_peer(), "self", 1, 30),
+            age_ms: 0,
+        }];
+        t.keep_authentic(&mut records, at(15));
+        assert!(records.is_empty());
+    }
+
+    /// Peers pass back to a node only heartbeats of a start earlier than the row they hold.
+    #[test]
+    fn heartbeats_of_an_earlier_start_than_the_row_held_are_told_apart() {
+        let (mut t, now) = table();
+        let p = PeerId::random();
+        assert!(!t.of_an_earlier_start(&presence(p, "a", 1, 1)), "unknown");
+        t.observe(presence(p, "a", 2, 5), now);
+        assert!(t.of_an_earlier_start(&presence(p, "a", 1, 9)));
+        assert!(
+            !t.of_an_earlier_start(&presence(p, "a", 2, 4)),
+            "same start"
+        );
+        assert!(!t.of_an_earlier_start(&presence(p, "a", 3, 0)));
+        let me = t.local_peer();
+        assert!(!t.of_an_earlier_start(&presence(me, "self", 0, 0)), "own");
+    }
+
     /// A copy of this node's state directory running elsewhere speaks with its identity and a
     /// later start: the table says so, and says when that copy left or went silent.
     #[test]
     fn another_daemon_with_this_identity_is_reported_and_its_end_too() {
         let (mut t, now) = table();
         let me = t.local_peer();
-        // News of this node's own earlier start is no twin.
+        // One heartbeat of this node's own earlier start is no twin.
         t.merge(
             vec![MemberRecord {
                 presence: presence(me, "self", 0, 40),

@@ -342,6 +342,24 @@ fn a_copy_of_a_nodes_state_directory_is_named_and_the_node_is_back_when_it_stops
         "{}",
         String::from_utf8_lossy(&shown.stdout)
     );
+    // The copy, whose heartbeats peers take, names b too: a passes b's heartbeats back to
+    // this identity, and b's keep coming for longer than an echo of a stopped run.
+    wait_for(
+        Duration::from_secs(30),
+        "the copy to name b in its log",
+        || {
+            copy.log()
+                .contains("another daemon runs with this node's identity")
+                .then_some(())
+        },
+    );
+    let warnings = copy.status().unwrap()["self"]["warnings"].clone();
+    assert!(
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("another daemon runs with this node's identity")),
+        "{warnings}"
+    );
     assert!(copy.terminate().success());
     // Peers take b's own heartbeats again: its row is alive, with b's address.
     wait_for(Duration::from_secs(20), "a to see b itself again", || {

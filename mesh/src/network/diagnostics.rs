@@ -376,9 +376,10 @@ impl EventLoop {
         );
     }
 
-    /// Another daemon runs with this node's identity (a copied state directory) and a later
-    /// start, so peers take its heartbeats over this node's: say so while it runs, and once it
-    /// has gone, start over with a later start of its own so peers take this node's again.
+    /// Another daemon runs with this node's identity (a copied state directory): say so while
+    /// it runs. With a later start, peers take its heartbeats over this node's: once it has
+    /// gone, start over with a later start of its own so peers take this node's again. (One
+    /// with an earlier start is never reported gone: this node's heartbeats are taken.)
     pub(super) async fn answer_twin(&mut self) {
         let Some(twin) = self.membership.take_twin() else {
             return;

@@ -189,6 +189,7 @@ impl EventLoop {
                     Ok(p) if Some(p.peer_id) == message.source => {
                         // Upgraded, if it spoke another version before.
                         self.other_releases.remove(&p.peer_id);
+                        self.pass_back_earlier_start(&p);
                         self.observe(p).await
                     }
                     Ok(p) => warn!(
@@ -218,6 +219,27 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    /// Hands `presence`, a heartbeat heard from its node, back to that node's peer id if it is
+    /// of an earlier start than the row held: a copy of that node's state directory, started
+    /// later, runs too. Gossip never brings a node the messages of its own peer id (nobody
+    /// forwards a message to its source), and peers pass on only the later start's rows, so
+    /// this is how the later start hears of the earlier one (see [`membership::Twin`]). The
+    /// request goes on one of the connections to that peer id, in turn: to either daemon.
+    /// The earlier start takes its own heartbeat as nothing new.
+    fn pass_back_earlier_start(&mut self, presence: &Presence) {
+        if self.leaving.is_some()
+            || !self.membership.of_an_earlier_start(presence)
+            || !self.swarm.is_connected(&presence.peer_id)
+        {
+            return;
+        }
+        let members = vec![wire::MemberRecord {
+            presence: presence.clone(),
+            age_ms: 0,
+        }];
+        self.send_ctl(&presence.peer_id, CtlRequest::PushMembers { members });
     }
 
     /// A control-protocol event: requests answered here or handed to the layer above (jobs),
