@@ -145,9 +145,33 @@ struct Member {
     bytes: usize,
 }
 
+/// How long a member stays alive after its last heartbeat: three of its intervals.
+fn expiry_of(presence: &Presence) -> Duration {
+    Duration::from_millis(presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS
+}
+
+/// Alive, expired or left: the state of a member whose row is `presence`, last heard from at
+/// `last_seen` (conflict is decided across members in [`Membership::view`]).
+fn state_of(presence: &Presence, last_seen: Instant, now: Instant) -> MemberState {
+    if presence.status == PresenceStatus::Leaving {
+        MemberState::Left
+    } else if now.saturating_duration_since(last_seen) > expiry_of(presence) {
+        MemberState::Expired
+    } else {
+        MemberState::Alive
+    }
+}
+
+/// When a row passed on `age_ms` old was last heard from by the node that passed it on (an
+/// age past [`MAX_PASSED_ON_AGE_MS`] counts as that, one not within the clock's range as now).
+fn seen_at(age_ms: u64, now: Instant) -> Instant {
+    let age = Duration::from_millis(age_ms.min(MAX_PASSED_ON_AGE_MS));
+    now.checked_sub(age).unwrap_or(now)
+}
+
 impl Member {
     fn expiry(&self) -> Duration {
-        Duration::from_millis(self.presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS
+        expiry_of(&self.presence)
     }
 
     /// When this row is gone (expired or left) for a full table to drop it: now for a goodbye
@@ -171,13 +195,7 @@ impl Member {
 
     /// Alive, expired or left (conflict is decided across members in [`Membership::view`]).
     fn own_state(&self, now: Instant) -> MemberState {
-        if self.presence.status == PresenceStatus::Leaving {
-            MemberState::Left
-        } else if now.saturating_duration_since(self.last_seen) > self.expiry() {
-            MemberState::Expired
-        } else {
-            MemberState::Alive
-        }
+        state_of(&self.presence, self.last_seen, now)
     }
 }
 
@@ -300,6 +318,46 @@ impl Room {
     }
 }
 
+/// What a table may still take in one sync of rows passed on, as [`Membership::keep_authentic`]
+/// counts it: rows free and the bytes they may take, then the rows of members gone.
+#[derive(Debug)]
+struct Places {
+    rows: usize,
+    bytes: usize,
+    /// Members gone not yet counted for a row of this sync (`None`: not looked for yet: the
+    /// free rows were enough so far).
+    gone: Option<usize>,
+    /// Rows of this sync counted for a member gone.
+    gone_taken: usize,
+    /// The table was walked for members gone during this sync.
+    walked: bool,
+}
+
+/// The place counted for one row by [`Membership::keep_authentic`].
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// A free row, of which the row takes `bytes`.
+    Free { bytes: usize },
+    /// The row of a member gone.
+    Gone,
+}
+
+impl Places {
+    /// A row turned out not to be its node's: its place goes to the next.
+    fn give_back(&mut self, place: Place) {
+        match place {
+            Place::Free { bytes } => {
+                self.rows += 1;
+                self.bytes += bytes;
+            }
+            Place::Gone => {
+                self.gone = Some(self.gone.unwrap_or(0) + 1);
+                self.gone_taken -= 1;
+            }
+        }
+    }
+}
+
 impl Membership {
     /// A table that holds only this node.
     pub fn new(local: Presence, now: Instant) -> Self {
@@ -353,67 +411,87 @@ impl Membership {
     /// or took a name it has, or of a later start, and the node's own heartbeats would no
     /// longer count. Only news is checked: most rows of a sync are known already.
     ///
-    /// Rows of members not in the table are checked only while the table has a place for
-    /// them, free or held by a member gone (as the last walk of the table found them), one
-    /// place per row: the others would be refused anyway, and are dropped unchecked and
-    /// counted as refused. A sync of thousands of made-up rows into a full table costs a
-    /// signature check for each place, not for each row. (A place counts as taken by a row
-    /// of a member gone too, which a full table does not take: a member alive refused so is
-    /// taken on its next heartbeat.)
+    /// Rows of members not in the table are checked only while [`merge`] could take them, one
+    /// place per row: a row free with the bytes for it or, for a member alive, the row of a
+    /// member gone (a full table takes no news of a member already gone). The others would
+    /// be refused anyway, and are dropped unchecked and counted as refused. A sync of
+    /// thousands of made-up rows into a full table costs a signature check for each place,
+    /// not for each row. (A row found not its node's gives its place back.)
     ///
     /// [`merge`]: Membership::merge
     pub fn keep_authentic(&mut self, records: &mut Vec<MemberRecord>, now: Instant) {
-        let mut free = if self.bytes >= MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES {
-            0
-        } else {
-            MAX_MEMBERS.saturating_sub(self.members.len())
+        let mut places = Places {
+            rows: MAX_MEMBERS.saturating_sub(self.members.len()),
+            bytes: (MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES).saturating_sub(self.bytes),
+            gone: None,
+            gone_taken: 0,
+            walked: false,
         };
-        // The places of members gone, counted once the free ones are used up.
-        let mut gone: Option<usize> = None;
         let mut kept = Vec::with_capacity(records.len());
         for r in records.drain(..) {
             if !self.is_news(&r.presence) {
                 kept.push(r);
                 continue;
             }
-            let newcomer = !self.members.contains_key(&r.presence.peer_id);
-            if newcomer {
-                let places = match gone {
-                    _ if free > 0 => &mut free,
-                    Some(ref mut places) => places,
-                    None => gone.insert(self.places_of_members_gone(now)),
-                };
-                if *places == 0 {
+            let place = if self.members.contains_key(&r.presence.peer_id) {
+                None
+            } else {
+                let Some(place) = self.place_for(&r, &mut places, now) else {
                     self.refused += 1;
                     continue;
-                }
-                *places -= 1;
-            }
+                };
+                Some(place)
+            };
             #[cfg(test)]
             {
                 self.signatures_checked += 1;
             }
             if r.presence.authentic() {
                 kept.push(r);
-            } else if newcomer {
+            } else if let Some(place) = place {
                 // Not its node's: its place goes to the next row.
-                match gone.as_mut() {
-                    Some(places) => *places += 1,
-                    None => free += 1,
-                }
+                places.give_back(place);
             }
         }
         *records = kept;
     }
 
-    /// How many members gone a full table may drop for newcomers: those the last walk found
-    /// (walking again only as [`Membership::find_gone`] does), some of which may have spoken
-    /// since.
-    fn places_of_members_gone(&mut self, now: Instant) -> usize {
-        if self.room.gone.is_empty() {
-            self.find_gone(self.local, now);
+    /// The place [`Membership::merge`] would find for the row of a member not in the table,
+    /// taken from `places` (`None`: it would be refused).
+    fn place_for(&mut self, r: &MemberRecord, places: &mut Places, now: Instant) -> Option<Place> {
+        let bytes = crate::wire::encoded_len(&r.presence);
+        if places.rows > 0 && bytes <= places.bytes {
+            places.rows -= 1;
+            places.bytes -= bytes;
+            return Some(Place::Free { bytes });
         }
-        self.room.gone.len()
+        if state_of(&r.presence, seen_at(r.age_ms, now), now) != MemberState::Alive {
+            return None;
+        }
+        let mut gone = match places.gone {
+            Some(gone) => gone,
+            None => {
+                // The last walk's list, unless it was used up: then walk now.
+                if self.room.gone.is_empty() {
+                    places.walked = true;
+                    self.find_gone(self.local, now);
+                }
+                self.room.gone.len()
+            }
+        };
+        if gone == 0 && !places.walked {
+            // Members may have gone since the last walk. Those of the new list that this
+            // sync already counted stay in the table until `merge` drops them.
+            places.walked = true;
+            self.find_gone(self.local, now);
+            gone = self.room.gone.len().saturating_sub(places.gone_taken);
+        }
+        places.gone = Some(gone.saturating_sub(1));
+        if gone == 0 {
+            return None;
+        }
+        places.gone_taken += 1;
+        Some(Place::Gone)
     }
 
     /// Whether `presence` would change the table: a member unknown, a later heartbeat of one
@@ -437,8 +515,7 @@ impl Membership {
         records
             .into_iter()
             .filter_map(|r| {
-                let age = Duration::from_millis(r.age_ms.min(MAX_PASSED_ON_AGE_MS));
-                let seen = now.checked_sub(age).unwrap_or(now);
+                let seen = seen_at(r.age_ms, now);
                 self.accept(r.presence, seen, now, Heard::PassedOn)
             })
             .collect()
@@ -1881,6 +1958,96 @@ mod tests {
         );
         t.merge(rows, now);
         assert_eq!(t.versions().len(), MAX_MEMBERS);
+        assert_eq!(t.take_refused(), 0);
+    }
+
+    /// Members gone since the last walk of a full table are places too: a sync that uses up
+    /// the members that walk found walks again, and checks (and takes) a newcomer for each.
+    #[test]
+    fn members_gone_since_the_last_walk_are_places_too() {
+        let (mut t, now) = table();
+        let alive = newcomers(&mut t, MAX_MEMBERS - 1, now);
+        let leave = |t: &mut Membership, who: PeerId| {
+            let mut goodbye = presence(who, "n", 1, 2);
+            goodbye.status = PresenceStatus::Leaving;
+            t.observe(goodbye, now);
+        };
+        leave(&mut t, alive[0]);
+        leave(&mut t, alive[1]);
+        // The walk finds two gone; one newcomer takes one place, the other stays listed.
+        let mut rows = signed_newcomers(1);
+        t.keep_authentic(&mut rows, now);
+        t.merge(rows, now);
+        assert_eq!(
+            (t.room.walks, t.room.gone.len(), t.take_refused()),
+            (1, 1, 0)
+        );
+        // Two more leave after that walk: three places, for three honest newcomers.
+        leave(&mut t, alive[2]);
+        leave(&mut t, alive[3]);
+        let mut rows = signed_newcomers(4);
+        let peers: Vec<PeerId> = rows.iter().map(|r| r.presence.peer_id).collect();
+        t.keep_authentic(&mut rows, now);
+        assert_eq!(t.room.walks, 2);
+        assert_eq!((t.signatures_checked, t.take_refused()), (1 + 3, 1));
+        t.merge(rows, now);
+        assert_eq!(t.take_refused(), 0);
+        assert!(peers[..3].iter().all(|p| t.contains(p)) && !t.contains(&peers[3]));
+        assert!(alive[..4].iter().all(|p| !t.contains(p)));
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
+    }
+
+    /// A table full by its bytes, with rows to spare but fewer bytes left than a row takes,
+    /// has no place for a newcomer: a sync costs no check; bytes for three rows, three checks.
+    #[test]
+    fn a_table_full_by_its_bytes_checks_no_newcomer() {
+        let row = crate::wire::encoded_len(&signed_newcomers(1)[0].presence);
+        for (gap, places) in [(row - 1, 0), (3 * row + row / 2, 3)] {
+            let (mut t, now) = table();
+            made_up_rows(
+                &mut t,
+                MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES - gap,
+                1000,
+                now,
+            );
+            assert!(t.versions().len() < MAX_MEMBERS / 2);
+            let mut rows = signed_newcomers(20);
+            t.keep_authentic(&mut rows, now);
+            assert_eq!(
+                (t.signatures_checked, rows.len(), t.take_refused()),
+                (places, places, 20 - places as u64)
+            );
+            t.merge(rows, now);
+            assert_eq!(t.take_refused(), 0, "each row checked is taken");
+        }
+    }
+
+    /// A full table takes no row of a member already gone (left, or silent longer than three
+    /// of its intervals where it was heard): such a row takes no place of a member gone, and
+    /// is refused unchecked; the newcomer alive after it takes the place.
+    #[test]
+    fn rows_of_members_already_gone_take_no_place_in_a_full_table() {
+        let (mut t, now) = table();
+        let alive = newcomers(&mut t, MAX_MEMBERS - 1, now);
+        let mut goodbye = presence(alive[0], "n", 1, 2);
+        goodbye.status = PresenceStatus::Leaving;
+        t.observe(goodbye, now);
+        // Expired (silent just over three 1 s intervals), alive (just under), left, alive.
+        let mut rows = signed_newcomers(4);
+        rows[0].age_ms = 3_001;
+        rows[1].age_ms = 3_000;
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut left = presence(key.public().to_peer_id(), "left", 1, 2);
+        left.status = PresenceStatus::Leaving;
+        left.sign(&key);
+        rows[2].presence = left;
+        let peers: Vec<PeerId> = rows.iter().map(|r| r.presence.peer_id).collect();
+        // One place: the first row alive takes it, the last is refused unchecked too.
+        t.keep_authentic(&mut rows, now);
+        assert_eq!((t.signatures_checked, t.take_refused()), (1, 3));
+        t.merge(rows, now);
+        assert!(t.contains(&peers[1]) && !t.contains(&alive[0]));
+        assert!(![peers[0], peers[2], peers[3]].iter().any(|p| t.contains(p)));
         assert_eq!(t.take_refused(), 0);
     }
 
