@@ -270,6 +270,67 @@ fn a_node_of_another_release_is_named_and_not_taken_in_until_it_runs_this_one() 
     );
 }
 
+/// Upgrading node by node across a wire version, with a run on its way: the submitter runs
+/// the new release first, so the target's result cannot reach it and the target is written
+/// off as unreachable; once the target runs the new release too, the real result arrives.
+#[test]
+fn a_run_across_an_upgrade_node_by_node_takes_its_real_result_once_both_run_one_release() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Daemon::start(root.path(), "a", &[]);
+    a.keep_listen_address();
+    let token = a.join_token();
+    let mut b = Daemon::start(root.path(), "b", &["--token", &token]);
+    let b_id = b.peer_id();
+    wait_for(Duration::from_secs(15), "a to see b", || {
+        (state_of(&a.status()?, &b_id)? == "alive").then_some(())
+    });
+    let (started, gate) = (root.path().join("started"), root.path().join("gate"));
+    let job = format!(
+        "--skip-cache touch {}; while [ ! -e {} ]; do sleep 0.1; done; echo finished-across",
+        started.display(),
+        gate.display()
+    );
+    let o = a.cli(&["exec", "--verb", "RUN", &job, "--target", "b"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let job_id = e2e_tests::submitted_job_id(&o);
+    wait_for(Duration::from_secs(20), "the job to start on b", || {
+        started.exists().then_some(())
+    });
+    // a runs the next release (another wire version) first; b's job ends meanwhile.
+    let next = (mesh::wire::WIRE_VERSION + 1).to_string();
+    assert!(a.terminate().success());
+    std::fs::write(a.state_dir.join("test-wire-version"), &next).unwrap();
+    a.restart();
+    std::fs::write(&gate, "").unwrap();
+    let result_on_a = |a: &Daemon| {
+        e2e_tests::records(a)
+            .into_iter()
+            .find(|r| r["job_id"] == job_id.as_str())
+            .map(|r| r["results"]["b"].clone())
+    };
+    let (written_off, _) = wait_for(Duration::from_secs(60), "a to write b off", || {
+        result_on_a(&a).filter(|b| {
+            b["info"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("unreachable"))
+        })
+    });
+    assert_eq!(written_off["state"], "failed", "{written_off}");
+    // b runs the next release too: its real result reaches a.
+    assert!(b.terminate().success());
+    std::fs::write(b.state_dir.join("test-wire-version"), &next).unwrap();
+    b.restart();
+    let (result, _) = wait_for(Duration::from_secs(60), "b's real result on a", || {
+        result_on_a(&a).filter(|b| b["state"] == "success")
+    });
+    assert!(
+        result["stdout"]
+            .as_str()
+            .is_some_and(|out| out.contains("finished-across")),
+        "{result}"
+    );
+}
+
 /// A copy of a node's state directory started elsewhere runs with the node's identity and a
 /// later start, so peers take its heartbeats over the node's. The node says so in its log, and
 /// once the copy stops, peers see the node itself again and jobs reach it.
