@@ -333,31 +333,6 @@ struct Places {
     walked: bool,
 }
 
-/// The place counted for one row by [`Membership::keep_authentic`].
-#[derive(Debug, Clone, Copy)]
-enum Place {
-    /// A free row, of which the row takes `bytes`.
-    Free { bytes: usize },
-    /// The row of a member gone.
-    Gone,
-}
-
-impl Places {
-    /// A row turned out not to be its node's: its place goes to the next.
-    fn give_back(&mut self, place: Place) {
-        match place {
-            Place::Free { bytes } => {
-                self.rows += 1;
-                self.bytes += bytes;
-            }
-            Place::Gone => {
-                self.gone = Some(self.gone.unwrap_or(0) + 1);
-                self.gone_taken -= 1;
-            }
-        }
-    }
-}
-
 impl Membership {
     /// A table that holds only this node.
     pub fn new(local: Presence, now: Instant) -> Self {
@@ -414,9 +389,11 @@ impl Membership {
     /// Rows of members not in the table are checked only while [`merge`] could take them, one
     /// place per row: a row free with the bytes for it or, for a member alive, the row of a
     /// member gone (a full table takes no news of a member already gone). The others would
-    /// be refused anyway, and are dropped unchecked and counted as refused. A sync of
-    /// thousands of made-up rows into a full table costs a signature check for each place,
-    /// not for each row. (A row found not its node's gives its place back.)
+    /// be refused anyway, and are dropped unchecked and counted as refused. A row found not
+    /// its node's uses its place up all the same: a sync of thousands of made-up rows, signed
+    /// or not, into a full table costs a signature check for each place, not for each row (a
+    /// newcomer refused so is taken from its own heartbeats, which come by gossip). Of rows of
+    /// an earlier start of this node, never stored, one a sync is checked.
     ///
     /// [`merge`]: Membership::merge
     pub fn keep_authentic(&mut self, records: &mut Vec<MemberRecord>, now: Instant) {
@@ -427,46 +404,55 @@ impl Membership {
             gone_taken: 0,
             walked: false,
         };
+        let mut earlier_start_checked = false;
         let mut kept = Vec::with_capacity(records.len());
         for r in records.drain(..) {
             if !self.is_news(&r.presence) {
                 kept.push(r);
                 continue;
             }
-            let place = if self.members.contains_key(&r.presence.peer_id) {
-                None
-            } else {
-                let Some(place) = self.place_for(&r, &mut places, now) else {
-                    self.refused += 1;
+            if self.is_earlier_start(&r.presence) {
+                if earlier_start_checked {
                     continue;
-                };
-                Some(place)
-            };
+                }
+                earlier_start_checked = true;
+            } else if !self.members.contains_key(&r.presence.peer_id)
+                && !self.take_place(&r, &mut places, now)
+            {
+                self.refused += 1;
+                continue;
+            }
             #[cfg(test)]
             {
                 self.signatures_checked += 1;
             }
             if r.presence.authentic() {
                 kept.push(r);
-            } else if let Some(place) = place {
-                // Not its node's: its place goes to the next row.
-                places.give_back(place);
             }
         }
         *records = kept;
     }
 
-    /// The place [`Membership::merge`] would find for the row of a member not in the table,
-    /// taken from `places` (`None`: it would be refused).
-    fn place_for(&mut self, r: &MemberRecord, places: &mut Places, now: Instant) -> Option<Place> {
+    /// Whether `presence` is a row of an earlier start of this node than this daemon's.
+    fn is_earlier_start(&self, presence: &Presence) -> bool {
+        presence.peer_id == self.local
+            && self
+                .members
+                .get(&self.local)
+                .is_some_and(|me| presence.incarnation < me.presence.incarnation)
+    }
+
+    /// Takes from `places` the place [`Membership::merge`] would find for the row of a member
+    /// not in the table: whether there is one (else it would be refused).
+    fn take_place(&mut self, r: &MemberRecord, places: &mut Places, now: Instant) -> bool {
         let bytes = crate::wire::encoded_len(&r.presence);
         if places.rows > 0 && bytes <= places.bytes {
             places.rows -= 1;
             places.bytes -= bytes;
-            return Some(Place::Free { bytes });
+            return true;
         }
         if state_of(&r.presence, seen_at(r.age_ms, now), now) != MemberState::Alive {
-            return None;
+            return false;
         }
         let mut gone = match places.gone {
             Some(gone) => gone,
@@ -488,10 +474,10 @@ impl Membership {
         }
         places.gone = Some(gone.saturating_sub(1));
         if gone == 0 {
-            return None;
+            return false;
         }
         places.gone_taken += 1;
-        Some(Place::Gone)
+        true
     }
 
     /// Whether `presence` would change the table: a member unknown, a later heartbeat of one
@@ -743,8 +729,12 @@ impl Membership {
         let Some(me) = self.members.get(&self.local) else {
             return;
         };
+        let alive = state_of(&presence, seen, now) == MemberState::Alive;
         if presence.incarnation < me.presence.incarnation {
-            self.heard_of_earlier_start(presence, now);
+            // A row the peer passing it on heard long ago shows nothing running now.
+            if alive {
+                self.heard_of_earlier_start(presence, now);
+            }
             return;
         }
         if !Self::from_another_daemon(&me.presence, &presence)
@@ -755,22 +745,19 @@ impl Membership {
         {
             return;
         }
-        let expiry =
-            Duration::from_millis(presence.heartbeat_interval_ms.max(1)) * EXPIRY_INTERVALS;
-        let gone = presence.status == PresenceStatus::Leaving
-            || now.saturating_duration_since(seen) > expiry;
-        self.twin = Some(Twin { presence, gone });
+        self.twin = Some(Twin {
+            presence,
+            gone: !alive,
+        });
     }
 
-    /// A heartbeat of an earlier start of this node, heard by this daemon `now` (not when a
-    /// peer passing it on heard it: heartbeats of a stopped run heard over seconds before this
-    /// daemon started must not add up to a run still going): once its start shows it still
-    /// runs (see [`EarlierStart`]), a [`Twin`] to report, unless one of a later start waits to
-    /// be taken (which matters more: it makes this node start over).
+    /// A heartbeat of an earlier start of this node, alive where it was heard (no goodbye, nor
+    /// a row its peer heard over three of its intervals ago), counted as heard by this daemon
+    /// `now` (not when a peer passing it on heard it: heartbeats of a stopped run heard over
+    /// seconds before this daemon started must not add up to a run still going): once its
+    /// start shows it still runs (see [`EarlierStart`]), a [`Twin`] to report, unless one of a
+    /// later start waits to be taken (which matters more: it makes this node start over).
     fn heard_of_earlier_start(&mut self, presence: Presence, now: Instant) {
-        if presence.status == PresenceStatus::Leaving {
-            return;
-        }
         let interval = Duration::from_millis(presence.heartbeat_interval_ms.max(1));
         let silence = (interval * EXPIRY_INTERVALS).max(RUNNING_AFTER);
         let followed = self
@@ -1569,18 +1556,50 @@ mod tests {
         (t, now, hear)
     }
 
+    /// Rows of an earlier start of this node that their peers heard long ago show nothing
+    /// running now, however their sequence numbers go on; and of such rows (never stored), one
+    /// a sync costs a signature check.
+    #[test]
+    fn old_rows_of_an_earlier_start_are_no_twin_and_cost_one_check_a_sync() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let now = Instant::now();
+        let mut t = Membership::new(presence(me, "self", 2, 0), now);
+        let row = |seq: u64, age_ms: u64| {
+            let mut p = presence(me, "self", 1, seq);
+            p.sign(&key);
+            MemberRecord {
+                presence: p,
+                age_ms,
+            }
+        };
+        for (seq, s) in [(40, 0), (41, 6), (42, 11), (43, 16)] {
+            let at = now + Duration::from_secs(s);
+            let mut rows = vec![row(seq, 3_600_000)];
+            t.keep_authentic(&mut rows, at);
+            assert_eq!(rows.len(), 1, "signed by its node");
+            t.merge(rows, at);
+        }
+        assert_eq!(t.take_twin(), None);
+        let mut rows: Vec<MemberRecord> = (0..500).map(|i| row(50 + i, 0)).collect();
+        t.keep_authentic(&mut rows, now + Duration::from_secs(17));
+        assert_eq!((t.signatures_checked, rows.len()), (4 + 1, 1));
+    }
+
     /// A restarted node hears the last heartbeats of its previous run for a few seconds (gossip
     /// keeps messages 3.5 s): several sequence numbers, but not for long. That is no twin.
     #[test]
     fn the_echoes_of_a_restarted_run_are_no_twin() {
         let (mut t, now, hear) = with_earlier_start();
         let ms = Duration::from_millis;
-        // A peer's row of it, last heard there 9 s ago: what counts is when this daemon heard
-        // it (the echoes below come over 4 s, not 13).
+        // A peer's row of it, last heard there 14 s ago (alive there: its interval was 5 s):
+        // what counts is when this daemon heard it (the echoes below come over 4 s, not 18).
         let me = t.local_peer();
+        let mut last_row = presence(me, "self", 1, 39);
+        last_row.heartbeat_interval_ms = 5_000;
         let row = MemberRecord {
-            presence: presence(me, "self", 1, 39),
-            age_ms: 9_000,
+            presence: last_row,
+            age_ms: 14_000,
         };
         t.merge(vec![row], now);
         // Its last five heartbeats, in disorder and again, over 4 s.
@@ -1926,23 +1945,30 @@ mod tests {
         assert_eq!(t.signatures_checked, 2);
         assert_eq!(t.take_refused(), 10);
         assert_eq!(t.versions().len(), MAX_MEMBERS);
-        // Two more leave: a row not signed by its node gives its place to the next row.
+        // Two more leave: a row not signed by its node uses its place up, so a flood of
+        // forged rows costs a check per place, not per row.
         for gone in [alive[2], alive[3]] {
             let mut goodbye = presence(gone, "n", 1, 2);
             goodbye.status = PresenceStatus::Leaving;
             t.observe(goodbye, now);
         }
-        let mut rows = signed_newcomers(4);
+        let mut rows = signed_newcomers(300);
         rows[0].presence.load = 0.5;
         let forged = rows[0].presence.peer_id;
-        let genuine: Vec<PeerId> = rows.iter().skip(1).map(|r| r.presence.peer_id).collect();
+        let genuine = rows[1].presence.peer_id;
         t.keep_authentic(&mut rows, now);
-        assert_eq!(t.signatures_checked, 2 + 3);
-        assert_eq!(t.take_refused(), 1);
+        assert_eq!(t.signatures_checked, 2 + 2);
+        assert_eq!(t.take_refused(), 298);
         t.merge(rows, now);
-        assert!(!t.contains(&forged) && t.contains(&genuine[0]) && t.contains(&genuine[1]));
-        assert!(!t.contains(&genuine[2]));
-        assert!(!t.contains(&alive[2]) && !t.contains(&alive[3]));
+        assert!(!t.contains(&forged) && t.contains(&genuine));
+        assert_eq!(
+            [alive[2], alive[3]]
+                .iter()
+                .filter(|p| t.contains(p))
+                .count(),
+            1
+        );
+        assert_eq!(t.versions().len(), MAX_MEMBERS);
     }
 
     /// A table with free places checks one row per place, and refuses the rest unchecked.

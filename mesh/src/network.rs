@@ -876,7 +876,9 @@ struct EventLoop {
     alone_said: SaidAtMost,
     /// That another daemon uses this node's identity, said every [`TWIN_WARNING_EVERY`] at most.
     twin_said: SaidAtMost,
-    /// The addresses of that other daemon and when it was last heard of, for `status`.
+    /// The addresses of that other daemon, for `status`, and until when to show them: two
+    /// warnings' time after it was last heard of, or three of its heartbeat intervals if
+    /// longer (with an earlier start, it is heard of once a heartbeat).
     twin_seen: Option<(Instant, Vec<Multiaddr>)>,
     /// Nodes heard speaking another wire version lately (at most [`MAX_OTHER_RELEASES`]).
     other_releases: HashMap<PeerId, OtherRelease>,

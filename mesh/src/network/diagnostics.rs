@@ -206,8 +206,8 @@ impl EventLoop {
     /// heard speaking another wire version, members out of reach, a full membership table.
     pub(super) fn warnings(&self, now: Instant) -> Vec<String> {
         let mut warnings = Vec::new();
-        if let Some((at, addresses)) = &self.twin_seen
-            && now.saturating_duration_since(*at) < 2 * TWIN_WARNING_EVERY
+        if let Some((until, addresses)) = &self.twin_seen
+            && now < *until
         {
             warnings.push(twin_warning(addresses));
         }
@@ -407,7 +407,9 @@ impl EventLoop {
                 .await;
             return;
         }
-        self.twin_seen = Some((Instant::now(), twin.presence.addresses.clone()));
+        let interval = Duration::from_millis(twin.presence.heartbeat_interval_ms);
+        let shown_for = (2 * TWIN_WARNING_EVERY).max(interval * membership::EXPIRY_INTERVALS);
+        self.twin_seen = Some((Instant::now() + shown_for, twin.presence.addresses.clone()));
         if self.twin_said.due(Instant::now()) {
             warn!(
                 peer = %self.local_peer_id,
