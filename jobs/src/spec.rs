@@ -486,12 +486,27 @@ fn apply_vars(
     Ok(())
 }
 
-fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> {
-    let usage = || format!("usage: {}", verb.usage());
-    let one_word = |what: &str| -> Result<String, String> {
+/// A verb with its parsed inline arguments: what each verb's parser reads, and the usage line
+/// its errors end with.
+struct VerbInput<'a> {
+    verb: Verb,
+    p: &'a Parsed,
+    /// The inline arguments as written (ARG and ENV take their VALUE from it).
+    inline: &'a str,
+}
+
+impl VerbInput<'_> {
+    /// `usage: ...`, the verb's usage line, which its errors end with.
+    fn usage(&self) -> String {
+        format!("usage: {}", self.verb.usage())
+    }
+
+    /// The one word after the options, named `what` in the error when there is not exactly one.
+    fn one_word(&self, what: &str) -> Result<String, String> {
+        let (verb, p) = (self.verb, self.p);
         match p.rest.as_slice() {
             [w] => Ok(w.text.clone()),
-            [] => Err(format!("{verb} needs {what}; {}", usage())),
+            [] => Err(format!("{verb} needs {what}; {}", self.usage())),
             _ => Err(format!(
                 "{verb} takes one {what}, got {} words{}; {}",
                 p.rest.len(),
@@ -500,34 +515,17 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
                 } else {
                     ""
                 },
-                usage()
+                self.usage()
             )),
         }
-    };
+    }
+}
+
+/// The component `verb` makes of its parsed inline arguments.
+fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> {
+    let input = VerbInput { verb, p, inline };
     Ok(match verb {
-        Verb::Run => {
-            if p.rest_raw.is_empty() {
-                return Err(format!("RUN needs a command; {}", usage()));
-            }
-            // The command is one argument of `/bin/sh -c`: the kernel takes no longer one.
-            if p.rest_raw.len() >= MAX_COMMAND_BYTES && !crate::template::is_template(&p.rest_raw) {
-                return Err(format!(
-                    "the command is {} bytes; a shell command can be at most {} (the kernel's \
-                     limit for one argument): put it in a file, ADD it and RUN that file",
-                    p.rest_raw.len(),
-                    MAX_COMMAND_BYTES - 1
-                ));
-            }
-            let stdout_arg = p.value("stdout-arg").map(str::to_string);
-            if let Some(name) = &stdout_arg {
-                check_arg_name(name, "--stdout-arg")?;
-            }
-            Component::Run {
-                command: p.rest_raw.clone(),
-                stdout_arg,
-                no_block: p.flag("no-block"),
-            }
-        }
+        Verb::Run => run(&input)?,
         Verb::Echo => Component::Echo {
             text: p
                 .rest
@@ -536,156 +534,217 @@ fn component(verb: Verb, p: &Parsed, inline: &str) -> Result<Component, String> 
                 .collect::<Vec<_>>()
                 .join(" "),
         },
-        Verb::Arg | Verb::Env => {
-            let Some(key) = p.rest.first() else {
-                return Err(format!("{verb} needs a KEY and a VALUE; {}", usage()));
-            };
-            check_arg_name(&key.text, "KEY")?;
-            let raw_value = p
-                .rest
-                .get(1)
-                .map(|w| inline[w.start..].trim())
-                .unwrap_or_default();
-            if raw_value.is_empty() {
-                return Err(format!("{verb} {} has no VALUE; {}", key.text, usage()));
-            }
-            let value = yaml_value(raw_value);
-            // Only a string is passed as it is; any other value as JSON, which escapes NUL.
-            if verb == Verb::Env
-                && let Some(why) = env_problem(&key.text, value.as_str().unwrap_or_default())
-            {
-                return Err(why);
-            }
-            let map = BTreeMap::from([(key.text.clone(), value)]);
-            let extend = p.flag("extend-args");
-            if verb == Verb::Arg {
-                Component::Arg { args: map, extend }
-            } else {
-                Component::Env { envs: map, extend }
-            }
-        }
+        Verb::Arg | Verb::Env => arg_or_env(&input)?,
         Verb::Workdir => Component::Workdir {
-            path: one_word("PATH")?,
+            path: input.one_word("PATH")?,
             owner: p.value("chown").map(Owner::parse).transpose()?,
             mode: p.value("chmod").map(parse_mode).transpose()?,
         },
         Verb::Cachefile => Component::Cachefile {
-            path: one_word("PATH")?,
+            path: input.one_word("PATH")?,
         },
         Verb::Cacheevict => Component::Cacheevict {
-            tag: CacheTag::parse(&one_word("a tag")?)?,
+            tag: CacheTag::parse(&input.one_word("a tag")?)?,
         },
         Verb::Queuesentinel => Component::Queuesentinel,
-        Verb::Wait => {
-            let wait = match (p.value("seconds"), p.flag("cmd")) {
-                (Some(s), false) => {
-                    if !p.rest.is_empty() {
-                        return Err(format!("WAIT --seconds takes nothing else; {}", usage()));
-                    }
-                    if p.value("retry").is_some() || p.value("retry-wait").is_some() {
-                        return Err(format!(
-                            "--retry and --retry-wait go with WAIT --cmd, not --seconds; {}",
-                            usage()
-                        ));
-                    }
-                    WaitFor::Seconds(parse_seconds(s, "--seconds")?)
-                }
-                (None, true) => {
-                    if p.rest_raw.is_empty() {
-                        return Err(format!("WAIT --cmd needs a command; {}", usage()));
-                    }
-                    WaitFor::Command {
-                        command: p.rest_raw.clone(),
-                        retry: match p.value("retry") {
-                            Some(r) => {
-                                r.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                                    format!("--retry '{r}' must be a whole number above 0")
-                                })?
-                            }
-                            None => 30,
-                        },
-                        retry_wait: match p.value("retry-wait") {
-                            Some(w) => parse_seconds(w, "--retry-wait")?,
-                            None => 1.0,
-                        },
-                    }
-                }
-                _ => {
-                    return Err(format!(
-                        "WAIT needs exactly one of --seconds and --cmd; {}",
-                        usage()
-                    ));
-                }
-            };
-            Component::Wait { wait }
-        }
-        Verb::Query => {
-            let name = one_word("NAME")?;
-            check_arg_name(&name, "NAME")?;
-            Component::Query {
-                name,
-                no_wait: p.flag("no-wait"),
-            }
-        }
-        Verb::QueryWait => Component::QueryWait {
-            item: one_word("ITEM")?,
-            timeout_secs: match p.value("query-timeout") {
-                Some(t) => whole_seconds(t, "--query-timeout")?,
-                None => DEFAULT_TIMEOUT_SECS,
-            },
-            identities: p.values("identity"),
+        Verb::Wait => Component::Wait {
+            wait: wait_for(&input)?,
         },
-        Verb::Add | Verb::Copy => {
-            let [src, dest] = p.rest.as_slice() else {
-                let got = match p.rest.len() {
-                    0 => "nothing".to_string(),
-                    1 => "only one word".to_string(),
-                    n => format!("{n} words (quote a path with spaces)"),
-                };
-                return Err(format!("{verb} takes SRC and DEST, got {got}; {}", usage()));
-            };
-            let transfer = Transfer {
-                src: src.text.clone(),
-                dest: dest.text.clone(),
-                owner: p.value("chown").map(Owner::parse).transpose()?,
-                mode: p.value("chmod").map(parse_mode).transpose()?,
-                blueprint: p.flag("blueprint"),
-                file: None,
-            };
-            if verb == Verb::Add {
-                Component::Add(transfer)
-            } else {
-                Component::Copy(transfer)
-            }
-        }
-        Verb::JobWait => {
-            let given = one_word("FINGERPRINT")?;
-            if given.len() < 8 || given.len() > 64 || !given.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                return Err(format!(
-                    "'{given}' is not a job fingerprint (8 to 64 hexadecimal digits, see --finger-print)"
-                ));
-            }
-            let fingerprint = given.to_ascii_lowercase();
-            let mut identities = p.values("identity");
-            // Named twice, a node is still one node to hear from.
-            let mut seen = std::collections::HashSet::new();
-            identities.retain(|id| seen.insert(id.clone()));
-            if identities.is_empty() {
-                return Err(format!(
-                    "JOB_WAIT needs at least one --identity NODE; {}",
-                    usage()
-                ));
-            }
-            Component::JobWait {
-                fingerprint,
-                identities,
-            }
-        }
+        Verb::Query => query(&input)?,
+        Verb::QueryWait => query_wait(&input)?,
+        Verb::Add | Verb::Copy => transfer(&input)?,
+        Verb::JobWait => job_wait(&input)?,
     })
 }
 
-/// Arg names are template variables: letters, digits and `_`, not starting with a digit.
+/// RUN: the shell command (at most one argument's length unless a template) and --stdout-arg.
+fn run(input: &VerbInput) -> Result<Component, String> {
+    let p = input.p;
+    if p.rest_raw.is_empty() {
+        return Err(format!("RUN needs a command; {}", input.usage()));
+    }
+    // The command is one argument of `/bin/sh -c`: the kernel takes no longer one.
+    if p.rest_raw.len() >= MAX_COMMAND_BYTES && !crate::template::is_template(&p.rest_raw) {
+        return Err(format!(
+            "the command is {} bytes; a shell command can be at most {} (the kernel's \
+             limit for one argument): put it in a file, ADD it and RUN that file",
+            p.rest_raw.len(),
+            MAX_COMMAND_BYTES - 1
+        ));
+    }
+    let stdout_arg = p.value("stdout-arg").map(str::to_string);
+    if let Some(name) = &stdout_arg {
+        check_arg_name(name, "--stdout-arg")?;
+    }
+    Ok(Component::Run {
+        command: p.rest_raw.clone(),
+        stdout_arg,
+        no_block: p.flag("no-block"),
+    })
+}
+
+/// ARG and ENV: one KEY and the rest of the line as its VALUE, read as YAML.
+fn arg_or_env(input: &VerbInput) -> Result<Component, String> {
+    let (verb, p) = (input.verb, input.p);
+    let Some(key) = p.rest.first() else {
+        return Err(format!("{verb} needs a KEY and a VALUE; {}", input.usage()));
+    };
+    check_arg_name(&key.text, "KEY")?;
+    let raw_value = p
+        .rest
+        .get(1)
+        .map(|w| input.inline[w.start..].trim())
+        .unwrap_or_default();
+    if raw_value.is_empty() {
+        return Err(format!(
+            "{verb} {} has no VALUE; {}",
+            key.text,
+            input.usage()
+        ));
+    }
+    let value = yaml_value(raw_value);
+    // Only a string is passed as it is; any other value as JSON, which escapes NUL.
+    if verb == Verb::Env
+        && let Some(why) = env_problem(&key.text, value.as_str().unwrap_or_default())
+    {
+        return Err(why);
+    }
+    let map = BTreeMap::from([(key.text.clone(), value)]);
+    let extend = p.flag("extend-args");
+    Ok(if verb == Verb::Arg {
+        Component::Arg { args: map, extend }
+    } else {
+        Component::Env { envs: map, extend }
+    })
+}
+
+/// WAIT: either --seconds alone, or --cmd with the command and its --retry and --retry-wait.
+fn wait_for(input: &VerbInput) -> Result<WaitFor, String> {
+    let p = input.p;
+    match (p.value("seconds"), p.flag("cmd")) {
+        (Some(s), false) => {
+            if !p.rest.is_empty() {
+                return Err(format!(
+                    "WAIT --seconds takes nothing else; {}",
+                    input.usage()
+                ));
+            }
+            if p.value("retry").is_some() || p.value("retry-wait").is_some() {
+                return Err(format!(
+                    "--retry and --retry-wait go with WAIT --cmd, not --seconds; {}",
+                    input.usage()
+                ));
+            }
+            Ok(WaitFor::Seconds(parse_seconds(s, "--seconds")?))
+        }
+        (None, true) => wait_command(input),
+        _ => Err(format!(
+            "WAIT needs exactly one of --seconds and --cmd; {}",
+            input.usage()
+        )),
+    }
+}
+
+/// WAIT --cmd: the command, tried up to --retry times (30), --retry-wait seconds apart (1).
+fn wait_command(input: &VerbInput) -> Result<WaitFor, String> {
+    let p = input.p;
+    if p.rest_raw.is_empty() {
+        return Err(format!("WAIT --cmd needs a command; {}", input.usage()));
+    }
+    Ok(WaitFor::Command {
+        command: p.rest_raw.clone(),
+        retry: match p.value("retry") {
+            Some(r) => r
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("--retry '{r}' must be a whole number above 0"))?,
+            None => 30,
+        },
+        retry_wait: match p.value("retry-wait") {
+            Some(w) => parse_seconds(w, "--retry-wait")?,
+            None => 1.0,
+        },
+    })
+}
+
+/// QUERY: the NAME of the arg to ask every node for.
+fn query(input: &VerbInput) -> Result<Component, String> {
+    let name = input.one_word("NAME")?;
+    check_arg_name(&name, "NAME")?;
+    Ok(Component::Query {
+        name,
+        no_wait: input.p.flag("no-wait"),
+    })
+}
+
+/// QUERY_WAIT: the ITEM to wait for, how long (--query-timeout) and from whom (--identity).
+fn query_wait(input: &VerbInput) -> Result<Component, String> {
+    let p = input.p;
+    Ok(Component::QueryWait {
+        item: input.one_word("ITEM")?,
+        timeout_secs: match p.value("query-timeout") {
+            Some(t) => whole_seconds(t, "--query-timeout")?,
+            None => DEFAULT_TIMEOUT_SECS,
+        },
+        identities: p.values("identity"),
+    })
+}
+
+/// ADD and COPY: SRC and DEST, with the file's owner and mode and whether it is a blueprint.
+fn transfer(input: &VerbInput) -> Result<Component, String> {
+    let (verb, p) = (input.verb, input.p);
+    let [src, dest] = p.rest.as_slice() else {
+        let got = match p.rest.len() {
+            0 => "nothing".to_string(),
+            1 => "only one word".to_string(),
+            n => format!("{n} words (quote a path with spaces)"),
+        };
+        return Err(format!(
+            "{verb} takes SRC and DEST, got {got}; {}",
+            input.usage()
+        ));
+    };
+    let transfer = Transfer {
+        src: src.text.clone(),
+        dest: dest.text.clone(),
+        owner: p.value("chown").map(Owner::parse).transpose()?,
+        mode: p.value("chmod").map(parse_mode).transpose()?,
+        blueprint: p.flag("blueprint"),
+        file: None,
+    };
+    Ok(if verb == Verb::Add {
+        Component::Add(transfer)
+    } else {
+        Component::Copy(transfer)
+    })
+}
+
+/// JOB_WAIT: the job's FINGERPRINT (hexadecimal) and the nodes to hear from (--identity).
+fn job_wait(input: &VerbInput) -> Result<Component, String> {
+    let given = input.one_word("FINGERPRINT")?;
+    if given.len() < 8 || given.len() > 64 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "'{given}' is not a job fingerprint (8 to 64 hexadecimal digits, see --finger-print)"
+        ));
+    }
+    let fingerprint = given.to_ascii_lowercase();
+    let mut identities = input.p.values("identity");
+    // Named twice, a node is still one node to hear from.
+    let mut seen = std::collections::HashSet::new();
+    identities.retain(|id| seen.insert(id.clone()));
+    if identities.is_empty() {
+        return Err(format!(
+            "JOB_WAIT needs at least one --identity NODE; {}",
+            input.usage()
+        ));
+    }
+    Ok(Component::JobWait {
+        fingerprint,
+        identities,
+    })
+}
+
 /// Why `name=value` cannot be in a process's environment, naming the env (`None`: it can): an
 /// empty name, `=` or NUL in the name, NUL in the value. ENV refuses such an env when it is
 /// parsed and when its value is rendered on the node; a job's shell, when one reaches it.
@@ -710,6 +769,7 @@ pub(crate) fn env_problem(name: &str, value: &str) -> Option<String> {
     }
 }
 
+/// Arg names are template variables: letters, digits and `_`, not starting with a digit.
 fn check_arg_name(name: &str, what: &str) -> Result<(), String> {
     let ok = name
         .chars()

@@ -9,7 +9,7 @@ use jobs::{Component, executor::QueueKind};
 use mesh::{MemberState, MeshStatus};
 
 use crate::{
-    control::{JobSummary, Submission, SubmitReply},
+    control::{JobSummary, Submission, SubmitReply, SubmittedJob, SubmittedParent},
     records::{JobRecord, NodeRef},
 };
 
@@ -247,7 +247,61 @@ pub fn resolve(
 ) -> Result<Resolved, SubmitError> {
     let local = NodeId(status.local_peer_id.to_string());
     let members = MembersByName::of(status);
-    let everyone: Vec<NodeRef> = status
+    let everyone = alive_members(status);
+    let conflicted = conflicted_names(status);
+    let mut left_out = BTreeSet::new();
+    // Whether a parent runs on every node (and so would on nodes of another release).
+    let mut untargeted = false;
+
+    let mut run = RunParts::new(&sub, local_name, now_ms);
+    let mut restricted = 0;
+    for mut sp in sub.parents {
+        if !sub.restrict.is_empty() {
+            restricted += restrict_by_fingerprint(&mut sp.jobs, &sub.restrict);
+            // Nothing of it runs: its targets are not looked up (they need not be alive),
+            // nor said to be left out.
+            if sp.jobs.is_empty() {
+                continue;
+            }
+        }
+        let targets = match named_targets(&members, &sub.targets, &sp)? {
+            Some(targets) => targets,
+            None => {
+                left_out.extend(conflicted.iter().cloned());
+                untargeted = true;
+                everyone.clone()
+            }
+        };
+        if targets.is_empty() {
+            return Err(SubmitError::Unavailable("no alive member to run on".into()));
+        }
+        run.add_parent(sp, &targets);
+    }
+    if run.parents.is_empty() {
+        return Err(nothing_to_run(restricted));
+    }
+    check_waits(&run.parents, &run.origins, &run.node_names, &run.records)?;
+    Ok(Resolved {
+        run: Run {
+            stream: sub.stream,
+            created_unix_ms: now_ms,
+            ..Run::new(&run.run_id, local, run.parents)
+        },
+        records: run.records,
+        reply: SubmitReply {
+            run_id: run.run_id,
+            jobs: run.summaries,
+            restricted,
+            left_out: left_out.into_iter().collect(),
+            other_releases_left_out: other_releases_left_out(status, untargeted),
+            not_alive_left_out: not_alive_left_out(status, untargeted),
+        },
+    })
+}
+
+/// Every alive member: the nodes a parent that names no targets runs on.
+fn alive_members(status: &MeshStatus) -> Vec<NodeRef> {
+    status
         .members
         .iter()
         .filter(|v| v.state == MemberState::Alive)
@@ -255,124 +309,126 @@ pub fn resolve(
             peer_id: v.presence.peer_id.to_string(),
             name: v.presence.name.clone(),
         })
-        .collect();
+        .collect()
+}
 
-    // Live, but sharing a name: a parent for every node cannot name their results apart.
-    let conflicted: BTreeSet<String> = status
+/// Names live nodes share: a parent for every node cannot name their results apart, and so
+/// leaves them out.
+fn conflicted_names(status: &MeshStatus) -> BTreeSet<String> {
+    status
         .members
         .iter()
         .filter(|v| v.state == MemberState::Conflict)
         .map(|v| v.presence.name.clone())
-        .collect();
-    let mut left_out = BTreeSet::new();
-    // Whether a parent runs on every node (and so would on nodes of another release).
-    let mut untargeted = false;
+        .collect()
+}
 
-    let run_id = new_id();
-    let mut parents = Vec::new();
-    let mut records = Vec::new();
-    let created_on_boot = jobs::processes::BootInstant::now();
-    let mut summaries = Vec::new();
-    let mut restricted = 0;
-    // Where each parent kept below was written, and the names of the nodes it runs on.
-    let mut origins = Vec::new();
-    let mut node_names: HashMap<String, String> = HashMap::new();
-    for mut sp in sub.parents {
-        if !sub.restrict.is_empty() {
-            let before = sp.jobs.len();
-            sp.jobs.retain(|job| {
-                let fingerprint = job.spec.fingerprint();
-                sub.restrict.iter().any(|p| fingerprint.matches_prefix(p))
-            });
-            restricted += before - sp.jobs.len();
-            // Nothing of it runs: its targets are not looked up (they need not be alive),
-            // nor said to be left out.
-            if sp.jobs.is_empty() {
-                continue;
-            }
-        }
-        let targets = if !sub.targets.is_empty() {
-            members.resolve_list(&sub.targets)?
-        } else if let Some(list) = &sp.targets {
-            // The parent's own `targets:` are named where they were written.
-            members.resolve_list(list).map_err(|e| match &sp.origin {
+/// `--restrict`: keeps the jobs whose fingerprint starts with one of `restrict`, and says how
+/// many it left out.
+fn restrict_by_fingerprint(jobs: &mut Vec<SubmittedJob>, restrict: &[String]) -> usize {
+    let before = jobs.len();
+    jobs.retain(|job| {
+        let fingerprint = job.spec.fingerprint();
+        restrict.iter().any(|p| fingerprint.matches_prefix(p))
+    });
+    before - jobs.len()
+}
+
+/// The nodes `--target` names, else those the parent's own `targets:` name; `None` when
+/// neither names any, for a parent that runs on every alive node.
+fn named_targets(
+    members: &MembersByName,
+    targets: &[String],
+    sp: &SubmittedParent,
+) -> Result<Option<Vec<NodeRef>>, SubmitError> {
+    if !targets.is_empty() {
+        members.resolve_list(targets).map(Some)
+    } else if let Some(list) = &sp.targets {
+        // The parent's own `targets:` are named where they were written.
+        members
+            .resolve_list(list)
+            .map(Some)
+            .map_err(|e| match &sp.origin {
                 None => e,
                 Some(origin) => e.prefixed(origin),
-            })?
-        } else {
-            left_out.extend(conflicted.iter().cloned());
-            untargeted = true;
-            everyone.clone()
-        };
-        if targets.is_empty() {
-            return Err(SubmitError::Unavailable("no alive member to run on".into()));
+            })
+    } else {
+        Ok(None)
+    }
+}
+
+/// A submission with no job left to run, saying whether `--restrict` left them all out.
+fn nothing_to_run(restricted: usize) -> SubmitError {
+    SubmitError::BadInput(if restricted > 0 {
+        match restricted {
+            1 => "--restrict left out the only job: nothing to run".to_string(),
+            n => format!("--restrict left out all {n} jobs: nothing to run"),
         }
-        let queue = if sp.is_async || sub.force_async {
+    } else {
+        "nothing to run".into()
+    })
+}
+
+/// A run being put together, parent by parent: its parents, a record and a summary for every
+/// job, and what [`check_waits`] needs to name them.
+struct RunParts<'a> {
+    run_id: String,
+    originator: &'a str,
+    created_unix_ms: u64,
+    created_on_boot: Option<jobs::processes::BootInstant>,
+    /// `--ignore-cache`, `--force-async`, and whether it is an `exec`.
+    ignore_cache: bool,
+    force_async: bool,
+    exec: bool,
+    parents: Vec<Parent>,
+    records: Vec<JobRecord>,
+    summaries: Vec<JobSummary>,
+    /// Where each parent was written, and the names of the nodes they run on.
+    origins: Vec<Option<String>>,
+    node_names: HashMap<String, String>,
+}
+
+impl<'a> RunParts<'a> {
+    fn new(sub: &Submission, originator: &'a str, now_ms: u64) -> Self {
+        RunParts {
+            run_id: new_id(),
+            originator,
+            created_unix_ms: now_ms,
+            created_on_boot: jobs::processes::BootInstant::now(),
+            ignore_cache: sub.ignore_cache,
+            force_async: sub.force_async,
+            exec: sub.exec,
+            parents: Vec::new(),
+            records: Vec::new(),
+            summaries: Vec::new(),
+            origins: Vec::new(),
+            node_names: HashMap::new(),
+        }
+    }
+
+    /// Adds `sp`'s jobs to run on `targets`: one parent for them all, or for an `exec` one
+    /// parent per job. A parent with no jobs adds nothing.
+    fn add_parent(&mut self, mut sp: SubmittedParent, targets: &[NodeRef]) {
+        let queue = if sp.is_async || self.force_async {
             QueueKind::Async
         } else {
             QueueKind::Sync
         };
         let shared_parent = new_id();
         let mut entries = Vec::new();
-        for job in sp.jobs {
-            let fingerprint = job.spec.fingerprint();
-            let job_id = new_id();
-            let parent_id = if sub.exec {
-                job_id.clone()
-            } else {
-                shared_parent.clone()
-            };
-            let mut spec = job.spec;
-            if sub.ignore_cache {
-                spec.skip_cache = true;
-            }
-            let nodes: Vec<NodeRef> = if spec.run_once {
-                targets[..1].to_vec()
-            } else {
-                targets.clone()
-            };
-            records.push(JobRecord {
-                job_id: job_id.clone(),
-                run_id: run_id.clone(),
-                parent_id: parent_id.clone(),
-                parent_fingerprint: sp.fingerprint.to_hex(),
-                parent_name: sp.name.clone(),
-                verb: spec.verb().name().to_string(),
-                definition: job.definition.clone(),
-                fingerprint: fingerprint.to_hex(),
-                originator: local_name.to_string(),
-                created_unix_ms: now_ms,
-                created_on_boot: created_on_boot.clone(),
-                // Numbered by the runs actor as it takes the submission in.
-                submission: 0,
-                position: records.len() as u32,
-                nodes: nodes.clone(),
-                results: BTreeMap::new(),
-            });
-            summaries.push(JobSummary {
-                job_id: job_id.clone(),
-                parent_id: parent_id.clone(),
-                definition: job.definition,
-                fingerprint: fingerprint.to_hex(),
-                targets: nodes.iter().map(|n| n.name.clone()).collect(),
-            });
-            entries.push(JobEntry {
-                job_id,
-                only_on: spec.run_once.then(|| NodeId(targets[0].peer_id.clone())),
-                spec,
-                fingerprint,
-            });
+        for job in std::mem::take(&mut sp.jobs) {
+            entries.push(self.add_job(job, &sp, targets, &shared_parent));
         }
         if entries.is_empty() {
-            continue;
+            return;
         }
-        for t in &targets {
-            node_names.insert(t.peer_id.clone(), t.name.clone());
+        for t in targets {
+            self.node_names.insert(t.peer_id.clone(), t.name.clone());
         }
         let target_ids: Vec<NodeId> = targets.iter().map(|t| NodeId(t.peer_id.clone())).collect();
         // An `exec`'s jobs (one per file of an ADD/COPY pattern) are each their own parent,
         // as their records say: one failing does not stop the others.
-        let groups = if sub.exec {
+        let groups = if self.exec {
             entries
                 .into_iter()
                 .map(|e| (e.job_id.clone(), vec![e]))
@@ -381,8 +437,8 @@ pub fn resolve(
             vec![(shared_parent, entries)]
         };
         for (parent_id, jobs) in groups {
-            origins.push(sp.origin.clone());
-            parents.push(Parent {
+            self.origins.push(sp.origin.clone());
+            self.parents.push(Parent {
                 parent_id,
                 fingerprint: sp.fingerprint,
                 queue,
@@ -392,33 +448,64 @@ pub fn resolve(
             });
         }
     }
-    if parents.is_empty() {
-        return Err(SubmitError::BadInput(if restricted > 0 {
-            match restricted {
-                1 => "--restrict left out the only job: nothing to run".to_string(),
-                n => format!("--restrict left out all {n} jobs: nothing to run"),
-            }
+
+    /// Records and summarises `job`, to run on the first of `targets` for `--run-once`, else
+    /// on all of them; the entry the run carries for it.
+    fn add_job(
+        &mut self,
+        job: SubmittedJob,
+        sp: &SubmittedParent,
+        targets: &[NodeRef],
+        shared_parent: &str,
+    ) -> JobEntry {
+        let fingerprint = job.spec.fingerprint();
+        let job_id = new_id();
+        let parent_id = if self.exec {
+            job_id.clone()
         } else {
-            "nothing to run".into()
-        }));
+            shared_parent.to_string()
+        };
+        let mut spec = job.spec;
+        if self.ignore_cache {
+            spec.skip_cache = true;
+        }
+        let nodes: Vec<NodeRef> = if spec.run_once {
+            targets[..1].to_vec()
+        } else {
+            targets.to_vec()
+        };
+        self.records.push(JobRecord {
+            job_id: job_id.clone(),
+            run_id: self.run_id.clone(),
+            parent_id: parent_id.clone(),
+            parent_fingerprint: sp.fingerprint.to_hex(),
+            parent_name: sp.name.clone(),
+            verb: spec.verb().name().to_string(),
+            definition: job.definition.clone(),
+            fingerprint: fingerprint.to_hex(),
+            originator: self.originator.to_string(),
+            created_unix_ms: self.created_unix_ms,
+            created_on_boot: self.created_on_boot.clone(),
+            // Numbered by the runs actor as it takes the submission in.
+            submission: 0,
+            position: self.records.len() as u32,
+            nodes: nodes.clone(),
+            results: BTreeMap::new(),
+        });
+        self.summaries.push(JobSummary {
+            job_id: job_id.clone(),
+            parent_id: parent_id.clone(),
+            definition: job.definition,
+            fingerprint: fingerprint.to_hex(),
+            targets: nodes.iter().map(|n| n.name.clone()).collect(),
+        });
+        JobEntry {
+            job_id,
+            only_on: spec.run_once.then(|| NodeId(targets[0].peer_id.clone())),
+            spec,
+            fingerprint,
+        }
     }
-    check_waits(&parents, &origins, &node_names, &records)?;
-    Ok(Resolved {
-        run: Run {
-            stream: sub.stream,
-            created_unix_ms: now_ms,
-            ..Run::new(&run_id, local, parents)
-        },
-        records,
-        reply: SubmitReply {
-            run_id,
-            jobs: summaries,
-            restricted,
-            left_out: left_out.into_iter().collect(),
-            other_releases_left_out: other_releases_left_out(status, untargeted),
-            not_alive_left_out: not_alive_left_out(status, untargeted),
-        },
-    })
 }
 
 /// Refuses a run in which a JOB_WAIT waits, on a node it runs on, for a job of the same run
