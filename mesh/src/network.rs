@@ -306,6 +306,14 @@ enum Command {
         blocked: bool,
         reply: oneshot::Sender<()>,
     },
+    /// Tests only: applies `budget` at once and handles `then` in the same turn (see
+    /// `EventLoop::close_over_budget_then`).
+    #[cfg(test)]
+    CloseOverBudgetThen {
+        budget: ConnectionBudget,
+        then: Box<Command>,
+        closing: oneshot::Sender<Vec<PeerId>>,
+    },
 }
 
 impl Command {
@@ -1096,6 +1104,12 @@ impl EventLoop {
             None => command,
         };
         match command {
+            #[cfg(test)]
+            Command::CloseOverBudgetThen {
+                budget,
+                then,
+                closing,
+            } => self.close_over_budget_then(budget, *then, closing),
             Command::Block {
                 peers,
                 blocked,

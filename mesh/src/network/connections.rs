@@ -400,6 +400,29 @@ impl EventLoop {
         }
     }
 
+    /// Tests only: applies `budget` from now on and closes what it closes at once, as
+    /// maintenance does each second, then handles `then` in the same turn, before the swarm
+    /// can report any of those connections gone: a command (a request) coming in the very
+    /// moment the budget begins a close. Tells `closing` which peers are being closed.
+    #[cfg(test)]
+    pub(super) fn close_over_budget_then(
+        &mut self,
+        budget: ConnectionBudget,
+        then: Command,
+        closing: oneshot::Sender<Vec<PeerId>>,
+    ) {
+        self.config.connection_budget = budget;
+        self.trim_connections(Instant::now());
+        let peers = self
+            .swarm
+            .connected_peers()
+            .filter(|peer| self.closing.contains(peer))
+            .copied()
+            .collect();
+        self.on_command(then);
+        let _ = closing.send(peers);
+    }
+
     /// Sends the requests that waited for a close done (or given up on, at `now`).
     pub(super) fn send_after_closes(&mut self, now: Instant) {
         for request in self.closing.overdue(now) {
@@ -1040,6 +1063,188 @@ mod tests {
         // Answered and idle, the connection is over the budget like any other.
         let closed = next_heard(&mut hearing, MIN_IDLE_AFTER + Duration::from_secs(5)).await;
         assert!(matches!(closed, Heard::Closed), "{closed:?}");
+        node.handle.shutdown().await.expect("the node leaves");
+    }
+
+    /// What the answering member of the test below sees of its swarm.
+    #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+    enum Seen {
+        Connected,
+        Closed,
+        /// The node's answer to the row it was handed.
+        Synced,
+        /// A job request, answered with its own data.
+        Asked(Vec<u8>),
+    }
+
+    /// A member listening on 127.0.0.1 over TCP, known to `node` from its own row, which lists
+    /// that address: a bare swarm of the mesh's protocols subscribed to no topic (in none of
+    /// the node's gossip meshes), as [`bare_member`]. It dials `node` at `addr`, hands it its
+    /// row, answers each job request with the request's own data (and nothing else it is
+    /// asked), and tells what it sees.
+    async fn answering_member(
+        node: PeerId,
+        addr: Multiaddr,
+    ) -> (PeerId, mpsc::UnboundedReceiver<Seen>) {
+        let keypair = Keypair::generate_ed25519();
+        let identity = LocalIdentity {
+            name: "answering".into(),
+            machine_id: "machine-answering".into(),
+            version: "test".into(),
+            labels: BTreeMap::new(),
+            host_uptime_at_start: Duration::ZERO,
+        };
+        let config = MeshConfig::new(keypair.clone(), TransportKind::Tcp, identity);
+        let peer = keypair.public().to_peer_id();
+        let mut swarm = build_swarm(keypair.clone(), TransportKind::Tcp, None).expect("a swarm");
+        swarm
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("an address"))
+            .expect("the member listens");
+        let listening = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        let mut presence = local_presence_parts(&config, peer, 1, 0, &[listening], Instant::now());
+        presence.sign(&keypair);
+        assert!(
+            !presence.addresses.is_empty(),
+            "the row tells where to dial"
+        );
+        let members = vec![wire::MemberRecord {
+            presence,
+            age_ms: 0,
+        }];
+        swarm
+            .dial(crate::multiaddr_with_peer(addr, node))
+            .expect("the member dials");
+        swarm
+            .behaviour_mut()
+            .ctl
+            .send_request(&node, CtlRequest::SyncMembers { members });
+        // Unbounded: a test's few connection and request events, read as they come.
+        let (seen, seeing) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let said = match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => Seen::Connected,
+                    SwarmEvent::ConnectionClosed { .. } => Seen::Closed,
+                    SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Response {
+                                    response: CtlResponse::Members { .. },
+                                    ..
+                                },
+                            ..
+                        },
+                    )) => Seen::Synced,
+                    SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Request {
+                                    request: CtlRequest::Job(data),
+                                    channel,
+                                    ..
+                                },
+                            ..
+                        },
+                    )) => {
+                        let answer = CtlResponse::Job(data.clone());
+                        // Err: the node went away, which its side of the test shows.
+                        let _ = swarm.behaviour_mut().ctl.send_response(channel, answer);
+                        Seen::Asked(data)
+                    }
+                    _ => continue,
+                };
+                if seen.send(said).is_err() {
+                    return;
+                }
+            }
+        });
+        (peer, seeing)
+    }
+
+    /// The next thing `seen` tells, within 10 s.
+    async fn next_seen(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .expect("seen in time")
+            .expect("the member runs")
+    }
+
+    /// A request to a peer sent in the very moment the connection budget begins closing that
+    /// peer's connection is answered: it waits until the connection being closed is gone and
+    /// then goes on a new one, where sent at once it would go on the closing one and fail with
+    /// it. On real TCP connections; the request comes in the same turn of the event loop as
+    /// the close, before the swarm can report anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_sent_as_the_budget_begins_closing_its_peer_is_answered_once_closed() {
+        let identity = LocalIdentity {
+            name: "node".into(),
+            machine_id: "machine-node".into(),
+            version: "test".into(),
+            labels: BTreeMap::new(),
+            host_uptime_at_start: Duration::ZERO,
+        };
+        let keypair = Keypair::generate_ed25519();
+        let mut config = MeshConfig::new(keypair, TransportKind::Tcp, identity);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("an address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        // Maintenance neither dials nor, within the default budget, closes anything: only
+        // the budget applied below closes the member's connection.
+        config.target_peers = 0;
+        let node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        let addr = status.listen_addrs[0].clone();
+        let (member, mut seen) = answering_member(status.local_peer_id, addr).await;
+        assert_eq!(next_seen(&mut seen).await, Seen::Connected);
+        assert_eq!(next_seen(&mut seen).await, Seen::Synced);
+        // Idle for long enough that the budget below closes the member's connection.
+        tokio::time::sleep(MIN_IDLE_AFTER + Duration::from_millis(500)).await;
+
+        let data = b"sent as the close begins".to_vec();
+        let (reply, answer) = oneshot::channel();
+        let request = Command::RequestJob {
+            peer: member,
+            data: data.clone(),
+            reply,
+        };
+        let (closing, closed) = oneshot::channel();
+        let budget = ConnectionBudget {
+            max_peers: 0,
+            idle_after: MIN_IDLE_AFTER,
+        };
+        node.handle
+            .commands
+            .send(Command::CloseOverBudgetThen {
+                budget,
+                then: Box::new(request),
+                closing,
+            })
+            .await
+            .expect("the node runs");
+        assert_eq!(
+            closed.await.expect("the node runs"),
+            vec![member],
+            "the budget began closing the member's connection"
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("answered in time")
+            .expect("the node runs");
+        assert_eq!(answer.expect("the request is answered"), data);
+        // The request went on a new connection, the first one closed.
+        let mut after = Vec::new();
+        while !after.contains(&Seen::Closed) || !after.contains(&Seen::Asked(data.clone())) {
+            after.push(next_seen(&mut seen).await);
+        }
+        after.sort();
+        assert_eq!(
+            after,
+            vec![Seen::Connected, Seen::Closed, Seen::Asked(data)],
+            "the member saw the close, then a new connection"
+        );
         node.handle.shutdown().await.expect("the node leaves");
     }
 }
