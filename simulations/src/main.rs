@@ -32,7 +32,9 @@ use simulations::{
 ///
 /// Every run reports: delivery ratio; time for 50/99/100 % of targets to have the job and for
 /// the submitter to have 50/99/100 % of the results; messages and KiB sent per node (payload +
-/// framing; tier 1 only); the gossip duplicate factor; what the submitter uploaded; memory per
+/// framing) and the gossip duplicate factor (copies a node received of each gossiped message,
+/// averaged over the nodes that received it: the run's announce, each announce again and
+/// QUERY's set are a message each), both tier 1 only; what the submitter uploaded; memory per
 /// node (tiers 2 and 3). Times count from the submit.
 ///
 /// Tier 2's nodes log to stderr as the daemon does when RUST_LOG is set (e.g.

@@ -35,16 +35,22 @@ pub struct Report {
     pub repeated_results: usize,
     /// Expected results recorded more than once with different content (must stay 0).
     pub conflicting_results: usize,
-    /// Whether the tier counts messages and bytes (tier 1 does; tier 2's memory transport
-    /// does not), and sees results that arrive twice (tier 1 only).
+    /// Whether the tier counts messages, bytes and gossip copies (tier 1 does; tier 2's
+    /// memory transport does not), and sees results that arrive twice (tier 1 only).
     pub traffic_measured: bool,
     /// Per node: messages, payload bytes and framing bytes sent.
     pub messages: Vec<u64>,
     pub payload_bytes: Vec<u64>,
     pub overhead_bytes: Vec<u64>,
-    /// Gossip copies of the run received, and nodes that received it at least once.
+    /// Copies of gossiped messages received by live nodes, duplicates included. Each gossiped
+    /// version is a message of its own: the run's announce, each announce again (a new
+    /// round), and each QUERY set.
     pub gossip_received: u64,
-    pub gossip_nodes: u64,
+    /// First receipts: each (node, message) pair counted once, for every message a node
+    /// received at least once (its publisher's own copy is no receipt).
+    /// `gossip_received / gossip_first_receipts` is the duplicate factor: copies a node
+    /// receives of each message.
+    pub gossip_first_receipts: u64,
     /// What the submitter uploaded, where the tier measures it (`None` where it does not):
     /// tier 1, everything it sent (messages and framing); tiers 2 and 3, the file bytes it
     /// served (the `files` scenario only: the daemon counts no other upload).
@@ -112,13 +118,17 @@ pub struct Summary {
     pub last_join: Option<f64>,
 }
 
-/// Messages and bytes per node, and how often the run's gossip reached a node.
+/// Messages and bytes per node, and how many copies of each gossiped message a node received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Traffic {
     pub messages_per_node: f64,
     pub payload_kib_per_node: f64,
     pub overhead_kib_per_node: f64,
     pub max_kib_node: f64,
+    /// Copies received per node per gossiped message: every copy any node received of any
+    /// message (the run's announce, each announce again, each QUERY set), over the (node,
+    /// message) pairs where the node received that message at least once. 1.0 is a message
+    /// that reached each node once; 0 where nothing was gossiped.
     pub duplicate_factor: f64,
 }
 
@@ -167,10 +177,10 @@ impl Report {
                 payload_kib_per_node: kib(&self.payload_bytes),
                 overhead_kib_per_node: kib(&self.overhead_bytes),
                 max_kib_node: max_node as f64 / 1024.0,
-                duplicate_factor: if self.gossip_nodes == 0 {
+                duplicate_factor: if self.gossip_first_receipts == 0 {
                     0.0
                 } else {
-                    self.gossip_received as f64 / self.gossip_nodes as f64
+                    self.gossip_received as f64 / self.gossip_first_receipts as f64
                 },
             }),
             submitter_upload_mib: self.submitter_upload.map(|b| b as f64 / (1 << 20) as f64),
@@ -360,6 +370,25 @@ mod tests {
         // Not measured is "-", not the 0.00 of an upload measured as nothing.
         let zeros = |upload| table(&[measured(upload)]).matches("0.00").count();
         assert_eq!(zeros(None) + 1, zeros(Some(0)));
+    }
+
+    #[test]
+    fn the_duplicate_factor_is_copies_per_first_receipt() {
+        let factor = |received, first_receipts| {
+            Report {
+                traffic_measured: true,
+                gossip_received: received,
+                gossip_first_receipts: first_receipts,
+                ..Report::default()
+            }
+            .summary()
+            .traffic
+            .unwrap()
+            .duplicate_factor
+        };
+        assert_eq!(factor(12, 4), 3.0);
+        // Nothing gossiped (a run too big for gossip goes directly).
+        assert_eq!(factor(0, 0), 0.0);
     }
 
     #[test]

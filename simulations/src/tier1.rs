@@ -346,6 +346,9 @@ struct SimNode {
     // Gossip.
     /// Per [`Flood`]: the newest version this node has, and when it got it.
     seen: [Option<(u32, Micros)>; 2],
+    /// Every version it received by gossip at least once, older ones included (kept across
+    /// a restart, as `seen` is: for the duplicate count only).
+    received: Vec<(Flood, u32)>,
     /// Peers that said they have a version (IDONTWANT): (peer, what, version).
     dont_want: Vec<(usize, Flood, u32)>,
     heartbeat_at: Option<Micros>,
@@ -433,8 +436,9 @@ struct Sim {
     messages: Vec<u64>,
     payload: Vec<u64>,
     overhead: Vec<u64>,
+    /// Copies of gossip received, and (node, version) pairs received at least once.
     gossip_received: u64,
-    gossip_nodes: u64,
+    gossip_first_receipts: u64,
     events: u64,
     job_index: HashMap<String, usize>,
     /// The submitter's QUERY collection, and which job is the QUERY (`query` scenario).
@@ -770,7 +774,7 @@ impl Sim {
             payload: vec![0; n],
             overhead: vec![0; n],
             gossip_received: 0,
-            gossip_nodes: 0,
+            gossip_first_receipts: 0,
             events: 0,
             job_index,
             queries: Queries::default(),
@@ -1151,7 +1155,7 @@ impl Sim {
             payload_bytes: self.payload.clone(),
             overhead_bytes: self.overhead.clone(),
             gossip_received: self.gossip_received,
-            gossip_nodes: self.gossip_nodes,
+            gossip_first_receipts: self.gossip_first_receipts,
             submitter_upload: Some(self.payload[self.submitter] + self.overhead[self.submitter]),
             rss_per_node: None,
             wall: Duration::ZERO,
@@ -1254,6 +1258,41 @@ mod tests {
         assert_eq!(next_phase(0, 30, 100), 30);
         assert_eq!(next_phase(30, 30, 100), 130);
         assert_eq!(next_phase(131, 30, 100), 230);
+    }
+
+    #[test]
+    fn the_duplicate_factor_is_copies_per_node_and_message() {
+        let tier1 = Tier1 {
+            workload: Workload::new(Scenario::Query, 4),
+            network: NetworkModel::default(),
+            seed: 1,
+            limit: Duration::from_secs(10),
+        };
+        let mut sim = Sim::new(&tier1).unwrap();
+        let s = sim.submitter;
+        let others: Vec<usize> = (0..4).filter(|&i| i != s).collect();
+        let (a, b, down) = (others[0], others[1], others[2]);
+        // a: the run from two peers, then its announce again (round 1, a message of its own).
+        sim.gossip_in(a, s, Flood::Run, 0);
+        sim.gossip_in(a, b, Flood::Run, 0);
+        sim.gossip_in(a, s, Flood::Run, 1);
+        // b: the announce again first, then a late copy of the first round; the QUERY set twice.
+        sim.gossip_in(b, s, Flood::Run, 1);
+        sim.gossip_in(b, a, Flood::Run, 0);
+        sim.gossip_in(b, s, Flood::QuerySet, 3);
+        sim.gossip_in(b, a, Flood::QuerySet, 3);
+        // A copy that reaches a node that is down is lost, not received.
+        sim.kill(down);
+        sim.gossip_in(down, a, Flood::Run, 0);
+        let report = sim.report();
+        assert_eq!(
+            (report.gossip_received, report.gossip_first_receipts),
+            (7, 5)
+        );
+        // 7 copies of 5 (node, message) pairs: a got rounds 0 and 1, b rounds 1 and 0 and
+        // the set. Per node that got the run (2), it would be 3.5.
+        let traffic = report.summary().traffic.unwrap();
+        assert_eq!(traffic.duplicate_factor, 7.0 / 5.0);
     }
 
     #[test]

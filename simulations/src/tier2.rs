@@ -463,7 +463,7 @@ pub(crate) fn report(
         payload_bytes: vec![],
         overhead_bytes: vec![],
         gossip_received: 0,
-        gossip_nodes: 0,
+        gossip_first_receipts: 0,
         // The daemon counts the file bytes it serves, and no other upload.
         submitter_upload: (w.scenario == Scenario::Files).then_some(served),
         rss_per_node: None,

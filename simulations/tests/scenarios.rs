@@ -198,6 +198,27 @@ fn tier1_traffic_does_not_depend_on_how_long_the_job_runs() {
     );
 }
 
+/// The duplicate factor is copies per node and message: a QUERY gossips two messages (the run
+/// and the set) and a partition has the run announced again, each time a message of its own,
+/// and neither multiplies what a fanout's one message costs a node.
+#[test]
+fn tier1_duplicate_factor_counts_copies_of_each_message() {
+    let dup = |scenario| {
+        let s = tier1(scenario, NetworkModel::default(), 7);
+        assert_complete(&s);
+        s.traffic.expect("tier 1 counts traffic").duplicate_factor
+    };
+    let fanout = dup(Scenario::Fanout);
+    assert!((1.0..12.0).contains(&fanout), "fanout: {fanout}");
+    for scenario in [Scenario::Query, Scenario::Partition] {
+        let d = dup(scenario);
+        assert!(
+            d >= 1.0 && d <= 1.2 * fanout,
+            "{scenario}: {d} copies per node and message, fanout {fanout}"
+        );
+    }
+}
+
 #[test]
 fn tier1_is_deterministic_for_a_seed() {
     let network = NetworkModel {

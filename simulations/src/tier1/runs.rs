@@ -27,9 +27,6 @@ impl Sim {
                         // As the daemon: too big to gossip, the first resend delivers directly.
                         continue;
                     }
-                    if self.seen(s, Flood::Run).is_none() {
-                        self.gossip_nodes += 1;
-                    }
                     self.publish(s, Flood::Run, run.round);
                 }
                 originator::Action::Deliver { node, .. } => {

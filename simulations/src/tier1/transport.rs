@@ -367,13 +367,16 @@ impl Sim {
             }
             return;
         }
+        // Every copy counts, and each version once per node: a new round of the run is a
+        // message of its own, received again by everyone.
         self.gossip_received += 1;
+        if !self.nodes[to].received.contains(&(what, round)) {
+            self.nodes[to].received.push((what, round));
+            self.gossip_first_receipts += 1;
+        }
         // Gossip drops what it has seen: this version, or (for the model) an older one.
         if self.seen(to, what).is_some_and(|r| r >= round) {
             return;
-        }
-        if what == Flood::Run && self.seen(to, what).is_none() {
-            self.gossip_nodes += 1;
         }
         self.nodes[to].seen[what.index()] = Some((round, self.now));
         let mesh = self.mesh[to].clone();
