@@ -27,14 +27,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{Notify, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, mpsc, oneshot},
+    task::JoinHandle,
     time::Instant,
 };
 
 use crate::{
     cache::{Cache, CachedState},
-    components::{self, Coordinator, LineSink, OutputLine, QueueLender},
+    components::{self, Coordinator, LineSink, OutputLine, OutputStream, QueueLender},
     processes::{NotStarted, ProcessLog},
-    spec::{Component, Fingerprint, JobSpec},
+    spec::{Component, Fingerprint, JobSpec, Verb},
 };
 
 /// Which queue a job waits in.
@@ -714,6 +715,7 @@ fn arg_it_sets_is_gone(spec: &JobSpec, cache: &Cache) -> bool {
     }
 }
 
+/// Runs one job here: the cache check, its locks, its component, then the record of its result.
 async fn execute(
     work: Work,
     cache: &Cache,
@@ -725,21 +727,8 @@ async fn execute(
 ) -> Outcome {
     let started_unix_ms = unix_ms();
     let verb = work.spec.verb();
-    if verb.cacheable()
-        && !work.spec.skip_cache
-        && cache.succeeded(&work.fingerprint)
-        && !arg_it_sets_is_gone(&work.spec, cache)
-    {
-        return Outcome {
-            job_id: work.job_id,
-            state: ResultState::Skipped,
-            stdout: String::new(),
-            stderr: String::new(),
-            info: "skipped: it already succeeded on this node within the cache TTL".into(),
-            execution_secs: 0.0,
-            started_unix_ms,
-            finished_unix_ms: unix_ms(),
-        };
+    if succeeded_within_ttl(verb, &work, cache) {
+        return skipped(work.job_id, started_unix_ms);
     }
     // See `Verb::waits_for_other_nodes`: a wait that held the global lock shared would keep a
     // `--force-lock` job queued after it waiting, and every job after that one, possibly the
@@ -757,87 +746,142 @@ async fn execute(
     };
 
     // Live output: lines go to the node as they come, when asked.
-    let (sink, forward) = if work.stream {
-        let (tx, mut rx) = mpsc::channel::<OutputLine>(256);
-        let events = events.clone();
-        let job_id = work.job_id.clone();
-        let forward = tokio::spawn(async move {
-            let mut streamed = Vec::new();
-            while let Some(line) = rx.recv().await {
-                if !streamed.contains(&line.stream) {
-                    streamed.push(line.stream);
-                }
-                let _ = events
-                    .send(ExecEvent::Output {
-                        job_id: job_id.clone(),
-                        line,
-                    })
-                    .await;
-            }
-            streamed
-        });
-        (Some(tx as LineSink), Some(forward))
-    } else {
-        (None, None)
-    };
-
+    let (sink, forward) = work
+        .stream
+        .then(|| forward_output(&work.job_id, events))
+        .unzip();
     let clock = Instant::now();
     let deadline = clock + crate::spec::bounded_secs(work.spec.timeout_secs);
-    let finished = match tokio::time::timeout_at(
-        deadline + CLEANUP_GRACE,
-        components::run(
-            &work.spec.component,
-            &components::Context {
-                job_id: &work.job_id,
-                run_id: &work.run_id,
-                cache,
-                sink: sink.as_ref(),
-                deadline,
-                coordinator: coordinator.as_deref(),
-                processes: processes.as_deref(),
-                queue,
-                landing_lock: named.as_ref().filter(|_| lock_to_land),
-            },
-        ),
+    let finished = run_component(
+        &work.spec,
+        &components::Context {
+            job_id: &work.job_id,
+            run_id: &work.run_id,
+            cache,
+            sink: sink.as_ref(),
+            deadline,
+            coordinator: coordinator.as_deref(),
+            processes: processes.as_deref(),
+            queue,
+            landing_lock: named.as_ref().filter(|_| lock_to_land),
+        },
+    )
+    .await;
+    let execution_secs = clock.elapsed().as_secs_f64();
+    drop(sink);
+    if let Some(forward) = forward {
+        // Output lines reach the node before the result does.
+        finish_output(forward, &work.job_id, &finished, events).await;
+    }
+    record_result(work, finished, cache, execution_secs, started_unix_ms)
+}
+
+/// Whether the job already succeeded on this node within the cache TTL, and is skipped.
+fn succeeded_within_ttl(verb: Verb, work: &Work, cache: &Cache) -> bool {
+    verb.cacheable()
+        && !work.spec.skip_cache
+        && cache.succeeded(&work.fingerprint)
+        && !arg_it_sets_is_gone(&work.spec, cache)
+}
+
+/// The outcome of a job skipped as already succeeded.
+fn skipped(job_id: String, started_unix_ms: u64) -> Outcome {
+    Outcome {
+        job_id,
+        state: ResultState::Skipped,
+        stdout: String::new(),
+        stderr: String::new(),
+        info: "skipped: it already succeeded on this node within the cache TTL".into(),
+        execution_secs: 0.0,
+        started_unix_ms,
+        finished_unix_ms: unix_ms(),
+    }
+}
+
+/// Sends the job's output lines to the node as they come; the task returns the streams used.
+fn forward_output(
+    job_id: &str,
+    events: &mpsc::Sender<ExecEvent>,
+) -> (LineSink, JoinHandle<Vec<OutputStream>>) {
+    let (tx, mut rx) = mpsc::channel::<OutputLine>(256);
+    let events = events.clone();
+    let job_id = job_id.to_owned();
+    let forward = tokio::spawn(async move {
+        let mut streamed = Vec::new();
+        while let Some(line) = rx.recv().await {
+            if !streamed.contains(&line.stream) {
+                streamed.push(line.stream);
+            }
+            let _ = events
+                .send(ExecEvent::Output {
+                    job_id: job_id.clone(),
+                    line,
+                })
+                .await;
+        }
+        streamed
+    });
+    (tx, forward)
+}
+
+/// Runs the job's component until its deadline, plus the grace it has to clean up.
+async fn run_component(spec: &JobSpec, context: &components::Context<'_>) -> components::Finished {
+    match tokio::time::timeout_at(
+        context.deadline + CLEANUP_GRACE,
+        components::run(&spec.component, context),
     )
     .await
     {
         Ok(f) => f,
         Err(_) => {
-            components::Finished::fail("", format!("timed out after {} s", work.spec.timeout_secs))
-        }
-    };
-    let execution_secs = clock.elapsed().as_secs_f64();
-    drop(sink);
-    if let Some(forward) = forward {
-        // Output lines reach the node before the result does.
-        let streamed = forward.await.unwrap_or_default();
-        // A component that prints only when it ends (ECHO, WAIT, ARG...) streams what it
-        // printed now, so a reader sees every job's output in the order the jobs ran.
-        for (stream, text) in [
-            (components::OutputStream::Stdout, &finished.stdout),
-            (components::OutputStream::Stderr, &finished.stderr),
-        ] {
-            if streamed.contains(&stream) {
-                continue;
-            }
-            let mut offset = 0;
-            for piece in text.split_inclusive('\n') {
-                let line = OutputLine {
-                    stream,
-                    offset,
-                    text: piece.to_string(),
-                };
-                offset += piece.len() as u64;
-                let _ = events
-                    .send(ExecEvent::Output {
-                        job_id: work.job_id.clone(),
-                        line,
-                    })
-                    .await;
-            }
+            components::Finished::fail("", format!("timed out after {} s", spec.timeout_secs))
         }
     }
+}
+
+/// Waits for the live output to reach the node, then streams what the job did not stream live.
+async fn finish_output(
+    forward: JoinHandle<Vec<OutputStream>>,
+    job_id: &str,
+    finished: &components::Finished,
+    events: &mpsc::Sender<ExecEvent>,
+) {
+    let streamed = forward.await.unwrap_or_default();
+    // A component that prints only when it ends (ECHO, WAIT, ARG...) streams what it
+    // printed now, so a reader sees every job's output in the order the jobs ran.
+    for (stream, text) in [
+        (OutputStream::Stdout, &finished.stdout),
+        (OutputStream::Stderr, &finished.stderr),
+    ] {
+        if streamed.contains(&stream) {
+            continue;
+        }
+        let mut offset = 0;
+        for piece in text.split_inclusive('\n') {
+            let line = OutputLine {
+                stream,
+                offset,
+                text: piece.to_string(),
+            };
+            offset += piece.len() as u64;
+            let _ = events
+                .send(ExecEvent::Output {
+                    job_id: job_id.to_owned(),
+                    line,
+                })
+                .await;
+        }
+    }
+}
+
+/// Records how the job ended in the cache (its own state and its parent's) and makes its outcome.
+fn record_result(
+    work: Work,
+    finished: components::Finished,
+    cache: &Cache,
+    execution_secs: f64,
+    started_unix_ms: u64,
+) -> Outcome {
     let state = if finished.success {
         ResultState::Success
     } else {

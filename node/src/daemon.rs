@@ -215,6 +215,82 @@ async fn mesh_config(
     mesh_config
 }
 
+/// Joins the mesh and writes the join token (see [`join_token_of`]), leaving again if that fails.
+async fn join_mesh(
+    config: &NodeConfig,
+    state: &StateDir,
+    keypair: mesh::Keypair,
+    mesh_key: Option<MeshKey>,
+) -> Result<(mesh::network::Mesh, MeshStatus, JoinToken), NodeError> {
+    let mesh_config = mesh_config(config, state, keypair, mesh_key).await;
+    let mesh = mesh::start(mesh_config).await?;
+    match join_token_of(&mesh.handle, mesh_key, state, config).await {
+        Ok((status, join_token)) => Ok((mesh, status, join_token)),
+        Err(e) => {
+            // Joined already, perhaps: peers hear it go rather than wait for it to expire.
+            let _ = mesh.handle.shutdown().await;
+            let _ = mesh.task.await;
+            Err(e)
+        }
+    }
+}
+
+/// Checks the blobs a previous run left ([`BlobStore::verify_existing`]) on a blocking thread.
+fn verify_blobs_in_background(blobs: &Arc<BlobStore>) {
+    let blobs = blobs.clone();
+    tokio::task::spawn_blocking(move || blobs.verify_existing());
+}
+
+/// Starts the executor, which reaches other nodes (QUERY, JOB_WAIT) through the runs.
+fn start_executor(
+    config: &NodeConfig,
+    runs: &Runs,
+    mesh: &MeshHandle,
+    transfers: &Transfers,
+    cache: &Arc<Cache>,
+    processes: &Arc<ProcessLog>,
+) -> (
+    Executor,
+    tokio::sync::mpsc::Receiver<jobs::executor::ExecEvent>,
+) {
+    let executor_config = ExecutorConfig {
+        coordinator: Some(runs.coordinator(mesh.clone(), transfers.clone())),
+        processes: Some(processes.clone()),
+        own_thread: config.jobs_thread,
+        ..ExecutorConfig::default()
+    };
+    Executor::start(cache.clone(), executor_config)
+}
+
+/// How long a target that said goodbye has to come back before its jobs are written off.
+fn left_grace(heartbeat_interval: Duration) -> Duration {
+    // As long as one that went silent, and at least 15 s whatever the heartbeat: a restart
+    // takes as long with 1 s heartbeats.
+    (heartbeat_interval * mesh::membership::EXPIRY_INTERVALS)
+        .max(coordination::originator::OriginatorConfig::default().left_grace)
+}
+
+/// Halts the jobs from the database's first failed write: this node starts no job after it.
+fn halt_jobs_on_store_failure(store: &Store, processes: &Arc<ProcessLog>) -> JoinHandle<()> {
+    // The result could not be kept; the job is reported interrupted once the node is back, and
+    // must not have run meanwhile.
+    let failed = store.failed();
+    let halted = processes.clone();
+    tokio::spawn(async move {
+        failed.await;
+        halted.halt();
+    })
+}
+
+/// Serves the control socket bound at the start, if any (from now on shutdown removes it).
+fn serve_control_socket(
+    listener: &mut Option<UnservedSocket>,
+    control: &Arc<Control>,
+) -> Option<JoinHandle<()>> {
+    let listener = listener.as_mut().and_then(|l| l.listener.take())?;
+    Some(tokio::spawn(control::serve(listener, control.clone())))
+}
+
 impl Node {
     /// Starts a node with `config`.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
@@ -232,18 +308,7 @@ impl Node {
             mut listener,
         } = OnDisk::open(&config)?;
         let peer_id = keypair.public().to_peer_id();
-        let mesh_config = mesh_config(&config, &state, keypair, mesh_key).await;
-        let mesh = mesh::start(mesh_config).await?;
-        let (status, join_token) =
-            match join_token_of(&mesh.handle, mesh_key, &state, &config).await {
-                Ok(started) => started,
-                Err(e) => {
-                    // Joined already, perhaps: peers hear it go rather than wait for it to expire.
-                    let _ = mesh.handle.shutdown().await;
-                    let _ = mesh.task.await;
-                    return Err(e);
-                }
-            };
+        let (mesh, status, join_token) = join_mesh(&config, &state, keypair, mesh_key).await?;
         let info = Arc::new(NodeInfo {
             name: config.name.clone(),
             peer_id,
@@ -254,10 +319,7 @@ impl Node {
 
         // Checked in the background once nothing can fail the start any more (a runtime
         // dropped by a failed start would wait for the whole store to be hashed).
-        {
-            let blobs = blobs.clone();
-            tokio::task::spawn_blocking(move || blobs.verify_existing());
-        }
+        verify_blobs_in_background(&blobs);
         let (transfers, transfers_task) = Transfers::start(
             blobs.clone(),
             mesh.handle.clone(),
@@ -277,27 +339,13 @@ impl Node {
             state.clone(),
             members_changed.clone(),
         ));
-        let executor_config = ExecutorConfig {
-            coordinator: Some(runs.coordinator(mesh.handle.clone(), transfers.clone())),
-            processes: Some(processes.clone()),
-            own_thread: config.jobs_thread,
-            ..ExecutorConfig::default()
-        };
-        let (executor, exec_events) = Executor::start(cache.clone(), executor_config);
-        // A target that said goodbye has as long to come back as one that went silent, and at
-        // least 15 s whatever the heartbeat: a restart takes as long with 1 s heartbeats.
-        let left_grace = (config.heartbeat_interval * mesh::membership::EXPIRY_INTERVALS)
-            .max(coordination::originator::OriginatorConfig::default().left_grace);
-        // A node that cannot write its database stops: from the first failed write it starts
-        // no job (the result could not be kept; the job is reported interrupted once it is
-        // back, and must not have run meanwhile). Watched from before the restore, which
+        let (executor, exec_events) =
+            start_executor(&config, &runs, &mesh.handle, &transfers, &cache, &processes);
+        let left_grace = left_grace(config.heartbeat_interval);
+        // A node that cannot write its database stops. Watched from before the restore, which
         // writes too (and halts the log itself should that fail).
-        let failed = store.failed();
-        let halted = processes.clone();
-        let halt_on_failure = tokio::spawn(async move {
-            failed.await;
-            halted.halt();
-        });
+        let halt_on_failure = halt_jobs_on_store_failure(&store, &processes);
+        // Restores the runs the store holds and starts their actor.
         let runs_tasks = runs.start(
             runs_inbox,
             runs::RunsParts {
@@ -334,9 +382,7 @@ impl Node {
             state.clone(),
             members_changed.clone(),
         )));
-        if let Some(listener) = listener.as_mut().and_then(|l| l.listener.take()) {
-            tasks.push(tokio::spawn(control::serve(listener, control.clone())));
-        }
+        tasks.extend(serve_control_socket(&mut listener, &control));
         info!(name = %config.name, %peer_id, "node started");
         Ok(Node {
             mesh: mesh.handle,
