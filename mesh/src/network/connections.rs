@@ -934,13 +934,7 @@ mod tests {
         addr: Multiaddr,
     ) -> (mpsc::Sender<CtlRequest>, mpsc::UnboundedReceiver<Heard>) {
         let keypair = Keypair::generate_ed25519();
-        let identity = LocalIdentity {
-            name: "bare".into(),
-            machine_id: "machine-bare".into(),
-            version: "test".into(),
-            labels: BTreeMap::new(),
-            host_uptime_at_start: Duration::ZERO,
-        };
+        let identity = identity("bare");
         let config = MeshConfig::new(keypair.clone(), TransportKind::Memory, identity);
         let peer = keypair.public().to_peer_id();
         let mut presence = local_presence_parts(&config, peer, 1, 0, &[], Instant::now());
@@ -991,12 +985,23 @@ mod tests {
         (requests, hearing)
     }
 
-    /// The next thing `hearing` tells within `within`.
-    async fn next_heard(hearing: &mut mpsc::UnboundedReceiver<Heard>, within: Duration) -> Heard {
-        tokio::time::timeout(within, hearing.recv())
+    /// The next thing `events` tells within `within`.
+    async fn next_within<T>(events: &mut mpsc::UnboundedReceiver<T>, within: Duration) -> T {
+        tokio::time::timeout(within, events.recv())
             .await
-            .expect("heard in time")
-            .expect("the bare member runs")
+            .expect("told in time")
+            .expect("the member runs")
+    }
+
+    /// The identity of a node or member of these tests, named `name`.
+    fn identity(name: &str) -> LocalIdentity {
+        LocalIdentity {
+            name: name.into(),
+            machine_id: format!("machine-{name}"),
+            version: "test".into(),
+            labels: BTreeMap::new(),
+            host_uptime_at_start: Duration::ZERO,
+        }
     }
 
     /// A node over its budget keeps the connection of a request it has not answered yet,
@@ -1004,13 +1009,7 @@ mod tests {
     /// idle: closing it would fail the request, whose answer could not come back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_waiting_for_this_nodes_answer_stays_open_over_the_budget() {
-        let identity = LocalIdentity {
-            name: "node".into(),
-            machine_id: "machine-node".into(),
-            version: "test".into(),
-            labels: BTreeMap::new(),
-            host_uptime_at_start: Duration::ZERO,
-        };
+        let identity = identity("node");
         let keypair = Keypair::generate_ed25519();
         let mut config = MeshConfig::new(keypair, TransportKind::Memory, identity);
         config.listen = vec!["/memory/0".parse().expect("a memory address")];
@@ -1025,7 +1024,7 @@ mod tests {
         let status = node.handle.status().await.expect("status");
         let addr = status.listen_addrs[0].clone();
         let (requests, mut hearing) = bare_member(status.local_peer_id, addr);
-        let table = next_heard(&mut hearing, Duration::from_secs(10)).await;
+        let table = next_within(&mut hearing, Duration::from_secs(10)).await;
         assert!(
             matches!(table, Heard::Answer(Ok(CtlResponse::Members { .. }))),
             "{table:?}"
@@ -1055,13 +1054,13 @@ mod tests {
             .reply(token, b"done".to_vec())
             .await
             .expect("the node runs");
-        let answer = next_heard(&mut hearing, Duration::from_secs(5)).await;
+        let answer = next_within(&mut hearing, Duration::from_secs(5)).await;
         assert!(
             matches!(&answer, Heard::Answer(Ok(CtlResponse::Job(data))) if data == b"done"),
             "{answer:?}"
         );
         // Answered and idle, the connection is over the budget like any other.
-        let closed = next_heard(&mut hearing, MIN_IDLE_AFTER + Duration::from_secs(5)).await;
+        let closed = next_within(&mut hearing, MIN_IDLE_AFTER + Duration::from_secs(5)).await;
         assert!(matches!(closed, Heard::Closed), "{closed:?}");
         node.handle.shutdown().await.expect("the node leaves");
     }
@@ -1087,13 +1086,7 @@ mod tests {
         addr: Multiaddr,
     ) -> (PeerId, mpsc::UnboundedReceiver<Seen>) {
         let keypair = Keypair::generate_ed25519();
-        let identity = LocalIdentity {
-            name: "answering".into(),
-            machine_id: "machine-answering".into(),
-            version: "test".into(),
-            labels: BTreeMap::new(),
-            host_uptime_at_start: Duration::ZERO,
-        };
+        let identity = identity("answering");
         let config = MeshConfig::new(keypair.clone(), TransportKind::Tcp, identity);
         let peer = keypair.public().to_peer_id();
         let mut swarm = build_swarm(keypair.clone(), TransportKind::Tcp, None).expect("a swarm");
@@ -1165,14 +1158,6 @@ mod tests {
         (peer, seeing)
     }
 
-    /// The next thing `seen` tells, within 10 s.
-    async fn next_seen(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
-        tokio::time::timeout(Duration::from_secs(10), seen.recv())
-            .await
-            .expect("seen in time")
-            .expect("the member runs")
-    }
-
     /// A request to a peer sent in the very moment the connection budget begins closing that
     /// peer's connection is answered: it waits until the connection being closed is gone and
     /// then goes on a new one, where sent at once it would go on the closing one and fail with
@@ -1180,13 +1165,7 @@ mod tests {
     /// the close, before the swarm can report anything.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_sent_as_the_budget_begins_closing_its_peer_is_answered_once_closed() {
-        let identity = LocalIdentity {
-            name: "node".into(),
-            machine_id: "machine-node".into(),
-            version: "test".into(),
-            labels: BTreeMap::new(),
-            host_uptime_at_start: Duration::ZERO,
-        };
+        let identity = identity("node");
         let keypair = Keypair::generate_ed25519();
         let mut config = MeshConfig::new(keypair, TransportKind::Tcp, identity);
         config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("an address")];
@@ -1198,8 +1177,14 @@ mod tests {
         let status = node.handle.status().await.expect("status");
         let addr = status.listen_addrs[0].clone();
         let (member, mut seen) = answering_member(status.local_peer_id, addr).await;
-        assert_eq!(next_seen(&mut seen).await, Seen::Connected);
-        assert_eq!(next_seen(&mut seen).await, Seen::Synced);
+        assert_eq!(
+            next_within(&mut seen, Duration::from_secs(10)).await,
+            Seen::Connected
+        );
+        assert_eq!(
+            next_within(&mut seen, Duration::from_secs(10)).await,
+            Seen::Synced
+        );
         // Idle for long enough that the budget below closes the member's connection.
         tokio::time::sleep(MIN_IDLE_AFTER + Duration::from_millis(500)).await;
 
@@ -1237,7 +1222,7 @@ mod tests {
         // The request went on a new connection, the first one closed.
         let mut after = Vec::new();
         while !after.contains(&Seen::Closed) || !after.contains(&Seen::Asked(data.clone())) {
-            after.push(next_seen(&mut seen).await);
+            after.push(next_within(&mut seen, Duration::from_secs(10)).await);
         }
         after.sort();
         assert_eq!(
