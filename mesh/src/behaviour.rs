@@ -5,7 +5,9 @@
 //!   instead of logging "mesh low" forever.
 //! - `/directord/ctl/1` is the reliable point-to-point path (request-response, bounded frames).
 //! - ping notices dead connections that TCP alone would keep open across a partition.
-//! - connection limits cap duplicate connections to one peer (two connections double gossip).
+//! - connection limits cap duplicate connections to one peer (two connections double gossip);
+//!   one more is let in so that the event loop can keep the newest two (see
+//!   [`MAX_CONNECTIONS_PER_PEER`]).
 
 use std::time::Duration;
 
@@ -27,6 +29,13 @@ pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/directord/blob/1
 pub const PRESENCE_TOPIC: &str = "directord/presence/1";
 /// Gossip topic of job announces.
 pub const JOBS_TOPIC: &str = "directord/jobs/1";
+
+/// Connections kept open to one peer: two, for two nodes that dial each other at once. The
+/// limit lets in one more, and the event loop closes the peer's oldest: a peer id whose
+/// connections linger after its machine lost the network (its node restarted elsewhere, or a
+/// copy of its state directory started) is heard from its new connection at once, not only
+/// once pings find the old ones dead (up to 20 s).
+pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
 
 /// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,7 +101,8 @@ impl MeshBehaviour {
                 .with_max_concurrent_streams(64),
         );
         let limits = connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default().with_max_established_per_peer(Some(2)),
+            connection_limits::ConnectionLimits::default()
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER as u32 + 1)),
         );
         let ping = ping::Behaviour::new(
             ping::Config::new()

@@ -528,6 +528,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
+        open_connections: connections::OpenConnections::default(),
         peer_use: PeerUse::default(),
         closing: Closing::default(),
         leaving: None,
@@ -913,6 +914,8 @@ struct EventLoop {
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,
+    /// Each peer's open connections, oldest first (a third closes the oldest).
+    open_connections: connections::OpenConnections,
     /// When requests last used each peer's connection, and the exchanges under way with it
     /// (which connections may be closed over the budget).
     peer_use: PeerUse,

@@ -104,15 +104,25 @@ fn results_that_reach_a_copy_of_their_submitter_stay_with_the_target() {
         &["--token", &token, "--peer", &t_address],
     );
     assert_eq!(b.peer_id(), p, "the copy has the submitter's identity");
-    wait_for(Duration::from_secs(30), "t to take the copy for a", || {
-        let status = t.status()?;
-        let row = status["nodes"]
+    let row_of_p = |d: &Daemon| -> Option<Value> {
+        d.status()?["nodes"]
             .as_array()?
             .iter()
-            .find(|n| n["peer_id"] == p.as_str())?
-            .clone();
-        (row["name"] == "b" && row["state"] == "alive").then_some(())
-    });
+            .find(|n| n["peer_id"] == p.as_str())
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !row_of_p(&t).is_some_and(|row| row["name"] == "b" && row["state"] == "alive") {
+        assert!(
+            Instant::now() < deadline,
+            "t never took the copy for a: t's row {:?}, b's status {:?}\n--- b's log:\n{}\n--- t's log:\n{}",
+            row_of_p(&t),
+            b.status(),
+            b.log(),
+            t.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The result goes to the copy: it says it has no trace of the run (or, as a release
     // before did, takes it, and the target forgets it).
     let (said, _) = wait_for(

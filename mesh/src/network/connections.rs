@@ -332,6 +332,37 @@ impl<W> Closing<W> {
     }
 }
 
+/// The connections open to each peer, oldest first: past
+/// [`MAX_CONNECTIONS_PER_PEER`](crate::behaviour::MAX_CONNECTIONS_PER_PEER), the oldest is
+/// closed. Holds an entry per open connection only (each goes when its connection closes).
+#[derive(Debug, Default)]
+pub(super) struct OpenConnections {
+    by_peer: HashMap<PeerId, Vec<ConnectionId>>,
+}
+
+impl OpenConnections {
+    /// `connection` to `peer` opened: the peer's oldest connections beyond the number kept,
+    /// to close.
+    pub(super) fn opened(&mut self, peer: PeerId, connection: ConnectionId) -> Vec<ConnectionId> {
+        let open = self.by_peer.entry(peer).or_default();
+        open.push(connection);
+        let over = open
+            .len()
+            .saturating_sub(crate::behaviour::MAX_CONNECTIONS_PER_PEER);
+        open.drain(..over).collect()
+    }
+
+    /// `connection` to `peer` closed.
+    pub(super) fn closed(&mut self, peer: PeerId, connection: ConnectionId) {
+        if let Some(open) = self.by_peer.get_mut(&peer) {
+            open.retain(|c| *c != connection);
+            if open.is_empty() {
+                self.by_peer.remove(&peer);
+            }
+        }
+    }
+}
+
 impl EventLoop {
     /// Sends a control request to `peer`, counted as an exchange under way until it ends.
     pub(super) fn send_ctl(&mut self, peer: &PeerId, request: CtlRequest) -> OutboundRequestId {
@@ -930,10 +961,10 @@ mod tests {
     /// what the test gives it; it tells of each answer and of its connection closing, and
     /// answers nothing it is asked (the request fails at once).
     fn bare_member(
+        keypair: Keypair,
         node: PeerId,
         addr: Multiaddr,
     ) -> (mpsc::Sender<CtlRequest>, mpsc::UnboundedReceiver<Heard>) {
-        let keypair = Keypair::generate_ed25519();
         let identity = identity("bare");
         let config = MeshConfig::new(keypair.clone(), TransportKind::Memory, identity);
         let peer = keypair.public().to_peer_id();
@@ -1023,7 +1054,8 @@ mod tests {
         let mut node = start(config).await.expect("the node starts");
         let status = node.handle.status().await.expect("status");
         let addr = status.listen_addrs[0].clone();
-        let (requests, mut hearing) = bare_member(status.local_peer_id, addr);
+        let (requests, mut hearing) =
+            bare_member(Keypair::generate_ed25519(), status.local_peer_id, addr);
         let table = next_within(&mut hearing, Duration::from_secs(10)).await;
         assert!(
             matches!(table, Heard::Answer(Ok(CtlResponse::Members { .. }))),
@@ -1230,6 +1262,84 @@ mod tests {
             vec![Seen::Connected, Seen::Closed, Seen::Asked(data)],
             "the member saw the close, then a new connection"
         );
+        node.handle.shutdown().await.expect("the node leaves");
+    }
+
+    #[test]
+    fn past_two_connections_of_a_peer_its_oldest_are_closed() {
+        let mut open = OpenConnections::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let c: Vec<ConnectionId> = (0..5).map(ConnectionId::new_unchecked).collect();
+        assert!(open.opened(a, c[0]).is_empty());
+        assert!(open.opened(b, c[1]).is_empty(), "counted per peer");
+        assert!(open.opened(a, c[2]).is_empty());
+        assert_eq!(open.opened(a, c[3]), vec![c[0]], "the oldest goes");
+        // The one closed is reported closed; one of the two kept closes too.
+        open.closed(a, c[0]);
+        open.closed(a, c[3]);
+        assert!(open.opened(a, c[4]).is_empty(), "two open again");
+        assert_eq!(open.opened(a, c[0]), vec![c[2]]);
+        open.closed(b, c[1]);
+        assert!(
+            !open.by_peer.contains_key(&b),
+            "no entry for a peer with none open"
+        );
+    }
+
+    /// A peer id whose two connections went silent (its machine lost the network) dials again
+    /// from elsewhere (a copy of its state directory, or the node moved): the node takes the
+    /// new connection and answers on it at once, closing the oldest silent one, instead of
+    /// refusing it until pings find the old ones dead (10 to 20 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_dials_again_beside_two_silent_connections_is_answered_at_once() {
+        let identity = identity("node");
+        let mut config =
+            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
+        config.listen = vec!["/memory/0".parse().expect("a memory address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.target_peers = 0;
+        let node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        let addr = status.listen_addrs[0].clone();
+        let node_peer = status.local_peer_id;
+
+        // The first daemon of the peer id: two connections, then silence (its swarm is kept
+        // but no longer run, as a machine cut off).
+        let keypair = Keypair::generate_ed25519();
+        let mut silent =
+            build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
+        for _ in 0..2 {
+            let dial = DialOpts::peer_id(node_peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::Always)
+                .build();
+            silent.dial(dial).expect("the first daemon dials");
+        }
+        let mut established = 0;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while established < 2 {
+                if let SwarmEvent::ConnectionEstablished { .. } = silent.select_next_some().await {
+                    established += 1;
+                }
+            }
+        })
+        .await
+        .expect("both connections open");
+        // Long enough for the node to finish its side of both.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                silent.select_next_some().await;
+            }
+        })
+        .await;
+
+        let (_requests, mut hearing) = bare_member(keypair, node_peer, addr);
+        let table = next_within(&mut hearing, Duration::from_secs(5)).await;
+        assert!(
+            matches!(table, Heard::Answer(Ok(CtlResponse::Members { .. }))),
+            "the new connection was refused: {table:?}"
+        );
+        drop(silent);
         node.handle.shutdown().await.expect("the node leaves");
     }
 }

@@ -51,6 +51,13 @@ impl EventLoop {
                 // another, or replacing one about to close.
                 self.peer_use.used(peer_id, Instant::now());
                 self.closing.opened(peer_id, connection_id);
+                // A third connection of one peer id: the peer dialled again, so an older
+                // connection may be dead (its machine lost the network; a copy of its state
+                // directory runs elsewhere). The newest two are kept.
+                for oldest in self.open_connections.opened(peer_id, connection_id) {
+                    debug!(peer = %peer_id, "a third connection: closing the peer's oldest");
+                    self.swarm.close_connection(oldest);
+                }
                 // A table sync when dialling a peer this node does not know as alive: its
                 // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
                 // expired member (the other side of a healed partition). Dials to members
@@ -74,6 +81,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, ?cause, "connection closed");
+                self.open_connections.closed(peer_id, connection_id);
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
                 }
@@ -116,6 +124,15 @@ impl EventLoop {
                 ..
             } => {
                 debug!("inbound connection failed: {error}");
+                // A fourth connection of one peer id (see `MAX_CONNECTIONS_PER_PEER`):
+                // authenticated, only one too many.
+                if let libp2p::swarm::ListenError::Denied { cause } = &error
+                    && cause
+                        .downcast_ref::<libp2p::connection_limits::Exceeded>()
+                        .is_some()
+                {
+                    return;
+                }
                 self.refused_inbound.count += 1;
                 let now = Instant::now();
                 if self.refused_inbound.said.due(now) {
