@@ -190,6 +190,15 @@ async fn mesh_config(
 ) -> MeshConfig {
     let peer_id = keypair.public().to_peer_id();
     let mut bootstrap = resolve_dns(&config.bootstrap).await;
+    // A join token made on this node (its state directory copied to this machine, with the
+    // token) names the node itself: no peer there, only the node's own copy, if any.
+    bootstrap.retain(|addr| {
+        let own = is_own(addr, &peer_id);
+        if own {
+            info!(%addr, "not dialling a bootstrap address of this node's own peer id");
+        }
+        !own
+    });
     for addr in state.known_peers() {
         if !bootstrap.contains(&addr) && !is_own(&addr, &peer_id) {
             bootstrap.push(addr);

@@ -1342,4 +1342,77 @@ mod tests {
         drop(silent);
         node.handle.shutdown().await.expect("the node leaves");
     }
+
+    /// A peer id whose connection went silent (its machine cut off) connects again from a
+    /// new daemon (a copy of its state directory, or the node restarted elsewhere) while the
+    /// old connection still stands here. Gossipsub tells a peer this node's subscriptions only
+    /// on the first connection between the two, so the new daemon would never hear them and
+    /// could not publish here: the node reconnects the peer, and the new daemon hears them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_whose_gossip_starts_over_beside_an_old_connection_hears_the_nodes_subscriptions()
+     {
+        let identity = identity("node");
+        let mut config =
+            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
+        config.listen = vec!["/memory/0".parse().expect("a memory address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.target_peers = 0;
+        let node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        let addr = crate::multiaddr_with_peer(status.listen_addrs[0].clone(), status.local_peer_id);
+        let presence = IdentTopic::new(PRESENCE_TOPIC).hash();
+        let told_presence = |event: &SwarmEvent<MeshBehaviourEvent>| {
+            matches!(
+                event,
+                SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(
+                    gossipsub::Event::Subscribed { peer_id, topic },
+                )) if *peer_id == status.local_peer_id && *topic == presence
+            )
+        };
+        let keypair = Keypair::generate_ed25519();
+        let daemon = || {
+            let mut swarm =
+                build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&IdentTopic::new(PRESENCE_TOPIC))
+                .expect("subscribed");
+            swarm.dial(addr.clone()).expect("the daemon dials");
+            swarm
+        };
+
+        // The first daemon of the peer id hears the node's subscriptions, tells its own, and
+        // falls silent (its swarm is kept but no longer run, as a machine cut off).
+        let mut first = daemon();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !told_presence(&first.select_next_some().await) {}
+        })
+        .await
+        .expect("the first daemon hears the node's subscriptions");
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                first.select_next_some().await;
+            }
+        })
+        .await;
+
+        // The second one dials again whenever its connection closes.
+        let mut second = daemon();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match second.select_next_some().await {
+                    event if told_presence(&event) => return,
+                    SwarmEvent::ConnectionClosed {
+                        num_established: 0, ..
+                    } => second.dial(addr.clone()).expect("the daemon dials again"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the second daemon hears the node's subscriptions");
+        drop(first);
+        node.handle.shutdown().await.expect("the node leaves");
+    }
 }
