@@ -529,7 +529,6 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
         open_connections: connections::OpenConnections::default(),
-        greeted: HashSet::new(),
         peer_use: PeerUse::default(),
         closing: Closing::default(),
         leaving: None,
@@ -774,10 +773,8 @@ const OUT_OF_REACH_SAID_AFTER: Duration = Duration::from_secs(30);
 /// Gossipsub tells a peer its subscriptions once, on the first connection between the two: a
 /// node restarted while its old connection still stood at a peer (a crash during a network
 /// cut, before pings closed it) never hears that peer's, cannot publish to it, and that peer
-/// sees it come and go for ever. The peer reconnects it as soon as the restarted node tells
-/// its own subscriptions again (see `EventLoop::greeted_again`); should that not come, past
-/// this (longer than pings take to close a dead connection) the node drops the connection,
-/// and the next one is a first on both sides.
+/// sees it come and go for ever. Past this (longer than pings take to close a dead
+/// connection), the node drops the connection, and the next one is a first on both sides.
 const SUBSCRIPTIONS_WITHIN: Duration = Duration::from_secs(30);
 
 /// Don't redial a member sooner than this after the last attempt.
@@ -919,9 +916,6 @@ struct EventLoop {
     connected_since: HashMap<PeerId, Instant>,
     /// Each peer's open connections, oldest first (a third closes the oldest).
     open_connections: connections::OpenConnections,
-    /// Connected peers whose subscription to the presence topic came since their first open
-    /// connection (see `swarm_events::EventLoop::on_subscribed`).
-    greeted: HashSet<PeerId>,
     /// When requests last used each peer's connection, and the exchanges under way with it
     /// (which connections may be closed over the budget).
     peer_use: PeerUse,

@@ -84,7 +84,6 @@ impl EventLoop {
                 self.open_connections.closed(peer_id, connection_id);
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
-                    self.greeted.remove(&peer_id);
                 }
                 // Requests that waited for this close go now, dialling again.
                 let remaining = num_established as usize;
@@ -224,11 +223,6 @@ impl EventLoop {
                     }
                 }
             }
-            gossipsub::Event::Subscribed { peer_id, topic }
-                if topic == self.presence_topic.hash() && !self.greeted.insert(peer_id) =>
-            {
-                self.greeted_again(peer_id)
-            }
             // The node's join: its first presence goes out as soon as one peer can take it,
             // and gossip spreads it from there. Later subscribers are newcomers, which learn
             // this node from the table they sync on dialling; publishing again for each would
@@ -242,23 +236,6 @@ impl EventLoop {
             }
             _ => {}
         }
-    }
-
-    /// `peer` told its subscriptions a second time while connected: its gossip started over
-    /// (a daemon sends them on its first connection to a node) while this node's did not, as
-    /// a connection from before stood here (the peer restarted, or a copy of its state
-    /// directory started elsewhere, while its old connection lingered). Gossipsub tells a
-    /// peer this node's subscriptions only on the first connection between the two, so the
-    /// peer would never hear them and could not publish here. All its connections close; the
-    /// next one is a first on both sides (see also [`SUBSCRIPTIONS_WITHIN`]).
-    fn greeted_again(&mut self, peer: PeerId) {
-        info!(
-            %peer,
-            "a peer's gossip started over beside an older connection (it restarted, or another \
-             daemon runs with its identity): reconnecting so both sides hear each other"
-        );
-        self.greeted.remove(&peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     /// Hands `presence`, a heartbeat heard from its node, back to that node's peer id if it is
