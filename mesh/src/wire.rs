@@ -185,6 +185,81 @@ pub fn plausible_text(s: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'))
 }
 
+/// Reads a presence's addresses, refusing a list longer than a node sends as soon as it
+/// runs past [`MAX_PRESENCE_ADDRESSES`]: read whole, a list of empty addresses would take
+/// some 32 times its bytes in memory before [`Presence::plausible`] could refuse it.
+fn at_most_addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Multiaddr>, D::Error> {
+    d.deserialize_seq(AtMost::<Vec<Multiaddr>>::new(
+        MAX_PRESENCE_ADDRESSES,
+        "addresses",
+    ))
+}
+
+/// Reads a presence's labels, refusing more than [`MAX_LABELS`] as they are read (see
+/// [`at_most_addresses`]).
+fn at_most_labels<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    d.deserialize_map(AtMost::<BTreeMap<String, String>>::new(
+        MAX_LABELS, "labels",
+    ))
+}
+
+/// A serde visitor of a list or map of at most `max` elements.
+struct AtMost<T> {
+    max: usize,
+    what: &'static str,
+    value: std::marker::PhantomData<T>,
+}
+
+impl<T> AtMost<T> {
+    fn new(max: usize, what: &'static str) -> Self {
+        Self {
+            max,
+            what,
+            value: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost<Vec<Multiaddr>> {
+    type Value = Vec<Multiaddr>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "at most {} {}", self.max, self.what)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(element) = seq.next_element()? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::invalid_length(self.max + 1, &self));
+            }
+            out.push(element);
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost<BTreeMap<String, String>> {
+    type Value = BTreeMap<String, String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "at most {} {}", self.max, self.what)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry()? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::invalid_length(self.max + 1, &self));
+            }
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
 /// A node's heartbeat, gossiped on `directord/presence/1` every heartbeat interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
@@ -204,7 +279,11 @@ pub struct Presence {
     pub status: PresenceStatus,
     pub host_uptime_secs: u64,
     pub agent_uptime_secs: u64,
+    /// At most [`MAX_PRESENCE_ADDRESSES`]; more are refused as they are read.
+    #[serde(deserialize_with = "at_most_addresses")]
     pub addresses: Vec<Multiaddr>,
+    /// At most [`MAX_LABELS`]; more are refused as they are read.
+    #[serde(deserialize_with = "at_most_labels")]
     pub labels: BTreeMap<String, String>,
     /// One-minute load average of the host.
     pub load: f32,

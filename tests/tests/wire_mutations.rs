@@ -757,62 +757,47 @@ fn deeply_nested_unknown_fields_are_refused_within_a_worker_threads_stack() {
 
 /// A presence of the most memory-hungry shape as large as gossip carries: every byte one empty
 /// address (each held as a reference-counted allocation), or labels of a few bytes each.
-fn hungry_presences() -> Vec<(&'static str, Vec<u8>)> {
+fn hungry_presences() -> Vec<(&'static str, Presence)> {
     let mut addresses = presence(1);
     addresses.addresses = vec![Multiaddr::empty(); MAX_GOSSIP_BYTES - 1000];
     let mut labels = presence(1);
     labels.labels = (0..100_000u32)
         .map(|i| (format!("{i:x}"), String::new()))
         .collect();
-    vec![
-        (
-            "empty addresses",
-            wire::encode(&addresses, MAX_GOSSIP_BYTES).unwrap(),
-        ),
-        (
-            "short labels",
-            wire::encode(&labels, MAX_GOSSIP_BYTES).unwrap(),
-        ),
-    ]
+    vec![("empty addresses", addresses), ("short labels", labels)]
 }
 
-/// What decoding takes is bounded by the limit, but not by much less: a message of small
-/// elements takes some 32 times its size (16 for labels) while it is read. This holds the
-/// ceiling where it is (a gossiped presence of 1 MiB: about 32 MiB; a control request of
-/// 8 MiB, a table sync of one such row: about 256 MiB).
+/// A presence with more addresses or labels than a node sends is no node's, and is refused as
+/// it is read, at the first element past [`wire::MAX_PRESENCE_ADDRESSES`] or
+/// [`wire::MAX_LABELS`]: reading it takes memory of the order of its size. Read whole, a list
+/// of empty addresses takes some 32 times its bytes (16 for short labels): 1 MiB of gossip
+/// would be held as 32 MiB, an 8 MiB table sync of such a row as 256 MiB, and a peer may
+/// have several such requests in flight at once (two connections, 256 streams each).
 #[test]
-fn what_a_message_of_small_elements_takes_is_bounded_by_its_limit() {
-    for (what, input) in hungry_presences() {
-        let (decoded, peak) = peak_during(|| {
-            wire::decode::<Presence>(&input, MAX_GOSSIP_BYTES).map(|p| p.plausible())
-        });
-        assert_eq!(decoded, Ok(false), "{what}: read, and refused as no node's");
-        assert!(
-            peak <= 40 * input.len(),
-            "{what}: {} bytes took {peak}",
-            input.len()
-        );
-    }
-}
-
-/// A presence with more addresses or labels than a node sends is no node's
-/// ([`Presence::plausible`] refuses it), yet it is read whole before it is refused: 1 MiB of
-/// gossip is held as 32 MiB, an 8 MiB table sync of such a row as 256 MiB, and a peer may
-/// have several such requests in flight at once (two connections, 256 streams each). Once
-/// the decoder refuses a list longer than [`wire::MAX_PRESENCE_ADDRESSES`] or
-/// [`wire::MAX_LABELS`] as it reads it, reading one takes memory of the order of its size.
-#[test]
-#[ignore = "a presence's addresses and labels are bounded only after it is read whole"]
 fn a_presence_with_more_addresses_or_labels_than_a_node_sends_is_refused_as_it_is_read() {
-    for (what, input) in hungry_presences() {
-        let (decoded, peak) = peak_during(|| {
-            wire::decode::<Presence>(&input, MAX_GOSSIP_BYTES).map(|p| p.plausible())
-        });
-        assert_ne!(decoded, Ok(true), "{what}");
+    for (what, presence) in hungry_presences() {
+        let input = wire::encode(&presence, MAX_GOSSIP_BYTES).unwrap();
+        let (decoded, peak) = peak_during(|| wire::decode::<Presence>(&input, MAX_GOSSIP_BYTES));
+        let error = decoded.expect_err(what).to_string();
+        assert!(error.contains("at most"), "{what}: {error}");
         assert!(
             peak <= 2 * 1024 * 1024 + 4 * input.len(),
             "{what}: {} bytes took {peak}",
             input.len()
+        );
+        // The same row in a table sync: the whole message is refused, as cheaply.
+        let members = vec![MemberRecord {
+            presence,
+            age_ms: 0,
+        }];
+        let sync = wire::encode(&CtlRequest::SyncMembers { members }, MAX_CTL_BYTES).unwrap();
+        let (decoded, peak) =
+            peak_during(|| wire::decode::<CtlRequest>(&sync, MAX_CTL_BYTES).map(|_| ()));
+        assert!(decoded.is_err(), "{what} in a sync");
+        assert!(
+            peak <= 2 * 1024 * 1024 + 4 * sync.len(),
+            "{what} in a sync: {} bytes took {peak}",
+            sync.len()
         );
     }
 }
