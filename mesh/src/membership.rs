@@ -395,8 +395,20 @@ impl Membership {
     /// newcomer refused so is taken from its own heartbeats, which come by gossip). Of rows of
     /// an earlier start of this node, never stored, one a sync is checked.
     ///
+    /// Of several rows of one node in a sync (a table holds one per node, so no node sends
+    /// more) only the latest is looked at: thousands of rows of one member with rising
+    /// sequence numbers, each news, would otherwise cost a check each.
+    ///
     /// [`merge`]: Membership::merge
     pub fn keep_authentic(&mut self, records: &mut Vec<MemberRecord>, now: Instant) {
+        let mut latest: HashMap<PeerId, (u64, u64)> = HashMap::with_capacity(records.len());
+        for r in records.iter() {
+            let key = r.presence.version_key();
+            latest
+                .entry(r.presence.peer_id)
+                .and_modify(|k| *k = (*k).max(key))
+                .or_insert(key);
+        }
         let mut places = Places {
             rows: MAX_MEMBERS.saturating_sub(self.members.len()),
             bytes: (MAX_TABLE_BYTES - KEPT_FOR_KNOWN_BYTES).saturating_sub(self.bytes),
@@ -411,6 +423,11 @@ impl Membership {
                 kept.push(r);
                 continue;
             }
+            // The node's latest row, once (the entry goes as it is taken).
+            if latest.get(&r.presence.peer_id) != Some(&r.presence.version_key()) {
+                continue;
+            }
+            latest.remove(&r.presence.peer_id);
             if self.is_earlier_start(&r.presence) {
                 if earlier_start_checked {
                     continue;
@@ -1900,6 +1917,47 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Many rows of one node in a sync cost one check: only its latest row is looked at, and
+    /// taken if its node signed it; so are rows of one newcomer (one place, one check).
+    #[test]
+    fn rows_of_one_node_in_a_sync_cost_one_check() {
+        let (mut t, now) = table();
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let member = key.public().to_peer_id();
+        let signed = |seq: u64| {
+            let mut p = presence(member, "m", 1, seq);
+            p.sign(&key);
+            MemberRecord {
+                presence: p,
+                age_ms: 0,
+            }
+        };
+        t.observe(signed(1).presence, now);
+        let mut rows: Vec<MemberRecord> = (2..2_000).map(signed).collect();
+        rows.swap(0, 1_997);
+        t.keep_authentic(&mut rows, now);
+        assert_eq!(t.signatures_checked, 1);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].presence.seq, 1_999, "the latest row");
+        t.merge(rows, now);
+        assert_eq!(t.records_of(&[member], now)[0].presence.seq, 1_999);
+        // A newcomer's rows: one place taken, one check.
+        let newcomer = libp2p::identity::Keypair::generate_ed25519();
+        let mut rows: Vec<MemberRecord> = (1..500)
+            .map(|seq| {
+                let mut p = presence(newcomer.public().to_peer_id(), "n", 1, seq);
+                p.sign(&newcomer);
+                MemberRecord {
+                    presence: p,
+                    age_ms: 0,
+                }
+            })
+            .collect();
+        t.keep_authentic(&mut rows, now);
+        assert_eq!((t.signatures_checked, rows.len()), (2, 1));
+        assert_eq!(t.take_refused(), 0);
     }
 
     /// A sync of made-up rows into a full table with nobody gone costs no signature check:
