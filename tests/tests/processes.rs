@@ -285,8 +285,12 @@ fn a_run_across_an_upgrade_node_by_node_takes_its_real_result_once_both_run_one_
         (state_of(&a.status()?, &b_id)? == "alive").then_some(())
     });
     let (started, gate) = (root.path().join("started"), root.path().join("gate"));
+    // Each run of the job adds a line: the result taken must be the one run's, not a rerun's.
+    let runs = root.path().join("runs");
     let job = format!(
-        "--skip-cache touch {}; while [ ! -e {} ]; do sleep 0.1; done; echo finished-across",
+        "--skip-cache echo ran >> {}; touch {}; while [ ! -e {} ]; do sleep 0.1; done; \
+         echo finished-across",
+        runs.display(),
         started.display(),
         gate.display()
     );
@@ -328,6 +332,11 @@ fn a_run_across_an_upgrade_node_by_node_takes_its_real_result_once_both_run_one_
             .as_str()
             .is_some_and(|out| out.contains("finished-across")),
         "{result}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "ran\n",
+        "the job ran once on b, across both restarts"
     );
 }
 
