@@ -861,10 +861,12 @@ impl Membership {
     }
 
     /// Whether `presence`, a heartbeat of another member, is of an earlier start than the row
-    /// this table holds of it: peers take it no more, and pass it back to that member's peer
-    /// id, where a copy of its state directory may run (see [`Twin`]).
-    pub fn of_an_earlier_start(&self, presence: &Presence) -> bool {
-        presence.peer_id != self.local
+    /// this table holds of it and no goodbye: peers take it no more, and pass it back to that
+    /// member's peer id, where a copy of its state directory may run (see [`Twin`]). A goodbye
+    /// shows nothing running: that node would drop it.
+    pub fn to_pass_back(&self, presence: &Presence) -> bool {
+        presence.status != PresenceStatus::Leaving
+            && presence.peer_id != self.local
             && self
                 .members
                 .get(&presence.peer_id)
@@ -1679,21 +1681,22 @@ mod tests {
         assert!(records.is_empty());
     }
 
-    /// Peers pass back to a node only heartbeats of a start earlier than the row they hold.
+    /// Peers pass back to a node only heartbeats of a start earlier than the row they hold,
+    /// and no goodbye.
     #[test]
     fn heartbeats_of_an_earlier_start_than_the_row_held_are_told_apart() {
         let (mut t, now) = table();
         let p = PeerId::random();
-        assert!(!t.of_an_earlier_start(&presence(p, "a", 1, 1)), "unknown");
+        assert!(!t.to_pass_back(&presence(p, "a", 1, 1)), "unknown");
         t.observe(presence(p, "a", 2, 5), now);
-        assert!(t.of_an_earlier_start(&presence(p, "a", 1, 9)));
-        assert!(
-            !t.of_an_earlier_start(&presence(p, "a", 2, 4)),
-            "same start"
-        );
-        assert!(!t.of_an_earlier_start(&presence(p, "a", 3, 0)));
+        assert!(t.to_pass_back(&presence(p, "a", 1, 9)));
+        let mut goodbye = presence(p, "a", 1, 10);
+        goodbye.status = PresenceStatus::Leaving;
+        assert!(!t.to_pass_back(&goodbye), "a goodbye");
+        assert!(!t.to_pass_back(&presence(p, "a", 2, 4)), "same start");
+        assert!(!t.to_pass_back(&presence(p, "a", 3, 0)));
         let me = t.local_peer();
-        assert!(!t.of_an_earlier_start(&presence(me, "self", 0, 0)), "own");
+        assert!(!t.to_pass_back(&presence(me, "self", 0, 0)), "own");
     }
 
     /// A copy of this node's state directory running elsewhere speaks with its identity and a

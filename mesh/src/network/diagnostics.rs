@@ -192,6 +192,14 @@ pub(super) fn twin_warning(addresses: &[Multiaddr]) -> String {
     )
 }
 
+/// How long `status` shows the warning of another daemon with this node's identity after
+/// news of it, whose heartbeats come every `interval`: two of the log's warning periods, or
+/// three of the other's intervals if longer (peers pass on only some of its heartbeats, and a
+/// large mesh heartbeats slowly), so that the warning stays while the other runs.
+pub(super) fn twin_shown_for(interval: Duration) -> Duration {
+    (2 * TWIN_WARNING_EVERY).max(interval * membership::EXPIRY_INTERVALS)
+}
+
 /// The size limit a control message was over, if that is why an exchange failed (the codec
 /// refuses to write or read such a message).
 pub(super) fn over_the_limit(error: &std::io::Error) -> Option<(usize, usize)> {
@@ -408,8 +416,8 @@ impl EventLoop {
             return;
         }
         let interval = Duration::from_millis(twin.presence.heartbeat_interval_ms);
-        let shown_for = (2 * TWIN_WARNING_EVERY).max(interval * membership::EXPIRY_INTERVALS);
-        self.twin_seen = Some((Instant::now() + shown_for, twin.presence.addresses.clone()));
+        let until = Instant::now() + twin_shown_for(interval);
+        self.twin_seen = Some((until, twin.presence.addresses.clone()));
         if self.twin_said.due(Instant::now()) {
             warn!(
                 peer = %self.local_peer_id,
@@ -424,6 +432,19 @@ impl EventLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_warning_of_a_twin_outlasts_its_news_by_two_log_periods_or_three_of_its_intervals() {
+        assert_eq!(
+            twin_shown_for(Duration::from_secs(5)),
+            2 * TWIN_WARNING_EVERY
+        );
+        assert_eq!(
+            twin_shown_for(Duration::from_secs(60)),
+            Duration::from_secs(180),
+            "a large mesh's slow heartbeats"
+        );
+    }
 
     #[test]
     fn a_pace_says_the_first_time_then_once_every_period() {

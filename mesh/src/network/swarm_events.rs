@@ -246,10 +246,8 @@ impl EventLoop {
     /// request goes on one of the connections to that peer id, in turn: to either daemon.
     /// The earlier start takes its own heartbeat as nothing new.
     fn pass_back_earlier_start(&mut self, presence: &Presence) {
-        // A goodbye shows nothing running: the node would drop it.
         if self.leaving.is_some()
-            || presence.status == PresenceStatus::Leaving
-            || !self.membership.of_an_earlier_start(presence)
+            || !self.membership.to_pass_back(presence)
             || !self.swarm.is_connected(&presence.peer_id)
         {
             return;
