@@ -34,7 +34,7 @@ pub const JOBS_TOPIC: &str = "directord/jobs/1";
 /// limit lets in one more, and the event loop closes the peer's oldest: a peer id whose
 /// connections linger after its machine lost the network (its node restarted elsewhere, or a
 /// copy of its state directory started) is heard from its new connection at once, not only
-/// once pings find the old ones dead (up to 20 s).
+/// once they are found dead (about half a minute: see `transport::TCP_USER_TIMEOUT`).
 pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
 
 /// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).

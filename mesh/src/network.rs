@@ -528,6 +528,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
         connected_since: HashMap::new(),
+        greetings: connections::GossipGreetings::default(),
         open_connections: connections::OpenConnections::default(),
         peer_use: PeerUse::default(),
         closing: Closing::default(),
@@ -773,8 +774,10 @@ const OUT_OF_REACH_SAID_AFTER: Duration = Duration::from_secs(30);
 /// Gossipsub tells a peer its subscriptions once, on the first connection between the two: a
 /// node restarted while its old connection still stood at a peer (a crash during a network
 /// cut, before pings closed it) never hears that peer's, cannot publish to it, and that peer
-/// sees it come and go for ever. Past this (longer than pings take to close a dead
-/// connection), the node drops the connection, and the next one is a first on both sides.
+/// sees it come and go for ever. That peer reconnects it once its old connection is found
+/// dead (see `connections::GossipGreetings`: about half a minute on TCP, see
+/// `transport::TCP_USER_TIMEOUT`); failing that, past this the node drops the connection, and
+/// the next one is a first on both sides once the old one is gone.
 const SUBSCRIPTIONS_WITHIN: Duration = Duration::from_secs(30);
 
 /// Don't redial a member sooner than this after the last attempt.
@@ -914,6 +917,8 @@ struct EventLoop {
     recent_dials: HashMap<PeerId, Instant>,
     /// When each connected peer's first open connection was made.
     connected_since: HashMap<PeerId, Instant>,
+    /// Peers whose gossip started over beside a dead connection, to reconnect.
+    greetings: connections::GossipGreetings,
     /// Each peer's open connections, oldest first (a third closes the oldest).
     open_connections: connections::OpenConnections,
     /// When requests last used each peer's connection, and the exchanges under way with it

@@ -363,6 +363,74 @@ impl OpenConnections {
     }
 }
 
+/// What this node heard of each connected peer's gossip, to find one that restarted (or whose
+/// state directory was copied elsewhere and started) while its old connection stood here.
+/// Gossipsub tells a peer this node's subscriptions only on the first connection between the
+/// two, and a daemon tells its own on its first connection to a node: a peer that tells them
+/// a second time started over on its side while this node's side went on, so it never heard
+/// this node's and cannot publish here. Once also one of its connections was found dead (a
+/// failed ping, or a connection error) while others stay, the old daemon is gone: the peer is reconnected, and the
+/// next connection is a first on both sides. Two daemons with one identity both running tell
+/// their subscriptions in turn too, but their connections do not die: they are left as they
+/// are (reconnecting them would let one take both connections of the peer id, and the other
+/// would go unheard). Holds an entry per connected peer only.
+#[derive(Debug, Default)]
+pub(super) struct GossipGreetings {
+    peers: HashMap<PeerId, Greetings>,
+    /// Connections being closed after a failed ping.
+    dead: HashSet<ConnectionId>,
+}
+
+#[derive(Debug, Default)]
+struct Greetings {
+    told: bool,
+    told_again: bool,
+    lost_one: bool,
+}
+
+impl Greetings {
+    fn started_over(&self) -> bool {
+        self.told_again && self.lost_one
+    }
+}
+
+impl GossipGreetings {
+    /// `peer` told its subscription to the presence topic: whether to reconnect it now.
+    pub(super) fn told(&mut self, peer: PeerId) -> bool {
+        let g = self.peers.entry(peer).or_default();
+        g.told_again |= g.told;
+        g.told = true;
+        g.started_over()
+    }
+
+    /// `connection` is being closed after a failed ping.
+    pub(super) fn dead(&mut self, connection: ConnectionId) {
+        self.dead.insert(connection);
+    }
+
+    /// `connection` to `peer` closed, `remaining` of its connections open, `failed` if it
+    /// broke (a connection error: the kernel gave up on unacknowledged data): whether to
+    /// reconnect it now.
+    pub(super) fn closed(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        remaining: u32,
+        failed: bool,
+    ) -> bool {
+        let dead = self.dead.remove(&connection) || failed;
+        if remaining == 0 {
+            self.peers.remove(&peer);
+            return false;
+        }
+        let Some(g) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        g.lost_one |= dead;
+        g.started_over()
+    }
+}
+
 impl EventLoop {
     /// Sends a control request to `peer`, counted as an exchange under way until it ends.
     pub(super) fn send_ctl(&mut self, peer: &PeerId, request: CtlRequest) -> OutboundRequestId {
@@ -1289,7 +1357,7 @@ mod tests {
     /// A peer id whose two connections went silent (its machine lost the network) dials again
     /// from elsewhere (a copy of its state directory, or the node moved): the node takes the
     /// new connection and answers on it at once, closing the oldest silent one, instead of
-    /// refusing it until pings find the old ones dead (10 to 20 s).
+    /// refusing it until the old ones are found dead (about half a minute).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_dials_again_beside_two_silent_connections_is_answered_at_once() {
         let identity = identity("node");
@@ -1340,6 +1408,105 @@ mod tests {
             "the new connection was refused: {table:?}"
         );
         drop(silent);
+        node.handle.shutdown().await.expect("the node leaves");
+    }
+
+    #[test]
+    fn a_peer_is_reconnected_once_it_started_over_and_an_old_connection_died() {
+        let c = ConnectionId::new_unchecked;
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let mut g = GossipGreetings::default();
+        // Told once per session: nothing to do; a connection dead while another stays
+        // (one of two of a live daemon): nothing either.
+        assert!(!g.told(p));
+        g.dead(c(1));
+        assert!(!g.closed(p, c(1), 1, false));
+        // It tells again: it started over, and a connection of it died.
+        assert!(g.told(p));
+        // The other order: told again (two live daemons of one identity), then one dies.
+        assert!(!g.told(q) && !g.told(q));
+        assert!(!g.closed(q, c(2), 1, false), "closed, not dead");
+        g.dead(c(3));
+        assert!(g.closed(q, c(3), 1, false));
+        // All closed: a new session; a connection that broke counts as dead too.
+        assert!(!g.closed(q, c(4), 0, false));
+        assert!(!g.told(q) && !g.told(q));
+        assert!(g.closed(q, c(5), 1, true));
+        assert!(g.peers.len() == 2 && g.dead.is_empty());
+    }
+
+    /// A peer id whose connection went silent (its machine cut off) connects again from a
+    /// new daemon (the node restarted, or its state directory was copied elsewhere) while the
+    /// old connection still stands here. Gossipsub tells a peer this node's subscriptions only
+    /// on the first connection between the two, so the new daemon would not hear them and
+    /// could not publish here: once pings find the old connection dead, the node reconnects
+    /// the peer, and the new daemon hears them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_started_over_beside_a_dead_connection_hears_the_nodes_subscriptions() {
+        let identity = identity("node");
+        let mut config =
+            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
+        config.listen = vec!["/memory/0".parse().expect("a memory address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.target_peers = 0;
+        let node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        let addr = crate::multiaddr_with_peer(status.listen_addrs[0].clone(), status.local_peer_id);
+        let presence = IdentTopic::new(PRESENCE_TOPIC).hash();
+        let told_presence = |event: &SwarmEvent<MeshBehaviourEvent>| {
+            matches!(
+                event,
+                SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(
+                    gossipsub::Event::Subscribed { peer_id, topic },
+                )) if *peer_id == status.local_peer_id && *topic == presence
+            )
+        };
+        let keypair = Keypair::generate_ed25519();
+        let daemon = || {
+            let mut swarm =
+                build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&IdentTopic::new(PRESENCE_TOPIC))
+                .expect("subscribed");
+            swarm.dial(addr.clone()).expect("the daemon dials");
+            swarm
+        };
+
+        // The first daemon of the peer id hears the node's subscriptions, tells its own, and
+        // falls silent (its swarm is kept but no longer run, as a machine cut off).
+        let mut first = daemon();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !told_presence(&first.select_next_some().await) {}
+        })
+        .await
+        .expect("the first daemon hears the node's subscriptions");
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                first.select_next_some().await;
+            }
+        })
+        .await;
+
+        // The second one dials again whenever its connection closes. Pings take up to 40 s
+        // to find the first one's connection dead (the first failed ping is let pass; a TCP
+        // connection is found dead sooner, see `transport::TCP_USER_TIMEOUT`).
+        let mut second = daemon();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match second.select_next_some().await {
+                    event if told_presence(&event) => return,
+                    SwarmEvent::ConnectionClosed {
+                        num_established: 0, ..
+                    } => second.dial(addr.clone()).expect("the daemon dials again"),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the second daemon hears the node's subscriptions");
+        drop(first);
         node.handle.shutdown().await.expect("the node leaves");
     }
 }

@@ -16,7 +16,9 @@ impl EventLoop {
             SwarmEvent::Behaviour(MeshBehaviourEvent::Ping(event)) => {
                 if let Err(e) = event.result {
                     debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
-                    self.swarm.close_connection(event.connection);
+                    if self.swarm.close_connection(event.connection) {
+                        self.greetings.dead(event.connection);
+                    }
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
@@ -86,6 +88,13 @@ impl EventLoop {
                     self.connected_since.remove(&peer_id);
                 }
                 // Requests that waited for this close go now, dialling again.
+                let failed = cause.is_some();
+                if self
+                    .greetings
+                    .closed(peer_id, connection_id, num_established, failed)
+                {
+                    self.reconnect_started_over(peer_id);
+                }
                 let remaining = num_established as usize;
                 for request in self.closing.closed(peer_id, connection_id, remaining) {
                     self.on_command(request);
@@ -227,15 +236,30 @@ impl EventLoop {
             // and gossip spreads it from there. Later subscribers are newcomers, which learn
             // this node from the table they sync on dialling; publishing again for each would
             // cost every member a message per join (quadratic formation).
-            gossipsub::Event::Subscribed { topic, .. }
-                if topic == self.presence_topic.hash()
-                    && self.last_presence_publish.is_none()
-                    && self.leaving.is_none() =>
+            gossipsub::Event::Subscribed { peer_id, topic }
+                if topic == self.presence_topic.hash() =>
             {
-                self.heartbeat();
+                if self.greetings.told(peer_id) {
+                    self.reconnect_started_over(peer_id);
+                }
+                if self.last_presence_publish.is_none() && self.leaving.is_none() {
+                    self.heartbeat();
+                }
             }
             _ => {}
         }
+    }
+
+    /// Reconnects `peer`, whose gossip started over beside a connection now found dead (see
+    /// `connections::GossipGreetings`).
+    fn reconnect_started_over(&mut self, peer: PeerId) {
+        info!(
+            %peer,
+            "a peer started over while its old connection stood here (it restarted, or a copy of \
+             its state directory started elsewhere): reconnecting it so both sides hear each \
+             other's gossip"
+        );
+        let _ = self.swarm.disconnect_peer_id(peer);
     }
 
     /// Hands `presence`, a heartbeat heard from its node, back to that node's peer id if it is
