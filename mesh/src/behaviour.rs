@@ -31,10 +31,12 @@ pub const PRESENCE_TOPIC: &str = "directord/presence/1";
 pub const JOBS_TOPIC: &str = "directord/jobs/1";
 
 /// Connections kept open to one peer: two, for two nodes that dial each other at once. The
-/// limit lets in one more, and the event loop closes the peer's oldest: a peer id whose
+/// limit lets in one more, and the event loop closes the peer's oldest: a peer id whose two
 /// connections linger after its machine lost the network (its node restarted elsewhere, or a
-/// copy of its state directory started) is heard from its new connection at once, not only
-/// once they are found dead (about half a minute: see `transport::TCP_USER_TIMEOUT`).
+/// copy of its state directory started) is let in from its new connection at once, not only
+/// once they are found dead (about half a minute: see `transport::TCP_USER_TIMEOUT`). With one
+/// lingering, the new connection is the second, let in anyway; until the old one is found
+/// dead, some requests to the peer go on it and fail, and are sent again.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
 
 /// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).

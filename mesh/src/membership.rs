@@ -395,14 +395,14 @@ impl Membership {
     /// newcomer refused so is taken from its own heartbeats, which come by gossip). Of rows of
     /// an earlier start of this node, never stored, one a sync is checked.
     ///
-    /// Of several rows of one node in a sync (a table holds one per node, so no node sends
-    /// more) only the latest is looked at: thousands of rows of one member with rising
+    /// Of several rows of news of one node in a sync (a table holds one per node, so no node
+    /// sends more) only the latest is looked at: thousands of rows of one member with rising
     /// sequence numbers, each news, would otherwise cost a check each.
     ///
     /// [`merge`]: Membership::merge
     pub fn keep_authentic(&mut self, records: &mut Vec<MemberRecord>, now: Instant) {
         let mut latest: HashMap<PeerId, (u64, u64)> = HashMap::with_capacity(records.len());
-        for r in records.iter() {
+        for r in records.iter().filter(|r| self.is_news(&r.presence)) {
             let key = r.presence.version_key();
             latest
                 .entry(r.presence.peer_id)
@@ -1603,6 +1603,31 @@ mod tests {
         let mut rows: Vec<MemberRecord> = (0..500).map(|i| row(50 + i, 0)).collect();
         t.keep_authentic(&mut rows, now + Duration::from_secs(17));
         assert_eq!((t.signatures_checked, rows.len()), (4 + 1, 1));
+    }
+
+    /// Only news counts as a node's latest row in a sync: this node's own row passed back (no
+    /// news) leaves a row of its earlier start beside it to be checked.
+    #[test]
+    fn a_row_of_an_earlier_start_beside_this_nodes_own_row_is_checked() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let now = Instant::now();
+        let own = presence(me, "self", 2, 0);
+        let mut t = Membership::new(own.clone(), now);
+        let mut earlier = presence(me, "self", 1, 40);
+        earlier.sign(&key);
+        let mut rows = vec![
+            MemberRecord {
+                presence: earlier,
+                age_ms: 0,
+            },
+            MemberRecord {
+                presence: own,
+                age_ms: 0,
+            },
+        ];
+        t.keep_authentic(&mut rows, now);
+        assert_eq!((t.signatures_checked, rows.len()), (1, 2));
     }
 
     /// A restarted node hears the last heartbeats of its previous run for a few seconds (gossip

@@ -195,7 +195,11 @@ async fn mesh_config(
     bootstrap.retain(|addr| {
         let own = is_own(addr, &peer_id);
         if own {
-            info!(%addr, "not dialling a bootstrap address of this node's own peer id");
+            warn!(
+                %addr,
+                "not dialling a bootstrap address of this node's own peer id (a join token made \
+                 on this node: is this a copy of its state directory?)"
+            );
         }
         !own
     });

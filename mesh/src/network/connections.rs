@@ -363,16 +363,46 @@ impl OpenConnections {
     }
 }
 
+/// Whether a connection closed with `error` broke: the kernel gave up on data the peer never
+/// acknowledged (`TCP_USER_TIMEOUT`), or the peer's machine reset it. A close by the peer, or
+/// for being idle, is no sign of a daemon gone. The transport's layers wrap the socket's
+/// error in their own, so the chain is walked.
+pub(super) fn broke(error: &libp2p::swarm::ConnectionError) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, TimedOut};
+    let libp2p::swarm::ConnectionError::IO(io) = error else {
+        return false;
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(io);
+    // A chain longer than this is no error of the transport's layers.
+    for _ in 0..16 {
+        let Some(e) = next else {
+            return false;
+        };
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.kind(), TimedOut | ConnectionReset | ConnectionAborted) {
+                return true;
+            }
+            // `io::Error::source` skips the error it wraps: look at that one itself.
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// What this node heard of each connected peer's gossip, to find one that restarted (or whose
 /// state directory was copied elsewhere and started) while its old connection stood here.
 /// Gossipsub tells a peer this node's subscriptions only on the first connection between the
 /// two, and a daemon tells its own on its first connection to a node: a peer that tells them
 /// a second time started over on its side while this node's side went on, so it never heard
 /// this node's and cannot publish here. Once also one of its connections was found dead (a
-/// failed ping, or a connection error) while others stay, the old daemon is gone: the peer is reconnected, and the
+/// failed ping, or a connection that [`broke`]) while others stay, the old daemon is gone: the peer is reconnected, and the
 /// next connection is a first on both sides. Two daemons with one identity both running tell
-/// their subscriptions in turn too, but their connections do not die: they are left as they
-/// are (reconnecting them would let one take both connections of the peer id, and the other
+/// their subscriptions in turn too, but their connections do not die (they close, by the
+/// later daemon's choice or for being idle): they are left as they are (reconnecting them would let one take both connections of the peer id, and the other
 /// would go unheard). Holds an entry per connected peer only.
 #[derive(Debug, Default)]
 pub(super) struct GossipGreetings {
@@ -408,17 +438,16 @@ impl GossipGreetings {
         self.dead.insert(connection);
     }
 
-    /// `connection` to `peer` closed, `remaining` of its connections open, `failed` if it
-    /// broke (a connection error: the kernel gave up on unacknowledged data): whether to
-    /// reconnect it now.
+    /// `connection` to `peer` closed, `remaining` of its connections open, `broke` if it
+    /// broke (see [`broke`]): whether to reconnect it now.
     pub(super) fn closed(
         &mut self,
         peer: PeerId,
         connection: ConnectionId,
         remaining: u32,
-        failed: bool,
+        broke: bool,
     ) -> bool {
-        let dead = self.dead.remove(&connection) || failed;
+        let dead = self.dead.remove(&connection) || broke;
         if remaining == 0 {
             self.peers.remove(&peer);
             return false;
@@ -1507,6 +1536,97 @@ mod tests {
         .await
         .expect("the second daemon hears the node's subscriptions");
         drop(first);
+        node.handle.shutdown().await.expect("the node leaves");
+    }
+
+    #[test]
+    fn a_connection_broke_if_the_socket_timed_out_or_was_reset_under_the_layers() {
+        use libp2p::swarm::ConnectionError;
+        use std::io::{Error, ErrorKind};
+        let wrapped = |kind: ErrorKind| {
+            // As the muxer and the layers below it wrap the socket's error.
+            let socket = Error::from(kind);
+            ConnectionError::IO(Error::other(Error::other(socket)))
+        };
+        assert!(broke(&wrapped(ErrorKind::TimedOut)));
+        assert!(broke(&wrapped(ErrorKind::ConnectionReset)));
+        assert!(!broke(&wrapped(ErrorKind::BrokenPipe)));
+        assert!(!broke(&ConnectionError::IO(Error::other(
+            "closed by the peer"
+        ))));
+        assert!(!broke(&ConnectionError::KeepAliveTimeout));
+    }
+
+    /// Two live daemons of one identity both connected to a node tell it their subscriptions
+    /// in turn; the later one closing its connection (as it does when it never hears the
+    /// node's) is no sign of a daemon gone: the other one's connection stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_live_daemons_of_one_identity_are_not_reconnected_when_one_closes() {
+        let identity = identity("node");
+        let mut config =
+            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
+        config.listen = vec!["/memory/0".parse().expect("a memory address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.target_peers = 0;
+        let node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        let node_peer = status.local_peer_id;
+        let addr = crate::multiaddr_with_peer(status.listen_addrs[0].clone(), node_peer);
+        let keypair = Keypair::generate_ed25519();
+        let daemon = || {
+            let mut swarm =
+                build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&IdentTopic::new(PRESENCE_TOPIC))
+                .expect("subscribed");
+            swarm.dial(addr.clone()).expect("the daemon dials");
+            swarm
+        };
+        // The first daemon runs on, telling when its connection closes.
+        let mut first = daemon();
+        let (closed, mut closes) = mpsc::unbounded_channel();
+        let (greeted, mut greeting) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match first.select_next_some().await {
+                    SwarmEvent::ConnectionClosed { .. } if closed.send(()).is_err() => return,
+                    SwarmEvent::Behaviour(MeshBehaviourEvent::Gossipsub(
+                        gossipsub::Event::Subscribed { .. },
+                    )) => {
+                        let _ = greeted.send(());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        next_within(&mut greeting, Duration::from_secs(10)).await;
+        // The second one connects, tells its subscriptions, and closes its connection.
+        let mut second = daemon();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                second.select_next_some().await;
+            }
+        })
+        .await;
+        let _ = second.disconnect_peer_id(node_peer);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let SwarmEvent::ConnectionClosed { .. } = second.select_next_some().await {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the second daemon's connection closes");
+        drop(second);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), closes.recv())
+                .await
+                .is_err(),
+            "the node closed the first daemon's connection too"
+        );
         node.handle.shutdown().await.expect("the node leaves");
     }
 }

@@ -87,14 +87,14 @@ impl EventLoop {
                 if num_established == 0 {
                     self.connected_since.remove(&peer_id);
                 }
-                // Requests that waited for this close go now, dialling again.
-                let failed = cause.is_some();
+                let broke = cause.as_ref().is_some_and(connections::broke);
                 if self
                     .greetings
-                    .closed(peer_id, connection_id, num_established, failed)
+                    .closed(peer_id, connection_id, num_established, broke)
                 {
                     self.reconnect_started_over(peer_id);
                 }
+                // Requests that waited for this close go now, dialling again.
                 let remaining = num_established as usize;
                 for request in self.closing.closed(peer_id, connection_id, remaining) {
                     self.on_command(request);
@@ -259,6 +259,8 @@ impl EventLoop {
              its state directory started elsewhere): reconnecting it so both sides hear each \
              other's gossip"
         );
+        // Requests for it wait until its connections are gone, then dial again.
+        self.closing.begin(peer, Instant::now());
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
