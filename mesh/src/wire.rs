@@ -154,7 +154,9 @@ pub enum PresenceStatus {
     Leaving,
 }
 
-/// Most addresses a presence lists.
+/// Most addresses a presence lists. This and [`MAX_LABELS`] are part of the wire version: a
+/// presence past either fails to decode, and with it a whole table sync holding such a row,
+/// so a release that raises one speaks a new version.
 pub const MAX_PRESENCE_ADDRESSES: usize = 32;
 /// Most labels a node sends (`join --label`), and bytes of each key and value.
 pub const MAX_LABELS: usize = 64;

@@ -739,3 +739,51 @@ fn deeply_nested_values_are_refused_within_a_worker_threads_stack() {
         assert_eq!(decoded, decodes, "{depth} deep, opened by {open:x?}");
     }
 }
+
+/// Job messages come from members only (who may run any command on any node anyway), and
+/// some are read whole before anything looks at them: a message of tiny elements takes some
+/// 33 times its size while it is read (an answer naming runs of empty ids: a `String` each; a
+/// QUERY value of nulls: a JSON value each; and the list's doubling as it grows). This holds
+/// that ceiling where it is, so a change that makes it worse shows: an 8 MiB message takes
+/// at most about 320 MiB.
+#[test]
+fn what_a_job_message_of_tiny_elements_takes_is_bounded_by_its_size() {
+    let messages = [
+        (
+            "runs of empty ids",
+            wire::encode(
+                &JobReply::UnknownRuns(vec![String::new(); 1_000_000]),
+                MAX_JOB_MESSAGE,
+            )
+            .unwrap(),
+        ),
+        (
+            "a QUERY value of nulls",
+            wire::encode(
+                &JobMessage::QueryValue {
+                    job_id: id(1),
+                    node: node(1),
+                    name: "n".into(),
+                    value: serde_json::Value::Array(vec![serde_json::Value::Null; 1_000_000]),
+                },
+                MAX_JOB_MESSAGE,
+            )
+            .unwrap(),
+        ),
+    ];
+    for (what, input) in messages {
+        let (decoded, peak) = peak_during(|| {
+            if what.starts_with("runs") {
+                wire::decode::<JobReply>(&input, MAX_JOB_MESSAGE).is_ok()
+            } else {
+                wire::decode::<JobMessage>(&input, MAX_JOB_MESSAGE).is_ok()
+            }
+        });
+        assert!(decoded, "{what}: read");
+        assert!(
+            peak <= 40 * input.len(),
+            "{what}: {} bytes took {peak}",
+            input.len()
+        );
+    }
+}
