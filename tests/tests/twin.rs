@@ -89,9 +89,27 @@ fn results_that_reach_a_copy_of_their_submitter_stay_with_the_target() {
             .contains(&format!(">{job_id}"))
             .then_some(())
     });
-    // `a` goes out of reach; its copy starts on machine 1 and speaks for its peer id.
+    // `a` goes out of reach; its copy starts on machine 1 and speaks for its peer id. Its start
+    // is numbered above `a`'s (the clock past `a`'s number, which holds a random part below a
+    // second), so peers take it at once, not once `a`'s row is gone.
     fleet.cut(0, 2);
     fleet.cut(0, 1);
+    let a_start: u64 = std::fs::read_to_string(a.state_dir.join("incarnation"))
+        .expect("a's start number")
+        .trim()
+        .parse()
+        .expect("a number");
+    wait_for(
+        Duration::from_secs(5),
+        "the clock to pass a's start",
+        || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_millis();
+            (now > u128::from(a_start)).then_some(())
+        },
+    );
     let t_address = t.status().expect("status")["self"]["listen_addresses"][0]
         .as_str()
         .expect("t listens")
