@@ -1121,6 +1121,42 @@ mod tests {
             .expect("the member runs")
     }
 
+    /// A node on the memory transport that dials nobody by itself, and its status.
+    async fn memory_node() -> (Mesh, MeshStatus) {
+        let identity = identity("node");
+        let mut config =
+            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
+        config.listen = vec!["/memory/0".parse().expect("a memory address")];
+        config.heartbeat_interval = Duration::from_secs(1);
+        config.target_peers = 0;
+        let node = start(config).await.expect("the node starts");
+        let status = node.handle.status().await.expect("status");
+        (node, status)
+    }
+
+    /// A daemon of the peer id of `keypair`: a bare swarm subscribed to the presence topic,
+    /// dialling `addr`.
+    fn subscribed_daemon(keypair: &Keypair, addr: &Multiaddr) -> Swarm<MeshBehaviour> {
+        let mut swarm = build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&IdentTopic::new(PRESENCE_TOPIC))
+            .expect("subscribed");
+        swarm.dial(addr.clone()).expect("the daemon dials");
+        swarm
+    }
+
+    /// Runs `swarm` for `time`, whatever it does meanwhile.
+    async fn run_for(swarm: &mut Swarm<MeshBehaviour>, time: Duration) {
+        let _ = tokio::time::timeout(time, async {
+            loop {
+                swarm.select_next_some().await;
+            }
+        })
+        .await;
+    }
+
     /// The identity of a node or member of these tests, named `name`.
     fn identity(name: &str) -> LocalIdentity {
         LocalIdentity {
@@ -1389,14 +1425,7 @@ mod tests {
     /// refusing it until the old ones are found dead (about half a minute).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_dials_again_beside_two_silent_connections_is_answered_at_once() {
-        let identity = identity("node");
-        let mut config =
-            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
-        config.listen = vec!["/memory/0".parse().expect("a memory address")];
-        config.heartbeat_interval = Duration::from_secs(1);
-        config.target_peers = 0;
-        let node = start(config).await.expect("the node starts");
-        let status = node.handle.status().await.expect("status");
+        let (node, status) = memory_node().await;
         let addr = status.listen_addrs[0].clone();
         let node_peer = status.local_peer_id;
 
@@ -1423,12 +1452,7 @@ mod tests {
         .await
         .expect("both connections open");
         // Long enough for the node to finish its side of both.
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                silent.select_next_some().await;
-            }
-        })
-        .await;
+        run_for(&mut silent, Duration::from_millis(500)).await;
 
         let (_requests, mut hearing) = bare_member(keypair, node_peer, addr);
         let table = next_within(&mut hearing, Duration::from_secs(5)).await;
@@ -1472,14 +1496,7 @@ mod tests {
     /// the peer, and the new daemon hears them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_started_over_beside_a_dead_connection_hears_the_nodes_subscriptions() {
-        let identity = identity("node");
-        let mut config =
-            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
-        config.listen = vec!["/memory/0".parse().expect("a memory address")];
-        config.heartbeat_interval = Duration::from_secs(1);
-        config.target_peers = 0;
-        let node = start(config).await.expect("the node starts");
-        let status = node.handle.status().await.expect("status");
+        let (node, status) = memory_node().await;
         let addr = crate::multiaddr_with_peer(status.listen_addrs[0].clone(), status.local_peer_id);
         let presence = IdentTopic::new(PRESENCE_TOPIC).hash();
         let told_presence = |event: &SwarmEvent<MeshBehaviourEvent>| {
@@ -1491,17 +1508,7 @@ mod tests {
             )
         };
         let keypair = Keypair::generate_ed25519();
-        let daemon = || {
-            let mut swarm =
-                build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
-            swarm
-                .behaviour_mut()
-                .gossipsub
-                .subscribe(&IdentTopic::new(PRESENCE_TOPIC))
-                .expect("subscribed");
-            swarm.dial(addr.clone()).expect("the daemon dials");
-            swarm
-        };
+        let daemon = || subscribed_daemon(&keypair, &addr);
 
         // The first daemon of the peer id hears the node's subscriptions, tells its own, and
         // falls silent (its swarm is kept but no longer run, as a machine cut off).
@@ -1511,12 +1518,7 @@ mod tests {
         })
         .await
         .expect("the first daemon hears the node's subscriptions");
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                first.select_next_some().await;
-            }
-        })
-        .await;
+        run_for(&mut first, Duration::from_millis(500)).await;
 
         // The second one dials again whenever its connection closes. Pings take up to 40 s
         // to find the first one's connection dead (the first failed ping is let pass; a TCP
@@ -1562,28 +1564,11 @@ mod tests {
     /// node's) is no sign of a daemon gone: the other one's connection stays.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_live_daemons_of_one_identity_are_not_reconnected_when_one_closes() {
-        let identity = identity("node");
-        let mut config =
-            MeshConfig::new(Keypair::generate_ed25519(), TransportKind::Memory, identity);
-        config.listen = vec!["/memory/0".parse().expect("a memory address")];
-        config.heartbeat_interval = Duration::from_secs(1);
-        config.target_peers = 0;
-        let node = start(config).await.expect("the node starts");
-        let status = node.handle.status().await.expect("status");
+        let (node, status) = memory_node().await;
         let node_peer = status.local_peer_id;
         let addr = crate::multiaddr_with_peer(status.listen_addrs[0].clone(), node_peer);
         let keypair = Keypair::generate_ed25519();
-        let daemon = || {
-            let mut swarm =
-                build_swarm(keypair.clone(), TransportKind::Memory, None).expect("a swarm");
-            swarm
-                .behaviour_mut()
-                .gossipsub
-                .subscribe(&IdentTopic::new(PRESENCE_TOPIC))
-                .expect("subscribed");
-            swarm.dial(addr.clone()).expect("the daemon dials");
-            swarm
-        };
+        let daemon = || subscribed_daemon(&keypair, &addr);
         // The first daemon runs on, telling when its connection closes.
         let mut first = daemon();
         let (closed, mut closes) = mpsc::unbounded_channel();
@@ -1604,12 +1589,7 @@ mod tests {
         next_within(&mut greeting, Duration::from_secs(10)).await;
         // The second one connects, tells its subscriptions, and closes its connection.
         let mut second = daemon();
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                second.select_next_some().await;
-            }
-        })
-        .await;
+        run_for(&mut second, Duration::from_secs(1)).await;
         let _ = second.disconnect_peer_id(node_peer);
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
