@@ -218,17 +218,20 @@ impl EventLoop {
                         self.pass_back_earlier_start(&p);
                         self.observe(p).await
                     }
-                    Ok(p) => warn!(
-                        claimed = %p.peer_id, signer = ?message.source,
-                        "dropped a presence signed by another peer"
-                    ),
+                    Ok(p) => {
+                        let signer = message.source.map_or("nobody".into(), |s| s.to_string());
+                        let why = format!("of {} signed by {signer}", p.peer_id);
+                        self.dropped_presence(&why);
+                    }
                     Err(wire::WireError::Version { found })
                         if let Some(source) = message.source =>
                     {
                         self.heard_other_release(source, found, &message.data)
                     }
                     Err(e) => {
-                        warn!(source = ?message.source, "dropped an unreadable presence: {e}")
+                        let from = message.source.map_or("nobody".into(), |s| s.to_string());
+                        let why = format!("from {from} that cannot be read: {e}");
+                        self.dropped_presence(&why);
                     }
                 }
             }
@@ -262,6 +265,16 @@ impl EventLoop {
         // Requests for it wait until its connections are gone, then dial again.
         self.closing.begin(peer, Instant::now());
         let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Says that a gossiped presence was dropped (`why`): once a minute at most, as a member
+    /// breaking the protocol may send one with every heartbeat.
+    fn dropped_presence(&mut self, why: &str) {
+        if self.dropped_presence_said.due(Instant::now()) {
+            warn!("dropped a presence {why} (said at most once a minute)");
+        } else {
+            debug!("dropped a presence {why}");
+        }
     }
 
     /// Hands `presence`, a heartbeat heard from its node, back to that node's peer id if it is
