@@ -122,6 +122,16 @@ fn results_that_reach_a_copy_of_their_submitter_stay_with_the_target() {
         &["--token", &token, "--peer", &t_address],
     );
     assert_eq!(b.peer_id(), p, "the copy has the submitter's identity");
+    // The copied join token names `a`, its own peer id: not dialled, and said.
+    wait_for(
+        Duration::from_secs(10),
+        "the copy to skip its own address",
+        || {
+            b.log()
+                .contains("not dialling a bootstrap address of this node's own peer id")
+                .then_some(())
+        },
+    );
     let row_of_p = |d: &Daemon| -> Option<Value> {
         d.status()?["nodes"]
             .as_array()?

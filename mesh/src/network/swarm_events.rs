@@ -242,6 +242,7 @@ impl EventLoop {
             gossipsub::Event::Subscribed { peer_id, topic }
                 if topic == self.presence_topic.hash() =>
             {
+                // A peer that tells its subscriptions again may have started over.
                 if self.greetings.told(peer_id) {
                     self.reconnect_started_over(peer_id);
                 }
