@@ -528,9 +528,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         non_members_said: HashMap::new(),
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
-        connected_since: HashMap::new(),
-        greetings: connections::GossipGreetings::default(),
-        open_connections: connections::OpenConnections::default(),
+        connected: connections::ConnectedPeers::default(),
         peer_use: PeerUse::default(),
         closing: Closing::default(),
         leaving: None,
@@ -776,7 +774,7 @@ const OUT_OF_REACH_SAID_AFTER: Duration = Duration::from_secs(30);
 /// node restarted while its old connection still stood at a peer (a crash during a network
 /// cut, before pings closed it) never hears that peer's, cannot publish to it, and that peer
 /// sees it come and go for ever. That peer reconnects it once its old connection is found
-/// dead (see `connections::GossipGreetings`: about half a minute on TCP, see
+/// dead (see `connections::ConnectedPeers`: about half a minute on TCP, see
 /// `transport::TCP_USER_TIMEOUT`); failing that, past this the node drops the connection, and
 /// the next one is a first on both sides once the old one is gone.
 const SUBSCRIPTIONS_WITHIN: Duration = Duration::from_secs(30);
@@ -918,12 +916,9 @@ struct EventLoop {
     /// Members heard leaving lately, and when (see [`LEFT_STILL_HERE_AFTER`]).
     left_still_here: HashMap<PeerId, Instant>,
     recent_dials: HashMap<PeerId, Instant>,
-    /// When each connected peer's first open connection was made.
-    connected_since: HashMap<PeerId, Instant>,
-    /// Peers whose gossip started over beside a dead connection, to reconnect.
-    greetings: connections::GossipGreetings,
-    /// Each peer's open connections, oldest first (a third closes the oldest).
-    open_connections: connections::OpenConnections,
+    /// Each connected peer's open connections (a third closes the oldest), whether its
+    /// subscriptions came, and whether it started over beside a dead connection.
+    connected: connections::ConnectedPeers,
     /// When requests last used each peer's connection, and the exchanges under way with it
     /// (which connections may be closed over the budget).
     peer_use: PeerUse,

@@ -332,33 +332,125 @@ impl<W> Closing<W> {
     }
 }
 
-/// The connections open to each peer, oldest first: past
-/// [`MAX_CONNECTIONS_PER_PEER`](crate::behaviour::MAX_CONNECTIONS_PER_PEER), the oldest is
-/// closed. Holds an entry per open connection only (each goes when its connection closes).
+/// What this node keeps of each connected peer, from its first connection opening to its
+/// last closing (the entry goes with the last): its open connections, oldest first, how long
+/// it has gone without its gossip subscriptions heard, and what it said of them.
+///
+/// Past [`MAX_CONNECTIONS_PER_PEER`](crate::behaviour::MAX_CONNECTIONS_PER_PEER) connections,
+/// the oldest is closed: a peer that dials a third time may have lost the old ones (its
+/// machine lost the network; a copy of its state directory runs elsewhere).
+///
+/// A peer that started over is reconnected. Gossipsub tells a peer this node's subscriptions
+/// only on the first connection between the two, and a daemon tells its own on its first
+/// connection to a node: a peer that tells them a second time started over on its side while
+/// this node's side went on, so it never heard this node's and cannot publish here. Once also
+/// one of its connections was found dead (a failed ping, or a connection that [`broke`])
+/// while others stay, the old daemon is gone: the peer is reconnected, and the next
+/// connection is a first on both sides. Two daemons with one identity both running tell their
+/// subscriptions in turn too, but their connections do not die (they close, by the later
+/// daemon's choice or for being idle): they are left as they are (reconnecting them would let
+/// one take both connections of the peer id, and the other would go unheard).
 #[derive(Debug, Default)]
-pub(super) struct OpenConnections {
-    by_peer: HashMap<PeerId, Vec<ConnectionId>>,
+pub(super) struct ConnectedPeers {
+    peers: HashMap<PeerId, ConnectedPeer>,
+    /// Connections being closed after a failed ping.
+    dead: HashSet<ConnectionId>,
 }
 
-impl OpenConnections {
-    /// `connection` to `peer` opened: the peer's oldest connections beyond the number kept,
-    /// to close.
-    pub(super) fn opened(&mut self, peer: PeerId, connection: ConnectionId) -> Vec<ConnectionId> {
-        let open = self.by_peer.entry(peer).or_default();
-        open.push(connection);
-        let over = open
+#[derive(Debug)]
+struct ConnectedPeer {
+    /// Open connections, oldest first.
+    open: Vec<ConnectionId>,
+    /// Since when the peer's subscriptions are awaited: its first connection, or none once
+    /// it was dropped for never telling them (counted again from its next first connection).
+    awaited_since: Option<Instant>,
+    /// It told its subscription to the presence topic, and told it again.
+    told: bool,
+    told_again: bool,
+    /// One of its connections was found dead.
+    lost_one: bool,
+}
+
+impl ConnectedPeer {
+    fn started_over(&self) -> bool {
+        self.told_again && self.lost_one
+    }
+}
+
+impl ConnectedPeers {
+    /// `connection` to `peer` opened at `now`: the peer's oldest connections beyond the
+    /// number kept, to close.
+    pub(super) fn opened(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        now: Instant,
+    ) -> Vec<ConnectionId> {
+        let p = self.peers.entry(peer).or_insert_with(|| ConnectedPeer {
+            open: Vec::new(),
+            awaited_since: Some(now),
+            told: false,
+            told_again: false,
+            lost_one: false,
+        });
+        p.open.push(connection);
+        let over = p
+            .open
             .len()
             .saturating_sub(crate::behaviour::MAX_CONNECTIONS_PER_PEER);
-        open.drain(..over).collect()
+        p.open.drain(..over).collect()
     }
 
-    /// `connection` to `peer` closed.
-    pub(super) fn closed(&mut self, peer: PeerId, connection: ConnectionId) {
-        if let Some(open) = self.by_peer.get_mut(&peer) {
-            open.retain(|c| *c != connection);
-            if open.is_empty() {
-                self.by_peer.remove(&peer);
-            }
+    /// `connection` is being closed after a failed ping.
+    pub(super) fn dead(&mut self, connection: ConnectionId) {
+        self.dead.insert(connection);
+    }
+
+    /// `connection` to `peer` closed, `broke` if it broke (see [`broke`]): whether to
+    /// reconnect the peer now, as one that started over.
+    pub(super) fn closed(&mut self, peer: PeerId, connection: ConnectionId, broke: bool) -> bool {
+        let dead = self.dead.remove(&connection) || broke;
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        p.open.retain(|c| *c != connection);
+        if p.open.is_empty() {
+            self.peers.remove(&peer);
+            return false;
+        }
+        p.lost_one |= dead;
+        p.started_over()
+    }
+
+    /// `peer` told its subscription to the presence topic: whether to reconnect it now, as
+    /// one that started over.
+    pub(super) fn told(&mut self, peer: PeerId) -> bool {
+        // Gossip comes from connected peers only; a peer not here has nothing to reconnect.
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return false;
+        };
+        p.told_again |= p.told;
+        p.told = true;
+        p.started_over()
+    }
+
+    /// The peers whose subscriptions have been awaited for `within` or longer at `now`.
+    pub(super) fn awaited_for(&self, within: Duration, now: Instant) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                p.awaited_since
+                    .is_some_and(|since| now.saturating_duration_since(since) >= within)
+            })
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
+    /// `peer` is dropped for never telling its subscriptions: no longer awaited until its
+    /// next first connection.
+    pub(super) fn await_next_connection(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.awaited_since = None;
         }
     }
 }
@@ -391,73 +483,6 @@ pub(super) fn broke(error: &libp2p::swarm::ConnectionError) -> bool {
         next = e.source();
     }
     false
-}
-
-/// What this node heard of each connected peer's gossip, to find one that restarted (or whose
-/// state directory was copied elsewhere and started) while its old connection stood here.
-/// Gossipsub tells a peer this node's subscriptions only on the first connection between the
-/// two, and a daemon tells its own on its first connection to a node: a peer that tells them
-/// a second time started over on its side while this node's side went on, so it never heard
-/// this node's and cannot publish here. Once also one of its connections was found dead (a
-/// failed ping, or a connection that [`broke`]) while others stay, the old daemon is gone: the peer is reconnected, and the
-/// next connection is a first on both sides. Two daemons with one identity both running tell
-/// their subscriptions in turn too, but their connections do not die (they close, by the
-/// later daemon's choice or for being idle): they are left as they are (reconnecting them would let one take both connections of the peer id, and the other
-/// would go unheard). Holds an entry per connected peer only.
-#[derive(Debug, Default)]
-pub(super) struct GossipGreetings {
-    peers: HashMap<PeerId, Greetings>,
-    /// Connections being closed after a failed ping.
-    dead: HashSet<ConnectionId>,
-}
-
-#[derive(Debug, Default)]
-struct Greetings {
-    told: bool,
-    told_again: bool,
-    lost_one: bool,
-}
-
-impl Greetings {
-    fn started_over(&self) -> bool {
-        self.told_again && self.lost_one
-    }
-}
-
-impl GossipGreetings {
-    /// `peer` told its subscription to the presence topic: whether to reconnect it now.
-    pub(super) fn told(&mut self, peer: PeerId) -> bool {
-        let g = self.peers.entry(peer).or_default();
-        g.told_again |= g.told;
-        g.told = true;
-        g.started_over()
-    }
-
-    /// `connection` is being closed after a failed ping.
-    pub(super) fn dead(&mut self, connection: ConnectionId) {
-        self.dead.insert(connection);
-    }
-
-    /// `connection` to `peer` closed, `remaining` of its connections open, `broke` if it
-    /// broke (see [`broke`]): whether to reconnect it now.
-    pub(super) fn closed(
-        &mut self,
-        peer: PeerId,
-        connection: ConnectionId,
-        remaining: u32,
-        broke: bool,
-    ) -> bool {
-        let dead = self.dead.remove(&connection) || broke;
-        if remaining == 0 {
-            self.peers.remove(&peer);
-            return false;
-        }
-        let Some(g) = self.peers.get_mut(&peer) else {
-            return false;
-        };
-        g.lost_one |= dead;
-        g.started_over()
-    }
 }
 
 impl EventLoop {
@@ -649,15 +674,14 @@ impl EventLoop {
             .map(|(peer, _)| *peer)
             .collect();
         let deaf: Vec<PeerId> = self
-            .connected_since
-            .iter()
-            .filter(|(peer, since)| {
-                now.saturating_duration_since(**since) >= SUBSCRIPTIONS_WITHIN
-                    && !subscribed.contains(peer)
+            .connected
+            .awaited_for(SUBSCRIPTIONS_WITHIN, now)
+            .into_iter()
+            .filter(|peer| {
+                !subscribed.contains(peer)
                     // A member heard from (not, say, a node of another release).
                     && self.membership.is_alive(peer, now)
             })
-            .map(|(peer, _)| *peer)
             .collect();
         for peer in deaf {
             info!(
@@ -666,8 +690,7 @@ impl EventLoop {
                  before one side restarted may have lingered): reconnecting",
                 SUBSCRIPTIONS_WITHIN.as_secs()
             );
-            // Counted again from the next connection.
-            self.connected_since.remove(&peer);
+            self.connected.await_next_connection(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
@@ -1400,23 +1423,62 @@ mod tests {
 
     #[test]
     fn past_two_connections_of_a_peer_its_oldest_are_closed() {
-        let mut open = OpenConnections::default();
+        let mut open = ConnectedPeers::default();
+        let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
         let c: Vec<ConnectionId> = (0..5).map(ConnectionId::new_unchecked).collect();
-        assert!(open.opened(a, c[0]).is_empty());
-        assert!(open.opened(b, c[1]).is_empty(), "counted per peer");
-        assert!(open.opened(a, c[2]).is_empty());
-        assert_eq!(open.opened(a, c[3]), vec![c[0]], "the oldest goes");
+        assert!(open.opened(a, c[0], now).is_empty());
+        assert!(open.opened(b, c[1], now).is_empty(), "counted per peer");
+        assert!(open.opened(a, c[2], now).is_empty());
+        assert_eq!(open.opened(a, c[3], now), vec![c[0]], "the oldest goes");
         // The one closed is reported closed; one of the two kept closes too.
-        open.closed(a, c[0]);
-        open.closed(a, c[3]);
-        assert!(open.opened(a, c[4]).is_empty(), "two open again");
-        assert_eq!(open.opened(a, c[0]), vec![c[2]]);
-        open.closed(b, c[1]);
+        open.closed(a, c[0], false);
+        open.closed(a, c[3], false);
+        assert!(open.opened(a, c[4], now).is_empty(), "two open again");
+        assert_eq!(open.opened(a, c[0], now), vec![c[2]]);
+        open.closed(b, c[1], false);
         assert!(
-            !open.by_peer.contains_key(&b),
+            !open.peers.contains_key(&b),
             "no entry for a peer with none open"
         );
+    }
+
+    #[test]
+    fn a_peer_is_awaited_from_its_first_connection_until_dropped_for_silence() {
+        let mut peers = ConnectedPeers::default();
+        let t0 = Instant::now();
+        let within = Duration::from_secs(30);
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let c = ConnectionId::new_unchecked;
+        peers.opened(p, c(1), t0);
+        peers.opened(q, c(2), t0 + Duration::from_secs(10));
+        // A second connection does not restart the count.
+        peers.opened(p, c(3), t0 + Duration::from_secs(20));
+        assert!(
+            peers
+                .awaited_for(within, t0 + Duration::from_secs(29))
+                .is_empty()
+        );
+        assert_eq!(peers.awaited_for(within, t0 + within), vec![p]);
+        // Dropped for it: not counted again while its connections close.
+        peers.await_next_connection(&p);
+        let later = t0 + Duration::from_secs(45);
+        assert_eq!(peers.awaited_for(within, later), vec![q]);
+        peers.closed(p, c(1), false);
+        peers.opened(p, c(4), later);
+        assert_eq!(
+            peers.awaited_for(within, later + within),
+            vec![q],
+            "counted again only from a first connection"
+        );
+        peers.closed(p, c(3), false);
+        peers.closed(p, c(4), false);
+        peers.opened(p, c(5), later);
+        let mut awaited = peers.awaited_for(within, later + within);
+        awaited.sort();
+        let mut both = vec![p, q];
+        both.sort();
+        assert_eq!(awaited, both);
     }
 
     /// A peer id whose two connections went silent (its machine lost the network) dials again
@@ -1467,24 +1529,37 @@ mod tests {
     #[test]
     fn a_peer_is_reconnected_once_it_started_over_and_an_old_connection_died() {
         let c = ConnectionId::new_unchecked;
+        let now = Instant::now();
         let (p, q) = (PeerId::random(), PeerId::random());
-        let mut g = GossipGreetings::default();
+        let mut g = ConnectedPeers::default();
+        assert!(
+            !g.told(PeerId::random()),
+            "a peer not connected is not reconnected"
+        );
         // Told once per session: nothing to do; a connection dead while another stays
         // (one of two of a live daemon): nothing either.
+        g.opened(p, c(1), now);
+        g.opened(p, c(2), now);
         assert!(!g.told(p));
         g.dead(c(1));
-        assert!(!g.closed(p, c(1), 1, false));
+        assert!(!g.closed(p, c(1), false));
         // It tells again: it started over, and a connection of it died.
         assert!(g.told(p));
         // The other order: told again (two live daemons of one identity), then one dies.
+        g.opened(q, c(3), now);
+        g.opened(q, c(4), now);
         assert!(!g.told(q) && !g.told(q));
-        assert!(!g.closed(q, c(2), 1, false), "closed, not dead");
-        g.dead(c(3));
-        assert!(g.closed(q, c(3), 1, false));
+        assert!(!g.closed(q, c(3), false), "closed, not dead");
+        g.opened(q, c(5), now);
+        g.dead(c(4));
+        assert!(g.closed(q, c(4), false));
         // All closed: a new session; a connection that broke counts as dead too.
-        assert!(!g.closed(q, c(4), 0, false));
+        assert!(!g.closed(q, c(5), false));
+        assert!(!g.peers.contains_key(&q));
+        g.opened(q, c(6), now);
+        g.opened(q, c(7), now);
         assert!(!g.told(q) && !g.told(q));
-        assert!(g.closed(q, c(5), 1, true));
+        assert!(g.closed(q, c(6), true));
         assert!(g.peers.len() == 2 && g.dead.is_empty());
     }
 

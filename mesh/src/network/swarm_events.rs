@@ -17,7 +17,7 @@ impl EventLoop {
                 if let Err(e) = event.result {
                     debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
                     if self.swarm.close_connection(event.connection) {
-                        self.greetings.dead(event.connection);
+                        self.connected.dead(event.connection);
                     }
                 }
             }
@@ -45,9 +45,6 @@ impl EventLoop {
                         spell.since.elapsed().as_secs()
                     );
                 }
-                if num_established.get() == 1 {
-                    self.connected_since.insert(peer_id, Instant::now());
-                }
                 // A new connection counts as used: it was opened for something (a request, a
                 // member to keep) that has not had its chance yet. So does one opened beside
                 // another, or replacing one about to close.
@@ -56,7 +53,10 @@ impl EventLoop {
                 // A third connection of one peer id: the peer dialled again, so an older
                 // connection may be dead (its machine lost the network; a copy of its state
                 // directory runs elsewhere). The newest two are kept.
-                for oldest in self.open_connections.opened(peer_id, connection_id) {
+                for oldest in self
+                    .connected
+                    .opened(peer_id, connection_id, Instant::now())
+                {
                     debug!(peer = %peer_id, "a third connection: closing the peer's oldest");
                     self.swarm.close_connection(oldest);
                 }
@@ -83,15 +83,8 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, ?cause, "connection closed");
-                self.open_connections.closed(peer_id, connection_id);
-                if num_established == 0 {
-                    self.connected_since.remove(&peer_id);
-                }
                 let broke = cause.as_ref().is_some_and(connections::broke);
-                if self
-                    .greetings
-                    .closed(peer_id, connection_id, num_established, broke)
-                {
+                if self.connected.closed(peer_id, connection_id, broke) {
                     self.reconnect_started_over(peer_id);
                 }
                 // Requests that waited for this close go now, dialling again.
@@ -243,7 +236,7 @@ impl EventLoop {
                 if topic == self.presence_topic.hash() =>
             {
                 // A peer that tells its subscriptions again may have started over.
-                if self.greetings.told(peer_id) {
+                if self.connected.told(peer_id) {
                     self.reconnect_started_over(peer_id);
                 }
                 if self.last_presence_publish.is_none() && self.leaving.is_none() {
@@ -255,7 +248,7 @@ impl EventLoop {
     }
 
     /// Reconnects `peer`, whose gossip started over beside a connection now found dead (see
-    /// `connections::GossipGreetings`).
+    /// `connections::ConnectedPeers`).
     fn reconnect_started_over(&mut self, peer: PeerId) {
         info!(
             %peer,
