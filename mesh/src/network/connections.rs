@@ -1068,23 +1068,30 @@ mod tests {
         assert_eq!(given(20, MINUTE).applied(8), given(20, MINUTE));
     }
 
-    /// What the bare member of the test below hears from its swarm.
+    /// What a bare participant hears from its swarm.
     #[derive(Debug)]
     enum Heard {
         Answer(Result<CtlResponse, String>),
+        File(Result<BlobResponse, String>),
         Closed,
+    }
+
+    /// What a bare participant is given to send.
+    #[derive(Debug)]
+    enum Ask {
+        Ctl(CtlRequest),
+        File(BlobRequest),
     }
 
     /// A member known to `node` from its own row only: a bare swarm of the mesh's protocols
     /// that subscribes to no topic, so it is in none of the node's gossip meshes (which the
     /// connection budget never closes). It dials `node` at `addr`, hands it its row, and sends
-    /// what the test gives it; it tells of each answer and of its connection closing, and
-    /// answers nothing it is asked (the request fails at once).
+    /// what the test gives it (see [`bare_participant`]).
     fn bare_member(
         keypair: Keypair,
         node: PeerId,
         addr: Multiaddr,
-    ) -> (mpsc::Sender<CtlRequest>, mpsc::UnboundedReceiver<Heard>) {
+    ) -> (mpsc::Sender<Ask>, mpsc::UnboundedReceiver<Heard>) {
         let identity = identity("bare");
         let config = MeshConfig::new(keypair.clone(), TransportKind::Memory, identity);
         let peer = keypair.public().to_peer_id();
@@ -1094,23 +1101,41 @@ mod tests {
             presence,
             age_ms: 0,
         };
+        bare_participant(keypair, node, addr, Some(row))
+    }
+
+    /// A bare swarm of the mesh's protocols that dials `node` at `addr`, hands it `row` if
+    /// given (without it, the node never hears of it: no member), and sends what the test
+    /// gives it; it tells of each answer and of its connection closing, and answers nothing
+    /// it is asked (the request fails at once).
+    fn bare_participant(
+        keypair: Keypair,
+        node: PeerId,
+        addr: Multiaddr,
+        row: Option<wire::MemberRecord>,
+    ) -> (mpsc::Sender<Ask>, mpsc::UnboundedReceiver<Heard>) {
         let mut swarm = build_swarm(keypair, TransportKind::Memory, None).expect("a swarm");
         swarm
             .dial(crate::multiaddr_with_peer(addr, node))
-            .expect("the bare member dials");
-        let members = vec![row];
-        swarm
-            .behaviour_mut()
-            .ctl
-            .send_request(&node, CtlRequest::SyncMembers { members });
+            .expect("the bare participant dials");
+        if let Some(row) = row {
+            let members = vec![row];
+            swarm
+                .behaviour_mut()
+                .ctl
+                .send_request(&node, CtlRequest::SyncMembers { members });
+        }
         let (requests, mut to_send) = mpsc::channel(4);
         let (heard, hearing) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     request = to_send.recv() => match request {
-                        Some(request) => {
+                        Some(Ask::Ctl(request)) => {
                             swarm.behaviour_mut().ctl.send_request(&node, request);
+                        }
+                        Some(Ask::File(request)) => {
+                            swarm.behaviour_mut().blob.send_request(&node, request);
                         }
                         None => return,
                     },
@@ -1125,6 +1150,15 @@ mod tests {
                             SwarmEvent::Behaviour(MeshBehaviourEvent::Ctl(
                                 request_response::Event::OutboundFailure { error, .. },
                             )) => Heard::Answer(Err(error.to_string())),
+                            SwarmEvent::Behaviour(MeshBehaviourEvent::Blob(
+                                request_response::Event::Message {
+                                    message: request_response::Message::Response { response, .. },
+                                    ..
+                                },
+                            )) => Heard::File(Ok(response)),
+                            SwarmEvent::Behaviour(MeshBehaviourEvent::Blob(
+                                request_response::Event::OutboundFailure { error, .. },
+                            )) => Heard::File(Err(error.to_string())),
                             SwarmEvent::ConnectionClosed { .. } => Heard::Closed,
                             _ => continue,
                         };
@@ -1219,7 +1253,7 @@ mod tests {
         );
 
         requests
-            .send(CtlRequest::Job(b"a job".to_vec()))
+            .send(Ask::Ctl(CtlRequest::Job(b"a job".to_vec())))
             .await
             .expect("the bare member runs");
         let token = tokio::time::timeout(Duration::from_secs(10), async {
@@ -1479,6 +1513,76 @@ mod tests {
         let mut both = vec![p, q];
         both.sort();
         assert_eq!(awaited, both);
+    }
+
+    /// Jobs and files are for members only: a host that connects with the mesh's protocols
+    /// but never gave the node its row (a stranger in an open mesh) has its job message
+    /// refused, saying why, and is told no file is here, and nothing reaches the layer above;
+    /// the same requests from a member do.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_and_files_are_taken_from_members_only() {
+        let (mut node, status) = memory_node().await;
+        let addr = status.listen_addrs[0].clone();
+        let node_peer = status.local_peer_id;
+        let file = BlobRequest {
+            hash: *blake3::hash(b"a file").as_bytes(),
+            index: 0,
+        };
+
+        let (stranger, mut heard) =
+            bare_participant(Keypair::generate_ed25519(), node_peer, addr.clone(), None);
+        let job = Ask::Ctl(CtlRequest::Job(b"a job".to_vec()));
+        stranger.send(job).await.expect("the stranger runs");
+        let answer = next_within(&mut heard, Duration::from_secs(10)).await;
+        assert!(
+            matches!(&answer, Heard::Answer(Ok(CtlResponse::Rejected { reason }))
+                if reason.contains("not a member")),
+            "{answer:?}"
+        );
+        stranger
+            .send(Ask::File(file.clone()))
+            .await
+            .expect("the stranger runs");
+        let answer = next_within(&mut heard, Duration::from_secs(10)).await;
+        assert!(
+            matches!(answer, Heard::File(Ok(BlobResponse::Unknown))),
+            "{answer:?}"
+        );
+        while let Ok(event) = node.events.try_recv() {
+            assert!(
+                !matches!(
+                    event,
+                    MeshEvent::JobRequest { .. } | MeshEvent::BlobRequest { .. }
+                ),
+                "a stranger's request reached the layer above: {event:?}"
+            );
+        }
+
+        let (member, mut heard) = bare_member(Keypair::generate_ed25519(), node_peer, addr);
+        let table = next_within(&mut heard, Duration::from_secs(10)).await;
+        assert!(
+            matches!(table, Heard::Answer(Ok(CtlResponse::Members { .. }))),
+            "{table:?}"
+        );
+        let job = Ask::Ctl(CtlRequest::Job(b"a job".to_vec()));
+        member.send(job).await.expect("the member runs");
+        member
+            .send(Ask::File(file.clone()))
+            .await
+            .expect("the member runs");
+        let (mut job_seen, mut file_seen) = (false, false);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !(job_seen && file_seen) {
+                match node.events.recv().await.expect("the node runs") {
+                    MeshEvent::JobRequest { data, .. } => job_seen = data == b"a job",
+                    MeshEvent::BlobRequest { request, .. } => file_seen = request == file,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a member's job and file requests reach the layer above");
+        node.handle.shutdown().await.expect("the node leaves");
     }
 
     /// A peer id whose two connections went silent (its machine lost the network) dials again
