@@ -4,6 +4,7 @@
 
 use super::*;
 use connections::{Exchange, RequestProtocol};
+use libp2p::swarm::ConnectionId;
 
 impl EventLoop {
     pub(super) async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
@@ -33,122 +34,144 @@ impl EventLoop {
                 endpoint,
                 num_established,
                 ..
-            } => {
-                debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                if let Some(spell) = self.out_of_reach.remove(&peer_id)
-                    && spell.logged
-                {
-                    let name = self.membership.name_of(&peer_id).unwrap_or("a member");
-                    info!(
-                        peer = %peer_id,
-                        "{name} is reachable directly again (after {} s)",
-                        spell.since.elapsed().as_secs()
-                    );
-                }
-                // A new connection counts as used: it was opened for something (a request, a
-                // member to keep) that has not had its chance yet. So does one opened beside
-                // another, or replacing one about to close.
-                self.peer_use.used(peer_id, Instant::now());
-                self.closing.opened(peer_id, connection_id);
-                // A third connection of one peer id: the peer dialled again, so an older
-                // connection may be dead (its machine lost the network; a copy of its state
-                // directory runs elsewhere). The newest two are kept.
-                for oldest in self
-                    .connected
-                    .opened(peer_id, connection_id, Instant::now())
-                {
-                    debug!(peer = %peer_id, "a third connection: closing the peer's oldest");
-                    self.swarm.close_connection(oldest);
-                }
-                // A table sync when dialling a peer this node does not know as alive: its
-                // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
-                // expired member (the other side of a healed partition). Dials to members
-                // already alive here need none; anti-entropy covers what gossip misses.
-                let now = Instant::now();
-                let known_alive = self.membership.is_alive(&peer_id, now);
-                if endpoint.is_dialer()
-                    && num_established.get() == 1
-                    && !known_alive
-                    && self.leaving.is_none()
-                {
-                    let members = self.membership.records(now);
-                    self.send_ctl(&peer_id, CtlRequest::SyncMembers { members });
-                }
-            }
+            } => self.on_connected(peer_id, connection_id, &endpoint, num_established.get()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
                 cause,
                 num_established,
                 ..
-            } => {
-                debug!(peer = %peer_id, ?cause, "connection closed");
-                let broke = cause.as_ref().is_some_and(connections::broke);
-                if self.connected.closed(peer_id, connection_id, broke) {
-                    self.reconnect_started_over(peer_id);
-                }
-                // Requests that waited for this close go now, dialling again.
-                let remaining = num_established as usize;
-                for request in self.closing.closed(peer_id, connection_id, remaining) {
-                    self.on_command(request);
-                }
-            }
+            } => self.on_disconnected(peer_id, connection_id, cause, num_established),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                debug!(peer = ?peer_id, "dial failed: {error}");
-                if let Some(peer) = peer_id
-                    && !self.swarm.is_connected(&peer)
-                {
-                    let now = Instant::now();
-                    let spell = self.out_of_reach.entry(peer).or_insert(OutOfReach {
-                        since: now,
-                        last: now,
-                        error: String::new(),
-                        logged: false,
-                    });
-                    spell.last = now;
-                    // The transport's error: its first line is enough for `status`.
-                    let error = error.to_string();
-                    spell.error = error
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(200)
-                        .collect();
-                }
-                if self.swarm.connected_peers().next().is_none() {
-                    self.last_dial_error = Some(error.to_string());
-                }
+                self.on_dial_failed(peer_id, error)
             }
             SwarmEvent::IncomingConnectionError {
                 error,
                 send_back_addr,
                 ..
-            } => {
-                debug!("inbound connection failed: {error}");
-                // A fourth connection of one peer id (see `MAX_CONNECTIONS_PER_PEER`):
-                // authenticated, only one too many.
-                if let libp2p::swarm::ListenError::Denied { cause } = &error
-                    && cause
-                        .downcast_ref::<libp2p::connection_limits::Exceeded>()
-                        .is_some()
-                {
-                    return;
-                }
-                self.refused_inbound.count += 1;
-                let now = Instant::now();
-                if self.refused_inbound.said.due(now) {
-                    warn!(
-                        from = %send_back_addr,
-                        since_last_said = self.refused_inbound.count,
-                        "a connection failed before it was authenticated: {error} (a node with \
-                         another mesh key or none, or something that is not a directord-mesh \
-                         node; said at most every 10 min)"
-                    );
-                    self.refused_inbound.count = 0;
-                }
-            }
+            } => self.on_inbound_failed(error, send_back_addr),
             _ => {}
+        }
+    }
+
+    /// A connection to `peer_id` opened: its `established`th open one now.
+    fn on_connected(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        established: u32,
+    ) {
+        debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+        if let Some(spell) = self.out_of_reach.remove(&peer_id)
+            && spell.logged
+        {
+            let name = self.membership.name_of(&peer_id).unwrap_or("a member");
+            info!(
+                peer = %peer_id,
+                "{name} is reachable directly again (after {} s)",
+                spell.since.elapsed().as_secs()
+            );
+        }
+        // A new connection counts as used: it was opened for something (a request, a
+        // member to keep) that has not had its chance yet. So does one opened beside
+        // another, or replacing one about to close.
+        self.peer_use.used(peer_id, Instant::now());
+        self.closing.opened(peer_id, connection_id);
+        // A third connection of one peer id: the peer dialled again, so an older
+        // connection may be dead (its machine lost the network; a copy of its state
+        // directory runs elsewhere). The newest two are kept.
+        for oldest in self
+            .connected
+            .opened(peer_id, connection_id, Instant::now())
+        {
+            debug!(peer = %peer_id, "a third connection: closing the peer's oldest");
+            self.swarm.close_connection(oldest);
+        }
+        // A table sync when dialling a peer this node does not know as alive: its
+        // bootstrap peer (a newcomer learns the whole mesh in one round trip) or an
+        // expired member (the other side of a healed partition). Dials to members
+        // already alive here need none; anti-entropy covers what gossip misses.
+        let now = Instant::now();
+        let known_alive = self.membership.is_alive(&peer_id, now);
+        if endpoint.is_dialer() && established == 1 && !known_alive && self.leaving.is_none() {
+            let members = self.membership.records(now);
+            self.send_ctl(&peer_id, CtlRequest::SyncMembers { members });
+        }
+    }
+
+    /// A connection to `peer_id` closed, `num_established` of its connections still open.
+    fn on_disconnected(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        cause: Option<libp2p::swarm::ConnectionError>,
+        num_established: u32,
+    ) {
+        debug!(peer = %peer_id, ?cause, "connection closed");
+        let broke = cause.as_ref().is_some_and(connections::broke);
+        if self.connected.closed(peer_id, connection_id, broke) {
+            self.reconnect_started_over(peer_id);
+        }
+        // Requests that waited for this close go now, dialling again.
+        let remaining = num_established as usize;
+        for request in self.closing.closed(peer_id, connection_id, remaining) {
+            self.on_command(request);
+        }
+    }
+
+    /// A dial failed (to `peer_id`, if the dial named one).
+    fn on_dial_failed(&mut self, peer_id: Option<PeerId>, error: libp2p::swarm::DialError) {
+        debug!(peer = ?peer_id, "dial failed: {error}");
+        if let Some(peer) = peer_id
+            && !self.swarm.is_connected(&peer)
+        {
+            let now = Instant::now();
+            let spell = self.out_of_reach.entry(peer).or_insert(OutOfReach {
+                since: now,
+                last: now,
+                error: String::new(),
+                logged: false,
+            });
+            spell.last = now;
+            // The transport's error: its first line is enough for `status`.
+            let error = error.to_string();
+            spell.error = error
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+        }
+        if self.swarm.connected_peers().next().is_none() {
+            self.last_dial_error = Some(error.to_string());
+        }
+    }
+
+    /// An inbound connection failed before it was established.
+    fn on_inbound_failed(&mut self, error: libp2p::swarm::ListenError, send_back_addr: Multiaddr) {
+        debug!("inbound connection failed: {error}");
+        // A fourth connection of one peer id (see `MAX_CONNECTIONS_PER_PEER`):
+        // authenticated, only one too many.
+        if let libp2p::swarm::ListenError::Denied { cause } = &error
+            && cause
+                .downcast_ref::<libp2p::connection_limits::Exceeded>()
+                .is_some()
+        {
+            return;
+        }
+        self.refused_inbound.count += 1;
+        let now = Instant::now();
+        if self.refused_inbound.said.due(now) {
+            warn!(
+                from = %send_back_addr,
+                since_last_said = self.refused_inbound.count,
+                "a connection failed before it was authenticated: {error} (a node with \
+                 another mesh key or none, or something that is not a directord-mesh \
+                 node; said at most every 10 min)"
+            );
+            self.refused_inbound.count = 0;
         }
     }
 
