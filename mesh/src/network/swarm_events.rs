@@ -331,57 +331,8 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let response = match request {
-                    CtlRequest::Job(_) if !self.is_member(&peer) => {
-                        self.not_a_member(&peer, "refused a job message");
-                        CtlResponse::Rejected {
-                            reason: "not a member of this mesh (no presence heard from it)".into(),
-                        }
-                    }
-                    CtlRequest::Job(data) => {
-                        self.pending_replies.insert(request_id, channel);
-                        let event = MeshEvent::JobRequest {
-                            peer,
-                            data,
-                            token: ReplyToken(request_id),
-                        };
-                        if self.events.send(event).await.is_err() {
-                            // Nobody handles jobs here: the channel is dropped, the peer sees a failure.
-                            self.pending_replies.remove(&request_id);
-                        }
-                        return;
-                    }
-                    CtlRequest::SyncMembers { members } => {
-                        self.merge(members).await;
-                        CtlResponse::Members {
-                            members: self.membership.records(Instant::now()),
-                        }
-                    }
-                    CtlRequest::SyncVersions { versions } => {
-                        let (members, wanted) = self.membership.delta(&versions, Instant::now());
-                        CtlResponse::Delta { members, wanted }
-                    }
-                    CtlRequest::PushMembers { members } => {
-                        self.merge(members).await;
-                        CtlResponse::Ack
-                    }
-                    CtlRequest::Leave { presence }
-                        if presence.peer_id == peer
-                            && presence.status == PresenceStatus::Leaving =>
-                    {
-                        self.observe(*presence).await;
-                        CtlResponse::Ack
-                    }
-                    CtlRequest::Leave { .. } => CtlResponse::Rejected {
-                        reason: "a leave notice must come from the leaving node".into(),
-                    },
-                };
-                // Err means the peer went away meanwhile; nothing is waiting for the answer.
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .ctl
-                    .send_response(channel, response);
+                self.on_ctl_request(peer, request, channel, request_id)
+                    .await
             }
             request_response::Event::Message {
                 peer,
@@ -391,49 +342,7 @@ impl EventLoop {
                         response,
                     },
                 ..
-            } => {
-                self.request_done(request_id);
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(match response {
-                        CtlResponse::Job(data) => Ok(data),
-                        CtlResponse::Rejected { reason } => Err(MeshError::Request {
-                            peer,
-                            reason: format!("refused: {reason}"),
-                        }),
-                        other => Err(MeshError::Request {
-                            peer,
-                            reason: format!("unexpected answer {other:?}"),
-                        }),
-                    });
-                    return;
-                }
-                match response {
-                    CtlResponse::Members { members } => {
-                        self.merge(members).await;
-                        // Nodes joining at the same moment as this one reach that peer just
-                        // after this table left it, and their one-time joins may miss this
-                        // node: ask once more what it has learned since.
-                        if matches!(self.second_sync, SecondSync::Due) {
-                            self.second_sync = SecondSync::At(
-                                peer,
-                                tokio::time::Instant::now() + SECOND_SYNC_AFTER,
-                            );
-                        }
-                        // Connect to the members just learned now rather than at the next tick.
-                        if self.leaving.is_none() {
-                            self.keep_connected(Instant::now());
-                        }
-                    }
-                    CtlResponse::Delta { members, wanted } => {
-                        self.merge(members).await;
-                        if !wanted.is_empty() && self.leaving.is_none() {
-                            let members = self.membership.records_of(&wanted, Instant::now());
-                            self.send_ctl(&peer, CtlRequest::PushMembers { members });
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            } => self.on_ctl_response(peer, request_id, response).await,
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -466,6 +375,116 @@ impl EventLoop {
             }
             // An answer sent only ends its exchange, counted above.
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A peer's control request: a table sync or push, a leave notice, answered here; a job
+    /// message from a member, handed to the layer above (which answers it).
+    async fn on_ctl_request(
+        &mut self,
+        peer: PeerId,
+        request: CtlRequest,
+        channel: request_response::ResponseChannel<CtlResponse>,
+        request_id: request_response::InboundRequestId,
+    ) {
+        let response = match request {
+            CtlRequest::Job(_) if !self.is_member(&peer) => {
+                self.not_a_member(&peer, "refused a job message");
+                CtlResponse::Rejected {
+                    reason: "not a member of this mesh (no presence heard from it)".into(),
+                }
+            }
+            CtlRequest::Job(data) => {
+                self.pending_replies.insert(request_id, channel);
+                let event = MeshEvent::JobRequest {
+                    peer,
+                    data,
+                    token: ReplyToken(request_id),
+                };
+                if self.events.send(event).await.is_err() {
+                    // Nobody handles jobs here: the channel is dropped, the peer sees a failure.
+                    self.pending_replies.remove(&request_id);
+                }
+                return;
+            }
+            CtlRequest::SyncMembers { members } => {
+                self.merge(members).await;
+                CtlResponse::Members {
+                    members: self.membership.records(Instant::now()),
+                }
+            }
+            CtlRequest::SyncVersions { versions } => {
+                let (members, wanted) = self.membership.delta(&versions, Instant::now());
+                CtlResponse::Delta { members, wanted }
+            }
+            CtlRequest::PushMembers { members } => {
+                self.merge(members).await;
+                CtlResponse::Ack
+            }
+            CtlRequest::Leave { presence }
+                if presence.peer_id == peer && presence.status == PresenceStatus::Leaving =>
+            {
+                self.observe(*presence).await;
+                CtlResponse::Ack
+            }
+            CtlRequest::Leave { .. } => CtlResponse::Rejected {
+                reason: "a leave notice must come from the leaving node".into(),
+            },
+        };
+        // Err means the peer went away meanwhile; nothing is waiting for the answer.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .ctl
+            .send_response(channel, response);
+    }
+
+    /// A peer's answer to a control request: given to whoever waits for it (a job message
+    /// sent for the layer above), or merged into the table (a sync).
+    async fn on_ctl_response(
+        &mut self,
+        peer: PeerId,
+        request_id: OutboundRequestId,
+        response: CtlResponse,
+    ) {
+        self.request_done(request_id);
+        if let Some(reply) = self.pending_requests.remove(&request_id) {
+            let _ = reply.send(match response {
+                CtlResponse::Job(data) => Ok(data),
+                CtlResponse::Rejected { reason } => Err(MeshError::Request {
+                    peer,
+                    reason: format!("refused: {reason}"),
+                }),
+                other => Err(MeshError::Request {
+                    peer,
+                    reason: format!("unexpected answer {other:?}"),
+                }),
+            });
+            return;
+        }
+        match response {
+            CtlResponse::Members { members } => {
+                self.merge(members).await;
+                // Nodes joining at the same moment as this one reach that peer just
+                // after this table left it, and their one-time joins may miss this
+                // node: ask once more what it has learned since.
+                if matches!(self.second_sync, SecondSync::Due) {
+                    self.second_sync =
+                        SecondSync::At(peer, tokio::time::Instant::now() + SECOND_SYNC_AFTER);
+                }
+                // Connect to the members just learned now rather than at the next tick.
+                if self.leaving.is_none() {
+                    self.keep_connected(Instant::now());
+                }
+            }
+            CtlResponse::Delta { members, wanted } => {
+                self.merge(members).await;
+                if !wanted.is_empty() && self.leaving.is_none() {
+                    let members = self.membership.records_of(&wanted, Instant::now());
+                    self.send_ctl(&peer, CtlRequest::PushMembers { members });
+                }
+            }
+            _ => {}
         }
     }
 
