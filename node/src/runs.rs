@@ -780,21 +780,7 @@ impl Actor {
                 }
             }
             Input::NoticesStored { batch, stored } => self.notices_stored(batch, stored),
-            Input::OutputSent { to } => {
-                if let Some(q) = self.outputs.get_mut(&to) {
-                    q.in_flight = false;
-                }
-                self.flush_output(&to);
-                // Nothing more on its way to that submitter: its queue goes (there would be
-                // one for every submitter that ever streamed a job here).
-                if self
-                    .outputs
-                    .get(&to)
-                    .is_some_and(|q| !q.in_flight && q.waiting.is_empty())
-                {
-                    self.outputs.remove(&to);
-                }
-            }
+            Input::OutputSent { to } => self.output_sent(&to),
             Input::MemberBack(peer) => self.member_back(peer),
             Input::AcceptStored { run_id, stored } => self.accept_stored(run_id, stored),
             Input::Alive { check, alive } => {
@@ -811,41 +797,17 @@ impl Actor {
             }
             Input::Owing {
                 job_ids,
-                mut among,
+                among,
                 reply,
             } => {
-                // Asked of a few members now and then: stops as soon as each is found owing.
-                let mut owing = HashSet::new();
-                for record in job_ids.iter().filter_map(|id| self.records.get(id)) {
-                    if among.is_empty() {
-                        break;
-                    }
-                    for n in &record.nodes {
-                        if !record.results.contains_key(&n.name) && among.remove(&n.peer_id) {
-                            owing.insert(n.peer_id.clone());
-                        }
-                    }
-                }
-                let _ = reply.send(owing);
+                let _ = reply.send(self.owing(&job_ids, among));
             }
             Input::Awaiting {
                 job_ids,
                 named,
                 reply,
             } => {
-                let mut seen = HashSet::new();
-                let mut names = Vec::new();
-                for record in job_ids.iter().filter_map(|id| self.records.get(id)) {
-                    for n in &record.nodes {
-                        if !record.results.contains_key(&n.name)
-                            && seen.insert(&n.name)
-                            && names.len() < named
-                        {
-                            names.push(n.name.clone());
-                        }
-                    }
-                }
-                let _ = reply.send((names, seen.len()));
+                let _ = reply.send(self.awaiting(&job_ids, named));
             }
             Input::Owed { reply } => {
                 let _ = reply.send(self.outbox.owed(Instant::now()));
@@ -936,48 +898,9 @@ impl Actor {
                 self.originator_actions(actions);
                 JobReply::Ok
             }
-            JobMessage::Results(results) => {
-                if results.iter().any(|r| r.node != from) {
-                    return JobReply::Refused("results come from the node that ran the job".into());
-                }
-                // Results of runs this node has no trace of are not taken: the sender keeps
-                // them for the daemon that submitted the run (a copy of this node's state
-                // directory elsewhere answers to its peer id too), or gives them up in time.
-                let mut unknown: Vec<String> = Vec::new();
-                for r in results {
-                    let run_id = r.run_id.clone();
-                    if !unknown.contains(&run_id) && !self.record_result(r) {
-                        unknown.push(run_id);
-                    }
-                }
-                if unknown.is_empty() {
-                    JobReply::Ok
-                } else {
-                    for run in &unknown {
-                        self.say_unknown(run, &from);
-                    }
-                    JobReply::UnknownRuns(unknown)
-                }
-            }
+            JobMessage::Results(results) => self.results_from(&from, results),
             JobMessage::Output(batches) => {
-                for b in batches {
-                    // Only a target of the job, in its own name, speaks for it, while it is
-                    // open (a finished job's watchers have its result).
-                    let target = self.records.get(&b.job_id).and_then(|r| r.name_of(&from.0));
-                    let Some(node) = target.filter(|_| b.node == from).map(str::to_string) else {
-                        continue;
-                    };
-                    for line in b.lines {
-                        self.tell_watchers(
-                            &b.job_id,
-                            WatchEvent::Output {
-                                job_id: b.job_id.clone(),
-                                node: node.clone(),
-                                line,
-                            },
-                        );
-                    }
-                }
+                self.output_from(&from, batches);
                 JobReply::Ok
             }
             JobMessage::QueryValue {
@@ -1031,28 +954,13 @@ impl Actor {
                 wait_id,
                 fingerprint,
                 run,
-            } => {
-                // As JOB_WAIT takes it from its submitter: an empty prefix would match every job.
-                if !(8..=64).contains(&fingerprint.len())
-                    || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
-                {
-                    return JobReply::Refused(
-                        "a JOB_WAIT names a job by 8 to 64 hexadecimal digits".into(),
-                    );
-                }
-                // Kept here up to a day: ids as every run's and job's are, not megabytes.
-                if !coordination::message::is_valid_id(&wait_id)
-                    || run
-                        .as_deref()
-                        .is_some_and(|r| !coordination::message::is_valid_id(r))
-                {
-                    return JobReply::Refused("a wait's ids are those of a job's".into());
-                }
-                match self.wait_for(wait_id, fingerprint, run, from) {
+            } => match wait_problem(&wait_id, &fingerprint, run.as_deref()) {
+                Some(why) => JobReply::Refused(why.into()),
+                None => match self.wait_for(wait_id, fingerprint, run, from) {
                     Ok(()) => JobReply::Ok,
                     Err(why) => JobReply::Refused(why),
-                }
-            }
+                },
+            },
             JobMessage::WaitDone {
                 wait_id,
                 node,
@@ -1080,6 +988,125 @@ impl Actor {
             }
         }
     }
+
+    /// Of the targets in `among`, those that owe a result of one of `job_ids`. Asked of a
+    /// few members now and then: stops as soon as each is found owing.
+    fn owing(&self, job_ids: &HashSet<String>, mut among: HashSet<String>) -> HashSet<String> {
+        let mut owing = HashSet::new();
+        for record in job_ids.iter().filter_map(|id| self.records.get(id)) {
+            if among.is_empty() {
+                break;
+            }
+            for n in &record.nodes {
+                if !record.results.contains_key(&n.name) && among.remove(&n.peer_id) {
+                    owing.insert(n.peer_id.clone());
+                }
+            }
+        }
+        owing
+    }
+
+    /// The targets that owe a result of one of `job_ids`: the names of the first `named`,
+    /// and how many there are.
+    fn awaiting(&self, job_ids: &HashSet<String>, named: usize) -> (Vec<String>, usize) {
+        let mut seen = HashSet::new();
+        let mut names = Vec::new();
+        for record in job_ids.iter().filter_map(|id| self.records.get(id)) {
+            for n in &record.nodes {
+                if !record.results.contains_key(&n.name)
+                    && seen.insert(&n.name)
+                    && names.len() < named
+                {
+                    names.push(n.name.clone());
+                }
+            }
+        }
+        (names, seen.len())
+    }
+
+    /// A batch of output lines reached the submitter `to`: the next goes.
+    fn output_sent(&mut self, to: &NodeId) {
+        if let Some(q) = self.outputs.get_mut(to) {
+            q.in_flight = false;
+        }
+        self.flush_output(to);
+        // Nothing more on its way to that submitter: its queue goes (there would be one for
+        // every submitter that ever streamed a job here).
+        if self
+            .outputs
+            .get(to)
+            .is_some_and(|q| !q.in_flight && q.waiting.is_empty())
+        {
+            self.outputs.remove(to);
+        }
+    }
+
+    /// Results sent by `from`, each of a job it ran.
+    fn results_from(
+        &mut self,
+        from: &NodeId,
+        results: Vec<coordination::message::JobResult>,
+    ) -> JobReply {
+        if results.iter().any(|r| r.node != *from) {
+            return JobReply::Refused("results come from the node that ran the job".into());
+        }
+        // Results of runs this node has no trace of are not taken: the sender keeps them for
+        // the daemon that submitted the run (a copy of this node's state directory elsewhere
+        // answers to its peer id too), or gives them up in time.
+        let mut unknown: Vec<String> = Vec::new();
+        for r in results {
+            let run_id = r.run_id.clone();
+            if !unknown.contains(&run_id) && !self.record_result(r) {
+                unknown.push(run_id);
+            }
+        }
+        if unknown.is_empty() {
+            JobReply::Ok
+        } else {
+            for run in &unknown {
+                self.say_unknown(run, from);
+            }
+            JobReply::UnknownRuns(unknown)
+        }
+    }
+
+    /// Output lines sent by `from` of jobs it runs, for their watchers.
+    fn output_from(&mut self, from: &NodeId, batches: Vec<coordination::message::OutputBatch>) {
+        for b in batches {
+            // Only a target of the job, in its own name, speaks for it, while it is open (a
+            // finished job's watchers have its result).
+            let target = self.records.get(&b.job_id).and_then(|r| r.name_of(&from.0));
+            let Some(node) = target.filter(|_| b.node == *from).map(str::to_string) else {
+                continue;
+            };
+            for line in b.lines {
+                self.tell_watchers(
+                    &b.job_id,
+                    WatchEvent::Output {
+                        job_id: b.job_id.clone(),
+                        node: node.clone(),
+                        line,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// What is wrong with a JOB_WAIT registration from another node, if anything.
+fn wait_problem(wait_id: &str, fingerprint: &str, run: Option<&str>) -> Option<&'static str> {
+    // As JOB_WAIT takes it from its submitter: an empty prefix would match every job.
+    if !(8..=64).contains(&fingerprint.len()) || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Some("a JOB_WAIT names a job by 8 to 64 hexadecimal digits");
+    }
+    // Kept here up to a day: ids as every run's and job's are, not megabytes.
+    if !coordination::message::is_valid_id(wait_id)
+        || run.is_some_and(|r| !coordination::message::is_valid_id(r))
+    {
+        return Some("a wait's ids are those of a job's");
+    }
+    None
 }
 
 fn transfer_file(component: &jobs::Component) -> Option<&jobs::spec::FileRef> {
