@@ -10,8 +10,9 @@ use std::{
 use crate::Failure;
 
 /// Where an export may go: refused inside the state directory (an export named `node.redb`
-/// there would replace the daemon's database under it); `Ok(true)` when a regular file is
-/// there already (the export replaces it, and says so).
+/// there would replace the daemon's database under it), named there directly, through a
+/// linked directory, or as a link to a file there (an export follows a link to a file);
+/// `Ok(true)` when a regular file is there already (the export replaces it, and says so).
 pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -21,7 +22,9 @@ pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
         // A directory that does not exist: the write says so.
         return Ok(false);
     };
-    if dir.starts_with(&state) {
+    // What is there already, with every link followed (a link to nothing is replaced itself).
+    let there = path.canonicalize().ok();
+    if dir.starts_with(&state) || there.is_some_and(|t| t.starts_with(&state)) {
         return Err(Failure::Input(format!(
             "{}: an export cannot go into the daemon's state directory {} (it could replace \
              the daemon's own files); choose another place",

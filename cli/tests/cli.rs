@@ -823,6 +823,20 @@ fn exports_keep_out_of_the_state_directory_and_say_what_they_replace() {
                 "choose another place",
             ],
         );
+        // Nor through a link elsewhere to a file there.
+        let link = dir.path().join(format!("link{flag}.json"));
+        std::os::unix::fs::symlink(format!("{sd}/join-token"), &link).unwrap();
+        let token = std::fs::read(format!("{sd}/join-token")).unwrap();
+        fails(
+            &["--state-dir", sd, "manage", flag, link.to_str().unwrap()],
+            2,
+            &["an export cannot go into the daemon's state directory"],
+        );
+        assert_eq!(
+            std::fs::read(format!("{sd}/join-token")).unwrap(),
+            token,
+            "{flag}: the file the link leads to is as it was"
+        );
         let file = dir.path().join(format!("out{flag}.json"));
         let file = file.to_str().unwrap();
         let o = run(&["--state-dir", sd, "manage", flag, file]);
