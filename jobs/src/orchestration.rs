@@ -147,6 +147,8 @@ fn duplicate_key(text: &str, why: &str, mapping_line: usize) -> Option<String> {
 /// Parses orchestration text; `file` names it in errors.
 pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationError> {
     let err = |entry, job, message| located(file, entry, job, message);
+    // A byte-order mark, as some editors write one: no content (YAML allows it at the start).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -470,6 +472,15 @@ mod tests {
         );
         // A file that opens with `---` is one document.
         assert!(parse_str("---\n- jobs:\n  - RUN: echo 1\n", "one.yaml").is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_no_content() {
+        let o = parse_str("\u{feff}- jobs:\n  - RUN: echo bom\n", "bom.yaml").unwrap();
+        assert_eq!(o.entries.len(), 1);
+        // Positions in errors are those the editor shows.
+        let e = parse_str("\u{feff}- jobs:\n  - RUN: [unclosed\n", "bom.yaml").unwrap_err();
+        assert!(e.to_string().contains(" at line 3 column 1"), "{e}");
     }
 
     #[test]
