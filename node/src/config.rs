@@ -432,11 +432,16 @@ impl JoinOptions {
         let name = self.name.unwrap_or_else(|| default_name.to_string());
         validate_name(&name)?;
         validate_labels(&self.labels)?;
-        let listen = if self.listen.is_empty() {
-            vec![default_listen()]
-        } else {
-            self.listen
-        };
+        let mut listen: Vec<Multiaddr> = Vec::with_capacity(self.listen.len());
+        for addr in self.listen {
+            // One address given twice (`HOST:PORT` and its multiaddr, say) is listened on once.
+            if !listen.contains(&addr) {
+                listen.push(addr);
+            }
+        }
+        if listen.is_empty() {
+            listen.push(default_listen());
+        }
         let mut peers = self.peers;
         if let Some(token) = &self.token {
             for addr in &token.peers {

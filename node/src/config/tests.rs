@@ -611,3 +611,16 @@ fn max_peers_out_of_range_or_not_a_number_is_refused() {
         );
     }
 }
+
+#[test]
+fn an_address_to_listen_on_given_twice_is_listened_on_once() {
+    let file = "listen: [\"127.0.0.1:1000\", \"/ip4/127.0.0.1/tcp/1000\", \"127.0.0.2:1000\"]\n";
+    let c = layers(JoinOptions::default(), &[], file).unwrap();
+    assert_eq!(
+        c.listen,
+        vec![
+            parse_addr("127.0.0.1:1000").unwrap(),
+            parse_addr("127.0.0.2:1000").unwrap()
+        ]
+    );
+}
