@@ -71,6 +71,9 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
                 file.size
             ));
         }
+        if transfer.blueprint {
+            check_blueprint(&path)?;
+        }
         let resolved = Transfer {
             src: path.display().to_string(),
             file: Some(file),
@@ -85,6 +88,20 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
         out.push(job);
     }
     Ok(out)
+}
+
+/// A `--blueprint` source is UTF-8 text that parses as a template: either mistake would fail
+/// on every target, so it is bad input, said before anything is sent.
+fn check_blueprint(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "--blueprint needs UTF-8 text: {} is not, from byte {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    crate::template::check_syntax(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A file beside those a pattern's last part (a wildcard) matches whose name is not UTF-8:
@@ -248,6 +265,29 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// A blueprint that is not a template (a syntax error) or not text would fail on every
+    /// target: refused before it is sent, naming the file; the same files go as they are
+    /// without --blueprint, and a blueprint with a missing variable is the target's to judge.
+    #[test]
+    fn a_blueprint_with_a_syntax_error_or_not_text_is_refused_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("broken.j2"), "hello {{ x\n").unwrap();
+        std::fs::write(dir.path().join("binary.j2"), b"ok \xff\xfe").unwrap();
+        std::fs::write(dir.path().join("fine.j2"), "hello {{ name }}\n").unwrap();
+        let e = resolve(spec("--blueprint broken.j2 /srv/a"), dir.path()).unwrap_err();
+        assert!(e.contains("broken.j2: template syntax error"), "{e}");
+        let e = resolve(spec("--blueprint binary.j2 /srv/a"), dir.path()).unwrap_err();
+        assert!(
+            e.starts_with("--blueprint needs UTF-8 text:")
+                && e.contains("binary.j2 is not, from byte 3"),
+            "{e}"
+        );
+        for plain in ["broken.j2", "binary.j2"] {
+            assert!(resolve(spec(&format!("{plain} /srv/a")), dir.path()).is_ok());
+        }
+        assert!(resolve(spec("--blueprint fine.j2 /srv/a"), dir.path()).is_ok());
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Verb {
             Verb::Arg | Verb::Env => &[OptionSpec {
                 name: "extend-args",
                 value: None,
-                help: "merge into the cached value (maps merge deeply, lists are extended) instead of replacing it",
+                help: "merge into the cached value instead of replacing it: maps merge deeply, lists are extended (a value of any other type, or of another type than the cached one, replaces it, as in Directord)",
             }],
             Verb::Workdir => &[
                 CHOWN,
