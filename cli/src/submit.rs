@@ -83,8 +83,8 @@ pub struct ExecArgs {
     /// command as one argument to keep its own quotes: `'touch "my file"'`. Options of `exec`
     /// itself (--poll, --target, ...) may stand anywhere; after `--` everything belongs to the
     /// job. A near miss of --target, --restrict, --finger-print or --state-dir anywhere, or
-    /// of --poll, --stream, --check, --ignore-cache or --force-async as the last argument, is
-    /// refused rather than given to the job.
+    /// of --poll, --stream, --check, --ignore-cache or --force-async as the last argument (or
+    /// any of these with one dash, `-poll`, there), is refused rather than given to the job.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
@@ -190,6 +190,23 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
                     return Err(format!(
                         "exec has no option {name}: did you mean {option}? (to give {name} to \
                          the job, put it after `--`)"
+                    ));
+                }
+                // One dash short, as the last argument (`... -poll`): the job would run with
+                // it as its own argument. With a value (`-target=x`) it is the command's.
+                if last
+                    && !text.contains('=')
+                    && name.starts_with('-')
+                    && !name.starts_with("--")
+                    && let Some(option) = MISTYPED_HARMS
+                        .iter()
+                        .chain(MISTYPED_AT_THE_END)
+                        .find(|o| o[1..] == lower)
+                {
+                    return Err(format!(
+                        "exec has no option {name}: did you mean {option}? (to give {name} to \
+                         the job, put it after `--`, or quote the command with it as one \
+                         argument)"
                     ));
                 }
                 job.push(arg.clone())
@@ -1181,6 +1198,31 @@ mod tests {
         ] {
             let e = exec_argv(argv(&["dm", "exec", "--verb", "RUN", "echo x", typo])).unwrap_err();
             assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
+        }
+        // One dash short, at the end.
+        for (typo, meant) in [
+            ("-poll", "--poll"),
+            ("-Stream", "--stream"),
+            ("-target", "--target"),
+        ] {
+            let e = exec_argv(argv(&["dm", "exec", "--verb", "RUN", "echo x", typo])).unwrap_err();
+            assert!(e.contains(&format!("did you mean {meant}?")), "{typo}: {e}");
+        }
+        for args in [
+            &[
+                "dm",
+                "exec",
+                "--verb",
+                "RUN",
+                "terraform apply",
+                "-target=module.a",
+            ][..],
+            &["dm", "exec", "--verb", "RUN", "terraform fmt -check"],
+            &["dm", "exec", "--verb", "RUN", "x", "-poll", "y"],
+            &["dm", "exec", "--verb", "RUN", "find . -type f"],
+            &["dm", "exec", "--verb", "RUN", "--", "echo", "-poll"],
+        ] {
+            assert!(exec_argv(argv(args)).is_ok(), "{args:?}");
         }
         // The job's own options, and a command's, are the job's (near misses of --poll too);
         // after `--` nothing is checked.
