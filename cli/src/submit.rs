@@ -656,8 +656,8 @@ async fn follow_jobs(
             }
             Ok(ControlResponse::Watch(WatchEvent::OutOfReach { node })) => {
                 follower.notice(&format!(
-                    "Waiting for {node}: alive (heard through other nodes) but out of this \
-                     node's reach; its results come once this node reaches it again (`status` \
+                    "Waiting for {node}: alive by the mesh's table but out of this node's \
+                     reach; its results come once this node reaches it again (`status` \
                      says why)"
                 ));
             }

@@ -1016,6 +1016,12 @@ impl Membership {
             .is_some_and(|m| m.own_state(now) == MemberState::Alive)
     }
 
+    /// How long ago this node last had news of `peer`'s heartbeat (directly or through others).
+    pub fn last_heard_ago(&self, peer: &PeerId, now: Instant) -> Option<Duration> {
+        let m = self.members.get(peer)?;
+        Some(now.saturating_duration_since(m.last_seen))
+    }
+
     /// The state of one member, conflicts included.
     pub fn state_of(&self, peer: &PeerId, now: Instant) -> Option<MemberState> {
         let m = self.members.get(peer)?;

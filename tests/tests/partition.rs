@@ -403,9 +403,12 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         || says_out_of_reach(&n2, "n1"),
     );
     // The log says so too, once.
-    let said = "n2 is alive (heard through other nodes) but not reachable directly from this node";
+    let said = "n2 is alive by the mesh's table (last heard ";
     wait_for(Duration::from_secs(10), "n1's log to say so", || {
-        (n1.log().matches(said).count() == 1).then_some(())
+        let log = n1.log();
+        (log.matches(said).count() == 1
+            && log.contains("but not reachable directly from this node"))
+        .then_some(())
     });
     // Followed with `--poll`, which says why it waits (on stderr: stdout is the jobs').
     let (polled, notices) = (root.join("poll.out"), root.join("poll.err"));
@@ -442,7 +445,7 @@ fn a_partial_partition_is_named_and_a_file_goes_around_it() {
         || {
             std::fs::read_to_string(&notices)
                 .ok()?
-                .contains("Waiting for n2: alive (heard through other nodes) but out of this node's reach")
+                .contains("Waiting for n2: alive by the mesh's table but out of this node's reach")
                 .then_some(())
         },
     );

@@ -281,21 +281,28 @@ impl EventLoop {
             }
             spell.logged = true;
             let name = self.membership.name_of(peer).unwrap_or("a member");
+            let heard = self
+                .membership
+                .last_heard_ago(peer, now)
+                .unwrap_or_default();
             warn!(
                 %peer,
-                "{name} is alive (heard through other nodes) but not reachable directly from this \
-                 node for {} s ({}): results between the two wait until it is",
+                "{name} is alive by the mesh's table (last heard {} s ago) but not reachable \
+                 directly from this node for {} s ({}): results between the two wait until it \
+                 is reachable again",
+                heard.as_secs(),
                 now.saturating_duration_since(spell.since).as_secs(),
                 spell.error
             );
         }
     }
 
-    /// Members alive (heard through other nodes) that this node has failed to dial for
+    /// Members alive by the table (heard through other nodes, or not expired yet) that this
+    /// node has failed to dial for
     /// [`OUT_OF_REACH_SAID_AFTER`], lately, with how long and the last error.
     pub(super) fn out_of_reach_warning(&self, now: Instant) -> Option<String> {
         const NAMED: usize = 5;
-        let mut spells: Vec<(String, Duration, &str)> = self
+        let mut spells: Vec<(String, Duration, Duration, &str)> = self
             .out_of_reach
             .iter()
             .filter(|(peer, o)| o.said(now) && self.membership.is_alive(peer, now))
@@ -307,6 +314,9 @@ impl EventLoop {
                 (
                     name,
                     now.saturating_duration_since(o.since),
+                    self.membership
+                        .last_heard_ago(peer, now)
+                        .unwrap_or_default(),
                     o.error.as_str(),
                 )
             })
@@ -318,13 +328,19 @@ impl EventLoop {
         let mut named: Vec<String> = spells
             .iter()
             .take(NAMED)
-            .map(|(name, d, error)| format!("{name} for {} s ({error})", d.as_secs()))
+            .map(|(name, d, heard, error)| {
+                format!(
+                    "{name} for {} s, last heard {} s ago ({error})",
+                    d.as_secs(),
+                    heard.as_secs()
+                )
+            })
             .collect();
         if spells.len() > NAMED {
             named.push(format!("and {} more", spells.len() - NAMED));
         }
         Some(format!(
-            "alive (heard through other nodes) but not reachable directly from this node: {}; \
+            "alive by the mesh's table but not reachable directly from this node: {}; \
              results between them wait until a direct connection works (jobs go through \
              other nodes, files come from other nodes that hold them)",
             named.join("; ")

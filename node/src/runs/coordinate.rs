@@ -893,8 +893,8 @@ fn seen_as(members: &[mesh::MemberView], unreachable: &[mesh::PeerId], name: &st
     let ago = m.last_seen_ago.as_secs();
     match m.state {
         MemberState::Alive if unreachable.contains(&m.presence.peer_id) => format!(
-            "{name}: alive (heard through other nodes) but not reachable directly from this \
-             node, so it could not answer (whether it ran the job is unknown; `status` says more)"
+            "{name}: alive by the mesh's table (last heard {ago} s ago) but not reachable \
+             directly from this node, so it could not answer (whether it ran the job is unknown; `status` says more)"
         ),
         MemberState::Alive => format!(
             "{name}: alive, and has not finished a job of that fingerprint (not run there yet, \
