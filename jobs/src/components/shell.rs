@@ -257,7 +257,7 @@ pub(super) struct Read {
     /// The text is the first `MAX_OUTPUT_BYTES` of the stream (a note says so at its end).
     cut: bool,
     still_open: bool,
-    /// The stream had bytes that are not UTF-8: the text shows each run of them as U+FFFD.
+    /// The text kept had bytes that are not UTF-8: it shows each run of them as U+FFFD.
     not_utf8: bool,
 }
 
@@ -316,8 +316,6 @@ pub(super) async fn read_lines(
                     }
                 }
                 let line = String::from_utf8_lossy(&buf);
-                // Borrowed exactly when every byte was UTF-8.
-                not_utf8 |= matches!(line, std::borrow::Cow::Owned(_));
                 if let Some(sink) = &sink {
                     // Waits for room: the node takes lines at once (it never waits on the
                     // network), so a streaming job slows down only when its node does. Past
@@ -334,6 +332,9 @@ pub(super) async fn read_lines(
                 // What is kept is a prefix of the output: once one piece does not fit,
                 // nothing after it is kept either.
                 if !cut && out.len() + line.len() <= MAX_OUTPUT_BYTES {
+                    // Borrowed exactly when every byte was UTF-8. Only what is kept counts:
+                    // the note is about the text the result shows.
+                    not_utf8 |= matches!(line, std::borrow::Cow::Owned(_));
                     out.push_str(&line);
                 } else {
                     cut = true;
@@ -720,6 +721,24 @@ mod tests {
             assert!(read.not_utf8, "{shown:?}");
             assert_eq!(read.text, shown);
         }
+    }
+
+    /// Bytes that are no text past the output kept leave the kept text's note out: the
+    /// result shows none of them (the lines sent live show them, replaced).
+    #[tokio::test]
+    async fn bytes_that_are_no_text_count_only_in_the_output_kept() {
+        // Lines of 32 KiB: few enough for `read_all`'s channel.
+        let line = format!("{}\n", "a".repeat(32 * 1024 - 1));
+        let mut bytes = line.repeat(MAX_OUTPUT_BYTES / line.len() + 1);
+        bytes.push_str("end\n");
+        let mut bytes = bytes.into_bytes();
+        bytes.extend_from_slice(b"\xFF\n");
+        let (read, lines) = read_all(bytes).await;
+        assert!(read.cut && !read.not_utf8);
+        assert!(!read.text.contains('\u{FFFD}'));
+        assert_eq!(lines.last().map(|l| l.text.as_str()), Some("\u{FFFD}\n"));
+        let (read, _) = read_all(b"a\xFFb\n".to_vec()).await;
+        assert!(!read.cut && read.not_utf8);
     }
 
     #[test]
