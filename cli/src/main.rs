@@ -145,8 +145,9 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "ID")]
     analyze_parent: Option<String>,
 
-    /// Print JSON instead of a table (listings, job info and analyses; --dump-cache always
-    /// prints JSON; the exports choose by the file's extension).
+    /// Print JSON instead of a table or a sentence (listings, job info, analyses, and what a
+    /// purge or an export did; --dump-cache always prints JSON; an export's file is JSON or
+    /// YAML by its extension).
     #[arg(long)]
     json: bool,
 }
@@ -245,7 +246,8 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
     let action = if args.list_nodes {
         return status::run(state_dir, status::View::Nodes { json: args.json });
     } else if let Some(file) = args.export_nodes {
-        return status::run(state_dir, status::View::ExportNodes(file));
+        let json = args.json;
+        return status::run(state_dir, status::View::ExportNodes { file, json });
     } else if args.list_jobs {
         Action::ListJobs {
             filter: args.filter,

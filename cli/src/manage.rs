@@ -185,6 +185,9 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 if json { json_text(&r)? } else { job_info(&r) }
             }
             Action::PurgeJobs => match ask(state_dir, ControlRequest::PurgeJobs).await? {
+                ControlResponse::Purged { purged, kept } if json => {
+                    json_text(&json!({ "purged": purged, "kept": kept }))?
+                }
                 // Jobs still waiting for results are kept.
                 ControlResponse::Purged { purged, kept: 0 } => {
                     format!("Purged every job record ({purged})")
@@ -214,11 +217,19 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 let what = file.display().to_string();
                 let (out, count) = write_records(&mut parts, |_| true, format, out, &what).await?;
                 out.finish().map_err(cannot)?;
-                format!(
-                    "Exported {count} jobs to [ {} ]{}",
-                    file.display(),
-                    export_file::replaced_note(replaced)
-                )
+                if json {
+                    json_text(&json!({
+                        "exported": count,
+                        "file": file.display().to_string(),
+                        "replaced": replaced,
+                    }))?
+                } else {
+                    format!(
+                        "Exported {count} jobs to [ {} ]{}",
+                        file.display(),
+                        export_file::replaced_note(replaced)
+                    )
+                }
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
                 ControlResponse::Cache(v) => json_text(&v)?,

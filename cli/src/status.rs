@@ -19,7 +19,11 @@ pub enum View {
         json: bool,
     },
     /// Every member as this node sees it, written to a file (YAML for .yaml/.yml, else JSON).
-    ExportNodes(std::path::PathBuf),
+    /// The members, written to `file`; `json`: what was written said as JSON.
+    ExportNodes {
+        file: std::path::PathBuf,
+        json: bool,
+    },
 }
 
 /// How long `status` waits for its answer: the daemon answers it from memory (leaving out
@@ -52,7 +56,7 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
         View::Nodes { json: true } => to_json(&report.nodes)?,
         View::Status { json: false } => render::status(&report),
         View::Nodes { json: false } => render::nodes_table(&report.nodes),
-        View::ExportNodes(file) => {
+        View::ExportNodes { file, json } => {
             let replaced = export_file::check(state_dir, &file)?;
             let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
             let text = if yaml {
@@ -66,12 +70,20 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
             let mut out = PrivateFile::create(&file).map_err(cannot)?;
             out.write_all(text.as_bytes()).map_err(cannot)?;
             out.finish().map_err(cannot)?;
-            format!(
-                "Exported {} nodes to [ {} ]{}",
-                report.nodes.len(),
-                file.display(),
-                export_file::replaced_note(replaced)
-            )
+            if json {
+                to_json(&serde_json::json!({
+                    "exported": report.nodes.len(),
+                    "file": file.display().to_string(),
+                    "replaced": replaced,
+                }))?
+            } else {
+                format!(
+                    "Exported {} nodes to [ {} ]{}",
+                    report.nodes.len(),
+                    file.display(),
+                    export_file::replaced_note(replaced)
+                )
+            }
         }
     };
     output::line(text);

@@ -2124,6 +2124,16 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         "{}",
         text(&o)
     );
+    // Said as JSON on request, for scripts.
+    let o = d.cli(&[
+        "manage",
+        "--export-nodes",
+        nodes_file.to_str().unwrap(),
+        "--json",
+    ]);
+    let said: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(said["exported"], 3, "{said}");
+    assert_eq!(said["replaced"], true, "{said}");
     let members: Vec<Value> =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&nodes_file).unwrap()).unwrap();
     let mut names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
@@ -2138,8 +2148,11 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         "{}",
         text(&o)
     );
-    let o = d.cli(&["manage", "--purge-jobs"]);
-    assert!(o.status.success());
+    let o = d.cli(&["manage", "--purge-jobs", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(said["kept"], 0, "{said}");
+    assert!(said["purged"].as_u64().is_some_and(|n| n > 0), "{said}");
     assert!(records(d).is_empty());
 }
 
