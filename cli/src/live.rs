@@ -6,7 +6,8 @@
 //! ([`OutputLine::offset`]) and the job's result holds the whole output (up to its cap), so a
 //! line that does not start where the last one shown ended marks a gap: a note says so (once a
 //! stream), live lines go on, and when the job is done the missed lines come from its result,
-//! followed by whatever came after the last line shown. Each line is shown once.
+//! in their order after a note that says what they are, followed by whatever came after the
+//! last line shown. Each line is shown once.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,6 +33,9 @@ struct Shown {
 /// Said at the first gap in a stream (later gaps of it are filled in as quietly).
 const GAP_NOTE: &str = "[some lines are not shown live: they follow when the job is done, as \
                         far as its result keeps them (3 MiB a stream)]";
+
+/// Said before the lines of a stream that missed being shown live, when they are filled in.
+const FILLED_IN_NOTE: &str = "[the lines that were not shown live, in their order:]";
 
 /// How the note the node appends to a result over the cap starts (see `jobs::components`).
 const CUT_MARK: &str = "\n[output cut at ";
@@ -77,12 +81,19 @@ impl LiveOutput {
                 let key = (record.job_id.clone(), node.clone(), stream);
                 let shown = self.shown.remove(&key).unwrap_or_default();
                 let (kept, cut) = cut_note(text);
+                let gaps = !shown.missed.is_empty();
                 let mut missed = shown.missed;
                 missed.push((shown.end, u64::MAX));
+                let mut filled = Vec::new();
                 for (from, to) in missed {
                     let piece = range(kept, from, to);
-                    lines.extend(piece.lines().map(|l| labelled(node, stream, l)));
+                    filled.extend(piece.lines().map(|l| labelled(node, stream, l)));
                 }
+                // After gaps, what follows is no longer the stream's next lines: said so.
+                if gaps && !filled.is_empty() {
+                    lines.push(labelled(node, stream, FILLED_IN_NOTE));
+                }
+                lines.extend(filled);
                 // Never streamed: the node adds it when it cuts.
                 if let Some(cut) = cut {
                     lines.extend(cut.lines().map(|l| labelled(node, stream, l)));
@@ -212,7 +223,15 @@ mod tests {
         );
         let done = record("j", &[("n1", "a\nb\nc\nd\ne\nf", "")]);
         let rest = live.rest(&done);
-        assert_eq!(rest, ["n1 -- STDOUT b", "n1 -- STDOUT d", "n1 -- STDOUT f"]);
+        assert_eq!(
+            rest,
+            [
+                format!("n1 -- STDOUT {FILLED_IN_NOTE}"),
+                "n1 -- STDOUT b".into(),
+                "n1 -- STDOUT d".into(),
+                "n1 -- STDOUT f".into()
+            ]
+        );
         // Told once, even if told again.
         assert!(live.rest(&done).is_empty());
     }
@@ -270,7 +289,11 @@ mod tests {
         let cut = "a\nb\nc\n\n[output cut at 6 bytes]";
         assert_eq!(
             live.rest(&record("c", &[("n1", cut, "")])),
-            ["n1 -- STDOUT b", "n1 -- STDOUT [output cut at 6 bytes]"]
+            [
+                format!("n1 -- STDOUT {FILLED_IN_NOTE}"),
+                "n1 -- STDOUT b".into(),
+                "n1 -- STDOUT [output cut at 6 bytes]".into()
+            ]
         );
     }
 
