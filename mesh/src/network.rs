@@ -521,6 +521,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_reconnect: started,
         across_a_split: AcrossASplit::new(started),
         last_ran: started,
+        resumed_at: None,
         refused_inbound: RefusedInbound::default(),
         refused_rows: RefusedRows::default(),
         too_large_said: SaidAtMost::every(TOO_LARGE_SAID_EVERY),
@@ -862,6 +863,11 @@ const PAUSED_AFTER: Duration = Duration::from_millis(1250);
 /// A pause at least this long is logged (shorter ones may be a busy machine's).
 const PAUSE_LOGGED_AFTER: Duration = Duration::from_secs(3);
 
+/// For this long after a pause, an inbound connection that fails before it is authenticated
+/// is no stranger worth a warning: members dialled this node while it did not run, and gave
+/// up before it answered (the system kept their connections waiting to be accepted).
+const AFTER_A_PAUSE_NO_STRANGERS: Duration = Duration::from_secs(30);
+
 struct EventLoop {
     swarm: Swarm<MeshBehaviour>,
     commands: mpsc::Receiver<Command>,
@@ -902,6 +908,8 @@ struct EventLoop {
     /// When maintenance (every second) or a command last ran: a longer gap is a pause of this
     /// node (see [`PAUSED_AFTER`]).
     last_ran: Instant,
+    /// When this node last ran again after a pause.
+    resumed_at: Option<Instant>,
     /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
     refused_inbound: RefusedInbound,
     /// Rows the membership table refused, being full (see [`TABLE_FULL_SAID_EVERY`]).

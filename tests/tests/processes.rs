@@ -596,7 +596,16 @@ fn a_node_that_was_paused_takes_nobody_for_gone() {
         (!e2e_tests::records(&daemons[0]).is_empty()).then_some(())
     });
     let pid = nix::unistd::Pid::from_raw(daemons[0].pid());
+    let port = daemons[0]
+        .listen_address()
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a TCP port");
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // A connection made to it while it does not run and given up (as a member's dial, after
+    // its pings failed, in a longer pause): the system accepts it, the node only afterwards.
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("the system accepts it"));
     std::thread::sleep(EXPIRY + Duration::from_secs(3));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     let o = poll.wait_with_output().unwrap();
@@ -612,6 +621,11 @@ fn a_node_that_was_paused_takes_nobody_for_gone() {
     assert!(
         !log.contains("state=expired") && !log.contains("before reporting"),
         "the paused node took a member for gone:\n{log}"
+    );
+    // Connections its members opened meanwhile, given up before it answered, are no stranger.
+    assert!(
+        !log.contains("failed before it was authenticated"),
+        "the paused node warned of strangers:\n{log}"
     );
     assert_eq!(alive_names(&daemons[0].status().unwrap()), both);
 }

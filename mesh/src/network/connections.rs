@@ -599,6 +599,7 @@ impl EventLoop {
                 );
             }
             self.membership.resumed(gap, now);
+            self.resumed_at = Some(now);
         }
     }
 

@@ -161,8 +161,17 @@ impl EventLoop {
         {
             return;
         }
-        self.refused_inbound.count += 1;
         let now = Instant::now();
+        // A pause just ended (this may be the first thing handled after it).
+        self.after_a_pause(now);
+        if self
+            .resumed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < AFTER_A_PAUSE_NO_STRANGERS)
+        {
+            debug!("an inbound connection made while this node did not run was given up");
+            return;
+        }
+        self.refused_inbound.count += 1;
         if self.refused_inbound.said.due(now) {
             warn!(
                 from = %send_back_addr,
