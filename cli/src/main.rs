@@ -45,6 +45,7 @@ const MANAGE_AFTER_HELP: &str =
 #[derive(Parser, Debug)]
 #[command(
     name = "directord-mesh",
+    bin_name = "directord-mesh",
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
