@@ -233,6 +233,9 @@ pub fn nodes_table(nodes: &[NodeRow]) -> String {
         } else {
             n.name.clone()
         };
+        // Uptimes go on only while a node is heard; those of one gone would read as current.
+        let heard = matches!(n.state.as_str(), "alive" | "conflict");
+        let uptime = |secs| if heard { duration(secs) } else { "-".into() };
         table.add_row(vec![
             name,
             short_peer(&n.peer_id),
@@ -241,8 +244,8 @@ pub fn nodes_table(nodes: &[NodeRow]) -> String {
                 .first()
                 .map_or_else(|| "-".into(), |a| shown(a, false).into_owned()),
             n.version.clone(),
-            duration(n.host_uptime_secs),
-            duration(n.agent_uptime_secs),
+            uptime(n.host_uptime_secs),
+            uptime(n.agent_uptime_secs),
             if n.is_self {
                 "-".into()
             } else {
@@ -391,6 +394,47 @@ mod tests {
             shown("\x1b[0;08;7m\x1b[38:5:8mz", true),
             "\x1b[0m\x1b[38:5:8mz\x1b[0m"
         );
+    }
+
+    /// A node gone shows no uptimes: those of its last heartbeat would read as current.
+    #[test]
+    fn uptimes_are_shown_for_nodes_heard_only() {
+        let row = |name: &str, state: &str| node::control::NodeRow {
+            name: name.into(),
+            peer_id: "12D3KooWAbcdefgh".into(),
+            state: state.into(),
+            version: "0.1.0".into(),
+            addresses: vec![],
+            machine_id: String::new(),
+            host_uptime_secs: 3 * 86_400,
+            agent_uptime_secs: 7,
+            last_seen_secs: 1.0,
+            load: 0.0,
+            labels: Default::default(),
+            is_self: false,
+        };
+        let table = nodes_table(&[
+            row("up", "alive"),
+            row("gone", "left"),
+            row("cut", "expired"),
+        ]);
+        let line = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_else(|| panic!("{name} in {table}"))
+                .to_string()
+        };
+        assert!(
+            line("up").contains("3d") && line("up").contains(" 7s"),
+            "{table}"
+        );
+        for gone in ["gone", "cut"] {
+            assert!(
+                !line(gone).contains("3d") && !line(gone).contains(" 7s"),
+                "{table}"
+            );
+        }
     }
 
     #[test]
