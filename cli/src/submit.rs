@@ -84,7 +84,8 @@ pub struct ExecArgs {
     /// itself (--poll, --target, ...) may stand anywhere; after `--` everything belongs to the
     /// job. A near miss of --target, --restrict, --finger-print or --state-dir anywhere, or
     /// of --poll, --stream, --check, --ignore-cache or --force-async as the last argument (or
-    /// any of these with one dash, `-poll`, there), is refused rather than given to the job.
+    /// one of these but --check with one dash, `-poll`, there), is refused rather than given
+    /// to the job.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
@@ -201,6 +202,8 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
                     && let Some(option) = MISTYPED_HARMS
                         .iter()
                         .chain(MISTYPED_AT_THE_END)
+                        // `-check` ends common commands (`terraform fmt -check`).
+                        .filter(|o| **o != "--check")
                         .find(|o| o[1..] == lower)
                 {
                     return Err(format!(
@@ -1218,6 +1221,7 @@ mod tests {
                 "-target=module.a",
             ][..],
             &["dm", "exec", "--verb", "RUN", "terraform fmt -check"],
+            &["dm", "exec", "--verb", "RUN", "terraform", "fmt", "-check"],
             &["dm", "exec", "--verb", "RUN", "x", "-poll", "y"],
             &["dm", "exec", "--verb", "RUN", "find . -type f"],
             &["dm", "exec", "--verb", "RUN", "--", "echo", "-poll"],

@@ -478,9 +478,13 @@ mod tests {
     fn a_byte_order_mark_at_the_start_is_no_content() {
         let o = parse_str("\u{feff}- jobs:\n  - RUN: echo bom\n", "bom.yaml").unwrap();
         assert_eq!(o.entries.len(), 1);
-        // Positions in errors are those the editor shows.
-        let e = parse_str("\u{feff}- jobs:\n  - RUN: [unclosed\n", "bom.yaml").unwrap_err();
-        assert!(e.to_string().contains(" at line 3 column 1"), "{e}");
+        // Positions in errors are those the editor shows, on the first line too.
+        let e = parse_str("\u{feff}- jobs\n- x\n", "bom.yaml").unwrap_err();
+        let plain = parse_str("- jobs\n- x\n", "bom.yaml").unwrap_err();
+        assert_eq!(e.to_string(), plain.to_string());
+        let e = parse_str("\u{feff}[unclosed\n", "bom.yaml").unwrap_err();
+        let plain = parse_str("[unclosed\n", "bom.yaml").unwrap_err();
+        assert_eq!(e.to_string(), plain.to_string());
     }
 
     #[test]

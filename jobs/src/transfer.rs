@@ -93,7 +93,19 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
 /// A `--blueprint` source is UTF-8 text that parses as a template: either mistake would fail
 /// on every target, so it is bad input, said before anything is sent.
 fn check_blueprint(path: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut bytes = Vec::new();
+    // Bounded: the file may have grown since it was hashed.
+    std::fs::File::open(path)
+        .and_then(|f| f.take(BLUEPRINT_MAX_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot)?;
+    if bytes.len() as u64 > BLUEPRINT_MAX_BYTES {
+        return Err(format!(
+            "{} grew past the 16 MiB --blueprint renders while it was read; submit again",
+            path.display()
+        ));
+    }
     let text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "--blueprint needs UTF-8 text: {} is not, from byte {}",

@@ -297,6 +297,8 @@ impl JoinOptions {
             path: path.to_path_buf(),
             reason,
         };
+        // A byte-order mark, as some editors write one: no content.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let file: FileOptions = if text.trim().is_empty() {
             FileOptions::default()
         } else {

@@ -624,3 +624,12 @@ fn an_address_to_listen_on_given_twice_is_listened_on_once() {
         ]
     );
 }
+
+#[test]
+fn a_config_file_that_starts_with_a_byte_order_mark_reads_as_without() {
+    let c = layers(JoinOptions::default(), &[], "\u{feff}name: bom\n").unwrap();
+    assert_eq!(c.name, "bom");
+    let e = layers(JoinOptions::default(), &[], "\u{feff}[unclosed\n").unwrap_err();
+    let plain = layers(JoinOptions::default(), &[], "[unclosed\n").unwrap_err();
+    assert_eq!(e.to_string(), plain.to_string());
+}
