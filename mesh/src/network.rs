@@ -863,9 +863,10 @@ const PAUSED_AFTER: Duration = Duration::from_millis(1250);
 /// A pause at least this long is logged (shorter ones may be a busy machine's).
 const PAUSE_LOGGED_AFTER: Duration = Duration::from_secs(3);
 
-/// For this long after a pause, an inbound connection that fails before it is authenticated
-/// is no stranger worth a warning: members dialled this node while it did not run, and gave
-/// up before it answered (the system kept their connections waiting to be accepted).
+/// For this long after a pause (one long enough to be logged, not a busy moment), an inbound
+/// connection that fails before it is authenticated is no stranger worth a warning: members
+/// dialled this node while it did not run, and gave up before it answered (the system kept
+/// their connections waiting to be accepted).
 const AFTER_A_PAUSE_NO_STRANGERS: Duration = Duration::from_secs(30);
 
 struct EventLoop {

@@ -591,15 +591,16 @@ impl EventLoop {
         let gap = now.saturating_duration_since(self.last_ran);
         self.last_ran = now;
         if gap >= PAUSED_AFTER {
+            // A pause, not a busy moment (see `AFTER_A_PAUSE_NO_STRANGERS`).
             if gap >= PAUSE_LOGGED_AFTER {
                 info!(
                     secs = gap.as_secs(),
                     "this node did not run for a while (stopped or paused): the members alive \
                      before are given that time back"
                 );
+                self.resumed_at = Some(now);
             }
             self.membership.resumed(gap, now);
-            self.resumed_at = Some(now);
         }
     }
 
