@@ -449,6 +449,49 @@ mod tests {
         fn discard_blob(&self, _: Fingerprint) {}
     }
 
+    /// WAIT ends at the job's deadline, saying so: a wait of seconds past it, and a command
+    /// retried past it (between tries, with how many were made).
+    #[tokio::test]
+    async fn a_wait_ends_at_the_jobs_deadline() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let mut ctx = context(&cache, &OneNode);
+        let wait = |wait| Component::Wait { wait };
+        let started = Instant::now();
+        ctx.deadline = started + Duration::from_millis(1200);
+        let f = run(&wait(crate::spec::WaitFor::Seconds(5.0)), &ctx).await;
+        assert!(!f.success, "{f:?}");
+        assert_eq!(
+            f.info,
+            "timed out after 1 s (the job's --timeout), before the wait of 5 s ended"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+
+        ctx.deadline = Instant::now() + Duration::from_secs(30);
+        let f = run(&wait(crate::spec::WaitFor::Seconds(0.1)), &ctx).await;
+        assert!(f.success && f.stdout == "waited 0.1 s", "{f:?}");
+
+        let started = Instant::now();
+        ctx.deadline = started + Duration::from_millis(1500);
+        let retried = crate::spec::WaitFor::Command {
+            command: "echo not yet >&2; false".into(),
+            retry: 10,
+            retry_wait: 1.0,
+        };
+        let f = run(&wait(retried), &ctx).await;
+        assert!(!f.success, "{f:?}");
+        assert_eq!(
+            f.info,
+            "timed out after 2 s (the job's --timeout), condition not met after 2 tries: \
+             echo not yet >&2; false"
+        );
+        assert_eq!(f.stderr, "not yet");
+        assert!(started.elapsed() < Duration::from_millis(2500));
+    }
+
     fn context<'a>(cache: &'a Cache, coordinator: &'a OneNode) -> Context<'a> {
         Context {
             job_id: "job",

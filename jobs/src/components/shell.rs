@@ -624,10 +624,25 @@ pub(super) fn kill_group(pgid: u32) {
     );
 }
 
+/// WAIT: for a time, or for a command to succeed; either ends at the job's deadline.
 pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
+    let started = tokio::time::Instant::now();
+    let timed_out = |what: String| {
+        Finished::fail(
+            "",
+            format!(
+                "timed out after {:.0} s (the job's --timeout), {what}",
+                started.elapsed().as_secs_f64()
+            ),
+        )
+    };
     match wait {
         WaitFor::Seconds(s) => {
-            tokio::time::sleep(crate::spec::bounded_secs_f64(*s)).await;
+            let until = started + crate::spec::bounded_secs_f64(*s);
+            tokio::time::sleep_until(until.min(sh.deadline)).await;
+            if until > sh.deadline {
+                return timed_out(format!("before the wait of {s} s ended"));
+            }
             Finished::ok(format!("waited {s} s"), "")
         }
         WaitFor::Command {
@@ -641,9 +656,27 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
             };
             let mut last = None;
             for attempt in 1..=*retry {
+                if tokio::time::Instant::now() >= sh.deadline {
+                    let tries = attempt - 1;
+                    return Finished {
+                        stderr: last
+                            .map(|r: ShellResult| r.stderr.trim_end().to_string())
+                            .unwrap_or_default(),
+                        ..timed_out(format!("condition not met after {tries} tries: {command}"))
+                    };
+                }
                 let r = run_shell(&command, sh).await;
+                if r.timed_out.is_some() {
+                    let killed =
+                        format!("on try {attempt}, whose process group was killed: {command}");
+                    return Finished {
+                        stdout: r.stdout,
+                        stderr: r.stderr,
+                        ..timed_out(killed)
+                    };
+                }
                 // A shell that did not start says why (no try would fare better).
-                if r.timed_out.is_some() || r.spawn_error.is_some() {
+                if r.spawn_error.is_some() {
                     return r.into_finished(&command);
                 }
                 if r.exit.is_some_and(|s| s.success()) {
@@ -654,7 +687,9 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
                 }
                 last = Some(r);
                 if attempt < *retry {
-                    tokio::time::sleep(crate::spec::bounded_secs_f64(*retry_wait)).await;
+                    let next =
+                        tokio::time::Instant::now() + crate::spec::bounded_secs_f64(*retry_wait);
+                    tokio::time::sleep_until(next.min(sh.deadline)).await;
                 }
             }
             let stderr = last
