@@ -576,6 +576,13 @@ fn run(input: &VerbInput) -> Result<Component, String> {
     if let Some(name) = &stdout_arg {
         check_arg_name(name, "--stdout-arg")?;
     }
+    if stdout_arg.is_some() && p.flag("no-block") {
+        return Err(
+            "--stdout-arg stores what the command printed, and --no-block reports before it \
+             prints anything: give one or the other"
+                .into(),
+        );
+    }
     Ok(Component::Run {
         command: p.rest_raw.clone(),
         stdout_arg,

@@ -285,6 +285,10 @@ fn bad_jobs_say_why() {
     assert!(err("RUN", "--timeout abc true").contains("--timeout 'abc'"));
     assert!(err("RUN", "--timeout 0 true").contains("from 1 s to a year"));
     assert!(err("RUN", "--stdout-arg 9x true").contains("--stdout-arg '9x'"));
+    assert!(
+        err("RUN", "--no-block --stdout-arg x echo hi")
+            .contains("--stdout-arg stores what the command printed, and --no-block")
+    );
     assert!(err("ARG", "").contains("needs a KEY and a VALUE"));
     assert!(err("ARG", "k").contains("has no VALUE"));
     assert!(err("ARG", "bad-key v").contains("KEY 'bad-key'"));
