@@ -132,6 +132,31 @@ fn name_not_utf8(absolute: &str) -> Option<PathBuf> {
         .find(|p| p.file_name().is_some_and(|n| n.to_str().is_none()))
 }
 
+/// Whether `path` was matched by a wildcard at a name starting with a dot. A shell, and
+/// Directord (Python's glob), leave such hidden names to patterns that write the dot:
+/// `*.conf` takes no `.hidden.conf`, `.*.conf` does. (The glob crate's own option leaves out
+/// every hidden name, even those a pattern's written dot names.)
+fn hidden_by_wildcard(pattern: &str, path: &Path) -> bool {
+    let wild = |s: &str| s.contains(['*', '?', '[']);
+    let hidden = |pattern: &str, name: &str| {
+        wild(pattern) && !pattern.starts_with('.') && name.starts_with('.')
+    };
+    let names = |p: &Path| -> Vec<String> {
+        p.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect()
+    };
+    let (pattern, path) = (names(Path::new(pattern)), names(path));
+    // `**` spans any number of directories: only the names themselves line up.
+    if pattern.len() != path.len() || pattern.iter().any(|p| p == "**") {
+        return match (pattern.last(), path.last()) {
+            (Some(p), Some(name)) => hidden(p, name),
+            _ => false,
+        };
+    }
+    pattern.iter().zip(&path).any(|(p, name)| hidden(p, name))
+}
+
 /// The regular files `pattern` names, sorted.
 pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String> {
     let expanded = match pattern.strip_prefix("~/") {
@@ -164,6 +189,9 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
             e.error()
         )
     })?;
+    let (hidden, found): (Vec<PathBuf>, Vec<PathBuf>) = found
+        .into_iter()
+        .partition(|p| hidden_by_wildcard(&absolute, p));
     let (mut files, others): (Vec<PathBuf>, Vec<PathBuf>) =
         found.into_iter().partition(|p| p.is_file());
     files.sort();
@@ -174,6 +202,13 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
                  files, e.g. '{}/*'",
                 dir.display(),
                 pattern.trim_end_matches('/')
+            ));
+        }
+        if let Some(one) = hidden.first() {
+            return Err(format!(
+                "'{pattern}' matches only hidden names (such as {}), which a wildcard leaves \
+                 out, as in a shell: write their leading dot ('.*')",
+                one.display()
             ));
         }
         if let Some(other) = others.first() {
@@ -300,6 +335,42 @@ mod tests {
             assert!(resolve(spec(&format!("{plain} /srv/a")), dir.path()).is_ok());
         }
         assert!(resolve(spec("--blueprint fine.j2 /srv/a"), dir.path()).is_ok());
+    }
+
+    /// A wildcard takes no leading dot, as in a shell; a dot written takes hidden files.
+    #[test]
+    fn hidden_files_are_matched_only_by_a_leading_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.txt", ".hidden.txt", "b.txt"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        let names = |pattern: &str| -> Vec<String> {
+            matching_files(pattern, dir.path())
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names("*.txt"), ["a.txt", "b.txt"]);
+        assert_eq!(names(".*.txt"), [".hidden.txt"]);
+        assert_eq!(names(".hidden.txt"), [".hidden.txt"]);
+        // Nor a hidden directory on the way.
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        for d in [".git", "src"] {
+            std::fs::write(dir.path().join(d).join("c.txt"), d).unwrap();
+        }
+        assert_eq!(names("*/c.txt"), ["c.txt"]);
+        assert_eq!(
+            matching_files("*/c.txt", dir.path()).unwrap(),
+            [dir.path().join("src/c.txt")]
+        );
+        assert_eq!(names(".git/*.txt"), ["c.txt"]);
+        let e = matching_files(".git/*", dir.path()).unwrap();
+        assert_eq!(e.len(), 1);
+        std::fs::remove_file(dir.path().join("src/c.txt")).unwrap();
+        let e = matching_files("*/c.txt", dir.path()).unwrap_err();
+        assert!(e.contains("matches only hidden names"), "{e}");
     }
 
     #[test]
