@@ -77,6 +77,13 @@ pub struct Owner {
 impl Owner {
     /// Parses `USER`, `USER:GROUP` or `:GROUP`.
     pub fn parse(text: &str) -> Result<Owner, String> {
+        // As --chmod: an owner is given as it is (a template would be taken for a user name).
+        if crate::template::is_template(text) {
+            return Err(format!(
+                "--chown '{text}' is a template, which --chown does not render: name the user \
+                 and group, or give their ids"
+            ));
+        }
         let (user, group) = match text.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (text, None),

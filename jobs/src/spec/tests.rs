@@ -286,6 +286,9 @@ fn bad_jobs_say_why() {
     assert!(err("RUN", "--timeout 0 true").contains("from 1 s to a year"));
     assert!(err("RUN", "--stdout-arg 9x true").contains("--stdout-arg '9x'"));
     assert!(
+        err("WORKDIR", "--chown {{ u }} /srv/x").contains("is a template, which --chown does not")
+    );
+    assert!(
         err("RUN", "--no-block --stdout-arg x echo hi")
             .contains("--stdout-arg stores what the command printed, and --no-block")
     );
