@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jobs::{
     Fingerprint, JobSpec, ParseOutcome,
     executor::ResultState,
-    orchestration::{self, Orchestration},
+    orchestration::{self, Orchestration, OrchestrationError},
     spec::Component,
 };
 use node::{
@@ -290,7 +290,13 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
         let Orchestration { entries } = match orchestration::parse_file(file) {
             Ok(o) => o,
             Err(e) if e.is_help => {
+                // Where it was asked for: nothing of the files runs.
+                let at = OrchestrationError {
+                    message: "--exec-help: the verb's help is shown, and nothing was run".into(),
+                    ..e.clone()
+                };
                 output::text(e.message);
+                output::err_line(at);
                 return Ok(());
             }
             Err(e) => return Err(Failure::Input(e.to_string())),

@@ -1618,6 +1618,28 @@ fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("--stdout-arg NAME"));
+    // In a file, it says where, and that nothing of the files ran.
+    let file = state.path().join("help.yaml");
+    std::fs::write(
+        &file,
+        "- jobs:\n  - RUN: true\n  - RUN: --exec-help echo x\n",
+    )
+    .unwrap();
+    let o = e2e_tests::cli(&[
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--poll",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--stdout-arg NAME"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("help.yaml: entry 1, job 2 (RUN): --exec-help: the verb's help is shown, and nothing was run"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
