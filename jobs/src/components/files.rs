@@ -747,6 +747,19 @@ fn make_dir(path: &str, owner: Option<&Owner>, mode: Option<u32>) -> Finished {
     };
     let existed = Path::new(path).is_dir();
     if let Err(e) = std::fs::create_dir_all(path) {
+        // The path, or a directory on the way, is something else: say which.
+        let blocking = Path::new(path)
+            .ancestors()
+            .find(|p| p.symlink_metadata().is_ok_and(|m| !m.is_dir()) && !p.is_dir());
+        if let Some(file) = blocking {
+            return Finished::fail(
+                format!(
+                    "cannot create {path}: {} is a file, not a directory",
+                    file.display()
+                ),
+                "",
+            );
+        }
         return Finished::fail(format!("cannot create {path}: {e}"), "");
     }
     if let Err(e) = access.apply(Path::new(path), true) {
@@ -857,6 +870,29 @@ pub(super) fn resolve_owner(owner: &Owner) -> Result<Ids, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// WORKDIR where a file stands (the path itself, or a directory on the way) names it.
+    #[test]
+    fn a_workdir_blocked_by_a_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        for path in [file.clone(), file.join("below")] {
+            let f = make_dir(path.to_str().unwrap(), None, None);
+            assert!(!f.success);
+            assert_eq!(
+                f.stderr,
+                format!(
+                    "cannot create {}: {} is a file, not a directory",
+                    path.display(),
+                    file.display()
+                )
+            );
+        }
+        let made = dir.path().join("a/b");
+        assert!(make_dir(made.to_str().unwrap(), None, None).success);
+        assert!(made.is_dir());
+    }
 
     /// A file's owner and mode are never changed through a link in its place (a local user
     /// could point one at /etc/shadow between the check and the change); a directory's may
