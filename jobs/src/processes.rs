@@ -40,6 +40,9 @@ const COMPACT_AT: u64 = 1024 * 1024;
 /// The line after the boot's that says the log names every job's start.
 const STARTS_SAID: &str = "starts";
 
+/// The line a clean stop ends the log with, once it has stopped the jobs still running.
+const STOPPED: &str = "stopped";
+
 /// Why a job may not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotStarted {
@@ -77,6 +80,9 @@ struct State {
     /// The jobs the previous run of the node started, if it can tell (see
     /// [`ProcessLog::previous_starts`]).
     previous: Option<HashSet<String>>,
+    /// The previous run stopped cleanly, stopping the jobs it still ran (see
+    /// [`ProcessLog::previous_stopped_cleanly`]).
+    previous_stopped: bool,
     /// When the previous run last wrote or touched the log (see [`ProcessLog::touch`]).
     previous_alive: Option<SystemTime>,
     /// When the previous run last said it was alive on the boot clock, in ticks, if that was
@@ -116,12 +122,15 @@ impl ProcessLog {
                 previous_alive.is_some_and(|alive| alive > said_at + Duration::from_secs(120));
             (!boot.is_empty() && said_boot == boot && !touched_since).then(|| ticks.parse().ok())?
         });
-        let (stopped, previous) = match fs::read(path) {
+        let (stopped, previous, previous_stopped) = match fs::read(path) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
-                (stop_leftovers(&text, &boot), starts(&text, &boot))
+                let starts = starts(&text, &boot);
+                // Only a log that can tell the starts apart tells of the stop too.
+                let clean = starts.is_some() && text.lines().any(|l| l == STOPPED);
+                (stop_leftovers(&text, &boot), starts, clean)
             }
-            Err(_) => (Vec::new(), None),
+            Err(_) => (Vec::new(), None, false),
         };
         // The previous run's starts stay in the new log until the jobs they name are recorded
         // (see `jobs_settled`): should this run stop before that, the next one still knows.
@@ -151,6 +160,7 @@ impl ProcessLog {
                 broken: false,
                 compacted: written,
                 previous,
+                previous_stopped,
                 previous_alive,
                 previous_alive_ticks,
                 starts_said,
@@ -166,6 +176,13 @@ impl ProcessLog {
     /// last writes may be lost. A job a node accepted and did not start may run after all.
     pub fn previous_starts(&self) -> Option<HashSet<String>> {
         self.lock().previous.take()
+    }
+
+    /// Whether the previous run of the node stopped cleanly (SIGTERM, SIGINT, SIGHUP), stopping
+    /// the jobs it still ran, as far as the log tells: a job it started without a result was
+    /// stopped with it (or had just ended), not cut short by a crash.
+    pub fn previous_stopped_cleanly(&self) -> bool {
+        self.lock().previous_stopped
     }
 
     /// How long ago the previous run of the node was last alive, as far as the log tells (it
@@ -273,6 +290,10 @@ impl ProcessLog {
         stopped.sort_unstable();
         for pgid in &stopped {
             let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
+        }
+        // Written as it is (a rewrite would drop it): the next start tells a clean stop.
+        if !state.broken {
+            let _ = state.file.write_all(format!("{STOPPED}\n").as_bytes());
         }
         stopped
     }
@@ -999,6 +1020,36 @@ mod tests {
         assert!(group_alive(ended.id()));
         let _ = killpg(Pid::from_raw(ended.id() as i32), Signal::SIGKILL);
         ended.wait().unwrap();
+    }
+
+    /// The next start tells a clean stop (which stopped the jobs running) from a crash, once:
+    /// the log it starts says nothing of its own stop until it stops.
+    #[test]
+    fn a_clean_stop_is_told_from_a_crash() {
+        if boot_id().is_empty() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("running-jobs");
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        log.restored();
+        log.job_started("j").unwrap();
+        drop(log);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert!(!log.previous_stopped_cleanly(), "a crash (no stop said)");
+        log.restored();
+        log.job_started("k").unwrap();
+        log.stop_all();
+        drop(log);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert!(log.previous_stopped_cleanly());
+        assert!(log.previous_starts().is_some_and(|s| s.contains("k")));
+        drop(log);
+        let (log, _) = ProcessLog::open(&path).unwrap();
+        assert!(
+            !log.previous_stopped_cleanly(),
+            "that start did not stop cleanly"
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub(super) const WAS_RUNNING: &str = "interrupted: the job had started when its 
                                       its result was not recorded (it was cut short, or had just \
                                       ended); it is not run again, so that no job ever runs twice";
 
+/// [`WAS_RUNNING`] after a clean stop of the node, which stopped the job's processes.
+pub(super) const WAS_STOPPED: &str = "interrupted: the job was running when its node was \
+                                      stopped (a clean stop, which stops the jobs running; or \
+                                      it had just ended, its result not yet recorded); it is not \
+                                      run again, so that no job ever runs twice";
+
 /// Why a job still queued at a restart was not run: its parent's earlier job was cut short
 /// (the parent failed, as after any failure).
 pub(super) const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
@@ -254,8 +260,14 @@ impl Actor {
                             info!(job = %job.job_id, path = %path.display(), "removed the partial copy of a file job the restart cut short");
                         }
                     }
+                    let stopped_cleanly = self
+                        .processes
+                        .as_ref()
+                        .is_some_and(|p| p.previous_stopped_cleanly());
                     // Said as surely as the node knows it.
-                    if was_running {
+                    if was_running && stopped_cleanly {
+                        WAS_STOPPED
+                    } else if was_running {
                         WAS_RUNNING
                     } else {
                         INTERRUPTED
