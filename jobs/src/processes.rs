@@ -11,9 +11,10 @@
 //! after a reboot there is nothing left to stop, and no telling which jobs started): a `boot`
 //! line naming the boot it belongs to, a `starts` line once the log names every job the node
 //! may have started (see [`ProcessLog::restored`]), then `>JOB` as a job is settled,
-//! `+PGID TICKS` as a job's shell starts and `-PGID` as it ends. TICKS is the time on
-//! the boot clock just after the shell started, in the clock ticks `/proc/PID/stat` gives a
-//! process's start in. A group is stopped only if the log is from this boot and this pid
+//! `+PGID TICKS` as a job's shell starts and `-PGID` as it ends, and `stopped` once a clean
+//! stop has stopped the jobs still running (so the next start tells it from a crash). TICKS
+//! is the time on the boot clock just after the shell started, in the clock ticks
+//! `/proc/PID/stat` gives a process's start in. A group is stopped only if the log is from this boot and this pid
 //! namespace and its leader (the job's shell) is still there and started at most a second
 //! before TICKS: a later process that took the number started after the shell ended, so after
 //! TICKS. Children a shell left in its group after the shell itself ended are not stopped.
