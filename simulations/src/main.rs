@@ -40,7 +40,13 @@ use simulations::{
 /// Tier 2's nodes log to stderr as the daemon does when RUST_LOG is set (e.g.
 /// RUST_LOG=node=debug).
 #[derive(Parser, Debug)]
-#[command(name = "directord-mesh-sim", version, after_long_help = SCENARIOS)]
+#[command(
+    name = "directord-mesh-sim",
+    version,
+    after_long_help = SCENARIOS,
+    // `--loss -0.1` is refused naming --loss, not as an unknown argument `-0.1`.
+    allow_negative_numbers = true
+)]
 struct Args {
     /// 1: deterministic model (fast, thousands of nodes); 2: real nodes in this process;
     /// 3: real daemons, one process each.
@@ -60,9 +66,9 @@ struct Args {
     /// Scenarios to run, comma-separated, or `all` (see below).
     #[arg(short, long, value_delimiter = ',', default_value = "fanout")]
     scenario: Vec<ScenarioChoice>,
-    /// Tier 1: seed of the network model. The same seed gives the same result.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Tier 1: seed of the network model (default 1). The same seed gives the same result.
+    #[arg(long)]
+    seed: Option<u64>,
     /// One-way latency of every link, fixed (20ms) or uniform in a range (10ms..30ms). Tier 1
     /// default: 20ms; tier 2 default: none (the memory transport as it is).
     #[arg(long)]
@@ -111,7 +117,9 @@ struct Args {
     /// late-join: the late nodes join at random within this time after the submit.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     late_within: Duration,
-    /// Give up on a run after this long (virtual time in tier 1, wall-clock in tier 2).
+    /// Give up on a run after this long (virtual time in tier 1, wall-clock in tiers 2 and 3;
+    /// default 600s in tier 1, 300s in tiers 2 and 3). A run cut off shows its delivery below
+    /// 100 % (see --require-complete).
     #[arg(long, value_parser = parse_duration)]
     limit: Option<Duration>,
     /// Where the results go (created if missing): results.csv, one row per run, and
@@ -222,6 +230,11 @@ const MAX_TIER1_NODES: usize = 100_000;
 /// the longest duration the options take.
 const MAX_RUN: Duration = Duration::from_secs(1_000_000_000);
 
+/// Tier 1's seed: the one given, else 1.
+fn seed(args: &Args) -> u64 {
+    args.seed.unwrap_or(1)
+}
+
 fn check(args: &Args) -> Result<(), String> {
     if args.nodes.iter().any(|&n| n < 2) {
         return Err("--nodes: every mesh needs at least 2 nodes".into());
@@ -264,6 +277,30 @@ fn check(args: &Args) -> Result<(), String> {
             .iter()
             .any(|&s| s == wanted || s == ScenarioChoice::All)
     };
+    // Settings under which a scenario's disruption would not happen.
+    let undisrupted = [
+        (
+            ScenarioChoice::Churn,
+            args.churn == 0.0,
+            "--churn 0: the churn scenario would kill no node; give the fraction to kill (e.g. 0.1)",
+        ),
+        (
+            ScenarioChoice::LateJoin,
+            args.late == 0.0,
+            "--late 0: the late-join scenario would have no late node; give the fraction that joins late (e.g. 0.1)",
+        ),
+        (
+            ScenarioChoice::Partition,
+            args.partition_for.is_zero(),
+            "--partition-for 0s: the partition scenario would not split the mesh at all; give how long the halves stay apart (e.g. 5s)",
+        ),
+    ];
+    if let Some((_, _, why)) = undisrupted
+        .iter()
+        .find(|(scenario, none, _)| *none && chosen(*scenario))
+    {
+        return Err((*why).into());
+    }
     if chosen(ScenarioChoice::LateJoin) && args.late_within.is_zero() {
         return Err(
             "--late-within 0s: the late nodes would join at the submit and catch the gossip \
@@ -316,11 +353,13 @@ fn check(args: &Args) -> Result<(), String> {
         let tier1_only = [
             ("--loss-model", args.loss_model.is_some()),
             ("--bandwidth", args.bandwidth.is_some()),
+            ("--seed", args.seed.is_some()),
         ];
         if let Some((name, _)) = tier1_only.iter().find(|(_, given)| *given) {
             return Err(format!(
                 "{name} shapes tier 1's model only; tier 2's and 3's links take --latency and \
-                 --loss (a loss is resent as TCP resends it) and have no bandwidth cap"
+                 --loss (a loss is resent as TCP resends it), have no bandwidth cap, and run on \
+                 the wall clock (no seed repeats them)"
             ));
         }
     }
@@ -386,7 +425,10 @@ fn run(args: &Args) -> Result<bool, String> {
                 if args.tier == 1 {
                     format!(
                         " (seed {}, latency {}, loss {}, uplink {})",
-                        args.seed, network.latency, network.loss, network.uplink
+                        seed(args),
+                        network.latency,
+                        network.loss,
+                        network.uplink
                     )
                 } else {
                     String::new()
@@ -488,11 +530,11 @@ fn run_one(args: &Args, w: Workload, network: &NetworkModel) -> Result<Report, S
         let mut r = Tier1 {
             workload: w,
             network: network.clone(),
-            seed: args.seed,
+            seed: seed(args),
             limit: args.limit.unwrap_or(Duration::from_secs(600)),
         }
         .run()?;
-        r.seed = Some(args.seed);
+        r.seed = Some(seed(args));
         r.network = format!(
             "latency {} loss {} ({}) uplink {}",
             network.latency, network.loss, network.loss_model, network.uplink

@@ -148,6 +148,17 @@ fn bad_arguments_are_named_with_exit_code_2() {
             "at least 3 nodes",
         ),
         (&["--scenario", "all", "--nodes", "2"], "partition"),
+        // Settings under which a scenario would disrupt nothing.
+        (&["--scenario", "churn", "--churn", "0"], "--churn 0"),
+        (&["--scenario", "late-join", "--late", "0"], "--late 0"),
+        (
+            &["--scenario", "partition", "--partition-for", "0s"],
+            "--partition-for 0s",
+        ),
+        // Tier 1's only; and negative numbers are named with their option.
+        (&["--tier", "2", "--seed", "7"], "--seed"),
+        (&["--loss", "-0.1"], "--loss -0.1"),
+        (&["--nodes", "-5"], "--nodes"),
     ];
     for (args, says) in cases {
         let out = sim(args);
