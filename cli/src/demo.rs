@@ -33,7 +33,7 @@ way, and the demo exits with 130.";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// How many daemons to start.
+    /// How many daemons to start (1 to 200).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=200))]
     nodes: u16,
 
@@ -87,8 +87,10 @@ pub fn run(args: DemoArgs) -> Result<(), Failure> {
     }
     let (root, _temp) = match &args.dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Failure::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+            // A path that cannot be a directory is a bad --dir (exit 2), not a failure.
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::Input(format!("--dir {}: cannot create it: {e}", dir.display()))
+            })?;
             (dir.clone(), None)
         }
         None => {
@@ -165,8 +167,9 @@ async fn demo(
     daemons: &mut Vec<Daemon>,
 ) -> Result<(), Failure> {
     let n = args.nodes as usize;
+    let daemons_word = if n == 1 { "daemon" } else { "daemons" };
     output::line_or_skip(format_args!(
-        "Starting {n} daemons on 127.0.0.1 (state and logs in {})",
+        "Starting {n} {daemons_word} on 127.0.0.1 (state and logs in {})",
         root.display()
     ));
     let started = Instant::now();
@@ -180,8 +183,13 @@ async fn demo(
         wait_until_serving(d).await?;
     }
     wait_until_formed(daemons, n).await?;
+    let seen = if n == 1 {
+        "The daemon sees itself alive".to_string()
+    } else {
+        format!("All {n} daemons see all {n} alive")
+    };
     output::line_or_skip(format_args!(
-        "All {n} daemons see all {n} alive, {:.2} s after the first one started.\n",
+        "{seen}, {:.2} s after the first one started.\n",
         started.elapsed().as_secs_f64()
     ));
     let report = status::fetch(&daemons[0].state_dir).await?;

@@ -339,6 +339,21 @@ fn usage_errors_exit_2() {
         2,
         &["demo --dir"],
     );
+    // A --dir that cannot be a directory is bad input, said as such.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    fails(
+        &[
+            "demo",
+            "--nodes",
+            "2",
+            "--exit",
+            "--dir",
+            file.to_str().unwrap(),
+        ],
+        2,
+        &["--dir", "cannot create it"],
+    );
     // ... and its help does not offer it.
     let o = run(&["demo", "--help"]);
     assert!(o.status.success());
