@@ -9,12 +9,14 @@
 //! - [`scenario`]: what a run does to the mesh (fanout, orchestration, files, churn,
 //!   partition, late join) and its knobs;
 //! - [`network`]: tier 1's network (latency, loss, bandwidth) and wire-size estimates;
-//! - [`metrics`]: what a run measured, as a table and CSV; [`plot`]: the PNG.
+//! - [`metrics`]: what a run measured, as a table and CSV; [`plot`]: the PNG;
+//! - [`signals`]: Ctrl-C during a run of real nodes stops it cleanly.
 
 pub mod metrics;
 pub mod network;
 pub mod plot;
 pub mod scenario;
+pub mod signals;
 pub mod tier1;
 pub mod tier2;
 pub mod tier3;

@@ -218,7 +218,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            // Stopped by Ctrl-C (or SIGTERM), as a shell reports it.
+            if simulations::signals::interrupted() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }
@@ -413,6 +418,9 @@ fn run(args: &Args) -> Result<bool, String> {
             .open(path)
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
     }
+    if args.tier >= 2 {
+        simulations::signals::stop_on_signals();
+    }
     let mut rows: Vec<Summary> = Vec::new();
     let mut complete = true;
     let mut failure = None;
@@ -464,6 +472,12 @@ fn run(args: &Args) -> Result<bool, String> {
     if let Some(e) = &failure
         && rows.is_empty()
     {
+        // The outputs made ready above hold nothing: not left as empty files.
+        for path in [&csv_path, &png_path] {
+            if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         return Err(e.clone());
     }
     // The runs finished before a failed one are kept: written first, then the error.
@@ -506,7 +520,6 @@ fn write_outputs(rows: &[Summary], csv_path: &Path, png_path: &Path) -> Result<(
 /// One run of the sweep.
 fn run_one(args: &Args, w: Workload, network: &NetworkModel) -> Result<Report, String> {
     Ok(if args.tier == 3 {
-        tier3::stop_on_signals();
         let binary = match &args.binary {
             Some(b) => b.clone(),
             None => tier3::default_binary().ok_or(

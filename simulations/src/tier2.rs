@@ -101,8 +101,20 @@ impl Tier2 {
         let rss_before = *BASELINE.get_or_init(|| memory_kib("VmRSS:").unwrap_or(0));
         let _ = std::fs::write("/proc/self/clear_refs", "5");
 
-        let mesh = Mesh::start(root.path(), w.nodes, self.link, &mut rng).await?;
-        let result = self.measure(&mesh, root.path(), &mut rng).await;
+        // Interrupted while it forms, the nodes started go with the future (the process then
+        // ends, and the stores with `root`).
+        let mesh = tokio::select! {
+            mesh = Mesh::start(root.path(), w.nodes, self.link, &mut rng) => mesh?,
+            _ = crate::signals::until_interrupted() => {
+                return Err("interrupted while the mesh formed".into());
+            }
+        };
+        let result = tokio::select! {
+            result = self.measure(&mesh, root.path(), &mut rng) => result,
+            _ = crate::signals::until_interrupted() => {
+                Err("interrupted: the nodes were stopped and their stores removed".into())
+            }
+        };
         mesh.stop().await;
         let mut report = result?;
         let peak = memory_kib("VmHWM:").unwrap_or(0);

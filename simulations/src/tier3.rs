@@ -14,7 +14,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -55,33 +54,9 @@ pub struct Tier3 {
     pub limit: Duration,
 }
 
-/// Set by SIGINT or SIGTERM once [`stop_on_signals`] is in place.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    // Only an atomic store: all a signal handler may safely do.
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Makes SIGINT (Ctrl-C) and SIGTERM end a tier-3 run cleanly: the run stops at its next
-/// check, and its daemons, state directories and network namespaces are removed, instead of
-/// the process dying with them left behind.
-pub fn stop_on_signals() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(signal, &action) };
-    }
-}
-
 /// An error if a signal asked the run to stop.
 fn check_interrupted() -> Result<(), String> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if crate::signals::interrupted() {
         Err("interrupted: the daemons and their network were removed".into())
     } else {
         Ok(())

@@ -253,3 +253,53 @@ fn a_disruption_that_did_not_happen_is_a_warning() {
         "{all}"
     );
 }
+
+/// Ctrl-C during a sweep of real nodes (tier 2): the runs finished before are written, the
+/// nodes' stores are removed, and the exit code says it was interrupted.
+#[test]
+fn an_interrupted_tier2_sweep_keeps_the_runs_finished_and_leaves_nothing() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (out_dir, tmp) = (dir.path().join("out"), dir.path().join("tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
+        .args([
+            "--tier",
+            "2",
+            "--nodes",
+            "6",
+            "--scenario",
+            "fanout,partition",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once the second run has begun (the first is over then).
+    let stderr = child.stderr.take().unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.starts_with("tier 2 partition on 6 nodes") {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(said.contains("interrupted"), "{said}");
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "the header and the fanout run: {csv}"
+    );
+    assert!(csv.lines().nth(1).unwrap().contains("fanout"), "{csv}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
