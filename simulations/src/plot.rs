@@ -90,6 +90,20 @@ pub fn draw(rows: &[Summary], path: &Path) -> Result<bool, String> {
     Ok(labels)
 }
 
+/// Strong colours, told apart on white (the palette's pastels were barely seen).
+const COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(0, 0, 0),
+    RGBColor(23, 190, 207),
+    RGBColor(188, 189, 34),
+];
+
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     series: &Series,
@@ -98,8 +112,33 @@ fn panel(
     labels: bool,
 ) -> Result<(), String> {
     let points = series.values().flatten();
-    let x_max = points.clone().map(|p| p.0).fold(10.0, f64::max) * 1.5;
+    if points.clone().next().is_none() {
+        // Nothing measured (tier 2 counts no bytes): said, not an empty chart.
+        if labels {
+            let (w, h) = area.dim_in_pixel();
+            let style = ("sans-serif", 18).into_font().color(&BLACK);
+            area.draw(&Text::new(
+                format!("{title}: not measured in these runs"),
+                (w as i32 / 6, h as i32 / 2),
+                style,
+            ))
+            .map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    // The sizes run, with room either side on the log scale, and at least the power of ten
+    // below them (a tick to read the sizes by, even for one size).
+    let smallest = points.clone().map(|p| p.0).fold(f64::MAX, f64::min);
+    let x_min = (10f64.powf(smallest.log10().floor()) * 0.9).min(smallest / 1.5);
+    let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max) * 1.5;
     let y_max = points.clone().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let y_min = points
+        .clone()
+        .map(|p| p.1)
+        .filter(|y| *y > 0.0)
+        .fold(f64::MAX, f64::min)
+        .min(y_max / 10.0)
+        / 1.5;
     let mut builder = ChartBuilder::on(area);
     builder.margin(16);
     if labels {
@@ -110,10 +149,19 @@ fn panel(
     } else {
         builder.x_label_area_size(8).y_label_area_size(8);
     }
+    // Both sides logarithmic: sizes from 10 to 10 000, and values that span orders of
+    // magnitude between scenarios and tiers (a file against a job, a model against real nodes).
     let mut chart = builder
-        .build_cartesian_2d((1.0..x_max).log_scale(), 0.0..y_max)
+        .build_cartesian_2d((x_min..x_max).log_scale(), (y_min..y_max).log_scale())
         .map_err(|e| e.to_string())?;
     let mut mesh = chart.configure_mesh();
+    // Whole numbers of nodes, few enough not to run into each other.
+    let whole = |x: &f64| format!("{x:.0}");
+    let value = |y: &f64| short(*y);
+    mesh.x_label_formatter(&whole)
+        .x_labels(6)
+        .y_label_formatter(&value)
+        .y_labels(8);
     if labels {
         mesh.x_desc("nodes").y_desc(y_label);
     } else {
@@ -121,7 +169,7 @@ fn panel(
     }
     mesh.draw().map_err(|e| e.to_string())?;
     for (i, (name, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLOURS[i % COLOURS.len()].to_rgba();
         let line = chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),
@@ -148,4 +196,33 @@ fn panel(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `v` with three significant digits at most, without trailing zeros (0.6, not
+/// 0.600000000001; 10000, not 10000.0).
+fn short(v: f64) -> String {
+    if !v.is_finite() || v <= 0.0 {
+        return format!("{v}");
+    }
+    let decimals = (2 - v.log10().floor() as i32).clamp(0, 9) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn values_are_labelled_short() {
+        assert_eq!(short(0.600000000001), "0.6");
+        assert_eq!(short(10000.0), "10000");
+        assert_eq!(short(0.003), "0.003");
+        assert_eq!(short(12.345), "12.3");
+        assert_eq!(short(0.0), "0");
+    }
 }
