@@ -385,6 +385,13 @@ fn check(args: &Args) -> Result<(), String> {
 /// Runs every (scenario, size); returns whether every run delivered everything.
 fn run(args: &Args) -> Result<bool, String> {
     check(args)?;
+    // Each size once, in the order given, as each scenario is.
+    let mut sizes: Vec<usize> = Vec::new();
+    for &n in &args.nodes {
+        if !sizes.contains(&n) {
+            sizes.push(n);
+        }
+    }
     let mut scenarios: Vec<Scenario> = Vec::new();
     for choice in &args.scenario {
         for s in choice.scenarios() {
@@ -425,7 +432,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let mut complete = true;
     let mut failure = None;
     'sweep: for &scenario in &scenarios {
-        for &nodes in &args.nodes {
+        for &nodes in &sizes {
             let w = workload(args, scenario, nodes);
             eprintln!(
                 "tier {} {scenario} on {nodes} nodes{}...",

@@ -254,6 +254,27 @@ fn a_disruption_that_did_not_happen_is_a_warning() {
     );
 }
 
+/// A size or scenario given twice runs once.
+#[test]
+fn a_size_given_twice_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sim(&[
+        "--nodes",
+        "10,10,20",
+        "--scenario",
+        "fanout,fanout",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "the header and a row per size: {csv}"
+    );
+}
+
 /// Ctrl-C during a sweep of real nodes (tier 2): the runs finished before are written, the
 /// nodes' stores are removed, and the exit code says it was interrupted.
 #[test]
