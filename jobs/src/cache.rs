@@ -92,6 +92,10 @@ pub enum CachedState {
 struct Timed {
     state: CachedState,
     expires_unix: u64,
+    /// A templated job's: what the args it rendered with were (see [`rendered_with`]). A
+    /// success counts for the same args only. (Absent in what releases before wrote.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rendered: Option<Fingerprint>,
 }
 
 #[derive(Default)]
@@ -401,16 +405,17 @@ impl Cache {
         Timed {
             state,
             expires_unix: now_unix() + self.ttl.as_secs(),
+            rendered: None,
         }
     }
 
-    /// Whether the job with this fingerprint succeeded here within the TTL.
-    pub fn succeeded(&self, fp: &Fingerprint) -> bool {
+    /// Whether the job with this fingerprint succeeded here within the TTL, rendered (if it
+    /// is a templated job) with args that were `rendered` (see [`rendered_with`]).
+    pub fn succeeded(&self, fp: &Fingerprint, rendered: Option<Fingerprint>) -> bool {
         let now = now_unix();
-        self.lock()
-            .jobs
-            .get(fp)
-            .is_some_and(|t| t.state == CachedState::Success && t.expires_unix > now)
+        self.lock().jobs.get(fp).is_some_and(|t| {
+            t.state == CachedState::Success && t.expires_unix > now && t.rendered == rendered
+        })
     }
 
     /// `success` or `failed` if a job whose fingerprint starts with `prefix` (hex) finished here
@@ -450,7 +455,21 @@ impl Cache {
 
     /// Remembers a job's outcome, and its parent's: a failed parent stays failed.
     pub fn record(&self, fp: &Fingerprint, parent: &str, state: CachedState) {
-        let job = self.timed(state);
+        self.record_rendered(fp, parent, state, None);
+    }
+
+    /// [`Cache::record`] of a templated job, with what its args were (see [`rendered_with`]).
+    pub fn record_rendered(
+        &self,
+        fp: &Fingerprint,
+        parent: &str,
+        state: CachedState,
+        rendered: Option<Fingerprint>,
+    ) {
+        let job = Timed {
+            rendered,
+            ..self.timed(state)
+        };
         {
             let mut s = self.lock();
             s.jobs.insert(*fp, job);
@@ -829,6 +848,53 @@ pub fn merge(base: &mut Map<String, Value>, new: Map<String, Value>, extend: boo
     }
 }
 
+/// What the args a templated job of `spec` renders with are, as a digest: the values of the
+/// names its command, path or DEST reads, and every arg for a `--blueprint` file (its names
+/// are known only once it is here). `None` for a job without templates. A success cached with
+/// other args does not skip the job: a templated command whose ARG changed runs again
+/// (Directord skipped it, by a fingerprint of the job as written).
+pub fn rendered_with(spec: &crate::JobSpec, args: impl FnOnce() -> Vars) -> Option<Fingerprint> {
+    use crate::spec::Component;
+    let (texts, every_arg): (Vec<&str>, bool) = match &spec.component {
+        Component::Run { command, .. } => (vec![command.as_str()], false),
+        Component::Workdir { path, .. } => (vec![path.as_str()], false),
+        Component::Add(t) | Component::Copy(t) => (vec![t.dest.as_str()], t.blueprint),
+        _ => return None,
+    };
+    let templated: Vec<&str> = texts
+        .into_iter()
+        .filter(|t| crate::template::is_template(t))
+        .collect();
+    if templated.is_empty() && !every_arg {
+        return None;
+    }
+    let args = args();
+    let mut names = std::collections::BTreeSet::new();
+    if every_arg {
+        names.extend(args.keys().cloned());
+    }
+    for text in templated {
+        names.extend(crate::template::names_used(text).unwrap_or_default());
+    }
+    let mut hasher = blake3::Hasher::new();
+    for name in &names {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        // Absent and null differ: a missing name fails the job, a null renders.
+        match args.get(name) {
+            Some(value) => {
+                hasher.update(b"=");
+                hasher.update(value.to_string().as_bytes());
+            }
+            None => {
+                hasher.update(b"!");
+            }
+        }
+        hasher.update(&[0]);
+    }
+    Some(Fingerprint(*hasher.finalize().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -855,6 +921,35 @@ mod tests {
         }
     }
 
+    /// A cached outcome keeps the args it rendered with across a restart, and one written by
+    /// a release before (no such field) still reads, as rendered without templates.
+    #[test]
+    fn what_a_job_rendered_with_is_kept_and_old_rows_read() {
+        #[derive(Serialize)]
+        struct Before {
+            state: CachedState,
+            expires_unix: u64,
+        }
+        let before = cbor(&Before {
+            state: CachedState::Success,
+            expires_unix: 7,
+        });
+        let read: Timed = ciborium::from_reader(before.as_slice()).unwrap();
+        assert_eq!((read.expires_unix, read.rendered), (7, None));
+        let with = Timed {
+            state: CachedState::Success,
+            expires_unix: 7,
+            rendered: Some(Fingerprint([9; 32])),
+        };
+        let read: Timed = ciborium::from_reader(cbor(&with).as_slice()).unwrap();
+        assert_eq!(read.rendered, Some(Fingerprint([9; 32])));
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let fp = Fingerprint([1; 32]);
+        cache.record_rendered(&fp, "p", CachedState::Success, Some(Fingerprint([9; 32])));
+        assert!(cache.succeeded(&fp, Some(Fingerprint([9; 32]))));
+        assert!(!cache.succeeded(&fp, Some(Fingerprint([8; 32]))));
+        assert!(!cache.succeeded(&fp, None));
+    }
     #[test]
     fn merge_replaces_or_extends() {
         let mut base = obj(json!({"a": {"x": 1}, "l": [1], "s": "old"}));
@@ -875,9 +970,9 @@ mod tests {
     fn success_is_remembered_and_a_failed_parent_stays_failed() {
         let cache = Cache::in_memory(DEFAULT_TTL);
         let fp = Fingerprint([1; 32]);
-        assert!(!cache.succeeded(&fp));
+        assert!(!cache.succeeded(&fp, None));
         cache.record(&fp, "p", CachedState::Success);
-        assert!(cache.succeeded(&fp) && !cache.parent_failed("p"));
+        assert!(cache.succeeded(&fp, None) && !cache.parent_failed("p"));
         cache.record(&Fingerprint([2; 32]), "p", CachedState::Failed);
         assert!(cache.parent_failed("p"));
         cache.record(&Fingerprint([3; 32]), "p", CachedState::Success);
@@ -886,7 +981,7 @@ mod tests {
             "a later success does not clear the parent failure"
         );
         assert_eq!(cache.evict(CacheTag::Jobs), 3);
-        assert!(!cache.succeeded(&fp));
+        assert!(!cache.succeeded(&fp, None));
     }
 
     #[test]
@@ -894,7 +989,7 @@ mod tests {
         let cache = Cache::in_memory(Duration::ZERO);
         let fp = Fingerprint([1; 32]);
         cache.record(&fp, "p", CachedState::Success);
-        assert!(!cache.succeeded(&fp));
+        assert!(!cache.succeeded(&fp, None));
     }
 
     /// Jobs share one copy of the args until an ARG, an eviction or a QUERY changes them.
@@ -931,7 +1026,7 @@ mod tests {
         }
         let db = Arc::new(Database::create(&path).unwrap());
         let cache = Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap();
-        assert!(cache.succeeded(&fp));
+        assert!(cache.succeeded(&fp, None));
         assert_eq!(cache.args()["k"], json!("v"));
         assert_eq!(cache.envs(), vec![("E".to_string(), "1".to_string())]);
         assert_eq!(cache.evict(CacheTag::Query), 1);
@@ -1034,6 +1129,7 @@ mod tests {
             let ahead = Timed {
                 state: CachedState::Success,
                 expires_unix: now_unix() + 3 * 24 * 3600 + ttl.as_secs(),
+                rendered: None,
             };
             DirectSink(db).write(vec![
                 (format!("job/{}", fp.to_hex()), Some(cbor(&ahead))),
@@ -1051,7 +1147,7 @@ mod tests {
         {
             let db = Arc::new(Database::create(&path).unwrap());
             let cache = Cache::open(db.clone(), ttl, Arc::new(DirectSink(db))).unwrap();
-            assert!(cache.succeeded(&fp));
+            assert!(cache.succeeded(&fp, None));
             let (job, parent) = in_secs(&cache.dump());
             assert!(job <= 3600 && parent <= 3600, "{job} {parent}");
         }
@@ -1079,6 +1175,7 @@ mod tests {
         let at = |expires_unix| Timed {
             state: CachedState::Success,
             expires_unix,
+            rendered: None,
         };
         {
             let db = Arc::new(Database::create(&path).unwrap());
@@ -1106,7 +1203,7 @@ mod tests {
             assert_eq!(s.jobs.keys().collect::<Vec<_>>(), vec![&live]);
             assert_eq!(s.parents.keys().collect::<Vec<_>>(), vec!["live"]);
         }
-        assert!(cache.succeeded(&live) && !cache.succeeded(&old));
+        assert!(cache.succeeded(&live, None) && !cache.succeeded(&old, None));
         // While open: the live ones' time runs out (as if the clock had moved on).
         cache.record(&Fingerprint([3; 32]), "later", CachedState::Success);
         {
@@ -1120,7 +1217,7 @@ mod tests {
         assert!(dump["parents"].get("live").is_none(), "{dump}");
         assert!(dump["parents"].get("later").is_some(), "{dump}");
         cache.lock().next_clamp = None;
-        assert!(!cache.succeeded(&live));
+        assert!(!cache.succeeded(&live, None));
         {
             let s = cache.lock();
             assert!(!s.jobs.contains_key(&live) && !s.parents.contains_key("live"));
@@ -1137,7 +1234,7 @@ mod tests {
         drop(db);
         let db = Arc::new(Database::create(&path).unwrap());
         let again = Cache::open(db.clone(), ttl, Arc::new(DirectSink(db))).unwrap();
-        assert!(again.succeeded(&Fingerprint([3; 32])) && !again.succeeded(&live));
+        assert!(again.succeeded(&Fingerprint([3; 32]), None) && !again.succeeded(&live, None));
     }
 
     /// Changes reach the sink in the order they were made: one that took the state after

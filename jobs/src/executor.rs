@@ -32,7 +32,7 @@ use tokio::{
 };
 
 use crate::{
-    cache::{Cache, CachedState},
+    cache::{Cache, CachedState, rendered_with},
     components::{self, Coordinator, LineSink, OutputLine, OutputStream, QueueLender},
     processes::{NotStarted, ProcessLog},
     spec::{Component, Fingerprint, JobSpec, Verb},
@@ -727,7 +727,9 @@ async fn execute(
 ) -> Outcome {
     let started_unix_ms = unix_ms();
     let verb = work.spec.verb();
-    if succeeded_within_ttl(verb, &work, cache) {
+    // A templated job's args as it is about to render with them (see `rendered_with`).
+    let rendered = rendered_with(&work.spec, || cache.args_for_run(&work.run_id));
+    if succeeded_within_ttl(verb, &work, cache, rendered) {
         return skipped(work.job_id, started_unix_ms);
     }
     // See `Verb::waits_for_other_nodes`: a wait that held the global lock shared would keep a
@@ -773,14 +775,26 @@ async fn execute(
         // Output lines reach the node before the result does.
         finish_output(forward, &work.job_id, &finished, events).await;
     }
-    record_result(work, finished, cache, execution_secs, started_unix_ms)
+    record_result(
+        work,
+        finished,
+        cache,
+        rendered,
+        execution_secs,
+        started_unix_ms,
+    )
 }
 
 /// Whether the job already succeeded on this node within the cache TTL, and is skipped.
-fn succeeded_within_ttl(verb: Verb, work: &Work, cache: &Cache) -> bool {
+fn succeeded_within_ttl(
+    verb: Verb,
+    work: &Work,
+    cache: &Cache,
+    rendered: Option<Fingerprint>,
+) -> bool {
     verb.cacheable()
         && !work.spec.skip_cache
-        && cache.succeeded(&work.fingerprint)
+        && cache.succeeded(&work.fingerprint, rendered)
         && !arg_it_sets_is_gone(&work.spec, cache)
 }
 
@@ -879,6 +893,7 @@ fn record_result(
     work: Work,
     finished: components::Finished,
     cache: &Cache,
+    rendered: Option<Fingerprint>,
     execution_secs: f64,
     started_unix_ms: u64,
 ) -> Outcome {
@@ -887,7 +902,7 @@ fn record_result(
     } else {
         ResultState::Failed
     };
-    cache.record(
+    cache.record_rendered(
         &work.fingerprint,
         &work.parent_id,
         if finished.success {
@@ -895,6 +910,7 @@ fn record_result(
         } else {
             CachedState::Failed
         },
+        rendered,
     );
     Outcome {
         job_id: work.job_id,

@@ -179,6 +179,20 @@ pub fn render_named(name: &str, text: &str, args: &Vars) -> Result<String, Strin
         })
 }
 
+/// The top-level names `text` reads (those the engine defines left out), or `None` when it is
+/// no template that parses.
+pub fn names_used(text: &str) -> Option<std::collections::BTreeSet<String>> {
+    let env = environment();
+    let template = env.template_from_str(text).ok()?;
+    Some(
+        template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|name| !env.globals().any(|(g, _)| g == name))
+            .collect(),
+    )
+}
+
 /// The top-level names `text` uses that neither `args` nor the engine defines, sorted.
 fn missing_args(text: &str, args: &Map<String, Value>) -> Vec<String> {
     let env = environment();

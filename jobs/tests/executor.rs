@@ -132,6 +132,57 @@ async fn run_reports_output_exit_code_and_caches_success() {
     assert_eq!(h.results(1).await[&forced].state, ResultState::Success);
 }
 
+/// A templated job's cached success counts for the args it rendered with only: once an arg
+/// it reads changes, it runs again (then is skipped again); an arg it does not read changes
+/// nothing.
+#[tokio::test]
+async fn a_templated_job_runs_again_when_the_args_it_reads_change() {
+    let mut h = Harness::new();
+    let step = async |h: &mut Harness, run: &str, verb: &str, inline: &str| {
+        let id = h.submit(run, QueueKind::Sync, verb, inline).await;
+        h.results(1).await.remove(&id).unwrap()
+    };
+    assert_eq!(
+        step(&mut h, "a", "ARG", "x 1").await.state,
+        ResultState::Success
+    );
+    let first = step(&mut h, "b", "RUN", "echo {{ x }}").await;
+    assert_eq!(
+        (first.state, first.stdout.as_str()),
+        (ResultState::Success, "1")
+    );
+    assert_eq!(
+        step(&mut h, "c", "RUN", "echo {{ x }}").await.state,
+        ResultState::Skipped
+    );
+    // Another arg: the job does not read it.
+    step(&mut h, "d", "ARG", "y 5").await;
+    assert_eq!(
+        step(&mut h, "e", "RUN", "echo {{ x }}").await.state,
+        ResultState::Skipped
+    );
+    step(&mut h, "f", "ARG", "x 2").await;
+    let again = step(&mut h, "g", "RUN", "echo {{ x }}").await;
+    assert_eq!(
+        (again.state, again.stdout.as_str()),
+        (ResultState::Success, "2")
+    );
+    assert_eq!(
+        step(&mut h, "h", "RUN", "echo {{ x }}").await.state,
+        ResultState::Skipped
+    );
+    // A job without templates is skipped whatever the args.
+    assert_eq!(
+        step(&mut h, "i", "RUN", "echo plain").await.state,
+        ResultState::Success
+    );
+    step(&mut h, "j", "ARG", "x 3").await;
+    assert_eq!(
+        step(&mut h, "k", "RUN", "echo plain").await.state,
+        ResultState::Skipped
+    );
+}
+
 #[tokio::test]
 async fn output_without_newlines_is_kept_up_to_the_cap_and_a_peer_job_cannot_overflow_a_clock() {
     let mut h = Harness::new();

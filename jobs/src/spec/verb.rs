@@ -245,7 +245,7 @@ impl Verb {
                 OptionSpec {
                     name: "blueprint",
                     value: None,
-                    help: "render the file as a template against the node's cached args (a cached success is skipped even if they changed since: add --skip-cache when they may)",
+                    help: "render the file as a template against the node's cached args (a cached success counts while they are as they were)",
                 },
             ],
             Verb::Echo | Verb::Cachefile | Verb::Cacheevict | Verb::Queuesentinel => &[],
