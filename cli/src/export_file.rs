@@ -35,13 +35,23 @@ pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
     Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file()))
 }
 
-/// What the export's line says after its path when it replaced a file.
-pub fn replaced_note(replaced: bool) -> &'static str {
-    if replaced {
+/// What an export of `count` `items` to `file` did, as a line or (`json`) as JSON; a file it
+/// replaced is said.
+pub fn said(count: usize, items: &str, file: &Path, replaced: bool, json: bool) -> String {
+    if json {
+        let said = serde_json::json!({
+            "exported": count,
+            "file": file.display().to_string(),
+            "replaced": replaced,
+        });
+        return serde_json::to_string_pretty(&said).unwrap_or_else(|_| said.to_string());
+    }
+    let note = if replaced {
         " (the file that was there is replaced)"
     } else {
         ""
-    }
+    };
+    format!("Exported {count} {items} to [ {} ]{note}", file.display())
 }
 
 /// A file written readable by its owner only, as the records in the state directory are

@@ -217,19 +217,7 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 let what = file.display().to_string();
                 let (out, count) = write_records(&mut parts, |_| true, format, out, &what).await?;
                 out.finish().map_err(cannot)?;
-                if json {
-                    json_text(&json!({
-                        "exported": count,
-                        "file": file.display().to_string(),
-                        "replaced": replaced,
-                    }))?
-                } else {
-                    format!(
-                        "Exported {count} jobs to [ {} ]{}",
-                        file.display(),
-                        export_file::replaced_note(replaced)
-                    )
-                }
+                export_file::said(count, "jobs", &file, replaced, json)
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
                 ControlResponse::Cache(v) => json_text(&v)?,

@@ -70,20 +70,7 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
             let mut out = PrivateFile::create(&file).map_err(cannot)?;
             out.write_all(text.as_bytes()).map_err(cannot)?;
             out.finish().map_err(cannot)?;
-            if json {
-                to_json(&serde_json::json!({
-                    "exported": report.nodes.len(),
-                    "file": file.display().to_string(),
-                    "replaced": replaced,
-                }))?
-            } else {
-                format!(
-                    "Exported {} nodes to [ {} ]{}",
-                    report.nodes.len(),
-                    file.display(),
-                    export_file::replaced_note(replaced)
-                )
-            }
+            export_file::said(report.nodes.len(), "nodes", &file, replaced, json)
         }
     };
     output::line(text);
