@@ -250,7 +250,8 @@ pub fn resolve(
     let everyone = alive_members(status);
     let conflicted = conflicted_names(status);
     let mut left_out = BTreeSet::new();
-    // Whether a parent runs on every node (and so would on nodes of another release).
+    // Whether a job runs on every node (and so would on nodes of another release, or on
+    // members not alive now): a parent of `--run-once` jobs only runs on one node anyway.
     let mut untargeted = false;
 
     let mut run = RunParts::new(&sub, local_name, now_ms);
@@ -268,7 +269,7 @@ pub fn resolve(
             Some(targets) => targets,
             None => {
                 left_out.extend(conflicted.iter().cloned());
-                untargeted = true;
+                untargeted |= sp.jobs.iter().any(|job| !job.spec.run_once);
                 everyone.clone()
             }
         };
