@@ -891,31 +891,7 @@ impl Sim {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Submit => {
-                if let Some(job) = self.query_job {
-                    let targets = self
-                        .ids
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| self.work[*i].contains(&job))
-                        .map(|(i, id)| query::Target {
-                            node: id.clone(),
-                            name: format!("node-{i}"),
-                            reported: false,
-                            written_off: false,
-                        })
-                        .collect();
-                    let job_id = self.job_id(job);
-                    let arg = Some(QUERY_ARG.to_string());
-                    self.queries.open(&job_id, arg, targets, self.instant());
-                }
-                let run = Run::clone(&self.run);
-                let actions = self
-                    .originator
-                    .handle(originator::Input::Submit(run), self.instant());
-                self.originator_actions(actions);
-                self.runs_tick(self.submitter);
-            }
+            Event::Submit => self.submit(),
             Event::Gossip {
                 to,
                 from,
@@ -1042,58 +1018,97 @@ impl Sim {
                 }
                 self.start(node)
             }
-            Event::PartitionStart => {
-                self.disruptions += 1;
-                self.partition_started = true;
-                self.partitioned = true;
-                let cut = self.side_b[self.submitter];
-                for node in 0..self.ids.len() {
-                    if self.side_b[node] != cut && self.down_since[node].is_none() {
-                        self.suspect(node);
-                    }
-                }
+            Event::PartitionStart => self.partition_start(),
+            Event::PartitionHeal => self.partition_heal(),
+            Event::Back { node } => self.back(node),
+            Event::Suspect { node } => self.write_off_if_expired(node),
+        }
+    }
+
+    /// The run goes to the originator (and the QUERY it waits for is opened).
+    fn submit(&mut self) {
+        if let Some(job) = self.query_job {
+            let targets = self
+                .ids
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.work[*i].contains(&job))
+                .map(|(i, id)| query::Target {
+                    node: id.clone(),
+                    name: format!("node-{i}"),
+                    reported: false,
+                    written_off: false,
+                })
+                .collect();
+            let job_id = self.job_id(job);
+            let arg = Some(QUERY_ARG.to_string());
+            self.queries.open(&job_id, arg, targets, self.instant());
+        }
+        let run = Run::clone(&self.run);
+        let actions = self
+            .originator
+            .handle(originator::Input::Submit(run), self.instant());
+        self.originator_actions(actions);
+        self.runs_tick(self.submitter);
+    }
+
+    /// The mesh splits: every node on the other side of the submitter comes under suspicion.
+    fn partition_start(&mut self) {
+        self.disruptions += 1;
+        self.partition_started = true;
+        self.partitioned = true;
+        let cut = self.side_b[self.submitter];
+        for node in 0..self.ids.len() {
+            if self.side_b[node] != cut && self.down_since[node].is_none() {
+                self.suspect(node);
             }
-            Event::PartitionHeal => {
-                self.partitioned = false;
-                for node in 0..self.ids.len() {
-                    if self.nodes[node].alive {
-                        self.down_since[node] = None;
-                        self.heard_again(node);
-                    }
-                }
+        }
+    }
+
+    /// The split heals: every live node is heard again.
+    fn partition_heal(&mut self) {
+        self.partitioned = false;
+        for node in 0..self.ids.len() {
+            if self.nodes[node].alive {
+                self.down_since[node] = None;
+                self.heard_again(node);
             }
-            Event::Back { node } => {
-                if self.written_off[node] && self.down_since[node].is_none() {
-                    self.written_off[node] = false;
-                    let back = originator::Input::NodeBack(self.ids[node].clone());
-                    let actions = self.originator.handle(back, self.instant());
-                    self.originator_actions(actions);
-                    let actions = self.queries.node_back(&self.ids[node]);
-                    self.query_actions(actions);
-                    // The node hears the submitter again at about the same time (the same
-                    // expiry on both sides of a split): its held results go at once.
-                    let to = self.ids[self.submitter].clone();
-                    let now = self.instant();
-                    let actions = self.nodes[node]
-                        .outbox
-                        .handle(outbox::Input::Back { to }, now);
-                    self.outbox_actions(node, actions);
-                }
-            }
-            Event::Suspect { node } => {
-                if let Some(since) = self.down_since[node]
-                    && self.now >= since + self.expiry
-                    && !self.written_off[node]
-                {
-                    self.written_off[node] = true;
-                    let gone = originator::Input::NodeGone(self.ids[node].clone());
-                    let actions = self.originator.handle(gone, self.instant());
-                    self.originator_actions(actions);
-                    let now = self.instant();
-                    let actions = self.queries.node_gone(&self.ids[node], now);
-                    self.query_actions(actions);
-                }
-            }
+        }
+    }
+
+    /// A written-off node is heard again: its jobs and QUERY reopen and its held results go.
+    fn back(&mut self, node: usize) {
+        if self.written_off[node] && self.down_since[node].is_none() {
+            self.written_off[node] = false;
+            let back = originator::Input::NodeBack(self.ids[node].clone());
+            let actions = self.originator.handle(back, self.instant());
+            self.originator_actions(actions);
+            let actions = self.queries.node_back(&self.ids[node]);
+            self.query_actions(actions);
+            // The node hears the submitter again at about the same time (the same
+            // expiry on both sides of a split): its held results go at once.
+            let to = self.ids[self.submitter].clone();
+            let now = self.instant();
+            let actions = self.nodes[node]
+                .outbox
+                .handle(outbox::Input::Back { to }, now);
+            self.outbox_actions(node, actions);
+        }
+    }
+
+    /// A suspected node unheard for the expiry is written off by the originator and QUERY.
+    fn write_off_if_expired(&mut self, node: usize) {
+        if let Some(since) = self.down_since[node]
+            && self.now >= since + self.expiry
+            && !self.written_off[node]
+        {
+            self.written_off[node] = true;
+            let gone = originator::Input::NodeGone(self.ids[node].clone());
+            let actions = self.originator.handle(gone, self.instant());
+            self.originator_actions(actions);
+            let now = self.instant();
+            let actions = self.queries.node_gone(&self.ids[node], now);
+            self.query_actions(actions);
         }
     }
 
