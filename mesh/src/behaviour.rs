@@ -1,9 +1,12 @@
 //! The libp2p `NetworkBehaviour` of a mesh node and the tuning of each protocol in it.
 //!
-//! - gossipsub carries presence (and, later, job announces): signed, strict validation, message id
-//!   = blake3 of the payload, mesh degrees tuned so that small meshes (2–20 nodes) form a full mesh
-//!   instead of logging "mesh low" forever.
-//! - `/directord/ctl/1` is the reliable point-to-point path (request-response, bounded frames).
+//! - gossipsub carries presence ([`PRESENCE_TOPIC`]) and job announces and QUERY sets
+//!   ([`JOBS_TOPIC`]): signed, strict validation, message id = blake3 of the payload, mesh
+//!   degrees tuned so that small meshes (2–20 nodes) form a full mesh instead of logging "mesh
+//!   low" forever.
+//! - `/directord/ctl/1` is the reliable point-to-point path (request-response, bounded frames):
+//!   membership syncs and job messages.
+//! - `/directord/blob/1` carries file chunks ([`BLOB_PROTOCOL`], its own timeout and streams).
 //! - ping notices dead connections that TCP alone would keep open across a partition.
 //! - connection limits cap duplicate connections to one peer (two connections double gossip);
 //!   one more is let in so that the event loop can keep the newest two (see

@@ -7,7 +7,9 @@
 //! - [`key`]: the mesh key (private network) and the join token;
 //! - [`private`]: the private-network layer every connection starts with;
 //! - [`membership`]: the sans-IO membership table (alive / expired / left / conflict);
-//! - [`network`]: the swarm event loop and its cloneable [`MeshHandle`].
+//! - [`network`]: the swarm event loop and its cloneable [`MeshHandle`];
+//! - [`shaped`]: in-process links with latency and loss (the simulator's tier 2);
+//! - [`tuning`]: the numbers that shape the mesh's traffic, for models of it.
 //!
 //! The swarm runs TCP + private network + Noise + Yamux for daemons, or libp2p's memory
 //! transport with the same upgrades when many nodes share one process (tests, simulations).

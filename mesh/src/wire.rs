@@ -7,7 +7,9 @@
 //! | channel                        | type                          |
 //! |--------------------------------|-------------------------------|
 //! | gossipsub `directord/presence/1` | [`Presence`]                |
-//! | request-response `/directord/ctl/1` | [`CtlRequest`] → [`CtlResponse`] |
+//! | gossipsub `directord/jobs/1`   | opaque bytes (job announces and QUERY sets, decoded by `coordination`) |
+//! | request-response `/directord/ctl/1` | [`CtlRequest`] → [`CtlResponse`] (`CtlRequest::Job` carries job messages as opaque bytes) |
+//! | request-response `/directord/blob/1` | [`BlobRequest`] → [`BlobHead`] and the chunk's bytes, or [`BlobResponse`] |
 
 use std::{
     collections::BTreeMap,

@@ -30,7 +30,8 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a file stays in the blob store after its last use, by default.
 pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// Job records finished longer ago than this are forgotten (`--record-retention`).
+/// Job records submitted longer ago than this are forgotten, once every target reported
+/// (`--record-retention`).
 pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The fewest peers `--max-peers` takes: the most peers gossip keeps in a topic's mesh

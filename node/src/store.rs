@@ -11,6 +11,7 @@
 //! | `accepted-runs` | run id → `Run` (no inline files), while jobs of it are pending | a target |
 //! | `cache`    | see `jobs::cache`                    | a target        |
 //! | `query-values` | `job/peer` → [`QueryValue`]      | the originator  |
+//! | `meta`     | `format`, `last-submission` → number | every node (`last-submission`: an originator) |
 //!
 //! Reads happen on the caller's thread. Writes go to one writer thread that commits them in
 //! groups (one transaction for everything that arrived within [`GROUP_WINDOW`]), so a busy node

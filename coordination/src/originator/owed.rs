@@ -1,4 +1,4 @@
-//! The results a run still waits for, kept by the target that owes them.
+//! The results a run still waits for, on the originator, indexed by the target that owes them.
 
 use std::collections::{BTreeSet, HashMap};
 
