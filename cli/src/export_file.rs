@@ -1,9 +1,11 @@
 //! The file an export writes (`manage --export-jobs`, `--export-nodes`): readable by its
 //! owner only, written aside and renamed into place, never inside the daemon's state
-//! directory, and a file it replaces is said.
+//! directory, and a file it replaces is said. `-` is standard output; what an export to it
+//! (or to a device or a pipe, `/dev/stdout`) did is said on standard error, so that what it
+//! wrote stays one whole JSON or YAML document.
 
 use std::{
-    os::unix::fs::OpenOptionsExt,
+    os::{fd::AsFd, unix::fs::OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -14,6 +16,9 @@ use crate::Failure;
 /// linked directory, or as a link to a file there (an export follows a link to a file);
 /// `Ok(true)` when a regular file is there already (the export replaces it, and says so).
 pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
+    if is_stdout(path) {
+        return Ok(false);
+    }
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -35,23 +40,45 @@ pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
     Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file()))
 }
 
-/// What an export of `count` `items` to `file` did, as a line or (`json`) as JSON; a file it
-/// replaced is said.
-pub fn said(count: usize, items: &str, file: &Path, replaced: bool, json: bool) -> String {
-    if json {
+/// `-`: standard output.
+fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// How errors name `file`.
+pub fn name(file: &Path) -> String {
+    if is_stdout(file) {
+        "standard output".to_string()
+    } else {
+        file.display().to_string()
+    }
+}
+
+/// Says what an export of `count` `items` to `file` did, as a line or (`json`) as JSON; a
+/// file it replaced is said. On standard output, or on standard error when the export went
+/// to standard output, a device or a pipe (its reader reads the export alone).
+pub fn say(count: usize, items: &str, file: &Path, replaced: bool, json: bool) {
+    let said = if json {
         let said = serde_json::json!({
             "exported": count,
             "file": file.display().to_string(),
             "replaced": replaced,
         });
-        return serde_json::to_string_pretty(&said).unwrap_or_else(|_| said.to_string());
-    }
-    let note = if replaced {
-        " (the file that was there is replaced)"
+        serde_json::to_string_pretty(&said).unwrap_or_else(|_| said.to_string())
     } else {
-        ""
+        let note = if replaced {
+            " (the file that was there is replaced)"
+        } else {
+            ""
+        };
+        format!("Exported {count} {items} to [ {} ]{note}", name(file))
     };
-    format!("Exported {count} {items} to [ {} ]{note}", file.display())
+    let streamed = is_stdout(file) || std::fs::metadata(file).is_ok_and(|m| !m.is_file());
+    if streamed {
+        crate::output::err_line(said);
+    } else {
+        crate::output::line(said);
+    }
 }
 
 /// A file written readable by its owner only, as the records in the state directory are
@@ -59,7 +86,7 @@ pub fn said(count: usize, items: &str, file: &Path, replaced: bool, json: bool) 
 /// the path by [`PrivateFile::finish`] (a file there before, with another mode, is replaced;
 /// one never finished leaves it as it was); a link to a file is followed, and that file is
 /// replaced the same way (the link stays); a device or a pipe (`/dev/stdout`, a process
-/// substitution) is just written to.
+/// substitution) is just written to, as standard output is for `-`.
 pub struct PrivateFile {
     file: std::fs::File,
     /// Where it is written aside, and the path it is renamed to.
@@ -68,6 +95,10 @@ pub struct PrivateFile {
 
 impl PrivateFile {
     pub fn create(path: &Path) -> std::io::Result<PrivateFile> {
+        if is_stdout(path) {
+            let file = std::io::stdout().as_fd().try_clone_to_owned()?.into();
+            return Ok(PrivateFile { file, aside: None });
+        }
         let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
         let resolved;
         let path = match std::fs::metadata(path) {

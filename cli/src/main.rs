@@ -110,13 +110,13 @@ struct ManageArgs {
     filter: Option<manage::Filter>,
 
     /// One job's record, node by node (`last` for the newest; the start of an id will do).
-    #[arg(long, group = "action", value_name = "ID")]
+    #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     job_info: Option<String>,
 
     /// Follow one run's jobs again until every result is in, as `--poll --check` does (`last`
     /// for the newest run; a run id, a job id of the run, or the start of one, will do). For a
     /// run whose command was stopped or whose node restarted meanwhile; exit code as for exec.
-    #[arg(long, group = "action", value_name = "ID")]
+    #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     follow_run: Option<String>,
 
     /// Forget every job record on this node, but those of jobs still waiting for results.
@@ -125,6 +125,7 @@ struct ManageArgs {
 
     /// Write every job record to FILE (YAML for .yaml/.yml, else JSON), readable by its
     /// owner only; a file there is replaced (and said to be); never into the state directory.
+    /// `-` writes JSON to standard output (what was exported is then said on standard error).
     #[arg(long, group = "action", value_name = "FILE")]
     export_jobs: Option<PathBuf>,
 
@@ -138,12 +139,12 @@ struct ManageArgs {
     dump_cache: bool,
 
     /// Timing analysis of one job (`last` for the newest; the start of an id will do).
-    #[arg(long, group = "action", value_name = "ID")]
+    #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     analyze_job: Option<String>,
 
     /// Timing analysis of every job of one parent (`last` for the parent of the newest job; the
     /// start of an id will do).
-    #[arg(long, group = "action", value_name = "ID")]
+    #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     analyze_parent: Option<String>,
 
     /// Print JSON instead of a table or a sentence (listings, job info, analyses, and what a

@@ -159,6 +159,25 @@ fn json_text<T: serde::Serialize>(v: &T) -> Result<String, Failure> {
     serde_json::to_string_pretty(v).map_err(Failure::runtime)
 }
 
+/// A `--job-info`, `--follow-run` or `--analyze-*` value as the daemon looks it up: `last` and
+/// ids (lowercase hexadecimal digits and dashes) in any case; a control character is refused
+/// (it would be printed back in the answer).
+pub fn record_id(value: &str) -> Result<String, String> {
+    if let Some((at, c)) = value.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(format!(
+            "a control character ({:?}) at byte {at}: give a job or run id, the start of one, \
+             or `last`",
+            c
+        ));
+    }
+    let hex = |c: char| c.is_ascii_hexdigit() || c == '-';
+    if value.eq_ignore_ascii_case("last") || value.chars().all(hex) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
 pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> {
     crate::client_runtime()?.block_on(async {
         let text = match action {
@@ -207,17 +226,17 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                     Some(e) if e == "yaml" || e == "yml" => Format::Yaml,
                     _ => Format::Json,
                 };
-                let cannot = |e: std::io::Error| {
-                    Failure::Runtime(format!("cannot write {}: {e}", file.display()))
-                };
+                let what = export_file::name(&file);
+                let cannot =
+                    |e: std::io::Error| Failure::Runtime(format!("cannot write {what}: {e}"));
                 let replaced = export_file::check(state_dir, &file)?;
                 let mut client = connect(state_dir).await?;
                 let mut parts = client.list_jobs(true).await.map_err(Failure::runtime)?;
                 let out = PrivateFile::create(&file).map_err(cannot)?;
-                let what = file.display().to_string();
                 let (out, count) = write_records(&mut parts, |_| true, format, out, &what).await?;
                 out.finish().map_err(cannot)?;
-                export_file::said(count, "jobs", &file, replaced, json)
+                export_file::say(count, "jobs", &file, replaced, json);
+                return Ok(());
             }
             Action::DumpCache => match ask(state_dir, ControlRequest::DumpCache).await? {
                 ControlResponse::Cache(v) => json_text(&v)?,
@@ -477,6 +496,19 @@ mod tests {
     use node::records::{JobRecord, NodeResult, write_off_info};
 
     use super::*;
+
+    #[test]
+    fn record_ids_are_taken_in_any_case_and_control_characters_refused() {
+        assert_eq!(record_id("LAST").unwrap(), "last");
+        assert_eq!(record_id("17A5-B").unwrap(), "17a5-b");
+        // Not an id in any case: as given, for the daemon to say it has no such job.
+        assert_eq!(record_id("No-Such").unwrap(), "No-Such");
+        let why = record_id("a\u{1b}[2Jb").unwrap_err();
+        assert!(
+            why.starts_with("a control character ('\\u{1b}') at byte 1"),
+            "{why}"
+        );
+    }
 
     fn result(
         state: ResultState,

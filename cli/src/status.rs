@@ -64,13 +64,13 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
             } else {
                 to_json(&report.nodes)?
             };
-            let cannot = |e: std::io::Error| {
-                Failure::Runtime(format!("cannot write {}: {e}", file.display()))
-            };
+            let what = export_file::name(&file);
+            let cannot = |e: std::io::Error| Failure::Runtime(format!("cannot write {what}: {e}"));
             let mut out = PrivateFile::create(&file).map_err(cannot)?;
             out.write_all(text.as_bytes()).map_err(cannot)?;
             out.finish().map_err(cannot)?;
-            export_file::said(report.nodes.len(), "nodes", &file, replaced, json)
+            export_file::say(report.nodes.len(), "nodes", &file, replaced, json);
+            return Ok(());
         }
     };
     output::line(text);

@@ -292,6 +292,14 @@ fn usage_errors_exit_2() {
         2,
         &["--filter applies only to --list-jobs"],
     );
+    fails(
+        &["manage", "--job-info", "a\u{1b}[2Jb"],
+        2,
+        &[
+            "--job-info <ID>",
+            "a control character ('\\u{1b}') at byte 1",
+        ],
+    );
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
     // --finger-print runs nothing: there is nothing to wait for or check.
     fails(

@@ -2103,6 +2103,21 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(
         &std::fs::metadata("/dev/null").unwrap().file_type()
     ));
+    // To standard output (`-`, or `/dev/stdout` when it is a pipe): the export alone there,
+    // one JSON document; what was exported is said on standard error.
+    for to in ["-", "/dev/stdout"] {
+        let o = d.cli_in(root.path(), &["manage", "--export-jobs", to]);
+        assert!(o.status.success(), "{to}: {}", text(&o));
+        let exported: Vec<Value> =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{to}: {e}: {}", text(&o)));
+        assert_eq!(exported.len(), 4, "{to}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Exported 4 jobs to [ "),
+            "{to}: {}",
+            text(&o)
+        );
+    }
+    assert!(!root.path().join("-").exists());
     let linked = root.path().join("linked.json");
     let link = root.path().join("link.json");
     std::fs::write(&linked, "").unwrap();
