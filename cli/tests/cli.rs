@@ -978,4 +978,38 @@ fn socket_group_owns_the_control_socket() {
     // Keys stay private to the owner.
     let key = std::fs::metadata(sd.join("identity.key")).unwrap();
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    // Another user: a member of the group is served; one outside it cannot look into the
+    // state directory, and is told so (not told of a socket it cannot even see).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |uid: u32, gid: u32| {
+        use std::os::unix::process::CommandExt;
+        bin()
+            .args(["--state-dir", sd.to_str().unwrap(), "status"])
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    let member = as_user(1, group.gid.as_raw());
+    assert!(member.status.success(), "{}", stderr(&member));
+    let outsider = as_user(65534, 65534);
+    assert_eq!(outsider.status.code(), Some(1), "{}", stderr(&outsider));
+    assert!(
+        stderr(&outsider).contains(&format!(
+            "permission denied on {} (or a directory above it): this user cannot reach the \
+             control socket in it",
+            sd.display()
+        )),
+        "{}",
+        stderr(&outsider)
+    );
+    // The socket itself closed to the group: said of the socket.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let member = as_user(1, group.gid.as_raw());
+    assert!(
+        stderr(&member).contains(&format!("permission denied on {}", socket.display())),
+        "{}",
+        stderr(&member)
+    );
 }

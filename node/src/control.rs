@@ -313,6 +313,12 @@ pub enum ControlError {
         "permission denied on {socket}: run as root or as a member of the socket's group (see join --socket-group)"
     )]
     PermissionDenied { socket: String },
+    #[error(
+        "permission denied on {state_dir} (or a directory above it): this user cannot reach the \
+         control socket in it; run as root or as a member of the socket's group (see join \
+         --socket-group)"
+    )]
+    StateDirDenied { state_dir: String },
     #[error("control socket {socket}: {source}")]
     Io {
         socket: String,
@@ -526,6 +532,15 @@ impl ControlClient {
                     ControlError::NoDaemon {
                         state_dir: state_dir.display().to_string(),
                         socket: socket.display().to_string(),
+                    }
+                }
+                // The directory cannot be looked into: the socket may not even be there.
+                io::ErrorKind::PermissionDenied
+                    if std::fs::symlink_metadata(socket)
+                        .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied) =>
+                {
+                    ControlError::StateDirDenied {
+                        state_dir: state_dir.display().to_string(),
                     }
                 }
                 io::ErrorKind::PermissionDenied => ControlError::PermissionDenied {
