@@ -123,7 +123,19 @@ impl PrivateFile {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&aside)?;
+            .open(&aside)
+            .map_err(|e| {
+                // A directory that is there but takes no new file (`/proc`, read-only, full):
+                // the file it refused is named, as the path itself may exist.
+                if aside.parent().is_some_and(|dir| dir.is_dir()) {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("the file it is written to first, {}: {e}", aside.display()),
+                    )
+                } else {
+                    e
+                }
+            })?;
         Ok(PrivateFile {
             file,
             aside: Some((aside, path.to_path_buf())),

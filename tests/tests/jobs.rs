@@ -2141,6 +2141,11 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
             "No such file",
         ),
         (PathBuf::from("/dev/full"), "No space left"),
+        // A file that is there, in a directory that takes no new file.
+        (
+            PathBuf::from("/proc/version"),
+            "the file it is written to first, /proc/.version.",
+        ),
     ] {
         let o = d.cli(&["manage", "--export-jobs", path.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
