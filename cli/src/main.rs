@@ -109,6 +109,10 @@ struct ManageArgs {
     #[arg(long, value_enum)]
     filter: Option<manage::Filter>,
 
+    /// With --list-jobs: only the N newest jobs (of those --filter keeps), oldest first.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    last: Option<u32>,
+
     /// One job's record, node by node (`last` for the newest; the start of an id will do).
     #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     job_info: Option<String>,
@@ -245,6 +249,11 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
             "--filter applies only to --list-jobs (e.g. manage --list-jobs --filter failed)".into(),
         ));
     }
+    if args.last.is_some() && !args.list_jobs {
+        return Err(Failure::Input(
+            "--last applies only to --list-jobs (e.g. manage --list-jobs --last 20)".into(),
+        ));
+    }
     let action = if args.list_nodes {
         return status::run(state_dir, status::View::Nodes { json: args.json });
     } else if let Some(file) = args.export_nodes {
@@ -253,6 +262,7 @@ fn manage_command(state_dir: &std::path::Path, args: ManageArgs) -> Result<(), F
     } else if args.list_jobs {
         Action::ListJobs {
             filter: args.filter,
+            last: args.last.map(|n| n as usize),
         }
     } else if let Some(id) = args.job_info {
         Action::JobInfo(id)

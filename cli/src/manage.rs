@@ -26,7 +26,11 @@ pub enum Filter {
 
 /// One `manage` action.
 pub enum Action {
-    ListJobs { filter: Option<Filter> },
+    /// `last`: only the newest this many (of those `filter` keeps).
+    ListJobs {
+        filter: Option<Filter>,
+        last: Option<usize>,
+    },
     JobInfo(String),
     PurgeJobs,
     ExportJobs(std::path::PathBuf),
@@ -113,6 +117,27 @@ async fn write_records<W: std::io::Write + Send + 'static>(
     Ok(written)
 }
 
+/// The newest `n` records of the daemon's list that `keep` passes, oldest first (the list
+/// comes oldest first; only `n` are held), and how many it passed in all.
+async fn newest(
+    parts: &mut JobParts<'_>,
+    keep: impl Fn(&JobRecord) -> bool,
+    n: usize,
+) -> Result<(std::collections::VecDeque<JobRecord>, usize), Failure> {
+    let mut newest = std::collections::VecDeque::with_capacity(n.min(1024));
+    let mut matched = 0;
+    while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
+        for record in part.into_iter().filter(|r| keep(r)) {
+            matched += 1;
+            if newest.len() == n {
+                newest.pop_front();
+            }
+            newest.push_back(record);
+        }
+    }
+    Ok((newest, matched))
+}
+
 /// A sequence serialized as its items come (serde takes it by reference: the cell hands the
 /// items over once).
 struct Streamed<I>(std::cell::RefCell<Option<I>>);
@@ -181,23 +206,34 @@ pub fn record_id(value: &str) -> Result<String, String> {
 pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> {
     crate::client_runtime()?.block_on(async {
         let text = match action {
-            Action::ListJobs { filter } => {
+            Action::ListJobs { filter, last } => {
                 let mut client = connect(state_dir).await?;
                 // The table shows no output; the JSON list is every record whole.
                 let mut parts = client.list_jobs(json).await.map_err(Failure::runtime)?;
-                if json {
-                    let keep = |r: &JobRecord| passes(filter, r);
-                    let out = output::Stdout;
-                    write_records(&mut parts, keep, Format::Json, out, "standard output").await?;
-                    return Ok(());
+                let keep = |r: &JobRecord| passes(filter, r);
+                match (json, last) {
+                    (true, None) => {
+                        let out = output::Stdout;
+                        write_records(&mut parts, keep, Format::Json, out, "standard output")
+                            .await?;
+                        return Ok(());
+                    }
+                    (true, Some(n)) => json_text(&newest(&mut parts, keep, n).await?.0)?,
+                    (false, None) => {
+                        let mut table = JobsTable::new();
+                        while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
+                            part.iter().filter(|r| keep(r)).for_each(|r| table.add(r));
+                        }
+                        table.text()
+                    }
+                    (false, Some(n)) => {
+                        let (records, matched) = newest(&mut parts, keep, n).await?;
+                        let mut table = JobsTable::new();
+                        records.iter().for_each(|r| table.add(r));
+                        let shown = records.len();
+                        format!("{}   (the newest {shown} of {matched})", table.text())
+                    }
                 }
-                let mut table = JobsTable::new();
-                while let Some(part) = parts.next().await.map_err(Failure::runtime)? {
-                    part.iter()
-                        .filter(|r| passes(filter, r))
-                        .for_each(|r| table.add(r));
-                }
-                table.text()
             }
             Action::JobInfo(id) => {
                 let r = job(state_dir, &id).await?;

@@ -300,6 +300,12 @@ fn usage_errors_exit_2() {
             "a control character ('\\u{1b}') at byte 1",
         ],
     );
+    fails(
+        &["manage", "--job-info", "last", "--last", "3"],
+        2,
+        &["--last applies only to --list-jobs"],
+    );
+    fails(&["manage", "--list-jobs", "--last", "0"], 2, &["--last"]);
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
     // --finger-print runs nothing: there is nothing to wait for or check.
     fails(

@@ -1995,6 +1995,28 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     ] {
         assert!(table.contains(col), "{col} missing from:\n{table}");
     }
+    // --last: only the newest, oldest first, in JSON or in the table (saying how many).
+    let o = d.cli(&["manage", "--list-jobs", "--last", "2", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let newest: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(newest, recs[2..]);
+    let o = d.cli(&["manage", "--list-jobs", "--last", "1", "--filter", "failed"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    let failed: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["results"].to_string().contains("\"failed\""))
+        .collect();
+    assert_eq!(failed.len(), 2, "{recs:?}");
+    for (shown, record) in [(false, failed[0]), (true, failed[1])] {
+        let id = record["job_id"].as_str().unwrap();
+        assert_eq!(table.contains(id), shown, "{id} in:\n{table}");
+    }
+    assert!(
+        table.contains(
+            "Total Items: 1   Total Failed: 1   Total Processing: 0   (the newest 1 of 2)"
+        ),
+        "{table}"
+    );
 
     // --job-info last: per-node fields.
     let o = d.cli(&["manage", "--job-info", "last"]);
