@@ -81,7 +81,8 @@ pub struct JoinArgs {
     #[arg(long, value_name = "DURATION")]
     record_retention: Option<String>,
 
-    /// Take jobs only from this submitter (a peer id, as `status` shows it), besides this node
+    /// Take jobs only from this submitter (a peer id, whole: `manage --list-nodes --json` shows
+    /// each node's; the `status` table shortens them), besides this node
     /// itself. Repeatable. A run from any other node is answered with each of its jobs failed as
     /// refused, and nothing runs. Default: jobs from any member of the mesh.
     /// [env: DIRECTORD_MESH_ALLOW_SUBMITTERS, comma-separated]

@@ -735,7 +735,11 @@ fn one_daemon_per_state_dir_and_port() {
             &addr,
         ],
         1,
-        &["cannot listen on", &addr],
+        &[
+            "cannot listen on",
+            &addr,
+            "another program (another daemon of this machine?) listens there",
+        ],
     );
     // A start that fails leaves no control socket that nothing answers.
     assert!(!b.join("control.sock").exists());

@@ -632,7 +632,13 @@ fn ensure_port_free(addr: &Multiaddr) -> Result<(), MeshError> {
         .map(drop)
         .map_err(|e| MeshError::Listen {
             addr: addr.clone(),
-            reason: e.to_string(),
+            reason: match e.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "{e}: another program (another daemon of this machine?) listens there; \
+                     stop it or choose another port with --listen"
+                ),
+                _ => e.to_string(),
+            },
         })
 }
 

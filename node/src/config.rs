@@ -919,7 +919,10 @@ fn parse_peer_ids(items: &[String], source: &Source) -> Result<Vec<PeerId>, Conf
                 .map_err(|e| ConfigError::Invalid {
                     origin: source.clone(),
                     setting: "allow-submitter".into(),
-                    reason: format!("'{item}' is not a peer id ({e}; `status` shows each node's)"),
+                    reason: format!(
+                        "'{item}' is not a peer id ({e}; `manage --list-nodes --json` shows each \
+                         node's whole)"
+                    ),
                 })
         })
         .collect()

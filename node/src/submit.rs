@@ -156,11 +156,12 @@ impl<'a> MembersByName<'a> {
         )))
     }
 
-    /// The one alive node named `name`, or why there is none.
-    fn lookup(&self, name: &str) -> Result<NodeRef, SubmitError> {
+    /// The one alive node named `name`, or why there is none (`None`: no node has that name,
+    /// nor one that differs only in case, in this release or another).
+    fn lookup(&self, name: &str) -> Result<NodeRef, Option<SubmitError>> {
         let Some(views) = self.by_name.get(name) else {
             if let Some(e) = self.other_release(name) {
-                return Err(e);
+                return Err(Some(e));
             }
             // Names are matched exactly; one that differs only in case is likely meant.
             let like: Vec<&str> = self
@@ -170,23 +171,15 @@ impl<'a> MembersByName<'a> {
                 .filter(|n| n.eq_ignore_ascii_case(name))
                 .collect();
             if !like.is_empty() {
-                return Err(SubmitError::BadInput(format!(
+                return Err(Some(SubmitError::BadInput(format!(
                     "unknown target '{name}' (names are matched exactly: did you mean {}?)",
                     like.iter()
                         .map(|n| format!("'{n}'"))
                         .collect::<Vec<_>>()
                         .join(" or ")
-                )));
+                ))));
             }
-            let gone = if self.gone_names.is_empty() {
-                String::new()
-            } else {
-                format!("; not alive: {}", some_of(&self.gone_names))
-            };
-            return Err(SubmitError::BadInput(format!(
-                "unknown target '{name}' (alive: {}{gone})",
-                some_of(&self.alive_names)
-            )));
+            return Err(None);
         };
         let alive: Vec<&&mesh::MemberView> = views.iter().filter(|v| is_live(v)).collect();
         match alive.as_slice() {
@@ -196,40 +189,62 @@ impl<'a> MembersByName<'a> {
             }),
             [] => {
                 if let Some(e) = self.other_release(name) {
-                    return Err(e);
+                    return Err(Some(e));
                 }
                 // The row heard from last (a node reinstalled under its name has an older
                 // row of its former identity too).
                 let Some(v) = views.iter().min_by_key(|v| v.last_seen_ago) else {
-                    return Err(SubmitError::BadInput(format!("unknown target '{name}'")));
+                    return Err(None);
                 };
                 let what = match v.state {
                     MemberState::Left => "has left the mesh".to_string(),
                     MemberState::Expired => "is not answering (expired)".to_string(),
                     other => format!("is {}", other.as_str()),
                 };
-                Err(SubmitError::Unavailable(format!(
+                Err(Some(SubmitError::Unavailable(format!(
                     "target '{name}' {what} (last heard from {:.0} s ago)",
                     v.last_seen_ago.as_secs_f64()
-                )))
+                ))))
             }
-            _ => Err(SubmitError::BadInput(format!(
+            _ => Err(Some(SubmitError::BadInput(format!(
                 "target '{name}' is ambiguous: {} live nodes use that name (see `status`); rename one",
                 alive.len()
-            ))),
+            )))),
         }
     }
 
-    /// Each name of `list` once, in order.
+    /// Each name of `list` once, in order; every name no node has is said at once.
     fn resolve_list(&self, list: &[String]) -> Result<Vec<NodeRef>, SubmitError> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let mut unknown = Vec::new();
         for name in list {
             if seen.insert(name.as_str()) {
-                out.push(self.lookup(name)?);
+                match self.lookup(name) {
+                    Ok(node) => out.push(node),
+                    Err(Some(e)) => return Err(e),
+                    Err(None) => unknown.push(format!("'{name}'")),
+                }
             }
         }
-        Ok(out)
+        if unknown.is_empty() {
+            return Ok(out);
+        }
+        let gone = if self.gone_names.is_empty() {
+            String::new()
+        } else {
+            format!("; not alive: {}", some_of(&self.gone_names))
+        };
+        let targets = if unknown.len() == 1 {
+            "target"
+        } else {
+            "targets"
+        };
+        Err(SubmitError::BadInput(format!(
+            "unknown {targets} {} (alive: {}{gone})",
+            unknown.join(", "),
+            some_of(&self.alive_names)
+        )))
     }
 }
 

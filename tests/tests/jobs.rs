@@ -1653,6 +1653,17 @@ fn unknown_targets_are_refused_before_anything_runs() {
         "{}",
         text(&o)
     );
+    // Every unknown name is said at once.
+    let o = nodes[0].cli(&[
+        "exec", "--verb", "RUN", "--target", "web1", "--target", "n2", "--target", "web2", "true",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("unknown targets 'web1', 'web2' (alive: n1, n2, n3)"),
+        "{}",
+        text(&o)
+    );
     // A name that differs only in case is pointed at.
     let o = nodes[0].cli(&["exec", "--verb", "RUN", "--target", "N2", "true"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -149,7 +149,7 @@ impl Verb {
                 "Wait until the arg `query` holds ITEM: for every --identity given, or for any node."
             }
             Verb::JobWait => {
-                "Wait until the job with FINGERPRINT (or a prefix of it) has finished - succeeded \
+                "Wait until the job with FINGERPRINT (or its first 8 or more hexadecimal digits) has finished - succeeded \
                  or failed - on every --identity node, bounded by this job's timeout. While such \
                  a job is queued or running there, the wait is for it, not for an earlier run's \
                  outcome."
