@@ -577,6 +577,16 @@ fn status_without_a_daemon_says_how_to_start_one() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains(sd), "{}", stderr(&o));
+    // A directory of other files is not taken for a state directory a daemon could start in.
+    std::fs::write(dir.path().join("notes.txt"), "not a node").unwrap();
+    fails(
+        &["--state-dir", sd, "status"],
+        1,
+        &[&format!(
+            "{sd} is not a directord-mesh state directory (it holds other files but no \
+             identity.key)"
+        )],
+    );
     // A state directory that is not there at all (a typo) is said to be so, before anybody
     // starts a new mesh with it.
     let typo = dir.path().join("no-such-state");

@@ -297,6 +297,12 @@ pub enum ControlError {
     )]
     NoDaemon { state_dir: String, socket: String },
     #[error(
+        "{state_dir} is not a directord-mesh state directory (it holds other files but no \
+         identity.key): no daemon has run with it (check --state-dir or \
+         DIRECTORD_MESH_STATE_DIR)"
+    )]
+    NotStateDir { state_dir: String },
+    #[error(
         "there is no state directory {state_dir}: no directord-mesh daemon has run with it \
          (check --state-dir or DIRECTORD_MESH_STATE_DIR).{}\n\
          A new node starts there with:  directord-mesh --state-dir {state_dir} join  \
@@ -528,6 +534,17 @@ impl ControlClient {
                     state_dir: state_dir.display().to_string(),
                     root_daemon: root_daemon_elsewhere(state_dir),
                 },
+                // A directory of something else (`--state-dir /tmp`): a daemon is not to be
+                // started there on this advice (an empty one may well be meant for one).
+                io::ErrorKind::NotFound
+                    if !state_dir.join("identity.key").exists()
+                        && std::fs::read_dir(state_dir)
+                            .is_ok_and(|mut entries| entries.next().is_some()) =>
+                {
+                    ControlError::NotStateDir {
+                        state_dir: state_dir.display().to_string(),
+                    }
+                }
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ControlError::NoDaemon {
                         state_dir: state_dir.display().to_string(),
