@@ -653,6 +653,20 @@ fn a_node_that_reaches_no_member_says_so() {
     let _alone = Running(child);
     let text = wait_for_in_log(&log, "connected to no member of the mesh");
     assert!(text.contains("Connection refused"), "{text}");
+    // `status` says it too, not only the log.
+    let o = run(&[
+        "--state-dir",
+        dir.path().join("alone").to_str().unwrap(),
+        "status",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.lines().any(|l| l.starts_with("Warning")
+            && l.contains("connected to no member of the mesh for")
+            && l.contains("Connection refused")),
+        "{said}"
+    );
 }
 
 /// A state directory of one mesh given another mesh's token, or told to join an open mesh:

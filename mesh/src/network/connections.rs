@@ -706,19 +706,27 @@ impl EventLoop {
             self.last_dial_error = None;
             return;
         }
-        let since = *self.alone_since.get_or_insert(now);
-        if now.duration_since(since) >= ALONE_GRACE
-            && let Some(error) = &self.last_dial_error
+        self.alone_since.get_or_insert(now);
+        if let Some(warning) = self.alone_warning(now)
             && self.alone_said.due(now)
         {
-            warn!(
+            warn!("{warning}");
+        }
+    }
+
+    /// What [`warn_if_alone`](Self::warn_if_alone) says, while it applies (`status` shows it).
+    pub(super) fn alone_warning(&self, now: Instant) -> Option<String> {
+        let since = self.alone_since?;
+        let error = self.last_dial_error.as_ref()?;
+        (now.duration_since(since) >= ALONE_GRACE).then(|| {
+            format!(
                 "connected to no member of the mesh for {} s: {error}. Retrying every {} s; \
                  check the address, that the peer runs, and that this node joined with that \
                  mesh's token (a node with another mesh key is refused)",
                 now.duration_since(since).as_secs(),
                 BOOTSTRAP_REDIAL.as_secs()
-            );
-        }
+            )
+        })
     }
 
     /// Sends `peer` the version of each row this node holds; the answer brings the rows this

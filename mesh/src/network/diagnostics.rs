@@ -210,10 +210,16 @@ pub(super) fn over_the_limit(error: &std::io::Error) -> Option<(usize, usize)> {
 }
 
 impl EventLoop {
-    /// Warnings for `status`: another daemon heard with this node's identity lately, nodes
-    /// heard speaking another wire version, members out of reach, a full membership table.
+    /// Warnings for `status`: connected to nobody though told whom to join, another daemon
+    /// heard with this node's identity lately, nodes heard speaking another wire version,
+    /// members out of reach, a full membership table.
     pub(super) fn warnings(&self, now: Instant) -> Vec<String> {
         let mut warnings = Vec::new();
+        if self.swarm.connected_peers().next().is_none()
+            && let Some(w) = self.alone_warning(now)
+        {
+            warnings.push(w);
+        }
         if let Some((until, addresses)) = &self.twin_seen
             && now < *until
         {
