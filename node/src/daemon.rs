@@ -738,10 +738,10 @@ fn report(info: &NodeInfo, status: MeshStatus, blob_bytes_served: u64) -> Status
 }
 
 /// Files up to this size also travel inside the run's announce.
-const INLINE_MAX: u64 = 16 * 1024;
+pub(crate) const INLINE_MAX: u64 = 16 * 1024;
 /// Most bytes of files carried inside one run; the others travel in chunks. Keeps a run with
 /// many small files within gossip's and a direct delivery's message sizes.
-const INLINE_TOTAL_MAX: usize = 256 * 1024;
+pub(crate) const INLINE_TOTAL_MAX: usize = 256 * 1024;
 
 /// Records read from the store, each open one (in memory, its results without their outputs)
 /// filled from its copy on disk, read after it and so at least as new.

@@ -591,7 +591,9 @@ impl Store {
             run_id: String,
         }
         let (now_ms, now_boot) = now;
-        let before_ms = now_ms.saturating_sub(retention.as_millis() as u64);
+        // A retention past u64 milliseconds (half a billion years) keeps everything.
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        let before_ms = now_ms.saturating_sub(retention_ms);
         let too_old = |r: &Created| {
             let on_boot = r
                 .created_on_boot

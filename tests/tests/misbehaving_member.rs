@@ -1063,3 +1063,57 @@ async fn a_member_cannot_speak_in_another_jobs_live_output() {
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
 }
+
+/// Files a member carries inside a run are kept only within the limits a submitter sends
+/// them in (16 KiB a file, 256 KiB in all): a larger one is left out (its jobs would fetch it
+/// in chunks), not written on the target's job thread however large the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_files_past_the_limits_are_left_out() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let target = node(dirs[1].path(), "target", Some(&submitter)).await;
+    let (rogue, mut heard) = rogue(&submitter).await;
+    wait_alive(&target, 3).await;
+    let blob = |byte: u8, len: usize| {
+        let data = vec![byte; len];
+        coordination::InlineBlob {
+            hash: jobs::Fingerprint(*blake3::hash(&data).as_bytes()),
+            data,
+        }
+    };
+    // Within the limits; one file over 16 KiB; then small ones past 256 KiB in all.
+    let mut inline = vec![blob(1, 1024), blob(2, 64 * 1024)];
+    inline.extend((0..20).map(|i| blob(10 + i, 16 * 1024)));
+    let mut run = rogue_run(
+        &rogue,
+        &target,
+        "inline-run",
+        "inline-job",
+        "--skip-cache true",
+    );
+    run.inline = inline.clone();
+    assert_eq!(
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::Deliver(Box::new(run))
+        )
+        .await,
+        JobReply::Ok
+    );
+    assert!(result_of(&mut heard, "inline-job").await.state.is_ok());
+    let kept =
+        |b: &coordination::InlineBlob| dirs[1].path().join("blobs").join(b.hash.to_hex()).exists();
+    assert!(kept(&inline[0]));
+    assert!(!kept(&inline[1]), "a file over 16 KiB was kept");
+    // 1 KiB, then 16 KiB files while the total stays within 256 KiB (the one over 16 KiB
+    // counts in the total too: it was carried).
+    let within = inline[2..].iter().filter(|b| kept(b)).count();
+    assert_eq!(
+        within,
+        (256 - 1 - 64) / 16,
+        "{within} of the small files kept"
+    );
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}

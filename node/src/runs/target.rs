@@ -122,7 +122,19 @@ impl Actor {
             );
             return Ok(());
         }
+        // Written here, on the actor's thread: no more than a submitter of this release sends
+        // inside a run (16 KiB a file, 256 KiB in all, no fsync: a copy lost in a crash is
+        // fetched again). What a member sends beyond that is left out: its jobs fetch those
+        // files in chunks, as any other.
+        let mut inline_total = 0;
         for blob in &run.inline {
+            inline_total += blob.data.len();
+            if blob.data.len() as u64 > crate::daemon::INLINE_MAX
+                || inline_total > crate::daemon::INLINE_TOTAL_MAX
+            {
+                debug!(run = %run.run_id, bytes = blob.data.len(), "inline file over the limits: fetched in chunks instead");
+                continue;
+            }
             if let Err(e) = self.blobs.put(&blob.hash, &blob.data) {
                 warn!(run = %run.run_id, "inline file refused: {e}");
             }
