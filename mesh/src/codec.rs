@@ -1,9 +1,10 @@
 //! The request-response codecs: one length-prefixed, versioned CBOR frame per request and response.
 //!
 //! The frame is a big-endian `u32` length followed by the envelope from [`crate::wire`]. The length
-//! is checked against the limit of its direction before the body is allocated, so a peer cannot
-//! make us allocate more than the limit, and an oversized frame fails with an error that says so
-//! (libp2p's built-in cbor codec reports an unexplained end-of-file instead).
+//! is checked against the limit of its direction before the body is read, so a peer cannot
+//! make us allocate more than the limit (nor more than about twice what it sent), and an
+//! oversized frame fails with an error that says so (libp2p's built-in cbor codec reports an
+//! unexplained end-of-file instead).
 //!
 //! Blob responses ([`BlobCodec`]) are a frame holding a [`BlobHead`], then a chunk's bytes as they
 //! are: a megabyte read through the CBOR decoder would be copied three or four times more.
@@ -31,8 +32,16 @@ where
             wire::WireError::TooLarge { size: len, limit },
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // Grown as the bytes come (from 64 KiB): a frame that announces its limit and sends
+    // little holds little, however many streams a peer opens.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the frame ended after {} of its {len} bytes", buf.len()),
+        ));
+    }
     wire::decode(&buf, limit).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -164,9 +164,16 @@ struct Actor {
     served: Arc<AtomicU64>,
     inbox: mpsc::Sender<TInput>,
     active: HashMap<Fingerprint, Active>,
-    /// Chunk requests waiting for a chunk this node is still fetching.
+    /// Chunk requests waiting for a chunk this node is still fetching: at most
+    /// [`MAX_PARKED_CHUNKS`] chunks, [`MAX_PARKED_PER_CHUNK`] requests each, for up to
+    /// [`PARK_FOR`]; a request past that is answered `NotYet` at once (its asker asks again).
     parked: HashMap<(Fingerprint, u64), Vec<Parked>>,
 }
+
+/// Most chunks that requests wait for here at once (see [`Actor::parked`]).
+const MAX_PARKED_CHUNKS: usize = 1024;
+/// Most requests that wait here for one chunk.
+const MAX_PARKED_PER_CHUNK: usize = 64;
 
 /// A chunk request waiting here: the request, how to answer it, and until when it waits.
 type Parked = (BlobRequest, BlobToken, Instant);
@@ -217,6 +224,10 @@ impl Actor {
                     self.step(file.hash, Input::Sources(sources), now);
                     return;
                 }
+                // Blocking, on the actor's thread, once per file fetched: the partial file is
+                // created (sparse) and the chunk list checked (bounded by the message that
+                // brought it: at most about 250 000 digests, a few milliseconds). The chunk
+                // writes, where the time goes, run on blocking threads.
                 let generation = match self.store.begin(&file) {
                     Ok(attempt) => attempt,
                     Err(e) => {
@@ -307,7 +318,10 @@ impl Actor {
                 match self.store.has_chunk(&hash, request.index) {
                     // Being fetched here and not in yet: answer when it is (or at the deadline),
                     // so a chain of nodes streams without polling.
-                    Some(false) if self.active.contains_key(&hash) => {
+                    Some(false)
+                        if self.active.contains_key(&hash)
+                            && self.may_park(hash, request.index) =>
+                    {
                         self.parked.entry((hash, request.index)).or_default().push((
                             request,
                             token,
@@ -317,6 +331,14 @@ impl Actor {
                     _ => self.serve_now(request, token),
                 }
             }
+        }
+    }
+
+    /// Whether one more request may wait here for chunk `index` of `hash`.
+    fn may_park(&self, hash: Fingerprint, index: u64) -> bool {
+        match self.parked.get(&(hash, index)) {
+            Some(waiting) => waiting.len() < MAX_PARKED_PER_CHUNK,
+            None => self.parked.len() < MAX_PARKED_CHUNKS,
         }
     }
 
