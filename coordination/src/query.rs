@@ -13,8 +13,10 @@
 //! that comes after the aggregate (a target back from a partition) is added, and after
 //! [`LATE_VALUES_WAIT`] for others the larger aggregate goes to every target; a target back
 //! whose value had come before it left gets the aggregate it missed. A collection is kept
-//! until the node says every target has reported the job for real ([`Queries::over`]), or for
-//! [`KEEP_FOR`].
+//! until the node says every target has reported the job for real ([`Queries::over`]) and
+//! then until the values of the targets whose QUERY succeeded are in and what they bring
+//! about has gone out (a `--no-wait` QUERY reports before its value arrives: a target back
+//! from a partition sends both at once, and its result may come first), or for [`KEEP_FOR`].
 //!
 //! Values outlive a restart of the originator: each new one is to be kept on disk
 //! ([`Action::Keep`]) before the target is told it arrived (the target does not send it
@@ -110,6 +112,10 @@ struct Collection {
     spread_values: usize,
     /// When the values that came after the aggregate go out.
     respread_at: Option<Instant>,
+    /// Every target has reported the job for real: the names of those whose QUERY succeeded
+    /// (each sent its value, perhaps still on its way). The collection goes once those are in
+    /// and nothing is left to send.
+    closing: Option<Vec<String>>,
     since: Instant,
 }
 
@@ -171,6 +177,7 @@ impl Queries {
             confirm_by: None,
             spread_values: 0,
             respread_at: None,
+            closing: None,
             since,
         };
         self.collections.insert(job_id.to_string(), collection);
@@ -329,7 +336,7 @@ impl Queries {
             .filter(|(_, c)| now.saturating_duration_since(c.since) >= KEEP_FOR)
             .map(|(job, _)| job.clone())
             .collect();
-        let mut actions: Vec<Action> = old.iter().flat_map(|job| self.over(job)).collect();
+        let mut actions: Vec<Action> = old.iter().flat_map(|job| self.forget(job)).collect();
         for (job, c) in &mut self.collections {
             if c.confirm_by.is_some_and(|at| at <= now) {
                 actions.extend(send_unconfirmed(job, c));
@@ -346,6 +353,13 @@ impl Queries {
             })
             .collect();
         actions.extend(due.iter().flat_map(|job| self.spread_if_complete(job, now)));
+        let closing: Vec<String> = self
+            .collections
+            .iter()
+            .filter(|(_, c)| c.closing.is_some())
+            .map(|(job, _)| job.clone())
+            .collect();
+        actions.extend(closing.iter().flat_map(|job| self.forget_if_settled(job)));
         actions
     }
 
@@ -354,8 +368,34 @@ impl Queries {
         self.collections.retain(|job, _| keep(job));
     }
 
-    /// Every target has reported `job_id` for real: its values are no longer needed.
-    pub fn over(&mut self, job_id: &str) -> Vec<Action> {
+    /// Every target has reported `job_id` for real, those named `succeeded` with a success:
+    /// its values are no longer needed once each of those is in and what they bring about
+    /// has gone out (at once, if so already).
+    pub fn over(&mut self, job_id: &str, succeeded: Vec<String>) -> Vec<Action> {
+        match self.collections.get_mut(job_id) {
+            Some(c) => c.closing = Some(succeeded),
+            None => return vec![],
+        }
+        self.forget_if_settled(job_id)
+    }
+
+    /// Forgets `job_id` if it is closing and settled (see [`Queries::over`]).
+    fn forget_if_settled(&mut self, job_id: &str) -> Vec<Action> {
+        let settled = self.collections.get(job_id).is_some_and(|c| {
+            // (Opened once every target had reported: it takes no value at all.)
+            let takes_none = c.targets.iter().all(|t| c.reported.contains(t));
+            c.closing.as_ref().is_some_and(|succeeded| {
+                takes_none
+                    || c.respread_at.is_none()
+                        && c.unconfirmed.is_empty()
+                        && succeeded.iter().all(|name| c.values.contains_key(name))
+            })
+        });
+        if settled { self.forget(job_id) } else { vec![] }
+    }
+
+    /// Drops the collection of `job_id`: its values kept on disk can go.
+    pub fn forget(&mut self, job_id: &str) -> Vec<Action> {
         match self.collections.remove(job_id) {
             Some(c) if !c.values.is_empty() => {
                 let targets = c
@@ -575,8 +615,60 @@ mod tests {
             job_id: "j".into(),
             targets: vec![n("a"), n("b"), n("c")],
         };
-        assert_eq!(q.over("j"), vec![forget]);
+        // Every target reported: the collection goes once each has taken the set.
+        assert!(
+            q.over("j", vec!["a".into(), "b".into(), "c".into()])
+                .is_empty()
+        );
+        for node in ["a", "b", "c"] {
+            q.taken("j", &n(node), 3);
+        }
+        assert_eq!(q.tick(t0), vec![forget]);
         assert!(q.is_empty());
+    }
+
+    /// A `--no-wait` QUERY of a target back from a partition: its result came before its
+    /// value, after every other target had reported. The collection waits for that value and
+    /// spreads the larger set it makes before it goes.
+    #[test]
+    fn a_value_overtaken_by_its_result_still_makes_the_larger_set() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        let first = q.node_gone(&n("c"), t0);
+        assert_eq!(
+            sent(&first),
+            vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
+        );
+        q.taken("j", &n("a"), 2);
+        q.taken("j", &n("b"), 2);
+        q.node_back(&n("c"));
+        // c's success comes first: every target has reported, c's value is still to come.
+        assert!(
+            q.over("j", vec!["a".into(), "b".into(), "c".into()])
+                .is_empty()
+        );
+        assert!(q.tick(t0 + GOSSIP_GRACE).is_empty());
+        assert!(q.is_open("j"));
+        let t1 = t0 + GOSSIP_GRACE;
+        q.value("j", &n("c"), "x".into(), json!(3), t1).unwrap();
+        let larger = q.tick(t1 + LATE_VALUES_WAIT);
+        assert_eq!(
+            sent(&larger),
+            vec![(
+                vec![n("a"), n("b"), n("c")],
+                json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
+            )]
+        );
+        // Gone once every target has it (directly, for those gossip missed).
+        let after = q.tick(t1 + LATE_VALUES_WAIT + GOSSIP_GRACE);
+        assert!(
+            after.iter().any(|a| matches!(a, Action::Forget { .. })),
+            "{after:?}"
+        );
+        assert!(!q.is_open("j"));
     }
 
     /// Who gets the set directly, in order.
@@ -819,7 +911,8 @@ mod tests {
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         assert!(a.is_empty(), "{a:?}");
         assert!(q.tick(t0 + LATE_VALUES_WAIT + GOSSIP_GRACE).is_empty());
-        assert!(q.over("j").is_empty());
+        assert!(q.over("j", vec!["a".into()]).is_empty());
+        assert!(q.is_empty());
     }
 
     #[test]

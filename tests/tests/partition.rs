@@ -272,6 +272,79 @@ fn a_query_across_a_partition_completes_after_the_mend() {
     drop((n1, n2, n3));
 }
 
+/// A `--no-wait` QUERY on targets cut off from their submitter until they are written off:
+/// after the mend each far target's result and value travel again, and the result may come
+/// first. The values still make the whole set, which every target gets, so the QUERY_WAIT
+/// for all three values ends everywhere (before, a value behind its result was dropped, and
+/// every QUERY_WAIT timed out).
+#[test]
+fn a_no_wait_query_across_a_partition_gives_every_target_the_whole_set() {
+    let link = Link::create();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let [n1, n2, n3] = across(&link, root, &[]);
+    let started = root.join("started");
+    std::fs::create_dir(&started).unwrap();
+    let file = root.join("no-wait.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- jobs:\n\
+             \x20 - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n\
+             \x20 - RUN: --skip-cache --stdout-arg nowait echo \"v-$$\"\n\
+             \x20 - QUERY: --skip-cache --no-wait nowait\n\
+             \x20 - QUERY_WAIT: --skip-cache --query-timeout 150 nowait --identity n1 --identity n2 --identity n3\n\
+             \x20 - RUN: --skip-cache echo \"{{{{ query | length }}}}\"\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    let o = n1.cli(&[
+        "orchestrate",
+        file.to_str().unwrap(),
+        "--target",
+        "n1",
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(20),
+        "the run to start on every node",
+        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    );
+    link.cut();
+    let ids: Vec<String> = records(&n1)
+        .iter()
+        .map(|r| r["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    // The far QUERYs ran during the cut; the submitter writes their nodes off.
+    wait_for_record(&n1, &ids[2], "the far targets written off", |r| {
+        ["n2", "n3"]
+            .iter()
+            .all(|n| result(r, n).2.starts_with("unreachable"))
+    });
+    link.mend();
+    for id in &ids {
+        wait_for_record(&n1, id, "every job's real result", |r| {
+            ["n1", "n2", "n3"]
+                .iter()
+                .all(|n| result(r, n).0 == "success")
+        });
+    }
+    let last = records(&n1)
+        .into_iter()
+        .find(|r| r["job_id"] == ids[4].as_str())
+        .unwrap();
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(result(&last, n).1, "3", "{n}: {last}");
+    }
+    drop((n1, n2, n3));
+}
+
 /// Whether `peer` stays alive in `d`'s view through `steady` in a row, within `timeout`.
 fn heard_steadily(d: &Daemon, peer: &str, steady: Duration, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;

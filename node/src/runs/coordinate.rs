@@ -439,10 +439,18 @@ impl Actor {
         self.cross.queries.taken(job_id, node, values);
     }
 
-    /// Originator side: every target has reported the QUERY job `job_id` for real (none is
-    /// written off, to come back with its value): its values are no longer needed.
-    pub(super) fn query_over(&mut self, job_id: &str) {
-        let actions = self.cross.queries.over(job_id);
+    /// Originator side: every target has reported the QUERY job of `record` for real (none
+    /// is written off, to come back with its value): its values are no longer needed once
+    /// those of the targets it succeeded on are in (a `--no-wait` QUERY reports before its
+    /// value may arrive) and the set they make has gone out.
+    pub(super) fn query_over(&mut self, record: &JobRecord) {
+        let succeeded = record
+            .results
+            .iter()
+            .filter(|(_, r)| r.state == jobs::executor::ResultState::Success)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let actions = self.cross.queries.over(&record.job_id, succeeded);
         self.query_actions(actions);
     }
 
@@ -463,7 +471,7 @@ impl Actor {
                 .query_record(&job_id)
                 .is_none_or(|r| r.reported_by_all());
             if over || !self.query_open(&job_id) {
-                self.cross.queries.over(&job_id);
+                self.cross.queries.forget(&job_id);
                 for v in values {
                     self.store.delete_query_value(&job_id, &v.node);
                 }
@@ -499,11 +507,11 @@ impl Actor {
         name: String,
         value: Value,
     ) -> Result<(), String> {
-        if self.query_reported_by_all(&job_id) {
-            // A value that comes after every target reported (a --no-wait result that
-            // overtook it, or an answer lost on the way) is neither kept nor spread.
+        if !self.cross.queries.is_open(&job_id) && self.query_reported_by_all(&job_id) {
+            // A value that comes after every target reported and the values were forgotten
+            // (an answer lost on the way, sent again) is neither kept nor spread. (One that
+            // a `--no-wait` result overtook finds its collection still open: it is spread.)
             debug!(job = %job_id, "query value after every target reported; dropped");
-            self.query_over(&job_id);
             return Ok(());
         }
         if !self.query_open(&job_id) {

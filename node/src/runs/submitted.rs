@@ -460,8 +460,9 @@ impl Actor {
         if let Some(record) = &done
             && record.reported_by_all()
         {
-            // Every target has reported for real: no QUERY value is still to come.
-            self.query_over(&job_id);
+            // Every target has reported for real: no QUERY value but those of its successes
+            // is still to come.
+            self.query_over(record);
         }
         // A write-off is the tracker's own doing: only real results are news to it.
         if real {
