@@ -49,8 +49,8 @@ pub fn multiaddr_with_peer(addr: Multiaddr, peer: PeerId) -> Multiaddr {
 }
 pub use membership::{FORGET_AFTER, MemberState, MemberView, MembershipChange};
 pub use network::{
-    BlobToken, LocalIdentity, Mesh, MeshConfig, MeshError, MeshEvent, MeshHandle, MeshStatus,
-    OtherReleaseView, ReplyToken, start,
+    BlobToken, LocalIdentity, MembersToRemember, Mesh, MeshConfig, MeshError, MeshEvent,
+    MeshHandle, MeshStatus, OtherReleaseView, ReplyToken, start,
 };
 pub use shaped::LinkShape;
 pub use transport::TransportKind;

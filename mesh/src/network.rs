@@ -234,6 +234,17 @@ impl MeshStatus {
     }
 }
 
+/// Whom a node remembers for its next start: the members alive (or alive when it began to
+/// leave), and apart the others its table still holds (left or expired, most lately heard
+/// first). A fleet stopped one node after another leaves each with fewer members alive; those
+/// that left come back with it, and a node that remembered only the alive ones could find
+/// only part of the mesh again.
+#[derive(Debug, Clone, Default)]
+pub struct MembersToRemember {
+    pub alive: Vec<(PeerId, Vec<Multiaddr>)>,
+    pub others: Vec<(PeerId, Vec<Multiaddr>)>,
+}
+
 /// A node heard speaking another wire version, as far as this release can read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtherReleaseView {
@@ -275,6 +286,9 @@ enum Command {
     },
     AliveMembers {
         reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
+    MembersToRemember {
+        reply: oneshot::Sender<MembersToRemember>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -381,6 +395,12 @@ impl MeshHandle {
     /// [`MeshHandle::status`] for whoever only needs to know where members are.
     pub async fn alive_members(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, MeshError> {
         self.call(|reply| Command::AliveMembers { reply }).await
+    }
+
+    /// The members worth remembering for the next start (see [`MembersToRemember`]).
+    pub async fn members_to_remember(&self) -> Result<MembersToRemember, MeshError> {
+        self.call(|reply| Command::MembersToRemember { reply })
+            .await
     }
 
     /// Gossips a job announce to every member.
@@ -1165,11 +1185,24 @@ impl EventLoop {
                 });
             }
             Command::AliveMembers { reply } => {
-                let members = match &self.leaving {
-                    Some(leaving) => leaving.alive.clone(),
-                    None => self.alive_members(),
-                };
-                let _ = reply.send(members);
+                let _ = reply.send(self.alive_or_when_leaving());
+            }
+            Command::MembersToRemember { reply } => {
+                let alive = self.alive_or_when_leaving();
+                let alive_ids: HashSet<PeerId> = alive.iter().map(|(peer, _)| *peer).collect();
+                let mut others: Vec<MemberView> = self
+                    .membership
+                    .view(Instant::now())
+                    .into_iter()
+                    .filter(|v| !v.is_self && !alive_ids.contains(&v.presence.peer_id))
+                    .filter(|v| !v.presence.addresses.is_empty())
+                    .collect();
+                others.sort_by_key(|v| v.last_seen_ago);
+                let others = others
+                    .into_iter()
+                    .map(|v| (v.presence.peer_id, v.presence.addresses))
+                    .collect();
+                let _ = reply.send(MembersToRemember { alive, others });
             }
             Command::Shutdown { reply } => self.begin_leave(Some(reply)),
             Command::PublishJobs { data, reply } => {
@@ -1258,6 +1291,14 @@ impl EventLoop {
     }
 
     /// The other members alive now, with their addresses.
+    /// The members alive, or those alive when this node began to leave.
+    fn alive_or_when_leaving(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        match &self.leaving {
+            Some(leaving) => leaving.alive.clone(),
+            None => self.alive_members(),
+        }
+    }
+
     fn alive_members(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
         self.membership
             .alive_others(Instant::now())

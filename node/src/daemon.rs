@@ -50,6 +50,9 @@ const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(10);
 /// How many members' addresses are saved (each is a bootstrap peer at the next start).
 const REMEMBER_PEERS: usize = 32;
+/// And this many members not alive then (left or expired), most lately heard first: they may
+/// come back before the node does, as when a whole fleet is stopped one node after another.
+const REMEMBER_OTHERS: usize = 16;
 
 /// Why a node could not start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -505,8 +508,8 @@ impl Node {
         self.processes.halt();
         // The check of the blobs a previous run left ends: the next start checks the rest.
         self.control.blobs.stop();
-        if let Ok(alive) = self.mesh.alive_members().await {
-            remember_peers(&self.state, self.mesh.local_peer_id(), alive);
+        if let Ok(members) = self.mesh.members_to_remember().await {
+            remember_peers(&self.state, self.mesh.local_peer_id(), members);
         }
         let result = self.mesh.shutdown().await;
         for task in &self.tasks {
@@ -590,9 +593,17 @@ async fn resolve_dns(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     out
 }
 
-fn remember_peers(state: &StateDir, me: PeerId, alive: Vec<(PeerId, Vec<Multiaddr>)>) {
+/// Saves the addresses of up to [`REMEMBER_PEERS`] members alive and [`REMEMBER_OTHERS`] that
+/// are not, for the next start.
+fn remember_peers(state: &StateDir, me: PeerId, members: mesh::MembersToRemember) {
+    let others = members
+        .others
+        .into_iter()
+        .take(REMEMBER_OTHERS)
+        .flat_map(|(peer, addrs)| addrs.into_iter().map(move |a| multiaddr_with_peer(a, peer)));
     let me = me.to_bytes();
-    let mut alive: Vec<(blake3::Hash, PeerId, Vec<Multiaddr>)> = alive
+    let mut alive: Vec<(blake3::Hash, PeerId, Vec<Multiaddr>)> = members
+        .alive
         .into_iter()
         .map(|(peer, addrs)| {
             let mut h = blake3::Hasher::new();
@@ -608,6 +619,7 @@ fn remember_peers(state: &StateDir, me: PeerId, alive: Vec<(PeerId, Vec<Multiadd
         .into_iter()
         .take(REMEMBER_PEERS)
         .flat_map(|(_, peer, addrs)| addrs.into_iter().map(move |a| multiaddr_with_peer(a, peer)))
+        .chain(others)
         .collect();
     if addrs.is_empty() {
         return;
@@ -633,13 +645,13 @@ async fn save_known_peers(
         // restart), then at most once per SAVE_PEERS_SETTLE: the changes that come meanwhile
         // leave one permit, for one more save. A mesh of a thousand nodes forming would
         // otherwise cost each node a thousand fsyncs.
-        let Ok(alive) = mesh.alive_members().await else {
+        let Ok(members) = mesh.members_to_remember().await else {
             return;
         };
         let state = state.clone();
         let me = mesh.local_peer_id();
         // The write ends in an fsync: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || remember_peers(&state, me, alive)).await;
+        let _ = tokio::task::spawn_blocking(move || remember_peers(&state, me, members)).await;
         tokio::time::sleep(SAVE_PEERS_SETTLE).await;
     }
 }

@@ -126,3 +126,27 @@ fn stop_signals_from_the_start_on_stop_the_daemon_cleanly() {
         );
     }
 }
+
+/// A fleet stopped one node after another: each node remembers for its next start the members
+/// that left before it too (they come back with it), not only those still alive when it
+/// stopped. Before, the last nodes to stop remembered only each other, and a fleet started
+/// again at once could form two meshes that never met.
+#[test]
+fn a_node_stopped_after_others_remembers_them_too() {
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let mut nodes = e2e_tests::isolated_mesh(root.path(), 3, Duration::from_secs(20));
+    let ids: Vec<String> = nodes.iter().map(Daemon::peer_id).collect();
+    assert!(nodes[0].terminate().success());
+    e2e_tests::wait_for(Duration::from_secs(20), "n2 to see n1 leave", || {
+        (e2e_tests::state_of(&nodes[1].status()?, &ids[0])? == "left").then_some(())
+    });
+    assert!(nodes[1].terminate().success());
+    let known = std::fs::read_to_string(nodes[1].state_dir.join("known-peers")).unwrap();
+    for (name, id) in [("n1", &ids[0]), ("n3", &ids[2])] {
+        assert!(
+            known.contains(&format!("/p2p/{id}")),
+            "{name} missing from n2's known-peers:\n{known}"
+        );
+    }
+    assert!(!known.contains(&format!("/p2p/{}", ids[1])), "{known}");
+}
