@@ -682,7 +682,7 @@ async fn follow_jobs(
             }
             Ok(ControlResponse::WatchEnd) => break,
             Ok(other) => return Err(Failure::Runtime(format!("unexpected answer: {other:?}"))),
-            Err(e) => return Err(watch_failure(e)),
+            Err(e) => return Err(watch_failure(e, &reply.run_id)),
         }
         next = client.next_event().await;
     }
@@ -698,18 +698,17 @@ async fn follow_jobs(
     )
 }
 
-/// Why following the jobs stopped before each was done, for the operator.
-fn watch_failure(e: ControlError) -> Failure {
+/// Why following the jobs of `run_id` stopped before each was done, for the operator.
+fn watch_failure(e: ControlError, run_id: &str) -> Failure {
     match e {
-        ControlError::Closed => Failure::Runtime(
+        ControlError::Closed => Failure::Runtime(format!(
             "the daemon closed the connection before every job finished (it stopped or \
-             restarted: its log says why; the jobs go on, and `manage --job-info` shows what is \
-             known)"
-                .into(),
-        ),
+             restarted: its log says why; the jobs go on, and once it runs again \
+             `manage --follow-run {run_id}` follows them to the end)"
+        )),
         e @ ControlError::NoAnswer { .. } => Failure::Runtime(format!(
             "{e}\nThe jobs go on without this command; once the daemon answers again, \
-             `manage --list-jobs` and `manage --job-info ID` show them"
+             `manage --follow-run {run_id}` follows them to the end"
         )),
         e => Failure::runtime(e),
     }

@@ -1392,6 +1392,17 @@ fn a_poll_whose_daemon_stops_says_it_stopped() {
         "{}",
         text(&o)
     );
+    // How to follow the run again, by its id (the first line names it).
+    let run_id = String::from_utf8_lossy(&o.stderr)
+        .split_whitespace()
+        .nth(1)
+        .map(|id| id.trim_end_matches(':').to_string())
+        .unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("`manage --follow-run {run_id}`")),
+        "{}",
+        text(&o)
+    );
     assert!(!text(&o).contains("succeeded"), "{}", text(&o));
 }
 

@@ -242,6 +242,7 @@ impl Actor {
             None => None,
         };
         let mut never_started = HashSet::new();
+        let mut reported = Vec::new();
         for (job, fate) in pending.into_iter().zip(fates) {
             let info = match fate {
                 restart::Fate::RunAgain => {
@@ -277,8 +278,12 @@ impl Actor {
                 restart::Fate::DownTooLong => DOWN_TOO_LONG,
             };
             let outcome = self.interrupted(&job.job_id, job.fingerprint, &job.parent_id, info);
+            reported.push(job.job_id.clone());
             self.job_runs.insert(job.job_id, run_id.clone());
             self.finished(outcome);
+        }
+        if !reported.is_empty() {
+            info!(run = %run_id, jobs = ?reported, "reported the jobs the restart cut short (interrupted, or not run behind one)");
         }
         run.filter(|_| !never_started.is_empty())
             .map(|run| (run, never_started))
