@@ -617,6 +617,15 @@ impl EventLoop {
         // Spells no dial has renewed lately are over (the member left, or nothing needed it).
         self.out_of_reach
             .retain(|_, o| now.saturating_duration_since(o.last) < 10 * OUT_OF_REACH_SAID_AFTER);
+        // A spell counts while the member is alive by the table: one expired meanwhile (a whole
+        // partition) is out of everybody's reach, not of this node's alone, and is not to be
+        // called a partial partition the moment it is heard again, before a dial could succeed.
+        for (peer, spell) in &mut self.out_of_reach {
+            if !self.membership.is_alive(peer, now) {
+                spell.since = now;
+                spell.logged = false;
+            }
+        }
         self.log_out_of_reach(now);
         self.send_after_closes(now);
         self.trim_connections(now);
