@@ -219,6 +219,58 @@ fn merge_query(into: &mut Map<String, Value>, from: &Map<String, Value>) {
     }
 }
 
+/// The names a run's QUERY sets (`{node: {name: value}}`) hold.
+fn queried_names(sets: &Map<String, Value>) -> std::collections::BTreeSet<String> {
+    sets.values()
+        .filter_map(Value::as_object)
+        .flat_map(|values| values.keys().cloned())
+        .collect()
+}
+
+/// The names of `queried` that `node`'s `values` in the node's args hold but the run's own
+/// `sets` do not give it: values another run gathered, not this one.
+fn outside<'a>(
+    sets: &Map<String, Value>,
+    node: &str,
+    values: &'a Value,
+    queried: &std::collections::BTreeSet<String>,
+) -> Vec<&'a str> {
+    let own = sets.get(node).and_then(Value::as_object);
+    values
+        .as_object()
+        .into_iter()
+        .flat_map(|v| v.keys())
+        .filter(|k| queried.contains(*k) && own.is_none_or(|own| !own.contains_key(*k)))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Takes out of `query` (the node's, with the run's `sets` merged in) the values of the
+/// `queried` names that the run's sets do not give; a node left with nothing goes.
+fn hide_outside(
+    query: &mut Map<String, Value>,
+    sets: &Map<String, Value>,
+    queried: &std::collections::BTreeSet<String>,
+) {
+    query.retain(|node, values| {
+        let hidden: Vec<String> = outside(sets, node, values, queried)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if hidden.is_empty() {
+            return true;
+        }
+        if let Value::Object(values) = values {
+            for name in &hidden {
+                values.remove(name);
+            }
+            !values.is_empty()
+        } else {
+            true
+        }
+    });
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -522,7 +574,9 @@ impl Cache {
 
     /// The args a job of `run_id` renders with: the cached args, with what its own run set
     /// (ARGs, QUERY sets) over what another run set under the same names since (the node
-    /// keeps what was set last).
+    /// keeps what was set last). For a name its QUERYs collected, the run's jobs see only
+    /// the nodes of its own sets: a node left out of them (gone, or back too late) shows no
+    /// value of that name, rather than one an earlier run gathered.
     pub fn args_for_run(&self, run_id: &str) -> Vars {
         let mut s = self.lock();
         let base = s.args.clone();
@@ -546,15 +600,22 @@ impl Cache {
                 (there, values) => there == Some(values),
             }
         });
+        let queried = queried_names(&own.query);
+        let others_queried = query_there.and_then(Value::as_object).is_some_and(|q| {
+            q.iter()
+                .any(|(node, values)| !outside(&own.query, node, values, &queried).is_empty())
+        });
         let same_args = own.args.iter().all(|(k, v)| base.get(k) == Some(v));
-        if same_query && same_args {
+        if same_query && !others_queried && same_args {
             return base;
         }
         let mut args = base;
         let map = args.map_mut();
         map.extend(own.args.iter().map(|(k, v)| (k.clone(), v.clone())));
         if !own.query.is_empty() {
-            merge_query(object_at(map, "query"), &own.query);
+            let query = object_at(map, "query");
+            merge_query(query, &own.query);
+            hide_outside(query, &own.query, &queried);
         }
         own.view = Some((changes, args.clone()));
         args
@@ -1453,5 +1514,40 @@ mod tests {
         assert_eq!(cache.args_for_run("a")["query"]["n3"]["x"], json!("A"));
         cache.evict(CacheTag::Query);
         assert!(cache.args_for_run("a").get("query").is_none());
+    }
+
+    /// A node left out of a run's QUERY set (cut off, back too late) shows no value of that
+    /// name to the run's jobs, not the one an earlier run gathered; other names it holds
+    /// stay, and a larger set of the run shows it again.
+    #[test]
+    fn a_run_sees_no_earlier_runs_value_of_a_node_left_out_of_its_set() {
+        let cache = Cache::in_memory(DEFAULT_TTL);
+        let earlier = json!({"query": {
+            "n1": {"x": 0}, "n2": {"x": 0}, "n3": {"x": 0, "y": 1}, "n4": {"y": 2}
+        }});
+        if let Value::Object(map) = earlier {
+            cache.merge_args(map, true);
+        }
+        let set = json!({"query": {"n1": {"x": "A"}, "n2": {"x": "A"}}});
+        cache.keep_run_query("a", &set);
+        if let Value::Object(map) = set {
+            cache.merge_args(map, true);
+        }
+        let a = cache.args_for_run("a");
+        assert_eq!(a["query"]["n1"]["x"], json!("A"));
+        assert!(a["query"]["n3"].get("x").is_none(), "{a:?}");
+        assert_eq!(a["query"]["n3"]["y"], json!(1));
+        // The node keeps what was set last, for the runs after (as Directord's args).
+        assert_eq!(cache.args()["query"]["n3"]["x"], json!(0));
+        // A node whose only value was of the name queried is not in the run's view at all.
+        let set = json!({"query": {"n1": {"y": "A"}}});
+        cache.keep_run_query("b", &set);
+        let b = cache.args_for_run("b");
+        assert!(b["query"].get("n4").is_none(), "{b:?}");
+        assert!(b["query"]["n1"]["y"] == json!("A") && b["query"]["n3"].get("y").is_none());
+        assert_eq!(b["query"]["n3"]["x"], json!(0));
+        // n3's value comes later, in a larger set of run a: its jobs see it.
+        cache.keep_run_query("a", &json!({"query": {"n3": {"x": "A"}}}));
+        assert_eq!(cache.args_for_run("a")["query"]["n3"]["x"], json!("A"));
     }
 }

@@ -2969,6 +2969,37 @@ fn query_aggregates_every_targets_value_across_five_nodes() {
         5,
         "{cache}"
     );
+    // The same QUERY again on three of them: their jobs see the three values of this run,
+    // not the two the others sent to the run before (still in the nodes' args), and a wait
+    // for one of the others is not met by that earlier value.
+    let again = root.path().join("again.yaml");
+    std::fs::write(
+        &again,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
+         \x20 - QUERY: token\n\
+         \x20 - RUN: --skip-cache echo \"{{ query | length }}\"\n\
+         \x20 - QUERY_WAIT: token --identity n5 --query-timeout 2\n",
+    )
+    .unwrap();
+    let mut args = vec!["orchestrate", again.to_str().unwrap(), "--poll"];
+    for n in ["n1", "n2", "n3"] {
+        args.extend(["--target", n]);
+    }
+    let o = nodes[2].cli(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let recs = records(&nodes[2]);
+    let newest = |definition: &str| {
+        recs.iter()
+            .rfind(|r| r["definition"] == definition)
+            .unwrap_or_else(|| panic!("{definition}"))
+    };
+    let count = newest("RUN: --skip-cache echo \"{{ query | length }}\"");
+    let wait = newest("QUERY_WAIT: token --identity n5 --query-timeout 2");
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(stdout_on(count, n), "3", "{n}: {count}");
+        assert_eq!(wait["results"][n]["state"], "failed", "{n}: {wait}");
+    }
 }
 
 /// Two submitters' runs with a QUERY each reach the nodes in different orders (each

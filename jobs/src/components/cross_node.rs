@@ -72,9 +72,10 @@ pub(super) async fn query_wait(
     let _lent = ctx.lend_queue();
     loop {
         // Looked at, then let go before the sleep: held meanwhile, every ARG or QUERY on the
-        // node would copy the args.
+        // node would copy the args. As this run sees them: of a name its own QUERY collects,
+        // only the nodes of its sets count (not a value an earlier run gathered).
         let (found, missing) = {
-            let args = ctx.cache.args();
+            let args = ctx.args();
             let query = args.get("query").and_then(Value::as_object);
             let has = |node: &str| {
                 query

@@ -75,6 +75,13 @@ pub(super) struct WaitingJob {
     updates: mpsc::Sender<(String, String)>,
 }
 
+/// Target side: where the set of a QUERY job that ran here comes from, and for which run.
+pub(super) struct QueryOrigin {
+    originator: NodeId,
+    run_id: String,
+    since: Instant,
+}
+
 /// What the actor keeps for QUERY and JOB_WAIT.
 #[derive(Default)]
 pub(super) struct CrossNode {
@@ -84,7 +91,7 @@ pub(super) struct CrossNode {
     /// Target side: who may send the aggregate of each QUERY job that ran here (its run's
     /// originator), and since when; forgotten after [`FORGET_QUERY_ORIGINS`]. A later,
     /// larger aggregate of the same job is taken too (merged into the args).
-    query_origins: HashMap<String, (NodeId, Instant)>,
+    query_origins: HashMap<String, QueryOrigin>,
     /// Waiting side: the JOB_WAITs in progress here, and their jobs.
     waits: coordination::job_wait::Waits,
     waiting: HashMap<String, WaitingJob>,
@@ -226,12 +233,11 @@ impl Actor {
         value: Value,
         reply: Option<oneshot::Sender<Result<Option<Value>, String>>>,
     ) {
-        let Some(originator) = self
-            .job_runs
-            .get(&job_id)
-            .and_then(|run| self.accepted.get(run))
-            .map(|a| a.originator.clone())
-        else {
+        let Some((run_id, originator)) = self.job_runs.get(&job_id).and_then(|run| {
+            self.accepted
+                .get(run)
+                .map(|a| (run.clone(), a.originator.clone()))
+        }) else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err("QUERY of a job this node does not know".into()));
             }
@@ -240,13 +246,22 @@ impl Actor {
         if let Some(reply) = reply {
             self.cross.query_waiters.insert(job_id.clone(), reply);
         }
+        // Until the set comes, the run's later jobs here see this node's value alone for the
+        // name, not values an earlier run gathered from the others.
+        let own = serde_json::json!({ "query": { self.local_name.clone(): { name.clone(): value.clone() } } });
+        self.cache.keep_run_query(&run_id, &own);
         let now = Instant::now();
         self.cross
             .query_origins
-            .retain(|_, (_, since)| now.saturating_duration_since(*since) < FORGET_QUERY_ORIGINS);
-        self.cross
-            .query_origins
-            .insert(job_id.clone(), (originator.clone(), now));
+            .retain(|_, o| now.saturating_duration_since(o.since) < FORGET_QUERY_ORIGINS);
+        self.cross.query_origins.insert(
+            job_id.clone(),
+            QueryOrigin {
+                originator: originator.clone(),
+                run_id,
+                since: now,
+            },
+        );
         let msg = JobMessage::QueryValue {
             job_id,
             node: self.local.clone(),
@@ -262,7 +277,7 @@ impl Actor {
             return QueryStand::Awaits(names);
         }
         match self.cross.query_origins.get(job_id) {
-            Some((originator, _)) => QueryStand::Elsewhere(originator.clone()),
+            Some(origin) => QueryStand::Elsewhere(origin.originator.clone()),
             None => QueryStand::Unknown,
         }
     }
@@ -566,7 +581,7 @@ impl Actor {
         self.cross
             .query_origins
             .get(job_id)
-            .is_some_and(|(originator, _)| originator == from)
+            .is_some_and(|origin| origin.originator == *from)
     }
 
     /// Target side: the aggregate of a QUERY job arrived.
@@ -581,7 +596,20 @@ impl Actor {
             None => aggregate,
         };
         // --no-wait, a job that gave up, or a later and larger aggregate: merged now, for
-        // whatever runs next.
+        // whatever runs next, and for the run's own later jobs here if some are still to run.
+        let run_id = self
+            .cross
+            .query_origins
+            .get(&job_id)
+            .map(|o| o.run_id.as_str());
+        if let Some(run_id) = run_id
+            && self
+                .accepted
+                .get(run_id)
+                .is_some_and(|a| !a.pending.is_empty())
+        {
+            self.cache.keep_run_query(run_id, &aggregate);
+        }
         if let Value::Object(map) = aggregate {
             self.cache.merge_args(map, true);
         }
