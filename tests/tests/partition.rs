@@ -345,6 +345,59 @@ fn a_no_wait_query_across_a_partition_gives_every_target_the_whole_set() {
     drop((n1, n2, n3));
 }
 
+/// A QUERY whose far targets lose their submitter: their wait for the set times out saying
+/// the submitter itself is not answering there, not only that other targets have not reported.
+#[test]
+fn a_query_timed_out_far_from_its_submitter_says_the_submitter_is_gone() {
+    let link = Link::create();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let [n1, n2, n3] = across(&link, root, &[]);
+    let started = root.join("started");
+    std::fs::create_dir(&started).unwrap();
+    let file = root.join("query.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- jobs:\n\
+             \x20 - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n\
+             \x20 - QUERY: --skip-cache --timeout 10 hostname_here\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["orchestrate", file.to_str().unwrap()];
+    for n in ["n1", "n2", "n3"] {
+        args.extend(["--target", n]);
+    }
+    let o = n1.cli(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(20),
+        "the run to start on every node",
+        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    );
+    link.cut();
+    let query = records(&n1)[1]["job_id"].as_str().unwrap().to_string();
+    // Far QUERYs time out during the cut; their results come after the mend.
+    std::thread::sleep(Duration::from_secs(12));
+    link.mend();
+    let record = wait_for_record(&n1, &query, "the far results", |r| {
+        ["n2", "n3"]
+            .iter()
+            .all(|n| result(r, n).0 == "failed" && !result(r, n).2.starts_with("unreachable"))
+    });
+    for n in ["n2", "n3"] {
+        let stderr = record["results"][n]["stderr"].as_str().unwrap_or_default();
+        assert!(
+            stderr.contains("it comes from the submitter n1")
+                && stderr.contains("n1 itself is not answering here (expired)"),
+            "{n}: {record}"
+        );
+    }
+    drop((n1, n2, n3));
+}
+
 /// Whether `peer` stays alive in `d`'s view through `steady` in a row, within `timeout`.
 fn heard_steadily(d: &Daemon, peer: &str, steady: Duration, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;

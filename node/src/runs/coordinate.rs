@@ -1068,19 +1068,34 @@ impl Coordinator for NodeCoordinator {
                     names.join(", ")
                 ),
                 QueryStand::Elsewhere(originator) => {
-                    let name = match mesh.status().await {
+                    let (name, state) = match mesh.status().await {
                         // This node's own collection is over (its time ran out, or a purge):
                         // nothing more to say than the timeout.
                         Ok(status) if status.local_peer_id.to_string() == originator.0 => {
                             return None;
                         }
-                        Ok(status) => status.name_or_id(&originator.0),
-                        Err(_) => originator.0.clone(),
+                        Ok(status) => {
+                            let state = status
+                                .members
+                                .iter()
+                                .find(|m| m.presence.peer_id.to_string() == originator.0)
+                                .map(|m| m.state);
+                            (status.name_or_id(&originator.0), state)
+                        }
+                        Err(_) => (originator.0.clone(), None),
+                    };
+                    // The submitter itself out of reach is the likelier cause.
+                    let gone = match state {
+                        Some(mesh::MemberState::Expired) => {
+                            format!("; {name} itself is not answering here (expired)")
+                        }
+                        Some(mesh::MemberState::Left) => format!("; {name} itself has left"),
+                        _ => String::new(),
                     };
                     format!(
                         "it comes from the submitter {name} once every target has sent its value \
                          (there, `manage --job-info {job_id}` shows which targets have not \
-                         reported)"
+                         reported){gone}"
                     )
                 }
                 QueryStand::Unknown => return None,
