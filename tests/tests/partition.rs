@@ -194,6 +194,40 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
     drop((n1, n2, n3));
 }
 
+/// Submits from `n1` to all three nodes one entry whose first job marks its start under
+/// `root` and sleeps 2 s, then the `jobs` given (YAML lines of the entry's job list), and waits
+/// until it has started on every node; returns the run's job ids, in order.
+fn start_on_all(root: &Path, n1: &Daemon, jobs: &[&str]) -> Vec<String> {
+    let started = root.join("started");
+    std::fs::create_dir(&started).unwrap();
+    let mut yaml = format!(
+        "- jobs:\n  - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n",
+        started.display()
+    );
+    for job in jobs {
+        yaml.push_str(&format!("  - {job}\n"));
+    }
+    let file = root.join("orchestration.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let mut args = vec!["orchestrate", file.to_str().unwrap()];
+    for n in ["n1", "n2", "n3"] {
+        args.extend(["--target", n]);
+    }
+    let o = n1.cli(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(20),
+        "the run to start on every node",
+        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    );
+    let ids: Vec<String> = records(n1)
+        .iter()
+        .map(|r| r["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), jobs.len() + 1);
+    ids
+}
+
 /// A QUERY whose far targets are cut off from their submitter when they send their values:
 /// the submitter's own QUERY goes on with its own value once the far side is written off; the
 /// far values are sent again until they arrive, after the mend, and then every target gets
@@ -204,45 +238,18 @@ fn a_query_across_a_partition_completes_after_the_mend() {
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
     let [n1, n2, n3] = across(&link, root, &[]);
-    let started = root.join("started");
-    std::fs::create_dir(&started).unwrap();
-    let file = root.join("query.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "- jobs:\n\
-             \x20 - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n\
-             \x20 - RUN: --skip-cache --stdout-arg token echo \"token-$$\"\n\
-             \x20 - QUERY: token --timeout 120\n\
-             \x20 - RUN: --skip-cache echo \"{{{{ query | length }}}}\"\n",
-            started.display()
-        ),
-    )
-    .unwrap();
-    let o = n1.cli(&[
-        "orchestrate",
-        file.to_str().unwrap(),
-        "--target",
-        "n1",
-        "--target",
-        "n2",
-        "--target",
-        "n3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    wait_for(
-        Duration::from_secs(20),
-        "the run to start on every node",
-        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    let ids = start_on_all(
+        root,
+        &n1,
+        &[
+            "RUN: --skip-cache --stdout-arg token echo \"token-$$\"",
+            "QUERY: token --timeout 120",
+            "RUN: --skip-cache echo \"{{ query | length }}\"",
+        ],
     );
     link.cut();
     connections_closed(&n1, [&n2, &n3]);
     link.mend();
-    let ids: Vec<String> = records(&n1)
-        .iter()
-        .map(|r| r["job_id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ids.len(), 4);
     for id in &ids {
         wait_for_record(&n1, id, "every job's real result", |r| {
             ["n1", "n2", "n3"]
@@ -283,44 +290,17 @@ fn a_no_wait_query_across_a_partition_gives_every_target_the_whole_set() {
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
     let [n1, n2, n3] = across(&link, root, &[]);
-    let started = root.join("started");
-    std::fs::create_dir(&started).unwrap();
-    let file = root.join("no-wait.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "- jobs:\n\
-             \x20 - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n\
-             \x20 - RUN: --skip-cache --stdout-arg nowait echo \"v-$$\"\n\
-             \x20 - QUERY: --skip-cache --no-wait nowait\n\
-             \x20 - QUERY_WAIT: --skip-cache --query-timeout 150 nowait --identity n1 --identity n2 --identity n3\n\
-             \x20 - RUN: --skip-cache echo \"{{{{ query | length }}}}\"\n",
-            started.display()
-        ),
-    )
-    .unwrap();
-    let o = n1.cli(&[
-        "orchestrate",
-        file.to_str().unwrap(),
-        "--target",
-        "n1",
-        "--target",
-        "n2",
-        "--target",
-        "n3",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    wait_for(
-        Duration::from_secs(20),
-        "the run to start on every node",
-        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    let ids = start_on_all(
+        root,
+        &n1,
+        &[
+            "RUN: --skip-cache --stdout-arg nowait echo \"v-$$\"",
+            "QUERY: --skip-cache --no-wait nowait",
+            "QUERY_WAIT: --skip-cache --query-timeout 150 nowait --identity n1 --identity n2 --identity n3",
+            "RUN: --skip-cache echo \"{{ query | length }}\"",
+        ],
     );
     link.cut();
-    let ids: Vec<String> = records(&n1)
-        .iter()
-        .map(|r| r["job_id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ids.len(), 5);
     // The far QUERYs ran during the cut; the submitter writes their nodes off.
     wait_for_record(&n1, &ids[2], "the far targets written off", |r| {
         ["n2", "n3"]
@@ -353,36 +333,17 @@ fn a_query_timed_out_far_from_its_submitter_says_the_submitter_is_gone() {
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
     let [n1, n2, n3] = across(&link, root, &[]);
-    let started = root.join("started");
-    std::fs::create_dir(&started).unwrap();
-    let file = root.join("query.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "- jobs:\n\
-             \x20 - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n\
-             \x20 - QUERY: --skip-cache --timeout 10 hostname_here\n",
-            started.display()
-        ),
-    )
-    .unwrap();
-    let mut args = vec!["orchestrate", file.to_str().unwrap()];
-    for n in ["n1", "n2", "n3"] {
-        args.extend(["--target", n]);
-    }
-    let o = n1.cli(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    wait_for(
-        Duration::from_secs(20),
-        "the run to start on every node",
-        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+    let ids = start_on_all(
+        root,
+        &n1,
+        &["QUERY: --skip-cache --timeout 10 hostname_here"],
     );
     link.cut();
-    let query = records(&n1)[1]["job_id"].as_str().unwrap().to_string();
+    let query = &ids[1];
     // Far QUERYs time out during the cut; their results come after the mend.
     std::thread::sleep(Duration::from_secs(12));
     link.mend();
-    let record = wait_for_record(&n1, &query, "the far results", |r| {
+    let record = wait_for_record(&n1, query, "the far results", |r| {
         ["n2", "n3"]
             .iter()
             .all(|n| result(r, n).0 == "failed" && !result(r, n).2.starts_with("unreachable"))
