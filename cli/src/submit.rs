@@ -689,6 +689,11 @@ async fn follow_jobs(
     if let Some(b) = &follower.bar {
         b.finish_and_clear();
     }
+    let written_off = follower
+        .finished
+        .values()
+        .any(|r| r.results.values().any(|x| x.is_write_off()));
+    let cut_off = written_off && hears_nobody(client).await;
     summarize(
         &follower.finished,
         job_ids.len(),
@@ -696,6 +701,27 @@ async fn follow_jobs(
         options.check,
         &reply.run_id,
     )
+    .inspect_err(|_| {
+        if cut_off {
+            output::err_line(
+                "this node hears no other member of the mesh now: it may be the one cut off \
+                 (`status` says more), and the targets it wrote off may still be running their \
+                 jobs",
+            );
+        }
+    })
+}
+
+/// Whether the daemon holds every other member of its table expired (asked once the jobs are
+/// done; a mesh of one, or no answer, says nothing).
+async fn hears_nobody(client: &mut ControlClient) -> bool {
+    match client.request(&ControlRequest::Status).await {
+        Ok(ControlResponse::Status(report)) => {
+            let others: Vec<_> = report.nodes.iter().filter(|n| !n.is_self).collect();
+            !others.is_empty() && others.iter().all(|n| n.state == "expired")
+        }
+        _ => false,
+    }
 }
 
 /// Why following the jobs of `run_id` stopped before each was done, for the operator.

@@ -359,6 +359,38 @@ fn a_query_timed_out_far_from_its_submitter_says_the_submitter_is_gone() {
     drop((n1, n2, n3));
 }
 
+/// A submitter cut off from every other member: its `--poll` writes its targets off, and says
+/// that this node, hearing nobody, may be the one cut off (the targets may still be running).
+#[test]
+fn a_poll_from_a_cut_off_submitter_says_it_may_be_the_one_cut_off() {
+    let link = Link::create();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let [n1, n2, n3] = across(&link, root.path(), &[]);
+    link.cut();
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--skip-cache",
+        "--target",
+        "n2",
+        "--target",
+        "n3",
+        "true",
+        "--poll",
+    ]);
+    link.mend();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("written off as unreachable")
+            && said.contains("this node hears no other member of the mesh now"),
+        "{}",
+        text(&o)
+    );
+    drop((n1, n2, n3));
+}
+
 /// Whether `peer` stays alive in `d`'s view through `steady` in a row, within `timeout`.
 fn heard_steadily(d: &Daemon, peer: &str, steady: Duration, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
