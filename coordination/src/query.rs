@@ -17,6 +17,10 @@
 //! then until the values of the targets whose QUERY succeeded are in and what they bring
 //! about has gone out (a `--no-wait` QUERY reports before its value arrives: a target back
 //! from a partition sends both at once, and its result may come first), or for [`KEEP_FOR`].
+//! Values that come once every target has reported and no collection is open (it went for
+//! want of any value while its targets were written off, or the node restarted) open one
+//! that waits for the successes' values ([`Queries::open_over`]); a value sent again after
+//! its collection settled is no news ([`Queries::settled`]).
 //!
 //! Values outlive a restart of the originator: each new one is to be kept on disk
 //! ([`Action::Keep`]) before the target is told it arrived (the target does not send it
@@ -123,11 +127,22 @@ struct Collection {
 #[derive(Default)]
 pub struct Queries {
     collections: HashMap<String, Collection>,
+    /// Jobs whose collection went once settled ([`Queries::over`]), and when: a value of
+    /// theirs sent again (its answer was lost) is no news. Each goes after [`KEEP_FOR`] (at
+    /// a tick), so this holds at most the jobs settled within the last hour.
+    settled: HashMap<String, Instant>,
 }
 
 impl Queries {
+    /// No collection open (what [`Queries::settled`] remembers needs no tick soon).
     pub fn is_empty(&self) -> bool {
         self.collections.is_empty()
+    }
+
+    /// Whether the collection of `job_id` went within [`KEEP_FOR`] once every value it
+    /// waited for was in and its set had gone out: a value of it now is one sent again.
+    pub fn settled(&self, job_id: &str) -> bool {
+        self.settled.contains_key(job_id)
     }
 
     /// Whether values of `job_id` are being collected (else [`Queries::open`] it first).
@@ -181,6 +196,32 @@ impl Queries {
             since,
         };
         self.collections.insert(job_id.to_string(), collection);
+    }
+
+    /// Opens the collection of `job_id` when every target has reported it for real and no
+    /// collection holds its values: those of `succeeded` (the targets whose QUERY succeeded)
+    /// are still to come. A `--no-wait` result overtook its value, the collection went for
+    /// want of any value while its targets were written off, or this node restarted. Those
+    /// values make the set, and the collection goes once they are in and it has gone out.
+    pub fn open_over(
+        &mut self,
+        job_id: &str,
+        name: Option<String>,
+        targets: Vec<(NodeId, String)>,
+        succeeded: Vec<String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        let targets = targets
+            .into_iter()
+            .map(|(node, name)| Target {
+                reported: !succeeded.contains(&name),
+                node,
+                name,
+                written_off: false,
+            })
+            .collect();
+        self.open(job_id, name, targets, now);
+        self.over(job_id, succeeded, now)
     }
 
     /// The names of the targets whose value (or word that none comes) the set of `job_id`
@@ -330,6 +371,8 @@ impl Queries {
     /// Sends the larger aggregates that are due and the direct copies of gossiped sets whose
     /// grace is over; forgets collections older than [`KEEP_FOR`].
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        self.settled
+            .retain(|_, at| now.saturating_duration_since(*at) < KEEP_FOR);
         let old: Vec<String> = self
             .collections
             .iter()
@@ -359,7 +402,11 @@ impl Queries {
             .filter(|(_, c)| c.closing.is_some())
             .map(|(job, _)| job.clone())
             .collect();
-        actions.extend(closing.iter().flat_map(|job| self.forget_if_settled(job)));
+        actions.extend(
+            closing
+                .iter()
+                .flat_map(|job| self.forget_if_settled(job, now)),
+        );
         actions
     }
 
@@ -371,16 +418,17 @@ impl Queries {
     /// Every target has reported `job_id` for real, those named `succeeded` with a success:
     /// its values are no longer needed once each of those is in and what they bring about
     /// has gone out (at once, if so already).
-    pub fn over(&mut self, job_id: &str, succeeded: Vec<String>) -> Vec<Action> {
+    /// (None open: values that come later open one, see [`Queries::open_over`].)
+    pub fn over(&mut self, job_id: &str, succeeded: Vec<String>, now: Instant) -> Vec<Action> {
         match self.collections.get_mut(job_id) {
             Some(c) => c.closing = Some(succeeded),
             None => return vec![],
         }
-        self.forget_if_settled(job_id)
+        self.forget_if_settled(job_id, now)
     }
 
     /// Forgets `job_id` if it is closing and settled (see [`Queries::over`]).
-    fn forget_if_settled(&mut self, job_id: &str) -> Vec<Action> {
+    fn forget_if_settled(&mut self, job_id: &str, now: Instant) -> Vec<Action> {
         let settled = self.collections.get(job_id).is_some_and(|c| {
             // (Opened once every target had reported: it takes no value at all.)
             let takes_none = c.targets.iter().all(|t| c.reported.contains(t));
@@ -391,7 +439,11 @@ impl Queries {
                         && succeeded.iter().all(|name| c.values.contains_key(name))
             })
         });
-        if settled { self.forget(job_id) } else { vec![] }
+        if !settled {
+            return vec![];
+        }
+        self.settled.insert(job_id.to_string(), now);
+        self.forget(job_id)
     }
 
     /// Drops the collection of `job_id`: its values kept on disk can go.
@@ -617,7 +669,7 @@ mod tests {
         };
         // Every target reported: the collection goes once each has taken the set.
         assert!(
-            q.over("j", vec!["a".into(), "b".into(), "c".into()])
+            q.over("j", vec!["a".into(), "b".into(), "c".into()], t0)
                 .is_empty()
         );
         for node in ["a", "b", "c"] {
@@ -647,7 +699,7 @@ mod tests {
         q.node_back(&n("c"));
         // c's success comes first: every target has reported, c's value is still to come.
         assert!(
-            q.over("j", vec!["a".into(), "b".into(), "c".into()])
+            q.over("j", vec!["a".into(), "b".into(), "c".into()], t0)
                 .is_empty()
         );
         assert!(q.tick(t0 + GOSSIP_GRACE).is_empty());
@@ -911,7 +963,7 @@ mod tests {
         let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
         assert!(a.is_empty(), "{a:?}");
         assert!(q.tick(t0 + LATE_VALUES_WAIT + GOSSIP_GRACE).is_empty());
-        assert!(q.over("j", vec!["a".into()]).is_empty());
+        assert!(q.over("j", vec!["a".into()], t0).is_empty());
         assert!(q.is_empty());
     }
 
@@ -935,5 +987,63 @@ mod tests {
             }]
         );
         assert!(q.is_empty());
+    }
+
+    /// A `--no-wait` QUERY whose targets were all written off (the collection went, holding
+    /// no value) and reported success after the mend, ahead of their values: the values open
+    /// a collection that makes the set of them all, and it goes once every target has it. A
+    /// value sent again after that is no news.
+    #[test]
+    fn values_after_every_target_reported_open_a_collection_that_waits_for_the_successes() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let mut t = targets(&["a", "b", "c"]);
+        for target in &mut t {
+            target.written_off = true;
+        }
+        q.open("j", Some("x".into()), t, t0);
+        for node in ["a", "b", "c"] {
+            assert!(q.ended_without_value("j", &n(node), t0).is_empty());
+        }
+        assert!(!q.is_open("j"));
+        // Every result came back: a and b succeeded, c failed. No collection is open.
+        assert!(q.over("j", vec!["a".into(), "b".into()], t0).is_empty());
+        let pairs = ["a", "b", "c"].map(|s| (n(s), s.to_string())).to_vec();
+        let opened = q.open_over(
+            "j",
+            Some("x".into()),
+            pairs,
+            vec!["a".into(), "b".into()],
+            t0,
+        );
+        assert!(opened.is_empty(), "{opened:?}");
+        assert_eq!(q.awaited("j").unwrap(), vec!["a", "b"]);
+        let a = q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        assert!(sent(&a).is_empty(), "{a:?}");
+        let b = q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        assert_eq!(
+            sent(&b),
+            vec![(
+                vec![n("a"), n("b"), n("c")],
+                json!({"a": {"x": 1}, "b": {"x": 2}})
+            )]
+        );
+        // Only the successes say they have it (c's job there is over).
+        q.taken("j", &n("a"), 2);
+        assert!(q.is_open("j"));
+        q.taken("j", &n("b"), 2);
+        let gone = q.tick(t0);
+        assert_eq!(
+            gone,
+            vec![Action::Forget {
+                job_id: "j".into(),
+                targets: vec![n("a"), n("b")]
+            }]
+        );
+        assert!(q.settled("j") && q.is_empty());
+        assert!(!q.settled("k"));
+        // Remembered for an hour only.
+        q.tick(t0 + KEEP_FOR);
+        assert!(!q.settled("j"));
     }
 }

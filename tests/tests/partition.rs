@@ -198,6 +198,11 @@ fn a_partition_loses_no_result_and_runs_nothing_twice() {
 /// `root` and sleeps 2 s, then the `jobs` given (YAML lines of the entry's job list), and waits
 /// until it has started on every node; returns the run's job ids, in order.
 fn start_on_all(root: &Path, n1: &Daemon, jobs: &[&str]) -> Vec<String> {
+    start_on(root, n1, &["n1", "n2", "n3"], jobs)
+}
+
+/// [`start_on_all`] on the `targets` named.
+fn start_on(root: &Path, n1: &Daemon, targets: &[&str], jobs: &[&str]) -> Vec<String> {
     let started = root.join("started");
     std::fs::create_dir(&started).unwrap();
     let mut yaml = format!(
@@ -210,15 +215,15 @@ fn start_on_all(root: &Path, n1: &Daemon, jobs: &[&str]) -> Vec<String> {
     let file = root.join("orchestration.yaml");
     std::fs::write(&file, yaml).unwrap();
     let mut args = vec!["orchestrate", file.to_str().unwrap()];
-    for n in ["n1", "n2", "n3"] {
+    for n in targets {
         args.extend(["--target", n]);
     }
     let o = n1.cli(&args);
     assert!(o.status.success(), "{}", text(&o));
     wait_for(
         Duration::from_secs(20),
-        "the run to start on every node",
-        || (std::fs::read_dir(&started).ok()?.count() == 3).then_some(()),
+        "the run to start on every target",
+        || (std::fs::read_dir(&started).ok()?.count() == targets.len()).then_some(()),
     );
     let ids: Vec<String> = records(n1)
         .iter()
@@ -321,6 +326,52 @@ fn a_no_wait_query_across_a_partition_gives_every_target_the_whole_set() {
         .unwrap();
     for n in ["n1", "n2", "n3"] {
         assert_eq!(result(&last, n).1, "3", "{n}: {last}");
+    }
+    drop((n1, n2, n3));
+}
+
+/// The same with the submitter no target: the far results both came back (after the mend)
+/// ahead of their values, and the collection had gone while the targets were written off,
+/// holding no value. The values still make the set of both, and each target gets it (before,
+/// both values were dropped and every QUERY_WAIT timed out).
+#[test]
+fn a_no_wait_query_of_far_targets_only_gives_them_the_whole_set_after_the_mend() {
+    let link = Link::create();
+    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let root = root.path();
+    let [n1, n2, n3] = across(&link, root, &[]);
+    let ids = start_on(
+        root,
+        &n1,
+        &["n2", "n3"],
+        &[
+            "RUN: --skip-cache --stdout-arg nowait echo \"v-$$\"",
+            "QUERY: --skip-cache --no-wait nowait",
+            "QUERY_WAIT: --skip-cache --query-timeout 150 nowait --identity n2 --identity n3",
+            "RUN: --skip-cache echo \"{{ query | length }}\"",
+        ],
+    );
+    link.cut();
+    wait_for_record(&n1, &ids[2], "the far targets written off", |r| {
+        ["n2", "n3"]
+            .iter()
+            .all(|n| result(r, n).2.starts_with("unreachable"))
+    });
+    // Long enough for the far values' resends to back off to several seconds: after the
+    // mend, the results (sent again at once when the submitter is seen back) come first.
+    std::thread::sleep(Duration::from_secs(20));
+    link.mend();
+    for id in &ids {
+        wait_for_record(&n1, id, "every job's real result", |r| {
+            ["n2", "n3"].iter().all(|n| result(r, n).0 == "success")
+        });
+    }
+    let last = records(&n1)
+        .into_iter()
+        .find(|r| r["job_id"] == ids[4].as_str())
+        .unwrap();
+    for n in ["n2", "n3"] {
+        assert_eq!(result(&last, n).1, "2", "{n}: {last}");
     }
     drop((n1, n2, n3));
 }

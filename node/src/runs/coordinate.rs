@@ -302,22 +302,7 @@ impl Actor {
         let Some(record) = self.query_record(job_id) else {
             return false;
         };
-        let stored;
-        let run = match self.open_runs.get(&record.run_id) {
-            Some(run) => Some(run),
-            None => {
-                stored = self.store.run(&record.run_id);
-                stored.as_ref().map(|s| &s.run)
-            }
-        };
-        let arg = run
-            .into_iter()
-            .flat_map(|run| run.parents.iter().flat_map(|p| &p.jobs))
-            .find(|job| job.job_id == job_id)
-            .and_then(|job| match &job.spec.component {
-                Component::Query { name, .. } => Some(name.clone()),
-                _ => None,
-            });
+        let arg = self.query_arg(&record);
         let targets = record
             .nodes
             .iter()
@@ -335,6 +320,45 @@ impl Actor {
             .queries
             .open(job_id, arg, targets, Instant::now());
         true
+    }
+
+    /// Originator side: the arg the QUERY job of `record` collects, from its run (in memory,
+    /// or on disk).
+    fn query_arg(&self, record: &JobRecord) -> Option<String> {
+        let stored;
+        let run = match self.open_runs.get(&record.run_id) {
+            Some(run) => Some(run),
+            None => {
+                stored = self.store.run(&record.run_id);
+                stored.as_ref().map(|s| &s.run)
+            }
+        };
+        run.into_iter()
+            .flat_map(|run| run.parents.iter().flat_map(|p| &p.jobs))
+            .find(|job| job.job_id == record.job_id)
+            .and_then(|job| match &job.spec.component {
+                Component::Query { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+    }
+
+    /// Originator side: opens the collection of the QUERY job of `record`, which every
+    /// target has reported for real, to wait for the values of its successes (see
+    /// `Queries::open_over`).
+    fn query_open_over(&mut self, record: &JobRecord) {
+        let targets = record
+            .nodes
+            .iter()
+            .map(|n| (NodeId(n.peer_id.clone()), n.name.clone()))
+            .collect();
+        let actions = self.cross.queries.open_over(
+            &record.job_id,
+            self.query_arg(record),
+            targets,
+            successes(record),
+            Instant::now(),
+        );
+        self.query_actions(actions);
     }
 
     /// Originator side: sends the aggregates the collection says are due, and keeps on disk
@@ -458,14 +482,12 @@ impl Actor {
     /// is written off, to come back with its value): its values are no longer needed once
     /// those of the targets it succeeded on are in (a `--no-wait` QUERY reports before its
     /// value may arrive) and the set they make has gone out.
+    /// (With no collection open, the values still to come open one.)
     pub(super) fn query_over(&mut self, record: &JobRecord) {
-        let succeeded = record
-            .results
-            .iter()
-            .filter(|(_, r)| r.state == jobs::executor::ResultState::Success)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let actions = self.cross.queries.over(&record.job_id, succeeded);
+        let actions = self
+            .cross
+            .queries
+            .over(&record.job_id, successes(record), Instant::now());
         self.query_actions(actions);
     }
 
@@ -482,10 +504,16 @@ impl Actor {
             by_job.entry(v.job_id.clone()).or_default().push(v);
         }
         for (job_id, values) in by_job {
-            let over = self
-                .query_record(&job_id)
-                .is_none_or(|r| r.reported_by_all());
-            if over || !self.query_open(&job_id) {
+            // Every target had reported: the values still waited for (those of successes
+            // that overtook them), if any, are waited for again; else the collection goes.
+            let open = match self.query_over_record(&job_id) {
+                Some(record) => {
+                    self.query_open_over(&record);
+                    self.cross.queries.is_open(&job_id)
+                }
+                None => self.query_open(&job_id),
+            };
+            if !open {
                 self.cross.queries.forget(&job_id);
                 for v in values {
                     self.store.delete_query_value(&job_id, &v.node);
@@ -522,16 +550,27 @@ impl Actor {
         name: String,
         value: Value,
     ) -> Result<(), String> {
-        if !self.cross.queries.is_open(&job_id) && self.query_reported_by_all(&job_id) {
-            // A value that comes after every target reported and the values were forgotten
-            // (an answer lost on the way, sent again) is neither kept nor spread. (One that
-            // a `--no-wait` result overtook finds its collection still open: it is spread.)
-            debug!(job = %job_id, "query value after every target reported; dropped");
-            return Ok(());
-        }
-        if !self.query_open(&job_id) {
-            debug!(job = %job_id, "query value for a job this node does not track");
-            return Ok(());
+        if !self.cross.queries.is_open(&job_id) {
+            let open = match self.query_over_record(&job_id) {
+                Some(_) if self.cross.queries.settled(&job_id) => {
+                    // Sent again (its answer was lost) after the set it made went out.
+                    debug!(job = %job_id, "query value after its collection settled; dropped");
+                    return Ok(());
+                }
+                Some(record) => {
+                    // Every target reported before this value came (a `--no-wait` result
+                    // overtook it, the collection went while the targets were written off,
+                    // or this node restarted): it and the other successes' values still
+                    // make the set.
+                    self.query_open_over(&record);
+                    self.cross.queries.is_open(&job_id)
+                }
+                None => self.query_open(&job_id),
+            };
+            if !open {
+                debug!(job = %job_id, "query value for a job this node does not collect");
+                return Ok(());
+            }
         }
         let actions = self
             .cross
@@ -541,13 +580,14 @@ impl Actor {
         Ok(())
     }
 
-    /// Originator side: every target has reported the QUERY job `job_id` for real, as its
-    /// finished record says (a record still in memory is still waiting for results).
-    fn query_reported_by_all(&self, job_id: &str) -> bool {
-        !self.records.contains_key(job_id)
-            && self
-                .finished_record(job_id)
-                .is_some_and(|r| r.reported_by_all())
+    /// Originator side: the finished record of the QUERY job `job_id` if every target has
+    /// reported it for real (a record still in memory is still waiting for results).
+    fn query_over_record(&self, job_id: &str) -> Option<JobRecord> {
+        if self.records.contains_key(job_id) {
+            return None;
+        }
+        self.finished_record(job_id)
+            .filter(|r| r.verb == "QUERY" && r.reported_by_all())
     }
 
     /// Every tick: the larger aggregates that are due, and what is over.
@@ -1149,6 +1189,16 @@ impl Coordinator for NodeCoordinator {
         // Full inbox: the blob stays until evicted, and jobs needing it fail meanwhile.
         let _ = self.inbox.try_send(Input::BlobDamaged(hash));
     }
+}
+
+/// The names of the targets whose job of `record` succeeded.
+fn successes(record: &JobRecord) -> Vec<String> {
+    record
+        .results
+        .iter()
+        .filter(|(_, r)| r.state == jobs::executor::ResultState::Success)
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 #[cfg(test)]
