@@ -583,9 +583,17 @@ fn status_without_a_daemon_says_how_to_start_one() {
         &["--state-dir", sd, "status"],
         1,
         &[&format!(
-            "{sd} is not a directord-mesh state directory (it holds other files but no \
-             identity.key)"
+            "{sd} is not a directord-mesh state directory (it holds other files but none \
+             of a node's"
         )],
+    );
+    // One made from an image (every file but identity.key) is a state directory with no
+    // daemon running yet.
+    std::fs::write(dir.path().join("join-token"), "dm1-").unwrap();
+    fails(
+        &["--state-dir", sd, "status"],
+        1,
+        &["no directord-mesh daemon is running", "join"],
     );
     // A state directory that is not there at all (a typo) is said to be so, before anybody
     // starts a new mesh with it.

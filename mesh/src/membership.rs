@@ -1088,6 +1088,36 @@ impl Membership {
         self.others_in(MemberState::Expired, now)
     }
 
+    /// Up to `n` other members with addresses that `skip` does not name, most lately heard
+    /// first, with their addresses: only those `n` rows are copied (the table may hold
+    /// thousands).
+    pub fn lately_heard_others(
+        &self,
+        n: usize,
+        skip: impl Fn(&PeerId) -> bool,
+    ) -> Vec<(PeerId, Vec<libp2p::Multiaddr>)> {
+        let mut rows: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.presence.peer_id != self.local
+                    && !m.presence.addresses.is_empty()
+                    && !skip(&m.presence.peer_id)
+            })
+            .collect();
+        let newest_first = |m: &&Member| std::cmp::Reverse(m.last_seen);
+        if rows.len() > n {
+            if n > 0 {
+                rows.select_nth_unstable_by_key(n - 1, newest_first);
+            }
+            rows.truncate(n);
+        }
+        rows.sort_by_key(newest_first);
+        rows.into_iter()
+            .map(|m| (m.presence.peer_id, m.presence.addresses.clone()))
+            .collect()
+    }
+
     /// Presences of the other members whose own state (alive, expired or left) is `state`.
     fn others_in(&self, state: MemberState, now: Instant) -> impl Iterator<Item = &Presence> {
         self.members
@@ -1166,6 +1196,32 @@ mod tests {
             Membership::new(presence(PeerId::random(), "self", 1, 0), now),
             now,
         )
+    }
+
+    /// The members a node remembers beside those alive: the most lately heard, with
+    /// addresses, never itself or those skipped.
+    #[test]
+    fn the_most_lately_heard_others_come_first() {
+        let (mut t, now) = table();
+        let mut peers = Vec::new();
+        for (i, ago) in [5u64, 1, 9, 3, 7].into_iter().enumerate() {
+            let peer = PeerId::random();
+            let mut p = presence(peer, &format!("n{i}"), 1, 1);
+            p.addresses = vec!["/ip4/127.0.0.1/tcp/1".parse().unwrap()];
+            t.observe(p, now - Duration::from_secs(ago));
+            peers.push(peer);
+        }
+        // One without addresses is of no use to dial.
+        t.observe(presence(PeerId::random(), "bare", 1, 1), now);
+        let skipped = peers[3];
+        let got: Vec<PeerId> = t
+            .lately_heard_others(3, |p| *p == skipped)
+            .into_iter()
+            .map(|(peer, _)| peer)
+            .collect();
+        assert_eq!(got, vec![peers[1], peers[0], peers[4]]);
+        assert_eq!(t.lately_heard_others(10, |_| false).len(), 5);
+        assert!(t.lately_heard_others(0, |_| false).is_empty());
     }
 
     /// A row passed on in a sync counts only if its node signed it: a forged goodbye of a

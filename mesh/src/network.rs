@@ -288,6 +288,7 @@ enum Command {
         reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
     },
     MembersToRemember {
+        others: usize,
         reply: oneshot::Sender<MembersToRemember>,
     },
     Shutdown {
@@ -397,9 +398,10 @@ impl MeshHandle {
         self.call(|reply| Command::AliveMembers { reply }).await
     }
 
-    /// The members worth remembering for the next start (see [`MembersToRemember`]).
-    pub async fn members_to_remember(&self) -> Result<MembersToRemember, MeshError> {
-        self.call(|reply| Command::MembersToRemember { reply })
+    /// The members worth remembering for the next start (see [`MembersToRemember`]), with up
+    /// to `others` of those not alive.
+    pub async fn members_to_remember(&self, others: usize) -> Result<MembersToRemember, MeshError> {
+        self.call(|reply| Command::MembersToRemember { others, reply })
             .await
     }
 
@@ -1187,21 +1189,12 @@ impl EventLoop {
             Command::AliveMembers { reply } => {
                 let _ = reply.send(self.alive_or_when_leaving());
             }
-            Command::MembersToRemember { reply } => {
+            Command::MembersToRemember { others, reply } => {
                 let alive = self.alive_or_when_leaving();
                 let alive_ids: HashSet<PeerId> = alive.iter().map(|(peer, _)| *peer).collect();
-                let mut others: Vec<MemberView> = self
+                let others = self
                     .membership
-                    .view(Instant::now())
-                    .into_iter()
-                    .filter(|v| !v.is_self && !alive_ids.contains(&v.presence.peer_id))
-                    .filter(|v| !v.presence.addresses.is_empty())
-                    .collect();
-                others.sort_by_key(|v| v.last_seen_ago);
-                let others = others
-                    .into_iter()
-                    .map(|v| (v.presence.peer_id, v.presence.addresses))
-                    .collect();
+                    .lately_heard_others(others, |peer| alive_ids.contains(peer));
                 let _ = reply.send(MembersToRemember { alive, others });
             }
             Command::Shutdown { reply } => self.begin_leave(Some(reply)),
@@ -1290,7 +1283,6 @@ impl EventLoop {
         });
     }
 
-    /// The other members alive now, with their addresses.
     /// The members alive, or those alive when this node began to leave.
     fn alive_or_when_leaving(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
         match &self.leaving {
@@ -1299,6 +1291,7 @@ impl EventLoop {
         }
     }
 
+    /// The other members alive now, with their addresses.
     fn alive_members(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
         self.membership
             .alive_others(Instant::now())

@@ -297,9 +297,9 @@ pub enum ControlError {
     )]
     NoDaemon { state_dir: String, socket: String },
     #[error(
-        "{state_dir} is not a directord-mesh state directory (it holds other files but no \
-         identity.key): no daemon has run with it (check --state-dir or \
-         DIRECTORD_MESH_STATE_DIR)"
+        "{state_dir} is not a directord-mesh state directory (it holds other files but none \
+         of a node's: identity.key, mesh.key, join-token, node.redb): no daemon has run with \
+         it (check --state-dir or DIRECTORD_MESH_STATE_DIR)"
     )]
     NotStateDir { state_dir: String },
     #[error(
@@ -537,7 +537,7 @@ impl ControlClient {
                 // A directory of something else (`--state-dir /tmp`): a daemon is not to be
                 // started there on this advice (an empty one may well be meant for one).
                 io::ErrorKind::NotFound
-                    if !state_dir.join("identity.key").exists()
+                    if !crate::state::has_state_files(state_dir)
                         && std::fs::read_dir(state_dir)
                             .is_ok_and(|mut entries| entries.next().is_some()) =>
                 {

@@ -508,7 +508,7 @@ impl Node {
         self.processes.halt();
         // The check of the blobs a previous run left ends: the next start checks the rest.
         self.control.blobs.stop();
-        if let Ok(members) = self.mesh.members_to_remember().await {
+        if let Ok(members) = self.mesh.members_to_remember(REMEMBER_OTHERS).await {
             remember_peers(&self.state, self.mesh.local_peer_id(), members);
         }
         let result = self.mesh.shutdown().await;
@@ -599,7 +599,6 @@ fn remember_peers(state: &StateDir, me: PeerId, members: mesh::MembersToRemember
     let others = members
         .others
         .into_iter()
-        .take(REMEMBER_OTHERS)
         .flat_map(|(peer, addrs)| addrs.into_iter().map(move |a| multiaddr_with_peer(a, peer)));
     let me = me.to_bytes();
     let mut alive: Vec<(blake3::Hash, PeerId, Vec<Multiaddr>)> = members
@@ -645,7 +644,7 @@ async fn save_known_peers(
         // restart), then at most once per SAVE_PEERS_SETTLE: the changes that come meanwhile
         // leave one permit, for one more save. A mesh of a thousand nodes forming would
         // otherwise cost each node a thousand fsyncs.
-        let Ok(members) = mesh.members_to_remember().await else {
+        let Ok(members) = mesh.members_to_remember(REMEMBER_OTHERS).await else {
             return;
         };
         let state = state.clone();

@@ -64,6 +64,22 @@ pub fn holds_a_mesh(dir: &Path) -> bool {
         || dir.join("mesh.open").exists()
 }
 
+/// The files of a state directory any of which says a daemon ran with it or it was made
+/// for one (an image may hold all of them but `identity.key`, as README advises).
+const STATE_FILES: [&str; 6] = [
+    "identity.key",
+    "mesh.key",
+    "mesh.open",
+    "join-token",
+    "known-peers",
+    "node.redb",
+];
+
+/// Whether `dir` holds any file of a state directory.
+pub fn has_state_files(dir: &Path) -> bool {
+    STATE_FILES.iter().any(|f| dir.join(f).exists())
+}
+
 /// Refuses a state directory of another user, and takes write access to its own away from
 /// others: whoever can replace the keys or the control socket in it can take the node's place
 /// or command it.

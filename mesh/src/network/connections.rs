@@ -620,10 +620,10 @@ impl EventLoop {
         // A spell counts while the member is alive by the table: one expired meanwhile (a whole
         // partition) is out of everybody's reach, not of this node's alone, and is not to be
         // called a partial partition the moment it is heard again, before a dial could succeed.
+        // (A spell the log has told of stays told: its "reachable again" still comes.)
         for (peer, spell) in &mut self.out_of_reach {
             if !self.membership.is_alive(peer, now) {
                 spell.since = now;
-                spell.logged = false;
             }
         }
         self.log_out_of_reach(now);
