@@ -80,51 +80,130 @@ pub fn has_state_files(dir: &Path) -> bool {
     STATE_FILES.iter().any(|f| dir.join(f).exists())
 }
 
-/// Refuses a state directory of another user, and takes write access to its own away from
-/// others: whoever can replace the keys or the control socket in it can take the node's place
-/// or command it.
+/// The entries of a state directory whose owner is checked at every start: whoever could
+/// put one there could take the node's place (its keys, its database) or command it.
+const OWNED_ENTRIES: [&str; 11] = [
+    "identity.key",
+    "mesh.key",
+    "mesh.open",
+    "join-token",
+    "known-peers",
+    "incarnation",
+    "node.redb",
+    "blobs",
+    "daemon.lock",
+    "running-jobs",
+    "running-jobs.alive",
+];
+
+/// The files that hold a secret: only their owner may read them.
+const SECRET_FILES: [&str; 3] = ["identity.key", "mesh.key", "join-token"];
+
+/// Refuses what cannot be a node's own state directory (not a directory, another user's, a
+/// shared one like /tmp, or one holding files of another user), takes write access to its own
+/// away from others and read access to its keys: whoever can replace the keys or the control
+/// socket in it can take the node's place or command it, and whoever reads the mesh key can
+/// run anything on every node.
 fn check_ownership(dir: &Path) -> Result<(), StateError> {
     use std::os::unix::fs::MetadataExt;
+    let refuse = |path: &Path, reason: String| {
+        Err(StateError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
     let meta = fs::metadata(dir).map_err(io_err(dir))?;
     let me = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_dir() {
+        return refuse(dir, "it is not a directory".into());
+    }
     // Root may replace anything anyway: a directory root hands to the daemon's user (a
     // shared volume) is not refused for being root's.
-    let reason = if meta.uid() != me && meta.uid() != 0 {
-        Some(format!(
-            "it belongs to user id {} and this daemon runs as {me}, so that user could replace \
-             its keys: chown it to the daemon's user, or use another --state-dir",
-            meta.uid()
-        ))
-    } else if meta.mode() & 0o022 != 0 {
-        // Its own directory: tightened rather than refused (a umask of 002 made it so).
-        let was = meta.mode() & 0o7777;
-        // The sticky bit a world-writable directory often has means nothing once others
-        // cannot write in it (setgid, for the group of new files, stays).
-        let now = was & !0o1022;
+    if meta.uid() != me && meta.uid() != 0 {
+        return refuse(
+            dir,
+            format!(
+                "it belongs to user id {} and this daemon runs as {me}, so that user could \
+                 replace its keys: chown it to the daemon's user, or use another --state-dir",
+                meta.uid()
+            ),
+        );
+    }
+    if mode & 0o1000 != 0 && mode & 0o022 != 0 {
+        // Sticky and writable by others: a directory everybody shares, whatever they put in
+        // it (a key, a link) would be taken as the node's. Its mode is not the node's to
+        // change either.
+        return refuse(
+            dir,
+            format!(
+                "it is a shared directory (mode {mode:o}, like /tmp): files others put there \
+                 would become this node's keys; give the node a directory of its own (one \
+                 that does not exist yet is made, mode 700)"
+            ),
+        );
+    }
+    if mode & 0o022 != 0 {
+        // Its own directory: tightened rather than refused (a umask of 002 made it so); the
+        // files in it are checked below.
+        let now = mode & !0o022;
         match fs::set_permissions(dir, fs::Permissions::from_mode(now)) {
             Ok(()) => tracing::warn!(
                 dir = %dir.display(),
-                "the state directory's mode was {was:o}, which let others write in it and \
+                "the state directory's mode was {mode:o}, which let others write in it and \
                  replace its keys: it is {now:o} now"
             ),
             // Not this daemon's to change (root's shared volume): said, not refused.
             Err(e) => tracing::warn!(
                 dir = %dir.display(),
-                "the state directory's mode {was:o} lets others write in it and replace its \
+                "the state directory's mode {mode:o} lets others write in it and replace its \
                  keys, and it cannot be changed here ({e}): chmod go-w it"
             ),
         }
-        None
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(StateError::Invalid {
-            path: dir.to_path_buf(),
-            reason,
-        }),
-        None => Ok(()),
     }
+    for name in OWNED_ENTRIES {
+        let path = dir.join(name);
+        let Ok(entry) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        // A link is its own maker's, and what it leads to is its owner's: both count.
+        let target = if entry.file_type().is_symlink() {
+            fs::metadata(&path).ok()
+        } else {
+            None
+        };
+        for owner in [Some(entry.uid()), target.as_ref().map(MetadataExt::uid)]
+            .into_iter()
+            .flatten()
+        {
+            if owner != me && owner != 0 {
+                return refuse(
+                    &path,
+                    format!(
+                        "it belongs to user id {owner}, not to this daemon's ({me}): whoever \
+                         made it could take this node's place; remove it, or chown it if it is \
+                         the node's own"
+                    ),
+                );
+            }
+        }
+        let file_mode = entry.mode() & 0o777;
+        if SECRET_FILES.contains(&name) && entry.is_file() && file_mode & 0o077 != 0 {
+            match fs::set_permissions(&path, fs::Permissions::from_mode(0o600)) {
+                Ok(()) => tracing::warn!(
+                    file = %path.display(),
+                    "the mode of {name} was {file_mode:o}, which let others read a secret: it \
+                     is 600 now"
+                ),
+                Err(e) => tracing::warn!(
+                    file = %path.display(),
+                    "the mode {file_mode:o} of {name} lets others read a secret, and it cannot \
+                     be changed here ({e}): chmod 600 it"
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An open state directory, locked for one daemon.
@@ -210,6 +289,34 @@ impl StateDir {
         }
     }
 
+    /// The key of the mesh this directory ran in, from its join token, when `mesh.key` is
+    /// gone (removed by hand, or lost): written again, rather than a new mesh the old one
+    /// refuses.
+    fn key_from_join_token(&self) -> Result<MeshKey, StateError> {
+        let key_path = self.dir.join("mesh.key");
+        let gone = |why: String| StateError::OtherMesh {
+            path: self.dir.clone(),
+            reason: format!(
+                "mesh.key is gone, though join-token shows this node ran in a mesh, and {why}: \
+                 put mesh.key back, join with --token of the mesh, or use a new --state-dir"
+            ),
+        };
+        let text = read_join_token(&self.dir).map_err(|e| gone(format!("{e}")))?;
+        let token = mesh::JoinToken::decode(&text)
+            .map_err(|e| gone(format!("the token cannot be read ({e})")))?;
+        let Some(key) = token.mesh_key else {
+            return Err(gone(
+                "the token is of an open mesh, yet mesh.open is gone too".into(),
+            ));
+        };
+        write_private(&key_path, key.to_key_file().as_bytes())?;
+        tracing::warn!(
+            file = %key_path.display(),
+            "mesh.key was gone: made again from the join token this node saved"
+        );
+        Ok(key)
+    }
+
     /// The mesh key this node uses, reconciling what it was asked for with what it stored.
     /// Returns the key (`None` for an open mesh) and whether it was created now.
     pub fn mesh_key(&self, choice: &MeshKeyChoice) -> Result<(Option<MeshKey>, bool), StateError> {
@@ -274,11 +381,15 @@ impl StateDir {
             MeshKeyChoice::FromState => match (stored_key, stored_open) {
                 (Some(k), _) if ever_up => Ok((Some(k), false)),
                 (None, true) => Ok((None, false)),
+                (None, false) if ever_up => Ok((Some(self.key_from_join_token()?), false)),
                 _ => Err(mismatch(NO_MESH_FOR_PEER)),
             },
             MeshKeyChoice::FromStateOrNew => match (stored_key, stored_open) {
                 (Some(k), _) => Ok((Some(k), false)),
                 (None, true) => Ok((None, false)),
+                // It ran in a mesh: a new one would cut it off from it, and the token, the
+                // last copy of the key here, would be overwritten.
+                (None, false) if ever_up => Ok((Some(self.key_from_join_token()?), false)),
                 (None, false) => {
                     let key = MeshKey::generate();
                     write_private(&key_path, key.to_key_file().as_bytes())?;
@@ -471,19 +582,64 @@ mod tests {
         assert!(within(state.next_incarnation(7), 7));
     }
 
-    /// A directory others may write in loses that; one that belongs to another user is
-    /// refused.
+    /// A directory others may write in loses that; a shared one (sticky, like /tmp), one
+    /// that is no directory, one of another user or holding another user's files is refused,
+    /// and its mode left as it was; keys others could read are made the owner's alone.
     #[test]
     fn a_state_dir_others_could_write_is_refused() {
+        let mode_of = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
         let dir = tempfile::tempdir().unwrap();
-        // World-writable with the sticky bit, as /tmp-like directories are.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o775)).unwrap();
+        fs::write(dir.path().join("mesh.key"), "key").unwrap();
+        fs::set_permissions(
+            dir.path().join("mesh.key"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         drop(StateDir::open(dir.path()).unwrap());
-        let mode = fs::metadata(dir.path()).unwrap().permissions().mode();
-        assert_eq!(mode & 0o7777, 0o755, "others' write access is taken away");
-        // Another owner (only root can hand a directory to another user).
+        assert_eq!(
+            mode_of(dir.path()),
+            0o755,
+            "others' write access is taken away"
+        );
+        assert_eq!(mode_of(&dir.path().join("mesh.key")), 0o600);
+        // World-writable with the sticky bit, as /tmp is: refused, and left as it is.
+        let shared = tempfile::tempdir().unwrap();
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = StateDir::open(shared.path()).unwrap_err().to_string();
+        assert!(e.contains("shared directory (mode 1777, like /tmp)"), "{e}");
+        assert_eq!(mode_of(shared.path()), 0o1777);
+        // A file, whatever its mode, is not changed.
+        let file = dir.path().join("a-file");
+        fs::write(&file, "").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = StateDir::open(&file).unwrap_err().to_string();
+        assert!(e.contains("it is not a directory"), "{e}");
+        assert_eq!(mode_of(&file), 0o666);
+        // Another owner (only root can hand a directory or file to another user).
         if nix::unistd::geteuid().is_root() {
-            nix::unistd::chown(dir.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let nobody = Some(nix::unistd::Uid::from_raw(65534));
+            let planted = tempfile::tempdir().unwrap();
+            let key = planted.path().join("mesh.key");
+            fs::write(&key, "key").unwrap();
+            nix::unistd::chown(&key, nobody, None).unwrap();
+            let e = StateDir::open(planted.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("mesh.key") && e.contains("belongs to user id 65534"),
+                "{e}"
+            );
+            // A link of ours to another user's file is theirs too.
+            fs::remove_file(&key).unwrap();
+            let theirs = dir.path().join("theirs");
+            fs::write(&theirs, "key").unwrap();
+            nix::unistd::chown(&theirs, nobody, None).unwrap();
+            std::os::unix::fs::symlink(&theirs, planted.path().join("identity.key")).unwrap();
+            let e = StateDir::open(planted.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("identity.key") && e.contains("user id 65534"),
+                "{e}"
+            );
+            nix::unistd::chown(dir.path(), nobody, None).unwrap();
             let e = StateDir::open(dir.path()).unwrap_err().to_string();
             assert!(e.contains("belongs to user id 65534"), "{e}");
         }
@@ -495,6 +651,42 @@ mod tests {
         let _held = StateDir::open(dir.path()).unwrap();
         let err = StateDir::open(dir.path()).unwrap_err();
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
+    }
+
+    /// A node that ran in a mesh and lost its mesh.key takes it again from its join token
+    /// (before, it made a new mesh, cut off from its own, and overwrote the token); an
+    /// unreadable token is said, and nothing is made.
+    #[test]
+    fn a_lost_mesh_key_is_taken_again_from_the_join_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let key = MeshKey::generate();
+        state.mesh_key(&MeshKeyChoice::Key(key)).unwrap();
+        let peer = Keypair::generate_ed25519().public().to_peer_id();
+        let token = mesh::JoinToken {
+            mesh_key: Some(key),
+            peers: vec![
+                format!("/ip4/127.0.0.1/tcp/7411/p2p/{peer}")
+                    .parse()
+                    .unwrap(),
+            ],
+        };
+        state.write_join_token(&token.encode()).unwrap();
+        fs::remove_file(dir.path().join("mesh.key")).unwrap();
+        for choice in [MeshKeyChoice::FromStateOrNew, MeshKeyChoice::FromState] {
+            assert_eq!(state.mesh_key(&choice).unwrap(), (Some(key), false));
+            fs::remove_file(dir.path().join("mesh.key")).unwrap();
+        }
+        state.write_join_token("dm1-damaged").unwrap();
+        let e = state
+            .mesh_key(&MeshKeyChoice::FromStateOrNew)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mesh.key is gone") && e.contains("the token cannot be read"),
+            "{e}"
+        );
+        assert!(!dir.path().join("mesh.key").exists());
     }
 
     #[test]
