@@ -13,8 +13,8 @@ use crate::Failure;
 
 /// Where an export may go: refused inside the state directory (an export named `node.redb`
 /// there would replace the daemon's database under it), named there directly, through a
-/// linked directory, or as a link to a file there (an export follows a link to a file);
-/// `Ok(true)` when a regular file is there already (the export replaces it, and says so).
+/// linked directory, or as a link to a file there (an export follows a link to a file, but
+/// not one another user made); `Ok(true)` when a regular file is there already (the export replaces it, and says so).
 pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
     if is_stdout(path) {
         return Ok(false);
@@ -27,6 +27,23 @@ pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
         // A directory that does not exist: the write says so.
         return Ok(false);
     };
+    // A link someone else made (in a shared directory such as /tmp) could lead to any file
+    // this user may write: not followed.
+    if let Ok(link) = std::fs::symlink_metadata(path)
+        && link.file_type().is_symlink()
+    {
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::geteuid().as_raw();
+        if link.uid() != me && link.uid() != 0 {
+            return Err(Failure::Input(format!(
+                "{}: it is a link made by user id {} (this runs as {me}), which could lead to \
+                 any file of this user: an export does not follow it; remove it, or choose \
+                 another place",
+                path.display(),
+                link.uid()
+            )));
+        }
+    }
     // What is there already, with every link followed (a link to nothing is replaced itself).
     let there = path.canonicalize().ok();
     if dir.starts_with(&state) || there.is_some_and(|t| t.starts_with(&state)) {

@@ -71,10 +71,42 @@ impl fmt::Display for OrchestrationError {
 
 impl std::error::Error for OrchestrationError {}
 
+/// The largest orchestration file read: a run the control socket takes from the command line
+/// is at most 64 MiB in all (`node::control::MAX_FRAME`).
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads the text file `path` an operator gave (an orchestration, a config file): at most
+/// `cap` bytes (a device such as /dev/zero, or a pipe that never ends, is refused once past
+/// it rather than read until memory runs out), in UTF-8 (the first byte that is not is
+/// named by its line).
+pub fn read_text_capped(path: &Path, cap: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > cap {
+        return Err(format!(
+            "it is larger than {} MiB, more than such a file can be",
+            cap.div_ceil(1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        format!(
+            "it is not UTF-8 text: line {line}, byte {} of the line, is not",
+            valid.len() - line_start + 1
+        )
+    })
+}
+
 /// Reads and parses an orchestration file.
 pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| OrchestrationError {
+    let text = read_text_capped(path, MAX_FILE_BYTES).map_err(|e| OrchestrationError {
         file: name.clone(),
         entry: None,
         job: None,
@@ -419,6 +451,27 @@ fn truthy(v: &serde_yaml_ng::Value) -> Result<bool, String> {
 mod tests {
     use super::*;
     use crate::spec::Component;
+
+    /// A file past the cap (a device that never ends) is refused once past it; bytes that are
+    /// not UTF-8 are named by line.
+    #[test]
+    fn files_are_read_up_to_a_cap_and_as_text() {
+        let e = read_text_capped(Path::new("/dev/zero"), 1024 * 1024).unwrap_err();
+        assert_eq!(e, "it is larger than 1 MiB, more than such a file can be");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.yaml");
+        std::fs::write(&path, b"- jobs:\n  - RUN: echo \xff\n").unwrap();
+        let e = read_text_capped(&path, 100).unwrap_err();
+        assert_eq!(
+            e,
+            "it is not UTF-8 text: line 2, byte 15 of the line, is not"
+        );
+        let e = parse_file(&path).unwrap_err().to_string();
+        assert!(e.contains("o.yaml") && e.contains("line 2"), "{e}");
+        std::fs::write(&path, "- jobs: []\n").unwrap();
+        assert_eq!(read_text_capped(&path, 11).unwrap(), "- jobs: []\n");
+        assert!(read_text_capped(&path, 10).is_err());
+    }
 
     #[test]
     fn parses_directord_files() {

@@ -14,6 +14,9 @@ use std::{
     time::Duration,
 };
 
+/// The largest config file read (one of every setting takes a few KiB).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 use mesh::{JoinToken, Multiaddr, PeerId, TransportKind};
 use serde::Deserialize;
 
@@ -287,7 +290,8 @@ impl JoinOptions {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let text =
+            jobs::orchestration::read_text_capped(path, MAX_CONFIG_BYTES).map_err(file_err)?;
         Self::from_yaml(&text, path)
     }
 

@@ -2178,6 +2178,22 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&linked).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     assert!(std::fs::read_to_string(&linked).unwrap().contains("job_id"));
+    // A link another user made (in a shared directory) is not followed: it could lead to
+    // any file of this user. (Only root can make a link another's.)
+    if nix::unistd::geteuid().is_root() {
+        std::fs::write(&linked, "kept").unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        std::os::unix::fs::lchown(&link, Some(nobody.as_raw()), None).unwrap();
+        let o = d.cli(&["manage", "--export-jobs", link.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr)
+                .contains("it is a link made by user id 65534 (this runs as 0)"),
+            "{}",
+            text(&o)
+        );
+        assert_eq!(std::fs::read_to_string(&linked).unwrap(), "kept");
+    }
     // An export that cannot be written says where and why.
     for (path, why) in [
         (
