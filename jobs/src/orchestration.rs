@@ -116,6 +116,27 @@ pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
     parse_str(&text, &name)
 }
 
+/// Where `text` holds a character YAML does not allow (a control character other than tab
+/// and line ends), if it does.
+fn control_character(text: &str) -> Option<String> {
+    let not_allowed = |c: char| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
+            || ('\u{7f}'..='\u{9f}').contains(&c) && c != '\u{85}'
+    };
+    for (i, line) in text.split('\n').enumerate() {
+        if let Some((at, c)) = line.chars().enumerate().find(|(_, c)| not_allowed(*c)) {
+            return Some(format!(
+                "YAML syntax error at line {} column {}: a control character (U+{:04X}) is \
+                 not allowed in YAML",
+                i + 1,
+                at + 1,
+                u32::from(c)
+            ));
+        }
+    }
+    None
+}
+
 /// Why a file of several YAML documents is refused, naming the `---` line that starts the
 /// second (a `---` before any content only opens the first).
 fn second_document(text: &str) -> String {
@@ -181,6 +202,10 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
     let err = |entry, job, message| located(file, entry, job, message);
     // A byte-order mark, as some editors write one: no content (YAML allows it at the start).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // Named here where it is: the parser refuses them before reading, at line 1 column 1.
+    if let Some(said) = control_character(text) {
+        return Err(err(None, None, said));
+    }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -248,7 +273,7 @@ fn parse_entry(
     let mut is_async = false;
     let mut jobs_value = None;
     for (k, v) in map {
-        let key = k.as_str().unwrap_or_default().to_string();
+        let key = key_text(&k);
         match key.as_str() {
             "jobs" => jobs_value = Some(v),
             "targets" => {
@@ -316,7 +341,7 @@ fn parse_job(
     let mut verb = None;
     let mut vars = BTreeMap::new();
     for (k, v) in map {
-        let key = k.as_str().unwrap_or_default().to_string();
+        let key = key_text(&k);
         if key == "vars" {
             let serde_yaml_ng::Value::Mapping(m) = v else {
                 return Err(err(
@@ -326,7 +351,7 @@ fn parse_job(
                 ));
             };
             for (vk, vv) in m {
-                let vk = vk.as_str().unwrap_or_default().to_string();
+                let vk = key_text(&vk);
                 let vv = serde_json::to_value(&vv)
                     .map_err(|e| err(n, Some((jn, "?".into())), format!("vars: {e}")))?;
                 vars.insert(vk, vv);
@@ -412,6 +437,12 @@ fn kind(v: &serde_yaml_ng::Value) -> &'static str {
     }
 }
 
+/// A mapping key as errors name it: a number or boolean as written (`5: echo` is the verb
+/// "5"), anything else by its kind.
+fn key_text(k: &serde_yaml_ng::Value) -> String {
+    scalar(k).unwrap_or_else(|| format!("<{}>", kind(k)))
+}
+
 fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
     match v {
         serde_yaml_ng::Value::String(s) => Some(s.clone()),
@@ -451,6 +482,24 @@ fn truthy(v: &serde_yaml_ng::Value) -> Result<bool, String> {
 mod tests {
     use super::*;
     use crate::spec::Component;
+
+    /// A control character is named where it is; a key that is no text is named as written.
+    #[test]
+    fn control_characters_and_keys_that_are_no_text_are_named() {
+        let e = parse_str("- jobs:\n  - RUN: echo a\u{0}b\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2 column 16: a control character (U+0000)"),
+            "{e}"
+        );
+        // A carriage return and tab are no such characters.
+        assert!(parse_str("- jobs:\r\n  - RUN:\techo a\r\n", "f.yaml").is_ok());
+        let e = parse_str("- jobs:\n  - 5: echo\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("job 1 (5): unknown verb '5'"), "{e}");
+    }
 
     /// A file past the cap (a device that never ends) is refused once past it; bytes that are
     /// not UTF-8 are named by line.
