@@ -755,6 +755,12 @@ fn share_socket(socket: &Path, group: Option<&str>) -> Result<(), String> {
 /// A group given by name or number.
 pub fn resolve_group(group: &str) -> Result<nix::unistd::Gid, String> {
     if let Ok(n) = group.parse::<u32>() {
+        // chown's "leave the group as it is": the socket would stay root's alone.
+        if n == u32::MAX {
+            return Err(format!(
+                "--socket-group: {n} is no group id (it means \"no change\" to the system)"
+            ));
+        }
         return Ok(nix::unistd::Gid::from_raw(n));
     }
     match nix::unistd::Group::from_name(group) {

@@ -96,6 +96,9 @@ const OWNED_ENTRIES: [&str; 11] = [
     "running-jobs.alive",
 ];
 
+/// The room for a Unix socket's path (`sun_path` on Linux), its closing NUL included.
+const SOCKET_PATH_MAX: usize = 108;
+
 /// The files that hold a secret: only their owner may read them.
 const SECRET_FILES: [&str; 3] = ["identity.key", "mesh.key", "join-token"];
 
@@ -216,6 +219,21 @@ pub struct StateDir {
 impl StateDir {
     /// Creates the directory if needed (0700) and takes its lock.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        // Said before anything is written: the socket's bind would fail only after the keys
+        // and the database are made.
+        let socket = crate::control::socket_path(dir);
+        if socket.as_os_str().len() >= SOCKET_PATH_MAX {
+            return Err(StateError::Invalid {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the control socket's path in it, {}, is {} bytes, and a Unix socket's may \
+                     be {} at most: choose a shorter --state-dir",
+                    socket.display(),
+                    socket.as_os_str().len(),
+                    SOCKET_PATH_MAX - 1
+                ),
+            });
+        }
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
             // Keys live here: only the owner may look inside.
@@ -643,6 +661,20 @@ mod tests {
             let e = StateDir::open(dir.path()).unwrap_err().to_string();
             assert!(e.contains("belongs to user id 65534"), "{e}");
         }
+    }
+
+    /// A state directory whose control socket's path would be too long for a Unix socket
+    /// is refused before anything is made in it.
+    #[test]
+    fn a_state_dir_too_deep_for_its_socket_is_refused_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(120));
+        let e = StateDir::open(&deep).unwrap_err().to_string();
+        assert!(
+            e.contains("choose a shorter --state-dir") && e.contains("107 at most"),
+            "{e}"
+        );
+        assert!(!deep.exists());
     }
 
     #[test]
