@@ -137,6 +137,55 @@ fn control_character(text: &str) -> Option<String> {
     None
 }
 
+/// How deep `[` and `{` may nest: the parser refuses more than 128 levels anyway, but only
+/// after a time that grows with the square of the depth (half a minute for 100 000).
+const MAX_FLOW_DEPTH: usize = 1000;
+
+/// Where `text` opens its flow collection number [`MAX_FLOW_DEPTH`] + 1 inside the others, if
+/// it does. Quoted text and comments are passed over; a `[` or `{` in the middle of plain
+/// text counts too, which only a file far beyond anything the parser takes could reach.
+fn nested_too_deep(text: &str) -> Option<String> {
+    let mut depth = 0usize;
+    for (i, line) in text.split('\n').enumerate() {
+        let mut quote = None;
+        let mut previous = ' ';
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((at, c)) = chars.next() {
+            match (quote, c) {
+                (Some('"'), '\\') => {
+                    chars.next();
+                }
+                (Some(q), c) if c == q => {
+                    // '' inside single quotes is a quote, not the end.
+                    if q == '\'' && chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                        chars.next();
+                    } else {
+                        quote = None;
+                    }
+                }
+                (Some(_), _) => {}
+                (None, '#') if previous.is_whitespace() => break,
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Some(format!(
+                            "YAML nested too deep at line {} column {}: more than \
+                             {MAX_FLOW_DEPTH} lists or mappings inside each other",
+                            i + 1,
+                            at + 1
+                        ));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            previous = c;
+        }
+    }
+    None
+}
+
 /// Why a file of several YAML documents is refused, naming the `---` line that starts the
 /// second (a `---` before any content only opens the first).
 fn second_document(text: &str) -> String {
@@ -203,7 +252,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
     // A byte-order mark, as some editors write one: no content (YAML allows it at the start).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Named here where it is: the parser refuses them before reading, at line 1 column 1.
-    if let Some(said) = control_character(text) {
+    if let Some(said) = control_character(text).or_else(|| nested_too_deep(text)) {
         return Err(err(None, None, said));
     }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
@@ -482,6 +531,34 @@ fn truthy(v: &serde_yaml_ng::Value) -> Result<bool, String> {
 mod tests {
     use super::*;
     use crate::spec::Component;
+
+    /// Lists nested deeper than the parser could take are refused before it reads them (it
+    /// took half a minute for this file), where the level past the limit opens; brackets in
+    /// quotes and comments do not count.
+    #[test]
+    fn yaml_nested_too_deep_is_refused_at_once() {
+        let deep = format!(
+            "- jobs:\n  - RUN: echo hi\n    vars: {{a: {}{}}}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let e = parse_str(&deep, "f.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("nested too deep at line 3 column 1014: more than 1000"),
+            "{e}"
+        );
+        let quoted = format!(
+            "- jobs:\n  - RUN: echo '{}' \"{}\" # {}\n",
+            "[".repeat(2000),
+            "{\\\"".repeat(2000),
+            "[".repeat(2000)
+        );
+        assert!(
+            parse_str(&quoted, "f.yaml").is_ok(),
+            "{:?}",
+            parse_str(&quoted, "f.yaml").err()
+        );
+    }
 
     /// A control character is named where it is; a key that is no text is named as written.
     #[test]
