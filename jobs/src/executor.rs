@@ -84,6 +84,9 @@ impl ResultState {
 /// times of its own.
 pub const NOT_RUN: &str = "not run: ";
 
+/// How the info of a job a QUEUESENTINEL emptied from the queue begins: not run either.
+pub const OMITTED: &str = "omitted: ";
+
 /// The result of one job on this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -413,7 +416,7 @@ impl Actor {
             for w in purged {
                 self.emit(not_run(
                     &w.job_id,
-                    format!("omitted: QUEUESENTINEL {} emptied the queue", work.job_id),
+                    format!("{OMITTED}QUEUESENTINEL {} emptied the queue", work.job_id),
                 ))
                 .await;
             }

@@ -177,13 +177,28 @@ impl NodeResult {
             && self.info.contains(WRITE_OFF_TEXT)
     }
 
-    /// Whether the target ran the job: not a write-off, and not a job the target reported
-    /// without running it (an earlier job of its parent failed there, or it could not start).
-    /// Only those have times of their own for the averages and the fastest and slowest nodes.
+    /// Whether the target ran the job through: not a write-off, and not a job the target
+    /// reported failed without running it (an earlier job of its parent failed there, it
+    /// could not start, a QUEUESENTINEL emptied the queue) or cut short or never started by
+    /// its restart. Only those have times of their own for the averages and the fastest and
+    /// slowest nodes.
     pub fn ran(&self) -> bool {
-        !self.is_write_off() && !self.info.starts_with(jobs::executor::NOT_RUN)
+        let no_time_of_its_own = [
+            jobs::executor::NOT_RUN,
+            jobs::executor::OMITTED,
+            INTERRUPTED_PREFIX,
+        ];
+        let not_run_through = self.state == ResultState::Failed
+            && no_time_of_its_own
+                .iter()
+                .any(|prefix| self.info.starts_with(prefix));
+        !self.is_write_off() && !not_run_through
     }
 }
+
+/// How the info of a job a target's restart cut short, or kept from starting, begins (see
+/// `runs::INTERRUPTED` and `runs::restore`).
+pub const INTERRUPTED_PREFIX: &str = "interrupted: ";
 
 /// How much of stderr's first line a result held in memory keeps ([`NodeResult::without_output`]).
 const SLIM_STDERR_MAX: usize = 1024;
@@ -735,6 +750,54 @@ mod tests {
                 .unwrap_err()
                 .contains("has no job records")
         );
+    }
+
+    /// Only a target that ran a job through has times for the averages: not one that
+    /// reported it not run, omitted by a QUEUESENTINEL or interrupted by a restart (a RUN's
+    /// info is its command: a success starting so ran).
+    #[test]
+    fn jobs_not_run_through_count_in_no_time() {
+        let result = |state: ResultState, info: &str, secs: f64| NodeResult {
+            state,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: info.into(),
+            execution_secs: secs,
+            roundtrip_secs: secs,
+            finished_unix_ms: 0,
+        };
+        let mut record = record("j", 0);
+        record.results = [
+            ("a", result(ResultState::Success, "sleep 1", 1.0)),
+            (
+                "b",
+                result(ResultState::Failed, crate::runs::INTERRUPTED, 0.0),
+            ),
+            (
+                "c",
+                result(
+                    ResultState::Failed,
+                    "omitted: QUEUESENTINEL x emptied the queue",
+                    0.0,
+                ),
+            ),
+            (
+                "d",
+                result(
+                    ResultState::Failed,
+                    "not run: job x of this parent failed",
+                    0.0,
+                ),
+            ),
+            (
+                "e",
+                result(ResultState::Success, "interrupted: ; sleep 3", 3.0),
+            ),
+        ]
+        .into_iter()
+        .map(|(n, r)| (n.to_string(), r))
+        .collect();
+        assert_eq!(record.mean_times(), (2.0, 2.0));
     }
 
     #[test]

@@ -1129,6 +1129,24 @@ mod tests {
     use super::*;
     use crate::test_support::add_run;
 
+    /// Every outcome a restart gives a job says so the way the records know it by (a job
+    /// interrupted has no time of its own).
+    #[test]
+    fn every_interrupted_outcome_begins_alike() {
+        for info in [
+            INTERRUPTED,
+            restore::DOWN_TOO_LONG,
+            restore::WAS_RUNNING,
+            restore::WAS_STOPPED,
+            restore::BEHIND_INTERRUPTED,
+        ] {
+            assert!(
+                info.starts_with(crate::records::INTERRUPTED_PREFIX),
+                "{info}"
+            );
+        }
+    }
+
     /// One holder for each of the most files a run names holders of (the costliest way to
     /// name [`coordination::transfer::MAX_HOLDER_HINTS`]) fits the room a submission keeps for them.
     #[test]
