@@ -515,6 +515,15 @@ fn say_left_out(reply: &SubmitReply) {
             reply.not_alive_left_out.join(", ")
         ));
     }
+    if !reply.waiting_for_left.is_empty() {
+        crate::output::err_line(format!(
+            "note: targets that had just left the mesh (restarting?): {}; their jobs wait up \
+             to {} s from their leaving for them to come back, else they are written off as \
+             unreachable",
+            reply.waiting_for_left.join(", "),
+            reply.left_grace_secs
+        ));
+    }
 }
 
 /// A `--restrict` value: the start of a fingerprint, in hexadecimal digits.
@@ -615,6 +624,8 @@ pub fn follow_run(state_dir: PathBuf, id: &str) -> Result<(), Failure> {
             left_out: Vec::new(),
             other_releases_left_out: Vec::new(),
             not_alive_left_out: Vec::new(),
+            waiting_for_left: Vec::new(),
+            left_grace_secs: 0,
         };
         let follow = Follow {
             poll: true,

@@ -184,6 +184,13 @@ pub struct SubmitReply {
     /// out, as `name (expired)` or `name (left)`.
     #[serde(default)]
     pub not_alive_left_out: Vec<String>,
+    /// Targets named that had left the mesh within the grace a goodbye gets (a restart, most
+    /// likely), as `name (left N s ago)`: their jobs wait that long for them to come back.
+    #[serde(default)]
+    pub waiting_for_left: Vec<String>,
+    /// That grace, in seconds.
+    #[serde(default)]
+    pub left_grace_secs: u64,
 }
 
 /// A submitted job, as the CLI lists it.

@@ -893,7 +893,13 @@ impl Control {
             Ok(s) => s,
             Err(e) => return ControlResponse::Error(e.to_string()),
         };
-        let mut resolved = match submit::resolve(submission, &status, &self.info.name, unix_ms()) {
+        let mut resolved = match submit::resolve(
+            submission,
+            &status,
+            &self.info.name,
+            unix_ms(),
+            self.left_grace,
+        ) {
             Ok(r) => r,
             Err(SubmitError::BadInput(e)) => return ControlResponse::Refused(e),
             Err(SubmitError::Unavailable(e)) => return ControlResponse::Error(e),

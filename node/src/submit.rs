@@ -2,7 +2,10 @@
 //! the mesh, ids assigned, `--restrict`, `--ignore-cache`, `--force-async` and `--run-once`
 //! applied, and a record made for every job.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    time::Duration,
+};
 
 use coordination::{JobEntry, NodeId, Parent, Run};
 use jobs::{Component, executor::QueueKind};
@@ -110,13 +113,18 @@ fn other_releases_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String>
 struct MembersByName<'a> {
     status: &'a MeshStatus,
     by_name: BTreeMap<&'a str, Vec<&'a mesh::MemberView>>,
+    /// How long a target that said goodbye has to come back before its jobs are written off:
+    /// one named that left within it is taken (it is likely restarting), and its jobs wait.
+    left_grace: Duration,
+    /// The targets taken so, as `name (left N s ago)`.
+    taken_after_leaving: std::cell::RefCell<BTreeSet<String>>,
     /// Names some live node goes by, and names only gone nodes go by (for error texts).
     alive_names: Vec<&'a str>,
     gone_names: Vec<&'a str>,
 }
 
 impl<'a> MembersByName<'a> {
-    fn of(status: &'a MeshStatus) -> Self {
+    fn of(status: &'a MeshStatus, left_grace: Duration) -> Self {
         let by_name: BTreeMap<&str, Vec<&mesh::MemberView>> =
             status.members.iter().fold(BTreeMap::new(), |mut m, v| {
                 m.entry(v.presence.name.as_str())
@@ -136,6 +144,8 @@ impl<'a> MembersByName<'a> {
         MembersByName {
             status,
             by_name,
+            left_grace,
+            taken_after_leaving: Default::default(),
             alive_names,
             gone_names,
         }
@@ -196,6 +206,16 @@ impl<'a> MembersByName<'a> {
                 let Some(v) = views.iter().min_by_key(|v| v.last_seen_ago) else {
                     return Err(None);
                 };
+                if v.state == MemberState::Left && v.last_seen_ago < self.left_grace {
+                    self.taken_after_leaving.borrow_mut().insert(format!(
+                        "{name} (left {:.0} s ago)",
+                        v.last_seen_ago.as_secs_f64()
+                    ));
+                    return Ok(NodeRef {
+                        peer_id: v.presence.peer_id.to_string(),
+                        name: name.to_string(),
+                    });
+                }
                 let what = match v.state {
                     MemberState::Left => "has left the mesh".to_string(),
                     MemberState::Expired => "is not answering (expired)".to_string(),
@@ -259,9 +279,10 @@ pub fn resolve(
     status: &MeshStatus,
     local_name: &str,
     now_ms: u64,
+    left_grace: Duration,
 ) -> Result<Resolved, SubmitError> {
     let local = NodeId(status.local_peer_id.to_string());
-    let members = MembersByName::of(status);
+    let members = MembersByName::of(status, left_grace);
     let everyone = alive_members(status);
     let conflicted = conflicted_names(status);
     let mut left_out = BTreeSet::new();
@@ -311,6 +332,8 @@ pub fn resolve(
             left_out: left_out.into_iter().collect(),
             other_releases_left_out: other_releases_left_out(status, untargeted),
             not_alive_left_out: not_alive_left_out(status, untargeted),
+            waiting_for_left: members.taken_after_leaving.take().into_iter().collect(),
+            left_grace_secs: left_grace.as_secs(),
         },
     })
 }

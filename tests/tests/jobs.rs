@@ -3119,6 +3119,50 @@ fn a_query_set_too_large_to_send_fails_its_targets_at_once() {
     }
 }
 
+/// A run submitted while its target restarts cleanly (it said goodbye and is not back yet)
+/// is taken, with a note: it waits for the target as a run already going would, and its job
+/// runs once the target is back (before, it was refused: "target 'n3' has left the mesh").
+#[test]
+fn a_run_for_a_target_restarting_cleanly_is_taken_and_runs_once_it_is_back() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let n3 = nodes[2].peer_id();
+    nodes[2].terminate();
+    wait_for(Duration::from_secs(10), "n1 to hear n3 leave", || {
+        let status = nodes[0].status()?;
+        (e2e_tests::state_of(&status, &n3)? == "left").then_some(())
+    });
+    let poll = nodes[0]
+        .cli_command(&[
+            "exec",
+            "--verb",
+            "RUN",
+            "--target",
+            "n3",
+            "echo back",
+            "--poll",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[2].restart();
+    let o = poll.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("note: targets that had just left the mesh (restarting?): n3 (left"),
+        "{}",
+        text(&o)
+    );
+    let r = wait_for_job(&nodes, "RUN: echo back", "n3's result", |r| {
+        r["results"]["n3"].is_object()
+    });
+    assert_eq!(r["results"]["n3"]["state"], "success", "{r}");
+    assert_eq!(stdout_on(&r, "n3"), "back", "{r}");
+}
+
 /// Sets the ARG `name` on each node to its own value, from `d`.
 fn arg_per_node(d: &Daemon, name: &str, values: &[(&str, &str)]) {
     for (node, value) in values {
