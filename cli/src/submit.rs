@@ -859,10 +859,12 @@ fn summarize(
     check: bool,
     run_id: &str,
 ) -> Result<(), Failure> {
-    let failed: Vec<&JobRecord> = done
+    let mut failed: Vec<&JobRecord> = done
         .values()
         .filter(|r| r.status() == JobStatus::Failed)
         .collect();
+    // In the run's order, which says which step failed first (ids are random).
+    failed.sort_by_key(|r| (r.submission, r.position));
     if check && !failed.is_empty() {
         output::line("FAILED JOBS");
         for r in &failed {

@@ -246,6 +246,19 @@ fn a_failure_stops_the_rest_of_its_parent_and_exits_1() {
     ] {
         assert!(stdout.contains(line), "{line}: {}", text(&o));
     }
+    // Failed jobs are listed in the run's order: the one that failed first, then the one it
+    // kept from running.
+    let failed_list = &stdout[stdout.find("FAILED JOBS").unwrap()..];
+    let at = |definition: &str| {
+        failed_list
+            .find(definition)
+            .unwrap_or_else(|| panic!("{definition}: {}", text(&o)))
+    };
+    assert!(
+        at("exit 7  on n1") < at("echo never runs  on n1"),
+        "{}",
+        text(&o)
+    );
     assert!(
         stdout.lines().any(|l| l.starts_with("Job Failed: ")
             && l.contains(" ([the failing parent] RUN: --skip-cache exit 7) failed on 3/3")),
