@@ -142,8 +142,8 @@ fn control_character(text: &str) -> Option<String> {
 const MAX_FLOW_DEPTH: usize = 1000;
 
 /// Where `text` opens its flow collection number [`MAX_FLOW_DEPTH`] + 1 inside the others, if
-/// it does. Quoted text and comments are passed over; a `[` or `{` in the middle of plain
-/// text counts too, which only a file far beyond anything the parser takes could reach.
+/// it does. Quoted text (on one line) and comments are passed over; a `[` or `{` in plain or
+/// block text counts too, which only a file far beyond anything the parser takes could reach.
 fn nested_too_deep(text: &str) -> Option<String> {
     let mut depth = 0usize;
     for (i, line) in text.split('\n').enumerate() {
@@ -165,7 +165,11 @@ fn nested_too_deep(text: &str) -> Option<String> {
                 }
                 (Some(_), _) => {}
                 (None, '#') if previous.is_whitespace() => break,
-                (None, '"' | '\'') => quote = Some(c),
+                // A quote opens a quoted scalar only where one may start (`O'Brien` and
+                // `it's` are plain text).
+                (None, '"' | '\'') if previous.is_whitespace() || "[{,:".contains(previous) => {
+                    quote = Some(c)
+                }
                 (None, '[' | '{') => {
                     depth += 1;
                     if depth > MAX_FLOW_DEPTH {
@@ -558,6 +562,20 @@ mod tests {
             "{:?}",
             parse_str(&quoted, "f.yaml").err()
         );
+        // An apostrophe in plain text opens no quote: it hides no bracket, closing or not.
+        let plain = "- name: see [it's x]\n  jobs:\n  - RUN: echo hi\n".repeat(1001);
+        assert!(
+            parse_str(&plain, "f.yaml").is_ok(),
+            "{:?}",
+            parse_str(&plain, "f.yaml").err()
+        );
+        let hidden = format!(
+            "- jobs:\n  - RUN: echo hi\n    vars: {{a: [x'y, {}{}]}}\n",
+            "[".repeat(2000),
+            "]".repeat(2000)
+        );
+        let e = parse_str(&hidden, "f.yaml").unwrap_err().to_string();
+        assert!(e.contains("nested too deep"), "{e}");
     }
 
     /// A control character is named where it is; a key that is no text is named as written.

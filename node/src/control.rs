@@ -618,8 +618,11 @@ impl ControlClient {
     /// refuses connections past its limit so): that answer is the error then, not the broken
     /// connection.
     async fn send(&mut self, request: &ControlRequest) -> Result<(), ControlError> {
-        let Err(e) = write_frame(&mut self.stream, request).await else {
-            return Ok(());
+        let e = match write_frame(&mut self.stream, request).await {
+            Ok(()) => return Ok(()),
+            // Only a connection the daemon closed may hold a word of why.
+            Err(e @ ControlError::Closed) => e,
+            Err(e) => return Err(e),
         };
         let said = tokio::time::timeout(std::time::Duration::from_secs(1), self.next()).await;
         match said {

@@ -130,6 +130,9 @@ struct OnDisk {
 
 impl OnDisk {
     fn open(config: &NodeConfig) -> Result<OnDisk, NodeError> {
+        if let Some(socket) = &config.control_socket {
+            crate::state::check_socket_path(socket)?;
+        }
         let state = Arc::new(StateDir::open(&config.state_dir)?);
         speak_wire_version_of_test_hook(state.path());
         let keypair = state.identity()?;

@@ -99,6 +99,34 @@ const OWNED_ENTRIES: [&str; 11] = [
 /// The room for a Unix socket's path (`sun_path` on Linux), its closing NUL included.
 const SOCKET_PATH_MAX: usize = 108;
 
+/// Refuses a control socket path too long for a Unix socket: said before anything is made in
+/// the state directory (the bind would fail only after the keys and the database are).
+pub fn check_socket_path(socket: &Path) -> Result<(), StateError> {
+    let len = socket.as_os_str().len();
+    if len < SOCKET_PATH_MAX {
+        return Ok(());
+    }
+    Err(StateError::Invalid {
+        path: socket.to_path_buf(),
+        reason: format!(
+            "the control socket's path is {len} bytes, and a Unix socket's may be {} at most: \
+             choose a shorter --state-dir",
+            SOCKET_PATH_MAX - 1
+        ),
+    })
+}
+
+/// Whether `name` is one a node makes in its state directory: the entries above, the control
+/// socket, the demo's daemon.log, and what a write leaves aside (`mesh.tmp`, `known-peers.tmp`).
+fn is_node_entry(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    let stem = name.split('.').next().unwrap_or_default();
+    OWNED_ENTRIES
+        .iter()
+        .chain(&["control.sock", "daemon.log"])
+        .any(|own| own.split('.').next() == Some(stem))
+}
+
 /// The files that hold a secret: only their owner may read them.
 const SECRET_FILES: [&str; 3] = ["identity.key", "mesh.key", "join-token"];
 
@@ -134,22 +162,32 @@ fn check_ownership(dir: &Path) -> Result<(), StateError> {
         );
     }
     if mode & 0o1000 != 0 && mode & 0o022 != 0 {
-        // Sticky and writable by others: a directory everybody shares, whatever they put in
-        // it (a key, a link) would be taken as the node's. Its mode is not the node's to
-        // change either.
-        return refuse(
-            dir,
-            format!(
-                "it is a shared directory (mode {mode:o}, like /tmp): files others put there \
-                 would become this node's keys; give the node a directory of its own (one \
-                 that does not exist yet is made, mode 700)"
-            ),
-        );
+        // Sticky and writable by others, as /tmp is (and a fresh tmpfs, meant for the node):
+        // one holding anything but the node's own files is a directory others share, and
+        // whatever they put in it (a key, a link) would be taken as the node's.
+        let entries = fs::read_dir(dir).map_err(io_err(dir))?;
+        if let Some(other) = entries
+            .flatten()
+            .map(|e| e.file_name())
+            .find(|name| !is_node_entry(name))
+        {
+            return refuse(
+                dir,
+                format!(
+                    "it is a shared directory (mode {mode:o}, like /tmp) and holds {}, which \
+                     is not the node's: files others put there would become this node's keys; \
+                     give the node a directory of its own (one that does not exist yet is \
+                     made, mode 700)",
+                    other.to_string_lossy()
+                ),
+            );
+        }
     }
     if mode & 0o022 != 0 {
-        // Its own directory: tightened rather than refused (a umask of 002 made it so); the
-        // files in it are checked below.
-        let now = mode & !0o022;
+        // Its own directory: tightened rather than refused (a umask of 002 made it so, or it
+        // is a fresh tmpfs); the files in it are checked below. The sticky bit means nothing
+        // once others cannot write in it (setgid, for the group of new files, stays).
+        let now = mode & !0o1022;
         match fs::set_permissions(dir, fs::Permissions::from_mode(now)) {
             Ok(()) => tracing::warn!(
                 dir = %dir.display(),
@@ -219,21 +257,6 @@ pub struct StateDir {
 impl StateDir {
     /// Creates the directory if needed (0700) and takes its lock.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        // Said before anything is written: the socket's bind would fail only after the keys
-        // and the database are made.
-        let socket = crate::control::socket_path(dir);
-        if socket.as_os_str().len() >= SOCKET_PATH_MAX {
-            return Err(StateError::Invalid {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "the control socket's path in it, {}, is {} bytes, and a Unix socket's may \
-                     be {} at most: choose a shorter --state-dir",
-                    socket.display(),
-                    socket.as_os_str().len(),
-                    SOCKET_PATH_MAX - 1
-                ),
-            });
-        }
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
             // Keys live here: only the owner may look inside.
@@ -621,12 +644,23 @@ mod tests {
             "others' write access is taken away"
         );
         assert_eq!(mode_of(&dir.path().join("mesh.key")), 0o600);
-        // World-writable with the sticky bit, as /tmp is: refused, and left as it is.
+        // World-writable with the sticky bit, as /tmp is, holding others' files: refused,
+        // and left as it is.
         let shared = tempfile::tempdir().unwrap();
+        fs::write(shared.path().join("someones.txt"), "").unwrap();
         fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         let e = StateDir::open(shared.path()).unwrap_err().to_string();
-        assert!(e.contains("shared directory (mode 1777, like /tmp)"), "{e}");
+        assert!(
+            e.contains("shared directory (mode 1777, like /tmp) and holds someones.txt"),
+            "{e}"
+        );
         assert_eq!(mode_of(shared.path()), 0o1777);
+        // The same with only the node's own files (a fresh tmpfs mounted for it, a node's
+        // directory on one): tightened.
+        fs::remove_file(shared.path().join("someones.txt")).unwrap();
+        fs::write(shared.path().join("known-peers.tmp"), "").unwrap();
+        drop(StateDir::open(shared.path()).unwrap());
+        assert_eq!(mode_of(shared.path()), 0o755);
         // A file, whatever its mode, is not changed.
         let file = dir.path().join("a-file");
         fs::write(&file, "").unwrap();
@@ -663,18 +697,16 @@ mod tests {
         }
     }
 
-    /// A state directory whose control socket's path would be too long for a Unix socket
-    /// is refused before anything is made in it.
+    /// A control socket's path too long for a Unix socket is refused.
     #[test]
-    fn a_state_dir_too_deep_for_its_socket_is_refused_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let deep = dir.path().join("d".repeat(120));
-        let e = StateDir::open(&deep).unwrap_err().to_string();
+    fn a_socket_path_too_long_is_refused() {
+        let deep = Path::new("/").join("d".repeat(120)).join("control.sock");
+        let e = check_socket_path(&deep).unwrap_err().to_string();
         assert!(
             e.contains("choose a shorter --state-dir") && e.contains("107 at most"),
             "{e}"
         );
-        assert!(!deep.exists());
+        assert!(check_socket_path(Path::new("/var/lib/directord-mesh/control.sock")).is_ok());
     }
 
     #[test]

@@ -507,6 +507,14 @@ impl Actor {
             // Every target had reported: the values still waited for (those of successes
             // that overtook them), if any, are waited for again; else the collection goes.
             let open = match self.query_over_record(&job_id) {
+                // Values of a job over for longer than a collection lives are not waited
+                // for again (each restart would otherwise give them another hour).
+                Some(record)
+                    if super::now_ms().saturating_sub(record.created_unix_ms)
+                        > coordination::query::KEEP_FOR.as_millis() as u64 =>
+                {
+                    false
+                }
                 Some(record) => {
                     self.query_open_over(&record);
                     self.cross.queries.is_open(&job_id)
