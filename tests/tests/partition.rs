@@ -291,17 +291,41 @@ fn a_query_across_a_partition_completes_after_the_mend() {
 /// every QUERY_WAIT timed out).
 #[test]
 fn a_no_wait_query_across_a_partition_gives_every_target_the_whole_set() {
+    no_wait_query_across_a_cut(&["n1", "n2", "n3"], Duration::ZERO);
+}
+
+/// The same with the submitter no target: the far results both came back (after the mend)
+/// ahead of their values, and the collection had gone while the targets were written off,
+/// holding no value. The values still make the set of both, and each target gets it (before,
+/// both values were dropped and every QUERY_WAIT timed out).
+#[test]
+fn a_no_wait_query_of_far_targets_only_gives_them_the_whole_set_after_the_mend() {
+    // Long enough for the far values' resends to back off to several seconds: after the
+    // mend, the results (sent again at once when the submitter is seen back) come first.
+    no_wait_query_across_a_cut(&["n2", "n3"], Duration::from_secs(20));
+}
+
+/// A `--no-wait` QUERY on `targets` from n1, its far targets (n2, n3) cut off until written
+/// off, the cut mended `cut_for` after that; every target's QUERY_WAIT for every value, and
+/// the job after it, must end with the whole set.
+fn no_wait_query_across_a_cut(targets: &[&str], cut_for: Duration) {
     let link = Link::create();
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let root = root.path();
     let [n1, n2, n3] = across(&link, root, &[]);
-    let ids = start_on_all(
+    let identities: Vec<String> = targets.iter().map(|t| format!("--identity {t}")).collect();
+    let query_wait = format!(
+        "QUERY_WAIT: --skip-cache --query-timeout 150 nowait {}",
+        identities.join(" ")
+    );
+    let ids = start_on(
         root,
         &n1,
+        targets,
         &[
             "RUN: --skip-cache --stdout-arg nowait echo \"v-$$\"",
             "QUERY: --skip-cache --no-wait nowait",
-            "QUERY_WAIT: --skip-cache --query-timeout 150 nowait --identity n1 --identity n2 --identity n3",
+            &query_wait,
             "RUN: --skip-cache echo \"{{ query | length }}\"",
         ],
     );
@@ -312,66 +336,19 @@ fn a_no_wait_query_across_a_partition_gives_every_target_the_whole_set() {
             .iter()
             .all(|n| result(r, n).2.starts_with("unreachable"))
     });
+    std::thread::sleep(cut_for);
     link.mend();
     for id in &ids {
         wait_for_record(&n1, id, "every job's real result", |r| {
-            ["n1", "n2", "n3"]
-                .iter()
-                .all(|n| result(r, n).0 == "success")
+            targets.iter().all(|n| result(r, n).0 == "success")
         });
     }
     let last = records(&n1)
         .into_iter()
         .find(|r| r["job_id"] == ids[4].as_str())
         .unwrap();
-    for n in ["n1", "n2", "n3"] {
-        assert_eq!(result(&last, n).1, "3", "{n}: {last}");
-    }
-    drop((n1, n2, n3));
-}
-
-/// The same with the submitter no target: the far results both came back (after the mend)
-/// ahead of their values, and the collection had gone while the targets were written off,
-/// holding no value. The values still make the set of both, and each target gets it (before,
-/// both values were dropped and every QUERY_WAIT timed out).
-#[test]
-fn a_no_wait_query_of_far_targets_only_gives_them_the_whole_set_after_the_mend() {
-    let link = Link::create();
-    let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
-    let root = root.path();
-    let [n1, n2, n3] = across(&link, root, &[]);
-    let ids = start_on(
-        root,
-        &n1,
-        &["n2", "n3"],
-        &[
-            "RUN: --skip-cache --stdout-arg nowait echo \"v-$$\"",
-            "QUERY: --skip-cache --no-wait nowait",
-            "QUERY_WAIT: --skip-cache --query-timeout 150 nowait --identity n2 --identity n3",
-            "RUN: --skip-cache echo \"{{ query | length }}\"",
-        ],
-    );
-    link.cut();
-    wait_for_record(&n1, &ids[2], "the far targets written off", |r| {
-        ["n2", "n3"]
-            .iter()
-            .all(|n| result(r, n).2.starts_with("unreachable"))
-    });
-    // Long enough for the far values' resends to back off to several seconds: after the
-    // mend, the results (sent again at once when the submitter is seen back) come first.
-    std::thread::sleep(Duration::from_secs(20));
-    link.mend();
-    for id in &ids {
-        wait_for_record(&n1, id, "every job's real result", |r| {
-            ["n2", "n3"].iter().all(|n| result(r, n).0 == "success")
-        });
-    }
-    let last = records(&n1)
-        .into_iter()
-        .find(|r| r["job_id"] == ids[4].as_str())
-        .unwrap();
-    for n in ["n2", "n3"] {
-        assert_eq!(result(&last, n).1, "2", "{n}: {last}");
+    for n in targets {
+        assert_eq!(result(&last, n).1, targets.len().to_string(), "{n}: {last}");
     }
     drop((n1, n2, n3));
 }
