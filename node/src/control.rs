@@ -1202,6 +1202,18 @@ mod tests {
         server.abort();
     }
 
+    /// A group by number is taken as it is, but for chown's "no change", which would leave the
+    /// socket root's alone.
+    #[test]
+    fn socket_group_no_change_is_refused() {
+        assert_eq!(resolve_group("0").unwrap().as_raw(), 0);
+        let e = resolve_group("4294967295").unwrap_err();
+        assert!(
+            e.contains("--socket-group: 4294967295 is no group id"),
+            "{e}"
+        );
+    }
+
     /// One connection past the cap is told why and closed; once one closes, the next is served.
     #[tokio::test]
     async fn connections_past_the_cap_are_told_so() {

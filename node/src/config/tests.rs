@@ -633,3 +633,21 @@ fn a_config_file_that_starts_with_a_byte_order_mark_reads_as_without() {
     let plain = layers(JoinOptions::default(), &[], "[unclosed\n").unwrap_err();
     assert_eq!(e.to_string(), plain.to_string());
 }
+
+/// A config file past its cap (a device that never ends) is refused once past it, naming
+/// the file; one that is not UTF-8 is named by line.
+#[test]
+fn config_files_are_read_up_to_a_cap_and_as_text() {
+    let e = JoinOptions::from_file(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/dev/zero") && e.contains("larger than 1 MiB"),
+        "{e}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, b"name: a\nlisten: \xff\n").unwrap();
+    let e = JoinOptions::from_file(&path).unwrap_err().to_string();
+    assert!(e.contains("not UTF-8 text: line 2, byte 9"), "{e}");
+}
