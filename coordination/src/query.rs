@@ -19,8 +19,9 @@
 //! from a partition sends both at once, and its result may come first), or for [`KEEP_FOR`].
 //! Values that come once every target has reported and no collection is open (it went for
 //! want of any value while its targets were written off, or the node restarted) open one
-//! that waits for the successes' values ([`Queries::open_over`]); a value sent again after
-//! its collection settled is no news ([`Queries::settled`]).
+//! that waits for the values of the successes still alive ([`Queries::open_over`]); a value
+//! sent again after its collection settled is no news ([`Queries::settled`]), and none opens
+//! [`KEEP_FOR`] after the last target reported.
 //!
 //! Values outlive a restart of the originator: each new one is to be kept on disk
 //! ([`Action::Keep`]) before the target is told it arrived (the target does not send it
@@ -57,6 +58,19 @@ pub struct Target {
     /// It was written off as unreachable and not heard from since: its value is not waited
     /// for, as of a target seen gone (should it come back, it is news as then).
     pub written_off: bool,
+}
+
+/// A target of a QUERY job that every target has reported for real, as
+/// [`Queries::open_over`] takes it.
+#[derive(Debug, Clone)]
+pub struct ReportedTarget {
+    pub node: NodeId,
+    /// Its name (the aggregate's key).
+    pub name: String,
+    /// Its QUERY succeeded: its value was sent (it may still be on its way).
+    pub succeeded: bool,
+    /// It is a member alive now, as far as the node knows.
+    pub alive: bool,
 }
 
 /// What the node does.
@@ -199,28 +213,59 @@ impl Queries {
     }
 
     /// Opens the collection of `job_id` when every target has reported it for real and no
-    /// collection holds its values: those of `succeeded` (the targets whose QUERY succeeded)
-    /// are still to come. A `--no-wait` result overtook its value, the collection went for
-    /// want of any value while its targets were written off, or this node restarted. Those
-    /// values make the set, and the collection goes once they are in and it has gone out.
+    /// collection holds its values: those of the targets whose QUERY succeeded are still to
+    /// come. A `--no-wait` result overtook its value, the collection went for want of any
+    /// value while its targets were written off, or this node restarted. Those values make the
+    /// set, and the collection goes once they are in and it has gone out. Targets not `alive`
+    /// are not waited for (as if they had gone since): the others get the set without them,
+    /// and a value of theirs that comes later brings about a larger one.
+    ///
+    /// Nothing opens for a job whose collection already settled (a value sent again is no
+    /// news), nor for one every target reported [`KEEP_FOR`] or more ago (`over_for`): a
+    /// collection lives that long from then, so a restart does not give it another hour.
     pub fn open_over(
         &mut self,
         job_id: &str,
         name: Option<String>,
-        targets: Vec<(NodeId, String)>,
-        succeeded: Vec<String>,
+        targets: Vec<ReportedTarget>,
+        over_for: Duration,
         now: Instant,
     ) -> Vec<Action> {
+        if self.settled(job_id) || over_for >= KEEP_FOR {
+            return vec![];
+        }
+        let succeeded: Vec<String> = targets
+            .iter()
+            .filter(|t| t.succeeded)
+            .map(|t| t.name.clone())
+            .collect();
+        let opening = !self.is_open(job_id);
+        let not_alive: Vec<NodeId> = targets
+            .iter()
+            .filter(|t| !t.alive)
+            .map(|t| t.node.clone())
+            .collect();
         let targets = targets
             .into_iter()
-            .map(|(node, name)| Target {
-                reported: !succeeded.contains(&name),
-                node,
-                name,
+            .map(|t| Target {
+                reported: !t.succeeded,
+                node: t.node,
+                name: t.name,
                 written_off: false,
             })
             .collect();
-        self.open(job_id, name, targets, now);
+        self.open(
+            job_id,
+            name,
+            targets,
+            now.checked_sub(over_for).unwrap_or(now),
+        );
+        if opening && let Some(c) = self.collections.get_mut(job_id) {
+            for node in not_alive {
+                c.expected.remove(&node);
+                c.gone.insert(node);
+            }
+        }
         self.over(job_id, succeeded, now)
     }
 
@@ -1008,12 +1053,11 @@ mod tests {
         assert!(!q.is_open("j"));
         // Every result came back: a and b succeeded, c failed. No collection is open.
         assert!(q.over("j", vec!["a".into(), "b".into()], t0).is_empty());
-        let pairs = ["a", "b", "c"].map(|s| (n(s), s.to_string())).to_vec();
         let opened = q.open_over(
             "j",
             Some("x".into()),
-            pairs,
-            vec!["a".into(), "b".into()],
+            reported(&["a", "b"], &["c"], &[]),
+            Duration::ZERO,
             t0,
         );
         assert!(opened.is_empty(), "{opened:?}");
@@ -1042,8 +1086,103 @@ mod tests {
         );
         assert!(q.settled("j") && q.is_empty());
         assert!(!q.settled("k"));
+        // A value sent again opens nothing.
+        let again = q.open_over(
+            "j",
+            Some("x".into()),
+            reported(&["a", "b"], &["c"], &[]),
+            Duration::ZERO,
+            t0,
+        );
+        assert!(again.is_empty() && !q.is_open("j"), "{again:?}");
         // Remembered for an hour only.
         q.tick(t0 + KEEP_FOR);
         assert!(!q.settled("j"));
+    }
+
+    /// Targets of a job every target reported: `succeeded` and `failed` ones, of which those
+    /// in `not_alive` are not members alive now.
+    fn reported(succeeded: &[&str], failed: &[&str], not_alive: &[&str]) -> Vec<ReportedTarget> {
+        let of = |names: &[&str], succeeded: bool| -> Vec<ReportedTarget> {
+            names
+                .iter()
+                .map(|s| ReportedTarget {
+                    node: n(s),
+                    name: s.to_string(),
+                    succeeded,
+                    alive: !not_alive.contains(s),
+                })
+                .collect()
+        };
+        let mut all = of(succeeded, true);
+        all.extend(of(failed, false));
+        all
+    }
+
+    /// A success whose node is gone (for good, perhaps) does not hold the set back from the
+    /// others; its value, should it come, brings about the larger set for everyone.
+    #[test]
+    fn a_collection_opened_over_a_job_does_not_wait_for_a_success_that_is_gone() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let opened = q.open_over(
+            "j",
+            Some("x".into()),
+            reported(&["a", "b", "c"], &[], &["c"]),
+            Duration::ZERO,
+            t0,
+        );
+        assert!(opened.is_empty(), "{opened:?}");
+        assert_eq!(q.awaited("j").unwrap(), vec!["a", "b"]);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        let b = q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        assert_eq!(
+            sent(&b),
+            vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
+        );
+        q.taken("j", &n("a"), 2);
+        q.taken("j", &n("b"), 2);
+        // Still open: c's value may come.
+        assert!(q.tick(t0).is_empty());
+        assert!(q.is_open("j"));
+        q.node_back(&n("c"));
+        let c = q.value("j", &n("c"), "x".into(), json!(3), t0).unwrap();
+        assert!(sent(&c).is_empty(), "{c:?}");
+        let later = q.tick(t0 + LATE_VALUES_WAIT);
+        assert_eq!(
+            sent(&later),
+            vec![(
+                vec![n("a"), n("b"), n("c")],
+                json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
+            )]
+        );
+    }
+
+    /// A collection opened over a job lives [`KEEP_FOR`] from when its last target
+    /// reported, not from when it opened: none opens past that.
+    #[test]
+    fn a_collection_opened_over_a_job_lives_an_hour_from_its_last_report() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        let targets = || reported(&["a", "b"], &[], &[]);
+        let late = q.open_over("j", Some("x".into()), targets(), KEEP_FOR, t0);
+        assert!(late.is_empty() && !q.is_open("j"), "{late:?}");
+        let ten_min = Duration::from_secs(600);
+        q.open_over("j", Some("x".into()), targets(), ten_min, t0);
+        assert!(q.is_open("j"));
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        assert!(
+            q.tick(t0 + KEEP_FOR - ten_min - Duration::from_secs(1))
+                .is_empty()
+        );
+        let gone = q.tick(t0 + KEEP_FOR - ten_min);
+        assert_eq!(
+            gone,
+            vec![Action::Forget {
+                job_id: "j".into(),
+                targets: vec![n("a")]
+            }]
+        );
+        assert!(!q.is_open("j"));
     }
 }

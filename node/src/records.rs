@@ -230,6 +230,19 @@ impl JobRecord {
         self.results.len() >= self.nodes.len() && self.results.values().all(|r| !r.is_write_off())
     }
 
+    /// When the last of its results arrived here, by this node's wall clock: its creation
+    /// plus the longest round trip.
+    pub fn last_result_unix_ms(&self) -> u64 {
+        let longest = self
+            .results
+            .values()
+            .map(|r| r.roundtrip_secs)
+            .fold(0.0, f64::max);
+        // (A round trip is never negative nor NaN: it is measured here; `as` saturates.)
+        self.created_unix_ms
+            .saturating_add((longest * 1000.0) as u64)
+    }
+
     /// Submission order: by submission number (then creation time, for records that have
     /// none), run, then position in the run.
     pub fn order(&self) -> (u64, u64, &str, u32) {
@@ -798,6 +811,29 @@ mod tests {
         .map(|(n, r)| (n.to_string(), r))
         .collect();
         assert_eq!(record.mean_times(), (2.0, 2.0));
+    }
+
+    /// The last result arrived at the record's creation plus the longest round trip; a
+    /// record without results was over when created.
+    #[test]
+    fn the_last_result_arrived_after_the_longest_round_trip() {
+        let result = |secs: f64| NodeResult {
+            state: ResultState::Success,
+            stdout: String::new(),
+            stderr: String::new(),
+            info: String::new(),
+            execution_secs: 0.0,
+            roundtrip_secs: secs,
+            finished_unix_ms: 0,
+        };
+        let mut record = record("j", 0);
+        record.created_unix_ms = 10_000;
+        assert_eq!(record.last_result_unix_ms(), 10_000);
+        record.results = [("a", 1.5), ("b", 40.25), ("c", 0.0)]
+            .into_iter()
+            .map(|(n, secs)| (n.to_string(), result(secs)))
+            .collect();
+        assert_eq!(record.last_result_unix_ms(), 50_250);
     }
 
     #[test]

@@ -541,6 +541,13 @@ impl MembersByKey {
         self.0.get(&key).map(|(node, _)| node.clone())
     }
 
+    /// Whether `node` is a member alive now (seen since this start and not gone since).
+    fn is_alive(&self, node: &NodeId) -> bool {
+        self.0
+            .get(&TargetKey::of(node))
+            .is_some_and(|(known, since)| known == node && since.is_none())
+    }
+
     /// `node` is alive (new, or back).
     fn back(&mut self, node: NodeId) {
         self.0.insert(TargetKey::of(&node), (node, None));

@@ -344,18 +344,31 @@ impl Actor {
 
     /// Originator side: opens the collection of the QUERY job of `record`, which every
     /// target has reported for real, to wait for the values of its successes (see
-    /// `Queries::open_over`).
-    fn query_open_over(&mut self, record: &JobRecord) {
+    /// `Queries::open_over`): those alive by what this node heard since its start when
+    /// `members_known`, else all of them.
+    fn query_open_over(&mut self, record: &JobRecord, members_known: bool) {
         let targets = record
             .nodes
             .iter()
-            .map(|n| (NodeId(n.peer_id.clone()), n.name.clone()))
+            .map(|n| {
+                let node = NodeId(n.peer_id.clone());
+                coordination::query::ReportedTarget {
+                    alive: !members_known || self.members.is_alive(&node),
+                    succeeded: record
+                        .results
+                        .get(&n.name)
+                        .is_some_and(|r| r.state == jobs::executor::ResultState::Success),
+                    name: n.name.clone(),
+                    node,
+                }
+            })
             .collect();
+        let over_for = super::now_ms().saturating_sub(record.last_result_unix_ms());
         let actions = self.cross.queries.open_over(
             &record.job_id,
             self.query_arg(record),
             targets,
-            successes(record),
+            Duration::from_millis(over_for),
             Instant::now(),
         );
         self.query_actions(actions);
@@ -507,16 +520,10 @@ impl Actor {
             // Every target had reported: the values still waited for (those of successes
             // that overtook them), if any, are waited for again; else the collection goes.
             let open = match self.query_over_record(&job_id) {
-                // Values of a job over for longer than a collection lives are not waited
-                // for again (each restart would otherwise give them another hour).
-                Some(record)
-                    if super::now_ms().saturating_sub(record.created_unix_ms)
-                        > coordination::query::KEEP_FOR.as_millis() as u64 =>
-                {
-                    false
-                }
+                // Who is alive is not known yet: every success is waited for (one gone for
+                // good holds the set back for the collection's life).
                 Some(record) => {
-                    self.query_open_over(&record);
+                    self.query_open_over(&record, false);
                     self.cross.queries.is_open(&job_id)
                 }
                 None => self.query_open(&job_id),
@@ -560,23 +567,22 @@ impl Actor {
     ) -> Result<(), String> {
         if !self.cross.queries.is_open(&job_id) {
             let open = match self.query_over_record(&job_id) {
-                Some(_) if self.cross.queries.settled(&job_id) => {
-                    // Sent again (its answer was lost) after the set it made went out.
-                    debug!(job = %job_id, "query value after its collection settled; dropped");
-                    return Ok(());
-                }
                 Some(record) => {
                     // Every target reported before this value came (a `--no-wait` result
                     // overtook it, the collection went while the targets were written off,
-                    // or this node restarted): it and the other successes' values still
-                    // make the set.
-                    self.query_open_over(&record);
+                    // or this node restarted): it and the values of the other successes
+                    // alive still make the set (unless it settled: this one was sent again).
+                    self.query_open_over(&record, true);
                     self.cross.queries.is_open(&job_id)
                 }
                 None => self.query_open(&job_id),
             };
             if !open {
-                debug!(job = %job_id, "query value for a job this node does not collect");
+                debug!(
+                    job = %job_id,
+                    "query value for a job this node does not collect (or no longer: it was \
+                     sent again, or comes over an hour late); dropped"
+                );
                 return Ok(());
             }
         }
