@@ -399,6 +399,9 @@ async fn cachefile(path: &str, ctx: &Context<'_>) -> Finished {
 fn load_cache_file(path: &str) -> Result<Map<String, Value>, Finished> {
     let text = read_cache_file(path)
         .map_err(|e| Finished::fail(format!("cannot read {path}: {e}"), ""))?;
+    if let Some(why) = crate::yaml_text::refusal(&text) {
+        return Err(Finished::fail(format!("{path}: {why}"), ""));
+    }
     match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Finished::fail(
@@ -447,6 +450,26 @@ mod tests {
         }
 
         fn discard_blob(&self, _: Fingerprint) {}
+    }
+
+    /// A cache file the parser would take minutes over (nesting 100 000 deep) is refused at
+    /// once, named by line and column; a mapping loads.
+    #[test]
+    fn a_cache_file_nested_too_deep_is_refused_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.yaml");
+        std::fs::write(&path, format!("a: 1\nb: {}\n", "[".repeat(100_000))).unwrap();
+        let path = path.to_str().unwrap();
+        let f = load_cache_file(path).unwrap_err();
+        assert!(
+            f.stderr.ends_with(
+                "cache.yaml: YAML nested too deep at line 2 column 1004: more \
+                 than 1000 lists or mappings inside each other"
+            ),
+            "{f:?}"
+        );
+        std::fs::write(path, "a: 1\nb: [x]\n").unwrap();
+        assert_eq!(load_cache_file(path).unwrap().len(), 2);
     }
 
     /// WAIT ends at the job's deadline, saying so: a wait of seconds past it, and a command

@@ -12,5 +12,6 @@ pub mod processes;
 pub mod spec;
 pub mod template;
 pub mod transfer;
+pub mod yaml_text;
 
 pub use spec::{Component, Fingerprint, JobSpec, ParseOutcome, Verb};

@@ -75,119 +75,18 @@ impl std::error::Error for OrchestrationError {}
 /// is at most 64 MiB in all (`node::control::MAX_FRAME`).
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Reads the text file `path` an operator gave (an orchestration, a config file): at most
-/// `cap` bytes (a device such as /dev/zero, or a pipe that never ends, is refused once past
-/// it rather than read until memory runs out), in UTF-8 (the first byte that is not is
-/// named by its line).
-pub fn read_text_capped(path: &Path, cap: u64) -> Result<String, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(cap + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > cap {
-        return Err(format!(
-            "it is larger than {} MiB, more than such a file can be",
-            cap.div_ceil(1024 * 1024)
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
-        format!(
-            "it is not UTF-8 text: line {line}, byte {} of the line, is not",
-            valid.len() - line_start + 1
-        )
-    })
-}
-
 /// Reads and parses an orchestration file.
 pub fn parse_file(path: &Path) -> Result<Orchestration, OrchestrationError> {
     let name = path.display().to_string();
-    let text = read_text_capped(path, MAX_FILE_BYTES).map_err(|e| OrchestrationError {
-        file: name.clone(),
-        entry: None,
-        job: None,
-        message: format!("cannot read: {e}"),
-        is_help: false,
-    })?;
+    let text =
+        crate::yaml_text::read_capped(path, MAX_FILE_BYTES).map_err(|e| OrchestrationError {
+            file: name.clone(),
+            entry: None,
+            job: None,
+            message: format!("cannot read: {e}"),
+            is_help: false,
+        })?;
     parse_str(&text, &name)
-}
-
-/// Where `text` holds a character YAML does not allow (a control character other than tab
-/// and line ends), if it does.
-fn control_character(text: &str) -> Option<String> {
-    let not_allowed = |c: char| {
-        (c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
-            || ('\u{7f}'..='\u{9f}').contains(&c) && c != '\u{85}'
-    };
-    for (i, line) in text.split('\n').enumerate() {
-        if let Some((at, c)) = line.chars().enumerate().find(|(_, c)| not_allowed(*c)) {
-            return Some(format!(
-                "YAML syntax error at line {} column {}: a control character (U+{:04X}) is \
-                 not allowed in YAML",
-                i + 1,
-                at + 1,
-                u32::from(c)
-            ));
-        }
-    }
-    None
-}
-
-/// How deep `[` and `{` may nest: the parser refuses more than 128 levels anyway, but only
-/// after a time that grows with the square of the depth (half a minute for 100 000).
-const MAX_FLOW_DEPTH: usize = 1000;
-
-/// Where `text` opens its flow collection number [`MAX_FLOW_DEPTH`] + 1 inside the others, if
-/// it does. Quoted text (on one line) and comments are passed over; a `[` or `{` in plain or
-/// block text counts too, which only a file far beyond anything the parser takes could reach.
-fn nested_too_deep(text: &str) -> Option<String> {
-    let mut depth = 0usize;
-    for (i, line) in text.split('\n').enumerate() {
-        let mut quote = None;
-        let mut previous = ' ';
-        let mut chars = line.chars().enumerate().peekable();
-        while let Some((at, c)) = chars.next() {
-            match (quote, c) {
-                (Some('"'), '\\') => {
-                    chars.next();
-                }
-                (Some(q), c) if c == q => {
-                    // '' inside single quotes is a quote, not the end.
-                    if q == '\'' && chars.peek().is_some_and(|(_, n)| *n == '\'') {
-                        chars.next();
-                    } else {
-                        quote = None;
-                    }
-                }
-                (Some(_), _) => {}
-                (None, '#') if previous.is_whitespace() => break,
-                // A quote opens a quoted scalar only where one may start (`O'Brien` and
-                // `it's` are plain text).
-                (None, '"' | '\'') if previous.is_whitespace() || "[{,:".contains(previous) => {
-                    quote = Some(c)
-                }
-                (None, '[' | '{') => {
-                    depth += 1;
-                    if depth > MAX_FLOW_DEPTH {
-                        return Some(format!(
-                            "YAML nested too deep at line {} column {}: more than \
-                             {MAX_FLOW_DEPTH} lists or mappings inside each other",
-                            i + 1,
-                            at + 1
-                        ));
-                    }
-                }
-                (None, ']' | '}') => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-            previous = c;
-        }
-    }
-    None
 }
 
 /// Why a file of several YAML documents is refused, naming the `---` line that starts the
@@ -256,7 +155,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<Orchestration, OrchestrationE
     // A byte-order mark, as some editors write one: no content (YAML allows it at the start).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // Named here where it is: the parser refuses them before reading, at line 1 column 1.
-    if let Some(said) = control_character(text).or_else(|| nested_too_deep(text)) {
+    if let Some(said) = crate::yaml_text::refusal(text) {
         return Err(err(None, None, said));
     }
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
@@ -596,25 +495,14 @@ mod tests {
         assert!(e.contains("job 1 (5): unknown verb '5'"), "{e}");
     }
 
-    /// A file past the cap (a device that never ends) is refused once past it; bytes that are
-    /// not UTF-8 are named by line.
+    /// A file that is not UTF-8 is refused naming the file and the line.
     #[test]
-    fn files_are_read_up_to_a_cap_and_as_text() {
-        let e = read_text_capped(Path::new("/dev/zero"), 1024 * 1024).unwrap_err();
-        assert_eq!(e, "it is larger than 1 MiB, more than such a file can be");
+    fn a_file_that_is_not_text_is_named_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.yaml");
         std::fs::write(&path, b"- jobs:\n  - RUN: echo \xff\n").unwrap();
-        let e = read_text_capped(&path, 100).unwrap_err();
-        assert_eq!(
-            e,
-            "it is not UTF-8 text: line 2, byte 15 of the line, is not"
-        );
         let e = parse_file(&path).unwrap_err().to_string();
         assert!(e.contains("o.yaml") && e.contains("line 2"), "{e}");
-        std::fs::write(&path, "- jobs: []\n").unwrap();
-        assert_eq!(read_text_capped(&path, 11).unwrap(), "- jobs: []\n");
-        assert!(read_text_capped(&path, 10).is_err());
     }
 
     #[test]

@@ -616,6 +616,9 @@ fn arg_or_env(input: &VerbInput) -> Result<Component, String> {
             input.usage()
         ));
     }
+    if let Some(why) = crate::yaml_text::nested_too_deep(raw_value) {
+        return Err(format!("{verb} {} VALUE: {why}", key.text));
+    }
     let value = yaml_value(raw_value);
     // Only a string is passed as it is; any other value as JSON, which escapes NUL.
     if verb == Verb::Env

@@ -290,8 +290,7 @@ impl JoinOptions {
             path: path.to_path_buf(),
             reason,
         };
-        let text =
-            jobs::orchestration::read_text_capped(path, MAX_CONFIG_BYTES).map_err(file_err)?;
+        let text = jobs::yaml_text::read_capped(path, MAX_CONFIG_BYTES).map_err(file_err)?;
         Self::from_yaml(&text, path)
     }
 
@@ -306,6 +305,8 @@ impl JoinOptions {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let file: FileOptions = if text.trim().is_empty() {
             FileOptions::default()
+        } else if let Some(why) = jobs::yaml_text::refusal(text) {
+            return Err(file_err(why));
         } else {
             serde_yaml_ng::from_str(text).map_err(|e| file_err(e.to_string()))?
         };

@@ -132,6 +132,13 @@ fn arg_values_are_yaml() {
     assert_eq!(value("k null"), json!(null));
     assert_eq!(value("k ~"), json!(null));
     assert_eq!(value("k # not a value"), json!("# not a value"));
+    // Nesting the parser would take minutes to refuse is refused at once.
+    let deep = format!("k {}", "[".repeat(100_000));
+    assert!(
+        err("ARG", &deep).contains("ARG k VALUE: YAML nested too deep at line 1 column 1001"),
+        "{}",
+        err("ARG", &deep)
+    );
     assert!(matches!(
         spec("ENV", "--extend-args E x").component,
         Component::Env { extend: true, .. }
