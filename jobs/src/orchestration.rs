@@ -304,6 +304,16 @@ fn parse_job(
             };
             for (vk, vv) in m {
                 let vk = key_text(&vk);
+                if holds_non_finite(&vv) {
+                    return Err(err(
+                        n,
+                        Some((jn, "?".into())),
+                        format!(
+                            "vars: '{vk}' holds .nan or .inf, which no job can use (JSON has \
+                             no such number)"
+                        ),
+                    ));
+                }
                 let vv = serde_json::to_value(&vv)
                     .map_err(|e| err(n, Some((jn, "?".into())), format!("vars: {e}")))?;
                 vars.insert(vk, vv);
@@ -348,6 +358,18 @@ fn parse_job(
             ..err(n, Some((jn, verb)), help)
         }),
         Err(message) => Err(err(n, Some((jn, verb)), message)),
+    }
+}
+
+/// Whether `value` is or holds `.nan` or `.inf` (JSON would turn them into null unsaid).
+fn holds_non_finite(value: &serde_yaml_ng::Value) -> bool {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| !f.is_finite()),
+        Value::Sequence(items) => items.iter().any(holds_non_finite),
+        Value::Mapping(m) => m.values().any(holds_non_finite),
+        Value::Tagged(t) => holds_non_finite(&t.value),
+        _ => false,
     }
 }
 
@@ -626,6 +648,16 @@ mod tests {
             error("- jobs:\n  - RUN: x\n    vars: {bogus: 1}\n")
                 .contains("'bogus' is not an option of RUN")
         );
+        for nan in ["timeout: .nan", "stdout_arg: -.inf", "args: {a: [1, .NaN]}"] {
+            let e = error(&format!("- jobs:\n  - RUN: x\n    vars: {{{nan}}}\n"));
+            let key = nan.split(':').next().unwrap();
+            assert!(
+                e.contains(&format!(
+                    "vars: '{key}' holds .nan or .inf, which no job can use"
+                )),
+                "{e}"
+            );
+        }
         assert!(error("- jobs: [{RUN: {a: b}}]\n").contains("expected inline arguments as text"));
         assert!(error("- jobs: [{RUN: }]\n").contains("RUN needs a command"));
     }
