@@ -182,7 +182,15 @@ impl BlobStore {
     /// Opens `dir` (created if needed) and forgets fetches a previous run left unfinished.
     /// Blobs are written without waiting for the disk, so those already here are checked
     /// against their names (by [`BlobStore::verify_existing`]) before they are served again.
+    /// Entries it did not make (none but blobs and their temporary copies) are left alone.
     pub fn open(dir: &Path) -> Result<BlobStore, String> {
+        if fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!(
+                "{} is not a directory: the node keeps the files jobs send there (move the \
+                 file away, or remove it, and start again)",
+                dir.display()
+            ));
+        }
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // Copies of files the jobs sent (`COPY --chmod 0600` ones too): owner only.
         fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -197,9 +205,14 @@ impl BlobStore {
                 Some(hash) => {
                     unchecked.insert(hash);
                 }
-                None => {
+                // A fetch or copy left unfinished (`<hash>.part`, `<hash>.<n>.<kind>`).
+                None if name
+                    .split_once('.')
+                    .is_some_and(|(stem, _)| Fingerprint::from_hex(stem).is_some()) =>
+                {
                     let _ = fs::remove_file(entry.path());
                 }
+                None => {}
             }
         }
         Ok(BlobStore {
@@ -923,7 +936,10 @@ mod tests {
         assert_eq!(store.chunk(&f.hash, u64::MAX), ChunkLookup::Unknown);
         assert!(store.has(&f.hash));
         // Survives reopening once checked; leftovers and damaged blobs are cleaned.
-        fs::write(dir.path().join("junk.part"), b"x").unwrap();
+        let leftover = dir
+            .path()
+            .join(format!("{}.part", hex(&Fingerprint([7; 32]))));
+        fs::write(&leftover, b"x").unwrap();
         let damaged = Fingerprint([9; 32]);
         fs::write(store.path(&damaged), b"not what the name says").unwrap();
         let again = BlobStore::open(dir.path()).unwrap();
@@ -931,7 +947,7 @@ mod tests {
         again.verify_existing();
         assert!(again.has(&f.hash));
         assert!(!again.has(&damaged));
-        assert!(!dir.path().join("junk.part").exists());
+        assert!(!leftover.exists());
         assert!(!store.path(&damaged).exists());
     }
 
@@ -1097,6 +1113,43 @@ mod tests {
         );
         assert!(!store.has(&real.hash));
         store.begin(&real).unwrap();
+    }
+
+    /// Opening removes what an unfinished fetch or copy left, and nothing else (the directory
+    /// may be a link to one that holds other files); a file where the directory should be is
+    /// named as such.
+    #[test]
+    fn opening_removes_only_what_the_store_left_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        fs::create_dir(&blobs).unwrap();
+        let h = hex(&Fingerprint(*blake3::hash(b"x").as_bytes()));
+        for name in [
+            format!("{h}.part"),
+            format!("{h}.3.import"),
+            "notes.txt".into(),
+            "README".into(),
+            "zz.part".into(),
+        ] {
+            fs::write(blobs.join(name), b"?").unwrap();
+        }
+        BlobStore::open(&blobs).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["README", "notes.txt", "zz.part"]);
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let e = BlobStore::open(&file).err().unwrap();
+        assert!(
+            e.ends_with(
+                "/file is not a directory: the node keeps the files jobs send there \
+                 (move the file away, or remove it, and start again)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
