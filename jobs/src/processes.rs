@@ -74,6 +74,9 @@ struct State {
     starts: HashMap<String, bool>,
     /// The node stops: no job starts any more.
     stopping: bool,
+    /// The node asked the groups still running to end ([`ProcessLog::terminate_all`]) and
+    /// stops them after a grace: a job dropped meanwhile leaves its group to that.
+    terminating: bool,
     /// A write failed: the file is gone until a rewrite works.
     broken: bool,
     /// Its size when last rewritten (the next rewrite waits for twice as much).
@@ -158,6 +161,7 @@ impl ProcessLog {
                 live: HashMap::new(),
                 starts,
                 stopping: false,
+                terminating: false,
                 broken: false,
                 compacted: written,
                 previous,
@@ -280,6 +284,44 @@ impl ProcessLog {
         let mut state = self.lock();
         state.live.remove(&pgid);
         append(&mut state, format!("-{pgid}\n"));
+    }
+
+    /// Asks the process group of every job still running to end (SIGTERM: a package manager
+    /// or a database gets to release its locks and finish its writes), as a node stopping
+    /// does first; no job starts from now on. Returns the groups asked.
+    /// [`ProcessLog::stop_all`] then stops what is left of them.
+    pub fn terminate_all(&self) -> Vec<u32> {
+        let mut state = self.lock();
+        state.stopping = true;
+        state.terminating = true;
+        let mut asked: Vec<u32> = state
+            .live
+            .iter()
+            .filter(|(pgid, ticks)| is_shell(**pgid, **ticks))
+            .map(|(pgid, _)| *pgid)
+            .collect();
+        asked.sort_unstable();
+        for pgid in &asked {
+            let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGTERM);
+        }
+        asked
+    }
+
+    /// Whether the node asked the jobs still running to end and stops what is left of them
+    /// after a grace ([`ProcessLog::terminate_all`]): a job dropped meanwhile (the node's
+    /// tasks stopping) leaves its group to that rather than killing it at once.
+    pub fn terminating(&self) -> bool {
+        self.lock().terminating
+    }
+
+    /// Whether the shell of every job that was running has ended (children a shell left in
+    /// its group may be there still).
+    pub fn shells_ended(&self) -> bool {
+        let state = self.lock();
+        state
+            .live
+            .iter()
+            .all(|(pgid, ticks)| !is_shell(*pgid, *ticks))
     }
 
     /// Stops every job's process group still running (the node is stopping: its jobs must not
@@ -409,11 +451,7 @@ fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
     }
     let mut stopped = Vec::new();
     for (pgid, ticks) in live {
-        // Only the job's own shell, still there: not a later process that took the number
-        // (it started after the shell ended, so after `ticks`), nor a group whose shell ended.
-        let ours = start_ticks(pgid)
-            .is_some_and(|start| start <= ticks + 1 && start + START_SLACK_TICKS >= ticks);
-        if !ours {
+        if !is_shell(pgid, ticks) {
             continue;
         }
         let Ok(raw) = i32::try_from(pgid) else {
@@ -560,6 +598,13 @@ fn boot_ticks() -> u64 {
     })
 }
 
+/// Whether process `pgid` is still the job's shell logged as started at `ticks`: not a later
+/// process that took the number (it started after the shell ended, so after `ticks`), nor a
+/// shell that ended.
+fn is_shell(pgid: u32, ticks: u64) -> bool {
+    start_ticks(pgid).is_some_and(|start| start <= ticks + 1 && start + START_SLACK_TICKS >= ticks)
+}
+
 /// When process `pid` started, in clock ticks after boot (`None`: no such process, or one that
 /// has ended and waits to be collected).
 fn start_ticks(pid: u32) -> Option<u64> {
@@ -613,6 +658,32 @@ mod tests {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
         })
+    }
+
+    /// Waits until group `pgid` holds a live process besides its leader.
+    fn wait_for_child_in(pgid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let others = fs::read_dir("/proc").unwrap().flatten().any(|e| {
+                let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                    return false;
+                };
+                let Some((pid, rest)) = stat.split_once(' ') else {
+                    return false;
+                };
+                let fields: Vec<&str> = rest
+                    .rsplit_once(')')
+                    .map_or(vec![], |(_, r)| r.split_whitespace().collect());
+                pid != pgid.to_string()
+                    && fields.first() != Some(&"Z")
+                    && fields.get(2) == Some(&pgid.to_string().as_str())
+            });
+            if others {
+                return;
+            }
+            assert!(Instant::now() < deadline, "group {pgid} started no child");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A job-like process group: a shell leading it, with a child in the background.
@@ -1021,6 +1092,51 @@ mod tests {
         assert!(group_alive(ended.id()));
         let _ = killpg(Pid::from_raw(ended.id() as i32), Signal::SIGKILL);
         ended.wait().unwrap();
+    }
+
+    /// A node stopping asks its jobs' groups to end first: a shell that traps SIGTERM gets to
+    /// run its trap (here: write a file), and its group is stopped only after.
+    #[test]
+    fn a_stop_asks_the_jobs_to_end_before_it_stops_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        let cleaned = dir.path().join("cleaned");
+        let script = format!(
+            "trap 'echo done > {}; exit 0' TERM; sleep 60 & wait",
+            cleaned.display()
+        );
+        let mut job = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // The shell must have set its trap before it is asked: it has once it started sleep.
+        wait_for_child_in(job.id());
+        log.started(job.id());
+        let mut stubborn = Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 60 & wait"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        wait_for_child_in(stubborn.id());
+        log.started(stubborn.id());
+        let mut asked = log.terminate_all();
+        asked.sort_unstable();
+        let mut both = vec![job.id(), stubborn.id()];
+        both.sort_unstable();
+        assert_eq!(asked, both);
+        assert!(job.wait().unwrap().success(), "its trap ran and it ended");
+        assert_eq!(fs::read_to_string(&cleaned).unwrap(), "done\n");
+        // The stubborn shell is still there: the shells have not all ended.
+        assert!(!log.shells_ended());
+        log.ended(job.id());
+        assert!(!log.shells_ended());
+        assert_eq!(log.stop_all(), vec![stubborn.id()]);
+        stubborn.wait().unwrap();
+        log.ended(stubborn.id());
+        assert!(log.shells_ended());
     }
 
     /// The next start tells a clean stop (which stopped the jobs running) from a crash, once:

@@ -45,6 +45,11 @@ use crate::{
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How often the addresses of alive members are saved for the next start.
+/// How long a clean stop waits for the jobs still running to end once asked (SIGTERM)
+/// before it stops them (SIGKILL): well within what a service manager waits for the daemon
+/// (systemd: 90 s).
+const JOB_STOP_GRACE: Duration = Duration::from_secs(5);
+
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 /// Least time between two saves of the member addresses.
 const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(10);
@@ -515,12 +520,28 @@ impl Node {
             remember_peers(&self.state, self.mesh.local_peer_id(), members);
         }
         let result = self.mesh.shutdown().await;
+        // The jobs still running are asked to end before the tasks stop (a job dropped with
+        // them would otherwise be killed at once), and stopped after JOB_STOP_GRACE if they
+        // have not ended by then. Their results are not taken in any more: after the restart
+        // they are reported interrupted (one whose shell ended before the tasks stopped may
+        // still be reported as it ended).
+        let asked = self.processes.terminate_all();
         for task in &self.tasks {
             task.abort();
         }
         let _ = self.mesh_task.await;
         // The executor may run on a thread of its own that is not waited for: its jobs'
         // shells are stopped here, not left to outlive the daemon.
+        let deadline = tokio::time::Instant::now() + JOB_STOP_GRACE;
+        while !asked.is_empty()
+            && !self.processes.shells_ended()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !asked.is_empty() {
+            info!(groups = ?asked, "asked the jobs still running to end (SIGTERM)");
+        }
         let stopped = self.processes.stop_all();
         if !stopped.is_empty() {
             info!(groups = ?stopped, "stopped the process groups of the jobs still running");

@@ -999,6 +999,43 @@ fn a_submitter_restarted_after_a_crash_runs_its_own_jobs_still_queued() {
     queued_jobs_after_a_restart_of(0, Stop::Crash);
 }
 
+/// A clean stop asks a running job to end before it stops it: a job that traps SIGTERM gets
+/// to clean up (and is reported interrupted once its node is back, as a crash's are).
+#[test]
+fn a_clean_stop_lets_a_running_job_clean_up() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 1);
+    let started = root.path().join("started");
+    let cleaned = root.path().join("cleaned");
+    let command = format!(
+        "trap 'echo cleaned > {}; exit 0' TERM; touch {}; sleep 60 & wait",
+        cleaned.display(),
+        started.display()
+    );
+    let job_id = submit(&nodes[0], &[], &command);
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        started.exists().then_some(())
+    });
+    assert!(nodes[0].terminate().success());
+    let log = nodes[0].log();
+    assert_eq!(
+        std::fs::read_to_string(&cleaned).ok().as_deref(),
+        Some("cleaned\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("asked the jobs still running to end (SIGTERM)"),
+        "{log}"
+    );
+    nodes[0].restart();
+    let name = nodes[0].name.clone();
+    let r = wait_for_record(&nodes, &job_id, "the job reported", |r| {
+        r["results"][&name].is_object()
+    });
+    let info = r["results"][&name]["info"].as_str().unwrap_or_default();
+    assert!(info.starts_with("interrupted"), "{r}");
+}
+
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
 fn run_args(targets: &[&str], command: &str) -> Vec<String> {
     let mut args: Vec<String> = ["exec", "--verb", "RUN", "--skip-cache"]

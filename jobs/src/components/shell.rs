@@ -165,9 +165,11 @@ pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Result<Comman
         .arg(command)
         .envs(envs)
         .stdin(Stdio::null())
-        // Its own process group, so a timeout can kill everything the command started.
+        // Its own process group, so a timeout can kill everything the command started. A job
+        // dropped before its shell ends kills that group (`Running`), or leaves it to the
+        // node stopping, which asks it to end first: the handle itself kills nothing.
         .process_group(0)
-        .kill_on_drop(true);
+        .kill_on_drop(false);
     Ok(cmd)
 }
 
@@ -608,6 +610,11 @@ impl<'a> Running<'a> {
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         if !self.waited {
+            // The node is stopping and asked the group to end: it stays logged, and the node
+            // stops what is left of it after the grace (`ProcessLog::stop_all`).
+            if self.log.is_some_and(ProcessLog::terminating) {
+                return;
+            }
             kill_group(self.pgid);
         }
         if let Some(log) = self.log {
