@@ -63,7 +63,7 @@ fn first_named(names: Vec<String>) -> Vec<String> {
 /// one): an operator who meant every node hears which did not run it. One whose name a live
 /// node uses now (the same machine under a new identity: its state directory was replaced)
 /// is not named: that node runs it.
-fn not_alive_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
+fn not_alive_left_out(status: &MeshStatus, untargeted: bool, left_grace: Duration) -> Vec<String> {
     if !untargeted {
         return Vec::new();
     }
@@ -79,6 +79,13 @@ fn not_alive_left_out(status: &MeshStatus, untargeted: bool) -> Vec<String> {
         .filter(|v| !v.is_self && !live.contains(v.presence.name.as_str()))
         .filter_map(|v| match v.state {
             MemberState::Expired => Some(format!("{} (expired)", v.presence.name)),
+            // Within the grace a goodbye gets, it may be restarting: named as a target, it
+            // would be waited for.
+            MemberState::Left if v.last_seen_ago < left_grace => Some(format!(
+                "{name} (left {} s ago: restarting? `--target {name}` waits for it)",
+                v.last_seen_ago.as_secs(),
+                name = v.presence.name
+            )),
             MemberState::Left => Some(format!("{} (left)", v.presence.name)),
             _ => None,
         })
@@ -331,7 +338,7 @@ pub fn resolve(
             restricted,
             left_out: left_out.into_iter().collect(),
             other_releases_left_out: other_releases_left_out(status, untargeted),
-            not_alive_left_out: not_alive_left_out(status, untargeted),
+            not_alive_left_out: not_alive_left_out(status, untargeted, left_grace),
             waiting_for_left: members.taken_after_leaving.take().into_iter().collect(),
             left_grace_secs: left_grace.as_secs(),
         },
