@@ -46,7 +46,7 @@ const MANAGE_AFTER_HELP: &str =
 #[command(
     name = "directord-mesh",
     bin_name = "directord-mesh",
-    version,
+    version = node::VERSION,
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP

@@ -463,11 +463,33 @@ impl Cache {
 
     /// Whether the job with this fingerprint succeeded here within the TTL, rendered (if it
     /// is a templated job) with args that were `rendered` (see [`rendered_with`]).
+    ///
+    /// A templated job's success cached by a release before this one (which kept no digest of
+    /// the args: only the executor records a success, and it gives a templated job's digest)
+    /// counts, as it did for that release, and takes the args of now as its own: after an
+    /// upgrade nothing runs again that the release before would have skipped, and a change
+    /// of the args from then on runs the job again.
     pub fn succeeded(&self, fp: &Fingerprint, rendered: Option<Fingerprint>) -> bool {
         let now = now_unix();
-        self.lock().jobs.get(fp).is_some_and(|t| {
-            t.state == CachedState::Success && t.expires_unix > now && t.rendered == rendered
-        })
+        let mut s = self.lock();
+        let Some(t) = s.jobs.get_mut(fp) else {
+            return false;
+        };
+        if t.state != CachedState::Success || t.expires_unix <= now {
+            return false;
+        }
+        if t.rendered == rendered {
+            return true;
+        }
+        if t.rendered.is_none() && rendered.is_some() {
+            t.rendered = rendered;
+            let row = *t;
+            // With the state locked, as every change (see `persist`).
+            self.persist(vec![(format!("job/{}", fp.to_hex()), Some(cbor(&row)))]);
+            drop(s);
+            return true;
+        }
+        false
     }
 
     /// `success` or `failed` if a job whose fingerprint starts with `prefix` (hex) finished here
@@ -1010,6 +1032,36 @@ mod tests {
         assert!(cache.succeeded(&fp, Some(Fingerprint([9; 32]))));
         assert!(!cache.succeeded(&fp, Some(Fingerprint([8; 32]))));
         assert!(!cache.succeeded(&fp, None));
+    }
+
+    /// A templated job's success cached by a release before (no digest of its args) still
+    /// skips the job after the upgrade, and takes the args of then as its own, on disk too: a
+    /// later change of them runs the job again.
+    #[test]
+    fn a_templated_success_cached_by_a_release_before_counts_for_the_args_of_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let fp = Fingerprint([1; 32]);
+        let (now, changed) = (Some(Fingerprint([9; 32])), Some(Fingerprint([8; 32])));
+        let open = || {
+            let db = Arc::new(Database::create(&path).unwrap());
+            Cache::open(db.clone(), DEFAULT_TTL, Arc::new(DirectSink(db))).unwrap()
+        };
+        {
+            let cache = open();
+            // As the release before wrote it.
+            cache.record(&fp, "p", CachedState::Success);
+            assert!(cache.succeeded(&fp, now));
+            assert!(cache.succeeded(&fp, now));
+            assert!(!cache.succeeded(&fp, changed));
+        }
+        let cache = open();
+        assert!(cache.succeeded(&fp, now));
+        assert!(!cache.succeeded(&fp, changed));
+        // A failure is none, whatever its digest.
+        let failed = Fingerprint([2; 32]);
+        cache.record(&failed, "q", CachedState::Failed);
+        assert!(!cache.succeeded(&failed, now));
     }
     #[test]
     fn merge_replaces_or_extends() {

@@ -41,8 +41,13 @@ use crate::{
     transfers::{TestHooks, Transfers},
 };
 
-/// The version every node reports in its heartbeat.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The release every node reports in its heartbeat: the crate's version, and the commit it
+/// was built from when known (`0.1.0+1a2b3c4d5e6f`; see `build.rs`), so that `status` tells
+/// the nodes a rolling upgrade has reached from the others.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    env!("DIRECTORD_MESH_BUILD_SUFFIX")
+);
 
 /// How often the addresses of alive members are saved for the next start.
 /// How long a clean stop waits for the jobs still running to end once asked (SIGTERM)
