@@ -306,14 +306,15 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
             for (j, job) in entry.jobs.into_iter().enumerate() {
                 // ADD/COPY sources are read here, and a missing one is named where it is written.
                 let verb = job.spec.verb();
-                let specs = jobs::transfer::resolve(job.spec, &cwd).map_err(|why| {
-                    Failure::Input(format!(
-                        "{}: entry {}, job {} ({verb}): {why}",
-                        file.display(),
-                        e + 1,
-                        j + 1
-                    ))
-                })?;
+                let at = format!(
+                    "{}: entry {}, job {} ({verb})",
+                    file.display(),
+                    e + 1,
+                    j + 1
+                );
+                let (specs, hidden) = jobs::transfer::resolve_noting_hidden(job.spec, &cwd)
+                    .map_err(|why| Failure::Input(format!("{at}: {why}")))?;
+                say_hidden_left_out(&at, &hidden);
                 jobs.extend(submitted_jobs(&job.text, specs));
             }
             let origin = match &entry.name {
@@ -353,6 +354,29 @@ fn submitted_jobs(definition: &str, specs: Vec<JobSpec>) -> Vec<SubmittedJob> {
         .collect()
 }
 
+/// Says which hidden files a wildcard of the ADD/COPY at `at` left out, as a shell does: a
+/// `conf/*` that leaves out `conf/.env` would otherwise deploy without it unnoticed.
+fn say_hidden_left_out(at: &str, hidden: &[std::path::PathBuf]) {
+    const NAMED: usize = 3;
+    if hidden.is_empty() {
+        return;
+    }
+    let named: Vec<String> = hidden
+        .iter()
+        .take(NAMED)
+        .map(|p| p.display().to_string())
+        .collect();
+    let more = match hidden.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    output::err_line(format!(
+        "note: {at}: its wildcard left out hidden files, as a shell does: {}{more} (write \
+         their leading dot, e.g. '.*', to send them)",
+        named.join(", ")
+    ));
+}
+
 /// ADD/COPY name files on this machine: each source glob becomes one job per file, with the
 /// file's content hashes (part of the job's fingerprint).
 fn resolve_files(parents: Vec<SubmittedParent>) -> Result<Vec<SubmittedParent>, Failure> {
@@ -363,8 +387,9 @@ fn resolve_files(parents: Vec<SubmittedParent>) -> Result<Vec<SubmittedParent>, 
         .map(|mut parent| {
             let mut jobs = Vec::new();
             for job in parent.jobs {
-                let specs = jobs::transfer::resolve(job.spec, &cwd)
+                let (specs, hidden) = jobs::transfer::resolve_noting_hidden(job.spec, &cwd)
                     .map_err(|e| Failure::Input(format!("{}: {e}", job.definition)))?;
+                say_hidden_left_out(&job.definition, &hidden);
                 jobs.extend(submitted_jobs(&job.definition, specs));
             }
             parent.jobs = jobs;

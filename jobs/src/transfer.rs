@@ -17,15 +17,25 @@ pub const BLUEPRINT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Expands ADD/COPY jobs into one job per source file (other jobs are returned as they are).
 /// Fails, naming the pattern, when nothing matches or a file cannot be read.
 pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
+    resolve_noting_hidden(spec, cwd).map(|(specs, _)| specs)
+}
+
+/// [`resolve`], and the hidden files a wildcard of its source left out (as a shell does:
+/// see [`matching_files`]), sorted, for the submitter to say so: a `conf/*` that leaves out
+/// `conf/.env` would otherwise go unnoticed.
+pub fn resolve_noting_hidden(
+    spec: JobSpec,
+    cwd: &Path,
+) -> Result<(Vec<JobSpec>, Vec<PathBuf>), String> {
     let (transfer, add) = match &spec.component {
         Component::Add(t) => (t.clone(), true),
         Component::Copy(t) => (t.clone(), false),
-        _ => return Ok(vec![spec]),
+        _ => return Ok((vec![spec], vec![])),
     };
     if transfer.file.is_some() {
-        return Ok(vec![spec]);
+        return Ok((vec![spec], vec![]));
     }
-    let files = matching_files(&transfer.src, cwd)?;
+    let (files, hidden) = matching(&transfer.src, cwd)?;
     // Several files to one file path would land one over the other, the last one winning.
     // (A DEST that is a template may still render to a directory: it is left to the target.)
     if files.len() > 1 && !transfer.dest.ends_with('/') && !transfer.dest.contains("{{") {
@@ -87,7 +97,7 @@ pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
         };
         out.push(job);
     }
-    Ok(out)
+    Ok((out, hidden))
 }
 
 /// A `--blueprint` source is UTF-8 text that parses as a template: either mistake would fail
@@ -159,6 +169,11 @@ fn hidden_by_wildcard(pattern: &str, path: &Path) -> bool {
 
 /// The regular files `pattern` names, sorted.
 pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String> {
+    matching(pattern, cwd).map(|(files, _)| files)
+}
+
+/// The regular files `pattern` names, and the hidden ones its wildcards left out, each sorted.
+fn matching(pattern: &str, cwd: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
     let expanded = match pattern.strip_prefix("~/") {
         Some(rest) => match std::env::var_os("HOME") {
             Some(home) => Path::new(&home).join(rest).display().to_string(),
@@ -189,9 +204,10 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
             e.error()
         )
     })?;
-    let (hidden, found): (Vec<PathBuf>, Vec<PathBuf>) = found
+    let (mut hidden, found): (Vec<PathBuf>, Vec<PathBuf>) = found
         .into_iter()
         .partition(|p| hidden_by_wildcard(&absolute, p));
+    hidden.sort();
     let (mut files, others): (Vec<PathBuf>, Vec<PathBuf>) =
         found.into_iter().partition(|p| p.is_file());
     files.sort();
@@ -227,7 +243,8 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
             )
         });
     }
-    Ok(files)
+    hidden.retain(|p| p.is_file());
+    Ok((files, hidden))
 }
 
 /// What `path` is, said of something that is neither a regular file nor a directory.
@@ -371,6 +388,11 @@ mod tests {
         std::fs::remove_file(dir.path().join("src/c.txt")).unwrap();
         let e = matching_files("*/c.txt", dir.path()).unwrap_err();
         assert!(e.contains("matches only hidden names"), "{e}");
+        // What a wildcard left out is told, files only (not the .git directory).
+        let (files, hidden) = matching("*", dir.path()).unwrap();
+        assert_eq!(files, [dir.path().join("a.txt"), dir.path().join("b.txt")]);
+        assert_eq!(hidden, [dir.path().join(".hidden.txt")]);
+        assert!(matching(".*", dir.path()).unwrap().1.is_empty());
     }
 
     #[test]

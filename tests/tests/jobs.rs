@@ -1758,6 +1758,34 @@ fn unknown_targets_are_refused_before_anything_runs() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("COUNT"));
     assert!(records(&nodes[0]).is_empty());
+    // The hidden files a wildcard of ADD leaves out, as a shell does, are said.
+    let conf = root.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("app.conf"), "a").unwrap();
+    std::fs::write(conf.join(".env"), "secret").unwrap();
+    let hidden = root.path().join("hidden.yaml");
+    std::fs::write(
+        &hidden,
+        format!("- jobs:\n  - ADD: {}/* /tmp/x/\n", conf.display()),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", hidden.to_str().unwrap(), "--finger-print"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains(&format!(
+            "hidden.yaml: entry 1, job 1 (ADD): its wildcard left out hidden files, as a shell \
+             does: {}/.env (write their leading dot",
+            conf.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("app.conf"),
+        "{}",
+        text(&o)
+    );
     // A parent's own `targets:` are named where they were written.
     let named = root.path().join("named.yaml");
     std::fs::write(
