@@ -137,6 +137,16 @@ impl Bandwidth {
             Some(bits) => (bytes as u128 * 8 * 1_000_000 / bits.max(1) as u128) as u64,
         }
     }
+
+    /// How many bytes the uplink carries in `time` (the inverse of [`Bandwidth::transmit`]).
+    pub fn bytes_in(&self, time: Micros) -> u64 {
+        match self.0 {
+            None => 0,
+            Some(bits) => {
+                u64::try_from(time as u128 * bits as u128 / 8 / 1_000_000).unwrap_or(u64::MAX)
+            }
+        }
+    }
 }
 
 impl fmt::Display for Bandwidth {

@@ -1132,6 +1132,14 @@ impl Sim {
 
     fn report(&self) -> Report {
         let since = |t: Micros| t.saturating_sub(SUBMIT_AT) as f64 / 1e6;
+        // Traffic is what left the uplinks by now, not what still waits in them.
+        let (mut payload, mut overhead) = (self.payload.clone(), self.overhead.clone());
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].alive {
+                let unsent = self.backlog(node);
+                Sim::unsend((&mut payload[node], &mut overhead[node]), unsent);
+            }
+        }
         let targets: Vec<usize> = (0..self.ids.len())
             .filter(|&i| !self.work[i].is_empty())
             .collect();
@@ -1167,11 +1175,11 @@ impl Sim {
             conflicting_results: self.conflicting,
             traffic_measured: true,
             messages: self.messages.clone(),
-            payload_bytes: self.payload.clone(),
-            overhead_bytes: self.overhead.clone(),
+            payload_bytes: payload.clone(),
+            overhead_bytes: overhead.clone(),
             gossip_received: self.gossip_received,
             gossip_first_receipts: self.gossip_first_receipts,
-            submitter_upload: Some(self.payload[self.submitter] + self.overhead[self.submitter]),
+            submitter_upload: Some(payload[self.submitter] + overhead[self.submitter]),
             rss_per_node: None,
             wall: Duration::ZERO,
             events: self.events,

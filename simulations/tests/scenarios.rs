@@ -198,6 +198,39 @@ fn tier1_traffic_does_not_depend_on_how_long_the_job_runs() {
     );
 }
 
+/// Traffic counts the bytes that left a node's uplink, not those still queued in it: a
+/// 16 MiB file on a 1 mbit uplink for 10 s shows no more than the 1.19 MiB such an uplink
+/// carries in that time (it showed 32 MiB, every chunk queued).
+#[test]
+fn tier1_traffic_counts_what_an_uplink_could_send() {
+    let run = |limit: Duration| {
+        let mut workload = Workload::new(Scenario::Files, 10);
+        workload.file_bytes = 16 << 20;
+        let network = NetworkModel {
+            uplink: simulations::network::Bandwidth(Some(1_000_000)),
+            ..NetworkModel::default()
+        };
+        Tier1 {
+            workload,
+            network,
+            seed: 1,
+            limit,
+        }
+        .run()
+        .unwrap()
+        .summary()
+    };
+    for secs in [10, 60] {
+        let s = run(Duration::from_secs(secs));
+        let carried = secs as f64 * 1e6 / 8.0 / (1 << 20) as f64;
+        let uploaded = s.submitter_upload_mib.unwrap();
+        assert!(
+            uploaded <= carried && uploaded > 0.9 * carried,
+            "{secs} s: {uploaded} MiB of at most {carried}"
+        );
+    }
+}
+
 /// The duplicate factor is copies per node and message: a QUERY gossips two messages (the run
 /// and the set) and a partition has the run announced again, each time a message of its own,
 /// and neither multiplies what a fanout's one message costs a node.

@@ -26,10 +26,13 @@ impl Sim {
     }
 
     pub(super) fn kill(&mut self, node: usize) {
-        let n = &mut self.nodes[node];
-        if !n.alive {
+        if !self.nodes[node].alive {
             return;
         }
+        // What its uplink still held never leaves.
+        let unsent = self.backlog(node);
+        Sim::unsend((&mut self.payload[node], &mut self.overhead[node]), unsent);
+        let n = &mut self.nodes[node];
         n.alive = false;
         n.epoch += 1;
         n.queue.clear();

@@ -15,7 +15,25 @@ use super::{
 use crate::network::{Micros, Overhead, micros};
 
 impl Sim {
-    /// Puts a message on `from`'s uplink; returns when its last byte has left.
+    /// Bytes on `node`'s uplink that have not left by now: what a crash drops, and what a
+    /// report leaves out (traffic counts the bytes sent, not those still queued).
+    pub(super) fn backlog(&self, node: usize) -> u64 {
+        let queued_for = self.nodes[node].uplink_free.saturating_sub(self.now);
+        self.network.uplink.bytes_in(queued_for)
+    }
+
+    /// Takes `bytes` that never left `node`'s uplink out of its traffic: payload first (the
+    /// queue's tail is mostly payload: chunks, sets, runs), then overhead.
+    pub(super) fn unsend(traffic: (&mut u64, &mut u64), bytes: u64) {
+        let (payload, overhead) = traffic;
+        let from_payload = bytes.min(*payload);
+        *payload -= from_payload;
+        *overhead -= (bytes - from_payload).min(*overhead);
+    }
+
+    /// Puts a message on `from`'s uplink; returns when its last byte has left. Its bytes
+    /// count as sent from now; those still queued when the node crashes or the report is
+    /// made are taken out again ([`Sim::backlog`]).
     pub(super) fn transmit(&mut self, from: usize, payload: u64, overhead: u64) -> Micros {
         self.messages[from] += 1;
         self.payload[from] += payload;
