@@ -235,6 +235,11 @@ const MAX_TIER1_NODES: usize = 100_000;
 /// the longest duration the options take.
 const MAX_RUN: Duration = Duration::from_secs(1_000_000_000);
 
+/// The most results a run may ask for (--jobs × the largest --nodes): each is held by the
+/// simulator (about 120 bytes in tier 1; a ten times larger run took 12 GB before it was
+/// stopped).
+const MAX_RESULTS: usize = 10_000_000;
+
 /// Tier 1's seed: the one given, else 1.
 fn seed(args: &Args) -> u64 {
     args.seed.unwrap_or(1)
@@ -264,6 +269,14 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.jobs == Some(0) {
         return Err("--jobs: a run needs at least one job".into());
+    }
+    if let (Some(jobs), Some(&nodes)) = (args.jobs, args.nodes.iter().max())
+        && jobs.saturating_mul(nodes) > MAX_RESULTS
+    {
+        return Err(format!(
+            "--jobs {jobs} on {nodes} nodes: a run may ask for at most {MAX_RESULTS} results \
+             (jobs × nodes); give fewer jobs or nodes"
+        ));
     }
     if let (Some(jobs), Some(job_time)) = (args.jobs, args.job_time)
         && u32::try_from(jobs)
@@ -413,6 +426,12 @@ fn run(args: &Args) -> Result<bool, String> {
     if let Some(b) = args.bandwidth {
         network.uplink = b;
     }
+    if args.out.exists() && !args.out.is_dir() {
+        return Err(format!(
+            "--out {}: not a directory (the results go into one: results.csv and results.png)",
+            args.out.display()
+        ));
+    }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("{}: cannot create: {e}", args.out.display()))?;
     // Both outputs can be written, before the sweep rather than after it.
@@ -425,9 +444,9 @@ fn run(args: &Args) -> Result<bool, String> {
             .open(path)
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
     }
-    if args.tier >= 2 {
-        simulations::signals::stop_on_signals();
-    }
+    // Ctrl-C or SIGTERM stops the sweep at the run it is in: the rows of the runs before it
+    // are written, and what a run of real nodes started is removed.
+    simulations::signals::stop_on_signals();
     let mut rows: Vec<Summary> = Vec::new();
     let mut complete = true;
     let mut failure = None;
@@ -449,7 +468,11 @@ fn run(args: &Args) -> Result<bool, String> {
                     String::new()
                 }
             );
-            let report = run_one(args, w, &network);
+            let report = if simulations::signals::interrupted() {
+                Err("interrupted".to_string())
+            } else {
+                run_one(args, w, &network)
+            };
             let mut report = match report {
                 Ok(r) => r,
                 Err(e) => {
@@ -493,14 +516,22 @@ fn run(args: &Args) -> Result<bool, String> {
         (None, Ok(())) => Ok(complete),
         (None, Err(e)) => Err(e),
         (Some(e), Ok(())) => Err(format!(
-            "{e} (the {} runs before it are in the table and {})",
-            rows.len(),
+            "{e} ({} before it in the table and {})",
+            runs(rows.len()),
             csv_path.display()
         )),
         (Some(e), Err(written)) => Err(format!(
-            "{e} (the {} runs before it are in the table; {written})",
-            rows.len()
+            "{e} ({} before it in the table; {written})",
+            runs(rows.len())
         )),
+    }
+}
+
+/// "the run" or "the N runs".
+fn runs(n: usize) -> String {
+    match n {
+        1 => "the run".into(),
+        n => format!("the {n} runs"),
     }
 }
 

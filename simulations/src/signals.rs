@@ -1,7 +1,7 @@
-//! Ctrl-C (SIGINT) and SIGTERM during a run of real nodes (tiers 2 and 3): the run stops at
-//! its next check, and what it started is stopped and removed (nodes, daemons, state
-//! directories, network namespaces), and the rows of the runs finished before it are written,
-//! instead of the process dying with all of that lost or left behind.
+//! Ctrl-C (SIGINT) and SIGTERM during a sweep: the run under way stops at its next check
+//! (tier 1 every 65 536 events), what it started is stopped and removed (tiers 2 and 3: nodes,
+//! daemons, state directories, network namespaces), and the rows of the runs finished before
+//! it are written, instead of the process dying with all of that lost or left behind.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -130,7 +130,9 @@ impl Tier1 {
         }
         let started = Instant::now();
         let mut sim = Sim::new(self)?;
-        sim.run(micros(self.limit) + SUBMIT_AT);
+        if !sim.run(micros(self.limit) + SUBMIT_AT) {
+            return Err("interrupted".into());
+        }
         let mut report = sim.report();
         report.wall = started.elapsed();
         Ok(report)
@@ -854,10 +856,14 @@ impl Sim {
     /// it: the times are those of the run, which is over at its last result, but the mesh
     /// still sends what the run set off (gossip heartbeats, late acknowledgements), which
     /// the traffic counts include. Disruptions planned after the run are not the run's:
-    /// none starts in the drain.
-    fn run(&mut self, limit: Micros) {
+    /// none starts in the drain. False if a signal asked it to stop (`crate::signals`),
+    /// looked at every 65 536 events.
+    fn run(&mut self, limit: Micros) -> bool {
         let mut drain_until = None;
         while let Some(next) = self.queue.pop() {
+            if self.events % 65_536 == 0 && crate::signals::interrupted() {
+                return false;
+            }
             if next.at > limit || drain_until.is_some_and(|end| next.at > end) {
                 break;
             }
@@ -876,6 +882,7 @@ impl Sim {
                 drain_until = Some(self.now + self.drain());
             }
         }
+        true
     }
 
     /// How long the mesh runs on after the last result for the traffic counts: the gossip

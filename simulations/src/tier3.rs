@@ -57,7 +57,7 @@ pub struct Tier3 {
 /// An error if a signal asked the run to stop.
 fn check_interrupted() -> Result<(), String> {
     if crate::signals::interrupted() {
-        Err("interrupted: the daemons and their network were removed".into())
+        Err("interrupted: the daemons were stopped and what they made removed".into())
     } else {
         Ok(())
     }

@@ -121,6 +121,14 @@ fn bad_arguments_are_named_with_exit_code_2() {
         ),
         (&["--tier", "3", "--bandwidth", "1gbit"], "--bandwidth"),
         (&["--jobs", "0"], "--jobs"),
+        (
+            &["--nodes", "10", "--jobs", "1000000000"],
+            "at most 10000000 results",
+        ),
+        (
+            &["--nodes", "1000,10", "--jobs", "10001"],
+            "--jobs 10001 on 1000 nodes",
+        ),
         (&["--file-mib", "0"], "--file-mib"),
         (&["--late", "1.5"], "--late"),
         (&["--loss-model", "lossy"], "lossy"),
@@ -210,6 +218,14 @@ fn unwritable_outputs_are_named_before_the_sweep() {
         assert!(!all.contains("fanout on 20 nodes"), "{all}");
         assert!(!all.contains("wrote"), "{all}");
     }
+    // A file where the output directory should be.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "").unwrap();
+    let out = sim(&["--nodes", "20", "--out", file.to_str().unwrap()]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("afile: not a directory"), "{all}");
 }
 
 #[test]
@@ -323,4 +339,46 @@ fn an_interrupted_tier2_sweep_keeps_the_runs_finished_and_leaves_nothing() {
     assert!(csv.lines().nth(1).unwrap().contains("fanout"), "{csv}");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Ctrl-C during a tier 1 sweep: the run under way stops, the runs finished before are
+/// written, and the exit code says it was interrupted (the rows were lost, and empty output
+/// files left, before).
+#[test]
+fn an_interrupted_tier1_sweep_keeps_the_runs_finished() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
+        .args(["--nodes", "10,100000", "--scenario", "orchestration"])
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupted once the large run has begun (the small one is over then).
+    let stderr = child.stderr.take().unwrap();
+    let mut said = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.starts_with("tier 1 orchestration on 100000 nodes") {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("interrupted (the run before it in the table and"),
+        "{said}"
+    );
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "the header and the 10-node run: {csv}"
+    );
 }
