@@ -861,7 +861,7 @@ impl Sim {
     fn run(&mut self, limit: Micros) -> bool {
         let mut drain_until = None;
         while let Some(next) = self.queue.pop() {
-            if self.events % 65_536 == 0 && crate::signals::interrupted() {
+            if self.events.is_multiple_of(65_536) && crate::signals::interrupted() {
                 return false;
             }
             if next.at > limit || drain_until.is_some_and(|end| next.at > end) {
