@@ -319,7 +319,8 @@ impl Mesh {
         first.launch()?;
         let token_file = first.state_dir.join("join-token");
         wait(Duration::from_secs(30), "the first daemon to start", || {
-            first.status().is_some() && token_file.exists()
+            first.check_running()?;
+            Ok(first.status().is_some() && token_file.exists())
         })?;
         let token = std::fs::read_to_string(&token_file)
             .map_err(|e| format!("{}: {e}", token_file.display()))?;
@@ -333,11 +334,14 @@ impl Mesh {
         }
         let formed = Instant::now();
         wait(Duration::from_secs(120), "the mesh to form", || {
-            mesh.daemons[0].status().is_some_and(|s| {
+            for d in &mut mesh.daemons {
+                d.check_running()?;
+            }
+            Ok(mesh.daemons[0].status().is_some_and(|s| {
                 s["nodes"]
                     .as_array()
                     .is_some_and(|a| a.iter().filter(|m| m["state"] == "alive").count() == n)
-            })
+            }))
         })?;
         eprintln!(
             "  {n} daemons formed a mesh in {:.1} s",
@@ -417,9 +421,13 @@ impl Mesh {
 }
 
 /// Polls `done` every 100 ms until it holds, or fails after `limit` naming `what`.
-fn wait(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
+fn wait(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
     let deadline = Instant::now() + limit;
-    while !done() {
+    while !done()? {
         if Instant::now() >= deadline {
             return Err(format!("timed out after {limit:?} waiting for {what}"));
         }
@@ -472,6 +480,31 @@ impl Daemon {
             .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// An error if the daemon has exited (it could not start: a taken port, a bad binary),
+    /// with its exit status and the end of its log (which goes with its state directory).
+    fn check_running(&mut self) -> Result<(), String> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        let Ok(Some(status)) = child.try_wait() else {
+            return Ok(());
+        };
+        self.child = None;
+        let log = std::fs::read_to_string(self.state_dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+        Err(format!(
+            "{} in {} exited ({status}) while starting{}",
+            self.binary.display(),
+            self.state_dir.display(),
+            if tail.is_empty() {
+                ", saying nothing".to_string()
+            } else {
+                format!(":\n  {tail}")
+            }
+        ))
     }
 
     /// SIGKILL: no goodbye, as a crash or a power loss.

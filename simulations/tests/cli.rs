@@ -382,3 +382,38 @@ fn an_interrupted_tier1_sweep_keeps_the_runs_finished() {
         "the header and the 10-node run: {csv}"
     );
 }
+
+/// A tier 3 daemon that cannot start is said at once, with its exit status and what it
+/// logged (its log goes with the run's temporary directory), not after the 30 s wait.
+#[test]
+fn a_tier3_daemon_that_cannot_start_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = dir.path().join("daemon.sh");
+    std::fs::write(
+        &daemon,
+        "#!/bin/sh\necho 'error: cannot listen: address in use' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&daemon, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sim(&[
+        "--tier",
+        "3",
+        "--nodes",
+        "3",
+        "--binary",
+        daemon.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains(
+            "exited (exit status: 3) while starting:\n  error: cannot listen: address in use"
+        ),
+        "{all}"
+    );
+    // Said as it happened, not as the 30 s wait for the daemon running out.
+    assert!(!all.contains("timed out"), "{all}");
+}
