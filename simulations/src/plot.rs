@@ -68,9 +68,9 @@ pub fn draw(rows: &[Summary], path: &Path) -> Result<bool, String> {
     for s in time.values_mut().chain(bytes.values_mut()) {
         s.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1800, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(700);
+    let (left, right) = root.split_horizontally(900);
     panel(
         &left,
         &time,
@@ -139,7 +139,15 @@ fn panel(
         .fold(f64::MAX, f64::min)
         .min(y_max / 10.0)
         / 1.5;
-    let mut builder = ChartBuilder::on(area);
+    // The legend beside the chart, where it covers no line.
+    let (area, legend) = if labels {
+        let (w, _) = area.dim_in_pixel();
+        let (chart, legend) = area.split_horizontally(w.saturating_sub(LEGEND_WIDTH));
+        (chart, Some(legend))
+    } else {
+        (area.clone(), None)
+    };
+    let mut builder = ChartBuilder::on(&area);
     builder.margin(16);
     if labels {
         builder
@@ -168,34 +176,70 @@ fn panel(
         mesh.disable_x_axis().disable_y_axis();
     }
     mesh.draw().map_err(|e| e.to_string())?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        let color = COLOURS[i % COLOURS.len()].to_rgba();
-        let line = chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?;
-        if labels {
-            line.label(name.as_str()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+    // One colour per tier and scenario; its job line dashed, its results line solid.
+    let groups: Vec<&str> = {
+        let mut g: Vec<&str> = series.keys().map(|name| group_of(name)).collect();
+        g.dedup();
+        g
+    };
+    let color_of = |name: &str| {
+        let i = groups
+            .iter()
+            .position(|g| *g == group_of(name))
+            .unwrap_or(0);
+        COLOURS[i % COLOURS.len()].to_rgba()
+    };
+    for (name, points) in series {
+        let color = color_of(name);
+        let style = color.stroke_width(2);
+        if name.ends_with(": job") {
+            chart
+                .draw_series(DashedLineSeries::new(points.iter().copied(), 8, 5, style))
+                .map_err(|e| e.to_string())?;
+        } else {
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), style))
+                .map_err(|e| e.to_string())?;
         }
         chart
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(|e| e.to_string())?;
     }
-    if labels {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
+    if let Some(legend) = legend {
+        let font = ("sans-serif", 13).into_font().color(&BLACK);
+        // 18 px a line, closer when there are many (two tiers of every scenario).
+        let (_, h) = legend.dim_in_pixel();
+        let step = (h.saturating_sub(50) / series.len().max(1) as u32).clamp(8, 18) as i32;
+        for (i, name) in series.keys().enumerate() {
+            let y = 40 + step * i as i32;
+            let style = color_of(name).stroke_width(2);
+            let sample = if name.ends_with(": job") {
+                vec![(4, y), (12, y)]
+            } else {
+                vec![(4, y), (26, y)]
+            };
+            legend
+                .draw(&PathElement::new(sample, style))
+                .map_err(|e| e.to_string())?;
+            if name.ends_with(": job") {
+                legend
+                    .draw(&PathElement::new(vec![(18, y), (26, y)], style))
+                    .map_err(|e| e.to_string())?;
+            }
+            legend
+                .draw(&Text::new(name.clone(), (32, y - 7), font.clone()))
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
+}
+
+/// How wide the legend beside each chart is, in pixels.
+const LEGEND_WIDTH: u32 = 250;
+
+/// The tier and scenario a series belongs to (`tier 1 fanout` of `tier 1 fanout: job`).
+fn group_of(name: &str) -> &str {
+    name.split(": ").next().unwrap_or(name)
 }
 
 /// `v` with three significant digits at most, without trailing zeros (0.6, not
