@@ -32,15 +32,28 @@ fn commit() -> Option<String> {
         let text = String::from_utf8(out.stdout).ok()?;
         (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
     };
+    let manifest = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").ok()?);
+    // Only this workspace's own checkout: not a repository it was unpacked inside.
+    let top = std::path::PathBuf::from(git(&["rev-parse", "--show-toplevel"])?);
+    if top.canonicalize().ok()? != manifest.parent()?.canonicalize().ok()? {
+        return None;
+    }
     let git_dir = git(&["rev-parse", "--absolute-git-dir"])?;
     let common = git(&["rev-parse", "--git-common-dir"]).unwrap_or_else(|| git_dir.clone());
     let common = if std::path::Path::new(&common).is_absolute() {
         common
     } else {
-        format!("{}/{common}", std::env::var("CARGO_MANIFEST_DIR").ok()?)
+        format!("{}/{common}", manifest.display())
     };
-    println!("cargo:rerun-if-changed={git_dir}/HEAD");
-    println!("cargo:rerun-if-changed={common}/refs/heads");
-    println!("cargo:rerun-if-changed={common}/packed-refs");
+    // Watched only where they exist: cargo takes a missing path as changed at every build.
+    for path in [
+        format!("{git_dir}/HEAD"),
+        format!("{common}/refs/heads"),
+        format!("{common}/packed-refs"),
+    ] {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
     git(&["rev-parse", "--short=12", "HEAD"])
 }

@@ -324,6 +324,12 @@ pub struct WriteOffBefore {
 }
 
 impl Originator {
+    /// How long a target that said goodbye has to come back (a restart) before it is taken
+    /// for gone ([`OriginatorConfig::left_grace`]).
+    pub fn left_grace(&self) -> Duration {
+        self.config.left_grace
+    }
+
     pub fn new(local: NodeId, config: OriginatorConfig) -> Self {
         Originator {
             local,

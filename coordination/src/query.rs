@@ -69,7 +69,8 @@ pub struct ReportedTarget {
     pub name: String,
     /// Its QUERY succeeded: its value was sent (it may still be on its way).
     pub succeeded: bool,
-    /// It is a member alive now, as far as the node knows.
+    /// It is not known to be gone for good: not silent, nor left longer than the grace a
+    /// restart gets (a member not heard since the node started counts as alive).
     pub alive: bool,
 }
 

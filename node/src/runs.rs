@@ -541,11 +541,15 @@ impl MembersByKey {
         self.0.get(&key).map(|(node, _)| node.clone())
     }
 
-    /// Whether `node` is a member alive now (seen since this start and not gone since).
-    fn is_alive(&self, node: &NodeId) -> bool {
+    /// Whether `node` went silent or left at least `for_at_least` before `now` and is not
+    /// back (a member not heard since this node started is not known to be gone).
+    fn gone_for(&self, node: &NodeId, now: Instant, for_at_least: Duration) -> bool {
         self.0
             .get(&TargetKey::of(node))
-            .is_some_and(|(known, since)| known == node && since.is_none())
+            .is_some_and(|(known, since)| {
+                known == node
+                    && since.is_some_and(|at| now.saturating_duration_since(at) >= for_at_least)
+            })
     }
 
     /// `node` is alive (new, or back).

@@ -344,16 +344,17 @@ impl Actor {
 
     /// Originator side: opens the collection of the QUERY job of `record`, which every
     /// target has reported for real, to wait for the values of its successes (see
-    /// `Queries::open_over`): those alive by what this node heard since its start when
-    /// `members_known`, else all of them.
+    /// `Queries::open_over`): when `members_known`, not those gone (silent, or left) for
+    /// longer than the grace a restart gets, as a run's write-off waits; else all of them.
     fn query_open_over(&mut self, record: &JobRecord, members_known: bool) {
+        let (now, grace) = (Instant::now(), self.originator.left_grace());
         let targets = record
             .nodes
             .iter()
             .map(|n| {
                 let node = NodeId(n.peer_id.clone());
                 coordination::query::ReportedTarget {
-                    alive: !members_known || self.members.is_alive(&node),
+                    alive: !members_known || !self.members.gone_for(&node, now, grace),
                     succeeded: record
                         .results
                         .get(&n.name)
@@ -369,7 +370,7 @@ impl Actor {
             self.query_arg(record),
             targets,
             Duration::from_millis(over_for),
-            Instant::now(),
+            now,
         );
         self.query_actions(actions);
     }
