@@ -258,10 +258,13 @@ async fn run_node(
         }
     }
     let socket = node.control_socket().cloned();
-    // A second signal while leaving stops at once.
+    let stop_jobs = node.job_stopper();
+    // A second signal while leaving stops at once: the jobs too (not left running while
+    // the clean stop waited for them to end).
     let left = tokio::select! {
         r = node.shutdown() => r.map_err(Failure::runtime),
         () = signals.next() => {
+            stop_jobs();
             // Nothing answers the control socket any more.
             if let Some(socket) = socket {
                 let _ = std::fs::remove_file(socket);

@@ -778,6 +778,24 @@ async fn execute(
         // Output lines reach the node before the result does.
         finish_output(forward, &work.job_id, &finished, events).await;
     }
+    // The node stopping asked the job to end (SIGTERM): however it ended, it did not run
+    // through. Nothing is cached (a success would skip the job next time), and the outcome
+    // says so should it still be taken in (after the restart it is reported interrupted).
+    if processes.as_deref().is_some_and(ProcessLog::terminating) {
+        return Outcome {
+            job_id: work.job_id,
+            state: ResultState::Failed,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+            info: format!(
+                "interrupted: its node was stopping and asked it to end (SIGTERM); {}",
+                finished.info
+            ),
+            execution_secs,
+            started_unix_ms,
+            finished_unix_ms: unix_ms(),
+        };
+    }
     record_result(
         work,
         finished,

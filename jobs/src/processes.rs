@@ -77,6 +77,10 @@ struct State {
     /// The node asked the groups still running to end ([`ProcessLog::terminate_all`]) and
     /// stops them after a grace: a job dropped meanwhile leaves its group to that.
     terminating: bool,
+    /// The groups [`ProcessLog::terminate_all`] asked to end, each with its processes then
+    /// (pid and start time): the group is the job's while one of them is still there, even
+    /// once its shell has ended (a child finishing its cleanup).
+    asked: Vec<(u32, Vec<(u32, u64)>)>,
     /// A write failed: the file is gone until a rewrite works.
     broken: bool,
     /// Its size when last rewritten (the next rewrite waits for twice as much).
@@ -162,6 +166,7 @@ impl ProcessLog {
                 starts,
                 stopping: false,
                 terminating: false,
+                asked: Vec::new(),
                 broken: false,
                 compacted: written,
                 previous,
@@ -301,9 +306,14 @@ impl ProcessLog {
             .map(|(pgid, _)| *pgid)
             .collect();
         asked.sort_unstable();
+        let mut members = group_members(&asked);
         for pgid in &asked {
             let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGTERM);
         }
+        state.asked = asked
+            .iter()
+            .map(|pgid| (*pgid, members.remove(pgid).unwrap_or_default()))
+            .collect();
         asked
     }
 
@@ -314,14 +324,14 @@ impl ProcessLog {
         self.lock().terminating
     }
 
-    /// Whether the shell of every job that was running has ended (children a shell left in
-    /// its group may be there still).
-    pub fn shells_ended(&self) -> bool {
+    /// Whether every process the groups asked to end held then has ended (its shell, and
+    /// the children it started: one may still be cleaning up after its shell is gone).
+    pub fn jobs_ended(&self) -> bool {
         let state = self.lock();
         state
-            .live
+            .asked
             .iter()
-            .all(|(pgid, ticks)| !is_shell(*pgid, *ticks))
+            .all(|(_, members)| !any_still_there(members))
     }
 
     /// Stops every job's process group still running (the node is stopping: its jobs must not
@@ -330,7 +340,17 @@ impl ProcessLog {
         let mut state = self.lock();
         state.stopping = true;
         let mut stopped: Vec<u32> = state.live.keys().copied().collect();
+        // Groups asked to end whose shell has ended but which still hold a process of the
+        // job's: not left running beside the restarted node.
+        stopped.extend(
+            state
+                .asked
+                .iter()
+                .filter(|(_, members)| any_still_there(members))
+                .map(|(pgid, _)| *pgid),
+        );
         stopped.sort_unstable();
+        stopped.dedup();
         for pgid in &stopped {
             let _ = killpg(Pid::from_raw(*pgid as i32), Signal::SIGKILL);
         }
@@ -598,6 +618,55 @@ fn boot_ticks() -> u64 {
     })
 }
 
+/// The processes (pid and start time) in each of the process groups `pgids`, from /proc;
+/// those that have ended (zombies) left out.
+fn group_members(pgids: &[u32]) -> HashMap<u32, Vec<(u32, u64)>> {
+    let mut members: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+    if pgids.is_empty() {
+        return members;
+    }
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return members;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (in parentheses, which may hold anything): state,
+        // ppid, pgrp, ... starttime (the 20th).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if matches!(fields.first(), Some(&("Z" | "X"))) {
+            continue;
+        }
+        if let (Some(Ok(pgrp)), Some(Ok(start))) = (
+            fields.get(2).map(|f| f.parse::<u32>()),
+            fields.get(19).map(|f| f.parse::<u64>()),
+        ) && pgids.contains(&pgrp)
+        {
+            members.entry(pgrp).or_default().push((pid, start));
+        }
+    }
+    members
+}
+
+/// Whether one of `members` (pid and start time) is still running: the same process, not
+/// a later one that took its number.
+fn any_still_there(members: &[(u32, u64)]) -> bool {
+    members
+        .iter()
+        .any(|(pid, ticks)| start_ticks(*pid) == Some(*ticks))
+}
+
 /// Whether process `pgid` is still the job's shell logged as started at `ticks`: not a later
 /// process that took the number (it started after the shell ended, so after `ticks`), nor a
 /// shell that ended.
@@ -662,9 +731,14 @@ mod tests {
 
     /// Waits until group `pgid` holds a live process besides its leader.
     fn wait_for_child_in(pgid: u32) {
+        wait_for_others_in(pgid, 1);
+    }
+
+    /// Waits until group `pgid` holds `n` live processes besides its leader.
+    fn wait_for_others_in(pgid: u32, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let others = fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let others = fs::read_dir("/proc").unwrap().flatten().filter(|e| {
                 let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
                     return false;
                 };
@@ -678,7 +752,7 @@ mod tests {
                     && fields.first() != Some(&"Z")
                     && fields.get(2) == Some(&pgid.to_string().as_str())
             });
-            if others {
+            if others.count() >= n {
                 return;
             }
             assert!(Instant::now() < deadline, "group {pgid} started no child");
@@ -1129,14 +1203,47 @@ mod tests {
         assert_eq!(asked, both);
         assert!(job.wait().unwrap().success(), "its trap ran and it ended");
         assert_eq!(fs::read_to_string(&cleaned).unwrap(), "done\n");
-        // The stubborn shell is still there: the shells have not all ended.
-        assert!(!log.shells_ended());
+        // The stubborn shell is still there: the jobs have not all ended.
+        assert!(!log.jobs_ended());
         log.ended(job.id());
-        assert!(!log.shells_ended());
+        assert!(!log.jobs_ended());
         assert_eq!(log.stop_all(), vec![stubborn.id()]);
         stubborn.wait().unwrap();
         log.ended(stubborn.id());
-        assert!(log.shells_ended());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !log.jobs_ended() {
+            assert!(Instant::now() < deadline, "the stubborn group lives on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A job's shell that ends at once on SIGTERM while a child of it still cleans up: the
+    /// job has not ended until the child has, and a stop then stops the child too, its
+    /// shell gone and logged ended.
+    #[test]
+    fn a_job_has_ended_only_once_its_children_have() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        let mut job = Command::new("sh")
+            .args(["-c", "sh -c 'trap \"\" TERM; sleep 60 & wait'; true"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // The inner shell and its sleep: its trap is set.
+        wait_for_others_in(job.id(), 2);
+        log.started(job.id());
+        log.terminate_all();
+        job.wait().unwrap();
+        log.ended(job.id());
+        // The shell is gone; the child that ignores SIGTERM is not.
+        assert!(!log.jobs_ended());
+        assert_eq!(log.stop_all(), vec![job.id()]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(job.id()) || !log.jobs_ended() {
+            assert!(Instant::now() < deadline, "the child lives on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The next start tells a clean stop (which stopped the jobs running) from a crash, once:

@@ -49,12 +49,12 @@ pub const VERSION: &str = concat!(
     env!("DIRECTORD_MESH_BUILD_SUFFIX")
 );
 
-/// How often the addresses of alive members are saved for the next start.
 /// How long a clean stop waits for the jobs still running to end once asked (SIGTERM)
 /// before it stops them (SIGKILL): well within what a service manager waits for the daemon
 /// (systemd: 90 s).
 const JOB_STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How often the addresses of alive members are saved for the next start.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 /// Least time between two saves of the member addresses.
 const SAVE_PEERS_SETTLE: Duration = Duration::from_secs(10);
@@ -459,6 +459,19 @@ impl Node {
         self.control_socket.as_ref()
     }
 
+    /// Stops the jobs still running at once (SIGKILL to their process groups), whatever a
+    /// clean stop under way waits for: what a second signal during [`Node::shutdown`]'s
+    /// grace does before the process exits. Call it on a handle taken before the shutdown.
+    pub fn job_stopper(&self) -> impl FnOnce() + Send + 'static {
+        let processes = Arc::clone(&self.processes);
+        move || {
+            let stopped = processes.stop_all();
+            if !stopped.is_empty() {
+                warn!(groups = ?stopped, "stopped the jobs still running at once (SIGKILL)");
+            }
+        }
+    }
+
     /// Keeps this node's state directory locked for as long as the result is held, even after
     /// the node has shut down (see [`StateDirLock`]).
     pub fn hold_state_dir(&self) -> StateDirLock {
@@ -539,7 +552,7 @@ impl Node {
         // shells are stopped here, not left to outlive the daemon.
         let deadline = tokio::time::Instant::now() + JOB_STOP_GRACE;
         while !asked.is_empty()
-            && !self.processes.shells_ended()
+            && !self.processes.jobs_ended()
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;

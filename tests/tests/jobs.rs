@@ -1000,8 +1000,12 @@ fn a_submitter_restarted_after_a_crash_runs_its_own_jobs_still_queued() {
     queued_jobs_after_a_restart_of(0, Stop::Crash);
 }
 
-/// A clean stop asks a running job to end before it stops it: a job that traps SIGTERM gets
-/// to clean up (and is reported interrupted once its node is back, as a crash's are).
+/// A clean stop asks a running job to end before it stops it: a job whose processes trap
+/// SIGTERM get to clean up, a child of the job's shell too, which may take a moment after
+/// the shell itself ended (the grace waits for the job's processes, not its shell). The job
+/// is reported interrupted once its node is back, as a crash's are, and nothing of it is
+/// cached: the same job submitted again runs (its shell's `exit 0` on SIGTERM, taken in while
+/// the node waited for the child, was cached a success).
 #[test]
 fn a_clean_stop_lets_a_running_job_clean_up() {
     let root = root();
@@ -1009,11 +1013,14 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
     let started = root.path().join("started");
     let cleaned = root.path().join("cleaned");
     let command = format!(
-        "trap 'echo cleaned > {}; exit 0' TERM; touch {}; sleep 60 & wait",
-        cleaned.display(),
-        started.display()
+        "if [ -e {s} ]; then echo again; exit 0; fi; trap 'exit 0' TERM; sh -c 'trap \"sleep \
+         0.5; echo cleaned > {c}; exit 0\" TERM; touch {s}; sleep 60 & wait' >/dev/null 2>&1 & \
+         wait",
+        s = started.display(),
+        c = cleaned.display()
     );
-    let job_id = submit(&nodes[0], &[], &command);
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", &command]);
+    let job_id = e2e_tests::submitted_job_id(&o);
     wait_for(Duration::from_secs(20), "the job to start", || {
         started.exists().then_some(())
     });
@@ -1035,6 +1042,12 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
     });
     let info = r["results"][&name]["info"].as_str().unwrap_or_default();
     assert!(info.starts_with("interrupted"), "{r}");
+    let o = nodes[0].cli(&["exec", "--verb", "RUN", &command]);
+    let again = wait_for_record(&nodes, &e2e_tests::submitted_job_id(&o), "it ran", |r| {
+        r["results"][&name].is_object()
+    });
+    assert_eq!(again["results"][&name]["state"], "success", "{again}");
+    assert_eq!(stdout_on(&again, &name), "again", "{again}");
 }
 
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
