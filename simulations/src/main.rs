@@ -270,7 +270,13 @@ fn check(args: &Args) -> Result<(), String> {
     if args.jobs == Some(0) {
         return Err("--jobs: a run needs at least one job".into());
     }
-    if let (Some(jobs), Some(&nodes)) = (args.jobs, args.nodes.iter().max())
+    // Only the scenarios that take --jobs (see `workload`) ask for that many results.
+    let takes_jobs = args
+        .scenario
+        .iter()
+        .flat_map(ScenarioChoice::scenarios)
+        .any(|s| takes_jobs(s));
+    if let (true, Some(jobs), Some(&nodes)) = (takes_jobs, args.jobs, args.nodes.iter().max())
         && jobs.saturating_mul(nodes) > MAX_RESULTS
     {
         return Err(format!(
@@ -614,13 +620,18 @@ fn run_one(args: &Args, w: Workload, network: &NetworkModel) -> Result<Report, S
     })
 }
 
+/// Whether `scenario` runs `--jobs` jobs (the others run what they are about).
+fn takes_jobs(scenario: Scenario) -> bool {
+    !matches!(
+        scenario,
+        Scenario::Fanout | Scenario::Files | Scenario::Query | Scenario::JobWait
+    )
+}
+
 fn workload(args: &Args, scenario: Scenario, nodes: usize) -> Workload {
     let mut w = Workload::new(scenario, nodes);
     if let Some(j) = args.jobs
-        && !matches!(
-            scenario,
-            Scenario::Fanout | Scenario::Files | Scenario::Query | Scenario::JobWait
-        )
+        && takes_jobs(scenario)
     {
         w.jobs = j;
     }

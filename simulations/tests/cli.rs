@@ -122,11 +122,18 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--tier", "3", "--bandwidth", "1gbit"], "--bandwidth"),
         (&["--jobs", "0"], "--jobs"),
         (
-            &["--nodes", "10", "--jobs", "1000000000"],
+            &[
+                "--nodes",
+                "10",
+                "--scenario",
+                "orchestration",
+                "--jobs",
+                "1000000000",
+            ],
             "at most 10000000 results",
         ),
         (
-            &["--nodes", "1000,10", "--jobs", "10001"],
+            &["--nodes", "1000,10", "--scenario", "all", "--jobs", "10001"],
             "--jobs 10001 on 1000 nodes",
         ),
         (&["--file-mib", "0"], "--file-mib"),
