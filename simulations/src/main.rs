@@ -271,12 +271,12 @@ fn check(args: &Args) -> Result<(), String> {
         return Err("--jobs: a run needs at least one job".into());
     }
     // Only the scenarios that take --jobs (see `workload`) ask for that many results.
-    let takes_jobs = args
+    let any_takes_jobs = args
         .scenario
         .iter()
         .flat_map(ScenarioChoice::scenarios)
-        .any(|s| takes_jobs(s));
-    if let (true, Some(jobs), Some(&nodes)) = (takes_jobs, args.jobs, args.nodes.iter().max())
+        .any(takes_jobs);
+    if let (true, Some(jobs), Some(&nodes)) = (any_takes_jobs, args.jobs, args.nodes.iter().max())
         && jobs.saturating_mul(nodes) > MAX_RESULTS
     {
         return Err(format!(
