@@ -298,43 +298,61 @@ fn a_size_given_twice_runs_once() {
     );
 }
 
-/// Ctrl-C during a sweep of real nodes (tier 2): the runs finished before are written, the
-/// nodes' stores are removed, and the exit code says it was interrupted.
-#[test]
-fn an_interrupted_tier2_sweep_keeps_the_runs_finished_and_leaves_nothing() {
+/// Runs the simulator with `args`, its results into `out_dir` and its temporary files into
+/// `tmp` (if given), and sends it SIGINT once stderr says a line starting with `when` (the
+/// run it names has begun): its output and all it said on stderr.
+fn interrupted_at(
+    args: &[&str],
+    out_dir: &std::path::Path,
+    tmp: Option<&std::path::Path>,
+    when: &str,
+) -> (std::process::Output, String) {
     use std::io::{BufRead, BufReader};
-    let dir = tempfile::tempdir().unwrap();
-    let (out_dir, tmp) = (dir.path().join("out"), dir.path().join("tmp"));
-    std::fs::create_dir(&tmp).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
-        .args([
-            "--tier",
-            "2",
-            "--nodes",
-            "6",
-            "--scenario",
-            "fanout,partition",
-        ])
-        .arg("--out")
-        .arg(&out_dir)
-        .env("TMPDIR", &tmp)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"));
+    command.args(args).arg("--out").arg(out_dir);
+    if let Some(tmp) = tmp {
+        command.env("TMPDIR", tmp);
+    }
+    let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Interrupted once the second run has begun (the first is over then).
     let stderr = child.stderr.take().unwrap();
     let mut said = String::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
         said.push_str(&line);
         said.push('\n');
-        if line.starts_with("tier 2 partition on 6 nodes") {
+        if line.starts_with(when) {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
         }
     }
-    let out = child.wait_with_output().unwrap();
+    (child.wait_with_output().unwrap(), said)
+}
+
+/// Ctrl-C during a sweep of real nodes (tier 2): the runs finished before are written, the
+/// nodes' stores are removed, and the exit code says it was interrupted.
+#[test]
+fn an_interrupted_tier2_sweep_keeps_the_runs_finished_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_dir, tmp) = (dir.path().join("out"), dir.path().join("tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    // Interrupted once the second run has begun (the first is over then).
+    let (out, said) = interrupted_at(
+        &[
+            "--tier",
+            "2",
+            "--nodes",
+            "6",
+            "--scenario",
+            "fanout,partition",
+        ],
+        &out_dir,
+        Some(&tmp),
+        "tier 2 partition on 6 nodes",
+    );
     assert_eq!(out.status.code(), Some(130), "{said}");
     assert!(said.contains("interrupted"), "{said}");
     let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
@@ -353,30 +371,15 @@ fn an_interrupted_tier2_sweep_keeps_the_runs_finished_and_leaves_nothing() {
 /// files left, before).
 #[test]
 fn an_interrupted_tier1_sweep_keeps_the_runs_finished() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
-        .args(["--nodes", "10,100000", "--scenario", "orchestration"])
-        .arg("--out")
-        .arg(&out_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Interrupted once the large run has begun (the small one is over then).
-    let stderr = child.stderr.take().unwrap();
-    let mut said = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        said.push_str(&line);
-        said.push('\n');
-        if line.starts_with("tier 1 orchestration on 100000 nodes") {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
+    let (out, said) = interrupted_at(
+        &["--nodes", "10,100000", "--scenario", "orchestration"],
+        &out_dir,
+        None,
+        "tier 1 orchestration on 100000 nodes",
+    );
     assert_eq!(out.status.code(), Some(130), "{said}");
     assert!(
         said.contains("interrupted (the run before it in the table and"),
