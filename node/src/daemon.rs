@@ -544,6 +544,14 @@ impl Node {
         // they are reported interrupted (one whose shell ended before the tasks stopped may
         // still be reported as it ended).
         let asked = self.processes.terminate_all();
+        if !asked.is_empty() {
+            info!(
+                groups = ?asked,
+                "asked the jobs still running to end (SIGTERM); what is left of them is \
+                 stopped in {} s, or at once on another signal",
+                JOB_STOP_GRACE.as_secs()
+            );
+        }
         for task in &self.tasks {
             task.abort();
         }
@@ -556,9 +564,6 @@ impl Node {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !asked.is_empty() {
-            info!(groups = ?asked, "asked the jobs still running to end (SIGTERM)");
         }
         let stopped = self.processes.stop_all();
         if !stopped.is_empty() {

@@ -1050,6 +1050,47 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
     assert_eq!(stdout_on(&again, &name), "again", "{again}");
 }
 
+/// A second signal while a clean stop waits for its jobs to end stops them at once: a job
+/// that ignores SIGTERM does not outlive its daemon (it did, the stop cut short before it
+/// stopped anything).
+#[test]
+fn a_second_signal_during_the_stop_grace_stops_the_jobs_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 1);
+    let started = root.path().join("started");
+    let marker = format!("sleep 61.{}", std::process::id());
+    let command = format!("trap '' TERM; touch {}; {marker}", started.display());
+    submit(&nodes[0], &[], &command);
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        started.exists().then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(nodes[0].pid());
+    kill(pid, Signal::SIGTERM).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the daemon to ask its job to end",
+        || {
+            nodes[0]
+                .log()
+                .contains("asked the jobs still running to end (SIGTERM)")
+                .then_some(())
+        },
+    );
+    // The job ignores it: the daemon waits for it, and is told again.
+    assert!(processes_running(&marker));
+    kill(pid, Signal::SIGINT).unwrap();
+    nodes[0].wait_exit(Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "the job's processes to go", || {
+        (!processes_running(&marker)).then_some(())
+    });
+    let log = nodes[0].log();
+    assert!(
+        log.contains("stopped the jobs still running at once (SIGKILL)"),
+        "{log}"
+    );
+}
+
 /// `exec --verb RUN --skip-cache` of `command` on `targets`.
 fn run_args(targets: &[&str], command: &str) -> Vec<String> {
     let mut args: Vec<String> = ["exec", "--verb", "RUN", "--skip-cache"]
