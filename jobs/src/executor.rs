@@ -779,23 +779,8 @@ async fn execute(
         finish_output(forward, &work.job_id, &finished, events).await;
     }
     // The node stopping asked the job to end (SIGTERM): however it ended, it did not run
-    // through. Nothing is cached (a success would skip the job next time), and the outcome
-    // says so should it still be taken in (after the restart it is reported interrupted).
-    if processes.as_deref().is_some_and(ProcessLog::terminating) {
-        return Outcome {
-            job_id: work.job_id,
-            state: ResultState::Failed,
-            stdout: finished.stdout,
-            stderr: finished.stderr,
-            info: format!(
-                "interrupted: its node was stopping and asked it to end (SIGTERM); {}",
-                finished.info
-            ),
-            execution_secs,
-            started_unix_ms,
-            finished_unix_ms: unix_ms(),
-        };
-    }
+    // through.
+    let stopping = processes.as_deref().is_some_and(ProcessLog::terminating);
     record_result(
         work,
         finished,
@@ -803,6 +788,7 @@ async fn execute(
         rendered,
         execution_secs,
         started_unix_ms,
+        stopping,
     )
 }
 
@@ -909,30 +895,43 @@ async fn finish_output(
     }
 }
 
-/// Records how the job ended in the cache (its own state and its parent's) and makes its outcome.
+/// Records how the job ended in the cache (its own state and its parent's) and makes its
+/// outcome. A job its node asked to end as it stopped (`stopping`) ran through whatever it
+/// says: nothing is cached (a success would skip it next time), and its outcome is
+/// interrupted, should it still be taken in (after the restart it is reported so anyway).
 fn record_result(
     work: Work,
-    finished: components::Finished,
+    mut finished: components::Finished,
     cache: &Cache,
     rendered: Option<Fingerprint>,
     execution_secs: f64,
     started_unix_ms: u64,
+    stopping: bool,
 ) -> Outcome {
+    if stopping {
+        finished.success = false;
+        finished.info = format!(
+            "interrupted: its node was stopping and asked it to end (SIGTERM); {}",
+            finished.info
+        );
+    }
     let state = if finished.success {
         ResultState::Success
     } else {
         ResultState::Failed
     };
-    cache.record_rendered(
-        &work.fingerprint,
-        &work.parent_id,
-        if finished.success {
-            CachedState::Success
-        } else {
-            CachedState::Failed
-        },
-        rendered,
-    );
+    if !stopping {
+        cache.record_rendered(
+            &work.fingerprint,
+            &work.parent_id,
+            if finished.success {
+                CachedState::Success
+            } else {
+                CachedState::Failed
+            },
+            rendered,
+        );
+    }
     Outcome {
         job_id: work.job_id,
         state,

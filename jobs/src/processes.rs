@@ -628,32 +628,17 @@ fn group_members(pgids: &[u32]) -> HashMap<u32, Vec<(u32, u64)>> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return members;
     };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // Fields after the command name (in parentheses, which may hold anything): state,
-        // ppid, pgrp, ... starttime (the 20th).
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if matches!(fields.first(), Some(&("Z" | "X"))) {
-            continue;
-        }
-        if let (Some(Ok(pgrp)), Some(Ok(start))) = (
-            fields.get(2).map(|f| f.parse::<u32>()),
-            fields.get(19).map(|f| f.parse::<u64>()),
-        ) && pgids.contains(&pgrp)
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        if let Some(running) = running_process(pid)
+            && pgids.contains(&running.group)
         {
-            members.entry(pgrp).or_default().push((pid, start));
+            members
+                .entry(running.group)
+                .or_default()
+                .push((pid, running.start_ticks));
         }
     }
     members
@@ -677,15 +662,31 @@ fn is_shell(pgid: u32, ticks: u64) -> bool {
 /// When process `pid` started, in clock ticks after boot (`None`: no such process, or one that
 /// has ended and waits to be collected).
 fn start_ticks(pid: u32) -> Option<u64> {
+    running_process(pid).map(|p| p.start_ticks)
+}
+
+/// What /proc says of a process that is still running.
+struct RunningProcess {
+    /// Its process group.
+    group: u32,
+    /// When it started, in clock ticks after boot.
+    start_ticks: u64,
+}
+
+/// Process `pid` as /proc has it; `None`: no such process, or one that has ended and waits to
+/// be collected (a zombie).
+fn running_process(pid: u32) -> Option<RunningProcess> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (in parentheses, which may hold anything).
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    // A zombie (or dying) process has ended: its exit only waits to be collected.
-    if matches!(fields.next(), Some("Z" | "X")) {
+    // Fields after the command name (in parentheses, which may hold anything): state, ppid,
+    // pgrp, ... starttime (field 22 of the line, the 20th of these).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(fields.first(), Some(&("Z" | "X"))) {
         return None;
     }
-    // starttime is field 22 of the line, the 19th after the state.
-    fields.nth(18)?.parse().ok()
+    Some(RunningProcess {
+        group: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// For tests elsewhere in the crate: the log as a disk that refuses every write leaves it.
@@ -717,16 +718,7 @@ mod tests {
     /// Whether a live (not zombie) process is in group `pgid`. Zombies are left out: a
     /// sandbox's init may be slow to reap them.
     fn group_alive(pgid: u32) -> bool {
-        fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-                return false;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.to_string().as_str())
-        })
+        !group_members(&[pgid]).is_empty()
     }
 
     /// Waits until group `pgid` holds a live process besides its leader.
@@ -738,21 +730,8 @@ mod tests {
     fn wait_for_others_in(pgid: u32, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let others = fs::read_dir("/proc").unwrap().flatten().filter(|e| {
-                let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
-                    return false;
-                };
-                let Some((pid, rest)) = stat.split_once(' ') else {
-                    return false;
-                };
-                let fields: Vec<&str> = rest
-                    .rsplit_once(')')
-                    .map_or(vec![], |(_, r)| r.split_whitespace().collect());
-                pid != pgid.to_string()
-                    && fields.first() != Some(&"Z")
-                    && fields.get(2) == Some(&pgid.to_string().as_str())
-            });
-            if others.count() >= n {
+            let members = group_members(&[pgid]).remove(&pgid).unwrap_or_default();
+            if members.iter().filter(|(pid, _)| *pid != pgid).count() >= n {
                 return;
             }
             assert!(Instant::now() < deadline, "group {pgid} started no child");

@@ -541,8 +541,8 @@ impl Node {
         // The jobs still running are asked to end before the tasks stop (a job dropped with
         // them would otherwise be killed at once), and stopped after JOB_STOP_GRACE if they
         // have not ended by then. Their results are not taken in any more: after the restart
-        // they are reported interrupted (one whose shell ended before the tasks stopped may
-        // still be reported as it ended).
+        // they are reported interrupted (one that ends before the tasks stop may still be
+        // taken in, and is recorded interrupted by the executor, not cached).
         let asked = self.processes.terminate_all();
         if !asked.is_empty() {
             info!(
