@@ -324,10 +324,14 @@ impl ProcessLog {
         self.lock().terminating
     }
 
-    /// Whether every process the groups asked to end held then has ended (its shell, and
-    /// the children it started: one may still be cleaning up after its shell is gone).
+    /// Whether every process of the groups asked to end has ended (its shell, and the
+    /// children it started: one may still be cleaning up after its shell is gone). Each call
+    /// also notes the processes a group gained since (a cleanup that starts a process of its
+    /// own): called often enough, a process started while another of the job's was still
+    /// there is waited for, and stopped with the group, even once it is the last one left.
     pub fn jobs_ended(&self) -> bool {
-        let state = self.lock();
+        let mut state = self.lock();
+        note_new_members(&mut state.asked);
         state
             .asked
             .iter()
@@ -339,6 +343,7 @@ impl ProcessLog {
     pub fn stop_all(&self) -> Vec<u32> {
         let mut state = self.lock();
         state.stopping = true;
+        note_new_members(&mut state.asked);
         let mut stopped: Vec<u32> = state.live.keys().copied().collect();
         // Groups asked to end whose shell has ended but which still hold a process of the
         // job's: not left running beside the restarted node.
@@ -642,6 +647,35 @@ fn group_members(pgids: &[u32]) -> HashMap<u32, Vec<(u32, u64)>> {
         }
     }
     members
+}
+
+/// Adds to each group of `asked` that still holds one of its noted processes the processes it
+/// gained since they were noted. Such a group still exists, so its number names no other group:
+/// what /proc shows in it is the job's (checked again after the look, in case the last noted
+/// process ended meanwhile and the number went to a group of someone else's).
+fn note_new_members(asked: &mut [(u32, Vec<(u32, u64)>)]) {
+    let still: Vec<u32> = asked
+        .iter()
+        .filter(|(_, members)| any_still_there(members))
+        .map(|(pgid, _)| *pgid)
+        .collect();
+    if still.is_empty() {
+        return;
+    }
+    let mut found = group_members(&still);
+    for (pgid, members) in asked.iter_mut() {
+        let Some(now) = found.remove(pgid) else {
+            continue;
+        };
+        if !any_still_there(members) {
+            continue;
+        }
+        for member in now {
+            if !members.contains(&member) {
+                members.push(member);
+            }
+        }
+    }
 }
 
 /// Whether one of `members` (pid and start time) is still running: the same process, not
@@ -1221,6 +1255,44 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         while group_alive(job.id()) || !log.jobs_ended() {
             assert!(Instant::now() < deadline, "the child lives on");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A job whose cleanup starts a process of its own and ends: that process is the job's
+    /// too (it is in the job's group), waited for, and stopped with the group at the end of
+    /// the grace, though it was not there when the job was asked to end.
+    #[test]
+    fn a_process_the_cleanup_starts_is_stopped_with_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        let mut job = Command::new("sh")
+            .args([
+                "-c",
+                "trap 'sleep 60 & sleep 0.5; exit 0' TERM; sleep 60 & wait",
+            ])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        wait_for_child_in(job.id());
+        log.started(job.id());
+        log.terminate_all();
+        // Looked at as often as a stopping node does, until the shell has ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while job.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the trap did not end the shell");
+            log.jobs_ended();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log.ended(job.id());
+        // The sleep the trap started is all that is left of the job, and still running.
+        assert!(group_alive(job.id()));
+        assert!(!log.jobs_ended());
+        assert_eq!(log.stop_all(), vec![job.id()]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(job.id()) || !log.jobs_ended() {
+            assert!(Instant::now() < deadline, "the trap's process lives on");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
