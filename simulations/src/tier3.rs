@@ -12,6 +12,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -465,6 +466,22 @@ impl Daemon {
             }
             None => Command::new(&self.binary),
         };
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // and getppid(2), both async-signal-safe. The daemon gets SIGTERM (and leaves the mesh) when the
+        // thread that started it ends: a simulator killed outright leaves no daemon behind.
+        // (Daemons are started from the simulator's main thread only; `ip netns exec` keeps
+        // the setting across its exec of the daemon.)
+        let simulator = nix::unistd::getpid();
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                // Killed before the setting took: no daemon to leave behind either.
+                if nix::unistd::getppid() != simulator {
+                    return Err(std::io::Error::other("the simulator has ended"));
+                }
+                Ok(())
+            });
+        }
         let child = command
             .arg("--state-dir")
             .arg(&self.state_dir)

@@ -427,3 +427,69 @@ fn a_tier3_daemon_that_cannot_start_says_why() {
     // Said as it happened, not as the 30 s wait for the daemon running out.
     assert!(!all.contains("timed out"), "{all}");
 }
+
+/// A simulator killed outright (no cleanup of its own) leaves no tier 3 daemon running: each
+/// gets SIGTERM as the simulator ends.
+#[test]
+fn a_killed_simulator_leaves_no_tier3_daemon_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    // A daemon that never answers (as the CLI, which the simulator asks for its status, it
+    // fails): the simulator waits for it while it is killed.
+    let daemon = dir.path().join("daemon.sh");
+    std::fs::write(
+        &daemon,
+        format!(
+            "#!/bin/sh\ncase \"$3\" in join) echo $$ >> {}; exec sleep 600;; esac\nexit 1\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&daemon, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut simulator = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
+        .args(["--tier", "3", "--nodes", "3", "--binary"])
+        .arg(&daemon)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        // Its run directory goes with the test's.
+        .env("TMPDIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = |path: &std::path::Path| -> Vec<i32> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while started(&pids).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no daemon started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    simulator.kill().unwrap();
+    simulator.wait().unwrap();
+    // Running: neither gone nor a zombie waiting to be collected.
+    let running = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()? != "Z"))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut left: Vec<i32> = started(&pids);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = started(&pids).into_iter().filter(|p| running(*p)).collect();
+    }
+    for pid in &left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(left.is_empty(), "daemons {left:?} outlived the simulator");
+}

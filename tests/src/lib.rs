@@ -4,6 +4,7 @@
 //! `cargo test --workspace` builds before running any test), or at `$DIRECTORD_MESH_BIN`.
 
 use std::{
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     time::{Duration, Instant},
@@ -360,7 +361,7 @@ impl Daemon {
                 command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
             }
         }
-        let child = command
+        command
             .arg("--state-dir")
             .arg(&self.state_dir)
             .arg("join")
@@ -376,9 +377,18 @@ impl Daemon {
             .env_remove("LD_LIBRARY_PATH")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn daemon");
+            .stderr(log);
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe. A test process killed outright (a timeout) leaves no
+        // daemon behind; the test's thread, which starts its daemons, outlives them anyway
+        // (they are stopped as the test ends).
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn().expect("spawn daemon");
         self.child = Some(child);
     }
 
