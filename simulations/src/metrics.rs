@@ -112,7 +112,8 @@ pub struct Summary {
     pub submitter_upload_mib: Option<f64>,
     pub rss_kib_per_node: Option<f64>,
     pub wall_secs: f64,
-    pub events: u64,
+    /// Tier 1 only: events processed (`None`, an empty CSV cell, in the tiers of real nodes).
+    pub events: Option<u64>,
     /// Disruptions that took place, and when the last late node joined (`late-join`).
     pub disruptions: usize,
     pub last_join: Option<f64>,
@@ -186,7 +187,7 @@ impl Report {
             submitter_upload_mib: self.submitter_upload.map(|b| b as f64 / (1 << 20) as f64),
             rss_kib_per_node: self.rss_per_node.map(|b| b as f64 / 1024.0),
             wall_secs: self.wall.as_secs_f64(),
-            events: self.events,
+            events: (self.tier == 1).then_some(self.events),
             disruptions: self.disruptions,
             last_join: self.last_join,
         }
@@ -336,7 +337,7 @@ pub fn csv(rows: &[Summary]) -> String {
             r.rss_kib_per_node
                 .map_or_else(String::new, |k| format!("{k:.0}")),
             r.wall_secs,
-            r.events,
+            r.events.map_or_else(String::new, |e| e.to_string()),
         );
     }
     out
@@ -370,6 +371,28 @@ mod tests {
         // Not measured is "-", not the 0.00 of an upload measured as nothing.
         let zeros = |upload| table(&[measured(upload)]).matches("0.00").count();
         assert_eq!(zeros(None) + 1, zeros(Some(0)));
+    }
+
+    /// Tier 1 counts the events it simulated; the tiers of real nodes have none to count: their
+    /// cell is empty, not a 0 that reads as "nothing happened".
+    #[test]
+    fn events_are_counted_in_tier_1_only() {
+        let row = |tier| {
+            Report {
+                tier,
+                events: if tier == 1 { 42 } else { 0 },
+                ..Report::default()
+            }
+            .summary()
+        };
+        let csv = csv(&[row(1), row(2), row(3)]);
+        let column = CSV_HEADER.split(',').position(|h| h == "events").unwrap();
+        let cells: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(column).unwrap())
+            .collect();
+        assert_eq!(cells, ["42", "", ""]);
     }
 
     #[test]
