@@ -68,26 +68,49 @@ pub fn draw(rows: &[Summary], path: &Path) -> Result<bool, String> {
     for s in time.values_mut().chain(bytes.values_mut()) {
         s.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let root = BitMapBackend::new(path, (1800, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(900);
-    panel(
-        &left,
-        &time,
-        "time to 99 % (s)",
-        "Time for 99 % of targets",
-        labels,
-    )?;
-    panel(
-        &right,
-        &bytes,
-        "KiB sent per node",
-        "Traffic per node",
-        labels,
-    )?;
-    root.present()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Drawn in memory and written after: an error writing the file is said as the system
+    // says it ("No space left on device"), not in plotters' debug format.
+    let mut pixels = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (left, right) = root.split_horizontally(WIDTH / 2);
+        panel(
+            &left,
+            &time,
+            "time to 99 % (s)",
+            "Time for 99 % of targets",
+            labels,
+        )?;
+        panel(
+            &right,
+            &bytes,
+            "KiB sent per node",
+            "Traffic per node",
+            labels,
+        )?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    write_png(path, &pixels).map_err(|e| e.to_string())?;
     Ok(labels)
+}
+
+/// The size of the plot, in pixels.
+const WIDTH: u32 = 1800;
+const HEIGHT: u32 = 600;
+
+/// Writes `pixels` (RGB, [`WIDTH`] x [`HEIGHT`]) to `path` as a PNG.
+fn write_png(path: &Path, pixels: &[u8]) -> Result<(), png::EncodingError> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(&mut file, WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    // A failed last write is said, not lost in the buffer's drop.
+    std::io::Write::flush(&mut file)?;
+    Ok(())
 }
 
 /// Strong colours, told apart on white (the palette's pastels were barely seen).
@@ -259,7 +282,27 @@ fn short(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::short;
+    use super::*;
+
+    /// A file that cannot be written is said as the system says it, with no debug format.
+    #[test]
+    fn a_plot_that_cannot_be_written_says_why_plainly() {
+        let rows = [crate::metrics::Report {
+            tier: 1,
+            ..Default::default()
+        }
+        .summary()];
+        let e = draw(&rows, Path::new("/dev/full")).unwrap_err();
+        assert!(e.starts_with("No space left on device"), "{e}");
+        assert!(!e.contains('{') && !e.contains("Error("), "{e}");
+        // Drawn in full where it can be written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plot.png");
+        draw(&rows, &path).unwrap();
+        let png = std::fs::read(&path).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(png.len() > 1000, "{} bytes", png.len());
+    }
 
     #[test]
     fn values_are_labelled_short() {
