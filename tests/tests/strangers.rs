@@ -4,7 +4,7 @@
 //! and speak its protocols. Job messages and file requests are taken only from members,
 //! nodes whose presence the node has heard: a stranger that connects but never announces a
 //! presence is refused its job requests ("not a member"), its gossiped runs are dropped, and
-//! its file requests are answered "unknown". The stranger here is a bare libp2p swarm with
+//! its file requests are answered "unknown", and its table syncs are refused. The stranger here is a bare libp2p swarm with
 //! only the protocols it needs (the job protocol, the file protocol, gossip and ping); a
 //! member built from the mesh crate sends the same messages, and those are taken, so each
 //! test shows what it checks can fail. One full node runs in this process on TCP over
@@ -81,9 +81,10 @@ impl StrangerBehaviour {
 
 /// What the test asks the stranger's swarm to do; each answer comes back on its `reply`.
 enum Order {
-    Job {
+    /// A request on the control protocol (a job message, a table sync).
+    Ctl {
         to: PeerId,
-        message: JobMessage,
+        request: CtlRequest,
         reply: oneshot::Sender<Result<CtlResponse, String>>,
     },
     Chunk {
@@ -156,9 +157,15 @@ impl Stranger {
 
     /// Sends `message` on the job protocol; the node's answer as it is on the wire.
     async fn ask_job(&self, to: PeerId, message: JobMessage) -> CtlResponse {
-        self.order(|reply| Order::Job { to, message, reply })
+        let data = wire::encode(&message, LIMIT).expect("a job message encodes");
+        self.ask_ctl(to, CtlRequest::Job(data)).await
+    }
+
+    /// Sends `request` on the control protocol; the node's answer as it is on the wire.
+    async fn ask_ctl(&self, to: PeerId, request: CtlRequest) -> CtlResponse {
+        self.order(|reply| Order::Ctl { to, request, reply })
             .await
-            .expect("the node answers the job request")
+            .expect("the node answers the control request")
     }
 
     async fn ask_chunk(&self, to: PeerId, request: BlobRequest) -> BlobResponse {
@@ -220,9 +227,8 @@ impl Driver {
     fn carry_out(&mut self, order: Order) {
         let behaviour = self.swarm.behaviour_mut();
         match order {
-            Order::Job { to, message, reply } => {
-                let data = wire::encode(&message, LIMIT).expect("a job message encodes");
-                let id = behaviour.ctl.send_request(&to, CtlRequest::Job(data));
+            Order::Ctl { to, request, reply } => {
+                let id = behaviour.ctl.send_request(&to, request);
                 self.jobs.insert(id, reply);
             }
             Order::Chunk { to, request, reply } => {
@@ -474,6 +480,49 @@ async fn a_host_that_never_announced_itself_cannot_run_jobs() {
     assert!(!sent.exists(), "the stranger's run ran");
     assert!(!gossiped.exists(), "the stranger's gossiped run ran");
     // Still connected and answered, it is still not a member.
+    assert!(!has_row(&node, stranger.peer_id).await);
+    node.shutdown().await.unwrap();
+}
+
+/// The membership table goes to members only: a host that never announced itself learns
+/// nothing of the mesh from a table sync (nor makes the node copy its table for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_never_announced_itself_is_not_sent_the_table() {
+    let Scene {
+        dir: _dir,
+        node,
+        member,
+        stranger,
+    } = scene().await;
+    let to = node.peer_id();
+    let refused = |answer: CtlResponse| match answer {
+        CtlResponse::Rejected { reason } => {
+            assert!(reason.contains("not a member"), "refused for: {reason}")
+        }
+        CtlResponse::Members { members } => {
+            panic!("a stranger was sent the table ({} rows)", members.len())
+        }
+        CtlResponse::Delta { members, .. } => {
+            panic!("a stranger was sent the table ({} rows)", members.len())
+        }
+        other => panic!("a stranger's table sync was answered {other:?}"),
+    };
+    refused(
+        stranger
+            .ask_ctl(to, CtlRequest::SyncMembers { members: vec![] })
+            .await,
+    );
+    refused(
+        stranger
+            .ask_ctl(to, CtlRequest::SyncVersions { versions: vec![] })
+            .await,
+    );
+    // The member, which synced its table with the node's as it joined, holds the node's row.
+    let status = member.status().await.expect("the member's status");
+    assert!(
+        status.members.iter().any(|m| m.presence.peer_id == to),
+        "the member never learned the node"
+    );
     assert!(!has_row(&node, stranger.peer_id).await);
     node.shutdown().await.unwrap();
 }

@@ -1,10 +1,14 @@
 //! What the swarm reports: connections opening and closing, gossip (presences and jobs),
 //! requests and responses on the control and blob protocols. Job messages and file requests
-//! are taken from members only; everything else a peer sends updates the membership table.
+//! are taken from members only, and the table goes to members only; what else a peer sends
+//! updates the membership table.
 
 use super::*;
 use connections::{Exchange, RequestProtocol};
 use libp2p::swarm::ConnectionId;
+
+/// Why a request of a peer that is no member was refused.
+const NOT_A_MEMBER: &str = "not a member of this mesh (no presence heard from it)";
 
 impl EventLoop {
     pub(super) async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
@@ -400,7 +404,7 @@ impl EventLoop {
             CtlRequest::Job(_) if !self.is_member(&peer) => {
                 self.not_a_member(&peer, "refused a job message");
                 CtlResponse::Rejected {
-                    reason: "not a member of this mesh (no presence heard from it)".into(),
+                    reason: NOT_A_MEMBER.into(),
                 }
             }
             CtlRequest::Job(data) => {
@@ -416,10 +420,26 @@ impl EventLoop {
                 }
                 return;
             }
+            // The table goes to members only: a node's own row comes with its first sync (a
+            // newcomer is a member once it is merged). A host that never announced itself
+            // learns nothing of the mesh, nor makes a node copy its whole table for it.
             CtlRequest::SyncMembers { members } => {
                 self.merge(members).await;
-                CtlResponse::Members {
-                    members: self.membership.records(Instant::now()),
+                if self.is_member(&peer) {
+                    CtlResponse::Members {
+                        members: self.membership.records(Instant::now()),
+                    }
+                } else {
+                    self.not_a_member(&peer, "refused a table sync");
+                    CtlResponse::Rejected {
+                        reason: NOT_A_MEMBER.into(),
+                    }
+                }
+            }
+            CtlRequest::SyncVersions { .. } if !self.is_member(&peer) => {
+                self.not_a_member(&peer, "refused a table sync");
+                CtlResponse::Rejected {
+                    reason: NOT_A_MEMBER.into(),
                 }
             }
             CtlRequest::SyncVersions { versions } => {
