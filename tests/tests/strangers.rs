@@ -484,8 +484,9 @@ async fn a_host_that_never_announced_itself_cannot_run_jobs() {
     node.shutdown().await.unwrap();
 }
 
-/// The membership table goes to members only: a host that never announced itself learns
-/// nothing of the mesh from a table sync (nor makes the node copy its table for it).
+/// The membership table goes to members only, and takes rows pushed unasked from members
+/// only: a host that never announced itself learns nothing of the mesh from a table sync
+/// (nor makes the node copy its table for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_never_announced_itself_is_not_sent_the_table() {
     let Scene {
@@ -505,7 +506,7 @@ async fn a_host_that_never_announced_itself_is_not_sent_the_table() {
         CtlResponse::Delta { members, .. } => {
             panic!("a stranger was sent the table ({} rows)", members.len())
         }
-        other => panic!("a stranger's table sync was answered {other:?}"),
+        other => panic!("a stranger's table sync or push was answered {other:?}"),
     };
     refused(
         stranger
@@ -515,6 +516,11 @@ async fn a_host_that_never_announced_itself_is_not_sent_the_table() {
     refused(
         stranger
             .ask_ctl(to, CtlRequest::SyncVersions { versions: vec![] })
+            .await,
+    );
+    refused(
+        stranger
+            .ask_ctl(to, CtlRequest::PushMembers { members: vec![] })
             .await,
     );
     // The member, which synced its table with the node's as it joined, holds the node's row.

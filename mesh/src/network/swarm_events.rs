@@ -446,6 +446,15 @@ impl EventLoop {
                 let (members, wanted) = self.membership.delta(&versions, Instant::now());
                 CtlResponse::Delta { members, wanted }
             }
+            // Rows pushed unasked come from members only (a node pushes what an answer to
+            // its own sync said was wanted, or a copy's heartbeat back to it): a stranger
+            // does not fill the table, nor keep the node checking signatures.
+            CtlRequest::PushMembers { .. } if !self.is_member(&peer) => {
+                self.not_a_member(&peer, "refused rows pushed");
+                CtlResponse::Rejected {
+                    reason: NOT_A_MEMBER.into(),
+                }
+            }
             CtlRequest::PushMembers { members } => {
                 self.merge(members).await;
                 CtlResponse::Ack
