@@ -666,9 +666,15 @@ impl Store {
     }
 
     pub fn record(&self, job_id: &str) -> Option<JobRecord> {
-        let mut record: JobRecord = self.get(JOBS, job_id)?;
+        let mut record = self.record_without_results(job_id)?;
         self.fill_results(std::slice::from_mut(&mut record));
         Some(record)
+    }
+
+    /// A stored record as its row holds it: without the targets' results (and their outputs),
+    /// which are rows of their own ([`Store::fill_results`] adds them).
+    pub fn record_without_results(&self, job_id: &str) -> Option<JobRecord> {
+        self.get(JOBS, job_id)
     }
 
     /// Where every stored record comes in a listing, oldest first: only these few fields of

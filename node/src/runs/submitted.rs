@@ -319,6 +319,19 @@ impl Actor {
         }
     }
 
+    /// [`Actor::finished_record`], read from disk without its results (the bool: whether they
+    /// are in it): enough to tell whether a result belongs to it.
+    fn finished_record_head(&self, job_id: &str) -> Option<(JobRecord, bool)> {
+        match self.closing.get(job_id) {
+            Some((record, _)) => Some((record.clone(), true)),
+            None if self.purge_barrier.is_some() => None,
+            None => self
+                .store
+                .record_without_results(job_id)
+                .map(|r| (r, false)),
+        }
+    }
+
     /// `record` is finished: kept at hand until its writes are on disk.
     fn close_record(&mut self, record: JobRecord) {
         self.closing
@@ -496,15 +509,18 @@ impl Actor {
         if self.records.contains_key(job_id) {
             return Held::Yes;
         }
-        match self.finished_record(job_id) {
+        match self.finished_record_head(job_id) {
             // A result from a node that is no target of the job, or naming another run, is
-            // dropped; its record stays on disk, not pinned in memory.
-            Some(r) if r.name_of(&node.0).is_none() || r.run_id != run_id => {
+            // dropped; its record stays on disk, not pinned in memory (nor its results read).
+            Some((r, _)) if r.name_of(&node.0).is_none() || r.run_id != run_id => {
                 warn!(job = %job_id, %node, run = %run_id, "dropped a result from a node that is not a target of the job or that names another run");
                 Held::No
             }
             // A late result (after the job was written off, or after a restart).
-            Some(r) => {
+            Some((mut r, filled)) => {
+                if !filled {
+                    self.store.fill_results(std::slice::from_mut(&mut r));
+                }
                 self.records.insert(job_id.to_string(), r.held_in_memory());
                 Held::Yes
             }
