@@ -681,24 +681,22 @@ fn late_results_racing_the_last_others_complete_every_record() {
     std::thread::sleep(Duration::from_secs(5));
     fleet.mend(0, 2);
     fleet.mend(1, 2);
+    // Every node's real result of every job (n3's came late; the others may still be
+    // running their last jobs when n3 is done with its own: n3 ran alone meanwhile).
     wait_for(
         Duration::from_secs(90),
-        "n3's real result of every job",
+        "every node's real result of every job",
         || {
             let recs = records(&n1);
             (recs.len() == JOBS
-                && recs
-                    .iter()
-                    .all(|r| r["results"]["n3"]["state"] == "success"))
+                && recs.iter().all(|r| {
+                    ["n1", "n2", "n3"]
+                        .iter()
+                        .all(|node| r["results"][node]["state"] == "success")
+                }))
             .then_some(())
         },
     );
-    let recs = records(&n1);
-    for r in &recs {
-        for node in ["n1", "n2", "n3"] {
-            assert_eq!(r["results"][node]["state"], "success", "{node}: {r}");
-        }
-    }
     // The log says n3 is back with its results once, not once per job.
     let log = n1.log();
     assert_eq!(
