@@ -205,15 +205,18 @@ fn panel(
         g.dedup();
         g
     };
-    let color_of = |name: &str| {
-        let i = groups
-            .iter()
-            .position(|g| *g == group_of(name))
-            .unwrap_or(0);
-        COLOURS[i % COLOURS.len()].to_rgba()
+    let look_of = |name: &str| {
+        look(
+            groups
+                .iter()
+                .position(|g| *g == group_of(name))
+                .unwrap_or(0),
+        )
     };
+    let color_of = |name: &str| look_of(name).0.to_rgba();
     for (name, points) in series {
-        let color = color_of(name);
+        let (colour, marker) = look_of(name);
+        let color = colour.to_rgba();
         let style = color.stroke_width(2);
         if name.ends_with(": job") {
             chart
@@ -225,7 +228,7 @@ fn panel(
                 .map_err(|e| e.to_string())?;
         }
         chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .draw_series(points.iter().map(|&p| marker.at(p, color)))
             .map_err(|e| e.to_string())?;
     }
     if let Some(legend) = legend {
@@ -249,12 +252,50 @@ fn panel(
                     .draw(&PathElement::new(vec![(18, y), (26, y)], style))
                     .map_err(|e| e.to_string())?;
             }
+            // The marker after the line (on it, it would fill a dashed line's gap).
             legend
-                .draw(&Text::new(name.clone(), (32, y - 7), font.clone()))
+                .draw(&look_of(name).1.at((32, y), color_of(name)))
+                .map_err(|e| e.to_string())?;
+            legend
+                .draw(&Text::new(name.clone(), (40, y - 7), font.clone()))
                 .map_err(|e| e.to_string())?;
         }
     }
     Ok(())
+}
+
+/// The colour and marker of the `i`th tier and scenario: the colours in turn, then again with
+/// another marker (two tiers of every scenario are more groups than there are colours).
+fn look(i: usize) -> (RGBColor, Marker) {
+    let marker = match (i / COLOURS.len()) % 3 {
+        0 => Marker::Circle,
+        1 => Marker::Triangle,
+        _ => Marker::Cross,
+    };
+    (COLOURS[i % COLOURS.len()], marker)
+}
+
+/// The mark at each measured point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Marker {
+    Circle,
+    Triangle,
+    Cross,
+}
+
+impl Marker {
+    /// This marker at `at`, in `color`.
+    fn at<DB, C>(self, at: C, color: RGBAColor) -> DynElement<'static, DB, C>
+    where
+        DB: DrawingBackend,
+        C: Clone + 'static,
+    {
+        match self {
+            Marker::Circle => Circle::new(at, 3, color.filled()).into_dyn(),
+            Marker::Triangle => TriangleMarker::new(at, 5, color.filled()).into_dyn(),
+            Marker::Cross => Cross::new(at, 4, color.stroke_width(2)).into_dyn(),
+        }
+    }
 }
 
 /// How wide the legend beside each chart is, in pixels.
@@ -283,6 +324,13 @@ fn short(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every tier and scenario looks different, past the ten colours too.
+    #[test]
+    fn groups_are_told_apart_past_the_colours() {
+        let looks: std::collections::HashSet<(RGBColor, Marker)> = (0..30).map(look).collect();
+        assert_eq!(looks.len(), 30);
+    }
 
     /// A file that cannot be written is said as the system says it, with no debug format.
     #[test]
