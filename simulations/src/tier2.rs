@@ -98,7 +98,9 @@ impl Tier2 {
         // Memory per node: the peak of this run over the process before its first run (the
         // allocator keeps what an earlier run freed, so a later run's own growth undercounts).
         static BASELINE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static RUNS_BEFORE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let rss_before = *BASELINE.get_or_init(|| memory_kib("VmRSS:").unwrap_or(0));
+        let runs_before = RUNS_BEFORE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = std::fs::write("/proc/self/clear_refs", "5");
 
         // Interrupted while it forms, the nodes started go with the future (the process then
@@ -119,6 +121,9 @@ impl Tier2 {
         let mut report = result?;
         let peak = memory_kib("VmHWM:").unwrap_or(0);
         report.rss_per_node = Some(peak.saturating_sub(rss_before) * 1024 / w.nodes as u64);
+        if runs_before > 0 {
+            report.notes.push(rss_note(runs_before));
+        }
         report.wall = started.elapsed();
         Ok(report)
     }
@@ -257,6 +262,16 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a run's memory per node holds after `runs_before` other runs in this process: the
+/// peak includes what the allocator kept of theirs.
+fn rss_note(runs_before: usize) -> String {
+    format!(
+        "RSS/node counts memory this process kept from the {runs_before} run{} before it in \
+         this sweep (run it alone to measure it alone)",
+        if runs_before == 1 { "" } else { "s" }
+    )
 }
 
 /// A line of `/proc/self/status` in KiB (`VmRSS:` now, `VmHWM:` the peak).

@@ -493,3 +493,32 @@ fn a_killed_simulator_leaves_no_tier3_daemon_behind() {
     }
     assert!(left.is_empty(), "daemons {left:?} outlived the simulator");
 }
+
+/// Tier 2 runs a sweep in one process: the memory per node of every run after the first is
+/// said to count what the process kept from those before it.
+#[test]
+fn tier2_memory_of_later_runs_is_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sim(&[
+        "--tier",
+        "2",
+        "--nodes",
+        "3,4",
+        "--scenario",
+        "fanout",
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let marked: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("RSS/node counts memory"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{all}");
+    assert!(
+        marked[0].starts_with("warning: tier 2 fanout on 4 nodes:")
+            && marked[0].contains("from the 1 run before it"),
+        "{all}"
+    );
+}
