@@ -117,9 +117,12 @@ struct Args {
     /// late-join: the late nodes join at random within this time after the submit.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     late_within: Duration,
-    /// Give up on a run after this long (virtual time in tier 1, wall-clock in tiers 2 and 3;
-    /// default 600s in tier 1, 300s in tiers 2 and 3). A run cut off shows its delivery below
-    /// 100 % (see --require-complete).
+    /// Give up on a run after this long from its submission (virtual time in tier 1,
+    /// wall-clock in tiers 2 and 3; default 600s in tier 1, 300s in tiers 2 and 3). A run cut
+    /// off shows its delivery below 100 % (see --require-complete). The mesh's formation
+    /// before it is not counted (1 000 nodes of tier 2 take minutes to form): it fails once
+    /// the submitter has seen nobody new alive for a minute (tier 2), or after two minutes
+    /// (tier 3).
     #[arg(long, value_parser = parse_duration)]
     limit: Option<Duration>,
     /// Where the results go (created if missing): results.csv, one row per run, and
