@@ -310,6 +310,18 @@ struct Scheduled {
     at: Micros,
     seq: u64,
     event: Event,
+    /// The message this event brings, if it was still on its sender's uplink when scheduled:
+    /// a crash of the sender before it left drops it ([`Sim::never_left`]).
+    sent: Option<Sent>,
+}
+
+/// A message put on a node's uplink behind others: who sent it, in which life, and when its
+/// last byte leaves.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    from: usize,
+    epoch: u32,
+    left: Micros,
 }
 
 impl PartialEq for Scheduled {
@@ -342,6 +354,8 @@ struct SimNode {
     alive: bool,
     /// Bumped when the node is killed: timers and answers of its old life are ignored.
     epoch: u32,
+    /// When each of its earlier lives ended (killed), by epoch.
+    killed_at: Vec<Micros>,
     /// Offset of its timers (ticks and heartbeats run at phase + k × period).
     phase: Micros,
     uplink_free: Micros,
@@ -844,12 +858,52 @@ impl Sim {
     }
 
     fn schedule(&mut self, at: Micros, event: Event) {
+        self.schedule_sent(at, event, None);
+    }
+
+    /// Schedules the arrival of a message `from` sent that leaves its uplink at `left`.
+    fn schedule_from(&mut self, at: Micros, event: Event, from: usize, left: Micros) {
+        let sent = (left > self.now).then(|| Sent {
+            from,
+            epoch: self.nodes[from].epoch,
+            left,
+        });
+        self.schedule_sent(at, event, sent);
+    }
+
+    fn schedule_sent(&mut self, at: Micros, event: Event, sent: Option<Sent>) {
         self.seq += 1;
         self.queue.push(Scheduled {
             at,
             seq: self.seq,
             event,
+            sent,
         });
+    }
+
+    /// Handles `next`, now due, unless it brings a message that never left its sender: that
+    /// never arrives (a request or an answer fails, its stream closing with the connection;
+    /// anything else is lost).
+    fn arrive(&mut self, next: Scheduled) {
+        if !self.never_left(next.sent) {
+            self.handle(next.event);
+            return;
+        }
+        if let Event::Request { id } | Event::Reply { id, .. } = next.event {
+            self.answer_in(id, None);
+        }
+    }
+
+    /// Whether the message `sent` never left its sender: the sender was killed before its last
+    /// byte left the uplink (its queue is dropped, as its traffic counts it, see
+    /// [`Sim::backlog`]).
+    fn never_left(&self, sent: Option<Sent>) -> bool {
+        sent.is_some_and(|s| {
+            self.nodes[s.from]
+                .killed_at
+                .get(s.epoch as usize)
+                .is_some_and(|killed| *killed < s.left)
+        })
     }
 
     /// Runs the events up to `limit`, or until the last result and the [`Sim::drain`] after
@@ -877,7 +931,7 @@ impl Sim {
                 continue;
             }
             self.events += 1;
-            self.handle(next.event);
+            self.arrive(next);
             if drain_until.is_none() && self.result_at.len() == self.expected.len() {
                 drain_until = Some(self.now + self.drain());
             }
@@ -1323,6 +1377,47 @@ mod tests {
         // the set. Per node that got the run (2), it would be 3.5.
         let traffic = report.summary().traffic.unwrap();
         assert_eq!(traffic.duplicate_factor, 7.0 / 5.0);
+    }
+
+    /// A message still on its sender's uplink when the sender is killed never arrives; one
+    /// that had left does.
+    #[test]
+    fn what_a_killed_node_never_sent_never_arrives() {
+        let arrived = |killed_after: Duration| {
+            let tier1 = Tier1 {
+                workload: Workload::new(Scenario::Fanout, 4),
+                network: NetworkModel {
+                    uplink: crate::network::Bandwidth(Some(1_000_000)),
+                    ..NetworkModel::default()
+                },
+                seed: 1,
+                limit: Duration::from_secs(10),
+            };
+            let mut sim = Sim::new(&tier1).unwrap();
+            let s = sim.submitter;
+            let (a, b) = (s, (s + 1) % 4);
+            // 125 000 bytes through 1 mbit/s: a second on the uplink.
+            let gossip = Event::Gossip {
+                to: b,
+                from: a,
+                what: Flood::Run,
+                round: 0,
+            };
+            sim.datagram(a, b, 125_000, 0, gossip);
+            sim.now = micros(killed_after);
+            sim.kill(a);
+            // Only the message is handled (not the run's own events).
+            while let Some(next) = sim.queue.pop() {
+                if matches!(next.event, Event::Gossip { to, from, .. } if to == b && from == a) {
+                    sim.now = next.at;
+                    sim.arrive(next);
+                    break;
+                }
+            }
+            sim.seen(b, Flood::Run).is_some()
+        };
+        assert!(!arrived(Duration::from_millis(500)));
+        assert!(arrived(Duration::from_millis(1500)));
     }
 
     #[test]

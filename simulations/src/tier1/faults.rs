@@ -32,8 +32,10 @@ impl Sim {
         // What its uplink still held never leaves.
         let unsent = self.backlog(node);
         Sim::unsend((&mut self.payload[node], &mut self.overhead[node]), unsent);
+        let now = self.now;
         let n = &mut self.nodes[node];
         n.alive = false;
+        n.killed_at.push(now);
         n.epoch += 1;
         n.queue.clear();
         n.ack = Acknowledgement::default();

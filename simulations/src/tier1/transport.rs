@@ -75,7 +75,7 @@ impl Sim {
             return;
         };
         let at = left + late + self.latency();
-        self.schedule(at, event);
+        self.schedule_from(at, event, from, left);
     }
 
     pub(super) fn control(&mut self, from: usize, to: usize, make: impl Fn(usize, usize) -> Event) {
@@ -160,7 +160,7 @@ impl Sim {
                     if at > self.now + timeout {
                         self.schedule(self.now + timeout, Event::Failed { id });
                     } else {
-                        self.schedule(at, Event::Request { id });
+                        self.schedule_from(at, Event::Request { id }, from, left);
                     }
                 }
             }
@@ -204,7 +204,7 @@ impl Sim {
                 if at > give_up {
                     self.schedule(give_up.max(self.now), Event::Failed { id });
                 } else {
-                    self.schedule(at, Event::Reply { id, answer });
+                    self.schedule_from(at, Event::Reply { id, answer }, from, left);
                 }
             }
         }
