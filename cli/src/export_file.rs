@@ -57,6 +57,14 @@ pub fn check(state_dir: &Path, path: &Path) -> Result<bool, Failure> {
     Ok(std::fs::metadata(path).is_ok_and(|m| m.is_file()))
 }
 
+/// Whether an export to `file` is YAML: its name ends in `.yaml` or `.yml`, in any case
+/// (`NODES.YML` too); anything else is JSON.
+pub fn is_yaml(file: &Path) -> bool {
+    file.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+}
+
 /// `-`: standard output.
 fn is_stdout(path: &Path) -> bool {
     path.as_os_str() == "-"

@@ -63,6 +63,30 @@ enum Format {
     Yaml,
 }
 
+/// A writer that notes a write refused because the reader of its pipe has gone.
+struct ReaderGone<W> {
+    out: W,
+    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W: std::io::Write> std::io::Write for ReaderGone<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf).inspect_err(|e| self.noted(e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush().inspect_err(|e| self.noted(e))
+    }
+}
+
+impl<W> ReaderGone<W> {
+    fn noted(&self, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            self.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Writes the records of the daemon's list that `keep` passes to `out` (oldest first, as one
 /// JSON array or YAML sequence) as the daemon sends them, a part at a time: a long history is
 /// never in memory whole. Gives `out` back, and how many records it holds. A write that
@@ -77,6 +101,11 @@ async fn write_records<W: std::io::Write + Send + 'static>(
 ) -> Result<(W, usize), Failure> {
     // A few records ahead of the writer (one may hold every target's output).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<JobRecord>(4);
+    let reader_gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let out = ReaderGone {
+        out,
+        gone: reader_gone.clone(),
+    };
     let writer = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
@@ -94,7 +123,7 @@ async fn write_records<W: std::io::Write + Send + 'static>(
         };
         written
             .and_then(|()| out.into_inner().map_err(|e| e.error().to_string()))
-            .map(|out| (out, count.get()))
+            .map(|out| (out.out, count.get()))
     });
     let listed: Result<(), node::control::ControlError> = async {
         while let Some(part) = parts.next().await? {
@@ -112,7 +141,15 @@ async fn write_records<W: std::io::Write + Send + 'static>(
     let written = writer
         .await
         .map_err(|e| Failure::Runtime(format!("cannot write {what}: {e}")))?
-        .map_err(|e| Failure::Runtime(format!("cannot write {what}: {e}")))?;
+        .map_err(|e| {
+            if reader_gone.load(std::sync::atomic::Ordering::Relaxed) {
+                // A pipe whose reader has all it wanted (`| head`): nothing to say, as for
+                // any other output of this command.
+                Failure::Silent(0)
+            } else {
+                Failure::Runtime(format!("cannot write {what}: {e}"))
+            }
+        })?;
     listed.map_err(Failure::runtime)?;
     Ok(written)
 }
@@ -258,9 +295,10 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 }
             },
             Action::ExportJobs(file) => {
-                let format = match file.extension() {
-                    Some(e) if e == "yaml" || e == "yml" => Format::Yaml,
-                    _ => Format::Json,
+                let format = if export_file::is_yaml(&file) {
+                    Format::Yaml
+                } else {
+                    Format::Json
                 };
                 let what = export_file::name(&file);
                 let cannot =

@@ -58,7 +58,7 @@ pub fn run(state_dir: &Path, view: View) -> Result<(), Failure> {
         View::Nodes { json: false } => render::nodes_table(&report.nodes),
         View::ExportNodes { file, json } => {
             let replaced = export_file::check(state_dir, &file)?;
-            let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            let yaml = export_file::is_yaml(&file);
             let text = if yaml {
                 serde_yaml_ng::to_string(&report.nodes).map_err(Failure::runtime)?
             } else {

@@ -2309,6 +2309,24 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
         );
     }
     assert!(!root.path().join("-").exists());
+    // A reader that is gone before the export is written (`| head` having read enough): the
+    // export stops without a word, as a listing does.
+    let mut gone = d
+        .cli_command(&["manage", "--export-jobs", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(gone.stdout.take());
+    let o = gone.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(o.stderr.is_empty(), "{}", text(&o));
+    // YAML by the name's ending, in any case.
+    let upper = root.path().join("JOBS.YML");
+    let o = d.cli(&["manage", "--export-jobs", upper.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let written = std::fs::read_to_string(&upper).unwrap();
+    assert!(written.starts_with("- "), "not YAML: {written}");
     let linked = root.path().join("linked.json");
     let link = root.path().join("link.json");
     std::fs::write(&linked, "").unwrap();
