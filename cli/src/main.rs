@@ -118,8 +118,9 @@ struct ManageArgs {
     job_info: Option<String>,
 
     /// Follow one run's jobs again until every result is in, as `--poll --check` does (`last`
-    /// for the newest run; a run id, a job id of the run, or the start of one, will do). For a
-    /// run whose command was stopped or whose node restarted meanwhile; exit code as for exec.
+    /// for the newest run; a run id, a job or parent id of the run, or the start of one that
+    /// fits one run only, will do). For a run whose command was stopped or whose node
+    /// restarted meanwhile; exit code as for exec.
     #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     follow_run: Option<String>,
 

@@ -1211,8 +1211,9 @@ impl Control {
         let candidates = merge_open(stored, open);
         if candidates.is_empty() {
             return Err(format!(
-                "no job '{id}' on this node (a run's id? `manage --follow-run {id}` shows its \
-                 jobs; `manage --list-jobs` lists every job with its parent)"
+                "no job '{id}' on this node (a run's or a parent's id? `manage --follow-run \
+                 {id}` shows its jobs; `manage --list-jobs` lists every job with its parent; \
+                 a job's record is kept by the node that submitted it)"
             ));
         }
         crate::records::pick(candidates, id)

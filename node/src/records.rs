@@ -338,7 +338,8 @@ pub fn pick(records: Vec<JobRecord>, id: &str) -> Result<JobRecord, String> {
     }
     if records.is_empty() {
         return Err(format!(
-            "no job '{id}' on this node (it has no job records)"
+            "no job '{id}' on this node (it has no job records: a job's record is kept by \
+             the node that submitted it)"
         ));
     }
     if id == "last" {
@@ -385,8 +386,9 @@ fn starts_of<'a>(ids: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// The run `id` names among `records`, and its jobs: `last` for the run of the newest job, else
-/// the run with that id or the only one whose id starts with it, else the run of the job that
-/// id (or its start) names. The error says why none was picked.
+/// the run with that id, or of the job or parent with that id, else the only run one of whose
+/// ids (run, job or parent) starts with it. The error says why none was picked: a start that
+/// fits ids of several runs is no pick.
 pub fn pick_run(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<JobRecord>), String> {
     if id.trim().is_empty() {
         return Err(EMPTY_ID.into());
@@ -400,24 +402,26 @@ pub fn pick_run(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<JobRec
                 ));
             }
         }
+    } else if let Some(exact) = records
+        .iter()
+        .find(|r| r.run_id == id || r.job_id == id || r.parent_id == id)
+    {
+        exact.run_id.clone()
     } else {
         let mut runs: Vec<&str> = records
             .iter()
+            .filter(|r| names_run_of(r, id))
             .map(|r| r.run_id.as_str())
-            .filter(|r| r.starts_with(id))
             .collect();
         runs.sort_unstable();
         runs.dedup();
         match runs.as_slice() {
             [one] => one.to_string(),
-            _ if runs.contains(&id) => id.to_string(),
-            [] => match pick(records.clone(), id) {
-                Ok(job) => job.run_id,
-                Err(_) => return Err(format!("no run or job '{id}' on this node")),
-            },
+            [] => return Err(format!("no run, job or parent '{id}' on this node")),
             many => {
                 return Err(format!(
-                    "'{id}' is the start of {} run ids on this node ({}); give more of the id",
+                    "'{id}' is the start of ids (run, job or parent ids) of {} runs on this \
+                     node (runs {}); give more of the id",
                     many.len(),
                     starts_of(many.iter().copied())
                 ));
@@ -426,6 +430,13 @@ pub fn pick_run(records: Vec<JobRecord>, id: &str) -> Result<(String, Vec<JobRec
     };
     let jobs = records.into_iter().filter(|r| r.run_id == run_id).collect();
     Ok((run_id, jobs))
+}
+
+/// Whether `id` may name the run of `record`: it starts the run's id, the job's or its parent's.
+fn names_run_of(record: &JobRecord, id: &str) -> bool {
+    record.run_id.starts_with(id)
+        || record.job_id.starts_with(id)
+        || record.parent_id.starts_with(id)
 }
 
 /// The jobs of the parent `id` names among `records`: `last` for the parent of the newest job,
@@ -521,7 +532,7 @@ impl Picking {
         }
         let id = self.id.as_str();
         self.named |= match self.what {
-            Pick::Run => record.run_id.starts_with(id) || record.job_id.starts_with(id),
+            Pick::Run => names_run_of(&record, id),
             Pick::Parent => record.parent_id.starts_with(id),
         };
         self.run.push(record);
@@ -585,12 +596,13 @@ mod tests {
         }
     }
 
-    /// A run is named by `last`, its id or the start of it, or one of its jobs.
+    /// A run is named by `last`, its id or the start of it, one of its jobs or parents.
     #[test]
     fn a_run_is_picked_by_its_id_a_job_or_last() {
         let job = |id: &str, run: &str, created| JobRecord {
             job_id: id.into(),
             run_id: run.into(),
+            parent_id: format!("p{}", &run[run.len() - 1..]),
             created_unix_ms: created,
             ..JobRecord::default()
         };
@@ -605,8 +617,19 @@ mod tests {
         assert_eq!(picked("last"), Ok(("run-b".into(), 1)));
         assert_eq!(picked("run-a"), Ok(("run-a".into(), 2)));
         assert_eq!(picked("j2"), Ok(("run-a".into(), 2)));
-        assert!(picked("run-").unwrap_err().contains("start of 2 run ids"));
-        assert_eq!(picked("x"), Err("no run or job 'x' on this node".into()));
+        assert!(picked("run-").unwrap_err().contains("of 2 runs"));
+        assert_eq!(
+            picked("x"),
+            Err("no run, job or parent 'x' on this node".into())
+        );
+        // A parent's id names its run too.
+        assert_eq!(picked("pa"), Ok(("run-a".into(), 2)));
+        // A start of one run's id and of another run's job: which one is meant is not said.
+        assert!(picked("r").unwrap_err().contains("of 2 runs"));
+        assert!(picked("j").unwrap_err().contains("of 2 runs"));
+        // The start of one run's id that also starts a job id of another run.
+        let records = vec![job("6a", "run-a", 1), job("k1", "6b", 2)];
+        assert!(pick_run(records, "6").unwrap_err().contains("of 2 runs"));
     }
 
     /// Picked from records as they come, a run or a parent is the one all records give.

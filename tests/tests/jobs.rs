@@ -1217,9 +1217,20 @@ fn a_run_is_followed_again_until_its_last_result() {
         "{}",
         text(&o)
     );
+    // By its parent's id (which `--list-jobs` shows): the same run.
+    let o = d.cli(&["manage", "--job-info", &job_id, "--json"]);
+    let record: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let parent = record["parent_id"].as_str().unwrap();
+    let o = d.cli(&["manage", "--follow-run", parent]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("exit code 3"), "{}", text(&o));
     let o = d.cli(&["manage", "--follow-run", "nope"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("no run or job 'nope'"), "{}", text(&o));
+    assert!(
+        text(&o).contains("no run, job or parent 'nope'"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A target written off as unreachable (its daemon stopped) comes back with its result while
@@ -2225,8 +2236,8 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains(
-            "no job 'no-such-job' on this node (a run's id? `manage --follow-run no-such-job` \
-             shows its jobs"
+            "no job 'no-such-job' on this node (a run's or a parent's id? `manage \
+             --follow-run no-such-job` shows its jobs"
         ),
         "{}",
         text(&o)
