@@ -61,6 +61,10 @@ pub const INTERRUPTED: &str = "interrupted: the node stopped before it recorded 
 /// on disk makes it sync a group: every few seconds, not at every tick.
 const SETTLE_EVERY: Duration = Duration::from_secs(5);
 
+/// The refusal of a message this node took in but could not store (a failing disk): its
+/// sender keeps it and sends it again.
+pub(crate) const NOT_STORED: &str = "this node could not store it; send it again";
+
 /// How often a running node says so in its log of starts (for the time it was down).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
@@ -718,7 +722,7 @@ impl Actor {
             let reply = if on_disk {
                 reply
             } else {
-                JobReply::Refused("this node could not store it; send it again".into())
+                JobReply::Refused(NOT_STORED.into())
             };
             if let Ok(bytes) = wire::encode(&reply, MAX_JOB_MESSAGE) {
                 let _ = mesh.reply(token, bytes).await;

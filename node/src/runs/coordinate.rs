@@ -123,8 +123,17 @@ impl CrossNode {
     }
 }
 
-/// Sends with `send` until the node answers (whatever it answers: a refusal will not change
-/// by asking again), waiting 1 s after the first failure, then twice as long each time up to
+/// The refusal in `reply` if it is one of a message its node could not store (it is sent
+/// again, as if unanswered: see [`super::NOT_STORED`]).
+fn not_stored(reply: &[u8]) -> Option<String> {
+    match wire::decode::<JobReply>(reply, wire::MAX_CTL_BYTES) {
+        Ok(JobReply::Refused(why)) if why == super::NOT_STORED => Some(why),
+        _ => None,
+    }
+}
+
+/// Sends with `send` until the node answers (whatever it answers but that it could not store
+/// the message, [`not_stored`]: a refusal will not change by asking again), waiting 1 s after the first failure, then twice as long each time up to
 /// `max_wait`; false if it never answered within `give_up`, or on an error `is_final` says
 /// will not pass (this node stopping). The messages it carries are idempotent at their
 /// receiver, so one that arrived but whose answer was lost may come twice.
@@ -217,7 +226,13 @@ impl Actor {
                 }
                 return;
             }
-            let send = || mesh.request_job(peer, bytes.clone());
+            let send = || async {
+                let reply = mesh.request_job(peer, bytes.clone()).await?;
+                match not_stored(&reply) {
+                    Some(reason) => Err(mesh::MeshError::Request { peer, reason }),
+                    None => Ok(reply),
+                }
+            };
             let stopped = |e: &mesh::MeshError| matches!(e, mesh::MeshError::Stopped);
             if !send_until_answered(send, stopped, TELL_RETRY_MAX, TELL_GIVE_UP).await {
                 debug!(%peer, "coordination message not delivered; given up");
@@ -1219,6 +1234,46 @@ fn successes(record: &JobRecord) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message its node could not store is sent again; any other answer, a refusal too,
+    /// ends the sending (asking again would not change it).
+    #[test]
+    fn a_message_not_stored_is_sent_again() {
+        let reply = |r: JobReply| wire::encode(&r, wire::MAX_CTL_BYTES).unwrap();
+        assert!(not_stored(&reply(JobReply::Refused(super::super::NOT_STORED.into()))).is_some());
+        assert!(not_stored(&reply(JobReply::Refused("not a target".into()))).is_none());
+        assert!(not_stored(&reply(JobReply::Ok)).is_none());
+        assert!(not_stored(b"not a reply").is_none());
+        // The sending goes on through such answers until the node takes the message.
+        let answers = std::sync::Mutex::new(vec![
+            reply(JobReply::Ok),
+            reply(JobReply::Refused(super::super::NOT_STORED.into())),
+        ]);
+        let sent = AtomicUsize::new(0);
+        let send = || {
+            sent.fetch_add(1, Ordering::Relaxed);
+            let answer = answers.lock().unwrap().pop().unwrap();
+            async move {
+                match not_stored(&answer) {
+                    Some(reason) => Err(reason),
+                    None => Ok(answer),
+                }
+            }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let answered = rt.block_on(send_until_answered(
+            send,
+            |_: &String| false,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ));
+        assert!(answered);
+        assert_eq!(sent.load(Ordering::Relaxed), 2);
+    }
 
     /// Messages sent again to one node hold a place each until their task ends; past the
     /// cap, none is free.
