@@ -58,6 +58,16 @@ pub const MAX_GOSSIP_BYTES: usize = 1024 * 1024;
 /// Largest control request or response (membership tables, results with their output).
 pub const MAX_CTL_BYTES: usize = 8 * 1024 * 1024;
 
+/// Largest job message the layer above sends in one control request or response
+/// ([`CtlRequest::Job`], [`CtlResponse::Job`]): the request's envelope around it must fit in
+/// [`MAX_CTL_BYTES`] too (a message that fits alone but not in its envelope would fail each
+/// time it is sent).
+pub const MAX_JOB_DATA: usize = MAX_CTL_BYTES - JOB_ENVELOPE_BYTES;
+
+/// Room for a control request's envelope around a job message (some 25 bytes: version,
+/// variant name, byte-string header), with a margin.
+const JOB_ENVELOPE_BYTES: usize = 64;
+
 /// Largest blob chunk asked for or served.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest blob request, and largest head of a blob response (the chunk's bytes follow it).
@@ -676,6 +686,14 @@ mod tests {
             let bytes = encode(&resp, MAX_CTL_BYTES).unwrap();
             assert_eq!(decode::<CtlResponse>(&bytes, MAX_CTL_BYTES).unwrap(), resp);
         }
+    }
+
+    /// A job message of the largest size taken fits in a control request and response.
+    #[test]
+    fn the_largest_job_message_fits_in_its_envelope() {
+        let data = vec![7u8; MAX_JOB_DATA];
+        assert!(encode(&CtlRequest::Job(data.clone()), MAX_CTL_BYTES).is_ok());
+        assert!(encode(&CtlResponse::Job(data), MAX_CTL_BYTES).is_ok());
     }
 
     #[test]

@@ -68,8 +68,12 @@ pub(crate) const NOT_STORED: &str = "this node could not store it; send it again
 /// How often a running node says so in its log of starts (for the time it was down).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
-/// Largest job message (a run with many jobs, a batch of results with their output).
-const MAX_JOB_MESSAGE: usize = wire::MAX_CTL_BYTES;
+/// Largest job message sent (a run with many jobs, a batch of results with their output).
+const MAX_JOB_MESSAGE: usize = wire::MAX_JOB_DATA;
+
+/// Largest job message read: whatever a control request can hold (an earlier build took
+/// messages a little larger than [`MAX_JOB_MESSAGE`] to fit; those are still read).
+const MAX_JOB_MESSAGE_READ: usize = wire::MAX_CTL_BYTES;
 /// How often the actor advances its timers (resends, retries).
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often it ticks with nothing in progress (no open run, result, wait, watcher or queued
@@ -671,7 +675,7 @@ impl Actor {
 
     /// What a member gossiped on the jobs topic: a run, or a QUERY's set.
     pub(super) fn announced(&mut self, source: PeerId, data: Vec<u8>) {
-        match wire::decode::<Gossip>(&data, MAX_JOB_MESSAGE) {
+        match wire::decode::<Gossip>(&data, MAX_JOB_MESSAGE_READ) {
             Ok(Gossip::Run(run)) if run.originator.0 == source.to_string() => {
                 match run.problem() {
                     Some(why) => warn!(%source, "dropped a run with {why}"),
@@ -694,7 +698,7 @@ impl Actor {
     /// A job message `peer` sent directly: handled, and answered once what it changed is on
     /// disk where the sender forgets it on the answer.
     pub(super) fn answer_request(&mut self, peer: PeerId, data: Vec<u8>, token: ReplyToken) {
-        let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE) {
+        let (reply, stored) = match wire::decode::<JobMessage>(&data, MAX_JOB_MESSAGE_READ) {
             Ok(msg) => {
                 // A run taken in, results recorded or a QUERY value collected are
                 // acknowledged once on disk: the sender forgets them on this answer.

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::{Actor, Input, MAX_JOB_MESSAGE, encode};
+use super::{Actor, Input, MAX_JOB_MESSAGE, MAX_JOB_MESSAGE_READ, encode};
 use crate::{
     records::{JobRecord, NodeResult},
     store::QueryValue,
@@ -837,7 +837,7 @@ impl Actor {
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
             let answer = match mesh.request_job(peer, bytes).await {
-                Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
+                Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE_READ) {
                     Ok(JobReply::Ok) => Ok(()),
                     Ok(JobReply::Refused(why)) => Err(why),
                     Ok(JobReply::UnknownRuns(_)) => {

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use tokio::sync::oneshot;
 
-use super::{Actor, Input, MAX_JOB_MESSAGE, encode, now_ms, run_files, watchers::EarlyOutput};
+use super::{Actor, Input, MAX_JOB_MESSAGE_READ, encode, now_ms, run_files, watchers::EarlyOutput};
 use crate::{
     records::{JobRecord, NodeResult},
     store::StoredRun,
@@ -155,16 +155,20 @@ impl Actor {
                     let inbox = self.inbox.clone();
                     tokio::spawn(async move {
                         match mesh.request_job(peer, bytes).await {
-                            Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
-                                Ok(JobReply::Ok) => {
-                                    let _ = inbox.send(Input::Acked { run_id, node }).await;
+                            Ok(reply) => {
+                                match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE_READ) {
+                                    Ok(JobReply::Ok) => {
+                                        let _ = inbox.send(Input::Acked { run_id, node }).await;
+                                    }
+                                    Ok(JobReply::Refused(why)) => {
+                                        warn!(%node, "run refused: {why}")
+                                    }
+                                    Ok(JobReply::UnknownRuns(_)) => {
+                                        debug!(%node, "an answer to results, not to a run")
+                                    }
+                                    Err(e) => debug!(%node, "unreadable reply: {e}"),
                                 }
-                                Ok(JobReply::Refused(why)) => warn!(%node, "run refused: {why}"),
-                                Ok(JobReply::UnknownRuns(_)) => {
-                                    debug!(%node, "an answer to results, not to a run")
-                                }
-                                Err(e) => debug!(%node, "unreadable reply: {e}"),
-                            },
+                            }
                             Err(e) => debug!(%node, "delivery failed, will retry: {e}"),
                         }
                     });

@@ -18,7 +18,7 @@ use mesh::{PeerId, wire};
 use tracing::{debug, warn};
 
 use super::{
-    AcceptedRun, Actor, Input, JobFile, MAX_JOB_MESSAGE, REMEMBER_RUNS, Refusal, SETTLE_EVERY,
+    AcceptedRun, Actor, Input, JobFile, MAX_JOB_MESSAGE_READ, REMEMBER_RUNS, Refusal, SETTLE_EVERY,
     TOO_OLD_TO_RUN, TOUCH_EVERY, encode, now_ms, transfer_file,
 };
 use crate::store::{Accepted, OutboxEntry, PendingJob};
@@ -384,7 +384,7 @@ impl Actor {
             // Best effort: a lost acknowledgement costs a direct resend, or is sent again on
             // the next re-announce.
             let answered = mesh.request_job(peer, bytes).await.is_ok_and(|reply| {
-                matches!(wire::decode(&reply, MAX_JOB_MESSAGE), Ok(JobReply::Ok))
+                matches!(wire::decode(&reply, MAX_JOB_MESSAGE_READ), Ok(JobReply::Ok))
             });
             if answered {
                 let _ = inbox.send(Input::AckAnswered { run_id, start }).await;
@@ -587,20 +587,22 @@ impl Actor {
                             return;
                         };
                         let answer = match mesh.request_job(peer, bytes).await {
-                            Ok(reply) => match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE) {
-                                Ok(JobReply::Ok) => Input::OutboxSent { to, ok: true },
-                                Ok(JobReply::UnknownRuns(runs)) => {
-                                    Input::OutboxUnknown { to, runs }
+                            Ok(reply) => {
+                                match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE_READ) {
+                                    Ok(JobReply::Ok) => Input::OutboxSent { to, ok: true },
+                                    Ok(JobReply::UnknownRuns(runs)) => {
+                                        Input::OutboxUnknown { to, runs }
+                                    }
+                                    Ok(JobReply::Refused(why)) => {
+                                        debug!(%to, "results not taken yet: {why}");
+                                        Input::OutboxSent { to, ok: false }
+                                    }
+                                    Err(e) => {
+                                        debug!(%to, "results not taken yet: unreadable answer: {e}");
+                                        Input::OutboxSent { to, ok: false }
+                                    }
                                 }
-                                Ok(JobReply::Refused(why)) => {
-                                    debug!(%to, "results not taken yet: {why}");
-                                    Input::OutboxSent { to, ok: false }
-                                }
-                                Err(e) => {
-                                    debug!(%to, "results not taken yet: unreadable answer: {e}");
-                                    Input::OutboxSent { to, ok: false }
-                                }
-                            },
+                            }
                             Err(e) => {
                                 debug!(%to, "results not delivered yet: {e}");
                                 Input::OutboxSent { to, ok: false }
@@ -659,17 +661,38 @@ mod tests {
         }
     }
 
+    /// Results that would fit alone in a control request but not in its envelope go without
+    /// their output: sent whole, they would fail each time and hold up every later result.
+    #[test]
+    fn results_that_fit_only_without_the_envelope_go_without_their_output() {
+        let sized = |n: usize| vec![result("c", "o".repeat(n), "echo".into())];
+        let len = |n: usize| {
+            wire::encode(&JobMessage::Results(sized(n)), usize::MAX)
+                .unwrap()
+                .len()
+        };
+        // Output that brings the message a few bytes past what is sent whole.
+        let n = super::super::MAX_JOB_MESSAGE + 8 - (len(1000) - 1000);
+        assert!(len(n) > super::super::MAX_JOB_MESSAGE && len(n) < wire::MAX_CTL_BYTES);
+        let bytes = results_message(sized(n)).unwrap();
+        let JobMessage::Results(back) = wire::decode(&bytes, MAX_JOB_MESSAGE_READ).unwrap() else {
+            panic!("not results");
+        };
+        assert!(back[0].outcome.stdout.contains("left out"));
+        assert!(wire::encode(&mesh::wire::CtlRequest::Job(bytes), wire::MAX_CTL_BYTES).is_ok());
+    }
+
     #[test]
     fn results_too_large_for_a_message_still_travel_without_their_output() {
         let fits = vec![result("a", "out".into(), "echo out".into())];
         let bytes = results_message(fits.clone()).unwrap();
-        let back: JobMessage = wire::decode(&bytes, MAX_JOB_MESSAGE).unwrap();
+        let back: JobMessage = wire::decode(&bytes, MAX_JOB_MESSAGE_READ).unwrap();
         assert_eq!(back, JobMessage::Results(fits));
 
-        let huge = "i".repeat(MAX_JOB_MESSAGE);
+        let huge = "i".repeat(super::super::MAX_JOB_MESSAGE);
         let too_large = vec![result("b", "x".repeat(1024), huge)];
         let bytes = results_message(too_large).unwrap();
-        let JobMessage::Results(back) = wire::decode(&bytes, MAX_JOB_MESSAGE).unwrap() else {
+        let JobMessage::Results(back) = wire::decode(&bytes, MAX_JOB_MESSAGE_READ).unwrap() else {
             panic!("not results");
         };
         assert_eq!(back[0].outcome.job_id, "b");
