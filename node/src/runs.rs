@@ -390,6 +390,11 @@ struct AcceptedRun {
     originator: NodeId,
     pending: HashSet<String>,
     accepted_unix_ms: u64,
+    /// When this node took the run in, or restored it after a restart, on the monotonic
+    /// clock: a run is forgotten only once both clocks say [`REMEMBER_RUNS`] have passed (a
+    /// wall clock stepped forward a day must not make it forget a run a resend would then
+    /// run again).
+    since: Instant,
     /// Whether a copy of the run calls for an acknowledgement. In memory only: after a
     /// restart here, the next copy is acknowledged once more.
     ack: Acknowledgement,
@@ -397,6 +402,29 @@ struct AcceptedRun {
     /// `true`: not failed), for JOB_WAITs of the run itself. In memory only: after a restart
     /// such a wait is answered from the cache.
     outcomes: Vec<(jobs::Fingerprint, bool)>,
+}
+
+impl AcceptedRun {
+    /// A run taken in (or restored) now, with `pending` jobs, accepted at `accepted_unix_ms`.
+    fn new(originator: NodeId, pending: HashSet<String>, accepted_unix_ms: u64) -> AcceptedRun {
+        AcceptedRun {
+            originator,
+            pending,
+            accepted_unix_ms,
+            since: Instant::now(),
+            ack: Acknowledgement::default(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Whether the run may be forgotten at `now` (wall clock `now_unix_ms`) as far as its age
+    /// goes: taken in [`REMEMBER_RUNS`] ago by the wall clock and by the monotonic clock
+    /// (since the node's start, for a run it restored), with no job of it pending.
+    fn old_enough_to_forget(&self, now_unix_ms: u64, now: Instant) -> bool {
+        self.pending.is_empty()
+            && now_unix_ms.saturating_sub(self.accepted_unix_ms) >= REMEMBER_RUNS.as_millis() as u64
+            && now.saturating_duration_since(self.since) >= REMEMBER_RUNS
+    }
 }
 
 /// How long a target remembers a finished run, so that a late resend does not run it again.
@@ -1147,6 +1175,26 @@ fn run_files(run: &Run) -> impl Iterator<Item = jobs::Fingerprint> + '_ {
 mod tests {
     use super::*;
     use crate::test_support::add_run;
+
+    /// A run is forgotten only once a day has passed by the wall clock and by the monotonic
+    /// clock too: a wall clock stepped forward a day does not make a target forget a run it
+    /// took in a minute ago (a copy of the run would then run again).
+    #[test]
+    fn a_run_is_forgotten_only_after_a_day_by_both_clocks() {
+        let day = REMEMBER_RUNS.as_millis() as u64;
+        let taken = AcceptedRun::new(NodeId("o".into()), HashSet::new(), 1_000);
+        let since = taken.since;
+        // A minute on, with the wall clock stepped forward two days: kept.
+        assert!(!taken.old_enough_to_forget(1_000 + 2 * day, since + Duration::from_secs(60)));
+        // A day on by both: forgotten.
+        assert!(taken.old_enough_to_forget(1_000 + day, since + REMEMBER_RUNS));
+        // A day on by the monotonic clock, the wall clock set back: kept.
+        assert!(!taken.old_enough_to_forget(1_000 + day / 2, since + REMEMBER_RUNS));
+        // A job still pending: kept, however old.
+        let pending = AcceptedRun::new(NodeId("o".into()), HashSet::from(["j".into()]), 1_000);
+        let since = pending.since;
+        assert!(!pending.old_enough_to_forget(1_000 + 2 * day, since + 2 * REMEMBER_RUNS));
+    }
 
     /// Every outcome a restart gives a job says so the way the records know it by (a job
     /// interrupted has no time of its own).

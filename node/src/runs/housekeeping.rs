@@ -11,7 +11,7 @@ use coordination::{originator, outbox};
 use tokio::sync::oneshot;
 use tracing::info;
 
-use super::{ACCEPTED_SWEEP_EVERY, Actor, REMEMBER_RUNS, now_ms, run_files};
+use super::{ACCEPTED_SWEEP_EVERY, Actor, now_ms, run_files};
 
 /// How often the blob store is swept: a quarter of the retention, between 1 s and 10 min.
 pub(super) fn blob_sweep_every(retention: Duration) -> Duration {
@@ -91,15 +91,13 @@ impl Actor {
     /// Forgets the runs this node accepted more than [`REMEMBER_RUNS`] ago that it owes nothing
     /// more (no job pending, no result undelivered).
     pub(super) fn forget_accepted_runs(&mut self) {
-        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
+        let (now_unix_ms, now) = (now_ms(), Instant::now());
         let store = &self.store;
         let outbox = &self.outbox;
         self.accepted.retain(|run_id, a| {
             // A run whose results have not reached its originator is remembered however old:
             // that originator resends it when it comes back, and it must not run again.
-            let keep = !a.pending.is_empty()
-                || a.accepted_unix_ms >= forget_before
-                || outbox.holds_run(run_id);
+            let keep = !a.old_enough_to_forget(now_unix_ms, now) || outbox.holds_run(run_id);
             if !keep {
                 store.delete_accepted(run_id);
             }

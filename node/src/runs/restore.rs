@@ -8,16 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use coordination::{
-    JobResult, NodeId, Run, acknowledgement::Acknowledgement, originator, outbox, restart,
-};
+use coordination::{JobResult, NodeId, Run, originator, outbox, restart};
 use jobs::{
     cache::CachedState,
     executor::{Outcome, ResultState},
 };
 use tracing::{info, warn};
 
-use super::{AcceptedRun, Actor, INTERRUPTED, REMEMBER_RUNS, now_ms};
+use super::{AcceptedRun, Actor, INTERRUPTED, now_ms};
 use crate::store::{Accepted, PendingJob};
 
 /// A job still queued at a restart after the node was down longer than this is not run: its
@@ -94,7 +92,6 @@ impl Actor {
     /// reported interrupted or queued again (`coordination::restart` decides which); returns
     /// the jobs queued again, by run.
     fn restore_accepted_runs(&mut self) -> HashMap<String, HashSet<String>> {
-        let forget_before = now_ms().saturating_sub(REMEMBER_RUNS.as_millis() as u64);
         let mut pending_jobs = self.store.pending_jobs();
         let mut accepted_runs = self.store.accepted();
         // In the order they came: jobs queued again keep their order across runs.
@@ -120,16 +117,12 @@ impl Actor {
                 self.store.forget_accepted_run(&run_id);
             }
         }
+        // Runs taken in over a day ago by the wall clock are kept too, for a day from now
+        // (`forget_accepted_runs`): that clock may have been stepped forward while the node
+        // was down, and a run forgotten too early runs again when a copy of it comes.
         let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
         for (run_id, accepted) in accepted_runs {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
-            if pending.is_empty()
-                && accepted.accepted_unix_ms < forget_before
-                && !self.outbox.holds_run(&run_id)
-            {
-                self.store.delete_accepted(&run_id);
-                continue;
-            }
             if let Some(again) = self.settle_accepted_run(
                 run_id,
                 accepted,
@@ -224,15 +217,15 @@ impl Actor {
             down_too_long,
         );
         // Runs without pending jobs are remembered so a resend does not run them again.
+        // Its age on the monotonic clock counts from now: how long ago it was taken in is
+        // known only by the wall clock, which may have been stepped meanwhile.
         self.accepted.insert(
             run_id.clone(),
-            AcceptedRun {
-                originator: accepted.originator.clone(),
-                pending: pending.iter().map(|p| p.job_id.clone()).collect(),
-                accepted_unix_ms: accepted.accepted_unix_ms,
-                ack: Acknowledgement::default(),
-                outcomes: Vec::new(),
-            },
+            AcceptedRun::new(
+                accepted.originator.clone(),
+                pending.iter().map(|p| p.job_id.clone()).collect(),
+                accepted.accepted_unix_ms,
+            ),
         );
         // A file job cut short may have left a partial copy beside its DEST.
         let cut_short = fates.contains(&restart::Fate::Interrupted);

@@ -7,9 +7,7 @@ use std::{
     time::Instant,
 };
 
-use coordination::{
-    JobMessage, JobReply, JobResult, NodeId, Run, acknowledgement::Acknowledgement, outbox,
-};
+use coordination::{JobMessage, JobReply, JobResult, NodeId, Run, outbox};
 use jobs::{
     cache::CachedState,
     executor::{Outcome, ResultState, Work},
@@ -178,13 +176,7 @@ impl Actor {
         );
         self.accepted.insert(
             run.run_id.clone(),
-            AcceptedRun {
-                originator: run.originator.clone(),
-                pending,
-                accepted_unix_ms,
-                ack: Acknowledgement::default(),
-                outcomes: Vec::new(),
-            },
+            AcceptedRun::new(run.originator.clone(), pending, accepted_unix_ms),
         );
         if run.originator == self.local {
             // The submitter's own part: after a crash here its jobs are written off, never
@@ -320,13 +312,11 @@ impl Actor {
             );
             self.accepted.insert(
                 run.run_id.clone(),
-                AcceptedRun {
-                    originator: run.originator.clone(),
-                    pending: job_ids.iter().cloned().collect(),
-                    accepted_unix_ms: now_ms(),
-                    ack: Acknowledgement::default(),
-                    outcomes: Vec::new(),
-                },
+                AcceptedRun::new(
+                    run.originator.clone(),
+                    job_ids.iter().cloned().collect(),
+                    now_ms(),
+                ),
             );
             let fingerprints: HashMap<&str, jobs::Fingerprint> = run
                 .work_for(&self.local)
