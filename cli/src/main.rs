@@ -124,7 +124,8 @@ struct ManageArgs {
     #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     follow_run: Option<String>,
 
-    /// Forget every job record on this node, but those of jobs still waiting for results.
+    /// Forget every job record on this node, but those of runs still waiting for results
+    /// (all their jobs, those over too).
     #[arg(long, group = "action")]
     purge_jobs: bool,
 

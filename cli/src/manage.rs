@@ -280,12 +280,12 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
                 ControlResponse::Purged { purged, kept } if json => {
                     json_text(&json!({ "purged": purged, "kept": kept }))?
                 }
-                // Jobs still waiting for results are kept.
+                // The jobs of runs still waiting for results are kept.
                 ControlResponse::Purged { purged, kept: 0 } => {
                     format!("Purged every job record ({purged})")
                 }
                 ControlResponse::Purged { purged, kept } => {
-                    format!("Purged {purged} job records; kept {kept} still running")
+                    format!("Purged {purged} job records; kept {kept} of runs still running")
                 }
                 other => {
                     return Err(Failure::Runtime(format!(

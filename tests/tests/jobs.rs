@@ -2489,15 +2489,31 @@ fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
         "--skip-cache while [ ! -e {} ]; do sleep 0.1; done; echo fin",
         gate.display()
     );
+    // A run of two jobs: the first is over when the purge comes, the second still runs.
+    let file = root.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- targets: [n1, n3]\n  jobs:\n  - RUN: --skip-cache echo first\n  - RUN: {command}\n"
+        ),
+    )
+    .unwrap();
     let mut poll = d
-        .cli_command(&["exec", "--verb", "RUN", "--target", "n1", "--target", "n3"])
-        .args([command.as_str(), "--poll"])
+        .cli_command(&["orchestrate", file.to_str().unwrap(), "--poll"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(20), "the job to be submitted", || {
-        (records(d).len() == 2).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the run's first job to be over",
+        || {
+            let recs = records(d);
+            let first = recs
+                .iter()
+                .find(|r| r["definition"] == "RUN: --skip-cache echo first")?;
+            (recs.len() == 3 && first["results"].as_object()?.len() == 2).then_some(())
+        },
+    );
     let purged = d.cli(&["manage", "--purge-jobs"]);
     std::fs::write(&gate, "").unwrap();
     // The client still hears the job finish (it waited forever when the purge forgot it).
@@ -2518,17 +2534,21 @@ fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
         "the client: {polled:?}"
     );
     assert!(purged.status.success(), "{}", text(&purged));
+    // The run still running is kept whole (its job over too: a run followed again shows
+    // all of it); the run that was over is forgotten.
     assert!(
-        String::from_utf8_lossy(&purged.stdout).contains("kept 1 still running"),
+        String::from_utf8_lossy(&purged.stdout).contains("kept 2 of runs still running"),
         "{}",
         text(&purged)
     );
-    // The record kept its results.
+    // The records kept their results.
     let recs = records(d);
-    assert_eq!(recs.len(), 1, "{recs:?}");
-    let fin = &recs[0];
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let fin = record(&recs, &format!("RUN: {command}"));
+    let first = record(&recs, "RUN: --skip-cache echo first");
     for n in ["n1", "n3"] {
         assert_eq!(stdout_on(fin, n), "fin", "{n}: {fin}");
+        assert_eq!(stdout_on(first, n), "first", "{n}: {first}");
     }
 }
 

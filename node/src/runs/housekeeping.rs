@@ -23,14 +23,23 @@ pub(super) fn record_sweep_every(retention: Duration) -> Duration {
 }
 
 impl Actor {
-    /// `manage --purge-jobs`: every record of a job that is over is forgotten.
+    /// `manage --purge-jobs`: every record of a run that is over is forgotten.
     pub(super) fn purge(&mut self, done: oneshot::Sender<()>) {
         // Jobs still waiting for results are kept: clients follow them and their
-        // results are on their way. What is over is forgotten, here and on disk (in
-        // order with every other write).
+        // results are on their way. So are the other jobs of their runs, done or not: a run
+        // followed again (`--follow-run`) or listed is whole, its failures included. What
+        // is over is forgotten, here and on disk (in order with every other write).
         self.records.retain(|_, r| r.results.len() < r.nodes.len());
-        self.closing.clear();
-        let open: HashSet<String> = self.records.keys().cloned().collect();
+        let mut open: HashSet<String> = self.records.keys().cloned().collect();
+        let open_runs: HashSet<&str> = self.records.values().map(|r| r.run_id.as_str()).collect();
+        open.extend(
+            open_runs
+                .iter()
+                .filter_map(|run_id| self.open_runs.get(*run_id))
+                .flat_map(|run| run.parents.iter().flat_map(|p| &p.jobs))
+                .map(|job| job.job_id.clone()),
+        );
+        self.closing.retain(|job, _| open.contains(job));
         self.early_output.retain(|job, _| open.contains(job));
         self.cross.purge_queries(&open);
         // Decided on what is on disk: every result taken so far is written first (an
