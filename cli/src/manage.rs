@@ -484,6 +484,7 @@ fn job_info(r: &JobRecord) -> String {
 pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
     let mut exec: BTreeMap<&str, f64> = BTreeMap::new();
     let mut round: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut ran: BTreeMap<&str, usize> = BTreeMap::new();
     let mut nodes: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     let (mut successes, mut failures) = (0, 0);
     for j in jobs {
@@ -494,6 +495,7 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
             if r.ran() {
                 *exec.entry(node).or_default() += r.execution_secs;
                 *round.entry(node).or_default() += r.roundtrip_secs;
+                *ran.entry(node).or_default() += 1;
             }
             if r.state == ResultState::Failed {
                 failures += 1;
@@ -513,9 +515,13 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
         })
         .max()
         .unwrap_or(start);
+    // The fastest and slowest of the nodes that ran the most of these jobs: a node that ran
+    // fewer (killed part way through a parent) is not faster for it.
+    let most_ran = ran.values().copied().max().unwrap_or(0);
     let extreme = |m: &BTreeMap<&str, f64>, max: bool| -> Value {
         let pick = m
             .iter()
+            .filter(|(n, _)| ran.get(*n) == Some(&most_ran))
             .fold(None::<(&str, f64)>, |best, (n, v)| match best {
                 Some((_, b)) if (max && *v <= b) || (!max && *v >= b) => best,
                 _ => Some((n, *v)),
@@ -541,6 +547,8 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
         "total_successes": successes,
         "total_failures": failures,
         "total_node_count": nodes.len(),
+        // Not Directord's: an analysis of jobs still running is not final.
+        "jobs_processing": jobs.iter().filter(|j| j.results.len() < j.nodes.len()).count(),
     })
 }
 
@@ -640,5 +648,40 @@ mod tests {
         let (exec, round) = job.mean_times();
         assert!((exec - 0.35).abs() < 1e-9, "{exec}");
         assert!((round - 0.45).abs() < 1e-9, "{round}");
+    }
+
+    /// Over a parent, a node that ran fewer of its jobs (killed part way through) is neither
+    /// its fastest nor its slowest node, though its sums are the smallest.
+    #[test]
+    fn a_node_that_ran_fewer_of_a_parents_jobs_is_not_its_fastest() {
+        let job = |id: &str, c_ran: bool| {
+            let mut job = JobRecord {
+                job_id: id.into(),
+                nodes: ["a", "b", "c"]
+                    .iter()
+                    .map(|n| node::records::NodeRef {
+                        name: n.to_string(),
+                        peer_id: format!("peer-{n}"),
+                    })
+                    .collect(),
+                ..JobRecord::default()
+            };
+            job.results
+                .insert("a".into(), result(ResultState::Success, "", 0.5, 0.6));
+            job.results
+                .insert("b".into(), result(ResultState::Success, "", 0.4, 0.5));
+            if c_ran {
+                job.results
+                    .insert("c".into(), result(ResultState::Success, "", 0.3, 0.4));
+            }
+            job
+        };
+        let jobs = [job("j1", true), job("j2", false), job("j3", false)];
+        let report = analyze("p", &jobs);
+        assert_eq!(report["fastest_node_execution"], json!("b"));
+        assert_eq!(report["slowest_node_execution"], json!("a"));
+        assert_eq!(report["fastest_node_roundtrip"], json!("b"));
+        // Two of the three jobs still wait for c.
+        assert_eq!(report["jobs_processing"], json!(2));
     }
 }
