@@ -291,6 +291,15 @@ impl ProcessLog {
         append(&mut state, format!("-{pgid}\n"));
     }
 
+    /// How many jobs' shells are running now.
+    pub fn running(&self) -> usize {
+        self.lock()
+            .live
+            .iter()
+            .filter(|(pgid, ticks)| is_shell(**pgid, **ticks))
+            .count()
+    }
+
     /// Asks the process group of every job still running to end (SIGTERM: a package manager
     /// or a database gets to release its locks and finish its writes), as a node stopping
     /// does first; no job starts from now on. Returns the groups asked.

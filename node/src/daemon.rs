@@ -54,6 +54,11 @@ pub const VERSION: &str = concat!(
 /// (systemd: 90 s).
 const JOB_STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a clean stop lets the jobs running finish on their own (their results recorded
+/// and sent as any other's) before it asks them to end: a routine restart between two short
+/// jobs of a parent cuts none of them short (the rest of the parent runs after the restart).
+const JOB_FINISH_GRACE: Duration = Duration::from_secs(10);
+
 /// How often the addresses of alive members are saved for the next start.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 /// Least time between two saves of the member addresses.
@@ -530,8 +535,22 @@ impl Node {
 
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
     pub async fn shutdown(self) -> Result<(), NodeError> {
-        // Queued jobs stay queued (they run after the restart); those running are stopped below.
+        // Queued jobs stay queued (they run after the restart); those running are given
+        // JOB_FINISH_GRACE to finish, then stopped below.
         self.processes.halt();
+        let running = self.processes.running();
+        if running > 0 {
+            info!(
+                jobs = running,
+                "waiting up to {} s for the jobs still running to finish (another signal stops \
+                 them at once)",
+                JOB_FINISH_GRACE.as_secs()
+            );
+            let deadline = tokio::time::Instant::now() + JOB_FINISH_GRACE;
+            while self.processes.running() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         // The check of the blobs a previous run left ends: the next start checks the rest.
         self.control.blobs.stop();
         if let Ok(members) = self.mesh.members_to_remember(REMEMBER_OTHERS).await {

@@ -489,10 +489,11 @@ impl Daemon {
         self.stop_with(nix::sys::signal::Signal::SIGTERM)
     }
 
-    /// Sends `signal` and waits for the exit.
+    /// Sends `signal` and waits for the exit (a clean stop lets running jobs finish for up to
+    /// 10 s, then asks them to end and waits up to 5 s more).
     pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
-        self.wait_exit(Duration::from_secs(10))
+        self.wait_exit(Duration::from_secs(30))
     }
 
     /// Waits for the daemon to exit by itself; panics with its log if it is still running after

@@ -1050,6 +1050,61 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
     assert_eq!(stdout_on(&again, &name), "again", "{again}");
 }
 
+/// A clean stop lets a short job running finish on its own (its result recorded and sent
+/// as any other's), and the rest of its parent runs once the node is back: a routine restart
+/// cuts no short job short. Another signal meanwhile would stop it at once.
+#[test]
+fn a_clean_stop_lets_a_short_running_job_finish() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let target = nodes[1].name.clone();
+    let started = root.path().join("started");
+    let file = root.path().join("parent.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- targets: [{target}]\n  jobs:\n  - RUN: --skip-cache touch {}; sleep 2; echo first\n  - RUN: --skip-cache echo second\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for(Duration::from_secs(20), "the first job to start", || {
+        started.exists().then_some(())
+    });
+    assert!(nodes[1].terminate().success());
+    let log = nodes[1].log();
+    assert!(
+        log.contains("waiting up to 10 s for the jobs still running to finish"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("asked the jobs still running to end"),
+        "{log}"
+    );
+    nodes[1].restart();
+    let first = wait_for_job(
+        &nodes,
+        &format!(
+            "RUN: --skip-cache touch {}; sleep 2; echo first",
+            started.display()
+        ),
+        "the first job",
+        |r| r["results"][&target].is_object(),
+    );
+    assert_eq!(first["results"][&target]["state"], "success", "{first}");
+    assert_eq!(stdout_on(&first, &target), "first", "{first}");
+    let second = wait_for_job(
+        &nodes,
+        "RUN: --skip-cache echo second",
+        "the second job",
+        |r| r["results"][&target].is_object(),
+    );
+    assert_eq!(second["results"][&target]["state"], "success", "{second}");
+    assert_eq!(stdout_on(&second, &target), "second", "{second}");
+}
+
 /// A second signal while a clean stop waits for its jobs to end stops them at once: a job
 /// that ignores SIGTERM does not outlive its daemon (it did, the stop cut short before it
 /// stopped anything).
@@ -1067,8 +1122,9 @@ fn a_second_signal_during_the_stop_grace_stops_the_jobs_at_once() {
     });
     let pid = nix::unistd::Pid::from_raw(nodes[0].pid());
     kill(pid, Signal::SIGTERM).unwrap();
+    // After the 10 s it gives running jobs to finish on their own.
     wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(25),
         "the daemon to ask its job to end",
         || {
             nodes[0]
@@ -4339,8 +4395,9 @@ fn a_mesh_stopped_at_once_writes_off_no_target() {
         )
         .unwrap();
     }
+    // The jobs get 10 s to finish, then 5 s to end once asked.
     for d in &mut nodes {
-        d.wait_exit(Duration::from_secs(10));
+        d.wait_exit(Duration::from_secs(30));
     }
     let log = nodes[0].log();
     assert!(
