@@ -113,6 +113,11 @@ impl CrossNode {
         self.queries.retain(|job| open.contains(job));
     }
 
+    /// Whether the values of the QUERY job `job_id` are being collected here.
+    pub(super) fn collecting(&self, job_id: &str) -> bool {
+        self.queries.is_open(job_id)
+    }
+
     /// Forgets QUERY jobs here that gave up waiting (timed out).
     fn prune(&mut self) {
         self.query_waiters.retain(|_, reply| !reply.is_closed());

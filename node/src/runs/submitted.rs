@@ -428,6 +428,14 @@ impl Actor {
             return true;
         }
         let query_without_value = record.verb == "QUERY" && outcome.state != ResultState::Success;
+        // A QUERY's success says the value it sent (`{NAME: value}` on stdout). A `--no-wait`
+        // value travels apart from its result and is kept in memory only on its target: a
+        // restart there loses it while the result, on disk, still comes. Taken from here, the
+        // set does not wait for it for ever.
+        let value_in_result =
+            (real && record.verb == "QUERY" && outcome.state == ResultState::Success)
+                .then(|| query_value_of(&outcome.stdout))
+                .flatten();
         let replace = match record.results.get(&name) {
             None => true,
             // A real result replaces a write-off; nothing replaces a real result.
@@ -459,6 +467,12 @@ impl Actor {
         }
         if query_without_value {
             self.query_ended_without_value(&job_id, &node);
+        }
+        if let Some((name, value)) = value_in_result
+            && self.cross.collecting(&job_id)
+            && let Err(why) = self.query_value(job_id.clone(), node.clone(), name, value)
+        {
+            debug!(job = %job_id, %node, "the value in a QUERY's result is not taken: {why}");
         }
         // Done: the record lives on disk from now on. A result that changed nothing (a batch
         // sent again when its ack was lost) is no news to watchers: a finished record read
@@ -556,6 +570,19 @@ impl Actor {
     }
 }
 
+/// The value a QUERY job's success says it sent: its stdout, `{NAME: value}` (none if the
+/// output is not that: cut short, or of another release).
+fn query_value_of(stdout: &str) -> Option<(String, serde_json::Value)> {
+    let serde_json::Value::Object(map) = serde_json::from_str(stdout.trim()).ok()? else {
+        return None;
+    };
+    let mut entries = map.into_iter();
+    match (entries.next(), entries.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
 /// Whether a result has a record to go into ([`Actor::hold_record_for_result`]).
 enum Held {
     /// Its record is held in memory.
@@ -564,4 +591,25 @@ enum Held {
     No,
     /// This node has no trace of its run: neither open, nor stored, nor a record of the job.
     UnknownRun,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A QUERY's success says its value as `{NAME: value}`; anything else says none.
+    #[test]
+    fn the_value_a_query_sent_is_read_from_its_output() {
+        assert_eq!(
+            query_value_of("{\"release\":[1,\"a\"]}\n"),
+            Some(("release".to_string(), serde_json::json!([1, "a"])))
+        );
+        assert_eq!(
+            query_value_of("{\"n\":null}"),
+            Some(("n".to_string(), serde_json::Value::Null))
+        );
+        for not_one in ["", "{}", "{\"a\":1,\"b\":2}", "[1]", "{\"a\":1", "3"] {
+            assert_eq!(query_value_of(not_one), None, "{not_one}");
+        }
+    }
 }
