@@ -274,7 +274,11 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
             }
             Action::JobInfo(id) => {
                 let r = job(state_dir, &id).await?;
-                if json { json_text(&r)? } else { job_info(&r) }
+                if json {
+                    json_text(&job_info_json(&r)?)?
+                } else {
+                    job_info(&r)
+                }
             }
             Action::PurgeJobs => match ask(state_dir, ControlRequest::PurgeJobs).await? {
                 ControlResponse::Purged { purged, kept } if json => {
@@ -404,6 +408,28 @@ impl JobsTable {
             self.processing
         )
     }
+}
+
+/// One job's record as JSON, with what the table shows beside its fields: whether it is
+/// still processing, the nodes it succeeded and failed on, those it waits for.
+fn job_info_json(r: &JobRecord) -> Result<Value, Failure> {
+    let mut value = serde_json::to_value(r).map_err(Failure::runtime)?;
+    if let Value::Object(map) = &mut value {
+        let waiting: Vec<&str> = r
+            .nodes
+            .iter()
+            .filter(|n| !r.results.contains_key(&n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        map.insert(
+            "processing".into(),
+            json!(r.status() == JobStatus::Processing),
+        );
+        map.insert("success".into(), json!(r.successes()));
+        map.insert("failed".into(), json!(r.failures()));
+        map.insert("waiting_for".into(), json!(waiting));
+    }
+    Ok(value)
 }
 
 fn job_info(r: &JobRecord) -> String {

@@ -2287,6 +2287,11 @@ fn manage_lists_filters_exports_analyzes_and_purges() {
     assert!(o.status.success(), "{}", text(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["job_id"], failing_id.as_str());
+    // What the table shows beside the record: over, failed on every node.
+    assert_eq!(r["processing"], false, "{r}");
+    assert_eq!(r["failed"].as_array().map(Vec::len), Some(3), "{r}");
+    assert_eq!(r["success"], serde_json::json!([]), "{r}");
+    assert_eq!(r["waiting_for"], serde_json::json!([]), "{r}");
     // An unknown id is bad input.
     let o = d.cli(&["manage", "--job-info", "no-such-job"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -3361,7 +3366,8 @@ fn a_query_set_too_large_to_send_fails_its_targets_at_once() {
         assert_eq!(r["state"], "failed", "{n}");
         let why = r["stderr"].as_str().unwrap();
         assert!(
-            why.contains("cannot reach the other targets") && why.contains("8388608"),
+            why.contains("cannot reach the other targets")
+                && why.contains(&mesh::wire::MAX_JOB_DATA.to_string()),
             "{n}: {why}"
         );
         assert!(
