@@ -548,6 +548,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         refused_rows: RefusedRows::default(),
         too_large_said: SaidAtMost::every(TOO_LARGE_SAID_EVERY),
         dropped_presence_said: SaidAtMost::every(Duration::from_secs(60)),
+        busy_said: SaidAtMost::every(Duration::from_secs(60)),
         non_members_said: HashMap::new(),
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
@@ -947,6 +948,8 @@ struct EventLoop {
     too_large_said: SaidAtMost,
     /// That a gossiped presence was dropped (signed by another peer, or unreadable).
     dropped_presence_said: SaidAtMost,
+    /// When the layer above was last said to be behind (see `busy`).
+    busy_said: SaidAtMost,
     /// When this node last warned of each non-member's messages (see
     /// [`NON_MEMBER_SAID_EVERY`]; at most [`MAX_NON_MEMBERS_SAID`] nodes).
     non_members_said: HashMap<PeerId, SaidAtMost>,

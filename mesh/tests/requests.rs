@@ -90,3 +90,85 @@ async fn a_request_reaches_a_member_without_a_connection() {
         let _ = node.shutdown().await;
     }
 }
+
+/// Waits until `node` sees `peer` alive.
+async fn wait_alive(node: &mesh::MeshHandle, peer: mesh::PeerId) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !is_alive(node, peer).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{peer} never seen alive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn is_alive(node: &mesh::MeshHandle, peer: mesh::PeerId) -> bool {
+    let status = node.status().await.expect("status");
+    status
+        .members
+        .iter()
+        .any(|m| m.presence.peer_id == peer && m.state == MemberState::Alive)
+}
+
+/// A node whose job handling takes no more (stalled, or far behind) stays a member: what it
+/// cannot take is dropped (gossip, which its originator sends again directly) or refused as
+/// busy (a job message, which its sender sends again), instead of stopping the mesh's loop,
+/// its heartbeats with it, until its peers took it for gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_job_handling_is_stalled_stays_alive_and_says_busy() {
+    let base = 7_400_000 + u64::from(std::process::id() % 10_000) * 10;
+    // Its events are never read (nor dropped: the receiver lives to the end).
+    let stalled = mesh::start(config("stalled", base, vec![]))
+        .await
+        .expect("the stalled node starts");
+    let stalled_id = stalled.handle.local_peer_id();
+    let addr = mesh::multiaddr_with_peer(format!("/memory/{base}").parse().unwrap(), stalled_id);
+    let mut asker = mesh::start(config("asker", base + 1, vec![addr]))
+        .await
+        .expect("the asker starts");
+    let asker_id = asker.handle.local_peer_id();
+    tokio::spawn(async move { while asker.events.recv().await.is_some() {} });
+    wait_alive(&asker.handle, stalled_id).await;
+    wait_alive(&stalled.handle, asker_id).await;
+    // More job messages gossiped than its queue of events holds, each its own.
+    let mut published = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while published < 600 {
+        if asker
+            .handle
+            .publish_jobs(format!("run {published}").into_bytes())
+            .await
+            .is_ok()
+        {
+            published += 1;
+        } else {
+            assert!(tokio::time::Instant::now() < deadline, "nothing gossiped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // A job message sent directly is refused at once, as busy.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        asker.handle.request_job(stalled_id, b"a run".to_vec()),
+    )
+    .await
+    .expect("answered at once");
+    match answer {
+        Err(e) => assert!(e.to_string().contains("busy"), "{e}"),
+        Ok(reply) => panic!("taken: {reply:?}"),
+    }
+    // Heartbeats go on: over many heartbeat intervals (three without one expire it), the
+    // stalled node is alive all along.
+    for _ in 0..20 {
+        assert!(
+            is_alive(&asker.handle, stalled_id).await,
+            "the stalled node was taken for gone"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stalled.events);
+    for node in [&asker.handle, &stalled.handle] {
+        let _ = node.shutdown().await;
+    }
+}

@@ -10,6 +10,9 @@ use libp2p::swarm::ConnectionId;
 /// Why a request of a peer that is no member was refused.
 const NOT_A_MEMBER: &str = "not a member of this mesh (no presence heard from it)";
 
+/// Why a job message was refused while the node's layer above could take no more.
+const BUSY: &str = "busy: this node cannot take more job messages now; send it again later";
+
 impl EventLoop {
     pub(super) async fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
         match event {
@@ -216,6 +219,20 @@ impl EventLoop {
 
     /// Whether `peer` has a row in the membership table (in any state: a member that expired
     /// or left here may be back before its new presence arrives).
+    /// The layer above takes no more events now (its queue is full: it is stalled, or far
+    /// behind): `what` was done instead of waiting for it, which would stop this loop, and
+    /// with it the heartbeats and syncs that keep this node a member. Said once a minute.
+    fn busy(&mut self, what: &str) {
+        if self.busy_said.due(Instant::now()) {
+            warn!(
+                "{what}: the node's job handling is behind (its queue of {CHANNEL_DEPTH} events \
+                 is full); senders try again (said at most once a minute)"
+            );
+        } else {
+            debug!("{what}: the node's job handling is behind");
+        }
+    }
+
     pub(super) fn is_member(&self, peer: &PeerId) -> bool {
         self.membership.contains(peer)
     }
@@ -231,7 +248,15 @@ impl EventLoop {
                         }
                         Some(source) => {
                             let data = message.data;
-                            let _ = self.events.send(MeshEvent::Announce { source, data }).await;
+                            // Not waited for: a stalled layer above must not stall the mesh
+                            // (heartbeats, syncs). A run announced meanwhile is dropped here;
+                            // its originator sends it directly to whoever did not take it.
+                            if let Err(e) =
+                                self.events.try_send(MeshEvent::Announce { source, data })
+                                && matches!(e, mpsc::error::TrySendError::Full(_))
+                            {
+                                self.busy("dropped a gossiped job message");
+                            }
                         }
                         None => {}
                     }
@@ -408,17 +433,27 @@ impl EventLoop {
                 }
             }
             CtlRequest::Job(data) => {
-                self.pending_replies.insert(request_id, channel);
                 let event = MeshEvent::JobRequest {
                     peer,
                     data,
                     token: ReplyToken(request_id),
                 };
-                if self.events.send(event).await.is_err() {
+                // Not waited for (see `busy`): a layer above that cannot take it now has it
+                // refused at once, and its sender sends it again later.
+                match self.events.try_send(event) {
+                    Ok(()) => {
+                        self.pending_replies.insert(request_id, channel);
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.busy("refused a job message");
+                        CtlResponse::Rejected {
+                            reason: BUSY.into(),
+                        }
+                    }
                     // Nobody handles jobs here: the channel is dropped, the peer sees a failure.
-                    self.pending_replies.remove(&request_id);
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
-                return;
             }
             // The table goes to members only: a node's own row comes with its first sync (a
             // newcomer is a member once it is merged). A host that never announced itself
@@ -557,14 +592,25 @@ impl EventLoop {
                         .send_response(channel, BlobResponse::Unknown);
                     return;
                 }
-                self.pending_blob_replies.insert(request_id, channel);
                 let event = MeshEvent::BlobRequest {
                     peer,
                     request,
                     token: BlobToken(request_id),
                 };
-                if self.events.send(event).await.is_err() {
-                    self.pending_blob_replies.remove(&request_id);
+                match self.events.try_send(event) {
+                    Ok(()) => {
+                        self.pending_blob_replies.insert(request_id, channel);
+                    }
+                    // Asked again a moment later, as a chunk still on its way here is.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.busy("answered a file request 'not yet'");
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .blob
+                            .send_response(channel, BlobResponse::NotYet);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
             request_response::Event::Message {
