@@ -415,19 +415,13 @@ impl JobsTable {
 fn job_info_json(r: &JobRecord) -> Result<Value, Failure> {
     let mut value = serde_json::to_value(r).map_err(Failure::runtime)?;
     if let Value::Object(map) = &mut value {
-        let waiting: Vec<&str> = r
-            .nodes
-            .iter()
-            .filter(|n| !r.results.contains_key(&n.name))
-            .map(|n| n.name.as_str())
-            .collect();
         map.insert(
             "processing".into(),
             json!(r.status() == JobStatus::Processing),
         );
         map.insert("success".into(), json!(r.successes()));
         map.insert("failed".into(), json!(r.failures()));
-        map.insert("waiting_for".into(), json!(waiting));
+        map.insert("waiting_for".into(), json!(r.waiting_for()));
     }
     Ok(value)
 }
@@ -456,12 +450,7 @@ fn job_info(r: &JobRecord) -> String {
     if let Some(name) = &r.parent_name {
         rows.insert(2, ("PARENT_NAME".into(), name.clone()));
     }
-    let waiting: Vec<&str> = r
-        .nodes
-        .iter()
-        .filter(|n| !r.results.contains_key(&n.name))
-        .map(|n| n.name.as_str())
-        .collect();
+    let waiting = r.waiting_for();
     if !waiting.is_empty() {
         rows.push(("WAITING_FOR".into(), waiting.join("\n")));
     }

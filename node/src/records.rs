@@ -305,6 +305,15 @@ impl JobRecord {
             .collect()
     }
 
+    /// The names of the targets that have not reported the job yet.
+    pub fn waiting_for(&self) -> Vec<&str> {
+        self.nodes
+            .iter()
+            .filter(|n| !self.results.contains_key(&n.name))
+            .map(|n| n.name.as_str())
+            .collect()
+    }
+
     /// The node name of a peer id among this job's targets.
     pub fn name_of(&self, peer_id: &str) -> Option<&str> {
         self.nodes
