@@ -60,6 +60,10 @@ const TICKS_PER_SEC: u64 = 100;
 /// machine takes a while).
 const START_SLACK_TICKS: u64 = TICKS_PER_SEC;
 
+/// How often a stop looks for processes the jobs' groups gained (see
+/// [`ProcessLog::jobs_ended`]).
+const NOTE_MEMBERS_EVERY: Duration = Duration::from_millis(200);
+
 pub struct ProcessLog {
     state: Mutex<State>,
 }
@@ -77,6 +81,11 @@ struct State {
     /// The node asked the groups still running to end ([`ProcessLog::terminate_all`]) and
     /// stops them after a grace: a job dropped meanwhile leaves its group to that.
     terminating: bool,
+    /// Jobs started whose outcome the node has not taken in yet ([`ProcessLog::job_taken`]):
+    /// what a clean stop lets finish first.
+    in_flight: HashSet<String>,
+    /// When [`ProcessLog::jobs_ended`] last looked in /proc for processes the groups gained.
+    members_noted_at: Option<std::time::Instant>,
     /// The groups [`ProcessLog::terminate_all`] asked to end, each with its processes then
     /// (pid and start time): the group is the job's while one of them is still there, even
     /// once its shell has ended (a child finishing its cleanup).
@@ -167,6 +176,8 @@ impl ProcessLog {
                 stopping: false,
                 terminating: false,
                 asked: Vec::new(),
+                in_flight: HashSet::new(),
+                members_noted_at: None,
                 broken: false,
                 compacted: written,
                 previous,
@@ -244,11 +255,23 @@ impl ProcessLog {
             return Err(NotStarted::Stopping);
         }
         state.starts.insert(job_id.to_string(), false);
+        state.in_flight.insert(job_id.to_string());
         append(&mut state, format!(">{job_id}\n"));
         if state.broken && state.path.exists() {
             return Err(NotStarted::Unrecorded(state.path.display().to_string()));
         }
         Ok(())
+    }
+
+    /// The node took in the outcome of `job_id` (its result is on its way to disk).
+    pub fn job_taken(&self, job_id: &str) {
+        self.lock().in_flight.remove(job_id);
+    }
+
+    /// How many jobs started here have not had their outcome taken in yet: running, or just
+    /// ended (a shell that has exited, whose output is still read).
+    pub fn jobs_in_flight(&self) -> usize {
+        self.lock().in_flight.len()
     }
 
     /// These jobs' results are on disk: a restart finds them done, so their starts may go.
@@ -291,15 +314,6 @@ impl ProcessLog {
         append(&mut state, format!("-{pgid}\n"));
     }
 
-    /// How many jobs' shells are running now.
-    pub fn running(&self) -> usize {
-        self.lock()
-            .live
-            .iter()
-            .filter(|(pgid, ticks)| is_shell(**pgid, **ticks))
-            .count()
-    }
-
     /// Asks the process group of every job still running to end (SIGTERM: a package manager
     /// or a database gets to release its locks and finish its writes), as a node stopping
     /// does first; no job starts from now on. Returns the groups asked.
@@ -340,7 +354,16 @@ impl ProcessLog {
     /// there is waited for, and stopped with the group, even once it is the last one left.
     pub fn jobs_ended(&self) -> bool {
         let mut state = self.lock();
-        note_new_members(&mut state.asked);
+        // A look through /proc at most every NOTE_MEMBERS_EVERY (a machine may run thousands
+        // of processes; the lock is held meanwhile).
+        let now = std::time::Instant::now();
+        if state
+            .members_noted_at
+            .is_none_or(|at| now.duration_since(at) >= NOTE_MEMBERS_EVERY)
+        {
+            state.members_noted_at = Some(now);
+            note_new_members(&mut state.asked);
+        }
         state
             .asked
             .iter()

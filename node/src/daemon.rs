@@ -536,10 +536,11 @@ impl Node {
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         // Queued jobs stay queued (they run after the restart); those running are given
-        // JOB_FINISH_GRACE to finish, then stopped below.
+        // JOB_FINISH_GRACE to finish and have their outcome taken in (a node whose database
+        // fails keeps nothing more: its jobs are stopped at once), then stopped below.
         self.processes.halt();
-        let running = self.processes.running();
-        if running > 0 {
+        let running = self.processes.jobs_in_flight();
+        if running > 0 && !self.store.has_failed() {
             info!(
                 jobs = running,
                 "waiting up to {} s for the jobs still running to finish (another signal stops \
@@ -547,7 +548,7 @@ impl Node {
                 JOB_FINISH_GRACE.as_secs()
             );
             let deadline = tokio::time::Instant::now() + JOB_FINISH_GRACE;
-            while self.processes.running() > 0 && tokio::time::Instant::now() < deadline {
+            while self.processes.jobs_in_flight() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

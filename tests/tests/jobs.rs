@@ -1051,8 +1051,9 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
 }
 
 /// A clean stop lets a short job running finish on its own (its result recorded and sent
-/// as any other's), and the rest of its parent runs once the node is back: a routine restart
-/// cuts no short job short. Another signal meanwhile would stop it at once.
+/// as any other's, though a process it left in the background holds its output a moment
+/// after its shell ended), and the rest of its parent runs once the node is back: a routine
+/// restart cuts no short job short. Another signal meanwhile would stop it at once.
 #[test]
 fn a_clean_stop_lets_a_short_running_job_finish() {
     let root = root();
@@ -1063,7 +1064,7 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
     std::fs::write(
         &file,
         format!(
-            "- targets: [{target}]\n  jobs:\n  - RUN: --skip-cache touch {}; sleep 2; echo first\n  - RUN: --skip-cache echo second\n",
+            "- targets: [{target}]\n  jobs:\n  - RUN: --skip-cache touch {}; sleep 2; sleep 3 & echo first\n  - RUN: --skip-cache echo second\n",
             started.display()
         ),
     )
@@ -1087,7 +1088,7 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
     let first = wait_for_job(
         &nodes,
         &format!(
-            "RUN: --skip-cache touch {}; sleep 2; echo first",
+            "RUN: --skip-cache touch {}; sleep 2; sleep 3 & echo first",
             started.display()
         ),
         "the first job",

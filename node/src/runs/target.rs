@@ -393,6 +393,9 @@ impl Actor {
 
     /// Target side: a job finished here.
     pub(super) fn finished(&mut self, outcome: Outcome) {
+        if let Some(log) = &self.processes {
+            log.job_taken(&outcome.job_id);
+        }
         self.job_files.remove(&outcome.job_id);
         self.output_seq.remove(&outcome.job_id);
         if let Some(fp) = self.job_fingerprints.remove(&outcome.job_id) {
