@@ -103,13 +103,16 @@ enum Order {
 /// Its swarm runs in a task of its own, which owns the requests under way.
 struct Stranger {
     peer_id: PeerId,
+    /// Its key: with it, it could sign a presence and so become a member.
+    key: Keypair,
     orders: mpsc::Sender<Order>,
 }
 
 impl Stranger {
     /// Dials `node` at `addr` and returns once connected.
     async fn connect(addr: Multiaddr, node: PeerId) -> Stranger {
-        let mut swarm = SwarmBuilder::with_new_identity()
+        let key = Keypair::generate_ed25519();
+        let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
@@ -140,7 +143,11 @@ impl Stranger {
         .expect("the stranger connected in time");
         let (orders, inbox) = mpsc::channel(16);
         tokio::spawn(drive(swarm, inbox));
-        Stranger { peer_id, orders }
+        Stranger {
+            peer_id,
+            key,
+            orders,
+        }
     }
 
     async fn order<T>(&self, order: impl FnOnce(oneshot::Sender<T>) -> Order) -> T {
@@ -361,6 +368,31 @@ async fn has_row(node: &Node, peer: PeerId) -> bool {
     status.nodes.iter().any(|r| r.peer_id == peer.to_string())
 }
 
+/// A row of the membership table for a node of key `key` named `name`, signed by it.
+fn signed_row(key: &Keypair, name: &str) -> mesh::wire::MemberRecord {
+    let mut presence = mesh::wire::Presence {
+        peer_id: key.public().to_peer_id(),
+        name: name.into(),
+        machine_id: "5".repeat(32),
+        version: "test".into(),
+        incarnation: 1,
+        seq: 1,
+        status: mesh::wire::PresenceStatus::Alive,
+        host_uptime_secs: 1,
+        agent_uptime_secs: 1,
+        addresses: vec![],
+        labels: BTreeMap::new(),
+        load: 0.0,
+        heartbeat_interval_ms: 60_000,
+        signature: vec![],
+    };
+    presence.sign(key);
+    mesh::wire::MemberRecord {
+        presence,
+        age_ms: 0,
+    }
+}
+
 /// A run of `originator`'s with one job for `node` that creates `file`.
 fn run_creating(originator: PeerId, node: &Node, run_id: &str, file: &Path) -> Run {
     let command = format!("--skip-cache touch {}", file.display());
@@ -523,13 +555,49 @@ async fn a_host_that_never_announced_itself_is_not_sent_the_table() {
             .ask_ctl(to, CtlRequest::PushMembers { members: vec![] })
             .await,
     );
-    // The member, which synced its table with the node's as it joined, holds the node's row.
-    let status = member.status().await.expect("the member's status");
-    assert!(
-        status.members.iter().any(|m| m.presence.peer_id == to),
-        "the member never learned the node"
+    // Rows of others it passes on in a sync are not taken from it either.
+    let other = Keypair::generate_ed25519();
+    refused(
+        stranger
+            .ask_ctl(
+                to,
+                CtlRequest::SyncMembers {
+                    members: vec![signed_row(&other, "made-up")],
+                },
+            )
+            .await,
     );
-    assert!(!has_row(&node, stranger.peer_id).await);
+    assert!(!has_row(&node, other.public().to_peer_id()).await);
+    // Once it announces itself (its own signed row in its first sync, as a newcomer does),
+    // it is a member: sent the table, and its pushes taken.
+    let own_row = signed_row(&stranger.key, "stranger");
+    match stranger
+        .ask_ctl(
+            to,
+            CtlRequest::SyncMembers {
+                members: vec![own_row.clone()],
+            },
+        )
+        .await
+    {
+        CtlResponse::Members { members } => assert!(
+            members
+                .iter()
+                .any(|m| m.presence.peer_id == member.local_peer_id()),
+            "the table sent lacks the member's row"
+        ),
+        other => panic!("an announced host's sync was answered {other:?}"),
+    }
+    assert!(has_row(&node, stranger.peer_id).await);
+    let pushed = stranger
+        .ask_ctl(
+            to,
+            CtlRequest::PushMembers {
+                members: vec![own_row],
+            },
+        )
+        .await;
+    assert!(matches!(pushed, CtlResponse::Ack), "{pushed:?}");
     node.shutdown().await.unwrap();
 }
 

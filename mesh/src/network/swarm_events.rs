@@ -217,8 +217,6 @@ impl EventLoop {
         }
     }
 
-    /// Whether `peer` has a row in the membership table (in any state: a member that expired
-    /// or left here may be back before its new presence arrives).
     /// The layer above takes no more events now (its queue is full: it is stalled, or far
     /// behind): `what` was done instead of waiting for it, which would stop this loop, and
     /// with it the heartbeats and syncs that keep this node a member. Said once a minute.
@@ -233,6 +231,8 @@ impl EventLoop {
         }
     }
 
+    /// Whether `peer` has a row in the membership table (in any state: a member that expired
+    /// or left here may be back before its new presence arrives).
     pub(super) fn is_member(&self, peer: &PeerId) -> bool {
         self.membership.contains(peer)
     }
@@ -458,7 +458,12 @@ impl EventLoop {
             // The table goes to members only: a node's own row comes with its first sync (a
             // newcomer is a member once it is merged). A host that never announced itself
             // learns nothing of the mesh, nor makes a node copy its whole table for it.
-            CtlRequest::SyncMembers { members } => {
+            CtlRequest::SyncMembers { mut members } => {
+                // A host not in the table yet brings its own row only (a newcomer's first
+                // sync): the rows of others it may carry are not taken from a stranger.
+                if !self.is_member(&peer) {
+                    members.retain(|m| m.presence.peer_id == peer);
+                }
                 self.merge(members).await;
                 if self.is_member(&peer) {
                     CtlResponse::Members {
