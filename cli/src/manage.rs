@@ -530,13 +530,23 @@ pub fn analyze(id: &str, jobs: &[JobRecord]) -> Value {
         })
         .max()
         .unwrap_or(start);
-    // The fastest and slowest of the nodes that ran the most of these jobs: a node that ran
-    // fewer (killed part way through a parent) is not faster for it.
-    let most_ran = ran.values().copied().max().unwrap_or(0);
+    // The fastest and slowest of the nodes that ran every one of these jobs they were a
+    // target of: a node that ran fewer (killed part way through a parent) is not faster for
+    // it. (If none ran all of theirs, all count.)
+    let targeted = |node: &str| {
+        jobs.iter()
+            .filter(|j| j.nodes.iter().any(|n| n.name == node))
+            .count()
+    };
+    let ran_all: Vec<&str> = ran
+        .iter()
+        .filter(|(n, count)| **count >= targeted(n))
+        .map(|(n, _)| *n)
+        .collect();
     let extreme = |m: &BTreeMap<&str, f64>, max: bool| -> Value {
         let pick = m
             .iter()
-            .filter(|(n, _)| ran.get(*n) == Some(&most_ran))
+            .filter(|(n, _)| ran_all.is_empty() || ran_all.contains(n))
             .fold(None::<(&str, f64)>, |best, (n, v)| match best {
                 Some((_, b)) if (max && *v <= b) || (!max && *v >= b) => best,
                 _ => Some((n, *v)),
@@ -698,5 +708,14 @@ mod tests {
         assert_eq!(report["fastest_node_roundtrip"], json!("b"));
         // Two of the three jobs still wait for c.
         assert_eq!(report["jobs_processing"], json!(2));
+        // A job for one node only (`--run-once`) does not make it the only one that counts.
+        let mut once = job("j4", false);
+        once.nodes.retain(|n| n.name == "a");
+        once.results.retain(|n, _| n == "a");
+        let mut all_ran = vec![job("j1", true), job("j2", true), once];
+        all_ran[0].results.get_mut("a").unwrap().execution_secs = 0.5;
+        let report = analyze("p", &all_ran);
+        assert_eq!(report["fastest_node_execution"], json!("c"));
+        assert_eq!(report["slowest_node_execution"], json!("a"));
     }
 }
