@@ -174,6 +174,11 @@ pub struct Accepted {
     /// rows of releases before it.
     #[serde(default)]
     pub seq: u64,
+    /// When the run was accepted on the boot clock: within the same boot its age is known
+    /// after a restart whatever the wall clock did (`None` in rows of releases before it, or
+    /// where the boot cannot be told).
+    #[serde(default)]
+    pub accepted_on_boot: Option<jobs::processes::BootInstant>,
 }
 
 /// Queued writes before writers wait; the writer drains far faster than jobs finish.

@@ -217,16 +217,24 @@ impl Actor {
             down_too_long,
         );
         // Runs without pending jobs are remembered so a resend does not run them again.
-        // Its age on the monotonic clock counts from now: how long ago it was taken in is
-        // known only by the wall clock, which may have been stepped meanwhile.
-        self.accepted.insert(
-            run_id.clone(),
-            AcceptedRun::new(
-                accepted.originator.clone(),
-                pending.iter().map(|p| p.job_id.clone()).collect(),
-                accepted.accepted_unix_ms,
-            ),
+        // Its age on the monotonic clock: by the boot clock when it was taken in during this
+        // boot, else counted from now (the wall clock alone may have been stepped meanwhile).
+        let mut remembered = AcceptedRun::new(
+            accepted.originator.clone(),
+            pending.iter().map(|p| p.job_id.clone()).collect(),
+            accepted.accepted_unix_ms,
         );
+        if let (Some(then), Some(now)) = (
+            &accepted.accepted_on_boot,
+            jobs::processes::BootInstant::now(),
+        ) && let Some(age) = then.before(&now)
+        {
+            remembered.since = remembered
+                .since
+                .checked_sub(age)
+                .unwrap_or(remembered.since);
+        }
+        self.accepted.insert(run_id.clone(), remembered);
         // A file job cut short may have left a partial copy beside its DEST.
         let cut_short = fates.contains(&restart::Fate::Interrupted);
         let kept_run = match &run {

@@ -171,6 +171,7 @@ impl Actor {
                 stream: run.stream,
                 accepted_unix_ms,
                 seq,
+                accepted_on_boot: jobs::processes::BootInstant::now(),
             },
             &pending_rows,
         );
@@ -300,6 +301,7 @@ impl Actor {
                     stream: false,
                     accepted_unix_ms: now_ms(),
                     seq,
+                    accepted_on_boot: jobs::processes::BootInstant::now(),
                 },
                 &job_ids
                     .iter()

@@ -202,6 +202,7 @@ fn an_accepted_run_and_a_finished_jobs_result_are_each_one_write() {
         stream: false,
         accepted_unix_ms: 1,
         seq: 1,
+        accepted_on_boot: None,
     };
     store.put_accepted("r", &accepted, &jobs);
     store.job_finished("r", "j0", Some(&entry("j0")));
