@@ -135,6 +135,17 @@ pub enum MembershipChange {
     Left(PeerId),
 }
 
+impl MembershipChange {
+    /// The member it is about.
+    pub fn peer(&self) -> &PeerId {
+        match self {
+            MembershipChange::Alive(p)
+            | MembershipChange::Expired(p)
+            | MembershipChange::Left(p) => p,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Member {
     presence: Presence,

@@ -23,7 +23,7 @@ mod diagnostics;
 mod swarm_events;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -549,6 +549,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         too_large_said: SaidAtMost::every(TOO_LARGE_SAID_EVERY),
         dropped_presence_said: SaidAtMost::every(Duration::from_secs(60)),
         busy_said: SaidAtMost::every(Duration::from_secs(60)),
+        held_member_changes: VecDeque::new(),
         non_members_said: HashMap::new(),
         left_still_here: HashMap::new(),
         recent_dials: HashMap::new(),
@@ -950,6 +951,9 @@ struct EventLoop {
     dropped_presence_said: SaidAtMost,
     /// When the layer above was last said to be behind (see `busy`).
     busy_said: SaidAtMost,
+    /// Membership changes the layer above had no room for yet (see
+    /// [`EventLoop::tell_member_change`]).
+    held_member_changes: VecDeque<MembershipChange>,
     /// When this node last warned of each non-member's messages (see
     /// [`NON_MEMBER_SAID_EVERY`]; at most [`MAX_NON_MEMBERS_SAID`] nodes).
     non_members_said: HashMap<PeerId, SaidAtMost>,
@@ -1014,6 +1018,9 @@ impl EventLoop {
                 }
                 _ = tokio::time::sleep_until(leave_deadline.unwrap_or_else(tokio::time::Instant::now)),
                     if leave_deadline.is_some() => {}
+            }
+            if !self.held_member_changes.is_empty() {
+                self.pass_on_held_member_changes();
             }
             if let Some(leaving) = &self.leaving
                 && (leaving.outstanding.is_empty()
@@ -1104,8 +1111,52 @@ impl EventLoop {
             {
                 self.left_still_here.insert(*peer, Instant::now());
             }
-            // A dropped receiver means nobody listens for events; that is allowed.
-            let _ = self.events.send(MeshEvent::Member(change)).await;
+            self.tell_member_change(change);
+        }
+    }
+
+    /// Tells the layer above of `change` without waiting on it: held, with any others held
+    /// before it, while its queue is full (a stalled layer above must not stop this loop and
+    /// its heartbeats), the latest change of each member only. At most one is held per
+    /// member of the table: bounded by the table's size.
+    fn tell_member_change(&mut self, change: MembershipChange) {
+        if self.held_member_changes.is_empty() {
+            match self.events.try_send(MeshEvent::Member(change)) {
+                Ok(()) => return,
+                // A dropped receiver means nobody listens for events; that is allowed.
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(MeshEvent::Member(change))) => {
+                    self.held_member_changes.push_back(change);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+            }
+        }
+        let peer = *change.peer();
+        match self
+            .held_member_changes
+            .iter_mut()
+            .find(|held| *held.peer() == peer)
+        {
+            Some(held) => *held = change,
+            None => self.held_member_changes.push_back(change),
+        }
+    }
+
+    /// Hands the layer above the membership changes held for it, as far as its queue has room.
+    fn pass_on_held_member_changes(&mut self) {
+        while let Some(change) = self.held_member_changes.pop_front() {
+            match self.events.try_send(MeshEvent::Member(change)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(MeshEvent::Member(change))) => {
+                    self.held_member_changes.push_front(change);
+                    return;
+                }
+                Err(_) => {
+                    self.held_member_changes.clear();
+                    return;
+                }
+            }
         }
     }
 

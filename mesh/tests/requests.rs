@@ -104,7 +104,11 @@ async fn wait_alive(node: &mesh::MeshHandle, peer: mesh::PeerId) {
 }
 
 async fn is_alive(node: &mesh::MeshHandle, peer: mesh::PeerId) -> bool {
-    let status = node.status().await.expect("status");
+    // A node whose loop stopped does not answer at all.
+    let status = tokio::time::timeout(Duration::from_secs(5), node.status())
+        .await
+        .expect("the node's loop answers")
+        .expect("status");
     status
         .members
         .iter()
@@ -158,6 +162,15 @@ async fn a_node_whose_job_handling_is_stalled_stays_alive_and_says_busy() {
         Err(e) => assert!(e.to_string().contains("busy"), "{e}"),
         Ok(reply) => panic!("taken: {reply:?}"),
     }
+    // A node joins meanwhile: a membership change the stalled node's queue has no room for.
+    let addr = mesh::multiaddr_with_peer(format!("/memory/{base}").parse().unwrap(), stalled_id);
+    let mut late = mesh::start(config("late", base + 2, vec![addr]))
+        .await
+        .expect("the late node starts");
+    let late_id = late.handle.local_peer_id();
+    let late_handle = late.handle.clone();
+    tokio::spawn(async move { while late.events.recv().await.is_some() {} });
+    wait_alive(&stalled.handle, late_id).await;
     // Heartbeats go on: over many heartbeat intervals (three without one expire it), the
     // stalled node is alive all along.
     for _ in 0..20 {
@@ -167,8 +180,9 @@ async fn a_node_whose_job_handling_is_stalled_stays_alive_and_says_busy() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert!(is_alive(&late_handle, stalled_id).await);
     drop(stalled.events);
-    for node in [&asker.handle, &stalled.handle] {
+    for node in [&asker.handle, &late_handle, &stalled.handle] {
         let _ = node.shutdown().await;
     }
 }
