@@ -9,8 +9,9 @@ use crate::{Failure, output};
 
 pub const LONG_ABOUT: &str = "\
 Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT,
-SIGTERM or SIGHUP make it tell the mesh it is leaving, then exit; a second one while it leaves
-stops it at once).
+SIGTERM or SIGHUP make it start no further job, let the jobs running finish for up to 10 s,
+tell the mesh it is leaving, ask the jobs still running to end (SIGTERM, SIGKILL 5 s later),
+then exit; a second one while it stops stops it and its jobs at once).
 
 The first run creates the node's identity in the state directory, and joins a mesh: the one of
 --token; with --open, a mesh without a key; with neither, a new mesh with its own key (--peer
