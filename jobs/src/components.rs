@@ -28,6 +28,7 @@ use crate::{
     template::{self, Vars},
 };
 
+pub use cross_node::query_value_sent;
 use cross_node::{job_wait, query, query_wait};
 pub use files::{remove_interrupted_landing, remove_stale_landings};
 use files::{transfer, workdir};

@@ -788,6 +788,15 @@ mod tests {
     }
 
     /// Waits until group `pgid` holds a live process besides its leader.
+    /// Waits until `done` holds; fails with `what` after 5 s.
+    fn within_5_s(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_for_child_in(pgid: u32) {
         wait_for_others_in(pgid, 1);
     }
@@ -1255,11 +1264,7 @@ mod tests {
         assert_eq!(log.stop_all(), vec![stubborn.id()]);
         stubborn.wait().unwrap();
         log.ended(stubborn.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !log.jobs_ended() {
-            assert!(Instant::now() < deadline, "the stubborn group lives on");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within_5_s("the stubborn group lives on", || log.jobs_ended());
     }
 
     /// A job's shell that ends at once on SIGTERM while a child of it still cleans up: the
@@ -1284,11 +1289,9 @@ mod tests {
         // The shell is gone; the child that ignores SIGTERM is not.
         assert!(!log.jobs_ended());
         assert_eq!(log.stop_all(), vec![job.id()]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while group_alive(job.id()) || !log.jobs_ended() {
-            assert!(Instant::now() < deadline, "the child lives on");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within_5_s("the child lives on", || {
+            !group_alive(job.id()) && log.jobs_ended()
+        });
     }
 
     /// A job whose cleanup starts a process of its own and ends: that process is the job's
@@ -1322,11 +1325,9 @@ mod tests {
         assert!(group_alive(job.id()));
         assert!(!log.jobs_ended());
         assert_eq!(log.stop_all(), vec![job.id()]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while group_alive(job.id()) || !log.jobs_ended() {
-            assert!(Instant::now() < deadline, "the trap's process lives on");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        within_5_s("the trap's process lives on", || {
+            !group_alive(job.id()) && log.jobs_ended()
+        });
     }
 
     /// The next start tells a clean stop (which stopped the jobs running) from a crash, once:

@@ -8,13 +8,31 @@ use tokio::time::Instant;
 
 use super::{Context, Finished};
 
+/// What a QUERY job's success prints: the value it sent, `{NAME: value}` as JSON.
+fn query_output(name: &str, value: &Value) -> String {
+    serde_json::json!({ name: value }).to_string()
+}
+
+/// The value a QUERY job's success says it sent (its output, see [`query_output`]); none if
+/// the output is not that (cut short, or of another release).
+pub fn query_value_sent(stdout: &str) -> Option<(String, Value)> {
+    let Value::Object(map) = serde_json::from_str(stdout.trim()).ok()? else {
+        return None;
+    };
+    let mut entries = map.into_iter();
+    match (entries.next(), entries.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
+}
+
 pub(super) async fn query(name: &str, no_wait: bool, ctx: &Context<'_>) -> Finished {
     let Some(coordinator) = ctx.coordinator else {
         return Finished::fail("QUERY needs a mesh to ask", "");
     };
     // The value as this run sees it (its own ARG, whatever another run set since).
     let value = ctx.args().get(name).cloned().unwrap_or(Value::Null);
-    let own = serde_json::json!({ name: value }).to_string();
+    let own = query_output(name, &value);
     let lent = (!no_wait).then(|| ctx.lend_queue());
     let asked = coordinator.query(ctx.job_id, name, value, !no_wait);
     let Ok(answer) = tokio::time::timeout_at(ctx.deadline, asked).await else {
@@ -227,6 +245,24 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+
+    /// A QUERY's success says its value as `{NAME: value}`, read back as it was sent;
+    /// anything else says none.
+    #[test]
+    fn the_value_a_query_sent_is_read_from_its_output() {
+        let sent = serde_json::json!([1, "a"]);
+        assert_eq!(
+            query_value_sent(&format!("{}\n", query_output("release", &sent))),
+            Some(("release".to_string(), sent))
+        );
+        assert_eq!(
+            query_value_sent(&query_output("n", &Value::Null)),
+            Some(("n".to_string(), Value::Null))
+        );
+        for not_one in ["", "{}", "{\"a\":1,\"b\":2}", "[1]", "{\"a\":1", "3"] {
+            assert_eq!(query_value_sent(not_one), None, "{not_one}");
+        }
+    }
     use crate::{
         cache::{Cache, DEFAULT_TTL},
         components::{BoxFuture, Coordinator},

@@ -315,12 +315,11 @@ impl Actor {
     /// A finished record, as it is now: from those closed lately (whose last writes may not
     /// be on disk yet), else from the store.
     pub(super) fn finished_record(&self, job_id: &str) -> Option<JobRecord> {
-        match self.closing.get(job_id) {
-            Some((record, _)) => Some(record.clone()),
-            // Purged, if the store still shows it: the purge is not on disk yet.
-            None if self.purge_barrier.is_some() => None,
-            None => self.store.record(job_id),
+        let (mut record, filled) = self.finished_record_head(job_id)?;
+        if !filled {
+            self.store.fill_results(std::slice::from_mut(&mut record));
         }
+        Some(record)
     }
 
     /// [`Actor::finished_record`], read from disk without its results (the bool: whether they
@@ -328,6 +327,7 @@ impl Actor {
     fn finished_record_head(&self, job_id: &str) -> Option<(JobRecord, bool)> {
         match self.closing.get(job_id) {
             Some((record, _)) => Some((record.clone(), true)),
+            // Purged, if the store still shows it: the purge is not on disk yet.
             None if self.purge_barrier.is_some() => None,
             None => self
                 .store
@@ -434,7 +434,7 @@ impl Actor {
         // set does not wait for it for ever.
         let value_in_result =
             (real && record.verb == "QUERY" && outcome.state == ResultState::Success)
-                .then(|| query_value_of(&outcome.stdout))
+                .then(|| jobs::components::query_value_sent(&outcome.stdout))
                 .flatten();
         let replace = match record.results.get(&name) {
             None => true,
@@ -570,19 +570,6 @@ impl Actor {
     }
 }
 
-/// The value a QUERY job's success says it sent: its stdout, `{NAME: value}` (none if the
-/// output is not that: cut short, or of another release).
-fn query_value_of(stdout: &str) -> Option<(String, serde_json::Value)> {
-    let serde_json::Value::Object(map) = serde_json::from_str(stdout.trim()).ok()? else {
-        return None;
-    };
-    let mut entries = map.into_iter();
-    match (entries.next(), entries.next()) {
-        (Some(one), None) => Some(one),
-        _ => None,
-    }
-}
-
 /// Whether a result has a record to go into ([`Actor::hold_record_for_result`]).
 enum Held {
     /// Its record is held in memory.
@@ -591,25 +578,4 @@ enum Held {
     No,
     /// This node has no trace of its run: neither open, nor stored, nor a record of the job.
     UnknownRun,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A QUERY's success says its value as `{NAME: value}`; anything else says none.
-    #[test]
-    fn the_value_a_query_sent_is_read_from_its_output() {
-        assert_eq!(
-            query_value_of("{\"release\":[1,\"a\"]}\n"),
-            Some(("release".to_string(), serde_json::json!([1, "a"])))
-        );
-        assert_eq!(
-            query_value_of("{\"n\":null}"),
-            Some(("n".to_string(), serde_json::Value::Null))
-        );
-        for not_one in ["", "{}", "{\"a\":1,\"b\":2}", "[1]", "{\"a\":1", "3"] {
-            assert_eq!(query_value_of(not_one), None, "{not_one}");
-        }
-    }
 }
