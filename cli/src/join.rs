@@ -9,9 +9,9 @@ use crate::{Failure, output};
 
 pub const LONG_ABOUT: &str = "\
 Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT,
-SIGTERM or SIGHUP make it start no further job, let the jobs running finish for up to 10 s,
-tell the mesh it is leaving, ask the jobs still running to end (SIGTERM, SIGKILL 5 s later),
-then exit; a second one while it stops stops it and its jobs at once).
+SIGTERM or SIGHUP make it start no further job, let the jobs running finish for up to 10 s
+(--stop-grace), tell the mesh it is leaving, ask the jobs still running to end (SIGTERM,
+SIGKILL 5 s later), then exit; a second one while it stops stops it and its jobs at once).
 
 The first run creates the node's identity in the state directory, and joins a mesh: the one of
 --token; with --open, a mesh without a key; with neither, a new mesh with its own key (--peer
@@ -22,7 +22,7 @@ the identity and key, so a restarted node comes back with the same peer id.
 Settings come from flags, then DIRECTORD_MESH_* environment variables (an empty one sets
 nothing), then the --config YAML file (keys are the flags' long names: name, listen, peer,
 token, open, heartbeat-interval, socket-group, blob-retention, record-retention,
-allow-submitter, max-peers; and labels, a map of KEY: VALUE), then defaults.";
+allow-submitter, max-peers, stop-grace; and labels, a map of KEY: VALUE), then defaults.";
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {
@@ -101,6 +101,15 @@ pub struct JoinArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_peers: Option<String>,
 
+    /// How long a stop (SIGINT, SIGTERM, SIGHUP) lets the jobs running here finish on their
+    /// own, their results recorded and sent as any other's, before it asks them to end
+    /// (SIGTERM, then SIGKILL 5 s later; jobs not started yet run after the restart). 0 asks
+    /// at once; at most 24h. A service manager must wait longer than this plus 5 s plus a few
+    /// seconds to leave the mesh (systemd: TimeoutStopSec). Default: 10s.
+    /// [env: DIRECTORD_MESH_STOP_GRACE]
+    #[arg(long, value_name = "DURATION")]
+    stop_grace: Option<String>,
+
     /// YAML config file with the same settings. [env: DIRECTORD_MESH_CONFIG]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -161,6 +170,13 @@ impl JoinArgs {
                 .max_peers
                 .as_deref()
                 .map(|n| config::parse_max_peers(n).map_err(|e| input(format!("--max-peers: {e}"))))
+                .transpose()?,
+            stop_grace: self
+                .stop_grace
+                .as_deref()
+                .map(|d| {
+                    config::parse_stop_grace(d).map_err(|e| input(format!("--stop-grace: {e}")))
+                })
                 .transpose()?,
         })
     }

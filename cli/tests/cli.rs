@@ -108,6 +108,8 @@ fn help_explains_commands_and_settings() {
         "--socket-group",
         "--max-peers",
         "DIRECTORD_MESH_MAX_PEERS",
+        "--stop-grace",
+        "DIRECTORD_MESH_STOP_GRACE",
         "DIRECTORD_MESH_TOKEN",
         "join-token",
     ] {
@@ -133,6 +135,11 @@ fn bad_join_settings_exit_2_with_the_reason() {
         &["--state-dir", sd, "join", "--peer", "nonsense"],
         2,
         &["--peer", "nonsense"],
+    );
+    fails(
+        &["--state-dir", sd, "join", "--stop-grace", "2d"],
+        2,
+        &["--stop-grace: 2d is longer than 24 h"],
     );
     // --peer without a token, from a state directory of no mesh: a new key could never join.
     fails(

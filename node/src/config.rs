@@ -37,6 +37,12 @@ pub const DEFAULT_BLOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// (`--record-retention`).
 pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// How long a stop lets the jobs running finish on their own by default (`--stop-grace`).
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The longest `--stop-grace` takes.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(24 * 3600);
+
 /// The fewest peers `--max-peers` takes: the most peers gossip keeps in a topic's mesh
 /// ([`mesh::tuning::MESH_N_HIGH`]), which are never closed, and no fewer than the members a
 /// node dials to stay in the mesh ([`mesh::tuning::DEFAULT_TARGET_PEERS`]). Below it the
@@ -120,6 +126,8 @@ pub struct JoinOptions {
     pub allow_submitters: Vec<PeerId>,
     /// Connected peers above which idle connections are closed (`--max-peers`).
     pub max_peers: Option<usize>,
+    /// How long a stop lets running jobs finish on their own (`--stop-grace`; zero: not at all).
+    pub stop_grace: Option<Duration>,
     /// Where `open` and `token` were set, to name both should they contradict each other
     /// (`None`: not set in this layer, or set by hand, as the command line's flags are).
     pub open_from: Option<Source>,
@@ -127,7 +135,7 @@ pub struct JoinOptions {
 }
 
 /// The environment variables `join` reads, in the order `--help` lists them.
-pub const JOIN_ENV: [&str; 12] = [
+pub const JOIN_ENV: [&str; 13] = [
     "DIRECTORD_MESH_NAME",
     "DIRECTORD_MESH_LISTEN",
     "DIRECTORD_MESH_PEER",
@@ -140,6 +148,7 @@ pub const JOIN_ENV: [&str; 12] = [
     "DIRECTORD_MESH_RECORD_RETENTION",
     "DIRECTORD_MESH_ALLOW_SUBMITTERS",
     "DIRECTORD_MESH_MAX_PEERS",
+    "DIRECTORD_MESH_STOP_GRACE",
 ];
 
 /// The config file's shape: the flags' long names, with `-` or `_`.
@@ -173,6 +182,8 @@ struct FileOptions {
     allow_submitter: Option<serde_yaml_ng::Value>,
     #[serde(alias = "max-peers")]
     max_peers: Option<serde_yaml_ng::Value>,
+    #[serde(alias = "stop-grace")]
+    stop_grace: Option<serde_yaml_ng::Value>,
 }
 
 /// What a YAML value is, in words, for an error that names what a setting got instead.
@@ -235,6 +246,7 @@ impl JoinOptions {
             records,
             submitters,
             max_peers,
+            stop_grace,
         ] = JOIN_ENV;
         let list = |v: String| -> Vec<String> {
             v.split(',')
@@ -280,6 +292,9 @@ impl JoinOptions {
         }
         if let Some(v) = get(max_peers) {
             o.max_peers = Some(parse_max_peers_in(&v, &Source::Env(max_peers))?);
+        }
+        if let Some(v) = get(stop_grace) {
+            o.stop_grace = Some(parse_stop_grace_in(&v, &Source::Env(stop_grace))?);
         }
         Ok(o)
     }
@@ -382,6 +397,10 @@ impl JoinOptions {
                 .max_peers
                 .map(|v| parse_max_peers_in(&scalar(v, "max-peers")?, &source))
                 .transpose()?,
+            stop_grace: file
+                .stop_grace
+                .map(|v| parse_stop_grace_in(&scalar(v, "stop-grace")?, &source))
+                .transpose()?,
             open_from,
             token_from,
         })
@@ -421,6 +440,7 @@ impl JoinOptions {
                 self.allow_submitters
             },
             max_peers: self.max_peers.or(lower.max_peers),
+            stop_grace: self.stop_grace.or(lower.stop_grace),
         }
     }
 
@@ -488,6 +508,7 @@ impl JoinOptions {
                     .unwrap_or(mesh::network::DEFAULT_CONNECTION_BUDGET),
                 ..Default::default()
             },
+            stop_grace: self.stop_grace.unwrap_or(DEFAULT_STOP_GRACE),
         })
     }
 
@@ -578,6 +599,9 @@ pub struct NodeConfig {
     /// How many peers the node stays connected to before it closes idle connections
     /// (`--max-peers` sets how many).
     pub connection_budget: mesh::network::ConnectionBudget,
+    /// How long a stop lets the jobs running finish on their own before it asks them to end
+    /// (`--stop-grace`; zero asks at once).
+    pub stop_grace: Duration,
 }
 
 impl NodeConfig {
@@ -600,6 +624,7 @@ impl NodeConfig {
             jobs_thread: false,
             allow_submitters: Vec::new(),
             connection_budget: Default::default(),
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }
@@ -788,6 +813,29 @@ fn parse_max_peers_in(text: &str, source: &Source) -> Result<usize, ConfigError>
     parse_max_peers(text).map_err(|reason| ConfigError::Invalid {
         origin: source.clone(),
         setting: "max-peers".into(),
+        reason,
+    })
+}
+
+/// Parses `--stop-grace`: a duration from 0 (running jobs are asked to end at once) to
+/// [`MAX_STOP_GRACE`].
+pub fn parse_stop_grace(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > MAX_STOP_GRACE {
+        return Err(format!(
+            "{} is longer than {} h, the longest a stop waits for running jobs (a second \
+             signal stops them at once anyway)",
+            text.trim(),
+            MAX_STOP_GRACE.as_secs() / 3600
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_stop_grace_in(text: &str, source: &Source) -> Result<Duration, ConfigError> {
+    parse_stop_grace(text).map_err(|reason| ConfigError::Invalid {
+        origin: source.clone(),
+        setting: "stop-grace".into(),
         reason,
     })
 }

@@ -54,11 +54,6 @@ pub const VERSION: &str = concat!(
 /// (systemd: 90 s).
 const JOB_STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// How long a clean stop lets the jobs running finish on their own (their results recorded
-/// and sent as any other's) before it asks them to end: a routine restart between two short
-/// jobs of a parent cuts none of them short (the rest of the parent runs after the restart).
-const JOB_FINISH_GRACE: Duration = Duration::from_secs(10);
-
 /// How often the addresses of alive members are saved for the next start.
 const SAVE_PEERS_EVERY: Duration = Duration::from_secs(30);
 /// Least time between two saves of the member addresses.
@@ -106,6 +101,11 @@ pub struct Node {
     mesh_task: JoinHandle<()>,
     /// The process groups of the jobs running here, stopped at shutdown.
     processes: Arc<ProcessLog>,
+    /// How long a clean stop lets the jobs running finish on their own (their results recorded
+    /// and sent as any other's) before it asks them to end: a routine restart between two
+    /// short jobs of a parent cuts none of them short (the rest of the parent runs after the
+    /// restart). `join --stop-grace`.
+    stop_grace: Duration,
 }
 
 /// A node's state directory, kept locked as long as this is held, past the node's shutdown.
@@ -427,6 +427,7 @@ impl Node {
             mesh_key_created,
             listen_addrs: status.listen_addrs,
             control_socket: config.control_socket,
+            stop_grace: config.stop_grace,
             tasks,
             mesh_task: mesh.task,
             processes,
@@ -536,18 +537,18 @@ impl Node {
     /// Leaves the mesh cleanly: goodbye to the peers, member addresses saved, socket removed.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         // Queued jobs stay queued (they run after the restart); those running are given
-        // JOB_FINISH_GRACE to finish and have their outcome taken in (a node whose database
+        // `stop_grace` to finish and have their outcome taken in (a node whose database
         // fails keeps nothing more: its jobs are stopped at once), then stopped below.
         self.processes.halt();
         let running = self.processes.jobs_in_flight();
-        if running > 0 && !self.store.has_failed() {
+        if running > 0 && !self.store.has_failed() && !self.stop_grace.is_zero() {
             info!(
                 jobs = running,
-                "waiting up to {} s for the jobs still running to finish (another signal stops \
-                 them at once)",
-                JOB_FINISH_GRACE.as_secs()
+                "waiting up to {:?} for the jobs still running to finish (another signal \
+                 stops them at once)",
+                self.stop_grace
             );
-            let deadline = tokio::time::Instant::now() + JOB_FINISH_GRACE;
+            let deadline = tokio::time::Instant::now() + self.stop_grace;
             while self.processes.jobs_in_flight() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

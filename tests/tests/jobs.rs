@@ -1005,11 +1005,17 @@ fn a_submitter_restarted_after_a_crash_runs_its_own_jobs_still_queued() {
 /// the shell itself ended (the grace waits for the job's processes, not its shell). The job
 /// is reported interrupted once its node is back, as a crash's are, and nothing of it is
 /// cached: the same job submitted again runs (its shell's `exit 0` on SIGTERM, taken in while
-/// the node waited for the child, was cached a success).
+/// the node waited for the child, was cached a success). With `--stop-grace 0` the node asks
+/// at once, not after letting the job run on.
 #[test]
 fn a_clean_stop_lets_a_running_job_clean_up() {
     let root = root();
-    let mut nodes = mesh_of(root.path(), 1);
+    let mut nodes = e2e_tests::isolated_mesh_with(
+        root.path(),
+        1,
+        Duration::from_secs(20),
+        &["--stop-grace", "0"],
+    );
     let started = root.path().join("started");
     let cleaned = root.path().join("cleaned");
     let command = format!(
@@ -1032,7 +1038,8 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
         "{log}"
     );
     assert!(
-        log.contains("asked the jobs still running to end (SIGTERM)"),
+        log.contains("asked the jobs still running to end (SIGTERM)")
+            && !log.contains("waiting up to"),
         "{log}"
     );
     nodes[0].restart();
@@ -1077,7 +1084,7 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
     assert!(nodes[1].terminate().success());
     let log = nodes[1].log();
     assert!(
-        log.contains("waiting up to 10 s for the jobs still running to finish"),
+        log.contains("waiting up to 10s for the jobs still running to finish"),
         "{log}"
     );
     assert!(
@@ -1104,6 +1111,45 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
     );
     assert_eq!(second["results"][&target]["state"], "success", "{second}");
     assert_eq!(stdout_on(&second, &target), "second", "{second}");
+}
+
+/// `--stop-grace` sets how long a stop lets running jobs finish: past it, a job still running
+/// is asked to end (and reported interrupted once the node is back), however long the default.
+#[test]
+fn a_stop_grace_shorter_than_a_job_asks_it_to_end() {
+    let root = root();
+    let mut nodes = e2e_tests::isolated_mesh_with(
+        root.path(),
+        1,
+        Duration::from_secs(20),
+        &["--stop-grace", "1s"],
+    );
+    let started = root.path().join("started");
+    let o = nodes[0].cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        &format!("--skip-cache touch {}; sleep 30", started.display()),
+    ]);
+    let job_id = e2e_tests::submitted_job_id(&o);
+    wait_for(Duration::from_secs(20), "the job to start", || {
+        started.exists().then_some(())
+    });
+    assert!(nodes[0].terminate().success());
+    let log = nodes[0].log();
+    assert!(
+        log.contains("waiting up to 1s for the jobs still running to finish")
+            && log.contains("asked the jobs still running to end (SIGTERM)"),
+        "{log}"
+    );
+    nodes[0].restart();
+    let name = nodes[0].name.clone();
+    let r = wait_for_record(&nodes, &job_id, "the job reported", |r| {
+        r["results"][&name].is_object()
+    });
+    assert_eq!(r["results"][&name]["state"], "failed", "{r}");
+    let info = r["results"][&name]["info"].as_str().unwrap_or_default();
+    assert!(info.starts_with("interrupted"), "{r}");
 }
 
 /// A second signal while a clean stop waits for its jobs to end stops them at once: a job

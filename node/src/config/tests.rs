@@ -450,7 +450,8 @@ fn the_config_file_is_named_by_the_flag_or_the_variable() {
 #[test]
 fn empty_variables_count_as_unset() {
     let file = "name: from-file\nlisten: 127.0.0.1:1000\nopen: true\nheartbeat-interval: 7\n\
-                blob-retention: 2h\nrecord-retention: 7d\nsocket-group: wheel\nmax-peers: 30\n";
+                blob-retention: 2h\nrecord-retention: 7d\nsocket-group: wheel\nmax-peers: 30\n\
+                stop-grace: 3s\n";
     for value in ["", "  "] {
         let unset: Vec<(&str, &str)> = JOIN_ENV.iter().map(|k| (*k, value)).collect();
         assert_eq!(
@@ -467,6 +468,7 @@ fn empty_variables_count_as_unset() {
         assert_eq!(c.record_retention, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(c.socket_group.as_deref(), Some("wheel"));
         assert_eq!(c.connection_budget.max_peers, 30);
+        assert_eq!(c.stop_grace, Duration::from_secs(3));
     }
 }
 
@@ -610,6 +612,64 @@ fn max_peers_out_of_range_or_not_a_number_is_refused() {
             "{text}: {e}"
         );
     }
+}
+
+/// `stop-grace` comes from any layer, the first that says winning; 0 is taken (jobs are asked
+/// to end at once), the default is 10 s.
+#[test]
+fn stop_grace_layers_and_defaults_to_ten_seconds() {
+    let c = layers(JoinOptions::default(), &[], "").unwrap();
+    assert_eq!(c.stop_grace, DEFAULT_STOP_GRACE);
+    assert_eq!(DEFAULT_STOP_GRACE, Duration::from_secs(10));
+    let c = layers(JoinOptions::default(), &[], "stop-grace: 2m\n").unwrap();
+    assert_eq!(c.stop_grace, Duration::from_secs(120));
+    let c = layers(JoinOptions::default(), &[], "stop_grace: 45\n").unwrap();
+    assert_eq!(c.stop_grace, Duration::from_secs(45));
+    let envs = [("DIRECTORD_MESH_STOP_GRACE", "0")];
+    let c = layers(JoinOptions::default(), &envs, "stop-grace: 2m\n").unwrap();
+    assert_eq!(c.stop_grace, Duration::ZERO);
+    let flags = JoinOptions {
+        stop_grace: Some(parse_stop_grace("1h30m").unwrap()),
+        ..Default::default()
+    };
+    let c = layers(flags, &envs, "stop-grace: 2m\n").unwrap();
+    assert_eq!(c.stop_grace, Duration::from_secs(5400));
+    assert_eq!(parse_stop_grace("24h"), Ok(MAX_STOP_GRACE));
+}
+
+/// A grace that is no duration, or longer than a day, is refused and named where it was set.
+#[test]
+fn stop_grace_not_a_duration_or_too_long_is_refused() {
+    for (text, said) in [
+        ("forever", "'forever' is not a duration"),
+        ("-5", "'-5' is not a duration"),
+        ("25h", "25h is longer than 24 h"),
+        ("2d", "2d is longer than 24 h"),
+    ] {
+        let e = parse_stop_grace(text).unwrap_err();
+        assert!(e.contains(said), "{text}: {e}");
+    }
+    let e = layers(
+        JoinOptions::default(),
+        &[("DIRECTORD_MESH_STOP_GRACE", "soon")],
+        "",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("DIRECTORD_MESH_STOP_GRACE")
+            && e.contains("stop-grace")
+            && e.contains("'soon' is not a duration"),
+        "{e}"
+    );
+    let e = layers(JoinOptions::default(), &[], "stop-grace: [10]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("config file /etc/dm.yaml")
+            && e.contains("stop-grace: expected a string or number, found a list"),
+        "{e}"
+    );
 }
 
 #[test]
