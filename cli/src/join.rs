@@ -85,7 +85,9 @@ pub struct JoinArgs {
     /// Take jobs only from this submitter (a peer id, whole: `manage --list-nodes --json` shows
     /// each node's; the `status` table shortens them), besides this node
     /// itself. Repeatable. A run from any other node is answered with each of its jobs failed as
-    /// refused, and nothing runs. Default: jobs from any member of the mesh.
+    /// refused, and nothing runs (past 1000 refused runs of one submitter within an hour, its
+    /// further runs go unanswered until the hour is over). Default: jobs from any member of the
+    /// mesh.
     /// [env: DIRECTORD_MESH_ALLOW_SUBMITTERS, comma-separated]
     #[arg(long = "allow-submitter", value_name = "PEER_ID")]
     allow_submitters: Vec<String>,

@@ -38,6 +38,7 @@ use tracing::{debug, warn};
 mod coordinate;
 mod housekeeping;
 mod notices;
+mod refusals;
 mod restore;
 mod submitted;
 mod target;
@@ -329,6 +330,7 @@ impl Runs {
                 .iter()
                 .map(|p| NodeId(p.to_string()))
                 .collect(),
+            refusals: Default::default(),
             next_blob_sweep: Instant::now(),
             next_accepted_sweep: Instant::now(),
             record_retention,
@@ -466,6 +468,8 @@ struct Actor {
     blob_retention: Option<Duration>,
     /// Submitters whose runs this node takes, besides its own; empty: any member's.
     allow_submitters: HashSet<NodeId>,
+    /// How many runs each submitter got refused lately: past a budget, no more are stored.
+    refusals: refusals::RefusalBudget,
     next_blob_sweep: Instant,
     /// When [`Actor::forget_accepted_runs`] runs next.
     next_accepted_sweep: Instant,

@@ -1117,3 +1117,87 @@ async fn inline_files_past_the_limits_are_left_out() {
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
 }
+
+/// A member a node does not take jobs from (`--allow-submitter`) gets its runs refused, each
+/// refusal stored and answered; past the hour's budget of refusals its further runs are
+/// dropped unanswered, so it cannot fill the node's disk with runs sent only to be refused. A
+/// run refused before is still answered when sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_runs_past_the_hours_budget_are_dropped() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let submitter = node(dirs[0].path(), "submitter", None).await;
+    let mut cfg = NodeConfig::in_memory(dirs[1].path().to_path_buf(), "target");
+    cfg.heartbeat_interval = Duration::from_secs(1);
+    let token = submitter.join_token().clone();
+    cfg.bootstrap = token.peers.clone();
+    cfg.mesh_key_choice = MeshKeyChoice::Key(token.mesh_key.expect("mesh has a key"));
+    cfg.allow_submitters = vec![submitter.peer_id()];
+    let target = Node::start(cfg).await.expect("node starts");
+    let (rogue, mut heard) = rogue(&submitter).await;
+    wait_alive(&target, 3).await;
+    // The refusals' answers are taken as they come (a rogue that stopped listening would hold
+    // the target's result sends up).
+    let (first_tx, first) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let outcome = result_of(&mut heard, "refused-job-0").await;
+        let _ = first_tx.send(outcome);
+        while heard.recv().await.is_some() {}
+    });
+    // Sent many at a time: each is answered once its refusal is on disk, and those stored
+    // together share a commit.
+    use futures::StreamExt;
+    let budget = 1000;
+    let replies: Vec<JobReply> = futures::stream::iter(0..budget)
+        .map(|i| {
+            let run = rogue_run(
+                &rogue,
+                &target,
+                &format!("refused-run-{i}"),
+                &format!("refused-job-{i}"),
+                "true",
+            );
+            let (rogue, to) = (rogue.clone(), target.peer_id());
+            async move { send(&rogue, to, &JobMessage::Deliver(Box::new(run))).await }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    assert!(replies.iter().all(|r| *r == JobReply::Ok), "{replies:?}");
+    let outcome = first.await.expect("the target reported the first run");
+    assert!(
+        outcome
+            .info
+            .starts_with("refused: target takes jobs only from"),
+        "{outcome:?}"
+    );
+    let over = rogue_run(
+        &rogue,
+        &target,
+        "refused-run-over",
+        "refused-job-over",
+        "true",
+    );
+    let reply = send(
+        &rogue,
+        target.peer_id(),
+        &JobMessage::Deliver(Box::new(over)),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        JobReply::Refused("run dropped: too many runs of its submitter refused here lately".into())
+    );
+    // A resend of a run refused before is answered as before.
+    let again = rogue_run(&rogue, &target, "refused-run-7", "refused-job-7", "true");
+    assert_eq!(
+        send(
+            &rogue,
+            target.peer_id(),
+            &JobMessage::Deliver(Box::new(again))
+        )
+        .await,
+        JobReply::Ok
+    );
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}

@@ -101,6 +101,7 @@ impl Actor {
     /// more (no job pending, no result undelivered).
     pub(super) fn forget_accepted_runs(&mut self) {
         let (now_unix_ms, now) = (now_ms(), Instant::now());
+        self.refusals.prune(now);
         let store = &self.store;
         let outbox = &self.outbox;
         self.accepted.retain(|run_id, a| {

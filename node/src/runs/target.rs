@@ -15,6 +15,7 @@ use jobs::{
 use mesh::{PeerId, wire};
 use tracing::{debug, warn};
 
+use super::refusals::{REFUSED_RUNS_PER_HOUR, Verdict};
 use super::{
     AcceptedRun, Actor, Input, JobFile, MAX_JOB_MESSAGE_READ, REMEMBER_RUNS, Refusal, SETTLE_EVERY,
     TOO_OLD_TO_RUN, TOUCH_EVERY, encode, now_ms, transfer_file,
@@ -42,7 +43,8 @@ pub(super) fn results_message(results: Vec<JobResult>) -> Option<Vec<u8>> {
     encode(&JobMessage::Results(results))
 }
 
-/// A run dropped as a member breaking the protocol sent it, and why.
+/// A run dropped, and why: a member breaking the protocol sent it, or one whose refused runs
+/// this node stores no more of for now ([`super::refusals`]).
 #[derive(Debug)]
 pub(super) struct Dropped(pub(super) &'static str);
 
@@ -110,6 +112,21 @@ impl Actor {
             None
         };
         if let Some(refusal) = refusal {
+            match self.refusals.take(&run.originator, Instant::now()) {
+                Verdict::Store => {}
+                Verdict::FirstDropped => {
+                    warn!(originator = %run.originator, "refused {REFUSED_RUNS_PER_HOUR} runs of this submitter within the hour: its further runs are dropped unanswered until the hour is over (its jobs for this node are then written off as unreachable)");
+                    return Err(Dropped(
+                        "too many runs of its submitter refused here lately",
+                    ));
+                }
+                Verdict::Dropped => {
+                    debug!(run = %run.run_id, originator = %run.originator, "dropped a run: too many of its submitter refused here lately");
+                    return Err(Dropped(
+                        "too many runs of its submitter refused here lately",
+                    ));
+                }
+            }
             self.refuse(
                 &run,
                 work.iter()
