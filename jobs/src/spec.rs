@@ -597,7 +597,7 @@ fn run(input: &VerbInput) -> Result<Component, String> {
     })
 }
 
-/// ARG and ENV: one KEY and the rest of the line as its VALUE, read as YAML.
+/// ARG and ENV: one KEY and the rest of the line as its VALUE ([`yaml_value`]).
 fn arg_or_env(input: &VerbInput) -> Result<Component, String> {
     let (verb, p) = (input.verb, input.p);
     let Some(key) = p.rest.first() else {
@@ -819,13 +819,28 @@ fn parse_seconds(text: &str, what: &str) -> Result<f64, String> {
         })
 }
 
-/// A value as YAML reads it (`1` → number, `[a]` → list, `{a: b}` → map, `null` or `~` →
-/// null), else the text itself (an empty value, or a comment, is text: no value was written).
+/// A value as Directord reads one (Python literals, here in YAML's spelling): a list or map
+/// written in brackets or braces (`[a, 1]`, `{a: b}`), a quoted string (`'a b'`), or a plain
+/// number, boolean or null (`1`, `1.5`, `true`, `null`, `~`) is that value; anything else is
+/// the text as written. So `Note: disk full`, `- a`, `hello #1` or `&x y` stay text, not a
+/// map, a list, `hello` or `y`: YAML's block syntax, comments, anchors and tags are not read.
 pub fn yaml_value(text: &str) -> Value {
-    match serde_yaml_ng::from_str::<Value>(text) {
-        Ok(Value::Null) if matches!(text.trim(), "null" | "Null" | "NULL" | "~") => Value::Null,
-        Ok(Value::Null) | Err(_) => Value::String(text.to_string()),
-        Ok(v) => v,
+    let as_written = || Value::String(text.to_string());
+    let trimmed = text.trim();
+    let Ok(read) = serde_yaml_ng::from_str::<Value>(trimmed) else {
+        return as_written();
+    };
+    match trimmed.chars().next() {
+        Some('[') if read.is_array() => read,
+        Some('{') if read.is_object() => read,
+        Some('"' | '\'') if read.is_string() => read,
+        // A plain value without a comment, read as one token.
+        _ if trimmed.contains('#') => as_written(),
+        _ => match read {
+            Value::Null if matches!(trimmed, "null" | "Null" | "NULL" | "~") => Value::Null,
+            Value::Bool(_) | Value::Number(_) => read,
+            _ => as_written(),
+        },
     }
 }
 

@@ -132,6 +132,27 @@ fn arg_values_are_yaml() {
     assert_eq!(value("k null"), json!(null));
     assert_eq!(value("k ~"), json!(null));
     assert_eq!(value("k # not a value"), json!("# not a value"));
+    // Only brackets, braces and quotes make a list, map or string of YAML's; a plain value
+    // with a comment, block syntax, anchors or tags is the text as written.
+    assert_eq!(value("k 'a  b'"), json!("a  b"));
+    assert_eq!(value(r#"k "x\ty""#), json!("x\ty"));
+    assert_eq!(value("k {a: [1, 2]}"), json!({"a": [1, 2]}));
+    for text in [
+        "Note: disk full",
+        "hello #1",
+        "5 # five",
+        "- a",
+        "&anchor value",
+        "!!str 5",
+        "? key",
+        "| text",
+        "> text",
+        "[unclosed",
+        "'a' b",
+        "{a: 1} tail",
+    ] {
+        assert_eq!(value(&format!("k {text}")), json!(text), "{text}");
+    }
     // Nesting the parser would take minutes to refuse is refused at once.
     let deep = format!("k {}", "[".repeat(100_000));
     assert!(

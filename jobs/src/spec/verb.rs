@@ -118,8 +118,9 @@ impl Verb {
             }
             Verb::Echo => "Return TEXT as the job's output.",
             Verb::Arg => {
-                "Cache KEY = VALUE as an arg on each target, for templates. VALUE is read as YAML: \
-                 numbers, lists ([a, b]) and maps ({a: b}) keep their type."
+                "Cache KEY = VALUE as an arg on each target, for templates. Numbers, true/false, \
+                 null, lists ([a, b]), maps ({a: b}) and quoted strings ('a  b') keep their type; \
+                 any other VALUE is the text as written (`Note: disk full`, `hello #1`)."
             }
             Verb::Env => {
                 "Cache KEY = VALUE as an environment variable for later RUN jobs on each target."
