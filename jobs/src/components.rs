@@ -498,6 +498,12 @@ mod tests {
         let f = run(&wait(crate::spec::WaitFor::Seconds(0.1)), &ctx).await;
         assert!(f.success && f.stdout == "waited 0.1 s", "{f:?}");
 
+        // A wait as long as the timeout fits it (the wait starts a moment after the job's
+        // clock): `WAIT --seconds 600` under the default timeout of 600 s succeeds.
+        ctx.deadline = Instant::now() + Duration::from_millis(300);
+        let f = run(&wait(crate::spec::WaitFor::Seconds(0.3)), &ctx).await;
+        assert!(f.success && f.stdout == "waited 0.3 s", "{f:?}");
+
         let started = Instant::now();
         ctx.deadline = started + Duration::from_millis(1500);
         let retried = crate::spec::WaitFor::Command {

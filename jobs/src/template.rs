@@ -117,6 +117,10 @@ impl Object for Root {
     }
 }
 
+/// The most steps (instructions of the engine) one render takes: far above what a template
+/// over thousands of hosts needs, and a fraction of a second of work.
+pub const RENDER_FUEL: u64 = 20_000_000;
+
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -127,6 +131,9 @@ fn environment() -> &'static Environment<'static> {
         // escape them in a `.html` one.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // A render runs on the jobs' thread, where no timeout can stop it: a loop written too
+        // long fails its job instead of stalling every job of the node.
+        env.set_fuel(Some(RENDER_FUEL));
         if let Ok(syntax) = SyntaxConfig::builder().keep_trailing_newline(true).build() {
             env.set_syntax(syntax);
         }
@@ -161,6 +168,12 @@ pub fn render_named(name: &str, text: &str, args: &Vars) -> Result<String, Strin
             while let Some(s) = source {
                 msg.push_str(&format!(": {s}"));
                 source = s.source();
+            }
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                msg.push_str(&format!(
+                    " (it took more than {} million steps: a loop too long?)",
+                    RENDER_FUEL / 1_000_000
+                ));
             }
             if e.kind() == minijinja::ErrorKind::UndefinedError {
                 let missing = missing_args(text, args);
@@ -391,5 +404,20 @@ mod tests {
             .unwrap(),
             json!({"k": ["A", 1, {"x": "AA"}]})
         );
+    }
+
+    /// A render that would loop for minutes fails at once, saying why; a loop over thousands
+    /// of items renders.
+    #[test]
+    fn a_render_too_long_fails_instead_of_stalling() {
+        let args = Vars::from(json!({}));
+        let e = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            &args,
+        )
+        .unwrap_err();
+        assert!(e.contains("a loop too long?"), "{e}");
+        let out = render("{% for i in range(20000) %}{{ i }} {% endfor %}", &args).unwrap();
+        assert_eq!(out.split_whitespace().count(), 20000);
     }
 }

@@ -631,6 +631,10 @@ pub(super) fn kill_group(pgid: u32) {
     );
 }
 
+/// How far past the job's deadline a WAIT of seconds may end: the moment between the job's
+/// clock starting and the wait's.
+const WAIT_SLACK: Duration = Duration::from_millis(50);
+
 /// WAIT: for a time, or for a command to succeed; either ends at the job's deadline.
 pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {
     let started = tokio::time::Instant::now();
@@ -646,10 +650,13 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
     match wait {
         WaitFor::Seconds(s) => {
             let until = started + crate::spec::bounded_secs_f64(*s);
-            tokio::time::sleep_until(until.min(sh.deadline)).await;
-            if until > sh.deadline {
+            // The job's clock started a moment before the wait: a wait as long as the job's
+            // timeout fits it (it timed out, by microseconds).
+            if until > sh.deadline + WAIT_SLACK {
+                tokio::time::sleep_until(sh.deadline).await;
                 return timed_out(format!("before the wait of {s} s ended"));
             }
+            tokio::time::sleep_until(until).await;
             Finished::ok(format!("waited {s} s"), "")
         }
         WaitFor::Command {
