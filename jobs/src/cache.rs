@@ -933,7 +933,7 @@ pub fn merge(base: &mut Map<String, Value>, new: Map<String, Value>, extend: boo
 
 /// What the args a templated job of `spec` renders with are, as a digest: the values of the
 /// names its command, path or DEST reads, and every arg for a `--blueprint` file (its names
-/// are known only once it is here). `None` for a job without templates. A success cached with
+/// are known only once it is here) or a template that prints them all (`debug()`). `None` for a job without templates. A success cached with
 /// other args does not skip the job: a templated command whose ARG changed runs again
 /// (Directord skipped it, by a fingerprint of the job as written).
 pub fn rendered_with(spec: &crate::JobSpec, args: impl FnOnce() -> Vars) -> Option<Fingerprint> {
@@ -951,6 +951,10 @@ pub fn rendered_with(spec: &crate::JobSpec, args: impl FnOnce() -> Vars) -> Opti
     if templated.is_empty() && !every_arg {
         return None;
     }
+    let every_arg = every_arg
+        || templated
+            .iter()
+            .any(|t| crate::template::reads_every_arg(t));
     let args = args();
     let mut names = std::collections::BTreeSet::new();
     if every_arg {
@@ -1006,6 +1010,26 @@ mod tests {
 
     /// A cached outcome keeps the args it rendered with across a restart, and one written by
     /// a release before (no such field) still reads, as rendered without templates.
+    #[test]
+    fn a_template_printing_every_arg_depends_on_every_arg() {
+        let spec = |cmd: &str| match crate::JobSpec::parse("RUN", cmd, &Default::default()) {
+            Ok(crate::ParseOutcome::Spec(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let args = |zz: i64| Vars::from(json!({"a": 1, "zz": zz}));
+        // A command reading `a` alone does not depend on `zz`; one printing the context does.
+        let reads_a = spec("echo {{ a }}");
+        assert_eq!(
+            rendered_with(&reads_a, || args(1)),
+            rendered_with(&reads_a, || args(2))
+        );
+        let prints_all = spec("echo '{{ debug() }}'");
+        assert_ne!(
+            rendered_with(&prints_all, || args(1)),
+            rendered_with(&prints_all, || args(2))
+        );
+    }
+
     #[test]
     fn what_a_job_rendered_with_is_kept_and_old_rows_read() {
         #[derive(Serialize)]

@@ -1,7 +1,8 @@
 //! Inline arguments: the text after a verb, e.g. `--skip-cache --stdout-arg out echo "a  b"`.
 //!
-//! Splitting is shell-like: whitespace separates words, single quotes keep everything literal,
-//! double quotes keep whitespace and honour `\"` and `\\`, a backslash outside quotes escapes the
+//! Splitting is shell-like: ASCII whitespace separates words (a no-break or ideographic space
+//! is part of its word, as in the shell), single quotes keep everything literal, double quotes
+//! keep whitespace and honour `\"` and `\\`, a backslash outside quotes escapes the
 //! next character, and a template expression (`{{ name }}`) is part of its word, spaces and all.
 //! Unlike Directord, quoted whitespace is kept.
 //!
@@ -21,13 +22,13 @@ pub fn split(input: &str) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let mut chars = input.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
-        if c.is_whitespace() {
+        if c.is_ascii_whitespace() {
             chars.next();
             continue;
         }
         let mut text = String::new();
         while let Some(&(pos, c)) = chars.peek() {
-            if c.is_whitespace() {
+            if c.is_ascii_whitespace() {
                 break;
             }
             chars.next();
@@ -299,6 +300,12 @@ mod tests {
             vec!["say", "he said \"hi\""]
         );
         assert_eq!(texts("  spaced   out  "), vec!["spaced", "out"]);
+        assert_eq!(texts("a\tb\nc"), vec!["a", "b", "c"]);
+        // Other spaces are characters of their word, as the shell takes them.
+        assert_eq!(
+            texts("/tmp/x\u{3000}dir y\u{a0}z"),
+            vec!["/tmp/x\u{3000}dir", "y\u{a0}z"]
+        );
         assert_eq!(texts(r#"x"y z"w"#), vec!["xy zw"]);
         // Template expressions stay in their word; a lone brace is a character.
         assert_eq!(

@@ -290,6 +290,12 @@ fn parse_job(
             format!("expected `VERB: arguments`, found {}", kind(&job)),
         ));
     };
+    // What errors about `vars` call the job: its verb, wherever in the job it is written.
+    let label = map
+        .keys()
+        .map(key_text)
+        .find(|k| k != "vars" && k != "name")
+        .unwrap_or_else(|| "?".into());
     let mut verb = None;
     let mut vars = BTreeMap::new();
     for (k, v) in map {
@@ -298,7 +304,7 @@ fn parse_job(
             let serde_yaml_ng::Value::Mapping(m) = v else {
                 return Err(err(
                     n,
-                    Some((jn, "?".into())),
+                    Some((jn, label.clone())),
                     "vars: expected a mapping".into(),
                 ));
             };
@@ -307,7 +313,7 @@ fn parse_job(
                 if holds_non_finite(&vv) {
                     return Err(err(
                         n,
-                        Some((jn, "?".into())),
+                        Some((jn, label.clone())),
                         format!(
                             "vars: '{vk}' holds .nan or .inf, which no job can use (JSON has \
                              no such number)"
@@ -315,7 +321,7 @@ fn parse_job(
                     ));
                 }
                 let vv = serde_json::to_value(&vv)
-                    .map_err(|e| err(n, Some((jn, "?".into())), format!("vars: {e}")))?;
+                    .map_err(|e| err(n, Some((jn, label.clone())), format!("vars: {e}")))?;
                 vars.insert(vk, vv);
             }
         } else if key == "name" {
@@ -630,6 +636,16 @@ mod tests {
             error("- jobs: [RUN]\n").contains("job 1 (?): expected `VERB: arguments`, found text")
         );
         assert!(error("- jobs: [{RUN: x, ECHO: y}]\n").contains("exactly one verb"));
+        // `vars` errors name the job's verb, written before or after it.
+        assert_eq!(
+            error("- jobs:\n  - vars: [1]\n    RUN: echo\n"),
+            "bad.yaml: entry 1, job 1 (RUN): vars: expected a mapping"
+        );
+        assert!(
+            error("- jobs: [{vars: 3}]\n").contains("job 1 (?): vars: expected a mapping"),
+            "{}",
+            error("- jobs: [{vars: 3}]\n")
+        );
         assert!(
             error("- async: maybe\n  jobs: [{RUN: x}]\n")
                 .contains("async: 'maybe' is not a boolean")

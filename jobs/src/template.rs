@@ -206,6 +206,14 @@ pub fn names_used(text: &str) -> Option<std::collections::BTreeSet<String>> {
     )
 }
 
+/// Whether `text` calls something that sees every variable at once (`debug()` prints the
+/// whole context), so that its output depends on every arg, not only the names it reads.
+pub fn reads_every_arg(text: &str) -> bool {
+    let env = environment();
+    env.template_from_str(text)
+        .is_ok_and(|t| t.undeclared_variables(false).contains("debug"))
+}
+
 /// The top-level names `text` uses that neither `args` nor the engine defines, sorted.
 fn missing_args(text: &str, args: &Map<String, Value>) -> Vec<String> {
     let env = environment();

@@ -176,7 +176,7 @@ impl Verb {
                 OptionSpec {
                     name: "no-block",
                     value: None,
-                    help: "start the command in its own session and report success at once",
+                    help: "start the command in the background (its own process group, its output discarded) and report success at once",
                 },
             ],
             Verb::Arg | Verb::Env => &[OptionSpec {
