@@ -145,7 +145,8 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
         value: None,
         help: "run alone on the node: wait for the jobs running to end; jobs that start \
                later wait for this one (QUERY, QUERY_WAIT and JOB_WAIT waiting for other nodes \
-               neither wait nor hold it up)",
+               neither wait nor hold it up; given to one of them, it holds up every job of \
+               the node until it ends, the job it waits for too if that runs here)",
     },
     OptionSpec {
         name: "exec-help",
