@@ -273,6 +273,43 @@ async fn a_dest_that_is_a_directory_without_its_slash_is_named() {
     assert!(std::fs::read_dir(&dest).unwrap().next().is_none());
 }
 
+/// DEST naming a link to a directory, without the trailing `/`: the job fails before
+/// anything is fetched, naming where the link points, and the link stays (it was replaced by
+/// the file, and a deployment's `current` link was lost).
+#[tokio::test]
+async fn a_dest_that_links_to_a_directory_is_named_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("small.txt");
+    std::fs::write(&source, "small\n").unwrap();
+    std::fs::create_dir(dir.path().join("v2")).unwrap();
+    let dest = dir.path().join("current");
+    std::os::unix::fs::symlink("v2", &dest).unwrap();
+    let spec = transfer_spec("COPY", &format!("small.txt {}", dest.display()), dir.path());
+    let (outcome, discarded) = run(spec, &source).await;
+    assert_eq!(outcome.state, ResultState::Failed, "{outcome:?}");
+    assert!(
+        outcome.stderr.starts_with(&format!(
+            "{} is a link to a directory (v2): end DEST with /",
+            dest.display()
+        )),
+        "{outcome:?}"
+    );
+    assert!(discarded.is_empty());
+    assert!(std::fs::symlink_metadata(&dest).unwrap().is_symlink());
+    // With the slash, the file goes inside the directory it points to.
+    let spec = transfer_spec(
+        "COPY",
+        &format!("small.txt {}/", dest.display()),
+        dir.path(),
+    );
+    let (outcome, _) = run(spec, &source).await;
+    assert_eq!(outcome.state, ResultState::Success, "{outcome:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("v2/small.txt")).unwrap(),
+        "small\n"
+    );
+}
+
 /// DEST naming a FIFO or a socket: the job fails at once, naming DEST and what it is, and
 /// leaves it there. (Read to see whether it already held the file, a FIFO would have kept
 /// the job, and a thread of the node, waiting for a writer forever.)

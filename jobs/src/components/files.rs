@@ -190,12 +190,27 @@ fn check_dest(path: &Path, dir: &Path, owner: Option<&Owner>) -> Result<Option<I
         return Err(Finished::fail(not_a_directory(dir), ""));
     }
     // A directory where the file would land (DEST without its trailing /): said before the
-    // file is fetched, with the way to put it inside. (A link there is replaced, as below.)
+    // file is fetched, with the way to put it inside. (A link to a file is replaced, below.)
     let kind = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
     if kind.is_some_and(|t| t.is_dir()) {
         return Err(Finished::fail(
             format!(
                 "{} is a directory: end DEST with / to put the file inside it",
+                path.display()
+            ),
+            format!("{} was left as it was", path.display()),
+        ));
+    }
+    // A link to a directory (a release's `current`) is not replaced by the file: the
+    // operator more likely meant the directory, and the link would be lost.
+    if kind.is_some_and(|t| t.is_symlink()) && path.is_dir() {
+        let points_to = std::fs::read_link(path)
+            .map(|to| format!(" ({})", to.display()))
+            .unwrap_or_default();
+        return Err(Finished::fail(
+            format!(
+                "{} is a link to a directory{points_to}: end DEST with / to put the file \
+                 inside that directory, or remove the link first to replace it with the file",
                 path.display()
             ),
             format!("{} was left as it was", path.display()),
