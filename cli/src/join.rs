@@ -85,9 +85,9 @@ pub struct JoinArgs {
     /// Take jobs only from this submitter (a peer id, whole: `manage --list-nodes --json` shows
     /// each node's; the `status` table shortens them), besides this node
     /// itself. Repeatable. A run from any other node is answered with each of its jobs failed as
-    /// refused, and nothing runs (past 1000 refused runs of one submitter within an hour, its
-    /// further runs go unanswered until the hour is over). Default: jobs from any member of the
-    /// mesh.
+    /// refused, and nothing runs (once this node holds 10000 jobs of one submitter's refused
+    /// runs, it drops that submitter's further runs until those are forgotten). Default: jobs
+    /// from any member of the mesh.
     /// [env: DIRECTORD_MESH_ALLOW_SUBMITTERS, comma-separated]
     #[arg(long = "allow-submitter", value_name = "PEER_ID")]
     allow_submitters: Vec<String>,
@@ -107,7 +107,8 @@ pub struct JoinArgs {
     /// own, their results recorded and sent as any other's, before it asks them to end
     /// (SIGTERM, then SIGKILL 5 s later; jobs not started yet run after the restart). 0 asks
     /// at once; at most 24h. A service manager must wait longer than this plus 5 s plus a few
-    /// seconds to leave the mesh (systemd: TimeoutStopSec). Default: 10s.
+    /// seconds to leave the mesh (systemd: TimeoutStopSec). While it waits, the node is still a
+    /// member: runs sent to it meanwhile wait for its return. Default: 10s.
     /// [env: DIRECTORD_MESH_STOP_GRACE]
     #[arg(long, value_name = "DURATION")]
     stop_grace: Option<String>,

@@ -1008,8 +1008,8 @@ mod tests {
         }
     }
 
-    /// A cached outcome keeps the args it rendered with across a restart, and one written by
-    /// a release before (no such field) still reads, as rendered without templates.
+    /// A template that prints the whole context (`debug()`) renders differently whenever any
+    /// arg changes: its digest covers them all.
     #[test]
     fn a_template_printing_every_arg_depends_on_every_arg() {
         let spec = |cmd: &str| match crate::JobSpec::parse("RUN", cmd, &Default::default()) {
@@ -1030,6 +1030,8 @@ mod tests {
         );
     }
 
+    /// A cached outcome keeps the args it rendered with across a restart, and one written by
+    /// a release before (no such field) still reads, as rendered without templates.
     #[test]
     fn what_a_job_rendered_with_is_kept_and_old_rows_read() {
         #[derive(Serialize)]

@@ -821,9 +821,10 @@ fn parse_seconds(text: &str, what: &str) -> Result<f64, String> {
 
 /// A value as Directord reads one (Python literals, here in YAML's spelling): a list or map
 /// written in brackets or braces (`[a, 1]`, `{a: b}`), a quoted string (`'a b'`), or a plain
-/// number, boolean or null (`1`, `1.5`, `true`, `null`, `~`) is that value; anything else is
-/// the text as written. So `Note: disk full`, `- a`, `hello #1` or `&x y` stay text, not a
-/// map, a list, `hello` or `y`: YAML's block syntax, comments, anchors and tags are not read.
+/// number, boolean or null (`1`, `1.5`, `true`, `null`, `~`) is that value, a comment after it
+/// left out (`5 # five` is 5, as Python reads it); anything else is the text as written. So
+/// `Note: disk full`, `- a`, `hello #1`, `&x y` or `!!int "5"` stay text, not a map, a list,
+/// `hello`, `y` or 5: YAML's block syntax, and a plain value's anchor or tag, are not read.
 pub fn yaml_value(text: &str) -> Value {
     let as_written = || Value::String(text.to_string());
     let trimmed = text.trim();
@@ -834,8 +835,7 @@ pub fn yaml_value(text: &str) -> Value {
         Some('[') if read.is_array() => read,
         Some('{') if read.is_object() => read,
         Some('"' | '\'') if read.is_string() => read,
-        // A plain value without a comment, read as one token.
-        _ if trimmed.contains('#') => as_written(),
+        Some('!' | '&' | '*') => as_written(),
         _ => match read {
             Value::Null if matches!(trimmed, "null" | "Null" | "NULL" | "~") => Value::Null,
             Value::Bool(_) | Value::Number(_) => read,

@@ -118,7 +118,7 @@ impl Object for Root {
 }
 
 /// The most steps (instructions of the engine) one render takes: far above what a template
-/// over thousands of hosts needs, and a fraction of a second of work.
+/// over thousands of hosts needs (some 1-3 million), and at most seconds of work.
 pub const RENDER_FUEL: u64 = 20_000_000;
 
 fn environment() -> &'static Environment<'static> {

@@ -376,8 +376,14 @@ impl BlobStore {
     /// CLI hashed. Says whether the copy is new here, so a refused submission can take back
     /// what it brought ([`BlobStore::withdraw`]). Blocking.
     pub fn import(&self, src: &Path, file: &FileRef) -> Result<Option<Added>, ImportError> {
+        // A copy held already is checked first: one damaged on disk since (bit rot, a stray
+        // write) would otherwise be served, and fail every target's fetch, until a restart.
         if self.has(&file.hash) {
-            return Ok(None);
+            if self.intact(&file.hash) {
+                return Ok(None);
+            }
+            warn!(blob = %file.hash, src = %src.display(), "the copy held of this file was damaged on disk: copied again");
+            self.discard(&file.hash);
         }
         let tmp = self.copy_path(&file.hash, "import");
         let store_error = |e: std::io::Error| {
@@ -775,6 +781,19 @@ impl BlobStore {
         (count, bytes)
     }
 
+    /// Whether the blob's file hashes to its name (a file that cannot be read counts as
+    /// intact: it is not the content that is wrong). Blocking: reads the blob.
+    fn intact(&self, hash: &Fingerprint) -> bool {
+        let Ok(file) = fs::File::open(self.path(hash)) else {
+            return true;
+        };
+        let mut hasher = blake3::Hasher::new();
+        if std::io::copy(&mut &file, &mut hasher).is_err() {
+            return true;
+        }
+        hasher.finalize().as_bytes() == &hash.0
+    }
+
     /// Removes a complete blob whose content is not what its name says (a copy damaged on
     /// disk). A copy that does hash to its name (a
     /// good one fetched since the job that found a bad one) stays. Blocking: reads the blob.
@@ -1149,6 +1168,26 @@ mod tests {
                  (move the file away, or remove it, and start again)"
             ),
             "{e}"
+        );
+    }
+
+    /// A copy held already that was damaged on disk since (same size, other bytes) is not
+    /// served again: the next import of its file copies it anew.
+    #[test]
+    fn an_import_replaces_a_held_copy_damaged_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("blobs")).unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"the real content").unwrap();
+        let f = FileRef::read(&src).unwrap();
+        assert!(store.import(&src, &f).unwrap().is_some());
+        // Held and intact: not copied again.
+        assert!(store.import(&src, &f).unwrap().is_none());
+        fs::write(store.path(&f.hash), b"the rotted content").unwrap();
+        assert!(store.import(&src, &f).unwrap().is_some());
+        assert_eq!(
+            store.chunk(&f.hash, 0),
+            ChunkLookup::Have(b"the real content".to_vec())
         );
     }
 

@@ -404,6 +404,11 @@ struct AcceptedRun {
     /// `true`: not failed), for JOB_WAITs of the run itself. In memory only: after a restart
     /// such a wait is answered from the cache.
     outcomes: Vec<(jobs::Fingerprint, bool)>,
+    /// A run refused here: its jobs were answered refused, none ran. The number is the jobs
+    /// of it counted against its submitter's [`refusals::RefusalBudget`] (given back when the
+    /// run is forgotten). In memory only: after a restart, a refused run counts as taken (a
+    /// resend is answered as for any run remembered, its jobs done).
+    refused: Option<usize>,
 }
 
 impl AcceptedRun {
@@ -416,6 +421,7 @@ impl AcceptedRun {
             since: Instant::now(),
             ack: Acknowledgement::default(),
             outcomes: Vec::new(),
+            refused: None,
         }
     }
 

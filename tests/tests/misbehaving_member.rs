@@ -1119,11 +1119,12 @@ async fn inline_files_past_the_limits_are_left_out() {
 }
 
 /// A member a node does not take jobs from (`--allow-submitter`) gets its runs refused, each
-/// refusal stored and answered; past the hour's budget of refusals its further runs are
-/// dropped unanswered, so it cannot fill the node's disk with runs sent only to be refused. A
-/// run refused before is still answered when sent again.
+/// refusal stored and answered; once the node holds the budget's worth of that member's
+/// refused jobs (counted by job, however they are split into runs), its further runs are
+/// dropped, so it cannot fill the node's disk with runs sent only to be refused. A run
+/// refused before is still answered when sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_runs_past_the_hours_budget_are_dropped() {
+async fn refused_jobs_past_the_budget_are_dropped() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let submitter = node(dirs[0].path(), "submitter", None).await;
     let mut cfg = NodeConfig::in_memory(dirs[1].path().to_path_buf(), "target");
@@ -1139,30 +1140,40 @@ async fn refused_runs_past_the_hours_budget_are_dropped() {
     // the target's result sends up).
     let (first_tx, first) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let outcome = result_of(&mut heard, "refused-job-0").await;
+        let outcome = result_of(&mut heard, "refused-run-0-job-0").await;
         let _ = first_tx.send(outcome);
         while heard.recv().await.is_some() {}
     });
-    // Sent many at a time: each is answered once its refusal is on disk, and those stored
-    // together share a commit.
-    use futures::StreamExt;
-    let budget = 1000;
-    let replies: Vec<JobReply> = futures::stream::iter(0..budget)
-        .map(|i| {
-            let run = rogue_run(
+    // Runs of 1 000 jobs each: the budget (10 000 jobs) holds ten of them.
+    let many = |i: usize| {
+        let mut run = rogue_run(
+            &rogue,
+            &target,
+            &format!("refused-run-{i}"),
+            &format!("refused-run-{i}-job-0"),
+            "true",
+        );
+        let job = run.parents[0].jobs[0].clone();
+        run.parents[0].jobs = (0..1000)
+            .map(|j| coordination::JobEntry {
+                job_id: format!("refused-run-{i}-job-{j}"),
+                ..job.clone()
+            })
+            .collect();
+        run
+    };
+    for i in 0..10 {
+        assert_eq!(
+            send(
                 &rogue,
-                &target,
-                &format!("refused-run-{i}"),
-                &format!("refused-job-{i}"),
-                "true",
-            );
-            let (rogue, to) = (rogue.clone(), target.peer_id());
-            async move { send(&rogue, to, &JobMessage::Deliver(Box::new(run))).await }
-        })
-        .buffer_unordered(50)
-        .collect()
-        .await;
-    assert!(replies.iter().all(|r| *r == JobReply::Ok), "{replies:?}");
+                target.peer_id(),
+                &JobMessage::Deliver(Box::new(many(i)))
+            )
+            .await,
+            JobReply::Ok,
+            "run {i}"
+        );
+    }
     let outcome = first.await.expect("the target reported the first run");
     assert!(
         outcome
@@ -1170,30 +1181,22 @@ async fn refused_runs_past_the_hours_budget_are_dropped() {
             .starts_with("refused: target takes jobs only from"),
         "{outcome:?}"
     );
-    let over = rogue_run(
-        &rogue,
-        &target,
-        "refused-run-over",
-        "refused-job-over",
-        "true",
-    );
     let reply = send(
         &rogue,
         target.peer_id(),
-        &JobMessage::Deliver(Box::new(over)),
+        &JobMessage::Deliver(Box::new(many(10))),
     )
     .await;
     assert_eq!(
         reply,
-        JobReply::Refused("run dropped: too many runs of its submitter refused here lately".into())
+        JobReply::Refused("run dropped: too many jobs of its submitter refused here".into())
     );
     // A resend of a run refused before is answered as before.
-    let again = rogue_run(&rogue, &target, "refused-run-7", "refused-job-7", "true");
     assert_eq!(
         send(
             &rogue,
             target.peer_id(),
-            &JobMessage::Deliver(Box::new(again))
+            &JobMessage::Deliver(Box::new(many(7)))
         )
         .await,
         JobReply::Ok

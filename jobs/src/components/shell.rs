@@ -632,8 +632,9 @@ pub(super) fn kill_group(pgid: u32) {
 }
 
 /// How far past the job's deadline a WAIT of seconds may end: the moment between the job's
-/// clock starting and the wait's.
-const WAIT_SLACK: Duration = Duration::from_millis(50);
+/// clock starting and the wait's (longer on a jobs thread busy rendering; well within the
+/// executor's grace past the deadline).
+const WAIT_SLACK: Duration = Duration::from_millis(250);
 
 /// WAIT: for a time, or for a command to succeed; either ends at the job's deadline.
 pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finished {

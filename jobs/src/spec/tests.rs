@@ -137,10 +137,12 @@ fn arg_values_are_yaml() {
     assert_eq!(value("k 'a  b'"), json!("a  b"));
     assert_eq!(value(r#"k "x\ty""#), json!("x\ty"));
     assert_eq!(value("k {a: [1, 2]}"), json!({"a": [1, 2]}));
+    assert_eq!(value("k 5 # five"), json!(5));
     for text in [
         "Note: disk full",
         "hello #1",
-        "5 # five",
+        "!!int \"5\"",
+        "&a 5",
         "- a",
         "&anchor value",
         "!!str 5",

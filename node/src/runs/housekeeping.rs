@@ -101,15 +101,18 @@ impl Actor {
     /// more (no job pending, no result undelivered).
     pub(super) fn forget_accepted_runs(&mut self) {
         let (now_unix_ms, now) = (now_ms(), Instant::now());
-        self.refusals.prune(now);
         let store = &self.store;
         let outbox = &self.outbox;
+        let refusals = &mut self.refusals;
         self.accepted.retain(|run_id, a| {
             // A run whose results have not reached its originator is remembered however old:
             // that originator resends it when it comes back, and it must not run again.
             let keep = !a.old_enough_to_forget(now_unix_ms, now) || outbox.holds_run(run_id);
             if !keep {
                 store.delete_accepted(run_id);
+                if let Some(jobs) = a.refused {
+                    refusals.release(&a.originator, jobs);
+                }
             }
             keep
         });

@@ -1,61 +1,67 @@
-//! How many runs a target refuses per submitter and hour, and stores the refusal of.
+//! How many refused jobs a target holds per submitter.
 //!
-//! A refused run (`--allow-submitter`, or submitted too long ago) is still stored: its jobs are
-//! answered failed as refused, those answers wait in the outbox until the submitter takes
-//! them, and the run is remembered for a day so that a resend is answered the same. A member
-//! the node does not take jobs from could otherwise fill its disk with runs it sends only to
-//! be refused. Past [`REFUSED_RUNS_PER_HOUR`] from one submitter in an hour, further new runs
-//! of it are dropped unanswered (its submitter writes the node off for them, as unreachable).
+//! A refused run (`--allow-submitter`) is still stored: each of its jobs is answered failed as
+//! refused, those answers wait in the outbox until the submitter takes them (however long),
+//! and the run is remembered for a day after that, so that a resend is answered the same. A
+//! member the node does not take jobs from could otherwise fill its disk with runs it sends
+//! only to be refused, and never take the answers. Past [`REFUSED_JOBS_HELD`] jobs of one
+//! submitter's refused runs held since the node started, its further new runs are dropped
+//! (a direct copy is answered "run dropped", a gossiped one ignored) until the runs held are
+//! forgotten.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
 
 use coordination::NodeId;
 
-/// The most new runs one submitter gets refused and stored here in an hour.
-pub(super) const REFUSED_RUNS_PER_HOUR: u32 = 1000;
+/// The most jobs of one submitter's refused runs a node holds (counted since its start).
+pub(super) const REFUSED_JOBS_HELD: usize = 10_000;
 
-/// The window the budget counts in.
-const WINDOW: Duration = Duration::from_secs(3600);
-
-/// Refusals counted per submitter, in windows of an hour from each one's first refusal.
+/// Refused jobs held per submitter.
 #[derive(Debug, Default)]
 pub(super) struct RefusalBudget {
-    /// Per submitter: when its window began, and how many runs it got refused in it. Holds
-    /// members that got a run refused within the hour (pruned by [`RefusalBudget::prune`]).
-    windows: HashMap<NodeId, (Instant, u32)>,
+    /// Per submitter: jobs of its refused runs this node holds. Holds members whose runs were
+    /// refused and are not forgotten yet.
+    held: HashMap<NodeId, usize>,
+    /// Submitters whose drops were said (said again once they are under the budget again).
+    said: HashSet<NodeId>,
 }
 
-/// Whether one more refusal of a submitter's run is stored.
+/// Whether the refusal of a submitter's new run is stored.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Within the budget: refused and stored as usual.
+    /// Within the budget: refused and stored as usual (and counted).
     Store,
-    /// The first run over the budget this window: dropped, and worth a warning.
+    /// The first run over the budget since the submitter was last under it: dropped, and
+    /// worth a warning.
     FirstDropped,
-    /// Dropped, said already this window.
+    /// Dropped, said already.
     Dropped,
 }
 
 impl RefusalBudget {
-    /// Counts a new refused run of `submitter` at `now`.
-    pub(super) fn take(&mut self, submitter: &NodeId, now: Instant) -> Verdict {
-        let (since, count) = self.windows.entry(submitter.clone()).or_insert((now, 0));
-        if now.saturating_duration_since(*since) >= WINDOW {
-            (*since, *count) = (now, 0);
+    /// Counts the refusal of a new run of `jobs` jobs from `submitter`, if it fits.
+    pub(super) fn take(&mut self, submitter: &NodeId, jobs: usize) -> Verdict {
+        let held = self.held.entry(submitter.clone()).or_default();
+        if held.saturating_add(jobs) <= REFUSED_JOBS_HELD {
+            *held += jobs;
+            return Verdict::Store;
         }
-        *count = count.saturating_add(1);
-        match *count {
-            n if n <= REFUSED_RUNS_PER_HOUR => Verdict::Store,
-            n if n == REFUSED_RUNS_PER_HOUR + 1 => Verdict::FirstDropped,
-            _ => Verdict::Dropped,
+        if self.said.insert(submitter.clone()) {
+            Verdict::FirstDropped
+        } else {
+            Verdict::Dropped
         }
     }
 
-    /// Forgets the windows that are over.
-    pub(super) fn prune(&mut self, now: Instant) {
-        self.windows
-            .retain(|_, (since, _)| now.saturating_duration_since(*since) < WINDOW);
+    /// A refused run of `jobs` jobs from `submitter` is forgotten.
+    pub(super) fn release(&mut self, submitter: &NodeId, jobs: usize) {
+        if let Some(held) = self.held.get_mut(submitter) {
+            *held = held.saturating_sub(jobs);
+            if *held == 0 {
+                self.held.remove(submitter);
+            }
+            self.said.remove(submitter);
+        }
     }
 }
 
@@ -68,32 +74,21 @@ mod tests {
     }
 
     #[test]
-    fn a_submitter_past_the_budget_is_dropped_until_the_hour_is_over() {
+    fn a_submitter_past_the_budget_is_dropped_until_runs_are_forgotten() {
         let mut b = RefusalBudget::default();
-        let t0 = Instant::now();
-        for _ in 0..REFUSED_RUNS_PER_HOUR {
-            assert_eq!(b.take(&node("a"), t0), Verdict::Store);
-        }
-        assert_eq!(b.take(&node("a"), t0), Verdict::FirstDropped);
-        assert_eq!(
-            b.take(&node("a"), t0 + Duration::from_secs(3599)),
-            Verdict::Dropped
-        );
+        assert_eq!(b.take(&node("a"), REFUSED_JOBS_HELD - 1), Verdict::Store);
+        // A run of many jobs counts each of them.
+        assert_eq!(b.take(&node("a"), 2), Verdict::FirstDropped);
+        assert_eq!(b.take(&node("a"), 2), Verdict::Dropped);
+        assert_eq!(b.take(&node("a"), 1), Verdict::Store);
+        assert_eq!(b.take(&node("a"), 1), Verdict::Dropped);
         // Another submitter has its own budget.
-        assert_eq!(b.take(&node("b"), t0), Verdict::Store);
-        // An hour after the window began, a new one.
-        let later = t0 + WINDOW;
-        assert_eq!(b.take(&node("a"), later), Verdict::Store);
-    }
-
-    #[test]
-    fn windows_that_are_over_are_forgotten() {
-        let mut b = RefusalBudget::default();
-        let t0 = Instant::now();
-        b.take(&node("a"), t0);
-        b.take(&node("b"), t0 + Duration::from_secs(1800));
-        b.prune(t0 + WINDOW);
-        assert_eq!(b.windows.len(), 1);
-        assert!(b.windows.contains_key(&node("b")));
+        assert_eq!(b.take(&node("b"), 5), Verdict::Store);
+        // Runs forgotten make room, and a later drop is said again.
+        b.release(&node("a"), 1);
+        assert_eq!(b.take(&node("a"), 1), Verdict::Store);
+        assert_eq!(b.take(&node("a"), 1), Verdict::FirstDropped);
+        b.release(&node("b"), 5);
+        assert!(!b.held.contains_key(&node("b")));
     }
 }

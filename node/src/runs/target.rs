@@ -15,7 +15,7 @@ use jobs::{
 use mesh::{PeerId, wire};
 use tracing::{debug, warn};
 
-use super::refusals::{REFUSED_RUNS_PER_HOUR, Verdict};
+use super::refusals::{REFUSED_JOBS_HELD, Verdict};
 use super::{
     AcceptedRun, Actor, Input, JobFile, MAX_JOB_MESSAGE_READ, REMEMBER_RUNS, Refusal, SETTLE_EVERY,
     TOO_OLD_TO_RUN, TOUCH_EVERY, encode, now_ms, transfer_file,
@@ -112,19 +112,22 @@ impl Actor {
             None
         };
         if let Some(refusal) = refusal {
-            match self.refusals.take(&run.originator, Instant::now()) {
+            let jobs = work.iter().map(|(_, jobs)| jobs.len()).sum();
+            // Only runs from submitters refused outright: a run too old comes from one this
+            // node takes jobs from, who may run anything here anyway.
+            let verdict = match refusal {
+                Refusal::Submitter => self.refusals.take(&run.originator, jobs),
+                Refusal::TooOld => Verdict::Store,
+            };
+            match verdict {
                 Verdict::Store => {}
                 Verdict::FirstDropped => {
-                    warn!(originator = %run.originator, "refused {REFUSED_RUNS_PER_HOUR} runs of this submitter within the hour: its further runs are dropped unanswered until the hour is over (its jobs for this node are then written off as unreachable)");
-                    return Err(Dropped(
-                        "too many runs of its submitter refused here lately",
-                    ));
+                    warn!(originator = %run.originator, "this node holds {REFUSED_JOBS_HELD} jobs of this submitter's refused runs (their answers not taken yet, or the runs remembered for a day): its further runs are dropped, not stored, until those are forgotten");
+                    return Err(Dropped("too many jobs of its submitter refused here"));
                 }
                 Verdict::Dropped => {
-                    debug!(run = %run.run_id, originator = %run.originator, "dropped a run: too many of its submitter refused here lately");
-                    return Err(Dropped(
-                        "too many runs of its submitter refused here lately",
-                    ));
+                    debug!(run = %run.run_id, originator = %run.originator, "dropped a run: too many jobs of its submitter refused here");
+                    return Err(Dropped("too many jobs of its submitter refused here"));
                 }
             }
             self.refuse(
@@ -135,6 +138,16 @@ impl Actor {
                 acknowledge,
                 refusal,
             );
+            return Ok(());
+        }
+        // A refused run sent again: answered as before, and nothing of it (its inline files)
+        // kept.
+        if let Some(taken) = self.accepted.get(&run.run_id)
+            && taken.refused.is_some()
+        {
+            if acknowledge && taken.ack.wanted(&run) {
+                self.send_ack(&run);
+            }
             return Ok(());
         }
         // Written here, on the actor's thread: no more than a submitter of this release sends
@@ -331,11 +344,17 @@ impl Actor {
             );
             self.accepted.insert(
                 run.run_id.clone(),
-                AcceptedRun::new(
-                    run.originator.clone(),
-                    job_ids.iter().cloned().collect(),
-                    now_ms(),
-                ),
+                AcceptedRun {
+                    refused: Some(match refusal {
+                        Refusal::Submitter => job_ids.len(),
+                        Refusal::TooOld => 0,
+                    }),
+                    ..AcceptedRun::new(
+                        run.originator.clone(),
+                        job_ids.iter().cloned().collect(),
+                        now_ms(),
+                    )
+                },
             );
             let fingerprints: HashMap<&str, jobs::Fingerprint> = run
                 .work_for(&self.local)
