@@ -4106,8 +4106,12 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
         n2["stderr"]
             .as_str()
             .unwrap()
-            .contains("the job's timeout ended before the file arrived"),
+            .contains("the job's timeout ended before the file arrived ("),
         "{r}"
+    );
+    assert!(
+        n2["stderr"].as_str().unwrap().contains(" blake3 "),
+        "the file is named with its hash: {r}"
     );
     assert!(
         partial_copy(&nodes[1]).is_none(),

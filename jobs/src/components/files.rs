@@ -88,8 +88,12 @@ pub(super) async fn transfer(t: &Transfer, ctx: &Context<'_>) -> Finished {
             }
             Err(_) => {
                 return Finished::fail(
-                    "the job's timeout ended before the file arrived: the nodes holding it were \
-                     out of reach, slow, or did not have it yet (this node's log says which)",
+                    format!(
+                        "the job's timeout ended before the file arrived ({} blake3 {expected}): \
+                         the nodes holding it were out of reach, slow, or did not have it yet \
+                         (this node's log says which)",
+                        file.name
+                    ),
                     format!("{} was not transferred", path.display()),
                 );
             }
