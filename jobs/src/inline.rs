@@ -271,7 +271,7 @@ fn parse_with(input: &str, specs: &[OptionSpec], anywhere: bool) -> Result<Parse
     } else {
         let raw = tail
             .first()
-            .map(|w| input[w.start..].trim().to_string())
+            .map(|w| input[w.start..].trim_ascii().to_string())
             .unwrap_or_default();
         (tail.to_vec(), raw)
     };

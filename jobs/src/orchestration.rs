@@ -353,7 +353,7 @@ fn parse_job(
             "no verb (expected e.g. `RUN: echo hi`)".into(),
         ));
     };
-    let args = args.trim().to_string();
+    let args = args.trim_ascii().to_string();
     match JobSpec::parse(&verb, &args, &vars) {
         Ok(ParseOutcome::Spec(spec)) => Ok(JobDef {
             text: format!("{}: {args}{}", spec.verb(), shown_vars(&vars)),

@@ -607,7 +607,7 @@ fn arg_or_env(input: &VerbInput) -> Result<Component, String> {
     let raw_value = p
         .rest
         .get(1)
-        .map(|w| input.inline[w.start..].trim())
+        .map(|w| input.inline[w.start..].trim_ascii())
         .unwrap_or_default();
     if raw_value.is_empty() {
         return Err(format!(
@@ -827,7 +827,7 @@ fn parse_seconds(text: &str, what: &str) -> Result<f64, String> {
 /// `hello`, `y` or 5: YAML's block syntax, and a plain value's anchor or tag, are not read.
 pub fn yaml_value(text: &str) -> Value {
     let as_written = || Value::String(text.to_string());
-    let trimmed = text.trim();
+    let trimmed = text.trim_ascii();
     let Ok(read) = serde_yaml_ng::from_str::<Value>(trimmed) else {
         return as_written();
     };

@@ -138,6 +138,8 @@ fn arg_values_are_yaml() {
     assert_eq!(value(r#"k "x\ty""#), json!("x\ty"));
     assert_eq!(value("k {a: [1, 2]}"), json!({"a": [1, 2]}));
     assert_eq!(value("k 5 # five"), json!(5));
+    // Only ASCII whitespace is trimmed: a no-break space at either end is part of the value.
+    assert_eq!(value("k \u{a0}x\u{a0} "), json!("\u{a0}x\u{a0}"));
     for text in [
         "Note: disk full",
         "hello #1",
