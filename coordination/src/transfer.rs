@@ -170,6 +170,13 @@ pub enum Failure {
         /// The other sources asked, each of which answered it does not hold the file.
         others: usize,
     },
+    /// The originator answered it does not hold the file, and chunk `index` is had by no
+    /// source: `partial` of them hold part of the file (not that chunk), the others none.
+    PartHeldByNone {
+        originator: NodeId,
+        index: usize,
+        partial: usize,
+    },
 }
 
 impl Failure {
@@ -210,6 +217,20 @@ impl Failure {
                     name(originator)
                 )
             }
+            Failure::PartHeldByNone {
+                originator,
+                index,
+                partial,
+            } => format!(
+                "no member holds all of {file}: its originator {} answered it does not hold it \
+                 (its copy was removed or lost), and chunk {index} is missing from {}",
+                name(originator),
+                if *partial == 1 {
+                    "the one node that holds part of it".to_string()
+                } else {
+                    format!("each of the {partial} nodes that hold part of it")
+                }
+            ),
         }
     }
 }
@@ -370,6 +391,9 @@ pub struct Download {
     /// Per chunk not in yet: the source that said it does not have it yet, and since when it
     /// keeps the chunk waiting (when the first request it answered so was made).
     not_yet: HashMap<usize, (NodeId, Instant)>,
+    /// Per chunk not in yet: each source that said it does not have it yet, and when the
+    /// last request it answered so was made (see [`Download::held_by_none`]).
+    not_yet_from: HashMap<usize, HashMap<NodeId, Instant>>,
     /// Sources that said they do not know the file, until they give a chunk.
     lacking: HashMap<NodeId, Lacking>,
     /// Sources that were unreachable, until they answer again.
@@ -422,6 +446,7 @@ impl Download {
             originator,
             failed: HashMap::new(),
             not_yet: HashMap::new(),
+            not_yet_from: HashMap::new(),
             lacking: HashMap::new(),
             unreachable: HashMap::new(),
             behind: HashMap::new(),
@@ -744,6 +769,7 @@ impl Download {
     fn arrived(&mut self, index: usize, from: &NodeId, now: Instant) -> Chunk {
         self.behind.remove(from);
         self.not_yet.remove(&index);
+        self.not_yet_from.remove(&index);
         self.progressed_at = now;
         self.stalled = false;
         Chunk::Have
@@ -769,6 +795,10 @@ impl Download {
                 probing: None,
             })
             .since;
+        self.not_yet_from
+            .entry(index)
+            .or_default()
+            .insert(from.clone(), asked_at);
         let chunk_since = match self.not_yet.get(&index) {
             Some((source, since)) if *source == from => *since,
             _ => {
@@ -969,12 +999,31 @@ impl Download {
                 .is_some_and(|l| l.said_at >= since && l.for_long_since().is_some())
                 && !self.unreachable.contains_key(s)
         };
-        if !self.sources.iter().all(lacking) {
-            return None;
+        if self.sources.iter().all(lacking) {
+            return Some(Failure::NotHeld {
+                originator: originator.clone(),
+                others: self.sources.len().saturating_sub(1),
+            });
         }
-        Some(Failure::NotHeld {
+        // Or some sources hold part of the file (fetched before the originator lost it), but
+        // one chunk missing here none has: each source not lacking the file has said it does
+        // not have that chunk yet, to a request made [`NOT_HELD_AFTER`] into the originator's
+        // spell or later (a chunk the originator sent before its spell began has landed or
+        // failed by then). Nothing can bring that chunk to any of them any more.
+        let settled = since + NOT_HELD_AFTER;
+        let (index, partial) = self.not_yet_from.iter().find_map(|(index, said)| {
+            let missing = matches!(self.chunks.get(*index), Some(Chunk::Missing { .. }));
+            let none_has = self.sources.iter().all(|s| {
+                lacking(s)
+                    || (said.get(s).is_some_and(|at| *at >= settled)
+                        && !self.unreachable.contains_key(s))
+            });
+            (missing && none_has).then(|| (*index, said.len()))
+        })?;
+        Some(Failure::PartHeldByNone {
             originator: originator.clone(),
-            others: self.sources.len().saturating_sub(1),
+            index,
+            partial,
         })
     }
 
@@ -2284,6 +2333,65 @@ mod tests {
         assert_eq!((originator, *others), (&n("origin"), 3));
     }
 
+    /// A download whose originator lost its copy while `holder` and `target` hold part of
+    /// the file: chunk `i` comes from the one whose `has` says so, the other saying it does not
+    /// have it yet; `parent` and `origin` do not hold the file. Driven for 10 min.
+    fn with_parts(has: impl Fn(&str, usize) -> bool) -> (Download, Trace) {
+        let t = Instant::now();
+        let sources = of_run(&["parent", "origin", "holder", "target"], "origin");
+        let (mut d, first) = Download::new(40, sources, t);
+        let trace = drive(&mut d, first, t, secs(600), |_, index, from| {
+            Some(match from.0.as_str() {
+                "parent" | "origin" => (ms(20), ChunkResult::Unknown),
+                who if has(who, index) => (ms(20), ChunkResult::Ok),
+                _ => (ms(20), ChunkResult::NotYet),
+            })
+        });
+        (d, trace)
+    }
+
+    /// The originator lost its copy and the other nodes hold only the same first half of the
+    /// file: the download fails, naming a chunk none has, well before a job's timeout
+    /// (it waited for the timeout, the holders answering "not yet" for ever).
+    #[test]
+    fn a_file_whose_copies_all_lack_a_chunk_fails_naming_it() {
+        let (_, trace) = with_parts(|_, index| index < 20);
+        let failed = failures(&trace);
+        let [
+            (
+                at,
+                Failure::PartHeldByNone {
+                    originator,
+                    index,
+                    partial,
+                },
+            ),
+        ] = &failed[..]
+        else {
+            panic!("{:?}", trace.said);
+        };
+        assert_eq!((originator, *partial), (&n("origin"), 2));
+        assert!(*index >= 20, "chunk {index}");
+        let took = *at - trace.asked[0].0;
+        assert!(took < secs(300), "failed after {took:?}");
+        let why = failures(&trace)[0]
+            .1
+            .describe("app.conf (blake3 abc)", |s| s.0.to_uppercase());
+        assert!(
+            why.starts_with("no member holds all of app.conf (blake3 abc): its originator ORIGIN"),
+            "{why}"
+        );
+    }
+
+    /// The originator lost its copy, and the other nodes hold halves that make the whole
+    /// file: the download completes, from both.
+    #[test]
+    fn a_file_whose_copies_together_hold_every_chunk_completes() {
+        let (_, trace) = with_parts(|who, index| (who == "holder") == (index < 20));
+        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
+        assert!(trace.done_at().is_some(), "{:?}", trace.said);
+    }
+
     /// `holder` answers that it does not hold the file to the requests asked of it before
     /// 30 s, and as `then` says to the later ones; every other source does not hold the file.
     fn lacking_then(then: (Duration, ChunkResult)) -> (Download, Trace) {
@@ -2318,14 +2426,25 @@ mod tests {
     }
 
     /// The originator does not hold the file, and a source that said it does not either is
-    /// fetching it since (from before the originator lost it): the download waits for it.
+    /// fetching it since (from before the originator lost it): the download waits for it
+    /// while a chunk the originator sent before could still reach it, and fails once that
+    /// source, asked later than that, still has none (nothing can bring it one any more).
     #[test]
-    fn a_source_still_fetching_keeps_waiting_a_download_the_originator_cannot_serve() {
+    fn a_source_still_fetching_a_file_nobody_can_give_fails_once_that_is_settled() {
         let (d, trace) = lacking_then((PARK, ChunkResult::NotYet));
         assert!(said_it_lacks_it_first(&trace, "holder"));
-        assert!(failures(&trace).is_empty(), "{:?}", trace.said);
-        assert!(!d.is_over());
-        assert_eq!(d.fetching(), vec![n("holder")]);
+        let failed = failures(&trace);
+        let [(at, Failure::PartHeldByNone { partial: 1, .. })] = &failed[..] else {
+            panic!("{:?}", trace.said);
+        };
+        // The source's word counts from requests made NOT_HELD_AFTER into the originator's
+        // spell (which began with the first requests), answered PARK later.
+        let took = *at - trace.asked[0].0;
+        assert!(
+            took >= NOT_HELD_AFTER + PARK && took < secs(300),
+            "failed after {took:?}"
+        );
+        assert!(d.is_over());
     }
 
     /// The originator does not hold the file, but a holder the run names does: the download

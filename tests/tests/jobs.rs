@@ -4230,6 +4230,45 @@ fn a_copy_of_a_file_no_member_holds_fails_naming_it_without_waiting_out_its_time
     assert!(beside.is_empty(), "left beside DEST: {beside:?}");
 }
 
+/// The submitter loses its copy (removed from its blob store) while two targets hold part of
+/// the file: the copy fails on each, naming the file and a chunk none of them has, long
+/// before its timeout (it waited for the timeout, the targets answering each other "not yet"
+/// for ever).
+#[test]
+fn a_copy_whose_parts_are_all_that_is_left_fails_without_waiting_out_its_timeout() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 3);
+    let (job_id, data) = slow_copy_under_way(&nodes, root.path(), "", "/tmp/", &["n2", "n3"]);
+    let hash = blake3::hash(&data).to_hex().to_string();
+    std::fs::remove_file(nodes[0].state_dir.join("blobs").join(&hash)).unwrap();
+    let (r, _) = wait_for(Duration::from_secs(300), "both targets to report", || {
+        let o = nodes[0].cli(&["manage", "--job-info", &job_id, "--json"]);
+        let r: Value = serde_json::from_slice(&o.stdout).ok()?;
+        ["n2", "n3"]
+            .iter()
+            .all(|t| r["results"][t].is_object())
+            .then_some(r)
+    });
+    // The first to fail finds a chunk missing from the other's part; the other may then find
+    // that part gone too (given up with its copy), and no copy at all.
+    let mut parts_only = 0;
+    for t in ["n2", "n3"] {
+        let result = &r["results"][t];
+        assert_eq!(result["state"], "failed", "{r}");
+        let stderr = result["stderr"].as_str().unwrap_or_default();
+        assert!(
+            stderr.contains("no member holds")
+                && stderr.contains(&format!("big.bin (blake3 {hash})"))
+                && stderr.contains("its originator n1 answered it does not hold it"),
+            "{t}: {r}"
+        );
+        if stderr.contains("is missing from the one node that holds part of it") {
+            parts_only += 1;
+        }
+    }
+    assert!(parts_only >= 1, "{r}");
+}
+
 /// A target killed while it copies a file: once back, it reports the job interrupted and
 /// removes what the copy left beside DEST.
 #[test]
