@@ -1012,13 +1012,15 @@ impl Download {
         // failed by then). Nothing can bring that chunk to any of them any more.
         let settled = since + NOT_HELD_AFTER;
         let (index, partial) = self.not_yet_from.iter().find_map(|(index, said)| {
-            let missing = matches!(self.chunks.get(*index), Some(Chunk::Missing { .. }));
+            if !matches!(self.chunks.get(*index), Some(Chunk::Missing { .. })) {
+                return None;
+            }
             let none_has = self.sources.iter().all(|s| {
                 lacking(s)
                     || (said.get(s).is_some_and(|at| *at >= settled)
                         && !self.unreachable.contains_key(s))
             });
-            (missing && none_has).then(|| (*index, said.len()))
+            none_has.then_some((*index, said.len()))
         })?;
         Some(Failure::PartHeldByNone {
             originator: originator.clone(),
