@@ -749,6 +749,14 @@ async fn execute(
         Some(lock) if !lock_to_land => Some(lock.lock().await),
         _ => None,
     };
+    // The args as they are now: a job that waited for its locks renders with those, and its
+    // success is cached as rendered with them (an ARG meanwhile would otherwise leave the
+    // digest of before: a later run with these args would run it again, and one with the
+    // args of before would skip it).
+    let rendered = match rendered {
+        Some(_) => rendered_with(&work.spec, || cache.args_for_run(&work.run_id)),
+        None => None,
+    };
 
     // Live output: lines go to the node as they come, when asked.
     let (sink, forward) = work
@@ -1037,6 +1045,46 @@ mod tests {
         for job in ["a1", "a2", "b1", "c1", "c2", "d1", "d2"] {
             assert!(finished.contains(job), "{job} did not settle: {finished:?}");
         }
+    }
+
+    /// A templated job that waits for its locks while the args change renders with the args
+    /// of when it runs, and its success is cached as rendered with those.
+    #[tokio::test]
+    async fn a_job_that_waited_for_its_locks_is_cached_with_the_args_it_ran_with() {
+        let cache = Cache::in_memory(crate::cache::DEFAULT_TTL);
+        let args = |a: i64| serde_json::Map::from_iter([("a".to_string(), serde_json::json!(a))]);
+        cache.merge_args(args(1), false);
+        let locks = Locks::default();
+        let (events, _rx) = mpsc::channel(16);
+        let job = spec("echo {{ a }}");
+        let work = Work {
+            job_id: "j".into(),
+            run_id: "r".into(),
+            parent_id: "p".into(),
+            queue: QueueKind::Sync,
+            fingerprint: job.fingerprint(),
+            spec: job.clone(),
+            stream: false,
+        };
+        // Another job runs alone meanwhile (`--force-lock`): this one waits.
+        let alone = locks.global(true).await;
+        let running = execute(work, &cache, &locks, &events, None, None, None);
+        tokio::pin!(running);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut running)
+                .await
+                .is_err(),
+            "the job ran while another held the node alone"
+        );
+        cache.merge_args(args(2), false);
+        drop(alone);
+        let outcome = running.await;
+        assert_eq!(outcome.stdout, "2", "{outcome:?}");
+        let now = rendered_with(&job, || cache.args_for_run("r"));
+        assert!(cache.succeeded(&job.fingerprint(), now));
+        cache.merge_args(args(1), false);
+        let before = rendered_with(&job, || cache.args_for_run("r"));
+        assert!(!cache.succeeded(&job.fingerprint(), before));
     }
 
     /// A job whose start cannot be written down is not run, fails, and marks its parent
