@@ -2301,15 +2301,15 @@ mod tests {
     /// answering as it says (given when each request was made), the originator and the
     /// parent not holding the file.
     fn without_the_originators_copy(
-        mut others: impl FnMut(Instant, &NodeId) -> (Duration, ChunkResult),
+        mut others: impl FnMut(Instant, usize, &NodeId) -> (Duration, ChunkResult),
     ) -> (Download, Trace) {
         let t = Instant::now();
         let sources = of_run(&["parent", "origin", "holder", "target"], "origin");
         let (mut d, first) = Download::new(40, sources, t);
-        let trace = drive(&mut d, first, t, secs(300), |at, _, from| {
+        let trace = drive(&mut d, first, t, secs(300), |at, index, from| {
             Some(match from.0.as_str() {
                 "parent" | "origin" => (ms(20), ChunkResult::Unknown),
-                _ => others(at, from),
+                _ => others(at, index, from),
             })
         });
         (d, trace)
@@ -2320,7 +2320,7 @@ mod tests {
     /// [`NOT_HELD_AFTER`], not before.
     #[test]
     fn a_file_no_member_of_a_small_run_holds_fails_once_the_originator_said_so_long_enough() {
-        let (_, trace) = without_the_originators_copy(|_, _| (ms(20), ChunkResult::Unknown));
+        let (_, trace) = without_the_originators_copy(|_, _, _| (ms(20), ChunkResult::Unknown));
         let failed = failures(&trace);
         let [(at, Failure::NotHeld { originator, others })] = &failed[..] else {
             panic!("{:?}", trace.said);
@@ -2337,19 +2337,15 @@ mod tests {
 
     /// A download whose originator lost its copy while `holder` and `target` hold part of
     /// the file: chunk `i` comes from the one whose `has` says so, the other saying it does not
-    /// have it yet; `parent` and `origin` do not hold the file. Driven for 10 min.
+    /// have it yet; `parent` and `origin` do not hold the file. Driven for 5 min.
     fn with_parts(has: impl Fn(&str, usize) -> bool) -> (Download, Trace) {
-        let t = Instant::now();
-        let sources = of_run(&["parent", "origin", "holder", "target"], "origin");
-        let (mut d, first) = Download::new(40, sources, t);
-        let trace = drive(&mut d, first, t, secs(600), |_, index, from| {
-            Some(match from.0.as_str() {
-                "parent" | "origin" => (ms(20), ChunkResult::Unknown),
-                who if has(who, index) => (ms(20), ChunkResult::Ok),
-                _ => (ms(20), ChunkResult::NotYet),
-            })
-        });
-        (d, trace)
+        without_the_originators_copy(move |_, index, from| {
+            if has(&from.0, index) {
+                (ms(20), ChunkResult::Ok)
+            } else {
+                (ms(20), ChunkResult::NotYet)
+            }
+        })
     }
 
     /// The originator lost its copy and the other nodes hold only the same first half of the
@@ -2398,7 +2394,7 @@ mod tests {
     /// 30 s, and as `then` says to the later ones; every other source does not hold the file.
     fn lacking_then(then: (Duration, ChunkResult)) -> (Download, Trace) {
         let mut start = None;
-        without_the_originators_copy(move |at, from| {
+        without_the_originators_copy(move |at, _, from| {
             let start = *start.get_or_insert(at);
             match from.0.as_str() {
                 "holder" if at >= start + secs(30) => then,
@@ -2453,7 +2449,7 @@ mod tests {
     /// finishes from it.
     #[test]
     fn a_holder_serves_a_file_the_originator_lacks() {
-        let (_, trace) = without_the_originators_copy(|_, from| match from.0.as_str() {
+        let (_, trace) = without_the_originators_copy(|_, _, from| match from.0.as_str() {
             "holder" => (ms(20), ChunkResult::Ok),
             _ => (ms(20), ChunkResult::Unknown),
         });

@@ -168,6 +168,13 @@ pub struct BlobStore {
 #[cfg(test)]
 type Between = Box<dyn FnOnce(&BlobStore) + Send>;
 
+/// Whether `file`'s content hashes to `hash`; `None` if it cannot be read. Blocking.
+fn hashes_to(mut file: &File, hash: &Fingerprint) -> Option<bool> {
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(hasher.finalize().as_bytes() == &hash.0)
+}
+
 fn hex(fp: &Fingerprint) -> String {
     fp.to_hex()
 }
@@ -784,14 +791,10 @@ impl BlobStore {
     /// Whether the blob's file hashes to its name (a file that cannot be read counts as
     /// intact: it is not the content that is wrong). Blocking: reads the blob.
     fn intact(&self, hash: &Fingerprint) -> bool {
-        let Ok(file) = fs::File::open(self.path(hash)) else {
-            return true;
-        };
-        let mut hasher = blake3::Hasher::new();
-        if std::io::copy(&mut &file, &mut hasher).is_err() {
-            return true;
-        }
-        hasher.finalize().as_bytes() == &hash.0
+        fs::File::open(self.path(hash))
+            .ok()
+            .and_then(|file| hashes_to(&file, hash))
+            .unwrap_or(true)
     }
 
     /// Removes a complete blob whose content is not what its name says (a copy damaged on
@@ -804,11 +807,7 @@ impl BlobStore {
             return;
         };
         let Ok(read) = file.metadata() else { return };
-        let mut hasher = blake3::Hasher::new();
-        if std::io::copy(&mut &file, &mut hasher).is_err() {
-            return;
-        }
-        if hasher.finalize().as_bytes() == &hash.0 {
+        if hashes_to(&file, hash) != Some(false) {
             return;
         }
         let aside = self.dir.join(format!("{}.evicted", hex(hash)));

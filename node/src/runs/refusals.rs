@@ -39,8 +39,12 @@ pub(super) enum Verdict {
 }
 
 impl RefusalBudget {
-    /// Counts the refusal of a new run of `jobs` jobs from `submitter`, if it fits.
+    /// Counts the refusal of a new run of `jobs` jobs from `submitter`, if it fits (none
+    /// always does).
     pub(super) fn take(&mut self, submitter: &NodeId, jobs: usize) -> Verdict {
+        if jobs == 0 {
+            return Verdict::Store;
+        }
         let held = self.held.entry(submitter.clone()).or_default();
         if held.saturating_add(jobs) <= REFUSED_JOBS_HELD {
             *held += jobs;

@@ -112,22 +112,22 @@ impl Actor {
             None
         };
         if let Some(refusal) = refusal {
-            let jobs = work.iter().map(|(_, jobs)| jobs.len()).sum();
-            // Only runs from submitters refused outright: a run too old comes from one this
-            // node takes jobs from, who may run anything here anyway.
-            let verdict = match refusal {
-                Refusal::Submitter => self.refusals.take(&run.originator, jobs),
-                Refusal::TooOld => Verdict::Store,
+            // Only runs from submitters refused outright count: a run too old comes from one
+            // this node takes jobs from, who may run anything here anyway.
+            let counted = match refusal {
+                Refusal::Submitter => work.iter().map(|(_, jobs)| jobs.len()).sum(),
+                Refusal::TooOld => 0,
             };
-            match verdict {
+            const TOO_MANY: &str = "too many jobs of its submitter refused here";
+            match self.refusals.take(&run.originator, counted) {
                 Verdict::Store => {}
                 Verdict::FirstDropped => {
                     warn!(originator = %run.originator, "this node holds {REFUSED_JOBS_HELD} jobs of this submitter's refused runs (their answers not taken yet, or the runs remembered for a day): its further runs are dropped, not stored, until those are forgotten");
-                    return Err(Dropped("too many jobs of its submitter refused here"));
+                    return Err(Dropped(TOO_MANY));
                 }
                 Verdict::Dropped => {
-                    debug!(run = %run.run_id, originator = %run.originator, "dropped a run: too many jobs of its submitter refused here");
-                    return Err(Dropped("too many jobs of its submitter refused here"));
+                    debug!(run = %run.run_id, originator = %run.originator, "dropped a run: {TOO_MANY}");
+                    return Err(Dropped(TOO_MANY));
                 }
             }
             self.refuse(
@@ -137,6 +137,7 @@ impl Actor {
                     .collect(),
                 acknowledge,
                 refusal,
+                counted,
             );
             return Ok(());
         }
@@ -302,6 +303,7 @@ impl Actor {
         job_ids: Vec<String>,
         acknowledge: bool,
         refusal: Refusal,
+        counted: usize,
     ) {
         {
             let info = match refusal {
@@ -345,10 +347,7 @@ impl Actor {
             self.accepted.insert(
                 run.run_id.clone(),
                 AcceptedRun {
-                    refused: Some(match refusal {
-                        Refusal::Submitter => job_ids.len(),
-                        Refusal::TooOld => 0,
-                    }),
+                    refused: Some(counted),
                     ..AcceptedRun::new(
                         run.originator.clone(),
                         job_ids.iter().cloned().collect(),
