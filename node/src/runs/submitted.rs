@@ -280,6 +280,33 @@ impl Actor {
         run.holders = transfer::holder_hints(run, &self.holders);
     }
 
+    /// A target whose ADD/COPY job succeeded holds the job's file (fetched into its blob
+    /// store, or found at DEST already: then it answers that it does not know the file and is
+    /// passed over): later runs of the file name it. Its `HaveBlob`, sent as its copy came
+    /// in, may reach this node after the result, the run closed by then (another stream of
+    /// the same connection): the result is the word that comes before the submitter hears
+    /// the run is over, so the next run of the file knows of the copy.
+    fn holds_job_file(&mut self, run_id: &str, job_id: &str, node: &NodeId) {
+        let Some(run) = self.open_runs.get(run_id) else {
+            return;
+        };
+        let file = run
+            .parents
+            .iter()
+            .flat_map(|p| &p.jobs)
+            .find(|job| job.job_id == job_id)
+            .and_then(|job| super::transfer_file(&job.spec.component));
+        // A small file travels inside the run: no one fetches it from a holder.
+        if let Some(file) = file
+            && !run.inline.iter().any(|blob| blob.hash == file.hash)
+        {
+            self.holders
+                .entry(file.hash)
+                .or_default()
+                .insert(node.clone());
+        }
+    }
+
     pub(super) fn name_in_record(&self, job_id: &str, node: &NodeId) -> String {
         let in_memory = self
             .records
@@ -441,6 +468,7 @@ impl Actor {
             // A real result replaces a write-off; nothing replaces a real result.
             Some(existing) => real && existing.is_write_off(),
         };
+        let succeeded = real && outcome.state == ResultState::Success;
         // A written-off target reporting after all: said once per target and run.
         let late = (replace && record.results.contains_key(&name))
             .then(|| (record.run_id.clone(), name.clone()));
@@ -462,6 +490,9 @@ impl Actor {
             record.results.insert(name, node_result.without_output());
         }
         let complete = record.results.len() >= record.nodes.len();
+        if succeeded {
+            self.holds_job_file(&run_id, &job_id, &node);
+        }
         if let Some(late) = late {
             self.say_late(late);
         }
