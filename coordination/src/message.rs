@@ -411,6 +411,12 @@ pub enum JobMessage {
     },
     /// Target → originator: this node now holds the file and can serve it.
     HaveBlob { hash: Fingerprint, node: NodeId },
+    /// Fetcher → holder: a chunk the holder served of this file did not match its digest.
+    /// The holder checks its copy (now and then at most: see `node::runs`) and removes it if
+    /// it is damaged; otherwise it would go on serving the bad chunks to every fetcher until
+    /// a job of its own used the copy. Releases that do not know this message fail to decode
+    /// it and the fetcher's request fails: nothing else changes.
+    ServedCorrupt { hash: Fingerprint },
 }
 
 /// The answer to a [`JobMessage`].

@@ -337,6 +337,7 @@ impl Runs {
             next_record_sweep: Instant::now(),
             sweeping_records: Arc::default(),
             holders: HashMap::new(),
+            corrupt_reported: HashMap::new(),
             job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
             outbox: Outbox::new(),
@@ -484,6 +485,11 @@ struct Actor {
     sweeping_records: Arc<std::sync::atomic::AtomicBool>,
     /// Originator side: nodes known to hold each file.
     holders: HashMap<jobs::Fingerprint, std::collections::BTreeSet<NodeId>>,
+    /// When this node last checked its copy of each file because a fetcher said it served a
+    /// corrupt chunk of it ([`JobMessage::ServedCorrupt`]): one check per file per
+    /// [`CORRUPT_REPORT_CHECK_EVERY`] at most, however many such words come (a member may
+    /// send any number). Files this node holds only.
+    corrupt_reported: HashMap<jobs::Fingerprint, Instant>,
     originator: Originator,
     outbox: Outbox,
     /// Records of jobs this node submitted that are still processing.
@@ -640,6 +646,10 @@ fn age_of(created_unix_ms: u64, born: Option<Duration>, now_unix_ms: u64, now: D
         (created, None) => now_unix_ms.saturating_sub(created).max(1),
     }
 }
+
+/// How often a word that this node served a corrupt chunk of a file has the file checked, at
+/// most (a check reads the whole file).
+const CORRUPT_REPORT_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 fn encode(msg: &JobMessage) -> Option<Vec<u8>> {
     match wire::encode(msg, MAX_JOB_MESSAGE) {
@@ -902,8 +912,7 @@ impl Actor {
             }
             Input::BlobDamaged(hash) => {
                 warn!(%hash, "a job found a file here that does not match its hash: checking the copy (a bad one is removed and fetched again)");
-                let blobs = self.blobs.clone();
-                tokio::task::spawn_blocking(move || blobs.discard(&hash));
+                self.check_blob(hash);
             }
             Input::BlobFetched { job_id, hash } => {
                 if let Some(originator) = self
@@ -1043,7 +1052,32 @@ impl Actor {
                 }
                 JobReply::Ok
             }
+            JobMessage::ServedCorrupt { hash } => {
+                self.served_corrupt(hash, &from);
+                JobReply::Ok
+            }
         }
+    }
+
+    /// Checks this node's copy of a file off the loop: a damaged one is removed (a job that
+    /// needs it fetches it again), a good one stays.
+    fn check_blob(&self, hash: jobs::Fingerprint) {
+        let blobs = self.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.discard(&hash));
+    }
+
+    /// `from` says a chunk this node served of `hash` did not match its digest: this node's
+    /// copy is checked, unless it was checked on such a word lately.
+    fn served_corrupt(&mut self, hash: jobs::Fingerprint, from: &NodeId) {
+        let now = Instant::now();
+        self.corrupt_reported
+            .retain(|_, at| now.saturating_duration_since(*at) < CORRUPT_REPORT_CHECK_EVERY);
+        if !self.blobs.holds(&hash) || self.corrupt_reported.contains_key(&hash) {
+            return;
+        }
+        self.corrupt_reported.insert(hash, now);
+        warn!(%hash, node = %from, "a node says a chunk this node served of a file did not match its digest: checking the copy (a bad one is removed and fetched again)");
+        self.check_blob(hash);
     }
 
     /// Of the targets in `among`, those that owe a result of one of `job_ids`. Asked of a

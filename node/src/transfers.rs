@@ -6,7 +6,7 @@
 //! content this node holds for a job is ever served, by hash.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -16,7 +16,7 @@ use std::{
 };
 
 use coordination::{
-    NodeId,
+    JobMessage, NodeId,
     transfer::{Action, ChunkResult, Download, Input, Sources},
 };
 use jobs::{Fingerprint, spec::FileRef};
@@ -103,6 +103,8 @@ struct Active {
     waiters: Vec<oneshot::Sender<Result<PathBuf, String>>>,
     /// The last corrupt chunk seen, for the failure message.
     corruption: Option<String>,
+    /// Sources told that a chunk they served was corrupt (once each per download).
+    told_corrupt: HashSet<NodeId>,
 }
 
 impl Transfers {
@@ -246,6 +248,7 @@ impl Actor {
                         download,
                         waiters: vec![reply],
                         corruption: None,
+                        told_corrupt: HashSet::new(),
                     },
                 );
                 self.act(hash, actions);
@@ -272,8 +275,15 @@ impl Actor {
                 if result != ChunkResult::Ok {
                     debug!(%hash, index, %from, ?result, "chunk not received");
                 }
-                if let (Some(detail), Some(active)) = (corruption, self.active.get_mut(&hash)) {
-                    active.corruption = Some(format!("{detail} from {from}"));
+                let tell = match (corruption, self.active.get_mut(&hash)) {
+                    (Some(detail), Some(active)) => {
+                        active.corruption = Some(format!("{detail} from {from}"));
+                        active.told_corrupt.insert(from.clone())
+                    }
+                    _ => false,
+                };
+                if tell {
+                    self.tell_served_corrupt(hash, &from);
                 }
                 self.step(
                     hash,
@@ -332,6 +342,25 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Tells `holder` that a chunk it served of `hash` did not match its digest, so that it
+    /// checks its copy (a damaged one would go on failing every fetcher that asks it).
+    /// Best effort: a word lost leaves things as they were.
+    fn tell_served_corrupt(&self, hash: Fingerprint, holder: &NodeId) {
+        let Ok(peer) = holder.0.parse::<PeerId>() else {
+            return;
+        };
+        let word = JobMessage::ServedCorrupt { hash };
+        let Ok(bytes) = mesh::wire::encode(&word, mesh::wire::MAX_JOB_DATA) else {
+            return;
+        };
+        let mesh = self.mesh.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mesh.request_job(peer, bytes).await {
+                debug!(%peer, "could not tell a holder it served a corrupt chunk: {e}");
+            }
+        });
     }
 
     /// Whether one more request may wait here for chunk `index` of `hash`.

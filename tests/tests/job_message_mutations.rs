@@ -385,6 +385,9 @@ fn job_messages() -> Vec<JobMessage> {
             hash: Fingerprint(*blake3::hash(b"listen 8080\n").as_bytes()),
             node: node(5),
         },
+        JobMessage::ServedCorrupt {
+            hash: Fingerprint(*blake3::hash(b"listen 8080\n").as_bytes()),
+        },
     ]
 }
 
@@ -542,7 +545,7 @@ fn take_message(msg: &JobMessage, local: &NodeId, now: Instant) {
                 && is_valid_id(wait_id)
                 && run.as_deref().is_none_or(is_valid_id);
         }
-        JobMessage::HaveBlob { hash, .. } => {
+        JobMessage::HaveBlob { hash, .. } | JobMessage::ServedCorrupt { hash } => {
             let _ = hash.to_hex();
         }
         JobMessage::QueryFailed { .. }

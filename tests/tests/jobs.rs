@@ -3946,6 +3946,80 @@ fn a_corrupt_holder_is_routed_around_and_integrity_failures_leave_nothing() {
     assert_eq!(left["n2"], "0", "no partial file at DEST or beside it");
 }
 
+/// A holder whose copy is damaged on disk serves bad chunks of it: the fetcher that got them
+/// tells it, and it drops the damaged copy (until then it failed every fetcher, and kept it
+/// until a job of its own used it). A holder told so whose copy is sound keeps it.
+#[test]
+fn a_holder_told_it_served_a_corrupt_chunk_drops_its_damaged_copy() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let (d, n2) = (&nodes[0], &nodes[1]);
+    let src = sources(root.path());
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("data.bin"), &data).unwrap();
+    let hash = blake3::hash(&data).to_hex().to_string();
+    let add = |target: &str| {
+        d.cli(&[
+            "exec",
+            "--verb",
+            "ADD",
+            "--ignore-cache",
+            &format!("{}/data.bin /tmp/", src.display()),
+            "--target",
+            target,
+            "--poll",
+        ])
+    };
+    let o = add("n2");
+    assert!(o.status.success(), "{}", text(&o));
+    let copy = |n: &Daemon| n.state_dir.join("blobs").join(&hash);
+    assert!(copy(n2).exists(), "n2 holds the file it fetched");
+    // n2's copy is damaged on disk in its second chunk; n1 serves corrupt chunks (its copy
+    // on disk is sound). n3 gets the first, third and fourth chunks from n2, the second from
+    // neither: the job fails, and both holders hear they served corrupt chunks.
+    let mut damaged = std::fs::read(copy(n2)).unwrap();
+    damaged[1024 * 1024 + 7] ^= 0xff;
+    std::fs::write(copy(n2), &damaged).unwrap();
+    std::fs::write(d.state_dir.join("test-corrupt-blobs"), b"").unwrap();
+    let o = add("n3");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    wait_for(
+        Duration::from_secs(30),
+        "n2 to drop its damaged copy",
+        || (!copy(n2).exists()).then_some(()),
+    );
+    wait_for(Duration::from_secs(30), "n1 to check its copy", || {
+        d.log()
+            .contains("served of a file did not match its digest")
+            .then_some(())
+    });
+    assert_eq!(
+        std::fs::read(copy(d)).unwrap(),
+        data,
+        "n1's sound copy stays"
+    );
+    // Told again within the minute (n3 tries once more and gets corrupt chunks from n1
+    // alone, until its timeout): no second check of the same copy.
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "ADD",
+        "--ignore-cache",
+        "--timeout",
+        "3",
+        &format!("{}/data.bin /tmp/", src.display()),
+        "--target",
+        "n3",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let checks = d
+        .log()
+        .matches("served of a file did not match its digest")
+        .count();
+    assert_eq!(checks, 1, "one check of n1's copy a minute");
+}
+
 #[test]
 fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
     let root = root();
