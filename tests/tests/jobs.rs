@@ -872,11 +872,10 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
     wait_for(Duration::from_secs(20), "the sleep to start", || {
         processes_running(&marker).then_some(())
     });
-    // A target's acceptance is on disk before its jobs start; the submitter's own within a
-    // second of them, which nothing shows from outside: time for it to land, with room for a
-    // loaded machine.
+    // A target's acceptance is on disk before its jobs start; the submitter's own lands with
+    // its next commit, within a second, which nothing shows from outside.
     if crashed == 0 {
-        std::thread::sleep(Duration::from_secs(3));
+        written_to_disk(&nodes[0], &nodes[1].name);
     }
     if how == Stop::Term {
         let stopped = Instant::now();
@@ -967,6 +966,14 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
         "{}",
         nodes[crashed].log()
     );
+}
+
+/// Returns once everything `d` has written so far is on its disk: a submission is answered
+/// once its run is, and the store writes in order. The run (a `true` on `target`) is
+/// looked at by nothing.
+fn written_to_disk(d: &Daemon, target: &str) {
+    let o = d.cli(&["exec", "--verb", "RUN", "--target", target, "true"]);
+    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// How the node running the jobs stops in [`queued_jobs_after_a_restart_of`].
@@ -3519,13 +3526,14 @@ fn a_query_outlives_a_restart_of_its_submitter() {
         "n3",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    // n1's and n2's values are in (and on disk) within a second of their QUERY jobs' start,
-    // right after the jobs that make them, which nothing shows from outside; n3 sends its own
-    // once the submitter has crashed and is back.
+    // n1's and n2's values are in within a second of their QUERY jobs' start, right after
+    // the jobs that make them, which nothing shows from outside (n1's own lands on its disk
+    // with the next commit); n3 sends its own once the submitter has crashed and is back.
     wait_for_job(&nodes, token, "n1's and n2's values", |r| {
         r["results"]["n1"].is_object() && r["results"]["n2"].is_object()
     });
     std::thread::sleep(Duration::from_secs(2));
+    written_to_disk(&nodes[0], "n2");
     crash_and_restart(&mut nodes[0]);
     std::fs::write(&gate, "").unwrap();
     let r = wait_for_job(&nodes, count, "the last job never reported thrice", |r| {
@@ -4027,8 +4035,9 @@ fn a_holder_killed_mid_transfer_does_not_fail_the_job() {
     let src = sources(root.path());
     let data: Vec<u8> = (0..80 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    // The distribution tree is ordered by peer id: the first target feeds the third.
-    let mut targets: Vec<(String, usize)> = (1..4).map(|i| (nodes[i].peer_id(), i)).collect();
+    // The distribution tree is ordered by target key: the first target feeds the third.
+    let key = |i: usize| coordination::TargetKey::of(&coordination::NodeId(nodes[i].peer_id()));
+    let mut targets: Vec<(coordination::TargetKey, usize)> = (1..4).map(|i| (key(i), i)).collect();
     targets.sort();
     let (feeder, fed) = (targets[0].1, targets[2].1);
     std::fs::write(nodes[feeder].state_dir.join("test-slow-blobs"), b"").unwrap();
