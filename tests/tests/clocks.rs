@@ -47,17 +47,26 @@ fn two_nodes(root: &Path, clocks: [PathBuf; 2], extra: &[&str]) -> (Daemon, Daem
             (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
         });
     }
-    // n1 finds n2 again after its own restart only once it has written n2's address down.
-    let port = n2.status().expect("status")["self"]["listen_addresses"][0]
+    knows_address_of(&n1, &n2);
+    (n1, n2)
+}
+
+/// Waits for `d` to write `peer`'s address down: a node restarted without a token finds
+/// its peers again from there only.
+fn knows_address_of(d: &Daemon, peer: &Daemon) {
+    let port = peer.status().expect("status")["self"]["listen_addresses"][0]
         .as_str()
         .and_then(|a| a.rsplit('/').next())
-        .expect("n2 listens")
+        .expect("the peer listens")
         .to_string();
-    wait_for(Duration::from_secs(20), "n1 to save n2's address", || {
-        let known = std::fs::read_to_string(n1.state_dir.join("known-peers")).ok()?;
-        known.contains(&format!("/tcp/{port}/")).then_some(())
-    });
-    (n1, n2)
+    wait_for(
+        Duration::from_secs(20),
+        "the peer's address to be saved",
+        || {
+            let known = std::fs::read_to_string(d.state_dir.join("known-peers")).ok()?;
+            known.contains(&format!("/tcp/{port}/")).then_some(())
+        },
+    );
 }
 
 fn job_info(d: &Daemon, job_id: &str) -> Value {
@@ -235,6 +244,7 @@ fn a_run_resumed_after_a_wall_clock_correction_keeps_its_true_age() {
             (alive_names(&d.status()?) == ["n1", "n2"]).then_some(())
         });
     }
+    knows_address_of(&n1, &n2);
     // Cut off, n1 still takes n2 for alive for a while: the run stays on n1's disk.
     link.cut();
     let job_id = submit_to_n2(&n1, "echo ran");

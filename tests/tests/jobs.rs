@@ -3602,13 +3602,17 @@ fn a_query_waits_for_a_target_restarting_within_the_grace() {
 fn a_query_that_times_out_says_whose_values_it_waited_for() {
     let root = root();
     let nodes = mesh(root.path());
-    arg_per_node(&nodes[0], "delay", &[("n1", "0"), ("n2", "0"), ("n3", "8")]);
+    arg_per_node(
+        &nodes[0],
+        "delay",
+        &[("n1", "0"), ("n2", "0"), ("n3", "12")],
+    );
     let file = root.path().join("query.yaml");
     std::fs::write(
         &file,
         "- jobs:\n\
          \x20 - RUN: --skip-cache sleep {{ delay }}\n\
-         \x20 - QUERY: delay --timeout 2\n",
+         \x20 - QUERY: delay --timeout 5\n",
     )
     .unwrap();
     let o = nodes[0].cli(&[
@@ -3623,7 +3627,7 @@ fn a_query_that_times_out_says_whose_values_it_waited_for() {
         "--poll",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let r = record(&records(&nodes[0]), "QUERY: delay --timeout 2").clone();
+    let r = record(&records(&nodes[0]), "QUERY: delay --timeout 5").clone();
     let stderr = |n: &str| r["results"][n]["stderr"].as_str().unwrap_or_default();
     for n in ["n1", "n2"] {
         assert_eq!(r["results"][n]["state"], "failed", "{n}: {r}");
@@ -3640,7 +3644,8 @@ fn a_query_that_times_out_says_whose_values_it_waited_for() {
         stderr("n2").contains("it comes from the submitter n1 once every target has sent"),
         "{r}"
     );
-    // n3's value came late; its own job had the set at once.
+    // n3's value came late (n1's and n2's QUERY jobs had timed out 7 s before); its own
+    // job had the set at once.
     assert_eq!(r["results"]["n3"]["state"], "success", "{r}");
 }
 

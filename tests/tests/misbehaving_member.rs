@@ -493,6 +493,19 @@ async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_sen
         name: "token".into(),
         value: serde_json::json!(big),
     };
+    // The target sends its own value as its QUERY starts, right after its ARG: in before
+    // the rogue's (with a second to spare), so that the rogue's is the last and the time
+    // taken is the submitter's alone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !job_info(&submitter, &jobs[0])
+        .await
+        .results
+        .contains_key("target")
+    {
+        assert!(Instant::now() < deadline, "the target's ARG never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = Instant::now();
     assert_eq!(
         send(&rogue, submitter.peer_id(), &value).await,

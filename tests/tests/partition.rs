@@ -206,7 +206,7 @@ fn start_on(root: &Path, n1: &Daemon, targets: &[&str], jobs: &[&str]) -> Vec<St
     let started = root.join("started");
     std::fs::create_dir(&started).unwrap();
     let mut yaml = format!(
-        "- jobs:\n  - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 2\n",
+        "- jobs:\n  - RUN: --skip-cache mktemp -p {} >/dev/null; sleep 3\n",
         started.display()
     );
     for job in jobs {
@@ -220,16 +220,18 @@ fn start_on(root: &Path, n1: &Daemon, targets: &[&str], jobs: &[&str]) -> Vec<St
     }
     let o = n1.cli(&args);
     assert!(o.status.success(), "{}", text(&o));
-    wait_for(
-        Duration::from_secs(20),
-        "the run to start on every target",
-        || (std::fs::read_dir(&started).ok()?.count() == targets.len()).then_some(()),
-    );
     let ids: Vec<String> = records(n1)
         .iter()
         .map(|r| r["job_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids.len(), jobs.len() + 1);
+    // Back at once once the first job has started everywhere: the caller's cut lands while
+    // it sleeps, before any later job begins.
+    wait_for(
+        Duration::from_secs(20),
+        "the run to start on every target",
+        || (std::fs::read_dir(&started).ok()?.count() == targets.len()).then_some(()),
+    );
     ids
 }
 
@@ -368,8 +370,14 @@ fn a_query_timed_out_far_from_its_submitter_says_the_submitter_is_gone() {
     );
     link.cut();
     let query = &ids[1];
-    // Far QUERYs time out during the cut; their results come after the mend.
-    std::thread::sleep(Duration::from_secs(12));
+    // Far QUERYs time out during the cut (each far node then holds two results for n1: its
+    // first job's and its QUERY's); their results come after the mend.
+    for far in [&n2, &n3] {
+        wait_for(Duration::from_secs(60), "the far QUERY to time out", || {
+            let owed = far.status()?["self"]["results_owed"].clone();
+            (owed[0]["results"] == 2).then_some(())
+        });
+    }
     link.mend();
     let record = wait_for_record(&n1, query, "the far results", |r| {
         ["n2", "n3"]
@@ -393,7 +401,10 @@ fn a_query_timed_out_far_from_its_submitter_says_the_submitter_is_gone() {
 fn a_poll_from_a_cut_off_submitter_says_it_may_be_the_one_cut_off() {
     let link = Link::create();
     let root = e2e_tests::isolated_root(Path::new(env!("CARGO_TARGET_TMPDIR")));
-    let [n1, n2, n3] = across(&link, root.path(), &[]);
+    // Heartbeats of 5 s: the targets are still alive to n1 when it takes the submission
+    // right after the cut (with 1 s ones a slow machine could see them gone first, and
+    // refuse it).
+    let [n1, n2, n3] = across(&link, root.path(), &["--heartbeat-interval", "5s"]);
     link.cut();
     let o = n1.cli(&[
         "exec",
