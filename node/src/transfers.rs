@@ -16,7 +16,7 @@ use std::{
 };
 
 use coordination::{
-    JobMessage, NodeId,
+    JobMessage, JobReply, NodeId,
     transfer::{Action, ChunkResult, Download, Input, Sources},
 };
 use jobs::{Fingerprint, spec::FileRef};
@@ -171,6 +171,9 @@ struct Actor {
     /// [`PARK_FOR`]; a request past that is answered `NotYet` at once (its asker asks again).
     parked: HashMap<(Fingerprint, u64), Vec<Parked>>,
 }
+
+/// How many times a holder is told that it served a corrupt chunk, at most.
+const TELL_CORRUPT_TRIES: usize = 3;
 
 /// Most chunks that requests wait for here at once (see [`Actor::parked`]).
 const MAX_PARKED_CHUNKS: usize = 1024;
@@ -345,8 +348,9 @@ impl Actor {
     }
 
     /// Tells `holder` that a chunk it served of `hash` did not match its digest, so that it
-    /// checks its copy (a damaged one would go on failing every fetcher that asks it).
-    /// Best effort: a word lost leaves things as they were.
+    /// checks its copy (a damaged one would go on failing every fetcher that asks it). Tried
+    /// [`TELL_CORRUPT_TRIES`] times, a second apart, until the holder takes it (a busy one
+    /// answers that it is); a word lost leaves things as they were.
     fn tell_served_corrupt(&self, hash: Fingerprint, holder: &NodeId) {
         let Ok(peer) = holder.0.parse::<PeerId>() else {
             return;
@@ -357,8 +361,22 @@ impl Actor {
         };
         let mesh = self.mesh.clone();
         tokio::spawn(async move {
-            if let Err(e) = mesh.request_job(peer, bytes).await {
-                debug!(%peer, "could not tell a holder it served a corrupt chunk: {e}");
+            for _ in 0..TELL_CORRUPT_TRIES {
+                match mesh.request_job(peer, bytes.clone()).await {
+                    Ok(reply) => match mesh::wire::decode(&reply, mesh::wire::MAX_JOB_DATA) {
+                        Ok(JobReply::Ok) => return,
+                        Ok(other) => {
+                            debug!(%peer, ?other, "a holder told it served a corrupt chunk did not take it")
+                        }
+                        Err(e) => {
+                            debug!(%peer, "a holder's answer to word of a corrupt chunk: {e}")
+                        }
+                    },
+                    Err(e) => {
+                        debug!(%peer, "could not tell a holder it served a corrupt chunk: {e}")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
