@@ -113,7 +113,8 @@ struct ManageArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     last: Option<u32>,
 
-    /// One job's record, node by node (`last` for the newest; the start of an id will do).
+    /// One job's record, node by node (`last` for the newest; the start of an id will do);
+    /// for a job still running, how this node sees each node it waits for.
     #[arg(long, group = "action", value_name = "ID", value_parser = manage::record_id)]
     job_info: Option<String>,
 

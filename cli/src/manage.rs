@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::Path};
 use comfy_table::{Table, presets::NOTHING};
 use jobs::executor::ResultState;
 use node::{
-    control::{ControlClient, ControlRequest, ControlResponse, JobParts},
+    control::{ControlClient, ControlRequest, ControlResponse, JobParts, NodeRow},
     records::{JobRecord, JobStatus, Pick, Picking},
 };
 use serde_json::{Value, json};
@@ -274,10 +274,14 @@ pub fn run(state_dir: &Path, action: Action, json: bool) -> Result<(), Failure> 
             }
             Action::JobInfo(id) => {
                 let r = job(state_dir, &id).await?;
+                let members = match r.waiting_for().is_empty() {
+                    true => Vec::new(),
+                    false => members(state_dir).await,
+                };
                 if json {
-                    json_text(&job_info_json(&r)?)?
+                    json_text(&job_info_json(&r, &members)?)?
                 } else {
-                    job_info(&r)
+                    job_info(&r, &members)
                 }
             }
             Action::PurgeJobs => match ask(state_dir, ControlRequest::PurgeJobs).await? {
@@ -410,9 +414,58 @@ impl JobsTable {
     }
 }
 
+/// The mesh's members as the daemon sees them (none if it does not say).
+async fn members(state_dir: &Path) -> Vec<NodeRow> {
+    match ask(state_dir, ControlRequest::Status).await {
+        Ok(ControlResponse::Status(report)) => report.nodes,
+        _ => Vec::new(),
+    }
+}
+
+/// The member of that name (an alive one first, if two rows share it).
+fn member<'a>(members: &'a [NodeRow], name: &str) -> Option<&'a NodeRow> {
+    members
+        .iter()
+        .filter(|m| m.name == name)
+        .min_by_key(|m| m.state != "alive")
+}
+
+/// How the daemon sees a node a job waits for: `alive`, `expired`, `left`, `conflict`, or
+/// `unknown` (not in its table of the mesh).
+fn member_state<'a>(members: &'a [NodeRow], name: &str) -> &'a str {
+    member(members, name).map_or("unknown", |m| m.state.as_str())
+}
+
+/// A node a job waits for, with why as far as this node can tell (`members` empty: the
+/// daemon did not say, the name alone).
+fn waited_on(members: &[NodeRow], name: &str) -> String {
+    let Some(m) = member(members, name) else {
+        return match members.is_empty() {
+            true => name.to_string(),
+            false => format!("{name} (not in this node's table of the mesh)"),
+        };
+    };
+    let ago = m.last_seen_secs.round() as u64;
+    match m.state.as_str() {
+        "alive" => format!(
+            "{name} (alive: the job is queued or running there, or its result is on its way)"
+        ),
+        "expired" => format!(
+            "{name} (not heard from for {ago} s: down or cut off; its result comes once it is              back, or it is written off)"
+        ),
+        "left" => format!(
+            "{name} (left the mesh {ago} s ago: written off unless it is back within the \
+             grace a goodbye gets)"
+        ),
+        "conflict" => format!("{name} (two nodes use this identity)"),
+        other => format!("{name} ({other})"),
+    }
+}
+
 /// One job's record as JSON, with what the table shows beside its fields: whether it is
-/// still processing, the nodes it succeeded and failed on, those it waits for.
-fn job_info_json(r: &JobRecord) -> Result<Value, Failure> {
+/// still processing, the nodes it succeeded and failed on, those it waits for and how this
+/// node sees each of them (`waiting_for_state`: see [`member_state`]).
+fn job_info_json(r: &JobRecord, members: &[NodeRow]) -> Result<Value, Failure> {
     let mut value = serde_json::to_value(r).map_err(Failure::runtime)?;
     if let Value::Object(map) = &mut value {
         map.insert(
@@ -421,12 +474,20 @@ fn job_info_json(r: &JobRecord) -> Result<Value, Failure> {
         );
         map.insert("success".into(), json!(r.successes()));
         map.insert("failed".into(), json!(r.failures()));
-        map.insert("waiting_for".into(), json!(r.waiting_for()));
+        let waiting = r.waiting_for();
+        if !members.is_empty() {
+            let states: serde_json::Map<String, Value> = waiting
+                .iter()
+                .map(|n| (n.to_string(), json!(member_state(members, n))))
+                .collect();
+            map.insert("waiting_for_state".into(), Value::Object(states));
+        }
+        map.insert("waiting_for".into(), json!(waiting));
     }
     Ok(value)
 }
 
-fn job_info(r: &JobRecord) -> String {
+fn job_info(r: &JobRecord, members: &[NodeRow]) -> String {
     let (exec, round) = r.mean_times();
     let mut rows: Vec<(String, String)> = vec![
         ("ID".into(), r.job_id.clone()),
@@ -452,7 +513,8 @@ fn job_info(r: &JobRecord) -> String {
     }
     let waiting = r.waiting_for();
     if !waiting.is_empty() {
-        rows.push(("WAITING_FOR".into(), waiting.join("\n")));
+        let why: Vec<String> = waiting.iter().map(|n| waited_on(members, n)).collect();
+        rows.push(("WAITING_FOR".into(), why.join("\n")));
     }
     for (node, x) in &r.results {
         let state = match x.state {

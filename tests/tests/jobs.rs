@@ -1240,6 +1240,52 @@ fn submit(d: &Daemon, targets: &[&str], command: &str) -> String {
     e2e_tests::submitted_job_id(&o)
 }
 
+/// `--job-info` of a job still running says how this node sees each node it waits for.
+#[test]
+fn job_info_says_how_the_nodes_a_job_waits_for_are_seen() {
+    let root = root();
+    let nodes = mesh_of(root.path(), 2);
+    let (started, gate) = (root.path().join("started"), root.path().join("gate"));
+    let job_id = submit(
+        &nodes[0],
+        &["n2"],
+        &format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.1; done",
+            started.display(),
+            gate.display()
+        ),
+    );
+    wait_for(Duration::from_secs(30), "n2 to start the job", || {
+        started.exists().then_some(())
+    });
+    let info = |json: bool| {
+        let mut args = vec!["manage", "--job-info", job_id.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let o = nodes[0].cli(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let r: Value = serde_json::from_str(&info(true)).unwrap();
+    assert_eq!(r["waiting_for"], serde_json::json!(["n2"]), "{r}");
+    assert_eq!(
+        r["waiting_for_state"],
+        serde_json::json!({"n2": "alive"}),
+        "{r}"
+    );
+    let shown = info(false);
+    assert!(
+        shown.contains("n2 (alive: the job is queued or running there"),
+        "{shown}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    wait_for(Duration::from_secs(30), "n2 to report", || {
+        let r: Value = serde_json::from_str(&info(true)).ok()?;
+        (r["waiting_for"] == serde_json::json!([])).then_some(())
+    });
+}
+
 /// Waits up to 180 s until the submitter's record of `job_id` satisfies `done`; panics with every
 /// node's log otherwise.
 fn wait_for_record(
