@@ -359,10 +359,29 @@ fn init_logging() {
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogToStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Where the daemon's log goes: standard error, a line that cannot be written dropped. Its
+/// reader gone (a log shipper restarted, `| head`, a closed terminal) must not stop the
+/// daemon: the log layer tells of a failed write with `eprintln!`, which panics when standard
+/// error is closed, in whichever task logged (the mesh's, once).
+struct LogToStderr;
+
+impl std::io::Write for LogToStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // One call per event: the whole line, under stderr's lock (lines do not interleave).
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// The signals that stop the daemon: SIGTERM, SIGINT, and SIGHUP (the terminal or ssh session

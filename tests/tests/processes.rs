@@ -685,3 +685,76 @@ fn status_of_a_stopped_daemon_says_so_within_seconds() {
         text(&o)
     );
 }
+
+/// A daemon whose log reader goes away (its standard error a pipe closed: a log shipper
+/// restarted, `| head`) goes on as a member and runs jobs; before, its next log line
+/// panicked the task that wrote it (the mesh's), and the node stayed up, silent.
+#[test]
+fn a_daemon_whose_log_reader_goes_away_goes_on() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let root = tempfile::tempdir().unwrap();
+    let n1 = Daemon::start(root.path(), "n1", &[]);
+    let token = n1.join_token();
+    let state_dir = root.path().join("n2");
+    let mut n2 = Command::new(e2e_tests::binary())
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args(["join", "--name", "n2", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--heartbeat-interval", "1s", "--token", &token])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first log line read, then the pipe closed.
+    let mut first = String::new();
+    BufReader::new(n2.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let both = vec!["n1".to_string(), "n2".to_string()];
+    wait_for(Duration::from_secs(30), "n2 to be alive to n1", || {
+        (alive_names(&n1.status()?) == both).then_some(())
+    });
+    // n2 logs on: a job it runs, a member leaving and coming back. It stays alive to n1
+    // through it all, and runs jobs.
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "n2",
+        "--skip-cache",
+        "echo still",
+        "--poll",
+        "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = Command::new(e2e_tests::binary())
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(alive_names(&n1.status().unwrap()), both);
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "RUN",
+        "--target",
+        "n2",
+        "--skip-cache",
+        "echo still",
+        "--poll",
+        "--check",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(n2.try_wait().unwrap(), None, "n2 stopped");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(n2.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = n2.wait();
+}
