@@ -487,9 +487,18 @@ fn is_leftover(writer: Writer, modified: Option<SystemTime>, me: &Lander) -> boo
         .is_some_and(|unwritten| unwritten >= LEFTOVER_AFTER)
 }
 
-/// Whether a process with this pid runs in this PID namespace.
+/// Whether a process with this pid runs in this PID namespace: one that ended and was not
+/// reaped yet (a zombie: a daemon killed under a parent that has not waited for it) does not.
 fn running(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `PID (COMMAND) STATE ...`: the command may hold spaces and parentheses, the state
+    // follows the last `)`.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X'))
 }
 
 /// Removes the temporary files beside `path` that no landing will finish (a daemon killed
@@ -888,6 +897,24 @@ pub(super) fn resolve_owner(owner: &Owner) -> Result<Ids, String> {
 
 #[cfg(test)]
 mod tests {
+    /// A process that ended and was not reaped (a zombie) is not running: a temporary file
+    /// it left is removed at once, as one of a process gone.
+    #[test]
+    fn a_zombie_writer_is_not_running() {
+        assert!(super::running(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::running(pid) {
+            assert!(std::time::Instant::now() < deadline, "{pid} still runs");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Not reaped until here: it was a zombie all along.
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        child.wait().unwrap();
+        assert!(!super::running(pid));
+    }
+
     use super::*;
 
     /// WORKDIR where a file stands (the path itself, or a directory on the way) names it.
