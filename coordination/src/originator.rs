@@ -580,6 +580,17 @@ impl Originator {
             .max()
     }
 
+    /// The runs with targets written off that may still come back and report (their window
+    /// is open): their records stay whatever their age.
+    pub fn runs_awaiting_written_off(&self, now: Instant) -> HashSet<String> {
+        self.written_off
+            .values()
+            .flatten()
+            .filter(|w| w.at + self.config.written_off_for > now)
+            .map(|w| w.run.run_id.clone())
+            .collect()
+    }
+
     /// A real result (not a write-off) of `job_id` from `node`.
     fn result(&mut self, run_id: String, job_id: String, node: NodeId) -> Vec<Action> {
         // A written-off job that reported after all (its target back before this node saw it

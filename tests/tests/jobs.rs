@@ -2637,6 +2637,49 @@ fn records_older_than_the_retention_are_forgotten_once_finished() {
     );
 }
 
+/// A record whose target was written off stays past `--record-retention` while the target
+/// may still come back: its real result then replaces the write-off, as the operator was
+/// told (before, the record went with the retention and the result was dropped).
+#[test]
+fn a_record_awaiting_a_written_off_target_outlives_the_retention() {
+    let root = root();
+    let retention = ["--record-retention", "3s"];
+    let nodes = e2e_tests::isolated_mesh_with(root.path(), 2, Duration::from_secs(20), &retention);
+    let d = &nodes[0];
+    let (started, gate) = (root.path().join("started"), root.path().join("gate"));
+    let job_id = submit(
+        d,
+        &["n2"],
+        &format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.1; done; echo real",
+            started.display(),
+            gate.display()
+        ),
+    );
+    wait_for(Duration::from_secs(30), "n2 to start the job", || {
+        started.exists().then_some(())
+    });
+    let n2 = nix::unistd::Pid::from_raw(nodes[1].pid());
+    nix::sys::signal::kill(n2, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    wait_for_record(&nodes, &job_id, "n2 written off", |r| {
+        r["results"]["n2"]["info"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("unreachable"))
+    });
+    // Past the retention, a sweep a second: the record stays.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        records(d).iter().any(|r| r["job_id"] == job_id.as_str()),
+        "the record went while n2 may still report"
+    );
+    std::fs::write(&gate, "").unwrap();
+    nix::sys::signal::kill(n2, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let r = wait_for_record(&nodes, &job_id, "n2's real result", |r| {
+        r["results"]["n2"]["stdout"] == "real"
+    });
+    assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
+}
+
 #[test]
 fn a_purge_keeps_the_jobs_still_running_and_the_clients_that_follow_them() {
     let root = root();

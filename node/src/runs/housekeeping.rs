@@ -136,10 +136,13 @@ impl Actor {
             .chain(self.closing.keys())
             .cloned()
             .collect();
+        // Runs whose targets written off may still report: their real results replace the
+        // write-offs, as the operator was told, and need the records for that.
+        let awaited = self.originator.runs_awaiting_written_off(Instant::now());
         let store = self.store.clone();
         let sweeping = Arc::clone(&self.sweeping_records);
         tokio::task::spawn_blocking(move || {
-            let forgotten = store.forget_records(retention, now, &open);
+            let forgotten = store.forget_records(retention, now, &open, &awaited);
             // The next sweep reads the store once these deletes are on it, or it would count
             // (and delete) the same records again.
             store.flush();

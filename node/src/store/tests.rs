@@ -321,6 +321,7 @@ fn a_records_age_in_this_boot_goes_by_the_boot_clock() {
         Duration::from_millis(1000),
         (now_ms, BootInstant::now()),
         &HashSet::new(),
+        &HashSet::new(),
     );
     store.flush();
     let left: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
@@ -398,6 +399,30 @@ fn records_are_put_in_order_by_their_keys_and_read_back_by_id() {
     assert_eq!(store.records()[2], with_result);
 }
 
+/// The records of a run whose targets written off may still report stay past the
+/// retention: their real results replace the write-offs.
+#[test]
+fn records_of_runs_awaiting_written_off_targets_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let mut other = record("other-run", 10);
+    other.run_id = "other".into();
+    store.put_record(&other);
+    store.put_record(&record("awaited", 10));
+    store.flush();
+    let awaited = HashSet::from(["r".to_string()]);
+    let forgotten = store.forget_records(
+        Duration::from_millis(500),
+        (1000, None),
+        &HashSet::new(),
+        &awaited,
+    );
+    assert_eq!(forgotten, 1);
+    store.flush();
+    let left: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
+    assert_eq!(left, vec!["awaited"]);
+}
+
 /// Records older than the retention go with their results and QUERY values; newer ones
 /// and those still open stay whole.
 #[test]
@@ -433,7 +458,12 @@ fn old_records_are_forgotten_with_their_results_except_open_ones() {
     store.flush();
     let open = HashSet::from(["old-open".to_string()]);
     assert_eq!(
-        store.forget_records(Duration::from_millis(500), (1000, None), &open),
+        store.forget_records(
+            Duration::from_millis(500),
+            (1000, None),
+            &open,
+            &HashSet::new()
+        ),
         1
     );
     store.flush();
@@ -459,7 +489,12 @@ fn old_records_are_forgotten_with_their_results_except_open_ones() {
     let queried: Vec<String> = store.query_values().into_iter().map(|v| v.job_id).collect();
     assert_eq!(queried, vec!["new", "old-open"]);
     assert_eq!(
-        store.forget_records(Duration::from_millis(500), (1000, None), &open),
+        store.forget_records(
+            Duration::from_millis(500),
+            (1000, None),
+            &open,
+            &HashSet::new()
+        ),
         0
     );
 
@@ -477,7 +512,12 @@ fn old_records_are_forgotten_with_their_results_except_open_ones() {
     store.flush();
     let open = HashSet::from(["old-open".to_string(), "open-unwritten".to_string()]);
     assert_eq!(
-        store.forget_records(Duration::from_millis(500), (1000, None), &open),
+        store.forget_records(
+            Duration::from_millis(500),
+            (1000, None),
+            &open,
+            &HashSet::new()
+        ),
         0
     );
     store.flush();
