@@ -106,6 +106,8 @@ pub struct Node {
     /// short jobs of a parent cuts none of them short (the rest of the parent runs after the
     /// restart). `join --stop-grace`.
     stop_grace: Duration,
+    /// Waits for the database to close as the process ends ([`StateDirLock`]).
+    store_closing: std::sync::Mutex<Option<crate::store::StoreClosing>>,
 }
 
 /// A node's state directory, kept locked as long as this is held, past the node's shutdown.
@@ -113,6 +115,24 @@ pub struct Node {
 /// of this one (on other threads) may still be going.
 pub struct StateDirLock {
     _state: Arc<StateDir>,
+    /// Waited for before the directory is let go: the database closes once nothing uses it.
+    store_closing: Option<crate::store::StoreClosing>,
+}
+
+/// How long the end of a daemon waits for its database to close.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+impl Drop for StateDirLock {
+    fn drop(&mut self) {
+        if let Some(closing) = self.store_closing.take()
+            && !closing.wait(STORE_CLOSE_WAIT)
+        {
+            warn!(
+                "the database was still in use as the daemon ended: the next start checks it \
+                 (a walk over all of it)"
+            );
+        }
+    }
 }
 
 /// The control socket of a node still starting: removed if the start fails before the node
@@ -418,6 +438,7 @@ impl Node {
         )));
         tasks.extend(serve_control_socket(&mut listener, &control));
         info!(name = %config.name, %peer_id, "node started");
+        let store_closing = store.closing();
         Ok(Node {
             mesh: mesh.handle,
             info,
@@ -431,6 +452,7 @@ impl Node {
             tasks,
             mesh_task: mesh.task,
             processes,
+            store_closing: std::sync::Mutex::new(store_closing),
         })
     }
 
@@ -483,6 +505,11 @@ impl Node {
     pub fn hold_state_dir(&self) -> StateDirLock {
         StateDirLock {
             _state: self.state.clone(),
+            store_closing: self
+                .store_closing
+                .lock()
+                .ok()
+                .and_then(|mut closing| closing.take()),
         }
     }
 

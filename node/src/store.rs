@@ -201,6 +201,36 @@ pub struct Store {
     writer: thread::Thread,
     /// Why the writer could not commit, once it could not.
     failure: watch::Receiver<Option<String>>,
+    /// Told when the writer thread has ended (see [`Store::closing`]); taken once.
+    writer_done: Arc<std::sync::Mutex<Option<mpsc::Receiver<()>>>>,
+}
+
+/// Waits for a store to close: its writer thread ended, and the database closed (redb
+/// writes its state on the close; a process that ends before leaves a database that the
+/// next start has to repair, a walk over all of it).
+pub struct StoreClosing {
+    writer_done: mpsc::Receiver<()>,
+    db: std::sync::Weak<Database>,
+}
+
+impl StoreClosing {
+    /// Waits up to `timeout` for the store to close, once nothing uses it any more; whether
+    /// it did.
+    pub fn wait(self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        if self.writer_done.recv_timeout(timeout).is_err() {
+            return false;
+        }
+        // The writer usually holds the database last and closes it as it ends; else the
+        // last user does, on its own thread.
+        while self.db.strong_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -273,9 +303,13 @@ impl Store {
             failed,
             fail_hook: test_hook(path),
         };
+        let (done, writer_done) = mpsc::channel();
         let writer = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(disk, rx))
+            .spawn(move || {
+                writer(disk, rx);
+                let _ = done.send(());
+            })
             .map_err(|e| err(&e))?
             .thread()
             .clone();
@@ -284,6 +318,17 @@ impl Store {
             writes,
             writer,
             failure,
+            writer_done: Arc::new(std::sync::Mutex::new(Some(writer_done))),
+        })
+    }
+
+    /// What waits for this store to close, once every user of it is gone (`None` once
+    /// taken: one waits).
+    pub fn closing(&self) -> Option<StoreClosing> {
+        let writer_done = self.writer_done.lock().ok()?.take()?;
+        Some(StoreClosing {
+            writer_done,
+            db: Arc::downgrade(&self.db),
         })
     }
 

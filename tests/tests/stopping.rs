@@ -150,3 +150,35 @@ fn a_node_stopped_after_others_remembers_them_too() {
     }
     assert!(!known.contains(&format!("/p2p/{}", ids[1])), "{known}");
 }
+
+/// A clean stop leaves the database closed: the next start opens it as it is (before, the
+/// process ended while the database was still closing, and every start repaired it, a walk
+/// over all of it).
+#[test]
+fn a_clean_stop_leaves_the_database_closed() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), "n1", &[]);
+    for i in 0..3 {
+        let o = d.cli(&[
+            "exec",
+            "--verb",
+            "RUN",
+            "--skip-cache",
+            &format!("echo {i}"),
+            "--poll",
+        ]);
+        assert!(o.status.success(), "{}", e2e_tests::text(&o));
+    }
+    assert!(d.terminate().success());
+    let repaired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = repaired.clone();
+    let db = redb::Builder::new()
+        .set_repair_callback(move |_| seen.store(true, std::sync::atomic::Ordering::SeqCst))
+        .open(d.state_dir.join("node.redb"))
+        .unwrap();
+    drop(db);
+    assert!(
+        !repaired.load(std::sync::atomic::Ordering::SeqCst),
+        "the database needed a repair after a clean stop"
+    );
+}
