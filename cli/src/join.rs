@@ -11,7 +11,8 @@ pub const LONG_ABOUT: &str = "\
 Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT,
 SIGTERM or SIGHUP make it start no further job, let the jobs running finish for up to 10 s
 (--stop-grace), tell the mesh it is leaving, ask the jobs still running to end (SIGTERM,
-SIGKILL 5 s later), then exit; a second one while it stops stops it and its jobs at once).
+SIGKILL 5 s later), then exit; a second one while it stops stops it and its jobs at once;
+started under nohup, SIGHUP stays ignored).
 
 The first run creates the node's identity in the state directory, and joins a mesh: the one of
 --token; with --open, a mesh without a key; with neither, a new mesh with its own key (--peer
@@ -385,12 +386,12 @@ impl std::io::Write for LogToStderr {
 }
 
 /// The signals that stop the daemon: SIGTERM, SIGINT, and SIGHUP (the terminal or ssh session
-/// it runs in closing). Each is caught from the moment this is made, whether or not it is
-/// being waited for then.
+/// it runs in closing) unless it was started with SIGHUP ignored (`nohup`). Each is caught
+/// from the moment this is made, whether or not it is being waited for then.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl StopSignals {
@@ -400,21 +401,44 @@ impl StopSignals {
             signal(kind)
                 .map_err(|e| Failure::Runtime(format!("cannot catch the stop signals: {e}")))
         };
+        // Started with SIGHUP ignored (`nohup`): it stays ignored, as the operator asked.
+        let hup = match hangup_ignored() {
+            true => None,
+            false => Some(take(SignalKind::hangup())?),
+        };
         Ok(StopSignals {
             term: take(SignalKind::terminate())?,
             int: take(SignalKind::interrupt())?,
-            hup: take(SignalKind::hangup())?,
+            hup,
         })
     }
 
     /// Resolves at the next stop signal (at once for one that came since the last).
     async fn next(&mut self) {
+        let hup = async {
+            match &mut self.hup {
+                Some(hup) => hup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}
-            _ = self.hup.recv() => {}
+            _ = hup => {}
         }
     }
+}
+
+/// Whether this process was started with SIGHUP ignored (as `nohup` starts it): read from
+/// the kernel's account of the process (`SigIgn`, a mask with SIGHUP as its lowest bit).
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
 }
 
 fn print_banner(node: &Node) {

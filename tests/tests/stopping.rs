@@ -182,3 +182,41 @@ fn a_clean_stop_leaves_the_database_closed() {
         "the database needed a repair after a clean stop"
     );
 }
+
+/// Started under `nohup`, the daemon leaves SIGHUP ignored (a logout does not stop it);
+/// SIGTERM still stops it cleanly.
+#[test]
+fn a_daemon_started_under_nohup_outlives_a_hangup() {
+    let root = tempfile::tempdir().unwrap();
+    let state_dir = root.path().join("n1");
+    let log = std::fs::File::create(root.path().join("n1.log")).unwrap();
+    let mut child = Command::new("nohup")
+        .arg(binary())
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args(["join", "--name", "n1", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let status = || {
+        Command::new(binary())
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("status")
+            .output()
+            .unwrap()
+    };
+    e2e_tests::wait_for(Duration::from_secs(30), "the daemon to answer", || {
+        status().status.success().then_some(())
+    });
+    let pid = Pid::from_raw(child.id() as i32);
+    kill(pid, Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(child.try_wait().unwrap(), None, "a hangup stopped it");
+    assert!(status().status.success());
+    kill(pid, Signal::SIGTERM).unwrap();
+    let exited = child.wait().unwrap();
+    assert!(exited.success(), "{exited:?}");
+}
