@@ -4680,10 +4680,10 @@ fn a_mesh_stopped_at_once_writes_off_no_target() {
     for d in &mut nodes {
         d.restart();
     }
-    // The targets' own results: the job was cut by their stop (a clean one, they say).
+    // The targets' own results: the job was cut by their stop (they say so).
     let o = nodes[0].cli(&["manage", "--follow-run", "last"]);
     let said = text(&o);
-    let stopped = "interrupted: the job was running when its node was stopped (a clean stop";
+    let stopped = "interrupted: the job was running when its node was stopped (a stop ends";
     assert!(
         !said.contains("unreachable")
             && said.contains(&format!("n2: {stopped}"))

@@ -37,9 +37,11 @@ pub(super) const WAS_RUNNING: &str = "interrupted: the job had started when its 
 
 /// [`WAS_RUNNING`] after a clean stop of the node, which stopped the job's processes.
 pub(super) const WAS_STOPPED: &str = "interrupted: the job was running when its node was \
-                                      stopped (a clean stop, which stops the jobs running; or \
-                                      it had just ended, its result not yet recorded); it is not \
-                                      run again, so that no job ever runs twice";
+                                      stopped (a stop ends the jobs still running once \
+                                      --stop-grace has passed, at once on a second signal or \
+                                      when the database cannot be written; or the job had just \
+                                      ended, its result not yet recorded); it is not run again, \
+                                      so that no job ever runs twice";
 
 /// Why a job still queued at a restart was not run: its parent's earlier job was cut short
 /// (the parent failed, as after any failure).
