@@ -277,6 +277,13 @@ async fn run_node(
             );
             failure = Some(reason);
         }
+        task = lost_task(&node) => {
+            tracing::error!(
+                "{task} of the daemon stopped (a bug: the panic above says where); stopping, so \
+                 that the service manager starts the daemon again"
+            );
+            failure = Some(format!("{task} of the daemon stopped"));
+        }
     }
     let socket = node.control_socket().cloned();
     let stop_jobs = node.job_stopper();
@@ -296,6 +303,16 @@ async fn run_node(
     match failure {
         Some(reason) => Err(Failure::Runtime(reason)),
         None => left,
+    }
+}
+
+/// Resolves once a task the node cannot do without has ended (see [`Node::lost_task`]).
+async fn lost_task(node: &Node) -> &'static str {
+    loop {
+        if let Some(task) = node.lost_task() {
+            return task;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

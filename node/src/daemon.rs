@@ -98,6 +98,9 @@ pub struct Node {
     listen_addrs: Vec<Multiaddr>,
     control_socket: Option<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
+    /// The tasks among them (and the mesh's) without which the node is a member in name
+    /// only, by what the log calls them (see [`Node::lost_task`]).
+    essential: Vec<(&'static str, tokio::task::AbortHandle)>,
     mesh_task: JoinHandle<()>,
     /// The process groups of the jobs running here, stopped at shutdown.
     processes: Arc<ProcessLog>,
@@ -427,6 +430,17 @@ impl Node {
             transfers: transfers.clone(),
             left_grace,
         });
+        // The tasks the node cannot do without: one that ends while the node runs panicked.
+        let mut essential: Vec<(&'static str, tokio::task::AbortHandle)> = vec![
+            ("the mesh task", mesh.task.abort_handle()),
+            ("the file transfer task", transfers_task.abort_handle()),
+            ("the mesh events task", events_task.abort_handle()),
+        ];
+        essential.extend(
+            runs_tasks
+                .iter()
+                .map(|t| ("the jobs task", t.abort_handle())),
+        );
         let mut tasks = runs_tasks;
         tasks.push(halt_on_failure);
         tasks.push(transfers_task);
@@ -436,7 +450,13 @@ impl Node {
             state.clone(),
             members_changed.clone(),
         )));
-        tasks.extend(serve_control_socket(&mut listener, &control));
+        let control_task = serve_control_socket(&mut listener, &control);
+        essential.extend(
+            control_task
+                .iter()
+                .map(|t| ("the control socket task", t.abort_handle())),
+        );
+        tasks.extend(control_task);
         info!(name = %config.name, %peer_id, "node started");
         let store_closing = store.closing();
         Ok(Node {
@@ -450,6 +470,7 @@ impl Node {
             control_socket: config.control_socket,
             stop_grace: config.stop_grace,
             tasks,
+            essential,
             mesh_task: mesh.task,
             processes,
             store_closing: std::sync::Mutex::new(store_closing),
@@ -502,6 +523,17 @@ impl Node {
 
     /// Keeps this node's state directory locked for as long as the result is held, even after
     /// the node has shut down (see [`StateDirLock`]).
+    /// A task the node cannot do without that has ended while the node runs (it panicked: a
+    /// bug, the log says where), by name. The node is then a member in name only (a dead
+    /// mesh task answers nobody; a dead jobs task runs nothing): the daemon stops, so that
+    /// its service manager starts it again.
+    pub fn lost_task(&self) -> Option<&'static str> {
+        self.essential
+            .iter()
+            .find(|(_, task)| task.is_finished())
+            .map(|(name, _)| *name)
+    }
+
     pub fn hold_state_dir(&self) -> StateDirLock {
         StateDirLock {
             _state: self.state.clone(),

@@ -35,7 +35,8 @@ use crate::blobs::{Attempt, BlobStore, ChunkLookup};
 pub const TICK: Duration = Duration::from_millis(25);
 
 /// Test hooks, on only when `DIRECTORD_MESH_TEST_HOOKS=1`: files in the state directory that
-/// make this node serve corrupt (`test-corrupt-blobs`) or slow (`test-slow-blobs`) chunks.
+/// make this node serve corrupt (`test-corrupt-blobs`) or slow (`test-slow-blobs`) chunks, or
+/// its transfer task panic at the next fetch (`test-panic-transfers`).
 #[derive(Clone)]
 pub struct TestHooks {
     dir: Option<PathBuf>,
@@ -220,6 +221,10 @@ impl Actor {
                 sources,
                 reply,
             } => {
+                // A task that dies, as a bug would make it: the daemon must not go on without.
+                if self.hooks.active("test-panic-transfers") {
+                    panic!("test hook test-panic-transfers");
+                }
                 if self.store.has(&file.hash) {
                     let _ = reply.send(Ok(self.store.path(&file.hash)));
                     return;

@@ -758,3 +758,39 @@ fn a_daemon_whose_log_reader_goes_away_goes_on() {
     );
     let _ = n2.wait();
 }
+
+/// A task the daemon cannot do without that dies (a bug; here a test hook panics the file
+/// transfer task at its next fetch) stops the daemon with an error, so that its service
+/// manager starts it again; before, the process stayed up without it, a member in name only.
+#[test]
+fn a_daemon_that_loses_a_task_stops_with_an_error() {
+    let root = tempfile::tempdir().unwrap();
+    let n1 = Daemon::start(root.path(), "n1", &[]);
+    let token = n1.join_token();
+    let mut n2 = Daemon::start(root.path(), "n2", &["--token", &token]);
+    let both = vec!["n1".to_string(), "n2".to_string()];
+    wait_for(Duration::from_secs(30), "the mesh to form", || {
+        (alive_names(&n1.status()?) == both).then_some(())
+    });
+    std::fs::write(n2.state_dir.join("test-panic-transfers"), b"").unwrap();
+    // Too large to travel inside the run: n2 fetches it.
+    let file = root.path().join("payload.bin");
+    std::fs::write(&file, vec![7u8; 200_000]).unwrap();
+    let o = n1.cli(&[
+        "exec",
+        "--verb",
+        "ADD",
+        "--target",
+        "n2",
+        &format!("{} /tmp/payload-lost-task.bin", file.display()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let exited = n2.wait_exit(Duration::from_secs(30));
+    assert_eq!(exited.code(), Some(1), "{}", n2.log());
+    assert!(
+        n2.log()
+            .contains("the file transfer task of the daemon stopped (a bug"),
+        "{}",
+        n2.log()
+    );
+}
