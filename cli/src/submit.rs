@@ -312,9 +312,9 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
                     e + 1,
                     j + 1
                 );
-                let (specs, hidden) = jobs::transfer::resolve_noting_hidden(job.spec, &cwd)
+                let (specs, left_out) = jobs::transfer::resolve_noting_left_out(job.spec, &cwd)
                     .map_err(|why| Failure::Input(format!("{at}: {why}")))?;
-                say_hidden_left_out(&at, &hidden);
+                say_sources_left_out(&at, &left_out);
                 jobs.extend(submitted_jobs(&job.text, specs));
             }
             let origin = match &entry.name {
@@ -354,27 +354,39 @@ fn submitted_jobs(definition: &str, specs: Vec<JobSpec>) -> Vec<SubmittedJob> {
         .collect()
 }
 
-/// Says which hidden files a wildcard of the ADD/COPY at `at` left out, as a shell does: a
-/// `conf/*` that leaves out `conf/.env` would otherwise deploy without it unnoticed.
-fn say_hidden_left_out(at: &str, hidden: &[std::path::PathBuf]) {
-    const NAMED: usize = 3;
-    if hidden.is_empty() {
-        return;
+/// Says what the pattern of the ADD/COPY at `at` matched and left out: hidden files its
+/// wildcard left out, as a shell does, and what is not a regular file (a link to nothing, a
+/// named pipe). A `conf/*` that leaves out `conf/.env` would otherwise deploy without it
+/// unnoticed.
+fn say_sources_left_out(at: &str, left_out: &jobs::transfer::LeftOut) {
+    if !left_out.hidden.is_empty() {
+        let names = left_out.hidden.iter().map(|p| p.display().to_string());
+        output::err_line(format!(
+            "note: {at}: its wildcard left out hidden files, as a shell does: {} (write \
+             their leading dot, e.g. '.*', to send them)",
+            first_few(names, left_out.hidden.len())
+        ));
     }
-    let named: Vec<String> = hidden
-        .iter()
-        .take(NAMED)
-        .map(|p| p.display().to_string())
-        .collect();
-    let more = match hidden.len().saturating_sub(NAMED) {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
-    output::err_line(format!(
-        "note: {at}: its wildcard left out hidden files, as a shell does: {}{more} (write \
-         their leading dot, e.g. '.*', to send them)",
-        named.join(", ")
-    ));
+    if !left_out.not_files.is_empty() {
+        let names = left_out
+            .not_files
+            .iter()
+            .map(|(p, what)| format!("{} ({what})", p.display()));
+        output::err_line(format!(
+            "note: {at}: its pattern matched what ADD and COPY cannot send, left out: {}",
+            first_few(names, left_out.not_files.len())
+        ));
+    }
+}
+
+/// The first few of `names` (`count` in all), and how many more there are.
+fn first_few(names: impl Iterator<Item = String>, count: usize) -> String {
+    const NAMED: usize = 3;
+    let named: Vec<String> = names.take(NAMED).collect();
+    match count.saturating_sub(NAMED) {
+        0 => named.join(", "),
+        n => format!("{} and {n} more", named.join(", ")),
+    }
 }
 
 /// ADD/COPY name files on this machine: each source glob becomes one job per file, with the
@@ -387,9 +399,9 @@ fn resolve_files(parents: Vec<SubmittedParent>) -> Result<Vec<SubmittedParent>, 
         .map(|mut parent| {
             let mut jobs = Vec::new();
             for job in parent.jobs {
-                let (specs, hidden) = jobs::transfer::resolve_noting_hidden(job.spec, &cwd)
+                let (specs, left_out) = jobs::transfer::resolve_noting_left_out(job.spec, &cwd)
                     .map_err(|e| Failure::Input(format!("{}: {e}", job.definition)))?;
-                say_hidden_left_out(&job.definition, &hidden);
+                say_sources_left_out(&job.definition, &left_out);
                 jobs.extend(submitted_jobs(&job.definition, specs));
             }
             parent.jobs = jobs;

@@ -17,25 +17,35 @@ pub const BLUEPRINT_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Expands ADD/COPY jobs into one job per source file (other jobs are returned as they are).
 /// Fails, naming the pattern, when nothing matches or a file cannot be read.
 pub fn resolve(spec: JobSpec, cwd: &Path) -> Result<Vec<JobSpec>, String> {
-    resolve_noting_hidden(spec, cwd).map(|(specs, _)| specs)
+    resolve_noting_left_out(spec, cwd).map(|(specs, _)| specs)
 }
 
-/// [`resolve`], and the hidden files a wildcard of its source left out (as a shell does:
-/// see [`matching_files`]), sorted, for the submitter to say so: a `conf/*` that leaves out
-/// `conf/.env` would otherwise go unnoticed.
-pub fn resolve_noting_hidden(
+/// What a source pattern matched beside the files it sends, left out, for the submitter to
+/// say so: a `conf/*` that leaves out `conf/.env`, or a link to a file that is gone, would
+/// otherwise deploy without it unnoticed.
+#[derive(Debug, Default, PartialEq)]
+pub struct LeftOut {
+    /// Hidden files a wildcard left out (as a shell does: see [`matching_files`]), sorted.
+    pub hidden: Vec<PathBuf>,
+    /// What is neither a regular file nor a directory (a link to nothing, a named pipe, a
+    /// device), sorted, each with what it is.
+    pub not_files: Vec<(PathBuf, String)>,
+}
+
+/// [`resolve`], and what the pattern of its source matched that it leaves out.
+pub fn resolve_noting_left_out(
     spec: JobSpec,
     cwd: &Path,
-) -> Result<(Vec<JobSpec>, Vec<PathBuf>), String> {
+) -> Result<(Vec<JobSpec>, LeftOut), String> {
     let (transfer, add) = match &spec.component {
         Component::Add(t) => (t.clone(), true),
         Component::Copy(t) => (t.clone(), false),
-        _ => return Ok((vec![spec], vec![])),
+        _ => return Ok((vec![spec], LeftOut::default())),
     };
     if transfer.file.is_some() {
-        return Ok((vec![spec], vec![]));
+        return Ok((vec![spec], LeftOut::default()));
     }
-    let (files, hidden) = matching(&transfer.src, cwd)?;
+    let (files, left_out) = matching(&transfer.src, cwd)?;
     // Several files to one file path would land one over the other, the last one winning.
     // (A DEST that is a template may still render to a directory: it is left to the target.)
     if files.len() > 1 && !transfer.dest.ends_with('/') && !transfer.dest.contains("{{") {
@@ -97,7 +107,7 @@ pub fn resolve_noting_hidden(
         };
         out.push(job);
     }
-    Ok((out, hidden))
+    Ok((out, left_out))
 }
 
 /// A `--blueprint` source is UTF-8 text that parses as a template: either mistake would fail
@@ -172,8 +182,8 @@ pub fn matching_files(pattern: &str, cwd: &Path) -> Result<Vec<PathBuf>, String>
     matching(pattern, cwd).map(|(files, _)| files)
 }
 
-/// The regular files `pattern` names, and the hidden ones its wildcards left out, each sorted.
-fn matching(pattern: &str, cwd: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+/// The regular files `pattern` names, sorted, and what else it matched that is left out.
+fn matching(pattern: &str, cwd: &Path) -> Result<(Vec<PathBuf>, LeftOut), String> {
     let expanded = match pattern.strip_prefix("~/") {
         Some(rest) => match std::env::var_os("HOME") {
             Some(home) => Path::new(&home).join(rest).display().to_string(),
@@ -244,7 +254,16 @@ fn matching(pattern: &str, cwd: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), S
         });
     }
     hidden.retain(|p| p.is_file());
-    Ok((files, hidden))
+    let mut not_files: Vec<(PathBuf, String)> = others
+        .into_iter()
+        .filter(|p| !p.is_dir())
+        .map(|p| {
+            let what = not_a_file(&p);
+            (p, what)
+        })
+        .collect();
+    not_files.sort();
+    Ok((files, LeftOut { hidden, not_files }))
 }
 
 /// What `path` is, said of something that is neither a regular file nor a directory.
@@ -389,10 +408,36 @@ mod tests {
         let e = matching_files("*/c.txt", dir.path()).unwrap_err();
         assert!(e.contains("matches only hidden names"), "{e}");
         // What a wildcard left out is told, files only (not the .git directory).
-        let (files, hidden) = matching("*", dir.path()).unwrap();
+        let (files, left_out) = matching("*", dir.path()).unwrap();
         assert_eq!(files, [dir.path().join("a.txt"), dir.path().join("b.txt")]);
-        assert_eq!(hidden, [dir.path().join(".hidden.txt")]);
-        assert!(matching(".*", dir.path()).unwrap().1.is_empty());
+        assert_eq!(left_out.hidden, [dir.path().join(".hidden.txt")]);
+        assert!(left_out.not_files.is_empty(), "{left_out:?}");
+        assert!(matching(".*", dir.path()).unwrap().1.hidden.is_empty());
+    }
+
+    /// What a pattern matches that is neither a regular file nor a directory (a link to a
+    /// file that is gone, a named pipe) is left out and said, with what it is.
+    #[test]
+    fn links_to_nothing_and_pipes_a_pattern_matches_are_said() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.conf"), b"a").unwrap();
+        std::os::unix::fs::symlink("/nowhere/x", dir.path().join("b.conf")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("c.conf"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::create_dir(dir.path().join("d.conf")).unwrap();
+        let (specs, left_out) =
+            resolve_noting_left_out(spec("*.conf /etc/app/"), dir.path()).unwrap();
+        assert_eq!(specs.len(), 1);
+        assert!(left_out.hidden.is_empty());
+        assert_eq!(
+            left_out.not_files,
+            [
+                (
+                    dir.path().join("b.conf"),
+                    "a symbolic link to /nowhere/x, which does not exist".to_string()
+                ),
+                (dir.path().join("c.conf"), "a named pipe (FIFO)".to_string()),
+            ]
+        );
     }
 
     #[test]

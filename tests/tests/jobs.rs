@@ -1984,6 +1984,7 @@ fn unknown_targets_are_refused_before_anything_runs() {
     std::fs::create_dir(&conf).unwrap();
     std::fs::write(conf.join("app.conf"), "a").unwrap();
     std::fs::write(conf.join(".env"), "secret").unwrap();
+    std::os::unix::fs::symlink("/nowhere/db.conf", conf.join("db.conf")).unwrap();
     let hidden = root.path().join("hidden.yaml");
     std::fs::write(
         &hidden,
@@ -1997,6 +1998,17 @@ fn unknown_targets_are_refused_before_anything_runs() {
         said.contains(&format!(
             "hidden.yaml: entry 1, job 1 (ADD): its wildcard left out hidden files, as a shell \
              does: {}/.env (write their leading dot",
+            conf.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    // So is what it matched that is no file to send.
+    assert!(
+        said.contains(&format!(
+            "hidden.yaml: entry 1, job 1 (ADD): its pattern matched what ADD and COPY cannot \
+             send, left out: {}/db.conf (a symbolic link to /nowhere/db.conf, which does not \
+             exist)",
             conf.display()
         )),
         "{}",
