@@ -422,24 +422,23 @@ async fn members(state_dir: &Path) -> Vec<NodeRow> {
     }
 }
 
-/// The member of that name (an alive one first, if two rows share it).
-fn member<'a>(members: &'a [NodeRow], name: &str) -> Option<&'a NodeRow> {
-    members
-        .iter()
-        .filter(|m| m.name == name)
-        .min_by_key(|m| m.state != "alive")
+/// The member a job's target is, by its identity (a node rebuilt under the same name is
+/// another member).
+fn member<'a>(members: &'a [NodeRow], r: &JobRecord, name: &str) -> Option<&'a NodeRow> {
+    let peer_id = &r.nodes.iter().find(|n| n.name == name)?.peer_id;
+    members.iter().find(|m| m.peer_id == *peer_id)
 }
 
 /// How the daemon sees a node a job waits for: `alive`, `expired`, `left`, `conflict`, or
 /// `unknown` (not in its table of the mesh).
-fn member_state<'a>(members: &'a [NodeRow], name: &str) -> &'a str {
-    member(members, name).map_or("unknown", |m| m.state.as_str())
+fn member_state<'a>(members: &'a [NodeRow], r: &JobRecord, name: &str) -> &'a str {
+    member(members, r, name).map_or("unknown", |m| m.state.as_str())
 }
 
 /// A node a job waits for, with why as far as this node can tell (`members` empty: the
 /// daemon did not say, the name alone).
-fn waited_on(members: &[NodeRow], name: &str) -> String {
-    let Some(m) = member(members, name) else {
+fn waited_on(members: &[NodeRow], r: &JobRecord, name: &str) -> String {
+    let Some(m) = member(members, r, name) else {
         return match members.is_empty() {
             true => name.to_string(),
             false => format!("{name} (not in this node's table of the mesh)"),
@@ -451,7 +450,8 @@ fn waited_on(members: &[NodeRow], name: &str) -> String {
             "{name} (alive: the job is queued or running there, or its result is on its way)"
         ),
         "expired" => format!(
-            "{name} (not heard from for {ago} s: down or cut off; its result comes once it is              back, or it is written off)"
+            "{name} (not heard from for {ago} s: down or cut off; its result comes once it is \
+             back, or it is written off)"
         ),
         "left" => format!(
             "{name} (left the mesh {ago} s ago: written off unless it is back within the \
@@ -478,7 +478,7 @@ fn job_info_json(r: &JobRecord, members: &[NodeRow]) -> Result<Value, Failure> {
         if !members.is_empty() {
             let states: serde_json::Map<String, Value> = waiting
                 .iter()
-                .map(|n| (n.to_string(), json!(member_state(members, n))))
+                .map(|n| (n.to_string(), json!(member_state(members, r, n))))
                 .collect();
             map.insert("waiting_for_state".into(), Value::Object(states));
         }
@@ -513,7 +513,7 @@ fn job_info(r: &JobRecord, members: &[NodeRow]) -> String {
     }
     let waiting = r.waiting_for();
     if !waiting.is_empty() {
-        let why: Vec<String> = waiting.iter().map(|n| waited_on(members, n)).collect();
+        let why: Vec<String> = waiting.iter().map(|n| waited_on(members, r, n)).collect();
         rows.push(("WAITING_FOR".into(), why.join("\n")));
     }
     for (node, x) in &r.results {
@@ -694,6 +694,42 @@ mod tests {
             roundtrip_secs,
             finished_unix_ms: 1_000,
         }
+    }
+
+    /// A node a job waits for is found by its identity: another node under its name (a
+    /// machine rebuilt) does not speak for it.
+    #[test]
+    fn a_node_waited_for_is_seen_by_its_identity() {
+        let row = |peer_id: &str, state: &str| NodeRow {
+            name: "web".into(),
+            peer_id: peer_id.into(),
+            state: state.into(),
+            version: String::new(),
+            addresses: Vec::new(),
+            machine_id: String::new(),
+            host_uptime_secs: 0,
+            agent_uptime_secs: 0,
+            last_seen_secs: 42.0,
+            load: 0.0,
+            labels: Default::default(),
+            is_self: false,
+        };
+        let job = JobRecord {
+            nodes: vec![node::records::NodeRef {
+                peer_id: "waited".into(),
+                name: "web".into(),
+            }],
+            ..JobRecord::default()
+        };
+        let members = [row("rebuilt", "alive"), row("waited", "expired")];
+        assert_eq!(
+            waited_on(&members, &job, "web"),
+            "web (not heard from for 42 s: down or cut off; its result comes once it is back, \
+             or it is written off)"
+        );
+        assert_eq!(member_state(&members, &job, "web"), "expired");
+        assert_eq!(member_state(&members[..1], &job, "web"), "unknown");
+        assert_eq!(waited_on(&[], &job, "web"), "web");
     }
 
     /// A target written off, or one that did not run the job, is a failure of the job but

@@ -347,7 +347,8 @@ impl Originator {
     }
 
     /// Whether `run_id` is tracked here: open, or with targets written off that may still
-    /// come back and report (its records may be gone already: see `--record-retention`).
+    /// come back and report (its records are kept meanwhile: see
+    /// [`Originator::runs_awaiting_results`]).
     pub fn knows(&self, run_id: &str) -> bool {
         self.runs.contains_key(run_id)
             || self
@@ -580,14 +581,19 @@ impl Originator {
             .max()
     }
 
-    /// The runs with targets written off that may still come back and report (their window
-    /// is open): their records stay whatever their age.
-    pub fn runs_awaiting_written_off(&self, now: Instant) -> HashSet<String> {
-        self.written_off
-            .values()
-            .flatten()
-            .filter(|w| w.at + self.config.written_off_for > now)
-            .map(|w| w.run.run_id.clone())
+    /// The runs whose results may still come in here ([`Originator::knows`] each): open
+    /// ones (a target written off and back again among them), and those with targets written
+    /// off that may still come back. Their records stay whatever their age.
+    pub fn runs_awaiting_results(&self) -> HashSet<String> {
+        self.runs
+            .keys()
+            .cloned()
+            .chain(
+                self.written_off
+                    .values()
+                    .flatten()
+                    .map(|w| w.run.run_id.clone()),
+            )
             .collect()
     }
 

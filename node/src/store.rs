@@ -623,7 +623,7 @@ impl Store {
     /// Forgets the records (and results, and QUERY values) of the jobs created `retention`
     /// or longer before `now` (on the boot clock when the record was made in this boot, else
     /// by the wall clock, Unix ms), except those in `open` and those of the runs in
-    /// `open_runs`, the finished runs no record is
+    /// `kept_runs`, the finished runs no record is
     /// left of, and results and QUERY values whose record is gone. Returns how many records.
     /// Reads the whole tables: for a sweep now and then, not for every job.
     pub fn forget_records(
@@ -631,7 +631,7 @@ impl Store {
         retention: Duration,
         now: (u64, Option<BootInstant>),
         open: &HashSet<String>,
-        open_runs: &HashSet<String>,
+        kept_runs: &HashSet<String>,
     ) -> usize {
         /// Only what the choice needs is read of each record.
         #[derive(Deserialize)]
@@ -670,7 +670,7 @@ impl Store {
         let mut kept_jobs: HashSet<u64> = HashSet::new();
         let mut still_recorded: HashSet<u64> = HashSet::new();
         for_each_in::<Created>(&snapshot, JOBS, |id, r| {
-            if too_old(&r) && !open.contains(id) && !open_runs.contains(&r.run_id) {
+            if too_old(&r) && !open.contains(id) && !kept_runs.contains(&r.run_id) {
                 old.insert(id.to_string());
             } else {
                 kept_jobs.insert(id_hash(id));

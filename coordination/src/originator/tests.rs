@@ -239,11 +239,15 @@ fn a_target_written_off_that_comes_back_gets_its_jobs_again() {
         if *n == node("b") && job_ids.len() == 2))
     );
     assert!(a.iter().any(|x| matches!(x, Action::Finished { .. })));
+    // Its results may still come: the run's records are kept.
+    let awaited = HashSet::from(["r1".to_string()]);
+    assert_eq!(o.runs_awaiting_results(), awaited);
 
     // b is back (a partition healed): it never acknowledged, so the run goes to it again in
     // the next round, and is tracked until its results are in.
     let back = t0 + Duration::from_secs(60);
     assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    assert_eq!(o.runs_awaiting_results(), awaited);
     let a = o.handle(Input::Tick, back);
     assert!(
         matches!(&a[..], [Action::Deliver { node: n, .. }] if *n == node("b")),
@@ -264,6 +268,7 @@ fn a_target_written_off_that_comes_back_gets_its_jobs_again() {
     );
     // Back once more: nothing is owed any more.
     assert!(o.handle(Input::NodeBack(node("b")), back).is_empty());
+    assert!(o.runs_awaiting_results().is_empty());
 }
 
 /// A target that restarts quickly reports its (interrupted) jobs before this node sees it

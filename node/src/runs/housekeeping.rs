@@ -136,9 +136,10 @@ impl Actor {
             .chain(self.closing.keys())
             .cloned()
             .collect();
-        // Runs whose targets written off may still report: their real results replace the
-        // write-offs, as the operator was told, and need the records for that.
-        let awaited = self.originator.runs_awaiting_written_off(Instant::now());
+        // Runs whose results may still come (targets written off may come back and report:
+        // their real results replace the write-offs, as the operator was told): their
+        // records stay.
+        let awaited = self.originator.runs_awaiting_results();
         let store = self.store.clone();
         let sweeping = Arc::clone(&self.sweeping_records);
         tokio::task::spawn_blocking(move || {

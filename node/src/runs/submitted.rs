@@ -468,7 +468,10 @@ impl Actor {
             // A real result replaces a write-off; nothing replaces a real result.
             Some(existing) => real && existing.is_write_off(),
         };
-        let succeeded = real && outcome.state == ResultState::Success;
+        // Looked for among the run's jobs only for a file job's success.
+        let holds_file = real
+            && outcome.state == ResultState::Success
+            && matches!(record.verb.as_str(), "ADD" | "COPY");
         // A written-off target reporting after all: said once per target and run.
         let late = (replace && record.results.contains_key(&name))
             .then(|| (record.run_id.clone(), name.clone()));
@@ -490,7 +493,7 @@ impl Actor {
             record.results.insert(name, node_result.without_output());
         }
         let complete = record.results.len() >= record.nodes.len();
-        if succeeded {
+        if holds_file {
             self.holds_job_file(&run_id, &job_id, &node);
         }
         if let Some(late) = late {
