@@ -293,6 +293,9 @@ async fn run_node(
         r = node.shutdown() => r.map_err(Failure::runtime),
         () = signals.next() => {
             stop_jobs();
+            if let Some(lock) = state_dir_lock.as_mut() {
+                lock.without_waiting_for_the_database();
+            }
             // Nothing answers the control socket any more.
             if let Some(socket) = socket {
                 let _ = std::fs::remove_file(socket);
@@ -375,31 +378,17 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_gossipsub=error")
     });
+    // A line that cannot be written is dropped. Its reader gone (a log shipper restarted,
+    // `| head`, a closed terminal) must not stop the daemon: the log layer would say so
+    // with `eprintln!`, which panics on a closed standard error, in whichever task logged
+    // (the mesh's, once).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| LogToStderr)
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
-}
-
-/// Where the daemon's log goes: standard error, a line that cannot be written dropped. Its
-/// reader gone (a log shipper restarted, `| head`, a closed terminal) must not stop the
-/// daemon: the log layer tells of a failed write with `eprintln!`, which panics when standard
-/// error is closed, in whichever task logged (the mesh's, once).
-struct LogToStderr;
-
-impl std::io::Write for LogToStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // One call per event: the whole line, under stderr's lock (lines do not interleave).
-        let _ = std::io::stderr().write_all(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = std::io::stderr().flush();
-        Ok(())
-    }
 }
 
 /// The signals that stop the daemon: SIGTERM, SIGINT, and SIGHUP (the terminal or ssh session

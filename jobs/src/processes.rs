@@ -732,7 +732,7 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// What /proc says of a process that is still running.
-struct RunningProcess {
+pub(crate) struct RunningProcess {
     /// Its process group.
     group: u32,
     /// When it started, in clock ticks after boot.
@@ -741,7 +741,7 @@ struct RunningProcess {
 
 /// Process `pid` as /proc has it; `None`: no such process, or one that has ended and waits to
 /// be collected (a zombie).
-fn running_process(pid: u32) -> Option<RunningProcess> {
+pub(crate) fn running_process(pid: u32) -> Option<RunningProcess> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (in parentheses, which may hold anything): state, ppid,
     // pgrp, ... starttime (field 22 of the line, the 20th of these).

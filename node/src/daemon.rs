@@ -125,6 +125,14 @@ pub struct StateDirLock {
 /// How long the end of a daemon waits for its database to close.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
+impl StateDirLock {
+    /// The directory is let go at once, the database closed or not: a stop asked to be at
+    /// once (a second signal) does not wait for it.
+    pub fn without_waiting_for_the_database(&mut self) {
+        self.store_closing = None;
+    }
+}
+
 impl Drop for StateDirLock {
     fn drop(&mut self) {
         if let Some(closing) = self.store_closing.take()

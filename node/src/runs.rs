@@ -338,6 +338,7 @@ impl Runs {
             sweeping_records: Arc::default(),
             holders: HashMap::new(),
             corrupt_reported: HashMap::new(),
+            corrupt_checking: Arc::default(),
             job_fingerprints: HashMap::new(),
             inbox: tx.clone(),
             outbox: Outbox::new(),
@@ -490,6 +491,8 @@ struct Actor {
     /// [`CORRUPT_REPORT_CHECK_EVERY`] at most, however many such words come (a member may
     /// send any number). Files this node holds only.
     corrupt_reported: HashMap<jobs::Fingerprint, Instant>,
+    /// Whether such a check runs now: one at a time (a member could name every file held).
+    corrupt_checking: Arc<std::sync::atomic::AtomicBool>,
     originator: Originator,
     outbox: Outbox,
     /// Records of jobs this node submitted that are still processing.
@@ -1067,17 +1070,26 @@ impl Actor {
     }
 
     /// `from` says a chunk this node served of `hash` did not match its digest: this node's
-    /// copy is checked, unless it was checked on such a word lately.
+    /// copy is checked, unless it was checked on such a word lately or another such check
+    /// runs (the word is then left: a fetcher says it again at its next download).
     fn served_corrupt(&mut self, hash: jobs::Fingerprint, from: &NodeId) {
+        use std::sync::atomic::Ordering;
         let now = Instant::now();
         self.corrupt_reported
             .retain(|_, at| now.saturating_duration_since(*at) < CORRUPT_REPORT_CHECK_EVERY);
-        if !self.blobs.holds(&hash) || self.corrupt_reported.contains_key(&hash) {
+        if !self.blobs.holds(&hash)
+            || self.corrupt_reported.contains_key(&hash)
+            || self.corrupt_checking.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         self.corrupt_reported.insert(hash, now);
-        warn!(%hash, node = %from, "a node says a chunk this node served of a file did not match its digest: checking the copy (a bad one is removed and fetched again)");
-        self.check_blob(hash);
+        warn!(%hash, node = %from, "a node says a chunk this node served of a file did not match its digest: checking the copy (a damaged one is removed; a job that needs it fetches it again)");
+        let (blobs, checking) = (self.blobs.clone(), self.corrupt_checking.clone());
+        tokio::task::spawn_blocking(move || {
+            blobs.discard(&hash);
+            checking.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Of the targets in `among`, those that owe a result of one of `job_ids`. Asked of a

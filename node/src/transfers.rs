@@ -354,8 +354,8 @@ impl Actor {
 
     /// Tells `holder` that a chunk it served of `hash` did not match its digest, so that it
     /// checks its copy (a damaged one would go on failing every fetcher that asks it). Tried
-    /// [`TELL_CORRUPT_TRIES`] times, a second apart, until the holder takes it (a busy one
-    /// answers that it is); a word lost leaves things as they were.
+    /// [`TELL_CORRUPT_TRIES`] times, a second apart, while the holder cannot be reached or
+    /// answers that it is busy; a word lost leaves things as they were.
     fn tell_served_corrupt(&self, hash: Fingerprint, holder: &NodeId) {
         let Ok(peer) = holder.0.parse::<PeerId>() else {
             return;
@@ -370,8 +370,14 @@ impl Actor {
                 match mesh.request_job(peer, bytes.clone()).await {
                     Ok(reply) => match mesh::wire::decode(&reply, mesh::wire::MAX_JOB_DATA) {
                         Ok(JobReply::Ok) => return,
+                        // Busy: said again a second later.
+                        Ok(JobReply::Refused(why)) if why.starts_with("busy") => {
+                            debug!(%peer, "a holder told it served a corrupt chunk is busy")
+                        }
+                        // A release that does not know the word, or will not take it.
                         Ok(other) => {
-                            debug!(%peer, ?other, "a holder told it served a corrupt chunk did not take it")
+                            debug!(%peer, ?other, "a holder did not take word that it served a corrupt chunk");
+                            return;
                         }
                         Err(e) => {
                             debug!(%peer, "a holder's answer to word of a corrupt chunk: {e}")

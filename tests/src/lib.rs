@@ -378,14 +378,22 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-        // which is async-signal-safe. A test process killed outright (a timeout) leaves no
-        // daemon behind; the test's thread, which starts its daemons, outlives them anyway
-        // (they are stopped as the test ends).
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2)
+        // and signal(2), which are async-signal-safe. A test process killed outright (a
+        // timeout) leaves no daemon behind; the test's thread, which starts its daemons,
+        // outlives them anyway (they are stopped as the test ends). SIGHUP at its default: a
+        // test run under nohup would otherwise hand its daemons SIGHUP ignored, which they
+        // keep (as `nohup directord-mesh join` asks).
         unsafe {
             command.pre_exec(|| {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(std::io::Error::from)
+                    .map_err(std::io::Error::from)?;
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGHUP,
+                    nix::sys::signal::SigHandler::SigDfl,
+                )
+                .map(|_| ())
+                .map_err(std::io::Error::from)
             });
         }
         let child = command.spawn().expect("spawn daemon");

@@ -697,6 +697,14 @@ fn a_daemon_whose_log_reader_goes_away_goes_on() {
     let n1 = Daemon::start(root.path(), "n1", &[]);
     let token = n1.join_token();
     let state_dir = root.path().join("n2");
+    /// Killed when the test ends, whether it passes or not.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut n2 = Command::new(e2e_tests::binary())
         .arg("--state-dir")
         .arg(&state_dir)
@@ -706,18 +714,19 @@ fn a_daemon_whose_log_reader_goes_away_goes_on() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     // Its first log line read, then the pipe closed.
     let mut first = String::new();
-    BufReader::new(n2.stderr.take().unwrap())
+    BufReader::new(n2.0.stderr.take().unwrap())
         .read_line(&mut first)
         .unwrap();
     let both = vec!["n1".to_string(), "n2".to_string()];
     wait_for(Duration::from_secs(30), "n2 to be alive to n1", || {
         (alive_names(&n1.status()?) == both).then_some(())
     });
-    // n2 logs on: a job it runs, a member leaving and coming back. It stays alive to n1
-    // through it all, and runs jobs.
+    // n2 logs on (the jobs it runs, its status asked): it stays alive to n1 through it all,
+    // and runs jobs.
     let o = n1.cli(&[
         "exec",
         "--verb",
@@ -751,12 +760,7 @@ fn a_daemon_whose_log_reader_goes_away_goes_on() {
         "--check",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(n2.try_wait().unwrap(), None, "n2 stopped");
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(n2.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = n2.wait();
+    assert_eq!(n2.0.try_wait().unwrap(), None, "n2 stopped");
 }
 
 /// A task the daemon cannot do without that dies (a bug; here a test hook panics the file

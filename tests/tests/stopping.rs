@@ -217,6 +217,8 @@ fn a_daemon_started_under_nohup_outlives_a_hangup() {
     assert_eq!(child.try_wait().unwrap(), None, "a hangup stopped it");
     assert!(status().status.success());
     kill(pid, Signal::SIGTERM).unwrap();
-    let exited = child.wait().unwrap();
+    let (exited, _) = e2e_tests::wait_for(Duration::from_secs(60), "the daemon to stop", || {
+        child.try_wait().unwrap()
+    });
     assert!(exited.success(), "{exited:?}");
 }

@@ -490,15 +490,7 @@ fn is_leftover(writer: Writer, modified: Option<SystemTime>, me: &Lander) -> boo
 /// Whether a process with this pid runs in this PID namespace: one that ended and was not
 /// reaped yet (a zombie: a daemon killed under a parent that has not waited for it) does not.
 fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `PID (COMMAND) STATE ...`: the command may hold spaces and parentheses, the state
-    // follows the last `)`.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X'))
+    crate::processes::running_process(pid).is_some()
 }
 
 /// Removes the temporary files beside `path` that no landing will finish (a daemon killed
