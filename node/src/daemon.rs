@@ -529,8 +529,6 @@ impl Node {
         }
     }
 
-    /// Keeps this node's state directory locked for as long as the result is held, even after
-    /// the node has shut down (see [`StateDirLock`]).
     /// A task the node cannot do without that has ended while the node runs (it panicked: a
     /// bug, the log says where), by name. The node is then a member in name only (a dead
     /// mesh task answers nobody; a dead jobs task runs nothing): the daemon stops, so that
@@ -542,6 +540,9 @@ impl Node {
             .map(|(name, _)| *name)
     }
 
+    /// Keeps this node's state directory locked for as long as the result is held, even after
+    /// the node has shut down (see [`StateDirLock`]); dropped, it waits for the database to
+    /// close first (a blocking wait: for the end of the process, outside the runtime).
     pub fn hold_state_dir(&self) -> StateDirLock {
         StateDirLock {
             _state: self.state.clone(),
