@@ -915,7 +915,8 @@ impl Actor {
             }
             Input::BlobDamaged(hash) => {
                 warn!(%hash, "a job found a file here that does not match its hash: checking the copy (a bad one is removed and fetched again)");
-                self.check_blob(hash);
+                let blobs = self.blobs.clone();
+                tokio::task::spawn_blocking(move || blobs.discard(&hash));
             }
             Input::BlobFetched { job_id, hash } => {
                 if let Some(originator) = self
@@ -1060,13 +1061,6 @@ impl Actor {
                 JobReply::Ok
             }
         }
-    }
-
-    /// Checks this node's copy of a file off the loop: a damaged one is removed (a job that
-    /// needs it fetches it again), a good one stays.
-    fn check_blob(&self, hash: jobs::Fingerprint) {
-        let blobs = self.blobs.clone();
-        tokio::task::spawn_blocking(move || blobs.discard(&hash));
     }
 
     /// `from` says a chunk this node served of `hash` did not match its digest: this node's
