@@ -287,17 +287,27 @@ fn check(args: &Args) -> Result<(), String> {
              (jobs × nodes); give fewer jobs or nodes"
         ));
     }
-    if let (Some(jobs), Some(job_time)) = (args.jobs, args.job_time)
-        && u32::try_from(jobs)
-            .ok()
-            .and_then(|j| job_time.checked_mul(j))
-            .is_none_or(|total| total > MAX_RUN)
-    {
-        return Err(format!(
-            "--jobs {jobs} of --job-time {job_time:?}: the jobs of a run may take {}s at most \
-             one after another",
-            MAX_RUN.as_secs()
-        ));
+    // What each chosen scenario runs, its own number of jobs where --jobs is not given or
+    // not taken (see `workload`).
+    if args.jobs.is_some() || args.job_time.is_some() {
+        for scenario in args.scenario.iter().flat_map(ScenarioChoice::scenarios) {
+            for &nodes in &args.nodes {
+                let w = workload(args, scenario, nodes);
+                let too_long = u32::try_from(w.jobs)
+                    .ok()
+                    .and_then(|j| w.job_time.checked_mul(j))
+                    .is_none_or(|total| total > MAX_RUN);
+                if too_long {
+                    return Err(format!(
+                        "--job-time {:?} with {} jobs ({scenario} on {nodes} nodes): the \
+                         jobs of a run may take {}s at most one after another",
+                        w.job_time,
+                        w.jobs,
+                        MAX_RUN.as_secs()
+                    ));
+                }
+            }
+        }
     }
     let chosen = |wanted: ScenarioChoice| {
         args.scenario

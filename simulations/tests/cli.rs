@@ -153,6 +153,18 @@ fn bad_arguments_are_named_with_exit_code_2() {
             ],
             "--job-time",
         ),
+        // The scenario's own number of jobs counts where --jobs is not given.
+        (
+            &[
+                "--scenario",
+                "churn",
+                "--nodes",
+                "10",
+                "--job-time",
+                "1000000000s",
+            ],
+            "with 10 jobs (churn on 10 nodes)",
+        ),
         (&["--bandwidth", "0.0000001mbit"], "1kbit"),
         (
             &["--scenario", "late-join", "--late-within", "0s"],
