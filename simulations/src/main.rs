@@ -71,7 +71,7 @@ struct Args {
     seed: Option<u64>,
     /// One-way latency of every link, fixed (20ms) or uniform in a range (10ms..30ms). Tier 1
     /// default: 20ms; tier 2 default: none (the memory transport as it is).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     latency: Option<Latency>,
     /// Probability that any one message (tier 2: any chunk read from a link) is lost (0 to
     /// below 1; e.g. 0.01).
@@ -85,7 +85,7 @@ struct Args {
     loss_model: Option<LossModel>,
     /// Tier 1: each node's upload bandwidth (512kbit, 100mbit, 1gbit, 10gbit, unlimited; at
     /// least 1kbit).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     bandwidth: Option<Bandwidth>,
     /// Jobs per run in orchestration, churn, partition and late-join (default 100 for
     /// orchestration, 10 for the others).
@@ -97,25 +97,25 @@ struct Args {
     /// How long each job runs on a target (default 5ms; 100ms for churn, partition and
     /// late-join, so that disruptions land while jobs run; 500ms for job-wait's awaited job).
     /// Tiers 2 and 3 run `WAIT --seconds` jobs of this length, or `ECHO` jobs for 0s.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     job_time: Option<Duration>,
     /// churn: fraction of the nodes killed (each once, at a random moment of the run).
     #[arg(long, default_value_t = 0.1)]
     churn: f64,
     /// churn: how long a killed node stays down before it restarts.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, allow_hyphen_values = true)]
     downtime: Duration,
     /// partition: when the mesh splits, after the submit.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = parse_duration, allow_hyphen_values = true)]
     partition_at: Duration,
     /// partition: how long the halves stay apart.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, allow_hyphen_values = true)]
     partition_for: Duration,
     /// late-join: fraction of the nodes that join only after the announce.
     #[arg(long, default_value_t = 0.1)]
     late: f64,
     /// late-join: the late nodes join at random within this time after the submit.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = parse_duration, allow_hyphen_values = true)]
     late_within: Duration,
     /// Give up on a run after this long from its submission (virtual time in tier 1,
     /// wall-clock in tiers 2 and 3; default 600s in tier 1, 300s in tiers 2 and 3). A run cut
@@ -123,7 +123,7 @@ struct Args {
     /// before it is not counted (1 000 nodes of tier 2 take minutes to form): it fails once
     /// the submitter has seen nobody new alive for a minute (tier 2), or after two minutes
     /// (tier 3).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     limit: Option<Duration>,
     /// Where the results go (created if missing): results.csv, one row per run, and
     /// results.png, time to 99 % and KiB per node against the number of nodes.
@@ -353,6 +353,13 @@ fn check(args: &Args) -> Result<(), String> {
              halves; it needs at least 3 nodes"
         ));
     }
+    if args.limit.is_some_and(|l| l.is_zero()) {
+        return Err(
+            "--limit 0s: a run given no time ends at its submit; give how long to wait for \
+             it (e.g. 60s)"
+                .into(),
+        );
+    }
     if args.file_mib == 0 || args.file_mib > 64 * 1024 {
         return Err(format!("--file-mib {}: give 1 to 65536", args.file_mib));
     }
@@ -456,12 +463,23 @@ fn run(args: &Args) -> Result<bool, String> {
     // Both outputs can be written, before the sweep rather than after it.
     let csv_path = args.out.join("results.csv");
     let png_path = args.out.join("results.png");
+    // A file made here for the check is removed again if the other cannot be written.
+    let mut made = Vec::new();
     for path in [&csv_path, &png_path] {
-        std::fs::OpenOptions::new()
+        let existed = path.exists();
+        if let Err(e) = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
-            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        {
+            for made in made {
+                let _ = std::fs::remove_file(made);
+            }
+            return Err(format!("{}: cannot write: {e}", path.display()));
+        }
+        if !existed {
+            made.push(path);
+        }
     }
     // Ctrl-C or SIGTERM stops the sweep at the run it is in: the rows of the runs before it
     // are written, and what a run of real nodes started is removed.

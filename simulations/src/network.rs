@@ -101,6 +101,9 @@ impl FromStr for Latency {
 /// `250us`, `20ms`, `1.5s`, `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    if s.starts_with('-') {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("{s:?}: a duration needs a unit (us, ms, s or m)"))?;
@@ -182,10 +185,11 @@ impl FromStr for Bandwidth {
         let value: f64 = number
             .parse()
             .map_err(|_| format!("{s:?}: {number:?} is not a number"))?;
-        if !(value > 0.0 && value < 1e6) {
+        if !(value.is_finite() && value < 1e6) {
             return Err(format!("{s:?}: out of range"));
         }
-        let bits = (value * scale).round() as u64;
+        // Zero and negative rates are below the slowest uplink too.
+        let bits = (value.max(0.0) * scale).round() as u64;
         if bits < Bandwidth::MIN {
             return Err(format!(
                 "{s:?}: below 1kbit (a message would hold an uplink for hours); give at least \
@@ -296,7 +300,13 @@ mod tests {
 
     #[test]
     fn bandwidths_below_a_kbit_are_refused() {
-        for slow in ["0.0000001mbit", "0.5kbit", "0.0000000001gbit"] {
+        for slow in [
+            "0.0000001mbit",
+            "0.5kbit",
+            "0.0000000001gbit",
+            "0kbit",
+            "-5mbit",
+        ] {
             let e = slow.parse::<Bandwidth>().unwrap_err();
             assert!(e.contains("1kbit"), "{slow}: {e}");
         }

@@ -186,6 +186,12 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--tier", "2", "--seed", "7"], "--seed"),
         (&["--loss", "-0.1"], "--loss -0.1"),
         (&["--nodes", "-5"], "--nodes"),
+        (&["--job-time", "-1s"], "cannot be negative"),
+        (&["--latency", "-5ms"], "cannot be negative"),
+        (&["--limit", "-1s"], "cannot be negative"),
+        (&["--bandwidth", "0kbit"], "1kbit"),
+        (&["--bandwidth", "-5mbit"], "1kbit"),
+        (&["--limit", "0s"], "--limit 0s"),
     ];
     for (args, says) in cases {
         let out = sim(args);
@@ -236,6 +242,12 @@ fn unwritable_outputs_are_named_before_the_sweep() {
         // Refused before any run.
         assert!(!all.contains("fanout on 20 nodes"), "{all}");
         assert!(!all.contains("wrote"), "{all}");
+        // Nothing made for the check is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [file], "{all}");
     }
     // A file where the output directory should be.
     let dir = tempfile::tempdir().unwrap();
