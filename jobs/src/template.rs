@@ -117,9 +117,13 @@ impl Object for Root {
     }
 }
 
-/// The most steps (instructions of the engine) one render takes: far above what a template
-/// over thousands of hosts needs (some 1-3 million), and at most seconds of work.
-pub const RENDER_FUEL: u64 = 20_000_000;
+/// The most work one render does, in the engine's fuel: a step (an instruction) costs one, and
+/// each 64 bytes the render makes (strings, lists, output) one more. Far above what a template
+/// over ten thousand hosts takes (0.13 million to loop over their values, 0.32 million to
+/// `tojson` them), and at most about a second of work and 320 MB made in all, so that a
+/// template that loops or grows a string without end fails its job instead of stalling or
+/// filling the node.
+pub const RENDER_FUEL: u64 = 5_000_000;
 
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -171,7 +175,8 @@ pub fn render_named(name: &str, text: &str, args: &Vars) -> Result<String, Strin
             }
             if e.kind() == minijinja::ErrorKind::OutOfFuel {
                 msg.push_str(&format!(
-                    " (it took more than {} million steps: a loop too long?)",
+                    " (it took more than the {} million steps a render may: a loop too long, or a value \
+                     grown too large?)",
                     RENDER_FUEL / 1_000_000
                 ));
             }
@@ -424,8 +429,23 @@ mod tests {
             &args,
         )
         .unwrap_err();
-        assert!(e.contains("a loop too long?"), "{e}");
+        assert!(e.contains("a loop too long"), "{e}");
         let out = render("{% for i in range(20000) %}{{ i }} {% endfor %}", &args).unwrap();
         assert_eq!(out.split_whitespace().count(), 20000);
+    }
+
+    /// A render that would build a string of gigabytes, by doubling one or repeating one,
+    /// fails for want of fuel (the engine charges what it allocates) before it holds them.
+    #[test]
+    fn a_render_that_would_fill_the_memory_fails() {
+        let args = Vars::from(json!({}));
+        for text in [
+            "{% set ns = namespace(x='aaaaaaaa') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x|length }}",
+            "{{ ('a' * 4000000000)|length }}",
+            "{{ (['a'] * 4000000000)|length }}",
+        ] {
+            let e = render(text, &args).unwrap_err();
+            assert!(e.contains("template error"), "{text}: {e}");
+        }
     }
 }
