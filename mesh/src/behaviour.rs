@@ -78,6 +78,8 @@ impl MeshBehaviour {
             .idontwant_message_size_threshold(IDONTWANT_THRESHOLD)
             .mesh_outbound_min(1)
             .validation_mode(gossipsub::ValidationMode::Strict)
+            // Passed on only once the node has taken it (`network::swarm_events`).
+            .validate_messages()
             .message_id_fn(|m: &gossipsub::Message| {
                 gossipsub::MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
             })

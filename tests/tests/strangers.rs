@@ -97,6 +97,10 @@ enum Order {
         data: Vec<u8>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// What the stranger has received on the jobs topic (it subscribes to it).
+    Received {
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
 }
 
 /// A host connected to a node that never announces a presence: the node has no row of it.
@@ -125,6 +129,11 @@ impl Stranger {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();
         let peer_id = *swarm.local_peer_id();
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&gossipsub::IdentTopic::new(JOBS_TOPIC))
+            .expect("the stranger subscribes to the jobs topic");
         swarm
             .dial(mesh::multiaddr_with_peer(addr, node))
             .expect("the stranger dials");
@@ -181,6 +190,11 @@ impl Stranger {
             .expect("the node answers the file request")
     }
 
+    /// What the stranger has received on the jobs topic so far.
+    async fn received(&self) -> Vec<Vec<u8>> {
+        self.order(|reply| Order::Received { reply }).await
+    }
+
     /// Gossips `gossip` on the jobs topic once the node's subscription to it is known.
     async fn gossip(&self, gossip: &Gossip) {
         let data = wire::encode(gossip, LIMIT).expect("the gossip encodes");
@@ -208,6 +222,8 @@ struct Driver {
     jobs: Waiting<CtlResponse>,
     chunks: Waiting<BlobResponse>,
     jobs_topic: gossipsub::IdentTopic,
+    /// Messages received on the jobs topic.
+    received: Vec<Vec<u8>>,
 }
 
 /// Runs the stranger's swarm until the test drops its [`Stranger`]: carries out orders and
@@ -218,6 +234,7 @@ async fn drive(swarm: Swarm<StrangerBehaviour>, mut inbox: mpsc::Receiver<Order>
         jobs: HashMap::new(),
         chunks: HashMap::new(),
         jobs_topic: gossipsub::IdentTopic::new(JOBS_TOPIC),
+        received: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -246,6 +263,9 @@ impl Driver {
                 let published = behaviour.gossipsub.publish(self.jobs_topic.clone(), data);
                 let _ = reply.send(published.map(drop).map_err(|e| e.to_string()));
             }
+            Order::Received { reply } => {
+                let _ = reply.send(self.received.clone());
+            }
         }
     }
 
@@ -257,6 +277,9 @@ impl Driver {
             SwarmEvent::Behaviour(StrangerBehaviourEvent::Blob(event)) => {
                 answered(&mut self.chunks, event)
             }
+            SwarmEvent::Behaviour(StrangerBehaviourEvent::Gossipsub(
+                gossipsub::Event::Message { message, .. },
+            )) => self.received.push(message.data),
             _ => {}
         }
     }
@@ -513,6 +536,68 @@ async fn a_host_that_never_announced_itself_cannot_run_jobs() {
     assert!(!gossiped.exists(), "the stranger's gossiped run ran");
     // Still connected and answered, it is still not a member.
     assert!(!has_row(&node, stranger.peer_id).await);
+    node.shutdown().await.unwrap();
+}
+
+/// A node passes on gossip only once it has taken it: a stranger's job message goes no
+/// further than the node it reached (a second stranger, subscribed to the jobs topic beside
+/// it, never gets it), while a member's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_never_announced_itself_is_not_relayed() {
+    let Scene {
+        dir,
+        node,
+        member,
+        stranger,
+    } = scene().await;
+    let addr = node
+        .listen_addrs()
+        .first()
+        .cloned()
+        .expect("the node listens");
+    let listener = Stranger::connect(addr, node.peer_id()).await;
+    // A node passes on what it cannot judge while its table fills, for its first 30 s.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+
+    // The stranger's run, then the member's: the member's reaches the listener through
+    // the node; a little longer, and the stranger's still has not.
+    let encoded = |run: Run| wire::encode(&Gossip::Run(Box::new(run)), LIMIT).expect("encodes");
+    let strangers = run_creating(
+        stranger.peer_id,
+        &node,
+        "stranger-gossiped",
+        &marker(dir.path(), "stranger-gossiped"),
+    );
+    stranger
+        .gossip(&Gossip::Run(Box::new(strangers.clone())))
+        .await;
+    let members = run_creating(
+        member.local_peer_id(),
+        &node,
+        "member-gossiped",
+        &marker(dir.path(), "member-gossiped"),
+    );
+    member
+        .publish_jobs(encoded(members.clone()))
+        .await
+        .expect("the member gossips");
+    let deadline = Instant::now() + RUNS_WITHIN;
+    while !listener
+        .received()
+        .await
+        .contains(&encoded(members.clone()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the member's run never reached the listener through the node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(NOT_RUN_AFTER).await;
+    assert!(
+        !listener.received().await.contains(&encoded(strangers)),
+        "the node passed on the stranger's run"
+    );
     node.shutdown().await.unwrap();
 }
 

@@ -239,55 +239,19 @@ impl EventLoop {
 
     pub(super) async fn on_gossip(&mut self, event: gossipsub::Event) {
         match event {
-            gossipsub::Event::Message { message, .. } => {
-                if message.topic == self.jobs_topic.hash() {
-                    // Jobs come only from members (nodes whose presence this node has heard).
-                    match message.source {
-                        Some(source) if !self.is_member(&source) => {
-                            self.not_a_member(&source, "dropped a job announce")
-                        }
-                        Some(source) => {
-                            let data = message.data;
-                            // Not waited for: a stalled layer above must not stall the mesh
-                            // (heartbeats, syncs). A run announced meanwhile is dropped here;
-                            // its originator sends it directly to whoever did not take it.
-                            if let Err(e) =
-                                self.events.try_send(MeshEvent::Announce { source, data })
-                                && matches!(e, mpsc::error::TrySendError::Full(_))
-                            {
-                                self.busy("dropped a gossiped job message");
-                            }
-                        }
-                        None => {}
-                    }
-                    return;
-                }
-                if message.topic != self.presence_topic.hash() {
-                    return;
-                }
-                match wire::decode::<Presence>(&message.data, MAX_GOSSIP_BYTES) {
-                    Ok(p) if Some(p.peer_id) == message.source => {
-                        // Upgraded, if it spoke another version before.
-                        self.other_releases.remove(&p.peer_id);
-                        self.pass_back_earlier_start(&p);
-                        self.observe(p).await
-                    }
-                    Ok(p) => {
-                        let signer = message.source.map_or("nobody".into(), |s| s.to_string());
-                        let why = format!("of {} signed by {signer}", p.peer_id);
-                        self.dropped_presence(&why);
-                    }
-                    Err(wire::WireError::Version { found })
-                        if let Some(source) = message.source =>
-                    {
-                        self.heard_other_release(source, found, &message.data)
-                    }
-                    Err(e) => {
-                        let from = message.source.map_or("nobody".into(), |s| s.to_string());
-                        let why = format!("from {from} that cannot be read: {e}");
-                        self.dropped_presence(&why);
-                    }
-                }
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                // Gossip is passed on only once taken here (`validate_messages`): what a
+                // member would drop (a stranger's job message, a forged or unreadable
+                // presence) goes no further than this node.
+                let acceptance = self.take_gossip(message).await;
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             // The node's join: its first presence goes out as soon as one peer can take it,
             // and gossip spreads it from there. Later subscribers are newcomers, which learn
@@ -305,6 +269,70 @@ impl EventLoop {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Takes a gossiped message: a job message from a member goes to the layer above, a
+    /// presence into the table. Returns whether gossip passes it on.
+    async fn take_gossip(&mut self, message: gossipsub::Message) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        if message.topic == self.jobs_topic.hash() {
+            // Jobs come only from members (nodes whose presence this node has heard).
+            return match message.source {
+                Some(source) if !self.is_member(&source) => {
+                    self.not_a_member(&source, "dropped a job announce");
+                    // A node that has just started knows few members yet: it passes on
+                    // what it cannot judge, as every node did before it knew better.
+                    if self.started.elapsed() < TABLE_FILLS_WITHIN {
+                        Accept
+                    } else {
+                        Ignore
+                    }
+                }
+                Some(source) => {
+                    let data = message.data;
+                    // Not waited for: a stalled layer above must not stall the mesh
+                    // (heartbeats, syncs). A run announced meanwhile is dropped here (and still
+                    // passed on); its originator sends it directly to whoever did not take it.
+                    if let Err(e) = self.events.try_send(MeshEvent::Announce { source, data })
+                        && matches!(e, mpsc::error::TrySendError::Full(_))
+                    {
+                        self.busy("dropped a gossiped job message");
+                    }
+                    Accept
+                }
+                // Unsigned: `ValidationMode::Strict` lets none through.
+                None => Reject,
+            };
+        }
+        if message.topic != self.presence_topic.hash() {
+            return Ignore;
+        }
+        match wire::decode::<Presence>(&message.data, MAX_GOSSIP_BYTES) {
+            Ok(p) if Some(p.peer_id) == message.source => {
+                // Upgraded, if it spoke another version before.
+                self.other_releases.remove(&p.peer_id);
+                self.pass_back_earlier_start(&p);
+                self.observe(p).await;
+                Accept
+            }
+            Ok(p) => {
+                let signer = message.source.map_or("nobody".into(), |s| s.to_string());
+                let why = format!("of {} signed by {signer}", p.peer_id);
+                self.dropped_presence(&why);
+                Reject
+            }
+            // Another release's presence: the nodes of that release read it.
+            Err(wire::WireError::Version { found }) if let Some(source) = message.source => {
+                self.heard_other_release(source, found, &message.data);
+                Accept
+            }
+            Err(e) => {
+                let from = message.source.map_or("nobody".into(), |s| s.to_string());
+                let why = format!("from {from} that cannot be read: {e}");
+                self.dropped_presence(&why);
+                Reject
+            }
         }
     }
 
