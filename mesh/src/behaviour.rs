@@ -10,7 +10,8 @@
 //! - ping notices dead connections that TCP alone would keep open across a partition.
 //! - connection limits cap duplicate connections to one peer (two connections double gossip);
 //!   one more is let in so that the event loop can keep the newest two (see
-//!   [`MAX_CONNECTIONS_PER_PEER`]).
+//!   [`MAX_CONNECTIONS_PER_PEER`]); and the incoming connections still in their handshake
+//!   ([`max_pending_incoming`]).
 
 use std::time::Duration;
 
@@ -41,6 +42,27 @@ pub const JOBS_TOPIC: &str = "directord/jobs/1";
 /// lingering, the new connection is the second, let in anyway; until the old one is found
 /// dead, some requests to the peer go on it and fail, and are sent again.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
+
+/// Incoming connections in their handshake at once, at most, as a share of the descriptors
+/// the process may open (see [`max_pending_incoming`]), and the bounds of that number.
+const PENDING_INCOMING_SHARE: u64 = 4;
+pub const MIN_PENDING_INCOMING: u32 = 64;
+pub const MAX_PENDING_INCOMING: u32 = 512;
+
+/// How many incoming connections may be in their handshake at once: a quarter of the
+/// descriptors this process may open, 64 to 512. Anyone who can reach the port can open
+/// connections, mesh key or not, and each holds a descriptor until its handshake times out
+/// (10 s); unbounded, a flood of silent connections took every descriptor, and with them the
+/// control socket, jobs' pipes and files. Past the limit a new connection is closed at once
+/// (a node dialling then tries again); a member's handshake takes milliseconds.
+pub fn max_pending_incoming() -> u32 {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft);
+    let share = soft / PENDING_INCOMING_SHARE;
+    u32::try_from(share)
+        .unwrap_or(u32::MAX)
+        .clamp(MIN_PENDING_INCOMING, MAX_PENDING_INCOMING)
+}
 
 /// How long a control exchange may take, end to end (libp2p's timeout covers the whole exchange).
 pub const CTL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,7 +131,8 @@ impl MeshBehaviour {
         );
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
-                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER as u32 + 1)),
+                .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER as u32 + 1))
+                .with_max_pending_incoming(Some(max_pending_incoming())),
         );
         let ping = ping::Behaviour::new(
             ping::Config::new()

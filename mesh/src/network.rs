@@ -545,6 +545,7 @@ pub async fn start(config: MeshConfig) -> Result<Mesh, MeshError> {
         last_ran: started,
         resumed_at: None,
         refused_inbound: RefusedInbound::default(),
+        refused_pending: RefusedInbound::default(),
         refused_rows: RefusedRows::default(),
         too_large_said: SaidAtMost::every(TOO_LARGE_SAID_EVERY),
         dropped_presence_said: SaidAtMost::every(Duration::from_secs(60)),
@@ -943,6 +944,8 @@ struct EventLoop {
     resumed_at: Option<Instant>,
     /// Connections from outside the mesh that failed (see [`REFUSED_INBOUND_SAID_EVERY`]).
     refused_inbound: RefusedInbound,
+    /// Connections closed at once, too many being in their handshake (same counting).
+    refused_pending: RefusedInbound,
     /// Rows the membership table refused, being full (see [`TABLE_FULL_SAID_EVERY`]).
     refused_rows: RefusedRows,
     /// That a control message was over its size limit (see [`TOO_LARGE_SAID_EVERY`]).

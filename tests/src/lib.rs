@@ -162,6 +162,8 @@ pub struct Daemon {
     /// A file holding the offset of its clocks (libfaketime's syntax: `+0`, `+26h`, `-1h`),
     /// read again every second, and which clocks it moves.
     clock: Option<(PathBuf, Clocks)>,
+    /// The most files it may open (its RLIMIT_NOFILE), if not the test's own.
+    descriptor_limit: Option<u64>,
 }
 
 /// Which of a daemon's clocks a clock file moves (see [`Daemon::set_clock`]).
@@ -258,6 +260,7 @@ impl Daemon {
             isolated: true,
             netns: at.map(|(netns, _)| netns),
             clock: None,
+            descriptor_limit: None,
         };
         d.launch();
         d.wait_serving();
@@ -302,6 +305,7 @@ impl Daemon {
             isolated: false,
             netns: None,
             clock: None,
+            descriptor_limit: None,
         };
         d.launch();
         d
@@ -311,6 +315,12 @@ impl Daemon {
     /// [`libfaketime`]); `None`: the machine's clocks.
     pub fn set_clock(&mut self, clock: Option<(PathBuf, Clocks)>) {
         self.clock = clock;
+    }
+
+    /// From its next start on, the daemon may open at most `limit` files (`None`: as many as
+    /// the test).
+    pub fn set_descriptor_limit(&mut self, limit: Option<u64>) {
+        self.descriptor_limit = limit;
     }
 
     /// Starts the daemon again with the same state directory and arguments, and waits until it
@@ -378,22 +388,31 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2)
-        // and signal(2), which are async-signal-safe. A test process killed outright (a
-        // timeout) leaves no daemon behind; the test's thread, which starts its daemons,
-        // outlives them anyway (they are stopped as the test ends). SIGHUP at its default: a
-        // test run under nohup would otherwise hand its daemons SIGHUP ignored, which they
-        // keep (as `nohup directord-mesh join` asks).
+        let descriptor_limit = self.descriptor_limit;
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // signal(2) and setrlimit(2), which are async-signal-safe. A test process killed
+        // outright (a timeout) leaves no daemon behind; the test's thread, which starts its
+        // daemons, outlives them anyway (they are stopped as the test ends). SIGHUP at its
+        // default: a test run under nohup would otherwise hand its daemons SIGHUP ignored,
+        // which they keep (as `nohup directord-mesh join` asks).
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
                     .map_err(std::io::Error::from)?;
                 nix::sys::signal::signal(
                     nix::sys::signal::Signal::SIGHUP,
                     nix::sys::signal::SigHandler::SigDfl,
                 )
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+                .map_err(std::io::Error::from)?;
+                if let Some(limit) = descriptor_limit {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)?;
+                }
+                Ok(())
             });
         }
         let child = command.spawn().expect("spawn daemon");

@@ -790,3 +790,120 @@ fn a_daemon_that_loses_a_task_stops_with_an_error() {
         n2.log()
     );
 }
+
+/// Runs `command` and returns its output, or `None` if it has not finished within `limit`
+/// (then it is killed).
+fn output_within(
+    mut command: std::process::Command,
+    limit: Duration,
+) -> Option<std::process::Output> {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the CLI starts");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("the CLI runs").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child.wait_with_output().expect("the CLI's output"))
+}
+
+/// Connections that never finish their handshake (anyone who reaches the port can open them,
+/// mesh key or not) take no more than a share of the daemon's descriptors: while a flood of
+/// them goes on against a daemon that may open 256 files, it answers on its control socket
+/// and runs a job; once the flood stops, a new member joins.
+#[test]
+fn a_flood_of_connections_that_never_finish_their_handshake_leaves_the_daemon_working() {
+    use std::{
+        net::{SocketAddr, TcpStream},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), "flooded", &[]);
+    d.terminate();
+    d.set_descriptor_limit(Some(256));
+    d.restart();
+    let listen = d.listen_address();
+    let port: u16 = listen
+        .rsplit('/')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a TCP port");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Silent connections, opened one after another and held, as a flood would.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = std::thread::spawn({
+        let flooding = flooding.clone();
+        move || {
+            let mut held = Vec::new();
+            while flooding.load(Ordering::Relaxed) && held.len() < 3_000 {
+                if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let opened = held.len();
+            // Held until the checks are done.
+            while flooding.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened
+        }
+    });
+    // Well past what the daemon could hold at once; its open descriptors sampled meanwhile.
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+            .map(|fds| fds.count())
+            .unwrap_or(0)
+    };
+    let mut most = 0;
+    let sampling = std::time::Instant::now();
+    while sampling.elapsed() < Duration::from_secs(3) {
+        most = most.max(descriptors());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A quarter of 256 for connections in their handshake, the rest for everything else.
+    assert!(
+        most < 200,
+        "the flood took {most} of the daemon's 256 descriptors"
+    );
+
+    let status = output_within(d.cli_command(&["status", "--json"]), Duration::from_secs(8));
+    let status = status.expect("status did not answer within 8 s under the flood");
+    assert!(status.status.success(), "{}", text(&status));
+    let job = output_within(
+        d.cli_command(&["exec", "--verb", "RUN", "echo still-working", "--poll"]),
+        Duration::from_secs(20),
+    )
+    .expect("a job did not finish within 20 s under the flood");
+    assert!(job.status.success(), "{}", text(&job));
+    assert!(text(&job).contains("still-working"), "{}", text(&job));
+
+    flooding.store(false, Ordering::Relaxed);
+    let opened = flood.join().expect("the flood ran");
+    assert!(opened > 300, "only {opened} connections opened");
+    assert!(
+        d.log().contains("in their handshake already"),
+        "the daemon did not say it closed connections:\n{}",
+        d.log()
+    );
+
+    // Once the flood is over, a new member joins.
+    let newcomer = Daemon::start(root.path(), "newcomer", &["--token", &d.join_token()]);
+    let both = vec!["flooded".to_string(), "newcomer".to_string()];
+    wait_for(Duration::from_secs(40), "the newcomer to join", || {
+        (alive_names(&d.status()?) == both).then_some(())
+    });
+    drop(newcomer);
+}

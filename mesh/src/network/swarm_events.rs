@@ -159,16 +159,30 @@ impl EventLoop {
     /// An inbound connection failed before it was established.
     fn on_inbound_failed(&mut self, error: libp2p::swarm::ListenError, send_back_addr: Multiaddr) {
         debug!("inbound connection failed: {error}");
-        // A fourth connection of one peer id (see `MAX_CONNECTIONS_PER_PEER`):
-        // authenticated, only one too many.
+        let now = Instant::now();
         if let libp2p::swarm::ListenError::Denied { cause } = &error
-            && cause
-                .downcast_ref::<libp2p::connection_limits::Exceeded>()
-                .is_some()
+            && let Some(exceeded) = cause.downcast_ref::<libp2p::connection_limits::Exceeded>()
         {
+            // A fourth connection of one peer id (see `MAX_CONNECTIONS_PER_PEER`):
+            // authenticated, only one too many.
+            if exceeded.limit() <= crate::behaviour::MAX_CONNECTIONS_PER_PEER as u32 + 1 {
+                return;
+            }
+            // Too many in their handshake at once (`behaviour::max_pending_incoming`).
+            self.refused_pending.count += 1;
+            if self.refused_pending.said.due(now) {
+                warn!(
+                    from = %send_back_addr,
+                    since_last_said = self.refused_pending.count,
+                    "closed an incoming connection at once: {} are in their handshake already \
+                     (a flood of connections that never finish it? nodes dialling now try \
+                     again; said at most every 10 min)",
+                    exceeded.limit()
+                );
+                self.refused_pending.count = 0;
+            }
             return;
         }
-        let now = Instant::now();
         // A pause just ended (this may be the first thing handled after it).
         self.after_a_pause(now);
         if self
