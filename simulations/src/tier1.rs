@@ -1261,6 +1261,14 @@ impl Sim {
                 w.partition_at
             ));
         }
+        if w.scenario == Scenario::Partition && self.partitioned {
+            notes.push(format!(
+                "the halves were still apart when the run ended (--partition-for {:?} from \
+                 --partition-at {:?}): what the other half had not reported by then is missing \
+                 for that, not lost",
+                w.partition_for, w.partition_at
+            ));
+        }
         if w.scenario == Scenario::Churn && self.disruptions < self.planned_kills {
             notes.push(format!(
                 "{} of the {} kills were planned after the run was over and did not happen",

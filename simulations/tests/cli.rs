@@ -299,6 +299,25 @@ fn a_disruption_that_did_not_happen_is_a_warning() {
         all.contains("warning: tier 1 partition on 20 nodes: the partition never started"),
         "{all}"
     );
+    // A split that outlasts the run.
+    let out = sim(&[
+        "--nodes",
+        "20",
+        "--scenario",
+        "partition",
+        "--partition-for",
+        "1000s",
+        "--limit",
+        "20s",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("warning: tier 1 partition on 20 nodes: the halves were still apart"),
+        "{all}"
+    );
 }
 
 /// A size or scenario given twice runs once.
