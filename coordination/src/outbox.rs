@@ -262,6 +262,16 @@ impl Outbox {
             .collect()
     }
 
+    /// Whether results are on their way to an originator that has taken every try so far: in
+    /// flight, or waiting (for company, or behind a batch) with no failed try since. A node
+    /// that stops gives these a moment to go; those for an originator whose tries fail wait
+    /// on disk for the node's next start.
+    pub fn delivering(&self) -> bool {
+        self.queues
+            .values()
+            .any(|q| q.failing_since.is_none() && (q.in_flight.is_some() || !q.waiting.is_empty()))
+    }
+
     /// Whether results of `run_id` are still to deliver.
     pub fn holds_run(&self, run_id: &str) -> bool {
         self.queues.values().any(|q| q.holds(run_id))
@@ -560,6 +570,32 @@ mod tests {
             },
             now,
         )
+    }
+
+    /// A stopping node waits while results are on their way to an originator that takes
+    /// them (lingering for company or in flight), not for one whose tries fail.
+    #[test]
+    fn delivering_while_an_answering_originator_has_results_coming() {
+        let t = Instant::now();
+        let mut o = Outbox::default();
+        assert!(!o.delivering());
+        // Waiting for company: not sent yet, on its way all the same.
+        assert!(add_more(&mut o, "1", true, t).is_empty());
+        assert!(o.delivering());
+        assert_eq!(o.handle(Input::Tick, t + LINGER).len(), 1);
+        assert!(o.delivering(), "in flight");
+        sent(&mut o, true, t + LINGER);
+        assert!(!o.delivering(), "taken");
+        // A try that fails: what is left waits for the next start.
+        add(&mut o, "2", t + LINGER);
+        assert!(o.delivering());
+        sent(&mut o, false, t + LINGER);
+        assert!(!o.delivering(), "its originator does not answer");
+        // Back, and taken.
+        let to = NodeId("origin".into());
+        assert_eq!(o.handle(Input::Back { to }, t + LINGER).len(), 1);
+        sent(&mut o, true, t + LINGER);
+        assert!(!o.delivering());
     }
 
     fn jobs(a: &Action) -> Vec<String> {

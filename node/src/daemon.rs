@@ -122,6 +122,9 @@ pub struct StateDirLock {
     store_closing: Option<crate::store::StoreClosing>,
 }
 
+/// How long a stopping node waits for results on their way to originators that take them.
+const DELIVER_AT_STOP: Duration = Duration::from_secs(5);
+
 /// How long the end of a daemon waits for its database to close.
 const STORE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
@@ -618,6 +621,17 @@ impl Node {
             );
             let deadline = tokio::time::Instant::now() + self.stop_grace;
             while self.processes.jobs_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Results still on their way to originators that take them (of jobs that ended in
+        // the grace or just before the stop) go before the node leaves: one held back a
+        // moment for company, or sent as the node said goodbye, would otherwise wait for the
+        // next start while its submitter writes the job off once the goodbye's grace is over.
+        // Those for an originator that does not answer wait on disk for the next start.
+        if !self.store.has_failed() {
+            let deadline = tokio::time::Instant::now() + DELIVER_AT_STOP;
+            while tokio::time::Instant::now() < deadline && self.control.runs.delivering().await {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

@@ -185,6 +185,11 @@ pub enum Input {
     Owed {
         reply: oneshot::Sender<Vec<outbox::Owed>>,
     },
+    /// Whether results are on their way to originators that take them (see
+    /// `Outbox::delivering`): a stopping node waits for them a moment.
+    Delivering {
+        reply: oneshot::Sender<bool>,
+    },
     /// Forget every record (the store is purged by the caller).
     Purge {
         done: oneshot::Sender<()>,
@@ -377,6 +382,14 @@ impl Runs {
     pub async fn send(&self, input: Input) {
         // Err: the actor is gone, which only happens while the node shuts down.
         let _ = self.inbox.send(input).await;
+    }
+
+    /// Whether results are on their way to originators that take them (false once the
+    /// actor is gone).
+    pub async fn delivering(&self) -> bool {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Delivering { reply }).await;
+        answer.await.unwrap_or(false)
     }
 }
 
@@ -881,6 +894,9 @@ impl Actor {
             }
             Input::Owed { reply } => {
                 let _ = reply.send(self.outbox.owed(Instant::now()));
+            }
+            Input::Delivering { reply } => {
+                let _ = reply.send(self.outbox.delivering());
             }
             Input::Purge { done } => self.purge(done),
             Input::QueryLocal {

@@ -1065,9 +1065,10 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
 }
 
 /// A clean stop lets a short job running finish on its own (its result recorded and sent
-/// as any other's, though a process it left in the background holds its output a moment
-/// after its shell ended), and the rest of its parent runs once the node is back: a routine
-/// restart cuts no short job short. Another signal meanwhile would stop it at once.
+/// as any other's, before the node leaves, though a process it left in the background holds
+/// its output a moment after its shell ended), and the rest of its parent runs once the node
+/// is back: a routine restart cuts no short job short. Another signal meanwhile would stop
+/// it at once.
 #[test]
 fn a_clean_stop_lets_a_short_running_job_finish() {
     let root = root();
@@ -1098,6 +1099,19 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
         !log.contains("asked the jobs still running to end"),
         "{log}"
     );
+    // Its result went out before the node left: the submitter has it with the node still
+    // down (held back a moment for the company of the second job's, it used to wait for the
+    // next start, and the job was written off as unreachable meanwhile).
+    let first = wait_for_job(
+        &nodes,
+        &format!(
+            "RUN: --skip-cache touch {}; sleep 2; sleep 3 & echo first",
+            started.display()
+        ),
+        "the first job, with its node down",
+        |r| r["results"][&target].is_object(),
+    );
+    assert_eq!(first["results"][&target]["state"], "success", "{first}");
     nodes[1].restart();
     let first = wait_for_job(
         &nodes,
