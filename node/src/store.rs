@@ -20,10 +20,11 @@
 //!
 //! A group is synced to disk only when somebody waits for it or its oldest write is
 //! [`DURABLE_WITHIN`] old. Whoever tells another node "I have it" (an accepted run, results taken
-//! in, a QUERY value collected) or a client "submitted" waits for that first ([`Store::committed`],
-//! [`Store::commit_now`]), so a crash loses nothing that was acknowledged: at most the last
-//! second of a target's own bookkeeping, whose jobs then report as interrupted (those that had
-//! started; see `jobs::processes`).
+//! in, a QUERY value collected) or "it is done" (a target's results: the jobs' ends and what they
+//! cached) or a client "submitted" waits for that first ([`Store::committed`],
+//! [`Store::commit_now`]), so a crash loses nothing that was told: at most the last second of
+//! a target's own bookkeeping that nobody heard of yet, whose jobs then report as interrupted
+//! (those that had started; see `jobs::processes`).
 //!
 //! A commit that fails (a full or broken disk) drops its group's writes: its waiters hear that
 //! nothing was stored, and [`Store::failed`] resolves with the reason, for the node to stop. A node that

@@ -4753,3 +4753,66 @@ fn an_execs_jobs_are_each_their_own_parent() {
     let landed = run_on(d, &["n1"], "cat /tmp/each/b.txt /tmp/each/c.txt");
     assert_eq!(landed["n1"], "b.txtc.txt");
 }
+
+/// What a target did is on disk before its submitter hears of it: a target killed while a
+/// chain of jobs runs, each caching a value, has cached every value of the jobs its submitter
+/// has as succeeded there (a result used to leave before its writes were durable: after the
+/// crash, the target reported as interrupted jobs its submitter had as succeeded, and later
+/// jobs rendering their values failed).
+#[test]
+fn a_target_killed_mid_chain_keeps_what_its_submitter_has_as_done() {
+    let root = root();
+    let mut nodes = mesh_of(root.path(), 2);
+    let target = nodes[1].name.clone();
+    let file = root.path().join("chain.yaml");
+    let mut yaml = String::from("- jobs:\n");
+    for k in 1..=15 {
+        yaml.push_str(&format!(
+            "  - RUN: --skip-cache --stdout-arg v{k} sleep 0.2; echo value{k}\n"
+        ));
+    }
+    std::fs::write(&file, yaml).unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap(), "--target", &target]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Some jobs in, others to come.
+    wait_for(Duration::from_secs(30), "a few results", || {
+        let done = records(&nodes[0])
+            .iter()
+            .filter(|r| r["results"][&target]["state"] == "success")
+            .count();
+        (done >= 4).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    crash_and_restart(&mut nodes[1]);
+    // Every job reported (interrupted, not run, or done).
+    let settled = wait_for(Duration::from_secs(60), "every job reported", || {
+        let records = records(&nodes[0]);
+        records
+            .iter()
+            .all(|r| r["results"][&target].is_object())
+            .then_some(records)
+    })
+    .0;
+    let o = nodes[1].cli(&["manage", "--dump-cache"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cache: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut succeeded = 0;
+    for r in &settled {
+        if r["results"][&target]["state"] != "success" {
+            continue;
+        }
+        succeeded += 1;
+        let definition = r["definition"].as_str().unwrap_or_default();
+        let arg = definition
+            .split_whitespace()
+            .nth(3)
+            .expect("the job names its arg");
+        let value = stdout_on(r, &target);
+        assert_eq!(
+            cache["args"][arg].as_str(),
+            Some(value.as_str()),
+            "{target} lost {arg}, which its submitter has as set by {definition:?}: {cache}"
+        );
+    }
+    assert!(succeeded >= 4, "{settled:?}");
+}

@@ -611,11 +611,21 @@ impl Actor {
                     };
                     let bytes = results_message(results);
                     let mesh = self.mesh.clone();
+                    // What the jobs left here (their end, what they cached, the results
+                    // themselves) is on disk before their results leave: after a crash the
+                    // node would otherwise report as interrupted a job its originator has as
+                    // succeeded, without the args it cached, which later jobs render with.
+                    let committed = self.store.commit_now();
                     tokio::spawn(async move {
                         let Some(bytes) = bytes else {
                             let _ = inbox.send(Input::OutboxSent { to, ok: false }).await;
                             return;
                         };
+                        if committed.await.is_err() {
+                            // Not stored (the node stops): tried again, or after its restart.
+                            let _ = inbox.send(Input::OutboxSent { to, ok: false }).await;
+                            return;
+                        }
                         let answer = match mesh.request_job(peer, bytes).await {
                             Ok(reply) => {
                                 match wire::decode::<JobReply>(&reply, MAX_JOB_MESSAGE_READ) {
