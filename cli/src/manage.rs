@@ -487,6 +487,9 @@ fn job_info_json(r: &JobRecord, members: &[NodeRow]) -> Result<Value, Failure> {
     Ok(value)
 }
 
+/// Lines of a value (a node's stdout or stderr) `--job-info` shows; `--json` gives them all.
+const JOB_INFO_LINES: usize = 50;
+
 fn job_info(r: &JobRecord, members: &[NodeRow]) -> String {
     let (exec, round) = r.mean_times();
     let mut rows: Vec<(String, String)> = vec![
@@ -551,7 +554,7 @@ fn job_info(r: &JobRecord, members: &[NodeRow]) -> String {
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
     for (k, v) in rows {
-        let v = render::clipped(&v, 16 * 1024);
+        let v = render::clipped_to(&v, 16 * 1024, JOB_INFO_LINES);
         table.add_row(vec![k, render::shown(&v, false).into_owned()]);
     }
     render::table_text(&table)

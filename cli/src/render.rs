@@ -38,13 +38,30 @@ pub fn utc_time(unix_ms: u64) -> String {
 /// `text`, or its first `max` bytes (at a character boundary) and how much more there is: a
 /// value of megabytes is no use on a screen (`manage --export-jobs` writes it all).
 pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if text.len() <= max {
+    clipped_to(text, max, usize::MAX)
+}
+
+/// Like [`clipped`], also at the end of the `max_lines`th line: thousands of short lines are
+/// no more use on a screen than a long one.
+pub fn clipped_to(text: &str, max: usize, max_lines: usize) -> std::borrow::Cow<'_, str> {
+    // Where the line after the last one shown starts, if there is one.
+    let lines_end = text
+        .match_indices('\n')
+        .nth(max_lines.saturating_sub(1))
+        .map(|(at, _)| at)
+        .filter(|&at| at + 1 < text.len());
+    if text.len() <= max && lines_end.is_none() {
         return text.into();
     }
-    let mut end = max;
+    let mut end = max.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
+    // Cut at a line's end (what follows it is counted in lines too), or within a line.
+    let (end, more_lines) = match lines_end {
+        Some(at) if at <= end => (at, Some(text[at + 1..].lines().count())),
+        _ => (end, None),
+    };
     // A result over the cap ends with a note that says so: clipped here, it would not show.
     let cap = jobs::components::MAX_OUTPUT_BYTES;
     let cut = if text.ends_with(&format!("\n[output cut at {cap} bytes]")) {
@@ -52,8 +69,13 @@ pub fn clipped(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     } else {
         String::new()
     };
+    let lines = match more_lines {
+        Some(1) => "1 more line, ".to_string(),
+        Some(n) => format!("{n} more lines, "),
+        None => String::new(),
+    };
     format!(
-        "{}… [{} more bytes; `manage` with `--json` shows it all{cut}]",
+        "{}… [{lines}{} more bytes; `manage` with `--json` shows it all{cut}]",
         &text[..end],
         text.len() - end
     )
@@ -204,13 +226,36 @@ pub fn table_text(table: &Table) -> String {
         .join("\n")
 }
 
-/// A node's labels on one line (`role=web,dc=a`), as text whatever they hold; `-` for none.
+/// Labels a row of the members table shows (the rest are counted), and the most bytes of each.
+const LABELS_SHOWN: usize = 8;
+const LABEL_SHOWN_BYTES: usize = 40;
+
+/// A node's labels on one line (`dc=a,role=web`), as text whatever they hold; `-` for none.
+/// Each label shows whole up to a length, the first [`LABELS_SHOWN`] of them, so that a long
+/// one does not hide the others (`--json` gives them all, whole).
 fn labels(labels: &std::collections::BTreeMap<String, String>) -> String {
     if labels.is_empty() {
         return "-".into();
     }
-    let all: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    shown(&clipped(&all.join(","), 80), false).into_owned()
+    let mut shown_labels: Vec<String> = labels
+        .iter()
+        .take(LABELS_SHOWN)
+        .map(|(k, v)| {
+            let label = format!("{k}={v}");
+            if label.len() <= LABEL_SHOWN_BYTES {
+                return label;
+            }
+            let mut end = LABEL_SHOWN_BYTES;
+            while !label.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &label[..end])
+        })
+        .collect();
+    if labels.len() > LABELS_SHOWN {
+        shown_labels.push(format!("+{} more (--json)", labels.len() - LABELS_SHOWN));
+    }
+    shown(&shown_labels.join(","), false).into_owned()
 }
 
 /// The members table of `status` and `manage --list-nodes`.
@@ -334,6 +379,59 @@ mod tests {
         assert_eq!(text.lines().count(), 3, "{text}");
         assert!(text.lines().all(|l| l == l.trim_end()), "{text:?}");
         assert!(text.lines().nth(1).unwrap().ends_with(" j"), "{text:?}");
+    }
+
+    /// Every label shows, a long one shortened on its own, up to a number of them.
+    #[test]
+    fn labels_show_each_up_to_a_length() {
+        let of = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let some = of(&[
+            ("app", "a".repeat(50)),
+            ("datacenter", "eu-west-1-long-name".into()),
+            ("role", "web".into()),
+            ("zone", "a".into()),
+        ]);
+        let line = labels(&some);
+        assert!(line.contains(",role=web,zone=a"), "{line}");
+        assert!(
+            line.starts_with(&format!("app={}…,", "a".repeat(36))),
+            "{line}"
+        );
+        assert!(line.contains("datacenter=eu-west-1-long-name"), "{line}");
+        let many: Vec<(String, String)> = (0..10).map(|i| (format!("k{i}"), "v".into())).collect();
+        let many = many
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect::<Vec<_>>();
+        let line = labels(&of(&many));
+        assert!(line.ends_with(",k7=v,+2 more (--json)"), "{line}");
+        assert_eq!(labels(&of(&[])), "-");
+    }
+
+    /// Many short lines are cut after a number of them.
+    #[test]
+    fn many_lines_are_clipped_after_a_number_of_them() {
+        let text: String = (1..=200).map(|i| format!("{i}\n")).collect();
+        let shown = clipped_to(&text, 16 * 1024, 50);
+        assert!(shown.starts_with("1\n2\n"), "{shown}");
+        assert!(
+            shown.ends_with(
+                "\n50… [150 more lines, 552 more bytes; `manage` with `--json` shows it all]"
+            ),
+            "{shown}"
+        );
+        // As many lines as allowed, the last ending in a line break: whole.
+        let fifty: String = (1..=50).map(|i| format!("{i}\n")).collect();
+        assert_eq!(clipped_to(&fifty, 16 * 1024, 50), fifty.as_str());
+        assert_eq!(
+            clipped_to("a\nb", 16 * 1024, 1),
+            "a… [1 more line, 2 more bytes; `manage` with `--json` shows it all]"
+        );
     }
 
     #[test]
