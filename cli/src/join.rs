@@ -10,8 +10,9 @@ use crate::{Failure, output};
 pub const LONG_ABOUT: &str = "\
 Run this machine's daemon in the foreground (systemd-friendly: logs go to stderr; SIGINT,
 SIGTERM or SIGHUP make it start no further job, let the jobs running finish for up to 10 s
-(--stop-grace), tell the mesh it is leaving, ask the jobs still running to end (SIGTERM,
-SIGKILL 5 s later), then exit; a second one while it stops stops it and its jobs at once;
+(--stop-grace), give their results up to 5 s to reach their submitters, tell the mesh it is
+leaving, ask the jobs still running to end (SIGTERM, SIGKILL 5 s later), then exit; a second
+one while it stops stops it and its jobs at once (exit 1, without a goodbye);
 started under nohup, SIGHUP stays ignored).
 
 The first run creates the node's identity in the state directory, and joins a mesh: the one of
@@ -107,8 +108,9 @@ pub struct JoinArgs {
     /// How long a stop (SIGINT, SIGTERM, SIGHUP) lets the jobs running here finish on their
     /// own, their results recorded and sent as any other's, before it asks them to end
     /// (SIGTERM, then SIGKILL 5 s later; jobs not started yet run after the restart). 0 asks
-    /// at once; at most 24h. A service manager must wait longer than this plus 5 s plus a few
-    /// seconds to leave the mesh (systemd: TimeoutStopSec). While it waits, the node is still a
+    /// at once; at most 24h. A service manager must wait longer than this plus 10 s (up to
+    /// 5 s for results on their way, 5 s for jobs asked to end) plus a few seconds to leave the
+    /// mesh (systemd: TimeoutStopSec). While it waits, the node is still a
     /// member: runs sent to it meanwhile wait for its return. Default: 10s.
     /// [env: DIRECTORD_MESH_STOP_GRACE]
     #[arg(long, value_name = "DURATION")]

@@ -40,7 +40,8 @@ and exit 0 once the jobs are submitted, whatever the jobs then do.";
 const MANAGE_AFTER_HELP: &str =
     "Exit codes: 0 success; 1 the daemon could not be reached or could not do what was asked
 (and for --follow-run, as for exec: a job failed or a target was unreachable); 2 bad input
-(arguments, an id no job or run has).";
+(arguments, an id no job or run has). A daemon that has not answered within 60 s (15 s for
+--list-nodes and --export-nodes, as for status) is taken for stopped or stuck (exit 1).";
 
 #[derive(Parser, Debug)]
 #[command(
