@@ -994,8 +994,19 @@ fn waiting_for(named: &[String], total: usize) -> String {
     format!("{}{more} ({targets})", named.join(", "))
 }
 
-/// How many failed targets a `--poll` line names with their reasons.
+/// How many reasons a `--poll` line gives for a failed job (each with the targets that failed
+/// so), and how many targets it names for one reason.
 const REASONS_SHOWN: usize = 10;
+const NAMES_SHOWN: usize = 5;
+
+/// `n1, n2, n3`, or `n1, n2, n3, n4, n5 and 7 more`.
+fn some_names(names: &[&str]) -> String {
+    let shown = names[..names.len().min(NAMES_SHOWN)].join(", ");
+    match names.len().saturating_sub(NAMES_SHOWN) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
 
 /// Why a job failed on a node, in one line: what the node says (`exit code 1: CMD`, `Failed
 /// to set ownership of DIR`) and the first line of what the job wrote to stderr.
@@ -1045,18 +1056,29 @@ fn status_line(r: &JobRecord) -> String {
     match r.status() {
         JobStatus::Failed => {
             let failed = r.failures();
-            let mut reasons: Vec<String> = r
+            // Nodes that failed alike share their reason: `n1, n2, n3: exit code 3: CMD`.
+            let mut alike: Vec<(String, Vec<&str>)> = Vec::new();
+            for (n, x) in r
                 .results
                 .iter()
                 .filter(|(_, x)| x.state == ResultState::Failed)
+            {
+                let why = reason(x);
+                match alike.iter_mut().find(|(w, _)| *w == why) {
+                    Some((_, names)) => names.push(n),
+                    None => alike.push((why, vec![n])),
+                }
+            }
+            let mut reasons: Vec<String> = alike
+                .iter()
                 .take(REASONS_SHOWN)
-                .map(|(n, x)| format!("{n}: {}", reason(x)))
+                .map(|(why, names)| format!("{}: {why}", some_names(names)))
                 .collect();
             // Thousands of failed targets would make one line of megabytes.
-            if failed.len() > REASONS_SHOWN {
+            if alike.len() > REASONS_SHOWN {
+                let rest: usize = alike[REASONS_SHOWN..].iter().map(|(_, n)| n.len()).sum();
                 reasons.push(format!(
-                    "and {} more (`manage --job-info {}` lists them)",
-                    failed.len() - REASONS_SHOWN,
+                    "and {rest} more (`manage --job-info {}` lists them)",
                     r.job_id
                 ));
             }
@@ -1223,10 +1245,21 @@ mod tests {
             ..JobRecord::default()
         };
         let line = status_line(&r);
+        assert_eq!(
+            line,
+            "Job Failed: j (RUN: false) failed on 5000/5000 nodes - n0000, n0001, n0002, \
+             n0003, n0004 and 4995 more: exit code 1: false"
+        );
+        // Each its own reason: ten of them, and how many more.
+        let mut r = r;
+        for (i, x) in r.results.values_mut().enumerate() {
+            x.info = format!("exit code {i}: false");
+        }
+        let line = status_line(&r);
         assert!(line.len() < 1000, "{} bytes", line.len());
         assert!(
             line.starts_with(
-                "Job Failed: j (RUN: false) failed on 5000/5000 nodes - n0000: exit code 1: false; "
+                "Job Failed: j (RUN: false) failed on 5000/5000 nodes - n0000: exit code 0: false; "
             ),
             "{line}"
         );
