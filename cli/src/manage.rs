@@ -111,8 +111,11 @@ async fn write_records<W: std::io::Write + Send + 'static>(
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
         let count = std::cell::Cell::new(0);
         let records = Streamed::new(std::iter::from_fn(|| {
-            let record = rx.blocking_recv()?;
+            let mut record = rx.blocking_recv()?;
             count.set(count.get() + 1);
+            if format == Format::Yaml {
+                yaml_times(&mut record);
+            }
             Some(record)
         }));
         let written = match format {
@@ -177,6 +180,16 @@ async fn newest(
 
 /// A sequence serialized as its items come (serde takes it by reference: the cell hands the
 /// items over once).
+/// A record's times to 10 µs, for YAML: a time under that would be written `2e-7`, which YAML
+/// 1.1 readers (PyYAML) take for text; from 10 µs on, numbers are written with a dot.
+fn yaml_times(record: &mut JobRecord) {
+    let to_10us = |secs: f64| (secs * 1e5).round() / 1e5;
+    for r in record.results.values_mut() {
+        r.execution_secs = to_10us(r.execution_secs);
+        r.roundtrip_secs = to_10us(r.roundtrip_secs);
+    }
+}
+
 struct Streamed<I>(std::cell::RefCell<Option<I>>);
 
 impl<I> Streamed<I> {
@@ -697,6 +710,34 @@ mod tests {
             roundtrip_secs,
             finished_unix_ms: 1_000,
         }
+    }
+
+    /// A YAML export's times are numbers to YAML 1.1 readers too: none is written with an
+    /// exponent and no dot (`2e-7`).
+    #[test]
+    fn yaml_times_are_written_with_a_dot() {
+        let mut r = JobRecord {
+            job_id: "j".into(),
+            ..JobRecord::default()
+        };
+        for (i, secs) in [2e-7, 3.4e-6, 1.234_56e-5, 0.25, 12.0]
+            .into_iter()
+            .enumerate()
+        {
+            r.results.insert(
+                format!("n{i}"),
+                result(ResultState::Success, "", secs, secs),
+            );
+        }
+        yaml_times(&mut r);
+        let yaml = serde_yaml_ng::to_string(&r).unwrap();
+        for line in yaml.lines().filter(|l| l.contains("_secs:")) {
+            let value = line.split(": ").nth(1).unwrap_or_default();
+            assert!(value.contains('.'), "{line}");
+            assert!(!value.contains('e'), "{line}");
+        }
+        assert!(yaml.contains("execution_secs: 0.00001\n"), "{yaml}");
+        assert!(yaml.contains("execution_secs: 0.25\n"), "{yaml}");
     }
 
     /// A node a job waits for is found by its identity: another node under its name (a
