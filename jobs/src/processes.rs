@@ -589,6 +589,12 @@ fn alive_path(log: &Path) -> PathBuf {
 /// holding the state directory's lock writes there, and this one holds it now: a writer still
 /// running keeps another directory, of which this is a copy. Stopping "its" jobs would kill
 /// that daemon's running jobs.
+/// The pid of the daemon that keeps the log at `log` and runs now on this machine (in this
+/// pid namespace), if one does.
+pub fn running_keeper(log: &Path) -> Option<u32> {
+    writer_still_running(log, &boot_id())
+}
+
 fn writer_still_running(log: &Path, boot: &str) -> Option<u32> {
     let text = fs::read_to_string(alive_path(log)).ok()?;
     let fields: Vec<&str> = text.trim_end().split('\t').collect();

@@ -304,6 +304,17 @@ pub enum ControlError {
     )]
     NoDaemon { state_dir: String, socket: String },
     #[error(
+        "the daemon with pid {pid} runs with state directory {state_dir}, but its control \
+         socket {socket} is gone (removed while it ran?): it cannot be reached until it starts \
+         again. Restart it: stop it (kill -TERM {pid}, or through its service manager) and start \
+         it again"
+    )]
+    SocketGone {
+        state_dir: String,
+        socket: String,
+        pid: u32,
+    },
+    #[error(
         "{state_dir} is not a directord-mesh state directory (it holds other files but none \
          of a node's: identity.key, mesh.key, join-token, node.redb): no daemon has run with \
          it (check --state-dir or DIRECTORD_MESH_STATE_DIR)"
@@ -550,6 +561,18 @@ impl ControlClient {
                 {
                     ControlError::NotStateDir {
                         state_dir: state_dir.display().to_string(),
+                    }
+                }
+                // A daemon runs with the directory, but its socket went (removed by hand, or
+                // by a cleanup of the directory): starting another would be refused.
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    if let Some(pid) =
+                        jobs::processes::running_keeper(&state_dir.join("running-jobs")) =>
+                {
+                    ControlError::SocketGone {
+                        state_dir: state_dir.display().to_string(),
+                        socket: socket.display().to_string(),
+                        pid,
                     }
                 }
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {

@@ -907,3 +907,23 @@ fn a_flood_of_connections_that_never_finish_their_handshake_leaves_the_daemon_wo
     });
     drop(newcomer);
 }
+
+/// A daemon whose control socket was removed while it ran is said to run, with how to reach
+/// it again, not taken for stopped (starting another would be refused).
+#[test]
+fn a_daemon_without_its_control_socket_is_said_to_need_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(root.path(), "socketless", &[]);
+    std::fs::remove_file(d.state_dir.join("control.sock")).unwrap();
+    let o = d.cli(&["status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let said = text(&o);
+    assert!(
+        said.contains(&format!("the daemon with pid {} runs", d.pid()))
+            && said.contains("is gone")
+            && said.contains("Restart it"),
+        "{said}"
+    );
+    assert!(!said.contains("Start one with"), "{said}");
+    d.terminate();
+}
