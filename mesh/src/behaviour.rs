@@ -45,16 +45,18 @@ pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
 
 /// Incoming connections in their handshake at once, at most, as a share of the descriptors
 /// the process may open (see [`max_pending_incoming`]), and the bounds of that number.
-const PENDING_INCOMING_SHARE: u64 = 4;
+const PENDING_INCOMING_SHARE: u64 = 2;
 pub const MIN_PENDING_INCOMING: u32 = 64;
-pub const MAX_PENDING_INCOMING: u32 = 512;
+pub const MAX_PENDING_INCOMING: u32 = 8192;
 
-/// How many incoming connections may be in their handshake at once: a quarter of the
-/// descriptors this process may open, 64 to 512. Anyone who can reach the port can open
-/// connections, mesh key or not, and each holds a descriptor until its handshake times out
-/// (10 s); unbounded, a flood of silent connections took every descriptor, and with them the
-/// control socket, jobs' pipes and files. Past the limit a new connection is closed at once
-/// (a node dialling then tries again); a member's handshake takes milliseconds.
+/// How many incoming connections may be in their handshake at once: half the descriptors this
+/// process may open, 64 to 8 192. Anyone who can reach the port can open connections, mesh key
+/// or not, and each holds a descriptor until its handshake times out (10 s); unbounded, a
+/// flood of silent connections took every descriptor, and with them the control socket, jobs'
+/// pipes and files. Half stays for those. Past the limit a new connection is closed at once
+/// (a node dialling then tries again). A burst of members dialling one node at once (a
+/// thousand targets sending their results to a submitter) stays under it where the process
+/// may open enough descriptors to hold their connections at all.
 pub fn max_pending_incoming() -> u32 {
     use nix::sys::resource::{Resource, getrlimit};
     let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(u64::MAX, |(soft, _)| soft);

@@ -631,7 +631,11 @@ impl Node {
         // Those for an originator that does not answer wait on disk for the next start.
         if !self.store.has_failed() {
             let deadline = tokio::time::Instant::now() + DELIVER_AT_STOP;
-            while tokio::time::Instant::now() < deadline && self.control.runs.delivering().await {
+            // A runs actor too busy to answer by the deadline is not waited for either.
+            while tokio::time::timeout_at(deadline, self.control.runs.delivering())
+                .await
+                .unwrap_or(false)
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

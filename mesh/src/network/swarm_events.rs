@@ -175,8 +175,8 @@ impl EventLoop {
                     from = %send_back_addr,
                     since_last_said = self.refused_pending.count,
                     "closed an incoming connection at once: {} are in their handshake already \
-                     (a flood of connections that never finish it? nodes dialling now try \
-                     again; said at most every 10 min)",
+                     (a burst of nodes dialling at once, or a flood of connections that never \
+                     finish it; nodes dialling now try again; said at most every 10 min)",
                     exceeded.limit()
                 );
                 self.refused_pending.count = 0;
