@@ -305,9 +305,9 @@ pub enum ControlError {
     NoDaemon { state_dir: String, socket: String },
     #[error(
         "the daemon with pid {pid} runs with state directory {state_dir}, but its control \
-         socket {socket} is gone (removed while it ran?): it cannot be reached until it starts \
-         again. Restart it: stop it (kill -TERM {pid}, or through its service manager) and start \
-         it again"
+         socket {socket} is gone (removed while it ran, or it is stopping): it cannot be reached \
+         until it starts again. Restart it: stop it (kill -TERM {pid}, or through its service \
+         manager) and start it again"
     )]
     SocketGone {
         state_dir: String,
@@ -564,10 +564,13 @@ impl ControlClient {
                     }
                 }
                 // A daemon runs with the directory, but its socket went (removed by hand, or
-                // by a cleanup of the directory): starting another would be refused.
+                // by a cleanup of the directory): starting another would be refused. (The
+                // daemon a copy of the directory names runs with another one: it holds the
+                // lock of its own.)
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
                     if let Some(pid) =
-                        jobs::processes::running_keeper(&state_dir.join("running-jobs")) =>
+                        jobs::processes::running_keeper(&state_dir.join("running-jobs"))
+                            .filter(|_| crate::state::held_by_a_daemon(state_dir)) =>
                 {
                     ControlError::SocketGone {
                         state_dir: state_dir.display().to_string(),

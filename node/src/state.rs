@@ -57,6 +57,19 @@ pub const NO_MESH_FOR_PEER: &str = "this node has no mesh key yet, and --peer al
      and keeps it in the join-token file of its state directory), or add --open if that mesh \
      runs without a key";
 
+/// Whether a daemon holds `dir` now (its `daemon.lock`, which a copy of the directory does
+/// not hold). Looked at with a shared lock taken and let go at once; a directory without the
+/// file, or that cannot be read, is not held.
+pub fn held_by_a_daemon(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join("daemon.lock")) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_unlocked_on_drop) => false,
+        Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
 /// Whether `dir` holds a mesh this node belongs to: a mesh key it ran with (it saved a join
 /// token then), or the mark of an open mesh.
 pub fn holds_a_mesh(dir: &Path) -> bool {

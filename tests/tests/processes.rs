@@ -930,5 +930,21 @@ fn a_daemon_without_its_control_socket_is_said_to_need_a_restart() {
         "{said}"
     );
     assert!(!said.contains("Start one with"), "{said}");
+    // A copy of the directory is not that daemon's: nobody runs with it.
+    let copy = root.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(&d.state_dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+        }
+    }
+    let o = e2e_tests::cli(&["--state-dir", copy.to_str().unwrap(), "status"]);
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("no directord-mesh daemon is running") && !said.contains("is gone"),
+        "{said}"
+    );
     d.terminate();
 }
