@@ -567,7 +567,13 @@ fn job_info(r: &JobRecord, members: &[NodeRow]) -> String {
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(vec!["KEY", "VALUE"]);
     for (k, v) in rows {
-        let v = render::clipped_to(&v, 16 * 1024, JOB_INFO_LINES);
+        // What a job printed is cut at a number of lines; lists of nodes are whole.
+        let lines = if k.ends_with(" STDOUT") || k.ends_with(" STDERR") {
+            JOB_INFO_LINES
+        } else {
+            usize::MAX
+        };
+        let v = render::clipped_to(&v, 16 * 1024, lines);
         table.add_row(vec![k, render::shown(&v, false).into_owned()]);
     }
     render::table_text(&table)
@@ -710,6 +716,34 @@ mod tests {
             roundtrip_secs,
             finished_unix_ms: 1_000,
         }
+    }
+
+    /// `--job-info` cuts what a job printed at a number of lines, never the lists of nodes.
+    #[test]
+    fn job_info_cuts_output_at_a_number_of_lines_and_lists_every_node() {
+        let mut r = JobRecord {
+            job_id: "j".into(),
+            ..JobRecord::default()
+        };
+        for i in 0..60 {
+            let mut x = result(ResultState::Failed, "exit code 1", 0.1, 0.1);
+            x.stdout = (1..=60).map(|l| format!("line {l}\n")).collect();
+            r.results.insert(format!("node-{i:02}"), x);
+        }
+        let text = job_info(&r, &[]);
+        assert!(text.contains("node-59"), "{text}");
+        let failed_listed = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("FAILED"))
+            .take_while(|l| !l.trim_start().starts_with("EXECUTION_TIME"))
+            .count();
+        assert_eq!(failed_listed, 60, "{text}");
+        assert_eq!(
+            text.matches("line 50… [10 more lines").count(),
+            60,
+            "{text}"
+        );
+        assert!(!text.contains("line 51"), "{text}");
     }
 
     /// A YAML export's times are numbers to YAML 1.1 readers too: none is written with an

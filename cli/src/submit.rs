@@ -1058,15 +1058,19 @@ fn status_line(r: &JobRecord) -> String {
             let failed = r.failures();
             // Nodes that failed alike share their reason: `n1, n2, n3: exit code 3: CMD`.
             let mut alike: Vec<(String, Vec<&str>)> = Vec::new();
+            let mut group_of: std::collections::HashMap<String, usize> = Default::default();
             for (n, x) in r
                 .results
                 .iter()
                 .filter(|(_, x)| x.state == ResultState::Failed)
             {
                 let why = reason(x);
-                match alike.iter_mut().find(|(w, _)| *w == why) {
-                    Some((_, names)) => names.push(n),
-                    None => alike.push((why, vec![n])),
+                match group_of.get(&why) {
+                    Some(&at) => alike[at].1.push(n),
+                    None => {
+                        group_of.insert(why.clone(), alike.len());
+                        alike.push((why, vec![n]));
+                    }
                 }
             }
             let mut reasons: Vec<String> = alike
