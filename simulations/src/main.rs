@@ -71,7 +71,7 @@ struct Args {
     seed: Option<u64>,
     /// One-way latency of every link, fixed (20ms) or uniform in a range (10ms..30ms). Tier 1
     /// default: 20ms; tier 2 default: none (the memory transport as it is).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     latency: Option<Latency>,
     /// Probability that any one message (tier 2: any chunk read from a link) is lost (0 to
     /// below 1; e.g. 0.01).
@@ -85,7 +85,7 @@ struct Args {
     loss_model: Option<LossModel>,
     /// Tier 1: each node's upload bandwidth (512kbit, 100mbit, 1gbit, 10gbit, unlimited; at
     /// least 1kbit).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long)]
     bandwidth: Option<Bandwidth>,
     /// Jobs per run in orchestration, churn, partition and late-join (default 100 for
     /// orchestration, 10 for the others).
@@ -97,25 +97,25 @@ struct Args {
     /// How long each job runs on a target (default 5ms; 100ms for churn, partition and
     /// late-join, so that disruptions land while jobs run; 500ms for job-wait's awaited job).
     /// Tiers 2 and 3 run `WAIT --seconds` jobs of this length, or `ECHO` jobs for 0s.
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_duration)]
     job_time: Option<Duration>,
     /// churn: fraction of the nodes killed (each once, at a random moment of the run).
     #[arg(long, default_value_t = 0.1)]
     churn: f64,
     /// churn: how long a killed node stays down before it restarts.
-    #[arg(long, default_value = "2s", value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     downtime: Duration,
     /// partition: when the mesh splits, after the submit.
-    #[arg(long, default_value = "0s", value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
     partition_at: Duration,
     /// partition: how long the halves stay apart.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     partition_for: Duration,
     /// late-join: fraction of the nodes that join only after the announce.
     #[arg(long, default_value_t = 0.1)]
     late: f64,
     /// late-join: the late nodes join at random within this time after the submit.
-    #[arg(long, default_value = "3s", value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
     late_within: Duration,
     /// Give up on a run after this long from its submission (virtual time in tier 1,
     /// wall-clock in tiers 2 and 3; default 600s in tier 1, 300s in tiers 2 and 3). A run cut
@@ -123,7 +123,7 @@ struct Args {
     /// before it is not counted (1 000 nodes of tier 2 take minutes to form): it fails once
     /// the submitter has seen nobody new alive for a minute (tier 2), or after two minutes
     /// (tier 3).
-    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    #[arg(long, value_parser = parse_duration)]
     limit: Option<Duration>,
     /// Where the results go (created if missing): results.csv, one row per run, and
     /// results.png, time to 99 % and KiB per node against the number of nodes.
@@ -200,8 +200,44 @@ impl ScenarioChoice {
     }
 }
 
+/// Options whose value may be given negative, to be refused with a message of its own.
+const SIGNED_VALUES: [&str; 8] = [
+    "--job-time",
+    "--downtime",
+    "--partition-at",
+    "--partition-for",
+    "--late-within",
+    "--limit",
+    "--latency",
+    "--bandwidth",
+];
+
+/// The command line with `--limit -1s` read as `--limit=-1s` (clap takes `-1s` for an option
+/// of its own, and would refuse it as unknown); an option after one of these (`--limit
+/// --nodes 20`) stays an option.
+fn negative_values_joined(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let name = arg.to_str().filter(|a| SIGNED_VALUES.contains(a));
+        let negative = args.peek().and_then(|v| v.to_str()).filter(|v| {
+            v.strip_prefix('-')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+        });
+        if let (Some(name), Some(value)) = (name, negative) {
+            out.push(format!("{name}={value}").into());
+            args.next();
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_from(negative_values_joined(std::env::args_os()));
     // Tier 2's nodes log like the daemon when asked (RUST_LOG=node=debug,mesh=debug ...);
     // silent otherwise, since a thousand nodes' warnings would bury the table.
     if std::env::var_os("RUST_LOG").is_some() {

@@ -1261,7 +1261,10 @@ impl Sim {
                 w.partition_at
             ));
         }
-        if w.scenario == Scenario::Partition && self.partitioned {
+        // Split at the end with something missing (a far half that had reported everything
+        // before the split is no matter).
+        let missing = self.result_at.len() < self.expected.len() || !self.unreachable.is_empty();
+        if w.scenario == Scenario::Partition && self.partitioned && missing {
             notes.push(format!(
                 "the halves were still apart when the run ended (--partition-for {:?} from \
                  --partition-at {:?}): what the other half had not reported by then is missing \

@@ -192,6 +192,9 @@ fn bad_arguments_are_named_with_exit_code_2() {
         (&["--bandwidth", "0kbit"], "1kbit"),
         (&["--bandwidth", "-5mbit"], "1kbit"),
         (&["--limit", "0s"], "--limit 0s"),
+        // An option where a value should be is not taken for one.
+        (&["--limit", "--nodes", "20"], "--limit"),
+        (&["--latency", "-.5ms"], "cannot be negative"),
     ];
     for (args, says) in cases {
         let out = sim(args);
