@@ -358,18 +358,21 @@ async fn scene() -> Scene {
     let node = open_node(dir.path()).await;
     let member = member(&node).await;
     wait_alive(&node, 2).await;
-    let addr = node
-        .listen_addrs()
-        .first()
-        .cloned()
-        .expect("the node listens");
-    let stranger = Stranger::connect(addr, node.peer_id()).await;
+    let stranger = Stranger::connect(listen_addr(&node), node.peer_id()).await;
     Scene {
         dir,
         node,
         member,
         stranger,
     }
+}
+
+/// The address the node listens on.
+fn listen_addr(node: &Node) -> Multiaddr {
+    node.listen_addrs()
+        .first()
+        .cloned()
+        .expect("the node listens")
 }
 
 async fn wait_alive(node: &Node, n: usize) {
@@ -550,12 +553,7 @@ async fn a_host_that_never_announced_itself_is_not_relayed() {
         member,
         stranger,
     } = scene().await;
-    let addr = node
-        .listen_addrs()
-        .first()
-        .cloned()
-        .expect("the node listens");
-    let listener = Stranger::connect(addr, node.peer_id()).await;
+    let listener = Stranger::connect(listen_addr(&node), node.peer_id()).await;
     // A node passes on what it cannot judge while its table fills, for its first 30 s.
     tokio::time::sleep(Duration::from_secs(32)).await;
 
