@@ -652,3 +652,46 @@ fn a_damaged_result_row_is_a_failure_that_says_so() {
     );
     assert_eq!(got.status(), crate::records::JobStatus::Failed);
 }
+
+/// A wait for a commit when everything written is on disk already is answered without a
+/// transaction: shown by a disk that fails every transaction from some point on, which still
+/// answers such a wait, but not one with a write queued before it.
+#[test]
+fn a_wait_with_nothing_left_to_write_costs_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("fail");
+    let db = Arc::new(Database::create(dir.path().join("db")).unwrap());
+    let (failed, _failure) = watch::channel(None);
+    let disk = Disk {
+        db,
+        path: dir.path().join("db"),
+        failed,
+        fail_hook: Some(hook.clone()),
+    };
+    let (tx, rx) = mpsc::sync_channel(16);
+    let writer = std::thread::spawn(move || writer(disk, rx));
+    let commit_now = || {
+        let (done, answer) = oneshot::channel();
+        tx.send(Op::Commit {
+            done: Committed::Async(done),
+            now: true,
+        })
+        .unwrap();
+        answer.blocking_recv()
+    };
+    tx.send(Op::Put(META, "a".into(), vec![1])).unwrap();
+    assert!(commit_now().is_ok(), "a write and a wait for it");
+    std::fs::write(&hook, "").unwrap();
+    assert!(
+        commit_now().is_ok(),
+        "nothing written since the last durable commit: answered though no transaction \
+         could succeed now"
+    );
+    tx.send(Op::Put(META, "b".into(), vec![2])).unwrap();
+    assert!(
+        commit_now().is_err(),
+        "a write waits for a transaction, which fails"
+    );
+    drop(tx);
+    writer.join().unwrap();
+}
