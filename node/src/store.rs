@@ -24,7 +24,8 @@
 //! cached) or a client "submitted" waits for that first ([`Store::committed`],
 //! [`Store::commit_now`]), so a crash loses nothing that was told: at most the last second of
 //! a target's own bookkeeping that nobody heard of yet, whose jobs then report as interrupted
-//! (those that had started; see `jobs::processes`).
+//! (those that had started; see `jobs::processes`). A wait with nothing written since the last
+//! sync (a target trying again to send results long on disk) is answered at once.
 //!
 //! A commit that fails (a full or broken disk) drops its group's writes: its waiters hear that
 //! nothing was stored, and [`Store::failed`] resolves with the reason, for the node to stop. A node that
