@@ -32,10 +32,20 @@ impl SaidAtMost {
     }
 }
 
-/// Inbound connections that failed before they were authenticated, since the last warning.
+/// Inbound connections refused or failed before they were authenticated, since the last
+/// warning.
 pub(super) struct RefusedInbound {
-    pub(super) count: u64,
-    pub(super) said: SaidAtMost,
+    count: u64,
+    said: SaidAtMost,
+}
+
+impl RefusedInbound {
+    /// Counts one more; when a warning is due, how many there were since the last one (this
+    /// one included), and the count starts over.
+    pub(super) fn one_more(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        self.said.due(now).then(|| std::mem::take(&mut self.count))
+    }
 }
 
 impl Default for RefusedInbound {

@@ -169,17 +169,15 @@ impl EventLoop {
                 return;
             }
             // Too many in their handshake at once (`behaviour::max_pending_incoming`).
-            self.refused_pending.count += 1;
-            if self.refused_pending.said.due(now) {
+            if let Some(since_last_said) = self.refused_pending.one_more(now) {
                 warn!(
                     from = %send_back_addr,
-                    since_last_said = self.refused_pending.count,
+                    since_last_said,
                     "closed an incoming connection at once: {} are in their handshake already \
                      (a burst of nodes dialling at once, or a flood of connections that never \
                      finish it; nodes dialling now try again; said at most every 10 min)",
                     exceeded.limit()
                 );
-                self.refused_pending.count = 0;
             }
             return;
         }
@@ -192,16 +190,14 @@ impl EventLoop {
             debug!("an inbound connection made while this node did not run was given up");
             return;
         }
-        self.refused_inbound.count += 1;
-        if self.refused_inbound.said.due(now) {
+        if let Some(since_last_said) = self.refused_inbound.one_more(now) {
             warn!(
                 from = %send_back_addr,
-                since_last_said = self.refused_inbound.count,
+                since_last_said,
                 "a connection failed before it was authenticated: {error} (a node with \
                  another mesh key or none, or something that is not a directord-mesh \
                  node; said at most every 10 min)"
             );
-            self.refused_inbound.count = 0;
         }
     }
 
