@@ -523,8 +523,15 @@ fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
 }
 
 /// This boot and pid namespace (empty if the kernel does not say: then nothing is ever
-/// stopped). A restarted container keeps the boot but gets a new pid namespace.
+/// stopped). A restarted container keeps the boot but gets a new pid namespace. Neither
+/// changes while a process lives, so it is read once: a node asks for it with every result
+/// it owes another node ([`BootInstant::now`]).
 fn boot_id() -> String {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(read_boot_id).clone()
+}
+
+fn read_boot_id() -> String {
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();

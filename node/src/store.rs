@@ -163,6 +163,11 @@ pub struct QueryValue {
 pub struct OutboxEntry {
     pub to: NodeId,
     pub result: JobResult,
+    /// When the result was put here on the boot clock: after a restart in the same boot, its
+    /// age is known whatever the wall clock did meanwhile (`None` in rows of releases before
+    /// it, or where the boot cannot be told: then the wall clock says, from its finish time).
+    #[serde(default)]
+    pub finished_on_boot: Option<jobs::processes::BootInstant>,
 }
 
 /// A run this node accepted as a target (its unfinished jobs are in the `pending` table).

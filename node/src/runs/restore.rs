@@ -48,6 +48,23 @@ pub(super) const WAS_STOPPED: &str = "interrupted: the job was running when its 
 pub(super) const BEHIND_INTERRUPTED: &str = "interrupted: not run, an earlier job of its parent was cut \
                                   short by the node's restart";
 
+/// How old a result owed to another node is, read back after a restart at `wall_now` (unix
+/// ms) and `boot_now`: by the boot clock if it was put in the outbox during this boot (a wall
+/// clock stepped forward while the node was down would make it look old, and its output be
+/// dropped early), else by the wall clock from when the job finished.
+fn restored_age(
+    entry: &crate::store::OutboxEntry,
+    wall_now: u64,
+    boot_now: Option<&jobs::processes::BootInstant>,
+) -> Duration {
+    if let (Some(then), Some(now)) = (&entry.finished_on_boot, boot_now)
+        && let Some(age) = then.before(now)
+    {
+        return age;
+    }
+    Duration::from_millis(wall_now.saturating_sub(entry.result.outcome.finished_unix_ms))
+}
+
 /// What a run's records say its targets did before a restart (see [`Actor::heard_before`]).
 #[derive(Default)]
 struct HeardBefore {
@@ -75,12 +92,12 @@ impl Actor {
 
     /// Results this node still owed to their originators when it stopped: owed again.
     fn restore_outbox(&mut self, now: Instant) {
+        let (wall_now, boot_now) = (now_ms(), jobs::processes::BootInstant::now());
         for entry in self.store.outbox() {
+            let age = restored_age(&entry, wall_now, boot_now.as_ref());
             let actions = self.outbox.handle(
                 outbox::Input::Restored {
-                    age: Duration::from_millis(
-                        now_ms().saturating_sub(entry.result.outcome.finished_unix_ms),
-                    ),
+                    age,
                     to: entry.to,
                     result: entry.result,
                 },
@@ -458,5 +475,78 @@ impl Actor {
         if let Some(fp) = self.job_fingerprints.remove(job_id) {
             self.notify_waiters(&fp.to_hex(), run_id, "failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coordination::{JobResult, NodeId};
+    use jobs::{
+        executor::{Outcome, ResultState},
+        processes::BootInstant,
+    };
+
+    use super::*;
+    use crate::store::OutboxEntry;
+
+    const DAY_MS: u64 = 24 * 3_600_000;
+
+    /// A result owed to `o`, finished at `finished_unix_ms` by the wall clock.
+    fn owed(finished_unix_ms: u64, finished_on_boot: Option<BootInstant>) -> OutboxEntry {
+        OutboxEntry {
+            to: NodeId("o".into()),
+            result: JobResult {
+                run_id: "r".into(),
+                node: NodeId("n".into()),
+                outcome: Outcome {
+                    job_id: "j".into(),
+                    state: ResultState::Success,
+                    stdout: "out".into(),
+                    stderr: String::new(),
+                    info: String::new(),
+                    execution_secs: 0.0,
+                    started_unix_ms: finished_unix_ms,
+                    finished_unix_ms,
+                },
+            },
+            finished_on_boot,
+        }
+    }
+
+    /// A moment of a boot other than this one, as a row written before a reboot reads.
+    fn another_boot() -> BootInstant {
+        serde_json::from_value(serde_json::json!({"boot": "another boot", "ticks": 5}))
+            .expect("a boot instant")
+    }
+
+    #[test]
+    fn a_result_owed_since_earlier_in_this_boot_ages_by_the_boot_clock() {
+        let then = BootInstant::now().expect("this machine tells its boot");
+        let now = BootInstant::now().expect("this machine tells its boot");
+        // The wall clock was stepped 40 days forward while the node was down.
+        let finished = 1_700_000_000_000;
+        let age = restored_age(
+            &owed(finished, Some(then)),
+            finished + 40 * DAY_MS,
+            Some(&now),
+        );
+        assert!(age < Duration::from_secs(60), "aged {age:?}");
+    }
+
+    #[test]
+    fn a_result_from_another_boot_or_an_older_release_ages_by_the_wall_clock() {
+        let finished = 1_700_000_000_000;
+        let wall_now = finished + 2 * DAY_MS;
+        let two_days = Duration::from_millis(2 * DAY_MS);
+        let now = BootInstant::now();
+        for entry in [owed(finished, Some(another_boot())), owed(finished, None)] {
+            assert_eq!(restored_age(&entry, wall_now, now.as_ref()), two_days);
+            assert_eq!(restored_age(&entry, wall_now, None), two_days);
+        }
+        // A finish time after now (the wall clock stepped back): no age, not a panic.
+        assert_eq!(
+            restored_age(&owed(wall_now + 1, None), wall_now, None),
+            Duration::ZERO
+        );
     }
 }

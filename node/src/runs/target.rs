@@ -539,6 +539,7 @@ impl Actor {
             let entry = OutboxEntry {
                 to: originator.clone(),
                 result,
+                finished_on_boot: jobs::processes::BootInstant::now(),
             };
             self.store
                 .job_finished(&run_id, &entry.result.outcome.job_id, Some(&entry));
@@ -672,6 +673,8 @@ impl Actor {
                         self.store.put_outbox(&OutboxEntry {
                             to: to.clone(),
                             result,
+                            // Its age only ever decides whether to drop the output, gone now.
+                            finished_on_boot: None,
                         });
                     }
                 }

@@ -24,6 +24,7 @@ fn entry(job: &str) -> OutboxEntry {
             node: NodeId("n".into()),
             outcome: outcome(job),
         },
+        finished_on_boot: None,
     }
 }
 
@@ -694,4 +695,37 @@ fn a_wait_with_nothing_left_to_write_costs_no_commit() {
     );
     drop(tx);
     writer.join().unwrap();
+}
+
+#[test]
+fn a_result_owed_keeps_when_it_was_put_there_and_reads_rows_written_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let mut now = entry("now");
+    now.finished_on_boot = jobs::processes::BootInstant::now();
+    assert!(
+        now.finished_on_boot.is_some(),
+        "this machine tells its boot"
+    );
+    store.put_outbox(&now);
+    store.flush();
+    assert_eq!(store.outbox(), vec![now.clone()]);
+    // An older release's row: the same fields without the boot instant.
+    #[derive(Serialize)]
+    struct Before<'a> {
+        to: &'a NodeId,
+        result: &'a coordination::JobResult,
+    }
+    let mut bytes = Vec::new();
+    ciborium::into_writer(
+        &Before {
+            to: &now.to,
+            result: &now.result,
+        },
+        &mut bytes,
+    )
+    .unwrap();
+    let read: OutboxEntry = ciborium::from_reader(bytes.as_slice()).unwrap();
+    assert_eq!(read.finished_on_boot, None);
+    assert_eq!((read.to, read.result), (now.to, now.result));
 }
