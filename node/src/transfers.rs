@@ -366,29 +366,9 @@ impl Actor {
         };
         let mesh = self.mesh.clone();
         tokio::spawn(async move {
-            for _ in 0..TELL_CORRUPT_TRIES {
-                match mesh.request_job(peer, bytes.clone()).await {
-                    Ok(reply) => match mesh::wire::decode(&reply, mesh::wire::MAX_JOB_DATA) {
-                        Ok(JobReply::Ok) => return,
-                        // Busy: said again a second later.
-                        Ok(JobReply::Refused(why)) if why.starts_with("busy") => {
-                            debug!(%peer, "a holder told it served a corrupt chunk is busy")
-                        }
-                        // A release that does not know the word, or will not take it.
-                        Ok(other) => {
-                            debug!(%peer, ?other, "a holder did not take word that it served a corrupt chunk");
-                            return;
-                        }
-                        Err(e) => {
-                            debug!(%peer, "a holder's answer to word of a corrupt chunk: {e}")
-                        }
-                    },
-                    Err(e) => {
-                        debug!(%peer, "could not tell a holder it served a corrupt chunk: {e}")
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+            let ask = || mesh.request_job(peer, bytes.clone());
+            let said = say_until_taken(ask, TELL_CORRUPT_TRIES, Duration::from_secs(1)).await;
+            debug!(%peer, ?said, "told a holder that it served a corrupt chunk");
         });
     }
 
@@ -674,6 +654,47 @@ fn answer_to(found: ChunkLookup) -> BlobResponse {
     }
 }
 
+/// How a word to another node ended (see [`say_until_taken`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Said {
+    /// It answered Ok, at the given try.
+    Taken { tries: usize },
+    /// It answered, but not Ok (a release that does not know the word, or will not take it):
+    /// saying it again would change nothing.
+    NotTaken,
+    /// It was out of reach or busy at every try.
+    Lost,
+}
+
+/// Says a job message with `ask` (one request each call) until the node answers Ok, at most
+/// `tries` times, `pause` apart while it is out of reach or busy. A busy node refuses the
+/// request (`refused: busy: ...`), which reaches here as a failed request, like a node out of
+/// reach: both are tried again. So is an answer that cannot be read (two small requests more
+/// at most).
+async fn say_until_taken<F, Fut>(mut ask: F, tries: usize, pause: Duration) -> Said
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, MeshError>>,
+{
+    for attempt in 1..=tries {
+        match ask().await {
+            Ok(reply) => match mesh::wire::decode(&reply, mesh::wire::MAX_JOB_DATA) {
+                Ok(JobReply::Ok) => return Said::Taken { tries: attempt },
+                Ok(other) => {
+                    debug!(?other, "a node did not take a word");
+                    return Said::NotTaken;
+                }
+                Err(e) => debug!("a node's answer to a word could not be read: {e}"),
+            },
+            Err(e) => debug!("a word not taken yet: {e}"),
+        }
+        if attempt < tries {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    Said::Lost
+}
+
 /// The chunk an answer brings, to check and write; or, without one, what the download hears
 /// of its source. A holder that cannot read its copy now is taken as one out of reach, as is
 /// a request that failed: passed over for a while and asked again, never counted as a node
@@ -734,6 +755,62 @@ async fn fetch_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node that answers the requests of `say_until_taken` in turn with `answers`
+    /// (`None`: refused as busy, as the mesh layer of a node whose job inbox is full answers);
+    /// returns how it ended and how many requests were made.
+    async fn say_to(answers: Vec<Option<JobReply>>) -> (Said, usize) {
+        let peer = PeerId::random();
+        let asked = std::cell::Cell::new(0);
+        let ask = || {
+            let answer = answers.get(asked.get()).cloned().flatten();
+            asked.set(asked.get() + 1);
+            async move {
+                match answer {
+                    Some(reply) => {
+                        Ok(mesh::wire::encode(&reply, mesh::wire::MAX_JOB_DATA).unwrap())
+                    }
+                    None => Err(MeshError::Request {
+                        peer,
+                        reason: "refused: busy: this node cannot take more job messages now; \
+                                 send it again later"
+                            .into(),
+                    }),
+                }
+            }
+        };
+        let said = say_until_taken(ask, TELL_CORRUPT_TRIES, Duration::from_secs(1)).await;
+        (said, asked.get())
+    }
+
+    /// Word of a corrupt chunk reaches a holder that is busy for a while, a second apart, and
+    /// stops at the first Ok, or after three tries, or at an answer that is not Ok.
+    #[tokio::test(start_paused = true)]
+    async fn word_of_a_corrupt_chunk_is_said_again_while_its_holder_is_busy() {
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            say_to(vec![None, None, Some(JobReply::Ok)]).await,
+            (Said::Taken { tries: 3 }, 3)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2), "a second apart");
+        assert_eq!(
+            say_to(vec![Some(JobReply::Ok)]).await,
+            (Said::Taken { tries: 1 }, 1)
+        );
+        // Busy at every try: given up after three, without a last wait.
+        let started = tokio::time::Instant::now();
+        assert_eq!(say_to(vec![None; 5]).await, (Said::Lost, 3));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // A release that does not know the word: not said again.
+        assert_eq!(
+            say_to(vec![
+                None,
+                Some(JobReply::Refused("unknown message".into()))
+            ])
+            .await,
+            (Said::NotTaken, 2)
+        );
+    }
 
     /// A holder whose copy cannot be read says so ("unavailable"), not "unknown"; the asker
     /// takes that as a holder out of reach, never as one without the file, which would fail
