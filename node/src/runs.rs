@@ -442,7 +442,8 @@ impl AcceptedRun {
 
     /// Whether the run may be forgotten at `now` (wall clock `now_unix_ms`) as far as its age
     /// goes: taken in [`REMEMBER_RUNS`] ago by the wall clock and by the monotonic clock
-    /// (since the node's start, for a run it restored), with no job of it pending.
+    /// (for a run it restored: by the boot clock from its acceptance if in this boot, else
+    /// since the node's start), with no job of it pending.
     fn old_enough_to_forget(&self, now_unix_ms: u64, now: Instant) -> bool {
         self.pending.is_empty()
             && now_unix_ms.saturating_sub(self.accepted_unix_ms) >= REMEMBER_RUNS.as_millis() as u64
