@@ -62,7 +62,8 @@ fn first_named(names: Vec<String>) -> Vec<String> {
 /// The members not alive (expired or left) a parent for every node leaves out (if there is
 /// one): an operator who meant every node hears which did not run it. One whose name a live
 /// node uses now (the same machine under a new identity: its state directory was replaced)
-/// is not named: that node runs it.
+/// is not named: that node runs it, or, while two live nodes share the name (`conflict`),
+/// the warning of those names it (and `--target NAME` would be refused as ambiguous).
 fn not_alive_left_out(status: &MeshStatus, untargeted: bool, left_grace: Duration) -> Vec<String> {
     if !untargeted {
         return Vec::new();
@@ -70,7 +71,7 @@ fn not_alive_left_out(status: &MeshStatus, untargeted: bool, left_grace: Duratio
     let live: HashSet<&str> = status
         .members
         .iter()
-        .filter(|v| v.is_self || v.state == MemberState::Alive)
+        .filter(|v| v.is_self || matches!(v.state, MemberState::Alive | MemberState::Conflict))
         .map(|v| v.presence.name.as_str())
         .collect();
     let mut names: Vec<String> = status
@@ -651,6 +652,73 @@ fn some_of(names: &[&str]) -> String {
 mod tests {
     use super::*;
     use jobs::{Fingerprint, JobSpec, ParseOutcome};
+
+    /// A mesh as `status` shows it: (name, state, seconds since last heard) of each member.
+    fn mesh_of(members: &[(&str, MemberState, u64)]) -> MeshStatus {
+        let view = |(name, state, ago): &(&str, MemberState, u64)| mesh::MemberView {
+            presence: mesh::wire::Presence {
+                peer_id: mesh::PeerId::random(),
+                name: (*name).into(),
+                machine_id: "m".into(),
+                version: "0.1.0".into(),
+                incarnation: 1,
+                seq: 0,
+                status: mesh::wire::PresenceStatus::Alive,
+                host_uptime_secs: 1,
+                agent_uptime_secs: 1,
+                addresses: vec![],
+                labels: Default::default(),
+                load: 0.0,
+                heartbeat_interval_ms: 1000,
+                signature: vec![0; mesh::wire::SIGNATURE_BYTES],
+            },
+            state: *state,
+            last_seen_ago: Duration::from_secs(*ago),
+            is_self: false,
+        };
+        MeshStatus {
+            local_peer_id: mesh::PeerId::random(),
+            listen_addrs: vec![],
+            connected_peers: 0,
+            heartbeat_interval: Duration::from_secs(5),
+            members: members.iter().map(view).collect(),
+            other_releases: vec![],
+            unreachable: vec![],
+            warnings: vec![],
+        }
+    }
+
+    /// A node that said goodbye a moment ago is named as left out, with the advice to target
+    /// it; not while live nodes go by its name, alive or in conflict (two of them: the advice
+    /// would be refused as ambiguous).
+    #[test]
+    fn a_node_that_left_is_named_as_left_out_unless_live_nodes_go_by_its_name() {
+        let grace = Duration::from_secs(30);
+        let just_left = ("n3", MemberState::Left, 9);
+        let said = not_alive_left_out(&mesh_of(&[just_left]), true, grace);
+        assert_eq!(
+            said,
+            vec!["n3 (left 9 s ago: restarting? `--target n3` waits for it)"]
+        );
+        assert!(not_alive_left_out(&mesh_of(&[just_left]), false, grace).is_empty());
+        let replaced = [just_left, ("n3", MemberState::Alive, 0)];
+        assert!(not_alive_left_out(&mesh_of(&replaced), true, grace).is_empty());
+        let shared = [
+            just_left,
+            ("n3", MemberState::Conflict, 0),
+            ("n3", MemberState::Conflict, 4),
+        ];
+        assert!(not_alive_left_out(&mesh_of(&shared), true, grace).is_empty());
+        // Left long ago, or expired: named without the advice.
+        let gone = [
+            ("n4", MemberState::Left, 600),
+            ("n5", MemberState::Expired, 60),
+        ];
+        assert_eq!(
+            not_alive_left_out(&mesh_of(&gone), true, grace),
+            vec!["n4 (left)", "n5 (expired)"]
+        );
+    }
 
     fn spec(verb: &str, inline: &str) -> JobSpec {
         match JobSpec::parse(verb, inline, &Default::default()) {
