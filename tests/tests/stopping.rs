@@ -183,8 +183,9 @@ fn a_clean_stop_leaves_the_database_closed() {
     );
 }
 
-/// Started under `nohup`, the daemon leaves SIGHUP ignored (a logout does not stop it);
-/// SIGTERM still stops it cleanly.
+/// Started under `nohup`, the daemon leaves SIGHUP ignored (a logout does not stop it), but
+/// its jobs start with SIGHUP at its default, as any other signal; SIGTERM still stops it
+/// cleanly.
 #[test]
 fn a_daemon_started_under_nohup_outlives_a_hangup() {
     let root = tempfile::tempdir().unwrap();
@@ -211,6 +212,27 @@ fn a_daemon_started_under_nohup_outlives_a_hangup() {
     e2e_tests::wait_for(Duration::from_secs(30), "the daemon to answer", || {
         status().status.success().then_some(())
     });
+    // What a job's own process has ignored: nothing but what the job set itself.
+    let job = Command::new(binary())
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .args([
+            "exec",
+            "--verb",
+            "RUN",
+            "grep SigIgn: /proc/self/status",
+            "--stream",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&job.stdout);
+    assert!(job.status.success(), "{said}");
+    let mask = said
+        .lines()
+        .find_map(|l| l.split_once("SigIgn:").map(|(_, m)| m.trim().to_string()))
+        .unwrap_or_else(|| panic!("no SigIgn line in {said}"));
+    let mask = u64::from_str_radix(&mask, 16).unwrap();
+    assert_eq!(mask & 1, 0, "the job inherited SIGHUP ignored: {said}");
     let pid = Pid::from_raw(child.id() as i32);
     kill(pid, Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_secs(2));
