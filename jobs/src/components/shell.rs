@@ -144,64 +144,12 @@ fn daemon_vars() -> &'static [std::ffi::OsString] {
     })
 }
 
-/// The signals this process was started with ignored, which a job's shell would otherwise
-/// inherit ignored (a disposition of "ignore" survives exec): `nohup` ignores SIGHUP, a
-/// shell without job control starts a background command with SIGINT and SIGQUIT ignored.
-/// The daemon keeps them so (`nohup directord-mesh join` outlives a hangup, as asked), and
-/// its jobs start with every signal at its default, as under a service manager. Read once,
-/// at the first job; SIGPIPE is left out (Rust ignores it in every program and its standard
-/// library sets it back to the default in every child).
-fn inherited_ignored() -> &'static [nix::sys::signal::Signal] {
-    static IGNORED: std::sync::OnceLock<Vec<nix::sys::signal::Signal>> = std::sync::OnceLock::new();
-    IGNORED.get_or_init(|| {
-        let mask = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
-                u64::from_str_radix(mask.trim(), 16).ok()
-            })
-            .unwrap_or(0);
-        ignored_in(mask)
-    })
-}
-
-/// The signals a `SigIgn` mask of `/proc/PID/status` names (bit n-1 for signal n), but
-/// SIGPIPE (see [`inherited_ignored`]).
-fn ignored_in(mask: u64) -> Vec<nix::sys::signal::Signal> {
-    use nix::sys::signal::Signal;
-    Signal::iterator()
-        .filter(|s| *s != Signal::SIGPIPE && mask & (1u64 << (*s as i32 - 1)) != 0)
-        .collect()
-}
-
-/// Makes `cmd`'s process start with each of `signals` at its default action.
-fn with_default_action(cmd: &mut Command, signals: &'static [nix::sys::signal::Signal]) {
-    if signals.is_empty() {
-        // The usual case (a service manager ignores none): the child is made with
-        // posix_spawn, cheaper for a daemon holding tens of MB than the fork a pre_exec needs.
-        return;
-    }
-    // SAFETY: the closure runs in the child between fork and exec. It allocates nothing (the
-    // slice is 'static) and only calls sigaction(2), which is async-signal-safe; setting a
-    // disposition to the default cannot fail for these signals (an error is ignored anyway:
-    // the job then runs with it ignored, as before).
-    unsafe {
-        cmd.pre_exec(move || {
-            for signal in signals {
-                let _ = nix::sys::signal::signal(*signal, nix::sys::signal::SigHandler::SigDfl);
-            }
-            Ok(())
-        });
-    }
-}
-
 /// `/bin/sh -c command` as a job runs it (RUN, WAIT --cmd): with the run's envs, and without
 /// the daemon's own settings (`DIRECTORD_MESH_*`), which it would otherwise inherit: a job
 /// that prints its environment would hand out the mesh's key. An env of the job's own of such
 /// a name is passed. An env no process environment can hold (NUL in it, left in the cache by
 /// an older release) fails the job with its name, rather than as a spawn error that names
-/// nothing. Signals the daemon was started with ignored start at their default in the job
-/// ([`inherited_ignored`]).
+/// nothing.
 pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Result<Command, String> {
     let envs = cache.envs_for_run(run_id);
     if let Some(why) = envs.iter().find_map(|(k, v)| env_problem(k, v)) {
@@ -222,7 +170,6 @@ pub(super) fn shell(command: &str, cache: &Cache, run_id: &str) -> Result<Comman
         // node stopping, which asks it to end first: the handle itself kills nothing.
         .process_group(0)
         .kill_on_drop(false);
-    with_default_action(&mut cmd, inherited_ignored());
     Ok(cmd)
 }
 
@@ -773,58 +720,7 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
 
 #[cfg(test)]
 mod tests {
-    use nix::sys::signal::Signal;
-
     use super::*;
-
-    #[test]
-    fn the_ignored_signals_are_read_from_the_kernels_mask_but_sigpipe() {
-        let bit = |s: Signal| 1u64 << (s as i32 - 1);
-        let mask = bit(Signal::SIGHUP) | bit(Signal::SIGQUIT) | bit(Signal::SIGPIPE);
-        assert_eq!(ignored_in(mask), vec![Signal::SIGHUP, Signal::SIGQUIT]);
-        assert_eq!(ignored_in(0), vec![]);
-        // What this test process ignores: SIGPIPE at least (every Rust program), never named.
-        assert!(!inherited_ignored().contains(&Signal::SIGPIPE));
-    }
-
-    /// Which signals a shell started by `cmd` has ignored, as its kernel says.
-    async fn ignored_by(mut cmd: Command) -> Vec<Signal> {
-        let out = cmd
-            .args(["-c", "grep SigIgn: /proc/self/status"])
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mask = text.trim().strip_prefix("SigIgn:").unwrap().trim();
-        ignored_in(u64::from_str_radix(mask, 16).unwrap())
-    }
-
-    /// A daemon started with SIGHUP ignored (`nohup`) starts its jobs with it at its default;
-    /// without that, they would inherit it ignored.
-    #[tokio::test]
-    async fn a_job_starts_with_the_signals_its_daemon_ignores_at_their_default() {
-        static HANGUP: [Signal; 1] = [Signal::SIGHUP];
-        let started_under_nohup = || {
-            let mut cmd = Command::new("/bin/sh");
-            // SAFETY: only sigaction(2) between fork and exec, which is async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    nix::sys::signal::signal(Signal::SIGHUP, nix::sys::signal::SigHandler::SigIgn)
-                        .map(|_| ())
-                        .map_err(std::io::Error::from)
-                });
-            }
-            cmd
-        };
-        assert!(
-            ignored_by(started_under_nohup())
-                .await
-                .contains(&Signal::SIGHUP)
-        );
-        let mut cmd = started_under_nohup();
-        with_default_action(&mut cmd, &HANGUP);
-        assert!(!ignored_by(cmd).await.contains(&Signal::SIGHUP));
-    }
 
     /// Reads `bytes` as a job's stdout; returns what was kept and the lines sent live.
     async fn read_all(bytes: Vec<u8>) -> (Read, Vec<OutputLine>) {
