@@ -13,7 +13,7 @@ SIGTERM or SIGHUP make it start no further job, let the jobs running finish for 
 (--stop-grace), give their results up to 5 s to reach their submitters, tell the mesh it is
 leaving, ask the jobs still running to end (SIGTERM, SIGKILL 5 s later), then exit; a second
 one while it stops stops it and its jobs at once (exit 1, without a goodbye);
-started under nohup, SIGHUP stays ignored).
+started under nohup, SIGHUP does not stop it, and its jobs start with SIGHUP at its default).
 
 The first run creates the node's identity in the state directory, and joins a mesh: the one of
 --token; with --open, a mesh without a key; with neither, a new mesh with its own key (--peer
@@ -259,7 +259,8 @@ async fn run_node(
     // Taken before the start: a signal that comes while the node starts (the default action
     // would end it with its control socket left behind and no goodbye) stops it once it is up.
     let mut signals = StopSignals::take()?;
-    // After the stop signals are taken: SIGHUP stays ignored under `nohup`.
+    // After the stop signals are taken: under `nohup`, SIGHUP is then still ignored and
+    // becomes one of the signals this daemon takes no action on.
     handle_ignored_signals();
     let node = Node::start(config).await.map_err(|e| match e {
         // Arguments naming another mesh than the state directory's: bad input (exit 2).
@@ -411,7 +412,8 @@ impl StopSignals {
             signal(kind)
                 .map_err(|e| Failure::Runtime(format!("cannot catch the stop signals: {e}")))
         };
-        // Started with SIGHUP ignored (`nohup`): it stays ignored, as the operator asked.
+        // Started with SIGHUP ignored (`nohup`): it does not stop the daemon, as the operator
+        // asked (see `handle_ignored_signals`).
         let hup = match hangup_ignored() {
             true => None,
             false => Some(take(SignalKind::hangup())?),
@@ -456,26 +458,43 @@ fn ignored_mask() -> u64 {
         .unwrap_or(0)
 }
 
-/// The standard signals a `SigIgn` mask names, but SIGPIPE (every Rust program ignores it, and
-/// its standard library sets it back to the default in each child it starts).
+/// Of the signals a `SigIgn` mask names, those [`handle_ignored_signals`] may take over
+/// (see [`TAKEN_OVER`]).
 fn ignored_in(mask: u64) -> Vec<nix::sys::signal::Signal> {
-    use nix::sys::signal::Signal;
-    Signal::iterator()
-        .filter(|s| *s != Signal::SIGPIPE && mask & (1u64 << (*s as i32 - 1)) != 0)
+    TAKEN_OVER
+        .iter()
+        .copied()
+        .filter(|s| mask & (1u64 << (*s as i32 - 1)) != 0)
         .collect()
 }
+
+/// The signals a parent may have left ignored that a do-nothing handler takes over without a
+/// difference for the daemon. Not the faults (SIGSEGV, SIGBUS...: ignored, the kernel still
+/// ends the process; handled, the faulting instruction would run again forever), not the
+/// terminal's job control (SIGTTOU, SIGTTIN, SIGTSTP: ignored, a background write or read
+/// goes through or fails; handled, it would be retried forever), not SIGCHLD (ignored, it
+/// changes how children are reaped), not SIGPIPE (every Rust program ignores it, and its
+/// standard library sets it back to the default in each child it starts).
+const TAKEN_OVER: [nix::sys::signal::Signal; 9] = {
+    use nix::sys::signal::Signal::*;
+    [
+        SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU, SIGXFSZ,
+    ]
+};
 
 /// A signal handler that does nothing (see [`handle_ignored_signals`]).
 extern "C" fn do_nothing(_: std::ffi::c_int) {}
 
-/// Gives each signal this daemon was started with ignored a handler that does nothing:
-/// `nohup` ignores SIGHUP, a shell without job control starts a command in the background
-/// with SIGINT and SIGQUIT ignored, and an ignored signal stays ignored across exec, so every
-/// job's shell would start with them ignored. A handled one is set back to its default in a
-/// new program. The daemon goes on taking no action on them, and its jobs start with every
-/// signal at its default, as under a service manager; jobs are still started with
+/// Gives each signal of [`TAKEN_OVER`] this daemon was started with ignored a handler that
+/// does nothing: `nohup` ignores SIGHUP, a shell without job control starts a command in the
+/// background with SIGQUIT (and SIGINT, which stops the daemon all the same) ignored, Python
+/// ignores SIGXFSZ in what it starts, and an ignored signal stays ignored across exec, so
+/// every job's shell would start with them ignored. A handled one is set back to its default
+/// in a new program. The daemon goes on taking no action on them, and its jobs start with
+/// them at their default, as under a service manager; jobs are still started with
 /// posix_spawn (a reset in the child between fork and exec would cost each job a fork of the
-/// whole daemon: a 1000-job run took 70 % longer so).
+/// whole daemon: a 1000-job run took 70 % longer so). Real-time signals left ignored stay so
+/// in the jobs.
 fn handle_ignored_signals() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
     let action = SigAction::new(
@@ -551,43 +570,77 @@ fn token_file(node: &Node) -> Option<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use nix::sys::signal::{SigHandler, Signal, raise, signal};
+    use nix::sys::signal::Signal;
 
     use super::*;
 
     #[test]
-    fn the_ignored_signals_are_read_from_the_kernels_mask_but_sigpipe() {
+    fn the_ignored_signals_taken_over_are_read_from_the_kernels_mask() {
         let bit = |s: Signal| 1u64 << (s as i32 - 1);
-        let mask = bit(Signal::SIGHUP) | bit(Signal::SIGQUIT) | bit(Signal::SIGPIPE);
+        let mask = bit(Signal::SIGHUP)
+            | bit(Signal::SIGQUIT)
+            | bit(Signal::SIGPIPE)
+            | bit(Signal::SIGTTOU)
+            | bit(Signal::SIGSEGV);
         assert_eq!(ignored_in(mask), vec![Signal::SIGHUP, Signal::SIGQUIT]);
         assert_eq!(ignored_in(0), vec![]);
     }
 
-    /// A daemon started with SIGQUIT ignored (a background command of a script) goes on
-    /// ignoring it, and what it starts has it at its default.
+    /// The signals a process's kernel account names in `field` (`SigIgn`, `SigCgt`) of
+    /// `/proc/PID/status` text.
+    fn named_in(status: &str, field: &str) -> Vec<Signal> {
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        ignored_in(u64::from_str_radix(mask.trim(), 16).unwrap())
+    }
+
+    /// What a shell started by this process has ignored.
+    fn a_child_ignores() -> Vec<Signal> {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", "cat /proc/self/status"])
+            .output()
+            .unwrap();
+        named_in(&String::from_utf8(out.stdout).unwrap(), "SigIgn:")
+    }
+
+    /// In a process of its own (this test binary again, as its only test), so that what it
+    /// changes of the signals' dispositions reaches no other test: a daemon started with
+    /// SIGQUIT ignored (a background command of a script) goes on taking no action on it
+    /// (caught by a handler that does nothing), and what it starts has it at its default.
     #[test]
-    fn an_ignored_signal_stays_without_effect_here_and_reaches_children_at_its_default() {
-        // SAFETY: setting a disposition to "ignore" runs no code of ours.
-        unsafe { signal(Signal::SIGQUIT, SigHandler::SigIgn) }.unwrap();
-        let child_ignores = || {
-            let out = std::process::Command::new("/bin/sh")
-                .args(["-c", "grep SigIgn: /proc/self/status"])
-                .output()
-                .unwrap();
-            let text = String::from_utf8(out.stdout).unwrap();
-            let mask = text
-                .trim()
-                .strip_prefix("SigIgn:")
-                .unwrap()
-                .trim()
-                .to_string();
-            ignored_in(u64::from_str_radix(&mask, 16).unwrap())
-        };
-        assert!(child_ignores().contains(&Signal::SIGQUIT));
-        handle_ignored_signals();
-        assert!(!ignored_in(ignored_mask()).contains(&Signal::SIGQUIT));
-        assert!(!child_ignores().contains(&Signal::SIGQUIT));
-        // Still no effect here: SIGQUIT's default would end this test process.
-        raise(Signal::SIGQUIT).unwrap();
+    fn an_ignored_signal_is_caught_here_and_reaches_children_at_its_default() {
+        const CHILD: &str = "DIRECTORD_MESH_SIGNALS_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: setting a disposition to "ignore" runs no code of ours.
+            unsafe {
+                nix::sys::signal::signal(Signal::SIGQUIT, nix::sys::signal::SigHandler::SigIgn)
+            }
+            .unwrap();
+            assert!(a_child_ignores().contains(&Signal::SIGQUIT));
+            handle_ignored_signals();
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            assert!(!named_in(&status, "SigIgn:").contains(&Signal::SIGQUIT));
+            assert!(named_in(&status, "SigCgt:").contains(&Signal::SIGQUIT));
+            assert!(!a_child_ignores().contains(&Signal::SIGQUIT));
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "join::tests::an_ignored_signal_is_caught_here_and_reaches_children_at_its_default",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(said.contains("1 passed"), "the check did not run: {said}");
     }
 }

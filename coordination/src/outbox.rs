@@ -82,7 +82,8 @@ pub enum Input {
     },
     Tick,
     /// A result to deliver to `to` that this node held on disk when it started, `age` old (by
-    /// the wall clock, from its finish time: nothing else survives a restart).
+    /// the boot clock if it was put there in this boot, else by the wall clock from its
+    /// finish time).
     Restored {
         to: NodeId,
         result: JobResult,

@@ -524,11 +524,19 @@ fn stop_leftovers(text: &str, boot: &str) -> Vec<u32> {
 
 /// This boot and pid namespace (empty if the kernel does not say: then nothing is ever
 /// stopped). A restarted container keeps the boot but gets a new pid namespace. Neither
-/// changes while a process lives, so it is read once: a node asks for it with every result
-/// it owes another node ([`BootInstant::now`]).
+/// changes while a process lives, so once read it is kept: a node asks for it with every
+/// result it owes another node ([`BootInstant::now`]). A read that fails (short of
+/// descriptors, say) is tried again at the next ask.
 fn boot_id() -> String {
     static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BOOT.get_or_init(read_boot_id).clone()
+    if let Some(boot) = BOOT.get() {
+        return boot.clone();
+    }
+    let boot = read_boot_id();
+    if !boot.is_empty() {
+        let _ = BOOT.set(boot.clone());
+    }
+    boot
 }
 
 fn read_boot_id() -> String {

@@ -443,6 +443,11 @@ impl Store {
         self.send(Op::Put(OUTBOX, outbox_key(&entry.result), encode(entry)));
     }
 
+    /// The row of `result` in the outbox, as last committed.
+    pub fn outbox_entry(&self, result: &JobResult) -> Option<OutboxEntry> {
+        self.get(OUTBOX, &outbox_key(result))
+    }
+
     pub fn delete_outbox(&self, result: &JobResult) {
         self.send(Op::Delete(OUTBOX, outbox_key(result)));
     }

@@ -670,11 +670,16 @@ impl Actor {
                          and times, and still go to it if it comes back"
                     );
                     for result in results {
+                        // Its age still counts (a result of a run its submitter says it has
+                        // no trace of is kept a day at least): kept from the row it replaces.
+                        let finished_on_boot = self
+                            .store
+                            .outbox_entry(&result)
+                            .and_then(|e| e.finished_on_boot);
                         self.store.put_outbox(&OutboxEntry {
                             to: to.clone(),
                             result,
-                            // Its age only ever decides whether to drop the output, gone now.
-                            finished_on_boot: None,
+                            finished_on_boot,
                         });
                     }
                 }
