@@ -576,6 +576,20 @@ impl BootInstant {
     }
 }
 
+/// How old something made at `then` is at `now`, each a moment on the boot clock (if it
+/// could be told) and on the wall clock (Unix ms): by the boot clock if both are of the same
+/// boot, which a wall clock stepped meanwhile does not fool; else by the wall clock (none if
+/// `then` is ahead of `now`).
+pub fn age(
+    then: (Option<&BootInstant>, u64),
+    now: (Option<&BootInstant>, u64),
+) -> std::time::Duration {
+    then.0
+        .zip(now.0)
+        .and_then(|(a, b)| a.before(b))
+        .unwrap_or_else(|| std::time::Duration::from_millis(now.1.saturating_sub(then.1)))
+}
+
 /// Writes `bytes` to `path` for this node's owner only (0600, as every file of the state
 /// directory): job ids and process groups are nobody else's business.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {

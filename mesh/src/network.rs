@@ -1425,22 +1425,7 @@ mod tests {
     }
 
     fn sample_presence() -> Presence {
-        Presence {
-            peer_id: PeerId::random(),
-            name: "web-01".into(),
-            machine_id: "m".into(),
-            version: "0.1.0".into(),
-            incarnation: 1,
-            seq: 0,
-            status: PresenceStatus::Alive,
-            host_uptime_secs: 1,
-            agent_uptime_secs: 1,
-            addresses: vec![],
-            labels: Default::default(),
-            load: 0.0,
-            heartbeat_interval_ms: 1000,
-            signature: vec![0; wire::SIGNATURE_BYTES],
-        }
+        Presence::sample_for_tests("web-01")
     }
 
     #[test]

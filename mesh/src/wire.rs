@@ -310,6 +310,28 @@ pub struct Presence {
 }
 
 impl Presence {
+    /// An alive presence of a new random peer named `name`, for tests: its signature has the
+    /// size of one and is none.
+    #[doc(hidden)]
+    pub fn sample_for_tests(name: &str) -> Presence {
+        Presence {
+            peer_id: PeerId::random(),
+            name: name.into(),
+            machine_id: "m".into(),
+            version: "0.1.0".into(),
+            incarnation: 1,
+            seq: 0,
+            status: PresenceStatus::Alive,
+            host_uptime_secs: 1,
+            agent_uptime_secs: 1,
+            addresses: vec![],
+            labels: Default::default(),
+            load: 0.0,
+            heartbeat_interval_ms: 1000,
+            signature: vec![0; SIGNATURE_BYTES],
+        }
+    }
+
     /// What the signature covers: the presence without it, as CBOR.
     fn signed_bytes(&self) -> Vec<u8> {
         let unsigned = Presence {

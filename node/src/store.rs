@@ -655,19 +655,9 @@ impl Store {
             run_id: String,
         }
         let (now_ms, now_boot) = now;
-        // A retention past u64 milliseconds (half a billion years) keeps everything.
-        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
-        let before_ms = now_ms.saturating_sub(retention_ms);
         let too_old = |r: &Created| {
-            let on_boot = r
-                .created_on_boot
-                .as_ref()
-                .zip(now_boot.as_ref())
-                .and_then(|(then, now)| then.before(now));
-            match on_boot {
-                Some(age) => age >= retention,
-                None => r.created_unix_ms < before_ms,
-            }
+            let then = (r.created_on_boot.as_ref(), r.created_unix_ms);
+            jobs::processes::age(then, (now_boot.as_ref(), now_ms)) >= retention
         };
         // One snapshot for every table: a record and its results are written in that order, so
         // a result this sweep sees without its record is an orphan, not a result of a job

@@ -656,22 +656,7 @@ mod tests {
     /// A mesh as `status` shows it: (name, state, seconds since last heard) of each member.
     fn mesh_of(members: &[(&str, MemberState, u64)]) -> MeshStatus {
         let view = |(name, state, ago): &(&str, MemberState, u64)| mesh::MemberView {
-            presence: mesh::wire::Presence {
-                peer_id: mesh::PeerId::random(),
-                name: (*name).into(),
-                machine_id: "m".into(),
-                version: "0.1.0".into(),
-                incarnation: 1,
-                seq: 0,
-                status: mesh::wire::PresenceStatus::Alive,
-                host_uptime_secs: 1,
-                agent_uptime_secs: 1,
-                addresses: vec![],
-                labels: Default::default(),
-                load: 0.0,
-                heartbeat_interval_ms: 1000,
-                signature: vec![0; mesh::wire::SIGNATURE_BYTES],
-            },
+            presence: mesh::wire::Presence::sample_for_tests(name),
             state: *state,
             last_seen_ago: Duration::from_secs(*ago),
             is_self: false,

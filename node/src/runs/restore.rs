@@ -58,12 +58,13 @@ fn restored_age(
     wall_now: u64,
     boot_now: Option<&jobs::processes::BootInstant>,
 ) -> Duration {
-    if let (Some(then), Some(now)) = (&entry.finished_on_boot, boot_now)
-        && let Some(age) = then.before(now)
-    {
-        return age;
-    }
-    Duration::from_millis(wall_now.saturating_sub(entry.result.outcome.finished_unix_ms))
+    jobs::processes::age(
+        (
+            entry.finished_on_boot.as_ref(),
+            entry.result.outcome.finished_unix_ms,
+        ),
+        (boot_now, wall_now),
+    )
 }
 
 /// What a run's records say its targets did before a restart (see [`Actor::heard_before`]).
