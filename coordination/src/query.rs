@@ -11,7 +11,9 @@
 //! them when they are back, ahead of the larger one their own late value brings about (gossip
 //! may still carry one to them; a node takes a set only when it holds its own value). A value
 //! that comes after the aggregate (a target back from a partition) is added, and after
-//! [`LATE_VALUES_WAIT`] for others the larger aggregate goes to every target; a target back
+//! [`LATE_VALUES_WAIT`] for others the larger aggregate goes to every target (while targets
+//! written off have yet to send theirs, up to [`WRITTEN_OFF_WAIT`]: a partition's far side
+//! comes back together, its values some seconds apart, and should share one set); a target back
 //! whose value had come before it left gets the aggregate it missed. A collection is kept
 //! until the node says every target has reported the job for real ([`Queries::over`]) and
 //! then until the values of the targets whose QUERY succeeded are in and what they bring
@@ -39,6 +41,11 @@ use crate::NodeId;
 
 /// How long values that come after an aggregate wait for more before the larger one goes out.
 pub const LATE_VALUES_WAIT: Duration = Duration::from_millis(500);
+/// How long, at most, the larger set waits after the first late value for the values of the
+/// targets still written off. Each node of a partition's far side sends its value when it
+/// sees the originator again, and they see it again seconds apart (a value told again waits
+/// up to 10 s between tries); the QUERY job of each finishes with the first set it takes.
+pub const WRITTEN_OFF_WAIT: Duration = Duration::from_secs(5);
 /// A collection is dropped after this long whatever happens.
 pub const KEEP_FOR: Duration = Duration::from_secs(3600);
 /// Targets that have not said they have a gossiped set this long after it went out get it
@@ -129,8 +136,13 @@ struct Collection {
     confirm_by: Option<Instant>,
     /// How many values the last gossiped set holds.
     spread_values: usize,
-    /// When the values that came after the aggregate go out.
+    /// When the values that came after the aggregate go out, and the latest they go while
+    /// targets are still `written_off`.
     respread_at: Option<Instant>,
+    respread_by: Option<Instant>,
+    /// Targets written off (unreachable) whose value has not come and that have not reported
+    /// the job for real since: the larger set waits for them a while ([`WRITTEN_OFF_WAIT`]).
+    written_off: HashSet<NodeId>,
     /// Every target has reported the job for real: the names of those whose QUERY succeeded
     /// (each sent its value, perhaps still on its way). The collection goes once those are in
     /// and nothing is left to send.
@@ -199,7 +211,8 @@ impl Queries {
                 .map(|t| t.node.clone())
                 .collect(),
             gone: written_off.clone(),
-            without_value: written_off,
+            without_value: written_off.clone(),
+            written_off,
             targets: targets.into_iter().map(|t| t.node).collect(),
             values: BTreeMap::new(),
             sent: false,
@@ -207,6 +220,7 @@ impl Queries {
             confirm_by: None,
             spread_values: 0,
             respread_at: None,
+            respread_by: None,
             closing: None,
             since,
         };
@@ -334,9 +348,11 @@ impl Queries {
         c.gone.remove(node);
         // Back from a write-off with its value: its job waits for the set.
         c.without_value.remove(node);
+        c.written_off.remove(node);
         if c.sent {
             if new && c.respread_at.is_none() {
                 c.respread_at = Some(now + LATE_VALUES_WAIT);
+                c.respread_by = Some(now + WRITTEN_OFF_WAIT);
             }
             return Ok(actions);
         }
@@ -371,6 +387,25 @@ impl Queries {
         node: &NodeId,
         now: Instant,
     ) -> Vec<Action> {
+        if let Some(c) = self.collections.get_mut(job_id) {
+            c.written_off.remove(node);
+        }
+        self.without_value(job_id, node, now)
+    }
+
+    /// `node`'s QUERY job of `job_id` was written off (the node stopped answering): no value
+    /// is waited for now, but one may come when it is back, and a larger set waits for it a
+    /// while ([`WRITTEN_OFF_WAIT`]).
+    pub fn written_off(&mut self, job_id: &str, node: &NodeId, now: Instant) -> Vec<Action> {
+        if let Some(c) = self.collections.get_mut(job_id)
+            && !c.names.get(node).is_some_and(|n| c.values.contains_key(n))
+        {
+            c.written_off.insert(node.clone());
+        }
+        self.without_value(job_id, node, now)
+    }
+
+    fn without_value(&mut self, job_id: &str, node: &NodeId, now: Instant) -> Vec<Action> {
         match self.collections.get_mut(job_id) {
             Some(c) => {
                 c.expected.remove(node);
@@ -382,8 +417,9 @@ impl Queries {
         }
     }
 
-    /// `node` left or expired: its value is not waited for, and it gets no aggregate until
-    /// it is back.
+    /// `node` left or expired (was written off): its value is not waited for, and it gets no
+    /// aggregate until it is back; a value of it that comes later is waited for a while by
+    /// the larger set others' late values bring about ([`WRITTEN_OFF_WAIT`]).
     pub fn node_gone(&mut self, node: &NodeId, now: Instant) -> Vec<Action> {
         let jobs: Vec<String> = self
             .collections
@@ -391,6 +427,9 @@ impl Queries {
             .filter(|(_, c)| c.names.contains_key(node))
             .map(|(job, c)| {
                 c.gone.insert(node.clone());
+                if !c.names.get(node).is_some_and(|n| c.values.contains_key(n)) {
+                    c.written_off.insert(node.clone());
+                }
                 c.expected.remove(node);
                 c.unconfirmed.remove(node);
                 job.clone()
@@ -434,9 +473,13 @@ impl Queries {
         let due: Vec<String> = self
             .collections
             .iter_mut()
-            .filter(|(_, c)| c.respread_at.is_some_and(|at| at <= now))
+            .filter(|(_, c)| {
+                c.respread_at.is_some_and(|at| at <= now)
+                    && (c.written_off.is_empty() || c.respread_by.is_some_and(|by| by <= now))
+            })
             .map(|(job, c)| {
                 c.respread_at = None;
+                c.respread_by = None;
                 c.sent = false;
                 job.clone()
             })
@@ -869,7 +912,7 @@ mod tests {
         // c is written off: gone (the set goes to the others), and its job recorded as
         // ended without a value.
         let a = q.node_gone(&n("c"), t0);
-        assert!(q.ended_without_value("j", &n("c"), t0).is_empty());
+        assert!(q.written_off("j", &n("c"), t0).is_empty());
         let Some(Action::Spread { to, .. }) = a.first() else {
             panic!("not gossiped: {a:?}");
         };
@@ -978,6 +1021,70 @@ mod tests {
         );
     }
 
+    /// The far side of a partition, written off, sees the originator again seconds apart and
+    /// its values come as far apart: the larger set waits for all of them (the QUERY job of
+    /// each finishes with the first set it takes).
+    #[test]
+    fn far_values_seconds_apart_make_one_larger_set() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.node_gone(&n("b"), t0);
+        let a = q.node_gone(&n("c"), t0);
+        assert_eq!(sent(&a), vec![(vec![n("a")], json!({"a": {"x": 1}}))]);
+        for node in ["b", "c"] {
+            assert!(q.written_off("j", &n(node), t0).is_empty());
+        }
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(q.node_back(&n("b")).is_empty());
+        q.value("j", &n("b"), "x".into(), json!(2), t1).unwrap();
+        // c is still written off: no set of a and b alone.
+        assert!(q.tick(t1 + LATE_VALUES_WAIT).is_empty());
+        let t2 = t1 + Duration::from_millis(800);
+        assert!(q.node_back(&n("c")).is_empty());
+        assert!(sent(&q.value("j", &n("c"), "x".into(), json!(3), t2).unwrap()).is_empty());
+        let a = q.tick(t2);
+        assert_eq!(
+            sent(&a),
+            vec![(
+                vec![n("a"), n("b"), n("c")],
+                json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
+            )]
+        );
+    }
+
+    /// A target written off that does not come back holds the larger set only a while; one
+    /// that comes back and reports its QUERY failed holds it no longer.
+    #[test]
+    fn a_written_off_target_holds_the_larger_set_only_a_while() {
+        for back_failed in [false, true] {
+            let t0 = Instant::now();
+            let mut q = Queries::default();
+            q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+            q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+            for node in ["b", "c"] {
+                q.node_gone(&n(node), t0);
+                q.written_off("j", &n(node), t0);
+            }
+            let t1 = t0 + Duration::from_secs(30);
+            q.node_back(&n("b"));
+            q.value("j", &n("b"), "x".into(), json!(2), t1).unwrap();
+            let expected = vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))];
+            if back_failed {
+                q.node_back(&n("c"));
+                let a = q.ended_without_value("j", &n("c"), t1);
+                assert!(a.is_empty(), "{a:?}");
+                let a = q.tick(t1 + LATE_VALUES_WAIT);
+                assert_eq!(sent(&a)[0].1, expected[0].1, "{a:?}");
+            } else {
+                assert!(q.tick(t1 + WRITTEN_OFF_WAIT / 2).is_empty());
+                let a = q.tick(t1 + WRITTEN_OFF_WAIT);
+                assert_eq!(sent(&a), expected);
+            }
+        }
+    }
+
     #[test]
     fn a_target_back_whose_value_came_before_gets_what_it_missed() {
         let t0 = Instant::now();
@@ -1049,7 +1156,7 @@ mod tests {
         }
         q.open("j", Some("x".into()), t, t0);
         for node in ["a", "b", "c"] {
-            assert!(q.ended_without_value("j", &n(node), t0).is_empty());
+            assert!(q.written_off("j", &n(node), t0).is_empty());
         }
         assert!(!q.is_open("j"));
         // Every result came back: a and b succeeded, c failed. No collection is open.

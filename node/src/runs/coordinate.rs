@@ -634,12 +634,20 @@ impl Actor {
 
     /// Originator side: the QUERY job `job_id` ended on `node` without success (it failed,
     /// was purged, or never ran after its parent failed there): no value will come from it.
-    pub(super) fn query_ended_without_value(&mut self, job_id: &str, node: &NodeId) {
+    /// (`written_off`: this node wrote it off as unreachable; its value may still come.)
+    pub(super) fn query_ended_without_value(
+        &mut self,
+        job_id: &str,
+        node: &NodeId,
+        written_off: bool,
+    ) {
         if self.query_open(job_id) {
-            let actions = self
-                .cross
-                .queries
-                .ended_without_value(job_id, node, Instant::now());
+            let queries = &mut self.cross.queries;
+            let actions = if written_off {
+                queries.written_off(job_id, node, Instant::now())
+            } else {
+                queries.ended_without_value(job_id, node, Instant::now())
+            };
             self.query_actions(actions);
         }
     }

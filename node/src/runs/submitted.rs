@@ -500,7 +500,7 @@ impl Actor {
             self.say_late(late);
         }
         if query_without_value {
-            self.query_ended_without_value(&job_id, &node);
+            self.query_ended_without_value(&job_id, &node, !real);
         }
         if let Some((name, value)) = value_in_result
             && self.cross.collecting(&job_id)
