@@ -42,9 +42,9 @@ use crate::NodeId;
 /// How long values that come after an aggregate wait for more before the larger one goes out.
 pub const LATE_VALUES_WAIT: Duration = Duration::from_millis(500);
 /// How long, at most, the larger set waits after the first late value for the values of the
-/// targets still written off. Each node of a partition's far side sends its value when it
-/// sees the originator again, and they see it again seconds apart (a value told again waits
-/// up to 10 s between tries); the QUERY job of each finishes with the first set it takes.
+/// targets still written off. Each node of a partition's far side sends its value again when
+/// it sees the originator back, and they see it back seconds apart; the QUERY job of each
+/// finishes with the first set it takes.
 pub const WRITTEN_OFF_WAIT: Duration = Duration::from_secs(5);
 /// A collection is dropped after this long whatever happens.
 pub const KEEP_FOR: Duration = Duration::from_secs(3600);

@@ -803,6 +803,8 @@ impl Actor {
     pub(super) fn member_back(&mut self, peer: PeerId) {
         let node = NodeId(peer.to_string());
         self.members.back(node.clone());
+        // QUERY values, sets and wait ends told to it go again now.
+        self.cross.node_back(&node);
         self.queries_node_back(&node);
         self.waits_node_back(&node);
         // Results held for it go now, not at the end of their backoff.

@@ -51,21 +51,30 @@ const FORGET_QUERY_ORIGINS: Duration = Duration::from_secs(24 * 3600);
 /// [`Actor::tell`]).
 const MAX_RETRIED_PER_NODE: usize = 4096;
 
+/// What the messages sent again to one node share: how many they are, and the word that the
+/// node is back (each goes again at once then, not at the end of its wait: the nodes of a
+/// mended partition's far side send their QUERY values together, not up to 10 s apart).
+#[derive(Default)]
+pub(super) struct RetriedTo {
+    count: AtomicUsize,
+    back: tokio::sync::Notify,
+}
+
 /// A message's place among those sent again to its node, given back when its task ends.
-struct Retrying(Arc<AtomicUsize>);
+struct Retrying(Arc<RetriedTo>);
 
 impl Retrying {
-    /// A place among the node's (counted by `count`), if one is free.
-    fn join(count: Arc<AtomicUsize>) -> Option<Retrying> {
-        let taken = count.fetch_add(1, Ordering::Relaxed);
-        let slot = Retrying(count);
+    /// A place among the node's (counted by `to`), if one is free.
+    fn join(to: Arc<RetriedTo>) -> Option<Retrying> {
+        let taken = to.count.fetch_add(1, Ordering::Relaxed);
+        let slot = Retrying(to);
         (taken < MAX_RETRIED_PER_NODE).then_some(slot)
     }
 }
 
 impl Drop for Retrying {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -98,7 +107,7 @@ pub(super) struct CrossNode {
     /// Awaited side: the waits registered here.
     registrations: coordination::job_wait::Registrations,
     /// Messages being sent again, by node (see [`MAX_RETRIED_PER_NODE`]).
-    retrying: HashMap<NodeId, Arc<AtomicUsize>>,
+    retrying: HashMap<NodeId, Arc<RetriedTo>>,
 }
 
 impl CrossNode {
@@ -116,6 +125,13 @@ impl CrossNode {
     /// Whether the values of the QUERY job `job_id` are being collected here.
     pub(super) fn collecting(&self, job_id: &str) -> bool {
         self.queries.is_open(job_id)
+    }
+
+    /// `node` is back: the messages being sent again to it go now.
+    pub(super) fn node_back(&self, node: &NodeId) {
+        if let Some(to) = self.retrying.get(node) {
+            to.back.notify_waiters();
+        }
     }
 
     /// Forgets QUERY jobs here that gave up waiting (timed out).
@@ -138,13 +154,16 @@ fn not_stored(reply: &[u8]) -> Option<String> {
 }
 
 /// Sends with `send` until the node answers (whatever it answers but that it could not store
-/// the message, [`not_stored`]: a refusal will not change by asking again), waiting 1 s after the first failure, then twice as long each time up to
-/// `max_wait`; false if it never answered within `give_up`, or on an error `is_final` says
-/// will not pass (this node stopping). The messages it carries are idempotent at their
-/// receiver, so one that arrived but whose answer was lost may come twice.
+/// the message, [`not_stored`]: a refusal will not change by asking again), waiting 1 s after
+/// the first failure, then twice as long each time up to `max_wait`, or until word that the
+/// node is `back` (then at once, and the waits start over); false if it never answered within
+/// `give_up`, or on an error `is_final` says will not pass (this node stopping). The messages
+/// it carries are idempotent at their receiver, so one that arrived but whose answer was lost
+/// may come twice.
 async fn send_until_answered<F, Fut, T, E>(
     send: F,
     is_final: impl Fn(&E) -> bool,
+    back: Option<&tokio::sync::Notify>,
     max_wait: Duration,
     give_up: Duration,
 ) -> bool
@@ -154,8 +173,11 @@ where
     E: std::fmt::Display,
 {
     let deadline = tokio::time::Instant::now() + give_up;
-    let mut wait = Duration::from_secs(1).min(max_wait);
+    let first_wait = Duration::from_secs(1).min(max_wait);
+    let mut wait = first_wait;
     loop {
+        // Taken before the send: word that comes while it fails still counts.
+        let seen_back = back.map(|b| b.notified());
         match send().await {
             Ok(_) => return true,
             Err(e) if is_final(&e) => return false,
@@ -164,8 +186,17 @@ where
         if tokio::time::Instant::now() + wait > deadline {
             return false;
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(max_wait);
+        let sleep = tokio::time::sleep(wait);
+        match seen_back {
+            Some(seen_back) => tokio::select! {
+                () = sleep => wait = (wait * 2).min(max_wait),
+                () = seen_back => wait = first_wait,
+            },
+            None => {
+                sleep.await;
+                wait = (wait * 2).min(max_wait);
+            }
+        }
     }
 }
 
@@ -218,7 +249,7 @@ impl Actor {
         };
         tokio::spawn(async move {
             // Holds its place among the messages retried for the node until the task ends.
-            let _retrying = retrying;
+            let retrying = retrying;
             // Err: nothing was stored and the node stops.
             if let Some(committed) = committed
                 && committed.await.is_err()
@@ -239,7 +270,8 @@ impl Actor {
                 }
             };
             let stopped = |e: &mesh::MeshError| matches!(e, mesh::MeshError::Stopped);
-            if !send_until_answered(send, stopped, TELL_RETRY_MAX, TELL_GIVE_UP).await {
+            let back = retrying.as_ref().map(|r| &r.0.back);
+            if !send_until_answered(send, stopped, back, TELL_RETRY_MAX, TELL_GIVE_UP).await {
                 debug!(%peer, "coordination message not delivered; given up");
             }
         });
@@ -1281,6 +1313,7 @@ mod tests {
         let answered = rt.block_on(send_until_answered(
             send,
             |_: &String| false,
+            None,
             Duration::from_secs(1),
             Duration::from_secs(60),
         ));
@@ -1292,15 +1325,15 @@ mod tests {
     /// cap, none is free.
     #[test]
     fn messages_retried_for_one_node_are_capped() {
-        let count = Arc::new(AtomicUsize::new(0));
+        let to = Arc::new(RetriedTo::default());
         let mut held: Vec<Retrying> = (0..MAX_RETRIED_PER_NODE)
-            .map(|_| Retrying::join(count.clone()).expect("a free place"))
+            .map(|_| Retrying::join(to.clone()).expect("a free place"))
             .collect();
-        assert!(Retrying::join(count.clone()).is_none());
+        assert!(Retrying::join(to.clone()).is_none());
         held.pop();
-        assert!(Retrying::join(count.clone()).is_some());
+        assert!(Retrying::join(to.clone()).is_some());
         drop(held);
-        assert_eq!(count.load(Ordering::Relaxed), 0);
+        assert_eq!(to.count.load(Ordering::Relaxed), 0);
     }
 
     /// A send that fails `failures` times, then is answered; counts the attempts.
@@ -1327,6 +1360,7 @@ mod tests {
         let sent = send_until_answered(
             flaky(5, attempts.clone()),
             |_| false,
+            None,
             Duration::from_secs(10),
             Duration::from_secs(3600),
         )
@@ -1337,6 +1371,32 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(25));
     }
 
+    /// Word that the node is back sends the message at once, and the waits start over.
+    #[tokio::test(start_paused = true)]
+    async fn word_that_the_node_is_back_sends_it_again_at_once() {
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let to = Arc::new(RetriedTo::default());
+        let start = tokio::time::Instant::now();
+        let back = to.clone();
+        // Attempts at 0, 1, 3, 7 and 15 s failed; the next was due at 25 s.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            back.back.notify_waiters();
+        });
+        let sent = send_until_answered(
+            flaky(6, attempts.clone()),
+            |_| false,
+            Some(&to.back),
+            Duration::from_secs(10),
+            Duration::from_secs(3600),
+        )
+        .await;
+        assert!(sent);
+        // At 20 s (failed once more), then 1 s later.
+        assert_eq!(attempts.load(Ordering::SeqCst), 7);
+        assert_eq!(start.elapsed(), Duration::from_secs(21));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_answer_ends_it_at_once_and_silence_is_given_up() {
         let attempts = Arc::new(AtomicUsize::new(0));
@@ -1344,6 +1404,7 @@ mod tests {
             send_until_answered(
                 flaky(0, attempts.clone()),
                 |_| false,
+                None,
                 Duration::from_secs(10),
                 Duration::from_secs(3600)
             )
@@ -1356,6 +1417,7 @@ mod tests {
         let sent = send_until_answered(
             flaky(usize::MAX, attempts.clone()),
             |_| false,
+            None,
             Duration::from_secs(10),
             Duration::from_secs(60),
         )
@@ -1370,6 +1432,7 @@ mod tests {
         let sent = send_until_answered(
             flaky(usize::MAX, attempts.clone()),
             |e: &String| e == "no connection",
+            None,
             Duration::from_secs(10),
             Duration::from_secs(60),
         )
