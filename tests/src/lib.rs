@@ -796,6 +796,18 @@ pub fn isolated_mesh_each(root: &Path, extras: &[&[&str]], timeout: Duration) ->
     nodes
 }
 
+/// Whether `node` reported the job of the record `r` (a `manage --job-info --json` record) for
+/// real: its result is there and is not the submitter's write-off of an unreachable target. A
+/// target killed and restarted may be written off first (its heartbeats stop for as long as
+/// it takes to start again), and its real result replaces the write-off when it comes.
+pub fn reported(r: &Value, node: &str) -> bool {
+    let result = &r["results"][node];
+    result.is_object()
+        && !result["info"]
+            .as_str()
+            .is_some_and(|info| info.starts_with("unreachable"))
+}
+
 /// The state of `peer_id` in a `status --json` report, if listed.
 pub fn state_of(status: &Value, peer_id: &str) -> Option<String> {
     status["nodes"]

@@ -94,6 +94,12 @@ async fn ten_nodes_on_memory_transport_all_see_each_other() {
 async fn a_node_with_another_mesh_key_never_joins() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes = start_mesh(2, &dirs).await;
+    // The two know each other before the intruder comes: the check below is of it alone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive_counts(&nodes).await.iter().any(|&c| c != 2) {
+        assert!(Instant::now() < deadline, "mesh did not form");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let token = nodes[0].join_token().clone();
     let mut cfg = NodeConfig::in_memory(dirs[2].path().to_path_buf(), "intruder");
     cfg.heartbeat_interval = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e_tests::{Daemon, records, text, wait_for};
+use e2e_tests::{Daemon, records, reported, text, wait_for};
 use serde_json::Value;
 
 fn orchestrations() -> PathBuf {
@@ -907,7 +907,7 @@ fn queued_jobs_after_a_restart_of(crashed: usize, how: Stop) {
             false => format!("RUN: --skip-cache {job}"),
         };
         let r = wait_for_job(&nodes, &definition, &format!("{job} never reported"), |r| {
-            r["results"][&target].is_object()
+            reported(r, &target)
         });
         let state = r["results"][&target]["state"].as_str().unwrap_or_default();
         let info = r["results"][&target]["info"].as_str().unwrap_or_default();
@@ -1051,14 +1051,12 @@ fn a_clean_stop_lets_a_running_job_clean_up() {
     );
     nodes[0].restart();
     let name = nodes[0].name.clone();
-    let r = wait_for_record(&nodes, &job_id, "the job reported", |r| {
-        r["results"][&name].is_object()
-    });
+    let r = wait_for_record(&nodes, &job_id, "the job reported", |r| reported(r, &name));
     let info = r["results"][&name]["info"].as_str().unwrap_or_default();
     assert!(info.starts_with("interrupted"), "{r}");
     let o = nodes[0].cli(&["exec", "--verb", "RUN", &command]);
     let again = wait_for_record(&nodes, &e2e_tests::submitted_job_id(&o), "it ran", |r| {
-        r["results"][&name].is_object()
+        reported(r, &name)
     });
     assert_eq!(again["results"][&name]["state"], "success", "{again}");
     assert_eq!(stdout_on(&again, &name), "again", "{again}");
@@ -1109,7 +1107,7 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
             started.display()
         ),
         "the first job, with its node down",
-        |r| r["results"][&target].is_object(),
+        |r| reported(r, &target),
     );
     assert_eq!(first["results"][&target]["state"], "success", "{first}");
     assert_eq!(stdout_on(&first, &target), "first", "{first}");
@@ -1118,7 +1116,7 @@ fn a_clean_stop_lets_a_short_running_job_finish() {
         &nodes,
         "RUN: --skip-cache echo second",
         "the second job",
-        |r| r["results"][&target].is_object(),
+        |r| reported(r, &target),
     );
     assert_eq!(second["results"][&target]["state"], "success", "{second}");
     assert_eq!(stdout_on(&second, &target), "second", "{second}");
@@ -1155,9 +1153,7 @@ fn a_stop_grace_shorter_than_a_job_asks_it_to_end() {
     );
     nodes[0].restart();
     let name = nodes[0].name.clone();
-    let r = wait_for_record(&nodes, &job_id, "the job reported", |r| {
-        r["results"][&name].is_object()
-    });
+    let r = wait_for_record(&nodes, &job_id, "the job reported", |r| reported(r, &name));
     assert_eq!(r["results"][&name]["state"], "failed", "{r}");
     let info = r["results"][&name]["info"].as_str().unwrap_or_default();
     assert!(info.starts_with("interrupted"), "{r}");
@@ -1461,7 +1457,7 @@ fn poll_shows_a_late_result_and_exits_by_it() {
 /// `heard` ("n3: success") from n3; its record.
 fn job_wait_heard(nodes: &[Daemon], wait: &str, heard: &str) -> Value {
     let r = wait_for_job(nodes, wait, "the JOB_WAIT never reported", |r| {
-        r["results"]["n2"].is_object()
+        reported(r, "n2")
     });
     assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
     let info = r["results"]["n2"]["info"].as_str().unwrap_or_default();
@@ -1535,7 +1531,7 @@ fn a_target_shows_the_results_it_holds_for_a_submitter_that_is_down() {
     );
     nodes[0].restart();
     let record = wait_for_record(&nodes, &job_id, "the held result never arrived", |r| {
-        r["results"]["n2"].is_object()
+        reported(r, "n2")
     });
     assert_eq!(record["results"]["n2"]["stdout"], "held", "{record}");
     wait_for(
@@ -2630,6 +2626,7 @@ fn records_older_than_the_retention_are_forgotten_once_finished() {
         &long_command,
     ]);
     let long = e2e_tests::submitted_job_id(&o);
+    let quick_submitted = Instant::now();
     let o = d.cli(&["exec", "--verb", "RUN", "--skip-cache", "true", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
     let ids = |d: &Daemon| -> Vec<String> {
@@ -2638,7 +2635,14 @@ fn records_older_than_the_retention_are_forgotten_once_finished() {
             .map(|r| r["job_id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(ids(d).len(), 2);
+    let listed = ids(d);
+    // Within the retention of the quick job's submission, both are listed (a machine slow
+    // enough to take longer has forgotten the quick one already).
+    if quick_submitted.elapsed() < Duration::from_secs(5) {
+        assert_eq!(listed.len(), 2, "{listed:?}");
+    } else {
+        eprintln!("the quick job took over the retention to report: not counted");
+    }
     // The quick job goes after the retention; the one still running stays.
     wait_for(
         Duration::from_secs(30),
@@ -3076,7 +3080,7 @@ fn a_job_wait_hears_of_a_job_its_nodes_crash_interrupted() {
     job_wait_heard(&nodes, &wait, "n3: failed");
     let definition = format!("RUN: {command}");
     let awaited = wait_for_job(&nodes, &definition, "n3 never reported", |r| {
-        r["results"]["n3"].is_object()
+        reported(r, "n3")
     });
     let info = awaited["results"]["n3"]["info"]
         .as_str()
@@ -3304,7 +3308,7 @@ fn job_wait_on_a_node_that_joins_moments_later(attempt: u32) -> bool {
     let o = nodes[0].cli(&["exec", "--verb", "RUN", awaited, "--target", "n3", "--poll"]);
     assert!(o.status.success(), "{}", text(&o));
     let r = wait_for_job(&nodes, &wait, "the JOB_WAIT never reported", |r| {
-        r["results"]["n1"].is_object()
+        reported(r, "n1")
     });
     assert_eq!(r["results"]["n1"]["state"], "success", "{r}");
     true
@@ -3549,7 +3553,7 @@ fn a_run_for_a_target_restarting_cleanly_is_taken_and_runs_once_it_is_back() {
         let status = nodes[0].status()?;
         (e2e_tests::state_of(&status, &n3)? == "left").then_some(())
     });
-    let poll = nodes[0]
+    let mut poll = nodes[0]
         .cli_command(&[
             "exec",
             "--verb",
@@ -3563,18 +3567,33 @@ fn a_run_for_a_target_restarting_cleanly_is_taken_and_runs_once_it_is_back() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // The client's lines as they come, and all of them once it ends.
+    let stderr = poll.stderr.take().expect("piped");
+    let (lines, said) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines.send(line);
+        }
+        all
+    });
+    // n3 stays down until the run is taken, with the note.
+    let note = "note: targets that had just left the mesh (restarting?): n3 (left";
+    let noted = std::iter::from_fn(|| said.recv_timeout(Duration::from_secs(60)).ok())
+        .any(|line| line.contains(note));
     nodes[2].restart();
     let o = poll.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let said = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        said.contains("note: targets that had just left the mesh (restarting?): n3 (left"),
-        "{}",
-        text(&o)
-    );
+    let said = reader.join().unwrap();
+    assert!(noted, "no note while n3 was down: {said}");
+    assert!(o.status.success(), "{}{said}", text(&o));
     let r = wait_for_job(&nodes, "RUN: echo back", "n3's result", |r| {
-        r["results"]["n3"].is_object()
+        reported(r, "n3")
     });
     assert_eq!(r["results"]["n3"]["state"], "success", "{r}");
     assert_eq!(stdout_on(&r, "n3"), "back", "{r}");
@@ -3635,7 +3654,7 @@ fn a_query_outlives_a_restart_of_its_submitter() {
     // the jobs that make them, which nothing shows from outside (n1's own lands on its disk
     // with the next commit); n3 sends its own once the submitter has crashed and is back.
     wait_for_job(&nodes, token, "n1's and n2's values", |r| {
-        r["results"]["n1"].is_object() && r["results"]["n2"].is_object()
+        reported(r, "n1") && reported(r, "n2")
     });
     std::thread::sleep(Duration::from_secs(2));
     written_to_disk(&nodes[0], "n2");
@@ -3687,7 +3706,7 @@ fn a_query_waits_for_a_target_restarting_within_the_grace() {
     // make them (and take moments to arrive).
     let token = "RUN: --skip-cache --stdout-arg token echo \"token-$$\"";
     wait_for_job(&nodes, token, "n1's and n2's values", |r| {
-        r["results"]["n1"].is_object() && r["results"]["n2"].is_object()
+        reported(r, "n1") && reported(r, "n2")
     });
     std::thread::sleep(Duration::from_secs(1));
     assert!(nodes[2].terminate().success());
@@ -4259,11 +4278,7 @@ fn a_copy_waits_for_its_only_holder_to_come_back() {
         &nodes,
         &job_id,
         "the targets never reported the copy",
-        |r| {
-            ["n2", "n3", "n4"]
-                .iter()
-                .all(|n| r["results"][n].is_object())
-        },
+        |r| ["n2", "n3", "n4"].iter().all(|n| reported(r, n)),
     );
     for n in ["n2", "n3", "n4"] {
         assert_eq!(r["results"][n]["state"], "success", "{n}: {r}");
@@ -4291,7 +4306,7 @@ fn a_copy_whose_holders_stay_out_of_reach_ends_at_its_timeout() {
     std::thread::sleep(Duration::from_secs(10));
     nodes[0].restart();
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
-        r["results"]["n2"].is_object()
+        reported(r, "n2")
     });
     let n2 = &r["results"]["n2"];
     assert_eq!(n2["state"], "failed", "{r}");
@@ -4388,7 +4403,7 @@ fn a_copy_of_a_file_no_member_holds_fails_naming_it_without_waiting_out_its_time
         copy_behind_a_gate(&nodes, root.path(), "kept", &src.join("kept.bin"), &kept_at);
     std::fs::write(&gate, "").unwrap();
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
-        r["results"]["n2"].is_object()
+        reported(r, "n2")
     });
     assert_eq!(r["results"]["n2"]["state"], "success", "{r}");
     assert_eq!(std::fs::read(&kept_at).unwrap(), kept);
@@ -4402,7 +4417,7 @@ fn a_copy_of_a_file_no_member_holds_fails_naming_it_without_waiting_out_its_time
     std::fs::write(&gate, "").unwrap();
     // Within wait_for_record's three minutes: the copy's timeout is ten.
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
-        r["results"]["n2"].is_object()
+        reported(r, "n2")
     });
     let n2 = &r["results"]["n2"];
     assert_eq!(n2["state"], "failed", "{r}");
@@ -4437,10 +4452,7 @@ fn a_copy_whose_parts_are_all_that_is_left_fails_without_waiting_out_its_timeout
     let (r, _) = wait_for(Duration::from_secs(300), "both targets to report", || {
         let o = nodes[0].cli(&["manage", "--job-info", &job_id, "--json"]);
         let r: Value = serde_json::from_slice(&o.stdout).ok()?;
-        ["n2", "n3"]
-            .iter()
-            .all(|t| r["results"][t].is_object())
-            .then_some(r)
+        ["n2", "n3"].iter().all(|t| reported(&r, t)).then_some(r)
     });
     // The first to fail finds a chunk missing from the other's part; the other may then find
     // that part gone too (given up with its copy), and no copy at all.
@@ -4499,7 +4511,7 @@ fn a_file_job_cut_short_leaves_nothing_beside_its_dest_after_the_restart() {
     std::fs::write(&live, b"another daemon's copy in progress").unwrap();
     nodes[1].restart();
     let r = wait_for_record(&nodes, &job_id, "n2 never reported the copy", |r| {
-        r["results"]["n2"].is_object()
+        reported(r, "n2")
     });
     assert_eq!(r["results"]["n2"]["state"], "failed", "{r}");
     assert!(
@@ -4779,7 +4791,7 @@ fn a_target_killed_mid_chain_keeps_what_its_submitter_has_as_done() {
         let records = records(&nodes[0]);
         records
             .iter()
-            .all(|r| r["results"][&target].is_object())
+            .all(|r| reported(r, &target))
             .then_some(records)
     })
     .0;
