@@ -60,6 +60,40 @@ pub(super) struct RetriedTo {
     back: tokio::sync::Notify,
 }
 
+/// Bytes of large coordination messages (see [`LARGE_TOLD`]) in flight at once, in KiB: a
+/// QUERY set too large to gossip goes to each target directly, and a thousand targets must not
+/// hold a thousand copies of it at once (each send copies the message once more, into the
+/// request, until it is answered).
+const TOLD_IN_FLIGHT_KIB: usize = 64 * 1024;
+/// A message of at least this many bytes waits for its share of [`TOLD_IN_FLIGHT_KIB`] before
+/// each attempt; smaller ones (values, wait ends, hints) never wait.
+const LARGE_TOLD: usize = 64 * 1024;
+
+/// The budget of large coordination messages in flight (see [`TOLD_IN_FLIGHT_KIB`]).
+#[derive(Clone)]
+pub(super) struct ToldInFlight(Arc<tokio::sync::Semaphore>);
+
+impl Default for ToldInFlight {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(TOLD_IN_FLIGHT_KIB)))
+    }
+}
+
+impl ToldInFlight {
+    /// Waits for the share of a message of `len` bytes, held until the permit is dropped;
+    /// none for a small message.
+    async fn share(&self, len: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if len < LARGE_TOLD {
+            return None;
+        }
+        // At most TOLD_IN_FLIGHT_KIB (64 Ki), so within u32; a message over the whole budget
+        // (none is: job messages are at most 8 MiB) would take all of it.
+        let kib = len.div_ceil(1024).min(TOLD_IN_FLIGHT_KIB) as u32;
+        // The semaphore is never closed.
+        self.0.clone().acquire_many_owned(kib).await.ok()
+    }
+}
+
 /// A message's place among those sent again to its node, given back when its task ends.
 struct Retrying(Arc<RetriedTo>);
 
@@ -108,6 +142,8 @@ pub(super) struct CrossNode {
     registrations: coordination::job_wait::Registrations,
     /// Messages being sent again, by node (see [`MAX_RETRIED_PER_NODE`]).
     retrying: HashMap<NodeId, Arc<RetriedTo>>,
+    /// Large messages in flight (see [`TOLD_IN_FLIGHT_KIB`]).
+    told_in_flight: ToldInFlight,
 }
 
 impl CrossNode {
@@ -218,16 +254,49 @@ impl Actor {
         self.send_told(to, msg, false, false);
     }
 
-    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool, mut again: bool) {
+    /// [`Actor::tell`] to each of `to`, encoded once: a QUERY set sent directly to every target
+    /// is shared by the sends, not encoded and kept once per target.
+    pub(super) fn tell_each(&mut self, to: Vec<NodeId>, msg: JobMessage) {
+        let mut encoded: Option<Arc<Vec<u8>>> = None;
+        for target in to {
+            if target == self.local {
+                let local = self.mesh.local_peer_id();
+                let _ = self.request(local, msg.clone());
+                continue;
+            }
+            let bytes = match &encoded {
+                Some(bytes) => bytes.clone(),
+                None => {
+                    let Some(bytes) = encode(&msg) else { return };
+                    encoded.insert(Arc::new(bytes)).clone()
+                }
+            };
+            self.send_encoded(&target, bytes, false, true);
+        }
+    }
+
+    fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool, again: bool) {
         if *to == self.local {
             let local = self.mesh.local_peer_id();
             let _ = self.request(local, msg);
             return;
         }
+        let Some(bytes) = encode(&msg) else { return };
+        self.send_encoded(to, Arc::new(bytes), once_stored, again);
+    }
+
+    /// [`Actor::send_told`] of a message encoded already (`bytes`), to another node.
+    fn send_encoded(
+        &mut self,
+        to: &NodeId,
+        bytes: Arc<Vec<u8>>,
+        once_stored: bool,
+        mut again: bool,
+    ) {
         let Ok(peer) = to.0.parse::<PeerId>() else {
             return;
         };
-        let Some(bytes) = encode(&msg) else { return };
+        let in_flight = self.cross.told_in_flight.clone();
         let committed = once_stored.then(|| self.store.committed());
         let mesh = self.mesh.clone();
         // A task per message: one per QUERY or JOB_WAIT job and node (a value, a set, a
@@ -257,13 +326,16 @@ impl Actor {
                 return;
             }
             if !again {
+                let _share = in_flight.share(bytes.len()).await;
+                let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.to_vec());
                 if let Err(e) = mesh.request_job(peer, bytes).await {
                     debug!(%peer, "hint not delivered: {e}");
                 }
                 return;
             }
             let send = || async {
-                let reply = mesh.request_job(peer, bytes.clone()).await?;
+                let _share = in_flight.share(bytes.len()).await;
+                let reply = mesh.request_job(peer, bytes.to_vec()).await?;
                 match not_stored(&reply) {
                     Some(reason) => Err(mesh::MeshError::Request { peer, reason }),
                     None => Ok(reply),
@@ -458,9 +530,7 @@ impl Actor {
                             JobMessage::QueryFailed { job_id, reason }
                         }
                     };
-                    for target in to {
-                        self.tell(&target, msg.clone());
-                    }
+                    self.tell_each(to, msg);
                 }
                 Action::Keep {
                     job_id,
@@ -1369,6 +1439,26 @@ mod tests {
         assert_eq!(attempts.load(Ordering::SeqCst), 6);
         // 1 + 2 + 4 + 8 + 10 s between the six attempts.
         assert_eq!(start.elapsed(), Duration::from_secs(25));
+    }
+
+    /// Large messages in flight share a budget: one waits while others hold it; small ones
+    /// never wait.
+    #[tokio::test(start_paused = true)]
+    async fn large_messages_in_flight_share_a_budget() {
+        let budget = ToldInFlight::default();
+        let whole = budget.share(TOLD_IN_FLIGHT_KIB * 1024).await;
+        assert!(whole.is_some());
+        assert!(budget.share(LARGE_TOLD - 1).await.is_none());
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.share(2 * 1024 * 1024).await.is_some() }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!waiting.is_finished(), "a share over the budget was given");
+        drop(whole);
+        assert!(waiting.await.unwrap());
+        // One larger than the whole budget takes all of it rather than waiting for ever.
+        assert!(budget.share(usize::MAX / 2).await.is_some());
     }
 
     /// Word that the node is back sends the message at once, and the waits start over.
