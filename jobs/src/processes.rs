@@ -1274,17 +1274,17 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
+        log.started(job.id());
         // The shell must have set its trap before it is asked: it has once it started sleep.
         wait_for_child_in(job.id());
-        log.started(job.id());
         let mut stubborn = Command::new("sh")
             .args(["-c", "trap '' TERM; sleep 60 & wait"])
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
             .unwrap();
-        wait_for_child_in(stubborn.id());
         log.started(stubborn.id());
+        wait_for_child_in(stubborn.id());
         let mut asked = log.terminate_all();
         asked.sort_unstable();
         let mut both = vec![job.id(), stubborn.id()];
@@ -1315,9 +1315,9 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
+        log.started(job.id());
         // The inner shell and its sleep: its trap is set.
         wait_for_others_in(job.id(), 2);
-        log.started(job.id());
         log.terminate_all();
         job.wait().unwrap();
         log.ended(job.id());
@@ -1345,8 +1345,8 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
-        wait_for_child_in(job.id());
         log.started(job.id());
+        wait_for_child_in(job.id());
         log.terminate_all();
         // Looked at as often as a stopping node does, until the shell has ended.
         let deadline = Instant::now() + Duration::from_secs(10);

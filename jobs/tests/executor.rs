@@ -616,6 +616,28 @@ async fn args_envs_and_stdout_arg_feed_later_jobs() {
     assert!(r[&empty].info.contains("printed nothing"));
 }
 
+/// The inline args of a RUN that creates `started`, then runs until `gate` exists.
+fn gated(started: &std::path::Path, gate: &std::path::Path) -> String {
+    format!(
+        "--skip-cache touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        gate.display()
+    )
+}
+
+/// Waits (up to a minute) for `file` to exist.
+async fn until_exists(file: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !file.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every job the executor settles, run or not (its parent failed, a QUEUESENTINEL emptied
 /// the queue), is in the log of starts before its result goes out, so a restart never takes
 /// it for a job that never started; once the node stops, no job starts.
@@ -637,17 +659,21 @@ async fn every_settled_job_is_written_down_and_none_starts_once_the_node_stops()
     let not_run = h
         .submit("p", QueueKind::Sync, "RUN", "--skip-cache echo never")
         .await;
+    // Runs (after p's two have settled: one queue) until the test lets it end.
+    let (started, gate) = (dir.path().join("started"), dir.path().join("gate"));
     let running = h
-        .submit("q", QueueKind::Sync, "RUN", "--skip-cache sleep 0.5")
+        .submit("q", QueueKind::Sync, "RUN", &gated(&started, &gate))
         .await;
     let omitted = h
         .submit("r", QueueKind::Sync, "RUN", "--skip-cache echo omitted")
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_exists(&started).await;
     let sentinel = h
         .submit("s", QueueKind::Bypass, "QUEUESENTINEL", "true")
         .await;
-    let r = h.results(5).await;
+    let mut r = h.results(4).await;
+    std::fs::write(&gate, "").unwrap();
+    r.extend(h.results(1).await);
     assert!(r[&not_run].info.starts_with("not run"), "{:?}", r[&not_run]);
     assert!(
         r[&omitted].info.contains("QUEUESENTINEL"),
@@ -703,23 +729,31 @@ async fn a_queuesentinel_leaves_its_async_parent_serial() {
 #[tokio::test]
 async fn queuesentinel_reports_every_purged_job() {
     let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let started = [dir.path().join("p"), dir.path().join("a")];
+    // The first job of each runs until the test lets it end; the second waits behind it.
     let running = h
-        .submit("p", QueueKind::Sync, "RUN", "--skip-cache sleep 0.5")
+        .submit("p", QueueKind::Sync, "RUN", &gated(&started[0], &gate))
         .await;
     let q1 = h
         .submit("p", QueueKind::Sync, "RUN", "--skip-cache echo one")
         .await;
     let q2 = h
-        .submit("a", QueueKind::Async, "RUN", "--skip-cache sleep 0.5")
+        .submit("a", QueueKind::Async, "RUN", &gated(&started[1], &gate))
         .await;
     let q3 = h
         .submit("a", QueueKind::Async, "RUN", "--skip-cache echo three")
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for file in &started {
+        until_exists(file).await;
+    }
     let sentinel = h
         .submit("s", QueueKind::Bypass, "QUEUESENTINEL", "true")
         .await;
-    let r = h.results(5).await;
+    let mut r = h.results(3).await;
+    std::fs::write(&gate, "").unwrap();
+    r.extend(h.results(2).await);
     assert_eq!(
         r[&running].state,
         ResultState::Success,

@@ -1155,7 +1155,7 @@ mod tests {
                 ControlRequest::Watch { .. } => {
                     let (tx, rx) = tokio::sync::mpsc::channel(1);
                     tokio::spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
                         let _ = tx.send(ControlResponse::WatchEnd).await;
                     });
                     Reply::Stream(rx)
@@ -1187,10 +1187,12 @@ mod tests {
                 ..ServeLimits::default()
             },
         ));
+        // Keepalives every 50 ms keep a 0.6 s answer timeout from passing in a 1.5 s quiet
+        // stream (unless the whole test stalls for over half a second).
         let mut c = ControlClient::connect(dir.path())
             .await
             .unwrap()
-            .with_answer_timeout(std::time::Duration::from_millis(200));
+            .with_answer_timeout(std::time::Duration::from_millis(600));
         assert_eq!(
             c.start_stream(&watch()).await.unwrap(),
             ControlResponse::WatchEnd

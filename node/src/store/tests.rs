@@ -263,6 +263,7 @@ fn records_survive_reopening_and_purge() {
     let path = dir.path().join("node.redb");
     {
         let store = Store::open(&path).unwrap();
+        let closing = store.closing().unwrap();
         // Whatever the directory's mode, the database is the owner's only.
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),
@@ -278,9 +279,13 @@ fn records_survive_reopening_and_purge() {
         store.put_last_submission(1);
         store.flush();
         assert_eq!(store.record("a").unwrap().created_unix_ms, 1);
+        drop(store);
+        // The writer thread holds the database until its channel closes.
+        assert!(
+            closing.wait(Duration::from_secs(60)),
+            "the store never closed"
+        );
     }
-    // The writer thread holds the database until its channel closes.
-    std::thread::sleep(std::time::Duration::from_millis(50));
     let store = Store::open(&path).unwrap();
     let ids: Vec<String> = store.records().into_iter().map(|r| r.job_id).collect();
     assert_eq!(ids, vec!["a", "b", "c"]);
@@ -317,9 +322,10 @@ fn a_records_age_in_this_boot_goes_by_the_boot_clock() {
         store.put_record(&r);
     }
     store.flush();
-    // The machine has been up longer than a second, surely.
+    // The machine has been up longer than half a minute (this test's build took longer),
+    // and this test has taken less.
     let forgotten = store.forget_records(
-        Duration::from_millis(1000),
+        Duration::from_secs(30),
         (now_ms, BootInstant::now()),
         &HashSet::new(),
         &HashSet::new(),
@@ -545,7 +551,8 @@ fn crash_child(path: &str, mode: &str) {
         store.committed().blocking_recv().unwrap();
     } else {
         store.put_record(&record("quiet", 2));
-        std::thread::sleep(GROUP_WINDOW + DURABLE_WITHIN + Duration::from_millis(300));
+        // Past the commit that makes it durable, with room for a slow disk's sync.
+        std::thread::sleep(GROUP_WINDOW + DURABLE_WITHIN + Duration::from_secs(2));
     }
     println!("ready");
     std::io::stdout().flush().unwrap();
@@ -586,10 +593,14 @@ fn what_was_acknowledged_or_is_a_second_old_survives_kill_9() {
     let path = dir.path().join("node.redb");
     let ids = || -> Vec<String> {
         let store = Store::open(&path).unwrap();
+        let closing = store.closing().unwrap();
         let ids = store.records().into_iter().map(|r| r.job_id).collect();
         drop(store);
         // The writer thread lets the file go once its channel closes.
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            closing.wait(Duration::from_secs(60)),
+            "the store never closed"
+        );
         ids
     };
     // Killed as soon as `committed` answered: the write is there.
