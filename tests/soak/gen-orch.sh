@@ -1,5 +1,5 @@
 #!/bin/bash
-# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (30 jobs) and payload/f-I.txt
+# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (32 jobs) and payload/f-I.txt
 I=$1; S=${SOAK_DIR:-/tmp/directord-soak}; T="S$I"
 printf 'soak payload %s %s\n' "$I" "$(date -u +%FT%T)" > $S/payload/f-$I.txt
 printf 'soak_cf_%s: %s\nsoak_cf_last: %s\n' "$I" "$I" "$I" > $S/payload/cachefile.yaml
@@ -10,6 +10,8 @@ echo "---"
 echo "- name: sync-a"
 echo "  jobs:"
 echo "  - RUN: --skip-cache --stdout-arg me echo \$SOAK_NODE"
+echo "  - QUERY: --skip-cache me --timeout 300"
+echo "  - RUN: 'echo $T-q{{ query | length }} \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
 echo "  - ARG: soakid $T"
 echo "  - ECHO: soak echo $T"
 echo "  - CACHEFILE: --skip-cache $S/payload/cachefile.yaml"
