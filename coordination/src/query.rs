@@ -418,8 +418,8 @@ impl Queries {
     }
 
     /// `node` left or expired (was written off): its value is not waited for, and it gets no
-    /// aggregate until it is back; a value of it that comes later is waited for a while by
-    /// the larger set others' late values bring about ([`WRITTEN_OFF_WAIT`]).
+    /// aggregate until it is back. (The write-off of its QUERY job, if it had not reported it,
+    /// comes with [`Queries::written_off`].)
     pub fn node_gone(&mut self, node: &NodeId, now: Instant) -> Vec<Action> {
         let jobs: Vec<String> = self
             .collections
@@ -427,9 +427,6 @@ impl Queries {
             .filter(|(_, c)| c.names.contains_key(node))
             .map(|(job, c)| {
                 c.gone.insert(node.clone());
-                if !c.names.get(node).is_some_and(|n| c.values.contains_key(n)) {
-                    c.written_off.insert(node.clone());
-                }
                 c.expected.remove(node);
                 c.unconfirmed.remove(node);
                 job.clone()
@@ -1051,6 +1048,29 @@ mod tests {
                 vec![n("a"), n("b"), n("c")],
                 json!({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}})
             )]
+        );
+    }
+
+    /// A target whose QUERY failed for real and that is written off later (for other jobs of
+    /// the run) does not hold the larger set: no value of it will come.
+    #[test]
+    fn a_target_that_failed_for_real_then_went_holds_nothing() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.ended_without_value("j", &n("c"), t0);
+        q.node_gone(&n("b"), t0);
+        q.written_off("j", &n("b"), t0);
+        q.taken("j", &n("a"), 1);
+        q.node_gone(&n("c"), t0);
+        let t1 = t0 + Duration::from_secs(30);
+        q.node_back(&n("b"));
+        q.value("j", &n("b"), "x".into(), json!(2), t1).unwrap();
+        let a = q.tick(t1 + LATE_VALUES_WAIT);
+        assert_eq!(
+            sent(&a),
+            vec![(vec![n("a"), n("b")], json!({"a": {"x": 1}, "b": {"x": 2}}))]
         );
     }
 
