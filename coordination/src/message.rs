@@ -76,6 +76,40 @@ pub enum Gossip {
         /// restart of the originator would be dropped as seen.
         originator_start: u64,
     },
+    /// Originator → the targets of a QUERY job: part of a set too large to gossip whole
+    /// (`query::set_parts`), holding some of its values; a target puts the parts together
+    /// (`query::SetInParts`) and takes the set once it holds `values` values, as it takes a
+    /// [`Gossip::QuerySet`]. (Added within wire version 8: a release without it drops the
+    /// parts as unreadable, and its targets get the set directly after the grace.)
+    QuerySetPart {
+        job_id: String,
+        /// `{"query": {node: {NAME: value}}}` of some of the set's nodes.
+        part: serde_json::Value,
+        /// How many values the whole set holds.
+        values: u64,
+        /// As [`Gossip::QuerySet::originator_start`].
+        originator_start: u64,
+    },
+}
+
+/// How many bytes `value` takes encoded (CBOR, as the wire carries it, without the
+/// envelope).
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that cannot encode counts as what was
+    // written of it.
+    let _ = ciborium::into_writer(value, &mut count);
+    count.0
 }
 
 /// A small file carried inside a run.

@@ -370,6 +370,18 @@ impl Queries {
         }
     }
 
+    /// The set of `job_id` was gossiped in `parts` parts ([`set_parts`]): its targets get as
+    /// many graces as there are parts to say they have it (each part travels as a gossiped
+    /// set of its own would), from `now`.
+    pub fn gossiped_in_parts(&mut self, job_id: &str, parts: usize, now: Instant) {
+        if let Some(c) = self.collections.get_mut(job_id)
+            && c.confirm_by.is_some()
+        {
+            let parts = u32::try_from(parts.max(1)).unwrap_or(u32::MAX);
+            c.confirm_by = Some(now + GOSSIP_GRACE.saturating_mul(parts));
+        }
+    }
+
     /// The set of `job_id` is too large to gossip: every target that has not said it has it
     /// gets it directly now. (A publish that fails otherwise is left to the grace.)
     pub fn not_gossiped(&mut self, job_id: &str) -> Vec<Action> {
@@ -633,6 +645,84 @@ pub fn values_in(aggregate: &Value) -> usize {
         .get("query")
         .and_then(Value::as_object)
         .map_or(0, serde_json::Map::len)
+}
+
+/// Room in a message of part of a set for all but its values (the job id, the count, the
+/// envelope, gossip's own framing), with a wide margin: see [`set_parts`].
+pub const SET_PART_ROOM: usize = 4 * 1024;
+
+/// The set `aggregate` in parts, each to gossip in a message of at most `message_bytes`
+/// ([`SET_PART_ROOM`] of them for all but its values), in the order of their nodes' names,
+/// when the whole set is too large for one gossip message; none if it holds no values, or a
+/// single value is too large for a part (such a set goes to each target directly).
+pub fn set_parts(aggregate: &Value, message_bytes: usize) -> Option<Vec<Value>> {
+    let part_bytes = message_bytes.checked_sub(SET_PART_ROOM)?;
+    let per_node = aggregate.get("query")?.as_object()?;
+    let mut parts = Vec::new();
+    let mut part = serde_json::Map::new();
+    let mut bytes = 0;
+    for (node, value) in per_node {
+        let size = crate::message::encoded_len(node) + crate::message::encoded_len(value);
+        if size > part_bytes {
+            return None;
+        }
+        if bytes + size > part_bytes {
+            parts.push(serde_json::json!({ "query": std::mem::take(&mut part) }));
+            bytes = 0;
+        }
+        part.insert(node.clone(), value.clone());
+        bytes += size;
+    }
+    if !part.is_empty() {
+        parts.push(serde_json::json!({ "query": part }));
+    }
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// Target side: the parts of one QUERY job's sets gossiped in parts ([`set_parts`]), put
+/// together. Each part says how many values its whole set holds; the set is taken once that
+/// many are in. A value is the same in every set of a job (each node sends one), so parts of
+/// an earlier, smaller set and of a later, larger one make up the larger one together.
+#[derive(Debug, Default)]
+pub struct SetInParts {
+    values: serde_json::Map<String, Value>,
+    /// The most values a part said its set holds.
+    whole: usize,
+    /// How many values the last set taken held: parts of sets no larger are no news.
+    taken: usize,
+}
+
+impl SetInParts {
+    /// A part of a set of `whole` values: the set (`{"query": {...}}`) once every value of
+    /// the largest set a part announced is in and it is larger than the last one taken; none
+    /// before (or for a part that holds no values).
+    pub fn part(&mut self, part: Value, whole: usize) -> Option<Value> {
+        if whole <= self.taken {
+            return None;
+        }
+        let Value::Object(mut part) = part else {
+            return None;
+        };
+        let Some(Value::Object(per_node)) = part.remove("query") else {
+            return None;
+        };
+        self.values.extend(per_node);
+        self.whole = self.whole.max(whole);
+        if self.values.len() < self.whole {
+            return None;
+        }
+        let values = std::mem::take(&mut self.values);
+        self.taken = values.len();
+        Some(serde_json::json!({ "query": values }))
+    }
+
+    /// A set of `values` values reached this node whole: parts of sets no larger are no news.
+    pub fn taken_whole(&mut self, values: usize) {
+        if values >= self.whole {
+            self.values.clear();
+        }
+        self.taken = self.taken.max(values);
+    }
 }
 
 #[cfg(test)]
@@ -1312,5 +1402,108 @@ mod tests {
             }]
         );
         assert!(!q.is_open("j"));
+    }
+
+    /// Each node's value as a set holds it, `{"x": value}`.
+    fn set_of(values: &[(&str, Value)]) -> Value {
+        let per_node: serde_json::Map<String, Value> = values
+            .iter()
+            .map(|(node, v)| (node.to_string(), json!({ "x": v })))
+            .collect();
+        json!({ "query": per_node })
+    }
+
+    #[test]
+    fn a_set_is_cut_into_parts_of_at_most_the_bytes_given_and_each_value_is_in_one() {
+        let values: Vec<(String, Value)> = (0..50)
+            .map(|i| (format!("node-{i:02}"), json!("v".repeat(100 + i))))
+            .collect();
+        let borrowed: Vec<(&str, Value)> = values
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
+        let set = set_of(&borrowed);
+        let parts = set_parts(&set, SET_PART_ROOM + 1000).expect("each value fits in a part");
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        let mut together = serde_json::Map::new();
+        for part in &parts {
+            let per_node = part["query"].as_object().unwrap();
+            let bytes: usize = per_node
+                .iter()
+                .map(|(n, v)| crate::message::encoded_len(n) + crate::message::encoded_len(v))
+                .sum();
+            assert!(bytes <= 1000, "a part of {bytes} bytes");
+            for (node, value) in per_node {
+                assert!(together.insert(node.clone(), value.clone()).is_none());
+            }
+        }
+        assert_eq!(json!({ "query": together }), set);
+        // Whole, when it fits.
+        assert_eq!(set_parts(&set, 1 << 20), Some(vec![set.clone()]));
+        // A value larger than a part: not cut, nor a set of no values.
+        let large = set_of(&[("a", json!("v".repeat(2000))), ("b", json!(1))]);
+        assert_eq!(set_parts(&large, SET_PART_ROOM + 1000), None);
+        assert_eq!(set_parts(&json!({ "query": {} }), 1 << 20), None);
+        assert_eq!(set_parts(&json!([1]), 1 << 20), None);
+        assert_eq!(set_parts(&set, 100), None, "no room for values");
+    }
+
+    #[test]
+    fn parts_make_the_set_once_all_are_in_whatever_their_order_and_older_parts_help() {
+        let small = set_of(&[("a", json!(1)), ("b", json!(2)), ("c", json!(3))]);
+        let parts = set_parts(&small, SET_PART_ROOM + 6).unwrap();
+        assert_eq!(parts.len(), 3, "{parts:?}");
+        let mut set = SetInParts::default();
+        assert_eq!(set.part(parts[2].clone(), 3), None);
+        // The same part again (gossip from two peers) is no news.
+        assert_eq!(set.part(parts[2].clone(), 3), None);
+        assert_eq!(set.part(parts[0].clone(), 3), None);
+        assert_eq!(set.part(parts[1].clone(), 3), Some(small.clone()));
+        // A late part of that set changes nothing.
+        assert_eq!(set.part(parts[0].clone(), 3), None);
+
+        // A larger set: a part of it and one of the older set make it up.
+        let larger = set_of(&[
+            ("a", json!(1)),
+            ("b", json!(2)),
+            ("c", json!(3)),
+            ("d", json!(4)),
+        ]);
+        let new_parts = set_parts(&larger, SET_PART_ROOM + 6).unwrap();
+        assert_eq!(set.part(new_parts[3].clone(), 4), None);
+        assert_eq!(set.part(new_parts[0].clone(), 4), None);
+        assert_eq!(set.part(parts[1].clone(), 3), None, "an older set's part");
+        assert_eq!(set.part(new_parts[2].clone(), 4), None);
+        assert_eq!(set.part(new_parts[1].clone(), 4), Some(larger.clone()));
+
+        // A set that came whole (a direct copy) makes its parts no news.
+        let mut set = SetInParts::default();
+        set.taken_whole(4);
+        for part in &new_parts {
+            assert_eq!(set.part(part.clone(), 4), None);
+        }
+        // Nor is a part without values a set.
+        assert_eq!(SetInParts::default().part(json!({ "query": {} }), 0), None);
+        assert_eq!(SetInParts::default().part(json!("x"), 1), None);
+    }
+
+    #[test]
+    fn a_set_gossiped_in_parts_gets_a_grace_per_part() {
+        let t0 = Instant::now();
+        let mut q = Queries::default();
+        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
+        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
+        q.value("j", &n("b"), "x".into(), json!(2), t0).unwrap();
+        let a = q.value("j", &n("c"), "x".into(), json!(3), t0).unwrap();
+        assert!(matches!(a.last(), Some(Action::Spread { .. })));
+        q.gossiped_in_parts("j", 3, t0);
+        q.taken("j", &n("a"), 3);
+        assert!(q.tick(t0 + GOSSIP_GRACE).is_empty());
+        assert!(q.tick(t0 + GOSSIP_GRACE * 2).is_empty());
+        let a = q.tick(t0 + GOSSIP_GRACE * 3);
+        assert_eq!(direct(&a), vec![vec![n("b"), n("c")]]);
+        // Without a set out, nothing to lengthen.
+        q.gossiped_in_parts("j", 3, t0);
+        assert!(q.tick(t0 + GOSSIP_GRACE * 6).is_empty());
     }
 }

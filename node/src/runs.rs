@@ -756,6 +756,12 @@ impl Actor {
             Ok(Gossip::QuerySet {
                 job_id, aggregate, ..
             }) => self.query_set_gossiped(NodeId(source.to_string()), job_id, aggregate),
+            Ok(Gossip::QuerySetPart {
+                job_id,
+                part,
+                values,
+                ..
+            }) => self.query_part_gossiped(NodeId(source.to_string()), job_id, part, values),
             Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
         }
     }

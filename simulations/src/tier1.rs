@@ -79,6 +79,7 @@ mod daemon {
         GOSSIP_HEARTBEAT, IDONTWANT_THRESHOLD, MAX_GOSSIP_BYTES, MESH_N, MESH_N_HIGH,
         heartbeat_interval,
     };
+    pub use mesh::wire::MAX_JOB_DATA as MAX_JOB_MESSAGE;
     pub use node::config::DEFAULT_HEARTBEAT;
     pub use node::runs::TICK as RUNS_TICK;
     pub use node::store::GROUP_WINDOW as STORE_GROUP_WINDOW;
@@ -521,20 +522,7 @@ fn spec(verb: &str, inline: &str) -> Result<JobSpec, String> {
 }
 
 fn cbor_len<T: serde::Serialize>(value: &T) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Writing to a counter cannot fail; a type that cannot encode counts as what was written.
-    let _ = ciborium::into_writer(value, &mut c);
-    c.0
+    coordination::message::encoded_len(value) as u64
 }
 
 /// The run of the workload, as the daemon would build it for `targets` from `originator`.

@@ -294,6 +294,12 @@ fn gossips() -> Vec<Gossip> {
         }}),
         originator_start: 42,
     });
+    out.push(Gossip::QuerySetPart {
+        job_id: id(7),
+        part: json!({"query": {node(3).0: {"hostname": "web-2"}}}),
+        values: 2,
+        originator_start: 42,
+    });
     out
 }
 
@@ -580,6 +586,14 @@ fn mutated_gossiped_runs_and_query_sets_are_errors_or_values_a_node_can_take() {
                     }
                     Gossip::QuerySet { aggregate, .. } => {
                         let _ = aggregate.to_string();
+                    }
+                    // As a target puts parts together.
+                    Gossip::QuerySetPart { part, values, .. } => {
+                        let whole = usize::try_from(*values).unwrap_or(usize::MAX);
+                        let mut set = coordination::query::SetInParts::default();
+                        if let Some(set) = set.part(part.clone(), whole) {
+                            let _ = set.to_string();
+                        }
                     }
                 }
                 true

@@ -52,6 +52,12 @@ enum Heard {
         job_id: String,
         aggregate: serde_json::Value,
     },
+    /// Part of a QUERY's set gossiped in parts, and how many values the whole set holds.
+    Part {
+        job_id: String,
+        part: serde_json::Value,
+        values: u64,
+    },
 }
 
 /// A member that is only a mesh participant: it runs no jobs and sends what the test says.
@@ -85,6 +91,16 @@ async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Heard>) {
                         gossiped: true,
                         job_id,
                         aggregate,
+                    }),
+                    Ok(Gossip::QuerySetPart {
+                        job_id,
+                        part,
+                        values,
+                        ..
+                    }) => Some(Heard::Part {
+                        job_id,
+                        part,
+                        values,
                     }),
                     Err(_) => None,
                 },
@@ -545,6 +561,126 @@ async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_sen
     assert_eq!(
         send(&rogue, submitter.peer_id(), &taken).await,
         JobReply::Refused("a query set is taken by its node".into())
+    );
+
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
+
+/// A QUERY set too large for one gossip message, of values that each fit in one, is gossiped
+/// in parts: every target puts them together (the originator does not send it to each), and
+/// one that does not say it has it gets it directly, only after a grace per part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_set_too_large_for_one_gossip_message_is_gossiped_in_parts() {
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        mut heard,
+    } = trio().await;
+    let rogue_id = NodeId(rogue.local_peer_id().to_string());
+
+    // The target's value and the rogue's fit in a gossip message each, not together.
+    let (target_len, rogue_len) = (400_000, 700_000);
+    let yaml = format!(
+        "- jobs:\n  - ARG: token {}\n  - QUERY: token --timeout 60\n  \
+         - RUN: echo {{{{ query.target.token | length }}}}/{{{{ query.rogue.token | length }}}}\n",
+        "t".repeat(target_len)
+    );
+    let (_, jobs) = submit(&submitter, &yaml, dirs[0].path(), &["target", "rogue"]).await;
+    let query_job = jobs[1].clone();
+    // In after the target's own value (sent as its QUERY starts, right after its ARG).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !job_info(&submitter, &jobs[0])
+        .await
+        .results
+        .contains_key("target")
+    {
+        assert!(Instant::now() < deadline, "the target's ARG never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let value = JobMessage::QueryValue {
+        job_id: query_job.clone(),
+        node: rogue_id,
+        name: "token".into(),
+        value: serde_json::json!("r".repeat(rogue_len)),
+    };
+    let sent = Instant::now();
+    assert_eq!(
+        send(&rogue, submitter.peer_id(), &value).await,
+        JobReply::Ok
+    );
+
+    // The parts are gossiped, and together they are the set.
+    let mut together = serde_json::Map::new();
+    let mut parts = 0;
+    while together.len() < 2 {
+        let next = tokio::time::timeout(Duration::from_secs(20), heard.recv())
+            .await
+            .expect("the parts reached the rogue")
+            .expect("the rogue still listens");
+        match next {
+            Heard::Part {
+                job_id,
+                part,
+                values,
+            } if job_id == query_job => {
+                assert_eq!(values, 2);
+                parts += 1;
+                together.extend(part["query"].as_object().expect("a part of a set").clone());
+            }
+            Heard::Set { job_id, .. } if job_id == query_job => {
+                panic!("the set came whole before its parts")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(parts, 2);
+    assert_eq!(
+        together["target"]["token"].as_str().map(str::len),
+        Some(target_len)
+    );
+    assert_eq!(
+        together["rogue"]["token"].as_str().map(str::len),
+        Some(rogue_len)
+    );
+
+    // The rogue never says it has the set: it gets it directly, after two graces (one per
+    // part), not one.
+    let (gossiped, set) = set_of(&mut heard, &query_job).await;
+    let took = sent.elapsed();
+    assert!(!gossiped);
+    assert_eq!(set, serde_json::json!({ "query": together }));
+    assert!(
+        took >= coordination::query::GOSSIP_GRACE * 2,
+        "the direct copy came {took:?} after the last value"
+    );
+    // The target had put the parts together and finished its QUERY by then: the direct
+    // copies to it and to the rogue go at the same moment.
+    assert!(
+        job_info(&submitter, &query_job)
+            .await
+            .results
+            .contains_key("target"),
+        "the target's QUERY waited for a direct copy of the set"
+    );
+    // And the job after it sees both values (the rogue runs nothing: the job is over on the
+    // target alone).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let record = job_info(&submitter, &jobs[2]).await;
+        if record.results.contains_key("target") {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "the target's RUN never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        done.results["target"].stdout,
+        format!("{target_len}/{rogue_len}"),
+        "{done:?}"
     );
 
     target.shutdown().await.unwrap();

@@ -123,6 +123,8 @@ pub(super) struct QueryOrigin {
     originator: NodeId,
     run_id: String,
     since: Instant,
+    /// The parts of its sets gossiped in parts, as they come.
+    parts: coordination::query::SetInParts,
 }
 
 /// What the actor keeps for QUERY and JOB_WAIT.
@@ -384,6 +386,7 @@ impl Actor {
                 originator: originator.clone(),
                 run_id,
                 since: now,
+                parts: Default::default(),
             },
         );
         let msg = JobMessage::QueryValue {
@@ -567,18 +570,93 @@ impl Actor {
             aggregate,
             originator_start: self.start,
         };
-        let Ok(bytes) = wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) else {
-            debug!(job = %job_id, "query set too large to gossip; sending it to each target");
-            let actions = self.cross.queries.not_gossiped(&job_id);
-            self.query_actions(actions);
-            return;
+        let messages = match wire::encode(&gossip, wire::MAX_GOSSIP_BYTES) {
+            Ok(bytes) => vec![bytes],
+            Err(_) => {
+                let Gossip::QuerySet { aggregate, .. } = gossip else {
+                    return;
+                };
+                match self.query_set_parts(&job_id, &aggregate, values) {
+                    Some(parts) => {
+                        debug!(job = %job_id, parts = parts.len(), "query set gossiped in parts");
+                        let now = Instant::now();
+                        self.cross
+                            .queries
+                            .gossiped_in_parts(&job_id, parts.len(), now);
+                        parts
+                    }
+                    None => {
+                        debug!(job = %job_id, "query set cannot be gossiped; sending it to each target");
+                        let actions = self.cross.queries.not_gossiped(&job_id);
+                        self.query_actions(actions);
+                        return;
+                    }
+                }
+            }
         };
         let mesh = self.mesh.clone();
         tokio::spawn(async move {
-            if let Err(e) = mesh.publish_jobs(bytes).await {
-                debug!(job = %job_id, "query set not gossiped ({e}); targets get it directly");
+            for bytes in messages {
+                if let Err(e) = mesh.publish_jobs(bytes).await {
+                    debug!(job = %job_id, "query set not gossiped ({e}); targets get it directly");
+                    return;
+                }
             }
         });
+    }
+
+    /// The gossip messages of a set of `values` values too large to gossip whole, in parts
+    /// (`coordination::query::set_parts`); none for a set that cannot go so: one with a
+    /// value too large for a gossip message, or one too large to send directly to the
+    /// targets gossip misses (those fail: see [`Actor::query_actions`]).
+    fn query_set_parts(
+        &self,
+        job_id: &str,
+        aggregate: &Value,
+        values: usize,
+    ) -> Option<Vec<Vec<u8>>> {
+        let room = coordination::query::SET_PART_ROOM;
+        if coordination::message::encoded_len(aggregate) + room > MAX_JOB_MESSAGE {
+            return None;
+        }
+        let parts = coordination::query::set_parts(aggregate, wire::MAX_GOSSIP_BYTES)?;
+        parts
+            .into_iter()
+            .map(|part| {
+                let gossip = Gossip::QuerySetPart {
+                    job_id: job_id.to_string(),
+                    part,
+                    values: values as u64,
+                    originator_start: self.start,
+                };
+                wire::encode(&gossip, wire::MAX_GOSSIP_BYTES).ok()
+            })
+            .collect()
+    }
+
+    /// Target side: a part of a set gossiped in parts; the set is taken as a gossiped one
+    /// once its parts are in ([`Actor::query_set_gossiped`]). Parts from any node but the
+    /// originator of a QUERY job that ran here are dropped.
+    pub(super) fn query_part_gossiped(
+        &mut self,
+        source: NodeId,
+        job_id: String,
+        part: Value,
+        values: u64,
+    ) {
+        if !self.is_query_origin(&job_id, &source) {
+            return;
+        }
+        let whole = usize::try_from(values).unwrap_or(usize::MAX);
+        let Some(set) = self
+            .cross
+            .query_origins
+            .get_mut(&job_id)
+            .and_then(|origin| origin.parts.part(part, whole))
+        else {
+            return;
+        };
+        self.query_set_gossiped(source, job_id, set);
     }
 
     /// Target side: a gossiped set of a QUERY job. Taken (and its originator told so, once:
@@ -771,6 +849,10 @@ impl Actor {
 
     /// Target side: the aggregate of a QUERY job arrived.
     pub(super) fn query_result(&mut self, job_id: String, aggregate: Value) {
+        if let Some(origin) = self.cross.query_origins.get_mut(&job_id) {
+            let values = coordination::query::values_in(&aggregate);
+            origin.parts.taken_whole(values);
+        }
         let aggregate = match self.cross.query_waiters.remove(&job_id) {
             // The job takes it (and merges it); if it gave up meanwhile, it comes back.
             Some(reply) => match reply.send(Ok(Some(aggregate))) {

@@ -45,12 +45,39 @@ impl Sim {
                         aggregate,
                         originator_start: SUBMITTER_START,
                     };
-                    let bytes = cbor_len(&gossip);
+                    let mut bytes = cbor_len(&gossip);
                     if bytes as usize > daemon::MAX_GOSSIP_BYTES {
-                        // As the daemon: too big to gossip, sent to each target directly.
-                        let actions = self.queries.not_gossiped(&job_id);
-                        self.query_actions(actions);
-                        continue;
+                        let coordination::Gossip::QuerySet { aggregate, .. } = gossip else {
+                            continue;
+                        };
+                        let room = query::SET_PART_ROOM as u64;
+                        let parts = (cbor_len(&aggregate) + room <= daemon::MAX_JOB_MESSAGE as u64)
+                            .then(|| query::set_parts(&aggregate, daemon::MAX_GOSSIP_BYTES))
+                            .flatten();
+                        let Some(parts) = parts else {
+                            // As the daemon: a value too large for gossip, sent to each
+                            // target directly.
+                            let actions = self.queries.not_gossiped(&job_id);
+                            self.query_actions(actions);
+                            continue;
+                        };
+                        // As the daemon: gossiped in parts, with a grace per part. The model
+                        // floods the parts as one message of their total size: a node has
+                        // the set once it has them all, and gossip passes on each part as it
+                        // would the whole.
+                        let now = self.instant();
+                        self.queries.gossiped_in_parts(&job_id, parts.len(), now);
+                        bytes = parts
+                            .into_iter()
+                            .map(|part| {
+                                cbor_len(&coordination::Gossip::QuerySetPart {
+                                    job_id: job_id.clone(),
+                                    part,
+                                    values: values as u64,
+                                    originator_start: SUBMITTER_START,
+                                })
+                            })
+                            .sum();
                     }
                     self.set_bytes = bytes;
                     self.publish(s, Flood::QuerySet, values as u32);
