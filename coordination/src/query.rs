@@ -1081,16 +1081,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_partition_gives_the_far_side_the_whole_set_and_no_partial_one() {
-        let t0 = Instant::now();
+    /// A QUERY job of `x` (`name`: as the node knows it) on a, b and c: a's value came, then
+    /// b and c were cut off (and written off, if `written_off`). Also what was sent then: a's
+    /// set, to a alone (asserted).
+    fn cut_off(name: Option<&str>, written_off: bool, t0: Instant) -> Queries {
         let mut q = Queries::default();
-        q.open("j", None, targets(&["a", "b", "c"]), t0);
+        q.open("j", name.map(str::to_string), targets(&["a", "b", "c"]), t0);
         q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
-        // b and c are cut off: a goes on with what it has; they get nothing yet.
+        // a goes on with what it has; b and c get nothing yet.
         assert!(q.node_gone(&n("b"), t0).is_empty());
         let a = q.node_gone(&n("c"), t0);
         assert_eq!(sent(&a), vec![(vec![n("a")], json!({"a": {"x": 1}}))]);
+        if written_off {
+            for node in ["b", "c"] {
+                assert!(q.written_off("j", &n(node), t0).is_empty());
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn a_partition_gives_the_far_side_the_whole_set_and_no_partial_one() {
+        let t0 = Instant::now();
+        let mut q = cut_off(None, false, t0);
         // Back, without a value yet: nothing is sent to them.
         assert!(q.node_back(&n("b")).is_empty());
         let t1 = t0 + Duration::from_secs(30);
@@ -1114,15 +1127,7 @@ mod tests {
     #[test]
     fn far_values_seconds_apart_make_one_larger_set() {
         let t0 = Instant::now();
-        let mut q = Queries::default();
-        q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
-        q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
-        q.node_gone(&n("b"), t0);
-        let a = q.node_gone(&n("c"), t0);
-        assert_eq!(sent(&a), vec![(vec![n("a")], json!({"a": {"x": 1}}))]);
-        for node in ["b", "c"] {
-            assert!(q.written_off("j", &n(node), t0).is_empty());
-        }
+        let mut q = cut_off(Some("x"), true, t0);
         let t1 = t0 + Duration::from_secs(30);
         assert!(q.node_back(&n("b")).is_empty());
         q.value("j", &n("b"), "x".into(), json!(2), t1).unwrap();
@@ -1170,13 +1175,7 @@ mod tests {
     fn a_written_off_target_holds_the_larger_set_only_a_while() {
         for back_failed in [false, true] {
             let t0 = Instant::now();
-            let mut q = Queries::default();
-            q.open("j", Some("x".into()), targets(&["a", "b", "c"]), t0);
-            q.value("j", &n("a"), "x".into(), json!(1), t0).unwrap();
-            for node in ["b", "c"] {
-                q.node_gone(&n(node), t0);
-                q.written_off("j", &n(node), t0);
-            }
+            let mut q = cut_off(Some("x"), true, t0);
             let t1 = t0 + Duration::from_secs(30);
             q.node_back(&n("b"));
             q.value("j", &n("b"), "x".into(), json!(2), t1).unwrap();

@@ -262,8 +262,7 @@ impl Actor {
         let mut encoded: Option<Arc<Vec<u8>>> = None;
         for target in to {
             if target == self.local {
-                let local = self.mesh.local_peer_id();
-                let _ = self.request(local, msg.clone());
+                self.tell_here(msg.clone());
                 continue;
             }
             let bytes = match &encoded {
@@ -279,12 +278,17 @@ impl Actor {
 
     fn send_told(&mut self, to: &NodeId, msg: JobMessage, once_stored: bool, again: bool) {
         if *to == self.local {
-            let local = self.mesh.local_peer_id();
-            let _ = self.request(local, msg);
+            self.tell_here(msg);
             return;
         }
         let Some(bytes) = encode(&msg) else { return };
         self.send_encoded(to, Arc::new(bytes), once_stored, again);
+    }
+
+    /// A coordination message to this node: handled here, as if it had come from another.
+    fn tell_here(&mut self, msg: JobMessage) {
+        let local = self.mesh.local_peer_id();
+        let _ = self.request(local, msg);
     }
 
     /// [`Actor::send_told`] of a message encoded already (`bytes`), to another node.
