@@ -94,6 +94,10 @@ struct Args {
     /// Size of the file of the files scenario, in MiB.
     #[arg(long, default_value_t = 16)]
     file_mib: u64,
+    /// query: pad each node's value to about this many bytes (0: a token of some 13 bytes).
+    /// A set over gossip's 1 MiB is gossiped in parts; over 8 MiB the QUERY fails.
+    #[arg(long, default_value_t = 0)]
+    value_bytes: usize,
     /// How long each job runs on a target (default 5ms; 100ms for churn, partition and
     /// late-join, so that disruptions land while jobs run; 500ms for job-wait's awaited job).
     /// Tiers 2 and 3 run `WAIT --seconds` jobs of this length, or `ECHO` jobs for 0s.
@@ -134,6 +138,10 @@ struct Args {
     require_complete: bool,
 }
 
+/// Largest QUERY set `--value-bytes` may make (every value is held in memory, once per
+/// tier 2 node).
+const MAX_SET_BYTES: usize = 64 << 20;
+
 const SCENARIOS: &str = "\
 Scenarios:
   fanout         one job to every node
@@ -152,8 +160,8 @@ Scenarios:
                  --late-within after the announce (they miss the gossip)
   query          every node caches a value (a RUN with --stdout-arg), then a QUERY of it:
                  each node sends its value to the submitter, which gossips the set of all
-                 N values (nodes gossip missed get it directly after 2 s); a node's QUERY
-                 job ends when the set arrives
+                 N values (in parts over 1 MiB; nodes gossip missed get it directly after
+                 2 s a part); a node's QUERY job ends when the set arrives (--value-bytes)
   job-wait       one node (node-1; node-0 alone) runs a job for --job-time while every
                  node's JOB_WAIT waits for it there: each registers with that node, which
                  tells every waiter when the job finished
@@ -398,6 +406,17 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.file_mib == 0 || args.file_mib > 64 * 1024 {
         return Err(format!("--file-mib {}: give 1 to 65536", args.file_mib));
+    }
+    let largest = args.nodes.iter().copied().max().unwrap_or(0);
+    if args.value_bytes.saturating_mul(largest) > MAX_SET_BYTES {
+        return Err(format!(
+            "--value-bytes {} on {largest} nodes: a set of {} MiB, over the {} MiB the \
+             simulator holds (a QUERY set over 8 MiB fails anyway); give smaller values or \
+             fewer nodes",
+            args.value_bytes,
+            args.value_bytes.saturating_mul(largest) >> 20,
+            MAX_SET_BYTES >> 20
+        ));
     }
     if args.tier != 3 && (args.netns || args.binary.is_some()) {
         return Err("--netns and --binary are tier 3's (real daemons): add --tier 3".into());
@@ -706,6 +725,7 @@ fn workload(args: &Args, scenario: Scenario, nodes: usize) -> Workload {
         w.job_time = t;
     }
     w.file_bytes = args.file_mib << 20;
+    w.value_bytes = args.value_bytes;
     w.churn = args.churn;
     w.downtime = args.downtime;
     w.partition_at = args.partition_at;

@@ -68,6 +68,9 @@ pub struct Workload {
     pub jobs: usize,
     /// Size of the file of the `files` scenario.
     pub file_bytes: u64,
+    /// `query`: each node's value is padded to about this many bytes (0: a plain token of
+    /// some 13 bytes, `token-<pid>`).
+    pub value_bytes: usize,
     /// How long each job runs on a target.
     pub job_time: Duration,
     /// `churn`: fraction of the nodes killed (each once) during the run.
@@ -95,6 +98,7 @@ impl Workload {
                 Scenario::Churn | Scenario::Partition | Scenario::LateJoin => 10,
             },
             file_bytes: 16 << 20,
+            value_bytes: 0,
             job_time: match scenario {
                 Scenario::Churn | Scenario::Partition | Scenario::LateJoin => {
                     Duration::from_millis(100)
@@ -187,8 +191,12 @@ impl Workload {
             ));
         }
         if self.scenario == Scenario::Query {
+            let value = match self.value_bytes {
+                0 => "echo token-$$".to_string(),
+                n => format!("printf token-%s- $$; head -c {n} /dev/zero | tr '\\0' x"),
+            };
             return Ok(format!(
-                "- jobs:\n  - RUN: --skip-cache --stdout-arg {QUERY_ARG} echo token-$$\n  - QUERY: {QUERY_ARG}\n"
+                "- jobs:\n  - RUN: --skip-cache --stdout-arg {QUERY_ARG} {value}\n  - QUERY: {QUERY_ARG}\n"
             ));
         }
         let mut text = String::from("- jobs:\n");

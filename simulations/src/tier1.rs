@@ -521,6 +521,15 @@ fn spec(verb: &str, inline: &str) -> Result<JobSpec, String> {
     }
 }
 
+/// Node `node`'s value in the `query` scenario, as the RUN of `Workload::jobs_yaml` prints it:
+/// `token-<pid>`, padded to the workload's value size.
+fn query_value(w: &Workload, node: usize) -> serde_json::Value {
+    match w.value_bytes {
+        0 => serde_json::json!(format!("token-{node}")),
+        n => serde_json::json!(format!("token-{node}-{}", "x".repeat(n))),
+    }
+}
+
 fn cbor_len<T: serde::Serialize>(value: &T) -> u64 {
     coordination::message::encoded_len(value) as u64
 }
@@ -693,7 +702,7 @@ impl Sim {
             job_id: "00000000-0000-0000-0000-000000000000".into(),
             node: ids[submitter].clone(),
             name: QUERY_ARG.into(),
-            value: serde_json::json!("token-1234567"),
+            value: query_value(&w, 1234567),
         });
         let position_of = |verb: &str| {
             jobs.iter()

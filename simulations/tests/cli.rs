@@ -137,6 +137,10 @@ fn bad_arguments_are_named_with_exit_code_2() {
             "--jobs 10001 on 1000 nodes",
         ),
         (&["--file-mib", "0"], "--file-mib"),
+        (
+            &["--nodes", "1000", "--value-bytes", "1000000"],
+            "--value-bytes 1000000 on 1000 nodes",
+        ),
         (&["--late", "1.5"], "--late"),
         (&["--loss-model", "lossy"], "lossy"),
         (&["--partition-for", "soon"], "soon"),
@@ -227,6 +231,7 @@ fn help_explains_scenarios_and_knobs() {
         "--binary",
         "Tier 3",
         "results.csv",
+        "--value-bytes",
     ] {
         assert!(help.contains(word), "--help should mention {word}");
     }

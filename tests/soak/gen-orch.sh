@@ -12,6 +12,17 @@ echo "  jobs:"
 echo "  - RUN: --skip-cache --stdout-arg me echo \$SOAK_NODE"
 echo "  - QUERY: --skip-cache me --timeout 300"
 echo "  - RUN: 'echo $T-q{{ query | length }} \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
+# Every third orchestration also a QUERY of a 250 KB value per node: a set over gossip's 1 MiB
+# (gossiped in parts), logged as the number of nodes whose value it held (Sn-bq5: all five).
+if [ $((I % 3)) -eq 0 ]; then
+  for n in 1 2 3 4 5; do
+    f=$S/payload/big-n$n.yaml
+    [ -s "$f" ] || printf 'soak_big: n%s-%s\n' "$n" "$(head -c 250000 /dev/zero | tr '\0' x)" > "$f"
+  done
+  echo "  - CACHEFILE: --skip-cache $S/payload/big-{{ me }}.yaml"
+  echo "  - QUERY: --skip-cache soak_big --timeout 300"
+  echo "  - RUN: 'echo $T-bq{{ query.values() | selectattr(\"soak_big\", \"defined\") | list | length }} \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
+fi
 echo "  - ARG: soakid $T"
 echo "  - ECHO: soak echo $T"
 echo "  - CACHEFILE: --skip-cache $S/payload/cachefile.yaml"

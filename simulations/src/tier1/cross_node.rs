@@ -15,7 +15,7 @@ impl Sim {
             return;
         };
         let job_id = self.job_id(job);
-        let value = serde_json::json!(format!("token-{node}"));
+        let value = super::query_value(&self.workload, node);
         let now = self.instant();
         let actions = self
             .queries
