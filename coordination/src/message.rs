@@ -78,15 +78,18 @@ pub enum Gossip {
     },
     /// Originator → the targets of a QUERY job: part of a set too large to gossip whole
     /// (`query::set_parts`), holding some of its values; a target puts the parts together
-    /// (`query::SetInParts`) and takes the set once it holds `values` values, as it takes a
-    /// [`Gossip::QuerySet`]. (Added within wire version 8: a release without it drops the
-    /// parts as unreadable, and its targets get the set directly after the grace.)
+    /// (`query::SetInParts`) and takes the set once it holds `values` values that make up
+    /// `set`, as it takes a [`Gossip::QuerySet`]. (Added within wire version 8: a node of a
+    /// release without it logs each part as an unreadable announce and passes it on; such a
+    /// target gets the set directly, 2 s a part after the parts went out.)
     QuerySetPart {
         job_id: String,
         /// `{"query": {node: {NAME: value}}}` of some of the set's nodes.
         part: serde_json::Value,
         /// How many values the whole set holds.
         values: u64,
+        /// The whole set's `query::set_digest`.
+        set: Fingerprint,
         /// As [`Gossip::QuerySet::originator_start`].
         originator_start: u64,
     },

@@ -35,6 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use jobs::Fingerprint;
 use serde_json::Value;
 
 use crate::NodeId;
@@ -679,49 +680,145 @@ pub fn set_parts(aggregate: &Value, message_bytes: usize) -> Option<Vec<Value>> 
     (!parts.is_empty()).then_some(parts)
 }
 
-/// Target side: the parts of one QUERY job's sets gossiped in parts ([`set_parts`]), put
-/// together. Each part says how many values its whole set holds; the set is taken once that
-/// many are in. A value is the same in every set of a job (each node sends one), so parts of
-/// an earlier, smaller set and of a later, larger one make up the larger one together.
+/// How long a set being put together from parts waits for its next part before what came
+/// is dropped (the originator sends the set directly to a target that has not said it has
+/// it, 2 s a part after it gossiped the parts).
+pub const PARTS_WAIT: Duration = Duration::from_secs(60);
+
+/// Most bytes of values a target holds while it puts one set together (a set that large
+/// could not be sent directly either).
+pub const MAX_SET_IN_PARTS: usize = 8 * 1024 * 1024;
+
+/// What the set a gossiped part belongs to is called: blake3 of its CBOR (the map's keys in
+/// order, so a set put together from its parts has the digest of the whole).
+pub fn set_digest(aggregate: &Value) -> Fingerprint {
+    Fingerprint::of(aggregate)
+}
+
+/// What a part of a set brought about ([`SetInParts::part`]).
+#[derive(Debug, PartialEq)]
+pub enum Part {
+    /// The set is whole: take it.
+    Set(Value),
+    /// A part of a set this node took already, from a new start of the originator's daemon
+    /// (it sent the set again after a restart): say it was taken (this many values).
+    Had(usize),
+    /// Nothing yet (or nothing at all: a part of a smaller set, one seen, one that is not a
+    /// part of a set).
+    Pending,
+}
+
+/// Target side: one QUERY job's sets gossiped in parts ([`set_parts`]), put together. Each
+/// part names its set (its [`set_digest`]) and how many values the set holds; the set is
+/// taken once that many are in and they make up that digest. The parts of a later, larger set
+/// replace those of a set not yet whole; what came waits [`PARTS_WAIT`] for more at most.
 #[derive(Debug, Default)]
 pub struct SetInParts {
-    values: serde_json::Map<String, Value>,
-    /// The most values a part said its set holds.
+    /// The set being put together, how many values it holds, what came of it and how large.
+    digest: Option<Fingerprint>,
     whole: usize,
-    /// How many values the last set taken held: parts of sets no larger are no news.
+    values: serde_json::Map<String, Value>,
+    bytes: usize,
+    last_part: Option<Instant>,
+    /// The last set taken (whole, or put together), how many values it held, and which
+    /// start of the originator it was last said taken to.
+    taken_digest: Option<Fingerprint>,
     taken: usize,
+    said_to_start: u64,
 }
 
 impl SetInParts {
-    /// A part of a set of `whole` values: the set (`{"query": {...}}`) once every value of
-    /// the largest set a part announced is in and it is larger than the last one taken; none
-    /// before (or for a part that holds no values).
-    pub fn part(&mut self, part: Value, whole: usize) -> Option<Value> {
+    /// A part of the set `digest` of `whole` values, gossiped by the originator's daemon of
+    /// start `start`, at `now`.
+    pub fn part(
+        &mut self,
+        part: Value,
+        whole: usize,
+        digest: Fingerprint,
+        start: u64,
+        now: Instant,
+    ) -> Part {
+        if self.taken_digest == Some(digest) {
+            if self.said_to_start == start {
+                return Part::Pending;
+            }
+            self.said_to_start = start;
+            return Part::Had(self.taken);
+        }
         if whole <= self.taken {
-            return None;
+            return Part::Pending;
         }
         let Value::Object(mut part) = part else {
-            return None;
+            return Part::Pending;
         };
         let Some(Value::Object(per_node)) = part.remove("query") else {
-            return None;
+            return Part::Pending;
         };
-        self.values.extend(per_node);
-        self.whole = self.whole.max(whole);
-        if self.values.len() < self.whole {
-            return None;
+        self.expire(now);
+        if self.digest != Some(digest) {
+            if self.digest.is_some() && whole < self.whole {
+                return Part::Pending;
+            }
+            self.drop_parts();
+            self.digest = Some(digest);
+            self.whole = whole;
         }
-        let values = std::mem::take(&mut self.values);
-        self.taken = values.len();
-        Some(serde_json::json!({ "query": values }))
+        self.last_part = Some(now);
+        for (node, value) in per_node {
+            let size = crate::message::encoded_len(&node) + crate::message::encoded_len(&value);
+            if self.values.insert(node, value).is_none() {
+                self.bytes += size;
+            }
+        }
+        if self.bytes > MAX_SET_IN_PARTS {
+            self.drop_parts();
+            return Part::Pending;
+        }
+        if self.values.len() < self.whole {
+            return Part::Pending;
+        }
+        let set = serde_json::json!({ "query": std::mem::take(&mut self.values) });
+        let whole = self.whole;
+        self.drop_parts();
+        if set_digest(&set) != digest {
+            return Part::Pending;
+        }
+        self.taken_digest = Some(digest);
+        self.taken = whole;
+        self.said_to_start = start;
+        Part::Set(set)
     }
 
-    /// A set of `values` values reached this node whole: parts of sets no larger are no news.
-    pub fn taken_whole(&mut self, values: usize) {
-        if values >= self.whole {
-            self.values.clear();
+    /// The set `aggregate` reached this node (whole, or put together): its parts are no news,
+    /// nor are those of smaller sets; a set being put together that it holds goes.
+    pub fn taken_whole(&mut self, aggregate: &Value) {
+        let values = values_in(aggregate);
+        if values < self.taken {
+            return;
         }
-        self.taken = self.taken.max(values);
+        self.taken_digest = Some(set_digest(aggregate));
+        self.taken = values;
+        if self.whole <= values {
+            self.drop_parts();
+        }
+    }
+
+    /// Drops what came of a set whose last part came [`PARTS_WAIT`] ago or more.
+    pub fn expire(&mut self, now: Instant) {
+        if self
+            .last_part
+            .is_some_and(|at| now.saturating_duration_since(at) >= PARTS_WAIT)
+        {
+            self.drop_parts();
+        }
+    }
+
+    fn drop_parts(&mut self) {
+        self.digest = None;
+        self.whole = 0;
+        self.values = serde_json::Map::new();
+        self.bytes = 0;
+        self.last_part = None;
     }
 }
 
@@ -1437,6 +1534,18 @@ mod tests {
             }
         }
         assert_eq!(json!({ "query": together }), set);
+        // Each part, as gossiped, well within the message (the envelope adds some 10 bytes).
+        for part in parts.iter().cloned() {
+            let gossip = crate::Gossip::QuerySetPart {
+                job_id: "0".repeat(crate::message::MAX_ID_LEN),
+                part,
+                values: u64::MAX,
+                set: set_digest(&set),
+                originator_start: u64::MAX,
+            };
+            let len = crate::message::encoded_len(&gossip);
+            assert!(len + 512 <= SET_PART_ROOM + 1000, "{len} bytes");
+        }
         // Whole, when it fits.
         assert_eq!(set_parts(&set, 1 << 20), Some(vec![set.clone()]));
         // A value larger than a part: not cut, nor a set of no values.
@@ -1448,42 +1557,135 @@ mod tests {
     }
 
     #[test]
-    fn parts_make_the_set_once_all_are_in_whatever_their_order_and_older_parts_help() {
+    fn parts_make_the_set_once_all_are_in_whatever_their_order() {
+        let t0 = Instant::now();
         let small = set_of(&[("a", json!(1)), ("b", json!(2)), ("c", json!(3))]);
-        let parts = set_parts(&small, SET_PART_ROOM + 6).unwrap();
+        let (digest, parts) = (
+            set_digest(&small),
+            set_parts(&small, SET_PART_ROOM + 6).unwrap(),
+        );
         assert_eq!(parts.len(), 3, "{parts:?}");
         let mut set = SetInParts::default();
-        assert_eq!(set.part(parts[2].clone(), 3), None);
+        assert_eq!(set.part(parts[2].clone(), 3, digest, 1, t0), Part::Pending);
         // The same part again (gossip from two peers) is no news.
-        assert_eq!(set.part(parts[2].clone(), 3), None);
-        assert_eq!(set.part(parts[0].clone(), 3), None);
-        assert_eq!(set.part(parts[1].clone(), 3), Some(small.clone()));
-        // A late part of that set changes nothing.
-        assert_eq!(set.part(parts[0].clone(), 3), None);
+        assert_eq!(set.part(parts[2].clone(), 3, digest, 1, t0), Part::Pending);
+        assert_eq!(set.part(parts[0].clone(), 3, digest, 1, t0), Part::Pending);
+        assert_eq!(
+            set.part(parts[1].clone(), 3, digest, 1, t0),
+            Part::Set(small.clone())
+        );
+        // A part of it again from the same start of the originator: nothing.
+        assert_eq!(set.part(parts[0].clone(), 3, digest, 1, t0), Part::Pending);
+        // Sent again by a restarted originator: said taken, once.
+        assert_eq!(set.part(parts[0].clone(), 3, digest, 2, t0), Part::Had(3));
+        assert_eq!(set.part(parts[1].clone(), 3, digest, 2, t0), Part::Pending);
 
-        // A larger set: a part of it and one of the older set make it up.
+        // A larger set, whose parts come after one of a set never whole: that one's go.
         let larger = set_of(&[
             ("a", json!(1)),
             ("b", json!(2)),
             ("c", json!(3)),
             ("d", json!(4)),
         ]);
-        let new_parts = set_parts(&larger, SET_PART_ROOM + 6).unwrap();
-        assert_eq!(set.part(new_parts[3].clone(), 4), None);
-        assert_eq!(set.part(new_parts[0].clone(), 4), None);
-        assert_eq!(set.part(parts[1].clone(), 3), None, "an older set's part");
-        assert_eq!(set.part(new_parts[2].clone(), 4), None);
-        assert_eq!(set.part(new_parts[1].clone(), 4), Some(larger.clone()));
-
-        // A set that came whole (a direct copy) makes its parts no news.
+        let (new_digest, new_parts) = (
+            set_digest(&larger),
+            set_parts(&larger, SET_PART_ROOM + 6).unwrap(),
+        );
+        let other = set_of(&[
+            ("a", json!(1)),
+            ("e", json!(5)),
+            ("f", json!(6)),
+            ("g", json!(7)),
+        ]);
+        let other_parts = set_parts(&other, SET_PART_ROOM + 6).unwrap();
         let mut set = SetInParts::default();
-        set.taken_whole(4);
-        for part in &new_parts {
-            assert_eq!(set.part(part.clone(), 4), None);
+        assert_eq!(
+            set.part(other_parts[3].clone(), 4, set_digest(&other), 1, t0),
+            Part::Pending
+        );
+        for part in &new_parts[..3] {
+            assert_eq!(set.part(part.clone(), 4, new_digest, 1, t0), Part::Pending);
         }
+        // A part of a smaller set meanwhile changes nothing.
+        assert_eq!(set.part(parts[1].clone(), 3, digest, 1, t0), Part::Pending);
+        assert_eq!(
+            set.part(new_parts[3].clone(), 4, new_digest, 1, t0),
+            Part::Set(larger.clone())
+        );
+
+        // A set that came whole (a direct copy) makes its parts and those of smaller sets no
+        // news, but a restarted originator sending them again hears it was taken.
+        let mut set = SetInParts::default();
+        set.taken_whole(&larger);
+        for part in &new_parts {
+            assert_eq!(set.part(part.clone(), 4, new_digest, 0, t0), Part::Pending);
+        }
+        assert_eq!(set.part(parts[0].clone(), 3, digest, 0, t0), Part::Pending);
+        assert_eq!(
+            set.part(new_parts[0].clone(), 4, new_digest, 5, t0),
+            Part::Had(4)
+        );
         // Nor is a part without values a set.
-        assert_eq!(SetInParts::default().part(json!({ "query": {} }), 0), None);
-        assert_eq!(SetInParts::default().part(json!("x"), 1), None);
+        let mut set = SetInParts::default();
+        assert_eq!(
+            set.part(json!({ "query": {} }), 0, digest, 1, t0),
+            Part::Pending
+        );
+        assert_eq!(set.part(json!("x"), 1, digest, 1, t0), Part::Pending);
+    }
+
+    /// Parts whose values do not make up the set they name, that stop coming, or that hold
+    /// more than a set may: nothing taken, nothing kept.
+    #[test]
+    fn parts_of_a_set_that_does_not_add_up_are_not_taken_nor_kept() {
+        let t0 = Instant::now();
+        let set = set_of(&[("a", json!(1)), ("b", json!(2))]);
+        let parts = set_parts(&set, SET_PART_ROOM + 6).unwrap();
+        let wrong = set_of(&[("a", json!(1)), ("b", json!(3))]);
+        let mut held = SetInParts::default();
+        assert_eq!(
+            held.part(parts[0].clone(), 2, set_digest(&wrong), 1, t0),
+            Part::Pending
+        );
+        assert_eq!(
+            held.part(parts[1].clone(), 2, set_digest(&wrong), 1, t0),
+            Part::Pending
+        );
+        assert!(held.values.is_empty() && held.digest.is_none());
+        // The right digest still makes it, from its parts.
+        let digest = set_digest(&set);
+        assert_eq!(held.part(parts[0].clone(), 2, digest, 1, t0), Part::Pending);
+        assert_eq!(
+            held.part(parts[1].clone(), 2, digest, 1, t0),
+            Part::Set(set.clone())
+        );
+
+        // What came waits for the rest only PARTS_WAIT.
+        let mut held = SetInParts::default();
+        assert_eq!(held.part(parts[0].clone(), 2, digest, 1, t0), Part::Pending);
+        held.expire(t0 + PARTS_WAIT / 2);
+        assert_eq!(held.values.len(), 1);
+        held.expire(t0 + PARTS_WAIT);
+        assert!(held.values.is_empty());
+        let later = t0 + PARTS_WAIT * 2;
+        assert_eq!(
+            held.part(parts[1].clone(), 2, digest, 1, later),
+            Part::Pending
+        );
+        assert_eq!(
+            held.part(parts[0].clone(), 2, digest, 1, later),
+            Part::Set(set)
+        );
+
+        // More bytes than a set may hold: dropped.
+        let big = json!("v".repeat(MAX_SET_IN_PARTS / 2 + 1));
+        let huge = set_of(&[("a", big.clone()), ("b", big.clone()), ("c", json!(1))]);
+        let parts = set_parts(&huge, MAX_SET_IN_PARTS).unwrap();
+        let mut held = SetInParts::default();
+        for part in parts {
+            assert_eq!(held.part(part, 3, set_digest(&huge), 1, t0), Part::Pending);
+        }
+        assert!(held.bytes <= MAX_SET_IN_PARTS, "{} bytes held", held.bytes);
     }
 
     #[test]

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// list holds the chaining values of its pieces, which add up to the file's blake3
 /// (`jobs::spec::FileRef::chunks`), where it held their plain hashes; later in version 8, a
 /// blob answer may be [`BlobResponse::Unavailable`] (no new version: a release without it
-/// reads it as a failed request, see there).
+/// reads it as a failed request, see there), and a QUERY set too large to gossip whole is
+/// gossiped in parts (`coordination::Gossip::QuerySetPart`: a release without it logs the
+/// parts as unreadable, and its targets get the set directly after the grace).
 pub const WIRE_VERSION: u16 = 8;
 
 /// The version this process speaks: [`WIRE_VERSION`], unless a test made it another release.

@@ -760,8 +760,17 @@ impl Actor {
                 job_id,
                 part,
                 values,
-                ..
-            }) => self.query_part_gossiped(NodeId(source.to_string()), job_id, part, values),
+                set,
+                originator_start,
+            }) => {
+                let part = coordinate::SetPart {
+                    part,
+                    values,
+                    set,
+                    originator_start,
+                };
+                self.query_part_gossiped(NodeId(source.to_string()), job_id, part);
+            }
             Err(e) => warn!(%source, "dropped an unreadable announce: {e}"),
         }
     }

@@ -392,7 +392,8 @@ fn tier2_query() {
 }
 
 /// The same with values of 64 KiB: a set of 1.3 MB, gossiped in parts that every node puts
-/// together.
+/// together. (Nodes that could not would still finish, with the direct copies 4 s later:
+/// tests/tests/misbehaving_member.rs checks that a target takes the parts.)
 #[test]
 fn tier2_query_of_a_set_past_gossips_limit() {
     let s = tier2(Scenario::Query, |w| w.value_bytes = 64 * 1024);

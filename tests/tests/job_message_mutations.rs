@@ -298,6 +298,7 @@ fn gossips() -> Vec<Gossip> {
         job_id: id(7),
         part: json!({"query": {node(3).0: {"hostname": "web-2"}}}),
         values: 2,
+        set: jobs::Fingerprint([9; 32]),
         originator_start: 42,
     });
     out
@@ -588,12 +589,16 @@ fn mutated_gossiped_runs_and_query_sets_are_errors_or_values_a_node_can_take() {
                         let _ = aggregate.to_string();
                     }
                     // As a target puts parts together.
-                    Gossip::QuerySetPart { part, values, .. } => {
+                    Gossip::QuerySetPart {
+                        part,
+                        values,
+                        set,
+                        originator_start,
+                        ..
+                    } => {
                         let whole = usize::try_from(*values).unwrap_or(usize::MAX);
-                        let mut set = coordination::query::SetInParts::default();
-                        if let Some(set) = set.part(part.clone(), whole) {
-                            let _ = set.to_string();
-                        }
+                        let mut parts = coordination::query::SetInParts::default();
+                        let _ = parts.part(part.clone(), whole, *set, *originator_start, now);
                     }
                 }
                 true

@@ -118,6 +118,14 @@ pub(super) struct WaitingJob {
     updates: mpsc::Sender<(String, String)>,
 }
 
+/// A part of a QUERY set, as gossiped (`Gossip::QuerySetPart`).
+pub(super) struct SetPart {
+    pub(super) part: Value,
+    pub(super) values: u64,
+    pub(super) set: jobs::Fingerprint,
+    pub(super) originator_start: u64,
+}
+
 /// Target side: where the set of a QUERY job that ran here comes from, and for which run.
 pub(super) struct QueryOrigin {
     originator: NodeId,
@@ -384,13 +392,21 @@ impl Actor {
         self.cross
             .query_origins
             .retain(|_, o| now.saturating_duration_since(o.since) < FORGET_QUERY_ORIGINS);
+        // A QUERY job that runs again (after a restart here) keeps the parts that came.
+        let parts = self
+            .cross
+            .query_origins
+            .remove(&job_id)
+            .filter(|o| o.originator == originator)
+            .map(|o| o.parts)
+            .unwrap_or_default();
         self.cross.query_origins.insert(
             job_id.clone(),
             QueryOrigin {
                 originator: originator.clone(),
                 run_id,
                 since: now,
-                parts: Default::default(),
+                parts,
             },
         );
         let msg = JobMessage::QueryValue {
@@ -560,8 +576,9 @@ impl Actor {
     }
 
     /// Originator side: gossips the set of `job_id` to its targets `to`; this node, when one
-    /// of them, takes it at once. A set too large to gossip goes to each target directly; one
-    /// whose gossip fails reaches them directly after the grace (`coordination::query`).
+    /// of them, takes it at once. A set too large for one gossip message goes in parts
+    /// ([`Actor::query_set_parts`]), or to each target directly when it cannot; one whose
+    /// gossip fails reaches them directly after the grace (`coordination::query`).
     fn query_spread(&mut self, job_id: String, to: Vec<NodeId>, aggregate: Value) {
         let values = coordination::query::values_in(&aggregate);
         if to.contains(&self.local) {
@@ -600,10 +617,11 @@ impl Actor {
         };
         let mesh = self.mesh.clone();
         tokio::spawn(async move {
+            // Each part goes whatever became of the others: a target that misses one gets
+            // the set directly after the grace, one that has them all puts it together.
             for bytes in messages {
                 if let Err(e) = mesh.publish_jobs(bytes).await {
                     debug!(job = %job_id, "query set not gossiped ({e}); targets get it directly");
-                    return;
                 }
             }
         });
@@ -619,11 +637,12 @@ impl Actor {
         aggregate: &Value,
         values: usize,
     ) -> Option<Vec<Vec<u8>>> {
-        let room = coordination::query::SET_PART_ROOM;
-        if coordination::message::encoded_len(aggregate) + room > MAX_JOB_MESSAGE {
+        // (The direct message's envelope around the set: its job id and some 64 bytes.)
+        if coordination::message::encoded_len(aggregate) + job_id.len() + 64 > MAX_JOB_MESSAGE {
             return None;
         }
         let parts = coordination::query::set_parts(aggregate, wire::MAX_GOSSIP_BYTES)?;
+        let set = coordination::query::set_digest(aggregate);
         parts
             .into_iter()
             .map(|part| {
@@ -631,6 +650,7 @@ impl Actor {
                     job_id: job_id.to_string(),
                     part,
                     values: values as u64,
+                    set,
                     originator_start: self.start,
                 };
                 wire::encode(&gossip, wire::MAX_GOSSIP_BYTES).ok()
@@ -638,29 +658,34 @@ impl Actor {
             .collect()
     }
 
-    /// Target side: a part of a set gossiped in parts; the set is taken as a gossiped one
-    /// once its parts are in ([`Actor::query_set_gossiped`]). Parts from any node but the
-    /// originator of a QUERY job that ran here are dropped.
-    pub(super) fn query_part_gossiped(
-        &mut self,
-        source: NodeId,
-        job_id: String,
-        part: Value,
-        values: u64,
-    ) {
+    /// Target side: a part of a set gossiped in parts (`Gossip::QuerySetPart`); the set is
+    /// taken as a gossiped one once its parts are in ([`Actor::query_set_gossiped`]), and a
+    /// set taken already is said taken again to a restarted originator that sends it again.
+    /// Parts from any node but the originator of a QUERY job that ran here are dropped.
+    pub(super) fn query_part_gossiped(&mut self, source: NodeId, job_id: String, part: SetPart) {
         if !self.is_query_origin(&job_id, &source) {
             return;
         }
-        let whole = usize::try_from(values).unwrap_or(usize::MAX);
-        let Some(set) = self
-            .cross
-            .query_origins
-            .get_mut(&job_id)
-            .and_then(|origin| origin.parts.part(part, whole))
-        else {
+        let Some(origin) = self.cross.query_origins.get_mut(&job_id) else {
             return;
         };
-        self.query_set_gossiped(source, job_id, set);
+        let whole = usize::try_from(part.values).unwrap_or(usize::MAX);
+        let now = Instant::now();
+        match origin
+            .parts
+            .part(part.part, whole, part.set, part.originator_start, now)
+        {
+            coordination::query::Part::Set(set) => self.query_set_gossiped(source, job_id, set),
+            coordination::query::Part::Had(values) => {
+                let msg = JobMessage::QueryTaken {
+                    job_id,
+                    node: self.local.clone(),
+                    values: values as u64,
+                };
+                self.hint(&source, msg);
+            }
+            coordination::query::Part::Pending => {}
+        }
     }
 
     /// Target side: a gossiped set of a QUERY job. Taken (and its originator told so, once:
@@ -812,6 +837,10 @@ impl Actor {
     /// Every tick: the larger aggregates that are due, and what is over.
     pub(super) fn query_tick(&mut self, now: Instant) {
         self.cross.prune();
+        // Target side: what came of sets that stopped coming in parts goes.
+        for origin in self.cross.query_origins.values_mut() {
+            origin.parts.expire(now);
+        }
         let actions = self.cross.queries.tick(now);
         self.query_actions(actions);
     }
@@ -854,8 +883,7 @@ impl Actor {
     /// Target side: the aggregate of a QUERY job arrived.
     pub(super) fn query_result(&mut self, job_id: String, aggregate: Value) {
         if let Some(origin) = self.cross.query_origins.get_mut(&job_id) {
-            let values = coordination::query::values_in(&aggregate);
-            origin.parts.taken_whole(values);
+            origin.parts.taken_whole(&aggregate);
         }
         let aggregate = match self.cross.query_waiters.remove(&job_id) {
             // The job takes it (and merges it); if it gave up meanwhile, it comes back.

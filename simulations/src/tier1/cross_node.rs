@@ -50,7 +50,7 @@ impl Sim {
                         let coordination::Gossip::QuerySet { aggregate, .. } = gossip else {
                             continue;
                         };
-                        let room = query::SET_PART_ROOM as u64;
+                        let room = job_id.len() as u64 + 64;
                         let parts = (cbor_len(&aggregate) + room <= daemon::MAX_JOB_MESSAGE as u64)
                             .then(|| query::set_parts(&aggregate, daemon::MAX_GOSSIP_BYTES))
                             .flatten();
@@ -67,6 +67,7 @@ impl Sim {
                         // would the whole.
                         let now = self.instant();
                         self.queries.gossiped_in_parts(&job_id, parts.len(), now);
+                        let set = query::set_digest(&aggregate);
                         bytes = parts
                             .into_iter()
                             .map(|part| {
@@ -74,6 +75,7 @@ impl Sim {
                                     job_id: job_id.clone(),
                                     part,
                                     values: values as u64,
+                                    set,
                                     originator_start: SUBMITTER_START,
                                 })
                             })
