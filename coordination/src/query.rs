@@ -686,7 +686,9 @@ pub fn set_parts(aggregate: &Value, message_bytes: usize) -> Option<Vec<Value>> 
 pub const PARTS_WAIT: Duration = Duration::from_secs(60);
 
 /// Most bytes of values a target holds while it puts one set together (a set that large
-/// could not be sent directly either).
+/// could not be sent directly either). Only the originator of the QUERY job's run sends
+/// parts a target takes, one set per QUERY job that ran there: a member that submits runs
+/// can make its targets do anything their jobs can, so no cap over all jobs is kept.
 pub const MAX_SET_IN_PARTS: usize = 8 * 1024 * 1024;
 
 /// What the set a gossiped part belongs to is called: blake3 of its CBOR (the map's keys in
@@ -765,9 +767,18 @@ impl SetInParts {
         }
         self.last_part = Some(now);
         for (node, value) in per_node {
-            let size = crate::message::encoded_len(&node) + crate::message::encoded_len(&value);
-            if self.values.insert(node, value).is_none() {
-                self.bytes += size;
+            match self.values.get(&node) {
+                Some(had) if *had == value => {}
+                // A node's value is one in a set: parts that disagree are not of one set.
+                Some(_) => {
+                    self.drop_parts();
+                    return Part::Pending;
+                }
+                None => {
+                    self.bytes +=
+                        crate::message::encoded_len(&node) + crate::message::encoded_len(&value);
+                    self.values.insert(node, value);
+                }
             }
         }
         if self.bytes > MAX_SET_IN_PARTS {
@@ -1659,6 +1670,16 @@ mod tests {
             held.part(parts[1].clone(), 2, digest, 1, t0),
             Part::Set(set.clone())
         );
+
+        // Parts that give a node two values are not of one set.
+        let mut held = SetInParts::default();
+        let other_a = set_parts(&set_of(&[("a", json!(9))]), SET_PART_ROOM + 6).unwrap();
+        assert_eq!(held.part(parts[0].clone(), 2, digest, 1, t0), Part::Pending);
+        assert_eq!(
+            held.part(other_a[0].clone(), 2, digest, 1, t0),
+            Part::Pending
+        );
+        assert!(held.values.is_empty() && held.bytes == 0);
 
         // What came waits for the rest only PARTS_WAIT.
         let mut held = SetInParts::default();
