@@ -3,7 +3,8 @@
 //! A Unix socket in the state directory (mode 0660, group configurable). Each message is a frame:
 //! a big-endian `u32` length, then CBOR of `{v: CONTROL_VERSION, body}`. The length is checked
 //! against the limit of what the frame carries ([`MAX_FRAME`] for a request,
-//! [`MAX_RESPONSE_FRAME`] for an answer) before anything is allocated. A client sends one
+//! [`MAX_RESPONSE_FRAME`] for an answer) before anything is read, and the buffer grows as
+//! the bytes come. A client sends one
 //! [`ControlRequest`] and reads one [`ControlResponse`] per request, or a stream of them
 //! (`Watch`, `ListJobs`); the connection may carry several in turn. A stream that has nothing
 //! to say for [`STREAM_KEEPALIVE`] says [`ControlResponse::StillHere`], so a client can tell
@@ -404,8 +405,20 @@ pub async fn read_frame<T: DeserializeOwned + Framed>(
             limit: T::LIMIT,
         });
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await.map_err(transport_error)?;
+    // Grown as the bytes come (from 64 KiB): a client that announces a large frame and
+    // sends little holds little.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *io)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(transport_error)?;
+    if buf.len() < len {
+        return Err(transport_error(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the frame ended after {} of its {len} bytes", buf.len()),
+        )));
+    }
     match ciborium::from_reader::<Frame<T>, _>(buf.as_slice()) {
         Ok(f) if f.v == CONTROL_VERSION => Ok(Some(f.body)),
         Ok(f) => Err(ControlError::Version { found: f.v }),
