@@ -310,7 +310,8 @@ impl Store {
             failed,
             fail_hook: test_hook(path),
         };
-        let (done, writer_done) = mpsc::channel();
+        // One message, when the writer ends: a bound of one.
+        let (done, writer_done) = mpsc::sync_channel(1);
         let writer = thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {

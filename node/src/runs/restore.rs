@@ -117,7 +117,11 @@ impl Actor {
         let mut accepted_runs = self.store.accepted();
         // In the order they came: jobs queued again keep their order across runs.
         accepted_runs.sort_by_key(|(_, a)| (a.seq, a.accepted_unix_ms));
-        self.next_accept_seq = accepted_runs.last().map_or(0, |(_, a)| a.seq) + 1;
+        // (Saturating: a damaged row's u64::MAX must not wrap to 0.)
+        self.next_accept_seq = accepted_runs
+            .last()
+            .map_or(0, |(_, a)| a.seq)
+            .saturating_add(1);
         // Which jobs the previous run started, if it can tell, and whether it stopped so long
         // ago that what it had queued is better not run at all.
         let down_for = self.processes.as_ref().and_then(|p| p.previous_down_for());
