@@ -10,10 +10,12 @@
 //!   partition, late join) and its knobs;
 //! - [`network`]: tier 1's network (latency, loss, bandwidth) and wire-size estimates;
 //! - [`metrics`]: what a run measured, as a table and CSV; [`plot`]: the PNG;
-//! - [`signals`]: Ctrl-C during a run of real nodes stops it cleanly.
+//! - [`signals`]: Ctrl-C during a run of real nodes stops it cleanly;
+//! - [`output`]: lines for the terminal that a closed pipe does not turn into a panic.
 
 pub mod metrics;
 pub mod network;
+pub mod output;
 pub mod plot;
 pub mod scenario;
 pub mod signals;

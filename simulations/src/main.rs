@@ -11,7 +11,7 @@ use clap::Parser;
 use simulations::{
     metrics::{self, Report, Summary},
     network::{Bandwidth, Latency, LossModel, NetworkModel, parse_duration},
-    plot,
+    output, plot,
     scenario::{Scenario, Workload},
     tier1::Tier1,
     tier2::Tier2,
@@ -257,14 +257,16 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(complete) => {
             if args.require_complete && !complete {
-                eprintln!("error: at least one run did not deliver everything (see the table)");
+                output::err_line(format_args!(
+                    "error: at least one run did not deliver everything (see the table)"
+                ));
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            output::err_line(format_args!("error: {e}"));
             // Stopped by Ctrl-C (or SIGTERM), as a shell reports it.
             if simulations::signals::interrupted() {
                 ExitCode::from(130)
@@ -545,7 +547,7 @@ fn run(args: &Args) -> Result<bool, String> {
     'sweep: for &scenario in &scenarios {
         for &nodes in &sizes {
             let w = workload(args, scenario, nodes);
-            eprintln!(
+            output::err_line(format_args!(
                 "tier {} {scenario} on {nodes} nodes{}...",
                 args.tier,
                 if args.tier == 1 {
@@ -559,7 +561,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 } else {
                     String::new()
                 }
-            );
+            ));
             let report = if simulations::signals::interrupted() {
                 Err("interrupted".to_string())
             } else {
@@ -579,10 +581,10 @@ fn run(args: &Args) -> Result<bool, String> {
                 report.network = "memory transport".into();
             }
             for note in &report.notes {
-                eprintln!(
+                output::err_line(format_args!(
                     "warning: tier {} {scenario} on {nodes} nodes: {note}",
                     args.tier
-                );
+                ));
             }
             let summary = report.summary();
             complete &= summary.delivery >= 1.0
@@ -629,21 +631,25 @@ fn runs(n: usize) -> String {
 
 /// The table on stdout, the CSV and the plot.
 fn write_outputs(rows: &[Summary], csv_path: &Path, png_path: &Path) -> Result<(), String> {
-    println!("{}", metrics::table(rows));
+    output::line(format_args!("{}", metrics::table(rows)));
     std::fs::write(csv_path, metrics::csv(rows))
         .map_err(|e| format!("{}: {e}", csv_path.display()))?;
     match plot::draw(rows, png_path) {
         Ok(true) => {}
-        Ok(false) => eprintln!(
+        Ok(false) => output::err_line(format_args!(
             "note: no TrueType font found ({} or $DIRECTORD_MESH_SIM_FONT): the plot has no labels",
             plot::FONT_PATHS[0]
-        ),
+        )),
         Err(e) => {
-            println!("wrote {}", csv_path.display());
+            output::line(format_args!("wrote {}", csv_path.display()));
             return Err(format!("{}: plot not drawn: {e}", png_path.display()));
         }
     }
-    println!("wrote {} and {}", csv_path.display(), png_path.display());
+    output::line(format_args!(
+        "wrote {} and {}",
+        csv_path.display(),
+        png_path.display()
+    ));
     Ok(())
 }
 

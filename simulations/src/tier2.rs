@@ -31,6 +31,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     metrics::Report,
+    output,
     scenario::{Scenario, Workload, far_half, node_name},
 };
 
@@ -215,12 +216,12 @@ impl Tier2 {
         if let (Some(before), Some(after)) = (cpu_at_submit, cpu_seconds()) {
             let wall = t0_instant.elapsed().as_secs_f64();
             let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            eprintln!(
+            output::err_line(format_args!(
                 "  the run took {wall:.1} s and {:.1} s of cpu ({:.2} of this machine's {cores} \
                  cores on average, the idle mesh's own work included)",
                 after - before,
                 (after - before) / wall.max(0.001),
-            );
+            ));
         }
         while let Some(joined) = tasks.join_next().await {
             joined.map_err(|e| format!("a disruption task failed: {e}"))??;
@@ -452,12 +453,12 @@ pub(crate) fn report(
                 interrupted += 1;
             } else if !result.state.is_ok() {
                 if failed == 0 {
-                    eprintln!(
+                    output::err_line(format_args!(
                         "warning: {} failed on {name}: {} {}",
                         record.definition,
                         result.info,
                         result.stderr.trim()
-                    );
+                    ));
                 }
                 failed += 1;
             }
@@ -543,10 +544,10 @@ impl Mesh {
             nodes.push(Arc::new(node));
             configs.push(cfg);
         }
-        eprintln!(
+        output::err_line(format_args!(
             "  {n} nodes started in {:.1} s",
             begun.elapsed().as_secs_f64()
-        );
+        ));
         let mesh = Mesh {
             nodes: Arc::new(nodes.into_iter().map(|n| Mutex::new(Some(n))).collect()),
             configs: Arc::new(configs),
@@ -562,10 +563,10 @@ impl Mesh {
                 Err(e) => return Err(format!("status of the submitter: {e}")),
             };
             if alive == n {
-                eprintln!(
+                output::err_line(format_args!(
                     "  all {n} seen alive by the submitter after {:.1} s",
                     begun.elapsed().as_secs_f64()
-                );
+                ));
                 break;
             }
             if alive > best {
@@ -595,11 +596,11 @@ impl Mesh {
                 _ => break,
             }
         }
-        eprintln!(
+        output::err_line(format_args!(
             "  formation settled after {:.1} s (cpu {:.1} s)",
             begun.elapsed().as_secs_f64(),
             cpu_seconds().unwrap_or(0.0)
-        );
+        ));
         Ok(mesh)
     }
 

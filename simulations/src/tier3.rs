@@ -24,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     metrics::Report,
+    output,
     scenario::{Scenario, Workload, far_half, node_name},
 };
 
@@ -344,10 +345,10 @@ impl Mesh {
                     .is_some_and(|a| a.iter().filter(|m| m["state"] == "alive").count() == n)
             }))
         })?;
-        eprintln!(
+        output::err_line(format_args!(
             "  {n} daemons formed a mesh in {:.1} s",
             formed.elapsed().as_secs_f64()
-        );
+        ));
         Ok(mesh)
     }
 
@@ -680,7 +681,7 @@ impl Net {
     /// Takes the link between the halves down (`on`) or up again.
     fn split(&self, on: bool) -> Result<(), String> {
         let state = if on { "down" } else { "up" };
-        eprintln!("  the link between the halves goes {state}");
+        output::err_line(format_args!("  the link between the halves goes {state}"));
         ip(&["-n", &self.hub(), "link", "set", "trunk0", state])
     }
 }

@@ -64,6 +64,27 @@ fn a_run_writes_table_csv_and_plot() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }
 
+/// A reader gone before the table (`| head -1`) is no panic: the CSV is written and the
+/// exit code is the sweep's.
+#[test]
+fn a_closed_standard_output_still_writes_the_csv_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_directord-mesh-sim"))
+        .args(["--nodes", "20", "--out"])
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("directord-mesh-sim runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out_dir.join("results.csv").exists(), "{stderr}");
+}
+
 #[test]
 fn the_same_seed_writes_the_same_csv() {
     let dir = tempfile::tempdir().unwrap();
