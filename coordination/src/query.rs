@@ -383,7 +383,8 @@ impl Queries {
         }
     }
 
-    /// The set of `job_id` is too large to gossip: every target that has not said it has it
+    /// The set of `job_id` cannot be gossiped (whole or in parts): every target that has not
+    /// said it has it
     /// gets it directly now. (A publish that fails otherwise is left to the grace.)
     pub fn not_gossiped(&mut self, job_id: &str) -> Vec<Action> {
         match self.collections.get_mut(job_id) {
@@ -648,14 +649,16 @@ pub fn values_in(aggregate: &Value) -> usize {
         .map_or(0, serde_json::Map::len)
 }
 
-/// Room in a message of part of a set for all but its values (the job id, the count, the
-/// envelope, gossip's own framing), with a wide margin: see [`set_parts`].
+/// Room in a message of part of a set for all but its values (the wire envelope, the
+/// variant and field names, the job id, the count, the digest, the originator's start, the
+/// part's map header), with a wide margin: see [`set_parts`].
 pub const SET_PART_ROOM: usize = 4 * 1024;
 
 /// The set `aggregate` in parts, each to gossip in a message of at most `message_bytes`
-/// ([`SET_PART_ROOM`] of them for all but its values), in the order of their nodes' names,
-/// when the whole set is too large for one gossip message; none if it holds no values, or a
-/// single value is too large for a part (such a set goes to each target directly).
+/// ([`SET_PART_ROOM`] of them for all but its values), in the order of their nodes' names
+/// (one part if it fits in one): for a set too large for one gossip message. None if it is
+/// not a set of values, or a single value is too large for a part (such a set goes to each
+/// target directly).
 pub fn set_parts(aggregate: &Value, message_bytes: usize) -> Option<Vec<Value>> {
     let part_bytes = message_bytes.checked_sub(SET_PART_ROOM)?;
     let per_node = aggregate.get("query")?.as_object()?;
@@ -702,8 +705,9 @@ pub fn set_digest(aggregate: &Value) -> Fingerprint {
 pub enum Part {
     /// The set is whole: take it.
     Set(Value),
-    /// A part of a set this node took already, from a new start of the originator's daemon
-    /// (it sent the set again after a restart): say it was taken (this many values).
+    /// A part of a set this node has already (whole, or put together), from a start of the
+    /// originator's daemon not yet told so (one that restarted and sends it again, or parts
+    /// slower than a direct copy): say it has it (this many values).
     Had(usize),
     /// Nothing yet (or nothing at all: a part of a smaller set, one seen, one that is not a
     /// part of a set).

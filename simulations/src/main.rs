@@ -95,7 +95,10 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     file_mib: u64,
     /// query: pad each node's value to about this many bytes (0: a token of some 13 bytes).
-    /// A set over gossip's 1 MiB is gossiped in parts; over 8 MiB the QUERY fails.
+    /// A set over gossip's 1 MiB is gossiped in parts, unless one value is over a part
+    /// (1 MiB less 4 KiB): then it goes to each target directly. Over 8 MiB the daemon fails
+    /// the QUERY on its targets (tiers 2 and 3; tier 1 sends such a set directly); in tiers 2
+    /// and 3 a value over 3 MiB fails the RUN that prints it.
     #[arg(long, default_value_t = 0)]
     value_bytes: usize,
     /// How long each job runs on a target (default 5ms; 100ms for churn, partition and
@@ -138,8 +141,7 @@ struct Args {
     require_complete: bool,
 }
 
-/// Largest QUERY set `--value-bytes` may make (every value is held in memory, once per
-/// tier 2 node).
+/// Largest QUERY set `--value-bytes` may make (the simulator holds every value).
 const MAX_SET_BYTES: usize = 64 << 20;
 
 const SCENARIOS: &str = "\
@@ -413,7 +415,7 @@ fn check(args: &Args) -> Result<(), String> {
     if args.value_bytes.saturating_mul(largest) > MAX_SET_BYTES {
         return Err(format!(
             "--value-bytes {} on {largest} nodes: a set of {} MiB, over the {} MiB the \
-             simulator holds (a QUERY set over 8 MiB fails anyway); give smaller values or \
+             simulator holds (the daemon fails a QUERY set over 8 MiB); give smaller values or \
              fewer nodes",
             args.value_bytes,
             args.value_bytes.saturating_mul(largest) >> 20,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (32 jobs) and payload/f-I.txt
+# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (32 jobs, 35 when I is a multiple of 3) and payload/f-I.txt
 I=$1; S=${SOAK_DIR:-/tmp/directord-soak}; T="S$I"
 printf 'soak payload %s %s\n' "$I" "$(date -u +%FT%T)" > $S/payload/f-$I.txt
 printf 'soak_cf_%s: %s\nsoak_cf_last: %s\n' "$I" "$I" "$I" > $S/payload/cachefile.yaml

@@ -392,7 +392,7 @@ impl Actor {
         self.cross
             .query_origins
             .retain(|_, o| now.saturating_duration_since(o.since) < FORGET_QUERY_ORIGINS);
-        // A QUERY job that runs again (after a restart here) keeps the parts that came.
+        // The QUERY job starting again here keeps the parts that came for it.
         let parts = self
             .cross
             .query_origins

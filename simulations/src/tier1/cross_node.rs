@@ -55,8 +55,9 @@ impl Sim {
                             .then(|| query::set_parts(&aggregate, daemon::MAX_GOSSIP_BYTES))
                             .flatten();
                         let Some(parts) = parts else {
-                            // As the daemon: a value too large for gossip, sent to each
-                            // target directly.
+                            // As the daemon: a value too large for a part, sent to each
+                            // target directly (a set too large for a direct message, which
+                            // the daemon fails on its targets, too: not modelled).
                             let actions = self.queries.not_gossiped(&job_id);
                             self.query_actions(actions);
                             continue;
