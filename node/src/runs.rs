@@ -1060,7 +1060,9 @@ impl Actor {
                 run,
             } => match wait_problem(&wait_id, &fingerprint, run.as_deref()) {
                 Some(why) => JobReply::Refused(why.into()),
-                None => match self.wait_for(wait_id, fingerprint, run, from) {
+                // Fingerprints are matched in lower case here (a registration in upper case
+                // would otherwise never hear of the job it names).
+                None => match self.wait_for(wait_id, fingerprint.to_ascii_lowercase(), run, from) {
                     Ok(()) => JobReply::Ok,
                     Err(why) => JobReply::Refused(why),
                 },

@@ -52,6 +52,12 @@ enum Heard {
         job_id: String,
         aggregate: serde_json::Value,
     },
+    /// Word that a JOB_WAIT it registered is over on `node`, with the job's state.
+    WaitDone {
+        wait_id: String,
+        node: NodeId,
+        state: String,
+    },
     /// Part of a QUERY's set gossiped in parts, and how many values the whole set holds.
     Part {
         job_id: String,
@@ -110,6 +116,15 @@ async fn rogue(first: &Node) -> (MeshHandle, mpsc::Receiver<Heard>) {
                     match wire::decode::<JobMessage>(&data, LIMIT) {
                         Ok(JobMessage::Deliver(run)) => Some(Heard::Run(*run)),
                         Ok(JobMessage::Results(results)) => Some(Heard::Results(results)),
+                        Ok(JobMessage::WaitDone {
+                            wait_id,
+                            node,
+                            state,
+                        }) => Some(Heard::WaitDone {
+                            wait_id,
+                            node,
+                            state,
+                        }),
                         Ok(JobMessage::QueryResult { job_id, aggregate }) => Some(Heard::Set {
                             gossiped: false,
                             job_id,
@@ -810,6 +825,61 @@ async fn a_member_cannot_plant_holder_hints_or_runs_with_bad_ids() {
             JobReply::Refused("a wait's ids are those of a job's".into())
         );
     }
+
+    target.shutdown().await.unwrap();
+    submitter.shutdown().await.unwrap();
+}
+
+/// A JOB_WAIT registration that names its job's fingerprint in upper case hears when the job
+/// ends, as one in lower case does (the registration is taken either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_registered_in_upper_case_hears_its_job_end() {
+    let Trio {
+        dirs,
+        submitter,
+        target,
+        rogue,
+        mut heard,
+    } = trio().await;
+    let gate = dirs[1].path().join("gate");
+    let yaml = format!(
+        "- jobs:\n  - RUN: --skip-cache while [ ! -e {} ]; do sleep 0.1; done\n",
+        gate.display()
+    );
+    let (_, jobs) = submit(&submitter, &yaml, dirs[0].path(), &["target"]).await;
+    let fingerprint = job_info(&submitter, &jobs[0]).await.fingerprint;
+    // The job is queued or running on the target while the waits register.
+    for (wait_id, named) in [
+        ("upper", fingerprint.to_ascii_uppercase()),
+        ("lower", fingerprint.clone()),
+    ] {
+        let wait = JobMessage::WaitFor {
+            wait_id: wait_id.into(),
+            fingerprint: named,
+            run: None,
+        };
+        assert_eq!(send(&rogue, target.peer_id(), &wait).await, JobReply::Ok);
+    }
+    std::fs::write(&gate, "").unwrap();
+    let target_id = NodeId(target.peer_id().to_string());
+    let mut told = BTreeMap::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while told.len() < 2 {
+            if let Heard::WaitDone {
+                wait_id,
+                node,
+                state,
+            } = heard.recv().await.expect("the rogue still listens")
+            {
+                assert_eq!(node, target_id);
+                told.insert(wait_id, state);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("both waits should hear the job end: {told:?}"));
+    assert_eq!(told["upper"], "success");
+    assert_eq!(told["lower"], "success");
 
     target.shutdown().await.unwrap();
     submitter.shutdown().await.unwrap();
