@@ -275,19 +275,25 @@ pub enum AwaitedHere {
     /// run's job is still to come.
     RunNotTaken,
     /// The registration names the waiter's run, taken in here: how its first job with the
-    /// fingerprint ended (`Some(true)`: not failed; `None`: not ended, or ended before a
-    /// restart here, whose outcomes are not kept), and whether a job of it with the
-    /// fingerprint is queued or running.
+    /// fingerprint ended (`Some(true)`: not failed; `None`: not ended, or its outcome was not
+    /// kept), and whether a job of it with the fingerprint is queued or running.
     InRun { ended: Option<bool>, pending: bool },
     /// The registration names no run: whether any job with the fingerprint is queued or
     /// running here.
     Any { pending: bool },
 }
 
+/// What a wait of a run is told when the run's job ended here but how is not known (the run
+/// was taken in by a release that kept no outcomes, and the cache has none of the job).
+pub const ENDED_UNKNOWN: &str = "ended (how was not kept)";
+
 /// The state a registration is answered with at once, or `None` to keep it until the job
 /// finishes here. The run's own job answers a wait of that run (not an earlier run's outcome,
 /// nor a later job of the run queued behind the wait); a job queued or running is waited for
-/// (a run again waits for its new run); else the node's `cached` outcome answers.
+/// (a run again waits for its new run); else the node's `cached` outcome answers. A run
+/// taken in here with its job neither pending nor ended has ended it all the same (its jobs
+/// here were queued as it came): without an outcome, [`ENDED_UNKNOWN`] says so, rather than
+/// keep the wait to its timeout for a job that will not run.
 pub fn answer_now(
     here: AwaitedHere,
     cached: impl FnOnce() -> Option<&'static str>,
@@ -298,7 +304,8 @@ pub fn answer_now(
             ended: Some(ok), ..
         } => Some(if ok { "success" } else { "failed" }),
         AwaitedHere::InRun { pending: true, .. } | AwaitedHere::Any { pending: true } => None,
-        AwaitedHere::InRun { .. } | AwaitedHere::Any { .. } => cached(),
+        AwaitedHere::InRun { .. } => cached().or(Some(ENDED_UNKNOWN)),
+        AwaitedHere::Any { .. } => cached(),
     }
 }
 
@@ -789,6 +796,7 @@ mod tests {
             pending: false,
         };
         assert_eq!(answer_now(forgotten, cached), Some("success"));
+        assert_eq!(answer_now(forgotten, || None), Some(ENDED_UNKNOWN));
         assert_eq!(answer_now(Any { pending: true }, cached), None);
         assert_eq!(
             answer_now(Any { pending: false }, || Some("failed")),

@@ -416,8 +416,9 @@ struct AcceptedRun {
     /// restart here, the next copy is acknowledged once more.
     ack: Acknowledgement,
     /// How the run's jobs ended here, by fingerprint (the first to end, if several share one;
-    /// `true`: not failed), for JOB_WAITs of the run itself. In memory only: after a restart
-    /// such a wait is answered from the cache.
+    /// `true`: not failed), for JOB_WAITs of the run itself. Kept on disk as they come
+    /// (`run-outcomes`), and restored with the run: a wait asking after a restart, or after
+    /// CACHEEVICT, is answered by them.
     outcomes: Vec<(jobs::Fingerprint, bool)>,
     /// A run refused here: its jobs were answered refused, none ran. The number is the jobs
     /// of it counted against its submitter's [`refusals::RefusalBudget`] (given back when the

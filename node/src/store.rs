@@ -69,6 +69,10 @@ const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new(jobs::cache::TABLE_NAME);
 /// QUERY values an originator collected (`JOB/PEER`), kept until the job is over.
 const QUERY_VALUES: TableDefinition<&str, &[u8]> = TableDefinition::new("query-values");
+/// How the jobs of an accepted run ended here (`RUN/FINGERPRINT`: `true` if not failed), the
+/// first of each fingerprint: a JOB_WAIT of that run asking after a restart is answered by
+/// them, whatever the cache still holds. Kept as long as the run's `accepted` row.
+const RUN_OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("run-outcomes");
 /// Counters the node keeps (`last-submission`: the number of the last run submitted here).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -101,7 +105,7 @@ fn probe_write(db: &Database, path: &Path) -> Result<(), String> {
 }
 
 /// Every table, created when the database opens.
-const TABLES: [Table; 10] = [
+const TABLES: [Table; 11] = [
     JOBS,
     RUNS,
     OUTBOX,
@@ -111,6 +115,7 @@ const TABLES: [Table; 10] = [
     CACHE,
     QUERY_VALUES,
     ACCEPTED_RUNS,
+    RUN_OUTCOMES,
     META,
 ];
 const LAST_SUBMISSION: &str = "last-submission";
@@ -495,9 +500,43 @@ impl Store {
         self.all(QUERY_VALUES).into_iter().map(|(_, v)| v).collect()
     }
 
-    pub fn delete_accepted(&self, run_id: &str) {
-        self.send(Op::Delete(ACCEPTED, run_id.to_string()));
-        self.send(Op::Delete(ACCEPTED_RUNS, run_id.to_string()));
+    /// Forgets an accepted run, with the `outcomes` kept of it.
+    pub fn delete_accepted(&self, run_id: &str, outcomes: &[(jobs::Fingerprint, bool)]) {
+        let mut ops = vec![
+            Op::Delete(ACCEPTED, run_id.to_string()),
+            Op::Delete(ACCEPTED_RUNS, run_id.to_string()),
+        ];
+        ops.extend(
+            outcomes
+                .iter()
+                .map(|(fp, _)| Op::Delete(RUN_OUTCOMES, run_outcome_key(run_id, fp))),
+        );
+        self.send(Op::Batch(ops));
+    }
+
+    /// How the job with `fingerprint` of the accepted run `run_id` ended here (`ok`: not
+    /// failed). Sent before the job's [`Store::job_finished`]: whatever of that is on disk,
+    /// this is too.
+    pub fn put_run_outcome(&self, run_id: &str, fingerprint: &jobs::Fingerprint, ok: bool) {
+        self.send(Op::Put(
+            RUN_OUTCOMES,
+            run_outcome_key(run_id, fingerprint),
+            encode(&ok),
+        ));
+    }
+
+    /// Every outcome [`Store::put_run_outcome`] kept, by run (rows that do not read are left
+    /// out).
+    pub fn run_outcomes(&self) -> HashMap<String, Vec<(jobs::Fingerprint, bool)>> {
+        let mut out: HashMap<String, Vec<(jobs::Fingerprint, bool)>> = HashMap::new();
+        for (key, ok) in self.all::<bool>(RUN_OUTCOMES) {
+            if let Some((run, fp)) = key.rsplit_once('/')
+                && let Some(fp) = jobs::Fingerprint::from_hex(fp)
+            {
+                out.entry(run.to_string()).or_default().push((fp, ok));
+            }
+        }
+        out
     }
 
     /// Keeps an accepted run while jobs of it are pending here, so that a restart can queue
@@ -1051,6 +1090,10 @@ fn all_in<T: DeserializeOwned>(
 
 fn outbox_key(result: &JobResult) -> String {
     format!("{}/{}", result.run_id, result.outcome.job_id)
+}
+
+fn run_outcome_key(run_id: &str, fingerprint: &jobs::Fingerprint) -> String {
+    format!("{run_id}/{}", fingerprint.to_hex())
 }
 
 #[cfg(test)]

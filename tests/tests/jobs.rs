@@ -3255,6 +3255,46 @@ fn a_job_wait_in_its_own_run_hears_of_that_runs_job() {
     assert!(r["execution_secs"].as_f64().unwrap() < 50.0, "{wait}");
 }
 
+/// A JOB_WAIT for a job of its own run that asks only after the awaited node restarted, with
+/// the job's outcome evicted from that node's cache meanwhile, hears how the run's job ended
+/// there (kept on disk with the run) instead of waiting out its timeout.
+#[test]
+fn a_job_wait_of_its_own_run_asking_after_a_restart_hears_how_the_job_ended() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let job = "RUN: echo kept-outcome";
+    let probe = root.path().join("probe.yaml");
+    std::fs::write(&probe, format!("- jobs:\n  - {job}\n")).unwrap();
+    let fp = fingerprint_of(&nodes[0], &probe, "echo kept-outcome");
+    let wait = format!("JOB_WAIT: {fp} --identity n3 --timeout 30");
+    let file = root.path().join("run.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- targets: [n3]\n  jobs:\n  - {job}\n  - CACHEEVICT: jobs\n\
+             - targets: [n2]\n  async: true\n  jobs:\n  - WAIT: --seconds 12\n  - {wait}\n"
+        ),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    // n3's results reached the submitter: what it wrote of its jobs before them is on disk.
+    wait_for_job(&nodes, "CACHEEVICT: jobs", "n3 never reported", |r| {
+        reported(r, "n3")
+    });
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    crash_and_restart(&mut nodes[2]);
+    let r = job_wait_heard(&nodes, &wait, "n3: success");
+    let (asked_from, _) = window(&r, "n2");
+    assert!(
+        asked_from > restarted_at,
+        "the JOB_WAIT began before n3's restart, so it says nothing of what n3 kept: {r}"
+    );
+}
+
 /// A JOB_WAIT naming a node this node does not know yet (it joins moments later) looks for
 /// it again instead of failing at once, and ends when the job has run there.
 #[test]

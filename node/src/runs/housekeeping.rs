@@ -109,7 +109,7 @@ impl Actor {
             // that originator resends it when it comes back, and it must not run again.
             let keep = !a.old_enough_to_forget(now_unix_ms, now) || outbox.holds_run(run_id);
             if !keep {
-                store.delete_accepted(run_id);
+                store.delete_accepted(run_id, &a.outcomes);
                 if let Some(jobs) = a.refused {
                     refusals.release(&a.originator, jobs);
                 }

@@ -142,16 +142,27 @@ impl Actor {
                 self.store.forget_accepted_run(&run_id);
             }
         }
+        // Outcomes of runs forgotten meanwhile (by a release that did not keep them).
+        let mut outcomes = self.store.run_outcomes();
+        outcomes.retain(|run_id, kept| {
+            let known = known.contains(run_id.as_str());
+            if !known {
+                self.store.delete_accepted(run_id, kept);
+            }
+            known
+        });
         // Runs taken in over a day ago by the wall clock are kept too, for a day from now
         // (`forget_accepted_runs`): that clock may have been stepped forward while the node
         // was down, and a run forgotten too early runs again when a copy of it comes.
         let mut queue_again: Vec<(Arc<Run>, HashSet<String>)> = Vec::new();
         for (run_id, accepted) in accepted_runs {
             let pending = pending_jobs.remove(&run_id).unwrap_or_default();
+            let outcomes = outcomes.remove(&run_id).unwrap_or_default();
             if let Some(again) = self.settle_accepted_run(
                 run_id,
                 accepted,
                 pending,
+                outcomes,
                 previous_starts.as_ref(),
                 down_too_long,
             ) {
@@ -211,13 +222,15 @@ impl Actor {
         queued_here
     }
 
-    /// Settles one run this node had accepted, with its jobs still pending at the restart:
-    /// each is reported interrupted, or (returned, with the run) to be queued again.
+    /// Settles one run this node had accepted, with its jobs still pending at the restart
+    /// and the `outcomes` kept of those that had ended: each pending job is reported
+    /// interrupted, or (returned, with the run) to be queued again.
     fn settle_accepted_run(
         &mut self,
         run_id: String,
         accepted: Accepted,
         pending: Vec<PendingJob>,
+        outcomes: Vec<(jobs::Fingerprint, bool)>,
         previous_starts: Option<&HashSet<String>>,
         down_too_long: bool,
     ) -> Option<(Arc<Run>, HashSet<String>)> {
@@ -259,6 +272,7 @@ impl Actor {
                 .checked_sub(age)
                 .unwrap_or(remembered.since);
         }
+        remembered.outcomes = outcomes;
         self.accepted.insert(run_id.clone(), remembered);
         // A file job cut short may have left a partial copy beside its DEST.
         let cut_short = fates.contains(&restart::Fate::Interrupted);

@@ -363,6 +363,11 @@ impl Actor {
             for job_id in job_ids {
                 self.job_runs.insert(job_id.clone(), run.run_id.clone());
                 let fingerprint = fingerprints.get(job_id.as_str()).copied();
+                // The run's outcome of the job is written before the job's result (as in
+                // `finished`).
+                if let Some(fp) = fingerprint {
+                    self.note_outcome(&run.run_id, fp, false);
+                }
                 self.finished(Outcome {
                     job_id,
                     state: ResultState::Failed,
@@ -378,7 +383,6 @@ impl Actor {
                 // of it, and waits for the job of any run go on (a member this node refuses
                 // would otherwise end the waits of the runs it takes).
                 if let Some(fp) = fingerprint {
-                    self.note_outcome(&run.run_id, fp, false);
                     self.refused_waiters(&fp.to_hex(), &run.run_id);
                 }
             }
@@ -469,6 +473,7 @@ impl Actor {
             && !accepted.outcomes.iter().any(|(f, _)| *f == fingerprint)
         {
             accepted.outcomes.push((fingerprint, ok));
+            self.store.put_run_outcome(run_id, &fingerprint, ok);
         }
     }
 

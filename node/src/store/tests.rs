@@ -159,16 +159,50 @@ fn query_values_survive_a_reopen_as_they_were() {
         store.delete_query_value("j", &NodeId("n1".into()));
         store.flush();
     }
-    // The writer thread lets the database go once its queue closes.
+    let store = reopen(&path);
+    assert_eq!(store.query_values(), vec![kept("j", "n2"), kept("k", "n1")]);
+}
+
+/// Reopens the database at `path` once the last store on it has let it go (the writer
+/// thread does so once its queue closes).
+fn reopen(path: &Path) -> Store {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match Store::open(&path) {
+    loop {
+        match Store::open(path) {
             Ok(store) => break store,
             Err(e) if Instant::now() > deadline => panic!("{e}"),
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
-    };
-    assert_eq!(store.query_values(), vec![kept("j", "n2"), kept("k", "n1")]);
+    }
+}
+
+#[test]
+fn a_runs_outcomes_survive_a_reopen_and_go_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let fp = |text: &str| jobs::Fingerprint::of(&text);
+    let (a, b) = (fp("RUN: true"), fp("RUN: false"));
+    {
+        let store = Store::open(&path).unwrap();
+        store.put_run_outcome("r1", &a, true);
+        store.put_run_outcome("r1", &b, false);
+        store.put_run_outcome("r2", &a, false);
+        store.flush();
+    }
+    let store = reopen(&path);
+    let mut kept = store.run_outcomes();
+    for outcomes in kept.values_mut() {
+        outcomes.sort_by_key(|(f, _)| f.to_hex());
+    }
+    let mut r1 = vec![(a, true), (b, false)];
+    r1.sort_by_key(|(f, _)| f.to_hex());
+    assert_eq!(kept.get("r1"), Some(&r1));
+    assert_eq!(kept.get("r2"), Some(&vec![(a, false)]));
+    store.delete_accepted("r1", &r1);
+    store.flush();
+    let kept = store.run_outcomes();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept.contains_key("r2"));
 }
 
 #[test]
