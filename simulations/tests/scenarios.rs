@@ -17,15 +17,7 @@ const TIER2_NODES: usize = 20;
 fn tier1(scenario: Scenario, network: NetworkModel, seed: u64) -> Summary {
     let mut workload = Workload::new(scenario, TIER1_NODES);
     workload.file_bytes = 4 << 20;
-    Tier1 {
-        workload,
-        network,
-        seed,
-        limit: Duration::from_secs(600),
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("tier 1 {scenario}: {e}"))
-    .summary()
+    tier1_report(workload, network, seed).summary()
 }
 
 /// Everything delivered and every expected result recorded once, none failed or unreachable.
@@ -72,15 +64,7 @@ fn tier1_a_partition_longer_than_failure_detection_still_loses_nothing() {
     // once the split heals they run after all and their results replace the write-off.
     let mut workload = Workload::new(Scenario::Partition, TIER1_NODES);
     workload.partition_for = Duration::from_secs(90);
-    let s = Tier1 {
-        workload,
-        network: NetworkModel::default(),
-        seed: 4,
-        limit: Duration::from_secs(600),
-    }
-    .run()
-    .unwrap()
-    .summary();
+    let s = tier1_report(workload, NetworkModel::default(), 4).summary();
     assert_complete(&s);
     assert!(
         s.have[2].expect("every target has the run") >= 90.0,
@@ -106,15 +90,21 @@ fn tier1_late_nodes_get_the_run_only_after_they_join() {
     assert!(s.have[2] > fanout.have[2], "{s:?} {fanout:?}");
 }
 
-fn tier1_report(workload: Workload) -> simulations::metrics::Report {
+/// A tier 1 run of `workload` (within 600 s of simulated time).
+fn tier1_report(
+    workload: Workload,
+    network: NetworkModel,
+    seed: u64,
+) -> simulations::metrics::Report {
+    let scenario = workload.scenario;
     Tier1 {
         workload,
-        network: NetworkModel::default(),
-        seed: 2,
+        network,
+        seed,
         limit: Duration::from_secs(600),
     }
     .run()
-    .unwrap()
+    .unwrap_or_else(|e| panic!("tier 1 {scenario}: {e}"))
 }
 
 /// A QUERY set too large for one gossip message is gossiped in parts: every node gets it,
@@ -131,15 +121,7 @@ fn tier1_a_query_set_past_gossips_limit_goes_in_parts() {
             loss,
             ..NetworkModel::default()
         };
-        let s = Tier1 {
-            workload,
-            network,
-            seed: 3,
-            limit: Duration::from_secs(600),
-        }
-        .run()
-        .unwrap()
-        .summary();
+        let s = tier1_report(workload, network, 3).summary();
         assert_complete(&s);
         let uploaded = s.submitter_upload_mib.unwrap();
         assert!(uploaded > set_mib, "{set_mib} MiB set: {s:?}");
@@ -151,7 +133,7 @@ fn tier1_a_query_set_past_gossips_limit_goes_in_parts() {
 fn tier1_says_when_a_disruption_did_not_happen() {
     let mut partition = Workload::new(Scenario::Partition, 50);
     partition.partition_at = Duration::from_secs(1000);
-    let r = tier1_report(partition);
+    let r = tier1_report(partition, NetworkModel::default(), 2);
     assert_eq!(r.disruptions, 0);
     assert!(
         r.notes.iter().any(|n| n.contains("never started")),
@@ -162,7 +144,7 @@ fn tier1_says_when_a_disruption_did_not_happen() {
     // Joining within 1 ms of the submit, before the gossip crosses a 20 ms link.
     let mut late = Workload::new(Scenario::LateJoin, 50);
     late.late_within = Duration::from_millis(1);
-    let r = tier1_report(late);
+    let r = tier1_report(late, NetworkModel::default(), 2);
     assert!(
         r.notes
             .iter()
@@ -173,7 +155,7 @@ fn tier1_says_when_a_disruption_did_not_happen() {
 
     // Disruptions as meant: nothing to say.
     for scenario in [Scenario::Partition, Scenario::LateJoin, Scenario::Churn] {
-        let r = tier1_report(Workload::new(scenario, 50));
+        let r = tier1_report(Workload::new(scenario, 50), NetworkModel::default(), 2);
         assert!(r.disruptions > 0, "{scenario}");
         assert!(r.notes.is_empty(), "{scenario}: {:?}", r.notes);
     }

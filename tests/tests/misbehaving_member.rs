@@ -274,6 +274,20 @@ async fn wait_alive(node: &Node, n: usize) {
     }
 }
 
+/// The record of `job_id` once `name` has reported it (within 30 s, else the test fails
+/// saying `what` never happened).
+async fn reported_on(node: &Node, job_id: &str, name: &str, what: &str) -> JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = job_info(node, job_id).await;
+        if record.results.contains_key(name) {
+            return record;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn job_info(node: &Node, job_id: &str) -> JobRecord {
     match node.request(ControlRequest::JobInfo(job_id.into())).await {
         Reply::One(ControlResponse::Job(Some(r))) => *r,
@@ -462,18 +476,13 @@ async fn a_query_set_is_gossiped_and_a_forged_one_is_not_taken() {
     assert_eq!(set, expected);
 
     // The target's QUERY job took the real set and finished.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !job_info(&submitter, &query_job)
-        .await
-        .results
-        .contains_key("target")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the target's QUERY never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reported_on(
+        &submitter,
+        &query_job,
+        "target",
+        "the target's QUERY never finished",
+    )
+    .await;
     // A set of the same job gossiped by the rogue is dropped: the target keeps the real one.
     let forged = Gossip::QuerySet {
         job_id: query_job.clone(),
@@ -527,15 +536,13 @@ async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_sen
     // The target sends its own value as its QUERY starts, right after its ARG: in before
     // the rogue's (with a second to spare), so that the rogue's is the last and the time
     // taken is the submitter's alone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !job_info(&submitter, &jobs[0])
-        .await
-        .results
-        .contains_key("target")
-    {
-        assert!(Instant::now() < deadline, "the target's ARG never finished");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reported_on(
+        &submitter,
+        &jobs[0],
+        "target",
+        "the target's ARG never finished",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sent = Instant::now();
     assert_eq!(
@@ -555,18 +562,13 @@ async fn a_query_set_too_large_to_gossip_goes_directly_and_word_of_it_is_the_sen
     assert_eq!(set["query"]["rogue"]["token"], serde_json::json!(big));
     assert_eq!(set["query"]["target"]["token"], "real");
     // The target took it too, directly: its QUERY job finished.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !job_info(&submitter, &query_job)
-        .await
-        .results
-        .contains_key("target")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the target's QUERY never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reported_on(
+        &submitter,
+        &query_job,
+        "target",
+        "the target's QUERY never finished",
+    )
+    .await;
     // Word of a set in another node's name: refused.
     let taken = JobMessage::QueryTaken {
         job_id: query_job.clone(),
@@ -606,15 +608,13 @@ async fn a_query_set_too_large_for_one_gossip_message_is_gossiped_in_parts() {
     let (_, jobs) = submit(&submitter, &yaml, dirs[0].path(), &["target", "rogue"]).await;
     let query_job = jobs[1].clone();
     // In after the target's own value (sent as its QUERY starts, right after its ARG).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !job_info(&submitter, &jobs[0])
-        .await
-        .results
-        .contains_key("target")
-    {
-        assert!(Instant::now() < deadline, "the target's ARG never finished");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reported_on(
+        &submitter,
+        &jobs[0],
+        "target",
+        "the target's ARG never finished",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let value = JobMessage::QueryValue {
         job_id: query_job.clone(),
@@ -664,18 +664,13 @@ async fn a_query_set_too_large_for_one_gossip_message_is_gossiped_in_parts() {
 
     // The target puts the parts together and its QUERY finishes, before any direct copy
     // went out (those to it and to the rogue go at the same moment).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !job_info(&submitter, &query_job)
-        .await
-        .results
-        .contains_key("target")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the target's QUERY never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reported_on(
+        &submitter,
+        &query_job,
+        "target",
+        "the target's QUERY never finished",
+    )
+    .await;
     while let Ok(next) = heard.try_recv() {
         if let Heard::Set { job_id, .. } = next {
             assert_ne!(
@@ -696,15 +691,13 @@ async fn a_query_set_too_large_for_one_gossip_message_is_gossiped_in_parts() {
     );
     // And the job after it sees both values (the rogue runs nothing: the job is over on the
     // target alone).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let done = loop {
-        let record = job_info(&submitter, &jobs[2]).await;
-        if record.results.contains_key("target") {
-            break record;
-        }
-        assert!(Instant::now() < deadline, "the target's RUN never finished");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = reported_on(
+        &submitter,
+        &jobs[2],
+        "target",
+        "the target's RUN never finished",
+    )
+    .await;
     assert_eq!(
         done.results["target"].stdout,
         format!("{target_len}/{rogue_len}"),
