@@ -467,33 +467,61 @@ impl Actor {
         }
     }
 
-    /// Records `job_id` of this node's own run `run_id` as interrupted by a restart, as
-    /// `restore` does for the jobs of accepted runs.
-    pub(super) fn interrupted_before_accepted(&mut self, run_id: &str, job_id: &str) {
-        let job = self.open_runs.get(run_id).and_then(|run| {
-            run.parents.iter().find_map(|p| {
-                p.jobs
-                    .iter()
-                    .find(|j| j.job_id == job_id)
-                    .map(|j| (j.fingerprint, p.parent_id.clone()))
-            })
-        });
-        let (fingerprint, parent_id) = job.unzip();
-        let outcome = self.interrupted(
-            job_id,
-            fingerprint,
-            &parent_id.unwrap_or_default(),
-            INTERRUPTED,
-        );
-        self.record_result(JobResult {
-            run_id: run_id.to_string(),
-            node: self.local.clone(),
-            outcome,
-        });
-        // Not queued here any more: a JOB_WAIT on it is answered, after the writes above are
-        // queued (as in `finished`).
-        if let Some(fp) = self.job_fingerprints.remove(job_id) {
-            self.notify_waiters(&fp.to_hex(), run_id, "failed");
+    /// Records `job_ids` of this node's own run `run_id` as interrupted by a restart, as
+    /// `restore` does for the jobs of accepted runs: the acceptance of its own part had not
+    /// reached the disk. The run is remembered as taken in now, with how its jobs ended here,
+    /// so that a JOB_WAIT of the run on another node hears they failed rather than wait for a
+    /// run this node will never take in (and a copy of the run that still comes runs nothing).
+    pub(super) fn interrupted_before_accepted(&mut self, run_id: &str, job_ids: Vec<String>) {
+        if !self.accepted.contains_key(run_id) {
+            let accepted_unix_ms = now_ms();
+            let seq = self.take_accept_seq();
+            self.store.put_accepted(
+                run_id,
+                &Accepted {
+                    originator: self.local.clone(),
+                    stream: false,
+                    accepted_unix_ms,
+                    seq,
+                    accepted_on_boot: jobs::processes::BootInstant::now(),
+                },
+                &[],
+            );
+            self.accepted.insert(
+                run_id.to_string(),
+                AcceptedRun::new(self.local.clone(), HashSet::new(), accepted_unix_ms),
+            );
+        }
+        for job_id in job_ids {
+            let job = self.open_runs.get(run_id).and_then(|run| {
+                run.parents.iter().find_map(|p| {
+                    p.jobs
+                        .iter()
+                        .find(|j| j.job_id == job_id)
+                        .map(|j| (j.fingerprint, p.parent_id.clone()))
+                })
+            });
+            let (fingerprint, parent_id) = job.unzip();
+            let outcome = self.interrupted(
+                &job_id,
+                fingerprint,
+                &parent_id.unwrap_or_default(),
+                INTERRUPTED,
+            );
+            // Before the result (as in `finished`).
+            if let Some(fp) = fingerprint {
+                self.note_outcome(run_id, fp, false);
+            }
+            self.record_result(JobResult {
+                run_id: run_id.to_string(),
+                node: self.local.clone(),
+                outcome,
+            });
+            // Not queued here any more: a JOB_WAIT on it is answered, after the writes above
+            // are queued (as in `finished`).
+            if let Some(fp) = self.job_fingerprints.remove(&job_id) {
+                self.notify_waiters(&fp.to_hex(), run_id, "failed");
+            }
         }
     }
 }

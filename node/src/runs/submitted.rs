@@ -235,9 +235,7 @@ impl Actor {
                 // The acceptance of this node's own part had not reached the disk when it
                 // stopped: interrupted, like the jobs of the runs it had accepted.
                 originator::Action::Interrupted { run_id, job_ids } => {
-                    for job_id in job_ids {
-                        self.interrupted_before_accepted(&run_id, &job_id);
-                    }
+                    self.interrupted_before_accepted(&run_id, job_ids);
                 }
                 originator::Action::Finished { run_id } => {
                     self.run_born.remove(&run_id);

@@ -468,7 +468,7 @@ impl Actor {
 
     /// The first outcome of the job with `fingerprint` in the accepted run `run_id`: what the
     /// run's own JOB_WAITs are answered from.
-    fn note_outcome(&mut self, run_id: &str, fingerprint: jobs::Fingerprint, ok: bool) {
+    pub(super) fn note_outcome(&mut self, run_id: &str, fingerprint: jobs::Fingerprint, ok: bool) {
         if let Some(accepted) = self.accepted.get_mut(run_id)
             && !accepted.outcomes.iter().any(|(f, _)| *f == fingerprint)
         {

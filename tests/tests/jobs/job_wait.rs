@@ -434,6 +434,55 @@ fn a_job_wait_of_its_own_run_asking_after_a_restart_hears_how_the_job_ended() {
     );
 }
 
+/// The submitter dies right after submitting, before its own part of the run was accepted on
+/// its disk: back, it reports that part interrupted, and a JOB_WAIT of the run on another node
+/// that asks it only then hears the job failed there, instead of waiting out its timeout for
+/// a run the submitter will never take in.
+#[test]
+fn a_job_wait_on_a_submitter_that_died_before_taking_its_own_part_hears_it_failed() {
+    let root = root();
+    let mut nodes = mesh(root.path());
+    let job = "RUN: sleep 2; echo own-part";
+    let probe = root.path().join("probe.yaml");
+    std::fs::write(&probe, format!("- jobs:\n  - {job}\n")).unwrap();
+    let fp = fingerprint_of(&nodes[0], &probe, "echo own-part");
+    let wait = format!("JOB_WAIT: {fp} --identity n1 --timeout 40");
+    let file = root.path().join("run.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "- targets: [n1]\n  jobs:\n  - {job}\n\
+             - targets: [n2]\n  jobs:\n  - WAIT: --seconds 6\n  - {wait}\n"
+        ),
+    )
+    .unwrap();
+    let o = nodes[0].cli(&["orchestrate", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    nodes[0].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[0].restart();
+    let r = wait_for_job(&nodes, &wait, "the JOB_WAIT never reported", |r| {
+        reported(r, "n2")
+    });
+    let result = &r["results"]["n2"];
+    assert_eq!(result["state"], "success", "{r}");
+    assert!(
+        result["info"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("completed on all coordinated targets: n1: failed"),
+        "{r}"
+    );
+    let recs = records(&nodes[0]);
+    let own = record(&recs, job);
+    assert!(
+        own["results"]["n1"]["info"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("interrupted")),
+        "{own}"
+    );
+}
+
 /// A JOB_WAIT naming a node this node does not know yet (it joins moments later) looks for
 /// it again instead of failing at once, and ends when the job has run there.
 #[test]
