@@ -10,7 +10,8 @@
 //!   every [`REFRESH`] (plus up to [`REFRESH_SPREAD`], so that waits opened together do not
 //!   ask at once) until the node has said the job finished, so a wait survives the awaited
 //!   node's restart whether or not the waiting node noticed it (a job that the restart
-//!   interrupted there is then answered "failed" from the node's cache).
+//!   interrupted there is then answered "failed": from how the waiting job's run ended it
+//!   there, which the node keeps with the run, or else from its cache).
 //! - [`Registrations`], the node waited on: who waits for which fingerprint (a prefix of it
 //!   is enough), once per wait whatever came twice, forgotten after [`FORGET`]. A waiter
 //!   holds at most [`MAX_REGISTERED_PER_WAITER`]: past that, its registration not sent again

@@ -175,6 +175,9 @@ pub struct OutboxEntry {
     pub finished_on_boot: Option<jobs::processes::BootInstant>,
 }
 
+/// How the jobs of a run ended here, by fingerprint (`true`: not failed).
+pub type RunOutcomes = Vec<(jobs::Fingerprint, bool)>;
+
 /// A run this node accepted as a target (its unfinished jobs are in the `pending` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
@@ -474,15 +477,30 @@ impl Store {
 
     /// A job of an accepted run finished; its result, for another node, goes into the outbox
     /// in the same commit (else a crash between the two could leave the job neither pending,
-    /// so reported interrupted, nor owed).
-    pub fn job_finished(&self, run_id: &str, job_id: &str, outbox: Option<&OutboxEntry>) {
-        let pending = Op::Delete(PENDING, format!("{run_id}/{job_id}"));
-        match outbox {
-            Some(entry) => self.send(Op::Batch(vec![
-                pending,
-                Op::Put(OUTBOX, outbox_key(&entry.result), encode(entry)),
-            ])),
-            None => self.send(pending),
+    /// so reported interrupted, nor owed), and so does `outcome`, how the job with that
+    /// fingerprint ended in the run (`true`: not failed), if it is the run's first (see
+    /// [`Store::put_run_outcome`]).
+    pub fn job_finished(
+        &self,
+        run_id: &str,
+        job_id: &str,
+        outbox: Option<&OutboxEntry>,
+        outcome: Option<(jobs::Fingerprint, bool)>,
+    ) {
+        let mut ops = vec![Op::Delete(PENDING, format!("{run_id}/{job_id}"))];
+        if let Some(entry) = outbox {
+            ops.push(Op::Put(OUTBOX, outbox_key(&entry.result), encode(entry)));
+        }
+        if let Some((fingerprint, ok)) = outcome {
+            ops.push(Op::Put(
+                RUN_OUTCOMES,
+                run_outcome_key(run_id, &fingerprint),
+                encode(&ok),
+            ));
+        }
+        match ops.len() {
+            1 => self.send(ops.remove(0)),
+            _ => self.send(Op::Batch(ops)),
         }
     }
 
@@ -515,8 +533,9 @@ impl Store {
     }
 
     /// How the job with `fingerprint` of the accepted run `run_id` ended here (`ok`: not
-    /// failed). Sent before the job's [`Store::job_finished`]: whatever of that is on disk,
-    /// this is too.
+    /// failed), for the run's own JOB_WAITs, if it is the run's first with that fingerprint
+    /// (most come with [`Store::job_finished`]). Sent before the job's result: whatever of
+    /// that is on disk, this is too.
     pub fn put_run_outcome(&self, run_id: &str, fingerprint: &jobs::Fingerprint, ok: bool) {
         self.send(Op::Put(
             RUN_OUTCOMES,
@@ -525,18 +544,34 @@ impl Store {
         ));
     }
 
-    /// Every outcome [`Store::put_run_outcome`] kept, by run (rows that do not read are left
-    /// out).
-    pub fn run_outcomes(&self) -> HashMap<String, Vec<(jobs::Fingerprint, bool)>> {
-        let mut out: HashMap<String, Vec<(jobs::Fingerprint, bool)>> = HashMap::new();
-        for (key, ok) in self.all::<bool>(RUN_OUTCOMES) {
-            if let Some((run, fp)) = key.rsplit_once('/')
-                && let Some(fp) = jobs::Fingerprint::from_hex(fp)
-            {
-                out.entry(run.to_string()).or_default().push((fp, ok));
+    /// The outcomes [`Store::put_run_outcome`] and [`Store::job_finished`] kept, by run, and
+    /// the keys of rows that do not read as one (damaged: never restored, for the caller to
+    /// delete with [`Store::delete_run_outcomes`]).
+    pub fn run_outcomes(&self) -> (HashMap<String, RunOutcomes>, Vec<String>) {
+        let values: HashMap<String, bool> = self.all(RUN_OUTCOMES).into_iter().collect();
+        let mut kept: HashMap<String, RunOutcomes> = HashMap::new();
+        let mut damaged = Vec::new();
+        for key in self.keys(RUN_OUTCOMES) {
+            let row = key
+                .rsplit_once('/')
+                .and_then(|(run, fp)| Some((run, jobs::Fingerprint::from_hex(fp)?)))
+                .filter(|(run, fp)| run_outcome_key(run, fp) == key)
+                .zip(values.get(&key));
+            match row {
+                Some(((run, fp), ok)) => kept.entry(run.to_string()).or_default().push((fp, *ok)),
+                None => damaged.push(key),
             }
         }
-        out
+        (kept, damaged)
+    }
+
+    /// Forgets the outcome rows `keys` (see [`run_outcome_key`]).
+    pub fn delete_run_outcomes(&self, keys: Vec<String>) {
+        self.send_in_batches(
+            keys.into_iter()
+                .map(|key| Op::Delete(RUN_OUTCOMES, key))
+                .collect(),
+        );
     }
 
     /// Keeps an accepted run while jobs of it are pending here, so that a restart can queue
@@ -1092,7 +1127,8 @@ fn outbox_key(result: &JobResult) -> String {
     format!("{}/{}", result.run_id, result.outcome.job_id)
 }
 
-fn run_outcome_key(run_id: &str, fingerprint: &jobs::Fingerprint) -> String {
+/// The key of a run's outcome of a fingerprint in the `run-outcomes` table.
+pub fn run_outcome_key(run_id: &str, fingerprint: &jobs::Fingerprint) -> String {
     format!("{run_id}/{}", fingerprint.to_hex())
 }
 

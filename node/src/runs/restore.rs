@@ -142,15 +142,22 @@ impl Actor {
                 self.store.forget_accepted_run(&run_id);
             }
         }
-        // Outcomes of runs forgotten meanwhile (by a release that did not keep them).
-        let mut outcomes = self.store.run_outcomes();
+        // Outcomes of runs forgotten meanwhile (by a release that did not keep them), and rows
+        // that do not read, go.
+        let (mut outcomes, mut gone) = self.store.run_outcomes();
         outcomes.retain(|run_id, kept| {
             let known = known.contains(run_id.as_str());
             if !known {
-                self.store.delete_accepted(run_id, kept);
+                gone.extend(
+                    kept.iter()
+                        .map(|(fp, _)| crate::store::run_outcome_key(run_id, fp)),
+                );
             }
             known
         });
+        if !gone.is_empty() {
+            self.store.delete_run_outcomes(gone);
+        }
         // Runs taken in over a day ago by the wall clock are kept too, for a day from now
         // (`forget_accepted_runs`): that clock may have been stepped forward while the node
         // was down, and a run forgotten too early runs again when a copy of it comes.
@@ -473,6 +480,7 @@ impl Actor {
     /// so that a JOB_WAIT of the run on another node hears they failed rather than wait for a
     /// run this node will never take in (and a copy of the run that still comes runs nothing).
     pub(super) fn interrupted_before_accepted(&mut self, run_id: &str, job_ids: Vec<String>) {
+        info!(run = %run_id, jobs = job_ids.len(), "this node's own part of a run it submitted was not taken in on disk when it stopped: its jobs are recorded interrupted");
         if !self.accepted.contains_key(run_id) {
             let accepted_unix_ms = now_ms();
             let seq = self.take_accept_seq();
@@ -508,9 +516,10 @@ impl Actor {
                 &parent_id.unwrap_or_default(),
                 INTERRUPTED,
             );
-            // Before the result (as in `finished`).
-            if let Some(fp) = fingerprint {
-                self.note_outcome(run_id, fp, false);
+            // Before the result: on disk whenever the result is.
+            if let Some((fp, ok)) = fingerprint.and_then(|fp| self.note_outcome(run_id, fp, false))
+            {
+                self.store.put_run_outcome(run_id, &fp, ok);
             }
             self.record_result(JobResult {
                 run_id: run_id.to_string(),

@@ -363,21 +363,21 @@ impl Actor {
             for job_id in job_ids {
                 self.job_runs.insert(job_id.clone(), run.run_id.clone());
                 let fingerprint = fingerprints.get(job_id.as_str()).copied();
-                // The run's outcome of the job is written before the job's result (as in
-                // `finished`).
-                if let Some(fp) = fingerprint {
-                    self.note_outcome(&run.run_id, fp, false);
-                }
-                self.finished(Outcome {
-                    job_id,
-                    state: ResultState::Failed,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    info: info.clone(),
-                    execution_secs: 0.0,
-                    started_unix_ms: now_ms(),
-                    finished_unix_ms: now_ms(),
-                });
+                // The run's outcome of the job goes to disk with the job's result.
+                let noted = fingerprint.and_then(|fp| self.note_outcome(&run.run_id, fp, false));
+                self.finished_noting(
+                    Outcome {
+                        job_id,
+                        state: ResultState::Failed,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                        info: info.clone(),
+                        execution_secs: 0.0,
+                        started_unix_ms: now_ms(),
+                        finished_unix_ms: now_ms(),
+                    },
+                    noted,
+                );
                 // The JOB_WAITs of this run hear that it failed here, and only those: the job
                 // never ran, so the cache (which JOB_WAITs of other runs ask) keeps nothing
                 // of it, and waits for the job of any run go on (a member this node refuses
@@ -434,6 +434,13 @@ impl Actor {
 
     /// Target side: a job finished here.
     pub(super) fn finished(&mut self, outcome: Outcome) {
+        self.finished_noting(outcome, None);
+    }
+
+    /// [`Self::finished`], with the outcome the run keeps of a job this node knows no
+    /// fingerprint of as pending (`noted`, by [`Self::note_outcome`]: a refused run's), which
+    /// is written with the job's result.
+    fn finished_noting(&mut self, outcome: Outcome, noted: Option<(jobs::Fingerprint, bool)>) {
         if let Some(log) = &self.processes {
             log.job_taken(&outcome.job_id);
         }
@@ -450,7 +457,7 @@ impl Actor {
             } else {
                 "success"
             };
-            self.note_outcome(&run_id, fp, outcome.state != ResultState::Failed);
+            let noted = self.note_outcome(&run_id, fp, outcome.state != ResultState::Failed);
             // A job that failed without running left nothing in the cache: a JOB_WAIT asking
             // after now hears "failed" too, as those waiting now do, instead of waiting for
             // its timeout.
@@ -459,22 +466,29 @@ impl Actor {
             }
             // After the job's own writes below are queued: JOB_WAIT waiters hear of it once
             // those are on disk.
-            self.record_finished(outcome);
+            self.record_finished(outcome, noted);
             self.notify_waiters(&fp.to_hex(), &run_id, state);
             return;
         }
-        self.record_finished(outcome);
+        self.record_finished(outcome, noted);
     }
 
     /// The first outcome of the job with `fingerprint` in the accepted run `run_id`: what the
-    /// run's own JOB_WAITs are answered from.
-    pub(super) fn note_outcome(&mut self, run_id: &str, fingerprint: jobs::Fingerprint, ok: bool) {
-        if let Some(accepted) = self.accepted.get_mut(run_id)
-            && !accepted.outcomes.iter().any(|(f, _)| *f == fingerprint)
-        {
-            accepted.outcomes.push((fingerprint, ok));
-            self.store.put_run_outcome(run_id, &fingerprint, ok);
+    /// run's own JOB_WAITs are answered from. Noted in memory; returned if it is the first,
+    /// for the caller to write to disk with the job's result (so that the two never part in
+    /// a crash).
+    pub(super) fn note_outcome(
+        &mut self,
+        run_id: &str,
+        fingerprint: jobs::Fingerprint,
+        ok: bool,
+    ) -> Option<(jobs::Fingerprint, bool)> {
+        let accepted = self.accepted.get_mut(run_id)?;
+        if accepted.outcomes.iter().any(|(f, _)| *f == fingerprint) {
+            return None;
         }
+        accepted.outcomes.push((fingerprint, ok));
+        Some((fingerprint, ok))
     }
 
     /// Jobs whose results are on disk leave the log of starts (they are done, not pending,
@@ -507,8 +521,9 @@ impl Actor {
         });
     }
 
-    /// Target side: a finished job leaves `pending` and its result goes to its originator.
-    pub(super) fn record_finished(&mut self, outcome: Outcome) {
+    /// Target side: a finished job leaves `pending` and its result goes to its originator;
+    /// `noted`, the run's first outcome of its fingerprint, is written in the same commit.
+    fn record_finished(&mut self, outcome: Outcome, noted: Option<(jobs::Fingerprint, bool)>) {
         let Some(run_id) = self.job_runs.remove(&outcome.job_id) else {
             warn!(job = %outcome.job_id, "finished a job of no known run");
             return;
@@ -535,7 +550,7 @@ impl Actor {
         };
         if originator == self.local {
             self.store
-                .job_finished(&run_id, &result.outcome.job_id, None);
+                .job_finished(&run_id, &result.outcome.job_id, None, noted);
             if !more_coming {
                 self.store.forget_accepted_run(&run_id);
             }
@@ -547,7 +562,7 @@ impl Actor {
                 finished_on_boot: jobs::processes::BootInstant::now(),
             };
             self.store
-                .job_finished(&run_id, &entry.result.outcome.job_id, Some(&entry));
+                .job_finished(&run_id, &entry.result.outcome.job_id, Some(&entry), noted);
             if !more_coming {
                 self.store.forget_accepted_run(&run_id);
             }

@@ -190,7 +190,8 @@ fn a_runs_outcomes_survive_a_reopen_and_go_with_the_run() {
         store.flush();
     }
     let store = reopen(&path);
-    let mut kept = store.run_outcomes();
+    let (mut kept, damaged) = store.run_outcomes();
+    assert!(damaged.is_empty(), "{damaged:?}");
     for outcomes in kept.values_mut() {
         outcomes.sort_by_key(|(f, _)| f.to_hex());
     }
@@ -199,10 +200,21 @@ fn a_runs_outcomes_survive_a_reopen_and_go_with_the_run() {
     assert_eq!(kept.get("r1"), Some(&r1));
     assert_eq!(kept.get("r2"), Some(&vec![(a, false)]));
     store.delete_accepted("r1", &r1);
+    // A row that does not read is named as such, to be deleted.
+    store.send(Op::Put(RUN_OUTCOMES, "r3/not-hex".into(), encode(&true)));
+    store.send(Op::Put(RUN_OUTCOMES, run_outcome_key("r4", &a), vec![0xff]));
     store.flush();
-    let kept = store.run_outcomes();
+    let (kept, mut damaged) = store.run_outcomes();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept.contains_key("r2"));
+    damaged.sort();
+    assert_eq!(
+        damaged,
+        vec!["r3/not-hex".to_string(), run_outcome_key("r4", &a)]
+    );
+    store.delete_run_outcomes(damaged);
+    store.flush();
+    assert_eq!(store.run_outcomes().1, Vec::<String>::new());
 }
 
 #[test]
@@ -240,8 +252,8 @@ fn an_accepted_run_and_a_finished_jobs_result_are_each_one_write() {
         accepted_on_boot: None,
     };
     store.put_accepted("r", &accepted, &jobs);
-    store.job_finished("r", "j0", Some(&entry("j0")));
-    store.job_finished("r", "j1", None);
+    store.job_finished("r", "j0", Some(&entry("j0")), None);
+    store.job_finished("r", "j1", None, None);
     store.flush();
     let pending = &store.pending_jobs()["r"];
     assert_eq!(pending.len(), MAX_GROUP + 8);

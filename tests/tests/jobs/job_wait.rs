@@ -464,6 +464,15 @@ fn a_job_wait_on_a_submitter_that_died_before_taking_its_own_part_hears_it_faile
     let r = wait_for_job(&nodes, &wait, "the JOB_WAIT never reported", |r| {
         reported(r, "n2")
     });
+    // The kill came before n1's acceptance of its own part reached the disk (within the
+    // store's second), as this test means.
+    assert!(
+        nodes[0]
+            .log()
+            .contains("own part of a run it submitted was not taken in on disk"),
+        "n1 had taken in its part before the kill: {}",
+        nodes[0].log()
+    );
     let result = &r["results"]["n2"];
     assert_eq!(result["state"], "success", "{r}");
     assert!(
