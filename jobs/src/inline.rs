@@ -119,6 +119,9 @@ pub struct OptionSpec {
     pub name: &'static str,
     /// Placeholder of the value (`NAME`, `SECONDS`), or `None` for a flag.
     pub value: Option<&'static str>,
+    /// Whether the option takes every word after it up to the next option (`--identity a b`,
+    /// as Directord's `nargs="+"`); a value given with `=` is one word.
+    pub many: bool,
     pub help: &'static str,
 }
 
@@ -127,22 +130,26 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "skip-cache",
         value: None,
+        many: false,
         help: "run even if this job already succeeded on the node within the cache TTL",
     },
     OptionSpec {
         name: "run-once",
         value: None,
+        many: false,
         help: "run on exactly one of the targets (the first given, else the first by name)",
     },
     OptionSpec {
         name: "timeout",
         value: Some("SECONDS"),
+        many: false,
         help: "kill the job (and every process it started) after this long: seconds, or 5m, \
                2h, 1d (at most a year); default 600",
     },
     OptionSpec {
         name: "force-lock",
         value: None,
+        many: false,
         help: "run alone on the node: wait for the jobs running to end; jobs that start \
                later wait for this one (QUERY, QUERY_WAIT and JOB_WAIT waiting for other nodes \
                neither wait nor hold it up; given to one of them, it holds up every job of \
@@ -151,6 +158,7 @@ pub const COMMON_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "exec-help",
         value: None,
+        many: false,
         help: "print this help and run nothing",
     },
 ];
@@ -256,8 +264,13 @@ fn parse_with(input: &str, specs: &[OptionSpec], anywhere: bool) -> Result<Parse
                 }
             }
         };
+        let takes_more = spec.many && !word.contains('=');
         options.push((name.to_string(), value));
         i += 1;
+        while takes_more && words.get(i).is_some_and(|w| !w.text.starts_with("--")) {
+            options.push((name.to_string(), Some(words[i].text.clone())));
+            i += 1;
+        }
     }
     let tail = &words[i.min(words.len())..];
     let (rest, rest_raw) = if anywhere {
@@ -337,11 +350,13 @@ mod tests {
         OptionSpec {
             name: "stdout-arg",
             value: Some("NAME"),
+            many: false,
             help: "",
         },
         OptionSpec {
             name: "no-block",
             value: None,
+            many: false,
             help: "",
         },
     ];
@@ -371,6 +386,7 @@ mod tests {
         const WAIT: &[OptionSpec] = &[OptionSpec {
             name: "identity",
             value: Some("NODE"),
+            many: true,
             help: "",
         }];
         let p = parse_anywhere("abc123 --identity n1 --identity=n2,n3 --timeout 5", WAIT).unwrap();
@@ -378,6 +394,18 @@ mod tests {
         assert_eq!(p.rest[0].text, "abc123");
         assert_eq!(p.values("identity"), vec!["n1", "n2", "n3"]);
         assert_eq!(p.value("timeout"), Some("5"));
+        // Several words after it, as Directord takes them, up to the next option; one
+        // after `=`.
+        let p = parse_anywhere("abc123 --identity n1 n2 n3 --timeout 5", WAIT).unwrap();
+        assert_eq!(p.rest.len(), 1);
+        assert_eq!(p.values("identity"), vec!["n1", "n2", "n3"]);
+        assert_eq!(p.value("timeout"), Some("5"));
+        let p = parse_anywhere("--identity=n1 abc123", WAIT).unwrap();
+        assert_eq!(p.values("identity"), vec!["n1"]);
+        assert_eq!(p.rest[0].text, "abc123");
+        let p = parse_anywhere("--identity n1 n2 -- abc123", WAIT).unwrap();
+        assert_eq!(p.values("identity"), vec!["n1", "n2"]);
+        assert_eq!(p.rest[0].text, "abc123");
     }
 
     #[test]

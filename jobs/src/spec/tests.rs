@@ -276,6 +276,27 @@ fn coordination_verbs() {
             identities: vec!["n1".into(), "n2".into(), "n3".into()]
         }
     );
+    // Directord's form: every node after one --identity.
+    assert_eq!(
+        spec("JOB_WAIT", "abcdef0123 --identity n1 n2 n3 --timeout 60").component,
+        Component::JobWait {
+            fingerprint: "abcdef0123".into(),
+            identities: vec!["n1".into(), "n2".into(), "n3".into()]
+        }
+    );
+    assert_eq!(
+        spec("QUERY_WAIT", "x --identity n1 n2").component,
+        Component::QueryWait {
+            item: "x".into(),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            identities: vec!["n1".into(), "n2".into()]
+        }
+    );
+    // Names taken for nodes leave the fingerprint missing, and the error says how to write it.
+    assert!(
+        err("JOB_WAIT", "--identity n1 abcdef0123")
+            .contains("usage: JOB_WAIT FINGERPRINT --identity NODE [NODE]...")
+    );
     assert_eq!(
         spec("QUERY_WAIT", "x --query-timeout 5").component,
         Component::QueryWait {

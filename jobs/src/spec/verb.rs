@@ -6,6 +6,7 @@ use super::*;
 const CHOWN: OptionSpec = OptionSpec {
     name: "chown",
     value: Some("USER[:GROUP]"),
+    many: false,
     help: "owner (names or numeric ids)",
 };
 
@@ -102,8 +103,10 @@ impl Verb {
                 "WAIT --seconds N | WAIT --cmd [--retry N] [--retry-wait SECONDS] COMMAND..."
             }
             Verb::Query => "QUERY [--no-wait] NAME",
-            Verb::QueryWait => "QUERY_WAIT ITEM [--query-timeout SECONDS] [--identity NODE]...",
-            Verb::JobWait => "JOB_WAIT FINGERPRINT --identity NODE [--identity NODE]...",
+            Verb::QueryWait => {
+                "QUERY_WAIT ITEM [--query-timeout SECONDS] [--identity NODE [NODE]...]"
+            }
+            Verb::JobWait => "JOB_WAIT FINGERPRINT --identity NODE [NODE]...",
             Verb::Add => "ADD [--chown USER[:GROUP]] [--chmod OCTAL] [--blueprint] SRC DEST",
             Verb::Copy => "COPY [--chown USER[:GROUP]] [--chmod OCTAL] [--blueprint] SRC DEST",
         }
@@ -171,17 +174,20 @@ impl Verb {
                 OptionSpec {
                     name: "stdout-arg",
                     value: Some("NAME"),
+                    many: false,
                     help: "store the command's trimmed stdout as the cached arg NAME for later jobs",
                 },
                 OptionSpec {
                     name: "no-block",
                     value: None,
+                    many: false,
                     help: "start the command in the background (its own process group, its output discarded) and report success at once",
                 },
             ],
             Verb::Arg | Verb::Env => &[OptionSpec {
                 name: "extend-args",
                 value: None,
+                many: false,
                 help: "merge into the cached value instead of replacing it: maps merge deeply, lists are extended (a value of any other type, or of another type than the cached one, replaces it, as in Directord)",
             }],
             Verb::Workdir => &[
@@ -189,6 +195,7 @@ impl Verb {
                 OptionSpec {
                     name: "chmod",
                     value: Some("OCTAL"),
+                    many: false,
                     help: "mode, e.g. 0755",
                 },
             ],
@@ -196,56 +203,68 @@ impl Verb {
                 OptionSpec {
                     name: "seconds",
                     value: Some("SECONDS"),
+                    many: false,
                     help: "wait this long",
                 },
                 OptionSpec {
                     name: "cmd",
                     value: None,
+                    many: false,
                     help: "wait until COMMAND (the rest of the line) exits 0",
                 },
                 OptionSpec {
                     name: "retry",
                     value: Some("N"),
+                    many: false,
                     help: "with --cmd: how many tries (default 30)",
                 },
                 OptionSpec {
                     name: "retry-wait",
                     value: Some("SECONDS"),
+                    many: false,
                     help: "with --cmd: pause between tries (default 1)",
                 },
             ],
             Verb::Query => &[OptionSpec {
                 name: "no-wait",
                 value: None,
+                many: false,
                 help: "give this node's value and go on without waiting for the others",
             }],
             Verb::QueryWait => &[
                 OptionSpec {
                     name: "query-timeout",
                     value: Some("SECONDS"),
+                    many: false,
                     help: "give up after this long (default 600)",
                 },
                 OptionSpec {
                     name: "identity",
                     value: Some("NODE"),
-                    help: "the item must be there for this node (repeatable, or comma-separated)",
+                    many: true,
+                    help: "the item must be there for this node (several after one --identity, \
+                           repeatable, or comma-separated)",
                 },
             ],
             Verb::JobWait => &[OptionSpec {
                 name: "identity",
                 value: Some("NODE"),
-                help: "a node to wait for (repeatable, or comma-separated; at least one)",
+                many: true,
+                help: "a node to wait for (several after one --identity, repeatable, or \
+                       comma-separated; at least one)",
             }],
             Verb::Add | Verb::Copy => &[
                 CHOWN,
                 OptionSpec {
                     name: "chmod",
                     value: Some("OCTAL"),
+                    many: false,
                     help: "mode, e.g. 0644",
                 },
                 OptionSpec {
                     name: "blueprint",
                     value: None,
+                    many: false,
                     help: "render the file as a template against the node's cached args (a cached success counts while they are as they were)",
                 },
             ],
