@@ -1,8 +1,13 @@
 #!/bin/bash
-# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (32 jobs, 35 when I is a multiple of 3) and payload/f-I.txt
+# usage: gen-orch.sh I  -> writes subs/orch-I.yaml (34 jobs, 37 when I is a multiple of 3) and payload/f-I.txt
 I=$1; S=${SOAK_DIR:-/tmp/directord-soak}; T="S$I"
 printf 'soak payload %s %s\n' "$I" "$(date -u +%FT%T)" > $S/payload/f-$I.txt
 printf 'soak_cf_%s: %s\nsoak_cf_last: %s\n' "$I" "$I" "$I" > $S/payload/cachefile.yaml
+# the 3 s job, and its fingerprint (for the JOB_WAIT below)
+D7="  - RUN: 'echo $T-d7start \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log; sleep 3; echo $T-d7 \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
+printf -- '- jobs:\n%s\n' "$D7" > $S/subs/probe-$I.yaml
+D7FP=$($S/directord-mesh orchestrate $S/subs/probe-$I.yaml --finger-print | grep d7start | awk '{print $NF}')
+[ -n "$D7FP" ] || { echo "gen-orch.sh: no fingerprint for the 3 s job" >&2; exit 1; }
 # the RUN line that records a unique token per job per node
 r() { echo "  - RUN: 'echo $T-$1 \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log; echo $T-$1'"; }
 {
@@ -41,5 +46,12 @@ echo "- name: async-d"
 echo "  async: true"
 echo "  jobs:"
 for k in 1 2 3 4 5; do r d$k; done
-echo "  - RUN: 'echo $T-d7start \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log; sleep 3; echo $T-d7 \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
+echo "$D7"
+# A JOB_WAIT on every node for the run's own 3 s job on all five (a disruption lands while it
+# runs), then a RUN that logs Sn-w.
+echo "- name: wait-e"
+echo "  async: true"
+echo "  jobs:"
+echo "  - JOB_WAIT: $D7FP --identity n1 n2 n3 n4 n5 --timeout 150"
+echo "  - RUN: 'echo $T-w \$SOAK_NODE >> $S/runs/\$SOAK_NODE.log'"
 } > $S/subs/orch-$I.yaml
