@@ -152,9 +152,24 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
     }
     let mut out: Vec<std::ffi::OsString> = argv[..=at].to_vec();
     let mut job = Vec::new();
+    // The `--target NAME` (or `--restrict`) just read, when the job's own words (other than
+    // its options) came before it: a plain word right after it is Directord's
+    // `'cmd' --target a b`, which names two nodes there, not a word of the command here.
+    let mut node_option_after_words: Option<String> = None;
     let mut rest = argv[at + 1..].iter();
     while let Some(arg) = rest.next() {
         let text = arg.to_str().unwrap_or_default();
+        if let Some(option) = node_option_after_words.take()
+            && !text.starts_with('-')
+        {
+            let name = option.split([' ', '=']).next().unwrap_or_default();
+            return Err(format!(
+                "exec: '{text}' follows `{option}` after the job's own words: Directord's \
+                 `--target a b` names two nodes, and here it would be a word of the job; give \
+                 each its own option (`{option} {name} {text}`), and the job's words in one \
+                 place (all of them after `--`, if they must come last)"
+            ));
+        }
         if text == "--" {
             job.extend(rest.by_ref().cloned());
             break;
@@ -169,11 +184,19 @@ pub fn exec_argv(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString
         {
             Some((_, takes_value)) => {
                 out.push(arg.clone());
+                let mut given = text.to_string();
                 if *takes_value
                     && !text.contains('=')
                     && let Some(value) = rest.next()
                 {
                     out.push(value.clone());
+                    given = format!("{text} {}", value.to_string_lossy());
+                }
+                let job_words_before = job
+                    .iter()
+                    .any(|w: &std::ffi::OsString| !w.to_string_lossy().starts_with('-'));
+                if matches!(name, "--target" | "--restrict") && job_words_before {
+                    node_option_after_words = Some(given);
                 }
             }
             None => {
@@ -1359,6 +1382,62 @@ mod tests {
         }
         assert!(one_typo("--ab", "--ba") && !one_typo("--abc", "--abc"));
         assert!(!one_typo("--all", "--poll") && one_typo("--pll", "--poll"));
+    }
+
+    /// Directord's `exec --verb RUN 'cmd' --target a b` names two nodes: here the `b` would be
+    /// a word of the command, run on `a` alone; it is refused instead.
+    #[test]
+    fn several_nodes_after_one_target_are_refused_not_run_as_the_job_s_words() {
+        let argv = |args: &[&str]| args.iter().map(Into::into).collect::<Vec<_>>();
+        let e = exec_argv(argv(&[
+            "dm", "exec", "--verb", "RUN", "echo hi", "--target", "a", "b",
+        ]))
+        .unwrap_err();
+        assert!(e.contains("'b' follows `--target a`"), "{e}");
+        assert!(e.contains("`--target a --target b`"), "{e}");
+        let e = exec_argv(argv(&[
+            "dm",
+            "exec",
+            "--verb",
+            "RUN",
+            "echo hi",
+            "--restrict=ab12",
+            "cd34",
+        ]))
+        .unwrap_err();
+        assert!(e.contains("'cd34' follows `--restrict=ab12`"), "{e}");
+        // The job's options before its target, its words after it, and exec's own options
+        // after the job's words, are as they were.
+        for args in [
+            &[
+                "dm",
+                "exec",
+                "--verb",
+                "RUN",
+                "--skip-cache",
+                "--target",
+                "a",
+                "echo hi",
+            ][..],
+            &["dm", "exec", "--verb", "RUN", "--target", "a", "echo", "hi"],
+            &[
+                "dm", "exec", "--verb", "RUN", "echo hi", "--target", "a", "--target", "b",
+                "--poll",
+            ],
+            &[
+                "dm",
+                "exec",
+                "--verb",
+                "JOB_WAIT",
+                "abcdef0123",
+                "--target",
+                "a",
+                "--identity",
+                "b",
+            ],
+        ] {
+            assert!(exec_argv(argv(args)).is_ok(), "{args:?}");
+        }
     }
 
     /// `-h` after the job's first argument is the job's (`df -h`); before it, exec's help.

@@ -293,6 +293,20 @@ fn usage_errors_exit_2() {
         2,
         &["exec has no option --taget: did you mean --target?"],
     );
+    // Directord's `--target a b` after the command: `b` is not made a word of the command.
+    fails(
+        &[
+            "exec",
+            "--verb",
+            "RUN",
+            "echo only-n1",
+            "--target",
+            "n1",
+            "n2",
+        ],
+        2,
+        &["'n2' follows `--target n1`", "--target n1 --target n2"],
+    );
     // A filter another action would silently ignore is refused before any daemon is asked.
     fails(
         &["manage", "--job-info", "last", "--filter", "failed"],

@@ -91,6 +91,34 @@ pub fn split(input: &str) -> Result<Vec<Word>, String> {
     Ok(words)
 }
 
+/// Splits `input` at ASCII whitespace only, quotes and backslashes kept as characters (as
+/// Directord splits): for the free text of ECHO, ARG and ENV when [`split`] cannot take it
+/// (`ECHO: Don't panic`).
+pub fn split_plain(input: &str) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, c) in input.char_indices() {
+        match (c.is_ascii_whitespace(), start) {
+            (true, Some(s)) => {
+                words.push(Word {
+                    text: input[s..i].to_string(),
+                    start: s,
+                });
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        words.push(Word {
+            text: input[s..].to_string(),
+            start: s,
+        });
+    }
+    words
+}
+
 /// Where the template expression `text` starts with (`{{ ... }}`) ends, past its `}}`; a
 /// `}}` inside one of its quoted strings does not end it. `None`: not a whole expression.
 fn template_end(text: &str) -> Option<usize> {
@@ -205,17 +233,26 @@ impl Parsed {
 /// Splits `input` and takes leading options known to `specs` (plus the common options).
 /// `--` ends the options explicitly. Unknown options are an error naming the known ones.
 pub fn parse(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
-    parse_with(input, specs, false)
+    parse_with(split(input)?, input, specs, false)
+}
+
+/// Like [`parse`], with the words of [`split_plain`].
+pub fn parse_plain(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
+    parse_with(split_plain(input), input, specs, false)
 }
 
 /// Like [`parse`], but options may also follow the positional words (for verbs whose
 /// positionals are plain names, such as `JOB_WAIT FINGERPRINT --identity web1`).
 pub fn parse_anywhere(input: &str, specs: &[OptionSpec]) -> Result<Parsed, String> {
-    parse_with(input, specs, true)
+    parse_with(split(input)?, input, specs, true)
 }
 
-fn parse_with(input: &str, specs: &[OptionSpec], anywhere: bool) -> Result<Parsed, String> {
-    let words = split(input)?;
+fn parse_with(
+    words: Vec<Word>,
+    input: &str,
+    specs: &[OptionSpec],
+    anywhere: bool,
+) -> Result<Parsed, String> {
     let known = |name: &str| {
         specs
             .iter()

@@ -337,7 +337,15 @@ impl JobSpec {
         let mut parsed = if verb.options_anywhere() {
             inline::parse_anywhere(inline, verb.options())?
         } else {
-            inline::parse(inline, verb.options())?
+            match inline::parse(inline, verb.options()) {
+                Ok(parsed) => parsed,
+                // Free text with a lone quote or a trailing backslash (`ECHO: it's done`) is
+                // taken word by word at its spaces, as Directord takes every line.
+                Err(_) if matches!(verb, Verb::Echo | Verb::Arg | Verb::Env) => {
+                    inline::parse_plain(inline, verb.options())?
+                }
+                Err(e) => return Err(e),
+            }
         };
         apply_vars(&mut parsed, verb, vars)?;
         if parsed.flag("exec-help") {

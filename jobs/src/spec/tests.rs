@@ -116,6 +116,38 @@ fn timeouts_and_waits_beyond_a_year_are_refused_and_never_overflow_a_clock() {
     assert_eq!(bounded_secs_f64(1.5).as_millis(), 1500);
 }
 
+/// ECHO, ARG and ENV take free text with a lone quote or a trailing backslash word by word at
+/// its spaces, as Directord does; RUN does not (its shell would refuse the line too).
+#[test]
+fn free_text_with_a_lone_quote_is_taken_at_its_spaces() {
+    assert_eq!(
+        spec("ECHO", "it's   done").component,
+        Component::Echo {
+            text: "it's done".into()
+        }
+    );
+    let value = |verb: &str, inline: &str| match spec(verb, inline).component {
+        Component::Arg { args, extend } | Component::Env { envs: args, extend } => {
+            assert!(!extend);
+            args.into_iter().next().unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        value("ARG", "motd Don't panic"),
+        ("motd".to_string(), json!("Don't panic"))
+    );
+    assert_eq!(
+        value("ENV", "TAIL ends with \\"),
+        ("TAIL".to_string(), json!("ends with \\"))
+    );
+    assert!(matches!(
+        spec("ARG", "--extend-args k it's").component,
+        Component::Arg { extend: true, .. }
+    ));
+    assert!(err("RUN", "echo it's").contains("unterminated single quote"));
+}
+
 #[test]
 fn arg_values_are_yaml() {
     let value = |inline: &str| match spec("ARG", inline).component {
