@@ -491,6 +491,22 @@ fn apply_vars(
             (Some(_), Value::String(s)) => parsed.options.push((name, Some(s.clone()))),
             (Some(_), Value::Number(n)) => parsed.options.push((name, Some(n.to_string()))),
             (Some(_), Value::Bool(b)) => parsed.options.push((name, Some(b.to_string()))),
+            // An option that takes several words takes a list of them (`identity: [a, b]`).
+            (Some(placeholder), Value::Array(items)) if spec.many => {
+                for item in items {
+                    match item {
+                        Value::String(s) => parsed.options.push((name.clone(), Some(s.clone()))),
+                        Value::Number(n) => {
+                            parsed.options.push((name.clone(), Some(n.to_string())))
+                        }
+                        other => {
+                            return Err(format!(
+                                "vars: '{key}' takes a list of {placeholder}s; {other} is not one"
+                            ));
+                        }
+                    }
+                }
+            }
             (Some(placeholder), other) => {
                 return Err(format!(
                     "vars: '{key}' needs a single value ({placeholder}), not {other}"

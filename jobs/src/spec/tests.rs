@@ -324,6 +324,21 @@ fn coordination_verbs() {
             identities: vec!["n1".into(), "n2".into()]
         }
     );
+    // In vars, a list (Directord sets the option's value to it); the inline ones give way.
+    let vars = BTreeMap::from([("identity".to_string(), json!(["n4", "n5"]))]);
+    assert_eq!(
+        spec_vars("JOB_WAIT", "abcdef0123 --identity n1", vars).component,
+        Component::JobWait {
+            fingerprint: "abcdef0123".into(),
+            identities: vec!["n4".into(), "n5".into()]
+        }
+    );
+    let vars = BTreeMap::from([("identity".to_string(), json!([["n4"]]))]);
+    assert!(
+        JobSpec::parse("JOB_WAIT", "abcdef0123", &vars)
+            .unwrap_err()
+            .contains("takes a list of NODEs")
+    );
     // Names taken for nodes leave the fingerprint missing, and the error says how to write it.
     assert!(
         err("JOB_WAIT", "--identity n1 abcdef0123")
