@@ -296,6 +296,17 @@ fn parse_with(
             (Some(placeholder), None) => {
                 i += 1;
                 match words.get(i) {
+                    // `--identity --timeout 5`: the value left out, not a node named so.
+                    Some(w)
+                        if w.text.strip_prefix("--").is_some_and(|o| {
+                            known(o.split_once('=').map_or(o, |(o, _)| o)).is_some()
+                        }) =>
+                    {
+                        return Err(format!(
+                            "--{name} needs a value ({placeholder}) before {}",
+                            w.text
+                        ));
+                    }
                     Some(w) => Some(w.text.clone()),
                     None => return Err(format!("--{name} needs a value ({placeholder})")),
                 }
@@ -462,5 +473,14 @@ mod tests {
                 .unwrap_err()
                 .contains("takes no value")
         );
+        // Another option where the value should be: left out, not a value spelled so.
+        assert!(
+            parse("--stdout-arg --timeout 5 cmd", RUN)
+                .unwrap_err()
+                .contains("--stdout-arg needs a value (NAME) before --timeout")
+        );
+        // A word that only looks like an option is a value.
+        let p = parse("--stdout-arg --x cmd", RUN).unwrap();
+        assert_eq!(p.value("stdout-arg"), Some("--x"));
     }
 }

@@ -21,6 +21,13 @@ fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
         ("bad-timeout.yaml", &["--timeout 'soon'"]),
         ("bad-mode.yaml", &["not an octal mode"]),
         ("unterminated-quote.yaml", &["unterminated double quote"]),
+        (
+            "missing-identity.yaml",
+            &[
+                "entry 1, job 1 (JOB_WAIT)",
+                "--identity needs a value (NODE) before --timeout",
+            ],
+        ),
         ("not-a-list.yaml", &["expected a list of entries"]),
         ("bad-async.yaml", &["async: 'maybe' is not a boolean"]),
         ("bad-var.yaml", &["'chown' is not an option of RUN"]),
