@@ -48,7 +48,11 @@ pub use coordinate::NodeCoordinator;
 use watchers::{EarlyOutput, OutputQueue, Watcher};
 pub use watchers::{WatchReceiver, WatchSender, watch_channel};
 
-use crate::{control::WatchEvent, records::JobRecord, store::Store};
+use crate::{
+    control::WatchEvent,
+    records::JobRecord,
+    store::{RunOutcomes, Store},
+};
 
 /// A job a restart of its node cut short. A job still queued is run after the restart,
 /// unless the node cannot tell whether it had started (after a reboot of its machine, or a
@@ -419,7 +423,7 @@ struct AcceptedRun {
     /// `true`: not failed), for JOB_WAITs of the run itself. Kept on disk as they come
     /// (`run-outcomes`), and restored with the run: a wait asking after a restart, or after
     /// CACHEEVICT, is answered by them.
-    outcomes: Vec<(jobs::Fingerprint, bool)>,
+    outcomes: RunOutcomes,
     /// A run refused here: its jobs were answered refused, none ran. The number is the jobs
     /// of it counted against its submitter's [`refusals::RefusalBudget`] (given back when the
     /// run is forgotten). In memory only: after a restart, a refused run counts as taken (a

@@ -16,7 +16,7 @@ use jobs::{
 use tracing::{info, warn};
 
 use super::{AcceptedRun, Actor, INTERRUPTED, now_ms};
-use crate::store::{Accepted, PendingJob};
+use crate::store::{Accepted, PendingJob, RunOutcomes};
 
 /// A job still queued at a restart after the node was down longer than this is not run: its
 /// submitter has long reported it unreachable (and no longer sends it to a node back without
@@ -237,7 +237,7 @@ impl Actor {
         run_id: String,
         accepted: Accepted,
         pending: Vec<PendingJob>,
-        outcomes: Vec<(jobs::Fingerprint, bool)>,
+        outcomes: RunOutcomes,
         previous_starts: Option<&HashSet<String>>,
         down_too_long: bool,
     ) -> Option<(Arc<Run>, HashSet<String>)> {
@@ -482,23 +482,8 @@ impl Actor {
     pub(super) fn interrupted_before_accepted(&mut self, run_id: &str, job_ids: Vec<String>) {
         info!(run = %run_id, jobs = job_ids.len(), "this node's own part of a run it submitted was not taken in on disk when it stopped: its jobs are recorded interrupted");
         if !self.accepted.contains_key(run_id) {
-            let accepted_unix_ms = now_ms();
-            let seq = self.take_accept_seq();
-            self.store.put_accepted(
-                run_id,
-                &Accepted {
-                    originator: self.local.clone(),
-                    stream: false,
-                    accepted_unix_ms,
-                    seq,
-                    accepted_on_boot: jobs::processes::BootInstant::now(),
-                },
-                &[],
-            );
-            self.accepted.insert(
-                run_id.to_string(),
-                AcceptedRun::new(self.local.clone(), HashSet::new(), accepted_unix_ms),
-            );
+            let local = self.local.clone();
+            self.remember_accepted(run_id, &local, false, HashSet::new(), &[]);
         }
         for job_id in job_ids {
             let job = self.open_runs.get(run_id).and_then(|run| {

@@ -193,22 +193,12 @@ impl Actor {
         // The run is kept while jobs of it are pending, to queue again after a restart those
         // that had not started.
         self.store.put_accepted_run(&run);
-        let accepted_unix_ms = now_ms();
-        let seq = self.take_accept_seq();
-        self.store.put_accepted(
+        self.remember_accepted(
             &run.run_id,
-            &Accepted {
-                originator: run.originator.clone(),
-                stream: run.stream,
-                accepted_unix_ms,
-                seq,
-                accepted_on_boot: jobs::processes::BootInstant::now(),
-            },
+            &run.originator,
+            run.stream,
+            pending,
             &pending_rows,
-        );
-        self.accepted.insert(
-            run.run_id.clone(),
-            AcceptedRun::new(run.originator.clone(), pending, accepted_unix_ms),
         );
         if run.originator == self.local {
             // The submitter's own part: after a crash here its jobs are written off, never
@@ -239,6 +229,37 @@ impl Actor {
     pub(super) fn take_accept_seq(&mut self) -> u64 {
         self.next_accept_seq += 1;
         self.next_accept_seq - 1
+    }
+
+    /// Remembers `run_id` as taken in here, on disk (its `accepted` row with the `pending_rows`
+    /// of the jobs still to run, in the store's next commit) and in memory; returns the run's
+    /// memory, for a caller to mark it refused.
+    pub(super) fn remember_accepted(
+        &mut self,
+        run_id: &str,
+        originator: &NodeId,
+        stream: bool,
+        pending: HashSet<String>,
+        pending_rows: &[PendingJob],
+    ) -> &mut AcceptedRun {
+        let accepted_unix_ms = now_ms();
+        let seq = self.take_accept_seq();
+        self.store.put_accepted(
+            run_id,
+            &Accepted {
+                originator: originator.clone(),
+                stream,
+                accepted_unix_ms,
+                seq,
+                accepted_on_boot: jobs::processes::BootInstant::now(),
+            },
+            pending_rows,
+        );
+        let remembered = AcceptedRun::new(originator.clone(), pending, accepted_unix_ms);
+        self.accepted
+            .entry(run_id.to_string())
+            .insert_entry(remembered)
+            .into_mut()
     }
 
     /// This node's jobs of `run` (`only` these, if given), ready for the executor: their
@@ -325,36 +346,22 @@ impl Actor {
                     )
                 }
             };
-            let seq = self.take_accept_seq();
-            self.store.put_accepted(
+            let pending_rows: Vec<PendingJob> = job_ids
+                .iter()
+                .map(|job_id| PendingJob {
+                    job_id: job_id.clone(),
+                    fingerprint: None,
+                    parent_id: String::new(),
+                })
+                .collect();
+            self.remember_accepted(
                 &run.run_id,
-                &Accepted {
-                    originator: run.originator.clone(),
-                    stream: false,
-                    accepted_unix_ms: now_ms(),
-                    seq,
-                    accepted_on_boot: jobs::processes::BootInstant::now(),
-                },
-                &job_ids
-                    .iter()
-                    .map(|job_id| PendingJob {
-                        job_id: job_id.clone(),
-                        fingerprint: None,
-                        parent_id: String::new(),
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            self.accepted.insert(
-                run.run_id.clone(),
-                AcceptedRun {
-                    refused: Some(counted),
-                    ..AcceptedRun::new(
-                        run.originator.clone(),
-                        job_ids.iter().cloned().collect(),
-                        now_ms(),
-                    )
-                },
-            );
+                &run.originator,
+                false,
+                job_ids.iter().cloned().collect(),
+                &pending_rows,
+            )
+            .refused = Some(counted);
             let fingerprints: HashMap<&str, jobs::Fingerprint> = run
                 .work_for(&self.local)
                 .iter()
