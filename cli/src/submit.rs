@@ -305,6 +305,30 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
     run(state_dir, vec![parent], args.options, true)
 }
 
+/// The `--target NODE` (or `--restrict`) that `file` comes right after in the command line
+/// `argv`, if it does: a file named there is most likely a second node.
+fn node_option_before(
+    file: &std::path::Path,
+    argv: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Option<(String, String)> {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().collect();
+    let at = argv.iter().position(|a| a == file.as_os_str())?;
+    let before = argv.get(at.checked_sub(1)?)?.to_str()?;
+    let two_before = at.checked_sub(2).and_then(|i| argv.get(i));
+    ["--target", "--restrict"].into_iter().find_map(|option| {
+        if let Some(node) = before
+            .strip_prefix(option)
+            .and_then(|v| v.strip_prefix('='))
+        {
+            Some((option.to_string(), node.to_string()))
+        } else if two_before.is_some_and(|a| a == option) && !before.starts_with('-') {
+            Some((option.to_string(), before.to_string()))
+        } else {
+            None
+        }
+    })
+}
+
 pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Failure> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure::Runtime(format!("cannot tell the current directory: {e}")))?;
@@ -322,7 +346,21 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
                 output::err_line(at);
                 return Ok(());
             }
-            Err(e) => return Err(Failure::Input(e.to_string())),
+            Err(e) => {
+                let hint = node_option_before(file, std::env::args_os())
+                    .filter(|_| !file.exists())
+                    .map(|(option, node)| {
+                        format!(
+                            " ('{}' follows `{option} {node}`: Directord's `--target a b` names \
+                             two nodes; here each takes its own option, `{option} {node} \
+                             {option} {}`)",
+                            file.display(),
+                            file.display()
+                        )
+                    })
+                    .unwrap_or_default();
+                return Err(Failure::Input(format!("{e}{hint}")));
+            }
         };
         for (e, entry) in entries.into_iter().enumerate() {
             let mut jobs = Vec::new();
@@ -1139,6 +1177,31 @@ fn status_line(r: &JobRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_right_after_a_node_option_is_taken_for_a_second_node() {
+        let argv = |words: &str| {
+            words
+                .split(' ')
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        let before =
+            |file: &str, words: &str| node_option_before(std::path::Path::new(file), argv(words));
+        assert_eq!(
+            before("b", "dm orchestrate f.yaml --target a b"),
+            Some(("--target".into(), "a".into()))
+        );
+        assert_eq!(
+            before("b", "dm orchestrate f.yaml --restrict=3f b"),
+            Some(("--restrict".into(), "3f".into()))
+        );
+        // A file given first, or after a flag or another file, follows no node option.
+        assert_eq!(before("f.yaml", "dm orchestrate f.yaml --target a b"), None);
+        assert_eq!(before("b", "dm orchestrate --poll b"), None);
+        assert_eq!(before("b", "dm orchestrate a.yaml b"), None);
+        assert_eq!(before("b", "dm orchestrate --target --poll b"), None);
+    }
 
     #[test]
     fn a_failure_names_what_the_node_says_and_what_the_job_wrote() {

@@ -307,6 +307,17 @@ fn usage_errors_exit_2() {
         2,
         &["'n2' follows `--target n1`", "--target n1 --target n2"],
     );
+    // The same after orchestrate's files: `n2` is read as a file, and its error says why.
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.yaml");
+    fails(
+        &["orchestrate", hello, "--target", "n1", "n2"],
+        2,
+        &[
+            "n2: cannot read",
+            "'n2' follows `--target n1`",
+            "--target n1 --target n2",
+        ],
+    );
     // A filter another action would silently ignore is refused before any daemon is asked.
     fails(
         &["manage", "--job-info", "last", "--filter", "failed"],
