@@ -843,6 +843,8 @@ mod tests {
         assert_eq!(report["slowest_node_roundtrip"], json!("a"));
         assert_eq!(report["actual_runtime"], json!(0.6));
         assert_eq!(report["combined_execution_time"], json!(0.7));
+        assert_eq!(report["total_avg_execution_time"], json!(0.7));
+        assert_eq!(report["total_avg_roundtrip_time"], json!(0.9));
         assert_eq!(report["total_successes"], json!(2));
         assert_eq!(report["total_failures"], json!(2));
         assert_eq!(report["total_node_count"], json!(4));
@@ -879,6 +881,11 @@ mod tests {
         };
         let jobs = [job("j1", true), job("j2", false), job("j3", false)];
         let report = analyze("p", &jobs);
+        // Directord's averages: the sums over every node and job, divided by the jobs.
+        assert_eq!(report["combined_execution_time"], json!(3.0));
+        assert_eq!(report["total_avg_execution_time"], json!(1.0));
+        assert_eq!(report["total_avg_roundtrip_time"], json!(1.233333));
+        assert_eq!(report["total_jobs"], json!(3));
         assert_eq!(report["fastest_node_execution"], json!("b"));
         assert_eq!(report["slowest_node_execution"], json!("a"));
         assert_eq!(report["fastest_node_roundtrip"], json!("b"));

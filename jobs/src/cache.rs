@@ -1121,6 +1121,44 @@ mod tests {
         );
         assert_eq!(cache.evict(CacheTag::Jobs), 3);
         assert!(!cache.succeeded(&fp, None));
+        // The parent's failure is not a job's: `jobs` leaves it, `parents` clears it.
+        assert!(cache.parent_failed("p"));
+        assert_eq!(cache.evict(CacheTag::Parents), 1);
+        assert!(!cache.parent_failed("p"));
+    }
+
+    /// CACHEEVICT all: jobs, parents, args and envs all go; each other tag only its own.
+    #[test]
+    fn each_tag_evicts_its_own_part_and_all_evicts_everything() {
+        let fill = || {
+            let cache = Cache::in_memory(DEFAULT_TTL);
+            cache.record(&Fingerprint([1; 32]), "p", CachedState::Failed);
+            cache.merge_args(obj(json!({"a": 1, "b": "two"})), false);
+            cache.merge_envs(obj(json!({"E": "x"})), false);
+            cache
+        };
+        let left = |cache: &Cache| {
+            (
+                cache.has_outcome(&Fingerprint([1; 32])),
+                cache.parent_failed("p"),
+                cache.args().len(),
+                cache.envs().len(),
+            )
+        };
+        let cache = fill();
+        assert_eq!(left(&cache), (true, true, 2, 1));
+        assert_eq!(cache.evict(CacheTag::All), 5);
+        assert_eq!(left(&cache), (false, false, 0, 0));
+        for (tag, what) in [
+            (CacheTag::Jobs, (false, true, 2, 1)),
+            (CacheTag::Parents, (true, false, 2, 1)),
+            (CacheTag::Args, (true, true, 0, 1)),
+            (CacheTag::Envs, (true, true, 2, 0)),
+        ] {
+            let cache = fill();
+            cache.evict(tag);
+            assert_eq!(left(&cache), what, "{tag:?}");
+        }
     }
 
     #[test]
