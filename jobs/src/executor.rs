@@ -963,6 +963,37 @@ mod tests {
         }
     }
 
+    /// Verbs that share a lock (ARG and ENV, ADD and COPY) wait for each other; other locks,
+    /// and verbs without one, do not; a `--force-lock` job waits for every job and every job
+    /// for it.
+    #[tokio::test]
+    async fn jobs_of_one_named_lock_run_one_at_a_time() {
+        use crate::spec::Verb;
+        let held = |lock: &Arc<tokio::sync::Mutex<()>>| lock.try_lock().is_err();
+        assert_eq!(Verb::Arg.lock(), Verb::Env.lock());
+        assert_eq!(Verb::Add.lock(), Verb::Copy.lock());
+        assert_eq!(Verb::Run.lock(), None);
+        let locks = Locks::default();
+        let arg = locks.named(Verb::Arg.lock().unwrap());
+        let guard = arg.lock().await;
+        // ENV's lock is the one ARG holds; the copy lock is free.
+        assert!(held(&locks.named(Verb::Env.lock().unwrap())));
+        assert!(!held(&locks.named(Verb::Copy.lock().unwrap())));
+        drop(guard);
+        assert!(!held(&locks.named(Verb::Env.lock().unwrap())));
+        // Every job holds the global lock shared; a force-locked one waits for them all.
+        let shared = locks.global(false).await;
+        let another = locks.global(false).await;
+        let alone = tokio::time::timeout(Duration::from_millis(50), locks.global(true)).await;
+        assert!(alone.is_err(), "a force-locked job ran beside others");
+        drop((shared, another));
+        let alone = locks.global(true).await;
+        let beside = tokio::time::timeout(Duration::from_millis(50), locks.global(false)).await;
+        assert!(beside.is_err(), "a job ran beside a force-locked one");
+        drop(alone);
+        drop(locks.global(false).await);
+    }
+
     /// Once an async parent has nothing running or queued, its queue is gone: a node runs
     /// countless parents, each once. Whether its jobs all succeeded, one failed (the rest of
     /// the parent is dropped), or a QUEUESENTINEL emptied its queue while a job of it ran.

@@ -871,6 +871,44 @@ async fn workdir_cachefile_cacheevict_wait_and_echo() {
     );
 }
 
+/// WORKDIR and CACHEFILE paths render with the node's args when the job runs; an undefined
+/// variable in one fails that job, naming it.
+#[tokio::test]
+async fn paths_render_with_the_args_when_the_job_runs() {
+    let mut h = Harness::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vars.yaml"), "loaded_from: file\n").unwrap();
+    let arg = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "ARG",
+            &format!("base {}", dir.path().display()),
+        )
+        .await;
+    let wd = h
+        .submit("p", QueueKind::Sync, "WORKDIR", "{{ base }}/made/here")
+        .await;
+    let cf = h
+        .submit("p", QueueKind::Sync, "CACHEFILE", "{{ base }}/vars.yaml")
+        .await;
+    let used = h
+        .submit("p", QueueKind::Sync, "RUN", "echo {{ loaded_from }}")
+        .await;
+    let missing = h
+        .submit("q", QueueKind::Sync, "WORKDIR", "{{ nowhere }}/x")
+        .await;
+    let r = h.results(5).await;
+    assert_eq!(r[&arg].state, ResultState::Success, "{:?}", r[&arg]);
+    assert_eq!(r[&wd].state, ResultState::Success, "{:?}", r[&wd]);
+    assert!(dir.path().join("made/here").is_dir());
+    assert_eq!(r[&cf].state, ResultState::Success, "{:?}", r[&cf]);
+    assert_eq!(r[&used].stdout, "file");
+    assert_eq!(r[&missing].state, ResultState::Failed);
+    let why = format!("{} {}", r[&missing].info, r[&missing].stderr);
+    assert!(why.contains("nowhere"), "{why}");
+}
+
 #[tokio::test]
 async fn streamed_output_arrives_before_the_result() {
     let mut h = Harness::new();

@@ -209,6 +209,144 @@ fn a_failure_stops_the_rest_of_its_parent_and_exits_1() {
     );
 }
 
+#[test]
+fn a_failure_on_one_node_stops_its_parent_there_only_and_files_run_in_order() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    // Only n2 is told to fail.
+    arg_per_node(d, "fail_here", &[("n1", "no"), ("n2", "yes"), ("n3", "no")]);
+    let first = root.path().join("first.yaml");
+    std::fs::write(
+        &first,
+        "- jobs:\n\
+         \x20 - RUN: --skip-cache test \"{{ fail_here }}\" = no || { echo not-here >&2; exit 3; }\n\
+         \x20 - RUN: --skip-cache echo rest-of-parent\n\
+         - jobs:\n\
+         \x20 - ARG: from_first_file one\n",
+    )
+    .unwrap();
+    // Renders only where the first file's ARG came before it (strict templates).
+    let second = root.path().join("second.yaml");
+    std::fs::write(
+        &second,
+        "- jobs:\n  - RUN: --skip-cache echo \"{{ from_first_file }} then two\"\n",
+    )
+    .unwrap();
+    let o = d.cli(&[
+        "orchestrate",
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+        "--poll",
+        "--check",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let recs = records(d);
+    let failing = record(
+        &recs,
+        "RUN: --skip-cache test \"{{ fail_here }}\" = no || { echo not-here >&2; exit 3; }",
+    );
+    let mut expected = all("success");
+    expected.insert("n2".into(), "failed".into());
+    assert_eq!(states(failing), expected);
+    // The rest of that parent ran where it did not fail, and was stopped on n2 alone.
+    let rest = record(&recs, "RUN: --skip-cache echo rest-of-parent");
+    assert_eq!(states(rest), expected);
+    for n in ["n1", "n3"] {
+        assert_eq!(stdout_on(rest, n), "rest-of-parent", "{n}");
+    }
+    let info = rest["results"]["n2"]["info"].as_str().unwrap();
+    assert!(info.contains("of this parent failed"), "{info}");
+    assert!(stdout_on(rest, "n2").is_empty());
+    // `--job-info` shows each node's stderr and info where there are any.
+    let shown = |job: &Value| {
+        let o = d.cli(&["manage", "--job-info", job["job_id"].as_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    let lines = shown(failing);
+    for line in ["n2 STATE failed", "n2 STDERR not-here", "n1 STATE success"] {
+        assert!(lines.iter().any(|l| l == line), "{line}: {lines:#?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("n2 INFO") && l.contains("exit code 3")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("n1 STDERR")),
+        "{lines:#?}"
+    );
+    let lines = shown(rest);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("n2 INFO") && l.contains("of this parent failed")),
+        "{lines:#?}"
+    );
+    // The next parent runs everywhere, n2 too; the second file's job after the first's.
+    assert_eq!(
+        states(record(&recs, "ARG: from_first_file one")),
+        all("success")
+    );
+    let then = record(
+        &recs,
+        "RUN: --skip-cache echo \"{{ from_first_file }} then two\"",
+    );
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(stdout_on(then, n), "one then two", "{n}: {then}");
+    }
+    let submitted: Vec<&str> = recs
+        .iter()
+        .filter_map(|r| r["definition"].as_str())
+        .filter(|d| d.contains("fail_here }}") || d.contains("then two"))
+        .collect();
+    assert_eq!(
+        submitted,
+        [
+            "RUN: --skip-cache test \"{{ fail_here }}\" = no || { echo not-here >&2; exit 3; }",
+            "RUN: --skip-cache echo \"{{ from_first_file }} then two\""
+        ],
+        "records in the order of the files"
+    );
+}
+
+#[test]
+fn run_once_runs_on_the_first_target_given() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[1];
+    for (targets, ran_on) in [(["n3", "n1"], "n3"), (["n1", "n3"], "n1")] {
+        let command = format!("echo once-{}-{}", targets[0], targets[1]);
+        let o = d.cli(&[
+            "exec",
+            "--verb",
+            "RUN",
+            "--run-once",
+            &command,
+            "--target",
+            targets[0],
+            "--target",
+            targets[1],
+            "--poll",
+            "--check",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let recs = records(d);
+        let once = record(&recs, &format!("RUN: --run-once {command}"));
+        assert_eq!(
+            states(once),
+            BTreeMap::from([(ran_on.to_string(), "success".to_string())]),
+            "{once}"
+        );
+        assert_eq!(stdout_on(once, ran_on), command.trim_start_matches("echo "));
+    }
+}
+
 /// The lines `--stream` printed for `node` and `stream` (`STDOUT`, `STDERR`), in order.
 fn streamed(o: &std::process::Output, node: &str, stream: &str) -> Vec<String> {
     let prefix = format!("{node} -- {stream} ");
@@ -413,20 +551,33 @@ fn queuesentinel_purges_queued_work_and_reports_it() {
             })
             .then_some(recs)
     });
-    let purged = recs
+    let sentinel = recs
         .iter()
-        .flat_map(|r| r["results"].as_object().unwrap().values())
-        .filter(|x| {
-            x["info"]
+        .position(|r| {
+            r["definition"]
                 .as_str()
-                .unwrap_or_default()
-                .contains("QUEUESENTINEL")
+                .unwrap()
+                .starts_with("QUEUESENTINEL")
         })
-        .count();
-    assert!(
-        purged >= 3,
-        "each node reports its purged jobs (found {purged})"
-    );
+        .expect("the sentinel's record");
+    for n in ["n1", "n2", "n3"] {
+        let (mut ran, mut purged) = (0, 0);
+        for r in &recs[..sentinel] {
+            let x = &r["results"][n];
+            let info = x["info"].as_str().unwrap_or_default();
+            match x["state"].as_str() {
+                // The sleeps running when the sentinel came end as they would have.
+                Some("success") => ran += 1,
+                Some("failed") if info.contains("QUEUESENTINEL") => purged += 1,
+                other => panic!("{n}: {other:?} {info}: {r}"),
+            }
+        }
+        // At most a job per parent was running; everything queued behind was purged.
+        assert!(
+            purged >= 1 && purged >= ran,
+            "{n}: {ran} ran, {purged} purged"
+        );
+    }
 }
 
 /// Whether a job of `d` runs now whose command line holds `pattern` (a job's shell is a child

@@ -15,7 +15,10 @@ fn bad_orchestrations_and_arguments_exit_2_with_the_reason() {
             "unknown-option.yaml",
             &["entry 1, job 1 (RUN)", "unknown option --bogus"],
         ),
-        ("syntax.yaml", &["YAML syntax error at line"]),
+        (
+            "syntax.yaml",
+            &["syntax.yaml: YAML syntax error at line 3 column 1"],
+        ),
         ("no-jobs.yaml", &["entry 1", "missing `jobs:`"]),
         ("missing-value.yaml", &["job 1 (ARG)", "has no VALUE"]),
         ("bad-timeout.yaml", &["--timeout 'soon'"]),
