@@ -1201,6 +1201,49 @@ fn poll_without_a_terminal_names_the_run_to_follow_again() {
     );
 }
 
+/// `--poll` on a terminal draws a bar of the jobs done (on stderr) beside its lines (stdout).
+#[test]
+fn poll_on_a_terminal_draws_a_progress_bar() {
+    use std::io::Read;
+    let root = root();
+    let nodes = mesh(root.path());
+    // stderr on a pseudo-terminal, as an operator's; stdout a pipe, read apart.
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let mut command =
+        nodes[0].cli_command(&["exec", "--verb", "RUN", "--skip-cache", "sleep 1", "--poll"]);
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(pty.slave)));
+    let child = command.spawn().unwrap();
+    drop(command); // the terminal's last copy here: it ends once the child exits
+    let mut terminal = std::fs::File::from(pty.master);
+    let drawn = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        // A pseudo-terminal whose other side has closed reads as an error (EIO), not EOF.
+        while let Ok(n) = terminal.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).to_string()
+    });
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let drawn = drawn.join().unwrap();
+    assert!(
+        drawn.contains("/1 jobs done"),
+        "the terminal showed: {drawn:?}"
+    );
+    // The job's line goes to stdout, not into the bar.
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Job Success"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// A whole mesh stopped at once (SIGTERM, as for an upgrade) while a run is in flight: the
 /// submitter, leaving itself, writes off none of the targets whose goodbyes it hears, and
 /// once all are back the run ends with every target's own result (interrupted by the stop).
