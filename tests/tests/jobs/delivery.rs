@@ -1213,7 +1213,7 @@ fn poll_on_a_terminal_draws_a_progress_bar() {
         nodes[0].cli_command(&["exec", "--verb", "RUN", "--skip-cache", "sleep 1", "--poll"]);
     command
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::os::fd::OwnedFd::from(pty.slave)));
+        .stderr(Stdio::from(pty.slave));
     let child = command.spawn().unwrap();
     drop(command); // the terminal's last copy here: it ends once the child exits
     let mut terminal = std::fs::File::from(pty.master);
