@@ -871,6 +871,34 @@ async fn workdir_cachefile_cacheevict_wait_and_echo() {
     );
 }
 
+/// ARG --extend-args extends a cached list and merges a cached map (deeply); without it the
+/// value replaces what was cached.
+#[tokio::test]
+async fn extend_args_extends_lists_and_merges_maps() {
+    let mut h = Harness::new();
+    for inline in [
+        "list [1, 2]",
+        "--extend-args list [3]",
+        "map {a: {x: 1}, b: 2}",
+        "--extend-args map {a: {y: 2}, c: 3}",
+        "plain [1, 2]",
+        "plain [3]",
+    ] {
+        h.submit("p", QueueKind::Sync, "ARG", inline).await;
+    }
+    let shown = h
+        .submit(
+            "p",
+            QueueKind::Sync,
+            "RUN",
+            "echo '{{ list }} {{ map.a.x }}{{ map.a.y }}{{ map.b }}{{ map.c }} {{ plain }}'",
+        )
+        .await;
+    let r = h.results(7).await;
+    assert_eq!(r[&shown].state, ResultState::Success, "{:?}", r[&shown]);
+    assert_eq!(r[&shown].stdout, "[1, 2, 3] 1223 [3]");
+}
+
 /// WORKDIR and CACHEFILE paths render with the node's args when the job runs; an undefined
 /// variable in one fails that job, naming it.
 #[tokio::test]

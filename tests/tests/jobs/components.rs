@@ -473,6 +473,44 @@ fn async_parents_run_concurrently_beside_sync_ones() {
     );
 }
 
+/// Sync parents run one after another on a node; `--force-async` runs them side by side.
+#[test]
+fn force_async_runs_sync_parents_side_by_side() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let file = root.path().join("two-sync-parents.yaml");
+    let sleeps = |tag: &str| {
+        format!(
+            "- jobs:\n  - RUN: --skip-cache sleep 1 && echo {tag}-first\n\
+             - jobs:\n  - RUN: --skip-cache sleep 1 && echo {tag}-second\n"
+        )
+    };
+    for (tag, options) in [("sync", &[][..]), ("forced", &["--force-async"][..])] {
+        std::fs::write(&file, sleeps(tag)).unwrap();
+        let mut args = vec!["orchestrate", file.to_str().unwrap(), "--poll", "--check"];
+        args.extend_from_slice(options);
+        let o = d.cli(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let recs = records(d);
+        let first = record(
+            &recs,
+            &format!("RUN: --skip-cache sleep 1 && echo {tag}-first"),
+        );
+        let second = record(
+            &recs,
+            &format!("RUN: --skip-cache sleep 1 && echo {tag}-second"),
+        );
+        for n in ["n1", "n2", "n3"] {
+            assert_eq!(
+                overlap(window(first, n), window(second, n)),
+                tag == "forced",
+                "{tag} on {n}: {first} {second}"
+            );
+        }
+    }
+}
+
 #[test]
 fn directord_timing_and_comparison_orchestrations() {
     let root = root();
