@@ -305,28 +305,42 @@ pub fn exec(state_dir: PathBuf, args: ExecArgs) -> Result<(), Failure> {
     run(state_dir, vec![parent], args.options, true)
 }
 
-/// The `--target NODE` (or `--restrict`) that `file` comes right after in the command line
-/// `argv`, if it does: a file named there is most likely a second node.
+/// The `--target NODE` (or `--restrict FINGERPRINT`) that `file` comes right after in the
+/// command line `argv`, if it does: a word there that does not look like a file (no `/`, no
+/// `.yaml`/`.yml`; for `--restrict`, hexadecimal) is most likely a second node (fingerprint).
 fn node_option_before(
     file: &std::path::Path,
     argv: impl IntoIterator<Item = std::ffi::OsString>,
-) -> Option<(String, String)> {
+) -> Option<(&'static str, String)> {
+    let word = file.to_str()?;
+    if word.contains('/') || word.ends_with(".yaml") || word.ends_with(".yml") {
+        return None;
+    }
     let argv: Vec<std::ffi::OsString> = argv.into_iter().collect();
-    let at = argv.iter().position(|a| a == file.as_os_str())?;
-    let before = argv.get(at.checked_sub(1)?)?.to_str()?;
-    let two_before = at.checked_sub(2).and_then(|i| argv.get(i));
-    ["--target", "--restrict"].into_iter().find_map(|option| {
-        if let Some(node) = before
-            .strip_prefix(option)
-            .and_then(|v| v.strip_prefix('='))
-        {
-            Some((option.to_string(), node.to_string()))
-        } else if two_before.is_some_and(|a| a == option) && !before.starts_with('-') {
-            Some((option.to_string(), before.to_string()))
-        } else {
-            None
-        }
-    })
+    let fits = |option: &str| match option {
+        "--restrict" => word.bytes().all(|b| b.is_ascii_hexdigit()),
+        _ => true,
+    };
+    // Every place the word is given (it may also be, say, a --state-dir's value).
+    (1..argv.len())
+        .filter(|&at| argv[at] == file.as_os_str())
+        .find_map(|at| {
+            let before = argv[at - 1].to_str()?;
+            let two_before = at.checked_sub(2).map(|i| &argv[i]);
+            ["--target", "--restrict"].into_iter().find_map(|option| {
+                let value = match before
+                    .strip_prefix(option)
+                    .and_then(|v| v.strip_prefix('='))
+                {
+                    Some(value) => value,
+                    None if two_before.is_some_and(|a| a == option) && !before.starts_with('-') => {
+                        before
+                    }
+                    None => return None,
+                };
+                fits(option).then(|| (option, value.to_string()))
+            })
+        })
 }
 
 pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Failure> {
@@ -349,10 +363,14 @@ pub fn orchestrate(state_dir: PathBuf, args: OrchestrateArgs) -> Result<(), Fail
             Err(e) => {
                 let hint = node_option_before(file, std::env::args_os())
                     .filter(|_| !file.exists())
-                    .map(|(option, node)| {
+                    .map(|(option, given)| {
+                        let what = match option {
+                            "--restrict" => "fingerprints",
+                            _ => "nodes",
+                        };
                         format!(
-                            " ('{}' follows `{option} {node}`: Directord's `--target a b` names \
-                             two nodes; here each takes its own option, `{option} {node} \
+                            " ('{}' follows `{option} {given}`: Directord's `{option} a b` names \
+                             two {what}; here each takes its own option, `{option} {given} \
                              {option} {}`)",
                             file.display(),
                             file.display()
@@ -1190,11 +1208,29 @@ mod tests {
             |file: &str, words: &str| node_option_before(std::path::Path::new(file), argv(words));
         assert_eq!(
             before("b", "dm orchestrate f.yaml --target a b"),
-            Some(("--target".into(), "a".into()))
+            Some(("--target", "a".into()))
         );
         assert_eq!(
             before("b", "dm orchestrate f.yaml --restrict=3f b"),
-            Some(("--restrict".into(), "3f".into()))
+            Some(("--restrict", "3f".into()))
+        );
+        // The word may come earlier as another option's value.
+        assert_eq!(
+            before("n2", "dm --state-dir n2 orchestrate f.yaml --target n1 n2"),
+            Some(("--target", "n1".into()))
+        );
+        // What looks like a file, or like no fingerprint after --restrict, is left alone.
+        assert_eq!(
+            before("deploy.yaml", "dm orchestrate --target n1 deploy.yaml"),
+            None
+        );
+        assert_eq!(
+            before("./deploy", "dm orchestrate --target n1 ./deploy"),
+            None
+        );
+        assert_eq!(
+            before("site", "dm orchestrate f.yaml --restrict 3f site"),
+            None
         );
         // A file given first, or after a flag or another file, follows no node option.
         assert_eq!(before("f.yaml", "dm orchestrate f.yaml --target a b"), None);

@@ -963,11 +963,11 @@ mod tests {
         }
     }
 
-    /// Verbs that share a lock (ARG and ENV, ADD and COPY) wait for each other; other locks,
-    /// and verbs without one, do not; a `--force-lock` job waits for every job and every job
-    /// for it.
+    /// The locks jobs take (`run_job` holds them while the job runs): verbs that share a lock
+    /// (ARG and ENV, ADD and COPY) share one mutex, other locks are apart, and the global
+    /// lock a `--force-lock` job takes alone excludes every other job, both ways.
     #[tokio::test]
-    async fn jobs_of_one_named_lock_run_one_at_a_time() {
+    async fn verbs_share_their_named_locks_and_force_lock_excludes_every_job() {
         use crate::spec::Verb;
         let held = |lock: &Arc<tokio::sync::Mutex<()>>| lock.try_lock().is_err();
         assert_eq!(Verb::Arg.lock(), Verb::Env.lock());

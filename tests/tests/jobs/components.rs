@@ -564,22 +564,33 @@ fn queuesentinel_purges_queued_work_and_reports_it() {
     let root = root();
     let nodes = mesh(root.path());
     let d = &nodes[0];
+    // This project's file holds its first jobs until the sentinel has run (a gate file);
+    // Directord's sleeps 10 s in each.
+    let gate = root.path().join("sentinel-gate");
+    let hold = format!("while [ ! -e {} ]; do sleep 0.1; done", gate.display());
     let own = root.path().join("sentinel.yaml");
     std::fs::write(
         &own,
-        "- async: true\n  jobs:\n  - RUN: --skip-cache sleep 10\n  - RUN: --skip-cache echo purged a\n\
-         - jobs:\n  - RUN: --skip-cache sleep 10\n  - RUN: --skip-cache echo purged b\n",
+        format!(
+            "- async: true\n  jobs:\n  - RUN: --skip-cache {hold}\n  - RUN: --skip-cache echo purged a\n\
+             - jobs:\n  - RUN: --skip-cache {hold}\n  - RUN: --skip-cache echo purged b\n"
+        ),
     )
     .unwrap();
-    let file = reference("functional-tests-queue-sentinel.yaml").unwrap_or(own);
+    let (file, running) = match reference("functional-tests-queue-sentinel.yaml") {
+        Some(file) => (file, "sleep 10".to_string()),
+        None => (own, gate.display().to_string()),
+    };
     // Submit without waiting, then the sentinel, as Directord's test does: once every node
-    // runs the first sleeps, with the rest queued behind them.
+    // runs the first jobs, with the rest queued behind them.
     let o = d.cli(&["orchestrate", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     for n in &nodes {
-        wait_for(Duration::from_secs(30), "every node to run a sleep", || {
-            runs_a_job(n, "sleep 10").then_some(())
-        });
+        wait_for(
+            Duration::from_secs(30),
+            "every node to run a first job",
+            || runs_a_job(n, &running).then_some(()),
+        );
     }
     let o = d.cli(&[
         "exec",
@@ -590,6 +601,7 @@ fn queuesentinel_purges_queued_work_and_reports_it() {
         "--check",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    std::fs::write(&gate, "").unwrap();
     // Every purged job is reported failed, naming the sentinel; nothing stays queued.
     let (recs, _) = wait_for(Duration::from_secs(60), "every job to be reported", || {
         let recs = records(d);

@@ -1205,33 +1205,42 @@ fn poll_without_a_terminal_names_the_run_to_follow_again() {
 #[test]
 fn poll_on_a_terminal_draws_a_progress_bar() {
     use std::io::Read;
+    use std::os::fd::AsFd;
     let root = root();
     let nodes = mesh(root.path());
     // stderr on a pseudo-terminal, as an operator's; stdout a pipe, read apart.
     let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    // Not inherited by what other tests start meanwhile: their processes would keep the
+    // terminal open after this test's client ends.
+    for end in [pty.master.as_fd(), pty.slave.as_fd()] {
+        let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+        nix::fcntl::fcntl(end, cloexec).expect("close-on-exec");
+    }
     let mut command =
         nodes[0].cli_command(&["exec", "--verb", "RUN", "--skip-cache", "sleep 1", "--poll"]);
     command
         .stdout(Stdio::piped())
         .stderr(Stdio::from(pty.slave));
     let child = command.spawn().unwrap();
-    drop(command); // the terminal's last copy here: it ends once the child exits
+    drop(command); // the terminal's last copy here: it ends once the client exits
     let mut terminal = std::fs::File::from(pty.master);
-    let drawn = std::thread::spawn(move || {
-        let mut all = Vec::new();
+    let drawn = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (ended, end) = std::sync::mpsc::channel();
+    let reading = drawn.clone();
+    std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         // A pseudo-terminal whose other side has closed reads as an error (EIO), not EOF.
-        while let Ok(n) = terminal.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.extend_from_slice(&buf[..n]);
+        while let Ok(n @ 1..) = terminal.read(&mut buf) {
+            reading.lock().unwrap().extend_from_slice(&buf[..n]);
         }
-        String::from_utf8_lossy(&all).to_string()
+        let _ = ended.send(());
     });
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let drawn = drawn.join().unwrap();
+    // The reader ends with the client; should anything else hold the terminal, what was
+    // drawn by then is what counts.
+    let _ = end.recv_timeout(Duration::from_secs(10));
+    let drawn = String::from_utf8_lossy(&drawn.lock().unwrap()).to_string();
     assert!(
         drawn.contains("/1 jobs done"),
         "the terminal showed: {drawn:?}"
