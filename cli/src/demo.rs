@@ -34,7 +34,7 @@ way, and the demo exits with 130.";
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// How many daemons to start (1 to 200).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=200))]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=200))]
     nodes: u16,
 
     /// Run the orchestration, then stop the mesh and exit with its outcome, instead of

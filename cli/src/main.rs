@@ -111,7 +111,7 @@ struct ManageArgs {
     filter: Option<manage::Filter>,
 
     /// With --list-jobs: only the N newest jobs (of those --filter keeps), oldest first.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     last: Option<u32>,
 
     /// One job's record, node by node (`last` for the newest; the start of an id will do);

@@ -339,6 +339,13 @@ fn usage_errors_exit_2() {
     );
     fails(&["manage", "--list-jobs", "--last", "0"], 2, &["--last"]);
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
+    // A negative number is a value out of range, not an unknown argument.
+    fails(&["demo", "--nodes", "-1"], 2, &["'-1'", "--nodes"]);
+    fails(
+        &["manage", "--list-jobs", "--last", "-3"],
+        2,
+        &["'-3'", "--last"],
+    );
     // --finger-print runs nothing: there is nothing to wait for or check.
     fails(
         &["exec", "--verb", "RUN", "--finger-print", "--check", "true"],
