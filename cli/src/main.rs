@@ -198,6 +198,29 @@ fn state_dir(flag: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
+/// `join`'s options whose value may be written negative (`--stop-grace -5s`), to be refused by
+/// their own check rather than taken for unknown options.
+const JOIN_DURATIONS: [&str; 4] = [
+    "--heartbeat-interval",
+    "--blob-retention",
+    "--record-retention",
+    "--stop-grace",
+];
+
+/// The subcommand of a command line: its first word after the global options.
+fn subcommand(argv: &[std::ffi::OsString]) -> Option<&str> {
+    let mut words = argv.iter().skip(1).filter_map(|a| a.to_str());
+    loop {
+        match words.next()? {
+            "--state-dir" => {
+                words.next()?;
+            }
+            global if global.starts_with("--state-dir=") => {}
+            word => return Some(word),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let argv = match submit::exec_argv(std::env::args_os().collect()) {
         Ok(argv) => argv,
@@ -205,6 +228,10 @@ fn main() -> ExitCode {
             crate::output::err_line(format!("error: {e}"));
             return ExitCode::from(2);
         }
+    };
+    let argv = match subcommand(&argv) {
+        Some("join") => node::config::negative_values_joined(argv.into_iter(), &JOIN_DURATIONS),
+        _ => argv,
     };
     let cli = Cli::parse_from(argv);
     let result = match cli.command {

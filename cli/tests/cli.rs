@@ -339,6 +339,18 @@ fn usage_errors_exit_2() {
     );
     fails(&["manage", "--list-jobs", "--last", "0"], 2, &["--last"]);
     fails(&["demo", "--nodes", "0"], 2, &["--nodes"]);
+    // A negative duration is refused as one, not as an unknown argument; an option where a
+    // duration should be is still an option.
+    fails(
+        &["join", "--stop-grace", "-5s"],
+        2,
+        &["--stop-grace: '-5s' is not a duration"],
+    );
+    fails(
+        &["join", "--heartbeat-interval", "--name", "n1"],
+        2,
+        &["--heartbeat-interval <DURATION>"],
+    );
     // A negative number is a value out of range, not an unknown argument.
     fails(&["demo", "--nodes", "-1"], 2, &["'-1'", "--nodes"]);
     fails(

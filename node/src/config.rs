@@ -882,6 +882,32 @@ fn retention_in(
     })
 }
 
+/// The command line with `--stop-grace -5s` read as `--stop-grace=-5s`, for the `options`
+/// whose value may be written negative (clap takes `-5s` for options of its own and refuses
+/// them as unknown, where the option's own check says what is wrong); an option after one of
+/// them (`--stop-grace --name n1`) stays an option.
+pub fn negative_values_joined(
+    args: impl Iterator<Item = std::ffi::OsString>,
+    options: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let name = arg.to_str().filter(|a| options.contains(a));
+        let negative = args.peek().and_then(|v| v.to_str()).filter(|v| {
+            v.strip_prefix('-')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+        });
+        if let (Some(name), Some(value)) = (name, negative) {
+            out.push(format!("{name}={value}").into());
+            args.next();
+            continue;
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// Parses `5`, `5s`, `500ms`, `2m`, `1h` or `7d` (a bare number is seconds; fractions allowed).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let not_one = || format!("'{text}' is not a duration (examples: 5, 5s, 500ms, 2m, 1h30m)");

@@ -222,32 +222,11 @@ const SIGNED_VALUES: [&str; 8] = [
     "--bandwidth",
 ];
 
-/// The command line with `--limit -1s` read as `--limit=-1s` (clap takes `-1s` for an option
-/// of its own, and would refuse it as unknown); an option after one of these (`--limit
-/// --nodes 20`) stays an option.
-fn negative_values_joined(
-    args: impl Iterator<Item = std::ffi::OsString>,
-) -> Vec<std::ffi::OsString> {
-    let mut out = Vec::new();
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let name = arg.to_str().filter(|a| SIGNED_VALUES.contains(a));
-        let negative = args.peek().and_then(|v| v.to_str()).filter(|v| {
-            v.strip_prefix('-')
-                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
-        });
-        if let (Some(name), Some(value)) = (name, negative) {
-            out.push(format!("{name}={value}").into());
-            args.next();
-            continue;
-        }
-        out.push(arg);
-    }
-    out
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse_from(negative_values_joined(std::env::args_os()));
+    let args = Args::parse_from(node::config::negative_values_joined(
+        std::env::args_os(),
+        &SIGNED_VALUES,
+    ));
     // Tier 2's nodes log like the daemon when asked (RUST_LOG=node=debug,mesh=debug ...);
     // silent otherwise, since a thousand nodes' warnings would bury the table.
     if std::env::var_os("RUST_LOG").is_some() {
