@@ -331,3 +331,20 @@ fn client_runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subcommand_is_the_first_word_after_the_global_options() {
+        let argv = |line: &str| -> Vec<std::ffi::OsString> {
+            line.split(' ').map(std::ffi::OsString::from).collect()
+        };
+        assert_eq!(subcommand(&argv("dm join --stop-grace -5s")), Some("join"));
+        assert_eq!(subcommand(&argv("dm --state-dir join exec")), Some("exec"));
+        assert_eq!(subcommand(&argv("dm --state-dir=/s join")), Some("join"));
+        assert_eq!(subcommand(&argv("dm --state-dir")), None);
+        assert_eq!(subcommand(&argv("dm")), None);
+    }
+}

@@ -729,3 +729,36 @@ fn a_config_file_the_parser_is_not_handed_is_named_by_line_and_column() {
         .to_string();
     assert!(e.contains("nested too deep at line 2 column 1009"), "{e}");
 }
+
+/// A negative value after one of the named options is joined to it; anything else is left
+/// as it was, an option after one of them too.
+#[test]
+fn negative_values_are_joined_to_their_options() {
+    let joined = |line: &str| -> Vec<String> {
+        negative_values_joined(
+            line.split(' ').map(std::ffi::OsString::from),
+            &["--stop-grace", "--limit"],
+        )
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect()
+    };
+    assert_eq!(
+        joined("dm join --stop-grace -5s --name n1"),
+        ["dm", "join", "--stop-grace=-5s", "--name", "n1"]
+    );
+    assert_eq!(joined("sim --limit -.5s"), ["sim", "--limit=-.5s"]);
+    // Another option's negative value, an option where a value is, a positive value.
+    assert_eq!(
+        joined("dm join --nodes -1"),
+        ["dm", "join", "--nodes", "-1"]
+    );
+    assert_eq!(
+        joined("dm join --stop-grace --name n1"),
+        ["dm", "join", "--stop-grace", "--name", "n1"]
+    );
+    assert_eq!(
+        joined("dm join --stop-grace 5s"),
+        ["dm", "join", "--stop-grace", "5s"]
+    );
+}
