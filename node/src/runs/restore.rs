@@ -483,7 +483,7 @@ impl Actor {
         info!(run = %run_id, jobs = job_ids.len(), "this node's own part of a run it submitted was not taken in on disk when it stopped: its jobs are recorded interrupted");
         if !self.accepted.contains_key(run_id) {
             let local = self.local.clone();
-            self.remember_accepted(run_id, &local, false, HashSet::new(), &[]);
+            self.remember_accepted(run_id, &local, false, &[]);
         }
         for job_id in job_ids {
             let job = self.open_runs.get(run_id).and_then(|run| {

@@ -189,17 +189,11 @@ impl Actor {
             }
             return Ok(());
         }
-        let (pending, pending_rows, work_here) = self.take_jobs(&run, None);
+        let (_, pending_rows, work_here) = self.take_jobs(&run, None);
         // The run is kept while jobs of it are pending, to queue again after a restart those
         // that had not started.
         self.store.put_accepted_run(&run);
-        self.remember_accepted(
-            &run.run_id,
-            &run.originator,
-            run.stream,
-            pending,
-            &pending_rows,
-        );
+        self.remember_accepted(&run.run_id, &run.originator, run.stream, &pending_rows);
         if run.originator == self.local {
             // The submitter's own part: after a crash here its jobs are written off, never
             // handed out again, so they may start at once.
@@ -232,16 +226,16 @@ impl Actor {
     }
 
     /// Remembers `run_id` as taken in here, on disk (its `accepted` row with the `pending_rows`
-    /// of the jobs still to run, in the store's next commit) and in memory; returns the run's
-    /// memory, for a caller to mark it refused.
+    /// of the jobs still to run, in the store's next commit) and in memory (those jobs pending);
+    /// returns the run's memory, for a caller to mark it refused.
     pub(super) fn remember_accepted(
         &mut self,
         run_id: &str,
         originator: &NodeId,
         stream: bool,
-        pending: HashSet<String>,
         pending_rows: &[PendingJob],
     ) -> &mut AcceptedRun {
+        let pending = pending_rows.iter().map(|row| row.job_id.clone()).collect();
         let accepted_unix_ms = now_ms();
         let seq = self.take_accept_seq();
         self.store.put_accepted(
@@ -354,14 +348,8 @@ impl Actor {
                     parent_id: String::new(),
                 })
                 .collect();
-            self.remember_accepted(
-                &run.run_id,
-                &run.originator,
-                false,
-                job_ids.iter().cloned().collect(),
-                &pending_rows,
-            )
-            .refused = Some(counted);
+            self.remember_accepted(&run.run_id, &run.originator, false, &pending_rows)
+                .refused = Some(counted);
             let fingerprints: HashMap<&str, jobs::Fingerprint> = run
                 .work_for(&self.local)
                 .iter()
