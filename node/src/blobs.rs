@@ -570,9 +570,14 @@ impl BlobStore {
                 return Ok(None);
             }
             let end = start.saturating_add(CHUNK_SIZE).min(len);
-            let mut buf = vec![0u8; (end - start) as usize];
+            let want = (end - start) as usize;
+            // Read into memory not zeroed first (a megabyte per chunk served adds up).
+            let mut buf = Vec::with_capacity(want);
             f.seek(SeekFrom::Start(start))?;
-            f.read_exact(&mut buf)?;
+            f.take(want as u64).read_to_end(&mut buf)?;
+            if buf.len() != want {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             Ok(Some(buf))
         })();
         match read {
