@@ -376,7 +376,15 @@ impl ProcessLog {
         let mut state = self.lock();
         state.stopping = true;
         note_new_members(&mut state.asked);
-        let mut stopped: Vec<u32> = state.live.keys().copied().collect();
+        // A shell already collected whose job still reads its output (a process it left
+        // holds a pipe) may have freed its number: stopped only if the number is not another
+        // process's now.
+        let mut stopped: Vec<u32> = state
+            .live
+            .iter()
+            .filter(|(pgid, ticks)| shell_or_free(**pgid, **ticks))
+            .map(|(pgid, _)| *pgid)
+            .collect();
         // Groups asked to end whose shell has ended but which still hold a process of the
         // job's: not left running beside the restarted node.
         stopped.extend(
@@ -753,6 +761,24 @@ fn any_still_there(members: &[(u32, u64)]) -> bool {
         .any(|(pid, ticks)| start_ticks(*pid) == Some(*ticks))
 }
 
+/// Whether process number `pid` is taken now: by a process in any state (a zombie too), or
+/// by a thread (/proc answers for thread ids as well).
+pub(crate) fn number_taken(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether a signal to process group `pgid`, led by the job's shell started at `ticks`, reaches
+/// only the job: its shell is still there (running, or ended and not yet collected), or the
+/// number is nobody's. The kernel gives out no number some process still has as its group, so
+/// a group that outlived its shell keeps its number; a process now numbered `pgid` that is not
+/// the shell took the number after the shell's group was gone, and may lead a group of its own.
+fn shell_or_free(pgid: u32, ticks: u64) -> bool {
+    match process_stat(pgid) {
+        Some(p) => p.start_ticks <= ticks + 1 && p.start_ticks + START_SLACK_TICKS >= ticks,
+        None => !number_taken(pgid),
+    }
+}
+
 /// Whether process `pgid` is still the job's shell logged as started at `ticks`: not a later
 /// process that took the number (it started after the shell ended, so after `ticks`), nor a
 /// shell that ended.
@@ -777,14 +803,29 @@ pub(crate) struct RunningProcess {
 /// Process `pid` as /proc has it; `None`: no such process, or one that has ended and waits to
 /// be collected (a zombie).
 pub(crate) fn running_process(pid: u32) -> Option<RunningProcess> {
+    process_stat(pid)
+        .filter(|p| !p.ended)
+        .map(|p| RunningProcess {
+            group: p.group,
+            start_ticks: p.start_ticks,
+        })
+}
+
+/// What /proc/PID/stat says of process `pid`, in any state.
+struct ProcessStat {
+    /// Ended, and waiting to be collected (a zombie) or being removed.
+    ended: bool,
+    group: u32,
+    start_ticks: u64,
+}
+
+fn process_stat(pid: u32) -> Option<ProcessStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (in parentheses, which may hold anything): state, ppid,
     // pgrp, ... starttime (field 22 of the line, the 20th of these).
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    if matches!(fields.first(), Some(&("Z" | "X"))) {
-        return None;
-    }
-    Some(RunningProcess {
+    Some(ProcessStat {
+        ended: matches!(fields.first(), Some(&("Z" | "X"))),
         group: fields.get(2)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
     })
@@ -1255,6 +1296,53 @@ mod tests {
         assert!(group_alive(ended.id()));
         let _ = killpg(Pid::from_raw(ended.id() as i32), Signal::SIGKILL);
         ended.wait().unwrap();
+    }
+
+    /// A stopping node stops a job's group whose shell ended (collected or not) while a
+    /// process it started holds on in the group, and leaves alone a number another process
+    /// took after the job's group was gone.
+    #[test]
+    fn stop_all_stops_groups_that_outlived_their_shell_and_spares_a_taken_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = ProcessLog::open(&dir.path().join("running-jobs")).unwrap();
+        let left_behind = || {
+            Command::new("sh")
+                .args(["-c", "sleep 60 & exit 0"])
+                .stdin(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        // One shell ended and waits to be collected (a zombie), one was collected: both
+        // left a sleep in their group.
+        let (mut zombie, mut collected) = (left_behind(), left_behind());
+        log.started(zombie.id());
+        log.started(collected.id());
+        wait_for_child_in(zombie.id());
+        wait_for_child_in(collected.id());
+        within_5_s("the shell never ended", || {
+            process_stat(zombie.id()).is_some_and(|p| p.ended)
+        });
+        collected.wait().unwrap();
+        assert!(!number_taken(collected.id()));
+        // A process that took a job's number: it started long after the logged shell.
+        let mut other = spawn_group();
+        let its_start = process_stat(other.id()).unwrap().start_ticks;
+        log.lock()
+            .live
+            .insert(other.id(), its_start - 5 * TICKS_PER_SEC);
+        let mut stopped = log.stop_all();
+        stopped.sort_unstable();
+        let mut expected = vec![zombie.id(), collected.id()];
+        expected.sort_unstable();
+        assert_eq!(stopped, expected);
+        within_5_s("a left-behind process lives on", || {
+            !group_alive(zombie.id()) && !group_alive(collected.id())
+        });
+        assert!(group_alive(other.id()), "another's group was stopped");
+        zombie.wait().unwrap();
+        let _ = killpg(Pid::from_raw(other.id() as i32), Signal::SIGKILL);
+        other.wait().unwrap();
     }
 
     /// A node stopping asks its jobs' groups to end first: a shell that traps SIGTERM gets to

@@ -3,7 +3,11 @@
 //! their timeout (the whole process group is killed), and spawns retried when the machine is
 //! short of processes or descriptors.
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use serde_json::{Map, Value};
 use tokio::{
@@ -20,7 +24,7 @@ use super::{
 };
 use crate::{
     cache::Cache,
-    processes::ProcessLog,
+    processes::{self, ProcessLog},
     spec::{WaitFor, env_problem},
     template,
 };
@@ -468,8 +472,10 @@ pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellRe
         Err(e) => return ShellResult::not_started(format!("cannot start /bin/sh: {e}")),
     };
     let pid = child.id();
+    // Set once the shell is collected: its number may then go to another process.
+    let collected = AtomicBool::new(false);
     // Written down while it runs: a node restarted after a crash stops the group.
-    let mut running = pid.map(|pid| Running::new(sh.processes, pid));
+    let mut running = pid.map(|pid| Running::new(sh.processes, pid, &collected));
     // Both pipes were requested above; the readers and the wait share this task.
     let out = child.stdout.take();
     let err = child.stderr.take();
@@ -495,6 +501,7 @@ pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellRe
         };
         let wait = async {
             let status = child.wait().await;
+            collected.store(true, Ordering::Relaxed);
             let _ = exited_tx.send(true);
             status
         };
@@ -541,7 +548,7 @@ pub(super) async fn run_shell(command: &str, sh: &CommandContext<'_>) -> ShellRe
         Err(_) => {
             timed_out = Some(started.elapsed());
             if let Some(pid) = pid {
-                kill_group(pid);
+                kill_job_group(pid, collected.load(Ordering::Relaxed));
             }
             // The killed group's pipes close, and the readers end with what was read before
             // the kill (a process that left the group and holds them is read for
@@ -592,10 +599,12 @@ pub(super) struct Running<'a> {
     log: Option<&'a ProcessLog>,
     pgid: u32,
     waited: bool,
+    /// Whether the shell was collected (see [`kill_job_group`]).
+    collected: &'a AtomicBool,
 }
 
 impl<'a> Running<'a> {
-    fn new(log: Option<&'a ProcessLog>, pgid: u32) -> Self {
+    fn new(log: Option<&'a ProcessLog>, pgid: u32, collected: &'a AtomicBool) -> Self {
         if let Some(log) = log {
             log.started(pgid);
         }
@@ -603,6 +612,7 @@ impl<'a> Running<'a> {
             log,
             pgid,
             waited: false,
+            collected,
         }
     }
 }
@@ -615,7 +625,7 @@ impl Drop for Running<'_> {
             if self.log.is_some_and(ProcessLog::terminating) {
                 return;
             }
-            kill_group(self.pgid);
+            kill_job_group(self.pgid, self.collected.load(Ordering::Relaxed));
         }
         if let Some(log) = self.log {
             log.ended(self.pgid);
@@ -623,8 +633,14 @@ impl Drop for Running<'_> {
     }
 }
 
-/// SIGKILL to a whole process group (the job's shell and everything it started).
-pub(super) fn kill_group(pgid: u32) {
+/// SIGKILL to the process group of a job's shell (the shell and everything it started).
+/// Once the shell is `collected` its number is free unless the group still has members (the
+/// kernel gives out no number some process has as its group): a process numbered `pgid` then
+/// took the number after the job's group was gone, and the group is someone else's.
+pub(super) fn kill_job_group(pgid: u32, collected: bool) {
+    if collected && processes::number_taken(pgid) {
+        return;
+    }
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(pgid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -721,6 +737,32 @@ pub(super) async fn wait_for(wait: &WaitFor, sh: &CommandContext<'_>) -> Finishe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timed-out or dropped job kills its shell's group, but once the shell was collected
+    /// a process now numbered like it is another's, and its group is left alone.
+    #[test]
+    fn a_job_group_is_killed_only_while_its_number_is_the_jobs() {
+        use std::os::unix::process::CommandExt;
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        // The number is another process's: left alone.
+        let mut other = spawn();
+        kill_job_group(other.id(), true);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "another's group was killed"
+        );
+        // The shell not collected yet: its number is the job's, killed.
+        kill_job_group(other.id(), false);
+        let status = other.wait().unwrap();
+        assert!(!status.success(), "{status:?}");
+    }
 
     /// Reads `bytes` as a job's stdout; returns what was kept and the lines sent live.
     async fn read_all(bytes: Vec<u8>) -> (Read, Vec<OutputLine>) {
