@@ -253,6 +253,51 @@ fn a_corrupt_holder_is_routed_around_and_integrity_failures_leave_nothing() {
     assert_eq!(left["n2"], "0", "no partial file at DEST or beside it");
 }
 
+/// A DEST that is a mount point (a file bind-mounted there, as into a container) cannot be
+/// replaced by renaming the checked copy over it: the job fails saying so, and leaves the
+/// file as it was and nothing beside it.
+#[test]
+fn a_dest_that_is_a_mount_point_fails_saying_so() {
+    let root = root();
+    let nodes = mesh(root.path());
+    let d = &nodes[0];
+    let src = sources(root.path());
+    std::fs::write(src.join("app.conf"), b"new\n").unwrap();
+    // In n2's own mount namespace, gone with it.
+    run_on(
+        d,
+        &["n2"],
+        "mkdir -p /tmp/m && echo old > /tmp/m/host.conf && touch /tmp/m/app.conf && \
+         mount --bind /tmp/m/host.conf /tmp/m/app.conf",
+    );
+    let o = d.cli(&[
+        "exec",
+        "--verb",
+        "ADD",
+        &format!("{}/app.conf /tmp/m/app.conf", src.display()),
+        "--target",
+        "n2",
+        "--poll",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let last = records(d).into_iter().last().unwrap();
+    let said = format!(
+        "{} {}",
+        last["results"]["n2"]["stderr"].as_str().unwrap_or_default(),
+        last["results"]["n2"]["info"].as_str().unwrap_or_default()
+    );
+    assert!(
+        said.contains("/tmp/m/app.conf: it is a mount point"),
+        "{said}"
+    );
+    let left = run_on(
+        d,
+        &["n2"],
+        "echo $(cat /tmp/m/app.conf) $(ls -A /tmp/m | wc -l); umount /tmp/m/app.conf",
+    );
+    assert_eq!(left["n2"], "old 2", "the file as it was, nothing beside it");
+}
+
 /// A holder whose copy is damaged on disk serves bad chunks of it: the fetcher that got them
 /// tells it, and it drops the damaged copy (until then it failed every fetcher, and kept it
 /// until a job of its own used it). A holder told so whose copy is sound keeps it.
