@@ -352,7 +352,8 @@ fn warn_of_a_low_descriptor_limit() {
 fn few_memory_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none()
-        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"))
+        && !std::env::var_os("GLIBC_TUNABLES")
+            .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.arena_max"))
     {
         // SAFETY: mallopt only sets an allocator parameter; it takes no pointer, and this
         // runs on the main thread before any other thread exists.
@@ -363,15 +364,18 @@ fn few_memory_arenas() {
 }
 
 /// Lets the megabyte buffers of file chunks (fetched, served) come from the heap and be reused
-/// there. By default glibc maps a buffer that large afresh and gives a freed heap top back at
-/// once: every chunk then cost a page fault per 4 KiB and a zeroing, about a tenth of a node's
-/// CPU while it passes a file on. What a transfer leaves free is handed back within a minute
-/// ([`return_freed_memory`]). `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or their
+/// there. glibc's own thresholds adjust to the chunks, but it still gave the heap's free top
+/// back whenever it passed twice a chunk's size and took it again for the next chunks: a page
+/// fault per 4 KiB and a zeroing for each, the daemons' largest cost above the files bench's
+/// floor. Fixed thresholds end that adjustment: an allocation over 4 MiB is always mapped, and
+/// up to 32 MiB freed per arena (two, see [`few_memory_arenas`]) stays until the minute's
+/// [`return_freed_memory`]. `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or their
 /// `GLIBC_TUNABLES`, in the environment still decide if set.
 fn chunk_buffers_reused() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+        let tunables = tunables.to_string_lossy();
         let said = |var: &str, tunable: &str| {
             std::env::var_os(var).is_some() || tunables.contains(tunable)
         };

@@ -762,9 +762,16 @@ fn any_still_there(members: &[(u32, u64)]) -> bool {
 }
 
 /// Whether process number `pid` is taken now: by a process in any state (a zombie too), or
-/// by a thread (/proc answers for thread ids as well).
+/// a thread. Asked of the kernel, not of /proc: it needs no file descriptor and answers in
+/// this process's pid namespace.
 pub(crate) fn number_taken(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::unistd::getpgid(Some(Pid::from_raw(pid))),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// Whether a signal to process group `pgid`, led by the job's shell started at `ticks`, reaches
@@ -772,11 +779,29 @@ pub(crate) fn number_taken(pid: u32) -> bool {
 /// number is nobody's. The kernel gives out no number some process still has as its group, so
 /// a group that outlived its shell keeps its number; a process now numbered `pgid` that is not
 /// the shell took the number after the shell's group was gone, and may lead a group of its own.
+/// Where that cannot be told (/proc is not this pid namespace's, or unreadable: out of
+/// descriptors), the group is signalled, as it always was. Between this check and the signal
+/// the number would have to be freed and go round every other number to reach another group.
 fn shell_or_free(pgid: u32, ticks: u64) -> bool {
+    if !number_taken(pgid) || !proc_is_ours() {
+        return true;
+    }
     match process_stat(pgid) {
         Some(p) => p.start_ticks <= ticks + 1 && p.start_ticks + START_SLACK_TICKS >= ticks,
-        None => !number_taken(pgid),
+        None => true,
     }
+}
+
+/// Whether /proc shows this process's pid namespace (it may be another's: a namespace entered
+/// without mounting its own /proc).
+fn proc_is_ours() -> bool {
+    static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OURS.get_or_init(|| {
+        fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str()?.parse::<u32>().ok())
+            == Some(std::process::id())
+    })
 }
 
 /// Whether process `pgid` is still the job's shell logged as started at `ticks`: not a later
@@ -1330,7 +1355,7 @@ mod tests {
         let its_start = process_stat(other.id()).unwrap().start_ticks;
         log.lock()
             .live
-            .insert(other.id(), its_start - 5 * TICKS_PER_SEC);
+            .insert(other.id(), its_start.saturating_sub(5 * TICKS_PER_SEC));
         let mut stopped = log.stop_all();
         stopped.sort_unstable();
         let mut expected = vec![zombie.id(), collected.id()];

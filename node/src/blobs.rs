@@ -571,12 +571,16 @@ impl BlobStore {
             }
             let end = start.saturating_add(CHUNK_SIZE).min(len);
             let want = (end - start) as usize;
-            // Read into memory not zeroed first (a megabyte per chunk served adds up).
+            // Read into memory not zeroed first (a megabyte per chunk served adds up); the
+            // file is in the page cache, so the reads that grow the buffer cost little.
             let mut buf = Vec::with_capacity(want);
             f.seek(SeekFrom::Start(start))?;
             f.take(want as u64).read_to_end(&mut buf)?;
             if buf.len() != want {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("read {} of chunk {index}'s {want} bytes", buf.len()),
+                ));
             }
             Ok(Some(buf))
         })();

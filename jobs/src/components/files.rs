@@ -606,10 +606,10 @@ pub(super) fn land(
         }
         std::fs::rename(&tmp, path).map_err(|e| match e.raw_os_error() {
             Some(nix::libc::EBUSY) => format!(
-                "cannot move the file into {}: it is a mount point (a file bind-mounted \
-                 there?), and ADD/COPY replace a file by renaming a checked copy over it, \
-                 which a mount point refuses: send the file to the mounted file's source \
-                 instead ({e})",
+                "cannot move the file into {}: it is busy, most likely a mount point (a \
+                 file bind-mounted there?), and ADD/COPY replace a file by renaming a \
+                 checked copy over it, which a mount point refuses: send the file to the \
+                 mounted file's source instead ({e})",
                 path.display()
             ),
             _ => format!("cannot move the file into {}: {e}", path.display()),

@@ -636,7 +636,8 @@ impl Drop for Running<'_> {
 /// SIGKILL to the process group of a job's shell (the shell and everything it started).
 /// Once the shell is `collected` its number is free unless the group still has members (the
 /// kernel gives out no number some process has as its group): a process numbered `pgid` then
-/// took the number after the job's group was gone, and the group is someone else's.
+/// took the number after the job's group was gone, and the group is someone else's. (Between
+/// the check and the signal the number would have to go round every other number.)
 pub(super) fn kill_job_group(pgid: u32, collected: bool) {
     if collected && processes::number_taken(pgid) {
         return;
@@ -762,6 +763,31 @@ mod tests {
         kill_job_group(other.id(), false);
         let status = other.wait().unwrap();
         assert!(!status.success(), "{status:?}");
+        // The shell collected, a process it started still in its group: the number is
+        // still the job's (nobody has it), and what is left of the group is killed.
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 > /dev/null & echo $!"])
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut shell.stdout.take().unwrap(), &mut said).unwrap();
+        let left: u32 = said.trim().parse().unwrap();
+        shell.wait().unwrap();
+        assert!(
+            processes::running_process(left).is_some(),
+            "the sleep runs on"
+        );
+        kill_job_group(shell.id(), true);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while processes::running_process(left).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "what the job left lives on"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Reads `bytes` as a job's stdout; returns what was kept and the lines sent live.

@@ -287,7 +287,7 @@ fn a_dest_that_is_a_mount_point_fails_saying_so() {
         last["results"]["n2"]["info"].as_str().unwrap_or_default()
     );
     assert!(
-        said.contains("/tmp/m/app.conf: it is a mount point"),
+        said.contains("/tmp/m/app.conf: it is busy, most likely a mount point"),
         "{said}"
     );
     let left = run_on(
