@@ -1405,6 +1405,9 @@ mod tests {
         assert_eq!(asked, both);
         assert!(job.wait().unwrap().success(), "its trap ran and it ended");
         assert_eq!(fs::read_to_string(&cleaned).unwrap(), "done\n");
+        // Its sleep ends on the same SIGTERM, but shows in /proc until it next runs (later on
+        // a busy machine): until then the job's group is one a stop would still stop.
+        within_5_s("the job's sleep lives on", || !group_alive(job.id()));
         // The stubborn shell is still there: the jobs have not all ended.
         assert!(!log.jobs_ended());
         log.ended(job.id());
